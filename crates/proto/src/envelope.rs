@@ -1,0 +1,71 @@
+//! The outer envelope: what a relay, a gossip peer or a mailbox sees.
+//!
+//! An envelope carries ciphertext and just enough routing data for the
+//! recipient to find the right decryption key. It never carries a sender:
+//! the sender's identity travels inside the ciphertext (sealed sender, see
+//! [`crate::event::Sealed`]). On the wire an envelope is always padded to a
+//! size bucket ([`crate::padding`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, DecodeError, EncodeError};
+use crate::padding;
+
+/// An encrypted unit of delivery.
+///
+/// The enum is the version and kind tag: new kinds are new variants, and a
+/// node that does not know a variant rejects the envelope with a
+/// [`DecodeError`] instead of guessing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Envelope {
+    /// A Megolm-encrypted room event.
+    Room(RoomEnvelope),
+    /// An Olm-encrypted event for one device.
+    ToDevice(ToDeviceEnvelope),
+}
+
+/// A room event encrypted with the room's Megolm session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomEnvelope {
+    /// Opaque room topic: a hash of the room secret, not the room id.
+    pub topic: [u8; 32],
+    /// The Megolm session the ciphertext belongs to.
+    pub session_id: [u8; 32],
+    /// Megolm ciphertext of a [`crate::event::Sealed`] event.
+    #[serde(with = "codec::bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
+/// Which kind of Olm message a to-device ciphertext is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OlmMessageKind {
+    /// Starts a new Olm session.
+    PreKey,
+    /// Continues an existing session.
+    Normal,
+}
+
+/// An event encrypted with Olm for one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToDeviceEnvelope {
+    /// Pre-key or normal Olm message.
+    pub kind: OlmMessageKind,
+    /// Olm ciphertext of a [`crate::event::Sealed`] event.
+    #[serde(with = "codec::bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
+impl Envelope {
+    /// Encodes and pads the envelope into a wire frame.
+    pub fn to_frame(&self) -> Result<Vec<u8>, EncodeError> {
+        let payload = codec::encode_limited(self, padding::MAX_PAYLOAD_BYTES)?;
+        padding::pad(&payload)
+    }
+
+    /// Checks the padding of an untrusted frame and decodes the envelope.
+    pub fn from_frame(frame: &[u8]) -> Result<Self, DecodeError> {
+        let payload = padding::unpad(frame)?;
+        codec::decode(payload, padding::MAX_PAYLOAD_BYTES)
+    }
+}

@@ -1,0 +1,253 @@
+//! Plaintext events: what is inside the ciphertext of an [`Envelope`](crate::Envelope).
+//!
+//! Every ciphertext decrypts to a [`Sealed`] value: the sender's signed
+//! device certificate and a typed payload. Putting the sender inside the
+//! encryption (sealed sender) keeps it from relays and gossip peers; the
+//! crypto layer checks that the key which decrypted the message belongs to
+//! the certified device.
+//!
+//! All enums here are tagged by variant index, so adding a kind of event is
+//! adding a variant at the end, and an old node rejects an unknown kind with
+//! a [`DecodeError`](crate::DecodeError).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
+
+use crate::codec::{self, DecodeError, EncodeError};
+use crate::identity::{DeviceCertificate, Profile, Signed};
+use crate::limits::{MAX_EVENT_BYTES, MAX_MESSAGE_TEXT_BYTES, MAX_RECEIPT_EVENTS};
+use crate::{DeviceId, EventId, RoomId, Timestamp, UserId};
+
+/// A decrypted event with its sender's certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    /// The sender device's certificate, signed by the sender's master key.
+    pub sender: Signed<DeviceCertificate>,
+    /// What was sent.
+    pub payload: Payload,
+}
+
+impl Sealed {
+    /// Encodes the plaintext for encryption.
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        codec::encode_limited(self, MAX_EVENT_BYTES)
+    }
+
+    /// Decodes untrusted decrypted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes, MAX_EVENT_BYTES)
+    }
+}
+
+/// The two families of events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Payload {
+    /// An event in a room's timeline (Megolm).
+    Room(RoomEvent),
+    /// A message for one device (Olm): keys and control data.
+    ToDevice(ToDeviceEvent),
+}
+
+/// An event in a room's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomEvent {
+    /// The room.
+    pub room_id: RoomId,
+    /// The sending user (must match the sealed certificate).
+    pub sender: UserId,
+    /// The sending device (must match the sealed certificate).
+    pub sender_device: DeviceId,
+    /// Lamport clock: orders the timeline together with sender and event id.
+    pub lamport: u64,
+    /// The sender's wall clock when sending (informational; not trusted for order).
+    pub ts: Timestamp,
+    /// What happened.
+    pub content: EventContent,
+}
+
+/// Kinds of room events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum EventContent {
+    /// A text message.
+    Message(Message),
+    /// Someone was invited, joined, left, was removed or banned.
+    Membership(Membership),
+    /// The sender's new signed profile.
+    Profile(Signed<Profile>),
+    /// The sender withdraws one of their events; receivers purge its content.
+    Redaction(Redaction),
+    /// Delivery or read receipts.
+    Receipt(Receipt),
+}
+
+/// Text of a message: at most [`MAX_MESSAGE_TEXT_BYTES`], never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MessageText(String);
+
+/// The message text is too long.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("message text is {0} bytes; the limit is {MAX_MESSAGE_TEXT_BYTES}")]
+pub struct TextTooLong(pub usize);
+
+impl MessageText {
+    /// Validates the length.
+    pub fn new(text: impl Into<String>) -> Result<Self, TextTooLong> {
+        let text = text.into();
+        if text.len() > MAX_MESSAGE_TEXT_BYTES {
+            return Err(TextTooLong(text.len()));
+        }
+        Ok(Self(text))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for MessageText {
+    type Error = TextTooLong;
+    fn try_from(s: String) -> Result<Self, TextTooLong> {
+        Self::new(s)
+    }
+}
+
+impl From<MessageText> for String {
+    fn from(t: MessageText) -> String {
+        t.0
+    }
+}
+
+impl fmt::Debug for MessageText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageText([scrubbed; {} bytes])", self.0.len())
+    }
+}
+
+/// A text message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The text.
+    pub body: MessageText,
+    /// The event this replies to, if any.
+    pub reply_to: Option<EventId>,
+}
+
+/// A change of room membership, authorised by the room's admins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// Whose membership changes.
+    pub user_id: UserId,
+    /// The change.
+    pub change: MembershipChange,
+}
+
+/// Membership transitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum MembershipChange {
+    /// Invited by an admin.
+    Invite,
+    /// Accepted an invitation.
+    Join,
+    /// Left by choice.
+    Leave,
+    /// Removed by an admin.
+    Remove,
+    /// Removed and barred from rejoining.
+    Ban,
+}
+
+/// Withdraws an earlier event of the same sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redaction {
+    /// The event to redact.
+    pub target: EventId,
+}
+
+/// What a receipt confirms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReceiptKind {
+    /// Reached the device.
+    Delivered,
+    /// Shown to the user (opt-in).
+    Read,
+}
+
+/// Receipts for up to [`MAX_RECEIPT_EVENTS`] events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ReceiptWire")]
+pub struct Receipt {
+    /// Delivered or read.
+    pub kind: ReceiptKind,
+    /// The events confirmed.
+    pub events: Vec<EventId>,
+}
+
+#[derive(Deserialize)]
+struct ReceiptWire {
+    kind: ReceiptKind,
+    events: Vec<EventId>,
+}
+
+/// A receipt lists too many events.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a receipt lists {0} events; the limit is {MAX_RECEIPT_EVENTS}")]
+pub struct TooManyEvents(pub usize);
+
+impl TryFrom<ReceiptWire> for Receipt {
+    type Error = TooManyEvents;
+    fn try_from(w: ReceiptWire) -> Result<Self, TooManyEvents> {
+        if w.events.len() > MAX_RECEIPT_EVENTS {
+            return Err(TooManyEvents(w.events.len()));
+        }
+        Ok(Self {
+            kind: w.kind,
+            events: w.events,
+        })
+    }
+}
+
+/// Events for one device, sent over Olm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ToDeviceEvent {
+    /// A Megolm room key.
+    RoomKey(RoomKey),
+}
+
+/// A Megolm session key shared with one member device.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomKey {
+    /// Format version; currently 1.
+    pub version: u8,
+    /// The room the session encrypts.
+    pub room_id: RoomId,
+    /// The Megolm session id.
+    pub session_id: [u8; 32],
+    /// The first message index this key can decrypt.
+    pub first_index: u32,
+    /// The exported session key. Secret: zeroized on drop, never printed.
+    #[serde(with = "codec::bytes")]
+    pub session_key: Vec<u8>,
+}
+
+impl fmt::Debug for RoomKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoomKey")
+            .field("room_id", &self.room_id)
+            .field("first_index", &self.first_index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RoomKey {
+    fn drop(&mut self) {
+        self.session_key.zeroize();
+    }
+}

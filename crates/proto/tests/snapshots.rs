@@ -1,0 +1,62 @@
+//! Pins the encoded form of every wire type. A failing snapshot means the
+//! wire format changed: that needs a new version, not a new snapshot.
+
+mod fixtures;
+
+use fixtures::*;
+use safemeet_proto::codec;
+use safemeet_proto::event::Payload;
+use safemeet_proto::identity::Signed;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn identity_records() {
+    insta::assert_snapshot!(
+        "device_certificate",
+        hex(&codec::encode(&certificate()).unwrap())
+    );
+    insta::assert_snapshot!(
+        "signed_device_certificate",
+        hex(&signed_certificate().to_bytes().unwrap())
+    );
+    insta::assert_snapshot!("device_list", hex(&codec::encode(&device_list()).unwrap()));
+    insta::assert_snapshot!("profile", hex(&codec::encode(&profile()).unwrap()));
+}
+
+#[test]
+fn room_events() {
+    for (name, content) in contents() {
+        let sealed = sealed(Payload::Room(room_event(content)));
+        insta::assert_snapshot!(
+            format!("sealed_room_{name}"),
+            hex(&sealed.encode().unwrap())
+        );
+    }
+    insta::assert_snapshot!(
+        "sealed_room_key",
+        hex(&sealed_to_device().encode().unwrap())
+    );
+}
+
+#[test]
+fn envelopes_and_frames() {
+    for (name, env) in envelopes() {
+        insta::assert_snapshot!(
+            format!("envelope_{name}"),
+            hex(&codec::encode(&env).unwrap())
+        );
+        let frame = env.to_frame().unwrap();
+        assert_eq!(frame.len(), 512);
+        insta::assert_snapshot!(format!("frame_{name}_head"), hex(&frame[..64]));
+    }
+}
+
+#[test]
+fn json_forms_of_ids_are_text() {
+    let json = serde_json::to_string(&certificate().user_id).unwrap();
+    assert_eq!(json, format!("\"{}\"", certificate().user_id));
+    let _: Signed<safemeet_proto::identity::DeviceCertificate> = signed_certificate();
+}
