@@ -1,0 +1,37 @@
+//! Storage errors.
+
+use std::path::PathBuf;
+
+/// What went wrong in a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process has the database open.
+    #[error("the database at {path} is in use by another process (is a SafeMeet daemon running?)")]
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+    },
+    /// The backend failed (I/O or internal error).
+    #[error("storage backend error: {0}")]
+    Backend(String),
+    /// Data on disk is not what this build wrote.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The database was written by a newer SafeMeet.
+    #[error("the database has schema version {found}; this build supports up to {supported}")]
+    SchemaTooNew {
+        /// Version on disk.
+        found: u32,
+        /// Newest version this build knows.
+        supported: u32,
+    },
+    /// A schema migration failed; nothing was changed.
+    #[error("migration from schema {from} failed: {reason}")]
+    Migration {
+        /// Version being migrated from.
+        from: u32,
+        /// Why.
+        reason: String,
+    },
+}

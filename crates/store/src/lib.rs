@@ -1,0 +1,114 @@
+//! SafeMeet storage: one set of traits, two backends, one conformance suite.
+//!
+//! A node keeps all its state in named [`Keyspace`]s of byte keys and byte
+//! values. The [`Store`] trait is what every other crate programs against;
+//! [`MemoryStore`] serves tests and simulations, [`SledStore`] (sled 0.34) is
+//! the default on disk. Both pass the same [`conformance`] suite, and a
+//! model-based test checks them against a `BTreeMap`.
+//!
+//! This crate stores bytes. It does **not** encrypt: values reach it already
+//! sealed by `safemeet-crypto`'s encrypted store, so plaintext never reaches
+//! a backend and never reaches sled's page cache or files.
+//!
+//! Writes go through [`Batch`]es, which apply atomically across keyspaces. A
+//! write is *acknowledged* (durable against a process crash) once
+//! [`Store::flush`] has returned after it; see `ARCHITECTURE.md` for what
+//! that does and does not promise with sled.
+//!
+//! ```
+//! use safemeet_store::{Batch, Keyspace, MemoryStore, Store};
+//!
+//! let store = MemoryStore::new();
+//! let mut batch = Batch::new();
+//! batch.put(Keyspace::Outbox, b"0001", b"envelope");
+//! batch.put(Keyspace::CryptoSessions, b"room", b"ratchet");
+//! store.apply(batch).unwrap(); // both or neither
+//! assert_eq!(store.get(Keyspace::Outbox, b"0001").unwrap().as_deref(), Some(&b"envelope"[..]));
+//! ```
+
+mod batch;
+pub mod conformance;
+mod error;
+mod keyspace;
+mod memory;
+pub mod migrate;
+mod sled_store;
+
+pub use batch::{Batch, Op};
+pub use error::StoreError;
+pub use keyspace::Keyspace;
+pub use memory::MemoryStore;
+pub use sled_store::{SledConfig, SledStore};
+
+/// A result with a [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// A key-value store with atomic multi-keyspace batches.
+///
+/// Implementations are cheap to share (`&self` methods, `Send + Sync`).
+/// Reads see every batch applied before them. Scans return keys in
+/// ascending byte order.
+pub trait Store: Send + Sync {
+    /// The value under `key`, if any.
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Up to `limit` entries whose key starts with `prefix` and is strictly
+    /// greater than `after` (when given), in ascending key order.
+    fn scan(
+        &self,
+        keyspace: Keyspace,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>>;
+
+    /// Applies every operation of `batch`, all or none.
+    fn apply(&self, batch: Batch) -> Result<()>;
+
+    /// Makes every applied batch durable against a crash of this process.
+    fn flush(&self) -> Result<()>;
+
+    /// Puts one value (a batch of one).
+    fn put(&self, keyspace: Keyspace, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut b = Batch::new();
+        b.put(keyspace, key, value);
+        self.apply(b)
+    }
+
+    /// Deletes one key (a batch of one). Deleting a missing key is not an error.
+    fn delete(&self, keyspace: Keyspace, key: &[u8]) -> Result<()> {
+        let mut b = Batch::new();
+        b.delete(keyspace, key);
+        self.apply(b)
+    }
+}
+
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        (**self).get(keyspace, key)
+    }
+    fn scan(
+        &self,
+        keyspace: Keyspace,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        (**self).scan(keyspace, prefix, after, limit)
+    }
+    fn apply(&self, batch: Batch) -> Result<()> {
+        (**self).apply(batch)
+    }
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+    fn put(&self, keyspace: Keyspace, key: &[u8], value: &[u8]) -> Result<()> {
+        (**self).put(keyspace, key, value)
+    }
+    fn delete(&self, keyspace: Keyspace, key: &[u8]) -> Result<()> {
+        (**self).delete(keyspace, key)
+    }
+}
