@@ -1,0 +1,219 @@
+//! What a device keeps about its own user: the keys, its certificate, the
+//! signed device list and the signed profile.
+//!
+//! [`Account::to_record`] and [`Account::from_record`] turn the bundle into
+//! bytes for the `Account` keyspace of an [`EncryptedStore`](crate::EncryptedStore);
+//! the bytes hold secrets and are zeroized when dropped.
+
+use std::fmt;
+
+use libp2p_identity::{Keypair, PeerId};
+use safemeet_proto::identity::{DeviceCertificate, DeviceList, Profile, Signed};
+use safemeet_proto::{DeviceId, DisplayName, Email, Timestamp, UserId, Username, codec};
+use serde::{Deserialize, Serialize};
+use vodozemac::Ed25519SecretKey;
+use vodozemac::olm::{Account as OlmAccount, AccountPickle};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::Error;
+use crate::certificate::{self, Verified};
+use crate::identity::{DeviceKeys, MasterKey};
+
+/// Largest account record accepted from the store.
+const MAX_ACCOUNT_RECORD_BYTES: usize = 256 * 1024;
+
+/// A user's account as held by one of its devices.
+pub struct Account {
+    master: MasterKey,
+    device: DeviceKeys,
+    certificate: Verified<DeviceCertificate>,
+    device_list: Verified<DeviceList>,
+    profile: Verified<Profile>,
+}
+
+impl fmt::Debug for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Account")
+            .field("user_id", &self.user_id())
+            .field("device_id", &self.device_id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The stored form. Every field is zeroized on drop.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+struct AccountRecord {
+    version: u8,
+    master_secret: [u8; 32],
+    olm_pickle: String,
+    libp2p_keypair: Vec<u8>,
+    mailbox_secret: [u8; 32],
+    certificate: Vec<u8>,
+    device_list: Vec<u8>,
+    profile: Vec<u8>,
+}
+
+impl Account {
+    /// Creates a new user with this device as its first device.
+    pub fn create(
+        username: Username,
+        display_name: DisplayName,
+        emails: Vec<Email>,
+        now: Timestamp,
+    ) -> Result<Self, Error> {
+        if emails.len() > safemeet_proto::limits::MAX_EMAILS {
+            return Err(Error::InvalidRecord {
+                what: "profile",
+                reason: "too many e-mail addresses",
+            });
+        }
+        let master = MasterKey::generate();
+        let device = DeviceKeys::generate();
+        let user = master.user_id();
+        let cert = certificate::issue_device_certificate(&master, &device, now)?;
+        let list = certificate::issue_device_list(
+            &master,
+            1,
+            vec![certificate::active_entry(&cert)?],
+            now,
+        )?;
+        let profile = certificate::sign_profile(
+            &master,
+            &Profile {
+                version: certificate::RECORD_VERSION,
+                user_id: user,
+                counter: 1,
+                username,
+                display_name,
+                emails,
+                updated_at: now,
+            },
+        )?;
+        Ok(Self {
+            certificate: certificate::verify_device_certificate(&cert, &user)?,
+            device_list: certificate::verify_device_list(&list, &user, None)?,
+            profile: certificate::verify_profile(&profile, &user, None)?,
+            master,
+            device,
+        })
+    }
+
+    /// The user id.
+    pub fn user_id(&self) -> UserId {
+        self.master.user_id()
+    }
+
+    /// This device's id.
+    pub fn device_id(&self) -> DeviceId {
+        self.device.device_id()
+    }
+
+    /// This device's libp2p peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.device.peer_id()
+    }
+
+    /// This device's libp2p keypair.
+    pub fn libp2p_keypair(&self) -> &Keypair {
+        &self.device.libp2p
+    }
+
+    /// The device keys.
+    pub fn device_keys(&self) -> &DeviceKeys {
+        &self.device
+    }
+
+    /// This device's signed certificate.
+    pub fn certificate(&self) -> &Signed<DeviceCertificate> {
+        self.certificate.signed()
+    }
+
+    /// The current signed device list.
+    pub fn device_list(&self) -> &Verified<DeviceList> {
+        &self.device_list
+    }
+
+    /// The current signed profile.
+    pub fn profile(&self) -> &Verified<Profile> {
+        &self.profile
+    }
+
+    /// Encodes the account, secrets included, for sealed storage.
+    pub fn to_record(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let pickle = Zeroizing::new(
+            serde_json::to_string(&self.device.olm.pickle())
+                .map_err(|e| safemeet_proto::EncodeError::Serialize(e.to_string()))?,
+        );
+        let record = AccountRecord {
+            version: 1,
+            master_secret: *self.master.secret_bytes(),
+            olm_pickle: pickle.to_string(),
+            libp2p_keypair: self
+                .device
+                .libp2p
+                .to_protobuf_encoding()
+                .map_err(|e| safemeet_proto::EncodeError::Serialize(e.to_string()))?,
+            mailbox_secret: *self.device.mailbox.to_bytes(),
+            certificate: self.certificate.signed().to_bytes()?,
+            device_list: self.device_list.signed().to_bytes()?,
+            profile: self.profile.signed().to_bytes()?,
+        };
+        Ok(Zeroizing::new(codec::encode_limited(
+            &record,
+            MAX_ACCOUNT_RECORD_BYTES,
+        )?))
+    }
+
+    /// Restores an account from [`Account::to_record`] bytes, re-verifying
+    /// every signed record and that the keys match the certificate.
+    pub fn from_record(bytes: &[u8]) -> Result<Self, Error> {
+        let record: AccountRecord = codec::decode(bytes, MAX_ACCOUNT_RECORD_BYTES)?;
+        if record.version != 1 {
+            return Err(Error::UnsupportedVersion {
+                what: "account record",
+                version: record.version,
+            });
+        }
+        let master = MasterKey::from_secret_bytes(&record.master_secret);
+        let pickle: AccountPickle = serde_json::from_str(&record.olm_pickle)
+            .map_err(|e| safemeet_proto::DecodeError::Malformed(e.to_string()))?;
+        let device = DeviceKeys {
+            olm: OlmAccount::from_pickle(pickle),
+            libp2p: Keypair::from_protobuf_encoding(&record.libp2p_keypair)
+                .map_err(|e| safemeet_proto::DecodeError::Malformed(e.to_string()))?,
+            mailbox: Ed25519SecretKey::from_slice(&record.mailbox_secret),
+        };
+        let user = master.user_id();
+        let certificate = certificate::verify_device_certificate(
+            &Signed::from_bytes(&record.certificate)?,
+            &user,
+        )?;
+        let mismatch = |reason| Error::InvalidRecord {
+            what: "account record",
+            reason,
+        };
+        if certificate.device_id != device.device_id() {
+            return Err(mismatch("device keys do not match the certificate"));
+        }
+        if certificate.peer_id != device.peer_id().to_bytes() {
+            return Err(mismatch("libp2p key does not match the certificate"));
+        }
+        if certificate.mailbox_key != *device.mailbox.public_key().as_bytes() {
+            return Err(mismatch("mailbox key does not match the certificate"));
+        }
+        let device_list = certificate::verify_device_list(
+            &Signed::from_bytes(&record.device_list)?,
+            &user,
+            None,
+        )?;
+        let profile =
+            certificate::verify_profile(&Signed::from_bytes(&record.profile)?, &user, None)?;
+        Ok(Self {
+            master,
+            device,
+            certificate,
+            device_list,
+            profile,
+        })
+    }
+}

@@ -1,0 +1,402 @@
+//! Encryption at rest.
+//!
+//! Key hierarchy:
+//! - a random 32-byte **data key**, made once per profile;
+//! - wrapped (XChaCha20-Poly1305) by a key from **Argon2id(passphrase, salt)**;
+//!   the wrapped key, salt and KDF parameters form the [`KeyFile`], which
+//!   holds no identifier and nothing else secret;
+//! - from the data key, BLAKE3 `derive_key` gives a **value key** (sealing
+//!   values) and a **name key** (keyed hashes of key names), with distinct
+//!   contexts.
+//!
+//! A sealed value is `version (1) ‖ nonce (24) ‖ ciphertext ‖ tag (16)` with
+//! AAD = `"safemeet/store/v1" ‖ keyspace id ‖ key length (u32 BE) ‖ key`, so a
+//! value moved to another key or keyspace fails to open. Nonces are random:
+//! 192 bits make collisions negligible at any volume a device will write.
+//!
+//! Destroying the key file (or the data key inside it) makes everything in
+//! the store unreadable: sled does not overwrite deleted values, so this
+//! crypto-shredding is how account deletion removes data.
+
+use std::fmt;
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use rand::rngs::OsRng;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::Error;
+use safemeet_store::Keyspace;
+
+/// Context for the value-sealing key.
+const VALUE_KEY_CONTEXT: &str = "safemeet v1 store value key";
+/// Context for the key-name hashing key.
+const NAME_KEY_CONTEXT: &str = "safemeet v1 store key-name key";
+/// AAD prefix of sealed values.
+const VALUE_AAD: &[u8] = b"safemeet/store/v1";
+/// AAD prefix of the wrapped data key.
+const KEYFILE_AAD: &[u8] = b"safemeet/keyfile/v1";
+/// Sealed-value format version.
+const SEALED_VERSION: u8 = 1;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+
+/// A passphrase. Zeroized on drop; `Debug` does not print it.
+pub struct Passphrase(Zeroizing<String>);
+
+impl Passphrase {
+    /// Wraps a passphrase.
+    pub fn new(p: impl Into<String>) -> Self {
+        Self(Zeroizing::new(p.into()))
+    }
+
+    /// The passphrase text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Passphrase([scrubbed])")
+    }
+}
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub m_cost_kib: u32,
+    /// Iterations.
+    pub t_cost: u32,
+    /// Parallelism.
+    pub p_cost: u32,
+}
+
+impl Default for KdfParams {
+    /// OWASP's minimum for Argon2id: 19 MiB, 2 passes, 1 lane. About 45 ms
+    /// on a small server core: slow for a guesser, quick enough to unlock
+    /// on every CLI command.
+    fn default() -> Self {
+        Self {
+            m_cost_kib: 19 * 1024,
+            t_cost: 2,
+            p_cost: 1,
+        }
+    }
+}
+
+impl KdfParams {
+    fn validate(&self) -> Result<Params, Error> {
+        // Bounds keep an edited key file from asking for absurd work, and
+        // from weakening the KDF below the default.
+        let ok = (19 * 1024..=4 * 1024 * 1024).contains(&self.m_cost_kib)
+            && (2..=64).contains(&self.t_cost)
+            && (1..=16).contains(&self.p_cost);
+        if !ok {
+            return Err(Error::InvalidKeyFile("KDF parameters out of bounds"));
+        }
+        Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
+            .map_err(|e| Error::Kdf(e.to_string()))
+    }
+
+    fn derive(&self, passphrase: &Passphrase, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, Error> {
+        let params = self.validate()?;
+        let mut out = Zeroizing::new([0u8; 32]);
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into(passphrase.expose().as_bytes(), salt, out.as_mut())
+            .map_err(|e| Error::Kdf(e.to_string()))?;
+        Ok(out)
+    }
+}
+
+/// The random key everything in a store is encrypted under.
+pub struct DataKey(Zeroizing<[u8; 32]>);
+
+impl DataKey {
+    /// A fresh random key.
+    pub fn generate() -> Self {
+        let mut k = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(k.as_mut());
+        Self(k)
+    }
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DataKey([scrubbed])")
+    }
+}
+
+/// The data key wrapped under a passphrase, as stored beside the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyFile {
+    /// Format version; currently 1.
+    pub format: u8,
+    /// Argon2id parameters.
+    pub kdf: KdfParams,
+    /// Argon2 salt.
+    pub salt: [u8; 16],
+    /// Nonce of the wrapping.
+    pub nonce: [u8; 24],
+    /// The data key sealed under the passphrase key (32 + 16 bytes).
+    pub wrapped_key: Vec<u8>,
+}
+
+impl KeyFile {
+    /// Wraps `key` under `passphrase`.
+    pub fn wrap(key: &DataKey, passphrase: &Passphrase, kdf: KdfParams) -> Result<Self, Error> {
+        let mut salt = [0u8; 16];
+        let mut nonce = [0u8; 24];
+        OsRng.fill_bytes(&mut salt);
+        OsRng.fill_bytes(&mut nonce);
+        let kek = kdf.derive(passphrase, &salt)?;
+        let aad = keyfile_aad(&kdf, &salt);
+        let wrapped_key = XChaCha20Poly1305::new(kek.as_ref().into())
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: key.0.as_ref(),
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| Error::Kdf("wrapping failed".into()))?;
+        Ok(Self {
+            format: 1,
+            kdf,
+            salt,
+            nonce,
+            wrapped_key,
+        })
+    }
+
+    /// Unwraps the data key; [`Error::WrongPassphrase`] if it does not open.
+    pub fn unwrap_key(&self, passphrase: &Passphrase) -> Result<DataKey, Error> {
+        if self.format != 1 {
+            return Err(Error::InvalidKeyFile("unknown format version"));
+        }
+        if self.wrapped_key.len() != 32 + TAG_LEN {
+            return Err(Error::InvalidKeyFile("wrapped key has the wrong length"));
+        }
+        let kek = self.kdf.derive(passphrase, &self.salt)?;
+        let aad = keyfile_aad(&self.kdf, &self.salt);
+        let mut plain = XChaCha20Poly1305::new(kek.as_ref().into())
+            .decrypt(
+                XNonce::from_slice(&self.nonce),
+                Payload {
+                    msg: &self.wrapped_key,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| Error::WrongPassphrase)?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(&plain);
+        plain.zeroize();
+        Ok(DataKey(key))
+    }
+
+    /// Encodes the key file (JSON: it is read by people debugging a profile).
+    pub fn to_json(&self) -> Result<String, Error> {
+        serde_json::to_string_pretty(self).map_err(|_| Error::InvalidKeyFile("cannot encode"))
+    }
+
+    /// Decodes a key file.
+    pub fn from_json(text: &str) -> Result<Self, Error> {
+        if text.len() > 4096 {
+            return Err(Error::InvalidKeyFile("too large"));
+        }
+        serde_json::from_str(text).map_err(|_| Error::InvalidKeyFile("not a SafeMeet key file"))
+    }
+}
+
+fn keyfile_aad(kdf: &KdfParams, salt: &[u8; 16]) -> Vec<u8> {
+    let mut aad = KEYFILE_AAD.to_vec();
+    aad.extend_from_slice(&kdf.m_cost_kib.to_be_bytes());
+    aad.extend_from_slice(&kdf.t_cost.to_be_bytes());
+    aad.extend_from_slice(&kdf.p_cost.to_be_bytes());
+    aad.extend_from_slice(salt);
+    aad
+}
+
+/// Seals and opens stored values and hashes key names, under keys derived
+/// from a [`DataKey`].
+pub struct StoreCipher {
+    value: XChaCha20Poly1305,
+    name_key: Zeroizing<[u8; 32]>,
+}
+
+impl fmt::Debug for StoreCipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoreCipher([scrubbed])")
+    }
+}
+
+impl StoreCipher {
+    /// Derives the value and name keys.
+    pub fn new(key: &DataKey) -> Self {
+        let value_key = Zeroizing::new(blake3::derive_key(VALUE_KEY_CONTEXT, key.0.as_ref()));
+        let name_key = Zeroizing::new(blake3::derive_key(NAME_KEY_CONTEXT, key.0.as_ref()));
+        Self {
+            value: XChaCha20Poly1305::new(value_key.as_ref().into()),
+            name_key,
+        }
+    }
+
+    /// The keyed hash that stands in for an identifying key name.
+    pub fn hash_name(&self, keyspace: Keyspace, name: &[u8]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.name_key);
+        h.update(&[keyspace.id()]);
+        h.update(&(name.len() as u64).to_be_bytes());
+        h.update(name);
+        *h.finalize().as_bytes()
+    }
+
+    /// Seals `plaintext` for storage under `key` in `keyspace`.
+    pub fn seal(&self, keyspace: Keyspace, key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let aad = value_aad(keyspace, key);
+        let ct = self
+            .value
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| Error::SealedValue {
+                keyspace: keyspace.name(),
+            })?;
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
+        out.push(SEALED_VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Opens a sealed value read from `key` in `keyspace`.
+    pub fn open(
+        &self,
+        keyspace: Keyspace,
+        key: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let err = || Error::SealedValue {
+            keyspace: keyspace.name(),
+        };
+        let (&version, rest) = sealed.split_first().ok_or_else(err)?;
+        if version != SEALED_VERSION || rest.len() < NONCE_LEN + TAG_LEN {
+            return Err(err());
+        }
+        let (nonce, ct) = rest.split_at(NONCE_LEN);
+        let aad = value_aad(keyspace, key);
+        self.value
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .map(Zeroizing::new)
+            .map_err(|_| err())
+    }
+}
+
+fn value_aad(keyspace: Keyspace, key: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(VALUE_AAD.len() + 5 + key.len());
+    aad.extend_from_slice(VALUE_AAD);
+    aad.push(keyspace.id());
+    aad.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    aad.extend_from_slice(key);
+    aad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_round_trip_and_wrong_passphrase() {
+        let key = DataKey::generate();
+        let kf = KeyFile::wrap(
+            &key,
+            &Passphrase::new("correct horse"),
+            KdfParams::default(),
+        )
+        .unwrap();
+        let back = KeyFile::from_json(&kf.to_json().unwrap()).unwrap();
+        let unwrapped = back.unwrap_key(&Passphrase::new("correct horse")).unwrap();
+        assert_eq!(*unwrapped.0, *key.0);
+        assert!(matches!(
+            back.unwrap_key(&Passphrase::new("wrong")),
+            Err(Error::WrongPassphrase)
+        ));
+    }
+
+    #[test]
+    fn weakened_or_edited_key_files_are_refused() {
+        let key = DataKey::generate();
+        let kf = KeyFile::wrap(&key, &Passphrase::new("pw123456"), KdfParams::default()).unwrap();
+        let mut weak = kf.clone();
+        weak.kdf.m_cost_kib = 8;
+        assert!(matches!(
+            weak.unwrap_key(&Passphrase::new("pw123456")),
+            Err(Error::InvalidKeyFile(_))
+        ));
+        let mut salted = kf.clone();
+        salted.salt[0] ^= 1;
+        assert!(matches!(
+            salted.unwrap_key(&Passphrase::new("pw123456")),
+            Err(Error::WrongPassphrase)
+        ));
+        let mut short = kf;
+        short.wrapped_key.pop();
+        assert!(matches!(
+            short.unwrap_key(&Passphrase::new("pw123456")),
+            Err(Error::InvalidKeyFile(_))
+        ));
+        assert!(KeyFile::from_json("{").is_err());
+    }
+
+    #[test]
+    fn sealed_values_are_bound_to_keyspace_and_key() {
+        let c = StoreCipher::new(&DataKey::generate());
+        let sealed = c.seal(Keyspace::Contacts, b"k1", b"secret").unwrap();
+        assert_eq!(
+            c.open(Keyspace::Contacts, b"k1", &sealed)
+                .unwrap()
+                .as_slice(),
+            b"secret"
+        );
+        assert!(c.open(Keyspace::Contacts, b"k2", &sealed).is_err());
+        assert!(c.open(Keyspace::Rooms, b"k1", &sealed).is_err());
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(c.open(Keyspace::Contacts, b"k1", &tampered).is_err());
+        assert!(c.open(Keyspace::Contacts, b"k1", &sealed[..20]).is_err());
+        assert!(c.open(Keyspace::Contacts, b"k1", &[]).is_err());
+        // Another data key cannot open it.
+        let other = StoreCipher::new(&DataKey::generate());
+        assert!(other.open(Keyspace::Contacts, b"k1", &sealed).is_err());
+        // Same plaintext twice gives different ciphertexts (random nonces).
+        assert_ne!(
+            sealed,
+            c.seal(Keyspace::Contacts, b"k1", b"secret").unwrap()
+        );
+    }
+
+    #[test]
+    fn name_hashes_are_keyed_and_separated() {
+        let key = DataKey::generate();
+        let c = StoreCipher::new(&key);
+        let h = c.hash_name(Keyspace::Contacts, b"alice");
+        assert_eq!(
+            h,
+            StoreCipher::new(&key).hash_name(Keyspace::Contacts, b"alice")
+        );
+        assert_ne!(h, c.hash_name(Keyspace::Rooms, b"alice"));
+        assert_ne!(
+            h,
+            StoreCipher::new(&DataKey::generate()).hash_name(Keyspace::Contacts, b"alice")
+        );
+    }
+}

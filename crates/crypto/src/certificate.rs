@@ -1,0 +1,275 @@
+//! Signing and verifying identity records.
+//!
+//! Every record is signed by the user's master key over
+//! `context ‖ 0x00 ‖ body`, where `body` is the record's canonical encoding
+//! and `context` names the kind of record. Verification checks, in order:
+//! the encoding, the format version, that the record names the expected
+//! user, the signature under that user's key, and the record's internal
+//! consistency. It returns a [`Verified`] record, the only way other crates
+//! get one.
+
+use std::collections::HashSet;
+use std::ops::Deref;
+
+use libp2p_identity::PeerId;
+use safemeet_proto::identity::{
+    DeviceCertificate, DeviceList, DeviceListEntry, DeviceStatus, Profile, Signed,
+};
+use safemeet_proto::limits::{MAX_DEVICES_PER_USER, MAX_RECORD_BYTES};
+use safemeet_proto::{Timestamp, UserId, codec};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+use crate::identity::{DeviceKeys, MasterKey, device_id_for, verify};
+
+/// Signature context of device certificates.
+pub const DEVICE_CERTIFICATE_CONTEXT: &[u8] = b"safemeet/v1/device-certificate";
+/// Signature context of device lists.
+pub const DEVICE_LIST_CONTEXT: &[u8] = b"safemeet/v1/device-list";
+/// Signature context of profiles.
+pub const PROFILE_CONTEXT: &[u8] = b"safemeet/v1/profile";
+
+/// The record format version this build writes and accepts.
+pub const RECORD_VERSION: u8 = 1;
+
+/// A record whose signature and consistency have been checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified<T> {
+    record: T,
+    signed: Signed<T>,
+}
+
+impl<T> Verified<T> {
+    /// The signed form, to store or forward.
+    pub fn signed(&self) -> &Signed<T> {
+        &self.signed
+    }
+
+    /// The record.
+    pub fn into_record(self) -> T {
+        self.record
+    }
+}
+
+impl<T> Deref for Verified<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.record
+    }
+}
+
+fn sign<T: Serialize + DeserializeOwned>(
+    master: &MasterKey,
+    context: &[u8],
+    record: &T,
+) -> Result<Signed<T>, Error> {
+    let body = codec::encode_limited(record, MAX_RECORD_BYTES)?;
+    let signature = master.sign(context, &body);
+    Ok(Signed::from_parts(body, signature))
+}
+
+fn check_signature<T: Serialize + DeserializeOwned>(
+    signed: &Signed<T>,
+    user: &UserId,
+    context: &[u8],
+    what: &'static str,
+) -> Result<(), Error> {
+    verify(
+        user.as_bytes(),
+        context,
+        &signed.body,
+        &signed.signature,
+        what,
+        "master",
+    )
+}
+
+fn check_user(what: &'static str, expected: &UserId, found: &UserId) -> Result<(), Error> {
+    if expected != found {
+        return Err(Error::UserMismatch {
+            what,
+            expected: *expected,
+            found: *found,
+        });
+    }
+    Ok(())
+}
+
+fn check_version(what: &'static str, version: u8) -> Result<(), Error> {
+    if version != RECORD_VERSION {
+        return Err(Error::UnsupportedVersion { what, version });
+    }
+    Ok(())
+}
+
+/// BLAKE3 hash of a signed certificate's bytes, as pinned in device lists.
+pub fn certificate_hash(signed: &Signed<DeviceCertificate>) -> Result<[u8; 32], Error> {
+    Ok(*blake3::hash(&signed.to_bytes()?).as_bytes())
+}
+
+/// Issues a certificate binding `device` to the master key's user.
+pub fn issue_device_certificate(
+    master: &MasterKey,
+    device: &DeviceKeys,
+    now: Timestamp,
+) -> Result<Signed<DeviceCertificate>, Error> {
+    let cert = DeviceCertificate {
+        version: RECORD_VERSION,
+        user_id: master.user_id(),
+        device_id: device.device_id(),
+        ed25519_key: *device.olm.ed25519_key().as_bytes(),
+        curve25519_key: *device.olm.curve25519_key().as_bytes(),
+        peer_id: device.peer_id().to_bytes(),
+        mailbox_key: *device.mailbox.public_key().as_bytes(),
+        created_at: now,
+    };
+    sign(master, DEVICE_CERTIFICATE_CONTEXT, &cert)
+}
+
+/// Verifies that `signed` is a valid certificate of a device of `user`.
+pub fn verify_device_certificate(
+    signed: &Signed<DeviceCertificate>,
+    user: &UserId,
+) -> Result<Verified<DeviceCertificate>, Error> {
+    const WHAT: &str = "device certificate";
+    let cert = signed.decode_body()?;
+    check_version(WHAT, cert.version)?;
+    check_user(WHAT, user, &cert.user_id)?;
+    check_signature(signed, user, DEVICE_CERTIFICATE_CONTEXT, WHAT)?;
+    let expected = device_id_for(&cert.ed25519_key);
+    if cert.device_id != expected {
+        return Err(Error::DeviceIdMismatch {
+            expected,
+            found: cert.device_id,
+        });
+    }
+    PeerId::from_bytes(&cert.peer_id).map_err(|_| Error::InvalidPeerId)?;
+    vodozemac::Ed25519PublicKey::from_slice(&cert.ed25519_key).map_err(|_| Error::InvalidKey {
+        what: "device ed25519",
+    })?;
+    vodozemac::Ed25519PublicKey::from_slice(&cert.mailbox_key)
+        .map_err(|_| Error::InvalidKey { what: "mailbox" })?;
+    Ok(Verified {
+        record: cert,
+        signed: signed.clone(),
+    })
+}
+
+/// Signs a device list.
+pub fn issue_device_list(
+    master: &MasterKey,
+    counter: u64,
+    devices: Vec<DeviceListEntry>,
+    now: Timestamp,
+) -> Result<Signed<DeviceList>, Error> {
+    let list = DeviceList {
+        version: RECORD_VERSION,
+        user_id: master.user_id(),
+        counter,
+        issued_at: now,
+        devices,
+    };
+    check_device_entries(&list)?;
+    sign(master, DEVICE_LIST_CONTEXT, &list)
+}
+
+/// A device-list entry for an active device with this certificate.
+pub fn active_entry(signed: &Signed<DeviceCertificate>) -> Result<DeviceListEntry, Error> {
+    let cert = signed.decode_body()?;
+    Ok(DeviceListEntry {
+        device_id: cert.device_id,
+        certificate_hash: certificate_hash(signed)?,
+        status: DeviceStatus::Active,
+    })
+}
+
+fn check_device_entries(list: &DeviceList) -> Result<(), Error> {
+    const WHAT: &str = "device list";
+    if list.devices.len() > MAX_DEVICES_PER_USER {
+        return Err(Error::InvalidRecord {
+            what: WHAT,
+            reason: "too many devices",
+        });
+    }
+    let mut seen = HashSet::new();
+    if !list.devices.iter().all(|d| seen.insert(d.device_id)) {
+        return Err(Error::InvalidRecord {
+            what: WHAT,
+            reason: "a device is listed twice",
+        });
+    }
+    Ok(())
+}
+
+/// Verifies a device list of `user`. `accepted` is the newest list already
+/// accepted for that user, if any: an older counter is [`Error::StaleVersion`],
+/// the same counter with other content is [`Error::ConflictingVersion`].
+pub fn verify_device_list(
+    signed: &Signed<DeviceList>,
+    user: &UserId,
+    accepted: Option<&Verified<DeviceList>>,
+) -> Result<Verified<DeviceList>, Error> {
+    const WHAT: &str = "device list";
+    let list = signed.decode_body()?;
+    check_version(WHAT, list.version)?;
+    check_user(WHAT, user, &list.user_id)?;
+    check_signature(signed, user, DEVICE_LIST_CONTEXT, WHAT)?;
+    check_device_entries(&list)?;
+    check_counter(
+        WHAT,
+        list.counter,
+        &signed.body,
+        accepted.map(|a| (a.counter, &a.signed.body)),
+    )?;
+    Ok(Verified {
+        record: list,
+        signed: signed.clone(),
+    })
+}
+
+fn check_counter(
+    what: &'static str,
+    got: u64,
+    body: &[u8],
+    accepted: Option<(u64, &Vec<u8>)>,
+) -> Result<(), Error> {
+    if let Some((seen, seen_body)) = accepted {
+        if got < seen {
+            return Err(Error::StaleVersion { what, seen, got });
+        }
+        if got == seen && body != seen_body.as_slice() {
+            return Err(Error::ConflictingVersion { what, counter: got });
+        }
+    }
+    Ok(())
+}
+
+/// Signs a profile.
+pub fn sign_profile(master: &MasterKey, profile: &Profile) -> Result<Signed<Profile>, Error> {
+    check_user("profile", &master.user_id(), &profile.user_id)?;
+    sign(master, PROFILE_CONTEXT, profile)
+}
+
+/// Verifies a profile of `user`, refusing one older than `accepted`.
+pub fn verify_profile(
+    signed: &Signed<Profile>,
+    user: &UserId,
+    accepted: Option<&Verified<Profile>>,
+) -> Result<Verified<Profile>, Error> {
+    const WHAT: &str = "profile";
+    let profile = signed.decode_body()?;
+    check_version(WHAT, profile.version)?;
+    check_user(WHAT, user, &profile.user_id)?;
+    check_signature(signed, user, PROFILE_CONTEXT, WHAT)?;
+    check_counter(
+        WHAT,
+        profile.counter,
+        &signed.body,
+        accepted.map(|a| (a.counter, &a.signed.body)),
+    )?;
+    Ok(Verified {
+        record: profile,
+        signed: signed.clone(),
+    })
+}

@@ -1,0 +1,360 @@
+//! A [`Store`] front that seals every value and hides every key name.
+//!
+//! Callers name records by an *identifier* (a user id, a room id, a session
+//! id: anything that would reveal something), never by a raw key. Two
+//! shapes of record exist:
+//!
+//! - **point** records: stored key = keyed hash of (keyspace, identifier);
+//! - **ordered** records (timeline, outbox, event log): stored key = the
+//!   first 16 bytes of the keyed hash of the identifier, then a big-endian
+//!   sequence number, so records of one identifier scan in order while the
+//!   identifier stays hidden. Only the ordering leaks, which the store could
+//!   observe from write order anyway.
+//!
+//! Values are sealed with [`StoreCipher`] bound to the stored key, so the
+//! backend sees neither names nor contents. [`Keyspace::Meta`] is not
+//! available here: it holds only the backend's own bookkeeping, in clear.
+
+use std::sync::Arc;
+
+use safemeet_store::{Batch, Keyspace, Store};
+use zeroize::Zeroizing;
+
+use crate::Error;
+use crate::at_rest::StoreCipher;
+
+/// Bytes of the identifier hash in front of an ordered record's sequence number.
+const ORDERED_PREFIX_LEN: usize = 16;
+
+/// An encrypting front for a [`Store`]. Cloning shares the store and keys.
+#[derive(Debug)]
+pub struct EncryptedStore<S> {
+    inner: S,
+    cipher: Arc<StoreCipher>,
+}
+
+impl<S: Clone> Clone for EncryptedStore<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            cipher: self.cipher.clone(),
+        }
+    }
+}
+
+/// Writes for an [`EncryptedStore`], sealed as they are added and applied
+/// atomically by [`EncryptedStore::apply`].
+#[derive(Debug, Default)]
+pub struct EncryptedBatch {
+    batch: Batch,
+}
+
+impl EncryptedBatch {
+    /// Number of writes.
+    pub fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+}
+
+fn check_keyspace(keyspace: Keyspace) -> Result<(), Error> {
+    if keyspace == Keyspace::Meta {
+        return Err(Error::InvalidRecord {
+            what: "encrypted record",
+            reason: "the meta keyspace is not encrypted",
+        });
+    }
+    Ok(())
+}
+
+impl<S: Store> EncryptedStore<S> {
+    /// Wraps `inner`; everything written through this front is sealed by `cipher`.
+    pub fn new(inner: S, cipher: StoreCipher) -> Self {
+        Self {
+            inner,
+            cipher: Arc::new(cipher),
+        }
+    }
+
+    /// The backend (for flushing, metadata and migrations).
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn point_key(&self, keyspace: Keyspace, id: &[u8]) -> Vec<u8> {
+        self.cipher.hash_name(keyspace, id).to_vec()
+    }
+
+    fn ordered_prefix(&self, keyspace: Keyspace, id: &[u8]) -> Vec<u8> {
+        self.cipher.hash_name(keyspace, id)[..ORDERED_PREFIX_LEN].to_vec()
+    }
+
+    fn ordered_key(&self, keyspace: Keyspace, id: &[u8], seq: u64) -> Vec<u8> {
+        let mut k = self.ordered_prefix(keyspace, id);
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    fn open(
+        &self,
+        keyspace: Keyspace,
+        key: &[u8],
+        sealed: Option<Vec<u8>>,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
+        sealed
+            .map(|v| self.cipher.open(keyspace, key, &v))
+            .transpose()
+    }
+
+    /// Reads the point record `id`.
+    pub fn get(&self, keyspace: Keyspace, id: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
+        check_keyspace(keyspace)?;
+        let key = self.point_key(keyspace, id);
+        let sealed = self.inner.get(keyspace, &key)?;
+        self.open(keyspace, &key, sealed)
+    }
+
+    /// Writes the point record `id` (a batch of one).
+    pub fn put(&self, keyspace: Keyspace, id: &[u8], value: &[u8]) -> Result<(), Error> {
+        check_keyspace(keyspace)?;
+        let key = self.point_key(keyspace, id);
+        let sealed = self.cipher.seal(keyspace, &key, value)?;
+        Ok(self.inner.put(keyspace, &key, &sealed)?)
+    }
+
+    /// Deletes the point record `id`.
+    pub fn delete(&self, keyspace: Keyspace, id: &[u8]) -> Result<(), Error> {
+        check_keyspace(keyspace)?;
+        Ok(self.inner.delete(keyspace, &self.point_key(keyspace, id))?)
+    }
+
+    /// Reads ordered record `seq` of `id`.
+    pub fn get_ordered(
+        &self,
+        keyspace: Keyspace,
+        id: &[u8],
+        seq: u64,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
+        check_keyspace(keyspace)?;
+        let key = self.ordered_key(keyspace, id, seq);
+        let sealed = self.inner.get(keyspace, &key)?;
+        self.open(keyspace, &key, sealed)
+    }
+
+    /// Up to `limit` ordered records of `id` with sequence numbers after
+    /// `after` (from the start when `None`), in ascending order.
+    pub fn scan_ordered(
+        &self,
+        keyspace: Keyspace,
+        id: &[u8],
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Zeroizing<Vec<u8>>)>, Error> {
+        check_keyspace(keyspace)?;
+        let prefix = self.ordered_prefix(keyspace, id);
+        let after_key = after.map(|a| self.ordered_key(keyspace, id, a));
+        let entries = self
+            .inner
+            .scan(keyspace, &prefix, after_key.as_deref(), limit)?;
+        entries
+            .into_iter()
+            .map(|(key, sealed)| {
+                let seq_bytes: [u8; 8] = key
+                    .get(ORDERED_PREFIX_LEN..)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or(Error::SealedValue {
+                        keyspace: keyspace.name(),
+                    })?;
+                let value = self.cipher.open(keyspace, &key, &sealed)?;
+                Ok((u64::from_be_bytes(seq_bytes), value))
+            })
+            .collect()
+    }
+
+    /// An empty batch.
+    pub fn batch(&self) -> EncryptedBatch {
+        EncryptedBatch::default()
+    }
+
+    /// Adds a sealed point write to `batch`.
+    pub fn batch_put(
+        &self,
+        batch: &mut EncryptedBatch,
+        keyspace: Keyspace,
+        id: &[u8],
+        value: &[u8],
+    ) -> Result<(), Error> {
+        check_keyspace(keyspace)?;
+        let key = self.point_key(keyspace, id);
+        let sealed = self.cipher.seal(keyspace, &key, value)?;
+        batch.batch.put_owned(keyspace, key, sealed);
+        Ok(())
+    }
+
+    /// Adds a sealed ordered write to `batch`.
+    pub fn batch_put_ordered(
+        &self,
+        batch: &mut EncryptedBatch,
+        keyspace: Keyspace,
+        id: &[u8],
+        seq: u64,
+        value: &[u8],
+    ) -> Result<(), Error> {
+        check_keyspace(keyspace)?;
+        let key = self.ordered_key(keyspace, id, seq);
+        let sealed = self.cipher.seal(keyspace, &key, value)?;
+        batch.batch.put_owned(keyspace, key, sealed);
+        Ok(())
+    }
+
+    /// Adds a point delete to `batch`.
+    pub fn batch_delete(
+        &self,
+        batch: &mut EncryptedBatch,
+        keyspace: Keyspace,
+        id: &[u8],
+    ) -> Result<(), Error> {
+        check_keyspace(keyspace)?;
+        batch.batch.delete(keyspace, &self.point_key(keyspace, id));
+        Ok(())
+    }
+
+    /// Adds an ordered delete to `batch`.
+    pub fn batch_delete_ordered(
+        &self,
+        batch: &mut EncryptedBatch,
+        keyspace: Keyspace,
+        id: &[u8],
+        seq: u64,
+    ) -> Result<(), Error> {
+        check_keyspace(keyspace)?;
+        batch
+            .batch
+            .delete(keyspace, &self.ordered_key(keyspace, id, seq));
+        Ok(())
+    }
+
+    /// Applies `batch` atomically.
+    pub fn apply(&self, batch: EncryptedBatch) -> Result<(), Error> {
+        Ok(self.inner.apply(batch.batch)?)
+    }
+
+    /// Makes applied writes durable (see [`Store::flush`]).
+    pub fn flush(&self) -> Result<(), Error> {
+        Ok(self.inner.flush()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::at_rest::DataKey;
+    use safemeet_store::MemoryStore;
+
+    fn store() -> (EncryptedStore<MemoryStore>, MemoryStore) {
+        let raw = MemoryStore::new();
+        (
+            EncryptedStore::new(raw.clone(), StoreCipher::new(&DataKey::generate())),
+            raw,
+        )
+    }
+
+    #[test]
+    fn point_records_round_trip_and_hide_names() {
+        let (s, raw) = store();
+        s.put(Keyspace::Contacts, b"alice", b"Alice Liddell")
+            .unwrap();
+        assert_eq!(
+            s.get(Keyspace::Contacts, b"alice")
+                .unwrap()
+                .unwrap()
+                .as_slice(),
+            b"Alice Liddell"
+        );
+        assert!(s.get(Keyspace::Contacts, b"bob").unwrap().is_none());
+        let all = raw.scan(Keyspace::Contacts, b"", None, 10).unwrap();
+        assert_eq!(all.len(), 1);
+        let (k, v) = &all[0];
+        assert_eq!(k.len(), 32);
+        for needle in [&b"alice"[..], b"Alice", b"Liddell"] {
+            assert!(!k.windows(needle.len()).any(|w| w == needle));
+            assert!(!v.windows(needle.len()).any(|w| w == needle));
+        }
+        s.delete(Keyspace::Contacts, b"alice").unwrap();
+        assert!(s.get(Keyspace::Contacts, b"alice").unwrap().is_none());
+    }
+
+    #[test]
+    fn ordered_records_scan_in_order_per_identifier() {
+        let (s, _) = store();
+        let mut b = s.batch();
+        for seq in [5u64, 1, 300, 2] {
+            s.batch_put_ordered(
+                &mut b,
+                Keyspace::Timeline,
+                b"room-a",
+                seq,
+                &seq.to_be_bytes(),
+            )
+            .unwrap();
+        }
+        s.batch_put_ordered(&mut b, Keyspace::Timeline, b"room-b", 3, b"other")
+            .unwrap();
+        s.apply(b).unwrap();
+        let got: Vec<u64> = s
+            .scan_ordered(Keyspace::Timeline, b"room-a", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(q, _)| q)
+            .collect();
+        assert_eq!(got, vec![1, 2, 5, 300]);
+        let page: Vec<u64> = s
+            .scan_ordered(Keyspace::Timeline, b"room-a", Some(2), 2)
+            .unwrap()
+            .into_iter()
+            .map(|(q, _)| q)
+            .collect();
+        assert_eq!(page, vec![5, 300]);
+        assert_eq!(
+            s.get_ordered(Keyspace::Timeline, b"room-b", 3)
+                .unwrap()
+                .unwrap()
+                .as_slice(),
+            b"other"
+        );
+        let mut b = s.batch();
+        s.batch_delete_ordered(&mut b, Keyspace::Timeline, b"room-a", 5)
+            .unwrap();
+        s.apply(b).unwrap();
+        assert!(
+            s.get_ordered(Keyspace::Timeline, b"room-a", 5)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn swapped_values_fail_to_open() {
+        let (s, raw) = store();
+        s.put(Keyspace::Contacts, b"a", b"1").unwrap();
+        s.put(Keyspace::Contacts, b"b", b"2").unwrap();
+        let ka = s.point_key(Keyspace::Contacts, b"a");
+        let kb = s.point_key(Keyspace::Contacts, b"b");
+        let va = raw.get(Keyspace::Contacts, &ka).unwrap().unwrap();
+        raw.put(Keyspace::Contacts, &kb, &va).unwrap();
+        assert!(matches!(
+            s.get(Keyspace::Contacts, b"b"),
+            Err(Error::SealedValue { .. })
+        ));
+    }
+
+    #[test]
+    fn meta_is_refused() {
+        let (s, _) = store();
+        assert!(s.put(Keyspace::Meta, b"x", b"y").is_err());
+    }
+}

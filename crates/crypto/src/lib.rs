@@ -1,0 +1,44 @@
+//! SafeMeet cryptography: identities, device certificates, device lists and
+//! encryption at rest.
+//!
+//! - [`identity`]: a user's master key (its public half *is* the
+//!   [`UserId`](safemeet_proto::UserId)) and a device's keys: an Olm account
+//!   (vodozemac), a libp2p keypair and a mailbox key.
+//! - [`certificate`]: signing and verifying device certificates, device lists
+//!   and profiles. Verification returns [`Verified`] records only; every
+//!   failure has its own [`Error`] variant.
+//! - [`account`]: the bundle a device keeps about its own user.
+//! - [`at_rest`]: a random data key wrapped by Argon2id(passphrase); values
+//!   sealed with XChaCha20-Poly1305 bound to their keyspace and key; key
+//!   names as keyed hashes. [`EncryptedStore`] puts this in front of any
+//!   [`Store`](safemeet_store::Store).
+//!
+//! This crate does no I/O of its own and never reads the clock: time is
+//! passed in as a [`Timestamp`](safemeet_proto::Timestamp). Secrets are
+//! zeroized when dropped and never printed by `Debug`.
+//!
+//! ```
+//! use safemeet_crypto::{account::Account, certificate};
+//! use safemeet_proto::{DisplayName, Timestamp, Username};
+//!
+//! let now = Timestamp::from_millis(1_700_000_000_000).unwrap();
+//! let alice = Account::create(
+//!     Username::new("alice").unwrap(),
+//!     DisplayName::new("Alice").unwrap(),
+//!     vec![],
+//!     now,
+//! ).unwrap();
+//! let cert = certificate::verify_device_certificate(alice.certificate(), &alice.user_id()).unwrap();
+//! assert_eq!(cert.device_id, alice.device_id());
+//! ```
+
+pub mod account;
+pub mod at_rest;
+pub mod certificate;
+mod encrypted_store;
+mod error;
+pub mod identity;
+
+pub use certificate::Verified;
+pub use encrypted_store::{EncryptedBatch, EncryptedStore};
+pub use error::Error;
