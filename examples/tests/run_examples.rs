@@ -1,0 +1,27 @@
+//! The examples run to completion and say what they should.
+
+use std::process::Command;
+
+#[test]
+fn device_certificates_example_refuses_every_forgery() {
+    let out = Command::new(env!("CARGO_BIN_EXE_device-certificates"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "example failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("verified  ").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("refused   ").count(), 3, "{stdout}");
+    assert!(
+        stdout.contains("user mismatch") || stdout.contains("is for user"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("bad signature"), "{stdout}");
+    assert!(
+        stdout.trim_end().ends_with("all forgeries refused"),
+        "{stdout}"
+    );
+}

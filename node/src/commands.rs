@@ -1,0 +1,109 @@
+//! The commands. Each prints a human line by default and one JSON object
+//! with `--json`.
+
+use anyhow::Context;
+use safemeet_crypto::account::Account;
+use safemeet_proto::clock::{Clock, SystemClock};
+use safemeet_proto::{DisplayName, Email, Username};
+use safemeet_store::Keyspace;
+use serde::Serialize;
+
+use crate::failure::Failure;
+use crate::home::{Home, ProfileStore};
+use crate::passphrase::Source;
+
+/// Identifier of the account record in [`Keyspace::Account`].
+const ACCOUNT_RECORD: &[u8] = b"account";
+
+/// What `init` and `whoami` print.
+#[derive(Debug, Serialize)]
+struct Identity {
+    user_id: String,
+    device_id: String,
+    peer_id: String,
+    username: String,
+    display_name: String,
+    emails: Vec<String>,
+}
+
+impl Identity {
+    fn of(account: &Account) -> Self {
+        let profile = account.profile();
+        Self {
+            user_id: account.user_id().to_string(),
+            device_id: account.device_id().to_string(),
+            peer_id: account.peer_id().to_string(),
+            username: profile.username.as_str().to_owned(),
+            display_name: profile.display_name.as_str().to_owned(),
+            emails: profile
+                .emails
+                .iter()
+                .map(|e| e.as_str().to_owned())
+                .collect(),
+        }
+    }
+
+    fn print(&self, json: bool) -> Result<(), Failure> {
+        if json {
+            println!("{}", serde_json::to_string(self).context("encoding JSON")?);
+        } else {
+            println!("user id:      {}", self.user_id);
+            println!("device id:    {}", self.device_id);
+            println!("peer id:      {}", self.peer_id);
+            println!("username:     {}", self.username);
+            println!("display name: {}", self.display_name);
+            for e in &self.emails {
+                println!("e-mail:       {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn init(
+    home: &Home,
+    source: &Source,
+    json: bool,
+    username: Username,
+    display_name: Option<DisplayName>,
+    emails: Vec<Email>,
+) -> Result<(), Failure> {
+    if home.has_account() {
+        return Err(Failure::AccountExists(format!(
+            "{} already holds an account; refusing to overwrite it",
+            home.dir().display()
+        )));
+    }
+    if emails.len() > safemeet_proto::limits::MAX_EMAILS {
+        return Err(Failure::Usage(format!(
+            "at most {} e-mail addresses",
+            safemeet_proto::limits::MAX_EMAILS
+        )));
+    }
+    let passphrase = source.new_passphrase()?;
+    let display_name = match display_name {
+        Some(d) => d,
+        None => DisplayName::new(username.as_str()).context("username as display name")?,
+    };
+    let account = Account::create(username, display_name, emails, SystemClock.now())?;
+    home.create(&passphrase, |store| {
+        let record = account.to_record()?;
+        store.put(Keyspace::Account, ACCOUNT_RECORD, &record)?;
+        Ok(())
+    })?;
+    tracing::info!("account created");
+    Identity::of(&account).print(json)
+}
+
+pub(crate) fn whoami(home: &Home, source: &Source, json: bool) -> Result<(), Failure> {
+    let store = home.unlock(&source.existing()?)?;
+    let account = load_account(&store)?;
+    Identity::of(&account).print(json)
+}
+
+fn load_account(store: &ProfileStore) -> Result<Account, Failure> {
+    let record = store
+        .get(Keyspace::Account, ACCOUNT_RECORD)?
+        .ok_or_else(|| Failure::Other(anyhow::anyhow!("the store holds no account record")))?;
+    Ok(Account::from_record(&record)?)
+}

@@ -1,0 +1,102 @@
+//! `safemeet`: the SafeMeet command line.
+//!
+//! This binary is thin wiring: it parses the command line, sets up tracing,
+//! finds the profile directory, reads the passphrase, and calls the library
+//! crates. Every command accepts `--json`; errors have stable codes and exit
+//! statuses (see `docs/cli.md`).
+
+mod commands;
+mod failure;
+mod home;
+mod passphrase;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use safemeet_proto::{DisplayName, Email, Username};
+
+use crate::failure::Failure;
+
+/// SafeMeet: a peer-to-peer, end-to-end encrypted messenger.
+#[derive(Debug, Parser)]
+#[command(name = "safemeet", version, about, propagate_version = true)]
+struct Cli {
+    /// Profile directory (default: the XDG data directory, `safemeet/`).
+    #[arg(long, global = true, env = "SAFEMEET_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+
+    /// Print machine-readable JSON on stdout (errors as JSON on stderr).
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Read the passphrase from this file (first line). Otherwise
+    /// SAFEMEET_PASSPHRASE, otherwise a prompt on the terminal.
+    #[arg(long, global = true, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new account with this device as its first device.
+    Init {
+        /// Your handle, shown to contacts: a-z, 0-9, '.', '_', '-' (1-32).
+        #[arg(long, value_parser = parse::<Username>)]
+        username: Username,
+        /// Your name as contacts see it (default: the username).
+        #[arg(long, value_parser = parse::<DisplayName>)]
+        display_name: Option<DisplayName>,
+        /// An e-mail address to show contacts (repeatable).
+        #[arg(long, value_parser = parse::<Email>)]
+        email: Vec<Email>,
+    },
+    /// Show this account's user id, device id, peer id and profile.
+    Whoami,
+}
+
+fn parse<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| e.to_string())
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    // Logs go to stderr so stdout stays clean for --json. Default: warnings.
+    let filter = EnvFilter::try_from_env("SAFEMEET_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let json = cli.json;
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            failure.report(json);
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let home = home::Home::resolve(cli.home)?;
+    let source = passphrase::Source::new(cli.passphrase_file);
+    match cli.command {
+        Command::Init {
+            username,
+            display_name,
+            email,
+        } => commands::init(&home, &source, cli.json, username, display_name, email),
+        Command::Whoami => commands::whoami(&home, &source, cli.json),
+    }
+}

@@ -1,0 +1,238 @@
+//! End-to-end tests of the real `safemeet` binary: init, whoami, wrong
+//! passphrase, double init, and what lands on disk.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+const PASS: &str = "correct horse battery";
+
+fn safemeet(home: &Path) -> Command {
+    let mut c = Command::cargo_bin("safemeet").unwrap();
+    c.arg("--home")
+        .arg(home)
+        .env_remove("SAFEMEET_PASSPHRASE")
+        .env_remove("SAFEMEET_HOME");
+    c
+}
+
+fn init(home: &Path, username: &str, display: &str) -> serde_json::Value {
+    let out = safemeet(home)
+        .args([
+            "init",
+            "--username",
+            username,
+            "--display-name",
+            display,
+            "--email",
+            "alice.l@example.org",
+            "--json",
+        ])
+        .env("SAFEMEET_PASSPHRASE", PASS)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice(&out).unwrap()
+}
+
+fn whoami_json(home: &Path) -> serde_json::Value {
+    let out = safemeet(home)
+        .args(["whoami", "--json"])
+        .env("SAFEMEET_PASSPHRASE", PASS)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice(&out).unwrap()
+}
+
+/// Every file under `dir` with its contents.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn init_then_whoami() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("alice");
+    let created = init(&home, "alice", "Alice Liddell");
+    let who = whoami_json(&home);
+    for key in [
+        "user_id",
+        "device_id",
+        "peer_id",
+        "username",
+        "display_name",
+    ] {
+        assert!(who[key].is_string(), "whoami --json lacks {key}: {who}");
+        assert_eq!(
+            who[key], created[key],
+            "{key} changed between init and whoami"
+        );
+    }
+    assert_eq!(who["username"], "alice");
+    assert_eq!(who["display_name"], "Alice Liddell");
+    assert!(who["user_id"].as_str().unwrap().starts_with("u_"));
+    assert!(who["device_id"].as_str().unwrap().starts_with("d_"));
+    assert!(who["peer_id"].as_str().unwrap().starts_with("12D3Koo"));
+
+    // Human output; global flags after the subcommand; passphrase from a file.
+    let pfile = tmp.path().join("pass");
+    std::fs::write(&pfile, format!("{PASS}\n")).unwrap();
+    Command::cargo_bin("safemeet")
+        .unwrap()
+        .env_remove("SAFEMEET_PASSPHRASE")
+        .arg("whoami")
+        .arg("--home")
+        .arg(&home)
+        .arg("--passphrase-file")
+        .arg(&pfile)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("display name: Alice Liddell"))
+        .stdout(predicate::str::contains(who["user_id"].as_str().unwrap()));
+}
+
+#[test]
+fn home_from_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("envhome");
+    Command::cargo_bin("safemeet")
+        .unwrap()
+        .env("SAFEMEET_HOME", &home)
+        .env("SAFEMEET_PASSPHRASE", PASS)
+        .args(["init", "--username", "carol", "--json"])
+        .assert()
+        .success();
+    assert!(home.join("keyfile").exists());
+    let who = whoami_json(&home);
+    assert_eq!(
+        who["display_name"], "carol",
+        "display name defaults to the username"
+    );
+}
+
+#[test]
+fn wrong_passphrase_fails_clearly_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("h");
+    init(&home, "alice", "Alice Liddell");
+    let before = snapshot(&home);
+    safemeet(&home)
+        .args(["whoami"])
+        .env("SAFEMEET_PASSPHRASE", "not the passphrase")
+        .assert()
+        .code(3)
+        .stdout("")
+        .stderr(predicate::str::contains("wrong passphrase"));
+    safemeet(&home)
+        .args(["whoami", "--json"])
+        .env("SAFEMEET_PASSPHRASE", "not the passphrase")
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("\"code\":\"wrong_passphrase\""));
+    assert_eq!(
+        snapshot(&home),
+        before,
+        "a failed unlock modified the profile"
+    );
+    // The right passphrase still works.
+    whoami_json(&home);
+}
+
+#[test]
+fn double_init_is_refused_and_keeps_the_account() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("h");
+    let first = init(&home, "alice", "Alice Liddell");
+    let before = snapshot(&home);
+    safemeet(&home)
+        .args(["init", "--username", "mallory"])
+        .env("SAFEMEET_PASSPHRASE", "another passphrase")
+        .assert()
+        .code(5)
+        .stderr(predicate::str::contains("already holds an account"));
+    assert_eq!(snapshot(&home), before);
+    assert_eq!(whoami_json(&home)["user_id"], first["user_id"]);
+}
+
+#[test]
+fn profile_data_is_not_on_disk_in_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("h");
+    let created = init(&home, "alice", "Alice Liddell");
+    let files = snapshot(&home);
+    assert!(
+        files.len() >= 2,
+        "expected a key file and a store, got {:?}",
+        files.keys()
+    );
+    let user_id = created["user_id"].as_str().unwrap().to_owned();
+    for needle in [
+        "alice",
+        "Alice Liddell",
+        "Liddell",
+        "alice.l@example.org",
+        &user_id,
+    ] {
+        for (path, bytes) in &files {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle:?} found in clear in {}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn helpful_errors_for_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("h");
+    // No account yet.
+    safemeet(&home)
+        .args(["whoami"])
+        .env("SAFEMEET_PASSPHRASE", PASS)
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("safemeet init"));
+    // Invalid username: clap usage error naming the rule.
+    safemeet(&home)
+        .args(["init", "--username", "Not Valid"])
+        .env("SAFEMEET_PASSPHRASE", PASS)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("a-z, 0-9"));
+    // Too short a passphrase for a new account.
+    safemeet(&home)
+        .args(["init", "--username", "alice"])
+        .env("SAFEMEET_PASSPHRASE", "short")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("at least 8"));
+    // No passphrase source and no terminal.
+    safemeet(&home)
+        .args(["init", "--username", "alice"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--passphrase-file"));
+    // None of these created an account.
+    assert!(!home.join("keyfile").exists());
+}
