@@ -21,8 +21,8 @@
 use std::fmt;
 
 use argon2::{Algorithm, Argon2, Params, Version};
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
@@ -256,25 +256,20 @@ impl StoreCipher {
 
     /// Seals `plaintext` for storage under `key` in `keyspace`.
     pub fn seal(&self, keyspace: Keyspace, key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::thread_rng().fill_bytes(&mut nonce);
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + TAG_LEN);
+        out.push(SEALED_VERSION);
+        out.resize(1 + NONCE_LEN, 0);
+        rand::thread_rng().fill_bytes(&mut out[1..]);
+        out.extend_from_slice(plaintext);
         let aad = value_aad(keyspace, key);
-        let ct = self
+        let (head, body) = out.split_at_mut(1 + NONCE_LEN);
+        let tag = self
             .value
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
+            .encrypt_in_place_detached(XNonce::from_slice(&head[1..]), &aad, body)
             .map_err(|_| Error::SealedValue {
                 keyspace: keyspace.name(),
             })?;
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
-        out.push(SEALED_VERSION);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
+        out.extend_from_slice(&tag);
         Ok(out)
     }
 
@@ -292,12 +287,19 @@ impl StoreCipher {
         if version != SEALED_VERSION || rest.len() < NONCE_LEN + TAG_LEN {
             return Err(err());
         }
-        let (nonce, ct) = rest.split_at(NONCE_LEN);
+        let (nonce, rest) = rest.split_at(NONCE_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
         let aad = value_aad(keyspace, key);
+        let mut plain = Zeroizing::new(ct.to_vec());
         self.value
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
-            .map(Zeroizing::new)
-            .map_err(|_| err())
+            .decrypt_in_place_detached(
+                XNonce::from_slice(nonce),
+                &aad,
+                &mut plain,
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| err())?;
+        Ok(plain)
     }
 }
 

@@ -1,0 +1,56 @@
+//! `safemeet-bench`: named benchmark suites for SafeMeet.
+//!
+//! `cargo run --release -p safemeet-bench -- SUITE` runs one suite, prints a
+//! readable table on stderr as it goes, and ends with one JSON line on stdout
+//! holding the medians and the ratios against the baseline measured in the
+//! same run. Suites:
+//!
+//! - `store`: encrypted put/get/batch of 300-byte values through
+//!   `EncryptedStore<SledStore>` against raw sled on the same machine.
+
+mod store;
+
+use clap::{Parser, ValueEnum};
+
+/// Run a SafeMeet benchmark suite.
+#[derive(Debug, Parser)]
+#[command(name = "safemeet-bench")]
+struct Args {
+    /// Which suite to run.
+    suite: Suite,
+    /// Measured samples per operation (the median is reported).
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    samples: u32,
+    /// Operations per sample.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(100..=10_000_000))]
+    ops: u32,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Suite {
+    /// Encrypted store vs raw sled.
+    Store,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let report = match args.suite {
+        Suite::Store => store::run(args.samples as usize, args.ops as usize)?,
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Median of a list of samples.
+pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
