@@ -1,6 +1,8 @@
 //! End-to-end tests of the real `safemeet` binary: init, whoami, wrong
 //! passphrase, double init, and what lands on disk.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

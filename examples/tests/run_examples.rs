@@ -1,5 +1,7 @@
 //! The examples run to completion and say what they should.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
 use std::process::Command;
 
 #[test]

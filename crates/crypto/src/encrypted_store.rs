@@ -26,6 +26,9 @@ use crate::at_rest::StoreCipher;
 /// Bytes of the identifier hash in front of an ordered record's sequence number.
 const ORDERED_PREFIX_LEN: usize = 16;
 
+/// An ordered record: its sequence number and its opened value.
+pub type OrderedRecord = (u64, Zeroizing<Vec<u8>>);
+
 /// An encrypting front for a [`Store`]. Cloning shares the store and keys.
 #[derive(Debug)]
 pub struct EncryptedStore<S> {
@@ -153,7 +156,7 @@ impl<S: Store> EncryptedStore<S> {
         id: &[u8],
         after: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<(u64, Zeroizing<Vec<u8>>)>, Error> {
+    ) -> Result<Vec<OrderedRecord>, Error> {
         check_keyspace(keyspace)?;
         let prefix = self.ordered_prefix(keyspace, id);
         let after_key = after.map(|a| self.ordered_key(keyspace, id, a));

@@ -40,5 +40,5 @@ mod error;
 pub mod identity;
 
 pub use certificate::Verified;
-pub use encrypted_store::{EncryptedBatch, EncryptedStore};
+pub use encrypted_store::{EncryptedBatch, EncryptedStore, OrderedRecord};
 pub use error::Error;

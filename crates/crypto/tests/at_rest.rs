@@ -1,5 +1,7 @@
 //! The encrypted store on the real sled backend: nothing readable on disk.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
 use safemeet_crypto::EncryptedStore;
 use safemeet_crypto::account::Account;
 use safemeet_crypto::at_rest::{DataKey, KdfParams, KeyFile, Passphrase, StoreCipher};

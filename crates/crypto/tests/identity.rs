@@ -1,6 +1,8 @@
 //! Device certificates, device lists and profiles: valid ones verify, and
 //! each kind of bad one is refused with its own error.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
 use proptest::prelude::*;
 use safemeet_crypto::Error;
 use safemeet_crypto::account::Account;

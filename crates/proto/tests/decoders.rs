@@ -1,5 +1,7 @@
 //! Round trips and hostile input for every decoder.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
 mod fixtures;
 
 use fixtures::*;

@@ -1,6 +1,8 @@
 //! Pins the encoded form of every wire type. A failing snapshot means the
 //! wire format changed: that needs a new version, not a new snapshot.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
 mod fixtures;
 
 use fixtures::*;

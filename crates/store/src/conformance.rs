@@ -11,9 +11,12 @@
 use crate::migrate::{self, Migration};
 use crate::{Batch, Keyspace, Store, StoreError};
 
+/// One named check.
+type Check = (&'static str, fn(&dyn Store));
+
 /// Runs every check, each on a fresh store from `fresh`.
 pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {
-    let checks: &[(&str, fn(&dyn Store))] = &[
+    let checks: &[Check] = &[
         ("get_missing_is_none", get_missing_is_none),
         ("put_then_get", put_then_get),
         ("overwrite_and_delete", overwrite_and_delete),

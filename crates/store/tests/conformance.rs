@@ -1,5 +1,7 @@
 //! Every backend passes the same conformance suite.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
 use safemeet_store::{MemoryStore, SledConfig, SledStore, Store, StoreError, conformance};
 
 #[test]

@@ -9,6 +9,8 @@
 //! `SAFEMEET_CRASH_CYCLES` sets the number of kills (default 200);
 //! `SAFEMEET_CRASH_SEED` the seed (default: fixed, printed on failure).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 

@@ -1,6 +1,8 @@
 //! Model-based test: random operation sequences applied to a backend and to
 //! a `BTreeMap` must give the same answers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
