@@ -20,18 +20,9 @@ fn safemeet(home: &Path) -> Command {
     c
 }
 
-fn init(home: &Path, username: &str, display: &str) -> serde_json::Value {
-    let out = safemeet(home)
-        .args([
-            "init",
-            "--username",
-            username,
-            "--display-name",
-            display,
-            "--email",
-            "alice.l@example.org",
-            "--json",
-        ])
+/// Runs `cmd` with the test passphrase, expects success, parses stdout as JSON.
+fn run_json(mut cmd: Command) -> serde_json::Value {
+    let out = cmd
         .env("SAFEMEET_PASSPHRASE", PASS)
         .assert()
         .success()
@@ -41,16 +32,25 @@ fn init(home: &Path, username: &str, display: &str) -> serde_json::Value {
     serde_json::from_slice(&out).unwrap()
 }
 
+fn init(home: &Path, username: &str, display: &str) -> serde_json::Value {
+    let mut cmd = safemeet(home);
+    cmd.args([
+        "init",
+        "--username",
+        username,
+        "--display-name",
+        display,
+        "--email",
+        "alice.l@example.org",
+        "--json",
+    ]);
+    run_json(cmd)
+}
+
 fn whoami_json(home: &Path) -> serde_json::Value {
-    let out = safemeet(home)
-        .args(["whoami", "--json"])
-        .env("SAFEMEET_PASSPHRASE", PASS)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    serde_json::from_slice(&out).unwrap()
+    let mut cmd = safemeet(home);
+    cmd.args(["whoami", "--json"]);
+    run_json(cmd)
 }
 
 /// Every file under `dir` with its contents.

@@ -34,6 +34,11 @@ enum Suite {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: a debug build; numbers mean nothing. Use `cargo run --release -p safemeet-bench`."
+        );
+    }
     let report = match args.suite {
         Suite::Store => store::run(args.samples as usize, args.ops as usize)?,
     };

@@ -145,6 +145,7 @@ pub(crate) fn run(samples: usize, ops: usize) -> anyhow::Result<Value> {
     let put_ratio = put["ratio"].as_f64().unwrap_or(f64::NAN);
     let report = json!({
         "suite": "store",
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
         "value_bytes": VALUE_BYTES,
         "ops_per_sample": ops,
         "samples": samples,
