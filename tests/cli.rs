@@ -238,3 +238,43 @@ fn helpful_errors_for_bad_input() {
     // None of these created an account.
     assert!(!home.join("keyfile").exists());
 }
+
+#[test]
+fn logs_hold_no_secrets_or_profile_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("h");
+    let mut stderr = Vec::new();
+    for args in [
+        &[
+            "init",
+            "--username",
+            "zebulon",
+            "--display-name",
+            "Zebulon Quux",
+            "--email",
+            "zq@example.org",
+        ][..],
+        &["whoami"][..],
+    ] {
+        let out = safemeet(&home)
+            .args(args)
+            .env("SAFEMEET_PASSPHRASE", PASS)
+            .env("SAFEMEET_LOG", "trace")
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        stderr.extend_from_slice(&out.stderr);
+    }
+    let logs = String::from_utf8_lossy(&stderr);
+    assert!(
+        logs.contains("account created"),
+        "trace logs are not being written: {logs}"
+    );
+    for needle in ["zebulon", "Zebulon Quux", "zq@example.org", PASS] {
+        assert!(
+            !logs.contains(needle),
+            "{needle:?} appears in the logs:\n{logs}"
+        );
+    }
+}
