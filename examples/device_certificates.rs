@@ -6,8 +6,8 @@
 //! Each device certificate verifies against its owner's user id. Then
 //! Mallory tries three forgeries: presenting Alice's certificate as Bob's,
 //! swapping his own libp2p peer id into Alice's certificate, and relabelling
-//! his own certificate with Alice's user id. Each is refused with its own
-//! error.
+//! his own certificate with Alice's user id. Each is refused: the first as
+//! a certificate of another user, the other two as bad signatures.
 
 use anyhow::{Context, bail};
 use safemeet_crypto::account::Account;

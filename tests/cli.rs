@@ -278,3 +278,60 @@ fn logs_hold_no_secrets_or_profile_data() {
         );
     }
 }
+
+#[test]
+fn concurrent_inits_leave_exactly_one_account() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("h");
+    let spawn = |name: &str| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("safemeet"))
+            .arg("--home")
+            .arg(&home)
+            .args(["init", "--username", name, "--json"])
+            .env("SAFEMEET_PASSPHRASE", PASS)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("first"), spawn("second"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let winners: Vec<_> = [&a, &b]
+        .into_iter()
+        .filter(|o| o.status.success())
+        .collect();
+    assert_eq!(winners.len(), 1, "a: {a:?}\nb: {b:?}");
+    let loser = if a.status.success() { &b } else { &a };
+    assert!(
+        matches!(loser.status.code(), Some(5) | Some(6)),
+        "the other init must fail as 'exists' or 'locked': {loser:?}"
+    );
+    let created: serde_json::Value = serde_json::from_slice(&winners[0].stdout).unwrap();
+    assert_eq!(whoami_json(&home)["user_id"], created["user_id"]);
+}
+
+#[test]
+fn init_recovers_from_an_interrupted_init() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("h");
+    init(&home, "alice", "Alice Liddell");
+    // Simulate an init that died before publishing its key file.
+    std::fs::remove_file(home.join("keyfile")).unwrap();
+    safemeet(&home)
+        .args(["whoami"])
+        .env("SAFEMEET_PASSPHRASE", PASS)
+        .assert()
+        .code(4);
+    let again = init(&home, "alice", "Alice Liddell");
+    assert_eq!(whoami_json(&home)["user_id"], again["user_id"]);
+    let aside: Vec<_> = std::fs::read_dir(&home)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("db.orphaned-"))
+        .collect();
+    assert_eq!(
+        aside.len(),
+        1,
+        "the unreadable store is moved aside, not deleted"
+    );
+}

@@ -68,6 +68,8 @@ pub(crate) fn init(
     display_name: Option<DisplayName>,
     emails: Vec<Email>,
 ) -> Result<(), Failure> {
+    // Checked again under the init lock in `Home::create`; this early check
+    // only spares the user typing a passphrase for nothing.
     if home.has_account() {
         return Err(Failure::AccountExists(format!(
             "{} already holds an account; refusing to overwrite it",

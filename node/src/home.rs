@@ -5,18 +5,20 @@
 //!   Its presence is what makes a profile an account: it is written last
 //!   by `init`, atomically.
 //! - `db/`: the sled store; every value sealed, every identifying key hashed.
+//! - `init.lock`: held by `init` while it creates the profile.
 //!
 //! The directory is created with mode 0700. Nothing in it names the user in
 //! clear.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use etcetera::BaseStrategy;
 use safemeet_crypto::EncryptedStore;
 use safemeet_crypto::at_rest::{DataKey, KdfParams, KeyFile, Passphrase, StoreCipher};
+use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_store::{SledConfig, SledStore, migrate};
 
 use crate::failure::Failure;
@@ -66,23 +68,39 @@ impl Home {
 
     /// Creates the profile: directory, store, and finally the key file.
     /// `fill` writes the first records into the unlocked store.
+    ///
+    /// Holds `init.lock` throughout, so two `init`s cannot interleave, and
+    /// publishes the key file with a hard link, which fails rather than
+    /// replace a key file that appeared meanwhile.
     pub(crate) fn create(
         &self,
         passphrase: &Passphrase,
         fill: impl FnOnce(&ProfileStore) -> Result<(), Failure>,
     ) -> Result<(), Failure> {
-        if self.has_account() {
-            return Err(Failure::AccountExists(format!(
-                "{} already holds an account; refusing to overwrite it",
+        create_private_dir(&self.dir)?;
+        let lock = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.dir.join("init.lock"))
+            .context("opening init.lock")?;
+        if lock.try_lock().is_err() {
+            return Err(Failure::Locked(format!(
+                "another `safemeet init` is running on {}",
                 self.dir.display()
             )));
         }
-        create_private_dir(&self.dir)?;
+        if self.has_account() {
+            return Err(self.account_exists());
+        }
         // A store without a key file is left from an interrupted init: its
-        // data key never reached disk, so it is unreadable by anyone. Start over.
+        // data key never reached disk, so nobody can read it. Move it aside
+        // rather than delete it, in case the key file is being restored.
         if self.db().exists() {
-            tracing::warn!("removing an unreadable store left by an interrupted init");
-            fs::remove_dir_all(self.db()).context("removing the store of an interrupted init")?;
+            let aside = self.dir.join(format!("db.orphaned-{}", SystemClock.now()));
+            tracing::warn!(to = %aside.display(), "moving aside a store without a key file");
+            fs::rename(self.db(), &aside)
+                .context("moving aside the store of an interrupted init")?;
         }
         let key = DataKey::generate();
         let keyfile = KeyFile::wrap(&key, passphrase, KdfParams::default())?;
@@ -91,8 +109,24 @@ impl Home {
             fill(&store)?;
             store.flush()?;
         }
-        write_private_file_atomically(&self.keyfile(), keyfile.to_json()?.as_bytes())?;
+        // sled's flush does not fsync (see ARCHITECTURE.md); the key file
+        // must not outlive the records it unlocks, so fsync them first.
+        sync_tree(&self.db())?;
+        publish_private_file(&self.keyfile(), keyfile.to_json()?.as_bytes()).map_err(|e| {
+            if self.has_account() {
+                self.account_exists()
+            } else {
+                Failure::Other(e)
+            }
+        })?;
         Ok(())
+    }
+
+    fn account_exists(&self) -> Failure {
+        Failure::AccountExists(format!(
+            "{} already holds an account; refusing to overwrite it",
+            self.dir.display()
+        ))
     }
 
     /// Unlocks the profile: reads the key file, checks the passphrase, then
@@ -104,7 +138,8 @@ impl Home {
                 self.dir.display()
             )));
         }
-        let text = fs::read_to_string(self.keyfile()).context("reading the key file")?;
+        let text =
+            read_bounded(&self.keyfile(), MAX_KEYFILE_BYTES).context("reading the key file")?;
         let key = KeyFile::from_json(&text)?.unwrap_key(passphrase)?;
         self.open_store(&key)
     }
@@ -128,20 +163,62 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("setting permissions of {}", dir.display()))
 }
 
-fn write_private_file_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Largest key file read (a real one is under 1 KiB).
+const MAX_KEYFILE_BYTES: u64 = 4096;
+
+/// Reads a text file of at most `max` bytes, whatever its metadata says
+/// (FIFOs and procfs files report a length of 0).
+pub(crate) fn read_bounded(path: &Path, max: u64) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let mut text = zeroize::Zeroizing::new(String::new());
+    fs::File::open(path)?
+        .take(max + 1)
+        .read_to_string(&mut text)?;
+    anyhow::ensure!(
+        text.len() as u64 <= max,
+        "{} is larger than {max} bytes",
+        path.display()
+    );
+    Ok(text)
+}
+
+/// fsyncs every file and directory under `dir`.
+fn sync_tree(dir: &Path) -> anyhow::Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            fs::File::open(&path)?.sync_all()?;
+        }
+    }
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Writes `bytes` to a fresh temporary file (mode 0600), fsyncs it, and links
+/// it in as `path`; fails if `path` exists.
+fn publish_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
+    // A leftover temporary file may have other permissions: start afresh.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", tmp.display())),
+    }
     let mut f = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
-    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    let linked =
+        fs::hard_link(&tmp, path).with_context(|| format!("publishing {}", path.display()));
+    fs::remove_file(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    linked?;
     if let Some(parent) = path.parent() {
         fs::File::open(parent)?.sync_all()?;
     }

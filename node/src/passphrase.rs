@@ -2,7 +2,7 @@
 //! `SAFEMEET_PASSPHRASE`, then a prompt on the terminal.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use safemeet_crypto::at_rest::Passphrase;
@@ -69,19 +69,9 @@ impl Source {
     }
 }
 
-fn read_file(path: &PathBuf) -> Result<Passphrase, Failure> {
-    let meta = std::fs::metadata(path)
+fn read_file(path: &Path) -> Result<Passphrase, Failure> {
+    let text = crate::home::read_bounded(path, MAX_PASSPHRASE_FILE_BYTES)
         .with_context(|| format!("reading passphrase file {}", path.display()))?;
-    if meta.len() > MAX_PASSPHRASE_FILE_BYTES {
-        return Err(Failure::Usage(format!(
-            "passphrase file {} is too large",
-            path.display()
-        )));
-    }
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path)
-            .with_context(|| format!("reading passphrase file {}", path.display()))?,
-    );
     // The first line is the passphrase; its line ending is not part of it.
     let line = text.lines().next().unwrap_or("");
     non_empty(Passphrase::new(line))

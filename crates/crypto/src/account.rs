@@ -8,7 +8,7 @@
 use std::fmt;
 
 use libp2p_identity::{Keypair, PeerId};
-use safemeet_proto::identity::{DeviceCertificate, DeviceList, Profile, Signed};
+use safemeet_proto::identity::{DeviceCertificate, DeviceList, DeviceStatus, Profile, Signed};
 use safemeet_proto::{DeviceId, DisplayName, Email, Timestamp, UserId, Username, codec};
 use serde::{Deserialize, Serialize};
 use vodozemac::Ed25519SecretKey;
@@ -158,14 +158,12 @@ impl Account {
             device_list: self.device_list.signed().to_bytes()?,
             profile: self.profile.signed().to_bytes()?,
         };
-        Ok(Zeroizing::new(codec::encode_limited(
-            &record,
-            MAX_ACCOUNT_RECORD_BYTES,
-        )?))
+        Ok(codec::encode_secret(&record, MAX_ACCOUNT_RECORD_BYTES)?)
     }
 
     /// Restores an account from [`Account::to_record`] bytes, re-verifying
-    /// every signed record and that the keys match the certificate.
+    /// every signed record, that every device key matches the certificate,
+    /// and that the device list holds this certificate as active.
     pub fn from_record(bytes: &[u8]) -> Result<Self, Error> {
         let record: AccountRecord = codec::decode(bytes, MAX_ACCOUNT_RECORD_BYTES)?;
         if record.version != 1 {
@@ -198,6 +196,11 @@ impl Account {
         if certificate.peer_id != device.peer_id().to_bytes() {
             return Err(mismatch("libp2p key does not match the certificate"));
         }
+        if certificate.curve25519_key != *device.olm.curve25519_key().as_bytes() {
+            return Err(mismatch(
+                "Olm Curve25519 key does not match the certificate",
+            ));
+        }
         if certificate.mailbox_key != *device.mailbox.public_key().as_bytes() {
             return Err(mismatch("mailbox key does not match the certificate"));
         }
@@ -206,6 +209,15 @@ impl Account {
             &user,
             None,
         )?;
+        let cert_hash = certificate::certificate_hash(certificate.signed())?;
+        let listed = device_list.devices.iter().any(|d| {
+            d.device_id == certificate.device_id
+                && d.certificate_hash == cert_hash
+                && d.status == DeviceStatus::Active
+        });
+        if !listed {
+            return Err(mismatch("this device is not active in the device list"));
+        }
         let profile =
             certificate::verify_profile(&Signed::from_bytes(&record.profile)?, &user, None)?;
         Ok(Self {

@@ -65,6 +65,11 @@ impl fmt::Debug for Passphrase {
     }
 }
 
+/// Least Argon2id memory accepted: OWASP's minimum, 19 MiB.
+const MIN_KDF_MEMORY_KIB: u32 = 19 * 1024;
+/// Most Argon2id memory accepted from a key file: 1 GiB.
+const MAX_KDF_MEMORY_KIB: u32 = 1024 * 1024;
+
 /// Argon2id cost parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KdfParams {
@@ -82,7 +87,7 @@ impl Default for KdfParams {
     /// on every CLI command.
     fn default() -> Self {
         Self {
-            m_cost_kib: 19 * 1024,
+            m_cost_kib: MIN_KDF_MEMORY_KIB,
             t_cost: 2,
             p_cost: 1,
         }
@@ -91,11 +96,13 @@ impl Default for KdfParams {
 
 impl KdfParams {
     fn validate(&self) -> Result<Params, Error> {
-        // Bounds keep an edited key file from asking for absurd work, and
-        // from weakening the KDF below the default.
-        let ok = (19 * 1024..=4 * 1024 * 1024).contains(&self.m_cost_kib)
-            && (2..=64).contains(&self.t_cost)
-            && (1..=16).contains(&self.p_cost);
+        // Bounds keep an edited key file from weakening the KDF below the
+        // default, and from asking for absurd work: at most 1 GiB (a failed
+        // allocation inside Argon2 would abort the process) and 8 passes,
+        // a few seconds at worst.
+        let ok = (MIN_KDF_MEMORY_KIB..=MAX_KDF_MEMORY_KIB).contains(&self.m_cost_kib)
+            && (2..=8).contains(&self.t_cost)
+            && (1..=4).contains(&self.p_cost);
         if !ok {
             return Err(Error::InvalidKeyFile("KDF parameters out of bounds"));
         }
@@ -221,6 +228,16 @@ fn keyfile_aad(kdf: &KdfParams, salt: &[u8; 16]) -> Vec<u8> {
     aad
 }
 
+/// What a hashed key name is used as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum NameKind {
+    /// The whole key of a point record.
+    Point = 0,
+    /// The prefix of ordered records.
+    Ordered = 1,
+}
+
 /// Seals and opens stored values and hashes key names, under keys derived
 /// from a [`DataKey`].
 pub struct StoreCipher {
@@ -245,10 +262,12 @@ impl StoreCipher {
         }
     }
 
-    /// The keyed hash that stands in for an identifying key name.
-    pub fn hash_name(&self, keyspace: Keyspace, name: &[u8]) -> [u8; 32] {
+    /// The keyed hash that stands in for an identifying key name. `kind`
+    /// separates point names from ordered-record prefixes, so the two shapes
+    /// never collide in one keyspace.
+    pub fn hash_name(&self, keyspace: Keyspace, kind: NameKind, name: &[u8]) -> [u8; 32] {
         let mut h = blake3::Hasher::new_keyed(&self.name_key);
-        h.update(&[keyspace.id()]);
+        h.update(&[keyspace.id(), kind as u8]);
         h.update(&(name.len() as u64).to_be_bytes());
         h.update(name);
         *h.finalize().as_bytes()
@@ -390,15 +409,20 @@ mod tests {
     fn name_hashes_are_keyed_and_separated() {
         let key = DataKey::generate();
         let c = StoreCipher::new(&key);
-        let h = c.hash_name(Keyspace::Contacts, b"alice");
+        let p = NameKind::Point;
+        let h = c.hash_name(Keyspace::Contacts, p, b"alice");
         assert_eq!(
             h,
-            StoreCipher::new(&key).hash_name(Keyspace::Contacts, b"alice")
+            StoreCipher::new(&key).hash_name(Keyspace::Contacts, p, b"alice")
         );
-        assert_ne!(h, c.hash_name(Keyspace::Rooms, b"alice"));
+        assert_ne!(h, c.hash_name(Keyspace::Rooms, p, b"alice"));
         assert_ne!(
             h,
-            StoreCipher::new(&DataKey::generate()).hash_name(Keyspace::Contacts, b"alice")
+            c.hash_name(Keyspace::Contacts, NameKind::Ordered, b"alice")
+        );
+        assert_ne!(
+            h,
+            StoreCipher::new(&DataKey::generate()).hash_name(Keyspace::Contacts, p, b"alice")
         );
     }
 }

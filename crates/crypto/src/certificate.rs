@@ -218,9 +218,10 @@ pub fn verify_device_list(
     check_device_entries(&list)?;
     check_counter(
         WHAT,
+        user,
         list.counter,
         &signed.body,
-        accepted.map(|a| (a.counter, &a.signed.body)),
+        accepted.map(|a| (&a.user_id, a.counter, &a.signed.body)),
     )?;
     Ok(Verified {
         record: list,
@@ -228,13 +229,17 @@ pub fn verify_device_list(
     })
 }
 
+/// Compares a record's counter with the accepted record of the same user.
 fn check_counter(
     what: &'static str,
+    user: &UserId,
     got: u64,
     body: &[u8],
-    accepted: Option<(u64, &Vec<u8>)>,
+    accepted: Option<(&UserId, u64, &Vec<u8>)>,
 ) -> Result<(), Error> {
-    if let Some((seen, seen_body)) = accepted {
+    if let Some((accepted_user, seen, seen_body)) = accepted {
+        // An accepted record of another user would make the comparison meaningless.
+        check_user(what, user, accepted_user)?;
         if got < seen {
             return Err(Error::StaleVersion { what, seen, got });
         }
@@ -264,9 +269,10 @@ pub fn verify_profile(
     check_signature(signed, user, PROFILE_CONTEXT, WHAT)?;
     check_counter(
         WHAT,
+        user,
         profile.counter,
         &signed.body,
-        accepted.map(|a| (a.counter, &a.signed.body)),
+        accepted.map(|a| (&a.user_id, a.counter, &a.signed.body)),
     )?;
     Ok(Verified {
         record: profile,

@@ -8,8 +8,12 @@
 //! - **ordered** records (timeline, outbox, event log): stored key = the
 //!   first 16 bytes of the keyed hash of the identifier, then a big-endian
 //!   sequence number, so records of one identifier scan in order while the
-//!   identifier stays hidden. Only the ordering leaks, which the store could
-//!   observe from write order anyway.
+//!   identifier stays hidden.
+//!
+//! What the backend still learns: which keyspace a record is in, how many
+//! records share one (hidden) identifier and their order, value lengths, and
+//! when records are written and deleted. Point and ordered names are hashed
+//! with different domains, so they never collide.
 //!
 //! Values are sealed with [`StoreCipher`] bound to the stored key, so the
 //! backend sees neither names nor contents. [`Keyspace::Meta`] is not
@@ -21,7 +25,7 @@ use safemeet_store::{Batch, Keyspace, Store};
 use zeroize::Zeroizing;
 
 use crate::Error;
-use crate::at_rest::StoreCipher;
+use crate::at_rest::{NameKind, StoreCipher};
 
 /// Bytes of the identifier hash in front of an ordered record's sequence number.
 const ORDERED_PREFIX_LEN: usize = 16;
@@ -89,11 +93,13 @@ impl<S: Store> EncryptedStore<S> {
     }
 
     fn point_key(&self, keyspace: Keyspace, id: &[u8]) -> Vec<u8> {
-        self.cipher.hash_name(keyspace, id).to_vec()
+        self.cipher
+            .hash_name(keyspace, NameKind::Point, id)
+            .to_vec()
     }
 
     fn ordered_prefix(&self, keyspace: Keyspace, id: &[u8]) -> Vec<u8> {
-        self.cipher.hash_name(keyspace, id)[..ORDERED_PREFIX_LEN].to_vec()
+        self.cipher.hash_name(keyspace, NameKind::Ordered, id)[..ORDERED_PREFIX_LEN].to_vec()
     }
 
     fn ordered_key(&self, keyspace: Keyspace, id: &[u8], seq: u64) -> Vec<u8> {
@@ -337,6 +343,28 @@ mod tests {
             s.get_ordered(Keyspace::Timeline, b"room-a", 5)
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn point_and_ordered_records_of_one_id_do_not_mix() {
+        let (s, _) = store();
+        s.put(Keyspace::Timeline, b"room", b"settings").unwrap();
+        let mut b = s.batch();
+        s.batch_put_ordered(&mut b, Keyspace::Timeline, b"room", 1, b"event")
+            .unwrap();
+        s.apply(b).unwrap();
+        let got = s
+            .scan_ordered(Keyspace::Timeline, b"room", None, 10)
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.as_slice(), b"event");
+        assert_eq!(
+            s.get(Keyspace::Timeline, b"room")
+                .unwrap()
+                .unwrap()
+                .as_slice(),
+            b"settings"
         );
     }
 

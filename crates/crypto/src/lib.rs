@@ -14,8 +14,11 @@
 //!   [`Store`](safemeet_store::Store).
 //!
 //! This crate does no I/O of its own and never reads the clock: time is
-//! passed in as a [`Timestamp`](safemeet_proto::Timestamp). Secrets are
-//! zeroized when dropped and never printed by `Debug`.
+//! passed in as a [`Timestamp`](safemeet_proto::Timestamp). Secrets are held
+//! in zeroizing types (ours, vodozemac's and the dalek crates'), encoded into
+//! exactly-sized zeroizing buffers, and never printed by `Debug`. Copies made
+//! by third-party code (a serde_json pickle string, protobuf key bytes) are
+//! wiped where we own them; beyond that Rust gives no guarantee.
 //!
 //! ```
 //! use safemeet_crypto::{account::Account, certificate};

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use safemeet_crypto::Error;
 use safemeet_crypto::account::Account;
-use safemeet_crypto::certificate::{self, DEVICE_CERTIFICATE_CONTEXT};
+use safemeet_crypto::certificate::{self, DEVICE_CERTIFICATE_CONTEXT, DEVICE_LIST_CONTEXT};
 use safemeet_crypto::identity::{DeviceKeys, MasterKey};
 use safemeet_proto::identity::{DeviceCertificate, DeviceList, Profile, Signed};
 use safemeet_proto::{DeviceId, DisplayName, Email, Timestamp, UserId, Username, codec};
@@ -143,20 +143,66 @@ fn device_id_must_match_the_device_key() {
 /// signing rule (`context ‖ 0 ‖ body`) through vodozemac's Ed25519.
 fn resign(master: &MasterKey, cert: &DeviceCertificate) -> Signed<DeviceCertificate> {
     let body = codec::encode(cert).unwrap();
-    let secret = vodozemac::Ed25519SecretKey::from_slice(&master.secret_bytes());
-    let mut msg = DEVICE_CERTIFICATE_CONTEXT.to_vec();
-    msg.push(0);
-    msg.extend_from_slice(&body);
-    Signed::from_parts(body, secret.sign(&msg).to_bytes())
+    let sig = sign_with(master, DEVICE_CERTIFICATE_CONTEXT, &body);
+    Signed::from_parts(body, sig)
 }
 
 #[test]
 fn signatures_do_not_cross_record_kinds() {
-    // A device-list signature over the same bytes is not a certificate signature.
-    let alice = account("alice");
-    let list = alice.device_list().signed();
-    let as_cert: Signed<DeviceCertificate> = Signed::from_parts(list.body.clone(), list.signature);
-    assert!(certificate::verify_device_certificate(&as_cert, &alice.user_id()).is_err());
+    // A valid certificate body signed by the right master key, but under the
+    // device-list context: not a certificate signature.
+    let master = MasterKey::generate();
+    let device = DeviceKeys::generate();
+    let cert = certificate::issue_device_certificate(&master, &device, now()).unwrap();
+    let wrong_context = sign_with(&master, DEVICE_LIST_CONTEXT, &cert.body);
+    assert!(matches!(
+        certificate::verify_device_certificate(
+            &Signed::<DeviceCertificate>::from_parts(cert.body.clone(), wrong_context),
+            &master.user_id()
+        ),
+        Err(Error::BadSignature { .. })
+    ));
+    // And with the right context the same body verifies.
+    let right = sign_with(&master, DEVICE_CERTIFICATE_CONTEXT, &cert.body);
+    assert!(
+        certificate::verify_device_certificate(
+            &Signed::from_parts(cert.body.clone(), right),
+            &master.user_id()
+        )
+        .is_ok()
+    );
+}
+
+fn sign_with(master: &MasterKey, context: &[u8], body: &[u8]) -> [u8; 64] {
+    let secret = vodozemac::Ed25519SecretKey::from_slice(&master.secret_bytes());
+    let mut msg = context.to_vec();
+    msg.push(0);
+    msg.extend_from_slice(body);
+    secret.sign(&msg).to_bytes()
+}
+
+#[test]
+fn invalid_device_key_is_refused() {
+    let master = MasterKey::generate();
+    let device = DeviceKeys::generate();
+    let good = certificate::issue_device_certificate(&master, &device, now()).unwrap();
+    // Find 32 bytes that are not an Ed25519 point.
+    let bad_key = (0u8..=255)
+        .map(|b| {
+            let mut k = [0u8; 32];
+            k[0] = b;
+            k[31] = 0x7f;
+            k
+        })
+        .find(|k| vodozemac::Ed25519PublicKey::from_slice(k).is_err())
+        .expect("some byte strings are not points");
+    let mut cert = good.decode_body().unwrap();
+    cert.ed25519_key = bad_key;
+    cert.device_id = safemeet_crypto::identity::device_id_for(&bad_key);
+    assert!(matches!(
+        certificate::verify_device_certificate(&resign(&master, &cert), &master.user_id()),
+        Err(Error::InvalidKey { .. })
+    ));
 }
 
 #[test]
@@ -220,24 +266,118 @@ fn account_record_round_trips() {
 
 #[test]
 fn account_record_with_foreign_certificate_is_refused() {
-    // Splice Bob's certificate into Alice's record: the keys no longer match.
+    // Splice in a certificate that Alice's own master key issued for another
+    // device: every signature checks, but the keys are not this device's.
     let alice = account("alice");
-    let bob = account("bob");
-    let a = alice.to_record().unwrap();
-    let b_cert = bob.certificate().to_bytes().unwrap();
-    let a_cert = alice.certificate().to_bytes().unwrap();
-    let pos = a
-        .windows(a_cert.len())
-        .position(|w| w == a_cert.as_slice())
+    let record = alice.to_record().unwrap();
+    let own = alice.certificate().to_bytes().unwrap();
+    let pos = record
+        .windows(own.len())
+        .position(|w| w == own.as_slice())
         .unwrap();
-    assert_eq!(a_cert.len(), b_cert.len());
-    let mut spliced = a.to_vec();
-    spliced[pos..pos + a_cert.len()].copy_from_slice(&b_cert);
-    assert!(Account::from_record(&spliced).is_err());
+    let cert = alice.certificate().decode_body().unwrap();
+    let other = DeviceKeys::generate();
+    let mut foreign = cert.clone();
+    foreign.ed25519_key = *other.olm.ed25519_key().as_bytes();
+    foreign.device_id = safemeet_crypto::identity::device_id_for(&foreign.ed25519_key);
+    // Same encoded length as the original, so the record stays well-formed.
+    let master = master_of(&record);
+    let foreign = resign(&master, &foreign).to_bytes().unwrap();
+    assert_eq!(foreign.len(), own.len());
+    let mut spliced = record.to_vec();
+    spliced[pos..pos + own.len()].copy_from_slice(&foreign);
+    assert!(matches!(
+        Account::from_record(&spliced),
+        Err(Error::InvalidRecord { reason, .. }) if reason.contains("certificate")
+    ));
+
+    // A certificate for this very device that the device list does not pin.
+    let mut newer = cert;
+    newer.created_at = Timestamp::from_millis(1_700_000_000_001).unwrap();
+    let newer = resign(&master, &newer).to_bytes().unwrap();
+    assert_eq!(newer.len(), own.len());
+    let mut spliced = record.to_vec();
+    spliced[pos..pos + own.len()].copy_from_slice(&newer);
+    let err = Account::from_record(&spliced).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidRecord { reason, .. } if reason.contains("device list")),
+        "{err:?}"
+    );
+}
+
+/// The master key inside an account record (its first field after the version byte).
+fn master_of(record: &[u8]) -> MasterKey {
+    MasterKey::from_secret_bytes(record[1..33].try_into().unwrap())
+}
+
+#[test]
+fn profiles_only_move_forward() {
+    let alice = account("alice");
+    let user = alice.user_id();
+    let master = master_of(&alice.to_record().unwrap());
+    let v1 = certificate::verify_profile(alice.profile().signed(), &user, None).unwrap();
+    let mut p2 = v1.clone().into_record();
+    p2.counter = 2;
+    p2.display_name = DisplayName::new("Alice Two").unwrap();
+    let v2 = certificate::verify_profile(
+        &certificate::sign_profile(&master, &p2).unwrap(),
+        &user,
+        Some(&v1),
+    )
+    .unwrap();
+    assert!(matches!(
+        certificate::verify_profile(v1.signed(), &user, Some(&v2)),
+        Err(Error::StaleVersion {
+            seen: 2,
+            got: 1,
+            ..
+        })
+    ));
+    let mut fork = p2.clone();
+    fork.display_name = DisplayName::new("Not Alice").unwrap();
+    assert!(matches!(
+        certificate::verify_profile(
+            &certificate::sign_profile(&master, &fork).unwrap(),
+            &user,
+            Some(&v2)
+        ),
+        Err(Error::ConflictingVersion { counter: 2, .. })
+    ));
+    // An accepted record of another user is a caller bug, reported as such.
+    let bob = account("bob");
+    let bob_v1 = certificate::verify_profile(bob.profile().signed(), &bob.user_id(), None).unwrap();
+    assert!(matches!(
+        certificate::verify_profile(v2.signed(), &user, Some(&bob_v1)),
+        Err(Error::UserMismatch { .. })
+    ));
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn mutated_records_never_verify_or_panic(idx in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let alice = account("alice");
+        let user = alice.user_id();
+        let mut bytes = alice.certificate().to_bytes().unwrap();
+        let i = idx.index(bytes.len());
+        prop_assume!(bytes[i] != byte);
+        bytes[i] = byte;
+        if let Ok(s) = Signed::<DeviceCertificate>::from_bytes(&bytes) {
+            prop_assert!(certificate::verify_device_certificate(&s, &user).is_err());
+        }
+        let mut bytes = alice.device_list().signed().to_bytes().unwrap();
+        let i = idx.index(bytes.len());
+        prop_assume!(bytes[i] != byte);
+        bytes[i] = byte;
+        if let Ok(s) = Signed::<DeviceList>::from_bytes(&bytes) {
+            prop_assert!(certificate::verify_device_list(&s, &user, None).is_err());
+        }
+        let mut record = alice.to_record().unwrap().to_vec();
+        let i = idx.index(record.len());
+        record[i] ^= byte | 1;
+        let _ = Account::from_record(&record);
+    }
+
     #[test]
     fn random_records_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = Account::from_record(&bytes);

@@ -17,6 +17,7 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,6 +88,27 @@ pub fn encode_limited<T: Serialize + ?Sized>(
     Ok(bytes)
 }
 
+/// Encodes a value that holds secrets: the buffer is sized exactly up front
+/// (no reallocation leaves partial copies behind) and zeroized on drop.
+pub fn encode_secret<T: Serialize + ?Sized>(
+    value: &T,
+    max: usize,
+) -> Result<Zeroizing<Vec<u8>>, EncodeError> {
+    let len = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .map_err(|e| EncodeError::Serialize(e.to_string()))?;
+    if len > max {
+        return Err(EncodeError::TooLarge { len, max });
+    }
+    let mut buf = Zeroizing::new(vec![0u8; len]);
+    let written = postcard::to_slice(value, &mut buf)
+        .map_err(|e| EncodeError::Serialize(e.to_string()))?
+        .len();
+    if written != len {
+        return Err(EncodeError::Serialize("size changed while encoding".into()));
+    }
+    Ok(buf)
+}
+
 /// Decodes untrusted bytes: size-checked, whole-input, canonical.
 pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, DecodeError> {
     if bytes.len() > max {
@@ -99,9 +121,11 @@ pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8], max: usize) -> Resu
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));
     }
-    // One value, one encoding: re-encode and compare.
-    let again = encode(&value).map_err(|_| DecodeError::NonCanonical)?;
-    if again != bytes {
+    // One value, one encoding: re-encode and compare. The copy may hold
+    // secrets (account records, room keys), so it is sized up front and
+    // zeroized.
+    let again = encode_secret(&value, max).map_err(|_| DecodeError::NonCanonical)?;
+    if again.as_slice() != bytes {
         return Err(DecodeError::NonCanonical);
     }
     Ok(value)

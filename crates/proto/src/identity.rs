@@ -28,7 +28,9 @@ pub enum FieldError {
     )]
     Username,
     /// A display name must be 1–64 bytes of printable text.
-    #[error("a display name is 1-64 bytes of printable text without control characters")]
+    #[error(
+        "a display name is 1-64 bytes of printable text without control or invisible formatting characters"
+    )]
     DisplayName,
     /// Not a plausible e-mail address.
     #[error("not a valid e-mail address")]
@@ -41,6 +43,19 @@ pub enum FieldError {
         /// The limit.
         max: usize,
     },
+}
+
+/// Invisible formatting characters that let one name pose as another:
+/// bidirectional overrides and isolates, zero-width characters, the byte
+/// order mark, and other Unicode format controls in common use.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}')
 }
 
 macro_rules! text_field {
@@ -112,7 +127,7 @@ text_field!(
     |s| {
         let ok = !s.trim().is_empty()
             && s.len() <= MAX_DISPLAY_NAME_BYTES
-            && !s.chars().any(char::is_control);
+            && !s.chars().any(|c| c.is_control() || is_invisible_format(c));
         if ok { Ok(()) } else { Err(FieldError::DisplayName) }
     }
 );
@@ -343,6 +358,9 @@ mod tests {
         assert!(DisplayName::new("Alice Liddell").is_ok());
         assert!(DisplayName::new("  ").is_err());
         assert!(DisplayName::new("a\nb").is_err());
+        assert!(DisplayName::new("Ali\u{202E}ecila").is_err());
+        assert!(DisplayName::new("Al\u{200B}ice").is_err());
+        assert!(DisplayName::new("Zoë Åström 李").is_ok());
         assert!(DisplayName::new("x".repeat(65)).is_err());
         assert!(Email::new("alice@example.org").is_ok());
         for bad in ["alice", "@x.org", "a@b", "a@.b", "a b@c.d", "a@b@c.d"] {

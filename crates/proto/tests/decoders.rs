@@ -154,3 +154,75 @@ fn oversized_envelopes_are_refused() {
     });
     assert!(env.to_frame().is_err());
 }
+
+#[test]
+fn oversized_receipts_and_email_lists_are_rejected() {
+    use safemeet_proto::event::{Receipt, ReceiptKind};
+    use safemeet_proto::{Email, EventId};
+    // Encode the over-long lists through a look-alike struct, since the real
+    // types refuse to be built that way.
+    #[derive(serde::Serialize)]
+    struct RawReceipt {
+        kind: ReceiptKind,
+        events: Vec<EventId>,
+    }
+    let ok = codec::encode(&RawReceipt {
+        kind: ReceiptKind::Read,
+        events: vec![EventId::from_bytes([1; 32]); 256],
+    })
+    .unwrap();
+    assert!(codec::decode::<Receipt>(&ok, 100_000).is_ok());
+    let long = codec::encode(&RawReceipt {
+        kind: ReceiptKind::Read,
+        events: vec![EventId::from_bytes([1; 32]); 257],
+    })
+    .unwrap();
+    assert!(matches!(
+        codec::decode::<Receipt>(&long, 100_000),
+        Err(DecodeError::Malformed(_))
+    ));
+
+    let mut p = profile();
+    p.emails = vec![Email::new("a@b.cd").unwrap(); 9];
+    let bytes = codec::encode(&p).unwrap();
+    assert!(matches!(
+        codec::decode::<Profile>(&bytes, MAX_RECORD_BYTES),
+        Err(DecodeError::Malformed(_))
+    ));
+    p.emails.truncate(8);
+    let bytes = codec::encode(&p).unwrap();
+    assert!(codec::decode::<Profile>(&bytes, MAX_RECORD_BYTES).is_ok());
+}
+
+#[test]
+fn non_canonical_nested_encodings_are_rejected() {
+    // Rewrite the body-length varint of a signed record with an over-long
+    // form: same value, different bytes. It must not decode.
+    let signed = signed_certificate();
+    let bytes = signed.to_bytes().unwrap();
+    let varint_len = bytes.iter().position(|b| b & 0x80 == 0).unwrap() + 1;
+    let mut overlong = bytes[..varint_len].to_vec();
+    overlong[varint_len - 1] |= 0x80;
+    overlong.push(0x00);
+    overlong.extend_from_slice(&bytes[varint_len..]);
+    assert_eq!(
+        Signed::<DeviceCertificate>::from_bytes(&overlong),
+        Err(DecodeError::NonCanonical)
+    );
+
+    // And inside the body: the timestamp varint of a certificate.
+    let body = &signed.body;
+    let ts_bytes = codec::encode(&certificate().created_at).unwrap();
+    let at = body.len() - ts_bytes.len();
+    assert_eq!(&body[at..], ts_bytes.as_slice());
+    let mut stretched = body[..at].to_vec();
+    let mut ts = ts_bytes.clone();
+    let last = ts.len() - 1;
+    ts[last] |= 0x80;
+    ts.push(0x00);
+    stretched.extend_from_slice(&ts);
+    assert_eq!(
+        codec::decode::<DeviceCertificate>(&stretched, MAX_RECORD_BYTES),
+        Err(DecodeError::NonCanonical)
+    );
+}

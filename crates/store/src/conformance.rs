@@ -28,6 +28,7 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {
         ("flush_succeeds", flush_succeeds),
         ("migrations_run_in_order", migrations_run_in_order),
         ("newer_schema_is_refused", newer_schema_is_refused),
+        ("unversioned_data_is_refused", unversioned_data_is_refused),
     ];
     for (name, check) in checks {
         let store = fresh();
@@ -266,4 +267,14 @@ pub fn newer_schema_is_refused(s: &dyn Store) {
             supported: 4
         })
     ));
+}
+
+/// A store with data but no schema version is not silently stamped.
+pub fn unversioned_data_is_refused(s: &dyn Store) {
+    s.put(Keyspace::Rooms, b"r", b"x").unwrap();
+    assert!(matches!(
+        migrate::migrate(s, 1, &[]),
+        Err(StoreError::Corrupt(_))
+    ));
+    assert_eq!(migrate::schema_version(s).unwrap(), None);
 }

@@ -26,7 +26,8 @@ pub enum StoreError {
         /// Newest version this build knows.
         supported: u32,
     },
-    /// A schema migration failed; nothing was changed.
+    /// A schema migration step failed; that step was not applied (earlier
+    /// steps were, and the store stands at version `from`).
     #[error("migration from schema {from} failed: {reason}")]
     Migration {
         /// Version being migrated from.

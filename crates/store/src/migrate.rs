@@ -6,6 +6,10 @@
 //! one step at a time; each step's writes and the new version number go in
 //! one atomic batch, so a crash mid-migration leaves the store at a
 //! consistent version and the next start resumes from there.
+//!
+//! Steps see the raw store: a step that must rewrite sealed values runs
+//! above this layer, with the store cipher (`safemeet-crypto`), and records
+//! its own progress in the same batch as its writes.
 
 use crate::{Batch, Keyspace, Result, Store, StoreError};
 
@@ -47,6 +51,16 @@ pub fn schema_version(store: &dyn Store) -> Result<Option<u32>> {
 pub fn migrate(store: &dyn Store, current: u32, migrations: &[Migration]) -> Result<Option<u32>> {
     let found = schema_version(store)?;
     let Some(mut version) = found else {
+        // Only an empty store may be stamped: data without a version would
+        // silently skip every migration.
+        for ks in Keyspace::ALL {
+            if ks != Keyspace::Meta && !store.scan(ks, b"", None, 1)?.is_empty() {
+                return Err(StoreError::Corrupt(format!(
+                    "the store holds data in {} but no schema version",
+                    ks.name()
+                )));
+            }
+        }
         let mut b = Batch::new();
         b.put(Keyspace::Meta, SCHEMA_VERSION_KEY, &current.to_be_bytes());
         store.apply(b)?;

@@ -13,6 +13,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use safemeet_store::{Batch, Keyspace, SledConfig, SledStore, Store};
@@ -84,13 +85,25 @@ fn acknowledged_writes_survive_sigkill() {
             .unwrap();
         // Kill after a random number of acknowledgements (0 = while opening).
         let kill_after: u64 = rng.gen_range(0..=24);
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // Lines arrive through a bounded channel so a stalled child fails
+        // the test after a timeout instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(64);
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         let mut seen = 0u64;
         while seen < kill_after {
-            let line = lines
-                .next()
-                .unwrap_or_else(|| panic!("cycle {cycle} (seed {seed}): child exited early"))
-                .unwrap();
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|e| {
+                    panic!("cycle {cycle} (seed {seed}): no ack from the child ({e})")
+                });
             // libtest may print "test crash_child ... " on the same line first.
             if let Some(n) = line.split("ACK ").nth(1) {
                 let n: u64 = n.parse().unwrap();
@@ -101,6 +114,8 @@ fn acknowledged_writes_survive_sigkill() {
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+        drop(rx);
+        reader.join().unwrap();
         total_acks += seen;
 
         // Reopen and verify.
