@@ -71,10 +71,7 @@ pub(crate) fn init(
     // Checked again under the init lock in `Home::create`; this early check
     // only spares the user typing a passphrase for nothing.
     if home.has_account() {
-        return Err(Failure::AccountExists(format!(
-            "{} already holds an account; refusing to overwrite it",
-            home.dir().display()
-        )));
+        return Err(home.account_exists());
     }
     if emails.len() > safemeet_proto::limits::MAX_EMAILS {
         return Err(Failure::Usage(format!(

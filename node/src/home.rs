@@ -50,10 +50,6 @@ impl Home {
         Ok(Self { dir })
     }
 
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn keyfile(&self) -> PathBuf {
         self.dir.join("keyfile")
     }
@@ -122,7 +118,7 @@ impl Home {
         Ok(())
     }
 
-    fn account_exists(&self) -> Failure {
+    pub(crate) fn account_exists(&self) -> Failure {
         Failure::AccountExists(format!(
             "{} already holds an account; refusing to overwrite it",
             self.dir.display()

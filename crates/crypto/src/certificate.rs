@@ -210,44 +210,80 @@ pub fn verify_device_list(
     user: &UserId,
     accepted: Option<&Verified<DeviceList>>,
 ) -> Result<Verified<DeviceList>, Error> {
-    const WHAT: &str = "device list";
-    let list = signed.decode_body()?;
-    check_version(WHAT, list.version)?;
-    check_user(WHAT, user, &list.user_id)?;
-    check_signature(signed, user, DEVICE_LIST_CONTEXT, WHAT)?;
-    check_device_entries(&list)?;
-    check_counter(
-        WHAT,
-        user,
-        list.counter,
-        &signed.body,
-        accepted.map(|a| (&a.user_id, a.counter, &a.signed.body)),
-    )?;
-    Ok(Verified {
-        record: list,
-        signed: signed.clone(),
-    })
+    let verified = verify_counted(signed, user, accepted)?;
+    check_device_entries(&verified)?;
+    Ok(verified)
 }
 
-/// Compares a record's counter with the accepted record of the same user.
-fn check_counter(
-    what: &'static str,
+/// A signed record that carries a monotonic counter (device lists, profiles).
+trait Counted: Serialize + DeserializeOwned + Clone {
+    const WHAT: &'static str;
+    const CONTEXT: &'static [u8];
+    fn version(&self) -> u8;
+    fn user_id(&self) -> &UserId;
+    fn counter(&self) -> u64;
+}
+
+impl Counted for DeviceList {
+    const WHAT: &'static str = "device list";
+    const CONTEXT: &'static [u8] = DEVICE_LIST_CONTEXT;
+    fn version(&self) -> u8 {
+        self.version
+    }
+    fn user_id(&self) -> &UserId {
+        &self.user_id
+    }
+    fn counter(&self) -> u64 {
+        self.counter
+    }
+}
+
+impl Counted for Profile {
+    const WHAT: &'static str = "profile";
+    const CONTEXT: &'static [u8] = PROFILE_CONTEXT;
+    fn version(&self) -> u8 {
+        self.version
+    }
+    fn user_id(&self) -> &UserId {
+        &self.user_id
+    }
+    fn counter(&self) -> u64 {
+        self.counter
+    }
+}
+
+/// Decodes and checks version, user, signature and counter of a counted record.
+fn verify_counted<T: Counted>(
+    signed: &Signed<T>,
     user: &UserId,
-    got: u64,
-    body: &[u8],
-    accepted: Option<(&UserId, u64, &Vec<u8>)>,
-) -> Result<(), Error> {
-    if let Some((accepted_user, seen, seen_body)) = accepted {
+    accepted: Option<&Verified<T>>,
+) -> Result<Verified<T>, Error> {
+    let record = signed.decode_body()?;
+    check_version(T::WHAT, record.version())?;
+    check_user(T::WHAT, user, record.user_id())?;
+    check_signature(signed, user, T::CONTEXT, T::WHAT)?;
+    if let Some(a) = accepted {
         // An accepted record of another user would make the comparison meaningless.
-        check_user(what, user, accepted_user)?;
+        check_user(T::WHAT, user, a.user_id())?;
+        let (seen, got) = (a.counter(), record.counter());
         if got < seen {
-            return Err(Error::StaleVersion { what, seen, got });
+            return Err(Error::StaleVersion {
+                what: T::WHAT,
+                seen,
+                got,
+            });
         }
-        if got == seen && body != seen_body.as_slice() {
-            return Err(Error::ConflictingVersion { what, counter: got });
+        if got == seen && signed.body != a.signed.body {
+            return Err(Error::ConflictingVersion {
+                what: T::WHAT,
+                counter: got,
+            });
         }
     }
-    Ok(())
+    Ok(Verified {
+        record,
+        signed: signed.clone(),
+    })
 }
 
 /// Signs a profile.
@@ -256,26 +292,12 @@ pub fn sign_profile(master: &MasterKey, profile: &Profile) -> Result<Signed<Prof
     sign(master, PROFILE_CONTEXT, profile)
 }
 
-/// Verifies a profile of `user`, refusing one older than `accepted`.
+/// Verifies a profile of `user`, refusing one older than `accepted` (as for
+/// [`verify_device_list`]).
 pub fn verify_profile(
     signed: &Signed<Profile>,
     user: &UserId,
     accepted: Option<&Verified<Profile>>,
 ) -> Result<Verified<Profile>, Error> {
-    const WHAT: &str = "profile";
-    let profile = signed.decode_body()?;
-    check_version(WHAT, profile.version)?;
-    check_user(WHAT, user, &profile.user_id)?;
-    check_signature(signed, user, PROFILE_CONTEXT, WHAT)?;
-    check_counter(
-        WHAT,
-        user,
-        profile.counter,
-        &signed.body,
-        accepted.map(|a| (&a.user_id, a.counter, &a.signed.body)),
-    )?;
-    Ok(Verified {
-        record: profile,
-        signed: signed.clone(),
-    })
+    verify_counted(signed, user, accepted)
 }
