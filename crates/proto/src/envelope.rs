@@ -51,6 +51,11 @@ pub enum OlmMessageKind {
 pub struct ToDeviceEnvelope {
     /// Pre-key or normal Olm message.
     pub kind: OlmMessageKind,
+    /// The Olm session the ciphertext belongs to, so the recipient finds the
+    /// session without the sender's identity key being sent in clear. It
+    /// links the messages of one session to each other, which the
+    /// recipient's mailbox already does; it names no one.
+    pub session_id: [u8; 32],
     /// Olm ciphertext of a [`crate::event::Sealed`] event.
     #[serde(with = "codec::bytes")]
     pub ciphertext: Vec<u8>,

@@ -219,6 +219,73 @@ impl TryFrom<ReceiptWire> for Receipt {
 pub enum ToDeviceEvent {
     /// A Megolm room key.
     RoomKey(RoomKey),
+    /// A step of interactive device verification (SAS).
+    Verification(Verification),
+}
+
+/// One message of a short-authentication-string verification between two
+/// devices. The flow: the initiator sends `Start`; the responder answers
+/// `Accept` with a commitment to its key; the initiator sends its `Key`;
+/// the responder reveals its `Key`; both users compare the short string and
+/// each side sends `Mac` once its user confirmed. `Cancel` may come at any
+/// point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Format version; currently 1.
+    pub version: u8,
+    /// Random id of this verification, chosen by the initiator.
+    pub flow_id: [u8; 16],
+    /// The step.
+    pub step: VerificationStep,
+}
+
+/// The steps of a SAS verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum VerificationStep {
+    /// The initiator asks to verify.
+    Start,
+    /// The responder agrees and commits to its ephemeral key:
+    /// a hash of the key and the flow.
+    Accept {
+        /// The commitment.
+        commitment: [u8; 32],
+    },
+    /// An ephemeral Curve25519 public key.
+    Key {
+        /// The key.
+        key: [u8; 32],
+    },
+    /// MACs, under the agreed secret, of the sender's device key and master key.
+    Mac {
+        /// MAC of the sender's device Ed25519 key.
+        device_key: [u8; 32],
+        /// MAC of the sender's master key (its user id).
+        master_key: [u8; 32],
+    },
+    /// The verification stopped.
+    Cancel {
+        /// Why.
+        reason: CancelReason,
+    },
+}
+
+/// Why a verification was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// The user stopped it.
+    User,
+    /// The short strings did not match.
+    Mismatch,
+    /// The revealed key does not match its commitment.
+    BadCommitment,
+    /// A MAC did not verify.
+    BadMac,
+    /// A step came out of order.
+    UnexpectedStep,
+    /// The flow took too long.
+    Timeout,
 }
 
 /// A Megolm session key shared with one member device.

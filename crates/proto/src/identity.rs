@@ -146,7 +146,9 @@ text_field!(
     }
 );
 
-/// A record together with the master-key signature over its canonical bytes.
+/// A record together with a signature over its canonical bytes: by the
+/// user's master key for identity records, by the device's Olm Ed25519 key
+/// for a [`OneTimeKey`].
 ///
 /// `body` holds the codec encoding of `T`; the signature covers a
 /// domain-separation context followed by `body` (see `safemeet-crypto`).
@@ -158,7 +160,7 @@ pub struct Signed<T> {
     /// Canonical encoding of the record.
     #[serde(with = "codec::bytes")]
     pub body: Vec<u8>,
-    /// Ed25519 signature by the user's master key.
+    /// Ed25519 signature by the key the record kind names.
     #[serde(with = "codec::sig64")]
     pub signature: [u8; 64],
     #[serde(skip)]
@@ -219,6 +221,24 @@ pub struct DeviceCertificate {
     /// Ed25519 key that authorises fetching and deleting this device's relay mailbox.
     pub mailbox_key: [u8; 32],
     /// When the certificate was issued.
+    pub created_at: Timestamp,
+}
+
+/// A Curve25519 key another device may use to start an Olm session with
+/// this one, signed by this device's Olm Ed25519 key (whose certificate the
+/// starter already holds). A one-time key is handed out once; the fallback
+/// key is used when none is left and is replaced weekly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OneTimeKey {
+    /// Format version of this record; currently 1.
+    pub version: u8,
+    /// The device that owns the key.
+    pub device_id: DeviceId,
+    /// The Curve25519 public key.
+    pub key: [u8; 32],
+    /// True for the device's fallback key.
+    pub fallback: bool,
+    /// When the key was made.
     pub created_at: Timestamp,
 }
 

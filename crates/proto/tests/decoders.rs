@@ -29,16 +29,20 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
             ),
         (
             any::<bool>(),
+            any::<[u8; 32]>(),
             proptest::collection::vec(any::<u8>(), 0..2000)
         )
-            .prop_map(|(pre, ciphertext)| Envelope::ToDevice(ToDeviceEnvelope {
-                kind: if pre {
-                    OlmMessageKind::PreKey
-                } else {
-                    OlmMessageKind::Normal
-                },
-                ciphertext
-            })),
+            .prop_map(|(pre, session_id, ciphertext)| Envelope::ToDevice(
+                ToDeviceEnvelope {
+                    kind: if pre {
+                        OlmMessageKind::PreKey
+                    } else {
+                        OlmMessageKind::Normal
+                    },
+                    session_id,
+                    ciphertext
+                }
+            )),
     ]
 }
 

@@ -25,6 +25,20 @@ fn identity_records() {
     );
     insta::assert_snapshot!("device_list", hex(&codec::encode(&device_list()).unwrap()));
     insta::assert_snapshot!("profile", hex(&codec::encode(&profile()).unwrap()));
+    insta::assert_snapshot!(
+        "one_time_key",
+        hex(&codec::encode(&one_time_key()).unwrap())
+    );
+}
+
+#[test]
+fn verification_steps_are_pinned() {
+    for (name, step) in verification_steps() {
+        insta::assert_snapshot!(
+            format!("sealed_verification_{name}"),
+            hex(&verification(step).encode().unwrap())
+        );
+    }
 }
 
 #[test]
