@@ -12,6 +12,9 @@
 //!   sealed with XChaCha20-Poly1305 bound to their keyspace and key; key
 //!   names as keyed hashes. [`EncryptedStore`] puts this in front of any
 //!   [`Store`](safemeet_store::Store).
+//! - [`verification`]: interactive device verification with a short
+//!   authentication string (emoji or numbers two users compare), as a
+//!   sans-I/O state machine per side.
 //!
 //! This crate does no I/O of its own and never reads the clock: time is
 //! passed in as a [`Timestamp`](safemeet_proto::Timestamp). Secrets are held
@@ -41,6 +44,7 @@ pub mod certificate;
 mod encrypted_store;
 mod error;
 pub mod identity;
+pub mod verification;
 
 pub use certificate::Verified;
 pub use encrypted_store::{EncryptedBatch, EncryptedStore, OrderedRecord};
