@@ -138,6 +138,99 @@ impl Account {
         &self.profile
     }
 
+    /// The device keys, for the crypto machine's Olm bookkeeping.
+    pub(crate) fn device_keys_mut(&mut self) -> &mut DeviceKeys {
+        &mut self.device
+    }
+
+    /// This device's verified certificate.
+    pub fn verified_certificate(&self) -> &Verified<DeviceCertificate> {
+        &self.certificate
+    }
+
+    /// Creates the keys and certificate of a new device of this user and
+    /// publishes a device list that holds it. Returns the new device's
+    /// account; this device's list is updated too. (Moving the new account
+    /// to the new device is the device-link handshake's job.)
+    pub fn link_new_device(&mut self, now: Timestamp) -> Result<Account, Error> {
+        let device = DeviceKeys::generate();
+        let cert = certificate::issue_device_certificate(&self.master, &device, now)?;
+        let mut entries = self.device_list.devices.clone();
+        entries.push(certificate::active_entry(&cert)?);
+        self.publish_device_list(entries, now)?;
+        Ok(Account {
+            master: MasterKey::from_secret_bytes(&self.master.secret_bytes()),
+            certificate: certificate::verify_device_certificate(&cert, &self.user_id())?,
+            device,
+            device_list: self.device_list.clone(),
+            profile: self.profile.clone(),
+        })
+    }
+
+    /// Marks `device` revoked in a new version of the device list. A device
+    /// cannot revoke itself.
+    pub fn revoke_device(&mut self, device: DeviceId, now: Timestamp) -> Result<(), Error> {
+        let mismatch = |reason| Error::InvalidRecord {
+            what: "device list",
+            reason,
+        };
+        if device == self.device_id() {
+            return Err(mismatch("a device cannot revoke itself"));
+        }
+        let mut entries = self.device_list.devices.clone();
+        let entry = entries
+            .iter_mut()
+            .find(|e| e.device_id == device)
+            .ok_or(mismatch("no such device"))?;
+        if entry.status != DeviceStatus::Active {
+            return Err(mismatch("the device is already revoked"));
+        }
+        entry.status = DeviceStatus::Revoked(now);
+        self.publish_device_list(entries, now)
+    }
+
+    /// Adopts a newer device list of this user (published by another of its
+    /// devices). It must still hold this device as active.
+    pub fn accept_device_list(&mut self, list: &Signed<DeviceList>) -> Result<bool, Error> {
+        let verified =
+            certificate::verify_device_list(list, &self.user_id(), Some(&self.device_list))?;
+        if verified.counter == self.device_list.counter {
+            return Ok(false);
+        }
+        let me = self.device_id();
+        let active = verified
+            .devices
+            .iter()
+            .any(|d| d.device_id == me && d.status == DeviceStatus::Active);
+        if !active {
+            return Err(Error::InvalidRecord {
+                what: "device list",
+                reason: "the list revokes or omits this device",
+            });
+        }
+        self.device_list = verified;
+        Ok(true)
+    }
+
+    fn publish_device_list(
+        &mut self,
+        entries: Vec<safemeet_proto::identity::DeviceListEntry>,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        let counter = self
+            .device_list
+            .counter
+            .checked_add(1)
+            .ok_or(Error::InvalidRecord {
+                what: "device list",
+                reason: "counter exhausted",
+            })?;
+        let list = certificate::issue_device_list(&self.master, counter, entries, now)?;
+        self.device_list =
+            certificate::verify_device_list(&list, &self.user_id(), Some(&self.device_list))?;
+        Ok(())
+    }
+
     /// Encodes the account, secrets included, for sealed storage.
     pub fn to_record(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
         let pickle = Zeroizing::new(

@@ -13,7 +13,7 @@ use std::ops::Deref;
 
 use libp2p_identity::PeerId;
 use safemeet_proto::identity::{
-    DeviceCertificate, DeviceList, DeviceListEntry, DeviceStatus, Profile, Signed,
+    DeviceCertificate, DeviceList, DeviceListEntry, DeviceStatus, OneTimeKey, Profile, Signed,
 };
 use safemeet_proto::limits::{MAX_DEVICES_PER_USER, MAX_RECORD_BYTES};
 use safemeet_proto::{Timestamp, UserId, codec};
@@ -29,6 +29,8 @@ pub const DEVICE_CERTIFICATE_CONTEXT: &[u8] = b"safemeet/v1/device-certificate";
 pub const DEVICE_LIST_CONTEXT: &[u8] = b"safemeet/v1/device-list";
 /// Signature context of profiles.
 pub const PROFILE_CONTEXT: &[u8] = b"safemeet/v1/profile";
+/// Signature context of one-time and fallback keys (signed by the device key).
+pub const ONE_TIME_KEY_CONTEXT: &[u8] = b"safemeet/v1/one-time-key";
 
 /// The record format version this build writes and accepts.
 pub const RECORD_VERSION: u8 = 1;
@@ -300,4 +302,44 @@ pub fn verify_profile(
     accepted: Option<&Verified<Profile>>,
 ) -> Result<Verified<Profile>, Error> {
     verify_counted(signed, user, accepted)
+}
+
+/// Signs a one-time or fallback key with the device's Olm Ed25519 key.
+pub fn sign_one_time_key(
+    device: &DeviceKeys,
+    key: &OneTimeKey,
+) -> Result<Signed<OneTimeKey>, Error> {
+    let body = codec::encode_limited(key, MAX_RECORD_BYTES)?;
+    let signature = device
+        .olm
+        .sign(crate::identity::domain_message(ONE_TIME_KEY_CONTEXT, &body))
+        .to_bytes();
+    Ok(Signed::from_parts(body, signature))
+}
+
+/// Verifies a one-time key offered for `device`: the format version, that it
+/// names that device, and the signature under the device's certified Olm
+/// Ed25519 key. Only a key that passes may start an Olm session.
+pub fn verify_one_time_key(
+    signed: &Signed<OneTimeKey>,
+    device: &Verified<DeviceCertificate>,
+) -> Result<OneTimeKey, Error> {
+    const WHAT: &str = "one-time key";
+    let key = signed.decode_body()?;
+    check_version(WHAT, key.version)?;
+    if key.device_id != device.device_id {
+        return Err(Error::InvalidRecord {
+            what: WHAT,
+            reason: "the key names another device",
+        });
+    }
+    verify(
+        &device.ed25519_key,
+        ONE_TIME_KEY_CONTEXT,
+        &signed.body,
+        &signed.signature,
+        WHAT,
+        "device Ed25519",
+    )?;
+    Ok(key)
 }

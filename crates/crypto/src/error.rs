@@ -96,6 +96,90 @@ pub enum Error {
     /// A value could not be encoded.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// The store holds no account.
+    #[error("the store holds no account")]
+    NoAccount,
+    /// An earlier store write failed; the machine must be reopened.
+    #[error("an earlier store write failed; reopen the store")]
+    Poisoned,
+    /// No Olm session with the device: claim one of its one-time keys first.
+    #[error("no Olm session with device {device}")]
+    NoOlmSession {
+        /// The device.
+        device: DeviceId,
+    },
+    /// The device is not known.
+    #[error("unknown device {device}")]
+    UnknownDevice {
+        /// The device.
+        device: DeviceId,
+    },
+    /// The device was revoked by its user.
+    #[error("device {device} is revoked")]
+    RevokedDevice {
+        /// The device.
+        device: DeviceId,
+    },
+    /// The device is not in its user's device list.
+    #[error("device {device} is not in its user's device list")]
+    UnlistedDevice {
+        /// The device.
+        device: DeviceId,
+    },
+    /// The room key for this message has not arrived. When `held` is true
+    /// the message was kept and is decrypted when the key arrives.
+    #[error("the room key for this message has not arrived (held: {held})")]
+    MissingRoomKey {
+        /// Whether the message was kept for later.
+        held: bool,
+    },
+    /// The message is older than the first index of the key held (for
+    /// example sent before this device joined).
+    #[error("message index {index} is before the first known index {first_known}")]
+    UnknownMessageIndex {
+        /// First index the key decrypts.
+        first_known: u32,
+        /// The message's index.
+        index: u32,
+    },
+    /// This (session, index) was decrypted before.
+    #[error("replayed room message at index {index}")]
+    Replay {
+        /// The message index.
+        index: u32,
+        /// True when the bytes are the same as the first time (a redelivery);
+        /// false when different bytes claim a used index.
+        same_ciphertext: bool,
+    },
+    /// This Olm message was decrypted before.
+    #[error("duplicate Olm message")]
+    DuplicateOlmMessage,
+    /// No Olm session has the id a message names.
+    #[error("unknown Olm session")]
+    UnknownOlmSession,
+    /// Decryption or authentication failed: tampered, truncated or foreign data.
+    #[error("{what} decryption failed: {reason}")]
+    Decryption {
+        /// Which layer.
+        what: &'static str,
+        /// The library's reason.
+        reason: String,
+    },
+    /// The sealed sender does not match the key that decrypted the message.
+    #[error("sender check failed: {reason}")]
+    SenderMismatch {
+        /// What did not match.
+        reason: &'static str,
+    },
+    /// A room key for a session already bound to another sender or room.
+    #[error("a room key conflicts with a session already held")]
+    SessionConflict,
+    /// The decrypted payload is not of the kind this channel carries.
+    #[error("unexpected payload kind for this channel")]
+    UnexpectedPayload,
+    /// A verification step failed.
+    #[error(transparent)]
+    Verification(#[from] crate::verification::VerificationError),
     /// The underlying store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

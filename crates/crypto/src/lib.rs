@@ -1,5 +1,5 @@
-//! SafeMeet cryptography: identities, device certificates, device lists and
-//! encryption at rest.
+//! SafeMeet cryptography: identities, device certificates, device lists,
+//! end-to-end encryption and encryption at rest.
 //!
 //! - [`identity`]: a user's master key (its public half *is* the
 //!   [`UserId`](safemeet_proto::UserId)) and a device's keys: an Olm account
@@ -12,6 +12,9 @@
 //!   sealed with XChaCha20-Poly1305 bound to their keyspace and key; key
 //!   names as keyed hashes. [`EncryptedStore`] puts this in front of any
 //!   [`Store`](safemeet_store::Store).
+//! - [`machine`]: the end-to-end encryption machine: Olm sessions between
+//!   devices, Megolm sessions for rooms, rotation, replay protection, sealed
+//!   sender checks, committed-before-released ciphertext.
 //! - [`verification`]: interactive device verification with a short
 //!   authentication string (emoji or numbers two users compare), as a
 //!   sans-I/O state machine per side.
@@ -44,6 +47,7 @@ pub mod certificate;
 mod encrypted_store;
 mod error;
 pub mod identity;
+pub mod machine;
 pub mod verification;
 
 pub use certificate::Verified;

@@ -221,6 +221,9 @@ pub enum ToDeviceEvent {
     RoomKey(RoomKey),
     /// A step of interactive device verification (SAS).
     Verification(Verification),
+    /// Carries nothing: sent on a new Olm session to establish it, for
+    /// example after the previous one broke.
+    NewSession,
 }
 
 /// One message of a short-authentication-string verification between two

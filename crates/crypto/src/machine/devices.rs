@@ -1,0 +1,391 @@
+//! Known devices: certificates, device lists and verification state.
+
+use std::collections::{BTreeSet, HashMap};
+
+use safemeet_proto::identity::{DeviceCertificate, DeviceList, DeviceStatus, Signed};
+use safemeet_proto::{DeviceId, Timestamp, UserId};
+use safemeet_store::{Keyspace, Store};
+
+use super::CryptoMachine;
+use super::records::{self, DeviceRecord, RECORD_VERSION, name};
+use crate::certificate::{self, Verified};
+use crate::{EncryptedBatch, Error};
+
+/// How far a device is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceTrust {
+    /// Verified by SAS (or this device itself).
+    Verified,
+    /// Listed in its user's signed device list, not verified. Usable, shown
+    /// as unverified.
+    Unverified,
+    /// Correctly certified by its user's master key, but no device list of
+    /// that user is known yet.
+    Unlisted,
+}
+
+/// The checked sender of a decrypted message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sender {
+    /// The user (the master key that certified the device).
+    pub user_id: UserId,
+    /// The device.
+    pub device_id: DeviceId,
+    /// How far the device is trusted.
+    pub trust: DeviceTrust,
+}
+
+/// What the machine knows about one device.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    /// Its user.
+    pub user_id: UserId,
+    /// The device.
+    pub device_id: DeviceId,
+    /// Its status in the user's device list, if the list is known.
+    pub status: Option<DeviceStatus>,
+    /// How far it is trusted.
+    pub trust: DeviceTrust,
+    /// Its certificate.
+    pub certificate: Signed<DeviceCertificate>,
+    /// When it was verified, if it was.
+    pub verified_at: Option<Timestamp>,
+}
+
+/// What changed when a device list was accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceListUpdate {
+    /// The accepted list's counter.
+    pub counter: u64,
+    /// Devices newly listed as active.
+    pub added: Vec<DeviceId>,
+    /// Devices newly revoked.
+    pub revoked: Vec<DeviceId>,
+    /// Active devices whose certificate is not known yet (they get no keys).
+    pub missing_certificates: Vec<DeviceId>,
+}
+
+/// A device that receives a room's key, with its user.
+pub(super) type Recipient = (UserId, DeviceId);
+
+pub(super) struct Entry {
+    pub(super) cert: Verified<DeviceCertificate>,
+    pub(super) cert_hash: [u8; 32],
+    pub(super) verified_at: Option<Timestamp>,
+}
+
+/// In-memory copies of device records; `None` caches "not in the store".
+#[derive(Default)]
+pub(super) struct Cache {
+    pub(super) devices: HashMap<DeviceId, Option<Entry>>,
+    lists: HashMap<UserId, Option<Verified<DeviceList>>>,
+    /// Certificates of unlisted senders whose signature was already checked.
+    unlisted: HashMap<DeviceId, Verified<DeviceCertificate>>,
+}
+
+fn listed_status(list: &DeviceList, device: &DeviceId) -> Option<(DeviceStatus, [u8; 32])> {
+    list.devices
+        .iter()
+        .find(|e| e.device_id == *device)
+        .map(|e| (e.status, e.certificate_hash))
+}
+
+impl<S: Store> CryptoMachine<S> {
+    pub(super) fn load_device(&mut self, id: &DeviceId) -> Result<Option<&Entry>, Error> {
+        if !self.devices.devices.contains_key(id) {
+            let entry = match self.store.get(Keyspace::Devices, &name::device(id))? {
+                Some(bytes) => {
+                    let rec: DeviceRecord = records::decode(&bytes, "device record")?;
+                    let signed: Signed<DeviceCertificate> = Signed::from_bytes(&rec.certificate)?;
+                    let claimed = signed.decode_body()?.user_id;
+                    let cert = certificate::verify_device_certificate(&signed, &claimed)?;
+                    Some(Entry {
+                        cert_hash: certificate::certificate_hash(&signed)?,
+                        cert,
+                        verified_at: rec.verified_at,
+                    })
+                }
+                None => None,
+            };
+            self.devices.devices.insert(*id, entry);
+        }
+        Ok(self.devices.devices.get(id).and_then(Option::as_ref))
+    }
+
+    pub(super) fn load_list(
+        &mut self,
+        user: &UserId,
+    ) -> Result<Option<&Verified<DeviceList>>, Error> {
+        if *user == self.account.user_id() {
+            return Ok(Some(self.account.device_list()));
+        }
+        if !self.devices.lists.contains_key(user) {
+            let list = match self
+                .store
+                .get(Keyspace::Devices, &name::device_list(user))?
+            {
+                Some(bytes) => Some(certificate::verify_device_list(
+                    &Signed::from_bytes(&bytes)?,
+                    user,
+                    None,
+                )?),
+                None => None,
+            };
+            self.devices.lists.insert(*user, list);
+        }
+        Ok(self.devices.lists.get(user).and_then(Option::as_ref))
+    }
+
+    /// Accepts a signed device list of some user (this one included) with
+    /// the certificates of its devices. The list must verify under the
+    /// user's master key and be at least as new as the one held; each
+    /// certificate must verify and be the one the list pins. Revoked and
+    /// dropped devices stop receiving room keys, so rooms rotate before
+    /// their next message.
+    pub fn add_device_list(
+        &mut self,
+        list: &Signed<DeviceList>,
+        certificates: &[Signed<DeviceCertificate>],
+    ) -> Result<DeviceListUpdate, Error> {
+        self.check_usable()?;
+        let mut batch = self.store.batch();
+        let update = self.stage_device_list(&mut batch, list, certificates)?;
+        self.commit(batch, true)?;
+        Ok(update)
+    }
+
+    pub(super) fn stage_device_list(
+        &mut self,
+        batch: &mut EncryptedBatch,
+        list: &Signed<DeviceList>,
+        certificates: &[Signed<DeviceCertificate>],
+    ) -> Result<DeviceListUpdate, Error> {
+        let user = list.decode_body()?.user_id;
+        let own = user == self.account.user_id();
+        let previous = if own {
+            // Our own list may have just been replaced by link or revoke.
+            None
+        } else {
+            self.load_list(&user)?.cloned()
+        };
+        let verified = certificate::verify_device_list(list, &user, previous.as_ref())?;
+        let mut checked = Vec::with_capacity(certificates.len());
+        for signed in certificates {
+            let cert = certificate::verify_device_certificate(signed, &user)?;
+            let hash = certificate::certificate_hash(signed)?;
+            if listed_status(&verified, &cert.device_id).map(|(_, h)| h) != Some(hash) {
+                return Err(Error::InvalidRecord {
+                    what: "device list",
+                    reason: "a certificate is not the one the list pins",
+                });
+            }
+            checked.push((cert, hash));
+        }
+        if own {
+            self.account.accept_device_list(list)?;
+            self.put_account(batch)?;
+        }
+        let before: BTreeSet<DeviceId> = previous
+            .as_ref()
+            .map(|p| {
+                p.devices
+                    .iter()
+                    .filter(|e| e.status == DeviceStatus::Active)
+                    .map(|e| e.device_id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut update = DeviceListUpdate {
+            counter: verified.counter,
+            ..DeviceListUpdate::default()
+        };
+        for (cert, hash) in checked {
+            let verified_at = match self.load_device(&cert.device_id)? {
+                Some(old) if old.cert.ed25519_key == cert.ed25519_key => old.verified_at,
+                _ => None,
+            };
+            let rec = DeviceRecord {
+                version: RECORD_VERSION,
+                certificate: cert.signed().to_bytes()?,
+                verified_at,
+            };
+            self.store.batch_put(
+                batch,
+                Keyspace::Devices,
+                &name::device(&cert.device_id),
+                &records::encode(&rec)?,
+            )?;
+            self.devices.unlisted.remove(&cert.device_id);
+            self.devices.devices.insert(
+                cert.device_id,
+                Some(Entry {
+                    cert,
+                    cert_hash: hash,
+                    verified_at,
+                }),
+            );
+        }
+        for e in &verified.devices {
+            match e.status {
+                DeviceStatus::Active => {
+                    if !before.contains(&e.device_id) {
+                        update.added.push(e.device_id);
+                    }
+                    let known = self
+                        .load_device(&e.device_id)?
+                        .is_some_and(|d| d.cert_hash == e.certificate_hash);
+                    if !known {
+                        update.missing_certificates.push(e.device_id);
+                    }
+                }
+                DeviceStatus::Revoked(_) => {
+                    let was_revoked = previous.as_ref().is_some_and(|p| {
+                        matches!(
+                            listed_status(p, &e.device_id),
+                            Some((DeviceStatus::Revoked(_), _))
+                        )
+                    });
+                    if !was_revoked {
+                        update.revoked.push(e.device_id);
+                    }
+                }
+            }
+        }
+        self.store.batch_put(
+            batch,
+            Keyspace::Devices,
+            &name::device_list(&user),
+            &list.to_bytes()?,
+        )?;
+        if !own {
+            self.devices.lists.insert(user, Some(verified));
+        }
+        Ok(update)
+    }
+
+    /// What is known about a device.
+    pub fn device(&mut self, id: &DeviceId) -> Result<Option<DeviceInfo>, Error> {
+        let Some(entry) = self.load_device(id)? else {
+            return Ok(None);
+        };
+        let (user, signed, verified_at) = (
+            entry.cert.user_id,
+            entry.cert.signed().clone(),
+            entry.verified_at,
+        );
+        let status = self
+            .load_list(&user)?
+            .and_then(|l| listed_status(l, id))
+            .map(|(s, _)| s);
+        let trust = match (status, verified_at) {
+            (None, _) => DeviceTrust::Unlisted,
+            (Some(_), Some(_)) => DeviceTrust::Verified,
+            (Some(_), None) => DeviceTrust::Unverified,
+        };
+        Ok(Some(DeviceInfo {
+            user_id: user,
+            device_id: *id,
+            status,
+            trust,
+            certificate: signed,
+            verified_at,
+        }))
+    }
+
+    /// Checks a sealed sender certificate: it verifies under the master key
+    /// it names, and if that user's device list is known, the device is
+    /// active in it with exactly this certificate.
+    pub(super) fn check_sender(
+        &mut self,
+        signed: &Signed<DeviceCertificate>,
+    ) -> Result<(Verified<DeviceCertificate>, DeviceTrust), Error> {
+        if signed == self.account.certificate() {
+            return Ok((
+                self.account.verified_certificate().clone(),
+                DeviceTrust::Verified,
+            ));
+        }
+        let claimed = signed.decode_body()?;
+        let device = claimed.device_id;
+        // Fast path: the certificate we already hold for this device.
+        let known = match self.load_device(&device)? {
+            Some(e) if e.cert.signed() == signed => Some((e.cert.clone(), e.verified_at)),
+            _ => None,
+        };
+        let (cert, verified_at) = match known {
+            Some(k) => k,
+            None => match self.devices.unlisted.get(&device) {
+                Some(c) if c.signed() == signed => (c.clone(), None),
+                _ => (
+                    certificate::verify_device_certificate(signed, &claimed.user_id)?,
+                    None,
+                ),
+            },
+        };
+        let listed = self
+            .load_list(&cert.user_id)?
+            .map(|l| listed_status(l, &device));
+        match listed {
+            None => {
+                if self.devices.unlisted.len() < 4096 {
+                    self.devices.unlisted.insert(device, cert.clone());
+                }
+                Ok((cert, DeviceTrust::Unlisted))
+            }
+            Some(None) => Err(Error::UnlistedDevice { device }),
+            Some(Some((DeviceStatus::Revoked(_), _))) => Err(Error::RevokedDevice { device }),
+            Some(Some((DeviceStatus::Active, hash))) => {
+                if hash != certificate::certificate_hash(signed)? {
+                    return Err(Error::SenderMismatch {
+                        reason: "the certificate is not the one the device list pins",
+                    });
+                }
+                let trust = if verified_at.is_some() {
+                    DeviceTrust::Verified
+                } else {
+                    DeviceTrust::Unverified
+                };
+                Ok((cert, trust))
+            }
+        }
+    }
+
+    /// The devices that receive a room's key: every active, certified
+    /// device of every member (this user's other devices included), and
+    /// the members whose device list is unknown.
+    pub(super) fn recipient_devices(
+        &mut self,
+        members: &[UserId],
+    ) -> Result<(Vec<Recipient>, Vec<UserId>), Error> {
+        let own_user = self.account.user_id();
+        let own_device = self.account.device_id();
+        let mut users: Vec<UserId> = members.to_vec();
+        users.push(own_user);
+        users.sort_unstable();
+        users.dedup();
+        let mut devices = Vec::new();
+        let mut unknown = Vec::new();
+        for user in users {
+            let Some(list) = self.load_list(&user)? else {
+                unknown.push(user);
+                continue;
+            };
+            let active: Vec<(DeviceId, [u8; 32])> = list
+                .devices
+                .iter()
+                .filter(|e| e.status == DeviceStatus::Active && e.device_id != own_device)
+                .map(|e| (e.device_id, e.certificate_hash))
+                .collect();
+            for (device, hash) in active {
+                if self
+                    .load_device(&device)?
+                    .is_some_and(|d| d.cert_hash == hash)
+                {
+                    devices.push((user, device));
+                }
+            }
+        }
+        Ok((devices, unknown))
+    }
+}

@@ -1,0 +1,646 @@
+//! The end-to-end encryption machine: Olm sessions between devices, Megolm
+//! sessions for rooms, rotation, replay protection and sender checks.
+//!
+//! [`CryptoMachine`] is sans-I/O: it never touches a socket or the clock.
+//! Time comes in as a [`Timestamp`]; state goes out through the store
+//! traits, sealed by an [`EncryptedStore`]. The network layer moves the
+//! frames it produces and hands back the envelopes that arrive.
+//!
+//! # Rules it keeps
+//! - **Commit before release.** Every call that produces ciphertext
+//!   ([`CryptoMachine::encrypt_room_event`], [`CryptoMachine::encrypt_to_device`])
+//!   writes the advanced ratchet *and* the outgoing frames (into the outbox)
+//!   in one atomic batch and flushes it before it returns; the frames are
+//!   only reachable through the returned values. There is no call that hands
+//!   out ciphertext without that commit. If the commit fails the machine is
+//!   poisoned and refuses further work, so in-memory state that ran ahead of
+//!   the store is never used.
+//! - **No index twice.** After an unclean shutdown (the machine was not
+//!   [`closed`](CryptoMachine::close)) every outbound Megolm session is
+//!   discarded, because a store that lost the last writes could otherwise
+//!   restore a ratchet that already encrypted a released message.
+//! - **Rotation.** A room's outbound session is replaced after
+//!   [`ROTATION_MESSAGES`] messages, after [`ROTATION_PERIOD_MS`], and when a
+//!   device it was shared with is no longer a recipient (a member left, a
+//!   device was revoked). A joiner gets the current session at the current
+//!   index: nothing earlier.
+//! - **Replay.** Every decrypted (session, index) is recorded; a second
+//!   decryption is [`Error::Replay`]. Every decrypted Olm message is
+//!   recorded by hash; a second one is [`Error::DuplicateOlmMessage`].
+//! - **Sealed sender.** The sender's signed device certificate is inside
+//!   the ciphertext. The machine checks it against the master key it names,
+//!   against that user's device list when one is known (revoked and unlisted
+//!   devices are refused), and that the key which decrypted the message
+//!   belongs to that certificate: the Olm identity key for to-device
+//!   messages, the device the room key came from for room messages.
+//! - **Signed one-time keys.** An outbound Olm session starts only from a
+//!   one-time or fallback key signed by the device's certified key.
+//! - **Late keys.** A room message whose key has not arrived is held (in
+//!   the store, bounded) and decrypted when the key arrives.
+//!
+//! Incoming work (decryption) is applied to the store but not flushed: the
+//! caller flushes before it acknowledges a message to its sender, so one
+//! flush can cover many messages. A crash before that flush loses only work
+//! the sender will repeat.
+
+mod devices;
+mod megolm;
+mod olm;
+mod records;
+mod verify;
+
+use std::fmt;
+
+use safemeet_proto::event::{RoomEvent, ToDeviceEvent, Verification};
+use safemeet_proto::identity::{OneTimeKey, Signed};
+use safemeet_proto::{DeviceId, EventId, RoomId, Timestamp, UserId};
+use safemeet_store::{Keyspace, Store};
+use serde::{Deserialize, Serialize};
+
+pub use self::devices::{DeviceInfo, DeviceListUpdate, DeviceTrust, Sender};
+use self::records::{HeldIndexRecord, KeysRecord, RECORD_VERSION, RunRecord, name};
+use crate::account::Account;
+use crate::{EncryptedBatch, EncryptedStore, Error};
+
+/// Messages after which a room's outbound session is replaced.
+pub const ROTATION_MESSAGES: u64 = 100;
+/// Age after which a room's outbound session is replaced: 7 days.
+pub const ROTATION_PERIOD_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Age after which the fallback key is replaced: 7 days.
+pub const FALLBACK_KEY_MAX_AGE_MS: u64 = 7 * 24 * 3600 * 1000;
+/// One-time keys generated, signed and published at a time.
+pub const ONE_TIME_KEY_BATCH: usize = 50;
+/// Most one-time keys handed out by one call.
+pub const MAX_KEYS_PER_CLAIM: usize = ONE_TIME_KEY_BATCH;
+/// A device whose session broke is offered a new one at most this often: 1 hour.
+pub const UNWEDGE_INTERVAL_MS: u64 = 3600 * 1000;
+/// Most Megolm sessions with held messages.
+pub const MAX_HELD_SESSIONS: usize = 256;
+/// Most held messages per Megolm session.
+pub const MAX_HELD_PER_SESSION: u32 = 256;
+/// Olm sessions kept per device (the oldest is dropped beyond this).
+pub const MAX_OLM_SESSIONS_PER_DEVICE: usize = 8;
+
+/// Where an outbox item goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Destination {
+    /// To the members of a room (gossip and direct delivery).
+    Room(RoomId),
+    /// To one device.
+    Device(UserId, DeviceId),
+}
+
+/// An encrypted, padded frame waiting in the outbox.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    /// Format version; currently 1.
+    pub version: u8,
+    /// Where it goes.
+    pub destination: Destination,
+    /// The caller's own data about the send (event id, retry state, …).
+    #[serde(with = "safemeet_proto::codec::bytes")]
+    pub meta: Vec<u8>,
+    /// The frame: an [`Envelope`](safemeet_proto::Envelope) padded for the wire.
+    #[serde(with = "safemeet_proto::codec::bytes")]
+    pub frame: Vec<u8>,
+}
+
+impl fmt::Debug for OutboxItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxItem")
+            .field("destination", &self.destination)
+            .field("frame_len", &self.frame.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A frame that is committed to the outbox and may now be sent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Sequence number of its outbox item (to remove it once delivered).
+    pub outbox_seq: u64,
+    /// Where it goes.
+    pub destination: Destination,
+    /// The padded frame.
+    pub frame: Vec<u8>,
+}
+
+impl fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("outbox_seq", &self.outbox_seq)
+            .field("destination", &self.destination)
+            .field("frame_len", &self.frame.len())
+            .finish()
+    }
+}
+
+/// Why a room's outbound session was replaced before this message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rotation {
+    /// The room had no usable session (first message, or discarded after an
+    /// unclean shutdown).
+    New,
+    /// [`ROTATION_MESSAGES`] messages were sent with the old one.
+    MessageLimit,
+    /// The old one was older than [`ROTATION_PERIOD_MS`].
+    Age,
+    /// A device that had the old key is no longer a recipient.
+    RecipientRemoved,
+}
+
+/// What to encrypt for a room.
+#[derive(Debug, Clone)]
+pub struct RoomMessage<'a> {
+    /// The room.
+    pub room_id: RoomId,
+    /// The room's opaque gossip topic.
+    pub topic: [u8; 32],
+    /// The room's members (users); their listed devices receive the key.
+    /// This user is always included.
+    pub members: &'a [UserId],
+    /// What to send.
+    pub content: safemeet_proto::event::EventContent,
+    /// The event's Lamport clock.
+    pub lamport: u64,
+}
+
+/// The result of [`CryptoMachine::encrypt_room_event`]: committed frames.
+#[derive(Debug)]
+pub struct RoomSend {
+    /// The event's id (see [`event_id`]).
+    pub event_id: EventId,
+    /// The room message.
+    pub message: Outgoing,
+    /// Room-key shares for devices that did not have the session yet; send
+    /// them before (or with) the message.
+    pub key_shares: Vec<Outgoing>,
+    /// Listed devices that got no key because there is no Olm session with
+    /// them yet: claim a one-time key and call
+    /// [`CryptoMachine::create_outbound_session`]; the next message shares
+    /// the key with them.
+    pub no_session: Vec<(UserId, DeviceId)>,
+    /// Members whose device list is unknown: they got nothing.
+    pub unknown_members: Vec<UserId>,
+    /// Set when a new session was started for this message.
+    pub rotation: Option<Rotation>,
+    /// The Megolm session and the message index used.
+    pub session_id: [u8; 32],
+    /// The message index used.
+    pub message_index: u32,
+}
+
+/// A decrypted room event.
+#[derive(Debug, Clone)]
+pub struct DecryptedRoomEvent {
+    /// The event's id (see [`event_id`]).
+    pub event_id: EventId,
+    /// Who sent it, checked.
+    pub sender: Sender,
+    /// The event.
+    pub event: RoomEvent,
+    /// The Megolm session.
+    pub session_id: [u8; 32],
+    /// The message index.
+    pub message_index: u32,
+}
+
+/// What a to-device message carried.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ToDeviceContent {
+    /// A room key, now stored.
+    RoomKey {
+        /// The room.
+        room_id: RoomId,
+        /// The Megolm session.
+        session_id: [u8; 32],
+        /// The first index the key decrypts.
+        first_index: u32,
+    },
+    /// A verification step, for the caller's [`SasFlow`](crate::verification::SasFlow).
+    Verification(Verification),
+    /// An empty message that opened a new Olm session.
+    NewSession,
+}
+
+/// A decrypted to-device message.
+#[derive(Debug)]
+pub struct ReceivedToDevice {
+    /// Who sent it, checked.
+    pub sender: Sender,
+    /// What it carried.
+    pub content: ToDeviceContent,
+    /// Held room messages this key released, each decrypted or with its error.
+    pub released: Vec<Result<DecryptedRoomEvent, Error>>,
+}
+
+/// The id of a room event: a hash of its envelope's canonical encoding.
+/// Anyone holding the envelope computes it without decrypting, so
+/// duplicates can be dropped before any cryptography.
+pub fn event_id(envelope: &safemeet_proto::envelope::RoomEnvelope) -> Result<EventId, Error> {
+    let bytes = safemeet_proto::codec::encode(envelope)?;
+    Ok(EventId::from_bytes(
+        blake3::Hasher::new_derive_key("safemeet/v1/event-id")
+            .update(&bytes)
+            .finalize()
+            .into(),
+    ))
+}
+
+/// The end-to-end encryption state of one device. See the [module docs](self).
+pub struct CryptoMachine<S: Store> {
+    store: EncryptedStore<S>,
+    account: Account,
+    run: RunRecord,
+    unclean_start: bool,
+    poisoned: bool,
+    keys: KeysRecord,
+    held: HeldIndexRecord,
+    devices: devices::Cache,
+    olm: olm::Cache,
+    megolm: megolm::Cache,
+}
+
+impl<S: Store> fmt::Debug for CryptoMachine<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CryptoMachine")
+            .field("account", &self.account)
+            .field("generation", &self.run.generation)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> CryptoMachine<S> {
+    /// Stores a new account so a machine can open it (as `safemeet init` does).
+    pub fn store_account(store: &EncryptedStore<S>, account: &Account) -> Result<(), Error> {
+        store.put(Keyspace::Account, name::ACCOUNT, &account.to_record()?)?;
+        store.flush()
+    }
+
+    /// Opens the machine over a store that holds an account. If the last
+    /// machine on this store was not closed, every outbound Megolm session
+    /// is discarded.
+    pub fn open(store: EncryptedStore<S>) -> Result<Self, Error> {
+        let record = store
+            .get(Keyspace::Account, name::ACCOUNT)?
+            .ok_or(Error::NoAccount)?;
+        let account = Account::from_record(&record)?;
+        let mut run = match store.get(Keyspace::CryptoSessions, name::RUN)? {
+            Some(b) => records::decode::<RunRecord>(&b, "run marker")?,
+            None => RunRecord {
+                version: RECORD_VERSION,
+                clean: true,
+                generation: 0,
+                outbox_next: 0,
+            },
+        };
+        let unclean_start = !run.clean;
+        if unclean_start {
+            run.generation = run.generation.checked_add(1).ok_or(Error::InvalidRecord {
+                what: "run marker",
+                reason: "generation exhausted",
+            })?;
+            tracing::warn!(
+                generation = run.generation,
+                "unclean shutdown: outbound room sessions discarded"
+            );
+        }
+        run.clean = false;
+        store.put(Keyspace::CryptoSessions, name::RUN, &records::encode(&run)?)?;
+        store.flush()?;
+        let keys = match store.get(Keyspace::CryptoSessions, name::KEYS)? {
+            Some(b) => records::decode(&b, "key pool")?,
+            None => KeysRecord {
+                version: RECORD_VERSION,
+                pool: Vec::new(),
+                fallback: None,
+                fallback_created: None,
+            },
+        };
+        let held = match store.get(Keyspace::CryptoSessions, name::HELD_INDEX)? {
+            Some(b) => records::decode(&b, "held index")?,
+            None => HeldIndexRecord {
+                version: RECORD_VERSION,
+                sessions: Vec::new(),
+            },
+        };
+        Ok(Self {
+            store,
+            account,
+            run,
+            unclean_start,
+            poisoned: false,
+            keys,
+            held,
+            devices: devices::Cache::default(),
+            olm: olm::Cache::default(),
+            megolm: megolm::Cache::default(),
+        })
+    }
+
+    /// Marks a clean shutdown and flushes. Outbound sessions survive a
+    /// clean close.
+    pub fn close(mut self) -> Result<(), Error> {
+        self.check_usable()?;
+        self.run.clean = true;
+        self.store.put(
+            Keyspace::CryptoSessions,
+            name::RUN,
+            &records::encode(&self.run)?,
+        )?;
+        self.store.flush()
+    }
+
+    /// True when the previous machine on this store did not close cleanly.
+    pub fn started_unclean(&self) -> bool {
+        self.unclean_start
+    }
+
+    /// This device's account.
+    pub fn account(&self) -> &Account {
+        &self.account
+    }
+
+    /// The store, for the caller's own records and batches.
+    pub fn store(&self) -> &EncryptedStore<S> {
+        &self.store
+    }
+
+    /// Flushes applied writes (see the module docs on incoming work).
+    pub fn flush(&self) -> Result<(), Error> {
+        self.store.flush()
+    }
+
+    fn check_usable(&self) -> Result<(), Error> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Applies a batch, poisoning the machine if that fails.
+    fn commit(&mut self, batch: EncryptedBatch, flush: bool) -> Result<(), Error> {
+        let result = self
+            .store
+            .apply(batch)
+            .and_then(|()| if flush { self.store.flush() } else { Ok(()) });
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "store commit failed; crypto machine stopped");
+            self.poisoned = true;
+        }
+        result
+    }
+
+    fn put_account(&self, batch: &mut EncryptedBatch) -> Result<(), Error> {
+        self.store.batch_put(
+            batch,
+            Keyspace::Account,
+            name::ACCOUNT,
+            &self.account.to_record()?,
+        )
+    }
+
+    fn put_run(&self, batch: &mut EncryptedBatch) -> Result<(), Error> {
+        self.store.batch_put(
+            batch,
+            Keyspace::CryptoSessions,
+            name::RUN,
+            &records::encode(&self.run)?,
+        )
+    }
+
+    fn put_keys(&self, batch: &mut EncryptedBatch) -> Result<(), Error> {
+        self.store.batch_put(
+            batch,
+            Keyspace::CryptoSessions,
+            name::KEYS,
+            &records::encode(&self.keys)?,
+        )
+    }
+
+    /// Adds an outbox item to `batch` and returns its committed form (valid
+    /// once the batch is applied).
+    fn queue(
+        &mut self,
+        batch: &mut EncryptedBatch,
+        destination: Destination,
+        meta: &[u8],
+        frame: Vec<u8>,
+    ) -> Result<Outgoing, Error> {
+        let seq = self.run.outbox_next;
+        self.run.outbox_next = seq.checked_add(1).ok_or(Error::InvalidRecord {
+            what: "outbox",
+            reason: "sequence exhausted",
+        })?;
+        let item = OutboxItem {
+            version: RECORD_VERSION,
+            destination,
+            meta: meta.to_vec(),
+            frame,
+        };
+        self.store.batch_put_ordered(
+            batch,
+            Keyspace::Outbox,
+            name::OUTBOX,
+            seq,
+            &records::encode(&item)?,
+        )?;
+        Ok(Outgoing {
+            outbox_seq: seq,
+            destination,
+            frame: item.frame,
+        })
+    }
+
+    /// Up to `limit` outbox items after `after`, oldest first.
+    pub fn outbox(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, OutboxItem)>, Error> {
+        self.store
+            .scan_ordered(Keyspace::Outbox, name::OUTBOX, after, limit)?
+            .into_iter()
+            .map(|(seq, bytes)| Ok((seq, records::decode(&bytes, "outbox item")?)))
+            .collect()
+    }
+
+    /// Removes delivered items from the outbox.
+    pub fn remove_from_outbox(&mut self, seqs: &[u64]) -> Result<(), Error> {
+        self.check_usable()?;
+        let mut batch = self.store.batch();
+        for seq in seqs {
+            self.store
+                .batch_delete_ordered(&mut batch, Keyspace::Outbox, name::OUTBOX, *seq)?;
+        }
+        self.commit(batch, false)
+    }
+
+    /// Hands out `count` signed one-time keys (at most [`MAX_KEYS_PER_CLAIM`])
+    /// for other devices to start Olm sessions with, generating and signing
+    /// a new batch of [`ONE_TIME_KEY_BATCH`] when the pool runs low. Each key
+    /// is handed out once. The account is saved and flushed before the keys
+    /// are returned, so a key never outlives its secret half.
+    pub fn claim_one_time_keys(
+        &mut self,
+        count: usize,
+        now: Timestamp,
+    ) -> Result<Vec<Signed<OneTimeKey>>, Error> {
+        self.check_usable()?;
+        if count > MAX_KEYS_PER_CLAIM {
+            return Err(Error::InvalidRecord {
+                what: "one-time key claim",
+                reason: "too many keys asked for",
+            });
+        }
+        let mut account_changed = false;
+        if self.keys.pool.len() < count.saturating_add(ONE_TIME_KEY_BATCH / 5) {
+            self.generate_one_time_keys(now)?;
+            account_changed = true;
+        }
+        let take = count.min(self.keys.pool.len());
+        let keys: Vec<_> = self.keys.pool.drain(..take).collect();
+        let mut batch = self.store.batch();
+        if account_changed {
+            self.put_account(&mut batch)?;
+        }
+        self.put_keys(&mut batch)?;
+        self.commit(batch, true)?;
+        Ok(keys)
+    }
+
+    fn generate_one_time_keys(&mut self, now: Timestamp) -> Result<(), Error> {
+        let olm_account = &mut self.account.device_keys_mut().olm;
+        olm_account.generate_one_time_keys(ONE_TIME_KEY_BATCH);
+        let mut fresh: Vec<[u8; 32]> = olm_account
+            .one_time_keys()
+            .values()
+            .map(|k| k.to_bytes())
+            .collect();
+        fresh.sort_unstable();
+        olm_account.mark_keys_as_published();
+        for key in fresh {
+            let signed = self.sign_key(key, false, now)?;
+            self.keys.pool.push(signed);
+        }
+        Ok(())
+    }
+
+    fn sign_key(
+        &self,
+        key: [u8; 32],
+        fallback: bool,
+        now: Timestamp,
+    ) -> Result<Signed<OneTimeKey>, Error> {
+        crate::certificate::sign_one_time_key(
+            self.account.device_keys(),
+            &OneTimeKey {
+                version: RECORD_VERSION,
+                device_id: self.account.device_id(),
+                key,
+                fallback,
+                created_at: now,
+            },
+        )
+    }
+
+    /// The signed fallback key, replaced when older than
+    /// [`FALLBACK_KEY_MAX_AGE_MS`]. Other devices use it when no one-time
+    /// key can be had (for example from a relay that ran out).
+    pub fn fallback_key(&mut self, now: Timestamp) -> Result<Signed<OneTimeKey>, Error> {
+        self.check_usable()?;
+        let fresh = match (&self.keys.fallback, self.keys.fallback_created) {
+            (Some(key), Some(created))
+                if now.as_millis().saturating_sub(created.as_millis())
+                    < FALLBACK_KEY_MAX_AGE_MS =>
+            {
+                Some(key.clone())
+            }
+            _ => None,
+        };
+        if let Some(key) = fresh {
+            return Ok(key);
+        }
+        let olm_account = &mut self.account.device_keys_mut().olm;
+        olm_account.generate_fallback_key();
+        let key = olm_account
+            .fallback_key()
+            .values()
+            .next()
+            .map(|k| k.to_bytes())
+            .ok_or(Error::InvalidRecord {
+                what: "fallback key",
+                reason: "none was generated",
+            })?;
+        olm_account.mark_keys_as_published();
+        let signed = self.sign_key(key, true, now)?;
+        self.keys.fallback = Some(signed.clone());
+        self.keys.fallback_created = Some(now);
+        let mut batch = self.store.batch();
+        self.put_account(&mut batch)?;
+        self.put_keys(&mut batch)?;
+        self.commit(batch, true)?;
+        Ok(signed)
+    }
+
+    /// Creates the keys of a new device of this user and a device list that
+    /// holds it; the list is saved here too. Returns the new device's account.
+    pub fn link_new_device(&mut self, now: Timestamp) -> Result<Account, Error> {
+        self.check_usable()?;
+        let new = self.account.link_new_device(now)?;
+        let list = self.account.device_list().signed().clone();
+        let mut batch = self.store.batch();
+        self.put_account(&mut batch)?;
+        self.stage_device_list(&mut batch, &list, std::slice::from_ref(new.certificate()))?;
+        self.commit(batch, true)?;
+        Ok(new)
+    }
+
+    /// Revokes another device of this user: a new device list is signed and
+    /// saved, and every room's session is rotated before its next message
+    /// because the device is no longer a recipient.
+    pub fn revoke_device(&mut self, device: DeviceId, now: Timestamp) -> Result<(), Error> {
+        self.check_usable()?;
+        self.account.revoke_device(device, now)?;
+        let list = self.account.device_list().signed().clone();
+        let mut batch = self.store.batch();
+        self.put_account(&mut batch)?;
+        self.stage_device_list(&mut batch, &list, &[])?;
+        self.commit(batch, true)
+    }
+
+    /// Sends an event to one device over Olm, committed to the outbox.
+    pub fn encrypt_to_device(
+        &mut self,
+        user: UserId,
+        device: DeviceId,
+        event: ToDeviceEvent,
+        extra: EncryptedBatch,
+        meta: &[u8],
+    ) -> Result<Outgoing, Error> {
+        self.check_usable()?;
+        let mut batch = extra;
+        let (frame, _) = self.olm_encrypt(&mut batch, device, event)?;
+        let out = self.queue(&mut batch, Destination::Device(user, device), meta, frame)?;
+        self.put_run(&mut batch)?;
+        self.commit(batch, true)?;
+        Ok(out)
+    }
+}
+
+/// Decodes a vodozemac base64 session id into its 32 bytes.
+fn session_id_bytes(id: &str) -> Result<[u8; 32], Error> {
+    let bytes = data_encoding::BASE64_NOPAD
+        .decode(id.as_bytes())
+        .map_err(|_| Error::InvalidRecord {
+            what: "session id",
+            reason: "not base64",
+        })?;
+    bytes.try_into().map_err(|_| Error::InvalidRecord {
+        what: "session id",
+        reason: "not 32 bytes",
+    })
+}

@@ -1,0 +1,469 @@
+//! Olm: one-to-one sessions between devices, for room keys and control messages.
+
+use std::collections::HashMap;
+
+use safemeet_proto::envelope::{OlmMessageKind, ToDeviceEnvelope};
+use safemeet_proto::event::{Payload, Sealed, ToDeviceEvent};
+use safemeet_proto::identity::{DeviceStatus, OneTimeKey, Signed};
+use safemeet_proto::{DeviceId, Envelope, Timestamp};
+use safemeet_store::{Keyspace, Store};
+use vodozemac::Curve25519PublicKey;
+use vodozemac::olm::{Message, OlmMessage, PreKeyMessage, Session, SessionConfig, SessionPickle};
+use zeroize::Zeroizing;
+
+use super::records::{self, OlmIndexRecord, OlmSessionRecord, Pickle, RECORD_VERSION, name};
+use super::{
+    CryptoMachine, MAX_OLM_SESSIONS_PER_DEVICE, ReceivedToDevice, Sender, ToDeviceContent,
+    UNWEDGE_INTERVAL_MS, session_id_bytes,
+};
+use crate::certificate;
+use crate::{EncryptedBatch, Error};
+
+pub(super) struct Entry {
+    peer_device: DeviceId,
+    peer_curve25519: [u8; 32],
+    created_at: Timestamp,
+    wedged_at: Option<Timestamp>,
+    session: Session,
+}
+
+#[derive(Default)]
+pub(super) struct Cache {
+    sessions: HashMap<[u8; 32], Option<Entry>>,
+    by_device: HashMap<DeviceId, OlmIndexRecord>,
+    /// Devices whose session broke, with when we last asked for a new one.
+    wedged: HashMap<DeviceId, Timestamp>,
+    /// Devices waiting for the caller to open a new session.
+    needs_session: Vec<DeviceId>,
+}
+
+fn olm_error(e: impl std::fmt::Display) -> Error {
+    Error::Decryption {
+        what: "Olm",
+        reason: e.to_string(),
+    }
+}
+
+impl<S: Store> CryptoMachine<S> {
+    fn load_olm_session(&mut self, id: &[u8; 32]) -> Result<Option<&mut Entry>, Error> {
+        if !self.olm.sessions.contains_key(id) {
+            let entry = match self
+                .store
+                .get(Keyspace::CryptoSessions, &name::olm_session(id))?
+            {
+                Some(bytes) => {
+                    let rec: OlmSessionRecord = records::decode(&bytes, "Olm session")?;
+                    let pickle: SessionPickle = rec.pickle.load()?;
+                    Some(Entry {
+                        peer_device: rec.peer_device,
+                        peer_curve25519: rec.peer_curve25519,
+                        created_at: rec.created_at,
+                        wedged_at: rec.wedged_at,
+                        session: Session::from_pickle(pickle),
+                    })
+                }
+                None => None,
+            };
+            self.olm.sessions.insert(*id, entry);
+        }
+        Ok(self.olm.sessions.get_mut(id).and_then(Option::as_mut))
+    }
+
+    fn load_olm_index(&mut self, device: &DeviceId) -> Result<&mut OlmIndexRecord, Error> {
+        if !self.olm.by_device.contains_key(device) {
+            let index = match self
+                .store
+                .get(Keyspace::CryptoSessions, &name::olm_index(device))?
+            {
+                Some(bytes) => records::decode(&bytes, "Olm session index")?,
+                None => OlmIndexRecord {
+                    version: RECORD_VERSION,
+                    sessions: Vec::new(),
+                },
+            };
+            self.olm.by_device.insert(*device, index);
+        }
+        self.olm
+            .by_device
+            .get_mut(device)
+            .ok_or(Error::InvalidRecord {
+                what: "Olm session index",
+                reason: "missing after load",
+            })
+    }
+
+    /// The session used to send to `device`: the newest one not marked
+    /// broken, else the newest one. (A broken mark alone does not stop
+    /// sending: anyone who sees a session id can send garbage on it, and
+    /// that must not cut a conversation; it only asks for a new session.)
+    pub(super) fn sending_session(&mut self, device: &DeviceId) -> Result<Option<[u8; 32]>, Error> {
+        let ids = self.load_olm_index(device)?.sessions.clone();
+        let mut newest = None;
+        for id in ids.iter().rev() {
+            if let Some(e) = self.load_olm_session(id)? {
+                if e.wedged_at.is_none() {
+                    return Ok(Some(*id));
+                }
+                newest = newest.or(Some(*id));
+            }
+        }
+        Ok(newest)
+    }
+
+    fn stage_olm_session(&self, batch: &mut EncryptedBatch, id: &[u8; 32]) -> Result<(), Error> {
+        let Some(Some(e)) = self.olm.sessions.get(id) else {
+            return Ok(());
+        };
+        let rec = OlmSessionRecord {
+            version: RECORD_VERSION,
+            peer_device: e.peer_device,
+            peer_curve25519: e.peer_curve25519,
+            created_at: e.created_at,
+            wedged_at: e.wedged_at,
+            pickle: Pickle::of(&e.session.pickle())?,
+        };
+        self.store.batch_put(
+            batch,
+            Keyspace::CryptoSessions,
+            &name::olm_session(id),
+            &records::encode(&rec)?,
+        )
+    }
+
+    /// Adds a new session to the cache and the device's index (dropping the
+    /// oldest beyond the limit) and stages both.
+    fn add_olm_session(
+        &mut self,
+        batch: &mut EncryptedBatch,
+        id: [u8; 32],
+        entry: Entry,
+    ) -> Result<(), Error> {
+        let device = entry.peer_device;
+        self.olm.sessions.insert(id, Some(entry));
+        self.stage_olm_session(batch, &id)?;
+        let index = self.load_olm_index(&device)?;
+        index.sessions.retain(|s| *s != id);
+        index.sessions.push(id);
+        let dropped: Vec<[u8; 32]> = if index.sessions.len() > MAX_OLM_SESSIONS_PER_DEVICE {
+            let excess = index.sessions.len() - MAX_OLM_SESSIONS_PER_DEVICE;
+            index.sessions.drain(..excess).collect()
+        } else {
+            Vec::new()
+        };
+        let encoded = records::encode(&*index)?;
+        self.store.batch_put(
+            batch,
+            Keyspace::CryptoSessions,
+            &name::olm_index(&device),
+            &encoded,
+        )?;
+        for old in dropped {
+            self.olm.sessions.remove(&old);
+            self.store
+                .batch_delete(batch, Keyspace::CryptoSessions, &name::olm_session(&old))?;
+        }
+        self.olm.needs_session.retain(|d| *d != device);
+        Ok(())
+    }
+
+    /// Starts an Olm session with `device` from a one-time (or fallback) key
+    /// it handed out. The device must be known and not revoked, and the key
+    /// must carry a valid signature by the device's certified key.
+    pub fn create_outbound_session(
+        &mut self,
+        device: &DeviceId,
+        key: &Signed<OneTimeKey>,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        self.check_usable()?;
+        let cert = self
+            .load_device(device)?
+            .map(|e| e.cert.clone())
+            .ok_or(Error::UnknownDevice { device: *device })?;
+        let status = self
+            .load_list(&cert.user_id)?
+            .and_then(|l| l.devices.iter().find(|e| e.device_id == *device))
+            .map(|e| e.status);
+        if matches!(status, Some(DeviceStatus::Revoked(_))) {
+            return Err(Error::RevokedDevice { device: *device });
+        }
+        let otk = certificate::verify_one_time_key(key, &cert)?;
+        let session = self
+            .account
+            .device_keys()
+            .olm
+            .create_outbound_session(
+                SessionConfig::version_1(),
+                Curve25519PublicKey::from_bytes(cert.curve25519_key),
+                Curve25519PublicKey::from_bytes(otk.key),
+            )
+            .map_err(|e| Error::Decryption {
+                what: "Olm session setup",
+                reason: e.to_string(),
+            })?;
+        let id = session_id_bytes(&session.session_id())?;
+        let mut batch = self.store.batch();
+        self.add_olm_session(
+            &mut batch,
+            id,
+            Entry {
+                peer_device: *device,
+                peer_curve25519: cert.curve25519_key,
+                created_at: now,
+                wedged_at: None,
+                session,
+            },
+        )?;
+        self.commit(batch, false)
+    }
+
+    /// True when an Olm session to `device` exists for sending.
+    pub fn has_session(&mut self, device: &DeviceId) -> Result<bool, Error> {
+        Ok(self.sending_session(device)?.is_some())
+    }
+
+    /// Devices whose Olm session broke: open a new session with each (claim
+    /// a one-time key, [`create_outbound_session`](Self::create_outbound_session))
+    /// and send [`ToDeviceEvent::NewSession`] on it. Asked at most once per
+    /// [`UNWEDGE_INTERVAL_MS`] per device.
+    pub fn take_devices_needing_session(&mut self) -> Vec<DeviceId> {
+        std::mem::take(&mut self.olm.needs_session)
+    }
+
+    /// Encrypts `event` for `device` on its sending session and stages the
+    /// advanced session. Returns the frame and the session id.
+    pub(super) fn olm_encrypt(
+        &mut self,
+        batch: &mut EncryptedBatch,
+        device: DeviceId,
+        event: ToDeviceEvent,
+    ) -> Result<(Vec<u8>, [u8; 32]), Error> {
+        let id = self
+            .sending_session(&device)?
+            .ok_or(Error::NoOlmSession { device })?;
+        let plaintext = Zeroizing::new(
+            Sealed {
+                sender: self.account.certificate().clone(),
+                payload: Payload::ToDevice(event),
+            }
+            .encode()?,
+        );
+        let entry = self
+            .load_olm_session(&id)?
+            .ok_or(Error::NoOlmSession { device })?;
+        let message =
+            entry
+                .session
+                .encrypt(plaintext.as_slice())
+                .map_err(|e| Error::Decryption {
+                    what: "Olm encryption",
+                    reason: e.to_string(),
+                })?;
+        let (kind, ciphertext) = match message {
+            OlmMessage::PreKey(m) => (OlmMessageKind::PreKey, m.to_bytes()),
+            OlmMessage::Normal(m) => (OlmMessageKind::Normal, m.to_bytes()),
+        };
+        self.stage_olm_session(batch, &id)?;
+        let frame = Envelope::ToDevice(ToDeviceEnvelope {
+            kind,
+            session_id: id,
+            ciphertext,
+        })
+        .to_frame()?;
+        Ok((frame, id))
+    }
+
+    /// Decrypts a to-device message. Room keys are stored (and release held
+    /// room messages); verification steps are returned. The sender is
+    /// checked: its certificate verifies, its device is not revoked, and the
+    /// Olm identity key that set up the session is the certified one.
+    pub fn decrypt_to_device(
+        &mut self,
+        envelope: &ToDeviceEnvelope,
+        now: Timestamp,
+    ) -> Result<ReceivedToDevice, Error> {
+        self.check_usable()?;
+        let hash: [u8; 32] = blake3::hash(&envelope.ciphertext).into();
+        let seen = name::seen_olm(&hash);
+        if self
+            .store
+            .get(Keyspace::SeenMegolmIndexes, &seen)?
+            .is_some()
+        {
+            return Err(Error::DuplicateOlmMessage);
+        }
+        let id = envelope.session_id;
+        let mut account_changed = false;
+        let mut new_session = None;
+        let plaintext = match envelope.kind {
+            OlmMessageKind::PreKey => {
+                let pre = PreKeyMessage::from_bytes(&envelope.ciphertext).map_err(olm_error)?;
+                if session_id_bytes(&pre.session_id())? != id {
+                    return Err(Error::InvalidRecord {
+                        what: "to-device envelope",
+                        reason: "the session id does not match the message",
+                    });
+                }
+                match self.load_olm_session(&id)? {
+                    Some(entry) => Zeroizing::new(
+                        entry
+                            .session
+                            .decrypt(&OlmMessage::PreKey(pre))
+                            .map_err(olm_error)?,
+                    ),
+                    None => {
+                        let identity = pre.identity_key();
+                        let created = self
+                            .account
+                            .device_keys_mut()
+                            .olm
+                            .create_inbound_session(SessionConfig::version_1(), identity, &pre)
+                            .map_err(olm_error)?;
+                        account_changed = true;
+                        new_session = Some((created.session, identity.to_bytes()));
+                        Zeroizing::new(created.plaintext)
+                    }
+                }
+            }
+            OlmMessageKind::Normal => {
+                let message = Message::from_bytes(&envelope.ciphertext).map_err(olm_error)?;
+                let entry = self
+                    .load_olm_session(&id)?
+                    .ok_or(Error::UnknownOlmSession)?;
+                match entry.session.decrypt(&OlmMessage::Normal(message)) {
+                    Ok(p) => Zeroizing::new(p),
+                    Err(e) => {
+                        self.mark_wedged(&id, now)?;
+                        return Err(olm_error(e));
+                    }
+                }
+            }
+        };
+        let mut batch = self.store.batch();
+        if account_changed {
+            self.put_account(&mut batch)?;
+        }
+        let checked = self.check_to_device(&plaintext, &id, new_session.as_ref().map(|s| s.1));
+        let result = match checked {
+            Ok((sender, event)) => {
+                if let Some((session, curve)) = new_session {
+                    self.add_olm_session(
+                        &mut batch,
+                        id,
+                        Entry {
+                            peer_device: sender.device_id,
+                            peer_curve25519: curve,
+                            created_at: now,
+                            wedged_at: None,
+                            session,
+                        },
+                    )?;
+                } else {
+                    self.stage_olm_session(&mut batch, &id)?;
+                }
+                self.store
+                    .batch_put(&mut batch, Keyspace::SeenMegolmIndexes, &seen, &[])?;
+                self.handle_to_device(&mut batch, sender, event)
+            }
+            Err(e) => {
+                // The ratchet advanced for a validly encrypted message; keep
+                // it in step with the store even though the content is refused.
+                if new_session.is_none() {
+                    self.stage_olm_session(&mut batch, &id)?;
+                }
+                Err(e)
+            }
+        };
+        self.commit(batch, false)?;
+        let (sender, content, release) = result?;
+        let released = match release {
+            Some(session) => self.release_held(&session, now)?,
+            None => Vec::new(),
+        };
+        Ok(ReceivedToDevice {
+            sender,
+            content,
+            released,
+        })
+    }
+
+    /// Decodes a decrypted to-device plaintext and checks its sender against
+    /// the session's peer key (`new_peer` for a session being created).
+    fn check_to_device(
+        &mut self,
+        plaintext: &[u8],
+        id: &[u8; 32],
+        new_peer: Option<[u8; 32]>,
+    ) -> Result<(Sender, ToDeviceEvent), Error> {
+        let sealed = Sealed::decode(plaintext)?;
+        let (cert, trust) = self.check_sender(&sealed.sender)?;
+        let (peer_curve, peer_device) = match new_peer {
+            Some(curve) => (curve, cert.device_id),
+            None => {
+                let e = self.load_olm_session(id)?.ok_or(Error::UnknownOlmSession)?;
+                (e.peer_curve25519, e.peer_device)
+            }
+        };
+        if cert.curve25519_key != peer_curve || cert.device_id != peer_device {
+            return Err(Error::SenderMismatch {
+                reason: "the Olm session key is not the certified device's key",
+            });
+        }
+        let Payload::ToDevice(event) = sealed.payload else {
+            return Err(Error::UnexpectedPayload);
+        };
+        Ok((
+            Sender {
+                user_id: cert.user_id,
+                device_id: cert.device_id,
+                trust,
+            },
+            event,
+        ))
+    }
+
+    fn handle_to_device(
+        &mut self,
+        batch: &mut EncryptedBatch,
+        sender: Sender,
+        event: ToDeviceEvent,
+    ) -> Result<(Sender, ToDeviceContent, Option<[u8; 32]>), Error> {
+        match event {
+            ToDeviceEvent::RoomKey(key) => {
+                let content = self.stage_room_key(batch, &sender, &key)?;
+                let session = key.session_id;
+                Ok((sender, content, Some(session)))
+            }
+            ToDeviceEvent::Verification(v) => Ok((sender, ToDeviceContent::Verification(v), None)),
+            ToDeviceEvent::NewSession => Ok((sender, ToDeviceContent::NewSession, None)),
+            _ => Err(Error::UnexpectedPayload),
+        }
+    }
+
+    /// A message on session `id` failed to decrypt: mark it so a newer
+    /// session is preferred and, at most once per [`UNWEDGE_INTERVAL_MS`],
+    /// ask the caller for a new one.
+    fn mark_wedged(&mut self, id: &[u8; 32], now: Timestamp) -> Result<(), Error> {
+        let Some(entry) = self.load_olm_session(id)? else {
+            return Ok(());
+        };
+        let device = entry.peer_device;
+        if entry.wedged_at.is_none() {
+            entry.wedged_at = Some(now);
+            let mut batch = self.store.batch();
+            self.stage_olm_session(&mut batch, id)?;
+            self.commit(batch, false)?;
+        }
+        let due = self.olm.wedged.get(&device).is_none_or(|last| {
+            now.as_millis().saturating_sub(last.as_millis()) >= UNWEDGE_INTERVAL_MS
+        });
+        if due {
+            tracing::debug!("an Olm session broke; a new one is needed");
+            self.olm.wedged.insert(device, now);
+            if !self.olm.needs_session.contains(&device) {
+                self.olm.needs_session.push(device);
+            }
+        }
+        Ok(())
+    }
+}

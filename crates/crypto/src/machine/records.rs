@@ -1,0 +1,236 @@
+//! What the machine keeps in the store, and under which names.
+//!
+//! Every record is encoded with the project codec into a zeroizing buffer and
+//! sealed by the [`EncryptedStore`](crate::EncryptedStore); names are hashed
+//! there, so the identifiers below never reach the disk in clear. Each record
+//! starts with a format version.
+
+use safemeet_proto::identity::{OneTimeKey, Signed};
+use safemeet_proto::{DeviceId, RoomId, Timestamp, UserId, codec};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::Error;
+
+/// Format version of every machine record.
+pub(super) const RECORD_VERSION: u8 = 1;
+
+/// Largest machine record read back from the store. An Olm account pickle
+/// with its stored one-time keys is the largest thing kept (well under this).
+const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// Record names inside their keyspaces.
+pub(super) mod name {
+    use safemeet_proto::{DeviceId, RoomId, UserId};
+
+    /// The account record (shared with the node's `init`).
+    pub(crate) const ACCOUNT: &[u8] = b"account";
+    /// Run marker: clean-shutdown flag, outbound generation, outbox counter.
+    pub(crate) const RUN: &[u8] = b"machine/run";
+    /// The one-time key pool and the fallback key.
+    pub(crate) const KEYS: &[u8] = b"machine/keys";
+    /// Index of held room messages.
+    pub(crate) const HELD_INDEX: &[u8] = b"machine/held";
+    /// Ordered name of the outbox.
+    pub(crate) const OUTBOX: &[u8] = b"outbox";
+
+    fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        let mut v = prefix.to_vec();
+        for p in parts {
+            v.extend_from_slice(p);
+        }
+        v
+    }
+
+    pub(crate) fn device(id: &DeviceId) -> Vec<u8> {
+        join(b"device/", &[id.as_bytes()])
+    }
+    pub(crate) fn device_list(user: &UserId) -> Vec<u8> {
+        join(b"device-list/", &[user.as_bytes()])
+    }
+    pub(crate) fn olm_session(id: &[u8; 32]) -> Vec<u8> {
+        join(b"olm/", &[id])
+    }
+    pub(crate) fn olm_index(device: &DeviceId) -> Vec<u8> {
+        join(b"olm-device/", &[device.as_bytes()])
+    }
+    pub(crate) fn outbound(room: &RoomId) -> Vec<u8> {
+        join(b"megolm-out/", &[room.as_bytes()])
+    }
+    pub(crate) fn inbound(session: &[u8; 32]) -> Vec<u8> {
+        join(b"megolm-in/", &[session])
+    }
+    pub(crate) fn held(session: &[u8; 32]) -> Vec<u8> {
+        join(b"held/", &[session])
+    }
+    pub(crate) fn seen_megolm(session: &[u8; 32], index: u32) -> Vec<u8> {
+        join(b"m/", &[session, &index.to_be_bytes()])
+    }
+    pub(crate) fn seen_olm(hash: &[u8; 32]) -> Vec<u8> {
+        join(b"o/", &[hash])
+    }
+}
+
+/// Encodes a record into a zeroizing buffer.
+pub(super) fn encode<T: Serialize>(record: &T) -> Result<Zeroizing<Vec<u8>>, Error> {
+    Ok(codec::encode_secret(record, MAX_RECORD_BYTES)?)
+}
+
+/// Decodes a record read from the store and checks its version.
+pub(super) fn decode<T: Serialize + DeserializeOwned + Versioned>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, Error> {
+    let record: T = codec::decode(bytes, MAX_RECORD_BYTES)?;
+    if record.version() != RECORD_VERSION {
+        return Err(Error::UnsupportedVersion {
+            what,
+            version: record.version(),
+        });
+    }
+    Ok(record)
+}
+
+/// A record with a format version.
+pub(super) trait Versioned {
+    fn version(&self) -> u8;
+}
+
+macro_rules! versioned {
+    ($($t:ty),*) => {$(
+        impl Versioned for $t {
+            fn version(&self) -> u8 {
+                self.version
+            }
+        }
+    )*};
+}
+versioned!(
+    RunRecord,
+    KeysRecord,
+    DeviceRecord,
+    OlmSessionRecord,
+    OlmIndexRecord,
+    OutboundRecord,
+    InboundRecord,
+    HeldIndexRecord,
+    crate::machine::OutboxItem
+);
+
+/// A vodozemac pickle, serialized; wiped when dropped.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub(super) struct Pickle(#[serde(with = "codec::bytes")] Vec<u8>);
+
+impl Pickle {
+    pub(super) fn of<T: Serialize>(pickle: &T) -> Result<Self, Error> {
+        serde_json::to_vec(pickle)
+            .map(Self)
+            .map_err(|e| safemeet_proto::EncodeError::Serialize(e.to_string()).into())
+    }
+
+    pub(super) fn load<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.0)
+            .map_err(|e| safemeet_proto::DecodeError::Malformed(e.to_string()).into())
+    }
+}
+
+impl Drop for Pickle {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// Clean-shutdown marker and counters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct RunRecord {
+    pub(super) version: u8,
+    /// False while a machine has the store open.
+    pub(super) clean: bool,
+    /// Bumped after every unclean shutdown; outbound sessions of an older
+    /// generation are discarded.
+    pub(super) generation: u64,
+    /// Next outbox sequence number.
+    pub(super) outbox_next: u64,
+}
+
+/// Published one-time keys not yet handed out, and the fallback key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct KeysRecord {
+    pub(super) version: u8,
+    pub(super) pool: Vec<Signed<OneTimeKey>>,
+    pub(super) fallback: Option<Signed<OneTimeKey>>,
+    pub(super) fallback_created: Option<Timestamp>,
+}
+
+/// A known device of some user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct DeviceRecord {
+    pub(super) version: u8,
+    /// The signed certificate bytes.
+    #[serde(with = "codec::bytes")]
+    pub(super) certificate: Vec<u8>,
+    /// When the device was verified by SAS, if it was.
+    pub(super) verified_at: Option<Timestamp>,
+}
+
+/// One Olm session with one device.
+#[derive(Serialize, Deserialize)]
+pub(super) struct OlmSessionRecord {
+    pub(super) version: u8,
+    pub(super) peer_device: DeviceId,
+    pub(super) peer_curve25519: [u8; 32],
+    pub(super) created_at: Timestamp,
+    /// Set when a message on this session failed to decrypt: the session is
+    /// no longer used for sending.
+    pub(super) wedged_at: Option<Timestamp>,
+    pub(super) pickle: Pickle,
+}
+
+/// The Olm sessions of one device, oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct OlmIndexRecord {
+    pub(super) version: u8,
+    pub(super) sessions: Vec<[u8; 32]>,
+}
+
+/// One device a Megolm session was shared with.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(super) struct Share {
+    pub(super) device: DeviceId,
+    /// The message index the key was exported at.
+    pub(super) index: u32,
+    /// The Olm session the key went over.
+    pub(super) olm_session: [u8; 32],
+}
+
+/// This device's outbound Megolm session of one room.
+#[derive(Serialize, Deserialize)]
+pub(super) struct OutboundRecord {
+    pub(super) version: u8,
+    pub(super) generation: u64,
+    pub(super) room_id: RoomId,
+    pub(super) created_at: Timestamp,
+    pub(super) messages: u64,
+    pub(super) shared_with: Vec<Share>,
+    pub(super) pickle: Pickle,
+}
+
+/// An inbound Megolm session, bound to the room and the device that sent its key.
+#[derive(Serialize, Deserialize)]
+pub(super) struct InboundRecord {
+    pub(super) version: u8,
+    pub(super) room_id: RoomId,
+    pub(super) sender_user: UserId,
+    pub(super) sender_device: DeviceId,
+    pub(super) first_index: u32,
+    pub(super) pickle: Pickle,
+}
+
+/// Sessions with held messages: (session id, next sequence, count).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct HeldIndexRecord {
+    pub(super) version: u8,
+    pub(super) sessions: Vec<([u8; 32], u64, u32)>,
+}

@@ -1,0 +1,843 @@
+//! The crypto machine between two and three in-memory devices: DMs, rooms,
+//! rotation, revocation, replay, tampering, forged senders, late keys,
+//! unclean restarts and one-time keys.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+mod support;
+
+use safemeet_crypto::Error;
+use safemeet_crypto::machine::{
+    DeviceTrust, ROTATION_MESSAGES, ROTATION_PERIOD_MS, Rotation, ToDeviceContent,
+};
+use safemeet_proto::envelope::{OlmMessageKind, RoomEnvelope, ToDeviceEnvelope};
+use safemeet_proto::event::{Payload, RoomEvent, RoomKey, Sealed, ToDeviceEvent};
+use safemeet_proto::identity::{DeviceCertificate, Signed};
+use safemeet_proto::{Envelope, codec};
+use support::*;
+use vodozemac::megolm::{GroupSession, SessionConfig};
+
+#[test]
+fn dm_both_ways() {
+    let (mut alice, mut bob) = pair();
+    let members = [alice.user(), bob.user()];
+
+    let sent = send(&mut alice, room(1), &members, "hello bob", T0);
+    assert_eq!(sent.rotation, Some(Rotation::New));
+    assert_eq!(shares_for(&sent, &bob).len(), 1);
+    let got = deliver(&sent, &mut bob, T0).unwrap();
+    assert_eq!(body(&got), "hello bob");
+    assert_eq!(got.sender.user_id, alice.user());
+    assert_eq!(got.sender.device_id, alice.device_id());
+    assert_eq!(got.sender.trust, DeviceTrust::Unverified);
+    assert_eq!(got.event_id, sent.event_id);
+
+    // Bob answers on the Olm session Alice opened: no key claim needed.
+    let reply = send(&mut bob, room(1), &members, "hi alice", T0 + 1);
+    assert!(reply.no_session.is_empty());
+    let got = deliver(&reply, &mut alice, T0 + 1).unwrap();
+    assert_eq!(body(&got), "hi alice");
+    assert_eq!(got.sender.user_id, bob.user());
+
+    // Later messages need no new key share.
+    let second = send(&mut alice, room(1), &members, "second", T0 + 2);
+    assert!(second.key_shares.is_empty());
+    assert_eq!(second.rotation, None);
+    assert_eq!(body(&deliver(&second, &mut bob, T0 + 2).unwrap()), "second");
+}
+
+#[test]
+fn three_member_room() {
+    let mut a = Device::new("alice");
+    let mut b = Device::new("bob");
+    let mut c = Device::new("carol");
+    introduce(&mut a, &mut b);
+    introduce(&mut a, &mut c);
+    introduce(&mut b, &mut c);
+    connect(&mut a, &mut b);
+    connect(&mut a, &mut c);
+    connect(&mut b, &mut c);
+    let members = [a.user(), b.user(), c.user()];
+
+    let m1 = send(&mut a, room(2), &members, "from a", T0);
+    assert_eq!(m1.key_shares.len(), 2);
+    assert_eq!(body(&deliver(&m1, &mut b, T0).unwrap()), "from a");
+    assert_eq!(body(&deliver(&m1, &mut c, T0).unwrap()), "from a");
+
+    let m2 = send(&mut b, room(2), &members, "from b", T0 + 1);
+    assert_eq!(body(&deliver(&m2, &mut a, T0 + 1).unwrap()), "from b");
+    assert_eq!(body(&deliver(&m2, &mut c, T0 + 1).unwrap()), "from b");
+
+    let m3 = send(&mut c, room(2), &members, "from c", T0 + 2);
+    assert_eq!(body(&deliver(&m3, &mut a, T0 + 2).unwrap()), "from c");
+    assert_eq!(body(&deliver(&m3, &mut b, T0 + 2).unwrap()), "from c");
+}
+
+#[test]
+fn removed_member_decrypts_nothing_after_rotation() {
+    let (mut a, mut b, mut c) = hub_of_three();
+
+    let all = [a.user(), b.user(), c.user()];
+    let before = send(&mut a, room(3), &all, "everyone", T0);
+    deliver(&before, &mut b, T0).unwrap();
+    deliver(&before, &mut c, T0).unwrap();
+
+    // Carol leaves: the next message starts a new session she never gets.
+    let members = [a.user(), b.user()];
+    let after = send(&mut a, room(3), &members, "without carol", T0 + 1);
+    assert_eq!(after.rotation, Some(Rotation::RecipientRemoved));
+    assert_ne!(after.session_id, before.session_id);
+    assert!(shares_for(&after, &c).is_empty());
+    assert_eq!(
+        body(&deliver(&after, &mut b, T0 + 1).unwrap()),
+        "without carol"
+    );
+    let err = room_err(&mut c, &after, T0 + 1);
+    assert!(matches!(err, Error::MissingRoomKey { .. }), "{err:?}");
+    // The key she holds is for the old session only.
+    let mut forged = room_envelope(&after.message);
+    forged.session_id = before.session_id;
+    assert!(c.machine.decrypt_room(&forged, ts(T0 + 1)).is_err());
+}
+
+#[test]
+fn revoked_device_decrypts_nothing_new_and_is_refused_as_sender() {
+    let mut alice = Device::new("alice");
+    let bob_account = new_account("bob");
+    let mut bob1 = Device::with_account("bob1", &bob_account, safemeet_store::MemoryStore::new());
+    let bob2_account = bob1.machine.link_new_device(ts(T0)).unwrap();
+    let mut bob2 = Device::with_account("bob2", &bob2_account, safemeet_store::MemoryStore::new());
+    // Bob's devices and Alice learn the two-device list.
+    let list = bob1.machine.account().device_list().signed().clone();
+    let certs = vec![
+        bob1.machine.account().certificate().clone(),
+        bob2.machine.account().certificate().clone(),
+    ];
+    let update = alice.machine.add_device_list(&list, &certs).unwrap();
+    assert_eq!(update.added.len(), 2);
+    bob2.machine.add_device_list(&list, &certs).unwrap();
+    let (la, ca) = identity_of(&alice);
+    bob1.machine.add_device_list(&la, &ca).unwrap();
+    bob2.machine.add_device_list(&la, &ca).unwrap();
+    connect(&mut alice, &mut bob1);
+    connect(&mut alice, &mut bob2);
+
+    let members = [alice.user(), bob1.user()];
+    let m1 = send(&mut alice, room(4), &members, "to both devices", T0);
+    assert_eq!(m1.key_shares.len(), 2);
+    assert_eq!(
+        body(&deliver(&m1, &mut bob1, T0).unwrap()),
+        "to both devices"
+    );
+    assert_eq!(
+        body(&deliver(&m1, &mut bob2, T0).unwrap()),
+        "to both devices"
+    );
+
+    // bob1 revokes bob2; Alice accepts the new list.
+    bob1.machine
+        .revoke_device(bob2.device_id(), ts(T0 + 1))
+        .unwrap();
+    let revoked_list = bob1.machine.account().device_list().signed().clone();
+    let update = alice.machine.add_device_list(&revoked_list, &[]).unwrap();
+    assert_eq!(update.revoked, vec![bob2.device_id()]);
+
+    let m2 = send(
+        &mut alice,
+        room(4),
+        &members,
+        "bob2 must not read this",
+        T0 + 2,
+    );
+    assert_eq!(m2.rotation, Some(Rotation::RecipientRemoved));
+    assert!(shares_for(&m2, &bob2).is_empty());
+    assert_eq!(
+        body(&deliver(&m2, &mut bob1, T0 + 2).unwrap()),
+        "bob2 must not read this"
+    );
+    let err = room_err(&mut bob2, &m2, T0 + 2);
+    assert!(matches!(err, Error::MissingRoomKey { .. }), "{err:?}");
+
+    // What bob2 still sends is refused by Alice.
+    let from_revoked = send(&mut bob2, room(4), &members, "still here", T0 + 3);
+    let err = deliver(&from_revoked, &mut alice, T0 + 3).unwrap_err();
+    assert!(matches!(err, Error::RevokedDevice { .. }), "{err:?}");
+    // And no new Olm session can be opened to it.
+    let key = bob2
+        .machine
+        .claim_one_time_keys(1, ts(T0))
+        .unwrap()
+        .remove(0);
+    let err = alice
+        .machine
+        .create_outbound_session(&bob2.device_id(), &key, ts(T0 + 3))
+        .unwrap_err();
+    assert!(matches!(err, Error::RevokedDevice { .. }), "{err:?}");
+}
+
+#[test]
+fn replays_are_rejected() {
+    let (mut alice, mut bob) = pair();
+    let members = [alice.user(), bob.user()];
+    let sent = send(&mut alice, room(5), &members, "once", T0);
+    deliver(&sent, &mut bob, T0).unwrap();
+
+    let err = room_err(&mut bob, &sent, T0);
+    assert!(
+        matches!(
+            err,
+            Error::Replay {
+                index: 0,
+                same_ciphertext: true
+            }
+        ),
+        "{err:?}"
+    );
+    // The room key's Olm message again.
+    let err = receive_to_device(shares_for(&sent, &bob)[0], &mut bob, T0).unwrap_err();
+    assert!(matches!(err, Error::DuplicateOlmMessage), "{err:?}");
+    // Replays are still refused after a restart: the table is in the store.
+    let mut bob = bob.restart(true);
+    let err = room_err(&mut bob, &sent, T0);
+    assert!(matches!(err, Error::Replay { .. }), "{err:?}");
+}
+
+#[test]
+fn tampered_and_truncated_ciphertext_is_rejected() {
+    let (mut alice, mut bob) = pair();
+    let members = [alice.user(), bob.user()];
+    let sent = send(&mut alice, room(6), &members, "integrity", T0);
+    let share = to_device_envelope(shares_for(&sent, &bob)[0]);
+
+    // Olm: flip a byte in the middle, or cut the end.
+    let mut bad = share.clone();
+    let mid = bad.ciphertext.len() / 2;
+    bad.ciphertext[mid] ^= 1;
+    assert!(bob.machine.decrypt_to_device(&bad, ts(T0)).is_err());
+    let mut cut = share.clone();
+    cut.ciphertext.truncate(cut.ciphertext.len() - 3);
+    assert!(bob.machine.decrypt_to_device(&cut, ts(T0)).is_err());
+    // The genuine share still works afterwards.
+    bob.machine.decrypt_to_device(&share, ts(T0)).unwrap();
+
+    let env = room_envelope(&sent.message);
+    for i in [0, 5, env.ciphertext.len() / 2, env.ciphertext.len() - 1] {
+        let mut bad = env.clone();
+        bad.ciphertext[i] ^= 0x40;
+        let err = bob.machine.decrypt_room(&bad, ts(T0)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Decryption { .. } | Error::MissingRoomKey { .. } | Error::Replay { .. }
+            ),
+            "byte {i}: {err:?}"
+        );
+    }
+    let mut cut = env.clone();
+    cut.ciphertext.truncate(40);
+    assert!(bob.machine.decrypt_room(&cut, ts(T0)).is_err());
+    // Untouched, it decrypts once.
+    assert_eq!(
+        body(&bob.machine.decrypt_room(&env, ts(T0)).unwrap()),
+        "integrity"
+    );
+}
+
+/// Mallory is a member with her own keys. She tries to pass messages off
+/// as Alice's.
+#[test]
+fn forged_senders_are_rejected() {
+    let mut alice = Device::new("alice");
+    let mut bob = Device::new("bob");
+    let mut mallory = Device::new("mallory");
+    introduce(&mut alice, &mut bob);
+    introduce(&mut mallory, &mut bob);
+    introduce(&mut mallory, &mut alice);
+    connect(&mut mallory, &mut bob);
+    let members = [mallory.user(), bob.user()];
+    // A real message gives Bob Mallory's session (bound to Mallory).
+    let real = send(&mut mallory, room(7), &members, "hi, it's mallory", T0);
+    deliver(&real, &mut bob, T0).unwrap();
+
+    // 1. Megolm: Mallory's own session, Alice's certificate sealed inside.
+    let mut group = GroupSession::new(SessionConfig::version_1());
+    let session_id: [u8; 32] = data_encoding::BASE64_NOPAD
+        .decode(group.session_id().as_bytes())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let key = RoomKey {
+        version: 1,
+        room_id: room(7),
+        session_id,
+        first_index: 0,
+        session_key: group.session_key().to_bytes(),
+    };
+    let share = to_device(&mut mallory, &bob, ToDeviceEvent::RoomKey(key));
+    receive_to_device(&share, &mut bob, T0).unwrap();
+    let as_alice = |cert: &Signed<DeviceCertificate>, group: &mut GroupSession, lamport| {
+        let sealed = Sealed {
+            sender: cert.clone(),
+            payload: Payload::Room(RoomEvent {
+                room_id: room(7),
+                sender: alice.user(),
+                sender_device: alice.device_id(),
+                lamport,
+                ts: ts(T0),
+                content: text("I am alice"),
+            }),
+        };
+        RoomEnvelope {
+            topic: [9; 32],
+            session_id,
+            ciphertext: group.encrypt(sealed.encode().unwrap()).to_bytes(),
+        }
+    };
+    let env = as_alice(alice.machine.account().certificate(), &mut group, 2);
+    let err = bob.machine.decrypt_room(&env, ts(T0)).unwrap_err();
+    assert!(matches!(err, Error::SenderMismatch { .. }), "{err:?}");
+
+    // 2. Megolm: her own certificate, but the event names Alice.
+    let env = as_alice(mallory.machine.account().certificate(), &mut group, 3);
+    let err = bob.machine.decrypt_room(&env, ts(T0)).unwrap_err();
+    assert!(matches!(err, Error::SenderMismatch { .. }), "{err:?}");
+
+    // 3. Olm: a fresh session from Mallory's identity key, Alice's certificate inside.
+    let otk = bob
+        .machine
+        .claim_one_time_keys(1, ts(T0))
+        .unwrap()
+        .remove(0);
+    let otk_body = otk.decode_body().unwrap();
+    let bob_cert = bob.machine.account().certificate().decode_body().unwrap();
+    let mut session = mallory
+        .machine
+        .account()
+        .device_keys()
+        .olm
+        .create_outbound_session(
+            vodozemac::olm::SessionConfig::version_1(),
+            vodozemac::Curve25519PublicKey::from_bytes(bob_cert.curve25519_key),
+            vodozemac::Curve25519PublicKey::from_bytes(otk_body.key),
+        )
+        .unwrap();
+    let forged = Sealed {
+        sender: alice.machine.account().certificate().clone(),
+        payload: Payload::ToDevice(ToDeviceEvent::NewSession),
+    };
+    let vodozemac::olm::OlmMessage::PreKey(pre) =
+        session.encrypt(forged.encode().unwrap()).unwrap()
+    else {
+        panic!("first message is a pre-key message");
+    };
+    let env = ToDeviceEnvelope {
+        kind: OlmMessageKind::PreKey,
+        session_id: data_encoding::BASE64_NOPAD
+            .decode(session.session_id().as_bytes())
+            .unwrap()
+            .try_into()
+            .unwrap(),
+        ciphertext: pre.to_bytes(),
+    };
+    let err = bob.machine.decrypt_to_device(&env, ts(T0)).unwrap_err();
+    assert!(matches!(err, Error::SenderMismatch { .. }), "{err:?}");
+
+    // 4. A certificate for Alice's user id that Alice's master key never signed.
+    let mut fake = alice.machine.account().certificate().clone();
+    fake.signature[0] ^= 1;
+    let env = as_alice(&fake, &mut group, 4);
+    let err = bob.machine.decrypt_room(&env, ts(T0)).unwrap_err();
+    assert!(matches!(err, Error::BadSignature { .. }), "{err:?}");
+}
+
+#[test]
+fn a_room_key_cannot_be_claimed_by_another_sender() {
+    let mut alice = Device::new("alice");
+    let mut bob = Device::new("bob");
+    let mut mallory = Device::new("mallory");
+    introduce(&mut alice, &mut bob);
+    introduce(&mut mallory, &mut bob);
+    connect(&mut alice, &mut bob);
+    connect(&mut mallory, &mut bob);
+    // A session whose key both Alice and (having obtained a copy) Mallory hold.
+    let group = GroupSession::new(SessionConfig::version_1());
+    let key = || RoomKey {
+        version: 1,
+        room_id: room(8),
+        session_id: data_encoding::BASE64_NOPAD
+            .decode(group.session_id().as_bytes())
+            .unwrap()
+            .try_into()
+            .unwrap(),
+        first_index: 0,
+        session_key: group.session_key().to_bytes(),
+    };
+    let from_alice = to_device(&mut alice, &bob, ToDeviceEvent::RoomKey(key()));
+    receive_to_device(&from_alice, &mut bob, T0).unwrap();
+    let from_mallory = to_device(&mut mallory, &bob, ToDeviceEvent::RoomKey(key()));
+    let err = receive_to_device(&from_mallory, &mut bob, T0).unwrap_err();
+    assert!(matches!(err, Error::SessionConflict), "{err:?}");
+    // The same session with a key for another room is refused too.
+    let mut other_room = key();
+    other_room.room_id = room(99);
+    let moved = to_device(&mut alice, &bob, ToDeviceEvent::RoomKey(other_room));
+    let err = receive_to_device(&moved, &mut bob, T0).unwrap_err();
+    assert!(matches!(err, Error::SessionConflict), "{err:?}");
+    // A key whose bytes do not match its session id is refused.
+    let mut garbled = key();
+    garbled.session_key = vec![0; 229];
+    let bad = to_device(&mut alice, &bob, ToDeviceEvent::RoomKey(garbled));
+    assert!(receive_to_device(&bad, &mut bob, T0).is_err());
+}
+
+#[test]
+fn joiner_gets_the_current_index_only() {
+    let (mut a, b, mut c) = hub_of_three();
+    let two = [a.user(), b.user()];
+    let early: Vec<_> = (0..3)
+        .map(|i| send(&mut a, room(9), &two, &format!("early {i}"), T0 + i))
+        .collect();
+    let three = [a.user(), b.user(), c.user()];
+    let joined = send(&mut a, room(9), &three, "welcome carol", T0 + 10);
+    assert_eq!(joined.rotation, None, "a join does not rotate");
+    assert_eq!(joined.message_index, 3);
+    assert_eq!(
+        body(&deliver(&joined, &mut c, T0 + 10).unwrap()),
+        "welcome carol"
+    );
+    for e in &early {
+        let err = room_err(&mut c, e, T0 + 10);
+        assert!(
+            matches!(err, Error::UnknownMessageIndex { first_known: 3, .. }),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn rotation_after_message_limit_and_age() {
+    let mut a = Device::new("alice");
+    let mut b = Device::new("bob");
+    introduce(&mut a, &mut b);
+    connect(&mut a, &mut b);
+    let members = [a.user(), b.user()];
+    let first = send(&mut a, room(10), &members, "0", T0);
+    for i in 1..ROTATION_MESSAGES {
+        let s = send(&mut a, room(10), &members, "n", T0 + i);
+        assert_eq!(s.rotation, None);
+        assert_eq!(s.session_id, first.session_id);
+    }
+    let next = send(&mut a, room(10), &members, "101st", T0 + 200);
+    assert_eq!(next.rotation, Some(Rotation::MessageLimit));
+    assert_eq!(next.message_index, 0);
+    assert_eq!(shares_for(&next, &b).len(), 1);
+    assert_eq!(body(&deliver(&next, &mut b, T0 + 200).unwrap()), "101st");
+
+    let week = T0 + 200 + ROTATION_PERIOD_MS;
+    let just_before = send(&mut a, room(10), &members, "6d23h", week - 1);
+    assert_eq!(just_before.rotation, None);
+    let aged = send(&mut a, room(10), &members, "a week on", week);
+    assert_eq!(aged.rotation, Some(Rotation::Age));
+    assert_ne!(aged.session_id, next.session_id);
+}
+
+#[test]
+fn late_room_key_releases_held_messages() {
+    let (mut alice, mut bob) = pair();
+    let members = [alice.user(), bob.user()];
+    let m1 = send(&mut alice, room(11), &members, "first", T0);
+    let m2 = send(&mut alice, room(11), &members, "second", T0 + 1);
+    // The messages arrive before the key.
+    for m in [&m1, &m2] {
+        let err = room_err(&mut bob, m, T0 + 2);
+        assert!(
+            matches!(err, Error::MissingRoomKey { held: true }),
+            "{err:?}"
+        );
+    }
+    // Held messages survive a restart.
+    let mut bob = bob.restart(true);
+    let got = receive_to_device(shares_for(&m1, &bob)[0], &mut bob, T0 + 3).unwrap();
+    assert!(matches!(got.content, ToDeviceContent::RoomKey { .. }));
+    let texts: Vec<String> = got
+        .released
+        .iter()
+        .map(|r| body(r.as_ref().unwrap()))
+        .collect();
+    assert_eq!(texts, ["first", "second"]);
+    // Released means decrypted: a second delivery is a replay.
+    let err = room_err(&mut bob, &m2, T0 + 4);
+    assert!(matches!(err, Error::Replay { .. }), "{err:?}");
+}
+
+#[test]
+fn unclean_restart_discards_outbound_sessions_clean_restart_keeps_them() {
+    let mut a = Device::new("alice");
+    let mut b = Device::new("bob");
+    introduce(&mut a, &mut b);
+    connect(&mut a, &mut b);
+    let members = [a.user(), b.user()];
+    let first = send(&mut a, room(12), &members, "before", T0);
+
+    let mut a = a.restart(true);
+    assert!(!a.machine.started_unclean());
+    let kept = send(&mut a, room(12), &members, "after clean restart", T0 + 1);
+    assert_eq!(kept.session_id, first.session_id);
+    assert_eq!(kept.message_index, 1);
+
+    let mut a = a.restart(false);
+    assert!(a.machine.started_unclean());
+    let fresh = send(&mut a, room(12), &members, "after crash", T0 + 2);
+    assert_eq!(fresh.rotation, Some(Rotation::New));
+    assert_ne!(fresh.session_id, first.session_id);
+    // Bob reads all three.
+    for m in [&first, &kept, &fresh] {
+        deliver(m, &mut b, T0 + 3).unwrap();
+    }
+}
+
+#[test]
+fn one_time_keys_are_signed_distinct_and_checked() {
+    let mut alice = Device::new("alice");
+    let mut bob = Device::new("bob");
+    let mut eve = Device::new("eve");
+    introduce(&mut alice, &mut bob);
+
+    let keys = bob.machine.claim_one_time_keys(50, ts(T0)).unwrap();
+    let more = bob.machine.claim_one_time_keys(50, ts(T0)).unwrap();
+    let mut all: Vec<[u8; 32]> = keys
+        .iter()
+        .chain(&more)
+        .map(|k| k.decode_body().unwrap().key)
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 100, "every key is handed out once");
+    assert!(bob.machine.claim_one_time_keys(51, ts(T0)).is_err());
+
+    // A key with a broken signature, or one signed by another device, is refused.
+    let mut bad = keys[0].clone();
+    bad.signature[10] ^= 1;
+    let err = alice
+        .machine
+        .create_outbound_session(&bob.device_id(), &bad, ts(T0))
+        .unwrap_err();
+    assert!(matches!(err, Error::BadSignature { .. }), "{err:?}");
+    let eves = eve
+        .machine
+        .claim_one_time_keys(1, ts(T0))
+        .unwrap()
+        .remove(0);
+    let err = alice
+        .machine
+        .create_outbound_session(&bob.device_id(), &eves, ts(T0))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidRecord { .. }), "{err:?}");
+    // A device Alice does not know.
+    let err = alice
+        .machine
+        .create_outbound_session(&eve.device_id(), &eves, ts(T0))
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownDevice { .. }), "{err:?}");
+    // A genuine key works, and the session carries a room key.
+    alice
+        .machine
+        .create_outbound_session(&bob.device_id(), &keys[1], ts(T0))
+        .unwrap();
+    let members = [alice.user(), bob.user()];
+    let sent = send(&mut alice, room(13), &members, "ok", T0);
+    assert_eq!(body(&deliver(&sent, &mut bob, T0).unwrap()), "ok");
+    let _ = &mut eve;
+}
+
+#[test]
+fn fallback_key_is_stable_for_a_week_then_replaced_and_works() {
+    let mut alice = Device::new("alice");
+    let mut bob = Device::new("bob");
+    introduce(&mut alice, &mut bob);
+    let f1 = bob.machine.fallback_key(ts(T0)).unwrap();
+    assert!(f1.decode_body().unwrap().fallback);
+    assert_eq!(bob.machine.fallback_key(ts(T0 + 1000)).unwrap(), f1);
+    let f2 = bob
+        .machine
+        .fallback_key(ts(T0 + safemeet_crypto::machine::FALLBACK_KEY_MAX_AGE_MS))
+        .unwrap();
+    assert_ne!(f2, f1);
+    // Sessions can start from the current fallback key, and from the
+    // previous one while messages set up with it are in flight.
+    for (i, key) in [&f2, &f1].into_iter().enumerate() {
+        let mut a = Device::new("alice");
+        introduce(&mut a, &mut bob);
+        a.machine
+            .create_outbound_session(&bob.device_id(), key, ts(T0))
+            .unwrap();
+        let members = [a.user(), bob.user()];
+        let sent = send(&mut a, room(14 + i as u8), &members, "fb", T0);
+        assert_eq!(body(&deliver(&sent, &mut bob, T0).unwrap()), "fb");
+    }
+    let _ = &mut alice;
+}
+
+#[test]
+fn a_broken_olm_session_is_replaced_and_keys_reshared() {
+    let (mut alice, mut bob) = pair();
+    let members = [alice.user(), bob.user()];
+    let m1 = send(&mut alice, room(15), &members, "one", T0);
+    deliver(&m1, &mut bob, T0).unwrap();
+    // Bob answers so Alice's next Olm messages are normal messages.
+    let r = send(&mut bob, room(15), &members, "re", T0 + 1);
+    deliver(&r, &mut alice, T0 + 1).unwrap();
+
+    // A normal message on the session that does not decrypt: the session is broken.
+    let out = to_device(&mut alice, &bob, ToDeviceEvent::NewSession);
+    let mut env = to_device_envelope(&out);
+    assert_eq!(env.kind, OlmMessageKind::Normal);
+    let last = env.ciphertext.len() - 1;
+    env.ciphertext[last] ^= 1;
+    assert!(bob.machine.decrypt_to_device(&env, ts(T0 + 2)).is_err());
+    assert_eq!(
+        bob.machine.take_devices_needing_session(),
+        vec![alice.device_id()]
+    );
+    // Asked once per interval only.
+    assert!(bob.machine.decrypt_to_device(&env, ts(T0 + 3)).is_err());
+    assert!(bob.machine.take_devices_needing_session().is_empty());
+
+    // Bob opens a new session and announces it.
+    connect(&mut bob, &mut alice);
+    let hello = to_device(&mut bob, &alice, ToDeviceEvent::NewSession);
+    let got = receive_to_device(&hello, &mut alice, T0 + 4).unwrap();
+    assert!(matches!(got.content, ToDeviceContent::NewSession));
+    // Alice's next room message re-shares the room key over the new session.
+    let m2 = send(&mut alice, room(15), &members, "two", T0 + 5);
+    assert_eq!(m2.rotation, None);
+    assert_eq!(shares_for(&m2, &bob).len(), 1);
+    assert_eq!(body(&deliver(&m2, &mut bob, T0 + 5).unwrap()), "two");
+}
+
+#[test]
+fn outbox_holds_every_committed_frame_until_removed() {
+    let (mut alice, bob) = pair();
+    let members = [alice.user(), bob.user()];
+    let sent = send(&mut alice, room(16), &members, "queued", T0);
+    let items = alice.machine.outbox(None, 100).unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0].1.frame, sent.key_shares[0].frame);
+    assert_eq!(items[1].1.frame, sent.message.frame);
+    alice
+        .machine
+        .remove_from_outbox(&[items[0].0, items[1].0])
+        .unwrap();
+    assert!(alice.machine.outbox(None, 100).unwrap().is_empty());
+}
+
+#[test]
+fn no_plaintext_in_the_store() {
+    let (mut alice, mut bob) = pair();
+    let secret = "the eagle lands at midnight";
+    let members = [alice.user(), bob.user()];
+    let sent = send(&mut alice, room(17), &members, secret, T0);
+    deliver(&sent, &mut bob, T0).unwrap();
+    for d in [&alice.backend, &bob.backend] {
+        for ks in safemeet_store::Keyspace::ALL {
+            use safemeet_store::Store;
+            for (k, v) in d.scan(ks, &[], None, usize::MAX).unwrap() {
+                for hay in [&k, &v] {
+                    assert!(!hay.windows(secret.len()).any(|w| w == secret.as_bytes()));
+                    assert!(
+                        !hay.windows(32)
+                            .any(|w| w == alice.user().as_bytes() || w == bob.user().as_bytes())
+                    );
+                }
+            }
+        }
+    }
+}
+
+mod random_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_envelopes_never_panic(
+            session_id in any::<[u8; 32]>(),
+            ciphertext in proptest::collection::vec(any::<u8>(), 0..600),
+            pre in any::<bool>(),
+        ) {
+            let mut bob = Device::new("bob");
+            let room_env = RoomEnvelope { topic: [0; 32], session_id, ciphertext: ciphertext.clone() };
+            prop_assert!(bob.machine.decrypt_room(&room_env, ts(T0)).is_err());
+            let kind = if pre { OlmMessageKind::PreKey } else { OlmMessageKind::Normal };
+            let td = ToDeviceEnvelope { kind, session_id, ciphertext };
+            prop_assert!(bob.machine.decrypt_to_device(&td, ts(T0)).is_err());
+        }
+
+        #[test]
+        fn mutated_genuine_envelopes_never_panic(
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in any::<usize>(),
+        ) {
+            let mut alice = Device::new("alice");
+            let mut bob = Device::new("bob");
+            introduce(&mut alice, &mut bob);
+            connect(&mut alice, &mut bob);
+            let members = [alice.user(), bob.user()];
+            let sent = send(&mut alice, room(1), &members, "x", T0);
+            let mut share = to_device_envelope(&sent.key_shares[0]);
+            let mut env = room_envelope(&sent.message);
+            for (i, b) in &flips {
+                let n = share.ciphertext.len();
+                share.ciphertext[i % n] ^= b | 1;
+                let n = env.ciphertext.len();
+                env.ciphertext[i % n] ^= b | 1;
+            }
+            let _ = bob.machine.decrypt_to_device(&share, ts(T0));
+            let _ = bob.machine.decrypt_room(&env, ts(T0));
+            env.ciphertext.truncate(cut % (env.ciphertext.len() + 1));
+            let _ = bob.machine.decrypt_room(&env, ts(T0));
+            // A frame is checked too.
+            let frame = Envelope::Room(env).to_frame().unwrap();
+            let _ = Envelope::from_frame(&frame[..cut % frame.len()]);
+            let _ = codec::encode(&share);
+        }
+    }
+}
+
+/// Runs a SAS verification between two machines over their Olm channel.
+fn verify_over_olm(alice: &mut Device, bob: &mut Device) -> (String, String) {
+    use safemeet_crypto::verification::SasFlow;
+    let send_step =
+        |from: &mut Device, to: &Device, v| to_device(from, to, ToDeviceEvent::Verification(v));
+    let recv_step = |to: &mut Device, out| match receive_to_device(&out, to, T0).unwrap().content {
+        ToDeviceContent::Verification(v) => v,
+        other => panic!("expected a verification step, got {other:?}"),
+    };
+    let bob_identity = alice.machine.device_identity(&bob.device_id()).unwrap();
+    let (mut a_flow, start) = SasFlow::start(alice.machine.own_identity(), bob_identity);
+    let out = send_step(alice, bob, start);
+    let start = recv_step(bob, out);
+    let alice_identity = bob.machine.device_identity(&alice.device_id()).unwrap();
+    let (mut b_flow, accept) =
+        SasFlow::respond(bob.machine.own_identity(), alice_identity, &start).unwrap();
+    let mut to_alice = Some(send_step(bob, alice, accept));
+    let mut to_bob = None;
+    while to_alice.is_some() || to_bob.is_some() {
+        if let Some(out) = to_alice.take() {
+            let step = recv_step(alice, out);
+            if let Some(reply) = a_flow.receive(&step).unwrap() {
+                to_bob = Some(send_step(alice, bob, reply));
+            }
+        }
+        if let Some(out) = to_bob.take() {
+            let step = recv_step(bob, out);
+            if let Some(reply) = b_flow.receive(&step).unwrap() {
+                to_alice = Some(send_step(bob, alice, reply));
+            }
+        }
+    }
+    let shown = (
+        a_flow.short_auth_string().unwrap().to_string(),
+        b_flow.short_auth_string().unwrap().to_string(),
+    );
+    // Both users see the same string and confirm.
+    let a_mac = a_flow.confirm().unwrap();
+    let b_mac = b_flow.confirm().unwrap();
+    let out = send_step(alice, bob, a_mac);
+    let step = recv_step(bob, out);
+    assert!(b_flow.receive(&step).unwrap().is_none());
+    let out = send_step(bob, alice, b_mac);
+    let step = recv_step(alice, out);
+    assert!(a_flow.receive(&step).unwrap().is_none());
+    alice.machine.mark_verified(&a_flow, ts(T0)).unwrap();
+    bob.machine.mark_verified(&b_flow, ts(T0)).unwrap();
+    shown
+}
+
+#[test]
+fn sas_over_olm_marks_devices_verified() {
+    let (mut alice, mut bob) = pair();
+    let members = [alice.user(), bob.user()];
+    // Establish the session both ways first.
+    let m = send(&mut alice, room(20), &members, "before", T0);
+    assert_eq!(
+        deliver(&m, &mut bob, T0).unwrap().sender.trust,
+        DeviceTrust::Unverified
+    );
+    assert_eq!(
+        alice
+            .machine
+            .device(&bob.device_id())
+            .unwrap()
+            .unwrap()
+            .trust,
+        DeviceTrust::Unverified
+    );
+
+    let (a_sees, b_sees) = verify_over_olm(&mut alice, &mut bob);
+    assert_eq!(a_sees, b_sees);
+    assert_eq!(
+        alice
+            .machine
+            .device(&bob.device_id())
+            .unwrap()
+            .unwrap()
+            .trust,
+        DeviceTrust::Verified
+    );
+    // Messages now carry the verified state, also after a restart.
+    let mut bob = bob.restart(true);
+    let m = send(&mut alice, room(20), &members, "after", T0 + 1);
+    assert_eq!(
+        deliver(&m, &mut bob, T0 + 1).unwrap().sender.trust,
+        DeviceTrust::Verified
+    );
+}
+
+#[test]
+fn an_unfinished_or_foreign_verification_marks_nothing() {
+    use safemeet_crypto::verification::SasFlow;
+    let mut alice = Device::new("alice");
+    let mut bob = Device::new("bob");
+    let carol = Device::new("carol");
+    introduce(&mut alice, &mut bob);
+    let bob_identity = alice.machine.device_identity(&bob.device_id()).unwrap();
+    let (flow, _) = SasFlow::start(alice.machine.own_identity(), bob_identity);
+    assert!(alice.machine.mark_verified(&flow, ts(T0)).is_err());
+    // Carol is unknown to Alice: no identity to verify against.
+    let err = alice
+        .machine
+        .device_identity(&carol.device_id())
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownDevice { .. }), "{err:?}");
+    assert_eq!(
+        alice
+            .machine
+            .device(&bob.device_id())
+            .unwrap()
+            .unwrap()
+            .trust,
+        DeviceTrust::Unverified
+    );
+}
+
+/// Sends `event` from one device to another over Olm, committed.
+fn to_device(
+    from: &mut Device,
+    to: &Device,
+    event: ToDeviceEvent,
+) -> safemeet_crypto::machine::Outgoing {
+    let batch = from.machine.store().batch();
+    from.machine
+        .encrypt_to_device(to.user(), to.device_id(), event, batch, b"")
+        .unwrap()
+}
+
+/// Decrypting the room message of `sent` fails: the error.
+fn room_err(to: &mut Device, sent: &safemeet_crypto::machine::RoomSend, now: u64) -> Error {
+    to.machine
+        .decrypt_room(&room_envelope(&sent.message), ts(now))
+        .unwrap_err()
+}
