@@ -27,3 +27,30 @@ fn device_certificates_example_refuses_every_forgery() {
         "{stdout}"
     );
 }
+
+#[test]
+fn room_encryption_example_locks_out_the_member_who_left() {
+    let out = Command::new(env!("CARGO_BIN_EXE_room-encryption"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "example failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("bob   reads \"Hello, both of you\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("carol reads \"Hello, both of you\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("bob   reads \"Carol has left\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("carol cannot read it"), "{stdout}");
+    assert!(stdout.contains("RecipientRemoved"), "{stdout}");
+}
