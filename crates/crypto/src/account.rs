@@ -20,11 +20,17 @@ use crate::certificate::{self, Verified};
 use crate::identity::{DeviceKeys, MasterKey};
 
 /// Largest account record accepted from the store.
-const MAX_ACCOUNT_RECORD_BYTES: usize = 256 * 1024;
+/// vodozemac keeps up to 5 000 one-time keys (about 125 bytes each in a pickle).
+const MAX_ACCOUNT_RECORD_BYTES: usize = 2 * 1024 * 1024;
 
 /// A user's account as held by one of its devices.
+///
+/// Only the user's first device holds the master key. A linked device gets
+/// its certificate and the device list but not the key, so a device that is
+/// later revoked cannot sign itself back into the list.
 pub struct Account {
-    master: MasterKey,
+    user: UserId,
+    master: Option<MasterKey>,
     device: DeviceKeys,
     certificate: Verified<DeviceCertificate>,
     device_list: Verified<DeviceList>,
@@ -43,6 +49,20 @@ impl fmt::Debug for Account {
 /// The stored form. Every field is zeroized on drop.
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 struct AccountRecord {
+    version: u8,
+    user_id: [u8; 32],
+    master_secret: Option<[u8; 32]>,
+    olm_pickle: String,
+    libp2p_keypair: Vec<u8>,
+    mailbox_secret: [u8; 32],
+    certificate: Vec<u8>,
+    device_list: Vec<u8>,
+    profile: Vec<u8>,
+}
+
+/// Version 1 of the stored form: every device held the master key.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+struct AccountRecordV1 {
     version: u8,
     master_secret: [u8; 32],
     olm_pickle: String,
@@ -93,14 +113,24 @@ impl Account {
             certificate: certificate::verify_device_certificate(&cert, &user)?,
             device_list: certificate::verify_device_list(&list, &user, None)?,
             profile: certificate::verify_profile(&profile, &user, None)?,
-            master,
+            user,
+            master: Some(master),
             device,
         })
     }
 
     /// The user id.
     pub fn user_id(&self) -> UserId {
-        self.master.user_id()
+        self.user
+    }
+
+    /// True on the device that holds the master key (the user's first).
+    pub fn has_master_key(&self) -> bool {
+        self.master.is_some()
+    }
+
+    fn master(&self) -> Result<&MasterKey, Error> {
+        self.master.as_ref().ok_or(Error::NoMasterKey)
     }
 
     /// This device's id.
@@ -150,16 +180,18 @@ impl Account {
 
     /// Creates the keys and certificate of a new device of this user and
     /// publishes a device list that holds it. Returns the new device's
-    /// account; this device's list is updated too. (Moving the new account
-    /// to the new device is the device-link handshake's job.)
+    /// account, without the master key; this device's list is updated too.
+    /// (Moving the new account to the new device is the device-link
+    /// handshake's job.) Only the device with the master key can do this.
     pub fn link_new_device(&mut self, now: Timestamp) -> Result<Account, Error> {
         let device = DeviceKeys::generate();
-        let cert = certificate::issue_device_certificate(&self.master, &device, now)?;
+        let cert = certificate::issue_device_certificate(self.master()?, &device, now)?;
         let mut entries = self.device_list.devices.clone();
         entries.push(certificate::active_entry(&cert)?);
         self.publish_device_list(entries, now)?;
         Ok(Account {
-            master: MasterKey::from_secret_bytes(&self.master.secret_bytes()),
+            user: self.user,
+            master: None,
             certificate: certificate::verify_device_certificate(&cert, &self.user_id())?,
             device,
             device_list: self.device_list.clone(),
@@ -168,7 +200,7 @@ impl Account {
     }
 
     /// Marks `device` revoked in a new version of the device list. A device
-    /// cannot revoke itself.
+    /// cannot revoke itself; only the device with the master key can revoke.
     pub fn revoke_device(&mut self, device: DeviceId, now: Timestamp) -> Result<(), Error> {
         let mismatch = |reason| Error::InvalidRecord {
             what: "device list",
@@ -225,7 +257,7 @@ impl Account {
                 what: "device list",
                 reason: "counter exhausted",
             })?;
-        let list = certificate::issue_device_list(&self.master, counter, entries, now)?;
+        let list = certificate::issue_device_list(self.master()?, counter, entries, now)?;
         self.device_list =
             certificate::verify_device_list(&list, &self.user_id(), Some(&self.device_list))?;
         Ok(())
@@ -238,8 +270,9 @@ impl Account {
                 .map_err(|e| safemeet_proto::EncodeError::Serialize(e.to_string()))?,
         );
         let record = AccountRecord {
-            version: 1,
-            master_secret: *self.master.secret_bytes(),
+            version: 2,
+            user_id: *self.user.as_bytes(),
+            master_secret: self.master.as_ref().map(|m| *m.secret_bytes()),
             olm_pickle: pickle.to_string(),
             libp2p_keypair: self
                 .device
@@ -258,14 +291,41 @@ impl Account {
     /// every signed record, that every device key matches the certificate,
     /// and that the device list holds this certificate as active.
     pub fn from_record(bytes: &[u8]) -> Result<Self, Error> {
-        let record: AccountRecord = codec::decode(bytes, MAX_ACCOUNT_RECORD_BYTES)?;
-        if record.version != 1 {
-            return Err(Error::UnsupportedVersion {
+        let record: AccountRecord = match bytes.first() {
+            Some(1) => {
+                let v1: AccountRecordV1 = codec::decode(bytes, MAX_ACCOUNT_RECORD_BYTES)?;
+                let master = MasterKey::from_secret_bytes(&v1.master_secret);
+                AccountRecord {
+                    version: 2,
+                    user_id: *master.user_id().as_bytes(),
+                    master_secret: Some(v1.master_secret),
+                    olm_pickle: v1.olm_pickle.clone(),
+                    libp2p_keypair: v1.libp2p_keypair.clone(),
+                    mailbox_secret: v1.mailbox_secret,
+                    certificate: v1.certificate.clone(),
+                    device_list: v1.device_list.clone(),
+                    profile: v1.profile.clone(),
+                }
+            }
+            Some(2) => codec::decode(bytes, MAX_ACCOUNT_RECORD_BYTES)?,
+            other => {
+                return Err(Error::UnsupportedVersion {
+                    what: "account record",
+                    version: other.copied().unwrap_or(0),
+                });
+            }
+        };
+        let user = UserId::from_bytes(record.user_id);
+        let master = record
+            .master_secret
+            .as_ref()
+            .map(MasterKey::from_secret_bytes);
+        if master.as_ref().is_some_and(|m| m.user_id() != user) {
+            return Err(Error::InvalidRecord {
                 what: "account record",
-                version: record.version,
+                reason: "the master key is not the user's",
             });
         }
-        let master = MasterKey::from_secret_bytes(&record.master_secret);
         let pickle: AccountPickle = serde_json::from_str(&record.olm_pickle)
             .map_err(|e| safemeet_proto::DecodeError::Malformed(e.to_string()))?;
         let device = DeviceKeys {
@@ -274,7 +334,6 @@ impl Account {
                 .map_err(|e| safemeet_proto::DecodeError::Malformed(e.to_string()))?,
             mailbox: Ed25519SecretKey::from_slice(&record.mailbox_secret),
         };
-        let user = master.user_id();
         let certificate = certificate::verify_device_certificate(
             &Signed::from_bytes(&record.certificate)?,
             &user,
@@ -314,11 +373,73 @@ impl Account {
         let profile =
             certificate::verify_profile(&Signed::from_bytes(&record.profile)?, &user, None)?;
         Ok(Self {
+            user,
             master,
             device,
             certificate,
             device_list,
             profile,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+    use super::*;
+
+    fn alice() -> Account {
+        Account::create(
+            Username::new("alice").unwrap(),
+            DisplayName::new("Alice").unwrap(),
+            vec![],
+            Timestamp::from_millis(1_700_000_000_000).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn version_1_records_still_open() {
+        let account = alice();
+        let v2 = Account::from_record(&account.to_record().unwrap()).unwrap();
+        let v1 = AccountRecordV1 {
+            version: 1,
+            master_secret: *account.master().unwrap().secret_bytes(),
+            olm_pickle: serde_json::to_string(&account.device.olm.pickle()).unwrap(),
+            libp2p_keypair: account.device.libp2p.to_protobuf_encoding().unwrap(),
+            mailbox_secret: *account.device.mailbox.to_bytes(),
+            certificate: account.certificate().to_bytes().unwrap(),
+            device_list: account.device_list().signed().to_bytes().unwrap(),
+            profile: account.profile().signed().to_bytes().unwrap(),
+        };
+        let bytes = codec::encode_secret(&v1, MAX_ACCOUNT_RECORD_BYTES).unwrap();
+        let opened = Account::from_record(&bytes).unwrap();
+        assert_eq!(opened.user_id(), account.user_id());
+        assert_eq!(opened.device_id(), v2.device_id());
+        assert!(opened.has_master_key());
+    }
+
+    #[test]
+    fn a_linked_device_record_has_no_master_key() {
+        let mut first = alice();
+        let second = first
+            .link_new_device(Timestamp::from_millis(1_700_000_000_001).unwrap())
+            .unwrap();
+        let reopened = Account::from_record(&second.to_record().unwrap()).unwrap();
+        assert!(!reopened.has_master_key());
+        assert_eq!(reopened.user_id(), first.user_id());
+        assert_eq!(reopened.device_list().counter, 2);
+    }
+
+    #[test]
+    fn unknown_record_versions_are_refused() {
+        let mut bytes = alice().to_record().unwrap().to_vec();
+        bytes[0] = 9;
+        assert!(matches!(
+            Account::from_record(&bytes),
+            Err(Error::UnsupportedVersion { version: 9, .. })
+        ));
+        assert!(Account::from_record(&[]).is_err());
     }
 }

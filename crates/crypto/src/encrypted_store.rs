@@ -66,6 +66,11 @@ impl EncryptedBatch {
     pub fn is_empty(&self) -> bool {
         self.batch.is_empty()
     }
+
+    /// Appends the writes of `other` (applied after this batch's own).
+    pub fn extend(&mut self, other: EncryptedBatch) {
+        self.batch.extend(other.batch);
+    }
 }
 
 fn check_keyspace(keyspace: Keyspace) -> Result<(), Error> {

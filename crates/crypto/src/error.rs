@@ -96,6 +96,9 @@ pub enum Error {
     /// A value could not be encoded.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// Only the device holding the user's master key can do this.
+    #[error("this device does not hold the master key")]
+    NoMasterKey,
     /// The store holds no account.
     #[error("the store holds no account")]
     NoAccount,
@@ -120,6 +123,17 @@ pub enum Error {
         /// The device.
         device: DeviceId,
     },
+    /// No device list of the sender's user is known: add it (from a
+    /// contact's invite, say) before accepting messages from that user.
+    #[error("no device list is known for user {user}")]
+    UnknownSender {
+        /// The user the sender's certificate names.
+        user: safemeet_proto::UserId,
+    },
+    /// A pre-key message names a one-time key this device does not hold
+    /// (used already, or never handed out).
+    #[error("the one-time key of this pre-key message is unknown or used")]
+    MissingOneTimeKey,
     /// The device is not in its user's device list.
     #[error("device {device} is not in its user's device list")]
     UnlistedDevice {

@@ -305,9 +305,11 @@ fn account_record_with_foreign_certificate_is_refused() {
     );
 }
 
-/// The master key inside an account record (its first field after the version byte).
+/// The master key inside an account record: after the version byte, the
+/// 32-byte user id and the option tag.
 fn master_of(record: &[u8]) -> MasterKey {
-    MasterKey::from_secret_bytes(record[1..33].try_into().unwrap())
+    assert_eq!(record[33], 1, "the record holds a master key");
+    MasterKey::from_secret_bytes(record[34..66].try_into().unwrap())
 }
 
 #[test]

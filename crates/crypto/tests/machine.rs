@@ -228,7 +228,10 @@ fn tampered_and_truncated_ciphertext_is_rejected() {
         assert!(
             matches!(
                 err,
-                Error::Decryption { .. } | Error::MissingRoomKey { .. } | Error::Replay { .. }
+                Error::Decryption { .. }
+                    | Error::BadSignature { .. }
+                    | Error::MissingRoomKey { .. }
+                    | Error::Replay { .. }
             ),
             "byte {i}: {err:?}"
         );
@@ -261,11 +264,7 @@ fn forged_senders_are_rejected() {
 
     // 1. Megolm: Mallory's own session, Alice's certificate sealed inside.
     let mut group = GroupSession::new(SessionConfig::version_1());
-    let session_id: [u8; 32] = data_encoding::BASE64_NOPAD
-        .decode(group.session_id().as_bytes())
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let session_id = session_id(&group.session_id());
     let key = RoomKey {
         version: 1,
         room_id: room(7),
@@ -273,8 +272,8 @@ fn forged_senders_are_rejected() {
         first_index: 0,
         session_key: group.session_key().to_bytes(),
     };
-    let share = to_device(&mut mallory, &bob, ToDeviceEvent::RoomKey(key));
-    receive_to_device(&share, &mut bob, T0).unwrap();
+    let share = raw_to_device(&mallory, &mut bob, &sealed_from(&mallory, key));
+    bob.machine.decrypt_to_device(&share, ts(T0)).unwrap();
     let as_alice = |cert: &Signed<DeviceCertificate>, group: &mut GroupSession, lamport| {
         let sealed = Sealed {
             sender: cert.clone(),
@@ -303,42 +302,11 @@ fn forged_senders_are_rejected() {
     assert!(matches!(err, Error::SenderMismatch { .. }), "{err:?}");
 
     // 3. Olm: a fresh session from Mallory's identity key, Alice's certificate inside.
-    let otk = bob
-        .machine
-        .claim_one_time_keys(1, ts(T0))
-        .unwrap()
-        .remove(0);
-    let otk_body = otk.decode_body().unwrap();
-    let bob_cert = bob.machine.account().certificate().decode_body().unwrap();
-    let mut session = mallory
-        .machine
-        .account()
-        .device_keys()
-        .olm
-        .create_outbound_session(
-            vodozemac::olm::SessionConfig::version_1(),
-            vodozemac::Curve25519PublicKey::from_bytes(bob_cert.curve25519_key),
-            vodozemac::Curve25519PublicKey::from_bytes(otk_body.key),
-        )
-        .unwrap();
     let forged = Sealed {
         sender: alice.machine.account().certificate().clone(),
         payload: Payload::ToDevice(ToDeviceEvent::NewSession),
     };
-    let vodozemac::olm::OlmMessage::PreKey(pre) =
-        session.encrypt(forged.encode().unwrap()).unwrap()
-    else {
-        panic!("first message is a pre-key message");
-    };
-    let env = ToDeviceEnvelope {
-        kind: OlmMessageKind::PreKey,
-        session_id: data_encoding::BASE64_NOPAD
-            .decode(session.session_id().as_bytes())
-            .unwrap()
-            .try_into()
-            .unwrap(),
-        ciphertext: pre.to_bytes(),
-    };
+    let env = raw_to_device(&mallory, &mut bob, &forged);
     let err = bob.machine.decrypt_to_device(&env, ts(T0)).unwrap_err();
     assert!(matches!(err, Error::SenderMismatch { .. }), "{err:?}");
 
@@ -350,44 +318,75 @@ fn forged_senders_are_rejected() {
     assert!(matches!(err, Error::BadSignature { .. }), "{err:?}");
 }
 
+/// A member who holds Alice's session key and forwards it as her own does
+/// not capture the session: Alice's messages stay Alice's, and the key cannot
+/// be moved to another room.
 #[test]
-fn a_room_key_cannot_be_claimed_by_another_sender() {
+fn a_forwarded_room_key_does_not_capture_the_session() {
     let mut alice = Device::new("alice");
     let mut bob = Device::new("bob");
     let mut mallory = Device::new("mallory");
     introduce(&mut alice, &mut bob);
     introduce(&mut mallory, &mut bob);
     connect(&mut alice, &mut bob);
-    connect(&mut mallory, &mut bob);
-    // A session whose key both Alice and (having obtained a copy) Mallory hold.
+    let members = [alice.user(), bob.user()];
+    let sent = send(&mut alice, room(8), &members, "mine", T0);
+    // Mallory got a copy of the key (a raw session stands in for it here)
+    // and forwards it before Alice's own share reaches Bob.
     let group = GroupSession::new(SessionConfig::version_1());
-    let key = || RoomKey {
+    let mut alice_group = GroupSession::from_pickle(group.pickle());
+    let key = |room_id| RoomKey {
         version: 1,
-        room_id: room(8),
-        session_id: data_encoding::BASE64_NOPAD
-            .decode(group.session_id().as_bytes())
-            .unwrap()
-            .try_into()
-            .unwrap(),
+        room_id,
+        session_id: session_id(&group.session_id()),
         first_index: 0,
         session_key: group.session_key().to_bytes(),
     };
-    let from_alice = to_device(&mut alice, &bob, ToDeviceEvent::RoomKey(key()));
-    receive_to_device(&from_alice, &mut bob, T0).unwrap();
-    let from_mallory = to_device(&mut mallory, &bob, ToDeviceEvent::RoomKey(key()));
-    let err = receive_to_device(&from_mallory, &mut bob, T0).unwrap_err();
+    let forwarded = raw_to_device(&mallory, &mut bob, &sealed_from(&mallory, key(room(8))));
+    bob.machine.decrypt_to_device(&forwarded, ts(T0)).unwrap();
+    let own = raw_to_device(&alice, &mut bob, &sealed_from(&alice, key(room(8))));
+    bob.machine.decrypt_to_device(&own, ts(T0)).unwrap();
+    let by_alice = Sealed {
+        sender: alice.machine.account().certificate().clone(),
+        payload: Payload::Room(RoomEvent {
+            room_id: room(8),
+            sender: alice.user(),
+            sender_device: alice.device_id(),
+            lamport: 1,
+            ts: ts(T0),
+            content: text("really alice"),
+        }),
+    };
+    let env = RoomEnvelope {
+        topic: [9; 32],
+        session_id: session_id(&group.session_id()),
+        ciphertext: alice_group.encrypt(by_alice.encode().unwrap()).to_bytes(),
+    };
+    let got = bob.machine.decrypt_room(&env, ts(T0)).unwrap();
+    assert_eq!(got.sender.user_id, alice.user());
+    assert_eq!(body(&got), "really alice");
+    // The same session offered for another room is refused.
+    let moved = raw_to_device(&mallory, &mut bob, &sealed_from(&mallory, key(room(99))));
+    let err = bob.machine.decrypt_to_device(&moved, ts(T0)).unwrap_err();
     assert!(matches!(err, Error::SessionConflict), "{err:?}");
-    // The same session with a key for another room is refused too.
-    let mut other_room = key();
-    other_room.room_id = room(99);
-    let moved = to_device(&mut alice, &bob, ToDeviceEvent::RoomKey(other_room));
-    let err = receive_to_device(&moved, &mut bob, T0).unwrap_err();
-    assert!(matches!(err, Error::SessionConflict), "{err:?}");
-    // A key whose bytes do not match its session id is refused.
-    let mut garbled = key();
+    // Bytes that are no session key are refused.
+    let mut garbled = key(room(8));
     garbled.session_key = vec![0; 229];
-    let bad = to_device(&mut alice, &bob, ToDeviceEvent::RoomKey(garbled));
-    assert!(receive_to_device(&bad, &mut bob, T0).is_err());
+    let bad = raw_to_device(&mallory, &mut bob, &sealed_from(&mallory, garbled));
+    assert!(bob.machine.decrypt_to_device(&bad, ts(T0)).is_err());
+    // The machine itself never forwards a room key.
+    let err = alice
+        .machine
+        .encrypt_to_device(
+            bob.user(),
+            bob.device_id(),
+            ToDeviceEvent::RoomKey(key(room(8))),
+            alice.machine.store().batch(),
+            b"",
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::UnexpectedPayload), "{err:?}");
+    assert_eq!(body(&deliver(&sent, &mut bob, T0).unwrap()), "mine");
 }
 
 #[test]
@@ -490,10 +489,26 @@ fn unclean_restart_discards_outbound_sessions_clean_restart_keeps_them() {
     let fresh = send(&mut a, room(12), &members, "after crash", T0 + 2);
     assert_eq!(fresh.rotation, Some(Rotation::New));
     assert_ne!(fresh.session_id, first.session_id);
-    // Bob reads all three.
-    for m in [&first, &kept, &fresh] {
-        deliver(m, &mut b, T0 + 3).unwrap();
-    }
+    // The Olm session from before the crash is not used for sending either
+    // (its last ratchet step may be lost): Bob is owed the key.
+    assert_eq!(fresh.no_session, vec![(b.user(), b.device_id())]);
+    assert!(fresh.key_shares.is_empty());
+    assert!(!a.machine.has_session(&b.device_id()).unwrap());
+    // A new session: the next message shares the key from the first index
+    // Bob was owed, so he reads both.
+    connect(&mut a, &mut b);
+    let next = send(&mut a, room(12), &members, "with a new session", T0 + 3);
+    assert_eq!(next.session_id, fresh.session_id);
+    assert_eq!(shares_for(&next, &b).len(), 1);
+    assert_eq!(
+        body(&deliver(&next, &mut b, T0 + 3).unwrap()),
+        "with a new session"
+    );
+    let got: Vec<String> = [&first, &kept, &fresh]
+        .iter()
+        .map(|m| body(&deliver(m, &mut b, T0 + 4).unwrap()))
+        .collect();
+    assert_eq!(got, ["before", "after clean restart", "after crash"]);
 }
 
 #[test]
@@ -840,4 +855,232 @@ fn room_err(to: &mut Device, sent: &safemeet_crypto::machine::RoomSend, now: u64
     to.machine
         .decrypt_room(&room_envelope(&sent.message), ts(now))
         .unwrap_err()
+}
+
+/// A to-device plaintext from `from` carrying a room key.
+fn sealed_from(from: &Device, key: RoomKey) -> Sealed {
+    Sealed {
+        sender: from.machine.account().certificate().clone(),
+        payload: Payload::ToDevice(ToDeviceEvent::RoomKey(key)),
+    }
+}
+
+#[test]
+fn strangers_are_refused_without_costing_a_one_time_key() {
+    let mut alice = Device::new("alice");
+    let mut bob = Device::new("bob");
+    // Alice knows Bob; Bob does not know Alice.
+    let (list, certs) = identity_of(&bob);
+    alice.machine.add_device_list(&list, &certs).unwrap();
+    connect(&mut alice, &mut bob);
+    let sent = send(&mut alice, room(30), &[bob.user()], "hello stranger", T0);
+    let share = to_device_envelope(shares_for(&sent, &bob)[0]);
+    let err = bob.machine.decrypt_to_device(&share, ts(T0)).unwrap_err();
+    assert!(matches!(err, Error::UnknownSender { .. }), "{err:?}");
+    let err = bob
+        .machine
+        .decrypt_room(&room_envelope(&sent.message), ts(T0))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::MissingRoomKey { held: true }),
+        "{err:?}"
+    );
+    // Once Bob accepts Alice's device list, the very same messages work:
+    // the one-time key was not used up by the refusal.
+    let (list, certs) = identity_of(&alice);
+    bob.machine.add_device_list(&list, &certs).unwrap();
+    let got = bob.machine.decrypt_to_device(&share, ts(T0 + 1)).unwrap();
+    let released: Vec<String> = got
+        .released
+        .iter()
+        .map(|r| body(r.as_ref().unwrap()))
+        .collect();
+    assert_eq!(released, ["hello stranger"]);
+}
+
+#[test]
+fn re_encoded_messages_are_refused() {
+    let (mut alice, mut bob) = pair();
+    let members = [alice.user(), bob.user()];
+    let sent = send(&mut alice, room(31), &members, "exact bytes", T0);
+    for share in shares_for(&sent, &bob) {
+        receive_to_device(share, &mut bob, T0).unwrap();
+    }
+    let env = room_envelope(&sent.message);
+    // An unknown protobuf field after the version byte: still parses, and
+    // the MAC and signature cover the re-encoding, not these bytes.
+    let mut padded = env.clone();
+    padded.ciphertext.splice(1..1, [0x28, 0x01]);
+    let err = bob.machine.decrypt_room(&padded, ts(T0)).unwrap_err();
+    assert!(
+        matches!(&err, Error::Decryption { reason, .. } if reason.contains("non-canonical")),
+        "{err:?}"
+    );
+    // The topic is routing data: it does not change the event id.
+    let mut moved = env.clone();
+    moved.topic = [0xee; 32];
+    assert_eq!(
+        safemeet_crypto::machine::event_id(&moved).unwrap(),
+        sent.event_id
+    );
+    assert_eq!(
+        body(&bob.machine.decrypt_room(&env, ts(T0)).unwrap()),
+        "exact bytes"
+    );
+}
+
+#[test]
+fn a_device_reads_its_own_room_messages() {
+    let (mut alice, bob) = pair();
+    let members = [alice.user(), bob.user()];
+    let sent = send(&mut alice, room(32), &members, "echo", T0);
+    let got = alice
+        .machine
+        .decrypt_room(&room_envelope(&sent.message), ts(T0))
+        .unwrap();
+    assert_eq!(body(&got), "echo");
+    assert_eq!(got.sender.device_id, alice.device_id());
+    assert_eq!(got.sender.trust, DeviceTrust::Verified);
+}
+
+#[test]
+fn held_messages_are_bounded_and_expire() {
+    use safemeet_crypto::machine::{HELD_TTL_MS, MAX_HELD_PER_SESSION, MAX_HELD_SESSIONS};
+    let mut bob = Device::new("bob");
+    let envelope = |group: &mut GroupSession| RoomEnvelope {
+        topic: [0; 32],
+        session_id: session_id(&group.session_id()),
+        ciphertext: group.encrypt(b"unreadable").to_bytes(),
+    };
+    // More sessions than may be held: the oldest make room, none is refused.
+    let mut first = GroupSession::new(SessionConfig::version_1());
+    let first_env = envelope(&mut first);
+    let err = bob.machine.decrypt_room(&first_env, ts(T0)).unwrap_err();
+    assert!(
+        matches!(err, Error::MissingRoomKey { held: true }),
+        "{err:?}"
+    );
+    for i in 0..MAX_HELD_SESSIONS as u64 {
+        let mut g = GroupSession::new(SessionConfig::version_1());
+        let err = bob
+            .machine
+            .decrypt_room(&envelope(&mut g), ts(T0 + 1 + i))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::MissingRoomKey { held: true }),
+            "{err:?}"
+        );
+    }
+    // One session cannot hold more than its share.
+    let mut busy = GroupSession::new(SessionConfig::version_1());
+    let mut refused = 0;
+    for _ in 0..MAX_HELD_PER_SESSION + 5 {
+        if let Err(Error::MissingRoomKey { held: false }) = bob
+            .machine
+            .decrypt_room(&envelope(&mut busy), ts(T0 + 1000))
+        {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 5);
+    // After the time to live, held messages are gone: a late key releases nothing.
+    let mut late = GroupSession::new(SessionConfig::version_1());
+    let late_key = late.session_key().to_bytes();
+    let late_env = envelope(&mut late);
+    let _ = bob.machine.decrypt_room(&late_env, ts(T0 + 2000));
+    let mut later = GroupSession::new(SessionConfig::version_1());
+    let _ = bob
+        .machine
+        .decrypt_room(&envelope(&mut later), ts(T0 + 2000 + HELD_TTL_MS));
+    let mut alice = Device::new("alice");
+    introduce(&mut alice, &mut bob);
+    let key = RoomKey {
+        version: 1,
+        room_id: room(33),
+        session_id: session_id(&late.session_id()),
+        first_index: 0,
+        session_key: late_key,
+    };
+    let share = raw_to_device(&alice, &mut bob, &sealed_from(&alice, key));
+    let got = bob
+        .machine
+        .decrypt_to_device(&share, ts(T0 + 3000 + HELD_TTL_MS))
+        .unwrap();
+    assert!(got.released.is_empty());
+}
+
+#[test]
+fn decrypt_with_commits_the_callers_writes_with_the_replay_record() {
+    use safemeet_store::Keyspace;
+    let (mut alice, mut bob) = pair();
+    let members = [alice.user(), bob.user()];
+    let sent = send(&mut alice, room(34), &members, "persist me", T0);
+    for share in shares_for(&sent, &bob) {
+        receive_to_device(share, &mut bob, T0).unwrap();
+    }
+    let env = room_envelope(&sent.message);
+    // The caller's write fails: nothing is recorded, the message can come again.
+    let err = bob
+        .machine
+        .decrypt_room_with(&env, ts(T0), |_| {
+            Err(Error::InvalidRecord {
+                what: "timeline",
+                reason: "disk full",
+            })
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidRecord { .. }), "{err:?}");
+    let store = bob.machine.store().clone();
+    let got = bob
+        .machine
+        .decrypt_room_with(&env, ts(T0), |event| {
+            let mut batch = store.batch();
+            store.batch_put(
+                &mut batch,
+                Keyspace::Timeline,
+                event.event_id.as_bytes(),
+                b"stored",
+            )?;
+            Ok(batch)
+        })
+        .unwrap();
+    assert_eq!(body(&got), "persist me");
+    assert_eq!(
+        store
+            .get(Keyspace::Timeline, sent.event_id.as_bytes())
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        b"stored"
+    );
+    assert!(matches!(
+        bob.machine.decrypt_room(&env, ts(T0)).unwrap_err(),
+        Error::Replay { .. }
+    ));
+}
+
+#[test]
+fn a_linked_device_cannot_sign_device_lists() {
+    let mut first = Device::new("bob");
+    let second_account = first.machine.link_new_device(ts(T0)).unwrap();
+    assert!(!second_account.has_master_key());
+    let mut second =
+        Device::with_account("bob2", &second_account, safemeet_store::MemoryStore::new());
+    let err = second
+        .machine
+        .revoke_device(first.device_id(), ts(T0 + 1))
+        .unwrap_err();
+    assert!(matches!(err, Error::NoMasterKey), "{err:?}");
+    assert!(matches!(
+        second.machine.link_new_device(ts(T0 + 1)).unwrap_err(),
+        Error::NoMasterKey
+    ));
+    // The first device revokes the second; the second accepts nothing
+    // that would leave it revoked.
+    first
+        .machine
+        .revoke_device(second.device_id(), ts(T0 + 2))
+        .unwrap();
+    let (list, _) = identity_of(&first);
+    assert!(second.machine.add_device_list(&list, &[]).is_err());
 }

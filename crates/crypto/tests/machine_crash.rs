@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use safemeet_crypto::EncryptedStore;
 use safemeet_crypto::at_rest::{DataKey, KdfParams, KeyFile, Passphrase, StoreCipher};
 use safemeet_crypto::machine::{CryptoMachine, Destination};
+use safemeet_proto::identity::{OneTimeKey, Signed};
 use safemeet_proto::{Envelope, UserId};
 use safemeet_store::{Batch, Entry, Keyspace, Op, SledConfig, SledStore, Store};
 use support::*;
@@ -109,6 +110,18 @@ fn machine_crash_child() {
     let mut out = std::io::stdout().lock();
     writeln!(out, "UNCLEAN {}", machine.started_unclean()).unwrap();
     out.flush().unwrap();
+    // After an unclean start the old Olm session may not send: open a new
+    // one with the one-time key the parent set aside for this cycle.
+    let keys = std::fs::read_to_string(dir.join("bob-keys")).unwrap();
+    let line = keys.lines().nth(cycle.parse().unwrap()).unwrap();
+    let key: Signed<OneTimeKey> =
+        Signed::from_bytes(&data_encoding::HEXLOWER.decode(line.as_bytes()).unwrap()).unwrap();
+    let bob_device = key.decode_body().unwrap().device_id;
+    if !machine.has_session(&bob_device).unwrap() {
+        machine
+            .create_outbound_session(&bob_device, &key, ts(T0))
+            .unwrap();
+    }
     for i in 0..=count {
         let fatal = i == count;
         if fatal && mode == "before" {
@@ -153,7 +166,8 @@ fn no_index_is_used_twice_across_kills() {
     let cycles: u64 = std::env::var("SAFEMEET_MACHINE_CRASH_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
+        .unwrap_or(12)
+        .min(safemeet_crypto::machine::MAX_KEYS_PER_CLAIM as u64);
     let dir = tempfile::tempdir().unwrap();
 
     // Set up Alice's store on sled, and Bob in memory; Alice opens an Olm
@@ -193,6 +207,14 @@ fn no_index_is_used_twice_across_kills() {
             .unwrap();
         alice.close().unwrap();
     }
+    let keys: Vec<String> = bob
+        .machine
+        .claim_one_time_keys(cycles as usize, ts(T0))
+        .unwrap()
+        .iter()
+        .map(|k| data_encoding::HEXLOWER.encode(&k.to_bytes().unwrap()))
+        .collect();
+    std::fs::write(dir.path().join("bob-keys"), keys.join("\n")).unwrap();
 
     let exe = std::env::current_exe().unwrap();
     let mut sent: Vec<(String, u32)> = Vec::new();

@@ -17,12 +17,9 @@ use crate::{EncryptedBatch, Error};
 pub enum DeviceTrust {
     /// Verified by SAS (or this device itself).
     Verified,
-    /// Listed in its user's signed device list, not verified. Usable, shown
-    /// as unverified.
+    /// Listed in its user's signed device list, not verified (or revoked:
+    /// see [`DeviceInfo::status`]). Usable, shown as unverified.
     Unverified,
-    /// Correctly certified by its user's master key, but no device list of
-    /// that user is known yet.
-    Unlisted,
 }
 
 /// The checked sender of a decrypted message.
@@ -75,13 +72,12 @@ pub(super) struct Entry {
     pub(super) verified_at: Option<Timestamp>,
 }
 
-/// In-memory copies of device records; `None` caches "not in the store".
+/// In-memory copies of device records that exist. (Absent ones are not
+/// cached: ids named by strangers must not grow memory.)
 #[derive(Default)]
 pub(super) struct Cache {
-    pub(super) devices: HashMap<DeviceId, Option<Entry>>,
-    lists: HashMap<UserId, Option<Verified<DeviceList>>>,
-    /// Certificates of unlisted senders whose signature was already checked.
-    unlisted: HashMap<DeviceId, Verified<DeviceCertificate>>,
+    pub(super) devices: HashMap<DeviceId, Entry>,
+    lists: HashMap<UserId, Verified<DeviceList>>,
 }
 
 fn listed_status(list: &DeviceList, device: &DeviceId) -> Option<(DeviceStatus, [u8; 32])> {
@@ -94,23 +90,21 @@ fn listed_status(list: &DeviceList, device: &DeviceId) -> Option<(DeviceStatus, 
 impl<S: Store> CryptoMachine<S> {
     pub(super) fn load_device(&mut self, id: &DeviceId) -> Result<Option<&Entry>, Error> {
         if !self.devices.devices.contains_key(id) {
-            let entry = match self.store.get(Keyspace::Devices, &name::device(id))? {
-                Some(bytes) => {
-                    let rec: DeviceRecord = records::decode(&bytes, "device record")?;
-                    let signed: Signed<DeviceCertificate> = Signed::from_bytes(&rec.certificate)?;
-                    let claimed = signed.decode_body()?.user_id;
-                    let cert = certificate::verify_device_certificate(&signed, &claimed)?;
-                    Some(Entry {
-                        cert_hash: certificate::certificate_hash(&signed)?,
-                        cert,
-                        verified_at: rec.verified_at,
-                    })
-                }
-                None => None,
+            let Some(bytes) = self.store.get(Keyspace::Devices, &name::device(id))? else {
+                return Ok(None);
+            };
+            let rec: DeviceRecord = records::decode(&bytes, "device record")?;
+            let signed: Signed<DeviceCertificate> = Signed::from_bytes(&rec.certificate)?;
+            let claimed = signed.decode_body()?.user_id;
+            let cert = certificate::verify_device_certificate(&signed, &claimed)?;
+            let entry = Entry {
+                cert_hash: certificate::certificate_hash(&signed)?,
+                cert,
+                verified_at: rec.verified_at,
             };
             self.devices.devices.insert(*id, entry);
         }
-        Ok(self.devices.devices.get(id).and_then(Option::as_ref))
+        Ok(self.devices.devices.get(id))
     }
 
     pub(super) fn load_list(
@@ -121,20 +115,16 @@ impl<S: Store> CryptoMachine<S> {
             return Ok(Some(self.account.device_list()));
         }
         if !self.devices.lists.contains_key(user) {
-            let list = match self
+            let Some(bytes) = self
                 .store
                 .get(Keyspace::Devices, &name::device_list(user))?
-            {
-                Some(bytes) => Some(certificate::verify_device_list(
-                    &Signed::from_bytes(&bytes)?,
-                    user,
-                    None,
-                )?),
-                None => None,
+            else {
+                return Ok(None);
             };
+            let list = certificate::verify_device_list(&Signed::from_bytes(&bytes)?, user, None)?;
             self.devices.lists.insert(*user, list);
         }
-        Ok(self.devices.lists.get(user).and_then(Option::as_ref))
+        Ok(self.devices.lists.get(user))
     }
 
     /// Accepts a signed device list of some user (this one included) with
@@ -201,8 +191,10 @@ impl<S: Store> CryptoMachine<S> {
             ..DeviceListUpdate::default()
         };
         for (cert, hash) in checked {
+            // A verification covers exactly one certificate: any change of
+            // the device's keys needs a new one.
             let verified_at = match self.load_device(&cert.device_id)? {
-                Some(old) if old.cert.ed25519_key == cert.ed25519_key => old.verified_at,
+                Some(old) if old.cert_hash == hash => old.verified_at,
                 _ => None,
             };
             let rec = DeviceRecord {
@@ -216,14 +208,13 @@ impl<S: Store> CryptoMachine<S> {
                 &name::device(&cert.device_id),
                 &records::encode(&rec)?,
             )?;
-            self.devices.unlisted.remove(&cert.device_id);
             self.devices.devices.insert(
                 cert.device_id,
-                Some(Entry {
+                Entry {
                     cert,
                     cert_hash: hash,
                     verified_at,
-                }),
+                },
             );
         }
         for e in &verified.devices {
@@ -259,7 +250,7 @@ impl<S: Store> CryptoMachine<S> {
             &list.to_bytes()?,
         )?;
         if !own {
-            self.devices.lists.insert(user, Some(verified));
+            self.devices.lists.insert(user, verified);
         }
         Ok(update)
     }
@@ -279,9 +270,8 @@ impl<S: Store> CryptoMachine<S> {
             .and_then(|l| listed_status(l, id))
             .map(|(s, _)| s);
         let trust = match (status, verified_at) {
-            (None, _) => DeviceTrust::Unlisted,
-            (Some(_), Some(_)) => DeviceTrust::Verified,
-            (Some(_), None) => DeviceTrust::Unverified,
+            (Some(DeviceStatus::Active), Some(_)) => DeviceTrust::Verified,
+            _ => DeviceTrust::Unverified,
         };
         Ok(Some(DeviceInfo {
             user_id: user,
@@ -294,8 +284,10 @@ impl<S: Store> CryptoMachine<S> {
     }
 
     /// Checks a sealed sender certificate: it verifies under the master key
-    /// it names, and if that user's device list is known, the device is
-    /// active in it with exactly this certificate.
+    /// it names, that user's device list is known, and the device is active
+    /// in it with exactly this certificate. Senders whose device list is
+    /// unknown are refused, so strangers cannot make this device keep
+    /// sessions, keys or records for them.
     pub(super) fn check_sender(
         &mut self,
         signed: &Signed<DeviceCertificate>,
@@ -308,47 +300,39 @@ impl<S: Store> CryptoMachine<S> {
         }
         let claimed = signed.decode_body()?;
         let device = claimed.device_id;
-        // Fast path: the certificate we already hold for this device.
-        let known = match self.load_device(&device)? {
-            Some(e) if e.cert.signed() == signed => Some((e.cert.clone(), e.verified_at)),
-            _ => None,
-        };
-        let (cert, verified_at) = match known {
-            Some(k) => k,
-            None => match self.devices.unlisted.get(&device) {
-                Some(c) if c.signed() == signed => (c.clone(), None),
-                _ => (
-                    certificate::verify_device_certificate(signed, &claimed.user_id)?,
-                    None,
-                ),
-            },
-        };
-        let listed = self
-            .load_list(&cert.user_id)?
+        let status = self
+            .load_list(&claimed.user_id)?
             .map(|l| listed_status(l, &device));
-        match listed {
+        let hash = match status {
             None => {
-                if self.devices.unlisted.len() < 4096 {
-                    self.devices.unlisted.insert(device, cert.clone());
-                }
-                Ok((cert, DeviceTrust::Unlisted))
+                return Err(Error::UnknownSender {
+                    user: claimed.user_id,
+                });
             }
-            Some(None) => Err(Error::UnlistedDevice { device }),
-            Some(Some((DeviceStatus::Revoked(_), _))) => Err(Error::RevokedDevice { device }),
-            Some(Some((DeviceStatus::Active, hash))) => {
-                if hash != certificate::certificate_hash(signed)? {
-                    return Err(Error::SenderMismatch {
-                        reason: "the certificate is not the one the device list pins",
-                    });
-                }
-                let trust = if verified_at.is_some() {
-                    DeviceTrust::Verified
-                } else {
-                    DeviceTrust::Unverified
-                };
-                Ok((cert, trust))
+            Some(None) => return Err(Error::UnlistedDevice { device }),
+            Some(Some((DeviceStatus::Revoked(_), _))) => {
+                return Err(Error::RevokedDevice { device });
             }
+            Some(Some((DeviceStatus::Active, hash))) => hash,
+        };
+        // Fast path: the certificate held for this device, checked when stored.
+        if let Some(e) = self.load_device(&device)?
+            && e.cert.signed() == signed
+        {
+            let trust = if e.verified_at.is_some() {
+                DeviceTrust::Verified
+            } else {
+                DeviceTrust::Unverified
+            };
+            return Ok((e.cert.clone(), trust));
         }
+        let cert = certificate::verify_device_certificate(signed, &claimed.user_id)?;
+        if hash != certificate::certificate_hash(signed)? {
+            return Err(Error::SenderMismatch {
+                reason: "the certificate is not the one the device list pins",
+            });
+        }
+        Ok((cert, DeviceTrust::Unverified))
     }
 
     /// The devices that receive a room's key: every active, certified

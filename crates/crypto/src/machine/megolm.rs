@@ -9,16 +9,19 @@ use safemeet_proto::event::{Payload, RoomEvent, RoomKey, Sealed, ToDeviceEvent};
 use safemeet_proto::{DeviceId, Envelope, RoomId, Timestamp, UserId};
 use safemeet_store::{Keyspace, Store};
 use vodozemac::megolm::{
-    DecryptionError, GroupSession, GroupSessionPickle, InboundGroupSession,
+    DecryptionError, ExportedSessionKey, GroupSession, GroupSessionPickle, InboundGroupSession,
     InboundGroupSessionPickle, MegolmMessage, SessionConfig, SessionKey,
 };
 use zeroize::Zeroizing;
 
-use super::records::{self, InboundRecord, OutboundRecord, Pickle, RECORD_VERSION, Share, name};
+use super::records::{
+    self, HeldSession, InboundRecord, OutboundRecord, Pickle, RECORD_VERSION, Share, name,
+};
 use super::{
-    CryptoMachine, DecryptedRoomEvent, Destination, MAX_HELD_PER_SESSION, MAX_HELD_SESSIONS,
-    ROTATION_MESSAGES, ROTATION_PERIOD_MS, RoomMessage, RoomSend, Rotation, Sender,
-    ToDeviceContent, event_id, session_id_bytes,
+    CryptoMachine, DecryptedRoomEvent, Destination, HELD_TTL_MS, MAX_HELD_BYTES,
+    MAX_HELD_BYTES_PER_SESSION, MAX_HELD_PER_SESSION, MAX_HELD_SESSIONS, ROTATION_MESSAGES,
+    ROTATION_PERIOD_MS, RoomMessage, RoomSend, Rotation, Sender, ToDeviceContent, event_id,
+    session_id_bytes,
 };
 use crate::{EncryptedBatch, Error};
 
@@ -36,16 +39,18 @@ pub(super) struct Outbound {
 
 pub(super) struct Inbound {
     room_id: RoomId,
-    sender_user: UserId,
-    sender_device: DeviceId,
+    senders: Vec<(UserId, DeviceId)>,
     first_index: u32,
     session: InboundGroupSession,
 }
 
+/// Most devices recorded as having shared one session's key.
+const MAX_SHARERS: usize = 8;
+
 #[derive(Default)]
 pub(super) struct Cache {
     outbound: HashMap<RoomId, Option<Outbound>>,
-    inbound: HashMap<[u8; 32], Option<Inbound>>,
+    inbound: HashMap<[u8; 32], Inbound>,
 }
 
 fn megolm_error(e: impl std::fmt::Display) -> Error {
@@ -157,50 +162,62 @@ impl<S: Store> CryptoMachine<S> {
         let (recipients, unknown_members) = self.recipient_devices(message.members)?;
         let current = self.take_outbound(&room)?;
         let rotation = self.rotation_needed(current.as_ref(), &recipients, now);
+        let mut batch = extra;
         let mut out = match (rotation, current) {
             (None, Some(out)) => out,
             _ => {
                 let session = GroupSession::new(SessionConfig::version_1());
-                Outbound {
+                let out = Outbound {
                     generation: self.run.generation,
                     created_at: now,
                     messages: 0,
                     shared_with: Vec::new(),
                     session_id: session_id_bytes(&session.session_id())?,
                     session,
-                }
+                };
+                // This device reads its own messages too (echoes, catch-up).
+                let own = Sender {
+                    user_id: self.account.user_id(),
+                    device_id: self.account.device_id(),
+                    trust: super::DeviceTrust::Verified,
+                };
+                let copy = InboundGroupSession::new(
+                    &out.session.session_key(),
+                    SessionConfig::version_1(),
+                );
+                self.stage_inbound(&mut batch, &own, room, copy)?;
+                out
             }
         };
-        let mut batch = extra;
         let mut key_shares = Vec::new();
         let mut no_session = Vec::new();
         for (user, device) in recipients {
             let current_olm = self.sending_session(&device)?;
             let shared = out.shared_with.iter().position(|s| s.device == device);
             let olm_session = match (shared, current_olm) {
-                (Some(i), Some(c)) if out.shared_with[i].olm_session == c => continue,
+                (Some(i), Some(c)) if out.shared_with[i].olm_session == Some(c) => continue,
                 (Some(_), None) => continue,
                 (None, None) => {
+                    // Owed from this index: shared once a session exists.
+                    out.shared_with.push(Share {
+                        device,
+                        index: out.session.message_index(),
+                        olm_session: None,
+                    });
                     no_session.push((user, device));
                     continue;
                 }
                 (_, Some(c)) => c,
             };
-            let index = out.session.message_index();
-            let key = RoomKey {
-                version: RECORD_VERSION,
-                room_id: room,
-                session_id: out.session_id,
-                first_index: index,
-                session_key: out.session.session_key().to_bytes(),
-            };
+            let index = shared.map_or(out.session.message_index(), |i| out.shared_with[i].index);
+            let key = self.room_key_at(room, &out, index)?;
             let (frame, used) =
                 self.olm_encrypt(&mut batch, device, ToDeviceEvent::RoomKey(key))?;
             debug_assert_eq!(used, olm_session);
             let share = Share {
                 device,
                 index,
-                olm_session: used,
+                olm_session: Some(used),
             };
             match shared {
                 Some(i) => out.shared_with[i] = share,
@@ -256,37 +273,131 @@ impl<S: Store> CryptoMachine<S> {
         })
     }
 
+    /// The room key of `out` from message `index` on: the signed session key
+    /// at the current index, or an export of this device's own inbound copy
+    /// for an earlier index owed to a device.
+    fn room_key_at(&mut self, room: RoomId, out: &Outbound, index: u32) -> Result<RoomKey, Error> {
+        let current = out.session.message_index();
+        let exported = if index < current {
+            self.load_inbound(&out.session_id)?
+                .and_then(|own| own.session.export_at(index))
+        } else {
+            None
+        };
+        Ok(match exported {
+            Some(key) => RoomKey {
+                version: RECORD_VERSION,
+                room_id: room,
+                session_id: out.session_id,
+                first_index: index,
+                session_key: key.to_bytes(),
+            },
+            None => RoomKey {
+                version: RECORD_VERSION,
+                room_id: room,
+                session_id: out.session_id,
+                first_index: current,
+                session_key: out.session.session_key().to_bytes(),
+            },
+        })
+    }
+
+    /// Loads an inbound session. Only sessions that exist are cached, so
+    /// envelopes naming random session ids cost a store lookup, not memory.
     fn load_inbound(&mut self, id: &[u8; 32]) -> Result<Option<&mut Inbound>, Error> {
         if !self.megolm.inbound.contains_key(id) {
+            let Some(bytes) = self
+                .store
+                .get(Keyspace::CryptoSessions, &name::inbound(id))?
+            else {
+                return Ok(None);
+            };
+            let rec: InboundRecord = records::decode(&bytes, "inbound session")?;
+            let pickle: InboundGroupSessionPickle = rec.pickle.load()?;
             if self.megolm.inbound.len() >= MAX_CACHED_INBOUND {
                 self.megolm.inbound.clear();
             }
-            let entry = match self
-                .store
-                .get(Keyspace::CryptoSessions, &name::inbound(id))?
-            {
-                Some(bytes) => {
-                    let rec: InboundRecord = records::decode(&bytes, "inbound session")?;
-                    let pickle: InboundGroupSessionPickle = rec.pickle.load()?;
-                    Some(Inbound {
-                        room_id: rec.room_id,
-                        sender_user: rec.sender_user,
-                        sender_device: rec.sender_device,
-                        first_index: rec.first_index,
-                        session: InboundGroupSession::from_pickle(pickle),
-                    })
-                }
-                None => None,
-            };
-            self.megolm.inbound.insert(*id, entry);
+            self.megolm.inbound.insert(
+                *id,
+                Inbound {
+                    room_id: rec.room_id,
+                    senders: rec.senders,
+                    first_index: rec.first_index,
+                    session: InboundGroupSession::from_pickle(pickle),
+                },
+            );
         }
-        Ok(self.megolm.inbound.get_mut(id).and_then(Option::as_mut))
+        Ok(self.megolm.inbound.get_mut(id))
+    }
+
+    /// Stores an inbound session for `room` shared by `sender`, or adds
+    /// `sender` to the devices that shared it, keeping the copy that starts
+    /// earliest. A session already bound to another room is refused.
+    fn stage_inbound(
+        &mut self,
+        batch: &mut EncryptedBatch,
+        sender: &Sender,
+        room: RoomId,
+        session: InboundGroupSession,
+    ) -> Result<(), Error> {
+        let id = session_id_bytes(&session.session_id())?;
+        let who = (sender.user_id, sender.device_id);
+        let (senders, session) = match self.load_inbound(&id)? {
+            Some(held) => {
+                if held.room_id != room {
+                    return Err(Error::SessionConflict);
+                }
+                let known = held.senders.contains(&who);
+                let earlier = session.first_known_index() < held.first_index;
+                if known && !earlier {
+                    return Ok(());
+                }
+                if !known {
+                    if held.senders.len() >= MAX_SHARERS {
+                        return Err(Error::SessionConflict);
+                    }
+                    held.senders.push(who);
+                }
+                let keep = if earlier {
+                    session
+                } else {
+                    InboundGroupSession::from_pickle(held.session.pickle())
+                };
+                (held.senders.clone(), keep)
+            }
+            None => (vec![who], session),
+        };
+        let first_index = session.first_known_index();
+        let rec = InboundRecord {
+            version: RECORD_VERSION,
+            room_id: room,
+            senders: senders.clone(),
+            first_index,
+            pickle: Pickle::of(&session.pickle())?,
+        };
+        self.store.batch_put(
+            batch,
+            Keyspace::CryptoSessions,
+            &name::inbound(&id),
+            &records::encode(&rec)?,
+        )?;
+        if self.megolm.inbound.len() >= MAX_CACHED_INBOUND {
+            self.megolm.inbound.clear();
+        }
+        self.megolm.inbound.insert(
+            id,
+            Inbound {
+                room_id: room,
+                senders,
+                first_index,
+                session,
+            },
+        );
+        Ok(())
     }
 
     /// Stores a room key received over Olm from `sender`, bound to that
-    /// sender and room. A key for a session already bound to another
-    /// sender or room is refused; a copy that starts later than the one
-    /// held is ignored.
+    /// sender and the key's room (see [`InboundRecord`]).
     pub(super) fn stage_room_key(
         &mut self,
         batch: &mut EncryptedBatch,
@@ -299,8 +410,17 @@ impl<S: Store> CryptoMachine<S> {
                 version: key.version,
             });
         }
-        let session_key = SessionKey::from_bytes(&key.session_key).map_err(megolm_error)?;
-        let session = InboundGroupSession::new(&session_key, SessionConfig::version_1());
+        // A fresh session key (signed by the session), or an export from an
+        // earlier index that the sender owed this device. Either way the
+        // messages are checked against the session's signing key, which is
+        // the session id.
+        let session = match SessionKey::from_bytes(&key.session_key) {
+            Ok(k) => InboundGroupSession::new(&k, SessionConfig::version_1()),
+            Err(_) => InboundGroupSession::import(
+                &ExportedSessionKey::from_bytes(&key.session_key).map_err(megolm_error)?,
+                SessionConfig::version_1(),
+            ),
+        };
         let id = session_id_bytes(&session.session_id())?;
         if id != key.session_id || session.first_known_index() != key.first_index {
             return Err(Error::InvalidRecord {
@@ -308,47 +428,12 @@ impl<S: Store> CryptoMachine<S> {
                 reason: "the key does not match its session id or index",
             });
         }
-        let content = ToDeviceContent::RoomKey {
+        self.stage_inbound(batch, sender, key.room_id, session)?;
+        Ok(ToDeviceContent::RoomKey {
             room_id: key.room_id,
             session_id: id,
             first_index: key.first_index,
-        };
-        if let Some(held) = self.load_inbound(&id)? {
-            if held.sender_device != sender.device_id
-                || held.sender_user != sender.user_id
-                || held.room_id != key.room_id
-            {
-                return Err(Error::SessionConflict);
-            }
-            if held.first_index <= key.first_index {
-                return Ok(content);
-            }
-        }
-        let rec = InboundRecord {
-            version: RECORD_VERSION,
-            room_id: key.room_id,
-            sender_user: sender.user_id,
-            sender_device: sender.device_id,
-            first_index: key.first_index,
-            pickle: Pickle::of(&session.pickle())?,
-        };
-        self.store.batch_put(
-            batch,
-            Keyspace::CryptoSessions,
-            &name::inbound(&id),
-            &records::encode(&rec)?,
-        )?;
-        self.megolm.inbound.insert(
-            id,
-            Some(Inbound {
-                room_id: key.room_id,
-                sender_user: sender.user_id,
-                sender_device: sender.device_id,
-                first_index: key.first_index,
-                session,
-            }),
-        );
-        Ok(content)
+        })
     }
 
     /// Decrypts a room message.
@@ -358,25 +443,55 @@ impl<S: Store> CryptoMachine<S> {
     /// [`ReceivedToDevice::released`](super::ReceivedToDevice) with the key);
     /// [`Error::Replay`] for a (session, index) already decrypted;
     /// [`Error::UnknownMessageIndex`] for a message older than the key held;
-    /// [`Error::SenderMismatch`] when the sealed sender is not the device
-    /// that shared the session.
+    /// [`Error::SenderMismatch`] when the sealed sender is not a device that
+    /// shared the session.
+    ///
+    /// The sender is checked cryptographically; whether it may write in the
+    /// room (membership) is the caller's check, made on the returned event.
     pub fn decrypt_room(
         &mut self,
         envelope: &RoomEnvelope,
         now: Timestamp,
     ) -> Result<DecryptedRoomEvent, Error> {
-        self.check_usable()?;
-        self.decrypt_room_inner(envelope, now, true)
+        self.decrypt_room_with(envelope, now, |_| Ok(EncryptedBatch::default()))
     }
 
-    fn decrypt_room_inner(
+    /// [`decrypt_room`](Self::decrypt_room), committing the caller's writes
+    /// for the event (made by `writes` from the decrypted event) in the same
+    /// batch as the replay record. Then a crash leaves either both or
+    /// neither, and a redelivered message is never lost to the replay table.
+    pub fn decrypt_room_with(
+        &mut self,
+        envelope: &RoomEnvelope,
+        now: Timestamp,
+        writes: impl FnOnce(&DecryptedRoomEvent) -> Result<EncryptedBatch, Error>,
+    ) -> Result<DecryptedRoomEvent, Error> {
+        self.check_usable()?;
+        let (event, mut batch) = self.open_room(envelope, now, true)?;
+        let extra = writes(&event)?;
+        batch.extend(extra);
+        self.commit(batch, false)?;
+        Ok(event)
+    }
+
+    /// Decrypts and checks a room message; returns it with the replay
+    /// record staged (not committed).
+    fn open_room(
         &mut self,
         envelope: &RoomEnvelope,
         now: Timestamp,
         hold: bool,
-    ) -> Result<DecryptedRoomEvent, Error> {
+    ) -> Result<(DecryptedRoomEvent, EncryptedBatch), Error> {
         let id = envelope.session_id;
         let message = MegolmMessage::from_bytes(&envelope.ciphertext).map_err(megolm_error)?;
+        if message.to_bytes() != envelope.ciphertext {
+            // Only one encoding of a message is accepted, so a relay cannot
+            // change its bytes (and with them its event id) and keep it valid.
+            return Err(Error::Decryption {
+                what: "Megolm",
+                reason: "non-canonical message encoding".to_owned(),
+            });
+        }
         let index = message.message_index();
         if self.load_inbound(&id)?.is_none() {
             let held = hold && self.hold(envelope, now)?;
@@ -384,10 +499,11 @@ impl<S: Store> CryptoMachine<S> {
         }
         let seen = name::seen_megolm(&id, index);
         let hash: [u8; 32] = blake3::hash(&envelope.ciphertext).into();
-        if let Some(prev) = self.store.get(Keyspace::SeenMegolmIndexes, &seen)? {
+        let previous = self.store.get(Keyspace::SeenMegolmIndexes, &seen)?;
+        if previous.as_ref().is_some_and(|p| p.as_slice() == hash) {
             return Err(Error::Replay {
                 index,
-                same_ciphertext: prev.as_slice() == hash,
+                same_ciphertext: true,
             });
         }
         let inbound = self
@@ -397,16 +513,25 @@ impl<S: Store> CryptoMachine<S> {
             DecryptionError::UnknownMessageIndex(first_known, index) => {
                 Error::UnknownMessageIndex { first_known, index }
             }
+            DecryptionError::Signature(_) => Error::BadSignature {
+                what: "Megolm message",
+            },
             other => megolm_error(other),
         })?;
-        let (room_id, sender_user, sender_device) =
-            (inbound.room_id, inbound.sender_user, inbound.sender_device);
+        if previous.is_some() {
+            // Validly signed, different bytes at a used index.
+            return Err(Error::Replay {
+                index,
+                same_ciphertext: false,
+            });
+        }
+        let (room_id, senders) = (inbound.room_id, inbound.senders.clone());
         let plaintext = Zeroizing::new(decrypted.plaintext);
         let sealed = Sealed::decode(&plaintext)?;
         let (cert, trust) = self.check_sender(&sealed.sender)?;
-        if cert.device_id != sender_device || cert.user_id != sender_user {
+        if !senders.contains(&(cert.user_id, cert.device_id)) {
             return Err(Error::SenderMismatch {
-                reason: "the sealed sender is not the device that shared the room key",
+                reason: "the sealed sender is not a device that shared the room key",
             });
         }
         let Payload::Room(event) = sealed.payload else {
@@ -425,8 +550,7 @@ impl<S: Store> CryptoMachine<S> {
         let mut batch = self.store.batch();
         self.store
             .batch_put(&mut batch, Keyspace::SeenMegolmIndexes, &seen, &hash)?;
-        self.commit(batch, false)?;
-        Ok(DecryptedRoomEvent {
+        let decrypted = DecryptedRoomEvent {
             event_id: event_id(envelope)?,
             sender: Sender {
                 user_id: cert.user_id,
@@ -436,44 +560,8 @@ impl<S: Store> CryptoMachine<S> {
             event,
             session_id: id,
             message_index: index,
-        })
-    }
-
-    /// Keeps a message whose key has not arrived. Returns false when the
-    /// bounds are reached (the message is then not kept).
-    fn hold(&mut self, envelope: &RoomEnvelope, _now: Timestamp) -> Result<bool, Error> {
-        let id = envelope.session_id;
-        let pos = self.held.sessions.iter().position(|(s, _, _)| *s == id);
-        let seq = match pos {
-            Some(i) => {
-                let (_, next, count) = &mut self.held.sessions[i];
-                if *count >= MAX_HELD_PER_SESSION {
-                    return Ok(false);
-                }
-                *count += 1;
-                let seq = *next;
-                *next += 1;
-                seq
-            }
-            None => {
-                if self.held.sessions.len() >= MAX_HELD_SESSIONS {
-                    return Ok(false);
-                }
-                self.held.sessions.push((id, 1, 1));
-                0
-            }
         };
-        let mut batch = self.store.batch();
-        self.store.batch_put_ordered(
-            &mut batch,
-            Keyspace::CryptoSessions,
-            &name::held(&id),
-            seq,
-            &codec::encode(envelope)?,
-        )?;
-        self.put_held_index(&mut batch)?;
-        self.commit(batch, false)?;
-        Ok(true)
+        Ok((decrypted, batch))
     }
 
     fn put_held_index(&self, batch: &mut EncryptedBatch) -> Result<(), Error> {
@@ -485,13 +573,105 @@ impl<S: Store> CryptoMachine<S> {
         )
     }
 
+    /// Stages the deletion of every message held for the session at `pos`
+    /// and removes it from the index.
+    fn drop_held(&mut self, batch: &mut EncryptedBatch, pos: usize) -> Result<(), Error> {
+        let entry = self.held.sessions.remove(pos);
+        for seq in entry.first..entry.next {
+            self.store.batch_delete_ordered(
+                batch,
+                Keyspace::CryptoSessions,
+                &name::held(&entry.session),
+                seq,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Keeps a message whose key has not arrived. Entries older than
+    /// [`HELD_TTL_MS`] are dropped first; when the bounds are reached the
+    /// oldest session's messages make room. Returns false when the message
+    /// alone exceeds what one session may hold.
+    fn hold(&mut self, envelope: &RoomEnvelope, now: Timestamp) -> Result<bool, Error> {
+        let id = envelope.session_id;
+        let encoded = codec::encode(envelope)?;
+        let size = encoded.len() as u64;
+        let mut batch = self.store.batch();
+        while let Some(pos) = self
+            .held
+            .sessions
+            .iter()
+            .position(|h| elapsed(now, h.since) >= HELD_TTL_MS)
+        {
+            self.drop_held(&mut batch, pos)?;
+        }
+        let pos = match self.held.sessions.iter().position(|h| h.session == id) {
+            Some(pos) => pos,
+            None => {
+                while self.held.sessions.len() >= MAX_HELD_SESSIONS {
+                    self.drop_held(&mut batch, 0)?;
+                }
+                self.held.sessions.push(HeldSession {
+                    session: id,
+                    first: 0,
+                    next: 0,
+                    bytes: 0,
+                    since: now,
+                });
+                self.held.sessions.len() - 1
+            }
+        };
+        let entry = &self.held.sessions[pos];
+        let fits = entry.next - entry.first < MAX_HELD_PER_SESSION
+            && entry.bytes.saturating_add(size) <= MAX_HELD_BYTES_PER_SESSION;
+        if fits {
+            let total: u64 = self.held.sessions.iter().map(|h| h.bytes).sum();
+            if total.saturating_add(size) > MAX_HELD_BYTES {
+                // Make room by dropping the oldest other sessions.
+                let mut free = total.saturating_add(size) - MAX_HELD_BYTES;
+                let mut i = 0;
+                while free > 0 && i < self.held.sessions.len() {
+                    if self.held.sessions[i].session == id {
+                        i += 1;
+                        continue;
+                    }
+                    free = free.saturating_sub(self.held.sessions[i].bytes);
+                    self.drop_held(&mut batch, i)?;
+                }
+            }
+            let Some(entry) = self.held.sessions.iter_mut().find(|h| h.session == id) else {
+                return Ok(false);
+            };
+            let seq = entry.next;
+            entry.next += 1;
+            entry.bytes += size;
+            self.store.batch_put_ordered(
+                &mut batch,
+                Keyspace::CryptoSessions,
+                &name::held(&id),
+                seq,
+                &encoded,
+            )?;
+        } else if entry.next == entry.first {
+            self.held.sessions.remove(pos);
+        }
+        self.put_held_index(&mut batch)?;
+        self.commit(batch, false)?;
+        Ok(fits)
+    }
+
     /// Decrypts and drops the messages held for `session`.
     pub(super) fn release_held(
         &mut self,
         session: &[u8; 32],
         now: Timestamp,
     ) -> Result<Vec<Result<DecryptedRoomEvent, Error>>, Error> {
-        let Some(pos) = self.held.sessions.iter().position(|(s, _, _)| s == session) else {
+        let Some(pos) = self
+            .held
+            .sessions
+            .iter()
+            .position(|h| h.session == *session)
+        else {
             return Ok(Vec::new());
         };
         let held = self.store.scan_ordered(
@@ -502,21 +682,18 @@ impl<S: Store> CryptoMachine<S> {
         )?;
         let mut results = Vec::with_capacity(held.len());
         let mut batch = self.store.batch();
-        for (seq, bytes) in held {
+        for (_, bytes) in held {
             let decoded: Result<RoomEnvelope, _> =
                 codec::decode(&bytes, safemeet_proto::padding::MAX_PAYLOAD_BYTES);
             results.push(match decoded {
-                Ok(env) => self.decrypt_room_inner(&env, now, false),
+                Ok(env) => self.open_room(&env, now, false).map(|(event, writes)| {
+                    batch.extend(writes);
+                    event
+                }),
                 Err(e) => Err(e.into()),
             });
-            self.store.batch_delete_ordered(
-                &mut batch,
-                Keyspace::CryptoSessions,
-                &name::held(session),
-                seq,
-            )?;
         }
-        self.held.sessions.remove(pos);
+        self.drop_held(&mut batch, pos)?;
         self.put_held_index(&mut batch)?;
         self.commit(batch, false)?;
         Ok(results)

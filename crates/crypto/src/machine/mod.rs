@@ -17,8 +17,11 @@
 //!   the store is never used.
 //! - **No index twice.** After an unclean shutdown (the machine was not
 //!   [`closed`](CryptoMachine::close)) every outbound Megolm session is
-//!   discarded, because a store that lost the last writes could otherwise
-//!   restore a ratchet that already encrypted a released message.
+//!   discarded and no Olm session from before is used for sending, because a
+//!   store that lost the last writes could otherwise restore a ratchet that
+//!   already encrypted a released message. Devices that lose their Olm
+//!   session this way are reported in [`RoomSend::no_session`] and owed the
+//!   room key from that message on.
 //! - **Rotation.** A room's outbound session is replaced after
 //!   [`ROTATION_MESSAGES`] messages, after [`ROTATION_PERIOD_MS`], and when a
 //!   device it was shared with is no longer a recipient (a member left, a
@@ -28,15 +31,23 @@
 //!   decryption is [`Error::Replay`]. Every decrypted Olm message is
 //!   recorded by hash; a second one is [`Error::DuplicateOlmMessage`].
 //! - **Sealed sender.** The sender's signed device certificate is inside
-//!   the ciphertext. The machine checks it against the master key it names,
-//!   against that user's device list when one is known (revoked and unlisted
-//!   devices are refused), and that the key which decrypted the message
-//!   belongs to that certificate: the Olm identity key for to-device
-//!   messages, the device the room key came from for room messages.
+//!   the ciphertext. The machine checks it against the master key it names
+//!   and against that user's device list, which must be known (strangers,
+//!   revoked and unlisted devices are refused, and leave no state behind),
+//!   and that the key which decrypted the message belongs to that
+//!   certificate: the Olm identity key for to-device messages, a device that
+//!   shared the room key for room messages. Whether the sender may write in
+//!   a room (membership) is the caller's check.
 //! - **Signed one-time keys.** An outbound Olm session starts only from a
 //!   one-time or fallback key signed by the device's certified key.
-//! - **Late keys.** A room message whose key has not arrived is held (in
-//!   the store, bounded) and decrypted when the key arrives.
+//! - **Late keys.** A room message whose key has not arrived is held in the
+//!   store and decrypted when the key arrives: at most
+//!   [`MAX_HELD_PER_SESSION`] messages and [`MAX_HELD_BYTES_PER_SESSION`]
+//!   per session, [`MAX_HELD_BYTES`] in all (the oldest sessions make room),
+//!   for at most [`HELD_TTL_MS`].
+//! - **Canonical bytes.** Only the one encoding vodozemac would produce is
+//!   accepted for an Olm or Megolm message, so a relay cannot alter a valid
+//!   message's bytes (its [`event_id`], its replay record).
 //!
 //! Incoming work (decryption) is applied to the store but not flushed: the
 //! caller flushes before it acknowledges a message to its sender, so one
@@ -77,7 +88,13 @@ pub const UNWEDGE_INTERVAL_MS: u64 = 3600 * 1000;
 /// Most Megolm sessions with held messages.
 pub const MAX_HELD_SESSIONS: usize = 256;
 /// Most held messages per Megolm session.
-pub const MAX_HELD_PER_SESSION: u32 = 256;
+pub const MAX_HELD_PER_SESSION: u64 = 128;
+/// Most bytes held for one Megolm session: 1 MiB.
+pub const MAX_HELD_BYTES_PER_SESSION: u64 = 1024 * 1024;
+/// Most bytes held in all: 8 MiB. The oldest sessions' messages make room.
+pub const MAX_HELD_BYTES: u64 = 8 * 1024 * 1024;
+/// Held messages whose key has not come within 3 days are dropped.
+pub const HELD_TTL_MS: u64 = 3 * 24 * 3600 * 1000;
 /// Olm sessions kept per device (the oldest is dropped beyond this).
 pub const MAX_OLM_SESSIONS_PER_DEVICE: usize = 8;
 
@@ -176,10 +193,10 @@ pub struct RoomSend {
     /// Room-key shares for devices that did not have the session yet; send
     /// them before (or with) the message.
     pub key_shares: Vec<Outgoing>,
-    /// Listed devices that got no key because there is no Olm session with
-    /// them yet: claim a one-time key and call
+    /// Listed devices that got no key because there is no usable Olm
+    /// session with them: claim a one-time key and call
     /// [`CryptoMachine::create_outbound_session`]; the next message shares
-    /// the key with them.
+    /// the key with them from this message's index on.
     pub no_session: Vec<(UserId, DeviceId)>,
     /// Members whose device list is unknown: they got nothing.
     pub unknown_members: Vec<UserId>,
@@ -236,17 +253,16 @@ pub struct ReceivedToDevice {
     pub released: Vec<Result<DecryptedRoomEvent, Error>>,
 }
 
-/// The id of a room event: a hash of its envelope's canonical encoding.
+/// The id of a room event: a hash of its Megolm session id and ciphertext
+/// (the parts the sender's signature covers; the topic is routing data).
 /// Anyone holding the envelope computes it without decrypting, so
 /// duplicates can be dropped before any cryptography.
 pub fn event_id(envelope: &safemeet_proto::envelope::RoomEnvelope) -> Result<EventId, Error> {
-    let bytes = safemeet_proto::codec::encode(envelope)?;
-    Ok(EventId::from_bytes(
-        blake3::Hasher::new_derive_key("safemeet/v1/event-id")
-            .update(&bytes)
-            .finalize()
-            .into(),
-    ))
+    let mut hasher = blake3::Hasher::new_derive_key("safemeet/v1/event-id");
+    hasher.update(&envelope.session_id);
+    hasher.update(&(envelope.ciphertext.len() as u64).to_le_bytes());
+    hasher.update(&envelope.ciphertext);
+    Ok(EventId::from_bytes(hasher.finalize().into()))
 }
 
 /// The end-to-end encryption state of one device. See the [module docs](self).
@@ -392,6 +408,17 @@ impl<S: Store> CryptoMachine<S> {
             self.poisoned = true;
         }
         result
+    }
+
+    /// Replaces the in-memory account with the stored one, undoing changes
+    /// that were not committed.
+    fn reload_account(&mut self) -> Result<(), Error> {
+        let record = self
+            .store
+            .get(Keyspace::Account, name::ACCOUNT)?
+            .ok_or(Error::NoAccount)?;
+        self.account = Account::from_record(&record)?;
+        Ok(())
     }
 
     fn put_account(&self, batch: &mut EncryptedBatch) -> Result<(), Error> {
@@ -612,7 +639,10 @@ impl<S: Store> CryptoMachine<S> {
         self.commit(batch, true)
     }
 
-    /// Sends an event to one device over Olm, committed to the outbox.
+    /// Sends an event to one device over Olm, committed to the outbox. The
+    /// device must be a known, active device of `user`. Room keys are not
+    /// accepted here: the machine shares its own sessions itself, and never
+    /// forwards others'.
     pub fn encrypt_to_device(
         &mut self,
         user: UserId,
@@ -622,6 +652,18 @@ impl<S: Store> CryptoMachine<S> {
         meta: &[u8],
     ) -> Result<Outgoing, Error> {
         self.check_usable()?;
+        if matches!(event, ToDeviceEvent::RoomKey(_)) {
+            return Err(Error::UnexpectedPayload);
+        }
+        let info = self
+            .device(&device)?
+            .ok_or(Error::UnknownDevice { device })?;
+        if info.user_id != user {
+            return Err(Error::UnknownDevice { device });
+        }
+        if info.status != Some(safemeet_proto::identity::DeviceStatus::Active) {
+            return Err(Error::RevokedDevice { device });
+        }
         let mut batch = extra;
         let (frame, _) = self.olm_encrypt(&mut batch, device, event)?;
         let out = self.queue(&mut batch, Destination::Device(user, device), meta, frame)?;

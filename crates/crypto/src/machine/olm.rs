@@ -8,13 +8,15 @@ use safemeet_proto::identity::{DeviceStatus, OneTimeKey, Signed};
 use safemeet_proto::{DeviceId, Envelope, Timestamp};
 use safemeet_store::{Keyspace, Store};
 use vodozemac::Curve25519PublicKey;
-use vodozemac::olm::{Message, OlmMessage, PreKeyMessage, Session, SessionConfig, SessionPickle};
+use vodozemac::olm::{
+    Message, OlmMessage, PreKeyMessage, Session, SessionConfig, SessionCreationError, SessionPickle,
+};
 use zeroize::Zeroizing;
 
 use super::records::{self, OlmIndexRecord, OlmSessionRecord, Pickle, RECORD_VERSION, name};
 use super::{
-    CryptoMachine, MAX_OLM_SESSIONS_PER_DEVICE, ReceivedToDevice, Sender, ToDeviceContent,
-    UNWEDGE_INTERVAL_MS, session_id_bytes,
+    CryptoMachine, FALLBACK_KEY_MAX_AGE_MS, MAX_OLM_SESSIONS_PER_DEVICE, ReceivedToDevice, Sender,
+    ToDeviceContent, UNWEDGE_INTERVAL_MS, session_id_bytes,
 };
 use crate::certificate;
 use crate::{EncryptedBatch, Error};
@@ -23,18 +25,26 @@ pub(super) struct Entry {
     peer_device: DeviceId,
     peer_curve25519: [u8; 32],
     created_at: Timestamp,
+    generation: u64,
     wedged_at: Option<Timestamp>,
     session: Session,
 }
 
 #[derive(Default)]
 pub(super) struct Cache {
-    sessions: HashMap<[u8; 32], Option<Entry>>,
+    sessions: HashMap<[u8; 32], Entry>,
     by_device: HashMap<DeviceId, OlmIndexRecord>,
     /// Devices whose session broke, with when we last asked for a new one.
     wedged: HashMap<DeviceId, Timestamp>,
     /// Devices waiting for the caller to open a new session.
     needs_session: Vec<DeviceId>,
+}
+
+fn non_canonical() -> Error {
+    Error::Decryption {
+        what: "Olm",
+        reason: "non-canonical message encoding".to_owned(),
+    }
 }
 
 fn olm_error(e: impl std::fmt::Display) -> Error {
@@ -45,28 +55,31 @@ fn olm_error(e: impl std::fmt::Display) -> Error {
 }
 
 impl<S: Store> CryptoMachine<S> {
+    /// Loads a session. Only sessions that exist are cached, so envelopes
+    /// naming random session ids cost a store lookup, not memory.
     fn load_olm_session(&mut self, id: &[u8; 32]) -> Result<Option<&mut Entry>, Error> {
         if !self.olm.sessions.contains_key(id) {
-            let entry = match self
+            let Some(bytes) = self
                 .store
                 .get(Keyspace::CryptoSessions, &name::olm_session(id))?
-            {
-                Some(bytes) => {
-                    let rec: OlmSessionRecord = records::decode(&bytes, "Olm session")?;
-                    let pickle: SessionPickle = rec.pickle.load()?;
-                    Some(Entry {
-                        peer_device: rec.peer_device,
-                        peer_curve25519: rec.peer_curve25519,
-                        created_at: rec.created_at,
-                        wedged_at: rec.wedged_at,
-                        session: Session::from_pickle(pickle),
-                    })
-                }
-                None => None,
+            else {
+                return Ok(None);
             };
-            self.olm.sessions.insert(*id, entry);
+            let rec: OlmSessionRecord = records::decode(&bytes, "Olm session")?;
+            let pickle: SessionPickle = rec.pickle.load()?;
+            self.olm.sessions.insert(
+                *id,
+                Entry {
+                    peer_device: rec.peer_device,
+                    peer_curve25519: rec.peer_curve25519,
+                    created_at: rec.created_at,
+                    generation: rec.generation,
+                    wedged_at: rec.wedged_at,
+                    session: Session::from_pickle(pickle),
+                },
+            );
         }
-        Ok(self.olm.sessions.get_mut(id).and_then(Option::as_mut))
+        Ok(self.olm.sessions.get_mut(id))
     }
 
     fn load_olm_index(&mut self, device: &DeviceId) -> Result<&mut OlmIndexRecord, Error> {
@@ -92,15 +105,21 @@ impl<S: Store> CryptoMachine<S> {
             })
     }
 
-    /// The session used to send to `device`: the newest one not marked
-    /// broken, else the newest one. (A broken mark alone does not stop
-    /// sending: anyone who sees a session id can send garbage on it, and
-    /// that must not cut a conversation; it only asks for a new session.)
+    /// The session used to send to `device`: the newest one of this
+    /// generation not marked broken, else the newest one of this generation.
+    /// (A broken mark alone does not stop sending: anyone who sees a session
+    /// id can send garbage on it, and that must not cut a conversation; it
+    /// only asks for a new session.) Sessions from before an unclean
+    /// shutdown are never used for sending: the store may have lost their
+    /// last ratchet step, and a restored step would reuse a message key.
     pub(super) fn sending_session(&mut self, device: &DeviceId) -> Result<Option<[u8; 32]>, Error> {
         let ids = self.load_olm_index(device)?.sessions.clone();
+        let generation = self.run.generation;
         let mut newest = None;
         for id in ids.iter().rev() {
-            if let Some(e) = self.load_olm_session(id)? {
+            if let Some(e) = self.load_olm_session(id)?
+                && e.generation == generation
+            {
                 if e.wedged_at.is_none() {
                     return Ok(Some(*id));
                 }
@@ -111,7 +130,7 @@ impl<S: Store> CryptoMachine<S> {
     }
 
     fn stage_olm_session(&self, batch: &mut EncryptedBatch, id: &[u8; 32]) -> Result<(), Error> {
-        let Some(Some(e)) = self.olm.sessions.get(id) else {
+        let Some(e) = self.olm.sessions.get(id) else {
             return Ok(());
         };
         let rec = OlmSessionRecord {
@@ -119,6 +138,7 @@ impl<S: Store> CryptoMachine<S> {
             peer_device: e.peer_device,
             peer_curve25519: e.peer_curve25519,
             created_at: e.created_at,
+            generation: e.generation,
             wedged_at: e.wedged_at,
             pickle: Pickle::of(&e.session.pickle())?,
         };
@@ -139,7 +159,7 @@ impl<S: Store> CryptoMachine<S> {
         entry: Entry,
     ) -> Result<(), Error> {
         let device = entry.peer_device;
-        self.olm.sessions.insert(id, Some(entry));
+        self.olm.sessions.insert(id, entry);
         self.stage_olm_session(batch, &id)?;
         let index = self.load_olm_index(&device)?;
         index.sessions.retain(|s| *s != id);
@@ -188,6 +208,15 @@ impl<S: Store> CryptoMachine<S> {
             return Err(Error::RevokedDevice { device: *device });
         }
         let otk = certificate::verify_one_time_key(key, &cert)?;
+        if otk.fallback
+            && now.as_millis().saturating_sub(otk.created_at.as_millis())
+                > 2 * FALLBACK_KEY_MAX_AGE_MS
+        {
+            return Err(Error::InvalidRecord {
+                what: "fallback key",
+                reason: "the key is older than two rotation periods",
+            });
+        }
         let session = self
             .account
             .device_keys()
@@ -210,6 +239,7 @@ impl<S: Store> CryptoMachine<S> {
                 peer_device: *device,
                 peer_curve25519: cert.curve25519_key,
                 created_at: now,
+                generation: self.run.generation,
                 wedged_at: None,
                 session,
             },
@@ -298,6 +328,9 @@ impl<S: Store> CryptoMachine<S> {
         let plaintext = match envelope.kind {
             OlmMessageKind::PreKey => {
                 let pre = PreKeyMessage::from_bytes(&envelope.ciphertext).map_err(olm_error)?;
+                if pre.to_bytes() != envelope.ciphertext {
+                    return Err(non_canonical());
+                }
                 if session_id_bytes(&pre.session_id())? != id {
                     return Err(Error::InvalidRecord {
                         what: "to-device envelope",
@@ -313,13 +346,18 @@ impl<S: Store> CryptoMachine<S> {
                     ),
                     None => {
                         let identity = pre.identity_key();
-                        let created = self
-                            .account
-                            .device_keys_mut()
-                            .olm
+                        let olm_account = &mut self.account.device_keys_mut().olm;
+                        let keys_before = olm_account.stored_one_time_key_count();
+                        let created = olm_account
                             .create_inbound_session(SessionConfig::version_1(), identity, &pre)
-                            .map_err(olm_error)?;
-                        account_changed = true;
+                            .map_err(|e| match e {
+                                SessionCreationError::MissingOneTimeKey(_) => {
+                                    Error::MissingOneTimeKey
+                                }
+                                other => olm_error(other),
+                            })?;
+                        // A one-time key was used up (a fallback key is not).
+                        account_changed = olm_account.stored_one_time_key_count() != keys_before;
                         new_session = Some((created.session, identity.to_bytes()));
                         Zeroizing::new(created.plaintext)
                     }
@@ -327,6 +365,9 @@ impl<S: Store> CryptoMachine<S> {
             }
             OlmMessageKind::Normal => {
                 let message = Message::from_bytes(&envelope.ciphertext).map_err(olm_error)?;
+                if message.to_bytes() != envelope.ciphertext {
+                    return Err(non_canonical());
+                }
                 let entry = self
                     .load_olm_session(&id)?
                     .ok_or(Error::UnknownOlmSession)?;
@@ -354,6 +395,7 @@ impl<S: Store> CryptoMachine<S> {
                             peer_device: sender.device_id,
                             peer_curve25519: curve,
                             created_at: now,
+                            generation: self.run.generation,
                             wedged_at: None,
                             session,
                         },
@@ -366,10 +408,17 @@ impl<S: Store> CryptoMachine<S> {
                 self.handle_to_device(&mut batch, sender, event)
             }
             Err(e) => {
-                // The ratchet advanced for a validly encrypted message; keep
-                // it in step with the store even though the content is refused.
                 if new_session.is_none() {
+                    // The ratchet advanced for a validly encrypted message;
+                    // keep it in step with the store though the content is
+                    // refused.
                     self.stage_olm_session(&mut batch, &id)?;
+                } else if account_changed {
+                    // Keep the one-time key: the same message may be
+                    // accepted later (for example once the sender's device
+                    // list is known).
+                    self.reload_account()?;
+                    batch = self.store.batch();
                 }
                 Err(e)
             }

@@ -182,8 +182,11 @@ pub(super) struct OlmSessionRecord {
     pub(super) peer_device: DeviceId,
     pub(super) peer_curve25519: [u8; 32],
     pub(super) created_at: Timestamp,
-    /// Set when a message on this session failed to decrypt: the session is
-    /// no longer used for sending.
+    /// The machine generation that created it. After an unclean shutdown
+    /// sessions of older generations are not used for sending.
+    pub(super) generation: u64,
+    /// Set when a message on this session failed to decrypt: a newer
+    /// session is preferred for sending.
     pub(super) wedged_at: Option<Timestamp>,
     pub(super) pickle: Pickle,
 }
@@ -199,10 +202,12 @@ pub(super) struct OlmIndexRecord {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(super) struct Share {
     pub(super) device: DeviceId,
-    /// The message index the key was exported at.
+    /// The first message index the device is entitled to: where it became
+    /// a recipient.
     pub(super) index: u32,
-    /// The Olm session the key went over.
-    pub(super) olm_session: [u8; 32],
+    /// The Olm session the key went over; `None` while it is owed (the
+    /// device was a recipient but had no Olm session yet).
+    pub(super) olm_session: Option<[u8; 32]>,
 }
 
 /// This device's outbound Megolm session of one room.
@@ -217,20 +222,35 @@ pub(super) struct OutboundRecord {
     pub(super) pickle: Pickle,
 }
 
-/// An inbound Megolm session, bound to the room and the device that sent its key.
+/// An inbound Megolm session, bound to its room and to the devices that
+/// shared its key. Only the session's creator can sign messages on it, so a
+/// message is accepted from any of these devices: a member who forwards a
+/// key it holds cannot claim the session's messages as its own.
 #[derive(Serialize, Deserialize)]
 pub(super) struct InboundRecord {
     pub(super) version: u8,
     pub(super) room_id: RoomId,
-    pub(super) sender_user: UserId,
-    pub(super) sender_device: DeviceId,
+    pub(super) senders: Vec<(UserId, DeviceId)>,
     pub(super) first_index: u32,
     pub(super) pickle: Pickle,
 }
 
-/// Sessions with held messages: (session id, next sequence, count).
+/// Messages held for one Megolm session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct HeldSession {
+    pub(super) session: [u8; 32],
+    /// Sequence numbers in use: `first..next`.
+    pub(super) first: u64,
+    pub(super) next: u64,
+    /// Bytes held.
+    pub(super) bytes: u64,
+    /// When the first of them was held.
+    pub(super) since: Timestamp,
+}
+
+/// Sessions with held messages, oldest first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct HeldIndexRecord {
     pub(super) version: u8,
-    pub(super) sessions: Vec<([u8; 32], u64, u32)>,
+    pub(super) sessions: Vec<HeldSession>,
 }

@@ -51,12 +51,7 @@ impl<S: Store> CryptoMachine<S> {
                 reason: "the verified keys are not the keys held for this device",
             });
         }
-        let Some(entry) = self
-            .devices
-            .devices
-            .get_mut(&verified.device_id)
-            .and_then(Option::as_mut)
-        else {
+        let Some(entry) = self.devices.devices.get_mut(&verified.device_id) else {
             return Err(Error::UnknownDevice {
                 device: verified.device_id,
             });

@@ -224,3 +224,47 @@ pub fn hub_of_three() -> (Device, Device, Device) {
     connect(&mut a, &mut c);
     (a, b, c)
 }
+
+/// A to-device envelope from `from` to `to` built with raw vodozemac: a
+/// fresh Olm session from `from`'s real identity key and one of `to`'s
+/// one-time keys, carrying `sealed` as is. This lets a test put anything in
+/// the plaintext, as a malicious device could.
+pub fn raw_to_device(
+    from: &Device,
+    to: &mut Device,
+    sealed: &safemeet_proto::event::Sealed,
+) -> ToDeviceEnvelope {
+    let otk = to.machine.claim_one_time_keys(1, ts(T0)).unwrap().remove(0);
+    let otk = otk.decode_body().unwrap();
+    let to_cert = to.machine.account().certificate().decode_body().unwrap();
+    let mut session = from
+        .machine
+        .account()
+        .device_keys()
+        .olm
+        .create_outbound_session(
+            vodozemac::olm::SessionConfig::version_1(),
+            vodozemac::Curve25519PublicKey::from_bytes(to_cert.curve25519_key),
+            vodozemac::Curve25519PublicKey::from_bytes(otk.key),
+        )
+        .unwrap();
+    let vodozemac::olm::OlmMessage::PreKey(pre) =
+        session.encrypt(sealed.encode().unwrap()).unwrap()
+    else {
+        panic!("the first message of a session is a pre-key message");
+    };
+    ToDeviceEnvelope {
+        kind: safemeet_proto::envelope::OlmMessageKind::PreKey,
+        session_id: session_id(&session.session_id()),
+        ciphertext: pre.to_bytes(),
+    }
+}
+
+/// A vodozemac base64 session id as bytes.
+pub fn session_id(text: &str) -> [u8; 32] {
+    data_encoding::BASE64_NOPAD
+        .decode(text.as_bytes())
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
