@@ -7,7 +7,12 @@
 //!
 //! - `store`: encrypted put/get/batch of 300-byte values through
 //!   `EncryptedStore<SledStore>` against raw sled on the same machine.
+//! - `crypto`: room messages of 200 B and 4 KiB through the crypto machine
+//!   (over memory and over sled stores) against raw vodozemac Megolm, and
+//!   Olm sessions established per second through the machine against raw
+//!   vodozemac Olm.
 
+mod crypto;
 mod store;
 
 use clap::{Parser, ValueEnum};
@@ -21,15 +26,30 @@ struct Args {
     /// Measured samples per operation (the median is reported).
     #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=1000))]
     samples: u32,
-    /// Operations per sample.
-    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(100..=10_000_000))]
-    ops: u32,
+    /// Operations per sample: records for `store` (default 20 000),
+    /// messages per size for `crypto` (default 500).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(100..=10_000_000))]
+    ops: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Suite {
     /// Encrypted store vs raw sled.
     Store,
+    /// Crypto machine vs raw vodozemac.
+    Crypto,
+}
+
+impl Suite {
+    /// Operations per sample when `--ops` is not given. A machine message
+    /// with a flushed sled commit costs far more than a store put, so the
+    /// crypto suite takes fewer to stay well under a minute.
+    fn default_ops(self) -> u32 {
+        match self {
+            Suite::Store => 20_000,
+            Suite::Crypto => 500,
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,8 +59,11 @@ fn main() -> anyhow::Result<()> {
             "warning: a debug build; numbers mean nothing. Use `cargo run --release -p safemeet-bench`."
         );
     }
+    let samples = args.samples as usize;
+    let ops = args.ops.unwrap_or(args.suite.default_ops()) as usize;
     let report = match args.suite {
-        Suite::Store => store::run(args.samples as usize, args.ops as usize)?,
+        Suite::Store => store::run(samples, ops)?,
+        Suite::Crypto => crypto::run(samples, ops)?,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
