@@ -77,12 +77,12 @@ fn send(
 fn receive(sent: &RoomSend, to: &mut Machine) -> anyhow::Result<Result<String, String>> {
     let me = Destination::Device(to.account().user_id(), to.account().device_id());
     for share in sent.key_shares.iter().filter(|s| s.destination == me) {
-        let Envelope::ToDevice(env) = Envelope::from_frame(&share.frame)? else {
+        let Envelope::ToDevice(env) = Envelope::from_frame(&share.frame()?)? else {
             bail!("a key share that is not a to-device envelope");
         };
         to.decrypt_to_device(&env, SystemClock.now())?;
     }
-    let Envelope::Room(env) = Envelope::from_frame(&sent.message.frame)? else {
+    let Envelope::Room(env) = Envelope::from_frame(&sent.message.frame()?)? else {
         bail!("a room message that is not a room envelope");
     };
     Ok(match to.decrypt_room(&env, SystemClock.now()) {

@@ -6,13 +6,16 @@
 //! every [`CHUNK`] messages so a burst of load from elsewhere hits all
 //! three alike:
 //!
-//! - *raw*: `GroupSession::encrypt` of the text and
-//!   `InboundGroupSession::decrypt` of the resulting message object, nothing
-//!   else (no serialization, no sender, no storage);
-//! - *memory*: Alice's [`CryptoMachine::encrypt_room_event`], the frame
-//!   decoded with [`Envelope::from_frame`], Bob's
-//!   [`CryptoMachine::decrypt_room`], both machines over
-//!   `EncryptedStore<MemoryStore>`;
+//! - *raw*: `GroupSession::encrypt` of the text, the message to bytes and
+//!   back (as any sender and receiver must), and
+//!   `InboundGroupSession::decrypt`; nothing else (no sender, no checks, no
+//!   storage);
+//! - *memory*: Alice's [`CryptoMachine::encrypt_room_event`] (sealing,
+//!   encryption, the atomic commit of ratchet and outbox item) and Bob's
+//!   [`CryptoMachine::decrypt_room`] of the envelope it returned (checks,
+//!   replay record), both machines over `EncryptedStore<MemoryStore>`.
+//!   Wire framing (padding, encoding, decoding) belongs to the network
+//!   layer and is measured with it, not here;
 //! - *sled*: the same over `EncryptedStore<SledStore>`, one database per
 //!   device. Encryption flushes (the machine commits before it releases
 //!   ciphertext); decryption applies without a flush, as the machine does.
@@ -201,15 +204,15 @@ impl<S: Store> Pair<S> {
     /// the text he read.
     fn deliver(&mut self, sent: &RoomSend, now: Timestamp) -> anyhow::Result<usize> {
         for share in &sent.key_shares {
-            let Envelope::ToDevice(envelope) = Envelope::from_frame(&share.frame)? else {
+            let Envelope::ToDevice(envelope) = &share.envelope else {
                 anyhow::bail!("a key share is not a to-device envelope");
             };
-            self.bob.decrypt_to_device(&envelope, now)?;
+            self.bob.decrypt_to_device(envelope, now)?;
         }
-        let Envelope::Room(envelope) = Envelope::from_frame(&sent.message.frame)? else {
+        let Envelope::Room(envelope) = &sent.message.envelope else {
             anyhow::bail!("a room message is not a room envelope");
         };
-        match self.bob.decrypt_room(&envelope, now)?.event.content {
+        match self.bob.decrypt_room(envelope, now)?.event.content {
             EventContent::Message(m) => Ok(m.body.as_str().len()),
             _ => anyhow::bail!("Bob decrypted something other than a message"),
         }
@@ -224,10 +227,10 @@ impl<S: Store> Pair<S> {
         let out =
             self.alice
                 .encrypt_to_device(user, device, ToDeviceEvent::NewSession, extra, b"")?;
-        let Envelope::ToDevice(envelope) = Envelope::from_frame(&out.frame)? else {
+        let Envelope::ToDevice(envelope) = &out.envelope else {
             anyhow::bail!("a to-device message is not a to-device envelope");
         };
-        let got = self.bob.decrypt_to_device(&envelope, now)?;
+        let got = self.bob.decrypt_to_device(envelope, now)?;
         anyhow::ensure!(
             matches!(got.content, ToDeviceContent::NewSession),
             "Bob did not see a new session"
@@ -257,7 +260,9 @@ impl RawMegolm {
     /// Encrypts and decrypts one message, timed into `tally`.
     fn message(&mut self, plaintext: &[u8], tally: &mut Tally) -> anyhow::Result<()> {
         let start = SystemClock.instant();
-        let message = self.outbound.encrypt(plaintext);
+        // The wire form: a sender serializes the message, a receiver parses it.
+        let bytes = self.outbound.encrypt(plaintext).to_bytes();
+        let message = megolm::MegolmMessage::from_bytes(&bytes)?;
         let decrypted = self.inbound.decrypt(&message)?;
         tally.add(SystemClock.instant().duration_since(start), 0);
         anyhow::ensure!(

@@ -133,9 +133,9 @@ impl Account {
         self.master.as_ref().ok_or(Error::NoMasterKey)
     }
 
-    /// This device's id.
+    /// This device's id (from its verified certificate, which matches its keys).
     pub fn device_id(&self) -> DeviceId {
-        self.device.device_id()
+        self.certificate.device_id
     }
 
     /// This device's libp2p peer id.

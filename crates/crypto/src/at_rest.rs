@@ -236,6 +236,9 @@ pub enum NameKind {
     Point = 0,
     /// The prefix of ordered records.
     Ordered = 1,
+    /// The value of a tag: a marker that a record exists with a given
+    /// content hash (see `EncryptedStore::batch_put_tag`).
+    TagValue = 2,
 }
 
 /// Seals and opens stored values and hashes key names, under keys derived

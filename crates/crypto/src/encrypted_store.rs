@@ -225,6 +225,39 @@ impl<S: Store> EncryptedStore<S> {
         Ok(())
     }
 
+    /// Adds a *tag* to `batch`: a point record whose value is the keyed hash
+    /// of `content` rather than a sealed copy of it. Tags mark that
+    /// something was seen (the replay table): the stored bytes reveal
+    /// nothing without the data key, and no encryption is needed to keep
+    /// them so. Read them back with [`EncryptedStore::tag_matches`].
+    pub fn batch_put_tag(
+        &self,
+        batch: &mut EncryptedBatch,
+        keyspace: Keyspace,
+        id: &[u8],
+        content: &[u8],
+    ) -> Result<(), Error> {
+        check_keyspace(keyspace)?;
+        let key = self.point_key(keyspace, id);
+        let value = self.cipher.hash_name(keyspace, NameKind::TagValue, content);
+        batch.batch.put_owned(keyspace, key, value.to_vec());
+        Ok(())
+    }
+
+    /// Whether tag `id` exists, and if so whether it was made from `content`.
+    pub fn tag_matches(
+        &self,
+        keyspace: Keyspace,
+        id: &[u8],
+        content: &[u8],
+    ) -> Result<Option<bool>, Error> {
+        check_keyspace(keyspace)?;
+        let key = self.point_key(keyspace, id);
+        Ok(self.inner.get(keyspace, &key)?.map(|stored| {
+            stored.as_slice() == self.cipher.hash_name(keyspace, NameKind::TagValue, content)
+        }))
+    }
+
     /// Adds a point delete to `batch`.
     pub fn batch_delete(
         &self,

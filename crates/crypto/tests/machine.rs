@@ -637,8 +637,12 @@ fn outbox_holds_every_committed_frame_until_removed() {
     let sent = send(&mut alice, room(16), &members, "queued", T0);
     let items = alice.machine.outbox(None, 100).unwrap();
     assert_eq!(items.len(), 2);
-    assert_eq!(items[0].1.frame, sent.key_shares[0].frame);
-    assert_eq!(items[1].1.frame, sent.message.frame);
+    assert_eq!(
+        items[0].1.frame().unwrap(),
+        sent.key_shares[0].frame().unwrap()
+    );
+    assert_eq!(items[1].1.frame().unwrap(), sent.message.frame().unwrap());
+    assert_eq!(items[1].1.envelope, sent.message.envelope);
     alice
         .machine
         .remove_from_outbox(&[items[0].0, items[1].0])

@@ -298,7 +298,7 @@ fn no_index_is_used_twice_across_kills() {
     let mut used: HashMap<(Vec<u8>, u32), usize> = HashMap::new();
     let mut texts = BTreeSet::new();
     for (_, item) in &outbox {
-        match Envelope::from_frame(&item.frame).unwrap() {
+        match Envelope::from_frame(&item.frame().unwrap()).unwrap() {
             Envelope::ToDevice(env) => {
                 assert_eq!(
                     item.destination,

@@ -124,11 +124,47 @@ pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8], max: usize) -> Resu
     // One value, one encoding: re-encode and compare. The copy may hold
     // secrets (account records, room keys), so it is sized up front and
     // zeroized.
-    let again = encode_secret(&value, max).map_err(|_| DecodeError::NonCanonical)?;
-    if again.as_slice() != bytes {
+    // Re-encode into a comparison against the input: no copy is made.
+    let matched = postcard::serialize_with_flavor(
+        &value,
+        Compare {
+            expected: bytes,
+            pos: 0,
+        },
+    )
+    .map_err(|_| DecodeError::NonCanonical)?;
+    if !matched {
         return Err(DecodeError::NonCanonical);
     }
     Ok(value)
+}
+
+/// A postcard flavor that checks the bytes it is given against `expected`
+/// instead of storing them; it ends in `true` when they match exactly.
+struct Compare<'a> {
+    expected: &'a [u8],
+    pos: usize,
+}
+
+impl postcard::ser_flavors::Flavor for Compare<'_> {
+    type Output = bool;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let end = self.pos.saturating_add(data.len());
+        if self.expected.get(self.pos..end) != Some(data) {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.pos = end;
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    fn finalize(self) -> postcard::Result<bool> {
+        Ok(self.pos == self.expected.len())
+    }
 }
 
 fn map_postcard(e: postcard::Error) -> DecodeError {

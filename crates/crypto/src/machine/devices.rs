@@ -335,6 +335,68 @@ impl<S: Store> CryptoMachine<S> {
         Ok((cert, DeviceTrust::Unverified))
     }
 
+    /// [`check_sender`](Self::check_sender) for a room message whose
+    /// session was shared by `candidates`: when the sealed certificate is
+    /// the one held for one of them, only its status in the device list is
+    /// checked (the certificate was verified when it was stored).
+    pub(super) fn check_room_sender(
+        &mut self,
+        signed: &Signed<DeviceCertificate>,
+        candidates: &[(UserId, DeviceId)],
+    ) -> Result<Sender, Error> {
+        let own = (self.account.user_id(), self.account.device_id());
+        for (user, device) in candidates {
+            if (*user, *device) == own {
+                if signed == self.account.certificate() {
+                    return Ok(Sender {
+                        user_id: *user,
+                        device_id: *device,
+                        trust: DeviceTrust::Verified,
+                    });
+                }
+                continue;
+            }
+            let Some(entry) = self.devices.devices.get(device) else {
+                continue;
+            };
+            if entry.cert.signed() != signed || entry.cert.user_id != *user {
+                continue;
+            }
+            let (hash, verified) = (entry.cert_hash, entry.verified_at.is_some());
+            let status = self.load_list(user)?.map(|l| listed_status(l, device));
+            return match status {
+                None => Err(Error::UnknownSender { user: *user }),
+                Some(None) => Err(Error::UnlistedDevice { device: *device }),
+                Some(Some((DeviceStatus::Revoked(_), _))) => {
+                    Err(Error::RevokedDevice { device: *device })
+                }
+                Some(Some((DeviceStatus::Active, listed))) if listed == hash => Ok(Sender {
+                    user_id: *user,
+                    device_id: *device,
+                    trust: if verified {
+                        DeviceTrust::Verified
+                    } else {
+                        DeviceTrust::Unverified
+                    },
+                }),
+                Some(Some(_)) => Err(Error::SenderMismatch {
+                    reason: "the certificate is not the one the device list pins",
+                }),
+            };
+        }
+        let (cert, trust) = self.check_sender(signed)?;
+        if !candidates.contains(&(cert.user_id, cert.device_id)) {
+            return Err(Error::SenderMismatch {
+                reason: "the sealed sender is not a device that shared the room key",
+            });
+        }
+        Ok(Sender {
+            user_id: cert.user_id,
+            device_id: cert.device_id,
+            trust,
+        })
+    }
+
     /// The devices that receive a room's key: every active, certified
     /// device of every member (this user's other devices included), and
     /// the members whose device list is unknown.

@@ -12,15 +12,15 @@ use vodozemac::megolm::{
     DecryptionError, ExportedSessionKey, GroupSession, GroupSessionPickle, InboundGroupSession,
     InboundGroupSessionPickle, MegolmMessage, SessionConfig, SessionKey,
 };
-use zeroize::Zeroizing;
 
 use super::records::{
-    self, HeldSession, InboundRecord, OutboundRecord, Pickle, RECORD_VERSION, Share, name,
+    self, HeldSession, InboundRecord, OutboundRecord, Pickle, RECORD_VERSION, Share, SharesRecord,
+    name,
 };
 use super::{
     CryptoMachine, DecryptedRoomEvent, Destination, HELD_TTL_MS, MAX_HELD_BYTES,
     MAX_HELD_BYTES_PER_SESSION, MAX_HELD_PER_SESSION, MAX_HELD_SESSIONS, ROTATION_MESSAGES,
-    ROTATION_PERIOD_MS, RoomMessage, RoomSend, Rotation, Sender, ToDeviceContent, event_id,
+    ROTATION_PERIOD_MS, RoomMessage, RoomSend, Rotation, Sender, ToDeviceContent, event_id_of,
     session_id_bytes,
 };
 use crate::{EncryptedBatch, Error};
@@ -33,6 +33,8 @@ pub(super) struct Outbound {
     created_at: Timestamp,
     messages: u64,
     shared_with: Vec<Share>,
+    /// `shared_with` changed since it was last staged.
+    shares_dirty: bool,
     session_id: [u8; 32],
     session: GroupSession,
 }
@@ -78,12 +80,28 @@ impl<S: Store> CryptoMachine<S> {
                     let rec: OutboundRecord = records::decode(&bytes, "outbound session")?;
                     let pickle: GroupSessionPickle = rec.pickle.load()?;
                     let session = GroupSession::from_pickle(pickle);
+                    let session_id = session_id_bytes(&session.session_id())?;
+                    let shares = match self
+                        .store
+                        .get(Keyspace::CryptoSessions, &name::shares(room))?
+                    {
+                        Some(b) => {
+                            let shares: SharesRecord = records::decode(&b, "session shares")?;
+                            if shares.session_id == session_id {
+                                shares.shared_with
+                            } else {
+                                Vec::new()
+                            }
+                        }
+                        None => Vec::new(),
+                    };
                     Some(Outbound {
                         generation: rec.generation,
                         created_at: rec.created_at,
                         messages: rec.messages,
-                        shared_with: rec.shared_with,
-                        session_id: session_id_bytes(&session.session_id())?,
+                        shared_with: shares,
+                        shares_dirty: false,
+                        session_id,
                         session,
                     })
                 }
@@ -93,11 +111,12 @@ impl<S: Store> CryptoMachine<S> {
         Ok(cached.filter(|o| o.generation == self.run.generation))
     }
 
+    /// Stages the session (every message) and its shares (when they changed).
     fn stage_outbound(
         &self,
         batch: &mut EncryptedBatch,
         room: &RoomId,
-        out: &Outbound,
+        out: &mut Outbound,
     ) -> Result<(), Error> {
         let rec = OutboundRecord {
             version: RECORD_VERSION,
@@ -105,7 +124,6 @@ impl<S: Store> CryptoMachine<S> {
             room_id: *room,
             created_at: out.created_at,
             messages: out.messages,
-            shared_with: out.shared_with.clone(),
             pickle: Pickle::of(&out.session.pickle())?,
         };
         self.store.batch_put(
@@ -113,7 +131,22 @@ impl<S: Store> CryptoMachine<S> {
             Keyspace::CryptoSessions,
             &name::outbound(room),
             &records::encode(&rec)?,
-        )
+        )?;
+        if out.shares_dirty {
+            let shares = SharesRecord {
+                version: RECORD_VERSION,
+                session_id: out.session_id,
+                shared_with: out.shared_with.clone(),
+            };
+            self.store.batch_put(
+                batch,
+                Keyspace::CryptoSessions,
+                &name::shares(room),
+                &records::encode_plain(&shares)?,
+            )?;
+            out.shares_dirty = false;
+        }
+        Ok(())
     }
 
     fn rotation_needed(
@@ -172,6 +205,7 @@ impl<S: Store> CryptoMachine<S> {
                     created_at: now,
                     messages: 0,
                     shared_with: Vec::new(),
+                    shares_dirty: true,
                     session_id: session_id_bytes(&session.session_id())?,
                     session,
                 };
@@ -204,6 +238,7 @@ impl<S: Store> CryptoMachine<S> {
                         index: out.session.message_index(),
                         olm_session: None,
                     });
+                    out.shares_dirty = true;
                     no_session.push((user, device));
                     continue;
                 }
@@ -211,7 +246,7 @@ impl<S: Store> CryptoMachine<S> {
             };
             let index = shared.map_or(out.session.message_index(), |i| out.shared_with[i].index);
             let key = self.room_key_at(room, &out, index)?;
-            let (frame, used) =
+            let (envelope, used) =
                 self.olm_encrypt(&mut batch, device, ToDeviceEvent::RoomKey(key))?;
             debug_assert_eq!(used, olm_session);
             let share = Share {
@@ -223,11 +258,12 @@ impl<S: Store> CryptoMachine<S> {
                 Some(i) => out.shared_with[i] = share,
                 None => out.shared_with.push(share),
             }
+            out.shares_dirty = true;
             key_shares.push(self.queue(
                 &mut batch,
                 Destination::Device(user, device),
                 meta,
-                frame,
+                envelope,
             )?);
         }
         let event = RoomEvent {
@@ -238,27 +274,31 @@ impl<S: Store> CryptoMachine<S> {
             ts: now,
             content: message.content,
         };
-        let plaintext = Zeroizing::new(
-            Sealed {
-                sender: self.account.certificate().clone(),
-                payload: Payload::Room(event),
-            }
-            .encode()?,
-        );
+        // Room plaintext is message content, not key material: it goes on to
+        // the timeline and the application as text, so its buffers are not
+        // wiped (to-device plaintext, which carries room keys, is).
+        let plaintext = Sealed {
+            sender: self.account.certificate().clone(),
+            payload: Payload::Room(event),
+        }
+        .encode()?;
         let message_index = out.session.message_index();
-        let ciphertext = out.session.encrypt(plaintext.as_slice()).to_bytes();
+        let encrypted = out.session.encrypt(&plaintext);
         out.messages = out.messages.saturating_add(1);
+        let id = event_id_of(&out.session_id, &encrypted);
         let envelope = RoomEnvelope {
             topic: message.topic,
             session_id: out.session_id,
-            ciphertext,
+            ciphertext: encrypted.to_bytes(),
         };
-        let id = event_id(&envelope)?;
-        let frame = Envelope::Room(envelope).to_frame()?;
         let session_id = out.session_id;
-        self.stage_outbound(&mut batch, &room, &out)?;
-        let sent = self.queue(&mut batch, Destination::Room(room), meta, frame)?;
-        self.put_run(&mut batch)?;
+        self.stage_outbound(&mut batch, &room, &mut out)?;
+        let sent = self.queue(
+            &mut batch,
+            Destination::Room(room),
+            meta,
+            Envelope::Room(envelope),
+        )?;
         self.megolm.outbound.insert(room, Some(out));
         self.commit(batch, true)?;
         Ok(RoomSend {
@@ -498,9 +538,11 @@ impl<S: Store> CryptoMachine<S> {
             return Err(Error::MissingRoomKey { held });
         }
         let seen = name::seen_megolm(&id, index);
-        let hash: [u8; 32] = blake3::hash(&envelope.ciphertext).into();
-        let previous = self.store.get(Keyspace::SeenMegolmIndexes, &seen)?;
-        if previous.as_ref().is_some_and(|p| p.as_slice() == hash) {
+        let id_of_event = event_id_of(&id, &message);
+        let previous =
+            self.store
+                .tag_matches(Keyspace::SeenMegolmIndexes, &seen, id_of_event.as_bytes())?;
+        if previous == Some(true) {
             return Err(Error::Replay {
                 index,
                 same_ciphertext: true,
@@ -526,18 +568,12 @@ impl<S: Store> CryptoMachine<S> {
             });
         }
         let (room_id, senders) = (inbound.room_id, inbound.senders.clone());
-        let plaintext = Zeroizing::new(decrypted.plaintext);
-        let sealed = Sealed::decode(&plaintext)?;
-        let (cert, trust) = self.check_sender(&sealed.sender)?;
-        if !senders.contains(&(cert.user_id, cert.device_id)) {
-            return Err(Error::SenderMismatch {
-                reason: "the sealed sender is not a device that shared the room key",
-            });
-        }
+        let sealed = Sealed::decode(&decrypted.plaintext)?;
+        let sender = self.check_room_sender(&sealed.sender, &senders)?;
         let Payload::Room(event) = sealed.payload else {
             return Err(Error::UnexpectedPayload);
         };
-        if event.sender != cert.user_id || event.sender_device != cert.device_id {
+        if event.sender != sender.user_id || event.sender_device != sender.device_id {
             return Err(Error::SenderMismatch {
                 reason: "the event names another sender than its certificate",
             });
@@ -548,15 +584,15 @@ impl<S: Store> CryptoMachine<S> {
             });
         }
         let mut batch = self.store.batch();
-        self.store
-            .batch_put(&mut batch, Keyspace::SeenMegolmIndexes, &seen, &hash)?;
+        self.store.batch_put_tag(
+            &mut batch,
+            Keyspace::SeenMegolmIndexes,
+            &seen,
+            id_of_event.as_bytes(),
+        )?;
         let decrypted = DecryptedRoomEvent {
-            event_id: event_id(envelope)?,
-            sender: Sender {
-                user_id: cert.user_id,
-                device_id: cert.device_id,
-                trust,
-            },
+            event_id: id_of_event,
+            sender,
             event,
             session_id: id,
             message_index: index,

@@ -3,16 +3,17 @@
 //!
 //! [`CryptoMachine`] is sans-I/O: it never touches a socket or the clock.
 //! Time comes in as a [`Timestamp`]; state goes out through the store
-//! traits, sealed by an [`EncryptedStore`]. The network layer moves the
-//! frames it produces and hands back the envelopes that arrive.
+//! traits, sealed by an [`EncryptedStore`]. The network layer pads the
+//! envelopes it produces into frames, moves them, and hands back the
+//! envelopes that arrive.
 //!
 //! # Rules it keeps
 //! - **Commit before release.** Every call that produces ciphertext
 //!   ([`CryptoMachine::encrypt_room_event`], [`CryptoMachine::encrypt_to_device`])
-//!   writes the advanced ratchet *and* the outgoing frames (into the outbox)
-//!   in one atomic batch and flushes it before it returns; the frames are
-//!   only reachable through the returned values. There is no call that hands
-//!   out ciphertext without that commit. If the commit fails the machine is
+//!   writes the advanced ratchet *and* the outgoing envelopes (into the
+//!   outbox) in one atomic batch and flushes it before it returns; the
+//!   envelopes are only reachable through the returned values. There is no
+//!   call that hands out ciphertext without that commit. If the commit fails the machine is
 //!   poisoned and refuses further work, so in-memory state that ran ahead of
 //!   the store is never used.
 //! - **No index twice.** After an unclean shutdown (the machine was not
@@ -64,7 +65,7 @@ use std::fmt;
 
 use safemeet_proto::event::{RoomEvent, ToDeviceEvent, Verification};
 use safemeet_proto::identity::{OneTimeKey, Signed};
-use safemeet_proto::{DeviceId, EventId, RoomId, Timestamp, UserId};
+use safemeet_proto::{DeviceId, Envelope, EventId, RoomId, Timestamp, UserId};
 use safemeet_store::{Keyspace, Store};
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +96,9 @@ pub const MAX_HELD_BYTES_PER_SESSION: u64 = 1024 * 1024;
 pub const MAX_HELD_BYTES: u64 = 8 * 1024 * 1024;
 /// Held messages whose key has not come within 3 days are dropped.
 pub const HELD_TTL_MS: u64 = 3 * 24 * 3600 * 1000;
+/// Outbox sequence numbers reserved at a time, so the run record is not
+/// rewritten with every send.
+const OUTBOX_RESERVE: u64 = 4096;
 /// Olm sessions kept per device (the oldest is dropped beyond this).
 pub const MAX_OLM_SESSIONS_PER_DEVICE: usize = 8;
 
@@ -107,7 +111,7 @@ pub enum Destination {
     Device(UserId, DeviceId),
 }
 
-/// An encrypted, padded frame waiting in the outbox.
+/// An encrypted envelope waiting in the outbox.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxItem {
     /// Format version; currently 1.
@@ -117,29 +121,53 @@ pub struct OutboxItem {
     /// The caller's own data about the send (event id, retry state, …).
     #[serde(with = "safemeet_proto::codec::bytes")]
     pub meta: Vec<u8>,
-    /// The frame: an [`Envelope`](safemeet_proto::Envelope) padded for the wire.
+    /// The envelope (padding is deterministic, so it is added when the
+    /// frame is made).
+    pub envelope: Envelope,
+}
+
+/// The stored form of an [`OutboxItem`], borrowing its parts (the same
+/// encoding).
+#[derive(Serialize)]
+struct OutboxItemRef<'a> {
+    version: u8,
+    destination: Destination,
     #[serde(with = "safemeet_proto::codec::bytes")]
-    pub frame: Vec<u8>,
+    meta: &'a [u8],
+    envelope: &'a Envelope,
+}
+
+impl OutboxItem {
+    /// The padded wire frame.
+    pub fn frame(&self) -> Result<Vec<u8>, Error> {
+        Ok(self.envelope.to_frame()?)
+    }
 }
 
 impl fmt::Debug for OutboxItem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OutboxItem")
             .field("destination", &self.destination)
-            .field("frame_len", &self.frame.len())
             .finish_non_exhaustive()
     }
 }
 
-/// A frame that is committed to the outbox and may now be sent.
+/// An envelope that is committed to the outbox and may now be sent.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Outgoing {
     /// Sequence number of its outbox item (to remove it once delivered).
     pub outbox_seq: u64,
     /// Where it goes.
     pub destination: Destination,
-    /// The padded frame.
-    pub frame: Vec<u8>,
+    /// The envelope.
+    pub envelope: Envelope,
+}
+
+impl Outgoing {
+    /// The padded wire frame.
+    pub fn frame(&self) -> Result<Vec<u8>, Error> {
+        Ok(self.envelope.to_frame()?)
+    }
 }
 
 impl fmt::Debug for Outgoing {
@@ -147,8 +175,7 @@ impl fmt::Debug for Outgoing {
         f.debug_struct("Outgoing")
             .field("outbox_seq", &self.outbox_seq)
             .field("destination", &self.destination)
-            .field("frame_len", &self.frame.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -183,7 +210,7 @@ pub struct RoomMessage<'a> {
     pub lamport: u64,
 }
 
-/// The result of [`CryptoMachine::encrypt_room_event`]: committed frames.
+/// The result of [`CryptoMachine::encrypt_room_event`]: committed envelopes.
 #[derive(Debug)]
 pub struct RoomSend {
     /// The event's id (see [`event_id`]).
@@ -253,16 +280,30 @@ pub struct ReceivedToDevice {
     pub released: Vec<Result<DecryptedRoomEvent, Error>>,
 }
 
-/// The id of a room event: a hash of its Megolm session id and ciphertext
-/// (the parts the sender's signature covers; the topic is routing data).
-/// Anyone holding the envelope computes it without decrypting, so
-/// duplicates can be dropped before any cryptography.
+/// The id of a room event: a hash of its Megolm session id, message index
+/// and the session's Ed25519 signature over the message. The signature
+/// covers every byte of the (canonical) message, so two valid messages never
+/// share an id; the topic is routing data and not part of it. Anyone holding
+/// the envelope computes it without decrypting, so duplicates can be dropped
+/// before any cryptography (record an id as seen only once its message
+/// decrypted: an invalid message may carry a valid message's signature).
 pub fn event_id(envelope: &safemeet_proto::envelope::RoomEnvelope) -> Result<EventId, Error> {
+    let message =
+        vodozemac::megolm::MegolmMessage::from_bytes(&envelope.ciphertext).map_err(|e| {
+            Error::Decryption {
+                what: "Megolm",
+                reason: e.to_string(),
+            }
+        })?;
+    Ok(event_id_of(&envelope.session_id, &message))
+}
+
+fn event_id_of(session_id: &[u8; 32], message: &vodozemac::megolm::MegolmMessage) -> EventId {
     let mut hasher = blake3::Hasher::new_derive_key("safemeet/v1/event-id");
-    hasher.update(&envelope.session_id);
-    hasher.update(&(envelope.ciphertext.len() as u64).to_le_bytes());
-    hasher.update(&envelope.ciphertext);
-    Ok(EventId::from_bytes(hasher.finalize().into()))
+    hasher.update(session_id);
+    hasher.update(&message.message_index().to_be_bytes());
+    hasher.update(&message.signature().to_bytes());
+    EventId::from_bytes(hasher.finalize().into())
 }
 
 /// The end-to-end encryption state of one device. See the [module docs](self).
@@ -270,6 +311,7 @@ pub struct CryptoMachine<S: Store> {
     store: EncryptedStore<S>,
     account: Account,
     run: RunRecord,
+    outbox_next: u64,
     unclean_start: bool,
     poisoned: bool,
     keys: KeysRecord,
@@ -310,7 +352,7 @@ impl<S: Store> CryptoMachine<S> {
                 version: RECORD_VERSION,
                 clean: true,
                 generation: 0,
-                outbox_next: 0,
+                outbox_reserved: 0,
             },
         };
         let unclean_start = !run.clean;
@@ -325,7 +367,19 @@ impl<S: Store> CryptoMachine<S> {
             );
         }
         run.clean = false;
-        store.put(Keyspace::CryptoSessions, name::RUN, &records::encode(&run)?)?;
+        let outbox_next = run.outbox_reserved;
+        run.outbox_reserved =
+            outbox_next
+                .checked_add(OUTBOX_RESERVE)
+                .ok_or(Error::InvalidRecord {
+                    what: "outbox",
+                    reason: "sequence exhausted",
+                })?;
+        store.put(
+            Keyspace::CryptoSessions,
+            name::RUN,
+            &records::encode_plain(&run)?,
+        )?;
         store.flush()?;
         let keys = match store.get(Keyspace::CryptoSessions, name::KEYS)? {
             Some(b) => records::decode(&b, "key pool")?,
@@ -347,6 +401,7 @@ impl<S: Store> CryptoMachine<S> {
             store,
             account,
             run,
+            outbox_next,
             unclean_start,
             poisoned: false,
             keys,
@@ -365,7 +420,7 @@ impl<S: Store> CryptoMachine<S> {
         self.store.put(
             Keyspace::CryptoSessions,
             name::RUN,
-            &records::encode(&self.run)?,
+            &records::encode_plain(&self.run)?,
         )?;
         self.store.flush()
     }
@@ -435,7 +490,7 @@ impl<S: Store> CryptoMachine<S> {
             batch,
             Keyspace::CryptoSessions,
             name::RUN,
-            &records::encode(&self.run)?,
+            &records::encode_plain(&self.run)?,
         )
     }
 
@@ -455,30 +510,34 @@ impl<S: Store> CryptoMachine<S> {
         batch: &mut EncryptedBatch,
         destination: Destination,
         meta: &[u8],
-        frame: Vec<u8>,
+        envelope: Envelope,
     ) -> Result<Outgoing, Error> {
-        let seq = self.run.outbox_next;
-        self.run.outbox_next = seq.checked_add(1).ok_or(Error::InvalidRecord {
+        let seq = self.outbox_next;
+        self.outbox_next = seq.checked_add(1).ok_or(Error::InvalidRecord {
             what: "outbox",
             reason: "sequence exhausted",
         })?;
-        let item = OutboxItem {
+        if self.outbox_next > self.run.outbox_reserved {
+            self.run.outbox_reserved = self.run.outbox_reserved.saturating_add(OUTBOX_RESERVE);
+            self.put_run(batch)?;
+        }
+        let item = OutboxItemRef {
             version: RECORD_VERSION,
             destination,
-            meta: meta.to_vec(),
-            frame,
+            meta,
+            envelope: &envelope,
         };
         self.store.batch_put_ordered(
             batch,
             Keyspace::Outbox,
             name::OUTBOX,
             seq,
-            &records::encode(&item)?,
+            &records::encode_plain(&item)?,
         )?;
         Ok(Outgoing {
             outbox_seq: seq,
             destination,
-            frame: item.frame,
+            envelope,
         })
     }
 
@@ -665,9 +724,13 @@ impl<S: Store> CryptoMachine<S> {
             return Err(Error::RevokedDevice { device });
         }
         let mut batch = extra;
-        let (frame, _) = self.olm_encrypt(&mut batch, device, event)?;
-        let out = self.queue(&mut batch, Destination::Device(user, device), meta, frame)?;
-        self.put_run(&mut batch)?;
+        let (envelope, _) = self.olm_encrypt(&mut batch, device, event)?;
+        let out = self.queue(
+            &mut batch,
+            Destination::Device(user, device),
+            meta,
+            envelope,
+        )?;
         self.commit(batch, true)?;
         Ok(out)
     }

@@ -66,7 +66,7 @@ impl<S: Store> CryptoMachine<S> {
                 return Ok(None);
             };
             let rec: OlmSessionRecord = records::decode(&bytes, "Olm session")?;
-            let pickle: SessionPickle = rec.pickle.load()?;
+            let pickle: SessionPickle = rec.pickle.json_load()?;
             self.olm.sessions.insert(
                 *id,
                 Entry {
@@ -140,7 +140,7 @@ impl<S: Store> CryptoMachine<S> {
             created_at: e.created_at,
             generation: e.generation,
             wedged_at: e.wedged_at,
-            pickle: Pickle::of(&e.session.pickle())?,
+            pickle: Pickle::json_of(&e.session.pickle())?,
         };
         self.store.batch_put(
             batch,
@@ -261,13 +261,13 @@ impl<S: Store> CryptoMachine<S> {
     }
 
     /// Encrypts `event` for `device` on its sending session and stages the
-    /// advanced session. Returns the frame and the session id.
+    /// advanced session. Returns the envelope and the session id.
     pub(super) fn olm_encrypt(
         &mut self,
         batch: &mut EncryptedBatch,
         device: DeviceId,
         event: ToDeviceEvent,
-    ) -> Result<(Vec<u8>, [u8; 32]), Error> {
+    ) -> Result<(Envelope, [u8; 32]), Error> {
         let id = self
             .sending_session(&device)?
             .ok_or(Error::NoOlmSession { device })?;
@@ -294,13 +294,12 @@ impl<S: Store> CryptoMachine<S> {
             OlmMessage::Normal(m) => (OlmMessageKind::Normal, m.to_bytes()),
         };
         self.stage_olm_session(batch, &id)?;
-        let frame = Envelope::ToDevice(ToDeviceEnvelope {
+        let envelope = Envelope::ToDevice(ToDeviceEnvelope {
             kind,
             session_id: id,
             ciphertext,
-        })
-        .to_frame()?;
-        Ok((frame, id))
+        });
+        Ok((envelope, id))
     }
 
     /// Decrypts a to-device message. Room keys are stored (and release held
@@ -317,7 +316,7 @@ impl<S: Store> CryptoMachine<S> {
         let seen = name::seen_olm(&hash);
         if self
             .store
-            .get(Keyspace::SeenMegolmIndexes, &seen)?
+            .tag_matches(Keyspace::SeenMegolmIndexes, &seen, &[])?
             .is_some()
         {
             return Err(Error::DuplicateOlmMessage);
@@ -404,7 +403,7 @@ impl<S: Store> CryptoMachine<S> {
                     self.stage_olm_session(&mut batch, &id)?;
                 }
                 self.store
-                    .batch_put(&mut batch, Keyspace::SeenMegolmIndexes, &seen, &[])?;
+                    .batch_put_tag(&mut batch, Keyspace::SeenMegolmIndexes, &seen, &[])?;
                 self.handle_to_device(&mut batch, sender, event)
             }
             Err(e) => {

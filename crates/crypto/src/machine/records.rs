@@ -58,6 +58,9 @@ pub(super) mod name {
     pub(crate) fn outbound(room: &RoomId) -> Vec<u8> {
         join(b"megolm-out/", &[room.as_bytes()])
     }
+    pub(crate) fn shares(room: &RoomId) -> Vec<u8> {
+        join(b"megolm-shares/", &[room.as_bytes()])
+    }
     pub(crate) fn inbound(session: &[u8; 32]) -> Vec<u8> {
         join(b"megolm-in/", &[session])
     }
@@ -72,9 +75,14 @@ pub(super) mod name {
     }
 }
 
-/// Encodes a record into a zeroizing buffer.
+/// Encodes a record that holds secrets into a zeroizing buffer.
 pub(super) fn encode<T: Serialize>(record: &T) -> Result<Zeroizing<Vec<u8>>, Error> {
     Ok(codec::encode_secret(record, MAX_RECORD_BYTES)?)
+}
+
+/// Encodes a record without secrets (ciphertext, counters, indexes).
+pub(super) fn encode_plain<T: Serialize>(record: &T) -> Result<Vec<u8>, Error> {
+    Ok(codec::encode_limited(record, MAX_RECORD_BYTES)?)
 }
 
 /// Decodes a record read from the store and checks its version.
@@ -113,24 +121,38 @@ versioned!(
     OlmSessionRecord,
     OlmIndexRecord,
     OutboundRecord,
+    SharesRecord,
     InboundRecord,
     HeldIndexRecord,
     crate::machine::OutboxItem
 );
 
-/// A vodozemac pickle, serialized; wiped when dropped.
+/// A serialized vodozemac pickle; wiped when dropped. Megolm pickles use the
+/// project codec ([`Pickle::of`]); Olm session pickles need JSON.
 #[derive(Serialize, Deserialize, Default)]
 #[serde(transparent)]
 pub(super) struct Pickle(#[serde(with = "codec::bytes")] Vec<u8>);
 
 impl Pickle {
     pub(super) fn of<T: Serialize>(pickle: &T) -> Result<Self, Error> {
+        let mut bytes = codec::encode_secret(pickle, MAX_RECORD_BYTES)?;
+        Ok(Self(std::mem::take(&mut *bytes)))
+    }
+
+    pub(super) fn load<T: Serialize + DeserializeOwned>(&self) -> Result<T, Error> {
+        Ok(codec::decode(&self.0, MAX_RECORD_BYTES)?)
+    }
+
+    /// For pickles that need a self-describing format (vodozemac's Olm
+    /// session pickle has an internally tagged enum): JSON.
+    pub(super) fn json_of<T: Serialize>(pickle: &T) -> Result<Self, Error> {
         serde_json::to_vec(pickle)
             .map(Self)
             .map_err(|e| safemeet_proto::EncodeError::Serialize(e.to_string()).into())
     }
 
-    pub(super) fn load<T: DeserializeOwned>(&self) -> Result<T, Error> {
+    /// Reads a pickle written by [`Pickle::json_of`].
+    pub(super) fn json_load<T: DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_slice(&self.0)
             .map_err(|e| safemeet_proto::DecodeError::Malformed(e.to_string()).into())
     }
@@ -151,8 +173,9 @@ pub(super) struct RunRecord {
     /// Bumped after every unclean shutdown; outbound sessions of an older
     /// generation are discarded.
     pub(super) generation: u64,
-    /// Next outbox sequence number.
-    pub(super) outbox_next: u64,
+    /// Outbox sequence numbers below this may have been used; a machine
+    /// that opens starts here and reserves a block above it.
+    pub(super) outbox_reserved: u64,
 }
 
 /// Published one-time keys not yet handed out, and the fallback key.
@@ -218,8 +241,17 @@ pub(super) struct OutboundRecord {
     pub(super) room_id: RoomId,
     pub(super) created_at: Timestamp,
     pub(super) messages: u64,
-    pub(super) shared_with: Vec<Share>,
     pub(super) pickle: Pickle,
+}
+
+/// Who an outbound Megolm session was shared with; written only when it
+/// changes (not with every message).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct SharesRecord {
+    pub(super) version: u8,
+    /// The outbound session these shares belong to.
+    pub(super) session_id: [u8; 32],
+    pub(super) shared_with: Vec<Share>,
 }
 
 /// An inbound Megolm session, bound to its room and to the devices that

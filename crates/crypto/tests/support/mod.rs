@@ -164,14 +164,14 @@ pub fn send<S: Store>(
 }
 
 pub fn room_envelope(out: &Outgoing) -> RoomEnvelope {
-    match Envelope::from_frame(&out.frame).unwrap() {
+    match Envelope::from_frame(&out.frame().unwrap()).unwrap() {
         Envelope::Room(r) => r,
         other => panic!("not a room envelope: {other:?}"),
     }
 }
 
 pub fn to_device_envelope(out: &Outgoing) -> ToDeviceEnvelope {
-    match Envelope::from_frame(&out.frame).unwrap() {
+    match Envelope::from_frame(&out.frame().unwrap()).unwrap() {
         Envelope::ToDevice(t) => t,
         other => panic!("not a to-device envelope: {other:?}"),
     }
