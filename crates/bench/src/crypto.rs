@@ -2,9 +2,12 @@
 //! of vodozemac.
 //!
 //! **Room messages.** For each message text size (200 bytes and 4 KiB) a
-//! sample sends `ops` messages down each of three paths, which take turns
-//! every [`CHUNK`] messages so a burst of load from elsewhere hits all
-//! three alike:
+//! sample sends `ops` messages down the raw and the memory path, which take
+//! turns every [`CHUNK`] messages so a burst of load from elsewhere hits
+//! both alike, and then `ops` messages down the sled path on its own (its
+//! background flusher would otherwise take time from the other two). The
+//! goal is judged on the median over samples of each sample's
+//! memory ÷ raw ratio:
 //!
 //! - *raw*: `GroupSession::encrypt` of the text, the message to bytes and
 //!   back (as any sender and receiver must), and
@@ -314,8 +317,10 @@ impl<S: Store> RoomPath<S> {
     }
 }
 
-/// One sample of one message size: `ops` messages down each path, the
-/// paths taking turns every [`CHUNK`] messages. Returns (raw, memory, sled).
+/// One sample of one message size: `ops` messages down the raw and the
+/// memory path, taking turns every [`CHUNK`] messages, then `ops` messages
+/// down the sled path on its own (sled's background flusher must not steal
+/// time from the other two). Returns (raw, memory, sled).
 fn messages(
     body: &MessageText,
     ops: usize,
@@ -328,15 +333,6 @@ fn messages(
         body,
         now,
     )?;
-    // Fresh databases each sample, so every sample sees the same state.
-    let dir = tempfile::tempdir()?;
-    let config = SledConfig::default();
-    let sled_pair = Pair::new(
-        SledStore::open(dir.path().join("alice"), &config)?,
-        SledStore::open(dir.path().join("bob"), &config)?,
-        now,
-    )?;
-    let mut sled = RoomPath::new(sled_pair, body, now)?;
     let mut tallies = (Tally::default(), Tally::default(), Tally::default());
     let mut done = 0;
     while done < ops {
@@ -347,10 +343,19 @@ fn messages(
         for _ in 0..n {
             memory.message(body, now, &mut tallies.1)?;
         }
-        for _ in 0..n {
-            sled.message(body, now, &mut tallies.2)?;
-        }
         done += n;
+    }
+    // Fresh databases each sample, so every sample sees the same state.
+    let dir = tempfile::tempdir()?;
+    let config = SledConfig::default();
+    let sled_pair = Pair::new(
+        SledStore::open(dir.path().join("alice"), &config)?,
+        SledStore::open(dir.path().join("bob"), &config)?,
+        now,
+    )?;
+    let mut sled = RoomPath::new(sled_pair, body, now)?;
+    for _ in 0..ops {
+        sled.message(body, now, &mut tallies.2)?;
     }
     Ok(tallies)
 }
@@ -417,6 +422,8 @@ fn sessions(count: usize, now: Timestamp) -> anyhow::Result<(f64, f64)> {
 struct SizeSamples {
     raw: Vec<f64>,
     memory: Vec<f64>,
+    /// memory ÷ raw of each sample (both measured in the same window).
+    memory_ratio: Vec<f64>,
     memory_without_shares: Vec<f64>,
     sled: Vec<f64>,
     sled_without_shares: Vec<f64>,
@@ -461,6 +468,7 @@ pub(crate) fn run(samples: usize, ops: usize) -> anyhow::Result<Value> {
             }
             acc.raw.push(raw.mean());
             acc.memory.push(memory.mean());
+            acc.memory_ratio.push(memory.mean() / raw.mean());
             acc.memory_without_shares.push(memory.mean_without_shares());
             acc.sled.push(sled.mean());
             acc.sled_without_shares.push(sled.mean_without_shares());
@@ -480,15 +488,19 @@ pub(crate) fn run(samples: usize, ops: usize) -> anyhow::Result<Value> {
         let raw = median(acc.raw);
         let (memory, memory_plain) = (median(acc.memory), median(acc.memory_without_shares));
         let (sled, sled_plain) = (median(acc.sled), median(acc.sled_without_shares));
+        // Judged on the median of per-sample ratios: raw and machine of one
+        // sample ran interleaved, so load from elsewhere hits both alike.
+        let memory_ratio = median(acc.memory_ratio);
         // NaN (no samples) compares false: the goal is then not met.
-        goal_met &= memory / raw <= RATIO_GOAL;
+        goal_met &= memory_ratio <= RATIO_GOAL;
         messages.insert(
             format!("{size}_bytes"),
             json!({
                 "raw_vodozemac_us": us(raw),
                 "machine_memory_us": us(memory),
                 "machine_sled_us": us(sled),
-                "ratio_memory": ratio(memory, raw),
+                "ratio_memory": (memory_ratio * 1000.0).round() / 1000.0,
+                "ratio_of_medians_memory": ratio(memory, raw),
                 "ratio_sled": ratio(sled, raw),
                 "key_shares_per_sample": acc.shares,
                 "without_key_shares": {
@@ -517,7 +529,7 @@ pub(crate) fn run(samples: usize, ops: usize) -> anyhow::Result<Value> {
         },
         "goal": {
             "machine_memory_ratio_max": RATIO_GOAL,
-            "judged_on": "key shares counted, both sizes",
+            "judged_on": "median of per-sample memory/raw ratios, key shares counted, both sizes",
             "goal_met": goal_met,
         },
     });

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::Error;
+use safemeet_proto::codec;
 use safemeet_store::Keyspace;
 
 /// Context for the value-sealing key.
@@ -281,8 +282,40 @@ impl StoreCipher {
         let mut out = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + TAG_LEN);
         out.push(SEALED_VERSION);
         out.resize(1 + NONCE_LEN, 0);
-        rand::thread_rng().fill_bytes(&mut out[1..]);
         out.extend_from_slice(plaintext);
+        self.seal_in_place(keyspace, key, out)
+    }
+
+    /// Seals the codec encoding of `value`, written straight into the
+    /// sealed buffer and encrypted there: no plaintext copy is left behind
+    /// and nothing is copied twice.
+    pub fn seal_value<T: serde::Serialize + ?Sized>(
+        &self,
+        keyspace: Keyspace,
+        key: &[u8],
+        value: &T,
+        max: usize,
+    ) -> Result<Vec<u8>, Error> {
+        let len = codec::encoded_len(value)?;
+        if len > max {
+            return Err(safemeet_proto::EncodeError::TooLarge { len, max }.into());
+        }
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + len + TAG_LEN);
+        out.push(SEALED_VERSION);
+        out.resize(1 + NONCE_LEN + len, 0);
+        codec::encode_into(value, &mut out[1 + NONCE_LEN..])?;
+        self.seal_in_place(keyspace, key, out)
+    }
+
+    /// `out` holds the version byte, room for the nonce, and the plaintext;
+    /// fills the nonce, encrypts in place and appends the tag.
+    fn seal_in_place(
+        &self,
+        keyspace: Keyspace,
+        key: &[u8],
+        mut out: Vec<u8>,
+    ) -> Result<Vec<u8>, Error> {
+        rand::thread_rng().fill_bytes(&mut out[1..1 + NONCE_LEN]);
         let aad = value_aad(keyspace, key);
         let (head, body) = out.split_at_mut(1 + NONCE_LEN);
         let tag = self
@@ -337,6 +370,19 @@ fn value_aad(keyspace: Keyspace, key: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealing_a_value_equals_sealing_its_encoding() {
+        let cipher = StoreCipher::new(&DataKey::generate());
+        let value = (7u32, "a value".to_owned(), vec![1u8; 300]);
+        let sealed = cipher
+            .seal_value(Keyspace::Outbox, b"key", &value, 1024)
+            .unwrap();
+        let opened = cipher.open(Keyspace::Outbox, b"key", &sealed).unwrap();
+        assert_eq!(opened.as_slice(), codec::encode(&value).unwrap().as_slice());
+        assert!(cipher.open(Keyspace::Outbox, b"other", &sealed).is_err());
+        assert!(cipher.seal_value(Keyspace::Outbox, b"key", &value, 10).is_err());
+    }
 
     #[test]
     fn key_file_round_trip_and_wrong_passphrase() {

@@ -209,6 +209,40 @@ impl<S: Store> EncryptedStore<S> {
         Ok(())
     }
 
+    /// Adds a sealed point write of `value`'s codec encoding to `batch`,
+    /// encoded straight into the sealed buffer (see [`StoreCipher::seal_value`]).
+    pub fn batch_put_value<T: serde::Serialize + ?Sized>(
+        &self,
+        batch: &mut EncryptedBatch,
+        keyspace: Keyspace,
+        id: &[u8],
+        value: &T,
+        max: usize,
+    ) -> Result<(), Error> {
+        check_keyspace(keyspace)?;
+        let key = self.point_key(keyspace, id);
+        let sealed = self.cipher.seal_value(keyspace, &key, value, max)?;
+        batch.batch.put_owned(keyspace, key, sealed);
+        Ok(())
+    }
+
+    /// [`batch_put_value`](Self::batch_put_value) for an ordered record.
+    pub fn batch_put_ordered_value<T: serde::Serialize + ?Sized>(
+        &self,
+        batch: &mut EncryptedBatch,
+        keyspace: Keyspace,
+        id: &[u8],
+        seq: u64,
+        value: &T,
+        max: usize,
+    ) -> Result<(), Error> {
+        check_keyspace(keyspace)?;
+        let key = self.ordered_key(keyspace, id, seq);
+        let sealed = self.cipher.seal_value(keyspace, &key, value, max)?;
+        batch.batch.put_owned(keyspace, key, sealed);
+        Ok(())
+    }
+
     /// Adds a sealed ordered write to `batch`.
     pub fn batch_put_ordered(
         &self,

@@ -70,7 +70,29 @@ pub enum EncodeError {
 
 /// Encodes a value with the workspace codec.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    postcard::to_allocvec(value).map_err(|e| EncodeError::Serialize(e.to_string()))
+    // Size first, then one allocation of exactly that size (growing a
+    // vector while encoding would copy large values several times).
+    let mut buf = vec![0u8; encoded_len(value)?];
+    encode_into(value, &mut buf)?;
+    Ok(buf)
+}
+
+/// The length of `value`'s encoding, computed without encoding it.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, EncodeError> {
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .map_err(|e| EncodeError::Serialize(e.to_string()))
+}
+
+/// Encodes `value` into `buf`, which must be exactly [`encoded_len`] bytes.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut [u8]) -> Result<(), EncodeError> {
+    let len = buf.len();
+    let written = postcard::to_slice(value, buf)
+        .map_err(|e| EncodeError::Serialize(e.to_string()))?
+        .len();
+    if written != len {
+        return Err(EncodeError::Serialize("size changed while encoding".into()));
+    }
+    Ok(())
 }
 
 /// Encodes a value and checks it against a size limit.
@@ -94,18 +116,12 @@ pub fn encode_secret<T: Serialize + ?Sized>(
     value: &T,
     max: usize,
 ) -> Result<Zeroizing<Vec<u8>>, EncodeError> {
-    let len = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
-        .map_err(|e| EncodeError::Serialize(e.to_string()))?;
+    let len = encoded_len(value)?;
     if len > max {
         return Err(EncodeError::TooLarge { len, max });
     }
     let mut buf = Zeroizing::new(vec![0u8; len]);
-    let written = postcard::to_slice(value, &mut buf)
-        .map_err(|e| EncodeError::Serialize(e.to_string()))?
-        .len();
-    if written != len {
-        return Err(EncodeError::Serialize("size changed while encoding".into()));
-    }
+    encode_into(value, &mut buf)?;
     Ok(buf)
 }
 

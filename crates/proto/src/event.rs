@@ -39,6 +39,21 @@ impl Sealed {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         codec::decode(bytes, MAX_EVENT_BYTES)
     }
+
+    /// Encodes a plaintext from borrowed parts: the same bytes as
+    /// [`Sealed::encode`] of `Sealed { sender, payload }`, without copying
+    /// the certificate.
+    pub fn encode_parts(
+        sender: &Signed<DeviceCertificate>,
+        payload: &Payload,
+    ) -> Result<Vec<u8>, EncodeError> {
+        #[derive(Serialize)]
+        struct SealedRef<'a> {
+            sender: &'a Signed<DeviceCertificate>,
+            payload: &'a Payload,
+        }
+        codec::encode_limited(&SealedRef { sender, payload }, MAX_EVENT_BYTES)
+    }
 }
 
 /// The two families of events.

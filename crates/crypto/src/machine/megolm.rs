@@ -9,13 +9,13 @@ use safemeet_proto::event::{Payload, RoomEvent, RoomKey, Sealed, ToDeviceEvent};
 use safemeet_proto::{DeviceId, Envelope, RoomId, Timestamp, UserId};
 use safemeet_store::{Keyspace, Store};
 use vodozemac::megolm::{
-    DecryptionError, ExportedSessionKey, GroupSession, GroupSessionPickle, InboundGroupSession,
+    DecryptionError, ExportedSessionKey, GroupSession, InboundGroupSession,
     InboundGroupSessionPickle, MegolmMessage, SessionConfig, SessionKey,
 };
+use zeroize::Zeroizing;
 
 use super::records::{
-    self, HeldSession, InboundRecord, OutboundRecord, Pickle, RECORD_VERSION, Share, SharesRecord,
-    name,
+    self, HeldSession, InboundRecord, OutboundRecord, RECORD_VERSION, Share, SharesRecord, name,
 };
 use super::{
     CryptoMachine, DecryptedRoomEvent, Destination, HELD_TTL_MS, MAX_HELD_BYTES,
@@ -62,6 +62,37 @@ fn megolm_error(e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// Whether `bytes` is the one encoding vodozemac gives `message`: the
+/// version byte, the message index as field 1 (a minimal varint, always
+/// present), the ciphertext as field 2 (omitted when empty), then the MAC
+/// and the signature. Equivalent to `message.to_bytes() == bytes` without
+/// building a copy of the message.
+fn is_canonical(bytes: &[u8], message: &MegolmMessage) -> bool {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let Some(&version) = bytes.first() else {
+        return false;
+    };
+    let ciphertext = message.ciphertext();
+    let mut header = Vec::with_capacity(16);
+    header.push(version);
+    header.push(0x08);
+    varint(&mut header, u64::from(message.message_index()));
+    if !ciphertext.is_empty() {
+        header.push(0x12);
+        varint(&mut header, ciphertext.len() as u64);
+    }
+    let body_end = header.len() + ciphertext.len();
+    bytes.len() == body_end + message.mac().len() + 64
+        && bytes.starts_with(&header)
+        && bytes.get(header.len()..body_end) == Some(ciphertext)
+}
+
 fn elapsed(now: Timestamp, since: Timestamp) -> u64 {
     now.as_millis().saturating_sub(since.as_millis())
 }
@@ -78,8 +109,7 @@ impl<S: Store> CryptoMachine<S> {
             {
                 Some(bytes) => {
                     let rec: OutboundRecord = records::decode(&bytes, "outbound session")?;
-                    let pickle: GroupSessionPickle = rec.pickle.load()?;
-                    let session = GroupSession::from_pickle(pickle);
+                    let session = GroupSession::from_pickle(rec.pickle);
                     let session_id = session_id_bytes(&session.session_id())?;
                     let shares = match self
                         .store
@@ -124,13 +154,14 @@ impl<S: Store> CryptoMachine<S> {
             room_id: *room,
             created_at: out.created_at,
             messages: out.messages,
-            pickle: Pickle::of(&out.session.pickle())?,
+            pickle: out.session.pickle(),
         };
-        self.store.batch_put(
+        self.store.batch_put_value(
             batch,
             Keyspace::CryptoSessions,
             &name::outbound(room),
-            &records::encode(&rec)?,
+            &rec,
+            records::MAX_RECORD_BYTES,
         )?;
         if out.shares_dirty {
             let shares = SharesRecord {
@@ -196,6 +227,7 @@ impl<S: Store> CryptoMachine<S> {
         let current = self.take_outbound(&room)?;
         let rotation = self.rotation_needed(current.as_ref(), &recipients, now);
         let mut batch = extra;
+        let mut new_key = None;
         let mut out = match (rotation, current) {
             (None, Some(out)) => out,
             _ => {
@@ -215,16 +247,16 @@ impl<S: Store> CryptoMachine<S> {
                     device_id: self.account.device_id(),
                     trust: super::DeviceTrust::Verified,
                 };
-                let copy = InboundGroupSession::new(
-                    &out.session.session_key(),
-                    SessionConfig::version_1(),
-                );
+                let key = out.session.session_key();
+                let copy = InboundGroupSession::new(&key, SessionConfig::version_1());
+                new_key = Some(Zeroizing::new(key.to_bytes()));
                 self.stage_inbound(&mut batch, &own, room, copy)?;
                 out
             }
         };
         let mut key_shares = Vec::new();
         let mut no_session = Vec::new();
+        let mut current_key = new_key;
         for (user, device) in recipients {
             let current_olm = self.sending_session(&device)?;
             let shared = out.shared_with.iter().position(|s| s.device == device);
@@ -245,7 +277,7 @@ impl<S: Store> CryptoMachine<S> {
                 (_, Some(c)) => c,
             };
             let index = shared.map_or(out.session.message_index(), |i| out.shared_with[i].index);
-            let key = self.room_key_at(room, &out, index)?;
+            let key = self.room_key_at(room, &out, index, &mut current_key)?;
             let (envelope, used) =
                 self.olm_encrypt(&mut batch, device, ToDeviceEvent::RoomKey(key))?;
             debug_assert_eq!(used, olm_session);
@@ -277,11 +309,7 @@ impl<S: Store> CryptoMachine<S> {
         // Room plaintext is message content, not key material: it goes on to
         // the timeline and the application as text, so its buffers are not
         // wiped (to-device plaintext, which carries room keys, is).
-        let plaintext = Sealed {
-            sender: self.account.certificate().clone(),
-            payload: Payload::Room(event),
-        }
-        .encode()?;
+        let plaintext = Sealed::encode_parts(self.account.certificate(), &Payload::Room(event))?;
         let message_index = out.session.message_index();
         let encrypted = out.session.encrypt(&plaintext);
         out.messages = out.messages.saturating_add(1);
@@ -316,7 +344,15 @@ impl<S: Store> CryptoMachine<S> {
     /// The room key of `out` from message `index` on: the signed session key
     /// at the current index, or an export of this device's own inbound copy
     /// for an earlier index owed to a device.
-    fn room_key_at(&mut self, room: RoomId, out: &Outbound, index: u32) -> Result<RoomKey, Error> {
+    /// `current_key` caches the signed session key at the current index for
+    /// the duration of one call (exporting it costs a signature).
+    fn room_key_at(
+        &mut self,
+        room: RoomId,
+        out: &Outbound,
+        index: u32,
+        current_key: &mut Option<Zeroizing<Vec<u8>>>,
+    ) -> Result<RoomKey, Error> {
         let current = out.session.message_index();
         let exported = if index < current {
             self.load_inbound(&out.session_id)?
@@ -337,7 +373,9 @@ impl<S: Store> CryptoMachine<S> {
                 room_id: room,
                 session_id: out.session_id,
                 first_index: current,
-                session_key: out.session.session_key().to_bytes(),
+                session_key: current_key
+                    .get_or_insert_with(|| Zeroizing::new(out.session.session_key().to_bytes()))
+                    .to_vec(),
             },
         })
     }
@@ -353,7 +391,7 @@ impl<S: Store> CryptoMachine<S> {
                 return Ok(None);
             };
             let rec: InboundRecord = records::decode(&bytes, "inbound session")?;
-            let pickle: InboundGroupSessionPickle = rec.pickle.load()?;
+            let pickle: InboundGroupSessionPickle = rec.pickle;
             if self.megolm.inbound.len() >= MAX_CACHED_INBOUND {
                 self.megolm.inbound.clear();
             }
@@ -413,13 +451,14 @@ impl<S: Store> CryptoMachine<S> {
             room_id: room,
             senders: senders.clone(),
             first_index,
-            pickle: Pickle::of(&session.pickle())?,
+            pickle: session.pickle(),
         };
-        self.store.batch_put(
+        self.store.batch_put_value(
             batch,
             Keyspace::CryptoSessions,
             &name::inbound(&id),
-            &records::encode(&rec)?,
+            &rec,
+            records::MAX_RECORD_BYTES,
         )?;
         if self.megolm.inbound.len() >= MAX_CACHED_INBOUND {
             self.megolm.inbound.clear();
@@ -524,7 +563,7 @@ impl<S: Store> CryptoMachine<S> {
     ) -> Result<(DecryptedRoomEvent, EncryptedBatch), Error> {
         let id = envelope.session_id;
         let message = MegolmMessage::from_bytes(&envelope.ciphertext).map_err(megolm_error)?;
-        if message.to_bytes() != envelope.ciphertext {
+        if !is_canonical(&envelope.ciphertext, &message) {
             // Only one encoding of a message is accepted, so a relay cannot
             // change its bytes (and with them its event id) and keep it valid.
             return Err(Error::Decryption {
@@ -733,5 +772,39 @@ impl<S: Store> CryptoMachine<S> {
         self.put_held_index(&mut batch)?;
         self.commit(batch, false)?;
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+    use super::*;
+
+    #[test]
+    fn canonical_check_agrees_with_re_encoding() {
+        let mut group = GroupSession::new(SessionConfig::version_1());
+        for i in 0..300usize {
+            let plaintext = vec![7u8; (i * 37) % 5000];
+            let bytes = group.encrypt(&plaintext).to_bytes();
+            let parsed = MegolmMessage::from_bytes(&bytes).unwrap();
+            assert!(is_canonical(&bytes, &parsed));
+            // Non-canonical variants that still parse: an unknown field
+            // inserted after the version byte, an over-long index varint.
+            let mut padded = bytes.clone();
+            padded.splice(1..1, [0x28, 0x01]);
+            if let Ok(m) = MegolmMessage::from_bytes(&padded) {
+                assert_eq!(is_canonical(&padded, &m), m.to_bytes() == padded);
+                assert!(!is_canonical(&padded, &m));
+            }
+            let mut long = bytes.clone();
+            if long[2] < 0x80 {
+                let v = long[2];
+                long.splice(2..3, [v | 0x80, 0x00]);
+                if let Ok(m) = MegolmMessage::from_bytes(&long) {
+                    assert_eq!(is_canonical(&long, &m), m.to_bytes() == long);
+                }
+            }
+        }
     }
 }

@@ -299,7 +299,9 @@ pub fn event_id(envelope: &safemeet_proto::envelope::RoomEnvelope) -> Result<Eve
 }
 
 fn event_id_of(session_id: &[u8; 32], message: &vodozemac::megolm::MegolmMessage) -> EventId {
-    let mut hasher = blake3::Hasher::new_derive_key("safemeet/v1/event-id");
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| blake3::derive_key("safemeet/v1/event-id", b""));
+    let mut hasher = blake3::Hasher::new_keyed(key);
     hasher.update(session_id);
     hasher.update(&message.message_index().to_be_bytes());
     hasher.update(&message.signature().to_bytes());
@@ -527,12 +529,13 @@ impl<S: Store> CryptoMachine<S> {
             meta,
             envelope: &envelope,
         };
-        self.store.batch_put_ordered(
+        self.store.batch_put_ordered_value(
             batch,
             Keyspace::Outbox,
             name::OUTBOX,
             seq,
-            &records::encode_plain(&item)?,
+            &item,
+            records::MAX_RECORD_BYTES,
         )?;
         Ok(Outgoing {
             outbox_seq: seq,

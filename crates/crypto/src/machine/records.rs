@@ -18,7 +18,7 @@ pub(super) const RECORD_VERSION: u8 = 1;
 
 /// Largest machine record read back from the store. An Olm account pickle
 /// with its stored one-time keys is the largest thing kept (well under this).
-const MAX_RECORD_BYTES: usize = 1024 * 1024;
+pub(super) const MAX_RECORD_BYTES: usize = 1024 * 1024;
 
 /// Record names inside their keyspaces.
 pub(super) mod name {
@@ -127,22 +127,14 @@ versioned!(
     crate::machine::OutboxItem
 );
 
-/// A serialized vodozemac pickle; wiped when dropped. Megolm pickles use the
-/// project codec ([`Pickle::of`]); Olm session pickles need JSON.
+/// A serialized vodozemac Olm session pickle (JSON: the pickle has an
+/// internally tagged enum the project codec cannot read); wiped when
+/// dropped. Megolm pickles are stored as typed fields in the project codec.
 #[derive(Serialize, Deserialize, Default)]
 #[serde(transparent)]
 pub(super) struct Pickle(#[serde(with = "codec::bytes")] Vec<u8>);
 
 impl Pickle {
-    pub(super) fn of<T: Serialize>(pickle: &T) -> Result<Self, Error> {
-        let mut bytes = codec::encode_secret(pickle, MAX_RECORD_BYTES)?;
-        Ok(Self(std::mem::take(&mut *bytes)))
-    }
-
-    pub(super) fn load<T: Serialize + DeserializeOwned>(&self) -> Result<T, Error> {
-        Ok(codec::decode(&self.0, MAX_RECORD_BYTES)?)
-    }
-
     /// For pickles that need a self-describing format (vodozemac's Olm
     /// session pickle has an internally tagged enum): JSON.
     pub(super) fn json_of<T: Serialize>(pickle: &T) -> Result<Self, Error> {
@@ -241,7 +233,7 @@ pub(super) struct OutboundRecord {
     pub(super) room_id: RoomId,
     pub(super) created_at: Timestamp,
     pub(super) messages: u64,
-    pub(super) pickle: Pickle,
+    pub(super) pickle: vodozemac::megolm::GroupSessionPickle,
 }
 
 /// Who an outbound Megolm session was shared with; written only when it
@@ -264,7 +256,7 @@ pub(super) struct InboundRecord {
     pub(super) room_id: RoomId,
     pub(super) senders: Vec<(UserId, DeviceId)>,
     pub(super) first_index: u32,
-    pub(super) pickle: Pickle,
+    pub(super) pickle: vodozemac::megolm::InboundGroupSessionPickle,
 }
 
 /// Messages held for one Megolm session.
