@@ -181,11 +181,11 @@ impl<S: Store> Pair<S> {
         Ok(())
     }
 
-    /// Alice encrypts `body` for the room.
+    /// Alice encrypts `content` for the room.
     fn send(
         &mut self,
         room_id: RoomId,
-        body: &MessageText,
+        content: EventContent,
         lamport: u64,
         now: Timestamp,
     ) -> anyhow::Result<RoomSend> {
@@ -193,10 +193,7 @@ impl<S: Store> Pair<S> {
             room_id,
             topic: TOPIC,
             members: &self.members,
-            content: EventContent::Message(Message {
-                body: body.clone(),
-                reply_to: None,
-            }),
+            content,
             lamport,
         };
         let extra = self.alice.store().batch();
@@ -276,6 +273,13 @@ impl RawMegolm {
     }
 }
 
+fn content(body: &MessageText) -> EventContent {
+    EventContent::Message(Message {
+        body: body.clone(),
+        reply_to: None,
+    })
+}
+
 /// A pair of machines sending to one room, past its first key share.
 struct RoomPath<S: Store> {
     pair: Pair<S>,
@@ -288,7 +292,7 @@ impl<S: Store> RoomPath<S> {
     /// its key.
     fn new(mut pair: Pair<S>, body: &MessageText, now: Timestamp) -> anyhow::Result<Self> {
         let room = RoomId::from_bytes([1; 16]);
-        let sent = pair.send(room, body, 0, now)?;
+        let sent = pair.send(room, content(body), 0, now)?;
         pair.deliver(&sent, now)?;
         Ok(Self {
             pair,
@@ -305,8 +309,11 @@ impl<S: Store> RoomPath<S> {
         tally: &mut Tally,
     ) -> anyhow::Result<()> {
         self.lamport += 1;
+        // The application's event exists before the send, as the raw path's
+        // plaintext does.
+        let event = content(body);
         let start = SystemClock.instant();
-        let sent = self.pair.send(self.room, body, self.lamport, now)?;
+        let sent = self.pair.send(self.room, event, self.lamport, now)?;
         let read = self.pair.deliver(&sent, now)?;
         tally.add(
             SystemClock.instant().duration_since(start),

@@ -381,7 +381,11 @@ mod tests {
         let opened = cipher.open(Keyspace::Outbox, b"key", &sealed).unwrap();
         assert_eq!(opened.as_slice(), codec::encode(&value).unwrap().as_slice());
         assert!(cipher.open(Keyspace::Outbox, b"other", &sealed).is_err());
-        assert!(cipher.seal_value(Keyspace::Outbox, b"key", &value, 10).is_err());
+        assert!(
+            cipher
+                .seal_value(Keyspace::Outbox, b"key", &value, 10)
+                .is_err()
+        );
     }
 
     #[test]

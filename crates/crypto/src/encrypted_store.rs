@@ -33,6 +33,21 @@ const ORDERED_PREFIX_LEN: usize = 16;
 /// An ordered record: its sequence number and its opened value.
 pub type OrderedRecord = (u64, Zeroizing<Vec<u8>>);
 
+/// A point record's name, hashed once so a caller that writes the same
+/// record often need not hash it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointName {
+    keyspace: Keyspace,
+    key: Vec<u8>,
+}
+
+/// The hashed prefix of an ordered record name (see [`PointName`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderedName {
+    keyspace: Keyspace,
+    prefix: Vec<u8>,
+}
+
 /// An encrypting front for a [`Store`]. Cloning shares the store and keys.
 #[derive(Debug)]
 pub struct EncryptedStore<S> {
@@ -130,6 +145,59 @@ impl<S: Store> EncryptedStore<S> {
         let key = self.point_key(keyspace, id);
         let sealed = self.inner.get(keyspace, &key)?;
         self.open(keyspace, &key, sealed)
+    }
+
+    /// The hashed name of point record `id`.
+    pub fn point_name(&self, keyspace: Keyspace, id: &[u8]) -> Result<PointName, Error> {
+        check_keyspace(keyspace)?;
+        Ok(PointName {
+            keyspace,
+            key: self.point_key(keyspace, id),
+        })
+    }
+
+    /// The hashed prefix of the ordered records of `id`.
+    pub fn ordered_name(&self, keyspace: Keyspace, id: &[u8]) -> Result<OrderedName, Error> {
+        check_keyspace(keyspace)?;
+        Ok(OrderedName {
+            keyspace,
+            prefix: self.ordered_prefix(keyspace, id),
+        })
+    }
+
+    /// [`batch_put_value`](Self::batch_put_value) under an already hashed name.
+    pub fn batch_put_value_at<T: serde::Serialize + ?Sized>(
+        &self,
+        batch: &mut EncryptedBatch,
+        name: &PointName,
+        value: &T,
+        max: usize,
+    ) -> Result<(), Error> {
+        let sealed = self
+            .cipher
+            .seal_value(name.keyspace, &name.key, value, max)?;
+        batch
+            .batch
+            .put_owned(name.keyspace, name.key.clone(), sealed);
+        Ok(())
+    }
+
+    /// [`batch_put_ordered_value`](Self::batch_put_ordered_value) under an
+    /// already hashed name.
+    pub fn batch_put_ordered_value_at<T: serde::Serialize + ?Sized>(
+        &self,
+        batch: &mut EncryptedBatch,
+        name: &OrderedName,
+        seq: u64,
+        value: &T,
+        max: usize,
+    ) -> Result<(), Error> {
+        let mut key = Vec::with_capacity(name.prefix.len() + 8);
+        key.extend_from_slice(&name.prefix);
+        key.extend_from_slice(&seq.to_be_bytes());
+        let sealed = self.cipher.seal_value(name.keyspace, &key, value, max)?;
+        batch.batch.put_owned(name.keyspace, key, sealed);
+        Ok(())
     }
 
     /// Writes the point record `id` (a batch of one).
@@ -285,11 +353,27 @@ impl<S: Store> EncryptedStore<S> {
         id: &[u8],
         content: &[u8],
     ) -> Result<Option<bool>, Error> {
-        check_keyspace(keyspace)?;
-        let key = self.point_key(keyspace, id);
-        Ok(self.inner.get(keyspace, &key)?.map(|stored| {
-            stored.as_slice() == self.cipher.hash_name(keyspace, NameKind::TagValue, content)
+        self.tag_matches_at(&self.point_name(keyspace, id)?, content)
+    }
+
+    /// [`tag_matches`](Self::tag_matches) under an already hashed name.
+    pub fn tag_matches_at(&self, name: &PointName, content: &[u8]) -> Result<Option<bool>, Error> {
+        Ok(self.inner.get(name.keyspace, &name.key)?.map(|stored| {
+            stored.as_slice()
+                == self
+                    .cipher
+                    .hash_name(name.keyspace, NameKind::TagValue, content)
         }))
+    }
+
+    /// [`batch_put_tag`](Self::batch_put_tag) under an already hashed name.
+    pub fn batch_put_tag_at(&self, batch: &mut EncryptedBatch, name: &PointName, content: &[u8]) {
+        let value = self
+            .cipher
+            .hash_name(name.keyspace, NameKind::TagValue, content);
+        batch
+            .batch
+            .put_owned(name.keyspace, name.key.clone(), value.to_vec());
     }
 
     /// Adds a point delete to `batch`.

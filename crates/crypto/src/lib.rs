@@ -51,5 +51,5 @@ pub mod machine;
 pub mod verification;
 
 pub use certificate::Verified;
-pub use encrypted_store::{EncryptedBatch, EncryptedStore, OrderedRecord};
+pub use encrypted_store::{EncryptedBatch, EncryptedStore, OrderedName, OrderedRecord, PointName};
 pub use error::Error;

@@ -11,7 +11,7 @@ use safemeet_crypto::machine::{
     DeviceTrust, ROTATION_MESSAGES, ROTATION_PERIOD_MS, Rotation, ToDeviceContent,
 };
 use safemeet_proto::envelope::{OlmMessageKind, RoomEnvelope, ToDeviceEnvelope};
-use safemeet_proto::event::{Payload, RoomEvent, RoomKey, Sealed, ToDeviceEvent};
+use safemeet_proto::event::{Payload, RoomEvent, RoomKey, Sealed, SealedSender, ToDeviceEvent};
 use safemeet_proto::identity::{DeviceCertificate, Signed};
 use safemeet_proto::{Envelope, codec};
 use support::*;
@@ -276,7 +276,7 @@ fn forged_senders_are_rejected() {
     bob.machine.decrypt_to_device(&share, ts(T0)).unwrap();
     let as_alice = |cert: &Signed<DeviceCertificate>, group: &mut GroupSession, lamport| {
         let sealed = Sealed {
-            sender: cert.clone(),
+            sender: SealedSender::Certificate(cert.clone()),
             payload: Payload::Room(RoomEvent {
                 room_id: room(7),
                 sender: alice.user(),
@@ -295,6 +295,28 @@ fn forged_senders_are_rejected() {
     let env = as_alice(alice.machine.account().certificate(), &mut group, 2);
     let err = bob.machine.decrypt_room(&env, ts(T0)).unwrap_err();
     assert!(matches!(err, Error::SenderMismatch { .. }), "{err:?}");
+    // The same by certificate hash, as room messages name their sender.
+    let sealed = Sealed {
+        sender: SealedSender::CertificateHash(
+            safemeet_crypto::certificate::certificate_hash(alice.machine.account().certificate())
+                .unwrap(),
+        ),
+        payload: Payload::Room(RoomEvent {
+            room_id: room(7),
+            sender: alice.user(),
+            sender_device: alice.device_id(),
+            lamport: 5,
+            ts: ts(T0),
+            content: text("I am alice"),
+        }),
+    };
+    let env = RoomEnvelope {
+        topic: [9; 32],
+        session_id,
+        ciphertext: group.encrypt(sealed.encode().unwrap()).to_bytes(),
+    };
+    let err = bob.machine.decrypt_room(&env, ts(T0)).unwrap_err();
+    assert!(matches!(err, Error::SenderMismatch { .. }), "{err:?}");
 
     // 2. Megolm: her own certificate, but the event names Alice.
     let env = as_alice(mallory.machine.account().certificate(), &mut group, 3);
@@ -303,7 +325,7 @@ fn forged_senders_are_rejected() {
 
     // 3. Olm: a fresh session from Mallory's identity key, Alice's certificate inside.
     let forged = Sealed {
-        sender: alice.machine.account().certificate().clone(),
+        sender: SealedSender::Certificate(alice.machine.account().certificate().clone()),
         payload: Payload::ToDevice(ToDeviceEvent::NewSession),
     };
     let env = raw_to_device(&mallory, &mut bob, &forged);
@@ -347,7 +369,7 @@ fn a_forwarded_room_key_does_not_capture_the_session() {
     let own = raw_to_device(&alice, &mut bob, &sealed_from(&alice, key(room(8))));
     bob.machine.decrypt_to_device(&own, ts(T0)).unwrap();
     let by_alice = Sealed {
-        sender: alice.machine.account().certificate().clone(),
+        sender: SealedSender::Certificate(alice.machine.account().certificate().clone()),
         payload: Payload::Room(RoomEvent {
             room_id: room(8),
             sender: alice.user(),
@@ -864,7 +886,7 @@ fn room_err(to: &mut Device, sent: &safemeet_crypto::machine::RoomSend, now: u64
 /// A to-device plaintext from `from` carrying a room key.
 fn sealed_from(from: &Device, key: RoomKey) -> Sealed {
     Sealed {
-        sender: from.machine.account().certificate().clone(),
+        sender: SealedSender::Certificate(from.machine.account().certificate().clone()),
         payload: Payload::ToDevice(ToDeviceEvent::RoomKey(key)),
     }
 }

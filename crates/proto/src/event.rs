@@ -1,10 +1,10 @@
 //! Plaintext events: what is inside the ciphertext of an [`Envelope`](crate::Envelope).
 //!
-//! Every ciphertext decrypts to a [`Sealed`] value: the sender's signed
-//! device certificate and a typed payload. Putting the sender inside the
-//! encryption (sealed sender) keeps it from relays and gossip peers; the
-//! crypto layer checks that the key which decrypted the message belongs to
-//! the certified device.
+//! Every ciphertext decrypts to a [`Sealed`] value: the sender's device
+//! certificate (or, in room messages, its hash) and a typed payload.
+//! Putting the sender inside the encryption (sealed sender) keeps it from
+//! relays and gossip peers; the crypto layer checks that the key which
+//! decrypted the message belongs to the certified device.
 //!
 //! All enums here are tagged by variant index, so adding a kind of event is
 //! adding a variant at the end, and an old node rejects an unknown kind with
@@ -20,13 +20,27 @@ use crate::identity::{DeviceCertificate, Profile, Signed};
 use crate::limits::{MAX_EVENT_BYTES, MAX_MESSAGE_TEXT_BYTES, MAX_RECEIPT_EVENTS};
 use crate::{DeviceId, EventId, RoomId, Timestamp, UserId};
 
-/// A decrypted event with its sender's certificate.
+/// A decrypted event with its sender.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sealed {
-    /// The sender device's certificate, signed by the sender's master key.
-    pub sender: Signed<DeviceCertificate>,
+    /// The sender device's certificate, or its hash.
+    pub sender: SealedSender,
     /// What was sent.
     pub payload: Payload,
+}
+
+/// How a plaintext names its sender device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SealedSender {
+    /// The certificate itself, signed by the sender's master key. To-device
+    /// messages (which carry room keys) always use this.
+    Certificate(Signed<DeviceCertificate>),
+    /// The BLAKE3 hash of the signed certificate's bytes, as the sender's
+    /// device list pins it. Room messages use this: the certificate itself
+    /// travelled, inside Olm, with the room key that decrypts them, and the
+    /// hash binds each message to exactly that certificate at an eighth of
+    /// the size.
+    CertificateHash([u8; 32]),
 }
 
 impl Sealed {
@@ -42,14 +56,11 @@ impl Sealed {
 
     /// Encodes a plaintext from borrowed parts: the same bytes as
     /// [`Sealed::encode`] of `Sealed { sender, payload }`, without copying
-    /// the certificate.
-    pub fn encode_parts(
-        sender: &Signed<DeviceCertificate>,
-        payload: &Payload,
-    ) -> Result<Vec<u8>, EncodeError> {
+    /// them.
+    pub fn encode_parts(sender: &SealedSender, payload: &Payload) -> Result<Vec<u8>, EncodeError> {
         #[derive(Serialize)]
         struct SealedRef<'a> {
-            sender: &'a Signed<DeviceCertificate>,
+            sender: &'a SealedSender,
             payload: &'a Payload,
         }
         codec::encode_limited(&SealedRef { sender, payload }, MAX_EVENT_BYTES)

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use safemeet_proto::event::SealedSender;
 use safemeet_proto::identity::{DeviceCertificate, DeviceList, DeviceStatus, Signed};
 use safemeet_proto::{DeviceId, Timestamp, UserId};
 use safemeet_store::{Keyspace, Store};
@@ -78,7 +79,13 @@ pub(super) struct Entry {
 pub(super) struct Cache {
     pub(super) devices: HashMap<DeviceId, Entry>,
     lists: HashMap<UserId, Verified<DeviceList>>,
+    /// The last recipient set computed per member list; cleared whenever a
+    /// device list or certificate changes.
+    recipients: HashMap<Vec<UserId>, (Vec<Recipient>, Vec<UserId>)>,
 }
+
+/// Member lists whose recipients are remembered at most.
+const MAX_CACHED_RECIPIENT_SETS: usize = 256;
 
 fn listed_status(list: &DeviceList, device: &DeviceId) -> Option<(DeviceStatus, [u8; 32])> {
     list.devices
@@ -252,6 +259,7 @@ impl<S: Store> CryptoMachine<S> {
         if !own {
             self.devices.lists.insert(user, verified);
         }
+        self.devices.recipients.clear();
         Ok(update)
     }
 
@@ -335,19 +343,25 @@ impl<S: Store> CryptoMachine<S> {
         Ok((cert, DeviceTrust::Unverified))
     }
 
-    /// [`check_sender`](Self::check_sender) for a room message whose
-    /// session was shared by `candidates`: when the sealed certificate is
-    /// the one held for one of them, only its status in the device list is
-    /// checked (the certificate was verified when it was stored).
+    /// Checks the sender of a room message whose session was shared by
+    /// `candidates`. A message names its sender by certificate hash: it must
+    /// be the hash of the certificate held for one of the candidates, which
+    /// must still be active in its user's device list with that very
+    /// certificate. (A full certificate is accepted too, checked the same
+    /// way.)
     pub(super) fn check_room_sender(
         &mut self,
-        signed: &Signed<DeviceCertificate>,
+        sender: &SealedSender,
         candidates: &[(UserId, DeviceId)],
     ) -> Result<Sender, Error> {
+        let hash = match sender {
+            SealedSender::CertificateHash(h) => *h,
+            SealedSender::Certificate(signed) => certificate::certificate_hash(signed)?,
+        };
         let own = (self.account.user_id(), self.account.device_id());
         for (user, device) in candidates {
             if (*user, *device) == own {
-                if signed == self.account.certificate() {
+                if hash == self.own_cert_hash {
                     return Ok(Sender {
                         user_id: *user,
                         device_id: *device,
@@ -356,13 +370,13 @@ impl<S: Store> CryptoMachine<S> {
                 }
                 continue;
             }
-            let Some(entry) = self.devices.devices.get(device) else {
+            let Some(entry) = self.load_device(device)? else {
                 continue;
             };
-            if entry.cert.signed() != signed || entry.cert.user_id != *user {
+            if entry.cert_hash != hash || entry.cert.user_id != *user {
                 continue;
             }
-            let (hash, verified) = (entry.cert_hash, entry.verified_at.is_some());
+            let verified = entry.verified_at.is_some();
             let status = self.load_list(user)?.map(|l| listed_status(l, device));
             return match status {
                 None => Err(Error::UnknownSender { user: *user }),
@@ -384,16 +398,13 @@ impl<S: Store> CryptoMachine<S> {
                 }),
             };
         }
-        let (cert, trust) = self.check_sender(signed)?;
-        if !candidates.contains(&(cert.user_id, cert.device_id)) {
-            return Err(Error::SenderMismatch {
-                reason: "the sealed sender is not a device that shared the room key",
-            });
+        if let SealedSender::Certificate(signed) = sender {
+            // Not a device that shared the key; still report a forged or
+            // revoked certificate as such.
+            self.check_sender(signed)?;
         }
-        Ok(Sender {
-            user_id: cert.user_id,
-            device_id: cert.device_id,
-            trust,
+        Err(Error::SenderMismatch {
+            reason: "the sealed sender is not a device that shared the room key",
         })
     }
 
@@ -401,6 +412,23 @@ impl<S: Store> CryptoMachine<S> {
     /// device of every member (this user's other devices included), and
     /// the members whose device list is unknown.
     pub(super) fn recipient_devices(
+        &mut self,
+        members: &[UserId],
+    ) -> Result<(Vec<Recipient>, Vec<UserId>), Error> {
+        if let Some(hit) = self.devices.recipients.get(members) {
+            return Ok(hit.clone());
+        }
+        let computed = self.compute_recipients(members)?;
+        if self.devices.recipients.len() >= MAX_CACHED_RECIPIENT_SETS {
+            self.devices.recipients.clear();
+        }
+        self.devices
+            .recipients
+            .insert(members.to_vec(), computed.clone());
+        Ok(computed)
+    }
+
+    fn compute_recipients(
         &mut self,
         members: &[UserId],
     ) -> Result<(Vec<Recipient>, Vec<UserId>), Error> {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use safemeet_proto::codec;
 use safemeet_proto::envelope::RoomEnvelope;
-use safemeet_proto::event::{Payload, RoomEvent, RoomKey, Sealed, ToDeviceEvent};
+use safemeet_proto::event::{Payload, RoomEvent, RoomKey, Sealed, SealedSender, ToDeviceEvent};
 use safemeet_proto::{DeviceId, Envelope, RoomId, Timestamp, UserId};
 use safemeet_store::{Keyspace, Store};
 use vodozemac::megolm::{
@@ -37,6 +37,8 @@ pub(super) struct Outbound {
     shares_dirty: bool,
     session_id: [u8; 32],
     session: GroupSession,
+    /// The record's hashed store name.
+    record_name: crate::PointName,
 }
 
 pub(super) struct Inbound {
@@ -133,6 +135,9 @@ impl<S: Store> CryptoMachine<S> {
                         shares_dirty: false,
                         session_id,
                         session,
+                        record_name: self
+                            .store
+                            .point_name(Keyspace::CryptoSessions, &name::outbound(room))?,
                     })
                 }
                 None => None,
@@ -156,13 +161,8 @@ impl<S: Store> CryptoMachine<S> {
             messages: out.messages,
             pickle: out.session.pickle(),
         };
-        self.store.batch_put_value(
-            batch,
-            Keyspace::CryptoSessions,
-            &name::outbound(room),
-            &rec,
-            records::MAX_RECORD_BYTES,
-        )?;
+        self.store
+            .batch_put_value_at(batch, &out.record_name, &rec, records::MAX_RECORD_BYTES)?;
         if out.shares_dirty {
             let shares = SharesRecord {
                 version: RECORD_VERSION,
@@ -240,6 +240,9 @@ impl<S: Store> CryptoMachine<S> {
                     shares_dirty: true,
                     session_id: session_id_bytes(&session.session_id())?,
                     session,
+                    record_name: self
+                        .store
+                        .point_name(Keyspace::CryptoSessions, &name::outbound(&room))?,
                 };
                 // This device reads its own messages too (echoes, catch-up).
                 let own = Sender {
@@ -309,7 +312,10 @@ impl<S: Store> CryptoMachine<S> {
         // Room plaintext is message content, not key material: it goes on to
         // the timeline and the application as text, so its buffers are not
         // wiped (to-device plaintext, which carries room keys, is).
-        let plaintext = Sealed::encode_parts(self.account.certificate(), &Payload::Room(event))?;
+        let plaintext = Sealed::encode_parts(
+            &SealedSender::CertificateHash(self.own_cert_hash),
+            &Payload::Room(event),
+        )?;
         let message_index = out.session.message_index();
         let encrypted = out.session.encrypt(&plaintext);
         out.messages = out.messages.saturating_add(1);
@@ -576,11 +582,11 @@ impl<S: Store> CryptoMachine<S> {
             let held = hold && self.hold(envelope, now)?;
             return Err(Error::MissingRoomKey { held });
         }
-        let seen = name::seen_megolm(&id, index);
+        let seen = self
+            .store
+            .point_name(Keyspace::SeenMegolmIndexes, &name::seen_megolm(&id, index))?;
         let id_of_event = event_id_of(&id, &message);
-        let previous =
-            self.store
-                .tag_matches(Keyspace::SeenMegolmIndexes, &seen, id_of_event.as_bytes())?;
+        let previous = self.store.tag_matches_at(&seen, id_of_event.as_bytes())?;
         if previous == Some(true) {
             return Err(Error::Replay {
                 index,
@@ -623,12 +629,8 @@ impl<S: Store> CryptoMachine<S> {
             });
         }
         let mut batch = self.store.batch();
-        self.store.batch_put_tag(
-            &mut batch,
-            Keyspace::SeenMegolmIndexes,
-            &seen,
-            id_of_event.as_bytes(),
-        )?;
+        self.store
+            .batch_put_tag_at(&mut batch, &seen, id_of_event.as_bytes());
         let decrypted = DecryptedRoomEvent {
             event_id: id_of_event,
             sender,

@@ -314,6 +314,9 @@ pub struct CryptoMachine<S: Store> {
     account: Account,
     run: RunRecord,
     outbox_next: u64,
+    outbox_name: crate::OrderedName,
+    /// Hash of this device's certificate, named by its room messages.
+    own_cert_hash: [u8; 32],
     unclean_start: bool,
     poisoned: bool,
     keys: KeysRecord,
@@ -399,11 +402,15 @@ impl<S: Store> CryptoMachine<S> {
                 sessions: Vec::new(),
             },
         };
+        let outbox_name = store.ordered_name(Keyspace::Outbox, name::OUTBOX)?;
+        let own_cert_hash = crate::certificate::certificate_hash(account.certificate())?;
         Ok(Self {
             store,
             account,
             run,
             outbox_next,
+            outbox_name,
+            own_cert_hash,
             unclean_start,
             poisoned: false,
             keys,
@@ -529,10 +536,9 @@ impl<S: Store> CryptoMachine<S> {
             meta,
             envelope: &envelope,
         };
-        self.store.batch_put_ordered_value(
+        self.store.batch_put_ordered_value_at(
             batch,
-            Keyspace::Outbox,
-            name::OUTBOX,
+            &self.outbox_name,
             seq,
             &item,
             records::MAX_RECORD_BYTES,

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use safemeet_proto::envelope::{OlmMessageKind, ToDeviceEnvelope};
-use safemeet_proto::event::{Payload, Sealed, ToDeviceEvent};
+use safemeet_proto::event::{Payload, Sealed, SealedSender, ToDeviceEvent};
 use safemeet_proto::identity::{DeviceStatus, OneTimeKey, Signed};
 use safemeet_proto::{DeviceId, Envelope, Timestamp};
 use safemeet_store::{Keyspace, Store};
@@ -113,10 +113,20 @@ impl<S: Store> CryptoMachine<S> {
     /// shutdown are never used for sending: the store may have lost their
     /// last ratchet step, and a restored step would reuse a message key.
     pub(super) fn sending_session(&mut self, device: &DeviceId) -> Result<Option<[u8; 32]>, Error> {
-        let ids = self.load_olm_index(device)?.sessions.clone();
+        let count = self.load_olm_index(device)?.sessions.len();
         let generation = self.run.generation;
         let mut newest = None;
-        for id in ids.iter().rev() {
+        for i in (0..count).rev() {
+            let Some(id) = self
+                .olm
+                .by_device
+                .get(device)
+                .and_then(|x| x.sessions.get(i))
+                .copied()
+            else {
+                continue;
+            };
+            let id = &id;
             if let Some(e) = self.load_olm_session(id)?
                 && e.generation == generation
             {
@@ -273,7 +283,7 @@ impl<S: Store> CryptoMachine<S> {
             .ok_or(Error::NoOlmSession { device })?;
         let plaintext = Zeroizing::new(
             Sealed {
-                sender: self.account.certificate().clone(),
+                sender: SealedSender::Certificate(self.account.certificate().clone()),
                 payload: Payload::ToDevice(event),
             }
             .encode()?,
@@ -444,7 +454,12 @@ impl<S: Store> CryptoMachine<S> {
         new_peer: Option<[u8; 32]>,
     ) -> Result<(Sender, ToDeviceEvent), Error> {
         let sealed = Sealed::decode(plaintext)?;
-        let (cert, trust) = self.check_sender(&sealed.sender)?;
+        let SealedSender::Certificate(certificate) = &sealed.sender else {
+            return Err(Error::SenderMismatch {
+                reason: "a to-device message must carry the sender's certificate",
+            });
+        };
+        let (cert, trust) = self.check_sender(certificate)?;
         let (peer_curve, peer_device) = match new_peer {
             Some(curve) => (curve, cert.device_id),
             None => {
