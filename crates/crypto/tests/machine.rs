@@ -1110,3 +1110,68 @@ fn a_linked_device_cannot_sign_device_lists() {
     let (list, _) = identity_of(&first);
     assert!(second.machine.add_device_list(&list, &[]).is_err());
 }
+
+/// A member who forwards a doctored export of someone else's session can
+/// neither block the genuine key nor replace it.
+#[test]
+fn a_doctored_session_export_loses_to_the_signed_key() {
+    let mut alice = Device::new("alice");
+    let mut bob = Device::new("bob");
+    let mut mallory = Device::new("mallory");
+    introduce(&mut alice, &mut bob);
+    introduce(&mut mallory, &mut bob);
+    let mut group = GroupSession::new(SessionConfig::version_1());
+    let signed = group.session_key();
+    let mut export =
+        vodozemac::megolm::InboundGroupSession::new(&signed, SessionConfig::version_1())
+            .export_at(0)
+            .unwrap()
+            .to_bytes();
+    export[10] ^= 0xff; // a different ratchet, same signing key
+    let id = session_id(&group.session_id());
+    let key = |session_key: Vec<u8>| RoomKey {
+        version: 1,
+        room_id: room(40),
+        session_id: id,
+        first_index: 0,
+        session_key,
+    };
+    // The doctored copy arrives first and is held (unverified).
+    let fake = raw_to_device(
+        &mallory,
+        &mut bob,
+        &sealed_from(&mallory, key(export.clone())),
+    );
+    bob.machine.decrypt_to_device(&fake, ts(T0)).unwrap();
+    // The signed key replaces it.
+    let real = raw_to_device(
+        &alice,
+        &mut bob,
+        &sealed_from(&alice, key(signed.to_bytes())),
+    );
+    bob.machine.decrypt_to_device(&real, ts(T0)).unwrap();
+    let by_alice = Sealed {
+        sender: SealedSender::Certificate(alice.machine.account().certificate().clone()),
+        payload: Payload::Room(RoomEvent {
+            room_id: room(40),
+            sender: alice.user(),
+            sender_device: alice.device_id(),
+            lamport: 1,
+            ts: ts(T0),
+            content: text("genuine"),
+        }),
+    };
+    let env = RoomEnvelope {
+        topic: [9; 32],
+        session_id: id,
+        ciphertext: group.encrypt(by_alice.encode().unwrap()).to_bytes(),
+    };
+    assert_eq!(
+        body(&bob.machine.decrypt_room(&env, ts(T0)).unwrap()),
+        "genuine"
+    );
+    // The doctored copy is now refused outright.
+    let again = raw_to_device(&mallory, &mut bob, &sealed_from(&mallory, key(export)));
+    let err = bob.machine.decrypt_to_device(&again, ts(T0)).unwrap_err();
+    assert!(matches!(err, Error::SessionConflict), "{err:?}");
+}

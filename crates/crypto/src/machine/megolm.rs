@@ -45,6 +45,8 @@ pub(super) struct Inbound {
     room_id: RoomId,
     senders: Vec<(UserId, DeviceId)>,
     first_index: u32,
+    /// Made from a key signed by the session itself.
+    verified: bool,
     session: InboundGroupSession,
 }
 
@@ -253,7 +255,7 @@ impl<S: Store> CryptoMachine<S> {
                 let key = out.session.session_key();
                 let copy = InboundGroupSession::new(&key, SessionConfig::version_1());
                 new_key = Some(Zeroizing::new(key.to_bytes()));
-                self.stage_inbound(&mut batch, &own, room, copy)?;
+                self.stage_inbound(&mut batch, &own, room, copy, true)?;
                 out
             }
         };
@@ -407,6 +409,7 @@ impl<S: Store> CryptoMachine<S> {
                     room_id: rec.room_id,
                     senders: rec.senders,
                     first_index: rec.first_index,
+                    verified: rec.verified,
                     session: InboundGroupSession::from_pickle(pickle),
                 },
             );
@@ -415,41 +418,54 @@ impl<S: Store> CryptoMachine<S> {
     }
 
     /// Stores an inbound session for `room` shared by `sender`, or adds
-    /// `sender` to the devices that shared it, keeping the copy that starts
-    /// earliest. A session already bound to another room is refused.
+    /// `sender` to the devices that shared it. `verified` is true when the
+    /// key was signed by the session's own key (a fresh session key), false
+    /// for an export. Copies of one session must agree (their ratchets must
+    /// be connected): the earliest is kept. A copy that disagrees is
+    /// refused, unless it is signed and the held one is not, in which case
+    /// the signed one replaces it. A session bound to another room is refused.
     fn stage_inbound(
         &mut self,
         batch: &mut EncryptedBatch,
         sender: &Sender,
         room: RoomId,
-        session: InboundGroupSession,
+        mut session: InboundGroupSession,
+        verified: bool,
     ) -> Result<(), Error> {
         let id = session_id_bytes(&session.session_id())?;
         let who = (sender.user_id, sender.device_id);
-        let (senders, session) = match self.load_inbound(&id)? {
+        let (senders, session, verified) = match self.load_inbound(&id)? {
             Some(held) => {
                 if held.room_id != room {
                     return Err(Error::SessionConflict);
                 }
-                let known = held.senders.contains(&who);
-                let earlier = session.first_known_index() < held.first_index;
-                if known && !earlier {
-                    return Ok(());
-                }
-                if !known {
-                    if held.senders.len() >= MAX_SHARERS {
+                if !session.connected(&mut held.session) {
+                    if !(verified && !held.verified) {
                         return Err(Error::SessionConflict);
                     }
-                    held.senders.push(who);
-                }
-                let keep = if earlier {
-                    session
+                    (vec![who], session, true)
                 } else {
-                    InboundGroupSession::from_pickle(held.session.pickle())
-                };
-                (held.senders.clone(), keep)
+                    let known = held.senders.contains(&who);
+                    let earlier = session.first_known_index() < held.first_index;
+                    let upgrade = verified && !held.verified;
+                    if known && !earlier && !upgrade {
+                        return Ok(());
+                    }
+                    if !known {
+                        if held.senders.len() >= MAX_SHARERS {
+                            return Err(Error::SessionConflict);
+                        }
+                        held.senders.push(who);
+                    }
+                    let keep = if earlier {
+                        session
+                    } else {
+                        InboundGroupSession::from_pickle(held.session.pickle())
+                    };
+                    (held.senders.clone(), keep, verified || held.verified)
+                }
             }
-            None => (vec![who], session),
+            None => (vec![who], session, verified),
         };
         let first_index = session.first_known_index();
         let rec = InboundRecord {
@@ -457,6 +473,7 @@ impl<S: Store> CryptoMachine<S> {
             room_id: room,
             senders: senders.clone(),
             first_index,
+            verified,
             pickle: session.pickle(),
         };
         self.store.batch_put_value(
@@ -475,6 +492,7 @@ impl<S: Store> CryptoMachine<S> {
                 room_id: room,
                 senders,
                 first_index,
+                verified,
                 session,
             },
         );
@@ -499,11 +517,17 @@ impl<S: Store> CryptoMachine<S> {
         // earlier index that the sender owed this device. Either way the
         // messages are checked against the session's signing key, which is
         // the session id.
-        let session = match SessionKey::from_bytes(&key.session_key) {
-            Ok(k) => InboundGroupSession::new(&k, SessionConfig::version_1()),
-            Err(_) => InboundGroupSession::import(
-                &ExportedSessionKey::from_bytes(&key.session_key).map_err(megolm_error)?,
-                SessionConfig::version_1(),
+        let (session, verified) = match SessionKey::from_bytes(&key.session_key) {
+            Ok(k) => (
+                InboundGroupSession::new(&k, SessionConfig::version_1()),
+                true,
+            ),
+            Err(_) => (
+                InboundGroupSession::import(
+                    &ExportedSessionKey::from_bytes(&key.session_key).map_err(megolm_error)?,
+                    SessionConfig::version_1(),
+                ),
+                false,
             ),
         };
         let id = session_id_bytes(&session.session_id())?;
@@ -513,7 +537,7 @@ impl<S: Store> CryptoMachine<S> {
                 reason: "the key does not match its session id or index",
             });
         }
-        self.stage_inbound(batch, sender, key.room_id, session)?;
+        self.stage_inbound(batch, sender, key.room_id, session, verified)?;
         Ok(ToDeviceContent::RoomKey {
             room_id: key.room_id,
             session_id: id,

@@ -256,6 +256,8 @@ pub(super) struct InboundRecord {
     pub(super) room_id: RoomId,
     pub(super) senders: Vec<(UserId, DeviceId)>,
     pub(super) first_index: u32,
+    /// Made from a key signed by the session itself (not an export).
+    pub(super) verified: bool,
     pub(super) pickle: vodozemac::megolm::InboundGroupSessionPickle,
 }
 
