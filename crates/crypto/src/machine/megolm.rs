@@ -440,7 +440,7 @@ impl<S: Store> CryptoMachine<S> {
                     return Err(Error::SessionConflict);
                 }
                 if !session.connected(&mut held.session) {
-                    if !(verified && !held.verified) {
+                    if !verified || held.verified {
                         return Err(Error::SessionConflict);
                     }
                     (vec![who], session, true)
