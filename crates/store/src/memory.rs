@@ -6,7 +6,9 @@ use std::sync::{Arc, RwLock};
 
 use crate::{Batch, Entry, Keyspace, Op, Result, Store, StoreError};
 
-type Map = BTreeMap<(u8, Vec<u8>), Vec<u8>>;
+/// One ordered map per keyspace, so lookups borrow the key instead of
+/// building a compound one.
+type Map = BTreeMap<u8, BTreeMap<Vec<u8>, Vec<u8>>>;
 
 /// A [`Store`] in a `BTreeMap` behind a lock. Cloning shares the data.
 /// `flush` is a no-op: nothing here survives the process.
@@ -29,7 +31,7 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let map = self.map.read().map_err(|_| Self::poisoned())?;
-        Ok(map.get(&(keyspace.id(), key.to_vec())).cloned())
+        Ok(map.get(&keyspace.id()).and_then(|m| m.get(key)).cloned())
     }
 
     fn scan(
@@ -40,16 +42,18 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Vec<Entry>> {
         let map = self.map.read().map_err(|_| Self::poisoned())?;
-        let ks = keyspace.id();
-        let start = match after {
-            Some(a) if a >= prefix => Bound::Excluded((ks, a.to_vec())),
-            _ => Bound::Included((ks, prefix.to_vec())),
+        let Some(entries) = map.get(&keyspace.id()) else {
+            return Ok(Vec::new());
         };
-        Ok(map
-            .range((start, Bound::Unbounded))
-            .take_while(|((k, key), _)| *k == ks && key.starts_with(prefix))
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        Ok(entries
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
             .take(limit)
-            .map(|((_, key), v)| (key.clone(), v.clone()))
+            .map(|(key, v)| (key.clone(), v.clone()))
             .collect())
     }
 
@@ -62,10 +66,12 @@ impl Store for MemoryStore {
                     key,
                     value,
                 } => {
-                    map.insert((keyspace.id(), key), value);
+                    map.entry(keyspace.id()).or_default().insert(key, value);
                 }
                 Op::Delete { keyspace, key } => {
-                    map.remove(&(keyspace.id(), key));
+                    if let Some(m) = map.get_mut(&keyspace.id()) {
+                        m.remove(&key);
+                    }
                 }
             }
         }
