@@ -1,0 +1,118 @@
+//! The composed libp2p behaviour and how each part is configured.
+
+use libp2p::gossipsub::{
+    self, AllowAllSubscriptionFilter, IdentityTransform, MaxCountSubscriptionFilter,
+    MessageAuthenticity, MessageId, ValidationMode,
+};
+use libp2p::identity::Keypair;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{StreamProtocol, connection_limits, identify, kad, mdns, ping, request_response};
+use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
+
+use crate::NetConfig;
+use crate::codec::{DELIVER_PROTOCOL, FrameCodec};
+
+/// Kademlia protocol name: our own, so we never join another network's DHT.
+pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet/kad/1");
+/// Identify protocol version string.
+const IDENTIFY_PROTOCOL: &str = "/safemeet/id/1";
+
+pub(crate) type Gossipsub =
+    gossipsub::Behaviour<IdentityTransform, MaxCountSubscriptionFilter<AllowAllSubscriptionFilter>>;
+
+/// Everything a SafeMeet node speaks.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) gossipsub: Gossipsub,
+    pub(crate) deliver: request_response::Behaviour<FrameCodec>,
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// Gossip message ids are a hash of topic and content. Anonymous gossip has
+/// no source or sequence number, and the ciphertext is unique per message
+/// anyway (a Megolm message carries its own index and signature).
+fn message_id(message: &gossipsub::Message) -> MessageId {
+    let mut hasher = blake3::Hasher::new_derive_key("safemeet/v1/gossip-message-id");
+    hasher.update(message.topic.as_str().as_bytes());
+    hasher.update(&message.data);
+    MessageId::from(hasher.finalize().as_bytes()[..20].to_vec())
+}
+
+impl Behaviour {
+    pub(crate) fn new(key: &Keypair, config: &NetConfig) -> Result<Self, String> {
+        let local = key.public().to_peer_id();
+        // Anonymous gossip: Megolm already authenticates every message, and
+        // a signed gossip message would tie each ciphertext to its origin
+        // peer. Messages are forwarded only after the application accepts
+        // them. Small meshes and flood publishing suit rooms of a few devices.
+        let gossip_config = gossipsub::ConfigBuilder::default()
+            .validation_mode(ValidationMode::Anonymous)
+            .validate_messages()
+            .message_id_fn(message_id)
+            .heartbeat_interval(config.heartbeat)
+            .heartbeat_initial_delay(config.heartbeat)
+            .max_transmit_size(MAX_ENVELOPE_BYTES + 1024)
+            .mesh_n(4)
+            .mesh_n_low(2)
+            .mesh_n_high(8)
+            .mesh_outbound_min(1)
+            .flood_publish(true)
+            .build()
+            .map_err(|e| format!("gossipsub config: {e}"))?;
+        let filter = MaxCountSubscriptionFilter {
+            filter: AllowAllSubscriptionFilter {},
+            max_subscribed_topics: config.max_topics,
+            max_subscriptions_per_request: config.max_topics,
+        };
+        let gossipsub = Gossipsub::new_with_subscription_filter(
+            MessageAuthenticity::Anonymous,
+            gossip_config,
+            filter,
+        )
+        .map_err(|e| format!("gossipsub: {e}"))?;
+
+        let kad = kad::Behaviour::with_config(
+            local,
+            kad::store::MemoryStore::new(local),
+            kad::Config::new(KAD_PROTOCOL),
+        );
+        let identify = identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                .with_push_listen_addr_updates(true),
+        );
+        let deliver = request_response::Behaviour::with_codec(
+            FrameCodec,
+            [(DELIVER_PROTOCOL, request_response::ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(config.request_timeout),
+        );
+        let mdns = if config.mdns {
+            Some(
+                mdns::tokio::Behaviour::new(mdns::Config::default(), local)
+                    .map_err(|e| format!("mdns: {e}"))?,
+            )
+        } else {
+            None
+        };
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(config.max_connections))
+                .with_max_established_per_peer(Some(config.max_connections_per_peer))
+                .with_max_pending_incoming(Some(config.max_pending))
+                .with_max_pending_outgoing(Some(config.max_pending)),
+        );
+        Ok(Self {
+            limits,
+            identify,
+            ping: ping::Behaviour::default(),
+            kad,
+            gossipsub,
+            deliver,
+            mdns: mdns.into(),
+        })
+    }
+}

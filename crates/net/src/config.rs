@@ -1,0 +1,81 @@
+//! Settings of a node's network layer, each with a default suited to chat.
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+/// Network settings. [`NetConfig::default`] is what the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Addresses to listen on. Default: every IPv4 interface, a free port,
+    /// TCP and QUIC.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start (with a `/p2p/<peer id>` suffix); they also
+    /// seed the Kademlia routing table.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Discover peers on the local network with mDNS (works with no
+    /// internet). Default on.
+    pub mdns: bool,
+    /// Gossipsub heartbeat (and its first delay). Default 1 s; tests use less.
+    pub heartbeat: Duration,
+    /// A connection with no traffic closes after this. Default 5 minutes:
+    /// chat is bursty, and reconnecting for each message costs a handshake.
+    pub idle_timeout: Duration,
+    /// Most established connections in all. Default 512.
+    pub max_connections: u32,
+    /// Most established connections to one peer. Default 2 (one per transport).
+    pub max_connections_per_peer: u32,
+    /// Most connections still in their handshake, each way. Default 64.
+    pub max_pending: u32,
+    /// How long a direct delivery may take before it fails. Default 10 s.
+    pub request_timeout: Duration,
+    /// Most gossip topics (rooms) one peer may be subscribed to before its
+    /// subscriptions are ignored. Default 4096: far above libp2p's default of
+    /// 100, which would cut off anyone in more than 100 rooms.
+    pub max_topics: usize,
+    /// Commands the handle may queue before callers wait. Default 256.
+    pub command_queue: usize,
+    /// Events queued for the application before new ones are dropped (and
+    /// counted). Default 1024.
+    pub event_queue: usize,
+    /// Inbound deliveries waiting for the application's answer at once;
+    /// beyond this they are refused. Default 1024.
+    pub max_pending_replies: usize,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        let listen = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        Self {
+            listen,
+            bootstrap: Vec::new(),
+            mdns: true,
+            heartbeat: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 512,
+            max_connections_per_peer: 2,
+            max_pending: 64,
+            request_timeout: Duration::from_secs(10),
+            max_topics: 4096,
+            command_queue: 256,
+            event_queue: 1024,
+            max_pending_replies: 1024,
+        }
+    }
+}
+
+impl NetConfig {
+    /// Settings for tests on one machine: loopback TCP only, no mDNS, a fast
+    /// gossip heartbeat.
+    pub fn loopback() -> Self {
+        Self {
+            listen: "/ip4/127.0.0.1/tcp/0".parse().into_iter().collect(),
+            mdns: false,
+            heartbeat: Duration::from_millis(100),
+            ..Self::default()
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Two real libp2p nodes on 127.0.0.1 (TCP, Noise, yamux): direct delivery
+//! with replies, gossip on a room topic, and malformed or oversized frames
+//! refused while the node keeps serving.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use safemeet_net::{NetConfig, NetError, NetEvent, Network, RoomTopic, Verdict};
+use safemeet_proto::Envelope;
+use safemeet_proto::envelope::RoomEnvelope;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn frame(tag: u8) -> Vec<u8> {
+    Envelope::Room(RoomEnvelope {
+        topic: [1; 32],
+        session_id: [2; 32],
+        ciphertext: vec![tag; 100],
+    })
+    .to_frame()
+    .unwrap()
+}
+
+async fn node() -> (Network, mpsc::Receiver<NetEvent>, Multiaddr) {
+    let (net, mut events) =
+        safemeet_net::spawn(Keypair::generate_ed25519(), NetConfig::loopback()).unwrap();
+    let addr = timeout(WAIT, async {
+        loop {
+            if let Some(NetEvent::Listening(addr)) = events.recv().await {
+                return addr;
+            }
+        }
+    })
+    .await
+    .expect("the node listens");
+    (net, events, addr)
+}
+
+fn with_peer(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
+    addr.clone().with(libp2p::multiaddr::Protocol::P2p(peer))
+}
+
+/// Answers every delivery with `ok:` and the frame's length; forwards the
+/// frames it saw.
+fn serve(net: Network, mut events: mpsc::Receiver<NetEvent>) -> mpsc::Receiver<NetEvent> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let NetEvent::Delivery {
+                reply, ref frame, ..
+            } = event
+            {
+                let answer = format!("ok:{}", frame.len()).into_bytes();
+                net.reply(reply, answer).await.unwrap();
+            }
+            if let NetEvent::Gossip { ref id, via, .. } = event {
+                net.report(id.clone(), via, Verdict::Accept).await.unwrap();
+            }
+            if tx.send(event).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_delivery_is_answered() {
+    let (a, _a_events, _) = node().await;
+    let (b, b_events, b_addr) = node().await;
+    let mut b_seen = serve(b.clone(), b_events);
+    let reply = timeout(WAIT, a.deliver(b.peer_id(), vec![b_addr.clone()], frame(7)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, b"ok:512");
+    let from = timeout(WAIT, async {
+        loop {
+            if let Some(NetEvent::Delivery { peer, frame: f, .. }) = b_seen.recv().await {
+                assert_eq!(f, frame(7));
+                return peer;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(from, a.peer_id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving() {
+    let (a, _a_events, _) = node().await;
+    let (b, b_events, b_addr) = node().await;
+    let mut b_seen = serve(b.clone(), b_events);
+    // Not a padded envelope: refused (the request fails), never shown to B's application.
+    let err = timeout(
+        WAIT,
+        a.deliver(b.peer_id(), vec![b_addr.clone()], vec![0xff; 600]),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(matches!(err, NetError::Delivery(_)), "{err:?}");
+    // Too large: refused before anything is sent.
+    let err = a
+        .deliver(b.peer_id(), vec![b_addr.clone()], vec![0; 70 * 1024])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NetError::TooLarge(_)), "{err:?}");
+    // A good frame still goes through, and it is the only one B's application saw.
+    let reply = timeout(WAIT, a.deliver(b.peer_id(), vec![b_addr], frame(9)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, b"ok:512");
+    let first = timeout(WAIT, async {
+        loop {
+            if let Some(NetEvent::Delivery { frame, .. }) = b_seen.recv().await {
+                return frame;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(first, frame(9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_reaches_a_subscribed_peer_and_garbage_does_not() {
+    let (a, _a_events, _) = node().await;
+    let (b, b_events, b_addr) = node().await;
+    let mut b_seen = serve(b.clone(), b_events);
+    let topic = RoomTopic([42; 32]);
+    a.subscribe(topic).await.unwrap();
+    b.subscribe(topic).await.unwrap();
+    a.dial(with_peer(&b_addr, b.peer_id())).await.unwrap();
+
+    // Garbage first: it is rejected by B's network layer.
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let garbage_sent = timeout(WAIT, async {
+        let mut n = 0u8;
+        loop {
+            tick.tick().await;
+            n = n.wrapping_add(1);
+            match a.publish(topic, vec![n; 300]).await {
+                Ok(()) => return,
+                Err(NetError::NoPeers) => continue,
+                Err(e) => panic!("publish failed: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(garbage_sent.is_ok(), "B never joined the topic");
+    a.publish(topic, frame(5)).await.unwrap();
+    let got = timeout(WAIT, async {
+        loop {
+            if let Some(NetEvent::Gossip {
+                topic: t, frame, ..
+            }) = b_seen.recv().await
+            {
+                return (t, frame);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        got,
+        (topic, frame(5)),
+        "the first gossip B's application sees is the good frame"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_delivery_over_quic() {
+    let quic = || NetConfig {
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+        ..NetConfig::loopback()
+    };
+    let (a, _a_events) = safemeet_net::spawn(Keypair::generate_ed25519(), quic()).unwrap();
+    let (b, mut b_events) = safemeet_net::spawn(Keypair::generate_ed25519(), quic()).unwrap();
+    let b_addr = timeout(WAIT, async {
+        loop {
+            if let Some(NetEvent::Listening(addr)) = b_events.recv().await {
+                return addr;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(b_addr.to_string().contains("quic-v1"), "{b_addr}");
+    let _b_seen = serve(b.clone(), b_events);
+    let reply = timeout(WAIT, a.deliver(b.peer_id(), vec![b_addr], frame(3)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, b"ok:512");
+}
