@@ -291,6 +291,28 @@ impl<S: Store> CryptoMachine<S> {
         }))
     }
 
+    /// The known, active devices of `user` (this device excluded), with
+    /// their certificates.
+    pub fn user_devices(&mut self, user: &UserId) -> Result<Vec<DeviceInfo>, Error> {
+        let own = self.account.device_id();
+        let Some(list) = self.load_list(user)? else {
+            return Ok(Vec::new());
+        };
+        let ids: Vec<DeviceId> = list
+            .devices
+            .iter()
+            .filter(|e| e.status == DeviceStatus::Active && e.device_id != own)
+            .map(|e| e.device_id)
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(info) = self.device(&id)? {
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
     /// Checks a sealed sender certificate: it verifies under the master key
     /// it names, that user's device list is known, and the device is active
     /// in it with exactly this certificate. Senders whose device list is

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use safemeet_proto::codec;
 use safemeet_proto::envelope::RoomEnvelope;
 use safemeet_proto::event::{Payload, RoomEvent, RoomKey, Sealed, SealedSender, ToDeviceEvent};
-use safemeet_proto::{DeviceId, Envelope, RoomId, Timestamp, UserId};
+use safemeet_proto::{DeviceId, Envelope, EventId, RoomId, Timestamp, UserId};
 use safemeet_store::{Keyspace, Store};
 use vodozemac::megolm::{
     DecryptionError, ExportedSessionKey, GroupSession, InboundGroupSession,
@@ -223,12 +223,25 @@ impl<S: Store> CryptoMachine<S> {
         extra: EncryptedBatch,
         meta: &[u8],
     ) -> Result<RoomSend, Error> {
+        self.encrypt_room_event_with(message, now, |_| Ok(extra), meta)
+    }
+
+    /// [`encrypt_room_event`](Self::encrypt_room_event), the caller's writes
+    /// made by `writes` from the new event's id (a timeline entry of one's
+    /// own message, say) and committed in the same batch.
+    pub fn encrypt_room_event_with(
+        &mut self,
+        message: RoomMessage<'_>,
+        now: Timestamp,
+        writes: impl FnOnce(&EventId) -> Result<EncryptedBatch, Error>,
+        meta: &[u8],
+    ) -> Result<RoomSend, Error> {
         self.check_usable()?;
         let room = message.room_id;
         let (recipients, unknown_members) = self.recipient_devices(message.members)?;
         let current = self.take_outbound(&room)?;
         let rotation = self.rotation_needed(current.as_ref(), &recipients, now);
-        let mut batch = extra;
+        let mut batch = self.store.batch();
         let mut new_key = None;
         let mut out = match (rotation, current) {
             (None, Some(out)) => out,
@@ -322,6 +335,7 @@ impl<S: Store> CryptoMachine<S> {
         let encrypted = out.session.encrypt(&plaintext);
         out.messages = out.messages.saturating_add(1);
         let id = event_id_of(&out.session_id, &encrypted);
+        batch.extend(writes(&id)?);
         let envelope = RoomEnvelope {
             topic: message.topic,
             session_id: out.session_id,

@@ -1,0 +1,77 @@
+//! Invites: what one user hands another to become a contact.
+//!
+//! An invite carries the inviter's signed device list and device
+//! certificates (so the receiver can check every key against the user id),
+//! the inviting device's signed fallback key (so a first message needs no
+//! round trip), its signed profile and the addresses it listens on. Its
+//! text form is `safemeet:` followed by lowercase base32 of the codec
+//! encoding. Everything in it that matters is signed; the addresses are
+//! hints, checked by the Noise handshake against the certified peer id.
+
+use data_encoding::BASE32_NOPAD;
+use safemeet_proto::codec;
+use safemeet_proto::identity::{DeviceCertificate, DeviceList, OneTimeKey, Profile, Signed};
+use serde::{Deserialize, Serialize};
+
+use crate::EngineError;
+
+/// The text prefix of an invite.
+pub const INVITE_PREFIX: &str = "safemeet:";
+
+/// Largest invite accepted, encoded.
+const MAX_INVITE_BYTES: usize = 48 * 1024;
+
+/// Most listen addresses an invite may carry.
+pub(crate) const MAX_INVITE_ADDRS: usize = 16;
+
+/// A contact invite.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invite {
+    /// Format version; currently 1.
+    pub version: u8,
+    /// The inviter's signed device list.
+    pub device_list: Signed<DeviceList>,
+    /// The certificates of the listed active devices.
+    pub certificates: Vec<Signed<DeviceCertificate>>,
+    /// The inviting device's signed fallback key.
+    pub fallback_key: Signed<OneTimeKey>,
+    /// The inviter's signed profile.
+    pub profile: Signed<Profile>,
+    /// Where the inviting device listens (multiaddr text), best first.
+    pub addrs: Vec<String>,
+}
+
+impl Invite {
+    /// The text form.
+    pub fn to_text(&self) -> Result<String, EngineError> {
+        let bytes = codec::encode_limited(self, MAX_INVITE_BYTES)?;
+        Ok(format!(
+            "{INVITE_PREFIX}{}",
+            BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()
+        ))
+    }
+
+    /// Parses the text form (surrounding whitespace is ignored). The
+    /// signatures are checked when the invite is accepted.
+    pub fn from_text(text: &str) -> Result<Self, EngineError> {
+        let body = text
+            .trim()
+            .strip_prefix(INVITE_PREFIX)
+            .ok_or(EngineError::BadInvite("it does not start with `safemeet:`"))?;
+        if body.len() > MAX_INVITE_BYTES * 2 {
+            return Err(EngineError::BadInvite("it is too long"));
+        }
+        let bytes = BASE32_NOPAD
+            .decode(body.to_ascii_uppercase().as_bytes())
+            .map_err(|_| EngineError::BadInvite("it is not valid base32"))?;
+        let invite: Invite = codec::decode(&bytes, MAX_INVITE_BYTES)
+            .map_err(|_| EngineError::BadInvite("it is damaged or from another version"))?;
+        if invite.version != 1 {
+            return Err(EngineError::BadInvite("unsupported invite version"));
+        }
+        if invite.addrs.len() > MAX_INVITE_ADDRS {
+            return Err(EngineError::BadInvite("too many addresses"));
+        }
+        Ok(invite)
+    }
+}

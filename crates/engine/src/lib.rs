@@ -1,0 +1,984 @@
+//! The SafeMeet client engine.
+//!
+//! One task owns the [`CryptoMachine`] and a [`Network`] handle; callers use
+//! a cloneable [`EngineHandle`]. This first part covers contacts from signed
+//! invites and direct messages:
+//!
+//! - **Send**: text → a room event, encrypted and committed to the outbox
+//!   *together with* this device's own timeline entry and event-log entry →
+//!   delivered directly to every device of the other member (and this
+//!   user's other devices) → acknowledged → removed from the outbox and
+//!   marked delivered. Undelivered items are retried with exponential
+//!   backoff, also after a restart (the outbox is durable).
+//! - **Receive**: frame → checks → decrypt → timeline entry and event-log
+//!   entry committed with the replay record → flushed → acknowledged.
+//!   Repeats are acknowledged again but stored once.
+//!
+//! A DM is a room of two users whose id both derive from the pair of user
+//! ids. Group rooms, gossip delivery, the API and the CLI build on this.
+
+mod invite;
+mod records;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use safemeet_crypto::machine::{
+    CryptoMachine, DecryptedRoomEvent, Destination, OutboxItem, RoomMessage,
+};
+use safemeet_crypto::{EncryptedBatch, EncryptedStore};
+use safemeet_net::{NetConfig, NetError, NetEvent, Network};
+use safemeet_proto::clock::{Clock, SystemClock};
+use safemeet_proto::event::{EventContent, Message, MessageText};
+use safemeet_proto::{DeviceId, Envelope, EventId, RoomId, Timestamp, UserId, codec};
+use safemeet_store::{Keyspace, Store};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+pub use crate::invite::{INVITE_PREFIX, Invite};
+use crate::records::{
+    ContactIndex, ContactRecord, MAX_RECORD_BYTES, OutboxMeta, RoomRecord, VERSION, name,
+};
+pub use crate::records::{LogEntry, MessageState, TimelineEntry};
+
+/// The acknowledgement a device answers a stored delivery with.
+const ACK: &[u8] = b"ok";
+/// The answer to a delivery that will never be accepted (do not retry).
+const REFUSED: &[u8] = b"refused";
+/// Most deliveries in flight at once.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The network layer's settings.
+    pub net: NetConfig,
+    /// First retry delay of an undelivered item. Default 1 s.
+    pub retry_initial: Duration,
+    /// Longest retry delay. Default 5 minutes.
+    pub retry_max: Duration,
+    /// How often the outbox is looked at. Default 250 ms.
+    pub tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            net: NetConfig::default(),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            tick: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The crypto layer refused.
+    #[error(transparent)]
+    Crypto(#[from] safemeet_crypto::Error),
+    /// The network layer failed.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// Encoding failed.
+    #[error(transparent)]
+    Encode(#[from] safemeet_proto::EncodeError),
+    /// Decoding stored or received bytes failed.
+    #[error(transparent)]
+    Decode(#[from] safemeet_proto::DecodeError),
+    /// The invite cannot be used.
+    #[error("invalid invite: {0}")]
+    BadInvite(&'static str),
+    /// No such contact.
+    #[error("no contact {0}")]
+    UnknownContact(UserId),
+    /// The input is not acceptable.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The engine has stopped.
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+enum Command {
+    Invite(Reply<String>),
+    AddContact(String, Option<String>, Reply<UserId>),
+    SendDm(UserId, String, Reply<EventId>),
+    Messages(UserId, usize, Reply<Vec<TimelineEntry>>),
+    Events(u64, usize, Reply<Vec<(u64, LogEntry)>>),
+    ListenAddrs(Reply<Vec<Multiaddr>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A cloneable handle to a running engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    commands: mpsc::Sender<Command>,
+    user_id: UserId,
+    peer_id: PeerId,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineHandle {
+    /// This user.
+    pub fn user_id(&self) -> UserId {
+        self.user_id
+    }
+
+    /// This device's libp2p peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// An invite for this user, as text.
+    pub async fn invite(&self) -> Result<String, EngineError> {
+        self.ask(Command::Invite).await
+    }
+
+    /// Accepts another user's invite; returns their user id.
+    pub async fn add_contact(
+        &self,
+        invite: &str,
+        pet_name: Option<String>,
+    ) -> Result<UserId, EngineError> {
+        self.ask(|tx| Command::AddContact(invite.to_owned(), pet_name, tx))
+            .await
+    }
+
+    /// Sends a direct message; returns its event id once it is committed
+    /// to the outbox ("sent").
+    pub async fn send_dm(&self, to: UserId, text: &str) -> Result<EventId, EngineError> {
+        self.ask(|tx| Command::SendDm(to, text.to_owned(), tx))
+            .await
+    }
+
+    /// The last `limit` messages with `contact`, oldest first.
+    pub async fn messages(
+        &self,
+        contact: UserId,
+        limit: usize,
+    ) -> Result<Vec<TimelineEntry>, EngineError> {
+        self.ask(|tx| Command::Messages(contact, limit, tx)).await
+    }
+
+    /// Event-log entries after `cursor` (0: from the start), at most `limit`.
+    pub async fn events(
+        &self,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, LogEntry)>, EngineError> {
+        self.ask(|tx| Command::Events(cursor, limit, tx)).await
+    }
+
+    /// Where the node listens.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, EngineError> {
+        self.ask(Command::ListenAddrs).await
+    }
+
+    /// Stops the engine after flushing; the outbox is kept for the next start.
+    pub async fn shutdown(&self) -> Result<(), EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Shutdown(tx))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+}
+
+/// An outbox item still to be delivered.
+struct Pending {
+    item: OutboxItem,
+    /// Devices still to acknowledge, and where to find them.
+    targets: Vec<(PeerId, Vec<Multiaddr>)>,
+    in_flight: HashSet<PeerId>,
+    delivered_once: bool,
+    attempts: u32,
+    next_try_ms: u64,
+}
+
+struct Engine<S: Store> {
+    machine: CryptoMachine<S>,
+    store: EncryptedStore<S>,
+    net: Network,
+    config: EngineConfig,
+    pending: BTreeMap<u64, Pending>,
+    in_flight: JoinSet<(u64, PeerId, Result<Vec<u8>, NetError>)>,
+    rooms: HashMap<RoomId, RoomRecord>,
+    log_next: u64,
+}
+
+/// Starts the engine on the current tokio runtime: opens the network with
+/// the account's libp2p key and resumes the outbox.
+pub fn start<S: Store + Clone + 'static>(
+    machine: CryptoMachine<S>,
+    config: EngineConfig,
+) -> Result<EngineHandle, EngineError> {
+    let keypair = machine.account().libp2p_keypair().clone();
+    let user_id = machine.account().user_id();
+    let (net, net_events) = safemeet_net::spawn(keypair, config.net.clone())?;
+    let store = machine.store().clone();
+    let log_next = match store.get(Keyspace::EventLog, name::EVENT_LOG_NEXT)? {
+        Some(b) => codec::decode::<u64>(&b, 16)?,
+        None => 1,
+    };
+    let (commands, rx) = mpsc::channel(256);
+    let handle = EngineHandle {
+        commands,
+        user_id,
+        peer_id: net.peer_id(),
+    };
+    let mut engine = Engine {
+        machine,
+        store,
+        net,
+        config,
+        pending: BTreeMap::new(),
+        in_flight: JoinSet::new(),
+        rooms: HashMap::new(),
+        log_next,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = engine.resume_outbox() {
+            tracing::error!(error = %e, "could not read the outbox");
+        }
+        engine.run(rx, net_events).await;
+    });
+    Ok(handle)
+}
+
+fn now() -> Timestamp {
+    SystemClock.now()
+}
+
+/// The id of the DM room between two users: both sides derive the same one.
+fn dm_room(a: &UserId, b: &UserId) -> (RoomId, [u8; 32]) {
+    let (lo, hi) = if a.as_bytes() <= b.as_bytes() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let mut h = blake3::Hasher::new_derive_key("safemeet/v1/dm-room");
+    h.update(lo.as_bytes());
+    h.update(hi.as_bytes());
+    let out = h.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&out.as_bytes()[..16]);
+    let topic = blake3::derive_key("safemeet/v1/dm-topic", out.as_bytes());
+    (RoomId::from_bytes(id), topic)
+}
+
+impl<S: Store + Clone + 'static> Engine<S> {
+    async fn run(
+        &mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut events: mpsc::Receiver<NetEvent>,
+    ) {
+        let mut tick = tokio::time::interval(self.config.tick);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Shutdown(done)) => {
+                        let _ = self.machine.flush();
+                        let _ = self.net.shutdown().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(command) => self.command(command).await,
+                    None => return,
+                },
+                Some(event) = events.recv() => self.net_event(event).await,
+                Some(done) = self.in_flight.join_next() => {
+                    if let Ok((seq, peer, result)) = done {
+                        self.delivery_done(seq, peer, result);
+                    }
+                }
+                _ = tick.tick() => self.deliver_due(),
+            }
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Invite(tx) => {
+                let _ = tx.send(self.invite().await);
+            }
+            Command::AddContact(text, pet, tx) => {
+                let _ = tx.send(self.add_contact(&text, pet));
+            }
+            Command::SendDm(to, text, tx) => {
+                let result = self.send_dm(to, &text);
+                let _ = tx.send(result);
+                self.deliver_due();
+            }
+            Command::Messages(with, limit, tx) => {
+                let _ = tx.send(self.messages(with, limit));
+            }
+            Command::Events(cursor, limit, tx) => {
+                let _ = tx.send(self.events(cursor, limit));
+            }
+            Command::ListenAddrs(tx) => {
+                let _ = tx.send(self.net.listen_addrs().await.map_err(Into::into));
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    async fn invite(&mut self) -> Result<String, EngineError> {
+        let fallback_key = self.machine.fallback_key(now())?;
+        let account = self.machine.account();
+        let device_list = account.device_list().signed().clone();
+        let certificates = vec![account.certificate().clone()];
+        let profile = account.profile().signed().clone();
+        let addrs = self
+            .net
+            .listen_addrs()
+            .await?
+            .into_iter()
+            .take(invite::MAX_INVITE_ADDRS)
+            .map(|a| a.to_string())
+            .collect();
+        Invite {
+            version: 1,
+            device_list,
+            certificates,
+            fallback_key,
+            profile,
+            addrs,
+        }
+        .to_text()
+    }
+
+    fn add_contact(&mut self, text: &str, pet: Option<String>) -> Result<UserId, EngineError> {
+        let invite = Invite::from_text(text)?;
+        let user = invite.device_list.decode_body()?.user_id;
+        if user == self.machine.account().user_id() {
+            return Err(EngineError::BadInvite("this is your own invite"));
+        }
+        self.machine
+            .add_device_list(&invite.device_list, &invite.certificates)?;
+        let profile = safemeet_crypto::certificate::verify_profile(&invite.profile, &user, None)?;
+        let inviting = invite.fallback_key.decode_body()?.device_id;
+        // The first Olm session starts from the signed fallback key; no round trip.
+        if !self.machine.has_session(&inviting)? {
+            self.machine
+                .create_outbound_session(&inviting, &invite.fallback_key, now())?;
+        }
+        let addrs: Vec<String> = invite
+            .addrs
+            .iter()
+            .filter(|a| a.parse::<Multiaddr>().is_ok())
+            .cloned()
+            .collect();
+        let record = ContactRecord {
+            version: VERSION,
+            user_id: user,
+            pet_name: pet,
+            username: profile.username.as_str().to_owned(),
+            display_name: profile.display_name.as_str().to_owned(),
+            addrs: vec![(inviting, addrs)],
+        };
+        let mut index = self.contact_index()?;
+        if !index.users.contains(&user) {
+            index.users.push(user);
+        }
+        let mut batch = self.store.batch();
+        self.store.batch_put_value(
+            &mut batch,
+            Keyspace::Contacts,
+            &name::contact(&user),
+            &record,
+            MAX_RECORD_BYTES,
+        )?;
+        self.store.batch_put_value(
+            &mut batch,
+            Keyspace::Contacts,
+            name::CONTACT_INDEX,
+            &index,
+            MAX_RECORD_BYTES,
+        )?;
+        self.store.apply(batch)?;
+        self.store.flush()?;
+        Ok(user)
+    }
+
+    fn contact_index(&self) -> Result<ContactIndex, EngineError> {
+        Ok(
+            match self.store.get(Keyspace::Contacts, name::CONTACT_INDEX)? {
+                Some(b) => codec::decode(&b, MAX_RECORD_BYTES)?,
+                None => ContactIndex {
+                    version: VERSION,
+                    users: Vec::new(),
+                },
+            },
+        )
+    }
+
+    fn contact(&self, user: &UserId) -> Result<Option<ContactRecord>, EngineError> {
+        Ok(
+            match self.store.get(Keyspace::Contacts, &name::contact(user))? {
+                Some(b) => Some(codec::decode(&b, MAX_RECORD_BYTES)?),
+                None => None,
+            },
+        )
+    }
+
+    fn room(&mut self, room: &RoomId) -> Result<Option<RoomRecord>, EngineError> {
+        if let Some(r) = self.rooms.get(room) {
+            return Ok(Some(r.clone()));
+        }
+        let Some(bytes) = self.store.get(Keyspace::Rooms, &name::room(room))? else {
+            return Ok(None);
+        };
+        let record: RoomRecord = codec::decode(&bytes, MAX_RECORD_BYTES)?;
+        self.rooms.insert(*room, record.clone());
+        Ok(Some(record))
+    }
+
+    fn dm(&mut self, with: UserId) -> Result<RoomRecord, EngineError> {
+        let me = self.machine.account().user_id();
+        let (room_id, topic) = dm_room(&me, &with);
+        Ok(self.room(&room_id)?.unwrap_or(RoomRecord {
+            version: VERSION,
+            room_id,
+            dm_with: Some(with),
+            members: vec![me, with],
+            topic,
+            lamport: 0,
+            next_seq: 0,
+        }))
+    }
+
+    fn send_dm(&mut self, to: UserId, text: &str) -> Result<EventId, EngineError> {
+        if self.contact(&to)?.is_none() {
+            return Err(EngineError::UnknownContact(to));
+        }
+        let body = MessageText::new(text).map_err(|e| EngineError::InvalidInput(e.to_string()))?;
+        let mut room = self.dm(to)?;
+        room.lamport += 1;
+        let seq = room.next_seq;
+        room.next_seq += 1;
+        let me = self.machine.account().user_id();
+        let device = self.machine.account().device_id();
+        let ts = now();
+        let meta = codec::encode(&OutboxMeta {
+            version: VERSION,
+            timeline: Some((room.room_id, seq)),
+        })?;
+        let store = self.store.clone();
+        let log_seq = self.log_next;
+        let room_for_writes = room.clone();
+        let members = room.members.clone();
+        let writes = |event_id: &EventId| -> Result<EncryptedBatch, safemeet_crypto::Error> {
+            let entry = TimelineEntry {
+                event_id: *event_id,
+                sender: me,
+                sender_device: device,
+                lamport: room_for_writes.lamport,
+                ts,
+                text: body.as_str().to_owned(),
+                state: MessageState::Sent,
+            };
+            let mut batch = store.batch();
+            stage_message(&store, &mut batch, &room_for_writes, seq, &entry, log_seq)?;
+            Ok(batch)
+        };
+        let sent = self.machine.encrypt_room_event_with(
+            RoomMessage {
+                room_id: room.room_id,
+                topic: room.topic,
+                members: &members,
+                content: EventContent::Message(Message {
+                    body: body.clone(),
+                    reply_to: None,
+                }),
+                lamport: room.lamport,
+            },
+            ts,
+            writes,
+            &meta,
+        )?;
+        self.log_next += 1;
+        self.rooms.insert(room.room_id, room);
+        for out in sent.key_shares.iter().chain(std::iter::once(&sent.message)) {
+            self.track(out.outbox_seq, outbox_item(out, &meta))?;
+        }
+        Ok(sent.event_id)
+    }
+
+    fn messages(&mut self, with: UserId, limit: usize) -> Result<Vec<TimelineEntry>, EngineError> {
+        let room = self.dm(with)?;
+        let start = room.next_seq.saturating_sub(limit as u64);
+        let after = start.checked_sub(1);
+        let rows = self.store.scan_ordered(
+            Keyspace::Timeline,
+            &name::timeline(&room.room_id),
+            after,
+            limit,
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (_, bytes) in rows {
+            out.push(codec::decode(&bytes, MAX_RECORD_BYTES)?);
+        }
+        Ok(out)
+    }
+
+    fn events(&self, cursor: u64, limit: usize) -> Result<Vec<(u64, LogEntry)>, EngineError> {
+        let after = if cursor == 0 { None } else { Some(cursor) };
+        self.store
+            .scan_ordered(Keyspace::EventLog, name::EVENT_LOG, after, limit)?
+            .into_iter()
+            .map(|(seq, bytes)| Ok((seq, codec::decode(&bytes, MAX_RECORD_BYTES)?)))
+            .collect()
+    }
+
+    /// Loads every outbox item into the delivery queue (after a restart).
+    fn resume_outbox(&mut self) -> Result<(), EngineError> {
+        let mut after = None;
+        loop {
+            let items = self.machine.outbox(after, 256)?;
+            if items.is_empty() {
+                return Ok(());
+            }
+            for (seq, item) in items {
+                after = Some(seq);
+                self.track(seq, item)?;
+            }
+        }
+    }
+
+    /// Works out which devices an outbox item goes to and queues it.
+    fn track(&mut self, seq: u64, item: OutboxItem) -> Result<(), EngineError> {
+        let mut targets = Vec::new();
+        match item.destination {
+            Destination::Device(user, device) => {
+                if let Some(t) = self.target(&user, &device)? {
+                    targets.push(t);
+                }
+            }
+            Destination::Room(room_id) => {
+                let members = self.room(&room_id)?.map(|r| r.members).unwrap_or_default();
+                for user in members {
+                    let devices: Vec<DeviceId> = self
+                        .machine
+                        .user_devices(&user)?
+                        .into_iter()
+                        .map(|d| d.device_id)
+                        .collect();
+                    for device in devices {
+                        if let Some(t) = self.target(&user, &device)? {
+                            targets.push(t);
+                        }
+                    }
+                }
+            }
+        }
+        if targets.is_empty() {
+            // Nobody to deliver to (yet): keep it; it is looked at again on restart.
+            tracing::debug!(seq, "an outbox item has no known recipient device");
+            return Ok(());
+        }
+        self.pending.insert(
+            seq,
+            Pending {
+                item,
+                targets,
+                in_flight: HashSet::new(),
+                delivered_once: false,
+                attempts: 0,
+                next_try_ms: 0,
+            },
+        );
+        Ok(())
+    }
+
+    fn target(
+        &mut self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Option<(PeerId, Vec<Multiaddr>)>, EngineError> {
+        let Some(info) = self.machine.device(device)? else {
+            return Ok(None);
+        };
+        let cert = info.certificate.decode_body()?;
+        let Ok(peer) = PeerId::from_bytes(&cert.peer_id) else {
+            return Ok(None);
+        };
+        let addrs = self
+            .contact(user)?
+            .and_then(|c| c.addrs.into_iter().find(|(d, _)| d == device))
+            .map(|(_, a)| a.iter().filter_map(|s| s.parse().ok()).collect())
+            .unwrap_or_default();
+        Ok(Some((peer, addrs)))
+    }
+
+    /// Starts deliveries that are due, within the in-flight limit.
+    fn deliver_due(&mut self) {
+        let now_ms = now().as_millis();
+        let mut started = self.in_flight.len();
+        for (seq, pending) in self.pending.iter_mut() {
+            if started >= MAX_IN_FLIGHT {
+                break;
+            }
+            if pending.next_try_ms > now_ms {
+                continue;
+            }
+            let Ok(frame) = pending.item.frame() else {
+                continue;
+            };
+            for (peer, addrs) in &pending.targets {
+                if pending.in_flight.contains(peer) || started >= MAX_IN_FLIGHT {
+                    continue;
+                }
+                pending.in_flight.insert(*peer);
+                started += 1;
+                let (net, peer, addrs, frame, seq) =
+                    (self.net.clone(), *peer, addrs.clone(), frame.clone(), *seq);
+                self.in_flight.spawn(async move {
+                    let result = net.deliver(peer, addrs, frame).await;
+                    (seq, peer, result)
+                });
+            }
+        }
+    }
+
+    /// Records the outcome of one delivery attempt.
+    fn delivery_done(&mut self, seq: u64, peer: PeerId, result: Result<Vec<u8>, NetError>) {
+        let Some(pending) = self.pending.get_mut(&seq) else {
+            return;
+        };
+        pending.in_flight.remove(&peer);
+        let done_for_peer = match &result {
+            Ok(answer) if answer == ACK => true,
+            Ok(answer) if answer == REFUSED => {
+                tracing::warn!(seq, "a device refused a delivery; not retried");
+                true
+            }
+            _ => false,
+        };
+        if done_for_peer {
+            let first_ack = matches!(&result, Ok(a) if a == ACK) && !pending.delivered_once;
+            if first_ack {
+                pending.delivered_once = true;
+            }
+            pending.targets.retain(|(p, _)| *p != peer);
+            if first_ack && let Err(e) = self.mark_delivered(seq) {
+                tracing::warn!(error = %e, "could not record a delivery");
+            }
+        } else {
+            let pending = match self.pending.get_mut(&seq) {
+                Some(p) => p,
+                None => return,
+            };
+            pending.attempts = pending.attempts.saturating_add(1);
+            let backoff = self
+                .config
+                .retry_initial
+                .saturating_mul(1u32 << pending.attempts.min(16))
+                .min(self.config.retry_max);
+            pending.next_try_ms = now().as_millis().saturating_add(backoff.as_millis() as u64);
+        }
+        let finished = self
+            .pending
+            .get(&seq)
+            .is_some_and(|p| p.targets.is_empty() && p.in_flight.is_empty());
+        if finished {
+            self.pending.remove(&seq);
+            if let Err(e) = self.machine.remove_from_outbox(&[seq]) {
+                tracing::warn!(error = %e, "could not clear an outbox item");
+            }
+        }
+    }
+
+    /// The first acknowledgement of a room message: its timeline entry
+    /// becomes "delivered" and the event log says so.
+    fn mark_delivered(&mut self, seq: u64) -> Result<(), EngineError> {
+        let Some(pending) = self.pending.get(&seq) else {
+            return Ok(());
+        };
+        let meta: OutboxMeta = codec::decode(&pending.item.meta, 64)?;
+        let Some((room_id, tseq)) = meta.timeline else {
+            return Ok(());
+        };
+        let tl = name::timeline(&room_id);
+        let Some(bytes) = self.store.get_ordered(Keyspace::Timeline, &tl, tseq)? else {
+            return Ok(());
+        };
+        let mut entry: TimelineEntry = codec::decode(&bytes, MAX_RECORD_BYTES)?;
+        if entry.state == MessageState::Delivered {
+            return Ok(());
+        }
+        entry.state = MessageState::Delivered;
+        let mut batch = self.store.batch();
+        self.store.batch_put_ordered_value(
+            &mut batch,
+            Keyspace::Timeline,
+            &tl,
+            tseq,
+            &entry,
+            MAX_RECORD_BYTES,
+        )?;
+        let log = LogEntry::Delivered {
+            room_id,
+            event_id: entry.event_id,
+        };
+        self.stage_log(&mut batch, &log)?;
+        self.store.apply(batch)?;
+        Ok(())
+    }
+
+    fn stage_log(
+        &mut self,
+        batch: &mut EncryptedBatch,
+        entry: &LogEntry,
+    ) -> Result<(), EngineError> {
+        let seq = self.log_next;
+        self.log_next += 1;
+        self.store.batch_put_ordered_value(
+            batch,
+            Keyspace::EventLog,
+            name::EVENT_LOG,
+            seq,
+            entry,
+            MAX_RECORD_BYTES,
+        )?;
+        self.store.batch_put_value(
+            batch,
+            Keyspace::EventLog,
+            name::EVENT_LOG_NEXT,
+            &self.log_next,
+            16,
+        )?;
+        Ok(())
+    }
+
+    async fn net_event(&mut self, event: NetEvent) {
+        match event {
+            NetEvent::Delivery { frame, reply, .. } => {
+                let answer = self.receive(&frame);
+                if let Err(e) = self.machine.flush() {
+                    tracing::error!(error = %e, "flush failed; delivery not acknowledged");
+                    return;
+                }
+                let _ = self.net.reply(reply, answer.to_vec()).await;
+            }
+            NetEvent::Gossip { id, via, .. } => {
+                // Rooms over gossip come later; direct delivery carries DMs.
+                let _ = self
+                    .net
+                    .report(id, via, safemeet_net::Verdict::Ignore)
+                    .await;
+            }
+            NetEvent::Connected(_) => self.deliver_due(),
+            _ => {}
+        }
+    }
+
+    /// Processes a received frame; returns the answer for the sender.
+    fn receive(&mut self, frame: &[u8]) -> &'static [u8] {
+        use safemeet_crypto::Error as C;
+        let Ok(envelope) = Envelope::from_frame(frame) else {
+            return REFUSED;
+        };
+        match envelope {
+            Envelope::ToDevice(env) => match self.machine.decrypt_to_device(&env, now()) {
+                Ok(received) => {
+                    for event in received.released.into_iter().flatten() {
+                        if let Err(e) = self.store_received(event) {
+                            tracing::warn!(error = %e, "could not store a released message");
+                        }
+                    }
+                    ACK
+                }
+                Err(C::DuplicateOlmMessage) => ACK,
+                Err(e) => {
+                    tracing::debug!(error = %e, "a to-device message was refused");
+                    REFUSED
+                }
+            },
+            Envelope::Room(env) => match self.decrypt_and_store(&env) {
+                Ok(()) => ACK,
+                Err(EngineError::Crypto(
+                    C::Replay {
+                        same_ciphertext: true,
+                        ..
+                    }
+                    | C::MissingRoomKey { held: true },
+                )) => ACK,
+                Err(e) => {
+                    tracing::debug!(error = %e, "a room message was refused");
+                    REFUSED
+                }
+            },
+            _ => REFUSED,
+        }
+    }
+
+    fn decrypt_and_store(
+        &mut self,
+        env: &safemeet_proto::envelope::RoomEnvelope,
+    ) -> Result<(), EngineError> {
+        let store = self.store.clone();
+        let me = self.machine.account().user_id();
+        // The room and its counters are worked out inside the commit, from
+        // the decrypted event.
+        let rooms = &mut self.rooms;
+        let log_next = &mut self.log_next;
+        let mut staged: Option<RoomRecord> = None;
+        self.machine.decrypt_room_with(env, now(), |event| {
+            let (room, entry, seq) = received_entry(&store, rooms, me, event)?;
+            let mut batch = store.batch();
+            stage_message(&store, &mut batch, &room, seq, &entry, *log_next)?;
+            staged = Some(room);
+            Ok(batch)
+        })?;
+        if let Some(room) = staged {
+            *log_next += 1;
+            self.rooms.insert(room.room_id, room);
+        }
+        Ok(())
+    }
+
+    /// Stores a message released from the held queue (its replay record is
+    /// already committed).
+    fn store_received(&mut self, event: DecryptedRoomEvent) -> Result<(), EngineError> {
+        let me = self.machine.account().user_id();
+        let (room, entry, seq) = received_entry(&self.store, &mut self.rooms, me, &event)?;
+        let mut batch = self.store.batch();
+        stage_message(&self.store, &mut batch, &room, seq, &entry, self.log_next)?;
+        self.store.apply(batch)?;
+        self.log_next += 1;
+        self.rooms.insert(room.room_id, room);
+        Ok(())
+    }
+}
+
+/// The outbox item an `Outgoing` stands for.
+fn outbox_item(out: &safemeet_crypto::machine::Outgoing, meta: &[u8]) -> OutboxItem {
+    OutboxItem {
+        version: VERSION,
+        destination: out.destination,
+        meta: meta.to_vec(),
+        envelope: out.envelope.clone(),
+    }
+}
+
+/// Works out the room, the timeline entry and its sequence number for a
+/// received message. Only DMs exist so far: the room is the DM with the sender.
+fn received_entry<S: Store>(
+    store: &EncryptedStore<S>,
+    rooms: &mut HashMap<RoomId, RoomRecord>,
+    me: UserId,
+    event: &DecryptedRoomEvent,
+) -> Result<(RoomRecord, TimelineEntry, u64), safemeet_crypto::Error> {
+    let invalid = |reason| safemeet_crypto::Error::InvalidRecord {
+        what: "received message",
+        reason,
+    };
+    let sender = event.sender.user_id;
+    let other = if sender == me { None } else { Some(sender) };
+    let Some(other) = other else {
+        return Err(invalid("own messages arrive through the outbox"));
+    };
+    let (room_id, topic) = dm_room(&me, &other);
+    if event.event.room_id != room_id {
+        return Err(invalid("group rooms are not supported yet"));
+    }
+    let mut room = match rooms.get(&room_id) {
+        Some(r) => r.clone(),
+        None => match store.get(Keyspace::Rooms, &name::room(&room_id))? {
+            Some(b) => codec::decode(&b, MAX_RECORD_BYTES)?,
+            None => RoomRecord {
+                version: VERSION,
+                room_id,
+                dm_with: Some(other),
+                members: vec![me, other],
+                topic,
+                lamport: 0,
+                next_seq: 0,
+            },
+        },
+    };
+    let EventContent::Message(message) = &event.event.content else {
+        return Err(invalid("only text messages are stored so far"));
+    };
+    room.lamport = room.lamport.max(event.event.lamport);
+    let seq = room.next_seq;
+    room.next_seq += 1;
+    let entry = TimelineEntry {
+        event_id: event.event_id,
+        sender,
+        sender_device: event.sender.device_id,
+        lamport: event.event.lamport,
+        ts: event.event.ts,
+        text: message.body.as_str().to_owned(),
+        state: MessageState::Received,
+    };
+    Ok((room, entry, seq))
+}
+
+/// Stages a message's timeline entry, its room record and its event-log
+/// entry at `log_seq`.
+fn stage_message<S: Store>(
+    store: &EncryptedStore<S>,
+    batch: &mut EncryptedBatch,
+    room: &RoomRecord,
+    seq: u64,
+    entry: &TimelineEntry,
+    log_seq: u64,
+) -> Result<(), safemeet_crypto::Error> {
+    store.batch_put_ordered_value(
+        batch,
+        Keyspace::Timeline,
+        &name::timeline(&room.room_id),
+        seq,
+        entry,
+        MAX_RECORD_BYTES,
+    )?;
+    store.batch_put_value(
+        batch,
+        Keyspace::Rooms,
+        &name::room(&room.room_id),
+        room,
+        MAX_RECORD_BYTES,
+    )?;
+    store.batch_put_ordered_value(
+        batch,
+        Keyspace::EventLog,
+        name::EVENT_LOG,
+        log_seq,
+        &LogEntry::Message {
+            room_id: room.room_id,
+            entry: entry.clone(),
+        },
+        MAX_RECORD_BYTES,
+    )?;
+    store.batch_put_value(
+        batch,
+        Keyspace::EventLog,
+        name::EVENT_LOG_NEXT,
+        &(log_seq + 1),
+        16,
+    )
+}

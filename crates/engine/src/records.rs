@@ -1,0 +1,127 @@
+//! What the engine keeps in the store. Every record is sealed by the
+//! `EncryptedStore` and named by a hashed identifier.
+
+use safemeet_proto::{DeviceId, EventId, RoomId, Timestamp, UserId};
+use serde::{Deserialize, Serialize};
+
+/// Format version of the engine's records.
+pub(crate) const VERSION: u8 = 1;
+/// Largest engine record.
+pub(crate) const MAX_RECORD_BYTES: usize = 256 * 1024;
+
+pub(crate) mod name {
+    use safemeet_proto::{RoomId, UserId};
+
+    pub(crate) const CONTACT_INDEX: &[u8] = b"contacts";
+    pub(crate) const EVENT_LOG: &[u8] = b"log";
+    pub(crate) const EVENT_LOG_NEXT: &[u8] = b"log-next";
+
+    pub(crate) fn contact(user: &UserId) -> Vec<u8> {
+        let mut v = b"contact/".to_vec();
+        v.extend_from_slice(user.as_bytes());
+        v
+    }
+    pub(crate) fn room(room: &RoomId) -> Vec<u8> {
+        let mut v = b"room/".to_vec();
+        v.extend_from_slice(room.as_bytes());
+        v
+    }
+    pub(crate) fn timeline(room: &RoomId) -> Vec<u8> {
+        let mut v = b"timeline/".to_vec();
+        v.extend_from_slice(room.as_bytes());
+        v
+    }
+}
+
+/// A contact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ContactRecord {
+    pub(crate) version: u8,
+    pub(crate) user_id: UserId,
+    pub(crate) pet_name: Option<String>,
+    pub(crate) username: String,
+    pub(crate) display_name: String,
+    /// Listen addresses per device (multiaddr text), from invites.
+    pub(crate) addrs: Vec<(DeviceId, Vec<String>)>,
+}
+
+/// The users this device has as contacts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct ContactIndex {
+    pub(crate) version: u8,
+    pub(crate) users: Vec<UserId>,
+}
+
+/// A room (a DM is a room of two users).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RoomRecord {
+    pub(crate) version: u8,
+    pub(crate) room_id: RoomId,
+    /// For a DM, the other user.
+    pub(crate) dm_with: Option<UserId>,
+    pub(crate) members: Vec<UserId>,
+    /// Opaque gossip topic.
+    pub(crate) topic: [u8; 32],
+    /// Highest Lamport clock seen or used.
+    pub(crate) lamport: u64,
+    /// Next timeline sequence number.
+    pub(crate) next_seq: u64,
+}
+
+/// The delivery state of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageState {
+    /// Received from another device.
+    Received,
+    /// Persisted in the outbox; not yet acknowledged.
+    Sent,
+    /// Acknowledged by at least one recipient device.
+    Delivered,
+}
+
+/// One message in a room's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    /// The event.
+    pub event_id: EventId,
+    /// Who sent it.
+    pub sender: UserId,
+    /// From which device.
+    pub sender_device: DeviceId,
+    /// Its Lamport clock.
+    pub lamport: u64,
+    /// The sender's time.
+    pub ts: Timestamp,
+    /// The text.
+    pub text: String,
+    /// Where it stands.
+    pub state: MessageState,
+}
+
+/// What an outbox item is for, kept in its `meta`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct OutboxMeta {
+    pub(crate) version: u8,
+    /// The timeline entry of the message, for room messages.
+    pub(crate) timeline: Option<(RoomId, u64)>,
+}
+
+/// An entry of the durable event log that API clients replay from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum LogEntry {
+    /// A message arrived.
+    Message {
+        /// The room.
+        room_id: RoomId,
+        /// The message.
+        entry: TimelineEntry,
+    },
+    /// A message this device sent was acknowledged by a recipient device.
+    Delivered {
+        /// The room.
+        room_id: RoomId,
+        /// The message.
+        event_id: EventId,
+    },
+}

@@ -1,0 +1,183 @@
+//! Two engines in one process, each with its own store and a real libp2p
+//! node on 127.0.0.1: invites, DMs both ways, delivery states, and a
+//! recipient that is down when a message is sent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use std::time::Duration;
+
+use safemeet_crypto::EncryptedStore;
+use safemeet_crypto::account::Account;
+use safemeet_crypto::at_rest::{DataKey, StoreCipher};
+use safemeet_crypto::machine::CryptoMachine;
+use safemeet_engine::{EngineConfig, EngineHandle, LogEntry, MessageState};
+use safemeet_net::NetConfig;
+use safemeet_proto::clock::{Clock, SystemClock};
+use safemeet_proto::{DisplayName, UserId, Username};
+use safemeet_store::MemoryStore;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Device {
+    backend: MemoryStore,
+    key: DataKey,
+}
+
+impl Device {
+    fn new(name: &str) -> Self {
+        let account = Account::create(
+            Username::new(name).unwrap(),
+            DisplayName::new(name).unwrap(),
+            vec![],
+            SystemClock.now(),
+        )
+        .unwrap();
+        let device = Self {
+            backend: MemoryStore::new(),
+            key: DataKey::generate(),
+        };
+        CryptoMachine::store_account(&device.store(), &account).unwrap();
+        device
+    }
+
+    fn store(&self) -> EncryptedStore<MemoryStore> {
+        EncryptedStore::new(self.backend.clone(), StoreCipher::new(&self.key))
+    }
+
+    fn start(&self, listen: &str) -> EngineHandle {
+        let machine = CryptoMachine::open(self.store()).unwrap();
+        let config = EngineConfig {
+            net: NetConfig {
+                listen: vec![listen.parse().unwrap()],
+                ..NetConfig::loopback()
+            },
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_millis(500),
+            tick: Duration::from_millis(50),
+        };
+        safemeet_engine::start(machine, config).unwrap()
+    }
+}
+
+/// Waits until `engine`'s event log holds a message with `text`.
+async fn wait_for_message(engine: &EngineHandle, text: &str) -> UserId {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    timeout(WAIT, async {
+        loop {
+            tick.tick().await;
+            for (_, entry) in engine.events(0, 1000).await.unwrap() {
+                if let LogEntry::Message { entry, .. } = entry
+                    && entry.text == text
+                {
+                    return entry.sender;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{text:?} never arrived"))
+}
+
+async fn wait_delivered(engine: &EngineHandle, with: UserId, text: &str) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    timeout(WAIT, async {
+        loop {
+            tick.tick().await;
+            let done = engine
+                .messages(with, 100)
+                .await
+                .unwrap()
+                .iter()
+                .any(|m| m.text == text && m.state == MessageState::Delivered);
+            if done {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{text:?} was never marked delivered"));
+}
+
+async fn befriend(a: &EngineHandle, b: &EngineHandle) {
+    // Wait until both listen, so the invites carry addresses.
+    for e in [a, b] {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        timeout(WAIT, async {
+            while e.listen_addrs().await.unwrap().is_empty() {
+                tick.tick().await;
+            }
+        })
+        .await
+        .unwrap();
+    }
+    let ia = a.invite().await.unwrap();
+    let ib = b.invite().await.unwrap();
+    assert!(ia.starts_with("safemeet:"));
+    assert_eq!(
+        a.add_contact(&ib, Some("bob".into())).await.unwrap(),
+        b.user_id()
+    );
+    assert_eq!(b.add_contact(&ia, None).await.unwrap(), a.user_id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dm_both_ways_with_delivery_states() {
+    let (alice_dev, bob_dev) = (Device::new("alice"), Device::new("bob"));
+    let alice = alice_dev.start("/ip4/127.0.0.1/tcp/0");
+    let bob = bob_dev.start("/ip4/127.0.0.1/tcp/0");
+    befriend(&alice, &bob).await;
+
+    alice.send_dm(bob.user_id(), "hello bob").await.unwrap();
+    assert_eq!(wait_for_message(&bob, "hello bob").await, alice.user_id());
+    wait_delivered(&alice, bob.user_id(), "hello bob").await;
+
+    bob.send_dm(alice.user_id(), "hi alice").await.unwrap();
+    assert_eq!(wait_for_message(&alice, "hi alice").await, bob.user_id());
+    wait_delivered(&bob, alice.user_id(), "hi alice").await;
+
+    // Both timelines hold both messages, each once.
+    for (me, other) in [(&alice, bob.user_id()), (&bob, alice.user_id())] {
+        let texts: Vec<String> = me
+            .messages(other, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(texts, ["hello bob", "hi alice"], "{me:?}");
+    }
+    // Input checks.
+    assert!(alice.send_dm(alice.user_id(), "to myself").await.is_err());
+    assert!(alice.add_contact("not an invite", None).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_a_device_that_is_down_arrives_once_it_is_up() {
+    let (alice_dev, bob_dev) = (Device::new("alice"), Device::new("bob"));
+    let alice = alice_dev.start("/ip4/127.0.0.1/tcp/0");
+    let bob = bob_dev.start("/ip4/127.0.0.1/tcp/0");
+    befriend(&alice, &bob).await;
+    let bob_addr = bob.listen_addrs().await.unwrap().remove(0);
+    bob.shutdown().await.unwrap();
+
+    alice
+        .send_dm(bob.user_id(), "while you were away")
+        .await
+        .unwrap();
+    // Bob comes back on the same address; Alice's retries reach him.
+    let bob = bob_dev.start(&bob_addr.to_string());
+    assert_eq!(
+        wait_for_message(&bob, "while you were away").await,
+        alice.user_id()
+    );
+    wait_delivered(&alice, bob.user_id(), "while you were away").await;
+    let received: Vec<_> = bob
+        .events(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| matches!(e, LogEntry::Message { entry, .. } if entry.text == "while you were away"))
+        .collect();
+    assert_eq!(received.len(), 1, "delivered exactly once");
+}
