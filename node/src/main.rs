@@ -8,6 +8,7 @@
 mod commands;
 mod failure;
 mod home;
+mod messenger;
 mod passphrase;
 
 use std::path::PathBuf;
@@ -53,8 +54,67 @@ enum Command {
         #[arg(long, value_parser = parse::<Email>)]
         email: Vec<Email>,
     },
-    /// Show this account's user id, device id, peer id and profile.
+    /// Show this account's user id, device id, peer id and profile (and,
+    /// with a daemon running, its listen addresses).
     Whoami,
+    /// Run the node: deliver and receive messages, serve the local API.
+    Daemon {
+        /// Address to listen on (repeatable). Default: all IPv4
+        /// interfaces, TCP and QUIC, free ports.
+        #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
+        listen: Vec<libp2p::Multiaddr>,
+        /// A peer to connect to at start, with /p2p/<peer id> (repeatable).
+        #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
+        bootstrap: Vec<libp2p::Multiaddr>,
+        /// Do not discover peers on the local network (mDNS).
+        #[arg(long)]
+        no_mdns: bool,
+    },
+    /// Print an invite for others to add you as a contact.
+    Invite,
+    /// Manage contacts.
+    #[command(subcommand)]
+    Contact(ContactCommand),
+    /// Send a direct message. TARGET: a contact's name, username or user id.
+    Send {
+        /// Who to send to.
+        target: String,
+        /// The text.
+        text: String,
+    },
+    /// Show the messages with a contact, oldest first.
+    Messages {
+        /// Whose conversation.
+        target: String,
+        /// How many of the latest messages.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        limit: u64,
+    },
+    /// Print events as JSON lines as they happen, from CURSOR on (0: from the start).
+    Listen {
+        /// Replay events after this cursor first.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ContactCommand {
+    /// Add a contact from their invite.
+    Add {
+        /// The invite text (`safemeet:…`).
+        invite: String,
+        /// A name for them, used as TARGET in other commands.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List contacts.
+    List,
+    /// Remove a contact. TARGET: name, username or user id.
+    Remove {
+        /// Who to remove.
+        target: String,
+    },
 }
 
 fn parse<T>(s: &str) -> Result<T, String>
@@ -68,7 +128,8 @@ where
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     // Logs go to stderr so stdout stays clean for --json. Default: warnings.
-    let filter = EnvFilter::try_from_env("SAFEMEET_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_env("SAFEMEET_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,libp2p_kad=error,libp2p_mdns=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -97,6 +158,40 @@ fn run(cli: Cli) -> Result<(), Failure> {
             display_name,
             email,
         } => commands::init(&home, &source, cli.json, username, display_name, email),
-        Command::Whoami => commands::whoami(&home, &source, cli.json),
+        Command::Whoami => messenger::run(&home, &source, cli.json, messenger::Action::Whoami),
+        Command::Daemon {
+            listen,
+            bootstrap,
+            no_mdns,
+        } => messenger::daemon(&home, &source, cli.json, listen, bootstrap, no_mdns),
+        Command::Invite => messenger::run(&home, &source, cli.json, messenger::Action::Invite),
+        Command::Contact(c) => {
+            let action = match c {
+                ContactCommand::Add { invite, name } => {
+                    messenger::Action::ContactAdd { invite, name }
+                }
+                ContactCommand::List => messenger::Action::ContactList,
+                ContactCommand::Remove { target } => messenger::Action::ContactRemove { target },
+            };
+            messenger::run(&home, &source, cli.json, action)
+        }
+        Command::Send { target, text } => messenger::run(
+            &home,
+            &source,
+            cli.json,
+            messenger::Action::Send { target, text },
+        ),
+        Command::Messages { target, limit } => messenger::run(
+            &home,
+            &source,
+            cli.json,
+            messenger::Action::Messages { target, limit },
+        ),
+        Command::Listen { since } => messenger::run(
+            &home,
+            &source,
+            cli.json,
+            messenger::Action::Listen { since },
+        ),
     }
 }

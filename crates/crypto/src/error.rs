@@ -105,6 +105,9 @@ pub enum Error {
     /// An earlier store write failed; the machine must be reopened.
     #[error("an earlier store write failed; reopen the store")]
     Poisoned,
+    /// The machine was closed.
+    #[error("the crypto machine is closed")]
+    Closed,
     /// No Olm session with the device: claim one of its one-time keys first.
     #[error("no Olm session with device {device}")]
     NoOlmSession {

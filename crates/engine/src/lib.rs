@@ -107,6 +107,9 @@ type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
 enum Command {
     Invite(Reply<String>),
+    Contacts(Reply<Vec<Contact>>),
+    RemoveContact(UserId, Reply<()>),
+    Resolve(String, Reply<UserId>),
     AddContact(String, Option<String>, Reply<UserId>),
     SendDm(UserId, String, Reply<EventId>),
     Messages(UserId, usize, Reply<Vec<TimelineEntry>>),
@@ -115,12 +118,26 @@ enum Command {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// A contact as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Contact {
+    /// Their user id.
+    pub user_id: UserId,
+    /// The name this user gave them, if any.
+    pub pet_name: Option<String>,
+    /// Their username (from their signed profile).
+    pub username: String,
+    /// Their display name (from their signed profile).
+    pub display_name: String,
+}
+
 /// A cloneable handle to a running engine.
 #[derive(Clone)]
 pub struct EngineHandle {
     commands: mpsc::Sender<Command>,
     user_id: UserId,
     peer_id: PeerId,
+    log: tokio::sync::watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for EngineHandle {
@@ -149,6 +166,27 @@ impl EngineHandle {
             .await
             .map_err(|_| EngineError::Stopped)?;
         rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Watches the event log: the value is the next cursor (one past the
+    /// newest entry), and it changes whenever an entry is appended.
+    pub fn log_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.log.clone()
+    }
+
+    /// The contacts, in the order they were added.
+    pub async fn contacts(&self) -> Result<Vec<Contact>, EngineError> {
+        self.ask(Command::Contacts).await
+    }
+
+    /// Removes a contact (their keys and messages stay).
+    pub async fn remove_contact(&self, user: UserId) -> Result<(), EngineError> {
+        self.ask(|tx| Command::RemoveContact(user, tx)).await
+    }
+
+    /// Finds a contact by pet name, username or user id.
+    pub async fn resolve(&self, target: &str) -> Result<UserId, EngineError> {
+        self.ask(|tx| Command::Resolve(target.to_owned(), tx)).await
     }
 
     /// An invite for this user, as text.
@@ -227,6 +265,7 @@ struct Engine<S: Store> {
     in_flight: JoinSet<(u64, PeerId, Result<Vec<u8>, NetError>)>,
     rooms: HashMap<RoomId, RoomRecord>,
     log_next: u64,
+    log_watch: tokio::sync::watch::Sender<u64>,
 }
 
 /// Starts the engine on the current tokio runtime: opens the network with
@@ -244,10 +283,12 @@ pub fn start<S: Store + Clone + 'static>(
         None => 1,
     };
     let (commands, rx) = mpsc::channel(256);
+    let (log_watch, log) = tokio::sync::watch::channel(log_next);
     let handle = EngineHandle {
         commands,
         user_id,
         peer_id: net.peer_id(),
+        log,
     };
     let mut engine = Engine {
         machine,
@@ -258,6 +299,7 @@ pub fn start<S: Store + Clone + 'static>(
         in_flight: JoinSet::new(),
         rooms: HashMap::new(),
         log_next,
+        log_watch,
     };
     tokio::spawn(async move {
         if let Err(e) = engine.resume_outbox() {
@@ -300,7 +342,9 @@ impl<S: Store + Clone + 'static> Engine<S> {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Shutdown(done)) => {
-                        let _ = self.machine.flush();
+                        if let Err(e) = self.machine.close_in_place() {
+                            tracing::warn!(error = %e, "the crypto state did not close cleanly");
+                        }
                         let _ = self.net.shutdown().await;
                         let _ = done.send(());
                         return;
@@ -316,6 +360,12 @@ impl<S: Store + Clone + 'static> Engine<S> {
                 }
                 _ = tick.tick() => self.deliver_due(),
             }
+            let next = self.log_next;
+            self.log_watch.send_if_modified(|v| {
+                let changed = *v != next;
+                *v = next;
+                changed
+            });
         }
     }
 
@@ -326,6 +376,15 @@ impl<S: Store + Clone + 'static> Engine<S> {
             }
             Command::AddContact(text, pet, tx) => {
                 let _ = tx.send(self.add_contact(&text, pet));
+            }
+            Command::Contacts(tx) => {
+                let _ = tx.send(self.contacts());
+            }
+            Command::RemoveContact(user, tx) => {
+                let _ = tx.send(self.remove_contact(&user));
+            }
+            Command::Resolve(target, tx) => {
+                let _ = tx.send(self.resolve(&target));
             }
             Command::SendDm(to, text, tx) => {
                 let result = self.send_dm(to, &text);
@@ -411,16 +470,80 @@ impl<S: Store + Clone + 'static> Engine<S> {
             &record,
             MAX_RECORD_BYTES,
         )?;
+        self.commit_contacts(batch, &index)?;
+        Ok(user)
+    }
+
+    /// Commits `batch` with the contact index, flushed.
+    fn commit_contacts(
+        &self,
+        mut batch: EncryptedBatch,
+        index: &ContactIndex,
+    ) -> Result<(), EngineError> {
         self.store.batch_put_value(
             &mut batch,
             Keyspace::Contacts,
             name::CONTACT_INDEX,
-            &index,
+            index,
             MAX_RECORD_BYTES,
         )?;
         self.store.apply(batch)?;
         self.store.flush()?;
-        Ok(user)
+        Ok(())
+    }
+
+    fn contacts(&self) -> Result<Vec<Contact>, EngineError> {
+        let mut out = Vec::new();
+        for user in self.contact_index()?.users {
+            if let Some(c) = self.contact(&user)? {
+                out.push(Contact {
+                    user_id: c.user_id,
+                    pet_name: c.pet_name,
+                    username: c.username,
+                    display_name: c.display_name,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove_contact(&mut self, user: &UserId) -> Result<(), EngineError> {
+        let mut index = self.contact_index()?;
+        if !index.users.contains(user) {
+            return Err(EngineError::UnknownContact(*user));
+        }
+        index.users.retain(|u| u != user);
+        let mut batch = self.store.batch();
+        self.store
+            .batch_delete(&mut batch, Keyspace::Contacts, &name::contact(user))?;
+        self.commit_contacts(batch, &index)
+    }
+
+    /// A contact by pet name, then username, then user id text.
+    fn resolve(&self, target: &str) -> Result<UserId, EngineError> {
+        let contacts = self.contacts()?;
+        if let Some(c) = contacts
+            .iter()
+            .find(|c| c.pet_name.as_deref() == Some(target))
+        {
+            return Ok(c.user_id);
+        }
+        let by_name: Vec<&Contact> = contacts.iter().filter(|c| c.username == target).collect();
+        match by_name.as_slice() {
+            [one] => return Ok(one.user_id),
+            [] => {}
+            _ => {
+                return Err(EngineError::InvalidInput(format!(
+                    "several contacts are called {target:?}; use a pet name or the user id"
+                )));
+            }
+        }
+        if let Ok(user) = target.parse::<UserId>()
+            && contacts.iter().any(|c| c.user_id == user)
+        {
+            return Ok(user);
+        }
+        Err(EngineError::InvalidInput(format!("no contact {target:?}")))
     }
 
     fn contact_index(&self) -> Result<ContactIndex, EngineError> {

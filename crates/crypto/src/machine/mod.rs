@@ -319,6 +319,7 @@ pub struct CryptoMachine<S: Store> {
     own_cert_hash: [u8; 32],
     unclean_start: bool,
     poisoned: bool,
+    closed: bool,
     keys: KeysRecord,
     held: HeldIndexRecord,
     devices: devices::Cache,
@@ -413,6 +414,7 @@ impl<S: Store> CryptoMachine<S> {
             own_cert_hash,
             unclean_start,
             poisoned: false,
+            closed: false,
             keys,
             held,
             devices: devices::Cache::default(),
@@ -424,6 +426,13 @@ impl<S: Store> CryptoMachine<S> {
     /// Marks a clean shutdown and flushes. Outbound sessions survive a
     /// clean close.
     pub fn close(mut self) -> Result<(), Error> {
+        self.close_in_place()
+    }
+
+    /// [`close`](Self::close) for an owner that cannot give the machine up
+    /// (an actor holding it by value): marks a clean shutdown, flushes, and
+    /// refuses every later call.
+    pub fn close_in_place(&mut self) -> Result<(), Error> {
         self.check_usable()?;
         self.run.clean = true;
         self.store.put(
@@ -431,7 +440,9 @@ impl<S: Store> CryptoMachine<S> {
             name::RUN,
             &records::encode_plain(&self.run)?,
         )?;
-        self.store.flush()
+        self.store.flush()?;
+        self.closed = true;
+        Ok(())
     }
 
     /// True when the previous machine on this store did not close cleanly.
@@ -457,6 +468,9 @@ impl<S: Store> CryptoMachine<S> {
     fn check_usable(&self) -> Result<(), Error> {
         if self.poisoned {
             return Err(Error::Poisoned);
+        }
+        if self.closed {
+            return Err(Error::Closed);
         }
         Ok(())
     }

@@ -1,0 +1,345 @@
+//! The daemon and the messaging commands.
+//!
+//! Every messaging command talks to the running daemon through its API
+//! socket. When no daemon runs, the command starts the engine in-process
+//! (without listening), serves the API on a private socket for itself, and
+//! uses exactly the same calls; what it sends stays in the outbox for the
+//! daemon to deliver later.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use libp2p::Multiaddr;
+use safemeet_api::{Client, ClientError, Identity};
+use safemeet_crypto::machine::CryptoMachine;
+use safemeet_engine::{EngineConfig, EngineHandle};
+use safemeet_net::NetConfig;
+use serde_json::{Value, json};
+
+use crate::failure::Failure;
+use crate::home::{Home, ProfileStore};
+use crate::passphrase::Source;
+
+/// A messaging command.
+#[derive(Debug)]
+pub(crate) enum Action {
+    Whoami,
+    Invite,
+    ContactAdd {
+        invite: String,
+        name: Option<String>,
+    },
+    ContactList,
+    ContactRemove {
+        target: String,
+    },
+    Send {
+        target: String,
+        text: String,
+    },
+    Messages {
+        target: String,
+        limit: u64,
+    },
+    Listen {
+        since: u64,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?)
+}
+
+fn identity(machine: &CryptoMachine<safemeet_store::SledStore>) -> Identity {
+    let account = machine.account();
+    Identity {
+        user_id: account.user_id().to_string(),
+        device_id: account.device_id().to_string(),
+        peer_id: account.peer_id().to_string(),
+        username: account.profile().username.as_str().to_owned(),
+        display_name: account.profile().display_name.as_str().to_owned(),
+    }
+}
+
+fn start_engine(store: ProfileStore, net: NetConfig) -> Result<(EngineHandle, Identity), Failure> {
+    let machine = CryptoMachine::open(store)?;
+    let identity = identity(&machine);
+    let config = EngineConfig {
+        net,
+        ..EngineConfig::default()
+    };
+    let engine =
+        safemeet_engine::start(machine, config).map_err(|e| Failure::Other(anyhow::anyhow!(e)))?;
+    Ok((engine, identity))
+}
+
+/// `safemeet daemon`: runs the node and the API until SIGINT or SIGTERM.
+pub(crate) fn daemon(
+    home: &Home,
+    source: &Source,
+    json: bool,
+    listen: Vec<Multiaddr>,
+    bootstrap: Vec<Multiaddr>,
+    no_mdns: bool,
+) -> Result<(), Failure> {
+    let store = home.unlock(&source.existing()?)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut net = NetConfig {
+            bootstrap,
+            mdns: !no_mdns,
+            ..NetConfig::default()
+        };
+        if !listen.is_empty() {
+            net.listen = listen;
+        }
+        let (engine, identity) = start_engine(store, net)?;
+        let socket = home.socket();
+        let server = {
+            let (socket, engine, identity) = (socket.clone(), engine.clone(), identity.clone());
+            tokio::spawn(async move { safemeet_api::serve(&socket, engine, identity).await })
+        };
+        let addrs = wait_for_addrs(&engine).await;
+        let full: Vec<String> = addrs
+            .iter()
+            .map(|a| format!("{a}/p2p/{}", engine.peer_id()))
+            .collect();
+        if json {
+            println!(
+                "{}",
+                json!({ "listen_addrs": full, "socket": socket.display().to_string() })
+            );
+        } else {
+            for a in &full {
+                println!("listening on {a}");
+            }
+            println!("API socket: {}", socket.display());
+        }
+        tracing::info!("daemon running");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        let outcome = tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = term.recv() => Ok(()),
+            r = server => match r {
+                Ok(Err(e)) => Err(Failure::Other(anyhow::anyhow!("API socket failed: {e}"))),
+                _ => Err(Failure::Other(anyhow::anyhow!("API server stopped"))),
+            },
+        };
+        let _ = engine.shutdown().await;
+        let _ = std::fs::remove_file(&socket);
+        tracing::info!("daemon stopped; outbox saved");
+        outcome
+    })
+}
+
+async fn wait_for_addrs(engine: &EngineHandle) -> Vec<Multiaddr> {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for _ in 0..250 {
+        tick.tick().await;
+        if let Ok(addrs) = engine.listen_addrs().await
+            && !addrs.is_empty()
+        {
+            return addrs;
+        }
+    }
+    Vec::new()
+}
+
+/// Runs a messaging command against the daemon, or in-process.
+pub(crate) fn run(home: &Home, source: &Source, json: bool, action: Action) -> Result<(), Failure> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        match Client::connect(&home.socket()).await {
+            Ok(client) => perform(client, json, action).await,
+            Err(_) if matches!(action, Action::Whoami) => {
+                crate::commands::whoami(home, source, json)
+            }
+            Err(_) => in_process(home, source, json, action).await,
+        }
+    })
+}
+
+async fn in_process(
+    home: &Home,
+    source: &Source,
+    json: bool,
+    action: Action,
+) -> Result<(), Failure> {
+    let store = home.unlock(&source.existing()?)?;
+    let net = NetConfig {
+        listen: Vec::new(),
+        mdns: false,
+        ..NetConfig::default()
+    };
+    let (engine, identity) = start_engine(store, net)?;
+    let socket = home.private_socket();
+    let server = {
+        let (socket, engine) = (socket.clone(), engine.clone());
+        tokio::spawn(async move { safemeet_api::serve(&socket, engine, identity).await })
+    };
+    let client = connect_when_ready(&socket).await;
+    let result = match client {
+        Ok(client) => perform(client, json, action).await,
+        Err(e) => Err(Failure::Other(anyhow::anyhow!(e))),
+    };
+    let _ = engine.shutdown().await;
+    server.abort();
+    let _ = std::fs::remove_file(&socket);
+    result
+}
+
+async fn connect_when_ready(socket: &Path) -> Result<Client, ClientError> {
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut last = None;
+    for _ in 0..500 {
+        tick.tick().await;
+        match Client::connect(socket).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(ClientError::Io("the API did not start".into())))
+}
+
+fn failure(e: ClientError) -> Failure {
+    match e {
+        ClientError::Rpc {
+            message,
+            kind: Some(kind),
+            ..
+        } if matches!(
+            kind.as_str(),
+            "bad_invite" | "unknown_contact" | "invalid_input"
+        ) =>
+        {
+            Failure::Usage(message)
+        }
+        other => Failure::Other(anyhow::anyhow!(other)),
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{v}");
+}
+
+async fn perform(mut client: Client, json: bool, action: Action) -> Result<(), Failure> {
+    match action {
+        Action::Whoami => {
+            let v = client.call("whoami", json!({})).await.map_err(failure)?;
+            if json {
+                print_json(&v);
+            } else {
+                for (label, key) in [
+                    ("user id:     ", "user_id"),
+                    ("device id:   ", "device_id"),
+                    ("peer id:     ", "peer_id"),
+                    ("username:    ", "username"),
+                    ("display name:", "display_name"),
+                ] {
+                    println!("{label} {}", v[key].as_str().unwrap_or(""));
+                }
+                for a in v["listen_addrs"].as_array().into_iter().flatten() {
+                    println!("listening:    {}", a.as_str().unwrap_or(""));
+                }
+            }
+        }
+        Action::Invite => {
+            let v = client.call("invite", json!({})).await.map_err(failure)?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("{}", v["invite"].as_str().unwrap_or(""));
+            }
+        }
+        Action::ContactAdd { invite, name } => {
+            let v = client
+                .call("contact.add", json!({ "invite": invite, "name": name }))
+                .await
+                .map_err(failure)?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("added contact {}", v["user_id"].as_str().unwrap_or(""));
+            }
+        }
+        Action::ContactList => {
+            let v = client
+                .call("contact.list", json!({}))
+                .await
+                .map_err(failure)?;
+            if json {
+                print_json(&v);
+            } else {
+                for c in v.as_array().into_iter().flatten() {
+                    let name = c["name"].as_str().unwrap_or("-");
+                    println!(
+                        "{name}\t{}\t{}\t{}",
+                        c["username"].as_str().unwrap_or(""),
+                        c["display_name"].as_str().unwrap_or(""),
+                        c["user_id"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Action::ContactRemove { target } => {
+            let v = client
+                .call("contact.remove", json!({ "target": target }))
+                .await
+                .map_err(failure)?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("removed contact {}", v["removed"].as_str().unwrap_or(""));
+            }
+        }
+        Action::Send { target, text } => {
+            let v = client
+                .call("send", json!({ "target": target, "text": text }))
+                .await
+                .map_err(failure)?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("sent {}", v["event_id"].as_str().unwrap_or(""));
+            }
+        }
+        Action::Messages { target, limit } => {
+            let v = client
+                .call("messages", json!({ "target": target, "limit": limit }))
+                .await
+                .map_err(failure)?;
+            if json {
+                print_json(&v);
+            } else {
+                for m in v.as_array().into_iter().flatten() {
+                    println!(
+                        "[{}] {}: {}",
+                        m["state"].as_str().unwrap_or(""),
+                        m["sender"].as_str().unwrap_or(""),
+                        m["text"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Action::Listen { since } => {
+            let mut sub = client.subscribe(since).await.map_err(failure)?;
+            let interrupted = tokio::signal::ctrl_c();
+            tokio::pin!(interrupted);
+            loop {
+                tokio::select! {
+                    _ = &mut interrupted => return Ok(()),
+                    next = sub.next() => match next.map_err(failure)? {
+                        Some(event) => print_json(&event),
+                        None => return Ok(()),
+                    },
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! End-to-end tests with real `safemeet daemon` processes on 127.0.0.1, each
+//! with its own `--home`: direct messages both ways through the CLI, a
+//! recipient that is down when a message is sent, bad API input, and an
+//! event subscriber that reconnects with its cursor.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+const PASS: &str = "correct horse battery";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_safemeet"));
+    c.env("SAFEMEET_PASSPHRASE", PASS)
+        .env_remove("SAFEMEET_HOME")
+        .env_remove("SAFEMEET_LOG");
+    c
+}
+
+/// Runs a command, expects success, parses the JSON it prints.
+fn cli(home: &Path, args: &[&str]) -> Value {
+    let out = bin()
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "safemeet {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn init(dir: &Path, name: &str) -> PathBuf {
+    let home = dir.join(name);
+    cli(&home, &["init", "--username", name]);
+    home
+}
+
+struct Daemon {
+    child: Child,
+    home: PathBuf,
+}
+
+impl Daemon {
+    fn start(home: &Path, listen: &str) -> Self {
+        let mut child = bin()
+            .arg("--home")
+            .arg(home)
+            .args(["daemon", "--listen", listen, "--no-mdns", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        // The daemon prints one JSON line once it listens.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(WAIT).expect("the daemon started");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert!(!v["listen_addrs"].as_array().unwrap().is_empty(), "{v}");
+        Self {
+            child,
+            home: home.to_path_buf(),
+        }
+    }
+
+    fn addr(&self) -> String {
+        cli(&self.home, &["whoami"])["listen_addrs"][0]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    fn stop(mut self) {
+        Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "the daemon exits cleanly on SIGTERM: {status:?}"
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Checks `check` every 100 ms until it returns something; fails after [`WAIT`].
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let interval = Duration::from_millis(100);
+    for _ in 0..(WAIT.as_millis() / interval.as_millis()) {
+        if let Some(v) = check() {
+            return v;
+        }
+        std::thread::park_timeout(interval);
+    }
+    panic!("timed out waiting for {what}")
+}
+
+fn has_message(home: &Path, target: &str, text: &str, state: Option<&str>) -> bool {
+    cli(home, &["messages", target])
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["text"] == text && state.is_none_or(|s| m["state"] == s))
+}
+
+fn befriend(a: &Path, b: &Path) {
+    let ia = cli(a, &["invite"])["invite"].as_str().unwrap().to_owned();
+    let ib = cli(b, &["invite"])["invite"].as_str().unwrap().to_owned();
+    cli(a, &["contact", "add", &ib, "--name", "bob"]);
+    cli(b, &["contact", "add", &ia, "--name", "alice"]);
+}
+
+#[test]
+fn two_daemons_exchange_direct_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (init(dir.path(), "alice"), init(dir.path(), "bob"));
+    let da = Daemon::start(&alice, "/ip4/127.0.0.1/tcp/0");
+    let db = Daemon::start(&bob, "/ip4/127.0.0.1/tcp/0");
+    assert!(da.addr().contains("/p2p/"));
+    befriend(&alice, &bob);
+
+    let sent = cli(&alice, &["send", "bob", "hello from alice"]);
+    assert!(sent["event_id"].as_str().unwrap().starts_with("e_"));
+    eventually("bob to get the message", || {
+        has_message(&bob, "alice", "hello from alice", Some("received")).then_some(())
+    });
+    eventually("alice's message to be delivered", || {
+        has_message(&alice, "bob", "hello from alice", Some("delivered")).then_some(())
+    });
+    cli(&bob, &["send", "alice", "hello back"]);
+    eventually("alice to get the reply", || {
+        has_message(&alice, "bob", "hello back", None).then_some(())
+    });
+    let list = cli(&alice, &["contact", "list"]);
+    assert_eq!(list[0]["name"], "bob");
+    assert_eq!(list[0]["username"], "bob");
+    da.stop();
+    db.stop();
+}
+
+#[test]
+fn a_message_sent_while_the_recipient_is_down_arrives_once_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (init(dir.path(), "alice"), init(dir.path(), "bob"));
+    let da = Daemon::start(&alice, "/ip4/127.0.0.1/tcp/0");
+    let db = Daemon::start(&bob, "/ip4/127.0.0.1/tcp/0");
+    befriend(&alice, &bob);
+    let bob_listen = db.addr();
+    let bob_listen = bob_listen.split("/p2p/").next().unwrap().to_owned();
+    db.stop();
+
+    cli(&alice, &["send", "bob", "are you there?"]);
+    assert!(has_message(&alice, "bob", "are you there?", Some("sent")));
+    let db = Daemon::start(&bob, &bob_listen);
+    eventually("bob to get the message after starting", || {
+        has_message(&bob, "alice", "are you there?", None).then_some(())
+    });
+    eventually("the message to be delivered", || {
+        has_message(&alice, "bob", "are you there?", Some("delivered")).then_some(())
+    });
+    let count = cli(&bob, &["messages", "alice"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["text"] == "are you there?")
+        .count();
+    assert_eq!(count, 1, "delivered exactly once");
+    da.stop();
+    db.stop();
+}
+
+#[test]
+fn bad_api_input_gets_errors_and_the_daemon_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = init(dir.path(), "alice");
+    let da = Daemon::start(&alice, "/ip4/127.0.0.1/tcp/0");
+    let mut sock = UnixStream::connect(alice.join("safemeet.sock")).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut reader = BufReader::new(sock.try_clone().unwrap());
+    let mut ask = |line: &str| -> Value {
+        writeln!(sock, "{line}").unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        serde_json::from_str(&answer).unwrap()
+    };
+    assert_eq!(ask("this is not json")["error"]["code"], -32700);
+    assert_eq!(
+        ask(r#"{"id": 1, "method": "whoami"}"#)["error"]["code"],
+        -32600
+    );
+    assert_eq!(
+        ask(r#"{"jsonrpc": "2.0", "id": 2, "method": "no.such.method"}"#)["error"]["code"],
+        -32601
+    );
+    assert_eq!(
+        ask(r#"{"jsonrpc": "2.0", "id": 3, "method": "send", "params": {}}"#)["error"]["code"],
+        -32602
+    );
+    let bad = ask(
+        r#"{"jsonrpc": "2.0", "id": 4, "method": "contact.add", "params": {"invite": "safemeet:zzzz"}}"#,
+    );
+    assert_eq!(bad["error"]["code"], -32000);
+    assert_eq!(bad["error"]["data"]["kind"], "bad_invite");
+    // The same connection and the CLI still work.
+    let who = ask(r#"{"jsonrpc": "2.0", "id": 5, "method": "whoami"}"#);
+    assert_eq!(who["id"], 5);
+    assert!(who["result"]["user_id"].as_str().unwrap().starts_with("u_"));
+    let out = bin()
+        .arg("--home")
+        .arg(&alice)
+        .args(["send", "nobody", "hi", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown contact is a usage error"
+    );
+    cli(&alice, &["whoami"]);
+    da.stop();
+}
+
+/// Reads `listen` output lines until `n` events have arrived; returns them.
+fn listen_events(home: &Path, since: u64, n: usize) -> Vec<Value> {
+    let mut child = bin()
+        .arg("--home")
+        .arg(home)
+        .args(["listen", "--since", &since.to_string(), "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::sync_channel(64);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut events = Vec::new();
+    while events.len() < n {
+        let line = rx.recv_timeout(WAIT).expect("an event");
+        events.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    events
+}
+
+#[test]
+fn a_subscriber_that_reconnects_with_its_cursor_misses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (init(dir.path(), "alice"), init(dir.path(), "bob"));
+    let da = Daemon::start(&alice, "/ip4/127.0.0.1/tcp/0");
+    let db = Daemon::start(&bob, "/ip4/127.0.0.1/tcp/0");
+    befriend(&alice, &bob);
+    cli(&alice, &["send", "bob", "one"]);
+    let first = listen_events(&bob, 0, 1);
+    assert_eq!(first[0]["message"]["text"], "one");
+    let cursor = first[0]["cursor"].as_u64().unwrap();
+    // While nobody listens, two more arrive.
+    cli(&alice, &["send", "bob", "two"]);
+    cli(&alice, &["send", "bob", "three"]);
+    eventually("both to arrive", || {
+        has_message(&bob, "alice", "three", None).then_some(())
+    });
+    let rest = listen_events(&bob, cursor, 2);
+    let texts: Vec<&str> = rest
+        .iter()
+        .map(|e| e["message"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["two", "three"]);
+    assert!(rest.iter().all(|e| e["cursor"].as_u64().unwrap() > cursor));
+    da.stop();
+    db.stop();
+}
+
+#[test]
+fn a_sender_killed_right_after_send_delivers_once_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (init(dir.path(), "alice"), init(dir.path(), "bob"));
+    let da = Daemon::start(&alice, "/ip4/127.0.0.1/tcp/0");
+    let db = Daemon::start(&bob, "/ip4/127.0.0.1/tcp/0");
+    befriend(&alice, &bob);
+    let bob_listen = db.addr().split("/p2p/").next().unwrap().to_owned();
+    db.stop();
+    cli(&alice, &["send", "bob", "survives a crash"]);
+    // SIGKILL: no shutdown, no flush beyond what `send` committed.
+    drop(da);
+    let db = Daemon::start(&bob, &bob_listen);
+    let da = Daemon::start(&alice, "/ip4/127.0.0.1/tcp/0");
+    eventually("the message to arrive after the sender restarted", || {
+        has_message(&bob, "alice", "survives a crash", None).then_some(())
+    });
+    eventually("the message to be delivered", || {
+        has_message(&alice, "bob", "survives a crash", Some("delivered")).then_some(())
+    });
+    let count = cli(&bob, &["messages", "alice"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["text"] == "survives a crash")
+        .count();
+    assert_eq!(count, 1, "delivered exactly once");
+    da.stop();
+    db.stop();
+}
