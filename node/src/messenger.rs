@@ -223,6 +223,24 @@ fn failure(e: ClientError) -> Failure {
     }
 }
 
+/// `text` as a QR code for a terminal (two rows per character), if it fits.
+fn qr_art(text: &str) -> Option<String> {
+    let code =
+        qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::L).ok()?;
+    Some(
+        code.render::<qrcode::render::unicode::Dense1x2>()
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
+fn print_qr(text: &str) {
+    match qr_art(text) {
+        Some(art) => println!("{art}"),
+        None => tracing::debug!("the invite is too long for a QR code"),
+    }
+}
+
 fn print_json(v: &Value) {
     println!("{v}");
 }
@@ -253,7 +271,11 @@ async fn perform(mut client: Client, json: bool, action: Action) -> Result<(), F
             if json {
                 print_json(&v);
             } else {
-                println!("{}", v["invite"].as_str().unwrap_or(""));
+                let invite = v["invite"].as_str().unwrap_or("");
+                println!("{invite}");
+                if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    print_qr(invite);
+                }
             }
         }
         Action::ContactAdd { invite, name } => {
@@ -342,4 +364,23 @@ async fn perform(mut client: Client, json: bool, action: Action) -> Result<(), F
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+    #[test]
+    fn an_invite_sized_text_fits_a_qr_code() {
+        let invite = format!("safemeet:{}", "a".repeat(1800));
+        let art = super::qr_art(&invite).unwrap();
+        let rows: Vec<&str> = art.lines().collect();
+        assert!(rows.len() > 20, "{} rows", rows.len());
+        assert!(
+            rows.iter()
+                .all(|r| r.chars().count() == rows[0].chars().count())
+        );
+        assert!(art.contains('█') || art.contains('▀') || art.contains('▄'));
+        assert!(super::qr_art(&"x".repeat(10_000)).is_none());
+    }
 }
