@@ -133,10 +133,24 @@ fn has_message(home: &Path, target: &str, text: &str, state: Option<&str>) -> bo
 }
 
 fn befriend(a: &Path, b: &Path) {
+    befriend_as(a, "alice", b, "bob");
+}
+
+/// `a` (called `a_name`) and `b` (called `b_name`) add each other.
+fn befriend_as(a: &Path, a_name: &str, b: &Path, b_name: &str) {
     let ia = cli(a, &["invite"])["invite"].as_str().unwrap().to_owned();
     let ib = cli(b, &["invite"])["invite"].as_str().unwrap().to_owned();
-    cli(a, &["contact", "add", &ib, "--name", "bob"]);
-    cli(b, &["contact", "add", &ia, "--name", "alice"]);
+    cli(a, &["contact", "add", &ib, "--name", b_name]);
+    cli(b, &["contact", "add", &ia, "--name", a_name]);
+}
+
+fn room_members(home: &Path, room: &str) -> Option<usize> {
+    cli(home, &["room", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == room)
+        .map(|r| r["members"].as_array().unwrap().len())
 }
 
 #[test]
@@ -165,6 +179,81 @@ fn two_daemons_exchange_direct_messages() {
     assert_eq!(list[0]["username"], "bob");
     da.stop();
     db.stop();
+}
+
+#[test]
+fn three_members_talk_in_a_room_and_one_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = init(dir.path(), "alice");
+    let bob = init(dir.path(), "bob");
+    let carol = init(dir.path(), "carol");
+    let daemons: Vec<Daemon> = [&alice, &bob, &carol]
+        .iter()
+        .map(|h| Daemon::start(h, "/ip4/127.0.0.1/tcp/0"))
+        .collect();
+    befriend_as(&alice, "alice", &bob, "bob");
+    befriend_as(&alice, "alice", &carol, "carol");
+    befriend_as(&bob, "bob", &carol, "carol");
+
+    let created = cli(
+        &alice,
+        &[
+            "room", "create", "club", "--member", "bob", "--member", "carol",
+        ],
+    );
+    let room_id = created["room_id"].as_str().unwrap().to_owned();
+    assert!(room_id.starts_with("r_"), "{created}");
+    for home in [&bob, &carol] {
+        eventually("the room to reach every member", || {
+            (room_members(home, "club") == Some(3)).then_some(())
+        });
+    }
+
+    cli(&alice, &["send", "club", "welcome, both"]);
+    cli(&bob, &["send", &room_id, "hi all"]);
+    for (home, text) in [
+        (&bob, "welcome, both"),
+        (&carol, "welcome, both"),
+        (&alice, "hi all"),
+        (&carol, "hi all"),
+    ] {
+        eventually("a room message to arrive", || {
+            has_message(home, "club", text, None).then_some(())
+        });
+    }
+    eventually("alice's room message to be delivered", || {
+        has_message(&alice, "club", "welcome, both", Some("delivered")).then_some(())
+    });
+
+    cli(&carol, &["room", "leave", "club"]);
+    assert_eq!(
+        room_members(&carol, "club"),
+        None,
+        "carol no longer lists it"
+    );
+    for home in [&alice, &bob] {
+        eventually("the others to see carol leave", || {
+            (room_members(home, "club") == Some(2)).then_some(())
+        });
+    }
+    cli(&alice, &["send", "club", "just us now"]);
+    eventually("bob to get the message after carol left", || {
+        has_message(&bob, "club", "just us now", None).then_some(())
+    });
+    assert!(
+        !has_message(&carol, &room_id, "just us now", None),
+        "a member who left gets nothing sent after"
+    );
+    let err = bin()
+        .arg("--home")
+        .arg(&carol)
+        .args(["send", "club", "let me back", "--json"])
+        .output()
+        .unwrap();
+    assert!(!err.status.success(), "sending to a room one left fails");
+    for d in daemons {
+        d.stop();
+    }
 }
 
 #[test]

@@ -75,21 +75,25 @@ enum Command {
     /// Manage contacts.
     #[command(subcommand)]
     Contact(ContactCommand),
-    /// Send a direct message. TARGET: a contact's name, username or user id.
+    /// Send a message. TARGET: a contact's name, username or user id (a
+    /// direct message), or a room's name or room id.
     Send {
         /// Who to send to.
         target: String,
         /// The text.
         text: String,
     },
-    /// Show the messages with a contact, oldest first.
+    /// Show the messages with a contact or in a room, oldest first.
     Messages {
-        /// Whose conversation.
+        /// Which conversation (as for `send`).
         target: String,
         /// How many of the latest messages.
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
         limit: u64,
     },
+    /// Manage group rooms.
+    #[command(subcommand)]
+    Room(RoomCommand),
     /// Print events as JSON lines as they happen, from CURSOR on (0: from the start).
     Listen {
         /// Replay events after this cursor first.
@@ -115,6 +119,32 @@ enum ContactCommand {
         /// Who to remove.
         target: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum RoomCommand {
+    /// Create a room with you as its admin.
+    Create {
+        /// Its name, used as TARGET in other commands.
+        name: String,
+        /// A contact to add (name, username or user id; repeatable).
+        #[arg(long = "member", value_name = "CONTACT")]
+        members: Vec<String>,
+    },
+    /// Add a contact to a room you administer.
+    Invite {
+        /// The room (name or room id).
+        room: String,
+        /// The contact (name, username or user id).
+        contact: String,
+    },
+    /// Leave a room.
+    Leave {
+        /// The room (name or room id).
+        room: String,
+    },
+    /// List the rooms you are in.
+    List,
 }
 
 fn parse<T>(s: &str) -> Result<T, String>
@@ -187,6 +217,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
             cli.json,
             messenger::Action::Messages { target, limit },
         ),
+        Command::Room(c) => {
+            let action = match c {
+                RoomCommand::Create { name, members } => {
+                    messenger::Action::RoomCreate { name, members }
+                }
+                RoomCommand::Invite { room, contact } => messenger::Action::RoomInvite {
+                    room,
+                    target: contact,
+                },
+                RoomCommand::Leave { room } => messenger::Action::RoomLeave { room },
+                RoomCommand::List => messenger::Action::RoomList,
+            };
+            messenger::run(&home, &source, cli.json, action)
+        }
         Command::Listen { since } => messenger::run(
             &home,
             &source,

@@ -45,6 +45,18 @@ pub(crate) enum Action {
     Listen {
         since: u64,
     },
+    RoomCreate {
+        name: String,
+        members: Vec<String>,
+    },
+    RoomInvite {
+        room: String,
+        target: String,
+    },
+    RoomLeave {
+        room: String,
+    },
+    RoomList,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -344,6 +356,57 @@ async fn perform(mut client: Client, json: bool, action: Action) -> Result<(), F
                         m["state"].as_str().unwrap_or(""),
                         m["sender"].as_str().unwrap_or(""),
                         m["text"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Action::RoomCreate { name, members } => {
+            let v = client
+                .call("room.create", json!({ "name": name, "members": members }))
+                .await
+                .map_err(failure)?;
+            if json {
+                print_json(&v);
+            } else {
+                println!(
+                    "created room {name} ({})",
+                    v["room_id"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Action::RoomInvite { room, target } => {
+            let v = client
+                .call("room.invite", json!({ "room": room, "target": target }))
+                .await
+                .map_err(failure)?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("invited {target} to {room}");
+            }
+        }
+        Action::RoomLeave { room } => {
+            let v = client
+                .call("room.leave", json!({ "room": room }))
+                .await
+                .map_err(failure)?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("left {room}");
+            }
+        }
+        Action::RoomList => {
+            let v = client.call("room.list", json!({})).await.map_err(failure)?;
+            if json {
+                print_json(&v);
+            } else {
+                for r in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{}\t{}\t{} members",
+                        r["name"].as_str().unwrap_or(""),
+                        r["room_id"].as_str().unwrap_or(""),
+                        r["members"].as_array().map_or(0, Vec::len)
                     );
                 }
             }

@@ -207,6 +207,17 @@ fn event_json(cursor: u64, entry: &LogEntry) -> Value {
             "room_id": room_id.to_string(),
             "message": message_json(entry),
         }),
+        LogEntry::Room {
+            room_id,
+            name,
+            members,
+        } => json!({
+            "cursor": cursor,
+            "type": "room",
+            "room_id": room_id.to_string(),
+            "name": name,
+            "members": members.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }),
         LogEntry::Delivered { room_id, event_id } => json!({
             "cursor": cursor,
             "type": "delivered",
@@ -270,16 +281,57 @@ async fn call(
             json!({ "removed": user.to_string() })
         }
         "send" => {
-            let user = resolve(engine, params).await?;
+            let target = param_str(params, "target")?;
             let text = param_str(params, "text")?;
-            let event_id = engine.send_dm(user, text).await?;
+            let event_id = engine.send(target, text).await?;
             json!({ "event_id": event_id.to_string() })
         }
         "messages" => {
-            let user = resolve(engine, params).await?;
+            let target = param_str(params, "target")?;
             let limit = param_u64(params, "limit", 50)?.min(10_000) as usize;
-            let messages = engine.messages(user, limit).await?;
+            let messages = engine.messages_of(target, limit).await?;
             json!(messages.iter().map(message_json).collect::<Vec<_>>())
+        }
+        "room.create" => {
+            let name = param_str(params, "name")?;
+            let members = match params.get("members") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|m| {
+                        m.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| Failure::Params("members must be strings".into()))
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(_) => return Err(Failure::Params("members must be an array".into())),
+            };
+            let room = engine.create_room(name, members).await?;
+            json!({ "room_id": room.to_string() })
+        }
+        "room.invite" => {
+            engine
+                .room_invite(param_str(params, "room")?, param_str(params, "target")?)
+                .await?;
+            json!({ "invited": true })
+        }
+        "room.leave" => {
+            engine.room_leave(param_str(params, "room")?).await?;
+            json!({ "left": true })
+        }
+        "room.list" => {
+            let rooms = engine.rooms().await?;
+            json!(
+                rooms
+                    .iter()
+                    .map(|r| json!({
+                        "room_id": r.room_id.to_string(),
+                        "name": r.name,
+                        "members": r.members.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "admins": r.admins.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    }))
+                    .collect::<Vec<_>>()
+            )
         }
         "events" => {
             let since = param_u64(params, "since", 0)?;

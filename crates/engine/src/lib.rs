@@ -1,8 +1,8 @@
 //! The SafeMeet client engine.
 //!
 //! One task owns the [`CryptoMachine`] and a [`Network`] handle; callers use
-//! a cloneable [`EngineHandle`]. This first part covers contacts from signed
-//! invites and direct messages:
+//! a cloneable [`EngineHandle`]. It covers contacts from signed invites,
+//! direct messages and group rooms:
 //!
 //! - **Send**: text → a room event, encrypted and committed to the outbox
 //!   *together with* this device's own timeline entry and event-log entry →
@@ -15,10 +15,14 @@
 //!   Repeats are acknowledged again but stored once.
 //!
 //! A DM is a room of two users whose id both derive from the pair of user
-//! ids. Group rooms, gossip delivery, the API and the CLI build on this.
+//! ids. A group room has a random id and a secret; its state (name,
+//! members, admins) travels as an encrypted event from an admin (see
+//! `rooms.rs`). Room messages go to every member device by direct
+//! delivery, each acknowledged.
 
 mod invite;
 mod records;
+mod rooms;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -41,11 +45,15 @@ use crate::records::{
     ContactIndex, ContactRecord, MAX_RECORD_BYTES, OutboxMeta, RoomRecord, VERSION, name,
 };
 pub use crate::records::{LogEntry, MessageState, TimelineEntry};
+use crate::rooms::{stage_room, update_room_from_event};
 
 /// The acknowledgement a device answers a stored delivery with.
 const ACK: &[u8] = b"ok";
 /// The answer to a delivery that will never be accepted (do not retry).
 const REFUSED: &[u8] = b"refused";
+/// The answer to a delivery that cannot be placed yet (retry later): a room
+/// message that arrived before the room's state.
+const LATER: &[u8] = b"later";
 /// Most deliveries in flight at once.
 const MAX_IN_FLIGHT: usize = 64;
 
@@ -113,6 +121,12 @@ enum Command {
     AddContact(String, Option<String>, Reply<UserId>),
     SendDm(UserId, String, Reply<EventId>),
     Messages(UserId, usize, Reply<Vec<TimelineEntry>>),
+    Send(String, String, Reply<EventId>),
+    MessagesOf(String, usize, Reply<Vec<TimelineEntry>>),
+    CreateRoom(String, Vec<String>, Reply<RoomId>),
+    RoomInvite(String, String, Reply<()>),
+    RoomLeave(String, Reply<()>),
+    Rooms(Reply<Vec<RoomInfo>>),
     Events(u64, usize, Reply<Vec<(u64, LogEntry)>>),
     ListenAddrs(Reply<Vec<Multiaddr>>),
     Shutdown(oneshot::Sender<()>),
@@ -129,6 +143,19 @@ pub struct Contact {
     pub username: String,
     /// Their display name (from their signed profile).
     pub display_name: String,
+}
+
+/// A group room as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomInfo {
+    /// The room.
+    pub room_id: RoomId,
+    /// Its name.
+    pub name: String,
+    /// Its members.
+    pub members: Vec<UserId>,
+    /// Its admins.
+    pub admins: Vec<UserId>,
 }
 
 /// A cloneable handle to a running engine.
@@ -209,6 +236,49 @@ impl EngineHandle {
     pub async fn send_dm(&self, to: UserId, text: &str) -> Result<EventId, EngineError> {
         self.ask(|tx| Command::SendDm(to, text.to_owned(), tx))
             .await
+    }
+
+    /// Sends a message to TARGET: a contact (name, username, user id) for a
+    /// DM, else a group room (name or room id).
+    pub async fn send(&self, target: &str, text: &str) -> Result<EventId, EngineError> {
+        self.ask(|tx| Command::Send(target.to_owned(), text.to_owned(), tx))
+            .await
+    }
+
+    /// The last `limit` messages of TARGET (as for [`send`](Self::send)).
+    pub async fn messages_of(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<TimelineEntry>, EngineError> {
+        self.ask(|tx| Command::MessagesOf(target.to_owned(), limit, tx))
+            .await
+    }
+
+    /// Creates a group room with these contacts; this user is its admin.
+    pub async fn create_room(
+        &self,
+        name: &str,
+        members: Vec<String>,
+    ) -> Result<RoomId, EngineError> {
+        self.ask(|tx| Command::CreateRoom(name.to_owned(), members, tx))
+            .await
+    }
+
+    /// Adds a contact to a group room (admins only).
+    pub async fn room_invite(&self, room: &str, contact: &str) -> Result<(), EngineError> {
+        self.ask(|tx| Command::RoomInvite(room.to_owned(), contact.to_owned(), tx))
+            .await
+    }
+
+    /// Leaves a group room.
+    pub async fn room_leave(&self, room: &str) -> Result<(), EngineError> {
+        self.ask(|tx| Command::RoomLeave(room.to_owned(), tx)).await
+    }
+
+    /// The group rooms this user is in.
+    pub async fn rooms(&self) -> Result<Vec<RoomInfo>, EngineError> {
+        self.ask(Command::Rooms).await
     }
 
     /// The last `limit` messages with `contact`, oldest first.
@@ -393,6 +463,35 @@ impl<S: Store + Clone + 'static> Engine<S> {
             }
             Command::Messages(with, limit, tx) => {
                 let _ = tx.send(self.messages(with, limit));
+            }
+            Command::Send(target, text, tx) => {
+                let result = self.send_to(&target, &text);
+                let _ = tx.send(result);
+                self.deliver_due();
+            }
+            Command::MessagesOf(target, limit, tx) => {
+                let result = self
+                    .target_room(&target)
+                    .and_then(|room| self.timeline(&room, limit));
+                let _ = tx.send(result);
+            }
+            Command::CreateRoom(name, members, tx) => {
+                let result = self.create_room(&name, &members);
+                let _ = tx.send(result);
+                self.deliver_due();
+            }
+            Command::RoomInvite(room, contact, tx) => {
+                let result = self.room_invite(&room, &contact);
+                let _ = tx.send(result);
+                self.deliver_due();
+            }
+            Command::RoomLeave(room, tx) => {
+                let result = self.room_leave(&room);
+                let _ = tx.send(result);
+                self.deliver_due();
+            }
+            Command::Rooms(tx) => {
+                let _ = tx.send(self.rooms_list());
             }
             Command::Events(cursor, limit, tx) => {
                 let _ = tx.send(self.events(cursor, limit));
@@ -586,7 +685,11 @@ impl<S: Store + Clone + 'static> Engine<S> {
             version: VERSION,
             room_id,
             dm_with: Some(with),
+            name: None,
             members: vec![me, with],
+            admins: Vec::new(),
+            secret: None,
+            left: false,
             topic,
             lamport: 0,
             next_seq: 0,
@@ -597,34 +700,68 @@ impl<S: Store + Clone + 'static> Engine<S> {
         if self.contact(&to)?.is_none() {
             return Err(EngineError::UnknownContact(to));
         }
+        let room = self.dm(to)?;
+        self.send_text(room, text)
+    }
+
+    fn send_text(&mut self, room: RoomRecord, text: &str) -> Result<EventId, EngineError> {
         let body = MessageText::new(text).map_err(|e| EngineError::InvalidInput(e.to_string()))?;
-        let mut room = self.dm(to)?;
+        self.send_event(
+            room,
+            EventContent::Message(Message {
+                body,
+                reply_to: None,
+            }),
+        )
+    }
+
+    /// Encrypts an event for a room and commits it with its timeline entry
+    /// (for messages) and event-log entry, then queues its delivery.
+    fn send_event(
+        &mut self,
+        mut room: RoomRecord,
+        content: EventContent,
+    ) -> Result<EventId, EngineError> {
+        if room.left {
+            return Err(EngineError::InvalidInput("you left this room".into()));
+        }
+        let text = match &content {
+            EventContent::Message(m) => Some(m.body.as_str().to_owned()),
+            _ => None,
+        };
         room.lamport += 1;
         let seq = room.next_seq;
-        room.next_seq += 1;
+        if text.is_some() {
+            room.next_seq += 1;
+        }
         let me = self.machine.account().user_id();
         let device = self.machine.account().device_id();
         let ts = now();
         let meta = codec::encode(&OutboxMeta {
             version: VERSION,
-            timeline: Some((room.room_id, seq)),
+            timeline: text.as_ref().map(|_| (room.room_id, seq)),
         })?;
         let store = self.store.clone();
         let log_seq = self.log_next;
         let room_for_writes = room.clone();
         let members = room.members.clone();
         let writes = |event_id: &EventId| -> Result<EncryptedBatch, safemeet_crypto::Error> {
-            let entry = TimelineEntry {
-                event_id: *event_id,
-                sender: me,
-                sender_device: device,
-                lamport: room_for_writes.lamport,
-                ts,
-                text: body.as_str().to_owned(),
-                state: MessageState::Sent,
-            };
             let mut batch = store.batch();
-            stage_message(&store, &mut batch, &room_for_writes, seq, &entry, log_seq)?;
+            match &text {
+                Some(text) => {
+                    let entry = TimelineEntry {
+                        event_id: *event_id,
+                        sender: me,
+                        sender_device: device,
+                        lamport: room_for_writes.lamport,
+                        ts,
+                        text: text.clone(),
+                        state: MessageState::Sent,
+                    };
+                    stage_message(&store, &mut batch, &room_for_writes, seq, &entry, log_seq)?;
+                }
+                None => stage_room(&store, &mut batch, &room_for_writes)?,
+            }
             Ok(batch)
         };
         let sent = self.machine.encrypt_room_event_with(
@@ -632,17 +769,16 @@ impl<S: Store + Clone + 'static> Engine<S> {
                 room_id: room.room_id,
                 topic: room.topic,
                 members: &members,
-                content: EventContent::Message(Message {
-                    body: body.clone(),
-                    reply_to: None,
-                }),
+                content,
                 lamport: room.lamport,
             },
             ts,
             writes,
             &meta,
         )?;
-        self.log_next += 1;
+        if text.is_some() {
+            self.log_next += 1;
+        }
         self.rooms.insert(room.room_id, room);
         for out in sent.key_shares.iter().chain(std::iter::once(&sent.message)) {
             self.track(out.outbox_seq, outbox_item(out, &meta))?;
@@ -652,6 +788,10 @@ impl<S: Store + Clone + 'static> Engine<S> {
 
     fn messages(&mut self, with: UserId, limit: usize) -> Result<Vec<TimelineEntry>, EngineError> {
         let room = self.dm(with)?;
+        self.timeline(&room, limit)
+    }
+
+    fn timeline(&self, room: &RoomRecord, limit: usize) -> Result<Vec<TimelineEntry>, EngineError> {
         let start = room.next_seq.saturating_sub(limit as u64);
         let after = start.checked_sub(1);
         let rows = self.store.scan_ordered(
@@ -876,23 +1016,8 @@ impl<S: Store + Clone + 'static> Engine<S> {
         batch: &mut EncryptedBatch,
         entry: &LogEntry,
     ) -> Result<(), EngineError> {
-        let seq = self.log_next;
+        stage_log_at(&self.store, batch, self.log_next, entry)?;
         self.log_next += 1;
-        self.store.batch_put_ordered_value(
-            batch,
-            Keyspace::EventLog,
-            name::EVENT_LOG,
-            seq,
-            entry,
-            MAX_RECORD_BYTES,
-        )?;
-        self.store.batch_put_value(
-            batch,
-            Keyspace::EventLog,
-            name::EVENT_LOG_NEXT,
-            &self.log_next,
-            16,
-        )?;
         Ok(())
     }
 
@@ -942,6 +1067,10 @@ impl<S: Store + Clone + 'static> Engine<S> {
             },
             Envelope::Room(env) => match self.decrypt_and_store(&env) {
                 Ok(()) => ACK,
+                Err(EngineError::Crypto(C::InvalidRecord {
+                    reason: UNKNOWN_ROOM,
+                    ..
+                })) => LATER,
                 Err(EngineError::Crypto(
                     C::Replay {
                         same_ciphertext: true,
@@ -967,17 +1096,17 @@ impl<S: Store + Clone + 'static> Engine<S> {
         // The room and its counters are worked out inside the commit, from
         // the decrypted event.
         let rooms = &mut self.rooms;
-        let log_next = &mut self.log_next;
-        let mut staged: Option<RoomRecord> = None;
+        let log_next = self.log_next;
+        let mut staged: Option<(RoomRecord, u64)> = None;
         self.machine.decrypt_room_with(env, now(), |event| {
-            let (room, entry, seq) = received_entry(&store, rooms, me, event)?;
+            let received = received_entry(&store, rooms, me, event)?;
             let mut batch = store.batch();
-            stage_message(&store, &mut batch, &room, seq, &entry, *log_next)?;
-            staged = Some(room);
+            let used = stage_received(&store, &mut batch, &received, log_next)?;
+            staged = Some((received.room, used));
             Ok(batch)
         })?;
-        if let Some(room) = staged {
-            *log_next += 1;
+        if let Some((room, used)) = staged {
+            self.log_next += used;
             self.rooms.insert(room.room_id, room);
         }
         Ok(())
@@ -987,12 +1116,12 @@ impl<S: Store + Clone + 'static> Engine<S> {
     /// already committed).
     fn store_received(&mut self, event: DecryptedRoomEvent) -> Result<(), EngineError> {
         let me = self.machine.account().user_id();
-        let (room, entry, seq) = received_entry(&self.store, &mut self.rooms, me, &event)?;
+        let received = received_entry(&self.store, &mut self.rooms, me, &event)?;
         let mut batch = self.store.batch();
-        stage_message(&self.store, &mut batch, &room, seq, &entry, self.log_next)?;
+        let used = stage_received(&self.store, &mut batch, &received, self.log_next)?;
         self.store.apply(batch)?;
-        self.log_next += 1;
-        self.rooms.insert(room.room_id, room);
+        self.log_next += used;
+        self.rooms.insert(received.room.room_id, received.room);
         Ok(())
     }
 }
@@ -1007,58 +1136,149 @@ fn outbox_item(out: &safemeet_crypto::machine::Outgoing, meta: &[u8]) -> OutboxI
     }
 }
 
-/// Works out the room, the timeline entry and its sequence number for a
-/// received message. Only DMs exist so far: the room is the DM with the sender.
+/// What a received event does: the room (as it is after the event), and
+/// the timeline entry or the log entry it adds.
+pub(crate) struct Received {
+    room: RoomRecord,
+    message: Option<(TimelineEntry, u64)>,
+    log: Option<LogEntry>,
+}
+
+/// Why a received room event cannot be placed yet.
+const UNKNOWN_ROOM: &str = "the room is not known yet";
+
+/// Works out what a received room event does. A DM's room derives from
+/// the pair of users; a group room must be known, or be joined by this
+/// very event (a room state from an admin that lists this user).
 fn received_entry<S: Store>(
     store: &EncryptedStore<S>,
     rooms: &mut HashMap<RoomId, RoomRecord>,
     me: UserId,
     event: &DecryptedRoomEvent,
-) -> Result<(RoomRecord, TimelineEntry, u64), safemeet_crypto::Error> {
+) -> Result<Received, safemeet_crypto::Error> {
     let invalid = |reason| safemeet_crypto::Error::InvalidRecord {
         what: "received message",
         reason,
     };
     let sender = event.sender.user_id;
-    let other = if sender == me { None } else { Some(sender) };
-    let Some(other) = other else {
+    if sender == me {
         return Err(invalid("own messages arrive through the outbox"));
-    };
-    let (room_id, topic) = dm_room(&me, &other);
-    if event.event.room_id != room_id {
-        return Err(invalid("group rooms are not supported yet"));
     }
-    let mut room = match rooms.get(&room_id) {
-        Some(r) => r.clone(),
+    let room_id = event.event.room_id;
+    let stored = match rooms.get(&room_id) {
+        Some(r) => Some(r.clone()),
         None => match store.get(Keyspace::Rooms, &name::room(&room_id))? {
-            Some(b) => codec::decode(&b, MAX_RECORD_BYTES)?,
-            None => RoomRecord {
-                version: VERSION,
-                room_id,
-                dm_with: Some(other),
-                members: vec![me, other],
-                topic,
-                lamport: 0,
-                next_seq: 0,
-            },
+            Some(b) => Some(codec::decode::<RoomRecord>(&b, MAX_RECORD_BYTES)?),
+            None => None,
         },
     };
-    let EventContent::Message(message) = &event.event.content else {
-        return Err(invalid("only text messages are stored so far"));
+    let (dm_id, dm_topic) = dm_room(&me, &sender);
+    let fresh = |dm_with: Option<UserId>, members: Vec<UserId>, topic| RoomRecord {
+        version: VERSION,
+        room_id,
+        dm_with,
+        name: None,
+        members,
+        admins: Vec::new(),
+        secret: None,
+        left: false,
+        topic,
+        lamport: 0,
+        next_seq: 0,
     };
+    let mut room = match stored {
+        Some(r) => r,
+        None if room_id == dm_id => fresh(Some(sender), vec![me, sender], dm_topic),
+        None => match &event.event.content {
+            EventContent::RoomState(state) if state.members.contains(&me) => {
+                fresh(None, Vec::new(), [0; 32])
+            }
+            _ => return Err(invalid(UNKNOWN_ROOM)),
+        },
+    };
+    let is_member = room.members.contains(&sender) || room.members.is_empty();
+    if room.dm_with.is_none() && !is_member {
+        return Err(invalid("the sender is not a member of the room"));
+    }
     room.lamport = room.lamport.max(event.event.lamport);
-    let seq = room.next_seq;
-    room.next_seq += 1;
-    let entry = TimelineEntry {
-        event_id: event.event_id,
-        sender,
-        sender_device: event.sender.device_id,
-        lamport: event.event.lamport,
-        ts: event.event.ts,
-        text: message.body.as_str().to_owned(),
-        state: MessageState::Received,
+    if let EventContent::Message(message) = &event.event.content {
+        if room.members.is_empty() {
+            return Err(invalid(UNKNOWN_ROOM));
+        }
+        let seq = room.next_seq;
+        room.next_seq += 1;
+        let entry = TimelineEntry {
+            event_id: event.event_id,
+            sender,
+            sender_device: event.sender.device_id,
+            lamport: event.event.lamport,
+            ts: event.event.ts,
+            text: message.body.as_str().to_owned(),
+            state: MessageState::Received,
+        };
+        return Ok(Received {
+            room,
+            message: Some((entry, seq)),
+            log: None,
+        });
+    }
+    let log = if room.dm_with.is_none() {
+        update_room_from_event(&mut room, me, sender, &event.event.content)
+    } else {
+        None
     };
-    Ok((room, entry, seq))
+    if room.members.is_empty() {
+        // A state this user was not allowed to join from.
+        return Err(invalid(UNKNOWN_ROOM));
+    }
+    Ok(Received {
+        room,
+        message: None,
+        log,
+    })
+}
+
+/// Stages what a received event does; returns how many log entries it used.
+fn stage_received<S: Store>(
+    store: &EncryptedStore<S>,
+    batch: &mut EncryptedBatch,
+    received: &Received,
+    log_seq: u64,
+) -> Result<u64, safemeet_crypto::Error> {
+    if let Some((entry, seq)) = &received.message {
+        stage_message(store, batch, &received.room, *seq, entry, log_seq)?;
+        return Ok(1);
+    }
+    stage_room(store, batch, &received.room)?;
+    let Some(log) = &received.log else {
+        return Ok(0);
+    };
+    stage_log_at(store, batch, log_seq, log)?;
+    Ok(1)
+}
+
+/// Stages `entry` as event-log entry `log_seq`, and the next cursor.
+fn stage_log_at<S: Store>(
+    store: &EncryptedStore<S>,
+    batch: &mut EncryptedBatch,
+    log_seq: u64,
+    entry: &LogEntry,
+) -> Result<(), safemeet_crypto::Error> {
+    store.batch_put_ordered_value(
+        batch,
+        Keyspace::EventLog,
+        name::EVENT_LOG,
+        log_seq,
+        entry,
+        MAX_RECORD_BYTES,
+    )?;
+    store.batch_put_value(
+        batch,
+        Keyspace::EventLog,
+        name::EVENT_LOG_NEXT,
+        &(log_seq + 1),
+        16,
+    )
 }
 
 /// Stages a message's timeline entry, its room record and its event-log
@@ -1079,29 +1299,14 @@ fn stage_message<S: Store>(
         entry,
         MAX_RECORD_BYTES,
     )?;
-    store.batch_put_value(
+    stage_room(store, batch, room)?;
+    stage_log_at(
+        store,
         batch,
-        Keyspace::Rooms,
-        &name::room(&room.room_id),
-        room,
-        MAX_RECORD_BYTES,
-    )?;
-    store.batch_put_ordered_value(
-        batch,
-        Keyspace::EventLog,
-        name::EVENT_LOG,
         log_seq,
         &LogEntry::Message {
             room_id: room.room_id,
             entry: entry.clone(),
         },
-        MAX_RECORD_BYTES,
-    )?;
-    store.batch_put_value(
-        batch,
-        Keyspace::EventLog,
-        name::EVENT_LOG_NEXT,
-        &(log_seq + 1),
-        16,
     )
 }

@@ -13,6 +13,7 @@ pub(crate) mod name {
     use safemeet_proto::{RoomId, UserId};
 
     pub(crate) const CONTACT_INDEX: &[u8] = b"contacts";
+    pub(crate) const ROOM_INDEX: &[u8] = b"rooms";
     pub(crate) const EVENT_LOG: &[u8] = b"log";
     pub(crate) const EVENT_LOG_NEXT: &[u8] = b"log-next";
 
@@ -45,6 +46,13 @@ pub(crate) struct ContactRecord {
     pub(crate) addrs: Vec<(DeviceId, Vec<String>)>,
 }
 
+/// The group rooms this device knows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct RoomIndex {
+    pub(crate) version: u8,
+    pub(crate) rooms: Vec<RoomId>,
+}
+
 /// The users this device has as contacts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct ContactIndex {
@@ -59,7 +67,15 @@ pub(crate) struct RoomRecord {
     pub(crate) room_id: RoomId,
     /// For a DM, the other user.
     pub(crate) dm_with: Option<UserId>,
+    /// A group room's name.
+    pub(crate) name: Option<String>,
     pub(crate) members: Vec<UserId>,
+    /// Who may change a group room's state.
+    pub(crate) admins: Vec<UserId>,
+    /// A group room's secret (its topic derives from it).
+    pub(crate) secret: Option<[u8; 32]>,
+    /// This user left the room.
+    pub(crate) left: bool,
     /// Opaque gossip topic.
     pub(crate) topic: [u8; 32],
     /// Highest Lamport clock seen or used.
@@ -116,6 +132,15 @@ pub enum LogEntry {
         room_id: RoomId,
         /// The message.
         entry: TimelineEntry,
+    },
+    /// A group room was joined or its state changed.
+    Room {
+        /// The room.
+        room_id: RoomId,
+        /// Its name.
+        name: String,
+        /// Its members.
+        members: Vec<UserId>,
     },
     /// A message this device sent was acknowledged by a recipient device.
     Delivered {

@@ -108,6 +108,90 @@ pub enum EventContent {
     Redaction(Redaction),
     /// Delivery or read receipts.
     Receipt(Receipt),
+    /// The room's name, secret, members and admins, from an admin.
+    RoomState(RoomState),
+}
+
+/// The state of a group room, sent by one of its admins: receivers accept
+/// it only from a current admin (or, for a room they do not know yet, from
+/// an admin named in it who invited them).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RoomStateWire")]
+pub struct RoomState {
+    /// Format version; currently 1.
+    pub version: u8,
+    /// The room's name (1-64 bytes, printable).
+    pub name: String,
+    /// The room secret: the gossip topic derives from it. Secret: never printed.
+    pub secret: [u8; 32],
+    /// The members.
+    pub members: Vec<UserId>,
+    /// The admins (members too).
+    pub admins: Vec<UserId>,
+}
+
+#[derive(Deserialize)]
+struct RoomStateWire {
+    version: u8,
+    name: String,
+    secret: [u8; 32],
+    members: Vec<UserId>,
+    admins: Vec<UserId>,
+}
+
+/// A room state that breaks a limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid room state: {0}")]
+pub struct BadRoomState(pub &'static str);
+
+impl TryFrom<RoomStateWire> for RoomState {
+    type Error = BadRoomState;
+    fn try_from(w: RoomStateWire) -> Result<Self, BadRoomState> {
+        let name_ok = !w.name.is_empty()
+            && w.name.len() <= crate::limits::MAX_DISPLAY_NAME_BYTES
+            && !w.name.chars().any(char::is_control);
+        if !name_ok {
+            return Err(BadRoomState(
+                "the name must be 1-64 bytes of printable text",
+            ));
+        }
+        if w.version != 1 {
+            return Err(BadRoomState("unsupported version"));
+        }
+        if w.members.len() > crate::limits::MAX_ROOM_MEMBERS {
+            return Err(BadRoomState("too many members"));
+        }
+        let distinct: std::collections::BTreeSet<&UserId> = w.members.iter().collect();
+        if distinct.len() != w.members.len() {
+            return Err(BadRoomState("a member is listed twice"));
+        }
+        if w.admins.is_empty() || !w.admins.iter().all(|a| w.members.contains(a)) {
+            return Err(BadRoomState(
+                "every admin must be a member, and there must be one",
+            ));
+        }
+        Ok(Self {
+            version: w.version,
+            name: w.name,
+            secret: w.secret,
+            members: w.members,
+            admins: w.admins,
+        })
+    }
+}
+
+impl fmt::Debug for RoomState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoomState")
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RoomState {
+    fn drop(&mut self) {
+        self.secret.zeroize();
+    }
 }
 
 /// Text of a message: at most [`MAX_MESSAGE_TEXT_BYTES`], never printed by `Debug`.

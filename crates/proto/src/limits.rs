@@ -26,6 +26,9 @@ pub const MAX_DEVICES_PER_USER: usize = 32;
 /// Most linked e-mail addresses on one profile.
 pub const MAX_EMAILS: usize = 8;
 
+/// Most members of one room.
+pub const MAX_ROOM_MEMBERS: usize = 256;
+
 /// Most event ids in one receipt.
 pub const MAX_RECEIPT_EVENTS: usize = 256;
 

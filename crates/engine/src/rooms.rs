@@ -1,0 +1,286 @@
+//! Group rooms: creation, invitations, leaving, and the state events that
+//! carry a room's name, secret, members and admins.
+//!
+//! A room's state travels as a `RoomState` event in the room itself, so it
+//! is end-to-end encrypted and authenticated like any message (sealed
+//! sender). Receivers accept a state change only from a current admin; a
+//! room they do not know yet they join only from an admin the state names,
+//! when it lists them as a member. A member leaves with a `Leave`
+//! membership event about themself. Removing a member changes the set of
+//! devices the room key goes to, so the next message starts a new session
+//! the removed member never gets.
+
+use safemeet_crypto::EncryptedBatch;
+use safemeet_crypto::EncryptedStore;
+use safemeet_proto::event::{EventContent, Membership, MembershipChange, RoomState};
+use safemeet_proto::{EventId, RoomId, UserId, codec};
+use safemeet_store::{Keyspace, Store};
+
+use crate::records::{MAX_RECORD_BYTES, RoomIndex, RoomRecord, VERSION, name};
+use crate::{Engine, EngineError, LogEntry, RoomInfo};
+
+/// The gossip topic of a room: a hash of its secret.
+pub(crate) fn topic_of(secret: &[u8; 32]) -> [u8; 32] {
+    blake3::derive_key("safemeet/v1/room-topic", secret)
+}
+
+/// Stages a room record, and adds a group room to the room index.
+pub(crate) fn stage_room<S: Store>(
+    store: &EncryptedStore<S>,
+    batch: &mut EncryptedBatch,
+    room: &RoomRecord,
+) -> Result<(), safemeet_crypto::Error> {
+    store.batch_put_value(
+        batch,
+        Keyspace::Rooms,
+        &name::room(&room.room_id),
+        room,
+        MAX_RECORD_BYTES,
+    )?;
+    if room.dm_with.is_none() {
+        let mut index: RoomIndex = match store.get(Keyspace::Rooms, name::ROOM_INDEX)? {
+            Some(b) => codec::decode(&b, MAX_RECORD_BYTES)?,
+            None => RoomIndex {
+                version: VERSION,
+                rooms: Vec::new(),
+            },
+        };
+        if !index.rooms.contains(&room.room_id) {
+            index.rooms.push(room.room_id);
+            store.batch_put_value(
+                batch,
+                Keyspace::Rooms,
+                name::ROOM_INDEX,
+                &index,
+                MAX_RECORD_BYTES,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies a received state or membership event to `room` (a group room
+/// known or being joined). Returns the log entry to record, if the room
+/// changed.
+pub(crate) fn update_room_from_event(
+    room: &mut RoomRecord,
+    me: UserId,
+    sender: UserId,
+    content: &EventContent,
+) -> Option<LogEntry> {
+    match content {
+        EventContent::RoomState(state) => {
+            let creating = room.members.is_empty();
+            let allowed = if creating {
+                state.admins.contains(&sender)
+            } else {
+                room.admins.contains(&sender)
+            };
+            if !allowed {
+                tracing::debug!("a room state from a non-admin was ignored");
+                return None;
+            }
+            room.name = Some(state.name.clone());
+            room.members = state.members.clone();
+            room.admins = state.admins.clone();
+            room.secret = Some(state.secret);
+            room.topic = topic_of(&state.secret);
+            room.left = !room.members.contains(&me);
+            Some(room_log(room))
+        }
+        EventContent::Membership(Membership {
+            user_id,
+            change: MembershipChange::Leave,
+        }) if *user_id == sender => {
+            room.members.retain(|u| *u != sender);
+            room.admins.retain(|u| *u != sender);
+            Some(room_log(room))
+        }
+        _ => None,
+    }
+}
+
+fn room_log(room: &RoomRecord) -> LogEntry {
+    LogEntry::Room {
+        room_id: room.room_id,
+        name: room.name.clone().unwrap_or_default(),
+        members: room.members.clone(),
+    }
+}
+
+impl<S: Store + Clone + 'static> Engine<S> {
+    fn room_index(&self) -> Result<RoomIndex, EngineError> {
+        Ok(match self.store.get(Keyspace::Rooms, name::ROOM_INDEX)? {
+            Some(b) => codec::decode(&b, MAX_RECORD_BYTES)?,
+            None => RoomIndex {
+                version: VERSION,
+                rooms: Vec::new(),
+            },
+        })
+    }
+
+    /// The group rooms this user is in.
+    pub(crate) fn rooms_list(&mut self) -> Result<Vec<RoomInfo>, EngineError> {
+        let mut out = Vec::new();
+        for id in self.room_index()?.rooms {
+            if let Some(r) = self.room(&id)?
+                && !r.left
+            {
+                out.push(RoomInfo {
+                    room_id: r.room_id,
+                    name: r.name.clone().unwrap_or_default(),
+                    members: r.members.clone(),
+                    admins: r.admins.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// A group room by name or room id.
+    fn group_room(&mut self, target: &str) -> Result<Option<RoomRecord>, EngineError> {
+        let by_id = target.parse::<RoomId>().ok();
+        let mut found = Vec::new();
+        for id in self.room_index()?.rooms {
+            if let Some(r) = self.room(&id)?
+                && (Some(r.room_id) == by_id || r.name.as_deref() == Some(target))
+            {
+                found.push(r);
+            }
+        }
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.pop()),
+            _ => Err(EngineError::InvalidInput(format!(
+                "several rooms are called {target:?}; use the room id"
+            ))),
+        }
+    }
+
+    /// TARGET as a room: a contact's DM, else a group room.
+    pub(crate) fn target_room(&mut self, target: &str) -> Result<RoomRecord, EngineError> {
+        if let Ok(user) = self.resolve(target) {
+            return self.dm(user);
+        }
+        self.group_room(target)?
+            .ok_or_else(|| EngineError::InvalidInput(format!("no contact or room {target:?}")))
+    }
+
+    pub(crate) fn send_to(&mut self, target: &str, text: &str) -> Result<EventId, EngineError> {
+        let room = self.target_room(target)?;
+        self.send_text(room, text)
+    }
+
+    fn send_state(&mut self, room: RoomRecord) -> Result<EventId, EngineError> {
+        let secret = room.secret.ok_or(EngineError::InvalidInput(
+            "a direct conversation has no room state".into(),
+        ))?;
+        let state = RoomState {
+            version: 1,
+            name: room.name.clone().unwrap_or_default(),
+            secret,
+            members: room.members.clone(),
+            admins: room.admins.clone(),
+        };
+        self.send_event(room, EventContent::RoomState(state))
+    }
+
+    /// Creates a group room with these contacts; this user is its admin.
+    pub(crate) fn create_room(
+        &mut self,
+        room_name: &str,
+        member_targets: &[String],
+    ) -> Result<RoomId, EngineError> {
+        let me = self.machine.account().user_id();
+        let mut members = vec![me];
+        for t in member_targets {
+            let user = self.resolve(t)?;
+            if !members.contains(&user) {
+                members.push(user);
+            }
+        }
+        if self.group_room(room_name)?.is_some() {
+            return Err(EngineError::InvalidInput(format!(
+                "a room called {room_name:?} exists"
+            )));
+        }
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+        let mut id = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+        let room = RoomRecord {
+            version: VERSION,
+            room_id: RoomId::from_bytes(id),
+            dm_with: None,
+            name: Some(room_name.to_owned()),
+            members,
+            admins: vec![me],
+            secret: Some(secret),
+            left: false,
+            topic: topic_of(&secret),
+            lamport: 0,
+            next_seq: 0,
+        };
+        // Validate the state as receivers will.
+        let probe = RoomState {
+            version: 1,
+            name: room_name.to_owned(),
+            secret,
+            members: room.members.clone(),
+            admins: room.admins.clone(),
+        };
+        let encoded = codec::encode(&probe)?;
+        codec::decode::<RoomState>(&encoded, MAX_RECORD_BYTES)
+            .map_err(|e| EngineError::InvalidInput(e.to_string()))?;
+        let room_id = room.room_id;
+        self.send_state(room)?;
+        Ok(room_id)
+    }
+
+    /// Adds a contact to a group room (admins only).
+    pub(crate) fn room_invite(&mut self, target: &str, contact: &str) -> Result<(), EngineError> {
+        let me = self.machine.account().user_id();
+        let mut room = self
+            .group_room(target)?
+            .ok_or_else(|| EngineError::InvalidInput(format!("no room {target:?}")))?;
+        if !room.admins.contains(&me) {
+            return Err(EngineError::InvalidInput(
+                "only the room's admins can invite".into(),
+            ));
+        }
+        let user = self.resolve(contact)?;
+        if room.members.contains(&user) {
+            return Ok(());
+        }
+        room.members.push(user);
+        self.send_state(room)?;
+        Ok(())
+    }
+
+    /// Leaves a group room: tells the members, then stops taking part.
+    pub(crate) fn room_leave(&mut self, target: &str) -> Result<(), EngineError> {
+        let me = self.machine.account().user_id();
+        let room = self
+            .group_room(target)?
+            .ok_or_else(|| EngineError::InvalidInput(format!("no room {target:?}")))?;
+        let room_id = room.room_id;
+        self.send_event(
+            room,
+            EventContent::Membership(Membership {
+                user_id: me,
+                change: MembershipChange::Leave,
+            }),
+        )?;
+        if let Some(mut room) = self.room(&room_id)? {
+            room.left = true;
+            room.members.retain(|u| *u != me);
+            room.admins.retain(|u| *u != me);
+            let mut batch = self.store.batch();
+            stage_room(&self.store, &mut batch, &room)?;
+            self.store.apply(batch)?;
+            self.store.flush()?;
+            self.rooms.insert(room_id, room);
+        }
+        Ok(())
+    }
+}
