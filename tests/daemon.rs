@@ -1,7 +1,8 @@
 //! End-to-end tests with real `safemeet daemon` processes on 127.0.0.1, each
 //! with its own `--home`: direct messages both ways through the CLI, a
-//! recipient that is down when a message is sent, bad API input, and an
-//! event subscriber that reconnects with its cursor.
+//! recipient that is down when a message is sent, a 3-member room, bad API
+//! input, malformed frames from a bare libp2p peer, and an event subscriber
+//! that reconnects with its cursor.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
@@ -422,6 +423,217 @@ fn a_sender_killed_right_after_send_delivers_once_after_restart() {
         .filter(|m| m["text"] == "survives a crash")
         .count();
     assert_eq!(count, 1, "delivered exactly once");
+    da.stop();
+    db.stop();
+}
+
+/// A bare libp2p peer that writes whatever bytes it is given on
+/// `/safemeet/deliver/1`, length prefix included.
+mod raw_peer {
+    use std::io;
+
+    use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    use libp2p::request_response::{self, Codec, ProtocolSupport};
+    use libp2p::{StreamProtocol, noise, tcp, yamux};
+
+    pub const DELIVER: StreamProtocol = StreamProtocol::new("/safemeet/deliver/1");
+
+    #[derive(Clone, Default)]
+    pub struct RawCodec;
+
+    impl Codec for RawCodec {
+        type Protocol = StreamProtocol;
+        type Request = Vec<u8>;
+        type Response = Vec<u8>;
+
+        async fn read_request<T: AsyncRead + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            _: &mut T,
+        ) -> io::Result<Vec<u8>> {
+            Err(io::Error::other("this peer takes no requests"))
+        }
+
+        async fn read_response<T: AsyncRead + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+        ) -> io::Result<Vec<u8>> {
+            let mut len = [0u8; 4];
+            io.read_exact(&mut len).await?;
+            let len = u32::from_be_bytes(len) as usize;
+            assert!(len <= 1024, "a reply of {len} bytes");
+            let mut buf = vec![0; len];
+            io.read_exact(&mut buf).await?;
+            Ok(buf)
+        }
+
+        async fn write_request<T: AsyncWrite + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+            raw: Vec<u8>,
+        ) -> io::Result<()> {
+            io.write_all(&raw).await?;
+            io.close().await
+        }
+
+        async fn write_response<T: AsyncWrite + Unpin + Send>(
+            &mut self,
+            _: &StreamProtocol,
+            _: &mut T,
+            _: Vec<u8>,
+        ) -> io::Result<()> {
+            Err(io::Error::other("this peer sends no responses"))
+        }
+    }
+
+    pub type Swarm = libp2p::Swarm<request_response::Behaviour<RawCodec>>;
+
+    pub fn swarm() -> Swarm {
+        libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| {
+                request_response::Behaviour::with_codec(
+                    RawCodec,
+                    [(DELIVER, ProtocolSupport::Outbound)],
+                    request_response::Config::default()
+                        .with_request_timeout(std::time::Duration::from_secs(10)),
+                )
+            })
+            .unwrap()
+            .build()
+    }
+}
+
+/// Sends each raw request to `addr` and returns what came back for each:
+/// `Ok(answer)` or `Err(failure)`.
+fn raw_requests(addr: &str, requests: Vec<Vec<u8>>) -> Vec<Result<Vec<u8>, String>> {
+    use futures::StreamExt;
+    use libp2p::request_response::{Event, Message};
+    use libp2p::swarm::SwarmEvent;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut swarm = raw_peer::swarm();
+        let addr: libp2p::Multiaddr = addr.parse().unwrap();
+        let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else {
+            panic!("no /p2p/ in {addr}")
+        };
+        swarm.dial(addr.clone()).unwrap();
+        let ids: Vec<_> = requests
+            .into_iter()
+            .map(|r| swarm.behaviour_mut().send_request(&peer, r))
+            .collect();
+        let mut results = std::collections::HashMap::new();
+        tokio::time::timeout(WAIT, async {
+            while results.len() < ids.len() {
+                match swarm.select_next_some().await {
+                    SwarmEvent::Behaviour(Event::Message {
+                        message:
+                            Message::Response {
+                                request_id,
+                                response,
+                            },
+                        ..
+                    }) => {
+                        results.insert(request_id, Ok(response));
+                    }
+                    SwarmEvent::Behaviour(Event::OutboundFailure {
+                        request_id, error, ..
+                    }) => {
+                        results.insert(request_id, Err(error.to_string()));
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("every raw request got an answer or failed");
+        ids.iter().map(|id| results.remove(id).unwrap()).collect()
+    })
+}
+
+fn prefixed(len: u32, body: &[u8]) -> Vec<u8> {
+    let mut v = len.to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+#[test]
+fn malformed_frames_from_a_raw_peer_are_refused_and_the_daemon_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (init(dir.path(), "alice"), init(dir.path(), "bob"));
+    let da = Daemon::start(&alice, "/ip4/127.0.0.1/tcp/0");
+    let db = Daemon::start(&bob, "/ip4/127.0.0.1/tcp/0");
+    befriend(&alice, &bob);
+
+    use safemeet_proto::envelope::{Envelope, OlmMessageKind, RoomEnvelope, ToDeviceEnvelope};
+    let padded_garbage = safemeet_proto::padding::pad(b"not an envelope at all").unwrap();
+    // Well-formed envelopes whose ciphertext is garbage: the engine answers "refused".
+    let forged_room = Envelope::Room(RoomEnvelope {
+        topic: [7; 32],
+        session_id: [8; 32],
+        ciphertext: vec![0x03; 200],
+    })
+    .to_frame()
+    .unwrap();
+    let forged_olm = Envelope::ToDevice(ToDeviceEnvelope {
+        kind: OlmMessageKind::PreKey,
+        session_id: [9; 32],
+        ciphertext: vec![0x03; 300],
+    })
+    .to_frame()
+    .unwrap();
+    let results = raw_requests(
+        &db.addr(),
+        vec![
+            // Not a padded frame.
+            prefixed(600, &[0xff; 600]),
+            // A length over the limit (4 GiB), with a little data.
+            prefixed(u32::MAX, &[0; 64]),
+            // Shorter than its length says.
+            prefixed(1000, &[1; 10]),
+            // Correctly padded, but not an envelope.
+            prefixed(padded_garbage.len() as u32, &padded_garbage),
+            prefixed(forged_room.len() as u32, &forged_room),
+            prefixed(forged_olm.len() as u32, &forged_olm),
+        ],
+    );
+    for (i, r) in results[..4].iter().enumerate() {
+        assert!(r.is_err(), "malformed frame {i} was answered: {r:?}");
+    }
+    assert_eq!(
+        results[4].as_deref(),
+        Ok(&b"refused"[..]),
+        "forged room message"
+    );
+    assert_eq!(
+        results[5].as_deref(),
+        Ok(&b"refused"[..]),
+        "forged Olm message"
+    );
+
+    // The daemon still serves its API and its contacts.
+    assert_eq!(cli(&bob, &["whoami"])["username"], "bob");
+    cli(&alice, &["send", "bob", "still there?"]);
+    eventually("bob to get a message after the garbage", || {
+        has_message(&bob, "alice", "still there?", None).then_some(())
+    });
+    assert_eq!(
+        cli(&bob, &["messages", "alice"]).as_array().unwrap().len(),
+        1,
+        "nothing from the raw peer was stored"
+    );
     da.stop();
     db.stop();
 }
