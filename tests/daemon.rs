@@ -436,10 +436,10 @@ mod raw_peer {
     use libp2p::request_response::{self, Codec, ProtocolSupport};
     use libp2p::{StreamProtocol, noise, tcp, yamux};
 
-    pub const DELIVER: StreamProtocol = StreamProtocol::new("/safemeet/deliver/1");
+    pub(crate) const DELIVER: StreamProtocol = StreamProtocol::new("/safemeet/deliver/1");
 
     #[derive(Clone, Default)]
-    pub struct RawCodec;
+    pub(crate) struct RawCodec;
 
     impl Codec for RawCodec {
         type Protocol = StreamProtocol;
@@ -488,9 +488,9 @@ mod raw_peer {
         }
     }
 
-    pub type Swarm = libp2p::Swarm<request_response::Behaviour<RawCodec>>;
+    pub(crate) type Swarm = libp2p::Swarm<request_response::Behaviour<RawCodec>>;
 
-    pub fn swarm() -> Swarm {
+    pub(crate) fn swarm() -> Swarm {
         libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
             .with_tcp(
