@@ -11,7 +11,11 @@
 //!   (over memory and over sled stores) against raw vodozemac Megolm, and
 //!   Olm sessions established per second through the machine against raw
 //!   vodozemac Olm.
+//! - `chat`: two engines over TCP on loopback: paced DM latency against a
+//!   bare request-response round trip, and room throughput against the
+//!   crypto-bound rate and raw gossipsub.
 
+mod chat;
 mod crypto;
 mod store;
 
@@ -27,7 +31,8 @@ struct Args {
     #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=1000))]
     samples: u32,
     /// Operations per sample: records for `store` (default 20 000),
-    /// messages per size for `crypto` (default 500).
+    /// messages per size for `crypto` (default 500), DMs for `chat`
+    /// (default 1000; five times as many room messages).
     #[arg(long, value_parser = clap::value_parser!(u32).range(100..=10_000_000))]
     ops: Option<u32>,
 }
@@ -38,6 +43,8 @@ enum Suite {
     Store,
     /// Crypto machine vs raw vodozemac.
     Crypto,
+    /// Two nodes chatting vs bare libp2p.
+    Chat,
 }
 
 impl Suite {
@@ -48,6 +55,7 @@ impl Suite {
         match self {
             Suite::Store => 20_000,
             Suite::Crypto => 500,
+            Suite::Chat => 1000,
         }
     }
 }
@@ -64,6 +72,7 @@ fn main() -> anyhow::Result<()> {
     let report = match args.suite {
         Suite::Store => store::run(samples, ops)?,
         Suite::Crypto => crypto::run(samples, ops)?,
+        Suite::Chat => chat::run(samples, args.ops.map(|n| n as usize))?,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

@@ -1,0 +1,707 @@
+//! `safemeet-bench chat`: two SafeMeet nodes over real TCP on loopback,
+//! each an engine over its own encrypted sled store, against bare libp2p
+//! swarms in the same run.
+//!
+//! - **DM latency** at a paced rate (default 200 messages/s): from the
+//!   `send` call to the moment the recipient's event log holds the message
+//!   (encrypt, commit and flush, deliver, decrypt, commit and flush), and
+//!   to the moment the sender records the acknowledgement (a full round
+//!   trip). Baseline: a bare request-response round trip between two
+//!   swarms with the same frame size, same pacing.
+//! - **Room throughput**: messages per second *fully delivered and
+//!   persisted* by the other member, with many sends outstanding. Baselines:
+//!   the crypto-bound rate (raw vodozemac Megolm encrypt + decrypt alone,
+//!   one thread) and raw gossipsub between two bare swarms (messages
+//!   received per second, and how many of those published arrived).
+//!
+//! Times come from the engine's event-log watch: a watcher records when
+//! each cursor appeared, and the log entries (which carry event ids) tie a
+//! cursor to its message.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::request_response::{self, Codec, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, StreamProtocol, gossipsub, noise, tcp, yamux};
+use safemeet_crypto::EncryptedStore;
+use safemeet_crypto::account::Account;
+use safemeet_crypto::at_rest::{DataKey, StoreCipher};
+use safemeet_crypto::machine::CryptoMachine;
+use safemeet_engine::{EngineConfig, EngineHandle, LogEntry};
+use safemeet_net::NetConfig;
+use safemeet_proto::clock::{Clock, SystemClock};
+use safemeet_proto::{DisplayName, EventId, Username};
+use safemeet_store::{SledConfig, SledStore};
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+use vodozemac::megolm::{GroupSession, InboundGroupSession, SessionConfig};
+
+use crate::median;
+
+/// Text size of a benchmark message.
+const TEXT_BYTES: usize = 200;
+/// A padded frame of that message is in the smallest bucket.
+const FRAME_BYTES: usize = 512;
+/// Messages sent before measuring, so sessions and connections exist.
+const WARM_UP: usize = 20;
+/// Room sends outstanding at once.
+const ROOM_CONCURRENCY: usize = 256;
+/// Longest wait for a message to arrive before the run is called failed.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+const P50_GOAL_MS: f64 = 1.5;
+const P99_GOAL_MS: f64 = 10.0;
+const P50_OVER_RAW_GOAL_MS: f64 = 1.0;
+const ROOM_RATIO_GOAL: f64 = 0.6;
+
+fn instant() -> Instant {
+    SystemClock.instant()
+}
+
+fn text() -> String {
+    (0..TEXT_BYTES)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect()
+}
+
+/// Percentile `p` (0-100) of sorted milliseconds.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn summary(mut xs: Vec<f64>) -> Value {
+    xs.sort_by(f64::total_cmp);
+    json!({
+        "count": xs.len(),
+        "p50_ms": round3(percentile(&xs, 50.0)),
+        "p90_ms": round3(percentile(&xs, 90.0)),
+        "p99_ms": round3(percentile(&xs, 99.0)),
+        "max_ms": round3(xs.last().copied().unwrap_or(f64::NAN)),
+    })
+}
+
+/// One engine over a sled store in its own directory.
+struct Node {
+    engine: EngineHandle,
+    /// (next cursor, when it was seen), in order.
+    seen: Arc<Mutex<Vec<(u64, Instant)>>>,
+}
+
+impl Node {
+    fn start(name: &str, dir: &std::path::Path) -> anyhow::Result<Self> {
+        let backend = SledStore::open(dir.join(name), &SledConfig::default())?;
+        let store = EncryptedStore::new(backend, StoreCipher::new(&DataKey::generate()));
+        let account = Account::create(
+            Username::new(name)?,
+            DisplayName::new(name)?,
+            vec![],
+            SystemClock.now(),
+        )?;
+        CryptoMachine::store_account(&store, &account)?;
+        let machine = CryptoMachine::open(store)?;
+        let config = EngineConfig {
+            net: NetConfig::loopback(),
+            retry_initial: Duration::from_millis(200),
+            retry_max: Duration::from_secs(2),
+            ..EngineConfig::default()
+        };
+        let engine = safemeet_engine::start(machine, config)?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut watch = engine.log_watch();
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while watch.changed().await.is_ok() {
+                let next = *watch.borrow_and_update();
+                if let Ok(mut seen) = record.lock() {
+                    seen.push((next, instant()));
+                }
+            }
+        });
+        Ok(Self { engine, seen })
+    }
+
+    /// When the log entry at `cursor` was first seen.
+    fn seen_at(&self, cursor: u64) -> Option<Instant> {
+        let seen = self.seen.lock().ok()?;
+        let i = seen.partition_point(|(next, _)| *next <= cursor);
+        seen.get(i).map(|(_, t)| *t)
+    }
+
+    /// Every log entry from `cursor` (a value of the log watch) on.
+    async fn events_from(&self, cursor: u64) -> anyhow::Result<Vec<(u64, LogEntry)>> {
+        let mut cursor = cursor.saturating_sub(1);
+        let mut out = Vec::new();
+        loop {
+            let page = self.engine.events(cursor, 1000).await?;
+            let Some((last, _)) = page.last() else {
+                return Ok(out);
+            };
+            cursor = *last;
+            out.extend(page);
+        }
+    }
+
+    fn cursor(&self) -> u64 {
+        *self.engine.log_watch().borrow()
+    }
+
+    /// Waits until the log has grown past `target`.
+    async fn wait_cursor(&self, target: u64) -> anyhow::Result<()> {
+        let mut watch = self.engine.log_watch();
+        tokio::time::timeout(DEADLINE, watch.wait_for(|next| *next > target))
+            .await
+            .map_err(|_| anyhow::anyhow!("messages did not arrive within {DEADLINE:?}"))??;
+        Ok(())
+    }
+}
+
+async fn wait_listening(engine: &EngineHandle) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for _ in 0..1000 {
+        tick.tick().await;
+        if !engine.listen_addrs().await?.is_empty() {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("a node did not start listening")
+}
+
+/// Sends [`WARM_UP`] messages to `target` one after another and waits until
+/// `to` holds them all.
+async fn warm_up(from: &Node, to: &Node, target: &str) -> anyhow::Result<()> {
+    let start = to.cursor();
+    for _ in 0..WARM_UP {
+        from.engine.send(target, "warm-up").await?;
+    }
+    to.wait_cursor(start + WARM_UP as u64 - 1).await
+}
+
+/// Paced DMs; returns (one-way latencies, round trips to the ack), in ms.
+async fn dm_latency(
+    alice: &Node,
+    bob: &Node,
+    count: usize,
+    rate: u32,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let body = text();
+    let (alice_start, bob_start) = (alice.cursor(), bob.cursor());
+    let mut sent: HashMap<EventId, Instant> = HashMap::with_capacity(count);
+    let mut pace = tokio::time::interval(Duration::from_secs(1) / rate);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for _ in 0..count {
+        pace.tick().await;
+        let t = instant();
+        let id = alice.engine.send("bob", &body).await?;
+        sent.insert(id, t);
+    }
+    bob.wait_cursor(bob_start + count as u64 - 1).await?;
+    // Every message is acknowledged too (a "delivered" log entry each).
+    let deadline = instant() + DEADLINE;
+    let (mut one_way, mut round_trip) = (Vec::new(), Vec::new());
+    loop {
+        let delivered: Vec<(u64, EventId)> = alice
+            .events_from(alice_start)
+            .await?
+            .into_iter()
+            .filter_map(|(c, e)| match e {
+                LogEntry::Delivered { event_id, .. } => Some((c, event_id)),
+                _ => None,
+            })
+            .collect();
+        if delivered.len() >= count || instant() > deadline {
+            for (cursor, id) in delivered {
+                if let (Some(t0), Some(t1)) = (sent.get(&id), alice.seen_at(cursor)) {
+                    round_trip.push(ms(t1.saturating_duration_since(*t0)));
+                }
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (cursor, entry) in bob.events_from(bob_start).await? {
+        if let LogEntry::Message { entry, .. } = entry
+            && let (Some(t0), Some(t1)) = (sent.get(&entry.event_id), bob.seen_at(cursor))
+        {
+            one_way.push(ms(t1.saturating_duration_since(*t0)));
+        }
+    }
+    anyhow::ensure!(
+        one_way.len() == count,
+        "{} of {count} DMs arrived",
+        one_way.len()
+    );
+    Ok((one_way, round_trip))
+}
+
+/// `count` room messages with many sends outstanding; returns messages per
+/// second fully persisted by Bob, and the send rate Alice managed.
+async fn room_throughput(alice: &Node, bob: &Node, count: usize) -> anyhow::Result<(f64, f64)> {
+    let bob_start = bob.cursor();
+    let body = Arc::new(text());
+    let t0 = instant();
+    let mut sends = JoinSet::new();
+    let mut issued = 0;
+    while issued < count || !sends.is_empty() {
+        while issued < count && sends.len() < ROOM_CONCURRENCY {
+            let (engine, body) = (alice.engine.clone(), body.clone());
+            sends.spawn(async move { engine.send("bench", &body).await });
+            issued += 1;
+        }
+        if let Some(done) = sends.join_next().await {
+            done??;
+        }
+    }
+    let sent = instant().saturating_duration_since(t0);
+    bob.wait_cursor(bob_start + count as u64 - 1).await?;
+    let all = instant().saturating_duration_since(t0);
+    let received = bob
+        .events_from(bob_start)
+        .await?
+        .iter()
+        .filter(|(_, e)| matches!(e, LogEntry::Message { .. }))
+        .count();
+    anyhow::ensure!(received == count, "{received} of {count} room messages");
+    Ok((
+        count as f64 / all.as_secs_f64(),
+        count as f64 / sent.as_secs_f64(),
+    ))
+}
+
+/// Raw vodozemac Megolm encrypt + decrypt of `count` messages: messages/s.
+fn crypto_bound(count: usize) -> anyhow::Result<f64> {
+    let body = text();
+    let mut outbound = GroupSession::new(SessionConfig::version_1());
+    let mut inbound = InboundGroupSession::new(&outbound.session_key(), SessionConfig::version_1());
+    let t0 = instant();
+    for _ in 0..count {
+        let m = outbound.encrypt(body.as_bytes());
+        let d = inbound.decrypt(&m)?;
+        anyhow::ensure!(d.plaintext.len() == TEXT_BYTES, "decrypted");
+    }
+    Ok(count as f64 / instant().saturating_duration_since(t0).as_secs_f64())
+}
+
+/// Length-prefixed bytes, as `/safemeet/deliver/1` frames them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bytes;
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > 64 * 1024 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "too long"));
+    }
+    let mut buf = vec![0; len];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, b: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(b.len()).map_err(io::Error::other)?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(b).await?;
+    io.close().await
+}
+
+impl Codec for Bytes {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_frame(io).await
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_frame(io).await
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()> {
+        write_frame(io, &req).await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()> {
+        write_frame(io, &res).await
+    }
+}
+
+const RAW_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet-bench/raw/1");
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct Bare {
+    rr: request_response::Behaviour<Bytes>,
+    gossip: gossipsub::Behaviour,
+}
+
+type BareSwarm = libp2p::Swarm<Bare>;
+
+fn bare_swarm() -> anyhow::Result<BareSwarm> {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
+        .with_behaviour(|_| {
+            let config = gossipsub::ConfigBuilder::default()
+                .validation_mode(gossipsub::ValidationMode::Anonymous)
+                .heartbeat_interval(Duration::from_millis(100))
+                .mesh_n(4)
+                .mesh_n_low(1)
+                .mesh_n_high(8)
+                .mesh_outbound_min(0)
+                .flood_publish(true)
+                .message_id_fn(|m: &gossipsub::Message| {
+                    gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes()[..20].to_vec())
+                })
+                .build()
+                .map_err(io::Error::other)?;
+            Ok(Bare {
+                rr: request_response::Behaviour::with_codec(
+                    Bytes,
+                    [(RAW_PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default(),
+                ),
+                gossip: gossipsub::Behaviour::new(
+                    gossipsub::MessageAuthenticity::Anonymous,
+                    config,
+                )
+                .map_err(io::Error::other)?,
+            })
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+    Ok(swarm)
+}
+
+async fn listen_addr(swarm: &mut BareSwarm) -> anyhow::Result<Multiaddr> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                return address;
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("a bare swarm did not listen"))
+}
+
+/// Two bare swarms, connected; the server answers every request with a
+/// short reply and counts gossip it receives.
+struct BarePair {
+    client: BareSwarm,
+    server: tokio::task::JoinHandle<()>,
+    server_peer: libp2p::PeerId,
+    gossip_received: Arc<Mutex<(usize, Option<Instant>)>>,
+}
+
+const TOPIC: &str = "bench";
+
+impl BarePair {
+    async fn new() -> anyhow::Result<Self> {
+        let mut server = bare_swarm()?;
+        let mut client = bare_swarm()?;
+        let topic = gossipsub::IdentTopic::new(TOPIC);
+        server.behaviour_mut().gossip.subscribe(&topic)?;
+        client.behaviour_mut().gossip.subscribe(&topic)?;
+        let addr = listen_addr(&mut server).await?;
+        let server_peer = *server.local_peer_id();
+        client.dial(addr.with(libp2p::multiaddr::Protocol::P2p(server_peer)))?;
+        let gossip_received = Arc::new(Mutex::new((0, None)));
+        let counter = gossip_received.clone();
+        let server = tokio::spawn(async move {
+            loop {
+                match server.select_next_some().await {
+                    SwarmEvent::Behaviour(BareEvent::Rr(request_response::Event::Message {
+                        message: request_response::Message::Request { channel, .. },
+                        ..
+                    })) => {
+                        let _ = server
+                            .behaviour_mut()
+                            .rr
+                            .send_response(channel, b"ok".to_vec());
+                    }
+                    SwarmEvent::Behaviour(BareEvent::Gossip(gossipsub::Event::Message {
+                        ..
+                    })) => {
+                        if let Ok(mut c) = counter.lock() {
+                            c.0 += 1;
+                            c.1 = Some(instant());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        // Wait until the client sees the server subscribed (gossip can flow).
+        let mut client_pair = Self {
+            client,
+            server,
+            server_peer,
+            gossip_received,
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let SwarmEvent::Behaviour(BareEvent::Gossip(gossipsub::Event::Subscribed {
+                    ..
+                })) = client_pair.client.select_next_some().await
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("the bare swarms did not connect"))?;
+        Ok(client_pair)
+    }
+
+    /// Paced request-response round trips, in ms.
+    async fn rr_latency(&mut self, count: usize, rate: u32) -> anyhow::Result<Vec<f64>> {
+        let frame = vec![0x5a; FRAME_BYTES];
+        let mut pace = tokio::time::interval(Duration::from_secs(1) / rate);
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut started = HashMap::new();
+        let mut out = Vec::with_capacity(count);
+        let mut issued = 0;
+        let deadline = tokio::time::sleep(DEADLINE);
+        tokio::pin!(deadline);
+        while out.len() < count {
+            tokio::select! {
+                _ = pace.tick(), if issued < count => {
+                    let id = self.client.behaviour_mut().rr.send_request(&self.server_peer, frame.clone());
+                    started.insert(id, instant());
+                    issued += 1;
+                }
+                event = self.client.select_next_some() => match event {
+                    SwarmEvent::Behaviour(BareEvent::Rr(request_response::Event::Message {
+                        message: request_response::Message::Response { request_id, .. }, ..
+                    })) => {
+                        if let Some(t0) = started.remove(&request_id) {
+                            out.push(ms(instant().saturating_duration_since(t0)));
+                        }
+                    }
+                    SwarmEvent::Behaviour(BareEvent::Rr(request_response::Event::OutboundFailure { error, .. })) => {
+                        anyhow::bail!("a raw request failed: {error}");
+                    }
+                    _ => {}
+                },
+                _ = &mut deadline => anyhow::bail!("raw requests did not finish"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Publishes `count` frames as fast as the swarm takes them; returns
+    /// (messages received per second, fraction of those published received).
+    async fn gossip_throughput(&mut self, count: usize) -> anyhow::Result<(f64, f64)> {
+        let topic = gossipsub::IdentTopic::new(TOPIC);
+        let base = self.gossip_received.lock().map(|c| c.0).unwrap_or(0);
+        let t0 = instant();
+        let mut published = 0usize;
+        for i in 0..count {
+            let mut frame = vec![0x5a; FRAME_BYTES];
+            frame[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            if self
+                .client
+                .behaviour_mut()
+                .gossip
+                .publish(topic.clone(), frame)
+                .is_ok()
+            {
+                published += 1;
+            }
+            // Let the swarm write between publishes, as a real sender would.
+            while let Some(Some(_)) = futures::FutureExt::now_or_never(self.client.next()) {}
+        }
+        // Drive the client until nothing new arrives for a second.
+        let mut last_count = 0;
+        let mut quiet = instant();
+        loop {
+            let _ = tokio::time::timeout(Duration::from_millis(50), self.client.next()).await;
+            let (n, _) = self.gossip_received.lock().map(|c| *c).unwrap_or((0, None));
+            let n = n - base;
+            if n != last_count {
+                last_count = n;
+                quiet = instant();
+            }
+            if n >= count || instant().saturating_duration_since(quiet) > Duration::from_secs(1) {
+                break;
+            }
+        }
+        let (n, last) = self.gossip_received.lock().map(|c| *c).unwrap_or((0, None));
+        let n = n - base;
+        let elapsed = last.map_or(Duration::ZERO, |l| l.saturating_duration_since(t0));
+        let rate = n as f64 / elapsed.as_secs_f64();
+        Ok((rate, n as f64 / published.max(1) as f64))
+    }
+}
+
+impl Drop for BarePair {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub(crate) fn run(samples: usize, ops: Option<usize>) -> anyhow::Result<Value> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(samples, ops))
+}
+
+async fn run_async(samples: usize, ops: Option<usize>) -> anyhow::Result<Value> {
+    let dm_count = ops.unwrap_or(1000);
+    let room_count = ops.map_or(5000, |n| n * 5);
+    let rate = 200;
+    eprintln!(
+        "{samples} samples: {dm_count} DMs at {rate}/s, {room_count} room messages; two nodes on 127.0.0.1 over TCP, sled stores"
+    );
+    let dir = tempfile::tempdir()?;
+    let alice = Node::start("alice", dir.path())?;
+    let bob = Node::start("bob", dir.path())?;
+    wait_listening(&alice.engine).await?;
+    wait_listening(&bob.engine).await?;
+    let (ia, ib) = (alice.engine.invite().await?, bob.engine.invite().await?);
+    alice.engine.add_contact(&ib, Some("bob".into())).await?;
+    bob.engine.add_contact(&ia, Some("alice".into())).await?;
+    warm_up(&alice, &bob, "bob").await?;
+    alice
+        .engine
+        .create_room("bench", vec!["bob".into()])
+        .await?;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for _ in 0..1000 {
+        tick.tick().await;
+        if !bob.engine.rooms().await?.is_empty() {
+            break;
+        }
+    }
+    warm_up(&alice, &bob, "bench").await?;
+    let mut bare = BarePair::new().await?;
+    bare.rr_latency(WARM_UP, rate).await?;
+
+    let (mut one_way, mut round_trip, mut raw_rt) = (vec![], vec![], vec![]);
+    let (mut p50s, mut raw_p50s) = (vec![], vec![]);
+    let (mut room_rates, mut send_rates, mut crypto_rates) = (vec![], vec![], vec![]);
+    let (mut gossip_rates, mut gossip_fractions, mut room_ratios) = (vec![], vec![], vec![]);
+    for sample in 1..=samples {
+        let raw = bare.rr_latency(dm_count, rate).await?;
+        let (ow, rt) = dm_latency(&alice, &bob, dm_count, rate).await?;
+        let mut sorted = ow.clone();
+        sorted.sort_by(f64::total_cmp);
+        let mut raw_sorted = raw.clone();
+        raw_sorted.sort_by(f64::total_cmp);
+        let (p50, p99, raw_p50) = (
+            percentile(&sorted, 50.0),
+            percentile(&sorted, 99.0),
+            percentile(&raw_sorted, 50.0),
+        );
+        p50s.push(p50);
+        raw_p50s.push(raw_p50);
+        let crypto = crypto_bound(room_count)?;
+        let (room, sends) = room_throughput(&alice, &bob, room_count).await?;
+        let (gossip, fraction) = bare.gossip_throughput(room_count).await?;
+        eprintln!(
+            "sample {sample}/{samples}: DM one-way p50 {p50:.3} ms p99 {p99:.3} ms (raw rr round trip p50 {raw_p50:.3} ms); room {room:.0} msg/s (sends {sends:.0}/s), crypto-bound {crypto:.0}/s = {:.3}×; raw gossip {gossip:.0}/s, {:.1} % arrived",
+            room / crypto,
+            fraction * 100.0
+        );
+        one_way.extend(ow);
+        round_trip.extend(rt);
+        raw_rt.extend(raw);
+        room_ratios.push(room / crypto);
+        room_rates.push(room);
+        send_rates.push(sends);
+        crypto_rates.push(crypto);
+        gossip_rates.push(gossip);
+        gossip_fractions.push(fraction);
+    }
+    alice.engine.shutdown().await?;
+    bob.engine.shutdown().await?;
+
+    let dm = summary(one_way.clone());
+    let raw = summary(raw_rt.clone());
+    let mut sorted = one_way;
+    sorted.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&sorted, 50.0), percentile(&sorted, 99.0));
+    let mut raw_sorted = raw_rt;
+    raw_sorted.sort_by(f64::total_cmp);
+    let raw_p50 = percentile(&raw_sorted, 50.0);
+    let room_ratio = median(room_ratios);
+    let report = json!({
+        "suite": "chat",
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "samples": samples,
+        "transport": "TCP + Noise + yamux on 127.0.0.1; engines over encrypted sled stores",
+        "dm": {
+            "messages_per_sample": dm_count,
+            "rate_per_second": rate,
+            "text_bytes": TEXT_BYTES,
+            "one_way_send_to_persisted": dm,
+            "round_trip_send_to_ack_recorded": summary(round_trip),
+            "raw_request_response_round_trip": raw,
+            "p50_minus_raw_p50_ms": round3(p50 - raw_p50),
+            "goal": {
+                "p50_ms_max": P50_GOAL_MS,
+                "p99_ms_max": P99_GOAL_MS,
+                "p50_over_raw_ms_max": P50_OVER_RAW_GOAL_MS,
+                "goal_met": p50 <= P50_GOAL_MS && p99 <= P99_GOAL_MS && p50 - raw_p50 <= P50_OVER_RAW_GOAL_MS,
+            },
+        },
+        "room": {
+            "messages_per_sample": room_count,
+            "sends_outstanding": ROOM_CONCURRENCY,
+            "delivered_and_persisted_per_second": median(room_rates).round(),
+            "sends_committed_per_second": median(send_rates).round(),
+            "crypto_bound_per_second": median(crypto_rates).round(),
+            "ratio_to_crypto_bound": round3(room_ratio),
+            "raw_gossipsub_received_per_second": median(gossip_rates).round(),
+            "raw_gossipsub_fraction_received": round3(median(gossip_fractions)),
+            "goal": {
+                "ratio_to_crypto_bound_min": ROOM_RATIO_GOAL,
+                "judged_on": "median of per-sample ratios",
+                "goal_met": room_ratio >= ROOM_RATIO_GOAL,
+            },
+        },
+    });
+    eprintln!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(report)
+}
