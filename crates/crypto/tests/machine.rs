@@ -1175,3 +1175,111 @@ fn a_doctored_session_export_loses_to_the_signed_key() {
     let err = bob.machine.decrypt_to_device(&again, ts(T0)).unwrap_err();
     assert!(matches!(err, Error::SessionConflict), "{err:?}");
 }
+
+/// A memory store that counts its flushes.
+#[derive(Default)]
+struct FlushCounter {
+    inner: safemeet_store::MemoryStore,
+    flushes: std::sync::atomic::AtomicUsize,
+}
+
+impl FlushCounter {
+    fn flushes(&self) -> usize {
+        self.flushes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl safemeet_store::Store for FlushCounter {
+    fn get(
+        &self,
+        ks: safemeet_store::Keyspace,
+        key: &[u8],
+    ) -> safemeet_store::Result<Option<Vec<u8>>> {
+        self.inner.get(ks, key)
+    }
+    fn scan(
+        &self,
+        ks: safemeet_store::Keyspace,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> safemeet_store::Result<Vec<safemeet_store::Entry>> {
+        self.inner.scan(ks, prefix, after, limit)
+    }
+    fn apply(&self, batch: safemeet_store::Batch) -> safemeet_store::Result<()> {
+        self.inner.apply(batch)
+    }
+    fn flush(&self) -> safemeet_store::Result<()> {
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.flush()
+    }
+}
+
+fn deferred<S: safemeet_store::Store + Clone>(
+    from: &mut Device<S>,
+    members: &[safemeet_proto::UserId],
+    msg: &str,
+    lamport: u64,
+) -> safemeet_crypto::machine::Unflushed<safemeet_crypto::machine::RoomSend> {
+    let batch = from.machine.store().batch();
+    from.machine
+        .encrypt_room_event_deferred(
+            safemeet_crypto::machine::RoomMessage {
+                room_id: room(1),
+                topic: [9; 32],
+                members,
+                content: text(msg),
+                lamport,
+            },
+            ts(T0),
+            |_| Ok(batch),
+            b"",
+        )
+        .unwrap()
+}
+
+#[test]
+fn a_group_of_deferred_sends_comes_out_after_one_flush() {
+    let counter = std::sync::Arc::new(FlushCounter::default());
+    let mut alice = Device::with_account("alice", &new_account("alice"), counter.clone());
+    let mut bob = Device::new("bob");
+    introduce(&mut alice, &mut bob);
+    connect(&mut alice, &mut bob);
+    let members = [alice.user(), bob.user()];
+
+    let before = counter.flushes();
+    let group: Vec<_> = (0..5)
+        .map(|i| deferred(&mut alice, &members, &format!("m{i}"), i))
+        .collect();
+    assert_eq!(
+        counter.flushes(),
+        before,
+        "nothing is flushed before release"
+    );
+    assert_eq!(
+        alice.machine.outbox(None, 100).unwrap().len(),
+        6,
+        "committed: the key share and five messages"
+    );
+    let sent = alice.machine.release(group).unwrap();
+    assert_eq!(counter.flushes(), before + 1, "one flush for the group");
+    let indices: Vec<u32> = sent.iter().map(|s| s.message_index).collect();
+    assert_eq!(indices, vec![0, 1, 2, 3, 4], "no index twice");
+    for (i, s) in sent.iter().enumerate() {
+        assert_eq!(body(&deliver(s, &mut bob, T0).unwrap()), format!("m{i}"));
+    }
+
+    // Another machine's output does not come out of this one.
+    let mut carol = Device::new("carol");
+    let carol_only = [carol.user()];
+    let foreign = deferred(&mut carol, &carol_only, "mine", 0);
+    assert!(matches!(
+        alice.machine.release(vec![foreign]),
+        Err(Error::InvalidRecord { .. })
+    ));
+    // And the refusal does not stop the machine.
+    let one = deferred(&mut alice, &members, "later", 5);
+    let later = alice.machine.release(vec![one]).unwrap();
+    assert_eq!(body(&deliver(&later[0], &mut bob, T0).unwrap()), "later");
+}

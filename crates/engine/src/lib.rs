@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 use safemeet_crypto::machine::{
-    CryptoMachine, DecryptedRoomEvent, Destination, OutboxItem, RoomMessage,
+    CryptoMachine, DecryptedRoomEvent, Destination, OutboxItem, RoomMessage, RoomSend, Unflushed,
 };
 use safemeet_crypto::{EncryptedBatch, EncryptedStore};
 use safemeet_net::{NetConfig, NetError, NetEvent, Network};
@@ -56,6 +56,8 @@ const REFUSED: &[u8] = b"refused";
 const LATER: &[u8] = b"later";
 /// Most deliveries in flight at once.
 const MAX_IN_FLIGHT: usize = 64;
+/// Most sends, or received deliveries, that share one flush.
+const MAX_GROUP: usize = 64;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -106,6 +108,9 @@ pub enum EngineError {
     /// The input is not acceptable.
     #[error("{0}")]
     InvalidInput(String),
+    /// A group commit failed; the engine refuses further sends.
+    #[error("the commit failed: {0}")]
+    Commit(String),
     /// The engine has stopped.
     #[error("the engine has stopped")]
     Stopped,
@@ -408,34 +413,105 @@ impl<S: Store + Clone + 'static> Engine<S> {
         mut events: mpsc::Receiver<NetEvent>,
     ) {
         let mut tick = tokio::time::interval(self.config.tick);
+        // A command taken from the queue while gathering a group of sends.
+        let mut next: Option<Command> = None;
         loop {
-            tokio::select! {
-                command = commands.recv() => match command {
-                    Some(Command::Shutdown(done)) => {
-                        if let Err(e) = self.machine.close_in_place() {
-                            tracing::warn!(error = %e, "the crypto state did not close cleanly");
+            let command = match next.take() {
+                Some(c) => Some(c),
+                None => tokio::select! {
+                    command = commands.recv() => match command {
+                        Some(c) => Some(c),
+                        None => return,
+                    },
+                    Some(event) = events.recv() => {
+                        self.net_events(event, &mut events).await;
+                        None
+                    }
+                    Some(done) = self.in_flight.join_next() => {
+                        if let Ok((seq, peer, result)) = done {
+                            self.delivery_done(seq, peer, result);
                         }
-                        let _ = self.net.shutdown().await;
-                        let _ = done.send(());
-                        return;
+                        // Every finished delivery that is ready too, then refill.
+                        while let Some(Some(Ok((seq, peer, result)))) =
+                            futures::FutureExt::now_or_never(self.in_flight.join_next())
+                        {
+                            self.delivery_done(seq, peer, result);
+                        }
+                        self.deliver_due();
+                        None
                     }
-                    Some(command) => self.command(command).await,
-                    None => return,
+                    _ = tick.tick() => {
+                        self.deliver_due();
+                        None
+                    }
                 },
-                Some(event) = events.recv() => self.net_event(event).await,
-                Some(done) = self.in_flight.join_next() => {
-                    if let Ok((seq, peer, result)) = done {
-                        self.delivery_done(seq, peer, result);
+            };
+            match command {
+                Some(Command::Shutdown(done)) => {
+                    if let Err(e) = self.machine.close_in_place() {
+                        tracing::warn!(error = %e, "the crypto state did not close cleanly");
                     }
+                    let _ = self.net.shutdown().await;
+                    let _ = done.send(());
+                    return;
                 }
-                _ = tick.tick() => self.deliver_due(),
+                Some(Command::Send(target, text, reply)) => {
+                    // Sends waiting in the queue share one flush.
+                    let mut group = vec![(target, text, reply)];
+                    while group.len() < MAX_GROUP {
+                        match commands.try_recv() {
+                            Ok(Command::Send(t, x, r)) => group.push((t, x, r)),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.send_texts(group);
+                }
+                Some(command) => self.command(command).await,
+                None => {}
             }
-            let next = self.log_next;
-            self.log_watch.send_if_modified(|v| {
-                let changed = *v != next;
-                *v = next;
-                changed
-            });
+            self.publish_log_cursor();
+        }
+    }
+
+    fn publish_log_cursor(&mut self) {
+        let next = self.log_next;
+        self.log_watch.send_if_modified(|v| {
+            let changed = *v != next;
+            *v = next;
+            changed
+        });
+    }
+
+    /// Handles `first` and the network events already waiting behind it.
+    /// Deliveries among them are stored, flushed once, then acknowledged.
+    async fn net_events(&mut self, first: NetEvent, events: &mut mpsc::Receiver<NetEvent>) {
+        let mut answers = Vec::new();
+        let mut event = Some(first);
+        while let Some(e) = event.take() {
+            match e {
+                NetEvent::Delivery { frame, reply, .. } => {
+                    let answer = self.receive(&frame);
+                    answers.push((reply, answer));
+                }
+                other => self.net_event(other).await,
+            }
+            if answers.len() < MAX_GROUP {
+                event = events.try_recv().ok();
+            }
+        }
+        if answers.is_empty() {
+            return;
+        }
+        if let Err(e) = self.machine.flush() {
+            tracing::error!(error = %e, "flush failed; deliveries not acknowledged");
+            return;
+        }
+        for (reply, answer) in answers {
+            let _ = self.net.reply(reply, answer.to_vec()).await;
         }
     }
 
@@ -464,11 +540,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
             Command::Messages(with, limit, tx) => {
                 let _ = tx.send(self.messages(with, limit));
             }
-            Command::Send(target, text, tx) => {
-                let result = self.send_to(&target, &text);
-                let _ = tx.send(result);
-                self.deliver_due();
-            }
+            Command::Send(target, text, tx) => self.send_texts(vec![(target, text, tx)]),
             Command::MessagesOf(target, limit, tx) => {
                 let result = self
                     .target_room(&target)
@@ -705,8 +777,87 @@ impl<S: Store + Clone + 'static> Engine<S> {
     }
 
     fn send_text(&mut self, room: RoomRecord, text: &str) -> Result<EventId, EngineError> {
+        let staged = self.stage_text(room, text)?;
+        self.release_one(staged)
+    }
+
+    /// Encrypts an event for a room and commits it with its timeline entry
+    /// (for messages) and event-log entry, flushed, then queues its delivery.
+    fn send_event(
+        &mut self,
+        room: RoomRecord,
+        content: EventContent,
+    ) -> Result<EventId, EngineError> {
+        let staged = self.stage_event(room, content)?;
+        self.release_one(staged)
+    }
+
+    /// Flushes and queues one staged send.
+    fn release_one(
+        &mut self,
+        (unflushed, meta): (Unflushed<RoomSend>, Vec<u8>),
+    ) -> Result<EventId, EngineError> {
+        let mut sent = self.machine.release(vec![unflushed])?;
+        let sent = sent.pop().ok_or(EngineError::Stopped)?;
+        self.queue_sent(&sent, &meta)?;
+        Ok(sent.event_id)
+    }
+
+    /// Queues the envelopes of a released send for delivery.
+    fn queue_sent(&mut self, sent: &RoomSend, meta: &[u8]) -> Result<(), EngineError> {
+        for out in sent.key_shares.iter().chain(std::iter::once(&sent.message)) {
+            self.track(out.outbox_seq, outbox_item(out, meta))?;
+        }
+        Ok(())
+    }
+
+    /// Sends a group of texts with one flush: each is encrypted and
+    /// committed in turn, then all are released together. Each caller gets
+    /// its own answer.
+    fn send_texts(&mut self, group: Vec<(String, String, Reply<EventId>)>) {
+        let mut staged = Vec::with_capacity(group.len());
+        let mut waiting = Vec::with_capacity(group.len());
+        for (target, text, reply) in group {
+            let result = self
+                .target_room(&target)
+                .and_then(|room| self.stage_text(room, &text));
+            match result {
+                Ok((unflushed, meta)) => {
+                    staged.push(unflushed);
+                    waiting.push((reply, meta));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+        if staged.is_empty() {
+            return;
+        }
+        match self.machine.release(staged) {
+            Ok(sent) => {
+                for (sent, (reply, meta)) in sent.iter().zip(waiting) {
+                    let result = self.queue_sent(sent, &meta).map(|()| sent.event_id);
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for (reply, _) in waiting {
+                    let _ = reply.send(Err(EngineError::Commit(message.clone())));
+                }
+            }
+        }
+        self.deliver_due();
+    }
+
+    fn stage_text(
+        &mut self,
+        room: RoomRecord,
+        text: &str,
+    ) -> Result<(Unflushed<RoomSend>, Vec<u8>), EngineError> {
         let body = MessageText::new(text).map_err(|e| EngineError::InvalidInput(e.to_string()))?;
-        self.send_event(
+        self.stage_event(
             room,
             EventContent::Message(Message {
                 body,
@@ -715,13 +866,14 @@ impl<S: Store + Clone + 'static> Engine<S> {
         )
     }
 
-    /// Encrypts an event for a room and commits it with its timeline entry
-    /// (for messages) and event-log entry, then queues its delivery.
-    fn send_event(
+    /// Encrypts an event for a room and commits it (not flushed) with its
+    /// timeline entry (for messages) and event-log entry. Returns it with
+    /// its outbox meta, to be released.
+    fn stage_event(
         &mut self,
         mut room: RoomRecord,
         content: EventContent,
-    ) -> Result<EventId, EngineError> {
+    ) -> Result<(Unflushed<RoomSend>, Vec<u8>), EngineError> {
         if room.left {
             return Err(EngineError::InvalidInput("you left this room".into()));
         }
@@ -764,7 +916,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
             }
             Ok(batch)
         };
-        let sent = self.machine.encrypt_room_event_with(
+        let unflushed = self.machine.encrypt_room_event_deferred(
             RoomMessage {
                 room_id: room.room_id,
                 topic: room.topic,
@@ -780,10 +932,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
             self.log_next += 1;
         }
         self.rooms.insert(room.room_id, room);
-        for out in sent.key_shares.iter().chain(std::iter::once(&sent.message)) {
-            self.track(out.outbox_seq, outbox_item(out, &meta))?;
-        }
-        Ok(sent.event_id)
+        Ok((unflushed, meta))
     }
 
     fn messages(&mut self, with: UserId, limit: usize) -> Result<Vec<TimelineEntry>, EngineError> {
@@ -907,6 +1056,13 @@ impl<S: Store + Clone + 'static> Engine<S> {
             if pending.next_try_ms > now_ms {
                 continue;
             }
+            let idle = pending
+                .targets
+                .iter()
+                .any(|(peer, _)| !pending.in_flight.contains(peer));
+            if !idle {
+                continue;
+            }
             let Ok(frame) = pending.item.frame() else {
                 continue;
             };
@@ -1021,16 +1177,11 @@ impl<S: Store + Clone + 'static> Engine<S> {
         Ok(())
     }
 
+    /// Handles a network event other than a delivery.
     async fn net_event(&mut self, event: NetEvent) {
         match event {
-            NetEvent::Delivery { frame, reply, .. } => {
-                let answer = self.receive(&frame);
-                if let Err(e) = self.machine.flush() {
-                    tracing::error!(error = %e, "flush failed; delivery not acknowledged");
-                    return;
-                }
-                let _ = self.net.reply(reply, answer.to_vec()).await;
-            }
+            // Deliveries are stored in groups by `net_events`.
+            NetEvent::Delivery { .. } => {}
             NetEvent::Gossip { id, via, .. } => {
                 // Rooms over gossip come later; direct delivery carries DMs.
                 let _ = self

@@ -166,11 +166,6 @@ impl<S: Store + Clone + 'static> Engine<S> {
             .ok_or_else(|| EngineError::InvalidInput(format!("no contact or room {target:?}")))
     }
 
-    pub(crate) fn send_to(&mut self, target: &str, text: &str) -> Result<EventId, EngineError> {
-        let room = self.target_room(target)?;
-        self.send_text(room, text)
-    }
-
     fn send_state(&mut self, room: RoomRecord) -> Result<EventId, EngineError> {
         let secret = room.secret.ok_or(EngineError::InvalidInput(
             "a direct conversation has no room state".into(),

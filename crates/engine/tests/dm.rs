@@ -181,3 +181,58 @@ async fn a_message_to_a_device_that_is_down_arrives_once_it_is_up() {
         .collect();
     assert_eq!(received.len(), 1, "delivered exactly once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_sends_at_once_share_flushes_and_each_arrives_once() {
+    let (alice_dev, bob_dev) = (Device::new("alice"), Device::new("bob"));
+    let alice = alice_dev.start("/ip4/127.0.0.1/tcp/0");
+    let bob = bob_dev.start("/ip4/127.0.0.1/tcp/0");
+    befriend(&alice, &bob).await;
+    let room = alice.create_room("pair", vec!["bob".into()]).await.unwrap();
+
+    // 300 sends outstanding at once, to the DM and to the room.
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let alice = alice.clone();
+        let target = if i % 2 == 0 {
+            "bob".to_owned()
+        } else {
+            room.to_string()
+        };
+        sends.spawn(async move { alice.send(&target, &format!("m{i}")).await });
+    }
+    let mut ids = std::collections::HashSet::new();
+    while let Some(done) = sends.join_next().await {
+        assert!(ids.insert(done.unwrap().unwrap()), "event ids are unique");
+    }
+    assert_eq!(ids.len(), 300);
+    // Bad input in a group fails alone.
+    assert!(alice.send("nobody", "lost").await.is_err());
+
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let texts = timeout(WAIT, async {
+        loop {
+            tick.tick().await;
+            let texts: Vec<String> = bob
+                .events(0, 10_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|(_, e)| match e {
+                    LogEntry::Message { entry, .. } => Some(entry.text),
+                    _ => None,
+                })
+                .collect();
+            if texts.len() >= 300 {
+                return texts;
+            }
+        }
+    })
+    .await
+    .expect("every message arrived");
+    let distinct: std::collections::HashSet<&String> = texts.iter().collect();
+    assert_eq!(distinct.len(), 300, "each message once");
+    assert_eq!(texts.len(), 300, "no message twice");
+    let dm = alice.messages(bob.user_id(), 1000).await.unwrap();
+    assert_eq!(dm.len(), 150);
+}

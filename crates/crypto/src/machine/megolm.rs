@@ -236,6 +236,35 @@ impl<S: Store> CryptoMachine<S> {
         writes: impl FnOnce(&EventId) -> Result<EncryptedBatch, Error>,
         meta: &[u8],
     ) -> Result<RoomSend, Error> {
+        self.encrypt_room(message, now, writes, meta, true)
+    }
+
+    /// [`encrypt_room_event_with`](Self::encrypt_room_event_with) without
+    /// the flush: the batch is applied, and the result comes out of
+    /// [`release`](Self::release), which flushes once for a whole group.
+    /// Until then nothing of it can be sent.
+    pub fn encrypt_room_event_deferred(
+        &mut self,
+        message: RoomMessage<'_>,
+        now: Timestamp,
+        writes: impl FnOnce(&EventId) -> Result<EncryptedBatch, Error>,
+        meta: &[u8],
+    ) -> Result<super::Unflushed<RoomSend>, Error> {
+        let inner = self.encrypt_room(message, now, writes, meta, false)?;
+        Ok(super::Unflushed {
+            inner,
+            instance: self.instance,
+        })
+    }
+
+    fn encrypt_room(
+        &mut self,
+        message: RoomMessage<'_>,
+        now: Timestamp,
+        writes: impl FnOnce(&EventId) -> Result<EncryptedBatch, Error>,
+        meta: &[u8],
+        flush: bool,
+    ) -> Result<RoomSend, Error> {
         self.check_usable()?;
         let room = message.room_id;
         let (recipients, unknown_members) = self.recipient_devices(message.members)?;
@@ -350,7 +379,7 @@ impl<S: Store> CryptoMachine<S> {
             Envelope::Room(envelope),
         )?;
         self.megolm.outbound.insert(room, Some(out));
-        self.commit(batch, true)?;
+        self.commit(batch, flush)?;
         Ok(RoomSend {
             event_id: id,
             message: sent,

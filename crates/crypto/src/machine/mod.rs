@@ -13,7 +13,10 @@
 //!   writes the advanced ratchet *and* the outgoing envelopes (into the
 //!   outbox) in one atomic batch and flushes it before it returns; the
 //!   envelopes are only reachable through the returned values. There is no
-//!   call that hands out ciphertext without that commit. If the commit fails the machine is
+//!   call that hands out ciphertext without that commit.
+//!   [`CryptoMachine::encrypt_room_event_deferred`] commits without the
+//!   flush and wraps its result in [`Unflushed`], whose contents only
+//!   [`CryptoMachine::release`] hands out, after one flush for the group. If the commit fails the machine is
 //!   poisoned and refuses further work, so in-memory state that ran ahead of
 //!   the store is never used.
 //! - **No index twice.** After an unclean shutdown (the machine was not
@@ -235,6 +238,22 @@ pub struct RoomSend {
     pub message_index: u32,
 }
 
+/// Output committed to the store but not yet flushed. What it holds is
+/// reachable only through [`CryptoMachine::release`], which flushes first,
+/// so a group of messages can share one flush without any ciphertext
+/// leaving before it is durable.
+#[must_use = "the ciphertext is only reachable through CryptoMachine::release"]
+pub struct Unflushed<T> {
+    inner: T,
+    instance: u64,
+}
+
+impl<T> fmt::Debug for Unflushed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unflushed").finish_non_exhaustive()
+    }
+}
+
 /// A decrypted room event.
 #[derive(Debug, Clone)]
 pub struct DecryptedRoomEvent {
@@ -320,6 +339,8 @@ pub struct CryptoMachine<S: Store> {
     unclean_start: bool,
     poisoned: bool,
     closed: bool,
+    /// Names this machine instance in the [`Unflushed`] values it makes.
+    instance: u64,
     keys: KeysRecord,
     held: HeldIndexRecord,
     devices: devices::Cache,
@@ -415,6 +436,7 @@ impl<S: Store> CryptoMachine<S> {
             unclean_start,
             poisoned: false,
             closed: false,
+            instance: rand::random(),
             keys,
             held,
             devices: devices::Cache::default(),
@@ -463,6 +485,25 @@ impl<S: Store> CryptoMachine<S> {
     /// Flushes applied writes (see the module docs on incoming work).
     pub fn flush(&self) -> Result<(), Error> {
         self.store.flush()
+    }
+
+    /// Flushes the store once, then hands out what `items` hold. Items made
+    /// by another machine are refused (their commits are not this store's).
+    /// A failed flush poisons the machine, as a failed commit does.
+    pub fn release<T>(&mut self, items: Vec<Unflushed<T>>) -> Result<Vec<T>, Error> {
+        self.check_usable()?;
+        if items.iter().any(|u| u.instance != self.instance) {
+            return Err(Error::InvalidRecord {
+                what: "unflushed output",
+                reason: "made by another machine",
+            });
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "store flush failed; crypto machine stopped");
+            self.poisoned = true;
+            return Err(e);
+        }
+        Ok(items.into_iter().map(|u| u.inner).collect())
     }
 
     fn check_usable(&self) -> Result<(), Error> {
