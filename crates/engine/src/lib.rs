@@ -32,7 +32,7 @@ use safemeet_crypto::machine::{
     CryptoMachine, DecryptedRoomEvent, Destination, OutboxItem, RoomMessage, RoomSend, Unflushed,
 };
 use safemeet_crypto::{EncryptedBatch, EncryptedStore};
-use safemeet_net::{NetConfig, NetError, NetEvent, Network};
+use safemeet_net::{NetConfig, NetError, NetEvent, Network, RoomTopic, Verdict};
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::event::{EventContent, Message, MessageText};
 use safemeet_proto::{DeviceId, Envelope, EventId, RoomId, Timestamp, UserId, codec};
@@ -58,6 +58,10 @@ const LATER: &[u8] = b"later";
 const MAX_IN_FLIGHT: usize = 64;
 /// Most sends, or received deliveries, that share one flush.
 const MAX_GROUP: usize = 64;
+/// Most gossip publishing tasks at once.
+const MAX_PUBLISHING: usize = 8;
+/// Sequence number of acknowledgement deliveries (not outbox items).
+const ACK_SEQ: u64 = u64::MAX;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -70,6 +74,9 @@ pub struct EngineConfig {
     pub retry_max: Duration,
     /// How often the outbox is looked at. Default 250 ms.
     pub tick: Duration,
+    /// How long a room message published over gossip waits for the
+    /// members' acknowledgements before it is delivered directly. Default 1 s.
+    pub gossip_grace: Duration,
 }
 
 impl Default for EngineConfig {
@@ -79,6 +86,7 @@ impl Default for EngineConfig {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
             tick: Duration::from_millis(250),
+            gossip_grace: Duration::from_secs(1),
         }
     }
 }
@@ -323,6 +331,8 @@ impl EngineHandle {
 /// An outbox item still to be delivered.
 struct Pending {
     item: OutboxItem,
+    /// The event id of a room message (acknowledgements name it).
+    event_id: Option<EventId>,
     /// Devices still to acknowledge, and where to find them.
     targets: Vec<(PeerId, Vec<Multiaddr>)>,
     in_flight: HashSet<PeerId>,
@@ -341,6 +351,20 @@ struct Engine<S: Store> {
     rooms: HashMap<RoomId, RoomRecord>,
     log_next: u64,
     log_watch: tokio::sync::watch::Sender<u64>,
+    /// Pending room messages by event id.
+    by_event: HashMap<EventId, u64>,
+    /// Room topics this node is subscribed to.
+    subscribed: HashSet<[u8; 32]>,
+    /// Set when a room was joined, changed or left.
+    rooms_changed: bool,
+    /// Frames published over gossip, a group per task.
+    publishing: JoinSet<()>,
+    /// Frames to publish once the current command is done.
+    gossip_out: Vec<(RoomTopic, Vec<u8>)>,
+    /// Received messages applied to the store since the last flush.
+    unflushed_receipts: usize,
+    /// The event log is durable up to here.
+    log_durable: u64,
 }
 
 /// Starts the engine on the current tokio runtime: opens the network with
@@ -375,11 +399,19 @@ pub fn start<S: Store + Clone + 'static>(
         rooms: HashMap::new(),
         log_next,
         log_watch,
+        by_event: HashMap::new(),
+        subscribed: HashSet::new(),
+        rooms_changed: true,
+        publishing: JoinSet::new(),
+        gossip_out: Vec::new(),
+        unflushed_receipts: 0,
+        log_durable: log_next,
     };
     tokio::spawn(async move {
         if let Err(e) = engine.resume_outbox() {
             tracing::error!(error = %e, "could not read the outbox");
         }
+        engine.sync_subscriptions().await;
         engine.run(rx, net_events).await;
     });
     Ok(handle)
@@ -473,11 +505,25 @@ impl<S: Store + Clone + 'static> Engine<S> {
                 Some(command) => self.command(command).await,
                 None => {}
             }
+            let frames = std::mem::take(&mut self.gossip_out);
+            self.publish(frames).await;
+            if self.rooms_changed {
+                self.sync_subscriptions().await;
+            }
             self.publish_log_cursor();
         }
     }
 
+    /// Tells watchers how far the event log goes, once that part is
+    /// durable: a cursor a client has seen is never reused after a crash.
     fn publish_log_cursor(&mut self) {
+        if self.log_next != self.log_durable {
+            if let Err(e) = self.machine.flush() {
+                tracing::error!(error = %e, "flush failed; new events not announced");
+                return;
+            }
+            self.log_durable = self.log_next;
+        }
         let next = self.log_next;
         self.log_watch.send_if_modified(|v| {
             let changed = *v != next;
@@ -490,28 +536,99 @@ impl<S: Store + Clone + 'static> Engine<S> {
     /// Deliveries among them are stored, flushed once, then acknowledged.
     async fn net_events(&mut self, first: NetEvent, events: &mut mpsc::Receiver<NetEvent>) {
         let mut answers = Vec::new();
+        let mut verdicts = Vec::new();
+        // Room messages that came over gossip, to acknowledge to their senders.
+        let mut to_ack: Vec<(UserId, DeviceId, EventId)> = Vec::new();
         let mut event = Some(first);
+        let mut taken = 0;
         while let Some(e) = event.take() {
+            taken += 1;
             match e {
-                NetEvent::Delivery { frame, reply, .. } => {
-                    let answer = self.receive(&frame);
+                NetEvent::Delivery { frame, reply, peer } => {
+                    let (answer, _) = self.receive(Some(peer), &frame);
                     answers.push((reply, answer));
+                }
+                NetEvent::Gossip {
+                    topic,
+                    frame,
+                    id,
+                    via,
+                } => {
+                    let verdict = if self.subscribed.contains(&topic.0) {
+                        let (answer, stored) = self.receive(None, &frame);
+                        to_ack.extend(stored);
+                        // Only what was stored is passed on; nothing is
+                        // penalised (one's own other devices refuse one's
+                        // own messages, for one).
+                        if answer == ACK {
+                            Verdict::Accept
+                        } else {
+                            Verdict::Ignore
+                        }
+                    } else {
+                        Verdict::Ignore
+                    };
+                    verdicts.push((id, via, verdict));
                 }
                 other => self.net_event(other).await,
             }
-            if answers.len() < MAX_GROUP {
+            if taken < MAX_GROUP {
                 event = events.try_recv().ok();
             }
         }
-        if answers.is_empty() {
+        if answers.is_empty() && verdicts.is_empty() {
             return;
         }
-        if let Err(e) = self.machine.flush() {
+        // Acknowledgements alone change only what a lost write would redo
+        // (a message delivered again is answered again): no flush for them.
+        if self.unflushed_receipts > 0
+            && let Err(e) = self.machine.flush()
+        {
             tracing::error!(error = %e, "flush failed; deliveries not acknowledged");
             return;
         }
+        self.unflushed_receipts = 0;
+        self.log_durable = self.log_next;
         for (reply, answer) in answers {
             let _ = self.net.reply(reply, answer.to_vec()).await;
+        }
+        for (id, via, verdict) in verdicts {
+            let _ = self.net.report(id, via, verdict).await;
+        }
+        self.send_acks(to_ack);
+    }
+
+    /// Acknowledges room messages that came over gossip, one frame per
+    /// sending device, directly.
+    fn send_acks(&mut self, stored: Vec<(UserId, DeviceId, EventId)>) {
+        let mut by_device: BTreeMap<DeviceId, (UserId, Vec<EventId>)> = BTreeMap::new();
+        for (user, device, id) in stored {
+            by_device
+                .entry(device)
+                .or_insert((user, Vec::new()))
+                .1
+                .push(id);
+        }
+        for (device, (user, ids)) in by_device {
+            let Ok(Some((peer, addrs))) = self.target(&user, &device) else {
+                continue;
+            };
+            for chunk in ids.chunks(safemeet_proto::limits::MAX_RECEIPT_EVENTS) {
+                let frame = Envelope::Acks(safemeet_proto::envelope::AckEnvelope {
+                    event_ids: chunk.to_vec(),
+                })
+                .to_frame();
+                let Ok(frame) = frame else {
+                    continue;
+                };
+                let (net, addrs) = (self.net.clone(), addrs.clone());
+                // Not retried: a lost acknowledgement only means the sender
+                // delivers the message directly, and that is answered too.
+                self.in_flight.spawn(async move {
+                    let result = net.deliver(peer, addrs, frame).await;
+                    (ACK_SEQ, peer, result)
+                });
+            }
         }
     }
 
@@ -548,16 +665,19 @@ impl<S: Store + Clone + 'static> Engine<S> {
                 let _ = tx.send(result);
             }
             Command::CreateRoom(name, members, tx) => {
+                self.rooms_changed = true;
                 let result = self.create_room(&name, &members);
                 let _ = tx.send(result);
                 self.deliver_due();
             }
             Command::RoomInvite(room, contact, tx) => {
+                self.rooms_changed = true;
                 let result = self.room_invite(&room, &contact);
                 let _ = tx.send(result);
                 self.deliver_due();
             }
             Command::RoomLeave(room, tx) => {
+                self.rooms_changed = true;
                 let result = self.room_leave(&room);
                 let _ = tx.send(result);
                 self.deliver_due();
@@ -798,17 +918,64 @@ impl<S: Store + Clone + 'static> Engine<S> {
         (unflushed, meta): (Unflushed<RoomSend>, Vec<u8>),
     ) -> Result<EventId, EngineError> {
         let mut sent = self.machine.release(vec![unflushed])?;
+        self.log_durable = self.log_next;
         let sent = sent.pop().ok_or(EngineError::Stopped)?;
-        self.queue_sent(&sent, &meta)?;
+        let mut gossip = Vec::new();
+        self.queue_sent(&sent, &meta, &mut gossip)?;
+        self.gossip_out.extend(gossip);
         Ok(sent.event_id)
     }
 
-    /// Queues the envelopes of a released send for delivery.
-    fn queue_sent(&mut self, sent: &RoomSend, meta: &[u8]) -> Result<(), EngineError> {
-        for out in sent.key_shares.iter().chain(std::iter::once(&sent.message)) {
-            self.track(out.outbox_seq, outbox_item(out, meta))?;
+    /// Queues the envelopes of a released send for delivery. A message in
+    /// a group room is also published on the room's topic, and delivered
+    /// directly only to the members that have not acknowledged it after
+    /// the gossip grace.
+    fn queue_sent(
+        &mut self,
+        sent: &RoomSend,
+        meta: &[u8],
+        gossip: &mut Vec<(RoomTopic, Vec<u8>)>,
+    ) -> Result<(), EngineError> {
+        for out in &sent.key_shares {
+            self.track(out.outbox_seq, outbox_item(out, meta), 0)?;
         }
-        Ok(())
+        let message = &sent.message;
+        let is_text = codec::decode::<OutboxMeta>(meta, 64)?.timeline.is_some();
+        let topic = match message.destination {
+            Destination::Room(room) => self
+                .rooms
+                .get(&room)
+                .filter(|r| r.dm_with.is_none() && is_text)
+                .map(|r| RoomTopic(r.topic)),
+            Destination::Device(..) => None,
+        };
+        let delay = match topic {
+            Some(topic) => {
+                gossip.push((topic, message.frame()?));
+                self.config.gossip_grace.as_millis() as u64
+            }
+            None => 0,
+        };
+        self.track(message.outbox_seq, outbox_item(message, meta), delay)
+    }
+
+    /// Publishes frames over gossip from a task, a bounded number at once.
+    async fn publish(&mut self, frames: Vec<(RoomTopic, Vec<u8>)>) {
+        if frames.is_empty() {
+            return;
+        }
+        while self.publishing.len() >= MAX_PUBLISHING {
+            let _ = self.publishing.join_next().await;
+        }
+        let net = self.net.clone();
+        self.publishing.spawn(async move {
+            for (topic, frame) in frames {
+                // Not reaching anyone now is fine: direct delivery follows.
+                if let Err(e) = net.publish(topic, frame).await {
+                    tracing::debug!(error = %e, "a room message was not published");
+                }
+            }
+        });
     }
 
     /// Sends a group of texts with one flush: each is encrypted and
@@ -836,10 +1003,15 @@ impl<S: Store + Clone + 'static> Engine<S> {
         }
         match self.machine.release(staged) {
             Ok(sent) => {
+                self.log_durable = self.log_next;
+                let mut gossip = Vec::new();
                 for (sent, (reply, meta)) in sent.iter().zip(waiting) {
-                    let result = self.queue_sent(sent, &meta).map(|()| sent.event_id);
+                    let result = self
+                        .queue_sent(sent, &meta, &mut gossip)
+                        .map(|()| sent.event_id);
                     let _ = reply.send(result);
                 }
+                self.gossip_out.extend(gossip);
             }
             Err(e) => {
                 let message = e.to_string();
@@ -975,13 +1147,14 @@ impl<S: Store + Clone + 'static> Engine<S> {
             }
             for (seq, item) in items {
                 after = Some(seq);
-                self.track(seq, item)?;
+                self.track(seq, item, 0)?;
             }
         }
     }
 
-    /// Works out which devices an outbox item goes to and queues it.
-    fn track(&mut self, seq: u64, item: OutboxItem) -> Result<(), EngineError> {
+    /// Works out which devices an outbox item goes to and queues it, first
+    /// tried after `delay_ms`.
+    fn track(&mut self, seq: u64, item: OutboxItem, delay_ms: u64) -> Result<(), EngineError> {
         let mut targets = Vec::new();
         match item.destination {
             Destination::Device(user, device) => {
@@ -1011,17 +1184,81 @@ impl<S: Store + Clone + 'static> Engine<S> {
             tracing::debug!(seq, "an outbox item has no known recipient device");
             return Ok(());
         }
+        let event_id = match &item.envelope {
+            Envelope::Room(env) => safemeet_crypto::machine::event_id(env).ok(),
+            _ => None,
+        };
+        if let Some(id) = event_id {
+            self.by_event.insert(id, seq);
+        }
         self.pending.insert(
             seq,
             Pending {
                 item,
+                event_id,
                 targets,
                 in_flight: HashSet::new(),
                 delivered_once: false,
                 attempts: 0,
-                next_try_ms: 0,
+                next_try_ms: if delay_ms == 0 {
+                    0
+                } else {
+                    now().as_millis().saturating_add(delay_ms)
+                },
             },
         );
+        Ok(())
+    }
+
+    /// Forgets a pending item that every target has acknowledged, and
+    /// removes those from the outbox.
+    fn finish(&mut self, seqs: &[u64]) {
+        for seq in seqs {
+            if let Some(p) = self.pending.remove(seq)
+                && let Some(id) = p.event_id
+            {
+                self.by_event.remove(&id);
+            }
+        }
+        if !seqs.is_empty()
+            && let Err(e) = self.machine.remove_from_outbox(seqs)
+        {
+            tracing::warn!(error = %e, "could not clear outbox items");
+        }
+    }
+
+    /// Acknowledgements from `peer` of room messages it got over gossip.
+    fn acked(&mut self, peer: PeerId, ids: &[EventId]) -> Result<(), EngineError> {
+        let mut first = Vec::new();
+        let mut finished = Vec::new();
+        for id in ids {
+            let Some(&seq) = self.by_event.get(id) else {
+                continue;
+            };
+            let Some(p) = self.pending.get_mut(&seq) else {
+                continue;
+            };
+            let before = p.targets.len();
+            p.targets.retain(|(q, _)| *q != peer);
+            if p.targets.len() == before {
+                continue;
+            }
+            if !p.delivered_once {
+                p.delivered_once = true;
+                first.push(seq);
+            }
+            if p.targets.is_empty() && p.in_flight.is_empty() {
+                finished.push(seq);
+            }
+        }
+        if !first.is_empty() {
+            let mut batch = self.store.batch();
+            for seq in first {
+                self.stage_delivered(&mut batch, seq)?;
+            }
+            self.store.apply(batch)?;
+        }
+        self.finish(&finished);
         Ok(())
     }
 
@@ -1102,8 +1339,14 @@ impl<S: Store + Clone + 'static> Engine<S> {
                 pending.delivered_once = true;
             }
             pending.targets.retain(|(p, _)| *p != peer);
-            if first_ack && let Err(e) = self.mark_delivered(seq) {
-                tracing::warn!(error = %e, "could not record a delivery");
+            if first_ack {
+                let mut batch = self.store.batch();
+                let staged = self
+                    .stage_delivered(&mut batch, seq)
+                    .and_then(|()| Ok(self.store.apply(batch)?));
+                if let Err(e) = staged {
+                    tracing::warn!(error = %e, "could not record a delivery");
+                }
             }
         } else {
             let pending = match self.pending.get_mut(&seq) {
@@ -1123,16 +1366,13 @@ impl<S: Store + Clone + 'static> Engine<S> {
             .get(&seq)
             .is_some_and(|p| p.targets.is_empty() && p.in_flight.is_empty());
         if finished {
-            self.pending.remove(&seq);
-            if let Err(e) = self.machine.remove_from_outbox(&[seq]) {
-                tracing::warn!(error = %e, "could not clear an outbox item");
-            }
+            self.finish(&[seq]);
         }
     }
 
-    /// The first acknowledgement of a room message: its timeline entry
-    /// becomes "delivered" and the event log says so.
-    fn mark_delivered(&mut self, seq: u64) -> Result<(), EngineError> {
+    /// Stages what the first acknowledgement of a message changes: its
+    /// timeline entry becomes "delivered" and the event log says so.
+    fn stage_delivered(&mut self, batch: &mut EncryptedBatch, seq: u64) -> Result<(), EngineError> {
         let Some(pending) = self.pending.get(&seq) else {
             return Ok(());
         };
@@ -1149,9 +1389,8 @@ impl<S: Store + Clone + 'static> Engine<S> {
             return Ok(());
         }
         entry.state = MessageState::Delivered;
-        let mut batch = self.store.batch();
         self.store.batch_put_ordered_value(
-            &mut batch,
+            batch,
             Keyspace::Timeline,
             &tl,
             tseq,
@@ -1162,9 +1401,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
             room_id,
             event_id: entry.event_id,
         };
-        self.stage_log(&mut batch, &log)?;
-        self.store.apply(batch)?;
-        Ok(())
+        self.stage_log(batch, &log)
     }
 
     fn stage_log(
@@ -1194,13 +1431,52 @@ impl<S: Store + Clone + 'static> Engine<S> {
         }
     }
 
-    /// Processes a received frame; returns the answer for the sender.
-    fn receive(&mut self, frame: &[u8]) -> &'static [u8] {
+    /// Processes a received frame from `peer` (`None`: over gossip);
+    /// returns the answer for the sender, and for a room message that was
+    /// stored, its sender and event id.
+    fn receive(
+        &mut self,
+        peer: Option<PeerId>,
+        frame: &[u8],
+    ) -> (&'static [u8], Option<(UserId, DeviceId, EventId)>) {
         use safemeet_crypto::Error as C;
         let Ok(envelope) = Envelope::from_frame(frame) else {
-            return REFUSED;
+            return (REFUSED, None);
         };
-        match envelope {
+        if !matches!(envelope, Envelope::Acks(_)) {
+            self.unflushed_receipts += 1;
+        }
+        if let Envelope::Room(env) = &envelope {
+            return match self.decrypt_and_store(env) {
+                Ok(stored) => (ACK, Some(stored)),
+                Err(EngineError::Crypto(C::InvalidRecord {
+                    reason: UNKNOWN_ROOM,
+                    ..
+                })) => (LATER, None),
+                Err(EngineError::Crypto(
+                    C::Replay {
+                        same_ciphertext: true,
+                        ..
+                    }
+                    | C::MissingRoomKey { held: true },
+                )) => (ACK, None),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a room message was refused");
+                    (REFUSED, None)
+                }
+            };
+        }
+        let answer = match envelope {
+            Envelope::Acks(acks) => match peer {
+                Some(peer) => match self.acked(peer, &acks.event_ids) {
+                    Ok(()) => ACK,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not record acknowledgements");
+                        REFUSED
+                    }
+                },
+                None => REFUSED,
+            },
             Envelope::ToDevice(env) => match self.machine.decrypt_to_device(&env, now()) {
                 Ok(received) => {
                     for event in received.released.into_iter().flatten() {
@@ -1216,51 +1492,37 @@ impl<S: Store + Clone + 'static> Engine<S> {
                     REFUSED
                 }
             },
-            Envelope::Room(env) => match self.decrypt_and_store(&env) {
-                Ok(()) => ACK,
-                Err(EngineError::Crypto(C::InvalidRecord {
-                    reason: UNKNOWN_ROOM,
-                    ..
-                })) => LATER,
-                Err(EngineError::Crypto(
-                    C::Replay {
-                        same_ciphertext: true,
-                        ..
-                    }
-                    | C::MissingRoomKey { held: true },
-                )) => ACK,
-                Err(e) => {
-                    tracing::debug!(error = %e, "a room message was refused");
-                    REFUSED
-                }
-            },
             _ => REFUSED,
-        }
+        };
+        (answer, None)
     }
 
+    /// Decrypts and stores a room message (applied, not flushed); returns
+    /// its sender and event id.
     fn decrypt_and_store(
         &mut self,
         env: &safemeet_proto::envelope::RoomEnvelope,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(UserId, DeviceId, EventId), EngineError> {
         let store = self.store.clone();
         let me = self.machine.account().user_id();
         // The room and its counters are worked out inside the commit, from
         // the decrypted event.
         let rooms = &mut self.rooms;
         let log_next = self.log_next;
-        let mut staged: Option<(RoomRecord, u64)> = None;
-        self.machine.decrypt_room_with(env, now(), |event| {
+        let mut staged: Option<(RoomRecord, u64, bool)> = None;
+        let event = self.machine.decrypt_room_with(env, now(), |event| {
             let received = received_entry(&store, rooms, me, event)?;
             let mut batch = store.batch();
             let used = stage_received(&store, &mut batch, &received, log_next)?;
-            staged = Some((received.room, used));
+            staged = Some((received.room, used, received.log.is_some()));
             Ok(batch)
         })?;
-        if let Some((room, used)) = staged {
+        if let Some((room, used, room_changed)) = staged {
             self.log_next += used;
             self.rooms.insert(room.room_id, room);
+            self.rooms_changed |= room_changed;
         }
-        Ok(())
+        Ok((event.sender.user_id, event.sender.device_id, event.event_id))
     }
 
     /// Stores a message released from the held queue (its replay record is
@@ -1272,6 +1534,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
         let used = stage_received(&self.store, &mut batch, &received, self.log_next)?;
         self.store.apply(batch)?;
         self.log_next += used;
+        self.rooms_changed |= received.log.is_some();
         self.rooms.insert(received.room.room_id, received.room);
         Ok(())
     }

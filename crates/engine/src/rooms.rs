@@ -12,6 +12,7 @@
 
 use safemeet_crypto::EncryptedBatch;
 use safemeet_crypto::EncryptedStore;
+use safemeet_net::RoomTopic;
 use safemeet_proto::event::{EventContent, Membership, MembershipChange, RoomState};
 use safemeet_proto::{EventId, RoomId, UserId, codec};
 use safemeet_store::{Keyspace, Store};
@@ -117,6 +118,41 @@ impl<S: Store + Clone + 'static> Engine<S> {
                 rooms: Vec::new(),
             },
         })
+    }
+
+    /// Subscribes to the topics of the group rooms this user is in, and
+    /// unsubscribes from the others.
+    pub(crate) async fn sync_subscriptions(&mut self) {
+        self.rooms_changed = false;
+        let mut wanted = std::collections::HashSet::new();
+        let ids = match self.room_index() {
+            Ok(index) => index.rooms,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the room index");
+                return;
+            }
+        };
+        for id in ids {
+            if let Ok(Some(r)) = self.room(&id)
+                && !r.left
+                && r.secret.is_some()
+            {
+                wanted.insert(r.topic);
+            }
+        }
+        for topic in wanted.difference(&self.subscribed.clone()) {
+            match self.net.subscribe(RoomTopic(*topic)).await {
+                Ok(()) => {
+                    self.subscribed.insert(*topic);
+                }
+                Err(e) => tracing::warn!(error = %e, "could not subscribe to a room topic"),
+            }
+        }
+        let stale: Vec<[u8; 32]> = self.subscribed.difference(&wanted).copied().collect();
+        for topic in stale {
+            let _ = self.net.unsubscribe(RoomTopic(topic)).await;
+            self.subscribed.remove(&topic);
+        }
     }
 
     /// The group rooms this user is in.

@@ -1,6 +1,7 @@
 //! Two engines in one process, each with its own store and a real libp2p
-//! node on 127.0.0.1: invites, DMs both ways, delivery states, and a
-//! recipient that is down when a message is sent.
+//! node on 127.0.0.1: invites, DMs both ways, delivery states, a recipient
+//! that is down when a message is sent, group sends, and room messages
+//! over gossip with acknowledgements.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
@@ -46,6 +47,10 @@ impl Device {
     }
 
     fn start(&self, listen: &str) -> EngineHandle {
+        self.start_with_grace(listen, Duration::from_millis(500))
+    }
+
+    fn start_with_grace(&self, listen: &str, gossip_grace: Duration) -> EngineHandle {
         let machine = CryptoMachine::open(self.store()).unwrap();
         let config = EngineConfig {
             net: NetConfig {
@@ -55,6 +60,7 @@ impl Device {
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_millis(500),
             tick: Duration::from_millis(50),
+            gossip_grace,
         };
         safemeet_engine::start(machine, config).unwrap()
     }
@@ -235,4 +241,74 @@ async fn many_sends_at_once_share_flushes_and_each_arrives_once() {
     assert_eq!(texts.len(), 300, "no message twice");
     let dm = alice.messages(bob.user_id(), 1000).await.unwrap();
     assert_eq!(dm.len(), 150);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_messages_travel_over_gossip_and_are_acknowledged() {
+    // Alice delivers room messages directly only after 10 minutes: what
+    // arrives sooner came over gossip, and "delivered" sooner means Bob's
+    // acknowledgement came back.
+    let (alice_dev, bob_dev) = (Device::new("alice"), Device::new("bob"));
+    let alice = alice_dev.start_with_grace("/ip4/127.0.0.1/tcp/0", Duration::from_secs(600));
+    let bob = bob_dev.start("/ip4/127.0.0.1/tcp/0");
+    befriend(&alice, &bob).await;
+    let room = alice
+        .create_room("gossip", vec!["bob".into()])
+        .await
+        .unwrap()
+        .to_string();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    timeout(WAIT, async {
+        while bob.rooms().await.unwrap().is_empty() {
+            tick.tick().await;
+        }
+    })
+    .await
+    .expect("bob joined");
+    // Bob's subscription has to reach Alice before gossip flows: probe.
+    let mut probes = 0;
+    timeout(WAIT, async {
+        loop {
+            alice.send(&room, &format!("probe {probes}")).await.unwrap();
+            probes += 1;
+            tick.tick().await;
+            let got = bob.events(0, 1000).await.unwrap().into_iter().any(|(_, e)| {
+                matches!(e, LogEntry::Message { entry, .. } if entry.text.starts_with("probe"))
+            });
+            if got {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("gossip reached bob");
+
+    alice.send(&room, "over gossip").await.unwrap();
+    assert_eq!(wait_for_message(&bob, "over gossip").await, alice.user_id());
+    timeout(WAIT, async {
+        loop {
+            tick.tick().await;
+            let done = alice
+                .messages_of(&room, 100)
+                .await
+                .unwrap()
+                .iter()
+                .any(|m| m.text == "over gossip" && m.state == MessageState::Delivered);
+            if done {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("bob's acknowledgement marked it delivered");
+    let copies = bob
+        .events(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(
+            |(_, e)| matches!(e, LogEntry::Message { entry, .. } if entry.text == "over gossip"),
+        )
+        .count();
+    assert_eq!(copies, 1);
 }

@@ -23,6 +23,39 @@ pub enum Envelope {
     Room(RoomEnvelope),
     /// An Olm-encrypted event for one device.
     ToDevice(ToDeviceEnvelope),
+    /// Acknowledgements of room messages that arrived over gossip, sent
+    /// directly (over the Noise channel) to the device that sent them.
+    Acks(AckEnvelope),
+}
+
+/// "These room messages arrived here": up to
+/// [`MAX_RECEIPT_EVENTS`](crate::limits::MAX_RECEIPT_EVENTS) event ids, sent
+/// directly to the sending device so it stops delivering them to this one.
+/// An event id is a keyed hash only room members can tie to a message; an
+/// acknowledgement names nothing else, and counts only for the peer that
+/// sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "AckWire")]
+pub struct AckEnvelope {
+    /// The events that arrived.
+    pub event_ids: Vec<crate::EventId>,
+}
+
+#[derive(Deserialize)]
+struct AckWire {
+    event_ids: Vec<crate::EventId>,
+}
+
+impl TryFrom<AckWire> for AckEnvelope {
+    type Error = crate::event::TooManyEvents;
+    fn try_from(w: AckWire) -> Result<Self, Self::Error> {
+        if w.event_ids.len() > crate::limits::MAX_RECEIPT_EVENTS {
+            return Err(crate::event::TooManyEvents(w.event_ids.len()));
+        }
+        Ok(Self {
+            event_ids: w.event_ids,
+        })
+    }
 }
 
 /// A room event encrypted with the room's Megolm session.

@@ -7,7 +7,7 @@ mod fixtures;
 use fixtures::*;
 use proptest::prelude::*;
 use safemeet_proto::codec::{self, DecodeError};
-use safemeet_proto::envelope::{OlmMessageKind, RoomEnvelope, ToDeviceEnvelope};
+use safemeet_proto::envelope::{AckEnvelope, OlmMessageKind, RoomEnvelope, ToDeviceEnvelope};
 use safemeet_proto::event::{EventContent, Message, MessageText, Payload, RoomEvent, Sealed};
 use safemeet_proto::identity::{DeviceCertificate, DeviceList, Profile, Signed};
 use safemeet_proto::limits::MAX_RECORD_BYTES;
@@ -43,7 +43,35 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
                     ciphertext
                 }
             )),
+        proptest::collection::vec(any::<[u8; 32]>(), 0..=256).prop_map(|ids| Envelope::Acks(
+            AckEnvelope {
+                event_ids: ids
+                    .into_iter()
+                    .map(safemeet_proto::EventId::from_bytes)
+                    .collect()
+            }
+        )),
     ]
+}
+
+#[test]
+fn an_ack_frame_with_too_many_ids_is_refused() {
+    // The wire form, without the limit check.
+    #[derive(serde::Serialize)]
+    enum Raw {
+        _Room,
+        _ToDevice,
+        Acks(Vec<safemeet_proto::EventId>),
+    }
+    let ids = |n| vec![safemeet_proto::EventId::from_bytes([1; 32]); n];
+    let payload = codec::encode(&Raw::Acks(ids(257))).unwrap();
+    let frame = safemeet_proto::padding::pad(&payload).unwrap();
+    assert!(Envelope::from_frame(&frame).is_err());
+    let payload = codec::encode(&Raw::Acks(ids(256))).unwrap();
+    let frame = safemeet_proto::padding::pad(&payload).unwrap();
+    assert!(
+        matches!(Envelope::from_frame(&frame), Ok(Envelope::Acks(a)) if a.event_ids.len() == 256)
+    );
 }
 
 fn arb_message_event() -> impl Strategy<Value = RoomEvent> {
