@@ -270,13 +270,22 @@ async fn room_throughput(alice: &Node, bob: &Node, count: usize) -> anyhow::Resu
     let sent = instant().saturating_duration_since(t0);
     bob.wait_cursor(bob_start + count as u64 - 1).await?;
     let all = instant().saturating_duration_since(t0);
-    let received = bob
+    let ids: Vec<EventId> = bob
         .events_from(bob_start)
         .await?
-        .iter()
-        .filter(|(_, e)| matches!(e, LogEntry::Message { .. }))
-        .count();
-    anyhow::ensure!(received == count, "{received} of {count} room messages");
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            LogEntry::Message { entry, .. } => Some(entry.event_id),
+            _ => None,
+        })
+        .collect();
+    let distinct: std::collections::HashSet<&EventId> = ids.iter().collect();
+    anyhow::ensure!(
+        ids.len() == count && distinct.len() == count,
+        "{} room messages stored ({} distinct) of {count} sent",
+        ids.len(),
+        distinct.len()
+    );
     Ok((
         count as f64 / all.as_secs_f64(),
         count as f64 / sent.as_secs_f64(),

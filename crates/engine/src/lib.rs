@@ -365,6 +365,8 @@ struct Engine<S: Store> {
     unflushed_receipts: usize,
     /// The event log is durable up to here.
     log_durable: u64,
+    /// Stored room messages to acknowledge to their senders after the flush.
+    acks_due: Vec<(UserId, DeviceId, EventId)>,
 }
 
 /// Starts the engine on the current tokio runtime: opens the network with
@@ -406,6 +408,7 @@ pub fn start<S: Store + Clone + 'static>(
         gossip_out: Vec::new(),
         unflushed_receipts: 0,
         log_durable: log_next,
+        acks_due: Vec::new(),
     };
     tokio::spawn(async move {
         if let Err(e) = engine.resume_outbox() {
@@ -537,8 +540,6 @@ impl<S: Store + Clone + 'static> Engine<S> {
     async fn net_events(&mut self, first: NetEvent, events: &mut mpsc::Receiver<NetEvent>) {
         let mut answers = Vec::new();
         let mut verdicts = Vec::new();
-        // Room messages that came over gossip, to acknowledge to their senders.
-        let mut to_ack: Vec<(UserId, DeviceId, EventId)> = Vec::new();
         let mut event = Some(first);
         let mut taken = 0;
         while let Some(e) = event.take() {
@@ -556,7 +557,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
                 } => {
                     let verdict = if self.subscribed.contains(&topic.0) {
                         let (answer, stored) = self.receive(None, &frame);
-                        to_ack.extend(stored);
+                        self.acks_due.extend(stored);
                         // Only what was stored is passed on; nothing is
                         // penalised (one's own other devices refuse one's
                         // own messages, for one).
@@ -589,13 +590,15 @@ impl<S: Store + Clone + 'static> Engine<S> {
         }
         self.unflushed_receipts = 0;
         self.log_durable = self.log_next;
-        for (reply, answer) in answers {
-            let _ = self.net.reply(reply, answer.to_vec()).await;
+        if !answers.is_empty() {
+            let answers = answers.into_iter().map(|(r, a)| (r, a.to_vec())).collect();
+            let _ = self.net.reply_many(answers).await;
         }
-        for (id, via, verdict) in verdicts {
-            let _ = self.net.report(id, via, verdict).await;
+        if !verdicts.is_empty() {
+            let _ = self.net.report_many(verdicts).await;
         }
-        self.send_acks(to_ack);
+        let acks = std::mem::take(&mut self.acks_due);
+        self.send_acks(acks);
     }
 
     /// Acknowledges room messages that came over gossip, one frame per
@@ -969,11 +972,15 @@ impl<S: Store + Clone + 'static> Engine<S> {
         }
         let net = self.net.clone();
         self.publishing.spawn(async move {
-            for (topic, frame) in frames {
-                // Not reaching anyone now is fine: direct delivery follows.
-                if let Err(e) = net.publish(topic, frame).await {
-                    tracing::debug!(error = %e, "a room message was not published");
+            // Not reaching anyone now is fine: direct delivery follows.
+            match net.publish_many(frames).await {
+                Ok(results) => {
+                    let missed = results.iter().filter(|r| r.is_err()).count();
+                    if missed > 0 {
+                        tracing::debug!(missed, "room messages not published");
+                    }
                 }
+                Err(e) => tracing::debug!(error = %e, "room messages not published"),
             }
         });
     }
@@ -1480,8 +1487,13 @@ impl<S: Store + Clone + 'static> Engine<S> {
             Envelope::ToDevice(env) => match self.machine.decrypt_to_device(&env, now()) {
                 Ok(received) => {
                     for event in received.released.into_iter().flatten() {
-                        if let Err(e) = self.store_received(event) {
-                            tracing::warn!(error = %e, "could not store a released message");
+                        let sender = (event.sender.user_id, event.sender.device_id, event.event_id);
+                        match self.store_received(event) {
+                            // It may have come over gossip: acknowledge it.
+                            Ok(()) => self.acks_due.push(sender),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not store a released message");
+                            }
                         }
                     }
                     ACK

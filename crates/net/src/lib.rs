@@ -169,7 +169,13 @@ enum Command {
     Subscribe(RoomTopic, oneshot::Sender<Result<(), NetError>>),
     Unsubscribe(RoomTopic, oneshot::Sender<()>),
     Publish(RoomTopic, Vec<u8>, oneshot::Sender<Result<(), NetError>>),
+    PublishMany(
+        Vec<(RoomTopic, Vec<u8>)>,
+        oneshot::Sender<Vec<Result<(), NetError>>>,
+    ),
     Report(MessageId, PeerId, Verdict),
+    ReportMany(Vec<(MessageId, PeerId, Verdict)>),
+    ReplyMany(Vec<(ReplyId, Vec<u8>)>),
     Deliver(
         PeerId,
         Vec<Multiaddr>,
@@ -305,6 +311,35 @@ impl Network {
         self.ask(|tx| Command::Publish(topic, frame, tx)).await?
     }
 
+    /// Publishes several frames in one go; one result per frame, in order.
+    pub async fn publish_many(
+        &self,
+        frames: Vec<(RoomTopic, Vec<u8>)>,
+    ) -> Result<Vec<Result<(), NetError>>, NetError> {
+        self.ask(|tx| Command::PublishMany(frames, tx)).await
+    }
+
+    /// [`report`](Self::report) for several messages in one go.
+    pub async fn report_many(
+        &self,
+        verdicts: Vec<(MessageId, PeerId, Verdict)>,
+    ) -> Result<(), NetError> {
+        self.commands
+            .send(Command::ReportMany(verdicts))
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    /// Answers several inbound deliveries in one go. An answer that cannot
+    /// be sent (the peer left, the answer is too long) is dropped, and the
+    /// peer sees its request fail.
+    pub async fn reply_many(&self, replies: Vec<(ReplyId, Vec<u8>)>) -> Result<(), NetError> {
+        self.commands
+            .send(Command::ReplyMany(replies))
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
     /// Tells gossipsub whether to forward a received message.
     pub async fn report(
         &self,
@@ -428,29 +463,27 @@ impl EventLoop {
                 let _ = tx.send(());
             }
             Command::Publish(topic, frame, tx) => {
-                let result = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(topic.ident(), frame)
-                    .map(|_| ())
-                    .map_err(|e| match e {
-                        PublishError::NoPeersSubscribedToTopic => NetError::NoPeers,
-                        PublishError::Duplicate => NetError::Duplicate,
-                        other => NetError::Publish(other.to_string()),
-                    });
-                let _ = tx.send(result);
+                let _ = tx.send(self.publish(topic, frame));
             }
-            Command::Report(id, via, verdict) => {
-                let acceptance = match verdict {
-                    Verdict::Accept => MessageAcceptance::Accept,
-                    Verdict::Reject => MessageAcceptance::Reject,
-                    Verdict::Ignore => MessageAcceptance::Ignore,
-                };
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&id, &via, acceptance);
+            Command::PublishMany(frames, tx) => {
+                let results = frames
+                    .into_iter()
+                    .map(|(topic, frame)| self.publish(topic, frame))
+                    .collect();
+                let _ = tx.send(results);
+            }
+            Command::Report(id, via, verdict) => self.report(&id, &via, verdict),
+            Command::ReportMany(verdicts) => {
+                for (id, via, verdict) in verdicts {
+                    self.report(&id, &via, verdict);
+                }
+            }
+            Command::ReplyMany(replies) => {
+                for (reply, bytes) in replies {
+                    if let Err(e) = self.reply(reply, bytes) {
+                        tracing::debug!(error = %e, "an answer was not sent");
+                    }
+                }
             }
             Command::Deliver(peer, addrs, frame, tx) => {
                 let id = self
@@ -461,24 +494,53 @@ impl EventLoop {
                 self.pending_deliveries.insert(id, tx);
             }
             Command::Reply(reply, bytes, tx) => {
-                let result = match self.pending_replies.remove(&reply.0) {
-                    None => Err(NetError::UnknownReply),
-                    Some(_) if bytes.len() > MAX_REPLY_BYTES => {
-                        Err(NetError::TooLarge(bytes.len()))
-                    }
-                    Some(channel) => self
-                        .swarm
-                        .behaviour_mut()
-                        .deliver
-                        .send_response(channel, bytes)
-                        .map_err(|_| NetError::Delivery("the peer is gone".to_owned())),
-                };
-                let _ = tx.send(result);
+                let _ = tx.send(self.reply(reply, bytes));
             }
             Command::ConnectedPeers(tx) => {
                 let _ = tx.send(self.swarm.connected_peers().copied().collect());
             }
             Command::Shutdown(_) => {}
+        }
+    }
+
+    fn publish(&mut self, topic: RoomTopic, frame: Vec<u8>) -> Result<(), NetError> {
+        if frame.len() > MAX_ENVELOPE_BYTES {
+            return Err(NetError::TooLarge(frame.len()));
+        }
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic.ident(), frame)
+            .map(|_| ())
+            .map_err(|e| match e {
+                PublishError::NoPeersSubscribedToTopic => NetError::NoPeers,
+                PublishError::Duplicate => NetError::Duplicate,
+                other => NetError::Publish(other.to_string()),
+            })
+    }
+
+    fn report(&mut self, id: &MessageId, via: &PeerId, verdict: Verdict) {
+        let acceptance = match verdict {
+            Verdict::Accept => MessageAcceptance::Accept,
+            Verdict::Reject => MessageAcceptance::Reject,
+            Verdict::Ignore => MessageAcceptance::Ignore,
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, via, acceptance);
+    }
+
+    fn reply(&mut self, reply: ReplyId, bytes: Vec<u8>) -> Result<(), NetError> {
+        match self.pending_replies.remove(&reply.0) {
+            None => Err(NetError::UnknownReply),
+            Some(_) if bytes.len() > MAX_REPLY_BYTES => Err(NetError::TooLarge(bytes.len())),
+            Some(channel) => self
+                .swarm
+                .behaviour_mut()
+                .deliver
+                .send_response(channel, bytes)
+                .map_err(|_| NetError::Delivery("the peer is gone".to_owned())),
         }
     }
 

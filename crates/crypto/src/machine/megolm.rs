@@ -826,14 +826,27 @@ impl<S: Store> CryptoMachine<S> {
         )?;
         let mut results = Vec::with_capacity(held.len());
         let mut batch = self.store.batch();
+        // The replay records of this release are staged, not yet in the
+        // store: a message held twice is caught here.
+        let mut opened: std::collections::HashMap<u32, EventId> = Default::default();
         for (_, bytes) in held {
             let decoded: Result<RoomEnvelope, _> =
                 codec::decode(&bytes, safemeet_proto::padding::MAX_PAYLOAD_BYTES);
             results.push(match decoded {
-                Ok(env) => self.open_room(&env, now, false).map(|(event, writes)| {
-                    batch.extend(writes);
-                    event
-                }),
+                Ok(env) => {
+                    self.open_room(&env, now, false)
+                        .and_then(|(event, writes)| match opened.get(&event.message_index) {
+                            Some(first) => Err(Error::Replay {
+                                index: event.message_index,
+                                same_ciphertext: *first == event.event_id,
+                            }),
+                            None => {
+                                opened.insert(event.message_index, event.event_id);
+                                batch.extend(writes);
+                                Ok(event)
+                            }
+                        })
+                }
                 Err(e) => Err(e.into()),
             });
         }
