@@ -439,6 +439,8 @@ struct BarePair {
     server: tokio::task::JoinHandle<()>,
     server_peer: libp2p::PeerId,
     gossip_received: Arc<Mutex<(usize, Option<Instant>)>>,
+    /// Frames published so far.
+    published: u64,
 }
 
 const TOPIC: &str = "bench";
@@ -485,6 +487,7 @@ impl BarePair {
             server,
             server_peer,
             gossip_received,
+            published: 0,
         };
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
@@ -544,9 +547,11 @@ impl BarePair {
         let base = self.gossip_received.lock().map(|c| c.0).unwrap_or(0);
         let t0 = instant();
         let mut published = 0usize;
-        for i in 0..count {
+        for _ in 0..count {
+            // Gossip ids hash the content: every frame is new.
+            self.published += 1;
             let mut frame = vec![0x5a; FRAME_BYTES];
-            frame[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            frame[..8].copy_from_slice(&self.published.to_be_bytes());
             if self
                 .client
                 .behaviour_mut()

@@ -25,6 +25,7 @@ mod records;
 mod rooms;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
@@ -367,6 +368,8 @@ struct Engine<S: Store> {
     log_durable: u64,
     /// Stored room messages to acknowledge to their senders after the flush.
     acks_due: Vec<(UserId, DeviceId, EventId)>,
+    /// The contacts as stored, until they change.
+    contact_cache: std::cell::RefCell<Option<Arc<Vec<ContactRecord>>>>,
 }
 
 /// Starts the engine on the current tokio runtime: opens the network with
@@ -409,6 +412,7 @@ pub fn start<S: Store + Clone + 'static>(
         unflushed_receipts: 0,
         log_durable: log_next,
         acks_due: Vec::new(),
+        contact_cache: std::cell::RefCell::new(None),
     };
     tokio::spawn(async move {
         if let Err(e) = engine.resume_outbox() {
@@ -781,24 +785,40 @@ impl<S: Store + Clone + 'static> Engine<S> {
             index,
             MAX_RECORD_BYTES,
         )?;
+        *self.contact_cache.borrow_mut() = None;
         self.store.apply(batch)?;
         self.store.flush()?;
         Ok(())
     }
 
-    fn contacts(&self) -> Result<Vec<Contact>, EngineError> {
-        let mut out = Vec::new();
+    /// Every contact record, in the order they were added; read from the
+    /// store once and kept until the contacts change.
+    fn contact_records(&self) -> Result<Arc<Vec<ContactRecord>>, EngineError> {
+        if let Some(cached) = self.contact_cache.borrow().as_ref() {
+            return Ok(cached.clone());
+        }
+        let mut records = Vec::new();
         for user in self.contact_index()?.users {
-            if let Some(c) = self.contact(&user)? {
-                out.push(Contact {
-                    user_id: c.user_id,
-                    pet_name: c.pet_name,
-                    username: c.username,
-                    display_name: c.display_name,
-                });
+            if let Some(bytes) = self.store.get(Keyspace::Contacts, &name::contact(&user))? {
+                records.push(codec::decode::<ContactRecord>(&bytes, MAX_RECORD_BYTES)?);
             }
         }
-        Ok(out)
+        let records = Arc::new(records);
+        *self.contact_cache.borrow_mut() = Some(records.clone());
+        Ok(records)
+    }
+
+    fn contacts(&self) -> Result<Vec<Contact>, EngineError> {
+        Ok(self
+            .contact_records()?
+            .iter()
+            .map(|c| Contact {
+                user_id: c.user_id,
+                pet_name: c.pet_name.clone(),
+                username: c.username.clone(),
+                display_name: c.display_name.clone(),
+            })
+            .collect())
     }
 
     fn remove_contact(&mut self, user: &UserId) -> Result<(), EngineError> {
@@ -853,12 +873,11 @@ impl<S: Store + Clone + 'static> Engine<S> {
     }
 
     fn contact(&self, user: &UserId) -> Result<Option<ContactRecord>, EngineError> {
-        Ok(
-            match self.store.get(Keyspace::Contacts, &name::contact(user))? {
-                Some(b) => Some(codec::decode(&b, MAX_RECORD_BYTES)?),
-                None => None,
-            },
-        )
+        Ok(self
+            .contact_records()?
+            .iter()
+            .find(|c| c.user_id == *user)
+            .cloned())
     }
 
     fn room(&mut self, room: &RoomId) -> Result<Option<RoomRecord>, EngineError> {
