@@ -8,7 +8,8 @@ use libp2p::Multiaddr;
 #[derive(Debug, Clone)]
 pub struct NetConfig {
     /// Addresses to listen on. Default: every IPv4 interface, a free port,
-    /// TCP and QUIC.
+    /// TCP and QUIC. `/memory/N` listens on the in-process memory transport
+    /// (tests and simulations: no sockets, same Noise and yamux).
     pub listen: Vec<Multiaddr>,
     /// Peers to dial at start (with a `/p2p/<peer id>` suffix); they also
     /// seed the Kademlia routing table.

@@ -219,6 +219,17 @@ pub fn spawn(
         )
         .map_err(|e| setup(&e))?
         .with_quic()
+        // In-process only: `/memory/N` addresses, for tests and simulations.
+        .with_other_transport(|key| {
+            use libp2p::core::Transport as _;
+            let noise = noise::Config::new(key)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+            Ok(libp2p::core::transport::MemoryTransport::default()
+                .upgrade(libp2p::core::upgrade::Version::V1)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default()))
+        })
+        .map_err(|e| setup(&e))?
         .with_behaviour(|key| {
             Behaviour::new(key, &config).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })

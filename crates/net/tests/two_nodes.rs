@@ -1,6 +1,7 @@
 //! Two real libp2p nodes on 127.0.0.1 (TCP, Noise, yamux): direct delivery
 //! with replies, gossip on a room topic, and malformed or oversized frames
-//! refused while the node keeps serving.
+//! refused while the node keeps serving; also over QUIC and over the
+//! in-process memory transport.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
@@ -27,8 +28,11 @@ fn frame(tag: u8) -> Vec<u8> {
 }
 
 async fn node() -> (Network, mpsc::Receiver<NetEvent>, Multiaddr) {
-    let (net, mut events) =
-        safemeet_net::spawn(Keypair::generate_ed25519(), NetConfig::loopback()).unwrap();
+    node_on(NetConfig::loopback()).await
+}
+
+async fn node_on(config: NetConfig) -> (Network, mpsc::Receiver<NetEvent>, Multiaddr) {
+    let (net, mut events) = safemeet_net::spawn(Keypair::generate_ed25519(), config).unwrap();
     let addr = timeout(WAIT, async {
         loop {
             if let Some(NetEvent::Listening(addr)) = events.recv().await {
@@ -200,4 +204,46 @@ async fn direct_delivery_over_quic() {
         .unwrap()
         .unwrap();
     assert_eq!(reply, b"ok:512");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_and_gossip_over_the_memory_transport() {
+    let memory = |port: u64| NetConfig {
+        listen: vec![format!("/memory/{port}").parse().unwrap()],
+        ..NetConfig::loopback()
+    };
+    // Ports unique to this process run.
+    let base = u64::from(std::process::id()) * 1000 + 7;
+    let (a, a_events, _) = node_on(memory(base)).await;
+    let (b, b_events, b_addr) = node_on(memory(base + 1)).await;
+    assert!(b_addr.to_string().starts_with("/memory/"), "{b_addr}");
+    let mut b_seen = serve(b.clone(), b_events);
+    let _a_seen = serve(a.clone(), a_events);
+    let reply = timeout(WAIT, a.deliver(b.peer_id(), vec![b_addr.clone()], frame(5)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, b"ok:512");
+
+    let topic = RoomTopic([3; 32]);
+    a.subscribe(topic).await.unwrap();
+    b.subscribe(topic).await.unwrap();
+    // Publish until B is known to be subscribed, then expect the frame.
+    let got = timeout(WAIT, async {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut n = 0u8;
+        loop {
+            tick.tick().await;
+            n = n.wrapping_add(1);
+            let _ = a.publish(topic, frame(n)).await;
+            while let Ok(event) = b_seen.try_recv() {
+                if let NetEvent::Gossip { frame, .. } = event {
+                    return frame;
+                }
+            }
+        }
+    })
+    .await
+    .expect("gossip over the memory transport");
+    assert_eq!(got.len(), 512);
 }
