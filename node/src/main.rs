@@ -83,7 +83,7 @@ enum Command {
         /// The text.
         text: String,
     },
-    /// Show the messages with a contact or in a room, oldest first.
+    /// Show the messages with a contact or in a room, oldest first (Lamport order).
     Messages {
         /// Which conversation (as for `send`).
         target: String,

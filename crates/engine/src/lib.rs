@@ -1138,6 +1138,8 @@ impl<S: Store + Clone + 'static> Engine<S> {
         self.timeline(&room, limit)
     }
 
+    /// The `limit` latest messages of a room (by arrival), oldest first in
+    /// Lamport order.
     fn timeline(&self, room: &RoomRecord, limit: usize) -> Result<Vec<TimelineEntry>, EngineError> {
         let start = room.next_seq.saturating_sub(limit as u64);
         let after = start.checked_sub(1);
@@ -1147,10 +1149,15 @@ impl<S: Store + Clone + 'static> Engine<S> {
             after,
             limit,
         )?;
-        let mut out = Vec::with_capacity(rows.len());
+        let mut out: Vec<TimelineEntry> = Vec::with_capacity(rows.len());
         for (_, bytes) in rows {
             out.push(codec::decode(&bytes, MAX_RECORD_BYTES)?);
         }
+        // Shown in Lamport order, ties broken by sender and event id, so
+        // every member sees the same order whatever the arrival order was.
+        out.sort_by(|a, b| {
+            (a.lamport, a.sender, a.event_id).cmp(&(b.lamport, b.sender, b.event_id))
+        });
         Ok(out)
     }
 

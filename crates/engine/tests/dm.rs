@@ -312,3 +312,32 @@ async fn room_messages_travel_over_gossip_and_are_acknowledged() {
         .count();
     assert_eq!(copies, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_show_one_order_whatever_the_arrival_order() {
+    let (alice_dev, bob_dev) = (Device::new("alice"), Device::new("bob"));
+    let alice = alice_dev.start("/ip4/127.0.0.1/tcp/0");
+    let bob = bob_dev.start("/ip4/127.0.0.1/tcp/0");
+    befriend(&alice, &bob).await;
+    // Sent at the same time: each side has its own first, by arrival.
+    let (a, b) = tokio::join!(
+        alice.send_dm(bob.user_id(), "from alice"),
+        bob.send_dm(alice.user_id(), "from bob")
+    );
+    a.unwrap();
+    b.unwrap();
+    wait_for_message(&alice, "from bob").await;
+    wait_for_message(&bob, "from alice").await;
+    // After both: a higher Lamport time, so last everywhere.
+    alice.send_dm(bob.user_id(), "after both").await.unwrap();
+    wait_for_message(&bob, "after both").await;
+
+    let order = |entries: Vec<safemeet_engine::TimelineEntry>| -> Vec<String> {
+        entries.into_iter().map(|m| m.text).collect()
+    };
+    let at_alice = order(alice.messages(bob.user_id(), 10).await.unwrap());
+    let at_bob = order(bob.messages(alice.user_id(), 10).await.unwrap());
+    assert_eq!(at_alice.len(), 3);
+    assert_eq!(at_alice, at_bob, "one order on both sides");
+    assert_eq!(at_alice[2], "after both");
+}
