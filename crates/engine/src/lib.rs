@@ -550,7 +550,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
             taken += 1;
             match e {
                 NetEvent::Delivery { frame, reply, peer } => {
-                    let (answer, _) = self.receive(Some(peer), &frame);
+                    let (answer, _) = self.receive(Source::Peer(peer), &frame);
                     answers.push((reply, answer));
                 }
                 NetEvent::Gossip {
@@ -560,7 +560,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
                     via,
                 } => {
                     let verdict = if self.subscribed.contains(&topic.0) {
-                        let (answer, stored) = self.receive(None, &frame);
+                        let (answer, stored) = self.receive(Source::Gossip(topic.0), &frame);
                         self.acks_due.extend(stored);
                         // Only what was stored is passed on; nothing is
                         // penalised (one's own other devices refuse one's
@@ -617,6 +617,11 @@ impl<S: Store + Clone + 'static> Engine<S> {
                 .push(id);
         }
         for (device, (user, ids)) in by_device {
+            if self.in_flight.len() >= MAX_IN_FLIGHT * 4 {
+                // Too much outstanding: the senders deliver directly instead.
+                tracing::debug!("acknowledgements dropped; deliveries pending");
+                return;
+            }
             let Ok(Some((peer, addrs))) = self.target(&user, &device) else {
                 continue;
             };
@@ -1469,13 +1474,22 @@ impl<S: Store + Clone + 'static> Engine<S> {
     /// stored, its sender and event id.
     fn receive(
         &mut self,
-        peer: Option<PeerId>,
+        from: Source,
         frame: &[u8],
     ) -> (&'static [u8], Option<(UserId, DeviceId, EventId)>) {
         use safemeet_crypto::Error as C;
         let Ok(envelope) = Envelope::from_frame(frame) else {
             return (REFUSED, None);
         };
+        // Gossip carries room messages of its own topic only.
+        let on_topic = match (&from, &envelope) {
+            (Source::Gossip(topic), Envelope::Room(env)) => env.topic == *topic,
+            (Source::Gossip(_), _) => false,
+            (Source::Peer(_), _) => true,
+        };
+        if !on_topic {
+            return (REFUSED, None);
+        }
         if !matches!(envelope, Envelope::Acks(_)) {
             self.unflushed_receipts += 1;
         }
@@ -1500,15 +1514,15 @@ impl<S: Store + Clone + 'static> Engine<S> {
             };
         }
         let answer = match envelope {
-            Envelope::Acks(acks) => match peer {
-                Some(peer) => match self.acked(peer, &acks.event_ids) {
+            Envelope::Acks(acks) => match from {
+                Source::Peer(peer) => match self.acked(peer, &acks.event_ids) {
                     Ok(()) => ACK,
                     Err(e) => {
                         tracing::warn!(error = %e, "could not record acknowledgements");
                         REFUSED
                     }
                 },
-                None => REFUSED,
+                Source::Gossip(_) => REFUSED,
             },
             Envelope::ToDevice(env) => match self.machine.decrypt_to_device(&env, now()) {
                 Ok(received) => {
@@ -1586,6 +1600,14 @@ fn outbox_item(out: &safemeet_crypto::machine::Outgoing, meta: &[u8]) -> OutboxI
         meta: meta.to_vec(),
         envelope: out.envelope.clone(),
     }
+}
+
+/// Where a received frame came from.
+enum Source {
+    /// A direct delivery from this (authenticated) peer.
+    Peer(PeerId),
+    /// Gossip on this room topic (the forwarding peer is not the author).
+    Gossip([u8; 32]),
 }
 
 /// What a received event does: the room (as it is after the event), and
