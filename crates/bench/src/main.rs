@@ -35,6 +35,10 @@ struct Args {
     /// (default 1000; five times as many room messages).
     #[arg(long, value_parser = clap::value_parser!(u32).range(100..=10_000_000))]
     ops: Option<u32>,
+    /// `chat` only: where the two nodes keep their state. `memory` persists
+    /// nothing and shows the pipeline without storage (goals do not apply).
+    #[arg(long, value_enum, default_value_t = chat::StoreKind::Sled)]
+    store: chat::StoreKind,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -72,7 +76,7 @@ fn main() -> anyhow::Result<()> {
     let report = match args.suite {
         Suite::Store => store::run(samples, ops)?,
         Suite::Crypto => crypto::run(samples, ops)?,
-        Suite::Chat => chat::run(samples, args.ops.map(|n| n as usize))?,
+        Suite::Chat => chat::run(samples, args.ops.map(|n| n as usize), args.store)?,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
