@@ -38,7 +38,7 @@ pub use batch::{Batch, Op};
 pub use error::StoreError;
 pub use keyspace::Keyspace;
 pub use memory::MemoryStore;
-pub use sled_store::{SledConfig, SledStore};
+pub use sled_store::{LOCK_WAIT, SledConfig, SledStore};
 
 /// A result with a [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -44,18 +44,38 @@ pub struct SledStore {
     path: PathBuf,
 }
 
+/// How long [`SledStore::open`] waits for a lock that is being released.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl SledStore {
     /// Opens (creating if needed) the database in directory `path`.
     ///
     /// Fails with [`StoreError::Locked`] if another process has it open.
+    ///
+    /// sled releases its file lock from background threads, shortly after
+    /// the last handle is dropped (or a process exits); a lock found held is
+    /// therefore retried for up to [`LOCK_WAIT`] before `Locked` is reported.
     pub fn open(path: impl AsRef<Path>, config: &SledConfig) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(config.cache_capacity)
-            .flush_every_ms(Some(config.flush_every_ms))
-            .open()
-            .map_err(|e| map_open_error(e, &path))?;
+        let mut pause = std::time::Duration::from_millis(5);
+        let mut waited = std::time::Duration::ZERO;
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(&path)
+                .cache_capacity(config.cache_capacity)
+                .flush_every_ms(Some(config.flush_every_ms))
+                .open()
+                .map_err(|e| map_open_error(e, &path));
+            match opened {
+                Err(StoreError::Locked { .. }) if waited < LOCK_WAIT => {
+                    // A bounded wait in a blocking call: open is synchronous.
+                    std::thread::sleep(pause);
+                    waited += pause;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                other => break other?,
+            }
+        };
         // The default tree holds everything; see the module docs.
         let tree = (*db).clone();
         Ok(Self { db, tree, path })
