@@ -183,7 +183,7 @@ fn two_daemons_exchange_direct_messages() {
 }
 
 #[test]
-fn three_members_talk_in_a_room_and_one_leaves() {
+fn three_members_talk_in_a_room_one_leaves_and_is_invited_back() {
     let dir = tempfile::tempdir().unwrap();
     let alice = init(dir.path(), "alice");
     let bob = init(dir.path(), "bob");
@@ -252,6 +252,23 @@ fn three_members_talk_in_a_room_and_one_leaves() {
         .output()
         .unwrap();
     assert!(!err.status.success(), "sending to a room one left fails");
+
+    // Only an admin invites; carol is invited back and hears what follows.
+    let refused = bin()
+        .arg("--home")
+        .arg(&bob)
+        .args(["room", "invite", "club", "carol", "--json"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "bob is not an admin");
+    cli(&alice, &["room", "invite", "club", "carol"]);
+    eventually("carol to be back in the room", || {
+        (room_members(&carol, "club") == Some(3)).then_some(())
+    });
+    cli(&alice, &["send", "club", "welcome back"]);
+    eventually("carol to get a message after rejoining", || {
+        has_message(&carol, "club", "welcome back", None).then_some(())
+    });
     for d in daemons {
         d.stop();
     }
