@@ -596,11 +596,19 @@ fn malformed_frames_from_a_raw_peer_are_refused_and_the_daemon_keeps_serving() {
 
     use safemeet_proto::envelope::{Envelope, OlmMessageKind, RoomEnvelope, ToDeviceEnvelope};
     let padded_garbage = safemeet_proto::padding::pad(b"not an envelope at all").unwrap();
-    // Well-formed envelopes whose ciphertext is garbage: the engine answers "refused".
+    // Well-formed envelopes whose ciphertext is garbage: never stored.
     let forged_room = Envelope::Room(RoomEnvelope {
         topic: [7; 32],
         session_id: [8; 32],
         ciphertext: vec![0x03; 200],
+    })
+    .to_frame()
+    .unwrap();
+    let mut stranger = vodozemac::megolm::GroupSession::new(Default::default());
+    let unknown_session = Envelope::Room(RoomEnvelope {
+        topic: [7; 32],
+        session_id: [6; 32],
+        ciphertext: stranger.encrypt(b"who am I").to_bytes(),
     })
     .to_frame()
     .unwrap();
@@ -624,8 +632,12 @@ fn malformed_frames_from_a_raw_peer_are_refused_and_the_daemon_keeps_serving() {
             prefixed(padded_garbage.len() as u32, &padded_garbage),
             prefixed(forged_room.len() as u32, &forged_room),
             prefixed(forged_olm.len() as u32, &forged_olm),
+            prefixed(unknown_session.len() as u32, &unknown_session),
         ],
     );
+    // A real Megolm message of a session nobody shared might be early:
+    // "later" (the sender keeps it), and it is never stored.
+    assert_eq!(results[6].as_deref(), Ok(&b"later"[..]), "unknown session");
     for (i, r) in results[..4].iter().enumerate() {
         assert!(r.is_err(), "malformed frame {i} was answered: {r:?}");
     }

@@ -428,6 +428,12 @@ fn now() -> Timestamp {
     SystemClock.now()
 }
 
+/// The room id of the direct conversation between two users (the same
+/// whichever of them asks).
+pub fn dm_room_id(a: &UserId, b: &UserId) -> RoomId {
+    dm_room(a, b).0
+}
+
 /// The id of the DM room between two users: both sides derive the same one.
 fn dm_room(a: &UserId, b: &UserId) -> (RoomId, [u8; 32]) {
     let (lo, hi) = if a.as_bytes() <= b.as_bytes() {
@@ -584,16 +590,17 @@ impl<S: Store + Clone + 'static> Engine<S> {
         if answers.is_empty() && verdicts.is_empty() {
             return;
         }
-        // Acknowledgements alone change only what a lost write would redo
-        // (a message delivered again is answered again): no flush for them.
-        if self.unflushed_receipts > 0
-            && let Err(e) = self.machine.flush()
-        {
-            tracing::error!(error = %e, "flush failed; deliveries not acknowledged");
-            return;
+        // Received messages are durable before they are answered; the event
+        // log before a cursor is announced. Acknowledgements alone that add
+        // no log entry need no flush (a lost one only means a redelivery).
+        if self.unflushed_receipts > 0 || self.log_next != self.log_durable {
+            if let Err(e) = self.machine.flush() {
+                tracing::error!(error = %e, "flush failed; deliveries not acknowledged");
+                return;
+            }
+            self.unflushed_receipts = 0;
+            self.log_durable = self.log_next;
         }
-        self.unflushed_receipts = 0;
-        self.log_durable = self.log_next;
         if !answers.is_empty() {
             let answers = answers.into_iter().map(|(r, a)| (r, a.to_vec())).collect();
             let _ = self.net.reply_many(answers).await;
@@ -1084,7 +1091,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
             EventContent::Message(m) => Some(m.body.as_str().to_owned()),
             _ => None,
         };
-        room.lamport += 1;
+        room.lamport = room.lamport.saturating_add(1);
         let seq = room.next_seq;
         if text.is_some() {
             room.next_seq += 1;
@@ -1496,17 +1503,24 @@ impl<S: Store + Clone + 'static> Engine<S> {
         if let Envelope::Room(env) = &envelope {
             return match self.decrypt_and_store(env) {
                 Ok(stored) => (ACK, Some(stored)),
-                Err(EngineError::Crypto(C::InvalidRecord {
-                    reason: UNKNOWN_ROOM,
+                Err(EngineError::Crypto(C::Replay {
+                    same_ciphertext: true,
                     ..
-                })) => (LATER, None),
+                })) => (ACK, None),
+                // Not stored yet: the sender keeps it and tries again. A
+                // held copy is only a head start (and is never forwarded),
+                // so junk that fills the held queue loses nothing.
                 Err(EngineError::Crypto(
-                    C::Replay {
-                        same_ciphertext: true,
+                    C::MissingRoomKey { .. }
+                    | C::InvalidRecord {
+                        reason: UNKNOWN_ROOM | NOT_A_MEMBER,
                         ..
-                    }
-                    | C::MissingRoomKey { held: true },
-                )) => (ACK, None),
+                    },
+                )) => (LATER, None),
+                Err(e) if is_local(&e) => {
+                    tracing::warn!(error = %e, "a room message could not be stored");
+                    (LATER, None)
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "a room message was refused");
                     (REFUSED, None)
@@ -1539,6 +1553,10 @@ impl<S: Store + Clone + 'static> Engine<S> {
                     ACK
                 }
                 Err(C::DuplicateOlmMessage) => ACK,
+                Err(e) if crypto_is_local(&e) => {
+                    tracing::warn!(error = %e, "a to-device message could not be stored");
+                    LATER
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "a to-device message was refused");
                     REFUSED
@@ -1602,6 +1620,28 @@ fn outbox_item(out: &safemeet_crypto::machine::Outgoing, meta: &[u8]) -> OutboxI
     }
 }
 
+/// Whether an error is this device's own trouble (its store, a stopped
+/// machine) rather than something wrong with what was received: the sender
+/// should then try again, not give up.
+fn is_local(e: &EngineError) -> bool {
+    match e {
+        EngineError::Crypto(c) => crypto_is_local(c),
+        EngineError::Decode(_)
+        | EngineError::Encode(_)
+        | EngineError::Commit(_)
+        | EngineError::Stopped => true,
+        _ => false,
+    }
+}
+
+fn crypto_is_local(e: &safemeet_crypto::Error) -> bool {
+    use safemeet_crypto::Error as C;
+    matches!(
+        e,
+        C::Poisoned | C::Closed | C::Store(_) | C::SealedValue { .. }
+    )
+}
+
 /// Where a received frame came from.
 enum Source {
     /// A direct delivery from this (authenticated) peer.
@@ -1620,6 +1660,12 @@ pub(crate) struct Received {
 
 /// Why a received room event cannot be placed yet.
 const UNKNOWN_ROOM: &str = "the room is not known yet";
+/// Why a received room event cannot be placed (yet): the state that adds
+/// its sender may still be on its way.
+const NOT_A_MEMBER: &str = "the sender is not a member of the room";
+/// How far a received Lamport time may run ahead of the room's: a larger
+/// jump is refused, so no sender can push a room's clock to its end.
+const MAX_LAMPORT_JUMP: u64 = 1 << 32;
 
 /// Works out what a received room event does. A DM's room derives from
 /// the pair of users; a group room must be known, or be joined by this
@@ -1672,7 +1718,14 @@ fn received_entry<S: Store>(
     };
     let is_member = room.members.contains(&sender) || room.members.is_empty();
     if room.dm_with.is_none() && !is_member {
-        return Err(invalid("the sender is not a member of the room"));
+        return Err(invalid(NOT_A_MEMBER));
+    }
+    if room.dm_with.is_some_and(|with| with != sender) {
+        // A room key can name any room id; a DM takes only its two users.
+        return Err(invalid("the sender is not in this conversation"));
+    }
+    if event.event.lamport > room.lamport.saturating_add(MAX_LAMPORT_JUMP) {
+        return Err(invalid("implausible Lamport time"));
     }
     room.lamport = room.lamport.max(event.event.lamport);
     if let EventContent::Message(message) = &event.event.content {

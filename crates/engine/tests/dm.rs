@@ -341,3 +341,165 @@ async fn both_sides_show_one_order_whatever_the_arrival_order() {
     assert_eq!(at_alice, at_bob, "one order on both sides");
     assert_eq!(at_alice[2], "after both");
 }
+
+/// A contact of Bob's driving a bare crypto machine and network node, so
+/// it can send what the engine never would.
+struct Mallory {
+    machine: CryptoMachine<MemoryStore>,
+    net: safemeet_net::Network,
+    _events: tokio::sync::mpsc::Receiver<safemeet_net::NetEvent>,
+    _device: Device,
+}
+
+impl Mallory {
+    /// Mallory and Bob become contacts; Mallory opens an Olm session to Bob.
+    async fn befriend(bob: &EngineHandle) -> Self {
+        use safemeet_engine::Invite;
+        let device = Device::new("mallory");
+        let mut machine = CryptoMachine::open(device.store()).unwrap();
+        let (net, events) = safemeet_net::spawn(
+            machine.account().libp2p_keypair().clone(),
+            NetConfig::loopback(),
+        )
+        .unwrap();
+        let fallback_key = machine.fallback_key(SystemClock.now()).unwrap();
+        let account = machine.account();
+        let invite = Invite {
+            version: 1,
+            device_list: account.device_list().signed().clone(),
+            certificates: vec![account.certificate().clone()],
+            fallback_key,
+            profile: account.profile().signed().clone(),
+            addrs: vec![],
+        };
+        bob.add_contact(&invite.to_text().unwrap(), Some("mallory".into()))
+            .await
+            .unwrap();
+        let bob_invite = Invite::from_text(&bob.invite().await.unwrap()).unwrap();
+        machine
+            .add_device_list(&bob_invite.device_list, &bob_invite.certificates)
+            .unwrap();
+        let bob_device = bob_invite.fallback_key.decode_body().unwrap().device_id;
+        machine
+            .create_outbound_session(&bob_device, &bob_invite.fallback_key, SystemClock.now())
+            .unwrap();
+        Self {
+            machine,
+            net,
+            _events: events,
+            _device: device,
+        }
+    }
+
+    /// Sends `text` in `room` at Lamport time `lamport` straight to Bob;
+    /// returns Bob's answers (key shares first, the message last).
+    async fn send(
+        &mut self,
+        bob: &EngineHandle,
+        room: safemeet_proto::RoomId,
+        lamport: u64,
+        text: &str,
+    ) -> Vec<Vec<u8>> {
+        use safemeet_crypto::machine::RoomMessage;
+        use safemeet_proto::event::{EventContent, Message, MessageText};
+        let members = [self.machine.account().user_id(), bob.user_id()];
+        let batch = self.machine.store().batch();
+        let sent = self
+            .machine
+            .encrypt_room_event(
+                RoomMessage {
+                    room_id: room,
+                    topic: [0; 32],
+                    members: &members,
+                    content: EventContent::Message(Message {
+                        body: MessageText::new(text).unwrap(),
+                        reply_to: None,
+                    }),
+                    lamport,
+                },
+                SystemClock.now(),
+                batch,
+                b"",
+            )
+            .unwrap();
+        let addrs = bob.listen_addrs().await.unwrap();
+        let mut answers = Vec::new();
+        for out in sent.key_shares.iter().chain([&sent.message]) {
+            let frame = out.frame().unwrap();
+            let answer = timeout(WAIT, self.net.deliver(bob.peer_id(), addrs.clone(), frame))
+                .await
+                .unwrap()
+                .unwrap();
+            answers.push(answer);
+        }
+        answers
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_cannot_write_into_a_dm_between_others() {
+    let (alice_dev, bob_dev) = (Device::new("alice"), Device::new("bob"));
+    let alice = alice_dev.start("/ip4/127.0.0.1/tcp/0");
+    let bob = bob_dev.start("/ip4/127.0.0.1/tcp/0");
+    befriend(&alice, &bob).await;
+    alice.send_dm(bob.user_id(), "hello bob").await.unwrap();
+    wait_for_message(&bob, "hello bob").await;
+
+    // Mallory shares a room key naming the Alice–Bob DM, then writes in it.
+    let mut mallory = Mallory::befriend(&bob).await;
+    let dm = safemeet_engine::dm_room_id(&alice.user_id(), &bob.user_id());
+    let answers = mallory.send(&bob, dm, 1, "from mallory").await;
+    assert_eq!(
+        answers.first().map(Vec::as_slice),
+        Some(&b"ok"[..]),
+        "the key share"
+    );
+    assert_eq!(
+        answers.last().map(Vec::as_slice),
+        Some(&b"refused"[..]),
+        "the message"
+    );
+    let texts: Vec<String> = bob
+        .messages(alice.user_id(), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(
+        texts,
+        ["hello bob"],
+        "nothing from mallory in the DM with alice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lamport_time_far_ahead_is_refused_and_sending_goes_on() {
+    let bob_dev = Device::new("bob");
+    let bob = bob_dev.start("/ip4/127.0.0.1/tcp/0");
+    timeout(WAIT, async {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while bob.listen_addrs().await.unwrap().is_empty() {
+            tick.tick().await;
+        }
+    })
+    .await
+    .unwrap();
+    let mut mallory = Mallory::befriend(&bob).await;
+    let mallory_id = mallory.machine.account().user_id();
+    let dm = safemeet_engine::dm_room_id(&mallory_id, &bob.user_id());
+    let answers = mallory.send(&bob, dm, u64::MAX, "the end of time").await;
+    assert_eq!(answers.last().map(Vec::as_slice), Some(&b"refused"[..]));
+    let answers = mallory.send(&bob, dm, 2, "a fair time").await;
+    assert_eq!(answers.last().map(Vec::as_slice), Some(&b"ok"[..]));
+    // Bob's engine still runs and can answer.
+    bob.send_dm(mallory_id, "still here").await.unwrap();
+    let texts: Vec<String> = bob
+        .messages(mallory_id, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["a fair time", "still here"]);
+}
