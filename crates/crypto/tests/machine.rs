@@ -1295,3 +1295,48 @@ fn a_group_of_deferred_sends_comes_out_after_one_flush() {
     let later = alice.machine.release(vec![one]).unwrap();
     assert_eq!(body(&deliver(&later[0], &mut bob, T0).unwrap()), "later");
 }
+
+#[test]
+fn a_released_message_the_caller_cannot_place_can_come_again() {
+    let (mut alice, mut bob) = pair();
+    let members = [alice.user(), bob.user()];
+    let m1 = send(&mut alice, room(13), &members, "not yet", T0);
+    let m2 = send(&mut alice, room(13), &members, "placed", T0 + 1);
+    for m in [&m1, &m2] {
+        let err = room_err(&mut bob, m, T0 + 2);
+        assert!(
+            matches!(err, Error::MissingRoomKey { held: true }),
+            "{err:?}"
+        );
+    }
+    // The key arrives; the caller refuses to place the first message.
+    let share = to_device_envelope(shares_for(&m1, &bob)[0]);
+    let got = bob
+        .machine
+        .decrypt_to_device_with(&share, ts(T0 + 3), |event| {
+            if body(event) == "not yet" {
+                Err(Error::InvalidRecord {
+                    what: "test",
+                    reason: "cannot place it yet",
+                })
+            } else {
+                Ok(safemeet_crypto::EncryptedBatch::default())
+            }
+        })
+        .unwrap();
+    let outcome: Vec<Result<String, String>> = got
+        .released
+        .iter()
+        .map(|r| r.as_ref().map(body).map_err(|e| e.to_string()))
+        .collect();
+    assert!(outcome[0].is_err(), "{outcome:?}");
+    assert_eq!(outcome[1].as_deref(), Ok("placed"));
+    // Delivered again, the refused one decrypts; the placed one is a replay.
+    let again = bob
+        .machine
+        .decrypt_room(&room_envelope(&m1.message), ts(T0 + 4))
+        .unwrap();
+    assert_eq!(body(&again), "not yet");
+    let err = room_err(&mut bob, &m2, T0 + 4);
+    assert!(matches!(err, Error::Replay { .. }), "{err:?}");
+}

@@ -1538,22 +1538,10 @@ impl<S: Store + Clone + 'static> Engine<S> {
                 },
                 Source::Gossip(_) => REFUSED,
             },
-            Envelope::ToDevice(env) => match self.machine.decrypt_to_device(&env, now()) {
-                Ok(received) => {
-                    for event in received.released.into_iter().flatten() {
-                        let sender = (event.sender.user_id, event.sender.device_id, event.event_id);
-                        match self.store_received(event) {
-                            // It may have come over gossip: acknowledge it.
-                            Ok(()) => self.acks_due.push(sender),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "could not store a released message");
-                            }
-                        }
-                    }
-                    ACK
-                }
-                Err(C::DuplicateOlmMessage) => ACK,
-                Err(e) if crypto_is_local(&e) => {
+            Envelope::ToDevice(env) => match self.decrypt_to_device(&env) {
+                Ok(()) => ACK,
+                Err(EngineError::Crypto(C::DuplicateOlmMessage)) => ACK,
+                Err(e) if is_local(&e) => {
                     tracing::warn!(error = %e, "a to-device message could not be stored");
                     LATER
                 }
@@ -1565,6 +1553,39 @@ impl<S: Store + Clone + 'static> Engine<S> {
             _ => REFUSED,
         };
         (answer, None)
+    }
+
+    /// Decrypts a to-device message. Room messages it releases (its room
+    /// key arrived after them) are stored in the same commit as their
+    /// replay records; one that cannot be placed yet gets no replay record,
+    /// so its sender's next delivery of it still counts.
+    fn decrypt_to_device(
+        &mut self,
+        env: &safemeet_proto::envelope::ToDeviceEnvelope,
+    ) -> Result<(), EngineError> {
+        let store = self.store.clone();
+        let me = self.machine.account().user_id();
+        // Rooms as the released messages change them, over what is stored.
+        let mut overlay: HashMap<RoomId, RoomRecord> = HashMap::new();
+        let mut log_next = self.log_next;
+        let mut stored = Vec::new();
+        let mut rooms_changed = false;
+        self.machine.decrypt_to_device_with(env, now(), |event| {
+            let received = received_entry(&store, &mut overlay, me, event)?;
+            let mut batch = store.batch();
+            let used = stage_received(&store, &mut batch, &received, log_next)?;
+            log_next += used;
+            rooms_changed |= received.log.is_some();
+            stored.push((event.sender.user_id, event.sender.device_id, event.event_id));
+            overlay.insert(received.room.room_id, received.room);
+            Ok(batch)
+        })?;
+        self.log_next = log_next;
+        self.rooms.extend(overlay);
+        self.rooms_changed |= rooms_changed;
+        // They may have come over gossip: acknowledge them.
+        self.acks_due.extend(stored);
+        Ok(())
     }
 
     /// Decrypts and stores a room message (applied, not flushed); returns
@@ -1593,20 +1614,6 @@ impl<S: Store + Clone + 'static> Engine<S> {
             self.rooms_changed |= room_changed;
         }
         Ok((event.sender.user_id, event.sender.device_id, event.event_id))
-    }
-
-    /// Stores a message released from the held queue (its replay record is
-    /// already committed).
-    fn store_received(&mut self, event: DecryptedRoomEvent) -> Result<(), EngineError> {
-        let me = self.machine.account().user_id();
-        let received = received_entry(&self.store, &mut self.rooms, me, &event)?;
-        let mut batch = self.store.batch();
-        let used = stage_received(&self.store, &mut batch, &received, self.log_next)?;
-        self.store.apply(batch)?;
-        self.log_next += used;
-        self.rooms_changed |= received.log.is_some();
-        self.rooms.insert(received.room.room_id, received.room);
-        Ok(())
     }
 }
 

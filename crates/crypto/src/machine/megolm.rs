@@ -804,11 +804,14 @@ impl<S: Store> CryptoMachine<S> {
         Ok(fits)
     }
 
-    /// Decrypts and drops the messages held for `session`.
+    /// Decrypts and drops the messages held for `session`; each one's
+    /// replay record is committed with what `place` writes for it, or not
+    /// at all when `place` refuses it.
     pub(super) fn release_held(
         &mut self,
         session: &[u8; 32],
         now: Timestamp,
+        mut place: impl FnMut(&DecryptedRoomEvent) -> Result<EncryptedBatch, Error>,
     ) -> Result<Vec<Result<DecryptedRoomEvent, Error>>, Error> {
         let Some(pos) = self
             .held
@@ -841,8 +844,10 @@ impl<S: Store> CryptoMachine<S> {
                                 same_ciphertext: *first == event.event_id,
                             }),
                             None => {
+                                let placed = place(&event)?;
                                 opened.insert(event.message_index, event.event_id);
                                 batch.extend(writes);
+                                batch.extend(placed);
                                 Ok(event)
                             }
                         })

@@ -13,6 +13,7 @@ use vodozemac::olm::{
 };
 use zeroize::Zeroizing;
 
+use super::DecryptedRoomEvent;
 use super::records::{self, OlmIndexRecord, OlmSessionRecord, Pickle, RECORD_VERSION, name};
 use super::{
     CryptoMachine, FALLBACK_KEY_MAX_AGE_MS, MAX_OLM_SESSIONS_PER_DEVICE, ReceivedToDevice, Sender,
@@ -321,6 +322,19 @@ impl<S: Store> CryptoMachine<S> {
         envelope: &ToDeviceEnvelope,
         now: Timestamp,
     ) -> Result<ReceivedToDevice, Error> {
+        self.decrypt_to_device_with(envelope, now, |_| Ok(EncryptedBatch::default()))
+    }
+
+    /// [`decrypt_to_device`](Self::decrypt_to_device), committing the
+    /// caller's writes for each released room message (made by `place`)
+    /// together with its replay record. A message `place` refuses gets no
+    /// replay record, so a copy delivered again can still be decrypted.
+    pub fn decrypt_to_device_with(
+        &mut self,
+        envelope: &ToDeviceEnvelope,
+        now: Timestamp,
+        place: impl FnMut(&DecryptedRoomEvent) -> Result<EncryptedBatch, Error>,
+    ) -> Result<ReceivedToDevice, Error> {
         self.check_usable()?;
         let hash: [u8; 32] = blake3::hash(&envelope.ciphertext).into();
         let seen = name::seen_olm(&hash);
@@ -435,7 +449,7 @@ impl<S: Store> CryptoMachine<S> {
         self.commit(batch, false)?;
         let (sender, content, release) = result?;
         let released = match release {
-            Some(session) => self.release_held(&session, now)?,
+            Some(session) => self.release_held(&session, now, place)?,
             None => Vec::new(),
         };
         Ok(ReceivedToDevice {
