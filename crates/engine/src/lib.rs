@@ -1296,15 +1296,17 @@ impl<S: Store + Clone + 'static> Engine<S> {
                 finished.push(seq);
             }
         }
+        let mut recorded = Ok(());
         if !first.is_empty() {
             let mut batch = self.store.batch();
-            for seq in first {
-                self.stage_delivered(&mut batch, seq)?;
-            }
-            self.store.apply(batch)?;
+            recorded = first
+                .into_iter()
+                .try_for_each(|seq| self.stage_delivered(&mut batch, seq))
+                .and_then(|()| Ok(self.store.apply(batch)?));
         }
+        // Done either way: the peers did acknowledge.
         self.finish(&finished);
-        Ok(())
+        recorded
     }
 
     fn target(

@@ -483,7 +483,12 @@ impl<S: Store> CryptoMachine<S> {
     }
 
     /// Flushes applied writes (see the module docs on incoming work).
+    /// Refused once the machine is poisoned: writes of a group whose
+    /// release failed must not become durable later.
     pub fn flush(&self) -> Result<(), Error> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
         self.store.flush()
     }
 
@@ -582,8 +587,14 @@ impl<S: Store> CryptoMachine<S> {
             reason: "sequence exhausted",
         })?;
         if self.outbox_next > self.run.outbox_reserved {
+            // The new block is applied at once, on its own, so the stored
+            // reservation covers every number handed out even if the
+            // caller's batch is never committed (sled keeps the order of
+            // writes, so nothing after it can be durable without it).
             self.run.outbox_reserved = self.run.outbox_reserved.saturating_add(OUTBOX_RESERVE);
-            self.put_run(batch)?;
+            let mut reserve = self.store.batch();
+            self.put_run(&mut reserve)?;
+            self.commit(reserve, false)?;
         }
         let item = OutboxItemRef {
             version: RECORD_VERSION,
