@@ -243,7 +243,10 @@ async fn dm_latency(
             .await?
             .into_iter()
             .filter_map(|(c, e)| match e {
-                LogEntry::Delivered { event_id, .. } => Some((c, event_id)),
+                // Only this run's messages (a warm-up one may be acknowledged late).
+                LogEntry::Delivered { event_id, .. } if sent.contains_key(&event_id) => {
+                    Some((c, event_id))
+                }
                 _ => None,
             })
             .collect();
