@@ -23,8 +23,8 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
-use libp2p::request_response::{self, Codec, ProtocolSupport};
+use futures::StreamExt;
+use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, StreamProtocol, gossipsub, noise, tcp, yamux};
 use safemeet_crypto::EncryptedStore;
@@ -32,7 +32,7 @@ use safemeet_crypto::account::Account;
 use safemeet_crypto::at_rest::{DataKey, StoreCipher};
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_engine::{EngineConfig, EngineHandle, LogEntry};
-use safemeet_net::NetConfig;
+use safemeet_net::{FrameCodec, NetConfig};
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::{DisplayName, EventId, Username};
 use safemeet_store::{SledConfig, SledStore};
@@ -332,74 +332,11 @@ fn crypto_bound(count: usize) -> anyhow::Result<f64> {
     Ok(count as f64 / instant().saturating_duration_since(t0).as_secs_f64())
 }
 
-/// Length-prefixed bytes, as `/safemeet/deliver/1` frames them.
-#[derive(Debug, Clone, Copy, Default)]
-struct Bytes;
-
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > 64 * 1024 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "too long"));
-    }
-    let mut buf = vec![0; len];
-    io.read_exact(&mut buf).await?;
-    Ok(buf)
-}
-
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, b: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(b.len()).map_err(io::Error::other)?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(b).await?;
-    io.close().await
-}
-
-impl Codec for Bytes {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        read_frame(io).await
-    }
-
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        read_frame(io).await
-    }
-
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Vec<u8>,
-    ) -> io::Result<()> {
-        write_frame(io, &req).await
-    }
-
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Vec<u8>,
-    ) -> io::Result<()> {
-        write_frame(io, &res).await
-    }
-}
-
 const RAW_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet-bench/raw/1");
 
 #[derive(libp2p::swarm::NetworkBehaviour)]
 struct Bare {
-    rr: request_response::Behaviour<Bytes>,
+    rr: request_response::Behaviour<FrameCodec>,
     gossip: gossipsub::Behaviour,
 }
 
@@ -429,7 +366,7 @@ fn bare_swarm() -> anyhow::Result<BareSwarm> {
                 .map_err(io::Error::other)?;
             Ok(Bare {
                 rr: request_response::Behaviour::with_codec(
-                    Bytes,
+                    FrameCodec,
                     [(RAW_PROTOCOL, ProtocolSupport::Full)],
                     request_response::Config::default(),
                 ),

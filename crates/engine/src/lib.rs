@@ -46,7 +46,7 @@ use crate::records::{
     ContactIndex, ContactRecord, MAX_RECORD_BYTES, OutboxMeta, RoomRecord, VERSION, name,
 };
 pub use crate::records::{LogEntry, MessageState, TimelineEntry};
-use crate::rooms::{stage_room, update_room_from_event};
+use crate::rooms::{put_room, stage_room, update_room_from_event};
 
 /// The acknowledgement a device answers a stored delivery with.
 const ACK: &[u8] = b"ok";
@@ -133,9 +133,8 @@ enum Command {
     RemoveContact(UserId, Reply<()>),
     Resolve(String, Reply<UserId>),
     AddContact(String, Option<String>, Reply<UserId>),
-    SendDm(UserId, String, Reply<EventId>),
     Messages(UserId, usize, Reply<Vec<TimelineEntry>>),
-    Send(String, String, Reply<EventId>),
+    Send(Target, String, Reply<EventId>),
     MessagesOf(String, usize, Reply<Vec<TimelineEntry>>),
     CreateRoom(String, Vec<String>, Reply<RoomId>),
     RoomInvite(String, String, Reply<()>),
@@ -144,6 +143,14 @@ enum Command {
     Events(u64, usize, Reply<Vec<(u64, LogEntry)>>),
     ListenAddrs(Reply<Vec<Multiaddr>>),
     Shutdown(oneshot::Sender<()>),
+}
+
+/// Where a message goes.
+enum Target {
+    /// A contact (name, username, user id) or a room (name, id), as typed.
+    Name(String),
+    /// A contact's DM, by user id.
+    User(UserId),
 }
 
 /// A contact as the API shows it.
@@ -248,14 +255,14 @@ impl EngineHandle {
     /// Sends a direct message; returns its event id once it is committed
     /// to the outbox ("sent").
     pub async fn send_dm(&self, to: UserId, text: &str) -> Result<EventId, EngineError> {
-        self.ask(|tx| Command::SendDm(to, text.to_owned(), tx))
+        self.ask(|tx| Command::Send(Target::User(to), text.to_owned(), tx))
             .await
     }
 
     /// Sends a message to TARGET: a contact (name, username, user id) for a
     /// DM, else a group room (name or room id).
     pub async fn send(&self, target: &str, text: &str) -> Result<EventId, EngineError> {
-        self.ask(|tx| Command::Send(target.to_owned(), text.to_owned(), tx))
+        self.ask(|tx| Command::Send(Target::Name(target.to_owned()), text.to_owned(), tx))
             .await
     }
 
@@ -668,11 +675,6 @@ impl<S: Store + Clone + 'static> Engine<S> {
             Command::Resolve(target, tx) => {
                 let _ = tx.send(self.resolve(&target));
             }
-            Command::SendDm(to, text, tx) => {
-                let result = self.send_dm(to, &text);
-                let _ = tx.send(result);
-                self.deliver_due();
-            }
             Command::Messages(with, limit, tx) => {
                 let _ = tx.send(self.messages(with, limit));
             }
@@ -922,17 +924,17 @@ impl<S: Store + Clone + 'static> Engine<S> {
         }))
     }
 
-    fn send_dm(&mut self, to: UserId, text: &str) -> Result<EventId, EngineError> {
-        if self.contact(&to)?.is_none() {
-            return Err(EngineError::UnknownContact(to));
+    /// The room a send goes to.
+    fn send_room(&mut self, target: &Target) -> Result<RoomRecord, EngineError> {
+        match target {
+            Target::Name(name) => self.target_room(name),
+            Target::User(user) => {
+                if self.contact(user)?.is_none() {
+                    return Err(EngineError::UnknownContact(*user));
+                }
+                self.dm(*user)
+            }
         }
-        let room = self.dm(to)?;
-        self.send_text(room, text)
-    }
-
-    fn send_text(&mut self, room: RoomRecord, text: &str) -> Result<EventId, EngineError> {
-        let staged = self.stage_text(room, text)?;
-        self.release_one(staged)
     }
 
     /// Encrypts an event for a room and commits it with its timeline entry
@@ -1019,12 +1021,12 @@ impl<S: Store + Clone + 'static> Engine<S> {
     /// Sends a group of texts with one flush: each is encrypted and
     /// committed in turn, then all are released together. Each caller gets
     /// its own answer.
-    fn send_texts(&mut self, group: Vec<(String, String, Reply<EventId>)>) {
+    fn send_texts(&mut self, group: Vec<(Target, String, Reply<EventId>)>) {
         let mut staged = Vec::with_capacity(group.len());
         let mut waiting = Vec::with_capacity(group.len());
         for (target, text, reply) in group {
             let result = self
-                .target_room(&target)
+                .send_room(&target)
                 .and_then(|room| self.stage_text(room, &text));
             match result {
                 Ok((unflushed, meta)) => {
@@ -1835,7 +1837,9 @@ fn stage_message<S: Store>(
         entry,
         MAX_RECORD_BYTES,
     )?;
-    stage_room(store, batch, room)?;
+    // A message's room exists already (its state came first): the index
+    // stays as it is.
+    put_room(store, batch, room)?;
     stage_log_at(
         store,
         batch,

@@ -25,8 +25,8 @@ pub(crate) fn topic_of(secret: &[u8; 32]) -> [u8; 32] {
     blake3::derive_key("safemeet/v1/room-topic", secret)
 }
 
-/// Stages a room record, and adds a group room to the room index.
-pub(crate) fn stage_room<S: Store>(
+/// Stages a room record (of a room already in the index, if a group room).
+pub(crate) fn put_room<S: Store>(
     store: &EncryptedStore<S>,
     batch: &mut EncryptedBatch,
     room: &RoomRecord,
@@ -37,7 +37,17 @@ pub(crate) fn stage_room<S: Store>(
         &name::room(&room.room_id),
         room,
         MAX_RECORD_BYTES,
-    )?;
+    )
+}
+
+/// Stages a room record, and adds a group room to the room index (reads
+/// the index: for state changes, not for every message).
+pub(crate) fn stage_room<S: Store>(
+    store: &EncryptedStore<S>,
+    batch: &mut EncryptedBatch,
+    room: &RoomRecord,
+) -> Result<(), safemeet_crypto::Error> {
+    put_room(store, batch, room)?;
     if room.dm_with.is_none() {
         let mut index: RoomIndex = match store.get(Keyspace::Rooms, name::ROOM_INDEX)? {
             Some(b) => codec::decode(&b, MAX_RECORD_BYTES)?,

@@ -14,9 +14,10 @@ pub const DELIVER_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet/deli
 /// Largest answer to a delivery (an acknowledgement, not content).
 pub const MAX_REPLY_BYTES: usize = 1024;
 
-/// Length-prefixed frames: a 4-byte big-endian length, then the bytes.
+/// Length-prefixed frames: a 4-byte big-endian length, then the bytes;
+/// requests up to [`MAX_ENVELOPE_BYTES`], answers up to [`MAX_REPLY_BYTES`].
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct FrameCodec;
+pub struct FrameCodec;
 
 async fn read_limited<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];

@@ -40,7 +40,7 @@ use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
-pub use crate::codec::{DELIVER_PROTOCOL, MAX_REPLY_BYTES};
+pub use crate::codec::{DELIVER_PROTOCOL, FrameCodec, MAX_REPLY_BYTES};
 pub use crate::config::NetConfig;
 
 /// A room's gossip topic: an opaque hash derived from the room secret, so
