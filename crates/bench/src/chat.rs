@@ -277,9 +277,17 @@ async fn dm_latency(
 
 /// `count` room messages with many sends outstanding; returns messages per
 /// second fully persisted by Bob, and the send rate Alice managed.
-async fn room_throughput(alice: &Node, bob: &Node, count: usize) -> anyhow::Result<(f64, f64)> {
+/// Room messages/s delivered and persisted, sends/s committed, and the
+/// process's CPU time per message in µs (both nodes, every thread) where
+/// it can be read.
+async fn room_throughput(
+    alice: &Node,
+    bob: &Node,
+    count: usize,
+) -> anyhow::Result<(f64, f64, Option<f64>)> {
     let bob_start = bob.cursor();
     let body = Arc::new(text());
+    let cpu0 = process_cpu();
     let t0 = instant();
     let mut sends = JoinSet::new();
     let mut issued = 0;
@@ -296,6 +304,10 @@ async fn room_throughput(alice: &Node, bob: &Node, count: usize) -> anyhow::Resu
     let sent = instant().saturating_duration_since(t0);
     bob.wait_cursor(bob_start + count as u64 - 1).await?;
     let all = instant().saturating_duration_since(t0);
+    let cpu_us = match (cpu0, process_cpu()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64() * 1e6 / count as f64),
+        _ => None,
+    };
     let ids: Vec<EventId> = bob
         .events_from(bob_start)
         .await?
@@ -315,7 +327,22 @@ async fn room_throughput(alice: &Node, bob: &Node, count: usize) -> anyhow::Resu
     Ok((
         count as f64 / all.as_secs_f64(),
         count as f64 / sent.as_secs_f64(),
+        cpu_us,
     ))
+}
+
+/// CPU time (user + system) this process has used so far, from
+/// `/proc/self/stat`; `None` where that is not available.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at `)`.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, in ticks.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // Linux reports these in USER_HZ, which is 100 on every architecture.
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// Raw vodozemac Megolm encrypt + decrypt of `count` messages: messages/s.
@@ -602,6 +629,7 @@ async fn run_async(samples: usize, ops: Option<usize>, store: StoreKind) -> anyh
     let (mut one_way, mut round_trip, mut raw_rt) = (vec![], vec![], vec![]);
     let (mut p50s, mut raw_p50s) = (vec![], vec![]);
     let (mut room_rates, mut send_rates, mut crypto_rates) = (vec![], vec![], vec![]);
+    let mut room_cpu = vec![];
     let (mut gossip_rates, mut gossip_fractions, mut room_ratios) = (vec![], vec![], vec![]);
     for sample in 1..=samples {
         let raw = bare.rr_latency(dm_count, rate).await?;
@@ -618,10 +646,11 @@ async fn run_async(samples: usize, ops: Option<usize>, store: StoreKind) -> anyh
         p50s.push(p50);
         raw_p50s.push(raw_p50);
         let crypto = crypto_bound(room_count)?;
-        let (room, sends) = room_throughput(&alice, &bob, room_count).await?;
+        let (room, sends, cpu_us) = room_throughput(&alice, &bob, room_count).await?;
         let (gossip, fraction) = bare.gossip_throughput(room_count).await?;
         eprintln!(
-            "sample {sample}/{samples}: DM one-way p50 {p50:.3} ms p99 {p99:.3} ms (raw rr round trip p50 {raw_p50:.3} ms); room {room:.0} msg/s (sends {sends:.0}/s), crypto-bound {crypto:.0}/s = {:.3}×; raw gossip {gossip:.0}/s, {:.1} % arrived",
+            "sample {sample}/{samples}: DM one-way p50 {p50:.3} ms p99 {p99:.3} ms (raw rr round trip p50 {raw_p50:.3} ms); room {room:.0} msg/s (sends {sends:.0}/s, {} µs CPU per message), crypto-bound {crypto:.0}/s = {:.3}×; raw gossip {gossip:.0}/s, {:.1} % arrived",
+            cpu_us.map_or("?".to_owned(), |c| format!("{c:.0}")),
             room / crypto,
             fraction * 100.0
         );
@@ -630,6 +659,7 @@ async fn run_async(samples: usize, ops: Option<usize>, store: StoreKind) -> anyh
         raw_rt.extend(raw);
         room_ratios.push(room / crypto);
         room_rates.push(room);
+        room_cpu.extend(cpu_us);
         send_rates.push(sends);
         crypto_rates.push(crypto);
         gossip_rates.push(gossip);
@@ -672,6 +702,7 @@ async fn run_async(samples: usize, ops: Option<usize>, store: StoreKind) -> anyh
             "messages_per_sample": room_count,
             "sends_outstanding": ROOM_CONCURRENCY,
             "delivered_and_persisted_per_second": median(room_rates).round(),
+            "cpu_us_per_message_both_nodes": (!room_cpu.is_empty()).then(|| median(room_cpu).round()),
             "sends_committed_per_second": median(send_rates).round(),
             "crypto_bound_per_second": median(crypto_rates).round(),
             "ratio_to_crypto_bound": round3(room_ratio),

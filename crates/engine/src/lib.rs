@@ -24,7 +24,7 @@ mod invite;
 mod records;
 mod rooms;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +61,8 @@ const MAX_IN_FLIGHT: usize = 64;
 const MAX_GROUP: usize = 64;
 /// Most gossip publishing tasks at once.
 const MAX_PUBLISHING: usize = 8;
+/// `Pending::next_try_ms` of an item that waits for something else first.
+const NOT_DUE: u64 = u64::MAX;
 /// Sequence number of acknowledgement deliveries (not outbox items).
 const ACK_SEQ: u64 = u64::MAX;
 
@@ -78,6 +80,13 @@ pub struct EngineConfig {
     /// How long a room message published over gossip waits for the
     /// members' acknowledgements before it is delivered directly. Default 1 s.
     pub gossip_grace: Duration,
+    /// Most room messages published over gossip and not yet acknowledged
+    /// by anyone; more wait to be published. A sender that outpaces its
+    /// readers would only overflow their queues (gossip drops what does not
+    /// fit) and leave the rest to the slower direct fallback. Default 256,
+    /// well under a reader's network event queue
+    /// ([`NetConfig::event_queue`], 1 024 by default).
+    pub gossip_window: usize,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +97,7 @@ impl Default for EngineConfig {
             retry_max: Duration::from_secs(300),
             tick: Duration::from_millis(250),
             gossip_grace: Duration::from_secs(1),
+            gossip_window: 256,
         }
     }
 }
@@ -367,8 +377,12 @@ struct Engine<S: Store> {
     rooms_changed: bool,
     /// Frames published over gossip, a group per task.
     publishing: JoinSet<()>,
-    /// Frames to publish once the current command is done.
-    gossip_out: Vec<(RoomTopic, Vec<u8>)>,
+    /// Room messages waiting to be published (outbox seq, topic, frame),
+    /// in order, as the gossip window allows.
+    gossip_out: VecDeque<(u64, RoomTopic, Vec<u8>)>,
+    /// Room messages published and not yet acknowledged by anyone nor
+    /// handed to direct delivery: the gossip window.
+    gossip_window: HashSet<u64>,
     /// Received messages applied to the store since the last flush.
     unflushed_receipts: usize,
     /// The event log is durable up to here.
@@ -415,7 +429,8 @@ pub fn start<S: Store + Clone + 'static>(
         subscribed: HashSet::new(),
         rooms_changed: true,
         publishing: JoinSet::new(),
-        gossip_out: Vec::new(),
+        gossip_out: VecDeque::new(),
+        gossip_window: HashSet::new(),
         unflushed_receipts: 0,
         log_durable: log_next,
         acks_due: Vec::new(),
@@ -525,7 +540,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
                 Some(command) => self.command(command).await,
                 None => {}
             }
-            let frames = std::mem::take(&mut self.gossip_out);
+            let frames = self.publishable();
             self.publish(frames).await;
             if self.rooms_changed {
                 self.sync_subscriptions().await;
@@ -956,22 +971,15 @@ impl<S: Store + Clone + 'static> Engine<S> {
         let mut sent = self.machine.release(vec![unflushed])?;
         self.log_durable = self.log_next;
         let sent = sent.pop().ok_or(EngineError::Stopped)?;
-        let mut gossip = Vec::new();
-        self.queue_sent(&sent, &meta, &mut gossip)?;
-        self.gossip_out.extend(gossip);
+        self.queue_sent(&sent, &meta)?;
         Ok(sent.event_id)
     }
 
     /// Queues the envelopes of a released send for delivery. A message in
-    /// a group room is also published on the room's topic, and delivered
-    /// directly only to the members that have not acknowledged it after
-    /// the gossip grace.
-    fn queue_sent(
-        &mut self,
-        sent: &RoomSend,
-        meta: &[u8],
-        gossip: &mut Vec<(RoomTopic, Vec<u8>)>,
-    ) -> Result<(), EngineError> {
+    /// a group room is also published on the room's topic (once the gossip
+    /// window has room), and delivered directly only to the members that
+    /// have not acknowledged it a gossip grace after it was published.
+    fn queue_sent(&mut self, sent: &RoomSend, meta: &[u8]) -> Result<(), EngineError> {
         for out in &sent.key_shares {
             self.track(out.outbox_seq, outbox_item(out, meta), 0)?;
         }
@@ -986,13 +994,44 @@ impl<S: Store + Clone + 'static> Engine<S> {
             Destination::Device(..) => None,
         };
         let delay = match topic {
-            Some(topic) => {
-                gossip.push((topic, message.frame()?));
-                self.config.gossip_grace.as_millis() as u64
-            }
+            // Not due until published; see `publishable`.
+            Some(_) => NOT_DUE,
             None => 0,
         };
-        self.track(message.outbox_seq, outbox_item(message, meta), delay)
+        let tracked = self.track(message.outbox_seq, outbox_item(message, meta), delay)?;
+        if let Some(topic) = topic
+            && tracked
+        {
+            self.gossip_out
+                .push_back((message.outbox_seq, topic, message.frame()?));
+        }
+        Ok(())
+    }
+
+    /// Takes the room messages the gossip window lets out now, starting
+    /// their gossip grace.
+    fn publishable(&mut self) -> Vec<(RoomTopic, Vec<u8>)> {
+        let mut frames = Vec::new();
+        let due = now()
+            .as_millis()
+            .saturating_add(self.config.gossip_grace.as_millis() as u64);
+        while self.gossip_window.len() < self.config.gossip_window.max(1) {
+            let Some((seq, topic, frame)) = self.gossip_out.pop_front() else {
+                break;
+            };
+            // Acknowledged or finished meanwhile (over direct delivery):
+            // nothing left to publish.
+            let Some(pending) = self.pending.get_mut(&seq) else {
+                continue;
+            };
+            if pending.delivered_once {
+                continue;
+            }
+            pending.next_try_ms = due;
+            self.gossip_window.insert(seq);
+            frames.push((topic, frame));
+        }
+        frames
     }
 
     /// Publishes frames over gossip from a task, a bounded number at once.
@@ -1044,14 +1083,10 @@ impl<S: Store + Clone + 'static> Engine<S> {
         match self.machine.release(staged) {
             Ok(sent) => {
                 self.log_durable = self.log_next;
-                let mut gossip = Vec::new();
                 for (sent, (reply, meta)) in sent.iter().zip(waiting) {
-                    let result = self
-                        .queue_sent(sent, &meta, &mut gossip)
-                        .map(|()| sent.event_id);
+                    let result = self.queue_sent(sent, &meta).map(|()| sent.event_id);
                     let _ = reply.send(result);
                 }
-                self.gossip_out.extend(gossip);
             }
             Err(e) => {
                 let message = e.to_string();
@@ -1200,8 +1235,9 @@ impl<S: Store + Clone + 'static> Engine<S> {
     }
 
     /// Works out which devices an outbox item goes to and queues it, first
-    /// tried after `delay_ms`.
-    fn track(&mut self, seq: u64, item: OutboxItem, delay_ms: u64) -> Result<(), EngineError> {
+    /// tried after `delay_ms` ([`NOT_DUE`]: not until that is changed).
+    /// Returns whether it was queued (it has a known recipient device).
+    fn track(&mut self, seq: u64, item: OutboxItem, delay_ms: u64) -> Result<bool, EngineError> {
         let mut targets = Vec::new();
         match item.destination {
             Destination::Device(user, device) => {
@@ -1229,7 +1265,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
         if targets.is_empty() {
             // Nobody to deliver to (yet): keep it; it is looked at again on restart.
             tracing::debug!(seq, "an outbox item has no known recipient device");
-            return Ok(());
+            return Ok(false);
         }
         let event_id = match &item.envelope {
             Envelope::Room(env) => safemeet_crypto::machine::event_id(env).ok(),
@@ -1247,20 +1283,21 @@ impl<S: Store + Clone + 'static> Engine<S> {
                 in_flight: HashSet::new(),
                 delivered_once: false,
                 attempts: 0,
-                next_try_ms: if delay_ms == 0 {
-                    0
-                } else {
-                    now().as_millis().saturating_add(delay_ms)
+                next_try_ms: match delay_ms {
+                    0 => 0,
+                    NOT_DUE => NOT_DUE,
+                    d => now().as_millis().saturating_add(d),
                 },
             },
         );
-        Ok(())
+        Ok(true)
     }
 
     /// Forgets a pending item that every target has acknowledged, and
     /// removes those from the outbox.
     fn finish(&mut self, seqs: &[u64]) {
         for seq in seqs {
+            self.gossip_window.remove(seq);
             if let Some(p) = self.pending.remove(seq)
                 && let Some(id) = p.event_id
             {
@@ -1292,6 +1329,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
             }
             if !p.delivered_once {
                 p.delivered_once = true;
+                self.gossip_window.remove(&seq);
                 first.push(seq);
             }
             if p.targets.is_empty() && p.in_flight.is_empty() {
@@ -1352,6 +1390,8 @@ impl<S: Store + Clone + 'static> Engine<S> {
             let Ok(frame) = pending.item.frame() else {
                 continue;
             };
+            // Its gossip grace is over: it no longer holds a window place.
+            self.gossip_window.remove(seq);
             for (peer, addrs) in &pending.targets {
                 if pending.in_flight.contains(peer) || started >= MAX_IN_FLIGHT {
                     continue;
@@ -1386,6 +1426,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
             let first_ack = matches!(&result, Ok(a) if a == ACK) && !pending.delivered_once;
             if first_ack {
                 pending.delivered_once = true;
+                self.gossip_window.remove(&seq);
             }
             pending.targets.retain(|(p, _)| *p != peer);
             if first_ack {

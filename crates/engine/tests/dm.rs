@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use safemeet_crypto::EncryptedStore;
@@ -51,8 +52,13 @@ impl Device {
     }
 
     fn start_with_grace(&self, listen: &str, gossip_grace: Duration) -> EngineHandle {
+        self.start_with(listen, |c| c.gossip_grace = gossip_grace)
+    }
+
+    /// Starts with the test settings as `adjust` changes them.
+    fn start_with(&self, listen: &str, adjust: impl FnOnce(&mut EngineConfig)) -> EngineHandle {
         let machine = CryptoMachine::open(self.store()).unwrap();
-        let config = EngineConfig {
+        let mut config = EngineConfig {
             net: NetConfig {
                 listen: vec![listen.parse().unwrap()],
                 ..NetConfig::loopback()
@@ -60,8 +66,10 @@ impl Device {
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_millis(500),
             tick: Duration::from_millis(50),
-            gossip_grace,
+            gossip_grace: Duration::from_millis(500),
+            ..EngineConfig::default()
         };
+        adjust(&mut config);
         safemeet_engine::start(machine, config).unwrap()
     }
 }
@@ -83,6 +91,21 @@ async fn wait_for_message(engine: &EngineHandle, text: &str) -> UserId {
     })
     .await
     .unwrap_or_else(|_| panic!("{text:?} never arrived"))
+}
+
+/// The texts of the messages in `engine`'s event log that start with
+/// `prefix`, in log order.
+async fn texts_in_log(engine: &EngineHandle, prefix: &str) -> Vec<String> {
+    engine
+        .events(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            LogEntry::Message { entry, .. } if entry.text.starts_with(prefix) => Some(entry.text),
+            _ => None,
+        })
+        .collect()
 }
 
 async fn wait_delivered(engine: &EngineHandle, with: UserId, text: &str) {
@@ -219,16 +242,7 @@ async fn many_sends_at_once_share_flushes_and_each_arrives_once() {
     let texts = timeout(WAIT, async {
         loop {
             tick.tick().await;
-            let texts: Vec<String> = bob
-                .events(0, 10_000)
-                .await
-                .unwrap()
-                .into_iter()
-                .filter_map(|(_, e)| match e {
-                    LogEntry::Message { entry, .. } => Some(entry.text),
-                    _ => None,
-                })
-                .collect();
+            let texts = texts_in_log(&bob, "").await;
             if texts.len() >= 300 {
                 return texts;
             }
@@ -243,15 +257,9 @@ async fn many_sends_at_once_share_flushes_and_each_arrives_once() {
     assert_eq!(dm.len(), 150);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn room_messages_travel_over_gossip_and_are_acknowledged() {
-    // Alice delivers room messages directly only after 10 minutes: what
-    // arrives sooner came over gossip, and "delivered" sooner means Bob's
-    // acknowledgement came back.
-    let (alice_dev, bob_dev) = (Device::new("alice"), Device::new("bob"));
-    let alice = alice_dev.start_with_grace("/ip4/127.0.0.1/tcp/0", Duration::from_secs(600));
-    let bob = bob_dev.start("/ip4/127.0.0.1/tcp/0");
-    befriend(&alice, &bob).await;
+/// Creates a room of Alice and Bob and waits until Alice's messages reach
+/// Bob over gossip (Bob joined, and his subscription reached Alice).
+async fn gossip_room(alice: &EngineHandle, bob: &EngineHandle) -> String {
     let room = alice
         .create_room("gossip", vec!["bob".into()])
         .await
@@ -283,6 +291,21 @@ async fn room_messages_travel_over_gossip_and_are_acknowledged() {
     .await
     .expect("gossip reached bob");
 
+    room
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_messages_travel_over_gossip_and_are_acknowledged() {
+    // Alice delivers room messages directly only after 10 minutes: what
+    // arrives sooner came over gossip, and "delivered" sooner means Bob's
+    // acknowledgement came back.
+    let (alice_dev, bob_dev) = (Device::new("alice"), Device::new("bob"));
+    let alice = alice_dev.start_with_grace("/ip4/127.0.0.1/tcp/0", Duration::from_secs(600));
+    let bob = bob_dev.start("/ip4/127.0.0.1/tcp/0");
+    befriend(&alice, &bob).await;
+    let room = gossip_room(&alice, &bob).await;
+
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     alice.send(&room, "over gossip").await.unwrap();
     assert_eq!(wait_for_message(&bob, "over gossip").await, alice.user_id());
     timeout(WAIT, async {
@@ -311,6 +334,58 @@ async fn room_messages_travel_over_gossip_and_are_acknowledged() {
         )
         .count();
     assert_eq!(copies, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_room_messages_arrives_over_gossip_without_the_fallback() {
+    const WINDOW: usize = 32;
+    // Alice sends a burst, and Bob queues at most 64 network events (more
+    // are dropped). Direct delivery would only start after 10 minutes, so
+    // everything that arrives in time came over gossip: Alice's window of
+    // 32 unacknowledged messages kept Bob's queue from overflowing.
+    let (alice_dev, bob_dev) = (Device::new("alice"), Device::new("bob"));
+    let alice = alice_dev.start_with("/ip4/127.0.0.1/tcp/0", |c| {
+        c.gossip_grace = Duration::from_secs(600);
+        c.gossip_window = WINDOW;
+    });
+    let bob = bob_dev.start_with("/ip4/127.0.0.1/tcp/0", |c| c.net.event_queue = 64);
+    befriend(&alice, &bob).await;
+    let room = Arc::new(gossip_room(&alice, &bob).await);
+
+    const BURST: usize = 2000;
+    let mut sends = tokio::task::JoinSet::new();
+    let mut issued = 0;
+    while issued < BURST || !sends.is_empty() {
+        while issued < BURST && sends.len() < 512 {
+            let (alice, room) = (alice.clone(), room.clone());
+            sends.spawn(async move { alice.send(&room, &format!("burst {issued}")).await });
+            issued += 1;
+        }
+        if let Some(done) = sends.join_next().await {
+            done.unwrap().unwrap();
+        }
+    }
+    // Counts the burst's messages in Bob's log: (all, distinct).
+    let count = || async {
+        let texts = texts_in_log(&bob, "burst").await;
+        let distinct: std::collections::HashSet<&String> = texts.iter().collect();
+        (texts.len(), distinct.len())
+    };
+    let mut log = bob.log_watch();
+    timeout(WAIT, async {
+        // The log holds at least the burst before it is worth counting.
+        log.wait_for(|next| *next >= BURST as u64).await.unwrap();
+        while count().await.1 < BURST {
+            log.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the whole burst arrived over gossip");
+    assert_eq!(
+        count().await,
+        (BURST, BURST),
+        "each message of the burst, once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
