@@ -287,7 +287,7 @@ async fn room_throughput(
 ) -> anyhow::Result<(f64, f64, Option<f64>)> {
     let bob_start = bob.cursor();
     let body = Arc::new(text());
-    let cpu0 = process_cpu();
+    let cpu0 = crate::process_cpu();
     let t0 = instant();
     let mut sends = JoinSet::new();
     let mut issued = 0;
@@ -304,7 +304,7 @@ async fn room_throughput(
     let sent = instant().saturating_duration_since(t0);
     bob.wait_cursor(bob_start + count as u64 - 1).await?;
     let all = instant().saturating_duration_since(t0);
-    let cpu_us = match (cpu0, process_cpu()) {
+    let cpu_us = match (cpu0, crate::process_cpu()) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64() * 1e6 / count as f64),
         _ => None,
     };
@@ -329,20 +329,6 @@ async fn room_throughput(
         count as f64 / sent.as_secs_f64(),
         cpu_us,
     ))
-}
-
-/// CPU time (user + system) this process has used so far, from
-/// `/proc/self/stat`; `None` where that is not available.
-fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces) start at `)`.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, in ticks.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    // Linux reports these in USER_HZ, which is 100 on every architecture.
-    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// Raw vodozemac Megolm encrypt + decrypt of `count` messages: messages/s.

@@ -46,12 +46,12 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use safemeet_crypto::EncryptedStore;
 use safemeet_crypto::account::Account;
 use safemeet_crypto::at_rest::{DataKey, StoreCipher};
 use safemeet_crypto::machine::{
     CryptoMachine, ROTATION_MESSAGES, RoomMessage, RoomSend, ToDeviceContent,
 };
+use safemeet_crypto::{EncryptedBatch, EncryptedStore};
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::event::{EventContent, Message, MessageText, ToDeviceEvent};
 use safemeet_proto::{DisplayName, Envelope, RoomId, Timestamp, UserId, Username};
@@ -80,6 +80,9 @@ const HELLO: &[u8] = b"new session";
 const CHUNK: usize = 20;
 /// The room's gossip topic (opaque to the machine).
 const TOPIC: [u8; 32] = [7; 32];
+/// Messages that share one flush on each side in the grouped sled path, as
+/// the engine's sends and receipts do at most.
+const GROUP: usize = 64;
 
 /// Running timings of one path over one sample of room messages.
 #[derive(Default)]
@@ -324,15 +327,86 @@ impl<S: Store> RoomPath<S> {
     }
 }
 
+impl<S: Store> RoomPath<S> {
+    /// Sends and delivers `count` messages in groups of [`GROUP`] as the
+    /// engine does under load: Alice commits each send without a flush and
+    /// releases the group with one; Bob commits each receipt with its replay
+    /// record and flushes once per group; then Alice removes the group's
+    /// outbox items (their acknowledgements). Only what the encryption
+    /// machine itself must store: no timeline, no event log. Returns the
+    /// wall time and the process's CPU time (every thread, sled's too).
+    fn grouped(
+        &mut self,
+        body: &MessageText,
+        now: Timestamp,
+        count: usize,
+    ) -> anyhow::Result<(Duration, Option<Duration>)> {
+        let cpu0 = crate::process_cpu();
+        let start = SystemClock.instant();
+        let mut done = 0;
+        while done < count {
+            let n = GROUP.min(count - done);
+            let mut staged = Vec::with_capacity(n);
+            for _ in 0..n {
+                self.lamport += 1;
+                let message = RoomMessage {
+                    room_id: self.room,
+                    topic: TOPIC,
+                    members: &self.pair.members,
+                    content: content(body),
+                    lamport: self.lamport,
+                };
+                let writes = |_: &_| Ok(EncryptedBatch::default());
+                staged.push(
+                    self.pair
+                        .alice
+                        .encrypt_room_event_deferred(message, now, writes, b"")?,
+                );
+            }
+            let sent = self.pair.alice.release(staged)?;
+            for s in &sent {
+                for share in &s.key_shares {
+                    let Envelope::ToDevice(envelope) = &share.envelope else {
+                        anyhow::bail!("a key share is not a to-device envelope");
+                    };
+                    self.pair.bob.decrypt_to_device(envelope, now)?;
+                }
+                let Envelope::Room(envelope) = &s.message.envelope else {
+                    anyhow::bail!("a room message is not a room envelope");
+                };
+                self.pair.bob.decrypt_room_with(
+                    envelope,
+                    now,
+                    |_| Ok(EncryptedBatch::default()),
+                )?;
+            }
+            self.pair.bob.flush()?;
+            let seqs: Vec<u64> = sent
+                .iter()
+                .flat_map(|s| s.key_shares.iter().chain([&s.message]))
+                .map(|o| o.outbox_seq)
+                .collect();
+            self.pair.alice.remove_from_outbox(&seqs)?;
+            done += n;
+        }
+        let wall = SystemClock.instant().duration_since(start);
+        let cpu = cpu0
+            .zip(crate::process_cpu())
+            .map(|(a, b)| b.saturating_sub(a));
+        Ok((wall, cpu))
+    }
+}
+
 /// One sample of one message size: `ops` messages down the raw and the
 /// memory path, taking turns every [`CHUNK`] messages, then `ops` messages
 /// down the sled path on its own (sled's background flusher must not steal
-/// time from the other two). Returns (raw, memory, sled).
+/// time from the other two), then down the grouped sled path. Returns
+/// (raw, memory, sled) and the grouped path.
 fn messages(
     body: &MessageText,
     ops: usize,
     now: Timestamp,
-) -> anyhow::Result<(Tally, Tally, Tally)> {
+) -> anyhow::Result<((Tally, Tally, Tally), Grouped)> {
     let plaintext = body.as_str().as_bytes();
     let mut raw = RawMegolm::new();
     let mut memory = RoomPath::new(
@@ -354,17 +428,38 @@ fn messages(
     }
     // Fresh databases each sample, so every sample sees the same state.
     let dir = tempfile::tempdir()?;
-    let config = SledConfig::default();
-    let sled_pair = Pair::new(
-        SledStore::open(dir.path().join("alice"), &config)?,
-        SledStore::open(dir.path().join("bob"), &config)?,
-        now,
-    )?;
-    let mut sled = RoomPath::new(sled_pair, body, now)?;
+    let sled_path = |name: &str| -> anyhow::Result<RoomPath<SledStore>> {
+        let config = SledConfig::default();
+        let pair = Pair::new(
+            SledStore::open(dir.path().join(format!("alice-{name}")), &config)?,
+            SledStore::open(dir.path().join(format!("bob-{name}")), &config)?,
+            now,
+        )?;
+        RoomPath::new(pair, body, now)
+    };
+    let mut sled = sled_path("each")?;
     for _ in 0..ops {
         sled.message(body, now, &mut tallies.2)?;
     }
-    Ok(tallies)
+    drop(sled);
+    let (wall, cpu) = sled_path("grouped")?.grouped(body, now, ops)?;
+    Ok((tallies, Grouped { wall, cpu, ops }))
+}
+
+/// The grouped sled path of one sample.
+struct Grouped {
+    wall: Duration,
+    cpu: Option<Duration>,
+    ops: usize,
+}
+
+impl Grouped {
+    fn wall_ns(&self) -> f64 {
+        nanos(self.wall) / self.ops as f64
+    }
+    fn cpu_ns(&self) -> Option<f64> {
+        self.cpu.map(|c| nanos(c) / self.ops as f64)
+    }
 }
 
 /// Two bare vodozemac Olm accounts: Alice opens sessions to Bob.
@@ -434,6 +529,8 @@ struct SizeSamples {
     memory_without_shares: Vec<f64>,
     sled: Vec<f64>,
     sled_without_shares: Vec<f64>,
+    grouped: Vec<f64>,
+    grouped_cpu: Vec<f64>,
     shares: usize,
 }
 
@@ -461,14 +558,18 @@ pub(crate) fn run(samples: usize, ops: usize) -> anyhow::Result<Value> {
         let now = SystemClock.now();
         let mut line = format!("sample {round}/{samples}:");
         for (body, acc) in bodies.iter().zip(&mut sizes) {
-            let (raw, memory, sled) = messages(body, ops, now)?;
+            let ((raw, memory, sled), grouped) = messages(body, ops, now)?;
             line += &format!(
-                "  {} B raw {:.1} / memory {:.1} ({:.2}×) / sled {:.1}",
+                "  {} B raw {:.1} / memory {:.1} ({:.2}×) / sled {:.1} / sled grouped {:.1} (CPU {})",
                 body.as_str().len(),
                 us(raw.mean()),
                 us(memory.mean()),
                 memory.mean() / raw.mean(),
-                us(sled.mean())
+                us(sled.mean()),
+                us(grouped.wall_ns()),
+                grouped
+                    .cpu_ns()
+                    .map_or("?".to_owned(), |c| format!("{:.1}", us(c)))
             );
             if round == 0 {
                 continue;
@@ -478,6 +579,8 @@ pub(crate) fn run(samples: usize, ops: usize) -> anyhow::Result<Value> {
             acc.memory_ratio.push(memory.mean() / raw.mean());
             acc.memory_without_shares.push(memory.mean_without_shares());
             acc.sled.push(sled.mean());
+            acc.grouped.push(grouped.wall_ns());
+            acc.grouped_cpu.extend(grouped.cpu_ns());
             acc.sled_without_shares.push(sled.mean_without_shares());
             acc.shares = memory.shares;
         }
@@ -506,6 +609,8 @@ pub(crate) fn run(samples: usize, ops: usize) -> anyhow::Result<Value> {
                 "raw_vodozemac_us": us(raw),
                 "machine_memory_us": us(memory),
                 "machine_sled_us": us(sled),
+                "machine_sled_grouped_us": us(median(acc.grouped)),
+                "machine_sled_grouped_cpu_us": (!acc.grouped_cpu.is_empty()).then(|| us(median(acc.grouped_cpu))),
                 "ratio_memory": (memory_ratio * 1000.0).round() / 1000.0,
                 "ratio_of_medians_memory": ratio(memory, raw),
                 "ratio_sled": ratio(sled, raw),

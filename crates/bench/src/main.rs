@@ -95,3 +95,17 @@ pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
         (xs[n / 2 - 1] + xs[n / 2]) / 2.0
     }
 }
+
+/// CPU time (user + system) this process has used so far, from
+/// `/proc/self/stat`; `None` where that is not available.
+pub(crate) fn process_cpu() -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at `)`.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, in ticks.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // Linux reports these in USER_HZ, which is 100 on every architecture.
+    Some(std::time::Duration::from_millis((utime + stime) * 10))
+}
