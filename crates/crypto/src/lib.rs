@@ -48,6 +48,7 @@ mod encrypted_store;
 mod error;
 pub mod identity;
 pub mod machine;
+pub mod mailbox;
 pub mod verification;
 
 pub use certificate::Verified;

@@ -14,9 +14,9 @@ use crate::NetConfig;
 use crate::codec::{DELIVER_PROTOCOL, FrameCodec};
 
 /// Kademlia protocol name: our own, so we never join another network's DHT.
-pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet/kad/1");
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet/kad/1");
 /// Identify protocol version string.
-const IDENTIFY_PROTOCOL: &str = "/safemeet/id/1";
+pub const IDENTIFY_PROTOCOL: &str = "/safemeet/id/1";
 
 pub(crate) type Gossipsub =
     gossipsub::Behaviour<IdentityTransform, MaxCountSubscriptionFilter<AllowAllSubscriptionFilter>>;
@@ -86,7 +86,7 @@ impl Behaviour {
                 .with_push_listen_addr_updates(true),
         );
         let deliver = request_response::Behaviour::with_codec(
-            FrameCodec,
+            FrameCodec::default(),
             [(DELIVER_PROTOCOL, request_response::ProtocolSupport::Full)],
             request_response::Config::default().with_request_timeout(config.request_timeout),
         );

@@ -14,11 +14,6 @@ pub const DELIVER_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet/deli
 /// Largest answer to a delivery (an acknowledgement, not content).
 pub const MAX_REPLY_BYTES: usize = 1024;
 
-/// Length-prefixed frames: a 4-byte big-endian length, then the bytes;
-/// requests up to [`MAX_ENVELOPE_BYTES`], answers up to [`MAX_REPLY_BYTES`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FrameCodec;
-
 async fn read_limited<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
@@ -55,7 +50,28 @@ async fn write_limited<T: AsyncWrite + Unpin + Send>(
     io.close().await
 }
 
-impl Codec for FrameCodec {
+/// The relay mailbox protocol name (see `safemeet_proto::mailbox`).
+pub const MAILBOX_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet/mailbox/1");
+
+/// Length-prefixed frames: a 4-byte big-endian length, then the bytes;
+/// requests up to `REQUEST` bytes and answers up to `RESPONSE`, each
+/// checked before it is read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LimitedCodec<const REQUEST: usize, const RESPONSE: usize>;
+
+/// The direct-delivery codec: requests up to [`MAX_ENVELOPE_BYTES`] (a
+/// padded envelope), answers up to [`MAX_REPLY_BYTES`].
+pub type FrameCodec = LimitedCodec<MAX_ENVELOPE_BYTES, MAX_REPLY_BYTES>;
+
+/// The mailbox codec: requests up to
+/// [`safemeet_proto::mailbox::MAX_REQUEST_BYTES`] (a deposit), answers up
+/// to [`safemeet_proto::mailbox::MAX_RESPONSE_BYTES`] (a page of envelopes).
+pub type MailboxCodec = LimitedCodec<
+    { safemeet_proto::mailbox::MAX_REQUEST_BYTES },
+    { safemeet_proto::mailbox::MAX_RESPONSE_BYTES },
+>;
+
+impl<const REQUEST: usize, const RESPONSE: usize> Codec for LimitedCodec<REQUEST, RESPONSE> {
     type Protocol = StreamProtocol;
     type Request = Vec<u8>;
     type Response = Vec<u8>;
@@ -64,14 +80,14 @@ impl Codec for FrameCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_limited(io, MAX_ENVELOPE_BYTES).await
+        read_limited(io, REQUEST).await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_limited(io, MAX_REPLY_BYTES).await
+        read_limited(io, RESPONSE).await
     }
 
     async fn write_request<T>(
@@ -83,7 +99,7 @@ impl Codec for FrameCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_limited(io, &req, MAX_ENVELOPE_BYTES).await
+        write_limited(io, &req, REQUEST).await
     }
 
     async fn write_response<T>(
@@ -95,6 +111,6 @@ impl Codec for FrameCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_limited(io, &res, MAX_REPLY_BYTES).await
+        write_limited(io, &res, RESPONSE).await
     }
 }

@@ -39,8 +39,11 @@ use safemeet_proto::Envelope;
 use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
-pub use crate::codec::{DELIVER_PROTOCOL, FrameCodec, MAX_REPLY_BYTES};
+use crate::behaviour::{Behaviour, BehaviourEvent};
+pub use crate::behaviour::{IDENTIFY_PROTOCOL, KAD_PROTOCOL};
+pub use crate::codec::{
+    DELIVER_PROTOCOL, FrameCodec, MAILBOX_PROTOCOL, MAX_REPLY_BYTES, MailboxCodec,
+};
 pub use crate::config::NetConfig;
 
 /// A room's gossip topic: an opaque hash derived from the room secret, so
@@ -202,15 +205,17 @@ impl std::fmt::Debug for Network {
     }
 }
 
-/// Builds the node, starts listening, dials the bootstrap peers and spawns
-/// the event loop on the current tokio runtime.
-pub fn spawn(
+/// Builds a swarm on SafeMeet's transports: TCP (Noise + yamux), QUIC, and
+/// the in-process memory transport (`/memory/N`, Noise + yamux, for tests
+/// and simulations), with `behaviour` and the given idle timeout. The
+/// daemon's node and the relay's are both built here.
+pub fn build_swarm<B: libp2p::swarm::NetworkBehaviour>(
     keypair: Keypair,
-    config: NetConfig,
-) -> Result<(Network, mpsc::Receiver<NetEvent>), NetError> {
-    let local = keypair.public().to_peer_id();
+    idle_timeout: std::time::Duration,
+    behaviour: impl FnOnce(&Keypair) -> Result<B, String>,
+) -> Result<libp2p::Swarm<B>, NetError> {
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
-    let mut swarm = SwarmBuilder::with_existing_identity(keypair)
+    Ok(SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
@@ -219,7 +224,6 @@ pub fn spawn(
         )
         .map_err(|e| setup(&e))?
         .with_quic()
-        // In-process only: `/memory/N` addresses, for tests and simulations.
         .with_other_transport(|key| {
             use libp2p::core::Transport as _;
             let noise = noise::Config::new(key)
@@ -231,11 +235,23 @@ pub fn spawn(
         })
         .map_err(|e| setup(&e))?
         .with_behaviour(|key| {
-            Behaviour::new(key, &config).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+            behaviour(key).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
         .map_err(|e| setup(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
-        .build();
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+        .build())
+}
+
+/// Builds the node, starts listening, dials the bootstrap peers and spawns
+/// the event loop on the current tokio runtime.
+pub fn spawn(
+    keypair: Keypair,
+    config: NetConfig,
+) -> Result<(Network, mpsc::Receiver<NetEvent>), NetError> {
+    let local = keypair.public().to_peer_id();
+    let mut swarm = build_swarm(keypair, config.idle_timeout, |key| {
+        Behaviour::new(key, &config)
+    })?;
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())

@@ -34,6 +34,7 @@ pub mod event;
 mod id;
 pub mod identity;
 pub mod limits;
+pub mod mailbox;
 pub mod padding;
 mod sensitive;
 mod time;

@@ -27,11 +27,17 @@ pub enum Keyspace {
     SeenMegolmIndexes,
     /// The durable, numbered event log that API clients replay from.
     EventLog,
+    /// A relay's mailboxes: per-mailbox counters and the relay's totals.
+    Mailboxes,
+    /// A relay's stored envelopes, by mailbox and id.
+    MailboxEnvelopes,
+    /// A relay's expiry index: when each stored envelope goes.
+    MailboxExpiry,
 }
 
 impl Keyspace {
     /// Every keyspace, in id order.
-    pub const ALL: [Keyspace; 10] = [
+    pub const ALL: [Keyspace; 13] = [
         Keyspace::Meta,
         Keyspace::Account,
         Keyspace::Devices,
@@ -42,6 +48,9 @@ impl Keyspace {
         Keyspace::CryptoSessions,
         Keyspace::SeenMegolmIndexes,
         Keyspace::EventLog,
+        Keyspace::Mailboxes,
+        Keyspace::MailboxEnvelopes,
+        Keyspace::MailboxExpiry,
     ];
 
     /// The stable on-disk id.
@@ -57,6 +66,9 @@ impl Keyspace {
             Keyspace::CryptoSessions => 7,
             Keyspace::SeenMegolmIndexes => 8,
             Keyspace::EventLog => 9,
+            Keyspace::Mailboxes => 10,
+            Keyspace::MailboxEnvelopes => 11,
+            Keyspace::MailboxExpiry => 12,
         }
     }
 
@@ -78,6 +90,9 @@ impl Keyspace {
             Keyspace::CryptoSessions => "crypto_sessions",
             Keyspace::SeenMegolmIndexes => "seen_megolm_indexes",
             Keyspace::EventLog => "event_log",
+            Keyspace::Mailboxes => "mailboxes",
+            Keyspace::MailboxEnvelopes => "mailbox_envelopes",
+            Keyspace::MailboxExpiry => "mailbox_expiry",
         }
     }
 }
