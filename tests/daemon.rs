@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+mod support;
+
 const PASS: &str = "correct horse battery";
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -450,8 +452,8 @@ mod raw_peer {
     use std::io;
 
     use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-    use libp2p::request_response::{self, Codec, ProtocolSupport};
-    use libp2p::{StreamProtocol, noise, tcp, yamux};
+    use libp2p::StreamProtocol;
+    use libp2p::request_response::{self, Codec};
 
     pub(crate) const DELIVER: StreamProtocol = StreamProtocol::new("/safemeet/deliver/1");
 
@@ -505,37 +507,14 @@ mod raw_peer {
         }
     }
 
-    pub(crate) type Swarm = libp2p::Swarm<request_response::Behaviour<RawCodec>>;
-
-    pub(crate) fn swarm() -> Swarm {
-        libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|_| {
-                request_response::Behaviour::with_codec(
-                    RawCodec,
-                    [(DELIVER, ProtocolSupport::Outbound)],
-                    request_response::Config::default()
-                        .with_request_timeout(std::time::Duration::from_secs(10)),
-                )
-            })
-            .unwrap()
-            .build()
+    pub(crate) fn swarm() -> libp2p::Swarm<request_response::Behaviour<RawCodec>> {
+        crate::support::client_swarm(RawCodec, DELIVER)
     }
 }
 
 /// Sends each raw request to `addr` and returns what came back for each:
 /// `Ok(answer)` or `Err(failure)`.
 fn raw_requests(addr: &str, requests: Vec<Vec<u8>>) -> Vec<Result<Vec<u8>, String>> {
-    use futures::StreamExt;
-    use libp2p::request_response::{Event, Message};
-    use libp2p::swarm::SwarmEvent;
-
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -547,36 +526,7 @@ fn raw_requests(addr: &str, requests: Vec<Vec<u8>>) -> Vec<Result<Vec<u8>, Strin
             panic!("no /p2p/ in {addr}")
         };
         swarm.dial(addr.clone()).unwrap();
-        let ids: Vec<_> = requests
-            .into_iter()
-            .map(|r| swarm.behaviour_mut().send_request(&peer, r))
-            .collect();
-        let mut results = std::collections::HashMap::new();
-        tokio::time::timeout(WAIT, async {
-            while results.len() < ids.len() {
-                match swarm.select_next_some().await {
-                    SwarmEvent::Behaviour(Event::Message {
-                        message:
-                            Message::Response {
-                                request_id,
-                                response,
-                            },
-                        ..
-                    }) => {
-                        results.insert(request_id, Ok(response));
-                    }
-                    SwarmEvent::Behaviour(Event::OutboundFailure {
-                        request_id, error, ..
-                    }) => {
-                        results.insert(request_id, Err(error.to_string()));
-                    }
-                    _ => {}
-                }
-            }
-        })
-        .await
-        .expect("every raw request got an answer or failed");
-        ids.iter().map(|id| results.remove(id).unwrap()).collect()
+        crate::support::request_all(&mut swarm, &peer, requests).await
     })
 }
 

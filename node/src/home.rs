@@ -58,6 +58,11 @@ impl Home {
         self.dir.join("db")
     }
 
+    /// Where `safemeet relay` keeps its identity and mailboxes.
+    pub(crate) fn relay_dir(&self) -> PathBuf {
+        self.dir.join("relay")
+    }
+
     /// The daemon's API socket.
     pub(crate) fn socket(&self) -> PathBuf {
         self.dir.join("safemeet.sock")
@@ -157,7 +162,7 @@ impl Home {
     }
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     fs::DirBuilder::new()
         .recursive(true)
@@ -203,7 +208,7 @@ fn sync_tree(dir: &Path) -> anyhow::Result<()> {
 
 /// Writes `bytes` to a fresh temporary file (mode 0600), fsyncs it, and links
 /// it in as `path`; fails if `path` exists.
-fn publish_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn publish_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     // A leftover temporary file may have other permissions: start afresh.

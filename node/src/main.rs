@@ -10,6 +10,7 @@ mod failure;
 mod home;
 mod messenger;
 mod passphrase;
+mod relay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +70,34 @@ enum Command {
         /// Do not discover peers on the local network (mDNS).
         #[arg(long)]
         no_mdns: bool,
+    },
+    /// Run a relay: keep encrypted envelopes for devices that are offline
+    /// (no account needed; its identity and mailboxes live under --home).
+    Relay {
+        /// Address to listen on (repeatable). Default: /ip4/0.0.0.0/tcp/4011.
+        #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
+        listen: Vec<libp2p::Multiaddr>,
+        /// Longest an envelope is kept (e.g. 36h, 14d).
+        #[arg(long, value_name = "DURATION", default_value = "14d", value_parser = relay::parse_duration)]
+        retention: std::time::Duration,
+        /// Largest envelope accepted, in bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = safemeet_proto::limits::MAX_ENVELOPE_BYTES)]
+        max_envelope_bytes: usize,
+        /// Most envelopes one mailbox holds.
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
+        mailbox_max_envelopes: u64,
+        /// Most bytes one mailbox holds.
+        #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+        mailbox_max_bytes: u64,
+        /// Most envelopes the relay holds.
+        #[arg(long, value_name = "N", default_value_t = 2_000_000)]
+        max_envelopes: u64,
+        /// Most bytes the relay holds.
+        #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024 * 1024)]
+        max_bytes: u64,
+        /// Take no deposits for mailboxes not held yet (to wind a relay down).
+        #[arg(long)]
+        no_new_mailboxes: bool,
     },
     /// Print an invite for others to add you as a contact.
     Invite,
@@ -155,11 +184,34 @@ where
     s.parse().map_err(|e: T::Err| e.to_string())
 }
 
-fn init_tracing() {
+/// Log targets a relay never writes, whatever `SAFEMEET_LOG` asks: the
+/// network stack's own logs name peers and addresses, and a relay must not
+/// keep who talked to it.
+const RELAY_SILENT: [&str; 6] = [
+    "libp2p",
+    "yamux",
+    "multistream_select",
+    "quinn",
+    "rustls",
+    "hickory",
+];
+
+fn init_tracing(relay: bool) {
     use tracing_subscriber::EnvFilter;
     // Logs go to stderr so stdout stays clean for --json. Default: warnings.
-    let filter = EnvFilter::try_from_env("SAFEMEET_LOG")
+    let mut filter = EnvFilter::try_from_env("SAFEMEET_LOG")
         .unwrap_or_else(|_| EnvFilter::new("warn,libp2p_kad=error,libp2p_mdns=error"));
+    if relay {
+        for target in RELAY_SILENT {
+            if let Ok(d) = format!("{target}=off").parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+        // sled's debug output can show stored keys (mailbox ids).
+        if let Ok(d) = "sled=warn".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -168,7 +220,7 @@ fn init_tracing() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(matches!(cli.command, Command::Relay { .. }));
     let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -194,6 +246,31 @@ fn run(cli: Cli) -> Result<(), Failure> {
             bootstrap,
             no_mdns,
         } => messenger::daemon(&home, &source, cli.json, listen, bootstrap, no_mdns),
+        Command::Relay {
+            listen,
+            retention,
+            max_envelope_bytes,
+            mailbox_max_envelopes,
+            mailbox_max_bytes,
+            max_envelopes,
+            max_bytes,
+            no_new_mailboxes,
+        } => relay::run(
+            &home,
+            cli.json,
+            relay::Options {
+                listen,
+                limits: safemeet_relay::Limits {
+                    max_envelope_bytes,
+                    retention,
+                    mailbox_max_envelopes,
+                    mailbox_max_bytes,
+                    max_envelopes,
+                    max_bytes,
+                    accept_new_mailboxes: !no_new_mailboxes,
+                },
+            },
+        ),
         Command::Invite => messenger::run(&home, &source, cli.json, messenger::Action::Invite),
         Command::Contact(c) => {
             let action = match c {

@@ -379,7 +379,7 @@ fn bare_swarm() -> anyhow::Result<BareSwarm> {
                 .map_err(io::Error::other)?;
             Ok(Bare {
                 rr: request_response::Behaviour::with_codec(
-                    FrameCodec,
+                    FrameCodec::default(),
                     [(RAW_PROTOCOL, ProtocolSupport::Full)],
                     request_response::Config::default(),
                 ),

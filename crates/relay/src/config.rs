@@ -1,0 +1,40 @@
+//! What an operator sets: addresses and limits.
+
+use std::time::Duration;
+
+/// Limits on what a relay stores. Defaults suit a relay for friends on a
+/// small machine; a public relay sets its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest envelope accepted, in bytes. Default: the protocol's largest
+    /// (64 KiB).
+    pub max_envelope_bytes: usize,
+    /// How long an envelope is kept unless fetched and acknowledged sooner
+    /// (the operator's maximum retention). Default 14 days.
+    pub retention: Duration,
+    /// Most envelopes one mailbox holds. Default 10 000.
+    pub mailbox_max_envelopes: u64,
+    /// Most bytes one mailbox holds. Default 64 MiB.
+    pub mailbox_max_bytes: u64,
+    /// Most envelopes the relay holds. Default 2 000 000.
+    pub max_envelopes: u64,
+    /// Most bytes the relay holds. Default 8 GiB.
+    pub max_bytes: u64,
+    /// Whether deposits may open mailboxes the relay does not hold yet.
+    /// Default yes; an operator winding a relay down turns it off.
+    pub accept_new_mailboxes: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_envelope_bytes: safemeet_proto::limits::MAX_ENVELOPE_BYTES,
+            retention: Duration::from_secs(14 * 24 * 3600),
+            mailbox_max_envelopes: 10_000,
+            mailbox_max_bytes: 64 * 1024 * 1024,
+            max_envelopes: 2_000_000,
+            max_bytes: 8 * 1024 * 1024 * 1024,
+            accept_new_mailboxes: true,
+        }
+    }
+}

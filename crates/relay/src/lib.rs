@@ -1,0 +1,21 @@
+//! The SafeMeet relay: keeps end-to-end encrypted envelopes for devices
+//! that are offline, in mailboxes only their owners can read or empty,
+//! while learning as little as possible.
+//!
+//! - [`store`]: mailboxes on disk (sled through the store traits), with
+//!   per-mailbox and global quotas and expiry; nothing about depositors.
+//! - [`service`]: the `/safemeet/mailbox/1` rules: deposits with signed
+//!   receipts, fetches and acks signed by the mailbox key over single-use
+//!   nonces.
+//! - [`node`]: the relay's libp2p node (identify, ping, Kademlia server,
+//!   the mailbox protocol), which groups requests so one flush serves many.
+//! - [`config`]: the operator's limits.
+
+pub mod config;
+pub mod node;
+pub mod service;
+pub mod store;
+
+pub use config::Limits;
+pub use service::MailboxService;
+pub use store::MailboxStore;

@@ -1,0 +1,264 @@
+//! The relay's libp2p node: TCP (Noise + yamux) and QUIC, identify, ping,
+//! Kademlia in server mode (a relay is a bootstrap peer), and the mailbox
+//! protocol. Requests that arrive together are answered together after one
+//! flush, so a receipt is only ever sent for an envelope that is durable.
+//!
+//! Nothing here logs or counts a peer id or an address next to a mailbox.
+
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, identify, kad, ping};
+use safemeet_net::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, MAILBOX_PROTOCOL, MailboxCodec};
+use safemeet_proto::clock::{Clock, SystemClock};
+use safemeet_proto::mailbox::MailboxResponse;
+use safemeet_proto::{Timestamp, codec};
+use safemeet_store::Store;
+use tokio::sync::{mpsc, watch};
+
+use crate::service::MailboxService;
+
+/// Most requests answered after one flush.
+const MAX_GROUP: usize = 256;
+/// How often expired envelopes are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(30);
+/// Most envelopes one purge removes (the next one goes on).
+const PURGE_MAX: usize = 10_000;
+
+/// How the relay node runs.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Idle connections close after this long.
+    pub idle_timeout: Duration,
+    /// A request is answered within this long or fails.
+    pub request_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/4011"
+                    .parse()
+                    .unwrap_or_else(|_| Multiaddr::empty()),
+            ],
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the relay could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Building the node failed.
+    #[error("could not set up the relay node: {0}")]
+    Setup(String),
+    /// An address could not be listened on.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    mailbox: request_response::Behaviour<MailboxCodec>,
+}
+
+/// What a running relay reports.
+#[derive(Debug, Clone)]
+pub enum RelayEvent {
+    /// It listens here; the address ends in `/p2p/<peer id>`.
+    Listening(Multiaddr),
+}
+
+/// A running relay node.
+#[derive(Debug)]
+pub struct RelayHandle {
+    /// The relay's peer id.
+    pub peer_id: PeerId,
+    /// What it reports.
+    pub events: mpsc::Receiver<RelayEvent>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RelayHandle {
+    /// Stops the node after the requests in hand are answered.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+fn now() -> Timestamp {
+    SystemClock.now()
+}
+
+/// Starts a relay node on the current tokio runtime.
+pub fn spawn<S: Store + Send + 'static>(
+    key: Keypair,
+    config: RelayConfig,
+    service: MailboxService<S>,
+) -> Result<RelayHandle, Error> {
+    let peer_id = key.public().to_peer_id();
+    let request_timeout = config.request_timeout;
+    let mut swarm = safemeet_net::build_swarm(key, config.idle_timeout, |key| {
+        let local = key.public().to_peer_id();
+        let mut kad = kad::Behaviour::with_config(
+            local,
+            kad::store::MemoryStore::new(local),
+            kad::Config::new(KAD_PROTOCOL),
+        );
+        // A relay is reachable by design: it answers DHT queries.
+        kad.set_mode(Some(kad::Mode::Server));
+        Ok(Behaviour {
+            identify: identify::Behaviour::new(identify::Config::new(
+                IDENTIFY_PROTOCOL.to_owned(),
+                key.public(),
+            )),
+            ping: ping::Behaviour::default(),
+            kad,
+            mailbox: request_response::Behaviour::with_codec(
+                MailboxCodec::default(),
+                [(MAILBOX_PROTOCOL, ProtocolSupport::Inbound)],
+                request_response::Config::default().with_request_timeout(request_timeout),
+            ),
+        })
+    })
+    .map_err(|e| Error::Setup(e.to_string()))?;
+    for addr in &config.listen {
+        swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    let (events_tx, events) = mpsc::channel(16);
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut service = service;
+        let mut purge = tokio::time::interval(PURGE_EVERY);
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => break,
+                _ = purge.tick() => {
+                    match service.store().purge_expired(now(), PURGE_MAX) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::debug!(removed = n, "expired envelopes purged");
+                            if let Err(e) = service.store().flush() {
+                                tracing::error!(error = %e, "flush after purge failed");
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "purge failed"),
+                    }
+                }
+                event = swarm.select_next_some() => {
+                    let mut group = Vec::new();
+                    let mut next = Some(event);
+                    while let Some(event) = next.take() {
+                        handle_event(&mut swarm, event, &events_tx, &mut group, peer_id);
+                        if group.len() < MAX_GROUP {
+                            next = swarm.select_next_some().now_or_never();
+                        }
+                    }
+                    answer(&mut swarm, &mut service, group);
+                }
+            }
+        }
+        tracing::debug!("relay node stopped");
+    });
+    Ok(RelayHandle {
+        peer_id,
+        events,
+        stop,
+        task,
+    })
+}
+
+type Pending = (Vec<u8>, request_response::ResponseChannel<Vec<u8>>);
+
+fn handle_event(
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    event: SwarmEvent<BehaviourEvent>,
+    events: &mpsc::Sender<RelayEvent>,
+    group: &mut Vec<Pending>,
+    peer_id: PeerId,
+) {
+    match event {
+        SwarmEvent::NewListenAddr { address, .. } => {
+            let full = address.with_p2p(peer_id).unwrap_or_else(|a| a);
+            let _ = events.try_send(RelayEvent::Listening(full));
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+            peer_id,
+            info,
+            ..
+        })) => {
+            // Feed the routing table, so the relay is a useful bootstrap peer.
+            for addr in info.listen_addrs {
+                swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            }
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Mailbox(request_response::Event::Message {
+            message:
+                request_response::Message::Request {
+                    request, channel, ..
+                },
+            ..
+        })) => group.push((request, channel)),
+        _ => {}
+    }
+}
+
+/// Answers a group of requests: each is handled, one flush makes what they
+/// wrote durable, then the answers go out.
+fn answer<S: Store>(
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    service: &mut MailboxService<S>,
+    group: Vec<Pending>,
+) {
+    if group.is_empty() {
+        return;
+    }
+    let at = now();
+    let mut wrote = false;
+    let mut answers = Vec::with_capacity(group.len());
+    for (request, channel) in group {
+        let handled = service.handle(&request, at);
+        wrote |= handled.wrote;
+        answers.push((handled.response, channel));
+    }
+    if wrote && let Err(e) = service.store().flush() {
+        // Nothing is promised that is not durable: every answer of the group
+        // becomes an error, and depositors try again.
+        tracing::error!(error = %e, "flush failed; the group is answered with errors");
+        for (response, _) in &mut answers {
+            *response = MailboxResponse::Error {
+                code: safemeet_proto::mailbox::MailboxError::Internal,
+                message: "the relay's store failed".into(),
+            };
+        }
+    }
+    for (response, channel) in answers {
+        match codec::encode(&response) {
+            Ok(bytes) => {
+                // A peer that left does not get its answer; nothing else to do.
+                let _ = swarm.behaviour_mut().mailbox.send_response(channel, bytes);
+            }
+            Err(e) => tracing::error!(error = %e, "could not encode an answer"),
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Mailboxes on disk, through the store traits (sled in a relay).
+//!
+//! What is kept: per mailbox its counters; per envelope its bytes and when
+//! it expires; the relay's totals. Nothing about who deposited: no peer id,
+//! no address, no time of arrival beyond the expiry. Every change is one
+//! atomic batch; the caller flushes before it answers (see
+//! [`crate::service`]).
+//!
+//! Keys: [`Keyspace::Mailboxes`] holds `mailbox id → MailboxMeta` and
+//! `"totals" → Totals`; [`Keyspace::MailboxEnvelopes`] holds
+//! `mailbox id ‖ id (big-endian) → StoredEnvelope`;
+//! [`Keyspace::MailboxExpiry`] holds `stored until (big-endian ms) ‖ mailbox
+//! id ‖ id → ()`, so expired envelopes are found in time order.
+
+use safemeet_proto::mailbox::{MailboxError, StoredEnvelope};
+use safemeet_proto::{MailboxId, Timestamp, codec};
+use safemeet_store::{Batch, Keyspace, Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Limits;
+
+const TOTALS: &[u8] = b"totals";
+/// Largest stored record (an envelope and its header).
+const MAX_RECORD: usize = safemeet_proto::mailbox::MAX_REQUEST_BYTES + 256;
+
+/// A mailbox's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct MailboxMeta {
+    /// The last id handed out (ids start at 1 and only grow).
+    last_id: u64,
+    /// Envelopes held.
+    count: u64,
+    /// Their bytes.
+    bytes: u64,
+    /// Last deposit or ack; an empty mailbox is forgotten a retention
+    /// period after it.
+    touched: Timestamp,
+}
+
+/// The relay's totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Envelopes held.
+    pub envelopes: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Mailboxes known (holding envelopes, or touched lately).
+    pub mailboxes: u64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A limit or rule refused it; the client is told.
+    #[error("{message}")]
+    Refused {
+        /// For the client.
+        code: MailboxError,
+        /// For people.
+        message: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored record does not decode.
+    #[error("a stored record is damaged: {0}")]
+    Damaged(String),
+}
+
+fn refused(code: MailboxError, message: impl Into<String>) -> Error {
+    Error::Refused {
+        code,
+        message: message.into(),
+    }
+}
+
+fn decode<T: Serialize + serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    codec::decode(bytes, MAX_RECORD).map_err(|e| Error::Damaged(e.to_string()))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+    codec::encode(value).map_err(|e| Error::Damaged(e.to_string()))
+}
+
+fn envelope_key(mailbox: &MailboxId, id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(40);
+    k.extend_from_slice(mailbox.as_bytes());
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn expiry_key(until: Timestamp, mailbox: &MailboxId, id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(48);
+    k.extend_from_slice(&until.as_millis().to_be_bytes());
+    k.extend_from_slice(mailbox.as_bytes());
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// Stages a mailbox's counters and the relay's totals.
+fn stage_counters(
+    batch: &mut Batch,
+    mailbox: &MailboxId,
+    meta: &MailboxMeta,
+    totals: &Totals,
+) -> Result<(), Error> {
+    batch.put_owned(
+        Keyspace::Mailboxes,
+        mailbox.as_bytes().to_vec(),
+        encode(meta)?,
+    );
+    batch.put_owned(Keyspace::Mailboxes, TOTALS.to_vec(), encode(totals)?);
+    Ok(())
+}
+
+/// The mailboxes of a relay.
+#[derive(Debug, Clone)]
+pub struct MailboxStore<S: Store> {
+    store: S,
+    limits: Limits,
+}
+
+impl<S: Store> MailboxStore<S> {
+    /// Mailboxes in `store`, kept within `limits`.
+    pub fn new(store: S, limits: Limits) -> Self {
+        Self { store, limits }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The relay's totals.
+    pub fn totals(&self) -> Result<Totals, Error> {
+        match self.store.get(Keyspace::Mailboxes, TOTALS)? {
+            Some(b) => decode(&b),
+            None => Ok(Totals::default()),
+        }
+    }
+
+    fn meta(&self, mailbox: &MailboxId) -> Result<Option<MailboxMeta>, Error> {
+        match self.store.get(Keyspace::Mailboxes, mailbox.as_bytes())? {
+            Some(b) => decode(&b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `envelope` in `mailbox` until `now` plus the retention;
+    /// returns its id and that time. Applied, not flushed.
+    pub fn deposit(
+        &self,
+        mailbox: &MailboxId,
+        envelope: &[u8],
+        now: Timestamp,
+    ) -> Result<(u64, Timestamp), Error> {
+        let limits = &self.limits;
+        let len = envelope.len() as u64;
+        if envelope.len() > limits.max_envelope_bytes {
+            return Err(refused(
+                MailboxError::TooLarge,
+                format!(
+                    "an envelope of {} bytes is over this relay's limit of {}",
+                    envelope.len(),
+                    limits.max_envelope_bytes
+                ),
+            ));
+        }
+        let mut totals = self.totals()?;
+        let (mut meta, new) = match self.meta(mailbox)? {
+            Some(m) => (m, false),
+            None if !limits.accept_new_mailboxes => {
+                return Err(refused(
+                    MailboxError::NotAccepting,
+                    "this relay takes no new mailboxes",
+                ));
+            }
+            None => (
+                MailboxMeta {
+                    last_id: 0,
+                    count: 0,
+                    bytes: 0,
+                    touched: now,
+                },
+                true,
+            ),
+        };
+        if meta.count + 1 > limits.mailbox_max_envelopes
+            || meta.bytes + len > limits.mailbox_max_bytes
+        {
+            return Err(refused(
+                MailboxError::MailboxFull,
+                format!(
+                    "the mailbox is full ({} envelopes, {} bytes; at most {} and {})",
+                    meta.count, meta.bytes, limits.mailbox_max_envelopes, limits.mailbox_max_bytes
+                ),
+            ));
+        }
+        if totals.envelopes + 1 > limits.max_envelopes || totals.bytes + len > limits.max_bytes {
+            return Err(refused(MailboxError::RelayFull, "the relay is full"));
+        }
+        let id = meta.last_id + 1;
+        let until = now.saturating_add(limits.retention);
+        meta.last_id = id;
+        meta.count += 1;
+        meta.bytes += len;
+        meta.touched = now;
+        totals.envelopes += 1;
+        totals.bytes += len;
+        if new {
+            totals.mailboxes += 1;
+        }
+        let stored = StoredEnvelope {
+            id,
+            stored_until: until,
+            envelope: envelope.to_vec(),
+        };
+        let mut batch = Batch::new();
+        batch.put_owned(
+            Keyspace::MailboxEnvelopes,
+            envelope_key(mailbox, id),
+            encode(&stored)?,
+        );
+        batch.put_owned(
+            Keyspace::MailboxExpiry,
+            expiry_key(until, mailbox, id),
+            Vec::new(),
+        );
+        stage_counters(&mut batch, mailbox, &meta, &totals)?;
+        self.store.apply(batch)?;
+        Ok((id, until))
+    }
+
+    /// Up to `limit` envelopes of `mailbox` with ids after `after` that have
+    /// not expired by `now`, and whether more follow.
+    pub fn fetch(
+        &self,
+        mailbox: &MailboxId,
+        after: u64,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<(Vec<StoredEnvelope>, bool), Error> {
+        let mut items = Vec::new();
+        let mut cursor = envelope_key(mailbox, after);
+        // Bounded: expired envelopes are skipped, and the purge removes them.
+        loop {
+            let rows = self.store.scan(
+                Keyspace::MailboxEnvelopes,
+                mailbox.as_bytes(),
+                Some(&cursor),
+                limit + 1,
+            )?;
+            let done = rows.len() <= limit;
+            for (key, value) in rows {
+                cursor = key;
+                let stored: StoredEnvelope = decode(&value)?;
+                if stored.stored_until <= now {
+                    continue;
+                }
+                if items.len() == limit {
+                    return Ok((items, true));
+                }
+                items.push(stored);
+            }
+            if done {
+                return Ok((items, false));
+            }
+        }
+    }
+
+    /// Deletes the envelopes `ids` of `mailbox`; returns how many there were.
+    pub fn ack(&self, mailbox: &MailboxId, ids: &[u64], now: Timestamp) -> Result<u32, Error> {
+        let Some(mut meta) = self.meta(mailbox)? else {
+            return Ok(0);
+        };
+        let mut totals = self.totals()?;
+        let mut batch = Batch::new();
+        let mut removed = 0u32;
+        let mut seen = std::collections::HashSet::new();
+        for &id in ids {
+            if !seen.insert(id) {
+                continue;
+            }
+            let key = envelope_key(mailbox, id);
+            let Some(value) = self.store.get(Keyspace::MailboxEnvelopes, &key)? else {
+                continue;
+            };
+            let stored: StoredEnvelope = decode(&value)?;
+            let len = stored.envelope.len() as u64;
+            batch.delete(Keyspace::MailboxEnvelopes, &key);
+            batch.delete(
+                Keyspace::MailboxExpiry,
+                &expiry_key(stored.stored_until, mailbox, id),
+            );
+            meta.count = meta.count.saturating_sub(1);
+            meta.bytes = meta.bytes.saturating_sub(len);
+            totals.envelopes = totals.envelopes.saturating_sub(1);
+            totals.bytes = totals.bytes.saturating_sub(len);
+            removed += 1;
+        }
+        if removed == 0 {
+            return Ok(0);
+        }
+        meta.touched = now;
+        stage_counters(&mut batch, mailbox, &meta, &totals)?;
+        self.store.apply(batch)?;
+        Ok(removed)
+    }
+
+    /// Deletes up to `max` envelopes that expired by `now`, and mailboxes
+    /// left empty for a retention period; returns how many envelopes went.
+    pub fn purge_expired(&self, now: Timestamp, max: usize) -> Result<usize, Error> {
+        let rows = self.store.scan(Keyspace::MailboxExpiry, &[], None, max)?;
+        let mut totals = self.totals()?;
+        let mut metas: std::collections::HashMap<MailboxId, MailboxMeta> = Default::default();
+        let mut batch = Batch::new();
+        let mut removed = 0;
+        for (key, _) in rows {
+            let (Some(until), Some(mailbox), Some(id)) = (
+                key.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+                key.get(8..40).and_then(|b| <[u8; 32]>::try_from(b).ok()),
+                key.get(40..48).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+            ) else {
+                return Err(Error::Damaged("an expiry key of the wrong length".into()));
+            };
+            if u64::from_be_bytes(until) > now.as_millis() {
+                break;
+            }
+            let (mailbox, id) = (MailboxId::from_bytes(mailbox), u64::from_be_bytes(id));
+            batch.delete(Keyspace::MailboxExpiry, &key);
+            let ekey = envelope_key(&mailbox, id);
+            let Some(value) = self.store.get(Keyspace::MailboxEnvelopes, &ekey)? else {
+                continue;
+            };
+            let len = decode::<StoredEnvelope>(&value)?.envelope.len() as u64;
+            batch.delete(Keyspace::MailboxEnvelopes, &ekey);
+            let meta = match metas.entry(mailbox) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => match self.meta(&mailbox)? {
+                    Some(m) => e.insert(m),
+                    None => return Err(Error::Damaged("an envelope without its mailbox".into())),
+                },
+            };
+            meta.count = meta.count.saturating_sub(1);
+            meta.bytes = meta.bytes.saturating_sub(len);
+            totals.envelopes = totals.envelopes.saturating_sub(1);
+            totals.bytes = totals.bytes.saturating_sub(len);
+            removed += 1;
+        }
+        for (mailbox, meta) in &metas {
+            batch.put_owned(
+                Keyspace::Mailboxes,
+                mailbox.as_bytes().to_vec(),
+                encode(meta)?,
+            );
+        }
+        // Empty mailboxes untouched for a retention period are forgotten.
+        let stale = |m: &MailboxMeta| {
+            m.count == 0 && now.saturating_since(m.touched) >= self.limits.retention
+        };
+        for (key, value) in self.store.scan(Keyspace::Mailboxes, &[], None, max)? {
+            if key.len() != MailboxId::LEN {
+                continue;
+            }
+            let mailbox = MailboxId::from_bytes(
+                <[u8; 32]>::try_from(key.as_slice())
+                    .map_err(|_| Error::Damaged("a mailbox key of the wrong length".into()))?,
+            );
+            let meta = match metas.get(&mailbox) {
+                Some(m) => m.clone(),
+                None => decode(&value)?,
+            };
+            if stale(&meta) {
+                batch.delete(Keyspace::Mailboxes, &key);
+                totals.mailboxes = totals.mailboxes.saturating_sub(1);
+            }
+        }
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        batch.put_owned(Keyspace::Mailboxes, TOTALS.to_vec(), encode(&totals)?);
+        self.store.apply(batch)?;
+        Ok(removed)
+    }
+
+    /// Makes what was applied durable.
+    pub fn flush(&self) -> Result<(), Error> {
+        Ok(self.store.flush()?)
+    }
+}

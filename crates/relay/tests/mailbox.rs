@@ -1,0 +1,365 @@
+//! The mailbox rules over a real sled store: receipts, fetch and ack signed
+//! by the mailbox key over single-use nonces, quotas, expiry and the switch
+//! that stops new mailboxes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use safemeet_crypto::mailbox::{authorize, mailbox_id};
+use safemeet_proto::mailbox::{
+    AckParams, FetchParams, MailboxError, MailboxRequest, MailboxResponse, Receipt, VERSION,
+};
+use safemeet_proto::{MailboxId, Timestamp, codec};
+use safemeet_relay::{Limits, MailboxService, MailboxStore};
+use safemeet_store::{Keyspace, SledConfig, SledStore, Store};
+use vodozemac::Ed25519SecretKey;
+
+const T0: u64 = 1_800_000_000_000;
+
+fn at(ms_after: u64) -> Timestamp {
+    Timestamp::from_millis(T0 + ms_after).unwrap()
+}
+
+struct Relay {
+    service: MailboxService<SledStore>,
+    key: Keypair,
+    backend: SledStore,
+    _dir: tempfile::TempDir,
+}
+
+impl Relay {
+    fn new(limits: Limits) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SledStore::open(dir.path().join("relay"), &SledConfig::default()).unwrap();
+        let key = Keypair::generate_ed25519();
+        let service = MailboxService::new(MailboxStore::new(backend.clone(), limits), key.clone());
+        Self {
+            service,
+            key,
+            backend,
+            _dir: dir,
+        }
+    }
+
+    fn ask(&mut self, request: &MailboxRequest, now: Timestamp) -> MailboxResponse {
+        self.service
+            .handle(&codec::encode(request).unwrap(), now)
+            .response
+    }
+
+    fn deposit(&mut self, mailbox: MailboxId, envelope: &[u8], now: Timestamp) -> MailboxResponse {
+        self.ask(
+            &MailboxRequest::Deposit {
+                version: VERSION,
+                mailbox,
+                envelope: envelope.to_vec(),
+            },
+            now,
+        )
+    }
+
+    fn nonce(&mut self, now: Timestamp) -> [u8; 32] {
+        match self.ask(&MailboxRequest::Challenge { version: VERSION }, now) {
+            MailboxResponse::Nonce(n) => n,
+            other => panic!("no nonce: {other:?}"),
+        }
+    }
+
+    fn fetch(&mut self, owner: &Ed25519SecretKey, after: u64, now: Timestamp) -> MailboxResponse {
+        let nonce = self.nonce(now);
+        let params = FetchParams {
+            mailbox: mailbox_id(owner.public_key().as_bytes()),
+            after,
+            limit: 64,
+        };
+        self.ask(
+            &MailboxRequest::Fetch(authorize(owner, nonce, params).unwrap()),
+            now,
+        )
+    }
+
+    fn ack(&mut self, owner: &Ed25519SecretKey, ids: Vec<u64>, now: Timestamp) -> MailboxResponse {
+        let nonce = self.nonce(now);
+        let params = AckParams {
+            mailbox: mailbox_id(owner.public_key().as_bytes()),
+            ids,
+        };
+        self.ask(
+            &MailboxRequest::Ack(authorize(owner, nonce, params).unwrap()),
+            now,
+        )
+    }
+}
+
+fn fetch_request(key: &Ed25519SecretKey, nonce: [u8; 32], mailbox: MailboxId) -> MailboxRequest {
+    let params = FetchParams {
+        mailbox,
+        after: 0,
+        limit: 64,
+    };
+    MailboxRequest::Fetch(authorize(key, nonce, params).unwrap())
+}
+
+fn ack_request(
+    key: &Ed25519SecretKey,
+    nonce: [u8; 32],
+    mailbox: MailboxId,
+    ids: Vec<u64>,
+) -> MailboxRequest {
+    MailboxRequest::Ack(authorize(key, nonce, AckParams { mailbox, ids }).unwrap())
+}
+
+fn envelopes(response: MailboxResponse) -> Vec<(u64, Vec<u8>)> {
+    match response {
+        MailboxResponse::Envelopes { items, .. } => {
+            items.into_iter().map(|e| (e.id, e.envelope)).collect()
+        }
+        other => panic!("no envelopes: {other:?}"),
+    }
+}
+
+fn refused(response: MailboxResponse) -> MailboxError {
+    match response {
+        MailboxResponse::Error { code, message } => {
+            assert!(!message.is_empty());
+            code
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+#[test]
+fn a_deposit_is_receipted_fetched_by_its_owner_and_deleted_on_ack() {
+    let mut relay = Relay::new(Limits::default());
+    let owner = Ed25519SecretKey::new();
+    let mailbox = mailbox_id(owner.public_key().as_bytes());
+
+    let receipt = match relay.deposit(mailbox, b"sealed one", at(0)) {
+        MailboxResponse::Receipt(r) => r,
+        other => panic!("no receipt: {other:?}"),
+    };
+    assert_eq!((receipt.mailbox, receipt.id), (mailbox, 1));
+    assert_eq!(
+        receipt.stored_until,
+        at(0).saturating_add(Limits::default().retention)
+    );
+    assert_eq!(receipt.digest, *blake3::hash(b"sealed one").as_bytes());
+    let signed = Receipt::signed_bytes(&mailbox, receipt.id, receipt.stored_until, &receipt.digest);
+    assert!(
+        relay.key.public().verify(&signed, &receipt.signature),
+        "the relay signed it"
+    );
+    let mut forged = signed.clone();
+    if let Some(last) = forged.last_mut() {
+        *last ^= 1;
+    }
+    assert!(!relay.key.public().verify(&forged, &receipt.signature));
+
+    relay.deposit(mailbox, b"sealed two", at(1));
+    let got = envelopes(relay.fetch(&owner, 0, at(2)));
+    assert_eq!(
+        got,
+        vec![(1, b"sealed one".to_vec()), (2, b"sealed two".to_vec())]
+    );
+    assert_eq!(
+        envelopes(relay.fetch(&owner, 1, at(2))).len(),
+        1,
+        "from a cursor"
+    );
+
+    assert_eq!(
+        relay.ack(&owner, vec![1, 1, 99], at(3)),
+        MailboxResponse::Acked { removed: 1 },
+        "a repeated or unknown id counts once or not at all"
+    );
+    assert_eq!(
+        envelopes(relay.fetch(&owner, 0, at(4))),
+        vec![(2, b"sealed two".to_vec())]
+    );
+    let totals = relay.service.store().totals().unwrap();
+    assert_eq!(
+        (totals.envelopes, totals.bytes, totals.mailboxes),
+        (1, 10, 1)
+    );
+}
+
+#[test]
+fn only_a_fresh_signature_by_the_mailbox_key_reads_or_deletes() {
+    let mut relay = Relay::new(Limits::default());
+    let owner = Ed25519SecretKey::new();
+    let mailbox = mailbox_id(owner.public_key().as_bytes());
+    relay.deposit(mailbox, b"for the owner", at(0));
+
+    // Mallory signs with her own key for the owner's mailbox.
+    let mallory = Ed25519SecretKey::new();
+    let nonce = relay.nonce(at(1));
+    let theft = fetch_request(&mallory, nonce, mailbox);
+    assert_eq!(
+        refused(relay.ask(&theft, at(1))),
+        MailboxError::BadSignature
+    );
+    let nonce = relay.nonce(at(1));
+    let wipe = ack_request(&mallory, nonce, mailbox, vec![1]);
+    assert_eq!(refused(relay.ask(&wipe, at(1))), MailboxError::BadSignature);
+
+    // A recorded request of the owner's cannot be played again.
+    let nonce = relay.nonce(at(2));
+    let fetch = fetch_request(&owner, nonce, mailbox);
+    assert_eq!(envelopes(relay.ask(&fetch, at(2))).len(), 1);
+    assert_eq!(refused(relay.ask(&fetch, at(3))), MailboxError::BadNonce);
+    // Nor a nonce the relay never issued, nor one past its time.
+    let made_up = ack_request(&owner, [9; 32], mailbox, vec![1]);
+    assert_eq!(refused(relay.ask(&made_up, at(3))), MailboxError::BadNonce);
+    let nonce = relay.nonce(at(4));
+    let late = ack_request(&owner, nonce, mailbox, vec![1]);
+    assert_eq!(
+        refused(relay.ask(&late, at(4 + 61_000))),
+        MailboxError::BadNonce
+    );
+
+    assert_eq!(
+        envelopes(relay.fetch(&owner, 0, at(5))).len(),
+        1,
+        "nothing was deleted"
+    );
+    // Junk is refused, and the relay goes on.
+    assert_eq!(
+        refused(relay.service.handle(b"\xff\x00junk", at(6)).response),
+        MailboxError::Malformed
+    );
+    assert_eq!(envelopes(relay.fetch(&owner, 0, at(6))).len(), 1);
+}
+
+#[test]
+fn quotas_refuse_clearly_and_lose_nothing() {
+    let mut relay = Relay::new(Limits {
+        max_envelope_bytes: 100,
+        mailbox_max_envelopes: 3,
+        mailbox_max_bytes: 1_000,
+        max_envelopes: 5,
+        ..Limits::default()
+    });
+    let (alice, bob, carol) = (
+        Ed25519SecretKey::new(),
+        Ed25519SecretKey::new(),
+        Ed25519SecretKey::new(),
+    );
+    let id = |k: &Ed25519SecretKey| mailbox_id(k.public_key().as_bytes());
+
+    assert_eq!(
+        refused(relay.deposit(id(&alice), &[0; 101], at(0))),
+        MailboxError::TooLarge
+    );
+    for n in 0..3u8 {
+        assert!(matches!(
+            relay.deposit(id(&alice), &[n; 10], at(0)),
+            MailboxResponse::Receipt(_)
+        ));
+    }
+    assert_eq!(
+        refused(relay.deposit(id(&alice), &[3; 10], at(0))),
+        MailboxError::MailboxFull
+    );
+    // Another mailbox is still served, up to the relay's total.
+    for n in 0..2u8 {
+        assert!(matches!(
+            relay.deposit(id(&bob), &[n; 10], at(0)),
+            MailboxResponse::Receipt(_)
+        ));
+    }
+    assert_eq!(
+        refused(relay.deposit(id(&carol), &[0; 10], at(0))),
+        MailboxError::RelayFull
+    );
+
+    // Everything accepted is still there.
+    let got = envelopes(relay.fetch(&alice, 0, at(1)));
+    assert_eq!(
+        got.iter().map(|(_, e)| e[0]).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert_eq!(envelopes(relay.fetch(&bob, 0, at(1))).len(), 2);
+    // Room again once Alice has read hers.
+    relay.ack(&alice, vec![1, 2, 3], at(2));
+    assert!(matches!(
+        relay.deposit(id(&carol), &[0; 10], at(3)),
+        MailboxResponse::Receipt(_)
+    ));
+}
+
+#[test]
+fn expired_envelopes_are_not_served_and_are_purged() {
+    let retention = Duration::from_secs(3600);
+    let mut relay = Relay::new(Limits {
+        retention,
+        ..Limits::default()
+    });
+    let owner = Ed25519SecretKey::new();
+    let mailbox = mailbox_id(owner.public_key().as_bytes());
+    relay.deposit(mailbox, b"old", at(0));
+    relay.deposit(mailbox, b"new", at(1_800_000));
+
+    let hour = 3_600_000;
+    assert_eq!(
+        envelopes(relay.fetch(&owner, 0, at(hour))),
+        vec![(2, b"new".to_vec())]
+    );
+    let store = relay.service.store();
+    assert_eq!(store.purge_expired(at(hour), 100).unwrap(), 1);
+    assert_eq!(store.totals().unwrap().envelopes, 1);
+    assert_eq!(store.purge_expired(at(2 * hour), 100).unwrap(), 1);
+    // Empty and untouched for a retention period: the mailbox is forgotten.
+    store.purge_expired(at(4 * hour), 100).unwrap();
+    let totals = store.totals().unwrap();
+    assert_eq!(
+        (totals.envelopes, totals.bytes, totals.mailboxes),
+        (0, 0, 0)
+    );
+    for ks in [Keyspace::MailboxEnvelopes, Keyspace::MailboxExpiry] {
+        assert!(
+            relay.backend.scan(ks, &[], None, 10).unwrap().is_empty(),
+            "{ks:?} is empty"
+        );
+    }
+    // Ids go on after a mailbox is forgotten only if it was: a new deposit
+    // starts a new mailbox.
+    assert!(matches!(
+        relay.deposit(mailbox, b"again", at(5 * hour)),
+        MailboxResponse::Receipt(_)
+    ));
+}
+
+#[test]
+fn a_relay_can_stop_taking_new_mailboxes() {
+    let mut relay = Relay::new(Limits::default());
+    let (old, new) = (Ed25519SecretKey::new(), Ed25519SecretKey::new());
+    let id = |k: &Ed25519SecretKey| mailbox_id(k.public_key().as_bytes());
+    relay.deposit(id(&old), b"before", at(0));
+
+    let mut closing = Relay {
+        service: MailboxService::new(
+            MailboxStore::new(
+                relay.backend.clone(),
+                Limits {
+                    accept_new_mailboxes: false,
+                    ..Limits::default()
+                },
+            ),
+            relay.key.clone(),
+        ),
+        key: relay.key.clone(),
+        backend: relay.backend.clone(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    assert!(matches!(
+        closing.deposit(id(&old), b"after", at(1)),
+        MailboxResponse::Receipt(_)
+    ));
+    assert_eq!(
+        refused(closing.deposit(id(&new), b"hello", at(1))),
+        MailboxError::NotAccepting
+    );
+    assert_eq!(envelopes(closing.fetch(&old, 0, at(2))).len(), 2);
+}

@@ -1,0 +1,319 @@
+//! End-to-end tests with a real `safemeet relay` process on 127.0.0.1 and a
+//! libp2p peer speaking `/safemeet/mailbox/1`: deposits are receipted and
+//! survive a restart of the relay, only the mailbox key fetches and
+//! deletes, and neither the relay's files nor its logs hold anything that
+//! names the depositor.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use libp2p::request_response;
+use libp2p::{Multiaddr, PeerId};
+use safemeet_crypto::mailbox::{authorize, mailbox_id};
+use safemeet_net::{MAILBOX_PROTOCOL, MailboxCodec};
+use safemeet_proto::mailbox::{
+    AckParams, FetchParams, MailboxError, MailboxRequest, MailboxResponse, Receipt, VERSION,
+};
+use safemeet_proto::{MailboxId, codec};
+use serde_json::Value;
+use vodozemac::Ed25519SecretKey;
+
+mod support;
+
+/// A running `safemeet relay`, its stderr (logs) collected.
+struct Relay {
+    child: Child,
+    addr: Multiaddr,
+    peer: PeerId,
+    logs: std::thread::JoinHandle<String>,
+}
+
+impl Relay {
+    fn start(home: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_safemeet"))
+            .args(["--home", home.to_str().unwrap(), "--json", "relay"])
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(extra)
+            .env_remove("SAFEMEET_HOME")
+            // Everything the relay logs, to check it names no one.
+            .env("SAFEMEET_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let logs = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let started: Value = serde_json::from_str(&line).expect("the relay prints its addresses");
+        let addr: Multiaddr = started["listen_addrs"][0]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let peer: PeerId = started["peer_id"].as_str().unwrap().parse().unwrap();
+        assert!(addr.to_string().ends_with(&format!("/p2p/{peer}")));
+        Self {
+            child,
+            addr,
+            peer,
+            logs,
+        }
+    }
+
+    /// SIGTERM, then the logs it wrote.
+    fn stop(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "the relay stops cleanly on SIGTERM: {exit}");
+        self.logs.join().unwrap()
+    }
+}
+
+type Swarm = libp2p::Swarm<request_response::Behaviour<MailboxCodec>>;
+
+/// A device talking to the relay: its own libp2p identity, nothing else.
+struct Client {
+    swarm: Swarm,
+    relay: PeerId,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Client {
+    fn new(relay: &Relay) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut swarm =
+            rt.block_on(async { support::client_swarm(MailboxCodec::default(), MAILBOX_PROTOCOL) });
+        rt.block_on(async { swarm.dial(relay.addr.clone()).unwrap() });
+        Self {
+            swarm,
+            relay: relay.peer,
+            rt,
+        }
+    }
+
+    fn peer_id(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    fn ask(&mut self, request: &MailboxRequest) -> MailboxResponse {
+        let answer = self.ask_raw(codec::encode(request).unwrap());
+        codec::decode(&answer, safemeet_proto::mailbox::MAX_RESPONSE_BYTES).unwrap()
+    }
+
+    /// Sends `bytes` as they are; returns the relay's answer.
+    fn ask_raw(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+        let (swarm, relay) = (&mut self.swarm, self.relay);
+        let mut answers = self
+            .rt
+            .block_on(support::request_all(swarm, &relay, vec![bytes]));
+        answers.pop().unwrap().expect("the relay answered")
+    }
+
+    fn deposit(&mut self, mailbox: MailboxId, envelope: &[u8]) -> MailboxResponse {
+        self.ask(&MailboxRequest::Deposit {
+            version: VERSION,
+            mailbox,
+            envelope: envelope.to_vec(),
+        })
+    }
+
+    fn nonce(&mut self) -> [u8; 32] {
+        match self.ask(&MailboxRequest::Challenge { version: VERSION }) {
+            MailboxResponse::Nonce(n) => n,
+            other => panic!("no nonce: {other:?}"),
+        }
+    }
+
+    fn fetch(&mut self, key: &Ed25519SecretKey) -> MailboxResponse {
+        let nonce = self.nonce();
+        let params = FetchParams {
+            mailbox: mailbox_id(key.public_key().as_bytes()),
+            after: 0,
+            limit: 64,
+        };
+        self.ask(&MailboxRequest::Fetch(
+            authorize(key, nonce, params).unwrap(),
+        ))
+    }
+
+    fn ack(&mut self, key: &Ed25519SecretKey, ids: Vec<u64>) -> MailboxResponse {
+        let nonce = self.nonce();
+        let params = AckParams {
+            mailbox: mailbox_id(key.public_key().as_bytes()),
+            ids,
+        };
+        self.ask(&MailboxRequest::Ack(authorize(key, nonce, params).unwrap()))
+    }
+}
+
+/// Every byte of every file under `dir`.
+fn dump(dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all.extend(dump(&path));
+        } else {
+            all.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    all
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_relay_keeps_envelopes_for_their_owner_and_knows_nothing_of_the_sender() {
+    let home = tempfile::tempdir().unwrap();
+    let relay = Relay::start(home.path(), &[]);
+    let bob = Ed25519SecretKey::new();
+    let mailbox = mailbox_id(bob.public_key().as_bytes());
+
+    // Alice, a device with her own peer id, leaves three envelopes.
+    let mut alice = Client::new(&relay);
+    let alice_peer = alice.peer_id();
+    let relay_key = libp2p::identity::PublicKey::try_decode_protobuf(relay.peer.as_ref().digest())
+        .expect("an Ed25519 peer id holds its key");
+    for n in 1..=3u64 {
+        let envelope = format!("sealed envelope {n}");
+        let MailboxResponse::Receipt(receipt) = alice.deposit(mailbox, envelope.as_bytes()) else {
+            panic!("no receipt")
+        };
+        assert_eq!(receipt.id, n);
+        let signed =
+            Receipt::signed_bytes(&mailbox, receipt.id, receipt.stored_until, &receipt.digest);
+        assert!(
+            relay_key.verify(&signed, &receipt.signature),
+            "signed by the relay it dialled"
+        );
+    }
+    drop(alice);
+
+    // The relay restarts: what it receipted is still there.
+    let logs_before = relay.stop();
+    let relay = Relay::start(home.path(), &[]);
+    let mut bob_device = Client::new(&relay);
+    let mallory = Ed25519SecretKey::new();
+    // Mallory can neither read nor empty Bob's mailbox.
+    let mut mallory_device = Client::new(&relay);
+    let nonce = mallory_device.nonce();
+    let theft = authorize(
+        &mallory,
+        nonce,
+        FetchParams {
+            mailbox,
+            after: 0,
+            limit: 64,
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        mallory_device.ask(&MailboxRequest::Fetch(theft)),
+        MailboxResponse::Error {
+            code: MailboxError::BadSignature,
+            ..
+        }
+    ));
+
+    let MailboxResponse::Envelopes { items, more } = bob_device.fetch(&bob) else {
+        panic!("no envelopes")
+    };
+    assert!(!more);
+    let texts: Vec<String> = items
+        .iter()
+        .map(|e| String::from_utf8(e.envelope.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "sealed envelope 1",
+            "sealed envelope 2",
+            "sealed envelope 3"
+        ]
+    );
+    assert_eq!(
+        bob_device.ack(&bob, items.iter().map(|e| e.id).collect()),
+        MailboxResponse::Acked { removed: 3 }
+    );
+    let MailboxResponse::Envelopes { items, .. } = bob_device.fetch(&bob) else {
+        panic!("no envelopes")
+    };
+    assert!(items.is_empty(), "deleted on ack");
+    let logs_after = relay.stop();
+
+    // Nothing the relay keeps or logs names Alice's device.
+    let files = dump(&home.path().join("relay"));
+    let logs = format!("{logs_before}{logs_after}");
+    assert!(
+        !logs.is_empty() && !files.is_empty(),
+        "there is something to search"
+    );
+    for needle in [alice_peer.to_bytes(), alice_peer.to_string().into_bytes()] {
+        assert!(
+            !contains(&files, &needle),
+            "Alice's peer id is in the relay's files"
+        );
+        assert!(
+            !contains(logs.as_bytes(), &needle),
+            "Alice's peer id is in the relay's logs"
+        );
+    }
+    assert!(
+        !contains(logs.as_bytes(), mailbox.to_string().as_bytes()),
+        "no mailbox ids in logs"
+    );
+}
+
+#[test]
+fn a_relay_refuses_bad_input_and_keeps_serving() {
+    let home = tempfile::tempdir().unwrap();
+    let relay = Relay::start(home.path(), &["--mailbox-max-envelopes", "1"]);
+    let bob = Ed25519SecretKey::new();
+    let mailbox = mailbox_id(bob.public_key().as_bytes());
+    let mut client = Client::new(&relay);
+    assert!(matches!(
+        client.deposit(mailbox, b"one"),
+        MailboxResponse::Receipt(_)
+    ));
+    assert!(matches!(
+        client.deposit(mailbox, b"two"),
+        MailboxResponse::Error {
+            code: MailboxError::MailboxFull,
+            ..
+        }
+    ));
+    // Undecodable bytes get an error answer, not a dropped connection.
+    let answer: MailboxResponse =
+        codec::decode(&client.ask_raw(b"\x07not a request".to_vec()), 1 << 20).unwrap();
+    assert!(matches!(
+        answer,
+        MailboxResponse::Error {
+            code: MailboxError::Malformed,
+            ..
+        }
+    ));
+    let MailboxResponse::Envelopes { items, .. } = client.fetch(&bob) else {
+        panic!("no envelopes")
+    };
+    assert_eq!(items.len(), 1, "the first deposit is kept");
+    relay.stop();
+}
