@@ -317,3 +317,57 @@ fn a_relay_refuses_bad_input_and_keeps_serving() {
     assert_eq!(items.len(), 1, "the first deposit is kept");
     relay.stop();
 }
+
+#[test]
+fn a_peer_flooding_deposits_is_slowed_while_another_is_served() {
+    let home = tempfile::tempdir().unwrap();
+    let relay = Relay::start(home.path(), &["--peer-rate", "5", "--peer-burst", "10"]);
+    let bob = Ed25519SecretKey::new();
+    let mailbox = mailbox_id(bob.public_key().as_bytes());
+
+    // 60 deposits at once from one peer: the first ten or so pass.
+    let mut flood = Client::new(&relay);
+    let requests: Vec<Vec<u8>> = (0..60)
+        .map(|n| {
+            codec::encode(&MailboxRequest::Deposit {
+                version: VERSION,
+                mailbox,
+                envelope: format!("flood {n}").into_bytes(),
+            })
+            .unwrap()
+        })
+        .collect();
+    let (swarm, peer) = (&mut flood.swarm, flood.relay);
+    let answers = flood
+        .rt
+        .block_on(support::request_all(swarm, &peer, requests));
+    let (mut stored, mut limited) = (0, 0);
+    for answer in answers {
+        match codec::decode::<MailboxResponse>(&answer.unwrap(), 1 << 20).unwrap() {
+            MailboxResponse::Receipt(_) => stored += 1,
+            MailboxResponse::Error {
+                code: MailboxError::RateLimited,
+                ..
+            } => limited += 1,
+            other => panic!("unexpected answer: {other:?}"),
+        }
+    }
+    assert!(limited >= 30, "{limited} of 60 were slowed down");
+    assert!((10..=30).contains(&stored), "{stored} of 60 were stored");
+
+    // Another peer is served meanwhile.
+    let mut other = Client::new(&relay);
+    assert!(matches!(
+        other.deposit(mailbox, b"not flooding"),
+        MailboxResponse::Receipt(_)
+    ));
+    let MailboxResponse::Envelopes { items, .. } = other.fetch(&bob) else {
+        panic!("no envelopes")
+    };
+    assert_eq!(
+        items.len(),
+        stored + 1,
+        "everything receipted is there, nothing more"
+    );
+    relay.stop();
+}

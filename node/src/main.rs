@@ -98,6 +98,12 @@ enum Command {
         /// Take no deposits for mailboxes not held yet (to wind a relay down).
         #[arg(long)]
         no_new_mailboxes: bool,
+        /// Requests per second one peer may make, sustained.
+        #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+        peer_rate: u32,
+        /// Requests one peer may make at once before --peer-rate applies.
+        #[arg(long, value_name = "N", default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..))]
+        peer_burst: u32,
     },
     /// Print an invite for others to add you as a contact.
     Invite,
@@ -255,11 +261,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             max_envelopes,
             max_bytes,
             no_new_mailboxes,
+            peer_rate,
+            peer_burst,
         } => relay::run(
             &home,
             cli.json,
             relay::Options {
                 listen,
+                peer_rate,
+                peer_burst,
                 limits: safemeet_relay::Limits {
                     max_envelope_bytes,
                     retention,

@@ -19,6 +19,8 @@ use crate::home::{self, Home};
 #[derive(Debug)]
 pub(crate) struct Options {
     pub(crate) listen: Vec<Multiaddr>,
+    pub(crate) peer_rate: u32,
+    pub(crate) peer_burst: u32,
     pub(crate) limits: Limits,
 }
 
@@ -78,7 +80,11 @@ pub(crate) fn run(home: &Home, json: bool, options: Options) -> Result<(), Failu
     })?;
     let store = MailboxStore::new(backend, options.limits);
     let service = MailboxService::new(store, key.clone());
-    let mut config = RelayConfig::default();
+    let mut config = RelayConfig {
+        peer_rate: options.peer_rate,
+        peer_burst: options.peer_burst,
+        ..RelayConfig::default()
+    };
     if !options.listen.is_empty() {
         config.listen = options.listen;
     }

@@ -5,6 +5,7 @@
 //!
 //! Nothing here logs or counts a peer id or an address next to a mailbox.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -14,7 +15,7 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, identify, kad, ping};
 use safemeet_net::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, MAILBOX_PROTOCOL, MailboxCodec};
 use safemeet_proto::clock::{Clock, SystemClock};
-use safemeet_proto::mailbox::MailboxResponse;
+use safemeet_proto::mailbox::{MailboxError, MailboxResponse};
 use safemeet_proto::{Timestamp, codec};
 use safemeet_store::Store;
 use tokio::sync::{mpsc, watch};
@@ -37,6 +38,11 @@ pub struct RelayConfig {
     pub idle_timeout: Duration,
     /// A request is answered within this long or fails.
     pub request_timeout: Duration,
+    /// Requests one peer may make per second, sustained. Default 200.
+    pub peer_rate: u32,
+    /// Requests one peer may make at once before the rate applies.
+    /// Default 400.
+    pub peer_burst: u32,
 }
 
 impl Default for RelayConfig {
@@ -49,6 +55,8 @@ impl Default for RelayConfig {
             ],
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
+            peer_rate: 200,
+            peer_burst: 400,
         }
     }
 }
@@ -150,10 +158,12 @@ pub fn spawn<S: Store + Send + 'static>(
     let task = tokio::spawn(async move {
         let mut service = service;
         let mut purge = tokio::time::interval(PURGE_EVERY);
+        let limiter = peer_limiter(&config);
         loop {
             tokio::select! {
                 _ = stopped.changed() => break,
                 _ = purge.tick() => {
+                    limiter.retain_recent();
                     match service.store().purge_expired(now(), PURGE_MAX) {
                         Ok(0) => {}
                         Ok(n) => {
@@ -169,7 +179,7 @@ pub fn spawn<S: Store + Send + 'static>(
                     let mut group = Vec::new();
                     let mut next = Some(event);
                     while let Some(event) = next.take() {
-                        handle_event(&mut swarm, event, &events_tx, &mut group, peer_id);
+                        handle_event(&mut swarm, event, &events_tx, &mut group, peer_id, &limiter);
                         if group.len() < MAX_GROUP {
                             next = swarm.select_next_some().now_or_never();
                         }
@@ -190,12 +200,23 @@ pub fn spawn<S: Store + Send + 'static>(
 
 type Pending = (Vec<u8>, request_response::ResponseChannel<Vec<u8>>);
 
+/// Requests per peer, in memory only: the peer ids it holds are never
+/// written or logged, and idle ones are dropped (`retain_recent`).
+type PeerLimiter = governor::DefaultKeyedRateLimiter<PeerId>;
+
+fn peer_limiter(config: &RelayConfig) -> PeerLimiter {
+    let rate = NonZeroU32::new(config.peer_rate).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(config.peer_burst).unwrap_or(rate).max(rate);
+    governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+}
+
 fn handle_event(
     swarm: &mut libp2p::Swarm<Behaviour>,
     event: SwarmEvent<BehaviourEvent>,
     events: &mpsc::Sender<RelayEvent>,
     group: &mut Vec<Pending>,
     peer_id: PeerId,
+    limiter: &PeerLimiter,
 ) {
     match event {
         SwarmEvent::NewListenAddr { address, .. } => {
@@ -213,12 +234,26 @@ fn handle_event(
             }
         }
         SwarmEvent::Behaviour(BehaviourEvent::Mailbox(request_response::Event::Message {
+            peer,
             message:
                 request_response::Message::Request {
                     request, channel, ..
                 },
             ..
-        })) => group.push((request, channel)),
+        })) => {
+            if limiter.check_key(&peer).is_ok() {
+                group.push((request, channel));
+                return;
+            }
+            // Over its rate: answered at once, without touching the store.
+            let refusal = MailboxResponse::Error {
+                code: MailboxError::RateLimited,
+                message: "too many requests; slow down".into(),
+            };
+            if let Ok(bytes) = codec::encode(&refusal) {
+                let _ = swarm.behaviour_mut().mailbox.send_response(channel, bytes);
+            }
+        }
         _ => {}
     }
 }
@@ -247,7 +282,7 @@ fn answer<S: Store>(
         tracing::error!(error = %e, "flush failed; the group is answered with errors");
         for (response, _) in &mut answers {
             *response = MailboxResponse::Error {
-                code: safemeet_proto::mailbox::MailboxError::Internal,
+                code: MailboxError::Internal,
                 message: "the relay's store failed".into(),
             };
         }
