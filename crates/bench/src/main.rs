@@ -14,9 +14,13 @@
 //! - `chat`: two engines over TCP on loopback: paced DM latency against a
 //!   bare request-response round trip, and room throughput against the
 //!   crypto-bound rate and raw gossipsub.
+//! - `relay`: a relay node and a client over TCP on loopback: deposits and
+//!   fetches per second, draining a mailbox of 10 000, and memory with
+//!   many envelopes stored.
 
 mod chat;
 mod crypto;
+mod relay;
 mod store;
 
 use clap::{Parser, ValueEnum};
@@ -32,7 +36,9 @@ struct Args {
     samples: u32,
     /// Operations per sample: records for `store` (default 20 000),
     /// messages per size for `crypto` (default 500), DMs for `chat`
-    /// (default 1000; five times as many room messages).
+    /// (default 1000; five times as many room messages), deposits for
+    /// `relay` (default 20 000; fifty times as many stored for the memory
+    /// reading).
     #[arg(long, value_parser = clap::value_parser!(u32).range(100..=10_000_000))]
     ops: Option<u32>,
     /// `chat` only: where the two nodes keep their state. `memory` persists
@@ -49,6 +55,8 @@ enum Suite {
     Crypto,
     /// Two nodes chatting vs bare libp2p.
     Chat,
+    /// A relay's mailboxes over the network.
+    Relay,
 }
 
 impl Suite {
@@ -60,6 +68,7 @@ impl Suite {
             Suite::Store => 20_000,
             Suite::Crypto => 500,
             Suite::Chat => 1000,
+            Suite::Relay => 20_000,
         }
     }
 }
@@ -77,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         Suite::Store => store::run(samples, ops)?,
         Suite::Crypto => crypto::run(samples, ops)?,
         Suite::Chat => chat::run(samples, args.ops.map(|n| n as usize), args.store)?,
+        Suite::Relay => relay::run(samples, ops)?,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

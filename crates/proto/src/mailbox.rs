@@ -29,6 +29,9 @@ pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_FETCH_ITEMS: u16 = 64;
 /// Most envelopes one ack deletes.
 pub const MAX_ACK_IDS: usize = 1024;
+/// Most envelopes in one [`MailboxRequest::DepositMany`] (their bytes
+/// together also fit in [`MAX_REQUEST_BYTES`]).
+pub const MAX_DEPOSIT_ITEMS: usize = 64;
 
 /// Domain separation of what a mailbox key signs.
 const FETCH_CONTEXT: &[u8] = b"safemeet/v1/mailbox/fetch";
@@ -57,6 +60,24 @@ pub enum MailboxRequest {
     Fetch(Authorized<FetchParams>),
     /// Delete envelopes from a mailbox.
     Ack(Authorized<AckParams>),
+    /// Leave several envelopes at once (at most [`MAX_DEPOSIT_ITEMS`]),
+    /// each in its own mailbox; answered with one outcome per envelope.
+    DepositMany {
+        /// Format version.
+        version: u8,
+        /// The envelopes.
+        items: Vec<Deposit>,
+    },
+}
+
+/// One envelope of a [`MailboxRequest::DepositMany`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deposit {
+    /// Where.
+    pub mailbox: MailboxId,
+    /// The padded, end-to-end encrypted envelope (opaque to the relay).
+    #[serde(with = "codec::bytes")]
+    pub envelope: Vec<u8>,
 }
 
 /// What a fetch asks for.
@@ -156,6 +177,23 @@ pub enum MailboxResponse {
     },
     /// The request was refused.
     Error {
+        /// Why, for programs.
+        code: MailboxError,
+        /// Why, for people.
+        message: String,
+    },
+    /// The outcome of each envelope of a [`MailboxRequest::DepositMany`],
+    /// in order.
+    Receipts(Vec<DepositOutcome>),
+}
+
+/// What became of one envelope of a [`MailboxRequest::DepositMany`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DepositOutcome {
+    /// Stored.
+    Stored(Receipt),
+    /// Refused.
+    Refused {
         /// Why, for programs.
         code: MailboxError,
         /// Why, for people.

@@ -142,7 +142,9 @@ pub fn spawn<S: Store + Send + 'static>(
             mailbox: request_response::Behaviour::with_codec(
                 MailboxCodec::default(),
                 [(MAILBOX_PROTOCOL, ProtocolSupport::Inbound)],
-                request_response::Config::default().with_request_timeout(request_timeout),
+                request_response::Config::default()
+                    .with_request_timeout(request_timeout)
+                    .with_max_concurrent_streams(MAX_GROUP),
             ),
         })
     })
@@ -268,14 +270,9 @@ fn answer<S: Store>(
     if group.is_empty() {
         return;
     }
-    let at = now();
-    let mut wrote = false;
-    let mut answers = Vec::with_capacity(group.len());
-    for (request, channel) in group {
-        let handled = service.handle(&request, at);
-        wrote |= handled.wrote;
-        answers.push((handled.response, channel));
-    }
+    let (requests, channels): (Vec<Vec<u8>>, Vec<_>) = group.into_iter().unzip();
+    let (responses, wrote) = service.handle_many(&requests, now());
+    let mut answers: Vec<_> = responses.into_iter().zip(channels).collect();
     if wrote && let Err(e) = service.store().flush() {
         // Nothing is promised that is not durable: every answer of the group
         // becomes an error, and depositors try again.

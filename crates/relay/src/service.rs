@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use safemeet_proto::mailbox::{
-    Authorized, MAX_ACK_IDS, MAX_FETCH_ITEMS, MAX_REQUEST_BYTES, MailboxError, MailboxRequest,
-    MailboxResponse, Receipt, SignedParams, VERSION,
+    Authorized, Deposit, DepositOutcome, MAX_ACK_IDS, MAX_DEPOSIT_ITEMS, MAX_FETCH_ITEMS,
+    MAX_REQUEST_BYTES, MailboxError, MailboxRequest, MailboxResponse, Receipt, SignedParams,
+    VERSION,
 };
 use safemeet_proto::{Timestamp, codec};
 use safemeet_store::Store;
 
-use crate::store::{self, MailboxStore};
+use crate::store::{self, DepositGroup, MailboxStore};
 
 /// How long a nonce may be used after it was handed out.
 pub const NONCE_TTL: Duration = Duration::from_secs(60);
@@ -74,44 +75,186 @@ impl<S: Store> MailboxService<S> {
 
     /// Answers one encoded request at time `now`.
     pub fn handle(&mut self, request: &[u8], now: Timestamp) -> Handled {
-        let request: MailboxRequest = match codec::decode(request, MAX_REQUEST_BYTES) {
-            Ok(r) => r,
-            Err(e) => return error(MailboxError::Malformed, format!("undecodable request: {e}")),
-        };
-        match request {
-            MailboxRequest::Deposit {
-                version,
-                mailbox,
-                envelope,
-            } => {
-                if version != VERSION {
-                    return error(MailboxError::Malformed, "unknown version");
+        let (mut responses, wrote) = self.handle_many([request], now);
+        let response = responses.pop().unwrap_or(MailboxResponse::Error {
+            code: MailboxError::Internal,
+            message: "no answer".into(),
+        });
+        Handled { response, wrote }
+    }
+
+    /// Answers encoded requests that arrived together, in order; returns
+    /// the answers and whether the store was changed (then flush before
+    /// sending them). Consecutive deposits are stored as one batch, with
+    /// each mailbox's counters written once.
+    pub fn handle_many<R: AsRef<[u8]>>(
+        &mut self,
+        requests: impl IntoIterator<Item = R>,
+        now: Timestamp,
+    ) -> (Vec<MailboxResponse>, bool) {
+        let mut out = Vec::new();
+        let mut group = DepositGroup::default();
+        let mut in_group = Vec::new();
+        let mut wrote = false;
+        for bytes in requests {
+            let request: MailboxRequest = match codec::decode(bytes.as_ref(), MAX_REQUEST_BYTES) {
+                Ok(r) => r,
+                Err(e) => {
+                    out.push(
+                        error(MailboxError::Malformed, format!("undecodable request: {e}"))
+                            .response,
+                    );
+                    continue;
                 }
-                match self.store.deposit(&mailbox, &envelope, now) {
-                    Ok((id, stored_until)) => {
-                        let digest = *blake3::hash(&envelope).as_bytes();
-                        let signed = Receipt::signed_bytes(&mailbox, id, stored_until, &digest);
-                        match self.key.sign(&signed) {
-                            Ok(signature) => Handled {
-                                response: MailboxResponse::Receipt(Receipt {
-                                    version: VERSION,
-                                    mailbox,
-                                    id,
-                                    stored_until,
-                                    digest,
-                                    signature,
-                                }),
-                                wrote: true,
-                            },
-                            Err(e) => {
-                                tracing::error!(error = %e, "could not sign a receipt");
-                                error(MailboxError::Internal, "the relay could not sign")
+            };
+            match &request {
+                MailboxRequest::Deposit {
+                    version,
+                    mailbox,
+                    envelope,
+                } => {
+                    let handled = self.stage_deposit(&mut group, *version, mailbox, envelope, now);
+                    if matches!(handled, MailboxResponse::Receipt(_)) {
+                        in_group.push(out.len());
+                    }
+                    out.push(handled);
+                    continue;
+                }
+                MailboxRequest::DepositMany { version, items } => {
+                    let handled = self.stage_many(&mut group, *version, items, now);
+                    if let MailboxResponse::Receipts(outcomes) = &handled
+                        && outcomes
+                            .iter()
+                            .any(|o| matches!(o, DepositOutcome::Stored(_)))
+                    {
+                        in_group.push(out.len());
+                    }
+                    out.push(handled);
+                    continue;
+                }
+                _ => {}
+            }
+            // Anything else reads the store: the deposits before it first.
+            wrote |= self.commit(&mut group, &mut in_group, &mut out);
+            let handled = self.handle_other(request, now);
+            wrote |= handled.wrote;
+            out.push(handled.response);
+        }
+        wrote |= self.commit(&mut group, &mut in_group, &mut out);
+        (out, wrote)
+    }
+
+    /// Applies the staged deposits; if that fails, their receipts become
+    /// errors (nothing is promised that was not stored). Returns whether
+    /// anything was written.
+    fn commit(
+        &self,
+        group: &mut DepositGroup,
+        in_group: &mut Vec<usize>,
+        out: &mut [MailboxResponse],
+    ) -> bool {
+        if in_group.is_empty() {
+            return false;
+        }
+        let result = self.store.commit(std::mem::take(group));
+        let members = std::mem::take(in_group);
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "storing deposits failed");
+                const FAILED: &str = "the relay's store failed";
+                for i in members {
+                    match out.get_mut(i) {
+                        Some(MailboxResponse::Receipts(outcomes)) => {
+                            for o in outcomes.iter_mut() {
+                                *o = DepositOutcome::Refused {
+                                    code: MailboxError::Internal,
+                                    message: FAILED.into(),
+                                };
                             }
                         }
+                        Some(r) => *r = error(MailboxError::Internal, FAILED).response,
+                        None => {}
                     }
-                    Err(e) => store_error(e),
                 }
+                false
             }
+        }
+    }
+
+    fn stage_deposit(
+        &self,
+        group: &mut DepositGroup,
+        version: u8,
+        mailbox: &safemeet_proto::MailboxId,
+        envelope: &[u8],
+        now: Timestamp,
+    ) -> MailboxResponse {
+        if version != VERSION {
+            return error(MailboxError::Malformed, "unknown version").response;
+        }
+        let (id, stored_until) = match self.store.stage_deposit(group, mailbox, envelope, now) {
+            Ok(stored) => stored,
+            Err(e) => return store_error(e).response,
+        };
+        let digest = *blake3::hash(envelope).as_bytes();
+        let signed = Receipt::signed_bytes(mailbox, id, stored_until, &digest);
+        match self.key.sign(&signed) {
+            Ok(signature) => MailboxResponse::Receipt(Receipt {
+                version: VERSION,
+                mailbox: *mailbox,
+                id,
+                stored_until,
+                digest,
+                signature,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "could not sign a receipt");
+                error(MailboxError::Internal, "the relay could not sign").response
+            }
+        }
+    }
+
+    /// Stages the envelopes of a `DepositMany`; one outcome each.
+    fn stage_many(
+        &self,
+        group: &mut DepositGroup,
+        version: u8,
+        items: &[Deposit],
+        now: Timestamp,
+    ) -> MailboxResponse {
+        if items.len() > MAX_DEPOSIT_ITEMS {
+            return error(
+                MailboxError::Malformed,
+                format!("at most {MAX_DEPOSIT_ITEMS} envelopes per request"),
+            )
+            .response;
+        }
+        let outcomes = items
+            .iter()
+            .map(|item| {
+                match self.stage_deposit(group, version, &item.mailbox, &item.envelope, now) {
+                    MailboxResponse::Receipt(r) => DepositOutcome::Stored(r),
+                    MailboxResponse::Error { code, message } => {
+                        DepositOutcome::Refused { code, message }
+                    }
+                    _ => DepositOutcome::Refused {
+                        code: MailboxError::Internal,
+                        message: "unexpected outcome".into(),
+                    },
+                }
+            })
+            .collect();
+        MailboxResponse::Receipts(outcomes)
+    }
+
+    /// Answers a request other than a deposit.
+    fn handle_other(&mut self, request: MailboxRequest, now: Timestamp) -> Handled {
+        match request {
+            MailboxRequest::Deposit { .. } | MailboxRequest::DepositMany { .. } => error(
+                MailboxError::Internal,
+                "deposits are staged, not handled here",
+            ),
             MailboxRequest::Challenge { version } => {
                 if version != VERSION {
                     return error(MailboxError::Malformed, "unknown version");

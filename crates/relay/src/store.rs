@@ -113,6 +113,16 @@ fn stage_counters(
     Ok(())
 }
 
+/// Deposits staged together: their records, and the counters as they
+/// stand after them. Stage only deposits into one group; anything else
+/// reads the store, which holds none of this until it is committed.
+#[derive(Debug, Default)]
+pub struct DepositGroup {
+    batch: Batch,
+    metas: std::collections::HashMap<MailboxId, MailboxMeta>,
+    totals: Option<Totals>,
+}
+
 /// The mailboxes of a relay.
 #[derive(Debug, Clone)]
 pub struct MailboxStore<S: Store> {
@@ -154,6 +164,21 @@ impl<S: Store> MailboxStore<S> {
         envelope: &[u8],
         now: Timestamp,
     ) -> Result<(u64, Timestamp), Error> {
+        let mut group = DepositGroup::default();
+        let stored = self.stage_deposit(&mut group, mailbox, envelope, now)?;
+        self.commit(group)?;
+        Ok(stored)
+    }
+
+    /// Stages a deposit into `group` (see [`DepositGroup`]); returns its id
+    /// and expiry. Nothing is stored until [`commit`](Self::commit).
+    pub fn stage_deposit(
+        &self,
+        group: &mut DepositGroup,
+        mailbox: &MailboxId,
+        envelope: &[u8],
+        now: Timestamp,
+    ) -> Result<(u64, Timestamp), Error> {
         let limits = &self.limits;
         let len = envelope.len() as u64;
         if envelope.len() > limits.max_envelope_bytes {
@@ -166,24 +191,30 @@ impl<S: Store> MailboxStore<S> {
                 ),
             ));
         }
-        let mut totals = self.totals()?;
-        let (mut meta, new) = match self.meta(mailbox)? {
-            Some(m) => (m, false),
-            None if !limits.accept_new_mailboxes => {
-                return Err(refused(
-                    MailboxError::NotAccepting,
-                    "this relay takes no new mailboxes",
-                ));
-            }
-            None => (
-                MailboxMeta {
-                    last_id: 0,
-                    count: 0,
-                    bytes: 0,
-                    touched: now,
-                },
-                true,
-            ),
+        let mut totals = match group.totals {
+            Some(t) => t,
+            None => self.totals()?,
+        };
+        let (mut meta, new) = match group.metas.get(mailbox) {
+            Some(m) => (m.clone(), false),
+            None => match self.meta(mailbox)? {
+                Some(m) => (m, false),
+                None if !limits.accept_new_mailboxes => {
+                    return Err(refused(
+                        MailboxError::NotAccepting,
+                        "this relay takes no new mailboxes",
+                    ));
+                }
+                None => (
+                    MailboxMeta {
+                        last_id: 0,
+                        count: 0,
+                        bytes: 0,
+                        touched: now,
+                    },
+                    true,
+                ),
+            },
         };
         if meta.count + 1 > limits.mailbox_max_envelopes
             || meta.bytes + len > limits.mailbox_max_bytes
@@ -215,20 +246,41 @@ impl<S: Store> MailboxStore<S> {
             stored_until: until,
             envelope: envelope.to_vec(),
         };
-        let mut batch = Batch::new();
-        batch.put_owned(
+        group.batch.put_owned(
             Keyspace::MailboxEnvelopes,
             envelope_key(mailbox, id),
             encode(&stored)?,
         );
-        batch.put_owned(
+        group.batch.put_owned(
             Keyspace::MailboxExpiry,
             expiry_key(until, mailbox, id),
             Vec::new(),
         );
-        stage_counters(&mut batch, mailbox, &meta, &totals)?;
-        self.store.apply(batch)?;
+        group.metas.insert(*mailbox, meta);
+        group.totals = Some(totals);
         Ok((id, until))
+    }
+
+    /// Applies a group of deposits as one batch, with each mailbox's
+    /// counters and the totals written once. Not flushed.
+    pub fn commit(&self, group: DepositGroup) -> Result<(), Error> {
+        let DepositGroup {
+            mut batch,
+            metas,
+            totals,
+        } = group;
+        let Some(totals) = totals else {
+            return Ok(());
+        };
+        for (mailbox, meta) in &metas {
+            batch.put_owned(
+                Keyspace::Mailboxes,
+                mailbox.as_bytes().to_vec(),
+                encode(meta)?,
+            );
+        }
+        batch.put_owned(Keyspace::Mailboxes, TOTALS.to_vec(), encode(&totals)?);
+        Ok(self.store.apply(batch)?)
     }
 
     /// Up to `limit` envelopes of `mailbox` with ids after `after` that have

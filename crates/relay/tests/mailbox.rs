@@ -363,3 +363,122 @@ fn a_relay_can_stop_taking_new_mailboxes() {
     );
     assert_eq!(envelopes(closing.fetch(&old, 0, at(2))).len(), 2);
 }
+
+#[test]
+fn many_deposits_in_one_request_are_answered_one_by_one() {
+    use safemeet_proto::mailbox::{Deposit, DepositOutcome, MAX_DEPOSIT_ITEMS};
+
+    let mut relay = Relay::new(Limits {
+        max_envelope_bytes: 100,
+        mailbox_max_envelopes: 2,
+        ..Limits::default()
+    });
+    let (alice, bob) = (Ed25519SecretKey::new(), Ed25519SecretKey::new());
+    let id = |k: &Ed25519SecretKey| mailbox_id(k.public_key().as_bytes());
+    let item = |k: &Ed25519SecretKey, bytes: &[u8]| Deposit {
+        mailbox: id(k),
+        envelope: bytes.to_vec(),
+    };
+    let request = MailboxRequest::DepositMany {
+        version: VERSION,
+        items: vec![
+            item(&alice, b"a1"),
+            item(&bob, b"b1"),
+            item(&alice, &[0; 101]),
+            item(&alice, b"a2"),
+            item(&alice, b"a3"),
+        ],
+    };
+    let MailboxResponse::Receipts(outcomes) = relay.ask(&request, at(0)) else {
+        panic!("no outcomes")
+    };
+    let codes: Vec<Option<MailboxError>> = outcomes
+        .iter()
+        .map(|o| match o {
+            DepositOutcome::Stored(_) => None,
+            DepositOutcome::Refused { code, .. } => Some(*code),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            None,
+            None,
+            Some(MailboxError::TooLarge),
+            None,
+            Some(MailboxError::MailboxFull)
+        ]
+    );
+    // Ids follow each other within a mailbox, as for single deposits.
+    let ids: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            DepositOutcome::Stored(r) if r.mailbox == id(&alice) => Some(r.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [1, 2]);
+    assert_eq!(
+        envelopes(relay.fetch(&alice, 0, at(1))),
+        vec![(1, b"a1".to_vec()), (2, b"a2".to_vec())]
+    );
+    let totals = relay.service.store().totals().unwrap();
+    assert_eq!((totals.envelopes, totals.mailboxes), (3, 2));
+
+    let too_many = MailboxRequest::DepositMany {
+        version: VERSION,
+        items: (0..=MAX_DEPOSIT_ITEMS).map(|_| item(&bob, b"x")).collect(),
+    };
+    assert_eq!(
+        refused(relay.ask(&too_many, at(2))),
+        MailboxError::Malformed
+    );
+    assert_eq!(
+        envelopes(relay.fetch(&bob, 0, at(3))).len(),
+        1,
+        "nothing of it stored"
+    );
+}
+
+#[test]
+fn requests_answered_together_see_each_other_in_order() {
+    let mut relay = Relay::new(Limits::default());
+    let alice = Ed25519SecretKey::new();
+    let mailbox = mailbox_id(alice.public_key().as_bytes());
+    let nonce = relay.nonce(at(0));
+    let deposit = |bytes: &[u8]| {
+        codec::encode(&MailboxRequest::Deposit {
+            version: VERSION,
+            mailbox,
+            envelope: bytes.to_vec(),
+        })
+        .unwrap()
+    };
+    let group = [
+        deposit(b"one"),
+        deposit(b"two"),
+        codec::encode(&ack_request(&alice, nonce, mailbox, vec![1])).unwrap(),
+        deposit(b"three"),
+    ];
+    let (answers, wrote) = relay.service.handle_many(&group, at(1));
+    assert!(wrote);
+    let ids: Vec<Option<u64>> = answers
+        .iter()
+        .map(|a| match a {
+            MailboxResponse::Receipt(r) => Some(r.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [Some(1), Some(2), None, Some(3)]);
+    assert_eq!(
+        answers[2],
+        MailboxResponse::Acked { removed: 1 },
+        "the ack saw the deposits before it"
+    );
+    assert_eq!(
+        envelopes(relay.fetch(&alice, 0, at(2))),
+        vec![(2, b"two".to_vec()), (3, b"three".to_vec())]
+    );
+    let totals = relay.service.store().totals().unwrap();
+    assert_eq!((totals.envelopes, totals.bytes), (2, 8));
+}
