@@ -28,6 +28,8 @@ struct Relay {
     child: Child,
     addr: Multiaddr,
     peer: PeerId,
+    /// Where `/metrics` and `/status` are served, if they are.
+    metrics: Option<String>,
     logs: std::thread::JoinHandle<String>,
 }
 
@@ -61,11 +63,13 @@ impl Relay {
             .parse()
             .unwrap();
         let peer: PeerId = started["peer_id"].as_str().unwrap().parse().unwrap();
+        let metrics = started["metrics"].as_str().map(str::to_owned);
         assert!(addr.to_string().ends_with(&format!("/p2p/{peer}")));
         Self {
             child,
             addr,
             peer,
+            metrics,
             logs,
         }
     }
@@ -370,4 +374,104 @@ fn a_peer_flooding_deposits_is_slowed_while_another_is_served() {
         "everything receipted is there, nothing more"
     );
     relay.stop();
+}
+
+/// A plain HTTP GET; `None` when the server closes without an answer.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: relay\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    (!answer.is_empty()).then_some(answer)
+}
+
+#[test]
+fn an_operator_configures_limits_in_a_file_and_reads_counters() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        "mailbox_max_envelopes = 1\nretention = \"2d\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let relay = Relay::start(home.path(), &["--config", config.to_str().unwrap()]);
+    let metrics = relay.metrics.clone().expect("metrics are served");
+    let bob = Ed25519SecretKey::new();
+    let mailbox = mailbox_id(bob.public_key().as_bytes());
+    let mut client = Client::new(&relay);
+    let client_peer = client.peer_id();
+    let MailboxResponse::Receipt(receipt) = client.deposit(mailbox, b"one") else {
+        panic!("no receipt")
+    };
+    // The file's retention holds: two days.
+    let two_days = 2 * 24 * 3600 * 1000;
+    let now = safemeet_proto::clock::Clock::now(&safemeet_proto::clock::SystemClock);
+    let left = receipt.stored_until.as_millis() - now.as_millis();
+    assert!(
+        left <= two_days && left > two_days - 60_000,
+        "{left} ms left"
+    );
+    // The file's quota holds: one envelope per mailbox.
+    assert!(matches!(
+        client.deposit(mailbox, b"two"),
+        MailboxResponse::Error {
+            code: MailboxError::MailboxFull,
+            ..
+        }
+    ));
+
+    let status = http_get(&metrics, "/status").expect("a status");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let body: Value = serde_json::from_str(status.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["envelopes"], 1);
+    assert_eq!(body["mailboxes"], 1);
+    assert_eq!(body["accepting_new_mailboxes"], true);
+
+    let text = http_get(&metrics, "/metrics").expect("metrics");
+    assert!(text.contains("safemeet_relay_deposits_total 1"), "{text}");
+    assert!(
+        text.contains("safemeet_relay_refused_total{reason=\"mailbox_full\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("safemeet_relay_stored_envelopes 1"), "{text}");
+    assert!(
+        text.contains("libp2p_swarm"),
+        "libp2p's metrics share the registry"
+    );
+    // Counters only: nobody is named.
+    for needle in [
+        client_peer.to_string(),
+        relay.peer.to_string(),
+        mailbox.to_string(),
+        "127.0.0.1".to_owned(),
+    ] {
+        assert!(!text.contains(&needle), "{needle} in the metrics");
+    }
+    assert!(
+        http_get(&metrics, "/nothing")
+            .unwrap()
+            .starts_with("HTTP/1.1 404")
+    );
+    relay.stop();
+
+    // Only the allowlist is answered; bad files are refused clearly.
+    let relay = Relay::start(
+        home.path(),
+        &["--metrics", "127.0.0.1:0", "--metrics-allow", "10.1.2.3"],
+    );
+    assert_eq!(http_get(relay.metrics.as_ref().unwrap(), "/status"), None);
+    relay.stop();
+    std::fs::write(&config, "mailbox_max_envelope = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_safemeet"))
+        .args(["--home", home.path().to_str().unwrap(), "relay", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("mailbox_max_envelope"), "{stderr}");
 }

@@ -73,38 +73,7 @@ enum Command {
     },
     /// Run a relay: keep encrypted envelopes for devices that are offline
     /// (no account needed; its identity and mailboxes live under --home).
-    Relay {
-        /// Address to listen on (repeatable). Default: /ip4/0.0.0.0/tcp/4011.
-        #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
-        listen: Vec<libp2p::Multiaddr>,
-        /// Longest an envelope is kept (e.g. 36h, 14d).
-        #[arg(long, value_name = "DURATION", default_value = "14d", value_parser = relay::parse_duration)]
-        retention: std::time::Duration,
-        /// Largest envelope accepted, in bytes.
-        #[arg(long, value_name = "BYTES", default_value_t = safemeet_proto::limits::MAX_ENVELOPE_BYTES)]
-        max_envelope_bytes: usize,
-        /// Most envelopes one mailbox holds.
-        #[arg(long, value_name = "N", default_value_t = 10_000)]
-        mailbox_max_envelopes: u64,
-        /// Most bytes one mailbox holds.
-        #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
-        mailbox_max_bytes: u64,
-        /// Most envelopes the relay holds.
-        #[arg(long, value_name = "N", default_value_t = 2_000_000)]
-        max_envelopes: u64,
-        /// Most bytes the relay holds.
-        #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024 * 1024)]
-        max_bytes: u64,
-        /// Take no deposits for mailboxes not held yet (to wind a relay down).
-        #[arg(long)]
-        no_new_mailboxes: bool,
-        /// Requests per second one peer may make, sustained.
-        #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
-        peer_rate: u32,
-        /// Requests one peer may make at once before --peer-rate applies.
-        #[arg(long, value_name = "N", default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..))]
-        peer_burst: u32,
-    },
+    Relay(relay::RelayArgs),
     /// Print an invite for others to add you as a contact.
     Invite,
     /// Manage contacts.
@@ -226,7 +195,7 @@ fn init_tracing(relay: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Relay { .. }));
+    init_tracing(matches!(cli.command, Command::Relay(_)));
     let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -252,35 +221,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             bootstrap,
             no_mdns,
         } => messenger::daemon(&home, &source, cli.json, listen, bootstrap, no_mdns),
-        Command::Relay {
-            listen,
-            retention,
-            max_envelope_bytes,
-            mailbox_max_envelopes,
-            mailbox_max_bytes,
-            max_envelopes,
-            max_bytes,
-            no_new_mailboxes,
-            peer_rate,
-            peer_burst,
-        } => relay::run(
-            &home,
-            cli.json,
-            relay::Options {
-                listen,
-                peer_rate,
-                peer_burst,
-                limits: safemeet_relay::Limits {
-                    max_envelope_bytes,
-                    retention,
-                    mailbox_max_envelopes,
-                    mailbox_max_bytes,
-                    max_envelopes,
-                    max_bytes,
-                    accept_new_mailboxes: !no_new_mailboxes,
-                },
-            },
-        ),
+        Command::Relay(args) => relay::run(&home, cli.json, args),
         Command::Invite => messenger::run(&home, &source, cli.json, messenger::Action::Invite),
         Command::Contact(c) => {
             let action = match c {

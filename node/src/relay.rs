@@ -1,13 +1,14 @@
 //! `safemeet relay`: runs a relay node (offline mailboxes) until SIGINT or
 //! SIGTERM. Its identity key and its mailboxes live under `--home`/relay.
 
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
-use safemeet_relay::node::{RelayConfig, RelayEvent};
+use safemeet_relay::node::{MetricsConfig, RelayConfig, RelayEvent};
 use safemeet_relay::{Limits, MailboxService, MailboxStore};
 use safemeet_store::{SledConfig, SledStore, StoreError};
 use serde_json::json;
@@ -15,13 +16,188 @@ use serde_json::json;
 use crate::failure::Failure;
 use crate::home::{self, Home};
 
-/// What the operator set on the command line.
-#[derive(Debug)]
-pub(crate) struct Options {
-    pub(crate) listen: Vec<Multiaddr>,
-    pub(crate) peer_rate: u32,
-    pub(crate) peer_burst: u32,
-    pub(crate) limits: Limits,
+/// `safemeet relay`'s flags. Each limit may also come from `--config`;
+/// a flag wins over the file, the file over the default.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RelayArgs {
+    /// A TOML file with any of the settings below (see docs/cli.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (repeatable). Default: /ip4/0.0.0.0/tcp/4011.
+    #[arg(long, value_name = "MULTIADDR", value_parser = crate::parse::<Multiaddr>)]
+    listen: Vec<Multiaddr>,
+    /// Longest an envelope is kept (e.g. 36h, 14d). Default 14d.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    retention: Option<Duration>,
+    /// Largest envelope accepted, in bytes (1-65536). Default 65536.
+    #[arg(long, value_name = "BYTES")]
+    max_envelope_bytes: Option<usize>,
+    /// Most envelopes one mailbox holds. Default 10000.
+    #[arg(long, value_name = "N")]
+    mailbox_max_envelopes: Option<u64>,
+    /// Most bytes one mailbox holds. Default 64 MiB.
+    #[arg(long, value_name = "BYTES")]
+    mailbox_max_bytes: Option<u64>,
+    /// Most envelopes the relay holds. Default 2000000.
+    #[arg(long, value_name = "N")]
+    max_envelopes: Option<u64>,
+    /// Most bytes the relay holds. Default 8 GiB.
+    #[arg(long, value_name = "BYTES")]
+    max_bytes: Option<u64>,
+    /// Take no deposits for mailboxes not held yet (to wind a relay down).
+    #[arg(long)]
+    no_new_mailboxes: bool,
+    /// Requests per second one peer may make, sustained. Default 200.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    peer_rate: Option<u32>,
+    /// Requests one peer may make at once before --peer-rate applies.
+    /// Default 400.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    peer_burst: Option<u32>,
+    /// Serve Prometheus `/metrics` and JSON `/status` on this address
+    /// (e.g. 127.0.0.1:9464). Default: off.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// A client address allowed to read the metrics (repeatable).
+    /// Default: 127.0.0.1 and ::1.
+    #[arg(long, value_name = "IP")]
+    metrics_allow: Vec<IpAddr>,
+}
+
+/// The same settings in a TOML file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<Vec<String>>,
+    retention: Option<String>,
+    max_envelope_bytes: Option<usize>,
+    mailbox_max_envelopes: Option<u64>,
+    mailbox_max_bytes: Option<u64>,
+    max_envelopes: Option<u64>,
+    max_bytes: Option<u64>,
+    accept_new_mailboxes: Option<bool>,
+    peer_rate: Option<u32>,
+    peer_burst: Option<u32>,
+    metrics: Option<FileMetrics>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMetrics {
+    listen: SocketAddr,
+    allow: Option<Vec<IpAddr>>,
+}
+
+/// Largest configuration file read.
+const MAX_CONFIG_FILE: u64 = 64 * 1024;
+
+/// The settings in force: flags over the file over the defaults.
+fn settings(args: RelayArgs) -> Result<(Limits, RelayConfig), Failure> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = home::read_bounded(path, MAX_CONFIG_FILE)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?
+        }
+        None => FileConfig::default(),
+    };
+    let usage = |m: String| Failure::Usage(m);
+    let defaults = Limits::default();
+    let retention = match (args.retention, file.retention) {
+        (Some(d), _) => d,
+        (None, Some(text)) => {
+            parse_duration(&text).map_err(|e| usage(format!("retention: {e}")))?
+        }
+        (None, None) => defaults.retention,
+    };
+    let limits = Limits {
+        max_envelope_bytes: args
+            .max_envelope_bytes
+            .or(file.max_envelope_bytes)
+            .unwrap_or(defaults.max_envelope_bytes),
+        retention,
+        mailbox_max_envelopes: args
+            .mailbox_max_envelopes
+            .or(file.mailbox_max_envelopes)
+            .unwrap_or(defaults.mailbox_max_envelopes),
+        mailbox_max_bytes: args
+            .mailbox_max_bytes
+            .or(file.mailbox_max_bytes)
+            .unwrap_or(defaults.mailbox_max_bytes),
+        max_envelopes: args
+            .max_envelopes
+            .or(file.max_envelopes)
+            .unwrap_or(defaults.max_envelopes),
+        max_bytes: args
+            .max_bytes
+            .or(file.max_bytes)
+            .unwrap_or(defaults.max_bytes),
+        accept_new_mailboxes: !args.no_new_mailboxes
+            && file
+                .accept_new_mailboxes
+                .unwrap_or(defaults.accept_new_mailboxes),
+    };
+    let most = safemeet_proto::limits::MAX_ENVELOPE_BYTES;
+    if limits.max_envelope_bytes == 0 || limits.max_envelope_bytes > most {
+        return Err(usage(format!(
+            "max-envelope-bytes must be between 1 and {most} (the protocol's largest envelope)"
+        )));
+    }
+    let defaults = RelayConfig::default();
+    let listen = if !args.listen.is_empty() {
+        args.listen
+    } else if let Some(list) = file.listen {
+        list.iter()
+            .map(|a| a.parse().map_err(|e| usage(format!("listen {a:?}: {e}"))))
+            .collect::<Result<_, _>>()?
+    } else {
+        defaults.listen.clone()
+    };
+    let peer_rate = args
+        .peer_rate
+        .or(file.peer_rate)
+        .unwrap_or(defaults.peer_rate);
+    let peer_burst = args
+        .peer_burst
+        .or(file.peer_burst)
+        .unwrap_or(defaults.peer_burst);
+    if peer_rate == 0 || peer_burst == 0 {
+        return Err(usage("peer-rate and peer-burst must be at least 1".into()));
+    }
+    let metrics = match (args.metrics, file.metrics) {
+        (Some(listen), from_file) => Some(MetricsConfig {
+            listen,
+            allow: allow_list(args.metrics_allow, from_file.and_then(|m| m.allow)),
+        }),
+        (None, Some(m)) => Some(MetricsConfig {
+            listen: m.listen,
+            allow: allow_list(args.metrics_allow, m.allow),
+        }),
+        (None, None) => None,
+    };
+    Ok((
+        limits,
+        RelayConfig {
+            listen,
+            peer_rate,
+            peer_burst,
+            metrics,
+            ..defaults
+        },
+    ))
+}
+
+fn allow_list(flags: Vec<IpAddr>, file: Option<Vec<IpAddr>>) -> Vec<IpAddr> {
+    if !flags.is_empty() {
+        return flags;
+    }
+    file.unwrap_or_else(|| {
+        vec![
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+        ]
+    })
 }
 
 /// Largest identity key file read.
@@ -61,13 +237,8 @@ fn decode_hex(text: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Runs the relay.
-pub(crate) fn run(home: &Home, json: bool, options: Options) -> Result<(), Failure> {
-    let most = safemeet_proto::limits::MAX_ENVELOPE_BYTES;
-    if options.limits.max_envelope_bytes == 0 || options.limits.max_envelope_bytes > most {
-        return Err(Failure::Usage(format!(
-            "--max-envelope-bytes must be between 1 and {most} (the protocol's largest envelope)"
-        )));
-    }
+pub(crate) fn run(home: &Home, json: bool, args: RelayArgs) -> Result<(), Failure> {
+    let (limits, config) = settings(args)?;
     let dir = home.relay_dir();
     home::create_private_dir(&dir)?;
     let key = identity(&dir)?;
@@ -78,16 +249,8 @@ pub(crate) fn run(home: &Home, json: bool, options: Options) -> Result<(), Failu
         )),
         other => Failure::Other(anyhow::anyhow!("opening the relay database: {other}")),
     })?;
-    let store = MailboxStore::new(backend, options.limits);
+    let store = MailboxStore::new(backend, limits);
     let service = MailboxService::new(store, key.clone());
-    let mut config = RelayConfig {
-        peer_rate: options.peer_rate,
-        peer_burst: options.peer_burst,
-        ..RelayConfig::default()
-    };
-    if !options.listen.is_empty() {
-        config.listen = options.listen;
-    }
     let expected = config.listen.len();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -108,15 +271,19 @@ pub(crate) fn run(home: &Home, json: bool, options: Options) -> Result<(), Failu
             }
         }
         let texts: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        let metrics = relay.metrics_addr.map(|a| a.to_string());
         if json {
             println!(
                 "{}",
-                json!({ "peer_id": relay.peer_id.to_string(), "listen_addrs": texts })
+                json!({ "peer_id": relay.peer_id.to_string(), "listen_addrs": texts, "metrics": metrics })
             );
         } else {
             println!("relay {}", relay.peer_id);
             for a in &texts {
                 println!("listening on {a}");
+            }
+            if let Some(m) = &metrics {
+                println!("metrics on http://{m}/metrics and /status");
             }
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -9,9 +9,12 @@
 //!   nonces.
 //! - [`node`]: the relay's libp2p node (identify, ping, Kademlia server,
 //!   the mailbox protocol), which groups requests so one flush serves many.
+//! - [`metrics`]: opt-in Prometheus metrics and a JSON `/status`, counters
+//!   only, to an allowlist.
 //! - [`config`]: the operator's limits.
 
 pub mod config;
+pub mod metrics;
 pub mod node;
 pub mod service;
 pub mod store;

@@ -20,6 +20,7 @@ use safemeet_proto::{Timestamp, codec};
 use safemeet_store::Store;
 use tokio::sync::{mpsc, watch};
 
+use crate::metrics::RelayMetrics;
 use crate::service::MailboxService;
 
 /// Most requests answered after one flush.
@@ -43,6 +44,18 @@ pub struct RelayConfig {
     /// Requests one peer may make at once before the rate applies.
     /// Default 400.
     pub peer_burst: u32,
+    /// Serve `/metrics` and `/status` here, to these addresses only.
+    /// Default: off.
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// Where operator metrics are served, and to whom.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Address to listen on (port 0: any free port).
+    pub listen: std::net::SocketAddr,
+    /// Client addresses allowed; others are closed without an answer.
+    pub allow: Vec<std::net::IpAddr>,
 }
 
 impl Default for RelayConfig {
@@ -57,6 +70,7 @@ impl Default for RelayConfig {
             request_timeout: Duration::from_secs(30),
             peer_rate: 200,
             peer_burst: 400,
+            metrics: None,
         }
     }
 }
@@ -67,6 +81,14 @@ pub enum Error {
     /// Building the node failed.
     #[error("could not set up the relay node: {0}")]
     Setup(String),
+    /// The metrics address cannot be listened on.
+    #[error("cannot serve metrics on {addr}: {reason}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
     /// An address could not be listened on.
     #[error("cannot listen on {addr}: {reason}")]
     Listen {
@@ -99,6 +121,8 @@ pub struct RelayHandle {
     pub peer_id: PeerId,
     /// What it reports.
     pub events: mpsc::Receiver<RelayEvent>,
+    /// Where `/metrics` and `/status` are served, when they are.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -155,17 +179,30 @@ pub fn spawn<S: Store + Send + 'static>(
             reason: e.to_string(),
         })?;
     }
+    let (metrics, metrics_addr) = match &config.metrics {
+        Some(m) => {
+            let (metrics, addr) = serve_metrics(m, service.store().limits().accept_new_mailboxes)?;
+            (Some(metrics), Some(addr))
+        }
+        None => (None, None),
+    };
     let (events_tx, events) = mpsc::channel(16);
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
         let mut service = service;
         let mut purge = tokio::time::interval(PURGE_EVERY);
-        let limiter = peer_limiter(&config);
+        let mut ctx = Ctx {
+            events: events_tx,
+            peer_id,
+            limiter: peer_limiter(&config),
+            metrics,
+        };
+        ctx.holding(&service);
         loop {
             tokio::select! {
                 _ = stopped.changed() => break,
                 _ = purge.tick() => {
-                    limiter.retain_recent();
+                    ctx.limiter.retain_recent();
                     match service.store().purge_expired(now(), PURGE_MAX) {
                         Ok(0) => {}
                         Ok(n) => {
@@ -173,6 +210,10 @@ pub fn spawn<S: Store + Send + 'static>(
                             if let Err(e) = service.store().flush() {
                                 tracing::error!(error = %e, "flush after purge failed");
                             }
+                            if let Some((m, _)) = &ctx.metrics {
+                                m.purged(n);
+                            }
+                            ctx.holding(&service);
                         }
                         Err(e) => tracing::error!(error = %e, "purge failed"),
                     }
@@ -181,12 +222,12 @@ pub fn spawn<S: Store + Send + 'static>(
                     let mut group = Vec::new();
                     let mut next = Some(event);
                     while let Some(event) = next.take() {
-                        handle_event(&mut swarm, event, &events_tx, &mut group, peer_id, &limiter);
+                        handle_event(&mut swarm, event, &mut ctx, &mut group);
                         if group.len() < MAX_GROUP {
                             next = swarm.select_next_some().now_or_never();
                         }
                     }
-                    answer(&mut swarm, &mut service, group);
+                    answer(&mut swarm, &mut service, &ctx, group);
                 }
             }
         }
@@ -195,9 +236,62 @@ pub fn spawn<S: Store + Send + 'static>(
     Ok(RelayHandle {
         peer_id,
         events,
+        metrics_addr,
         stop,
         task,
     })
+}
+
+/// What the event loop carries besides the swarm and the service.
+struct Ctx {
+    events: mpsc::Sender<RelayEvent>,
+    peer_id: PeerId,
+    limiter: PeerLimiter,
+    metrics: Option<(RelayMetrics, libp2p::metrics::Metrics)>,
+}
+
+impl Ctx {
+    /// Updates the gauges from the store's totals.
+    fn holding<S: Store>(&self, service: &MailboxService<S>) {
+        if let Some((m, _)) = &self.metrics {
+            match service.store().totals() {
+                Ok(totals) => m.holding(&totals),
+                Err(e) => tracing::warn!(error = %e, "totals unreadable"),
+            }
+        }
+    }
+}
+
+/// Binds the metrics address and serves it from a task; returns the
+/// relay's metrics (with libp2p's in the same registry) and the address.
+fn serve_metrics(
+    config: &MetricsConfig,
+    accepting: bool,
+) -> Result<
+    (
+        (RelayMetrics, libp2p::metrics::Metrics),
+        std::net::SocketAddr,
+    ),
+    Error,
+> {
+    let failed = |e: std::io::Error| Error::Metrics {
+        addr: config.listen,
+        reason: e.to_string(),
+    };
+    let listener = std::net::TcpListener::bind(config.listen).map_err(failed)?;
+    listener.set_nonblocking(true).map_err(failed)?;
+    let addr = listener.local_addr().map_err(failed)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(failed)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
+    let metrics = RelayMetrics::new(&mut registry, accepting);
+    tokio::spawn(crate::metrics::serve(
+        listener,
+        config.allow.clone(),
+        std::sync::Arc::new(registry),
+        metrics.clone(),
+    ));
+    Ok(((metrics, libp2p_metrics), addr))
 }
 
 type Pending = (Vec<u8>, request_response::ResponseChannel<Vec<u8>>);
@@ -215,15 +309,17 @@ fn peer_limiter(config: &RelayConfig) -> PeerLimiter {
 fn handle_event(
     swarm: &mut libp2p::Swarm<Behaviour>,
     event: SwarmEvent<BehaviourEvent>,
-    events: &mpsc::Sender<RelayEvent>,
+    ctx: &mut Ctx,
     group: &mut Vec<Pending>,
-    peer_id: PeerId,
-    limiter: &PeerLimiter,
 ) {
+    if let Some((_, libp2p_metrics)) = &ctx.metrics {
+        use libp2p::metrics::Recorder;
+        libp2p_metrics.record(&event);
+    }
     match event {
         SwarmEvent::NewListenAddr { address, .. } => {
-            let full = address.with_p2p(peer_id).unwrap_or_else(|a| a);
-            let _ = events.try_send(RelayEvent::Listening(full));
+            let full = address.with_p2p(ctx.peer_id).unwrap_or_else(|a| a);
+            let _ = ctx.events.try_send(RelayEvent::Listening(full));
         }
         SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
             peer_id,
@@ -243,9 +339,12 @@ fn handle_event(
                 },
             ..
         })) => {
-            if limiter.check_key(&peer).is_ok() {
+            if ctx.limiter.check_key(&peer).is_ok() {
                 group.push((request, channel));
                 return;
+            }
+            if let Some((m, _)) = &ctx.metrics {
+                m.refused(MailboxError::RateLimited);
             }
             // Over its rate: answered at once, without touching the store.
             let refusal = MailboxResponse::Error {
@@ -265,6 +364,7 @@ fn handle_event(
 fn answer<S: Store>(
     swarm: &mut libp2p::Swarm<Behaviour>,
     service: &mut MailboxService<S>,
+    ctx: &Ctx,
     group: Vec<Pending>,
 ) {
     if group.is_empty() {
@@ -283,6 +383,14 @@ fn answer<S: Store>(
                 message: "the relay's store failed".into(),
             };
         }
+    }
+    if let Some((m, _)) = &ctx.metrics {
+        for (response, _) in &answers {
+            m.answered(response);
+        }
+    }
+    if wrote {
+        ctx.holding(service);
     }
     for (response, channel) in answers {
         match codec::encode(&response) {
