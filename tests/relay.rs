@@ -475,3 +475,105 @@ fn an_operator_configures_limits_in_a_file_and_reads_counters() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("mailbox_max_envelope"), "{stderr}");
 }
+
+/// A device behind NAT, reduced to what a circuit needs.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct NatDevice {
+    relay: libp2p::relay::client::Behaviour,
+    ping: libp2p::ping::Behaviour,
+}
+
+fn nat_device() -> libp2p::Swarm<NatDevice> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_relay_client(libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_, relay| NatDevice {
+            relay,
+            ping: libp2p::ping::Behaviour::default(),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(30)))
+        .build()
+}
+
+#[test]
+fn two_devices_reach_each_other_through_the_relay_circuit() {
+    use futures::StreamExt;
+    use libp2p::multiaddr::Protocol;
+    use libp2p::swarm::SwarmEvent;
+
+    let home = tempfile::tempdir().unwrap();
+    let relay = Relay::start(home.path(), &[]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Alice listens only through the relay (a reservation).
+        let mut alice = nat_device();
+        let alice_id = *alice.local_peer_id();
+        alice
+            .listen_on(relay.addr.clone().with(Protocol::P2pCircuit))
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                if let SwarmEvent::NewListenAddr { address, .. } = alice.select_next_some().await
+                    && address.iter().any(|p| p == Protocol::P2pCircuit)
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the relay accepted Alice's reservation");
+        tokio::spawn(async move {
+            loop {
+                alice.select_next_some().await;
+            }
+        });
+
+        // Bob knows only the circuit address, and pings Alice through it.
+        let mut bob = nat_device();
+        let circuit = relay
+            .addr
+            .clone()
+            .with(Protocol::P2pCircuit)
+            .with(Protocol::P2p(alice_id));
+        bob.dial(circuit).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            let mut relayed = false;
+            loop {
+                match bob.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished {
+                        peer_id, endpoint, ..
+                    } if peer_id == alice_id => {
+                        relayed = endpoint
+                            .get_remote_address()
+                            .iter()
+                            .any(|p| p == Protocol::P2pCircuit);
+                    }
+                    SwarmEvent::Behaviour(NatDeviceEvent::Ping(libp2p::ping::Event {
+                        peer,
+                        result: Ok(_),
+                        ..
+                    })) if peer == alice_id => {
+                        assert!(relayed, "the connection to Alice runs through the relay");
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("Bob pinged Alice through the relay");
+    });
+    relay.stop();
+}

@@ -8,7 +8,8 @@
 //!   receipts, fetches and acks signed by the mailbox key over single-use
 //!   nonces.
 //! - [`node`]: the relay's libp2p node (identify, ping, Kademlia server,
-//!   the mailbox protocol), which groups requests so one flush serves many.
+//!   circuit relay v2, AutoNAT v2 server, the mailbox protocol), which
+//!   groups requests so one flush serves many.
 //! - [`metrics`]: opt-in Prometheus metrics and a JSON `/status`, counters
 //!   only, to an allowlist.
 //! - [`config`]: the operator's limits.

@@ -1,5 +1,6 @@
 //! The relay's libp2p node: TCP (Noise + yamux) and QUIC, identify, ping,
-//! Kademlia in server mode (a relay is a bootstrap peer), and the mailbox
+//! Kademlia in server mode (a relay is a bootstrap peer), circuit relay v2
+//! and an AutoNAT v2 server (for devices behind NAT), and the mailbox
 //! protocol. Requests that arrive together are answered together after one
 //! flush, so a receipt is only ever sent for an envelope that is durable.
 //!
@@ -105,6 +106,12 @@ struct Behaviour {
     ping: ping::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     mailbox: request_response::Behaviour<MailboxCodec>,
+    /// Circuit relay v2 with libp2p's limits (2 min / 128 KiB a circuit,
+    /// rate limits per peer and per IP): enough to connect two devices
+    /// behind NAT and to punch a hole between them, not to carry mail.
+    circuits: libp2p::relay::Behaviour,
+    /// Tells daemons whether they are reachable from outside (AutoNAT v2).
+    autonat: libp2p::autonat::v2::server::Behaviour,
 }
 
 /// What a running relay reports.
@@ -170,6 +177,8 @@ pub fn spawn<S: Store + Send + 'static>(
                     .with_request_timeout(request_timeout)
                     .with_max_concurrent_streams(MAX_GROUP),
             ),
+            circuits: libp2p::relay::Behaviour::new(local, libp2p::relay::Config::default()),
+            autonat: libp2p::autonat::v2::server::Behaviour::default(),
         })
     })
     .map_err(|e| Error::Setup(e.to_string()))?;
@@ -318,6 +327,9 @@ fn handle_event(
     }
     match event {
         SwarmEvent::NewListenAddr { address, .. } => {
+            // A relay is run to be reached where it listens: its addresses
+            // are the ones circuit reservations hand out.
+            swarm.add_external_address(address.clone());
             let full = address.with_p2p(ctx.peer_id).unwrap_or_else(|a| a);
             let _ = ctx.events.try_send(RelayEvent::Listening(full));
         }
