@@ -62,10 +62,15 @@ struct Daemon {
 
 impl Daemon {
     fn start(home: &Path, listen: &str) -> Self {
+        Self::start_with(home, listen, &[])
+    }
+
+    fn start_with(home: &Path, listen: &str, extra: &[&str]) -> Self {
         let mut child = bin()
             .arg("--home")
             .arg(home)
             .args(["daemon", "--listen", listen, "--no-mdns", "--json"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -615,4 +620,62 @@ fn malformed_frames_from_a_raw_peer_are_refused_and_the_daemon_keeps_serving() {
     );
     da.stop();
     db.stop();
+}
+
+#[test]
+fn a_daemon_reachable_only_through_a_relay_gets_its_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = support::Relay::start(&dir.path().join("relay"), &[]);
+    let (a, b) = (init(dir.path(), "alice"), init(dir.path(), "bob"));
+    // Alice listens on nothing another process can reach (an in-process
+    // memory address): Bob can only get to her through the relay's circuit.
+    let memory = format!("/memory/{}", std::process::id() as u64 * 1000 + 7);
+    let relay_addr = relay.addr.to_string();
+    let da = Daemon::start_with(&a, &memory, &["--relay", &relay_addr]);
+    let circuit = eventually("Alice's circuit through the relay", || {
+        cli(&a, &["whoami"])["listen_addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|addr| addr.contains("/p2p-circuit"))
+            .map(str::to_owned)
+    });
+    assert!(
+        circuit.starts_with(&relay_addr),
+        "{circuit} runs through {relay_addr}"
+    );
+    let db = Daemon::start(&b, "/ip4/127.0.0.1/tcp/0");
+    befriend(&a, &b);
+
+    let sent = cli(&b, &["send", "alice", "through the relay"]);
+    assert!(sent["event_id"].is_string());
+    eventually("the message through the relay", || {
+        has_message(&a, "bob", "through the relay", None).then_some(())
+    });
+    // And back (Alice reaches Bob directly).
+    cli(&a, &["send", "bob", "and back"]);
+    eventually("the answer", || {
+        has_message(&b, "alice", "and back", None).then_some(())
+    });
+    eventually("Bob's message marked delivered", || {
+        has_message(&b, "alice", "through the relay", Some("delivered")).then_some(())
+    });
+    da.stop();
+    db.stop();
+    relay.stop();
+}
+
+#[test]
+fn a_relay_address_without_a_peer_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = init(dir.path(), "alice");
+    let out = bin()
+        .arg("--home")
+        .arg(&a)
+        .args(["daemon", "--relay", "/ip4/127.0.0.1/tcp/4011", "--no-mdns"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/p2p/"));
 }

@@ -6,12 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
+use libp2p::PeerId;
 use libp2p::request_response;
-use libp2p::{Multiaddr, PeerId};
 use safemeet_crypto::mailbox::{authorize, mailbox_id};
 use safemeet_net::{MAILBOX_PROTOCOL, MailboxCodec};
 use safemeet_proto::mailbox::{
@@ -23,69 +23,7 @@ use vodozemac::Ed25519SecretKey;
 
 mod support;
 
-/// A running `safemeet relay`, its stderr (logs) collected.
-struct Relay {
-    child: Child,
-    addr: Multiaddr,
-    peer: PeerId,
-    /// Where `/metrics` and `/status` are served, if they are.
-    metrics: Option<String>,
-    logs: std::thread::JoinHandle<String>,
-}
-
-impl Relay {
-    fn start(home: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_safemeet"))
-            .args(["--home", home.to_str().unwrap(), "--json", "relay"])
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
-            .args(extra)
-            .env_remove("SAFEMEET_HOME")
-            // Everything the relay logs, to check it names no one.
-            .env("SAFEMEET_LOG", "debug")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let logs = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let started: Value = serde_json::from_str(&line).expect("the relay prints its addresses");
-        let addr: Multiaddr = started["listen_addrs"][0]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let peer: PeerId = started["peer_id"].as_str().unwrap().parse().unwrap();
-        let metrics = started["metrics"].as_str().map(str::to_owned);
-        assert!(addr.to_string().ends_with(&format!("/p2p/{peer}")));
-        Self {
-            child,
-            addr,
-            peer,
-            metrics,
-            logs,
-        }
-    }
-
-    /// SIGTERM, then the logs it wrote.
-    fn stop(mut self) -> String {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        assert!(exit.success(), "the relay stops cleanly on SIGTERM: {exit}");
-        self.logs.join().unwrap()
-    }
-}
+use support::Relay;
 
 type Swarm = libp2p::Swarm<request_response::Behaviour<MailboxCodec>>;
 

@@ -70,6 +70,11 @@ enum Command {
         /// Do not discover peers on the local network (mDNS).
         #[arg(long)]
         no_mdns: bool,
+        /// A relay to be reachable through, with /p2p/<peer id>
+        /// (repeatable): the daemon holds a circuit there and lists it
+        /// among its addresses (in invites too).
+        #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
+        relay: Vec<libp2p::Multiaddr>,
     },
     /// Run a relay: keep encrypted envelopes for devices that are offline
     /// (no account needed; its identity and mailboxes live under --home).
@@ -220,7 +225,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
             listen,
             bootstrap,
             no_mdns,
-        } => messenger::daemon(&home, &source, cli.json, listen, bootstrap, no_mdns),
+            relay,
+        } => messenger::daemon(
+            &home,
+            &source,
+            cli.json,
+            messenger::Network {
+                listen,
+                bootstrap,
+                no_mdns,
+                relays: relay,
+            },
+        ),
         Command::Relay(args) => relay::run(&home, cli.json, args),
         Command::Invite => messenger::run(&home, &source, cli.json, messenger::Action::Invite),
         Command::Contact(c) => {

@@ -89,20 +89,42 @@ fn start_engine(store: ProfileStore, net: NetConfig) -> Result<(EngineHandle, Id
     Ok((engine, identity))
 }
 
+/// How `safemeet daemon` joins the network.
+#[derive(Debug)]
+pub(crate) struct Network {
+    pub(crate) listen: Vec<Multiaddr>,
+    pub(crate) bootstrap: Vec<Multiaddr>,
+    pub(crate) no_mdns: bool,
+    pub(crate) relays: Vec<Multiaddr>,
+}
+
 /// `safemeet daemon`: runs the node and the API until SIGINT or SIGTERM.
 pub(crate) fn daemon(
     home: &Home,
     source: &Source,
     json: bool,
-    listen: Vec<Multiaddr>,
-    bootstrap: Vec<Multiaddr>,
-    no_mdns: bool,
+    network: Network,
 ) -> Result<(), Failure> {
+    let Network {
+        listen,
+        bootstrap,
+        no_mdns,
+        relays,
+    } = network;
+    if let Some(bad) = relays.iter().find(|a| {
+        !a.iter()
+            .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+    }) {
+        return Err(Failure::Usage(format!(
+            "--relay {bad}: a relay address needs /p2p/<peer id> (as `safemeet relay` prints it)"
+        )));
+    }
     let store = home.unlock(&source.existing()?)?;
     let rt = runtime()?;
     rt.block_on(async {
         let mut net = NetConfig {
             bootstrap,
+            relays,
             mdns: !no_mdns,
             ..NetConfig::default()
         };

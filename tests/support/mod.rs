@@ -1,5 +1,14 @@
 //! What the end-to-end tests share: a bare libp2p peer that only sends
-//! requests.
+//! requests, and a running `safemeet relay`. Each test file uses part of it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use libp2p::{Multiaddr, PeerId};
+use serde_json::Value;
 
 use libp2p::request_response::{self, Codec, ProtocolSupport};
 use libp2p::{StreamProtocol, noise, tcp, yamux};
@@ -79,4 +88,68 @@ where
     ids.iter()
         .map(|id| results.remove(id).expect("an answer per request"))
         .collect()
+}
+
+/// A running `safemeet relay`, its stderr (logs) collected.
+pub(crate) struct Relay {
+    child: Child,
+    pub(crate) addr: Multiaddr,
+    pub(crate) peer: PeerId,
+    /// Where `/metrics` and `/status` are served, if they are.
+    pub(crate) metrics: Option<String>,
+    logs: std::thread::JoinHandle<String>,
+}
+
+impl Relay {
+    pub(crate) fn start(home: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_safemeet"))
+            .args(["--home", home.to_str().unwrap(), "--json", "relay"])
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(extra)
+            .env_remove("SAFEMEET_HOME")
+            // Everything the relay logs, to check it names no one.
+            .env("SAFEMEET_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let logs = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let started: Value = serde_json::from_str(&line).expect("the relay prints its addresses");
+        let addr: Multiaddr = started["listen_addrs"][0]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let peer: PeerId = started["peer_id"].as_str().unwrap().parse().unwrap();
+        let metrics = started["metrics"].as_str().map(str::to_owned);
+        assert!(addr.to_string().ends_with(&format!("/p2p/{peer}")));
+        Self {
+            child,
+            addr,
+            peer,
+            metrics,
+            logs,
+        }
+    }
+
+    /// SIGTERM, then the logs it wrote.
+    pub(crate) fn stop(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "the relay stops cleanly on SIGTERM: {exit}");
+        self.logs.join().unwrap()
+    }
 }

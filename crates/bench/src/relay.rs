@@ -73,7 +73,7 @@ impl Client {
         let mut swarm = safemeet_net::build_swarm(
             Keypair::generate_ed25519(),
             Duration::from_secs(60),
-            |_| {
+            |_, _| {
                 Ok(request_response::Behaviour::with_codec(
                     MailboxCodec::default(),
                     [(MAILBOX_PROTOCOL, ProtocolSupport::Outbound)],

@@ -31,6 +31,12 @@ pub(crate) struct Behaviour {
     pub(crate) gossipsub: Gossipsub,
     pub(crate) deliver: request_response::Behaviour<FrameCodec>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Circuits through relays (`NetConfig::relays`).
+    pub(crate) relay: libp2p::relay::client::Behaviour,
+    /// Direct connections upgraded from relayed ones (hole punching).
+    pub(crate) dcutr: libp2p::dcutr::Behaviour,
+    /// Asks peers whether this node's addresses are reachable (AutoNAT v2).
+    pub(crate) autonat: libp2p::autonat::v2::client::Behaviour,
 }
 
 /// Gossip message ids are a hash of topic and content. Anonymous gossip has
@@ -44,7 +50,11 @@ fn message_id(message: &gossipsub::Message) -> MessageId {
 }
 
 impl Behaviour {
-    pub(crate) fn new(key: &Keypair, config: &NetConfig) -> Result<Self, String> {
+    pub(crate) fn new(
+        key: &Keypair,
+        relay: libp2p::relay::client::Behaviour,
+        config: &NetConfig,
+    ) -> Result<Self, String> {
         let local = key.public().to_peer_id();
         // Anonymous gossip: Megolm already authenticates every message, and
         // a signed gossip message would tie each ciphertext to its origin
@@ -113,6 +123,9 @@ impl Behaviour {
             gossipsub,
             deliver,
             mdns: mdns.into(),
+            relay,
+            dcutr: libp2p::dcutr::Behaviour::new(local),
+            autonat: libp2p::autonat::v2::client::Behaviour::default(),
         })
     }
 }

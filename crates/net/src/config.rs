@@ -14,6 +14,10 @@ pub struct NetConfig {
     /// Peers to dial at start (with a `/p2p/<peer id>` suffix); they also
     /// seed the Kademlia routing table.
     pub bootstrap: Vec<Multiaddr>,
+    /// Relays (with `/p2p/<peer id>`) to be reachable through: the node
+    /// holds a circuit reservation on each and lists the circuit address
+    /// among its listen addresses. Default: none.
+    pub relays: Vec<Multiaddr>,
     /// Discover peers on the local network with mDNS (works with no
     /// internet). Default on.
     pub mdns: bool,
@@ -53,6 +57,7 @@ impl Default for NetConfig {
         Self {
             listen,
             bootstrap: Vec::new(),
+            relays: Vec::new(),
             mdns: true,
             heartbeat: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(300),

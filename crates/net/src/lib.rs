@@ -205,14 +205,16 @@ impl std::fmt::Debug for Network {
     }
 }
 
-/// Builds a swarm on SafeMeet's transports: TCP (Noise + yamux), QUIC, and
-/// the in-process memory transport (`/memory/N`, Noise + yamux, for tests
-/// and simulations), with `behaviour` and the given idle timeout. The
-/// daemon's node and the relay's are both built here.
+/// Builds a swarm on SafeMeet's transports: TCP (Noise + yamux), QUIC, the
+/// in-process memory transport (`/memory/N`, Noise + yamux, for tests and
+/// simulations) and circuits through relays (Noise + yamux over relay v2),
+/// with `behaviour` and the given idle timeout. `behaviour` gets the relay
+/// client, which drives the circuits; a node that never uses circuits may
+/// drop it. The daemon's node and the relay's are both built here.
 pub fn build_swarm<B: libp2p::swarm::NetworkBehaviour>(
     keypair: Keypair,
     idle_timeout: std::time::Duration,
-    behaviour: impl FnOnce(&Keypair) -> Result<B, String>,
+    behaviour: impl FnOnce(&Keypair, libp2p::relay::client::Behaviour) -> Result<B, String>,
 ) -> Result<libp2p::Swarm<B>, NetError> {
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
     Ok(SwarmBuilder::with_existing_identity(keypair)
@@ -234,8 +236,10 @@ pub fn build_swarm<B: libp2p::swarm::NetworkBehaviour>(
                 .multiplex(yamux::Config::default()))
         })
         .map_err(|e| setup(&e))?
-        .with_behaviour(|key| {
-            behaviour(key).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| setup(&e))?
+        .with_behaviour(|key, relay| {
+            behaviour(key, relay).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
         .map_err(|e| setup(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
@@ -249,8 +253,8 @@ pub fn spawn(
     config: NetConfig,
 ) -> Result<(Network, mpsc::Receiver<NetEvent>), NetError> {
     let local = keypair.public().to_peer_id();
-    let mut swarm = build_swarm(keypair, config.idle_timeout, |key| {
-        Behaviour::new(key, &config)
+    let mut swarm = build_swarm(keypair, config.idle_timeout, |key, relay| {
+        Behaviour::new(key, relay, &config)
     })?;
     for addr in &config.listen {
         swarm
@@ -267,6 +271,21 @@ pub fn spawn(
         if let Err(e) = swarm.dial(addr.clone()) {
             tracing::warn!(error = %e, "could not dial a bootstrap peer");
         }
+    }
+    for relay in &config.relays {
+        let Some(peer) = peer_of(relay) else {
+            return Err(NetError::Address {
+                addr: relay.clone(),
+                reason: "a relay address needs /p2p/<peer id>".into(),
+            });
+        };
+        // A relay is also a bootstrap peer.
+        swarm.behaviour_mut().kad.add_address(&peer, relay.clone());
+        let circuit = relay.clone().with(libp2p::multiaddr::Protocol::P2pCircuit);
+        swarm.listen_on(circuit).map_err(|e| NetError::Address {
+            addr: relay.clone(),
+            reason: e.to_string(),
+        })?;
     }
     let (commands, command_rx) = mpsc::channel(config.command_queue);
     let (event_tx, events) = mpsc::channel(config.event_queue);

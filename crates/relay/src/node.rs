@@ -154,7 +154,8 @@ pub fn spawn<S: Store + Send + 'static>(
 ) -> Result<RelayHandle, Error> {
     let peer_id = key.public().to_peer_id();
     let request_timeout = config.request_timeout;
-    let mut swarm = safemeet_net::build_swarm(key, config.idle_timeout, |key| {
+    // A relay serves circuits; it never uses one, so it drops the client.
+    let mut swarm = safemeet_net::build_swarm(key, config.idle_timeout, |key, _| {
         let local = key.public().to_peer_id();
         let mut kad = kad::Behaviour::with_config(
             local,
