@@ -97,7 +97,15 @@ pub(crate) struct Relay {
     pub(crate) peer: PeerId,
     /// Where `/metrics` and `/status` are served, if they are.
     pub(crate) metrics: Option<String>,
-    logs: std::thread::JoinHandle<String>,
+    logs: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Drop for Relay {
+    /// A test that fails leaves no relay running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Relay {
@@ -137,7 +145,7 @@ impl Relay {
             addr,
             peer,
             metrics,
-            logs,
+            logs: Some(logs),
         }
     }
 
@@ -150,6 +158,9 @@ impl Relay {
         assert!(status.success());
         let exit = self.child.wait().unwrap();
         assert!(exit.success(), "the relay stops cleanly on SIGTERM: {exit}");
-        self.logs.join().unwrap()
+        self.logs
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default()
     }
 }
