@@ -33,10 +33,12 @@ pub(crate) struct Behaviour {
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     /// Circuits through relays (`NetConfig::relays`).
     pub(crate) relay: libp2p::relay::client::Behaviour,
-    /// Direct connections upgraded from relayed ones (hole punching).
-    pub(crate) dcutr: libp2p::dcutr::Behaviour,
-    /// Asks peers whether this node's addresses are reachable (AutoNAT v2).
-    pub(crate) autonat: libp2p::autonat::v2::client::Behaviour,
+    /// Direct connections upgraded from relayed ones (hole punching); on
+    /// when the node uses relays.
+    pub(crate) dcutr: Toggle<libp2p::dcutr::Behaviour>,
+    /// Asks peers whether this node's addresses are reachable (AutoNAT
+    /// v2); on when the node uses relays (behind NAT, relays are its way in).
+    pub(crate) autonat: Toggle<libp2p::autonat::v2::client::Behaviour>,
 }
 
 /// Gossip message ids are a hash of topic and content. Anonymous gossip has
@@ -124,8 +126,12 @@ impl Behaviour {
             deliver,
             mdns: mdns.into(),
             relay,
-            dcutr: libp2p::dcutr::Behaviour::new(local),
-            autonat: libp2p::autonat::v2::client::Behaviour::default(),
+            dcutr: (!config.relays.is_empty())
+                .then(|| libp2p::dcutr::Behaviour::new(local))
+                .into(),
+            autonat: (!config.relays.is_empty())
+                .then(libp2p::autonat::v2::client::Behaviour::default)
+                .into(),
         })
     }
 }
