@@ -8,8 +8,8 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use safemeet_proto::mailbox::{
     Authorized, Deposit, DepositOutcome, MAX_ACK_IDS, MAX_DEPOSIT_ITEMS, MAX_FETCH_ITEMS,
-    MAX_REQUEST_BYTES, MailboxError, MailboxRequest, MailboxResponse, Receipt, SignedParams,
-    VERSION,
+    MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, MailboxError, MailboxRequest, MailboxResponse, Receipt,
+    SignedParams, VERSION,
 };
 use safemeet_proto::{Timestamp, codec};
 use safemeet_store::Store;
@@ -276,7 +276,9 @@ impl<S: Store> MailboxService<S> {
                 }
                 let p = &request.params;
                 let limit = usize::from(p.limit.clamp(1, MAX_FETCH_ITEMS));
-                match self.store.fetch(&p.mailbox, p.after, limit, now) {
+                // A page must fit in one answer, whatever the envelopes' sizes.
+                let budget = MAX_RESPONSE_BYTES - 4096;
+                match self.store.fetch(&p.mailbox, p.after, limit, budget, now) {
                     Ok((items, more)) => Handled {
                         response: MailboxResponse::Envelopes { items, more },
                         wrote: false,

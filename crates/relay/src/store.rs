@@ -284,15 +284,18 @@ impl<S: Store> MailboxStore<S> {
     }
 
     /// Up to `limit` envelopes of `mailbox` with ids after `after` that have
-    /// not expired by `now`, and whether more follow.
+    /// not expired by `now`, together at most `max_bytes` of envelope (but
+    /// always at least one), and whether more follow.
     pub fn fetch(
         &self,
         mailbox: &MailboxId,
         after: u64,
         limit: usize,
+        max_bytes: usize,
         now: Timestamp,
     ) -> Result<(Vec<StoredEnvelope>, bool), Error> {
         let mut items = Vec::new();
+        let mut bytes = 0usize;
         let mut cursor = envelope_key(mailbox, after);
         // Bounded: expired envelopes are skipped, and the purge removes them.
         loop {
@@ -309,9 +312,12 @@ impl<S: Store> MailboxStore<S> {
                 if stored.stored_until <= now {
                     continue;
                 }
-                if items.len() == limit {
+                // Room for each item's id, expiry and length prefix too.
+                let size = stored.envelope.len() + 32;
+                if items.len() == limit || (!items.is_empty() && bytes + size > max_bytes) {
                     return Ok((items, true));
                 }
+                bytes += size;
                 items.push(stored);
             }
             if done {

@@ -482,3 +482,47 @@ fn requests_answered_together_see_each_other_in_order() {
     let totals = relay.service.store().totals().unwrap();
     assert_eq!((totals.envelopes, totals.bytes), (2, 8));
 }
+
+#[test]
+fn a_page_of_large_envelopes_fits_in_one_answer() {
+    use safemeet_proto::mailbox::MAX_RESPONSE_BYTES;
+
+    let mut relay = Relay::new(Limits::default());
+    let owner = Ed25519SecretKey::new();
+    let mailbox = mailbox_id(owner.public_key().as_bytes());
+    let largest = Limits::default().max_envelope_bytes;
+    for n in 0..70u8 {
+        assert!(matches!(
+            relay.deposit(mailbox, &vec![n; largest], at(0)),
+            MailboxResponse::Receipt(_)
+        ));
+    }
+    let mut after = 0;
+    let mut seen = 0;
+    loop {
+        let nonce = relay.nonce(at(1));
+        let params = FetchParams {
+            mailbox,
+            after,
+            limit: 64,
+        };
+        let request = MailboxRequest::Fetch(authorize(&owner, nonce, params).unwrap());
+        let response = relay.ask(&request, at(1));
+        let encoded = codec::encode(&response).unwrap();
+        assert!(
+            encoded.len() <= MAX_RESPONSE_BYTES,
+            "{} bytes",
+            encoded.len()
+        );
+        let MailboxResponse::Envelopes { items, more } = response else {
+            panic!("no envelopes")
+        };
+        assert!(!items.is_empty());
+        seen += items.len();
+        after = items.last().unwrap().id;
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(seen, 70, "every envelope, over several pages");
+}
