@@ -91,7 +91,7 @@ impl Client {
             limit: 64,
         };
         self.ask(&MailboxRequest::Fetch(
-            authorize(key, nonce, params).unwrap(),
+            authorize(key, &self.relay.to_bytes(), nonce, params).unwrap(),
         ))
     }
 
@@ -101,7 +101,9 @@ impl Client {
             mailbox: mailbox_id(key.public_key().as_bytes()),
             ids,
         };
-        self.ask(&MailboxRequest::Ack(authorize(key, nonce, params).unwrap()))
+        self.ask(&MailboxRequest::Ack(
+            authorize(key, &self.relay.to_bytes(), nonce, params).unwrap(),
+        ))
     }
 }
 
@@ -160,6 +162,7 @@ fn a_relay_keeps_envelopes_for_their_owner_and_knows_nothing_of_the_sender() {
     let nonce = mallory_device.nonce();
     let theft = authorize(
         &mallory,
+        &relay.peer.to_bytes(),
         nonce,
         FetchParams {
             mailbox,
@@ -296,6 +299,25 @@ fn a_peer_flooding_deposits_is_slowed_while_another_is_served() {
     }
     assert!(limited >= 30, "{limited} of 60 were slowed down");
     assert!((10..=30).contains(&stored), "{stored} of 60 were stored");
+
+    // Each envelope of a batch counts: twenty at once are over a burst of ten.
+    let mut batcher = Client::new(&relay);
+    let batch = MailboxRequest::DepositMany {
+        version: VERSION,
+        items: (0..20)
+            .map(|n| safemeet_proto::mailbox::Deposit {
+                mailbox,
+                envelope: format!("batch {n}").into_bytes(),
+            })
+            .collect(),
+    };
+    assert!(matches!(
+        batcher.ask(&batch),
+        MailboxResponse::Error {
+            code: MailboxError::RateLimited,
+            ..
+        }
+    ));
 
     // Another peer is served meanwhile.
     let mut other = Client::new(&relay);

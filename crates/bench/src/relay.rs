@@ -228,7 +228,12 @@ impl Client {
                     after: cursors[i].unwrap_or(0),
                     limit: PAGE,
                 };
-                requests.push(MailboxRequest::Fetch(authorize(&owners[i], nonce, params)?));
+                requests.push(MailboxRequest::Fetch(authorize(
+                    &owners[i],
+                    &self.relay.to_bytes(),
+                    nonce,
+                    params,
+                )?));
             }
             for (&i, answer) in active.iter().zip(self.ask_all(requests).await?) {
                 let MailboxResponse::Envelopes { items, more } = answer else {
@@ -255,7 +260,8 @@ impl Client {
                 after: 0,
                 limit: PAGE,
             };
-            let fetch = MailboxRequest::Fetch(authorize(owner, nonces[0], params)?);
+            let fetch =
+                MailboxRequest::Fetch(authorize(owner, &self.relay.to_bytes(), nonces[0], params)?);
             let [MailboxResponse::Envelopes { items, more }] =
                 <[MailboxResponse; 1]>::try_from(self.ask_all(vec![fetch]).await?)
                     .map_err(|_| anyhow::anyhow!("one answer expected"))?
@@ -264,7 +270,12 @@ impl Client {
             };
             total += items.len();
             let ids = items.iter().map(|e| e.id).collect();
-            let ack = MailboxRequest::Ack(authorize(owner, nonces[1], AckParams { mailbox, ids })?);
+            let ack = MailboxRequest::Ack(authorize(
+                owner,
+                &self.relay.to_bytes(),
+                nonces[1],
+                AckParams { mailbox, ids },
+            )?);
             let answers = self.ask_all(vec![ack]).await?;
             anyhow::ensure!(
                 matches!(answers.first(), Some(MailboxResponse::Acked { .. })),

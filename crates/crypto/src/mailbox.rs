@@ -17,14 +17,16 @@ pub fn mailbox_id(key: &[u8; 32]) -> MailboxId {
     MailboxId::from_bytes(blake3::derive_key(MAILBOX_ID_CONTEXT, key))
 }
 
-/// Signs `params` for the relay that handed out `nonce`.
+/// Signs `params` for the relay `relay` (its peer id's bytes), which
+/// handed out `nonce`.
 pub fn authorize<P: SignedParams>(
     secret: &Ed25519SecretKey,
+    relay: &[u8],
     nonce: [u8; 32],
     params: P,
 ) -> Result<Authorized<P>, Error> {
     let key = secret.public_key().as_bytes().to_owned();
-    let message = Authorized::signed_bytes(&key, &nonce, &params)?;
+    let message = Authorized::signed_bytes(&key, relay, &nonce, &params)?;
     let signature = secret.sign(&message).to_bytes();
     Ok(Authorized {
         version: VERSION,
@@ -35,9 +37,10 @@ pub fn authorize<P: SignedParams>(
     })
 }
 
-/// Checks that `request` is signed by the key its mailbox derives from.
-/// The nonce is the relay's to check (that it issued it, once).
-pub fn check<P: SignedParams>(request: &Authorized<P>) -> Result<(), Error> {
+/// Checks that `request` is signed, for the relay `relay` (its own peer
+/// id's bytes), by the key its mailbox derives from. The nonce is the
+/// relay's to check (that it issued it, once).
+pub fn check<P: SignedParams>(request: &Authorized<P>, relay: &[u8]) -> Result<(), Error> {
     const WHAT: &str = "mailbox request";
     if request.version != VERSION {
         return Err(Error::InvalidRecord {
@@ -52,7 +55,7 @@ pub fn check<P: SignedParams>(request: &Authorized<P>) -> Result<(), Error> {
         Ed25519PublicKey::from_slice(&request.key).map_err(|_| Error::InvalidKey { what: WHAT })?;
     let signature = Ed25519Signature::from_slice(&request.signature)
         .map_err(|_| Error::BadSignature { what: WHAT })?;
-    let message = Authorized::signed_bytes(&request.key, &request.nonce, &request.params)?;
+    let message = Authorized::signed_bytes(&request.key, relay, &request.nonce, &request.params)?;
     key.verify(&message, &signature)
         .map_err(|_| Error::BadSignature { what: WHAT })
 }
@@ -74,19 +77,25 @@ mod tests {
             after: 0,
             limit: 10,
         };
-        let good = authorize(&owner, [1; 32], params.clone()).unwrap();
-        check(&good).unwrap();
+        let relay = b"relay one";
+        let good = authorize(&owner, relay, [1; 32], params.clone()).unwrap();
+        check(&good, relay).unwrap();
+        // Meant for one relay, refused by another.
+        assert!(check(&good, b"relay two").is_err());
 
         // Another key cannot read this mailbox, even with a valid signature.
-        let other = authorize(&Ed25519SecretKey::new(), [1; 32], params.clone()).unwrap();
-        assert!(matches!(check(&other), Err(Error::BadSignature { .. })));
+        let other = authorize(&Ed25519SecretKey::new(), relay, [1; 32], params.clone()).unwrap();
+        assert!(matches!(
+            check(&other, relay),
+            Err(Error::BadSignature { .. })
+        ));
         // Nothing signed may change: nonce, parameters, kind.
         let mut moved = good.clone();
         moved.nonce = [2; 32];
-        assert!(check(&moved).is_err());
+        assert!(check(&moved, relay).is_err());
         let mut later = good.clone();
         later.params.after = 5;
-        assert!(check(&later).is_err());
+        assert!(check(&later, relay).is_err());
         let as_ack = Authorized {
             version: good.version,
             key: good.key,
@@ -97,6 +106,6 @@ mod tests {
             },
             signature: good.signature,
         };
-        assert!(check(&as_ack).is_err());
+        assert!(check(&as_ack, relay).is_err());
     }
 }

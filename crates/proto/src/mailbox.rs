@@ -139,16 +139,24 @@ impl SignedParams for AckParams {
 }
 
 impl<P: SignedParams> Authorized<P> {
-    /// The bytes the mailbox key signs: the request kind, the nonce, the
-    /// key and the encoded parameters.
+    /// The bytes the mailbox key signs: the request kind, the relay it is
+    /// for (its peer id, so one relay cannot replay it at another), the
+    /// nonce, the key and the encoded parameters.
     pub fn signed_bytes(
         key: &[u8; 32],
+        relay: &[u8],
         nonce: &[u8; 32],
         params: &P,
     ) -> Result<Vec<u8>, codec::EncodeError> {
         let encoded = codec::encode(params)?;
-        let mut out = Vec::with_capacity(P::CONTEXT.len() + 64 + encoded.len());
+        let relay_len = u16::try_from(relay.len()).map_err(|_| codec::EncodeError::TooLarge {
+            len: relay.len(),
+            max: usize::from(u16::MAX),
+        })?;
+        let mut out = Vec::with_capacity(P::CONTEXT.len() + 66 + relay.len() + encoded.len());
         out.extend_from_slice(P::CONTEXT);
+        out.extend_from_slice(&relay_len.to_be_bytes());
+        out.extend_from_slice(relay);
         out.extend_from_slice(nonce);
         out.extend_from_slice(key);
         out.extend_from_slice(&encoded);
@@ -308,14 +316,18 @@ mod tests {
             after: 0,
             limit: 1,
         };
-        let base = Authorized::signed_bytes(&[1; 32], &[2; 32], &params).unwrap();
+        let base = Authorized::signed_bytes(&[1; 32], b"r", &[2; 32], &params).unwrap();
         assert_ne!(
             base,
-            Authorized::signed_bytes(&[1; 32], &[9; 32], &params).unwrap()
+            Authorized::signed_bytes(&[1; 32], b"r", &[9; 32], &params).unwrap()
         );
         assert_ne!(
             base,
-            Authorized::signed_bytes(&[9; 32], &[2; 32], &params).unwrap()
+            Authorized::signed_bytes(&[9; 32], b"r", &[2; 32], &params).unwrap()
+        );
+        assert_ne!(
+            base,
+            Authorized::signed_bytes(&[1; 32], b"s", &[2; 32], &params).unwrap()
         );
         let later = FetchParams {
             after: 1,
@@ -323,13 +335,13 @@ mod tests {
         };
         assert_ne!(
             base,
-            Authorized::signed_bytes(&[1; 32], &[2; 32], &later).unwrap()
+            Authorized::signed_bytes(&[1; 32], b"r", &[2; 32], &later).unwrap()
         );
         let ack = AckParams {
             mailbox: params.mailbox,
             ids: vec![],
         };
-        let ack_bytes = Authorized::signed_bytes(&[1; 32], &[2; 32], &ack).unwrap();
+        let ack_bytes = Authorized::signed_bytes(&[1; 32], b"r", &[2; 32], &ack).unwrap();
         assert!(!ack_bytes.starts_with(FETCH_CONTEXT));
     }
 }

@@ -193,8 +193,14 @@ pub async fn serve(
     metrics: RelayMetrics,
 ) {
     loop {
-        let Ok((mut socket, peer)) = listener.accept().await else {
-            continue;
+        let (mut socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: back off instead of spinning.
+                tracing::warn!(error = %e, "metrics: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         if !allowed(&allow, peer) {
             continue;

@@ -352,7 +352,10 @@ fn handle_event(
                 },
             ..
         })) => {
-            if ctx.limiter.check_key(&peer).is_ok() {
+            // Each envelope of a DepositMany counts, not just the request.
+            let cost =
+                NonZeroU32::new(crate::service::request_cost(&request)).unwrap_or(NonZeroU32::MIN);
+            if matches!(ctx.limiter.check_key_n(&peer, cost), Ok(Ok(()))) {
                 group.push((request, channel));
                 return;
             }

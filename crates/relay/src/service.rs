@@ -2,7 +2,7 @@
 //! nonces, signs receipts. No network here (see [`crate::node`]), so the
 //! rules can be tested on their own.
 
-use std::collections::HashMap;
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
@@ -18,9 +18,10 @@ use crate::store::{self, DepositGroup, MailboxStore};
 
 /// How long a nonce may be used after it was handed out.
 pub const NONCE_TTL: Duration = Duration::from_secs(60);
-/// Most nonces outstanding at once; more requests for one are refused
+/// Most spent nonces remembered (until they expire); past that, fetches
+/// and acks are refused for a while rather than memory growing.
 /// until some are spent or expire.
-pub const MAX_NONCES: usize = 65_536;
+pub const MAX_SPENT_NONCES: usize = 1_000_000;
 
 /// The answer to one request, and whether it changed the store (then it
 /// may be sent only after a flush).
@@ -37,13 +38,22 @@ pub struct MailboxService<S: Store> {
     store: MailboxStore<S>,
     key: Keypair,
     /// Nonces handed out, and until when they may be used.
-    nonces: HashMap<[u8; 32], Timestamp>,
+    /// Keys the nonces this relay hands out (new at each start: a nonce is
+    /// good for [`NONCE_TTL`] only). A nonce is `until ‖ random ‖ tag`, the
+    /// tag a keyed hash of the rest: handing one out keeps no state.
+    nonce_key: [u8; 32],
+    /// Nonces used by a valid request, until they expire, and the order
+    /// they expire in.
+    spent: HashSet<[u8; 32]>,
+    spent_order: VecDeque<(Timestamp, [u8; 32])>,
+    /// This relay's peer id, which fetches and acks must be signed for.
+    relay_id: Vec<u8>,
 }
 
 impl<S: Store> std::fmt::Debug for MailboxService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MailboxService")
-            .field("nonces", &self.nonces.len())
+            .field("spent_nonces", &self.spent.len())
             .finish_non_exhaustive()
     }
 }
@@ -61,10 +71,14 @@ fn error(code: MailboxError, message: impl Into<String>) -> Handled {
 impl<S: Store> MailboxService<S> {
     /// A service over `store` that signs receipts with the relay's `key`.
     pub fn new(store: MailboxStore<S>, key: Keypair) -> Self {
+        let relay_id = key.public().to_peer_id().to_bytes();
         Self {
             store,
             key,
-            nonces: HashMap::new(),
+            nonce_key: rand::random(),
+            spent: HashSet::new(),
+            spent_order: VecDeque::new(),
+            relay_id,
         }
     }
 
@@ -259,12 +273,13 @@ impl<S: Store> MailboxService<S> {
                 if version != VERSION {
                     return error(MailboxError::Malformed, "unknown version");
                 }
-                self.nonces.retain(|_, until| *until > now);
-                if self.nonces.len() >= MAX_NONCES {
-                    return error(MailboxError::RateLimited, "too many nonces outstanding");
-                }
-                let nonce: [u8; 32] = rand::random();
-                self.nonces.insert(nonce, now.saturating_add(NONCE_TTL));
+                let until = now.saturating_add(NONCE_TTL);
+                let random: [u8; 8] = rand::random();
+                let mut nonce = [0u8; 32];
+                nonce[..8].copy_from_slice(&until.as_millis().to_be_bytes());
+                nonce[8..16].copy_from_slice(&random);
+                let tag = self.nonce_tag(&nonce);
+                nonce[16..].copy_from_slice(&tag);
                 Handled {
                     response: MailboxResponse::Nonce(nonce),
                     wrote: false,
@@ -308,28 +323,79 @@ impl<S: Store> MailboxService<S> {
         }
     }
 
-    /// Spends the request's nonce and checks its signature. The nonce is
-    /// spent even when the signature fails, so each can be tried once.
+    /// The tag of a nonce: a keyed hash of its first 16 bytes.
+    fn nonce_tag(&self, nonce: &[u8; 32]) -> [u8; 16] {
+        let hash = blake3::keyed_hash(&self.nonce_key, &nonce[..16]);
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&hash.as_bytes()[..16]);
+        tag
+    }
+
+    /// Checks that the request's nonce is one this relay handed out, not
+    /// expired and not used before, and that the request is signed for
+    /// this relay by the mailbox's key; then spends the nonce.
     fn authorize<P: SignedParams>(
         &mut self,
         request: &Authorized<P>,
         now: Timestamp,
     ) -> Result<(), Handled> {
-        match self.nonces.remove(&request.nonce) {
-            Some(until) if until > now => {}
-            _ => {
-                return Err(error(
-                    MailboxError::BadNonce,
-                    "unknown, used or expired nonce: ask for a new one",
-                ));
-            }
+        let bad_nonce = || {
+            error(
+                MailboxError::BadNonce,
+                "unknown, used or expired nonce: ask for a new one",
+            )
+        };
+        let nonce = &request.nonce;
+        let tag = self.nonce_tag(nonce);
+        // Constant time: the tag is what keeps nonces unforgeable.
+        let differs = tag
+            .iter()
+            .zip(&nonce[16..])
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let mut until = [0u8; 8];
+        until.copy_from_slice(&nonce[..8]);
+        let until = u64::from_be_bytes(until);
+        if differs != 0 || until <= now.as_millis() {
+            return Err(bad_nonce());
         }
-        safemeet_crypto::mailbox::check(request).map_err(|_| {
+        safemeet_crypto::mailbox::check(request, &self.relay_id).map_err(|_| {
             error(
                 MailboxError::BadSignature,
-                "not signed by the key of this mailbox",
+                "not signed for this relay by the key of this mailbox",
             )
-        })
+        })?;
+        // Forget the spent nonces that have expired anyway.
+        while let Some((expiry, old)) = self.spent_order.front() {
+            if *expiry > now {
+                break;
+            }
+            self.spent.remove(old);
+            self.spent_order.pop_front();
+        }
+        if self.spent.contains(nonce) {
+            return Err(bad_nonce());
+        }
+        if self.spent.len() >= MAX_SPENT_NONCES {
+            return Err(error(
+                MailboxError::RateLimited,
+                "too many requests lately; try again in a minute",
+            ));
+        }
+        self.spent.insert(*nonce);
+        let expiry = Timestamp::from_millis(until).unwrap_or(now.saturating_add(NONCE_TTL));
+        self.spent_order.push_back((expiry, *nonce));
+        Ok(())
+    }
+}
+
+/// What an encoded request counts against its peer's rate: the number of
+/// envelopes it deposits, otherwise one.
+pub fn request_cost(request: &[u8]) -> u32 {
+    match codec::decode::<MailboxRequest>(request, MAX_REQUEST_BYTES) {
+        Ok(MailboxRequest::DepositMany { items, .. }) => {
+            u32::try_from(items.len()).unwrap_or(u32::MAX).max(1)
+        }
+        _ => 1,
     }
 }
 

@@ -25,6 +25,8 @@ fn at(ms_after: u64) -> Timestamp {
 struct Relay {
     service: MailboxService<SledStore>,
     key: Keypair,
+    /// What fetches and acks are signed for: the relay's peer id.
+    id: Vec<u8>,
     backend: SledStore,
     _dir: tempfile::TempDir,
 }
@@ -37,6 +39,7 @@ impl Relay {
         let service = MailboxService::new(MailboxStore::new(backend.clone(), limits), key.clone());
         Self {
             service,
+            id: key.public().to_peer_id().to_bytes(),
             key,
             backend,
             _dir: dir,
@@ -75,7 +78,7 @@ impl Relay {
             limit: 64,
         };
         self.ask(
-            &MailboxRequest::Fetch(authorize(owner, nonce, params).unwrap()),
+            &MailboxRequest::Fetch(authorize(owner, &self.id, nonce, params).unwrap()),
             now,
         )
     }
@@ -87,28 +90,34 @@ impl Relay {
             ids,
         };
         self.ask(
-            &MailboxRequest::Ack(authorize(owner, nonce, params).unwrap()),
+            &MailboxRequest::Ack(authorize(owner, &self.id, nonce, params).unwrap()),
             now,
         )
     }
 }
 
-fn fetch_request(key: &Ed25519SecretKey, nonce: [u8; 32], mailbox: MailboxId) -> MailboxRequest {
+fn fetch_request(
+    key: &Ed25519SecretKey,
+    relay: &[u8],
+    nonce: [u8; 32],
+    mailbox: MailboxId,
+) -> MailboxRequest {
     let params = FetchParams {
         mailbox,
         after: 0,
         limit: 64,
     };
-    MailboxRequest::Fetch(authorize(key, nonce, params).unwrap())
+    MailboxRequest::Fetch(authorize(key, relay, nonce, params).unwrap())
 }
 
 fn ack_request(
     key: &Ed25519SecretKey,
+    relay: &[u8],
     nonce: [u8; 32],
     mailbox: MailboxId,
     ids: Vec<u64>,
 ) -> MailboxRequest {
-    MailboxRequest::Ack(authorize(key, nonce, AckParams { mailbox, ids }).unwrap())
+    MailboxRequest::Ack(authorize(key, relay, nonce, AckParams { mailbox, ids }).unwrap())
 }
 
 fn envelopes(response: MailboxResponse) -> Vec<(u64, Vec<u8>)> {
@@ -195,25 +204,34 @@ fn only_a_fresh_signature_by_the_mailbox_key_reads_or_deletes() {
     // Mallory signs with her own key for the owner's mailbox.
     let mallory = Ed25519SecretKey::new();
     let nonce = relay.nonce(at(1));
-    let theft = fetch_request(&mallory, nonce, mailbox);
+    let theft = fetch_request(&mallory, &relay.id, nonce, mailbox);
     assert_eq!(
         refused(relay.ask(&theft, at(1))),
         MailboxError::BadSignature
     );
     let nonce = relay.nonce(at(1));
-    let wipe = ack_request(&mallory, nonce, mailbox, vec![1]);
+    let wipe = ack_request(&mallory, &relay.id, nonce, mailbox, vec![1]);
     assert_eq!(refused(relay.ask(&wipe, at(1))), MailboxError::BadSignature);
+
+    // The owner's request signed for another relay (which may have passed
+    // on this relay's nonce) is not taken here.
+    let nonce = relay.nonce(at(1));
+    let elsewhere = fetch_request(&owner, b"another relay", nonce, mailbox);
+    assert_eq!(
+        refused(relay.ask(&elsewhere, at(1))),
+        MailboxError::BadSignature
+    );
 
     // A recorded request of the owner's cannot be played again.
     let nonce = relay.nonce(at(2));
-    let fetch = fetch_request(&owner, nonce, mailbox);
+    let fetch = fetch_request(&owner, &relay.id, nonce, mailbox);
     assert_eq!(envelopes(relay.ask(&fetch, at(2))).len(), 1);
     assert_eq!(refused(relay.ask(&fetch, at(3))), MailboxError::BadNonce);
     // Nor a nonce the relay never issued, nor one past its time.
-    let made_up = ack_request(&owner, [9; 32], mailbox, vec![1]);
+    let made_up = ack_request(&owner, &relay.id, [9; 32], mailbox, vec![1]);
     assert_eq!(refused(relay.ask(&made_up, at(3))), MailboxError::BadNonce);
     let nonce = relay.nonce(at(4));
-    let late = ack_request(&owner, nonce, mailbox, vec![1]);
+    let late = ack_request(&owner, &relay.id, nonce, mailbox, vec![1]);
     assert_eq!(
         refused(relay.ask(&late, at(4 + 61_000))),
         MailboxError::BadNonce
@@ -350,6 +368,7 @@ fn a_relay_can_stop_taking_new_mailboxes() {
             relay.key.clone(),
         ),
         key: relay.key.clone(),
+        id: relay.id.clone(),
         backend: relay.backend.clone(),
         _dir: tempfile::tempdir().unwrap(),
     };
@@ -457,7 +476,7 @@ fn requests_answered_together_see_each_other_in_order() {
     let group = [
         deposit(b"one"),
         deposit(b"two"),
-        codec::encode(&ack_request(&alice, nonce, mailbox, vec![1])).unwrap(),
+        codec::encode(&ack_request(&alice, &relay.id, nonce, mailbox, vec![1])).unwrap(),
         deposit(b"three"),
     ];
     let (answers, wrote) = relay.service.handle_many(&group, at(1));
@@ -506,7 +525,7 @@ fn a_page_of_large_envelopes_fits_in_one_answer() {
             after,
             limit: 64,
         };
-        let request = MailboxRequest::Fetch(authorize(&owner, nonce, params).unwrap());
+        let request = MailboxRequest::Fetch(authorize(&owner, &relay.id, nonce, params).unwrap());
         let response = relay.ask(&request, at(1));
         let encoded = codec::encode(&response).unwrap();
         assert!(
