@@ -24,6 +24,12 @@ use tokio::sync::{mpsc, watch};
 use crate::metrics::RelayMetrics;
 use crate::service::MailboxService;
 
+/// Most connections a relay holds at once (file descriptors are finite).
+const MAX_CONNECTIONS: u32 = 10_000;
+/// Most connections from one peer.
+const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+/// Most incoming connections being set up at once.
+const MAX_PENDING: u32 = 256;
 /// Most requests answered after one flush.
 const MAX_GROUP: usize = 256;
 /// How often expired envelopes are purged.
@@ -102,6 +108,8 @@ pub enum Error {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    /// At most [`MAX_CONNECTIONS`], and a few per peer.
+    limits: libp2p::connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -165,6 +173,12 @@ pub fn spawn<S: Store + Send + 'static>(
         // A relay is reachable by design: it answers DHT queries.
         kad.set_mode(Some(kad::Mode::Server));
         Ok(Behaviour {
+            limits: libp2p::connection_limits::Behaviour::new(
+                libp2p::connection_limits::ConnectionLimits::default()
+                    .with_max_established(Some(MAX_CONNECTIONS))
+                    .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+                    .with_max_pending_incoming(Some(MAX_PENDING)),
+            ),
             identify: identify::Behaviour::new(identify::Config::new(
                 IDENTIFY_PROTOCOL.to_owned(),
                 key.public(),

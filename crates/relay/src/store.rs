@@ -221,9 +221,11 @@ impl<S: Store> MailboxStore<S> {
         {
             return Err(refused(
                 MailboxError::MailboxFull,
+                // Its limits, not its contents: depositors learn nothing of
+                // how much mail the mailbox holds.
                 format!(
-                    "the mailbox is full ({} envelopes, {} bytes; at most {} and {})",
-                    meta.count, meta.bytes, limits.mailbox_max_envelopes, limits.mailbox_max_bytes
+                    "the mailbox is full (at most {} envelopes and {} bytes)",
+                    limits.mailbox_max_envelopes, limits.mailbox_max_bytes
                 ),
             ));
         }
