@@ -367,13 +367,19 @@ fn an_operator_configures_limits_in_a_file_and_reads_counters() {
     let MailboxResponse::Receipt(receipt) = client.deposit(mailbox, b"one") else {
         panic!("no receipt")
     };
-    // The file's retention holds: two days.
+    // The file's retention holds: two days, to the end of that hour (the
+    // relay keeps expiries to the hour).
     let two_days = 2 * 24 * 3600 * 1000;
     let now = safemeet_proto::clock::Clock::now(&safemeet_proto::clock::SystemClock);
     let left = receipt.stored_until.as_millis() - now.as_millis();
     assert!(
-        left <= two_days && left > two_days - 60_000,
+        left > two_days - 60_000 && left <= two_days + 3_600_000,
         "{left} ms left"
+    );
+    assert_eq!(
+        receipt.stored_until.as_millis() % 3_600_000,
+        0,
+        "to the hour"
     );
     // The file's quota holds: one envelope per mailbox.
     assert!(matches!(

@@ -1,8 +1,9 @@
 //! Mailboxes on disk, through the store traits (sled in a relay).
 //!
-//! What is kept: per mailbox its counters; per envelope its bytes and when
-//! it expires; the relay's totals. Nothing about who deposited: no peer id,
-//! no address, no time of arrival beyond the expiry. Every change is one
+//! What is kept: per mailbox its counters and the hour it was last used;
+//! per envelope its bytes and when it expires, rounded up to the hour; the
+//! relay's totals. Nothing about who deposited: no peer id, no address, no
+//! time of arrival finer than the hour. Every change is one
 //! atomic batch; the caller flushes before it answers (see
 //! [`crate::service`]).
 //!
@@ -95,6 +96,22 @@ fn expiry_key(until: Timestamp, mailbox: &MailboxId, id: u64) -> Vec<u8> {
     k.extend_from_slice(mailbox.as_bytes());
     k.extend_from_slice(&id.to_be_bytes());
     k
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+/// `t` rounded down to the hour: what is kept of when a mailbox was last
+/// used, so a copy of the disk does not tell when mail came or went.
+fn floor_hour(t: Timestamp) -> Timestamp {
+    Timestamp::from_millis(t.as_millis() / HOUR_MS * HOUR_MS).unwrap_or(t)
+}
+
+/// `t` rounded up to the hour: when an envelope expires (so the expiry
+/// does not give away its arrival to the millisecond either; an envelope is
+/// kept until the end of the hour in which its retention ends).
+fn ceil_hour(t: Timestamp) -> Timestamp {
+    let ms = t.as_millis().div_ceil(HOUR_MS).saturating_mul(HOUR_MS);
+    Timestamp::from_millis(ms).unwrap_or(t)
 }
 
 /// Stages a mailbox's counters and the relay's totals.
@@ -210,7 +227,7 @@ impl<S: Store> MailboxStore<S> {
                         last_id: 0,
                         count: 0,
                         bytes: 0,
-                        touched: now,
+                        touched: floor_hour(now),
                     },
                     true,
                 ),
@@ -233,11 +250,11 @@ impl<S: Store> MailboxStore<S> {
             return Err(refused(MailboxError::RelayFull, "the relay is full"));
         }
         let id = meta.last_id + 1;
-        let until = now.saturating_add(limits.retention);
+        let until = ceil_hour(now.saturating_add(limits.retention));
         meta.last_id = id;
         meta.count += 1;
         meta.bytes += len;
-        meta.touched = now;
+        meta.touched = floor_hour(now);
         totals.envelopes += 1;
         totals.bytes += len;
         if new {
@@ -361,7 +378,7 @@ impl<S: Store> MailboxStore<S> {
         if removed == 0 {
             return Ok(0);
         }
-        meta.touched = now;
+        meta.touched = floor_hour(now);
         stage_counters(&mut batch, mailbox, &meta, &totals)?;
         self.store.apply(batch)?;
         Ok(removed)
