@@ -210,7 +210,8 @@ fn identity(dir: &Path) -> Result<Keypair, Failure> {
     if path.exists() {
         let text = home::read_bounded(&path, MAX_KEY_FILE)
             .with_context(|| format!("reading {}", path.display()))?;
-        let bytes = decode_hex(text.trim())
+        let bytes = data_encoding::HEXLOWER
+            .decode(text.trim().as_bytes())
             .with_context(|| format!("{} is not a relay key", path.display()))?;
         return Ok(Keypair::from_protobuf_encoding(&bytes)
             .with_context(|| format!("{} is not a relay key", path.display()))?);
@@ -219,21 +220,9 @@ fn identity(dir: &Path) -> Result<Keypair, Failure> {
     let bytes = key
         .to_protobuf_encoding()
         .context("encoding the relay key")?;
-    let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let text = data_encoding::HEXLOWER.encode(&bytes);
     home::publish_private_file(&path, text.as_bytes())?;
     Ok(key)
-}
-
-fn decode_hex(text: &str) -> anyhow::Result<Vec<u8>> {
-    anyhow::ensure!(text.len().is_multiple_of(2), "odd length");
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .context("not hex")
-        })
-        .collect()
 }
 
 /// Runs the relay.
