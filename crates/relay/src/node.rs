@@ -22,7 +22,7 @@ use safemeet_store::Store;
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::RelayMetrics;
-use crate::service::MailboxService;
+use crate::service::{Decoded, MailboxService, decode_request, request_cost};
 
 /// Most connections a relay holds at once (file descriptors are finite).
 const MAX_CONNECTIONS: u32 = 10_000;
@@ -318,7 +318,7 @@ fn serve_metrics(
     Ok(((metrics, libp2p_metrics), addr))
 }
 
-type Pending = (Vec<u8>, request_response::ResponseChannel<Vec<u8>>);
+type Pending = (Decoded, request_response::ResponseChannel<Vec<u8>>);
 
 /// Requests per peer, in memory only: the peer ids it holds are never
 /// written or logged, and idle ones are dropped (`retain_recent`).
@@ -367,8 +367,8 @@ fn handle_event(
             ..
         })) => {
             // Each envelope of a DepositMany counts, not just the request.
-            let cost =
-                NonZeroU32::new(crate::service::request_cost(&request)).unwrap_or(NonZeroU32::MIN);
+            let request = decode_request(&request);
+            let cost = NonZeroU32::new(request_cost(&request)).unwrap_or(NonZeroU32::MIN);
             if matches!(ctx.limiter.check_key_n(&peer, cost), Ok(Ok(()))) {
                 group.push((request, channel));
                 return;
@@ -400,8 +400,8 @@ fn answer<S: Store>(
     if group.is_empty() {
         return;
     }
-    let (requests, channels): (Vec<Vec<u8>>, Vec<_>) = group.into_iter().unzip();
-    let (responses, wrote) = service.handle_many(&requests, now());
+    let (requests, channels): (Vec<Decoded>, Vec<_>) = group.into_iter().unzip();
+    let (responses, wrote) = service.handle_decoded(requests, now());
     let mut answers: Vec<_> = responses.into_iter().zip(channels).collect();
     if wrote && let Err(e) = service.store().flush() {
         // Nothing is promised that is not durable: every answer of the group

@@ -106,18 +106,26 @@ impl<S: Store> MailboxService<S> {
         requests: impl IntoIterator<Item = R>,
         now: Timestamp,
     ) -> (Vec<MailboxResponse>, bool) {
+        let decoded = requests.into_iter().map(|b| decode_request(b.as_ref()));
+        self.handle_decoded(decoded, now)
+    }
+
+    /// [`handle_many`](Self::handle_many) for requests already decoded
+    /// with [`decode_request`] (the node decodes each once, to weigh it).
+    pub fn handle_decoded(
+        &mut self,
+        requests: impl IntoIterator<Item = Decoded>,
+        now: Timestamp,
+    ) -> (Vec<MailboxResponse>, bool) {
         let mut out = Vec::new();
         let mut group = DepositGroup::default();
         let mut in_group = Vec::new();
         let mut wrote = false;
-        for bytes in requests {
-            let request: MailboxRequest = match codec::decode(bytes.as_ref(), MAX_REQUEST_BYTES) {
+        for decoded in requests {
+            let request = match decoded {
                 Ok(r) => r,
-                Err(e) => {
-                    out.push(
-                        error(MailboxError::Malformed, format!("undecodable request: {e}"))
-                            .response,
-                    );
+                Err(reason) => {
+                    out.push(error(MailboxError::Malformed, reason).response);
                     continue;
                 }
             };
@@ -388,10 +396,18 @@ impl<S: Store> MailboxService<S> {
     }
 }
 
-/// What an encoded request counts against its peer's rate: the number of
-/// envelopes it deposits, otherwise one.
-pub fn request_cost(request: &[u8]) -> u32 {
-    match codec::decode::<MailboxRequest>(request, MAX_REQUEST_BYTES) {
+/// A request as received: decoded, or why it could not be.
+pub type Decoded = Result<MailboxRequest, String>;
+
+/// Decodes a request (size-checked).
+pub fn decode_request(bytes: &[u8]) -> Decoded {
+    codec::decode(bytes, MAX_REQUEST_BYTES).map_err(|e| format!("undecodable request: {e}"))
+}
+
+/// What a request counts against its peer's rate: the number of envelopes
+/// it deposits, otherwise one.
+pub fn request_cost(request: &Decoded) -> u32 {
+    match request {
         Ok(MailboxRequest::DepositMany { items, .. }) => {
             u32::try_from(items.len()).unwrap_or(u32::MAX).max(1)
         }
