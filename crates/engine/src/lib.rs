@@ -377,9 +377,9 @@ struct Engine<S: Store> {
     rooms_changed: bool,
     /// Frames published over gossip, a group per task.
     publishing: JoinSet<()>,
-    /// Room messages waiting to be published (outbox seq, topic, frame),
-    /// in order, as the gossip window allows.
-    gossip_out: VecDeque<(u64, RoomTopic, Vec<u8>)>,
+    /// Room messages waiting to be published (outbox seq and topic; the
+    /// frame is the pending item's), in order, as the gossip window allows.
+    gossip_out: VecDeque<(u64, RoomTopic)>,
     /// Room messages published and not yet acknowledged by anyone nor
     /// handed to direct delivery: the gossip window.
     gossip_window: HashSet<u64>,
@@ -1002,8 +1002,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
         if let Some(topic) = topic
             && tracked
         {
-            self.gossip_out
-                .push_back((message.outbox_seq, topic, message.frame()?));
+            self.gossip_out.push_back((message.outbox_seq, topic));
         }
         Ok(())
     }
@@ -1016,7 +1015,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
             .as_millis()
             .saturating_add(self.config.gossip_grace.as_millis() as u64);
         while self.gossip_window.len() < self.config.gossip_window.max(1) {
-            let Some((seq, topic, frame)) = self.gossip_out.pop_front() else {
+            let Some((seq, topic)) = self.gossip_out.pop_front() else {
                 break;
             };
             // Acknowledged or finished meanwhile (over direct delivery):
@@ -1027,6 +1026,11 @@ impl<S: Store + Clone + 'static> Engine<S> {
             if pending.delivered_once {
                 continue;
             }
+            // An envelope the machine made always frames; one that did not
+            // would be passed over by direct delivery too (`deliver_due`).
+            let Ok(frame) = pending.item.frame() else {
+                continue;
+            };
             pending.next_try_ms = due;
             self.gossip_window.insert(seq);
             frames.push((topic, frame));
