@@ -173,20 +173,6 @@ impl<S: Store> MailboxStore<S> {
         }
     }
 
-    /// Stores `envelope` in `mailbox` until `now` plus the retention;
-    /// returns its id and that time. Applied, not flushed.
-    pub fn deposit(
-        &self,
-        mailbox: &MailboxId,
-        envelope: &[u8],
-        now: Timestamp,
-    ) -> Result<(u64, Timestamp), Error> {
-        let mut group = DepositGroup::default();
-        let stored = self.stage_deposit(&mut group, mailbox, envelope, now)?;
-        self.commit(group)?;
-        Ok(stored)
-    }
-
     /// Stages a deposit into `group` (see [`DepositGroup`]); returns its id
     /// and expiry. Nothing is stored until [`commit`](Self::commit).
     pub fn stage_deposit(
