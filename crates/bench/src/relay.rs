@@ -23,7 +23,7 @@ use libp2p::identity::Keypair;
 use libp2p::request_response::{self, Event, Message, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
-use safemeet_crypto::mailbox::{authorize, mailbox_id};
+use safemeet_crypto::mailbox::{EpochKey, authorize};
 use safemeet_net::{MAILBOX_PROTOCOL, MailboxCodec};
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::mailbox::{
@@ -210,7 +210,7 @@ impl Client {
 
     /// Reads every envelope of every mailbox, pages of [`PAGE`], all
     /// mailboxes at once; returns how many.
-    async fn fetch_all(&mut self, owners: &[Ed25519SecretKey]) -> anyhow::Result<usize> {
+    async fn fetch_all(&mut self, owners: &[EpochKey]) -> anyhow::Result<usize> {
         let mut cursors: Vec<Option<u64>> = vec![Some(0); owners.len()];
         let mut total = 0;
         loop {
@@ -224,7 +224,7 @@ impl Client {
             let mut requests = Vec::with_capacity(active.len());
             for (&i, nonce) in active.iter().zip(nonces) {
                 let params = FetchParams {
-                    mailbox: mailbox_id(owners[i].public_key().as_bytes()),
+                    mailbox: owners[i].mailbox(),
                     after: cursors[i].unwrap_or(0),
                     limit: PAGE,
                 };
@@ -250,8 +250,8 @@ impl Client {
     }
 
     /// Empties one mailbox page by page; returns how many it held.
-    async fn drain(&mut self, owner: &Ed25519SecretKey) -> anyhow::Result<usize> {
-        let mailbox = mailbox_id(owner.public_key().as_bytes());
+    async fn drain(&mut self, owner: &EpochKey) -> anyhow::Result<usize> {
+        let mailbox = owner.mailbox();
         let mut total = 0;
         loop {
             let nonces = self.nonces(2).await?;
@@ -317,9 +317,7 @@ async fn run_async(samples: usize, ops: usize) -> anyhow::Result<Value> {
     let backend = SledStore::open(dir.path().join("relay"), &SledConfig::default())?;
     let store = MailboxStore::new(backend, limits());
     let mut service = MailboxService::new(store, Keypair::generate_ed25519());
-    let mailboxes: Vec<MailboxId> = (0..MAILBOXES * 10)
-        .map(|_| mailbox_id(Ed25519SecretKey::new().public_key().as_bytes()))
-        .collect();
+    let mailboxes: Vec<MailboxId> = (0..MAILBOXES * 10).map(|_| new_key().mailbox()).collect();
     let now = SystemClock.now();
     let t0 = SystemClock.instant();
     let mut last_report = SystemClock.instant();
@@ -379,12 +377,8 @@ async fn run_async(samples: usize, ops: usize) -> anyhow::Result<Value> {
             anyhow::bail!("the relay did not listen");
         };
         let mut client = Client::connect(addr, relay.peer_id).await?;
-        let owners: Vec<Ed25519SecretKey> =
-            (0..MAILBOXES).map(|_| Ed25519SecretKey::new()).collect();
-        let mailboxes: Vec<MailboxId> = owners
-            .iter()
-            .map(|k| mailbox_id(k.public_key().as_bytes()))
-            .collect();
+        let owners: Vec<EpochKey> = (0..MAILBOXES).map(|_| new_key()).collect();
+        let mailboxes: Vec<MailboxId> = owners.iter().map(|k| k.mailbox()).collect();
         // Warm-up: the connection and the first pages of the tree.
         client.deposit(&mailboxes, 1_000).await?;
 
@@ -404,8 +398,8 @@ async fn run_async(samples: usize, ops: usize) -> anyhow::Result<Value> {
             "{fetched} envelopes fetched of {expected}"
         );
 
-        let drainer = Ed25519SecretKey::new();
-        let one = [mailbox_id(drainer.public_key().as_bytes())];
+        let drainer = new_key();
+        let one = [drainer.mailbox()];
         client.deposit(&one, DRAIN).await?;
         let t0 = SystemClock.instant();
         let drained = client.drain(&drainer).await?;
@@ -454,4 +448,9 @@ async fn run_async(samples: usize, ops: usize) -> anyhow::Result<Value> {
     });
     eprintln!("{}", serde_json::to_string_pretty(&report)?);
     Ok(report)
+}
+
+/// A fresh mailbox key (of epoch 0).
+fn new_key() -> EpochKey {
+    EpochKey::derive(&Ed25519SecretKey::new(), 0)
 }

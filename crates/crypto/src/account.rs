@@ -148,6 +148,12 @@ impl Account {
         &self.device.libp2p
     }
 
+    /// The key of this device's relay mailbox in `epoch` (see
+    /// [`crate::mailbox`]).
+    pub fn mailbox_key(&self, epoch: u64) -> crate::mailbox::EpochKey {
+        crate::mailbox::EpochKey::derive(&self.device.mailbox, epoch)
+    }
+
     /// The device keys.
     pub fn device_keys(&self) -> &DeviceKeys {
         &self.device

@@ -1,33 +1,143 @@
 //! Relay mailboxes: a mailbox id is derived from the mailbox's Ed25519 key,
 //! and fetches and acks are signed by that key over a relay's nonce (see
 //! `safemeet_proto::mailbox`). A relay checks both without knowing who owns
-//! the mailbox; a device derives one key per epoch, so the ids of different
-//! epochs cannot be linked by the relay.
+//! the mailbox.
+//!
+//! **Epochs.** A device's certificate holds its long-term mailbox key `A`,
+//! which only its contacts see. The mailbox of epoch `e` (a UTC day) has the
+//! key `A_e = h_e·A` with `h_e = H(A, e)` reduced to a scalar, and its owner
+//! signs with `a_e = h_e·a` (key blinding, as Tor v3 onion services do). A
+//! contact derives `A_e`, and so the mailbox id, from `A` alone; it cannot
+//! sign for it. A relay sees only `A_e`; without `A` it cannot tell that
+//! two epochs' mailboxes belong to one device.
 
-use safemeet_proto::MailboxId;
+use curve25519_dalek::Scalar;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use ed25519_dalek::VerifyingKey;
+use ed25519_dalek::hazmat::{ExpandedSecretKey, raw_sign};
 use safemeet_proto::mailbox::{Authorized, SignedParams, VERSION};
+use safemeet_proto::{MailboxId, Timestamp};
+use sha2::{Digest, Sha512};
 use vodozemac::{Ed25519PublicKey, Ed25519SecretKey, Ed25519Signature};
 
 use crate::Error;
 
 const MAILBOX_ID_CONTEXT: &str = "safemeet/v1 mailbox id";
+const BLINDING_CONTEXT: &str = "safemeet/v1 mailbox blinding";
+const PREFIX_CONTEXT: &str = "safemeet/v1 mailbox blinded nonce prefix";
+
+/// Length of a mailbox epoch: one UTC day.
+pub const EPOCH_MILLIS: u64 = 24 * 60 * 60 * 1000;
+
+/// The epoch `at` falls in.
+pub fn epoch_of(at: Timestamp) -> u64 {
+    at.as_millis() / EPOCH_MILLIS
+}
+
+/// The blinding factor of `epoch` for the long-term mailbox key `key`.
+fn blinding(key: &[u8; 32], epoch: u64) -> Scalar {
+    let mut hasher = blake3::Hasher::new_derive_key(BLINDING_CONTEXT);
+    hasher.update(key);
+    hasher.update(&epoch.to_be_bytes());
+    let mut wide = [0u8; 64];
+    hasher.finalize_xof().fill(&mut wide);
+    Scalar::from_bytes_mod_order_wide(&wide)
+}
+
+/// The public key of the mailbox of `epoch`, from a device's long-term
+/// mailbox key (as its certificate holds it): what a contact deposits to.
+pub fn epoch_public_key(key: &[u8; 32], epoch: u64) -> Result<[u8; 32], Error> {
+    let invalid = Error::InvalidKey { what: "mailbox" };
+    let point = CompressedEdwardsY(*key).decompress().ok_or(invalid)?;
+    if point.is_small_order() {
+        return Err(Error::InvalidKey { what: "mailbox" });
+    }
+    Ok((blinding(key, epoch) * point).compress().to_bytes())
+}
+
+/// The mailbox id of `epoch` for a device's long-term mailbox key.
+pub fn epoch_mailbox(key: &[u8; 32], epoch: u64) -> Result<MailboxId, Error> {
+    Ok(mailbox_id(&epoch_public_key(key, epoch)?))
+}
+
+/// The signing key of one epoch's mailbox, derived from the device's
+/// long-term mailbox key. Zeroized on drop.
+pub struct EpochKey {
+    expanded: ExpandedSecretKey,
+    public: VerifyingKey,
+    epoch: u64,
+}
+
+impl std::fmt::Debug for EpochKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EpochKey")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EpochKey {
+    /// Derives the key of `epoch` from the long-term secret.
+    pub fn derive(secret: &Ed25519SecretKey, epoch: u64) -> Self {
+        let seed = secret.to_bytes();
+        let mut wide: [u8; 64] = Sha512::digest(seed.as_slice()).into();
+        let long_term = ExpandedSecretKey::from_bytes(&wide);
+        zeroize::Zeroize::zeroize(&mut wide);
+        let public_long_term = EdwardsPoint::mul_base(&long_term.scalar)
+            .compress()
+            .to_bytes();
+        let factor = blinding(&public_long_term, epoch);
+        let mut prefix = blake3::Hasher::new_derive_key(PREFIX_CONTEXT);
+        prefix.update(&long_term.hash_prefix);
+        prefix.update(&epoch.to_be_bytes());
+        let expanded = ExpandedSecretKey {
+            scalar: factor * long_term.scalar,
+            hash_prefix: *prefix.finalize().as_bytes(),
+        };
+        let public = VerifyingKey::from(&expanded);
+        Self {
+            expanded,
+            public,
+            epoch,
+        }
+    }
+
+    /// The epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The public key the relay sees.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public.to_bytes()
+    }
+
+    /// This epoch's mailbox id.
+    pub fn mailbox(&self) -> MailboxId {
+        mailbox_id(&self.public_key())
+    }
+
+    fn sign(&self, message: &[u8]) -> [u8; 64] {
+        raw_sign::<Sha512>(&self.expanded, message, &self.public).to_bytes()
+    }
+}
 
 /// The mailbox id that belongs to a mailbox public key.
 pub fn mailbox_id(key: &[u8; 32]) -> MailboxId {
     MailboxId::from_bytes(blake3::derive_key(MAILBOX_ID_CONTEXT, key))
 }
 
-/// Signs `params` for the relay `relay` (its peer id's bytes), which
-/// handed out `nonce`.
+/// Signs `params` with an epoch's mailbox key for the relay `relay` (its
+/// peer id's bytes), which handed out `nonce`.
 pub fn authorize<P: SignedParams>(
-    secret: &Ed25519SecretKey,
+    secret: &EpochKey,
     relay: &[u8],
     nonce: [u8; 32],
     params: P,
 ) -> Result<Authorized<P>, Error> {
-    let key = secret.public_key().as_bytes().to_owned();
+    let key = secret.public_key();
     let message = Authorized::signed_bytes(&key, relay, &nonce, &params)?;
-    let signature = secret.sign(&message).to_bytes();
+    let signature = secret.sign(&message);
     Ok(Authorized {
         version: VERSION,
         key,
@@ -70,8 +180,8 @@ mod tests {
 
     #[test]
     fn only_the_mailbox_key_can_authorize_its_requests() {
-        let owner = Ed25519SecretKey::new();
-        let mailbox = mailbox_id(owner.public_key().as_bytes());
+        let owner = EpochKey::derive(&Ed25519SecretKey::new(), 7);
+        let mailbox = owner.mailbox();
         let params = FetchParams {
             mailbox,
             after: 0,
@@ -84,7 +194,8 @@ mod tests {
         assert!(check(&good, b"relay two").is_err());
 
         // Another key cannot read this mailbox, even with a valid signature.
-        let other = authorize(&Ed25519SecretKey::new(), relay, [1; 32], params.clone()).unwrap();
+        let stranger = EpochKey::derive(&Ed25519SecretKey::new(), 7);
+        let other = authorize(&stranger, relay, [1; 32], params.clone()).unwrap();
         assert!(matches!(
             check(&other, relay),
             Err(Error::BadSignature { .. })
@@ -107,5 +218,56 @@ mod tests {
             signature: good.signature,
         };
         assert!(check(&as_ack, relay).is_err());
+    }
+
+    #[test]
+    fn contacts_derive_each_epochs_mailbox_and_only_the_owner_signs_for_it() {
+        let secret = Ed25519SecretKey::new();
+        let long_term = *secret.public_key().as_bytes();
+        let relay = b"relay";
+        let mut seen = std::collections::HashSet::new();
+        for epoch in [0, 1, 2, 20_000] {
+            let key = EpochKey::derive(&secret, epoch);
+            // What a contact computes from the certificate's key alone.
+            assert_eq!(
+                epoch_public_key(&long_term, epoch).unwrap(),
+                key.public_key()
+            );
+            assert_eq!(epoch_mailbox(&long_term, epoch).unwrap(), key.mailbox());
+            // Neither the long-term key nor another epoch's shows up.
+            assert_ne!(key.public_key(), long_term);
+            assert!(seen.insert(key.public_key()));
+            // The blinded key signs valid, checkable requests.
+            let params = FetchParams {
+                mailbox: key.mailbox(),
+                after: 0,
+                limit: 1,
+            };
+            check(
+                &authorize(&key, relay, [3; 32], params.clone()).unwrap(),
+                relay,
+            )
+            .unwrap();
+            // Another epoch's key cannot sign for this mailbox.
+            let other = EpochKey::derive(&secret, epoch + 1);
+            assert!(check(&authorize(&other, relay, [3; 32], params).unwrap(), relay).is_err());
+        }
+        assert_eq!(
+            epoch_of(Timestamp::from_millis(EPOCH_MILLIS * 3 + 5).unwrap()),
+            3
+        );
+    }
+
+    #[test]
+    fn a_key_of_small_order_or_no_point_is_refused() {
+        // The identity point: of small order.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(epoch_public_key(&identity, 1).is_err());
+        // y = 2 is on no point of the curve.
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2;
+        assert!(CompressedEdwardsY(off_curve).decompress().is_none());
+        assert!(epoch_public_key(&off_curve, 1).is_err());
     }
 }

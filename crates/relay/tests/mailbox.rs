@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
-use safemeet_crypto::mailbox::{authorize, mailbox_id};
+use safemeet_crypto::mailbox::{EpochKey, authorize};
 use safemeet_proto::mailbox::{
     AckParams, FetchParams, MailboxError, MailboxRequest, MailboxResponse, Receipt, VERSION,
 };
@@ -70,10 +70,10 @@ impl Relay {
         }
     }
 
-    fn fetch(&mut self, owner: &Ed25519SecretKey, after: u64, now: Timestamp) -> MailboxResponse {
+    fn fetch(&mut self, owner: &EpochKey, after: u64, now: Timestamp) -> MailboxResponse {
         let nonce = self.nonce(now);
         let params = FetchParams {
-            mailbox: mailbox_id(owner.public_key().as_bytes()),
+            mailbox: owner.mailbox(),
             after,
             limit: 64,
         };
@@ -83,10 +83,10 @@ impl Relay {
         )
     }
 
-    fn ack(&mut self, owner: &Ed25519SecretKey, ids: Vec<u64>, now: Timestamp) -> MailboxResponse {
+    fn ack(&mut self, owner: &EpochKey, ids: Vec<u64>, now: Timestamp) -> MailboxResponse {
         let nonce = self.nonce(now);
         let params = AckParams {
-            mailbox: mailbox_id(owner.public_key().as_bytes()),
+            mailbox: owner.mailbox(),
             ids,
         };
         self.ask(
@@ -97,7 +97,7 @@ impl Relay {
 }
 
 fn fetch_request(
-    key: &Ed25519SecretKey,
+    key: &EpochKey,
     relay: &[u8],
     nonce: [u8; 32],
     mailbox: MailboxId,
@@ -111,7 +111,7 @@ fn fetch_request(
 }
 
 fn ack_request(
-    key: &Ed25519SecretKey,
+    key: &EpochKey,
     relay: &[u8],
     nonce: [u8; 32],
     mailbox: MailboxId,
@@ -142,8 +142,8 @@ fn refused(response: MailboxResponse) -> MailboxError {
 #[test]
 fn a_deposit_is_receipted_fetched_by_its_owner_and_deleted_on_ack() {
     let mut relay = Relay::new(Limits::default());
-    let owner = Ed25519SecretKey::new();
-    let mailbox = mailbox_id(owner.public_key().as_bytes());
+    let owner = new_key();
+    let mailbox = owner.mailbox();
 
     let receipt = match relay.deposit(mailbox, b"sealed one", at(0)) {
         MailboxResponse::Receipt(r) => r,
@@ -197,12 +197,12 @@ fn a_deposit_is_receipted_fetched_by_its_owner_and_deleted_on_ack() {
 #[test]
 fn only_a_fresh_signature_by_the_mailbox_key_reads_or_deletes() {
     let mut relay = Relay::new(Limits::default());
-    let owner = Ed25519SecretKey::new();
-    let mailbox = mailbox_id(owner.public_key().as_bytes());
+    let owner = new_key();
+    let mailbox = owner.mailbox();
     relay.deposit(mailbox, b"for the owner", at(0));
 
     // Mallory signs with her own key for the owner's mailbox.
-    let mallory = Ed25519SecretKey::new();
+    let mallory = new_key();
     let nonce = relay.nonce(at(1));
     let theft = fetch_request(&mallory, &relay.id, nonce, mailbox);
     assert_eq!(
@@ -259,12 +259,8 @@ fn quotas_refuse_clearly_and_lose_nothing() {
         max_envelopes: 5,
         ..Limits::default()
     });
-    let (alice, bob, carol) = (
-        Ed25519SecretKey::new(),
-        Ed25519SecretKey::new(),
-        Ed25519SecretKey::new(),
-    );
-    let id = |k: &Ed25519SecretKey| mailbox_id(k.public_key().as_bytes());
+    let (alice, bob, carol) = (new_key(), new_key(), new_key());
+    let id = |k: &EpochKey| k.mailbox();
 
     assert_eq!(
         refused(relay.deposit(id(&alice), &[0; 101], at(0))),
@@ -314,8 +310,8 @@ fn expired_envelopes_are_not_served_and_are_purged() {
         retention,
         ..Limits::default()
     });
-    let owner = Ed25519SecretKey::new();
-    let mailbox = mailbox_id(owner.public_key().as_bytes());
+    let owner = new_key();
+    let mailbox = owner.mailbox();
     relay.deposit(mailbox, b"old", at(0));
     relay.deposit(mailbox, b"new", at(1_800_000));
 
@@ -352,8 +348,8 @@ fn expired_envelopes_are_not_served_and_are_purged() {
 #[test]
 fn a_relay_can_stop_taking_new_mailboxes() {
     let mut relay = Relay::new(Limits::default());
-    let (old, new) = (Ed25519SecretKey::new(), Ed25519SecretKey::new());
-    let id = |k: &Ed25519SecretKey| mailbox_id(k.public_key().as_bytes());
+    let (old, new) = (new_key(), new_key());
+    let id = |k: &EpochKey| k.mailbox();
     relay.deposit(id(&old), b"before", at(0));
 
     let mut closing = Relay {
@@ -392,9 +388,9 @@ fn many_deposits_in_one_request_are_answered_one_by_one() {
         mailbox_max_envelopes: 2,
         ..Limits::default()
     });
-    let (alice, bob) = (Ed25519SecretKey::new(), Ed25519SecretKey::new());
-    let id = |k: &Ed25519SecretKey| mailbox_id(k.public_key().as_bytes());
-    let item = |k: &Ed25519SecretKey, bytes: &[u8]| Deposit {
+    let (alice, bob) = (new_key(), new_key());
+    let id = |k: &EpochKey| k.mailbox();
+    let item = |k: &EpochKey, bytes: &[u8]| Deposit {
         mailbox: id(k),
         envelope: bytes.to_vec(),
     };
@@ -462,8 +458,8 @@ fn many_deposits_in_one_request_are_answered_one_by_one() {
 #[test]
 fn requests_answered_together_see_each_other_in_order() {
     let mut relay = Relay::new(Limits::default());
-    let alice = Ed25519SecretKey::new();
-    let mailbox = mailbox_id(alice.public_key().as_bytes());
+    let alice = new_key();
+    let mailbox = alice.mailbox();
     let nonce = relay.nonce(at(0));
     let deposit = |bytes: &[u8]| {
         codec::encode(&MailboxRequest::Deposit {
@@ -507,8 +503,8 @@ fn a_page_of_large_envelopes_fits_in_one_answer() {
     use safemeet_proto::mailbox::MAX_RESPONSE_BYTES;
 
     let mut relay = Relay::new(Limits::default());
-    let owner = Ed25519SecretKey::new();
-    let mailbox = mailbox_id(owner.public_key().as_bytes());
+    let owner = new_key();
+    let mailbox = owner.mailbox();
     let largest = Limits::default().max_envelope_bytes;
     for n in 0..70u8 {
         assert!(matches!(
@@ -544,4 +540,9 @@ fn a_page_of_large_envelopes_fits_in_one_answer() {
         }
     }
     assert_eq!(seen, 70, "every envelope, over several pages");
+}
+
+/// A fresh mailbox key (of epoch 0).
+fn new_key() -> EpochKey {
+    EpochKey::derive(&Ed25519SecretKey::new(), 0)
 }
