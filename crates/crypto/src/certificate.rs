@@ -13,9 +13,12 @@ use std::ops::Deref;
 
 use libp2p_identity::PeerId;
 use safemeet_proto::identity::{
-    DeviceCertificate, DeviceList, DeviceListEntry, DeviceStatus, OneTimeKey, Profile, Signed,
+    DeviceCertificate, DeviceList, DeviceListEntry, DeviceStatus, OneTimeKey, Profile, RelayList,
+    Signed,
 };
-use safemeet_proto::limits::{MAX_DEVICES_PER_USER, MAX_RECORD_BYTES};
+use safemeet_proto::limits::{
+    MAX_DEVICE_RELAYS, MAX_DEVICES_PER_USER, MAX_RECORD_BYTES, MAX_RELAY_ADDR_BYTES,
+};
 use safemeet_proto::{Timestamp, UserId, codec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -31,6 +34,9 @@ pub const DEVICE_LIST_CONTEXT: &[u8] = b"safemeet/v1/device-list";
 pub const PROFILE_CONTEXT: &[u8] = b"safemeet/v1/profile";
 /// Signature context of one-time and fallback keys (signed by the device key).
 pub const ONE_TIME_KEY_CONTEXT: &[u8] = b"safemeet/v1/one-time-key";
+
+/// Signature context of relay lists (signed by the device key).
+pub const RELAY_LIST_CONTEXT: &[u8] = b"safemeet/v1/relay-list";
 
 /// The record format version this build writes and accepts.
 pub const RECORD_VERSION: u8 = 1;
@@ -342,4 +348,58 @@ pub fn verify_one_time_key(
         "device Ed25519",
     )?;
     Ok(key)
+}
+
+/// Signs a device's relay list with its Olm Ed25519 key.
+pub fn sign_relay_list(device: &DeviceKeys, list: &RelayList) -> Result<Signed<RelayList>, Error> {
+    check_relay_list(list)?;
+    let body = codec::encode_limited(list, MAX_RECORD_BYTES)?;
+    let signature = device
+        .olm
+        .sign(crate::identity::domain_message(RELAY_LIST_CONTEXT, &body))
+        .to_bytes();
+    Ok(Signed::from_parts(body, signature))
+}
+
+/// Verifies a relay list of `device`: the format version, that it names
+/// that device, its size, and the signature under the device's certified
+/// Olm Ed25519 key. The addresses are checked to be short; whether they
+/// parse is the reader's to check.
+pub fn verify_relay_list(
+    signed: &Signed<RelayList>,
+    device: &Verified<DeviceCertificate>,
+) -> Result<RelayList, Error> {
+    const WHAT: &str = "relay list";
+    let list = signed.decode_body()?;
+    check_version(WHAT, list.version)?;
+    if list.device_id != device.device_id {
+        return Err(Error::InvalidRecord {
+            what: WHAT,
+            reason: "the list names another device",
+        });
+    }
+    check_relay_list(&list)?;
+    verify(
+        &device.ed25519_key,
+        RELAY_LIST_CONTEXT,
+        &signed.body,
+        &signed.signature,
+        WHAT,
+        "device Ed25519",
+    )?;
+    Ok(list)
+}
+
+fn check_relay_list(list: &RelayList) -> Result<(), Error> {
+    let invalid = |reason| Error::InvalidRecord {
+        what: "relay list",
+        reason,
+    };
+    if list.relays.len() > MAX_DEVICE_RELAYS {
+        return Err(invalid("too many relays"));
+    }
+    if list.relays.iter().any(|r| r.len() > MAX_RELAY_ADDR_BYTES) {
+        return Err(invalid("a relay address is too long"));
+    }
+    Ok(())
 }

@@ -242,6 +242,24 @@ pub struct OneTimeKey {
     pub created_at: Timestamp,
 }
 
+/// The relays that keep a device's mailbox (see `safemeet_proto::mailbox`),
+/// signed by the device's Olm Ed25519 key, whose certificate the reader
+/// already holds. Not in the certificate: the relays change with the
+/// daemon's settings, and the master key that signs certificates is on one
+/// device only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayList {
+    /// Format version of this record; currently 1.
+    pub version: u8,
+    /// The device.
+    pub device_id: DeviceId,
+    /// Each relay's multiaddr, ending in `/p2p/<relay peer id>`; at most
+    /// [`MAX_DEVICE_RELAYS`](crate::limits::MAX_DEVICE_RELAYS).
+    pub relays: Vec<String>,
+    /// When it was signed: a newer list replaces an older one.
+    pub issued_at: Timestamp,
+}
+
 /// The status of one device in a [`DeviceList`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeviceStatus {

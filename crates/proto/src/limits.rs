@@ -43,3 +43,9 @@ pub const MAX_EMAIL_BYTES: usize = 254;
 
 /// Longest opaque ciphertext or key blob inside an envelope or event.
 pub const MAX_BLOB_BYTES: usize = MAX_ENVELOPE_BYTES;
+
+/// Most relays one device lists for its mailbox.
+pub const MAX_DEVICE_RELAYS: usize = 8;
+
+/// Longest relay address (multiaddr text) a relay list may hold.
+pub const MAX_RELAY_ADDR_BYTES: usize = 256;

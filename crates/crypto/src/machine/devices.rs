@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use safemeet_proto::event::SealedSender;
-use safemeet_proto::identity::{DeviceCertificate, DeviceList, DeviceStatus, Signed};
+use safemeet_proto::identity::{DeviceCertificate, DeviceList, DeviceStatus, RelayList, Signed};
 use safemeet_proto::{DeviceId, Timestamp, UserId};
 use safemeet_store::{Keyspace, Store};
 
@@ -261,6 +261,33 @@ impl<S: Store> CryptoMachine<S> {
         }
         self.devices.recipients.clear();
         Ok(update)
+    }
+
+    /// Signs this device's relay list (multiaddrs ending in `/p2p/<id>`).
+    pub fn sign_relay_list(
+        &self,
+        relays: Vec<String>,
+        now: Timestamp,
+    ) -> Result<Signed<RelayList>, Error> {
+        certificate::sign_relay_list(
+            self.account.device_keys(),
+            &RelayList {
+                version: certificate::RECORD_VERSION,
+                device_id: self.account.device_id(),
+                relays,
+                issued_at: now,
+            },
+        )
+    }
+
+    /// Checks a relay list against the certificate of the device it names,
+    /// which must be known.
+    pub fn verify_relay_list(&mut self, signed: &Signed<RelayList>) -> Result<RelayList, Error> {
+        let device_id = signed.decode_body()?.device_id;
+        let entry = self
+            .load_device(&device_id)?
+            .ok_or(Error::UnknownDevice { device: device_id })?;
+        certificate::verify_relay_list(signed, &entry.cert)
     }
 
     /// What is known about a device.
