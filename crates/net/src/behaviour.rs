@@ -11,7 +11,7 @@ use libp2p::{StreamProtocol, connection_limits, identify, kad, mdns, ping, reque
 use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 
 use crate::NetConfig;
-use crate::codec::{DELIVER_PROTOCOL, FrameCodec};
+use crate::codec::{DELIVER_PROTOCOL, FrameCodec, MAILBOX_PROTOCOL, MailboxCodec};
 
 /// Kademlia protocol name: our own, so we never join another network's DHT.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet/kad/1");
@@ -30,6 +30,9 @@ pub(crate) struct Behaviour {
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) gossipsub: Gossipsub,
     pub(crate) deliver: request_response::Behaviour<FrameCodec>,
+    /// Relay mailboxes, as a client only: deposits for offline devices,
+    /// fetching and acknowledging this device's own.
+    pub(crate) mailbox: request_response::Behaviour<MailboxCodec>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     /// Circuits through relays (`NetConfig::relays`).
     pub(crate) relay: libp2p::relay::client::Behaviour,
@@ -102,6 +105,14 @@ impl Behaviour {
             [(DELIVER_PROTOCOL, request_response::ProtocolSupport::Full)],
             request_response::Config::default().with_request_timeout(config.request_timeout),
         );
+        let mailbox = request_response::Behaviour::with_codec(
+            MailboxCodec::default(),
+            [(
+                MAILBOX_PROTOCOL,
+                request_response::ProtocolSupport::Outbound,
+            )],
+            request_response::Config::default().with_request_timeout(config.request_timeout),
+        );
         let mdns = if config.mdns {
             Some(
                 mdns::tokio::Behaviour::new(mdns::Config::default(), local)
@@ -124,6 +135,7 @@ impl Behaviour {
             kad,
             gossipsub,
             deliver,
+            mailbox,
             mdns: mdns.into(),
             relay,
             dcutr: (!config.relays.is_empty())

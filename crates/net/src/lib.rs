@@ -185,6 +185,12 @@ enum Command {
         Vec<u8>,
         oneshot::Sender<Result<Vec<u8>, NetError>>,
     ),
+    Mailbox(
+        PeerId,
+        Vec<Multiaddr>,
+        Vec<u8>,
+        oneshot::Sender<Result<Vec<u8>, NetError>>,
+    ),
     Reply(ReplyId, Vec<u8>, oneshot::Sender<Result<(), NetError>>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     Shutdown(oneshot::Sender<()>),
@@ -294,6 +300,7 @@ pub fn spawn(
         commands: command_rx,
         events: event_tx,
         pending_deliveries: HashMap::new(),
+        pending_mailbox: HashMap::new(),
         pending_replies: HashMap::new(),
         next_reply: 0,
         max_pending_replies: config.max_pending_replies,
@@ -447,6 +454,22 @@ impl Network {
             .await?
     }
 
+    /// Sends an encoded `safemeet_proto::mailbox::MailboxRequest` to the
+    /// relay `relay` (dialing `addrs` if needed) and returns its encoded
+    /// answer (at most `safemeet_proto::mailbox::MAX_RESPONSE_BYTES`).
+    pub async fn mailbox(
+        &self,
+        relay: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: Vec<u8>,
+    ) -> Result<Vec<u8>, NetError> {
+        if request.len() > safemeet_proto::mailbox::MAX_REQUEST_BYTES {
+            return Err(NetError::TooLarge(request.len()));
+        }
+        self.ask(|tx| Command::Mailbox(relay, addrs, request, tx))
+            .await?
+    }
+
     /// Answers an inbound delivery (at most [`MAX_REPLY_BYTES`]).
     pub async fn reply(&self, reply: ReplyId, bytes: Vec<u8>) -> Result<(), NetError> {
         self.ask(|tx| Command::Reply(reply, bytes, tx)).await?
@@ -468,6 +491,8 @@ struct EventLoop {
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
     pending_deliveries: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, NetError>>>,
+    /// Mailbox requests to relays (their ids count apart from deliveries').
+    pending_mailbox: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, NetError>>>,
     pending_replies: HashMap<u64, ResponseChannel<Vec<u8>>>,
     next_reply: u64,
     max_pending_replies: usize,
@@ -571,6 +596,14 @@ impl EventLoop {
                     .deliver
                     .send_request_with_addresses(&peer, frame, addrs);
                 self.pending_deliveries.insert(id, tx);
+            }
+            Command::Mailbox(relay, addrs, request, tx) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .mailbox
+                    .send_request_with_addresses(&relay, request, addrs);
+                self.pending_mailbox.insert(id, tx);
             }
             Command::Reply(reply, bytes, tx) => {
                 let _ = tx.send(self.reply(reply, bytes));
@@ -697,6 +730,27 @@ impl EventLoop {
                 ..
             }) => {
                 if let Some(tx) = self.pending_deliveries.remove(&request_id) {
+                    let _ = tx.send(Err(NetError::Delivery(error.to_string())));
+                }
+            }
+            BehaviourEvent::Mailbox(request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            }) => {
+                if let Some(tx) = self.pending_mailbox.remove(&request_id) {
+                    let _ = tx.send(Ok(response));
+                }
+            }
+            BehaviourEvent::Mailbox(request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                ..
+            }) => {
+                if let Some(tx) = self.pending_mailbox.remove(&request_id) {
                     let _ = tx.send(Err(NetError::Delivery(error.to_string())));
                 }
             }
