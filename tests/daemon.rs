@@ -679,3 +679,106 @@ fn a_relay_address_without_a_peer_id_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/p2p/"));
 }
+
+#[test]
+fn an_offline_device_gets_what_was_left_on_its_relay_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = support::Relay::start(&dir.path().join("relay"), &[]);
+    let relay_addr = relay.addr.to_string();
+    let (alice, bob) = (init(dir.path(), "alice"), init(dir.path(), "bob"));
+    let da = Daemon::start(&alice, "/ip4/127.0.0.1/tcp/0");
+    let db = Daemon::start_with(&bob, "/ip4/127.0.0.1/tcp/0", &["--relay", &relay_addr]);
+    // Bob's invite lists his relay.
+    befriend(&alice, &bob);
+    cli(&alice, &["room", "create", "plans", "--member", "bob"]);
+    eventually("the room to reach Bob", || {
+        (room_members(&bob, "plans") == Some(2)).then_some(())
+    });
+    // His own TCP address (not the circuit through the relay), to come
+    // back on.
+    let bob_listen = cli(&bob, &["whoami"])["listen_addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|a| !a.contains("/p2p-circuit"))
+        .and_then(|a| a.split("/p2p/").next())
+        .unwrap()
+        .to_owned();
+    db.stop();
+
+    // Bob is offline: Alice's messages go to his relay.
+    let dms = ["first while away", "second while away", "third while away"];
+    for text in dms {
+        cli(&alice, &["send", "bob", text]);
+    }
+    cli(&alice, &["send", "plans", "the room while away"]);
+    let sent: Vec<(&str, &str)> = dms
+        .iter()
+        .map(|t| ("bob", *t))
+        .chain([("plans", "the room while away")])
+        .collect();
+    let now_ms = safemeet_proto::clock::Clock::now(&safemeet_proto::clock::SystemClock).as_millis();
+    for (target, text) in &sent {
+        let until = eventually("the message to be stored at the relay", || {
+            cli(&alice, &["messages", target])
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["text"] == *text && m["state"] == "stored_at_relay")
+                .and_then(|m| m["stored_until"].as_u64())
+        });
+        assert!(until > now_ms, "kept for a while: {until} > {now_ms}");
+    }
+    let whoami = cli(&alice, &["whoami"]);
+    da.stop();
+
+    // Bob starts while Alice is gone, and gets each message once.
+    let db = Daemon::start_with(&bob, &bob_listen, &["--relay", &relay_addr]);
+    for (target, text) in &sent {
+        let from = if *target == "bob" { "alice" } else { target };
+        eventually("Bob to get the message from his relay", || {
+            has_message(&bob, from, text, None).then_some(())
+        });
+    }
+    db.stop();
+    let db = Daemon::start_with(&bob, &bob_listen, &["--relay", &relay_addr]);
+    for (target, text) in &sent {
+        let from = if *target == "bob" { "alice" } else { target };
+        let count = cli(&bob, &["messages", from])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["text"] == *text)
+            .count();
+        assert_eq!(count, 1, "{text:?} arrived exactly once");
+    }
+    db.stop();
+    let logs = relay.stop();
+
+    // The relay's store and logs hold no plaintext and nothing naming Alice.
+    let files = support::dump(&dir.path().join("relay"));
+    assert!(!files.is_empty() && !logs.is_empty(), "something to search");
+    let user: safemeet_proto::UserId = whoami["user_id"].as_str().unwrap().parse().unwrap();
+    let peer: libp2p::PeerId = whoami["peer_id"].as_str().unwrap().parse().unwrap();
+    let mut needles: Vec<Vec<u8>> = sent.iter().map(|(_, t)| t.as_bytes().to_vec()).collect();
+    needles.extend([
+        user.as_bytes().to_vec(),
+        user.to_string().into_bytes(),
+        whoami["device_id"].as_str().unwrap().as_bytes().to_vec(),
+        peer.to_bytes(),
+        peer.to_string().into_bytes(),
+        b"alice".to_vec(),
+    ]);
+    for needle in &needles {
+        let shown = String::from_utf8_lossy(needle);
+        assert!(
+            !support::contains(&files, needle),
+            "{shown} in the relay's files"
+        );
+        assert!(
+            !support::contains(logs.as_bytes(), needle),
+            "{shown} in the relay's logs"
+        );
+    }
+}

@@ -373,9 +373,14 @@ async fn perform(mut client: Client, json: bool, action: Action) -> Result<(), F
                 print_json(&v);
             } else {
                 for m in v.as_array().into_iter().flatten() {
+                    let state = match (m["state"].as_str(), m["stored_until"].as_u64()) {
+                        (Some("stored_at_relay"), Some(until)) => {
+                            format!("stored at relay until {}", utc(until))
+                        }
+                        (state, _) => state.unwrap_or("").to_owned(),
+                    };
                     println!(
-                        "[{}] {}: {}",
-                        m["state"].as_str().unwrap_or(""),
+                        "[{state}] {}: {}",
                         m["sender"].as_str().unwrap_or(""),
                         m["text"].as_str().unwrap_or("")
                     );
@@ -451,6 +456,27 @@ async fn perform(mut client: Client, json: bool, action: Action) -> Result<(), F
     Ok(())
 }
 
+/// A time (ms since the Unix epoch) as `YYYY-MM-DD HH:MM UTC`.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
@@ -467,5 +493,13 @@ mod tests {
         );
         assert!(art.contains('█') || art.contains('▀') || art.contains('▄'));
         assert!(super::qr_art(&"x".repeat(10_000)).is_none());
+    }
+
+    #[test]
+    fn times_show_as_utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00 UTC");
+        // 2026-12-04 14:30 UTC, and the last minute of a leap day.
+        assert_eq!(super::utc(1_796_394_600_000), "2026-12-04 14:30 UTC");
+        assert_eq!(super::utc(1_709_251_140_000), "2024-02-29 23:59 UTC");
     }
 }

@@ -186,17 +186,23 @@ fn param_u64(params: &Value, name: &str, default: u64) -> Result<u64, Failure> {
 
 /// A message as the API shows it.
 fn message_json(m: &TimelineEntry) -> Value {
-    json!({
+    use safemeet_engine::MessageState;
+    let mut message = json!({
         "event_id": m.event_id.to_string(),
         "sender": m.sender.to_string(),
         "text": m.text,
         "ts": m.ts.as_millis(),
         "state": match m.state {
-            safemeet_engine::MessageState::Received => "received",
-            safemeet_engine::MessageState::Sent => "sent",
-            safemeet_engine::MessageState::Delivered => "delivered",
+            MessageState::Received => "received",
+            MessageState::Sent => "sent",
+            MessageState::Delivered => "delivered",
+            MessageState::StoredAtRelay { .. } => "stored_at_relay",
         },
-    })
+    });
+    if let MessageState::StoredAtRelay { until } = m.state {
+        message["stored_until"] = json!(until.as_millis());
+    }
+    message
 }
 
 fn event_json(cursor: u64, entry: &LogEntry) -> Value {
@@ -223,6 +229,17 @@ fn event_json(cursor: u64, entry: &LogEntry) -> Value {
             "type": "delivered",
             "room_id": room_id.to_string(),
             "event_id": event_id.to_string(),
+        }),
+        LogEntry::StoredAtRelay {
+            room_id,
+            event_id,
+            until,
+        } => json!({
+            "cursor": cursor,
+            "type": "stored_at_relay",
+            "room_id": room_id.to_string(),
+            "event_id": event_id.to_string(),
+            "stored_until": until.as_millis(),
         }),
         _ => json!({ "cursor": cursor, "type": "other" }),
     }

@@ -3,14 +3,17 @@
 //! An invite carries the inviter's signed device list and device
 //! certificates (so the receiver can check every key against the user id),
 //! the inviting device's signed fallback key (so a first message needs no
-//! round trip), its signed profile and the addresses it listens on. Its
+//! round trip), its signed profile, the addresses it listens on and its
+//! signed relay list (where to leave messages while it is offline). Its
 //! text form is `safemeet:` followed by lowercase base32 of the codec
 //! encoding. Everything in it that matters is signed; the addresses are
 //! hints, checked by the Noise handshake against the certified peer id.
 
 use data_encoding::BASE32_NOPAD;
 use safemeet_proto::codec;
-use safemeet_proto::identity::{DeviceCertificate, DeviceList, OneTimeKey, Profile, Signed};
+use safemeet_proto::identity::{
+    DeviceCertificate, DeviceList, OneTimeKey, Profile, RelayList, Signed,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
@@ -24,10 +27,13 @@ const MAX_INVITE_BYTES: usize = 48 * 1024;
 /// Most listen addresses an invite may carry.
 pub(crate) const MAX_INVITE_ADDRS: usize = 16;
 
+/// The invite format version this build writes and reads.
+pub const INVITE_VERSION: u8 = 2;
+
 /// A contact invite.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invite {
-    /// Format version; currently 1.
+    /// Format version; currently 2.
     pub version: u8,
     /// The inviter's signed device list.
     pub device_list: Signed<DeviceList>,
@@ -39,6 +45,8 @@ pub struct Invite {
     pub profile: Signed<Profile>,
     /// Where the inviting device listens (multiaddr text), best first.
     pub addrs: Vec<String>,
+    /// The inviting device's relays, signed by it (none: it uses none).
+    pub relays: Option<Signed<RelayList>>,
 }
 
 impl Invite {
@@ -64,9 +72,14 @@ impl Invite {
         let bytes = BASE32_NOPAD
             .decode(body.to_ascii_uppercase().as_bytes())
             .map_err(|_| EngineError::BadInvite("it is not valid base32"))?;
+        if bytes.first().is_some_and(|v| *v < INVITE_VERSION) {
+            return Err(EngineError::BadInvite(
+                "it is from an older version; ask for a new invite",
+            ));
+        }
         let invite: Invite = codec::decode(&bytes, MAX_INVITE_BYTES)
             .map_err(|_| EngineError::BadInvite("it is damaged or from another version"))?;
-        if invite.version != 1 {
+        if invite.version != INVITE_VERSION {
             return Err(EngineError::BadInvite("unsupported invite version"));
         }
         if invite.addrs.len() > MAX_INVITE_ADDRS {

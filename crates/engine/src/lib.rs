@@ -14,6 +14,11 @@
 //!   entry committed with the replay record → flushed → acknowledged.
 //!   Repeats are acknowledged again but stored once.
 //!
+//! - **Offline**: a delivery that cannot reach a device goes to that
+//!   device's relays instead (see `mailbox.rs`); the message shows as
+//!   "stored at relay until T". The engine drains its own mailboxes on
+//!   start and every [`EngineConfig::mailbox_poll`].
+//!
 //! A DM is a room of two users whose id both derive from the pair of user
 //! ids. A group room has a random id and a secret; its state (name,
 //! members, admins) travels as an encrypted event from an admin (see
@@ -21,6 +26,7 @@
 //! delivery, each acknowledged.
 
 mod invite;
+mod mailbox;
 mod records;
 mod rooms;
 
@@ -41,7 +47,8 @@ use safemeet_store::{Keyspace, Store};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-pub use crate::invite::{INVITE_PREFIX, Invite};
+pub use crate::invite::{INVITE_PREFIX, INVITE_VERSION, Invite};
+use crate::mailbox::{DeviceMailbox, Relay};
 use crate::records::{
     ContactIndex, ContactRecord, MAX_RECORD_BYTES, OutboxMeta, RoomRecord, VERSION, name,
 };
@@ -87,6 +94,16 @@ pub struct EngineConfig {
     /// well under a reader's network event queue
     /// ([`NetConfig::event_queue`], 1 024 by default).
     pub gossip_window: usize,
+    /// How often this device drains its relay mailboxes (it also does on
+    /// start). Default 60 s.
+    pub mailbox_poll: Duration,
+    /// Most relays a delivery for an unreachable device is left on (of
+    /// the relays that device lists). Default 3.
+    pub mailbox_copies: usize,
+    /// How many past epochs (days) of mailboxes are drained on start,
+    /// besides the current one: as long as relays keep mail (14 days by
+    /// default). Later drains look at the current and previous epoch.
+    pub mailbox_catch_up_epochs: u64,
 }
 
 impl Default for EngineConfig {
@@ -98,6 +115,9 @@ impl Default for EngineConfig {
             tick: Duration::from_millis(250),
             gossip_grace: Duration::from_secs(1),
             gossip_window: 256,
+            mailbox_poll: Duration::from_secs(60),
+            mailbox_copies: 3,
+            mailbox_catch_up_epochs: 14,
         }
     }
 }
@@ -391,6 +411,24 @@ struct Engine<S: Store> {
     acks_due: Vec<(UserId, DeviceId, EventId)>,
     /// The contacts as stored, until they change.
     contact_cache: std::cell::RefCell<Option<Arc<Vec<ContactRecord>>>>,
+    /// This device's relays (where its mailbox is).
+    own_relays: Vec<Relay>,
+    /// Where to leave deliveries for other devices, by peer.
+    mailboxes: HashMap<PeerId, DeviceMailbox>,
+    /// Deposits on relays in flight: outbox seq, the device's peer, and
+    /// the latest "stored until" of the receipts (`None`: not kept).
+    depositing: JoinSet<(u64, PeerId, Option<Timestamp>)>,
+    /// The task draining this device's mailboxes, while it runs.
+    draining: JoinSet<mailbox::Drained>,
+    /// Drains in a row that could not reach some relay.
+    drain_failures: u32,
+    /// Pages it fetched, for the engine to store.
+    pages: mpsc::Receiver<mailbox::Page>,
+    pages_tx: mpsc::Sender<mailbox::Page>,
+    /// When the next drain is due (ms); 0 on start.
+    next_drain_ms: u64,
+    /// Set once a drain of the past epochs went through.
+    caught_up: bool,
 }
 
 /// Starts the engine on the current tokio runtime: opens the network with
@@ -409,6 +447,13 @@ pub fn start<S: Store + Clone + 'static>(
     };
     let (commands, rx) = mpsc::channel(256);
     let (log_watch, log) = tokio::sync::watch::channel(log_next);
+    let (pages_tx, pages) = mpsc::channel(1);
+    let own_relays = config
+        .net
+        .relays
+        .iter()
+        .filter_map(Relay::from_addr)
+        .collect();
     let handle = EngineHandle {
         commands,
         user_id,
@@ -435,6 +480,15 @@ pub fn start<S: Store + Clone + 'static>(
         log_durable: log_next,
         acks_due: Vec::new(),
         contact_cache: std::cell::RefCell::new(None),
+        own_relays,
+        mailboxes: HashMap::new(),
+        depositing: JoinSet::new(),
+        draining: JoinSet::new(),
+        drain_failures: 0,
+        pages,
+        pages_tx,
+        next_drain_ms: 0,
+        caught_up: false,
     };
     tokio::spawn(async move {
         if let Err(e) = engine.resume_outbox() {
@@ -507,8 +561,26 @@ impl<S: Store + Clone + 'static> Engine<S> {
                         self.deliver_due();
                         None
                     }
+                    Some(done) = self.depositing.join_next() => {
+                        if let Ok((seq, peer, until)) = done {
+                            self.deposit_done(seq, peer, until);
+                        }
+                        self.deliver_due();
+                        None
+                    }
+                    Some(page) = self.pages.recv() => {
+                        self.mailbox_page(page).await;
+                        None
+                    }
+                    Some(drained) = self.draining.join_next() => {
+                        if let Ok(drained) = drained {
+                            self.drain_done(&drained);
+                        }
+                        None
+                    }
                     _ = tick.tick() => {
                         self.deliver_due();
+                        self.drain_if_due();
                         None
                     }
                 },
@@ -615,13 +687,9 @@ impl<S: Store + Clone + 'static> Engine<S> {
         // Received messages are durable before they are answered; the event
         // log before a cursor is announced. Acknowledgements alone that add
         // no log entry need no flush (a lost one only means a redelivery).
-        if self.unflushed_receipts > 0 || self.log_next != self.log_durable {
-            if let Err(e) = self.machine.flush() {
-                tracing::error!(error = %e, "flush failed; deliveries not acknowledged");
-                return;
-            }
-            self.unflushed_receipts = 0;
-            self.log_durable = self.log_next;
+        if !self.flush_received() {
+            tracing::error!("flush failed; deliveries not acknowledged");
+            return;
         }
         if !answers.is_empty() {
             let answers = answers.into_iter().map(|(r, a)| (r, a.to_vec())).collect();
@@ -632,6 +700,20 @@ impl<S: Store + Clone + 'static> Engine<S> {
         }
         let acks = std::mem::take(&mut self.acks_due);
         self.send_acks(acks);
+    }
+
+    /// Makes what was received (and the event log) durable, if anything
+    /// is waiting; false when the flush failed.
+    fn flush_received(&mut self) -> bool {
+        if self.unflushed_receipts > 0 || self.log_next != self.log_durable {
+            if let Err(e) = self.machine.flush() {
+                tracing::error!(error = %e, "flush failed");
+                return false;
+            }
+            self.unflushed_receipts = 0;
+            self.log_durable = self.log_next;
+        }
+        true
     }
 
     /// Acknowledges room messages that came over gossip, one frame per
@@ -745,13 +827,20 @@ impl<S: Store + Clone + 'static> Engine<S> {
             .take(invite::MAX_INVITE_ADDRS)
             .map(|a| a.to_string())
             .collect();
+        let relays = if self.own_relays.is_empty() {
+            None
+        } else {
+            let list = self.own_relays.iter().map(|r| r.addr.to_string()).collect();
+            Some(self.machine.sign_relay_list(list, now())?)
+        };
         Invite {
-            version: 1,
+            version: INVITE_VERSION,
             device_list,
             certificates,
             fallback_key,
             profile,
             addrs,
+            relays,
         }
         .to_text()
     }
@@ -766,6 +855,16 @@ impl<S: Store + Clone + 'static> Engine<S> {
             .add_device_list(&invite.device_list, &invite.certificates)?;
         let profile = safemeet_crypto::certificate::verify_profile(&invite.profile, &user, None)?;
         let inviting = invite.fallback_key.decode_body()?.device_id;
+        let relays = match &invite.relays {
+            Some(signed) => {
+                let list = self.machine.verify_relay_list(signed)?;
+                if list.device_id != inviting {
+                    return Err(EngineError::BadInvite("its relay list is another device's"));
+                }
+                Some(signed.to_bytes()?)
+            }
+            None => None,
+        };
         // The first Olm session starts from the signed fallback key; no round trip.
         if !self.machine.has_session(&inviting)? {
             self.machine
@@ -797,7 +896,17 @@ impl<S: Store + Clone + 'static> Engine<S> {
             &record,
             MAX_RECORD_BYTES,
         )?;
+        if let Some(relays) = relays {
+            self.store.batch_put(
+                &mut batch,
+                Keyspace::Contacts,
+                &name::relay_list(&inviting),
+                &relays,
+            )?;
+        }
         self.commit_contacts(batch, &index)?;
+        // Looked up afresh on the next delivery.
+        self.mailboxes.clear();
         Ok(user)
     }
 
@@ -1345,7 +1454,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
             let mut batch = self.store.batch();
             recorded = first
                 .into_iter()
-                .try_for_each(|seq| self.stage_delivered(&mut batch, seq))
+                .try_for_each(|seq| self.stage_state(&mut batch, seq, MessageState::Delivered))
                 .and_then(|()| Ok(self.store.apply(batch)?));
         }
         // Done either way: the peers did acknowledge.
@@ -1365,12 +1474,200 @@ impl<S: Store + Clone + 'static> Engine<S> {
         let Ok(peer) = PeerId::from_bytes(&cert.peer_id) else {
             return Ok(None);
         };
+        if !self.mailboxes.contains_key(&peer) {
+            let relays = self.relay_list(device)?;
+            self.mailboxes.insert(
+                peer,
+                DeviceMailbox {
+                    key: cert.mailbox_key,
+                    relays,
+                },
+            );
+        }
         let addrs = self
             .contact(user)?
             .and_then(|c| c.addrs.into_iter().find(|(d, _)| d == device))
             .map(|(_, a)| a.iter().filter_map(|s| s.parse().ok()).collect())
             .unwrap_or_default();
         Ok(Some((peer, addrs)))
+    }
+
+    /// The relays a contact device listed, as far as they parse.
+    fn relay_list(&mut self, device: &DeviceId) -> Result<Vec<Relay>, EngineError> {
+        let Some(bytes) = self
+            .store
+            .get(Keyspace::Contacts, &name::relay_list(device))?
+        else {
+            return Ok(Vec::new());
+        };
+        let signed = safemeet_proto::identity::Signed::from_bytes(&bytes)?;
+        let list = self.machine.verify_relay_list(&signed)?;
+        Ok(list
+            .relays
+            .iter()
+            .filter_map(|a| a.parse::<Multiaddr>().ok())
+            .filter_map(|a| Relay::from_addr(&a))
+            .take(self.config.mailbox_copies)
+            .collect())
+    }
+
+    /// Leaves an item for `peer`, which could not be reached, on its
+    /// relays. Returns false when it has none.
+    fn deposit(&mut self, seq: u64, peer: PeerId) -> bool {
+        let Some(mailbox) = self.mailboxes.get(&peer) else {
+            return false;
+        };
+        if mailbox.relays.is_empty() {
+            return false;
+        }
+        let Some(pending) = self.pending.get_mut(&seq) else {
+            return false;
+        };
+        let epoch = safemeet_crypto::mailbox::epoch_of(now());
+        let (Ok(frame), Ok(id)) = (
+            pending.item.frame(),
+            safemeet_crypto::mailbox::epoch_mailbox(&mailbox.key, epoch),
+        ) else {
+            return false;
+        };
+        pending.in_flight.insert(peer);
+        let (net, relays) = (self.net.clone(), mailbox.relays.clone());
+        self.depositing.spawn(async move {
+            let until = mailbox::deposit(net, id, relays, frame).await;
+            (seq, peer, until)
+        });
+        true
+    }
+
+    /// Forgets an item once no device is left to deliver it to.
+    fn finish_if_done(&mut self, seq: u64) {
+        let done = self
+            .pending
+            .get(&seq)
+            .is_some_and(|p| p.targets.is_empty() && p.in_flight.is_empty());
+        if done {
+            self.finish(&[seq]);
+        }
+    }
+
+    /// Records the outcome of a deposit on relays.
+    fn deposit_done(&mut self, seq: u64, peer: PeerId, until: Option<Timestamp>) {
+        let Some(pending) = self.pending.get_mut(&seq) else {
+            return;
+        };
+        pending.in_flight.remove(&peer);
+        let Some(until) = until else {
+            self.retry_later(seq);
+            return;
+        };
+        pending.targets.retain(|(p, _)| *p != peer);
+        if !pending.delivered_once {
+            let mut batch = self.store.batch();
+            let staged = self
+                .stage_state(&mut batch, seq, MessageState::StoredAtRelay { until })
+                .and_then(|()| Ok(self.store.apply(batch)?));
+            if let Err(e) = staged {
+                tracing::warn!(error = %e, "could not record a deposit");
+            }
+        }
+        self.finish_if_done(seq);
+    }
+
+    /// Starts draining this device's mailboxes when that is due and no
+    /// drain runs.
+    fn drain_if_due(&mut self) {
+        let now = now();
+        if self.own_relays.is_empty()
+            || !self.draining.is_empty()
+            || now.as_millis() < self.next_drain_ms
+        {
+            return;
+        }
+        self.next_drain_ms = now
+            .as_millis()
+            .saturating_add(self.config.mailbox_poll.as_millis() as u64);
+        let current = safemeet_crypto::mailbox::epoch_of(now);
+        let back = if self.caught_up {
+            1
+        } else {
+            self.config.mailbox_catch_up_epochs
+        };
+        let account = self.machine.account();
+        let keys = (current.saturating_sub(back)..=current)
+            .rev()
+            .map(|e| account.mailbox_key(e))
+            .collect();
+        let (net, relays, pages) = (
+            self.net.clone(),
+            self.own_relays.clone(),
+            self.pages_tx.clone(),
+        );
+        self.draining
+            .spawn(async move { mailbox::drain(net, relays, keys, pages).await });
+    }
+
+    /// A relay that could not be asked (often: still being dialled on
+    /// start) is asked again soon, backing off up to the poll interval.
+    fn drain_done(&mut self, drained: &mailbox::Drained) {
+        tracing::debug!(
+            fetched = drained.fetched,
+            failed = drained.failed,
+            "mailboxes drained"
+        );
+        if !drained.failed {
+            self.drain_failures = 0;
+            // Every relay answered for every epoch looked at.
+            self.caught_up = true;
+            return;
+        }
+        self.drain_failures = self.drain_failures.saturating_add(1);
+        self.next_drain_ms = self.backoff(self.drain_failures, self.config.mailbox_poll);
+    }
+
+    /// Stores a page fetched from a mailbox as direct deliveries are
+    /// stored, makes it durable, and tells the drain what the relay may
+    /// delete: all but what cannot be placed yet.
+    async fn mailbox_page(&mut self, page: mailbox::Page) {
+        let mut taken = Vec::with_capacity(page.envelopes.len());
+        for envelope in &page.envelopes {
+            let (answer, stored) = self.receive(Source::Mailbox, &envelope.envelope);
+            self.acks_due.extend(stored);
+            if answer != LATER {
+                taken.push(envelope.id);
+            }
+        }
+        if !self.flush_received() {
+            tracing::error!("flush failed; mailbox left as it is");
+            let _ = page.done.send(Vec::new());
+            return;
+        }
+        let _ = page.done.send(taken);
+        let acks = std::mem::take(&mut self.acks_due);
+        self.send_acks(acks);
+    }
+
+    /// Schedules the next try of an item, with exponential backoff.
+    fn retry_later(&mut self, seq: u64) {
+        let Some(pending) = self.pending.get_mut(&seq) else {
+            return;
+        };
+        pending.attempts = pending.attempts.saturating_add(1);
+        let attempts = pending.attempts;
+        let next = self.backoff(attempts, self.config.retry_max);
+        if let Some(pending) = self.pending.get_mut(&seq) {
+            pending.next_try_ms = next;
+        }
+    }
+
+    /// When to try again after `attempts` failures: exponential backoff
+    /// from `retry_initial`, at most `max` (ms since the epoch).
+    fn backoff(&self, attempts: u32, max: Duration) -> u64 {
+        let delay = self
+            .config
+            .retry_initial
+            .saturating_mul(1u32 << attempts.min(16))
+            .min(max);
+        now().as_millis().saturating_add(delay.as_millis() as u64)
     }
 
     /// Starts deliveries that are due, within the in-flight limit.
@@ -1436,37 +1733,31 @@ impl<S: Store + Clone + 'static> Engine<S> {
             if first_ack {
                 let mut batch = self.store.batch();
                 let staged = self
-                    .stage_delivered(&mut batch, seq)
+                    .stage_state(&mut batch, seq, MessageState::Delivered)
                     .and_then(|()| Ok(self.store.apply(batch)?));
                 if let Err(e) = staged {
                     tracing::warn!(error = %e, "could not record a delivery");
                 }
             }
+        } else if result.is_err() && self.deposit(seq, peer) {
+            // Unreachable: left on its relays instead (the deposit's
+            // outcome decides what happens next).
+            return;
         } else {
-            let pending = match self.pending.get_mut(&seq) {
-                Some(p) => p,
-                None => return,
-            };
-            pending.attempts = pending.attempts.saturating_add(1);
-            let backoff = self
-                .config
-                .retry_initial
-                .saturating_mul(1u32 << pending.attempts.min(16))
-                .min(self.config.retry_max);
-            pending.next_try_ms = now().as_millis().saturating_add(backoff.as_millis() as u64);
+            self.retry_later(seq);
         }
-        let finished = self
-            .pending
-            .get(&seq)
-            .is_some_and(|p| p.targets.is_empty() && p.in_flight.is_empty());
-        if finished {
-            self.finish(&[seq]);
-        }
+        self.finish_if_done(seq);
     }
 
-    /// Stages what the first acknowledgement of a message changes: its
-    /// timeline entry becomes "delivered" and the event log says so.
-    fn stage_delivered(&mut self, batch: &mut EncryptedBatch, seq: u64) -> Result<(), EngineError> {
+    /// Stages a message's new delivery state: its timeline entry changes
+    /// and the event log says so. "Delivered" is final; "stored at relay"
+    /// only replaces "sent" or an earlier "stored at relay".
+    fn stage_state(
+        &mut self,
+        batch: &mut EncryptedBatch,
+        seq: u64,
+        state: MessageState,
+    ) -> Result<(), EngineError> {
         let Some(pending) = self.pending.get(&seq) else {
             return Ok(());
         };
@@ -1479,10 +1770,24 @@ impl<S: Store + Clone + 'static> Engine<S> {
             return Ok(());
         };
         let mut entry: TimelineEntry = codec::decode(&bytes, MAX_RECORD_BYTES)?;
-        if entry.state == MessageState::Delivered {
-            return Ok(());
-        }
-        entry.state = MessageState::Delivered;
+        let log = match (entry.state, state) {
+            (MessageState::Delivered, _) => return Ok(()),
+            (MessageState::StoredAtRelay { until: old }, MessageState::StoredAtRelay { until })
+                if until <= old =>
+            {
+                return Ok(());
+            }
+            (_, MessageState::StoredAtRelay { until }) => LogEntry::StoredAtRelay {
+                room_id,
+                event_id: entry.event_id,
+                until,
+            },
+            _ => LogEntry::Delivered {
+                room_id,
+                event_id: entry.event_id,
+            },
+        };
+        entry.state = state;
         self.store.batch_put_ordered_value(
             batch,
             Keyspace::Timeline,
@@ -1491,10 +1796,6 @@ impl<S: Store + Clone + 'static> Engine<S> {
             &entry,
             MAX_RECORD_BYTES,
         )?;
-        let log = LogEntry::Delivered {
-            room_id,
-            event_id: entry.event_id,
-        };
         self.stage_log(batch, &log)
     }
 
@@ -1520,7 +1821,14 @@ impl<S: Store + Clone + 'static> Engine<S> {
                     .report(id, via, safemeet_net::Verdict::Ignore)
                     .await;
             }
-            NetEvent::Connected(_) => self.deliver_due(),
+            NetEvent::Connected(peer) => {
+                // A relay that could not be asked is back: ask it now.
+                if self.drain_failures > 0 && self.own_relays.iter().any(|r| r.peer == peer) {
+                    self.next_drain_ms = 0;
+                    self.drain_if_due();
+                }
+                self.deliver_due();
+            }
             _ => {}
         }
     }
@@ -1541,7 +1849,10 @@ impl<S: Store + Clone + 'static> Engine<S> {
         let on_topic = match (&from, &envelope) {
             (Source::Gossip(topic), Envelope::Room(env)) => env.topic == *topic,
             (Source::Gossip(_), _) => false,
-            (Source::Peer(_), _) => true,
+            // A relay is no peer of the sender: acknowledgements must come
+            // from the peer that names itself.
+            (Source::Mailbox, Envelope::Acks(_)) => false,
+            (Source::Peer(_) | Source::Mailbox, _) => true,
         };
         if !on_topic {
             return (REFUSED, None);
@@ -1585,7 +1896,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
                         REFUSED
                     }
                 },
-                Source::Gossip(_) => REFUSED,
+                Source::Gossip(_) | Source::Mailbox => REFUSED,
             },
             Envelope::ToDevice(env) => match self.decrypt_to_device(&env) {
                 Ok(()) => ACK,
@@ -1704,6 +2015,8 @@ enum Source {
     Peer(PeerId),
     /// Gossip on this room topic (the forwarding peer is not the author).
     Gossip([u8; 32]),
+    /// This device's mailbox on a relay (the sender is not known).
+    Mailbox,
 }
 
 /// What a received event does: the room (as it is after the event), and

@@ -10,7 +10,7 @@ pub(crate) const VERSION: u8 = 1;
 pub(crate) const MAX_RECORD_BYTES: usize = 256 * 1024;
 
 pub(crate) mod name {
-    use safemeet_proto::{RoomId, UserId};
+    use safemeet_proto::{DeviceId, RoomId, UserId};
 
     pub(crate) const CONTACT_INDEX: &[u8] = b"contacts";
     pub(crate) const ROOM_INDEX: &[u8] = b"rooms";
@@ -20,6 +20,12 @@ pub(crate) mod name {
     pub(crate) fn contact(user: &UserId) -> Vec<u8> {
         let mut v = b"contact/".to_vec();
         v.extend_from_slice(user.as_bytes());
+        v
+    }
+    /// A contact device's signed relay list, as last received.
+    pub(crate) fn relay_list(device: &DeviceId) -> Vec<u8> {
+        let mut v = b"relays/".to_vec();
+        v.extend_from_slice(device.as_bytes());
         v
     }
     pub(crate) fn room(room: &RoomId) -> Vec<u8> {
@@ -93,6 +99,12 @@ pub enum MessageState {
     Sent,
     /// Acknowledged by at least one recipient device.
     Delivered,
+    /// Not delivered yet (the recipients were unreachable), but kept for
+    /// them by at least one relay, which promised to keep it until then.
+    StoredAtRelay {
+        /// The latest "stored until" of the relays' receipts.
+        until: Timestamp,
+    },
 }
 
 /// One message in a room's timeline.
@@ -148,5 +160,15 @@ pub enum LogEntry {
         room_id: RoomId,
         /// The message.
         event_id: EventId,
+    },
+    /// A message this device sent is kept by a relay for a recipient
+    /// device that was unreachable.
+    StoredAtRelay {
+        /// The room.
+        room_id: RoomId,
+        /// The message.
+        event_id: EventId,
+        /// Kept until then (the latest of the relays' receipts).
+        until: Timestamp,
     },
 }

@@ -440,12 +440,13 @@ impl Mallory {
         let fallback_key = machine.fallback_key(SystemClock.now()).unwrap();
         let account = machine.account();
         let invite = Invite {
-            version: 1,
+            version: safemeet_engine::INVITE_VERSION,
             device_list: account.device_list().signed().clone(),
             certificates: vec![account.certificate().clone()],
             fallback_key,
             profile: account.profile().signed().clone(),
             addrs: vec![],
+            relays: None,
         };
         bob.add_contact(&invite.to_text().unwrap(), Some("mallory".into()))
             .await
