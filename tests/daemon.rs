@@ -680,6 +680,20 @@ fn a_relay_address_without_a_peer_id_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/p2p/"));
 }
 
+/// A daemon's own TCP address (not a circuit through a relay), without
+/// its peer id: to start it again on the same one.
+fn own_tcp_addr(home: &Path) -> String {
+    cli(home, &["whoami"])["listen_addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|a| !a.contains("/p2p-circuit"))
+        .and_then(|a| a.split("/p2p/").next())
+        .unwrap()
+        .to_owned()
+}
+
 #[test]
 fn an_offline_device_gets_what_was_left_on_its_relay_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -694,17 +708,7 @@ fn an_offline_device_gets_what_was_left_on_its_relay_exactly_once() {
     eventually("the room to reach Bob", || {
         (room_members(&bob, "plans") == Some(2)).then_some(())
     });
-    // His own TCP address (not the circuit through the relay), to come
-    // back on.
-    let bob_listen = cli(&bob, &["whoami"])["listen_addrs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .find(|a| !a.contains("/p2p-circuit"))
-        .and_then(|a| a.split("/p2p/").next())
-        .unwrap()
-        .to_owned();
+    let bob_listen = own_tcp_addr(&bob);
     db.stop();
 
     // Bob is offline: Alice's messages go to his relay.
@@ -781,4 +785,42 @@ fn an_offline_device_gets_what_was_left_on_its_relay_exactly_once() {
             "{shown} in the relay's logs"
         );
     }
+}
+
+#[test]
+fn contacts_learn_of_relays_added_after_they_met() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = support::Relay::start(&dir.path().join("relay"), &[]);
+    let relay_addr = relay.addr.to_string();
+    let (alice, bob) = (init(dir.path(), "alice"), init(dir.path(), "bob"));
+    let da = Daemon::start(&alice, "/ip4/127.0.0.1/tcp/0");
+    let db = Daemon::start(&bob, "/ip4/127.0.0.1/tcp/0");
+    // They meet while Bob uses no relay.
+    befriend(&alice, &bob);
+    let bob_listen = own_tcp_addr(&bob);
+    db.stop();
+
+    // Bob comes back with a relay: he tells Alice, and it is where her
+    // next message waits once he is gone again.
+    let db = Daemon::start_with(&bob, &bob_listen, &["--relay", &relay_addr]);
+    eventually("Alice to learn of Bob's relay", || {
+        cli(&alice, &["contact", "list"])[0]["relays"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == relay_addr.as_str())
+            .then_some(())
+    });
+    db.stop();
+    cli(&alice, &["send", "bob", "after he left"]);
+    eventually("the message to be stored at his new relay", || {
+        has_message(&alice, "bob", "after he left", Some("stored_at_relay")).then_some(())
+    });
+    da.stop();
+    let db = Daemon::start_with(&bob, &bob_listen, &["--relay", &relay_addr]);
+    eventually("Bob to get it from his relay", || {
+        has_message(&bob, "alice", "after he left", None).then_some(())
+    });
+    db.stop();
+    relay.stop();
 }

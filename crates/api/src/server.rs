@@ -288,6 +288,7 @@ async fn call(
                         "name": c.pet_name,
                         "username": c.username,
                         "display_name": c.display_name,
+                        "relays": c.relays,
                     }))
                     .collect::<Vec<_>>()
             )

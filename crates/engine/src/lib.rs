@@ -36,12 +36,14 @@ use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 use safemeet_crypto::machine::{
-    CryptoMachine, DecryptedRoomEvent, Destination, OutboxItem, RoomMessage, RoomSend, Unflushed,
+    CryptoMachine, DecryptedRoomEvent, Destination, OutboxItem, RoomMessage, RoomSend,
+    ToDeviceContent, Unflushed,
 };
 use safemeet_crypto::{EncryptedBatch, EncryptedStore};
 use safemeet_net::{NetConfig, NetError, NetEvent, Network, RoomTopic, Verdict};
 use safemeet_proto::clock::{Clock, SystemClock};
-use safemeet_proto::event::{EventContent, Message, MessageText};
+use safemeet_proto::event::{EventContent, Message, MessageText, ToDeviceEvent};
+use safemeet_proto::identity::{RelayList, Signed};
 use safemeet_proto::{DeviceId, Envelope, EventId, RoomId, Timestamp, UserId, codec};
 use safemeet_store::{Keyspace, Store};
 use tokio::sync::{mpsc, oneshot};
@@ -194,6 +196,9 @@ pub struct Contact {
     pub username: String,
     /// Their display name (from their signed profile).
     pub display_name: String,
+    /// The relays their devices listed (where messages wait while they
+    /// are offline).
+    pub relays: Vec<String>,
 }
 
 /// A group room as the API shows it.
@@ -493,6 +498,9 @@ pub fn start<S: Store + Clone + 'static>(
     tokio::spawn(async move {
         if let Err(e) = engine.resume_outbox() {
             tracing::error!(error = %e, "could not read the outbox");
+        }
+        if let Err(e) = engine.announce_relays() {
+            tracing::warn!(error = %e, "could not tell contacts about this device's relays");
         }
         engine.sync_subscriptions().await;
         engine.run(rx, net_events).await;
@@ -946,17 +954,30 @@ impl<S: Store + Clone + 'static> Engine<S> {
         Ok(records)
     }
 
-    fn contacts(&self) -> Result<Vec<Contact>, EngineError> {
-        Ok(self
-            .contact_records()?
-            .iter()
-            .map(|c| Contact {
+    fn contacts(&mut self) -> Result<Vec<Contact>, EngineError> {
+        let records = self.contact_records()?;
+        let mut contacts = Vec::with_capacity(records.len());
+        for c in records.iter() {
+            let mut relays = Vec::new();
+            for device in self.machine.user_devices(&c.user_id)? {
+                let key = name::relay_list(&device.device_id);
+                if let Some(bytes) = self.store.get(Keyspace::Contacts, &key)? {
+                    // Checked when it was kept.
+                    let list = Signed::<RelayList>::from_bytes(&bytes)?.decode_body()?;
+                    relays.extend(list.relays);
+                }
+            }
+            relays.sort();
+            relays.dedup();
+            contacts.push(Contact {
                 user_id: c.user_id,
                 pet_name: c.pet_name.clone(),
                 username: c.username.clone(),
                 display_name: c.display_name.clone(),
-            })
-            .collect())
+                relays,
+            });
+        }
+        Ok(contacts)
     }
 
     fn remove_contact(&mut self, user: &UserId) -> Result<(), EngineError> {
@@ -973,14 +994,15 @@ impl<S: Store + Clone + 'static> Engine<S> {
 
     /// A contact by pet name, then username, then user id text.
     fn resolve(&self, target: &str) -> Result<UserId, EngineError> {
-        let contacts = self.contacts()?;
+        let contacts = self.contact_records()?;
         if let Some(c) = contacts
             .iter()
             .find(|c| c.pet_name.as_deref() == Some(target))
         {
             return Ok(c.user_id);
         }
-        let by_name: Vec<&Contact> = contacts.iter().filter(|c| c.username == target).collect();
+        let by_name: Vec<&ContactRecord> =
+            contacts.iter().filter(|c| c.username == target).collect();
         match by_name.as_slice() {
             [one] => return Ok(one.user_id),
             [] => {}
@@ -1492,6 +1514,62 @@ impl<S: Store + Clone + 'static> Engine<S> {
         Ok(Some((peer, addrs)))
     }
 
+    /// Keeps a contact device's new relay list (checked by the machine to
+    /// be that device's), unless an equally new one is kept already.
+    fn relay_list_received(&mut self, signed: &Signed<RelayList>) -> Result<(), EngineError> {
+        let list = signed.decode_body()?;
+        let key = name::relay_list(&list.device_id);
+        if let Some(bytes) = self.store.get(Keyspace::Contacts, &key)? {
+            let kept = Signed::<RelayList>::from_bytes(&bytes)?.decode_body()?;
+            if kept.issued_at >= list.issued_at {
+                return Ok(());
+            }
+        }
+        self.store
+            .put(Keyspace::Contacts, &key, &signed.to_bytes()?)?;
+        // Looked up afresh on the next delivery.
+        self.mailboxes.clear();
+        Ok(())
+    }
+
+    /// Tells every contact device when this device's relays changed since
+    /// it last did (or since its invites, which carry them): a signed
+    /// list over Olm, delivered (or left on their relays) like a message.
+    fn announce_relays(&mut self) -> Result<(), EngineError> {
+        let relays: Vec<String> = self.own_relays.iter().map(|r| r.addr.to_string()).collect();
+        let announced = match self.store.get(Keyspace::Contacts, name::OWN_RELAYS)? {
+            Some(bytes) => codec::decode::<Vec<String>>(&bytes, MAX_RECORD_BYTES)?,
+            None => Vec::new(),
+        };
+        if announced == relays {
+            return Ok(());
+        }
+        let signed = self.machine.sign_relay_list(relays.clone(), now())?;
+        let meta = codec::encode(&OutboxMeta {
+            version: VERSION,
+            timeline: None,
+        })?;
+        for user in self.contact_index()?.users {
+            for device in self.machine.user_devices(&user)? {
+                let event = ToDeviceEvent::RelayList(signed.clone());
+                let out = self.machine.encrypt_to_device(
+                    user,
+                    device.device_id,
+                    event,
+                    EncryptedBatch::default(),
+                    &meta,
+                )?;
+                self.track(out.outbox_seq, outbox_item(&out, &meta), 0)?;
+            }
+        }
+        self.store.put(
+            Keyspace::Contacts,
+            name::OWN_RELAYS,
+            &codec::encode(&relays)?,
+        )?;
+        Ok(())
+    }
+
     /// The relays a contact device listed, as far as they parse.
     fn relay_list(&mut self, device: &DeviceId) -> Result<Vec<Relay>, EngineError> {
         let Some(bytes) = self
@@ -1500,7 +1578,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
         else {
             return Ok(Vec::new());
         };
-        let signed = safemeet_proto::identity::Signed::from_bytes(&bytes)?;
+        let signed = Signed::<RelayList>::from_bytes(&bytes)?;
         let list = self.machine.verify_relay_list(&signed)?;
         Ok(list
             .relays
@@ -1930,7 +2008,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
         let mut log_next = self.log_next;
         let mut stored = Vec::new();
         let mut rooms_changed = false;
-        self.machine.decrypt_to_device_with(env, now(), |event| {
+        let received = self.machine.decrypt_to_device_with(env, now(), |event| {
             let received = received_entry(&store, &mut overlay, me, event)?;
             let mut batch = store.batch();
             let used = stage_received(&store, &mut batch, &received, log_next)?;
@@ -1940,6 +2018,9 @@ impl<S: Store + Clone + 'static> Engine<S> {
             overlay.insert(received.room.room_id, received.room);
             Ok(batch)
         })?;
+        if let ToDeviceContent::RelayList(list) = &received.content {
+            self.relay_list_received(list)?;
+        }
         self.log_next = log_next;
         self.rooms.extend(overlay);
         self.rooms_changed |= rooms_changed;

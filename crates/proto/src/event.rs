@@ -334,6 +334,8 @@ pub enum ToDeviceEvent {
     /// Carries nothing: sent on a new Olm session to establish it, for
     /// example after the previous one broke.
     NewSession,
+    /// The sending device's relays changed: its new signed list.
+    RelayList(crate::identity::Signed<crate::identity::RelayList>),
 }
 
 /// One message of a short-authentication-string verification between two

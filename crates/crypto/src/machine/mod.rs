@@ -286,6 +286,9 @@ pub enum ToDeviceContent {
     Verification(Verification),
     /// An empty message that opened a new Olm session.
     NewSession,
+    /// The sender device's relay list, checked against its certificate
+    /// and naming it.
+    RelayList(Signed<safemeet_proto::identity::RelayList>),
 }
 
 /// A decrypted to-device message.

@@ -513,6 +513,14 @@ impl<S: Store> CryptoMachine<S> {
             }
             ToDeviceEvent::Verification(v) => Ok((sender, ToDeviceContent::Verification(v), None)),
             ToDeviceEvent::NewSession => Ok((sender, ToDeviceContent::NewSession, None)),
+            ToDeviceEvent::RelayList(signed) => {
+                if self.verify_relay_list(&signed)?.device_id != sender.device_id {
+                    return Err(Error::SenderMismatch {
+                        reason: "a relay list of another device",
+                    });
+                }
+                Ok((sender, ToDeviceContent::RelayList(signed), None))
+            }
             _ => Err(Error::UnexpectedPayload),
         }
     }
