@@ -29,7 +29,7 @@ pub(crate) struct RelayArgs {
     /// Longest an envelope is kept (e.g. 36h, 14d). Default 14d.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     retention: Option<Duration>,
-    /// Largest envelope accepted, in bytes (1-65536). Default 65536.
+    /// Largest envelope accepted, in bytes (1-65584). Default 65584.
     #[arg(long, value_name = "BYTES")]
     max_envelope_bytes: Option<usize>,
     /// Most envelopes one mailbox holds. Default 10000.
@@ -138,7 +138,7 @@ fn settings(args: RelayArgs) -> Result<(Limits, RelayConfig), Failure> {
                 .accept_new_mailboxes
                 .unwrap_or(defaults.accept_new_mailboxes),
     };
-    let most = safemeet_proto::limits::MAX_ENVELOPE_BYTES;
+    let most = safemeet_proto::mailbox::MAX_SEALED_BYTES;
     if limits.max_envelope_bytes == 0 || limits.max_envelope_bytes > most {
         return Err(usage(format!(
             "max-envelope-bytes must be between 1 and {most} (the protocol's largest envelope)"

@@ -11,10 +11,14 @@
 //! sign for it. A relay sees only `A_e`; without `A` it cannot tell that
 //! two epochs' mailboxes belong to one device.
 
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use curve25519_dalek::Scalar;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use ed25519_dalek::VerifyingKey;
 use ed25519_dalek::hazmat::{ExpandedSecretKey, raw_sign};
+use rand::RngCore;
+use rand::rngs::OsRng;
 use safemeet_proto::mailbox::{Authorized, SignedParams, VERSION};
 use safemeet_proto::{MailboxId, Timestamp};
 use sha2::{Digest, Sha512};
@@ -25,6 +29,9 @@ use crate::Error;
 const MAILBOX_ID_CONTEXT: &str = "safemeet/v1 mailbox id";
 const BLINDING_CONTEXT: &str = "safemeet/v1 mailbox blinding";
 const PREFIX_CONTEXT: &str = "safemeet/v1 mailbox blinded nonce prefix";
+const SEAL_CONTEXT: &str = "safemeet/v1 mailbox seal";
+
+pub use safemeet_proto::mailbox::SEAL_OVERHEAD;
 
 /// Length of a mailbox epoch: one UTC day.
 pub const EPOCH_MILLIS: u64 = 24 * 60 * 60 * 1000;
@@ -47,17 +54,69 @@ fn blinding(key: &[u8; 32], epoch: u64) -> Scalar {
 /// The public key of the mailbox of `epoch`, from a device's long-term
 /// mailbox key (as its certificate holds it): what a contact deposits to.
 pub fn epoch_public_key(key: &[u8; 32], epoch: u64) -> Result<[u8; 32], Error> {
-    let invalid = Error::InvalidKey { what: "mailbox" };
-    let point = CompressedEdwardsY(*key).decompress().ok_or(invalid)?;
-    if point.is_small_order() {
-        return Err(Error::InvalidKey { what: "mailbox" });
-    }
-    Ok((blinding(key, epoch) * point).compress().to_bytes())
+    Ok((blinding(key, epoch) * point(key)?).compress().to_bytes())
 }
 
 /// The mailbox id of `epoch` for a device's long-term mailbox key.
 pub fn epoch_mailbox(key: &[u8; 32], epoch: u64) -> Result<MailboxId, Error> {
     Ok(mailbox_id(&epoch_public_key(key, epoch)?))
+}
+
+fn point(key: &[u8; 32]) -> Result<EdwardsPoint, Error> {
+    let invalid = Error::InvalidKey { what: "mailbox" };
+    let point = CompressedEdwardsY(*key).decompress().ok_or(invalid)?;
+    if point.is_small_order() {
+        return Err(Error::InvalidKey { what: "mailbox" });
+    }
+    Ok(point)
+}
+
+fn seal_cipher(
+    shared: &EdwardsPoint,
+    ephemeral: &[u8; 32],
+    recipient: &[u8; 32],
+) -> ChaCha20Poly1305 {
+    let mut hasher = blake3::Hasher::new_derive_key(SEAL_CONTEXT);
+    hasher.update(shared.compress().as_bytes());
+    hasher.update(ephemeral);
+    hasher.update(recipient);
+    let mut key = *hasher.finalize().as_bytes();
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(&key));
+    zeroize::Zeroize::zeroize(&mut key);
+    cipher
+}
+
+/// Seals a frame for the owner of the mailbox whose epoch public key is
+/// `epoch_key` (see [`epoch_public_key`]): a fresh key exchange with it
+/// (ephemeral `r`, shared point `8·r·A_e`) and ChaCha20-Poly1305 under a
+/// key derived from it. What a relay stores is then fresh random bytes per
+/// copy: the same message left for two members of a room cannot be
+/// matched, and nothing of the frame inside (its Olm or Megolm session
+/// ids) can link one day's mailbox to another's.
+pub fn seal(epoch_key: &[u8; 32], frame: &[u8]) -> Result<Vec<u8>, Error> {
+    let recipient = point(epoch_key)?;
+    let mut wide = [0u8; 64];
+    OsRng.fill_bytes(&mut wide);
+    let r = Scalar::from_bytes_mod_order_wide(&wide);
+    zeroize::Zeroize::zeroize(&mut wide);
+    let ephemeral = EdwardsPoint::mul_base(&r).compress().to_bytes();
+    let shared = (r * recipient).mul_by_cofactor();
+    let sealed = seal_cipher(&shared, &ephemeral, epoch_key)
+        .encrypt(
+            Nonce::from_slice(&[0; 12]),
+            Payload {
+                msg: frame,
+                aad: &ephemeral,
+            },
+        )
+        .map_err(|e| Error::Decryption {
+            what: "mailbox seal",
+            reason: e.to_string(),
+        })?;
+    let mut out = Vec::with_capacity(32 + sealed.len());
+    out.extend_from_slice(&ephemeral);
+    out.extend_from_slice(&sealed);
+    Ok(out)
 }
 
 /// The signing key of one epoch's mailbox, derived from the device's
@@ -79,8 +138,9 @@ impl std::fmt::Debug for EpochKey {
 impl EpochKey {
     /// Derives the key of `epoch` from the long-term secret.
     pub fn derive(secret: &Ed25519SecretKey, epoch: u64) -> Self {
-        let seed = secret.to_bytes();
+        let mut seed = secret.to_bytes();
         let mut wide: [u8; 64] = Sha512::digest(seed.as_slice()).into();
+        zeroize::Zeroize::zeroize(seed.as_mut_slice());
         let long_term = ExpandedSecretKey::from_bytes(&wide);
         zeroize::Zeroize::zeroize(&mut wide);
         let public_long_term = EdwardsPoint::mul_base(&long_term.scalar)
@@ -115,6 +175,32 @@ impl EpochKey {
     /// This epoch's mailbox id.
     pub fn mailbox(&self) -> MailboxId {
         mailbox_id(&self.public_key())
+    }
+
+    /// Opens what [`seal`] sealed for this epoch's mailbox.
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, Error> {
+        let failed = |reason: &str| Error::Decryption {
+            what: "mailbox seal",
+            reason: reason.to_owned(),
+        };
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(failed("too short"));
+        }
+        let (ephemeral, body) = sealed.split_at(32);
+        let ephemeral: [u8; 32] = ephemeral
+            .try_into()
+            .map_err(|_| failed("no ephemeral key"))?;
+        let r = point(&ephemeral).map_err(|_| failed("a bad ephemeral key"))?;
+        let shared = (self.expanded.scalar * r).mul_by_cofactor();
+        seal_cipher(&shared, &ephemeral, &self.public_key())
+            .decrypt(
+                Nonce::from_slice(&[0; 12]),
+                Payload {
+                    msg: body,
+                    aad: &ephemeral,
+                },
+            )
+            .map_err(|_| failed("not sealed for this mailbox, or damaged"))
     }
 
     fn sign(&self, message: &[u8]) -> [u8; 64] {
@@ -269,5 +355,33 @@ mod tests {
         off_curve[0] = 2;
         assert!(CompressedEdwardsY(off_curve).decompress().is_none());
         assert!(epoch_public_key(&off_curve, 1).is_err());
+    }
+
+    #[test]
+    fn a_sealed_deposit_opens_only_for_its_epochs_owner_and_never_repeats() {
+        let secret = Ed25519SecretKey::new();
+        let long_term = *secret.public_key().as_bytes();
+        let public = epoch_public_key(&long_term, 9).unwrap();
+        let frame = b"a padded frame".to_vec();
+        let (one, two) = (
+            seal(&public, &frame).unwrap(),
+            seal(&public, &frame).unwrap(),
+        );
+        assert_ne!(one, two, "each copy is fresh bytes");
+        assert_eq!(one.len(), frame.len() + SEAL_OVERHEAD);
+        let owner = EpochKey::derive(&secret, 9);
+        assert_eq!(owner.open(&one).unwrap(), frame);
+        assert_eq!(owner.open(&two).unwrap(), frame);
+        // Another epoch's key, another device's, or a changed byte: refused.
+        assert!(EpochKey::derive(&secret, 10).open(&one).is_err());
+        assert!(
+            EpochKey::derive(&Ed25519SecretKey::new(), 9)
+                .open(&one)
+                .is_err()
+        );
+        let mut damaged = one.clone();
+        damaged[40] ^= 1;
+        assert!(owner.open(&damaged).is_err());
+        assert!(owner.open(&one[..SEAL_OVERHEAD - 1]).is_err());
     }
 }

@@ -102,9 +102,10 @@ pub struct EngineConfig {
     /// Most relays a delivery for an unreachable device is left on (of
     /// the relays that device lists). Default 3.
     pub mailbox_copies: usize,
-    /// How many past epochs (days) of mailboxes are drained on start,
+    /// How many past epochs (days) of mailboxes are drained at most,
     /// besides the current one: as long as relays keep mail (14 days by
-    /// default). Later drains look at the current and previous epoch.
+    /// default). A drain starts at the oldest epoch the last complete
+    /// drain left something in, and never after the previous epoch.
     pub mailbox_catch_up_epochs: u64,
 }
 
@@ -432,8 +433,13 @@ struct Engine<S: Store> {
     pages_tx: mpsc::Sender<mailbox::Page>,
     /// When the next drain is due (ms); 0 on start.
     next_drain_ms: u64,
-    /// Set once a drain of the past epochs went through.
-    caught_up: bool,
+    /// The oldest epoch whose mailboxes may still hold mail for this
+    /// device (`None`: as far back as relays keep mail).
+    drain_from: Option<u64>,
+    /// The epoch current when the running drain started, and the oldest
+    /// epoch in which it left something (a message not placeable yet).
+    drain_epoch: u64,
+    drain_leftover: Option<u64>,
 }
 
 /// Starts the engine on the current tokio runtime: opens the network with
@@ -493,7 +499,9 @@ pub fn start<S: Store + Clone + 'static>(
         pages,
         pages_tx,
         next_drain_ms: 0,
-        caught_up: false,
+        drain_from: None,
+        drain_epoch: 0,
+        drain_leftover: None,
     };
     tokio::spawn(async move {
         if let Err(e) = engine.resume_outbox() {
@@ -863,16 +871,11 @@ impl<S: Store + Clone + 'static> Engine<S> {
             .add_device_list(&invite.device_list, &invite.certificates)?;
         let profile = safemeet_crypto::certificate::verify_profile(&invite.profile, &user, None)?;
         let inviting = invite.fallback_key.decode_body()?.device_id;
-        let relays = match &invite.relays {
-            Some(signed) => {
-                let list = self.machine.verify_relay_list(signed)?;
-                if list.device_id != inviting {
-                    return Err(EngineError::BadInvite("its relay list is another device's"));
-                }
-                Some(signed.to_bytes()?)
-            }
-            None => None,
-        };
+        if let Some(signed) = &invite.relays
+            && self.machine.verify_relay_list(signed)?.device_id != inviting
+        {
+            return Err(EngineError::BadInvite("its relay list is another device's"));
+        }
         // The first Olm session starts from the signed fallback key; no round trip.
         if !self.machine.has_session(&inviting)? {
             self.machine
@@ -904,17 +907,10 @@ impl<S: Store + Clone + 'static> Engine<S> {
             &record,
             MAX_RECORD_BYTES,
         )?;
-        if let Some(relays) = relays {
-            self.store.batch_put(
-                &mut batch,
-                Keyspace::Contacts,
-                &name::relay_list(&inviting),
-                &relays,
-            )?;
-        }
         self.commit_contacts(batch, &index)?;
-        // Looked up afresh on the next delivery.
-        self.mailboxes.clear();
+        if let Some(signed) = &invite.relays {
+            self.keep_relay_list(signed)?;
+        }
         Ok(user)
     }
 
@@ -1497,7 +1493,10 @@ impl<S: Store + Clone + 'static> Engine<S> {
             return Ok(None);
         };
         if !self.mailboxes.contains_key(&peer) {
-            let relays = self.relay_list(device)?;
+            let relays = self.relay_list(device).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "a contact's relay list is unusable; ignored");
+                Vec::new()
+            });
             self.mailboxes.insert(
                 peer,
                 DeviceMailbox {
@@ -1514,11 +1513,13 @@ impl<S: Store + Clone + 'static> Engine<S> {
         Ok(Some((peer, addrs)))
     }
 
-    /// Keeps a contact device's new relay list (checked by the machine to
-    /// be that device's), unless an equally new one is kept already.
-    fn relay_list_received(&mut self, signed: &Signed<RelayList>) -> Result<(), EngineError> {
+    /// Keeps a contact device's relay list (checked to be that device's,
+    /// from an invite or over Olm) unless a list as new is kept already,
+    /// and uses it for deliveries already waiting too.
+    fn keep_relay_list(&mut self, signed: &Signed<RelayList>) -> Result<(), EngineError> {
         let list = signed.decode_body()?;
-        let key = name::relay_list(&list.device_id);
+        let device = list.device_id;
+        let key = name::relay_list(&device);
         if let Some(bytes) = self.store.get(Keyspace::Contacts, &key)? {
             let kept = Signed::<RelayList>::from_bytes(&bytes)?.decode_body()?;
             if kept.issued_at >= list.issued_at {
@@ -1527,8 +1528,20 @@ impl<S: Store + Clone + 'static> Engine<S> {
         }
         self.store
             .put(Keyspace::Contacts, &key, &signed.to_bytes()?)?;
-        // Looked up afresh on the next delivery.
-        self.mailboxes.clear();
+        let Some(info) = self.machine.device(&device)? else {
+            return Ok(());
+        };
+        let cert = info.certificate.decode_body()?;
+        if let Ok(peer) = PeerId::from_bytes(&cert.peer_id) {
+            let relays = self.relay_list(&device)?;
+            self.mailboxes.insert(
+                peer,
+                DeviceMailbox {
+                    key: cert.mailbox_key,
+                    relays,
+                },
+            );
+        }
         Ok(())
     }
 
@@ -1552,14 +1565,20 @@ impl<S: Store + Clone + 'static> Engine<S> {
         for user in self.contact_index()?.users {
             for device in self.machine.user_devices(&user)? {
                 let event = ToDeviceEvent::RelayList(signed.clone());
-                let out = self.machine.encrypt_to_device(
-                    user,
-                    device.device_id,
-                    event,
-                    EncryptedBatch::default(),
-                    &meta,
-                )?;
-                self.track(out.outbox_seq, outbox_item(&out, &meta), 0)?;
+                let queued = self
+                    .machine
+                    .encrypt_to_device(
+                        user,
+                        device.device_id,
+                        event,
+                        EncryptedBatch::default(),
+                        &meta,
+                    )
+                    .map_err(EngineError::from)
+                    .and_then(|out| self.track(out.outbox_seq, outbox_item(&out, &meta), 0));
+                if let Err(e) = queued {
+                    tracing::warn!(error = %e, "a contact device was not told of the new relays");
+                }
             }
         }
         self.store.put(
@@ -1595,23 +1614,25 @@ impl<S: Store + Clone + 'static> Engine<S> {
         let Some(mailbox) = self.mailboxes.get(&peer) else {
             return false;
         };
-        if mailbox.relays.is_empty() {
+        if mailbox.relays.is_empty() || self.depositing.len() >= MAX_IN_FLIGHT {
             return false;
         }
         let Some(pending) = self.pending.get_mut(&seq) else {
             return false;
         };
-        let epoch = safemeet_crypto::mailbox::epoch_of(now());
-        let (Ok(frame), Ok(id)) = (
-            pending.item.frame(),
-            safemeet_crypto::mailbox::epoch_mailbox(&mailbox.key, epoch),
-        ) else {
+        use safemeet_crypto::mailbox::{epoch_of, epoch_public_key, mailbox_id, seal};
+        // Sealed to this epoch's mailbox key: every copy is fresh bytes.
+        let sealed = epoch_public_key(&mailbox.key, epoch_of(now())).and_then(|key| {
+            let frame = pending.item.frame()?;
+            Ok((mailbox_id(&key), seal(&key, &frame)?))
+        });
+        let Ok((id, frame)) = sealed else {
             return false;
         };
         pending.in_flight.insert(peer);
         let (net, relays) = (self.net.clone(), mailbox.relays.clone());
         self.depositing.spawn(async move {
-            let until = mailbox::deposit(net, id, relays, frame).await;
+            let until = mailbox::deposit(net, id, relays, frame, now()).await;
             (seq, peer, until)
         });
         true
@@ -1636,6 +1657,8 @@ impl<S: Store + Clone + 'static> Engine<S> {
         pending.in_flight.remove(&peer);
         let Some(until) = until else {
             self.retry_later(seq);
+            // Acknowledged meanwhile by its last device (over gossip).
+            self.finish_if_done(seq);
             return;
         };
         pending.targets.retain(|(p, _)| *p != peer);
@@ -1665,16 +1688,22 @@ impl<S: Store + Clone + 'static> Engine<S> {
             .as_millis()
             .saturating_add(self.config.mailbox_poll.as_millis() as u64);
         let current = safemeet_crypto::mailbox::epoch_of(now);
-        let back = if self.caught_up {
-            1
-        } else {
-            self.config.mailbox_catch_up_epochs
+        let oldest = current.saturating_sub(self.config.mailbox_catch_up_epochs);
+        let stored = match self.store.get(Keyspace::Contacts, name::DRAIN_FROM) {
+            Ok(Some(bytes)) => codec::decode::<u64>(&bytes, 16).ok(),
+            _ => None,
         };
+        // Never fewer than the current and the previous epoch; never
+        // further back than relays keep mail.
+        let from = self
+            .drain_from
+            .or(stored)
+            .unwrap_or(oldest)
+            .clamp(oldest, current.saturating_sub(1));
+        self.drain_epoch = current;
+        self.drain_leftover = None;
         let account = self.machine.account();
-        let keys = (current.saturating_sub(back)..=current)
-            .rev()
-            .map(|e| account.mailbox_key(e))
-            .collect();
+        let keys = (from..=current).map(|e| account.mailbox_key(e)).collect();
         let (net, relays, pages) = (
             self.net.clone(),
             self.own_relays.clone(),
@@ -1694,8 +1723,18 @@ impl<S: Store + Clone + 'static> Engine<S> {
         );
         if !drained.failed {
             self.drain_failures = 0;
-            // Every relay answered for every epoch looked at.
-            self.caught_up = true;
+            // Every relay answered for every epoch looked at: the next
+            // drain starts at the previous epoch, or at the oldest one
+            // where something was left.
+            let previous = self.drain_epoch.saturating_sub(1);
+            let from = self.drain_leftover.map_or(previous, |e| e.min(previous));
+            self.drain_from = Some(from);
+            if let Err(e) = codec::encode(&from)
+                .map_err(EngineError::from)
+                .and_then(|b| Ok(self.store.put(Keyspace::Contacts, name::DRAIN_FROM, &b)?))
+            {
+                tracing::warn!(error = %e, "could not record how far mailboxes are drained");
+            }
             return;
         }
         self.drain_failures = self.drain_failures.saturating_add(1);
@@ -1707,10 +1746,21 @@ impl<S: Store + Clone + 'static> Engine<S> {
     /// delete: all but what cannot be placed yet.
     async fn mailbox_page(&mut self, page: mailbox::Page) {
         let mut taken = Vec::with_capacity(page.envelopes.len());
+        let key = self.machine.account().mailbox_key(page.epoch);
         for envelope in &page.envelopes {
-            let (answer, stored) = self.receive(Source::Mailbox, &envelope.envelope);
+            let Ok(frame) = key.open(&envelope.envelope) else {
+                // Not for this device, or damaged: nothing to keep it for.
+                taken.push(envelope.id);
+                continue;
+            };
+            let (answer, stored) = self.receive(Source::Mailbox, &frame);
             self.acks_due.extend(stored);
-            if answer != LATER {
+            if answer == LATER {
+                let oldest = self
+                    .drain_leftover
+                    .map_or(page.epoch, |e| e.min(page.epoch));
+                self.drain_leftover = Some(oldest);
+            } else {
                 taken.push(envelope.id);
             }
         }
@@ -1751,7 +1801,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
     /// Starts deliveries that are due, within the in-flight limit.
     fn deliver_due(&mut self) {
         let now_ms = now().as_millis();
-        let mut started = self.in_flight.len();
+        let mut started = self.in_flight.len() + self.depositing.len();
         for (seq, pending) in self.pending.iter_mut() {
             if started >= MAX_IN_FLIGHT {
                 break;
@@ -2018,14 +2068,18 @@ impl<S: Store + Clone + 'static> Engine<S> {
             overlay.insert(received.room.room_id, received.room);
             Ok(batch)
         })?;
-        if let ToDeviceContent::RelayList(list) = &received.content {
-            self.relay_list_received(list)?;
-        }
         self.log_next = log_next;
         self.rooms.extend(overlay);
         self.rooms_changed |= rooms_changed;
         // They may have come over gossip: acknowledge them.
         self.acks_due.extend(stored);
+        // The message is used up either way: a list that cannot be kept
+        // only means deliveries to that device are not left on its relays.
+        if let ToDeviceContent::RelayList(list) = &received.content
+            && let Err(e) = self.keep_relay_list(list)
+        {
+            tracing::warn!(error = %e, "a contact's new relay list could not be kept");
+        }
         Ok(())
     }
 

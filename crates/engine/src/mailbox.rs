@@ -91,13 +91,14 @@ async fn request(
 }
 
 /// Leaves `frame` in `mailbox` on each of `relays` at once; returns the
-/// latest "stored until" among the valid receipts, or `None` when no relay
-/// kept it.
+/// latest "stored until" among the valid receipts (a promise already past
+/// `now` is none), or `None` when no relay kept it.
 pub(crate) async fn deposit(
     net: Network,
     mailbox: MailboxId,
     relays: Vec<Relay>,
     frame: Vec<u8>,
+    now: Timestamp,
 ) -> Option<Timestamp> {
     let digest = *blake3::hash(&frame).as_bytes();
     let deposit = MailboxRequest::Deposit {
@@ -110,7 +111,8 @@ pub(crate) async fn deposit(
         async move {
             match request(net, relay, deposit).await {
                 Ok(MailboxResponse::Receipt(receipt))
-                    if receipt_is_valid(&receipt, &relay.peer, &mailbox, &digest) =>
+                    if receipt.stored_until > now
+                        && receipt_is_valid(&receipt, &relay.peer, &mailbox, &digest) =>
                 {
                     Some(receipt.stored_until)
                 }
@@ -162,9 +164,15 @@ fn receipt_is_valid(
         )
 }
 
+/// Most pages one drain fetches from one mailbox; the rest waits for the
+/// next drain, so a relay that never stops sending holds up no other.
+const MAX_PAGES: usize = 256;
+
 /// A page fetched from one of this device's mailboxes. The engine stores
 /// what it can and answers with the ids the relay may delete.
 pub(crate) struct Page {
+    /// The epoch of the mailbox.
+    pub(crate) epoch: u64,
     pub(crate) envelopes: Vec<StoredEnvelope>,
     pub(crate) done: oneshot::Sender<Vec<u64>>,
 }
@@ -178,7 +186,8 @@ pub(crate) struct Drained {
     pub(crate) failed: bool,
 }
 
-/// Empties this device's mailboxes: for each relay, each epoch's key.
+/// Empties this device's mailboxes: for each relay, each epoch's key, the
+/// oldest first (room state and keys come before what they unlock).
 pub(crate) async fn drain(
     net: Network,
     relays: Vec<Relay>,
@@ -224,14 +233,14 @@ async fn drain_one(
     let mailbox = key.mailbox();
     let mut after = 0;
     let mut fetched = 0;
-    loop {
+    for _ in 0..MAX_PAGES {
         let params = FetchParams {
             mailbox,
             after,
             limit: MAX_FETCH_ITEMS,
         };
         let fetch = authorize(key, &relay_id, nonce(net, relay).await?, params)?;
-        let (items, more) = match request(net, relay, &MailboxRequest::Fetch(fetch)).await? {
+        let (mut items, more) = match request(net, relay, &MailboxRequest::Fetch(fetch)).await? {
             MailboxResponse::Envelopes { items, more } => (items, more),
             _ => {
                 return Err(MailboxFailure::Malformed(
@@ -239,7 +248,9 @@ async fn drain_one(
                 ));
             }
         };
-        // Ids only go up; a relay that says otherwise is not followed.
+        // No more than asked for; ids only go up (a relay that says
+        // otherwise is not followed).
+        items.truncate(usize::from(MAX_FETCH_ITEMS));
         let last = items.iter().map(|e| e.id).max().unwrap_or(after);
         if items.is_empty() || last <= after {
             return Ok(fetched);
@@ -249,6 +260,7 @@ async fn drain_one(
         let (done, taken) = oneshot::channel();
         pages
             .send(Page {
+                epoch: key.epoch(),
                 envelopes: items,
                 done,
             })
@@ -267,4 +279,5 @@ async fn drain_one(
             return Ok(fetched);
         }
     }
+    Ok(fetched)
 }

@@ -16,6 +16,8 @@ pub(crate) mod name {
     pub(crate) const ROOM_INDEX: &[u8] = b"rooms";
     pub(crate) const EVENT_LOG: &[u8] = b"log";
     pub(crate) const EVENT_LOG_NEXT: &[u8] = b"log-next";
+    /// The oldest epoch whose mailboxes may still hold mail.
+    pub(crate) const DRAIN_FROM: &[u8] = b"drain-from";
     /// The relays this device last told its contacts about.
     pub(crate) const OWN_RELAYS: &[u8] = b"own-relays";
 

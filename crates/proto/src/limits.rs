@@ -41,8 +41,9 @@ pub const MAX_DISPLAY_NAME_BYTES: usize = 64;
 /// Longest e-mail address in bytes (RFC 5321 path limit).
 pub const MAX_EMAIL_BYTES: usize = 254;
 
-/// Longest opaque ciphertext or key blob inside an envelope or event.
-pub const MAX_BLOB_BYTES: usize = MAX_ENVELOPE_BYTES;
+/// Longest opaque ciphertext or key blob inside an envelope, an event or
+/// a mailbox request (the largest: a frame sealed for a relay mailbox).
+pub const MAX_BLOB_BYTES: usize = crate::mailbox::MAX_SEALED_BYTES;
 
 /// Most relays one device lists for its mailbox.
 pub const MAX_DEVICE_RELAYS: usize = 8;

@@ -21,8 +21,13 @@ use crate::{MailboxId, Timestamp};
 
 /// Format version of the mailbox messages.
 pub const VERSION: u8 = 1;
+/// What sealing a frame to a mailbox's key adds (an ephemeral key and an
+/// AEAD tag; see `safemeet_crypto::mailbox::seal`).
+pub const SEAL_OVERHEAD: usize = 32 + 16;
+/// Largest deposited envelope: the largest padded frame, sealed.
+pub const MAX_SEALED_BYTES: usize = crate::limits::MAX_ENVELOPE_BYTES + SEAL_OVERHEAD;
 /// Largest request: a deposit of the largest envelope, with its header.
-pub const MAX_REQUEST_BYTES: usize = crate::limits::MAX_ENVELOPE_BYTES + 1024;
+pub const MAX_REQUEST_BYTES: usize = MAX_SEALED_BYTES + 1024;
 /// Largest answer: a page of fetched envelopes.
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// Most envelopes one fetch returns.

@@ -28,7 +28,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_envelope_bytes: safemeet_proto::limits::MAX_ENVELOPE_BYTES,
+            // A padded frame, sealed to the mailbox's key.
+            max_envelope_bytes: safemeet_proto::mailbox::MAX_SEALED_BYTES,
             retention: Duration::from_secs(14 * 24 * 3600),
             mailbox_max_envelopes: 10_000,
             mailbox_max_bytes: 64 * 1024 * 1024,
