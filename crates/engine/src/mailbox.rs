@@ -3,12 +3,13 @@
 //! at most [`EngineConfig::mailbox_copies`](crate::EngineConfig)), and this
 //! device drains its own mailboxes on start and periodically.
 //!
-//! A deposit carries the same padded frame a direct delivery would, to the
-//! mailbox id of the current epoch, which the sender derives from the
-//! recipient's certified mailbox key (see `safemeet_crypto::mailbox`). The
-//! relay's receipt is checked (its signature under the relay's peer id,
-//! the mailbox and the digest of the frame) before the message counts as
-//! "stored at relay".
+//! A deposit carries the padded frame a direct delivery would, sealed to
+//! the key of the current epoch's mailbox, whose id the sender derives
+//! from the recipient's certified mailbox key (see
+//! `safemeet_crypto::mailbox`): every copy is fresh bytes. The relay's
+//! receipt is checked (its signature under the relay's peer id, the
+//! mailbox, the digest of the sealed bytes, and an expiry still ahead)
+//! before the message counts as "stored at relay".
 //!
 //! Draining fetches each epoch's mailbox page by page, hands every page to
 //! the engine, which stores what it can exactly as a direct delivery, and
