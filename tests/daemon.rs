@@ -816,11 +816,15 @@ fn contacts_learn_of_relays_added_after_they_met() {
     eventually("the message to be stored at his new relay", || {
         has_message(&alice, "bob", "after he left", Some("stored_at_relay")).then_some(())
     });
-    da.stop();
     let db = Daemon::start_with(&bob, &bob_listen, &["--relay", &relay_addr]);
     eventually("Bob to get it from his relay", || {
         has_message(&bob, "alice", "after he left", None).then_some(())
     });
+    // Bob acknowledges what he drained: Alice sees it delivered.
+    eventually("the relayed message to show as delivered", || {
+        has_message(&alice, "bob", "after he left", Some("delivered")).then_some(())
+    });
+    da.stop();
     db.stop();
     relay.stop();
 }

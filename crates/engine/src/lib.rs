@@ -1446,8 +1446,10 @@ impl<S: Store + Clone + 'static> Engine<S> {
     fn acked(&mut self, peer: PeerId, ids: &[EventId]) -> Result<(), EngineError> {
         let mut first = Vec::new();
         let mut finished = Vec::new();
+        let mut later = Vec::new();
         for id in ids {
             let Some(&seq) = self.by_event.get(id) else {
+                later.push(*id);
                 continue;
             };
             let Some(p) = self.pending.get_mut(&seq) else {
@@ -1477,7 +1479,27 @@ impl<S: Store + Clone + 'static> Engine<S> {
         }
         // Done either way: the peers did acknowledge.
         self.finish(&finished);
-        recorded
+        recorded?;
+        self.acked_after_relay(&later)
+    }
+
+    /// Acknowledgements of messages no longer in the outbox because relays
+    /// keep them: the recipient drained its mailbox; they are delivered.
+    fn acked_after_relay(&mut self, ids: &[EventId]) -> Result<(), EngineError> {
+        let mut batch = self.store.batch();
+        for id in ids {
+            let key = name::relayed(id);
+            let Some(bytes) = self.store.get(Keyspace::Rooms, &key)? else {
+                continue;
+            };
+            let (room_id, tseq): (RoomId, u64) = codec::decode(&bytes, 64)?;
+            self.stage_entry_state(&mut batch, room_id, tseq, MessageState::Delivered)?;
+            self.store.batch_delete(&mut batch, Keyspace::Rooms, &key)?;
+        }
+        if !batch.is_empty() {
+            self.store.apply(batch)?;
+        }
+        Ok(())
     }
 
     fn target(
@@ -1893,6 +1915,29 @@ impl<S: Store + Clone + 'static> Engine<S> {
         let Some((room_id, tseq)) = meta.timeline else {
             return Ok(());
         };
+        // A message left on relays turns "delivered" when a recipient
+        // acknowledges it later, after the outbox item is gone: remember
+        // where its timeline entry is.
+        if let (MessageState::StoredAtRelay { .. }, Some(id)) = (state, pending.event_id) {
+            self.store.batch_put_value(
+                batch,
+                Keyspace::Rooms,
+                &name::relayed(&id),
+                &(room_id, tseq),
+                64,
+            )?;
+        }
+        self.stage_entry_state(batch, room_id, tseq, state)
+    }
+
+    /// Stages the new state of the timeline entry `tseq` of `room_id`.
+    fn stage_entry_state(
+        &mut self,
+        batch: &mut EncryptedBatch,
+        room_id: RoomId,
+        tseq: u64,
+        state: MessageState,
+    ) -> Result<(), EngineError> {
         let tl = name::timeline(&room_id);
         let Some(bytes) = self.store.get_ordered(Keyspace::Timeline, &tl, tseq)? else {
             return Ok(());

@@ -10,7 +10,7 @@ pub(crate) const VERSION: u8 = 1;
 pub(crate) const MAX_RECORD_BYTES: usize = 256 * 1024;
 
 pub(crate) mod name {
-    use safemeet_proto::{DeviceId, RoomId, UserId};
+    use safemeet_proto::{DeviceId, EventId, RoomId, UserId};
 
     pub(crate) const CONTACT_INDEX: &[u8] = b"contacts";
     pub(crate) const ROOM_INDEX: &[u8] = b"rooms";
@@ -30,6 +30,12 @@ pub(crate) mod name {
     pub(crate) fn relay_list(device: &DeviceId) -> Vec<u8> {
         let mut v = b"relays/".to_vec();
         v.extend_from_slice(device.as_bytes());
+        v
+    }
+    /// Where the timeline entry of a message left on relays is.
+    pub(crate) fn relayed(event: &EventId) -> Vec<u8> {
+        let mut v = b"relayed/".to_vec();
+        v.extend_from_slice(event.as_bytes());
         v
     }
     pub(crate) fn room(room: &RoomId) -> Vec<u8> {
