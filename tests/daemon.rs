@@ -694,16 +694,22 @@ fn own_tcp_addr(home: &Path) -> String {
         .to_owned()
 }
 
+/// A relay; Alice, and Bob who uses the relay, running and contacts.
+fn met_with_a_relay(dir: &Path) -> (support::Relay, String, PathBuf, PathBuf, Daemon, Daemon) {
+    let relay = support::Relay::start(&dir.join("relay"), &[]);
+    let relay_addr = relay.addr.to_string();
+    let (alice, bob) = (init(dir, "alice"), init(dir, "bob"));
+    let da = Daemon::start(&alice, "/ip4/127.0.0.1/tcp/0");
+    let db = Daemon::start_with(&bob, "/ip4/127.0.0.1/tcp/0", &["--relay", &relay_addr]);
+    befriend(&alice, &bob);
+    (relay, relay_addr, alice, bob, da, db)
+}
+
 #[test]
 fn an_offline_device_gets_what_was_left_on_its_relay_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = support::Relay::start(&dir.path().join("relay"), &[]);
-    let relay_addr = relay.addr.to_string();
-    let (alice, bob) = (init(dir.path(), "alice"), init(dir.path(), "bob"));
-    let da = Daemon::start(&alice, "/ip4/127.0.0.1/tcp/0");
-    let db = Daemon::start_with(&bob, "/ip4/127.0.0.1/tcp/0", &["--relay", &relay_addr]);
     // Bob's invite lists his relay.
-    befriend(&alice, &bob);
+    let (relay, relay_addr, alice, bob, da, db) = met_with_a_relay(dir.path());
     cli(&alice, &["room", "create", "plans", "--member", "bob"]);
     eventually("the room to reach Bob", || {
         (room_members(&bob, "plans") == Some(2)).then_some(())
@@ -825,6 +831,33 @@ fn contacts_learn_of_relays_added_after_they_met() {
         has_message(&alice, "bob", "after he left", Some("delivered")).then_some(())
     });
     da.stop();
+    db.stop();
+    relay.stop();
+}
+
+#[test]
+fn a_relay_dropped_from_the_list_is_still_drained_of_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, _, alice, bob, da, db) = met_with_a_relay(dir.path());
+    let bob_listen = own_tcp_addr(&bob);
+    db.stop();
+    cli(&alice, &["send", "bob", "left on his old relay"]);
+    eventually("the message to be stored at the relay", || {
+        has_message(
+            &alice,
+            "bob",
+            "left on his old relay",
+            Some("stored_at_relay"),
+        )
+        .then_some(())
+    });
+    da.stop();
+
+    // Bob comes back without that relay: what it holds still reaches him.
+    let db = Daemon::start(&bob, &bob_listen);
+    eventually("Bob to get it from the relay he dropped", || {
+        has_message(&bob, "alice", "left on his old relay", None).then_some(())
+    });
     db.stop();
     relay.stop();
 }

@@ -419,6 +419,9 @@ struct Engine<S: Store> {
     contact_cache: std::cell::RefCell<Option<Arc<Vec<ContactRecord>>>>,
     /// This device's relays (where its mailbox is).
     own_relays: Vec<Relay>,
+    /// Relays it used before, and until when they may still hold mail
+    /// for it (ms).
+    former_relays: Vec<(String, u64)>,
     /// Where to leave deliveries for other devices, by peer.
     mailboxes: HashMap<PeerId, DeviceMailbox>,
     /// Deposits on relays in flight: outbox seq, the device's peer, and
@@ -492,6 +495,7 @@ pub fn start<S: Store + Clone + 'static>(
         acks_due: Vec::new(),
         contact_cache: std::cell::RefCell::new(None),
         own_relays,
+        former_relays: Vec::new(),
         mailboxes: HashMap::new(),
         depositing: JoinSet::new(),
         draining: JoinSet::new(),
@@ -506,6 +510,9 @@ pub fn start<S: Store + Clone + 'static>(
     tokio::spawn(async move {
         if let Err(e) = engine.resume_outbox() {
             tracing::error!(error = %e, "could not read the outbox");
+        }
+        if let Ok(Some(bytes)) = engine.store.get(Keyspace::Contacts, name::FORMER_RELAYS) {
+            engine.former_relays = codec::decode(&bytes, MAX_RECORD_BYTES).unwrap_or_default();
         }
         if let Err(e) = engine.announce_relays() {
             tracing::warn!(error = %e, "could not tell contacts about this device's relays");
@@ -1579,6 +1586,31 @@ impl<S: Store + Clone + 'static> Engine<S> {
         if announced == relays {
             return Ok(());
         }
+        // Relays dropped from the list are still drained for as long as
+        // they keep mail: contacts may leave mail there until they hear.
+        let keep_ms = self
+            .config
+            .mailbox_catch_up_epochs
+            .saturating_add(1)
+            .saturating_mul(safemeet_crypto::mailbox::EPOCH_MILLIS);
+        let until = now().as_millis().saturating_add(keep_ms);
+        let mut former: Vec<(String, u64)> = self
+            .former_relays
+            .iter()
+            .filter(|(addr, _)| !relays.contains(addr))
+            .cloned()
+            .collect();
+        for addr in announced.iter().filter(|a| !relays.contains(a)) {
+            if !former.iter().any(|(a, _)| a == addr) {
+                former.push((addr.clone(), until));
+            }
+        }
+        self.store.put(
+            Keyspace::Contacts,
+            name::FORMER_RELAYS,
+            &codec::encode(&former)?,
+        )?;
+        self.former_relays = former;
         let signed = self.machine.sign_relay_list(relays.clone(), now())?;
         let meta = codec::encode(&OutboxMeta {
             version: VERSION,
@@ -1700,7 +1732,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
     /// drain runs.
     fn drain_if_due(&mut self) {
         let now = now();
-        if self.own_relays.is_empty()
+        if (self.own_relays.is_empty() && self.former_relays.is_empty())
             || !self.draining.is_empty()
             || now.as_millis() < self.next_drain_ms
         {
@@ -1726,13 +1758,23 @@ impl<S: Store + Clone + 'static> Engine<S> {
         self.drain_leftover = None;
         let account = self.machine.account();
         let keys = (from..=current).map(|e| account.mailbox_key(e)).collect();
+        // Former relays, while they may hold mail; one that is gone does
+        // not hold up the others (its failures do not count).
+        let now_ms = now.as_millis();
+        self.former_relays.retain(|(_, until)| *until > now_ms);
+        let former: Vec<Relay> = self
+            .former_relays
+            .iter()
+            .filter_map(|(a, _)| a.parse::<Multiaddr>().ok())
+            .filter_map(|a| Relay::from_addr(&a))
+            .collect();
         let (net, relays, pages) = (
             self.net.clone(),
             self.own_relays.clone(),
             self.pages_tx.clone(),
         );
         self.draining
-            .spawn(async move { mailbox::drain(net, relays, keys, pages).await });
+            .spawn(async move { mailbox::drain(net, relays, former, keys, pages).await });
     }
 
     /// A relay that could not be asked (often: still being dialled on

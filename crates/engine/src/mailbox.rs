@@ -188,22 +188,26 @@ pub(crate) struct Drained {
 }
 
 /// Empties this device's mailboxes: for each relay, each epoch's key, the
-/// oldest first (room state and keys come before what they unlock).
+/// oldest first (room state and keys come before what they unlock). The
+/// `former` relays (no longer listed, maybe still holding mail) are asked
+/// too, but a failure there does not count.
 pub(crate) async fn drain(
     net: Network,
     relays: Vec<Relay>,
+    former: Vec<Relay>,
     keys: Vec<EpochKey>,
     pages: mpsc::Sender<Page>,
 ) -> Drained {
     let mut drained = Drained::default();
-    for relay in &relays {
+    let all = relays.iter().map(|r| (r, true));
+    for (relay, counts) in all.chain(former.iter().map(|r| (r, false))) {
         for key in &keys {
             match drain_one(&net, relay, key, &pages).await {
                 Ok(n) => drained.fetched += n,
                 Err(MailboxFailure::Stopped) => return drained,
                 Err(e) => {
                     tracing::debug!(error = %e, "could not drain a mailbox");
-                    drained.failed = true;
+                    drained.failed |= counts;
                     // The relay is likely down: its other epochs too.
                     if matches!(e, MailboxFailure::Net(_)) {
                         break;

@@ -18,6 +18,9 @@ pub(crate) mod name {
     pub(crate) const EVENT_LOG_NEXT: &[u8] = b"log-next";
     /// The oldest epoch whose mailboxes may still hold mail.
     pub(crate) const DRAIN_FROM: &[u8] = b"drain-from";
+    /// Relays this device no longer lists, and until when they may hold
+    /// mail for it.
+    pub(crate) const FORMER_RELAYS: &[u8] = b"former-relays";
     /// The relays this device last told its contacts about.
     pub(crate) const OWN_RELAYS: &[u8] = b"own-relays";
 
