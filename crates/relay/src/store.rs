@@ -145,12 +145,19 @@ pub struct DepositGroup {
 pub struct MailboxStore<S: Store> {
     store: S,
     limits: Limits,
+    /// Where the next look for forgotten mailboxes goes on: each purge
+    /// looks at the next `max` mailbox records, round and round.
+    stale_cursor: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
 
 impl<S: Store> MailboxStore<S> {
     /// Mailboxes in `store`, kept within `limits`.
     pub fn new(store: S, limits: Limits) -> Self {
-        Self { store, limits }
+        Self {
+            store,
+            limits,
+            stale_cursor: Default::default(),
+        }
     }
 
     /// The limits in force.
@@ -427,7 +434,21 @@ impl<S: Store> MailboxStore<S> {
         let stale = |m: &MailboxMeta| {
             m.count == 0 && now.saturating_since(m.touched) >= self.limits.retention
         };
-        for (key, value) in self.store.scan(Keyspace::Mailboxes, &[], None, max)? {
+        let mut cursor = self
+            .stale_cursor
+            .lock()
+            .map_err(|_| Error::Damaged("the purge cursor was poisoned".into()))?;
+        let records = self
+            .store
+            .scan(Keyspace::Mailboxes, &[], cursor.as_deref(), max)?;
+        // The end reached: the next purge starts from the first record.
+        *cursor = if records.len() < max {
+            None
+        } else {
+            records.last().map(|(k, _)| k.clone())
+        };
+        drop(cursor);
+        for (key, value) in records {
             if key.len() != MailboxId::LEN {
                 continue;
             }

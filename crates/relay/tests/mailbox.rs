@@ -346,6 +346,32 @@ fn expired_envelopes_are_not_served_and_are_purged() {
 }
 
 #[test]
+fn every_forgotten_mailbox_goes_however_many_there_are() {
+    let retention = Duration::from_secs(3600);
+    let mut relay = Relay::new(Limits {
+        retention,
+        ..Limits::default()
+    });
+    let hour = 3_600_000;
+    // Five mailboxes whose mail expired long ago, among twenty in use.
+    for _ in 0..5 {
+        relay.deposit(new_key().mailbox(), b"long gone", at(0));
+    }
+    for _ in 0..20 {
+        relay.deposit(new_key().mailbox(), b"still here", at(3 * hour));
+    }
+    let store = relay.service.store();
+    assert_eq!(store.totals().unwrap().mailboxes, 25);
+    // Each purge looks at three mailbox records only, going on where the
+    // last one stopped: the stale ones are found wherever they sort.
+    for _ in 0..20 {
+        store.purge_expired(at(3 * hour + hour / 2), 3).unwrap();
+    }
+    let totals = store.totals().unwrap();
+    assert_eq!((totals.mailboxes, totals.envelopes), (20, 20));
+}
+
+#[test]
 fn a_relay_can_stop_taking_new_mailboxes() {
     let mut relay = Relay::new(Limits::default());
     let (old, new) = (new_key(), new_key());
