@@ -237,7 +237,12 @@ impl Nodes for EngineNodes {
                 })
             })
             .await;
-        anyhow::ensure!(joined, "room members did not all join in time");
+        if !joined {
+            // Measure anyway: the messages of a room not joined count as
+            // undelivered, and the delivery assertion says so.
+            tracing::warn!("room members did not all join within the set-up timeout");
+            eprintln!("netsim: room members did not all join within the set-up timeout");
+        }
         Ok(())
     }
 
