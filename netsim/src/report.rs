@@ -173,11 +173,11 @@ pub fn figures(mode: &str, ctx: &Ctx, phases: Phases) -> Figures {
     let delivery_over_time = o
         .samples
         .iter()
-        .filter(|x| x.t_s >= start)
+        .filter(|x| x.t_s >= start && x.t_s <= phases.end_s)
         .map(|x| {
             let got = arrivals.partition_point(|a| *a <= x.t_s);
             (
-                round((x.t_s - start) * 10.0) / 10.0,
+                round(x.t_s - start),
                 if expected == 0 {
                     1.0
                 } else {
@@ -195,12 +195,17 @@ pub fn figures(mode: &str, ctx: &Ctx, phases: Phases) -> Figures {
         })
         .collect();
     bytes_per_node.sort_unstable();
-    let window: Vec<&Sample> = o.samples.iter().filter(|x| x.t_s >= start).collect();
+    // The workload and drain only: not set-up, not the final shutdown.
+    let window: Vec<&Sample> = o
+        .samples
+        .iter()
+        .filter(|x| x.t_s >= start && x.t_s <= phases.end_s)
+        .collect();
     let wire = match (window.first(), window.last()) {
         (Some(a), Some(b)) => b.wire_bytes.saturating_sub(a.wire_bytes),
         _ => 0,
     };
-    let amplification = (payload > 0).then(|| round(wire as f64 / payload as f64 * 10.0) / 10.0);
+    let amplification = (payload > 0).then(|| round(wire as f64 / payload as f64));
 
     let held_back = |from: f64| -> f64 {
         let mut worst: f64 = 0.0;
@@ -214,7 +219,7 @@ pub fn figures(mode: &str, ctx: &Ctx, phases: Phases) -> Figures {
                 }
             }
         }
-        round(worst * 10.0) / 10.0
+        round(worst)
     };
     let heal_time_s = phases.heals_s.iter().map(|h| held_back(*h)).collect();
     let catch_up_time_s = phases.returns_s.iter().map(|h| held_back(*h)).collect();

@@ -43,6 +43,10 @@ const MAX_WRITE: usize = 64 * 1024;
 /// Connections waiting to be accepted by one listener (a listen backlog);
 /// a dial to a full backlog is refused.
 const BACKLOG: usize = 256;
+/// How long a dial waits for a node that is up but not listening yet (all
+/// nodes start together and dial each other at once: a real host would
+/// have been listening long before).
+const BOOT_WAIT: Duration = Duration::from_secs(3);
 
 /// Index of a node in the simulated network.
 pub type NodeIdx = u32;
@@ -146,6 +150,8 @@ pub struct Hub {
     seed: u64,
     profile: Box<dyn Fn(NodeIdx, NodeIdx) -> LinkProfile + Send + Sync>,
     state: Mutex<HubState>,
+    /// Woken whenever a node starts listening.
+    listening: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Hub {
@@ -182,6 +188,7 @@ impl Hub {
                 connections: 0,
                 listeners: 0,
             }),
+            listening: tokio::sync::Notify::new(),
         })
     }
 
@@ -301,6 +308,29 @@ impl Hub {
             n.offline = offline;
         }
         self.refresh(&mut state);
+    }
+
+    fn is_listening(&self, idx: NodeIdx) -> bool {
+        self.lock()
+            .nodes
+            .get(idx as usize)
+            .is_some_and(|n| n.listener.is_some())
+    }
+
+    /// Waits (at most [`BOOT_WAIT`]) until node `idx` listens.
+    async fn wait_listening(&self, idx: NodeIdx) {
+        let deadline = tokio::time::Instant::from_std(self.start + self.now() + BOOT_WAIT);
+        loop {
+            let notified = self.listening.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_listening(idx) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Open connections (each counted once).
@@ -615,6 +645,7 @@ impl Transport for SimTransport {
         };
         slot.listener = Some((token, tx));
         drop(state);
+        self.hub.listening.notify_waiters();
         self.token = token;
         self.listener = Some((id, rx));
         self.announce = Some(id);
@@ -640,9 +671,10 @@ impl Transport for SimTransport {
         let Some(to) = idx_of(&addr) else {
             return Err(TransportError::MultiaddrNotSupported(addr));
         };
-        let plan = self.hub.connect(self.idx, to);
+        let (hub, from) = (self.hub.clone(), self.idx);
         Ok(async move {
-            match plan? {
+            hub.wait_listening(to).await;
+            match hub.connect(from, to)? {
                 ConnectPlan::Hang => futures::future::pending().await,
                 ConnectPlan::Ready {
                     dialer,
