@@ -8,6 +8,7 @@
 //! receipt of each message.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -40,6 +41,10 @@ struct Node {
     peer: PeerId,
     engine: Option<EngineHandle>,
     watcher: Option<JoinHandle<()>>,
+    /// The event-log cursor the watcher has read up to: a restarted node's
+    /// watcher goes on from there (the log survives in the store), so old
+    /// entries are not counted twice.
+    cursor: Arc<AtomicU64>,
 }
 
 /// The production nodes of a run.
@@ -76,6 +81,7 @@ impl EngineNodes {
                 peer: account.libp2p_keypair().public().to_peer_id(),
                 engine: None,
                 watcher: None,
+                cursor: Arc::new(AtomicU64::new(0)),
             });
         }
         Ok(Self { ctx, nodes })
@@ -112,6 +118,7 @@ impl EngineNodes {
             engine.clone(),
             i,
             node.user,
+            node.cursor.clone(),
             self.ctx.clone(),
         )));
         node.engine = Some(engine);
@@ -127,9 +134,15 @@ impl EngineNodes {
 }
 
 /// Records every message and room join in a node's event log.
-async fn watch(engine: EngineHandle, idx: NodeIdx, me: UserId, ctx: Arc<Ctx>) {
+async fn watch(
+    engine: EngineHandle,
+    idx: NodeIdx,
+    me: UserId,
+    read: Arc<AtomicU64>,
+    ctx: Arc<Ctx>,
+) {
     let mut log = engine.log_watch();
-    let mut cursor = 0;
+    let mut cursor = read.load(Ordering::Relaxed);
     loop {
         let at = ctx.rec.now();
         loop {
@@ -140,6 +153,7 @@ async fn watch(engine: EngineHandle, idx: NodeIdx, me: UserId, ctx: Arc<Ctx>) {
                 break;
             };
             cursor = *last;
+            read.store(cursor, Ordering::Relaxed);
             for (_, entry) in page {
                 match entry {
                     LogEntry::Message { entry, .. } if entry.sender != me => {

@@ -364,6 +364,14 @@ impl Report {
                     .push("p99 vs baseline: no baseline run (use --compare-baseline)".into()),
             }
         }
+        if let Some(max) = a.peak_rss_mib_max
+            && run.host.peak_rss_mib > max
+        {
+            failures.push(format!(
+                "peak RSS {} MiB above {max} MiB",
+                run.host.peak_rss_mib
+            ));
+        }
         if a.valid.unwrap_or(true) && !run.host.valid {
             failures.push(format!(
                 "invalid run: CPU {:.0} % of {} cores (limit {:.0} %), scheduler lag p99 {} ms (limit {MAX_LAG_P99_MS} ms)",

@@ -248,6 +248,8 @@ pub struct Assertions {
     /// Highest p99 as a multiple of the raw-gossipsub baseline's p99 in the
     /// same scenario (needs `--compare-baseline`).
     pub p99_vs_baseline_max: Option<f64>,
+    /// Highest peak resident memory of the process, MiB.
+    pub peak_rss_mib_max: Option<f64>,
     /// The run must be valid (host CPU not saturated). Default true.
     pub valid: Option<bool>,
 }
