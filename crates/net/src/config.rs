@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 
+use crate::CustomTransport;
+
 /// Network settings. [`NetConfig::default`] is what the daemon runs with.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
@@ -46,6 +48,10 @@ pub struct NetConfig {
     /// Inbound deliveries waiting for the application's answer at once;
     /// beyond this they are refused. Default 1024.
     pub max_pending_replies: usize,
+    /// A transport to use instead of TCP, QUIC and the memory transport,
+    /// still under Noise + yamux (the network simulator's modelled links).
+    /// Default `None`: the production transports.
+    pub transport: Option<CustomTransport>,
 }
 
 impl Default for NetConfig {
@@ -69,6 +75,7 @@ impl Default for NetConfig {
             command_queue: 256,
             event_queue: 1024,
             max_pending_replies: 1024,
+            transport: None,
         }
     }
 }

@@ -26,6 +26,7 @@
 mod behaviour;
 mod codec;
 mod config;
+mod custom_transport;
 
 use std::collections::HashMap;
 
@@ -45,6 +46,7 @@ pub use crate::codec::{
     DELIVER_PROTOCOL, FrameCodec, MAILBOX_PROTOCOL, MAX_REPLY_BYTES, MailboxCodec,
 };
 pub use crate::config::NetConfig;
+pub use crate::custom_transport::{CustomTransport, RawStream, RawTransport};
 
 /// A room's gossip topic: an opaque hash derived from the room secret, so
 /// peers outside the room cannot tell which room it is.
@@ -252,6 +254,39 @@ pub fn build_swarm<B: libp2p::swarm::NetworkBehaviour>(
         .build())
 }
 
+/// [`build_swarm`] over a caller-supplied transport (see
+/// [`CustomTransport`]) instead of TCP, QUIC and the memory transport: the
+/// same Noise + yamux upgrade, relay client, behaviour and idle timeout.
+pub fn build_swarm_over<B: libp2p::swarm::NetworkBehaviour>(
+    keypair: Keypair,
+    transport: &CustomTransport,
+    idle_timeout: std::time::Duration,
+    behaviour: impl FnOnce(&Keypair, libp2p::relay::client::Behaviour) -> Result<B, String>,
+) -> Result<libp2p::Swarm<B>, NetError> {
+    let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
+    Ok(SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_other_transport(|key| {
+            use libp2p::core::Transport as _;
+            let noise = noise::Config::new(key)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+            Ok(transport
+                .make()
+                .upgrade(libp2p::core::upgrade::Version::V1)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default()))
+        })
+        .map_err(|e| setup(&e))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| setup(&e))?
+        .with_behaviour(|key, relay| {
+            behaviour(key, relay).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+        })
+        .map_err(|e| setup(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+        .build())
+}
+
 /// Builds the node, starts listening, dials the bootstrap peers and spawns
 /// the event loop on the current tokio runtime.
 pub fn spawn(
@@ -259,9 +294,11 @@ pub fn spawn(
     config: NetConfig,
 ) -> Result<(Network, mpsc::Receiver<NetEvent>), NetError> {
     let local = keypair.public().to_peer_id();
-    let mut swarm = build_swarm(keypair, config.idle_timeout, |key, relay| {
-        Behaviour::new(key, relay, &config)
-    })?;
+    let behaviour = |key: &Keypair, relay| Behaviour::new(key, relay, &config);
+    let mut swarm = match &config.transport {
+        None => build_swarm(keypair, config.idle_timeout, behaviour)?,
+        Some(custom) => build_swarm_over(keypair, custom, config.idle_timeout, behaviour)?,
+    };
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())

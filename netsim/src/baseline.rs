@@ -1,0 +1,262 @@
+//! The baseline: the same plan with raw gossipsub and request-response, no
+//! engine and no encryption, over the same modelled transport (Noise +
+//! yamux included). Room messages are published on a topic per room; DMs
+//! are one request to the recipient. Reports state the production run's
+//! figures as ratios to these.
+//!
+//! Gossipsub is configured like the production node's (anonymous,
+//! content-hash ids, mesh 4/2/8, outbound min 1, flood publish, same
+//! heartbeat; see `crates/net/src/behaviour.rs`), except that messages are
+//! forwarded at once: there is no application to validate them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{PeerId, StreamProtocol, gossipsub};
+use safemeet_net::FrameCodec;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::plan::Target;
+use crate::run::{Ctx, Nodes};
+use crate::transport::{NodeIdx, addr_of};
+
+const RAW_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet-netsim/raw/1");
+/// Commands queued per node; a full queue makes the send fail (counted).
+const COMMAND_QUEUE: usize = 1024;
+/// How often a publish that found no subscribed peer is tried again (only
+/// during warm-up: a measured publish that fails is a lost message).
+const WARMUP_RETRY: Duration = Duration::from_millis(100);
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct Bare {
+    gossip: gossipsub::Behaviour,
+    rr: request_response::Behaviour<FrameCodec>,
+}
+
+enum Command {
+    Publish(u64, usize, Vec<u8>, bool),
+    Dm(PeerId, NodeIdx, Vec<u8>),
+}
+
+struct Node {
+    key: Keypair,
+    peer: PeerId,
+    tx: Option<mpsc::Sender<Command>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// The baseline nodes of a run.
+pub struct BaselineNodes {
+    ctx: Arc<Ctx>,
+    nodes: Vec<Node>,
+}
+
+fn topic(r: usize) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("r{r}"))
+}
+
+/// A frame: the message number, then filler up to the payload size.
+fn frame(n: u64, size: usize) -> Vec<u8> {
+    let mut f = n.to_le_bytes().to_vec();
+    f.resize(size.max(8), 0x5a);
+    f
+}
+
+fn number(frame: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = frame.get(..8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+impl BaselineNodes {
+    /// Keys for every node of the plan.
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        let nodes = (0..ctx.plan.nodes)
+            .map(|_| {
+                let key = Keypair::generate_ed25519();
+                Node {
+                    peer: key.public().to_peer_id(),
+                    key,
+                    tx: None,
+                    task: None,
+                }
+            })
+            .collect();
+        Self { ctx, nodes }
+    }
+
+    fn start(&mut self, i: NodeIdx) -> anyhow::Result<()> {
+        let heartbeat = Duration::from_millis(self.ctx.scenario.node.heartbeat_ms);
+        let transport = self.ctx.hub.transport_for(i);
+        let mut swarm = safemeet_net::build_swarm_over(
+            self.nodes[i as usize].key.clone(),
+            &transport,
+            Duration::from_secs(300),
+            |_, _| {
+                let config = gossipsub::ConfigBuilder::default()
+                    .validation_mode(gossipsub::ValidationMode::Anonymous)
+                    .message_id_fn(|m: &gossipsub::Message| {
+                        let mut h = blake3::Hasher::new();
+                        h.update(m.topic.as_str().as_bytes());
+                        h.update(&m.data);
+                        gossipsub::MessageId::from(h.finalize().as_bytes()[..20].to_vec())
+                    })
+                    .heartbeat_interval(heartbeat)
+                    .heartbeat_initial_delay(heartbeat)
+                    .mesh_n(4)
+                    .mesh_n_low(2)
+                    .mesh_n_high(8)
+                    .mesh_outbound_min(1)
+                    .flood_publish(true)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                Ok(Bare {
+                    gossip: gossipsub::Behaviour::new(
+                        gossipsub::MessageAuthenticity::Anonymous,
+                        config,
+                    )
+                    .map_err(|e| e.to_string())?,
+                    rr: request_response::Behaviour::with_codec(
+                        FrameCodec::default(),
+                        [(RAW_PROTOCOL, ProtocolSupport::Full)],
+                        request_response::Config::default(),
+                    ),
+                })
+            },
+        )?;
+        swarm.listen_on(addr_of(i))?;
+        for (r, members) in self.ctx.plan.rooms.iter().enumerate() {
+            if members.contains(&i) {
+                swarm.behaviour_mut().gossip.subscribe(&topic(r))?;
+            }
+        }
+        for j in &self.ctx.plan.dials[i as usize] {
+            let addr = addr_of(*j).with(Protocol::P2p(self.nodes[*j as usize].peer));
+            if let Err(e) = swarm.dial(addr) {
+                tracing::debug!(error = %e, "a baseline dial failed");
+            }
+        }
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let ctx = self.ctx.clone();
+        let task = tokio::spawn(run_node(swarm, rx, i, ctx));
+        let node = &mut self.nodes[i as usize];
+        node.tx = Some(tx);
+        node.task = Some(task);
+        Ok(())
+    }
+}
+
+async fn run_node(
+    mut swarm: libp2p::Swarm<Bare>,
+    mut rx: mpsc::Receiver<Command>,
+    idx: NodeIdx,
+    ctx: Arc<Ctx>,
+) {
+    let mut retry = tokio::time::interval(WARMUP_RETRY);
+    // Warm-up publishes still waiting for a subscribed peer.
+    let mut waiting: Vec<(u64, usize, Vec<u8>)> = Vec::new();
+    loop {
+        tokio::select! {
+            command = rx.recv() => match command {
+                None => return,
+                Some(Command::Publish(n, r, data, warmup)) => {
+                    if swarm.behaviour_mut().gossip.publish(topic(r), data.clone()).is_err() {
+                        if warmup {
+                            waiting.push((n, r, data));
+                        } else {
+                            ctx.rec.failed(n);
+                        }
+                    }
+                }
+                Some(Command::Dm(peer, to, data)) => {
+                    swarm.behaviour_mut().rr.send_request_with_addresses(&peer, data, vec![addr_of(to)]);
+                }
+            },
+            _ = retry.tick(), if !waiting.is_empty() => {
+                waiting.retain(|(_, r, data)| {
+                    swarm.behaviour_mut().gossip.publish(topic(*r), data.clone()).is_err()
+                });
+            }
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::Behaviour(BareEvent::Gossip(gossipsub::Event::Message { message, .. })) => {
+                    if let Some(n) = number(&message.data) {
+                        ctx.rec.received(n, idx, ctx.rec.now());
+                    }
+                }
+                SwarmEvent::Behaviour(BareEvent::Rr(request_response::Event::Message {
+                    message: request_response::Message::Request { request, channel, .. }, ..
+                })) => {
+                    if let Some(n) = number(&request) {
+                        ctx.rec.received(n, idx, ctx.rec.now());
+                    }
+                    let _ = swarm.behaviour_mut().rr.send_response(channel, b"ok".to_vec());
+                }
+                _ => {}
+            },
+        }
+    }
+}
+
+impl Nodes for BaselineNodes {
+    async fn start_all(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() as NodeIdx {
+            self.start(i)?;
+        }
+        Ok(())
+    }
+
+    async fn set_up(&mut self) -> anyhow::Result<()> {
+        Ok(()) // no contacts or room state in raw gossipsub
+    }
+
+    fn send(&mut self, n: u64, from: NodeIdx, target: Target, _text: String) {
+        let size = self.ctx.scenario.workload.size;
+        let warmup = self.ctx.rec.lock().sent.get(&n).is_some_and(|s| s.warmup);
+        let command = match target {
+            Target::Room(r) => Command::Publish(n, r, frame(n, size), warmup),
+            Target::Dm(to) => Command::Dm(self.nodes[to as usize].peer, to, frame(n, size)),
+        };
+        let ok = self.nodes[from as usize]
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(command).is_ok());
+        if !ok {
+            self.ctx.rec.failed(n);
+        }
+    }
+
+    async fn stop(&mut self, idx: NodeIdx) {
+        let node = &mut self.nodes[idx as usize];
+        node.tx = None;
+        if let Some(t) = node.task.take() {
+            t.abort();
+        }
+    }
+
+    async fn restart(&mut self, idx: NodeIdx) -> anyhow::Result<()> {
+        self.start(idx)
+    }
+
+    async fn stop_all(&mut self) {
+        for i in 0..self.nodes.len() as NodeIdx {
+            self.stop(i).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_carry_their_number() {
+        assert_eq!(number(&frame(42, 200)), Some(42));
+        assert_eq!(frame(1, 200).len(), 200);
+        assert_eq!(number(&[1, 2]), None);
+    }
+}

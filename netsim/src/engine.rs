@@ -1,0 +1,314 @@
+//! The production nodes: one `safemeet-engine` per simulated node, each
+//! over its own encrypted in-memory store, its network on the modelled
+//! transport (real Noise + yamux, real gossipsub, Kademlia, identify,
+//! request-response).
+//!
+//! A node's event log tells when a message arrived: a watcher per node
+//! reads new log entries as the log's cursor moves and records the first
+//! receipt of each message.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::PeerId;
+use libp2p::multiaddr::Protocol;
+use safemeet_crypto::EncryptedStore;
+use safemeet_crypto::account::Account;
+use safemeet_crypto::at_rest::{DataKey, StoreCipher};
+use safemeet_crypto::machine::CryptoMachine;
+use safemeet_engine::{EngineConfig, EngineHandle, LogEntry};
+use safemeet_net::NetConfig;
+use safemeet_proto::clock::{Clock, SystemClock};
+use safemeet_proto::{DisplayName, UserId, Username};
+use safemeet_store::MemoryStore;
+use tokio::task::JoinHandle;
+
+use crate::plan::Target;
+use crate::record::number_of;
+use crate::run::{Ctx, Nodes};
+use crate::transport::{NodeIdx, addr_of};
+
+/// Set-up calls (invites, contacts) in flight at once.
+const SETUP_CONCURRENCY: usize = 32;
+/// Longest wait for a node to stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Node {
+    store: EncryptedStore<MemoryStore>,
+    user: UserId,
+    peer: PeerId,
+    engine: Option<EngineHandle>,
+    watcher: Option<JoinHandle<()>>,
+    /// The event-log cursor the watcher has read up to: a restarted node's
+    /// watcher goes on from there (the log survives in the store), so old
+    /// entries are not counted twice.
+    cursor: Arc<AtomicU64>,
+}
+
+/// The production nodes of a run.
+pub struct EngineNodes {
+    ctx: Arc<Ctx>,
+    nodes: Vec<Node>,
+}
+
+fn name(i: NodeIdx) -> String {
+    format!("n{i}")
+}
+
+fn room_name(r: usize) -> String {
+    format!("r{r}")
+}
+
+impl EngineNodes {
+    /// Creates an account and store for every node of the plan.
+    pub fn new(ctx: Arc<Ctx>) -> anyhow::Result<Self> {
+        let mut nodes = Vec::with_capacity(ctx.plan.nodes);
+        for i in 0..ctx.plan.nodes as NodeIdx {
+            let store =
+                EncryptedStore::new(MemoryStore::new(), StoreCipher::new(&DataKey::generate()));
+            let account = Account::create(
+                Username::new(name(i))?,
+                DisplayName::new(name(i))?,
+                vec![],
+                SystemClock.now(),
+            )?;
+            CryptoMachine::store_account(&store, &account)?;
+            nodes.push(Node {
+                store,
+                user: account.user_id(),
+                peer: account.libp2p_keypair().public().to_peer_id(),
+                engine: None,
+                watcher: None,
+                cursor: Arc::new(AtomicU64::new(0)),
+            });
+        }
+        Ok(Self { ctx, nodes })
+    }
+
+    fn config(&self, i: NodeIdx) -> EngineConfig {
+        let k = &self.ctx.scenario.node;
+        let bootstrap = self.ctx.plan.dials[i as usize]
+            .iter()
+            .map(|j| addr_of(*j).with(Protocol::P2p(self.nodes[*j as usize].peer)))
+            .collect();
+        EngineConfig {
+            net: NetConfig {
+                listen: vec![addr_of(i)],
+                bootstrap,
+                mdns: false,
+                heartbeat: Duration::from_millis(k.heartbeat_ms),
+                transport: Some(self.ctx.hub.transport_for(i)),
+                ..NetConfig::default()
+            },
+            gossip_grace: Duration::from_millis(k.gossip_grace_ms),
+            retry_initial: Duration::from_millis(k.retry_initial_ms),
+            retry_max: Duration::from_millis(k.retry_max_ms),
+            ..EngineConfig::default()
+        }
+    }
+
+    fn start(&mut self, i: NodeIdx) -> anyhow::Result<()> {
+        let config = self.config(i);
+        let node = &mut self.nodes[i as usize];
+        let machine = CryptoMachine::open(node.store.clone())?;
+        let engine = safemeet_engine::start(machine, config)?;
+        node.watcher = Some(tokio::spawn(watch(
+            engine.clone(),
+            i,
+            node.user,
+            node.cursor.clone(),
+            self.ctx.clone(),
+        )));
+        node.engine = Some(engine);
+        Ok(())
+    }
+
+    fn engine(&self, i: NodeIdx) -> anyhow::Result<EngineHandle> {
+        self.nodes[i as usize]
+            .engine
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("node {i} is not running"))
+    }
+}
+
+/// Records every message and room join in a node's event log.
+async fn watch(
+    engine: EngineHandle,
+    idx: NodeIdx,
+    me: UserId,
+    read: Arc<AtomicU64>,
+    ctx: Arc<Ctx>,
+) {
+    let mut log = engine.log_watch();
+    let mut cursor = read.load(Ordering::Relaxed);
+    loop {
+        let at = ctx.rec.now();
+        loop {
+            let Ok(page) = engine.events(cursor, 512).await else {
+                return;
+            };
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            cursor = *last;
+            read.store(cursor, Ordering::Relaxed);
+            for (_, entry) in page {
+                match entry {
+                    LogEntry::Message { entry, .. } if entry.sender != me => {
+                        if let Some(n) = number_of(&entry.text) {
+                            ctx.rec.received(n, idx, at);
+                        }
+                    }
+                    LogEntry::Room { name, .. } => ctx.rec.joined(idx, name),
+                    _ => {}
+                }
+            }
+        }
+        if log.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Nodes for EngineNodes {
+    async fn start_all(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() as NodeIdx {
+            self.start(i)?;
+        }
+        Ok(())
+    }
+
+    async fn set_up(&mut self) -> anyhow::Result<()> {
+        let plan = &self.ctx.plan;
+        let timeout = Duration::from_secs_f64(self.ctx.scenario.node.setup_timeout_s);
+        // Invites carry listen addresses: wait for them.
+        let engines: Vec<EngineHandle> = (0..self.nodes.len() as NodeIdx)
+            .map(|i| self.engine(i))
+            .collect::<anyhow::Result<_>>()?;
+        let invites: Vec<String> = tokio::time::timeout(
+            timeout,
+            futures::stream::iter(engines.iter().cloned())
+                .map(|e| async move {
+                    let mut watch = e.log_watch();
+                    while e.listen_addrs().await?.is_empty() {
+                        // The listen address appears as soon as the swarm
+                        // runs; the log does not move meanwhile, so wait
+                        // for either with a short bound.
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(20), watch.changed()).await;
+                    }
+                    e.invite().await
+                })
+                .buffered(SETUP_CONCURRENCY)
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("nodes did not start listening in time"))?
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+
+        let adds = plan
+            .contacts
+            .iter()
+            .flat_map(|(a, b)| [(*a, *b), (*b, *a)])
+            .map(|(me, them)| {
+                let e = engines[me as usize].clone();
+                let invite = invites[them as usize].clone();
+                async move { e.add_contact(&invite, Some(name(them))).await }
+            });
+        let added: Vec<_> = tokio::time::timeout(
+            timeout,
+            futures::stream::iter(adds)
+                .buffer_unordered(SETUP_CONCURRENCY)
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("contacts were not added in time"))?;
+        for r in added {
+            r?;
+        }
+
+        for (r, members) in plan.rooms.iter().enumerate() {
+            let Some((creator, rest)) = members.split_first() else {
+                continue;
+            };
+            engines[*creator as usize]
+                .create_room(&room_name(r), rest.iter().map(|m| name(*m)).collect())
+                .await?;
+        }
+        let rooms = plan.rooms.clone();
+        let joined = self
+            .ctx
+            .rec
+            .wait_for(timeout, |o| {
+                rooms.iter().enumerate().all(|(r, members)| {
+                    members
+                        .iter()
+                        .skip(1)
+                        .all(|m| o.joined.contains(&(*m, room_name(r))))
+                })
+            })
+            .await;
+        if !joined {
+            // Measure anyway: the messages of a room not joined count as
+            // undelivered, and the delivery assertion says so.
+            tracing::warn!("room members did not all join within the set-up timeout");
+            eprintln!("netsim: room members did not all join within the set-up timeout");
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, n: u64, from: NodeIdx, target: Target, text: String) {
+        let Ok(engine) = self.engine(from) else {
+            self.ctx.rec.failed(n);
+            return;
+        };
+        let target = match target {
+            Target::Room(r) => room_name(r),
+            Target::Dm(to) => name(to),
+        };
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = engine.send(&target, &text).await {
+                tracing::debug!(error = %e, "a send failed");
+                ctx.rec.failed(n);
+            }
+        });
+    }
+
+    async fn stop(&mut self, idx: NodeIdx) {
+        let node = &mut self.nodes[idx as usize];
+        if let Some(w) = node.watcher.take() {
+            w.abort();
+        }
+        if let Some(e) = node.engine.take() {
+            let _ = tokio::time::timeout(STOP_TIMEOUT, e.shutdown()).await;
+        }
+    }
+
+    async fn restart(&mut self, idx: NodeIdx) -> anyhow::Result<()> {
+        self.start(idx)
+    }
+
+    async fn stop_all(&mut self) {
+        let engines: Vec<EngineHandle> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| {
+                if let Some(w) = n.watcher.take() {
+                    w.abort();
+                }
+                n.engine.take()
+            })
+            .collect();
+        futures::stream::iter(engines)
+            .map(|e| async move {
+                let _ = tokio::time::timeout(STOP_TIMEOUT, e.shutdown()).await;
+            })
+            .buffer_unordered(SETUP_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+    }
+}

@@ -1,0 +1,339 @@
+//! The plan of a run, drawn from the scenario's seed before anything
+//! starts: who dials whom, who is in which room, which contacts exist,
+//! every send (time, sender, target) and every fault with its victims.
+//! The engine run and the raw-gossipsub baseline follow the same plan.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::scenario::{Fault, Scenario, Topology, Victims};
+use crate::transport::{CutMode, NodeIdx};
+
+/// Where a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A group room, by index.
+    Room(usize),
+    /// A DM to a node.
+    Dm(NodeIdx),
+}
+
+/// One planned send.
+#[derive(Debug, Clone)]
+pub struct Send {
+    /// When, from the start of the workload.
+    pub at: Duration,
+    /// Who sends.
+    pub from: NodeIdx,
+    /// Where to.
+    pub target: Target,
+}
+
+/// A fault with its victims resolved.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Split the network: `side[i]` is node i's side.
+    Partition(Vec<u32>, CutMode),
+    /// End the partition.
+    Heal,
+    /// Crash these nodes.
+    Crash(Vec<NodeIdx>),
+    /// Restart the nodes crashed last.
+    Restart,
+    /// Take these nodes offline.
+    Offline(Vec<NodeIdx>),
+    /// Bring the nodes taken offline last back.
+    Online,
+}
+
+/// The plan of one run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Node count.
+    pub nodes: usize,
+    /// Each node's cluster (0 for topologies without clusters).
+    pub cluster: Vec<u32>,
+    /// Each node's dials at start.
+    pub dials: Vec<Vec<NodeIdx>>,
+    /// Each room's members; the first one creates the room.
+    pub rooms: Vec<Vec<NodeIdx>>,
+    /// Contact pairs (a < b): members of a common room.
+    pub contacts: Vec<(NodeIdx, NodeIdx)>,
+    /// Each node's contacts.
+    pub contacts_of: Vec<Vec<NodeIdx>>,
+    /// The sends, in time order.
+    pub sends: Vec<Send>,
+    /// The faults, in time order.
+    pub faults: Vec<(Duration, Action)>,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+fn victims(rng: &mut StdRng, n: usize, v: &Victims) -> Vec<NodeIdx> {
+    let mut out: BTreeSet<NodeIdx> = v
+        .nodes
+        .iter()
+        .filter(|i| **i < n)
+        .map(|i| *i as NodeIdx)
+        .collect();
+    let want = (v.fraction * n as f64).round() as usize;
+    let mut all: Vec<NodeIdx> = (0..n as NodeIdx).collect();
+    all.shuffle(rng);
+    out.extend(all.into_iter().take(want));
+    out.into_iter().collect()
+}
+
+impl Plan {
+    /// Draws the plan of `s`.
+    pub fn new(s: &Scenario) -> Self {
+        let n = s.nodes.count;
+        let mut rng = StdRng::seed_from_u64(s.seed);
+        let (cluster, dials) = topology(&mut rng, n, &s.topology);
+
+        let size = s.room_size();
+        // Room r takes a stretch of a seeded permutation of the nodes, so
+        // that every node is in some room when count × size ≥ n.
+        let mut perm: Vec<NodeIdx> = (0..n as NodeIdx).collect();
+        perm.shuffle(&mut rng);
+        let rooms: Vec<Vec<NodeIdx>> = (0..s.rooms.count)
+            .map(|r| (0..size).map(|i| perm[(r * size + i) % n]).collect())
+            .collect();
+        let mut pairs = BTreeSet::new();
+        for members in &rooms {
+            for (i, a) in members.iter().enumerate() {
+                for b in &members[i + 1..] {
+                    pairs.insert(((*a).min(*b), (*a).max(*b)));
+                }
+            }
+        }
+        let contacts: Vec<_> = pairs.into_iter().collect();
+        let mut contacts_of = vec![Vec::new(); n];
+        for (a, b) in &contacts {
+            contacts_of[*a as usize].push(*b);
+            contacts_of[*b as usize].push(*a);
+        }
+
+        let w = &s.workload;
+        let count = (w.rate * w.duration_s).round() as usize;
+        let step = Duration::from_secs_f64(1.0 / w.rate);
+        let mut sends = Vec::with_capacity(count);
+        for i in 0..count {
+            let at = step * i as u32;
+            let dm = w.dm_share > 0.0 && rng.gen_bool(w.dm_share.min(1.0));
+            let send = if dm {
+                let from = rng.gen_range(0..n) as NodeIdx;
+                match contacts_of[from as usize].choose(&mut rng) {
+                    Some(to) => Send {
+                        at,
+                        from,
+                        target: Target::Dm(*to),
+                    },
+                    None => continue,
+                }
+            } else {
+                if rooms.is_empty() {
+                    continue;
+                }
+                let r = rng.gen_range(0..rooms.len());
+                let Some(from) = rooms[r].choose(&mut rng) else {
+                    continue;
+                };
+                Send {
+                    at,
+                    from: *from,
+                    target: Target::Room(r),
+                }
+            };
+            sends.push(send);
+        }
+
+        let mut faults: Vec<(Duration, Action)> = s
+            .faults
+            .iter()
+            .map(|f| {
+                let action = match f {
+                    Fault::Partition { fraction, mode, .. } => {
+                        let cut: BTreeSet<NodeIdx> = victims(
+                            &mut rng,
+                            n,
+                            &Victims {
+                                nodes: Vec::new(),
+                                fraction: *fraction,
+                            },
+                        )
+                        .into_iter()
+                        .collect();
+                        let side = (0..n as NodeIdx)
+                            .map(|i| u32::from(cut.contains(&i)))
+                            .collect();
+                        Action::Partition(side, *mode)
+                    }
+                    Fault::Heal { .. } => Action::Heal,
+                    Fault::Crash { victims: v, .. } => Action::Crash(victims(&mut rng, n, v)),
+                    Fault::Restart { .. } => Action::Restart,
+                    Fault::Offline { victims: v, .. } => Action::Offline(victims(&mut rng, n, v)),
+                    Fault::Online { .. } => Action::Online,
+                };
+                (secs(f.at_s()), action)
+            })
+            .collect();
+        faults.sort_by_key(|(at, _)| *at);
+
+        Self {
+            nodes: n,
+            cluster,
+            dials,
+            rooms,
+            contacts,
+            contacts_of,
+            sends,
+            faults,
+        }
+    }
+
+    /// Distinct links the topology asks for.
+    pub fn planned_links(&self) -> usize {
+        let mut set = BTreeSet::new();
+        for (a, ds) in self.dials.iter().enumerate() {
+            for b in ds {
+                let a = a as NodeIdx;
+                set.insert((a.min(*b), a.max(*b)));
+            }
+        }
+        set.len()
+    }
+}
+
+fn topology(rng: &mut StdRng, n: usize, t: &Topology) -> (Vec<u32>, Vec<Vec<NodeIdx>>) {
+    let pick = |rng: &mut StdRng, me: usize, pool: &[NodeIdx], k: usize| -> Vec<NodeIdx> {
+        let others: Vec<NodeIdx> = pool.iter().copied().filter(|p| *p as usize != me).collect();
+        others
+            .choose_multiple(rng, k.min(others.len()))
+            .copied()
+            .collect()
+    };
+    match t {
+        Topology::Full => {
+            let dials = (0..n)
+                .map(|a| ((a + 1)..n).map(|b| b as NodeIdx).collect())
+                .collect();
+            (vec![0; n], dials)
+        }
+        Topology::RandomK { k } => {
+            let all: Vec<NodeIdx> = (0..n as NodeIdx).collect();
+            let dials = (0..n).map(|a| pick(rng, a, &all, *k)).collect();
+            (vec![0; n], dials)
+        }
+        Topology::Clusters {
+            clusters,
+            k,
+            bridges,
+        } => {
+            let c = (*clusters).clamp(1, n);
+            let cluster: Vec<u32> = (0..n).map(|i| (i % c) as u32).collect();
+            let dials = (0..n)
+                .map(|a| {
+                    let (inside, outside): (Vec<NodeIdx>, Vec<NodeIdx>) =
+                        (0..n as NodeIdx).partition(|b| cluster[*b as usize] == cluster[a]);
+                    let mut d = pick(rng, a, &inside, *k);
+                    d.extend(pick(rng, a, &outside, *bridges));
+                    d
+                })
+                .collect();
+            (cluster, dials)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn scenario(extra: &str) -> Scenario {
+        Scenario::parse(&format!(
+            r#"
+name = "t"
+seed = 9
+[nodes]
+count = 30
+[topology]
+kind = "random-k"
+k = 3
+[links.default]
+latency_ms = 10
+[rooms]
+count = 3
+members = 10
+[workload]
+rate = 10
+duration_s = 10
+dm_share = 0.3
+{extra}
+"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_plan_is_fixed_by_the_seed() {
+        let (a, b) = (Plan::new(&scenario("")), Plan::new(&scenario("")));
+        assert_eq!(a.dials, b.dials);
+        assert_eq!(a.rooms, b.rooms);
+        assert_eq!(a.sends.len(), b.sends.len());
+        assert!(
+            a.sends
+                .iter()
+                .zip(&b.sends)
+                .all(|(x, y)| x.from == y.from && x.target == y.target)
+        );
+    }
+
+    #[test]
+    fn rooms_cover_every_node_and_sends_follow_membership() {
+        let p = Plan::new(&scenario(""));
+        let mut covered = BTreeSet::new();
+        for r in &p.rooms {
+            assert_eq!(r.len(), 10);
+            covered.extend(r.iter().copied());
+        }
+        assert_eq!(covered.len(), 30);
+        assert_eq!(p.sends.len(), 100);
+        for s in &p.sends {
+            match s.target {
+                Target::Room(r) => assert!(p.rooms[r].contains(&s.from)),
+                Target::Dm(to) => assert!(p.contacts_of[s.from as usize].contains(&to)),
+            }
+        }
+        assert!(p.dials.iter().all(|d| d.len() == 3));
+    }
+
+    #[test]
+    fn faults_resolve_their_victims() {
+        let p = Plan::new(&scenario(
+            r#"
+[[faults]]
+kind = "crash"
+at_s = 2
+fraction = 0.3
+[[faults]]
+kind = "partition"
+at_s = 1
+fraction = 0.5
+mode = "reset"
+"#,
+        ));
+        assert!(
+            matches!(&p.faults[0].1, Action::Partition(side, CutMode::Reset)
+            if side.iter().filter(|s| **s == 1).count() == 15)
+        );
+        assert!(matches!(&p.faults[1].1, Action::Crash(v) if v.len() == 9));
+    }
+}

@@ -1,0 +1,303 @@
+//! Running a plan: set-up, the timed workload with its faults, the drain.
+//!
+//! The driver is the same for the production nodes ([`crate::engine`]) and
+//! the raw-gossipsub baseline ([`crate::baseline`]); each implements
+//! [`Nodes`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::plan::{Action, Plan, Target};
+use crate::record::{Recorder, Sent, clock, text_of};
+use crate::scenario::Scenario;
+use crate::transport::{Hub, NodeIdx};
+
+/// A simulated network of nodes the driver can drive.
+pub trait Nodes {
+    /// Starts every node; returns once each listens.
+    fn start_all(&mut self) -> impl Future<Output = anyhow::Result<()>>;
+    /// Contacts, rooms and whatever else must exist before warm-up.
+    fn set_up(&mut self) -> impl Future<Output = anyhow::Result<()>>;
+    /// Starts sending message `n` (returns without waiting for it).
+    fn send(&mut self, n: u64, from: NodeIdx, target: Target, text: String);
+    /// Stops a node (crash).
+    fn stop(&mut self, idx: NodeIdx) -> impl Future<Output = ()>;
+    /// Starts a stopped node again with its state.
+    fn restart(&mut self, idx: NodeIdx) -> impl Future<Output = anyhow::Result<()>>;
+    /// Stops everything at the end.
+    fn stop_all(&mut self) -> impl Future<Output = ()>;
+}
+
+/// Shared context of a run.
+pub struct Ctx {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Its plan.
+    pub plan: Plan,
+    /// The modelled network.
+    pub hub: Arc<Hub>,
+    /// The record.
+    pub rec: Arc<Recorder>,
+    /// Time zero.
+    pub start: Instant,
+}
+
+impl Ctx {
+    /// A context for `scenario`: the plan and a fresh network.
+    pub fn new(scenario: Scenario) -> Arc<Self> {
+        let plan = Plan::new(&scenario);
+        let start = clock();
+        let cluster = plan.cluster.clone();
+        let s = scenario.clone();
+        let hub = Hub::new(plan.nodes, scenario.seed, start, move |a, b| {
+            s.profile(cluster.get(a as usize) == cluster.get(b as usize))
+        });
+        Arc::new(Self {
+            scenario,
+            plan,
+            hub,
+            rec: Recorder::new(start),
+            start,
+        })
+    }
+
+    /// Who gets a message to `target` from `from`.
+    pub fn recipients(&self, from: NodeIdx, target: Target) -> Vec<NodeIdx> {
+        match target {
+            Target::Dm(to) => vec![to],
+            Target::Room(r) => self.plan.rooms[r]
+                .iter()
+                .copied()
+                .filter(|m| *m != from)
+                .collect(),
+        }
+    }
+}
+
+/// Times the driver reports.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Phases {
+    /// Seconds from start until the planned links were all open.
+    pub time_to_connect_s: Option<f64>,
+    /// Seconds of set-up (start, contacts, rooms, warm-up).
+    pub setup_s: f64,
+    /// Warm-up finished in time.
+    pub warmup_complete: bool,
+    /// When the workload started, seconds since the start of the run.
+    pub workload_start_s: f64,
+    /// When it ended (last send).
+    pub workload_end_s: f64,
+    /// When the drain ended.
+    pub end_s: f64,
+    /// Heals: seconds since the start of the run.
+    pub heals_s: Vec<f64>,
+    /// Restarts and returns online: seconds since the start of the run.
+    pub returns_s: Vec<f64>,
+    /// Nodes down at the end (crashed and not restarted).
+    pub down_at_end: Vec<NodeIdx>,
+}
+
+/// Called with (seconds into the workload, total seconds, delivered so far)
+/// as the run progresses.
+pub type Progress<'a> = &'a (dyn Fn(&str, f64, f64) + Sync);
+
+/// Runs the whole plan on `nodes`.
+pub async fn drive<N: Nodes>(
+    ctx: &Arc<Ctx>,
+    nodes: &mut N,
+    progress: Progress<'_>,
+) -> anyhow::Result<Phases> {
+    let s = &ctx.scenario;
+    let plan = &ctx.plan;
+    let rec = &ctx.rec;
+    let mut phases = Phases::default();
+    let setup_timeout = Duration::from_secs_f64(s.node.setup_timeout_s);
+
+    progress("starting nodes", 0.0, 0.0);
+    nodes.start_all().await?;
+    progress("contacts and rooms", 0.0, 0.0);
+    nodes.set_up().await?;
+
+    // Warm-up: every room member says hello once, so room keys and
+    // connections exist before measuring.
+    progress("warm-up", 0.0, 0.0);
+    let mut n: u64 = 0;
+    for (r, members) in plan.rooms.iter().enumerate() {
+        for m in members {
+            n += 1;
+            let to = ctx.recipients(*m, Target::Room(r));
+            rec.sent(
+                n,
+                Sent {
+                    at: rec.now(),
+                    from: *m,
+                    to,
+                    warmup: true,
+                    dm: false,
+                    failed: false,
+                    bytes: s.workload.size,
+                },
+            );
+            nodes.send(n, *m, Target::Room(r), text_of(n, true, s.workload.size));
+        }
+    }
+    let all_alive = vec![true; plan.nodes];
+    phases.warmup_complete = rec
+        .wait_for(setup_timeout, |o| {
+            Recorder::all_delivered(o, true, &all_alive)
+        })
+        .await;
+    if !phases.warmup_complete {
+        tracing::warn!("warm-up did not complete within the set-up timeout; measuring anyway");
+    }
+    phases.setup_s = rec.now().as_secs_f64();
+    let planned = plan.planned_links();
+    phases.time_to_connect_s = rec
+        .lock()
+        .samples
+        .iter()
+        .find(|x| x.connections >= planned)
+        .map(|x| x.t_s);
+
+    // The workload and its faults, on one timeline.
+    let t0 = clock();
+    phases.workload_start_s = rec.now().as_secs_f64();
+    let total = s.workload.duration_s + s.workload.drain_s;
+    let mut down = vec![false; plan.nodes];
+    let (mut crashed, mut offline): (Vec<NodeIdx>, Vec<NodeIdx>) = (Vec::new(), Vec::new());
+    let mut sends = plan.sends.iter().peekable();
+    let mut faults = plan.faults.iter().peekable();
+    loop {
+        let next_send = sends.peek().map(|x| x.at);
+        let next_fault = faults.peek().map(|(at, _)| *at);
+        let fault_first = match (next_send, next_fault) {
+            (None, None) => break,
+            (Some(a), Some(b)) => b <= a,
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+        };
+        let at = if fault_first { next_fault } else { next_send }.unwrap_or_default();
+        tokio::time::sleep_until(tokio::time::Instant::from_std(t0 + at)).await;
+        if fault_first {
+            let Some((_, action)) = faults.next() else {
+                break;
+            };
+            apply(
+                ctx,
+                nodes,
+                action,
+                &mut down,
+                &mut crashed,
+                &mut offline,
+                &mut phases,
+            )
+            .await?;
+        } else {
+            let Some(send) = sends.next() else {
+                break;
+            };
+            if down[send.from as usize] {
+                continue; // a crashed node sends nothing
+            }
+            n += 1;
+            rec.sent(
+                n,
+                Sent {
+                    at: rec.now(),
+                    from: send.from,
+                    to: ctx.recipients(send.from, send.target),
+                    warmup: false,
+                    dm: matches!(send.target, Target::Dm(_)),
+                    failed: false,
+                    bytes: s.workload.size,
+                },
+            );
+            nodes.send(
+                n,
+                send.from,
+                send.target,
+                text_of(n, false, s.workload.size),
+            );
+            let delivered = rec.lock().samples.last().map_or(0, |x| x.delivered);
+            progress("workload", at.as_secs_f64(), delivered as f64);
+        }
+    }
+    phases.workload_end_s = rec.now().as_secs_f64();
+    let workload_end = clock();
+    let until = Duration::from_secs_f64(s.workload.duration_s + s.workload.drain_s);
+    let remaining = (t0 + until).saturating_duration_since(clock());
+    let alive: Vec<bool> = down.iter().map(|d| !d).collect();
+    progress("drain", s.workload.duration_s, 0.0);
+    let _ = rec
+        .wait_for(remaining, |o| Recorder::all_delivered(o, false, &alive))
+        .await;
+    progress(
+        "done",
+        total.min(
+            s.workload.duration_s
+                + clock()
+                    .saturating_duration_since(workload_end)
+                    .as_secs_f64(),
+        ),
+        0.0,
+    );
+    phases.end_s = rec.now().as_secs_f64();
+    phases.down_at_end = down
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d)
+        .map(|(i, _)| i as NodeIdx)
+        .collect();
+    nodes.stop_all().await;
+    Ok(phases)
+}
+
+async fn apply<N: Nodes>(
+    ctx: &Ctx,
+    nodes: &mut N,
+    action: &Action,
+    down: &mut [bool],
+    crashed: &mut Vec<NodeIdx>,
+    offline: &mut Vec<NodeIdx>,
+    phases: &mut Phases,
+) -> anyhow::Result<()> {
+    let now_s = || ctx.rec.now().as_secs_f64();
+    match action {
+        Action::Partition(side, mode) => ctx.hub.partition(side.clone(), *mode),
+        Action::Heal => {
+            ctx.hub.heal();
+            phases.heals_s.push(now_s());
+        }
+        Action::Crash(victims) => {
+            for v in victims {
+                ctx.hub.crash(*v);
+                down[*v as usize] = true;
+            }
+            for v in victims {
+                nodes.stop(*v).await;
+            }
+            crashed.clone_from(victims);
+        }
+        Action::Restart => {
+            for v in crashed.drain(..) {
+                ctx.hub.restart(v);
+                nodes.restart(v).await?;
+                down[v as usize] = false;
+            }
+            phases.returns_s.push(now_s());
+        }
+        Action::Offline(victims) => {
+            for v in victims {
+                ctx.hub.set_offline(*v, true);
+            }
+            offline.clone_from(victims);
+        }
+        Action::Online => {
+            for v in offline.drain(..) {
+                ctx.hub.set_offline(v, false);
+            }
+            phases.returns_s.push(now_s());
+        }
+    }
+    Ok(())
+}
