@@ -7,6 +7,7 @@
 //! reads new log entries as the log's cursor moves and records the first
 //! receipt of each message.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -92,11 +93,18 @@ impl EngineNodes {
         let bootstrap = self.ctx.plan.dials[i as usize]
             .iter()
             .map(|j| addr_of(*j).with(Protocol::P2p(self.nodes[*j as usize].peer)))
-            .collect();
+            .collect::<Vec<_>>();
+        // Every node is a Kademlia client here (no public address), so its
+        // routing table holds its bootstrap peers and nothing else: buckets
+        // that large keep that table and save the memory of 256 buckets of
+        // 20 allocated up front (see netsim/README.md, Memory).
+        let kad_bucket_size =
+            NonZeroUsize::new(bootstrap.len().max(1)).unwrap_or(libp2p::kad::K_VALUE);
         EngineConfig {
             net: NetConfig {
                 listen: vec![addr_of(i)],
                 bootstrap,
+                kad_bucket_size,
                 mdns: false,
                 heartbeat: Duration::from_millis(k.heartbeat_ms),
                 transport: Some(self.ctx.hub.transport_for(i)),

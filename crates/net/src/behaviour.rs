@@ -91,11 +91,10 @@ impl Behaviour {
         )
         .map_err(|e| format!("gossipsub: {e}"))?;
 
-        let kad = kad::Behaviour::with_config(
-            local,
-            kad::store::MemoryStore::new(local),
-            kad::Config::new(KAD_PROTOCOL),
-        );
+        let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+        kad_config.set_kbucket_size(config.kad_bucket_size);
+        let kad =
+            kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_config);
         let identify = identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
                 .with_push_listen_addr_updates(true),

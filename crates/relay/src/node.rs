@@ -54,6 +54,11 @@ pub struct RelayConfig {
     /// Serve `/metrics` and `/status` here, to these addresses only.
     /// Default: off.
     pub metrics: Option<MetricsConfig>,
+    /// A transport to use instead of TCP, QUIC and the memory transport,
+    /// still under Noise + yamux, as `safemeet_net::NetConfig::transport`
+    /// (the network simulator's modelled links). Default `None`: the
+    /// production transports.
+    pub transport: Option<safemeet_net::CustomTransport>,
 }
 
 /// Where operator metrics are served, and to whom.
@@ -78,6 +83,7 @@ impl Default for RelayConfig {
             peer_rate: 200,
             peer_burst: 400,
             metrics: None,
+            transport: None,
         }
     }
 }
@@ -163,7 +169,7 @@ pub fn spawn<S: Store + Send + 'static>(
     let peer_id = key.public().to_peer_id();
     let request_timeout = config.request_timeout;
     // A relay serves circuits; it never uses one, so it drops the client.
-    let mut swarm = safemeet_net::build_swarm(key, config.idle_timeout, |key, _| {
+    let behaviour = |key: &Keypair, _| {
         let local = key.public().to_peer_id();
         let mut kad = kad::Behaviour::with_config(
             local,
@@ -195,7 +201,11 @@ pub fn spawn<S: Store + Send + 'static>(
             circuits: libp2p::relay::Behaviour::new(local, libp2p::relay::Config::default()),
             autonat: libp2p::autonat::v2::server::Behaviour::default(),
         })
-    })
+    };
+    let mut swarm = match &config.transport {
+        None => safemeet_net::build_swarm(key, config.idle_timeout, behaviour),
+        Some(custom) => safemeet_net::build_swarm_over(key, custom, config.idle_timeout, behaviour),
+    }
     .map_err(|e| Error::Setup(e.to_string()))?;
     for addr in &config.listen {
         swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
