@@ -694,9 +694,19 @@ fn own_tcp_addr(home: &Path) -> String {
         .to_owned()
 }
 
+/// How many envelopes a relay started with `--metrics` holds.
+fn relay_holds(relay: &support::Relay) -> Option<u64> {
+    let mut stream = std::net::TcpStream::connect(relay.metrics.as_deref()?).ok()?;
+    write!(stream, "GET /status HTTP/1.1\r\nhost: relay\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).ok()?;
+    let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1)?).ok()?;
+    body["envelopes"].as_u64()
+}
+
 /// A relay; Alice, and Bob who uses the relay, running and contacts.
 fn met_with_a_relay(dir: &Path) -> (support::Relay, String, PathBuf, PathBuf, Daemon, Daemon) {
-    let relay = support::Relay::start(&dir.join("relay"), &[]);
+    let relay = support::Relay::start(&dir.join("relay"), &["--metrics", "127.0.0.1:0"]);
     let relay_addr = relay.addr.to_string();
     let (alice, bob) = (init(dir, "alice"), init(dir, "bob"));
     let da = Daemon::start(&alice, "/ip4/127.0.0.1/tcp/0");
@@ -751,6 +761,10 @@ fn an_offline_device_gets_what_was_left_on_its_relay_exactly_once() {
             has_message(&bob, from, text, None).then_some(())
         });
     }
+    // What he stored is deleted from the relay.
+    eventually("the relay to hold nothing more", || {
+        (relay_holds(&relay) == Some(0)).then_some(())
+    });
     db.stop();
     let db = Daemon::start_with(&bob, &bob_listen, &["--relay", &relay_addr]);
     for (target, text) in &sent {

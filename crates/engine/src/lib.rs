@@ -1811,12 +1811,31 @@ impl<S: Store + Clone + 'static> Engine<S> {
     async fn mailbox_page(&mut self, page: mailbox::Page) {
         let mut taken = Vec::with_capacity(page.envelopes.len());
         let key = self.machine.account().mailbox_key(page.epoch);
+        // Deposits arrive in the order they were made, not sent: to-device
+        // messages (room keys, room state) first, then what they unlock.
+        let mut frames = Vec::with_capacity(page.envelopes.len());
         for envelope in &page.envelopes {
-            let Ok(frame) = key.open(&envelope.envelope) else {
+            match key.open(&envelope.envelope) {
+                Ok(frame) => frames.push((envelope.id, frame)),
                 // Not for this device, or damaged: nothing to keep it for.
-                taken.push(envelope.id);
-                continue;
-            };
+                Err(_) => taken.push(envelope.id),
+            }
+        }
+        let to_device = |f: &[u8]| matches!(Envelope::from_frame(f), Ok(Envelope::ToDevice(_)));
+        frames.sort_by_key(|(_, f)| !to_device(f));
+        let mut later = Vec::new();
+        for (id, frame) in frames {
+            let (answer, stored) = self.receive(Source::Mailbox, &frame);
+            self.acks_due.extend(stored);
+            if answer == LATER {
+                later.push((id, frame));
+            } else {
+                taken.push(id);
+            }
+        }
+        // Once more for what could not be placed: what came after may have
+        // placed it (then it is a repeat now, and is taken).
+        for (id, frame) in later {
             let (answer, stored) = self.receive(Source::Mailbox, &frame);
             self.acks_due.extend(stored);
             if answer == LATER {
@@ -1825,7 +1844,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
                     .map_or(page.epoch, |e| e.min(page.epoch));
                 self.drain_leftover = Some(oldest);
             } else {
-                taken.push(envelope.id);
+                taken.push(id);
             }
         }
         if !self.flush_received() {
