@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::PeerId;
 use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
 use safemeet_crypto::EncryptedStore;
 use safemeet_crypto::account::Account;
 use safemeet_crypto::at_rest::{DataKey, StoreCipher};
@@ -23,6 +23,10 @@ use safemeet_engine::{EngineConfig, EngineHandle, LogEntry};
 use safemeet_net::NetConfig;
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::{DisplayName, UserId, Username};
+use safemeet_relay::config::Limits;
+use safemeet_relay::node::{RelayConfig, RelayHandle};
+use safemeet_relay::service::MailboxService;
+use safemeet_relay::store::MailboxStore;
 use safemeet_store::MemoryStore;
 use tokio::task::JoinHandle;
 
@@ -52,6 +56,26 @@ struct Node {
 pub struct EngineNodes {
     ctx: Arc<Ctx>,
     nodes: Vec<Node>,
+    /// The relays, once started: each one's address (ending in its peer id)
+    /// and its running node.
+    relays: Vec<(Multiaddr, RelayHandle)>,
+    /// Samples how many envelopes the relays hold, while they run.
+    relay_sampler: Option<JoinHandle<()>>,
+}
+
+/// How often the relays' holdings are sampled.
+const RELAY_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// Longest wait at the end for the relays to empty.
+const RELAY_SETTLE: Duration = Duration::from_secs(5);
+
+/// Envelopes the relays hold now (their stores' totals).
+fn relay_envelopes(stores: &[MailboxStore<MemoryStore>]) -> u64 {
+    stores
+        .iter()
+        .filter_map(|s| s.totals().ok())
+        .map(|t| t.envelopes)
+        .sum()
 }
 
 fn name(i: NodeIdx) -> String {
@@ -85,7 +109,49 @@ impl EngineNodes {
                 cursor: Arc::new(AtomicU64::new(0)),
             });
         }
-        Ok(Self { ctx, nodes })
+        Ok(Self {
+            ctx,
+            nodes,
+            relays: Vec::new(),
+            relay_sampler: None,
+        })
+    }
+
+    /// Starts the scenario's relays, each on its own index of the modelled
+    /// network (after the nodes'), its mailboxes in memory.
+    fn start_relays(&mut self) -> anyhow::Result<()> {
+        let mut views = Vec::new();
+        for r in 0..self.ctx.scenario.nodes.relays {
+            let idx = (self.ctx.plan.nodes + r) as NodeIdx;
+            let key = libp2p::identity::Keypair::generate_ed25519();
+            // A clone of a memory store shares its data: the second view
+            // reads the relay's totals as it runs.
+            let memory = MemoryStore::new();
+            views.push(MailboxStore::new(memory.clone(), Limits::default()));
+            let store = MailboxStore::new(memory, Limits::default());
+            let service = MailboxService::new(store, key.clone());
+            let config = RelayConfig {
+                listen: vec![addr_of(idx)],
+                metrics: None,
+                transport: Some(self.ctx.hub.transport_for(idx)),
+                ..RelayConfig::default()
+            };
+            let handle = safemeet_relay::node::spawn(key, config, service)
+                .map_err(|e| anyhow::anyhow!("relay {r} did not start: {e}"))?;
+            let addr = addr_of(idx).with(Protocol::P2p(handle.peer_id));
+            self.relays.push((addr, handle));
+        }
+        if !views.is_empty() {
+            let rec = self.ctx.rec.clone();
+            self.relay_sampler = Some(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(RELAY_SAMPLE_EVERY);
+                loop {
+                    tick.tick().await;
+                    rec.relay_holds(relay_envelopes(&views));
+                }
+            }));
+        }
+        Ok(())
     }
 
     fn config(&self, i: NodeIdx) -> EngineConfig {
@@ -108,8 +174,10 @@ impl EngineNodes {
                 mdns: false,
                 heartbeat: Duration::from_millis(k.heartbeat_ms),
                 transport: Some(self.ctx.hub.transport_for(i)),
+                relays: self.relays.iter().map(|(a, _)| a.clone()).collect(),
                 ..NetConfig::default()
             },
+            mailbox_poll: Duration::from_millis(k.mailbox_poll_ms),
             gossip_grace: Duration::from_millis(k.gossip_grace_ms),
             retry_initial: Duration::from_millis(k.retry_initial_ms),
             retry_max: Duration::from_millis(k.retry_max_ms),
@@ -170,6 +238,7 @@ async fn watch(
                         }
                     }
                     LogEntry::Room { name, .. } => ctx.rec.joined(idx, name),
+                    LogEntry::StoredAtRelay { .. } => ctx.rec.stored_at_relay(),
                     _ => {}
                 }
             }
@@ -182,6 +251,9 @@ async fn watch(
 
 impl Nodes for EngineNodes {
     async fn start_all(&mut self) -> anyhow::Result<()> {
+        // Relays first: the nodes list them from the start, so the invites
+        // made in set-up carry them to contacts.
+        self.start_relays()?;
         for i in 0..self.nodes.len() as NodeIdx {
             self.start(i)?;
         }
@@ -318,5 +390,21 @@ impl Nodes for EngineNodes {
             .buffer_unordered(SETUP_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
+        if let Some(s) = self.relay_sampler.take() {
+            // The measured run is over; let the last drains' deletions
+            // reach the relays (a recipient deletes only after its store
+            // flushed, just after the receipt that ended the run).
+            let rec = self.ctx.rec.clone();
+            let settled = tokio::time::timeout(RELAY_SETTLE, async {
+                while rec.lock().relay_envelopes > 0 {
+                    tokio::time::sleep(RELAY_SAMPLE_EVERY).await;
+                }
+            });
+            let _ = settled.await;
+            s.abort();
+        }
+        for (_, relay) in self.relays.drain(..) {
+            let _ = tokio::time::timeout(STOP_TIMEOUT, relay.stop()).await;
+        }
     }
 }

@@ -43,6 +43,14 @@ pub struct Observed {
     pub joined: HashSet<(NodeIdx, String)>,
     /// Host samples.
     pub samples: Vec<Sample>,
+    /// "Stored at relay" entries in senders' logs: a message of theirs
+    /// that a relay keeps for an unreachable recipient (an engine logs it
+    /// only while no recipient has acknowledged the message yet).
+    pub stored_at_relay: u64,
+    /// Most envelopes the relays held at once (sampled every 100 ms).
+    pub relay_peak_envelopes: u64,
+    /// Envelopes the relays held at the last sample.
+    pub relay_envelopes: u64,
 }
 
 /// One host sample.
@@ -140,6 +148,18 @@ impl Recorder {
     pub fn joined(&self, node: NodeIdx, name: String) {
         self.lock().joined.insert((node, name));
         self.changed.notify_waiters();
+    }
+
+    /// Notes a "stored at relay" entry in a sender's log.
+    pub fn stored_at_relay(&self) {
+        self.lock().stored_at_relay += 1;
+    }
+
+    /// Notes how many envelopes the relays hold now.
+    pub fn relay_holds(&self, envelopes: u64) {
+        let mut o = self.lock();
+        o.relay_envelopes = envelopes;
+        o.relay_peak_envelopes = o.relay_peak_envelopes.max(envelopes);
     }
 
     /// Waits until `done` holds, at most `timeout`; returns whether it did.

@@ -117,8 +117,28 @@ pub struct Figures {
     pub heal_time_s: Vec<f64>,
     /// Per restart or return online: the same, from that moment.
     pub catch_up_time_s: Vec<f64>,
-    /// Not measured yet: needs relays in the simulation.
+    /// With relays: per return of a node that was away (offline or
+    /// crashed), seconds from its return until it held every message sent
+    /// to it while it was away (returns with nothing sent to the node
+    /// while away are left out); sorted.
+    /// A return whose messages did not all arrive is left out (the
+    /// delivery ratio says so).
+    pub mailbox_drain_per_return_s: Vec<f64>,
+    /// The worst of `mailbox_drain_per_return_s` (None without relays or
+    /// without returns).
     pub mailbox_drain_s: Option<f64>,
+    /// "Stored at relay" entries in the senders' logs (messages a relay
+    /// kept for an unreachable recipient before any recipient had them).
+    pub stored_at_relay: u64,
+    /// Bytes the relays sent plus received on the wire over the run.
+    pub relay_bytes: u64,
+    /// Most envelopes the relays held at once (sampled every 100 ms).
+    pub relay_peak_envelopes: u64,
+    /// Envelopes the relays still held at the end (mail not drained),
+    /// given up to 5 s after the measured run for the last deletions.
+    pub relay_envelopes_at_end: u64,
+    /// (message, node) pairs sent to a node while it was away.
+    pub waited: usize,
     /// The phases of the run.
     pub phases: Phases,
     /// Host figures.
@@ -221,6 +241,41 @@ pub fn figures(mode: &str, ctx: &Ctx, phases: Phases) -> Figures {
         }
         round(worst)
     };
+    // Mailbox drain: a node back from being away holds every message that
+    // was sent to it while away (those were left on its relays).
+    let mut mailbox_drain_per_return_s: Vec<f64> = Vec::new();
+    let mut waited = 0;
+    if ctx.scenario.nodes.relays > 0 {
+        for (node, went, back) in &phases.away {
+            let mut worst: f64 = 0.0;
+            let mut complete = true;
+            let mut any = false;
+            for (n, s) in o.sent.iter().filter(|(_, s)| !s.warmup) {
+                let at = s.at.as_secs_f64();
+                if at < *went || at >= *back || !s.to.contains(node) {
+                    continue;
+                }
+                any = true;
+                waited += 1;
+                match o.receipts.get(&(*n, *node)) {
+                    Some((r, _)) => worst = worst.max(r.as_secs_f64() - back),
+                    None => complete = false,
+                }
+            }
+            if complete && any {
+                mailbox_drain_per_return_s.push(round(worst));
+            }
+        }
+    }
+    mailbox_drain_per_return_s.sort_by(f64::total_cmp);
+    let mailbox_drain_s = mailbox_drain_per_return_s.last().copied();
+    let relay_bytes = (ctx.plan.nodes..ctx.plan.nodes + ctx.scenario.nodes.relays)
+        .filter_map(|i| ctx.hub.counters(i as NodeIdx))
+        .map(|c| {
+            c.sent.load(std::sync::atomic::Ordering::Relaxed)
+                + c.received.load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum();
     let heal_time_s = phases.heals_s.iter().map(|h| held_back(*h)).collect();
     let catch_up_time_s = phases.returns_s.iter().map(|h| held_back(*h)).collect();
 
@@ -256,7 +311,13 @@ pub fn figures(mode: &str, ctx: &Ctx, phases: Phases) -> Figures {
         time_to_connect_s: phases.time_to_connect_s,
         heal_time_s,
         catch_up_time_s,
-        mailbox_drain_s: None,
+        mailbox_drain_per_return_s,
+        mailbox_drain_s,
+        stored_at_relay: o.stored_at_relay,
+        relay_bytes,
+        relay_peak_envelopes: o.relay_peak_envelopes,
+        relay_envelopes_at_end: o.relay_envelopes,
+        waited,
         phases,
         host,
         delivery_over_time,
@@ -418,7 +479,7 @@ impl Report {
             );
             let _ = writeln!(
                 t,
-                "           {} messages ({} send failures), dups/delivery {:.3}, bytes/node p50 {} KiB, amplification {}, connect {} s, heal {:?} s, catch-up {:?} s",
+                "           {} messages ({} send failures), dups/delivery {:.3}, bytes/node p50 {} KiB, amplification {}, connect {} s, heal {:?} s, catch-up {:?} s, mailbox drain {} s",
                 f.messages,
                 f.send_failures,
                 f.duplicates_per_delivery,
@@ -428,7 +489,20 @@ impl Report {
                     .map_or("-".into(), |x| format!("{x:.1}")),
                 f.heal_time_s,
                 f.catch_up_time_s,
+                f.mailbox_drain_s.map_or("-".into(), |x| format!("{x:.2}")),
             );
+            if f.relay_bytes > 0 {
+                let _ = writeln!(
+                    t,
+                    "           relays: {} KiB on the wire, {} pairs waited for away nodes, {} messages stored at relay, envelopes held peak {} end {}, mailbox drain per return {:?} s",
+                    f.relay_bytes / 1024,
+                    f.waited,
+                    f.stored_at_relay,
+                    f.relay_peak_envelopes,
+                    f.relay_envelopes_at_end,
+                    f.mailbox_drain_per_return_s,
+                );
+            }
             let _ = writeln!(
                 t,
                 "           host: CPU {:.0} % of {} cores, lag p99 {} ms, peak RSS {} MiB, wall {} s, {}",

@@ -49,9 +49,20 @@ impl Ctx {
         let start = clock();
         let cluster = plan.cluster.clone();
         let s = scenario.clone();
-        let hub = Hub::new(plan.nodes, scenario.seed, start, move |a, b| {
-            s.profile(cluster.get(a as usize) == cluster.get(b as usize))
-        });
+        // Relays take the indices after the nodes'.
+        let nodes = plan.nodes;
+        let hub = Hub::new(
+            nodes + scenario.nodes.relays,
+            scenario.seed,
+            start,
+            move |a, b| {
+                if a as usize >= nodes || b as usize >= nodes {
+                    s.relay_profile()
+                } else {
+                    s.profile(cluster.get(a as usize) == cluster.get(b as usize))
+                }
+            },
+        );
         Arc::new(Self {
             scenario,
             plan,
@@ -93,6 +104,10 @@ pub struct Phases {
     pub heals_s: Vec<f64>,
     /// Restarts and returns online: seconds since the start of the run.
     pub returns_s: Vec<f64>,
+    /// Each time a node was away (crashed or offline) and came back:
+    /// (node, seconds since the start of the run when it went, when it
+    /// came back).
+    pub away: Vec<(NodeIdx, f64, f64)>,
     /// Nodes down at the end (crashed and not restarted).
     pub down_at_end: Vec<NodeIdx>,
 }
@@ -163,8 +178,12 @@ pub async fn drive<N: Nodes>(
     let t0 = clock();
     phases.workload_start_s = rec.now().as_secs_f64();
     let total = s.workload.duration_s + s.workload.drain_s;
-    let mut down = vec![false; plan.nodes];
-    let (mut crashed, mut offline): (Vec<NodeIdx>, Vec<NodeIdx>) = (Vec::new(), Vec::new());
+    let mut away = Away {
+        down: vec![false; plan.nodes],
+        went: vec![0.0; plan.nodes],
+        crashed: Vec::new(),
+        offline: Vec::new(),
+    };
     let mut sends = plan.sends.iter().peekable();
     let mut faults = plan.faults.iter().peekable();
     loop {
@@ -182,21 +201,12 @@ pub async fn drive<N: Nodes>(
             let Some((_, action)) = faults.next() else {
                 break;
             };
-            apply(
-                ctx,
-                nodes,
-                action,
-                &mut down,
-                &mut crashed,
-                &mut offline,
-                &mut phases,
-            )
-            .await?;
+            apply(ctx, nodes, action, &mut away, &mut phases).await?;
         } else {
             let Some(send) = sends.next() else {
                 break;
             };
-            if down[send.from as usize] {
+            if away.down[send.from as usize] {
                 continue; // a crashed node sends nothing
             }
             n += 1;
@@ -226,7 +236,7 @@ pub async fn drive<N: Nodes>(
     let workload_end = clock();
     let until = Duration::from_secs_f64(s.workload.duration_s + s.workload.drain_s);
     let remaining = (t0 + until).saturating_duration_since(clock());
-    let alive: Vec<bool> = down.iter().map(|d| !d).collect();
+    let alive: Vec<bool> = away.down.iter().map(|d| !d).collect();
     progress("drain", s.workload.duration_s, 0.0);
     let _ = rec
         .wait_for(remaining, |o| Recorder::all_delivered(o, false, &alive))
@@ -242,7 +252,8 @@ pub async fn drive<N: Nodes>(
         0.0,
     );
     phases.end_s = rec.now().as_secs_f64();
-    phases.down_at_end = down
+    phases.down_at_end = away
+        .down
         .iter()
         .enumerate()
         .filter(|(_, d)| **d)
@@ -252,16 +263,33 @@ pub async fn drive<N: Nodes>(
     Ok(phases)
 }
 
+/// Who is away during the workload, and since when.
+struct Away {
+    /// Crashed and not restarted.
+    down: Vec<bool>,
+    /// When each node last crashed or went offline, seconds since the
+    /// start of the run.
+    went: Vec<f64>,
+    /// The nodes crashed last (a restart brings them back).
+    crashed: Vec<NodeIdx>,
+    /// The nodes taken offline last.
+    offline: Vec<NodeIdx>,
+}
+
 async fn apply<N: Nodes>(
     ctx: &Ctx,
     nodes: &mut N,
     action: &Action,
-    down: &mut [bool],
-    crashed: &mut Vec<NodeIdx>,
-    offline: &mut Vec<NodeIdx>,
+    away: &mut Away,
     phases: &mut Phases,
 ) -> anyhow::Result<()> {
     let now_s = || ctx.rec.now().as_secs_f64();
+    let Away {
+        down,
+        went,
+        crashed,
+        offline,
+    } = away;
     match action {
         Action::Partition(side, mode) => ctx.hub.partition(side.clone(), *mode),
         Action::Heal => {
@@ -272,6 +300,7 @@ async fn apply<N: Nodes>(
             for v in victims {
                 ctx.hub.crash(*v);
                 down[*v as usize] = true;
+                went[*v as usize] = now_s();
             }
             for v in victims {
                 nodes.stop(*v).await;
@@ -279,24 +308,29 @@ async fn apply<N: Nodes>(
             crashed.clone_from(victims);
         }
         Action::Restart => {
+            let back = now_s();
             for v in crashed.drain(..) {
                 ctx.hub.restart(v);
                 nodes.restart(v).await?;
                 down[v as usize] = false;
+                phases.away.push((v, went[v as usize], back));
             }
-            phases.returns_s.push(now_s());
+            phases.returns_s.push(back);
         }
         Action::Offline(victims) => {
             for v in victims {
                 ctx.hub.set_offline(*v, true);
+                went[*v as usize] = now_s();
             }
             offline.clone_from(victims);
         }
         Action::Online => {
+            let back = now_s();
             for v in offline.drain(..) {
                 ctx.hub.set_offline(v, false);
+                phases.away.push((v, went[v as usize], back));
             }
-            phases.returns_s.push(now_s());
+            phases.returns_s.push(back);
         }
     }
     Ok(())

@@ -56,7 +56,11 @@ fn default_seed() -> u64 {
 pub struct Nodes {
     /// How many.
     pub count: usize,
-    /// How many of them are relays (not yet simulated: must be 0).
+    /// Relay nodes (`safemeet-relay`, mailboxes in memory) on top of
+    /// `count`, each on the modelled network with its own links (profile
+    /// `relay` if given, else `default`). Every node lists every relay in
+    /// `NetConfig::relays` (so its invites carry them): deliveries that
+    /// cannot reach a node are left there, and it drains them.
     #[serde(default)]
     pub relays: usize,
 }
@@ -219,6 +223,10 @@ pub struct NodeKnobs {
     pub retry_max_ms: u64,
     /// Seconds given to set-up (contacts, rooms, warm-up) before it fails.
     pub setup_timeout_s: f64,
+    /// How often a node with relays drains its mailboxes, ms (production:
+    /// 60 000; it also drains on start and when a relay connects after a
+    /// drain failed).
+    pub mailbox_poll_ms: u64,
 }
 
 impl Default for NodeKnobs {
@@ -229,6 +237,7 @@ impl Default for NodeKnobs {
             retry_initial_ms: 1000,
             retry_max_ms: 300_000,
             setup_timeout_s: 120.0,
+            mailbox_poll_ms: 60_000,
         }
     }
 }
@@ -272,9 +281,10 @@ impl Scenario {
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.nodes.count >= 2, "a scenario needs at least 2 nodes");
         anyhow::ensure!(self.nodes.count <= u32::MAX as usize, "too many nodes");
+        anyhow::ensure!(self.nodes.relays <= 16, "at most 16 relays");
         anyhow::ensure!(
-            self.nodes.relays == 0,
-            "relay nodes are not simulated yet: set nodes.relays = 0"
+            self.node.mailbox_poll_ms >= 100,
+            "node.mailbox_poll_ms must be at least 100"
         );
         anyhow::ensure!(
             self.links.contains_key("default"),
@@ -328,6 +338,15 @@ impl Scenario {
         } else {
             self.links.get("inter").cloned().unwrap_or(default)
         }
+    }
+
+    /// The profile of a link to or from a relay.
+    pub fn relay_profile(&self) -> LinkProfile {
+        self.links
+            .get("relay")
+            .or_else(|| self.links.get("default"))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Members per room.
