@@ -1742,18 +1742,28 @@ impl<S: Store + Clone + 'static> Engine<S> {
             .as_millis()
             .saturating_add(self.config.mailbox_poll.as_millis() as u64);
         let current = safemeet_crypto::mailbox::epoch_of(now);
-        let oldest = current.saturating_sub(self.config.mailbox_catch_up_epochs);
+        // Nothing is older than this device (its certificate), nor kept
+        // longer than relays keep mail.
+        let born = self
+            .machine
+            .account()
+            .certificate()
+            .decode_body()
+            .map_or(0, |c| safemeet_crypto::mailbox::epoch_of(c.created_at));
+        let oldest = current
+            .saturating_sub(self.config.mailbox_catch_up_epochs)
+            .max(born);
         let stored = match self.store.get(Keyspace::Contacts, name::DRAIN_FROM) {
             Ok(Some(bytes)) => codec::decode::<u64>(&bytes, 16).ok(),
             _ => None,
         };
-        // Never fewer than the current and the previous epoch; never
-        // further back than relays keep mail.
+        // Never fewer than the current and the previous epoch.
         let from = self
             .drain_from
             .or(stored)
             .unwrap_or(oldest)
-            .clamp(oldest, current.saturating_sub(1));
+            .max(oldest)
+            .min(current.saturating_sub(1));
         self.drain_epoch = current;
         self.drain_leftover = None;
         let account = self.machine.account();
