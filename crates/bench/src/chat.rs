@@ -176,22 +176,39 @@ fn start_engine<S: safemeet_store::Store + Clone + 'static>(
     name: &str,
     backend: S,
 ) -> anyhow::Result<EngineHandle> {
-    let store = EncryptedStore::new(backend, StoreCipher::new(&DataKey::generate()));
-    let account = Account::create(
-        Username::new(name)?,
-        DisplayName::new(name)?,
-        vec![],
-        SystemClock.now(),
-    )?;
-    CryptoMachine::store_account(&store, &account)?;
-    let machine = CryptoMachine::open(store)?;
+    start_engine_on(
+        backend,
+        &DataKey::generate(),
+        NetConfig::loopback(),
+        Some(name),
+    )
+}
+
+/// An engine over `backend`, sealed with `key`, with short retries; a new
+/// account called `create` first, if given (else the one stored).
+pub(crate) fn start_engine_on<S: safemeet_store::Store + Clone + 'static>(
+    backend: S,
+    key: &DataKey,
+    net: NetConfig,
+    create: Option<&str>,
+) -> anyhow::Result<EngineHandle> {
+    let store = EncryptedStore::new(backend, StoreCipher::new(key));
+    if let Some(name) = create {
+        let account = Account::create(
+            Username::new(name)?,
+            DisplayName::new(name)?,
+            vec![],
+            SystemClock.now(),
+        )?;
+        CryptoMachine::store_account(&store, &account)?;
+    }
     let config = EngineConfig {
-        net: NetConfig::loopback(),
+        net,
         retry_initial: Duration::from_millis(200),
         retry_max: Duration::from_secs(2),
         ..EngineConfig::default()
     };
-    Ok(safemeet_engine::start(machine, config)?)
+    Ok(safemeet_engine::start(CryptoMachine::open(store)?, config)?)
 }
 
 async fn wait_listening(engine: &EngineHandle) -> anyhow::Result<()> {

@@ -28,19 +28,16 @@ use libp2p::identity::Keypair;
 use libp2p::request_response::{self, Event, Message, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
-use safemeet_crypto::EncryptedStore;
-use safemeet_crypto::account::Account;
-use safemeet_crypto::at_rest::{DataKey, StoreCipher};
-use safemeet_crypto::machine::CryptoMachine;
+use safemeet_crypto::at_rest::DataKey;
 use safemeet_crypto::mailbox::{EpochKey, authorize};
-use safemeet_engine::{EngineConfig, EngineHandle, LogEntry};
+use safemeet_engine::{EngineHandle, LogEntry};
 use safemeet_net::{MAILBOX_PROTOCOL, MailboxCodec, NetConfig};
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::mailbox::{
     AckParams, Deposit, DepositOutcome, FetchParams, MAX_DEPOSIT_ITEMS, MAX_RESPONSE_BYTES,
     MailboxRequest, MailboxResponse, VERSION,
 };
-use safemeet_proto::{DisplayName, MailboxId, Username, codec};
+use safemeet_proto::{MailboxId, codec};
 use safemeet_relay::node::{RelayConfig, RelayEvent};
 use safemeet_relay::{Limits, MailboxService, MailboxStore};
 use safemeet_store::{SledConfig, SledStore};
@@ -375,20 +372,7 @@ async fn run_async(samples: usize, ops: usize) -> anyhow::Result<Value> {
     let node_count = DRAIN.min(ops);
     for sample in 1..=samples {
         let dir = tempfile::tempdir()?;
-        let backend = SledStore::open(dir.path().join("relay"), &SledConfig::default())?;
-        let key = Keypair::generate_ed25519();
-        let service = MailboxService::new(MailboxStore::new(backend, limits()), key.clone());
-        let config = RelayConfig {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-            // One client makes every request here.
-            peer_rate: u32::MAX,
-            peer_burst: u32::MAX,
-            ..RelayConfig::default()
-        };
-        let mut relay = safemeet_relay::node::spawn(key, config, service)?;
-        let Some(RelayEvent::Listening(addr)) = relay.events.recv().await else {
-            anyhow::bail!("the relay did not listen");
-        };
+        let (relay, addr) = start_relay(dir.path()).await?;
         let mut client = Client::connect(addr, relay.peer_id).await?;
         let owners: Vec<EpochKey> = (0..MAILBOXES).map(|_| new_key()).collect();
         let mailboxes: Vec<MailboxId> = owners.iter().map(|k| k.mailbox()).collect();
@@ -474,6 +458,28 @@ fn new_key() -> EpochKey {
     EpochKey::derive(&Ed25519SecretKey::new(), 0)
 }
 
+/// A relay node on sled under `dir`, listening on 127.0.0.1, with no
+/// per-peer rate limit (one client makes every request here); returns it
+/// and its address (with `/p2p/<id>`).
+async fn start_relay(
+    dir: &std::path::Path,
+) -> anyhow::Result<(safemeet_relay::node::RelayHandle, Multiaddr)> {
+    let backend = SledStore::open(dir.join("relay"), &SledConfig::default())?;
+    let key = Keypair::generate_ed25519();
+    let service = MailboxService::new(MailboxStore::new(backend, limits()), key.clone());
+    let config = RelayConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+        peer_rate: u32::MAX,
+        peer_burst: u32::MAX,
+        ..RelayConfig::default()
+    };
+    let mut relay = safemeet_relay::node::spawn(key, config, service)?;
+    let Some(RelayEvent::Listening(addr)) = relay.events.recv().await else {
+        anyhow::bail!("the relay did not listen");
+    };
+    Ok((relay, addr))
+}
+
 /// An engine on sled in `dir` (the daemon's store), opened with `key`.
 fn engine_on_sled(
     dir: &std::path::Path,
@@ -482,23 +488,7 @@ fn engine_on_sled(
     create: Option<&str>,
 ) -> anyhow::Result<EngineHandle> {
     let backend = SledStore::open(dir, &SledConfig::default())?;
-    let store = EncryptedStore::new(backend, StoreCipher::new(key));
-    if let Some(name) = create {
-        let account = Account::create(
-            Username::new(name)?,
-            DisplayName::new(name)?,
-            vec![],
-            SystemClock.now(),
-        )?;
-        CryptoMachine::store_account(&store, &account)?;
-    }
-    let config = EngineConfig {
-        net,
-        retry_initial: Duration::from_millis(200),
-        retry_max: Duration::from_secs(2),
-        ..EngineConfig::default()
-    };
-    Ok(safemeet_engine::start(CryptoMachine::open(store)?, config)?)
+    crate::chat::start_engine_on(backend, key, net, create)
 }
 
 /// Waits until `engine`'s event log holds `count` entries after `from`
@@ -534,19 +524,7 @@ async fn wait_entries(
 /// store, flush, ack. Returns (seconds to leave them, seconds to drain).
 async fn node_drain(count: usize) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
-    let backend = SledStore::open(dir.path().join("relay"), &SledConfig::default())?;
-    let key = Keypair::generate_ed25519();
-    let service = MailboxService::new(MailboxStore::new(backend, limits()), key.clone());
-    let config = RelayConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-        peer_rate: u32::MAX,
-        peer_burst: u32::MAX,
-        ..RelayConfig::default()
-    };
-    let mut relay = safemeet_relay::node::spawn(key, config, service)?;
-    let Some(RelayEvent::Listening(addr)) = relay.events.recv().await else {
-        anyhow::bail!("the relay did not listen");
-    };
+    let (relay, addr) = start_relay(dir.path()).await?;
     let bob_net = NetConfig {
         relays: vec![addr],
         ..NetConfig::loopback()
