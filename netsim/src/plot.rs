@@ -31,98 +31,92 @@ pub(crate) fn write_all(report: &Report, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn latency_cdf(report: &Report, path: &Path) -> anyhow::Result<()> {
+/// One line chart: a line per series (the run, then the baseline), from
+/// the origin to `(x_max, y_max)`.
+struct Chart<'a> {
+    title: &'a str,
+    x_desc: &'a str,
+    y_desc: &'a str,
+    x_max: f64,
+    y_max: f64,
+}
+
+fn line_chart(
+    report: &Report,
+    path: &Path,
+    chart: Chart<'_>,
+    points: impl Fn(&Figures) -> Vec<(f64, f64)>,
+) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
+    let mut plot = ChartBuilder::on(&root)
+        .caption(
+            format!("{}: {}", report.scenario, chart.title),
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..chart.x_max, 0.0..chart.y_max)
+        .map_err(err)?;
+    plot.configure_mesh()
+        .x_desc(chart.x_desc)
+        .y_desc(chart.y_desc)
+        .draw()
+        .map_err(err)?;
+    for (f, colour) in series(report) {
+        plot.draw_series(LineSeries::new(points(f), colour))
+            .map_err(err)?
+            .label(f.mode.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+    }
+    plot.configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+fn latency_cdf(report: &Report, path: &Path) -> anyhow::Result<()> {
     let max = series(report)
         .iter()
         .filter_map(|(f, _)| f.latencies.last().copied())
         .fold(1.0f64, f64::max);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("{}: latency CDF", report.scenario),
-            ("sans-serif", 20),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.0..max * 1.05, 0.0..1.0)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("latency (ms)")
-        .y_desc("share of deliveries")
-        .draw()
-        .map_err(err)?;
-    for (f, colour) in series(report) {
+    let chart = Chart {
+        title: "latency CDF",
+        x_desc: "latency (ms)",
+        y_desc: "share of deliveries",
+        x_max: max * 1.05,
+        y_max: 1.0,
+    };
+    line_chart(report, path, chart, |f| {
         let n = f.latencies.len().max(1) as f64;
-        let points = f
-            .latencies
+        f.latencies
             .iter()
             .enumerate()
-            .map(|(i, l)| (*l, (i + 1) as f64 / n));
-        chart
-            .draw_series(LineSeries::new(points, colour))
-            .map_err(err)?
-            .label(f.mode.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+            .map(|(i, l)| (*l, (i + 1) as f64 / n))
+            .collect()
+    })
 }
 
 fn delivery(report: &Report, path: &Path) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
     let max_t = series(report)
         .iter()
         .filter_map(|(f, _)| f.delivery_over_time.last().map(|x| x.0))
         .fold(1.0f64, f64::max);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("{}: delivered over time", report.scenario),
-            ("sans-serif", 20),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.0..max_t, 0.0..1.05)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since the workload started")
-        .y_desc("share of expected deliveries")
-        .draw()
-        .map_err(err)?;
-    for (f, colour) in series(report) {
-        chart
-            .draw_series(LineSeries::new(
-                f.delivery_over_time.iter().copied(),
-                colour,
-            ))
-            .map_err(err)?
-            .label(f.mode.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+    let chart = Chart {
+        title: "delivered over time",
+        x_desc: "seconds since the workload started",
+        y_desc: "share of expected deliveries",
+        x_max: max_t,
+        y_max: 1.05,
+    };
+    line_chart(report, path, chart, |f| f.delivery_over_time.clone())
 }
 
 fn bytes(report: &Report, path: &Path) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
     let max = series(report)
         .iter()
         .filter_map(|(f, _)| f.bytes_per_node.last().copied())
@@ -130,40 +124,18 @@ fn bytes(report: &Report, path: &Path) -> anyhow::Result<()> {
         .unwrap_or(1)
         .max(1) as f64
         / 1024.0;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("{}: wire bytes per node (sorted)", report.scenario),
-            ("sans-serif", 20),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..report.nodes as f64, 0.0..max * 1.05)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("node (sorted by bytes)")
-        .y_desc("KiB sent + received")
-        .draw()
-        .map_err(err)?;
-    for (f, colour) in series(report) {
-        let points = f
-            .bytes_per_node
+    let chart = Chart {
+        title: "wire bytes per node (sorted)",
+        x_desc: "node (sorted by bytes)",
+        y_desc: "KiB sent + received",
+        x_max: report.nodes as f64,
+        y_max: max * 1.05,
+    };
+    line_chart(report, path, chart, |f| {
+        f.bytes_per_node
             .iter()
             .enumerate()
-            .map(|(i, b)| (i as f64, *b as f64 / 1024.0));
-        chart
-            .draw_series(LineSeries::new(points, colour))
-            .map_err(err)?
-            .label(f.mode.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+            .map(|(i, b)| (i as f64, *b as f64 / 1024.0))
+            .collect()
+    })
 }
