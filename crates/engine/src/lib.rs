@@ -1753,14 +1753,15 @@ impl<S: Store + Clone + 'static> Engine<S> {
         let oldest = current
             .saturating_sub(self.config.mailbox_catch_up_epochs)
             .max(born);
-        let stored = match self.store.get(Keyspace::Contacts, name::DRAIN_FROM) {
-            Ok(Some(bytes)) => codec::decode::<u64>(&bytes, 16).ok(),
-            _ => None,
-        };
         // Never fewer than the current and the previous epoch.
         let from = self
             .drain_from
-            .or(stored)
+            .or_else(
+                || match self.store.get(Keyspace::Contacts, name::DRAIN_FROM) {
+                    Ok(Some(bytes)) => codec::decode::<u64>(&bytes, 16).ok(),
+                    _ => None,
+                },
+            )
             .unwrap_or(oldest)
             .max(oldest)
             .min(current.saturating_sub(1));
