@@ -175,6 +175,7 @@ enum Command {
     Rooms(Reply<Vec<RoomInfo>>),
     Events(u64, usize, Reply<Vec<(u64, LogEntry)>>),
     ListenAddrs(Reply<Vec<Multiaddr>>),
+    RoomMeshPeers(String, Reply<usize>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -359,6 +360,14 @@ impl EngineHandle {
     /// Where the node listens.
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, EngineError> {
         self.ask(Command::ListenAddrs).await
+    }
+
+    /// How many peers this node's gossip mesh for a group room holds: the
+    /// peers it exchanges the room's messages with directly (0 until the
+    /// mesh forms; messages then go by direct delivery after the grace).
+    pub async fn room_mesh_peers(&self, room: &str) -> Result<usize, EngineError> {
+        self.ask(|tx| Command::RoomMeshPeers(room.to_owned(), tx))
+            .await
     }
 
     /// Stops the engine after flushing; the outbox is kept for the next start.
@@ -832,6 +841,20 @@ impl<S: Store + Clone + 'static> Engine<S> {
             Command::ListenAddrs(tx) => {
                 let _ = tx.send(self.net.listen_addrs().await.map_err(Into::into));
             }
+            Command::RoomMeshPeers(room, tx) => {
+                let topic = self.group_room(&room).and_then(|r| {
+                    r.ok_or_else(|| EngineError::InvalidInput(format!("no room {room:?}")))
+                });
+                let result = match topic {
+                    Ok(r) => self
+                        .net
+                        .mesh_peers(RoomTopic(r.topic))
+                        .await
+                        .map_err(Into::into),
+                    Err(e) => Err(e),
+                };
+                let _ = tx.send(result);
+            }
             Command::Shutdown(_) => {}
         }
     }
@@ -1050,7 +1073,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
         let Some(bytes) = self.store.get(Keyspace::Rooms, &name::room(room))? else {
             return Ok(None);
         };
-        let record: RoomRecord = codec::decode(&bytes, MAX_RECORD_BYTES)?;
+        let record = RoomRecord::decode(&bytes)?;
         self.rooms.insert(*room, record.clone());
         Ok(Some(record))
     }
@@ -1070,6 +1093,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
             topic,
             lamport: 0,
             next_seq: 0,
+            state_lamport: 0,
         }))
     }
 
@@ -1267,6 +1291,9 @@ impl<S: Store + Clone + 'static> Engine<S> {
             _ => None,
         };
         room.lamport = room.lamport.saturating_add(1);
+        if matches!(content, EventContent::RoomState(_)) {
+            room.state_lamport = room.lamport;
+        }
         let seq = room.next_seq;
         if text.is_some() {
             room.next_seq += 1;
@@ -2309,7 +2336,7 @@ fn received_entry<S: Store>(
     let stored = match rooms.get(&room_id) {
         Some(r) => Some(r.clone()),
         None => match store.get(Keyspace::Rooms, &name::room(&room_id))? {
-            Some(b) => Some(codec::decode::<RoomRecord>(&b, MAX_RECORD_BYTES)?),
+            Some(b) => Some(RoomRecord::decode(&b)?),
             None => None,
         },
     };
@@ -2326,6 +2353,7 @@ fn received_entry<S: Store>(
         topic,
         lamport: 0,
         next_seq: 0,
+        state_lamport: 0,
     };
     let mut room = match stored {
         Some(r) => r,
@@ -2371,7 +2399,13 @@ fn received_entry<S: Store>(
         });
     }
     let log = if room.dm_with.is_none() {
-        update_room_from_event(&mut room, me, sender, &event.event.content)
+        update_room_from_event(
+            &mut room,
+            me,
+            sender,
+            event.event.lamport,
+            &event.event.content,
+        )
     } else {
         None
     };

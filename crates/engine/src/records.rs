@@ -1,7 +1,7 @@
 //! What the engine keeps in the store. Every record is sealed by the
 //! `EncryptedStore` and named by a hashed identifier.
 
-use safemeet_proto::{DeviceId, EventId, RoomId, Timestamp, UserId};
+use safemeet_proto::{DeviceId, EventId, RoomId, Timestamp, UserId, codec};
 use serde::{Deserialize, Serialize};
 
 /// Format version of the engine's records.
@@ -101,6 +101,55 @@ pub(crate) struct RoomRecord {
     pub(crate) lamport: u64,
     /// Next timeline sequence number.
     pub(crate) next_seq: u64,
+    /// Lamport time of the room state applied last: an older state that
+    /// arrives later (states travel by gossip or direct delivery, in no
+    /// fixed order) must not undo a newer one.
+    pub(crate) state_lamport: u64,
+}
+
+/// A [`RoomRecord`] as stored before `state_lamport` existed.
+#[derive(Serialize, Deserialize)]
+struct RoomRecordV1 {
+    version: u8,
+    room_id: RoomId,
+    dm_with: Option<UserId>,
+    name: Option<String>,
+    members: Vec<UserId>,
+    admins: Vec<UserId>,
+    secret: Option<[u8; 32]>,
+    left: bool,
+    topic: [u8; 32],
+    lamport: u64,
+    next_seq: u64,
+}
+
+impl RoomRecord {
+    /// Decodes a stored room, in this layout or the one before (whose
+    /// states count as applied at Lamport time 0).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, codec::DecodeError> {
+        match codec::decode::<Self>(bytes, MAX_RECORD_BYTES) {
+            Ok(r) => Ok(r),
+            Err(new) => {
+                let Ok(old) = codec::decode::<RoomRecordV1>(bytes, MAX_RECORD_BYTES) else {
+                    return Err(new);
+                };
+                Ok(Self {
+                    version: old.version,
+                    room_id: old.room_id,
+                    dm_with: old.dm_with,
+                    name: old.name,
+                    members: old.members,
+                    admins: old.admins,
+                    secret: old.secret,
+                    left: old.left,
+                    topic: old.topic,
+                    lamport: old.lamport,
+                    next_seq: old.next_seq,
+                    state_lamport: 0,
+                })
+            }
+        }
+    }
 }
 
 /// The delivery state of a message.

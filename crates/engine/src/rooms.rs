@@ -70,18 +70,24 @@ pub(crate) fn stage_room<S: Store>(
     Ok(())
 }
 
-/// Applies a received state or membership event to `room` (a group room
-/// known or being joined). Returns the log entry to record, if the room
-/// changed.
+/// Applies a received state or membership event (sent at Lamport time
+/// `lamport`) to `room` (a group room known or being joined). Returns the
+/// log entry to record, if the room changed. A state older than the one
+/// applied last is ignored: states arrive in no fixed order.
 pub(crate) fn update_room_from_event(
     room: &mut RoomRecord,
     me: UserId,
     sender: UserId,
+    lamport: u64,
     content: &EventContent,
 ) -> Option<LogEntry> {
     match content {
         EventContent::RoomState(state) => {
             let creating = room.members.is_empty();
+            if !creating && lamport < room.state_lamport {
+                tracing::debug!("an older room state was ignored");
+                return None;
+            }
             let allowed = if creating {
                 state.admins.contains(&sender)
             } else {
@@ -97,6 +103,7 @@ pub(crate) fn update_room_from_event(
             room.secret = Some(state.secret);
             room.topic = topic_of(&state.secret);
             room.left = !room.members.contains(&me);
+            room.state_lamport = lamport;
             Some(room_log(room))
         }
         EventContent::Membership(Membership {
@@ -184,7 +191,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
     }
 
     /// A group room by name or room id.
-    fn group_room(&mut self, target: &str) -> Result<Option<RoomRecord>, EngineError> {
+    pub(crate) fn group_room(&mut self, target: &str) -> Result<Option<RoomRecord>, EngineError> {
         let by_id = target.parse::<RoomId>().ok();
         let mut found = Vec::new();
         for id in self.room_index()?.rooms {
@@ -261,6 +268,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
             topic: topic_of(&secret),
             lamport: 0,
             next_seq: 0,
+            state_lamport: 0,
         };
         // Validate the state as receivers will.
         let probe = RoomState {
@@ -323,5 +331,100 @@ impl<S: Store + Clone + 'static> Engine<S> {
             self.rooms.insert(room_id, room);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(b: u8) -> UserId {
+        UserId::from_bytes([b; 32])
+    }
+
+    fn state(members: &[u8]) -> EventContent {
+        EventContent::RoomState(RoomState {
+            version: 1,
+            name: "r".into(),
+            secret: [7; 32],
+            members: members.iter().map(|b| user(*b)).collect(),
+            admins: vec![user(1)],
+        })
+    }
+
+    fn room() -> RoomRecord {
+        RoomRecord {
+            version: VERSION,
+            room_id: RoomId::from_bytes([9; 16]),
+            dm_with: None,
+            name: None,
+            members: Vec::new(),
+            admins: Vec::new(),
+            secret: None,
+            left: false,
+            topic: [0; 32],
+            lamport: 0,
+            next_seq: 0,
+            state_lamport: 0,
+        }
+    }
+
+    #[test]
+    fn an_older_room_state_arriving_late_does_not_undo_a_newer_one() {
+        let (admin, me) = (user(1), user(2));
+        let mut r = room();
+        assert!(update_room_from_event(&mut r, me, admin, 1, &state(&[1, 2])).is_some());
+        // The newer state (adding 3) arrives before the older one (adding 4
+        // alone was never sent: it stands for any earlier list).
+        assert!(update_room_from_event(&mut r, me, admin, 5, &state(&[1, 2, 3, 4])).is_some());
+        assert!(update_room_from_event(&mut r, me, admin, 4, &state(&[1, 2, 4])).is_none());
+        assert_eq!(r.members.len(), 4);
+        assert_eq!(r.state_lamport, 5);
+        // A later state applies, and may remove this user.
+        assert!(update_room_from_event(&mut r, me, admin, 6, &state(&[1, 3])).is_some());
+        assert!(r.left);
+    }
+
+    #[test]
+    fn rooms_stored_before_state_ordering_still_load() {
+        let r = room();
+        let old = RoomRecordOld {
+            version: r.version,
+            room_id: r.room_id,
+            dm_with: r.dm_with,
+            name: Some("r".into()),
+            members: vec![user(1)],
+            admins: vec![user(1)],
+            secret: Some([7; 32]),
+            left: false,
+            topic: [3; 32],
+            lamport: 12,
+            next_seq: 4,
+        };
+        let bytes = codec::encode(&old).unwrap();
+        let loaded = RoomRecord::decode(&bytes).unwrap();
+        assert_eq!(loaded.lamport, 12);
+        assert_eq!(loaded.next_seq, 4);
+        assert_eq!(loaded.state_lamport, 0);
+        assert_eq!(loaded.members, vec![user(1)]);
+        // And the new layout round-trips.
+        let bytes = codec::encode(&loaded).unwrap();
+        assert_eq!(RoomRecord::decode(&bytes).unwrap().lamport, 12);
+    }
+
+    /// The layout before `state_lamport`, as written then.
+    #[derive(serde::Serialize)]
+    struct RoomRecordOld {
+        version: u8,
+        room_id: RoomId,
+        dm_with: Option<UserId>,
+        name: Option<String>,
+        members: Vec<UserId>,
+        admins: Vec<UserId>,
+        secret: Option<[u8; 32]>,
+        left: bool,
+        topic: [u8; 32],
+        lamport: u64,
+        next_seq: u64,
     }
 }

@@ -195,6 +195,7 @@ enum Command {
     ),
     Reply(ReplyId, Vec<u8>, oneshot::Sender<Result<(), NetError>>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+    MeshPeers(RoomTopic, oneshot::Sender<usize>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -517,6 +518,13 @@ impl Network {
         self.ask(Command::ConnectedPeers).await
     }
 
+    /// How many peers this node's gossip mesh for a room topic holds (the
+    /// peers it forwards the room's messages to and hears them from; 0 when
+    /// not subscribed).
+    pub async fn mesh_peers(&self, topic: RoomTopic) -> Result<usize, NetError> {
+        self.ask(|tx| Command::MeshPeers(topic, tx)).await
+    }
+
     /// Stops the event loop (connections close).
     pub async fn shutdown(&self) -> Result<(), NetError> {
         self.ask(Command::Shutdown).await
@@ -647,6 +655,10 @@ impl EventLoop {
             }
             Command::ConnectedPeers(tx) => {
                 let _ = tx.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::MeshPeers(topic, tx) => {
+                let hash = topic.ident().hash();
+                let _ = tx.send(self.swarm.behaviour().gossipsub.mesh_peers(&hash).count());
             }
             Command::Shutdown(_) => {}
         }
