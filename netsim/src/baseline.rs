@@ -9,6 +9,7 @@
 //! heartbeat; see `crates/net/src/behaviour.rs`), except that messages are
 //! forwarded at once: there is no application to validate them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +23,8 @@ use safemeet_net::FrameCodec;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::plan::Target;
-use crate::run::{Ctx, Nodes};
+use crate::plan::{Target, room_name};
+use crate::run::{Ctx, MeshProbe, Nodes};
 use crate::transport::{NodeIdx, addr_of};
 
 const RAW_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet-netsim/raw/1");
@@ -42,6 +43,13 @@ struct Bare {
 enum Command {
     Publish(u64, usize, Vec<u8>, bool),
     Dm(PeerId, NodeIdx, Vec<u8>),
+    /// Open a connection to a contact (as the production node does when it
+    /// first delivers to one).
+    Dial(libp2p::Multiaddr),
+    /// Leave (`false`) or join (`true`) a room's topic.
+    Member(usize, bool),
+    /// How many peers the mesh of a room's topic holds.
+    Mesh(usize, tokio::sync::oneshot::Sender<usize>),
 }
 
 struct Node {
@@ -55,10 +63,12 @@ struct Node {
 pub struct BaselineNodes {
     ctx: Arc<Ctx>,
     nodes: Vec<Node>,
+    /// Each node's index by its peer id (to read subscriptions).
+    index_of: Arc<HashMap<PeerId, NodeIdx>>,
 }
 
 fn topic(r: usize) -> gossipsub::IdentTopic {
-    gossipsub::IdentTopic::new(format!("r{r}"))
+    gossipsub::IdentTopic::new(room_name(r))
 }
 
 /// A frame: the message number, then filler up to the payload size.
@@ -76,7 +86,7 @@ fn number(frame: &[u8]) -> Option<u64> {
 impl BaselineNodes {
     /// Keys for every node of the plan.
     pub fn new(ctx: Arc<Ctx>) -> Self {
-        let nodes = (0..ctx.plan.nodes)
+        let nodes: Vec<Node> = (0..ctx.plan.nodes)
             .map(|_| {
                 let key = Keypair::generate_ed25519();
                 Node {
@@ -87,7 +97,28 @@ impl BaselineNodes {
                 }
             })
             .collect();
-        Self { ctx, nodes }
+        let index_of = Arc::new(
+            nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.peer, i as NodeIdx))
+                .collect(),
+        );
+        Self {
+            ctx,
+            nodes,
+            index_of,
+        }
+    }
+
+    async fn member(&mut self, idx: NodeIdx, room: usize, join: bool) -> anyhow::Result<()> {
+        let tx = self.nodes[idx as usize]
+            .tx
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("baseline node {idx} is not running"))?;
+        tx.send(Command::Member(room, join))
+            .await
+            .map_err(|_| anyhow::anyhow!("baseline node {idx} stopped"))
     }
 
     fn start(&mut self, i: NodeIdx) -> anyhow::Result<()> {
@@ -133,6 +164,7 @@ impl BaselineNodes {
         for (r, members) in self.ctx.plan.rooms.iter().enumerate() {
             if members.contains(&i) {
                 swarm.behaviour_mut().gossip.subscribe(&topic(r))?;
+                self.ctx.rec.view_change(i, room_name(r), i, true);
             }
         }
         for j in &self.ctx.plan.dials[i as usize] {
@@ -143,7 +175,7 @@ impl BaselineNodes {
         }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let ctx = self.ctx.clone();
-        let task = tokio::spawn(run_node(swarm, rx, i, ctx));
+        let task = tokio::spawn(run_node(swarm, rx, i, self.index_of.clone(), ctx));
         let node = &mut self.nodes[i as usize];
         node.tx = Some(tx);
         node.task = Some(task);
@@ -155,6 +187,7 @@ async fn run_node(
     mut swarm: libp2p::Swarm<Bare>,
     mut rx: mpsc::Receiver<Command>,
     idx: NodeIdx,
+    index_of: Arc<HashMap<PeerId, NodeIdx>>,
     ctx: Arc<Ctx>,
 ) {
     let mut retry = tokio::time::interval(WARMUP_RETRY);
@@ -176,6 +209,25 @@ async fn run_node(
                 Some(Command::Dm(peer, to, data)) => {
                     swarm.behaviour_mut().rr.send_request_with_addresses(&peer, data, vec![addr_of(to)]);
                 }
+                Some(Command::Dial(addr)) => {
+                    if let Err(e) = swarm.dial(addr) {
+                        tracing::debug!(error = %e, "a baseline contact dial failed");
+                    }
+                }
+                Some(Command::Member(r, true)) => {
+                    if let Err(e) = swarm.behaviour_mut().gossip.subscribe(&topic(r)) {
+                        tracing::debug!(error = %e, "a baseline subscription failed");
+                    } else {
+                        ctx.rec.view_change(idx, room_name(r), idx, true);
+                    }
+                }
+                Some(Command::Mesh(r, tx)) => {
+                    let _ = tx.send(swarm.behaviour().gossip.mesh_peers(&topic(r).hash()).count());
+                }
+                Some(Command::Member(r, false)) => {
+                    swarm.behaviour_mut().gossip.unsubscribe(&topic(r));
+                    ctx.rec.view_change(idx, room_name(r), idx, false);
+                }
             },
             _ = retry.tick(), if !waiting.is_empty() => {
                 waiting.retain(|(_, r, data)| {
@@ -186,6 +238,16 @@ async fn run_node(
                 SwarmEvent::Behaviour(BareEvent::Gossip(gossipsub::Event::Message { message, .. })) => {
                     if let Some(n) = number(&message.data) {
                         ctx.rec.received(n, idx, ctx.rec.now());
+                    }
+                }
+                SwarmEvent::Behaviour(BareEvent::Gossip(gossipsub::Event::Subscribed { peer_id, topic })) => {
+                    if let Some(m) = index_of.get(&peer_id) {
+                        ctx.rec.view_change(idx, topic.into_string(), *m, true);
+                    }
+                }
+                SwarmEvent::Behaviour(BareEvent::Gossip(gossipsub::Event::Unsubscribed { peer_id, topic })) => {
+                    if let Some(m) = index_of.get(&peer_id) {
+                        ctx.rec.view_change(idx, topic.into_string(), *m, false);
                     }
                 }
                 SwarmEvent::Behaviour(BareEvent::Rr(request_response::Event::Message {
@@ -211,7 +273,21 @@ impl Nodes for BaselineNodes {
     }
 
     async fn set_up(&mut self) -> anyhow::Result<()> {
-        Ok(()) // no contacts or room state in raw gossipsub
+        // No contacts or room state in raw gossipsub, but the same
+        // connections: a production node connects to each contact when it
+        // first delivers to it (room keys go to every member by direct
+        // delivery), and flood publishing then reaches every connected
+        // member in one hop. Without these the baseline would be measured
+        // on a sparser graph than the production run.
+        for (a, b) in &self.ctx.plan.contacts {
+            let addr = addr_of(*b).with(Protocol::P2p(self.nodes[*b as usize].peer));
+            if let Some(tx) = &self.nodes[*a as usize].tx {
+                tx.send(Command::Dial(addr))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("baseline node {a} stopped"))?;
+            }
+        }
+        Ok(())
     }
 
     fn send(&mut self, n: u64, from: NodeIdx, target: Target, _text: String) {
@@ -240,6 +316,27 @@ impl Nodes for BaselineNodes {
 
     async fn restart(&mut self, idx: NodeIdx) -> anyhow::Result<()> {
         self.start(idx)
+    }
+
+    fn mesh_probe(&self) -> MeshProbe {
+        let txs: Arc<Vec<Option<mpsc::Sender<Command>>>> =
+            Arc::new(self.nodes.iter().map(|n| n.tx.clone()).collect());
+        Arc::new(move |idx, room| {
+            let tx = txs.get(idx as usize).cloned().flatten();
+            Box::pin(async move {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                tx?.send(Command::Mesh(room, reply)).await.ok()?;
+                answer.await.ok()
+            })
+        })
+    }
+
+    async fn leave(&mut self, idx: NodeIdx, room: usize) -> anyhow::Result<()> {
+        self.member(idx, room, false).await
+    }
+
+    async fn join(&mut self, idx: NodeIdx, room: usize) -> anyhow::Result<()> {
+        self.member(idx, room, true).await
     }
 
     async fn stop_all(&mut self) {

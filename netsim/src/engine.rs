@@ -7,6 +7,7 @@
 //! reads new log entries as the log's cursor moves and records the first
 //! receipt of each message.
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,9 +31,9 @@ use safemeet_relay::store::MailboxStore;
 use safemeet_store::MemoryStore;
 use tokio::task::JoinHandle;
 
-use crate::plan::Target;
+use crate::plan::{Target, room_name};
 use crate::record::number_of;
-use crate::run::{Ctx, Nodes};
+use crate::run::{Ctx, MeshProbe, Nodes};
 use crate::transport::{NodeIdx, addr_of};
 
 /// Set-up calls (invites, contacts) in flight at once.
@@ -61,12 +62,15 @@ pub struct EngineNodes {
     relays: Vec<(Multiaddr, RelayHandle)>,
     /// Samples how many envelopes the relays hold, while they run.
     relay_sampler: Option<JoinHandle<()>>,
+    /// Each node's index by its user id (to read room members in logs).
+    index_of: Arc<HashMap<UserId, NodeIdx>>,
 }
 
 /// How often the relays' holdings are sampled.
 const RELAY_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
-/// Longest wait at the end for the relays to empty.
+/// Longest wait at the end for the relays to empty, on top of one mailbox
+/// poll period.
 const RELAY_SETTLE: Duration = Duration::from_secs(5);
 
 /// Envelopes the relays hold now (their stores' totals).
@@ -80,10 +84,6 @@ fn relay_envelopes(stores: &[MailboxStore<MemoryStore>]) -> u64 {
 
 fn name(i: NodeIdx) -> String {
     format!("n{i}")
-}
-
-fn room_name(r: usize) -> String {
-    format!("r{r}")
 }
 
 impl EngineNodes {
@@ -109,11 +109,19 @@ impl EngineNodes {
                 cursor: Arc::new(AtomicU64::new(0)),
             });
         }
+        let index_of = Arc::new(
+            nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.user, i as NodeIdx))
+                .collect(),
+        );
         Ok(Self {
             ctx,
             nodes,
             relays: Vec::new(),
             relay_sampler: None,
+            index_of,
         })
     }
 
@@ -195,6 +203,7 @@ impl EngineNodes {
             i,
             node.user,
             node.cursor.clone(),
+            self.index_of.clone(),
             self.ctx.clone(),
         )));
         node.engine = Some(engine);
@@ -209,12 +218,13 @@ impl EngineNodes {
     }
 }
 
-/// Records every message and room join in a node's event log.
+/// Records every message and room change in a node's event log.
 async fn watch(
     engine: EngineHandle,
     idx: NodeIdx,
     me: UserId,
     read: Arc<AtomicU64>,
+    index_of: Arc<HashMap<UserId, NodeIdx>>,
     ctx: Arc<Ctx>,
 ) {
     let mut log = engine.log_watch();
@@ -237,7 +247,14 @@ async fn watch(
                             ctx.rec.received(n, idx, at);
                         }
                     }
-                    LogEntry::Room { name, .. } => ctx.rec.joined(idx, name),
+                    LogEntry::Room { name, members, .. } => {
+                        let view = members
+                            .iter()
+                            .filter_map(|u| index_of.get(u).copied())
+                            .collect();
+                        ctx.rec.view(idx, name.clone(), view);
+                        ctx.rec.joined(idx, name);
+                    }
                     LogEntry::StoredAtRelay { .. } => ctx.rec.stored_at_relay(),
                     _ => {}
                 }
@@ -372,16 +389,65 @@ impl Nodes for EngineNodes {
         self.start(idx)
     }
 
+    fn mesh_probe(&self) -> MeshProbe {
+        // The engines running now; a node restarted later is not probed.
+        let engines: Arc<Vec<Option<EngineHandle>>> =
+            Arc::new(self.nodes.iter().map(|n| n.engine.clone()).collect());
+        Arc::new(move |idx, room| {
+            let engine = engines.get(idx as usize).cloned().flatten();
+            Box::pin(async move { engine?.room_mesh_peers(&room_name(room)).await.ok() })
+        })
+    }
+
+    async fn leave(&mut self, idx: NodeIdx, room: usize) -> anyhow::Result<()> {
+        self.engine(idx)?.room_leave(&room_name(room)).await?;
+        // A leaver's own log has no room entry for its leave: it is out of
+        // the room in its own view from here.
+        self.ctx.rec.view_change(idx, room_name(room), idx, false);
+        Ok(())
+    }
+
+    async fn join(&mut self, idx: NodeIdx, room: usize) -> anyhow::Result<()> {
+        let admin = self.ctx.plan.rooms[room]
+            .first()
+            .copied()
+            .ok_or_else(|| anyhow::anyhow!("room {room} has no members"))?;
+        self.engine(admin)?
+            .room_invite(&room_name(room), &name(idx))
+            .await?;
+        // The admin's own state changes are not in its log.
+        self.ctx.rec.view_change(admin, room_name(room), idx, true);
+        Ok(())
+    }
+
     async fn stop_all(&mut self) {
+        // Nothing after the measured run counts as a receipt.
+        for n in &mut self.nodes {
+            if let Some(w) = n.watcher.take() {
+                w.abort();
+            }
+        }
+        if let Some(s) = self.relay_sampler.take() {
+            // The measured run is over; give the nodes, still running, one
+            // mailbox poll and a few seconds more to drain what the relays
+            // still hold (a deposit made after its recipient's last drain,
+            // or the deletions of a drain just finished), so that what is
+            // left is mail nobody fetched.
+            let rec = self.ctx.rec.clone();
+            let settle =
+                RELAY_SETTLE + Duration::from_millis(self.ctx.scenario.node.mailbox_poll_ms);
+            let settled = tokio::time::timeout(settle, async {
+                while rec.lock().relay_envelopes > 0 {
+                    tokio::time::sleep(RELAY_SAMPLE_EVERY).await;
+                }
+            });
+            let _ = settled.await;
+            s.abort();
+        }
         let engines: Vec<EngineHandle> = self
             .nodes
             .iter_mut()
-            .filter_map(|n| {
-                if let Some(w) = n.watcher.take() {
-                    w.abort();
-                }
-                n.engine.take()
-            })
+            .filter_map(|n| n.engine.take())
             .collect();
         futures::stream::iter(engines)
             .map(|e| async move {
@@ -390,19 +456,6 @@ impl Nodes for EngineNodes {
             .buffer_unordered(SETUP_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
-        if let Some(s) = self.relay_sampler.take() {
-            // The measured run is over; let the last drains' deletions
-            // reach the relays (a recipient deletes only after its store
-            // flushed, just after the receipt that ended the run).
-            let rec = self.ctx.rec.clone();
-            let settled = tokio::time::timeout(RELAY_SETTLE, async {
-                while rec.lock().relay_envelopes > 0 {
-                    tokio::time::sleep(RELAY_SAMPLE_EVERY).await;
-                }
-            });
-            let _ = settled.await;
-            s.abort();
-        }
         for (_, relay) in self.relays.drain(..) {
             let _ = tokio::time::timeout(STOP_TIMEOUT, relay.stop()).await;
         }

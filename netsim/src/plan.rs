@@ -48,6 +48,16 @@ pub enum Action {
     Offline(Vec<NodeIdx>),
     /// Bring the nodes taken offline last back.
     Online,
+    /// These members leave these rooms: (room, member).
+    Leave(Vec<(usize, NodeIdx)>),
+    /// The rooms' admins invite back the members that left last.
+    Join,
+}
+
+/// A room's name in the simulation (the engine's room name, the baseline's
+/// topic).
+pub fn room_name(r: usize) -> String {
+    format!("r{r}")
 }
 
 /// The plan of one run.
@@ -179,11 +189,30 @@ impl Plan {
                     Fault::Restart { .. } => Action::Restart,
                     Fault::Offline { victims: v, .. } => Action::Offline(victims(&mut rng, n, v)),
                     Fault::Online { .. } => Action::Online,
+                    Fault::Leave { victims: v, .. } => {
+                        let who = victims(&mut rng, n, v);
+                        let left = rooms
+                            .iter()
+                            .enumerate()
+                            .flat_map(|(r, members)| {
+                                // The creator (first member) stays: it is the
+                                // room's admin, who invites members back.
+                                members
+                                    .iter()
+                                    .skip(1)
+                                    .filter(|m| who.contains(m))
+                                    .map(move |m| (r, *m))
+                            })
+                            .collect();
+                        Action::Leave(left)
+                    }
+                    Fault::Join { .. } => Action::Join,
                 };
                 (secs(f.at_s()), action)
             })
             .collect();
         faults.sort_by_key(|(at, _)| *at);
+        let sends = senders_in_their_rooms(sends, &faults, &rooms, s.seed);
 
         Self {
             nodes: n,
@@ -208,6 +237,58 @@ impl Plan {
         }
         set.len()
     }
+}
+
+/// Moves each room send whose planned sender has left that room (by the
+/// time of the send) to a member still in it, drawn from the seed; drops it
+/// if nobody is. Faults happen before sends planned for the same moment, as
+/// the driver applies them.
+fn senders_in_their_rooms(
+    sends: Vec<Send>,
+    faults: &[(Duration, Action)],
+    rooms: &[Vec<NodeIdx>],
+    seed: u64,
+) -> Vec<Send> {
+    if !faults.iter().any(|(_, a)| matches!(a, Action::Leave(_))) {
+        return sends;
+    }
+    // Its own generator: plans without membership churn stay as they were.
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x6a6f_696e_6c65_6176);
+    let mut out: BTreeSet<(usize, NodeIdx)> = BTreeSet::new();
+    let mut last: Vec<(usize, NodeIdx)> = Vec::new();
+    let mut faults = faults.iter().peekable();
+    let mut kept = Vec::with_capacity(sends.len());
+    for mut send in sends {
+        while let Some((_, action)) = faults.next_if(|(at, _)| *at <= send.at) {
+            match action {
+                Action::Leave(left) => {
+                    out.extend(left.iter().copied());
+                    last.clone_from(left);
+                }
+                Action::Join => {
+                    for x in last.drain(..) {
+                        out.remove(&x);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Target::Room(r) = send.target
+            && out.contains(&(r, send.from))
+        {
+            let present: Vec<NodeIdx> = rooms[r]
+                .iter()
+                .copied()
+                .filter(|m| !out.contains(&(r, *m)))
+                .collect();
+            match present.choose(&mut rng) {
+                Some(m) => send.from = *m,
+                None => continue,
+            }
+        }
+        kept.push(send);
+    }
+    kept
 }
 
 fn topology(rng: &mut StdRng, n: usize, t: &Topology) -> (Vec<u32>, Vec<Vec<NodeIdx>>) {
@@ -335,5 +416,44 @@ mode = "reset"
             if side.iter().filter(|s| **s == 1).count() == 15)
         );
         assert!(matches!(&p.faults[1].1, Action::Crash(v) if v.len() == 9));
+    }
+
+    #[test]
+    fn members_that_left_do_not_send_to_their_rooms_until_invited_back() {
+        let p = Plan::new(&scenario(
+            r#"
+[[faults]]
+kind = "leave"
+at_s = 2
+fraction = 0.5
+[[faults]]
+kind = "join"
+at_s = 6
+"#,
+        ));
+        let Action::Leave(left) = &p.faults[0].1 else {
+            panic!("{:?}", p.faults[0]);
+        };
+        assert!(!left.is_empty());
+        // Creators stay; every pair is a real membership.
+        for (r, m) in left {
+            assert!(p.rooms[*r].contains(m));
+            assert_ne!(p.rooms[*r][0], *m);
+        }
+        let away = Duration::from_secs(2)..Duration::from_secs(6);
+        let mut moved = 0;
+        for send in &p.sends {
+            if let Target::Room(r) = send.target {
+                assert!(p.rooms[r].contains(&send.from));
+                if away.contains(&send.at) {
+                    assert!(!left.contains(&(r, send.from)), "{send:?}");
+                    moved += 1;
+                }
+            }
+        }
+        assert!(moved > 0);
+        // Without churn, the same seed gives the same plan as before.
+        let plain = Plan::new(&scenario(""));
+        assert_eq!(plain.sends.len(), 100);
     }
 }

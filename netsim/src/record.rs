@@ -5,7 +5,7 @@
 //! measured messages, `w<n>.` for warm-up), so a receiver's event log says
 //! which message arrived without any side channel.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,13 @@ pub struct Observed {
     pub receipts: HashMap<(u64, NodeIdx), (Duration, u32)>,
     /// (node, room name) joins.
     pub joined: HashSet<(NodeIdx, String)>,
+    /// Each node's view of each room's members: (node, room name) to the
+    /// members it knows of (from its event log; the baseline's from
+    /// gossipsub subscriptions).
+    pub views: HashMap<(NodeIdx, String), BTreeSet<NodeIdx>>,
+    /// When a member last appeared in a node's view of a room: (node, room
+    /// name, member).
+    pub view_added: HashMap<(NodeIdx, String, NodeIdx), Duration>,
     /// Host samples.
     pub samples: Vec<Sample>,
     /// "Stored at relay" entries in senders' logs: a message of theirs
@@ -148,6 +155,47 @@ impl Recorder {
     pub fn joined(&self, node: NodeIdx, name: String) {
         self.lock().joined.insert((node, name));
         self.changed.notify_waiters();
+    }
+
+    /// Notes `node`'s view of room `name`'s members now.
+    pub fn view(&self, node: NodeIdx, name: String, members: BTreeSet<NodeIdx>) {
+        let at = self.now();
+        let mut o = self.lock();
+        let before = o
+            .views
+            .get(&(node, name.clone()))
+            .cloned()
+            .unwrap_or_default();
+        for m in members.difference(&before) {
+            o.view_added.insert((node, name.clone(), *m), at);
+        }
+        o.views.insert((node, name), members);
+        drop(o);
+        self.changed.notify_waiters();
+    }
+
+    /// Notes that `member` joined (`true`) or left room `name` in `node`'s
+    /// view.
+    pub fn view_change(&self, node: NodeIdx, name: String, member: NodeIdx, joined: bool) {
+        let mut members = self
+            .lock()
+            .views
+            .get(&(node, name.clone()))
+            .cloned()
+            .unwrap_or_default();
+        if joined {
+            members.insert(member);
+        } else {
+            members.remove(&member);
+        }
+        self.view(node, name, members);
+    }
+
+    /// Whether `node` knows `member` is in room `name`.
+    pub fn knows_member(o: &Observed, node: NodeIdx, name: &str, member: NodeIdx) -> bool {
+        o.views
+            .get(&(node, name.to_owned()))
+            .is_some_and(|v| v.contains(&member))
     }
 
     /// Notes a "stored at relay" entry in a sender's log.

@@ -110,8 +110,14 @@ pub struct Figures {
     pub bytes_per_node_p50: u64,
     /// Wire bytes sent during workload and drain / payload bytes delivered.
     pub amplification: Option<f64>,
+    /// Most modelled connections open at once (relays' included), from
+    /// the 100 ms samples.
+    pub connections_peak: usize,
     /// Seconds from start until every planned link was open.
     pub time_to_connect_s: Option<f64>,
+    /// Seconds from start until every room member's gossip mesh held
+    /// `min(mesh_n_low, members - 1)` peers.
+    pub time_to_mesh_s: Option<f64>,
     /// Per heal: seconds until the last message sent before it arrived
     /// (0 when nothing was held back).
     pub heal_time_s: Vec<f64>,
@@ -135,10 +141,18 @@ pub struct Figures {
     /// Most envelopes the relays held at once (sampled every 100 ms).
     pub relay_peak_envelopes: u64,
     /// Envelopes the relays still held at the end (mail not drained),
-    /// given up to 5 s after the measured run for the last deletions.
+    /// given one mailbox poll and 5 s after the measured run, with the
+    /// nodes still running, for the last drains.
     pub relay_envelopes_at_end: u64,
     /// (message, node) pairs sent to a node while it was away.
     pub waited: usize,
+    /// Membership churn: per member invited back into a room, seconds
+    /// until every member of the room (itself included) knew it was back;
+    /// sorted.
+    pub join_time_s: Vec<f64>,
+    /// Members invited back that some member still did not know of at
+    /// the end.
+    pub joins_unsettled: usize,
     /// The phases of the run.
     pub phases: Phases,
     /// Host figures.
@@ -277,6 +291,46 @@ pub fn figures(mode: &str, ctx: &Ctx, phases: Phases) -> Figures {
         })
         .sum();
     let heal_time_s = phases.heals_s.iter().map(|h| held_back(*h)).collect();
+    let last_of = |events: &[(usize, NodeIdx, f64)], r: usize, x: NodeIdx| {
+        events
+            .iter()
+            .filter(|(er, ex, _)| *er == r && *ex == x)
+            .map(|(_, _, t)| *t)
+            .fold(None, |a: Option<f64>, t| Some(a.map_or(t, |a| a.max(t))))
+    };
+    let out_at_end = |r: usize, x: NodeIdx| match (
+        last_of(&phases.leaves, r, x),
+        last_of(&phases.joins, r, x),
+    ) {
+        (Some(left), Some(back)) => left > back,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    let (mut join_time_s, mut joins_unsettled) = (Vec::new(), 0);
+    for (r, m, at) in &phases.joins {
+        let name = crate::plan::room_name(*r);
+        // The members in the room at the end who are up: each must know.
+        let present = ctx.plan.rooms[*r]
+            .iter()
+            .filter(|x| alive(x) && !out_at_end(*r, **x));
+        let mut worst: Option<f64> = Some(0.0);
+        for x in present {
+            let known = o
+                .view_added
+                .get(&(*x, name.clone(), *m))
+                .map(|t| t.as_secs_f64())
+                .filter(|t| t >= at);
+            worst = match (worst, known) {
+                (Some(w), Some(t)) => Some(w.max(t - at)),
+                _ => None,
+            };
+        }
+        match worst {
+            Some(w) => join_time_s.push(round(w)),
+            None => joins_unsettled += 1,
+        }
+    }
+    join_time_s.sort_by(f64::total_cmp);
     let catch_up_time_s = phases.returns_s.iter().map(|h| held_back(*h)).collect();
 
     let host = host(&window, &phases);
@@ -308,7 +362,9 @@ pub fn figures(mode: &str, ctx: &Ctx, phases: Phases) -> Figures {
             .unwrap_or(0),
         bytes_per_node,
         amplification,
+        connections_peak: o.samples.iter().map(|x| x.connections).max().unwrap_or(0),
         time_to_connect_s: phases.time_to_connect_s,
+        time_to_mesh_s: phases.time_to_mesh_s,
         heal_time_s,
         catch_up_time_s,
         mailbox_drain_per_return_s,
@@ -318,6 +374,8 @@ pub fn figures(mode: &str, ctx: &Ctx, phases: Phases) -> Figures {
         relay_peak_envelopes: o.relay_peak_envelopes,
         relay_envelopes_at_end: o.relay_envelopes,
         waited,
+        join_time_s,
+        joins_unsettled,
         phases,
         host,
         delivery_over_time,
@@ -358,6 +416,8 @@ pub struct Report {
     pub seed: u64,
     /// Nodes.
     pub nodes: usize,
+    /// Relays, on top of the nodes.
+    pub relays: usize,
     /// The run under test (engine, or baseline alone with `--baseline`).
     pub run: Figures,
     /// The raw-gossipsub baseline, when it ran too.
@@ -446,6 +506,7 @@ impl Report {
             scenario: s.name.clone(),
             seed: s.seed,
             nodes: s.nodes.count,
+            relays: s.nodes.relays,
             passed: failures.is_empty(),
             run,
             baseline,
@@ -479,7 +540,7 @@ impl Report {
             );
             let _ = writeln!(
                 t,
-                "           {} messages ({} send failures), dups/delivery {:.3}, bytes/node p50 {} KiB, amplification {}, connect {} s, heal {:?} s, catch-up {:?} s, mailbox drain {} s",
+                "           {} messages ({} send failures), dups/delivery {:.3}, bytes/node p50 {} KiB, amplification {}, connect {} s, mesh {} s, heal {:?} s, catch-up {:?} s, mailbox drain {} s",
                 f.messages,
                 f.send_failures,
                 f.duplicates_per_delivery,
@@ -487,10 +548,28 @@ impl Report {
                 f.amplification.map_or("-".into(), |a| format!("{a}×")),
                 f.time_to_connect_s
                     .map_or("-".into(), |x| format!("{x:.1}")),
+                f.time_to_mesh_s.map_or("-".into(), |x| format!("{x:.1}")),
                 f.heal_time_s,
                 f.catch_up_time_s,
                 f.mailbox_drain_s.map_or("-".into(), |x| format!("{x:.2}")),
             );
+            if !f.phases.warmup_complete {
+                let _ = writeln!(
+                    t,
+                    "           warm-up incomplete after {:.0} s of set-up: {} pairs missing",
+                    f.phases.setup_s, f.phases.warmup_missing,
+                );
+            }
+            if !f.phases.leaves.is_empty() || !f.phases.joins.is_empty() {
+                let _ = writeln!(
+                    t,
+                    "           membership: {} leaves, {} joins, join known to all in {:?} s, {} joins not known to all",
+                    f.phases.leaves.len(),
+                    f.phases.joins.len(),
+                    f.join_time_s,
+                    f.joins_unsettled,
+                );
+            }
             if f.relay_bytes > 0 {
                 let _ = writeln!(
                     t,
@@ -505,11 +584,13 @@ impl Report {
             }
             let _ = writeln!(
                 t,
-                "           host: CPU {:.0} % of {} cores, lag p99 {} ms, peak RSS {} MiB, wall {} s, {}",
+                "           host: CPU {:.0} % of {} cores, lag p99 {} ms, peak RSS {} MiB ({} connections at most, {:.1} ends per node), wall {} s, {}",
                 f.host.cpu_share * 100.0,
                 f.host.cores,
                 f.host.lag_p99_ms,
                 f.host.peak_rss_mib,
+                f.connections_peak,
+                2.0 * f.connections_peak as f64 / (self.nodes + self.relays).max(1) as f64,
                 f.host.wall_s,
                 if f.host.valid {
                     "valid"

@@ -4,10 +4,15 @@
 //! the raw-gossipsub baseline ([`crate::baseline`]); each implements
 //! [`Nodes`].
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::plan::{Action, Plan, Target};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio::task::JoinHandle;
+
+use crate::plan::{Action, Plan, Target, room_name};
 use crate::record::{Recorder, Sent, clock, text_of};
 use crate::scenario::Scenario;
 use crate::transport::{Hub, NodeIdx};
@@ -24,8 +29,75 @@ pub trait Nodes {
     fn stop(&mut self, idx: NodeIdx) -> impl Future<Output = ()>;
     /// Starts a stopped node again with its state.
     fn restart(&mut self, idx: NodeIdx) -> impl Future<Output = anyhow::Result<()>>;
+    /// Something that asks a node how many peers its gossip mesh for a
+    /// room holds, usable while the driver sends.
+    fn mesh_probe(&self) -> MeshProbe;
+    /// Node `idx` leaves room `room`.
+    fn leave(&mut self, idx: NodeIdx, room: usize) -> impl Future<Output = anyhow::Result<()>>;
+    /// Node `idx` joins room `room` again (its admin invites it back).
+    fn join(&mut self, idx: NodeIdx, room: usize) -> impl Future<Output = anyhow::Result<()>>;
     /// Stops everything at the end.
     fn stop_all(&mut self) -> impl Future<Output = ()>;
+}
+
+/// Asks node `idx` how many peers its gossip mesh for room `r` holds
+/// (`None` when the node is not running).
+pub type MeshProbe = Arc<dyn Fn(NodeIdx, usize) -> BoxFuture<'static, Option<usize>> + Send + Sync>;
+
+/// The production gossipsub's `mesh_n_low` (and the baseline's): a mesh
+/// this large is what the heartbeat maintains (`crates/net/src/behaviour.rs`).
+const MESH_N_LOW: usize = 2;
+/// How often meshes are probed until they have all formed.
+const MESH_PROBE_EVERY: Duration = Duration::from_millis(250);
+/// Probes in flight at once.
+const MESH_PROBE_CONCURRENCY: usize = 64;
+
+/// Probes every room member's mesh from the end of set-up until each holds
+/// at least `min(mesh_n_low, members - 1)` peers; returns the time since
+/// the start of the run when they first all did, or `None` if they did
+/// not within `timeout`.
+fn watch_meshes(ctx: Arc<Ctx>, probe: MeshProbe, timeout: Duration) -> JoinHandle<Option<f64>> {
+    tokio::spawn(async move {
+        let deadline = clock() + timeout;
+        let wanted: Vec<(NodeIdx, usize, usize)> = ctx
+            .plan
+            .rooms
+            .iter()
+            .enumerate()
+            .flat_map(|(r, members)| {
+                let need = MESH_N_LOW.min(members.len().saturating_sub(1));
+                members.iter().map(move |m| (*m, r, need))
+            })
+            .collect();
+        let mut pending = wanted;
+        loop {
+            let at = ctx.rec.now().as_secs_f64();
+            let still: Vec<(NodeIdx, usize, usize)> = futures::stream::iter(pending)
+                .map(|(m, r, need)| {
+                    let probe = probe.clone();
+                    async move {
+                        let have = probe(m, r).await;
+                        (have.is_none_or(|h| h < need)).then_some((m, r, need))
+                    }
+                })
+                .buffer_unordered(MESH_PROBE_CONCURRENCY)
+                .filter_map(|x| async move { x })
+                .collect()
+                .await;
+            if still.is_empty() {
+                return Some(round_ms(at));
+            }
+            if clock() >= deadline {
+                return None;
+            }
+            pending = still;
+            tokio::time::sleep(MESH_PROBE_EVERY).await;
+        }
+    })
+}
+
+fn round_ms(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
 }
 
 /// Shared context of a run.
@@ -72,17 +144,40 @@ impl Ctx {
         })
     }
 
-    /// Who gets a message to `target` from `from`.
-    pub fn recipients(&self, from: NodeIdx, target: Target) -> Vec<NodeIdx> {
+    /// Who gets a message to `target` from `from`, with room membership
+    /// as it is now (`members`): a member that left is not expected to get
+    /// what is sent after it left; one invited back is expected once the
+    /// sender knows it is back (its event log, or for the baseline its
+    /// gossipsub subscriptions, shows it).
+    pub fn recipients(&self, from: NodeIdx, target: Target, members: &Members) -> Vec<NodeIdx> {
         match target {
             Target::Dm(to) => vec![to],
-            Target::Room(r) => self.plan.rooms[r]
-                .iter()
-                .copied()
-                .filter(|m| *m != from)
-                .collect(),
+            Target::Room(r) => {
+                let o = self.rec.lock();
+                let name = room_name(r);
+                self.plan.rooms[r]
+                    .iter()
+                    .copied()
+                    .filter(|m| *m != from && !members.out.contains(&(r, *m)))
+                    .filter(|m| {
+                        !members.rejoined.contains(&(r, *m))
+                            || Recorder::knows_member(&o, from, &name, *m)
+                    })
+                    .collect()
+            }
         }
     }
+}
+
+/// Room membership during the workload (join/leave churn).
+#[derive(Debug, Default)]
+pub struct Members {
+    /// (room, member) pairs that left and are not back.
+    out: BTreeSet<(usize, NodeIdx)>,
+    /// Pairs invited back after leaving.
+    rejoined: BTreeSet<(usize, NodeIdx)>,
+    /// The pairs that left last (a join brings them back).
+    last: Vec<(usize, NodeIdx)>,
 }
 
 /// Times the driver reports.
@@ -90,10 +185,17 @@ impl Ctx {
 pub struct Phases {
     /// Seconds from start until the planned links were all open.
     pub time_to_connect_s: Option<f64>,
+    /// Seconds from start until every room member's gossip mesh for the
+    /// room held `min(mesh_n_low, members - 1)` peers (probed every 250 ms
+    /// from the end of set-up, when the rooms exist).
+    pub time_to_mesh_s: Option<f64>,
     /// Seconds of set-up (start, contacts, rooms, warm-up).
     pub setup_s: f64,
     /// Warm-up finished in time.
     pub warmup_complete: bool,
+    /// Warm-up (message, recipient) pairs still missing when the set-up
+    /// timeout ended it (0 when it completed).
+    pub warmup_missing: usize,
     /// When the workload started, seconds since the start of the run.
     pub workload_start_s: f64,
     /// When it ended (last send).
@@ -110,6 +212,12 @@ pub struct Phases {
     pub away: Vec<(NodeIdx, f64, f64)>,
     /// Nodes down at the end (crashed and not restarted).
     pub down_at_end: Vec<NodeIdx>,
+    /// Members that left a room: (room, node, seconds since the start of
+    /// the run).
+    pub leaves: Vec<(usize, NodeIdx, f64)>,
+    /// Members invited back: (room, node, seconds since the start of the
+    /// run).
+    pub joins: Vec<(usize, NodeIdx, f64)>,
 }
 
 /// Called with (seconds into the workload, total seconds, delivered so far)
@@ -132,6 +240,11 @@ pub async fn drive<N: Nodes>(
     nodes.start_all().await?;
     progress("contacts and rooms", 0.0, 0.0);
     nodes.set_up().await?;
+    let meshes = watch_meshes(
+        ctx.clone(),
+        nodes.mesh_probe(),
+        setup_timeout + Duration::from_secs_f64(s.workload.duration_s),
+    );
 
     // Warm-up: every room member says hello once, so room keys and
     // connections exist before measuring.
@@ -140,7 +253,7 @@ pub async fn drive<N: Nodes>(
     for (r, members) in plan.rooms.iter().enumerate() {
         for m in members {
             n += 1;
-            let to = ctx.recipients(*m, Target::Room(r));
+            let to = ctx.recipients(*m, Target::Room(r), &Members::default());
             rec.sent(
                 n,
                 Sent {
@@ -163,7 +276,23 @@ pub async fn drive<N: Nodes>(
         })
         .await;
     if !phases.warmup_complete {
-        tracing::warn!("warm-up did not complete within the set-up timeout; measuring anyway");
+        let o = rec.lock();
+        phases.warmup_missing = o
+            .sent
+            .iter()
+            .filter(|(_, s)| s.warmup)
+            .flat_map(|(n, s)| s.to.iter().map(move |to| (*n, *to)))
+            .filter(|pair| !o.receipts.contains_key(pair))
+            .count();
+        drop(o);
+        tracing::warn!(
+            missing = phases.warmup_missing,
+            "warm-up did not complete within the set-up timeout; measuring anyway"
+        );
+        eprintln!(
+            "netsim: warm-up did not complete within the set-up timeout ({} pairs missing); measuring anyway",
+            phases.warmup_missing
+        );
     }
     phases.setup_s = rec.now().as_secs_f64();
     let planned = plan.planned_links();
@@ -183,6 +312,7 @@ pub async fn drive<N: Nodes>(
         went: vec![0.0; plan.nodes],
         crashed: Vec::new(),
         offline: Vec::new(),
+        members: Members::default(),
     };
     let mut sends = plan.sends.iter().peekable();
     let mut faults = plan.faults.iter().peekable();
@@ -209,13 +339,27 @@ pub async fn drive<N: Nodes>(
             if away.down[send.from as usize] {
                 continue; // a crashed node sends nothing
             }
+            if let Target::Room(r) = send.target
+                && (away.members.out.contains(&(r, send.from))
+                    || (away.members.rejoined.contains(&(r, send.from))
+                        && !Recorder::knows_member(
+                            &rec.lock(),
+                            send.from,
+                            &room_name(r),
+                            send.from,
+                        )))
+            {
+                // Not in the room, or invited back and not aware of it
+                // yet: it cannot send there.
+                continue;
+            }
             n += 1;
             rec.sent(
                 n,
                 Sent {
                     at: rec.now(),
                     from: send.from,
-                    to: ctx.recipients(send.from, send.target),
+                    to: ctx.recipients(send.from, send.target, &away.members),
                     warmup: false,
                     dm: matches!(send.target, Target::Dm(_)),
                     failed: false,
@@ -252,6 +396,12 @@ pub async fn drive<N: Nodes>(
         0.0,
     );
     phases.end_s = rec.now().as_secs_f64();
+    phases.time_to_mesh_s = if meshes.is_finished() {
+        meshes.await.ok().flatten()
+    } else {
+        meshes.abort();
+        None
+    };
     phases.down_at_end = away
         .down
         .iter()
@@ -274,6 +424,8 @@ struct Away {
     crashed: Vec<NodeIdx>,
     /// The nodes taken offline last.
     offline: Vec<NodeIdx>,
+    /// Room membership.
+    members: Members,
 }
 
 async fn apply<N: Nodes>(
@@ -289,6 +441,7 @@ async fn apply<N: Nodes>(
         went,
         crashed,
         offline,
+        members,
     } = away;
     match action {
         Action::Partition(side, mode) => ctx.hub.partition(side.clone(), *mode),
@@ -331,6 +484,39 @@ async fn apply<N: Nodes>(
                 phases.away.push((v, went[v as usize], back));
             }
             phases.returns_s.push(back);
+        }
+        Action::Leave(left) => {
+            members.last.clear();
+            for (r, m) in left {
+                // A crashed node cannot leave; it stays a member.
+                if down[*m as usize] || members.out.contains(&(*r, *m)) {
+                    continue;
+                }
+                members.out.insert((*r, *m));
+                members.last.push((*r, *m));
+                phases.leaves.push((*r, *m, now_s()));
+                if let Err(e) = nodes.leave(*m, *r).await {
+                    tracing::warn!(error = %e, "a member could not leave its room");
+                }
+            }
+        }
+        Action::Join => {
+            for (r, m) in std::mem::take(&mut members.last) {
+                let admin = ctx.plan.rooms[r].first().copied().unwrap_or(m);
+                // The admin invites; while it is down, the member stays out.
+                if down[admin as usize] {
+                    continue;
+                }
+                let at = now_s();
+                match nodes.join(m, r).await {
+                    Ok(()) => {
+                        members.out.remove(&(r, m));
+                        members.rejoined.insert((r, m));
+                        phases.joins.push((r, m, at));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "a member could not be invited back"),
+                }
+            }
         }
     }
     Ok(())

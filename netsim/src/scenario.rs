@@ -192,6 +192,21 @@ pub enum Fault {
         /// Seconds into the workload.
         at_s: f64,
     },
+    /// Members leave their rooms (membership churn): each victim leaves
+    /// every room it is in but did not create (a room's creator is its
+    /// admin, who invites members back).
+    Leave {
+        /// Seconds into the workload.
+        at_s: f64,
+        /// Who.
+        #[serde(flatten)]
+        victims: Victims,
+    },
+    /// Each room's admin invites back the members that left last.
+    Join {
+        /// Seconds into the workload.
+        at_s: f64,
+    },
 }
 
 impl Fault {
@@ -203,7 +218,9 @@ impl Fault {
             | Fault::Crash { at_s, .. }
             | Fault::Restart { at_s }
             | Fault::Offline { at_s, .. }
-            | Fault::Online { at_s } => *at_s,
+            | Fault::Online { at_s }
+            | Fault::Leave { at_s, .. }
+            | Fault::Join { at_s } => *at_s,
         }
     }
 }
@@ -320,6 +337,15 @@ impl Scenario {
                 f.at_s().is_finite() && f.at_s() >= 0.0,
                 "fault times must be positive"
             );
+            if let Fault::Crash { victims, .. }
+            | Fault::Offline { victims, .. }
+            | Fault::Leave { victims, .. } = f
+            {
+                anyhow::ensure!(
+                    (0.0..=1.0).contains(&victims.fraction),
+                    "a fault's fraction must be within 0..=1"
+                );
+            }
             if let Fault::Partition { fraction, .. } = f {
                 anyhow::ensure!(
                     (0.0..=0.5).contains(fraction),
