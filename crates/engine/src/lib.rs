@@ -1909,13 +1909,18 @@ impl<S: Store + Clone + 'static> Engine<S> {
     }
 
     /// When to try again after `attempts` failures: exponential backoff
-    /// from `retry_initial`, at most `max` (ms since the epoch).
+    /// from `retry_initial`, at most `max`, each delay drawn between half
+    /// and all of it (ms since the epoch). Without the jitter, deliveries
+    /// that failed together retry together: a device that dials many
+    /// contacts at once (a room key for a large room) meets the connection
+    /// limits again at every retry.
     fn backoff(&self, attempts: u32, max: Duration) -> u64 {
-        let delay = self
-            .config
-            .retry_initial
-            .saturating_mul(1u32 << attempts.min(16))
-            .min(max);
+        let delay = backoff_delay(
+            self.config.retry_initial,
+            attempts,
+            max,
+            &mut rand::thread_rng(),
+        );
         now().as_millis().saturating_add(delay.as_millis() as u64)
     }
 
@@ -2306,6 +2311,21 @@ pub(crate) struct Received {
     log: Option<LogEntry>,
 }
 
+/// The delay before try `attempts + 1`: `initial` doubled per failure, at
+/// most `max`, then scaled by a factor drawn from 0.5..=1 (see
+/// `Engine::backoff`).
+fn backoff_delay(
+    initial: Duration,
+    attempts: u32,
+    max: Duration,
+    rng: &mut impl rand::Rng,
+) -> Duration {
+    initial
+        .saturating_mul(1u32 << attempts.min(16))
+        .min(max)
+        .mul_f64(rng.gen_range(0.5..=1.0))
+}
+
 /// Why a received room event cannot be placed yet.
 const UNKNOWN_ROOM: &str = "the room is not known yet";
 /// Why a received room event cannot be placed (yet): the state that adds
@@ -2493,4 +2513,26 @@ fn stage_message<S: Store>(
             entry: entry.clone(),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn retry_delays_double_stay_under_the_cap_and_are_spread() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (initial, max) = (Duration::from_secs(1), Duration::from_secs(300));
+        for attempts in 0..20 {
+            let full = (initial * 2u32.pow(attempts.min(16))).min(max);
+            let d = backoff_delay(initial, attempts, max, &mut rng);
+            assert!(d >= full / 2 && d <= full, "{attempts}: {d:?} vs {full:?}");
+        }
+        // Deliveries that failed together do not all retry together.
+        let draws: std::collections::BTreeSet<u128> = (0..50)
+            .map(|_| backoff_delay(initial, 3, max, &mut rng).as_millis())
+            .collect();
+        assert!(draws.len() > 25, "{draws:?}");
+    }
 }

@@ -778,6 +778,7 @@ impl EventLoop {
                 error,
                 ..
             }) => {
+                tracing::debug!(%error, "a delivery failed");
                 if let Some(tx) = self.pending_deliveries.remove(&request_id) {
                     let _ = tx.send(Err(NetError::Delivery(error.to_string())));
                 }
