@@ -65,6 +65,11 @@ pub struct BaselineNodes {
     nodes: Vec<Node>,
     /// Each node's index by its peer id (to read subscriptions).
     index_of: Arc<HashMap<PeerId, NodeIdx>>,
+    /// (node, room) pairs whose node left the room and was not invited
+    /// back.
+    left: std::collections::HashSet<(NodeIdx, usize)>,
+    /// Set-up (contacts) is done.
+    set_up: bool,
 }
 
 fn topic(r: usize) -> gossipsub::IdentTopic {
@@ -108,10 +113,17 @@ impl BaselineNodes {
             ctx,
             nodes,
             index_of,
+            left: Default::default(),
+            set_up: false,
         }
     }
 
     async fn member(&mut self, idx: NodeIdx, room: usize, join: bool) -> anyhow::Result<()> {
+        if join {
+            self.left.remove(&(idx, room));
+        } else {
+            self.left.insert((idx, room));
+        }
         let tx = self.nodes[idx as usize]
             .tx
             .as_ref()
@@ -162,9 +174,20 @@ impl BaselineNodes {
         )?;
         swarm.listen_on(addr_of(i))?;
         for (r, members) in self.ctx.plan.rooms.iter().enumerate() {
-            if members.contains(&i) {
+            // A restarted node stays out of the rooms it left.
+            if members.contains(&i) && !self.left.contains(&(i, r)) {
                 swarm.behaviour_mut().gossip.subscribe(&topic(r))?;
                 self.ctx.rec.view_change(i, room_name(r), i, true);
+            }
+        }
+        if self.set_up {
+            // A restarted node connects to its contacts again, as set-up
+            // did (the production node does when it next delivers).
+            for j in &self.ctx.plan.contacts_of[i as usize] {
+                let addr = addr_of(*j).with(Protocol::P2p(self.nodes[*j as usize].peer));
+                if let Err(e) = swarm.dial(addr) {
+                    tracing::debug!(error = %e, "a baseline contact dial failed");
+                }
             }
         }
         for j in &self.ctx.plan.dials[i as usize] {
@@ -287,6 +310,7 @@ impl Nodes for BaselineNodes {
                     .map_err(|_| anyhow::anyhow!("baseline node {a} stopped"))?;
             }
         }
+        self.set_up = true;
         Ok(())
     }
 

@@ -32,12 +32,14 @@ use safemeet_store::MemoryStore;
 use tokio::task::JoinHandle;
 
 use crate::plan::{Target, room_name};
-use crate::record::number_of;
+use crate::record::{Recorder, number_of};
 use crate::run::{Ctx, MeshProbe, Nodes};
 use crate::transport::{NodeIdx, addr_of};
 
 /// Set-up calls (invites, contacts) in flight at once.
 const SETUP_CONCURRENCY: usize = 32;
+/// Longest wait, at a join, for the room's admin to learn of the leave.
+const LEAVE_SEEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a node to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -412,6 +414,19 @@ impl Nodes for EngineNodes {
             .first()
             .copied()
             .ok_or_else(|| anyhow::anyhow!("room {room} has no members"))?;
+        // An admin that has not yet had the member's leave still lists it,
+        // and inviting a member changes nothing: wait for the leave first.
+        let name_r = room_name(room);
+        let seen = self
+            .ctx
+            .rec
+            .wait_for(LEAVE_SEEN_TIMEOUT, |o| {
+                !Recorder::knows_member(o, admin, &name_r, idx)
+            })
+            .await;
+        if !seen {
+            anyhow::bail!("the admin of room {room} never learnt that node {idx} left");
+        }
         self.engine(admin)?
             .room_invite(&room_name(room), &name(idx))
             .await?;

@@ -160,7 +160,17 @@ impl Recorder {
     /// Notes `node`'s view of room `name`'s members now.
     pub fn view(&self, node: NodeIdx, name: String, members: BTreeSet<NodeIdx>) {
         let at = self.now();
-        let mut o = self.lock();
+        Self::set_view(&mut self.lock(), at, node, name, members);
+        self.changed.notify_waiters();
+    }
+
+    fn set_view(
+        o: &mut Observed,
+        at: Duration,
+        node: NodeIdx,
+        name: String,
+        members: BTreeSet<NodeIdx>,
+    ) {
         let before = o
             .views
             .get(&(node, name.clone()))
@@ -170,15 +180,14 @@ impl Recorder {
             o.view_added.insert((node, name.clone(), *m), at);
         }
         o.views.insert((node, name), members);
-        drop(o);
-        self.changed.notify_waiters();
     }
 
     /// Notes that `member` joined (`true`) or left room `name` in `node`'s
     /// view.
     pub fn view_change(&self, node: NodeIdx, name: String, member: NodeIdx, joined: bool) {
-        let mut members = self
-            .lock()
+        let at = self.now();
+        let mut o = self.lock();
+        let mut members = o
             .views
             .get(&(node, name.clone()))
             .cloned()
@@ -188,7 +197,9 @@ impl Recorder {
         } else {
             members.remove(&member);
         }
-        self.view(node, name, members);
+        Self::set_view(&mut o, at, node, name, members);
+        drop(o);
+        self.changed.notify_waiters();
     }
 
     /// Whether `node` knows `member` is in room `name`.

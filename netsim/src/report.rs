@@ -540,9 +540,10 @@ impl Report {
             );
             let _ = writeln!(
                 t,
-                "           {} messages ({} send failures), dups/delivery {:.3}, bytes/node p50 {} KiB, amplification {}, connect {} s, mesh {} s, heal {:?} s, catch-up {:?} s, mailbox drain {} s",
+                "           {} messages ({} send failures, {} planned sends skipped), dups/delivery {:.3}, bytes/node p50 {} KiB, amplification {}, connect {} s, mesh {} s, heal {:?} s, catch-up {:?} s, mailbox drain {} s",
                 f.messages,
                 f.send_failures,
+                f.phases.sends_skipped,
                 f.duplicates_per_delivery,
                 f.bytes_per_node_p50 / 1024,
                 f.amplification.map_or("-".into(), |a| format!("{a}×")),

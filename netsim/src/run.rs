@@ -55,7 +55,8 @@ const MESH_PROBE_CONCURRENCY: usize = 64;
 /// Probes every room member's mesh from the end of set-up until each holds
 /// at least `min(mesh_n_low, members - 1)` peers; returns the time since
 /// the start of the run when they first all did, or `None` if they did
-/// not within `timeout`.
+/// not within `timeout`. A member that stops or leaves the room before its
+/// mesh formed is not waited for.
 fn watch_meshes(ctx: Arc<Ctx>, probe: MeshProbe, timeout: Duration) -> JoinHandle<Option<f64>> {
     tokio::spawn(async move {
         let deadline = clock() + timeout;
@@ -76,8 +77,10 @@ fn watch_meshes(ctx: Arc<Ctx>, probe: MeshProbe, timeout: Duration) -> JoinHandl
                 .map(|(m, r, need)| {
                     let probe = probe.clone();
                     async move {
-                        let have = probe(m, r).await;
-                        (have.is_none_or(|h| h < need)).then_some((m, r, need))
+                        // `None`: the node stopped (crashed) or is no
+                        // longer in the room; it is not waited for.
+                        let have = probe(m, r).await?;
+                        (have < need).then_some((m, r, need))
                     }
                 })
                 .buffer_unordered(MESH_PROBE_CONCURRENCY)
@@ -218,6 +221,10 @@ pub struct Phases {
     /// Members invited back: (room, node, seconds since the start of the
     /// run).
     pub joins: Vec<(usize, NodeIdx, f64)>,
+    /// Planned sends not made: their sender was down, or out of the room
+    /// (a member whose admin was down at the join stays out), or invited
+    /// back and not aware of it yet.
+    pub sends_skipped: usize,
 }
 
 /// Called with (seconds into the workload, total seconds, delivered so far)
@@ -337,6 +344,7 @@ pub async fn drive<N: Nodes>(
                 break;
             };
             if away.down[send.from as usize] {
+                phases.sends_skipped += 1;
                 continue; // a crashed node sends nothing
             }
             if let Target::Room(r) = send.target
@@ -351,6 +359,7 @@ pub async fn drive<N: Nodes>(
             {
                 // Not in the room, or invited back and not aware of it
                 // yet: it cannot send there.
+                phases.sends_skipped += 1;
                 continue;
             }
             n += 1;
@@ -492,11 +501,14 @@ async fn apply<N: Nodes>(
                 if down[*m as usize] || members.out.contains(&(*r, *m)) {
                     continue;
                 }
-                members.out.insert((*r, *m));
-                members.last.push((*r, *m));
-                phases.leaves.push((*r, *m, now_s()));
-                if let Err(e) = nodes.leave(*m, *r).await {
-                    tracing::warn!(error = %e, "a member could not leave its room");
+                let at = now_s();
+                match nodes.leave(*m, *r).await {
+                    Ok(()) => {
+                        members.out.insert((*r, *m));
+                        members.last.push((*r, *m));
+                        phases.leaves.push((*r, *m, at));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "a member could not leave its room"),
                 }
             }
         }

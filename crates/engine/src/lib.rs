@@ -2320,10 +2320,10 @@ fn backoff_delay(
     max: Duration,
     rng: &mut impl rand::Rng,
 ) -> Duration {
-    initial
-        .saturating_mul(1u32 << attempts.min(16))
-        .min(max)
-        .mul_f64(rng.gen_range(0.5..=1.0))
+    let full = initial.saturating_mul(1u32 << attempts.min(16)).min(max);
+    let permille: u128 = rng.gen_range(500..=1000);
+    let ms = full.as_millis().saturating_mul(permille) / 1000;
+    Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
 /// Why a received room event cannot be placed yet.
@@ -2534,5 +2534,8 @@ mod tests {
             .map(|_| backoff_delay(initial, 3, max, &mut rng).as_millis())
             .collect();
         assert!(draws.len() > 25, "{draws:?}");
+        // Any configured cap is safe.
+        let huge = backoff_delay(Duration::MAX, 16, Duration::MAX, &mut rng);
+        assert!(huge >= Duration::from_millis(u64::MAX / 2));
     }
 }
