@@ -4,9 +4,9 @@
 //! are one request to the recipient. Reports state the production run's
 //! figures as ratios to these.
 //!
-//! Gossipsub is configured like the production node's (anonymous,
-//! content-hash ids, mesh 4/2/8, outbound min 1, flood publish, same
-//! heartbeat; see `crates/net/src/behaviour.rs`), except that messages are
+//! Gossipsub has the production node's configuration
+//! ([`safemeet_net::gossip_config`]: anonymous, content-hash ids, mesh
+//! 4/2/8, flood publish, same heartbeat), except that messages are
 //! forwarded at once: there is no application to validate them.
 
 use std::collections::HashMap;
@@ -118,6 +118,11 @@ impl BaselineNodes {
         }
     }
 
+    /// Node `j`'s address, with its peer id.
+    fn address(&self, j: NodeIdx) -> libp2p::Multiaddr {
+        addr_of(j).with(Protocol::P2p(self.nodes[j as usize].peer))
+    }
+
     async fn member(&mut self, idx: NodeIdx, room: usize, join: bool) -> anyhow::Result<()> {
         if join {
             self.left.remove(&(idx, room));
@@ -141,23 +146,7 @@ impl BaselineNodes {
             &transport,
             Duration::from_secs(300),
             |_, _| {
-                let config = gossipsub::ConfigBuilder::default()
-                    .validation_mode(gossipsub::ValidationMode::Anonymous)
-                    .message_id_fn(|m: &gossipsub::Message| {
-                        let mut h = blake3::Hasher::new();
-                        h.update(m.topic.as_str().as_bytes());
-                        h.update(&m.data);
-                        gossipsub::MessageId::from(h.finalize().as_bytes()[..20].to_vec())
-                    })
-                    .heartbeat_interval(heartbeat)
-                    .heartbeat_initial_delay(heartbeat)
-                    .mesh_n(4)
-                    .mesh_n_low(2)
-                    .mesh_n_high(8)
-                    .mesh_outbound_min(1)
-                    .flood_publish(true)
-                    .build()
-                    .map_err(|e| e.to_string())?;
+                let config = safemeet_net::gossip_config(heartbeat, false)?;
                 Ok(Bare {
                     gossip: gossipsub::Behaviour::new(
                         gossipsub::MessageAuthenticity::Anonymous,
@@ -180,19 +169,16 @@ impl BaselineNodes {
                 self.ctx.rec.view_change(i, room_name(r), i, true);
             }
         }
-        if self.set_up {
-            // A restarted node connects to its contacts again, as set-up
-            // did (the production node does when it next delivers).
-            for j in &self.ctx.plan.contacts_of[i as usize] {
-                let addr = addr_of(*j).with(Protocol::P2p(self.nodes[*j as usize].peer));
-                if let Err(e) = swarm.dial(addr) {
-                    tracing::debug!(error = %e, "a baseline contact dial failed");
-                }
-            }
-        }
-        for j in &self.ctx.plan.dials[i as usize] {
-            let addr = addr_of(*j).with(Protocol::P2p(self.nodes[*j as usize].peer));
-            if let Err(e) = swarm.dial(addr) {
+        // Its topology's dials; a restarted node also connects to its
+        // contacts again, as set-up did (the production node does when it
+        // next delivers).
+        let contacts: &[NodeIdx] = if self.set_up {
+            &self.ctx.plan.contacts_of[i as usize]
+        } else {
+            &[]
+        };
+        for j in self.ctx.plan.dials[i as usize].iter().chain(contacts) {
+            if let Err(e) = swarm.dial(self.address(*j)) {
                 tracing::debug!(error = %e, "a baseline dial failed");
             }
         }
@@ -303,7 +289,7 @@ impl Nodes for BaselineNodes {
         // member in one hop. Without these the baseline would be measured
         // on a sparser graph than the production run.
         for (a, b) in &self.ctx.plan.contacts {
-            let addr = addr_of(*b).with(Protocol::P2p(self.nodes[*b as usize].peer));
+            let addr = self.address(*b);
             if let Some(tx) = &self.nodes[*a as usize].tx {
                 tx.send(Command::Dial(addr))
                     .await

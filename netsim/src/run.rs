@@ -12,6 +12,8 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::task::JoinHandle;
 
+use safemeet_net::MESH_N_LOW;
+
 use crate::plan::{Action, Plan, Target, room_name};
 use crate::record::{Recorder, Sent, clock, text_of};
 use crate::scenario::Scenario;
@@ -44,9 +46,6 @@ pub trait Nodes {
 /// (`None` when the node is not running).
 pub type MeshProbe = Arc<dyn Fn(NodeIdx, usize) -> BoxFuture<'static, Option<usize>> + Send + Sync>;
 
-/// The production gossipsub's `mesh_n_low` (and the baseline's): a mesh
-/// this large is what the heartbeat maintains (`crates/net/src/behaviour.rs`).
-const MESH_N_LOW: usize = 2;
 /// How often meshes are probed until they have all formed.
 const MESH_PROBE_EVERY: Duration = Duration::from_millis(250);
 /// Probes in flight at once.

@@ -384,47 +384,4 @@ mod tests {
         assert!(update_room_from_event(&mut r, me, admin, 6, &state(&[1, 3])).is_some());
         assert!(r.left);
     }
-
-    #[test]
-    fn rooms_stored_before_state_ordering_still_load() {
-        let r = room();
-        let old = RoomRecordOld {
-            version: r.version,
-            room_id: r.room_id,
-            dm_with: r.dm_with,
-            name: Some("r".into()),
-            members: vec![user(1)],
-            admins: vec![user(1)],
-            secret: Some([7; 32]),
-            left: false,
-            topic: [3; 32],
-            lamport: 12,
-            next_seq: 4,
-        };
-        let bytes = codec::encode(&old).unwrap();
-        let loaded = RoomRecord::decode(&bytes).unwrap();
-        assert_eq!(loaded.lamport, 12);
-        assert_eq!(loaded.next_seq, 4);
-        assert_eq!(loaded.state_lamport, 0);
-        assert_eq!(loaded.members, vec![user(1)]);
-        // And the new layout round-trips.
-        let bytes = codec::encode(&loaded).unwrap();
-        assert_eq!(RoomRecord::decode(&bytes).unwrap().lamport, 12);
-    }
-
-    /// The layout before `state_lamport`, as written then.
-    #[derive(serde::Serialize)]
-    struct RoomRecordOld {
-        version: u8,
-        room_id: RoomId,
-        dm_with: Option<UserId>,
-        name: Option<String>,
-        members: Vec<UserId>,
-        admins: Vec<UserId>,
-        secret: Option<[u8; 32]>,
-        left: bool,
-        topic: [u8; 32],
-        lamport: u64,
-        next_seq: u64,
-    }
 }

@@ -54,6 +54,40 @@ fn message_id(message: &gossipsub::Message) -> MessageId {
     MessageId::from(hasher.finalize().as_bytes()[..20].to_vec())
 }
 
+/// The smallest gossip mesh a node's heartbeat keeps per room topic
+/// (gossipsub's `mesh_n_low`).
+pub const MESH_N_LOW: usize = 2;
+
+/// A SafeMeet node's gossipsub configuration. Anonymous gossip: Megolm
+/// already authenticates every message, and a signed gossip message would
+/// tie each ciphertext to its origin peer. With `validate`, messages are
+/// forwarded only after the application accepts them (the node; the
+/// simulator's raw-gossipsub baseline has no application and forwards at
+/// once). Small meshes and flood publishing suit rooms of a few devices.
+pub fn gossip_config(
+    heartbeat: std::time::Duration,
+    validate: bool,
+) -> Result<gossipsub::Config, String> {
+    let mut builder = gossipsub::ConfigBuilder::default();
+    builder
+        .validation_mode(ValidationMode::Anonymous)
+        .message_id_fn(message_id)
+        .heartbeat_interval(heartbeat)
+        .heartbeat_initial_delay(heartbeat)
+        .max_transmit_size(MAX_ENVELOPE_BYTES + 1024)
+        .mesh_n(4)
+        .mesh_n_low(MESH_N_LOW)
+        .mesh_n_high(8)
+        .mesh_outbound_min(1)
+        .flood_publish(true);
+    if validate {
+        builder.validate_messages();
+    }
+    builder
+        .build()
+        .map_err(|e| format!("gossipsub config: {e}"))
+}
+
 impl Behaviour {
     pub(crate) fn new(
         key: &Keypair,
@@ -61,24 +95,7 @@ impl Behaviour {
         config: &NetConfig,
     ) -> Result<Self, String> {
         let local = key.public().to_peer_id();
-        // Anonymous gossip: Megolm already authenticates every message, and
-        // a signed gossip message would tie each ciphertext to its origin
-        // peer. Messages are forwarded only after the application accepts
-        // them. Small meshes and flood publishing suit rooms of a few devices.
-        let gossip_config = gossipsub::ConfigBuilder::default()
-            .validation_mode(ValidationMode::Anonymous)
-            .validate_messages()
-            .message_id_fn(message_id)
-            .heartbeat_interval(config.heartbeat)
-            .heartbeat_initial_delay(config.heartbeat)
-            .max_transmit_size(MAX_ENVELOPE_BYTES + 1024)
-            .mesh_n(4)
-            .mesh_n_low(2)
-            .mesh_n_high(8)
-            .mesh_outbound_min(1)
-            .flood_publish(true)
-            .build()
-            .map_err(|e| format!("gossipsub config: {e}"))?;
+        let gossip_config = gossip_config(config.heartbeat, true)?;
         let filter = MaxCountSubscriptionFilter {
             filter: AllowAllSubscriptionFilter {},
             max_subscribed_topics: config.max_topics,

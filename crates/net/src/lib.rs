@@ -41,7 +41,7 @@ use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
-pub use crate::behaviour::{IDENTIFY_PROTOCOL, KAD_PROTOCOL};
+pub use crate::behaviour::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, MESH_N_LOW, gossip_config};
 pub use crate::codec::{
     DELIVER_PROTOCOL, FrameCodec, MAILBOX_PROTOCOL, MAX_REPLY_BYTES, MailboxCodec,
 };
