@@ -14,13 +14,13 @@ use safemeet_crypto::EncryptedStore;
 use safemeet_crypto::account::Account;
 use safemeet_crypto::at_rest::{DataKey, StoreCipher};
 use safemeet_crypto::machine::CryptoMachine;
-use safemeet_engine::{EngineConfig, EngineHandle, LogEntry, MessageState};
+use safemeet_engine::{LogEntry, MessageState};
 use safemeet_net::NetConfig;
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::{DisplayName, Username};
 use safemeet_store::MemoryStore;
 
-fn node(name: &str) -> anyhow::Result<EngineHandle> {
+fn node(name: &str) -> anyhow::Result<safemeet_engine::Handle> {
     let account = Account::create(
         Username::new(name)?,
         DisplayName::new(name)?,
@@ -29,15 +29,15 @@ fn node(name: &str) -> anyhow::Result<EngineHandle> {
     )?;
     let store = EncryptedStore::new(MemoryStore::new(), StoreCipher::new(&DataKey::generate()));
     CryptoMachine::store_account(&store, &account)?;
-    let config = EngineConfig {
+    let config = safemeet_engine::Config {
         net: NetConfig::loopback(),
-        ..EngineConfig::default()
+        ..safemeet_engine::Config::default()
     };
     Ok(safemeet_engine::start(CryptoMachine::open(store)?, config)?)
 }
 
 /// Waits (up to 20 s) until `who` has received a message; returns its text.
-async fn next_message(who: &EngineHandle, after: &mut u64) -> anyhow::Result<String> {
+async fn next_message(who: &safemeet_engine::Handle, after: &mut u64) -> anyhow::Result<String> {
     let mut log = who.log_watch();
     let wait = async {
         loop {
@@ -57,7 +57,7 @@ async fn next_message(who: &EngineHandle, after: &mut u64) -> anyhow::Result<Str
         .context("no message within 20 s")?
 }
 
-async fn wait_listening(who: &EngineHandle) -> anyhow::Result<()> {
+async fn wait_listening(who: &safemeet_engine::Handle) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     for _ in 0..500 {
         if !who.listen_addrs().await?.is_empty() {
@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     // Alice's first message is acknowledged by Bob's device.
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     for _ in 0..400 {
-        let mine = alice.messages(bob.user_id(), 10).await?;
+        let mine = alice.dm_messages(bob.user_id(), 10).await?;
         if mine
             .first()
             .is_some_and(|m| m.state == MessageState::Delivered)

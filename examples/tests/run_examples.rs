@@ -71,13 +71,13 @@ mod echo_bot {
     use safemeet_crypto::account::Account;
     use safemeet_crypto::at_rest::{DataKey, StoreCipher};
     use safemeet_crypto::machine::CryptoMachine;
-    use safemeet_engine::{EngineConfig, EngineHandle, MessageState};
+    use safemeet_engine::MessageState;
     use safemeet_net::NetConfig;
     use safemeet_proto::clock::{Clock, SystemClock};
     use safemeet_proto::{DisplayName, Username};
     use safemeet_store::MemoryStore;
 
-    fn node(name: &str) -> (EngineHandle, safemeet_api::Identity) {
+    fn node(name: &str) -> (safemeet_engine::Handle, safemeet_api::Identity) {
         let account = Account::create(
             Username::new(name).unwrap(),
             DisplayName::new(name).unwrap(),
@@ -94,9 +94,9 @@ mod echo_bot {
         };
         let store = EncryptedStore::new(MemoryStore::new(), StoreCipher::new(&DataKey::generate()));
         CryptoMachine::store_account(&store, &account).unwrap();
-        let config = EngineConfig {
+        let config = safemeet_engine::Config {
             net: NetConfig::loopback(),
-            ..EngineConfig::default()
+            ..safemeet_engine::Config::default()
         };
         let engine = safemeet_engine::start(CryptoMachine::open(store).unwrap(), config).unwrap();
         (engine, identity)
@@ -147,7 +147,7 @@ mod echo_bot {
         let answered = tokio::time::timeout(Duration::from_secs(30), async {
             loop {
                 tick.tick().await;
-                let got = bob.messages(alice.user_id(), 10).await.unwrap();
+                let got = bob.dm_messages(alice.user_id(), 10).await.unwrap();
                 if got
                     .iter()
                     .any(|m| m.text == "echo: ping" && m.state == MessageState::Received)

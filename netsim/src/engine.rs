@@ -20,7 +20,7 @@ use safemeet_crypto::EncryptedStore;
 use safemeet_crypto::account::Account;
 use safemeet_crypto::at_rest::{DataKey, StoreCipher};
 use safemeet_crypto::machine::CryptoMachine;
-use safemeet_engine::{EngineConfig, EngineHandle, LogEntry};
+use safemeet_engine::LogEntry;
 use safemeet_net::NetConfig;
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::{DisplayName, UserId, Username};
@@ -47,7 +47,7 @@ struct Node {
     store: EncryptedStore<MemoryStore>,
     user: UserId,
     peer: PeerId,
-    engine: Option<EngineHandle>,
+    engine: Option<safemeet_engine::Handle>,
     watcher: Option<JoinHandle<()>>,
     /// The event-log cursor the watcher has read up to: a restarted node's
     /// watcher goes on from there (the log survives in the store), so old
@@ -66,6 +66,8 @@ pub struct EngineNodes {
     relay_sampler: Option<JoinHandle<()>>,
     /// Each node's index by its user id (to read room members in logs).
     index_of: Arc<HashMap<UserId, NodeIdx>>,
+    /// Each planned room's id, once created.
+    room_ids: Arc<std::sync::Mutex<HashMap<usize, safemeet_proto::RoomId>>>,
 }
 
 /// How often the relays' holdings are sampled.
@@ -124,6 +126,7 @@ impl EngineNodes {
             relays: Vec::new(),
             relay_sampler: None,
             index_of,
+            room_ids: Arc::default(),
         })
     }
 
@@ -164,7 +167,7 @@ impl EngineNodes {
         Ok(())
     }
 
-    fn config(&self, i: NodeIdx) -> EngineConfig {
+    fn config(&self, i: NodeIdx) -> safemeet_engine::Config {
         let k = &self.ctx.scenario.node;
         let bootstrap = self.ctx.plan.dials[i as usize]
             .iter()
@@ -176,7 +179,7 @@ impl EngineNodes {
         // 20 allocated up front (see netsim/README.md, Memory).
         let kad_bucket_size =
             NonZeroUsize::new(bootstrap.len().max(1)).unwrap_or(libp2p::kad::K_VALUE);
-        EngineConfig {
+        safemeet_engine::Config {
             net: NetConfig {
                 listen: vec![addr_of(i)],
                 bootstrap,
@@ -191,7 +194,7 @@ impl EngineNodes {
             gossip_grace: Duration::from_millis(k.gossip_grace_ms),
             retry_initial: Duration::from_millis(k.retry_initial_ms),
             retry_max: Duration::from_millis(k.retry_max_ms),
-            ..EngineConfig::default()
+            ..safemeet_engine::Config::default()
         }
     }
 
@@ -212,7 +215,17 @@ impl EngineNodes {
         Ok(())
     }
 
-    fn engine(&self, i: NodeIdx) -> anyhow::Result<EngineHandle> {
+    /// A node's user id.
+    fn user(&self, i: NodeIdx) -> UserId {
+        self.nodes[i as usize].user
+    }
+
+    /// A planned room's id, once it was created.
+    fn room_id(&self, room: usize) -> Option<safemeet_proto::RoomId> {
+        self.room_ids.lock().ok()?.get(&room).copied()
+    }
+
+    fn engine(&self, i: NodeIdx) -> anyhow::Result<safemeet_engine::Handle> {
         self.nodes[i as usize]
             .engine
             .clone()
@@ -222,7 +235,7 @@ impl EngineNodes {
 
 /// Records every message and room change in a node's event log.
 async fn watch(
-    engine: EngineHandle,
+    engine: safemeet_engine::Handle,
     idx: NodeIdx,
     me: UserId,
     read: Arc<AtomicU64>,
@@ -283,7 +296,7 @@ impl Nodes for EngineNodes {
         let plan = &self.ctx.plan;
         let timeout = Duration::from_secs_f64(self.ctx.scenario.node.setup_timeout_s);
         // Invites carry listen addresses: wait for them.
-        let engines: Vec<EngineHandle> = (0..self.nodes.len() as NodeIdx)
+        let engines: Vec<safemeet_engine::Handle> = (0..self.nodes.len() as NodeIdx)
             .map(|i| self.engine(i))
             .collect::<anyhow::Result<_>>()?;
         let invites: Vec<String> = tokio::time::timeout(
@@ -333,9 +346,14 @@ impl Nodes for EngineNodes {
             let Some((creator, rest)) = members.split_first() else {
                 continue;
             };
-            engines[*creator as usize]
-                .create_room(&room_name(r), rest.iter().map(|m| name(*m)).collect())
+            let members = rest.iter().map(|m| self.user(*m)).collect();
+            let id = engines[*creator as usize]
+                .create_room(&room_name(r), members)
                 .await?;
+            self.room_ids
+                .lock()
+                .map_err(|_| anyhow::anyhow!("room ids poisoned"))?
+                .insert(r, id);
         }
         let rooms = plan.rooms.clone();
         let joined = self
@@ -365,12 +383,22 @@ impl Nodes for EngineNodes {
             return;
         };
         let target = match target {
-            Target::Room(r) => room_name(r),
-            Target::Dm(to) => name(to),
+            Target::Room(r) => match self.room_id(r) {
+                Some(id) => Ok(id),
+                None => {
+                    self.ctx.rec.failed(n);
+                    return;
+                }
+            },
+            Target::Dm(to) => Err(self.user(to)),
         };
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
-            if let Err(e) = engine.send(&target, &text).await {
+            let sent = match target {
+                Ok(room) => engine.send_room(room, &text).await,
+                Err(user) => engine.send_dm(user, &text).await,
+            };
+            if let Err(e) = sent {
                 tracing::debug!(error = %e, "a send failed");
                 ctx.rec.failed(n);
             }
@@ -393,16 +421,21 @@ impl Nodes for EngineNodes {
 
     fn mesh_probe(&self) -> MeshProbe {
         // The engines running now; a node restarted later is not probed.
-        let engines: Arc<Vec<Option<EngineHandle>>> =
+        let engines: Arc<Vec<Option<safemeet_engine::Handle>>> =
             Arc::new(self.nodes.iter().map(|n| n.engine.clone()).collect());
+        let room_ids = self.room_ids.clone();
         Arc::new(move |idx, room| {
             let engine = engines.get(idx as usize).cloned().flatten();
-            Box::pin(async move { engine?.room_mesh_peers(&room_name(room)).await.ok() })
+            let id = room_ids.lock().ok().and_then(|ids| ids.get(&room).copied());
+            Box::pin(async move { engine?.room_mesh_peers(id?).await.ok() })
         })
     }
 
     async fn leave(&mut self, idx: NodeIdx, room: usize) -> anyhow::Result<()> {
-        self.engine(idx)?.room_leave(&room_name(room)).await?;
+        let id = self
+            .room_id(room)
+            .ok_or_else(|| anyhow::anyhow!("room {room} was not created"))?;
+        self.engine(idx)?.room_leave(id).await?;
         // A leaver's own log has no room entry for its leave: it is out of
         // the room in its own view from here.
         self.ctx.rec.view_change(idx, room_name(room), idx, false);
@@ -427,9 +460,10 @@ impl Nodes for EngineNodes {
         if !seen {
             anyhow::bail!("the admin of room {room} never learnt that node {idx} left");
         }
-        self.engine(admin)?
-            .room_invite(&room_name(room), &name(idx))
-            .await?;
+        let id = self
+            .room_id(room)
+            .ok_or_else(|| anyhow::anyhow!("room {room} was not created"))?;
+        self.engine(admin)?.room_invite(id, self.user(idx)).await?;
         // The admin's own state changes are not in its log.
         self.ctx.rec.view_change(admin, room_name(room), idx, true);
         Ok(())
@@ -459,7 +493,7 @@ impl Nodes for EngineNodes {
             let _ = settled.await;
             s.abort();
         }
-        let engines: Vec<EngineHandle> = self
+        let engines: Vec<safemeet_engine::Handle> = self
             .nodes
             .iter_mut()
             .filter_map(|n| n.engine.take())

@@ -13,7 +13,7 @@ use anyhow::Context;
 use libp2p::Multiaddr;
 use safemeet_api::{Client, ClientError, Identity};
 use safemeet_crypto::machine::CryptoMachine;
-use safemeet_engine::{EngineConfig, EngineHandle};
+use safemeet_engine::{Config as EngineConfig, Handle as EngineHandle};
 use safemeet_net::NetConfig;
 use serde_json::{Value, json};
 

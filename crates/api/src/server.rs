@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use futures::{SinkExt, StreamExt};
-use safemeet_engine::{EngineError, EngineHandle, LogEntry, TimelineEntry};
+use safemeet_engine::{LogEntry, TimelineEntry};
 use safemeet_proto::UserId;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -32,7 +32,11 @@ const MAX_CONNECTIONS: usize = 64;
 
 /// Serves the API on `socket` until the listener fails. The socket file is
 /// replaced if a stale one is there, and made readable by the owner only.
-pub async fn serve(socket: &Path, engine: EngineHandle, identity: Identity) -> std::io::Result<()> {
+pub async fn serve(
+    socket: &Path,
+    engine: safemeet_engine::Handle,
+    identity: Identity,
+) -> std::io::Result<()> {
     if socket.exists() {
         std::fs::remove_file(socket)?;
     }
@@ -75,13 +79,13 @@ fn error(id: Value, code: i64, message: String, kind: Option<&str>) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "error": err })
 }
 
-fn engine_error(id: Value, e: EngineError) -> Value {
+fn engine_error(id: Value, e: safemeet_engine::Error) -> Value {
     let kind = match &e {
-        EngineError::BadInvite(_) => "bad_invite",
-        EngineError::UnknownContact(_) => "unknown_contact",
-        EngineError::InvalidInput(_) => "invalid_input",
-        EngineError::Stopped => "stopped",
-        EngineError::Net(_) => "network",
+        safemeet_engine::Error::BadInvite(_) => "bad_invite",
+        safemeet_engine::Error::UnknownContact(_) => "unknown_contact",
+        safemeet_engine::Error::InvalidInput(_) => "invalid_input",
+        safemeet_engine::Error::Stopped => "stopped",
+        safemeet_engine::Error::Net(_) => "network",
         _ => "error",
     };
     error(id, codes::ENGINE_ERROR, e.to_string(), Some(kind))
@@ -89,7 +93,7 @@ fn engine_error(id: Value, e: EngineError) -> Value {
 
 async fn connection(
     stream: UnixStream,
-    engine: EngineHandle,
+    engine: safemeet_engine::Handle,
     identity: Identity,
 ) -> Result<(), String> {
     let mut lines = Framed::new(stream, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
@@ -159,11 +163,11 @@ async fn connection(
 enum Failure {
     NoMethod,
     Params(String),
-    Engine(EngineError),
+    Engine(safemeet_engine::Error),
 }
 
-impl From<EngineError> for Failure {
-    fn from(e: EngineError) -> Self {
+impl From<safemeet_engine::Error> for Failure {
+    fn from(e: safemeet_engine::Error) -> Self {
         Failure::Engine(e)
     }
 }
@@ -245,14 +249,95 @@ fn event_json(cursor: u64, entry: &LogEntry) -> Value {
     }
 }
 
-async fn resolve(engine: &EngineHandle, params: &Value) -> Result<UserId, Failure> {
-    Ok(engine.resolve(param_str(params, "target")?).await?)
+async fn resolve(engine: &safemeet_engine::Handle, params: &Value) -> Result<UserId, Failure> {
+    user_named(engine, param_str(params, "target")?).await
+}
+
+fn invalid(message: String) -> Failure {
+    Failure::Engine(safemeet_engine::Error::InvalidInput(message))
+}
+
+/// A contact by pet name, then username, then user id text.
+async fn user_named(engine: &safemeet_engine::Handle, target: &str) -> Result<UserId, Failure> {
+    let contacts = engine.contacts().await?;
+    if let Some(c) = contacts
+        .iter()
+        .find(|c| c.pet_name.as_deref() == Some(target))
+    {
+        return Ok(c.user_id);
+    }
+    let by_name: Vec<_> = contacts.iter().filter(|c| c.username == target).collect();
+    match by_name.as_slice() {
+        [one] => return Ok(one.user_id),
+        [] => {}
+        _ => {
+            return Err(invalid(format!(
+                "several contacts are called {target:?}; use a pet name or the user id"
+            )));
+        }
+    }
+    if let Ok(user) = target.parse::<UserId>()
+        && contacts.iter().any(|c| c.user_id == user)
+    {
+        return Ok(user);
+    }
+    Err(invalid(format!("no contact {target:?}")))
+}
+
+/// A group room by name or room id.
+async fn room_named(
+    engine: &safemeet_engine::Handle,
+    target: &str,
+) -> Result<Option<safemeet_proto::RoomId>, Failure> {
+    let by_id = target.parse::<safemeet_proto::RoomId>().ok();
+    let found: Vec<_> = engine
+        .rooms()
+        .await?
+        .into_iter()
+        .filter(|r| Some(r.room_id) == by_id || r.name == target)
+        .collect();
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.room_id)),
+        _ => Err(invalid(format!(
+            "several rooms are called {target:?}; use the room id"
+        ))),
+    }
+}
+
+/// What a target names: a contact's DM, else a group room.
+enum Conversation {
+    Dm(UserId),
+    Room(safemeet_proto::RoomId),
+}
+
+async fn conversation(
+    engine: &safemeet_engine::Handle,
+    target: &str,
+) -> Result<Conversation, Failure> {
+    if let Ok(user) = user_named(engine, target).await {
+        return Ok(Conversation::Dm(user));
+    }
+    match room_named(engine, target).await? {
+        Some(room) => Ok(Conversation::Room(room)),
+        None => Err(invalid(format!("no contact or room {target:?}"))),
+    }
+}
+
+async fn room_param(
+    engine: &safemeet_engine::Handle,
+    params: &Value,
+) -> Result<safemeet_proto::RoomId, Failure> {
+    let target = param_str(params, "room")?;
+    room_named(engine, target)
+        .await?
+        .ok_or_else(|| invalid(format!("no room {target:?}")))
 }
 
 async fn call(
     method: &str,
     params: &Value,
-    engine: &EngineHandle,
+    engine: &safemeet_engine::Handle,
     identity: &Identity,
 ) -> Result<Value, Failure> {
     Ok(match method {
@@ -301,13 +386,19 @@ async fn call(
         "send" => {
             let target = param_str(params, "target")?;
             let text = param_str(params, "text")?;
-            let event_id = engine.send(target, text).await?;
+            let event_id = match conversation(engine, target).await? {
+                Conversation::Dm(user) => engine.send_dm(user, text).await?,
+                Conversation::Room(room) => engine.send_room(room, text).await?,
+            };
             json!({ "event_id": event_id.to_string() })
         }
         "messages" => {
             let target = param_str(params, "target")?;
             let limit = param_u64(params, "limit", 50)?.min(10_000) as usize;
-            let messages = engine.messages_of(target, limit).await?;
+            let messages = match conversation(engine, target).await? {
+                Conversation::Dm(user) => engine.dm_messages(user, limit).await?,
+                Conversation::Room(room) => engine.room_messages(room, limit).await?,
+            };
             json!(messages.iter().map(message_json).collect::<Vec<_>>())
         }
         "room.create" => {
@@ -321,20 +412,26 @@ async fn call(
                             .map(str::to_owned)
                             .ok_or_else(|| Failure::Params("members must be strings".into()))
                     })
-                    .collect::<Result<_, _>>()?,
+                    .collect::<Result<Vec<String>, _>>()?,
                 Some(_) => return Err(Failure::Params("members must be an array".into())),
             };
+            let mut users = Vec::with_capacity(members.len());
+            for m in &members {
+                users.push(user_named(engine, m).await?);
+            }
+            let members = users;
             let room = engine.create_room(name, members).await?;
             json!({ "room_id": room.to_string() })
         }
         "room.invite" => {
-            engine
-                .room_invite(param_str(params, "room")?, param_str(params, "target")?)
-                .await?;
+            let room = room_param(engine, params).await?;
+            let user = user_named(engine, param_str(params, "target")?).await?;
+            engine.room_invite(room, user).await?;
             json!({ "invited": true })
         }
         "room.leave" => {
-            engine.room_leave(param_str(params, "room")?).await?;
+            let room = room_param(engine, params).await?;
+            engine.room_leave(room).await?;
             json!({ "left": true })
         }
         "room.list" => {
@@ -372,7 +469,7 @@ async fn subscribe(
     mut lines: Lines,
     id: Value,
     params: &Value,
-    engine: &EngineHandle,
+    engine: &safemeet_engine::Handle,
 ) -> Result<(), String> {
     let mut cursor = match param_u64(params, "since", 0) {
         Ok(c) => c,

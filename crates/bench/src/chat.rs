@@ -31,8 +31,9 @@ use safemeet_crypto::EncryptedStore;
 use safemeet_crypto::account::Account;
 use safemeet_crypto::at_rest::{DataKey, StoreCipher};
 use safemeet_crypto::machine::CryptoMachine;
-use safemeet_engine::{EngineConfig, EngineHandle, LogEntry};
+use safemeet_engine::LogEntry;
 use safemeet_net::{FrameCodec, NetConfig};
+use safemeet_proto::RoomId;
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::{DisplayName, EventId, Username};
 use safemeet_store::{SledConfig, SledStore};
@@ -109,7 +110,7 @@ pub(crate) enum StoreKind {
 
 /// One engine over its own store.
 struct Node {
-    engine: EngineHandle,
+    engine: safemeet_engine::Handle,
     /// (next cursor, when it was seen), in order.
     seen: Arc<Mutex<Vec<(u64, Instant)>>>,
 }
@@ -175,7 +176,7 @@ impl Node {
 fn start_engine<S: safemeet_store::Store + Clone + 'static>(
     name: &str,
     backend: S,
-) -> anyhow::Result<EngineHandle> {
+) -> anyhow::Result<safemeet_engine::Handle> {
     start_engine_on(
         backend,
         &DataKey::generate(),
@@ -191,7 +192,7 @@ pub(crate) fn start_engine_on<S: safemeet_store::Store + Clone + 'static>(
     key: &DataKey,
     net: NetConfig,
     create: Option<&str>,
-) -> anyhow::Result<EngineHandle> {
+) -> anyhow::Result<safemeet_engine::Handle> {
     let store = EncryptedStore::new(backend, StoreCipher::new(key));
     if let Some(name) = create {
         let account = Account::create(
@@ -202,16 +203,16 @@ pub(crate) fn start_engine_on<S: safemeet_store::Store + Clone + 'static>(
         )?;
         CryptoMachine::store_account(&store, &account)?;
     }
-    let config = EngineConfig {
+    let config = safemeet_engine::Config {
         net,
         retry_initial: Duration::from_millis(200),
         retry_max: Duration::from_secs(2),
-        ..EngineConfig::default()
+        ..safemeet_engine::Config::default()
     };
     Ok(safemeet_engine::start(CryptoMachine::open(store)?, config)?)
 }
 
-async fn wait_listening(engine: &EngineHandle) -> anyhow::Result<()> {
+async fn wait_listening(engine: &safemeet_engine::Handle) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     for _ in 0..1000 {
         tick.tick().await;
@@ -224,10 +225,13 @@ async fn wait_listening(engine: &EngineHandle) -> anyhow::Result<()> {
 
 /// Sends [`WARM_UP`] messages to `target` one after another and waits until
 /// `to` holds them all.
-async fn warm_up(from: &Node, to: &Node, target: &str) -> anyhow::Result<()> {
+async fn warm_up(from: &Node, to: &Node, room: Option<RoomId>) -> anyhow::Result<()> {
     let start = to.cursor();
     for _ in 0..WARM_UP {
-        from.engine.send(target, "warm-up").await?;
+        match room {
+            Some(room) => from.engine.send_room(room, "warm-up").await?,
+            None => from.engine.send_dm(to.engine.user_id(), "warm-up").await?,
+        };
     }
     to.wait_cursor(start + WARM_UP as u64 - 1).await
 }
@@ -247,7 +251,7 @@ async fn dm_latency(
     for _ in 0..count {
         pace.tick().await;
         let t = instant();
-        let id = alice.engine.send("bob", &body).await?;
+        let id = alice.engine.send_dm(bob.engine.user_id(), &body).await?;
         sent.insert(id, t);
     }
     bob.wait_cursor(bob_start + count as u64 - 1).await?;
@@ -300,6 +304,7 @@ async fn dm_latency(
 async fn room_throughput(
     alice: &Node,
     bob: &Node,
+    room: RoomId,
     count: usize,
 ) -> anyhow::Result<(f64, f64, Option<f64>)> {
     let bob_start = bob.cursor();
@@ -311,7 +316,7 @@ async fn room_throughput(
     while issued < count || !sends.is_empty() {
         while issued < count && sends.len() < ROOM_CONCURRENCY {
             let (engine, body) = (alice.engine.clone(), body.clone());
-            sends.spawn(async move { engine.send("bench", &body).await });
+            sends.spawn(async move { engine.send_room(room, &body).await });
             issued += 1;
         }
         if let Some(done) = sends.join_next().await {
@@ -613,10 +618,10 @@ async fn run_async(samples: usize, ops: Option<usize>, store: StoreKind) -> anyh
     let (ia, ib) = (alice.engine.invite().await?, bob.engine.invite().await?);
     alice.engine.add_contact(&ib, Some("bob".into())).await?;
     bob.engine.add_contact(&ia, Some("alice".into())).await?;
-    warm_up(&alice, &bob, "bob").await?;
-    alice
+    warm_up(&alice, &bob, None).await?;
+    let bench_room = alice
         .engine
-        .create_room("bench", vec!["bob".into()])
+        .create_room("bench", vec![bob.engine.user_id()])
         .await?;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     for _ in 0..1000 {
@@ -625,7 +630,7 @@ async fn run_async(samples: usize, ops: Option<usize>, store: StoreKind) -> anyh
             break;
         }
     }
-    warm_up(&alice, &bob, "bench").await?;
+    warm_up(&alice, &bob, Some(bench_room)).await?;
     let mut bare = BarePair::new().await?;
     bare.rr_latency(WARM_UP, rate).await?;
 
@@ -649,7 +654,7 @@ async fn run_async(samples: usize, ops: Option<usize>, store: StoreKind) -> anyh
         p50s.push(p50);
         raw_p50s.push(raw_p50);
         let crypto = crypto_bound(room_count)?;
-        let (room, sends, cpu_us) = room_throughput(&alice, &bob, room_count).await?;
+        let (room, sends, cpu_us) = room_throughput(&alice, &bob, bench_room, room_count).await?;
         let (gossip, fraction) = bare.gossip_throughput(room_count).await?;
         eprintln!(
             "sample {sample}/{samples}: DM one-way p50 {p50:.3} ms p99 {p99:.3} ms (raw rr round trip p50 {raw_p50:.3} ms); room {room:.0} msg/s (sends {sends:.0}/s, {} µs CPU per message), crypto-bound {crypto:.0}/s = {:.3}×; raw gossip {gossip:.0}/s, {:.1} % arrived",

@@ -30,7 +30,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 use safemeet_crypto::at_rest::DataKey;
 use safemeet_crypto::mailbox::{EpochKey, authorize};
-use safemeet_engine::{EngineHandle, LogEntry};
+use safemeet_engine::LogEntry;
 use safemeet_net::{MAILBOX_PROTOCOL, MailboxCodec, NetConfig};
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::mailbox::{
@@ -486,7 +486,7 @@ fn engine_on_sled(
     key: &DataKey,
     net: NetConfig,
     create: Option<&str>,
-) -> anyhow::Result<EngineHandle> {
+) -> anyhow::Result<safemeet_engine::Handle> {
     let backend = SledStore::open(dir, &SledConfig::default())?;
     crate::chat::start_engine_on(backend, key, net, create)
 }
@@ -494,7 +494,7 @@ fn engine_on_sled(
 /// Waits until `engine`'s event log holds `count` entries after `from`
 /// that `counts` accepts.
 async fn wait_entries(
-    engine: &EngineHandle,
+    engine: &safemeet_engine::Handle,
     from: u64,
     count: usize,
     counts: impl Fn(&LogEntry) -> bool,
@@ -556,7 +556,9 @@ async fn node_drain(count: usize) -> anyhow::Result<(f64, f64)> {
     let from = *alice.log_watch().borrow();
     let t0 = SystemClock.instant();
     for n in 0..count {
-        alice.send("bob", &format!("waiting message {n}")).await?;
+        alice
+            .send_dm(bob.user_id(), &format!("waiting message {n}"))
+            .await?;
     }
     wait_entries(&alice, from.saturating_sub(1), count, |e| {
         matches!(e, LogEntry::StoredAtRelay { .. })

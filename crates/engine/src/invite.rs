@@ -16,7 +16,7 @@ use safemeet_proto::identity::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::EngineError;
+use crate::Error;
 
 /// The text prefix of an invite.
 pub const INVITE_PREFIX: &str = "safemeet:";
@@ -51,7 +51,7 @@ pub struct Invite {
 
 impl Invite {
     /// The text form.
-    pub fn to_text(&self) -> Result<String, EngineError> {
+    pub fn to_text(&self) -> Result<String, Error> {
         let bytes = codec::encode_limited(self, MAX_INVITE_BYTES)?;
         Ok(format!(
             "{INVITE_PREFIX}{}",
@@ -61,29 +61,29 @@ impl Invite {
 
     /// Parses the text form (surrounding whitespace is ignored). The
     /// signatures are checked when the invite is accepted.
-    pub fn from_text(text: &str) -> Result<Self, EngineError> {
+    pub fn from_text(text: &str) -> Result<Self, Error> {
         let body = text
             .trim()
             .strip_prefix(INVITE_PREFIX)
-            .ok_or(EngineError::BadInvite("it does not start with `safemeet:`"))?;
+            .ok_or(Error::BadInvite("it does not start with `safemeet:`"))?;
         if body.len() > MAX_INVITE_BYTES * 2 {
-            return Err(EngineError::BadInvite("it is too long"));
+            return Err(Error::BadInvite("it is too long"));
         }
         let bytes = BASE32_NOPAD
             .decode(body.to_ascii_uppercase().as_bytes())
-            .map_err(|_| EngineError::BadInvite("it is not valid base32"))?;
+            .map_err(|_| Error::BadInvite("it is not valid base32"))?;
         if bytes.first().is_some_and(|v| *v < INVITE_VERSION) {
-            return Err(EngineError::BadInvite(
+            return Err(Error::BadInvite(
                 "it is from an older version; ask for a new invite",
             ));
         }
         let invite: Invite = codec::decode(&bytes, MAX_INVITE_BYTES)
-            .map_err(|_| EngineError::BadInvite("it is damaged or from another version"))?;
+            .map_err(|_| Error::BadInvite("it is damaged or from another version"))?;
         if invite.version != INVITE_VERSION {
-            return Err(EngineError::BadInvite("unsupported invite version"));
+            return Err(Error::BadInvite("unsupported invite version"));
         }
         if invite.addrs.len() > MAX_INVITE_ADDRS {
-            return Err(EngineError::BadInvite("too many addresses"));
+            return Err(Error::BadInvite("too many addresses"));
         }
         Ok(invite)
     }

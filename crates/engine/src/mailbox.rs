@@ -1,41 +1,45 @@
-//! Relay mailboxes, as the engine uses them: a delivery that cannot reach
-//! its device is left on that device's relays (each of its listed relays,
-//! at most [`EngineConfig::mailbox_copies`](crate::EngineConfig)), and this
-//! device drains its own mailboxes on start and periodically.
+//! This device's relay mailboxes: when to drain them, and how a fetched
+//! page is placed.
 //!
-//! A deposit carries the padded frame a direct delivery would, sealed to
-//! the key of the current epoch's mailbox, whose id the sender derives
-//! from the recipient's certified mailbox key (see
-//! `safemeet_crypto::mailbox`): every copy is fresh bytes. The relay's
-//! receipt is checked (its signature under the relay's peer id, the
-//! mailbox, the digest of the sealed bytes, and an expiry still ahead)
-//! before the message counts as "stored at relay".
+//! The core drains on start and then every [`Config::mailbox_poll`]
+//! (monotonic time), oldest epoch first: from the oldest epoch the last
+//! complete drain left something in (at first as far back as relays keep
+//! mail, but never before the device's certificate), and at least the
+//! previous one. A drain that could not reach a relay is tried again with
+//! backoff, and as soon as the relay connects. Each page fetched is stored
+//! like direct deliveries (one flush), and only then are the stored ones,
+//! and ones refused for good, handed back for deletion; a message that
+//! cannot be placed yet stays for the next drain. The protocol itself is
+//! the actor's (`relay_client.rs`).
 //!
-//! Draining fetches each epoch's mailbox page by page, hands every page to
-//! the engine, which stores what it can exactly as a direct delivery, and
-//! deletes from the relay only what the engine has made durable.
+//! [`Config::mailbox_poll`]: crate::Config::mailbox_poll
+
+use std::sync::Arc;
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use safemeet_crypto::mailbox::{EpochKey, authorize};
-use safemeet_net::{NetError, Network};
-use safemeet_proto::mailbox::{
-    AckParams, FetchParams, MAX_ACK_IDS, MAX_FETCH_ITEMS, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
-    MailboxError, MailboxRequest, MailboxResponse, Receipt, StoredEnvelope, VERSION,
-};
-use safemeet_proto::{MailboxId, Timestamp, codec};
-use tokio::sync::{mpsc, oneshot};
+use safemeet_proto::deliver::Answer;
+use safemeet_proto::mailbox::StoredEnvelope;
+use safemeet_proto::{Envelope, codec};
+use safemeet_store::{Keyspace, Store};
+
+use crate::core::Core;
+use crate::events::Output;
+use crate::receive::Source;
+use crate::records::name;
 
 /// A relay: its peer id and the address to reach it at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Relay {
-    pub(crate) peer: PeerId,
-    pub(crate) addr: Multiaddr,
+pub struct Relay {
+    /// Its peer id.
+    pub peer: PeerId,
+    /// Its address, ending in `/p2p/<peer id>`.
+    pub addr: Multiaddr,
 }
 
 impl Relay {
     /// A relay from its address, which must end in `/p2p/<peer id>`.
-    pub(crate) fn from_addr(addr: &Multiaddr) -> Option<Self> {
+    pub fn from_addr(addr: &Multiaddr) -> Option<Self> {
         match addr.iter().last() {
             Some(Protocol::P2p(peer)) => Some(Self {
                 peer,
@@ -55,234 +59,178 @@ pub(crate) struct DeviceMailbox {
     pub(crate) relays: Vec<Relay>,
 }
 
-/// Why a mailbox request failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum MailboxFailure {
-    #[error(transparent)]
-    Net(#[from] NetError),
-    #[error("the relay refused ({code:?}): {message}")]
-    Refused { code: MailboxError, message: String },
-    #[error("the relay's answer was malformed: {0}")]
-    Malformed(String),
-    #[error("could not sign a mailbox request: {0}")]
-    Sign(#[from] safemeet_crypto::Error),
-    #[error("the engine stopped")]
-    Stopped,
-}
-
-async fn request(
-    net: &Network,
-    relay: &Relay,
-    request: &MailboxRequest,
-) -> Result<MailboxResponse, MailboxFailure> {
-    let bytes = codec::encode_limited(request, MAX_REQUEST_BYTES)
-        .map_err(|e| MailboxFailure::Malformed(e.to_string()))?;
-    let answer = net
-        .mailbox(relay.peer, vec![relay.addr.clone()], bytes)
-        .await?;
-    match codec::decode(&answer, MAX_RESPONSE_BYTES) {
-        Ok(MailboxResponse::Error { code, message }) => Err(MailboxFailure::Refused {
-            code,
-            // Shown in a log line: bounded, whatever the relay sent.
-            message: message.chars().take(200).collect(),
-        }),
-        Ok(response) => Ok(response),
-        Err(e) => Err(MailboxFailure::Malformed(e.to_string())),
-    }
-}
-
-/// Leaves `frame` in `mailbox` on each of `relays` at once; returns the
-/// latest "stored until" among the valid receipts (a promise already past
-/// `now` is none), or `None` when no relay kept it.
-pub(crate) async fn deposit(
-    net: Network,
-    mailbox: MailboxId,
-    relays: Vec<Relay>,
-    frame: Vec<u8>,
-    now: Timestamp,
-) -> Option<Timestamp> {
-    let digest = *blake3::hash(&frame).as_bytes();
-    let deposit = MailboxRequest::Deposit {
-        version: VERSION,
-        mailbox,
-        envelope: frame,
-    };
-    let tries = relays.iter().map(|relay| {
-        let (net, deposit) = (&net, &deposit);
-        async move {
-            match request(net, relay, deposit).await {
-                Ok(MailboxResponse::Receipt(receipt))
-                    if receipt.stored_until > now
-                        && receipt_is_valid(&receipt, &relay.peer, &mailbox, &digest) =>
-                {
-                    Some(receipt.stored_until)
-                }
-                Ok(_) => {
-                    tracing::debug!("a relay answered a deposit without a valid receipt");
-                    None
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "a relay did not keep a deposit");
-                    None
-                }
-            }
-        }
-    });
-    futures::future::join_all(tries)
-        .await
-        .into_iter()
-        .flatten()
-        .max()
-}
-
-/// A receipt counts when it is for these bytes in this mailbox and signed
-/// by the relay's own key (its peer id holds it inline).
-fn receipt_is_valid(
-    receipt: &Receipt,
-    relay: &PeerId,
-    mailbox: &MailboxId,
-    digest: &[u8; 32],
-) -> bool {
-    let hash: &libp2p::multihash::Multihash<64> = relay.as_ref();
-    // Only identity multihashes carry the key (Ed25519 peer ids do).
-    if hash.code() != 0 {
-        return false;
-    }
-    let Ok(key) = libp2p::identity::PublicKey::try_decode_protobuf(hash.digest()) else {
-        return false;
-    };
-    receipt.version == VERSION
-        && receipt.mailbox == *mailbox
-        && receipt.digest == *digest
-        && key.verify(
-            &Receipt::signed_bytes(
-                &receipt.mailbox,
-                receipt.id,
-                receipt.stored_until,
-                &receipt.digest,
-            ),
-            &receipt.signature,
-        )
-}
-
-/// Most pages one drain fetches from one mailbox; the rest waits for the
-/// next drain, so a relay that never stops sending holds up no other.
-const MAX_PAGES: usize = 256;
-
-/// A page fetched from one of this device's mailboxes. The engine stores
-/// what it can and answers with the ids the relay may delete.
-pub(crate) struct Page {
-    /// The epoch of the mailbox.
-    pub(crate) epoch: u64,
-    pub(crate) envelopes: Vec<StoredEnvelope>,
-    pub(crate) done: oneshot::Sender<Vec<u64>>,
-}
-
-/// What a drain did.
+/// Where draining stands.
 #[derive(Debug, Default)]
-pub(crate) struct Drained {
-    /// Envelopes fetched.
-    pub(crate) fetched: usize,
-    /// Some relay could not be asked (try again soon).
-    pub(crate) failed: bool,
+pub(crate) struct DrainState {
+    /// A drain is running.
+    running: bool,
+    /// Drains in a row that could not reach some relay.
+    failures: u32,
+    /// When the next drain is due (monotonic ms); 0 on start.
+    next_ms: u64,
+    /// The oldest epoch whose mailboxes may still hold mail for this
+    /// device (`None`: not read from the store yet).
+    from: Option<u64>,
+    /// The epoch current when the running drain started, and the oldest
+    /// epoch in which it left something (a message not placeable yet).
+    epoch: u64,
+    leftover: Option<u64>,
 }
 
-/// Empties this device's mailboxes: for each relay, each epoch's key, the
-/// oldest first (room state and keys come before what they unlock). The
-/// `former` relays (no longer listed, maybe still holding mail) are asked
-/// too, but a failure there does not count.
-pub(crate) async fn drain(
-    net: Network,
-    relays: Vec<Relay>,
-    former: Vec<Relay>,
-    keys: Vec<EpochKey>,
-    pages: mpsc::Sender<Page>,
-) -> Drained {
-    let mut drained = Drained::default();
-    let all = relays.iter().map(|r| (r, true));
-    for (relay, counts) in all.chain(former.iter().map(|r| (r, false))) {
-        for key in &keys {
-            match drain_one(&net, relay, key, &pages).await {
-                Ok(n) => drained.fetched += n,
-                Err(MailboxFailure::Stopped) => return drained,
-                Err(e) => {
-                    tracing::debug!(error = %e, "could not drain a mailbox");
-                    drained.failed |= counts;
-                    // The relay is likely down: its other epochs too.
-                    if matches!(e, MailboxFailure::Net(_)) {
-                        break;
-                    }
-                }
+impl<S: Store + Clone> Core<S> {
+    fn has_relays(&self) -> bool {
+        !(self.own_relays.is_empty() && self.former_relays.is_empty())
+    }
+
+    /// When the next drain is due (monotonic ms), if one may start.
+    pub(crate) fn drain_due_ms(&self) -> Option<u64> {
+        (self.has_relays() && !self.drain.running).then_some(self.drain.next_ms)
+    }
+
+    /// Starts draining this device's mailboxes when that is due and no
+    /// drain runs.
+    pub(crate) fn drain_if_due(&mut self) {
+        let mono = self.now.mono_ms();
+        if self.drain_due_ms().is_none_or(|due| mono < due) {
+            return;
+        }
+        let poll = u64::try_from(self.config.mailbox_poll.as_millis()).unwrap_or(u64::MAX);
+        self.drain.next_ms = mono.saturating_add(poll);
+        let wall = self.now.wall;
+        let current = safemeet_crypto::mailbox::epoch_of(wall);
+        // Nothing is older than this device (its certificate), nor kept
+        // longer than relays keep mail.
+        let born = self
+            .machine
+            .account()
+            .certificate()
+            .decode_body()
+            .map_or(0, |c| safemeet_crypto::mailbox::epoch_of(c.created_at));
+        let oldest = current
+            .saturating_sub(self.config.mailbox_catch_up_epochs)
+            .max(born);
+        // Never fewer than the current and the previous epoch.
+        let from = self
+            .drain
+            .from
+            .or_else(
+                || match self.store.get(Keyspace::Contacts, name::DRAIN_FROM) {
+                    Ok(Some(bytes)) => codec::decode::<u64>(&bytes, 16).ok(),
+                    _ => None,
+                },
+            )
+            .unwrap_or(oldest)
+            .max(oldest)
+            .min(current.saturating_sub(1));
+        self.drain.epoch = current;
+        self.drain.leftover = None;
+        self.drain.running = true;
+        let account = self.machine.account();
+        let keys = (from..=current)
+            .map(|e| Arc::new(account.mailbox_key(e)))
+            .collect();
+        // Former relays, while they may hold mail; one that is gone does
+        // not hold up the others (its failures do not count).
+        let now_ms = wall.as_millis();
+        self.former_relays.retain(|(_, until)| *until > now_ms);
+        let former: Vec<Relay> = self
+            .former_relays
+            .iter()
+            .filter_map(|(a, _)| a.parse::<Multiaddr>().ok())
+            .filter_map(|a| Relay::from_addr(&a))
+            .collect();
+        self.out.push(Output::Drain {
+            relays: self.own_relays.clone(),
+            former,
+            keys,
+        });
+    }
+
+    /// A drain finished. A relay that could not be asked (often: still
+    /// being dialled on start) is asked again soon, backing off up to the
+    /// poll interval.
+    pub(crate) fn drain_done(&mut self, fetched: usize, failed: bool) {
+        tracing::debug!(fetched, failed, "mailboxes drained");
+        self.drain.running = false;
+        if !failed {
+            self.drain.failures = 0;
+            // Every relay answered for every epoch looked at: the next
+            // drain starts at the previous epoch, or at the oldest one
+            // where something was left.
+            let previous = self.drain.epoch.saturating_sub(1);
+            let from = self.drain.leftover.map_or(previous, |e| e.min(previous));
+            self.drain.from = Some(from);
+            let kept = codec::encode(&from)
+                .map_err(crate::Error::from)
+                .and_then(|b| Ok(self.store.put(Keyspace::Contacts, name::DRAIN_FROM, &b)?));
+            if let Err(e) = kept {
+                tracing::warn!(error = %e, "could not record how far mailboxes are drained");
+            }
+            return;
+        }
+        self.drain.failures = self.drain.failures.saturating_add(1);
+        self.drain.next_ms = self.backoff(self.drain.failures, self.config.mailbox_poll);
+    }
+
+    /// A peer connected: a relay that could not be asked is asked now, and
+    /// deliveries parked for the peer are tried again.
+    pub(crate) fn connected(&mut self, peer: PeerId) {
+        if self.drain.failures > 0 && self.own_relays.iter().any(|r| r.peer == peer) {
+            self.drain.next_ms = 0;
+        }
+        self.on_connected(peer);
+    }
+
+    /// Stores a page fetched from a mailbox as direct deliveries are
+    /// stored, makes it durable, and says what the relay may delete: all
+    /// but what cannot be placed yet. On a failed flush, nothing.
+    pub(crate) fn mailbox_page(&mut self, page: u64, epoch: u64, envelopes: Vec<StoredEnvelope>) {
+        let mut taken = Vec::with_capacity(envelopes.len());
+        let key = self.machine.account().mailbox_key(epoch);
+        // Deposits arrive in the order they were made, not sent: to-device
+        // messages (room keys, room state) first, then what they unlock.
+        let mut frames = Vec::with_capacity(envelopes.len());
+        for envelope in &envelopes {
+            match key.open(&envelope.envelope) {
+                Ok(frame) => frames.push((envelope.id, frame)),
+                // Not for this device, or damaged: nothing to keep it for.
+                Err(_) => taken.push(envelope.id),
             }
         }
-    }
-    drained
-}
-
-async fn nonce(net: &Network, relay: &Relay) -> Result<[u8; 32], MailboxFailure> {
-    match request(net, relay, &MailboxRequest::Challenge { version: VERSION }).await? {
-        MailboxResponse::Nonce(nonce) => Ok(nonce),
-        _ => Err(MailboxFailure::Malformed(
-            "no nonce in answer to a challenge".into(),
-        )),
-    }
-}
-
-async fn drain_one(
-    net: &Network,
-    relay: &Relay,
-    key: &EpochKey,
-    pages: &mpsc::Sender<Page>,
-) -> Result<usize, MailboxFailure> {
-    let relay_id = relay.peer.to_bytes();
-    let mailbox = key.mailbox();
-    let mut after = 0;
-    let mut fetched = 0;
-    for _ in 0..MAX_PAGES {
-        let params = FetchParams {
-            mailbox,
-            after,
-            limit: MAX_FETCH_ITEMS,
-        };
-        let fetch = authorize(key, &relay_id, nonce(net, relay).await?, params)?;
-        let (mut items, more) = match request(net, relay, &MailboxRequest::Fetch(fetch)).await? {
-            MailboxResponse::Envelopes { items, more } => (items, more),
-            _ => {
-                return Err(MailboxFailure::Malformed(
-                    "no envelopes in answer to a fetch".into(),
-                ));
+        let to_device = |f: &[u8]| matches!(Envelope::from_frame(f), Ok(Envelope::ToDevice(_)));
+        frames.sort_by_key(|(_, f)| !to_device(f));
+        let mut later = Vec::new();
+        for (id, frame) in frames {
+            let (answer, stored) = self.receive(Source::Mailbox, &frame);
+            self.acks_due.extend(stored);
+            if answer == Answer::Later {
+                later.push((id, frame));
+            } else {
+                taken.push(id);
             }
-        };
-        // No more than asked for; ids only go up (a relay that says
-        // otherwise is not followed).
-        items.truncate(usize::from(MAX_FETCH_ITEMS));
-        let last = items.iter().map(|e| e.id).max().unwrap_or(after);
-        if items.is_empty() || last <= after {
-            return Ok(fetched);
         }
-        after = last;
-        fetched += items.len();
-        let (done, taken) = oneshot::channel();
-        pages
-            .send(Page {
-                epoch: key.epoch(),
-                envelopes: items,
-                done,
-            })
-            .await
-            .map_err(|_| MailboxFailure::Stopped)?;
-        let ids = taken.await.map_err(|_| MailboxFailure::Stopped)?;
-        for chunk in ids.chunks(MAX_ACK_IDS) {
-            let params = AckParams {
-                mailbox,
-                ids: chunk.to_vec(),
-            };
-            let ack = authorize(key, &relay_id, nonce(net, relay).await?, params)?;
-            request(net, relay, &MailboxRequest::Ack(ack)).await?;
+        // Once more for what could not be placed: what came after may have
+        // placed it (then it is a repeat now, and is taken).
+        for (id, frame) in later {
+            let (answer, stored) = self.receive(Source::Mailbox, &frame);
+            self.acks_due.extend(stored);
+            if answer == Answer::Later {
+                let oldest = self.drain.leftover.map_or(epoch, |e| e.min(epoch));
+                self.drain.leftover = Some(oldest);
+            } else {
+                taken.push(id);
+            }
         }
-        if !more {
-            return Ok(fetched);
+        if !self.flush_received() {
+            self.acks_due.clear();
+            self.out.push(Output::PageDone {
+                page,
+                taken: Vec::new(),
+            });
+            return;
         }
+        self.out.push(Output::PageDone { page, taken });
+        let acks = std::mem::take(&mut self.acks_due);
+        self.queue_acks(acks);
     }
-    Ok(fetched)
 }

@@ -12,13 +12,14 @@
 
 use safemeet_crypto::EncryptedBatch;
 use safemeet_crypto::EncryptedStore;
-use safemeet_net::RoomTopic;
 use safemeet_proto::event::{EventContent, Membership, MembershipChange, RoomState};
 use safemeet_proto::{EventId, RoomId, UserId, codec};
 use safemeet_store::{Keyspace, Store};
 
+use crate::core::Core;
+use crate::events::Output;
 use crate::records::{MAX_RECORD_BYTES, RoomIndex, RoomRecord, VERSION, name};
-use crate::{Engine, EngineError, LogEntry, RoomInfo};
+use crate::{Error, LogEntry, RoomInfo};
 
 /// The gossip topic of a room: a hash of its secret.
 pub(crate) fn topic_of(secret: &[u8; 32]) -> [u8; 32] {
@@ -126,8 +127,32 @@ fn room_log(room: &RoomRecord) -> LogEntry {
     }
 }
 
-impl<S: Store + Clone + 'static> Engine<S> {
-    fn room_index(&self) -> Result<RoomIndex, EngineError> {
+/// The room id of the direct conversation between two users (the same
+/// whichever of them asks).
+pub fn dm_room_id(a: &UserId, b: &UserId) -> RoomId {
+    dm_room(a, b).0
+}
+
+/// The id of the DM room between two users and its topic: both sides
+/// derive the same ones.
+pub(crate) fn dm_room(a: &UserId, b: &UserId) -> (RoomId, [u8; 32]) {
+    let (lo, hi) = if a.as_bytes() <= b.as_bytes() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let mut h = blake3::Hasher::new_derive_key("safemeet/v1/dm-room");
+    h.update(lo.as_bytes());
+    h.update(hi.as_bytes());
+    let out = h.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&out.as_bytes()[..16]);
+    let topic = blake3::derive_key("safemeet/v1/dm-topic", out.as_bytes());
+    (RoomId::from_bytes(id), topic)
+}
+
+impl<S: Store + Clone> Core<S> {
+    fn room_index(&self) -> Result<RoomIndex, Error> {
         Ok(match self.store.get(Keyspace::Rooms, name::ROOM_INDEX)? {
             Some(b) => codec::decode(&b, MAX_RECORD_BYTES)?,
             None => RoomIndex {
@@ -137,9 +162,50 @@ impl<S: Store + Clone + 'static> Engine<S> {
         })
     }
 
+    /// A room record, from memory or the store.
+    pub(crate) fn room(&mut self, room: &RoomId) -> Result<Option<RoomRecord>, Error> {
+        if let Some(r) = self.rooms.get(room) {
+            return Ok(Some(r.clone()));
+        }
+        let Some(bytes) = self.store.get(Keyspace::Rooms, &name::room(room))? else {
+            return Ok(None);
+        };
+        let record = RoomRecord::decode(&bytes)?;
+        self.rooms.insert(*room, record.clone());
+        Ok(Some(record))
+    }
+
+    /// The DM room with a user (made up if nothing was said in it yet).
+    pub(crate) fn dm(&mut self, with: UserId) -> Result<RoomRecord, Error> {
+        let me = self.machine.account().user_id();
+        let (room_id, topic) = dm_room(&me, &with);
+        Ok(self.room(&room_id)?.unwrap_or(RoomRecord {
+            version: VERSION,
+            room_id,
+            dm_with: Some(with),
+            name: None,
+            members: vec![me, with],
+            admins: Vec::new(),
+            secret: None,
+            left: false,
+            topic,
+            lamport: 0,
+            next_seq: 0,
+            state_lamport: 0,
+        }))
+    }
+
+    /// A group room this device knows.
+    pub(crate) fn group_room(&mut self, room: &RoomId) -> Result<RoomRecord, Error> {
+        match self.room(room)? {
+            Some(r) if r.dm_with.is_none() && !r.members.is_empty() => Ok(r),
+            _ => Err(Error::UnknownRoom(*room)),
+        }
+    }
+
     /// Subscribes to the topics of the group rooms this user is in, and
     /// unsubscribes from the others.
-    pub(crate) async fn sync_subscriptions(&mut self) {
+    pub(crate) fn sync_subscriptions(&mut self) {
         self.rooms_changed = false;
         let mut wanted = std::collections::HashSet::new();
         let ids = match self.room_index() {
@@ -157,23 +223,23 @@ impl<S: Store + Clone + 'static> Engine<S> {
                 wanted.insert(r.topic);
             }
         }
-        for topic in wanted.difference(&self.subscribed.clone()) {
-            match self.net.subscribe(RoomTopic(*topic)).await {
-                Ok(()) => {
-                    self.subscribed.insert(*topic);
-                }
-                Err(e) => tracing::warn!(error = %e, "could not subscribe to a room topic"),
-            }
+        let mut new: Vec<[u8; 32]> = wanted.difference(&self.subscribed).copied().collect();
+        let mut stale: Vec<[u8; 32]> = self.subscribed.difference(&wanted).copied().collect();
+        // In a fixed order, so a seeded run repeats exactly.
+        new.sort_unstable();
+        stale.sort_unstable();
+        for topic in new {
+            self.subscribed.insert(topic);
+            self.out.push(Output::Subscribe(topic));
         }
-        let stale: Vec<[u8; 32]> = self.subscribed.difference(&wanted).copied().collect();
         for topic in stale {
-            let _ = self.net.unsubscribe(RoomTopic(topic)).await;
             self.subscribed.remove(&topic);
+            self.out.push(Output::Unsubscribe(topic));
         }
     }
 
     /// The group rooms this user is in.
-    pub(crate) fn rooms_list(&mut self) -> Result<Vec<RoomInfo>, EngineError> {
+    pub(crate) fn rooms_list(&mut self) -> Result<Vec<RoomInfo>, Error> {
         let mut out = Vec::new();
         for id in self.room_index()?.rooms {
             if let Some(r) = self.room(&id)?
@@ -190,37 +256,8 @@ impl<S: Store + Clone + 'static> Engine<S> {
         Ok(out)
     }
 
-    /// A group room by name or room id.
-    pub(crate) fn group_room(&mut self, target: &str) -> Result<Option<RoomRecord>, EngineError> {
-        let by_id = target.parse::<RoomId>().ok();
-        let mut found = Vec::new();
-        for id in self.room_index()?.rooms {
-            if let Some(r) = self.room(&id)?
-                && (Some(r.room_id) == by_id || r.name.as_deref() == Some(target))
-            {
-                found.push(r);
-            }
-        }
-        match found.len() {
-            0 => Ok(None),
-            1 => Ok(found.pop()),
-            _ => Err(EngineError::InvalidInput(format!(
-                "several rooms are called {target:?}; use the room id"
-            ))),
-        }
-    }
-
-    /// TARGET as a room: a contact's DM, else a group room.
-    pub(crate) fn target_room(&mut self, target: &str) -> Result<RoomRecord, EngineError> {
-        if let Ok(user) = self.resolve(target) {
-            return self.dm(user);
-        }
-        self.group_room(target)?
-            .ok_or_else(|| EngineError::InvalidInput(format!("no contact or room {target:?}")))
-    }
-
-    fn send_state(&mut self, room: RoomRecord) -> Result<EventId, EngineError> {
-        let secret = room.secret.ok_or(EngineError::InvalidInput(
+    fn send_state(&mut self, room: RoomRecord) -> Result<EventId, Error> {
+        let secret = room.secret.ok_or(Error::InvalidInput(
             "a direct conversation has no room state".into(),
         ))?;
         let state = RoomState {
@@ -237,25 +274,28 @@ impl<S: Store + Clone + 'static> Engine<S> {
     pub(crate) fn create_room(
         &mut self,
         room_name: &str,
-        member_targets: &[String],
-    ) -> Result<RoomId, EngineError> {
+        contacts: &[UserId],
+    ) -> Result<RoomId, Error> {
         let me = self.machine.account().user_id();
         let mut members = vec![me];
-        for t in member_targets {
-            let user = self.resolve(t)?;
-            if !members.contains(&user) {
-                members.push(user);
+        for user in contacts {
+            if self.contact(user)?.is_none() {
+                return Err(Error::UnknownContact(*user));
+            }
+            if !members.contains(user) {
+                members.push(*user);
             }
         }
-        if self.group_room(room_name)?.is_some() {
-            return Err(EngineError::InvalidInput(format!(
+        let taken = self.rooms_list()?.iter().any(|r| r.name == room_name);
+        if taken {
+            return Err(Error::InvalidInput(format!(
                 "a room called {room_name:?} exists"
             )));
         }
         let mut secret = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+        rand::RngCore::fill_bytes(&mut self.rng, &mut secret);
         let mut id = [0u8; 16];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+        rand::RngCore::fill_bytes(&mut self.rng, &mut id);
         let room = RoomRecord {
             version: VERSION,
             room_id: RoomId::from_bytes(id),
@@ -280,38 +320,36 @@ impl<S: Store + Clone + 'static> Engine<S> {
         };
         let encoded = codec::encode(&probe)?;
         codec::decode::<RoomState>(&encoded, MAX_RECORD_BYTES)
-            .map_err(|e| EngineError::InvalidInput(e.to_string()))?;
+            .map_err(|e| Error::InvalidInput(e.to_string()))?;
         let room_id = room.room_id;
         self.send_state(room)?;
         Ok(room_id)
     }
 
     /// Adds a contact to a group room (admins only).
-    pub(crate) fn room_invite(&mut self, target: &str, contact: &str) -> Result<(), EngineError> {
+    pub(crate) fn room_invite(&mut self, room: &RoomId, user: &UserId) -> Result<(), Error> {
         let me = self.machine.account().user_id();
-        let mut room = self
-            .group_room(target)?
-            .ok_or_else(|| EngineError::InvalidInput(format!("no room {target:?}")))?;
+        let mut room = self.group_room(room)?;
         if !room.admins.contains(&me) {
-            return Err(EngineError::InvalidInput(
+            return Err(Error::InvalidInput(
                 "only the room's admins can invite".into(),
             ));
         }
-        let user = self.resolve(contact)?;
-        if room.members.contains(&user) {
+        if self.contact(user)?.is_none() {
+            return Err(Error::UnknownContact(*user));
+        }
+        if room.members.contains(user) {
             return Ok(());
         }
-        room.members.push(user);
+        room.members.push(*user);
         self.send_state(room)?;
         Ok(())
     }
 
     /// Leaves a group room: tells the members, then stops taking part.
-    pub(crate) fn room_leave(&mut self, target: &str) -> Result<(), EngineError> {
+    pub(crate) fn room_leave(&mut self, room: &RoomId) -> Result<(), Error> {
         let me = self.machine.account().user_id();
-        let room = self
-            .group_room(target)?
-            .ok_or_else(|| EngineError::InvalidInput(format!("no room {target:?}")))?;
+        let room = self.group_room(room)?;
         let room_id = room.room_id;
         self.send_event(
             room,

@@ -5,14 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use safemeet_crypto::EncryptedStore;
 use safemeet_crypto::account::Account;
 use safemeet_crypto::at_rest::{DataKey, StoreCipher};
 use safemeet_crypto::machine::CryptoMachine;
-use safemeet_engine::{EngineConfig, EngineHandle, LogEntry, MessageState};
+use safemeet_engine::{LogEntry, MessageState};
 use safemeet_net::NetConfig;
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::{DisplayName, UserId, Username};
@@ -47,27 +46,30 @@ impl Device {
         EncryptedStore::new(self.backend.clone(), StoreCipher::new(&self.key))
     }
 
-    fn start(&self, listen: &str) -> EngineHandle {
+    fn start(&self, listen: &str) -> safemeet_engine::Handle {
         self.start_with_grace(listen, Duration::from_millis(500))
     }
 
-    fn start_with_grace(&self, listen: &str, gossip_grace: Duration) -> EngineHandle {
+    fn start_with_grace(&self, listen: &str, gossip_grace: Duration) -> safemeet_engine::Handle {
         self.start_with(listen, |c| c.gossip_grace = gossip_grace)
     }
 
     /// Starts with the test settings as `adjust` changes them.
-    fn start_with(&self, listen: &str, adjust: impl FnOnce(&mut EngineConfig)) -> EngineHandle {
+    fn start_with(
+        &self,
+        listen: &str,
+        adjust: impl FnOnce(&mut safemeet_engine::Config),
+    ) -> safemeet_engine::Handle {
         let machine = CryptoMachine::open(self.store()).unwrap();
-        let mut config = EngineConfig {
+        let mut config = safemeet_engine::Config {
             net: NetConfig {
                 listen: vec![listen.parse().unwrap()],
                 ..NetConfig::loopback()
             },
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_millis(500),
-            tick: Duration::from_millis(50),
             gossip_grace: Duration::from_millis(500),
-            ..EngineConfig::default()
+            ..safemeet_engine::Config::default()
         };
         adjust(&mut config);
         safemeet_engine::start(machine, config).unwrap()
@@ -75,7 +77,7 @@ impl Device {
 }
 
 /// Waits until `engine`'s event log holds a message with `text`.
-async fn wait_for_message(engine: &EngineHandle, text: &str) -> UserId {
+async fn wait_for_message(engine: &safemeet_engine::Handle, text: &str) -> UserId {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     timeout(WAIT, async {
         loop {
@@ -95,7 +97,7 @@ async fn wait_for_message(engine: &EngineHandle, text: &str) -> UserId {
 
 /// The texts of the messages in `engine`'s event log that start with
 /// `prefix`, in log order.
-async fn texts_in_log(engine: &EngineHandle, prefix: &str) -> Vec<String> {
+async fn texts_in_log(engine: &safemeet_engine::Handle, prefix: &str) -> Vec<String> {
     engine
         .events(0, 10_000)
         .await
@@ -108,13 +110,13 @@ async fn texts_in_log(engine: &EngineHandle, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-async fn wait_delivered(engine: &EngineHandle, with: UserId, text: &str) {
+async fn wait_delivered(engine: &safemeet_engine::Handle, with: UserId, text: &str) {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     timeout(WAIT, async {
         loop {
             tick.tick().await;
             let done = engine
-                .messages(with, 100)
+                .dm_messages(with, 100)
                 .await
                 .unwrap()
                 .iter()
@@ -128,7 +130,7 @@ async fn wait_delivered(engine: &EngineHandle, with: UserId, text: &str) {
     .unwrap_or_else(|_| panic!("{text:?} was never marked delivered"));
 }
 
-async fn befriend(a: &EngineHandle, b: &EngineHandle) {
+async fn befriend(a: &safemeet_engine::Handle, b: &safemeet_engine::Handle) {
     // Wait until both listen, so the invites carry addresses.
     for e in [a, b] {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -168,7 +170,7 @@ async fn dm_both_ways_with_delivery_states() {
     // Both timelines hold both messages, each once.
     for (me, other) in [(&alice, bob.user_id()), (&bob, alice.user_id())] {
         let texts: Vec<String> = me
-            .messages(other, 10)
+            .dm_messages(other, 10)
             .await
             .unwrap()
             .into_iter()
@@ -217,18 +219,23 @@ async fn many_sends_at_once_share_flushes_and_each_arrives_once() {
     let alice = alice_dev.start("/ip4/127.0.0.1/tcp/0");
     let bob = bob_dev.start("/ip4/127.0.0.1/tcp/0");
     befriend(&alice, &bob).await;
-    let room = alice.create_room("pair", vec!["bob".into()]).await.unwrap();
+    let room = alice
+        .create_room("pair", vec![bob.user_id()])
+        .await
+        .unwrap();
 
     // 300 sends outstanding at once, to the DM and to the room.
     let mut sends = tokio::task::JoinSet::new();
     for i in 0..300 {
         let alice = alice.clone();
-        let target = if i % 2 == 0 {
-            "bob".to_owned()
-        } else {
-            room.to_string()
-        };
-        sends.spawn(async move { alice.send(&target, &format!("m{i}")).await });
+        let bob_id = bob.user_id();
+        sends.spawn(async move {
+            if i % 2 == 0 {
+                alice.send_dm(bob_id, &format!("m{i}")).await
+            } else {
+                alice.send_room(room, &format!("m{i}")).await
+            }
+        });
     }
     let mut ids = std::collections::HashSet::new();
     while let Some(done) = sends.join_next().await {
@@ -236,7 +243,12 @@ async fn many_sends_at_once_share_flushes_and_each_arrives_once() {
     }
     assert_eq!(ids.len(), 300);
     // Bad input in a group fails alone.
-    assert!(alice.send("nobody", "lost").await.is_err());
+    assert!(
+        alice
+            .send_dm(UserId::from_bytes([9; 32]), "lost")
+            .await
+            .is_err()
+    );
 
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let texts = timeout(WAIT, async {
@@ -253,18 +265,20 @@ async fn many_sends_at_once_share_flushes_and_each_arrives_once() {
     let distinct: std::collections::HashSet<&String> = texts.iter().collect();
     assert_eq!(distinct.len(), 300, "each message once");
     assert_eq!(texts.len(), 300, "no message twice");
-    let dm = alice.messages(bob.user_id(), 1000).await.unwrap();
+    let dm = alice.dm_messages(bob.user_id(), 1000).await.unwrap();
     assert_eq!(dm.len(), 150);
 }
 
 /// Creates a room of Alice and Bob and waits until Alice's messages reach
 /// Bob over gossip (Bob joined, and his subscription reached Alice).
-async fn gossip_room(alice: &EngineHandle, bob: &EngineHandle) -> String {
+async fn gossip_room(
+    alice: &safemeet_engine::Handle,
+    bob: &safemeet_engine::Handle,
+) -> safemeet_proto::RoomId {
     let room = alice
-        .create_room("gossip", vec!["bob".into()])
+        .create_room("gossip", vec![bob.user_id()])
         .await
-        .unwrap()
-        .to_string();
+        .unwrap();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     timeout(WAIT, async {
         while bob.rooms().await.unwrap().is_empty() {
@@ -277,7 +291,10 @@ async fn gossip_room(alice: &EngineHandle, bob: &EngineHandle) -> String {
     let mut probes = 0;
     timeout(WAIT, async {
         loop {
-            alice.send(&room, &format!("probe {probes}")).await.unwrap();
+            alice
+                .send_room(room, &format!("probe {probes}"))
+                .await
+                .unwrap();
             probes += 1;
             tick.tick().await;
             let got = bob.events(0, 1000).await.unwrap().into_iter().any(|(_, e)| {
@@ -306,13 +323,13 @@ async fn room_messages_travel_over_gossip_and_are_acknowledged() {
     let room = gossip_room(&alice, &bob).await;
 
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    alice.send(&room, "over gossip").await.unwrap();
+    alice.send_room(room, "over gossip").await.unwrap();
     assert_eq!(wait_for_message(&bob, "over gossip").await, alice.user_id());
     timeout(WAIT, async {
         loop {
             tick.tick().await;
             let done = alice
-                .messages_of(&room, 100)
+                .room_messages(room, 100)
                 .await
                 .unwrap()
                 .iter()
@@ -350,15 +367,15 @@ async fn a_burst_of_room_messages_arrives_over_gossip_without_the_fallback() {
     });
     let bob = bob_dev.start_with("/ip4/127.0.0.1/tcp/0", |c| c.net.event_queue = 64);
     befriend(&alice, &bob).await;
-    let room = Arc::new(gossip_room(&alice, &bob).await);
+    let room = gossip_room(&alice, &bob).await;
 
     const BURST: usize = 2000;
     let mut sends = tokio::task::JoinSet::new();
     let mut issued = 0;
     while issued < BURST || !sends.is_empty() {
         while issued < BURST && sends.len() < 512 {
-            let (alice, room) = (alice.clone(), room.clone());
-            sends.spawn(async move { alice.send(&room, &format!("burst {issued}")).await });
+            let alice = alice.clone();
+            sends.spawn(async move { alice.send_room(room, &format!("burst {issued}")).await });
             issued += 1;
         }
         if let Some(done) = sends.join_next().await {
@@ -410,8 +427,8 @@ async fn both_sides_show_one_order_whatever_the_arrival_order() {
     let order = |entries: Vec<safemeet_engine::TimelineEntry>| -> Vec<String> {
         entries.into_iter().map(|m| m.text).collect()
     };
-    let at_alice = order(alice.messages(bob.user_id(), 10).await.unwrap());
-    let at_bob = order(bob.messages(alice.user_id(), 10).await.unwrap());
+    let at_alice = order(alice.dm_messages(bob.user_id(), 10).await.unwrap());
+    let at_bob = order(bob.dm_messages(alice.user_id(), 10).await.unwrap());
     assert_eq!(at_alice.len(), 3);
     assert_eq!(at_alice, at_bob, "one order on both sides");
     assert_eq!(at_alice[2], "after both");
@@ -428,7 +445,7 @@ struct Mallory {
 
 impl Mallory {
     /// Mallory and Bob become contacts; Mallory opens an Olm session to Bob.
-    async fn befriend(bob: &EngineHandle) -> Self {
+    async fn befriend(bob: &safemeet_engine::Handle) -> Self {
         use safemeet_engine::Invite;
         let device = Device::new("mallory");
         let mut machine = CryptoMachine::open(device.store()).unwrap();
@@ -471,7 +488,7 @@ impl Mallory {
     /// returns Bob's answers (key shares first, the message last).
     async fn send(
         &mut self,
-        bob: &EngineHandle,
+        bob: &safemeet_engine::Handle,
         room: safemeet_proto::RoomId,
         lamport: u64,
         text: &str,
@@ -536,7 +553,7 @@ async fn a_contact_cannot_write_into_a_dm_between_others() {
         "the message"
     );
     let texts: Vec<String> = bob
-        .messages(alice.user_id(), 10)
+        .dm_messages(alice.user_id(), 10)
         .await
         .unwrap()
         .into_iter()
@@ -571,7 +588,7 @@ async fn a_lamport_time_far_ahead_is_refused_and_sending_goes_on() {
     // Bob's engine still runs and can answer.
     bob.send_dm(mallory_id, "still here").await.unwrap();
     let texts: Vec<String> = bob
-        .messages(mallory_id, 10)
+        .dm_messages(mallory_id, 10)
         .await
         .unwrap()
         .into_iter()

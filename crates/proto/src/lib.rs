@@ -29,6 +29,7 @@
 
 pub mod clock;
 pub mod codec;
+pub mod deliver;
 pub mod envelope;
 pub mod event;
 mod id;

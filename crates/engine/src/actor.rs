@@ -1,0 +1,465 @@
+//! The actor: the only code in this crate that touches the runtime, the
+//! network handle, the clock and the OS's randomness.
+//!
+//! [`start`] opens the network on the caller's runtime and then runs a
+//! [`Core`] on a thread of its own with its own single-threaded runtime,
+//! so the core's disk work (sled flushes, crypto commits) never blocks
+//! the caller's tokio workers. The loop is a `select!` with shutdown
+//! first; it feeds the core its inputs with the time, carries out the
+//! outputs, and sleeps until [`Core::poll_timeout`]. A closed request
+//! queue (every [`Handle`] dropped) goes through the same clean shutdown
+//! as [`Handle::shutdown`]: the crypto state is closed in place, so the
+//! next start counts as clean and keeps its outbound sessions.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use libp2p::gossipsub::MessageId;
+use safemeet_crypto::machine::CryptoMachine;
+use safemeet_net::{NetError, NetEvent, Network, ReplyId, RoomTopic, Verdict};
+use safemeet_proto::clock::{Clock, SystemClock};
+use safemeet_proto::deliver::Answer;
+use safemeet_proto::{RoomId, Timestamp};
+use safemeet_store::Store;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::core::{Core, Now};
+use crate::events::{
+    Command, DeliveryResult, DeliveryToken, Input, NetInput, Output, RequestId, Response,
+};
+use crate::handle::Request;
+use crate::relay_client::{self, Drained, Page};
+use crate::send::MAX_GROUP;
+use crate::{Config, Error, Handle};
+
+/// Requests waiting for the actor; a full queue makes callers wait.
+const REQUEST_QUEUE: usize = 256;
+/// Most gossip publishing tasks at once.
+const MAX_PUBLISHING: usize = 8;
+
+/// Starts the engine: opens the network (on the current tokio runtime)
+/// with the account's libp2p key, and runs the core on its own thread.
+pub fn start<S: Store + Clone + Send + 'static>(
+    machine: CryptoMachine<S>,
+    config: Config,
+) -> Result<Handle, Error> {
+    config.validate()?;
+    let keypair = machine.account().libp2p_keypair().clone();
+    let user_id = machine.account().user_id();
+    let (net, events) = safemeet_net::spawn(keypair, config.net.clone())?;
+    let peer_id = net.peer_id();
+    let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
+    let (log_watch, log) = watch::channel(0);
+    let (stopped_tx, stopped) = watch::channel(false);
+    let cancel = CancellationToken::new();
+    let timeout = config.request_timeout;
+    let seed = config.seed_or_random();
+    let (ready_tx, ready) = std::sync::mpsc::sync_channel(1);
+    let actor_cancel = cancel.clone();
+    let net_for_actor = net.clone();
+    let spawned = std::thread::Builder::new()
+        .name("safemeet-engine".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(Error::InvalidInput(format!(
+                        "could not start the engine's runtime: {e}"
+                    ))));
+                    return;
+                }
+            };
+            let origin = SystemClock.instant();
+            let now = Now {
+                wall: SystemClock.now(),
+                mono: Duration::ZERO,
+            };
+            let core = match Core::new(machine, config, seed, now) {
+                Ok(core) => {
+                    let _ = ready_tx.send(Ok(()));
+                    core
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let (pages_tx, pages) = mpsc::channel(1);
+            let actor = Actor {
+                core,
+                net: net_for_actor,
+                origin,
+                inbox,
+                events,
+                cancel: actor_cancel,
+                log_watch,
+                next: None,
+                replies: HashMap::new(),
+                next_request: 0,
+                net_replies: HashMap::new(),
+                gossip: HashMap::new(),
+                next_token: 0,
+                deliveries: JoinSet::new(),
+                deposits: JoinSet::new(),
+                draining: JoinSet::new(),
+                publishing: JoinSet::new(),
+                pages,
+                pages_tx,
+                page_waiters: HashMap::new(),
+                next_page: 0,
+            };
+            runtime.block_on(actor.run());
+            let _ = stopped_tx.send(true);
+        });
+    if let Err(e) = spawned {
+        return Err(Error::InvalidInput(format!(
+            "could not start the engine's thread: {e}"
+        )));
+    }
+    match ready.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(Error::Stopped),
+    }
+    Ok(Handle {
+        requests,
+        user_id,
+        peer_id,
+        log,
+        cancel,
+        stopped,
+        timeout,
+    })
+}
+
+struct Actor<S: Store> {
+    core: Core<S>,
+    net: Network,
+    origin: Instant,
+    inbox: mpsc::Receiver<Request>,
+    events: mpsc::Receiver<NetEvent>,
+    cancel: CancellationToken,
+    log_watch: watch::Sender<u64>,
+    /// A request taken from the queue while gathering a group.
+    next: Option<Request>,
+    replies: HashMap<RequestId, oneshot::Sender<Result<Response, Error>>>,
+    next_request: RequestId,
+    /// Open direct deliveries and gossip frames, by the core's token.
+    net_replies: HashMap<u64, ReplyId>,
+    gossip: HashMap<u64, (MessageId, PeerId)>,
+    next_token: u64,
+    deliveries: JoinSet<(DeliveryToken, PeerId, DeliveryResult)>,
+    deposits: JoinSet<(u64, PeerId, Option<Timestamp>)>,
+    draining: JoinSet<Drained>,
+    publishing: JoinSet<()>,
+    pages: mpsc::Receiver<Page>,
+    pages_tx: mpsc::Sender<Page>,
+    page_waiters: HashMap<u64, oneshot::Sender<Vec<u64>>>,
+    next_page: u64,
+}
+
+impl<S: Store + Clone> Actor<S> {
+    fn now(&self) -> Now {
+        Now {
+            wall: SystemClock.now(),
+            mono: SystemClock.instant().saturating_duration_since(self.origin),
+        }
+    }
+
+    async fn run(mut self) {
+        // What the core queued on start (the outbox, the first drain).
+        let outputs = self.core.handle(Input::Timer, self.now());
+        self.execute(outputs).await;
+        loop {
+            let deadline = self.core.poll_timeout().map(|d| self.origin + d);
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(
+                deadline.unwrap_or(self.origin + Duration::from_secs(86_400 * 365)),
+            ));
+            let input = match self.next.take() {
+                Some(request) => self.request(request).await,
+                None => tokio::select! {
+                    biased;
+                    () = self.cancel.cancelled() => break,
+                    request = self.inbox.recv() => match request {
+                        Some(request) => self.request(request).await,
+                        // Every handle is gone: the same clean shutdown.
+                        None => break,
+                    },
+                    Some(event) = self.events.recv() => self.net_events(event),
+                    Some(done) = self.deliveries.join_next() => match done {
+                        Ok((token, peer, result)) => Some(Input::Delivered { token, peer, result }),
+                        Err(_) => None,
+                    },
+                    Some(done) = self.deposits.join_next() => match done {
+                        Ok((seq, peer, until)) => Some(Input::Deposited { seq, peer, until }),
+                        Err(_) => None,
+                    },
+                    Some(page) = self.pages.recv() => {
+                        let id = self.next_page;
+                        self.next_page += 1;
+                        self.page_waiters.insert(id, page.done);
+                        Some(Input::Page { page: id, epoch: page.epoch, envelopes: page.envelopes })
+                    }
+                    Some(done) = self.draining.join_next() => {
+                        let drained = done.unwrap_or(Drained { fetched: 0, failed: true });
+                        Some(Input::Drained { fetched: drained.fetched, failed: drained.failed })
+                    }
+                    Some(_) = self.publishing.join_next() => None,
+                    () = sleep, if deadline.is_some() => Some(Input::Timer),
+                },
+            };
+            if let Some(input) = input {
+                let outputs = self.core.handle(input, self.now());
+                self.execute(outputs).await;
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Turns a request into the core's input (gathering the core requests
+    /// waiting behind it, so sends share a flush), or answers it here.
+    async fn request(&mut self, first: Request) -> Option<Input> {
+        let mut commands = Vec::new();
+        let mut request = Some(first);
+        while let Some(r) = request.take() {
+            match r {
+                Request::Core(command, reply) => {
+                    let id = self.next_request;
+                    self.next_request += 1;
+                    self.replies.insert(id, reply);
+                    commands.push((id, command));
+                }
+                other if commands.is_empty() => {
+                    self.answer_here(other).await;
+                    return None;
+                }
+                other => {
+                    self.next = Some(other);
+                    break;
+                }
+            }
+            if commands.len() < MAX_GROUP {
+                request = self.inbox.try_recv().ok();
+            }
+        }
+        Some(Input::Commands(commands))
+    }
+
+    /// Requests the network answers.
+    async fn answer_here(&mut self, request: Request) {
+        match request {
+            Request::ListenAddrs(reply) => {
+                let _ = reply.send(self.net.listen_addrs().await.map_err(Into::into));
+            }
+            Request::RoomMeshPeers(room, reply) => {
+                let _ = reply.send(self.mesh_peers(room).await);
+            }
+            Request::Core(command, reply) => {
+                let _ = reply.send(Err(unexpected(command)));
+            }
+        }
+    }
+
+    async fn mesh_peers(&mut self, room: RoomId) -> Result<usize, Error> {
+        let topic = self.core.room_topic(&room)?;
+        Ok(self.net.mesh_peers(RoomTopic(topic)).await?)
+    }
+
+    /// `first` and the network events waiting behind it, as one input.
+    fn net_events(&mut self, first: NetEvent) -> Option<Input> {
+        let mut inputs = Vec::new();
+        let mut event = Some(first);
+        while let Some(e) = event.take() {
+            if let Some(input) = self.net_input(e) {
+                inputs.push(input);
+            }
+            if inputs.len() < MAX_GROUP {
+                event = self.events.try_recv().ok();
+            }
+        }
+        (!inputs.is_empty()).then_some(Input::Network(inputs))
+    }
+
+    fn net_input(&mut self, event: NetEvent) -> Option<NetInput> {
+        match event {
+            NetEvent::Delivery { peer, frame, reply } => {
+                let token = self.token();
+                self.net_replies.insert(token, reply);
+                Some(NetInput::Delivery {
+                    peer,
+                    frame,
+                    reply: token,
+                })
+            }
+            NetEvent::Gossip {
+                topic,
+                frame,
+                id,
+                via,
+            } => {
+                let token = self.token();
+                self.gossip.insert(token, (id, via));
+                Some(NetInput::Gossip {
+                    topic: topic.0,
+                    frame,
+                    token,
+                })
+            }
+            NetEvent::Connected(peer) => Some(NetInput::Connected(peer)),
+            _ => None,
+        }
+    }
+
+    fn token(&mut self) -> u64 {
+        let t = self.next_token;
+        self.next_token = self.next_token.wrapping_add(1);
+        t
+    }
+
+    /// Carries out the core's outputs.
+    async fn execute(&mut self, outputs: Vec<Output>) {
+        let mut answers = Vec::new();
+        let mut verdicts = Vec::new();
+        for output in outputs {
+            match output {
+                Output::Reply(id, result) => {
+                    if let Some(reply) = self.replies.remove(&id) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Output::Deliver {
+                    token,
+                    peer,
+                    addrs,
+                    frame,
+                } => {
+                    let net = self.net.clone();
+                    self.deliveries.spawn(async move {
+                        let result = net.deliver(peer, addrs, frame).await;
+                        (token, peer, delivery_result(result))
+                    });
+                }
+                Output::Publish(frames) => {
+                    while self.publishing.len() >= MAX_PUBLISHING {
+                        let _ = self.publishing.join_next().await;
+                    }
+                    let net = self.net.clone();
+                    let frames = frames.into_iter().map(|(t, f)| (RoomTopic(t), f)).collect();
+                    self.publishing.spawn(async move {
+                        // Not reaching anyone now is fine: direct delivery follows.
+                        match net.publish_many(frames).await {
+                            Ok(results) => {
+                                let missed = results.iter().filter(|r| r.is_err()).count();
+                                if missed > 0 {
+                                    tracing::debug!(missed, "room messages not published");
+                                }
+                            }
+                            Err(e) => tracing::debug!(error = %e, "room messages not published"),
+                        }
+                    });
+                }
+                Output::Deposit {
+                    seq,
+                    peer,
+                    mailbox,
+                    relays,
+                    frame,
+                } => {
+                    let (net, now) = (self.net.clone(), SystemClock.now());
+                    self.deposits.spawn(async move {
+                        let until = relay_client::deposit(net, mailbox, relays, frame, now).await;
+                        (seq, peer, until)
+                    });
+                }
+                Output::Drain {
+                    relays,
+                    former,
+                    keys,
+                } => {
+                    let (net, pages) = (self.net.clone(), self.pages_tx.clone());
+                    self.draining
+                        .spawn(relay_client::drain(net, relays, former, keys, pages));
+                }
+                Output::PageDone { page, taken } => {
+                    if let Some(waiter) = self.page_waiters.remove(&page) {
+                        let _ = waiter.send(taken);
+                    }
+                }
+                Output::Subscribe(topic) => {
+                    if let Err(e) = self.net.subscribe(RoomTopic(topic)).await {
+                        tracing::warn!(error = %e, "could not subscribe to a room topic");
+                    }
+                }
+                Output::Unsubscribe(topic) => {
+                    let _ = self.net.unsubscribe(RoomTopic(topic)).await;
+                }
+                Output::Answer { reply, answer } => {
+                    if let Some(reply) = self.net_replies.remove(&reply) {
+                        answers.push((reply, answer.as_bytes().to_vec()));
+                    }
+                }
+                Output::Verdict { token, accept } => {
+                    if let Some((id, via)) = self.gossip.remove(&token) {
+                        let verdict = if accept {
+                            Verdict::Accept
+                        } else {
+                            Verdict::Ignore
+                        };
+                        verdicts.push((id, via, verdict));
+                    }
+                }
+                Output::LogCursor(next) => {
+                    self.log_watch.send_if_modified(|v| {
+                        let changed = *v != next;
+                        *v = next;
+                        changed
+                    });
+                }
+            }
+        }
+        if !answers.is_empty() {
+            let _ = self.net.reply_many(answers).await;
+        }
+        if !verdicts.is_empty() {
+            let _ = self.net.report_many(verdicts).await;
+        }
+    }
+
+    /// Closes the crypto state cleanly and stops the network.
+    async fn shutdown(mut self) {
+        if let Err(e) = self.core.close() {
+            tracing::warn!(error = %e, "the crypto state did not close cleanly");
+        }
+        let _ = self.net.shutdown().await;
+        for (_, reply) in self.replies.drain() {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+    }
+}
+
+/// What a finished delivery says. Only a peer that could not be reached
+/// at all sends a message to relays.
+fn delivery_result(result: Result<Vec<u8>, NetError>) -> DeliveryResult {
+    match result {
+        Ok(bytes) => match Answer::from_bytes(&bytes) {
+            Ok(answer) => DeliveryResult::Answered(answer),
+            Err(_) => DeliveryResult::Failed,
+        },
+        Err(e) if net_unreachable(&e) => DeliveryResult::Unreachable,
+        Err(_) => DeliveryResult::Failed,
+    }
+}
+
+fn net_unreachable(e: &NetError) -> bool {
+    matches!(e, NetError::Delivery(_))
+}
+
+fn unexpected(_command: Command) -> Error {
+    Error::InvalidInput("a request the actor cannot answer".into())
+}

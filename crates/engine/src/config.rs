@@ -1,0 +1,134 @@
+//! The engine's settings, with documented defaults and a check that
+//! refuses values the engine cannot run with (a zero window or poll would
+//! stall it or spin it).
+
+use std::time::Duration;
+
+use crate::Error;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The network layer's settings.
+    pub net: safemeet_net::NetConfig,
+    /// First retry delay of an undelivered item. Default 1 s.
+    pub retry_initial: Duration,
+    /// Longest retry delay. Default 5 minutes.
+    pub retry_max: Duration,
+    /// How long a room message published over gossip waits for the
+    /// members' acknowledgements before it is delivered directly. Default 1 s.
+    pub gossip_grace: Duration,
+    /// Most room messages published over gossip and not yet acknowledged
+    /// by anyone; more wait to be published. A sender that outpaces its
+    /// readers would only overflow their queues (gossip drops what does not
+    /// fit) and leave the rest to the slower direct fallback. Default 256,
+    /// well under a reader's network event queue (1 024 by default).
+    pub gossip_window: usize,
+    /// How often this device drains its relay mailboxes (it also does on
+    /// start). Default 60 s.
+    pub mailbox_poll: Duration,
+    /// Most relays a delivery for an unreachable device is left on (of
+    /// the relays that device lists). Default 3.
+    pub mailbox_copies: usize,
+    /// How many past epochs (days) of mailboxes are drained at most,
+    /// besides the current one: as long as relays keep mail (14 days by
+    /// default). A drain starts at the oldest epoch the last complete
+    /// drain left something in, and never after the previous epoch.
+    pub mailbox_catch_up_epochs: u64,
+    /// How many "later" answers in a row a device may give one item before
+    /// the item stops being retried on a timer for that device; it is then
+    /// tried again only when the device connects. Default 12 (with the
+    /// default backoff, about 45 minutes of retries). A device answers
+    /// "later" when it cannot place a message yet (its room key, its room,
+    /// or its sender is not known to it yet); one that never will (it left
+    /// the room, it never adds the sender) must not be retried forever.
+    pub later_retries: u32,
+    /// How many times an acknowledgement that could not be delivered is
+    /// tried again. Default 4: a lost acknowledgement only costs the
+    /// sender a direct delivery, which is answered too.
+    pub ack_retries: u32,
+    /// How long a caller waits for the engine to answer one request.
+    /// Default 60 s.
+    pub request_timeout: Duration,
+    /// The seed of the engine's random numbers (retry jitter, room ids
+    /// and secrets). `None` (the default): drawn from the OS. Only tests
+    /// and simulations set it.
+    pub seed: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            net: safemeet_net::NetConfig::default(),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            gossip_grace: Duration::from_secs(1),
+            gossip_window: 256,
+            mailbox_poll: Duration::from_secs(60),
+            mailbox_copies: 3,
+            mailbox_catch_up_epochs: 14,
+            later_retries: 12,
+            ack_retries: 4,
+            request_timeout: Duration::from_secs(60),
+            seed: None,
+        }
+    }
+}
+
+impl Config {
+    /// Checks that the engine can run with these settings.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |what: &str| Err(Error::InvalidConfig(what.to_owned()));
+        if self.retry_initial.is_zero() {
+            return bad("retry_initial must be above zero");
+        }
+        if self.retry_max < self.retry_initial {
+            return bad("retry_max must be at least retry_initial");
+        }
+        if self.gossip_window == 0 {
+            return bad("gossip_window must be at least 1");
+        }
+        if self.mailbox_poll.is_zero() {
+            return bad("mailbox_poll must be above zero");
+        }
+        if self.mailbox_copies == 0 {
+            return bad("mailbox_copies must be at least 1");
+        }
+        if self.request_timeout.is_zero() {
+            return bad("request_timeout must be above zero");
+        }
+        Ok(())
+    }
+
+    /// The seed for this run: the configured one, or one from the OS.
+    pub(crate) fn seed_or_random(&self) -> u64 {
+        self.seed
+            .unwrap_or_else(|| rand::RngCore::next_u64(&mut rand::rngs::OsRng))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_values_are_refused_not_run() {
+        assert!(Config::default().validate().is_ok());
+        let cases: Vec<Box<dyn Fn(&mut Config)>> = vec![
+            Box::new(|c| c.retry_initial = Duration::ZERO),
+            Box::new(|c| c.retry_max = Duration::from_millis(1)),
+            Box::new(|c| c.gossip_window = 0),
+            Box::new(|c| c.mailbox_poll = Duration::ZERO),
+            Box::new(|c| c.mailbox_copies = 0),
+            Box::new(|c| c.request_timeout = Duration::ZERO),
+        ];
+        for (i, change) in cases.iter().enumerate() {
+            let mut c = Config::default();
+            change(&mut c);
+            assert!(
+                matches!(c.validate(), Err(Error::InvalidConfig(_))),
+                "case {i}"
+            );
+        }
+    }
+}

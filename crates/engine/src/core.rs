@@ -1,0 +1,377 @@
+//! The engine's logic as a state machine: [`Core`].
+//!
+//! `Core` owns the [`CryptoMachine`] and the engine's state, and nothing
+//! else: no runtime, no network handle, no clock, no randomness of its own.
+//! Every input comes in through [`Core::handle`] together with the time
+//! ([`Now`]), and every effect comes out as an [`Output`] for the caller to
+//! carry out: deliver a frame, publish on a topic, deposit on relays, drain
+//! mailboxes, answer a request. Timers are outputs too: after each call,
+//! [`Core::poll_timeout`] says when the core next wants an
+//! [`Input::Timer`]. Retries run on the monotonic part of [`Now`], so a
+//! change of the wall clock does not move them; wall time is only what
+//! messages and relays are stamped with. Randomness (retry jitter, room
+//! ids and secrets) comes from a seeded RNG handed in at construction.
+//!
+//! The actor (`actor.rs`) drives a `Core` over the real network; tests and
+//! simulations step several of them through virtual time with no sockets
+//! (`safemeet-test-utils`).
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use rand::rngs::StdRng;
+use safemeet_crypto::EncryptedStore;
+use safemeet_crypto::machine::CryptoMachine;
+use safemeet_proto::{EventId, RoomId, Timestamp, UserId, codec};
+use safemeet_store::{Keyspace, Store};
+
+use crate::acks::AckQueue;
+use crate::events::{Command, DeliveryToken, Input, Output, RequestId, Response};
+use crate::gossip::GossipWindow;
+use crate::mailbox::{DeviceMailbox, DrainState, Relay};
+use crate::outbox::Outbox;
+use crate::records::{ContactRecord, MAX_RECORD_BYTES, RoomRecord, name};
+use crate::{Config, Error};
+
+/// The time, as the core sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Wall-clock time: what messages and relay promises are stamped with.
+    pub wall: Timestamp,
+    /// Monotonic time since an arbitrary origin: what timers run on.
+    pub mono: Duration,
+}
+
+impl Now {
+    pub(crate) fn mono_ms(&self) -> u64 {
+        u64::try_from(self.mono.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The engine's logic for one device. See the module docs.
+pub struct Core<S: Store> {
+    pub(crate) machine: CryptoMachine<S>,
+    pub(crate) store: EncryptedStore<S>,
+    pub(crate) config: Config,
+    pub(crate) rng: StdRng,
+    pub(crate) now: Now,
+    pub(crate) out: Vec<Output>,
+    pub(crate) outbox: Outbox,
+    pub(crate) gossip: GossipWindow,
+    pub(crate) acks: AckQueue,
+    pub(crate) rooms: HashMap<RoomId, RoomRecord>,
+    pub(crate) log_next: u64,
+    /// The event log is durable up to here.
+    pub(crate) log_durable: u64,
+    /// The cursor last announced.
+    announced: u64,
+    /// Room topics this node is subscribed to.
+    pub(crate) subscribed: HashSet<[u8; 32]>,
+    /// Set when a room was joined, changed or left.
+    pub(crate) rooms_changed: bool,
+    /// Set when contacts or their devices changed: items with no known
+    /// recipient are routed again.
+    pub(crate) devices_changed: bool,
+    /// Received messages applied to the store since the last flush.
+    pub(crate) unflushed_receipts: usize,
+    /// Stored room messages to acknowledge to their senders after the flush.
+    pub(crate) acks_due: Vec<(UserId, safemeet_proto::DeviceId, EventId)>,
+    /// The contacts as stored, until they change.
+    pub(crate) contact_cache: RefCell<Option<Arc<Vec<ContactRecord>>>>,
+    /// This device's relays (where its mailbox is).
+    pub(crate) own_relays: Vec<Relay>,
+    /// Relays it used before, and until when they may still hold mail
+    /// for it (wall ms).
+    pub(crate) former_relays: Vec<(String, u64)>,
+    /// Where to leave deliveries for other devices, by peer.
+    pub(crate) mailboxes: HashMap<PeerId, DeviceMailbox>,
+    pub(crate) drain: DrainState,
+}
+
+impl<S: Store + Clone> Core<S> {
+    /// A core for `machine`'s device, with `config` (validated), the RNG
+    /// `seed`, at `now`. Reads the event log's end, the outbox and the
+    /// relay bookkeeping from the store, and queues what is due at once
+    /// (outputs of the first [`handle`](Self::handle) call carry them).
+    pub fn new(
+        machine: CryptoMachine<S>,
+        config: Config,
+        seed: u64,
+        now: Now,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        let store = machine.store().clone();
+        let log_next = match store.get(Keyspace::EventLog, name::EVENT_LOG_NEXT)? {
+            Some(b) => codec::decode::<u64>(&b, 16)?,
+            None => 1,
+        };
+        let own_relays = config
+            .net
+            .relays
+            .iter()
+            .filter_map(Relay::from_addr)
+            .collect();
+        let former_relays = match store.get(Keyspace::Contacts, name::FORMER_RELAYS)? {
+            Some(bytes) => codec::decode(&bytes, MAX_RECORD_BYTES).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mut core = Self {
+            machine,
+            store,
+            rng: rand::SeedableRng::seed_from_u64(seed),
+            now,
+            out: Vec::new(),
+            outbox: Outbox::default(),
+            gossip: GossipWindow::default(),
+            acks: AckQueue::default(),
+            rooms: HashMap::new(),
+            log_next,
+            log_durable: log_next,
+            announced: 0,
+            subscribed: HashSet::new(),
+            rooms_changed: true,
+            devices_changed: false,
+            unflushed_receipts: 0,
+            acks_due: Vec::new(),
+            contact_cache: RefCell::new(None),
+            own_relays,
+            former_relays,
+            mailboxes: HashMap::new(),
+            drain: DrainState::default(),
+            config,
+        };
+        core.resume_outbox()?;
+        if let Err(e) = core.announce_relays() {
+            tracing::warn!(error = %e, "could not tell contacts about this device's relays");
+        }
+        Ok(core)
+    }
+
+    /// This user.
+    pub fn user_id(&self) -> UserId {
+        self.machine.account().user_id()
+    }
+
+    /// The crypto machine (for closing it, or inspecting it in tests).
+    pub fn machine(&self) -> &CryptoMachine<S> {
+        &self.machine
+    }
+
+    /// Handles one input at `now`; returns what to do.
+    pub fn handle(&mut self, input: Input, now: Now) -> Vec<Output> {
+        // Time never runs backwards for the timers, whatever the caller says.
+        self.now = Now {
+            wall: now.wall,
+            mono: now.mono.max(self.now.mono),
+        };
+        match input {
+            Input::Commands(commands) => self.commands(commands),
+            Input::Network(events) => self.network(events),
+            Input::Delivered {
+                token,
+                peer,
+                result,
+            } => match token {
+                DeliveryToken::Outbox(seq) => self.delivery_done(seq, peer, result),
+                DeliveryToken::Ack(id) => self.ack_done(id, result),
+            },
+            Input::Deposited { seq, peer, until } => self.deposit_done(seq, peer, until),
+            Input::Page {
+                page,
+                epoch,
+                envelopes,
+            } => self.mailbox_page(page, epoch, envelopes),
+            Input::Drained { fetched, failed } => self.drain_done(fetched, failed),
+            Input::Timer => {}
+        }
+        self.after_input();
+        std::mem::take(&mut self.out)
+    }
+
+    /// When the core next wants an [`Input::Timer`] (monotonic time), if
+    /// ever.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        [
+            self.outbox.next_due(),
+            self.acks.next_due(),
+            self.drain_due_ms(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(Duration::from_millis)
+    }
+
+    /// Closes the crypto state in place, cleanly: the next start keeps its
+    /// outbound sessions.
+    pub fn close(&mut self) -> Result<(), Error> {
+        Ok(self.machine.close_in_place()?)
+    }
+
+    /// Counters of the core's queues, for metrics and tests.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            pending: self.outbox.pending.len(),
+            unrouted: self.outbox.unrouted_len(),
+            in_flight: self.outbox.in_flight,
+            gossip_window: self.gossip.window.len(),
+            acks_queued: self.acks.len(),
+            acks_dropped: self.acks.dropped,
+        }
+    }
+
+    /// The gossip topic of a group room this user is in.
+    pub fn room_topic(&mut self, room: &RoomId) -> Result<[u8; 32], Error> {
+        match self.room(room)? {
+            Some(r) if r.dm_with.is_none() && !r.left => Ok(r.topic),
+            _ => Err(Error::UnknownRoom(*room)),
+        }
+    }
+
+    /// What every input ends with: route what waits for a recipient, start
+    /// what is due, publish what the gossip window lets out, follow the
+    /// rooms' topics, and announce the durable end of the event log.
+    fn after_input(&mut self) {
+        if self.outbox.paging()
+            && let Err(e) = self.page_in()
+        {
+            tracing::warn!(error = %e, "could not read the outbox");
+        }
+        if self.devices_changed {
+            self.devices_changed = false;
+            self.route_unrouted();
+        }
+        self.publish_due();
+        self.deliver_due();
+        self.send_due_acks();
+        self.drain_if_due();
+        if self.rooms_changed {
+            self.sync_subscriptions();
+        }
+        self.publish_log_cursor();
+    }
+
+    fn commands(&mut self, commands: Vec<(RequestId, Command)>) {
+        let mut sends = Vec::new();
+        for (id, command) in commands {
+            match command {
+                Command::SendDm { to, text } => sends.push((id, Target::User(to), text)),
+                Command::SendRoom { room, text } => sends.push((id, Target::Room(room), text)),
+                other => {
+                    // Sends before another request go out first, in order.
+                    if !sends.is_empty() {
+                        self.send_texts(std::mem::take(&mut sends));
+                    }
+                    let result = self.command(other);
+                    self.out.push(Output::Reply(id, result));
+                }
+            }
+        }
+        if !sends.is_empty() {
+            self.send_texts(sends);
+        }
+    }
+
+    fn command(&mut self, command: Command) -> Result<Response, Error> {
+        Ok(match command {
+            Command::Invite { addrs } => Response::Invite(self.invite(addrs)?),
+            Command::AddContact { invite, pet_name } => {
+                Response::User(self.add_contact(&invite, pet_name)?)
+            }
+            Command::Contacts => Response::Contacts(self.contacts()?),
+            Command::RemoveContact(user) => {
+                self.remove_contact(&user)?;
+                Response::Done
+            }
+            Command::DmMessages { with, limit } => {
+                if self.contact(&with)?.is_none() {
+                    return Err(Error::UnknownContact(with));
+                }
+                let room = self.dm(with)?;
+                Response::Messages(self.timeline(&room, limit)?)
+            }
+            Command::RoomMessages { room, limit } => {
+                let room = self.group_room(&room)?;
+                Response::Messages(self.timeline(&room, limit)?)
+            }
+            Command::CreateRoom { name, members } => {
+                self.rooms_changed = true;
+                Response::Room(self.create_room(&name, &members)?)
+            }
+            Command::RoomInvite { room, user } => {
+                self.rooms_changed = true;
+                self.room_invite(&room, &user)?;
+                Response::Done
+            }
+            Command::RoomLeave(room) => {
+                self.rooms_changed = true;
+                self.room_leave(&room)?;
+                Response::Done
+            }
+            Command::Rooms => Response::Rooms(self.rooms_list()?),
+            Command::Events { cursor, limit } => Response::Events(self.events(cursor, limit)?),
+            Command::SendDm { .. } | Command::SendRoom { .. } => {
+                return Err(Error::InvalidInput("sends are handled in groups".into()));
+            }
+        })
+    }
+
+    /// Tells watchers how far the event log goes, once that part is
+    /// durable: a cursor a client has seen is never reused after a crash.
+    fn publish_log_cursor(&mut self) {
+        if self.log_next != self.log_durable {
+            if let Err(e) = self.machine.flush() {
+                tracing::error!(error = %e, "flush failed; new events not announced");
+                return;
+            }
+            self.log_durable = self.log_next;
+        }
+        if self.announced != self.log_next {
+            self.announced = self.log_next;
+            self.out.push(Output::LogCursor(self.log_next));
+        }
+    }
+
+    /// When to try again after `attempts` failures (monotonic ms):
+    /// exponential backoff from `retry_initial`, at most `max`, each delay
+    /// drawn between half and all of it. Without the jitter, deliveries
+    /// that failed together retry together: a device that dials many
+    /// contacts at once (a room key for a large room) meets the connection
+    /// limits again at every retry.
+    pub(crate) fn backoff(&mut self, attempts: u32, max: Duration) -> u64 {
+        let delay =
+            crate::outbox::backoff_delay(self.config.retry_initial, attempts, max, &mut self.rng);
+        self.now
+            .mono_ms()
+            .saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Counters of the core's queues.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Outbox items in memory waiting for delivery.
+    pub pending: usize,
+    /// Outbox items with no known recipient device yet.
+    pub unrouted: usize,
+    /// Deliveries and deposits in flight.
+    pub in_flight: usize,
+    /// Room messages holding a place in the gossip window.
+    pub gossip_window: usize,
+    /// Acknowledgement frames waiting or in flight.
+    pub acks_queued: usize,
+    /// Acknowledgement frames given up (queue full, or out of retries).
+    pub acks_dropped: u64,
+}
+
+/// Where a message goes.
+pub(crate) enum Target {
+    /// A contact's DM.
+    User(UserId),
+    /// A group room.
+    Room(RoomId),
+}

@@ -1,0 +1,100 @@
+//! The engine's errors, and their kinds.
+//!
+//! Callers match on [`Error::kind`] (as in arti): the variants say what
+//! failed and keep their source, the kind says what to do about it.
+
+use std::sync::Arc;
+
+use safemeet_proto::{RoomId, UserId};
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The crypto layer refused or failed.
+    #[error(transparent)]
+    Crypto(#[from] safemeet_crypto::Error),
+    /// The network layer failed.
+    #[error(transparent)]
+    Net(#[from] safemeet_net::NetError),
+    /// Encoding failed.
+    #[error(transparent)]
+    Encode(#[from] safemeet_proto::EncodeError),
+    /// Decoding stored or received bytes failed.
+    #[error(transparent)]
+    Decode(#[from] safemeet_proto::DecodeError),
+    /// The invite cannot be used.
+    #[error("invalid invite: {0}")]
+    BadInvite(&'static str),
+    /// No such contact.
+    #[error("no contact {0}")]
+    UnknownContact(UserId),
+    /// No such group room (or this user left it).
+    #[error("no room {0}")]
+    UnknownRoom(RoomId),
+    /// The input is not acceptable.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The settings cannot be run with.
+    #[error("invalid engine setting: {0}")]
+    InvalidConfig(String),
+    /// A group commit failed; every send in the group failed with it.
+    #[error("the commit failed")]
+    Commit(#[source] Arc<safemeet_crypto::Error>),
+    /// The engine did not answer in time.
+    #[error("the engine did not answer in time")]
+    Timeout,
+    /// The engine has stopped.
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// What kind of failure an [`Error`] is: what a caller can do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The request was malformed or not allowed: fix it.
+    InvalidInput,
+    /// A contact or room named by the request does not exist.
+    NotFound,
+    /// Something received was invalid (bad signature, unknown sender,
+    /// replay): it is refused, and sending it again will not help.
+    Refused,
+    /// The network failed: trying again later may help.
+    Network,
+    /// This device's own trouble (its store, its crypto state): the same
+    /// input may well succeed later, so a sender should try again.
+    Local,
+    /// The engine took too long.
+    Timeout,
+    /// The engine has stopped.
+    Stopped,
+}
+
+impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Crypto(c) if crypto_is_local(c) => ErrorKind::Local,
+            Self::Crypto(_) => ErrorKind::Refused,
+            Self::Net(_) => ErrorKind::Network,
+            Self::Encode(_) | Self::Decode(_) | Self::Commit(_) => ErrorKind::Local,
+            Self::BadInvite(_) | Self::InvalidInput(_) | Self::InvalidConfig(_) => {
+                ErrorKind::InvalidInput
+            }
+            Self::UnknownContact(_) | Self::UnknownRoom(_) => ErrorKind::NotFound,
+            Self::Timeout => ErrorKind::Timeout,
+            Self::Stopped => ErrorKind::Stopped,
+        }
+    }
+}
+
+/// Whether a crypto error is this device's own trouble rather than
+/// something wrong with what was received.
+fn crypto_is_local(e: &safemeet_crypto::Error) -> bool {
+    use safemeet_crypto::Error as C;
+    matches!(
+        e,
+        C::Poisoned | C::Closed | C::Store(_) | C::SealedValue { .. }
+    )
+}

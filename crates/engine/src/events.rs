@@ -1,0 +1,281 @@
+//! The core's inputs and outputs: requests from the API and their
+//! answers, what the network and the actor report, and the effects the
+//! actor carries out.
+
+use libp2p::{Multiaddr, PeerId};
+use safemeet_proto::mailbox::StoredEnvelope;
+use safemeet_proto::{EventId, MailboxId, RoomId, Timestamp, UserId};
+use std::sync::Arc;
+
+use crate::mailbox::Relay;
+use crate::{Contact, Error, LogEntry, RoomInfo, TimelineEntry};
+
+/// Identifies a request, so its [`Output::Reply`] can be matched to it.
+pub type RequestId = u64;
+
+/// A request from the API.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Command {
+    /// Make an invite; `addrs` are where this node listens.
+    Invite {
+        /// Listen addresses, best first.
+        addrs: Vec<Multiaddr>,
+    },
+    /// Accept an invite.
+    AddContact {
+        /// The invite text.
+        invite: String,
+        /// The name this user gives the contact.
+        pet_name: Option<String>,
+    },
+    /// List contacts.
+    Contacts,
+    /// Remove a contact.
+    RemoveContact(UserId),
+    /// Send a direct message.
+    SendDm {
+        /// The contact.
+        to: UserId,
+        /// The text.
+        text: String,
+    },
+    /// Send a message to a group room.
+    SendRoom {
+        /// The room.
+        room: RoomId,
+        /// The text.
+        text: String,
+    },
+    /// The last messages with a contact.
+    DmMessages {
+        /// The contact.
+        with: UserId,
+        /// How many.
+        limit: usize,
+    },
+    /// The last messages of a group room.
+    RoomMessages {
+        /// The room.
+        room: RoomId,
+        /// How many.
+        limit: usize,
+    },
+    /// Create a group room.
+    CreateRoom {
+        /// Its name.
+        name: String,
+        /// Its members besides this user.
+        members: Vec<UserId>,
+    },
+    /// Add a contact to a group room.
+    RoomInvite {
+        /// The room.
+        room: RoomId,
+        /// The contact.
+        user: UserId,
+    },
+    /// Leave a group room.
+    RoomLeave(RoomId),
+    /// The group rooms this user is in.
+    Rooms,
+    /// Event-log entries after a cursor.
+    Events {
+        /// 0: from the start.
+        cursor: u64,
+        /// At most this many.
+        limit: usize,
+    },
+}
+
+/// The answer to a [`Command`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Response {
+    /// Done, nothing to report.
+    Done,
+    /// An invite's text.
+    Invite(String),
+    /// A user (a contact added).
+    User(UserId),
+    /// The contacts.
+    Contacts(Vec<Contact>),
+    /// A message sent ("sent": committed to the outbox).
+    Sent(EventId),
+    /// Messages, oldest first.
+    Messages(Vec<TimelineEntry>),
+    /// A room created.
+    Room(RoomId),
+    /// The group rooms.
+    Rooms(Vec<RoomInfo>),
+    /// Event-log entries with their cursors.
+    Events(Vec<(u64, LogEntry)>),
+}
+
+/// Something from the network.
+#[derive(Debug, Clone)]
+pub enum NetInput {
+    /// A direct delivery from an authenticated peer; answer with
+    /// [`Output::Answer`] naming `reply`.
+    Delivery {
+        /// The sending peer.
+        peer: PeerId,
+        /// The padded frame.
+        frame: Vec<u8>,
+        /// The caller's handle for the answer.
+        reply: u64,
+    },
+    /// A gossip frame on a room topic; judge it with [`Output::Verdict`]
+    /// naming `token`.
+    Gossip {
+        /// The topic.
+        topic: [u8; 32],
+        /// The padded frame.
+        frame: Vec<u8>,
+        /// The caller's handle for the verdict.
+        token: u64,
+    },
+    /// A peer connected.
+    Connected(PeerId),
+}
+
+/// What became of one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryResult {
+    /// The device answered.
+    Answered(safemeet_proto::deliver::Answer),
+    /// The device could not be reached at all (no address worked, the dial
+    /// failed): the only failure that sends a message to relays.
+    Unreachable,
+    /// The device was reached but did not answer in time, refused the
+    /// stream, or does not speak the protocol: retried later.
+    Failed,
+}
+
+/// What a delivery is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryToken {
+    /// Outbox item `seq`.
+    Outbox(u64),
+    /// Acknowledgement frame `id`.
+    Ack(u64),
+}
+
+/// An input to [`Core::handle`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Input {
+    /// Requests, in order; sends among them share one flush.
+    Commands(Vec<(RequestId, Command)>),
+    /// Network events, in order; deliveries among them share one flush.
+    Network(Vec<NetInput>),
+    /// A delivery finished.
+    Delivered {
+        /// What it was for.
+        token: DeliveryToken,
+        /// To whom.
+        peer: PeerId,
+        /// How it went.
+        result: DeliveryResult,
+    },
+    /// A deposit on relays finished: the latest "stored until" of the
+    /// valid receipts, or `None` when no relay kept it.
+    Deposited {
+        /// The outbox item.
+        seq: u64,
+        /// The device it was for.
+        peer: PeerId,
+        /// Kept until then.
+        until: Option<Timestamp>,
+    },
+    /// A page fetched from one of this device's mailboxes; answer with
+    /// [`Output::PageDone`].
+    Page {
+        /// The caller's handle for the answer.
+        page: u64,
+        /// The mailbox's epoch.
+        epoch: u64,
+        /// The envelopes.
+        envelopes: Vec<StoredEnvelope>,
+    },
+    /// A drain finished.
+    Drained {
+        /// Envelopes fetched.
+        fetched: usize,
+        /// Some relay could not be asked.
+        failed: bool,
+    },
+    /// The deadline from [`Core::poll_timeout`] passed.
+    Timer,
+}
+
+/// An effect for the caller to carry out.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Output {
+    /// The answer to a request.
+    Reply(RequestId, Result<Response, Error>),
+    /// Deliver a frame directly; report with [`Input::Delivered`].
+    Deliver {
+        /// What it is for.
+        token: DeliveryToken,
+        /// To whom.
+        peer: PeerId,
+        /// Where the peer may be found.
+        addrs: Vec<Multiaddr>,
+        /// The padded frame.
+        frame: Vec<u8>,
+    },
+    /// Publish frames on room topics (best effort).
+    Publish(Vec<([u8; 32], Vec<u8>)>),
+    /// Leave a sealed frame on relays; report with [`Input::Deposited`].
+    Deposit {
+        /// The outbox item.
+        seq: u64,
+        /// The device it is for.
+        peer: PeerId,
+        /// The mailbox.
+        mailbox: MailboxId,
+        /// The relays.
+        relays: Vec<Relay>,
+        /// The sealed frame.
+        frame: Vec<u8>,
+    },
+    /// Drain this device's mailboxes; feed pages back with
+    /// [`Input::Page`], then [`Input::Drained`].
+    Drain {
+        /// This device's relays.
+        relays: Vec<Relay>,
+        /// Relays it no longer lists that may still hold mail.
+        former: Vec<Relay>,
+        /// The keys of the epochs to drain, oldest first.
+        keys: Vec<Arc<safemeet_crypto::mailbox::EpochKey>>,
+    },
+    /// The envelopes of a page the relay may delete.
+    PageDone {
+        /// The page.
+        page: u64,
+        /// Envelope ids.
+        taken: Vec<u64>,
+    },
+    /// Subscribe to a room topic.
+    Subscribe([u8; 32]),
+    /// Unsubscribe from a room topic.
+    Unsubscribe([u8; 32]),
+    /// Answer a direct delivery.
+    Answer {
+        /// The delivery's handle.
+        reply: u64,
+        /// The answer.
+        answer: safemeet_proto::deliver::Answer,
+    },
+    /// Judge a gossip frame: forward it (`true`) or not.
+    Verdict {
+        /// The frame's handle.
+        token: u64,
+        /// Whether it may be forwarded.
+        accept: bool,
+    },
+    /// The event log is durable up to (not including) this cursor.
+    LogCursor(u64),
+}

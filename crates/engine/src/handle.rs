@@ -1,0 +1,222 @@
+//! The cloneable [`Handle`] callers use to talk to a running engine.
+//!
+//! Every request goes to the actor over a bounded queue (a full queue
+//! makes the caller wait: back-pressure) and is answered on a one-shot
+//! channel; every wait is bounded by [`Config::request_timeout`].
+//! Shutting down cancels the actor and waits until it has closed the
+//! crypto state cleanly.
+//!
+//! [`Config::request_timeout`]: crate::Config::request_timeout
+
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use safemeet_proto::{EventId, RoomId, UserId};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{Command, Response};
+use crate::{Contact, Error, LogEntry, RoomInfo, TimelineEntry};
+
+/// What the actor is asked.
+pub(crate) enum Request {
+    /// A request for the core.
+    Core(Command, oneshot::Sender<Result<Response, Error>>),
+    /// Where the node listens.
+    ListenAddrs(oneshot::Sender<Result<Vec<Multiaddr>, Error>>),
+    /// How many peers the gossip mesh of a room holds.
+    RoomMeshPeers(RoomId, oneshot::Sender<Result<usize, Error>>),
+}
+
+/// A cloneable handle to a running engine.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) requests: mpsc::Sender<Request>,
+    pub(crate) user_id: UserId,
+    pub(crate) peer_id: PeerId,
+    pub(crate) log: watch::Receiver<u64>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) stopped: watch::Receiver<bool>,
+    pub(crate) timeout: Duration,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Unwraps the expected answer, or says the engine answered nonsense.
+macro_rules! expect {
+    ($answer:expr, $pattern:pat => $value:expr) => {
+        match $answer? {
+            $pattern => Ok($value),
+            _ => Err(Error::InvalidInput("unexpected answer".into())),
+        }
+    };
+}
+
+impl Handle {
+    /// This user.
+    pub fn user_id(&self) -> UserId {
+        self.user_id
+    }
+
+    /// This device's libp2p peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Request,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        let asked = async {
+            self.requests
+                .send(make(tx))
+                .await
+                .map_err(|_| Error::Stopped)?;
+            rx.await.map_err(|_| Error::Stopped)?
+        };
+        tokio::time::timeout(self.timeout, asked)
+            .await
+            .map_err(|_| Error::Timeout)?
+    }
+
+    async fn core(&self, command: Command) -> Result<Response, Error> {
+        self.ask(|tx| Request::Core(command, tx)).await
+    }
+
+    /// Watches the event log: the value is the next cursor (one past the
+    /// newest entry), and it changes whenever an entry is appended.
+    pub fn log_watch(&self) -> watch::Receiver<u64> {
+        self.log.clone()
+    }
+
+    /// The contacts, in the order they were added.
+    pub async fn contacts(&self) -> Result<Vec<Contact>, Error> {
+        expect!(self.core(Command::Contacts).await, Response::Contacts(c) => c)
+    }
+
+    /// Removes a contact (their keys and messages stay).
+    pub async fn remove_contact(&self, user: UserId) -> Result<(), Error> {
+        expect!(self.core(Command::RemoveContact(user)).await, Response::Done => ())
+    }
+
+    /// An invite for this user, as text.
+    pub async fn invite(&self) -> Result<String, Error> {
+        let addrs = self.listen_addrs().await?;
+        expect!(self.core(Command::Invite { addrs }).await, Response::Invite(i) => i)
+    }
+
+    /// Accepts another user's invite; returns their user id.
+    pub async fn add_contact(
+        &self,
+        invite: &str,
+        pet_name: Option<String>,
+    ) -> Result<UserId, Error> {
+        let command = Command::AddContact {
+            invite: invite.to_owned(),
+            pet_name,
+        };
+        expect!(self.core(command).await, Response::User(u) => u)
+    }
+
+    /// Sends a direct message; returns its event id once it is committed
+    /// to the outbox ("sent").
+    pub async fn send_dm(&self, to: UserId, text: &str) -> Result<EventId, Error> {
+        let command = Command::SendDm {
+            to,
+            text: text.to_owned(),
+        };
+        expect!(self.core(command).await, Response::Sent(id) => id)
+    }
+
+    /// Sends a message to a group room.
+    pub async fn send_room(&self, room: RoomId, text: &str) -> Result<EventId, Error> {
+        let command = Command::SendRoom {
+            room,
+            text: text.to_owned(),
+        };
+        expect!(self.core(command).await, Response::Sent(id) => id)
+    }
+
+    /// The last `limit` messages with a contact, oldest first.
+    pub async fn dm_messages(
+        &self,
+        with: UserId,
+        limit: usize,
+    ) -> Result<Vec<TimelineEntry>, Error> {
+        let command = Command::DmMessages { with, limit };
+        expect!(self.core(command).await, Response::Messages(m) => m)
+    }
+
+    /// The last `limit` messages of a group room, oldest first.
+    pub async fn room_messages(
+        &self,
+        room: RoomId,
+        limit: usize,
+    ) -> Result<Vec<TimelineEntry>, Error> {
+        let command = Command::RoomMessages { room, limit };
+        expect!(self.core(command).await, Response::Messages(m) => m)
+    }
+
+    /// Creates a group room with these contacts; this user is its admin.
+    pub async fn create_room(&self, name: &str, members: Vec<UserId>) -> Result<RoomId, Error> {
+        let command = Command::CreateRoom {
+            name: name.to_owned(),
+            members,
+        };
+        expect!(self.core(command).await, Response::Room(r) => r)
+    }
+
+    /// Adds a contact to a group room (admins only).
+    pub async fn room_invite(&self, room: RoomId, user: UserId) -> Result<(), Error> {
+        expect!(self.core(Command::RoomInvite { room, user }).await, Response::Done => ())
+    }
+
+    /// Leaves a group room.
+    pub async fn room_leave(&self, room: RoomId) -> Result<(), Error> {
+        expect!(self.core(Command::RoomLeave(room)).await, Response::Done => ())
+    }
+
+    /// The group rooms this user is in.
+    pub async fn rooms(&self) -> Result<Vec<RoomInfo>, Error> {
+        expect!(self.core(Command::Rooms).await, Response::Rooms(r) => r)
+    }
+
+    /// Event-log entries after `cursor` (0: from the start), at most `limit`.
+    pub async fn events(&self, cursor: u64, limit: usize) -> Result<Vec<(u64, LogEntry)>, Error> {
+        let command = Command::Events { cursor, limit };
+        expect!(self.core(command).await, Response::Events(e) => e)
+    }
+
+    /// Where the node listens.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, Error> {
+        self.ask(Request::ListenAddrs).await
+    }
+
+    /// How many peers this node's gossip mesh for a group room holds: the
+    /// peers it exchanges the room's messages with directly (0 until the
+    /// mesh forms; messages then go by direct delivery after the grace).
+    pub async fn room_mesh_peers(&self, room: RoomId) -> Result<usize, Error> {
+        self.ask(|tx| Request::RoomMeshPeers(room, tx)).await
+    }
+
+    /// Stops the engine: the crypto state is closed cleanly and the
+    /// network shut down; the outbox is kept for the next start. Returns
+    /// once that is done (or after the request timeout).
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.cancel.cancel();
+        let mut stopped = self.stopped.clone();
+        tokio::time::timeout(self.timeout, stopped.wait_for(|s| *s))
+            .await
+            .map_err(|_| Error::Timeout)?
+            .map(|_| ())
+            // The actor is gone either way.
+            .or(Ok(()))
+    }
+}

@@ -1,0 +1,257 @@
+//! The relay mailbox protocol, as this device speaks it: deposits for
+//! other devices and drains of its own mailboxes. This is the actor's I/O;
+//! when to deposit and drain, and what to keep, is the core's
+//! (`relays.rs`, `mailbox.rs`).
+//!
+//! A deposit carries the sealed frame the core made; the relay's receipt
+//! is checked (its signature under the relay's peer id, the mailbox, the
+//! digest of the sealed bytes, and an expiry still ahead) before the
+//! message counts as "stored at relay". A drain fetches each epoch's
+//! mailbox page by page, hands every page to the core, and deletes from
+//! the relay only what the core has made durable.
+
+use libp2p::PeerId;
+use safemeet_crypto::mailbox::{EpochKey, authorize};
+use std::sync::Arc;
+
+use safemeet_net::{NetError, Network};
+use safemeet_proto::mailbox::{
+    AckParams, FetchParams, MAX_ACK_IDS, MAX_FETCH_ITEMS, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+    MailboxError, MailboxRequest, MailboxResponse, Receipt, StoredEnvelope, VERSION,
+};
+use safemeet_proto::{MailboxId, Timestamp, codec};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::mailbox::Relay;
+
+/// Why a mailbox request failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MailboxFailure {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("the relay refused ({code:?}): {message}")]
+    Refused { code: MailboxError, message: String },
+    #[error("the relay's answer was malformed: {0}")]
+    Malformed(String),
+    #[error("could not sign a mailbox request: {0}")]
+    Sign(#[from] safemeet_crypto::Error),
+    #[error("the engine stopped")]
+    Stopped,
+}
+
+async fn request(
+    net: &Network,
+    relay: &Relay,
+    request: &MailboxRequest,
+) -> Result<MailboxResponse, MailboxFailure> {
+    let bytes = codec::encode_limited(request, MAX_REQUEST_BYTES)
+        .map_err(|e| MailboxFailure::Malformed(e.to_string()))?;
+    let answer = net
+        .mailbox(relay.peer, vec![relay.addr.clone()], bytes)
+        .await?;
+    match codec::decode(&answer, MAX_RESPONSE_BYTES) {
+        Ok(MailboxResponse::Error { code, message }) => Err(MailboxFailure::Refused {
+            code,
+            // Shown in a log line: bounded, whatever the relay sent.
+            message: message.chars().take(200).collect(),
+        }),
+        Ok(response) => Ok(response),
+        Err(e) => Err(MailboxFailure::Malformed(e.to_string())),
+    }
+}
+
+/// Leaves `frame` in `mailbox` on each of `relays` at once; returns the
+/// latest "stored until" among the valid receipts (a promise already past
+/// `now` is none), or `None` when no relay kept it.
+pub(crate) async fn deposit(
+    net: Network,
+    mailbox: MailboxId,
+    relays: Vec<Relay>,
+    frame: Vec<u8>,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let digest = *blake3::hash(&frame).as_bytes();
+    let deposit = MailboxRequest::Deposit {
+        version: VERSION,
+        mailbox,
+        envelope: frame,
+    };
+    let tries = relays.iter().map(|relay| {
+        let (net, deposit) = (&net, &deposit);
+        async move {
+            match request(net, relay, deposit).await {
+                Ok(MailboxResponse::Receipt(receipt))
+                    if receipt.stored_until > now
+                        && receipt_is_valid(&receipt, &relay.peer, &mailbox, &digest) =>
+                {
+                    Some(receipt.stored_until)
+                }
+                Ok(_) => {
+                    tracing::debug!("a relay answered a deposit without a valid receipt");
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "a relay did not keep a deposit");
+                    None
+                }
+            }
+        }
+    });
+    futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .flatten()
+        .max()
+}
+
+/// A receipt counts when it is for these bytes in this mailbox and signed
+/// by the relay's own key (its peer id holds it inline).
+fn receipt_is_valid(
+    receipt: &Receipt,
+    relay: &PeerId,
+    mailbox: &MailboxId,
+    digest: &[u8; 32],
+) -> bool {
+    let hash: &libp2p::multihash::Multihash<64> = relay.as_ref();
+    // Only identity multihashes carry the key (Ed25519 peer ids do).
+    if hash.code() != 0 {
+        return false;
+    }
+    let Ok(key) = libp2p::identity::PublicKey::try_decode_protobuf(hash.digest()) else {
+        return false;
+    };
+    receipt.version == VERSION
+        && receipt.mailbox == *mailbox
+        && receipt.digest == *digest
+        && key.verify(
+            &Receipt::signed_bytes(
+                &receipt.mailbox,
+                receipt.id,
+                receipt.stored_until,
+                &receipt.digest,
+            ),
+            &receipt.signature,
+        )
+}
+
+/// Most pages one drain fetches from one mailbox; the rest waits for the
+/// next drain, so a relay that never stops sending holds up no other.
+const MAX_PAGES: usize = 256;
+
+/// A page fetched from one of this device's mailboxes. The engine stores
+/// what it can and answers with the ids the relay may delete.
+pub(crate) struct Page {
+    /// The epoch of the mailbox.
+    pub(crate) epoch: u64,
+    pub(crate) envelopes: Vec<StoredEnvelope>,
+    pub(crate) done: oneshot::Sender<Vec<u64>>,
+}
+
+/// What a drain did.
+#[derive(Debug, Default)]
+pub(crate) struct Drained {
+    /// Envelopes fetched.
+    pub(crate) fetched: usize,
+    /// Some relay could not be asked (try again soon).
+    pub(crate) failed: bool,
+}
+
+/// Empties this device's mailboxes: for each relay, each epoch's key, the
+/// oldest first (room state and keys come before what they unlock). The
+/// `former` relays (no longer listed, maybe still holding mail) are asked
+/// too, but a failure there does not count.
+pub(crate) async fn drain(
+    net: Network,
+    relays: Vec<Relay>,
+    former: Vec<Relay>,
+    keys: Vec<Arc<EpochKey>>,
+    pages: mpsc::Sender<Page>,
+) -> Drained {
+    let mut drained = Drained::default();
+    let all = relays.iter().map(|r| (r, true));
+    for (relay, counts) in all.chain(former.iter().map(|r| (r, false))) {
+        for key in &keys {
+            match drain_one(&net, relay, key, &pages).await {
+                Ok(n) => drained.fetched += n,
+                Err(MailboxFailure::Stopped) => return drained,
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not drain a mailbox");
+                    drained.failed |= counts;
+                    // The relay is likely down: its other epochs too.
+                    if matches!(e, MailboxFailure::Net(_)) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    drained
+}
+
+async fn nonce(net: &Network, relay: &Relay) -> Result<[u8; 32], MailboxFailure> {
+    match request(net, relay, &MailboxRequest::Challenge { version: VERSION }).await? {
+        MailboxResponse::Nonce(nonce) => Ok(nonce),
+        _ => Err(MailboxFailure::Malformed(
+            "no nonce in answer to a challenge".into(),
+        )),
+    }
+}
+
+async fn drain_one(
+    net: &Network,
+    relay: &Relay,
+    key: &EpochKey,
+    pages: &mpsc::Sender<Page>,
+) -> Result<usize, MailboxFailure> {
+    let relay_id = relay.peer.to_bytes();
+    let mailbox = key.mailbox();
+    let mut after = 0;
+    let mut fetched = 0;
+    for _ in 0..MAX_PAGES {
+        let params = FetchParams {
+            mailbox,
+            after,
+            limit: MAX_FETCH_ITEMS,
+        };
+        let fetch = authorize(key, &relay_id, nonce(net, relay).await?, params)?;
+        let (mut items, more) = match request(net, relay, &MailboxRequest::Fetch(fetch)).await? {
+            MailboxResponse::Envelopes { items, more } => (items, more),
+            _ => {
+                return Err(MailboxFailure::Malformed(
+                    "no envelopes in answer to a fetch".into(),
+                ));
+            }
+        };
+        // No more than asked for; ids only go up (a relay that says
+        // otherwise is not followed).
+        items.truncate(usize::from(MAX_FETCH_ITEMS));
+        let last = items.iter().map(|e| e.id).max().unwrap_or(after);
+        if items.is_empty() || last <= after {
+            return Ok(fetched);
+        }
+        after = last;
+        fetched += items.len();
+        let (done, taken) = oneshot::channel();
+        pages
+            .send(Page {
+                epoch: key.epoch(),
+                envelopes: items,
+                done,
+            })
+            .await
+            .map_err(|_| MailboxFailure::Stopped)?;
+        let ids = taken.await.map_err(|_| MailboxFailure::Stopped)?;
+        for chunk in ids.chunks(MAX_ACK_IDS) {
+            let params = AckParams {
+                mailbox,
+                ids: chunk.to_vec(),
+            };
+            let ack = authorize(key, &relay_id, nonce(net, relay).await?, params)?;
+            request(net, relay, &MailboxRequest::Ack(ack)).await?;
+        }
+        if !more {
+            return Ok(fetched);
+        }
+    }
+    Ok(fetched)
+}

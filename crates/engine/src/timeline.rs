@@ -1,0 +1,226 @@
+//! Timelines and the event log: what this device shows and what API
+//! clients replay.
+//!
+//! A room's timeline is an ordered keyspace of [`TimelineEntry`]s by
+//! arrival; a message's delivery state changes in place ("sent" →
+//! "stored at relay until T" → "delivered") and each change is also an
+//! entry of the durable, numbered event log.
+
+use safemeet_crypto::{EncryptedBatch, EncryptedStore};
+use safemeet_proto::{RoomId, codec};
+use safemeet_store::{Keyspace, Store};
+
+use crate::Error;
+use crate::core::Core;
+use crate::records::{
+    LogEntry, MAX_RECORD_BYTES, MessageState, OutboxMeta, RoomRecord, TimelineEntry, name,
+};
+use crate::rooms::put_room;
+
+impl<S: Store + Clone> Core<S> {
+    /// The `limit` latest messages of a room (by arrival), oldest first in
+    /// Lamport order.
+    pub(crate) fn timeline(
+        &self,
+        room: &RoomRecord,
+        limit: usize,
+    ) -> Result<Vec<TimelineEntry>, Error> {
+        let start = room.next_seq.saturating_sub(limit as u64);
+        let after = start.checked_sub(1);
+        let rows = self.store.scan_ordered(
+            Keyspace::Timeline,
+            &name::timeline(&room.room_id),
+            after,
+            limit,
+        )?;
+        let mut out: Vec<TimelineEntry> = Vec::with_capacity(rows.len());
+        for (_, bytes) in rows {
+            out.push(codec::decode(&bytes, MAX_RECORD_BYTES)?);
+        }
+        // Shown in Lamport order, ties broken by sender and event id, so
+        // every member sees the same order whatever the arrival order was.
+        out.sort_by(|a, b| {
+            (a.lamport, a.sender, a.event_id).cmp(&(b.lamport, b.sender, b.event_id))
+        });
+        Ok(out)
+    }
+
+    /// Event-log entries after `cursor` (0: from the start), at most `limit`.
+    pub(crate) fn events(&self, cursor: u64, limit: usize) -> Result<Vec<(u64, LogEntry)>, Error> {
+        let after = if cursor == 0 { None } else { Some(cursor) };
+        self.store
+            .scan_ordered(Keyspace::EventLog, name::EVENT_LOG, after, limit)?
+            .into_iter()
+            .map(|(seq, bytes)| Ok((seq, codec::decode(&bytes, MAX_RECORD_BYTES)?)))
+            .collect()
+    }
+
+    /// Records a new delivery state of pending items (applied; flushed
+    /// with the next flush).
+    pub(crate) fn record_state(&mut self, seqs: &[u64], state: MessageState) {
+        if seqs.is_empty() {
+            return;
+        }
+        let mut batch = self.store.batch();
+        let staged = seqs
+            .iter()
+            .try_for_each(|seq| self.stage_state(&mut batch, *seq, state))
+            .and_then(|()| Ok(self.store.apply(batch)?));
+        if let Err(e) = staged {
+            tracing::warn!(error = %e, "could not record a delivery state");
+        }
+    }
+
+    /// Stages a message's new delivery state: its timeline entry changes
+    /// and the event log says so. "Delivered" is final; "stored at relay"
+    /// only replaces "sent" or an earlier "stored at relay".
+    fn stage_state(
+        &mut self,
+        batch: &mut EncryptedBatch,
+        seq: u64,
+        state: MessageState,
+    ) -> Result<(), Error> {
+        let Some(pending) = self.outbox.pending.get(&seq) else {
+            return Ok(());
+        };
+        let meta: OutboxMeta = codec::decode(&pending.item.meta, 64)?;
+        let Some((room_id, tseq)) = meta.timeline else {
+            return Ok(());
+        };
+        // A message left on relays turns "delivered" when a recipient
+        // acknowledges it later, after the outbox item is gone: remember
+        // where its timeline entry is.
+        if let (MessageState::StoredAtRelay { .. }, Some(id)) = (state, pending.event_id) {
+            self.store.batch_put_value(
+                batch,
+                Keyspace::Rooms,
+                &name::relayed(&id),
+                &(room_id, tseq),
+                64,
+            )?;
+        }
+        self.stage_entry_state(batch, room_id, tseq, state)
+    }
+
+    /// Stages the new state of the timeline entry `tseq` of `room_id`.
+    fn stage_entry_state(
+        &mut self,
+        batch: &mut EncryptedBatch,
+        room_id: RoomId,
+        tseq: u64,
+        state: MessageState,
+    ) -> Result<(), Error> {
+        let tl = name::timeline(&room_id);
+        let Some(bytes) = self.store.get_ordered(Keyspace::Timeline, &tl, tseq)? else {
+            return Ok(());
+        };
+        let mut entry: TimelineEntry = codec::decode(&bytes, MAX_RECORD_BYTES)?;
+        let log = match (entry.state, state) {
+            (MessageState::Delivered, _) => return Ok(()),
+            (MessageState::StoredAtRelay { until: old }, MessageState::StoredAtRelay { until })
+                if until <= old =>
+            {
+                return Ok(());
+            }
+            (_, MessageState::StoredAtRelay { until }) => LogEntry::StoredAtRelay {
+                room_id,
+                event_id: entry.event_id,
+                until,
+            },
+            _ => LogEntry::Delivered {
+                room_id,
+                event_id: entry.event_id,
+            },
+        };
+        entry.state = state;
+        self.store.batch_put_ordered_value(
+            batch,
+            Keyspace::Timeline,
+            &tl,
+            tseq,
+            &entry,
+            MAX_RECORD_BYTES,
+        )?;
+        stage_log_at(&self.store, batch, self.log_next, &log)?;
+        self.log_next += 1;
+        Ok(())
+    }
+
+    /// Acknowledgements of messages no longer in the outbox because relays
+    /// keep them: the recipient drained its mailbox; they are delivered.
+    pub(crate) fn acked_after_relay(
+        &mut self,
+        ids: &[safemeet_proto::EventId],
+    ) -> Result<(), Error> {
+        let mut batch = self.store.batch();
+        for id in ids {
+            let key = name::relayed(id);
+            let Some(bytes) = self.store.get(Keyspace::Rooms, &key)? else {
+                continue;
+            };
+            let (room_id, tseq): (RoomId, u64) = codec::decode(&bytes, 64)?;
+            self.stage_entry_state(&mut batch, room_id, tseq, MessageState::Delivered)?;
+            self.store.batch_delete(&mut batch, Keyspace::Rooms, &key)?;
+        }
+        if !batch.is_empty() {
+            self.store.apply(batch)?;
+        }
+        Ok(())
+    }
+}
+
+/// Stages `entry` as event-log entry `log_seq`, and the next cursor.
+pub(crate) fn stage_log_at<S: Store>(
+    store: &EncryptedStore<S>,
+    batch: &mut EncryptedBatch,
+    log_seq: u64,
+    entry: &LogEntry,
+) -> Result<(), safemeet_crypto::Error> {
+    store.batch_put_ordered_value(
+        batch,
+        Keyspace::EventLog,
+        name::EVENT_LOG,
+        log_seq,
+        entry,
+        MAX_RECORD_BYTES,
+    )?;
+    store.batch_put_value(
+        batch,
+        Keyspace::EventLog,
+        name::EVENT_LOG_NEXT,
+        &(log_seq + 1),
+        16,
+    )
+}
+
+/// Stages a message's timeline entry, its room record and its event-log
+/// entry at `log_seq`.
+pub(crate) fn stage_message<S: Store>(
+    store: &EncryptedStore<S>,
+    batch: &mut EncryptedBatch,
+    room: &RoomRecord,
+    seq: u64,
+    entry: &TimelineEntry,
+    log_seq: u64,
+) -> Result<(), safemeet_crypto::Error> {
+    store.batch_put_ordered_value(
+        batch,
+        Keyspace::Timeline,
+        &name::timeline(&room.room_id),
+        seq,
+        entry,
+        MAX_RECORD_BYTES,
+    )?;
+    // A message's room exists already (its state came first): the index
+    // stays as it is.
+    put_room(store, batch, room)?;
+    stage_log_at(
+        store,
+        batch,
+        log_seq,
+        &LogEntry::Message {
+            room_id: room.room_id,
+            entry: entry.clone(),
+        },
+    )
+}
