@@ -385,34 +385,47 @@ impl<S: Store + Clone> Core<S> {
         self.finish_if_done(seq);
     }
 
-    /// A peer connected: what was parked for it is tried again now.
+    /// A peer connected: what was parked for it, and what waits on a
+    /// timer for it, is tried now.
     pub(crate) fn on_connected(&mut self, peer: PeerId) {
         let now = self.now.mono_ms();
-        if let Some(seqs) = self.outbox.parked.remove(&peer) {
-            for seq in seqs {
-                let Some(p) = self.outbox.pending.get_mut(&seq) else {
-                    continue;
-                };
-                if let Some(i) = p.parked.iter().position(|t| t.peer == peer) {
-                    let mut t = p.parked.remove(i);
-                    // One more try per connection; parked again if "later".
-                    t.later = self.config.later_retries;
-                    p.targets.push(t);
-                    self.outbox.set_due(seq, Some(now));
-                }
-            }
-        }
-        // Anything else waiting on a timer for it can go now too.
+        self.unpark(peer);
+        // What failed before and waits on its backoff for it can go now
+        // too (not what waits out its gossip grace).
         let due: Vec<u64> = self
             .outbox
             .pending
             .iter()
-            .filter(|(_, p)| p.due.is_some() && p.targets.iter().any(|t| t.peer == peer))
+            .filter(|(_, p)| {
+                p.attempts > 0 && p.due.is_some() && p.targets.iter().any(|t| t.peer == peer)
+            })
             .map(|(seq, _)| *seq)
             .take(MAX_IN_FLIGHT)
             .collect();
         for seq in due {
             self.outbox.set_due(seq, Some(now));
+        }
+    }
+
+    /// What was parked for `peer` (it kept answering "later") is tried
+    /// once more now: it connected, or delivered something itself, so it
+    /// may have changed its mind (added this user, joined the room).
+    pub(crate) fn unpark(&mut self, peer: PeerId) {
+        let now = self.now.mono_ms();
+        let Some(seqs) = self.outbox.parked.remove(&peer) else {
+            return;
+        };
+        for seq in seqs {
+            let Some(p) = self.outbox.pending.get_mut(&seq) else {
+                continue;
+            };
+            if let Some(i) = p.parked.iter().position(|t| t.peer == peer) {
+                let mut t = p.parked.remove(i);
+                // One more try: parked again at the next "later".
+                t.later = self.config.later_retries;
+                p.targets.push(t);
+                self.outbox.set_due(seq, Some(now));
+            }
         }
     }
 

@@ -65,6 +65,7 @@ impl<S: Store + Clone> Core<S> {
         for event in events {
             match event {
                 NetInput::Delivery { peer, frame, reply } => {
+                    self.unpark(peer);
                     let (answer, _) = self.receive(Source::Peer(peer), &frame);
                     answers.push((reply, answer));
                 }

@@ -1,0 +1,288 @@
+//! The engine's delivery logic in virtual time: cores stepped by the
+//! `safemeet-test-utils` harness, with no sockets and no real sleeping.
+//! An hour of retries takes milliseconds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use std::time::Duration;
+
+use safemeet_engine::{Command, LogEntry, MessageState, Response};
+use safemeet_proto::RoomId;
+use safemeet_test_utils::sim::Sim;
+
+const ALICE: usize = 0;
+const BOB: usize = 1;
+const CAROL: usize = 2;
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn state_of(sim: &mut Sim, node: usize, with: usize, text: &str) -> Option<MessageState> {
+    sim.dm_timeline(node, with)
+        .into_iter()
+        .find(|m| m.text == text)
+        .map(|m| m.state)
+}
+
+fn has_message(sim: &mut Sim, node: usize, with: usize, text: &str) -> bool {
+    state_of(sim, node, with, text).is_some()
+}
+
+fn room_of(sim: &mut Sim, admin: usize, name: &str, members: &[usize]) -> RoomId {
+    let members = members.iter().map(|m| sim.nodes[*m].user).collect();
+    let command = Command::CreateRoom {
+        name: name.into(),
+        members,
+    };
+    match sim.ask(admin, command) {
+        Ok(Response::Room(id)) => id,
+        other => panic!("no room: {other:?}"),
+    }
+}
+
+fn rooms(sim: &mut Sim, node: usize) -> Vec<safemeet_engine::RoomInfo> {
+    match sim.ask(node, Command::Rooms) {
+        Ok(Response::Rooms(r)) => r,
+        other => panic!("no rooms: {other:?}"),
+    }
+}
+
+fn room_texts(sim: &mut Sim, node: usize, room: RoomId) -> Vec<(String, MessageState)> {
+    match sim.ask(node, Command::RoomMessages { room, limit: 1000 }) {
+        Ok(Response::Messages(m)) => m.into_iter().map(|m| (m.text, m.state)).collect(),
+        other => panic!("no messages: {other:?}"),
+    }
+}
+
+fn send_room(sim: &mut Sim, node: usize, room: RoomId, text: &str) {
+    let id = sim.command(
+        node,
+        Command::SendRoom {
+            room,
+            text: text.into(),
+        },
+    );
+    assert!(matches!(sim.reply(node, id), Some(Ok(Response::Sent(_)))));
+}
+
+/// The event log of a node.
+fn log(sim: &mut Sim, node: usize) -> Vec<LogEntry> {
+    match sim.ask(
+        node,
+        Command::Events {
+            cursor: 0,
+            limit: 10_000,
+        },
+    ) {
+        Ok(Response::Events(e)) => e.into_iter().map(|(_, e)| e).collect(),
+        other => panic!("no events: {other:?}"),
+    }
+}
+
+#[test]
+fn retries_back_off_and_a_recipient_back_after_an_hour_gets_the_message() {
+    let mut sim = Sim::new(&["alice", "bob"], 1, |_, _| {});
+    sim.befriend(ALICE, BOB);
+    sim.set_online(BOB, false);
+    let start = sim.elapsed();
+    sim.send_dm(ALICE, BOB, "are you there?");
+    sim.run_for(HOUR);
+
+    // Two items (the room key and the message), each retried on its own.
+    let mut items: std::collections::BTreeMap<_, Vec<Duration>> = Default::default();
+    for s in sim.sent() {
+        if s.from == ALICE && s.to == Some(BOB) {
+            items
+                .entry(format!("{:?}", s.token))
+                .or_default()
+                .push(s.at);
+        }
+    }
+    assert_eq!(items.len(), 2, "{items:?}");
+    let (initial, max) = (Duration::from_secs(1), Duration::from_secs(300));
+    for tries in items.values() {
+        assert!(tries.len() >= 10, "{} tries in an hour", tries.len());
+        assert!(tries.len() <= 40, "{} tries in an hour", tries.len());
+        assert!(tries.iter().all(|t| *t >= start));
+        // Each wait is drawn between half and all of the doubled delay
+        // (from 1 s, at most 5 minutes), after the failure came back.
+        for (k, pair) in tries.windows(2).enumerate() {
+            let waited = pair[1] - pair[0] - sim.latency;
+            let full = (initial * 2u32.pow((k as u32 + 1).min(16))).min(max);
+            assert!(
+                waited + Duration::from_millis(1) >= full / 2 && waited <= full,
+                "wait {k}: {waited:?} for a delay of {full:?}"
+            );
+        }
+    }
+    assert_eq!(
+        state_of(&mut sim, ALICE, BOB, "are you there?"),
+        Some(MessageState::Sent)
+    );
+
+    sim.set_online(BOB, true);
+    let delivered = sim.run_until(6 * MINUTE, |s| {
+        state_of(s, ALICE, BOB, "are you there?") == Some(MessageState::Delivered)
+    });
+    assert!(
+        delivered,
+        "delivered once bob is back (within the longest backoff)"
+    );
+    assert!(has_message(&mut sim, BOB, ALICE, "are you there?"));
+}
+
+#[test]
+fn the_gossip_window_holds_messages_back_and_the_direct_fallback_follows_the_grace() {
+    let mut sim = Sim::new(&["alice", "bob", "carol"], 2, |_, c| {
+        c.gossip_window = 4;
+        c.gossip_grace = Duration::from_secs(1);
+    });
+    sim.befriend(ALICE, BOB);
+    sim.befriend(ALICE, CAROL);
+    let room = room_of(&mut sim, ALICE, "window", &[BOB, CAROL]);
+    assert!(sim.run_until(MINUTE, |s| {
+        !rooms(s, BOB).is_empty() && !rooms(s, CAROL).is_empty()
+    }));
+    sim.run_for(Duration::from_secs(5));
+    // Gossip to Carol is lost: she gets the messages only directly.
+    sim.nodes[CAROL].drop_gossip = true;
+
+    let sent_at = sim.elapsed();
+    let before = sim.trace().len();
+    for i in 0..10 {
+        send_room(&mut sim, ALICE, room, &format!("w{i}"));
+    }
+    let published: usize = sim.trace()[before..]
+        .iter()
+        .filter_map(|l| l.split("n0 publish ").nth(1))
+        .map(|n| n.parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(published, 4, "no more than the window goes out at once");
+    assert_eq!(sim.nodes[ALICE].core.stats().gossip_window, 4);
+
+    let all = sim.run_until(MINUTE, |s| {
+        room_texts(s, BOB, room).len() == 10 && room_texts(s, CAROL, room).len() == 10
+    });
+    assert!(all, "every message reached both");
+    // Bob acknowledged what came over gossip: nothing was delivered to him
+    // directly. Carol got all ten directly, each after its grace.
+    let later = |times: Vec<Duration>| times.into_iter().filter(|t| *t >= sent_at).count();
+    assert_eq!(later(sim.deliveries(ALICE, BOB)), 0);
+    let to_carol: Vec<Duration> = sim
+        .deliveries(ALICE, CAROL)
+        .into_iter()
+        .filter(|t| *t >= sent_at)
+        .collect();
+    assert_eq!(to_carol.len(), 10);
+    assert!(
+        to_carol
+            .iter()
+            .all(|t| *t >= sent_at + Duration::from_secs(1))
+    );
+    assert!(
+        room_texts(&mut sim, ALICE, room)
+            .iter()
+            .all(|(_, s)| *s == MessageState::Delivered)
+    );
+}
+
+#[test]
+fn an_unreachable_recipient_gets_its_message_through_the_relay_and_drains_it_later() {
+    let relay = Sim::relay_address();
+    let mut sim = Sim::new(&["alice", "bob"], 3, |i, c| {
+        if i == BOB {
+            c.net.relays = vec![relay.clone()];
+        }
+    });
+    sim.befriend(ALICE, BOB);
+    sim.run_for(Duration::from_secs(5));
+    sim.set_online(BOB, false);
+    sim.send_dm(ALICE, BOB, "while you were out");
+    let stored = sim.run_until(MINUTE, |s| {
+        matches!(
+            state_of(s, ALICE, BOB, "while you were out"),
+            Some(MessageState::StoredAtRelay { .. })
+        )
+    });
+    assert!(stored, "left on bob's relay");
+    assert!(sim.relay_envelopes() >= 2, "the room key and the message");
+    // Nothing more goes to bob directly once the relay holds it.
+    let tries = sim.deliveries(ALICE, BOB).len();
+    sim.run_for(10 * MINUTE);
+    assert_eq!(sim.deliveries(ALICE, BOB).len(), tries);
+
+    sim.set_online(BOB, true);
+    let drained = sim.run_until(5 * MINUTE, |s| {
+        has_message(s, BOB, ALICE, "while you were out")
+            && state_of(s, ALICE, BOB, "while you were out") == Some(MessageState::Delivered)
+    });
+    assert!(drained, "bob drained his mailbox and acknowledged");
+    assert_eq!(sim.relay_envelopes(), 0, "the relay ends empty");
+}
+
+#[test]
+fn late_acknowledgements_change_nothing_twice() {
+    let mut sim = Sim::new(&["alice", "bob"], 4, |_, c| {
+        c.gossip_grace = Duration::from_secs(1);
+    });
+    sim.befriend(ALICE, BOB);
+    let room = room_of(&mut sim, ALICE, "late", &[BOB]);
+    assert!(sim.run_until(MINUTE, |s| !rooms(s, BOB).is_empty()));
+    sim.run_for(Duration::from_secs(5));
+    // Bob's acknowledgements take longer than the grace: Alice delivers
+    // directly first, and the acknowledgement comes after it is done.
+    sim.ack_latency = Some(Duration::from_secs(5));
+    send_room(&mut sim, ALICE, room, "slow ack");
+    sim.run_for(MINUTE);
+    assert_eq!(
+        room_texts(&mut sim, BOB, room),
+        vec![("slow ack".to_owned(), MessageState::Received)]
+    );
+    let delivered = log(&mut sim, ALICE)
+        .into_iter()
+        .filter(|e| matches!(e, LogEntry::Delivered { .. }))
+        .count();
+    assert_eq!(delivered, 1, "delivered once, whichever answer came first");
+    assert_eq!(
+        room_texts(&mut sim, ALICE, room),
+        vec![("slow ack".to_owned(), MessageState::Delivered)]
+    );
+    assert_eq!(sim.nodes[ALICE].core.stats().pending, 0);
+}
+
+/// Alice writes to Bob while he is away, through a relay, and he comes
+/// back; returns the trace.
+fn scenario(seed: u64, shift_wall: i64) -> (Vec<String>, Vec<Duration>) {
+    let mut sim = Sim::new(&["alice", "bob"], seed, |_, _| {});
+    sim.befriend(ALICE, BOB);
+    sim.set_online(BOB, false);
+    for i in 0..3 {
+        sim.send_dm(ALICE, BOB, &format!("m{i}"));
+    }
+    sim.run_for(5 * MINUTE);
+    sim.shift_wall_clock(shift_wall);
+    sim.run_for(25 * MINUTE);
+    sim.set_online(BOB, true);
+    sim.run_for(10 * MINUTE);
+    (sim.trace().to_vec(), sim.deliveries(ALICE, BOB))
+}
+
+#[test]
+fn a_seeded_run_repeats_exactly() {
+    let (first, _) = scenario(42, 0);
+    let (second, _) = scenario(42, 0);
+    assert!(first.len() > 50, "{} outputs", first.len());
+    assert_eq!(first, second);
+    // And the seed matters: the retry jitter differs.
+    let (other, _) = scenario(43, 0);
+    assert_ne!(first, other);
+}
+
+#[test]
+fn a_changed_wall_clock_does_not_move_retries() {
+    let (_, steady) = scenario(7, 0);
+    let (_, back) = scenario(7, -86_400_000);
+    let (_, ahead) = scenario(7, 86_400_000);
+    assert!(steady.len() > 5);
+    assert_eq!(steady, back);
+    assert_eq!(steady, ahead);
+}
