@@ -7,43 +7,21 @@
 
 use std::time::Duration;
 
-use safemeet_crypto::EncryptedStore;
-use safemeet_crypto::account::Account;
-use safemeet_crypto::at_rest::{DataKey, StoreCipher};
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_engine::{LogEntry, MessageState};
 use safemeet_net::NetConfig;
 use safemeet_proto::clock::{Clock, SystemClock};
-use safemeet_proto::{DisplayName, UserId, Username};
-use safemeet_store::MemoryStore;
+use safemeet_proto::UserId;
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Device {
-    backend: MemoryStore,
-    key: DataKey,
-}
+/// A device from the shared fixtures, with this file's engine settings.
+struct Device(safemeet_test_utils::Device);
 
 impl Device {
     fn new(name: &str) -> Self {
-        let account = Account::create(
-            Username::new(name).unwrap(),
-            DisplayName::new(name).unwrap(),
-            vec![],
-            SystemClock.now(),
-        )
-        .unwrap();
-        let device = Self {
-            backend: MemoryStore::new(),
-            key: DataKey::generate(),
-        };
-        CryptoMachine::store_account(&device.store(), &account).unwrap();
-        device
-    }
-
-    fn store(&self) -> EncryptedStore<MemoryStore> {
-        EncryptedStore::new(self.backend.clone(), StoreCipher::new(&self.key))
+        Self(safemeet_test_utils::Device::new(name, SystemClock.now()))
     }
 
     fn start(&self, listen: &str) -> safemeet_engine::Handle {
@@ -60,7 +38,7 @@ impl Device {
         listen: &str,
         adjust: impl FnOnce(&mut safemeet_engine::Config),
     ) -> safemeet_engine::Handle {
-        let machine = CryptoMachine::open(self.store()).unwrap();
+        let machine = self.0.machine();
         let mut config = safemeet_engine::Config {
             net: NetConfig {
                 listen: vec![listen.parse().unwrap()],
@@ -437,7 +415,7 @@ async fn both_sides_show_one_order_whatever_the_arrival_order() {
 /// A contact of Bob's driving a bare crypto machine and network node, so
 /// it can send what the engine never would.
 struct Mallory {
-    machine: CryptoMachine<MemoryStore>,
+    machine: CryptoMachine<safemeet_test_utils::FaultyStore>,
     net: safemeet_net::Network,
     _events: tokio::sync::mpsc::Receiver<safemeet_net::NetEvent>,
     _device: Device,
@@ -448,7 +426,7 @@ impl Mallory {
     async fn befriend(bob: &safemeet_engine::Handle) -> Self {
         use safemeet_engine::Invite;
         let device = Device::new("mallory");
-        let mut machine = CryptoMachine::open(device.store()).unwrap();
+        let mut machine = device.0.machine();
         let (net, events) = safemeet_net::spawn(
             machine.account().libp2p_keypair().clone(),
             NetConfig::loopback(),
