@@ -14,9 +14,9 @@ use safemeet_proto::{UserId, codec};
 use safemeet_store::{Keyspace, Store};
 
 use crate::core::Core;
-use crate::invite::{INVITE_VERSION, Invite, MAX_INVITE_ADDRS};
 use crate::records::{ContactIndex, ContactRecord, MAX_RECORD_BYTES, VERSION, name};
 use crate::{Contact, Error};
+use safemeet_proto::invite::{INVITE_VERSION, Invite, InviteError, MAX_INVITE_ADDRS};
 
 impl<S: Store + Clone> Core<S> {
     /// An invite for this user, naming these listen addresses.
@@ -37,7 +37,7 @@ impl<S: Store + Clone> Core<S> {
             let list = self.own_relays.iter().map(|r| r.addr.to_string()).collect();
             Some(self.machine.sign_relay_list(list, self.now.wall)?)
         };
-        Invite {
+        Ok(Invite {
             version: INVITE_VERSION,
             device_list,
             certificates,
@@ -46,7 +46,7 @@ impl<S: Store + Clone> Core<S> {
             addrs,
             relays,
         }
-        .to_text()
+        .to_text()?)
     }
 
     /// Accepts another user's invite; returns their user id.
@@ -54,7 +54,7 @@ impl<S: Store + Clone> Core<S> {
         let invite = Invite::from_text(text)?;
         let user = invite.device_list.decode_body()?.user_id;
         if user == self.machine.account().user_id() {
-            return Err(Error::BadInvite("this is your own invite"));
+            return Err(InviteError::OwnInvite.into());
         }
         self.machine
             .add_device_list(&invite.device_list, &invite.certificates)?;
@@ -63,7 +63,7 @@ impl<S: Store + Clone> Core<S> {
         if let Some(signed) = &invite.relays
             && self.machine.verify_relay_list(signed)?.device_id != inviting
         {
-            return Err(Error::BadInvite("its relay list is another device's"));
+            return Err(InviteError::ForeignRelayList.into());
         }
         // The first Olm session starts from the signed fallback key; no round trip.
         if !self.machine.has_session(&inviting)? {

@@ -25,7 +25,7 @@ pub enum Error {
     Decode(#[from] safemeet_proto::DecodeError),
     /// The invite cannot be used.
     #[error("invalid invite: {0}")]
-    BadInvite(&'static str),
+    BadInvite(#[from] safemeet_proto::invite::InviteError),
     /// No such contact.
     #[error("no contact {0}")]
     UnknownContact(UserId),

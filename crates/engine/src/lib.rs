@@ -39,7 +39,6 @@ mod error;
 mod events;
 mod gossip;
 mod handle;
-mod invite;
 mod mailbox;
 mod outbox;
 mod receive;
@@ -58,10 +57,10 @@ pub use crate::events::{
     Command, DeliveryResult, DeliveryToken, Input, NetInput, Output, RequestId, Response,
 };
 pub use crate::handle::Handle;
-pub use crate::invite::{INVITE_PREFIX, INVITE_VERSION, Invite};
 pub use crate::mailbox::Relay;
 pub use crate::records::{LogEntry, MessageState, TimelineEntry};
 pub use crate::rooms::dm_room_id;
+pub use safemeet_proto::invite::{INVITE_PREFIX, INVITE_VERSION, Invite};
 
 use safemeet_proto::{RoomId, UserId};
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_engine::{LogEntry, MessageState};
 use safemeet_net::NetConfig;
-use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::UserId;
+use safemeet_proto::clock::{Clock, SystemClock};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(30);

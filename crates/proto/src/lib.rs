@@ -34,6 +34,7 @@ pub mod envelope;
 pub mod event;
 mod id;
 pub mod identity;
+pub mod invite;
 pub mod limits;
 pub mod mailbox;
 pub mod padding;
