@@ -10,7 +10,7 @@ use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use safemeet_relay::node::{MetricsConfig, RelayConfig, RelayEvent};
 use safemeet_relay::{Limits, MailboxService, MailboxStore};
-use safemeet_store::{SledConfig, SledStore, StoreError};
+use safemeet_store::{SledConfig, SledStore};
 use serde_json::json;
 
 use crate::failure::Failure;
@@ -232,7 +232,7 @@ pub(crate) fn run(home: &Home, json: bool, args: RelayArgs) -> Result<(), Failur
     home::create_private_dir(&dir)?;
     let key = identity(&dir)?;
     let backend = SledStore::open(dir.join("db"), &SledConfig::default()).map_err(|e| match e {
-        StoreError::Locked { .. } => Failure::Locked(format!(
+        safemeet_store::Error::Locked { .. } => Failure::Locked(format!(
             "another relay is running on {} (its database is locked)",
             dir.display()
         )),

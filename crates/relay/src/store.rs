@@ -15,7 +15,7 @@
 
 use safemeet_proto::mailbox::{MailboxError, StoredEnvelope};
 use safemeet_proto::{MailboxId, Timestamp, codec};
-use safemeet_store::{Batch, Keyspace, Store, StoreError};
+use safemeet_store::{Batch, Keyspace, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Limits;
@@ -62,7 +62,7 @@ pub enum Error {
     },
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] safemeet_store::Error),
     /// A stored record does not decode.
     #[error("a stored record is damaged: {0}")]
     Damaged(String),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// What went wrong in a store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum StoreError {
+pub enum Error {
     /// Another process has the database open.
     #[error("the database at {path} is in use by another process (is a SafeMeet daemon running?)")]
     Locked {

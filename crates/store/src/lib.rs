@@ -35,13 +35,13 @@ pub mod migrate;
 mod sled_store;
 
 pub use batch::{Batch, Op};
-pub use error::StoreError;
+pub use error::Error;
 pub use keyspace::Keyspace;
 pub use memory::MemoryStore;
 pub use sled_store::{LOCK_WAIT, SledConfig, SledStore};
 
-/// A result with a [`StoreError`].
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+/// A result with an [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// One key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);

@@ -14,7 +14,7 @@
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
-use crate::{Batch, Entry, Keyspace, Op, Result, Store, StoreError};
+use crate::{Batch, Entry, Error, Keyspace, Op, Result, Store};
 
 /// Tuning for [`SledStore`].
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 impl SledStore {
     /// Opens (creating if needed) the database in directory `path`.
     ///
-    /// Fails with [`StoreError::Locked`] if another process has it open.
+    /// Fails with [`Error::Locked`] if another process has it open.
     ///
     /// sled releases its file lock from background threads, shortly after
     /// the last handle is dropped (or a process exits); a lock found held is
@@ -67,7 +67,7 @@ impl SledStore {
                 .open()
                 .map_err(|e| map_open_error(e, &path));
             match opened {
-                Err(StoreError::Locked { .. }) if waited < LOCK_WAIT => {
+                Err(Error::Locked { .. }) if waited < LOCK_WAIT => {
                     // A bounded wait in a blocking call: open is synchronous.
                     std::thread::sleep(pause);
                     waited += pause;
@@ -92,22 +92,20 @@ impl SledStore {
     }
 }
 
-fn map_open_error(e: sled::Error, path: &Path) -> StoreError {
+fn map_open_error(e: sled::Error, path: &Path) -> Error {
     match e {
-        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-            StoreError::Locked {
-                path: path.to_path_buf(),
-            }
-        }
-        sled::Error::Corruption { .. } => StoreError::Corrupt(e.to_string()),
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => Error::Locked {
+            path: path.to_path_buf(),
+        },
+        sled::Error::Corruption { .. } => Error::Corrupt(e.to_string()),
         other => backend(other),
     }
 }
 
-fn backend(e: sled::Error) -> StoreError {
+fn backend(e: sled::Error) -> Error {
     match e {
-        sled::Error::Corruption { .. } => StoreError::Corrupt(e.to_string()),
-        other => StoreError::Backend(other.to_string()),
+        sled::Error::Corruption { .. } => Error::Corrupt(e.to_string()),
+        other => Error::Backend(other.to_string()),
     }
 }
 

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
-use safemeet_store::{MemoryStore, SledConfig, SledStore, Store, StoreError, conformance};
+use safemeet_store::{Error, MemoryStore, SledConfig, SledStore, Store, conformance};
 
 #[test]
 fn memory_store_conforms() {
@@ -45,7 +45,7 @@ fn second_open_in_another_process_is_locked() {
     if std::env::var_os("SAFEMEET_LOCK_CHILD").is_some() {
         let path = std::env::var("SAFEMEET_LOCK_PATH").unwrap();
         match SledStore::open(&path, &SledConfig::default()) {
-            Err(StoreError::Locked { .. }) => println!("LOCKED"),
+            Err(Error::Locked { .. }) => println!("LOCKED"),
             other => println!("NOT LOCKED: {other:?}"),
         }
         return;
