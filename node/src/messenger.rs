@@ -66,7 +66,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .context("starting the async runtime")?)
 }
 
-fn identity(machine: &CryptoMachine<safemeet_store::SledStore>) -> Identity {
+fn identity(machine: &CryptoMachine<safemeet_store_sled::SledStore>) -> Identity {
     let account = machine.account();
     Identity {
         user_id: account.user_id().to_string(),

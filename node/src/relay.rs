@@ -10,7 +10,7 @@ use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use safemeet_relay::node::{MetricsConfig, RelayConfig, RelayEvent};
 use safemeet_relay::{Limits, MailboxService, MailboxStore};
-use safemeet_store::{SledConfig, SledStore};
+use safemeet_store_sled::SledStore;
 use serde_json::json;
 
 use crate::failure::Failure;
@@ -231,13 +231,14 @@ pub(crate) fn run(home: &Home, json: bool, args: RelayArgs) -> Result<(), Failur
     let dir = home.relay_dir();
     home::create_private_dir(&dir)?;
     let key = identity(&dir)?;
-    let backend = SledStore::open(dir.join("db"), &SledConfig::default()).map_err(|e| match e {
-        safemeet_store::Error::Locked { .. } => Failure::Locked(format!(
-            "another relay is running on {} (its database is locked)",
-            dir.display()
-        )),
-        other => Failure::Other(anyhow::anyhow!("opening the relay database: {other}")),
-    })?;
+    let backend = SledStore::open(dir.join("db"), &safemeet_store_sled::Config::default())
+        .map_err(|e| match e {
+            safemeet_store::Error::Locked { .. } => Failure::Locked(format!(
+                "another relay is running on {} (its database is locked)",
+                dir.display()
+            )),
+            other => Failure::Other(anyhow::anyhow!("opening the relay database: {other}")),
+        })?;
     let store = MailboxStore::new(backend, limits);
     let service = MailboxService::new(store, key.clone());
     let expected = config.listen.len();

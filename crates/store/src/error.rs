@@ -12,9 +12,10 @@ pub enum Error {
         /// The database directory.
         path: PathBuf,
     },
-    /// The backend failed (I/O or internal error).
-    #[error("storage backend error: {0}")]
-    Backend(String),
+    /// The backend failed (I/O or internal error); the backend's own error
+    /// is the source.
+    #[error("the storage backend failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
     /// Data on disk is not what this build wrote.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -1,12 +1,15 @@
 //! The conformance suite every [`Store`] backend must pass.
 //!
 //! Backends call [`run_all`] from their tests with a factory for fresh,
-//! empty stores. Each check panics with a message naming the property that
-//! failed. The suite lives in the library (not under `tests/`) so that
-//! backends in other crates run exactly the same checks.
+//! empty stores, and run the [`model`] check. Each check panics with a
+//! message naming the property that failed. The suite lives in the library
+//! (not under `tests/`) so that backends in other crates
+//! (`safemeet-store-sled`) run exactly the same checks.
 
 // A test suite: a panic here is a failed check, so unwrap is the point.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+pub mod model;
 
 use crate::migrate::{self, Migration};
 use crate::{Batch, Error, Keyspace, Store};
