@@ -21,6 +21,7 @@ use safemeet_proto::{Timestamp, codec};
 use safemeet_store::Store;
 use tokio::sync::{mpsc, watch};
 
+use crate::Error;
 use crate::metrics::RelayMetrics;
 use crate::service::{Decoded, MailboxService, decode_request, request_cost};
 
@@ -86,30 +87,6 @@ impl Default for RelayConfig {
             transport: None,
         }
     }
-}
-
-/// Why the relay could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Building the node failed.
-    #[error("could not set up the relay node: {0}")]
-    Setup(String),
-    /// The metrics address cannot be listened on.
-    #[error("cannot serve metrics on {addr}: {reason}")]
-    Metrics {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        reason: String,
-    },
-    /// An address could not be listened on.
-    #[error("cannot listen on {addr}: {reason}")]
-    Listen {
-        /// The address.
-        addr: Multiaddr,
-        /// Why.
-        reason: String,
-    },
 }
 
 #[derive(NetworkBehaviour)]
@@ -206,12 +183,14 @@ pub fn spawn<S: Store + Send + 'static>(
         None => safemeet_net::build_swarm(key, config.idle_timeout, behaviour),
         Some(custom) => safemeet_net::build_swarm_over(key, custom, config.idle_timeout, behaviour),
     }
-    .map_err(|e| Error::Setup(e.to_string()))?;
+    .map_err(Error::Setup)?;
     for addr in &config.listen {
-        swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
-            addr: addr.clone(),
-            reason: e.to_string(),
-        })?;
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|source| Error::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
     }
     let (metrics, metrics_addr) = match &config.metrics {
         Some(m) => {
@@ -308,9 +287,9 @@ fn serve_metrics(
     ),
     Error,
 > {
-    let failed = |e: std::io::Error| Error::Metrics {
+    let failed = |source| Error::Metrics {
         addr: config.listen,
-        reason: e.to_string(),
+        source,
     };
     let listener = std::net::TcpListener::bind(config.listen).map_err(failed)?;
     listener.set_nonblocking(true).map_err(failed)?;
