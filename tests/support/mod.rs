@@ -182,3 +182,137 @@ pub(crate) fn dump(dir: &Path) -> Vec<u8> {
 pub(crate) fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// How long a [`Watched`] process gets for each line and for its exit.
+const WATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A step of a [`Watched`] process: its name, and how its line is known.
+pub(crate) type Step = (&'static str, Box<dyn Fn(&Line) -> bool>);
+
+/// A line a [`Watched`] process wrote.
+#[derive(Debug, Clone)]
+pub(crate) enum Line {
+    /// On stdout (what a command prints).
+    Out(String),
+    /// On stderr (logs).
+    Err(String),
+}
+
+/// A process whose stdout and stderr lines the test sees as they are
+/// written, and whose exit it waits for with a timeout. Dropped before it
+/// exited, it is killed (SIGKILL).
+pub(crate) struct Watched {
+    pid: u32,
+    lines: std::sync::mpsc::Receiver<Line>,
+    exit: std::sync::mpsc::Receiver<std::process::ExitStatus>,
+    exited: bool,
+    /// Every stderr line seen so far.
+    pub(crate) stderr: Vec<String>,
+}
+
+impl Watched {
+    /// Starts `command` with stdout and stderr piped to the test.
+    pub(crate) fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Bounded: each reader waits while the test is behind, and the
+        // process with it (a pipe would make it wait anyway).
+        let (tx, lines) = std::sync::mpsc::sync_channel(1024);
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let tx_err = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(Line::Out(line)).is_err() {
+                    break;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx_err.send(Line::Err(line)).is_err() {
+                    break;
+                }
+            }
+        });
+        let pid = child.id();
+        let (exit_tx, exit) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = exit_tx.send(status);
+            }
+        });
+        Self {
+            pid,
+            lines,
+            exit,
+            exited: false,
+            stderr: Vec::new(),
+        }
+    }
+
+    /// Waits for a line that `wanted` accepts; returns it. Fails if the
+    /// process closes its output first, or a line takes too long.
+    pub(crate) fn wait_for(&mut self, what: &str, wanted: impl Fn(&Line) -> bool) -> Line {
+        loop {
+            match self.lines.recv_timeout(WATCH_WAIT) {
+                Ok(line) => {
+                    if let Line::Err(text) = &line {
+                        self.stderr.push(text.clone());
+                    }
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "waiting for {what}: {e}; stderr so far:\n{}",
+                    self.stderr.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`, ...) to the process.
+    pub(crate) fn signal(&self, signal: &str) {
+        assert!(!self.exited, "the process has exited already");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit; returns its status and everything
+    /// it wrote on stderr.
+    pub(crate) fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self
+            .exit
+            .recv_timeout(WATCH_WAIT)
+            .unwrap_or_else(|e| panic!("the process did not exit: {e}"));
+        self.exited = true;
+        // The output closes with the process: read to its end.
+        loop {
+            match self.lines.recv_timeout(WATCH_WAIT) {
+                Ok(Line::Err(text)) => self.stderr.push(text),
+                Ok(Line::Out(_)) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(e) => panic!("the output did not close: {e}"),
+            }
+        }
+        (status, self.stderr.join("\n"))
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if !self.exited && self.exit.try_recv().is_err() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
+            let _ = self.exit.recv_timeout(WATCH_WAIT);
+        }
+    }
+}
