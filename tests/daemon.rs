@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -55,8 +55,10 @@ fn init(dir: &Path, name: &str) -> PathBuf {
     home
 }
 
+/// A running daemon. Dropped without [`stop`](Self::stop), it is killed
+/// (SIGKILL: no shutdown, as in a crash).
 struct Daemon {
-    child: Child,
+    process: support::Reaped,
     home: PathBuf,
 }
 
@@ -77,6 +79,7 @@ impl Daemon {
             .unwrap();
         // The daemon prints one JSON line once it listens.
         let stdout = child.stdout.take().unwrap();
+        let process = support::Reaped::new(child);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         std::thread::spawn(move || {
             let mut line = String::new();
@@ -87,7 +90,7 @@ impl Daemon {
         let v: Value = serde_json::from_str(&line).unwrap();
         assert!(!v["listen_addrs"].as_array().unwrap().is_empty(), "{v}");
         Self {
-            child,
+            process,
             home: home.to_path_buf(),
         }
     }
@@ -101,22 +104,12 @@ impl Daemon {
 
     /// SIGTERM, and wait for a clean exit.
     fn stop(mut self) {
-        Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        let status = self.child.wait().unwrap();
+        self.process.signal("TERM");
+        let status = self.process.wait();
         assert!(
             status.success(),
             "the daemon exits cleanly on SIGTERM: {status:?}"
         );
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
