@@ -1,15 +1,15 @@
 //! End-to-end tests with real `safemeet daemon` processes on 127.0.0.1, each
 //! with its own `--home`: direct messages both ways through the CLI, a
 //! recipient that is down when a message is sent, a 3-member room, bad API
-//! input, malformed frames from a bare libp2p peer, and an event subscriber
-//! that reconnects with its cursor.
+//! input, malformed frames from a bare libp2p peer, an event subscriber
+//! that reconnects with its cursor, and SIGTERM at every step of a start.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -55,8 +55,10 @@ fn init(dir: &Path, name: &str) -> PathBuf {
     home
 }
 
+/// A running daemon. Dropped without [`stop`](Self::stop), it is killed
+/// (SIGKILL: no shutdown, as in a crash).
 struct Daemon {
-    child: Child,
+    process: support::Reaped,
     home: PathBuf,
 }
 
@@ -77,6 +79,7 @@ impl Daemon {
             .unwrap();
         // The daemon prints one JSON line once it listens.
         let stdout = child.stdout.take().unwrap();
+        let process = support::Reaped::new(child);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         std::thread::spawn(move || {
             let mut line = String::new();
@@ -87,7 +90,7 @@ impl Daemon {
         let v: Value = serde_json::from_str(&line).unwrap();
         assert!(!v["listen_addrs"].as_array().unwrap().is_empty(), "{v}");
         Self {
-            child,
+            process,
             home: home.to_path_buf(),
         }
     }
@@ -101,22 +104,12 @@ impl Daemon {
 
     /// SIGTERM, and wait for a clean exit.
     fn stop(mut self) {
-        Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        let status = self.child.wait().unwrap();
+        self.process.signal("TERM");
+        let status = self.process.wait();
         assert!(
             status.success(),
             "the daemon exits cleanly on SIGTERM: {status:?}"
         );
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -678,6 +671,98 @@ fn a_relay_address_without_a_peer_id_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/p2p/"));
+}
+
+/// The log line `safemeet::shutdown` writes once SIGINT and SIGTERM are
+/// handled: before it a signal ends any process at once, so it is the
+/// earliest point a test can send one and expect a clean stop.
+const HANDLED: &str = "SIGINT and SIGTERM now stop cleanly";
+/// What the crypto machine logs (at warn) when the last run did not close
+/// it: the start then discards every outbound room session.
+const UNCLEAN: &str = "unclean shutdown";
+
+/// A daemon on `home` whose stdout and stderr the test watches, logging
+/// its start-up steps (and warnings) on stderr.
+fn watched_daemon(home: &Path) -> support::Watched {
+    let mut command = bin();
+    command
+        .arg("--home")
+        .arg(home)
+        .args([
+            "daemon",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+            "--json",
+        ])
+        .env(
+            "SAFEMEET_LOG",
+            "warn,safemeet::shutdown=debug,safemeet::messenger=debug",
+        );
+    support::Watched::spawn(command)
+}
+
+fn on_stderr(text: &'static str) -> impl Fn(&support::Line) -> bool {
+    move |line| matches!(line, support::Line::Err(l) if l.contains(text))
+}
+
+fn ready(line: &support::Line) -> bool {
+    matches!(line, support::Line::Out(l) if l.starts_with('{'))
+}
+
+#[test]
+fn sigterm_at_any_point_of_the_start_stops_the_daemon_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init(dir.path(), "alice");
+    // SIGTERM as soon as the daemon reaches each step: while it unlocks
+    // the profile, while the engine opens, while it waits for its
+    // addresses, and once it is ready. Twice over.
+    let steps: [support::Step; 4] = [
+        ("the signal handlers", Box::new(on_stderr(HANDLED))),
+        (
+            "the profile unlocked",
+            Box::new(on_stderr("profile unlocked")),
+        ),
+        ("the engine started", Box::new(on_stderr("engine started"))),
+        ("the ready line", Box::new(ready)),
+    ];
+    for round in 0..2 {
+        for (step, reached) in &steps {
+            let mut daemon = watched_daemon(&home);
+            daemon.wait_for(step, reached);
+            daemon.signal("TERM");
+            let (status, stderr) = daemon.finish();
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "round {round}, SIGTERM at {step}: not a clean exit ({status:?}):\n{stderr}"
+            );
+            // This start found the last run's crypto machine closed.
+            assert!(
+                !stderr.contains(UNCLEAN),
+                "round {round}, SIGTERM at {step}: the run before did not close cleanly:\n{stderr}"
+            );
+        }
+    }
+    // The check above can fail: after a SIGKILL the next start says so...
+    let mut daemon = watched_daemon(&home);
+    daemon.wait_for("the ready line", ready);
+    daemon.signal("KILL");
+    let (status, _) = daemon.finish();
+    assert_eq!(status.code(), None, "killed");
+    let mut daemon = watched_daemon(&home);
+    daemon.wait_for("the ready line", ready);
+    daemon.signal("TERM");
+    let (status, stderr) = daemon.finish();
+    assert!(status.success(), "{status:?}:\n{stderr}");
+    assert!(stderr.contains(UNCLEAN), "a kill goes unnoticed:\n{stderr}");
+    // ...and a clean stop after it makes the next start clean again.
+    let mut daemon = watched_daemon(&home);
+    daemon.wait_for("the ready line", ready);
+    daemon.signal("TERM");
+    let (status, stderr) = daemon.finish();
+    assert!(status.success(), "{status:?}:\n{stderr}");
+    assert!(!stderr.contains(UNCLEAN), "{stderr}");
 }
 
 /// A daemon's own TCP address (not a circuit through a relay), without

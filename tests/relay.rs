@@ -1,8 +1,8 @@
 //! End-to-end tests with a real `safemeet relay` process on 127.0.0.1 and a
 //! libp2p peer speaking `/safemeet/mailbox/1`: deposits are receipted and
 //! survive a restart of the relay, only the mailbox key fetches and
-//! deletes, and neither the relay's files nor its logs hold anything that
-//! names the depositor.
+//! deletes, neither the relay's files nor its logs hold anything that
+//! names the depositor, and SIGTERM at any step of a start stops it cleanly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
@@ -424,6 +424,61 @@ fn an_operator_configures_limits_in_a_file_and_reads_counters() {
     assert_eq!(out.status.code(), Some(2), "a usage error");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("mailbox_max_envelope"), "{stderr}");
+}
+
+#[test]
+fn sigterm_at_any_point_of_the_start_stops_the_relay_cleanly() {
+    let home = tempfile::tempdir().unwrap();
+    let relay = |home: &std::path::Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_safemeet"));
+        command
+            .args(["--home", home.to_str().unwrap(), "--json", "relay"])
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .env_remove("SAFEMEET_HOME")
+            .env(
+                "SAFEMEET_LOG",
+                "warn,safemeet::shutdown=debug,safemeet::relay=debug",
+            );
+        support::Watched::spawn(command)
+    };
+    let on_stderr = |text: &'static str| move |line: &support::Line| matches!(line, support::Line::Err(l) if l.contains(text));
+    let ready = |line: &support::Line| matches!(line, support::Line::Out(l) if l.starts_with('{'));
+    // SIGTERM as soon as the relay reaches each step: the signal handlers
+    // (the earliest a signal can be handled at all; it then lands while the
+    // relay opens its database), the database opened, and the ready line.
+    // Twice over.
+    let steps: [support::Step; 3] = [
+        (
+            "the signal handlers",
+            Box::new(on_stderr("SIGINT and SIGTERM now stop cleanly")),
+        ),
+        (
+            "the database opened",
+            Box::new(on_stderr("relay database opened")),
+        ),
+        ("the ready line", Box::new(ready)),
+    ];
+    for round in 0..2 {
+        for (step, reached) in &steps {
+            let mut process = relay(home.path());
+            process.wait_for(step, reached);
+            process.signal("TERM");
+            let (status, stderr) = process.finish();
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "round {round}, SIGTERM at {step}: not a clean exit ({status:?}):\n{stderr}"
+            );
+        }
+    }
+    // The database was let go each time: the next relay opens it and serves.
+    let relay = Relay::start(home.path(), &[]);
+    let mut client = Client::new(&relay);
+    assert!(matches!(
+        client.deposit(new_key().mailbox(), b"after the signals"),
+        MailboxResponse::Receipt(_)
+    ));
+    relay.stop();
 }
 
 /// A device behind NAT, reduced to what a circuit needs.

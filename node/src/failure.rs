@@ -85,10 +85,10 @@ impl From<safemeet_crypto::Error> for Failure {
     }
 }
 
-impl From<safemeet_store::StoreError> for Failure {
-    fn from(e: safemeet_store::StoreError) -> Self {
+impl From<safemeet_store::Error> for Failure {
+    fn from(e: safemeet_store::Error) -> Self {
         match e {
-            e @ safemeet_store::StoreError::Locked { .. } => Failure::Locked(e.to_string()),
+            e @ safemeet_store::Error::Locked { .. } => Failure::Locked(e.to_string()),
             other => Failure::Other(other.into()),
         }
     }

@@ -19,7 +19,8 @@ use etcetera::BaseStrategy;
 use safemeet_crypto::EncryptedStore;
 use safemeet_crypto::at_rest::{DataKey, KdfParams, KeyFile, Passphrase, StoreCipher};
 use safemeet_proto::clock::{Clock, SystemClock};
-use safemeet_store::{SledConfig, SledStore, migrate};
+use safemeet_store::migrate;
+use safemeet_store_sled::SledStore;
 
 use crate::failure::Failure;
 
@@ -156,7 +157,7 @@ impl Home {
     }
 
     fn open_store(&self, key: &DataKey) -> Result<ProfileStore, Failure> {
-        let sled = SledStore::open(self.db(), &SledConfig::default())?;
+        let sled = SledStore::open(self.db(), &safemeet_store_sled::Config::default())?;
         migrate::migrate(&sled, SCHEMA_VERSION, MIGRATIONS)?;
         Ok(EncryptedStore::new(sled, StoreCipher::new(key)))
     }

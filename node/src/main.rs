@@ -11,6 +11,7 @@ mod home;
 mod messenger;
 mod passphrase;
 mod relay;
+mod shutdown;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

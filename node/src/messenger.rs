@@ -16,6 +16,7 @@ use safemeet_crypto::machine::CryptoMachine;
 use safemeet_engine::{Config as EngineConfig, Handle as EngineHandle};
 use safemeet_net::NetConfig;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::failure::Failure;
 use crate::home::{Home, ProfileStore};
@@ -66,7 +67,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .context("starting the async runtime")?)
 }
 
-fn identity(machine: &CryptoMachine<safemeet_store::SledStore>) -> Identity {
+fn identity(machine: &CryptoMachine<safemeet_store_sled::SledStore>) -> Identity {
     let account = machine.account();
     Identity {
         user_id: account.user_id().to_string(),
@@ -99,6 +100,11 @@ pub(crate) struct Network {
 }
 
 /// `safemeet daemon`: runs the node and the API until SIGINT or SIGTERM.
+///
+/// The signal handlers come before the store and the network (see
+/// [`crate::shutdown`]): a signal at any point after them ends in a clean
+/// stop and exit status 0, and once the engine runs that stop is always the
+/// engine's shutdown, which closes the crypto machine.
 pub(crate) fn daemon(
     home: &Home,
     source: &Source,
@@ -119,8 +125,18 @@ pub(crate) fn daemon(
             "--relay {bad}: a relay address needs /p2p/<peer id> (as `safemeet relay` prints it)"
         )));
     }
-    let store = home.unlock(&source.existing()?)?;
+    // The passphrase before the handlers: Ctrl-C at a prompt must still
+    // interrupt it, and nothing is open yet.
+    let passphrase = source.existing()?;
     let rt = runtime()?;
+    let stop = crate::shutdown::install(&rt)?;
+    // Seconds of Argon2id; a signal meanwhile is seen right after.
+    let store = home.unlock(&passphrase)?;
+    tracing::debug!("profile unlocked");
+    if stop.is_cancelled() {
+        // The crypto machine was not opened: nothing to close.
+        return Ok(());
+    }
     rt.block_on(async {
         let mut net = NetConfig {
             bootstrap,
@@ -132,43 +148,66 @@ pub(crate) fn daemon(
             net.listen = listen;
         }
         let (engine, identity) = start_engine(store, net)?;
-        let socket = home.socket();
-        let server = {
-            let (socket, engine, identity) = (socket.clone(), engine.clone(), identity.clone());
-            tokio::spawn(async move { safemeet_api::serve(&socket, engine, identity).await })
-        };
-        let addrs = wait_for_addrs(&engine).await;
-        let full: Vec<String> = addrs
-            .iter()
-            .map(|a| format!("{a}/p2p/{}", engine.peer_id()))
-            .collect();
-        if json {
-            println!(
-                "{}",
-                json!({ "listen_addrs": full, "socket": socket.display().to_string() })
-            );
-        } else {
-            for a in &full {
-                println!("listening on {a}");
-            }
-            println!("API socket: {}", socket.display());
+        tracing::debug!("engine started");
+        // From here every way out goes through the engine's shutdown.
+        let outcome = serve_until_stopped(home, &engine, identity, json, &stop).await;
+        if let Err(e) = engine.shutdown().await {
+            tracing::warn!(error = %e, "the engine did not shut down cleanly");
         }
-        tracing::info!("daemon running");
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
-        let outcome = tokio::select! {
-            _ = tokio::signal::ctrl_c() => Ok(()),
-            _ = term.recv() => Ok(()),
-            r = server => match r {
-                Ok(Err(e)) => Err(Failure::Other(anyhow::anyhow!("API socket failed: {e}"))),
-                _ => Err(Failure::Other(anyhow::anyhow!("API server stopped"))),
-            },
-        };
-        let _ = engine.shutdown().await;
-        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(home.socket());
         tracing::info!("daemon stopped; outbox saved");
         outcome
     })
+}
+
+/// Serves the API, says where the daemon listens, and waits for `stop`
+/// (or for the API server to fail).
+async fn serve_until_stopped(
+    home: &Home,
+    engine: &EngineHandle,
+    identity: Identity,
+    json: bool,
+    stop: &CancellationToken,
+) -> Result<(), Failure> {
+    let socket = home.socket();
+    let mut server = {
+        let (socket, engine) = (socket.clone(), engine.clone());
+        tokio::spawn(async move { safemeet_api::serve(&socket, engine, identity).await })
+    };
+    let addrs = tokio::select! {
+        biased;
+        () = stop.cancelled() => {
+            server.abort();
+            return Ok(());
+        }
+        addrs = wait_for_addrs(engine) => addrs,
+    };
+    let full: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("{a}/p2p/{}", engine.peer_id()))
+        .collect();
+    if json {
+        println!(
+            "{}",
+            json!({ "listen_addrs": full, "socket": socket.display().to_string() })
+        );
+    } else {
+        for a in &full {
+            println!("listening on {a}");
+        }
+        println!("API socket: {}", socket.display());
+    }
+    tracing::info!("daemon running");
+    let outcome = tokio::select! {
+        biased;
+        () = stop.cancelled() => Ok(()),
+        r = &mut server => match r {
+            Ok(Err(e)) => Err(Failure::Other(anyhow::anyhow!("API socket failed: {e}"))),
+            _ => Err(Failure::Other(anyhow::anyhow!("API server stopped"))),
+        },
+    };
+    server.abort();
+    outcome
 }
 
 async fn wait_for_addrs(engine: &EngineHandle) -> Vec<Multiaddr> {

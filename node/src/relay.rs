@@ -10,7 +10,7 @@ use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use safemeet_relay::node::{MetricsConfig, RelayConfig, RelayEvent};
 use safemeet_relay::{Limits, MailboxService, MailboxStore};
-use safemeet_store::{SledConfig, SledStore, StoreError};
+use safemeet_store_sled::SledStore;
 use serde_json::json;
 
 use crate::failure::Failure;
@@ -225,66 +225,85 @@ fn identity(dir: &Path) -> Result<Keypair, Failure> {
     Ok(key)
 }
 
-/// Runs the relay.
+/// How long the relay waits for its listeners to report their addresses
+/// before it prints what it has: binding is immediate on a local machine,
+/// so a listener that has not reported in 5 s is not going to.
+const LISTEN_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs the relay until SIGINT or SIGTERM. The signal handlers come first
+/// (see [`crate::shutdown`]): a signal at any point after them ends in a
+/// clean stop and exit status 0.
 pub(crate) fn run(home: &Home, json: bool, args: RelayArgs) -> Result<(), Failure> {
-    let (limits, config) = settings(args)?;
-    let dir = home.relay_dir();
-    home::create_private_dir(&dir)?;
-    let key = identity(&dir)?;
-    let backend = SledStore::open(dir.join("db"), &SledConfig::default()).map_err(|e| match e {
-        StoreError::Locked { .. } => Failure::Locked(format!(
-            "another relay is running on {} (its database is locked)",
-            dir.display()
-        )),
-        other => Failure::Other(anyhow::anyhow!("opening the relay database: {other}")),
-    })?;
-    let store = MailboxStore::new(backend, limits);
-    let service = MailboxService::new(store, key.clone());
-    let expected = config.listen.len();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    let stop = crate::shutdown::install(&rt)?;
+    let (limits, config) = settings(args)?;
+    let dir = home.relay_dir();
+    home::create_private_dir(&dir)?;
+    let key = identity(&dir)?;
+    let backend = SledStore::open(dir.join("db"), &safemeet_store_sled::Config::default())
+        .map_err(|e| match e {
+            safemeet_store::Error::Locked { .. } => Failure::Locked(format!(
+                "another relay is running on {} (its database is locked)",
+                dir.display()
+            )),
+            other => {
+                Failure::Other(anyhow::Error::new(other).context("opening the relay database"))
+            }
+        })?;
+    tracing::debug!("relay database opened");
+    if stop.is_cancelled() {
+        return Ok(());
+    }
+    let store = MailboxStore::new(backend, limits);
+    let service = MailboxService::new(store, key.clone());
+    let expected = config.listen.len();
     rt.block_on(async {
-        let mut relay = safemeet_relay::node::spawn(key, config, service)
-            .map_err(|e| Failure::Other(anyhow::anyhow!(e)))?;
+        let mut relay =
+            safemeet_relay::node::spawn(key, config, service).context("starting the relay node")?;
         // Each configured address reports where it listens (a port of 0
         // becomes a real one); wait for those, a few seconds at most.
         let mut addrs = Vec::new();
-        let deadline = tokio::time::sleep(Duration::from_secs(5));
+        let deadline = tokio::time::sleep(LISTEN_WAIT);
         tokio::pin!(deadline);
-        while addrs.len() < expected {
+        while addrs.len() < expected && !stop.is_cancelled() {
             tokio::select! {
+                biased;
+                () = stop.cancelled() => {}
                 Some(RelayEvent::Listening(a)) = relay.events.recv() => addrs.push(a),
-                _ = &mut deadline => break,
+                () = &mut deadline => break,
             }
         }
-        let texts: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-        let metrics = relay.metrics_addr.map(|a| a.to_string());
-        if json {
-            println!(
-                "{}",
-                json!({ "peer_id": relay.peer_id.to_string(), "listen_addrs": texts, "metrics": metrics })
-            );
-        } else {
-            println!("relay {}", relay.peer_id);
-            for a in &texts {
-                println!("listening on {a}");
-            }
-            if let Some(m) = &metrics {
-                println!("metrics on http://{m}/metrics and /status");
-            }
-        }
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        if !stop.is_cancelled() {
+            print_started(json, &relay, &addrs);
+            stop.cancelled().await;
         }
         relay.stop().await;
         tracing::info!("relay stopped");
         Ok(())
     })
+}
+
+/// Prints the relay's peer id, addresses and metrics address.
+fn print_started(json: bool, relay: &safemeet_relay::node::RelayHandle, addrs: &[Multiaddr]) {
+    let texts: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let metrics = relay.metrics_addr.map(|a| a.to_string());
+    if json {
+        println!(
+            "{}",
+            json!({ "peer_id": relay.peer_id.to_string(), "listen_addrs": texts, "metrics": metrics })
+        );
+    } else {
+        println!("relay {}", relay.peer_id);
+        for a in &texts {
+            println!("listening on {a}");
+        }
+        if let Some(m) = &metrics {
+            println!("metrics on http://{m}/metrics and /status");
+        }
+    }
 }
 
 /// Parses a duration such as `90s`, `30m`, `12h` or `14d`.

@@ -90,22 +90,75 @@ where
         .collect()
 }
 
-/// A running `safemeet relay`, its stderr (logs) collected.
+/// How long a process started here gets to say it is ready, to exit, and
+/// (for a [`Watched`] one) to write each line.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A child process, waited for by a thread so the test can wait for its
+/// exit with a timeout. Dropped before it exited, it is killed (SIGKILL).
+pub(crate) struct Reaped {
+    pid: u32,
+    exit: std::sync::mpsc::Receiver<std::process::ExitStatus>,
+    exited: bool,
+}
+
+impl Reaped {
+    pub(crate) fn new(mut child: Child) -> Self {
+        let pid = child.id();
+        let (tx, exit) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = tx.send(status);
+            }
+        });
+        Self {
+            pid,
+            exit,
+            exited: false,
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`, ...) to the process.
+    pub(crate) fn signal(&self, signal: &str) {
+        assert!(!self.exited, "the process has exited already");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub(crate) fn wait(&mut self) -> std::process::ExitStatus {
+        let status = self
+            .exit
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("the process did not exit: {e}"));
+        self.exited = true;
+        status
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if !self.exited && self.exit.try_recv().is_err() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
+            let _ = self.exit.recv_timeout(WAIT);
+        }
+    }
+}
+
+/// A running `safemeet relay`, its stderr (logs) collected. Dropped
+/// without [`stop`](Self::stop), it is killed.
 pub(crate) struct Relay {
-    child: Child,
+    process: Reaped,
     pub(crate) addr: Multiaddr,
     pub(crate) peer: PeerId,
     /// Where `/metrics` and `/status` are served, if they are.
     pub(crate) metrics: Option<String>,
     logs: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Drop for Relay {
-    /// A test that fails leaves no relay running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Relay {
@@ -127,10 +180,19 @@ impl Relay {
             let _ = stderr.read_to_string(&mut text);
             text
         });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        // The relay prints one JSON line once it listens; the reader then
+        // drains stdout to its end, so nothing the relay prints is lost.
+        let stdout = child.stdout.take().unwrap();
+        let process = Reaped::new(child);
+        let (tx, first) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+            let _ = tx.send(lines.next().unwrap_or_default());
+            lines.for_each(drop);
+        });
+        let line = first
+            .recv_timeout(WAIT)
+            .expect("the relay prints its addresses");
         let started: Value = serde_json::from_str(&line).expect("the relay prints its addresses");
         let addr: Multiaddr = started["listen_addrs"][0]
             .as_str()
@@ -141,7 +203,7 @@ impl Relay {
         let metrics = started["metrics"].as_str().map(str::to_owned);
         assert!(addr.to_string().ends_with(&format!("/p2p/{peer}")));
         Self {
-            child,
+            process,
             addr,
             peer,
             metrics,
@@ -151,12 +213,8 @@ impl Relay {
 
     /// SIGTERM, then the logs it wrote.
     pub(crate) fn stop(mut self) -> String {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
+        self.process.signal("TERM");
+        let exit = self.process.wait();
         assert!(exit.success(), "the relay stops cleanly on SIGTERM: {exit}");
         self.logs
             .take()
@@ -181,4 +239,105 @@ pub(crate) fn dump(dir: &Path) -> Vec<u8> {
 
 pub(crate) fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A step of a [`Watched`] process: its name, and how its line is known.
+pub(crate) type Step = (&'static str, Box<dyn Fn(&Line) -> bool>);
+
+/// A line a [`Watched`] process wrote.
+#[derive(Debug, Clone)]
+pub(crate) enum Line {
+    /// On stdout (what a command prints).
+    Out(String),
+    /// On stderr (logs).
+    Err(String),
+}
+
+/// A process whose stdout and stderr lines the test sees as they are
+/// written, and whose exit it waits for with a timeout. Dropped before it
+/// exited, it is killed (SIGKILL). Lines wait in a bounded queue: for
+/// processes that write little, or a test that keeps reading.
+pub(crate) struct Watched {
+    process: Reaped,
+    lines: std::sync::mpsc::Receiver<Line>,
+    /// Every stderr line seen so far.
+    pub(crate) stderr: Vec<String>,
+}
+
+impl Watched {
+    /// Starts `command` with stdout and stderr piped to the test.
+    pub(crate) fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Bounded: a reader waits while the test is behind, and the
+        // process with it (as it would on a full pipe).
+        let (tx, lines) = std::sync::mpsc::sync_channel(1024);
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let tx_err = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(Line::Out(line)).is_err() {
+                    break;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx_err.send(Line::Err(line)).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            process: Reaped::new(child),
+            lines,
+            stderr: Vec::new(),
+        }
+    }
+
+    /// Waits for a line that `wanted` accepts; returns it. Fails if the
+    /// process closes its output first, or a line takes too long.
+    pub(crate) fn wait_for(&mut self, what: &str, wanted: impl Fn(&Line) -> bool) -> Line {
+        loop {
+            match self.lines.recv_timeout(WAIT) {
+                Ok(line) => {
+                    if let Line::Err(text) = &line {
+                        self.stderr.push(text.clone());
+                    }
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "waiting for {what}: {e}; stderr so far:\n{}",
+                    self.stderr.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`, ...) to the process.
+    pub(crate) fn signal(&self, signal: &str) {
+        self.process.signal(signal);
+    }
+
+    /// Waits for the process to exit; returns its status and everything
+    /// it wrote on stderr.
+    pub(crate) fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.process.wait();
+        // The output closes with the process: read to its end.
+        loop {
+            match self.lines.recv_timeout(WAIT) {
+                Ok(Line::Err(text)) => self.stderr.push(text),
+                Ok(Line::Out(_)) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(e) => panic!("the output did not close: {e}"),
+            }
+        }
+        (status, self.stderr.join("\n"))
+    }
 }

@@ -36,7 +36,7 @@ use safemeet_net::{FrameCodec, NetConfig};
 use safemeet_proto::RoomId;
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::{DisplayName, EventId, Username};
-use safemeet_store::{SledConfig, SledStore};
+use safemeet_store_sled::SledStore;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use vodozemac::megolm::{GroupSession, InboundGroupSession, SessionConfig};
@@ -120,7 +120,7 @@ impl Node {
         let engine = match kind {
             StoreKind::Sled => start_engine(
                 name,
-                SledStore::open(dir.join(name), &SledConfig::default())?,
+                SledStore::open(dir.join(name), &safemeet_store_sled::Config::default())?,
             )?,
             StoreKind::Memory => start_engine(name, safemeet_store::MemoryStore::new())?,
         };

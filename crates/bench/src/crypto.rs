@@ -55,7 +55,8 @@ use safemeet_crypto::{EncryptedBatch, EncryptedStore};
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::event::{EventContent, Message, MessageText, ToDeviceEvent};
 use safemeet_proto::{DisplayName, Envelope, RoomId, Timestamp, UserId, Username};
-use safemeet_store::{MemoryStore, SledConfig, SledStore, Store};
+use safemeet_store::{MemoryStore, Store};
+use safemeet_store_sled::SledStore;
 use serde_json::{Value, json};
 use vodozemac::megolm::{self, GroupSession, InboundGroupSession};
 use vodozemac::olm::{self, OlmMessage};
@@ -429,7 +430,7 @@ fn messages(
     // Fresh databases each sample, so every sample sees the same state.
     let dir = tempfile::tempdir()?;
     let sled_path = |name: &str| -> anyhow::Result<RoomPath<SledStore>> {
-        let config = SledConfig::default();
+        let config = safemeet_store_sled::Config::default();
         let pair = Pair::new(
             SledStore::open(dir.path().join(format!("alice-{name}")), &config)?,
             SledStore::open(dir.path().join(format!("bob-{name}")), &config)?,

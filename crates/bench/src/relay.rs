@@ -40,7 +40,7 @@ use safemeet_proto::mailbox::{
 use safemeet_proto::{MailboxId, codec};
 use safemeet_relay::node::{RelayConfig, RelayEvent};
 use safemeet_relay::{Limits, MailboxService, MailboxStore};
-use safemeet_store::{SledConfig, SledStore};
+use safemeet_store_sled::SledStore;
 use serde_json::{Value, json};
 use vodozemac::Ed25519SecretKey;
 
@@ -321,7 +321,10 @@ async fn run_async(samples: usize, ops: usize) -> anyhow::Result<Value> {
     // no network buffers, nothing freed by earlier samples).
     let rss_before = rss_mib();
     let dir = tempfile::tempdir()?;
-    let backend = SledStore::open(dir.path().join("relay"), &SledConfig::default())?;
+    let backend = SledStore::open(
+        dir.path().join("relay"),
+        &safemeet_store_sled::Config::default(),
+    )?;
     let store = MailboxStore::new(backend, limits());
     let mut service = MailboxService::new(store, Keypair::generate_ed25519());
     let mailboxes: Vec<MailboxId> = (0..MAILBOXES * 10).map(|_| new_key().mailbox()).collect();
@@ -464,7 +467,7 @@ fn new_key() -> EpochKey {
 async fn start_relay(
     dir: &std::path::Path,
 ) -> anyhow::Result<(safemeet_relay::node::RelayHandle, Multiaddr)> {
-    let backend = SledStore::open(dir.join("relay"), &SledConfig::default())?;
+    let backend = SledStore::open(dir.join("relay"), &safemeet_store_sled::Config::default())?;
     let key = Keypair::generate_ed25519();
     let service = MailboxService::new(MailboxStore::new(backend, limits()), key.clone());
     let config = RelayConfig {
@@ -487,7 +490,7 @@ fn engine_on_sled(
     net: NetConfig,
     create: Option<&str>,
 ) -> anyhow::Result<safemeet_engine::Handle> {
-    let backend = SledStore::open(dir, &SledConfig::default())?;
+    let backend = SledStore::open(dir, &safemeet_store_sled::Config::default())?;
     crate::chat::start_engine_on(backend, key, net, create)
 }
 

@@ -11,7 +11,8 @@
 use safemeet_crypto::EncryptedStore;
 use safemeet_crypto::at_rest::{DataKey, StoreCipher};
 use safemeet_proto::clock::{Clock, SystemClock};
-use safemeet_store::{Keyspace, SledConfig, SledStore};
+use safemeet_store::Keyspace;
+use safemeet_store_sled::SledStore;
 use serde_json::{Value, json};
 
 use crate::median;
@@ -40,7 +41,7 @@ fn timed(ops: usize, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f
 }
 
 pub(crate) fn run(samples: usize, ops: usize) -> anyhow::Result<Value> {
-    let config = SledConfig::default();
+    let config = safemeet_store_sled::Config::default();
     let ks = Keyspace::Timeline;
     let (mut raw_put, mut enc_put, mut raw_get, mut enc_get, mut raw_batch, mut enc_batch) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);

@@ -1,7 +1,6 @@
 //! The crypto crate's error type.
 
 use safemeet_proto::{DecodeError, DeviceId, EncodeError, UserId};
-use safemeet_store::StoreError;
 
 /// What went wrong. Each verification failure has its own variant so callers
 /// (and tests) can tell a forgery from a stale record from a mix-up.
@@ -199,5 +198,5 @@ pub enum Error {
     Verification(#[from] crate::verification::VerificationError),
     /// The underlying store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] safemeet_store::Error),
 }

@@ -13,13 +13,16 @@
 //! - [`metrics`]: opt-in Prometheus metrics and a JSON `/status`, counters
 //!   only, to an allowlist.
 //! - [`config`]: the operator's limits.
+//! - [`Error`]: one error type for all of it.
 
 pub mod config;
+mod error;
 pub mod metrics;
 pub mod node;
 pub mod service;
 pub mod store;
 
 pub use config::Limits;
+pub use error::Error;
 pub use service::MailboxService;
 pub use store::MailboxStore;

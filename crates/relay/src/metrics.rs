@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 use safemeet_proto::mailbox::{DepositOutcome, MailboxError, MailboxResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::store::Totals;
 
@@ -183,23 +184,35 @@ impl RelayMetrics {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request read.
 const MAX_REQUEST: usize = 4096;
+/// Pause after a failed accept (out of file descriptors, say), so the loop
+/// backs off instead of spinning while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `/metrics` and `/status` on `listener` to the addresses in
-/// `allow` until the task is dropped; others are closed without an answer.
+/// `allow` until `cancel` fires; others are closed without an answer.
 pub async fn serve(
     listener: TcpListener,
     allow: Vec<IpAddr>,
     registry: Arc<Registry>,
     metrics: RelayMetrics,
+    cancel: CancellationToken,
 ) {
     loop {
-        let (mut socket, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (mut socket, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, say: back off instead of spinning.
                 tracing::warn!(error = %e, "metrics: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                }
             }
         };
         if !allowed(&allow, peer) {

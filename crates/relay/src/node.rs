@@ -4,6 +4,14 @@
 //! protocol. Requests that arrive together are answered together after one
 //! flush, so a receipt is only ever sent for an envelope that is durable.
 //!
+//! One task owns the swarm and the [`MailboxService`]: a
+//! `tokio::select! { biased; }` loop that looks at shutdown first, then at
+//! the flush in progress, the purge timer and the swarm. The flush (an
+//! `fsync`-like wait of milliseconds) runs on tokio's blocking pool, never
+//! on a worker thread; while it runs the swarm is still served, and
+//! requests that arrive meanwhile wait (at most [`MAX_GROUP`] of them) to
+//! form the next group.
+//!
 //! Nothing here logs or counts a peer id or an address next to a mailbox.
 
 use std::num::NonZeroU32;
@@ -19,8 +27,11 @@ use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::mailbox::{MailboxError, MailboxResponse};
 use safemeet_proto::{Timestamp, codec};
 use safemeet_store::Store;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::Error;
 use crate::metrics::RelayMetrics;
 use crate::service::{Decoded, MailboxService, decode_request, request_cost};
 
@@ -30,7 +41,10 @@ const MAX_CONNECTIONS: u32 = 10_000;
 const MAX_CONNECTIONS_PER_PEER: u32 = 4;
 /// Most incoming connections being set up at once.
 const MAX_PENDING: u32 = 256;
-/// Most requests answered after one flush.
+/// Most requests answered after one flush, and most held while a flush
+/// runs (past that the swarm is not polled until it ends: backpressure on
+/// the peers). 256 is the streams a peer may have open at once, so one
+/// busy peer fills a group.
 const MAX_GROUP: usize = 256;
 /// How often expired envelopes are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(30);
@@ -88,30 +102,6 @@ impl Default for RelayConfig {
     }
 }
 
-/// Why the relay could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Building the node failed.
-    #[error("could not set up the relay node: {0}")]
-    Setup(String),
-    /// The metrics address cannot be listened on.
-    #[error("cannot serve metrics on {addr}: {reason}")]
-    Metrics {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        reason: String,
-    },
-    /// An address could not be listened on.
-    #[error("cannot listen on {addr}: {reason}")]
-    Listen {
-        /// The address.
-        addr: Multiaddr,
-        /// Why.
-        reason: String,
-    },
-}
-
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     /// At most [`MAX_CONNECTIONS`], and a few per peer.
@@ -135,7 +125,7 @@ pub enum RelayEvent {
     Listening(Multiaddr),
 }
 
-/// A running relay node.
+/// A running relay node. Dropping it stops the node too, without waiting.
 #[derive(Debug)]
 pub struct RelayHandle {
     /// The relay's peer id.
@@ -144,15 +134,20 @@ pub struct RelayHandle {
     pub events: mpsc::Receiver<RelayEvent>,
     /// Where `/metrics` and `/status` are served, when they are.
     pub metrics_addr: Option<std::net::SocketAddr>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    /// Cancels the node (and its metrics server) when dropped.
+    stop: DropGuard,
+    task: JoinHandle<()>,
 }
 
 impl RelayHandle {
-    /// Stops the node after the requests in hand are answered.
+    /// Stops the node and waits for it: a flush in progress is finished
+    /// and its answers handed to the swarm; requests not yet handled are
+    /// dropped (their peers see a failure and try again; nothing of theirs
+    /// was stored).
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        let Self { stop, task, .. } = self;
+        drop(stop);
+        let _ = task.await;
     }
 }
 
@@ -161,7 +156,7 @@ fn now() -> Timestamp {
 }
 
 /// Starts a relay node on the current tokio runtime.
-pub fn spawn<S: Store + Send + 'static>(
+pub fn spawn<S: Store + Clone + 'static>(
     key: Keypair,
     config: RelayConfig,
     service: MailboxService<S>,
@@ -206,74 +201,208 @@ pub fn spawn<S: Store + Send + 'static>(
         None => safemeet_net::build_swarm(key, config.idle_timeout, behaviour),
         Some(custom) => safemeet_net::build_swarm_over(key, custom, config.idle_timeout, behaviour),
     }
-    .map_err(|e| Error::Setup(e.to_string()))?;
+    .map_err(Error::Setup)?;
     for addr in &config.listen {
-        swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
-            addr: addr.clone(),
-            reason: e.to_string(),
-        })?;
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|source| Error::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
     }
+    let cancel = CancellationToken::new();
     let (metrics, metrics_addr) = match &config.metrics {
         Some(m) => {
-            let (metrics, addr) = serve_metrics(m, service.store().limits().accept_new_mailboxes)?;
+            let accepting = service.store().limits().accept_new_mailboxes;
+            let (metrics, addr) = serve_metrics(m, accepting, cancel.child_token())?;
             (Some(metrics), Some(addr))
         }
         None => (None, None),
     };
     let (events_tx, events) = mpsc::channel(16);
-    let (stop, mut stopped) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        let mut service = service;
-        let mut purge = tokio::time::interval(PURGE_EVERY);
-        let mut ctx = Ctx {
+    let actor = Actor {
+        swarm,
+        service,
+        ctx: Ctx {
             events: events_tx,
             peer_id,
             limiter: peer_limiter(&config),
             metrics,
-        };
-        ctx.holding(&service);
-        loop {
-            tokio::select! {
-                _ = stopped.changed() => break,
-                _ = purge.tick() => {
-                    ctx.limiter.retain_recent();
-                    match service.store().purge_expired(now(), PURGE_MAX) {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            tracing::debug!(removed = n, "expired envelopes purged");
-                            if let Err(e) = service.store().flush() {
-                                tracing::error!(error = %e, "flush after purge failed");
-                            }
-                            if let Some((m, _)) = &ctx.metrics {
-                                m.purged(n);
-                            }
-                            ctx.holding(&service);
-                        }
-                        Err(e) => tracing::error!(error = %e, "purge failed"),
-                    }
-                }
-                event = swarm.select_next_some() => {
-                    let mut group = Vec::new();
-                    let mut next = Some(event);
-                    while let Some(event) = next.take() {
-                        handle_event(&mut swarm, event, &mut ctx, &mut group);
-                        if group.len() < MAX_GROUP {
-                            next = swarm.select_next_some().now_or_never();
-                        }
-                    }
-                    answer(&mut swarm, &mut service, &ctx, group);
-                }
-            }
-        }
-        tracing::debug!("relay node stopped");
-    });
+        },
+        cancel: cancel.clone(),
+        waiting: Vec::new(),
+        flushing: None,
+    };
+    let task = tokio::spawn(actor.run());
     Ok(RelayHandle {
         peer_id,
         events,
         metrics_addr,
-        stop,
+        stop: cancel.drop_guard(),
         task,
     })
+}
+
+/// The relay's event loop: owns the swarm and the service.
+struct Actor<S: Store> {
+    swarm: libp2p::Swarm<Behaviour>,
+    service: MailboxService<S>,
+    ctx: Ctx,
+    cancel: CancellationToken,
+    /// Requests received while a flush ran: the next group (at most
+    /// [`MAX_GROUP`]).
+    waiting: Vec<Pending>,
+    /// The flush in progress and the answers that wait for it.
+    flushing: Option<Flushing>,
+}
+
+/// A flush on the blocking pool, and the answers it holds back.
+struct Flushing {
+    task: JoinHandle<Result<(), Error>>,
+    answers: Vec<Answer>,
+}
+
+impl<S: Store + Clone + 'static> Actor<S> {
+    async fn run(mut self) {
+        let mut purge = tokio::time::interval(PURGE_EVERY);
+        self.ctx.holding(&self.service);
+        loop {
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => break,
+                flushed = flush_done(&mut self.flushing), if self.flushing.is_some() => {
+                    self.flushed(flushed);
+                    if !self.waiting.is_empty() {
+                        let group = std::mem::take(&mut self.waiting);
+                        self.handle_group(group);
+                    }
+                }
+                _ = purge.tick() => self.purge(),
+                event = self.swarm.select_next_some(), if self.waiting.len() < MAX_GROUP => {
+                    let mut next = Some(event);
+                    while let Some(event) = next.take() {
+                        handle_event(&mut self.swarm, event, &mut self.ctx, &mut self.waiting);
+                        if self.waiting.len() < MAX_GROUP {
+                            next = self.swarm.select_next_some().now_or_never();
+                        }
+                    }
+                    if self.flushing.is_none() {
+                        let group = std::mem::take(&mut self.waiting);
+                        self.handle_group(group);
+                    }
+                }
+            }
+        }
+        // What was promised to be flushed is flushed before the node goes.
+        if self.flushing.is_some() {
+            let flushed = flush_done(&mut self.flushing).await;
+            self.flushed(flushed);
+        }
+        tracing::debug!("relay node stopped");
+    }
+
+    /// Handles a group of requests. If they wrote, their answers wait for a
+    /// flush on the blocking pool; otherwise they go out at once.
+    fn handle_group(&mut self, group: Vec<Pending>) {
+        if group.is_empty() {
+            return;
+        }
+        let (requests, channels): (Vec<Decoded>, Vec<_>) = group.into_iter().unzip();
+        let (responses, wrote) = self.service.handle_decoded(requests, now());
+        let answers: Vec<Answer> = responses.into_iter().zip(channels).collect();
+        if wrote {
+            self.start_flush(answers);
+        } else {
+            self.send(answers);
+        }
+    }
+
+    /// Starts a flush of everything applied so far; `answers` go out once
+    /// it has succeeded. Only one runs at a time.
+    fn start_flush(&mut self, answers: Vec<Answer>) {
+        let store = self.service.store().clone();
+        self.flushing = Some(Flushing {
+            task: tokio::task::spawn_blocking(move || store.flush()),
+            answers,
+        });
+    }
+
+    /// A flush ended: its answers go out, or become errors if it failed
+    /// (nothing is promised that is not durable; depositors try again).
+    fn flushed(&mut self, (result, mut answers): (Result<(), Error>, Vec<Answer>)) {
+        if let Err(e) = result {
+            tracing::error!(
+                error = &e as &dyn std::error::Error,
+                answers = answers.len(),
+                "flush failed; the group is answered with errors"
+            );
+            for (response, _) in &mut answers {
+                *response = MailboxResponse::Error {
+                    code: MailboxError::Internal,
+                    message: "the relay's store failed".into(),
+                };
+            }
+        }
+        self.ctx.holding(&self.service);
+        self.send(answers);
+    }
+
+    /// Hands answers to the swarm, counting them.
+    fn send(&mut self, answers: Vec<Answer>) {
+        if let Some((m, _)) = &self.ctx.metrics {
+            for (response, _) in &answers {
+                m.answered(response);
+            }
+        }
+        for (response, channel) in answers {
+            match codec::encode(&response) {
+                Ok(bytes) => {
+                    // A peer that left does not get its answer; nothing else to do.
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .mailbox
+                        .send_response(channel, bytes);
+                }
+                Err(e) => tracing::error!(error = %e, "could not encode an answer"),
+            }
+        }
+    }
+
+    /// Removes expired envelopes. Their deletion needs no acknowledgement:
+    /// it is flushed with the next group, or by sled's own periodic flush
+    /// if a flush is already running.
+    fn purge(&mut self) {
+        self.ctx.limiter.retain_recent();
+        match self.service.store().purge_expired(now(), PURGE_MAX) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::debug!(removed = n, "expired envelopes purged");
+                if let Some((m, _)) = &self.ctx.metrics {
+                    m.purged(n);
+                }
+                self.ctx.holding(&self.service);
+                if self.flushing.is_none() {
+                    self.start_flush(Vec::new());
+                }
+            }
+            Err(e) => tracing::error!(error = &e as &dyn std::error::Error, "purge failed"),
+        }
+    }
+}
+
+/// Waits for the flush in `flushing` and takes it out; pending forever when
+/// there is none (the select guards that branch).
+async fn flush_done(flushing: &mut Option<Flushing>) -> (Result<(), Error>, Vec<Answer>) {
+    let Some(f) = flushing else {
+        return std::future::pending().await;
+    };
+    let result = match (&mut f.task).await {
+        Ok(result) => result,
+        Err(e) => Err(Error::FlushTask(e)),
+    };
+    let answers = flushing.take().map(|f| f.answers).unwrap_or_default();
+    (result, answers)
 }
 
 /// What the event loop carries besides the swarm and the service.
@@ -290,7 +419,7 @@ impl Ctx {
         if let Some((m, _)) = &self.metrics {
             match service.store().totals() {
                 Ok(totals) => m.holding(&totals),
-                Err(e) => tracing::warn!(error = %e, "totals unreadable"),
+                Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "totals unreadable"),
             }
         }
     }
@@ -301,6 +430,7 @@ impl Ctx {
 fn serve_metrics(
     config: &MetricsConfig,
     accepting: bool,
+    cancel: CancellationToken,
 ) -> Result<
     (
         (RelayMetrics, libp2p::metrics::Metrics),
@@ -308,9 +438,9 @@ fn serve_metrics(
     ),
     Error,
 > {
-    let failed = |e: std::io::Error| Error::Metrics {
+    let failed = |source| Error::Metrics {
         addr: config.listen,
-        reason: e.to_string(),
+        source,
     };
     let listener = std::net::TcpListener::bind(config.listen).map_err(failed)?;
     listener.set_nonblocking(true).map_err(failed)?;
@@ -324,11 +454,15 @@ fn serve_metrics(
         config.allow.clone(),
         std::sync::Arc::new(registry),
         metrics.clone(),
+        cancel,
     ));
     Ok(((metrics, libp2p_metrics), addr))
 }
 
+/// A request waiting to be handled, and where its answer goes.
 type Pending = (Decoded, request_response::ResponseChannel<Vec<u8>>);
+/// An answer, and where it goes.
+type Answer = (MailboxResponse, request_response::ResponseChannel<Vec<u8>>);
 
 /// Requests per peer, in memory only: the peer ids it holds are never
 /// written or logged, and idle ones are dropped (`retain_recent`).
@@ -396,49 +530,5 @@ fn handle_event(
             }
         }
         _ => {}
-    }
-}
-
-/// Answers a group of requests: each is handled, one flush makes what they
-/// wrote durable, then the answers go out.
-fn answer<S: Store>(
-    swarm: &mut libp2p::Swarm<Behaviour>,
-    service: &mut MailboxService<S>,
-    ctx: &Ctx,
-    group: Vec<Pending>,
-) {
-    if group.is_empty() {
-        return;
-    }
-    let (requests, channels): (Vec<Decoded>, Vec<_>) = group.into_iter().unzip();
-    let (responses, wrote) = service.handle_decoded(requests, now());
-    let mut answers: Vec<_> = responses.into_iter().zip(channels).collect();
-    if wrote && let Err(e) = service.store().flush() {
-        // Nothing is promised that is not durable: every answer of the group
-        // becomes an error, and depositors try again.
-        tracing::error!(error = %e, "flush failed; the group is answered with errors");
-        for (response, _) in &mut answers {
-            *response = MailboxResponse::Error {
-                code: MailboxError::Internal,
-                message: "the relay's store failed".into(),
-            };
-        }
-    }
-    if let Some((m, _)) = &ctx.metrics {
-        for (response, _) in &answers {
-            m.answered(response);
-        }
-    }
-    if wrote {
-        ctx.holding(service);
-    }
-    for (response, channel) in answers {
-        match codec::encode(&response) {
-            Ok(bytes) => {
-                // A peer that left does not get its answer; nothing else to do.
-                let _ = swarm.behaviour_mut().mailbox.send_response(channel, bytes);
-            }
-            Err(e) => tracing::error!(error = %e, "could not encode an answer"),
-        }
     }
 }

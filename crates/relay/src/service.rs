@@ -14,7 +14,8 @@ use safemeet_proto::mailbox::{
 use safemeet_proto::{Timestamp, codec};
 use safemeet_store::Store;
 
-use crate::store::{self, DepositGroup, MailboxStore};
+use crate::Error;
+use crate::store::{DepositGroup, MailboxStore};
 
 /// How long a nonce may be used after it was handed out.
 pub const NONCE_TTL: Duration = Duration::from_secs(60);
@@ -183,7 +184,10 @@ impl<S: Store> MailboxService<S> {
         match result {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!(error = %e, "storing deposits failed");
+                tracing::error!(
+                    error = &e as &dyn std::error::Error,
+                    "storing deposits failed"
+                );
                 const FAILED: &str = "the relay's store failed";
                 for i in members {
                     match out.get_mut(i) {
@@ -415,11 +419,14 @@ pub fn request_cost(request: &Decoded) -> u32 {
     }
 }
 
-fn store_error(e: store::Error) -> Handled {
+fn store_error(e: Error) -> Handled {
     match e {
-        store::Error::Refused { code, message } => error(code, message),
+        Error::Refused { code, message } => error(code, message),
         other => {
-            tracing::error!(error = %other, "mailbox store failed");
+            tracing::error!(
+                error = &other as &dyn std::error::Error,
+                "mailbox store failed"
+            );
             error(MailboxError::Internal, "the relay's store failed")
         }
     }

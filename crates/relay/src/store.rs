@@ -15,12 +15,19 @@
 
 use safemeet_proto::mailbox::{MailboxError, StoredEnvelope};
 use safemeet_proto::{MailboxId, Timestamp, codec};
-use safemeet_store::{Batch, Keyspace, Store, StoreError};
+use safemeet_store::{Batch, Keyspace, Store};
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::config::Limits;
 
 const TOTALS: &[u8] = b"totals";
+/// How errors name a mailbox's counters.
+const META: &str = "mailbox record";
+/// How errors name the relay's totals.
+const TOTALS_RECORD: &str = "totals record";
+/// How errors name a stored envelope.
+const ENVELOPE: &str = "envelope";
 /// Largest stored record (an envelope and its header).
 const MAX_RECORD: usize = safemeet_proto::mailbox::MAX_REQUEST_BYTES + 256;
 
@@ -49,38 +56,15 @@ pub struct Totals {
     pub mailboxes: u64,
 }
 
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A limit or rule refused it; the client is told.
-    #[error("{message}")]
-    Refused {
-        /// For the client.
-        code: MailboxError,
-        /// For people.
-        message: String,
-    },
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A stored record does not decode.
-    #[error("a stored record is damaged: {0}")]
-    Damaged(String),
+fn decode<T: Serialize + serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, Error> {
+    codec::decode(bytes, MAX_RECORD).map_err(|source| Error::Damaged { what, source })
 }
 
-fn refused(code: MailboxError, message: impl Into<String>) -> Error {
-    Error::Refused {
-        code,
-        message: message.into(),
-    }
-}
-
-fn decode<T: Serialize + serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    codec::decode(bytes, MAX_RECORD).map_err(|e| Error::Damaged(e.to_string()))
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
-    codec::encode(value).map_err(|e| Error::Damaged(e.to_string()))
+fn encode<T: Serialize>(value: &T, what: &'static str) -> Result<Vec<u8>, Error> {
+    codec::encode(value).map_err(|source| Error::Encode { what, source })
 }
 
 fn envelope_key(mailbox: &MailboxId, id: u64) -> Vec<u8> {
@@ -124,9 +108,13 @@ fn stage_counters(
     batch.put_owned(
         Keyspace::Mailboxes,
         mailbox.as_bytes().to_vec(),
-        encode(meta)?,
+        encode(meta, META)?,
     );
-    batch.put_owned(Keyspace::Mailboxes, TOTALS.to_vec(), encode(totals)?);
+    batch.put_owned(
+        Keyspace::Mailboxes,
+        TOTALS.to_vec(),
+        encode(totals, TOTALS_RECORD)?,
+    );
     Ok(())
 }
 
@@ -168,14 +156,14 @@ impl<S: Store> MailboxStore<S> {
     /// The relay's totals.
     pub fn totals(&self) -> Result<Totals, Error> {
         match self.store.get(Keyspace::Mailboxes, TOTALS)? {
-            Some(b) => decode(&b),
+            Some(b) => decode(&b, TOTALS_RECORD),
             None => Ok(Totals::default()),
         }
     }
 
     fn meta(&self, mailbox: &MailboxId) -> Result<Option<MailboxMeta>, Error> {
         match self.store.get(Keyspace::Mailboxes, mailbox.as_bytes())? {
-            Some(b) => decode(&b).map(Some),
+            Some(b) => decode(&b, META).map(Some),
             None => Ok(None),
         }
     }
@@ -192,7 +180,7 @@ impl<S: Store> MailboxStore<S> {
         let limits = &self.limits;
         let len = envelope.len() as u64;
         if envelope.len() > limits.max_envelope_bytes {
-            return Err(refused(
+            return Err(Error::refused(
                 MailboxError::TooLarge,
                 format!(
                     "an envelope of {} bytes is over this relay's limit of {}",
@@ -210,7 +198,7 @@ impl<S: Store> MailboxStore<S> {
             None => match self.meta(mailbox)? {
                 Some(m) => (m, false),
                 None if !limits.accept_new_mailboxes => {
-                    return Err(refused(
+                    return Err(Error::refused(
                         MailboxError::NotAccepting,
                         "this relay takes no new mailboxes",
                     ));
@@ -229,7 +217,7 @@ impl<S: Store> MailboxStore<S> {
         if meta.count + 1 > limits.mailbox_max_envelopes
             || meta.bytes + len > limits.mailbox_max_bytes
         {
-            return Err(refused(
+            return Err(Error::refused(
                 MailboxError::MailboxFull,
                 // Its limits, not its contents: depositors learn nothing of
                 // how much mail the mailbox holds.
@@ -240,7 +228,7 @@ impl<S: Store> MailboxStore<S> {
             ));
         }
         if totals.envelopes + 1 > limits.max_envelopes || totals.bytes + len > limits.max_bytes {
-            return Err(refused(MailboxError::RelayFull, "the relay is full"));
+            return Err(Error::refused(MailboxError::RelayFull, "the relay is full"));
         }
         let id = meta.last_id + 1;
         let until = ceil_hour(now.saturating_add(limits.retention));
@@ -261,7 +249,7 @@ impl<S: Store> MailboxStore<S> {
         group.batch.put_owned(
             Keyspace::MailboxEnvelopes,
             envelope_key(mailbox, id),
-            encode(&stored)?,
+            encode(&stored, ENVELOPE)?,
         );
         group.batch.put_owned(
             Keyspace::MailboxExpiry,
@@ -288,10 +276,14 @@ impl<S: Store> MailboxStore<S> {
             batch.put_owned(
                 Keyspace::Mailboxes,
                 mailbox.as_bytes().to_vec(),
-                encode(meta)?,
+                encode(meta, META)?,
             );
         }
-        batch.put_owned(Keyspace::Mailboxes, TOTALS.to_vec(), encode(&totals)?);
+        batch.put_owned(
+            Keyspace::Mailboxes,
+            TOTALS.to_vec(),
+            encode(&totals, TOTALS_RECORD)?,
+        );
         Ok(self.store.apply(batch)?)
     }
 
@@ -320,7 +312,7 @@ impl<S: Store> MailboxStore<S> {
             let done = rows.len() <= limit;
             for (key, value) in rows {
                 cursor = key;
-                let stored: StoredEnvelope = decode(&value)?;
+                let stored: StoredEnvelope = decode(&value, ENVELOPE)?;
                 if stored.stored_until <= now {
                     continue;
                 }
@@ -355,7 +347,7 @@ impl<S: Store> MailboxStore<S> {
             let Some(value) = self.store.get(Keyspace::MailboxEnvelopes, &key)? else {
                 continue;
             };
-            let stored: StoredEnvelope = decode(&value)?;
+            let stored: StoredEnvelope = decode(&value, ENVELOPE)?;
             let len = stored.envelope.len() as u64;
             batch.delete(Keyspace::MailboxEnvelopes, &key);
             batch.delete(
@@ -391,7 +383,7 @@ impl<S: Store> MailboxStore<S> {
                 key.get(8..40).and_then(|b| <[u8; 32]>::try_from(b).ok()),
                 key.get(40..48).and_then(|b| <[u8; 8]>::try_from(b).ok()),
             ) else {
-                return Err(Error::Damaged("an expiry key of the wrong length".into()));
+                return Err(Error::DamagedKey { what: "expiry" });
             };
             if u64::from_be_bytes(until) > now.as_millis() {
                 break;
@@ -402,7 +394,7 @@ impl<S: Store> MailboxStore<S> {
             let Some(value) = self.store.get(Keyspace::MailboxEnvelopes, &ekey)? else {
                 continue;
             };
-            let len = decode::<StoredEnvelope>(&value)?.envelope.len() as u64;
+            let len = decode::<StoredEnvelope>(&value, ENVELOPE)?.envelope.len() as u64;
             batch.delete(Keyspace::MailboxEnvelopes, &ekey);
             let meta = match metas.entry(mailbox) {
                 std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
@@ -427,17 +419,14 @@ impl<S: Store> MailboxStore<S> {
             batch.put_owned(
                 Keyspace::Mailboxes,
                 mailbox.as_bytes().to_vec(),
-                encode(meta)?,
+                encode(meta, META)?,
             );
         }
         // Empty mailboxes untouched for a retention period are forgotten.
         let stale = |m: &MailboxMeta| {
             m.count == 0 && now.saturating_since(m.touched) >= self.limits.retention
         };
-        let mut cursor = self
-            .stale_cursor
-            .lock()
-            .map_err(|_| Error::Damaged("the purge cursor was poisoned".into()))?;
+        let mut cursor = self.stale_cursor.lock().map_err(|_| Error::PurgePoisoned)?;
         let records = self
             .store
             .scan(Keyspace::Mailboxes, &[], cursor.as_deref(), max)?;
@@ -454,11 +443,11 @@ impl<S: Store> MailboxStore<S> {
             }
             let mailbox = MailboxId::from_bytes(
                 <[u8; 32]>::try_from(key.as_slice())
-                    .map_err(|_| Error::Damaged("a mailbox key of the wrong length".into()))?,
+                    .map_err(|_| Error::DamagedKey { what: "mailbox" })?,
             );
             let meta = match metas.get(&mailbox) {
                 Some(m) => m.clone(),
-                None => decode(&value)?,
+                None => decode(&value, META)?,
             };
             if stale(&meta) {
                 batch.delete(Keyspace::Mailboxes, &key);
@@ -468,7 +457,11 @@ impl<S: Store> MailboxStore<S> {
         if batch.is_empty() {
             return Ok(0);
         }
-        batch.put_owned(Keyspace::Mailboxes, TOTALS.to_vec(), encode(&totals)?);
+        batch.put_owned(
+            Keyspace::Mailboxes,
+            TOTALS.to_vec(),
+            encode(&totals, TOTALS_RECORD)?,
+        );
         self.store.apply(batch)?;
         Ok(removed)
     }

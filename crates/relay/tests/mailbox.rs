@@ -13,7 +13,8 @@ use safemeet_proto::mailbox::{
 };
 use safemeet_proto::{MailboxId, Timestamp, codec};
 use safemeet_relay::{Limits, MailboxService, MailboxStore};
-use safemeet_store::{Keyspace, SledConfig, SledStore, Store};
+use safemeet_store::{Keyspace, Store};
+use safemeet_store_sled::SledStore;
 use vodozemac::Ed25519SecretKey;
 
 const T0: u64 = 1_800_000_000_000;
@@ -34,7 +35,11 @@ struct Relay {
 impl Relay {
     fn new(limits: Limits) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let backend = SledStore::open(dir.path().join("relay"), &SledConfig::default()).unwrap();
+        let backend = SledStore::open(
+            dir.path().join("relay"),
+            &safemeet_store_sled::Config::default(),
+        )
+        .unwrap();
         let key = Keypair::generate_ed25519();
         let service = MailboxService::new(MailboxStore::new(backend.clone(), limits), key.clone());
         Self {

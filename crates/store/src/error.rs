@@ -5,16 +5,17 @@ use std::path::PathBuf;
 /// What went wrong in a store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum StoreError {
+pub enum Error {
     /// Another process has the database open.
     #[error("the database at {path} is in use by another process (is a SafeMeet daemon running?)")]
     Locked {
         /// The database directory.
         path: PathBuf,
     },
-    /// The backend failed (I/O or internal error).
-    #[error("storage backend error: {0}")]
-    Backend(String),
+    /// The backend failed (I/O or internal error); the backend's own error
+    /// is the source.
+    #[error("the storage backend failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
     /// Data on disk is not what this build wrote.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

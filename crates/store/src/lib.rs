@@ -1,10 +1,12 @@
-//! SafeMeet storage: one set of traits, two backends, one conformance suite.
+//! SafeMeet storage: one set of traits, one conformance suite, any backend.
 //!
 //! A node keeps all its state in named [`Keyspace`]s of byte keys and byte
 //! values. The [`Store`] trait is what every other crate programs against;
-//! [`MemoryStore`] serves tests and simulations, [`SledStore`] (sled 0.34) is
-//! the default on disk. Both pass the same [`conformance`] suite, and a
-//! model-based test checks them against a `BTreeMap`.
+//! [`MemoryStore`] serves tests and simulations. The disk backend lives in
+//! its own crate, `safemeet-store-sled` (`SledStore`), so that this crate —
+//! and `safemeet-crypto` and the engine above it — do not link sled. Every
+//! backend passes the same [`conformance`] suite, and a model-based check
+//! ([`conformance::model`]) compares it with a `BTreeMap`.
 //!
 //! This crate stores bytes. It does **not** encrypt: values reach it already
 //! sealed by `safemeet-crypto`'s encrypted store, so plaintext never reaches
@@ -14,6 +16,9 @@
 //! write is *acknowledged* (durable against a process crash) once
 //! [`Store::flush`] has returned after it; see `ARCHITECTURE.md` for what
 //! that does and does not promise with sled.
+//!
+//! Features: `model` adds the `proptest` strategy of the model-based check
+//! ([`conformance::model::actions`]), for backends' tests.
 //!
 //! ```
 //! use safemeet_store::{Batch, Keyspace, MemoryStore, Store};
@@ -32,16 +37,14 @@ mod error;
 mod keyspace;
 mod memory;
 pub mod migrate;
-mod sled_store;
 
 pub use batch::{Batch, Op};
-pub use error::StoreError;
+pub use error::Error;
 pub use keyspace::Keyspace;
 pub use memory::MemoryStore;
-pub use sled_store::{LOCK_WAIT, SledConfig, SledStore};
 
-/// A result with a [`StoreError`].
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+/// A result with an [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// One key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);

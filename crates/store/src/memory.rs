@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
-use crate::{Batch, Entry, Keyspace, Op, Result, Store, StoreError};
+use crate::{Batch, Entry, Error, Keyspace, Op, Result, Store};
 
 /// One ordered map per keyspace, so lookups borrow the key instead of
 /// building a compound one.
@@ -23,8 +23,8 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn poisoned() -> StoreError {
-        StoreError::Backend("memory store lock poisoned".into())
+    fn poisoned() -> Error {
+        Error::Backend("memory store lock poisoned".into())
     }
 }
 

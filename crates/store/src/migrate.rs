@@ -11,7 +11,7 @@
 //! above this layer, with the store cipher (`safemeet-crypto`), and records
 //! its own progress in the same batch as its writes.
 
-use crate::{Batch, Keyspace, Result, Store, StoreError};
+use crate::{Batch, Error, Keyspace, Result, Store};
 
 /// Key of the schema version in [`Keyspace::Meta`].
 pub const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
@@ -40,7 +40,7 @@ pub fn schema_version(store: &dyn Store) -> Result<Option<u32>> {
             let bytes: [u8; 4] = v
                 .as_slice()
                 .try_into()
-                .map_err(|_| StoreError::Corrupt("schema version is not 4 bytes".into()))?;
+                .map_err(|_| Error::Corrupt("schema version is not 4 bytes".into()))?;
             Ok(Some(u32::from_be_bytes(bytes)))
         }
     }
@@ -55,7 +55,7 @@ pub fn migrate(store: &dyn Store, current: u32, migrations: &[Migration]) -> Res
         // silently skip every migration.
         for ks in Keyspace::ALL {
             if ks != Keyspace::Meta && !store.scan(ks, b"", None, 1)?.is_empty() {
-                return Err(StoreError::Corrupt(format!(
+                return Err(Error::Corrupt(format!(
                     "the store holds data in {} but no schema version",
                     ks.name()
                 )));
@@ -68,7 +68,7 @@ pub fn migrate(store: &dyn Store, current: u32, migrations: &[Migration]) -> Res
         return Ok(None);
     };
     if version > current {
-        return Err(StoreError::SchemaTooNew {
+        return Err(Error::SchemaTooNew {
             found: version,
             supported: current,
         });
@@ -77,12 +77,12 @@ pub fn migrate(store: &dyn Store, current: u32, migrations: &[Migration]) -> Res
         let step = migrations
             .iter()
             .find(|m| m.from == version)
-            .ok_or_else(|| StoreError::Migration {
+            .ok_or_else(|| Error::Migration {
                 from: version,
                 reason: "no migration step for this version".into(),
             })?;
         let mut b = Batch::new();
-        (step.run)(store, &mut b).map_err(|e| StoreError::Migration {
+        (step.run)(store, &mut b).map_err(|e| Error::Migration {
             from: version,
             reason: e.to_string(),
         })?;

@@ -1,70 +1,11 @@
-//! Every backend passes the same conformance suite.
+//! The in-memory store passes the conformance suite (the sled backend runs
+//! the same suite in `safemeet-store-sled`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
-use safemeet_store::{MemoryStore, SledConfig, SledStore, Store, StoreError, conformance};
+use safemeet_store::{MemoryStore, conformance};
 
 #[test]
 fn memory_store_conforms() {
     conformance::run_all(&|| Box::new(MemoryStore::new()));
-}
-
-#[test]
-fn sled_store_conforms() {
-    let dirs = std::cell::RefCell::new(Vec::new());
-    conformance::run_all(&|| {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), &SledConfig::default()).unwrap();
-        dirs.borrow_mut().push(dir);
-        Box::new(store)
-    });
-}
-
-#[test]
-fn sled_data_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let s = SledStore::open(dir.path(), &SledConfig::default()).unwrap();
-        s.put(safemeet_store::Keyspace::Account, b"k", b"v")
-            .unwrap();
-        s.flush().unwrap();
-    }
-    let s = SledStore::open(dir.path(), &SledConfig::default()).unwrap();
-    assert_eq!(
-        s.get(safemeet_store::Keyspace::Account, b"k")
-            .unwrap()
-            .as_deref(),
-        Some(&b"v"[..])
-    );
-}
-
-#[test]
-fn second_open_in_another_process_is_locked() {
-    // sled locks the database file with an OS lock, which is per process;
-    // a child process shows the error a second daemon would get.
-    if std::env::var_os("SAFEMEET_LOCK_CHILD").is_some() {
-        let path = std::env::var("SAFEMEET_LOCK_PATH").unwrap();
-        match SledStore::open(&path, &SledConfig::default()) {
-            Err(StoreError::Locked { .. }) => println!("LOCKED"),
-            other => println!("NOT LOCKED: {other:?}"),
-        }
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let _held = SledStore::open(dir.path(), &SledConfig::default()).unwrap();
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "second_open_in_another_process_is_locked",
-            "--exact",
-            "--nocapture",
-        ])
-        .env("SAFEMEET_LOCK_CHILD", "1")
-        .env("SAFEMEET_LOCK_PATH", dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("LOCKED") && !stdout.contains("NOT LOCKED"),
-        "{stdout}"
-    );
 }

@@ -48,7 +48,7 @@ impl Store for FaultyStore {
 
     fn flush(&self) -> safemeet_store::Result<()> {
         if self.failing.load(Ordering::SeqCst) {
-            return Err(safemeet_store::StoreError::Backend(
+            return Err(safemeet_store::Error::Backend(
                 "injected flush failure".into(),
             ));
         }

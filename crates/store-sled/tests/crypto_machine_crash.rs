@@ -7,6 +7,9 @@
 //! and the recipient must decrypt every committed frame in order.
 //!
 //! `SAFEMEET_MACHINE_CRASH_CYCLES` sets the number of kills (default 12).
+//!
+//! A test of `safemeet-crypto`'s machine, kept here so that the crypto
+//! crate does not link sled, not even for its tests.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
@@ -24,7 +27,8 @@ use safemeet_crypto::at_rest::{DataKey, KdfParams, KeyFile, Passphrase, StoreCip
 use safemeet_crypto::machine::{CryptoMachine, Destination};
 use safemeet_proto::identity::{OneTimeKey, Signed};
 use safemeet_proto::{Envelope, UserId};
-use safemeet_store::{Batch, Entry, Keyspace, Op, SledConfig, SledStore, Store};
+use safemeet_store::{Batch, Entry, Keyspace, Op, Store};
+use safemeet_store_sled::{Config, SledStore};
 use support::*;
 
 const CHILD_ENV: &str = "SAFEMEET_MACHINE_CRASH_DIR";
@@ -84,7 +88,7 @@ fn open_store(dir: &Path) -> (SledStore, StoreCipher) {
         .unwrap()
         .unwrap_key(&Passphrase::new(PASSPHRASE))
         .unwrap();
-    let store = SledStore::open(dir.join("db"), &SledConfig::default()).unwrap();
+    let store = SledStore::open(dir.join("db"), &Config::default()).unwrap();
     (store, StoreCipher::new(&key_file))
 }
 
@@ -184,7 +188,7 @@ fn no_index_is_used_twice_across_kills() {
     let mut bob = Device::new("bob");
     {
         let store = EncryptedStore::new(
-            SledStore::open(dir.path().join("db"), &SledConfig::default()).unwrap(),
+            SledStore::open(dir.path().join("db"), &Config::default()).unwrap(),
             StoreCipher::new(&data_key),
         );
         CryptoMachine::store_account(&store, &alice_account).unwrap();

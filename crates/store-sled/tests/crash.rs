@@ -16,7 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use safemeet_store::{Batch, Keyspace, SledConfig, SledStore, Store};
+use safemeet_store::{Batch, Keyspace, Store};
+use safemeet_store_sled::{Config, SledStore};
 
 const CHILD_ENV: &str = "SAFEMEET_CRASH_CHILD_DIR";
 const START_ENV: &str = "SAFEMEET_CRASH_CHILD_START";
@@ -41,7 +42,7 @@ fn crash_child() {
         return; // Only does something when started by `acknowledged_writes_survive_sigkill`.
     };
     let start: u64 = std::env::var(START_ENV).unwrap().parse().unwrap();
-    let store = SledStore::open(&dir, &SledConfig::default()).unwrap();
+    let store = SledStore::open(&dir, &Config::default()).unwrap();
     let mut out = std::io::stdout().lock();
     for i in start.. {
         let mut b = Batch::new();
@@ -119,7 +120,7 @@ fn acknowledged_writes_survive_sigkill() {
         total_acks += seen;
 
         // Reopen and verify.
-        let store = SledStore::open(dir.path(), &SledConfig::default())
+        let store = SledStore::open(dir.path(), &Config::default())
             .unwrap_or_else(|e| panic!("cycle {cycle} (seed {seed}): reopen failed: {e}"));
         let outbox = store.scan(Keyspace::Outbox, b"", None, usize::MAX).unwrap();
         let sessions = store

@@ -1,15 +1,18 @@
 //! The conformance suite every [`Store`] backend must pass.
 //!
 //! Backends call [`run_all`] from their tests with a factory for fresh,
-//! empty stores. Each check panics with a message naming the property that
-//! failed. The suite lives in the library (not under `tests/`) so that
-//! backends in other crates run exactly the same checks.
+//! empty stores, and run the [`model`] check. Each check panics with a
+//! message naming the property that failed. The suite lives in the library
+//! (not under `tests/`) so that backends in other crates
+//! (`safemeet-store-sled`) run exactly the same checks.
 
 // A test suite: a panic here is a failed check, so unwrap is the point.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod model;
+
 use crate::migrate::{self, Migration};
-use crate::{Batch, Keyspace, Store, StoreError};
+use crate::{Batch, Error, Keyspace, Store};
 
 /// One named check.
 type Check = (&'static str, fn(&dyn Store));
@@ -253,7 +256,7 @@ pub fn migrations_run_in_order(s: &dyn Store) {
     // A gap in the steps is an error, not a silent skip.
     assert!(matches!(
         migrate::migrate(s, 3, &steps),
-        Err(StoreError::Migration { from: 2, .. })
+        Err(Error::Migration { from: 2, .. })
     ));
 }
 
@@ -262,7 +265,7 @@ pub fn newer_schema_is_refused(s: &dyn Store) {
     migrate::migrate(s, 5, &[]).unwrap();
     assert!(matches!(
         migrate::migrate(s, 4, &[]),
-        Err(StoreError::SchemaTooNew {
+        Err(Error::SchemaTooNew {
             found: 5,
             supported: 4
         })
@@ -274,7 +277,7 @@ pub fn unversioned_data_is_refused(s: &dyn Store) {
     s.put(Keyspace::Rooms, b"r", b"x").unwrap();
     assert!(matches!(
         migrate::migrate(s, 1, &[]),
-        Err(StoreError::Corrupt(_))
+        Err(Error::Corrupt(_))
     ));
     assert_eq!(migrate::schema_version(s).unwrap(), None);
 }

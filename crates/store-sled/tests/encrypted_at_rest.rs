@@ -1,4 +1,7 @@
 //! The encrypted store on the real sled backend: nothing readable on disk.
+//!
+//! A test of `safemeet-crypto`'s encrypted store, kept here so that the
+//! crypto crate does not link sled, not even for its tests.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
@@ -6,7 +9,8 @@ use safemeet_crypto::EncryptedStore;
 use safemeet_crypto::account::Account;
 use safemeet_crypto::at_rest::{DataKey, KdfParams, KeyFile, Passphrase, StoreCipher};
 use safemeet_proto::{DisplayName, Email, Timestamp, Username};
-use safemeet_store::{Keyspace, SledConfig, SledStore};
+use safemeet_store::Keyspace;
+use safemeet_store_sled::{Config, SledStore};
 
 fn files_contain(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
     let mut hits = Vec::new();
@@ -47,7 +51,7 @@ fn nothing_identifying_reaches_sled_files() {
     .unwrap();
     let user_text = account.user_id().to_string();
     {
-        let sled = SledStore::open(dir.path().join("db"), &SledConfig::default()).unwrap();
+        let sled = SledStore::open(dir.path().join("db"), &Config::default()).unwrap();
         let store = EncryptedStore::new(sled, StoreCipher::new(&key));
         store
             .put(Keyspace::Account, b"account", &account.to_record().unwrap())
@@ -88,7 +92,7 @@ fn nothing_identifying_reaches_sled_files() {
     let key = kf
         .unwrap_key(&Passphrase::new("a long passphrase"))
         .unwrap();
-    let sled = SledStore::open(dir.path().join("db"), &SledConfig::default()).unwrap();
+    let sled = SledStore::open(dir.path().join("db"), &Config::default()).unwrap();
     let store = EncryptedStore::new(sled, StoreCipher::new(&key));
     assert_eq!(
         store

@@ -1,4 +1,11 @@
-//! The sled backend (sled 0.34.7, pinned).
+//! The sled backend of the SafeMeet store (sled 0.34.7, pinned): a
+//! [`Store`] on disk, for the daemon's profile and a relay's mailboxes.
+//!
+//! This crate is only the backend. The [`Store`] trait, the in-memory store,
+//! batches, migrations and the conformance suite live in `safemeet-store`,
+//! so that crates which program against the trait (`safemeet-crypto`, the
+//! engine) do not link sled; only the binaries and the tests that want a
+//! disk pick this crate.
 //!
 //! All keyspaces share one sled tree; each key is prefixed with its
 //! keyspace's one-byte id. One tree makes every [`Batch`] a single
@@ -10,15 +17,28 @@
 //! data is in the kernel), but not necessarily a power cut: the drive cache
 //! is not flushed. sled's background flusher additionally calls `sync_all`
 //! every `flush_every_ms`. See `ARCHITECTURE.md`, "What acknowledged means".
+//! `flush` blocks the calling thread until the write is done: async callers
+//! run it on a blocking thread (`tokio::task::spawn_blocking`).
+//!
+//! ```
+//! use safemeet_store::{Keyspace, Store};
+//! use safemeet_store_sled::{Config, SledStore};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = SledStore::open(dir.path(), &Config::default()).unwrap();
+//! store.put(Keyspace::Outbox, b"0001", b"envelope").unwrap();
+//! store.flush().unwrap(); // acknowledged: survives a crash of this process
+//! assert_eq!(store.get(Keyspace::Outbox, b"0001").unwrap().as_deref(), Some(&b"envelope"[..]));
+//! ```
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
-use crate::{Batch, Entry, Keyspace, Op, Result, Store, StoreError};
+use safemeet_store::{Batch, Entry, Error, Keyspace, Op, Result, Store};
 
 /// Tuning for [`SledStore`].
 #[derive(Debug, Clone)]
-pub struct SledConfig {
+pub struct Config {
     /// Page cache size in bytes. Default 64 MiB: sled's own default of 1 GiB
     /// is far more than a messenger needs and too much for small devices.
     pub cache_capacity: u64,
@@ -27,7 +47,7 @@ pub struct SledConfig {
     pub flush_every_ms: u64,
 }
 
-impl Default for SledConfig {
+impl Default for Config {
     fn default() -> Self {
         Self {
             cache_capacity: 64 * 1024 * 1024,
@@ -44,18 +64,21 @@ pub struct SledStore {
     path: PathBuf,
 }
 
-/// How long [`SledStore::open`] waits for a lock that is being released.
+/// How long [`SledStore::open`] waits for a lock that is being released:
+/// sled lets go of its file lock from background threads, within
+/// milliseconds of the last handle's drop or its process's exit, so a lock
+/// still held after a second belongs to a process that is running.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl SledStore {
     /// Opens (creating if needed) the database in directory `path`.
     ///
-    /// Fails with [`StoreError::Locked`] if another process has it open.
+    /// Fails with [`Error::Locked`] if another process has it open.
     ///
     /// sled releases its file lock from background threads, shortly after
     /// the last handle is dropped (or a process exits); a lock found held is
     /// therefore retried for up to [`LOCK_WAIT`] before `Locked` is reported.
-    pub fn open(path: impl AsRef<Path>, config: &SledConfig) -> Result<Self> {
+    pub fn open(path: impl AsRef<Path>, config: &Config) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let mut pause = std::time::Duration::from_millis(5);
         let mut waited = std::time::Duration::ZERO;
@@ -67,7 +90,7 @@ impl SledStore {
                 .open()
                 .map_err(|e| map_open_error(e, &path));
             match opened {
-                Err(StoreError::Locked { .. }) if waited < LOCK_WAIT => {
+                Err(Error::Locked { .. }) if waited < LOCK_WAIT => {
                     // A bounded wait in a blocking call: open is synchronous.
                     std::thread::sleep(pause);
                     waited += pause;
@@ -92,22 +115,20 @@ impl SledStore {
     }
 }
 
-fn map_open_error(e: sled::Error, path: &Path) -> StoreError {
+fn map_open_error(e: sled::Error, path: &Path) -> Error {
     match e {
-        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-            StoreError::Locked {
-                path: path.to_path_buf(),
-            }
-        }
-        sled::Error::Corruption { .. } => StoreError::Corrupt(e.to_string()),
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => Error::Locked {
+            path: path.to_path_buf(),
+        },
+        sled::Error::Corruption { .. } => Error::Corrupt(e.to_string()),
         other => backend(other),
     }
 }
 
-fn backend(e: sled::Error) -> StoreError {
+fn backend(e: sled::Error) -> Error {
     match e {
-        sled::Error::Corruption { .. } => StoreError::Corrupt(e.to_string()),
-        other => StoreError::Backend(other.to_string()),
+        sled::Error::Corruption { .. } => Error::Corrupt(e.to_string()),
+        other => Error::Backend(Box::new(other)),
     }
 }
 
