@@ -5,27 +5,11 @@ use std::path::Path;
 use futures::{SinkExt, StreamExt};
 use safemeet_engine::{EngineError, EngineHandle, LogEntry, TimelineEntry};
 use safemeet_proto::UserId;
-use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::codec::{Framed, LinesCodec};
 
-use crate::{MAX_LINE_BYTES, codes};
-
-/// What `whoami` reports besides the addresses.
-#[derive(Debug, Clone, Serialize)]
-pub struct Identity {
-    /// The user id.
-    pub user_id: String,
-    /// This device.
-    pub device_id: String,
-    /// This device's libp2p peer id.
-    pub peer_id: String,
-    /// The username.
-    pub username: String,
-    /// The display name.
-    pub display_name: String,
-}
+use crate::{Identity, MAX_LINE_BYTES, codes};
 
 /// Most API connections served at once.
 const MAX_CONNECTIONS: usize = 64;
