@@ -1,30 +1,54 @@
-//! The SafeMeet local API: JSON-RPC 2.0 over a Unix socket.
+//! The SafeMeet local API: typed requests served by one [`dispatch`], and
+//! JSON-RPC 2.0 over a Unix socket.
 //!
 //! Every method is a [`Request`] variant with typed parameters and
 //! answers a [`Response`] variant; every failure is an [`Error`] with a
-//! JSON-RPC code and a stable `data.kind`. Names a user typed (a
-//! contact's name, a room's name) are turned into ids by [`resolve`];
-//! list answers are cut into pages that fit in a line by [`page`].
+//! JSON-RPC code and a stable `data.kind`. [`dispatch`] serves a request
+//! with an [`EngineHandle`](safemeet_engine::EngineHandle): the socket
+//! server ([`serve`]) calls it, and so does the CLI when no daemon runs.
+//! Names a user typed (a contact's name, a room's name) are turned into
+//! ids by [`resolve`] before the engine sees them.
 //!
-//! One request per line, one response per line (newline-delimited JSON).
-//! Lines longer than [`MAX_LINE_BYTES`] are refused. Methods are documented
-//! in `docs/api.md`; every CLI command has one. `subscribe` answers once and
-//! then streams `event` notifications from the given cursor on, so a client
-//! that reconnects with its last cursor misses nothing.
+//! This crate is not the engine: it holds no state, and a transport is a
+//! thin framing around [`dispatch`].
+//!
+//! On the socket, one request per line, one response per line
+//! (newline-delimited JSON); lines longer than [`MAX_LINE_BYTES`] are
+//! refused. `messages` and `events` answer a page that fits in a line
+//! (see [`page`]). `subscribe` answers once and then streams `event`
+//! notifications from the given cursor on, so a client that reconnects
+//! with its last cursor misses nothing. Methods are documented in
+//! `docs/api.md`.
 //!
 //! The socket is created with mode 0600 inside the profile directory (0700):
 //! only the profile's owner can talk to the daemon.
+//!
+//! ```no_run
+//! # async fn demo(engine: safemeet_engine::EngineHandle, me: safemeet_api::Identity)
+//! # -> Result<(), safemeet_api::Error> {
+//! use safemeet_api::{Request, Response, dispatch};
+//!
+//! let request = Request::from_parts("send", Some(serde_json::json!({"target": "bob", "text": "hi"})))?;
+//! if let Response::Sent(sent) = dispatch(&engine, &me, request).await? {
+//!     println!("committed as {}", sent.event_id);
+//! }
+//! # Ok(()) }
+//! ```
 
 mod client;
+mod dispatch;
 mod error;
+mod feed;
 pub mod page;
 mod request;
 pub mod resolve;
 mod response;
 mod server;
 
-pub use client::{Client, ClientError, Subscription};
+pub use client::{ANSWER_TIMEOUT, Client, ClientError, Subscription};
+pub use dispatch::{DISPATCH_TIMEOUT, dispatch};
 pub use error::{Error, is_input_kind};
+pub use feed::EventFeed;
 pub use request::{
     BadCursor, DEFAULT_EVENTS_LIMIT, DEFAULT_MESSAGES_LIMIT, MAX_LIMIT, MessageCursor, Method,
     Request,
@@ -34,7 +58,7 @@ pub use response::{
     Response, Room, RoomCreated, RoomInvited, RoomLeft, Sent, State, Subscribed,
     UnexpectedResponse, Whoami,
 };
-pub use server::serve;
+pub use server::{MAX_CONNECTIONS, WRITE_TIMEOUT, serve};
 
 /// Longest request or response line: room for a page of a few of the
 /// largest messages (16 KiB of text can take 96 KiB as JSON), small
