@@ -356,6 +356,59 @@ fn bad_api_input_gets_errors_and_the_daemon_keeps_serving() {
     da.stop();
 }
 
+/// Runs a command without `--json`, expects success, returns its stdout.
+fn cli_human(home: &Path, args: &[&str]) -> String {
+    let out = bin().arg("--home").arg(home).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "safemeet {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn hostile_messages_reach_the_cli_whole_with_and_without_a_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (init(dir.path(), "alice"), init(dir.path(), "bob"));
+    // No daemon: every command runs the engine in-process.
+    befriend(&alice, &bob);
+    // Three of the longest texts, all control characters (1..=31; an
+    // argument cannot hold NUL): 96 KiB each as JSON, more than a line
+    // for the three.
+    let texts: Vec<String> = (0..3u8)
+        .map(|seed| {
+            (0..16 * 1024)
+                .map(|i: usize| char::from(1 + (i as u8).wrapping_add(seed) % 31))
+                .collect()
+        })
+        .collect();
+    for text in &texts {
+        cli(&alice, &["send", "bob", text]);
+    }
+    let read = |home: &Path| -> Vec<String> {
+        cli(home, &["messages", "bob"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(read(&alice), texts, "in-process");
+    let da = Daemon::start(&alice, "/ip4/127.0.0.1/tcp/0");
+    assert_eq!(read(&alice), texts, "through the daemon's socket");
+    // Shown to a person, control characters are escaped, not sent to the
+    // terminal (escape sequences, fake lines).
+    let shown = cli_human(&alice, &["messages", "bob"]);
+    assert_eq!(shown.lines().count(), 3, "one line per message");
+    assert!(
+        !shown.chars().any(|c| c.is_control() && c != '\n'),
+        "raw control characters reach the terminal"
+    );
+    assert!(shown.contains("\\u{1b}"), "ESC is shown escaped");
+    da.stop();
+}
+
 /// Reads `listen` output lines until `n` events have arrived; returns them.
 fn listen_events(home: &Path, since: u64, n: usize) -> Vec<Value> {
     let mut child = bin()

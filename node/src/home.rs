@@ -69,11 +69,6 @@ impl Home {
         self.dir.join("safemeet.sock")
     }
 
-    /// A socket for a command that runs the engine in-process.
-    pub(crate) fn private_socket(&self) -> PathBuf {
-        self.dir.join(format!("cli-{}.sock", std::process::id()))
-    }
-
     pub(crate) fn has_account(&self) -> bool {
         self.keyfile().exists()
     }

@@ -1,21 +1,25 @@
 //! The daemon and the messaging commands.
 //!
-//! Every messaging command talks to the running daemon through its API
-//! socket. When no daemon runs, the command starts the engine in-process
-//! (without listening), serves the API on a private socket for itself, and
-//! uses exactly the same calls; what it sends stays in the outbox for the
-//! daemon to deliver later.
+//! Every messaging command is a typed [`Request`]: sent to the running
+//! daemon through its API socket, or, when no daemon runs, served by
+//! [`dispatch`] with an engine the command starts itself (without
+//! listening). Either way the same code serves it; what an in-process
+//! command sends stays in the outbox for the daemon to deliver later.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 use libp2p::Multiaddr;
-use safemeet_api::{Client, ClientError, Identity};
+use safemeet_api::{
+    Client, ClientError, Contact, ContactAdded, ContactRemoved, EventFeed, Identity, InviteText,
+    Message, Request, Response, Room, RoomCreated, RoomInvited, RoomLeft, Sent, State,
+    UnexpectedResponse, Whoami, dispatch,
+};
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_engine::{Config as EngineConfig, Handle as EngineHandle};
 use safemeet_net::NetConfig;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::failure::Failure;
@@ -228,7 +232,7 @@ pub(crate) fn run(home: &Home, source: &Source, json: bool, action: Action) -> R
     let rt = runtime()?;
     rt.block_on(async {
         match Client::connect(&home.socket()).await {
-            Ok(client) => perform(client, json, action).await,
+            Ok(client) => perform(Api::Daemon(client), json, action).await,
             Err(_) if matches!(action, Action::Whoami) => {
                 crate::commands::whoami(home, source, json)
             }
@@ -237,6 +241,8 @@ pub(crate) fn run(home: &Home, source: &Source, json: bool, action: Action) -> R
     })
 }
 
+/// Runs the command with an engine of its own (no daemon runs): the
+/// same requests, served by [`safemeet_api::dispatch`] directly.
 async fn in_process(
     home: &Home,
     source: &Source,
@@ -250,49 +256,113 @@ async fn in_process(
         ..NetConfig::default()
     };
     let (engine, identity) = start_engine(store, net)?;
-    let socket = home.private_socket();
-    let server = {
-        let (socket, engine) = (socket.clone(), engine.clone());
-        tokio::spawn(async move { safemeet_api::serve(&socket, engine, identity).await })
+    let api = Api::InProcess {
+        engine: engine.clone(),
+        identity,
     };
-    let client = connect_when_ready(&socket).await;
-    let result = match client {
-        Ok(client) => perform(client, json, action).await,
-        Err(e) => Err(Failure::Other(anyhow::anyhow!(e))),
-    };
+    let result = perform(api, json, action).await;
     let _ = engine.shutdown().await;
-    server.abort();
-    let _ = std::fs::remove_file(&socket);
     result
 }
 
-async fn connect_when_ready(socket: &Path) -> Result<Client, ClientError> {
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let mut last = None;
-    for _ in 0..500 {
-        tick.tick().await;
-        match Client::connect(socket).await {
-            Ok(c) => return Ok(c),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or(ClientError::Io("the API did not start".into())))
+/// Where a command's requests go: the daemon's socket, or an engine this
+/// process runs.
+enum Api {
+    Daemon(Client),
+    InProcess {
+        engine: EngineHandle,
+        identity: Identity,
+    },
 }
 
-fn failure(e: ClientError) -> Failure {
+impl Api {
+    /// Serves `request`; `T` is the answer's type for that method.
+    async fn call<T>(&mut self, request: Request) -> Result<T, Failure>
+    where
+        T: TryFrom<Response, Error = UnexpectedResponse>,
+    {
+        let response = match self {
+            Api::Daemon(client) => client.request(&request).await.map_err(client_failure)?,
+            Api::InProcess { engine, identity } => dispatch(engine, identity, request)
+                .await
+                .map_err(api_failure)?,
+        };
+        T::try_from(response).map_err(|e| Failure::Other(e.into()))
+    }
+
+    /// Every message `messages` has for `target` (the latest `limit`),
+    /// following the pages the answers are cut into.
+    async fn all_messages(&mut self, target: &str, limit: u64) -> Result<Vec<Message>, Failure> {
+        let mut all: Vec<Message> = Vec::new();
+        // Each page holds at least one message and the window at most
+        // `limit`; the bound only matters if messages keep arriving.
+        for _ in 0..=limit.saturating_mul(2) {
+            let page: Vec<Message> = self
+                .call(Request::Messages {
+                    target: target.to_owned(),
+                    limit: Some(limit),
+                    after: all.last().map(|m| m.cursor),
+                })
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            all.extend(page);
+            if all.len() as u64 >= limit {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Prints every event after `since` as it happens, until interrupted.
+    async fn listen(self, since: u64) -> Result<(), Failure> {
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
+        match self {
+            Api::Daemon(client) => {
+                let mut sub = client.subscribe(since).await.map_err(client_failure)?;
+                loop {
+                    tokio::select! {
+                        _ = &mut interrupted => return Ok(()),
+                        next = sub.next() => match next.map_err(client_failure)? {
+                            Some(event) => print_json(&event)?,
+                            None => return Ok(()),
+                        },
+                    }
+                }
+            }
+            Api::InProcess { engine, .. } => {
+                let mut feed = EventFeed::new(&engine, since);
+                loop {
+                    tokio::select! {
+                        _ = &mut interrupted => return Ok(()),
+                        next = feed.next() => print_json(&next.map_err(api_failure)?)?,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A failed request from the daemon: bad input is a usage error.
+fn client_failure(e: ClientError) -> Failure {
     match e {
         ClientError::Rpc {
             message,
             kind: Some(kind),
             ..
-        } if matches!(
-            kind.as_str(),
-            "bad_invite" | "unknown_contact" | "invalid_input"
-        ) =>
-        {
-            Failure::Usage(message)
-        }
-        other => Failure::Other(anyhow::anyhow!(other)),
+        } if safemeet_api::is_input_kind(&kind) => Failure::Usage(message),
+        other => Failure::Other(other.into()),
+    }
+}
+
+/// A failed request served in-process: bad input is a usage error.
+fn api_failure(e: safemeet_api::Error) -> Failure {
+    if e.is_input() {
+        Failure::Usage(e.to_string())
+    } else {
+        Failure::Other(e.into())
     }
 }
 
@@ -314,185 +384,176 @@ fn print_qr(text: &str) {
     }
 }
 
-fn print_json(v: &Value) {
-    println!("{v}");
+fn print_json<T: Serialize>(v: &T) -> Result<(), Failure> {
+    println!("{}", serde_json::to_string(v).context("encoding JSON")?);
+    Ok(())
 }
 
-async fn perform(mut client: Client, json: bool, action: Action) -> Result<(), Failure> {
+/// Text from others as a terminal shows it: control characters (escape
+/// sequences, carriage returns, newlines that would fake another line)
+/// are shown escaped instead of acted upon.
+fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure> {
     match action {
         Action::Whoami => {
-            let v = client.call("whoami", json!({})).await.map_err(failure)?;
+            let who: Whoami = api.call(Request::Whoami {}).await?;
             if json {
-                print_json(&v);
+                print_json(&who)?;
             } else {
-                for (label, key) in [
-                    ("user id:     ", "user_id"),
-                    ("device id:   ", "device_id"),
-                    ("peer id:     ", "peer_id"),
-                    ("username:    ", "username"),
-                    ("display name:", "display_name"),
-                ] {
-                    println!("{label} {}", v[key].as_str().unwrap_or(""));
-                }
-                for a in v["listen_addrs"].as_array().into_iter().flatten() {
-                    println!("listening:    {}", a.as_str().unwrap_or(""));
+                let id = &who.identity;
+                println!("user id:      {}", id.user_id);
+                println!("device id:    {}", id.device_id);
+                println!("peer id:      {}", id.peer_id);
+                println!("username:     {}", id.username);
+                println!("display name: {}", id.display_name);
+                for a in &who.listen_addrs {
+                    println!("listening:    {a}");
                 }
             }
         }
         Action::Invite => {
-            let v = client.call("invite", json!({})).await.map_err(failure)?;
+            let invite: InviteText = api.call(Request::Invite {}).await?;
             if json {
-                print_json(&v);
+                print_json(&invite)?;
             } else {
-                let invite = v["invite"].as_str().unwrap_or("");
-                println!("{invite}");
+                println!("{}", invite.invite);
                 if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                    print_qr(invite);
+                    print_qr(&invite.invite);
                 }
             }
         }
         Action::ContactAdd { invite, name } => {
-            let v = client
-                .call("contact.add", json!({ "invite": invite, "name": name }))
-                .await
-                .map_err(failure)?;
+            let added: ContactAdded = api.call(Request::ContactAdd { invite, name }).await?;
             if json {
-                print_json(&v);
+                print_json(&added)?;
             } else {
-                println!("added contact {}", v["user_id"].as_str().unwrap_or(""));
+                println!("added contact {}", added.user_id);
             }
         }
         Action::ContactList => {
-            let v = client
-                .call("contact.list", json!({}))
-                .await
-                .map_err(failure)?;
+            let contacts: Vec<Contact> = api.call(Request::ContactList {}).await?;
             if json {
-                print_json(&v);
+                print_json(&contacts)?;
             } else {
-                for c in v.as_array().into_iter().flatten() {
-                    let name = c["name"].as_str().unwrap_or("-");
+                for c in &contacts {
                     println!(
-                        "{name}\t{}\t{}\t{}",
-                        c["username"].as_str().unwrap_or(""),
-                        c["display_name"].as_str().unwrap_or(""),
-                        c["user_id"].as_str().unwrap_or("")
+                        "{}\t{}\t{}\t{}",
+                        shown(c.name.as_deref().unwrap_or("-")),
+                        c.username,
+                        shown(&c.display_name),
+                        c.user_id
                     );
                 }
             }
         }
         Action::ContactRemove { target } => {
-            let v = client
-                .call("contact.remove", json!({ "target": target }))
-                .await
-                .map_err(failure)?;
+            let removed: ContactRemoved = api.call(Request::ContactRemove { target }).await?;
             if json {
-                print_json(&v);
+                print_json(&removed)?;
             } else {
-                println!("removed contact {}", v["removed"].as_str().unwrap_or(""));
+                println!("removed contact {}", removed.removed);
             }
         }
         Action::Send { target, text } => {
-            let v = client
-                .call("send", json!({ "target": target, "text": text }))
-                .await
-                .map_err(failure)?;
+            let sent: Sent = api.call(Request::Send { target, text }).await?;
             if json {
-                print_json(&v);
+                print_json(&sent)?;
             } else {
-                println!("sent {}", v["event_id"].as_str().unwrap_or(""));
+                println!("sent {}", sent.event_id);
             }
         }
         Action::Messages { target, limit } => {
-            let v = client
-                .call("messages", json!({ "target": target, "limit": limit }))
-                .await
-                .map_err(failure)?;
+            let messages = api.all_messages(&target, limit).await?;
             if json {
-                print_json(&v);
+                print_json(&messages)?;
             } else {
-                for m in v.as_array().into_iter().flatten() {
-                    let state = match (m["state"].as_str(), m["stored_until"].as_u64()) {
-                        (Some("stored_at_relay"), Some(until)) => {
+                for m in &messages {
+                    let state = match (m.state, m.stored_until) {
+                        (State::StoredAtRelay, Some(until)) => {
                             format!("stored at relay until {}", utc(until))
                         }
-                        (state, _) => state.unwrap_or("").to_owned(),
+                        (state, _) => state_word(state).to_owned(),
                     };
-                    println!(
-                        "[{state}] {}: {}",
-                        m["sender"].as_str().unwrap_or(""),
-                        m["text"].as_str().unwrap_or("")
-                    );
+                    println!("[{state}] {}: {}", m.sender, shown(&m.text));
                 }
             }
         }
         Action::RoomCreate { name, members } => {
-            let v = client
-                .call("room.create", json!({ "name": name, "members": members }))
-                .await
-                .map_err(failure)?;
+            let created: RoomCreated = api
+                .call(Request::RoomCreate {
+                    name: name.clone(),
+                    members,
+                })
+                .await?;
             if json {
-                print_json(&v);
+                print_json(&created)?;
             } else {
-                println!(
-                    "created room {name} ({})",
-                    v["room_id"].as_str().unwrap_or("")
-                );
+                println!("created room {} ({})", shown(&name), created.room_id);
             }
         }
         Action::RoomInvite { room, target } => {
-            let v = client
-                .call("room.invite", json!({ "room": room, "target": target }))
-                .await
-                .map_err(failure)?;
+            let invited: RoomInvited = api
+                .call(Request::RoomInvite {
+                    room: room.clone(),
+                    target: target.clone(),
+                })
+                .await?;
             if json {
-                print_json(&v);
+                print_json(&invited)?;
             } else {
-                println!("invited {target} to {room}");
+                println!("invited {} to {}", shown(&target), shown(&room));
             }
         }
         Action::RoomLeave { room } => {
-            let v = client
-                .call("room.leave", json!({ "room": room }))
-                .await
-                .map_err(failure)?;
+            let left: RoomLeft = api.call(Request::RoomLeave { room: room.clone() }).await?;
             if json {
-                print_json(&v);
+                print_json(&left)?;
             } else {
-                println!("left {room}");
+                println!("left {}", shown(&room));
             }
         }
         Action::RoomList => {
-            let v = client.call("room.list", json!({})).await.map_err(failure)?;
+            let rooms: Vec<Room> = api.call(Request::RoomList {}).await?;
             if json {
-                print_json(&v);
+                print_json(&rooms)?;
             } else {
-                for r in v.as_array().into_iter().flatten() {
+                for r in &rooms {
                     println!(
                         "{}\t{}\t{} members",
-                        r["name"].as_str().unwrap_or(""),
-                        r["room_id"].as_str().unwrap_or(""),
-                        r["members"].as_array().map_or(0, Vec::len)
+                        shown(&r.name),
+                        r.room_id,
+                        r.members.len()
                     );
                 }
             }
         }
         Action::Listen { since } => {
-            let mut sub = client.subscribe(since).await.map_err(failure)?;
-            let interrupted = tokio::signal::ctrl_c();
-            tokio::pin!(interrupted);
-            loop {
-                tokio::select! {
-                    _ = &mut interrupted => return Ok(()),
-                    next = sub.next() => match next.map_err(failure)? {
-                        Some(event) => print_json(&event),
-                        None => return Ok(()),
-                    },
-                }
-            }
+            return api.listen(since).await;
         }
     }
     Ok(())
+}
+
+/// How a message state reads in the human output.
+fn state_word(state: State) -> &'static str {
+    match state {
+        State::Received => "received",
+        State::Sent => "sent",
+        State::Delivered => "delivered",
+        State::StoredAtRelay => "stored at relay",
+        _ => "unknown",
+    }
 }
 
 /// A time (ms since the Unix epoch) as `YYYY-MM-DD HH:MM UTC`.

@@ -1,42 +1,42 @@
-//! The API server: accepts connections on the socket and answers requests.
+//! The Unix socket transport: accepts connections, reads one JSON-RPC
+//! request per line, answers with [`dispatch`], and streams `subscribe`.
+//!
+//! What a hostile or broken client can cost is bounded: a line is at most
+//! [`MAX_LINE_BYTES`] (a longer one is answered `-32600` and the
+//! connection closed), at most [`MAX_CONNECTIONS`] are served at once,
+//! and a client that stops reading its answers is dropped after
+//! [`WRITE_TIMEOUT`]. Every other bad line gets its error and the
+//! connection goes on.
 
 use std::path::Path;
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use safemeet_engine::{LogEntry, TimelineEntry};
-use safemeet_proto::UserId;
+use safemeet_engine::Handle as EngineHandle;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::{UnixListener, UnixStream};
-use tokio_util::codec::{Framed, LinesCodec};
+use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
 
-use crate::{MAX_LINE_BYTES, codes};
+use crate::{
+    Error, EventFeed, Identity, MAX_ID_BYTES, MAX_LINE_BYTES, Request, Response, Subscribed,
+    dispatch,
+};
 
-/// What `whoami` reports besides the addresses.
-#[derive(Debug, Clone, Serialize)]
-pub struct Identity {
-    /// The user id.
-    pub user_id: String,
-    /// This device.
-    pub device_id: String,
-    /// This device's libp2p peer id.
-    pub peer_id: String,
-    /// The username.
-    pub username: String,
-    /// The display name.
-    pub display_name: String,
-}
+/// Most API connections served at once; more are closed unanswered.
+pub const MAX_CONNECTIONS: usize = 64;
 
-/// Most API connections served at once.
-const MAX_CONNECTIONS: usize = 64;
+/// Longest an answer or event may wait for the client to read it. The
+/// socket's buffer holds a few answers; a client that has read none of
+/// them for this long is gone or hostile, and holds a connection slot.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest error message sent (it may quote what the client sent).
+const MAX_MESSAGE_CHARS: usize = 1024;
 
 /// Serves the API on `socket` until the listener fails. The socket file is
 /// replaced if a stale one is there, and made readable by the owner only.
-pub async fn serve(
-    socket: &Path,
-    engine: safemeet_engine::Handle,
-    identity: Identity,
-) -> std::io::Result<()> {
+pub async fn serve(socket: &Path, engine: EngineHandle, identity: Identity) -> std::io::Result<()> {
     if socket.exists() {
         std::fs::remove_file(socket)?;
     }
@@ -62,443 +62,211 @@ pub async fn serve(
     }
 }
 
+/// Why a connection was closed by the server.
+#[derive(Debug, thiserror::Error)]
+enum Closed {
+    /// Reading or writing a line failed, or a line was too long.
+    #[error("the connection failed")]
+    Lines(#[from] LinesCodecError),
+    /// The client did not read an answer in time.
+    #[error("the client read nothing for {} s", WRITE_TIMEOUT.as_secs())]
+    Stalled,
+    /// A subscription's feed ended (the engine stopped).
+    #[error("the event feed ended")]
+    Feed(#[source] Error),
+}
+
 type Lines = Framed<UnixStream, LinesCodec>;
-
-async fn send(lines: &mut Lines, value: &Value) -> Result<(), String> {
-    lines
-        .send(value.to_string())
-        .await
-        .map_err(|e| e.to_string())
-}
-
-fn error(id: Value, code: i64, message: String, kind: Option<&str>) -> Value {
-    let mut err = json!({ "code": code, "message": message });
-    if let Some(kind) = kind {
-        err["data"] = json!({ "kind": kind });
-    }
-    json!({ "jsonrpc": "2.0", "id": id, "error": err })
-}
-
-fn engine_error(id: Value, e: safemeet_engine::Error) -> Value {
-    let kind = match &e {
-        safemeet_engine::Error::BadInvite(_) => "bad_invite",
-        safemeet_engine::Error::UnknownContact(_) => "unknown_contact",
-        safemeet_engine::Error::InvalidInput(_) => "invalid_input",
-        safemeet_engine::Error::Stopped => "stopped",
-        safemeet_engine::Error::Net(_) => "network",
-        _ => "error",
-    };
-    error(id, codes::ENGINE_ERROR, e.to_string(), Some(kind))
-}
 
 async fn connection(
     stream: UnixStream,
-    engine: safemeet_engine::Handle,
+    engine: EngineHandle,
     identity: Identity,
-) -> Result<(), String> {
+) -> Result<(), Closed> {
     let mut lines = Framed::new(stream, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
     while let Some(line) = lines.next().await {
         let line = match line {
             Ok(l) => l,
             Err(e) => {
                 // Too long or not UTF-8: answer and close this connection.
-                let v = error(Value::Null, codes::INVALID_REQUEST, e.to_string(), None);
-                let _ = send(&mut lines, &v).await;
-                return Err(e.to_string());
+                let error = match e {
+                    LinesCodecError::MaxLineLengthExceeded => Error::LineTooLong {
+                        max: MAX_LINE_BYTES,
+                    },
+                    LinesCodecError::Io(_) => Error::InvalidRequest("the line is not UTF-8"),
+                };
+                let _ = send(&mut lines, &failure(&Value::Null, &error)).await;
+                return Err(e.into());
             }
         };
-        let request: Value = match serde_json::from_str(&line) {
-            Ok(v) => v,
-            Err(e) => {
-                send(
-                    &mut lines,
-                    &error(
-                        Value::Null,
-                        codes::PARSE_ERROR,
-                        format!("not JSON: {e}"),
-                        None,
-                    ),
-                )
-                .await?;
+        let (id, request) = match parse(&line) {
+            Ok(parsed) => parsed,
+            Err((id, error)) => {
+                send(&mut lines, &failure(&id, &error)).await?;
                 continue;
             }
         };
-        let id = request.get("id").cloned().unwrap_or(Value::Null);
-        let (Some("2.0"), Some(method)) = (
-            request.get("jsonrpc").and_then(Value::as_str),
-            request.get("method").and_then(Value::as_str),
-        ) else {
-            send(
-                &mut lines,
-                &error(
-                    id,
-                    codes::INVALID_REQUEST,
-                    "not a JSON-RPC 2.0 request".into(),
-                    None,
-                ),
-            )
-            .await?;
-            continue;
-        };
-        let params = request.get("params").cloned().unwrap_or(json!({}));
-        if method == "subscribe" {
-            return subscribe(lines, id, &params, &engine).await;
+        if let Request::Subscribe { since } = request {
+            return subscribe(lines, &id, since.unwrap_or(0), &engine).await;
         }
-        let response = match call(method, &params, &engine, &identity).await {
-            Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
-            Err(Failure::NoMethod) => error(
-                id,
-                codes::METHOD_NOT_FOUND,
-                format!("no method {method:?}"),
-                None,
-            ),
-            Err(Failure::Params(m)) => error(id, codes::INVALID_PARAMS, m, None),
-            Err(Failure::Engine(e)) => engine_error(id, e),
+        let answer = match dispatch(&engine, &identity, request).await {
+            Ok(response) => success(&id, &response),
+            Err(error) => failure(&id, &error),
         };
-        send(&mut lines, &response).await?;
+        send(&mut lines, &answer).await?;
     }
     Ok(())
 }
 
-enum Failure {
-    NoMethod,
-    Params(String),
-    Engine(safemeet_engine::Error),
-}
-
-impl From<safemeet_engine::Error> for Failure {
-    fn from(e: safemeet_engine::Error) -> Self {
-        Failure::Engine(e)
+/// A request line → its id and request; or the id to answer with (null
+/// when the line has none that can be trusted) and the error.
+fn parse(line: &str) -> Result<(Value, Request), (Value, Error)> {
+    let value: Value = serde_json::from_str(line).map_err(|e| (Value::Null, Error::Parse(e)))?;
+    let Value::Object(mut object) = value else {
+        return Err((Value::Null, Error::InvalidRequest("not a JSON object")));
+    };
+    let id = object.remove("id").unwrap_or(Value::Null);
+    if !matches!(id, Value::Null | Value::Number(_) | Value::String(_)) {
+        return Err((
+            Value::Null,
+            Error::InvalidRequest("`id` must be a number, a string or null"),
+        ));
+    }
+    if id.to_string().len() > MAX_ID_BYTES {
+        return Err((Value::Null, Error::InvalidRequest("`id` is too long")));
+    }
+    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err((id, Error::InvalidRequest("`jsonrpc` must be \"2.0\"")));
+    }
+    let Some(Value::String(method)) = object.remove("method") else {
+        return Err((id, Error::InvalidRequest("`method` must be a string")));
+    };
+    match Request::from_parts(&method, object.remove("params")) {
+        Ok(request) => Ok((id, request)),
+        Err(e) => Err((id, e)),
     }
 }
 
-fn param_str<'a>(params: &'a Value, name: &str) -> Result<&'a str, Failure> {
-    params
-        .get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| Failure::Params(format!("missing string parameter {name:?}")))
+#[derive(Serialize)]
+struct Success<'a, T> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    result: T,
 }
 
-fn param_u64(params: &Value, name: &str, default: u64) -> Result<u64, Failure> {
-    match params.get(name) {
-        None | Some(Value::Null) => Ok(default),
-        Some(v) => v.as_u64().ok_or_else(|| {
-            Failure::Params(format!("parameter {name:?} must be a non-negative integer"))
-        }),
-    }
+#[derive(Serialize)]
+struct Failure<'a> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    error: ErrorObject,
 }
 
-/// A message as the API shows it.
-fn message_json(m: &TimelineEntry) -> Value {
-    use safemeet_engine::MessageState;
-    let mut message = json!({
-        "event_id": m.event_id.to_string(),
-        "sender": m.sender.to_string(),
-        "text": m.text,
-        "ts": m.ts.as_millis(),
-        "state": match m.state {
-            MessageState::Received => "received",
-            MessageState::Sent => "sent",
-            MessageState::Delivered => "delivered",
-            MessageState::StoredAtRelay { .. } => "stored_at_relay",
-        },
+#[derive(Serialize)]
+struct ErrorObject {
+    code: i64,
+    message: String,
+    data: ErrorData,
+}
+
+#[derive(Serialize)]
+struct ErrorData {
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct Notification<'a, T> {
+    jsonrpc: &'static str,
+    method: &'static str,
+    params: &'a T,
+}
+
+/// The answer line of a served request. An answer that would not fit in a
+/// line (a list that is not paged grew too long) becomes an error.
+fn success(id: &Value, response: &Response) -> String {
+    let line = to_line(&Success {
+        jsonrpc: "2.0",
+        id,
+        result: response,
     });
-    if let MessageState::StoredAtRelay { until } = m.state {
-        message["stored_until"] = json!(until.as_millis());
+    if line.len() > MAX_LINE_BYTES {
+        return failure(
+            id,
+            &Error::TooLarge {
+                bytes: line.len(),
+                max: MAX_LINE_BYTES,
+            },
+        );
     }
-    message
+    line
 }
 
-fn event_json(cursor: u64, entry: &LogEntry) -> Value {
-    match entry {
-        LogEntry::Message { room_id, entry } => json!({
-            "cursor": cursor,
-            "type": "message",
-            "room_id": room_id.to_string(),
-            "message": message_json(entry),
-        }),
-        LogEntry::Room {
-            room_id,
-            name,
-            members,
-        } => json!({
-            "cursor": cursor,
-            "type": "room",
-            "room_id": room_id.to_string(),
-            "name": name,
-            "members": members.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        }),
-        LogEntry::Delivered { room_id, event_id } => json!({
-            "cursor": cursor,
-            "type": "delivered",
-            "room_id": room_id.to_string(),
-            "event_id": event_id.to_string(),
-        }),
-        LogEntry::StoredAtRelay {
-            room_id,
-            event_id,
-            until,
-        } => json!({
-            "cursor": cursor,
-            "type": "stored_at_relay",
-            "room_id": room_id.to_string(),
-            "event_id": event_id.to_string(),
-            "stored_until": until.as_millis(),
-        }),
-        _ => json!({ "cursor": cursor, "type": "other" }),
+/// The answer line of a failed request.
+fn failure(id: &Value, error: &Error) -> String {
+    let mut message = error.to_string();
+    if let Some((end, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        message.truncate(end);
+        message.push('…');
     }
-}
-
-async fn resolve(engine: &safemeet_engine::Handle, params: &Value) -> Result<UserId, Failure> {
-    user_named(engine, param_str(params, "target")?).await
-}
-
-fn invalid(message: String) -> Failure {
-    Failure::Engine(safemeet_engine::Error::InvalidInput(message))
-}
-
-/// A contact by pet name, then username, then user id text.
-async fn user_named(engine: &safemeet_engine::Handle, target: &str) -> Result<UserId, Failure> {
-    let contacts = engine.contacts().await?;
-    if let Some(c) = contacts
-        .iter()
-        .find(|c| c.pet_name.as_deref() == Some(target))
-    {
-        return Ok(c.user_id);
-    }
-    let by_name: Vec<_> = contacts.iter().filter(|c| c.username == target).collect();
-    match by_name.as_slice() {
-        [one] => return Ok(one.user_id),
-        [] => {}
-        _ => {
-            return Err(invalid(format!(
-                "several contacts are called {target:?}; use a pet name or the user id"
-            )));
-        }
-    }
-    if let Ok(user) = target.parse::<UserId>()
-        && contacts.iter().any(|c| c.user_id == user)
-    {
-        return Ok(user);
-    }
-    Err(invalid(format!("no contact {target:?}")))
-}
-
-/// A group room by name or room id.
-async fn room_named(
-    engine: &safemeet_engine::Handle,
-    target: &str,
-) -> Result<Option<safemeet_proto::RoomId>, Failure> {
-    let by_id = target.parse::<safemeet_proto::RoomId>().ok();
-    let found: Vec<_> = engine
-        .rooms()
-        .await?
-        .into_iter()
-        .filter(|r| Some(r.room_id) == by_id || r.name == target)
-        .collect();
-    match found.as_slice() {
-        [] => Ok(None),
-        [one] => Ok(Some(one.room_id)),
-        _ => Err(invalid(format!(
-            "several rooms are called {target:?}; use the room id"
-        ))),
-    }
-}
-
-/// What a target names: a contact's DM, else a group room.
-enum Conversation {
-    Dm(UserId),
-    Room(safemeet_proto::RoomId),
-}
-
-async fn conversation(
-    engine: &safemeet_engine::Handle,
-    target: &str,
-) -> Result<Conversation, Failure> {
-    if let Ok(user) = user_named(engine, target).await {
-        return Ok(Conversation::Dm(user));
-    }
-    match room_named(engine, target).await? {
-        Some(room) => Ok(Conversation::Room(room)),
-        None => Err(invalid(format!("no contact or room {target:?}"))),
-    }
-}
-
-async fn room_param(
-    engine: &safemeet_engine::Handle,
-    params: &Value,
-) -> Result<safemeet_proto::RoomId, Failure> {
-    let target = param_str(params, "room")?;
-    room_named(engine, target)
-        .await?
-        .ok_or_else(|| invalid(format!("no room {target:?}")))
-}
-
-async fn call(
-    method: &str,
-    params: &Value,
-    engine: &safemeet_engine::Handle,
-    identity: &Identity,
-) -> Result<Value, Failure> {
-    Ok(match method {
-        "whoami" => {
-            let addrs: Vec<String> = engine
-                .listen_addrs()
-                .await?
-                .iter()
-                .map(|a| format!("{a}/p2p/{}", engine.peer_id()))
-                .collect();
-            let mut v =
-                serde_json::to_value(identity).map_err(|e| Failure::Params(e.to_string()))?;
-            v["listen_addrs"] = json!(addrs);
-            v
-        }
-        "invite" => json!({ "invite": engine.invite().await? }),
-        "contact.add" => {
-            let invite = param_str(params, "invite")?;
-            let name = params
-                .get("name")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let user = engine.add_contact(invite, name).await?;
-            json!({ "user_id": user.to_string() })
-        }
-        "contact.list" => {
-            let contacts = engine.contacts().await?;
-            json!(
-                contacts
-                    .iter()
-                    .map(|c| json!({
-                        "user_id": c.user_id.to_string(),
-                        "name": c.pet_name,
-                        "username": c.username,
-                        "display_name": c.display_name,
-                        "relays": c.relays,
-                    }))
-                    .collect::<Vec<_>>()
-            )
-        }
-        "contact.remove" => {
-            let user = resolve(engine, params).await?;
-            engine.remove_contact(user).await?;
-            json!({ "removed": user.to_string() })
-        }
-        "send" => {
-            let target = param_str(params, "target")?;
-            let text = param_str(params, "text")?;
-            let event_id = match conversation(engine, target).await? {
-                Conversation::Dm(user) => engine.send_dm(user, text).await?,
-                Conversation::Room(room) => engine.send_room(room, text).await?,
-            };
-            json!({ "event_id": event_id.to_string() })
-        }
-        "messages" => {
-            let target = param_str(params, "target")?;
-            let limit = param_u64(params, "limit", 50)?.min(10_000) as usize;
-            let messages = match conversation(engine, target).await? {
-                Conversation::Dm(user) => engine.dm_messages(user, limit).await?,
-                Conversation::Room(room) => engine.room_messages(room, limit).await?,
-            };
-            json!(messages.iter().map(message_json).collect::<Vec<_>>())
-        }
-        "room.create" => {
-            let name = param_str(params, "name")?;
-            let members = match params.get("members") {
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .map(|m| {
-                        m.as_str()
-                            .map(str::to_owned)
-                            .ok_or_else(|| Failure::Params("members must be strings".into()))
-                    })
-                    .collect::<Result<Vec<String>, _>>()?,
-                Some(_) => return Err(Failure::Params("members must be an array".into())),
-            };
-            let mut users = Vec::with_capacity(members.len());
-            for m in &members {
-                users.push(user_named(engine, m).await?);
-            }
-            let members = users;
-            let room = engine.create_room(name, members).await?;
-            json!({ "room_id": room.to_string() })
-        }
-        "room.invite" => {
-            let room = room_param(engine, params).await?;
-            let user = user_named(engine, param_str(params, "target")?).await?;
-            engine.room_invite(room, user).await?;
-            json!({ "invited": true })
-        }
-        "room.leave" => {
-            let room = room_param(engine, params).await?;
-            engine.room_leave(room).await?;
-            json!({ "left": true })
-        }
-        "room.list" => {
-            let rooms = engine.rooms().await?;
-            json!(
-                rooms
-                    .iter()
-                    .map(|r| json!({
-                        "room_id": r.room_id.to_string(),
-                        "name": r.name,
-                        "members": r.members.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        "admins": r.admins.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    }))
-                    .collect::<Vec<_>>()
-            )
-        }
-        "events" => {
-            let since = param_u64(params, "since", 0)?;
-            let limit = param_u64(params, "limit", 100)?.min(10_000) as usize;
-            let events = engine.events(since, limit).await?;
-            json!(
-                events
-                    .iter()
-                    .map(|(c, e)| event_json(*c, e))
-                    .collect::<Vec<_>>()
-            )
-        }
-        _ => return Err(Failure::NoMethod),
+    to_line(&Failure {
+        jsonrpc: "2.0",
+        id,
+        error: ErrorObject {
+            code: error.code(),
+            message,
+            data: ErrorData { kind: error.kind() },
+        },
     })
 }
 
+fn to_line<T: Serialize>(value: &T) -> String {
+    // Our own answer types always serialise (string keys, no failing
+    // Serialize impls); the fallback keeps the connection in protocol.
+    serde_json::to_string(value).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "an API answer did not serialise");
+        r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error","data":{"kind":"error"}}}"#.to_owned()
+    })
+}
+
+async fn send(lines: &mut Lines, line: &str) -> Result<(), Closed> {
+    match tokio::time::timeout(WRITE_TIMEOUT, lines.send(line)).await {
+        Ok(sent) => Ok(sent?),
+        Err(_) => Err(Closed::Stalled),
+    }
+}
+
 /// Answers the subscription, then streams every event-log entry after
-/// `since` as an `event` notification, as they come.
+/// `since` as an `event` notification, as they come, until the client
+/// closes the connection or the engine stops. Lines the client sends
+/// meanwhile are read and ignored.
 async fn subscribe(
     mut lines: Lines,
-    id: Value,
-    params: &Value,
-    engine: &safemeet_engine::Handle,
-) -> Result<(), String> {
-    let mut cursor = match param_u64(params, "since", 0) {
-        Ok(c) => c,
-        Err(Failure::Params(m)) => {
-            return send(&mut lines, &error(id, codes::INVALID_PARAMS, m, None)).await;
-        }
-        Err(_) => 0,
-    };
-    let mut watch = engine.log_watch();
-    send(
-        &mut lines,
-        &json!({ "jsonrpc": "2.0", "id": id, "result": { "subscribed": true, "since": cursor } }),
-    )
-    .await?;
+    id: &Value,
+    since: u64,
+    engine: &EngineHandle,
+) -> Result<(), Closed> {
+    let mut feed = EventFeed::new(engine, since);
+    let subscribed = Response::Subscribed(Subscribed {
+        subscribed: true,
+        since,
+    });
+    send(&mut lines, &success(id, &subscribed)).await?;
     loop {
-        let batch = engine
-            .events(cursor, 256)
-            .await
-            .map_err(|e| e.to_string())?;
-        if batch.is_empty() {
-            // Wait for the log to grow (or the engine to stop).
-            watch.changed().await.map_err(|e| e.to_string())?;
-            continue;
-        }
-        for (c, entry) in &batch {
-            let note =
-                json!({ "jsonrpc": "2.0", "method": "event", "params": event_json(*c, entry) });
-            send(&mut lines, &note).await?;
-            cursor = *c;
+        tokio::select! {
+            biased;
+            incoming = lines.next() => match incoming {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(_)) => continue,
+            },
+            event = feed.next() => {
+                let event = event.map_err(Closed::Feed)?;
+                let note = to_line(&Notification {
+                    jsonrpc: "2.0",
+                    method: "event",
+                    params: &event,
+                });
+                send(&mut lines, &note).await?;
+            }
         }
     }
 }

@@ -1,0 +1,156 @@
+//! [`dispatch`]: serves one request with the engine. Every transport (the
+//! Unix socket, the CLI's in-process path, later HTTP) calls this, so a
+//! method behaves the same whichever way it is reached.
+//!
+//! Names are resolved here (see [`resolve`](crate::resolve)) and the engine
+//! is called with ids.
+
+use std::time::Duration;
+
+use safemeet_engine::{Handle as EngineHandle, TimelineEntry};
+
+use crate::page::{PAGE_BYTES, page};
+use crate::request::{DEFAULT_EVENTS_LIMIT, DEFAULT_MESSAGES_LIMIT, MAX_LIMIT, MessageCursor};
+use crate::resolve::{self, Target};
+use crate::response::{
+    ContactAdded, ContactRemoved, Event, InviteText, Message, RoomCreated, RoomInvited, RoomLeft,
+    Sent, Whoami, cursor_of,
+};
+use crate::{Error, Identity, Request, Response};
+
+/// Longest a request may wait for the engine. The engine answers a send
+/// once the message is committed, a read once it is read from the store:
+/// a minute means it is stuck, and the caller hears so instead of waiting
+/// for ever.
+pub const DISPATCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serves `request` with `engine`; `identity` is what `whoami` reports
+/// (the engine handle does not hold the profile).
+///
+/// `messages` and `events` answer one page (see [`page`](crate::page)):
+/// ask again after the last entry's cursor until a page is empty.
+/// `subscribe` streams, so it is [`Error::NeedsStream`] here; see
+/// [`EventFeed`](crate::EventFeed).
+pub async fn dispatch(
+    engine: &EngineHandle,
+    identity: &Identity,
+    request: Request,
+) -> Result<Response, Error> {
+    let method = request.method().name();
+    tokio::time::timeout(DISPATCH_TIMEOUT, serve(engine, identity, request))
+        .await
+        .unwrap_or(Err(Error::Timeout {
+            method,
+            secs: DISPATCH_TIMEOUT.as_secs(),
+        }))
+}
+
+async fn serve(
+    engine: &EngineHandle,
+    identity: &Identity,
+    request: Request,
+) -> Result<Response, Error> {
+    Ok(match request {
+        Request::Whoami {} => {
+            let listen_addrs = engine
+                .listen_addrs()
+                .await?
+                .iter()
+                .map(|a| format!("{a}/p2p/{}", engine.peer_id()))
+                .collect();
+            Response::Whoami(Whoami {
+                identity: identity.clone(),
+                listen_addrs,
+            })
+        }
+        Request::Invite {} => Response::Invite(InviteText {
+            invite: engine.invite().await?,
+        }),
+        Request::ContactAdd { invite, name } => Response::ContactAdded(ContactAdded {
+            user_id: engine.add_contact(&invite, name).await?,
+        }),
+        Request::ContactList {} => Response::Contacts(
+            engine
+                .contacts()
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        ),
+        Request::ContactRemove { target } => {
+            let user = resolve::user(engine, &target).await?;
+            engine.remove_contact(user).await?;
+            Response::ContactRemoved(ContactRemoved { removed: user })
+        }
+        Request::Send { target, text } => {
+            let event_id = match resolve::target(engine, &target).await? {
+                Target::User(user) => engine.send_dm(user, &text).await?,
+                Target::Room(room) => engine.send_room(room, &text).await?,
+            };
+            Response::Sent(Sent { event_id })
+        }
+        Request::Messages {
+            target,
+            limit,
+            after,
+        } => {
+            let limit = limit_of(limit, DEFAULT_MESSAGES_LIMIT);
+            let entries = match resolve::target(engine, &target).await? {
+                Target::User(user) => engine.dm_messages(user, limit).await?,
+                Target::Room(room) => engine.room_messages(room, limit).await?,
+            };
+            let (page, _) = page(messages_after(&entries, after), PAGE_BYTES)?;
+            Response::Messages(page)
+        }
+        Request::RoomCreate { name, members } => {
+            let contacts = engine.contacts().await?;
+            let members = members
+                .iter()
+                .map(|m| resolve::user_among(&contacts, m))
+                .collect::<Result<Vec<_>, _>>()?;
+            let room_id = engine.create_room(&name, members).await?;
+            Response::RoomCreated(RoomCreated { room_id })
+        }
+        Request::RoomInvite { room, target } => {
+            let room = resolve::room(engine, &room).await?;
+            let user = resolve::user(engine, &target).await?;
+            engine.room_invite(room, user).await?;
+            Response::RoomInvited(RoomInvited { invited: true })
+        }
+        Request::RoomLeave { room } => {
+            let room = resolve::room(engine, &room).await?;
+            engine.room_leave(room).await?;
+            Response::RoomLeft(RoomLeft { left: true })
+        }
+        Request::RoomList {} => {
+            Response::Rooms(engine.rooms().await?.into_iter().map(Into::into).collect())
+        }
+        Request::Events { since, limit } => {
+            let limit = limit_of(limit, DEFAULT_EVENTS_LIMIT);
+            let events = engine
+                .events(since.unwrap_or(0), limit)
+                .await?
+                .iter()
+                .map(|(cursor, entry)| Event::from_log(*cursor, entry))
+                .collect();
+            let (page, _) = page(events, PAGE_BYTES)?;
+            Response::Events(page)
+        }
+        Request::Subscribe { .. } => return Err(Error::NeedsStream("subscribe")),
+    })
+}
+
+/// A requested `limit`, defaulted and capped at [`MAX_LIMIT`].
+fn limit_of(limit: Option<u64>, default: u64) -> usize {
+    // MAX_LIMIT fits in any usize.
+    limit.unwrap_or(default).min(MAX_LIMIT) as usize
+}
+
+/// The messages of `entries` (in timeline order) after `after`.
+fn messages_after(entries: &[TimelineEntry], after: Option<MessageCursor>) -> Vec<Message> {
+    entries
+        .iter()
+        .filter(|m| after.is_none_or(|a| cursor_of(m) > a))
+        .map(Message::from)
+        .collect()
+}

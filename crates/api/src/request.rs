@@ -1,0 +1,453 @@
+//! The requests: one [`Request`] variant per JSON-RPC method, with typed
+//! parameters.
+//!
+//! On the wire a request is `{"method": NAME, "params": {…}}` inside the
+//! JSON-RPC envelope; [`Request::from_parts`] turns the two into a value,
+//! telling an unknown method (`-32601`) from bad parameters (`-32602`), and
+//! serialising a `Request` gives the two back. Names (TARGET, ROOM) are
+//! what a user typed; [`resolve`](crate::resolve) turns them into ids.
+
+use std::fmt;
+use std::str::FromStr;
+
+use safemeet_proto::{EventId, UserId};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::Error;
+
+/// Messages answered by `messages` when the request gives no `limit`.
+pub const DEFAULT_MESSAGES_LIMIT: u64 = 50;
+/// Events answered by `events` when the request gives no `limit`.
+pub const DEFAULT_EVENTS_LIMIT: u64 = 100;
+/// Largest `limit` honoured by `messages` and `events`; more is served as
+/// this many. It bounds what one request makes the engine read (each page
+/// reads the window again; see `docs/api.md`).
+pub const MAX_LIMIT: u64 = 10_000;
+
+/// A call of one API method, with its parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", content = "params")]
+#[non_exhaustive]
+pub enum Request {
+    /// `whoami`: this account and device, and where the node listens.
+    #[serde(rename = "whoami")]
+    Whoami {},
+    /// `invite`: an invite for others to add this user.
+    #[serde(rename = "invite")]
+    Invite {},
+    /// `contact.add`: accept another user's invite.
+    #[serde(rename = "contact.add")]
+    ContactAdd {
+        /// The invite text (`safemeet:…`).
+        invite: String,
+        /// A name to call them by (a pet name).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// `contact.list`: the contacts, in the order they were added.
+    #[serde(rename = "contact.list")]
+    ContactList {},
+    /// `contact.remove`: forget a contact (their messages stay).
+    #[serde(rename = "contact.remove")]
+    ContactRemove {
+        /// The contact: name, username or user id.
+        target: String,
+    },
+    /// `send`: send a text to a contact or a room.
+    #[serde(rename = "send")]
+    Send {
+        /// A contact (name, username, user id) or a room (name, room id).
+        target: String,
+        /// The text.
+        text: String,
+    },
+    /// `messages`: a conversation's latest messages, a page at a time.
+    #[serde(rename = "messages")]
+    Messages {
+        /// A contact (name, username, user id) or a room (name, room id).
+        target: String,
+        /// How many of the latest messages (default
+        /// [`DEFAULT_MESSAGES_LIMIT`], at most [`MAX_LIMIT`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+        /// Continue after this message (the `cursor` of the last message
+        /// of the previous page).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<MessageCursor>,
+    },
+    /// `room.create`: create a group room with these contacts.
+    #[serde(rename = "room.create")]
+    RoomCreate {
+        /// Its name.
+        name: String,
+        /// Contacts to add (names, usernames or user ids).
+        #[serde(default, deserialize_with = "null_as_default")]
+        members: Vec<String>,
+    },
+    /// `room.invite`: add a contact to a room (admins only).
+    #[serde(rename = "room.invite")]
+    RoomInvite {
+        /// The room: name or room id.
+        room: String,
+        /// The contact: name, username or user id.
+        target: String,
+    },
+    /// `room.leave`: leave a room.
+    #[serde(rename = "room.leave")]
+    RoomLeave {
+        /// The room: name or room id.
+        room: String,
+    },
+    /// `room.list`: the group rooms this user is in.
+    #[serde(rename = "room.list")]
+    RoomList {},
+    /// `events`: event-log entries after a cursor, a page at a time.
+    #[serde(rename = "events")]
+    Events {
+        /// Entries after this cursor (default 0: from the start).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+        /// At most this many (default [`DEFAULT_EVENTS_LIMIT`], at most
+        /// [`MAX_LIMIT`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+    },
+    /// `subscribe`: every event after a cursor, then new ones as they
+    /// happen. Only a streaming transport serves it.
+    #[serde(rename = "subscribe")]
+    Subscribe {
+        /// Events after this cursor (default 0: from the start).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+    },
+}
+
+/// Which method a [`Request`] calls (and which [`Response`](crate::Response)
+/// variant answers it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Method {
+    /// `whoami`
+    Whoami,
+    /// `invite`
+    Invite,
+    /// `contact.add`
+    ContactAdd,
+    /// `contact.list`
+    ContactList,
+    /// `contact.remove`
+    ContactRemove,
+    /// `send`
+    Send,
+    /// `messages`
+    Messages,
+    /// `room.create`
+    RoomCreate,
+    /// `room.invite`
+    RoomInvite,
+    /// `room.leave`
+    RoomLeave,
+    /// `room.list`
+    RoomList,
+    /// `events`
+    Events,
+    /// `subscribe`
+    Subscribe,
+}
+
+impl Method {
+    /// Every method.
+    pub const ALL: [Method; 13] = [
+        Method::Whoami,
+        Method::Invite,
+        Method::ContactAdd,
+        Method::ContactList,
+        Method::ContactRemove,
+        Method::Send,
+        Method::Messages,
+        Method::RoomCreate,
+        Method::RoomInvite,
+        Method::RoomLeave,
+        Method::RoomList,
+        Method::Events,
+        Method::Subscribe,
+    ];
+
+    /// Its name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Whoami => "whoami",
+            Method::Invite => "invite",
+            Method::ContactAdd => "contact.add",
+            Method::ContactList => "contact.list",
+            Method::ContactRemove => "contact.remove",
+            Method::Send => "send",
+            Method::Messages => "messages",
+            Method::RoomCreate => "room.create",
+            Method::RoomInvite => "room.invite",
+            Method::RoomLeave => "room.leave",
+            Method::RoomList => "room.list",
+            Method::Events => "events",
+            Method::Subscribe => "subscribe",
+        }
+    }
+
+    /// The method of this name.
+    pub fn from_name(name: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Request {
+    /// A request from the `method` and `params` members of a JSON-RPC
+    /// request. Missing or `null` params are `{}`.
+    pub fn from_parts(method: &str, params: Option<serde_json::Value>) -> Result<Request, Error> {
+        let found = Method::from_name(method)
+            .ok_or_else(|| Error::MethodNotFound(truncated(method, 64)))?;
+        let params = match params {
+            None | Some(serde_json::Value::Null) => serde_json::Value::Object(Default::default()),
+            Some(p) => p,
+        };
+        serde_json::from_value(serde_json::json!({ "method": method, "params": params })).map_err(
+            |source| Error::InvalidParams {
+                method: found.name(),
+                source,
+            },
+        )
+    }
+
+    /// The method this request calls.
+    pub fn method(&self) -> Method {
+        match self {
+            Request::Whoami {} => Method::Whoami,
+            Request::Invite {} => Method::Invite,
+            Request::ContactAdd { .. } => Method::ContactAdd,
+            Request::ContactList {} => Method::ContactList,
+            Request::ContactRemove { .. } => Method::ContactRemove,
+            Request::Send { .. } => Method::Send,
+            Request::Messages { .. } => Method::Messages,
+            Request::RoomCreate { .. } => Method::RoomCreate,
+            Request::RoomInvite { .. } => Method::RoomInvite,
+            Request::RoomLeave { .. } => Method::RoomLeave,
+            Request::RoomList {} => Method::RoomList,
+            Request::Events { .. } => Method::Events,
+            Request::Subscribe { .. } => Method::Subscribe,
+        }
+    }
+}
+
+/// At most `max` characters of `s` (an unknown method name is echoed in
+/// the error; a hostile one need not be echoed whole).
+fn truncated(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_owned(),
+    }
+}
+
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// Where a message stands in its conversation's order: a `messages` page
+/// continues after it. The order is the timeline's (Lamport clock, then
+/// sender, then event id), the same on every member's device.
+///
+/// Its text form is `LAMPORT.SENDER.EVENT` (`12.u_….e_…`); clients should
+/// treat it as opaque.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageCursor {
+    /// The message's Lamport clock.
+    pub lamport: u64,
+    /// Its sender.
+    pub sender: UserId,
+    /// The message.
+    pub event_id: EventId,
+}
+
+/// Why a message cursor was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a message cursor (LAMPORT.SENDER.EVENT)")]
+pub struct BadCursor;
+
+impl fmt::Display for MessageCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.lamport, self.sender, self.event_id)
+    }
+}
+
+impl FromStr for MessageCursor {
+    type Err = BadCursor;
+
+    fn from_str(s: &str) -> Result<Self, BadCursor> {
+        let mut parts = s.split('.');
+        let (Some(lamport), Some(sender), Some(event_id), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(BadCursor);
+        };
+        // Only the canonical decimal form, so text forms round-trip.
+        if lamport.is_empty()
+            || !lamport.bytes().all(|b| b.is_ascii_digit())
+            || (lamport.len() > 1 && lamport.starts_with('0'))
+        {
+            return Err(BadCursor);
+        }
+        Ok(MessageCursor {
+            lamport: lamport.parse().map_err(|_| BadCursor)?,
+            sender: sender.parse().map_err(|_| BadCursor)?,
+            event_id: event_id.parse().map_err(|_| BadCursor)?,
+        })
+    }
+}
+
+impl Serialize for MessageCursor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageCursor {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn requests_parse_as_documented() {
+        assert_eq!(
+            Request::from_parts("whoami", None).unwrap(),
+            Request::Whoami {}
+        );
+        assert_eq!(
+            Request::from_parts("room.list", Some(json!({}))).unwrap(),
+            Request::RoomList {}
+        );
+        assert_eq!(
+            Request::from_parts("send", Some(json!({"target": "bob", "text": "hi"}))).unwrap(),
+            Request::Send {
+                target: "bob".into(),
+                text: "hi".into()
+            }
+        );
+        assert_eq!(
+            Request::from_parts("messages", Some(json!({"target": "bob", "limit": null}))).unwrap(),
+            Request::Messages {
+                target: "bob".into(),
+                limit: None,
+                after: None
+            }
+        );
+        assert_eq!(
+            Request::from_parts(
+                "room.create",
+                Some(json!({"name": "club", "members": null}))
+            )
+            .unwrap(),
+            Request::RoomCreate {
+                name: "club".into(),
+                members: vec![]
+            }
+        );
+        assert_eq!(
+            Request::from_parts("events", Some(json!({"since": 3}))).unwrap(),
+            Request::Events {
+                since: Some(3),
+                limit: None
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_methods_and_bad_params_are_told_apart() {
+        let e = Request::from_parts("no.such", None).unwrap_err();
+        assert_eq!(e.code(), -32601);
+        for (method, params) in [
+            ("send", json!({})),
+            ("send", json!({"target": 1, "text": "x"})),
+            ("messages", json!({"target": "bob", "limit": -1})),
+            ("messages", json!({"target": "bob", "limit": "ten"})),
+            ("messages", json!({"target": "bob", "after": "nonsense"})),
+            ("room.create", json!({"name": "x", "members": "bob"})),
+            ("room.create", json!({"name": "x", "members": [1]})),
+            ("events", json!({"since": 1.5})),
+            ("whoami", json!([1, 2])),
+        ] {
+            let e = Request::from_parts(method, Some(params.clone())).unwrap_err();
+            assert_eq!(e.code(), -32602, "{method} {params}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_hostile_method_name_is_not_echoed_whole() {
+        let e = Request::from_parts(&"x".repeat(100_000), None).unwrap_err();
+        assert!(e.to_string().len() < 100, "{e}");
+    }
+
+    #[test]
+    fn requests_serialize_back_to_method_and_params() {
+        let r = Request::Messages {
+            target: "bob".into(),
+            limit: Some(2),
+            after: None,
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v,
+            json!({"method": "messages", "params": {"target": "bob", "limit": 2}})
+        );
+        assert_eq!(
+            serde_json::to_value(Request::Whoami {}).unwrap(),
+            json!({"method": "whoami", "params": {}})
+        );
+        for m in Method::ALL {
+            assert_eq!(Method::from_name(m.name()), Some(m));
+        }
+    }
+
+    #[test]
+    fn message_cursors_round_trip_and_refuse_the_rest() {
+        let c = MessageCursor {
+            lamport: 12,
+            sender: UserId::from_bytes([1; 32]),
+            event_id: EventId::from_bytes([2; 32]),
+        };
+        let text = c.to_string();
+        assert_eq!(text.parse::<MessageCursor>().unwrap(), c);
+        assert_eq!(
+            serde_json::from_value::<MessageCursor>(serde_json::to_value(c).unwrap()).unwrap(),
+            c
+        );
+        let (sender, event) = (c.sender, c.event_id);
+        for bad in [
+            String::new(),
+            "12".into(),
+            format!("012.{sender}.{event}"),
+            format!("+12.{sender}.{event}"),
+            format!("12.{event}.{sender}"),
+            format!("12.{sender}.{event}.1"),
+            format!("99999999999999999999.{sender}.{event}"),
+        ] {
+            assert!(bad.parse::<MessageCursor>().is_err(), "{bad}");
+        }
+    }
+}

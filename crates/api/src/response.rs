@@ -1,0 +1,494 @@
+//! The answers: one [`Response`] variant per method, each a typed struct
+//! whose JSON form is the `result` documented in `docs/api.md`.
+//!
+//! A `Response` serialises as its bare result (no tag). Reading one back
+//! needs the method it answers ([`Response::from_result`]), which a client
+//! always knows.
+
+use safemeet_engine::{LogEntry, MessageState, TimelineEntry};
+use safemeet_proto::{EventId, RoomId, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::request::{MessageCursor, Method};
+
+/// What `whoami` reports besides the addresses: this account and device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The user id.
+    pub user_id: String,
+    /// This device.
+    pub device_id: String,
+    /// This device's libp2p peer id.
+    pub peer_id: String,
+    /// The username.
+    pub username: String,
+    /// The display name.
+    pub display_name: String,
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum Response {
+    /// `whoami`
+    Whoami(Whoami),
+    /// `invite`
+    Invite(InviteText),
+    /// `contact.add`
+    ContactAdded(ContactAdded),
+    /// `contact.list`
+    Contacts(Vec<Contact>),
+    /// `contact.remove`
+    ContactRemoved(ContactRemoved),
+    /// `send`
+    Sent(Sent),
+    /// `messages`: one page, oldest first.
+    Messages(Vec<Message>),
+    /// `room.create`
+    RoomCreated(RoomCreated),
+    /// `room.invite`
+    RoomInvited(RoomInvited),
+    /// `room.leave`
+    RoomLeft(RoomLeft),
+    /// `room.list`
+    Rooms(Vec<Room>),
+    /// `events`: one page, in cursor order.
+    Events(Vec<Event>),
+    /// `subscribe` (then `event` notifications follow).
+    Subscribed(Subscribed),
+}
+
+impl Response {
+    /// The answer to `method` from its JSON `result`.
+    pub fn from_result(method: Method, result: serde_json::Value) -> serde_json::Result<Self> {
+        use serde_json::from_value as from;
+        Ok(match method {
+            Method::Whoami => Response::Whoami(from(result)?),
+            Method::Invite => Response::Invite(from(result)?),
+            Method::ContactAdd => Response::ContactAdded(from(result)?),
+            Method::ContactList => Response::Contacts(from(result)?),
+            Method::ContactRemove => Response::ContactRemoved(from(result)?),
+            Method::Send => Response::Sent(from(result)?),
+            Method::Messages => Response::Messages(from(result)?),
+            Method::RoomCreate => Response::RoomCreated(from(result)?),
+            Method::RoomInvite => Response::RoomInvited(from(result)?),
+            Method::RoomLeave => Response::RoomLeft(from(result)?),
+            Method::RoomList => Response::Rooms(from(result)?),
+            Method::Events => Response::Events(from(result)?),
+            Method::Subscribe => Response::Subscribed(from(result)?),
+        })
+    }
+
+    /// The method this answers.
+    pub fn method(&self) -> Method {
+        match self {
+            Response::Whoami(_) => Method::Whoami,
+            Response::Invite(_) => Method::Invite,
+            Response::ContactAdded(_) => Method::ContactAdd,
+            Response::Contacts(_) => Method::ContactList,
+            Response::ContactRemoved(_) => Method::ContactRemove,
+            Response::Sent(_) => Method::Send,
+            Response::Messages(_) => Method::Messages,
+            Response::RoomCreated(_) => Method::RoomCreate,
+            Response::RoomInvited(_) => Method::RoomInvite,
+            Response::RoomLeft(_) => Method::RoomLeave,
+            Response::Rooms(_) => Method::RoomList,
+            Response::Events(_) => Method::Events,
+            Response::Subscribed(_) => Method::Subscribe,
+        }
+    }
+}
+
+/// A [`Response`] of another method than the one expected.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("expected an answer to {expected}, got one to {got}")]
+pub struct UnexpectedResponse {
+    /// The method whose answer was expected.
+    pub expected: Method,
+    /// The method the answer is for.
+    pub got: Method,
+}
+
+macro_rules! unwrap_response {
+    ($($variant:ident($ty:ty) = $method:ident),* $(,)?) => {$(
+        impl TryFrom<Response> for $ty {
+            type Error = UnexpectedResponse;
+
+            fn try_from(response: Response) -> Result<Self, UnexpectedResponse> {
+                match response {
+                    Response::$variant(v) => Ok(v),
+                    other => Err(UnexpectedResponse {
+                        expected: Method::$method,
+                        got: other.method(),
+                    }),
+                }
+            }
+        }
+    )*};
+}
+
+unwrap_response!(
+    Whoami(Whoami) = Whoami,
+    Invite(InviteText) = Invite,
+    ContactAdded(ContactAdded) = ContactAdd,
+    Contacts(Vec<Contact>) = ContactList,
+    ContactRemoved(ContactRemoved) = ContactRemove,
+    Sent(Sent) = Send,
+    Messages(Vec<Message>) = Messages,
+    RoomCreated(RoomCreated) = RoomCreate,
+    RoomInvited(RoomInvited) = RoomInvite,
+    RoomLeft(RoomLeft) = RoomLeave,
+    Rooms(Vec<Room>) = RoomList,
+    Events(Vec<Event>) = Events,
+    Subscribed(Subscribed) = Subscribe,
+);
+
+/// `whoami`: the identity and the node's full addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Whoami {
+    /// This account and device.
+    #[serde(flatten)]
+    pub identity: Identity,
+    /// Where the node listens, each with `/p2p/<peer id>`.
+    pub listen_addrs: Vec<String>,
+}
+
+/// `invite`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteText {
+    /// The invite (`safemeet:…`).
+    pub invite: String,
+}
+
+/// `contact.add`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactAdded {
+    /// The new contact.
+    pub user_id: UserId,
+}
+
+/// A contact, as `contact.list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// Their user id.
+    pub user_id: UserId,
+    /// The name this user gave them (a pet name), if any.
+    pub name: Option<String>,
+    /// Their username.
+    pub username: String,
+    /// Their display name.
+    pub display_name: String,
+    /// The relays their devices listed.
+    pub relays: Vec<String>,
+}
+
+impl From<safemeet_engine::Contact> for Contact {
+    fn from(c: safemeet_engine::Contact) -> Self {
+        Contact {
+            user_id: c.user_id,
+            name: c.pet_name,
+            username: c.username,
+            display_name: c.display_name,
+            relays: c.relays,
+        }
+    }
+}
+
+/// `contact.remove`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactRemoved {
+    /// Who was removed.
+    pub removed: UserId,
+}
+
+/// `send`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sent {
+    /// The message, committed to the outbox.
+    pub event_id: EventId,
+}
+
+/// Where a message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum State {
+    /// From someone else.
+    Received,
+    /// In the outbox, not acknowledged yet.
+    Sent,
+    /// A recipient device acknowledged it.
+    Delivered,
+    /// Kept by a relay for an unreachable recipient device (see
+    /// [`Message::stored_until`]).
+    StoredAtRelay,
+}
+
+/// A message, as `messages` and `message` events show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The event.
+    pub event_id: EventId,
+    /// Who sent it.
+    pub sender: UserId,
+    /// The text.
+    pub text: String,
+    /// The sender's time, ms since the Unix epoch.
+    pub ts: u64,
+    /// Where it stands.
+    pub state: State,
+    /// For [`State::StoredAtRelay`]: the latest "kept until" of the relays'
+    /// receipts, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_until: Option<u64>,
+    /// Its place in the conversation: `messages` continues after it.
+    pub cursor: MessageCursor,
+}
+
+impl From<&TimelineEntry> for Message {
+    fn from(m: &TimelineEntry) -> Self {
+        let (state, stored_until) = match m.state {
+            MessageState::Received => (State::Received, None),
+            MessageState::Sent => (State::Sent, None),
+            MessageState::Delivered => (State::Delivered, None),
+            MessageState::StoredAtRelay { until } => {
+                (State::StoredAtRelay, Some(until.as_millis()))
+            }
+        };
+        Message {
+            event_id: m.event_id,
+            sender: m.sender,
+            text: m.text.clone(),
+            ts: m.ts.as_millis(),
+            state,
+            stored_until,
+            cursor: cursor_of(m),
+        }
+    }
+}
+
+/// The position of a timeline entry in its conversation's order.
+pub(crate) fn cursor_of(m: &TimelineEntry) -> MessageCursor {
+    MessageCursor {
+        lamport: m.lamport,
+        sender: m.sender,
+        event_id: m.event_id,
+    }
+}
+
+/// `room.create`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomCreated {
+    /// The new room.
+    pub room_id: RoomId,
+}
+
+/// `room.invite`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInvited {
+    /// Always `true`.
+    pub invited: bool,
+}
+
+/// `room.leave`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomLeft {
+    /// Always `true`.
+    pub left: bool,
+}
+
+/// A group room, as `room.list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Room {
+    /// The room.
+    pub room_id: RoomId,
+    /// Its name.
+    pub name: String,
+    /// Its members.
+    pub members: Vec<UserId>,
+    /// Its admins.
+    pub admins: Vec<UserId>,
+}
+
+impl From<safemeet_engine::RoomInfo> for Room {
+    fn from(r: safemeet_engine::RoomInfo) -> Self {
+        Room {
+            room_id: r.room_id,
+            name: r.name,
+            members: r.members,
+            admins: r.admins,
+        }
+    }
+}
+
+/// An entry of the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Its place in the log; cursors only grow.
+    pub cursor: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What an [`Event`] says happened (its `type`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A message arrived or was sent.
+    Message {
+        /// The room (a DM's room id too).
+        room_id: RoomId,
+        /// The message.
+        message: Message,
+    },
+    /// A group room was joined or its state changed.
+    Room {
+        /// The room.
+        room_id: RoomId,
+        /// Its name.
+        name: String,
+        /// Its members.
+        members: Vec<UserId>,
+    },
+    /// A message this device sent was acknowledged by a recipient device.
+    Delivered {
+        /// The room.
+        room_id: RoomId,
+        /// The message.
+        event_id: EventId,
+    },
+    /// A message this device sent is kept by a relay.
+    StoredAtRelay {
+        /// The room.
+        room_id: RoomId,
+        /// The message.
+        event_id: EventId,
+        /// Kept until then, ms since the Unix epoch.
+        stored_until: u64,
+    },
+    /// An entry of a kind this version does not describe.
+    #[serde(other)]
+    Other,
+}
+
+impl Event {
+    /// The event of log entry `cursor`.
+    pub fn from_log(cursor: u64, entry: &LogEntry) -> Self {
+        let kind = match entry {
+            LogEntry::Message { room_id, entry } => EventKind::Message {
+                room_id: *room_id,
+                message: entry.into(),
+            },
+            LogEntry::Room {
+                room_id,
+                name,
+                members,
+            } => EventKind::Room {
+                room_id: *room_id,
+                name: name.clone(),
+                members: members.clone(),
+            },
+            LogEntry::Delivered { room_id, event_id } => EventKind::Delivered {
+                room_id: *room_id,
+                event_id: *event_id,
+            },
+            LogEntry::StoredAtRelay {
+                room_id,
+                event_id,
+                until,
+            } => EventKind::StoredAtRelay {
+                room_id: *room_id,
+                event_id: *event_id,
+                stored_until: until.as_millis(),
+            },
+            _ => EventKind::Other,
+        };
+        Event { cursor, kind }
+    }
+}
+
+/// `subscribe`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribed {
+    /// Always `true`.
+    pub subscribed: bool,
+    /// The cursor the stream starts after.
+    pub since: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+    use safemeet_proto::{DeviceId, Timestamp};
+    use serde_json::json;
+
+    use super::*;
+
+    fn entry(state: MessageState) -> TimelineEntry {
+        TimelineEntry {
+            event_id: EventId::from_bytes([2; 32]),
+            sender: UserId::from_bytes([1; 32]),
+            sender_device: DeviceId::from_bytes([3; 16]),
+            lamport: 7,
+            ts: Timestamp::from_millis(1_764_280_000_000).unwrap(),
+            text: "hello".into(),
+            state,
+        }
+    }
+
+    #[test]
+    fn messages_keep_the_documented_shape() {
+        let m = Message::from(&entry(MessageState::Delivered));
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["event_id"], m.event_id.to_string());
+        assert_eq!(v["sender"], m.sender.to_string());
+        assert_eq!(v["text"], "hello");
+        assert_eq!(v["ts"], 1_764_280_000_000u64);
+        assert_eq!(v["state"], "delivered");
+        assert!(v.get("stored_until").is_none());
+        assert_eq!(v["cursor"], format!("7.{}.{}", m.sender, m.event_id));
+        assert_eq!(serde_json::from_value::<Message>(v).unwrap(), m);
+
+        let until = Timestamp::from_millis(1_800_000_000_000).unwrap();
+        let relayed = Message::from(&entry(MessageState::StoredAtRelay { until }));
+        let v = serde_json::to_value(&relayed).unwrap();
+        assert_eq!(v["state"], "stored_at_relay");
+        assert_eq!(v["stored_until"], 1_800_000_000_000u64);
+    }
+
+    #[test]
+    fn events_keep_the_documented_shape() {
+        let room_id = RoomId::from_bytes([4; 16]);
+        let entry = LogEntry::Delivered {
+            room_id,
+            event_id: EventId::from_bytes([2; 32]),
+        };
+        let e = Event::from_log(3, &entry);
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            v,
+            json!({"cursor": 3, "type": "delivered", "room_id": room_id.to_string(),
+                   "event_id": EventId::from_bytes([2; 32]).to_string()})
+        );
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), e);
+        // A kind this version does not know still reads, with its cursor.
+        let future = json!({"cursor": 9, "type": "reaction", "emoji": "+1"});
+        let e: Event = serde_json::from_value(future).unwrap();
+        assert_eq!((e.cursor, e.kind), (9, EventKind::Other));
+    }
+
+    #[test]
+    fn a_response_reads_back_for_its_method() {
+        let r = Response::RoomInvited(RoomInvited { invited: true });
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v, json!({"invited": true}));
+        assert_eq!(Response::from_result(Method::RoomInvite, v).unwrap(), r);
+        assert!(Response::from_result(Method::Send, json!({"invited": true})).is_err());
+        let e = Sent::try_from(r).unwrap_err();
+        assert_eq!((e.expected, e.got), (Method::Send, Method::RoomInvite));
+    }
+}
