@@ -24,7 +24,7 @@
 //! only the profile's owner can talk to the daemon.
 //!
 //! ```no_run
-//! # async fn demo(engine: safemeet_engine::EngineHandle, me: safemeet_api::Identity)
+//! # async fn demo(engine: safemeet_engine::Handle, me: safemeet_api::Identity)
 //! # -> Result<(), safemeet_api::Error> {
 //! use safemeet_api::{Request, Response, dispatch};
 //!
