@@ -15,7 +15,6 @@ use safemeet_crypto::account::Account;
 use safemeet_crypto::at_rest::{DataKey, StoreCipher};
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_engine::{EngineConfig, EngineHandle, LogEntry, MessageState};
-use safemeet_net::NetConfig;
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::{DisplayName, Username};
 use safemeet_store::MemoryStore;
@@ -30,7 +29,7 @@ fn node(name: &str) -> anyhow::Result<EngineHandle> {
     let store = EncryptedStore::new(MemoryStore::new(), StoreCipher::new(&DataKey::generate()));
     CryptoMachine::store_account(&store, &account)?;
     let config = EngineConfig {
-        net: NetConfig::loopback(),
+        net: safemeet_net::Config::loopback(),
         ..EngineConfig::default()
     };
     Ok(safemeet_engine::start(CryptoMachine::open(store)?, config)?)

@@ -72,7 +72,6 @@ mod echo_bot {
     use safemeet_crypto::at_rest::{DataKey, StoreCipher};
     use safemeet_crypto::machine::CryptoMachine;
     use safemeet_engine::{EngineConfig, EngineHandle, MessageState};
-    use safemeet_net::NetConfig;
     use safemeet_proto::clock::{Clock, SystemClock};
     use safemeet_proto::{DisplayName, Username};
     use safemeet_store::MemoryStore;
@@ -95,7 +94,7 @@ mod echo_bot {
         let store = EncryptedStore::new(MemoryStore::new(), StoreCipher::new(&DataKey::generate()));
         CryptoMachine::store_account(&store, &account).unwrap();
         let config = EngineConfig {
-            net: NetConfig::loopback(),
+            net: safemeet_net::Config::loopback(),
             ..EngineConfig::default()
         };
         let engine = safemeet_engine::start(CryptoMachine::open(store).unwrap(), config).unwrap();

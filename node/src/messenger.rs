@@ -14,7 +14,6 @@ use libp2p::Multiaddr;
 use safemeet_api::{Client, ClientError, Identity};
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_engine::{EngineConfig, EngineHandle};
-use safemeet_net::NetConfig;
 use serde_json::{Value, json};
 
 use crate::failure::Failure;
@@ -77,7 +76,10 @@ fn identity(machine: &CryptoMachine<safemeet_store::SledStore>) -> Identity {
     }
 }
 
-fn start_engine(store: ProfileStore, net: NetConfig) -> Result<(EngineHandle, Identity), Failure> {
+fn start_engine(
+    store: ProfileStore,
+    net: safemeet_net::Config,
+) -> Result<(EngineHandle, Identity), Failure> {
     let machine = CryptoMachine::open(store)?;
     let identity = identity(&machine);
     let config = EngineConfig {
@@ -122,11 +124,11 @@ pub(crate) fn daemon(
     let store = home.unlock(&source.existing()?)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let mut net = NetConfig {
+        let mut net = safemeet_net::Config {
             bootstrap,
             relays,
             mdns: !no_mdns,
-            ..NetConfig::default()
+            ..safemeet_net::Config::default()
         };
         if !listen.is_empty() {
             net.listen = listen;
@@ -205,10 +207,10 @@ async fn in_process(
     action: Action,
 ) -> Result<(), Failure> {
     let store = home.unlock(&source.existing()?)?;
-    let net = NetConfig {
+    let net = safemeet_net::Config {
         listen: Vec::new(),
         mdns: false,
-        ..NetConfig::default()
+        ..safemeet_net::Config::default()
     };
     let (engine, identity) = start_engine(store, net)?;
     let socket = home.private_socket();

@@ -1,6 +1,6 @@
 //! The SafeMeet client engine.
 //!
-//! One task owns the [`CryptoMachine`] and a [`Network`] handle; callers use
+//! One task owns the [`CryptoMachine`] and a [`safemeet_net::Handle`] handle; callers use
 //! a cloneable [`EngineHandle`]. It covers contacts from signed invites,
 //! direct messages and group rooms:
 //!
@@ -40,7 +40,7 @@ use safemeet_crypto::machine::{
     ToDeviceContent, Unflushed,
 };
 use safemeet_crypto::{EncryptedBatch, EncryptedStore};
-use safemeet_net::{NetConfig, NetError, NetEvent, Network, RoomTopic, Verdict};
+use safemeet_net::{RoomTopic, Verdict};
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::event::{EventContent, Message, MessageText, ToDeviceEvent};
 use safemeet_proto::identity::{RelayList, Signed};
@@ -79,7 +79,7 @@ const ACK_SEQ: u64 = u64::MAX;
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// The network layer's settings.
-    pub net: NetConfig,
+    pub net: safemeet_net::Config,
     /// First retry delay of an undelivered item. Default 1 s.
     pub retry_initial: Duration,
     /// Longest retry delay. Default 5 minutes.
@@ -94,7 +94,7 @@ pub struct EngineConfig {
     /// readers would only overflow their queues (gossip drops what does not
     /// fit) and leave the rest to the slower direct fallback. Default 256,
     /// well under a reader's network event queue
-    /// ([`NetConfig::event_queue`], 1 024 by default).
+    /// ([`safemeet_net::Config::event_queue`], 1 024 by default).
     pub gossip_window: usize,
     /// How often this device drains its relay mailboxes (it also does on
     /// start). Default 60 s.
@@ -112,7 +112,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            net: NetConfig::default(),
+            net: safemeet_net::Config::default(),
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
             tick: Duration::from_millis(250),
@@ -134,7 +134,7 @@ pub enum EngineError {
     Crypto(#[from] safemeet_crypto::Error),
     /// The network layer failed.
     #[error(transparent)]
-    Net(#[from] NetError),
+    Net(#[from] safemeet_net::Error),
     /// Encoding failed.
     #[error(transparent)]
     Encode(#[from] safemeet_proto::EncodeError),
@@ -397,10 +397,10 @@ struct Pending {
 struct Engine<S: Store> {
     machine: CryptoMachine<S>,
     store: EncryptedStore<S>,
-    net: Network,
+    net: safemeet_net::Handle,
     config: EngineConfig,
     pending: BTreeMap<u64, Pending>,
-    in_flight: JoinSet<(u64, PeerId, Result<Vec<u8>, NetError>)>,
+    in_flight: JoinSet<(u64, PeerId, Result<Vec<u8>, safemeet_net::Error>)>,
     rooms: HashMap<RoomId, RoomRecord>,
     log_next: u64,
     log_watch: tokio::sync::watch::Sender<u64>,
@@ -563,7 +563,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
     async fn run(
         &mut self,
         mut commands: mpsc::Receiver<Command>,
-        mut events: mpsc::Receiver<NetEvent>,
+        mut events: mpsc::Receiver<safemeet_net::Event>,
     ) {
         let mut tick = tokio::time::interval(self.config.tick);
         // A command taken from the queue while gathering a group of sends.
@@ -673,7 +673,11 @@ impl<S: Store + Clone + 'static> Engine<S> {
 
     /// Handles `first` and the network events already waiting behind it.
     /// Deliveries among them are stored, flushed once, then acknowledged.
-    async fn net_events(&mut self, first: NetEvent, events: &mut mpsc::Receiver<NetEvent>) {
+    async fn net_events(
+        &mut self,
+        first: safemeet_net::Event,
+        events: &mut mpsc::Receiver<safemeet_net::Event>,
+    ) {
         let mut answers = Vec::new();
         let mut verdicts = Vec::new();
         let mut event = Some(first);
@@ -681,11 +685,11 @@ impl<S: Store + Clone + 'static> Engine<S> {
         while let Some(e) = event.take() {
             taken += 1;
             match e {
-                NetEvent::Delivery { frame, reply, peer } => {
+                safemeet_net::Event::Delivery { frame, reply, peer } => {
                     let (answer, _) = self.receive(Source::Peer(peer), &frame);
                     answers.push((reply, answer));
                 }
-                NetEvent::Gossip {
+                safemeet_net::Event::Gossip {
                     topic,
                     frame,
                     id,
@@ -1964,7 +1968,12 @@ impl<S: Store + Clone + 'static> Engine<S> {
     }
 
     /// Records the outcome of one delivery attempt.
-    fn delivery_done(&mut self, seq: u64, peer: PeerId, result: Result<Vec<u8>, NetError>) {
+    fn delivery_done(
+        &mut self,
+        seq: u64,
+        peer: PeerId,
+        result: Result<Vec<u8>, safemeet_net::Error>,
+    ) {
         let Some(pending) = self.pending.get_mut(&seq) else {
             return;
         };
@@ -2087,18 +2096,18 @@ impl<S: Store + Clone + 'static> Engine<S> {
     }
 
     /// Handles a network event other than a delivery.
-    async fn net_event(&mut self, event: NetEvent) {
+    async fn net_event(&mut self, event: safemeet_net::Event) {
         match event {
             // Deliveries are stored in groups by `net_events`.
-            NetEvent::Delivery { .. } => {}
-            NetEvent::Gossip { id, via, .. } => {
+            safemeet_net::Event::Delivery { .. } => {}
+            safemeet_net::Event::Gossip { id, via, .. } => {
                 // Rooms over gossip come later; direct delivery carries DMs.
                 let _ = self
                     .net
                     .report(id, via, safemeet_net::Verdict::Ignore)
                     .await;
             }
-            NetEvent::Connected(peer) => {
+            safemeet_net::Event::Connected(peer) => {
                 // A relay that could not be asked is back: ask it now.
                 if self.drain_failures > 0 && self.own_relays.iter().any(|r| r.peer == peer) {
                     self.next_drain_ms = 0;

@@ -18,7 +18,6 @@
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use safemeet_crypto::mailbox::{EpochKey, authorize};
-use safemeet_net::{NetError, Network};
 use safemeet_proto::mailbox::{
     AckParams, FetchParams, MAX_ACK_IDS, MAX_FETCH_ITEMS, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
     MailboxError, MailboxRequest, MailboxResponse, Receipt, StoredEnvelope, VERSION,
@@ -59,7 +58,7 @@ pub(crate) struct DeviceMailbox {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum MailboxFailure {
     #[error(transparent)]
-    Net(#[from] NetError),
+    Net(#[from] safemeet_net::Error),
     #[error("the relay refused ({code:?}): {message}")]
     Refused { code: MailboxError, message: String },
     #[error("the relay's answer was malformed: {0}")]
@@ -71,7 +70,7 @@ pub(crate) enum MailboxFailure {
 }
 
 async fn request(
-    net: &Network,
+    net: &safemeet_net::Handle,
     relay: &Relay,
     request: &MailboxRequest,
 ) -> Result<MailboxResponse, MailboxFailure> {
@@ -95,7 +94,7 @@ async fn request(
 /// latest "stored until" among the valid receipts (a promise already past
 /// `now` is none), or `None` when no relay kept it.
 pub(crate) async fn deposit(
-    net: Network,
+    net: safemeet_net::Handle,
     mailbox: MailboxId,
     relays: Vec<Relay>,
     frame: Vec<u8>,
@@ -192,7 +191,7 @@ pub(crate) struct Drained {
 /// `former` relays (no longer listed, maybe still holding mail) are asked
 /// too, but a failure there does not count.
 pub(crate) async fn drain(
-    net: Network,
+    net: safemeet_net::Handle,
     relays: Vec<Relay>,
     former: Vec<Relay>,
     keys: Vec<EpochKey>,
@@ -219,7 +218,7 @@ pub(crate) async fn drain(
     drained
 }
 
-async fn nonce(net: &Network, relay: &Relay) -> Result<[u8; 32], MailboxFailure> {
+async fn nonce(net: &safemeet_net::Handle, relay: &Relay) -> Result<[u8; 32], MailboxFailure> {
     match request(net, relay, &MailboxRequest::Challenge { version: VERSION }).await? {
         MailboxResponse::Nonce(nonce) => Ok(nonce),
         _ => Err(MailboxFailure::Malformed(
@@ -229,7 +228,7 @@ async fn nonce(net: &Network, relay: &Relay) -> Result<[u8; 32], MailboxFailure>
 }
 
 async fn drain_one(
-    net: &Network,
+    net: &safemeet_net::Handle,
     relay: &Relay,
     key: &EpochKey,
     pages: &mpsc::Sender<Page>,

@@ -13,7 +13,6 @@ use safemeet_crypto::account::Account;
 use safemeet_crypto::at_rest::{DataKey, StoreCipher};
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_engine::{EngineConfig, EngineHandle, LogEntry, MessageState};
-use safemeet_net::NetConfig;
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::{DisplayName, UserId, Username};
 use safemeet_store::MemoryStore;
@@ -59,9 +58,9 @@ impl Device {
     fn start_with(&self, listen: &str, adjust: impl FnOnce(&mut EngineConfig)) -> EngineHandle {
         let machine = CryptoMachine::open(self.store()).unwrap();
         let mut config = EngineConfig {
-            net: NetConfig {
+            net: safemeet_net::Config {
                 listen: vec![listen.parse().unwrap()],
-                ..NetConfig::loopback()
+                ..safemeet_net::Config::loopback()
             },
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_millis(500),
@@ -421,8 +420,8 @@ async fn both_sides_show_one_order_whatever_the_arrival_order() {
 /// it can send what the engine never would.
 struct Mallory {
     machine: CryptoMachine<MemoryStore>,
-    net: safemeet_net::Network,
-    _events: tokio::sync::mpsc::Receiver<safemeet_net::NetEvent>,
+    net: safemeet_net::Handle,
+    _events: tokio::sync::mpsc::Receiver<safemeet_net::Event>,
     _device: Device,
 }
 
@@ -434,7 +433,7 @@ impl Mallory {
         let mut machine = CryptoMachine::open(device.store()).unwrap();
         let (net, events) = safemeet_net::spawn(
             machine.account().libp2p_keypair().clone(),
-            NetConfig::loopback(),
+            safemeet_net::Config::loopback(),
         )
         .unwrap();
         let fallback_key = machine.fallback_key(SystemClock.now()).unwrap();

@@ -10,7 +10,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{StreamProtocol, connection_limits, identify, kad, mdns, ping, request_response};
 use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 
-use crate::NetConfig;
+use crate::Config;
 use crate::codec::{DELIVER_PROTOCOL, FrameCodec, MAILBOX_PROTOCOL, MailboxCodec};
 
 /// Kademlia protocol name: our own, so we never join another network's DHT.
@@ -34,7 +34,7 @@ pub(crate) struct Behaviour {
     /// fetching and acknowledging this device's own.
     pub(crate) mailbox: request_response::Behaviour<MailboxCodec>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
-    /// Circuits through relays (`NetConfig::relays`).
+    /// Circuits through relays (`Config::relays`).
     pub(crate) relay: libp2p::relay::client::Behaviour,
     /// Direct connections upgraded from relayed ones (hole punching); on
     /// when the node uses relays.
@@ -92,7 +92,7 @@ impl Behaviour {
     pub(crate) fn new(
         key: &Keypair,
         relay: libp2p::relay::client::Behaviour,
-        config: &NetConfig,
+        config: &Config,
     ) -> Result<Self, String> {
         let local = key.public().to_peer_id();
         let gossip_config = gossip_config(config.heartbeat, true)?;

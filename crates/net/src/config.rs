@@ -7,9 +7,9 @@ use libp2p::Multiaddr;
 
 use crate::CustomTransport;
 
-/// Network settings. [`NetConfig::default`] is what the daemon runs with.
+/// Network settings. [`Config::default`] is what the daemon runs with.
 #[derive(Debug, Clone)]
-pub struct NetConfig {
+pub struct Config {
     /// Addresses to listen on. Default: every IPv4 interface, a free port,
     /// TCP and QUIC. `/memory/N` listens on the in-process memory transport
     /// (tests and simulations: no sockets, same Noise and yamux).
@@ -62,7 +62,7 @@ pub struct NetConfig {
     pub transport: Option<CustomTransport>,
 }
 
-impl Default for NetConfig {
+impl Default for Config {
     fn default() -> Self {
         let listen = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
             .iter()
@@ -89,7 +89,7 @@ impl Default for NetConfig {
     }
 }
 
-impl NetConfig {
+impl Config {
     /// Settings for tests on one machine: loopback TCP only, no mDNS, a fast
     /// gossip heartbeat.
     pub fn loopback() -> Self {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
-use safemeet_net::{NetConfig, NetError, NetEvent, Network, RoomTopic, Verdict};
+use safemeet_net::{Config, Error, Event, Handle, RoomTopic, Verdict};
 use safemeet_proto::Envelope;
 use safemeet_proto::envelope::RoomEnvelope;
 use tokio::sync::mpsc;
@@ -27,15 +27,15 @@ fn frame(tag: u8) -> Vec<u8> {
     .unwrap()
 }
 
-async fn node() -> (Network, mpsc::Receiver<NetEvent>, Multiaddr) {
-    node_on(NetConfig::loopback()).await
+async fn node() -> (Handle, mpsc::Receiver<Event>, Multiaddr) {
+    node_on(Config::loopback()).await
 }
 
-async fn node_on(config: NetConfig) -> (Network, mpsc::Receiver<NetEvent>, Multiaddr) {
+async fn node_on(config: Config) -> (Handle, mpsc::Receiver<Event>, Multiaddr) {
     let (net, mut events) = safemeet_net::spawn(Keypair::generate_ed25519(), config).unwrap();
     let addr = timeout(WAIT, async {
         loop {
-            if let Some(NetEvent::Listening(addr)) = events.recv().await {
+            if let Some(Event::Listening(addr)) = events.recv().await {
                 return addr;
             }
         }
@@ -51,18 +51,18 @@ fn with_peer(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
 
 /// Answers every delivery with `ok:` and the frame's length; forwards the
 /// frames it saw.
-fn serve(net: Network, mut events: mpsc::Receiver<NetEvent>) -> mpsc::Receiver<NetEvent> {
+fn serve(net: Handle, mut events: mpsc::Receiver<Event>) -> mpsc::Receiver<Event> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            if let NetEvent::Delivery {
+            if let Event::Delivery {
                 reply, ref frame, ..
             } = event
             {
                 let answer = format!("ok:{}", frame.len()).into_bytes();
                 net.reply(reply, answer).await.unwrap();
             }
-            if let NetEvent::Gossip { ref id, via, .. } = event {
+            if let Event::Gossip { ref id, via, .. } = event {
                 net.report(id.clone(), via, Verdict::Accept).await.unwrap();
             }
             if tx.send(event).await.is_err() {
@@ -85,7 +85,7 @@ async fn direct_delivery_is_answered() {
     assert_eq!(reply, b"ok:512");
     let from = timeout(WAIT, async {
         loop {
-            if let Some(NetEvent::Delivery { peer, frame: f, .. }) = b_seen.recv().await {
+            if let Some(Event::Delivery { peer, frame: f, .. }) = b_seen.recv().await {
                 assert_eq!(f, frame(7));
                 return peer;
             }
@@ -109,13 +109,13 @@ async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving()
     .await
     .unwrap()
     .unwrap_err();
-    assert!(matches!(err, NetError::Delivery(_)), "{err:?}");
+    assert!(matches!(err, Error::Delivery(_)), "{err:?}");
     // Too large: refused before anything is sent.
     let err = a
         .deliver(b.peer_id(), vec![b_addr.clone()], vec![0; 70 * 1024])
         .await
         .unwrap_err();
-    assert!(matches!(err, NetError::TooLarge(_)), "{err:?}");
+    assert!(matches!(err, Error::TooLarge(_)), "{err:?}");
     // A good frame still goes through, and it is the only one B's application saw.
     let reply = timeout(WAIT, a.deliver(b.peer_id(), vec![b_addr], frame(9)))
         .await
@@ -124,7 +124,7 @@ async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving()
     assert_eq!(reply, b"ok:512");
     let first = timeout(WAIT, async {
         loop {
-            if let Some(NetEvent::Delivery { frame, .. }) = b_seen.recv().await {
+            if let Some(Event::Delivery { frame, .. }) = b_seen.recv().await {
                 return frame;
             }
         }
@@ -153,7 +153,7 @@ async fn gossip_reaches_a_subscribed_peer_and_garbage_does_not() {
             n = n.wrapping_add(1);
             match a.publish(topic, vec![n; 300]).await {
                 Ok(()) => return,
-                Err(NetError::NoPeers) => continue,
+                Err(Error::NoPeers) => continue,
                 Err(e) => panic!("publish failed: {e}"),
             }
         }
@@ -163,7 +163,7 @@ async fn gossip_reaches_a_subscribed_peer_and_garbage_does_not() {
     a.publish(topic, frame(5)).await.unwrap();
     let got = timeout(WAIT, async {
         loop {
-            if let Some(NetEvent::Gossip {
+            if let Some(Event::Gossip {
                 topic: t, frame, ..
             }) = b_seen.recv().await
             {
@@ -182,15 +182,15 @@ async fn gossip_reaches_a_subscribed_peer_and_garbage_does_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_delivery_over_quic() {
-    let quic = || NetConfig {
+    let quic = || Config {
         listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
-        ..NetConfig::loopback()
+        ..Config::loopback()
     };
     let (a, _a_events) = safemeet_net::spawn(Keypair::generate_ed25519(), quic()).unwrap();
     let (b, mut b_events) = safemeet_net::spawn(Keypair::generate_ed25519(), quic()).unwrap();
     let b_addr = timeout(WAIT, async {
         loop {
-            if let Some(NetEvent::Listening(addr)) = b_events.recv().await {
+            if let Some(Event::Listening(addr)) = b_events.recv().await {
                 return addr;
             }
         }
@@ -208,9 +208,9 @@ async fn direct_delivery_over_quic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_and_gossip_over_the_memory_transport() {
-    let memory = |port: u64| NetConfig {
+    let memory = |port: u64| Config {
         listen: vec![format!("/memory/{port}").parse().unwrap()],
-        ..NetConfig::loopback()
+        ..Config::loopback()
     };
     // Ports unique to this process run.
     let base = u64::from(std::process::id()) * 1000 + 7;
@@ -237,7 +237,7 @@ async fn delivery_and_gossip_over_the_memory_transport() {
             n = n.wrapping_add(1);
             let _ = a.publish(topic, frame(n)).await;
             while let Ok(event) = b_seen.try_recv() {
-                if let NetEvent::Gossip { frame, .. } = event {
+                if let Event::Gossip { frame, .. } = event {
                     return frame;
                 }
             }
