@@ -33,10 +33,12 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         |key, relay| Ok(Behaviour::new(key, relay, &config)?),
     )?;
     for addr in &config.listen {
-        swarm.listen_on(addr.clone()).map_err(|e| Error::Address {
-            addr: addr.clone(),
-            reason: e.to_string(),
-        })?;
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|source| Error::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
     }
     for addr in &config.bootstrap {
         if let Some(peer) = peer_of(addr) {
@@ -48,18 +50,19 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
     }
     for relay in &config.relays {
         let Some(peer) = peer_of(relay) else {
-            return Err(Error::Address {
+            return Err(Error::RelayWithoutPeerId {
                 addr: relay.clone(),
-                reason: "a relay address needs /p2p/<peer id>".into(),
             });
         };
         // A relay is also a bootstrap peer.
         swarm.behaviour_mut().kad.add_address(&peer, relay.clone());
         let circuit = relay.clone().with(libp2p::multiaddr::Protocol::P2pCircuit);
-        swarm.listen_on(circuit).map_err(|e| Error::Address {
-            addr: relay.clone(),
-            reason: e.to_string(),
-        })?;
+        swarm
+            .listen_on(circuit.clone())
+            .map_err(|source| Error::Listen {
+                addr: circuit,
+                source,
+            })?;
     }
     let (commands, command_rx) = mpsc::channel(config.command_queue);
     let (event_tx, events) = mpsc::channel(config.event_queue);
@@ -172,10 +175,7 @@ impl EventLoop {
                 let _ = tx.send(self.swarm.listeners().cloned().collect());
             }
             Command::Dial(addr, tx) => {
-                let result = self.swarm.dial(addr.clone()).map_err(|e| Error::Address {
-                    addr,
-                    reason: e.to_string(),
-                });
+                let result = self.swarm.dial(addr).map_err(Error::Dial);
                 let _ = tx.send(result);
             }
             Command::Subscribe(topic, tx) => {
@@ -185,7 +185,7 @@ impl EventLoop {
                     .gossipsub
                     .subscribe(&topic.ident())
                     .map(|_| ())
-                    .map_err(|e| Error::Publish(e.to_string()));
+                    .map_err(Error::Subscribe);
                 let _ = tx.send(result);
             }
             Command::Unsubscribe(topic, tx) => {
@@ -250,7 +250,10 @@ impl EventLoop {
 
     fn publish(&mut self, topic: RoomTopic, frame: Vec<u8>) -> Result<(), Error> {
         if frame.len() > MAX_ENVELOPE_BYTES {
-            return Err(Error::TooLarge(frame.len()));
+            return Err(Error::TooLarge {
+                len: frame.len(),
+                max: MAX_ENVELOPE_BYTES,
+            });
         }
         self.swarm
             .behaviour_mut()
@@ -260,7 +263,7 @@ impl EventLoop {
             .map_err(|e| match e {
                 PublishError::NoPeersSubscribedToTopic => Error::NoPeers,
                 PublishError::Duplicate => Error::Duplicate,
-                other => Error::Publish(other.to_string()),
+                other => Error::Publish(other),
             })
     }
 
@@ -278,14 +281,17 @@ impl EventLoop {
 
     fn reply(&mut self, reply: ReplyId, bytes: Vec<u8>) -> Result<(), Error> {
         match self.pending_replies.remove(&reply.0) {
-            None => Err(Error::UnknownReply),
-            Some(_) if bytes.len() > MAX_REPLY_BYTES => Err(Error::TooLarge(bytes.len())),
+            None => Err(Error::ReplyExpired),
+            Some(_) if bytes.len() > MAX_REPLY_BYTES => Err(Error::TooLarge {
+                len: bytes.len(),
+                max: MAX_REPLY_BYTES,
+            }),
             Some(channel) => self
                 .swarm
                 .behaviour_mut()
                 .deliver
                 .send_response(channel, bytes)
-                .map_err(|_| Error::Delivery("the peer is gone".to_owned())),
+                .map_err(|_| Error::ReplyExpired),
         }
     }
 
@@ -358,13 +364,14 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Deliver(request_response::Event::OutboundFailure {
+                peer,
                 request_id,
                 error,
                 ..
             }) => {
                 tracing::debug!(%error, "a delivery failed");
                 if let Some(tx) = self.pending_deliveries.remove(&request_id) {
-                    let _ = tx.send(Err(Error::Delivery(error.to_string())));
+                    let _ = tx.send(Err(Error::delivery(peer, error)));
                 }
             }
             BehaviourEvent::Mailbox(request_response::Event::Message {
@@ -380,12 +387,14 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Mailbox(request_response::Event::OutboundFailure {
+                peer,
                 request_id,
                 error,
                 ..
             }) => {
+                tracing::debug!(%error, "a mailbox request failed");
                 if let Some(tx) = self.pending_mailbox.remove(&request_id) {
-                    let _ = tx.send(Err(Error::Delivery(error.to_string())));
+                    let _ = tx.send(Err(Error::mailbox(peer, error)));
                 }
             }
             BehaviourEvent::Deliver(request_response::Event::InboundFailure { error, .. }) => {

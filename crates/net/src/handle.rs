@@ -147,7 +147,10 @@ impl Handle {
     /// gossipsub, not that anyone received it.
     pub async fn publish(&self, topic: RoomTopic, frame: Vec<u8>) -> Result<(), Error> {
         if frame.len() > MAX_ENVELOPE_BYTES {
-            return Err(Error::TooLarge(frame.len()));
+            return Err(Error::TooLarge {
+                len: frame.len(),
+                max: MAX_ENVELOPE_BYTES,
+            });
         }
         self.ask(|tx| Command::Publish(topic, frame, tx)).await?
     }
@@ -198,7 +201,10 @@ impl Handle {
         frame: Vec<u8>,
     ) -> Result<Vec<u8>, Error> {
         if frame.len() > MAX_ENVELOPE_BYTES {
-            return Err(Error::TooLarge(frame.len()));
+            return Err(Error::TooLarge {
+                len: frame.len(),
+                max: MAX_ENVELOPE_BYTES,
+            });
         }
         self.ask(|tx| Command::Deliver(peer, addrs, frame, tx))
             .await?
@@ -214,7 +220,10 @@ impl Handle {
         request: Vec<u8>,
     ) -> Result<Vec<u8>, Error> {
         if request.len() > safemeet_proto::mailbox::MAX_REQUEST_BYTES {
-            return Err(Error::TooLarge(request.len()));
+            return Err(Error::TooLarge {
+                len: request.len(),
+                max: safemeet_proto::mailbox::MAX_REQUEST_BYTES,
+            });
         }
         self.ask(|tx| Command::Mailbox(relay, addrs, request, tx))
             .await?

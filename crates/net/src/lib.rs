@@ -57,7 +57,7 @@ pub use crate::codec::{
 };
 pub use crate::config::Config;
 pub use crate::custom_transport::{CustomTransport, RawStream, RawTransport};
-pub use crate::error::Error;
+pub use crate::error::{DeliveryFailure, Error, ErrorKind};
 pub use crate::event_loop::spawn;
 pub use crate::handle::{Event, Handle, ReplyId, Verdict};
 pub use crate::swarm::{BoxError, build_swarm};

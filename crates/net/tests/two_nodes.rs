@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
-use safemeet_net::{Config, Error, Event, Handle, RoomTopic, Verdict};
+use safemeet_net::{Config, DeliveryFailure, Error, ErrorKind, Event, Handle, RoomTopic, Verdict};
 use safemeet_proto::Envelope;
 use safemeet_proto::envelope::RoomEnvelope;
 use tokio::sync::mpsc;
@@ -109,13 +109,24 @@ async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving()
     .await
     .unwrap()
     .unwrap_err();
-    assert!(matches!(err, Error::Delivery(_)), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Delivery {
+                failure: DeliveryFailure::Refused,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Refused);
+    assert!(!err.is_unreachable());
     // Too large: refused before anything is sent.
     let err = a
         .deliver(b.peer_id(), vec![b_addr.clone()], vec![0; 70 * 1024])
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::TooLarge(_)), "{err:?}");
+    assert!(matches!(err, Error::TooLarge { .. }), "{err:?}");
     // A good frame still goes through, and it is the only one B's application saw.
     let reply = timeout(WAIT, a.deliver(b.peer_id(), vec![b_addr], frame(9)))
         .await
@@ -132,6 +143,30 @@ async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving()
     .await
     .unwrap();
     assert_eq!(first, frame(9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_cannot_be_reached_is_reported_unreachable() {
+    let (a, _a_events, _) = node().await;
+    // No address at all, and an address nobody listens on.
+    let nowhere: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+    for addrs in [vec![], vec![nowhere]] {
+        let err = timeout(WAIT, a.deliver(PeerId::random(), addrs, frame(1)))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(err.is_unreachable(), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::Delivery {
+                    failure: DeliveryFailure::Unreachable,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
