@@ -544,19 +544,8 @@ pub fn dm_room_id(a: &UserId, b: &UserId) -> RoomId {
 
 /// The id of the DM room between two users: both sides derive the same one.
 fn dm_room(a: &UserId, b: &UserId) -> (RoomId, [u8; 32]) {
-    let (lo, hi) = if a.as_bytes() <= b.as_bytes() {
-        (a, b)
-    } else {
-        (b, a)
-    };
-    let mut h = blake3::Hasher::new_derive_key("safemeet/v1/dm-room");
-    h.update(lo.as_bytes());
-    h.update(hi.as_bytes());
-    let out = h.finalize();
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&out.as_bytes()[..16]);
-    let topic = blake3::derive_key("safemeet/v1/dm-topic", out.as_bytes());
-    (RoomId::from_bytes(id), topic)
+    let (id, topic) = safemeet_proto::room::dm_room(a, b);
+    (id, *topic.as_bytes())
 }
 
 impl<S: Store + Clone + 'static> Engine<S> {
@@ -695,8 +684,9 @@ impl<S: Store + Clone + 'static> Engine<S> {
                     id,
                     via,
                 } => {
-                    let verdict = if self.subscribed.contains(&topic.0) {
-                        let (answer, stored) = self.receive(Source::Gossip(topic.0), &frame);
+                    let verdict = if self.subscribed.contains(topic.as_bytes()) {
+                        let (answer, stored) =
+                            self.receive(Source::Gossip(*topic.as_bytes()), &frame);
                         self.acks_due.extend(stored);
                         // Only what was stored is passed on; nothing is
                         // penalised (one's own other devices refuse one's
@@ -852,7 +842,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
                 let result = match topic {
                     Ok(r) => self
                         .net
-                        .mesh_peers(RoomTopic(r.topic))
+                        .mesh_peers(RoomTopic::from_bytes(r.topic))
                         .await
                         .map_err(Into::into),
                     Err(e) => Err(e),
@@ -1152,7 +1142,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
                 .rooms
                 .get(&room)
                 .filter(|r| r.dm_with.is_none() && is_text)
-                .map(|r| RoomTopic(r.topic)),
+                .map(|r| RoomTopic::from_bytes(r.topic)),
             Destination::Device(..) => None,
         };
         let delay = match topic {

@@ -22,7 +22,9 @@ use crate::{Engine, EngineError, LogEntry, RoomInfo};
 
 /// The gossip topic of a room: a hash of its secret.
 pub(crate) fn topic_of(secret: &[u8; 32]) -> [u8; 32] {
-    blake3::derive_key("safemeet/v1/room-topic", secret)
+    *safemeet_proto::RoomSecret::from_bytes(*secret)
+        .topic()
+        .as_bytes()
 }
 
 /// Stages a room record (of a room already in the index, if a group room).
@@ -158,7 +160,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
             }
         }
         for topic in wanted.difference(&self.subscribed.clone()) {
-            match self.net.subscribe(RoomTopic(*topic)).await {
+            match self.net.subscribe(RoomTopic::from_bytes(*topic)).await {
                 Ok(()) => {
                     self.subscribed.insert(*topic);
                 }
@@ -167,7 +169,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
         }
         let stale: Vec<[u8; 32]> = self.subscribed.difference(&wanted).copied().collect();
         for topic in stale {
-            let _ = self.net.unsubscribe(RoomTopic(topic)).await;
+            let _ = self.net.unsubscribe(RoomTopic::from_bytes(topic)).await;
             self.subscribed.remove(&topic);
         }
     }

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::handle::{Command, ReplyId, Verdict};
+use crate::topic::{gossip_topic, room_topic};
 use crate::{Config, Error, Event, Handle, MAX_REPLY_BYTES, RoomTopic, build_swarm};
 
 /// Builds the node, starts listening, dials the bootstrap peers and spawns
@@ -183,7 +184,7 @@ impl EventLoop {
                     .swarm
                     .behaviour_mut()
                     .gossipsub
-                    .subscribe(&topic.ident())
+                    .subscribe(&gossip_topic(&topic))
                     .map(|_| ())
                     .map_err(Error::Subscribe);
                 let _ = tx.send(result);
@@ -192,7 +193,7 @@ impl EventLoop {
                 self.swarm
                     .behaviour_mut()
                     .gossipsub
-                    .unsubscribe(&topic.ident());
+                    .unsubscribe(&gossip_topic(&topic));
                 let _ = tx.send(());
             }
             Command::Publish(topic, frame, tx) => {
@@ -241,7 +242,7 @@ impl EventLoop {
                 let _ = tx.send(self.swarm.connected_peers().copied().collect());
             }
             Command::MeshPeers(topic, tx) => {
-                let hash = topic.ident().hash();
+                let hash = gossip_topic(&topic).hash();
                 let _ = tx.send(self.swarm.behaviour().gossipsub.mesh_peers(&hash).count());
             }
             Command::Shutdown(_) => {}
@@ -258,7 +259,7 @@ impl EventLoop {
         self.swarm
             .behaviour_mut()
             .gossipsub
-            .publish(topic.ident(), frame)
+            .publish(gossip_topic(&topic), frame)
             .map(|_| ())
             .map_err(|e| match e {
                 PublishError::NoPeersSubscribedToTopic => Error::NoPeers,
@@ -328,7 +329,7 @@ impl EventLoop {
                 message_id,
                 message,
             }) => {
-                let topic = RoomTopic::from_hash(&message.topic);
+                let topic = room_topic(&message.topic);
                 match topic {
                     Some(topic) if well_formed(&message.data) => self.emit(Event::Gossip {
                         topic,

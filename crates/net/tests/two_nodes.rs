@@ -174,9 +174,9 @@ async fn gossip_reaches_a_subscribed_peer_and_garbage_does_not() {
     let (a, _a_events, _) = node().await;
     let (b, b_events, b_addr) = node().await;
     let mut b_seen = serve(b.clone(), b_events);
-    let topic = RoomTopic([42; 32]);
-    a.subscribe(topic).await.unwrap();
-    b.subscribe(topic).await.unwrap();
+    let topic = RoomTopic::from_bytes([42; 32]);
+    a.subscribe(topic.clone()).await.unwrap();
+    b.subscribe(topic.clone()).await.unwrap();
     a.dial(with_peer(&b_addr, b.peer_id())).await.unwrap();
 
     // Garbage first: it is rejected by B's network layer.
@@ -186,7 +186,7 @@ async fn gossip_reaches_a_subscribed_peer_and_garbage_does_not() {
         loop {
             tick.tick().await;
             n = n.wrapping_add(1);
-            match a.publish(topic, vec![n; 300]).await {
+            match a.publish(topic.clone(), vec![n; 300]).await {
                 Ok(()) => return,
                 Err(Error::NoPeers) => continue,
                 Err(e) => panic!("publish failed: {e}"),
@@ -195,7 +195,7 @@ async fn gossip_reaches_a_subscribed_peer_and_garbage_does_not() {
     })
     .await;
     assert!(garbage_sent.is_ok(), "B never joined the topic");
-    a.publish(topic, frame(5)).await.unwrap();
+    a.publish(topic.clone(), frame(5)).await.unwrap();
     let got = timeout(WAIT, async {
         loop {
             if let Some(Event::Gossip {
@@ -260,9 +260,9 @@ async fn delivery_and_gossip_over_the_memory_transport() {
         .unwrap();
     assert_eq!(reply, b"ok:512");
 
-    let topic = RoomTopic([3; 32]);
-    a.subscribe(topic).await.unwrap();
-    b.subscribe(topic).await.unwrap();
+    let topic = RoomTopic::from_bytes([3; 32]);
+    a.subscribe(topic.clone()).await.unwrap();
+    b.subscribe(topic.clone()).await.unwrap();
     // Publish until B is known to be subscribed, then expect the frame.
     let got = timeout(WAIT, async {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -270,7 +270,7 @@ async fn delivery_and_gossip_over_the_memory_transport() {
         loop {
             tick.tick().await;
             n = n.wrapping_add(1);
-            let _ = a.publish(topic, frame(n)).await;
+            let _ = a.publish(topic.clone(), frame(n)).await;
             while let Ok(event) = b_seen.try_recv() {
                 if let Event::Gossip { frame, .. } = event {
                     return frame;
