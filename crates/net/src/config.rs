@@ -35,7 +35,10 @@ pub struct Config {
     pub max_connections_per_peer: u32,
     /// Most connections still in their handshake, each way. Default 64.
     pub max_pending: u32,
-    /// How long a direct delivery may take before it fails. Default 10 s.
+    /// How long a direct delivery or mailbox request may take before it
+    /// fails, and how long an inbound delivery waits for the application's
+    /// answer before it is refused (the sender, with the same default, has
+    /// given up by then). Default 10 s.
     pub request_timeout: Duration,
     /// Most gossip topics (rooms) one peer may be subscribed to before its
     /// subscriptions are ignored. Default 4096: far above libp2p's default of
@@ -47,7 +50,10 @@ pub struct Config {
     /// counted). Default 1024.
     pub event_queue: usize,
     /// Inbound deliveries waiting for the application's answer at once;
-    /// beyond this they are refused. Default 1024.
+    /// beyond this they are refused. Each waits at most
+    /// [`request_timeout`](Self::request_timeout), so an application that
+    /// stops answering holds at most this many for that long. Default 1024:
+    /// a full event queue's worth.
     pub max_pending_replies: usize,
     /// Most peers in each Kademlia bucket (the DHT's `k`). Default 20, the
     /// standard value. libp2p-kad allocates all 256 buckets at this size

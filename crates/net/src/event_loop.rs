@@ -19,9 +19,10 @@ use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
-use crate::handle::{Command, ReplyId, Verdict};
+use crate::handle::{Command, Verdict};
+use crate::reply::{PendingReplies, Settled};
 use crate::topic::{gossip_topic, room_topic};
-use crate::{Config, Error, Event, Handle, MAX_REPLY_BYTES, RoomTopic, build_swarm};
+use crate::{Config, Error, Event, Handle, RoomTopic, build_swarm};
 
 /// Builds the node, starts listening, dials the bootstrap peers and spawns
 /// the event loop on the current tokio runtime.
@@ -73,10 +74,9 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         events: event_tx,
         pending_deliveries: HashMap::new(),
         pending_mailbox: HashMap::new(),
-        pending_replies: HashMap::new(),
-        next_reply: 0,
-        max_pending_replies: config.max_pending_replies,
+        replies: PendingReplies::new(config.max_pending_replies, config.request_timeout),
         dropped_events: 0,
+        expired_replies: 0,
     };
     tokio::spawn(event_loop.run());
     Ok((Handle { commands, local }, events))
@@ -129,10 +129,12 @@ struct EventLoop {
     pending_deliveries: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, Error>>>,
     /// Mailbox requests to relays (their ids count apart from deliveries').
     pending_mailbox: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, Error>>>,
-    pending_replies: HashMap<u64, ResponseChannel<Vec<u8>>>,
-    next_reply: u64,
-    max_pending_replies: usize,
+    /// Inbound deliveries waiting for the application's answer.
+    replies: PendingReplies,
+    /// Events dropped because the application was behind, since the start.
     dropped_events: u64,
+    /// Inbound deliveries nobody answered in time, since the start.
+    expired_replies: u64,
 }
 
 /// A frame is well formed when it is a correctly padded, decodable envelope.
@@ -153,6 +155,7 @@ impl EventLoop {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.event(event),
+                (channel, settled) = self.replies.next() => self.settle(channel, settled),
             }
         }
         tracing::debug!("network event loop stopped");
@@ -212,13 +215,6 @@ impl EventLoop {
                     self.report(&id, &via, verdict);
                 }
             }
-            Command::ReplyMany(replies) => {
-                for (reply, bytes) in replies {
-                    if let Err(e) = self.reply(reply, bytes) {
-                        tracing::debug!(error = %e, "an answer was not sent");
-                    }
-                }
-            }
             Command::Deliver(peer, addrs, frame, tx) => {
                 let id = self
                     .swarm
@@ -234,9 +230,6 @@ impl EventLoop {
                     .mailbox
                     .send_request_with_addresses(&relay, request, addrs);
                 self.pending_mailbox.insert(id, tx);
-            }
-            Command::Reply(reply, bytes, tx) => {
-                let _ = tx.send(self.reply(reply, bytes));
             }
             Command::ConnectedPeers(tx) => {
                 let _ = tx.send(self.swarm.connected_peers().copied().collect());
@@ -278,22 +271,6 @@ impl EventLoop {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(id, via, acceptance);
-    }
-
-    fn reply(&mut self, reply: ReplyId, bytes: Vec<u8>) -> Result<(), Error> {
-        match self.pending_replies.remove(&reply.0) {
-            None => Err(Error::ReplyExpired),
-            Some(_) if bytes.len() > MAX_REPLY_BYTES => Err(Error::TooLarge {
-                len: bytes.len(),
-                max: MAX_REPLY_BYTES,
-            }),
-            Some(channel) => self
-                .swarm
-                .behaviour_mut()
-                .deliver
-                .send_response(channel, bytes)
-                .map_err(|_| Error::ReplyExpired),
-        }
     }
 
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -437,19 +414,45 @@ impl EventLoop {
             tracing::debug!("a malformed direct frame was refused");
             return; // Dropping the channel fails the request on the sender's side.
         }
-        if self.pending_replies.len() >= self.max_pending_replies {
-            tracing::warn!("too many deliveries awaiting a reply; one refused");
-            return;
-        }
-        let reply = ReplyId(self.next_reply);
-        self.next_reply += 1;
         if self.events.capacity() == 0 {
             self.dropped_events += 1;
             tracing::warn!("network event queue full; delivery refused");
             return;
         }
-        self.pending_replies.insert(reply.0, channel);
+        let Some(reply) = self.replies.open(channel) else {
+            tracing::warn!(
+                waiting = self.replies.len(),
+                "too many deliveries awaiting an answer; one refused"
+            );
+            return;
+        };
         self.emit(Event::Delivery { peer, frame, reply });
+    }
+
+    /// Ends an inbound delivery's slot: sends the answer, or drops the
+    /// response channel (the sender sees its request closed unanswered).
+    fn settle(&mut self, channel: ResponseChannel<Vec<u8>>, settled: Settled) {
+        match settled {
+            Settled::Answered(answer) => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .deliver
+                    .send_response(channel, answer)
+                    .is_err()
+                {
+                    tracing::debug!("an answer was not sent: the request is gone");
+                }
+            }
+            Settled::Dropped => tracing::debug!("a delivery was dropped unanswered"),
+            Settled::Expired => {
+                self.expired_replies += 1;
+                tracing::debug!(
+                    expired = self.expired_replies,
+                    "a delivery was not answered in time"
+                );
+            }
+        }
     }
 }
 

@@ -11,11 +11,7 @@ use libp2p::{Multiaddr, PeerId};
 use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Error, RoomTopic};
-
-/// An inbound delivery waiting for the application's reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ReplyId(pub(crate) u64);
+use crate::{Error, ReplySlot, RoomTopic};
 
 /// The application's verdict on a gossip message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,14 +40,15 @@ pub enum Event {
         /// The peer that passed it on (not necessarily its origin).
         via: PeerId,
     },
-    /// A direct delivery, well formed; answer with [`Handle::reply`].
+    /// A direct delivery, well formed; answer through `reply` (see
+    /// [`ReplySlot`]: dropped or left unanswered, the delivery is refused).
     Delivery {
         /// The sending peer.
         peer: PeerId,
         /// The padded frame.
         frame: Vec<u8>,
         /// Where the answer goes.
-        reply: ReplyId,
+        reply: ReplySlot,
     },
     /// A new listen address.
     Listening(Multiaddr),
@@ -74,7 +71,6 @@ pub(crate) enum Command {
     ),
     Report(MessageId, PeerId, Verdict),
     ReportMany(Vec<(MessageId, PeerId, Verdict)>),
-    ReplyMany(Vec<(ReplyId, Vec<u8>)>),
     Deliver(
         PeerId,
         Vec<Multiaddr>,
@@ -87,7 +83,6 @@ pub(crate) enum Command {
         Vec<u8>,
         oneshot::Sender<Result<Vec<u8>, Error>>,
     ),
-    Reply(ReplyId, Vec<u8>, oneshot::Sender<Result<(), Error>>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     MeshPeers(RoomTopic, oneshot::Sender<usize>),
     Shutdown(oneshot::Sender<()>),
@@ -174,14 +169,17 @@ impl Handle {
             .map_err(|_| Error::Stopped)
     }
 
-    /// Answers several inbound deliveries in one go. An answer that cannot
-    /// be sent (the peer left, the answer is too long) is dropped, and the
-    /// peer sees its request fail.
-    pub async fn reply_many(&self, replies: Vec<(ReplyId, Vec<u8>)>) -> Result<(), Error> {
-        self.commands
-            .send(Command::ReplyMany(replies))
-            .await
-            .map_err(|_| Error::Stopped)
+    /// Answers several inbound deliveries, each with
+    /// [`ReplySlot::send`]; it completes at once. An answer that cannot be
+    /// sent (its slot expired, the answer is too long) is dropped, and the
+    /// peer sees its request fail. Always `Ok`.
+    pub async fn reply_many(&self, replies: Vec<(ReplySlot, Vec<u8>)>) -> Result<(), Error> {
+        for (reply, answer) in replies {
+            if let Err(e) = reply.send(answer) {
+                tracing::debug!(error = %e, "an answer was not sent");
+            }
+        }
+        Ok(())
     }
 
     /// Tells gossipsub whether to forward a received message.
@@ -227,11 +225,6 @@ impl Handle {
         }
         self.ask(|tx| Command::Mailbox(relay, addrs, request, tx))
             .await?
-    }
-
-    /// Answers an inbound delivery (at most [`MAX_REPLY_BYTES`](crate::MAX_REPLY_BYTES)).
-    pub async fn reply(&self, reply: ReplyId, bytes: Vec<u8>) -> Result<(), Error> {
-        self.ask(|tx| Command::Reply(reply, bytes, tx)).await?
     }
 
     /// Peers with an open connection.

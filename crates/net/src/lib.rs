@@ -48,6 +48,7 @@ mod custom_transport;
 mod error;
 mod event_loop;
 mod handle;
+mod reply;
 mod swarm;
 mod topic;
 
@@ -59,6 +60,7 @@ pub use crate::config::Config;
 pub use crate::custom_transport::{CustomTransport, RawStream, RawTransport};
 pub use crate::error::{DeliveryFailure, Error, ErrorKind};
 pub use crate::event_loop::spawn;
-pub use crate::handle::{Event, Handle, ReplyId, Verdict};
+pub use crate::handle::{Event, Handle, Verdict};
+pub use crate::reply::ReplySlot;
 pub use crate::swarm::{BoxError, build_swarm};
 pub use crate::topic::RoomTopic;

@@ -49,23 +49,37 @@ fn with_peer(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
     addr.clone().with(libp2p::multiaddr::Protocol::P2p(peer))
 }
 
-/// Answers every delivery with `ok:` and the frame's length; forwards the
-/// frames it saw.
-fn serve(net: Handle, mut events: mpsc::Receiver<Event>) -> mpsc::Receiver<Event> {
+/// What [`serve`] saw.
+#[derive(Debug)]
+enum Seen {
+    Delivery { peer: PeerId, frame: Vec<u8> },
+    Gossip { topic: RoomTopic, frame: Vec<u8> },
+}
+
+/// Answers every delivery with `ok:` and the frame's length, accepts every
+/// gossip message; forwards the frames it saw.
+fn serve(net: Handle, mut events: mpsc::Receiver<Event>) -> mpsc::Receiver<Seen> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            if let Event::Delivery {
-                reply, ref frame, ..
-            } = event
-            {
-                let answer = format!("ok:{}", frame.len()).into_bytes();
-                net.reply(reply, answer).await.unwrap();
-            }
-            if let Event::Gossip { ref id, via, .. } = event {
-                net.report(id.clone(), via, Verdict::Accept).await.unwrap();
-            }
-            if tx.send(event).await.is_err() {
+            let seen = match event {
+                Event::Delivery { peer, frame, reply } => {
+                    let answer = format!("ok:{}", frame.len()).into_bytes();
+                    reply.send(answer).unwrap();
+                    Seen::Delivery { peer, frame }
+                }
+                Event::Gossip {
+                    topic,
+                    frame,
+                    id,
+                    via,
+                } => {
+                    net.report(id, via, Verdict::Accept).await.unwrap();
+                    Seen::Gossip { topic, frame }
+                }
+                _ => continue,
+            };
+            if tx.send(seen).await.is_err() {
                 break;
             }
         }
@@ -85,7 +99,7 @@ async fn direct_delivery_is_answered() {
     assert_eq!(reply, b"ok:512");
     let from = timeout(WAIT, async {
         loop {
-            if let Some(Event::Delivery { peer, frame: f, .. }) = b_seen.recv().await {
+            if let Some(Seen::Delivery { peer, frame: f }) = b_seen.recv().await {
                 assert_eq!(f, frame(7));
                 return peer;
             }
@@ -135,7 +149,7 @@ async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving()
     assert_eq!(reply, b"ok:512");
     let first = timeout(WAIT, async {
         loop {
-            if let Some(Event::Delivery { frame, .. }) = b_seen.recv().await {
+            if let Some(Seen::Delivery { frame, .. }) = b_seen.recv().await {
                 return frame;
             }
         }
@@ -198,10 +212,7 @@ async fn gossip_reaches_a_subscribed_peer_and_garbage_does_not() {
     a.publish(topic.clone(), frame(5)).await.unwrap();
     let got = timeout(WAIT, async {
         loop {
-            if let Some(Event::Gossip {
-                topic: t, frame, ..
-            }) = b_seen.recv().await
-            {
+            if let Some(Seen::Gossip { topic: t, frame }) = b_seen.recv().await {
                 return (t, frame);
             }
         }
@@ -272,7 +283,7 @@ async fn delivery_and_gossip_over_the_memory_transport() {
             n = n.wrapping_add(1);
             let _ = a.publish(topic.clone(), frame(n)).await;
             while let Ok(event) = b_seen.try_recv() {
-                if let Event::Gossip { frame, .. } = event {
+                if let Seen::Gossip { frame, .. } = event {
                     return frame;
                 }
             }
