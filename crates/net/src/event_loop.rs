@@ -17,6 +17,7 @@ use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
 use safemeet_proto::Envelope;
 use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::handle::{Command, Verdict};
@@ -67,6 +68,8 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
             })?;
     }
     let (commands, command_rx) = mpsc::channel(config.command_queue);
+    let shutdown = CancellationToken::new();
+    let stopped = CancellationToken::new();
     let (event_tx, events) = mpsc::channel(config.event_queue);
     let event_loop = EventLoop {
         swarm,
@@ -77,9 +80,17 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         replies: PendingReplies::new(config.max_pending_replies, config.request_timeout),
         dropped_events: 0,
         expired_replies: 0,
+        shutdown: shutdown.clone(),
+        stopped: stopped.clone(),
     };
     tokio::spawn(event_loop.run());
-    Ok((Handle { commands, local }, events))
+    let handle = Handle {
+        commands,
+        local,
+        shutdown,
+        stopped,
+    };
+    Ok((handle, events))
 }
 
 /// Whether `addr` is on a globally routable IP address (not loopback,
@@ -135,6 +146,10 @@ struct EventLoop {
     dropped_events: u64,
     /// Inbound deliveries nobody answered in time, since the start.
     expired_replies: u64,
+    /// Cancelled by [`Handle::shutdown`].
+    shutdown: CancellationToken,
+    /// Cancelled when the loop has stopped (on drop, so also on a panic).
+    stopped: CancellationToken,
 }
 
 /// A frame is well formed when it is a correctly padded, decodable envelope.
@@ -143,22 +158,67 @@ fn well_formed(frame: &[u8]) -> bool {
 }
 
 impl EventLoop {
+    /// Runs until [`Handle::shutdown`] or until every handle is dropped,
+    /// then [stops](Self::stop).
     async fn run(mut self) {
+        // Tells waiting `Handle::shutdown` calls that the loop is gone, even
+        // if it panicked.
+        let _stopped = self.stopped.clone().drop_guard();
         loop {
+            // Shutdown first, so it is never starved by traffic. Commands
+            // next: each caller waits for its answer, so they cannot starve
+            // the swarm for long. Reply slots settle before new swarm events
+            // are read, which frees slots for them.
             tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
                 command = self.commands.recv() => match command {
-                    Some(Command::Shutdown(done)) => {
-                        let _ = done.send(());
-                        break;
-                    }
                     Some(command) => self.command(command),
+                    // Every handle is gone: nobody can drive or stop the
+                    // node any more.
                     None => break,
                 },
-                event = self.swarm.select_next_some() => self.event(event),
                 (channel, settled) = self.replies.next() => self.settle(channel, settled),
+                event = self.swarm.select_next_some() => self.event(event),
             }
         }
-        tracing::debug!("network event loop stopped");
+        self.stop();
+    }
+
+    /// The one way out of the loop: every waiting caller learns the network
+    /// stopped, open reply slots close (their deliveries are refused), the
+    /// swarm is dropped, which closes every connection and listener, and
+    /// last the event stream ends: when the application sees it end, all
+    /// the rest is done.
+    fn stop(self) {
+        let Self {
+            swarm,
+            commands,
+            events,
+            pending_deliveries,
+            pending_mailbox,
+            replies,
+            dropped_events,
+            expired_replies,
+            shutdown: _,
+            stopped: _,
+        } = self;
+        let waiting = pending_deliveries.len() + pending_mailbox.len();
+        for (_, tx) in pending_deliveries.into_iter().chain(pending_mailbox) {
+            let _ = tx.send(Err(Error::Stopped));
+        }
+        let open_slots = replies.len();
+        drop(replies);
+        drop(commands);
+        drop(swarm);
+        tracing::debug!(
+            waiting,
+            open_slots,
+            dropped_events,
+            expired_replies,
+            "network event loop stopped"
+        );
+        drop(events);
     }
 
     /// Hands an event to the application without ever blocking the swarm:
@@ -238,7 +298,6 @@ impl EventLoop {
                 let hash = gossip_topic(&topic).hash();
                 let _ = tx.send(self.swarm.behaviour().gossipsub.mesh_peers(&hash).count());
             }
-            Command::Shutdown(_) => {}
         }
     }
 

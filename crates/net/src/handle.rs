@@ -10,6 +10,7 @@ use libp2p::gossipsub::MessageId;
 use libp2p::{Multiaddr, PeerId};
 use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::{Error, ReplySlot, RoomTopic};
 
@@ -85,14 +86,21 @@ pub(crate) enum Command {
     ),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     MeshPeers(RoomTopic, oneshot::Sender<usize>),
-    Shutdown(oneshot::Sender<()>),
 }
 
 /// A cloneable handle to the network event loop.
+///
+/// The loop runs until [`shutdown`](Self::shutdown) or until every clone
+/// of the handle is dropped, whichever comes first; either way it stops the
+/// same way.
 #[derive(Clone)]
 pub struct Handle {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) local: PeerId,
+    /// Cancelled to stop the loop.
+    pub(crate) shutdown: CancellationToken,
+    /// Cancelled by the loop when it has stopped.
+    pub(crate) stopped: CancellationToken,
 }
 
 impl std::fmt::Debug for Handle {
@@ -239,8 +247,24 @@ impl Handle {
         self.ask(|tx| Command::MeshPeers(topic, tx)).await
     }
 
-    /// Stops the event loop (connections close).
+    /// Stops the event loop and waits until it has stopped: requests in
+    /// flight fail with [`Error::Stopped`], open reply slots close, and
+    /// every connection and listener closes. Calling it again, or on a
+    /// stopped network, returns at once. Always `Ok`.
     pub async fn shutdown(&self) -> Result<(), Error> {
-        self.ask(Command::Shutdown).await
+        self.shutdown.cancel();
+        self.stopped.cancelled().await;
+        Ok(())
+    }
+
+    /// Waits until the event loop has stopped (after [`shutdown`](Self::shutdown),
+    /// or when it ended on its own).
+    pub async fn stopped(&self) {
+        self.stopped.cancelled().await;
+    }
+
+    /// Whether the event loop has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.is_cancelled()
     }
 }
