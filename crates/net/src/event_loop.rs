@@ -2,9 +2,11 @@
 //!
 //! [`spawn`] builds the node and starts the loop; from then on only the loop
 //! touches the swarm. It serves the [`Handle`]'s commands, turns swarm events
-//! into [`Event`]s for the application, and keeps the requests it is waiting
-//! on (outbound deliveries and mailbox requests, inbound deliveries waiting
-//! for the application's answer) in maps keyed by their ids.
+//! into [`Event`]s for the application, keeps the outbound deliveries and
+//! mailbox requests it is waiting on in maps keyed by request id, and the
+//! inbound deliveries waiting for the application's answer in reply slots
+//! (see [`ReplySlot`](crate::ReplySlot)). It stops on
+//! [`Handle::shutdown`] or when every handle is gone, through one path.
 
 use std::collections::HashMap;
 
@@ -27,6 +29,11 @@ use crate::{Config, Error, Event, Handle, RoomTopic, build_swarm};
 
 /// Builds the node, starts listening, dials the bootstrap peers and spawns
 /// the event loop on the current tokio runtime.
+///
+/// Returns the handle and the application's events, at most
+/// [`Config::event_queue`] of them queued: when the application falls
+/// behind, new events are dropped (and counted) and inbound deliveries are
+/// refused, so the swarm is never blocked by it.
 pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver<Event>), Error> {
     let local = keypair.public().to_peer_id();
     let mut swarm = build_swarm(
@@ -137,6 +144,7 @@ struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
+    /// Direct deliveries waiting for their answer.
     pending_deliveries: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, Error>>>,
     /// Mailbox requests to relays (their ids count apart from deliveries').
     pending_mailbox: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, Error>>>,

@@ -4,7 +4,10 @@
 //! Each [`Handle`] method sends a [`Command`] over a bounded channel to the
 //! event loop (callers wait when it is full) and, when it has an answer,
 //! waits for it on a one-shot channel. Events flow the other way on the
-//! bounded receiver that [`spawn`](crate::spawn) returns.
+//! bounded receiver that [`spawn`](crate::spawn) returns; a direct delivery
+//! comes with the [`ReplySlot`] that answers it. Stopping goes through a
+//! cancellation token, not the command queue, so a full queue never delays
+//! it.
 
 use libp2p::gossipsub::MessageId;
 use libp2p::{Multiaddr, PeerId};
