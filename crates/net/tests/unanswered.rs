@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use safemeet_net::{Config, DeliveryFailure, Error, ErrorKind, Event, Handle};
 use safemeet_proto::Envelope;
@@ -86,7 +87,8 @@ async fn unanswered_deliveries_expire_and_a_later_one_is_answered() {
                 }
                 reply.send(b"ok".to_vec()).unwrap();
                 let expired = held.iter().filter(|r| r.is_expired()).count();
-                let late = held.pop().unwrap().send(b"ok".to_vec());
+                // The oldest slot expired seconds ago.
+                let late = held.swap_remove(0).send(b"ok".to_vec());
                 let _ = seen_tx.send((held.len() + 1, expired, late)).await;
             }
         }
@@ -112,7 +114,9 @@ async fn unanswered_deliveries_expire_and_a_later_one_is_answered() {
     assert_eq!(answer, b"ok");
     let (held, expired, late) = seen.recv().await.unwrap();
     assert_eq!(held, UNANSWERED, "B's application saw every delivery");
-    assert_eq!(expired, UNANSWERED, "every held slot had expired");
+    // libp2p closes an unanswered stream a moment before its slot expires,
+    // so the last few slots may still be open; every earlier one expired.
+    assert!(expired >= UNANSWERED - IN_FLIGHT, "{expired} slots expired");
     assert!(matches!(late, Err(Error::ReplyExpired)), "{late:?}");
 }
 
@@ -180,8 +184,17 @@ async fn a_delivery_held_past_the_senders_timeout_is_a_timeout() {
         request_timeout: Duration::from_millis(300),
         ..Config::loopback()
     };
-    let (a, _a_events, _) = node(sender).await;
+    let (a, mut a_events, _) = node(sender).await;
     let (b, mut b_events, b_addr) = node(Config::loopback()).await;
+    // Connected first, so the short timeout is spent waiting for B alone.
+    a.dial(b_addr.clone().with(Protocol::P2p(b.peer_id())))
+        .await
+        .unwrap();
+    timeout(WAIT, async {
+        while !matches!(a_events.recv().await, Some(Event::Connected(_))) {}
+    })
+    .await
+    .expect("A connects to B");
     let holder = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Some(event) = b_events.recv().await {
