@@ -15,7 +15,7 @@ use safemeet_crypto::account::Account;
 use safemeet_crypto::at_rest::{DataKey, StoreCipher};
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_engine::{LogEntry, MessageState};
-use safemeet_net::NetConfig;
+use safemeet_net::Config as NetConfig;
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::{DisplayName, Username};
 use safemeet_store::MemoryStore;

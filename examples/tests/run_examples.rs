@@ -72,7 +72,7 @@ mod echo_bot {
     use safemeet_crypto::at_rest::{DataKey, StoreCipher};
     use safemeet_crypto::machine::CryptoMachine;
     use safemeet_engine::MessageState;
-    use safemeet_net::NetConfig;
+    use safemeet_net::Config as NetConfig;
     use safemeet_proto::clock::{Clock, SystemClock};
     use safemeet_proto::{DisplayName, Username};
     use safemeet_store::MemoryStore;

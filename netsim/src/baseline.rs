@@ -141,9 +141,9 @@ impl BaselineNodes {
     fn start(&mut self, i: NodeIdx) -> anyhow::Result<()> {
         let heartbeat = Duration::from_millis(self.ctx.scenario.node.heartbeat_ms);
         let transport = self.ctx.hub.transport_for(i);
-        let mut swarm = safemeet_net::build_swarm_over(
+        let mut swarm = safemeet_net::build_swarm(
             self.nodes[i as usize].key.clone(),
-            &transport,
+            Some(&transport),
             Duration::from_secs(300),
             |_, _| {
                 let config = safemeet_net::gossip_config(heartbeat, false)?;

@@ -21,7 +21,7 @@ use safemeet_crypto::account::Account;
 use safemeet_crypto::at_rest::{DataKey, StoreCipher};
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_engine::LogEntry;
-use safemeet_net::NetConfig;
+use safemeet_net::Config as NetConfig;
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::{DisplayName, UserId, Username};
 use safemeet_relay::config::Limits;
@@ -188,7 +188,7 @@ impl EngineNodes {
                 heartbeat: Duration::from_millis(k.heartbeat_ms),
                 transport: Some(self.ctx.hub.transport_for(i)),
                 relays: self.relays.iter().map(|(a, _)| a.clone()).collect(),
-                ..NetConfig::default()
+                ..safemeet_net::Config::default()
             },
             mailbox_poll: Duration::from_millis(k.mailbox_poll_ms),
             gossip_grace: Duration::from_millis(k.gossip_grace_ms),

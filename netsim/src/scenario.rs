@@ -59,7 +59,7 @@ pub struct Nodes {
     /// Relay nodes (`safemeet-relay`, mailboxes in memory) on top of
     /// `count`, each on the modelled network with its own links (profile
     /// `relay` if given, else `default`). Every node lists every relay in
-    /// `NetConfig::relays` (so its invites carry them): deliveries that
+    /// `safemeet_net::Config::relays` (so its invites carry them): deliveries that
     /// cannot reach a node are left there, and it drains them.
     #[serde(default)]
     pub relays: usize,

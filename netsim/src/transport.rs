@@ -1,6 +1,6 @@
 //! The modelled transport: an in-process network whose links follow the
 //! [link model](crate::link), plugged in *under* the production Noise +
-//! yamux upgrade (through `safemeet_net::NetConfig::transport`).
+//! yamux upgrade (through `safemeet_net::Config::transport`).
 //!
 //! A [`Hub`] knows every node (node `i` listens on `/memory/i`) and every
 //! connection, so both endpoints of a link are known and a fault applies to
@@ -209,7 +209,7 @@ impl Hub {
             .map(|n| n.counters.clone())
     }
 
-    /// The transport node `idx` runs on, for `NetConfig::transport`.
+    /// The transport node `idx` runs on, for `safemeet_net::Config::transport`.
     pub fn transport_for(self: &Arc<Self>, idx: NodeIdx) -> CustomTransport {
         let hub = self.clone();
         CustomTransport::new(move || {

@@ -17,7 +17,7 @@ use safemeet_api::{
 };
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_engine::{Config as EngineConfig, Handle as EngineHandle};
-use safemeet_net::NetConfig;
+
 use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -82,7 +82,10 @@ fn identity(machine: &CryptoMachine<safemeet_store_sled::SledStore>) -> Identity
     }
 }
 
-fn start_engine(store: ProfileStore, net: NetConfig) -> Result<(EngineHandle, Identity), Failure> {
+fn start_engine(
+    store: ProfileStore,
+    net: safemeet_net::Config,
+) -> Result<(EngineHandle, Identity), Failure> {
     let machine = CryptoMachine::open(store)?;
     let identity = identity(&machine);
     let config = EngineConfig {
@@ -142,11 +145,11 @@ pub(crate) fn daemon(
         return Ok(());
     }
     rt.block_on(async {
-        let mut net = NetConfig {
+        let mut net = safemeet_net::Config {
             bootstrap,
             relays,
             mdns: !no_mdns,
-            ..NetConfig::default()
+            ..safemeet_net::Config::default()
         };
         if !listen.is_empty() {
             net.listen = listen;
@@ -250,10 +253,10 @@ async fn in_process(
     action: Action,
 ) -> Result<(), Failure> {
     let store = home.unlock(&source.existing()?)?;
-    let net = NetConfig {
+    let net = safemeet_net::Config {
         listen: Vec::new(),
         mdns: false,
-        ..NetConfig::default()
+        ..safemeet_net::Config::default()
     };
     let (engine, identity) = start_engine(store, net)?;
     let api = Api::InProcess {

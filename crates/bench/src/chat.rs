@@ -32,7 +32,7 @@ use safemeet_crypto::account::Account;
 use safemeet_crypto::at_rest::{DataKey, StoreCipher};
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_engine::LogEntry;
-use safemeet_net::{FrameCodec, NetConfig};
+use safemeet_net::FrameCodec;
 use safemeet_proto::RoomId;
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::{DisplayName, EventId, Username};
@@ -180,7 +180,7 @@ fn start_engine<S: safemeet_store::Store + Clone + 'static>(
     start_engine_on(
         backend,
         &DataKey::generate(),
-        NetConfig::loopback(),
+        safemeet_net::Config::loopback(),
         Some(name),
     )
 }
@@ -190,7 +190,7 @@ fn start_engine<S: safemeet_store::Store + Clone + 'static>(
 pub(crate) fn start_engine_on<S: safemeet_store::Store + Clone + 'static>(
     backend: S,
     key: &DataKey,
-    net: NetConfig,
+    net: safemeet_net::Config,
     create: Option<&str>,
 ) -> anyhow::Result<safemeet_engine::Handle> {
     let store = EncryptedStore::new(backend, StoreCipher::new(key));

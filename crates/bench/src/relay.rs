@@ -31,7 +31,7 @@ use libp2p::{Multiaddr, PeerId};
 use safemeet_crypto::at_rest::DataKey;
 use safemeet_crypto::mailbox::{EpochKey, authorize};
 use safemeet_engine::LogEntry;
-use safemeet_net::{MAILBOX_PROTOCOL, MailboxCodec, NetConfig};
+use safemeet_net::{MAILBOX_PROTOCOL, MailboxCodec};
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::mailbox::{
     AckParams, Deposit, DepositOutcome, FetchParams, MAX_DEPOSIT_ITEMS, MAX_RESPONSE_BYTES,
@@ -79,6 +79,7 @@ impl Client {
     async fn connect(addr: Multiaddr, relay: PeerId) -> anyhow::Result<Self> {
         let mut swarm = safemeet_net::build_swarm(
             Keypair::generate_ed25519(),
+            None,
             Duration::from_secs(60),
             |_, _| {
                 Ok(request_response::Behaviour::with_codec(
@@ -487,7 +488,7 @@ async fn start_relay(
 fn engine_on_sled(
     dir: &std::path::Path,
     key: &DataKey,
-    net: NetConfig,
+    net: safemeet_net::Config,
     create: Option<&str>,
 ) -> anyhow::Result<safemeet_engine::Handle> {
     let backend = SledStore::open(dir, &safemeet_store_sled::Config::default())?;
@@ -528,9 +529,9 @@ async fn wait_entries(
 async fn node_drain(count: usize) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
     let (relay, addr) = start_relay(dir.path()).await?;
-    let bob_net = NetConfig {
+    let bob_net = safemeet_net::Config {
         relays: vec![addr],
-        ..NetConfig::loopback()
+        ..safemeet_net::Config::loopback()
     };
     let data_key = DataKey::generate();
     let bob_dir = dir.path().join("bob");
@@ -539,7 +540,7 @@ async fn node_drain(count: usize) -> anyhow::Result<(f64, f64)> {
     let alice = engine_on_sled(
         &dir.path().join("alice"),
         &alice_key,
-        NetConfig::loopback(),
+        safemeet_net::Config::loopback(),
         Some("alice"),
     )?;
     for engine in [&alice, &bob] {

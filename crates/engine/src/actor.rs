@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 use libp2p::gossipsub::MessageId;
 use safemeet_crypto::machine::CryptoMachine;
-use safemeet_net::{NetError, NetEvent, Network, ReplyId, RoomTopic, Verdict};
+use safemeet_net::{
+    Error as NetError, Event as NetEvent, Handle as Network, ReplySlot, RoomTopic, Verdict,
+};
 use safemeet_proto::clock::{Clock, SystemClock};
-use safemeet_proto::deliver::Answer;
+use safemeet_proto::deliver::DeliverAnswer as Answer;
 use safemeet_proto::{RoomId, Timestamp};
 use safemeet_store::Store;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -151,7 +153,7 @@ struct Actor<S: Store> {
     replies: HashMap<RequestId, oneshot::Sender<Result<Response, Error>>>,
     next_request: RequestId,
     /// Open direct deliveries and gossip frames, by the core's token.
-    net_replies: HashMap<u64, ReplyId>,
+    net_replies: HashMap<u64, ReplySlot>,
     gossip: HashMap<u64, (MessageId, PeerId)>,
     next_token: u64,
     deliveries: JoinSet<(DeliveryToken, PeerId, DeliveryResult)>,
@@ -268,7 +270,7 @@ impl<S: Store + Clone> Actor<S> {
 
     async fn mesh_peers(&mut self, room: RoomId) -> Result<usize, Error> {
         let topic = self.core.room_topic(&room)?;
-        Ok(self.net.mesh_peers(RoomTopic(topic)).await?)
+        Ok(self.net.mesh_peers(RoomTopic::from_bytes(topic)).await?)
     }
 
     /// `first` and the network events waiting behind it, as one input.
@@ -306,7 +308,7 @@ impl<S: Store + Clone> Actor<S> {
                 let token = self.token();
                 self.gossip.insert(token, (id, via));
                 Some(NetInput::Gossip {
-                    topic: topic.0,
+                    topic: *topic.as_bytes(),
                     frame,
                     token,
                 })
@@ -324,7 +326,6 @@ impl<S: Store + Clone> Actor<S> {
 
     /// Carries out the core's outputs.
     async fn execute(&mut self, outputs: Vec<Output>) {
-        let mut answers = Vec::new();
         let mut verdicts = Vec::new();
         for output in outputs {
             match output {
@@ -350,7 +351,10 @@ impl<S: Store + Clone> Actor<S> {
                         let _ = self.publishing.join_next().await;
                     }
                     let net = self.net.clone();
-                    let frames = frames.into_iter().map(|(t, f)| (RoomTopic(t), f)).collect();
+                    let frames = frames
+                        .into_iter()
+                        .map(|(t, f)| (RoomTopic::from_bytes(t), f))
+                        .collect();
                     self.publishing.spawn(async move {
                         // Not reaching anyone now is fine: direct delivery follows.
                         match net.publish_many(frames).await {
@@ -392,16 +396,18 @@ impl<S: Store + Clone> Actor<S> {
                     }
                 }
                 Output::Subscribe(topic) => {
-                    if let Err(e) = self.net.subscribe(RoomTopic(topic)).await {
+                    if let Err(e) = self.net.subscribe(RoomTopic::from_bytes(topic)).await {
                         tracing::warn!(error = %e, "could not subscribe to a room topic");
                     }
                 }
                 Output::Unsubscribe(topic) => {
-                    let _ = self.net.unsubscribe(RoomTopic(topic)).await;
+                    let _ = self.net.unsubscribe(RoomTopic::from_bytes(topic)).await;
                 }
                 Output::Answer { reply, answer } => {
-                    if let Some(reply) = self.net_replies.remove(&reply) {
-                        answers.push((reply, answer.as_bytes().to_vec()));
+                    if let Some(slot) = self.net_replies.remove(&reply)
+                        && let Err(e) = slot.send(answer.to_bytes().to_vec())
+                    {
+                        tracing::debug!(error = %e, "a delivery could not be answered");
                     }
                 }
                 Output::Verdict { token, accept } => {
@@ -422,9 +428,6 @@ impl<S: Store + Clone> Actor<S> {
                     });
                 }
             }
-        }
-        if !answers.is_empty() {
-            let _ = self.net.reply_many(answers).await;
         }
         if !verdicts.is_empty() {
             let _ = self.net.report_many(verdicts).await;
@@ -457,7 +460,7 @@ fn delivery_result(result: Result<Vec<u8>, NetError>) -> DeliveryResult {
 }
 
 fn net_unreachable(e: &NetError) -> bool {
-    matches!(e, NetError::Delivery(_))
+    e.is_unreachable()
 }
 
 fn unexpected(_command: Command) -> Error {

@@ -10,7 +10,7 @@ use crate::Error;
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The network layer's settings.
-    pub net: safemeet_net::NetConfig,
+    pub net: safemeet_net::Config,
     /// First retry delay of an undelivered item. Default 1 s.
     pub retry_initial: Duration,
     /// Longest retry delay. Default 5 minutes.
@@ -59,7 +59,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            net: safemeet_net::NetConfig::default(),
+            net: safemeet_net::Config::default(),
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
             gossip_grace: Duration::from_secs(1),

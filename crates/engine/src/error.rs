@@ -16,7 +16,7 @@ pub enum Error {
     Crypto(#[from] safemeet_crypto::Error),
     /// The network layer failed.
     #[error(transparent)]
-    Net(#[from] safemeet_net::NetError),
+    Net(#[from] safemeet_net::Error),
     /// Encoding failed.
     #[error(transparent)]
     Encode(#[from] safemeet_proto::EncodeError),

@@ -143,7 +143,7 @@ pub enum NetInput {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryResult {
     /// The device answered.
-    Answered(safemeet_proto::deliver::Answer),
+    Answered(safemeet_proto::deliver::DeliverAnswer),
     /// The device could not be reached at all (no address worked, the dial
     /// failed): the only failure that sends a message to relays.
     Unreachable,
@@ -267,7 +267,7 @@ pub enum Output {
         /// The delivery's handle.
         reply: u64,
         /// The answer.
-        answer: safemeet_proto::deliver::Answer,
+        answer: safemeet_proto::deliver::DeliverAnswer,
     },
     /// Judge a gossip frame: forward it (`true`) or not.
     Verdict {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use safemeet_proto::deliver::Answer;
+use safemeet_proto::deliver::DeliverAnswer as Answer;
 use safemeet_proto::mailbox::StoredEnvelope;
 use safemeet_proto::{Envelope, codec};
 use safemeet_store::{Keyspace, Store};

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 use safemeet_crypto::machine::{Destination, OutboxItem};
-use safemeet_proto::deliver::Answer;
+use safemeet_proto::deliver::DeliverAnswer as Answer;
 use safemeet_proto::{DeviceId, Envelope, EventId, UserId};
 use safemeet_store::Store;
 

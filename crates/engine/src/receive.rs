@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use libp2p::PeerId;
 use safemeet_crypto::EncryptedStore;
 use safemeet_crypto::machine::{DecryptedRoomEvent, ToDeviceContent};
-use safemeet_proto::deliver::Answer;
+use safemeet_proto::deliver::DeliverAnswer as Answer;
 use safemeet_proto::event::EventContent;
 use safemeet_proto::{DeviceId, Envelope, EventId, RoomId, UserId};
 use safemeet_store::{Keyspace, Store};

@@ -14,7 +14,7 @@ use libp2p::PeerId;
 use safemeet_crypto::mailbox::{EpochKey, authorize};
 use std::sync::Arc;
 
-use safemeet_net::{NetError, Network};
+use safemeet_net::{Error as NetError, Handle as Network};
 use safemeet_proto::mailbox::{
     AckParams, FetchParams, MAX_ACK_IDS, MAX_FETCH_ITEMS, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
     MailboxError, MailboxRequest, MailboxResponse, Receipt, StoredEnvelope, VERSION,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_engine::{LogEntry, MessageState};
-use safemeet_net::NetConfig;
+use safemeet_net::Config as NetConfig;
 use safemeet_proto::UserId;
 use safemeet_proto::clock::{Clock, SystemClock};
 use tokio::time::timeout;
@@ -416,8 +416,8 @@ async fn both_sides_show_one_order_whatever_the_arrival_order() {
 /// it can send what the engine never would.
 struct Mallory {
     machine: CryptoMachine<safemeet_test_utils::FaultyStore>,
-    net: safemeet_net::Network,
-    _events: tokio::sync::mpsc::Receiver<safemeet_net::NetEvent>,
+    net: safemeet_net::Handle,
+    _events: tokio::sync::mpsc::Receiver<safemeet_net::Event>,
     _device: Device,
 }
 

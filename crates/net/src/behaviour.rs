@@ -10,8 +10,8 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{StreamProtocol, connection_limits, identify, kad, mdns, ping, request_response};
 use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 
-use crate::NetConfig;
 use crate::codec::{DELIVER_PROTOCOL, FrameCodec, MAILBOX_PROTOCOL, MailboxCodec};
+use crate::{Config, Error};
 
 /// Kademlia protocol name: our own, so we never join another network's DHT.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet/kad/1");
@@ -34,7 +34,7 @@ pub(crate) struct Behaviour {
     /// fetching and acknowledging this device's own.
     pub(crate) mailbox: request_response::Behaviour<MailboxCodec>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
-    /// Circuits through relays (`NetConfig::relays`).
+    /// Circuits through relays (`Config::relays`).
     pub(crate) relay: libp2p::relay::client::Behaviour,
     /// Direct connections upgraded from relayed ones (hole punching); on
     /// when the node uses relays.
@@ -67,7 +67,7 @@ pub const MESH_N_LOW: usize = 2;
 pub fn gossip_config(
     heartbeat: std::time::Duration,
     validate: bool,
-) -> Result<gossipsub::Config, String> {
+) -> Result<gossipsub::Config, Error> {
     let mut builder = gossipsub::ConfigBuilder::default();
     builder
         .validation_mode(ValidationMode::Anonymous)
@@ -83,17 +83,18 @@ pub fn gossip_config(
     if validate {
         builder.validate_messages();
     }
-    builder
-        .build()
-        .map_err(|e| format!("gossipsub config: {e}"))
+    builder.build().map_err(|e| Error::Setup {
+        part: "gossipsub configuration",
+        source: e.into(),
+    })
 }
 
 impl Behaviour {
     pub(crate) fn new(
         key: &Keypair,
         relay: libp2p::relay::client::Behaviour,
-        config: &NetConfig,
-    ) -> Result<Self, String> {
+        config: &Config,
+    ) -> Result<Self, Error> {
         let local = key.public().to_peer_id();
         let gossip_config = gossip_config(config.heartbeat, true)?;
         let filter = MaxCountSubscriptionFilter {
@@ -106,7 +107,10 @@ impl Behaviour {
             gossip_config,
             filter,
         )
-        .map_err(|e| format!("gossipsub: {e}"))?;
+        .map_err(|e| Error::Setup {
+            part: "gossipsub",
+            source: e.into(),
+        })?;
 
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
         kad_config.set_kbucket_size(config.kad_bucket_size);
@@ -131,8 +135,12 @@ impl Behaviour {
         );
         let mdns = if config.mdns {
             Some(
-                mdns::tokio::Behaviour::new(mdns::Config::default(), local)
-                    .map_err(|e| format!("mdns: {e}"))?,
+                mdns::tokio::Behaviour::new(mdns::Config::default(), local).map_err(|e| {
+                    Error::Setup {
+                        part: "mDNS",
+                        source: e.into(),
+                    }
+                })?,
             )
         } else {
             None

@@ -7,9 +7,9 @@ use libp2p::Multiaddr;
 
 use crate::CustomTransport;
 
-/// Network settings. [`NetConfig::default`] is what the daemon runs with.
+/// Network settings. [`Config::default`] is what the daemon runs with.
 #[derive(Debug, Clone)]
-pub struct NetConfig {
+pub struct Config {
     /// Addresses to listen on. Default: every IPv4 interface, a free port,
     /// TCP and QUIC. `/memory/N` listens on the in-process memory transport
     /// (tests and simulations: no sockets, same Noise and yamux).
@@ -35,7 +35,10 @@ pub struct NetConfig {
     pub max_connections_per_peer: u32,
     /// Most connections still in their handshake, each way. Default 64.
     pub max_pending: u32,
-    /// How long a direct delivery may take before it fails. Default 10 s.
+    /// How long a direct delivery or mailbox request may take before it
+    /// fails, and how long an inbound delivery waits for the application's
+    /// answer before it is refused (the sender, with the same default, has
+    /// given up by then). Default 10 s.
     pub request_timeout: Duration,
     /// Most gossip topics (rooms) one peer may be subscribed to before its
     /// subscriptions are ignored. Default 4096: far above libp2p's default of
@@ -47,7 +50,10 @@ pub struct NetConfig {
     /// counted). Default 1024.
     pub event_queue: usize,
     /// Inbound deliveries waiting for the application's answer at once;
-    /// beyond this they are refused. Default 1024.
+    /// beyond this they are refused. Each waits at most
+    /// [`request_timeout`](Self::request_timeout), so an application that
+    /// stops answering holds at most this many for that long. Default 1024:
+    /// a full event queue's worth.
     pub max_pending_replies: usize,
     /// Most peers in each Kademlia bucket (the DHT's `k`). Default 20, the
     /// standard value. libp2p-kad allocates all 256 buckets at this size
@@ -62,7 +68,7 @@ pub struct NetConfig {
     pub transport: Option<CustomTransport>,
 }
 
-impl Default for NetConfig {
+impl Default for Config {
     fn default() -> Self {
         let listen = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
             .iter()
@@ -89,7 +95,7 @@ impl Default for NetConfig {
     }
 }
 
-impl NetConfig {
+impl Config {
     /// Settings for tests on one machine: loopback TCP only, no mDNS, a fast
     /// gossip heartbeat.
     pub fn loopback() -> Self {

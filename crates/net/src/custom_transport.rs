@@ -2,11 +2,11 @@
 //!
 //! The network simulator (`netsim/`) runs the production node over links
 //! it models itself (latency, bandwidth, loss, partitions). It hands the
-//! node a [`CustomTransport`] through [`NetConfig::transport`]
-//! (`crate::NetConfig`); the node then uses that transport *instead of*
-//! TCP, QUIC and the memory transport, and still authenticates every
-//! connection with Noise and multiplexes it with yamux, exactly as in
-//! production. The daemon never sets it.
+//! node a [`CustomTransport`] through
+//! [`Config::transport`](crate::Config::transport), and the node uses that
+//! transport *instead of* TCP, QUIC and the memory transport; it still
+//! authenticates every connection with Noise and multiplexes it with yamux,
+//! exactly as in production. The daemon never sets it.
 
 use std::fmt;
 use std::sync::Arc;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
-use safemeet_net::{NetConfig, NetError, NetEvent, Network, RoomTopic, Verdict};
+use safemeet_net::{Config, DeliveryFailure, Error, ErrorKind, Event, Handle, RoomTopic, Verdict};
 use safemeet_proto::Envelope;
 use safemeet_proto::envelope::RoomEnvelope;
 use tokio::sync::mpsc;
@@ -27,15 +27,15 @@ fn frame(tag: u8) -> Vec<u8> {
     .unwrap()
 }
 
-async fn node() -> (Network, mpsc::Receiver<NetEvent>, Multiaddr) {
-    node_on(NetConfig::loopback()).await
+async fn node() -> (Handle, mpsc::Receiver<Event>, Multiaddr) {
+    node_on(Config::loopback()).await
 }
 
-async fn node_on(config: NetConfig) -> (Network, mpsc::Receiver<NetEvent>, Multiaddr) {
+async fn node_on(config: Config) -> (Handle, mpsc::Receiver<Event>, Multiaddr) {
     let (net, mut events) = safemeet_net::spawn(Keypair::generate_ed25519(), config).unwrap();
     let addr = timeout(WAIT, async {
         loop {
-            if let Some(NetEvent::Listening(addr)) = events.recv().await {
+            if let Some(Event::Listening(addr)) = events.recv().await {
                 return addr;
             }
         }
@@ -49,23 +49,37 @@ fn with_peer(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
     addr.clone().with(libp2p::multiaddr::Protocol::P2p(peer))
 }
 
-/// Answers every delivery with `ok:` and the frame's length; forwards the
-/// frames it saw.
-fn serve(net: Network, mut events: mpsc::Receiver<NetEvent>) -> mpsc::Receiver<NetEvent> {
+/// What [`serve`] saw.
+#[derive(Debug)]
+enum Seen {
+    Delivery { peer: PeerId, frame: Vec<u8> },
+    Gossip { topic: RoomTopic, frame: Vec<u8> },
+}
+
+/// Answers every delivery with `ok:` and the frame's length, accepts every
+/// gossip message; forwards the frames it saw.
+fn serve(net: Handle, mut events: mpsc::Receiver<Event>) -> mpsc::Receiver<Seen> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            if let NetEvent::Delivery {
-                reply, ref frame, ..
-            } = event
-            {
-                let answer = format!("ok:{}", frame.len()).into_bytes();
-                net.reply(reply, answer).await.unwrap();
-            }
-            if let NetEvent::Gossip { ref id, via, .. } = event {
-                net.report(id.clone(), via, Verdict::Accept).await.unwrap();
-            }
-            if tx.send(event).await.is_err() {
+            let seen = match event {
+                Event::Delivery { peer, frame, reply } => {
+                    let answer = format!("ok:{}", frame.len()).into_bytes();
+                    reply.send(answer).unwrap();
+                    Seen::Delivery { peer, frame }
+                }
+                Event::Gossip {
+                    topic,
+                    frame,
+                    id,
+                    via,
+                } => {
+                    net.report(id, via, Verdict::Accept).await.unwrap();
+                    Seen::Gossip { topic, frame }
+                }
+                _ => continue,
+            };
+            if tx.send(seen).await.is_err() {
                 break;
             }
         }
@@ -85,7 +99,7 @@ async fn direct_delivery_is_answered() {
     assert_eq!(reply, b"ok:512");
     let from = timeout(WAIT, async {
         loop {
-            if let Some(NetEvent::Delivery { peer, frame: f, .. }) = b_seen.recv().await {
+            if let Some(Seen::Delivery { peer, frame: f }) = b_seen.recv().await {
                 assert_eq!(f, frame(7));
                 return peer;
             }
@@ -109,13 +123,24 @@ async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving()
     .await
     .unwrap()
     .unwrap_err();
-    assert!(matches!(err, NetError::Delivery(_)), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Delivery {
+                failure: DeliveryFailure::Refused,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Refused);
+    assert!(!err.is_unreachable());
     // Too large: refused before anything is sent.
     let err = a
         .deliver(b.peer_id(), vec![b_addr.clone()], vec![0; 70 * 1024])
         .await
         .unwrap_err();
-    assert!(matches!(err, NetError::TooLarge(_)), "{err:?}");
+    assert!(matches!(err, Error::TooLarge { .. }), "{err:?}");
     // A good frame still goes through, and it is the only one B's application saw.
     let reply = timeout(WAIT, a.deliver(b.peer_id(), vec![b_addr], frame(9)))
         .await
@@ -124,7 +149,7 @@ async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving()
     assert_eq!(reply, b"ok:512");
     let first = timeout(WAIT, async {
         loop {
-            if let Some(NetEvent::Delivery { frame, .. }) = b_seen.recv().await {
+            if let Some(Seen::Delivery { frame, .. }) = b_seen.recv().await {
                 return frame;
             }
         }
@@ -135,13 +160,37 @@ async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_cannot_be_reached_is_reported_unreachable() {
+    let (a, _a_events, _) = node().await;
+    // No address at all, and an address nobody listens on.
+    let nowhere: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+    for addrs in [vec![], vec![nowhere]] {
+        let err = timeout(WAIT, a.deliver(PeerId::random(), addrs, frame(1)))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(err.is_unreachable(), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::Delivery {
+                    failure: DeliveryFailure::Unreachable,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gossip_reaches_a_subscribed_peer_and_garbage_does_not() {
     let (a, _a_events, _) = node().await;
     let (b, b_events, b_addr) = node().await;
     let mut b_seen = serve(b.clone(), b_events);
-    let topic = RoomTopic([42; 32]);
-    a.subscribe(topic).await.unwrap();
-    b.subscribe(topic).await.unwrap();
+    let topic = RoomTopic::from_bytes([42; 32]);
+    a.subscribe(topic.clone()).await.unwrap();
+    b.subscribe(topic.clone()).await.unwrap();
     a.dial(with_peer(&b_addr, b.peer_id())).await.unwrap();
 
     // Garbage first: it is rejected by B's network layer.
@@ -151,22 +200,19 @@ async fn gossip_reaches_a_subscribed_peer_and_garbage_does_not() {
         loop {
             tick.tick().await;
             n = n.wrapping_add(1);
-            match a.publish(topic, vec![n; 300]).await {
+            match a.publish(topic.clone(), vec![n; 300]).await {
                 Ok(()) => return,
-                Err(NetError::NoPeers) => continue,
+                Err(Error::NoPeers) => continue,
                 Err(e) => panic!("publish failed: {e}"),
             }
         }
     })
     .await;
     assert!(garbage_sent.is_ok(), "B never joined the topic");
-    a.publish(topic, frame(5)).await.unwrap();
+    a.publish(topic.clone(), frame(5)).await.unwrap();
     let got = timeout(WAIT, async {
         loop {
-            if let Some(NetEvent::Gossip {
-                topic: t, frame, ..
-            }) = b_seen.recv().await
-            {
+            if let Some(Seen::Gossip { topic: t, frame }) = b_seen.recv().await {
                 return (t, frame);
             }
         }
@@ -182,15 +228,15 @@ async fn gossip_reaches_a_subscribed_peer_and_garbage_does_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_delivery_over_quic() {
-    let quic = || NetConfig {
+    let quic = || Config {
         listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
-        ..NetConfig::loopback()
+        ..Config::loopback()
     };
     let (a, _a_events) = safemeet_net::spawn(Keypair::generate_ed25519(), quic()).unwrap();
     let (b, mut b_events) = safemeet_net::spawn(Keypair::generate_ed25519(), quic()).unwrap();
     let b_addr = timeout(WAIT, async {
         loop {
-            if let Some(NetEvent::Listening(addr)) = b_events.recv().await {
+            if let Some(Event::Listening(addr)) = b_events.recv().await {
                 return addr;
             }
         }
@@ -208,9 +254,9 @@ async fn direct_delivery_over_quic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_and_gossip_over_the_memory_transport() {
-    let memory = |port: u64| NetConfig {
+    let memory = |port: u64| Config {
         listen: vec![format!("/memory/{port}").parse().unwrap()],
-        ..NetConfig::loopback()
+        ..Config::loopback()
     };
     // Ports unique to this process run.
     let base = u64::from(std::process::id()) * 1000 + 7;
@@ -225,9 +271,9 @@ async fn delivery_and_gossip_over_the_memory_transport() {
         .unwrap();
     assert_eq!(reply, b"ok:512");
 
-    let topic = RoomTopic([3; 32]);
-    a.subscribe(topic).await.unwrap();
-    b.subscribe(topic).await.unwrap();
+    let topic = RoomTopic::from_bytes([3; 32]);
+    a.subscribe(topic.clone()).await.unwrap();
+    b.subscribe(topic.clone()).await.unwrap();
     // Publish until B is known to be subscribed, then expect the frame.
     let got = timeout(WAIT, async {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -235,9 +281,9 @@ async fn delivery_and_gossip_over_the_memory_transport() {
         loop {
             tick.tick().await;
             n = n.wrapping_add(1);
-            let _ = a.publish(topic, frame(n)).await;
+            let _ = a.publish(topic.clone(), frame(n)).await;
             while let Ok(event) = b_seen.try_recv() {
-                if let NetEvent::Gossip { frame, .. } = event {
+                if let Seen::Gossip { frame, .. } = event {
                     return frame;
                 }
             }

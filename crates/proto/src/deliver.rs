@@ -1,47 +1,81 @@
 //! The answer to a direct delivery (`/safemeet/deliver/1`).
 //!
-//! A device answers every well-formed delivery with one of three short
-//! byte strings. They are kept as they were first sent, so older nodes
-//! understand newer ones.
+//! A device that receives a frame over direct delivery answers with a few
+//! ASCII bytes saying what it did with it. The sender uses the answer to
+//! decide whether the frame is done (stored, or never to be stored) or must
+//! be sent again. The bytes are fixed by the deployed protocol: `ok`,
+//! `refused` and `later`, with no length prefix or version of their own
+//! (the transport frames them). Anything else is a [`DeliverAnswerError`];
+//! a sender treats it like no answer at all.
 
-/// A device's answer to a direct delivery.
+use std::fmt;
+
+/// What a device did with a frame it received directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Answer {
-    /// Stored (durably): the sender is done for this device.
+pub enum DeliverAnswer {
+    /// Stored: the sender is done with this device (`ok`).
     Ack,
-    /// Never accepted (malformed, forged, from a stranger): do not retry.
+    /// Will never be stored (not for this device, undecryptable, or
+    /// invalid): the sender must not retry (`refused`).
     Refused,
-    /// Cannot be placed yet (its room key, room or sender is not known
-    /// here yet, or this device's store failed): retry later.
+    /// Cannot be placed yet (a room message that arrived before the room's
+    /// state): the sender keeps it and retries later (`later`).
     Later,
 }
 
-/// An answer's bytes are none of the three.
+/// Bytes that are not a [`DeliverAnswer`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a delivery answer ({len} bytes)")]
-pub struct UnknownAnswer {
-    /// How long the bytes were.
+#[error("an answer of {len} bytes is not a known delivery answer")]
+pub struct DeliverAnswerError {
+    /// How many bytes the answer had (its content is the peer's and is not
+    /// kept).
     pub len: usize,
 }
 
-impl Answer {
-    /// The wire bytes.
-    pub fn as_bytes(self) -> &'static [u8] {
+impl DeliverAnswer {
+    /// Wire bytes of [`DeliverAnswer::Ack`].
+    const ACK: &'static [u8] = b"ok";
+    /// Wire bytes of [`DeliverAnswer::Refused`].
+    const REFUSED: &'static [u8] = b"refused";
+    /// Wire bytes of [`DeliverAnswer::Later`].
+    const LATER: &'static [u8] = b"later";
+
+    /// The answer's wire bytes.
+    pub const fn to_bytes(self) -> &'static [u8] {
         match self {
-            Self::Ack => b"ok",
-            Self::Refused => b"refused",
-            Self::Later => b"later",
+            Self::Ack => Self::ACK,
+            Self::Refused => Self::REFUSED,
+            Self::Later => Self::LATER,
         }
     }
 
-    /// Parses the wire bytes.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, UnknownAnswer> {
+    /// Parses an answer. Only the exact wire bytes are accepted (no case
+    /// folding, no trailing bytes).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DeliverAnswerError> {
         match bytes {
-            b"ok" => Ok(Self::Ack),
-            b"refused" => Ok(Self::Refused),
-            b"later" => Ok(Self::Later),
-            _ => Err(UnknownAnswer { len: bytes.len() }),
+            Self::ACK => Ok(Self::Ack),
+            Self::REFUSED => Ok(Self::Refused),
+            Self::LATER => Ok(Self::Later),
+            _ => Err(DeliverAnswerError { len: bytes.len() }),
         }
+    }
+}
+
+impl fmt::Display for DeliverAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ack => "stored",
+            Self::Refused => "refused",
+            Self::Later => "retry later",
+        })
+    }
+}
+
+impl TryFrom<&[u8]> for DeliverAnswer {
+    type Error = DeliverAnswerError;
+
+    fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
+        Self::from_bytes(bytes)
     }
 }
 
@@ -50,17 +84,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn answers_keep_their_wire_bytes_and_nothing_else_parses() {
-        for (a, b) in [
-            (Answer::Ack, &b"ok"[..]),
-            (Answer::Refused, b"refused"),
-            (Answer::Later, b"later"),
+    fn every_answer_round_trips() {
+        for answer in [
+            DeliverAnswer::Ack,
+            DeliverAnswer::Refused,
+            DeliverAnswer::Later,
         ] {
-            assert_eq!(a.as_bytes(), b);
-            assert_eq!(Answer::from_bytes(b), Ok(a));
+            assert_eq!(DeliverAnswer::from_bytes(answer.to_bytes()), Ok(answer));
         }
-        for junk in [&b""[..], b"OK", b"ok ", b"later\0", &[0xff; 300]] {
-            assert!(Answer::from_bytes(junk).is_err());
+    }
+
+    #[test]
+    fn anything_else_is_an_error() {
+        for bytes in [
+            &b""[..],
+            b"OK",
+            b"ok ",
+            b"ok\0",
+            b"o",
+            b"refuse",
+            b"laterr",
+            b"ok:512",
+        ] {
+            assert_eq!(
+                DeliverAnswer::from_bytes(bytes),
+                Err(DeliverAnswerError { len: bytes.len() }),
+                "{bytes:?}"
+            );
         }
     }
 }

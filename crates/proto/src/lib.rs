@@ -4,8 +4,9 @@
 //! [`DeviceId`], [`RoomId`], [`EventId`], [`MailboxId`], [`Timestamp`]), the
 //! outer [`Envelope`] that travels between nodes, the typed plaintext
 //! [`event`]s that travel inside end-to-end encryption, the signed identity
-//! records ([`identity`]), and the one [`codec`] that turns all of them into
-//! bytes.
+//! records ([`identity`]), room secrets and the gossip topics derived from
+//! them ([`room`]), the answer to a direct delivery ([`deliver`]), and the
+//! one [`codec`] that turns all of them into bytes.
 //!
 //! It is **not** a place for cryptography, storage or networking: it never
 //! touches a socket, a disk or the wall clock (the [`clock`] module only
@@ -38,12 +39,15 @@ pub mod invite;
 pub mod limits;
 pub mod mailbox;
 pub mod padding;
+pub mod room;
 mod sensitive;
 mod time;
 
 pub use codec::{DecodeError, EncodeError};
+pub use deliver::{DeliverAnswer, DeliverAnswerError};
 pub use envelope::Envelope;
 pub use id::{DeviceId, EventId, IdError, MailboxId, RoomId, UserId};
 pub use identity::{DisplayName, Email, Username};
+pub use room::{RoomSecret, RoomTopic};
 pub use sensitive::Sensitive;
 pub use time::Timestamp;

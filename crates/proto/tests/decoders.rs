@@ -11,7 +11,9 @@ use safemeet_proto::envelope::{AckEnvelope, OlmMessageKind, RoomEnvelope, ToDevi
 use safemeet_proto::event::{EventContent, Message, MessageText, Payload, RoomEvent, Sealed};
 use safemeet_proto::identity::{DeviceCertificate, DeviceList, Profile, Signed};
 use safemeet_proto::limits::MAX_RECORD_BYTES;
-use safemeet_proto::{DeviceId, Envelope, RoomId, Timestamp, UserId};
+use safemeet_proto::{
+    DeliverAnswer, DeviceId, Envelope, RoomId, RoomSecret, RoomTopic, Timestamp, UserId,
+};
 
 fn arb_envelope() -> impl Strategy<Value = Envelope> {
     prop_oneof![
@@ -110,8 +112,26 @@ proptest! {
     }
 
     #[test]
+    fn room_topics_round_trip(bytes in any::<[u8; 32]>()) {
+        let topic = RoomTopic::from_bytes(bytes);
+        let encoded = codec::encode(&topic).unwrap();
+        prop_assert_eq!(codec::decode::<RoomTopic>(&encoded, 64).unwrap(), topic);
+    }
+
+    #[test]
+    fn a_delivery_answer_is_exactly_its_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..16)) {
+        match DeliverAnswer::from_bytes(&bytes) {
+            Ok(answer) => prop_assert_eq!(answer.to_bytes(), bytes.as_slice()),
+            Err(e) => prop_assert_eq!(e.len, bytes.len()),
+        }
+    }
+
+    #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
         let _ = Envelope::from_frame(&bytes);
+        let _ = DeliverAnswer::from_bytes(&bytes);
+        let _ = codec::decode::<RoomTopic>(&bytes, 64);
+        let _ = codec::decode::<RoomSecret>(&bytes, 64);
         let _ = codec::decode::<Envelope>(&bytes, 70_000);
         let _ = Sealed::decode(&bytes);
         let _ = Signed::<DeviceCertificate>::from_bytes(&bytes);

@@ -74,3 +74,29 @@ fn json_forms_of_ids_are_text() {
     let json = serde_json::to_string(&certificate().user_id).unwrap();
     assert_eq!(json, format!("\"{}\"", certificate().user_id));
 }
+
+#[test]
+fn delivery_answers_are_pinned() {
+    use safemeet_proto::DeliverAnswer;
+    // The deployed protocol's exact bytes: never change them.
+    assert_eq!(DeliverAnswer::Ack.to_bytes(), b"ok");
+    assert_eq!(DeliverAnswer::Refused.to_bytes(), b"refused");
+    assert_eq!(DeliverAnswer::Later.to_bytes(), b"later");
+}
+
+#[test]
+fn room_topic_derivations_are_pinned() {
+    use safemeet_proto::room::dm_room;
+    use safemeet_proto::{RoomSecret, RoomTopic, UserId};
+    // Every device must derive the same topic from the same secret, and the
+    // same DM room from the same two users.
+    let secret = RoomSecret::from_bytes([7; 32]);
+    insta::assert_snapshot!("room_topic", hex(secret.topic().as_bytes()));
+    let (id, topic) = dm_room(&UserId::from_bytes([1; 32]), &UserId::from_bytes([2; 32]));
+    insta::assert_snapshot!("dm_room_id", hex(id.as_bytes()));
+    insta::assert_snapshot!("dm_room_topic", hex(topic.as_bytes()));
+    insta::assert_snapshot!(
+        "room_topic_encoded",
+        hex(&codec::encode(&RoomTopic::from_bytes([7; 32])).unwrap())
+    );
+}

@@ -60,7 +60,7 @@ pub enum Error {
     FlushTask(#[source] tokio::task::JoinError),
     /// Building the relay's libp2p node failed.
     #[error("could not set up the relay node")]
-    Setup(#[source] safemeet_net::NetError),
+    Setup(#[source] safemeet_net::Error),
     /// An address could not be listened on.
     #[error("cannot listen on {addr}")]
     Listen {

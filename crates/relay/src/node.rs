@@ -69,7 +69,7 @@ pub struct RelayConfig {
     /// Default: off.
     pub metrics: Option<MetricsConfig>,
     /// A transport to use instead of TCP, QUIC and the memory transport,
-    /// still under Noise + yamux, as `safemeet_net::NetConfig::transport`
+    /// still under Noise + yamux, as `safemeet_net::Config::transport`
     /// (the network simulator's modelled links). Default `None`: the
     /// production transports.
     pub transport: Option<safemeet_net::CustomTransport>,
@@ -197,10 +197,12 @@ pub fn spawn<S: Store + Clone + 'static>(
             autonat: libp2p::autonat::v2::server::Behaviour::default(),
         })
     };
-    let mut swarm = match &config.transport {
-        None => safemeet_net::build_swarm(key, config.idle_timeout, behaviour),
-        Some(custom) => safemeet_net::build_swarm_over(key, custom, config.idle_timeout, behaviour),
-    }
+    let mut swarm = safemeet_net::build_swarm(
+        key,
+        config.transport.as_ref(),
+        config.idle_timeout,
+        behaviour,
+    )
     .map_err(Error::Setup)?;
     for addr in &config.listen {
         swarm

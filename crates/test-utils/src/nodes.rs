@@ -19,9 +19,9 @@ pub async fn spawn_nodes(n: usize) -> Vec<(Device, safemeet_engine::Handle)> {
         let device = Device::new(&format!("n{i}"), SystemClock.now());
         let port = u64::from(rand_port());
         let config = safemeet_engine::Config {
-            net: safemeet_net::NetConfig {
+            net: safemeet_net::Config {
                 listen: vec![format!("/memory/{port}").parse().unwrap()],
-                ..safemeet_net::NetConfig::loopback()
+                ..safemeet_net::Config::loopback()
             },
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_millis(500),

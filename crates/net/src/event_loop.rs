@@ -1,0 +1,565 @@
+//! The task that owns the [`Swarm`].
+//!
+//! [`spawn`] builds the node and starts the loop; from then on only the loop
+//! touches the swarm. It serves the [`Handle`]'s commands, turns swarm events
+//! into [`Event`]s for the application, keeps the outbound deliveries and
+//! mailbox requests it is waiting on in maps keyed by request id, and the
+//! inbound deliveries waiting for the application's answer in reply slots
+//! (see [`ReplySlot`](crate::ReplySlot)). It stops on
+//! [`Handle::shutdown`] or when every handle is gone, through one path.
+
+use std::collections::HashMap;
+
+use futures::StreamExt;
+use libp2p::gossipsub::{MessageAcceptance, MessageId, PublishError};
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
+use safemeet_proto::Envelope;
+use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use crate::handle::{Command, Verdict};
+use crate::reply::{PendingReplies, Settled};
+use crate::topic::{gossip_topic, room_topic};
+use crate::{Config, Error, Event, Handle, RoomTopic, build_swarm};
+
+/// Builds the node, starts listening, dials the bootstrap peers and spawns
+/// the event loop on the current tokio runtime.
+///
+/// Returns the handle and the application's events, at most
+/// [`Config::event_queue`] of them queued: when the application falls
+/// behind, new events are dropped (and counted) and inbound deliveries are
+/// refused, so the swarm is never blocked by it.
+pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver<Event>), Error> {
+    let local = keypair.public().to_peer_id();
+    let mut swarm = build_swarm(
+        keypair,
+        config.transport.as_ref(),
+        config.idle_timeout,
+        |key, relay| Ok(Behaviour::new(key, relay, &config)?),
+    )?;
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|source| Error::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
+    }
+    for addr in &config.bootstrap {
+        if let Some(peer) = peer_of(addr) {
+            swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        }
+        if let Err(e) = swarm.dial(addr.clone()) {
+            tracing::warn!(error = %e, "could not dial a bootstrap peer");
+        }
+    }
+    for relay in &config.relays {
+        let Some(peer) = peer_of(relay) else {
+            return Err(Error::RelayWithoutPeerId {
+                addr: relay.clone(),
+            });
+        };
+        // A relay is also a bootstrap peer.
+        swarm.behaviour_mut().kad.add_address(&peer, relay.clone());
+        let circuit = relay.clone().with(libp2p::multiaddr::Protocol::P2pCircuit);
+        swarm
+            .listen_on(circuit.clone())
+            .map_err(|source| Error::Listen {
+                addr: circuit,
+                source,
+            })?;
+    }
+    let (commands, command_rx) = mpsc::channel(config.command_queue);
+    let shutdown = CancellationToken::new();
+    let stopped = CancellationToken::new();
+    let (event_tx, events) = mpsc::channel(config.event_queue);
+    let event_loop = EventLoop {
+        swarm,
+        commands: command_rx,
+        events: event_tx,
+        pending_deliveries: HashMap::new(),
+        pending_mailbox: HashMap::new(),
+        replies: PendingReplies::new(config.max_pending_replies, config.request_timeout),
+        dropped_events: 0,
+        expired_replies: 0,
+        shutdown: shutdown.clone(),
+        stopped: stopped.clone(),
+    };
+    tokio::spawn(event_loop.run());
+    let handle = Handle {
+        commands,
+        local,
+        shutdown,
+        stopped,
+    };
+    Ok((handle, events))
+}
+
+/// Whether `addr` is on a globally routable IP address (not loopback,
+/// private, link-local, shared, documentation or otherwise special).
+fn is_public(addr: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => {
+            let [a, b, ..] = ip.octets();
+            !(ip.is_unspecified()
+                || ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_broadcast()
+                || ip.is_documentation()
+                || ip.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240)
+        }
+        Some(Protocol::Ip6(ip)) => {
+            let first = ip.segments()[0];
+            !(ip.is_unspecified()
+                || ip.is_loopback()
+                || ip.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && ip.segments()[1] == 0x0db8
+                || ip.to_ipv4_mapped().is_some())
+        }
+        _ => false,
+    }
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    /// Direct deliveries waiting for their answer.
+    pending_deliveries: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, Error>>>,
+    /// Mailbox requests to relays (their ids count apart from deliveries').
+    pending_mailbox: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, Error>>>,
+    /// Inbound deliveries waiting for the application's answer.
+    replies: PendingReplies,
+    /// Events dropped because the application was behind, since the start.
+    dropped_events: u64,
+    /// Inbound deliveries nobody answered in time, since the start.
+    expired_replies: u64,
+    /// Cancelled by [`Handle::shutdown`].
+    shutdown: CancellationToken,
+    /// Cancelled when the loop has stopped (on drop, so also on a panic).
+    stopped: CancellationToken,
+}
+
+/// A frame is well formed when it is a correctly padded, decodable envelope.
+fn well_formed(frame: &[u8]) -> bool {
+    Envelope::from_frame(frame).is_ok()
+}
+
+impl EventLoop {
+    /// Runs until [`Handle::shutdown`] or until every handle is dropped,
+    /// then [stops](Self::stop).
+    async fn run(mut self) {
+        // Tells waiting `Handle::shutdown` calls that the loop is gone, even
+        // if it panicked.
+        let _stopped = self.stopped.clone().drop_guard();
+        loop {
+            // Shutdown first, so it is never starved by traffic. Commands
+            // next: each caller waits for its answer, so they cannot starve
+            // the swarm for long. Reply slots settle before new swarm events
+            // are read, which frees slots for them.
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.command(command),
+                    // Every handle is gone: nobody can drive or stop the
+                    // node any more.
+                    None => break,
+                },
+                (channel, settled) = self.replies.next() => self.settle(channel, settled),
+                event = self.swarm.select_next_some() => self.event(event),
+            }
+        }
+        self.stop();
+    }
+
+    /// The one way out of the loop: every waiting caller learns the network
+    /// stopped, open reply slots close (their deliveries are refused), the
+    /// swarm is dropped, which closes every connection and listener, and
+    /// last the event stream ends: when the application sees it end, all
+    /// the rest is done.
+    fn stop(self) {
+        let Self {
+            swarm,
+            commands,
+            events,
+            pending_deliveries,
+            pending_mailbox,
+            replies,
+            dropped_events,
+            expired_replies,
+            shutdown: _,
+            stopped: _,
+        } = self;
+        let waiting = pending_deliveries.len() + pending_mailbox.len();
+        for (_, tx) in pending_deliveries.into_iter().chain(pending_mailbox) {
+            let _ = tx.send(Err(Error::Stopped));
+        }
+        let open_slots = replies.len();
+        drop(replies);
+        drop(commands);
+        drop(swarm);
+        tracing::debug!(
+            waiting,
+            open_slots,
+            dropped_events,
+            expired_replies,
+            "network event loop stopped"
+        );
+        drop(events);
+    }
+
+    /// Hands an event to the application without ever blocking the swarm:
+    /// when the application is behind, the event is dropped and counted.
+    fn emit(&mut self, event: Event) {
+        if self.events.try_send(event).is_err() {
+            self.dropped_events += 1;
+            tracing::warn!(
+                dropped = self.dropped_events,
+                "network event queue full; event dropped"
+            );
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::ListenAddrs(tx) => {
+                let _ = tx.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Dial(addr, tx) => {
+                let result = self.swarm.dial(addr).map_err(Error::Dial);
+                let _ = tx.send(result);
+            }
+            Command::Subscribe(topic, tx) => {
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .subscribe(&gossip_topic(&topic))
+                    .map(|_| ())
+                    .map_err(Error::Subscribe);
+                let _ = tx.send(result);
+            }
+            Command::Unsubscribe(topic, tx) => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .unsubscribe(&gossip_topic(&topic));
+                let _ = tx.send(());
+            }
+            Command::Publish(topic, frame, tx) => {
+                let _ = tx.send(self.publish(topic, frame));
+            }
+            Command::PublishMany(frames, tx) => {
+                let results = frames
+                    .into_iter()
+                    .map(|(topic, frame)| self.publish(topic, frame))
+                    .collect();
+                let _ = tx.send(results);
+            }
+            Command::Report(id, via, verdict) => self.report(&id, &via, verdict),
+            Command::ReportMany(verdicts) => {
+                for (id, via, verdict) in verdicts {
+                    self.report(&id, &via, verdict);
+                }
+            }
+            Command::Deliver(peer, addrs, frame, tx) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .deliver
+                    .send_request_with_addresses(&peer, frame, addrs);
+                self.pending_deliveries.insert(id, tx);
+            }
+            Command::Mailbox(relay, addrs, request, tx) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .mailbox
+                    .send_request_with_addresses(&relay, request, addrs);
+                self.pending_mailbox.insert(id, tx);
+            }
+            Command::ConnectedPeers(tx) => {
+                let _ = tx.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::MeshPeers(topic, tx) => {
+                let hash = gossip_topic(&topic).hash();
+                let _ = tx.send(self.swarm.behaviour().gossipsub.mesh_peers(&hash).count());
+            }
+        }
+    }
+
+    fn publish(&mut self, topic: RoomTopic, frame: Vec<u8>) -> Result<(), Error> {
+        if frame.len() > MAX_ENVELOPE_BYTES {
+            return Err(Error::TooLarge {
+                len: frame.len(),
+                max: MAX_ENVELOPE_BYTES,
+            });
+        }
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(gossip_topic(&topic), frame)
+            .map(|_| ())
+            .map_err(|e| match e {
+                PublishError::NoPeersSubscribedToTopic => Error::NoPeers,
+                PublishError::Duplicate => Error::Duplicate,
+                other => Error::Publish(other),
+            })
+    }
+
+    fn report(&mut self, id: &MessageId, via: &PeerId, verdict: Verdict) {
+        let acceptance = match verdict {
+            Verdict::Accept => MessageAcceptance::Accept,
+            Verdict::Reject => MessageAcceptance::Reject,
+            Verdict::Ignore => MessageAcceptance::Ignore,
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, via, acceptance);
+    }
+
+    fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                if is_public(&address) {
+                    // Bound directly on a public address: others can reach
+                    // it, so Kademlia (in its automatic mode) serves the DHT.
+                    // Behind NAT an address is confirmed by autonat instead.
+                    self.swarm.add_external_address(address.clone());
+                }
+                self.emit(Event::Listening(address))
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } if num_established.get() == 1 => self.emit(Event::Connected(peer_id)),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => self.emit(Event::Disconnected(peer_id)),
+            SwarmEvent::Behaviour(event) => self.behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(libp2p::gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
+                let topic = room_topic(&message.topic);
+                match topic {
+                    Some(topic) if well_formed(&message.data) => self.emit(Event::Gossip {
+                        topic,
+                        frame: message.data,
+                        id: message_id,
+                        via: propagation_source,
+                    }),
+                    _ => {
+                        self.swarm
+                            .behaviour_mut()
+                            .gossipsub
+                            .report_message_validation_result(
+                                &message_id,
+                                &propagation_source,
+                                MessageAcceptance::Reject,
+                            );
+                    }
+                }
+            }
+            BehaviourEvent::Deliver(request_response::Event::Message { peer, message, .. }) => {
+                match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => self.inbound_delivery(peer, request, channel),
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => {
+                        if let Some(tx) = self.pending_deliveries.remove(&request_id) {
+                            let _ = tx.send(Ok(response));
+                        }
+                    }
+                }
+            }
+            BehaviourEvent::Deliver(request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            }) => {
+                tracing::debug!(%error, "a delivery failed");
+                if let Some(tx) = self.pending_deliveries.remove(&request_id) {
+                    let _ = tx.send(Err(Error::delivery(peer, error)));
+                }
+            }
+            BehaviourEvent::Mailbox(request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            }) => {
+                if let Some(tx) = self.pending_mailbox.remove(&request_id) {
+                    let _ = tx.send(Ok(response));
+                }
+            }
+            BehaviourEvent::Mailbox(request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            }) => {
+                tracing::debug!(%error, "a mailbox request failed");
+                if let Some(tx) = self.pending_mailbox.remove(&request_id) {
+                    let _ = tx.send(Err(Error::mailbox(peer, error)));
+                }
+            }
+            BehaviourEvent::Deliver(request_response::Event::InboundFailure { error, .. }) => {
+                tracing::debug!(error = %error, "inbound delivery failed");
+            }
+            // Kademlia learns no dialable address for peers that dialed us:
+            // take the listen addresses identify reports.
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
+                if info.protocols.contains(&KAD_PROTOCOL) =>
+            {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    if !self.swarm.is_connected(&peer)
+                        && let Err(e) = self.swarm.dial(addr)
+                    {
+                        tracing::debug!(error = %e, "could not dial a local peer");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn inbound_delivery(
+        &mut self,
+        peer: PeerId,
+        frame: Vec<u8>,
+        channel: ResponseChannel<Vec<u8>>,
+    ) {
+        if !well_formed(&frame) {
+            tracing::debug!("a malformed direct frame was refused");
+            return; // Dropping the channel fails the request on the sender's side.
+        }
+        if self.events.capacity() == 0 {
+            self.dropped_events += 1;
+            tracing::warn!("network event queue full; delivery refused");
+            return;
+        }
+        let Some(reply) = self.replies.open(channel) else {
+            tracing::warn!(
+                waiting = self.replies.len(),
+                "too many deliveries awaiting an answer; one refused"
+            );
+            return;
+        };
+        self.emit(Event::Delivery { peer, frame, reply });
+    }
+
+    /// Ends an inbound delivery's slot: sends the answer, or drops the
+    /// response channel (the sender sees its request closed unanswered).
+    fn settle(&mut self, channel: ResponseChannel<Vec<u8>>, settled: Settled) {
+        match settled {
+            Settled::Answered(answer) => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .deliver
+                    .send_response(channel, answer)
+                    .is_err()
+                {
+                    tracing::debug!("an answer was not sent: the request is gone");
+                }
+            }
+            Settled::Dropped => tracing::debug!("a delivery was dropped unanswered"),
+            Settled::Expired => {
+                self.expired_replies += 1;
+                tracing::debug!(
+                    expired = self.expired_replies,
+                    "a delivery was not answered in time"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+    use super::is_public;
+
+    #[test]
+    fn only_globally_routable_listen_addresses_count_as_public() {
+        for a in [
+            "/ip4/203.0.114.7/tcp/4001",
+            "/ip4/8.8.8.8/udp/4001/quic-v1",
+            "/ip6/2a00:1450:4001::1/tcp/4001",
+        ] {
+            assert!(is_public(&a.parse().unwrap()), "{a}");
+        }
+        for a in [
+            "/ip4/127.0.0.1/tcp/1",
+            "/ip4/0.0.0.0/tcp/1",
+            "/ip4/10.1.2.3/tcp/1",
+            "/ip4/172.16.0.1/tcp/1",
+            "/ip4/192.168.1.1/tcp/1",
+            "/ip4/169.254.1.1/tcp/1",
+            "/ip4/100.64.0.1/tcp/1",
+            "/ip4/198.18.0.1/tcp/1",
+            "/ip4/192.0.2.1/tcp/1",
+            "/ip4/224.0.0.1/tcp/1",
+            "/ip4/255.255.255.255/tcp/1",
+            "/ip6/::1/tcp/1",
+            "/ip6/::/tcp/1",
+            "/ip6/fd00::1/tcp/1",
+            "/ip6/fe80::1/tcp/1",
+            "/ip6/2001:db8::1/tcp/1",
+            "/ip6/::ffff:10.0.0.1/tcp/1",
+            "/memory/5",
+            "/dns4/example.com/tcp/1",
+        ] {
+            assert!(!is_public(&a.parse().unwrap()), "{a}");
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The cloneable handle the application drives the network with, and what
+//! the network tells the application back.
+//!
+//! Each [`Handle`] method sends a [`Command`] over a bounded channel to the
+//! event loop (callers wait when it is full) and, when it has an answer,
+//! waits for it on a one-shot channel. Events flow the other way on the
+//! bounded receiver that [`spawn`](crate::spawn) returns; a direct delivery
+//! comes with the [`ReplySlot`] that answers it. Stopping goes through a
+//! cancellation token, not the command queue, so a full queue never delays
+//! it.
+
+use libp2p::gossipsub::MessageId;
+use libp2p::{Multiaddr, PeerId};
+use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Error, ReplySlot, RoomTopic};
+
+/// The application's verdict on a gossip message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid: forward it to the mesh.
+    Accept,
+    /// Invalid: drop it and penalise the peer that sent it.
+    Reject,
+    /// Not for us or not now: drop it without penalty.
+    Ignore,
+}
+
+/// What the network tells the application.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A gossip frame on a subscribed room topic, well formed; answer with
+    /// [`Handle::report`] before it is forwarded.
+    Gossip {
+        /// The room topic.
+        topic: RoomTopic,
+        /// The padded frame.
+        frame: Vec<u8>,
+        /// Its gossip id.
+        id: MessageId,
+        /// The peer that passed it on (not necessarily its origin).
+        via: PeerId,
+    },
+    /// A direct delivery, well formed; answer through `reply` (see
+    /// [`ReplySlot`]: dropped or left unanswered, the delivery is refused).
+    Delivery {
+        /// The sending peer.
+        peer: PeerId,
+        /// The padded frame.
+        frame: Vec<u8>,
+        /// Where the answer goes.
+        reply: ReplySlot,
+    },
+    /// A new listen address.
+    Listening(Multiaddr),
+    /// The first connection to a peer opened.
+    Connected(PeerId),
+    /// The last connection to a peer closed.
+    Disconnected(PeerId),
+}
+
+/// A request to the event loop.
+pub(crate) enum Command {
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Dial(Multiaddr, oneshot::Sender<Result<(), Error>>),
+    Subscribe(RoomTopic, oneshot::Sender<Result<(), Error>>),
+    Unsubscribe(RoomTopic, oneshot::Sender<()>),
+    Publish(RoomTopic, Vec<u8>, oneshot::Sender<Result<(), Error>>),
+    PublishMany(
+        Vec<(RoomTopic, Vec<u8>)>,
+        oneshot::Sender<Vec<Result<(), Error>>>,
+    ),
+    Report(MessageId, PeerId, Verdict),
+    ReportMany(Vec<(MessageId, PeerId, Verdict)>),
+    Deliver(
+        PeerId,
+        Vec<Multiaddr>,
+        Vec<u8>,
+        oneshot::Sender<Result<Vec<u8>, Error>>,
+    ),
+    Mailbox(
+        PeerId,
+        Vec<Multiaddr>,
+        Vec<u8>,
+        oneshot::Sender<Result<Vec<u8>, Error>>,
+    ),
+    ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+    MeshPeers(RoomTopic, oneshot::Sender<usize>),
+}
+
+/// A cloneable handle to the network event loop.
+///
+/// The loop runs until [`shutdown`](Self::shutdown) or until every clone
+/// of the handle is dropped, whichever comes first; either way it stops the
+/// same way.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) local: PeerId,
+    /// Cancelled to stop the loop.
+    pub(crate) shutdown: CancellationToken,
+    /// Cancelled by the loop when it has stopped.
+    pub(crate) stopped: CancellationToken,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("peer_id", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// The addresses the node listens on.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, Error> {
+        self.ask(Command::ListenAddrs).await
+    }
+
+    /// Dials an address (with or without `/p2p/<peer id>`).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), Error> {
+        self.ask(|tx| Command::Dial(addr, tx)).await?
+    }
+
+    /// Joins a room's gossip topic.
+    pub async fn subscribe(&self, topic: RoomTopic) -> Result<(), Error> {
+        self.ask(|tx| Command::Subscribe(topic, tx)).await?
+    }
+
+    /// Leaves a room's gossip topic.
+    pub async fn unsubscribe(&self, topic: RoomTopic) -> Result<(), Error> {
+        self.ask(|tx| Command::Unsubscribe(topic, tx)).await
+    }
+
+    /// Publishes a padded frame on a room topic. `Ok` means it was handed to
+    /// gossipsub, not that anyone received it.
+    pub async fn publish(&self, topic: RoomTopic, frame: Vec<u8>) -> Result<(), Error> {
+        if frame.len() > MAX_ENVELOPE_BYTES {
+            return Err(Error::TooLarge {
+                len: frame.len(),
+                max: MAX_ENVELOPE_BYTES,
+            });
+        }
+        self.ask(|tx| Command::Publish(topic, frame, tx)).await?
+    }
+
+    /// Publishes several frames in one go; one result per frame, in order.
+    pub async fn publish_many(
+        &self,
+        frames: Vec<(RoomTopic, Vec<u8>)>,
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        self.ask(|tx| Command::PublishMany(frames, tx)).await
+    }
+
+    /// [`report`](Self::report) for several messages in one go.
+    pub async fn report_many(
+        &self,
+        verdicts: Vec<(MessageId, PeerId, Verdict)>,
+    ) -> Result<(), Error> {
+        self.commands
+            .send(Command::ReportMany(verdicts))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Answers several inbound deliveries, each with
+    /// [`ReplySlot::send`]; it completes at once. An answer that cannot be
+    /// sent (its slot expired, the answer is too long) is dropped, and the
+    /// peer sees its request fail. Always `Ok`.
+    pub async fn reply_many(&self, replies: Vec<(ReplySlot, Vec<u8>)>) -> Result<(), Error> {
+        for (reply, answer) in replies {
+            if let Err(e) = reply.send(answer) {
+                tracing::debug!(error = %e, "an answer was not sent");
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells gossipsub whether to forward a received message.
+    pub async fn report(&self, id: MessageId, via: PeerId, verdict: Verdict) -> Result<(), Error> {
+        self.commands
+            .send(Command::Report(id, via, verdict))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Delivers a padded frame directly to `peer` (dialing `addrs` if needed)
+    /// and returns its reply.
+    pub async fn deliver(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        frame: Vec<u8>,
+    ) -> Result<Vec<u8>, Error> {
+        if frame.len() > MAX_ENVELOPE_BYTES {
+            return Err(Error::TooLarge {
+                len: frame.len(),
+                max: MAX_ENVELOPE_BYTES,
+            });
+        }
+        self.ask(|tx| Command::Deliver(peer, addrs, frame, tx))
+            .await?
+    }
+
+    /// Sends an encoded `safemeet_proto::mailbox::MailboxRequest` to the
+    /// relay `relay` (dialing `addrs` if needed) and returns its encoded
+    /// answer (at most `safemeet_proto::mailbox::MAX_RESPONSE_BYTES`).
+    pub async fn mailbox(
+        &self,
+        relay: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: Vec<u8>,
+    ) -> Result<Vec<u8>, Error> {
+        if request.len() > safemeet_proto::mailbox::MAX_REQUEST_BYTES {
+            return Err(Error::TooLarge {
+                len: request.len(),
+                max: safemeet_proto::mailbox::MAX_REQUEST_BYTES,
+            });
+        }
+        self.ask(|tx| Command::Mailbox(relay, addrs, request, tx))
+            .await?
+    }
+
+    /// Peers with an open connection.
+    pub async fn connected_peers(&self) -> Result<Vec<PeerId>, Error> {
+        self.ask(Command::ConnectedPeers).await
+    }
+
+    /// How many peers this node's gossip mesh for a room topic holds (the
+    /// peers it forwards the room's messages to and hears them from; 0 when
+    /// not subscribed).
+    pub async fn mesh_peers(&self, topic: RoomTopic) -> Result<usize, Error> {
+        self.ask(|tx| Command::MeshPeers(topic, tx)).await
+    }
+
+    /// Stops the event loop and waits until it has stopped: requests in
+    /// flight fail with [`Error::Stopped`], open reply slots close, and
+    /// every connection and listener closes. Calling it again, or on a
+    /// stopped network, returns at once. Always `Ok`.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.shutdown.cancel();
+        self.stopped.cancelled().await;
+        Ok(())
+    }
+
+    /// Waits until the event loop has stopped (after [`shutdown`](Self::shutdown),
+    /// or when it ended on its own).
+    pub async fn stopped(&self) {
+        self.stopped.cancelled().await;
+    }
+
+    /// Whether the event loop has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.is_cancelled()
+    }
+}
