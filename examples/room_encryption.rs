@@ -58,7 +58,7 @@ fn send(
     Ok(from.encrypt_room_event(
         RoomMessage {
             room_id: room,
-            topic: [7; 32],
+            topic: safemeet_proto::room::RoomTopic::from_bytes([7; 32]),
             members,
             content: EventContent::Message(Message {
                 body: MessageText::new(text)?,

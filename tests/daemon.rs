@@ -599,7 +599,7 @@ fn malformed_frames_from_a_raw_peer_are_refused_and_the_daemon_keeps_serving() {
     let padded_garbage = safemeet_proto::padding::pad(b"not an envelope at all").unwrap();
     // Well-formed envelopes whose ciphertext is garbage: never stored.
     let forged_room = Envelope::Room(RoomEnvelope {
-        topic: [7; 32],
+        topic: safemeet_proto::room::RoomTopic::from_bytes([7; 32]),
         session_id: [8; 32],
         ciphertext: vec![0x03; 200],
     })
@@ -607,7 +607,7 @@ fn malformed_frames_from_a_raw_peer_are_refused_and_the_daemon_keeps_serving() {
     .unwrap();
     let mut stranger = vodozemac::megolm::GroupSession::new(Default::default());
     let unknown_session = Envelope::Room(RoomEnvelope {
-        topic: [7; 32],
+        topic: safemeet_proto::room::RoomTopic::from_bytes([7; 32]),
         session_id: [6; 32],
         ciphertext: stranger.encrypt(b"who am I").to_bytes(),
     })

@@ -195,7 +195,7 @@ impl<S: Store> Pair<S> {
     ) -> anyhow::Result<RoomSend> {
         let message = RoomMessage {
             room_id,
-            topic: TOPIC,
+            topic: safemeet_proto::room::RoomTopic::from_bytes(TOPIC),
             members: &self.members,
             content,
             lamport,
@@ -352,7 +352,7 @@ impl<S: Store> RoomPath<S> {
                 self.lamport += 1;
                 let message = RoomMessage {
                     room_id: self.room,
-                    topic: TOPIC,
+                    topic: safemeet_proto::room::RoomTopic::from_bytes(TOPIC),
                     members: &self.pair.members,
                     content: content(body),
                     lamport: self.lamport,

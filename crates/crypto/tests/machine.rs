@@ -287,7 +287,7 @@ fn forged_senders_are_rejected() {
             }),
         };
         RoomEnvelope {
-            topic: [9; 32],
+            topic: safemeet_proto::room::RoomTopic::from_bytes([9; 32]),
             session_id,
             ciphertext: group.encrypt(sealed.encode().unwrap()).to_bytes(),
         }
@@ -311,7 +311,7 @@ fn forged_senders_are_rejected() {
         }),
     };
     let env = RoomEnvelope {
-        topic: [9; 32],
+        topic: safemeet_proto::room::RoomTopic::from_bytes([9; 32]),
         session_id,
         ciphertext: group.encrypt(sealed.encode().unwrap()).to_bytes(),
     };
@@ -380,7 +380,7 @@ fn a_forwarded_room_key_does_not_capture_the_session() {
         }),
     };
     let env = RoomEnvelope {
-        topic: [9; 32],
+        topic: safemeet_proto::room::RoomTopic::from_bytes([9; 32]),
         session_id: session_id(&group.session_id()),
         ciphertext: alice_group.encrypt(by_alice.encode().unwrap()).to_bytes(),
     };
@@ -721,7 +721,7 @@ mod random_input {
             pre in any::<bool>(),
         ) {
             let mut bob = Device::new("bob");
-            let room_env = RoomEnvelope { topic: [0; 32], session_id, ciphertext: ciphertext.clone() };
+            let room_env = RoomEnvelope { topic: safemeet_proto::room::RoomTopic::from_bytes([0; 32]), session_id, ciphertext: ciphertext.clone() };
             prop_assert!(bob.machine.decrypt_room(&room_env, ts(T0)).is_err());
             let kind = if pre { OlmMessageKind::PreKey } else { OlmMessageKind::Normal };
             let td = ToDeviceEnvelope { kind, session_id, ciphertext };
@@ -956,7 +956,7 @@ fn re_encoded_messages_are_refused() {
     );
     // The topic is routing data: it does not change the event id.
     let mut moved = env.clone();
-    moved.topic = [0xee; 32];
+    moved.topic = safemeet_proto::room::RoomTopic::from_bytes([0xee; 32]);
     assert_eq!(
         safemeet_crypto::machine::event_id(&moved).unwrap(),
         sent.event_id
@@ -986,7 +986,7 @@ fn held_messages_are_bounded_and_expire() {
     use safemeet_crypto::machine::{HELD_TTL_MS, MAX_HELD_PER_SESSION, MAX_HELD_SESSIONS};
     let mut bob = Device::new("bob");
     let envelope = |group: &mut GroupSession| RoomEnvelope {
-        topic: [0; 32],
+        topic: safemeet_proto::room::RoomTopic::from_bytes([0; 32]),
         session_id: session_id(&group.session_id()),
         ciphertext: group.encrypt(b"unreadable").to_bytes(),
     };
@@ -1174,7 +1174,7 @@ fn a_doctored_session_export_loses_to_the_signed_key() {
         }),
     };
     let env = RoomEnvelope {
-        topic: [9; 32],
+        topic: safemeet_proto::room::RoomTopic::from_bytes([9; 32]),
         session_id: id,
         ciphertext: group.encrypt(by_alice.encode().unwrap()).to_bytes(),
     };
@@ -1239,7 +1239,7 @@ fn deferred<S: safemeet_store::Store + Clone>(
         .encrypt_room_event_deferred(
             safemeet_crypto::machine::RoomMessage {
                 room_id: room(1),
-                topic: [9; 32],
+                topic: safemeet_proto::room::RoomTopic::from_bytes([9; 32]),
                 members,
                 content: text(msg),
                 lamport,

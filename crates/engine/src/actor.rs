@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 use libp2p::gossipsub::MessageId;
 use safemeet_crypto::machine::CryptoMachine;
-use safemeet_net::{
-    Error as NetError, Event as NetEvent, Handle as Network, ReplySlot, RoomTopic, Verdict,
-};
+use safemeet_net::{Error as NetError, Event as NetEvent, Handle as Network, ReplySlot, Verdict};
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::deliver::DeliverAnswer as Answer;
 use safemeet_proto::{RoomId, Timestamp};
@@ -270,7 +268,7 @@ impl<S: Store + Clone> Actor<S> {
 
     async fn mesh_peers(&mut self, room: RoomId) -> Result<usize, Error> {
         let topic = self.core.room_topic(&room)?;
-        Ok(self.net.mesh_peers(RoomTopic::from_bytes(topic)).await?)
+        Ok(self.net.mesh_peers(topic).await?)
     }
 
     /// `first` and the network events waiting behind it, as one input.
@@ -308,7 +306,7 @@ impl<S: Store + Clone> Actor<S> {
                 let token = self.token();
                 self.gossip.insert(token, (id, via));
                 Some(NetInput::Gossip {
-                    topic: *topic.as_bytes(),
+                    topic,
                     frame,
                     token,
                 })
@@ -351,10 +349,6 @@ impl<S: Store + Clone> Actor<S> {
                         let _ = self.publishing.join_next().await;
                     }
                     let net = self.net.clone();
-                    let frames = frames
-                        .into_iter()
-                        .map(|(t, f)| (RoomTopic::from_bytes(t), f))
-                        .collect();
                     self.publishing.spawn(async move {
                         // Not reaching anyone now is fine: direct delivery follows.
                         match net.publish_many(frames).await {
@@ -396,12 +390,12 @@ impl<S: Store + Clone> Actor<S> {
                     }
                 }
                 Output::Subscribe(topic) => {
-                    if let Err(e) = self.net.subscribe(RoomTopic::from_bytes(topic)).await {
+                    if let Err(e) = self.net.subscribe(topic).await {
                         tracing::warn!(error = %e, "could not subscribe to a room topic");
                     }
                 }
                 Output::Unsubscribe(topic) => {
-                    let _ = self.net.unsubscribe(RoomTopic::from_bytes(topic)).await;
+                    let _ = self.net.unsubscribe(topic).await;
                 }
                 Output::Answer { reply, answer } => {
                     if let Some(slot) = self.net_replies.remove(&reply)

@@ -114,13 +114,13 @@ mod tests {
     #[test]
     fn zero_values_are_refused_not_run() {
         assert!(Config::default().validate().is_ok());
-        let cases: Vec<Box<dyn Fn(&mut Config)>> = vec![
-            Box::new(|c| c.retry_initial = Duration::ZERO),
-            Box::new(|c| c.retry_max = Duration::from_millis(1)),
-            Box::new(|c| c.gossip_window = 0),
-            Box::new(|c| c.mailbox_poll = Duration::ZERO),
-            Box::new(|c| c.mailbox_copies = 0),
-            Box::new(|c| c.request_timeout = Duration::ZERO),
+        let cases: [fn(&mut Config); 6] = [
+            |c| c.retry_initial = Duration::ZERO,
+            |c| c.retry_max = Duration::from_millis(1),
+            |c| c.gossip_window = 0,
+            |c| c.mailbox_poll = Duration::ZERO,
+            |c| c.mailbox_copies = 0,
+            |c| c.request_timeout = Duration::ZERO,
         ];
         for (i, change) in cases.iter().enumerate() {
             let mut c = Config::default();

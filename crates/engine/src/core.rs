@@ -25,6 +25,7 @@ use libp2p::PeerId;
 use rand::rngs::StdRng;
 use safemeet_crypto::EncryptedStore;
 use safemeet_crypto::machine::CryptoMachine;
+use safemeet_proto::room::RoomTopic;
 use safemeet_proto::{EventId, RoomId, Timestamp, UserId, codec};
 use safemeet_store::{Keyspace, Store};
 
@@ -69,7 +70,7 @@ pub struct Core<S: Store> {
     /// The cursor last announced.
     announced: u64,
     /// Room topics this node is subscribed to.
-    pub(crate) subscribed: HashSet<[u8; 32]>,
+    pub(crate) subscribed: HashSet<RoomTopic>,
     /// Set when a room was joined, changed or left.
     pub(crate) rooms_changed: bool,
     /// Set when contacts or their devices changed: items with no known
@@ -224,7 +225,7 @@ impl<S: Store + Clone> Core<S> {
     }
 
     /// The gossip topic of a group room this user is in.
-    pub fn room_topic(&mut self, room: &RoomId) -> Result<[u8; 32], Error> {
+    pub fn room_topic(&mut self, room: &RoomId) -> Result<RoomTopic, Error> {
         match self.room(room)? {
             Some(r) if r.dm_with.is_none() && !r.left => Ok(r.topic),
             _ => Err(Error::UnknownRoom(*room)),

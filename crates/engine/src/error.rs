@@ -14,9 +14,10 @@ pub enum Error {
     /// The crypto layer refused or failed.
     #[error(transparent)]
     Crypto(#[from] safemeet_crypto::Error),
-    /// The network layer failed.
+    /// The network layer failed (boxed: its errors are large, and every
+    /// result of the engine would carry their size).
     #[error(transparent)]
-    Net(#[from] safemeet_net::Error),
+    Net(Box<safemeet_net::Error>),
     /// Encoding failed.
     #[error(transparent)]
     Encode(#[from] safemeet_proto::EncodeError),
@@ -69,6 +70,12 @@ pub enum ErrorKind {
     Timeout,
     /// The engine has stopped.
     Stopped,
+}
+
+impl From<safemeet_net::Error> for Error {
+    fn from(e: safemeet_net::Error) -> Self {
+        Self::Net(Box::new(e))
+    }
 }
 
 impl Error {

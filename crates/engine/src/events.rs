@@ -4,6 +4,7 @@
 
 use libp2p::{Multiaddr, PeerId};
 use safemeet_proto::mailbox::StoredEnvelope;
+use safemeet_proto::room::RoomTopic;
 use safemeet_proto::{EventId, MailboxId, RoomId, Timestamp, UserId};
 use std::sync::Arc;
 
@@ -129,7 +130,7 @@ pub enum NetInput {
     /// naming `token`.
     Gossip {
         /// The topic.
-        topic: [u8; 32],
+        topic: RoomTopic,
         /// The padded frame.
         frame: Vec<u8>,
         /// The caller's handle for the verdict.
@@ -227,7 +228,7 @@ pub enum Output {
         frame: Vec<u8>,
     },
     /// Publish frames on room topics (best effort).
-    Publish(Vec<([u8; 32], Vec<u8>)>),
+    Publish(Vec<(RoomTopic, Vec<u8>)>),
     /// Leave a sealed frame on relays; report with [`Input::Deposited`].
     Deposit {
         /// The outbox item.
@@ -259,9 +260,9 @@ pub enum Output {
         taken: Vec<u64>,
     },
     /// Subscribe to a room topic.
-    Subscribe([u8; 32]),
+    Subscribe(RoomTopic),
     /// Unsubscribe from a room topic.
-    Unsubscribe([u8; 32]),
+    Unsubscribe(RoomTopic),
     /// Answer a direct delivery.
     Answer {
         /// The delivery's handle.

@@ -15,6 +15,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
+use safemeet_proto::room::RoomTopic;
 use safemeet_store::Store;
 
 use crate::core::Core;
@@ -25,7 +26,7 @@ use crate::events::Output;
 pub(crate) struct GossipWindow {
     /// Waiting to be published (outbox seq and topic; the frame is the
     /// pending item's), in order.
-    pub(crate) queue: VecDeque<(u64, [u8; 32])>,
+    pub(crate) queue: VecDeque<(u64, RoomTopic)>,
     /// Published and not yet acknowledged by anyone nor handed to direct
     /// delivery.
     pub(crate) window: HashSet<u64>,

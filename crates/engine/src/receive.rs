@@ -20,6 +20,7 @@ use safemeet_crypto::EncryptedStore;
 use safemeet_crypto::machine::{DecryptedRoomEvent, ToDeviceContent};
 use safemeet_proto::deliver::DeliverAnswer as Answer;
 use safemeet_proto::event::EventContent;
+use safemeet_proto::room::RoomTopic;
 use safemeet_proto::{DeviceId, Envelope, EventId, RoomId, UserId};
 use safemeet_store::{Keyspace, Store};
 
@@ -44,7 +45,7 @@ pub(crate) enum Source {
     /// A direct delivery from this (authenticated) peer.
     Peer(PeerId),
     /// Gossip on this room topic (the forwarding peer is not the author).
-    Gossip([u8; 32]),
+    Gossip(RoomTopic),
     /// This device's mailbox on a relay (the sender is not known).
     Mailbox,
 }
@@ -330,7 +331,7 @@ fn received_entry<S: Store>(
         None if room_id == dm_id => fresh(Some(sender), vec![me, sender], dm_topic),
         None => match &event.event.content {
             EventContent::RoomState(state) if state.members.contains(&me) => {
-                fresh(None, Vec::new(), [0; 32])
+                fresh(None, Vec::new(), state.secret.topic())
             }
             _ => return Err(invalid(UNKNOWN_ROOM)),
         },

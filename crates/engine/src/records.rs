@@ -1,6 +1,7 @@
 //! What the engine keeps in the store. Every record is sealed by the
 //! `EncryptedStore` and named by a hashed identifier.
 
+use safemeet_proto::room::{RoomSecret, RoomTopic};
 use safemeet_proto::{DeviceId, EventId, RoomId, Timestamp, UserId, codec};
 use serde::{Deserialize, Serialize};
 
@@ -92,11 +93,11 @@ pub(crate) struct RoomRecord {
     /// Who may change a group room's state.
     pub(crate) admins: Vec<UserId>,
     /// A group room's secret (its topic derives from it).
-    pub(crate) secret: Option<[u8; 32]>,
+    pub(crate) secret: Option<RoomSecret>,
     /// This user left the room.
     pub(crate) left: bool,
     /// Opaque gossip topic.
-    pub(crate) topic: [u8; 32],
+    pub(crate) topic: RoomTopic,
     /// Highest Lamport clock seen or used.
     pub(crate) lamport: u64,
     /// Next timeline sequence number.
@@ -116,9 +117,9 @@ struct RoomRecordV1 {
     name: Option<String>,
     members: Vec<UserId>,
     admins: Vec<UserId>,
-    secret: Option<[u8; 32]>,
+    secret: Option<RoomSecret>,
     left: bool,
-    topic: [u8; 32],
+    topic: RoomTopic,
     lamport: u64,
     next_seq: u64,
 }
@@ -249,9 +250,9 @@ mod tests {
             name: Some("r".into()),
             members: vec![user],
             admins: vec![user],
-            secret: Some([7; 32]),
+            secret: Some(RoomSecret::from_bytes([7; 32])),
             left: false,
-            topic: [3; 32],
+            topic: safemeet_proto::room::RoomTopic::from_bytes([3; 32]),
             lamport: 12,
             next_seq: 4,
         };

@@ -13,18 +13,15 @@
 use safemeet_crypto::EncryptedBatch;
 use safemeet_crypto::EncryptedStore;
 use safemeet_proto::event::{EventContent, Membership, MembershipChange, RoomState};
+use safemeet_proto::room::{RoomSecret, RoomTopic};
 use safemeet_proto::{EventId, RoomId, UserId, codec};
 use safemeet_store::{Keyspace, Store};
+use zeroize::Zeroize;
 
 use crate::core::Core;
 use crate::events::Output;
 use crate::records::{MAX_RECORD_BYTES, RoomIndex, RoomRecord, VERSION, name};
 use crate::{Error, LogEntry, RoomInfo};
-
-/// The gossip topic of a room: a hash of its secret.
-pub(crate) fn topic_of(secret: &[u8; 32]) -> [u8; 32] {
-    blake3::derive_key("safemeet/v1/room-topic", secret)
-}
 
 /// Stages a room record (of a room already in the index, if a group room).
 pub(crate) fn put_room<S: Store>(
@@ -101,8 +98,8 @@ pub(crate) fn update_room_from_event(
             room.name = Some(state.name.clone());
             room.members = state.members.clone();
             room.admins = state.admins.clone();
-            room.secret = Some(state.secret);
-            room.topic = topic_of(&state.secret);
+            room.topic = state.secret.topic();
+            room.secret = Some(state.secret.clone());
             room.left = !room.members.contains(&me);
             room.state_lamport = lamport;
             Some(room_log(room))
@@ -133,23 +130,9 @@ pub fn dm_room_id(a: &UserId, b: &UserId) -> RoomId {
     dm_room(a, b).0
 }
 
-/// The id of the DM room between two users and its topic: both sides
-/// derive the same ones.
-pub(crate) fn dm_room(a: &UserId, b: &UserId) -> (RoomId, [u8; 32]) {
-    let (lo, hi) = if a.as_bytes() <= b.as_bytes() {
-        (a, b)
-    } else {
-        (b, a)
-    };
-    let mut h = blake3::Hasher::new_derive_key("safemeet/v1/dm-room");
-    h.update(lo.as_bytes());
-    h.update(hi.as_bytes());
-    let out = h.finalize();
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&out.as_bytes()[..16]);
-    let topic = blake3::derive_key("safemeet/v1/dm-topic", out.as_bytes());
-    (RoomId::from_bytes(id), topic)
-}
+/// The id and topic of the DM room between two users: both sides derive
+/// the same ones.
+pub(crate) use safemeet_proto::room::dm_room;
 
 impl<S: Store + Clone> Core<S> {
     fn room_index(&self) -> Result<RoomIndex, Error> {
@@ -223,13 +206,13 @@ impl<S: Store + Clone> Core<S> {
                 wanted.insert(r.topic);
             }
         }
-        let mut new: Vec<[u8; 32]> = wanted.difference(&self.subscribed).copied().collect();
-        let mut stale: Vec<[u8; 32]> = self.subscribed.difference(&wanted).copied().collect();
+        let mut new: Vec<RoomTopic> = wanted.difference(&self.subscribed).cloned().collect();
+        let mut stale: Vec<RoomTopic> = self.subscribed.difference(&wanted).cloned().collect();
         // In a fixed order, so a seeded run repeats exactly.
-        new.sort_unstable();
-        stale.sort_unstable();
+        new.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        stale.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for topic in new {
-            self.subscribed.insert(topic);
+            self.subscribed.insert(topic.clone());
             self.out.push(Output::Subscribe(topic));
         }
         for topic in stale {
@@ -257,7 +240,7 @@ impl<S: Store + Clone> Core<S> {
     }
 
     fn send_state(&mut self, room: RoomRecord) -> Result<EventId, Error> {
-        let secret = room.secret.ok_or(Error::InvalidInput(
+        let secret = room.secret.clone().ok_or(Error::InvalidInput(
             "a direct conversation has no room state".into(),
         ))?;
         let state = RoomState {
@@ -292,8 +275,10 @@ impl<S: Store + Clone> Core<S> {
                 "a room called {room_name:?} exists"
             )));
         }
-        let mut secret = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut self.rng, &mut secret);
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut self.rng, &mut bytes);
+        let secret = RoomSecret::from_bytes(bytes);
+        bytes.zeroize();
         let mut id = [0u8; 16];
         rand::RngCore::fill_bytes(&mut self.rng, &mut id);
         let room = RoomRecord {
@@ -303,9 +288,9 @@ impl<S: Store + Clone> Core<S> {
             name: Some(room_name.to_owned()),
             members,
             admins: vec![me],
-            secret: Some(secret),
+            topic: secret.topic(),
+            secret: Some(secret.clone()),
             left: false,
-            topic: topic_of(&secret),
             lamport: 0,
             next_seq: 0,
             state_lamport: 0,
@@ -384,7 +369,7 @@ mod tests {
         EventContent::RoomState(RoomState {
             version: 1,
             name: "r".into(),
-            secret: [7; 32],
+            secret: RoomSecret::from_bytes([7; 32]),
             members: members.iter().map(|b| user(*b)).collect(),
             admins: vec![user(1)],
         })
@@ -400,7 +385,7 @@ mod tests {
             admins: Vec::new(),
             secret: None,
             left: false,
-            topic: [0; 32],
+            topic: safemeet_proto::room::RoomTopic::from_bytes([0; 32]),
             lamport: 0,
             next_seq: 0,
             state_lamport: 0,

@@ -174,7 +174,7 @@ impl<S: Store + Clone> Core<S> {
         let unflushed = self.machine.encrypt_room_event_deferred(
             RoomMessage {
                 room_id: room.room_id,
-                topic: room.topic,
+                topic: room.topic.clone(),
                 members: &members,
                 content,
                 lamport: room.lamport,
@@ -206,7 +206,7 @@ impl<S: Store + Clone> Core<S> {
                 .rooms
                 .get(&room)
                 .filter(|r| r.dm_with.is_none() && is_text)
-                .map(|r| r.topic),
+                .map(|r| r.topic.clone()),
             Destination::Device(..) => None,
         };
         // A gossip message is not due until published; see `publish_due`.

@@ -480,7 +480,7 @@ impl Mallory {
             .encrypt_room_event(
                 RoomMessage {
                     room_id: room,
-                    topic: [0; 32],
+                    topic: safemeet_proto::room::RoomTopic::from_bytes([0; 32]),
                     members: &members,
                     content: EventContent::Message(Message {
                         body: MessageText::new(text).unwrap(),

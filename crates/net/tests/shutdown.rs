@@ -17,7 +17,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 fn frame() -> Vec<u8> {
     Envelope::Room(RoomEnvelope {
-        topic: [1; 32],
+        topic: safemeet_proto::room::RoomTopic::from_bytes([1; 32]),
         session_id: [2; 32],
         ciphertext: vec![3; 100],
     })

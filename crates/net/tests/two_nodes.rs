@@ -19,7 +19,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 fn frame(tag: u8) -> Vec<u8> {
     Envelope::Room(RoomEnvelope {
-        topic: [1; 32],
+        topic: safemeet_proto::room::RoomTopic::from_bytes([1; 32]),
         session_id: [2; 32],
         ciphertext: vec![tag; 100],
     })

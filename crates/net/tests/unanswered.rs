@@ -24,7 +24,7 @@ const IN_FLIGHT: usize = 64;
 
 fn frame(tag: u8) -> Vec<u8> {
     Envelope::Room(RoomEnvelope {
-        topic: [1; 32],
+        topic: safemeet_proto::room::RoomTopic::from_bytes([1; 32]),
         session_id: [2; 32],
         ciphertext: vec![tag; 100],
     })

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, DecodeError, EncodeError};
 use crate::padding;
+use crate::room::RoomTopic;
 
 /// An encrypted unit of delivery.
 ///
@@ -62,7 +63,7 @@ impl TryFrom<AckWire> for AckEnvelope {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomEnvelope {
     /// Opaque room topic: a hash of the room secret, not the room id.
-    pub topic: [u8; 32],
+    pub topic: RoomTopic,
     /// The Megolm session the ciphertext belongs to.
     pub session_id: [u8; 32],
     /// Megolm ciphertext of a [`crate::event::Sealed`] event.

@@ -18,6 +18,7 @@ use zeroize::Zeroize;
 use crate::codec::{self, DecodeError, EncodeError};
 use crate::identity::{DeviceCertificate, Profile, Signed};
 use crate::limits::{MAX_EVENT_BYTES, MAX_MESSAGE_TEXT_BYTES, MAX_RECEIPT_EVENTS};
+use crate::room::RoomSecret;
 use crate::{DeviceId, EventId, RoomId, Timestamp, UserId};
 
 /// A decrypted event with its sender.
@@ -115,15 +116,16 @@ pub enum EventContent {
 /// The state of a group room, sent by one of its admins: receivers accept
 /// it only from a current admin (or, for a room they do not know yet, from
 /// an admin named in it who invited them).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "RoomStateWire")]
 pub struct RoomState {
     /// Format version; currently 1.
     pub version: u8,
     /// The room's name (1-64 bytes, printable).
     pub name: String,
-    /// The room secret: the gossip topic derives from it. Secret: never printed.
-    pub secret: [u8; 32],
+    /// The room secret: the gossip topic derives from it. Never printed,
+    /// zeroized on drop.
+    pub secret: RoomSecret,
     /// The members.
     pub members: Vec<UserId>,
     /// The admins (members too).
@@ -134,7 +136,7 @@ pub struct RoomState {
 struct RoomStateWire {
     version: u8,
     name: String,
-    secret: [u8; 32],
+    secret: RoomSecret,
     members: Vec<UserId>,
     admins: Vec<UserId>,
 }
@@ -188,11 +190,17 @@ impl fmt::Debug for RoomState {
     }
 }
 
-impl Drop for RoomState {
-    fn drop(&mut self) {
-        self.secret.zeroize();
+impl PartialEq for RoomState {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version
+            && self.name == other.name
+            && self.secret.expose() == other.secret.expose()
+            && self.members == other.members
+            && self.admins == other.admins
     }
 }
+
+impl Eq for RoomState {}
 
 /// Text of a message: at most [`MAX_MESSAGE_TEXT_BYTES`], never printed by `Debug`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
         )
             .prop_map(
                 |(topic, session_id, ciphertext)| Envelope::Room(RoomEnvelope {
-                    topic,
+                    topic: safemeet_proto::room::RoomTopic::from_bytes(topic),
                     session_id,
                     ciphertext
                 })
@@ -200,7 +200,7 @@ fn overlong_message_text_is_rejected() {
 #[test]
 fn oversized_envelopes_are_refused() {
     let env = Envelope::Room(RoomEnvelope {
-        topic: [0; 32],
+        topic: safemeet_proto::room::RoomTopic::from_bytes([0; 32]),
         session_id: [0; 32],
         ciphertext: vec![0; 70_000],
     });

@@ -137,7 +137,7 @@ fn machine_crash_child() {
             .encrypt_room_event(
                 safemeet_crypto::machine::RoomMessage {
                     room_id: room(1),
-                    topic: [1; 32],
+                    topic: safemeet_proto::room::RoomTopic::from_bytes([1; 32]),
                     members: &members,
                     content: text(&format!("c{cycle}-m{i}")),
                     lamport: i,

@@ -26,6 +26,7 @@ use safemeet_engine::{
     RequestId, Response, TimelineEntry,
 };
 use safemeet_proto::mailbox::StoredEnvelope;
+use safemeet_proto::room::RoomTopic;
 use safemeet_proto::{MailboxId, Timestamp, UserId};
 
 use crate::{Device, FaultyStore};
@@ -90,7 +91,7 @@ enum Event {
     },
     Gossip {
         to: usize,
-        topic: [u8; 32],
+        topic: RoomTopic,
         frame: Vec<u8>,
     },
     Deposited {
@@ -462,7 +463,7 @@ impl Sim {
                 },
             ),
             Event::Gossip { to, topic, frame } => {
-                if self.nodes[to].online && self.nodes[to].subscribed.contains(&topic) {
+                if self.nodes[to].online && self.nodes[to].subscribed.contains(topic.as_bytes()) {
                     let token = self.token();
                     self.feed(
                         to,
@@ -623,8 +624,9 @@ impl Sim {
                 for (topic, frame) in frames {
                     for j in 0..self.nodes.len() {
                         let n = &self.nodes[j];
-                        if j != i && n.online && !n.drop_gossip && n.subscribed.contains(&topic) {
-                            let frame = frame.clone();
+                        let wants = n.subscribed.contains(topic.as_bytes());
+                        if j != i && n.online && !n.drop_gossip && wants {
+                            let (topic, frame) = (topic.clone(), frame.clone());
                             self.schedule(
                                 latency,
                                 Event::Gossip {
@@ -680,10 +682,10 @@ impl Sim {
                 }
             }
             Output::Subscribe(topic) => {
-                self.nodes[i].subscribed.insert(topic);
+                self.nodes[i].subscribed.insert(*topic.as_bytes());
             }
             Output::Unsubscribe(topic) => {
-                self.nodes[i].subscribed.remove(&topic);
+                self.nodes[i].subscribed.remove(topic.as_bytes());
             }
             Output::Answer { reply, answer } => {
                 if let Some((from, token)) = self.nodes[i].open.remove(&reply) {

@@ -366,7 +366,7 @@ impl<S: Store> CryptoMachine<S> {
         let id = event_id_of(&out.session_id, &encrypted);
         batch.extend(writes(&id)?);
         let envelope = RoomEnvelope {
-            topic: message.topic,
+            topic: message.topic.clone(),
             session_id: out.session_id,
             ciphertext: encrypted.to_bytes(),
         };

@@ -203,7 +203,7 @@ pub struct RoomMessage<'a> {
     /// The room.
     pub room_id: RoomId,
     /// The room's opaque gossip topic.
-    pub topic: [u8; 32],
+    pub topic: safemeet_proto::room::RoomTopic,
     /// The room's members (users); their listed devices receive the key.
     /// This user is always included.
     pub members: &'a [UserId],

@@ -151,7 +151,7 @@ pub fn send<S: Store>(
         .encrypt_room_event(
             RoomMessage {
                 room_id,
-                topic: [9; 32],
+                topic: safemeet_proto::room::RoomTopic::from_bytes([9; 32]),
                 members,
                 content: text(msg),
                 lamport: 1,
