@@ -97,7 +97,9 @@ impl Config {
         if self.request_timeout.is_zero() {
             return bad("request_timeout must be above zero");
         }
-        Ok(())
+        self.net
+            .validate()
+            .map_err(|e| Error::InvalidConfig(e.to_string()))
     }
 
     /// The seed for this run: the configured one, or one from the OS.
@@ -114,13 +116,15 @@ mod tests {
     #[test]
     fn zero_values_are_refused_not_run() {
         assert!(Config::default().validate().is_ok());
-        let cases: [fn(&mut Config); 6] = [
+        let cases: [fn(&mut Config); 8] = [
             |c| c.retry_initial = Duration::ZERO,
             |c| c.retry_max = Duration::from_millis(1),
             |c| c.gossip_window = 0,
             |c| c.mailbox_poll = Duration::ZERO,
             |c| c.mailbox_copies = 0,
             |c| c.request_timeout = Duration::ZERO,
+            |c| c.net.event_queue = 0,
+            |c| c.net.command_queue = 0,
         ];
         for (i, change) in cases.iter().enumerate() {
             let mut c = Config::default();

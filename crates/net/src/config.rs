@@ -96,6 +96,39 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Checks that a node can run with these settings: every queue and
+    /// limit above zero (a zero-sized channel panics, a zero limit stalls),
+    /// every period above zero.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let checks = [
+            (self.command_queue == 0, "command_queue must be at least 1"),
+            (self.event_queue == 0, "event_queue must be at least 1"),
+            (self.max_topics == 0, "max_topics must be at least 1"),
+            (
+                self.max_pending_replies == 0,
+                "max_pending_replies must be at least 1",
+            ),
+            (
+                self.max_connections == 0,
+                "max_connections must be at least 1",
+            ),
+            (
+                self.max_connections_per_peer == 0,
+                "max_connections_per_peer must be at least 1",
+            ),
+            (self.max_pending == 0, "max_pending must be at least 1"),
+            (self.heartbeat.is_zero(), "heartbeat must be above zero"),
+            (
+                self.request_timeout.is_zero(),
+                "request_timeout must be above zero",
+            ),
+        ];
+        match checks.into_iter().find(|(bad, _)| *bad) {
+            Some((_, why)) => Err(crate::Error::InvalidConfig(why)),
+            None => Ok(()),
+        }
+    }
+
     /// Settings for tests on one machine: loopback TCP only, no mDNS, a fast
     /// gossip heartbeat.
     pub fn loopback() -> Self {

@@ -33,6 +33,9 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// A setting cannot be run with (a zero queue would panic or stall).
+    #[error("invalid network setting: {0}")]
+    InvalidConfig(&'static str),
     /// A configured address could not be listened on.
     #[error("could not listen on {addr}")]
     Listen {
@@ -209,6 +212,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Setup { .. } | Self::Listen { .. } => ErrorKind::Local,
+            Self::InvalidConfig(_) => ErrorKind::InvalidInput,
             Self::RelayWithoutPeerId { .. }
             | Self::TooLarge { .. }
             | Self::Duplicate

@@ -35,6 +35,7 @@ use crate::{Config, Error, Event, Handle, RoomTopic, build_swarm};
 /// behind, new events are dropped (and counted) and inbound deliveries are
 /// refused, so the swarm is never blocked by it.
 pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver<Event>), Error> {
+    config.validate()?;
     let local = keypair.public().to_peer_id();
     let mut swarm = build_swarm(
         keypair,
