@@ -177,14 +177,18 @@ async fn serve_until_stopped(
     stop: &CancellationToken,
 ) -> Result<(), Failure> {
     let socket = home.socket();
+    // The API stops with the daemon: the same token, cancelled first.
+    let api_stop = stop.child_token();
     let mut server = {
-        let (socket, engine) = (socket.clone(), engine.clone());
-        tokio::spawn(async move { safemeet_api::serve(&socket, engine, identity).await })
+        let (socket, engine, api_stop) = (socket.clone(), engine.clone(), api_stop.clone());
+        tokio::spawn(
+            async move { safemeet_api::serve_until(&socket, engine, identity, api_stop).await },
+        )
     };
     let addrs = tokio::select! {
         biased;
         () = stop.cancelled() => {
-            server.abort();
+            stop_api(&api_stop, server).await;
             return Ok(());
         }
         addrs = wait_for_addrs(engine) => addrs,
@@ -213,8 +217,23 @@ async fn serve_until_stopped(
             _ => Err(Failure::Other(anyhow::anyhow!("API server stopped"))),
         },
     };
-    server.abort();
+    stop_api(&api_stop, server).await;
     outcome
+}
+
+/// Stops the API server and waits (bounded) until its connections ended.
+async fn stop_api(
+    api_stop: &CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    api_stop.cancel();
+    let abort = server.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
 }
 
 async fn wait_for_addrs(engine: &EngineHandle) -> Vec<Multiaddr> {

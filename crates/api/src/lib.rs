@@ -58,7 +58,7 @@ pub use response::{
     Response, Room, RoomCreated, RoomInvited, RoomLeft, Sent, State, Subscribed,
     UnexpectedResponse, Whoami,
 };
-pub use server::{MAX_CONNECTIONS, WRITE_TIMEOUT, serve};
+pub use server::{MAX_CONNECTIONS, WRITE_TIMEOUT, serve, serve_until};
 
 /// Longest request or response line: room for a page of a few of the
 /// largest messages (16 KiB of text can take 96 KiB as JSON), small

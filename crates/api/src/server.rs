@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, EventFeed, Identity, MAX_ID_BYTES, MAX_LINE_BYTES, Request, Response, Subscribed,
@@ -37,6 +38,19 @@ const MAX_MESSAGE_CHARS: usize = 1024;
 /// Serves the API on `socket` until the listener fails. The socket file is
 /// replaced if a stale one is there, and made readable by the owner only.
 pub async fn serve(socket: &Path, engine: EngineHandle, identity: Identity) -> std::io::Result<()> {
+    serve_until(socket, engine, identity, CancellationToken::new()).await
+}
+
+/// Serves the API on `socket` until `shutdown` is cancelled (or the
+/// listener fails), as every long-lived task here stops: the accept loop
+/// and each connection select on the token first. Returns once every
+/// connection has ended; the socket file is removed.
+pub async fn serve_until(
+    socket: &Path,
+    engine: EngineHandle,
+    identity: Identity,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     if socket.exists() {
         std::fs::remove_file(socket)?;
     }
@@ -46,20 +60,41 @@ pub async fn serve(socket: &Path, engine: EngineHandle, identity: Identity) -> s
         std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     }
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, _) = listener.accept().await?;
+    let mut connections = tokio::task::JoinSet::new();
+    let outcome = loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break Ok(()),
+            // Finished connections are reaped as they end.
+            Some(_) = connections.join_next() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => break Err(e),
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!("too many API connections; one refused");
             continue;
         };
-        let (engine, identity) = (engine.clone(), identity.clone());
-        tokio::spawn(async move {
-            if let Err(e) = connection(stream, engine, identity).await {
-                tracing::debug!(error = %e, "API connection ended");
+        let (engine, identity, stop) = (engine.clone(), identity.clone(), shutdown.clone());
+        connections.spawn(async move {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => {}
+                ended = connection(stream, engine, identity) => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "API connection ended");
+                    }
+                }
             }
             drop(permit);
         });
-    }
+    };
+    shutdown.cancel();
+    while connections.join_next().await.is_some() {}
+    let _ = std::fs::remove_file(socket);
+    outcome
 }
 
 /// Why a connection was closed by the server.

@@ -413,3 +413,57 @@ async fn a_line_too_long_or_not_utf8_is_answered_then_the_connection_closes() {
     assert_eq!(who["result"]["username"], "alice");
     alice.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_stops_with_its_token_and_closes_every_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, identity) = node("stopper");
+    let socket = dir.path().join("api.sock");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = {
+        let (socket, engine, identity, stop) = (
+            socket.clone(),
+            engine.clone(),
+            identity.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(
+            async move { safemeet_api::serve_until(&socket, engine, identity, stop).await },
+        )
+    };
+    let mut idle = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(stream) = UnixStream::connect(&socket).await {
+                let (read, writer) = stream.into_split();
+                return Raw {
+                    reader: BufReader::new(read),
+                    writer,
+                };
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the socket answers");
+    // One connection streams events, one is idle between requests.
+    let mut streaming = Raw::connect(&socket).await;
+    let subscribed = streaming
+        .ask(r#"{"jsonrpc":"2.0","id":1,"method":"subscribe","params":{}}"#)
+        .await;
+    assert_eq!(subscribed["result"]["subscribed"], true, "{subscribed}");
+    let whoami = idle
+        .ask(r#"{"jsonrpc":"2.0","id":2,"method":"whoami"}"#)
+        .await;
+    assert!(whoami["result"]["user_id"].is_string(), "{whoami}");
+
+    stop.cancel();
+    let ended = tokio::time::timeout(WAIT, server).await;
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "the server returned: {ended:?}"
+    );
+    assert_eq!(streaming.line().await, None, "the stream was closed");
+    assert_eq!(idle.line().await, None, "the idle connection was closed");
+    assert!(!socket.exists(), "the socket file is removed");
+    engine.shutdown().await.unwrap();
+}
