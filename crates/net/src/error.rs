@@ -103,6 +103,10 @@ pub enum Error {
     /// expired (the sender has given up waiting) or its peer is gone.
     #[error("the delivery can no longer be answered")]
     ReplyExpired,
+    /// The event loop did not answer a request in time (it is stuck, or
+    /// far behind).
+    #[error("the network did not answer in time")]
+    NoAnswer,
     /// The event loop has stopped.
     #[error("the network has stopped")]
     Stopped,
@@ -223,7 +227,7 @@ impl Error {
             Self::Publish(PublishError::MessageTooLarge) => ErrorKind::InvalidInput,
             Self::Publish(_) => ErrorKind::Local,
             Self::Delivery { failure, .. } | Self::Mailbox { failure, .. } => failure.kind(),
-            Self::ReplyExpired => ErrorKind::Timeout,
+            Self::ReplyExpired | Self::NoAnswer => ErrorKind::Timeout,
             Self::Stopped => ErrorKind::Stopped,
         }
     }

@@ -33,6 +33,10 @@ use crate::{Config, Error, Event, Handle, RoomTopic, build_swarm};
 /// Returns the handle and the application's events, at most
 /// [`Config::event_queue`] of them queued: when the application falls
 /// behind, new events are dropped (and counted) and inbound deliveries are
+/// How much longer than the request timeout a caller waits for the event
+/// loop's answer: a delivery may have to dial first.
+const ASK_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// refused, so the swarm is never blocked by it.
 pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver<Event>), Error> {
     config.validate()?;
@@ -97,6 +101,8 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         local,
         shutdown,
         stopped,
+        // A delivery may dial, then wait out the request timeout.
+        ask_timeout: config.request_timeout.saturating_add(ASK_MARGIN),
     };
     Ok((handle, events))
 }

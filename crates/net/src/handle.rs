@@ -104,6 +104,8 @@ pub struct Handle {
     pub(crate) shutdown: CancellationToken,
     /// Cancelled by the loop when it has stopped.
     pub(crate) stopped: CancellationToken,
+    /// The longest wait for the loop's answer to a request.
+    pub(crate) ask_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Handle {
@@ -120,13 +122,20 @@ impl Handle {
         self.local
     }
 
+    /// Sends a command and waits for its answer, at most `ask_timeout`
+    /// (the queue's back-pressure included).
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
+        let asked = async {
+            self.commands
+                .send(make(tx))
+                .await
+                .map_err(|_| Error::Stopped)?;
+            rx.await.map_err(|_| Error::Stopped)
+        };
+        tokio::time::timeout(self.ask_timeout, asked)
             .await
-            .map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)
+            .map_err(|_| Error::NoAnswer)?
     }
 
     /// The addresses the node listens on.
@@ -178,19 +187,6 @@ impl Handle {
             .send(Command::ReportMany(verdicts))
             .await
             .map_err(|_| Error::Stopped)
-    }
-
-    /// Answers several inbound deliveries, each with
-    /// [`ReplySlot::send`]; it completes at once. An answer that cannot be
-    /// sent (its slot expired, the answer is too long) is dropped, and the
-    /// peer sees its request fail. Always `Ok`.
-    pub async fn reply_many(&self, replies: Vec<(ReplySlot, Vec<u8>)>) -> Result<(), Error> {
-        for (reply, answer) in replies {
-            if let Err(e) = reply.send(answer) {
-                tracing::debug!(error = %e, "an answer was not sent");
-            }
-        }
-        Ok(())
     }
 
     /// Tells gossipsub whether to forward a received message.
@@ -253,11 +249,12 @@ impl Handle {
     /// Stops the event loop and waits until it has stopped: requests in
     /// flight fail with [`Error::Stopped`], open reply slots close, and
     /// every connection and listener closes. Calling it again, or on a
-    /// stopped network, returns at once. Always `Ok`.
+    /// stopped network, returns at once. Fails only when the loop does not stop in time.
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.shutdown.cancel();
-        self.stopped.cancelled().await;
-        Ok(())
+        tokio::time::timeout(self.ask_timeout, self.stopped.cancelled())
+            .await
+            .map_err(|_| Error::NoAnswer)
     }
 
     /// Waits until the event loop has stopped (after [`shutdown`](Self::shutdown),
