@@ -206,3 +206,62 @@ fn a_message_with_no_known_recipient_goes_once_one_is_known() {
     assert!(routed, "routed without a restart");
     assert_eq!(sim.nodes[ALICE].core.stats().unrouted, 0);
 }
+
+/// A stranger floods a device with deliveries: junk bytes, acknowledgements
+/// of messages that do not exist, and to-device and room envelopes that do
+/// not decrypt. Every one is answered at once (none holds a reply slot),
+/// none is taken as "later" to be kept, and nothing queues up.
+#[test]
+fn a_stranger_flooding_deliveries_is_answered_and_costs_no_queue() {
+    use safemeet_proto::Envelope;
+    use safemeet_proto::envelope::{AckEnvelope, OlmMessageKind, RoomEnvelope, ToDeviceEnvelope};
+    let mut sim = Sim::new(&["alice", "bob"], 15, |_, _| {});
+    sim.befriend(ALICE, BOB);
+    sim.run_for(Duration::from_secs(5));
+    let stranger = libp2p::PeerId::random();
+    let cursor = sim.nodes[BOB].log_cursor;
+    let before = sim.trace().len();
+
+    let mut sent = 0;
+    for i in 0..300u32 {
+        sim.inject(BOB, stranger, i.to_le_bytes().repeat(100));
+        let ids = (0..256u32)
+            .map(|j| safemeet_proto::EventId::from_bytes([(i ^ j) as u8; 32]))
+            .collect();
+        let acks = Envelope::Acks(AckEnvelope { event_ids: ids });
+        sim.inject(BOB, stranger, acks.to_frame().unwrap());
+        let room = Envelope::Room(RoomEnvelope {
+            topic: safemeet_proto::room::RoomTopic::from_bytes([i as u8; 32]),
+            session_id: [i as u8; 32],
+            ciphertext: vec![7; 200],
+        });
+        sim.inject(BOB, stranger, room.to_frame().unwrap());
+        let olm = Envelope::ToDevice(ToDeviceEnvelope {
+            kind: if i % 2 == 0 {
+                OlmMessageKind::PreKey
+            } else {
+                OlmMessageKind::Normal
+            },
+            session_id: [i as u8; 32],
+            ciphertext: vec![9; 300],
+        });
+        sim.inject(BOB, stranger, olm.to_frame().unwrap());
+        sent += 4;
+    }
+    let answers: Vec<&String> = sim.trace()[before..]
+        .iter()
+        .filter(|l| l.contains(" n1 answer "))
+        .collect();
+    assert_eq!(answers.len(), sent, "every delivery answered at once");
+    let later = answers.iter().filter(|l| l.ends_with("Later")).count();
+    assert_eq!(later, 0, "nothing of a stranger's is kept to retry");
+    let stats = sim.nodes[BOB].core.stats();
+    assert_eq!((stats.pending, stats.acks_queued), (0, 0), "{stats:?}");
+    assert_eq!(sim.nodes[BOB].log_cursor, cursor, "nothing was logged");
+
+    // Bob is none the worse: Alice's next message arrives.
+    sim.send_dm(ALICE, BOB, "still here?");
+    assert!(sim.run_until(MINUTE, |s| {
+        state_of(s, ALICE, BOB, "still here?") == Some(MessageState::Delivered)
+    }));
+}

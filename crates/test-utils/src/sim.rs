@@ -336,6 +336,21 @@ impl Sim {
         }
     }
 
+    /// Delivers `frame` to node `to` from a peer outside the simulation
+    /// (a stranger, or a hostile node), now; its answer is in the trace
+    /// (`answer …` on `to`'s line).
+    pub fn inject(&mut self, to: usize, from: PeerId, frame: Vec<u8>) {
+        let reply = self.token();
+        self.feed(
+            to,
+            Input::Network(vec![NetInput::Delivery {
+                peer: from,
+                frame,
+                reply,
+            }]),
+        );
+    }
+
     /// Runs for `d` of virtual time.
     pub fn run_for(&mut self, d: Duration) {
         self.run_until(d, |_| false);
