@@ -1,15 +1,18 @@
 //! The actor: the only code in this crate that touches the runtime, the
 //! network handle, the clock and the OS's randomness.
 //!
-//! [`start`] opens the network on the caller's runtime and then runs a
-//! [`Core`] on a thread of its own with its own single-threaded runtime,
-//! so the core's disk work (sled flushes, crypto commits) never blocks
-//! the caller's tokio workers. The loop is a `select!` with shutdown
-//! first; it feeds the core its inputs with the time, carries out the
-//! outputs, and sleeps until [`Core::poll_timeout`]. A closed request
-//! queue (every [`Handle`] dropped) goes through the same clean shutdown
-//! as [`Handle::shutdown`]: the crypto state is closed in place, so the
-//! next start counts as clean and keeps its outbound sessions.
+//! [`start`] opens the network and spawns the actor on the caller's tokio
+//! runtime. The actor owns a [`Core`] and hands it to the runtime's
+//! blocking pool for every step (`spawn_blocking`), so the core's disk work
+//! (sled flushes, crypto commits) never runs on a tokio worker; the core
+//! moves to a pool thread and back, and no thread is kept per engine (a
+//! simulation runs a thousand). The loop is a `select!` with cancellation
+//! first (`biased`), then every source of input polled fairly; it feeds the
+//! core its inputs with the time, carries out the outputs, and sleeps until
+//! [`Core::poll_timeout`]. A closed request queue (every [`Handle`]
+//! dropped) goes through the same clean shutdown as [`Handle::shutdown`]:
+//! the crypto state is closed in place, so the next start counts as clean
+//! and keeps its outbound sessions.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -20,6 +23,7 @@ use safemeet_crypto::machine::CryptoMachine;
 use safemeet_net::{Error as NetError, Event as NetEvent, Handle as Network, ReplySlot, Verdict};
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::deliver::DeliverAnswer as Answer;
+use safemeet_proto::room::RoomTopic;
 use safemeet_proto::{RoomId, Timestamp};
 use safemeet_store::Store;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -41,7 +45,9 @@ const REQUEST_QUEUE: usize = 256;
 const MAX_PUBLISHING: usize = 8;
 
 /// Starts the engine: opens the network (on the current tokio runtime)
-/// with the account's libp2p key, and runs the core on its own thread.
+/// with the account's libp2p key, reads where the engine stood from the
+/// store (a few records and the first page of the outbox), and spawns the
+/// actor on the current runtime.
 pub fn start<S: Store + Clone + Send + 'static>(
     machine: CryptoMachine<S>,
     config: Config,
@@ -49,84 +55,63 @@ pub fn start<S: Store + Clone + Send + 'static>(
     config.validate()?;
     let keypair = machine.account().libp2p_keypair().clone();
     let user_id = machine.account().user_id();
-    let (net, events) = safemeet_net::spawn(keypair, config.net.clone())?;
+    let origin = SystemClock.instant();
+    let now = Now {
+        wall: SystemClock.now(),
+        mono: Duration::ZERO,
+    };
+    let seed = config.seed_or_random();
+    let timeout = config.request_timeout;
+    let net_config = config.net.clone();
+    // Reads only (no flush, no commit): what was due is queued for the
+    // first step, which runs on the blocking pool.
+    let core = Core::new(machine, config, seed, now)?;
+    let (net, events) = match safemeet_net::spawn(keypair, net_config) {
+        Ok(net) => net,
+        Err(e) => {
+            let mut core = core;
+            if let Err(e) = core.close() {
+                tracing::warn!(error = %e, "the crypto state did not close cleanly");
+            }
+            return Err(e.into());
+        }
+    };
     let peer_id = net.peer_id();
     let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
     let (log_watch, log) = watch::channel(0);
     let (stopped_tx, stopped) = watch::channel(false);
     let cancel = CancellationToken::new();
-    let timeout = config.request_timeout;
-    let seed = config.seed_or_random();
-    let (ready_tx, ready) = std::sync::mpsc::sync_channel(1);
-    let actor_cancel = cancel.clone();
-    let net_for_actor = net.clone();
-    let spawned = std::thread::Builder::new()
-        .name("safemeet-engine".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(Error::InvalidInput(format!(
-                        "could not start the engine's runtime: {e}"
-                    ))));
-                    return;
-                }
-            };
-            let origin = SystemClock.instant();
-            let now = Now {
-                wall: SystemClock.now(),
-                mono: Duration::ZERO,
-            };
-            let core = match Core::new(machine, config, seed, now) {
-                Ok(core) => {
-                    let _ = ready_tx.send(Ok(()));
-                    core
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            let (pages_tx, pages) = mpsc::channel(1);
-            let actor = Actor {
-                core,
-                net: net_for_actor,
-                origin,
-                inbox,
-                events,
-                cancel: actor_cancel,
-                log_watch,
-                next: None,
-                replies: HashMap::new(),
-                next_request: 0,
-                net_replies: HashMap::new(),
-                gossip: HashMap::new(),
-                next_token: 0,
-                deliveries: JoinSet::new(),
-                deposits: JoinSet::new(),
-                draining: JoinSet::new(),
-                publishing: JoinSet::new(),
-                pages,
-                pages_tx,
-                page_waiters: HashMap::new(),
-                next_page: 0,
-            };
-            runtime.block_on(actor.run());
-            let _ = stopped_tx.send(true);
-        });
-    if let Err(e) = spawned {
-        return Err(Error::InvalidInput(format!(
-            "could not start the engine's thread: {e}"
-        )));
-    }
-    match ready.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return Err(Error::Stopped),
-    }
+    let (pages_tx, pages) = mpsc::channel(1);
+    let actor = Actor {
+        core: Some(Box::new(core)),
+        net,
+        origin,
+        inbox,
+        events,
+        cancel: cancel.clone(),
+        log_watch,
+        next: None,
+        replies: HashMap::new(),
+        next_request: 0,
+        net_replies: HashMap::new(),
+        gossip: HashMap::new(),
+        next_token: 0,
+        deliveries: JoinSet::new(),
+        delivering: HashMap::new(),
+        deposits: JoinSet::new(),
+        depositing: HashMap::new(),
+        draining: JoinSet::new(),
+        publishing: JoinSet::new(),
+        pages,
+        pages_tx,
+        page_waiters: HashMap::new(),
+        next_page: 0,
+        failed_subscriptions: Vec::new(),
+    };
+    tokio::spawn(async move {
+        actor.run().await;
+        let _ = stopped_tx.send(true);
+    });
     Ok(Handle {
         requests,
         user_id,
@@ -139,7 +124,8 @@ pub fn start<S: Store + Clone + Send + 'static>(
 }
 
 struct Actor<S: Store> {
-    core: Core<S>,
+    /// The core, while no step runs (`None`: lost to a panic).
+    core: Option<Box<Core<S>>>,
     net: Network,
     origin: Instant,
     inbox: mpsc::Receiver<Request>,
@@ -155,16 +141,22 @@ struct Actor<S: Store> {
     gossip: HashMap<u64, (MessageId, PeerId)>,
     next_token: u64,
     deliveries: JoinSet<(DeliveryToken, PeerId, DeliveryResult)>,
+    /// What each delivery task is for, so a task that panicked still
+    /// reports (as failed).
+    delivering: HashMap<tokio::task::Id, (DeliveryToken, PeerId)>,
     deposits: JoinSet<(u64, PeerId, Option<Timestamp>)>,
+    depositing: HashMap<tokio::task::Id, (u64, PeerId)>,
     draining: JoinSet<Drained>,
     publishing: JoinSet<()>,
     pages: mpsc::Receiver<Page>,
     pages_tx: mpsc::Sender<Page>,
     page_waiters: HashMap<u64, oneshot::Sender<Vec<u64>>>,
     next_page: u64,
+    /// Topics the network would not subscribe to, to tell the core.
+    failed_subscriptions: Vec<RoomTopic>,
 }
 
-impl<S: Store + Clone> Actor<S> {
+impl<S: Store + Clone + Send + 'static> Actor<S> {
     fn now(&self) -> Now {
         Now {
             wall: SystemClock.now(),
@@ -172,54 +164,120 @@ impl<S: Store + Clone> Actor<S> {
         }
     }
 
+    /// Hands the core one input on the blocking pool and carries out what
+    /// it says. False when the core is gone (a step panicked).
+    async fn step(&mut self, input: Input) -> bool {
+        let Some(mut core) = self.core.take() else {
+            return false;
+        };
+        let now = self.now();
+        let stepped = tokio::task::spawn_blocking(move || {
+            let outputs = core.handle(input, now);
+            (core, outputs)
+        })
+        .await;
+        match stepped {
+            Ok((core, outputs)) => {
+                self.core = Some(core);
+                self.execute(outputs).await;
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the engine's core failed; the engine stops");
+                false
+            }
+        }
+    }
+
     async fn run(mut self) {
         // What the core queued on start (the outbox, the first drain).
-        let outputs = self.core.handle(Input::Timer, self.now());
-        self.execute(outputs).await;
+        if !self.step(Input::Timer).await {
+            return;
+        }
+        let cancel = self.cancel.clone();
         loop {
-            let deadline = self.core.poll_timeout().map(|d| self.origin + d);
-            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(
-                deadline.unwrap_or(self.origin + Duration::from_secs(86_400 * 365)),
-            ));
-            let input = match self.next.take() {
-                Some(request) => self.request(request).await,
-                None => tokio::select! {
+            let input = match (self.failed_subscriptions.pop(), self.next.take()) {
+                (Some(topic), next) => {
+                    self.next = next;
+                    Some(Input::SubscribeFailed(topic))
+                }
+                (None, Some(request)) => self.request(request).await,
+                (None, None) => tokio::select! {
                     biased;
-                    () = self.cancel.cancelled() => break,
-                    request = self.inbox.recv() => match request {
-                        Some(request) => self.request(request).await,
+                    () = cancel.cancelled() => break,
+                    input = self.next_input() => match input {
+                        Some(input) => input,
                         // Every handle is gone: the same clean shutdown.
                         None => break,
                     },
-                    Some(event) = self.events.recv() => self.net_events(event),
-                    Some(done) = self.deliveries.join_next() => match done {
-                        Ok((token, peer, result)) => Some(Input::Delivered { token, peer, result }),
-                        Err(_) => None,
-                    },
-                    Some(done) = self.deposits.join_next() => match done {
-                        Ok((seq, peer, until)) => Some(Input::Deposited { seq, peer, until }),
-                        Err(_) => None,
-                    },
-                    Some(page) = self.pages.recv() => {
-                        let id = self.next_page;
-                        self.next_page += 1;
-                        self.page_waiters.insert(id, page.done);
-                        Some(Input::Page { page: id, epoch: page.epoch, envelopes: page.envelopes })
-                    }
-                    Some(done) = self.draining.join_next() => {
-                        let drained = done.unwrap_or(Drained { fetched: 0, failed: true });
-                        Some(Input::Drained { fetched: drained.fetched, failed: drained.failed })
-                    }
-                    Some(_) = self.publishing.join_next() => None,
-                    () = sleep, if deadline.is_some() => Some(Input::Timer),
                 },
             };
-            if let Some(input) = input {
-                let outputs = self.core.handle(input, self.now());
-                self.execute(outputs).await;
+            if let Some(input) = input
+                && !self.step(input).await
+            {
+                return;
             }
         }
         self.shutdown().await;
+    }
+
+    /// Waits for the next thing to hand the core, from every source polled
+    /// fairly (no source can starve another). `None`: the request queue
+    /// closed; `Some(None)`: something was handled that needs no step.
+    async fn next_input(&mut self) -> Option<Option<Input>> {
+        let deadline = self
+            .core
+            .as_ref()
+            .and_then(|c| c.poll_timeout())
+            .map(|d| self.origin + d);
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(
+            deadline.unwrap_or(self.origin + Duration::from_secs(86_400 * 365)),
+        ));
+        Some(tokio::select! {
+            request = self.inbox.recv() => match request {
+                Some(request) => self.request(request).await,
+                None => return None,
+            },
+            Some(event) = self.events.recv() => self.net_events(event),
+            Some(done) = self.deliveries.join_next_with_id() => {
+                let (token, peer, result) = match done {
+                    Ok((id, done)) => {
+                        self.delivering.remove(&id);
+                        done
+                    }
+                    Err(e) => {
+                        let (token, peer) = self.delivering.remove(&e.id())?;
+                        (token, peer, DeliveryResult::Failed)
+                    }
+                };
+                Some(Input::Delivered { token, peer, result })
+            }
+            Some(done) = self.deposits.join_next_with_id() => {
+                let (seq, peer, until) = match done {
+                    Ok((id, done)) => {
+                        self.depositing.remove(&id);
+                        done
+                    }
+                    Err(e) => {
+                        let (seq, peer) = self.depositing.remove(&e.id())?;
+                        (seq, peer, None)
+                    }
+                };
+                Some(Input::Deposited { seq, peer, until })
+            }
+            Some(page) = self.pages.recv() => {
+                let id = self.next_page;
+                self.next_page += 1;
+                self.page_waiters.insert(id, page.done);
+                Some(Input::Page { page: id, epoch: page.epoch, envelopes: page.envelopes })
+            }
+            Some(done) = self.draining.join_next() => {
+                let drained = done.unwrap_or(Drained { fetched: 0, failed: true });
+                Some(Input::Drained { fetched: drained.fetched, failed: drained.failed })
+            }
+            Some(_) = self.publishing.join_next() => None,
+            () = sleep, if deadline.is_some() => Some(Input::Timer),
+        })
     }
 
     /// Turns a request into the core's input (gathering the core requests
@@ -267,8 +325,15 @@ impl<S: Store + Clone> Actor<S> {
     }
 
     async fn mesh_peers(&mut self, room: RoomId) -> Result<usize, Error> {
-        let topic = self.core.room_topic(&room)?;
-        Ok(self.net.mesh_peers(topic).await?)
+        let mut core = self.core.take().ok_or(Error::Stopped)?;
+        let (core, topic) = tokio::task::spawn_blocking(move || {
+            let topic = core.room_topic(&room);
+            (core, topic)
+        })
+        .await
+        .map_err(|_| Error::Stopped)?;
+        self.core = Some(core);
+        Ok(self.net.mesh_peers(topic?).await?)
     }
 
     /// `first` and the network events waiting behind it, as one input.
@@ -339,10 +404,11 @@ impl<S: Store + Clone> Actor<S> {
                     frame,
                 } => {
                     let net = self.net.clone();
-                    self.deliveries.spawn(async move {
+                    let task = self.deliveries.spawn(async move {
                         let result = net.deliver(peer, addrs, frame).await;
                         (token, peer, delivery_result(result))
                     });
+                    self.delivering.insert(task.id(), (token, peer));
                 }
                 Output::Publish(frames) => {
                     while self.publishing.len() >= MAX_PUBLISHING {
@@ -370,10 +436,11 @@ impl<S: Store + Clone> Actor<S> {
                     frame,
                 } => {
                     let (net, now) = (self.net.clone(), SystemClock.now());
-                    self.deposits.spawn(async move {
+                    let task = self.deposits.spawn(async move {
                         let until = relay_client::deposit(net, mailbox, relays, frame, now).await;
                         (seq, peer, until)
                     });
+                    self.depositing.insert(task.id(), (seq, peer));
                 }
                 Output::Drain {
                     relays,
@@ -390,8 +457,9 @@ impl<S: Store + Clone> Actor<S> {
                     }
                 }
                 Output::Subscribe(topic) => {
-                    if let Err(e) = self.net.subscribe(topic).await {
+                    if let Err(e) = self.net.subscribe(topic.clone()).await {
                         tracing::warn!(error = %e, "could not subscribe to a room topic");
+                        self.failed_subscriptions.push(topic);
                     }
                 }
                 Output::Unsubscribe(topic) => {
@@ -430,8 +498,13 @@ impl<S: Store + Clone> Actor<S> {
 
     /// Closes the crypto state cleanly and stops the network.
     async fn shutdown(mut self) {
-        if let Err(e) = self.core.close() {
-            tracing::warn!(error = %e, "the crypto state did not close cleanly");
+        if let Some(mut core) = self.core.take() {
+            let closed = tokio::task::spawn_blocking(move || core.close()).await;
+            match closed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "the crypto state did not close cleanly"),
+                Err(e) => tracing::warn!(error = %e, "the crypto state did not close cleanly"),
+            }
         }
         let _ = self.net.shutdown().await;
         for (_, reply) in self.replies.drain() {

@@ -43,6 +43,14 @@ pub struct Config {
     /// or its sender is not known to it yet); one that never will (it left
     /// the room, it never adds the sender) must not be retried forever.
     pub later_retries: u32,
+    /// How often a parked device (one that kept answering "later") is
+    /// tried again when it neither connects nor delivers anything. Default
+    /// 6 hours.
+    pub parked_retry: Duration,
+    /// How long a device may stay parked for an item before the item is
+    /// given up for it. Default 7 days: longer than a room key waits to be
+    /// shared (held messages are kept 3 days).
+    pub give_up_after: Duration,
     /// How many times an acknowledgement that could not be delivered is
     /// tried again. Default 4: a lost acknowledgement only costs the
     /// sender a direct delivery, which is answered too.
@@ -68,6 +76,8 @@ impl Default for Config {
             mailbox_copies: 3,
             mailbox_catch_up_epochs: 14,
             later_retries: 12,
+            parked_retry: Duration::from_secs(6 * 3600),
+            give_up_after: Duration::from_secs(7 * 24 * 3600),
             ack_retries: 4,
             request_timeout: Duration::from_secs(60),
             seed: None,
@@ -93,6 +103,9 @@ impl Config {
         }
         if self.mailbox_copies == 0 {
             return bad("mailbox_copies must be at least 1");
+        }
+        if self.parked_retry.is_zero() || self.give_up_after.is_zero() {
+            return bad("parked_retry and give_up_after must be above zero");
         }
         if self.request_timeout.is_zero() {
             return bad("request_timeout must be above zero");

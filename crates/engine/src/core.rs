@@ -90,35 +90,52 @@ pub struct Core<S: Store> {
     /// Where to leave deliveries for other devices, by peer.
     pub(crate) mailboxes: HashMap<PeerId, DeviceMailbox>,
     pub(crate) drain: DrainState,
+    /// The first input was handled.
+    started: bool,
 }
 
 impl<S: Store + Clone> Core<S> {
     /// A core for `machine`'s device, with `config` (validated), the RNG
-    /// `seed`, at `now`. Reads the event log's end, the outbox and the
-    /// relay bookkeeping from the store, and queues what is due at once
-    /// (outputs of the first [`handle`](Self::handle) call carry them).
+    /// `seed`, at `now`. Only reads: the event log's end, the relay
+    /// bookkeeping and the first page of the outbox. What is due then, and
+    /// telling contacts of changed relays (which commits), happen in the
+    /// first [`handle`](Self::handle) call. On an error the machine is
+    /// closed cleanly before it is dropped.
     pub fn new(
-        machine: CryptoMachine<S>,
+        mut machine: CryptoMachine<S>,
         config: Config,
         seed: u64,
         now: Now,
     ) -> Result<Self, Error> {
-        config.validate()?;
-        let store = machine.store().clone();
-        let log_next = match store.get(Keyspace::EventLog, name::EVENT_LOG_NEXT)? {
-            Some(b) => codec::decode::<u64>(&b, 16)?,
-            None => 1,
+        let read = config.validate().and_then(|()| {
+            let store = machine.store();
+            let log_next = match store.get(Keyspace::EventLog, name::EVENT_LOG_NEXT)? {
+                Some(b) => codec::decode::<u64>(&b, 16)?,
+                None => 1,
+            };
+            let former: Vec<(String, u64)> =
+                match store.get(Keyspace::Contacts, name::FORMER_RELAYS)? {
+                    Some(bytes) => codec::decode(&bytes, MAX_RECORD_BYTES).unwrap_or_default(),
+                    None => Vec::new(),
+                };
+            Ok((log_next, former))
+        });
+        let (log_next, former_relays) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                if let Err(close) = machine.close_in_place() {
+                    tracing::warn!(error = %close, "the crypto state did not close cleanly");
+                }
+                return Err(e);
+            }
         };
+        let store = machine.store().clone();
         let own_relays = config
             .net
             .relays
             .iter()
             .filter_map(Relay::from_addr)
             .collect();
-        let former_relays = match store.get(Keyspace::Contacts, name::FORMER_RELAYS)? {
-            Some(bytes) => codec::decode(&bytes, MAX_RECORD_BYTES).unwrap_or_default(),
-            None => Vec::new(),
-        };
         let mut core = Self {
             machine,
             store,
@@ -142,11 +159,12 @@ impl<S: Store + Clone> Core<S> {
             former_relays,
             mailboxes: HashMap::new(),
             drain: DrainState::default(),
+            started: false,
             config,
         };
-        core.resume_outbox()?;
-        if let Err(e) = core.announce_relays() {
-            tracing::warn!(error = %e, "could not tell contacts about this device's relays");
+        // A store that cannot be read here is tried again as items finish.
+        if let Err(e) = core.resume_outbox() {
+            tracing::warn!(error = %e, "could not read the outbox");
         }
         Ok(core)
     }
@@ -168,7 +186,17 @@ impl<S: Store + Clone> Core<S> {
             wall: now.wall,
             mono: now.mono.max(self.now.mono),
         };
+        if !self.started {
+            self.started = true;
+            if let Err(e) = self.announce_relays() {
+                tracing::warn!(error = %e, "could not tell contacts about this device's relays");
+            }
+        }
         match input {
+            Input::SubscribeFailed(topic) => {
+                // Tried again when the rooms next change.
+                self.subscribed.remove(&topic);
+            }
             Input::Commands(commands) => self.commands(commands),
             Input::Network(events) => self.network(events),
             Input::Delivered {
@@ -245,8 +273,10 @@ impl<S: Store + Clone> Core<S> {
             self.devices_changed = false;
             self.route_unrouted();
         }
-        self.publish_due();
+        // Direct deliveries first: a grace that ended frees its place in
+        // the gossip window for the next message.
         self.deliver_due();
+        self.publish_due();
         self.send_due_acks();
         self.drain_if_due();
         if self.rooms_changed {

@@ -208,6 +208,8 @@ pub enum Input {
     },
     /// The deadline from [`Core::poll_timeout`] passed.
     Timer,
+    /// The network could not subscribe to a topic the core asked for.
+    SubscribeFailed(RoomTopic),
 }
 
 /// An effect for the caller to carry out.

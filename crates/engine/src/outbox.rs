@@ -7,11 +7,17 @@
 //! for items that are not due: there is no periodic scan. A delivery
 //! that fails is retried with jittered exponential backoff. A device that
 //! keeps answering "later" is, after [`Config::later_retries`] answers,
-//! *parked*: no longer retried on a timer, only when it connects. An item
+//! *parked*: retried only when it connects or delivers something that is
+//! accepted (at most once per [`Config::retry_max`]), and otherwise every
+//! [`Config::parked_retry`]; after [`Config::give_up_after`] parked it is
+//! given up for that device. An item
 //! that no known device can receive is kept *unrouted* and routed again
 //! when contacts, devices or rooms change.
 //!
 //! [`Config::later_retries`]: crate::Config::later_retries
+//! [`Config::retry_max`]: crate::Config::retry_max
+//! [`Config::parked_retry`]: crate::Config::parked_retry
+//! [`Config::give_up_after`]: crate::Config::give_up_after
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -43,6 +49,12 @@ pub(crate) struct Recipient {
     pub(crate) addrs: Vec<Multiaddr>,
     /// "Later" answers in a row from it.
     pub(crate) later: u32,
+    /// When it was parked last (monotonic ms): the next rare retry
+    /// counts from here.
+    pub(crate) parked_at: u64,
+    /// When it was first parked for this item: giving up counts from here
+    /// (a retry that is answered "later" again does not reset it).
+    pub(crate) parked_since: Option<u64>,
 }
 
 /// An outbox item still to be delivered.
@@ -85,6 +97,9 @@ pub(crate) struct Outbox {
     unrouted: BTreeMap<u64, OutboxItem>,
     /// Items parked for a peer, by peer.
     parked: HashMap<PeerId, BTreeSet<u64>>,
+    /// When each peer with parked items last had them tried early (on a
+    /// connection or an accepted delivery), monotonic ms.
+    unparked_at: HashMap<PeerId, u64>,
     /// Deliveries and deposits in flight.
     pub(crate) in_flight: usize,
     /// While stored items remain to be paged in: the last seq read.
@@ -152,7 +167,9 @@ impl<S: Store + Clone> Core<S> {
     /// (tracked already) are passed over.
     pub(crate) fn page_in(&mut self) -> Result<(), Error> {
         while let Some(after) = self.outbox.resume {
-            let held = self.outbox.pending.len() + self.outbox.unrouted.len();
+            // Items waiting for a recipient to be known do not count: they
+            // must not stop the rest of the outbox from being read.
+            let held = self.outbox.pending.len();
             if held >= OUTBOX_WINDOW / 2 && after.is_some() || held >= OUTBOX_WINDOW {
                 return Ok(());
             }
@@ -168,7 +185,7 @@ impl<S: Store + Clone> Core<S> {
                 {
                     continue;
                 }
-                self.track(seq, item, Some(now))?;
+                self.track_or_keep(seq, item, Some(now));
             }
         }
         Ok(())
@@ -208,6 +225,8 @@ impl<S: Store + Clone> Core<S> {
                 }
             }
         }
+        // Tracked again (routed anew): its old entry goes first.
+        self.outbox.set_due(seq, None);
         if targets.is_empty() {
             tracing::debug!(seq, "an outbox item has no known recipient device yet");
             self.outbox.unrouted.insert(seq, item);
@@ -231,6 +250,8 @@ impl<S: Store + Clone> Core<S> {
                         peer,
                         addrs,
                         later: 0,
+                        parked_at: 0,
+                        parked_since: None,
                     })
                     .collect(),
                 parked: Vec::new(),
@@ -250,9 +271,17 @@ impl<S: Store + Clone> Core<S> {
         let waiting = std::mem::take(&mut self.outbox.unrouted);
         let now = self.now.mono_ms();
         for (seq, item) in waiting {
-            if let Err(e) = self.track(seq, item, Some(now)) {
-                tracing::warn!(error = %e, "an outbox item could not be routed");
-            }
+            self.track_or_keep(seq, item, Some(now));
+        }
+    }
+
+    /// Tracks an item; one that cannot be worked out now (the store could
+    /// not be read) is kept with the unrouted ones and tried again when
+    /// they are, never lost.
+    fn track_or_keep(&mut self, seq: u64, item: OutboxItem, due: Option<u64>) {
+        if let Err(e) = self.track(seq, item.clone(), due) {
+            tracing::warn!(error = %e, "an outbox item could not be routed; kept");
+            self.outbox.unrouted.insert(seq, item);
         }
     }
 
@@ -269,6 +298,10 @@ impl<S: Store + Clone> Core<S> {
                 for r in &p.parked {
                     if let Some(set) = self.outbox.parked.get_mut(&r.peer) {
                         set.remove(seq);
+                        if set.is_empty() {
+                            self.outbox.parked.remove(&r.peer);
+                            self.outbox.unparked_at.remove(&r.peer);
+                        }
                     }
                 }
             }
@@ -307,7 +340,11 @@ impl<S: Store + Clone> Core<S> {
             if at > now {
                 return;
             }
-            self.outbox.set_due(seq, None);
+            self.outbox.schedule.remove(&(at, seq));
+            if let Some(p) = self.outbox.pending.get_mut(&seq) {
+                p.due = None;
+            }
+            self.retry_parked(seq);
             let Some(pending) = self.outbox.pending.get_mut(&seq) else {
                 continue;
             };
@@ -336,6 +373,69 @@ impl<S: Store + Clone> Core<S> {
                 self.outbox.set_due(seq, Some(at));
                 return;
             }
+            self.schedule_parked(seq);
+        }
+    }
+
+    /// Parked devices of item `seq` whose [`Config::parked_retry`] came
+    /// are tried once more; those parked past [`Config::give_up_after`]
+    /// are given up. An item left with no device is finished.
+    ///
+    /// [`Config::parked_retry`]: crate::Config::parked_retry
+    /// [`Config::give_up_after`]: crate::Config::give_up_after
+    fn retry_parked(&mut self, seq: u64) {
+        let now = self.now.mono_ms();
+        let retry = ms(self.config.parked_retry);
+        let give_up = ms(self.config.give_up_after);
+        let later_retries = self.config.later_retries;
+        let Some(p) = self.outbox.pending.get_mut(&seq) else {
+            return;
+        };
+        if p.parked.is_empty() {
+            return;
+        }
+        let mut kept = Vec::new();
+        for mut t in std::mem::take(&mut p.parked) {
+            let parked_for = now.saturating_sub(t.parked_at);
+            let since = now.saturating_sub(t.parked_since.unwrap_or(t.parked_at));
+            if since >= give_up {
+                tracing::debug!(seq, "a device parked too long; given up for this item");
+            } else if parked_for >= retry {
+                t.later = later_retries;
+                p.targets.push(t);
+                continue;
+            } else {
+                kept.push(t);
+                continue;
+            }
+            if let Some(set) = self.outbox.parked.get_mut(&t.peer) {
+                set.remove(&seq);
+            }
+        }
+        p.parked = kept;
+        let peers: Vec<PeerId> = p.targets.iter().map(|t| t.peer).collect();
+        for peer in peers {
+            if let Some(set) = self.outbox.parked.get_mut(&peer) {
+                set.remove(&seq);
+            }
+        }
+        self.finish_if_done(seq);
+    }
+
+    /// Puts an item whose only devices left are parked on the timer for
+    /// the first of their [`Config::parked_retry`]s.
+    ///
+    /// [`Config::parked_retry`]: crate::Config::parked_retry
+    pub(crate) fn schedule_parked(&mut self, seq: u64) {
+        let retry = ms(self.config.parked_retry);
+        let Some(p) = self.outbox.pending.get(&seq) else {
+            return;
+        };
+        if p.due.is_some() || !p.in_flight.is_empty() || p.idle_target() {
+            return;
+        }
+        if let Some(first) = p.parked.iter().map(|t| t.parked_at).min() {
+            self.outbox.set_due(seq, Some(first.saturating_add(retry)));
         }
     }
 
@@ -347,6 +447,13 @@ impl<S: Store + Clone> Core<S> {
             return;
         };
         pending.in_flight.remove(&peer);
+        if !pending.targets.iter().any(|t| t.peer == peer) {
+            // It acknowledged over gossip meanwhile: nothing more to do
+            // for it (and nothing to leave on its relays).
+            self.finish_if_done(seq);
+            return;
+        }
+        let now = self.now.mono_ms();
         match result {
             DeliveryResult::Answered(Answer::Ack) => {
                 pending.targets.retain(|t| t.peer != peer);
@@ -367,11 +474,19 @@ impl<S: Store + Clone> Core<S> {
                 pending.targets[i].later += 1;
                 if pending.targets[i].later > later_retries {
                     // It may never place it (it left the room, it never
-                    // adds the sender): try again only when it connects.
+                    // adds the sender): retried when it shows up, or
+                    // rarely, and given up in the end.
                     tracing::debug!(seq, "a device keeps answering later; parked");
-                    let parked = pending.targets.remove(i);
+                    let mut parked = pending.targets.remove(i);
+                    parked.parked_at = now;
+                    parked.parked_since.get_or_insert(now);
                     pending.parked.push(parked);
                     self.outbox.parked.entry(peer).or_default().insert(seq);
+                    if pending.targets.is_empty() {
+                        self.schedule_parked(seq);
+                    } else {
+                        self.retry_later(seq);
+                    }
                 } else {
                     self.retry_later(seq);
                 }
@@ -383,6 +498,7 @@ impl<S: Store + Clone> Core<S> {
             DeliveryResult::Unreachable | DeliveryResult::Failed => self.retry_later(seq),
         }
         self.finish_if_done(seq);
+        self.schedule_parked(seq);
     }
 
     /// A peer connected: what was parked for it, and what waits on a
@@ -408,10 +524,22 @@ impl<S: Store + Clone> Core<S> {
     }
 
     /// What was parked for `peer` (it kept answering "later") is tried
-    /// once more now: it connected, or delivered something itself, so it
-    /// may have changed its mind (added this user, joined the room).
+    /// once more now: it connected, or delivered something that was
+    /// accepted, so it may have changed its mind (added this user, joined
+    /// the room). At most once per [`Config::retry_max`] per peer, so a
+    /// chatty peer does not cost a delivery of every parked item per frame.
+    ///
+    /// [`Config::retry_max`]: crate::Config::retry_max
     pub(crate) fn unpark(&mut self, peer: PeerId) {
         let now = self.now.mono_ms();
+        if !self.outbox.parked.contains_key(&peer) {
+            return;
+        }
+        let last = self.outbox.unparked_at.get(&peer).copied();
+        if last.is_some_and(|t| now < t.saturating_add(ms(self.config.retry_max))) {
+            return;
+        }
+        self.outbox.unparked_at.insert(peer, now);
         let Some(seqs) = self.outbox.parked.remove(&peer) else {
             return;
         };
@@ -433,6 +561,7 @@ impl<S: Store + Clone> Core<S> {
     pub(crate) fn acked(&mut self, peer: PeerId, ids: &[EventId]) -> Result<(), Error> {
         let mut first = Vec::new();
         let mut finished = Vec::new();
+        let mut touched = Vec::new();
         let mut later = Vec::new();
         for id in ids {
             let Some(&seq) = self.outbox.by_event.get(id) else {
@@ -445,6 +574,9 @@ impl<S: Store + Clone> Core<S> {
             let before = p.targets.len() + p.parked.len();
             p.targets.retain(|t| t.peer != peer);
             p.parked.retain(|t| t.peer != peer);
+            if let Some(set) = self.outbox.parked.get_mut(&peer) {
+                set.remove(&seq);
+            }
             if p.targets.len() + p.parked.len() == before {
                 continue;
             }
@@ -455,11 +587,16 @@ impl<S: Store + Clone> Core<S> {
             }
             if p.is_done() {
                 finished.push(seq);
+            } else {
+                touched.push(seq);
             }
         }
         self.record_state(&first, MessageState::Delivered);
         // Done either way: the peer did acknowledge.
         self.finish(&finished);
+        for seq in touched {
+            self.schedule_parked(seq);
+        }
         self.acked_after_relay(&later)
     }
 
@@ -497,6 +634,11 @@ impl<S: Store + Clone> Core<S> {
             .unwrap_or_default();
         Ok(Some((peer, addrs)))
     }
+}
+
+/// A duration in whole milliseconds (saturating).
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The outbox item an `Outgoing` stands for.

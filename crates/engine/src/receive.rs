@@ -66,8 +66,10 @@ impl<S: Store + Clone> Core<S> {
         for event in events {
             match event {
                 NetInput::Delivery { peer, frame, reply } => {
-                    self.unpark(peer);
                     let (answer, _) = self.receive(Source::Peer(peer), &frame);
+                    if answer == Answer::Ack {
+                        self.unpark(peer);
+                    }
                     answers.push((reply, answer));
                 }
                 NetInput::Gossip {

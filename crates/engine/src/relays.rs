@@ -203,5 +203,6 @@ impl<S: Store + Clone> Core<S> {
             self.record_state(&[seq], MessageState::StoredAtRelay { until });
         }
         self.finish_if_done(seq);
+        self.schedule_parked(seq);
     }
 }

@@ -265,3 +265,27 @@ fn a_stranger_flooding_deliveries_is_answered_and_costs_no_queue() {
         state_of(s, ALICE, BOB, "still here?") == Some(MessageState::Delivered)
     }));
 }
+
+/// A device that never places an item (it never adds the sender) is
+/// tried rarely once parked, and the item is given up for it in the end:
+/// nothing stays in the outbox for ever.
+#[test]
+fn a_device_that_never_takes_an_item_is_retried_rarely_then_given_up() {
+    let mut sim = Sim::new(&["alice", "bob"], 16, |_, c| {
+        c.parked_retry = HOUR;
+        c.give_up_after = 4 * HOUR;
+    });
+    sim.add_contact(ALICE, BOB);
+    sim.send_dm(ALICE, BOB, "never read");
+    sim.run_for(HOUR);
+    let parked_by = sim.deliveries(ALICE, BOB).len();
+    assert!(parked_by <= 2 * 13, "{parked_by} tries before parking");
+    // Then about one try an hour per item, until four hours parked.
+    sim.run_for(5 * HOUR);
+    let rare = sim.deliveries(ALICE, BOB).len() - parked_by;
+    assert!((2..=2 * 4).contains(&rare), "{rare} tries while parked");
+    assert_eq!(sim.nodes[ALICE].core.stats().pending, 0, "given up");
+    let before = sim.deliveries(ALICE, BOB).len();
+    sim.run_for(24 * HOUR);
+    assert_eq!(sim.deliveries(ALICE, BOB).len(), before, "nothing more");
+}
