@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use safemeet_engine::{Command, DeliveryToken, MessageState, Response};
-use safemeet_proto::RoomId;
 use safemeet_test_utils::sim::Sim;
 
 const ALICE: usize = 0;
@@ -14,44 +13,6 @@ const BOB: usize = 1;
 const CAROL: usize = 2;
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn state_of(sim: &mut Sim, node: usize, with: usize, text: &str) -> Option<MessageState> {
-    sim.dm_timeline(node, with)
-        .into_iter()
-        .find(|m| m.text == text)
-        .map(|m| m.state)
-}
-
-fn room_of(sim: &mut Sim, admin: usize, name: &str, members: &[usize]) -> RoomId {
-    let members = members.iter().map(|m| sim.nodes[*m].user).collect();
-    match sim.ask(
-        admin,
-        Command::CreateRoom {
-            name: name.into(),
-            members,
-        },
-    ) {
-        Ok(Response::Room(id)) => id,
-        other => panic!("no room: {other:?}"),
-    }
-}
-
-fn room_members(sim: &mut Sim, node: usize, room: RoomId) -> Option<usize> {
-    match sim.ask(node, Command::Rooms) {
-        Ok(Response::Rooms(r)) => r
-            .into_iter()
-            .find(|r| r.room_id == room)
-            .map(|r| r.members.len()),
-        other => panic!("no rooms: {other:?}"),
-    }
-}
-
-fn room_texts(sim: &mut Sim, node: usize, room: RoomId) -> Vec<(String, MessageState)> {
-    match sim.ask(node, Command::RoomMessages { room, limit: 1000 }) {
-        Ok(Response::Messages(m)) => m.into_iter().map(|m| (m.text, m.state)).collect(),
-        other => panic!("no messages: {other:?}"),
-    }
-}
 
 /// Alice adds Bob first; Bob adds Alice only two hours later. Her room key
 /// was answered "unknown sender" and, before, refused for good, so her
@@ -64,10 +25,7 @@ fn a_contact_who_adds_you_later_gets_your_first_messages_and_is_not_retried_for_
     sim.add_contact(ALICE, BOB);
     sim.send_dm(ALICE, BOB, "early");
     sim.run_for(2 * HOUR);
-    assert_eq!(
-        state_of(&mut sim, ALICE, BOB, "early"),
-        Some(MessageState::Sent)
-    );
+    assert_eq!(sim.dm_state(ALICE, BOB, "early"), Some(MessageState::Sent));
     // Bounded: each item is tried at most `later_retries` + 1 times, and
     // nothing at all in the second hour.
     let tries = sim.deliveries(ALICE, BOB);
@@ -84,7 +42,7 @@ fn a_contact_who_adds_you_later_gets_your_first_messages_and_is_not_retried_for_
     sim.send_dm(BOB, ALICE, "hi");
     let through = sim.run_until(5 * MINUTE, |s| {
         s.dm_timeline(BOB, ALICE).iter().any(|m| m.text == "early")
-            && state_of(s, ALICE, BOB, "early") == Some(MessageState::Delivered)
+            && s.dm_state(ALICE, BOB, "early") == Some(MessageState::Delivered)
     });
     assert!(through, "her first message reached him");
 }
@@ -120,7 +78,7 @@ fn a_failed_flush_answers_every_delivery_later() {
 
     sim.nodes[BOB].device.backend().fail_flushes(false);
     let delivered = sim.run_until(MINUTE, |s| {
-        state_of(s, ALICE, BOB, "into a broken disk") == Some(MessageState::Delivered)
+        s.dm_state(ALICE, BOB, "into a broken disk") == Some(MessageState::Delivered)
     });
     assert!(delivered);
     assert!(
@@ -143,8 +101,8 @@ fn an_acknowledgement_that_fails_is_tried_again() {
         }
     });
     sim.befriend(ALICE, BOB);
-    let room = room_of(&mut sim, ALICE, "acks", &[BOB]);
-    assert!(sim.run_until(MINUTE, |s| room_members(s, BOB, room).is_some()));
+    let room = sim.create_room(ALICE, "acks", &[BOB]);
+    assert!(sim.run_until(MINUTE, |s| s.room_members(BOB, room).is_some()));
     sim.run_for(Duration::from_secs(5));
 
     let id = sim.command(
@@ -162,7 +120,7 @@ fn an_acknowledgement_that_fails_is_tried_again() {
     sim.run_for(Duration::from_millis(500));
     sim.set_online(ALICE, true);
     let delivered = sim.run_until(MINUTE, |s| {
-        room_texts(s, ALICE, room) == vec![("ack me".to_owned(), MessageState::Delivered)]
+        s.room_texts(ALICE, room) == vec![("ack me".to_owned(), MessageState::Delivered)]
     });
     assert!(delivered, "the acknowledgement got through on a retry");
     let acks = sim
@@ -181,13 +139,13 @@ fn a_message_with_no_known_recipient_goes_once_one_is_known() {
     let mut sim = Sim::new(&["alice", "bob", "carol"], 14, |_, _| {});
     sim.befriend(BOB, ALICE);
     sim.befriend(BOB, CAROL);
-    let room = room_of(&mut sim, BOB, "trio", &[ALICE, CAROL]);
+    let room = sim.create_room(BOB, "trio", &[ALICE, CAROL]);
     assert!(sim.run_until(MINUTE, |s| {
-        room_members(s, ALICE, room) == Some(3) && room_members(s, CAROL, room) == Some(3)
+        s.room_members(ALICE, room) == Some(3) && s.room_members(CAROL, room) == Some(3)
     }));
     // Bob leaves: Alice and Carol, who do not know each other, stay.
     assert!(sim.ask(BOB, Command::RoomLeave(room)).is_ok());
-    assert!(sim.run_until(MINUTE, |s| room_members(s, ALICE, room) == Some(2)));
+    assert!(sim.run_until(MINUTE, |s| s.room_members(ALICE, room) == Some(2)));
 
     let id = sim.command(
         ALICE,
@@ -262,7 +220,7 @@ fn a_stranger_flooding_deliveries_is_answered_and_costs_no_queue() {
     // Bob is none the worse: Alice's next message arrives.
     sim.send_dm(ALICE, BOB, "still here?");
     assert!(sim.run_until(MINUTE, |s| {
-        state_of(s, ALICE, BOB, "still here?") == Some(MessageState::Delivered)
+        s.dm_state(ALICE, BOB, "still here?") == Some(MessageState::Delivered)
     }));
 }
 

@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use safemeet_engine::{Command, LogEntry, MessageState, Response};
-use safemeet_proto::RoomId;
+use safemeet_engine::{LogEntry, MessageState};
 use safemeet_test_utils::sim::Sim;
 
 const ALICE: usize = 0;
@@ -15,68 +14,6 @@ const BOB: usize = 1;
 const CAROL: usize = 2;
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn state_of(sim: &mut Sim, node: usize, with: usize, text: &str) -> Option<MessageState> {
-    sim.dm_timeline(node, with)
-        .into_iter()
-        .find(|m| m.text == text)
-        .map(|m| m.state)
-}
-
-fn has_message(sim: &mut Sim, node: usize, with: usize, text: &str) -> bool {
-    state_of(sim, node, with, text).is_some()
-}
-
-fn room_of(sim: &mut Sim, admin: usize, name: &str, members: &[usize]) -> RoomId {
-    let members = members.iter().map(|m| sim.nodes[*m].user).collect();
-    let command = Command::CreateRoom {
-        name: name.into(),
-        members,
-    };
-    match sim.ask(admin, command) {
-        Ok(Response::Room(id)) => id,
-        other => panic!("no room: {other:?}"),
-    }
-}
-
-fn rooms(sim: &mut Sim, node: usize) -> Vec<safemeet_engine::RoomInfo> {
-    match sim.ask(node, Command::Rooms) {
-        Ok(Response::Rooms(r)) => r,
-        other => panic!("no rooms: {other:?}"),
-    }
-}
-
-fn room_texts(sim: &mut Sim, node: usize, room: RoomId) -> Vec<(String, MessageState)> {
-    match sim.ask(node, Command::RoomMessages { room, limit: 1000 }) {
-        Ok(Response::Messages(m)) => m.into_iter().map(|m| (m.text, m.state)).collect(),
-        other => panic!("no messages: {other:?}"),
-    }
-}
-
-fn send_room(sim: &mut Sim, node: usize, room: RoomId, text: &str) {
-    let id = sim.command(
-        node,
-        Command::SendRoom {
-            room,
-            text: text.into(),
-        },
-    );
-    assert!(matches!(sim.reply(node, id), Some(Ok(Response::Sent(_)))));
-}
-
-/// The event log of a node.
-fn log(sim: &mut Sim, node: usize) -> Vec<LogEntry> {
-    match sim.ask(
-        node,
-        Command::Events {
-            cursor: 0,
-            limit: 10_000,
-        },
-    ) {
-        Ok(Response::Events(e)) => e.into_iter().map(|(_, e)| e).collect(),
-        other => panic!("no events: {other:?}"),
-    }
-}
 
 #[test]
 fn retries_back_off_and_a_recipient_back_after_an_hour_gets_the_message() {
@@ -115,19 +52,19 @@ fn retries_back_off_and_a_recipient_back_after_an_hour_gets_the_message() {
         }
     }
     assert_eq!(
-        state_of(&mut sim, ALICE, BOB, "are you there?"),
+        sim.dm_state(ALICE, BOB, "are you there?"),
         Some(MessageState::Sent)
     );
 
     sim.set_online(BOB, true);
     let delivered = sim.run_until(6 * MINUTE, |s| {
-        state_of(s, ALICE, BOB, "are you there?") == Some(MessageState::Delivered)
+        s.dm_state(ALICE, BOB, "are you there?") == Some(MessageState::Delivered)
     });
     assert!(
         delivered,
         "delivered once bob is back (within the longest backoff)"
     );
-    assert!(has_message(&mut sim, BOB, ALICE, "are you there?"));
+    assert!(sim.dm_state(BOB, ALICE, "are you there?").is_some());
 }
 
 #[test]
@@ -138,9 +75,9 @@ fn the_gossip_window_holds_messages_back_and_the_direct_fallback_follows_the_gra
     });
     sim.befriend(ALICE, BOB);
     sim.befriend(ALICE, CAROL);
-    let room = room_of(&mut sim, ALICE, "window", &[BOB, CAROL]);
+    let room = sim.create_room(ALICE, "window", &[BOB, CAROL]);
     assert!(sim.run_until(MINUTE, |s| {
-        !rooms(s, BOB).is_empty() && !rooms(s, CAROL).is_empty()
+        !s.rooms(BOB).is_empty() && !s.rooms(CAROL).is_empty()
     }));
     sim.run_for(Duration::from_secs(5));
     // Gossip to Carol is lost: she gets the messages only directly.
@@ -149,7 +86,7 @@ fn the_gossip_window_holds_messages_back_and_the_direct_fallback_follows_the_gra
     let sent_at = sim.elapsed();
     let before = sim.trace().len();
     for i in 0..10 {
-        send_room(&mut sim, ALICE, room, &format!("w{i}"));
+        sim.send_room(ALICE, room, &format!("w{i}"));
     }
     let published: usize = sim.trace()[before..]
         .iter()
@@ -160,7 +97,7 @@ fn the_gossip_window_holds_messages_back_and_the_direct_fallback_follows_the_gra
     assert_eq!(sim.nodes[ALICE].core.stats().gossip_window, 4);
 
     let all = sim.run_until(MINUTE, |s| {
-        room_texts(s, BOB, room).len() == 10 && room_texts(s, CAROL, room).len() == 10
+        s.room_texts(BOB, room).len() == 10 && s.room_texts(CAROL, room).len() == 10
     });
     assert!(all, "every message reached both");
     // Bob acknowledged what came over gossip: nothing was delivered to him
@@ -179,7 +116,7 @@ fn the_gossip_window_holds_messages_back_and_the_direct_fallback_follows_the_gra
             .all(|t| *t >= sent_at + Duration::from_secs(1))
     );
     assert!(
-        room_texts(&mut sim, ALICE, room)
+        sim.room_texts(ALICE, room)
             .iter()
             .all(|(_, s)| *s == MessageState::Delivered)
     );
@@ -199,7 +136,7 @@ fn an_unreachable_recipient_gets_its_message_through_the_relay_and_drains_it_lat
     sim.send_dm(ALICE, BOB, "while you were out");
     let stored = sim.run_until(MINUTE, |s| {
         matches!(
-            state_of(s, ALICE, BOB, "while you were out"),
+            s.dm_state(ALICE, BOB, "while you were out"),
             Some(MessageState::StoredAtRelay { .. })
         )
     });
@@ -212,8 +149,8 @@ fn an_unreachable_recipient_gets_its_message_through_the_relay_and_drains_it_lat
 
     sim.set_online(BOB, true);
     let drained = sim.run_until(5 * MINUTE, |s| {
-        has_message(s, BOB, ALICE, "while you were out")
-            && state_of(s, ALICE, BOB, "while you were out") == Some(MessageState::Delivered)
+        s.dm_state(BOB, ALICE, "while you were out").is_some()
+            && s.dm_state(ALICE, BOB, "while you were out") == Some(MessageState::Delivered)
     });
     assert!(drained, "bob drained his mailbox and acknowledged");
     assert_eq!(sim.relay_envelopes(), 0, "the relay ends empty");
@@ -225,25 +162,26 @@ fn late_acknowledgements_change_nothing_twice() {
         c.gossip_grace = Duration::from_secs(1);
     });
     sim.befriend(ALICE, BOB);
-    let room = room_of(&mut sim, ALICE, "late", &[BOB]);
-    assert!(sim.run_until(MINUTE, |s| !rooms(s, BOB).is_empty()));
+    let room = sim.create_room(ALICE, "late", &[BOB]);
+    assert!(sim.run_until(MINUTE, |s| !s.rooms(BOB).is_empty()));
     sim.run_for(Duration::from_secs(5));
     // Bob's acknowledgements take longer than the grace: Alice delivers
     // directly first, and the acknowledgement comes after it is done.
     sim.ack_latency = Some(Duration::from_secs(5));
-    send_room(&mut sim, ALICE, room, "slow ack");
+    sim.send_room(ALICE, room, "slow ack");
     sim.run_for(MINUTE);
     assert_eq!(
-        room_texts(&mut sim, BOB, room),
+        sim.room_texts(BOB, room),
         vec![("slow ack".to_owned(), MessageState::Received)]
     );
-    let delivered = log(&mut sim, ALICE)
+    let delivered = sim
+        .log(ALICE)
         .into_iter()
         .filter(|e| matches!(e, LogEntry::Delivered { .. }))
         .count();
     assert_eq!(delivered, 1, "delivered once, whichever answer came first");
     assert_eq!(
-        room_texts(&mut sim, ALICE, room),
+        sim.room_texts(ALICE, room),
         vec![("slow ack".to_owned(), MessageState::Delivered)]
     );
     assert_eq!(sim.nodes[ALICE].core.stats().pending, 0);

@@ -22,12 +22,12 @@ use std::time::Duration;
 use libp2p::{Multiaddr, PeerId};
 use safemeet_crypto::mailbox::EpochKey;
 use safemeet_engine::{
-    Command, Config, Core, DeliveryResult, DeliveryToken, Error, Input, NetInput, Now, Output,
-    RequestId, Response, TimelineEntry,
+    Command, Config, Core, DeliveryResult, DeliveryToken, Error, Input, LogEntry, MessageState,
+    NetInput, Now, Output, RequestId, Response, RoomInfo, TimelineEntry,
 };
 use safemeet_proto::mailbox::StoredEnvelope;
 use safemeet_proto::room::RoomTopic;
-use safemeet_proto::{MailboxId, Timestamp, UserId};
+use safemeet_proto::{MailboxId, RoomId, Timestamp, UserId};
 
 use crate::{Device, FaultyStore};
 
@@ -349,6 +349,79 @@ impl Sim {
                 reply,
             }]),
         );
+    }
+
+    /// The delivery state of node `i`'s message `text` in its DM with node
+    /// `with`, if it holds one.
+    pub fn dm_state(&mut self, i: usize, with: usize, text: &str) -> Option<MessageState> {
+        self.dm_timeline(i, with)
+            .into_iter()
+            .find(|m| m.text == text)
+            .map(|m| m.state)
+    }
+
+    /// Node `admin` creates a group room with these nodes.
+    pub fn create_room(&mut self, admin: usize, name: &str, members: &[usize]) -> RoomId {
+        let members = members.iter().map(|m| self.nodes[*m].user).collect();
+        let command = Command::CreateRoom {
+            name: name.into(),
+            members,
+        };
+        match self.ask(admin, command) {
+            Ok(Response::Room(id)) => id,
+            other => panic!("no room: {other:?}"),
+        }
+    }
+
+    /// The group rooms node `i` is in.
+    pub fn rooms(&mut self, i: usize) -> Vec<RoomInfo> {
+        match self.ask(i, Command::Rooms) {
+            Ok(Response::Rooms(r)) => r,
+            other => panic!("no rooms: {other:?}"),
+        }
+    }
+
+    /// How many members node `i` sees in `room` (`None`: not in it).
+    pub fn room_members(&mut self, i: usize, room: RoomId) -> Option<usize> {
+        self.rooms(i)
+            .into_iter()
+            .find(|r| r.room_id == room)
+            .map(|r| r.members.len())
+    }
+
+    /// The texts and states of node `i`'s messages in `room`.
+    pub fn room_texts(&mut self, i: usize, room: RoomId) -> Vec<(String, MessageState)> {
+        match self.ask(i, Command::RoomMessages { room, limit: 1000 }) {
+            Ok(Response::Messages(m)) => m.into_iter().map(|m| (m.text, m.state)).collect(),
+            other => panic!("no messages: {other:?}"),
+        }
+    }
+
+    /// Node `i` sends `text` to `room`; the send must be committed.
+    pub fn send_room(&mut self, i: usize, room: RoomId, text: &str) {
+        let id = self.command(
+            i,
+            Command::SendRoom {
+                room,
+                text: text.into(),
+            },
+        );
+        assert!(
+            matches!(self.reply(i, id), Some(Ok(Response::Sent(_)))),
+            "the send was refused"
+        );
+    }
+
+    /// Node `i`'s event log.
+    pub fn log(&mut self, i: usize) -> Vec<LogEntry> {
+        let command = Command::Events {
+            cursor: 0,
+            limit: 10_000,
+        };
+        match self.ask(i, command) {
+            Ok(Response::Events(e)) => e.into_iter().map(|(_, e)| e).collect(),
+            other => panic!("no events: {other:?}"),
+        }
     }
 
     /// Runs for `d` of virtual time.
