@@ -26,7 +26,7 @@ use safemeet_store::{Keyspace, Store};
 
 use crate::core::Core;
 use crate::events::{NetInput, Output};
-use crate::records::{LogEntry, MessageState, RoomRecord, TimelineEntry, VERSION, name};
+use crate::records::{LogEntry, MessageState, RoomRecord, TimelineEntry, name};
 use crate::rooms::{dm_room, stage_room, update_room_from_event};
 use crate::timeline::{stage_log_at, stage_message};
 use crate::{Error, ErrorKind};
@@ -314,20 +314,7 @@ fn received_entry<S: Store>(
         },
     };
     let (dm_id, dm_topic) = dm_room(&me, &sender);
-    let fresh = |dm_with: Option<UserId>, members: Vec<UserId>, topic| RoomRecord {
-        version: VERSION,
-        room_id,
-        dm_with,
-        name: None,
-        members,
-        admins: Vec::new(),
-        secret: None,
-        left: false,
-        topic,
-        lamport: 0,
-        next_seq: 0,
-        state_lamport: 0,
-    };
+    let fresh = |dm_with, members, topic| RoomRecord::fresh(room_id, dm_with, members, topic);
     let mut room = match stored {
         Some(r) => r,
         None if room_id == dm_id => fresh(Some(sender), vec![me, sender], dm_topic),

@@ -125,6 +125,30 @@ struct RoomRecordV1 {
 }
 
 impl RoomRecord {
+    /// A room nothing has happened in yet: a DM (`dm_with`), or a group
+    /// room being joined (no name, secret or admins until its state).
+    pub(crate) fn fresh(
+        room_id: RoomId,
+        dm_with: Option<UserId>,
+        members: Vec<UserId>,
+        topic: RoomTopic,
+    ) -> Self {
+        Self {
+            version: VERSION,
+            room_id,
+            dm_with,
+            name: None,
+            members,
+            admins: Vec::new(),
+            secret: None,
+            left: false,
+            topic,
+            lamport: 0,
+            next_seq: 0,
+            state_lamport: 0,
+        }
+    }
+
     /// Decodes a stored room, in this layout or the one before (whose
     /// states count as applied at Lamport time 0).
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, codec::DecodeError> {

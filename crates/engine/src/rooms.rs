@@ -162,20 +162,9 @@ impl<S: Store + Clone> Core<S> {
     pub(crate) fn dm(&mut self, with: UserId) -> Result<RoomRecord, Error> {
         let me = self.machine.account().user_id();
         let (room_id, topic) = dm_room(&me, &with);
-        Ok(self.room(&room_id)?.unwrap_or(RoomRecord {
-            version: VERSION,
-            room_id,
-            dm_with: Some(with),
-            name: None,
-            members: vec![me, with],
-            admins: Vec::new(),
-            secret: None,
-            left: false,
-            topic,
-            lamport: 0,
-            next_seq: 0,
-            state_lamport: 0,
-        }))
+        Ok(self
+            .room(&room_id)?
+            .unwrap_or_else(|| RoomRecord::fresh(room_id, Some(with), vec![me, with], topic)))
     }
 
     /// A group room this device knows.
