@@ -41,6 +41,7 @@ mod gossip;
 mod handle;
 mod mailbox;
 mod outbox;
+mod parked;
 mod receive;
 mod records;
 mod relay_client;

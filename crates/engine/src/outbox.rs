@@ -1,23 +1,15 @@
-//! Delivery scheduling: which outbox item goes to which device when, and
-//! the acknowledgements this device owes.
+//! Delivery scheduling: which outbox item goes to which device when.
 //!
 //! Every outbox item waiting for delivery is a [`Pending`] with its
 //! recipient devices. Items are kept in a timer queue ordered by when they
 //! are next due (monotonic time), so looking for due work costs nothing
 //! for items that are not due: there is no periodic scan. A delivery
 //! that fails is retried with jittered exponential backoff. A device that
-//! keeps answering "later" is, after [`Config::later_retries`] answers,
-//! *parked*: retried only when it connects or delivers something that is
-//! accepted (at most once per [`Config::retry_max`]), and otherwise every
-//! [`Config::parked_retry`]; after [`Config::give_up_after`] parked it is
-//! given up for that device. An item
-//! that no known device can receive is kept *unrouted* and routed again
-//! when contacts, devices or rooms change.
-//!
-//! [`Config::later_retries`]: crate::Config::later_retries
-//! [`Config::retry_max`]: crate::Config::retry_max
-//! [`Config::parked_retry`]: crate::Config::parked_retry
-//! [`Config::give_up_after`]: crate::Config::give_up_after
+//! keeps answering "later" is *parked* (see `parked.rs`). An item that no
+//! known device can receive is kept *unrouted* and routed again when
+//! contacts, devices or rooms change. At most [`OUTBOX_WINDOW`] items are
+//! read into memory; the rest of the stored outbox is paged in as these
+//! finish.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -74,7 +66,7 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    fn idle_target(&self) -> bool {
+    pub(crate) fn idle_target(&self) -> bool {
         self.targets
             .iter()
             .any(|t| !self.in_flight.contains(&t.peer))
@@ -90,16 +82,16 @@ impl Pending {
 pub(crate) struct Outbox {
     pub(crate) pending: BTreeMap<u64, Pending>,
     /// (due, seq) of every item on a timer.
-    schedule: BTreeSet<(u64, u64)>,
+    pub(crate) schedule: BTreeSet<(u64, u64)>,
     /// Pending room messages by event id.
     pub(crate) by_event: HashMap<EventId, u64>,
     /// Items with no known recipient device yet.
     unrouted: BTreeMap<u64, OutboxItem>,
     /// Items parked for a peer, by peer.
-    parked: HashMap<PeerId, BTreeSet<u64>>,
+    pub(crate) parked: HashMap<PeerId, BTreeSet<u64>>,
     /// When each peer with parked items last had them tried early (on a
     /// connection or an accepted delivery), monotonic ms.
-    unparked_at: HashMap<PeerId, u64>,
+    pub(crate) unparked_at: HashMap<PeerId, u64>,
     /// Deliveries and deposits in flight.
     pub(crate) in_flight: usize,
     /// While stored items remain to be paged in: the last seq read.
@@ -377,68 +369,6 @@ impl<S: Store + Clone> Core<S> {
         }
     }
 
-    /// Parked devices of item `seq` whose [`Config::parked_retry`] came
-    /// are tried once more; those parked past [`Config::give_up_after`]
-    /// are given up. An item left with no device is finished.
-    ///
-    /// [`Config::parked_retry`]: crate::Config::parked_retry
-    /// [`Config::give_up_after`]: crate::Config::give_up_after
-    fn retry_parked(&mut self, seq: u64) {
-        let now = self.now.mono_ms();
-        let retry = ms(self.config.parked_retry);
-        let give_up = ms(self.config.give_up_after);
-        let later_retries = self.config.later_retries;
-        let Some(p) = self.outbox.pending.get_mut(&seq) else {
-            return;
-        };
-        if p.parked.is_empty() {
-            return;
-        }
-        let mut kept = Vec::new();
-        for mut t in std::mem::take(&mut p.parked) {
-            let parked_for = now.saturating_sub(t.parked_at);
-            let since = now.saturating_sub(t.parked_since.unwrap_or(t.parked_at));
-            if since >= give_up {
-                tracing::debug!(seq, "a device parked too long; given up for this item");
-            } else if parked_for >= retry {
-                t.later = later_retries;
-                p.targets.push(t);
-                continue;
-            } else {
-                kept.push(t);
-                continue;
-            }
-            if let Some(set) = self.outbox.parked.get_mut(&t.peer) {
-                set.remove(&seq);
-            }
-        }
-        p.parked = kept;
-        let peers: Vec<PeerId> = p.targets.iter().map(|t| t.peer).collect();
-        for peer in peers {
-            if let Some(set) = self.outbox.parked.get_mut(&peer) {
-                set.remove(&seq);
-            }
-        }
-        self.finish_if_done(seq);
-    }
-
-    /// Puts an item whose only devices left are parked on the timer for
-    /// the first of their [`Config::parked_retry`]s.
-    ///
-    /// [`Config::parked_retry`]: crate::Config::parked_retry
-    pub(crate) fn schedule_parked(&mut self, seq: u64) {
-        let retry = ms(self.config.parked_retry);
-        let Some(p) = self.outbox.pending.get(&seq) else {
-            return;
-        };
-        if p.due.is_some() || !p.in_flight.is_empty() || p.idle_target() {
-            return;
-        }
-        if let Some(first) = p.parked.iter().map(|t| t.parked_at).min() {
-            self.outbox.set_due(seq, Some(first.saturating_add(retry)));
-        }
-    }
-
     /// Records the outcome of one delivery attempt.
     pub(crate) fn delivery_done(&mut self, seq: u64, peer: PeerId, result: DeliveryResult) {
         self.outbox.in_flight = self.outbox.in_flight.saturating_sub(1);
@@ -499,62 +429,6 @@ impl<S: Store + Clone> Core<S> {
         }
         self.finish_if_done(seq);
         self.schedule_parked(seq);
-    }
-
-    /// A peer connected: what was parked for it, and what waits on a
-    /// timer for it, is tried now.
-    pub(crate) fn on_connected(&mut self, peer: PeerId) {
-        let now = self.now.mono_ms();
-        self.unpark(peer);
-        // What failed before and waits on its backoff for it can go now
-        // too (not what waits out its gossip grace).
-        let due: Vec<u64> = self
-            .outbox
-            .pending
-            .iter()
-            .filter(|(_, p)| {
-                p.attempts > 0 && p.due.is_some() && p.targets.iter().any(|t| t.peer == peer)
-            })
-            .map(|(seq, _)| *seq)
-            .take(MAX_IN_FLIGHT)
-            .collect();
-        for seq in due {
-            self.outbox.set_due(seq, Some(now));
-        }
-    }
-
-    /// What was parked for `peer` (it kept answering "later") is tried
-    /// once more now: it connected, or delivered something that was
-    /// accepted, so it may have changed its mind (added this user, joined
-    /// the room). At most once per [`Config::retry_max`] per peer, so a
-    /// chatty peer does not cost a delivery of every parked item per frame.
-    ///
-    /// [`Config::retry_max`]: crate::Config::retry_max
-    pub(crate) fn unpark(&mut self, peer: PeerId) {
-        let now = self.now.mono_ms();
-        if !self.outbox.parked.contains_key(&peer) {
-            return;
-        }
-        let last = self.outbox.unparked_at.get(&peer).copied();
-        if last.is_some_and(|t| now < t.saturating_add(ms(self.config.retry_max))) {
-            return;
-        }
-        self.outbox.unparked_at.insert(peer, now);
-        let Some(seqs) = self.outbox.parked.remove(&peer) else {
-            return;
-        };
-        for seq in seqs {
-            let Some(p) = self.outbox.pending.get_mut(&seq) else {
-                continue;
-            };
-            if let Some(i) = p.parked.iter().position(|t| t.peer == peer) {
-                let mut t = p.parked.remove(i);
-                // One more try: parked again at the next "later".
-                t.later = self.config.later_retries;
-                p.targets.push(t);
-                self.outbox.set_due(seq, Some(now));
-            }
-        }
     }
 
     /// Acknowledgements from `peer` of room messages it got over gossip.
@@ -637,7 +511,7 @@ impl<S: Store + Clone> Core<S> {
 }
 
 /// A duration in whole milliseconds (saturating).
-fn ms(d: Duration) -> u64 {
+pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
