@@ -691,6 +691,15 @@ fn a_daemon_reachable_only_through_a_relay_gets_its_messages() {
         circuit.starts_with(&relay_addr),
         "{circuit} runs through {relay_addr}"
     );
+    // As printed, it names Alice once, at the end (a doubled `/p2p` is an
+    // address other libp2p implementations refuse to dial).
+    let alice_peer = cli(&a, &["whoami"])["peer_id"].as_str().unwrap().to_owned();
+    assert!(
+        circuit.ends_with(&format!("/p2p-circuit/p2p/{alice_peer}")),
+        "{circuit}"
+    );
+    assert_eq!(circuit.matches("/p2p/").count(), 2, "{circuit}");
+    assert!(circuit.parse::<libp2p::Multiaddr>().is_ok(), "{circuit}");
     let db = Daemon::start(&b, "/ip4/127.0.0.1/tcp/0");
     befriend(&a, &b);
 

@@ -195,7 +195,7 @@ async fn serve_until_stopped(
     };
     let full: Vec<String> = addrs
         .iter()
-        .map(|a| format!("{a}/p2p/{}", engine.peer_id()))
+        .map(|a| safemeet_net::dialable(a, engine.peer_id()).to_string())
         .collect();
     if json {
         println!(

@@ -56,7 +56,7 @@ async fn serve(
                 .listen_addrs()
                 .await?
                 .iter()
-                .map(|a| format!("{a}/p2p/{}", engine.peer_id()))
+                .map(|a| safemeet_net::dialable(a, engine.peer_id()).to_string())
                 .collect();
             Response::Whoami(Whoami {
                 identity: identity.clone(),

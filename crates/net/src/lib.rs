@@ -41,6 +41,7 @@
 //! # }
 //! ```
 
+mod addr;
 mod behaviour;
 mod codec;
 mod config;
@@ -52,6 +53,7 @@ mod reply;
 mod swarm;
 mod topic;
 
+pub use crate::addr::dialable;
 pub use crate::behaviour::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, MESH_N_LOW, gossip_config};
 pub use crate::codec::{
     DELIVER_PROTOCOL, FrameCodec, MAILBOX_PROTOCOL, MAX_REPLY_BYTES, MailboxCodec,
