@@ -1022,3 +1022,139 @@ fn a_relay_dropped_from_the_list_is_still_drained_of_what_it_holds() {
     db.stop();
     relay.stop();
 }
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct DhtNode {
+    identify: libp2p::identify::Behaviour,
+    kad: libp2p::kad::Behaviour<libp2p::kad::store::MemoryStore>,
+}
+
+/// A bare rust-libp2p node speaking SafeMeet's identify and Kademlia
+/// protocols: a DHT server (`serve`), or a client that only asks.
+fn dht_node(serve: bool) -> libp2p::Swarm<DhtNode> {
+    use libp2p::{identify, kad};
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| {
+            let local = key.public().to_peer_id();
+            DhtNode {
+                identify: identify::Behaviour::new(identify::Config::new(
+                    safemeet_net::IDENTIFY_PROTOCOL.to_owned(),
+                    key.public(),
+                )),
+                kad: kad::Behaviour::with_config(
+                    local,
+                    kad::store::MemoryStore::new(local),
+                    kad::Config::new(safemeet_net::KAD_PROTOCOL),
+                ),
+            }
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build();
+    let mode = if serve {
+        libp2p::kad::Mode::Server
+    } else {
+        libp2p::kad::Mode::Client
+    };
+    swarm.behaviour_mut().kad.set_mode(Some(mode));
+    swarm
+}
+
+/// Anyone holding an invite knows a device's peer id. Asking a relay for
+/// it (FIND_NODE) must not give the addresses of a daemon that merely
+/// connected to it: the relay hands out only peers that serve the DHT, as
+/// the DHT server it is asked about here shows.
+#[test]
+fn a_relay_hands_out_no_address_of_a_daemon_that_connected_to_it() {
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+
+    let dir = tempfile::tempdir().unwrap();
+    let relay = support::Relay::start(&dir.path().join("relay"), &[]);
+    let a = init(dir.path(), "alice");
+    let relay_addr = relay.addr.to_string();
+    // Alice's daemon connects to the relay at start (and tells it, over
+    // identify, where it listens).
+    let daemon = Daemon::start_with(&a, "/ip4/127.0.0.1/tcp/0", &["--bootstrap", &relay_addr]);
+    let alice: libp2p::PeerId = cli(&a, &["whoami"])["peer_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // A DHT server that introduces itself to the relay.
+        let mut server = dht_node(true);
+        let server_id = *server.local_peer_id();
+        server
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        server.dial(relay.addr.clone()).unwrap();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                // Its identify reached the relay once the relay's came back.
+                if let SwarmEvent::Behaviour(DhtNodeEvent::Identify(
+                    libp2p::identify::Event::Received { peer_id, .. },
+                )) = server.select_next_some().await
+                    && peer_id == relay.peer
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the DHT server met the relay");
+        tokio::spawn(async move {
+            loop {
+                server.select_next_some().await;
+            }
+        });
+
+        // A stranger asks the relay for Alice's peer id, and dials what it
+        // is told of.
+        let mut asker = dht_node(false);
+        asker
+            .behaviour_mut()
+            .kad
+            .add_address(&relay.peer, relay.addr.clone());
+        asker.behaviour_mut().kad.get_closest_peers(alice);
+        let mut dialled = Vec::new();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match asker.select_next_some().await {
+                    SwarmEvent::Dialing {
+                        peer_id: Some(p), ..
+                    } => dialled.push(p),
+                    SwarmEvent::Behaviour(DhtNodeEvent::Kad(
+                        libp2p::kad::Event::OutboundQueryProgressed { step, .. },
+                    )) if step.last => return,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("the query finished");
+        assert!(
+            dialled.contains(&server_id),
+            "the relay answered FIND_NODE with the DHT server it knows: {dialled:?}"
+        );
+        assert!(
+            !dialled.contains(&alice),
+            "the relay handed out Alice's addresses"
+        );
+    });
+    daemon.stop();
+    relay.stop();
+}

@@ -494,12 +494,16 @@ fn handle_event(
             let full = address.with_p2p(ctx.peer_id).unwrap_or_else(|a| a);
             let _ = ctx.events.try_send(RelayEvent::Listening(full));
         }
+        // Feed the routing table, so the relay is a useful bootstrap peer,
+        // with peers that serve the DHT only: a client that merely connected
+        // (a daemon behind NAT, a device using a circuit) must not have its
+        // addresses handed to anyone who asks for its peer id, which every
+        // invite carries.
         SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
             peer_id,
             info,
             ..
-        })) => {
-            // Feed the routing table, so the relay is a useful bootstrap peer.
+        })) if info.protocols.contains(&KAD_PROTOCOL) => {
             for addr in info.listen_addrs {
                 swarm.behaviour_mut().kad.add_address(&peer_id, addr);
             }
