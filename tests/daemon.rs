@@ -759,7 +759,7 @@ fn watched_daemon(home: &Path) -> support::Watched {
         ])
         .env(
             "SAFEMEET_LOG",
-            "warn,safemeet::shutdown=debug,safemeet::messenger=debug",
+            "warn,safemeet::shutdown=debug,safemeet::daemon=debug,safemeet::messenger=debug",
         );
     support::Watched::spawn(command)
 }

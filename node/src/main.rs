@@ -6,6 +6,7 @@
 //! statuses (see `docs/cli.md`).
 
 mod commands;
+mod daemon;
 mod failure;
 mod home;
 mod messenger;
@@ -227,11 +228,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             bootstrap,
             no_mdns,
             relay,
-        } => messenger::daemon(
+        } => daemon::daemon(
             &home,
             &source,
             cli.json,
-            messenger::Network {
+            daemon::Network {
                 listen,
                 bootstrap,
                 no_mdns,

@@ -1,4 +1,4 @@
-//! The daemon and the messaging commands.
+//! The messaging commands.
 //!
 //! Every messaging command is a typed [`Request`]: sent to the running
 //! daemon through its API socket, or, when no daemon runs, served by
@@ -6,10 +6,7 @@
 //! listening). Either way the same code serves it; what an in-process
 //! command sends stays in the outbox for the daemon to deliver later.
 
-use std::time::Duration;
-
 use anyhow::Context;
-use libp2p::Multiaddr;
 use safemeet_api::{
     Client, ClientError, Contact, ContactAdded, ContactRemoved, EventFeed, Identity, InviteText,
     Message, Request, Response, Room, RoomCreated, RoomInvited, RoomLeft, Sent, State,
@@ -19,8 +16,6 @@ use safemeet_crypto::machine::CryptoMachine;
 use safemeet_engine::{Config as EngineConfig, Handle as EngineHandle};
 
 use serde::Serialize;
-use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use crate::failure::Failure;
 use crate::home::{Home, ProfileStore};
@@ -64,14 +59,14 @@ pub(crate) enum Action {
     RoomList,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?)
 }
 
-fn identity(machine: &CryptoMachine<safemeet_store_sled::SledStore>) -> Identity {
+pub(crate) fn identity(machine: &CryptoMachine<safemeet_store_sled::SledStore>) -> Identity {
     let account = machine.account();
     Identity {
         user_id: account.user_id().to_string(),
@@ -82,7 +77,7 @@ fn identity(machine: &CryptoMachine<safemeet_store_sled::SledStore>) -> Identity
     }
 }
 
-fn start_engine(
+pub(crate) fn start_engine(
     store: ProfileStore,
     net: safemeet_net::Config,
 ) -> Result<(EngineHandle, Identity), Failure> {
@@ -95,158 +90,6 @@ fn start_engine(
     let engine =
         safemeet_engine::start(machine, config).map_err(|e| Failure::Other(anyhow::anyhow!(e)))?;
     Ok((engine, identity))
-}
-
-/// How `safemeet daemon` joins the network.
-#[derive(Debug)]
-pub(crate) struct Network {
-    pub(crate) listen: Vec<Multiaddr>,
-    pub(crate) bootstrap: Vec<Multiaddr>,
-    pub(crate) no_mdns: bool,
-    pub(crate) relays: Vec<Multiaddr>,
-}
-
-/// `safemeet daemon`: runs the node and the API until SIGINT or SIGTERM.
-///
-/// The signal handlers come before the store and the network (see
-/// [`crate::shutdown`]): a signal at any point after them ends in a clean
-/// stop and exit status 0, and once the engine runs that stop is always the
-/// engine's shutdown, which closes the crypto machine.
-pub(crate) fn daemon(
-    home: &Home,
-    source: &Source,
-    json: bool,
-    network: Network,
-) -> Result<(), Failure> {
-    let Network {
-        listen,
-        bootstrap,
-        no_mdns,
-        relays,
-    } = network;
-    if let Some(bad) = relays.iter().find(|a| {
-        !a.iter()
-            .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-    }) {
-        return Err(Failure::Usage(format!(
-            "--relay {bad}: a relay address needs /p2p/<peer id> (as `safemeet relay` prints it)"
-        )));
-    }
-    // The passphrase before the handlers: Ctrl-C at a prompt must still
-    // interrupt it, and nothing is open yet.
-    let passphrase = source.existing()?;
-    let rt = runtime()?;
-    let stop = crate::shutdown::install(&rt)?;
-    // Seconds of Argon2id; a signal meanwhile is seen right after.
-    let store = home.unlock(&passphrase)?;
-    tracing::debug!("profile unlocked");
-    if stop.is_cancelled() {
-        // The crypto machine was not opened: nothing to close.
-        return Ok(());
-    }
-    rt.block_on(async {
-        let mut net = safemeet_net::Config {
-            bootstrap,
-            relays,
-            mdns: !no_mdns,
-            ..safemeet_net::Config::default()
-        };
-        if !listen.is_empty() {
-            net.listen = listen;
-        }
-        let (engine, identity) = start_engine(store, net)?;
-        tracing::debug!("engine started");
-        // From here every way out goes through the engine's shutdown.
-        let outcome = serve_until_stopped(home, &engine, identity, json, &stop).await;
-        if let Err(e) = engine.shutdown().await {
-            tracing::warn!(error = %e, "the engine did not shut down cleanly");
-        }
-        let _ = std::fs::remove_file(home.socket());
-        tracing::info!("daemon stopped; outbox saved");
-        outcome
-    })
-}
-
-/// Serves the API, says where the daemon listens, and waits for `stop`
-/// (or for the API server to fail).
-async fn serve_until_stopped(
-    home: &Home,
-    engine: &EngineHandle,
-    identity: Identity,
-    json: bool,
-    stop: &CancellationToken,
-) -> Result<(), Failure> {
-    let socket = home.socket();
-    // The API stops with the daemon: the same token, cancelled first.
-    let api_stop = stop.child_token();
-    let mut server = {
-        let (socket, engine, api_stop) = (socket.clone(), engine.clone(), api_stop.clone());
-        tokio::spawn(
-            async move { safemeet_api::serve_until(&socket, engine, identity, api_stop).await },
-        )
-    };
-    let addrs = tokio::select! {
-        biased;
-        () = stop.cancelled() => {
-            stop_api(&api_stop, server).await;
-            return Ok(());
-        }
-        addrs = wait_for_addrs(engine) => addrs,
-    };
-    let full: Vec<String> = addrs
-        .iter()
-        .map(|a| safemeet_net::dialable(a, engine.peer_id()).to_string())
-        .collect();
-    if json {
-        println!(
-            "{}",
-            json!({ "listen_addrs": full, "socket": socket.display().to_string() })
-        );
-    } else {
-        for a in &full {
-            println!("listening on {a}");
-        }
-        println!("API socket: {}", socket.display());
-    }
-    tracing::info!("daemon running");
-    let outcome = tokio::select! {
-        biased;
-        () = stop.cancelled() => Ok(()),
-        r = &mut server => match r {
-            Ok(Err(e)) => Err(Failure::Other(anyhow::anyhow!("API socket failed: {e}"))),
-            _ => Err(Failure::Other(anyhow::anyhow!("API server stopped"))),
-        },
-    };
-    stop_api(&api_stop, server).await;
-    outcome
-}
-
-/// Stops the API server and waits (bounded) until its connections ended.
-async fn stop_api(
-    api_stop: &CancellationToken,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-) {
-    api_stop.cancel();
-    let abort = server.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .is_err()
-    {
-        abort.abort();
-    }
-}
-
-async fn wait_for_addrs(engine: &EngineHandle) -> Vec<Multiaddr> {
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    for _ in 0..250 {
-        tick.tick().await;
-        if let Ok(addrs) = engine.listen_addrs().await
-            && !addrs.is_empty()
-        {
-            return addrs;
-        }
-    }
-    Vec::new()
 }
 
 /// Runs a messaging command against the daemon, or in-process.
