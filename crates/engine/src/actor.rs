@@ -31,9 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::{Core, Now};
-use crate::events::{
-    Command, DeliveryResult, DeliveryToken, Input, NetInput, Output, RequestId, Response,
-};
+use crate::events::{DeliveryResult, DeliveryToken, Input, NetInput, Output, RequestId, Response};
 use crate::handle::Request;
 use crate::relay_client::{self, Drained, Page};
 use crate::send::MAX_GROUP;
@@ -319,7 +317,9 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
                 let _ = reply.send(self.mesh_peers(room).await);
             }
             Request::Core(command, reply) => {
-                let _ = reply.send(Err(unexpected(command)));
+                // Never here: core requests are gathered by `request`.
+                drop(command);
+                let _ = reply.send(Err(Error::Stopped));
             }
         }
     }
@@ -521,15 +521,7 @@ fn delivery_result(result: Result<Vec<u8>, NetError>) -> DeliveryResult {
             Ok(answer) => DeliveryResult::Answered(answer),
             Err(_) => DeliveryResult::Failed,
         },
-        Err(e) if net_unreachable(&e) => DeliveryResult::Unreachable,
+        Err(e) if e.is_unreachable() => DeliveryResult::Unreachable,
         Err(_) => DeliveryResult::Failed,
     }
-}
-
-fn net_unreachable(e: &NetError) -> bool {
-    e.is_unreachable()
-}
-
-fn unexpected(_command: Command) -> Error {
-    Error::InvalidInput("a request the actor cannot answer".into())
 }

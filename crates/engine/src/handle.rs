@@ -212,11 +212,10 @@ impl Handle {
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.cancel.cancel();
         let mut stopped = self.stopped.clone();
-        tokio::time::timeout(self.timeout, stopped.wait_for(|s| *s))
+        // A closed watch also means the actor is gone.
+        let _ = tokio::time::timeout(self.timeout, stopped.wait_for(|s| *s))
             .await
-            .map_err(|_| Error::Timeout)?
-            .map(|_| ())
-            // The actor is gone either way.
-            .or(Ok(()))
+            .map_err(|_| Error::Timeout)?;
+        Ok(())
     }
 }
