@@ -18,6 +18,7 @@
 //!   fetches per second, draining a mailbox of 10 000, and memory with
 //!   many envelopes stored.
 
+mod bare;
 mod chat;
 mod crypto;
 mod relay;
