@@ -596,7 +596,11 @@ fn malformed_frames_from_a_raw_peer_are_refused_and_the_daemon_keeps_serving() {
     befriend(&alice, &bob);
 
     use safemeet_proto::envelope::{Envelope, OlmMessageKind, RoomEnvelope, ToDeviceEnvelope};
-    let padded_garbage = safemeet_proto::padding::pad(b"not an envelope at all").unwrap();
+    let padded_garbage = safemeet_proto::padding::pad(
+        b"not an envelope at all",
+        safemeet_proto::padding::MESSAGE_FLOOR,
+    )
+    .unwrap();
     // Well-formed envelopes whose ciphertext is garbage: never stored.
     let forged_room = Envelope::Room(RoomEnvelope {
         topic: safemeet_proto::room::RoomTopic::from_bytes([7; 32]),

@@ -289,7 +289,7 @@ fn forged_senders_are_rejected() {
         RoomEnvelope {
             topic: safemeet_proto::room::RoomTopic::from_bytes([9; 32]),
             session_id,
-            ciphertext: group.encrypt(sealed.encode().unwrap()).to_bytes(),
+            ciphertext: group.encrypt(sealed.encode_padded().unwrap()).to_bytes(),
         }
     };
     let env = as_alice(alice.machine.account().certificate(), &mut group, 2);
@@ -313,7 +313,7 @@ fn forged_senders_are_rejected() {
     let env = RoomEnvelope {
         topic: safemeet_proto::room::RoomTopic::from_bytes([9; 32]),
         session_id,
-        ciphertext: group.encrypt(sealed.encode().unwrap()).to_bytes(),
+        ciphertext: group.encrypt(sealed.encode_padded().unwrap()).to_bytes(),
     };
     let err = bob.machine.decrypt_room(&env, ts(T0)).unwrap_err();
     assert!(matches!(err, Error::SenderMismatch { .. }), "{err:?}");
@@ -382,7 +382,9 @@ fn a_forwarded_room_key_does_not_capture_the_session() {
     let env = RoomEnvelope {
         topic: safemeet_proto::room::RoomTopic::from_bytes([9; 32]),
         session_id: session_id(&group.session_id()),
-        ciphertext: alice_group.encrypt(by_alice.encode().unwrap()).to_bytes(),
+        ciphertext: alice_group
+            .encrypt(by_alice.encode_padded().unwrap())
+            .to_bytes(),
     };
     let got = bob.machine.decrypt_room(&env, ts(T0)).unwrap();
     assert_eq!(got.sender.user_id, alice.user());
@@ -1176,7 +1178,7 @@ fn a_doctored_session_export_loses_to_the_signed_key() {
     let env = RoomEnvelope {
         topic: safemeet_proto::room::RoomTopic::from_bytes([9; 32]),
         session_id: id,
-        ciphertext: group.encrypt(by_alice.encode().unwrap()).to_bytes(),
+        ciphertext: group.encrypt(by_alice.encode_padded().unwrap()).to_bytes(),
     };
     assert_eq!(
         body(&bob.machine.decrypt_room(&env, ts(T0)).unwrap()),

@@ -96,7 +96,7 @@ async fn direct_delivery_is_answered() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(reply, b"ok:512");
+    assert_eq!(reply, b"ok:2048");
     let from = timeout(WAIT, async {
         loop {
             if let Some(Seen::Delivery { peer, frame: f }) = b_seen.recv().await {
@@ -146,7 +146,7 @@ async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving()
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(reply, b"ok:512");
+    assert_eq!(reply, b"ok:2048");
     let first = timeout(WAIT, async {
         loop {
             if let Some(Seen::Delivery { frame, .. }) = b_seen.recv().await {
@@ -249,7 +249,7 @@ async fn direct_delivery_over_quic() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(reply, b"ok:512");
+    assert_eq!(reply, b"ok:2048");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,7 +269,7 @@ async fn delivery_and_gossip_over_the_memory_transport() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(reply, b"ok:512");
+    assert_eq!(reply, b"ok:2048");
 
     let topic = RoomTopic::from_bytes([3; 32]);
     a.subscribe(topic.clone()).await.unwrap();
@@ -291,5 +291,5 @@ async fn delivery_and_gossip_over_the_memory_transport() {
     })
     .await
     .expect("gossip over the memory transport");
-    assert_eq!(got.len(), 512);
+    assert_eq!(got.len(), 2048);
 }

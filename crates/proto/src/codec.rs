@@ -127,6 +127,20 @@ pub fn encode_secret<T: Serialize + ?Sized>(
 
 /// Decodes untrusted bytes: size-checked, whole-input, canonical.
 pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, DecodeError> {
+    let (value, used) = decode_prefix(bytes, max)?;
+    if used != bytes.len() {
+        return Err(DecodeError::TrailingBytes(bytes.len() - used));
+    }
+    Ok(value)
+}
+
+/// Decodes a value from the start of untrusted bytes (size-checked,
+/// canonical) and says how many bytes it took. For encodings followed by
+/// padding: the caller checks what follows.
+pub fn decode_prefix<T: Serialize + DeserializeOwned>(
+    bytes: &[u8],
+    max: usize,
+) -> Result<(T, usize), DecodeError> {
     if bytes.len() > max {
         return Err(DecodeError::TooLarge {
             len: bytes.len(),
@@ -134,17 +148,13 @@ pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8], max: usize) -> Resu
         });
     }
     let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(map_postcard)?;
-    if !rest.is_empty() {
-        return Err(DecodeError::TrailingBytes(rest.len()));
-    }
-    // One value, one encoding: re-encode and compare. The copy may hold
-    // secrets (account records, room keys), so it is sized up front and
-    // zeroized.
-    // Re-encode into a comparison against the input: no copy is made.
+    let used = bytes.len() - rest.len();
+    // One value, one encoding: re-encode into a comparison against the
+    // input (no copy is made, so no secret is copied either).
     let matched = postcard::serialize_with_flavor(
         &value,
         Compare {
-            expected: bytes,
+            expected: &bytes[..used],
             pos: 0,
         },
     )
@@ -152,7 +162,7 @@ pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8], max: usize) -> Resu
     if !matched {
         return Err(DecodeError::NonCanonical);
     }
-    Ok(value)
+    Ok((value, used))
 }
 
 /// A postcard flavor that checks the bytes it is given against `expected`

@@ -96,15 +96,26 @@ pub struct ToDeviceEnvelope {
 }
 
 impl Envelope {
+    /// The smallest frame this kind of envelope travels in
+    /// ([`padding::MESSAGE_FLOOR`] for messages).
+    fn floor(&self) -> usize {
+        match self {
+            Self::Room(_) | Self::ToDevice(_) => padding::MESSAGE_FLOOR,
+            Self::Acks(_) => padding::FLOOR,
+        }
+    }
+
     /// Encodes and pads the envelope into a wire frame.
     pub fn to_frame(&self) -> Result<Vec<u8>, EncodeError> {
-        let payload = codec::encode_limited(self, padding::MAX_PAYLOAD_BYTES)?;
-        padding::pad(&payload)
+        let body = codec::encode_limited(self, padding::MAX_BODY_BYTES)?;
+        padding::pad(&body, self.floor())
     }
 
     /// Checks the padding of an untrusted frame and decodes the envelope.
     pub fn from_frame(frame: &[u8]) -> Result<Self, DecodeError> {
-        let payload = padding::unpad(frame)?;
-        codec::decode(payload, padding::MAX_PAYLOAD_BYTES)
+        let body = padding::body(frame)?;
+        let (envelope, used) = codec::decode_prefix::<Self>(body, padding::MAX_BODY_BYTES)?;
+        padding::check_tail(body, used, envelope.floor())?;
+        Ok(envelope)
     }
 }

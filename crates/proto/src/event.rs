@@ -55,16 +55,40 @@ impl Sealed {
         codec::decode(bytes, MAX_EVENT_BYTES)
     }
 
-    /// Encodes a plaintext from borrowed parts: the same bytes as
-    /// [`Sealed::encode`] of `Sealed { sender, payload }`, without copying
-    /// them.
+    /// Encodes the plaintext for encryption, padded to its bucket
+    /// ([`crate::padding::pad_plaintext`]).
+    pub fn encode_padded(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut bytes = self.encode()?;
+        crate::padding::pad_plaintext(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Decodes an untrusted decrypted plaintext and checks its padding.
+    pub fn decode_padded(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (sealed, used) =
+            codec::decode_prefix::<Self>(bytes, crate::limits::MAX_ENVELOPE_BYTES)?;
+        if used > MAX_EVENT_BYTES {
+            return Err(DecodeError::TooLarge {
+                len: used,
+                max: MAX_EVENT_BYTES,
+            });
+        }
+        crate::padding::check_plaintext(bytes, used)?;
+        Ok(sealed)
+    }
+
+    /// Encodes a plaintext from borrowed parts, padded: the same bytes as
+    /// [`Sealed::encode_padded`] of `Sealed { sender, payload }`, without
+    /// copying them.
     pub fn encode_parts(sender: &SealedSender, payload: &Payload) -> Result<Vec<u8>, EncodeError> {
         #[derive(Serialize)]
         struct SealedRef<'a> {
             sender: &'a SealedSender,
             payload: &'a Payload,
         }
-        codec::encode_limited(&SealedRef { sender, payload }, MAX_EVENT_BYTES)
+        let mut bytes = codec::encode_limited(&SealedRef { sender, payload }, MAX_EVENT_BYTES)?;
+        crate::padding::pad_plaintext(&mut bytes)?;
+        Ok(bytes)
     }
 }
 

@@ -67,10 +67,10 @@ fn an_ack_frame_with_too_many_ids_is_refused() {
     }
     let ids = |n| vec![safemeet_proto::EventId::from_bytes([1; 32]); n];
     let payload = codec::encode(&Raw::Acks(ids(257))).unwrap();
-    let frame = safemeet_proto::padding::pad(&payload).unwrap();
+    let frame = safemeet_proto::padding::pad(&payload, safemeet_proto::padding::FLOOR).unwrap();
     assert!(Envelope::from_frame(&frame).is_err());
     let payload = codec::encode(&Raw::Acks(ids(256))).unwrap();
-    let frame = safemeet_proto::padding::pad(&payload).unwrap();
+    let frame = safemeet_proto::padding::pad(&payload, safemeet_proto::padding::FLOOR).unwrap();
     assert!(
         matches!(Envelope::from_frame(&frame), Ok(Envelope::Acks(a)) if a.event_ids.len() == 256)
     );

@@ -680,7 +680,7 @@ impl<S: Store> CryptoMachine<S> {
             });
         }
         let (room_id, senders) = (inbound.room_id, inbound.senders.clone());
-        let sealed = Sealed::decode(&decrypted.plaintext)?;
+        let sealed = Sealed::decode_padded(&decrypted.plaintext)?;
         let sender = self.check_room_sender(&sealed.sender, &senders)?;
         let Payload::Room(event) = sealed.payload else {
             return Err(Error::UnexpectedPayload);
@@ -834,7 +834,7 @@ impl<S: Store> CryptoMachine<S> {
         let mut opened: std::collections::HashMap<u32, EventId> = Default::default();
         for (_, bytes) in held {
             let decoded: Result<RoomEnvelope, _> =
-                codec::decode(&bytes, safemeet_proto::padding::MAX_PAYLOAD_BYTES);
+                codec::decode(&bytes, safemeet_proto::padding::MAX_BODY_BYTES);
             results.push(match decoded {
                 Ok(env) => {
                     self.open_room(&env, now, false)

@@ -287,7 +287,7 @@ impl<S: Store> CryptoMachine<S> {
                 sender: SealedSender::Certificate(self.account.certificate().clone()),
                 payload: Payload::ToDevice(event),
             }
-            .encode()?,
+            .encode_padded()?,
         );
         let entry = self
             .load_olm_session(&id)?
@@ -467,7 +467,7 @@ impl<S: Store> CryptoMachine<S> {
         id: &[u8; 32],
         new_peer: Option<[u8; 32]>,
     ) -> Result<(Sender, ToDeviceEvent), Error> {
-        let sealed = Sealed::decode(plaintext)?;
+        let sealed = Sealed::decode_padded(plaintext)?;
         let SealedSender::Certificate(certificate) = &sealed.sender else {
             return Err(Error::SenderMismatch {
                 reason: "a to-device message must carry the sender's certificate",

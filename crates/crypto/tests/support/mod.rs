@@ -249,7 +249,7 @@ pub fn raw_to_device(
         )
         .unwrap();
     let vodozemac::olm::OlmMessage::PreKey(pre) =
-        session.encrypt(sealed.encode().unwrap()).unwrap()
+        session.encrypt(sealed.encode_padded().unwrap()).unwrap()
     else {
         panic!("the first message of a session is a pre-key message");
     };

@@ -86,6 +86,28 @@ pub struct Sent {
     pub token: DeliveryToken,
 }
 
+/// How a frame left a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Direct delivery to one peer (a message, a key share or acks).
+    Direct,
+    /// Published on a room's gossip topic.
+    Gossip,
+    /// Deposited with a relay, sealed to the recipient's mailbox.
+    Deposit,
+}
+
+/// A frame as it left a node (recorded after [`Sim::record_wire`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireFrame {
+    /// From which node.
+    pub from: usize,
+    /// Which way.
+    pub path: Path,
+    /// The bytes as they go on the wire.
+    pub frame: Vec<u8>,
+}
+
 enum Event {
     Arrive {
         to: usize,
@@ -139,6 +161,7 @@ pub struct Sim {
     next_token: u64,
     trace: Vec<String>,
     sent: Vec<Sent>,
+    wire: Option<Vec<WireFrame>>,
 }
 
 impl Sim {
@@ -164,6 +187,7 @@ impl Sim {
             next_token: 0,
             trace: Vec::new(),
             sent: Vec::new(),
+            wire: None,
         };
         for (i, name) in names.iter().enumerate() {
             let device = Device::new(name, sim.now().wall);
@@ -232,7 +256,18 @@ impl Sim {
         &self.trace
     }
 
-    /// Every delivery started so far.
+    /// Records every frame that leaves a node from now on (see
+    /// [`Sim::wire`]).
+    pub fn record_wire(&mut self) {
+        self.wire.get_or_insert_with(Vec::new);
+    }
+
+    /// The frames that left the nodes since [`Sim::record_wire`], in order.
+    pub fn wire(&self) -> &[WireFrame] {
+        self.wire.as_deref().unwrap_or_default()
+    }
+
+    /// Every delivery the cores started, in order.
     pub fn sent(&self) -> &[Sent] {
         &self.sent
     }

@@ -8,7 +8,7 @@ use safemeet_engine::{DeliveryResult, DeliveryToken, Input, NetInput, Output};
 use safemeet_proto::Timestamp;
 use safemeet_proto::mailbox::StoredEnvelope;
 
-use super::{Event, RELAY_KEEPS, Sent, Sim};
+use super::{Event, Path, RELAY_KEEPS, Sent, Sim, WireFrame};
 
 impl Sim {
     pub(super) fn schedule(&mut self, delay: Duration, event: Event) {
@@ -179,6 +179,16 @@ impl Sim {
         }
     }
 
+    fn record(&mut self, from: usize, path: Path, frame: &[u8]) {
+        if let Some(wire) = &mut self.wire {
+            wire.push(WireFrame {
+                from,
+                path,
+                frame: frame.to_vec(),
+            });
+        }
+    }
+
     pub(super) fn carry(&mut self, i: usize, output: Output) {
         let latency = self.latency;
         match output {
@@ -188,6 +198,7 @@ impl Sim {
             Output::Deliver {
                 token, peer, frame, ..
             } => {
+                self.record(i, Path::Direct, &frame);
                 let to = self.by_peer.get(&peer).copied();
                 self.sent.push(Sent {
                     at: self.mono,
@@ -227,6 +238,7 @@ impl Sim {
                     return;
                 }
                 for (topic, frame) in frames {
+                    self.record(i, Path::Gossip, &frame);
                     for j in 0..self.nodes.len() {
                         let n = &self.nodes[j];
                         let wants = n.subscribed.contains(topic.as_bytes());
@@ -251,6 +263,7 @@ impl Sim {
                 frame,
                 ..
             } => {
+                self.record(i, Path::Deposit, &frame);
                 let until = if self.nodes[i].online {
                     let id = self.next_envelope;
                     self.next_envelope += 1;
