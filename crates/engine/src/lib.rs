@@ -49,6 +49,7 @@ mod relays;
 mod rooms;
 mod send;
 mod timeline;
+mod topics;
 
 pub use crate::actor::start;
 pub use crate::config::Config;
@@ -61,6 +62,7 @@ pub use crate::handle::Handle;
 pub use crate::mailbox::Relay;
 pub use crate::records::{LogEntry, MessageState, TimelineEntry};
 pub use crate::rooms::dm_room_id;
+pub use crate::topics::DIRECT_ROOM_MAX_DEVICES;
 pub use safemeet_proto::invite::{INVITE_PREFIX, INVITE_VERSION, Invite};
 
 use safemeet_proto::{RoomId, UserId};
