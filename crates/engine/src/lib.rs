@@ -9,8 +9,10 @@
 //!
 //! - **Send**: text → a room event, encrypted and committed to the outbox
 //!   *together with* this device's own timeline entry and event-log entry →
-//!   delivered directly to every device of the other member, or published
-//!   on a group room's topic → acknowledged → removed from the outbox and
+//!   delivered directly to every member device (DMs, and group rooms of at
+//!   most [`DIRECT_ROOM_MAX_DEVICES`] devices, which have no gossip topic
+//!   at all), or published on a larger room's topic, gossiped only among
+//!   its member devices → acknowledged → removed from the outbox and
 //!   marked delivered. Undelivered items are retried with exponential
 //!   backoff, also after a restart (the outbox is durable).
 //! - **Receive**: frame → checks → decrypt → timeline entry and event-log
