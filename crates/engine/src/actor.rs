@@ -456,6 +456,11 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
                         let _ = waiter.send(taken);
                     }
                 }
+                Output::GossipPeers(peers) => {
+                    if let Err(e) = self.net.allow_gossip(peers).await {
+                        tracing::warn!(error = %e, "could not set the gossip peers");
+                    }
+                }
                 Output::Subscribe(topic) => {
                     if let Err(e) = self.net.subscribe(topic.clone()).await {
                         tracing::warn!(error = %e, "could not subscribe to a room topic");

@@ -24,6 +24,12 @@ pub struct Config {
     /// fit) and leave the rest to the slower direct fallback. Default 256,
     /// well under a reader's network event queue (1 024 by default).
     pub gossip_window: usize,
+    /// The largest group room, in member devices (this one included),
+    /// delivered by direct fan-out with no gossip subscription at all;
+    /// larger rooms go by gossip among their members. Default
+    /// [`DIRECT_ROOM_MAX_DEVICES`](crate::DIRECT_ROOM_MAX_DEVICES) (32);
+    /// 0 puts every group room on gossip (tests of the gossip path).
+    pub direct_room_max_devices: usize,
     /// How often this device drains its relay mailboxes (it also does on
     /// start). Default 60 s.
     pub mailbox_poll: Duration,
@@ -72,6 +78,7 @@ impl Default for Config {
             retry_max: Duration::from_secs(300),
             gossip_grace: Duration::from_secs(1),
             gossip_window: 256,
+            direct_room_max_devices: crate::DIRECT_ROOM_MAX_DEVICES,
             mailbox_poll: Duration::from_secs(60),
             mailbox_copies: 3,
             mailbox_catch_up_epochs: 14,

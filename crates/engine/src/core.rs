@@ -17,7 +17,7 @@
 //! (`safemeet-test-utils`).
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +71,11 @@ pub struct Core<S: Store> {
     announced: u64,
     /// Room topics this node is subscribed to.
     pub(crate) subscribed: HashSet<RoomTopic>,
+    /// Whether each group room goes by gossip (see `topics`), as worked
+    /// out since rooms or devices last changed.
+    pub(crate) gossip_mode: HashMap<RoomId, bool>,
+    /// The peers the network was last told to gossip with.
+    pub(crate) gossip_peers: BTreeSet<PeerId>,
     /// Set when a room was joined, changed or left.
     pub(crate) rooms_changed: bool,
     /// Set when contacts or their devices changed: items with no known
@@ -150,6 +155,8 @@ impl<S: Store + Clone> Core<S> {
             log_durable: log_next,
             announced: 0,
             subscribed: HashSet::new(),
+            gossip_mode: HashMap::new(),
+            gossip_peers: BTreeSet::new(),
             rooms_changed: true,
             devices_changed: false,
             unflushed_receipts: 0,
@@ -260,18 +267,23 @@ impl<S: Store + Clone> Core<S> {
         }
     }
 
-    /// What every input ends with: route what waits for a recipient, start
-    /// what is due, publish what the gossip window lets out, follow the
-    /// rooms' topics, and announce the durable end of the event log.
+    /// What every input ends with: route what waits for a recipient, follow
+    /// the rooms' topics and gossip peers, start what is due, publish what
+    /// the gossip window lets out, and announce the durable end of the event log.
     fn after_input(&mut self) {
         if self.outbox.paging()
             && let Err(e) = self.page_in()
         {
             tracing::warn!(error = %e, "could not read the outbox");
         }
-        if self.devices_changed {
-            self.devices_changed = false;
+        let devices_changed = std::mem::take(&mut self.devices_changed);
+        if devices_changed {
             self.route_unrouted();
+        }
+        // Rooms' modes before anything goes out: a room that grew onto
+        // gossip, or shrank off it, sends this step's messages its new way.
+        if self.rooms_changed || devices_changed {
+            self.sync_subscriptions();
         }
         // Direct deliveries first: a grace that ended frees its place in
         // the gossip window for the next message.
@@ -279,9 +291,6 @@ impl<S: Store + Clone> Core<S> {
         self.publish_due();
         self.send_due_acks();
         self.drain_if_due();
-        if self.rooms_changed {
-            self.sync_subscriptions();
-        }
         self.publish_log_cursor();
     }
 

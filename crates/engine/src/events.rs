@@ -261,6 +261,9 @@ pub enum Output {
         /// Envelope ids.
         taken: Vec<u64>,
     },
+    /// Gossip only with these peers (the member devices of the gossip
+    /// rooms), from now on; it replaces the previous set.
+    GossipPeers(Vec<PeerId>),
     /// Subscribe to a room topic.
     Subscribe(RoomTopic),
     /// Unsubscribe from a room topic.

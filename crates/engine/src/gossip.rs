@@ -1,8 +1,8 @@
 //! The gossip window: flow control for room messages published over
 //! gossip.
 //!
-//! A message in a group room is published on the room's topic and
-//! delivered directly only to the member devices that have not
+//! A message in a gossip room (see `topics`) is published on the room's
+//! topic and delivered directly only to the member devices that have not
 //! acknowledged it a gossip grace ([`Config::gossip_grace`]) after it was
 //! published. At most [`Config::gossip_window`] messages are out on gossip
 //! with no acknowledgement; later ones wait their turn. Gossip has no
@@ -54,6 +54,12 @@ impl<S: Store + Clone> Core<S> {
             let Ok(frame) = pending.item.frame() else {
                 continue;
             };
+            if !self.subscribed.contains(&topic) {
+                // The room shrank to direct fan-out meanwhile: deliver now.
+                let now = self.now.mono_ms();
+                self.outbox.set_due(seq, Some(now));
+                continue;
+            }
             self.outbox.set_due(seq, Some(due));
             self.gossip.window.insert(seq);
             frames.push((topic, frame));

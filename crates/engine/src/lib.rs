@@ -9,8 +9,10 @@
 //!
 //! - **Send**: text → a room event, encrypted and committed to the outbox
 //!   *together with* this device's own timeline entry and event-log entry →
-//!   delivered directly to every device of the other member, or published
-//!   on a group room's topic → acknowledged → removed from the outbox and
+//!   delivered directly to every member device (DMs, and group rooms of at
+//!   most [`DIRECT_ROOM_MAX_DEVICES`] devices, which have no gossip topic
+//!   at all), or published on a larger room's topic, gossiped only among
+//!   its member devices → acknowledged → removed from the outbox and
 //!   marked delivered. Undelivered items are retried with exponential
 //!   backoff, also after a restart (the outbox is durable).
 //! - **Receive**: frame → checks → decrypt → timeline entry and event-log
@@ -49,6 +51,7 @@ mod relays;
 mod rooms;
 mod send;
 mod timeline;
+mod topics;
 
 pub use crate::actor::start;
 pub use crate::config::Config;
@@ -61,6 +64,7 @@ pub use crate::handle::Handle;
 pub use crate::mailbox::Relay;
 pub use crate::records::{LogEntry, MessageState, TimelineEntry};
 pub use crate::rooms::dm_room_id;
+pub use crate::topics::DIRECT_ROOM_MAX_DEVICES;
 pub use safemeet_proto::invite::{INVITE_PREFIX, INVITE_VERSION, Invite};
 
 use safemeet_proto::{RoomId, UserId};

@@ -13,13 +13,12 @@
 use safemeet_crypto::EncryptedBatch;
 use safemeet_crypto::EncryptedStore;
 use safemeet_proto::event::{EventContent, Membership, MembershipChange, RoomState};
-use safemeet_proto::room::{RoomSecret, RoomTopic};
+use safemeet_proto::room::RoomSecret;
 use safemeet_proto::{EventId, RoomId, UserId, codec};
 use safemeet_store::{Keyspace, Store};
 use zeroize::Zeroize;
 
 use crate::core::Core;
-use crate::events::Output;
 use crate::records::{MAX_RECORD_BYTES, RoomIndex, RoomRecord, VERSION, name};
 use crate::{Error, LogEntry, RoomInfo};
 
@@ -135,7 +134,7 @@ pub fn dm_room_id(a: &UserId, b: &UserId) -> RoomId {
 pub(crate) use safemeet_proto::room::dm_room;
 
 impl<S: Store + Clone> Core<S> {
-    fn room_index(&self) -> Result<RoomIndex, Error> {
+    pub(crate) fn room_index(&self) -> Result<RoomIndex, Error> {
         Ok(match self.store.get(Keyspace::Rooms, name::ROOM_INDEX)? {
             Some(b) => codec::decode(&b, MAX_RECORD_BYTES)?,
             None => RoomIndex {
@@ -172,41 +171,6 @@ impl<S: Store + Clone> Core<S> {
         match self.room(room)? {
             Some(r) if r.dm_with.is_none() && !r.members.is_empty() => Ok(r),
             _ => Err(Error::UnknownRoom(*room)),
-        }
-    }
-
-    /// Subscribes to the topics of the group rooms this user is in, and
-    /// unsubscribes from the others.
-    pub(crate) fn sync_subscriptions(&mut self) {
-        self.rooms_changed = false;
-        let mut wanted = std::collections::HashSet::new();
-        let ids = match self.room_index() {
-            Ok(index) => index.rooms,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the room index");
-                return;
-            }
-        };
-        for id in ids {
-            if let Ok(Some(r)) = self.room(&id)
-                && !r.left
-                && r.secret.is_some()
-            {
-                wanted.insert(r.topic);
-            }
-        }
-        let mut new: Vec<RoomTopic> = wanted.difference(&self.subscribed).cloned().collect();
-        let mut stale: Vec<RoomTopic> = self.subscribed.difference(&wanted).cloned().collect();
-        // In a fixed order, so a seeded run repeats exactly.
-        new.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        stale.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for topic in new {
-            self.subscribed.insert(topic.clone());
-            self.out.push(Output::Subscribe(topic));
-        }
-        for topic in stale {
-            self.subscribed.remove(&topic);
-            self.out.push(Output::Unsubscribe(topic));
         }
     }
 

@@ -191,9 +191,10 @@ impl<S: Store + Clone> Core<S> {
     }
 
     /// Queues the envelopes of a released send for delivery. A message in
-    /// a group room is also published on the room's topic (once the gossip
-    /// window has room), and delivered directly only to the members that
-    /// have not acknowledged it a gossip grace after it was published.
+    /// a gossip room (see `topics`) is published on the room's topic (once
+    /// the gossip window has room), and delivered directly only to the
+    /// members that have not acknowledged it a gossip grace after it was
+    /// published; everything else goes to every recipient device at once.
     fn queue_sent(&mut self, sent: &RoomSend, meta: &[u8]) -> Result<(), Error> {
         let now = self.now.mono_ms();
         for out in &sent.key_shares {
@@ -202,12 +203,10 @@ impl<S: Store + Clone> Core<S> {
         let message = &sent.message;
         let is_text = codec::decode::<OutboxMeta>(meta, 64)?.timeline.is_some();
         let topic = match message.destination {
-            Destination::Room(room) => self
-                .rooms
-                .get(&room)
-                .filter(|r| r.dm_with.is_none() && is_text)
-                .map(|r| r.topic.clone()),
-            Destination::Device(..) => None,
+            Destination::Room(room) if is_text && self.uses_gossip(&room) => {
+                self.rooms.get(&room).map(|r| r.topic.clone())
+            }
+            _ => None,
         };
         // A gossip message is not due until published; see `publish_due`.
         let due = if topic.is_some() { None } else { Some(now) };

@@ -247,8 +247,8 @@ async fn many_sends_at_once_share_flushes_and_each_arrives_once() {
     assert_eq!(dm.len(), 150);
 }
 
-/// Creates a room of Alice and Bob and waits until Alice's messages reach
-/// Bob over gossip (Bob joined, and his subscription reached Alice).
+/// Creates a room of Alice and Bob (both started with every room on
+/// gossip) and waits until Alice's messages reach Bob over gossip (Bob joined, and his subscription reached Alice).
 async fn gossip_room(
     alice: &safemeet_engine::Handle,
     bob: &safemeet_engine::Handle,
@@ -295,8 +295,11 @@ async fn room_messages_travel_over_gossip_and_are_acknowledged() {
     // arrives sooner came over gossip, and "delivered" sooner means Bob's
     // acknowledgement came back.
     let (alice_dev, bob_dev) = (Device::new("alice"), Device::new("bob"));
-    let alice = alice_dev.start_with_grace("/ip4/127.0.0.1/tcp/0", Duration::from_secs(600));
-    let bob = bob_dev.start("/ip4/127.0.0.1/tcp/0");
+    let alice = alice_dev.start_with("/ip4/127.0.0.1/tcp/0", |c| {
+        c.gossip_grace = Duration::from_secs(600);
+        c.direct_room_max_devices = 0;
+    });
+    let bob = bob_dev.start_with("/ip4/127.0.0.1/tcp/0", |c| c.direct_room_max_devices = 0);
     befriend(&alice, &bob).await;
     let room = gossip_room(&alice, &bob).await;
 
@@ -342,8 +345,12 @@ async fn a_burst_of_room_messages_arrives_over_gossip_without_the_fallback() {
     let alice = alice_dev.start_with("/ip4/127.0.0.1/tcp/0", |c| {
         c.gossip_grace = Duration::from_secs(600);
         c.gossip_window = WINDOW;
+        c.direct_room_max_devices = 0;
     });
-    let bob = bob_dev.start_with("/ip4/127.0.0.1/tcp/0", |c| c.net.event_queue = 64);
+    let bob = bob_dev.start_with("/ip4/127.0.0.1/tcp/0", |c| {
+        c.net.event_queue = 64;
+        c.direct_room_max_devices = 0;
+    });
     befriend(&alice, &bob).await;
     let room = gossip_room(&alice, &bob).await;
 

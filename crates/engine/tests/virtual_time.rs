@@ -72,6 +72,8 @@ fn the_gossip_window_holds_messages_back_and_the_direct_fallback_follows_the_gra
     let mut sim = Sim::new(&["alice", "bob", "carol"], 2, |_, c| {
         c.gossip_window = 4;
         c.gossip_grace = Duration::from_secs(1);
+        // A room of three would go by direct fan-out: put it on gossip.
+        c.direct_room_max_devices = 0;
     });
     sim.befriend(ALICE, BOB);
     sim.befriend(ALICE, CAROL);

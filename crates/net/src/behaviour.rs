@@ -11,6 +11,7 @@ use libp2p::{StreamProtocol, connection_limits, identify, kad, mdns, ping, reque
 use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 
 use crate::codec::{DELIVER_PROTOCOL, FrameCodec, MAILBOX_PROTOCOL, MailboxCodec};
+use crate::gate::GossipGate;
 use crate::{Config, Error};
 
 /// Kademlia protocol name: our own, so we never join another network's DHT.
@@ -28,7 +29,8 @@ pub(crate) struct Behaviour {
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
-    pub(crate) gossipsub: Gossipsub,
+    /// Gossipsub, only on connections to allowed peers (see `gate`).
+    pub(crate) gossipsub: GossipGate,
     pub(crate) deliver: request_response::Behaviour<FrameCodec>,
     /// Relay mailboxes, as a client only: deposits for offline devices,
     /// fetching and acknowledging this device's own.
@@ -63,7 +65,11 @@ pub const MESH_N_LOW: usize = 2;
 /// tie each ciphertext to its origin peer. With `validate`, messages are
 /// forwarded only after the application accepts them (the node; the
 /// simulator's raw-gossipsub baseline has no application and forwards at
-/// once). Small meshes and flood publishing suit rooms of a few devices.
+/// once). No flood publishing: an author sends its first copy to its mesh
+/// (topped up from the room's other gossip peers to `mesh_n`), not to
+/// every peer of the topic at once, so the first copy does not single the
+/// author out to all of them. Small meshes suit gossip rooms, whose
+/// members' misses the engine's direct fallback covers.
 pub fn gossip_config(
     heartbeat: std::time::Duration,
     validate: bool,
@@ -79,7 +85,7 @@ pub fn gossip_config(
         .mesh_n_low(MESH_N_LOW)
         .mesh_n_high(8)
         .mesh_outbound_min(1)
-        .flood_publish(true);
+        .flood_publish(false);
     if validate {
         builder.validate_messages();
     }
@@ -157,7 +163,7 @@ impl Behaviour {
             identify,
             ping: ping::Behaviour::default(),
             kad,
-            gossipsub,
+            gossipsub: GossipGate::new(gossipsub),
             deliver,
             mailbox,
             mdns: mdns.into(),

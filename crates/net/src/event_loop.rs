@@ -262,6 +262,7 @@ impl EventLoop {
                     .swarm
                     .behaviour_mut()
                     .gossipsub
+                    .inner_mut()
                     .subscribe(&gossip_topic(&topic))
                     .map(|_| ())
                     .map_err(Error::Subscribe);
@@ -271,6 +272,7 @@ impl EventLoop {
                 self.swarm
                     .behaviour_mut()
                     .gossipsub
+                    .inner_mut()
                     .unsubscribe(&gossip_topic(&topic));
                 let _ = tx.send(());
             }
@@ -309,9 +311,22 @@ impl EventLoop {
             Command::ConnectedPeers(tx) => {
                 let _ = tx.send(self.swarm.connected_peers().copied().collect());
             }
+            Command::AllowGossip(peers, tx) => {
+                let gate = &mut self.swarm.behaviour_mut().gossipsub;
+                gate.set_allowed(peers);
+                tracing::debug!(allowed = gate.allowed_len(), "gossip peers updated");
+                let _ = tx.send(());
+            }
             Command::MeshPeers(topic, tx) => {
                 let hash = gossip_topic(&topic).hash();
-                let _ = tx.send(self.swarm.behaviour().gossipsub.mesh_peers(&hash).count());
+                let _ = tx.send(
+                    self.swarm
+                        .behaviour()
+                        .gossipsub
+                        .inner()
+                        .mesh_peers(&hash)
+                        .count(),
+                );
             }
         }
     }
@@ -326,6 +341,7 @@ impl EventLoop {
         self.swarm
             .behaviour_mut()
             .gossipsub
+            .inner_mut()
             .publish(gossip_topic(&topic), frame)
             .map(|_| ())
             .map_err(|e| match e {
@@ -344,6 +360,7 @@ impl EventLoop {
         self.swarm
             .behaviour_mut()
             .gossipsub
+            .inner_mut()
             .report_message_validation_result(id, via, acceptance);
     }
 
@@ -392,6 +409,7 @@ impl EventLoop {
                         self.swarm
                             .behaviour_mut()
                             .gossipsub
+                            .inner_mut()
                             .report_message_validation_result(
                                 &message_id,
                                 &propagation_source,

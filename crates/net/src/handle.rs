@@ -88,6 +88,7 @@ pub(crate) enum Command {
         oneshot::Sender<Result<Vec<u8>, Error>>,
     ),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+    AllowGossip(Vec<PeerId>, oneshot::Sender<()>),
     MeshPeers(RoomTopic, oneshot::Sender<usize>),
 }
 
@@ -237,6 +238,17 @@ impl Handle {
     /// Peers with an open connection.
     pub async fn connected_peers(&self) -> Result<Vec<PeerId>, Error> {
         self.ask(Command::ConnectedPeers).await
+    }
+
+    /// Replaces the set of peers this node gossips with (at most
+    /// [`MAX_GOSSIP_PEERS`](crate::MAX_GOSSIP_PEERS)): the member devices
+    /// of its gossip rooms. A connection to any other peer gets no
+    /// gossipsub at all: the peer learns no topic and gets no message.
+    /// Connections whose handler no longer fits the set are closed (see
+    /// the gate in the crate's docs); deliveries in flight on them fail
+    /// and are for the caller to retry.
+    pub async fn allow_gossip(&self, peers: Vec<PeerId>) -> Result<(), Error> {
+        self.ask(|tx| Command::AllowGossip(peers, tx)).await
     }
 
     /// How many peers this node's gossip mesh for a room topic holds (the

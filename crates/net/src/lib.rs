@@ -11,7 +11,11 @@
 //! - gossipsub for rooms, **anonymous** (no origin peer, no signature:
 //!   Megolm authenticates), content-hash message ids, messages forwarded
 //!   only after the application [accepts](Handle::report) them, a
-//!   subscription filter that allows [`Config::max_topics`] rooms;
+//!   subscription filter that allows [`Config::max_topics`] rooms, no
+//!   flood publishing, and **only with peers the application allows**
+//!   ([`Handle::allow_gossip`]): every other connection gets no gossipsub
+//!   handler at all, so strangers, relays, DHT and LAN peers never learn a
+//!   topic nor get a message;
 //! - `/safemeet/deliver/1` request-response for direct delivery, frames of
 //!   at most [`MAX_ENVELOPE_BYTES`](safemeet_proto::limits::MAX_ENVELOPE_BYTES)
 //!   checked before they are read;
@@ -48,6 +52,7 @@ mod config;
 mod custom_transport;
 mod error;
 mod event_loop;
+mod gate;
 mod handle;
 mod reply;
 mod swarm;
@@ -62,6 +67,7 @@ pub use crate::config::Config;
 pub use crate::custom_transport::{CustomTransport, RawStream, RawTransport};
 pub use crate::error::{DeliveryFailure, Error, ErrorKind};
 pub use crate::event_loop::spawn;
+pub use crate::gate::MAX_GOSSIP_PEERS;
 pub use crate::handle::{Event, Handle, Verdict};
 pub use crate::reply::ReplySlot;
 pub use crate::swarm::{BoxError, build_swarm};

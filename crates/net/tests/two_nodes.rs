@@ -191,6 +191,8 @@ async fn gossip_reaches_a_subscribed_peer_and_garbage_does_not() {
     let topic = RoomTopic::from_bytes([42; 32]);
     a.subscribe(topic.clone()).await.unwrap();
     b.subscribe(topic.clone()).await.unwrap();
+    a.allow_gossip(vec![b.peer_id()]).await.unwrap();
+    b.allow_gossip(vec![a.peer_id()]).await.unwrap();
     a.dial(with_peer(&b_addr, b.peer_id())).await.unwrap();
 
     // Garbage first: it is rejected by B's network layer.
@@ -274,6 +276,9 @@ async fn delivery_and_gossip_over_the_memory_transport() {
     let topic = RoomTopic::from_bytes([3; 32]);
     a.subscribe(topic.clone()).await.unwrap();
     b.subscribe(topic.clone()).await.unwrap();
+    // Allowed while connected (by the delivery): the gate reconnects.
+    a.allow_gossip(vec![b.peer_id()]).await.unwrap();
+    b.allow_gossip(vec![a.peer_id()]).await.unwrap();
     // Publish until B is known to be subscribed, then expect the frame.
     let got = timeout(WAIT, async {
         let mut tick = tokio::time::interval(Duration::from_millis(100));

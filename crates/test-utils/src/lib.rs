@@ -8,6 +8,8 @@
 //!   through virtual time with no sockets and no real sleeping: a
 //!   modelled network (latency, devices going offline, dropped gossip)
 //!   and a modelled relay, with a trace of every output.
+//! - [`observer::Observer`]: a bare rust-libp2p outsider (identify,
+//!   Kademlia, permissive gossipsub) that records what it learns.
 //!
 //! Only for tests: it panics on failures instead of returning them.
 
@@ -15,6 +17,7 @@
 
 mod fixtures;
 mod nodes;
+pub mod observer;
 pub mod sim;
 
 pub use fixtures::{Device, FaultyStore};

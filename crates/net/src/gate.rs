@@ -1,0 +1,323 @@
+//! The gossip gate: gossipsub only on connections to peers the application
+//! allows.
+//!
+//! Stock gossipsub greets every connected peer with the list of topics the
+//! node is subscribed to, and grafts any peer that subscribes to one of
+//! them. A room's topic is opaque, but two nodes showing the same topic
+//! share a room, and a peer that subscribes gets the room's (encrypted)
+//! traffic and its timing. So gossip runs only among the member devices of
+//! the node's gossip rooms: the application hands the gate the set of
+//! their peer ids ([`Handle::allow_gossip`](crate::Handle::allow_gossip)),
+//! which Noise has authenticated on every connection.
+//!
+//! The handler of a connection is chosen when it is established: the
+//! gossipsub handler for an allowed peer, the dummy handler (which speaks
+//! nothing) for anyone else, so a stranger, a relay, a DHT peer or a peer
+//! found on the LAN cannot even open a gossipsub stream, and identify does
+//! not list gossipsub for it. Gossipsub never hears of a gated connection
+//! (its establishment, address changes and closing are filtered out, and
+//! the connection counts it sees leave gated ones out).
+//!
+//! A handler cannot change on a live connection. When a peer becomes
+//! allowed while it has only gated connections, those are closed, so the
+//! next connection (the next delivery, acknowledgement or dial) gets
+//! gossip; when a peer stops being allowed, its gossip connections are
+//! closed. A newly allowed peer is dialled again at once. Each connection
+//! is closed at most once, and a connection opened after a change already
+//! has the right handler, so a change of the set costs at most one
+//! reconnection per peer and cannot loop. Deliveries in
+//! flight on a closed connection fail and are retried by the application.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::task::{Context, Poll};
+
+use either::Either;
+use libp2p::core::transport::PortUse;
+use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::swarm::behaviour::{
+    AddressChange, ConnectionClosed, ConnectionEstablished, DialFailure, ListenFailure,
+};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{
+    CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
+};
+use libp2p::{PeerId, gossipsub};
+
+use crate::behaviour::Gossipsub;
+
+/// Most peers the gate lets gossip at once: the member devices of every
+/// gossip room together. A larger set from the application is cut to this
+/// size (the peers left out are served by direct delivery).
+pub const MAX_GOSSIP_PEERS: usize = 4096;
+
+/// Gossipsub behind the gate (see the module docs).
+pub(crate) struct GossipGate {
+    inner: Gossipsub,
+    /// Peers whose connections get gossipsub.
+    allowed: HashSet<PeerId>,
+    /// Connections with the gossipsub handler, by peer (bounded by the
+    /// swarm's connection limits).
+    open: HashMap<PeerId, HashSet<ConnectionId>>,
+    /// Connections with the dummy handler, by peer.
+    gated: HashMap<PeerId, HashSet<ConnectionId>>,
+    /// Connections this gate asked the swarm to close (each at most once).
+    closing: HashSet<ConnectionId>,
+    /// Closings and dials waiting to be handed to the swarm.
+    events: VecDeque<ToSwarm<gossipsub::Event, THandlerInEvent<Self>>>,
+}
+
+impl GossipGate {
+    pub(crate) fn new(inner: Gossipsub) -> Self {
+        Self {
+            inner,
+            allowed: HashSet::new(),
+            open: HashMap::new(),
+            gated: HashMap::new(),
+            closing: HashSet::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Gossipsub itself (to subscribe, publish, report).
+    pub(crate) fn inner(&self) -> &Gossipsub {
+        &self.inner
+    }
+
+    /// Gossipsub itself, mutably.
+    pub(crate) fn inner_mut(&mut self) -> &mut Gossipsub {
+        &mut self.inner
+    }
+
+    /// How many peers are allowed.
+    pub(crate) fn allowed_len(&self) -> usize {
+        self.allowed.len()
+    }
+
+    /// Replaces the set of peers allowed to gossip (at most
+    /// [`MAX_GOSSIP_PEERS`]; the rest are left out), and closes the
+    /// connections whose handler no longer fits.
+    pub(crate) fn set_allowed(&mut self, peers: impl IntoIterator<Item = PeerId>) {
+        let new: HashSet<PeerId> = peers.into_iter().take(MAX_GOSSIP_PEERS).collect();
+        // Newly allowed peers with only gated connections: close those, so
+        // the next connection speaks gossip.
+        for peer in new.difference(&self.allowed) {
+            if self.open.get(peer).is_some_and(|c| !c.is_empty()) {
+                continue;
+            }
+            let Some(conns) = self.gated.get(peer) else {
+                continue;
+            };
+            let mut closed = false;
+            for id in conns {
+                if self.closing.insert(*id) {
+                    closed = true;
+                    self.events.push_back(ToSwarm::CloseConnection {
+                        peer_id: *peer,
+                        connection: CloseConnection::One(*id),
+                    });
+                }
+            }
+            if closed {
+                // It was reachable a moment ago: connect again at once
+                // (with the addresses the swarm knows for it), so gossip
+                // does not wait for the next delivery. A dial that fails
+                // costs nothing; the next delivery connects anyway.
+                self.events.push_back(ToSwarm::Dial {
+                    opts: DialOpts::peer_id(*peer)
+                        .condition(PeerCondition::Always)
+                        .build(),
+                });
+            }
+        }
+        // Peers no longer allowed: close their gossip connections.
+        for peer in self.allowed.difference(&new) {
+            if let Some(conns) = self.open.get(peer) {
+                for id in conns {
+                    if self.closing.insert(*id) {
+                        self.events.push_back(ToSwarm::CloseConnection {
+                            peer_id: *peer,
+                            connection: CloseConnection::One(*id),
+                        });
+                    }
+                }
+            }
+        }
+        self.allowed = new;
+    }
+
+    fn is_open(&self, peer: &PeerId, id: ConnectionId) -> bool {
+        self.open.get(peer).is_some_and(|c| c.contains(&id))
+    }
+
+    fn open_count(&self, peer: &PeerId) -> usize {
+        self.open.get(peer).map_or(0, HashSet::len)
+    }
+
+    fn remember(map: &mut HashMap<PeerId, HashSet<ConnectionId>>, peer: PeerId, id: ConnectionId) {
+        map.entry(peer).or_default().insert(id);
+    }
+
+    fn forget(map: &mut HashMap<PeerId, HashSet<ConnectionId>>, peer: &PeerId, id: ConnectionId) {
+        if let Some(conns) = map.get_mut(peer) {
+            conns.remove(&id);
+            if conns.is_empty() {
+                map.remove(peer);
+            }
+        }
+    }
+}
+
+impl NetworkBehaviour for GossipGate {
+    type ConnectionHandler = Either<THandler<Gossipsub>, dummy::ConnectionHandler>;
+    type ToSwarm = gossipsub::Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        if !self.allowed.contains(&peer) {
+            Self::remember(&mut self.gated, peer, connection_id);
+            return Ok(Either::Right(dummy::ConnectionHandler));
+        }
+        let handler = self.inner.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )?;
+        Self::remember(&mut self.open, peer, connection_id);
+        Ok(Either::Left(handler))
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.inner.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        if !self.allowed.contains(&peer) {
+            Self::remember(&mut self.gated, peer, connection_id);
+            return Ok(Either::Right(dummy::ConnectionHandler));
+        }
+        let handler = self.inner.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )?;
+        Self::remember(&mut self.open, peer, connection_id);
+        Ok(Either::Left(handler))
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            FromSwarm::ConnectionEstablished(e) => {
+                if !self.is_open(&e.peer_id, e.connection_id) {
+                    return;
+                }
+                // Gossipsub greets a peer on its first connection: count
+                // only the connections it knows.
+                let other_established = self.open_count(&e.peer_id).saturating_sub(1);
+                self.inner.on_swarm_event(FromSwarm::ConnectionEstablished(
+                    ConnectionEstablished {
+                        other_established,
+                        ..e
+                    },
+                ));
+            }
+            FromSwarm::ConnectionClosed(e) => {
+                self.closing.remove(&e.connection_id);
+                if !self.is_open(&e.peer_id, e.connection_id) {
+                    Self::forget(&mut self.gated, &e.peer_id, e.connection_id);
+                    return;
+                }
+                Self::forget(&mut self.open, &e.peer_id, e.connection_id);
+                let remaining_established = self.open_count(&e.peer_id);
+                self.inner
+                    .on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
+                        remaining_established,
+                        ..e
+                    }));
+            }
+            // A connection another behaviour refused after this one
+            // chose its handler never opens.
+            FromSwarm::DialFailure(DialFailure {
+                peer_id: Some(peer),
+                connection_id,
+                ..
+            })
+            | FromSwarm::ListenFailure(ListenFailure {
+                peer_id: Some(peer),
+                connection_id,
+                ..
+            }) => {
+                Self::forget(&mut self.gated, &peer, connection_id);
+                Self::forget(&mut self.open, &peer, connection_id);
+                self.inner.on_swarm_event(event);
+            }
+            FromSwarm::AddressChange(AddressChange {
+                peer_id,
+                connection_id,
+                ..
+            }) if !self.is_open(&peer_id, connection_id) => {}
+            other => self.inner.on_swarm_event(other),
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {
+            Either::Left(event) => {
+                self.inner
+                    .on_connection_handler_event(peer_id, connection_id, event);
+            }
+            Either::Right(never) => match never {},
+        }
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        if let Some(event) = self.events.pop_front() {
+            return Poll::Ready(event);
+        }
+        self.inner.poll(cx).map(|event| event.map_in(Either::Left))
+    }
+}
