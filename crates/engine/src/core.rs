@@ -73,6 +73,9 @@ pub struct Core<S: Store> {
     pub(crate) subscribed: HashSet<RoomTopic>,
     /// Set when a room was joined, changed or left.
     pub(crate) rooms_changed: bool,
+    /// Rooms a member left whose new state this device issues (at most
+    /// one entry per room; emptied by every input).
+    pub(crate) rotations_due: Vec<RoomId>,
     /// Set when contacts or their devices changed: items with no known
     /// recipient are routed again.
     pub(crate) devices_changed: bool,
@@ -151,6 +154,7 @@ impl<S: Store + Clone> Core<S> {
             announced: 0,
             subscribed: HashSet::new(),
             rooms_changed: true,
+            rotations_due: Vec::new(),
             devices_changed: false,
             unflushed_receipts: 0,
             acks_due: Vec::new(),
@@ -260,6 +264,16 @@ impl<S: Store + Clone> Core<S> {
         }
     }
 
+    /// The topics derived from a group room's secrets: the current one
+    /// first, then those of the previous secrets still kept after a
+    /// rotation. Empty for a room this user is not in.
+    pub fn room_topics(&mut self, room: &RoomId) -> Result<Vec<RoomTopic>, Error> {
+        Ok(match self.room(room)? {
+            Some(r) if r.dm_with.is_none() && !r.left => r.secrets().map(|s| s.topic()).collect(),
+            _ => Vec::new(),
+        })
+    }
+
     /// What every input ends with: route what waits for a recipient, start
     /// what is due, publish what the gossip window lets out, follow the
     /// rooms' topics, and announce the durable end of the event log.
@@ -279,6 +293,9 @@ impl<S: Store + Clone> Core<S> {
         self.publish_due();
         self.send_due_acks();
         self.drain_if_due();
+        if !self.rotations_due.is_empty() {
+            self.rotate_due();
+        }
         if self.rooms_changed {
             self.sync_subscriptions();
         }
@@ -340,6 +357,16 @@ impl<S: Store + Clone> Core<S> {
             Command::RoomLeave(room) => {
                 self.rooms_changed = true;
                 self.room_leave(&room)?;
+                Response::Done
+            }
+            Command::RoomRemove { room, user } => {
+                self.rooms_changed = true;
+                self.room_remove(&room, &user, false)?;
+                Response::Done
+            }
+            Command::RoomBan { room, user } => {
+                self.rooms_changed = true;
+                self.room_remove(&room, &user, true)?;
                 Response::Done
             }
             Command::Rooms => Response::Rooms(self.rooms_list()?),

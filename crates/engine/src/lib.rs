@@ -32,6 +32,7 @@
 
 mod acks;
 mod actor;
+mod chain;
 mod config;
 mod contacts;
 mod core;
