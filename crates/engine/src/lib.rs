@@ -40,6 +40,8 @@ mod error;
 mod events;
 mod gossip;
 mod handle;
+#[cfg(feature = "test-hooks")]
+mod hooks;
 mod mailbox;
 mod outbox;
 mod parked;

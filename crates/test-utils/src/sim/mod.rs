@@ -64,6 +64,11 @@ pub struct SimNode {
     pub online: bool,
     /// Whether gossip to it is lost.
     pub drop_gossip: bool,
+    /// Whether it stays on every topic it ever joined (a hostile node that
+    /// keeps listening after it left a room).
+    pub keep_topics: bool,
+    /// When gossip frames reached it (whether or not its core took them).
+    pub gossip_heard: Vec<Duration>,
     subscribed: BTreeSet<[u8; 32]>,
     replies: HashMap<RequestId, Result<Response, Error>>,
     next_request: RequestId,
@@ -185,6 +190,8 @@ impl Sim {
                 user,
                 online: true,
                 drop_gossip: false,
+                keep_topics: false,
+                gossip_heard: Vec::new(),
                 subscribed: BTreeSet::new(),
                 replies: HashMap::new(),
                 next_request: 0,
