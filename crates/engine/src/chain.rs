@@ -14,6 +14,9 @@
 //!   its hash) the state it stands for. A contact who forges a first
 //!   state for someone else's room is refused, and the real state is then
 //!   taken as if the forgery never came.
+//!   A member who left or was removed and is invited again joins the same
+//!   way (the states in between never reached it), with a newer epoch than
+//!   the last state it had.
 //! - **Every later state extends the head.** Each state names the
 //!   [`StateHash`] of the state it replaces (`prev`) and its epoch (one
 //!   more). A device that knows the room takes a state only when `prev` is
@@ -120,11 +123,8 @@ fn check_state(
     state: &RoomState,
 ) -> Result<(), Refusal> {
     let refused = |reason| Err(Refusal::Refused(reason));
-    let Some(chain) = &room.chain else {
-        if !room.members.is_empty() {
-            return refused("the room was made before room states formed a chain");
-        }
-        // Joining: the creator vouches, and the room id proves who that is.
+    let joining = |epoch_floor: Option<u64>| {
+        // The creator vouches, and the room id proves who that is.
         if room_id_for(&state.creator, &state.nonce) != room.room_id {
             return refused("the room id does not derive from the creator the state names");
         }
@@ -134,10 +134,24 @@ fn check_state(
         if !state.members.contains(&me) {
             return refused("the state does not list this user");
         }
-        return Ok(());
+        if epoch_floor.is_some_and(|floor| state.epoch <= floor) {
+            return refused("an old or replayed room state");
+        }
+        Ok(())
+    };
+    let Some(chain) = &room.chain else {
+        if !room.members.is_empty() {
+            return refused("the room was made before room states formed a chain");
+        }
+        return joining(None);
     };
     if state.creator != chain.creator || state.nonce != chain.nonce {
         return refused("the state names another creator");
+    }
+    if room.left {
+        // Back after leaving or a removal: the states in between never
+        // came here, so the creator vouches again, for a newer state.
+        return joining(Some(chain.epoch));
     }
     if state.epoch <= chain.epoch {
         return refused("an old or replayed room state");

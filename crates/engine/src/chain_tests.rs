@@ -281,3 +281,25 @@ fn a_room_stored_before_chains_takes_no_state() {
         Err(Refusal::Refused(_))
     ));
 }
+
+#[test]
+fn a_member_who_left_rejoins_from_a_newer_creator_state_only() {
+    let (mut room, genesis) = joined();
+    let second = next(&genesis, &[ALICE, BOB], 1);
+    apply(&mut room, ALICE, &second).unwrap();
+    membership(&mut room, ALICE, BOB, MembershipChange::Remove).unwrap();
+    assert!(room.left);
+    // Bob missed the rotation (epoch 2); the invitation is epoch 3.
+    let rotated = next(&second, &[ALICE], 2);
+    let back = next(&rotated, &[ALICE, BOB], 2);
+    // Not from anyone but the creator, and not an old state.
+    assert!(apply(&mut room, MALLORY, &back).is_err());
+    assert!(apply(&mut room, ALICE, &genesis).is_err());
+    assert!(room.left);
+    apply(&mut room, ALICE, &back).unwrap();
+    assert!(!room.left);
+    assert_eq!(room.chain.as_ref().map(|c| c.epoch), Some(3));
+    // And the chain goes on from there.
+    apply(&mut room, ALICE, &next(&back, &[ALICE, BOB, CAROL], 2)).unwrap();
+    assert_eq!(room.members.len(), 3);
+}
