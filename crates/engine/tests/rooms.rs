@@ -263,3 +263,59 @@ fn a_banned_member_cannot_be_added_again_and_errors_are_clear() {
     assert_eq!(sim.room_members(ALICE, room), Some(2));
     assert!(sim.rooms(BOB)[0].members.contains(&bob));
 }
+
+#[test]
+fn a_member_who_is_no_admin_cannot_ban_or_issue_a_state_and_nothing_breaks() {
+    let mut sim = three(51);
+    let room = sim.create_room(ALICE, "r", &[BOB, CAROL]);
+    assert!(sim.run_until(MINUTE, |s| {
+        s.room_members(BOB, room) == Some(3) && s.room_members(CAROL, room) == Some(3)
+    }));
+    let (alice, bob, carol) = (
+        sim.nodes[ALICE].user,
+        sim.nodes[BOB].user,
+        sim.nodes[CAROL].user,
+    );
+    let mark = sim.trace().len();
+    // Bob bans Carol, and issues a state that makes him the admin.
+    let ban = EventContent::Membership(safemeet_proto::event::Membership {
+        user_id: carol,
+        change: safemeet_proto::event::MembershipChange::Ban,
+    });
+    sim.send_unchecked(BOB, room, &[ALICE, BOB, CAROL], ban)
+        .unwrap();
+    let state = RoomState {
+        version: ROOM_STATE_VERSION,
+        name: "mine".into(),
+        secret: RoomSecret::from_bytes([9; 32]),
+        members: vec![bob, alice],
+        admins: vec![bob],
+        banned: vec![carol],
+        creator: alice,
+        nonce: [0; 16],
+        epoch: 1,
+        prev: Some(safemeet_proto::room::StateHash::from_bytes([0; 32])),
+    };
+    sim.send_unchecked(
+        BOB,
+        room,
+        &[ALICE, BOB, CAROL],
+        EventContent::RoomState(state),
+    )
+    .unwrap();
+    sim.run_for(MINUTE);
+    let refused = |sim: &Sim, node: &str| {
+        sim.trace()[mark..]
+            .iter()
+            .filter(|l| l.contains(&format!(" {node} answer Refused")))
+            .count()
+    };
+    assert!(refused(&sim, "n0") >= 2, "alice refused both");
+    assert!(refused(&sim, "n2") >= 2, "carol refused both");
+    for i in [ALICE, CAROL] {
+        assert_eq!(sim.room_members(i, room), Some(3));
+        assert_eq!(admins(&mut sim, i, room), Some(vec![ALICE]));
+    }
+    sim.send_room(ALICE, room, "still one room");
+    assert!(sim.run_until(MINUTE, |s| has_text(s, CAROL, room, "still one room")));
+}

@@ -10,6 +10,11 @@
 //! a [`trace`](Sim::trace) with peers named by node index and frames by
 //! their size, so a seeded run can be compared with another.
 //!
+//! A node can play a hostile member ([`Sim::send_unchecked`] sends any
+//! room event to any members) or a node that keeps listening on every
+//! topic it ever joined ([`SimNode::keep_topics`]; [`SimNode::gossip_heard`]
+//! records the gossip that reached it).
+//!
 //! What is modelled, not real: the network (no libp2p), the relay (no
 //! receipts to check), and connections (a node learns that a peer
 //! connected on its first delivery either way). The cores, the crypto
