@@ -56,7 +56,7 @@ fn apply(room: &mut RoomRecord, sender: u8, s: &RoomState) -> Result<Applied, Re
         user(BOB),
         user(sender),
         1,
-        &EventContent::RoomState(s.clone()),
+        &EventContent::RoomState(Box::new(s.clone())),
     )
 }
 

@@ -233,7 +233,7 @@ impl<S: Store + Clone> Core<S> {
             ..chain
         });
         self.rooms_changed = true;
-        self.send_event(room, EventContent::RoomState(state))
+        self.send_event(room, EventContent::RoomState(Box::new(state)))
     }
 
     /// Creates a group room with these contacts; this user is its admin.
@@ -298,7 +298,7 @@ impl<S: Store + Clone> Core<S> {
                 previous_secrets: Vec::new(),
             }),
         };
-        self.send_event(room, EventContent::RoomState(state))?;
+        self.send_event(room, EventContent::RoomState(Box::new(state)))?;
         Ok(room_id)
     }
 

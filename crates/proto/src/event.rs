@@ -109,8 +109,10 @@ pub enum EventContent {
     Redaction(Redaction),
     /// Delivery or read receipts.
     Receipt(Receipt),
-    /// The room's name, secret, members and admins, from an admin.
-    RoomState(RoomState),
+    /// The room's name, secret, members, admins and bans, from an admin
+    /// (boxed: it is the largest kind of event by far, and every event
+    /// would carry its size).
+    RoomState(Box<RoomState>),
 }
 
 /// The state of a group room, sent by one of its admins.
@@ -549,7 +551,8 @@ mod tests {
 
     #[test]
     fn states_that_break_the_chain_rules_are_refused() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut RoomStateWire)>)> = vec![
+        type Change = Box<dyn Fn(&mut RoomStateWire)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("old version", Box::new(|w| w.version = 1)),
             ("banned member", Box::new(|w| w.banned.push(user(2)))),
             ("twice banned", Box::new(|w| w.banned.push(user(3)))),

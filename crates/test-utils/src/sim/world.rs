@@ -291,10 +291,9 @@ impl Sim {
             Output::Subscribe(topic) => {
                 self.nodes[i].subscribed.insert(*topic.as_bytes());
             }
-            Output::Unsubscribe(topic) => {
-                if !self.nodes[i].keep_topics {
-                    self.nodes[i].subscribed.remove(topic.as_bytes());
-                }
+            // A node that keeps its topics stays on them.
+            Output::Unsubscribe(topic) if !self.nodes[i].keep_topics => {
+                self.nodes[i].subscribed.remove(topic.as_bytes());
             }
             Output::Answer { reply, answer } => {
                 if let Some((from, token)) = self.nodes[i].open.remove(&reply) {
