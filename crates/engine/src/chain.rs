@@ -45,8 +45,9 @@
 //!   bounded chain of admin grants signed by device keys would lift this;
 //!   until then the engine refuses invitations from other admins. Since
 //!   no command makes another admin, every admin today is the creator.
-//! - Two admins that issue states at once fork the chain: each member
-//!   keeps the branch it saw first. With one admin there is no fork.
+//! - Two admins (or two devices of one admin) that issue states at once
+//!   fork the chain: each member keeps the branch it saw first. With one
+//!   admin device there is no fork.
 //! - A member that misses a state for good (its sender gave up) takes no
 //!   later state; fetching missing states from other members is future
 //!   work (catch-up).
