@@ -1,6 +1,7 @@
 //! End-to-end tests with real `safemeet daemon` processes on 127.0.0.1, each
 //! with its own `--home`: direct messages both ways through the CLI, a
-//! recipient that is down when a message is sent, a 3-member room, bad API
+//! recipient that is down when a message is sent, a 3-member room (members
+//! leaving, removed and banned through the CLI), bad API
 //! input, malformed frames from a bare libp2p peer, an event subscriber
 //! that reconnects with its cursor, and SIGTERM at every step of a start.
 
@@ -269,6 +270,120 @@ fn three_members_talk_in_a_room_one_leaves_and_is_invited_back() {
     eventually("carol to get a message after rejoining", || {
         has_message(&carol, "club", "welcome back", None).then_some(())
     });
+    for d in daemons {
+        d.stop();
+    }
+}
+
+/// Runs a command that must fail; returns its exit status and the JSON
+/// error it prints on stderr.
+fn cli_err(home: &Path, args: &[&str]) -> (i32, Value) {
+    let out = bin()
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "safemeet {args:?} succeeded");
+    let err = serde_json::from_slice(&out.stderr).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), err)
+}
+
+#[test]
+fn an_admin_removes_and_bans_members_and_others_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = init(dir.path(), "alice");
+    let bob = init(dir.path(), "bob");
+    let carol = init(dir.path(), "carol");
+    let daemons: Vec<Daemon> = [&alice, &bob, &carol]
+        .iter()
+        .map(|h| Daemon::start(h, "/ip4/127.0.0.1/tcp/0"))
+        .collect();
+    befriend_as(&alice, "alice", &bob, "bob");
+    befriend_as(&alice, "alice", &carol, "carol");
+    befriend_as(&bob, "bob", &carol, "carol");
+    cli(
+        &alice,
+        &[
+            "room", "create", "club", "--member", "bob", "--member", "carol",
+        ],
+    );
+    for home in [&bob, &carol] {
+        eventually("the room to reach every member", || {
+            (room_members(home, "club") == Some(3)).then_some(())
+        });
+    }
+
+    // Not an admin, no such room, no such member, oneself.
+    let (code, err) = cli_err(&bob, &["room", "remove", "club", "carol"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("admins"),
+        "{err}"
+    );
+    let (_, err) = cli_err(&bob, &["room", "ban", "club", "carol"]);
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("admins"),
+        "{err}"
+    );
+    let (code, err) = cli_err(&alice, &["room", "remove", "nowhere", "carol"]);
+    assert_eq!(code, 2, "{err}");
+    let stranger = "u_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let (code, err) = cli_err(&alice, &["room", "remove", "club", stranger]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a member"),
+        "{err}"
+    );
+    let me = cli(&alice, &["whoami"])["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, err) = cli_err(&alice, &["room", "remove", "club", &me]);
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("leave"),
+        "{err}"
+    );
+
+    // Alice removes Carol: the others go on without her.
+    let removed = cli(&alice, &["room", "remove", "club", "carol"]);
+    assert_eq!(removed, serde_json::json!({"removed": true}));
+    eventually("bob to see carol removed", || {
+        (room_members(&bob, "club") == Some(2)).then_some(())
+    });
+    eventually("carol to be out", || {
+        room_members(&carol, "club").is_none().then_some(())
+    });
+    cli(&alice, &["send", "club", "after carol"]);
+    eventually("bob to get the message", || {
+        has_message(&bob, "club", "after carol", None).then_some(())
+    });
+
+    // Invited back, then banned: she cannot be added again.
+    cli(&alice, &["room", "invite", "club", "carol"]);
+    eventually("carol to be back", || {
+        (room_members(&carol, "club") == Some(3)).then_some(())
+    });
+    let banned = cli(&alice, &["room", "ban", "club", "carol"]);
+    assert_eq!(banned, serde_json::json!({"banned": true}));
+    eventually("bob to see carol banned", || {
+        (room_members(&bob, "club") == Some(2)).then_some(())
+    });
+    let (code, err) = cli_err(&alice, &["room", "invite", "club", "carol"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("banned"),
+        "{err}"
+    );
     for d in daemons {
         d.stop();
     }

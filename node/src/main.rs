@@ -154,6 +154,21 @@ enum RoomCommand {
         /// The room (name or room id).
         room: String,
     },
+    /// Remove a member from a room you administer; the others get a new
+    /// room secret.
+    Remove {
+        /// The room (name or room id).
+        room: String,
+        /// The member (contact name, username or user id).
+        member: String,
+    },
+    /// Remove a member from a room you administer and bar them from it.
+    Ban {
+        /// The room (name or room id).
+        room: String,
+        /// The member (contact name, username or user id).
+        member: String,
+    },
     /// List the rooms you are in.
     List,
 }
@@ -273,6 +288,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     target: contact,
                 },
                 RoomCommand::Leave { room } => messenger::Action::RoomLeave { room },
+                RoomCommand::Remove { room, member } => messenger::Action::RoomRemove {
+                    room,
+                    target: member,
+                    ban: false,
+                },
+                RoomCommand::Ban { room, member } => messenger::Action::RoomRemove {
+                    room,
+                    target: member,
+                    ban: true,
+                },
                 RoomCommand::List => messenger::Action::RoomList,
             };
             messenger::run(&home, &source, cli.json, action)

@@ -9,8 +9,8 @@
 use anyhow::Context;
 use safemeet_api::{
     Client, ClientError, Contact, ContactAdded, ContactRemoved, EventFeed, Identity, InviteText,
-    Message, Request, Response, Room, RoomCreated, RoomInvited, RoomLeft, Sent, State,
-    UnexpectedResponse, Whoami, dispatch,
+    Message, Request, Response, Room, RoomBanned, RoomCreated, RoomInvited, RoomLeft, RoomRemoved,
+    Sent, State, UnexpectedResponse, Whoami, dispatch,
 };
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_engine::{Config as EngineConfig, Handle as EngineHandle};
@@ -55,6 +55,11 @@ pub(crate) enum Action {
     },
     RoomLeave {
         room: String,
+    },
+    RoomRemove {
+        room: String,
+        target: String,
+        ban: bool,
     },
     RoomList,
 }
@@ -386,6 +391,34 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
                 print_json(&left)?;
             } else {
                 println!("left {}", shown(&room));
+            }
+        }
+        Action::RoomRemove { room, target, ban } => {
+            let (room_, target_) = (room.clone(), target.clone());
+            if ban {
+                let banned: RoomBanned = api
+                    .call(Request::RoomBan {
+                        room: room_,
+                        target: target_,
+                    })
+                    .await?;
+                if json {
+                    print_json(&banned)?;
+                } else {
+                    println!("banned {} from {}", shown(&target), shown(&room));
+                }
+            } else {
+                let removed: RoomRemoved = api
+                    .call(Request::RoomRemove {
+                        room: room_,
+                        target: target_,
+                    })
+                    .await?;
+                if json {
+                    print_json(&removed)?;
+                } else {
+                    println!("removed {} from {}", shown(&target), shown(&room));
+                }
             }
         }
         Action::RoomList => {

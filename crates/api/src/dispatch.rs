@@ -13,8 +13,8 @@ use crate::page::{PAGE_BYTES, page};
 use crate::request::{DEFAULT_EVENTS_LIMIT, DEFAULT_MESSAGES_LIMIT, MAX_LIMIT, MessageCursor};
 use crate::resolve::{self, Target};
 use crate::response::{
-    ContactAdded, ContactRemoved, Event, InviteText, Message, RoomCreated, RoomInvited, RoomLeft,
-    Sent, Whoami, cursor_of,
+    ContactAdded, ContactRemoved, Event, InviteText, Message, RoomBanned, RoomCreated, RoomInvited,
+    RoomLeft, RoomRemoved, Sent, Whoami, cursor_of,
 };
 use crate::{Error, Identity, Request, Response};
 
@@ -121,6 +121,18 @@ async fn serve(
             let room = resolve::room(engine, &room).await?;
             engine.room_leave(room).await?;
             Response::RoomLeft(RoomLeft { left: true })
+        }
+        Request::RoomRemove { room, target } => {
+            let room = resolve::room(engine, &room).await?;
+            let user = resolve::user(engine, &target).await?;
+            engine.room_remove(room, user).await?;
+            Response::RoomRemoved(RoomRemoved { removed: true })
+        }
+        Request::RoomBan { room, target } => {
+            let room = resolve::room(engine, &room).await?;
+            let user = resolve::user(engine, &target).await?;
+            engine.room_ban(room, user).await?;
+            Response::RoomBanned(RoomBanned { banned: true })
         }
         Request::RoomList {} => {
             Response::Rooms(engine.rooms().await?.into_iter().map(Into::into).collect())

@@ -96,9 +96,11 @@ impl Error {
             Error::UnknownContact(_)
             | Error::UnknownRoom(_)
             | Error::NotFound(_)
-            | Error::Engine(EngineError::UnknownContact(_) | EngineError::UnknownRoom(_)) => {
-                codes::NOT_FOUND
-            }
+            | Error::Engine(
+                EngineError::UnknownContact(_)
+                | EngineError::UnknownRoom(_)
+                | EngineError::UnknownMember { .. },
+            ) => codes::NOT_FOUND,
             Error::Timeout { .. } | Error::Engine(EngineError::Stopped | EngineError::Timeout) => {
                 codes::UNAVAILABLE
             }
@@ -122,6 +124,7 @@ impl Error {
             }
             Error::UnknownRoom(_) | Error::Engine(EngineError::UnknownRoom(_)) => "unknown_room",
             Error::NotFound(_) => "not_found",
+            Error::Engine(EngineError::UnknownMember { .. }) => "unknown_member",
             Error::Ambiguous { .. } => "ambiguous",
             Error::TooLarge { .. } => "too_large",
             Error::Timeout { .. } | Error::Engine(EngineError::Timeout) => "timeout",
@@ -149,6 +152,7 @@ pub fn is_input_kind(kind: &str) -> bool {
         "invalid_params"
             | "unknown_contact"
             | "unknown_room"
+            | "unknown_member"
             | "not_found"
             | "ambiguous"
             | "bad_invite"

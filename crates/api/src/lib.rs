@@ -55,8 +55,8 @@ pub use request::{
 };
 pub use response::{
     Contact, ContactAdded, ContactRemoved, Event, EventKind, Identity, InviteText, Message,
-    Response, Room, RoomCreated, RoomInvited, RoomLeft, Sent, State, Subscribed,
-    UnexpectedResponse, Whoami,
+    Response, Room, RoomBanned, RoomCreated, RoomInvited, RoomLeft, RoomRemoved, Sent, State,
+    Subscribed, UnexpectedResponse, Whoami,
 };
 pub use server::{MAX_CONNECTIONS, WRITE_TIMEOUT, serve, serve_until};
 

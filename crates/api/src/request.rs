@@ -98,6 +98,24 @@ pub enum Request {
         /// The room: name or room id.
         room: String,
     },
+    /// `room.remove`: remove a member from a room (admins only); the
+    /// remaining members get a new room secret.
+    #[serde(rename = "room.remove")]
+    RoomRemove {
+        /// The room: name or room id.
+        room: String,
+        /// The member: contact name, username or user id.
+        target: String,
+    },
+    /// `room.ban`: remove a member from a room and bar them from it
+    /// (admins only).
+    #[serde(rename = "room.ban")]
+    RoomBan {
+        /// The room: name or room id.
+        room: String,
+        /// The member: contact name, username or user id.
+        target: String,
+    },
     /// `room.list`: the group rooms this user is in.
     #[serde(rename = "room.list")]
     RoomList {},
@@ -147,6 +165,10 @@ pub enum Method {
     RoomInvite,
     /// `room.leave`
     RoomLeave,
+    /// `room.remove`
+    RoomRemove,
+    /// `room.ban`
+    RoomBan,
     /// `room.list`
     RoomList,
     /// `events`
@@ -157,7 +179,7 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 13] = [
+    pub const ALL: [Method; 15] = [
         Method::Whoami,
         Method::Invite,
         Method::ContactAdd,
@@ -168,6 +190,8 @@ impl Method {
         Method::RoomCreate,
         Method::RoomInvite,
         Method::RoomLeave,
+        Method::RoomRemove,
+        Method::RoomBan,
         Method::RoomList,
         Method::Events,
         Method::Subscribe,
@@ -186,6 +210,8 @@ impl Method {
             Method::RoomCreate => "room.create",
             Method::RoomInvite => "room.invite",
             Method::RoomLeave => "room.leave",
+            Method::RoomRemove => "room.remove",
+            Method::RoomBan => "room.ban",
             Method::RoomList => "room.list",
             Method::Events => "events",
             Method::Subscribe => "subscribe",
@@ -235,6 +261,8 @@ impl Request {
             Request::RoomCreate { .. } => Method::RoomCreate,
             Request::RoomInvite { .. } => Method::RoomInvite,
             Request::RoomLeave { .. } => Method::RoomLeave,
+            Request::RoomRemove { .. } => Method::RoomRemove,
+            Request::RoomBan { .. } => Method::RoomBan,
             Request::RoomList {} => Method::RoomList,
             Request::Events { .. } => Method::Events,
             Request::Subscribe { .. } => Method::Subscribe,
@@ -368,6 +396,15 @@ mod tests {
                 members: vec![]
             }
         );
+        assert_eq!(
+            Request::from_parts("room.ban", Some(json!({"room": "club", "target": "eve"})))
+                .unwrap(),
+            Request::RoomBan {
+                room: "club".into(),
+                target: "eve".into()
+            }
+        );
+        assert!(Request::from_parts("room.remove", Some(json!({"room": "club"}))).is_err());
         assert_eq!(
             Request::from_parts("events", Some(json!({"since": 3}))).unwrap(),
             Request::Events {

@@ -51,6 +51,10 @@ pub enum Response {
     RoomInvited(RoomInvited),
     /// `room.leave`
     RoomLeft(RoomLeft),
+    /// `room.remove`
+    RoomRemoved(RoomRemoved),
+    /// `room.ban`
+    RoomBanned(RoomBanned),
     /// `room.list`
     Rooms(Vec<Room>),
     /// `events`: one page, in cursor order.
@@ -74,6 +78,8 @@ impl Response {
             Method::RoomCreate => Response::RoomCreated(from(result)?),
             Method::RoomInvite => Response::RoomInvited(from(result)?),
             Method::RoomLeave => Response::RoomLeft(from(result)?),
+            Method::RoomRemove => Response::RoomRemoved(from(result)?),
+            Method::RoomBan => Response::RoomBanned(from(result)?),
             Method::RoomList => Response::Rooms(from(result)?),
             Method::Events => Response::Events(from(result)?),
             Method::Subscribe => Response::Subscribed(from(result)?),
@@ -93,6 +99,8 @@ impl Response {
             Response::RoomCreated(_) => Method::RoomCreate,
             Response::RoomInvited(_) => Method::RoomInvite,
             Response::RoomLeft(_) => Method::RoomLeave,
+            Response::RoomRemoved(_) => Method::RoomRemove,
+            Response::RoomBanned(_) => Method::RoomBan,
             Response::Rooms(_) => Method::RoomList,
             Response::Events(_) => Method::Events,
             Response::Subscribed(_) => Method::Subscribe,
@@ -139,6 +147,8 @@ unwrap_response!(
     RoomCreated(RoomCreated) = RoomCreate,
     RoomInvited(RoomInvited) = RoomInvite,
     RoomLeft(RoomLeft) = RoomLeave,
+    RoomRemoved(RoomRemoved) = RoomRemove,
+    RoomBanned(RoomBanned) = RoomBan,
     Rooms(Vec<Room>) = RoomList,
     Events(Vec<Event>) = Events,
     Subscribed(Subscribed) = Subscribe,
@@ -296,6 +306,20 @@ pub struct RoomInvited {
 pub struct RoomLeft {
     /// Always `true`.
     pub left: bool,
+}
+
+/// `room.remove`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomRemoved {
+    /// Always `true`.
+    pub removed: bool,
+}
+
+/// `room.ban`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomBanned {
+    /// Always `true`.
+    pub banned: bool,
 }
 
 /// A group room, as `room.list` shows it.

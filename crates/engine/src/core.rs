@@ -78,6 +78,9 @@ pub struct Core<S: Store> {
     pub(crate) gossip_peers: BTreeSet<PeerId>,
     /// Set when a room was joined, changed or left.
     pub(crate) rooms_changed: bool,
+    /// Rooms a member left whose new state this device issues (at most
+    /// one entry per room; emptied by every input).
+    pub(crate) rotations_due: Vec<RoomId>,
     /// Set when contacts or their devices changed: items with no known
     /// recipient are routed again.
     pub(crate) devices_changed: bool,
@@ -158,6 +161,7 @@ impl<S: Store + Clone> Core<S> {
             gossip_mode: HashMap::new(),
             gossip_peers: BTreeSet::new(),
             rooms_changed: true,
+            rotations_due: Vec::new(),
             devices_changed: false,
             unflushed_receipts: 0,
             acks_due: Vec::new(),
@@ -267,9 +271,20 @@ impl<S: Store + Clone> Core<S> {
         }
     }
 
-    /// What every input ends with: route what waits for a recipient, follow
-    /// the rooms' topics and gossip peers, start what is due, publish what
-    /// the gossip window lets out, and announce the durable end of the event log.
+    /// The topics derived from a group room's secrets: the current one
+    /// first, then those of the previous secrets still kept after a
+    /// rotation. Empty for a room this user is not in.
+    pub fn room_topics(&mut self, room: &RoomId) -> Result<Vec<RoomTopic>, Error> {
+        Ok(match self.room(room)? {
+            Some(r) if r.dm_with.is_none() && !r.left => r.secrets().map(|s| s.topic()).collect(),
+            _ => Vec::new(),
+        })
+    }
+
+    /// What every input ends with: route what waits for a recipient, carry
+    /// out due rotations, follow the rooms' topics and gossip peers, start
+    /// what is due, publish what the gossip window lets out, and announce
+    /// the durable end of the event log.
     fn after_input(&mut self) {
         if self.outbox.paging()
             && let Err(e) = self.page_in()
@@ -279,6 +294,11 @@ impl<S: Store + Clone> Core<S> {
         let devices_changed = std::mem::take(&mut self.devices_changed);
         if devices_changed {
             self.route_unrouted();
+        }
+        // Rotations first: they change rooms, and their states go out
+        // this step.
+        if !self.rotations_due.is_empty() {
+            self.rotate_due();
         }
         // Rooms' modes before anything goes out: a room that grew onto
         // gossip, or shrank off it, sends this step's messages its new way.
@@ -349,6 +369,16 @@ impl<S: Store + Clone> Core<S> {
             Command::RoomLeave(room) => {
                 self.rooms_changed = true;
                 self.room_leave(&room)?;
+                Response::Done
+            }
+            Command::RoomRemove { room, user } => {
+                self.rooms_changed = true;
+                self.room_remove(&room, &user, false)?;
+                Response::Done
+            }
+            Command::RoomBan { room, user } => {
+                self.rooms_changed = true;
+                self.room_remove(&room, &user, true)?;
                 Response::Done
             }
             Command::Rooms => Response::Rooms(self.rooms_list()?),

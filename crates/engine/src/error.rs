@@ -33,6 +33,14 @@ pub enum Error {
     /// No such group room (or this user left it).
     #[error("no room {0}")]
     UnknownRoom(RoomId),
+    /// No such member in a group room.
+    #[error("{user} is not a member of room {room}")]
+    UnknownMember {
+        /// The room.
+        room: RoomId,
+        /// Who is not in it.
+        user: UserId,
+    },
     /// The input is not acceptable.
     #[error("{0}")]
     InvalidInput(String),
@@ -89,7 +97,9 @@ impl Error {
             Self::BadInvite(_) | Self::InvalidInput(_) | Self::InvalidConfig(_) => {
                 ErrorKind::InvalidInput
             }
-            Self::UnknownContact(_) | Self::UnknownRoom(_) => ErrorKind::NotFound,
+            Self::UnknownContact(_) | Self::UnknownRoom(_) | Self::UnknownMember { .. } => {
+                ErrorKind::NotFound
+            }
             Self::Timeout => ErrorKind::Timeout,
             Self::Stopped => ErrorKind::Stopped,
         }

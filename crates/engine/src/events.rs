@@ -78,6 +78,21 @@ pub enum Command {
     },
     /// Leave a group room.
     RoomLeave(RoomId),
+    /// Remove a member from a group room (admins only).
+    RoomRemove {
+        /// The room.
+        room: RoomId,
+        /// The member.
+        user: UserId,
+    },
+    /// Remove a member from a group room and bar them from it (admins
+    /// only).
+    RoomBan {
+        /// The room.
+        room: RoomId,
+        /// The member.
+        user: UserId,
+    },
     /// The group rooms this user is in.
     Rooms,
     /// Event-log entries after a cursor.

@@ -183,6 +183,18 @@ impl Handle {
         expect!(self.core(Command::RoomLeave(room)).await, Response::Done => ())
     }
 
+    /// Removes a member from a group room (admins only). The remaining
+    /// members get a new room secret, hence a new topic.
+    pub async fn room_remove(&self, room: RoomId, user: UserId) -> Result<(), Error> {
+        expect!(self.core(Command::RoomRemove { room, user }).await, Response::Done => ())
+    }
+
+    /// Removes a member from a group room and bars them from it (admins
+    /// only). The remaining members get a new room secret.
+    pub async fn room_ban(&self, room: RoomId, user: UserId) -> Result<(), Error> {
+        expect!(self.core(Command::RoomBan { room, user }).await, Response::Done => ())
+    }
+
     /// The group rooms this user is in.
     pub async fn rooms(&self) -> Result<Vec<RoomInfo>, Error> {
         expect!(self.core(Command::Rooms).await, Response::Rooms(r) => r)

@@ -22,6 +22,11 @@
 //!   device's relays instead; the message shows as "stored at relay until
 //!   T". The engine drains its own mailboxes on start and every
 //!   [`Config::mailbox_poll`].
+//! - **Rooms**: a group room's states form a chain from its creator (the
+//!   room id commits to the creator; each state names the hash of the one
+//!   it replaces and is taken only from an admin of it), and its secret,
+//!   hence its gossip topic, changes whenever a member leaves or is
+//!   removed or banned ([`Handle::room_remove`], [`Handle::room_ban`]).
 //!
 //! ```no_run
 //! # async fn run(machine: safemeet_crypto::machine::CryptoMachine<safemeet_store::MemoryStore>,
@@ -34,6 +39,7 @@
 
 mod acks;
 mod actor;
+mod chain;
 mod config;
 mod contacts;
 mod core;
@@ -41,6 +47,8 @@ mod error;
 mod events;
 mod gossip;
 mod handle;
+#[cfg(feature = "test-hooks")]
+mod hooks;
 mod mailbox;
 mod outbox;
 mod parked;

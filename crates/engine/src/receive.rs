@@ -24,10 +24,11 @@ use safemeet_proto::room::RoomTopic;
 use safemeet_proto::{DeviceId, Envelope, EventId, RoomId, UserId};
 use safemeet_store::{Keyspace, Store};
 
+use crate::chain::{Refusal, apply_event};
 use crate::core::Core;
 use crate::events::{NetInput, Output};
 use crate::records::{LogEntry, MessageState, RoomRecord, TimelineEntry, name};
-use crate::rooms::{dm_room, stage_room, update_room_from_event};
+use crate::rooms::{dm_room, stage_room};
 use crate::timeline::{stage_log_at, stage_message};
 use crate::{Error, ErrorKind};
 
@@ -36,6 +37,9 @@ const UNKNOWN_ROOM: &str = "the room is not known yet";
 /// Why a received room event cannot be placed (yet): the state that adds
 /// its sender may still be on its way.
 const NOT_A_MEMBER: &str = "the sender is not a member of the room";
+/// Why a received room state cannot be applied yet: the states before it
+/// may still be on their way.
+const STATE_AHEAD: &str = "the room state is ahead of this device's chain";
 /// How far a received Lamport time may run ahead of the room's: a larger
 /// jump is refused, so no sender can push a room's clock to its end.
 const MAX_LAMPORT_JUMP: u64 = 1 << 32;
@@ -56,6 +60,8 @@ struct Received {
     room: RoomRecord,
     message: Option<(TimelineEntry, u64)>,
     log: Option<LogEntry>,
+    /// This device issues the room's next state (a member left).
+    rotate: bool,
 }
 
 impl<S: Store + Clone> Core<S> {
@@ -168,7 +174,7 @@ impl<S: Store + Clone> Core<S> {
                     C::MissingRoomKey { .. }
                     | C::UnknownSender { .. }
                     | C::InvalidRecord {
-                        reason: UNKNOWN_ROOM | NOT_A_MEMBER,
+                        reason: UNKNOWN_ROOM | NOT_A_MEMBER | STATE_AHEAD,
                         ..
                     },
                 )) => (Answer::Later, None),
@@ -228,6 +234,7 @@ impl<S: Store + Clone> Core<S> {
         let mut log_next = self.log_next;
         let mut stored = Vec::new();
         let mut rooms_changed = false;
+        let mut rotate = Vec::new();
         let received = self
             .machine
             .decrypt_to_device_with(env, self.now.wall, |event| {
@@ -236,6 +243,9 @@ impl<S: Store + Clone> Core<S> {
                 let used = stage_received(&store, &mut batch, &received, log_next)?;
                 log_next += used;
                 rooms_changed |= received.log.is_some();
+                if received.rotate {
+                    rotate.push(received.room.room_id);
+                }
                 stored.push((event.sender.user_id, event.sender.device_id, event.event_id));
                 overlay.insert(received.room.room_id, received.room);
                 Ok(batch)
@@ -244,6 +254,9 @@ impl<S: Store + Clone> Core<S> {
         self.rooms.extend(overlay);
         self.rooms_changed |= rooms_changed;
         self.devices_changed = true;
+        for room in rotate {
+            self.rotation_due(room);
+        }
         // They may have come over gossip: acknowledge them.
         self.acks_due.extend(stored);
         // The message is used up either way: a list that cannot be kept
@@ -268,17 +281,20 @@ impl<S: Store + Clone> Core<S> {
         // the decrypted event.
         let rooms = &mut self.rooms;
         let log_next = self.log_next;
-        let mut staged: Option<(RoomRecord, u64, bool)> = None;
+        let mut staged: Option<(RoomRecord, u64, bool, bool)> = None;
         let event = self
             .machine
             .decrypt_room_with(env, self.now.wall, |event| {
                 let received = received_entry(&store, rooms, me, event)?;
                 let mut batch = store.batch();
                 let used = stage_received(&store, &mut batch, &received, log_next)?;
-                staged = Some((received.room, used, received.log.is_some()));
+                staged = Some((received.room, used, received.log.is_some(), received.rotate));
                 Ok(batch)
             })?;
-        if let Some((room, used, room_changed)) = staged {
+        if let Some((room, used, room_changed, rotate)) = staged {
+            if rotate {
+                self.rotation_due(room.room_id);
+            }
             self.log_next += used;
             self.rooms.insert(room.room_id, room);
             self.rooms_changed |= room_changed;
@@ -356,18 +372,23 @@ fn received_entry<S: Store>(
             room,
             message: Some((entry, seq)),
             log: None,
+            rotate: false,
         });
     }
-    let log = if room.dm_with.is_none() {
-        update_room_from_event(
+    let applied = if room.dm_with.is_none() {
+        apply_event(
             &mut room,
             me,
             sender,
             event.event.lamport,
             &event.event.content,
         )
+        .map_err(|refusal| match refusal {
+            Refusal::Ahead => invalid(STATE_AHEAD),
+            Refusal::Refused(reason) => invalid(reason),
+        })?
     } else {
-        None
+        Default::default()
     };
     if room.members.is_empty() {
         // A state this user was not allowed to join from.
@@ -376,7 +397,8 @@ fn received_entry<S: Store>(
     Ok(Received {
         room,
         message: None,
-        log,
+        log: applied.log,
+        rotate: applied.rotate,
     })
 }
 

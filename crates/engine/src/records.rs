@@ -1,7 +1,7 @@
 //! What the engine keeps in the store. Every record is sealed by the
 //! `EncryptedStore` and named by a hashed identifier.
 
-use safemeet_proto::room::{RoomSecret, RoomTopic};
+use safemeet_proto::room::{RoomSecret, RoomTopic, StateHash};
 use safemeet_proto::{DeviceId, EventId, RoomId, Timestamp, UserId, codec};
 use serde::{Deserialize, Serialize};
 
@@ -102,10 +102,52 @@ pub(crate) struct RoomRecord {
     pub(crate) lamport: u64,
     /// Next timeline sequence number.
     pub(crate) next_seq: u64,
-    /// Lamport time of the room state applied last: an older state that
-    /// arrives later (states travel by gossip or direct delivery, in no
-    /// fixed order) must not undo a newer one.
+    /// Lamport time of the room state applied last (informational: the
+    /// chain's epoch orders states).
     pub(crate) state_lamport: u64,
+    /// Where a group room stands on its chain of states (see `chain`);
+    /// `None` for a DM, and for a group room stored before states formed
+    /// a chain (its timeline stays readable; it takes no new state).
+    pub(crate) chain: Option<Chain>,
+}
+
+/// A group room's place on its chain of states: what the next state must
+/// name and who may issue it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Chain {
+    /// The room's creator (the room id derives from it and `nonce`).
+    pub(crate) creator: UserId,
+    /// The creator's nonce.
+    pub(crate) nonce: [u8; 16],
+    /// The epoch of the state applied last.
+    pub(crate) epoch: u64,
+    /// The hash of the state applied last: the next one names it.
+    pub(crate) head: StateHash,
+    /// The admins of the state applied last: only they may issue the next.
+    pub(crate) admins: Vec<UserId>,
+    /// Users barred from the room.
+    pub(crate) banned: Vec<UserId>,
+    /// The room's secrets before the current one, newest first (at most
+    /// `chain::MAX_PREVIOUS_SECRETS`), so frames sent under a recent one
+    /// can still be opened; see [`RoomRecord::secrets`].
+    pub(crate) previous_secrets: Vec<RoomSecret>,
+}
+
+/// A [`RoomRecord`] as stored before states formed a chain.
+#[derive(Serialize, Deserialize)]
+struct RoomRecordV2 {
+    version: u8,
+    room_id: RoomId,
+    dm_with: Option<UserId>,
+    name: Option<String>,
+    members: Vec<UserId>,
+    admins: Vec<UserId>,
+    secret: Option<RoomSecret>,
+    left: bool,
+    topic: RoomTopic,
+    lamport: u64,
+    next_seq: u64,
+    state_lamport: u64,
 }
 
 /// A [`RoomRecord`] as stored before `state_lamport` existed.
@@ -146,15 +188,42 @@ impl RoomRecord {
             lamport: 0,
             next_seq: 0,
             state_lamport: 0,
+            chain: None,
         }
     }
 
-    /// Decodes a stored room, in this layout or the one before (whose
-    /// states count as applied at Lamport time 0).
+    /// The room's secrets, current first, then the previous ones newest
+    /// first (a bounded few, kept after a rotation for frames still in
+    /// flight). Whatever derives from a room secret (its topic, a key for
+    /// envelope headers) can try each. Empty for a DM.
+    pub(crate) fn secrets(&self) -> impl Iterator<Item = &RoomSecret> {
+        let previous = self.chain.iter().flat_map(|c| c.previous_secrets.iter());
+        self.secret.iter().chain(previous)
+    }
+
+    /// Decodes a stored room, in this layout or an earlier one (whose
+    /// states count as applied at Lamport time 0, and which has no chain).
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, codec::DecodeError> {
         match codec::decode::<Self>(bytes, MAX_RECORD_BYTES) {
             Ok(r) => Ok(r),
             Err(new) => {
+                if let Ok(old) = codec::decode::<RoomRecordV2>(bytes, MAX_RECORD_BYTES) {
+                    return Ok(Self {
+                        version: old.version,
+                        room_id: old.room_id,
+                        dm_with: old.dm_with,
+                        name: old.name,
+                        members: old.members,
+                        admins: old.admins,
+                        secret: old.secret,
+                        left: old.left,
+                        topic: old.topic,
+                        lamport: old.lamport,
+                        next_seq: old.next_seq,
+                        state_lamport: old.state_lamport,
+                        chain: None,
+                    });
+                }
                 let Ok(old) = codec::decode::<RoomRecordV1>(bytes, MAX_RECORD_BYTES) else {
                     return Err(new);
                 };
@@ -171,6 +240,7 @@ impl RoomRecord {
                     lamport: old.lamport,
                     next_seq: old.next_seq,
                     state_lamport: 0,
+                    chain: None,
                 })
             }
         }
@@ -289,5 +359,44 @@ mod tests {
         // And the new layout round-trips.
         let bytes = codec::encode(&loaded).unwrap();
         assert_eq!(RoomRecord::decode(&bytes).unwrap().lamport, 12);
+    }
+
+    #[test]
+    fn rooms_stored_before_state_chains_still_load_without_one() {
+        let user = UserId::from_bytes([1; 32]);
+        let old = RoomRecordV2 {
+            version: VERSION,
+            room_id: RoomId::from_bytes([9; 16]),
+            dm_with: None,
+            name: Some("r".into()),
+            members: vec![user],
+            admins: vec![user],
+            secret: Some(RoomSecret::from_bytes([7; 32])),
+            left: false,
+            topic: safemeet_proto::room::RoomTopic::from_bytes([3; 32]),
+            lamport: 12,
+            next_seq: 4,
+            state_lamport: 5,
+        };
+        let bytes = codec::encode(&old).unwrap();
+        let loaded = RoomRecord::decode(&bytes).unwrap();
+        assert_eq!(loaded.state_lamport, 5);
+        assert!(loaded.chain.is_none());
+        assert_eq!(loaded.secrets().count(), 1);
+        let mut with_chain = loaded.clone();
+        with_chain.chain = Some(Chain {
+            creator: user,
+            nonce: [1; 16],
+            epoch: 3,
+            head: StateHash::from_bytes([2; 32]),
+            admins: vec![user],
+            banned: Vec::new(),
+            previous_secrets: vec![RoomSecret::from_bytes([8; 32])],
+        });
+        let bytes = codec::encode(&with_chain).unwrap();
+        let back = RoomRecord::decode(&bytes).unwrap();
+        assert_eq!(back.chain.map(|c| c.epoch), Some(3));
+        let secrets: Vec<u8> = with_chain.secrets().map(|s| s.expose()[0]).collect();
+        assert_eq!(secrets, vec![7, 8]);
     }
 }

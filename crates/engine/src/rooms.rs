@@ -1,26 +1,34 @@
-//! Group rooms: creation, invitations, leaving, and the state events that
-//! carry a room's name, secret, members and admins.
+//! Group rooms: creation, invitations, leaving, removing and banning
+//! members, and the state events that carry a room's name, secret,
+//! members, admins and bans.
 //!
 //! A room's state travels as a `RoomState` event in the room itself, so it
 //! is end-to-end encrypted and authenticated like any message (sealed
-//! sender). Receivers accept a state change only from a current admin; a
-//! room they do not know yet they join only from an admin the state names,
-//! when it lists them as a member. A member leaves with a `Leave`
-//! membership event about themself. Removing a member changes the set of
-//! devices the room key goes to, so the next message starts a new session
-//! the removed member never gets.
+//! sender). States form a chain rooted at the room's creator; which states
+//! a device accepts, and when the room's secret (hence its gossip topic)
+//! changes, is in the `chain` module. A member leaves with a `Leave`
+//! membership event about themself; an admin removes or bans one with a
+//! `Remove` or `Ban` event to the old members (so the removed member stops
+//! taking part), then a new state with a new secret to the remaining ones.
+//! Removing a member also changes the set of devices the room key goes
+//! to, so the next message starts a new Megolm session the removed member
+//! never gets.
 
 use safemeet_crypto::EncryptedBatch;
 use safemeet_crypto::EncryptedStore;
-use safemeet_proto::event::{EventContent, Membership, MembershipChange, RoomState};
-use safemeet_proto::room::RoomSecret;
+use safemeet_proto::event::{
+    EventContent, Membership, MembershipChange, ROOM_STATE_VERSION, RoomState,
+};
+use safemeet_proto::limits::MAX_ROOM_BANNED;
+use safemeet_proto::room::{RoomSecret, room_id_for};
 use safemeet_proto::{EventId, RoomId, UserId, codec};
 use safemeet_store::{Keyspace, Store};
 use zeroize::Zeroize;
 
+use crate::chain::MAX_PREVIOUS_SECRETS;
 use crate::core::Core;
-use crate::records::{MAX_RECORD_BYTES, RoomIndex, RoomRecord, VERSION, name};
-use crate::{Error, LogEntry, RoomInfo};
+use crate::records::{Chain, MAX_RECORD_BYTES, RoomIndex, RoomRecord, VERSION, name};
+use crate::{Error, RoomInfo};
 
 /// Stages a room record (of a room already in the index, if a group room).
 pub(crate) fn put_room<S: Store>(
@@ -65,62 +73,6 @@ pub(crate) fn stage_room<S: Store>(
         }
     }
     Ok(())
-}
-
-/// Applies a received state or membership event (sent at Lamport time
-/// `lamport`) to `room` (a group room known or being joined). Returns the
-/// log entry to record, if the room changed. A state older than the one
-/// applied last is ignored: states arrive in no fixed order.
-pub(crate) fn update_room_from_event(
-    room: &mut RoomRecord,
-    me: UserId,
-    sender: UserId,
-    lamport: u64,
-    content: &EventContent,
-) -> Option<LogEntry> {
-    match content {
-        EventContent::RoomState(state) => {
-            let creating = room.members.is_empty();
-            if !creating && lamport < room.state_lamport {
-                tracing::debug!("an older room state was ignored");
-                return None;
-            }
-            let allowed = if creating {
-                state.admins.contains(&sender)
-            } else {
-                room.admins.contains(&sender)
-            };
-            if !allowed {
-                tracing::debug!("a room state from a non-admin was ignored");
-                return None;
-            }
-            room.name = Some(state.name.clone());
-            room.members = state.members.clone();
-            room.admins = state.admins.clone();
-            room.topic = state.secret.topic();
-            room.secret = Some(state.secret.clone());
-            room.left = !room.members.contains(&me);
-            room.state_lamport = lamport;
-            Some(room_log(room))
-        }
-        EventContent::Membership(Membership {
-            user_id,
-            change: MembershipChange::Leave,
-        }) if *user_id == sender => {
-            room.members.retain(|u| *u != sender);
-            room.admins.retain(|u| *u != sender);
-            Some(room_log(room))
-        }
-        _ => None,
-    }
-}
-
-fn room_log(room: &RoomRecord) -> LogEntry {
-    LogEntry::Room {
-        room_id: room.room_id,
-        name: room.name.clone().unwrap_or_default(),
-        members: room.members.clone(),
-    }
 }
 
 /// The room id of the direct conversation between two users (the same
@@ -192,18 +144,60 @@ impl<S: Store + Clone> Core<S> {
         Ok(out)
     }
 
-    fn send_state(&mut self, room: RoomRecord) -> Result<EventId, Error> {
-        let secret = room.secret.clone().ok_or(Error::InvalidInput(
-            "a direct conversation has no room state".into(),
-        ))?;
+    /// A fresh random room secret.
+    fn new_secret(&mut self) -> RoomSecret {
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut self.rng, &mut bytes);
+        let secret = RoomSecret::from_bytes(bytes);
+        bytes.zeroize();
+        secret
+    }
+
+    /// Issues the room's next state from its record (members, admins,
+    /// name as they are now), with a new secret if `rotate`, and sends it
+    /// to the members.
+    fn issue_state(&mut self, mut room: RoomRecord, rotate: bool) -> Result<EventId, Error> {
+        let no_chain = || {
+            Error::InvalidInput(
+                "this room was made before room states formed a chain; create it again".into(),
+            )
+        };
+        let chain = room.chain.clone().ok_or_else(no_chain)?;
+        let current = room.secret.clone().ok_or_else(no_chain)?;
+        let secret = if rotate {
+            self.new_secret()
+        } else {
+            current.clone()
+        };
         let state = RoomState {
-            version: 1,
+            version: ROOM_STATE_VERSION,
             name: room.name.clone().unwrap_or_default(),
-            secret,
+            secret: secret.clone(),
             members: room.members.clone(),
             admins: room.admins.clone(),
+            banned: chain.banned.clone(),
+            creator: chain.creator,
+            nonce: chain.nonce,
+            epoch: chain.epoch.checked_add(1).ok_or_else(no_chain)?,
+            prev: Some(chain.head),
         };
-        self.send_event(room, EventContent::RoomState(state))
+        let head = checked_hash(&state)?;
+        let mut previous_secrets = chain.previous_secrets;
+        if rotate {
+            previous_secrets.insert(0, current);
+            previous_secrets.truncate(MAX_PREVIOUS_SECRETS);
+        }
+        room.topic = secret.topic();
+        room.secret = Some(secret);
+        room.chain = Some(Chain {
+            epoch: state.epoch,
+            head,
+            admins: state.admins.clone(),
+            previous_secrets,
+            ..chain
+        });
+        self.rooms_changed = true;
+        self.send_event(room, EventContent::RoomState(Box::new(state)))
     }
 
     /// Creates a group room with these contacts; this user is its admin.
@@ -228,50 +222,74 @@ impl<S: Store + Clone> Core<S> {
                 "a room called {room_name:?} exists"
             )));
         }
-        let mut bytes = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut self.rng, &mut bytes);
-        let secret = RoomSecret::from_bytes(bytes);
-        bytes.zeroize();
-        let mut id = [0u8; 16];
-        rand::RngCore::fill_bytes(&mut self.rng, &mut id);
+        let secret = self.new_secret();
+        let mut nonce = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut self.rng, &mut nonce);
+        let room_id = room_id_for(&me, &nonce);
+        let state = RoomState {
+            version: ROOM_STATE_VERSION,
+            name: room_name.to_owned(),
+            secret: secret.clone(),
+            members: members.clone(),
+            admins: vec![me],
+            banned: Vec::new(),
+            creator: me,
+            nonce,
+            epoch: 0,
+            prev: None,
+        };
+        let head = checked_hash(&state)?;
         let room = RoomRecord {
             version: VERSION,
-            room_id: RoomId::from_bytes(id),
+            room_id,
             dm_with: None,
             name: Some(room_name.to_owned()),
             members,
             admins: vec![me],
             topic: secret.topic(),
-            secret: Some(secret.clone()),
+            secret: Some(secret),
             left: false,
             lamport: 0,
             next_seq: 0,
             state_lamport: 0,
+            chain: Some(Chain {
+                creator: me,
+                nonce,
+                epoch: 0,
+                head,
+                admins: vec![me],
+                banned: Vec::new(),
+                previous_secrets: Vec::new(),
+            }),
         };
-        // Validate the state as receivers will.
-        let probe = RoomState {
-            version: 1,
-            name: room_name.to_owned(),
-            secret,
-            members: room.members.clone(),
-            admins: room.admins.clone(),
-        };
-        let encoded = codec::encode(&probe)?;
-        codec::decode::<RoomState>(&encoded, MAX_RECORD_BYTES)
-            .map_err(|e| Error::InvalidInput(e.to_string()))?;
-        let room_id = room.room_id;
-        self.send_state(room)?;
+        self.send_event(room, EventContent::RoomState(Box::new(state)))?;
         Ok(room_id)
     }
 
-    /// Adds a contact to a group room (admins only).
+    /// Adds a contact to a group room. Only the creator can: an invitee
+    /// takes a room only from its creator (see the `chain` module).
     pub(crate) fn room_invite(&mut self, room: &RoomId, user: &UserId) -> Result<(), Error> {
         let me = self.machine.account().user_id();
-        let mut room = self.group_room(room)?;
+        let room = self.group_room(room)?;
         if !room.admins.contains(&me) {
             return Err(Error::InvalidInput(
                 "only the room's admins can invite".into(),
             ));
+        }
+        let chain = room.chain.as_ref().ok_or_else(|| {
+            Error::InvalidInput(
+                "this room was made before room states formed a chain; create it again".into(),
+            )
+        })?;
+        if chain.creator != me {
+            return Err(Error::InvalidInput(
+                "only the room's creator can invite: invitees check the room against it".into(),
+            ));
+        }
+        if chain.banned.contains(user) {
+            return Err(Error::InvalidInput(format!(
+                "{user} is banned from this room"
+            )));
         }
         if self.contact(user)?.is_none() {
             return Err(Error::UnknownContact(*user));
@@ -279,9 +297,97 @@ impl<S: Store + Clone> Core<S> {
         if room.members.contains(user) {
             return Ok(());
         }
+        let mut room = room;
         room.members.push(*user);
-        self.send_state(room)?;
+        self.issue_state(room, false)?;
         Ok(())
+    }
+
+    /// Removes a member from a group room (admins only), and bars them
+    /// from it if `ban`: tells every member (the removed one too, so it
+    /// stops taking part), then sends the remaining members a new state
+    /// with a new secret.
+    pub(crate) fn room_remove(
+        &mut self,
+        room: &RoomId,
+        user: &UserId,
+        ban: bool,
+    ) -> Result<(), Error> {
+        let me = self.machine.account().user_id();
+        let room = self.group_room(room)?;
+        if !room.admins.contains(&me) {
+            return Err(Error::InvalidInput(
+                "only the room's admins can remove or ban members".into(),
+            ));
+        }
+        if *user == me {
+            return Err(Error::InvalidInput(
+                "you cannot remove yourself; leave the room instead".into(),
+            ));
+        }
+        let Some(chain) = room.chain.clone() else {
+            return Err(Error::InvalidInput(
+                "this room was made before room states formed a chain; create it again".into(),
+            ));
+        };
+        if !room.members.contains(user) {
+            return Err(Error::UnknownMember {
+                room: room.room_id,
+                user: *user,
+            });
+        }
+        if ban && chain.banned.len() >= MAX_ROOM_BANNED {
+            return Err(Error::InvalidInput(format!(
+                "a room bans at most {MAX_ROOM_BANNED} users"
+            )));
+        }
+        let room_id = room.room_id;
+        let change = if ban {
+            MembershipChange::Ban
+        } else {
+            MembershipChange::Remove
+        };
+        self.send_event(
+            room,
+            EventContent::Membership(Membership {
+                user_id: *user,
+                change,
+            }),
+        )?;
+        let mut room = self.group_room(&room_id)?;
+        room.members.retain(|u| u != user);
+        room.admins.retain(|u| u != user);
+        if ban && let Some(chain) = room.chain.as_mut() {
+            chain.banned.push(*user);
+        }
+        self.issue_state(room, true)?;
+        Ok(())
+    }
+
+    /// Notes that this device issues the next state of a room a member
+    /// left.
+    pub(crate) fn rotation_due(&mut self, room: RoomId) {
+        if !self.rotations_due.contains(&room) {
+            self.rotations_due.push(room);
+        }
+    }
+
+    /// Issues the new state of rooms a member left, where this device is
+    /// the one to (see the `chain` module).
+    pub(crate) fn rotate_due(&mut self) {
+        for room_id in std::mem::take(&mut self.rotations_due) {
+            let me = self.machine.account().user_id();
+            let result = self.group_room(&room_id).and_then(|room| {
+                if room.left || !room.admins.contains(&me) {
+                    return Ok(());
+                }
+                self.issue_state(room, true).map(|_| ())
+            });
+            if let Err(e) = result {
+                // The error may name the room: only its kind is logged.
+                tracing::warn!(kind = ?e.kind(), "a room's secret could not be rotated");
+            }
+        }
     }
 
     /// Leaves a group room: tells the members, then stops taking part.
@@ -310,54 +416,10 @@ impl<S: Store + Clone> Core<S> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn user(b: u8) -> UserId {
-        UserId::from_bytes([b; 32])
-    }
-
-    fn state(members: &[u8]) -> EventContent {
-        EventContent::RoomState(RoomState {
-            version: 1,
-            name: "r".into(),
-            secret: RoomSecret::from_bytes([7; 32]),
-            members: members.iter().map(|b| user(*b)).collect(),
-            admins: vec![user(1)],
-        })
-    }
-
-    fn room() -> RoomRecord {
-        RoomRecord {
-            version: VERSION,
-            room_id: RoomId::from_bytes([9; 16]),
-            dm_with: None,
-            name: None,
-            members: Vec::new(),
-            admins: Vec::new(),
-            secret: None,
-            left: false,
-            topic: safemeet_proto::room::RoomTopic::from_bytes([0; 32]),
-            lamport: 0,
-            next_seq: 0,
-            state_lamport: 0,
-        }
-    }
-
-    #[test]
-    fn an_older_room_state_arriving_late_does_not_undo_a_newer_one() {
-        let (admin, me) = (user(1), user(2));
-        let mut r = room();
-        assert!(update_room_from_event(&mut r, me, admin, 1, &state(&[1, 2])).is_some());
-        // The newer state (adding 3) arrives before the older one (adding 4
-        // alone was never sent: it stands for any earlier list).
-        assert!(update_room_from_event(&mut r, me, admin, 5, &state(&[1, 2, 3, 4])).is_some());
-        assert!(update_room_from_event(&mut r, me, admin, 4, &state(&[1, 2, 4])).is_none());
-        assert_eq!(r.members.len(), 4);
-        assert_eq!(r.state_lamport, 5);
-        // A later state applies, and may remove this user.
-        assert!(update_room_from_event(&mut r, me, admin, 6, &state(&[1, 3])).is_some());
-        assert!(r.left);
-    }
+/// A state's hash, once it is known to decode as receivers will decode it.
+fn checked_hash(state: &RoomState) -> Result<safemeet_proto::room::StateHash, Error> {
+    let encoded = codec::encode(state)?;
+    codec::decode::<RoomState>(&encoded, MAX_RECORD_BYTES)
+        .map_err(|e| Error::InvalidInput(e.to_string()))?;
+    Ok(state.hash()?)
 }

@@ -29,6 +29,10 @@ pub const MAX_EMAILS: usize = 8;
 /// Most members of one room.
 pub const MAX_ROOM_MEMBERS: usize = 256;
 
+/// Most users a room state lists as banned: as many as it may have
+/// members, so a room can bar every user it ever had.
+pub const MAX_ROOM_BANNED: usize = MAX_ROOM_MEMBERS;
+
 /// Most event ids in one receipt.
 pub const MAX_RECEIPT_EVENTS: usize = 256;
 

@@ -7,6 +7,11 @@
 //! conversation has no secret; [`dm_room`] derives its room id and topic
 //! from the two user ids, so both sides find the same room.
 //!
+//! A group room's id commits to its creator: [`room_id_for`] derives it
+//! from the creator's user id and a random nonce, so anyone holding the
+//! room's first state can check who made the room. Each room state is
+//! named by its [`StateHash`], which the next state refers to.
+//!
 //! These derivations are a format: every device must compute the same
 //! bytes, so they live here, next to the types, and are pinned by tests.
 //!
@@ -23,6 +28,10 @@ use crate::{RoomId, UserId};
 
 /// BLAKE3 context of a group room's topic (from its secret).
 const ROOM_TOPIC_CONTEXT: &str = "safemeet/v1/room-topic";
+/// BLAKE3 context of a group room's id (from its creator and a nonce).
+const ROOM_ID_CONTEXT: &str = "safemeet/v1/room-id";
+/// BLAKE3 context of a room state's hash (from its encoding).
+const ROOM_STATE_CONTEXT: &str = "safemeet/v1/room-state";
 /// BLAKE3 context of the hash that both a DM room's id and topic come from.
 const DM_ROOM_CONTEXT: &str = "safemeet/v1/dm-room";
 /// BLAKE3 context of a DM room's topic (from the DM room hash).
@@ -93,6 +102,52 @@ impl fmt::Debug for RoomTopic {
     }
 }
 
+/// The id of the group room that `creator` made with `nonce`: the first
+/// 16 bytes of a keyed BLAKE3 hash of both. Finding another creator and
+/// nonce with the same id is a second preimage on 128 bits.
+pub fn room_id_for(creator: &UserId, nonce: &[u8; 16]) -> RoomId {
+    let mut hasher = blake3::Hasher::new_derive_key(ROOM_ID_CONTEXT);
+    hasher.update(creator.as_bytes());
+    hasher.update(nonce);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    RoomId::from_bytes(id)
+}
+
+/// The hash of a room state (see `RoomState::hash`): what the next state
+/// names as the one it replaces. Not secret, but it names a room's
+/// history, so `Debug` prints only its first bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StateHash([u8; 32]);
+
+impl StateHash {
+    /// Wraps hash bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The hash's bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The hash of an encoded room state.
+    pub fn derive(encoded_state: &[u8]) -> Self {
+        Self(blake3::derive_key(ROOM_STATE_CONTEXT, encoded_state))
+    }
+}
+
+impl fmt::Debug for StateHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "StateHash({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
+    }
+}
+
 /// The room id and gossip topic of the direct conversation between two
 /// users: the same whichever of them asks.
 pub fn dm_room(a: &UserId, b: &UserId) -> (RoomId, RoomTopic) {
@@ -143,6 +198,24 @@ mod tests {
         assert_ne!(dm_room(&alice, &bob).0, dm_room(&alice, &carol).0);
         assert_ne!(dm_room(&alice, &bob).1, dm_room(&alice, &carol).1);
     }
+
+    #[test]
+    fn the_room_id_commits_to_the_creator_and_nonce() {
+        let alice = UserId::from_bytes([1; 32]);
+        let mallory = UserId::from_bytes([2; 32]);
+        let id = room_id_for(&alice, &[5; 16]);
+        assert_eq!(id, room_id_for(&alice, &[5; 16]));
+        assert_ne!(id, room_id_for(&mallory, &[5; 16]));
+        assert_ne!(id, room_id_for(&alice, &[6; 16]));
+        // Pinned: every device must derive the same id.
+        assert_eq!(
+            room_id_for(&UserId::from_bytes([0; 32]), &[0; 16]).as_bytes()[..4],
+            PINNED_ROOM_ID_PREFIX
+        );
+    }
+
+    /// The first bytes of the room id of the all-zero creator and nonce.
+    const PINNED_ROOM_ID_PREFIX: [u8; 4] = [225, 71, 210, 54];
 
     #[test]
     fn encoded_like_a_byte_array() {

@@ -102,6 +102,15 @@ fn room_topic_derivations_are_pinned() {
     let (id, topic) = dm_room(&UserId::from_bytes([1; 32]), &UserId::from_bytes([2; 32]));
     insta::assert_snapshot!("dm_room_id", hex(id.as_bytes()));
     insta::assert_snapshot!("dm_room_topic", hex(topic.as_bytes()));
+    let creator = UserId::from_bytes([1; 32]);
+    insta::assert_snapshot!(
+        "room_id_for_creator",
+        hex(safemeet_proto::room::room_id_for(&creator, &[2; 16]).as_bytes())
+    );
+    insta::assert_snapshot!(
+        "room_state_hash",
+        hex(fixtures::room_state().hash().unwrap().as_bytes())
+    );
     insta::assert_snapshot!(
         "room_topic_encoded",
         hex(&codec::encode(&RoomTopic::from_bytes([7; 32])).unwrap())

@@ -10,6 +10,11 @@
 //! a [`trace`](Sim::trace) with peers named by node index and frames by
 //! their size, so a seeded run can be compared with another.
 //!
+//! A node can play a hostile member ([`Sim::send_unchecked`] sends any
+//! room event to any members) or a node that keeps listening on every
+//! topic it ever joined ([`SimNode::keep_topics`]; [`SimNode::gossip_heard`]
+//! records the gossip that reached it).
+//!
 //! What is modelled, not real: the network (no libp2p), the relay (no
 //! receipts to check), and connections (a node learns that a peer
 //! connected on its first delivery either way). The cores, the crypto
@@ -64,6 +69,11 @@ pub struct SimNode {
     pub online: bool,
     /// Whether gossip to it is lost.
     pub drop_gossip: bool,
+    /// Whether it stays on every topic it ever joined (a hostile node that
+    /// keeps listening after it left a room).
+    pub keep_topics: bool,
+    /// When gossip frames reached it (whether or not its core took them).
+    pub gossip_heard: Vec<Duration>,
     subscribed: BTreeSet<[u8; 32]>,
     replies: HashMap<RequestId, Result<Response, Error>>,
     next_request: RequestId,
@@ -209,6 +219,8 @@ impl Sim {
                 user,
                 online: true,
                 drop_gossip: false,
+                keep_topics: false,
+                gossip_heard: Vec::new(),
                 subscribed: BTreeSet::new(),
                 replies: HashMap::new(),
                 next_request: 0,

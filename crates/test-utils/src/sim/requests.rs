@@ -5,7 +5,9 @@ use safemeet_engine::{
     Command, Error, Input, LogEntry, MessageState, NetInput, RequestId, Response, RoomInfo,
     TimelineEntry,
 };
-use safemeet_proto::RoomId;
+use safemeet_proto::event::EventContent;
+use safemeet_proto::room::RoomTopic;
+use safemeet_proto::{EventId, RoomId};
 
 use super::Sim;
 
@@ -156,6 +158,27 @@ impl Sim {
             matches!(self.reply(i, id), Some(Ok(Response::Sent(_)))),
             "the send was refused"
         );
+    }
+
+    /// Node `i` sends `content` in `room` to these nodes with none of the
+    /// engine's checks (a hostile member; see `Core::send_unchecked`).
+    pub fn send_unchecked(
+        &mut self,
+        i: usize,
+        room: RoomId,
+        to: &[usize],
+        content: EventContent,
+    ) -> Result<EventId, Error> {
+        let members = to.iter().map(|m| self.nodes[*m].user).collect();
+        let sent = self.nodes[i].core.send_unchecked(room, members, content);
+        // Carries out what the send queued.
+        self.feed(i, Input::Timer);
+        sent
+    }
+
+    /// The gossip topic of `room` on node `i`, if it is in the room.
+    pub fn room_topic(&mut self, i: usize, room: RoomId) -> Option<RoomTopic> {
+        self.nodes[i].core.room_topic(&room).ok()
     }
 
     /// Node `i`'s event log.

@@ -69,6 +69,8 @@ impl Sim {
             ),
             Event::Gossip { to, topic, frame } => {
                 if self.nodes[to].online && self.nodes[to].subscribed.contains(topic.as_bytes()) {
+                    let at = self.mono;
+                    self.nodes[to].gossip_heard.push(at);
                     let token = self.token();
                     self.feed(
                         to,
@@ -302,7 +304,8 @@ impl Sim {
             Output::Subscribe(topic) => {
                 self.nodes[i].subscribed.insert(*topic.as_bytes());
             }
-            Output::Unsubscribe(topic) => {
+            // A node that keeps its topics stays on them.
+            Output::Unsubscribe(topic) if !self.nodes[i].keep_topics => {
                 self.nodes[i].subscribed.remove(topic.as_bytes());
             }
             Output::Answer { reply, answer } => {
