@@ -194,6 +194,7 @@ impl EngineNodes {
             gossip_grace: Duration::from_millis(k.gossip_grace_ms),
             retry_initial: Duration::from_millis(k.retry_initial_ms),
             retry_max: Duration::from_millis(k.retry_max_ms),
+            direct_room_max_devices: k.direct_room_max_devices,
             ..safemeet_engine::Config::default()
         }
     }

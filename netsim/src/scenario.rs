@@ -244,6 +244,9 @@ pub struct NodeKnobs {
     /// 60 000; it also drains on start and when a relay connects after a
     /// drain failed).
     pub mailbox_poll_ms: u64,
+    /// Rooms of at most this many member devices go by direct fan-out
+    /// instead of gossip (production: 32; 0 puts every room on gossip).
+    pub direct_room_max_devices: usize,
 }
 
 impl Default for NodeKnobs {
@@ -255,6 +258,7 @@ impl Default for NodeKnobs {
             retry_max_ms: 300_000,
             setup_timeout_s: 120.0,
             mailbox_poll_ms: 60_000,
+            direct_room_max_devices: safemeet_engine::DIRECT_ROOM_MAX_DEVICES,
         }
     }
 }

@@ -63,7 +63,11 @@ at_s = 2
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_network_passes() {
-    let report = run(scenario("latency_ms = 10\njitter_ms = 2", 60)).await;
+    // The room (4 members) would go by direct fan-out: put it on gossip,
+    // so the meshes are measured.
+    let mut s = scenario("latency_ms = 10\njitter_ms = 2", 60);
+    s.node.direct_room_max_devices = 0;
+    let report = run(s).await;
     assert!(report.passed, "{}", report.summary());
     assert_eq!(report.run.delivery_ratio, 1.0);
     assert!(report.run.latency.p50_ms.unwrap() >= 10.0);

@@ -15,8 +15,11 @@
 //!   state for someone else's room is refused, and the real state is then
 //!   taken as if the forgery never came.
 //!   A member who left or was removed and is invited again joins the same
-//!   way (the states in between never reached it), with a newer epoch than
-//!   the last state it had.
+//!   way (the states in between never reached it), from a newer epoch than
+//!   the last state it had, and only from a state that *adds* it
+//!   (`RoomState::added`): a state the admin issued before it saw the
+//!   leave (a rotation for another member's leave) still lists the leaver
+//!   as a member, and must not take it back in.
 //! - **Every later state extends the head.** Each state names the
 //!   [`StateHash`] of the state it replaces (`prev`) and its epoch (one
 //!   more). A device that knows the room takes a state only when `prev` is
@@ -151,7 +154,12 @@ fn check_state(
     }
     if room.left {
         // Back after leaving or a removal: the states in between never
-        // came here, so the creator vouches again, for a newer state.
+        // came here, so the creator vouches again, for a newer state that
+        // brings this user in. A state issued before the leave was seen
+        // still lists this user, but does not add them.
+        if !state.added.contains(&me) {
+            return refused("the state does not bring this user back in");
+        }
         return joining(Some(chain.epoch));
     }
     if state.epoch <= chain.epoch {

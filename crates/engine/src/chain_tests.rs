@@ -33,6 +33,12 @@ fn state(epoch: u64, prev: Option<StateHash>, members: &[u8], secret: u8) -> Roo
         nonce: NONCE,
         epoch,
         prev,
+        // Everyone but the creator, as if each state invited them.
+        added: members
+            .iter()
+            .filter(|b| **b != ALICE)
+            .map(|b| user(*b))
+            .collect(),
     }
 }
 
@@ -302,4 +308,30 @@ fn a_member_who_left_rejoins_from_a_newer_creator_state_only() {
     // And the chain goes on from there.
     apply(&mut room, ALICE, &next(&back, &[ALICE, BOB, CAROL], 2)).unwrap();
     assert_eq!(room.members.len(), 3);
+}
+
+#[test]
+fn a_state_issued_before_a_leave_was_seen_does_not_take_the_leaver_back() {
+    let (mut room, genesis) = joined();
+    let second = next(&genesis, &[ALICE, BOB, CAROL], 1);
+    apply(&mut room, ALICE, &second).unwrap();
+    // Bob is out (here removed; his own leave marks him out the same way).
+    membership(&mut room, ALICE, BOB, MembershipChange::Remove).unwrap();
+    assert!(room.left);
+    // A state Alice issued before that (a rotation for Carol's leave)
+    // still lists Bob, but does not bring him in.
+    let mut stale = next(&second, &[ALICE, BOB], 2);
+    stale.added.clear();
+    assert!(matches!(
+        apply(&mut room, ALICE, &stale),
+        Err(Refusal::Refused(_))
+    ));
+    assert!(room.left, "Bob stays out");
+    // Her invitation, later, does.
+    let mut rotated = next(&stale, &[ALICE], 3);
+    rotated.added.clear();
+    let mut back = next(&rotated, &[ALICE, BOB], 3);
+    back.added = vec![user(BOB)];
+    apply(&mut room, ALICE, &back).unwrap();
+    assert!(!room.left);
 }

@@ -154,9 +154,14 @@ impl<S: Store + Clone> Core<S> {
     }
 
     /// Issues the room's next state from its record (members, admins,
-    /// name as they are now), with a new secret if `rotate`, and sends it
-    /// to the members.
-    fn issue_state(&mut self, mut room: RoomRecord, rotate: bool) -> Result<EventId, Error> {
+    /// name as they are now), with a new secret if `rotate`, bringing in
+    /// `added`, and sends it to the members.
+    fn issue_state(
+        &mut self,
+        mut room: RoomRecord,
+        rotate: bool,
+        added: Vec<UserId>,
+    ) -> Result<EventId, Error> {
         let no_chain = || {
             Error::InvalidInput(
                 "this room was made before room states formed a chain; create it again".into(),
@@ -180,6 +185,7 @@ impl<S: Store + Clone> Core<S> {
             nonce: chain.nonce,
             epoch: chain.epoch.checked_add(1).ok_or_else(no_chain)?,
             prev: Some(chain.head),
+            added,
         };
         let head = checked_hash(&state)?;
         let mut previous_secrets = chain.previous_secrets;
@@ -237,6 +243,7 @@ impl<S: Store + Clone> Core<S> {
             nonce,
             epoch: 0,
             prev: None,
+            added: members.iter().filter(|u| **u != me).copied().collect(),
         };
         let head = checked_hash(&state)?;
         let room = RoomRecord {
@@ -299,7 +306,7 @@ impl<S: Store + Clone> Core<S> {
         }
         let mut room = room;
         room.members.push(*user);
-        self.issue_state(room, false)?;
+        self.issue_state(room, false, vec![*user])?;
         Ok(())
     }
 
@@ -360,7 +367,7 @@ impl<S: Store + Clone> Core<S> {
         if ban && let Some(chain) = room.chain.as_mut() {
             chain.banned.push(*user);
         }
-        self.issue_state(room, true)?;
+        self.issue_state(room, true, Vec::new())?;
         Ok(())
     }
 
@@ -381,7 +388,7 @@ impl<S: Store + Clone> Core<S> {
                 if room.left || !room.admins.contains(&me) {
                     return Ok(());
                 }
-                self.issue_state(room, true).map(|_| ())
+                self.issue_state(room, true, Vec::new()).map(|_| ())
             });
             if let Err(e) = result {
                 // The error may name the room: only its kind is logged.

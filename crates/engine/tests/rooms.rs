@@ -81,6 +81,7 @@ fn a_forged_first_state_from_a_contact_is_refused_and_the_real_ones_are_taken() 
         nonce,
         epoch: 0,
         prev: None,
+        added: vec![bob],
     };
     let to = [MALLORY, BOB];
     sim.send_unchecked(
@@ -312,6 +313,7 @@ fn a_member_who_is_no_admin_cannot_ban_or_issue_a_state_and_nothing_breaks() {
         nonce: [0; 16],
         epoch: 1,
         prev: Some(safemeet_proto::room::StateHash::from_bytes([0; 32])),
+        added: Vec::new(),
     };
     sim.send_unchecked(
         BOB,
@@ -335,4 +337,40 @@ fn a_member_who_is_no_admin_cannot_ban_or_issue_a_state_and_nothing_breaks() {
     }
     sim.send_room(ALICE, room, "still one room");
     assert!(sim.run_until(MINUTE, |s| has_text(s, CAROL, room, "still one room")));
+}
+
+#[test]
+fn members_who_all_leave_and_are_invited_back_take_part_again() {
+    let mut sim = Sim::new(&["alice", "bob", "carol", "dave"], 21, |_, _| {});
+    for a in 0..4 {
+        for b in a + 1..4 {
+            sim.befriend(a, b);
+        }
+    }
+    let room = sim.create_room(ALICE, "churn", &[BOB, CAROL, 3]);
+    assert!(sim.run_until(MINUTE, |s| {
+        (1..4).all(|i| s.room_members(i, room) == Some(4))
+    }));
+    for i in 1..4 {
+        sim.ask(i, Command::RoomLeave(room)).unwrap();
+    }
+    assert!(sim.run_until(MINUTE, |s| s.room_members(ALICE, room) == Some(1)));
+    for i in 1..4 {
+        let user = sim.nodes[i].user;
+        sim.ask(ALICE, Command::RoomInvite { room, user }).unwrap();
+    }
+    let ok = sim.run_until(MINUTE, |s| {
+        (0..4).all(|i| s.room_members(i, room) == Some(4))
+    });
+    let views: Vec<_> = (0..4).map(|i| sim.room_members(i, room)).collect();
+    assert!(ok, "members seen by each: {views:?}");
+    sim.send_room(BOB, room, "back again");
+    assert!(
+        sim.run_until(MINUTE, |s| [ALICE, CAROL, 3].iter().all(|i| has_text(
+            s,
+            *i,
+            room,
+            "back again"
+        )))
+    );
 }

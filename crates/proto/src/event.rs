@@ -173,6 +173,11 @@ pub struct RoomState {
     pub epoch: u64,
     /// The hash of the state this one replaces (none for epoch 0).
     pub prev: Option<StateHash>,
+    /// The members this state brings in (invited by it). A member who
+    /// left or was removed comes back only from a state that names them
+    /// here: a state issued before their leave was seen still lists them
+    /// as a member, and must not take them back in.
+    pub added: Vec<UserId>,
 }
 
 /// The format version of [`RoomState`]: 2 since states form a chain
@@ -191,6 +196,7 @@ struct RoomStateWire {
     nonce: [u8; 16],
     epoch: u64,
     prev: Option<StateHash>,
+    added: Vec<UserId>,
 }
 
 /// A room state that breaks a limit.
@@ -231,6 +237,11 @@ impl TryFrom<RoomStateWire> for RoomState {
                 "every admin must be a member, and there must be one",
             ));
         }
+        if !distinct(&w.added) || !w.added.iter().all(|a| w.members.contains(a)) {
+            return Err(BadRoomState(
+                "the users a state adds must be distinct members",
+            ));
+        }
         if w.banned.iter().any(|b| w.members.contains(b)) {
             return Err(BadRoomState("a banned user is listed as a member"));
         }
@@ -255,6 +266,7 @@ impl TryFrom<RoomStateWire> for RoomState {
             nonce: w.nonce,
             epoch: w.epoch,
             prev: w.prev,
+            added: w.added,
         })
     }
 }
@@ -290,6 +302,7 @@ impl PartialEq for RoomState {
             && self.nonce == other.nonce
             && self.epoch == other.epoch
             && self.prev == other.prev
+            && self.added == other.added
     }
 }
 
@@ -557,6 +570,7 @@ mod tests {
             nonce: [4; 16],
             epoch: 0,
             prev: None,
+            added: vec![user(2)],
         }
     }
 
