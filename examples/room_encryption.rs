@@ -48,6 +48,11 @@ fn meet(a: &mut Machine, b: &mut Machine) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The room's header key: its messages' envelopes are sealed under it.
+fn header_key() -> safemeet_proto::header::HeaderKey {
+    safemeet_proto::header::HeaderKey::for_room(&safemeet_proto::RoomSecret::from_bytes([7; 32]))
+}
+
 fn send(
     from: &mut Machine,
     room: RoomId,
@@ -59,6 +64,7 @@ fn send(
         RoomMessage {
             room_id: room,
             topic: safemeet_proto::room::RoomTopic::from_bytes([7; 32]),
+            header: &header_key(),
             members,
             content: EventContent::Message(Message {
                 body: MessageText::new(text)?,
@@ -82,9 +88,10 @@ fn receive(sent: &RoomSend, to: &mut Machine) -> anyhow::Result<Result<String, S
         };
         to.decrypt_to_device(&env, SystemClock.now())?;
     }
-    let Envelope::Room(env) = Envelope::from_frame(&sent.message.frame()?)? else {
+    let Envelope::Room(sealed) = Envelope::from_frame(&sent.message.frame()?)? else {
         bail!("a room message that is not a room envelope");
     };
+    let env = safemeet_crypto::header::open(&header_key(), &sealed)?;
     Ok(match to.decrypt_room(&env, SystemClock.now()) {
         Ok(event) => match event.event.content {
             EventContent::Message(m) => Ok(m.body.as_str().to_owned()),

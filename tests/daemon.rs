@@ -716,22 +716,53 @@ fn malformed_frames_from_a_raw_peer_are_refused_and_the_daemon_keeps_serving() {
         safemeet_proto::padding::MESSAGE_FLOOR,
     )
     .unwrap();
-    // Well-formed envelopes whose ciphertext is garbage: never stored.
-    let forged_room = Envelope::Room(RoomEnvelope {
-        topic: safemeet_proto::room::RoomTopic::from_bytes([7; 32]),
-        session_id: [8; 32],
-        ciphertext: vec![0x03; 200],
-    })
-    .to_frame()
-    .unwrap();
+    // Room frames are sealed under a header key. A DM's key derives from
+    // the two user ids, so a raw peer who knows them can seal frames Bob
+    // opens: well-formed envelopes whose ciphertext is garbage, never
+    // stored.
+    let user = |who: &std::path::Path| -> safemeet_proto::UserId {
+        cli(who, &["whoami"])["user_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (_, dm_topic) = safemeet_proto::room::dm_room(&user(&alice), &user(&bob));
+    let dm_key = safemeet_proto::header::HeaderKey::for_dm(&dm_topic);
+    let sealed = |env: RoomEnvelope, key: &safemeet_proto::header::HeaderKey| {
+        Envelope::Room(safemeet_crypto::header::seal(key, &env).unwrap())
+            .to_frame()
+            .unwrap()
+    };
+    let forged_room = sealed(
+        RoomEnvelope {
+            topic: dm_topic.clone(),
+            session_id: [8; 32],
+            ciphertext: vec![0x03; 200],
+        },
+        &dm_key,
+    );
     let mut stranger = vodozemac::megolm::GroupSession::new(Default::default());
-    let unknown_session = Envelope::Room(RoomEnvelope {
-        topic: safemeet_proto::room::RoomTopic::from_bytes([7; 32]),
-        session_id: [6; 32],
-        ciphertext: stranger.encrypt(b"who am I").to_bytes(),
-    })
-    .to_frame()
-    .unwrap();
+    let unknown_session = sealed(
+        RoomEnvelope {
+            topic: dm_topic.clone(),
+            session_id: [6; 32],
+            ciphertext: stranger.encrypt(b"who am I").to_bytes(),
+        },
+        &dm_key,
+    );
+    // Sealed under a key Bob does not hold: it may be the frame of a room
+    // whose key share has not come yet, so "later", and never stored.
+    let unknown_key = sealed(
+        RoomEnvelope {
+            topic: dm_topic,
+            session_id: [6; 32],
+            ciphertext: vec![0x03; 200],
+        },
+        &safemeet_proto::header::HeaderKey::for_room(&safemeet_proto::RoomSecret::from_bytes(
+            [5; 32],
+        )),
+    );
     let forged_olm = Envelope::ToDevice(ToDeviceEnvelope {
         kind: OlmMessageKind::PreKey,
         session_id: [9; 32],
@@ -753,7 +784,13 @@ fn malformed_frames_from_a_raw_peer_are_refused_and_the_daemon_keeps_serving() {
             prefixed(forged_room.len() as u32, &forged_room),
             prefixed(forged_olm.len() as u32, &forged_olm),
             prefixed(unknown_session.len() as u32, &unknown_session),
+            prefixed(unknown_key.len() as u32, &unknown_key),
         ],
+    );
+    assert_eq!(
+        results[7].as_deref(),
+        Ok(&b"later"[..]),
+        "unknown header key"
     );
     // A real Megolm message of a session nobody shared might be early:
     // "later" (the sender keeps it), and it is never stored.

@@ -81,6 +81,11 @@ const HELLO: &[u8] = b"new session";
 const CHUNK: usize = 20;
 /// The room's gossip topic (opaque to the machine).
 const TOPIC: [u8; 32] = [7; 32];
+
+/// The room's header key (its messages' envelopes are sealed under it).
+fn header_key() -> safemeet_proto::header::HeaderKey {
+    safemeet_proto::header::HeaderKey::for_room(&safemeet_proto::RoomSecret::from_bytes(TOPIC))
+}
 /// Messages that share one flush on each side in the grouped sled path, as
 /// the engine's sends and receipts do at most.
 const GROUP: usize = 64;
@@ -196,6 +201,7 @@ impl<S: Store> Pair<S> {
         let message = RoomMessage {
             room_id,
             topic: safemeet_proto::room::RoomTopic::from_bytes(TOPIC),
+            header: &header_key(),
             members: &self.members,
             content,
             lamport,
@@ -213,10 +219,11 @@ impl<S: Store> Pair<S> {
             };
             self.bob.decrypt_to_device(envelope, now)?;
         }
-        let Envelope::Room(envelope) = &sent.message.envelope else {
+        let Envelope::Room(sealed) = &sent.message.envelope else {
             anyhow::bail!("a room message is not a room envelope");
         };
-        match self.bob.decrypt_room(envelope, now)?.event.content {
+        let envelope = safemeet_crypto::header::open(&header_key(), sealed)?;
+        match self.bob.decrypt_room(&envelope, now)?.event.content {
             EventContent::Message(m) => Ok(m.body.as_str().len()),
             _ => anyhow::bail!("Bob decrypted something other than a message"),
         }
@@ -343,6 +350,7 @@ impl<S: Store> RoomPath<S> {
         count: usize,
     ) -> anyhow::Result<(Duration, Option<Duration>)> {
         let cpu0 = crate::process_cpu();
+        let header = header_key();
         let start = SystemClock.instant();
         let mut done = 0;
         while done < count {
@@ -353,6 +361,7 @@ impl<S: Store> RoomPath<S> {
                 let message = RoomMessage {
                     room_id: self.room,
                     topic: safemeet_proto::room::RoomTopic::from_bytes(TOPIC),
+                    header: &header,
                     members: &self.pair.members,
                     content: content(body),
                     lamport: self.lamport,
@@ -372,14 +381,13 @@ impl<S: Store> RoomPath<S> {
                     };
                     self.pair.bob.decrypt_to_device(envelope, now)?;
                 }
-                let Envelope::Room(envelope) = &s.message.envelope else {
+                let Envelope::Room(sealed) = &s.message.envelope else {
                     anyhow::bail!("a room message is not a room envelope");
                 };
-                self.pair.bob.decrypt_room_with(
-                    envelope,
-                    now,
-                    |_| Ok(EncryptedBatch::default()),
-                )?;
+                let envelope = safemeet_crypto::header::open(&header, sealed)?;
+                self.pair
+                    .bob
+                    .decrypt_room_with(&envelope, now, |_| Ok(EncryptedBatch::default()))?;
             }
             self.pair.bob.flush()?;
             let seqs: Vec<u64> = sent

@@ -46,6 +46,7 @@ pub mod at_rest;
 pub mod certificate;
 mod encrypted_store;
 mod error;
+pub mod header;
 pub mod identity;
 pub mod machine;
 pub mod mailbox;

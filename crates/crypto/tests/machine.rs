@@ -271,6 +271,7 @@ fn forged_senders_are_rejected() {
         session_id,
         first_index: 0,
         session_key: group.session_key().to_bytes(),
+        header: header_key().root(),
     };
     let share = raw_to_device(&mallory, &mut bob, &sealed_from(&mallory, key));
     bob.machine.decrypt_to_device(&share, ts(T0)).unwrap();
@@ -363,6 +364,7 @@ fn a_forwarded_room_key_does_not_capture_the_session() {
         session_id: session_id(&group.session_id()),
         first_index: 0,
         session_key: group.session_key().to_bytes(),
+        header: header_key().root(),
     };
     let forwarded = raw_to_device(&mallory, &mut bob, &sealed_from(&mallory, key(room(8))));
     bob.machine.decrypt_to_device(&forwarded, ts(T0)).unwrap();
@@ -754,7 +756,8 @@ mod random_input {
             env.ciphertext.truncate(cut % (env.ciphertext.len() + 1));
             let _ = bob.machine.decrypt_room(&env, ts(T0));
             // A frame is checked too.
-            let frame = Envelope::Room(env).to_frame().unwrap();
+            let sealed = safemeet_crypto::header::seal(&header_key(), &env).unwrap();
+            let frame = Envelope::Room(sealed).to_frame().unwrap();
             let _ = Envelope::from_frame(&frame[..cut % frame.len()]);
             let _ = codec::encode(&share);
         }
@@ -1040,6 +1043,7 @@ fn held_messages_are_bounded_and_expire() {
         session_id: session_id(&late.session_id()),
         first_index: 0,
         session_key: late_key,
+        header: header_key().root(),
     };
     let share = raw_to_device(&alice, &mut bob, &sealed_from(&alice, key));
     let got = bob
@@ -1149,6 +1153,7 @@ fn a_doctored_session_export_loses_to_the_signed_key() {
         session_id: id,
         first_index: 0,
         session_key,
+        header: header_key().root(),
     };
     // The doctored copy arrives first and is held (unverified).
     let fake = raw_to_device(
@@ -1242,6 +1247,7 @@ fn deferred<S: safemeet_store::Store + Clone>(
             safemeet_crypto::machine::RoomMessage {
                 room_id: room(1),
                 topic: safemeet_proto::room::RoomTopic::from_bytes([9; 32]),
+                header: &header_key(),
                 members,
                 content: text(msg),
                 lamport,

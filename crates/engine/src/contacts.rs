@@ -97,6 +97,8 @@ impl<S: Store + Clone> Core<S> {
             MAX_RECORD_BYTES,
         )?;
         self.commit_contacts(batch, &index)?;
+        // A new DM: its header key.
+        self.headers.stale = true;
         if let Some(signed) = &invite.relays {
             self.keep_relay_list(signed)?;
         }
@@ -126,7 +128,7 @@ impl<S: Store + Clone> Core<S> {
 
     /// Every contact record, in the order they were added; read from the
     /// store once and kept until the contacts change.
-    fn contact_records(&self) -> Result<Arc<Vec<ContactRecord>>, Error> {
+    pub(crate) fn contact_records(&self) -> Result<Arc<Vec<ContactRecord>>, Error> {
         if let Some(cached) = self.contact_cache.borrow().as_ref() {
             return Ok(cached.clone());
         }
@@ -178,7 +180,9 @@ impl<S: Store + Clone> Core<S> {
         let mut batch = self.store.batch();
         self.store
             .batch_delete(&mut batch, Keyspace::Contacts, &name::contact(user))?;
-        self.commit_contacts(batch, &index)
+        self.commit_contacts(batch, &index)?;
+        self.headers.stale = true;
+        Ok(())
     }
 
     pub(crate) fn contact_index(&self) -> Result<ContactIndex, Error> {

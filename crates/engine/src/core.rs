@@ -71,6 +71,8 @@ pub struct Core<S: Store> {
     announced: u64,
     /// Room topics this node is subscribed to.
     pub(crate) subscribed: HashSet<RoomTopic>,
+    /// The keys room frames are opened with.
+    pub(crate) headers: crate::headers::HeaderKeys,
     /// Whether each group room goes by gossip (see `topics`), as worked
     /// out since rooms or devices last changed.
     pub(crate) gossip_mode: HashMap<RoomId, bool>,
@@ -158,6 +160,7 @@ impl<S: Store + Clone> Core<S> {
             log_durable: log_next,
             announced: 0,
             subscribed: HashSet::new(),
+            headers: Default::default(),
             gossip_mode: HashMap::new(),
             gossip_peers: BTreeSet::new(),
             rooms_changed: true,
@@ -303,6 +306,7 @@ impl<S: Store + Clone> Core<S> {
         // Rooms' modes before anything goes out: a room that grew onto
         // gossip, or shrank off it, sends this step's messages its new way.
         if self.rooms_changed || devices_changed {
+            self.headers.stale = true;
             self.sync_subscriptions();
         }
         // Direct deliveries first: a grace that ended frees its place in

@@ -47,6 +47,7 @@ mod error;
 mod events;
 mod gossip;
 mod handle;
+mod headers;
 #[cfg(feature = "test-hooks")]
 mod hooks;
 mod mailbox;

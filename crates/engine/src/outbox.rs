@@ -224,8 +224,8 @@ impl<S: Store + Clone> Core<S> {
             self.outbox.unrouted.insert(seq, item);
             return Ok(false);
         }
-        let event_id = match &item.envelope {
-            Envelope::Room(env) => safemeet_crypto::machine::event_id(env).ok(),
+        let event_id = match (&item.envelope, &item.destination) {
+            (Envelope::Room(sealed), Destination::Room(room)) => self.own_event_id(room, sealed),
             _ => None,
         };
         if let Some(id) = event_id {

@@ -145,9 +145,10 @@ impl<S: Store + Clone> Core<S> {
         let Ok(envelope) = Envelope::from_frame(frame) else {
             return (Answer::Refused, None);
         };
-        // Gossip carries room messages of its own topic only.
+        // Gossip carries room messages of its own topic only (checked once
+        // the envelope is open).
         let on_topic = match (&from, &envelope) {
-            (Source::Gossip(topic), Envelope::Room(env)) => env.topic == *topic,
+            (Source::Gossip(_), Envelope::Room(_)) => true,
             (Source::Gossip(_), _) => false,
             // A relay is no peer of the sender: acknowledgements must come
             // from the peer that names itself.
@@ -160,8 +161,20 @@ impl<S: Store + Clone> Core<S> {
         if !matches!(envelope, Envelope::Acks(_)) {
             self.unflushed_receipts += 1;
         }
-        if let Envelope::Room(env) = &envelope {
-            return match self.decrypt_and_store(env) {
+        if let Envelope::Room(sealed) = &envelope {
+            // A frame of a room whose key share has not come yet (or of a
+            // contact-to-be, whose DM key this device cannot know yet), or
+            // junk: "later", and nothing is kept or forwarded for it (see
+            // `headers`).
+            let Some(env) = self.open_header(sealed) else {
+                return (Answer::Later, None);
+            };
+            if let Source::Gossip(topic) = &from
+                && env.topic != *topic
+            {
+                return (Answer::Refused, None);
+            }
+            return match self.decrypt_and_store(&env) {
                 Ok(stored) => (Answer::Ack, Some(stored)),
                 Err(Error::Crypto(C::Replay {
                     same_ciphertext: true,
@@ -261,6 +274,12 @@ impl<S: Store + Clone> Core<S> {
         self.acks_due.extend(stored);
         // The message is used up either way: a list that cannot be kept
         // only means deliveries to that device are not left on its relays.
+        if let ToDeviceContent::RoomKey {
+            room_id, header, ..
+        } = &received.content
+        {
+            self.keep_pending_header(*room_id, header);
+        }
         if let ToDeviceContent::RelayList(list) = &received.content
             && let Err(e) = self.keep_relay_list(list)
         {

@@ -171,10 +171,12 @@ impl<S: Store + Clone> Core<S> {
             }
             Ok(batch)
         };
+        let header = crate::headers::key_of(&room);
         let unflushed = self.machine.encrypt_room_event_deferred(
             RoomMessage {
                 room_id: room.room_id,
                 topic: room.topic.clone(),
+                header: &header,
                 members: &members,
                 content,
                 lamport: room.lamport,

@@ -482,12 +482,16 @@ impl Mallory {
         use safemeet_proto::event::{EventContent, Message, MessageText};
         let members = [self.machine.account().user_id(), bob.user_id()];
         let batch = self.machine.store().batch();
+        // Sealed under the DM's header key, which Bob opens.
+        let (_, dm_topic) = safemeet_proto::room::dm_room(&members[0], &members[1]);
+        let header = safemeet_proto::header::HeaderKey::for_dm(&dm_topic);
         let sent = self
             .machine
             .encrypt_room_event(
                 RoomMessage {
                     room_id: room,
-                    topic: safemeet_proto::room::RoomTopic::from_bytes([0; 32]),
+                    topic: dm_topic.clone(),
+                    header: &header,
                     members: &members,
                     content: EventContent::Message(Message {
                         body: MessageText::new(text).unwrap(),

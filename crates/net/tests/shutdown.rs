@@ -9,17 +9,17 @@ use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use safemeet_net::{Config, Error, ErrorKind, Event, Handle, ReplySlot};
 use safemeet_proto::Envelope;
-use safemeet_proto::envelope::RoomEnvelope;
+use safemeet_proto::envelope::SealedRoomEnvelope;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 fn frame() -> Vec<u8> {
-    Envelope::Room(RoomEnvelope {
-        topic: safemeet_proto::room::RoomTopic::from_bytes([1; 32]),
-        session_id: [2; 32],
-        ciphertext: vec![3; 100],
+    Envelope::Room(SealedRoomEnvelope {
+        nonce: [1; 24],
+        hint: [2; 8],
+        sealed: vec![3; 100],
     })
     .to_frame()
     .unwrap()

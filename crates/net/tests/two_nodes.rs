@@ -11,17 +11,17 @@ use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use safemeet_net::{Config, DeliveryFailure, Error, ErrorKind, Event, Handle, RoomTopic, Verdict};
 use safemeet_proto::Envelope;
-use safemeet_proto::envelope::RoomEnvelope;
+use safemeet_proto::envelope::SealedRoomEnvelope;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 fn frame(tag: u8) -> Vec<u8> {
-    Envelope::Room(RoomEnvelope {
-        topic: safemeet_proto::room::RoomTopic::from_bytes([1; 32]),
-        session_id: [2; 32],
-        ciphertext: vec![tag; 100],
+    Envelope::Room(SealedRoomEnvelope {
+        nonce: [1; 24],
+        hint: [2; 8],
+        sealed: vec![tag; 100],
     })
     .to_frame()
     .unwrap()

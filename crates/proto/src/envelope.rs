@@ -20,8 +20,9 @@ use crate::room::RoomTopic;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Envelope {
-    /// A Megolm-encrypted room event.
-    Room(RoomEnvelope),
+    /// A Megolm-encrypted room event, its envelope sealed under the room's
+    /// header key.
+    Room(SealedRoomEnvelope),
     /// An Olm-encrypted event for one device.
     ToDevice(ToDeviceEnvelope),
     /// Acknowledgements of room messages that arrived over gossip, sent
@@ -59,7 +60,24 @@ impl TryFrom<AckWire> for AckEnvelope {
     }
 }
 
-/// A room event encrypted with the room's Megolm session.
+/// A room message as it travels: its [`RoomEnvelope`], padded and sealed
+/// under the room's [`HeaderKey`](crate::header::HeaderKey) with a fresh
+/// nonce. Every field is fresh random bytes to anyone without the key;
+/// the sealed part's length is a function of the frame's bucket
+/// ([`padding::sealed_room_len`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedRoomEnvelope {
+    /// Random per message.
+    pub nonce: [u8; crate::header::NONCE_BYTES],
+    /// The nonce's hint under the room's key: which key opens it.
+    pub hint: [u8; crate::header::HINT_BYTES],
+    /// XChaCha20-Poly1305 of the padded [`RoomEnvelope`] encoding.
+    #[serde(with = "codec::bytes")]
+    pub sealed: Vec<u8>,
+}
+
+/// A room event encrypted with the room's Megolm session: what a
+/// [`SealedRoomEnvelope`] holds once opened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomEnvelope {
     /// Opaque room topic: a hash of the room secret, not the room id.

@@ -531,6 +531,10 @@ pub struct RoomKey {
     /// The exported session key. Secret: zeroized on drop, never printed.
     #[serde(with = "codec::bytes")]
     pub session_key: Vec<u8>,
+    /// The root of the header key the session's messages are sealed under
+    /// ([`crate::header`]), so a device opens them before it has the
+    /// room's state (when joining, or after a rotation).
+    pub header: crate::header::HeaderRoot,
 }
 
 impl fmt::Debug for RoomKey {

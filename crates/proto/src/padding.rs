@@ -113,6 +113,27 @@ pub fn check_tail(body: &[u8], used: usize, floor: usize) -> Result<(), DecodeEr
     Ok(())
 }
 
+/// What a frame adds around the sealed part of a room envelope: the frame
+/// version, the envelope's kind, the nonce, the hint, the sealed part's
+/// length (at most 3 bytes for any frame) and the AEAD tag.
+pub const SEALED_ROOM_OVERHEAD: usize = HEADER_BYTES
+    + 1
+    + crate::header::NONCE_BYTES
+    + crate::header::HINT_BYTES
+    + 3
+    + crate::header::TAG_BYTES;
+
+/// The length a room envelope encoding of `len` bytes is padded to before
+/// it is sealed: what fills its frame's bucket, so the sealed part's length
+/// names the bucket and nothing finer.
+pub fn sealed_room_len(len: usize) -> Option<usize> {
+    let frame = bucket_for(
+        len.checked_add(SEALED_ROOM_OVERHEAD - HEADER_BYTES)?,
+        MESSAGE_FLOOR,
+    )?;
+    Some(frame - SEALED_ROOM_OVERHEAD)
+}
+
 /// The plaintext bucket an encoded event of `len` bytes is padded to.
 pub fn plaintext_bucket(len: usize) -> Option<usize> {
     let frame = bucket_for(len.checked_add(PLAINTEXT_HEADROOM)?, MESSAGE_FLOOR)?;
@@ -193,6 +214,27 @@ mod tests {
         fn random_frames_never_panic(frame in proptest::collection::vec(any::<u8>(), 0..3000), used in 0usize..3000) {
             let _ = unpad(&frame, used, FLOOR);
             let _ = check_plaintext(&frame, used);
+        }
+    }
+
+    #[test]
+    fn a_sealed_room_envelope_fills_its_bucket() {
+        use crate::envelope::{Envelope, SealedRoomEnvelope};
+        for len in [0, 1, 1_900, 1_995, 1_996, 4_000, 40_000, 65_000] {
+            let Some(padded) = sealed_room_len(len) else {
+                assert!(len > MAX_ENVELOPE_BYTES - SEALED_ROOM_OVERHEAD, "{len}");
+                continue;
+            };
+            assert!(padded >= len);
+            let env = Envelope::Room(SealedRoomEnvelope {
+                nonce: [1; crate::header::NONCE_BYTES],
+                hint: [2; crate::header::HINT_BYTES],
+                sealed: vec![3; padded + crate::header::TAG_BYTES],
+            });
+            let frame = env.to_frame().unwrap();
+            let bucket = bucket_for(len + SEALED_ROOM_OVERHEAD - HEADER_BYTES, MESSAGE_FLOOR);
+            assert_eq!(Some(frame.len()), bucket, "{len}");
+            assert_eq!(Envelope::from_frame(&frame).unwrap(), env);
         }
     }
 

@@ -7,7 +7,7 @@ mod fixtures;
 use fixtures::*;
 use proptest::prelude::*;
 use safemeet_proto::codec::{self, DecodeError};
-use safemeet_proto::envelope::{AckEnvelope, OlmMessageKind, RoomEnvelope, ToDeviceEnvelope};
+use safemeet_proto::envelope::{AckEnvelope, OlmMessageKind, SealedRoomEnvelope, ToDeviceEnvelope};
 use safemeet_proto::event::{EventContent, Message, MessageText, Payload, RoomEvent, Sealed};
 use safemeet_proto::identity::{DeviceCertificate, DeviceList, Profile, Signed};
 use safemeet_proto::limits::MAX_RECORD_BYTES;
@@ -18,17 +18,15 @@ use safemeet_proto::{
 fn arb_envelope() -> impl Strategy<Value = Envelope> {
     prop_oneof![
         (
-            any::<[u8; 32]>(),
-            any::<[u8; 32]>(),
+            any::<[u8; 24]>(),
+            any::<[u8; 8]>(),
             proptest::collection::vec(any::<u8>(), 0..2000)
         )
-            .prop_map(
-                |(topic, session_id, ciphertext)| Envelope::Room(RoomEnvelope {
-                    topic: safemeet_proto::room::RoomTopic::from_bytes(topic),
-                    session_id,
-                    ciphertext
-                })
-            ),
+            .prop_map(|(nonce, hint, sealed)| Envelope::Room(SealedRoomEnvelope {
+                nonce,
+                hint,
+                sealed
+            })),
         (
             any::<bool>(),
             any::<[u8; 32]>(),
@@ -199,10 +197,10 @@ fn overlong_message_text_is_rejected() {
 
 #[test]
 fn oversized_envelopes_are_refused() {
-    let env = Envelope::Room(RoomEnvelope {
-        topic: safemeet_proto::room::RoomTopic::from_bytes([0; 32]),
-        session_id: [0; 32],
-        ciphertext: vec![0; 70_000],
+    let env = Envelope::Room(SealedRoomEnvelope {
+        nonce: [0; 24],
+        hint: [0; 8],
+        sealed: vec![0; 70_000],
     });
     assert!(env.to_frame().is_err());
 }

@@ -111,6 +111,14 @@ fn room_topic_derivations_are_pinned() {
         "room_state_hash",
         hex(fixtures::room_state().hash().unwrap().as_bytes())
     );
+    // The header keys that seal room envelopes, and their hints.
+    use safemeet_proto::header::HeaderKey;
+    let key = HeaderKey::for_room(&secret);
+    insta::assert_snapshot!("room_header_root", hex(key.root().expose()));
+    insta::assert_snapshot!("room_header_seal", hex(key.seal_key()));
+    insta::assert_snapshot!("room_header_hint", hex(&key.hint(&[3; 24])));
+    let dm = HeaderKey::for_dm(&topic);
+    insta::assert_snapshot!("dm_header_root", hex(dm.root().expose()));
     insta::assert_snapshot!(
         "room_topic_encoded",
         hex(&codec::encode(&RoomTopic::from_bytes([7; 32])).unwrap())

@@ -138,6 +138,7 @@ fn machine_crash_child() {
                 safemeet_crypto::machine::RoomMessage {
                     room_id: room(1),
                     topic: safemeet_proto::room::RoomTopic::from_bytes([1; 32]),
+                    header: &header_key(),
                     members: &members,
                     content: text(&format!("c{cycle}-m{i}")),
                     lamport: i,
@@ -310,7 +311,8 @@ fn no_index_is_used_twice_across_kills() {
                 );
                 bob.machine.decrypt_to_device(&env, ts(T0)).unwrap();
             }
-            Envelope::Room(env) => {
+            Envelope::Room(sealed) => {
+                let env = safemeet_crypto::header::open(&header_key(), &sealed).unwrap();
                 let index = vodozemac::megolm::MegolmMessage::from_bytes(&env.ciphertext)
                     .unwrap()
                     .message_index();
@@ -346,4 +348,9 @@ fn no_index_is_used_twice_across_kills() {
         );
     }
     assert_eq!(texts.len(), expect_committed.len());
+}
+
+/// The test room's header key (its messages' envelopes are sealed under it).
+fn header_key() -> safemeet_proto::header::HeaderKey {
+    safemeet_proto::header::HeaderKey::for_room(&safemeet_proto::RoomSecret::from_bytes([1; 32]))
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use safemeet_proto::codec;
 use safemeet_proto::envelope::RoomEnvelope;
 use safemeet_proto::event::{Payload, RoomEvent, RoomKey, Sealed, SealedSender, ToDeviceEvent};
+use safemeet_proto::header::HeaderKey;
 use safemeet_proto::{DeviceId, Envelope, EventId, RoomId, Timestamp, UserId};
 use safemeet_store::{Keyspace, Store};
 use vodozemac::megolm::{
@@ -324,7 +325,7 @@ impl<S: Store> CryptoMachine<S> {
                 (_, Some(c)) => c,
             };
             let index = shared.map_or(out.session.message_index(), |i| out.shared_with[i].index);
-            let key = self.room_key_at(room, &out, index, &mut current_key)?;
+            let key = self.room_key_at(room, &out, index, &mut current_key, message.header)?;
             let (envelope, used) =
                 self.olm_encrypt(&mut batch, device, ToDeviceEvent::RoomKey(key))?;
             debug_assert_eq!(used, olm_session);
@@ -365,11 +366,14 @@ impl<S: Store> CryptoMachine<S> {
         out.messages = out.messages.saturating_add(1);
         let id = event_id_of(&out.session_id, &encrypted);
         batch.extend(writes(&id)?);
-        let envelope = RoomEnvelope {
-            topic: message.topic.clone(),
-            session_id: out.session_id,
-            ciphertext: encrypted.to_bytes(),
-        };
+        let envelope = crate::header::seal(
+            message.header,
+            &RoomEnvelope {
+                topic: message.topic.clone(),
+                session_id: out.session_id,
+                ciphertext: encrypted.to_bytes(),
+            },
+        )?;
         let session_id = out.session_id;
         self.stage_outbound(&mut batch, &room, &mut out)?;
         let sent = self.queue(
@@ -403,6 +407,7 @@ impl<S: Store> CryptoMachine<S> {
         out: &Outbound,
         index: u32,
         current_key: &mut Option<Zeroizing<Vec<u8>>>,
+        header: &HeaderKey,
     ) -> Result<RoomKey, Error> {
         let current = out.session.message_index();
         let exported = if index < current {
@@ -418,6 +423,7 @@ impl<S: Store> CryptoMachine<S> {
                 session_id: out.session_id,
                 first_index: index,
                 session_key: key.to_bytes(),
+                header: header.root(),
             },
             None => RoomKey {
                 version: RECORD_VERSION,
@@ -427,6 +433,7 @@ impl<S: Store> CryptoMachine<S> {
                 session_key: current_key
                     .get_or_insert_with(|| Zeroizing::new(out.session.session_key().to_bytes()))
                     .to_vec(),
+                header: header.root(),
             },
         })
     }
@@ -585,6 +592,7 @@ impl<S: Store> CryptoMachine<S> {
             room_id: key.room_id,
             session_id: id,
             first_index: key.first_index,
+            header: key.header.clone(),
         })
     }
 

@@ -204,6 +204,9 @@ pub struct RoomMessage<'a> {
     pub room_id: RoomId,
     /// The room's opaque gossip topic.
     pub topic: safemeet_proto::room::RoomTopic,
+    /// The room's header key: the message's envelope is sealed under it,
+    /// and room key shares carry its root.
+    pub header: &'a safemeet_proto::header::HeaderKey,
     /// The room's members (users); their listed devices receive the key.
     /// This user is always included.
     pub members: &'a [UserId],
@@ -281,6 +284,9 @@ pub enum ToDeviceContent {
         session_id: [u8; 32],
         /// The first index the key decrypts.
         first_index: u32,
+        /// The root of the header key the session's messages are sealed
+        /// under.
+        header: safemeet_proto::header::HeaderRoot,
     },
     /// A verification step, for the caller's [`SasFlow`](crate::verification::SasFlow).
     Verification(Verification),

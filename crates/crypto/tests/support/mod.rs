@@ -152,6 +152,7 @@ pub fn send<S: Store>(
             RoomMessage {
                 room_id,
                 topic: safemeet_proto::room::RoomTopic::from_bytes([9; 32]),
+                header: &header_key(),
                 members,
                 content: text(msg),
                 lamport: 1,
@@ -163,9 +164,14 @@ pub fn send<S: Store>(
         .unwrap()
 }
 
+/// The header key the test rooms' messages are sealed under.
+pub fn header_key() -> safemeet_proto::header::HeaderKey {
+    safemeet_proto::header::HeaderKey::for_room(&safemeet_proto::RoomSecret::from_bytes([9; 32]))
+}
+
 pub fn room_envelope(out: &Outgoing) -> RoomEnvelope {
     match Envelope::from_frame(&out.frame().unwrap()).unwrap() {
-        Envelope::Room(r) => r,
+        Envelope::Room(r) => safemeet_crypto::header::open(&header_key(), &r).unwrap(),
         other => panic!("not a room envelope: {other:?}"),
     }
 }
