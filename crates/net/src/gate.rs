@@ -94,6 +94,11 @@ impl GossipGate {
         self.allowed.len()
     }
 
+    /// The peers allowed to gossip.
+    pub(crate) fn allowed(&self) -> impl Iterator<Item = &PeerId> {
+        self.allowed.iter()
+    }
+
     /// Replaces the set of peers allowed to gossip (at most
     /// [`MAX_GOSSIP_PEERS`]; the rest are left out), and closes the
     /// connections whose handler no longer fits.
