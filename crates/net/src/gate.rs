@@ -22,10 +22,13 @@
 //! allowed while it has only gated connections, those are closed, so the
 //! next connection (the next delivery, acknowledgement or dial) gets
 //! gossip; when a peer stops being allowed, its gossip connections are
-//! closed. A newly allowed peer is dialled again at once. Each connection
-//! is closed at most once, and a connection opened after a change already
-//! has the right handler, so a change of the set costs at most one
-//! reconnection per peer and cannot loop. Deliveries in
+//! closed. A newly allowed peer is dialled again at once (also when its
+//! gossip connections are closing because it was disallowed a moment
+//! ago). Each connection is closed at most once, a connection opened
+//! after a change already has the right handler, and a change undone
+//! before the swarm has acted on it takes back its queued closings and
+//! dial, so a change of the set costs at most one reconnection per peer
+//! and cannot loop. Deliveries in
 //! flight on a closed connection fail and are retried by the application.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -104,16 +107,24 @@ impl GossipGate {
     /// connections whose handler no longer fits.
     pub(crate) fn set_allowed(&mut self, peers: impl IntoIterator<Item = PeerId>) {
         let new: HashSet<PeerId> = peers.into_iter().take(MAX_GOSSIP_PEERS).collect();
+        self.retract(&new);
         // Newly allowed peers with only gated connections: close those, so
         // the next connection speaks gossip.
         for peer in new.difference(&self.allowed) {
-            if self.open.get(peer).is_some_and(|c| !c.is_empty()) {
+            let conns = self.open.get(peer);
+            if conns.is_some_and(|c| c.iter().any(|id| !self.closing.contains(id))) {
                 continue;
             }
+            // Gossip connections already on their way out (the peer was
+            // disallowed a moment ago, and the swarm took the closing):
+            // this peer needs a new connection as much as a gated one.
+            let mut closed = conns.is_some_and(|c| !c.is_empty());
             let Some(conns) = self.gated.get(peer) else {
+                if closed {
+                    self.events.push_back(Self::redial(*peer));
+                }
                 continue;
             };
-            let mut closed = false;
             for id in conns {
                 if self.closing.insert(*id) {
                     closed = true;
@@ -128,11 +139,7 @@ impl GossipGate {
                 // (with the addresses the swarm knows for it), so gossip
                 // does not wait for the next delivery. A dial that fails
                 // costs nothing; the next delivery connects anyway.
-                self.events.push_back(ToSwarm::Dial {
-                    opts: DialOpts::peer_id(*peer)
-                        .condition(PeerCondition::Always)
-                        .build(),
-                });
+                self.events.push_back(Self::redial(*peer));
             }
         }
         // Peers no longer allowed: close their gossip connections.
@@ -149,6 +156,41 @@ impl GossipGate {
             }
         }
         self.allowed = new;
+    }
+
+    /// A dial of `peer` with the addresses the swarm knows for it, even if
+    /// it is still connected (its old connections are closing).
+    fn redial(peer: PeerId) -> ToSwarm<gossipsub::Event, THandlerInEvent<Self>> {
+        ToSwarm::Dial {
+            opts: DialOpts::peer_id(peer)
+                .condition(PeerCondition::Always)
+                .build(),
+        }
+    }
+
+    /// Takes back the closings and dials still queued for peers whose
+    /// standing changes again with `new`: the swarm has not seen them yet,
+    /// and they only carried out the change this one undoes (each change
+    /// retracts what the previous one left queued). Allowed, disallowed
+    /// and allowed again before the swarm runs, a peer keeps its
+    /// connection instead of losing it.
+    fn retract(&mut self, new: &HashSet<PeerId>) {
+        let flipped: HashSet<&PeerId> = new.symmetric_difference(&self.allowed).collect();
+        if flipped.is_empty() {
+            return;
+        }
+        let closing = &mut self.closing;
+        self.events.retain(|event| match event {
+            ToSwarm::CloseConnection {
+                peer_id,
+                connection: CloseConnection::One(id),
+            } if flipped.contains(peer_id) => {
+                closing.remove(id);
+                false
+            }
+            ToSwarm::Dial { opts } => !opts.get_peer_id().is_some_and(|p| flipped.contains(&p)),
+            _ => true,
+        });
     }
 
     fn is_open(&self, peer: &PeerId, id: ConnectionId) -> bool {
@@ -326,3 +368,7 @@ impl NetworkBehaviour for GossipGate {
         self.inner.poll(cx).map(|event| event.map_in(Either::Left))
     }
 }
+
+#[cfg(test)]
+#[path = "gate_tests.rs"]
+mod tests;
