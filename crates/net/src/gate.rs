@@ -24,11 +24,14 @@
 //! gossip; when a peer stops being allowed, its gossip connections are
 //! closed. A newly allowed peer is dialled again at once (also when its
 //! gossip connections are closing because it was disallowed a moment
-//! ago). Each connection is closed at most once, a connection opened
-//! after a change already has the right handler, and a change undone
-//! before the swarm has acted on it takes back its queued closings and
-//! dial, so a change of the set costs at most one reconnection per peer
-//! and cannot loop. Deliveries in
+//! ago), at the addresses of the gated connections this node had dialled
+//! and any the swarm knows; a peer that only ever dialled in and whose
+//! listen addresses are not known yet is not reachable that way, and
+//! gossips from its next connection. Each connection is closed at most
+//! once, a connection opened after a change already has the right
+//! handler, and a change undone before the swarm has acted on it takes
+//! back its queued closings and dial, so a change of the set costs at
+//! most one reconnection per peer and cannot loop. Deliveries in
 //! flight on a closed connection fail and are retried by the application.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -64,6 +67,10 @@ pub(crate) struct GossipGate {
     open: HashMap<PeerId, HashSet<ConnectionId>>,
     /// Connections with the dummy handler, by peer.
     gated: HashMap<PeerId, HashSet<ConnectionId>>,
+    /// The address of each gated connection this node dialled: dialable,
+    /// so a redial does not depend on the peer's addresses being known
+    /// otherwise (identify, Kademlia, a delivery's).
+    dialled: HashMap<ConnectionId, Multiaddr>,
     /// Connections this gate asked the swarm to close (each at most once).
     closing: HashSet<ConnectionId>,
     /// Closings and dials waiting to be handed to the swarm.
@@ -77,6 +84,7 @@ impl GossipGate {
             allowed: HashSet::new(),
             open: HashMap::new(),
             gated: HashMap::new(),
+            dialled: HashMap::new(),
             closing: HashSet::new(),
             events: VecDeque::new(),
         }
@@ -121,11 +129,13 @@ impl GossipGate {
             let mut closed = conns.is_some_and(|c| !c.is_empty());
             let Some(conns) = self.gated.get(peer) else {
                 if closed {
-                    self.events.push_back(Self::redial(*peer));
+                    self.events.push_back(Self::redial(*peer, Vec::new()));
                 }
                 continue;
             };
+            let mut addrs = Vec::new();
             for id in conns {
+                addrs.extend(self.dialled.get(id).cloned());
                 if self.closing.insert(*id) {
                     closed = true;
                     self.events.push_back(ToSwarm::CloseConnection {
@@ -139,7 +149,7 @@ impl GossipGate {
                 // (with the addresses the swarm knows for it), so gossip
                 // does not wait for the next delivery. A dial that fails
                 // costs nothing; the next delivery connects anyway.
-                self.events.push_back(Self::redial(*peer));
+                self.events.push_back(Self::redial(*peer, addrs));
             }
         }
         // Peers no longer allowed: close their gossip connections.
@@ -158,12 +168,17 @@ impl GossipGate {
         self.allowed = new;
     }
 
-    /// A dial of `peer` with the addresses the swarm knows for it, even if
-    /// it is still connected (its old connections are closing).
-    fn redial(peer: PeerId) -> ToSwarm<gossipsub::Event, THandlerInEvent<Self>> {
+    /// A dial of `peer` at `addrs` and the addresses the swarm knows for
+    /// it, even if it is still connected (its old connections are closing).
+    fn redial(
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    ) -> ToSwarm<gossipsub::Event, THandlerInEvent<Self>> {
         ToSwarm::Dial {
             opts: DialOpts::peer_id(peer)
                 .condition(PeerCondition::Always)
+                .addresses(addrs)
+                .extend_addresses_through_behaviour()
                 .build(),
         }
     }
@@ -275,6 +290,7 @@ impl NetworkBehaviour for GossipGate {
     ) -> Result<THandler<Self>, ConnectionDenied> {
         if !self.allowed.contains(&peer) {
             Self::remember(&mut self.gated, peer, connection_id);
+            self.dialled.insert(connection_id, addr.clone());
             return Ok(Either::Right(dummy::ConnectionHandler));
         }
         let handler = self.inner.handle_established_outbound_connection(
@@ -306,6 +322,7 @@ impl NetworkBehaviour for GossipGate {
             }
             FromSwarm::ConnectionClosed(e) => {
                 self.closing.remove(&e.connection_id);
+                self.dialled.remove(&e.connection_id);
                 if !self.is_open(&e.peer_id, e.connection_id) {
                     Self::forget(&mut self.gated, &e.peer_id, e.connection_id);
                     return;
@@ -332,6 +349,7 @@ impl NetworkBehaviour for GossipGate {
             }) => {
                 Self::forget(&mut self.gated, &peer, connection_id);
                 Self::forget(&mut self.open, &peer, connection_id);
+                self.dialled.remove(&connection_id);
                 self.inner.on_swarm_event(event);
             }
             FromSwarm::AddressChange(AddressChange {
