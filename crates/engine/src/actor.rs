@@ -316,6 +316,12 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
             Request::RoomMeshPeers(room, reply) => {
                 let _ = reply.send(self.mesh_peers(room).await);
             }
+            Request::GossipPeers(reply) => {
+                let _ = reply.send(self.net.gossip_peers().await.map_err(Into::into));
+            }
+            Request::TopicCount(reply) => {
+                let _ = reply.send(self.net.topic_count().await.map_err(Into::into));
+            }
             Request::Core(command, reply) => {
                 // Never here: core requests are gathered by `request`.
                 drop(command);

@@ -26,6 +26,10 @@ pub(crate) enum Request {
     ListenAddrs(oneshot::Sender<Result<Vec<Multiaddr>, Error>>),
     /// How many peers the gossip mesh of a room holds.
     RoomMeshPeers(RoomId, oneshot::Sender<Result<usize, Error>>),
+    /// The peers the network lets gossip.
+    GossipPeers(oneshot::Sender<Result<Vec<PeerId>, Error>>),
+    /// How many gossip topics the network is subscribed to.
+    TopicCount(oneshot::Sender<Result<usize, Error>>),
 }
 
 /// A cloneable handle to a running engine.
@@ -216,6 +220,19 @@ impl Handle {
     /// mesh forms; messages then go by direct delivery after the grace).
     pub async fn room_mesh_peers(&self, room: RoomId) -> Result<usize, Error> {
         self.ask(|tx| Request::RoomMeshPeers(room, tx)).await
+    }
+
+    /// The peers this node gossips with now, as the network layer's gate
+    /// holds them: the member devices of its gossip rooms (empty when every
+    /// room goes by direct fan-out), in no particular order.
+    pub async fn gossip_peers(&self) -> Result<Vec<PeerId>, Error> {
+        self.ask(Request::GossipPeers).await
+    }
+
+    /// How many gossip topics this node is subscribed to: one per gossip
+    /// room (0 when every room goes by direct fan-out).
+    pub async fn gossip_topic_count(&self) -> Result<usize, Error> {
+        self.ask(Request::TopicCount).await
     }
 
     /// Stops the engine: the crypto state is closed cleanly and the

@@ -8,8 +8,8 @@
 //!
 //! The observer dials the engines directly. mDNS would only be another way
 //! for it to find and dial them: a LAN peer gets the same connection and
-//! the same gate. (mDNS is not enabled here: multicast on a shared test
-//! machine is not something a test can rely on.)
+//! the same gate. `lan_stranger.rs` has a stranger that finds the members
+//! by mDNS itself.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 

@@ -317,6 +317,13 @@ impl EventLoop {
                 tracing::debug!(allowed = gate.allowed_len(), "gossip peers updated");
                 let _ = tx.send(());
             }
+            Command::GossipPeers(tx) => {
+                let gate = &self.swarm.behaviour().gossipsub;
+                let _ = tx.send(gate.allowed().copied().collect());
+            }
+            Command::TopicCount(tx) => {
+                let _ = tx.send(self.swarm.behaviour().gossipsub.inner().topics().count());
+            }
             Command::MeshPeers(topic, tx) => {
                 let hash = gossip_topic(&topic).hash();
                 let _ = tx.send(

@@ -22,10 +22,16 @@
 //! allowed while it has only gated connections, those are closed, so the
 //! next connection (the next delivery, acknowledgement or dial) gets
 //! gossip; when a peer stops being allowed, its gossip connections are
-//! closed. A newly allowed peer is dialled again at once. Each connection
-//! is closed at most once, and a connection opened after a change already
-//! has the right handler, so a change of the set costs at most one
-//! reconnection per peer and cannot loop. Deliveries in
+//! closed. A newly allowed peer is dialled again at once (also when its
+//! gossip connections are closing because it was disallowed a moment
+//! ago), at the addresses of the gated connections this node had dialled
+//! and any the swarm knows; a peer that only ever dialled in and whose
+//! listen addresses are not known yet is not reachable that way, and
+//! gossips from its next connection. Each connection is closed at most
+//! once, a connection opened after a change already has the right
+//! handler, and a change undone before the swarm has acted on it takes
+//! back its queued closings and dial, so a change of the set costs at
+//! most one reconnection per peer and cannot loop. Deliveries in
 //! flight on a closed connection fail and are retried by the application.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -61,6 +67,10 @@ pub(crate) struct GossipGate {
     open: HashMap<PeerId, HashSet<ConnectionId>>,
     /// Connections with the dummy handler, by peer.
     gated: HashMap<PeerId, HashSet<ConnectionId>>,
+    /// The address of each gated connection this node dialled: dialable,
+    /// so a redial does not depend on the peer's addresses being known
+    /// otherwise (identify, Kademlia, a delivery's).
+    dialled: HashMap<ConnectionId, Multiaddr>,
     /// Connections this gate asked the swarm to close (each at most once).
     closing: HashSet<ConnectionId>,
     /// Closings and dials waiting to be handed to the swarm.
@@ -74,6 +84,7 @@ impl GossipGate {
             allowed: HashSet::new(),
             open: HashMap::new(),
             gated: HashMap::new(),
+            dialled: HashMap::new(),
             closing: HashSet::new(),
             events: VecDeque::new(),
         }
@@ -94,22 +105,37 @@ impl GossipGate {
         self.allowed.len()
     }
 
+    /// The peers allowed to gossip.
+    pub(crate) fn allowed(&self) -> impl Iterator<Item = &PeerId> {
+        self.allowed.iter()
+    }
+
     /// Replaces the set of peers allowed to gossip (at most
     /// [`MAX_GOSSIP_PEERS`]; the rest are left out), and closes the
     /// connections whose handler no longer fits.
     pub(crate) fn set_allowed(&mut self, peers: impl IntoIterator<Item = PeerId>) {
         let new: HashSet<PeerId> = peers.into_iter().take(MAX_GOSSIP_PEERS).collect();
+        self.retract(&new);
         // Newly allowed peers with only gated connections: close those, so
         // the next connection speaks gossip.
         for peer in new.difference(&self.allowed) {
-            if self.open.get(peer).is_some_and(|c| !c.is_empty()) {
+            let conns = self.open.get(peer);
+            if conns.is_some_and(|c| c.iter().any(|id| !self.closing.contains(id))) {
                 continue;
             }
+            // Gossip connections already on their way out (the peer was
+            // disallowed a moment ago, and the swarm took the closing):
+            // this peer needs a new connection as much as a gated one.
+            let mut closed = conns.is_some_and(|c| !c.is_empty());
             let Some(conns) = self.gated.get(peer) else {
+                if closed {
+                    self.events.push_back(Self::redial(*peer, Vec::new()));
+                }
                 continue;
             };
-            let mut closed = false;
+            let mut addrs = Vec::new();
             for id in conns {
+                addrs.extend(self.dialled.get(id).cloned());
                 if self.closing.insert(*id) {
                     closed = true;
                     self.events.push_back(ToSwarm::CloseConnection {
@@ -123,11 +149,7 @@ impl GossipGate {
                 // (with the addresses the swarm knows for it), so gossip
                 // does not wait for the next delivery. A dial that fails
                 // costs nothing; the next delivery connects anyway.
-                self.events.push_back(ToSwarm::Dial {
-                    opts: DialOpts::peer_id(*peer)
-                        .condition(PeerCondition::Always)
-                        .build(),
-                });
+                self.events.push_back(Self::redial(*peer, addrs));
             }
         }
         // Peers no longer allowed: close their gossip connections.
@@ -144,6 +166,46 @@ impl GossipGate {
             }
         }
         self.allowed = new;
+    }
+
+    /// A dial of `peer` at `addrs` and the addresses the swarm knows for
+    /// it, even if it is still connected (its old connections are closing).
+    fn redial(
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    ) -> ToSwarm<gossipsub::Event, THandlerInEvent<Self>> {
+        ToSwarm::Dial {
+            opts: DialOpts::peer_id(peer)
+                .condition(PeerCondition::Always)
+                .addresses(addrs)
+                .extend_addresses_through_behaviour()
+                .build(),
+        }
+    }
+
+    /// Takes back the closings and dials still queued for peers whose
+    /// standing changes again with `new`: the swarm has not seen them yet,
+    /// and they only carried out the change this one undoes (each change
+    /// retracts what the previous one left queued). Allowed, disallowed
+    /// and allowed again before the swarm runs, a peer keeps its
+    /// connection instead of losing it.
+    fn retract(&mut self, new: &HashSet<PeerId>) {
+        let flipped: HashSet<&PeerId> = new.symmetric_difference(&self.allowed).collect();
+        if flipped.is_empty() {
+            return;
+        }
+        let closing = &mut self.closing;
+        self.events.retain(|event| match event {
+            ToSwarm::CloseConnection {
+                peer_id,
+                connection: CloseConnection::One(id),
+            } if flipped.contains(peer_id) => {
+                closing.remove(id);
+                false
+            }
+            ToSwarm::Dial { opts } => !opts.get_peer_id().is_some_and(|p| flipped.contains(&p)),
+            _ => true,
+        });
     }
 
     fn is_open(&self, peer: &PeerId, id: ConnectionId) -> bool {
@@ -228,6 +290,7 @@ impl NetworkBehaviour for GossipGate {
     ) -> Result<THandler<Self>, ConnectionDenied> {
         if !self.allowed.contains(&peer) {
             Self::remember(&mut self.gated, peer, connection_id);
+            self.dialled.insert(connection_id, addr.clone());
             return Ok(Either::Right(dummy::ConnectionHandler));
         }
         let handler = self.inner.handle_established_outbound_connection(
@@ -259,6 +322,7 @@ impl NetworkBehaviour for GossipGate {
             }
             FromSwarm::ConnectionClosed(e) => {
                 self.closing.remove(&e.connection_id);
+                self.dialled.remove(&e.connection_id);
                 if !self.is_open(&e.peer_id, e.connection_id) {
                     Self::forget(&mut self.gated, &e.peer_id, e.connection_id);
                     return;
@@ -285,6 +349,7 @@ impl NetworkBehaviour for GossipGate {
             }) => {
                 Self::forget(&mut self.gated, &peer, connection_id);
                 Self::forget(&mut self.open, &peer, connection_id);
+                self.dialled.remove(&connection_id);
                 self.inner.on_swarm_event(event);
             }
             FromSwarm::AddressChange(AddressChange {
@@ -321,3 +386,7 @@ impl NetworkBehaviour for GossipGate {
         self.inner.poll(cx).map(|event| event.map_in(Either::Left))
     }
 }
+
+#[cfg(test)]
+#[path = "gate_tests.rs"]
+mod tests;

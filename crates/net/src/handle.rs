@@ -89,6 +89,8 @@ pub(crate) enum Command {
     ),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     AllowGossip(Vec<PeerId>, oneshot::Sender<()>),
+    GossipPeers(oneshot::Sender<Vec<PeerId>>),
+    TopicCount(oneshot::Sender<usize>),
     MeshPeers(RoomTopic, oneshot::Sender<usize>),
 }
 
@@ -249,6 +251,18 @@ impl Handle {
     /// and are for the caller to retry.
     pub async fn allow_gossip(&self, peers: Vec<PeerId>) -> Result<(), Error> {
         self.ask(|tx| Command::AllowGossip(peers, tx)).await
+    }
+
+    /// The peers this node gossips with now (the set last given to
+    /// [`allow_gossip`](Self::allow_gossip), as the gate holds it), in no
+    /// particular order.
+    pub async fn gossip_peers(&self) -> Result<Vec<PeerId>, Error> {
+        self.ask(Command::GossipPeers).await
+    }
+
+    /// How many room topics this node is subscribed to.
+    pub async fn topic_count(&self) -> Result<usize, Error> {
+        self.ask(Command::TopicCount).await
     }
 
     /// How many peers this node's gossip mesh for a room topic holds (the

@@ -21,4 +21,4 @@ pub mod observer;
 pub mod sim;
 
 pub use fixtures::{Device, FaultyStore};
-pub use nodes::{befriend, spawn_nodes};
+pub use nodes::{befriend, spawn_nodes, spawn_nodes_with};

@@ -14,11 +14,20 @@ const SETUP: Duration = Duration::from_secs(30);
 /// retries), each a contact of every other (pet names `n0`, `n1`, …).
 /// Returns each device with its running engine.
 pub async fn spawn_nodes(n: usize) -> Vec<(Device, safemeet_engine::Handle)> {
+    spawn_nodes_with(n, |_| {}).await
+}
+
+/// [`spawn_nodes`], with `adjust` applied to each engine's test settings
+/// (say, a smaller `direct_room_max_devices`).
+pub async fn spawn_nodes_with(
+    n: usize,
+    adjust: impl Fn(&mut safemeet_engine::Config),
+) -> Vec<(Device, safemeet_engine::Handle)> {
     let mut nodes = Vec::with_capacity(n);
     for i in 0..n {
         let device = Device::new(&format!("n{i}"), SystemClock.now());
         let port = u64::from(rand_port());
-        let config = safemeet_engine::Config {
+        let mut config = safemeet_engine::Config {
             net: safemeet_net::Config {
                 listen: vec![format!("/memory/{port}").parse().unwrap()],
                 ..safemeet_net::Config::loopback()
@@ -28,6 +37,7 @@ pub async fn spawn_nodes(n: usize) -> Vec<(Device, safemeet_engine::Handle)> {
             gossip_grace: Duration::from_millis(500),
             ..safemeet_engine::Config::default()
         };
+        adjust(&mut config);
         let engine = safemeet_engine::start(device.machine(), config).unwrap();
         nodes.push((device, engine));
     }

@@ -6,7 +6,9 @@
 //! (anonymous, no signatures, no validation): it subscribes to every topic
 //! it hears of, and records every topic, message and graft it sees, and
 //! the protocols each peer's identify lists. Tests connect it to engines or
-//! daemons and check what it learned.
+//! daemons and check what it learned. [`Observer::spawn_on_lan`] also runs
+//! mDNS and dials every peer it finds on the local network, as a stranger
+//! on the same Wi-Fi would.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -14,8 +16,9 @@ use std::time::Duration;
 
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, TopicHash, ValidationMode};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, kad};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
 use tokio::sync::mpsc;
 
 /// What the observer learned.
@@ -33,6 +36,8 @@ pub struct Seen {
     pub gossip_refused: HashSet<PeerId>,
     /// Peers it is connected to now.
     pub connected: HashSet<PeerId>,
+    /// Peers mDNS found (only with [`Observer::spawn_on_lan`]).
+    pub discovered: HashSet<PeerId>,
 }
 
 #[derive(NetworkBehaviour)]
@@ -43,6 +48,7 @@ struct Behaviour {
         gossipsub::IdentityTransform,
         gossipsub::MaxCountSubscriptionFilter<gossipsub::AllowAllSubscriptionFilter>,
     >,
+    mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
 /// Anonymous messages have no source or sequence number: name them by
@@ -74,13 +80,26 @@ pub struct Observer {
 const MAX_TOPICS: usize = 100_000;
 
 impl Observer {
-    /// Starts an observer on the current tokio runtime.
+    /// Starts an observer on the current tokio runtime, on 127.0.0.1.
     pub fn spawn() -> Self {
-        let mut swarm = swarm();
+        Self::start(false)
+    }
+
+    /// Starts an observer that listens on every interface, runs mDNS and
+    /// dials every peer it discovers.
+    pub fn spawn_on_lan() -> Self {
+        Self::start(true)
+    }
+
+    fn start(lan: bool) -> Self {
+        let mut swarm = swarm(lan);
         let peer_id = *swarm.local_peer_id();
-        swarm
-            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-            .unwrap();
+        let listen = if lan {
+            "/ip4/0.0.0.0/tcp/0"
+        } else {
+            "/ip4/127.0.0.1/tcp/0"
+        };
+        swarm.listen_on(listen.parse().unwrap()).unwrap();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (commands, mut rx) = mpsc::channel(64);
         let state = seen.clone();
@@ -146,7 +165,7 @@ impl Observer {
     }
 }
 
-fn swarm() -> Swarm<Behaviour> {
+fn swarm(lan: bool) -> Swarm<Behaviour> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -187,6 +206,9 @@ fn swarm() -> Swarm<Behaviour> {
                     kad::Config::new(safemeet_net::KAD_PROTOCOL),
                 ),
                 gossipsub,
+                mdns: lan
+                    .then(|| mdns::tokio::Behaviour::new(mdns::Config::default(), local).unwrap())
+                    .into(),
             }
         })
         .unwrap()
@@ -242,6 +264,14 @@ fn on_event(swarm: &mut Swarm<Behaviour>, seen: &Mutex<Seen>, event: SwarmEvent<
                 peer_id,
                 info.protocols.iter().map(|p| p.to_string()).collect(),
             );
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+            for (peer, addr) in found {
+                seen.discovered.insert(peer);
+                if !swarm.is_connected(&peer) {
+                    let _ = swarm.dial(addr);
+                }
+            }
         }
         SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => match event {
             gossipsub::Event::Subscribed { topic, .. } => {
