@@ -21,7 +21,7 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify};
 use safemeet_net::{Config, Event, Handle, RoomTopic};
 use safemeet_proto::Envelope;
-use safemeet_proto::envelope::RoomEnvelope;
+use safemeet_proto::envelope::SealedRoomEnvelope;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -32,10 +32,10 @@ const QUIET: Duration = Duration::from_secs(2);
 const TOPIC: [u8; 32] = [0x5a; 32];
 
 fn frame(tag: u8) -> Vec<u8> {
-    Envelope::Room(RoomEnvelope {
-        topic: safemeet_proto::room::RoomTopic::from_bytes(TOPIC),
-        session_id: [2; 32],
-        ciphertext: vec![tag; 100],
+    Envelope::Room(SealedRoomEnvelope {
+        nonce: [1; 24],
+        hint: [2; 8],
+        sealed: vec![tag; 100],
     })
     .to_frame()
     .unwrap()
