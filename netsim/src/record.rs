@@ -194,6 +194,10 @@ impl Recorder {
             .unwrap_or_default();
         if joined {
             members.insert(member);
+        } else if member == node {
+            // A node out of a room knows nothing of its members from then
+            // on: when it is back, everyone it finds there is news to it.
+            members.clear();
         } else {
             members.remove(&member);
         }

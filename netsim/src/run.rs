@@ -390,8 +390,17 @@ pub async fn drive<N: Nodes>(
     let remaining = (t0 + until).saturating_duration_since(clock());
     let alive: Vec<bool> = away.down.iter().map(|d| !d).collect();
     progress("drain", s.workload.duration_s, 0.0);
+    // Until everything sent is delivered and every member back in a room
+    // is known to the others (the report measures both), or the drain is
+    // over.
+    let is_alive = |n: &NodeIdx| alive.get(*n as usize).copied().unwrap_or(false);
     let _ = rec
-        .wait_for(remaining, |o| Recorder::all_delivered(o, false, &alive))
+        .wait_for(remaining, |o| {
+            Recorder::all_delivered(o, false, &alive)
+                && crate::report::join_waits(o, ctx, &phases, &is_alive)
+                    .iter()
+                    .all(Option::is_some)
+        })
         .await;
     progress(
         "done",

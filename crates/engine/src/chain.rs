@@ -158,6 +158,20 @@ fn check_state(
         // brings this user in. A state issued before the leave was seen
         // still lists this user, but does not add them.
         if !state.added.contains(&me) {
+            // Either a state issued before the leave was seen (it must
+            // never take this user back), or one issued after an
+            // invitation that is still on its way (the two travel apart).
+            // Only a newer state from the creator that lists this user can
+            // be the latter: "later" (its sender tries again, and once the
+            // invitation is in, it extends the chain; a stale one is then
+            // old and refused). Anything else is refused now.
+            let maybe_after_invite = sender == state.creator
+                && state.members.contains(&me)
+                && state.epoch > chain.epoch
+                && state.epoch - chain.epoch <= MAX_STATE_GAP;
+            if maybe_after_invite {
+                return Err(Refusal::Ahead);
+            }
             return refused("the state does not bring this user back in");
         }
         return joining(Some(chain.epoch));
@@ -226,6 +240,11 @@ fn apply_membership(
         .chain
         .as_ref()
         .is_some_and(|c| c.admins.contains(&sender));
+    if room.left {
+        // Out of the room: what happens in it is no longer this device's
+        // to follow (members who have not heard yet may still say it).
+        return Ok(Applied::default());
+    }
     match m.change {
         MembershipChange::Leave if m.user_id == sender => {
             room.members.retain(|u| *u != sender);

@@ -322,9 +322,11 @@ fn a_state_issued_before_a_leave_was_seen_does_not_take_the_leaver_back() {
     // still lists Bob, but does not bring him in.
     let mut stale = next(&second, &[ALICE, BOB], 2);
     stale.added.clear();
+    // It could also be a state issued after an invitation still on its
+    // way: "later", never applied.
     assert!(matches!(
         apply(&mut room, ALICE, &stale),
-        Err(Refusal::Refused(_))
+        Err(Refusal::Ahead)
     ));
     assert!(room.left, "Bob stays out");
     // Her invitation, later, does.
@@ -332,6 +334,21 @@ fn a_state_issued_before_a_leave_was_seen_does_not_take_the_leaver_back() {
     rotated.added.clear();
     let mut back = next(&rotated, &[ALICE, BOB], 3);
     back.added = vec![user(BOB)];
+    // The state after the invitation comes first: "later"; then the
+    // invitation, then it.
+    let mut after = next(&back, &[ALICE, BOB, CAROL], 3);
+    after.added = vec![user(CAROL)];
+    assert!(matches!(
+        apply(&mut room, ALICE, &after),
+        Err(Refusal::Ahead)
+    ));
     apply(&mut room, ALICE, &back).unwrap();
     assert!(!room.left);
+    apply(&mut room, ALICE, &after).unwrap();
+    assert_eq!(room.members.len(), 3);
+    // Now the stale state is old.
+    assert!(matches!(
+        apply(&mut room, ALICE, &stale),
+        Err(Refusal::Refused(_))
+    ));
 }

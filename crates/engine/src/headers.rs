@@ -17,15 +17,17 @@
 //! arrived yet, or be the first message of someone who is not a contact
 //! yet (whose DM key this device cannot know): it is answered "later", so
 //! its sender retries (a mailbox keeps it for the next drain). Junk gets
-//! the same answer, since it cannot be told apart; nothing is kept or
-//! forwarded for it.
+//! the same answer, since it cannot be told apart, and is never
+//! forwarded. A few such frames are held in memory: when a room key share
+//! brings the key that opens one, it is stored at once rather than at its
+//! sender's next try.
 
 use std::collections::VecDeque;
 
 use safemeet_crypto::header;
 use safemeet_proto::envelope::{RoomEnvelope, SealedRoomEnvelope};
 use safemeet_proto::header::{HeaderKey, HeaderRoot};
-use safemeet_proto::room::dm_room;
+use safemeet_proto::room::{RoomTopic, dm_room};
 use safemeet_proto::{EventId, RoomId, codec};
 use safemeet_store::{Keyspace, Store};
 use serde::{Deserialize, Serialize};
@@ -38,6 +40,11 @@ use crate::records::{MAX_RECORD_BYTES, RoomRecord, VERSION};
 /// made-up header keys; past this the oldest go, which at worst makes a
 /// device wait for a room's state to be sent again.
 pub(crate) const MAX_PENDING_HEADERS: usize = 256;
+
+/// Most sealed frames held for a key (a frame is at least 2 KiB, so at
+/// most about a quarter of a MiB; junk can only push out older junk or a
+/// frame its sender sends again).
+pub(crate) const MAX_HELD_SEALED: usize = 128;
 
 /// Where the pending keys are stored.
 const PENDING_NAME: &[u8] = b"header-keys-pending";
@@ -55,6 +62,10 @@ pub(crate) fn key_of(room: &RoomRecord) -> HeaderKey {
 pub(crate) struct HeaderKeys {
     known: Vec<HeaderKey>,
     pending: VecDeque<(RoomId, HeaderKey)>,
+    /// Frames no key opened yet, with the gossip topic they came on: a
+    /// head start for when their key comes with a room key share (their
+    /// senders retry anyway). At most [`MAX_HELD_SEALED`], oldest dropped.
+    held: VecDeque<(Option<RoomTopic>, SealedRoomEnvelope)>,
     /// Rooms or contacts changed since `known` was worked out.
     pub(crate) stale: bool,
     /// The pending keys were read from the store.
@@ -99,6 +110,40 @@ impl<S: Store + Clone> Core<S> {
             .find_map(|k| header::open(k, sealed).ok())
             .or_else(|| self.open_header(sealed))?;
         safemeet_crypto::machine::event_id(&env).ok()
+    }
+
+    /// Holds a frame no key opens, for [`Self::release_sealed`].
+    pub(crate) fn hold_sealed(&mut self, topic: Option<RoomTopic>, sealed: SealedRoomEnvelope) {
+        let held = &mut self.headers.held;
+        if held.iter().any(|(_, s)| *s == sealed) {
+            return;
+        }
+        if held.len() >= MAX_HELD_SEALED {
+            held.pop_front();
+        }
+        held.push_back((topic, sealed));
+    }
+
+    /// The held frames `root`'s key opens, taken out of the hold.
+    pub(crate) fn release_sealed(
+        &mut self,
+        root: &HeaderRoot,
+    ) -> Vec<(Option<RoomTopic>, RoomEnvelope)> {
+        let key = HeaderKey::from_root(root);
+        let mut opened = Vec::new();
+        self.headers.held.retain(|(topic, sealed)| {
+            if !header::names(&key, sealed) {
+                return true;
+            }
+            match header::open(&key, sealed) {
+                Ok(env) => {
+                    opened.push((topic.clone(), env));
+                    false
+                }
+                Err(_) => true,
+            }
+        });
+        opened
     }
 
     /// Keeps the header key a room key share carried, unless it is known.

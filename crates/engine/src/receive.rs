@@ -167,6 +167,11 @@ impl<S: Store + Clone> Core<S> {
             // junk: "later", and nothing is kept or forwarded for it (see
             // `headers`).
             let Some(env) = self.open_header(sealed) else {
+                let topic = match &from {
+                    Source::Gossip(topic) => Some(topic.clone()),
+                    Source::Peer(_) | Source::Mailbox => None,
+                };
+                self.hold_sealed(topic, sealed.clone());
                 return (Answer::Later, None);
             };
             if let Source::Gossip(topic) = &from
@@ -279,6 +284,17 @@ impl<S: Store + Clone> Core<S> {
         } = &received.content
         {
             self.keep_pending_header(*room_id, header);
+            // Frames that waited for this key: stored now (their senders'
+            // next tries are then repeats, acknowledged).
+            for (topic, env) in self.release_sealed(header) {
+                if topic.is_some_and(|t| t != env.topic) {
+                    continue;
+                }
+                match self.decrypt_and_store(&env) {
+                    Ok(stored) => self.acks_due.push(stored),
+                    Err(e) => tracing::debug!(error = %e, "a held room frame was not stored"),
+                }
+            }
         }
         if let ToDeviceContent::RelayList(list) = &received.content
             && let Err(e) = self.keep_relay_list(list)
