@@ -264,15 +264,14 @@ async fn sizes_over_tcp(gossip: bool) {
         let n = sizes.get(&key).map_or(0, Vec::len);
         assert!(n >= least, "{n} frames {key:?}: {sizes:?}");
     }
-    for ((path, kind), lens) in &sizes {
-        if *kind == "acks" {
-            continue;
-        }
-        assert!(
-            lens.iter().all(|l| *l == MESSAGE_FLOOR),
-            "{path} {kind}: sizes {lens:?}, all should be {MESSAGE_FLOOR}"
-        );
-    }
+    let wrong: Vec<_> = sizes
+        .iter()
+        .filter(|((_, kind), lens)| *kind != "acks" && lens.iter().any(|l| *l != MESSAGE_FLOOR))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "frames not of {MESSAGE_FLOOR} bytes, by path and kind: {wrong:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,4 +351,129 @@ async fn no_field_of_a_devices_room_frames_repeats_across_messages_by_fan_out_ov
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_field_of_a_devices_room_frames_repeats_across_messages_on_gossip_over_tcp() {
     no_field_repeats_over_tcp(true).await;
+}
+
+/// Carol leaves (or Alice, the room's admin, removes her) while her device
+/// keeps listening: after the new room state, no frame of the room reaches
+/// it by any path, while Alice and Bob go on talking on a new topic.
+///
+/// Removed: the wiretap stands in for Carol before the removal, in
+/// Alice's gossip mesh, still subscribed to the room's topic. Left:
+/// Carol's own engine leaves; once Alice and Bob have taken the new state,
+/// it stops and the wiretap takes its place, subscribed to the old topic
+/// as a device that ignored its own leaving would be.
+async fn no_frame_reaches_a_member_after_they_go(remove: bool) {
+    let mut s = Scene::new(true).await;
+    let room = s.room().await;
+    let carol = s.carol.clone().expect("carol's engine runs");
+    wait_until(
+        "carol is in the room with all three",
+        || members(&carol, room),
+        |m| *m == Some(3),
+    )
+    .await;
+    let before = vec!["before".to_owned()];
+    s.alice.send_room(room, &before[0]).await.unwrap();
+    delivered(&s.alice, &carol, room, &before).await;
+    let old_topic = s.alice.room_topic(room).await.unwrap();
+
+    if remove {
+        s.tap().await.subscribe(&old_topic).await;
+        s.mesh_of_two(room).await;
+        let heard_before = s.wiretap().tapped().frames.len();
+        s.alice.room_remove(room, s.carol_id).await.unwrap();
+        // Every member is told of the removal, Carol too.
+        assert!(
+            s.wiretap()
+                .wait_for(WAIT, |t| t.frames[heard_before..]
+                    .iter()
+                    .any(|h| kind(&h.frame) == "room message"))
+                .await,
+            "the wiretap is told of the removal"
+        );
+    } else {
+        carol.room_leave(room).await.unwrap();
+    }
+    // The remaining members take the new state, on a new topic.
+    let mut new_topic = None;
+    for engine in [&s.alice, &s.bob] {
+        wait_until(
+            "the remaining two are on a new topic",
+            || async {
+                (
+                    members(engine, room).await,
+                    engine.room_topic(room).await.unwrap(),
+                )
+            },
+            |(m, t)| *m == Some(2) && *t != old_topic && new_topic.as_ref().is_none_or(|n| n == t),
+        )
+        .await;
+        new_topic = Some(engine.room_topic(room).await.unwrap());
+    }
+    let new_topic = new_topic.expect("a new topic");
+    if !remove {
+        s.tap().await.subscribe(&old_topic).await;
+    }
+    // Whatever reached the wiretap so far (the removal notice, a copy of
+    // it by another path) is the past; the gate may have closed its
+    // gossip connections, so it connects again.
+    let past: Vec<Vec<u8>> = s
+        .wiretap()
+        .tapped()
+        .frames
+        .into_iter()
+        .map(|h| h.frame)
+        .collect();
+    for engine in [&s.alice, &s.bob] {
+        s.wiretap().dial(dial_addr(engine).await).await;
+    }
+    let (a, b) = (s.alice.peer_id(), s.bob.peer_id());
+    assert!(
+        s.wiretap()
+            .wait_for(WAIT, |t| t.connected.contains(&a)
+                && t.connected.contains(&b))
+            .await,
+        "the wiretap is connected to alice and bob"
+    );
+
+    let (mut from_alice, mut from_bob) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        from_alice.push(format!("from alice {i}"));
+        from_bob.push(format!("from bob {i}"));
+        s.alice.send_room(room, &from_alice[i]).await.unwrap();
+        s.bob.send_room(room, &from_bob[i]).await.unwrap();
+    }
+    delivered(&s.alice, &s.bob, room, &from_alice).await;
+    delivered(&s.bob, &s.alice, room, &from_bob).await;
+
+    let tapped = s.wiretap().tapped();
+    let new: Vec<_> = tapped
+        .frames
+        .iter()
+        .filter(|h| !past.contains(&h.frame))
+        .map(|h| (path_name(&h.path), kind(&h.frame)))
+        .collect();
+    assert!(
+        new.is_empty(),
+        "frames reached carol after she went: {new:?}"
+    );
+    assert!(
+        !tapped.topics.contains(&topic_hash(&new_topic)),
+        "carol's device heard of the new topic"
+    );
+    // The old topic is gone from the members: one topic each, the new one.
+    for engine in [&s.alice, &s.bob] {
+        assert_eq!(engine.gossip_topic_count().await.unwrap(), 1);
+        assert_eq!(engine.room_mesh_peers(room).await.unwrap(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_hears_nothing_of_the_room_over_tcp() {
+    no_frame_reaches_a_member_after_they_go(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_who_left_hears_nothing_of_the_room_over_tcp() {
+    no_frame_reaches_a_member_after_they_go(false).await;
 }
