@@ -316,6 +316,9 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
             Request::RoomMeshPeers(room, reply) => {
                 let _ = reply.send(self.mesh_peers(room).await);
             }
+            Request::RoomTopic(room, reply) => {
+                let _ = reply.send(self.room_topic(room).await);
+            }
             Request::GossipPeers(reply) => {
                 let _ = reply.send(self.net.gossip_peers().await.map_err(Into::into));
             }
@@ -331,6 +334,13 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
     }
 
     async fn mesh_peers(&mut self, room: RoomId) -> Result<usize, Error> {
+        let topic = self.room_topic(room).await?;
+        Ok(self.net.mesh_peers(topic).await?)
+    }
+
+    /// A group room's current topic, read on the blocking pool (it reads
+    /// the store).
+    async fn room_topic(&mut self, room: RoomId) -> Result<RoomTopic, Error> {
         let mut core = self.core.take().ok_or(Error::Stopped)?;
         let (core, topic) = tokio::task::spawn_blocking(move || {
             let topic = core.room_topic(&room);
@@ -339,7 +349,7 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
         .await
         .map_err(|_| Error::Stopped)?;
         self.core = Some(core);
-        Ok(self.net.mesh_peers(topic?).await?)
+        topic
     }
 
     /// `first` and the network events waiting behind it, as one input.

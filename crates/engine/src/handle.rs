@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
+use safemeet_proto::room::RoomTopic;
 use safemeet_proto::{EventId, RoomId, UserId};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,8 @@ pub(crate) enum Request {
     ListenAddrs(oneshot::Sender<Result<Vec<Multiaddr>, Error>>),
     /// How many peers the gossip mesh of a room holds.
     RoomMeshPeers(RoomId, oneshot::Sender<Result<usize, Error>>),
+    /// The current gossip topic of a group room.
+    RoomTopic(RoomId, oneshot::Sender<Result<RoomTopic, Error>>),
     /// The peers the network lets gossip.
     GossipPeers(oneshot::Sender<Result<Vec<PeerId>, Error>>),
     /// How many gossip topics the network is subscribed to.
@@ -220,6 +223,14 @@ impl Handle {
     /// mesh forms; messages then go by direct delivery after the grace).
     pub async fn room_mesh_peers(&self, room: RoomId) -> Result<usize, Error> {
         self.ask(|tx| Request::RoomMeshPeers(room, tx)).await
+    }
+
+    /// The current gossip topic of a group room this user is in: opaque
+    /// bytes derived from the room secret, so a new secret (a member left
+    /// or was removed) gives a new topic. [`Error::UnknownRoom`] for a DM,
+    /// a room this user left, or no room at all.
+    pub async fn room_topic(&self, room: RoomId) -> Result<RoomTopic, Error> {
+        self.ask(|tx| Request::RoomTopic(room, tx)).await
     }
 
     /// The peers this node gossips with now, as the network layer's gate

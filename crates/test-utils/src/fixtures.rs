@@ -62,6 +62,7 @@ pub struct Device {
     pub name: String,
     backend: FaultyStore,
     key: DataKey,
+    libp2p: libp2p::identity::Keypair,
 }
 
 impl Device {
@@ -78,6 +79,7 @@ impl Device {
             name: name.to_owned(),
             backend: FaultyStore::default(),
             key: DataKey::generate(),
+            libp2p: account.libp2p_keypair().clone(),
         };
         CryptoMachine::store_account(&device.store(), &account).unwrap();
         device
@@ -91,6 +93,12 @@ impl Device {
     /// The raw store under the encryption, to inject faults.
     pub fn backend(&self) -> &FaultyStore {
         &self.backend
+    }
+
+    /// Its libp2p keypair, the one its engine's network runs with: a bare
+    /// swarm with it is this device to every peer (Noise proves the key).
+    pub fn libp2p_keypair(&self) -> libp2p::identity::Keypair {
+        self.libp2p.clone()
     }
 
     /// Opens its crypto machine.

@@ -10,6 +10,8 @@
 //!   and a modelled relay, with a trace of every output.
 //! - [`observer::Observer`]: a bare rust-libp2p outsider (identify,
 //!   Kademlia, permissive gossipsub) that records what it learns.
+//! - [`wiretap::Wiretap`]: a bare rust-libp2p swarm with a real member
+//!   device's key, which records every frame delivered or gossiped to it.
 //!
 //! Only for tests: it panics on failures instead of returning them.
 
@@ -19,6 +21,7 @@ mod fixtures;
 mod nodes;
 pub mod observer;
 pub mod sim;
+pub mod wiretap;
 
 pub use fixtures::{Device, FaultyStore};
 pub use nodes::{befriend, spawn_nodes, spawn_nodes_with};
