@@ -86,6 +86,10 @@ pub struct Core<S: Store> {
     /// Set when contacts or their devices changed: items with no known
     /// recipient are routed again.
     pub(crate) devices_changed: bool,
+    /// Set when a to-device message came (a new Olm session may make an
+    /// item routable); unlike `devices_changed`, the rooms' member devices
+    /// are the same, so their gossip mode is not worked out again.
+    pub(crate) sessions_changed: bool,
     /// Received messages applied to the store since the last flush.
     pub(crate) unflushed_receipts: usize,
     /// Stored room messages to acknowledge to their senders after the flush.
@@ -166,6 +170,7 @@ impl<S: Store + Clone> Core<S> {
             rooms_changed: true,
             rotations_due: Vec::new(),
             devices_changed: false,
+            sessions_changed: false,
             unflushed_receipts: 0,
             acks_due: Vec::new(),
             contact_cache: RefCell::new(None),
@@ -295,7 +300,8 @@ impl<S: Store + Clone> Core<S> {
             tracing::warn!(error = %e, "could not read the outbox");
         }
         let devices_changed = std::mem::take(&mut self.devices_changed);
-        if devices_changed {
+        let sessions_changed = std::mem::take(&mut self.sessions_changed);
+        if devices_changed || sessions_changed {
             self.route_unrouted();
         }
         // Rotations first: they change rooms, and their states go out

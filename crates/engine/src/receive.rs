@@ -271,7 +271,7 @@ impl<S: Store + Clone> Core<S> {
         self.log_next = log_next;
         self.rooms.extend(overlay);
         self.rooms_changed |= rooms_changed;
-        self.devices_changed = true;
+        self.sessions_changed = true;
         for room in rotate {
             self.rotation_due(room);
         }
