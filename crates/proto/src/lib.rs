@@ -41,6 +41,7 @@ pub mod limits;
 pub mod mailbox;
 pub mod padding;
 pub mod room;
+mod room_state;
 mod sensitive;
 mod time;
 
