@@ -23,14 +23,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
 
 use libp2p::PeerId;
 use safemeet_engine::{Handle, LogEntry};
 use safemeet_proto::RoomId;
-use tokio::time::timeout;
+use safemeet_test_utils::wait_until;
 
-const WAIT: Duration = Duration::from_secs(30);
 /// Messages each sender sends per phase.
 const PER_PHASE: usize = 4;
 
@@ -45,25 +43,6 @@ async fn counts(engine: &Handle, room: RoomId) -> HashMap<String, usize> {
         }
     }
     counts
-}
-
-/// Waits (at most [`WAIT`]) until `check` holds, polling `probe`.
-async fn wait_until<T, F>(what: &str, mut probe: impl FnMut() -> F, check: impl Fn(&T) -> bool) -> T
-where
-    F: std::future::Future<Output = T>,
-{
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let waited = timeout(WAIT, async {
-        loop {
-            tick.tick().await;
-            let value = probe().await;
-            if check(&value) {
-                return value;
-            }
-        }
-    })
-    .await;
-    waited.unwrap_or_else(|_| panic!("timed out waiting: {what}"))
 }
 
 async fn mesh(engine: &Handle, room: RoomId) -> usize {

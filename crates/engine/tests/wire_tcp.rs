@@ -23,8 +23,8 @@ use safemeet_proto::envelope::Envelope;
 use safemeet_proto::padding::MESSAGE_FLOOR;
 use safemeet_proto::{RoomId, UserId};
 use safemeet_test_utils::Device;
+use safemeet_test_utils::wait_until;
 use safemeet_test_utils::wiretap::{Heard, Path, Wiretap, topic_hash};
-use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(60);
 /// How long a device that is gone is watched for frames once the others'
@@ -45,25 +45,6 @@ fn start(device: &Device, gossip: bool) -> Handle {
         config.direct_room_max_devices = 0;
     }
     safemeet_engine::start(device.machine(), config).unwrap()
-}
-
-/// Waits (at most [`WAIT`]) until `check` holds, polling `probe`.
-async fn wait_until<T, F>(what: &str, mut probe: impl FnMut() -> F, check: impl Fn(&T) -> bool) -> T
-where
-    F: std::future::Future<Output = T>,
-{
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let waited = timeout(WAIT, async {
-        loop {
-            tick.tick().await;
-            let value = probe().await;
-            if check(&value) {
-                return value;
-            }
-        }
-    })
-    .await;
-    waited.unwrap_or_else(|_| panic!("timed out waiting: {what}"))
 }
 
 /// Where `engine` listens, as it listens (no peer id).

@@ -12,6 +12,7 @@
 //!   Kademlia, permissive gossipsub) that records what it learns.
 //! - [`wiretap::Wiretap`]: a bare rust-libp2p swarm with a real member
 //!   device's key, which records every frame delivered or gossiped to it.
+//! - [`wait_until`]: polls a condition with a time limit.
 //!
 //! Only for tests: it panics on failures instead of returning them.
 
@@ -21,7 +22,9 @@ mod fixtures;
 mod nodes;
 pub mod observer;
 pub mod sim;
+mod wait;
 pub mod wiretap;
 
 pub use fixtures::{Device, FaultyStore};
 pub use nodes::{befriend, spawn_nodes, spawn_nodes_with};
+pub use wait::{WAIT_LIMIT, wait_until};

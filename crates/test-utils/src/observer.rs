@@ -150,18 +150,8 @@ impl Observer {
     }
 
     /// Waits (at most `wait`) until `check` holds for what it learned.
-    pub async fn wait_for(&self, wait: Duration, mut check: impl FnMut(&Seen) -> bool) -> bool {
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        tokio::time::timeout(wait, async {
-            loop {
-                tick.tick().await;
-                if check(&self.seen.lock().unwrap()) {
-                    return;
-                }
-            }
-        })
-        .await
-        .is_ok()
+    pub async fn wait_for(&self, wait: Duration, check: impl FnMut(&Seen) -> bool) -> bool {
+        crate::wait::wait_for_shared(&self.seen, wait, check).await
     }
 }
 

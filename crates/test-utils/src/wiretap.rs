@@ -160,18 +160,8 @@ impl Wiretap {
     }
 
     /// Waits (at most `wait`) until `check` holds for what it recorded.
-    pub async fn wait_for(&self, wait: Duration, mut check: impl FnMut(&Tapped) -> bool) -> bool {
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        tokio::time::timeout(wait, async {
-            loop {
-                tick.tick().await;
-                if check(&self.tapped.lock().unwrap()) {
-                    return;
-                }
-            }
-        })
-        .await
-        .is_ok()
+    pub async fn wait_for(&self, wait: Duration, check: impl FnMut(&Tapped) -> bool) -> bool {
+        crate::wait::wait_for_shared(&self.tapped, wait, check).await
     }
 }
 
