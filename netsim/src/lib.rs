@@ -25,6 +25,7 @@
 
 pub mod baseline;
 pub mod engine;
+mod joins;
 pub mod link;
 pub mod plan;
 mod plot;

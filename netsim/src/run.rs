@@ -397,7 +397,7 @@ pub async fn drive<N: Nodes>(
     let _ = rec
         .wait_for(remaining, |o| {
             Recorder::all_delivered(o, false, &alive)
-                && crate::report::join_waits(o, ctx, &phases, &is_alive)
+                && crate::joins::join_waits(o, ctx, &phases, &is_alive)
                     .iter()
                     .all(Option::is_some)
         })
