@@ -412,6 +412,12 @@ impl<S: Store> EncryptedStore<S> {
     pub fn flush(&self) -> Result<(), Error> {
         Ok(self.inner.flush()?)
     }
+
+    /// Makes applied writes durable against a crash of the machine (see
+    /// [`Store::sync`]).
+    pub fn sync(&self) -> Result<(), Error> {
+        Ok(self.inner.sync()?)
+    }
 }
 
 #[cfg(test)]

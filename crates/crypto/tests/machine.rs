@@ -1195,16 +1195,25 @@ fn a_doctored_session_export_loses_to_the_signed_key() {
     assert!(matches!(err, Error::SessionConflict), "{err:?}");
 }
 
-/// A memory store that counts its flushes.
+/// A memory store that counts its flushes and syncs, and the writes
+/// applied since the last sync.
 #[derive(Default)]
 struct FlushCounter {
     inner: safemeet_store::MemoryStore,
     flushes: std::sync::atomic::AtomicUsize,
+    syncs: std::sync::atomic::AtomicUsize,
+    unsynced: std::sync::atomic::AtomicUsize,
 }
 
 impl FlushCounter {
     fn flushes(&self) -> usize {
         self.flushes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn syncs(&self) -> usize {
+        self.syncs.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn unsynced(&self) -> usize {
+        self.unsynced.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -1226,13 +1235,48 @@ impl safemeet_store::Store for FlushCounter {
         self.inner.scan(ks, prefix, after, limit)
     }
     fn apply(&self, batch: safemeet_store::Batch) -> safemeet_store::Result<()> {
+        self.unsynced
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.apply(batch)
+    }
+    fn put(
+        &self,
+        ks: safemeet_store::Keyspace,
+        key: &[u8],
+        value: &[u8],
+    ) -> safemeet_store::Result<()> {
+        self.unsynced
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.put(ks, key, value)
     }
     fn flush(&self) -> safemeet_store::Result<()> {
         self.flushes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.flush()
     }
+    fn sync(&self) -> safemeet_store::Result<()> {
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.unsynced.store(0, std::sync::atomic::Ordering::SeqCst);
+        self.inner.sync()
+    }
+}
+
+#[test]
+fn the_run_marker_is_synced_before_the_machine_opens() {
+    let counter = std::sync::Arc::new(FlushCounter::default());
+    let alice = Device::with_account("alice", &new_account("alice"), counter.clone());
+    assert!(counter.syncs() >= 1, "opening syncs the run marker");
+    assert_eq!(
+        counter.unsynced(),
+        0,
+        "nothing written while opening is left unsynced"
+    );
+    // And again on a restart after a crash, which marks a new generation.
+    let syncs = counter.syncs();
+    let alice = alice.restart(false);
+    assert!(counter.syncs() > syncs, "the unclean restart is synced too");
+    assert_eq!(counter.unsynced(), 0);
+    drop(alice);
 }
 
 fn deferred<S: safemeet_store::Store + Clone>(

@@ -64,6 +64,10 @@ pub struct SledStore {
     path: PathBuf,
 }
 
+/// The file in a sled directory that holds its log (sled 0.34's layout):
+/// every flushed write is in it.
+const SLED_LOG_FILE: &str = "db";
+
 /// How long [`SledStore::open`] waits for a lock that is being released:
 /// sled lets go of its file lock from background threads, within
 /// milliseconds of the last handle's drop or its process's exit, so a lock
@@ -191,6 +195,17 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<()> {
         self.db.flush().map(|_| ()).map_err(backend)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.flush()?;
+        // sled's flush ends in `sync_file_range`, which writes the pages
+        // but not the file's metadata and asks nothing of the disk's cache:
+        // fsync its log file, which holds every flushed write.
+        let log = self.path.join(SLED_LOG_FILE);
+        std::fs::File::open(&log)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::Backend(Box::new(e)))
     }
 
     fn put(&self, keyspace: Keyspace, key: &[u8], value: &[u8]) -> Result<()> {

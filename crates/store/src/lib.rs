@@ -74,6 +74,16 @@ pub trait Store: Send + Sync {
     /// Makes every applied batch durable against a crash of this process.
     fn flush(&self) -> Result<()>;
 
+    /// Makes every applied batch durable against a crash of the machine
+    /// (power loss, a kernel panic): [`Store::flush`], then an fsync of what
+    /// the flush wrote. Slower than a flush; for the few writes that must
+    /// never be lost, such as the crypto machine's run marker (a lost
+    /// "unclean" mark would let a Megolm index be used twice). The default
+    /// is a flush, for stores with nothing to fsync.
+    fn sync(&self) -> Result<()> {
+        self.flush()
+    }
+
     /// Puts one value (a batch of one).
     fn put(&self, keyspace: Keyspace, key: &[u8], value: &[u8]) -> Result<()> {
         let mut b = Batch::new();
@@ -107,6 +117,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn flush(&self) -> Result<()> {
         (**self).flush()
+    }
+    fn sync(&self) -> Result<()> {
+        (**self).sync()
     }
     fn put(&self, keyspace: Keyspace, key: &[u8], value: &[u8]) -> Result<()> {
         (**self).put(keyspace, key, value)

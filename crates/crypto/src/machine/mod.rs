@@ -416,7 +416,10 @@ impl<S: Store> CryptoMachine<S> {
             name::RUN,
             &records::encode_plain(&run)?,
         )?;
-        store.flush()?;
+        // Synced, not only flushed: sled's flush does not survive a power
+        // loss, and a run marker lost with it would hide this start from
+        // the next one, which would then reuse outbound Megolm indices.
+        store.sync()?;
         let keys = match store.get(Keyspace::CryptoSessions, name::KEYS)? {
             Some(b) => records::decode(&b, "key pool")?,
             None => KeysRecord {
