@@ -147,8 +147,24 @@ impl Home {
         }
         let text =
             read_bounded(&self.keyfile(), MAX_KEYFILE_BYTES).context("reading the key file")?;
-        let key = KeyFile::from_json(&text)?.unwrap_key(passphrase)?;
+        let keyfile = KeyFile::from_json(&text)?;
+        let key = keyfile.unwrap_key(passphrase)?;
+        if keyfile.needs_rewrap() {
+            self.rewrap(&key, passphrase)?;
+        }
         self.open_store(&key)
+    }
+
+    /// Wraps the data key again under the default KDF parameters and
+    /// replaces the key file: a profile made when the default was weaker
+    /// gets today's cost against guessing once it is unlocked. The
+    /// replacement is atomic; a crash leaves the old key file or the new.
+    fn rewrap(&self, key: &DataKey, passphrase: &Passphrase) -> Result<(), Failure> {
+        let keyfile = KeyFile::wrap(key, passphrase, KdfParams::default())?;
+        replace_private_file(&self.keyfile(), keyfile.to_json()?.as_bytes())
+            .context("replacing the key file")?;
+        tracing::info!("key file wrapped again under the current KDF parameters");
+        Ok(())
     }
 
     fn open_store(&self, key: &DataKey) -> Result<ProfileStore, Failure> {
@@ -205,6 +221,20 @@ fn sync_tree(dir: &Path) -> anyhow::Result<()> {
 /// Writes `bytes` to a fresh temporary file (mode 0600), fsyncs it, and links
 /// it in as `path`; fails if `path` exists.
 pub(crate) fn publish_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = write_private_tmp(path, bytes)?;
+    let linked =
+        fs::hard_link(&tmp, path).with_context(|| format!("publishing {}", path.display()));
+    fs::remove_file(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    linked?;
+    if let Some(parent) = path.parent() {
+        fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to a fresh temporary file beside `path` (mode 0600) and
+/// fsyncs it.
+fn write_private_tmp(path: &Path, bytes: &[u8]) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     // A leftover temporary file may have other permissions: start afresh.
@@ -221,13 +251,59 @@ pub(crate) fn publish_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<
         .with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    drop(f);
-    let linked =
-        fs::hard_link(&tmp, path).with_context(|| format!("publishing {}", path.display()));
-    fs::remove_file(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
-    linked?;
+    Ok(tmp)
+}
+
+/// Replaces `path` with `bytes` atomically: a fresh temporary file (mode
+/// 0600), fsynced, renamed over `path`, then the directory fsynced.
+pub(crate) fn replace_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = write_private_tmp(path, bytes)?;
+    fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
     if let Some(parent) = path.parent() {
         fs::File::open(parent)?.sync_all()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+    use super::*;
+
+    #[test]
+    fn a_key_file_under_the_old_default_is_rewrapped_when_unlocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home {
+            dir: dir.path().join("profile"),
+        };
+        let pass = Passphrase::new("seven tall giraffes drink tea");
+        home.create(&pass, |_| Ok(())).unwrap();
+
+        // Put the key file back under the default of earlier versions.
+        let text = read_bounded(&home.keyfile(), MAX_KEYFILE_BYTES).unwrap();
+        let key = KeyFile::from_json(&text)
+            .unwrap()
+            .unwrap_key(&pass)
+            .unwrap();
+        let old = KdfParams {
+            m_cost_kib: 19 * 1024,
+            t_cost: 2,
+            p_cost: 1,
+        };
+        let legacy = KeyFile::wrap(&key, &pass, old).unwrap();
+        replace_private_file(&home.keyfile(), legacy.to_json().unwrap().as_bytes()).unwrap();
+
+        drop(home.unlock(&pass).unwrap());
+        let text = read_bounded(&home.keyfile(), MAX_KEYFILE_BYTES).unwrap();
+        let now = KeyFile::from_json(&text).unwrap();
+        assert_eq!(now.kdf, KdfParams::default(), "rewrapped under the default");
+        assert!(!now.needs_rewrap());
+        // The same data key: the store still opens, and no temporary is left.
+        drop(home.unlock(&pass).unwrap());
+        assert!(!home.keyfile().with_extension("tmp").exists());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(home.keyfile()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }

@@ -69,8 +69,17 @@ impl fmt::Debug for Passphrase {
     }
 }
 
-/// Least Argon2id memory accepted: OWASP's minimum, 19 MiB.
+/// Least Argon2id memory accepted from a key file: OWASP's minimum, 19 MiB,
+/// the default of key files written before [`KdfParams::default`] rose.
+/// Such a key file still opens, and is then wrapped again under the
+/// default ([`KdfParams::is_below_default`]).
 const MIN_KDF_MEMORY_KIB: u32 = 19 * 1024;
+/// Argon2id memory for new key files: 64 MiB, RFC 9106's second
+/// recommended option and four times what a guesser's GPU core must hold
+/// per guess under OWASP's minimum.
+const DEFAULT_KDF_MEMORY_KIB: u32 = 64 * 1024;
+/// Argon2id passes for new key files (RFC 9106's option for 64 MiB).
+const DEFAULT_KDF_PASSES: u32 = 3;
 /// Most Argon2id memory accepted from a key file: 1 GiB.
 const MAX_KDF_MEMORY_KIB: u32 = 1024 * 1024;
 
@@ -86,19 +95,27 @@ pub struct KdfParams {
 }
 
 impl Default for KdfParams {
-    /// OWASP's minimum for Argon2id: 19 MiB, 2 passes, 1 lane. About 45 ms
-    /// on a small server core: slow for a guesser, quick enough to unlock
-    /// on every CLI command.
+    /// 64 MiB, 3 passes, 1 lane (RFC 9106, section 4, second option). About
+    /// 0.2 s on one core of a small server (docs/perf.md, "Unlock"): slow
+    /// for a guesser, and an unlock a person waits for only when the daemon
+    /// starts or a command runs without it.
     fn default() -> Self {
         Self {
-            m_cost_kib: MIN_KDF_MEMORY_KIB,
-            t_cost: 2,
+            m_cost_kib: DEFAULT_KDF_MEMORY_KIB,
+            t_cost: DEFAULT_KDF_PASSES,
             p_cost: 1,
         }
     }
 }
 
 impl KdfParams {
+    /// Whether these parameters cost a guesser less than the default: a
+    /// key file written under them is wrapped again once it is opened.
+    pub fn is_below_default(&self) -> bool {
+        let d = Self::default();
+        self.m_cost_kib < d.m_cost_kib || self.t_cost < d.t_cost
+    }
+
     fn validate(&self) -> Result<Params, Error> {
         // Bounds keep an edited key file from weakening the KDF below the
         // default, and from asking for absurd work: at most 1 GiB (a failed
@@ -207,6 +224,12 @@ impl KeyFile {
         key.copy_from_slice(&plain);
         plain.zeroize();
         Ok(DataKey(key))
+    }
+
+    /// Whether this key file should be wrapped again under the default
+    /// parameters (it was written under weaker ones).
+    pub fn needs_rewrap(&self) -> bool {
+        self.kdf.is_below_default()
     }
 
     /// Encodes the key file (JSON: it is read by people debugging a profile).
@@ -437,6 +460,42 @@ fn value_aad(keyspace: Keyspace, key: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wide_cipher_wipes_itself_on_drop() {
+        // Compiles only with chacha20poly1305 0.11's `zeroize` feature.
+        fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        zeroized_on_drop::<chacha20poly1305_wide::XChaCha20Poly1305>();
+    }
+
+    #[test]
+    fn new_key_files_use_at_least_64_mib_and_3_passes() {
+        let kdf = KdfParams::default();
+        assert!(kdf.m_cost_kib >= 64 * 1024, "{kdf:?}");
+        assert!(kdf.t_cost >= 3, "{kdf:?}");
+        assert!(!kdf.is_below_default());
+    }
+
+    #[test]
+    fn a_key_file_under_the_old_default_opens_and_asks_to_be_rewrapped() {
+        let old = KdfParams {
+            m_cost_kib: 19 * 1024,
+            t_cost: 2,
+            p_cost: 1,
+        };
+        let key = DataKey::generate();
+        let pass = Passphrase::new("an old profile's passphrase");
+        let file = KeyFile::wrap(&key, &pass, old).unwrap();
+        assert!(file.needs_rewrap());
+        let opened = file.unwrap_key(&pass).unwrap();
+        assert_eq!(opened.0.as_ref(), key.0.as_ref());
+        let rewrapped = KeyFile::wrap(&opened, &pass, KdfParams::default()).unwrap();
+        assert!(!rewrapped.needs_rewrap());
+        assert_eq!(
+            rewrapped.unwrap_key(&pass).unwrap().0.as_ref(),
+            key.0.as_ref()
+        );
+    }
 
     #[test]
     fn the_stack_aad_is_the_aad() {
