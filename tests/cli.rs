@@ -229,6 +229,13 @@ fn helpful_errors_for_bad_input() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("at least 8"));
+    // Long enough, and easy to guess: refused with zxcvbn's reason.
+    safemeet(&home)
+        .args(["init", "--username", "alice"])
+        .env("SAFEMEET_PASSPHRASE", "password123")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("too easy to guess"));
     // No passphrase source and no terminal.
     safemeet(&home)
         .args(["init", "--username", "alice"])

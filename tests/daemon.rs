@@ -156,6 +156,33 @@ fn room_members(home: &Path, room: &str) -> Option<usize> {
 }
 
 #[test]
+fn a_running_daemon_keeps_no_trace_of_the_passphrase_in_its_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init(dir.path(), "alice");
+    let daemon = Daemon::start(&home, "/ip4/127.0.0.1/tcp/0");
+    // What any process of the same user can read, for as long as it runs.
+    let environ = std::fs::read(format!("/proc/{}/environ", daemon.process.pid())).unwrap();
+    let entries: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    assert!(
+        entries.iter().any(|e| e.starts_with(b"PATH=")),
+        "the rest of the environment is intact"
+    );
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.starts_with(b"SAFEMEET_PASSPHRASE")),
+        "the variable is gone"
+    );
+    assert!(
+        !environ.windows(PASS.len()).any(|w| w == PASS.as_bytes()),
+        "the passphrase's text is gone"
+    );
+    // It was read all the same: the daemon unlocked and serves.
+    assert!(cli(&home, &["whoami"])["user_id"].is_string());
+    daemon.stop();
+}
+
+#[test]
 fn two_daemons_exchange_direct_messages() {
     let dir = tempfile::tempdir().unwrap();
     let (alice, bob) = (init(dir.path(), "alice"), init(dir.path(), "bob"));

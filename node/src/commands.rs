@@ -79,11 +79,13 @@ pub(crate) fn init(
             safemeet_proto::limits::MAX_EMAILS
         )));
     }
-    let passphrase = source.new_passphrase()?;
     let display_name = match display_name {
         Some(d) => d,
         None => DisplayName::new(username.as_str()).context("username as display name")?,
     };
+    let mut about_user = vec![username.as_str(), display_name.as_str()];
+    about_user.extend(emails.iter().map(|e| e.as_str()));
+    let passphrase = source.new_passphrase(&about_user)?;
     let account = Account::create(username, display_name, emails, SystemClock.now())?;
     home.create(&passphrase, |store| {
         let record = account.to_record()?;

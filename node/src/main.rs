@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use safemeet_crypto::at_rest::Passphrase;
 use safemeet_proto::{DisplayName, Email, Username};
 
 use crate::failure::Failure;
@@ -216,10 +217,18 @@ fn init_tracing(relay: bool) {
 }
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: see `passphrase::take_from_env`.
+    let (env_passphrase, not_wiped) = passphrase::take_from_env();
     let cli = Cli::parse();
     init_tracing(matches!(cli.command, Command::Relay(_)));
+    if let Some(e) = not_wiped {
+        tracing::warn!(
+            error = %e,
+            "SAFEMEET_PASSPHRASE could not be wiped from this process's memory; prefer --passphrase-file"
+        );
+    }
     let json = cli.json;
-    match run(cli) {
+    match run(cli, env_passphrase) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             failure.report(json);
@@ -228,9 +237,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
+fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
     let home = home::Home::resolve(cli.home)?;
-    let source = passphrase::Source::new(cli.passphrase_file);
+    let source = passphrase::Source::new(cli.passphrase_file, env_passphrase);
     match cli.command {
         Command::Init {
             username,

@@ -118,6 +118,11 @@ impl Reaped {
         }
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// Sends `signal` (`TERM`, `KILL`, ...) to the process.
     pub(crate) fn signal(&self, signal: &str) {
         assert!(!self.exited, "the process has exited already");
