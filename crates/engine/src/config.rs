@@ -68,6 +68,11 @@ pub struct Config {
     /// and secrets). `None` (the default): drawn from the OS. Only tests
     /// and simulations set it.
     pub seed: Option<u64>,
+    /// Join every room a contact invites this device to without asking.
+    /// Default `false`: an invitation waits for `room join` unless its
+    /// sender is a contact set to auto-accept. Simulations and tests that
+    /// are not about consent turn it on.
+    pub auto_join_rooms: bool,
 }
 
 impl Default for Config {
@@ -88,6 +93,7 @@ impl Default for Config {
             ack_retries: 4,
             request_timeout: Duration::from_secs(60),
             seed: None,
+            auto_join_rooms: false,
         }
     }
 }

@@ -97,8 +97,10 @@ impl<S: Store + Clone> Core<S> {
             MAX_RECORD_BYTES,
         )?;
         self.commit_contacts(batch, &index)?;
+        self.mark_added(user)?;
         // A new DM: its header key.
         self.headers.stale = true;
+        self.admission.stale = true;
         if let Some(signed) = &invite.relays {
             self.keep_relay_list(signed)?;
         }
@@ -170,7 +172,9 @@ impl<S: Store + Clone> Core<S> {
         Ok(contacts)
     }
 
-    /// Removes a contact (their keys and messages stay).
+    /// Removes a contact (their keys and the messages stored so far stay);
+    /// what they send from now on is refused until their invite is
+    /// accepted again.
     pub(crate) fn remove_contact(&mut self, user: &UserId) -> Result<(), Error> {
         let mut index = self.contact_index()?;
         if !index.users.contains(user) {
@@ -181,7 +185,9 @@ impl<S: Store + Clone> Core<S> {
         self.store
             .batch_delete(&mut batch, Keyspace::Contacts, &name::contact(user))?;
         self.commit_contacts(batch, &index)?;
+        self.mark_removed(*user)?;
         self.headers.stale = true;
+        self.admission.stale = true;
         Ok(())
     }
 

@@ -38,7 +38,9 @@
 //! ```
 
 mod acks;
+mod admission;
 mod actor;
+mod blocks;
 mod chain;
 mod config;
 mod contacts;
@@ -50,6 +52,7 @@ mod handle;
 mod headers;
 #[cfg(feature = "test-hooks")]
 mod hooks;
+mod invitations;
 mod mailbox;
 mod outbox;
 mod parked;
@@ -63,6 +66,8 @@ mod timeline;
 mod topics;
 
 pub use crate::actor::start;
+pub use crate::blocks::MAX_LISTED;
+pub use crate::invitations::{Invitation, MAX_INVITATIONS, MAX_INVITATIONS_PER_INVITER};
 pub use crate::config::Config;
 pub use crate::core::{Core, Now, Stats};
 pub use crate::error::{Error, ErrorKind};

@@ -356,6 +356,9 @@ impl<S: Store> CryptoMachine<S> {
             ));
         }
         let claimed = signed.decode_body()?;
+        if self.refused.contains(&claimed.user_id) {
+            return Err(Error::RefusedSender);
+        }
         let device = claimed.device_id;
         let status = self
             .load_list(&claimed.user_id)?
@@ -426,6 +429,9 @@ impl<S: Store> CryptoMachine<S> {
                 continue;
             }
             let verified = entry.verified_at.is_some();
+            if self.refused.contains(user) {
+                return Err(Error::RefusedSender);
+            }
             let status = self.load_list(user)?.map(|l| listed_status(l, device));
             return match status {
                 None => Err(Error::UnknownSender { user: *user }),

@@ -19,8 +19,9 @@ use super::records::{
     self, HeldSession, InboundRecord, OutboundRecord, RECORD_VERSION, Share, SharesRecord, name,
 };
 use super::{
-    CryptoMachine, DecryptedRoomEvent, Destination, HELD_TTL_MS, MAX_HELD_BYTES,
-    MAX_HELD_BYTES_PER_SESSION, MAX_HELD_PER_SESSION, MAX_HELD_SESSIONS, ROTATION_MESSAGES,
+    CryptoMachine, DecryptedRoomEvent, Destination, HELD_TTL_MS, Holder, MAX_HELD_BYTES,
+    MAX_HELD_BYTES_PER_HOLDER, MAX_HELD_BYTES_PER_SESSION, MAX_HELD_PER_SESSION,
+    MAX_HELD_SESSIONS_PER_HOLDER, MAX_HELD_SESSIONS, ROTATION_MESSAGES,
     ROTATION_PERIOD_MS, RoomMessage, RoomSend, Rotation, Sender, ToDeviceContent, event_id_of,
     session_id_bytes,
 };
@@ -626,8 +627,22 @@ impl<S: Store> CryptoMachine<S> {
         now: Timestamp,
         writes: impl FnOnce(&DecryptedRoomEvent) -> Result<EncryptedBatch, Error>,
     ) -> Result<DecryptedRoomEvent, Error> {
+        self.decrypt_room_held(envelope, now, Some(Holder::default()), writes)
+    }
+
+    /// [`decrypt_room_with`](Self::decrypt_room_with), holding a message
+    /// whose key has not arrived only when `holder` names whom it is
+    /// charged to (see the [module docs](super)); `None` holds nothing
+    /// (its sender, or a relay, keeps it).
+    pub fn decrypt_room_held(
+        &mut self,
+        envelope: &RoomEnvelope,
+        now: Timestamp,
+        holder: Option<Holder>,
+        writes: impl FnOnce(&DecryptedRoomEvent) -> Result<EncryptedBatch, Error>,
+    ) -> Result<DecryptedRoomEvent, Error> {
         self.check_usable()?;
-        let (event, mut batch) = self.open_room(envelope, now, true)?;
+        let (event, mut batch) = self.open_room(envelope, now, holder)?;
         let extra = writes(&event)?;
         batch.extend(extra);
         self.commit(batch, false)?;
@@ -640,7 +655,7 @@ impl<S: Store> CryptoMachine<S> {
         &mut self,
         envelope: &RoomEnvelope,
         now: Timestamp,
-        hold: bool,
+        holder: Option<Holder>,
     ) -> Result<(DecryptedRoomEvent, EncryptedBatch), Error> {
         let id = envelope.session_id;
         let message = MegolmMessage::from_bytes(&envelope.ciphertext).map_err(megolm_error)?;
@@ -654,7 +669,10 @@ impl<S: Store> CryptoMachine<S> {
         }
         let index = message.message_index();
         if self.load_inbound(&id)?.is_none() {
-            let held = hold && self.hold(envelope, now)?;
+            let held = match holder {
+                Some(holder) => self.hold(envelope, holder, now)?,
+                None => false,
+            };
             return Err(Error::MissingRoomKey { held });
         }
         let seen = self
@@ -740,11 +758,18 @@ impl<S: Store> CryptoMachine<S> {
         Ok(())
     }
 
-    /// Keeps a message whose key has not arrived. Entries older than
-    /// [`HELD_TTL_MS`] are dropped first; when the bounds are reached the
-    /// oldest session's messages make room. Returns false when the message
-    /// alone exceeds what one session may hold.
-    fn hold(&mut self, envelope: &RoomEnvelope, now: Timestamp) -> Result<bool, Error> {
+    /// Keeps a message whose key has not arrived, charged to `holder`.
+    /// Entries older than [`HELD_TTL_MS`] are dropped first; a holder at
+    /// its quota makes room from its own oldest sessions, and when the
+    /// whole store is full the holder holding the most bytes gives way.
+    /// Returns false when the message is not held (it alone exceeds what
+    /// one session or one holder may hold).
+    fn hold(
+        &mut self,
+        envelope: &RoomEnvelope,
+        holder: Holder,
+        now: Timestamp,
+    ) -> Result<bool, Error> {
         let id = envelope.session_id;
         let encoded = codec::encode(envelope)?;
         let size = encoded.len() as u64;
@@ -757,39 +782,28 @@ impl<S: Store> CryptoMachine<S> {
         {
             self.drop_held(&mut batch, pos)?;
         }
-        let pos = match self.held.sessions.iter().position(|h| h.session == id) {
-            Some(pos) => pos,
-            None => {
-                while self.held.sessions.len() >= MAX_HELD_SESSIONS {
-                    self.drop_held(&mut batch, 0)?;
-                }
+        // A session is charged to whoever first handed over one of its
+        // messages; another holder cannot add to it.
+        let fits = match self.held.sessions.iter().find(|h| h.session == id) {
+            Some(entry) => {
+                entry.holder == holder
+                    && entry.next - entry.first < MAX_HELD_PER_SESSION
+                    && entry.bytes.saturating_add(size) <= MAX_HELD_BYTES_PER_SESSION
+            }
+            None => size <= MAX_HELD_BYTES_PER_SESSION,
+        };
+        let held = fits && size <= MAX_HELD_BYTES_PER_HOLDER;
+        if held {
+            self.make_room(&mut batch, id, holder, size)?;
+            if !self.held.sessions.iter().any(|h| h.session == id) {
                 self.held.sessions.push(HeldSession {
                     session: id,
                     first: 0,
                     next: 0,
                     bytes: 0,
                     since: now,
+                    holder,
                 });
-                self.held.sessions.len() - 1
-            }
-        };
-        let entry = &self.held.sessions[pos];
-        let fits = entry.next - entry.first < MAX_HELD_PER_SESSION
-            && entry.bytes.saturating_add(size) <= MAX_HELD_BYTES_PER_SESSION;
-        if fits {
-            let total: u64 = self.held.sessions.iter().map(|h| h.bytes).sum();
-            if total.saturating_add(size) > MAX_HELD_BYTES {
-                // Make room by dropping the oldest other sessions.
-                let mut free = total.saturating_add(size) - MAX_HELD_BYTES;
-                let mut i = 0;
-                while free > 0 && i < self.held.sessions.len() {
-                    if self.held.sessions[i].session == id {
-                        i += 1;
-                        continue;
-                    }
-                    free = free.saturating_sub(self.held.sessions[i].bytes);
-                    self.drop_held(&mut batch, i)?;
-                }
             }
             let Some(entry) = self.held.sessions.iter_mut().find(|h| h.session == id) else {
                 return Ok(false);
@@ -804,12 +818,69 @@ impl<S: Store> CryptoMachine<S> {
                 seq,
                 &encoded,
             )?;
-        } else if entry.next == entry.first {
-            self.held.sessions.remove(pos);
         }
         self.put_held_index(&mut batch)?;
         self.commit(batch, false)?;
-        Ok(fits)
+        Ok(held)
+    }
+
+    /// Drops held sessions (never `keep`) until `size` more bytes for
+    /// `holder` fit its quota and the whole store, and a new session of
+    /// its fits its session count.
+    fn make_room(
+        &mut self,
+        batch: &mut EncryptedBatch,
+        keep: [u8; 32],
+        holder: Holder,
+        size: u64,
+    ) -> Result<(), Error> {
+        let new_session = !self.held.sessions.iter().any(|h| h.session == keep);
+        loop {
+            let mine = |h: &HeldSession| h.holder == holder && h.session != keep;
+            let (count, bytes) = self
+                .held
+                .sessions
+                .iter()
+                .filter(|h| h.holder == holder)
+                .fold((0usize, 0u64), |(c, b), h| (c + 1, b + h.bytes));
+            let over_holder = bytes.saturating_add(size) > MAX_HELD_BYTES_PER_HOLDER
+                || (new_session && count >= MAX_HELD_SESSIONS_PER_HOLDER);
+            let total: u64 = self.held.sessions.iter().map(|h| h.bytes).sum();
+            let over_total = total.saturating_add(size) > MAX_HELD_BYTES
+                || (new_session && self.held.sessions.len() >= MAX_HELD_SESSIONS);
+            let pos = if over_holder {
+                // The holder's own oldest session.
+                self.held.sessions.iter().position(mine)
+            } else if over_total {
+                // The oldest session of whoever holds the most.
+                let mut totals: HashMap<Holder, u64> = HashMap::new();
+                for h in &self.held.sessions {
+                    *totals.entry(h.holder).or_default() += h.bytes;
+                }
+                let largest = totals
+                    .into_iter()
+                    .filter(|(h, _)| {
+                        self.held
+                            .sessions
+                            .iter()
+                            .any(|s| s.holder == *h && s.session != keep)
+                    })
+                    .max_by_key(|(_, b)| *b)
+                    .map(|(h, _)| h);
+                largest.and_then(|largest| {
+                    self.held
+                        .sessions
+                        .iter()
+                        .position(|h| h.holder == largest && h.session != keep)
+                })
+            } else {
+                return Ok(());
+            };
+            match pos {
+                Some(pos) => self.drop_held(batch, pos)?,
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Decrypts and drops the messages held for `session`; each one's
@@ -845,7 +916,7 @@ impl<S: Store> CryptoMachine<S> {
                 codec::decode(&bytes, safemeet_proto::padding::MAX_BODY_BYTES);
             results.push(match decoded {
                 Ok(env) => {
-                    self.open_room(&env, now, false)
+                    self.open_room(&env, now, None)
                         .and_then(|(event, writes)| match opened.get(&event.message_index) {
                             Some(first) => Err(Error::Replay {
                                 index: event.message_index,
