@@ -11,6 +11,7 @@ mod failure;
 mod home;
 mod messenger;
 mod passphrase;
+mod people;
 mod relay;
 mod shutdown;
 
@@ -21,6 +22,7 @@ use clap::{Parser, Subcommand};
 use safemeet_proto::{DisplayName, Email, Username};
 
 use crate::failure::Failure;
+use crate::people::PeopleAction;
 
 /// SafeMeet: a peer-to-peer, end-to-end encrypted messenger.
 #[derive(Debug, Parser)]
@@ -125,10 +127,36 @@ enum ContactCommand {
     },
     /// List contacts.
     List,
-    /// Remove a contact. TARGET: name, username or user id.
+    /// Remove a contact (what they send from now on is refused until you
+    /// add them again). TARGET: name, username or user id.
     Remove {
         /// Who to remove.
         target: String,
+    },
+    /// Block a user: their messages are refused without a delivery
+    /// receipt and nothing of theirs is stored. TARGET: contact name,
+    /// username or user id (a contact or not).
+    Block {
+        /// Who to block.
+        target: String,
+    },
+    /// Unblock a user.
+    Unblock {
+        /// Who to unblock.
+        target: String,
+    },
+    /// List the blocked users.
+    Blocked,
+    /// Change a contact's settings.
+    Set {
+        /// The contact (name, username or user id).
+        target: String,
+        /// Join the rooms this contact invites you to without asking.
+        #[arg(long, conflicts_with = "ask_invites")]
+        auto_accept_invites: bool,
+        /// Ask before joining the rooms this contact invites you to (the default).
+        #[arg(long)]
+        ask_invites: bool,
     },
 }
 
@@ -171,6 +199,18 @@ enum RoomCommand {
     },
     /// List the rooms you are in.
     List,
+    /// List the room invitations waiting for your consent.
+    Invitations,
+    /// Join a room you were invited to.
+    Join {
+        /// The room (its name in the invitation, or its room id).
+        room: String,
+    },
+    /// Decline a room invitation.
+    Decline {
+        /// The room (its name in the invitation, or its room id).
+        room: String,
+    },
 }
 
 fn parse<T>(s: &str) -> Result<T, String>
@@ -263,6 +303,25 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 ContactCommand::List => messenger::Action::ContactList,
                 ContactCommand::Remove { target } => messenger::Action::ContactRemove { target },
+                ContactCommand::Block { target } => {
+                    messenger::Action::People(PeopleAction::Block { target })
+                }
+                ContactCommand::Unblock { target } => {
+                    messenger::Action::People(PeopleAction::Unblock { target })
+                }
+                ContactCommand::Blocked => messenger::Action::People(PeopleAction::Blocked),
+                ContactCommand::Set {
+                    target,
+                    auto_accept_invites,
+                    ask_invites,
+                } => messenger::Action::People(PeopleAction::Set {
+                    target,
+                    auto_accept_invites: match (auto_accept_invites, ask_invites) {
+                        (true, _) => Some(true),
+                        (_, true) => Some(false),
+                        _ => None,
+                    },
+                }),
             };
             messenger::run(&home, &source, cli.json, action)
         }
@@ -299,6 +358,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     ban: true,
                 },
                 RoomCommand::List => messenger::Action::RoomList,
+                RoomCommand::Invitations => messenger::Action::People(PeopleAction::Invitations),
+                RoomCommand::Join { room } => {
+                    messenger::Action::People(PeopleAction::Join { room })
+                }
+                RoomCommand::Decline { room } => {
+                    messenger::Action::People(PeopleAction::Decline { room })
+                }
             };
             messenger::run(&home, &source, cli.json, action)
         }

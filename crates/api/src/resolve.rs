@@ -36,6 +36,23 @@ pub async fn room(engine: &EngineHandle, name: &str) -> Result<RoomId, Error> {
     room_among(&engine.rooms().await?, name)
 }
 
+/// The room of the pending invitation `name` names: by room id text or
+/// by the room's name in the invitation.
+pub async fn invitation(engine: &EngineHandle, name: &str) -> Result<RoomId, Error> {
+    let rooms: Vec<RoomInfo> = engine
+        .invitations()
+        .await?
+        .into_iter()
+        .map(|i| RoomInfo {
+            room_id: i.room_id,
+            name: i.name,
+            members: i.members,
+            admins: Vec::new(),
+        })
+        .collect();
+    room_among(&rooms, name)
+}
+
 /// What a TARGET names: a contact if one is called so, else a room.
 pub async fn target(engine: &EngineHandle, name: &str) -> Result<Target, Error> {
     match user_among(&engine.contacts().await?, name) {

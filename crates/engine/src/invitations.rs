@@ -113,9 +113,7 @@ pub(crate) fn stage_invitation<S: Store>(
         reason,
     };
     let mut record = read_invitations(store)?;
-    record
-        .pending
-        .retain(|p| p.room_id != invitation.room_id);
+    record.pending.retain(|p| p.room_id != invitation.room_id);
     if record.pending.len() >= MAX_INVITATIONS {
         return Err(refused("the invitation list is full"));
     }

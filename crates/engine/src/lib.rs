@@ -38,8 +38,8 @@
 //! ```
 
 mod acks;
-mod admission;
 mod actor;
+mod admission;
 mod blocks;
 mod chain;
 mod config;
@@ -67,7 +67,6 @@ mod topics;
 
 pub use crate::actor::start;
 pub use crate::blocks::MAX_LISTED;
-pub use crate::invitations::{Invitation, MAX_INVITATIONS, MAX_INVITATIONS_PER_INVITER};
 pub use crate::config::Config;
 pub use crate::core::{Core, Now, Stats};
 pub use crate::error::{Error, ErrorKind};
@@ -75,6 +74,7 @@ pub use crate::events::{
     Command, DeliveryResult, DeliveryToken, Input, NetInput, Output, RequestId, Response,
 };
 pub use crate::handle::Handle;
+pub use crate::invitations::{Invitation, MAX_INVITATIONS, MAX_INVITATIONS_PER_INVITER};
 pub use crate::mailbox::Relay;
 pub use crate::records::{LogEntry, MessageState, TimelineEntry};
 pub use crate::rooms::dm_room_id;

@@ -25,9 +25,9 @@ use safemeet_proto::{DeviceId, Envelope, EventId, RoomId, UserId};
 use safemeet_store::{Keyspace, Store};
 
 use crate::chain::{Refusal, apply_event};
-use crate::invitations::{JoinPolicy, PendingInvitation, stage_invitation};
 use crate::core::Core;
 use crate::events::{NetInput, Output};
+use crate::invitations::{JoinPolicy, PendingInvitation, stage_invitation};
 use crate::records::{LogEntry, MessageState, RoomRecord, TimelineEntry, name};
 use crate::rooms::{dm_room, stage_room};
 use crate::timeline::{stage_log_at, stage_message};

@@ -20,10 +20,9 @@ use super::records::{
 };
 use super::{
     CryptoMachine, DecryptedRoomEvent, Destination, HELD_TTL_MS, Holder, MAX_HELD_BYTES,
-    MAX_HELD_BYTES_PER_HOLDER, MAX_HELD_BYTES_PER_SESSION, MAX_HELD_PER_SESSION,
-    MAX_HELD_SESSIONS_PER_HOLDER, MAX_HELD_SESSIONS, ROTATION_MESSAGES,
-    ROTATION_PERIOD_MS, RoomMessage, RoomSend, Rotation, Sender, ToDeviceContent, event_id_of,
-    session_id_bytes,
+    MAX_HELD_BYTES_PER_HOLDER, MAX_HELD_BYTES_PER_SESSION, MAX_HELD_PER_SESSION, MAX_HELD_SESSIONS,
+    MAX_HELD_SESSIONS_PER_HOLDER, ROTATION_MESSAGES, ROTATION_PERIOD_MS, RoomMessage, RoomSend,
+    Rotation, Sender, ToDeviceContent, event_id_of, session_id_bytes,
 };
 use crate::{EncryptedBatch, Error};
 
@@ -915,22 +914,21 @@ impl<S: Store> CryptoMachine<S> {
             let decoded: Result<RoomEnvelope, _> =
                 codec::decode(&bytes, safemeet_proto::padding::MAX_BODY_BYTES);
             results.push(match decoded {
-                Ok(env) => {
-                    self.open_room(&env, now, None)
-                        .and_then(|(event, writes)| match opened.get(&event.message_index) {
-                            Some(first) => Err(Error::Replay {
-                                index: event.message_index,
-                                same_ciphertext: *first == event.event_id,
-                            }),
-                            None => {
-                                let placed = place(&event)?;
-                                opened.insert(event.message_index, event.event_id);
-                                batch.extend(writes);
-                                batch.extend(placed);
-                                Ok(event)
-                            }
-                        })
-                }
+                Ok(env) => self
+                    .open_room(&env, now, None)
+                    .and_then(|(event, writes)| match opened.get(&event.message_index) {
+                        Some(first) => Err(Error::Replay {
+                            index: event.message_index,
+                            same_ciphertext: *first == event.event_id,
+                        }),
+                        None => {
+                            let placed = place(&event)?;
+                            opened.insert(event.message_index, event.event_id);
+                            batch.extend(writes);
+                            batch.extend(placed);
+                            Ok(event)
+                        }
+                    }),
                 Err(e) => Err(e.into()),
             });
         }

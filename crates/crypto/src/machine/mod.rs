@@ -358,7 +358,9 @@ fn event_id_of(session_id: &[u8; 32], message: &vodozemac::megolm::MegolmMessage
 /// Who a held room message is charged to (see the [module docs](self)):
 /// an opaque 32-byte name the caller chooses, such as a hash of the peer
 /// that delivered it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Holder(pub [u8; 32]);
 
 /// The end-to-end encryption state of one device. See the [module docs](self).
@@ -487,10 +489,7 @@ impl<S: Store> CryptoMachine<S> {
     /// Sets the users refused as senders: their to-device and room
     /// messages fail with [`Error::RefusedSender`], and nothing of theirs
     /// is stored. The caller keeps the list (it is not stored here).
-    pub fn set_refused_senders(
-        &mut self,
-        users: impl IntoIterator<Item = safemeet_proto::UserId>,
-    ) {
+    pub fn set_refused_senders(&mut self, users: impl IntoIterator<Item = safemeet_proto::UserId>) {
         self.refused = users.into_iter().collect();
     }
 
