@@ -1358,11 +1358,17 @@ fn junk_from_one_holder_cannot_push_out_another_holders_held_message() {
     let (member, stranger) = (Holder([1; 32]), Holder([2; 32]));
     let err = bob
         .machine
-        .decrypt_room_held(&room_envelope(&real.message), ts(T0 + 1), Some(member), |_| {
-            Ok(Default::default())
-        })
+        .decrypt_room_held(
+            &room_envelope(&real.message),
+            ts(T0 + 1),
+            Some(member),
+            |_| Ok(Default::default()),
+        )
         .unwrap_err();
-    assert!(matches!(err, Error::MissingRoomKey { held: true }), "{err:?}");
+    assert!(
+        matches!(err, Error::MissingRoomKey { held: true }),
+        "{err:?}"
+    );
     // 400 frames of about 60 KiB with made-up sessions, more than twice what
     // the whole store holds: the flood replaces only its own frames.
     let junk = vec![0x55; 60 * 1024];
