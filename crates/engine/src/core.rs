@@ -110,6 +110,8 @@ pub struct Core<S: Store> {
     pub(crate) admission: crate::admission::Admission,
     /// The last gossip frame refused was junk (see `receive`).
     pub(crate) junk: bool,
+    /// Message requests' rate.
+    pub(crate) requests: crate::requests::Requests,
     /// The first input was handled.
     started: bool,
 }
@@ -187,6 +189,7 @@ impl<S: Store + Clone> Core<S> {
             people: Default::default(),
             admission: Default::default(),
             junk: false,
+            requests: Default::default(),
             started: false,
             config,
         };
@@ -425,6 +428,15 @@ impl<S: Store + Clone> Core<S> {
             }
             Command::Rooms => Response::Rooms(self.rooms_list()?),
             Command::Invitations => Response::Invitations(self.invitations()?),
+            Command::Requests => Response::Requests(self.requests()?),
+            Command::RequestAccept(user) => {
+                self.accept_request(&user)?;
+                Response::Done
+            }
+            Command::RequestDecline(user) => {
+                self.decline_request(&user)?;
+                Response::Done
+            }
             Command::RoomJoin(room) => {
                 self.room_join(&room)?;
                 Response::Done

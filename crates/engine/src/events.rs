@@ -112,6 +112,12 @@ pub enum Command {
     Rooms,
     /// The room invitations waiting for consent.
     Invitations,
+    /// The message requests.
+    Requests,
+    /// Accept a message request: its sender becomes a contact.
+    RequestAccept(UserId),
+    /// Decline a message request: it is deleted.
+    RequestDecline(UserId),
     /// Join a room from its pending invitation.
     RoomJoin(RoomId),
     /// Drop a pending room invitation.
@@ -149,6 +155,8 @@ pub enum Response {
     Rooms(Vec<RoomInfo>),
     /// The pending room invitations.
     Invitations(Vec<crate::Invitation>),
+    /// The message requests.
+    Requests(Vec<crate::MessageRequest>),
     /// Event-log entries with their cursors.
     Events(Vec<(u64, LogEntry)>),
 }

@@ -147,6 +147,22 @@ impl Handle {
         expect!(self.core(Command::RoomDecline(room)).await, Response::Done => ())
     }
 
+    /// The message requests, oldest first.
+    pub async fn requests(&self) -> Result<Vec<crate::MessageRequest>, Error> {
+        expect!(self.core(Command::Requests).await, Response::Requests(r) => r)
+    }
+
+    /// Accepts a message request: its sender becomes a contact and the
+    /// messages kept with it show.
+    pub async fn accept_request(&self, user: UserId) -> Result<(), Error> {
+        expect!(self.core(Command::RequestAccept(user)).await, Response::Done => ())
+    }
+
+    /// Declines a message request: it and what was kept with it are deleted.
+    pub async fn decline_request(&self, user: UserId) -> Result<(), Error> {
+        expect!(self.core(Command::RequestDecline(user)).await, Response::Done => ())
+    }
+
     /// Sets whether a contact's room invitations are joined without asking.
     pub async fn set_auto_accept(&self, user: UserId, on: bool) -> Result<(), Error> {
         expect!(self.core(Command::SetAutoAccept { user, on }).await, Response::Done => ())

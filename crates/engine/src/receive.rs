@@ -189,6 +189,10 @@ impl<S: Store + Clone> Core<S> {
             // junk: "later", and nothing is forwarded for it (see
             // `headers`); a known sender's is held, within its quota.
             let Some(env) = self.open_header(sealed) else {
+                // A requester's first messages are kept with their request.
+                if let Some(answer) = self.request_room_frame(&from, sealed, frame) {
+                    return (answer, None);
+                }
                 let topic = match &from {
                     Source::Gossip(topic) => Some(topic.clone()),
                     Source::Peer(_) | Source::Mailbox => None,
@@ -257,9 +261,11 @@ impl<S: Store + Clone> Core<S> {
             Envelope::ToDevice(env) => match self.decrypt_to_device(&env) {
                 Ok(()) => Answer::Ack,
                 Err(Error::Crypto(C::DuplicateOlmMessage)) => Answer::Ack,
-                // A contact who added this user before this user added
-                // them: their keys are taken once their invite is.
-                Err(Error::Crypto(C::UnknownSender { .. })) => Answer::Later,
+                // Someone who added this user before this user added
+                // them: a message request (see `requests`), or "later".
+                Err(Error::Crypto(C::UnknownSender { user })) => {
+                    self.stranger_to_device(&from, user, &env, frame)
+                }
                 Err(e) if e.kind() == ErrorKind::Local => {
                     tracing::warn!(error = %e, "a to-device message could not be stored");
                     Answer::Later

@@ -87,7 +87,10 @@ pub(super) struct Cache {
 /// Member lists whose recipients are remembered at most.
 const MAX_CACHED_RECIPIENT_SETS: usize = 256;
 
-fn listed_status(list: &DeviceList, device: &DeviceId) -> Option<(DeviceStatus, [u8; 32])> {
+pub(super) fn listed_status(
+    list: &DeviceList,
+    device: &DeviceId,
+) -> Option<(DeviceStatus, [u8; 32])> {
     list.devices
         .iter()
         .find(|e| e.device_id == *device)

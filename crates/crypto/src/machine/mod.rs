@@ -69,6 +69,7 @@
 //! the sender will repeat.
 
 mod devices;
+mod introduction;
 mod megolm;
 mod olm;
 mod records;
@@ -83,6 +84,7 @@ use safemeet_store::{Keyspace, Store};
 use serde::{Deserialize, Serialize};
 
 pub use self::devices::{DeviceInfo, DeviceListUpdate, DeviceTrust, Sender};
+pub use self::introduction::Introduced;
 use self::records::{HeldIndexRecord, KeysRecord, RECORD_VERSION, RunRecord, name};
 use crate::account::Account;
 use crate::{EncryptedBatch, EncryptedStore, Error};
@@ -314,6 +316,9 @@ pub enum ToDeviceContent {
     /// The sender device's relay list, checked against its certificate
     /// and naming it.
     RelayList(Signed<safemeet_proto::identity::RelayList>),
+    /// A contact's introduction (see [`CryptoMachine::open_introduction`]
+    /// for a stranger's): nothing to do.
+    Introduction,
 }
 
 /// A decrypted to-device message.
