@@ -107,6 +107,10 @@ enum Command {
     /// Manage group rooms.
     #[command(subcommand)]
     Room(RoomCommand),
+    /// Message requests: first messages from people who hold your invite
+    /// but are not your contacts.
+    #[command(subcommand)]
+    Request(RequestCommand),
     /// Print events as JSON lines as they happen, from CURSOR on (0: from the start).
     Listen {
         /// Replay events after this cursor first.
@@ -157,6 +161,22 @@ enum ContactCommand {
         /// Ask before joining the rooms this contact invites you to (the default).
         #[arg(long)]
         ask_invites: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RequestCommand {
+    /// List the message requests.
+    List,
+    /// Accept a request: its sender becomes a contact and their messages show.
+    Accept {
+        /// The requester (username or user id).
+        target: String,
+    },
+    /// Decline a request: it and its messages are deleted.
+    Decline {
+        /// The requester (username or user id).
+        target: String,
     },
 }
 
@@ -324,6 +344,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }),
             };
             messenger::run(&home, &source, cli.json, action)
+        }
+        Command::Request(c) => {
+            let action = match c {
+                RequestCommand::List => PeopleAction::Requests,
+                RequestCommand::Accept { target } => PeopleAction::Accept { target },
+                RequestCommand::Decline { target } => PeopleAction::DeclineRequest { target },
+            };
+            messenger::run(&home, &source, cli.json, messenger::Action::People(action))
         }
         Command::Send { target, text } => messenger::run(
             &home,

@@ -2,8 +2,8 @@
 //! and room invitations. Each is one API request (see `messenger`).
 
 use safemeet_api::{
-    BlockedUser, ContactBlocked, ContactSettings, ContactUnblocked, Request, RoomDeclined,
-    RoomInvitation, RoomJoined,
+    BlockedUser, ContactBlocked, ContactSettings, ContactUnblocked, MessageRequest, Request,
+    RequestAccepted, RequestDeclined, RoomDeclined, RoomInvitation, RoomJoined,
 };
 
 use crate::failure::Failure;
@@ -24,6 +24,13 @@ pub(crate) enum PeopleAction {
         auto_accept_invites: Option<bool>,
     },
     Invitations,
+    Requests,
+    Accept {
+        target: String,
+    },
+    DeclineRequest {
+        target: String,
+    },
     Join {
         room: String,
     },
@@ -97,6 +104,38 @@ pub(crate) async fn perform(
                         i.members.len()
                     );
                 }
+            }
+        }
+        PeopleAction::Requests => {
+            let requests: Vec<MessageRequest> = api.call(Request::RequestList {}).await?;
+            if json {
+                print_json(&requests)?;
+            } else {
+                for r in &requests {
+                    println!(
+                        "{}\t{}\t{}\t{} frames",
+                        r.username,
+                        shown(&r.display_name),
+                        r.user_id,
+                        r.frames
+                    );
+                }
+            }
+        }
+        PeopleAction::Accept { target } => {
+            let accepted: RequestAccepted = api.call(Request::RequestAccept { target }).await?;
+            if json {
+                print_json(&accepted)?;
+            } else {
+                println!("accepted {} as a contact", accepted.user_id);
+            }
+        }
+        PeopleAction::DeclineRequest { target } => {
+            let declined: RequestDeclined = api.call(Request::RequestDecline { target }).await?;
+            if json {
+                print_json(&declined)?;
+            } else {
+                println!("declined the request of {}", declined.user_id);
             }
         }
         PeopleAction::Join { room } => {

@@ -14,8 +14,8 @@ use crate::request::{DEFAULT_EVENTS_LIMIT, DEFAULT_MESSAGES_LIMIT, MAX_LIMIT, Me
 use crate::resolve::{self, Target};
 use crate::response::{
     BlockedUser, ContactAdded, ContactBlocked, ContactRemoved, ContactSettings, ContactUnblocked,
-    Event, InviteText, Message, RoomBanned, RoomCreated, RoomDeclined, RoomInvited, RoomJoined,
-    RoomLeft, RoomRemoved, Sent, Whoami, cursor_of,
+    Event, InviteText, Message, RequestAccepted, RequestDeclined, RoomBanned, RoomCreated,
+    RoomDeclined, RoomInvited, RoomJoined, RoomLeft, RoomRemoved, Sent, Whoami, cursor_of,
 };
 use crate::{Error, Identity, Request, Response};
 
@@ -113,6 +113,24 @@ async fn serve(
                 user_id: user,
                 auto_accept_invites,
             })
+        }
+        Request::RequestList {} => Response::Requests(
+            engine
+                .requests()
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        ),
+        Request::RequestAccept { target } => {
+            let user_id = resolve::requester(engine, &target).await?;
+            engine.accept_request(user_id).await?;
+            Response::RequestAccepted(RequestAccepted { user_id })
+        }
+        Request::RequestDecline { target } => {
+            let user_id = resolve::requester(engine, &target).await?;
+            engine.decline_request(user_id).await?;
+            Response::RequestDeclined(RequestDeclined { user_id })
         }
         Request::Send { target, text } => {
             let event_id = match resolve::target(engine, &target).await? {

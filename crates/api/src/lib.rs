@@ -56,9 +56,10 @@ pub use request::{
 };
 pub use response::{
     BlockedUser, Contact, ContactAdded, ContactBlocked, ContactRemoved, ContactSettings,
-    ContactUnblocked, Event, EventKind, Identity, InviteText, Message, Response, Room, RoomBanned,
-    RoomCreated, RoomDeclined, RoomInvitation, RoomInvited, RoomJoined, RoomLeft, RoomRemoved,
-    Sent, State, Subscribed, UnexpectedResponse, Whoami,
+    ContactUnblocked, Event, EventKind, Identity, InviteText, Message, MessageRequest,
+    RequestAccepted, RequestDeclined, Response, Room, RoomBanned, RoomCreated, RoomDeclined,
+    RoomInvitation, RoomInvited, RoomJoined, RoomLeft, RoomRemoved, Sent, State, Subscribed,
+    UnexpectedResponse, Whoami,
 };
 pub use server::{MAX_CONNECTIONS, WRITE_TIMEOUT, serve, serve_until};
 

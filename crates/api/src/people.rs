@@ -1,5 +1,6 @@
 //! The answers of the methods that decide whom to hear from: blocking,
-//! contact settings and room invitations (see `docs/api.md`).
+//! contact settings, message requests and room invitations (see
+//! `docs/api.md`).
 
 use safemeet_proto::{RoomId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
@@ -75,4 +76,47 @@ pub struct RoomJoined {
 pub struct RoomDeclined {
     /// The room whose invitation was dropped.
     pub room_id: RoomId,
+}
+
+/// A message request, as `request.list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRequest {
+    /// Who asks.
+    pub user_id: UserId,
+    /// Their username (signed by them; not checked by anyone else).
+    pub username: String,
+    /// Their display name (signed by them).
+    pub display_name: String,
+    /// When their request arrived (this device's clock, ms since the Unix
+    /// epoch).
+    pub received_at: Timestamp,
+    /// Frames kept with it: the introduction, room keys and messages,
+    /// unread until accepted.
+    pub frames: usize,
+}
+
+impl From<safemeet_engine::MessageRequest> for MessageRequest {
+    fn from(r: safemeet_engine::MessageRequest) -> Self {
+        MessageRequest {
+            user_id: r.user_id,
+            username: r.username,
+            display_name: r.display_name,
+            received_at: r.received_at,
+            frames: r.frames,
+        }
+    }
+}
+
+/// `request.accept`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestAccepted {
+    /// The new contact.
+    pub user_id: UserId,
+}
+
+/// `request.decline`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestDeclined {
+    /// Whose request was deleted.
+    pub user_id: UserId,
 }

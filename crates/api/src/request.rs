@@ -79,6 +79,23 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         auto_accept_invites: Option<bool>,
     },
+    /// `request.list`: the message requests (first messages from people
+    /// who are not contacts), oldest first.
+    #[serde(rename = "request.list")]
+    RequestList {},
+    /// `request.accept`: make a requester a contact; their first messages
+    /// show.
+    #[serde(rename = "request.accept")]
+    RequestAccept {
+        /// The requester: username or user id.
+        target: String,
+    },
+    /// `request.decline`: delete a message request.
+    #[serde(rename = "request.decline")]
+    RequestDecline {
+        /// The requester: username or user id.
+        target: String,
+    },
     /// `send`: send a text to a contact or a room.
     #[serde(rename = "send")]
     Send {
@@ -204,6 +221,12 @@ pub enum Method {
     ContactBlocked,
     /// `contact.set`
     ContactSet,
+    /// `request.list`
+    RequestList,
+    /// `request.accept`
+    RequestAccept,
+    /// `request.decline`
+    RequestDecline,
     /// `send`
     Send,
     /// `messages`
@@ -234,7 +257,7 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 22] = [
+    pub const ALL: [Method; 25] = [
         Method::Whoami,
         Method::Invite,
         Method::ContactAdd,
@@ -244,6 +267,9 @@ impl Method {
         Method::ContactUnblock,
         Method::ContactBlocked,
         Method::ContactSet,
+        Method::RequestList,
+        Method::RequestAccept,
+        Method::RequestDecline,
         Method::Send,
         Method::Messages,
         Method::RoomCreate,
@@ -271,6 +297,9 @@ impl Method {
             Method::ContactUnblock => "contact.unblock",
             Method::ContactBlocked => "contact.blocked",
             Method::ContactSet => "contact.set",
+            Method::RequestList => "request.list",
+            Method::RequestAccept => "request.accept",
+            Method::RequestDecline => "request.decline",
             Method::Send => "send",
             Method::Messages => "messages",
             Method::RoomCreate => "room.create",
@@ -329,6 +358,9 @@ impl Request {
             Request::ContactUnblock { .. } => Method::ContactUnblock,
             Request::ContactBlocked {} => Method::ContactBlocked,
             Request::ContactSet { .. } => Method::ContactSet,
+            Request::RequestList {} => Method::RequestList,
+            Request::RequestAccept { .. } => Method::RequestAccept,
+            Request::RequestDecline { .. } => Method::RequestDecline,
             Request::Send { .. } => Method::Send,
             Request::Messages { .. } => Method::Messages,
             Request::RoomCreate { .. } => Method::RoomCreate,

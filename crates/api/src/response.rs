@@ -49,6 +49,12 @@ pub enum Response {
     Blocked(Vec<BlockedUser>),
     /// `contact.set`
     ContactSettings(ContactSettings),
+    /// `request.list`
+    Requests(Vec<MessageRequest>),
+    /// `request.accept`
+    RequestAccepted(RequestAccepted),
+    /// `request.decline`
+    RequestDeclined(RequestDeclined),
     /// `send`
     Sent(Sent),
     /// `messages`: one page, oldest first.
@@ -91,6 +97,9 @@ impl Response {
             Method::ContactUnblock => Response::ContactUnblocked(from(result)?),
             Method::ContactBlocked => Response::Blocked(from(result)?),
             Method::ContactSet => Response::ContactSettings(from(result)?),
+            Method::RequestList => Response::Requests(from(result)?),
+            Method::RequestAccept => Response::RequestAccepted(from(result)?),
+            Method::RequestDecline => Response::RequestDeclined(from(result)?),
             Method::Send => Response::Sent(from(result)?),
             Method::Messages => Response::Messages(from(result)?),
             Method::RoomCreate => Response::RoomCreated(from(result)?),
@@ -119,6 +128,9 @@ impl Response {
             Response::ContactUnblocked(_) => Method::ContactUnblock,
             Response::Blocked(_) => Method::ContactBlocked,
             Response::ContactSettings(_) => Method::ContactSet,
+            Response::Requests(_) => Method::RequestList,
+            Response::RequestAccepted(_) => Method::RequestAccept,
+            Response::RequestDeclined(_) => Method::RequestDecline,
             Response::Sent(_) => Method::Send,
             Response::Messages(_) => Method::Messages,
             Response::RoomCreated(_) => Method::RoomCreate,
@@ -174,6 +186,9 @@ unwrap_response!(
     ContactUnblocked(ContactUnblocked) = ContactUnblock,
     Blocked(Vec<BlockedUser>) = ContactBlocked,
     ContactSettings(ContactSettings) = ContactSet,
+    Requests(Vec<MessageRequest>) = RequestList,
+    RequestAccepted(RequestAccepted) = RequestAccept,
+    RequestDeclined(RequestDeclined) = RequestDecline,
     Sent(Sent) = Send,
     Messages(Vec<Message>) = Messages,
     RoomCreated(RoomCreated) = RoomCreate,
@@ -190,8 +205,8 @@ unwrap_response!(
 );
 
 pub use crate::people::{
-    BlockedUser, ContactBlocked, ContactSettings, ContactUnblocked, RoomDeclined, RoomInvitation,
-    RoomJoined,
+    BlockedUser, ContactBlocked, ContactSettings, ContactUnblocked, MessageRequest,
+    RequestAccepted, RequestDeclined, RoomDeclined, RoomInvitation, RoomJoined,
 };
 
 /// `whoami`: the identity and the node's full addresses.
