@@ -270,3 +270,106 @@ async fn held_queue_junk_is_refused_from_strangers_and_bounded_per_contact() {
     assert_eq!(dm_texts(&bob, &alice).await, ["held for its key"]);
     assert!(dm_texts(&bob, &carol).await.is_empty());
 }
+
+/// Bob's engine, and a puppet that took Bob's invite (Bob did not take
+/// the puppet's).
+async fn bob_and_stranger(
+    adjust: impl FnOnce(&mut safemeet_engine::Config),
+) -> (Device, safemeet_engine::Handle, Multiaddr) {
+    let device = Device::new("bob", SystemClock.now());
+    let bob = start(&device, adjust);
+    let addr = listen_addr(&bob).await;
+    (device, bob, addr)
+}
+
+async fn stranger(name: &str, bob: &safemeet_engine::Handle) -> Puppet {
+    let mut puppet = Puppet::spawn(name).await;
+    puppet.add(&bob.invite().await.unwrap());
+    puppet
+}
+
+#[tokio::test]
+async fn a_strangers_first_message_is_a_request_until_accepted_or_declined() {
+    let (_device, bob, addr) = bob_and_stranger(|_| {}).await;
+    let mut sam = stranger("sam", &bob).await;
+    let intro = sam.introduce(bob.user_id());
+    assert_eq!(sam.deliver(bob.peer_id(), &addr, intro).await, "ok");
+    let dm = sam.dm(bob.user_id(), "hi bob, we met at the fair");
+    assert_eq!(deliver_all(&sam, &bob, &addr, &dm).await, ["ok", "ok"]);
+    let requests = bob.requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].user_id, sam.user_id());
+    assert_eq!(requests[0].username, "sam");
+    assert_eq!(
+        requests[0].frames, 3,
+        "the introduction, the room key, the message"
+    );
+    assert!(
+        bob.contacts().await.unwrap().is_empty(),
+        "not a contact yet"
+    );
+    assert!(
+        bob.dm_messages(sam.user_id(), 10).await.is_err(),
+        "nothing shown yet"
+    );
+
+    bob.accept_request(sam.user_id()).await.unwrap();
+    assert!(bob.requests().await.unwrap().is_empty());
+    assert_eq!(bob.contacts().await.unwrap()[0].user_id, sam.user_id());
+    assert_eq!(dm_texts(&bob, &sam).await, ["hi bob, we met at the fair"]);
+    // A contact now: the next message goes straight in.
+    let next = sam.dm(bob.user_id(), "thanks");
+    assert_eq!(deliver_all(&sam, &bob, &addr, &next).await, ["ok"]);
+    assert_eq!(dm_texts(&bob, &sam).await.len(), 2);
+
+    // Declined: deleted, and what follows is not kept.
+    let mut eve = stranger("eve", &bob).await;
+    let intro = eve.introduce(bob.user_id());
+    assert_eq!(eve.deliver(bob.peer_id(), &addr, intro).await, "ok");
+    bob.decline_request(eve.user_id()).await.unwrap();
+    assert!(bob.requests().await.unwrap().is_empty());
+    let dm = eve.dm(bob.user_id(), "please?");
+    assert_eq!(
+        deliver_all(&eve, &bob, &addr, &dm).await,
+        ["later", "later"]
+    );
+    assert!(bob.requests().await.unwrap().is_empty());
+    assert_eq!(bob.contacts().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_flood_of_requests_stays_bounded_and_rate_limited() {
+    let (_device, bob, addr) = bob_and_stranger(|c| {
+        c.max_requests = 3;
+        c.requests_per_hour = 5;
+    })
+    .await;
+    let mut strangers = Vec::new();
+    for i in 0..7 {
+        strangers.push(stranger(&format!("s{i}"), &bob).await);
+    }
+    let users: Vec<_> = strangers.iter().map(Puppet::user_id).collect();
+    let mut ask = async |i: usize| {
+        let s = &mut strangers[i];
+        let intro = s.introduce(bob.user_id());
+        s.deliver(bob.peer_id(), &addr, intro).await
+    };
+    // Three fit; the fourth finds the list full.
+    for i in 0..3 {
+        assert_eq!(ask(i).await, "ok", "request {i}");
+    }
+    assert_eq!(ask(3).await, "refused", "the list is full");
+    assert_eq!(bob.requests().await.unwrap().len(), 3);
+    // Room again, but only five new requests an hour.
+    let (u0, u1, u2) = (users[0], users[1], users[2]);
+    bob.decline_request(u0).await.unwrap();
+    assert_eq!(ask(3).await, "ok");
+    bob.decline_request(u1).await.unwrap();
+    assert_eq!(ask(4).await, "ok");
+    bob.decline_request(u2).await.unwrap();
+    assert_eq!(ask(5).await, "refused", "past five an hour");
+    assert_eq!(bob.requests().await.unwrap().len(), 2);
+    // A blocked user's request is refused whatever the room.
+    bob.block(users[6]).await.unwrap();
+    assert_eq!(ask(6).await, "refused");
+}

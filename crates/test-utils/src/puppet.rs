@@ -13,7 +13,9 @@ use std::time::Duration;
 use libp2p::{Multiaddr, PeerId};
 use safemeet_crypto::machine::{CryptoMachine, Destination, RoomMessage};
 use safemeet_proto::clock::{Clock, SystemClock};
-use safemeet_proto::event::{EventContent, Message, MessageText};
+use safemeet_proto::event::{
+    EventContent, INTRODUCTION_VERSION, Introduction, Message, MessageText, ToDeviceEvent,
+};
 use safemeet_proto::event::{ROOM_STATE_VERSION, RoomState};
 use safemeet_proto::header::HeaderKey;
 use safemeet_proto::invite::{INVITE_VERSION, Invite};
@@ -40,6 +42,8 @@ pub struct Puppet {
     net: safemeet_net::Handle,
     addr: Multiaddr,
     lamport: u64,
+    /// The inviting devices of the invites it took.
+    devices: Vec<(UserId, safemeet_proto::DeviceId)>,
     /// The rooms it created: id, secret, members.
     rooms: Vec<(RoomId, RoomSecret, Vec<UserId>)>,
     _events: tokio::task::JoinHandle<()>,
@@ -70,6 +74,7 @@ impl Puppet {
             net,
             addr,
             lamport: 0,
+            devices: Vec::new(),
             rooms: Vec::new(),
             _events: events,
         }
@@ -105,11 +110,43 @@ impl Puppet {
             .add_device_list(&invite.device_list, &invite.certificates)
             .unwrap();
         let device = invite.fallback_key.decode_body().unwrap().device_id;
+        let user = invite.device_list.decode_body().unwrap().user_id;
+        self.devices.push((user, device));
         if !self.machine.has_session(&device).unwrap() {
             self.machine
                 .create_outbound_session(&device, &invite.fallback_key, SystemClock.now())
                 .unwrap();
         }
+    }
+
+    /// Its introduction to `to`'s device (whose invite it took), as an
+    /// engine sends it on adding a contact.
+    pub fn introduce(&mut self, to: UserId) -> Vec<u8> {
+        let device = self
+            .devices
+            .iter()
+            .find(|(u, _)| *u == to)
+            .map(|(_, d)| *d)
+            .expect("an invite of theirs was taken");
+        let account = self.machine.account();
+        let introduction = Introduction {
+            version: INTRODUCTION_VERSION,
+            device_list: account.device_list().signed().clone(),
+            certificates: vec![account.certificate().clone()],
+            profile: account.profile().signed().clone(),
+        };
+        let out = self
+            .machine
+            .encrypt_to_device(
+                to,
+                device,
+                ToDeviceEvent::Introduction(Box::new(introduction)),
+                Default::default(),
+                &[],
+            )
+            .unwrap();
+        self.machine.flush().unwrap();
+        out.frame().unwrap()
     }
 
     /// The frames of a DM to `to`: the room key shares for `to`'s devices
