@@ -1060,6 +1060,11 @@ fn an_offline_device_gets_what_was_left_on_its_relay_exactly_once() {
     // Bob's invite lists his relay.
     let (relay, relay_addr, alice, bob, da, db) = met_with_a_relay(dir.path());
     cli(&alice, &["room", "create", "plans", "--member", "bob"]);
+    eventually("Bob's invitation", || {
+        let list = cli(&bob, &["room", "invitations"]);
+        (!list.as_array().unwrap().is_empty()).then_some(())
+    });
+    cli(&bob, &["room", "join", "plans"]);
     eventually("the room to reach Bob", || {
         (room_members(&bob, "plans") == Some(2)).then_some(())
     });

@@ -69,16 +69,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(home: &Path) -> Self {
+        Self::start_on(home, "/ip4/127.0.0.1/tcp/0")
+    }
+
+    fn start_on(home: &Path, listen: &str) -> Self {
         let mut child = bin()
             .arg("--home")
             .arg(home)
-            .args([
-                "daemon",
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--no-mdns",
-                "--json",
-            ])
+            .args(["daemon", "--listen", listen, "--no-mdns", "--json"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -101,6 +99,14 @@ impl Daemon {
         self.process.signal("TERM");
         assert!(self.process.wait().success());
     }
+}
+
+/// Where a daemon listens on TCP, without its `/p2p/` part (to start it
+/// again there: its contacts know that address from its invite).
+fn own_tcp_addr(home: &Path) -> String {
+    let who = cli(home, &["whoami"]);
+    let addr = who["listen_addrs"][0].as_str().unwrap();
+    addr.split("/p2p/").next().unwrap().to_owned()
 }
 
 fn user_id(home: &Path) -> String {
@@ -147,9 +153,10 @@ fn block_and_unblock_through_the_cli_and_across_a_restart() {
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list[0]["user_id"].as_str(), Some(alice_id.as_str()));
 
-    // Kept across a restart of Bob's daemon.
+    // Kept across a restart of Bob's daemon (where Alice knows to find it).
+    let listen = own_tcp_addr(&bob);
     db.stop();
-    let db = Daemon::start(&bob);
+    let db = Daemon::start_on(&bob, &listen);
     assert_eq!(
         cli(&bob, &["contact", "blocked"])[0]["user_id"],
         alice_id.as_str()

@@ -161,6 +161,7 @@ impl<S: Store + Clone> Core<S> {
     ) -> (Answer, Option<(UserId, DeviceId, EventId)>) {
         use safemeet_crypto::Error as C;
         let Ok(envelope) = Envelope::from_frame(frame) else {
+            self.junk = true;
             return (Answer::Refused, None);
         };
         // Gossip carries room messages of its own topic only (checked once
