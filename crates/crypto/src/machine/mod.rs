@@ -69,6 +69,7 @@
 //! the sender will repeat.
 
 mod devices;
+mod held;
 mod introduction;
 mod megolm;
 mod olm;
