@@ -58,7 +58,7 @@ pub(crate) enum Source {
 /// Where a received room event goes: into its room, or into the pending
 /// invitations.
 enum Placed {
-    Room(Received),
+    Room(Box<Received>),
     Invitation(PendingInvitation),
 }
 
@@ -303,7 +303,7 @@ impl<S: Store + Clone> Core<S> {
             .decrypt_to_device_with(env, self.now.wall, |event| {
                 let mut batch = store.batch();
                 let received = match received_entry(&store, &mut overlay, me, &policy, event)? {
-                    Placed::Room(received) => received,
+                    Placed::Room(received) => *received,
                     Placed::Invitation(invitation) => {
                         stage_invitation(&store, &mut batch, invitation)?;
                         stored.push((event.sender.user_id, event.sender.device_id, event.event_id));
@@ -376,7 +376,7 @@ impl<S: Store + Clone> Core<S> {
             .decrypt_room_held(env, self.now.wall, holder, |event| {
                 let mut batch = store.batch();
                 let received = match received_entry(&store, rooms, me, &policy, event)? {
-                    Placed::Room(received) => received,
+                    Placed::Room(received) => *received,
                     Placed::Invitation(invitation) => {
                         stage_invitation(&store, &mut batch, invitation)?;
                         return Ok(batch);
@@ -513,12 +513,12 @@ fn received_entry<S: Store>(
             text: message.body.as_str().to_owned(),
             state: MessageState::Received,
         };
-        return Ok(Placed::Room(Received {
+        return Ok(Placed::Room(Box::new(Received {
             room,
             message: Some((entry, seq)),
             log: None,
             rotate: false,
-        }));
+        })));
     }
     let applied = if room.dm_with.is_none() {
         apply_event(
@@ -539,12 +539,12 @@ fn received_entry<S: Store>(
         // A state this user was not allowed to join from.
         return Err(invalid(UNKNOWN_ROOM));
     }
-    Ok(Placed::Room(Received {
+    Ok(Placed::Room(Box::new(Received {
         room,
         message: None,
         log: applied.log,
         rotate: applied.rotate,
-    }))
+    })))
 }
 
 /// Stages what a received event does; returns how many log entries it used.
