@@ -211,13 +211,18 @@ impl<S: Store + Clone> Core<S> {
 
     /// A room frame no key opens: kept with a request if it is sealed
     /// under the DM key of a requester (and came from their device, when
-    /// it came directly); `None` if it is no requester's.
+    /// it came directly; never from gossip); `None` if it is no
+    /// requester's.
     pub(crate) fn request_room_frame(
         &mut self,
         from: &Source,
         sealed: &SealedRoomEnvelope,
         frame: &[u8],
     ) -> Option<Answer> {
+        // A requester is no member of any gossip mesh of this device's.
+        if matches!(from, Source::Gossip(_)) {
+            return None;
+        }
         let me = self.user_id();
         let users = self.request_index().ok()?.users;
         let user = users.into_iter().find(|u| {
