@@ -2,7 +2,8 @@
 //! contacts, and which contacts' room invitations are taken without
 //! asking.
 //!
-//! - **Blocked** users (`contact block`): their deliveries are answered
+//! - **Blocked** users (`contact block`; their pending message request and
+//!   room invitations are deleted): their deliveries are answered
 //!   `Refused` (no acknowledgement, so their device shows no delivery),
 //!   their gossip frames are not forwarded, and nothing of theirs is
 //!   decrypted into the store: the crypto machine refuses them as senders
@@ -104,7 +105,10 @@ impl<S: Store + Clone> Core<S> {
             )));
         }
         self.people.record.blocked.push(user);
-        self.store_people()
+        self.store_people()?;
+        // Nothing of theirs is kept: a pending request or invitation goes.
+        self.take_request(&user)?;
+        self.drop_invitations_from(&user)
     }
 
     /// Unblocks a user; an error if they were not blocked.

@@ -221,6 +221,21 @@ impl<S: Store + Clone> Core<S> {
         Ok(())
     }
 
+    /// Drops every pending invitation from `user` (who was blocked).
+    pub(crate) fn drop_invitations_from(&mut self, user: &UserId) -> Result<(), Error> {
+        let mut record = read_invitations(&self.store)?;
+        let before = record.pending.len();
+        record.pending.retain(|p| p.from != *user);
+        if record.pending.len() == before {
+            return Ok(());
+        }
+        let mut batch = self.store.batch();
+        put_invitations(&self.store, &mut batch, &mut record)?;
+        self.store.apply(batch)?;
+        self.store.flush()?;
+        Ok(())
+    }
+
     /// Drops a pending invitation.
     pub(crate) fn room_decline(&mut self, room_id: &RoomId) -> Result<(), Error> {
         let mut record = read_invitations(&self.store)?;

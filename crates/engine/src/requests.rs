@@ -76,7 +76,7 @@ pub struct MessageRequest {
 
 /// A kept request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct RequestRecord {
+pub(crate) struct RequestRecord {
     version: u8,
     user: UserId,
     device: DeviceId,
@@ -140,7 +140,7 @@ impl<S: Store + Clone> Core<S> {
     }
 
     /// Deletes a request (applied and flushed); its record, if it was there.
-    fn take_request(&mut self, user: &UserId) -> Result<Option<RequestRecord>, Error> {
+    pub(crate) fn take_request(&mut self, user: &UserId) -> Result<Option<RequestRecord>, Error> {
         let mut index = self.request_index()?;
         if !index.users.contains(user) {
             return Ok(None);

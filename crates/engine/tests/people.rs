@@ -373,3 +373,22 @@ async fn a_flood_of_requests_stays_bounded_and_rate_limited() {
     bob.block(users[6]).await.unwrap();
     assert_eq!(ask(6).await, "refused");
 }
+
+#[tokio::test]
+async fn blocking_deletes_a_pending_request_and_invitations() {
+    let (_device, bob, addr, mut alice) = bob_and_puppet("alice").await;
+    let (_, frames) = alice.create_room("club", &[bob.user_id()], bob.user_id(), 1);
+    assert_eq!(
+        deliver_all(&alice, &bob, &addr, &frames).await,
+        ["ok", "ok"]
+    );
+    let mut sam = stranger("sam", &bob).await;
+    let intro = sam.introduce(bob.user_id());
+    assert_eq!(sam.deliver(bob.peer_id(), &addr, intro).await, "ok");
+    assert_eq!(bob.invitations().await.unwrap().len(), 1);
+    assert_eq!(bob.requests().await.unwrap().len(), 1);
+    bob.block(alice.user_id()).await.unwrap();
+    bob.block(sam.user_id()).await.unwrap();
+    assert!(bob.invitations().await.unwrap().is_empty());
+    assert!(bob.requests().await.unwrap().is_empty());
+}
