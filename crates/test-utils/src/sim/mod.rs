@@ -203,6 +203,7 @@ impl Sim {
             let device = Device::new(name, sim.now().wall);
             let mut config = Config {
                 gossip_grace: Duration::from_secs(1),
+                auto_join_rooms: true,
                 ..Config::default()
             };
             adjust(i, &mut config);
