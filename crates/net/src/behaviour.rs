@@ -1,9 +1,6 @@
 //! The composed libp2p behaviour and how each part is configured.
 
-use libp2p::gossipsub::{
-    self, AllowAllSubscriptionFilter, IdentityTransform, MaxCountSubscriptionFilter,
-    MessageAuthenticity, MessageId, ValidationMode,
-};
+use libp2p::gossipsub::{self, IdentityTransform, MessageAuthenticity, MessageId, ValidationMode};
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
@@ -12,6 +9,8 @@ use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 
 use crate::codec::{DELIVER_PROTOCOL, FrameCodec, MAILBOX_PROTOCOL, MailboxCodec};
 use crate::gate::GossipGate;
+use crate::ip_limits::PerIpLimits;
+use crate::subscriptions::{RoomTopicFilter, Subscriptions};
 use crate::{Config, Error};
 
 /// Kademlia protocol name: our own, so we never join another network's DHT.
@@ -19,13 +18,16 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet/kad/1");
 /// Identify protocol version string.
 pub const IDENTIFY_PROTOCOL: &str = "/safemeet/id/1";
 
-pub(crate) type Gossipsub =
-    gossipsub::Behaviour<IdentityTransform, MaxCountSubscriptionFilter<AllowAllSubscriptionFilter>>;
+pub(crate) type Gossipsub = gossipsub::Behaviour<IdentityTransform, RoomTopicFilter>;
 
 /// Everything a SafeMeet node speaks.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// Global and per-peer limits, and the cap on inbound connections
+    /// that keeps a share for this node's own dials.
     pub(crate) limits: connection_limits::Behaviour,
+    /// Limits per remote address and prefix.
+    pub(crate) per_ip: PerIpLimits,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -103,20 +105,22 @@ impl Behaviour {
     ) -> Result<Self, Error> {
         let local = key.public().to_peer_id();
         let gossip_config = gossip_config(config.heartbeat, true)?;
-        let filter = MaxCountSubscriptionFilter {
-            filter: AllowAllSubscriptionFilter {},
-            max_subscribed_topics: config.max_topics,
-            max_subscriptions_per_request: config.max_topics,
-        };
-        let gossipsub = Gossipsub::new_with_subscription_filter(
+        let subscriptions = Subscriptions::new(config.max_topics);
+        let mut gossipsub = Gossipsub::new_with_subscription_filter(
             MessageAuthenticity::Anonymous,
             gossip_config,
-            filter,
+            RoomTopicFilter(subscriptions.clone()),
         )
         .map_err(|e| Error::Setup {
             part: "gossipsub",
             source: e.into(),
         })?;
+        gossipsub
+            .with_peer_score(crate::scoring::params(), crate::scoring::thresholds())
+            .map_err(|e| Error::Setup {
+                part: "gossipsub peer scoring",
+                source: e.into(),
+            })?;
 
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
         kad_config.set_kbucket_size(config.kad_bucket_size);
@@ -127,12 +131,14 @@ impl Behaviour {
                 .with_push_listen_addr_updates(true),
         );
         let deliver = request_response::Behaviour::with_codec(
-            FrameCodec::default(),
+            FrameCodec::with_read_timeout(config.inbound_read_timeout),
             [(DELIVER_PROTOCOL, request_response::ProtocolSupport::Full)],
-            request_response::Config::default().with_request_timeout(config.request_timeout),
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(config.max_streams_per_connection),
         );
         let mailbox = request_response::Behaviour::with_codec(
-            MailboxCodec::default(),
+            MailboxCodec::with_read_timeout(config.inbound_read_timeout),
             [(
                 MAILBOX_PROTOCOL,
                 request_response::ProtocolSupport::Outbound,
@@ -153,17 +159,19 @@ impl Behaviour {
         };
         let limits = connection_limits::Behaviour::new(
             connection_limits::ConnectionLimits::default()
-                .with_max_established(Some(config.max_connections))
+                .with_max_established(Some(config.connections.max_connections))
+                .with_max_established_incoming(Some(config.connections.max_inbound()))
                 .with_max_established_per_peer(Some(config.max_connections_per_peer))
                 .with_max_pending_incoming(Some(config.max_pending))
                 .with_max_pending_outgoing(Some(config.max_pending)),
         );
         Ok(Self {
             limits,
+            per_ip: PerIpLimits::new(config.connections),
             identify,
             ping: ping::Behaviour::default(),
             kad,
-            gossipsub: GossipGate::new(gossipsub),
+            gossipsub: GossipGate::new(gossipsub, subscriptions),
             deliver,
             mailbox,
             mdns: mdns.into(),

@@ -21,8 +21,10 @@ use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::addr::is_public;
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::handle::{Command, Verdict};
+use crate::refusals::{Refusal, RefusalLog};
 use crate::reply::{PendingReplies, Settled};
 use crate::topic::{gossip_topic, room_topic};
 use crate::{Config, Error, Event, Handle, RoomTopic, build_swarm};
@@ -92,6 +94,7 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         replies: PendingReplies::new(config.max_pending_replies, config.request_timeout),
         dropped_events: 0,
         expired_replies: 0,
+        refusals: RefusalLog::default(),
         shutdown: shutdown.clone(),
         stopped: stopped.clone(),
     };
@@ -105,39 +108,6 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         ask_timeout: config.request_timeout.saturating_add(ASK_MARGIN),
     };
     Ok((handle, events))
-}
-
-/// Whether `addr` is on a globally routable IP address (not loopback,
-/// private, link-local, shared, documentation or otherwise special).
-fn is_public(addr: &Multiaddr) -> bool {
-    use libp2p::multiaddr::Protocol;
-    match addr.iter().next() {
-        Some(Protocol::Ip4(ip)) => {
-            let [a, b, ..] = ip.octets();
-            !(ip.is_unspecified()
-                || ip.is_loopback()
-                || ip.is_private()
-                || ip.is_link_local()
-                || ip.is_broadcast()
-                || ip.is_documentation()
-                || ip.is_multicast()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 198 && (b == 18 || b == 19))
-                || a >= 240)
-        }
-        Some(Protocol::Ip6(ip)) => {
-            let first = ip.segments()[0];
-            !(ip.is_unspecified()
-                || ip.is_loopback()
-                || ip.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && ip.segments()[1] == 0x0db8
-                || ip.to_ipv4_mapped().is_some())
-        }
-        _ => false,
-    }
 }
 
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
@@ -161,6 +131,8 @@ struct EventLoop {
     dropped_events: u64,
     /// Inbound deliveries nobody answered in time, since the start.
     expired_replies: u64,
+    /// What this node refused, for the operator.
+    refusals: RefusalLog,
     /// Cancelled by [`Handle::shutdown`].
     shutdown: CancellationToken,
     /// Cancelled when the loop has stopped (on drop, so also on a panic).
@@ -179,6 +151,8 @@ impl EventLoop {
         // Tells waiting `Handle::shutdown` calls that the loop is gone, even
         // if it panicked.
         let _stopped = self.stopped.clone().drop_guard();
+        let mut report = tokio::time::interval(crate::refusals::REPORT_EVERY);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Shutdown first, so it is never starved by traffic. Commands
             // next: each caller waits for its answer, so they cannot starve
@@ -194,7 +168,14 @@ impl EventLoop {
                     None => break,
                 },
                 (channel, settled) = self.replies.next() => self.settle(channel, settled),
-                event = self.swarm.select_next_some() => self.event(event),
+                event = self.swarm.select_next_some() => {
+                    self.event(event);
+                    let gate = &mut self.swarm.behaviour_mut().gossipsub;
+                    for (peer, refused) in gate.take_dropped() {
+                        self.refusals.record_n(Refusal::Subscriptions, peer, refused);
+                    }
+                }
+                _ = report.tick() => self.refusals.report_due(std::time::Instant::now()),
             }
         }
         self.stop();
@@ -215,6 +196,7 @@ impl EventLoop {
             replies,
             dropped_events,
             expired_replies,
+            refusals: _,
             shutdown: _,
             stopped: _,
         } = self;
@@ -258,12 +240,18 @@ impl EventLoop {
                 let _ = tx.send(result);
             }
             Command::Subscribe(topic, tx) => {
-                let result = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .inner_mut()
-                    .subscribe(&gossip_topic(&topic))
+                let gossipsub = self.swarm.behaviour_mut().gossipsub.inner_mut();
+                let name = gossip_topic(&topic);
+                // Scoring is on from the start, so this cannot fail; a
+                // topic without parameters would only go unscored.
+                if gossipsub
+                    .set_topic_params(name.clone(), crate::scoring::room_params())
+                    .is_err()
+                {
+                    tracing::debug!("a room topic has no score parameters");
+                }
+                let result = gossipsub
+                    .subscribe(&name)
                     .map(|_| ())
                     .map_err(Error::Subscribe);
                 let _ = tx.send(result);
@@ -324,6 +312,13 @@ impl EventLoop {
             Command::TopicCount(tx) => {
                 let _ = tx.send(self.swarm.behaviour().gossipsub.inner().topics().count());
             }
+            Command::Refusals(tx) => {
+                let _ = tx.send(self.refusals.totals());
+            }
+            Command::PeerScore(peer, tx) => {
+                let gossipsub = self.swarm.behaviour().gossipsub.inner();
+                let _ = tx.send(gossipsub.peer_score(&peer));
+            }
             Command::MeshPeers(topic, tx) => {
                 let hash = gossip_topic(&topic).hash();
                 let _ = tx.send(
@@ -361,7 +356,10 @@ impl EventLoop {
     fn report(&mut self, id: &MessageId, via: &PeerId, verdict: Verdict) {
         let acceptance = match verdict {
             Verdict::Accept => MessageAcceptance::Accept,
-            Verdict::Reject => MessageAcceptance::Reject,
+            Verdict::Reject => {
+                self.refusals.record(Refusal::GossipRejected, via);
+                MessageAcceptance::Reject
+            }
             Verdict::Ignore => MessageAcceptance::Ignore,
         };
         self.swarm
@@ -393,6 +391,14 @@ impl EventLoop {
                 ..
             } => self.emit(Event::Disconnected(peer_id)),
             SwarmEvent::Behaviour(event) => self.behaviour_event(event),
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error: libp2p::swarm::ListenError::Denied { cause },
+                ..
+            } if cause.downcast_ref::<crate::PerIpDenied>().is_some() => {
+                let ip = crate::remote_ip(&send_back_addr);
+                self.refusals.record(Refusal::ConnectionPerAddress, ip);
+            }
             _ => {}
         }
     }
@@ -412,17 +418,7 @@ impl EventLoop {
                         id: message_id,
                         via: propagation_source,
                     }),
-                    _ => {
-                        self.swarm
-                            .behaviour_mut()
-                            .gossipsub
-                            .inner_mut()
-                            .report_message_validation_result(
-                                &message_id,
-                                &propagation_source,
-                                MessageAcceptance::Reject,
-                            );
-                    }
+                    _ => self.report(&message_id, &propagation_source, Verdict::Reject),
                 }
             }
             BehaviourEvent::Deliver(request_response::Event::Message { peer, message, .. }) => {
@@ -474,8 +470,15 @@ impl EventLoop {
                     let _ = tx.send(Err(Error::mailbox(peer, error)));
                 }
             }
-            BehaviourEvent::Deliver(request_response::Event::InboundFailure { error, .. }) => {
+            BehaviourEvent::Deliver(request_response::Event::InboundFailure {
+                peer,
+                error,
+                ..
+            }) => {
                 tracing::debug!(error = %error, "inbound delivery failed");
+                if let Some(kind) = crate::refusals::stream_refusal(&error) {
+                    self.refusals.record(kind, peer);
+                }
             }
             // Kademlia learns no dialable address for peers that dialed us:
             // take the listen addresses identify reports.
@@ -551,47 +554,6 @@ impl EventLoop {
                     "a delivery was not answered in time"
                 );
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
-
-    use super::is_public;
-
-    #[test]
-    fn only_globally_routable_listen_addresses_count_as_public() {
-        for a in [
-            "/ip4/203.0.114.7/tcp/4001",
-            "/ip4/8.8.8.8/udp/4001/quic-v1",
-            "/ip6/2a00:1450:4001::1/tcp/4001",
-        ] {
-            assert!(is_public(&a.parse().unwrap()), "{a}");
-        }
-        for a in [
-            "/ip4/127.0.0.1/tcp/1",
-            "/ip4/0.0.0.0/tcp/1",
-            "/ip4/10.1.2.3/tcp/1",
-            "/ip4/172.16.0.1/tcp/1",
-            "/ip4/192.168.1.1/tcp/1",
-            "/ip4/169.254.1.1/tcp/1",
-            "/ip4/100.64.0.1/tcp/1",
-            "/ip4/198.18.0.1/tcp/1",
-            "/ip4/192.0.2.1/tcp/1",
-            "/ip4/224.0.0.1/tcp/1",
-            "/ip4/255.255.255.255/tcp/1",
-            "/ip6/::1/tcp/1",
-            "/ip6/::/tcp/1",
-            "/ip6/fd00::1/tcp/1",
-            "/ip6/fe80::1/tcp/1",
-            "/ip6/2001:db8::1/tcp/1",
-            "/ip6/::ffff:10.0.0.1/tcp/1",
-            "/memory/5",
-            "/dns4/example.com/tcp/1",
-        ] {
-            assert!(!is_public(&a.parse().unwrap()), "{a}");
         }
     }
 }

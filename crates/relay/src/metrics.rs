@@ -46,6 +46,7 @@ fn reason(code: MailboxError) -> &'static str {
 pub struct RelayMetrics {
     deposits: Counter,
     refused: Family<Reason, Counter>,
+    network_refused: Family<Reason, Counter>,
     fetches: Counter,
     fetched: Counter,
     acks: Counter,
@@ -81,6 +82,7 @@ impl RelayMetrics {
         let m = Self {
             deposits: Counter::default(),
             refused: Family::default(),
+            network_refused: Family::default(),
             fetches: Counter::default(),
             fetched: Counter::default(),
             acks: Counter::default(),
@@ -96,6 +98,11 @@ impl RelayMetrics {
         };
         sub.register("deposits", "Envelopes stored", m.deposits.clone());
         sub.register("refused", "Requests refused, by reason", m.refused.clone());
+        sub.register(
+            "network_refused",
+            "Connections and streams refused before any request, by reason",
+            m.network_refused.clone(),
+        );
         sub.register("fetches", "Fetch requests answered", m.fetches.clone());
         sub.register(
             "fetched_envelopes",
@@ -153,6 +160,16 @@ impl RelayMetrics {
         self.refused
             .get_or_create(&Reason {
                 reason: reason(code),
+            })
+            .inc();
+    }
+
+    /// Counts a refusal at the network level (a connection over its
+    /// address's cap, a stalled or oversized stream).
+    pub fn refused_network(&self, kind: safemeet_net::Refusal) {
+        self.network_refused
+            .get_or_create(&Reason {
+                reason: kind.label(),
             })
             .inc();
     }
