@@ -493,10 +493,16 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
                         tracing::debug!(error = %e, "a delivery could not be answered");
                     }
                 }
-                Output::Verdict { token, accept } => {
+                Output::Verdict {
+                    token,
+                    accept,
+                    forged,
+                } => {
                     if let Some((id, via)) = self.gossip.remove(&token) {
                         let verdict = if accept {
                             Verdict::Accept
+                        } else if forged {
+                            Verdict::Reject
                         } else {
                             Verdict::Ignore
                         };

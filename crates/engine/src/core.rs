@@ -92,6 +92,10 @@ pub struct Core<S: Store> {
     pub(crate) sessions_changed: bool,
     /// Received messages applied to the store since the last flush.
     pub(crate) unflushed_receipts: usize,
+    /// Set by `receive` when the frame it refused failed to decode or to
+    /// authenticate (no honest node sends or forwards one); taken by the
+    /// caller, which rejects such gossip.
+    pub(crate) forged: bool,
     /// Stored room messages to acknowledge to their senders after the flush.
     pub(crate) acks_due: Vec<(UserId, safemeet_proto::DeviceId, EventId)>,
     /// The contacts as stored, until they change.
@@ -172,6 +176,7 @@ impl<S: Store + Clone> Core<S> {
             devices_changed: false,
             sessions_changed: false,
             unflushed_receipts: 0,
+            forged: false,
             acks_due: Vec::new(),
             contact_cache: RefCell::new(None),
             own_relays,

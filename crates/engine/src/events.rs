@@ -290,12 +290,16 @@ pub enum Output {
         /// The answer.
         answer: safemeet_proto::deliver::DeliverAnswer,
     },
-    /// Judge a gossip frame: forward it (`true`) or not.
+    /// Judge a gossip frame: forward it (`accept`), drop it, or reject
+    /// it (`forged`: it failed to decode or to authenticate, which costs
+    /// the peer that passed it on).
     Verdict {
         /// The frame's handle.
         token: u64,
         /// Whether it may be forwarded.
         accept: bool,
+        /// Whether it is a forgery (never with `accept`).
+        forged: bool,
     },
     /// The event log is durable up to (not including) this cursor.
     LogCursor(u64),

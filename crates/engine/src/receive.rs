@@ -83,17 +83,18 @@ impl<S: Store + Clone> Core<S> {
                     frame,
                     token,
                 } => {
-                    let accept = if self.subscribed.contains(&topic) {
+                    let (accept, forged) = if self.subscribed.contains(&topic) {
                         let (answer, stored) = self.receive(Source::Gossip(topic), &frame);
                         self.acks_due.extend(stored);
-                        // Only what was stored is passed on; nothing is
-                        // penalised (one's own other devices refuse one's
-                        // own messages, for one).
-                        answer == Answer::Ack
+                        // Only what was stored is passed on; only forgeries
+                        // are penalised (one's own other devices refuse
+                        // one's own messages, for one, and a frame whose
+                        // key has not come yet is merely "later").
+                        (answer == Answer::Ack, std::mem::take(&mut self.forged))
                     } else {
-                        false
+                        (false, false)
                     };
-                    verdicts.push((token, accept));
+                    verdicts.push((token, accept, forged));
                 }
                 NetInput::Connected(peer) => self.connected(peer),
             }
@@ -108,10 +109,11 @@ impl<S: Store + Clone> Core<S> {
             let answer = if durable { answer } else { Answer::Later };
             self.out.push(Output::Answer { reply, answer });
         }
-        for (token, accept) in verdicts {
+        for (token, accept, forged) in verdicts {
             self.out.push(Output::Verdict {
                 token,
                 accept: accept && durable,
+                forged,
             });
         }
         let acks = std::mem::take(&mut self.acks_due);
@@ -142,7 +144,9 @@ impl<S: Store + Clone> Core<S> {
         frame: &[u8],
     ) -> (Answer, Option<(UserId, DeviceId, EventId)>) {
         use safemeet_crypto::Error as C;
+        self.forged = false;
         let Ok(envelope) = Envelope::from_frame(frame) else {
+            self.forged = true;
             return (Answer::Refused, None);
         };
         // Gossip carries room messages of its own topic only (checked once
@@ -156,6 +160,7 @@ impl<S: Store + Clone> Core<S> {
             (Source::Peer(_) | Source::Mailbox, _) => true,
         };
         if !on_topic {
+            self.forged = matches!(from, Source::Gossip(_));
             return (Answer::Refused, None);
         }
         if !matches!(envelope, Envelope::Acks(_)) {
@@ -177,6 +182,7 @@ impl<S: Store + Clone> Core<S> {
             if let Source::Gossip(topic) = &from
                 && env.topic != *topic
             {
+                self.forged = true;
                 return (Answer::Refused, None);
             }
             return match self.decrypt_and_store(&env) {
@@ -202,6 +208,7 @@ impl<S: Store + Clone> Core<S> {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "a room message was refused");
+                    self.forged = forgery(&e);
                     (Answer::Refused, None)
                 }
             };
@@ -337,6 +344,20 @@ impl<S: Store + Clone> Core<S> {
         }
         Ok((event.sender.user_id, event.sender.device_id, event.event_id))
     }
+}
+
+/// Whether a room message failed to decode or to authenticate: what no
+/// honest device sends, and no honest node forwards (each decrypts before
+/// it forwards). Refusals of other kinds (one's own message coming back,
+/// a room this device has left) are not.
+fn forgery(e: &Error) -> bool {
+    use safemeet_crypto::Error as C;
+    matches!(
+        e,
+        Error::Crypto(
+            C::BadSignature { .. } | C::Decryption { .. } | C::SenderMismatch { .. } | C::Decode(_)
+        )
+    )
 }
 
 /// Works out what a received room event does. A DM's room derives from
