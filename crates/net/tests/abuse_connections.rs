@@ -85,7 +85,9 @@ async fn one_address_cannot_take_every_slot_and_dials_keep_a_share() {
     assert!(!late_in, "inbound is full");
     // ...while the node's own dial goes out, to a peer it wants.
     let mut wanted = hostile::holder();
-    wanted.listen_on("/ip4/127.0.0.4/tcp/0".parse().unwrap()).unwrap();
+    wanted
+        .listen_on("/ip4/127.0.0.4/tcp/0".parse().unwrap())
+        .unwrap();
     let wanted_peer = *wanted.local_peer_id();
     let wanted_addr = timeout(WAIT, async {
         loop {

@@ -14,13 +14,14 @@ use futures::future::BoxFuture;
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt, StreamExt};
 use libp2p::core::Transport;
 use libp2p::core::transport::{DialOpts, ListenerId, TransportError, TransportEvent};
+use libp2p::gossipsub;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
-use safemeet_net::{CustomTransport, RawStream};
-use tokio_util::compat::TokioAsyncReadCompatExt;
 use libp2p::request_response::{self, Codec, ProtocolSupport};
 use libp2p::swarm::{SwarmEvent, dummy};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
+use safemeet_net::{CustomTransport, RawStream};
+use tokio_util::compat::TokioAsyncReadCompatExt;
 
 /// A connection this long idle stays open: the attacks hold theirs.
 pub(crate) const HOLD: Duration = Duration::from_secs(600);
@@ -58,7 +59,12 @@ impl Codec for StallCodec {
         futures::future::pending().await
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, _: &mut T, _: Vec<u8>) -> io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+        _: Vec<u8>,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -223,4 +229,153 @@ pub(crate) fn rss() -> u64 {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
     pages * 4096
+}
+
+/// What a [`GossipPeer`] sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Note {
+    /// A connection opened.
+    Opened,
+    /// A connection closed.
+    Closed,
+    /// A gossip message arrived.
+    Message(Vec<u8>),
+}
+
+enum GossipCommand {
+    Dial(Multiaddr),
+    Subscribe(String),
+    Publish(String, Vec<u8>),
+}
+
+/// A bare gossipsub peer on a task, in gossipsub's most permissive form
+/// (anonymous, any topic, no validation): it subscribes to and publishes
+/// whatever it is told, and reports what it sees.
+pub(crate) struct GossipPeer {
+    pub(crate) id: PeerId,
+    commands: tokio::sync::mpsc::Sender<GossipCommand>,
+    pub(crate) notes: tokio::sync::mpsc::Receiver<Note>,
+}
+
+/// Anonymous messages have no sequence number: name them by content.
+fn content_id(message: &gossipsub::Message) -> gossipsub::MessageId {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&message.topic, &mut hasher);
+    std::hash::Hash::hash(&message.data, &mut hasher);
+    gossipsub::MessageId::from(std::hash::Hasher::finish(&hasher).to_be_bytes().to_vec())
+}
+
+impl GossipPeer {
+    pub(crate) fn spawn() -> Self {
+        let mut swarm =
+            safemeet_net::build_swarm(Keypair::generate_ed25519(), None, HOLD, |_, _| {
+                let config = gossipsub::ConfigBuilder::default()
+                    .validation_mode(gossipsub::ValidationMode::Anonymous)
+                    .message_id_fn(content_id)
+                    .heartbeat_interval(Duration::from_millis(100))
+                    .max_transmit_size(256 * 1024)
+                    .build()
+                    .unwrap();
+                Ok(gossipsub::Behaviour::<
+                    gossipsub::IdentityTransform,
+                    gossipsub::AllowAllSubscriptionFilter,
+                >::new_with_subscription_filter(
+                    gossipsub::MessageAuthenticity::Anonymous,
+                    config,
+                    gossipsub::AllowAllSubscriptionFilter {},
+                )
+                .unwrap())
+            })
+            .unwrap();
+        let id = *swarm.local_peer_id();
+        let (commands, mut rx) = tokio::sync::mpsc::channel(1024);
+        let (tx, notes) = tokio::sync::mpsc::channel(100_000);
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    command = rx.recv() => {
+                        match command {
+                            Some(GossipCommand::Dial(addr)) => swarm.dial(addr).unwrap(),
+                            Some(GossipCommand::Subscribe(topic)) => {
+                                let _ = swarm.behaviour_mut().subscribe(&gossipsub::IdentTopic::new(topic));
+                            }
+                            Some(GossipCommand::Publish(topic, data)) => {
+                                let _ = swarm
+                                    .behaviour_mut()
+                                    .publish(gossipsub::IdentTopic::new(topic), data);
+                            }
+                            None => return,
+                        }
+                        continue;
+                    }
+                    event = swarm.select_next_some() => event,
+                };
+                let note = match event {
+                    SwarmEvent::ConnectionEstablished { .. } => Note::Opened,
+                    SwarmEvent::ConnectionClosed { .. } => Note::Closed,
+                    SwarmEvent::Behaviour(gossipsub::Event::Message { message, .. }) => {
+                        Note::Message(message.data)
+                    }
+                    _ => continue,
+                };
+                let _ = tx.try_send(note);
+            }
+        });
+        Self {
+            id,
+            commands,
+            notes,
+        }
+    }
+
+    pub(crate) async fn dial(&self, addr: Multiaddr) {
+        self.commands.send(GossipCommand::Dial(addr)).await.unwrap();
+    }
+
+    pub(crate) async fn subscribe(&self, topic: String) {
+        self.commands
+            .send(GossipCommand::Subscribe(topic))
+            .await
+            .unwrap();
+    }
+
+    pub(crate) async fn publish(&self, topic: String, data: Vec<u8>) {
+        self.commands
+            .send(GossipCommand::Publish(topic, data))
+            .await
+            .unwrap();
+    }
+
+    /// Waits (at most `wait`) for a note that `want` accepts; whether one came.
+    pub(crate) async fn wait_for(&mut self, wait: Duration, want: impl Fn(&Note) -> bool) -> bool {
+        tokio::time::timeout(wait, async {
+            while let Some(note) = self.notes.recv().await {
+                if want(&note) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false)
+    }
+}
+
+/// Polls `check` every 50 ms until it holds; panics naming `what` after
+/// 20 s.
+pub(crate) async fn until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            tick.tick().await;
+            if check().await {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting: {what}"));
 }
