@@ -7,7 +7,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{StreamProtocol, connection_limits, identify, kad, mdns, ping, request_response};
 use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 
-use crate::codec::{DELIVER_PROTOCOL, FrameCodec, MAILBOX_PROTOCOL, MailboxCodec};
+use crate::codec::{DELIVER_PROTOCOL, FrameCodec, MAILBOX_PROTOCOL, MailboxCodec, StreamRefusals};
 use crate::gate::GossipGate;
 use crate::ip_limits::PerIpLimits;
 use crate::subscriptions::{RoomTopicFilter, Subscriptions};
@@ -98,10 +98,13 @@ pub fn gossip_config(
 }
 
 impl Behaviour {
+    /// The node's behaviour; its codecs count the inbound streams they
+    /// refuse in `streams`.
     pub(crate) fn new(
         key: &Keypair,
         relay: libp2p::relay::client::Behaviour,
         config: &Config,
+        streams: std::sync::Arc<StreamRefusals>,
     ) -> Result<Self, Error> {
         let local = key.public().to_peer_id();
         let gossip_config = gossip_config(config.heartbeat, true)?;
@@ -131,14 +134,14 @@ impl Behaviour {
                 .with_push_listen_addr_updates(true),
         );
         let deliver = request_response::Behaviour::with_codec(
-            FrameCodec::with_read_timeout(config.inbound_read_timeout),
+            FrameCodec::new(config.inbound_read_timeout, streams.clone()),
             [(DELIVER_PROTOCOL, request_response::ProtocolSupport::Full)],
             request_response::Config::default()
                 .with_request_timeout(config.request_timeout)
                 .with_max_concurrent_streams(config.max_streams_per_connection),
         );
         let mailbox = request_response::Behaviour::with_codec(
-            MailboxCodec::with_read_timeout(config.inbound_read_timeout),
+            MailboxCodec::new(config.inbound_read_timeout, streams),
             [(
                 MAILBOX_PROTOCOL,
                 request_response::ProtocolSupport::Outbound,

@@ -7,6 +7,8 @@
 //! whole within the codec's read timeout (see [`LimitedCodec::read_timeout`]).
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -95,29 +97,60 @@ async fn write_limited<T: AsyncWrite + Unpin + Send>(
 /// The relay mailbox protocol name (see `safemeet_proto::mailbox`).
 pub const MAILBOX_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet/mailbox/1");
 
+/// Inbound requests a codec refused before they were read whole, shared
+/// by every stream's copy of the codec. libp2p reports no event for them
+/// (the request never existed for it), so the node reads these counts.
+#[derive(Debug, Default)]
+pub struct StreamRefusals {
+    stalled: AtomicU64,
+    bad: AtomicU64,
+}
+
+impl StreamRefusals {
+    /// Takes the counts since the last call: streams that stalled past
+    /// the read timeout, and streams that announced too much or broke off.
+    pub fn take(&self) -> (u64, u64) {
+        (
+            self.stalled.swap(0, Ordering::Relaxed),
+            self.bad.swap(0, Ordering::Relaxed),
+        )
+    }
+
+    fn count(&self, error: &io::Error) {
+        let counter = match error.kind() {
+            io::ErrorKind::TimedOut => &self.stalled,
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => &self.bad,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Length-prefixed frames: a 4-byte big-endian length, then the bytes;
 /// requests up to `REQUEST` bytes and answers up to `RESPONSE`, each
 /// checked before it is read, and read as they arrive. An inbound request
 /// must arrive whole within [`read_timeout`](Self::read_timeout) (answers
-/// are bounded by the request timeout of `request_response`).
-#[derive(Debug, Clone, Copy)]
+/// are bounded by the request timeout of `request_response`); the ones
+/// that do not, or announce too much, are counted in [`StreamRefusals`].
+#[derive(Debug, Clone)]
 pub struct LimitedCodec<const REQUEST: usize, const RESPONSE: usize> {
     read_timeout: Duration,
+    refusals: Arc<StreamRefusals>,
 }
 
 impl<const REQUEST: usize, const RESPONSE: usize> Default for LimitedCodec<REQUEST, RESPONSE> {
     fn default() -> Self {
-        Self {
-            read_timeout: INBOUND_READ_TIMEOUT,
-        }
+        Self::new(INBOUND_READ_TIMEOUT, Arc::default())
     }
 }
 
 impl<const REQUEST: usize, const RESPONSE: usize> LimitedCodec<REQUEST, RESPONSE> {
-    /// A codec whose inbound requests must arrive whole within `timeout`.
-    pub fn with_read_timeout(timeout: Duration) -> Self {
+    /// A codec whose inbound requests must arrive whole within `timeout`,
+    /// counting those refused in `refusals`.
+    pub fn new(read_timeout: Duration, refusals: Arc<StreamRefusals>) -> Self {
         Self {
-            read_timeout: timeout,
+            read_timeout,
+            refusals,
         }
     }
 
@@ -148,7 +181,11 @@ impl<const REQUEST: usize, const RESPONSE: usize> Codec for LimitedCodec<REQUEST
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_within(io, REQUEST, self.read_timeout).await
+        let read = read_within(io, REQUEST, self.read_timeout).await;
+        if let Err(e) = &read {
+            self.refusals.count(e);
+        }
+        read
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>

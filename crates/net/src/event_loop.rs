@@ -9,6 +9,7 @@
 //! [`Handle::shutdown`] or when every handle is gone, through one path.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use libp2p::gossipsub::{MessageAcceptance, MessageId, PublishError};
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addr::is_public;
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use crate::codec::StreamRefusals;
 use crate::handle::{Command, Verdict};
 use crate::refusals::{Refusal, RefusalLog};
 use crate::reply::{PendingReplies, Settled};
@@ -43,11 +45,12 @@ const ASK_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver<Event>), Error> {
     config.validate()?;
     let local = keypair.public().to_peer_id();
+    let streams = Arc::new(StreamRefusals::default());
     let mut swarm = build_swarm(
         keypair,
         config.transport.as_ref(),
         config.idle_timeout,
-        |key, relay| Ok(Behaviour::new(key, relay, &config)?),
+        |key, relay| Ok(Behaviour::new(key, relay, &config, streams.clone())?),
     )?;
     for addr in &config.listen {
         swarm
@@ -95,6 +98,7 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         dropped_events: 0,
         expired_replies: 0,
         refusals: RefusalLog::default(),
+        streams,
         shutdown: shutdown.clone(),
         stopped: stopped.clone(),
     };
@@ -133,6 +137,8 @@ struct EventLoop {
     expired_replies: u64,
     /// What this node refused, for the operator.
     refusals: RefusalLog,
+    /// What its codecs refused, not yet in `refusals`.
+    streams: Arc<StreamRefusals>,
     /// Cancelled by [`Handle::shutdown`].
     shutdown: CancellationToken,
     /// Cancelled when the loop has stopped (on drop, so also on a panic).
@@ -175,7 +181,10 @@ impl EventLoop {
                         self.refusals.record_n(Refusal::Subscriptions, peer, refused);
                     }
                 }
-                _ = report.tick() => self.refusals.report_due(std::time::Instant::now()),
+                _ = report.tick() => {
+                    self.refusals.absorb(&self.streams);
+                    self.refusals.report_due(std::time::Instant::now());
+                }
             }
         }
         self.stop();
@@ -197,6 +206,7 @@ impl EventLoop {
             dropped_events,
             expired_replies,
             refusals: _,
+            streams: _,
             shutdown: _,
             stopped: _,
         } = self;
@@ -313,6 +323,7 @@ impl EventLoop {
                 let _ = tx.send(self.swarm.behaviour().gossipsub.inner().topics().count());
             }
             Command::Refusals(tx) => {
+                self.refusals.absorb(&self.streams);
                 let _ = tx.send(self.refusals.totals());
             }
             Command::PeerScore(peer, tx) => {
@@ -470,15 +481,8 @@ impl EventLoop {
                     let _ = tx.send(Err(Error::mailbox(peer, error)));
                 }
             }
-            BehaviourEvent::Deliver(request_response::Event::InboundFailure {
-                peer,
-                error,
-                ..
-            }) => {
+            BehaviourEvent::Deliver(request_response::Event::InboundFailure { error, .. }) => {
                 tracing::debug!(error = %error, "inbound delivery failed");
-                if let Some(kind) = crate::refusals::stream_refusal(&error) {
-                    self.refusals.record(kind, peer);
-                }
             }
             // Kademlia learns no dialable address for peers that dialed us:
             // take the listen addresses identify reports.

@@ -74,7 +74,7 @@ pub use crate::addr::dialable;
 pub use crate::behaviour::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, MESH_N_LOW, gossip_config};
 pub use crate::codec::{
     DELIVER_PROTOCOL, FrameCodec, INBOUND_READ_TIMEOUT, LimitedCodec, MAILBOX_PROTOCOL,
-    MAX_REPLY_BYTES, MailboxCodec,
+    MAX_REPLY_BYTES, MailboxCodec, StreamRefusals,
 };
 pub use crate::config::Config;
 pub use crate::custom_transport::{CustomTransport, RawStream, RawTransport};
@@ -83,7 +83,7 @@ pub use crate::event_loop::spawn;
 pub use crate::gate::MAX_GOSSIP_PEERS;
 pub use crate::handle::{Event, Handle, Verdict};
 pub use crate::ip_limits::{ConnectionLimits, PerIpDenied, PerIpLimits, remote_ip};
-pub use crate::refusals::{REPORT_EVERY, Refusal, RefusalCounts, RefusalLog, stream_refusal};
+pub use crate::refusals::{REPORT_EVERY, Refusal, RefusalCounts, RefusalLog};
 pub use crate::reply::ReplySlot;
 pub use crate::scoring::{GOSSIP_THRESHOLD, GRAYLIST_THRESHOLD, PUBLISH_THRESHOLD};
 pub use crate::swarm::{BoxError, build_swarm};

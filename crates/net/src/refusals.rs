@@ -148,6 +148,25 @@ impl RefusalLog {
         }
     }
 
+    /// Counts `n` refusals of `kind` whose sources are not known (streams
+    /// refused inside a codec).
+    pub fn record_unattributed(&mut self, kind: Refusal, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let i = kind.index();
+        self.totals.0[i] = self.totals.0[i].saturating_add(n);
+        let window = &mut self.windows[i];
+        window.count = window.count.saturating_add(n);
+    }
+
+    /// Counts what the codecs refused since the last call.
+    pub fn absorb(&mut self, streams: &crate::StreamRefusals) {
+        let (stalled, bad) = streams.take();
+        self.record_unattributed(Refusal::StalledStream, stalled);
+        self.record_unattributed(Refusal::BadStream, bad);
+    }
+
     /// Refusals since the start.
     pub fn totals(&self) -> RefusalCounts {
         self.totals
@@ -189,28 +208,6 @@ impl RefusalLog {
             );
         }
         self.window_start = now;
-    }
-}
-
-/// The refusal an inbound request-response failure is, if it is one: a
-/// stream that stalled past the codec's read timeout, or one that
-/// announced too much or broke off. Failures of this node's own making
-/// (its application not answering in time) are not counted.
-pub fn stream_refusal(error: &libp2p::request_response::InboundFailure) -> Option<Refusal> {
-    use libp2p::request_response::InboundFailure;
-    match error {
-        InboundFailure::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-            Some(Refusal::StalledStream)
-        }
-        InboundFailure::Io(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-            ) =>
-        {
-            Some(Refusal::BadStream)
-        }
-        _ => None,
     }
 }
 

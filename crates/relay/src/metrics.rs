@@ -167,11 +167,19 @@ impl RelayMetrics {
     /// Counts a refusal at the network level (a connection over its
     /// address's cap, a stalled or oversized stream).
     pub fn refused_network(&self, kind: safemeet_net::Refusal) {
+        self.refused_network_n(kind, 1);
+    }
+
+    /// Counts `n` refusals at the network level.
+    pub fn refused_network_n(&self, kind: safemeet_net::Refusal, n: u64) {
+        if n == 0 {
+            return;
+        }
         self.network_refused
             .get_or_create(&Reason {
                 reason: kind.label(),
             })
-            .inc();
+            .inc_by(n);
     }
 
     /// Counts envelopes removed on expiry.

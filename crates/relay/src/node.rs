@@ -23,8 +23,8 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, identify, kad, ping};
 use safemeet_net::{
-    ConnectionLimits, IDENTIFY_PROTOCOL, KAD_PROTOCOL, MAILBOX_PROTOCOL, MailboxCodec, PerIpLimits,
-    Refusal, RefusalLog,
+    IDENTIFY_PROTOCOL, KAD_PROTOCOL, MAILBOX_PROTOCOL, MailboxCodec, PerIpLimits, Refusal,
+    RefusalLog,
 };
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::mailbox::{MailboxError, MailboxResponse};
@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::Error;
+pub use crate::config::{MetricsConfig, RelayConfig};
 use crate::metrics::RelayMetrics;
 use crate::service::{Decoded, MailboxService, decode_request, request_cost};
 
@@ -50,69 +51,6 @@ const MAX_GROUP: usize = 256;
 const PURGE_EVERY: Duration = Duration::from_secs(30);
 /// Most envelopes one purge removes (the next one goes on).
 const PURGE_MAX: usize = 10_000;
-
-/// How the relay node runs.
-#[derive(Debug, Clone)]
-pub struct RelayConfig {
-    /// Addresses to listen on.
-    pub listen: Vec<Multiaddr>,
-    /// Idle connections close after this long.
-    pub idle_timeout: Duration,
-    /// A request is answered within this long or fails.
-    pub request_timeout: Duration,
-    /// Requests one peer may make per second, sustained. Default 200.
-    pub peer_rate: u32,
-    /// Requests one peer may make at once before the rate applies.
-    /// Default 400.
-    pub peer_burst: u32,
-    /// Connections in all, the share kept for the relay's own dials, and
-    /// per remote address and prefix. Default [`ConnectionLimits::RELAY`].
-    pub connections: ConnectionLimits,
-    /// Most mailbox request streams one connection may have open at
-    /// once; more are dropped unread. Default 16.
-    pub max_streams_per_connection: usize,
-    /// How long a request may take to arrive whole. Default 5 s
-    /// ([`safemeet_net::INBOUND_READ_TIMEOUT`]).
-    pub inbound_read_timeout: Duration,
-    /// Serve `/metrics` and `/status` here, to these addresses only.
-    /// Default: off.
-    pub metrics: Option<MetricsConfig>,
-    /// A transport to use instead of TCP, QUIC and the memory transport,
-    /// still under Noise + yamux, as `safemeet_net::Config::transport`
-    /// (the network simulator's modelled links). Default `None`: the
-    /// production transports.
-    pub transport: Option<safemeet_net::CustomTransport>,
-}
-
-/// Where operator metrics are served, and to whom.
-#[derive(Debug, Clone)]
-pub struct MetricsConfig {
-    /// Address to listen on (port 0: any free port).
-    pub listen: std::net::SocketAddr,
-    /// Client addresses allowed; others are closed without an answer.
-    pub allow: Vec<std::net::IpAddr>,
-}
-
-impl Default for RelayConfig {
-    fn default() -> Self {
-        Self {
-            listen: vec![
-                "/ip4/0.0.0.0/tcp/4011"
-                    .parse()
-                    .unwrap_or_else(|_| Multiaddr::empty()),
-            ],
-            idle_timeout: Duration::from_secs(60),
-            request_timeout: Duration::from_secs(30),
-            peer_rate: 200,
-            peer_burst: 400,
-            connections: ConnectionLimits::RELAY,
-            max_streams_per_connection: 16,
-            inbound_read_timeout: safemeet_net::INBOUND_READ_TIMEOUT,
-            metrics: None,
-            transport: None,
-        }
-    }
-}
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -182,6 +120,8 @@ pub fn spawn<S: Store + Clone + 'static>(
     connections.validate().map_err(Error::InvalidConfig)?;
     let streams = config.max_streams_per_connection.max(1);
     let read_timeout = config.inbound_read_timeout;
+    let stream_refusals = std::sync::Arc::new(safemeet_net::StreamRefusals::default());
+    let codec_refusals = stream_refusals.clone();
     // A relay serves circuits; it never uses one, so it drops the client.
     let behaviour = |key: &Keypair, _| {
         let local = key.public().to_peer_id();
@@ -208,7 +148,7 @@ pub fn spawn<S: Store + Clone + 'static>(
             ping: ping::Behaviour::default(),
             kad,
             mailbox: request_response::Behaviour::with_codec(
-                MailboxCodec::with_read_timeout(read_timeout),
+                MailboxCodec::new(read_timeout, codec_refusals.clone()),
                 [(MAILBOX_PROTOCOL, ProtocolSupport::Inbound)],
                 request_response::Config::default()
                     .with_request_timeout(request_timeout)
@@ -252,6 +192,7 @@ pub fn spawn<S: Store + Clone + 'static>(
             limiter: peer_limiter(&config),
             metrics,
             refusals: RefusalLog::default(),
+            streams: stream_refusals,
         },
         cancel: cancel.clone(),
         waiting: Vec::new(),
@@ -304,7 +245,7 @@ impl<S: Store + Clone + 'static> Actor<S> {
                     }
                 }
                 _ = purge.tick() => self.purge(),
-                _ = report.tick() => self.ctx.refusals.report_due(std::time::Instant::now()),
+                _ = report.tick() => self.ctx.report_refusals(),
                 event = self.swarm.select_next_some(), if self.waiting.len() < MAX_GROUP => {
                     let mut next = Some(event);
                     while let Some(event) = next.take() {
@@ -440,6 +381,8 @@ struct Ctx {
     metrics: Option<(RelayMetrics, libp2p::metrics::Metrics)>,
     /// What the relay refused at the network level, for the operator.
     refusals: RefusalLog,
+    /// What its codec refused, not yet in `refusals` nor the metrics.
+    streams: std::sync::Arc<safemeet_net::StreamRefusals>,
 }
 
 impl Ctx {
@@ -450,6 +393,19 @@ impl Ctx {
         if let Some((m, _)) = &self.metrics {
             m.refused_network(kind);
         }
+    }
+
+    /// Takes in what the codec refused and logs what is due.
+    fn report_refusals(&mut self) {
+        let (stalled, bad) = self.streams.take();
+        self.refusals
+            .record_unattributed(Refusal::StalledStream, stalled);
+        self.refusals.record_unattributed(Refusal::BadStream, bad);
+        if let Some((m, _)) = &self.metrics {
+            m.refused_network_n(Refusal::StalledStream, stalled);
+            m.refused_network_n(Refusal::BadStream, bad);
+        }
+        self.refusals.report_due(std::time::Instant::now());
     }
 
     /// Updates the gauges from the store's totals.
@@ -569,13 +525,6 @@ fn handle_event(
             };
             if let Ok(bytes) = codec::encode(&refusal) {
                 let _ = swarm.behaviour_mut().mailbox.send_response(channel, bytes);
-            }
-        }
-        SwarmEvent::Behaviour(BehaviourEvent::Mailbox(
-            request_response::Event::InboundFailure { peer, error, .. },
-        )) => {
-            if let Some(kind) = safemeet_net::stream_refusal(&error) {
-                ctx.refused(kind, peer);
             }
         }
         SwarmEvent::IncomingConnectionError {

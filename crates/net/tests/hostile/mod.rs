@@ -73,17 +73,27 @@ impl Codec for StallCodec {
 }
 
 /// A peer that opens stalled request streams on `protocol`, as many at
-/// once as asked (its own side never gives up on them).
-pub(crate) fn staller(protocol: StreamProtocol) -> Swarm<request_response::Behaviour<StallCodec>> {
-    safemeet_net::build_swarm(Keypair::generate_ed25519(), None, HOLD, |_, _| {
-        Ok(request_response::Behaviour::with_codec(
-            StallCodec,
-            [(protocol, ProtocolSupport::Outbound)],
-            request_response::Config::default()
-                .with_request_timeout(HOLD)
-                .with_max_concurrent_streams(100_000),
-        ))
-    })
+/// once as asked (its own side never gives up on them), its connections
+/// from `source`.
+pub(crate) fn staller(
+    protocol: StreamProtocol,
+    source: IpAddr,
+) -> Swarm<request_response::Behaviour<StallCodec>> {
+    let transport = CustomTransport::new(move || BoundTcp(source).boxed());
+    safemeet_net::build_swarm(
+        Keypair::generate_ed25519(),
+        Some(&transport),
+        HOLD,
+        |_, _| {
+            Ok(request_response::Behaviour::with_codec(
+                StallCodec,
+                [(protocol, ProtocolSupport::Outbound)],
+                request_response::Config::default()
+                    .with_request_timeout(HOLD)
+                    .with_max_concurrent_streams(100_000),
+            ))
+        },
+    )
     .unwrap()
 }
 
