@@ -47,6 +47,10 @@ const MAX_PENDING: u32 = 256;
 /// runs (past that the swarm is not polled until it ends: backpressure on
 /// the peers). 256: the streams of sixteen busy connections (16 each).
 const MAX_GROUP: usize = 256;
+/// How often the streams the codec refused are counted into the metrics
+/// (libp2p reports no event for them); refusals are logged at most once
+/// a minute all the same.
+const TAKE_REFUSALS_EVERY: Duration = Duration::from_secs(1);
 /// How often expired envelopes are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(30);
 /// Most envelopes one purge removes (the next one goes on).
@@ -230,7 +234,7 @@ struct Flushing {
 impl<S: Store + Clone + 'static> Actor<S> {
     async fn run(mut self) {
         let mut purge = tokio::time::interval(PURGE_EVERY);
-        let mut report = tokio::time::interval(safemeet_net::REPORT_EVERY);
+        let mut report = tokio::time::interval(TAKE_REFUSALS_EVERY);
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.ctx.holding(&self.service);
         loop {
