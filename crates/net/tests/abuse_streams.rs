@@ -105,6 +105,13 @@ async fn stalled_delivery_streams_are_capped_and_time_out() {
     // While the streams stall, an honest delivery is answered.
     assert_eq!(deliver(1).await.unwrap(), b"ok");
     let during = hostile::rss();
+    let grew = during.saturating_sub(before);
+    eprintln!(
+        "resident memory: {} MiB before, {} MiB during the attack (+{} KiB)",
+        before >> 20,
+        during >> 20,
+        grew >> 10
+    );
 
     // Each connection had at most its cap of streams read; they stall and
     // time out; nothing more is read from them.
@@ -119,13 +126,6 @@ async fn stalled_delivery_streams_are_capped_and_time_out() {
     let counts = victim.refusals().await.unwrap();
     assert_eq!(counts.get(Refusal::StalledStream), stalled);
     assert_eq!(counts.get(Refusal::BadStream), 1);
-    let grew = during.saturating_sub(before);
-    eprintln!(
-        "resident memory: {} MiB before, {} MiB during the attack (+{} KiB)",
-        before >> 20,
-        during >> 20,
-        grew >> 10
-    );
     assert!(grew < RSS_BOUND, "the attack cost {grew} bytes");
     victim.shutdown().await.unwrap();
     honest.shutdown().await.unwrap();

@@ -111,6 +111,13 @@ async fn stalled_mailbox_streams_are_capped_time_out_and_are_counted() {
     // While the streams stall, an honest device is answered.
     assert!(challenge(&device, &addr).await);
     let during = hostile::rss();
+    let grew = during.saturating_sub(before);
+    eprintln!(
+        "resident memory: {} MiB before, {} MiB during the attack (+{} KiB)",
+        before >> 20,
+        during >> 20,
+        grew >> 10
+    );
 
     // Each connection had at most its cap of streams read; they stalled,
     // timed out, and the operator's metrics say so.
@@ -128,13 +135,6 @@ async fn stalled_mailbox_streams_are_capped_time_out_and_are_counted() {
         "{text}"
     );
     assert!(challenge(&device, &addr).await);
-    let grew = during.saturating_sub(before);
-    eprintln!(
-        "resident memory: {} MiB before, {} MiB during the attack (+{} KiB)",
-        before >> 20,
-        during >> 20,
-        grew >> 10
-    );
     assert!(grew < RSS_BOUND, "the attack cost {grew} bytes");
     // Nothing more was read after the stalled ones: the count stays.
     assert!(metrics(metrics_addr).await.contains(&stalled));
