@@ -33,7 +33,12 @@ pub(crate) struct Behaviour {
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     /// Gossipsub, only on connections to allowed peers (see `gate`).
     pub(crate) gossipsub: GossipGate,
+    /// This node's own deliveries (outbound only, so their streams do not
+    /// count against the inbound cap).
     pub(crate) deliver: request_response::Behaviour<FrameCodec>,
+    /// Deliveries to this node (inbound only): at most
+    /// [`Config::max_streams_per_connection`] read at once per connection.
+    pub(crate) deliver_in: request_response::Behaviour<FrameCodec>,
     /// Relay mailboxes, as a client only: deposits for offline devices,
     /// fetching and acknowledging this device's own.
     pub(crate) mailbox: request_response::Behaviour<MailboxCodec>,
@@ -57,6 +62,12 @@ fn message_id(message: &gossipsub::Message) -> MessageId {
     hasher.update(&message.data);
     MessageId::from(hasher.finalize().as_bytes()[..20].to_vec())
 }
+
+/// Most of this node's own deliveries (and, apart, mailbox requests) in
+/// flight at once on one connection. 256: the engine keeps at most 64
+/// deliveries in flight in all, and an application driving the network
+/// directly may keep more; past this a delivery fails and is retried.
+const MAX_OUTBOUND_STREAMS: usize = 256;
 
 /// The smallest gossip mesh a node's heartbeat keeps per room topic
 /// (gossipsub's `mesh_n_low`).
@@ -133,9 +144,22 @@ impl Behaviour {
             identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
                 .with_push_listen_addr_updates(true),
         );
+        // libp2p caps a connection's inbound and outbound streams of one
+        // behaviour together: two behaviours on the one protocol keep this
+        // node's own deliveries out of the inbound cap.
         let deliver = request_response::Behaviour::with_codec(
             FrameCodec::new(config.inbound_read_timeout, streams.clone()),
-            [(DELIVER_PROTOCOL, request_response::ProtocolSupport::Full)],
+            [(
+                DELIVER_PROTOCOL,
+                request_response::ProtocolSupport::Outbound,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(MAX_OUTBOUND_STREAMS),
+        );
+        let deliver_in = request_response::Behaviour::with_codec(
+            FrameCodec::new(config.inbound_read_timeout, streams.clone()),
+            [(DELIVER_PROTOCOL, request_response::ProtocolSupport::Inbound)],
             request_response::Config::default()
                 .with_request_timeout(config.request_timeout)
                 .with_max_concurrent_streams(config.max_streams_per_connection),
@@ -146,7 +170,9 @@ impl Behaviour {
                 MAILBOX_PROTOCOL,
                 request_response::ProtocolSupport::Outbound,
             )],
-            request_response::Config::default().with_request_timeout(config.request_timeout),
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(MAX_OUTBOUND_STREAMS),
         );
         let mdns = if config.mdns {
             Some(
@@ -176,6 +202,7 @@ impl Behaviour {
             kad,
             gossipsub: GossipGate::new(gossipsub, subscriptions),
             deliver,
+            deliver_in,
             mailbox,
             mdns: mdns.into(),
             relay,

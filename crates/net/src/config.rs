@@ -47,8 +47,7 @@ pub struct Config {
     /// Most inbound request streams (deliveries) one connection may have
     /// open at once; more are dropped unread. Default 16: a peer's burst
     /// of deliveries rarely has more in flight, and 16 stalled streams
-    /// cost little. The cap also applies to this node's own deliveries on
-    /// one connection (a delivery over it fails and is retried).
+    /// cost little. This node's own deliveries are not counted.
     pub max_streams_per_connection: usize,
     /// How long an inbound request may take to arrive whole; a stalled
     /// stream is dropped then. Default 5 s (see

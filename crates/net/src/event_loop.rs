@@ -26,6 +26,7 @@ use crate::addr::is_public;
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::codec::StreamRefusals;
 use crate::handle::{Command, Verdict};
+use crate::outbound::{Deliveries, Delivery};
 use crate::refusals::{Refusal, RefusalLog};
 use crate::reply::{PendingReplies, Settled};
 use crate::topic::{gossip_topic, room_topic};
@@ -92,7 +93,7 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         swarm,
         commands: command_rx,
         events: event_tx,
-        pending_deliveries: HashMap::new(),
+        deliveries: Deliveries::default(),
         pending_mailbox: HashMap::new(),
         replies: PendingReplies::new(config.max_pending_replies, config.request_timeout),
         dropped_events: 0,
@@ -125,8 +126,8 @@ struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
-    /// Direct deliveries waiting for their answer.
-    pending_deliveries: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, Error>>>,
+    /// Direct deliveries waiting for their answer or their turn.
+    deliveries: Deliveries,
     /// Mailbox requests to relays (their ids count apart from deliveries').
     pending_mailbox: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, Error>>>,
     /// Inbound deliveries waiting for the application's answer.
@@ -200,7 +201,7 @@ impl EventLoop {
             swarm,
             commands,
             events,
-            pending_deliveries,
+            deliveries,
             pending_mailbox,
             replies,
             dropped_events,
@@ -210,8 +211,9 @@ impl EventLoop {
             shutdown: _,
             stopped: _,
         } = self;
-        let waiting = pending_deliveries.len() + pending_mailbox.len();
-        for (_, tx) in pending_deliveries.into_iter().chain(pending_mailbox) {
+        let waiting = deliveries.len() + pending_mailbox.len();
+        let answers = deliveries.into_answers();
+        for tx in answers.chain(pending_mailbox.into_values()) {
             let _ = tx.send(Err(Error::Stopped));
         }
         let open_slots = replies.len();
@@ -290,13 +292,15 @@ impl EventLoop {
                     self.report(&id, &via, verdict);
                 }
             }
-            Command::Deliver(peer, addrs, frame, tx) => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .deliver
-                    .send_request_with_addresses(&peer, frame, addrs);
-                self.pending_deliveries.insert(id, tx);
+            Command::Deliver(peer, addrs, frame, answer) => {
+                let delivery = Delivery {
+                    addrs,
+                    frame,
+                    answer,
+                };
+                if let Some(delivery) = self.deliveries.admit(peer, delivery) {
+                    self.send_delivery(peer, delivery);
+                }
             }
             Command::Mailbox(relay, addrs, request, tx) => {
                 let id = self
@@ -340,6 +344,32 @@ impl EventLoop {
                         .mesh_peers(&hash)
                         .count(),
                 );
+            }
+        }
+    }
+
+    /// Sends a delivery whose turn has come.
+    fn send_delivery(&mut self, peer: PeerId, delivery: Delivery) {
+        let Delivery {
+            addrs,
+            frame,
+            answer,
+        } = delivery;
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .deliver
+            .send_request_with_addresses(&peer, frame, addrs);
+        self.deliveries.sent(id, peer, answer);
+    }
+
+    /// A delivery ended: its caller learns how, and the next one to the
+    /// same peer goes.
+    fn delivery_ended(&mut self, id: &OutboundRequestId, result: Result<Vec<u8>, Error>) {
+        if let Some((answer, next)) = self.deliveries.finish(id) {
+            let _ = answer.send(result);
+            if let Some((peer, delivery)) = next {
+                self.send_delivery(peer, delivery);
             }
         }
     }
@@ -432,21 +462,22 @@ impl EventLoop {
                     _ => self.report(&message_id, &propagation_source, Verdict::Reject),
                 }
             }
-            BehaviourEvent::Deliver(request_response::Event::Message { peer, message, .. }) => {
-                match message {
+            BehaviourEvent::DeliverIn(request_response::Event::Message {
+                peer,
+                message:
                     request_response::Message::Request {
                         request, channel, ..
-                    } => self.inbound_delivery(peer, request, channel),
+                    },
+                ..
+            }) => self.inbound_delivery(peer, request, channel),
+            BehaviourEvent::Deliver(request_response::Event::Message {
+                message:
                     request_response::Message::Response {
                         request_id,
                         response,
-                    } => {
-                        if let Some(tx) = self.pending_deliveries.remove(&request_id) {
-                            let _ = tx.send(Ok(response));
-                        }
-                    }
-                }
-            }
+                    },
+                ..
+            }) => self.delivery_ended(&request_id, Ok(response)),
             BehaviourEvent::Deliver(request_response::Event::OutboundFailure {
                 peer,
                 request_id,
@@ -454,9 +485,7 @@ impl EventLoop {
                 ..
             }) => {
                 tracing::debug!(%error, "a delivery failed");
-                if let Some(tx) = self.pending_deliveries.remove(&request_id) {
-                    let _ = tx.send(Err(Error::delivery(peer, error)));
-                }
+                self.delivery_ended(&request_id, Err(Error::delivery(peer, error)));
             }
             BehaviourEvent::Mailbox(request_response::Event::Message {
                 message:
@@ -481,7 +510,9 @@ impl EventLoop {
                     let _ = tx.send(Err(Error::mailbox(peer, error)));
                 }
             }
-            BehaviourEvent::Deliver(request_response::Event::InboundFailure { error, .. }) => {
+            BehaviourEvent::DeliverIn(request_response::Event::InboundFailure {
+                error, ..
+            }) => {
                 tracing::debug!(error = %error, "inbound delivery failed");
             }
             // Kademlia learns no dialable address for peers that dialed us:
@@ -543,7 +574,7 @@ impl EventLoop {
                 if self
                     .swarm
                     .behaviour_mut()
-                    .deliver
+                    .deliver_in
                     .send_response(channel, answer)
                     .is_err()
                 {

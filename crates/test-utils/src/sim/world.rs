@@ -322,7 +322,9 @@ impl Sim {
                     );
                 }
             }
-            Output::Verdict { .. } => {}
+            Output::Verdict { accept, forged, .. } => {
+                self.nodes[i].verdicts.push((accept, forged));
+            }
             Output::LogCursor(n) => self.nodes[i].log_cursor = n,
             _ => {}
         }
