@@ -25,6 +25,9 @@ fn forgeries_are_rejected_and_frames_not_yet_readable_only_ignored() {
     sim.befriend(ALICE, CAROL);
     sim.befriend(BOB, CAROL);
     let room = sim.create_room(ALICE, "room", &[BOB, CAROL]);
+    assert!(sim.run_until(MINUTE, |s| {
+        s.room_members(BOB, room) == Some(3) && s.room_members(CAROL, room) == Some(3)
+    }));
     sim.send_room(ALICE, room, "hello");
     assert!(
         sim.run_until(MINUTE, |s| s.nodes[CAROL].verdicts.contains(&(true, false))),
