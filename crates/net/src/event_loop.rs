@@ -18,6 +18,7 @@ use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
 use safemeet_proto::Envelope;
+use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -184,7 +185,7 @@ impl EventLoop {
                 }
                 _ = report.tick() => {
                     self.refusals.absorb(&self.streams);
-                    self.refusals.report_due(std::time::Instant::now());
+                    self.refusals.report_due(SystemClock.instant());
                 }
             }
         }

@@ -14,6 +14,8 @@ use std::collections::HashSet;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::time::{Duration, Instant};
 
+use safemeet_proto::clock::{Clock, SystemClock};
+
 /// How often, at most, a kind of refusal is reported: once a minute keeps
 /// a flood to a handful of lines an hour per kind.
 pub const REPORT_EVERY: Duration = Duration::from_secs(60);
@@ -126,7 +128,7 @@ impl RefusalLog {
             totals: RefusalCounts::default(),
             windows: Default::default(),
             hasher: RandomState::new(),
-            window_start: Instant::now(),
+            window_start: SystemClock.instant(),
             every,
         }
     }
@@ -231,7 +233,7 @@ mod tests {
             3
         );
         // Not due yet: the window stays; due: it is reset, totals are not.
-        log.report_due(Instant::now());
+        log.report_due(SystemClock.instant());
         assert_eq!(log.windows[Refusal::GossipRejected.index()].count, 10);
         log.report_due(log.next_report());
         assert_eq!(log.windows[Refusal::GossipRejected.index()].count, 0);

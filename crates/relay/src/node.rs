@@ -409,7 +409,7 @@ impl Ctx {
             m.refused_network_n(Refusal::StalledStream, stalled);
             m.refused_network_n(Refusal::BadStream, bad);
         }
-        self.refusals.report_due(std::time::Instant::now());
+        self.refusals.report_due(SystemClock.instant());
     }
 
     /// Updates the gauges from the store's totals.
