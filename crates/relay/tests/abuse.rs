@@ -2,7 +2,9 @@
 //! mailbox streams that announce the largest request and send nothing.
 //! Each connection gets at most its cap of streams read, the stalled ones
 //! time out and are counted in the operator's metrics, memory stays
-//! bounded, and an honest device is answered throughout.
+//! bounded, and an honest device is answered throughout. And one address
+//! cannot take every connection: past its cap it is refused (and counted)
+//! while another address still gets in.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
@@ -12,7 +14,7 @@ mod hostile;
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
-use safemeet_net::{Config, MAILBOX_PROTOCOL};
+use safemeet_net::{Config, ConnectionLimits, MAILBOX_PROTOCOL};
 use safemeet_proto::codec;
 use safemeet_proto::mailbox::{MAX_REQUEST_BYTES, MailboxRequest, MailboxResponse, VERSION};
 use safemeet_relay::node::{MetricsConfig, RelayConfig, RelayEvent};
@@ -138,6 +140,63 @@ async fn stalled_mailbox_streams_are_capped_time_out_and_are_counted() {
     assert!(grew < RSS_BOUND, "the attack cost {grew} bytes");
     // Nothing more was read after the stalled ones: the count stays.
     assert!(metrics(metrics_addr).await.contains(&stalled));
+    device.shutdown().await.unwrap();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection_of_a_relay() {
+    const PER_IP: u32 = 4;
+    let key = Keypair::generate_ed25519();
+    let store = MailboxStore::new(MemoryStore::new(), Limits::default());
+    let config = RelayConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        connections: ConnectionLimits {
+            max_per_ip: PER_IP,
+            // 127.0.0.1 and 127.0.0.5 share a /24.
+            max_per_prefix: 1000,
+            ..ConnectionLimits::RELAY
+        },
+        metrics: Some(MetricsConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            allow: vec!["127.0.0.1".parse().unwrap()],
+        }),
+        ..RelayConfig::default()
+    };
+    let mut relay =
+        safemeet_relay::node::spawn(key.clone(), config, MailboxService::new(store, key)).unwrap();
+    let Some(RelayEvent::Listening(addr)) = timeout(WAIT, relay.events.recv()).await.unwrap()
+    else {
+        panic!("the relay did not listen")
+    };
+    let metrics_addr = relay.metrics_addr.unwrap();
+    // An honest device, connected first.
+    let (device, mut events) =
+        safemeet_net::spawn(Keypair::generate_ed25519(), Config::loopback()).unwrap();
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    assert!(challenge(&device, &addr).await);
+
+    // Ten more peer ids from the device's address: the rest of its share.
+    let mut admitted = Vec::new();
+    for _ in 0..10 {
+        let mut swarm = hostile::holder();
+        if hostile::connect(&mut swarm, addr.clone(), WAIT).await
+            && hostile::stays_open(&mut swarm, Duration::from_millis(300)).await
+        {
+            admitted.push(swarm);
+        }
+    }
+    assert_eq!(admitted.len(), PER_IP as usize - 1);
+    // Another address gets in; the device is still answered.
+    let mut other = hostile::holder_from([127, 0, 0, 5].into());
+    assert!(hostile::connect(&mut other, addr.clone(), WAIT).await);
+    assert!(hostile::stays_open(&mut other, Duration::from_millis(300)).await);
+    assert!(challenge(&device, &addr).await);
+    let refused = "safemeet_relay_network_refused_total{reason=\"connection_per_address\"} 7";
+    hostile::until("the refusals are counted", || async {
+        metrics(metrics_addr).await.contains(refused)
+    })
+    .await;
     device.shutdown().await.unwrap();
     relay.stop().await;
 }
