@@ -211,6 +211,18 @@ impl Relay {
         }
     }
 
+    /// Its resident memory, in bytes (Linux).
+    pub(crate) fn rss(&self) -> u64 {
+        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.process.pid))
+            .unwrap_or_default();
+        let pages: u64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pages * 4096
+    }
+
     /// SIGTERM, then the logs it wrote.
     pub(crate) fn stop(mut self) -> String {
         self.process.signal("TERM");
