@@ -42,7 +42,10 @@ fn metrics(addr: &str) -> String {
 
 async fn challenge(net: &safemeet_net::Handle, relay: &Relay) -> bool {
     let request = codec::encode(&MailboxRequest::Challenge { version: VERSION }).unwrap();
-    let Ok(answer) = net.mailbox(relay.peer, vec![relay.addr.clone()], request).await else {
+    let Ok(answer) = net
+        .mailbox(relay.peer, vec![relay.addr.clone()], request)
+        .await
+    else {
         return false;
     };
     matches!(

@@ -8,26 +8,25 @@
 //! (see [`ReplySlot`](crate::ReplySlot)). It stops on
 //! [`Handle::shutdown`] or when every handle is gone, through one path.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use libp2p::gossipsub::{MessageAcceptance, MessageId, PublishError};
 use libp2p::identity::Keypair;
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::request_response::{self, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
 use safemeet_proto::Envelope;
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::addr::is_public;
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::codec::StreamRefusals;
 use crate::handle::{Command, Verdict};
-use crate::outbound::{Deliveries, Delivery};
+use crate::outbound::{Deliveries, Delivery, Outbound};
 use crate::refusals::{Refusal, RefusalLog};
 use crate::reply::{PendingReplies, Settled};
 use crate::topic::{gossip_topic, room_topic};
@@ -95,7 +94,7 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         commands: command_rx,
         events: event_tx,
         deliveries: Deliveries::default(),
-        pending_mailbox: HashMap::new(),
+        mailbox_requests: Deliveries::default(),
         replies: PendingReplies::new(config.max_pending_replies, config.request_timeout),
         dropped_events: 0,
         expired_replies: 0,
@@ -123,14 +122,15 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
-struct EventLoop {
-    swarm: Swarm<Behaviour>,
+pub(crate) struct EventLoop {
+    pub(crate) swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
     /// Direct deliveries waiting for their answer or their turn.
-    deliveries: Deliveries,
-    /// Mailbox requests to relays (their ids count apart from deliveries').
-    pending_mailbox: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, Error>>>,
+    pub(crate) deliveries: Deliveries,
+    /// Mailbox requests to relays waiting for their answer or their turn
+    /// (their ids count apart from deliveries').
+    pub(crate) mailbox_requests: Deliveries,
     /// Inbound deliveries waiting for the application's answer.
     replies: PendingReplies,
     /// Events dropped because the application was behind, since the start.
@@ -203,7 +203,7 @@ impl EventLoop {
             commands,
             events,
             deliveries,
-            pending_mailbox,
+            mailbox_requests,
             replies,
             dropped_events,
             expired_replies,
@@ -212,9 +212,9 @@ impl EventLoop {
             shutdown: _,
             stopped: _,
         } = self;
-        let waiting = deliveries.len() + pending_mailbox.len();
+        let waiting = deliveries.len() + mailbox_requests.len();
         let answers = deliveries.into_answers();
-        for tx in answers.chain(pending_mailbox.into_values()) {
+        for tx in answers.chain(mailbox_requests.into_answers()) {
             let _ = tx.send(Err(Error::Stopped));
         }
         let open_slots = replies.len();
@@ -300,16 +300,18 @@ impl EventLoop {
                     answer,
                 };
                 if let Some(delivery) = self.deliveries.admit(peer, delivery) {
-                    self.send_delivery(peer, delivery);
+                    self.send_request(Outbound::Deliver, peer, delivery);
                 }
             }
-            Command::Mailbox(relay, addrs, request, tx) => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .mailbox
-                    .send_request_with_addresses(&relay, request, addrs);
-                self.pending_mailbox.insert(id, tx);
+            Command::Mailbox(relay, addrs, frame, answer) => {
+                let request = Delivery {
+                    addrs,
+                    frame,
+                    answer,
+                };
+                if let Some(request) = self.mailbox_requests.admit(relay, request) {
+                    self.send_request(Outbound::Mailbox, relay, request);
+                }
             }
             Command::ConnectedPeers(tx) => {
                 let _ = tx.send(self.swarm.connected_peers().copied().collect());
@@ -345,32 +347,6 @@ impl EventLoop {
                         .mesh_peers(&hash)
                         .count(),
                 );
-            }
-        }
-    }
-
-    /// Sends a delivery whose turn has come.
-    fn send_delivery(&mut self, peer: PeerId, delivery: Delivery) {
-        let Delivery {
-            addrs,
-            frame,
-            answer,
-        } = delivery;
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .deliver
-            .send_request_with_addresses(&peer, frame, addrs);
-        self.deliveries.sent(id, peer, answer);
-    }
-
-    /// A delivery ended: its caller learns how, and the next one to the
-    /// same peer goes.
-    fn delivery_ended(&mut self, id: &OutboundRequestId, result: Result<Vec<u8>, Error>) {
-        if let Some((answer, next)) = self.deliveries.finish(id) {
-            let _ = answer.send(result);
-            if let Some((peer, delivery)) = next {
-                self.send_delivery(peer, delivery);
             }
         }
     }
@@ -478,7 +454,7 @@ impl EventLoop {
                         response,
                     },
                 ..
-            }) => self.delivery_ended(&request_id, Ok(response)),
+            }) => self.request_ended(Outbound::Deliver, &request_id, Ok(response)),
             BehaviourEvent::Deliver(request_response::Event::OutboundFailure {
                 peer,
                 request_id,
@@ -486,7 +462,11 @@ impl EventLoop {
                 ..
             }) => {
                 tracing::debug!(%error, "a delivery failed");
-                self.delivery_ended(&request_id, Err(Error::delivery(peer, error)));
+                self.request_ended(
+                    Outbound::Deliver,
+                    &request_id,
+                    Err(Error::delivery(peer, error)),
+                );
             }
             BehaviourEvent::Mailbox(request_response::Event::Message {
                 message:
@@ -495,11 +475,7 @@ impl EventLoop {
                         response,
                     },
                 ..
-            }) => {
-                if let Some(tx) = self.pending_mailbox.remove(&request_id) {
-                    let _ = tx.send(Ok(response));
-                }
-            }
+            }) => self.request_ended(Outbound::Mailbox, &request_id, Ok(response)),
             BehaviourEvent::Mailbox(request_response::Event::OutboundFailure {
                 peer,
                 request_id,
@@ -507,9 +483,11 @@ impl EventLoop {
                 ..
             }) => {
                 tracing::debug!(%error, "a mailbox request failed");
-                if let Some(tx) = self.pending_mailbox.remove(&request_id) {
-                    let _ = tx.send(Err(Error::mailbox(peer, error)));
-                }
+                self.request_ended(
+                    Outbound::Mailbox,
+                    &request_id,
+                    Err(Error::mailbox(peer, error)),
+                );
             }
             BehaviourEvent::DeliverIn(request_response::Event::InboundFailure {
                 error, ..

@@ -1,11 +1,11 @@
-//! This node's own deliveries, at most a receiver's stream cap in flight
-//! to each peer.
+//! This node's own deliveries (and, apart, its mailbox requests), at most
+//! a receiver's stream cap in flight to each peer.
 //!
-//! A receiving node reads at most
+//! A receiving node (or relay) reads at most
 //! [`Config::max_streams_per_connection`](crate::Config::max_streams_per_connection)
-//! (16 by default) delivery streams at once per connection and drops the
+//! (16 by default) request streams at once per connection and drops the
 //! rest unread. So that an honest burst to one peer is never dropped, a
-//! node keeps at most [`PER_PEER`] of its own deliveries in flight to each
+//! node keeps at most [`PER_PEER`] of its own requests in flight to each
 //! peer; the others wait their turn here, in order, at most
 //! [`MAX_QUEUED`] per peer.
 
@@ -17,6 +17,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
 use crate::Error;
+use crate::event_loop::EventLoop;
 
 /// Most deliveries in flight to one peer: the default inbound stream cap
 /// of a receiving node (one connection's worth).
@@ -116,6 +117,62 @@ impl<Id: Hash + Eq> Deliveries<Id> {
             .into_values()
             .map(|(_, a)| a)
             .chain(self.queued.into_values().flatten().map(|d| d.answer))
+    }
+}
+
+/// Which of this node's own requests.
+#[derive(Clone, Copy)]
+pub(crate) enum Outbound {
+    /// A direct delivery.
+    Deliver,
+    /// A mailbox request to a relay.
+    Mailbox,
+}
+
+impl EventLoop {
+    /// Sends a delivery or mailbox request whose turn has come.
+    pub(crate) fn send_request(&mut self, kind: Outbound, peer: PeerId, request: Delivery) {
+        let Delivery {
+            addrs,
+            frame,
+            answer,
+        } = request;
+        let behaviour = self.swarm.behaviour_mut();
+        let (id, queue) = match kind {
+            Outbound::Deliver => (
+                behaviour
+                    .deliver
+                    .send_request_with_addresses(&peer, frame, addrs),
+                &mut self.deliveries,
+            ),
+            Outbound::Mailbox => (
+                behaviour
+                    .mailbox
+                    .send_request_with_addresses(&peer, frame, addrs),
+                &mut self.mailbox_requests,
+            ),
+        };
+        queue.sent(id, peer, answer);
+    }
+
+    /// A delivery or mailbox request ended: its caller learns how, and the
+    /// next one to the same peer goes.
+    pub(crate) fn request_ended(
+        &mut self,
+        kind: Outbound,
+        id: &OutboundRequestId,
+        result: Result<Vec<u8>, Error>,
+    ) {
+        let queue = match kind {
+            Outbound::Deliver => &mut self.deliveries,
+            Outbound::Mailbox => &mut self.mailbox_requests,
+        };
+        if let Some((answer, next)) = queue.finish(id) {
+            let _ = answer.send(result);
+            if let Some((peer, request)) = next {
+                self.send_request(kind, peer, request);
+            }
+        }
     }
 }
 
