@@ -257,8 +257,12 @@ const RELAY_SILENT: [&str; 6] = [
 fn init_tracing(relay: bool) {
     use tracing_subscriber::EnvFilter;
     // Logs go to stderr so stdout stays clean for --json. Default: warnings.
-    let mut filter = EnvFilter::try_from_env("SAFEMEET_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn,libp2p_kad=error,libp2p_mdns=error"));
+    // request-response warns once per stream dropped over a connection's
+    // cap: a flood would be a flood of lines (the node logs its refusals
+    // in aggregate instead).
+    let mut filter = EnvFilter::try_from_env("SAFEMEET_LOG").unwrap_or_else(|_| {
+        EnvFilter::new("warn,libp2p_kad=error,libp2p_mdns=error,libp2p_request_response=error")
+    });
     if relay {
         for target in RELAY_SILENT {
             if let Ok(d) = format!("{target}=off").parse() {

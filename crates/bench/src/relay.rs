@@ -475,6 +475,9 @@ async fn start_relay(
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
         peer_rate: u32::MAX,
         peer_burst: u32::MAX,
+        // One client keeps OUTSTANDING requests in flight on one
+        // connection: throughput, not abuse, is measured here.
+        max_streams_per_connection: OUTSTANDING,
         ..RelayConfig::default()
     };
     let mut relay = safemeet_relay::node::spawn(key, config, service)?;

@@ -408,7 +408,13 @@ fn is_junk(e: &Error) -> bool {
     use safemeet_crypto::Error as C;
     matches!(
         e,
-        Error::Crypto(C::Decryption { .. } | C::BadSignature { .. } | C::UnexpectedPayload)
+        Error::Crypto(
+            C::Decryption { .. }
+                | C::BadSignature { .. }
+                | C::SenderMismatch { .. }
+                | C::Decode(_)
+                | C::UnexpectedPayload
+        )
     )
 }
 

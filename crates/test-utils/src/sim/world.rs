@@ -330,7 +330,11 @@ impl Sim {
                     );
                 }
             }
-            Output::Verdict { .. } => {}
+            Output::Verdict {
+                accept, penalise, ..
+            } => {
+                self.nodes[i].verdicts.push((accept, penalise));
+            }
             Output::LogCursor(n) => self.nodes[i].log_cursor = n,
             _ => {}
         }
