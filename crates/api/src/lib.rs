@@ -58,6 +58,8 @@ pub use response::{
     Response, Room, RoomBanned, RoomCreated, RoomInvited, RoomLeft, RoomRemoved, Sent, State,
     Subscribed, UnexpectedResponse, Whoami,
 };
+#[doc(hidden)]
+pub use server::fuzz_request_line;
 pub use server::{MAX_CONNECTIONS, WRITE_TIMEOUT, serve, serve_until};
 
 /// Longest request or response line: room for a page of a few of the

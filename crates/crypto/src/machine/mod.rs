@@ -59,6 +59,8 @@
 //! the sender will repeat.
 
 mod devices;
+#[doc(hidden)]
+pub mod fuzzing;
 mod megolm;
 mod olm;
 mod records;
