@@ -72,3 +72,40 @@ fn every_target_has_a_libfuzzer_binary() {
     }
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), TARGETS.len());
 }
+
+#[test]
+fn the_seeds_pass_the_checks_they_are_meant_to_start_past() {
+    // Seeds that fail early would leave the fuzzers at the decoders' doors.
+    use safemeet_proto::{Envelope, invite::Invite};
+    let frames = seeds::for_target("frame");
+    assert_eq!(
+        frames
+            .iter()
+            .filter(|f| Envelope::from_frame(f).is_ok())
+            .count(),
+        3
+    );
+    for line in seeds::for_target("jsonrpc") {
+        let line = String::from_utf8(line).unwrap();
+        assert!(safemeet_api::fuzz_request_line(&line).is_ok(), "{line}");
+    }
+    let invite = seeds::for_target("invite").pop().unwrap();
+    Invite::from_text(std::str::from_utf8(&invite).unwrap()).unwrap();
+    let account = seeds::account();
+    safemeet_crypto::certificate::verify_device_certificate(
+        account.certificate(),
+        &account.user_id(),
+    )
+    .unwrap();
+    for text in seeds::for_target("relay_config") {
+        safemeet_relay::FileConfig::from_toml(std::str::from_utf8(&text).unwrap()).unwrap();
+    }
+    for record in seeds::for_target("crypto_records") {
+        // Each decodes as one of the machine's records, the account or the key file.
+        let ok = safemeet_crypto::account::Account::from_record(&record).is_ok()
+            || std::str::from_utf8(&record)
+                .is_ok_and(|t| safemeet_crypto::at_rest::KeyFile::from_json(t).is_ok())
+            || record.first() == Some(&1);
+        assert!(ok);
+    }
+}

@@ -91,18 +91,17 @@ pub fn sample_records() -> Vec<Vec<u8>> {
             bob.curve25519_key(),
             otk,
         )
+        && let Ok(pickle) = Pickle::json_of(&session.pickle())
     {
-        if let Ok(pickle) = Pickle::json_of(&session.pickle()) {
-            push(records::encode_plain(&OlmSessionRecord {
-                version: RECORD_VERSION,
-                peer_device: DeviceId::from_bytes([5; 16]),
-                peer_curve25519: bob.curve25519_key().to_bytes(),
-                created_at: ts,
-                generation: 1,
-                wedged_at: None,
-                pickle,
-            }));
-        }
+        push(records::encode_plain(&OlmSessionRecord {
+            version: RECORD_VERSION,
+            peer_device: DeviceId::from_bytes([5; 16]),
+            peer_curve25519: bob.curve25519_key().to_bytes(),
+            created_at: ts,
+            generation: 1,
+            wedged_at: None,
+            pickle,
+        }));
     }
     push(records::encode_plain(&OlmIndexRecord {
         version: RECORD_VERSION,
