@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
+use safemeet_relay::config_file::parse_duration;
 use safemeet_relay::node::{MetricsConfig, RelayConfig, RelayEvent};
-use safemeet_relay::{Limits, MailboxService, MailboxStore};
+use safemeet_relay::{FileConfig, Limits, MailboxService, MailboxStore};
 use safemeet_store_sled::SledStore;
 use serde_json::json;
 
@@ -64,30 +65,6 @@ pub(crate) struct RelayArgs {
     metrics_allow: Vec<IpAddr>,
 }
 
-/// The same settings in a TOML file.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<Vec<String>>,
-    retention: Option<String>,
-    max_envelope_bytes: Option<usize>,
-    mailbox_max_envelopes: Option<u64>,
-    mailbox_max_bytes: Option<u64>,
-    max_envelopes: Option<u64>,
-    max_bytes: Option<u64>,
-    accept_new_mailboxes: Option<bool>,
-    peer_rate: Option<u32>,
-    peer_burst: Option<u32>,
-    metrics: Option<FileMetrics>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileMetrics {
-    listen: SocketAddr,
-    allow: Option<Vec<IpAddr>>,
-}
-
 /// Largest configuration file read.
 const MAX_CONFIG_FILE: u64 = 64 * 1024;
 
@@ -97,7 +74,7 @@ fn settings(args: RelayArgs) -> Result<(Limits, RelayConfig), Failure> {
         Some(path) => {
             let text = home::read_bounded(path, MAX_CONFIG_FILE)
                 .with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str::<FileConfig>(&text)
+            FileConfig::from_toml(&text)
                 .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?
         }
         None => FileConfig::default(),
@@ -302,52 +279,6 @@ fn print_started(json: bool, relay: &safemeet_relay::node::RelayHandle, addrs: &
         }
         if let Some(m) = &metrics {
             println!("metrics on http://{m}/metrics and /status");
-        }
-    }
-}
-
-/// Parses a duration such as `90s`, `30m`, `12h` or `14d`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?}: give a unit (s, m, h or d)"))?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: not a whole number followed by s, m, h or d"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
-    };
-    n.checked_mul(seconds)
-        .filter(|s| *s > 0)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?}: out of range"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units_and_refuse_the_rest() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("14d"), Ok(Duration::from_secs(14 * 86_400)));
-        for bad in [
-            "",
-            "12",
-            "h",
-            "1.5h",
-            "-3d",
-            "0s",
-            "3w",
-            "99999999999999999999d",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -61,6 +61,8 @@ pub use response::{
     RoomInvitation, RoomInvited, RoomJoined, RoomLeft, RoomRemoved, Sent, State, Subscribed,
     UnexpectedResponse, Whoami,
 };
+#[doc(hidden)]
+pub use server::fuzz_request_line;
 pub use server::{MAX_CONNECTIONS, WRITE_TIMEOUT, serve, serve_until};
 
 /// Longest request or response line: room for a page of a few of the

@@ -153,6 +153,15 @@ async fn connection(
     Ok(())
 }
 
+/// What the server makes of one request line, for the fuzz target
+/// `jsonrpc` (not an API): the request, or the error line it answers with.
+#[doc(hidden)]
+pub fn fuzz_request_line(line: &str) -> Result<Request, String> {
+    parse(line)
+        .map(|(_, r)| r)
+        .map_err(|(id, e)| failure(&id, &e))
+}
+
 /// A request line → its id and request; or the id to answer with (null
 /// when the line has none that can be trusted) and the error.
 fn parse(line: &str) -> Result<(Value, Request), (Value, Error)> {

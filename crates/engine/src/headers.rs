@@ -81,7 +81,7 @@ pub(crate) struct HeaderKeys {
 }
 
 #[derive(Serialize, Deserialize)]
-struct PendingRecord {
+pub(crate) struct PendingRecord {
     version: u8,
     keys: Vec<(RoomId, HeaderRoot)>,
 }

@@ -47,6 +47,8 @@ mod contacts;
 mod core;
 mod error;
 mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gossip;
 mod handle;
 mod headers;

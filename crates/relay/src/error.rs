@@ -24,6 +24,9 @@ pub enum Error {
         /// For people.
         message: String,
     },
+    /// An operator's configuration file does not parse.
+    #[error("{0}")]
+    Config(String),
     /// The store under the mailboxes failed.
     #[error("the mailbox store failed")]
     Store(#[from] safemeet_store::Error),

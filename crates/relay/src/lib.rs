@@ -16,13 +16,17 @@
 //! - [`Error`]: one error type for all of it.
 
 pub mod config;
+pub mod config_file;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod node;
 pub mod service;
 pub mod store;
 
 pub use config::Limits;
+pub use config_file::FileConfig;
 pub use error::Error;
 pub use service::MailboxService;
 pub use store::MailboxStore;

@@ -23,26 +23,26 @@ use crate::config::Limits;
 
 const TOTALS: &[u8] = b"totals";
 /// How errors name a mailbox's counters.
-const META: &str = "mailbox record";
+pub(crate) const META: &str = "mailbox record";
 /// How errors name the relay's totals.
-const TOTALS_RECORD: &str = "totals record";
+pub(crate) const TOTALS_RECORD: &str = "totals record";
 /// How errors name a stored envelope.
-const ENVELOPE: &str = "envelope";
+pub(crate) const ENVELOPE: &str = "envelope";
 /// Largest stored record (an envelope and its header).
 const MAX_RECORD: usize = safemeet_proto::mailbox::MAX_REQUEST_BYTES + 256;
 
 /// A mailbox's counters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct MailboxMeta {
+pub(crate) struct MailboxMeta {
     /// The last id handed out (ids start at 1 and only grow).
-    last_id: u64,
+    pub(crate) last_id: u64,
     /// Envelopes held.
-    count: u64,
+    pub(crate) count: u64,
     /// Their bytes.
-    bytes: u64,
+    pub(crate) bytes: u64,
     /// Last deposit or ack; an empty mailbox is forgotten a retention
     /// period after it.
-    touched: Timestamp,
+    pub(crate) touched: Timestamp,
 }
 
 /// The relay's totals.
@@ -56,7 +56,7 @@ pub struct Totals {
     pub mailboxes: u64,
 }
 
-fn decode<T: Serialize + serde::de::DeserializeOwned>(
+pub(crate) fn decode<T: Serialize + serde::de::DeserializeOwned>(
     bytes: &[u8],
     what: &'static str,
 ) -> Result<T, Error> {

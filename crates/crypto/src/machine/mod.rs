@@ -69,6 +69,8 @@
 //! the sender will repeat.
 
 mod devices;
+#[doc(hidden)]
+pub mod fuzzing;
 mod held;
 mod introduction;
 mod megolm;
