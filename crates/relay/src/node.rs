@@ -33,7 +33,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::Error;
 use crate::metrics::RelayMetrics;
-use crate::service::{Decoded, MailboxService, decode_request, request_cost};
+use crate::service::{Decoded, MailboxService, decode_request, disk_cost_kib, request_cost};
 
 /// Most connections a relay holds at once (file descriptors are finite).
 const MAX_CONNECTIONS: u32 = 10_000;
@@ -65,6 +65,15 @@ pub struct RelayConfig {
     /// Requests one peer may make at once before the rate applies.
     /// Default 400.
     pub peer_burst: u32,
+    /// KiB one peer may add to the disk per hour, counted as on disk
+    /// (`service::disk_cost_kib`: deposits and opens, stored or not).
+    /// Default 16 MiB: a device leaving a message for 32 offline devices
+    /// (about 100 KiB) 160 times an hour; one peer id fills an 8 GiB relay
+    /// in three weeks rather than ten minutes.
+    pub peer_disk_kib_per_hour: u32,
+    /// KiB one peer may add at once before that rate applies. Default
+    /// 16 MiB.
+    pub peer_disk_burst_kib: u32,
     /// Serve `/metrics` and `/status` here, to these addresses only.
     /// Default: off.
     pub metrics: Option<MetricsConfig>,
@@ -96,6 +105,8 @@ impl Default for RelayConfig {
             request_timeout: Duration::from_secs(30),
             peer_rate: 200,
             peer_burst: 400,
+            peer_disk_kib_per_hour: 16 * 1024,
+            peer_disk_burst_kib: 16 * 1024,
             metrics: None,
             transport: None,
         }
@@ -229,6 +240,7 @@ pub fn spawn<S: Store + Clone + 'static>(
             events: events_tx,
             peer_id,
             limiter: peer_limiter(&config),
+            disk_limiter: disk_limiter(&config),
             metrics,
         },
         cancel: cancel.clone(),
@@ -376,6 +388,8 @@ impl<S: Store + Clone + 'static> Actor<S> {
     /// if a flush is already running.
     fn purge(&mut self) {
         self.ctx.limiter.retain_recent();
+        self.ctx.disk_limiter.retain_recent();
+        self.service.forget_spent(now());
         match self.service.store().purge_expired(now(), PURGE_MAX) {
             Ok(0) => {}
             Ok(n) => {
@@ -412,6 +426,8 @@ struct Ctx {
     events: mpsc::Sender<RelayEvent>,
     peer_id: PeerId,
     limiter: PeerLimiter,
+    /// KiB of disk per peer (deposits and opens).
+    disk_limiter: PeerLimiter,
     metrics: Option<(RelayMetrics, libp2p::metrics::Metrics)>,
 }
 
@@ -476,6 +492,14 @@ fn peer_limiter(config: &RelayConfig) -> PeerLimiter {
     governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
 }
 
+fn disk_limiter(config: &RelayConfig) -> PeerLimiter {
+    let per_hour = NonZeroU32::new(config.peer_disk_kib_per_hour).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(config.peer_disk_burst_kib).unwrap_or(per_hour);
+    let quota = governor::Quota::with_period(Duration::from_secs(3600) / per_hour.get())
+        .unwrap_or(governor::Quota::per_hour(per_hour));
+    governor::RateLimiter::keyed(quota.allow_burst(burst))
+}
+
 fn handle_event(
     swarm: &mut libp2p::Swarm<Behaviour>,
     event: SwarmEvent<BehaviourEvent>,
@@ -519,7 +543,10 @@ fn handle_event(
             // Each envelope of a DepositMany counts, not just the request.
             let request = decode_request(&request);
             let cost = NonZeroU32::new(request_cost(&request)).unwrap_or(NonZeroU32::MIN);
-            if matches!(ctx.limiter.check_key_n(&peer, cost), Ok(Ok(()))) {
+            // And what it may add to the disk, per source over time.
+            let disk_ok = NonZeroU32::new(disk_cost_kib(&request))
+                .is_none_or(|kib| matches!(ctx.disk_limiter.check_key_n(&peer, kib), Ok(Ok(()))));
+            if disk_ok && matches!(ctx.limiter.check_key_n(&peer, cost), Ok(Ok(()))) {
                 group.push((request, channel));
                 return;
             }
