@@ -1,0 +1,713 @@
+//! Relay admission: a relay cannot be filled by strangers. Each attack of
+//! issue 15 against a real relay node (the production `node::spawn` over
+//! sled) on TCP loopback, driven by bare libp2p peers, with its cost
+//! measured (refusals, the store's totals, bytes on disk) while an honest
+//! owner and contact are served throughout; and, in virtual time on the
+//! service, the early expiry of mailboxes nobody fetches and what sled
+//! really writes per envelope.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::request_response::{self, Event, Message, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, identity::Keypair, noise, tcp, yamux};
+use safemeet_crypto::mailbox::{EpochKey, authorize, deposit_tag};
+use safemeet_net::{MAILBOX_PROTOCOL, MailboxCodec};
+use safemeet_proto::mailbox::{
+    Deposit, FetchParams, MAX_RESPONSE_BYTES, MailboxError, MailboxRequest, MailboxResponse,
+    OpenParams, VERSION,
+};
+use safemeet_proto::{MailboxId, Timestamp, codec};
+use safemeet_relay::node::{RelayConfig, RelayEvent, RelayHandle};
+use safemeet_relay::store::disk_cost;
+use safemeet_relay::{Limits, MailboxService, MailboxStore};
+use safemeet_store::{Keyspace, Store};
+use safemeet_store_sled::SledStore;
+use vodozemac::Ed25519SecretKey;
+
+/// Every wait in these tests ends in a failure after this long.
+const WAIT: Duration = Duration::from_secs(60);
+/// The size of the envelopes the attacks deposit: a padded 2 KiB frame,
+/// sealed, as every real deposit is at least.
+const ENVELOPE: usize = 2048 + 48;
+
+/// A relay node over sled in a temporary directory, on loopback.
+struct Node {
+    handle: RelayHandle,
+    addr: Multiaddr,
+    peer: PeerId,
+    /// The store under the node (sled handles share one database).
+    store: MailboxStore<SledStore>,
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    async fn start(limits: Limits, config: RelayConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SledStore::open(
+            dir.path().join("relay"),
+            &safemeet_store_sled::Config::default(),
+        )
+        .unwrap();
+        let key = Keypair::generate_ed25519();
+        let store = MailboxStore::new(backend, limits);
+        let service = MailboxService::new(store.clone(), key.clone());
+        let config = RelayConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            ..config
+        };
+        let mut handle = safemeet_relay::node::spawn(key, config, service).unwrap();
+        let Some(RelayEvent::Listening(addr)) = tokio::time::timeout(WAIT, handle.events.recv())
+            .await
+            .unwrap()
+        else {
+            panic!("the relay did not listen")
+        };
+        let peer = handle.peer_id;
+        Self {
+            handle,
+            addr,
+            peer,
+            store,
+            dir,
+        }
+    }
+
+    /// Bytes of the relay's database on disk, after a flush.
+    fn disk_bytes(&self) -> u64 {
+        self.store.flush().unwrap();
+        dir_bytes(self.dir.path())
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A peer speaking the mailbox protocol with its own fresh peer id.
+struct Peer {
+    swarm: libp2p::Swarm<request_response::Behaviour<MailboxCodec>>,
+    relay: PeerId,
+}
+
+impl Peer {
+    fn new(node: &Node) -> Self {
+        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| {
+                request_response::Behaviour::with_codec(
+                    MailboxCodec::default(),
+                    [(MAILBOX_PROTOCOL, ProtocolSupport::Outbound)],
+                    request_response::Config::default()
+                        .with_request_timeout(WAIT)
+                        .with_max_concurrent_streams(256),
+                )
+            })
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(WAIT))
+            .build();
+        swarm.dial(node.addr.clone()).unwrap();
+        Self {
+            swarm,
+            relay: node.peer,
+        }
+    }
+
+    /// Sends every request (at most 128 outstanding); the answers in order.
+    async fn ask_all(&mut self, requests: Vec<MailboxRequest>) -> Vec<MailboxResponse> {
+        let total = requests.len();
+        let mut queue = requests.into_iter().enumerate();
+        let mut waiting = HashMap::new();
+        let mut answers: Vec<Option<MailboxResponse>> = (0..total).map(|_| None).collect();
+        let mut done = 0;
+        while done < total {
+            while waiting.len() < 128 {
+                let Some((i, request)) = queue.next() else {
+                    break;
+                };
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .send_request(&self.relay, codec::encode(&request).unwrap());
+                waiting.insert(id, i);
+            }
+            let event = tokio::time::timeout(WAIT, self.swarm.select_next_some())
+                .await
+                .expect("the relay answers");
+            match event {
+                SwarmEvent::Behaviour(Event::Message {
+                    message:
+                        Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                }) => {
+                    let i = waiting.remove(&request_id).unwrap();
+                    answers[i] = Some(codec::decode(&response, MAX_RESPONSE_BYTES).unwrap());
+                    done += 1;
+                }
+                SwarmEvent::Behaviour(Event::OutboundFailure { error, .. }) => {
+                    panic!("a request failed: {error}")
+                }
+                _ => {}
+            }
+        }
+        answers.into_iter().map(Option::unwrap).collect()
+    }
+
+    async fn ask(&mut self, request: MailboxRequest) -> MailboxResponse {
+        self.ask_all(vec![request]).await.pop().unwrap()
+    }
+
+    async fn nonces(&mut self, n: usize) -> Vec<[u8; 32]> {
+        let requests = (0..n)
+            .map(|_| MailboxRequest::Challenge { version: VERSION })
+            .collect();
+        self.ask_all(requests)
+            .await
+            .into_iter()
+            .map(|r| match r {
+                MailboxResponse::Nonce(n) => n,
+                other => panic!("no nonce: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Opens `owner`'s mailbox, as its owner does.
+    async fn open(&mut self, owner: &EpochKey) -> MailboxResponse {
+        let nonce = self.nonces(1).await[0];
+        let params = OpenParams {
+            mailbox: owner.mailbox(),
+            check: owner.deposit_check(),
+        };
+        let relay = self.relay.to_bytes();
+        self.ask(MailboxRequest::Open(
+            authorize(owner, &relay, nonce, params).unwrap(),
+        ))
+        .await
+    }
+
+    /// `n` fetches of `owner`'s mailbox, each over its own nonce.
+    async fn fetches(&mut self, owner: &EpochKey, n: usize) -> Vec<MailboxResponse> {
+        let relay = self.relay.to_bytes();
+        let requests = self
+            .nonces(n)
+            .await
+            .into_iter()
+            .map(|nonce| {
+                let params = FetchParams {
+                    mailbox: owner.mailbox(),
+                    after: 0,
+                    limit: 64,
+                };
+                MailboxRequest::Fetch(authorize(owner, &relay, nonce, params).unwrap())
+            })
+            .collect();
+        self.ask_all(requests).await
+    }
+
+    /// A deposit into `owner`'s mailbox as its contacts make it.
+    fn tagged(&self, owner: &EpochKey, envelope: Vec<u8>) -> MailboxRequest {
+        let mailbox = owner.mailbox();
+        let tag = deposit_tag(
+            &owner.deposit_check(),
+            &self.relay.to_bytes(),
+            &mailbox,
+            &envelope,
+        );
+        MailboxRequest::Deposit {
+            version: VERSION,
+            mailbox,
+            envelope,
+            tag,
+        }
+    }
+}
+
+fn new_key() -> EpochKey {
+    EpochKey::derive(&Ed25519SecretKey::new(), 20_000)
+}
+
+fn code(response: &MailboxResponse) -> Option<MailboxError> {
+    match response {
+        MailboxResponse::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+fn envelope(n: usize) -> Vec<u8> {
+    vec![(n % 251) as u8; ENVELOPE]
+}
+
+/// Generous per-peer request limits, so the attacks below are as fast as
+/// the relay answers: what bounds them is admission, not the rate limiter.
+fn open_rates() -> RelayConfig {
+    RelayConfig {
+        peer_rate: 100_000,
+        peer_burst: 100_000,
+        ..RelayConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_stranger_stores_nothing_while_a_contact_is_served() {
+    let node = Node::start(Limits::default(), open_rates()).await;
+    // Bob's mailbox of today, which he opens, and his real mailbox of
+    // tomorrow, which he has not opened yet.
+    let secret = Ed25519SecretKey::new();
+    let (bob, bob_tomorrow) = (
+        EpochKey::derive(&secret, 20_000),
+        EpochKey::derive(&secret, 20_001),
+    );
+    let mut bob_device = Peer::new(&node);
+    assert_eq!(bob_device.open(&bob).await, MailboxResponse::Opened);
+    let mut alice = Peer::new(&node);
+    let mut stranger = Peer::new(&node);
+    let disk_before = node.disk_bytes();
+    let rss_before = rss_kib();
+
+    // Rounds of 300 deposits from one fresh peer id: to random mailbox
+    // ids, to Bob's real but unopened mailbox (tagged as a contact would),
+    // and to Bob's open mailbox with tags it cannot make. Between rounds,
+    // Alice (a contact) deposits and is receipted.
+    let (mut refused, mut attempted, mut alice_stored) = (0, 0, 0);
+    for round in 0..10 {
+        let requests = (0..300)
+            .map(|n| match n % 3 {
+                0 => MailboxRequest::Deposit {
+                    version: VERSION,
+                    mailbox: MailboxId::from_bytes(rand::random()),
+                    envelope: envelope(n),
+                    tag: rand::random(),
+                },
+                1 => stranger.tagged(&bob_tomorrow, envelope(n)),
+                _ => MailboxRequest::Deposit {
+                    version: VERSION,
+                    mailbox: bob.mailbox(),
+                    envelope: envelope(n),
+                    // Keyed with what a stranger can know: nothing of Bob's.
+                    tag: deposit_tag(
+                        &new_key().deposit_check(),
+                        &node.peer.to_bytes(),
+                        &bob.mailbox(),
+                        &envelope(n),
+                    ),
+                },
+            })
+            .collect();
+        for answer in stranger.ask_all(requests).await {
+            attempted += 1;
+            // One answer, whichever the reason: it tells nothing of which
+            // mailboxes are open.
+            assert_eq!(code(&answer), Some(MailboxError::Refused), "{answer:?}");
+            refused += 1;
+        }
+        let deposit = alice.tagged(&bob, format!("from alice {round}").into_bytes());
+        assert!(
+            matches!(alice.ask(deposit).await, MailboxResponse::Receipt(_)),
+            "the contact is served in round {round}"
+        );
+        alice_stored += 1;
+    }
+    // A batch of the same is refused item by item.
+    let batch = MailboxRequest::DepositMany {
+        version: VERSION,
+        items: (0..16)
+            .map(|n| Deposit {
+                mailbox: MailboxId::from_bytes(rand::random()),
+                envelope: envelope(n),
+                tag: rand::random(),
+            })
+            .collect(),
+    };
+    let MailboxResponse::Receipts(outcomes) = stranger.ask(batch).await else {
+        panic!("no outcomes")
+    };
+    assert!(outcomes.iter().all(|o| matches!(
+        o,
+        safemeet_proto::mailbox::DepositOutcome::Refused {
+            code: MailboxError::Refused,
+            ..
+        }
+    )));
+
+    // What it cost: nothing stored, nothing on disk, little memory.
+    let totals = node.store.totals().unwrap();
+    assert_eq!(
+        (totals.envelopes, totals.mailboxes),
+        (alice_stored, 1),
+        "only Alice's deposits are kept, in Bob's one mailbox"
+    );
+    let disk_after = node.disk_bytes();
+    let tried = (attempted * ENVELOPE) as u64;
+    let grown = disk_after.saturating_sub(disk_before);
+    eprintln!(
+        "{refused} of {attempted} stranger deposits refused ({} MiB tried); disk grew {grown} B; RSS {} → {} KiB",
+        tried >> 20,
+        rss_before,
+        rss_kib()
+    );
+    assert!(
+        grown < tried / 20,
+        "the disk grew by {grown} B for {tried} B of refused deposits"
+    );
+    assert!(
+        rss_kib() < rss_before + 64 * 1024,
+        "memory stays bounded: {} KiB → {} KiB",
+        rss_before,
+        rss_kib()
+    );
+    // Bob gets Alice's mail, and nothing else.
+    let got = bob_device.fetches(&bob, 1).await.pop().unwrap();
+    let MailboxResponse::Envelopes { items, .. } = got else {
+        panic!("no envelopes: {got:?}")
+    };
+    assert_eq!(items.len() as u64, alice_stored);
+    assert!(items.iter().all(|e| e.envelope.starts_with(b"from alice")));
+    node.handle.stop().await;
+}
+
+#[tokio::test]
+async fn byte_quotas_hold_per_source_and_per_mailbox() {
+    // A source may add 128 KiB (as on disk) at once, then 128 KiB an hour;
+    // a mailbox takes at most 200 KiB a day.
+    let daily = 200 * 1024;
+    let limits = Limits {
+        mailbox_daily_bytes: daily,
+        ..Limits::default()
+    };
+    let config = RelayConfig {
+        peer_disk_kib_per_hour: 128,
+        peer_disk_burst_kib: 128,
+        ..open_rates()
+    };
+    let node = Node::start(limits, config).await;
+    let (bob, carol) = (new_key(), new_key());
+    let mut owner = Peer::new(&node);
+    assert_eq!(owner.open(&bob).await, MailboxResponse::Opened);
+    assert_eq!(owner.open(&carol).await, MailboxResponse::Opened);
+
+    // One contact floods Carol's mailbox: its source quota stops it.
+    let mut flooder = Peer::new(&node);
+    let requests = (0..200)
+        .map(|n| flooder.tagged(&carol, envelope(n)))
+        .collect();
+    let answers = flooder.ask_all(requests).await;
+    let stored = answers
+        .iter()
+        .filter(|a| matches!(a, MailboxResponse::Receipt(_)))
+        .count() as u64;
+    let limited = answers
+        .iter()
+        .filter(|a| code(a) == Some(MailboxError::RateLimited))
+        .count();
+    assert_eq!(stored as usize + limited, 200, "receipted or slowed down");
+    assert!(
+        stored * disk_cost(ENVELOPE) <= 128 * 1024,
+        "{stored} envelopes stored from one source, over its 128 KiB"
+    );
+    assert!(
+        stored > 0 && limited > 0,
+        "{stored} stored, {limited} slowed"
+    );
+
+    // Many sources (fresh peer ids, each within its own quota) into Bob's
+    // mailbox: its daily quota stops them, counted in bytes on disk.
+    let mut full = 0;
+    let mut bob_stored = 0u64;
+    for _ in 0..4 {
+        let mut source = Peer::new(&node);
+        let requests = (0..20).map(|n| source.tagged(&bob, envelope(n))).collect();
+        for answer in source.ask_all(requests).await {
+            match answer {
+                MailboxResponse::Receipt(_) => bob_stored += 1,
+                ref other if code(other) == Some(MailboxError::MailboxFull) => full += 1,
+                other => panic!("unexpected: {other:?}"),
+            }
+        }
+    }
+    assert!(full > 0, "Bob's mailbox filled for the day");
+    assert!(
+        bob_stored * disk_cost(ENVELOPE) <= daily,
+        "{bob_stored} envelopes in Bob's mailbox, over its daily bytes"
+    );
+    // Another mailbox and another source are still served.
+    let mut contact = Peer::new(&node);
+    let deposit = contact.tagged(&carol, b"an honest message".to_vec());
+    assert!(matches!(
+        contact.ask(deposit).await,
+        MailboxResponse::Receipt(_)
+    ));
+    let totals = node.store.totals().unwrap();
+    assert_eq!(totals.envelopes, stored + bob_stored + 1);
+    assert_eq!(
+        totals.bytes,
+        (stored + bob_stored) * disk_cost(ENVELOPE) + disk_cost(17)
+    );
+    node.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_nonce_flood_on_one_mailbox_refuses_no_other_mailbox() {
+    let node = Node::start(Limits::default(), open_rates()).await;
+    let (bob, mallory) = (new_key(), new_key());
+    let mut bob_device = Peer::new(&node);
+    assert_eq!(bob_device.open(&bob).await, MailboxResponse::Opened);
+    let deposit = bob_device.tagged(&bob, b"for bob".to_vec());
+    assert!(matches!(
+        bob_device.ask(deposit).await,
+        MailboxResponse::Receipt(_)
+    ));
+
+    // Mallory spends nonces on her own mailbox as fast as the relay
+    // answers: 600 fetches in rounds, with Bob fetching between rounds.
+    let mut attacker = Peer::new(&node);
+    let (mut served, mut limited) = (0, 0);
+    for _ in 0..6 {
+        for answer in attacker.fetches(&mallory, 100).await {
+            match answer {
+                MailboxResponse::Envelopes { .. } => served += 1,
+                ref other if code(other) == Some(MailboxError::RateLimited) => limited += 1,
+                other => panic!("unexpected: {other:?}"),
+            }
+        }
+        let answer = bob_device.fetches(&bob, 1).await.pop().unwrap();
+        let MailboxResponse::Envelopes { items, .. } = answer else {
+            panic!("Bob's fetch was refused: {answer:?}")
+        };
+        assert_eq!(items.len(), 1);
+    }
+    // Her mailbox is held to its share of spent nonces for the minute.
+    assert!(
+        served <= safemeet_relay::service::MAX_SPENT_PER_MAILBOX,
+        "{served} fetches of one mailbox in a minute"
+    );
+    assert_eq!(served + limited, 600);
+    node.handle.stop().await;
+}
+
+const T0: u64 = 1_800_000_000_000;
+const HOUR: u64 = 3_600_000;
+
+fn at(ms: u64) -> Timestamp {
+    Timestamp::from_millis(T0 + ms).unwrap()
+}
+
+#[test]
+fn an_opened_never_fetched_mailbox_expires_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = SledStore::open(
+        dir.path().join("relay"),
+        &safemeet_store_sled::Config::default(),
+    )
+    .unwrap();
+    let limits = Limits::default();
+    let early = limits.unfetched_retention.as_millis() as u64;
+    assert!(Duration::from_millis(early) < limits.retention);
+    let key = Keypair::generate_ed25519();
+    let relay = key.public().to_peer_id().to_bytes();
+    let mut service = MailboxService::new(MailboxStore::new(backend.clone(), limits), key);
+    let mut ask = |request: &MailboxRequest, now: Timestamp| {
+        service
+            .handle(&codec::encode(request).unwrap(), now)
+            .response
+    };
+    let (junk, read, kept) = (new_key(), new_key(), new_key());
+    for owner in [&junk, &read, &kept] {
+        let MailboxResponse::Nonce(nonce) =
+            ask(&MailboxRequest::Challenge { version: VERSION }, at(0))
+        else {
+            panic!("no nonce")
+        };
+        let params = OpenParams {
+            mailbox: owner.mailbox(),
+            check: owner.deposit_check(),
+        };
+        let open = MailboxRequest::Open(authorize(owner, &relay, nonce, params).unwrap());
+        assert_eq!(ask(&open, at(0)), MailboxResponse::Opened);
+        for n in 0..3 {
+            let mailbox = owner.mailbox();
+            let deposit = MailboxRequest::Deposit {
+                version: VERSION,
+                mailbox,
+                envelope: envelope(n),
+                tag: deposit_tag(&owner.deposit_check(), &relay, &mailbox, &envelope(n)),
+            };
+            assert!(matches!(
+                ask(&deposit, at(HOUR)),
+                MailboxResponse::Receipt(_)
+            ));
+        }
+    }
+    // `read` is fetched once; `kept` is opened again a day before the end.
+    let MailboxResponse::Nonce(nonce) = ask(
+        &MailboxRequest::Challenge { version: VERSION },
+        at(2 * HOUR),
+    ) else {
+        panic!("no nonce")
+    };
+    let params = FetchParams {
+        mailbox: read.mailbox(),
+        after: 0,
+        limit: 64,
+    };
+    let fetch = MailboxRequest::Fetch(authorize(&read, &relay, nonce, params).unwrap());
+    assert!(matches!(
+        ask(&fetch, at(2 * HOUR)),
+        MailboxResponse::Envelopes { .. }
+    ));
+    let reopen_at = early - 24 * HOUR;
+    let MailboxResponse::Nonce(nonce) = ask(
+        &MailboxRequest::Challenge { version: VERSION },
+        at(reopen_at),
+    ) else {
+        panic!("no nonce")
+    };
+    let params = OpenParams {
+        mailbox: kept.mailbox(),
+        check: kept.deposit_check(),
+    };
+    let open = MailboxRequest::Open(authorize(&kept, &relay, nonce, params).unwrap());
+    assert_eq!(ask(&open, at(reopen_at)), MailboxResponse::Opened);
+    drop(ask);
+
+    let store = service.store();
+    let before = store.totals().unwrap();
+    assert_eq!((before.envelopes, before.mailboxes), (9, 3));
+    // An hour before the early expiry: all there.
+    store.purge_expired(at(early - HOUR), 1_000).unwrap();
+    assert_eq!(store.totals().unwrap(), before);
+    // Past it: the never-fetched mailbox is gone with its mail, long before
+    // the retention; the fetched one and the one opened again stay.
+    assert_eq!(store.purge_expired(at(early + HOUR), 1_000).unwrap(), 3);
+    let after = store.totals().unwrap();
+    assert_eq!((after.envelopes, after.mailboxes), (6, 2));
+    assert_eq!(after.bytes, 6 * disk_cost(ENVELOPE));
+    let junk_rows = backend
+        .scan(
+            Keyspace::MailboxEnvelopes,
+            junk.mailbox().as_bytes(),
+            None,
+            10,
+        )
+        .unwrap();
+    assert!(junk_rows.is_empty(), "its envelopes are deleted");
+    assert!(
+        backend
+            .get(Keyspace::Mailboxes, junk.mailbox().as_bytes())
+            .unwrap()
+            .is_none(),
+        "its record is deleted"
+    );
+    // It takes no more deposits.
+    let mailbox = junk.mailbox();
+    let deposit = MailboxRequest::Deposit {
+        version: VERSION,
+        mailbox,
+        envelope: envelope(9),
+        tag: deposit_tag(&junk.deposit_check(), &relay, &mailbox, &envelope(9)),
+    };
+    let answer = service
+        .handle(&codec::encode(&deposit).unwrap(), at(early + 2 * HOUR))
+        .response;
+    assert_eq!(code(&answer), Some(MailboxError::Refused));
+}
+
+#[test]
+fn disk_cost_covers_what_sled_writes() {
+    // 4 000 envelopes of a padded 2 KiB frame, sealed, into 40 mailboxes,
+    // in groups of 256 with a flush each, as the node stores them.
+    let dir = tempfile::tempdir().unwrap();
+    let backend = SledStore::open(
+        dir.path().join("relay"),
+        &safemeet_store_sled::Config::default(),
+    )
+    .unwrap();
+    let key = Keypair::generate_ed25519();
+    let relay = key.public().to_peer_id().to_bytes();
+    let mut service = MailboxService::new(MailboxStore::new(backend, Limits::default()), key);
+    let owners: Vec<EpochKey> = (0..40).map(|_| new_key()).collect();
+    for owner in &owners {
+        service
+            .store()
+            .open(&owner.mailbox(), owner.deposit_check(), at(0))
+            .unwrap();
+    }
+    service.store().flush().unwrap();
+    let before = dir_bytes(dir.path());
+    let count: usize = std::env::var("ADMISSION_DISK_COUNT")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(4_000);
+    for group in (0..count).collect::<Vec<usize>>().chunks(256) {
+        let requests: Vec<Vec<u8>> = group
+            .iter()
+            .map(|&n| {
+                let owner = &owners[n % owners.len()];
+                let mailbox = owner.mailbox();
+                // Incompressible, as sealed envelopes are.
+                let mut envelope = vec![0u8; ENVELOPE];
+                rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut envelope);
+                let tag = deposit_tag(&owner.deposit_check(), &relay, &mailbox, &envelope);
+                codec::encode(&MailboxRequest::Deposit {
+                    version: VERSION,
+                    mailbox,
+                    envelope,
+                    tag,
+                })
+                .unwrap()
+            })
+            .collect();
+        let (answers, _) = service.handle_many(&requests, at(HOUR));
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, MailboxResponse::Receipt(_)))
+        );
+        service.store().flush().unwrap();
+    }
+    let written = dir_bytes(dir.path()) - before;
+    let counted = service.store().totals().unwrap().bytes;
+    let raw = (count * ENVELOPE) as u64;
+    eprintln!(
+        "{count} envelopes of {ENVELOPE} B: {raw} B of envelopes, {written} B on disk ({:.2}×), {counted} B counted ({:.2}×)",
+        written as f64 / raw as f64,
+        counted as f64 / raw as f64
+    );
+    assert!(
+        counted >= written,
+        "the quota counts {counted} B for {written} B on disk"
+    );
+    assert!(
+        counted <= written * 2,
+        "the quota counts {counted} B, over twice the {written} B on disk"
+    );
+}
