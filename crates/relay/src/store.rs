@@ -42,9 +42,11 @@ const RECORD_OVERHEAD: u64 = 256;
 /// whole segments, rewrites pages as they change and reclaims space late.
 /// Measured by `disk_cost_covers_what_sled_writes` (`tests/admission.rs`)
 /// with 2 KiB envelopes stored in groups of 256 with a flush each, as the
-/// node stores them: 2.31× the envelope bytes for 4 000 of them, 2.11×
-/// for 30 000; with the record overhead, 210 % covers both.
-const DISK_PERCENT: u64 = 210;
+/// node stores them: 2.31× to 2.34× the envelope bytes for 4 000 of them
+/// (it varies with sled's background flushes), 2.11× for 30 000. With the
+/// record overhead, 225 % counts 2.52× for a 2 KiB envelope: above every
+/// reading, with a margin for that variation.
+const DISK_PERCENT: u64 = 225;
 /// What a mailbox record weighs on disk, counted against the source that
 /// opens one (see [`open_cost`]).
 const MAILBOX_RECORD_BYTES: u64 = 256;
