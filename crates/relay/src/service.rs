@@ -25,11 +25,10 @@ use safemeet_store::Store;
 use crate::Error;
 use crate::store::{DepositGroup, MailboxStore};
 
-/// A mailbox's spent nonces, oldest first, and when it last spent one.
+/// A mailbox's spent nonces (each with its expiry, in ms), oldest first.
 #[derive(Debug, Default)]
 struct Spent {
     nonces: VecDeque<(u64, [u8; 32])>,
-    last: u64,
 }
 
 /// How long a nonce may be used after it was handed out.
@@ -41,7 +40,7 @@ pub const MAX_SPENT_PER_MAILBOX: usize = 256;
 /// Most mailboxes whose spent nonces are remembered at once (at most
 /// 65 536 × 256 × 40 B = 670 MB in the worst case, when each is full;
 /// about 40 B × the nonces spent in a minute in practice). Past that, the
-/// nonces of the mailbox used least lately are forgotten.
+/// nonces of another mailbox are forgotten.
 pub const MAX_SPENT_MAILBOXES: usize = 65_536;
 
 /// The answer to one request, and whether it changed the store (then it
@@ -63,8 +62,7 @@ pub struct MailboxService<S: Store> {
     /// good for [`NONCE_TTL`] only). A nonce is `until ‖ random ‖ tag`, the
     /// tag a keyed hash of the rest: handing one out keeps no state.
     nonce_key: [u8; 32],
-    /// Nonces used by a valid request, per mailbox, until they expire
-    /// (with that expiry), and when each mailbox last spent one.
+    /// Nonces used by a valid request, per mailbox, until they expire.
     spent: HashMap<MailboxId, Spent>,
     /// This relay's peer id, which fetches and acks must be signed for.
     relay_id: Vec<u8>,
@@ -441,23 +439,14 @@ impl<S: Store> MailboxService<S> {
         now: Timestamp,
     ) -> Result<(), Handled> {
         let now_ms = now.as_millis();
-        if !self.spent.contains_key(&mailbox) && self.spent.len() >= MAX_SPENT_MAILBOXES {
-            // Forget what has expired; if that is not enough, the nonces of
-            // the mailbox used least lately (replays are harmless: see the
-            // module docs).
-            self.spent.retain(|_, s| {
-                s.nonces.retain(|(until, _)| *until > now_ms);
-                !s.nonces.is_empty()
-            });
-            if self.spent.len() >= MAX_SPENT_MAILBOXES
-                && let Some(oldest) = self
-                    .spent
-                    .iter()
-                    .min_by_key(|(_, s)| s.last)
-                    .map(|(m, _)| *m)
-            {
-                self.spent.remove(&oldest);
-            }
+        if !self.spent.contains_key(&mailbox)
+            && self.spent.len() >= MAX_SPENT_MAILBOXES
+            && let Some(other) = self.spent.keys().next().copied()
+        {
+            // Another mailbox's nonces are forgotten (replays are harmless:
+            // see the module docs), in constant time whatever the load;
+            // expired ones go at each purge (`forget_spent`).
+            self.spent.remove(&other);
         }
         let spent = self.spent.entry(mailbox).or_default();
         spent.nonces.retain(|(until, _)| *until > now_ms);
@@ -474,7 +463,6 @@ impl<S: Store> MailboxService<S> {
             ));
         }
         spent.nonces.push_back((until, nonce));
-        spent.last = now_ms;
         Ok(())
     }
 

@@ -2,9 +2,8 @@
 //! issue 15 against a real relay node (the production `node::spawn` over
 //! sled) on TCP loopback, driven by bare libp2p peers, with its cost
 //! measured (refusals, the store's totals, bytes on disk) while an honest
-//! owner and contact are served throughout; and, in virtual time on the
-//! service, the early expiry of mailboxes nobody fetches and what sled
-//! really writes per envelope.
+//! owner and contact are served throughout. (The early expiry of mailboxes
+//! nobody fetches, and what sled really writes: `tests/disk.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
@@ -22,11 +21,10 @@ use safemeet_proto::mailbox::{
     Deposit, FetchParams, MAX_RESPONSE_BYTES, MailboxError, MailboxRequest, MailboxResponse,
     OpenParams, VERSION,
 };
-use safemeet_proto::{MailboxId, Timestamp, codec};
+use safemeet_proto::{MailboxId, codec};
 use safemeet_relay::node::{RelayConfig, RelayEvent, RelayHandle};
 use safemeet_relay::store::disk_cost;
 use safemeet_relay::{Limits, MailboxService, MailboxStore};
-use safemeet_store::{Keyspace, Store};
 use safemeet_store_sled::SledStore;
 use vodozemac::Ed25519SecretKey;
 
@@ -298,7 +296,7 @@ async fn a_stranger_stores_nothing_while_a_contact_is_served() {
     // ids, to Bob's real but unopened mailbox (tagged as a contact would),
     // and to Bob's open mailbox with tags it cannot make. Between rounds,
     // Alice (a contact) deposits and is receipted.
-    let (mut refused, mut attempted, mut alice_stored) = (0, 0, 0);
+    let (mut refused, mut slowed, mut attempted, mut alice_stored) = (0, 0, 0, 0);
     for round in 0..10 {
         let requests = (0..300)
             .map(|n| match n % 3 {
@@ -326,9 +324,13 @@ async fn a_stranger_stores_nothing_while_a_contact_is_served() {
         for answer in stranger.ask_all(requests).await {
             attempted += 1;
             // One answer, whichever the reason: it tells nothing of which
-            // mailboxes are open.
-            assert_eq!(code(&answer), Some(MailboxError::Refused), "{answer:?}");
-            refused += 1;
+            // mailboxes are open. (Past 16 MiB tried, its byte rate slows
+            // it down too.)
+            match code(&answer) {
+                Some(MailboxError::Refused) => refused += 1,
+                Some(MailboxError::RateLimited) => slowed += 1,
+                _ => panic!("a stranger's deposit was not refused: {answer:?}"),
+            }
         }
         let deposit = alice.tagged(&bob, format!("from alice {round}").into_bytes());
         assert!(
@@ -337,7 +339,9 @@ async fn a_stranger_stores_nothing_while_a_contact_is_served() {
         );
         alice_stored += 1;
     }
-    // A batch of the same is refused item by item.
+    // A batch of the same, from another fresh peer id, is refused item by
+    // item.
+    let mut stranger = Peer::new(&node);
     let batch = MailboxRequest::DepositMany {
         version: VERSION,
         items: (0..16)
@@ -351,13 +355,16 @@ async fn a_stranger_stores_nothing_while_a_contact_is_served() {
     let MailboxResponse::Receipts(outcomes) = stranger.ask(batch).await else {
         panic!("no outcomes")
     };
-    assert!(outcomes.iter().all(|o| matches!(
-        o,
-        safemeet_proto::mailbox::DepositOutcome::Refused {
-            code: MailboxError::Refused,
-            ..
-        }
-    )));
+    assert!(
+        outcomes.iter().all(|o| matches!(
+            o,
+            safemeet_proto::mailbox::DepositOutcome::Refused {
+                code: MailboxError::Refused,
+                ..
+            }
+        )),
+        "{outcomes:?}"
+    );
 
     // What it cost: nothing stored, nothing on disk, little memory.
     let totals = node.store.totals().unwrap();
@@ -370,11 +377,12 @@ async fn a_stranger_stores_nothing_while_a_contact_is_served() {
     let tried = (attempted * ENVELOPE) as u64;
     let grown = disk_after.saturating_sub(disk_before);
     eprintln!(
-        "{refused} of {attempted} stranger deposits refused ({} MiB tried); disk grew {grown} B; RSS {} → {} KiB",
+        "{refused} of {attempted} stranger deposits refused, {slowed} slowed ({} MiB tried); disk grew {grown} B; RSS {} → {} KiB",
         tried >> 20,
         rss_before,
         rss_kib()
     );
+    assert!(refused > 2_000, "most were refused outright: {refused}");
     assert!(
         grown < tried / 20,
         "the disk grew by {grown} B for {tried} B of refused deposits"
@@ -512,202 +520,4 @@ async fn a_nonce_flood_on_one_mailbox_refuses_no_other_mailbox() {
     );
     assert_eq!(served + limited, 600);
     node.handle.stop().await;
-}
-
-const T0: u64 = 1_800_000_000_000;
-const HOUR: u64 = 3_600_000;
-
-fn at(ms: u64) -> Timestamp {
-    Timestamp::from_millis(T0 + ms).unwrap()
-}
-
-#[test]
-fn an_opened_never_fetched_mailbox_expires_early() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = SledStore::open(
-        dir.path().join("relay"),
-        &safemeet_store_sled::Config::default(),
-    )
-    .unwrap();
-    let limits = Limits::default();
-    let early = limits.unfetched_retention.as_millis() as u64;
-    assert!(Duration::from_millis(early) < limits.retention);
-    let key = Keypair::generate_ed25519();
-    let relay = key.public().to_peer_id().to_bytes();
-    let mut service = MailboxService::new(MailboxStore::new(backend.clone(), limits), key);
-    let mut ask = |request: &MailboxRequest, now: Timestamp| {
-        service
-            .handle(&codec::encode(request).unwrap(), now)
-            .response
-    };
-    let (junk, read, kept) = (new_key(), new_key(), new_key());
-    for owner in [&junk, &read, &kept] {
-        let MailboxResponse::Nonce(nonce) =
-            ask(&MailboxRequest::Challenge { version: VERSION }, at(0))
-        else {
-            panic!("no nonce")
-        };
-        let params = OpenParams {
-            mailbox: owner.mailbox(),
-            check: owner.deposit_check(),
-        };
-        let open = MailboxRequest::Open(authorize(owner, &relay, nonce, params).unwrap());
-        assert_eq!(ask(&open, at(0)), MailboxResponse::Opened);
-        for n in 0..3 {
-            let mailbox = owner.mailbox();
-            let deposit = MailboxRequest::Deposit {
-                version: VERSION,
-                mailbox,
-                envelope: envelope(n),
-                tag: deposit_tag(&owner.deposit_check(), &relay, &mailbox, &envelope(n)),
-            };
-            assert!(matches!(
-                ask(&deposit, at(HOUR)),
-                MailboxResponse::Receipt(_)
-            ));
-        }
-    }
-    // `read` is fetched once; `kept` is opened again a day before the end.
-    let MailboxResponse::Nonce(nonce) = ask(
-        &MailboxRequest::Challenge { version: VERSION },
-        at(2 * HOUR),
-    ) else {
-        panic!("no nonce")
-    };
-    let params = FetchParams {
-        mailbox: read.mailbox(),
-        after: 0,
-        limit: 64,
-    };
-    let fetch = MailboxRequest::Fetch(authorize(&read, &relay, nonce, params).unwrap());
-    assert!(matches!(
-        ask(&fetch, at(2 * HOUR)),
-        MailboxResponse::Envelopes { .. }
-    ));
-    let reopen_at = early - 24 * HOUR;
-    let MailboxResponse::Nonce(nonce) = ask(
-        &MailboxRequest::Challenge { version: VERSION },
-        at(reopen_at),
-    ) else {
-        panic!("no nonce")
-    };
-    let params = OpenParams {
-        mailbox: kept.mailbox(),
-        check: kept.deposit_check(),
-    };
-    let open = MailboxRequest::Open(authorize(&kept, &relay, nonce, params).unwrap());
-    assert_eq!(ask(&open, at(reopen_at)), MailboxResponse::Opened);
-    drop(ask);
-
-    let store = service.store();
-    let before = store.totals().unwrap();
-    assert_eq!((before.envelopes, before.mailboxes), (9, 3));
-    // An hour before the early expiry: all there.
-    store.purge_expired(at(early - HOUR), 1_000).unwrap();
-    assert_eq!(store.totals().unwrap(), before);
-    // Past it: the never-fetched mailbox is gone with its mail, long before
-    // the retention; the fetched one and the one opened again stay.
-    assert_eq!(store.purge_expired(at(early + HOUR), 1_000).unwrap(), 3);
-    let after = store.totals().unwrap();
-    assert_eq!((after.envelopes, after.mailboxes), (6, 2));
-    assert_eq!(after.bytes, 6 * disk_cost(ENVELOPE));
-    let junk_rows = backend
-        .scan(
-            Keyspace::MailboxEnvelopes,
-            junk.mailbox().as_bytes(),
-            None,
-            10,
-        )
-        .unwrap();
-    assert!(junk_rows.is_empty(), "its envelopes are deleted");
-    assert!(
-        backend
-            .get(Keyspace::Mailboxes, junk.mailbox().as_bytes())
-            .unwrap()
-            .is_none(),
-        "its record is deleted"
-    );
-    // It takes no more deposits.
-    let mailbox = junk.mailbox();
-    let deposit = MailboxRequest::Deposit {
-        version: VERSION,
-        mailbox,
-        envelope: envelope(9),
-        tag: deposit_tag(&junk.deposit_check(), &relay, &mailbox, &envelope(9)),
-    };
-    let answer = service
-        .handle(&codec::encode(&deposit).unwrap(), at(early + 2 * HOUR))
-        .response;
-    assert_eq!(code(&answer), Some(MailboxError::Refused));
-}
-
-#[test]
-fn disk_cost_covers_what_sled_writes() {
-    // 4 000 envelopes of a padded 2 KiB frame, sealed, into 40 mailboxes,
-    // in groups of 256 with a flush each, as the node stores them.
-    let dir = tempfile::tempdir().unwrap();
-    let backend = SledStore::open(
-        dir.path().join("relay"),
-        &safemeet_store_sled::Config::default(),
-    )
-    .unwrap();
-    let key = Keypair::generate_ed25519();
-    let relay = key.public().to_peer_id().to_bytes();
-    let mut service = MailboxService::new(MailboxStore::new(backend, Limits::default()), key);
-    let owners: Vec<EpochKey> = (0..40).map(|_| new_key()).collect();
-    for owner in &owners {
-        service
-            .store()
-            .open(&owner.mailbox(), owner.deposit_check(), at(0))
-            .unwrap();
-    }
-    service.store().flush().unwrap();
-    let before = dir_bytes(dir.path());
-    let count: usize = std::env::var("ADMISSION_DISK_COUNT")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(4_000);
-    for group in (0..count).collect::<Vec<usize>>().chunks(256) {
-        let requests: Vec<Vec<u8>> = group
-            .iter()
-            .map(|&n| {
-                let owner = &owners[n % owners.len()];
-                let mailbox = owner.mailbox();
-                // Incompressible, as sealed envelopes are.
-                let mut envelope = vec![0u8; ENVELOPE];
-                rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut envelope);
-                let tag = deposit_tag(&owner.deposit_check(), &relay, &mailbox, &envelope);
-                codec::encode(&MailboxRequest::Deposit {
-                    version: VERSION,
-                    mailbox,
-                    envelope,
-                    tag,
-                })
-                .unwrap()
-            })
-            .collect();
-        let (answers, _) = service.handle_many(&requests, at(HOUR));
-        assert!(
-            answers
-                .iter()
-                .all(|a| matches!(a, MailboxResponse::Receipt(_)))
-        );
-        service.store().flush().unwrap();
-    }
-    let written = dir_bytes(dir.path()) - before;
-    let counted = service.store().totals().unwrap().bytes;
-    let raw = (count * ENVELOPE) as u64;
-    eprintln!(
-        "{count} envelopes of {ENVELOPE} B: {raw} B of envelopes, {written} B on disk ({:.2}×), {counted} B counted ({:.2}×)",
-        written as f64 / raw as f64,
-        counted as f64 / raw as f64
-    );
-    assert!(
-        counted >= written,
-        "the quota counts {counted} B for {written} B on disk"
-    );
-    assert!(
-        counted <= written * 2,
-        "the quota counts {counted} B, over twice the {written} B on disk"
-    );
 }
