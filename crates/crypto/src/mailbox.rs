@@ -419,6 +419,44 @@ mod tests {
     }
 
     #[test]
+    fn contacts_and_the_owner_derive_one_check_key_per_epoch_and_tags_bind_everything() {
+        let secret = Ed25519SecretKey::new();
+        let long_term = *secret.public_key().as_bytes();
+        let owner = EpochKey::derive(&secret, 9);
+        // What a contact derives from the certificate's key is what the
+        // owner hands the relay; another epoch's differs.
+        assert_eq!(deposit_check_key(&long_term, 9), owner.deposit_check());
+        assert_ne!(deposit_check_key(&long_term, 10), owner.deposit_check());
+        let check = owner.deposit_check();
+        let (mailbox, envelope) = (owner.mailbox(), b"sealed".as_slice());
+        let digest = *blake3::hash(envelope).as_bytes();
+        let tag = deposit_tag(&check, b"relay", &mailbox, envelope);
+        assert!(deposit_tag_is_valid(
+            &check, b"relay", &mailbox, &digest, &tag
+        ));
+        // Another relay, mailbox, envelope or key: not valid.
+        assert!(!deposit_tag_is_valid(
+            &check, b"other", &mailbox, &digest, &tag
+        ));
+        let other_box = EpochKey::derive(&secret, 10).mailbox();
+        assert!(!deposit_tag_is_valid(
+            &check, b"relay", &other_box, &digest, &tag
+        ));
+        let other_digest = *blake3::hash(b"sealed!").as_bytes();
+        assert!(!deposit_tag_is_valid(
+            &check,
+            b"relay",
+            &mailbox,
+            &other_digest,
+            &tag
+        ));
+        let stranger = deposit_check_key(&[7; 32], 9);
+        assert!(!deposit_tag_is_valid(
+            &stranger, b"relay", &mailbox, &digest, &tag
+        ));
+    }
+
+    #[test]
     fn a_key_of_small_order_or_no_point_is_refused() {
         // The identity point: of small order.
         let mut identity = [0u8; 32];
