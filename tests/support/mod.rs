@@ -56,14 +56,19 @@ where
     use libp2p::request_response::{Event, Message};
     use libp2p::swarm::SwarmEvent;
 
-    let ids: Vec<_> = requests
-        .into_iter()
-        .map(|r| swarm.behaviour_mut().send_request(peer, r))
-        .collect();
+    // A relay reads at most 16 streams at once on a connection (more are
+    // dropped unread): a well-behaved client, like the daemon, keeps no
+    // more than that in flight.
+    const IN_FLIGHT: usize = 16;
+    let mut waiting = requests.into_iter();
+    let mut ids = Vec::new();
     let mut results = std::collections::HashMap::new();
+    for r in waiting.by_ref().take(IN_FLIGHT) {
+        ids.push(swarm.behaviour_mut().send_request(peer, r));
+    }
     tokio::time::timeout(std::time::Duration::from_secs(30), async {
         while results.len() < ids.len() {
-            match swarm.select_next_some().await {
+            let done = match swarm.select_next_some().await {
                 SwarmEvent::Behaviour(Event::Message {
                     message:
                         Message::Response {
@@ -71,15 +76,14 @@ where
                             response,
                         },
                     ..
-                }) => {
-                    results.insert(request_id, Ok(response));
-                }
+                }) => results.insert(request_id, Ok(response)).is_none(),
                 SwarmEvent::Behaviour(Event::OutboundFailure {
                     request_id, error, ..
-                }) => {
-                    results.insert(request_id, Err(error.to_string()));
-                }
-                _ => {}
+                }) => results.insert(request_id, Err(error.to_string())).is_none(),
+                _ => false,
+            };
+            if done && let Some(r) = waiting.next() {
+                ids.push(swarm.behaviour_mut().send_request(peer, r));
             }
         }
     })
@@ -214,6 +218,18 @@ impl Relay {
             metrics,
             logs: Some(logs),
         }
+    }
+
+    /// Its resident memory, in bytes (Linux).
+    pub(crate) fn rss(&self) -> u64 {
+        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.process.pid))
+            .unwrap_or_default();
+        let pages: u64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pages * 4096
     }
 
     /// SIGTERM, then the logs it wrote.

@@ -528,6 +528,9 @@ async fn start_relay(
         peer_burst: u32::MAX,
         peer_disk_kib_per_hour: u32::MAX,
         peer_disk_burst_kib: u32::MAX,
+        // One client keeps OUTSTANDING requests in flight on one
+        // connection: throughput, not abuse, is measured here.
+        max_streams_per_connection: OUTSTANDING,
         ..RelayConfig::default()
     };
     let mut relay = safemeet_relay::node::spawn(key, config, service)?;

@@ -496,10 +496,16 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
                         tracing::debug!(error = %e, "a delivery could not be answered");
                     }
                 }
-                Output::Verdict { token, accept } => {
+                Output::Verdict {
+                    token,
+                    accept,
+                    penalise,
+                } => {
                     if let Some((id, via)) = self.gossip.remove(&token) {
                         let verdict = if accept {
                             Verdict::Accept
+                        } else if penalise {
+                            Verdict::Reject
                         } else {
                             Verdict::Ignore
                         };

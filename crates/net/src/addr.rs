@@ -35,3 +35,77 @@ mod tests {
         assert_eq!(dialable(&dialable(&tcp, me), me), dialable(&tcp, me));
     }
 }
+
+/// Whether `addr` is on a globally routable IP address (not loopback,
+/// private, link-local, shared, documentation or otherwise special).
+pub(crate) fn is_public(addr: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => {
+            let [a, b, ..] = ip.octets();
+            !(ip.is_unspecified()
+                || ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_broadcast()
+                || ip.is_documentation()
+                || ip.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240)
+        }
+        Some(Protocol::Ip6(ip)) => {
+            let first = ip.segments()[0];
+            !(ip.is_unspecified()
+                || ip.is_loopback()
+                || ip.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && ip.segments()[1] == 0x0db8
+                || ip.to_ipv4_mapped().is_some())
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod public_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+    use super::is_public;
+
+    #[test]
+    fn only_globally_routable_listen_addresses_count_as_public() {
+        for a in [
+            "/ip4/203.0.114.7/tcp/4001",
+            "/ip4/8.8.8.8/udp/4001/quic-v1",
+            "/ip6/2a00:1450:4001::1/tcp/4001",
+        ] {
+            assert!(is_public(&a.parse().unwrap()), "{a}");
+        }
+        for a in [
+            "/ip4/127.0.0.1/tcp/1",
+            "/ip4/0.0.0.0/tcp/1",
+            "/ip4/10.1.2.3/tcp/1",
+            "/ip4/172.16.0.1/tcp/1",
+            "/ip4/192.168.1.1/tcp/1",
+            "/ip4/169.254.1.1/tcp/1",
+            "/ip4/100.64.0.1/tcp/1",
+            "/ip4/198.18.0.1/tcp/1",
+            "/ip4/192.0.2.1/tcp/1",
+            "/ip4/224.0.0.1/tcp/1",
+            "/ip4/255.255.255.255/tcp/1",
+            "/ip6/::1/tcp/1",
+            "/ip6/::/tcp/1",
+            "/ip6/fd00::1/tcp/1",
+            "/ip6/fe80::1/tcp/1",
+            "/ip6/2001:db8::1/tcp/1",
+            "/ip6/::ffff:10.0.0.1/tcp/1",
+            "/memory/5",
+            "/dns4/example.com/tcp/1",
+        ] {
+            assert!(!is_public(&a.parse().unwrap()), "{a}");
+        }
+    }
+}

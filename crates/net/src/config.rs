@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 
-use crate::CustomTransport;
+use crate::{ConnectionLimits, CustomTransport};
 
 /// Network settings. [`Config::default`] is what the daemon runs with.
 #[derive(Debug, Clone)]
@@ -29,8 +29,12 @@ pub struct Config {
     /// A connection with no traffic closes after this. Default 5 minutes:
     /// chat is bursty, and reconnecting for each message costs a handshake.
     pub idle_timeout: Duration,
-    /// Most established connections in all. Default 512.
-    pub max_connections: u32,
+    /// Most established connections in all, the share of them kept for
+    /// this node's own dials, and the most inbound connections from one
+    /// IP address and from one /24 or /48 prefix. Default
+    /// [`ConnectionLimits::DAEMON`]: 512 in all, 128 kept for dials, 16
+    /// per address, 64 per prefix.
+    pub connections: ConnectionLimits,
     /// Most established connections to one peer. Default 2 (one per transport).
     pub max_connections_per_peer: u32,
     /// Most connections still in their handshake, each way. Default 64.
@@ -40,9 +44,22 @@ pub struct Config {
     /// answer before it is refused (the sender, with the same default, has
     /// given up by then). Default 10 s.
     pub request_timeout: Duration,
-    /// Most gossip topics (rooms) one peer may be subscribed to before its
-    /// subscriptions are ignored. Default 4096: far above libp2p's default of
-    /// 100, which would cut off anyone in more than 100 rooms.
+    /// Most inbound request streams (deliveries) one connection may have
+    /// open at once; more are dropped unread. Default 16: a peer's burst
+    /// of deliveries rarely has more in flight, and 16 stalled streams
+    /// cost little. This node's own deliveries are not counted.
+    pub max_streams_per_connection: usize,
+    /// How long an inbound request may take to arrive whole; a stalled
+    /// stream is dropped then. Default 5 s (see
+    /// [`INBOUND_READ_TIMEOUT`](crate::INBOUND_READ_TIMEOUT)).
+    pub inbound_read_timeout: Duration,
+    /// Most gossip topics (rooms) one peer may be subscribed to. A peer
+    /// that announces more, or any topic that is not a room topic's exact
+    /// form, has it refused and is disconnected. Default 1024: every room
+    /// a device is in is announced to each of its gossip peers, and a
+    /// device in more than a thousand rooms is not a chat user (libp2p's
+    /// default of 100 would cut off a busy one). Each held topic costs a
+    /// few hundred bytes.
     pub max_topics: usize,
     /// Commands the handle may queue before callers wait. Default 256.
     pub command_queue: usize,
@@ -81,11 +98,13 @@ impl Default for Config {
             mdns: true,
             heartbeat: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(300),
-            max_connections: 512,
+            connections: ConnectionLimits::DAEMON,
             max_connections_per_peer: 2,
             max_pending: 64,
             request_timeout: Duration::from_secs(10),
-            max_topics: 4096,
+            max_streams_per_connection: 16,
+            inbound_read_timeout: crate::INBOUND_READ_TIMEOUT,
+            max_topics: 1024,
             command_queue: 256,
             event_queue: 1024,
             max_pending_replies: 1024,
@@ -109,8 +128,12 @@ impl Config {
                 "max_pending_replies must be at least 1",
             ),
             (
-                self.max_connections == 0,
-                "max_connections must be at least 1",
+                self.max_streams_per_connection == 0,
+                "max_streams_per_connection must be at least 1",
+            ),
+            (
+                self.inbound_read_timeout.is_zero(),
+                "inbound_read_timeout must be above zero",
             ),
             (
                 self.max_connections_per_peer == 0,
@@ -123,6 +146,9 @@ impl Config {
                 "request_timeout must be above zero",
             ),
         ];
+        self.connections
+            .validate()
+            .map_err(crate::Error::InvalidConfig)?;
         match checks.into_iter().find(|(bad, _)| *bad) {
             Some((_, why)) => Err(crate::Error::InvalidConfig(why)),
             None => Ok(()),

@@ -103,6 +103,9 @@ pub enum Error {
     /// expired (the sender has given up waiting) or its peer is gone.
     #[error("the delivery can no longer be answered")]
     ReplyExpired,
+    /// Too many deliveries to one peer are already waiting their turn.
+    #[error("too many deliveries to one peer are waiting")]
+    DeliveryQueueFull,
     /// The event loop did not answer a request in time (it is stuck, or
     /// far behind).
     #[error("the network did not answer in time")]
@@ -223,7 +226,9 @@ impl Error {
             | Self::Subscribe(_) => ErrorKind::InvalidInput,
             Self::Dial(_) => ErrorKind::Unreachable,
             Self::NoPeers => ErrorKind::NoPeers,
-            Self::Publish(PublishError::AllQueuesFull(_)) => ErrorKind::Busy,
+            Self::Publish(PublishError::AllQueuesFull(_)) | Self::DeliveryQueueFull => {
+                ErrorKind::Busy
+            }
             Self::Publish(PublishError::MessageTooLarge) => ErrorKind::InvalidInput,
             Self::Publish(_) => ErrorKind::Local,
             Self::Delivery { failure, .. } | Self::Mailbox { failure, .. } => failure.kind(),

@@ -8,21 +8,26 @@
 //! (see [`ReplySlot`](crate::ReplySlot)). It stops on
 //! [`Handle::shutdown`] or when every handle is gone, through one path.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use libp2p::gossipsub::{MessageAcceptance, MessageId, PublishError};
 use libp2p::identity::Keypair;
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::request_response::{self, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
 use safemeet_proto::Envelope;
+use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::addr::is_public;
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use crate::codec::StreamRefusals;
 use crate::handle::{Command, Verdict};
+use crate::outbound::{Deliveries, Delivery, Outbound};
+use crate::refusals::{Refusal, RefusalLog};
 use crate::reply::{PendingReplies, Settled};
 use crate::topic::{gossip_topic, room_topic};
 use crate::{Config, Error, Event, Handle, RoomTopic, build_swarm};
@@ -41,11 +46,12 @@ const ASK_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
 pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver<Event>), Error> {
     config.validate()?;
     let local = keypair.public().to_peer_id();
+    let streams = Arc::new(StreamRefusals::default());
     let mut swarm = build_swarm(
         keypair,
         config.transport.as_ref(),
         config.idle_timeout,
-        |key, relay| Ok(Behaviour::new(key, relay, &config)?),
+        |key, relay| Ok(Behaviour::new(key, relay, &config, streams.clone())?),
     )?;
     for addr in &config.listen {
         swarm
@@ -87,11 +93,13 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         swarm,
         commands: command_rx,
         events: event_tx,
-        pending_deliveries: HashMap::new(),
-        pending_mailbox: HashMap::new(),
+        deliveries: Deliveries::default(),
+        mailbox_requests: Deliveries::default(),
         replies: PendingReplies::new(config.max_pending_replies, config.request_timeout),
         dropped_events: 0,
         expired_replies: 0,
+        refusals: RefusalLog::default(),
+        streams,
         shutdown: shutdown.clone(),
         stopped: stopped.clone(),
     };
@@ -107,39 +115,6 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
     Ok((handle, events))
 }
 
-/// Whether `addr` is on a globally routable IP address (not loopback,
-/// private, link-local, shared, documentation or otherwise special).
-fn is_public(addr: &Multiaddr) -> bool {
-    use libp2p::multiaddr::Protocol;
-    match addr.iter().next() {
-        Some(Protocol::Ip4(ip)) => {
-            let [a, b, ..] = ip.octets();
-            !(ip.is_unspecified()
-                || ip.is_loopback()
-                || ip.is_private()
-                || ip.is_link_local()
-                || ip.is_broadcast()
-                || ip.is_documentation()
-                || ip.is_multicast()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 198 && (b == 18 || b == 19))
-                || a >= 240)
-        }
-        Some(Protocol::Ip6(ip)) => {
-            let first = ip.segments()[0];
-            !(ip.is_unspecified()
-                || ip.is_loopback()
-                || ip.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && ip.segments()[1] == 0x0db8
-                || ip.to_ipv4_mapped().is_some())
-        }
-        _ => false,
-    }
-}
-
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     addr.iter().find_map(|p| match p {
         libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
@@ -147,20 +122,25 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
-struct EventLoop {
-    swarm: Swarm<Behaviour>,
+pub(crate) struct EventLoop {
+    pub(crate) swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
-    /// Direct deliveries waiting for their answer.
-    pending_deliveries: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, Error>>>,
-    /// Mailbox requests to relays (their ids count apart from deliveries').
-    pending_mailbox: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, Error>>>,
+    /// Direct deliveries waiting for their answer or their turn.
+    pub(crate) deliveries: Deliveries,
+    /// Mailbox requests to relays waiting for their answer or their turn
+    /// (their ids count apart from deliveries').
+    pub(crate) mailbox_requests: Deliveries,
     /// Inbound deliveries waiting for the application's answer.
     replies: PendingReplies,
     /// Events dropped because the application was behind, since the start.
     dropped_events: u64,
     /// Inbound deliveries nobody answered in time, since the start.
     expired_replies: u64,
+    /// What this node refused, for the operator.
+    refusals: RefusalLog,
+    /// What its codecs refused, not yet in `refusals`.
+    streams: Arc<StreamRefusals>,
     /// Cancelled by [`Handle::shutdown`].
     shutdown: CancellationToken,
     /// Cancelled when the loop has stopped (on drop, so also on a panic).
@@ -179,6 +159,8 @@ impl EventLoop {
         // Tells waiting `Handle::shutdown` calls that the loop is gone, even
         // if it panicked.
         let _stopped = self.stopped.clone().drop_guard();
+        let mut report = tokio::time::interval(crate::refusals::REPORT_EVERY);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Shutdown first, so it is never starved by traffic. Commands
             // next: each caller waits for its answer, so they cannot starve
@@ -194,7 +176,17 @@ impl EventLoop {
                     None => break,
                 },
                 (channel, settled) = self.replies.next() => self.settle(channel, settled),
-                event = self.swarm.select_next_some() => self.event(event),
+                event = self.swarm.select_next_some() => {
+                    self.event(event);
+                    let gate = &mut self.swarm.behaviour_mut().gossipsub;
+                    for (peer, refused) in gate.take_dropped() {
+                        self.refusals.record_n(Refusal::Subscriptions, peer, refused);
+                    }
+                }
+                _ = report.tick() => {
+                    self.refusals.absorb(&self.streams);
+                    self.refusals.report_due(SystemClock.instant());
+                }
             }
         }
         self.stop();
@@ -210,16 +202,19 @@ impl EventLoop {
             swarm,
             commands,
             events,
-            pending_deliveries,
-            pending_mailbox,
+            deliveries,
+            mailbox_requests,
             replies,
             dropped_events,
             expired_replies,
+            refusals: _,
+            streams: _,
             shutdown: _,
             stopped: _,
         } = self;
-        let waiting = pending_deliveries.len() + pending_mailbox.len();
-        for (_, tx) in pending_deliveries.into_iter().chain(pending_mailbox) {
+        let waiting = deliveries.len() + mailbox_requests.len();
+        let answers = deliveries.into_answers();
+        for tx in answers.chain(mailbox_requests.into_answers()) {
             let _ = tx.send(Err(Error::Stopped));
         }
         let open_slots = replies.len();
@@ -258,12 +253,18 @@ impl EventLoop {
                 let _ = tx.send(result);
             }
             Command::Subscribe(topic, tx) => {
-                let result = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .inner_mut()
-                    .subscribe(&gossip_topic(&topic))
+                let gossipsub = self.swarm.behaviour_mut().gossipsub.inner_mut();
+                let name = gossip_topic(&topic);
+                // Scoring is on from the start, so this cannot fail; a
+                // topic without parameters would only go unscored.
+                if gossipsub
+                    .set_topic_params(name.clone(), crate::scoring::room_params())
+                    .is_err()
+                {
+                    tracing::debug!("a room topic has no score parameters");
+                }
+                let result = gossipsub
+                    .subscribe(&name)
                     .map(|_| ())
                     .map_err(Error::Subscribe);
                 let _ = tx.send(result);
@@ -292,21 +293,25 @@ impl EventLoop {
                     self.report(&id, &via, verdict);
                 }
             }
-            Command::Deliver(peer, addrs, frame, tx) => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .deliver
-                    .send_request_with_addresses(&peer, frame, addrs);
-                self.pending_deliveries.insert(id, tx);
+            Command::Deliver(peer, addrs, frame, answer) => {
+                let delivery = Delivery {
+                    addrs,
+                    frame,
+                    answer,
+                };
+                if let Some(delivery) = self.deliveries.admit(peer, delivery) {
+                    self.send_request(Outbound::Deliver, peer, delivery);
+                }
             }
-            Command::Mailbox(relay, addrs, request, tx) => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .mailbox
-                    .send_request_with_addresses(&relay, request, addrs);
-                self.pending_mailbox.insert(id, tx);
+            Command::Mailbox(relay, addrs, frame, answer) => {
+                let request = Delivery {
+                    addrs,
+                    frame,
+                    answer,
+                };
+                if let Some(request) = self.mailbox_requests.admit(relay, request) {
+                    self.send_request(Outbound::Mailbox, relay, request);
+                }
             }
             Command::ConnectedPeers(tx) => {
                 let _ = tx.send(self.swarm.connected_peers().copied().collect());
@@ -323,6 +328,14 @@ impl EventLoop {
             }
             Command::TopicCount(tx) => {
                 let _ = tx.send(self.swarm.behaviour().gossipsub.inner().topics().count());
+            }
+            Command::Refusals(tx) => {
+                self.refusals.absorb(&self.streams);
+                let _ = tx.send(self.refusals.totals());
+            }
+            Command::PeerScore(peer, tx) => {
+                let gossipsub = self.swarm.behaviour().gossipsub.inner();
+                let _ = tx.send(gossipsub.peer_score(&peer));
             }
             Command::MeshPeers(topic, tx) => {
                 let hash = gossip_topic(&topic).hash();
@@ -361,7 +374,10 @@ impl EventLoop {
     fn report(&mut self, id: &MessageId, via: &PeerId, verdict: Verdict) {
         let acceptance = match verdict {
             Verdict::Accept => MessageAcceptance::Accept,
-            Verdict::Reject => MessageAcceptance::Reject,
+            Verdict::Reject => {
+                self.refusals.record(Refusal::GossipRejected, via);
+                MessageAcceptance::Reject
+            }
             Verdict::Ignore => MessageAcceptance::Ignore,
         };
         self.swarm
@@ -393,6 +409,14 @@ impl EventLoop {
                 ..
             } => self.emit(Event::Disconnected(peer_id)),
             SwarmEvent::Behaviour(event) => self.behaviour_event(event),
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error: libp2p::swarm::ListenError::Denied { cause },
+                ..
+            } if cause.downcast_ref::<crate::PerIpDenied>().is_some() => {
+                let ip = crate::remote_ip(&send_back_addr);
+                self.refusals.record(Refusal::ConnectionPerAddress, ip);
+            }
             _ => {}
         }
     }
@@ -412,34 +436,25 @@ impl EventLoop {
                         id: message_id,
                         via: propagation_source,
                     }),
-                    _ => {
-                        self.swarm
-                            .behaviour_mut()
-                            .gossipsub
-                            .inner_mut()
-                            .report_message_validation_result(
-                                &message_id,
-                                &propagation_source,
-                                MessageAcceptance::Reject,
-                            );
-                    }
+                    _ => self.report(&message_id, &propagation_source, Verdict::Reject),
                 }
             }
-            BehaviourEvent::Deliver(request_response::Event::Message { peer, message, .. }) => {
-                match message {
+            BehaviourEvent::DeliverIn(request_response::Event::Message {
+                peer,
+                message:
                     request_response::Message::Request {
                         request, channel, ..
-                    } => self.inbound_delivery(peer, request, channel),
+                    },
+                ..
+            }) => self.inbound_delivery(peer, request, channel),
+            BehaviourEvent::Deliver(request_response::Event::Message {
+                message:
                     request_response::Message::Response {
                         request_id,
                         response,
-                    } => {
-                        if let Some(tx) = self.pending_deliveries.remove(&request_id) {
-                            let _ = tx.send(Ok(response));
-                        }
-                    }
-                }
-            }
+                    },
+                ..
+            }) => self.request_ended(Outbound::Deliver, &request_id, Ok(response)),
             BehaviourEvent::Deliver(request_response::Event::OutboundFailure {
                 peer,
                 request_id,
@@ -447,9 +462,11 @@ impl EventLoop {
                 ..
             }) => {
                 tracing::debug!(%error, "a delivery failed");
-                if let Some(tx) = self.pending_deliveries.remove(&request_id) {
-                    let _ = tx.send(Err(Error::delivery(peer, error)));
-                }
+                self.request_ended(
+                    Outbound::Deliver,
+                    &request_id,
+                    Err(Error::delivery(peer, error)),
+                );
             }
             BehaviourEvent::Mailbox(request_response::Event::Message {
                 message:
@@ -458,11 +475,7 @@ impl EventLoop {
                         response,
                     },
                 ..
-            }) => {
-                if let Some(tx) = self.pending_mailbox.remove(&request_id) {
-                    let _ = tx.send(Ok(response));
-                }
-            }
+            }) => self.request_ended(Outbound::Mailbox, &request_id, Ok(response)),
             BehaviourEvent::Mailbox(request_response::Event::OutboundFailure {
                 peer,
                 request_id,
@@ -470,11 +483,15 @@ impl EventLoop {
                 ..
             }) => {
                 tracing::debug!(%error, "a mailbox request failed");
-                if let Some(tx) = self.pending_mailbox.remove(&request_id) {
-                    let _ = tx.send(Err(Error::mailbox(peer, error)));
-                }
+                self.request_ended(
+                    Outbound::Mailbox,
+                    &request_id,
+                    Err(Error::mailbox(peer, error)),
+                );
             }
-            BehaviourEvent::Deliver(request_response::Event::InboundFailure { error, .. }) => {
+            BehaviourEvent::DeliverIn(request_response::Event::InboundFailure {
+                error, ..
+            }) => {
                 tracing::debug!(error = %error, "inbound delivery failed");
             }
             // Kademlia learns no dialable address for peers that dialed us:
@@ -536,7 +553,7 @@ impl EventLoop {
                 if self
                     .swarm
                     .behaviour_mut()
-                    .deliver
+                    .deliver_in
                     .send_response(channel, answer)
                     .is_err()
                 {
@@ -551,47 +568,6 @@ impl EventLoop {
                     "a delivery was not answered in time"
                 );
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
-
-    use super::is_public;
-
-    #[test]
-    fn only_globally_routable_listen_addresses_count_as_public() {
-        for a in [
-            "/ip4/203.0.114.7/tcp/4001",
-            "/ip4/8.8.8.8/udp/4001/quic-v1",
-            "/ip6/2a00:1450:4001::1/tcp/4001",
-        ] {
-            assert!(is_public(&a.parse().unwrap()), "{a}");
-        }
-        for a in [
-            "/ip4/127.0.0.1/tcp/1",
-            "/ip4/0.0.0.0/tcp/1",
-            "/ip4/10.1.2.3/tcp/1",
-            "/ip4/172.16.0.1/tcp/1",
-            "/ip4/192.168.1.1/tcp/1",
-            "/ip4/169.254.1.1/tcp/1",
-            "/ip4/100.64.0.1/tcp/1",
-            "/ip4/198.18.0.1/tcp/1",
-            "/ip4/192.0.2.1/tcp/1",
-            "/ip4/224.0.0.1/tcp/1",
-            "/ip4/255.255.255.255/tcp/1",
-            "/ip6/::1/tcp/1",
-            "/ip6/::/tcp/1",
-            "/ip6/fd00::1/tcp/1",
-            "/ip6/fe80::1/tcp/1",
-            "/ip6/2001:db8::1/tcp/1",
-            "/ip6/::ffff:10.0.0.1/tcp/1",
-            "/memory/5",
-            "/dns4/example.com/tcp/1",
-        ] {
-            assert!(!is_public(&a.parse().unwrap()), "{a}");
         }
     }
 }

@@ -51,6 +51,12 @@ use libp2p::swarm::{
 use libp2p::{PeerId, gossipsub};
 
 use crate::behaviour::Gossipsub;
+use crate::subscriptions::Subscriptions;
+
+/// Most peers dropped for their subscriptions that wait for the event
+/// loop to count them (it takes them after every swarm event; past this,
+/// the oldest are forgotten: only the operator's count is short).
+const MAX_DROPPED: usize = 1024;
 
 /// Most peers the gate lets gossip at once: the member devices of every
 /// gossip room together. A larger set from the application is cut to this
@@ -75,12 +81,19 @@ pub(crate) struct GossipGate {
     closing: HashSet<ConnectionId>,
     /// Closings and dials waiting to be handed to the swarm.
     events: VecDeque<ToSwarm<gossipsub::Event, THandlerInEvent<Self>>>,
+    /// What gossipsub's subscription filter shares with the gate.
+    subscriptions: Subscriptions,
+    /// Peers dropped for malformed or excess subscriptions, and how many
+    /// were refused (at most [`MAX_DROPPED`] waiting).
+    dropped: VecDeque<(PeerId, u64)>,
 }
 
 impl GossipGate {
-    pub(crate) fn new(inner: Gossipsub) -> Self {
+    pub(crate) fn new(inner: Gossipsub, subscriptions: Subscriptions) -> Self {
         Self {
             inner,
+            subscriptions,
+            dropped: VecDeque::new(),
             allowed: HashSet::new(),
             open: HashMap::new(),
             gated: HashMap::new(),
@@ -208,6 +221,31 @@ impl GossipGate {
         });
     }
 
+    /// Peers dropped for their subscriptions since the last call, and how
+    /// many subscriptions of theirs were refused.
+    pub(crate) fn take_dropped(&mut self) -> impl Iterator<Item = (PeerId, u64)> + '_ {
+        self.dropped.drain(..)
+    }
+
+    /// Closes every gossip connection of `peer` (it announced subscriptions
+    /// no SafeMeet node would).
+    fn drop_peer(&mut self, peer: PeerId, refused: u64) {
+        if self.dropped.len() >= MAX_DROPPED {
+            self.dropped.pop_front();
+        }
+        self.dropped.push_back((peer, refused));
+        if let Some(conns) = self.open.get(&peer) {
+            for id in conns {
+                if self.closing.insert(*id) {
+                    self.events.push_back(ToSwarm::CloseConnection {
+                        peer_id: peer,
+                        connection: CloseConnection::One(*id),
+                    });
+                }
+            }
+        }
+    }
+
     fn is_open(&self, peer: &PeerId, id: ConnectionId) -> bool {
         self.open.get(peer).is_some_and(|c| c.contains(&id))
     }
@@ -329,6 +367,9 @@ impl NetworkBehaviour for GossipGate {
                 }
                 Self::forget(&mut self.open, &e.peer_id, e.connection_id);
                 let remaining_established = self.open_count(&e.peer_id);
+                if remaining_established == 0 {
+                    self.subscriptions.forget(&e.peer_id);
+                }
                 self.inner
                     .on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
                         remaining_established,
@@ -369,8 +410,13 @@ impl NetworkBehaviour for GossipGate {
     ) {
         match event {
             Either::Left(event) => {
-                self.inner
-                    .on_connection_handler_event(peer_id, connection_id, event);
+                let inner = &mut self.inner;
+                let refused = self.subscriptions.handling(peer_id, || {
+                    inner.on_connection_handler_event(peer_id, connection_id, event);
+                });
+                if refused > 0 {
+                    self.drop_peer(peer_id, refused);
+                }
             }
             Either::Right(never) => match never {},
         }
@@ -383,7 +429,19 @@ impl NetworkBehaviour for GossipGate {
         if let Some(event) = self.events.pop_front() {
             return Poll::Ready(event);
         }
-        self.inner.poll(cx).map(|event| event.map_in(Either::Left))
+        let event = self.inner.poll(cx);
+        if let Poll::Ready(ToSwarm::GenerateEvent(e)) = &event {
+            match e {
+                gossipsub::Event::Subscribed { peer_id, .. } => {
+                    self.subscriptions.subscribed(*peer_id);
+                }
+                gossipsub::Event::Unsubscribed { peer_id, .. } => {
+                    self.subscriptions.unsubscribed(peer_id);
+                }
+                _ => {}
+            }
+        }
+        event.map(|event| event.map_in(Either::Left))
     }
 }
 

@@ -6,25 +6,21 @@
 
 use std::time::Duration;
 
-use libp2p::gossipsub::{AllowAllSubscriptionFilter, MaxCountSubscriptionFilter};
 use libp2p::swarm::ToSwarm;
 
 use super::*;
 use crate::behaviour::gossip_config;
 
 fn gate() -> GossipGate {
-    let filter = MaxCountSubscriptionFilter {
-        filter: AllowAllSubscriptionFilter {},
-        max_subscribed_topics: 8,
-        max_subscriptions_per_request: 8,
-    };
+    let subscriptions = Subscriptions::new(8);
+    let filter = crate::subscriptions::RoomTopicFilter(subscriptions.clone());
     let inner = Gossipsub::new_with_subscription_filter(
         gossipsub::MessageAuthenticity::Anonymous,
         gossip_config(Duration::from_secs(1), true).unwrap(),
         filter,
     )
     .unwrap();
-    GossipGate::new(inner)
+    GossipGate::new(inner, subscriptions)
 }
 
 /// Opens an inbound connection from `peer`; returns its id and whether it

@@ -92,6 +92,8 @@ pub(crate) enum Command {
     GossipPeers(oneshot::Sender<Vec<PeerId>>),
     TopicCount(oneshot::Sender<usize>),
     MeshPeers(RoomTopic, oneshot::Sender<usize>),
+    Refusals(oneshot::Sender<crate::RefusalCounts>),
+    PeerScore(PeerId, oneshot::Sender<Option<f64>>),
 }
 
 /// A cloneable handle to the network event loop.
@@ -270,6 +272,19 @@ impl Handle {
     /// not subscribed).
     pub async fn mesh_peers(&self, topic: RoomTopic) -> Result<usize, Error> {
         self.ask(|tx| Command::MeshPeers(topic, tx)).await
+    }
+
+    /// What the node refused since it started, by kind (also reported to
+    /// the operator in aggregate once a minute; see [`RefusalLog`](crate::RefusalLog)).
+    pub async fn refusals(&self) -> Result<crate::RefusalCounts, Error> {
+        self.ask(Command::Refusals).await
+    }
+
+    /// A gossip peer's score (gossipsub v1.1 scoring), if it has one:
+    /// below [`GRAYLIST_THRESHOLD`](crate::GRAYLIST_THRESHOLD) it is
+    /// graylisted.
+    pub async fn peer_score(&self, peer: PeerId) -> Result<Option<f64>, Error> {
+        self.ask(|tx| Command::PeerScore(peer, tx)).await
     }
 
     /// Stops the event loop and waits until it has stopped: requests in

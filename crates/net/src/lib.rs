@@ -11,15 +11,23 @@
 //! - gossipsub for rooms, **anonymous** (no origin peer, no signature:
 //!   Megolm authenticates), content-hash message ids, messages forwarded
 //!   only after the application [accepts](Handle::report) them, a
-//!   subscription filter that allows [`Config::max_topics`] rooms, no
+//!   subscription filter that allows room topics only, at most
+//!   [`Config::max_topics`] per peer (a peer over it is dropped), v1.1
+//!   peer scoring (rejected messages, IP colocation, graylisting), no
 //!   flood publishing, and **only with peers the application allows**
 //!   ([`Handle::allow_gossip`]): every other connection gets no gossipsub
 //!   handler at all, so strangers, relays, DHT and LAN peers never learn a
 //!   topic nor get a message;
 //! - `/safemeet/deliver/1` request-response for direct delivery, frames of
 //!   at most [`MAX_ENVELOPE_BYTES`](safemeet_proto::limits::MAX_ENVELOPE_BYTES)
-//!   checked before they are read;
-//! - connection limits and an idle timeout suited to chat.
+//!   checked before they are read and read as they arrive, at most
+//!   [`Config::max_streams_per_connection`] at once per connection, each
+//!   within [`Config::inbound_read_timeout`];
+//! - connection limits per IP address and prefix, with a share kept for
+//!   this node's own dials ([`ConnectionLimits`]), and an idle timeout
+//!   suited to chat;
+//! - refusals counted by kind and reported once a minute in aggregate,
+//!   with no identifiers ([`RefusalLog`]).
 //!
 //! This crate moves padded frames. It checks their shape (size, padding,
 //! envelope encoding) and never sees plaintext; it does not decide what a
@@ -54,14 +62,20 @@ mod error;
 mod event_loop;
 mod gate;
 mod handle;
+mod ip_limits;
+mod outbound;
+mod refusals;
 mod reply;
+mod scoring;
+mod subscriptions;
 mod swarm;
 mod topic;
 
 pub use crate::addr::dialable;
 pub use crate::behaviour::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, MESH_N_LOW, gossip_config};
 pub use crate::codec::{
-    DELIVER_PROTOCOL, FrameCodec, MAILBOX_PROTOCOL, MAX_REPLY_BYTES, MailboxCodec,
+    DELIVER_PROTOCOL, FrameCodec, INBOUND_READ_TIMEOUT, LimitedCodec, MAILBOX_PROTOCOL,
+    MAX_REPLY_BYTES, MailboxCodec, StreamRefusals,
 };
 pub use crate::config::Config;
 pub use crate::custom_transport::{CustomTransport, RawStream, RawTransport};
@@ -69,6 +83,9 @@ pub use crate::error::{DeliveryFailure, Error, ErrorKind};
 pub use crate::event_loop::spawn;
 pub use crate::gate::MAX_GOSSIP_PEERS;
 pub use crate::handle::{Event, Handle, Verdict};
+pub use crate::ip_limits::{ConnectionLimits, PerIpDenied, PerIpLimits, remote_ip};
+pub use crate::refusals::{REPORT_EVERY, Refusal, RefusalCounts, RefusalLog};
 pub use crate::reply::ReplySlot;
+pub use crate::scoring::{GOSSIP_THRESHOLD, GRAYLIST_THRESHOLD, PUBLISH_THRESHOLD};
 pub use crate::swarm::{BoxError, build_swarm};
 pub use crate::topic::RoomTopic;

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use libp2p::Multiaddr;
+use safemeet_net::ConnectionLimits;
+
 /// Limits on what a relay stores. Defaults suit a relay for friends on a
 /// small machine; a public relay sets its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +59,80 @@ impl Default for Limits {
             mailbox_daily_bytes: 32 * 1024 * 1024,
             unfetched_retention: Duration::from_secs(8 * 24 * 3600),
             max_mailboxes: 1_000_000,
+        }
+    }
+}
+
+/// How the relay node runs.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Idle connections close after this long.
+    pub idle_timeout: Duration,
+    /// A request is answered within this long or fails.
+    pub request_timeout: Duration,
+    /// Requests one peer may make per second, sustained. Default 200.
+    pub peer_rate: u32,
+    /// Requests one peer may make at once before the rate applies.
+    /// Default 400.
+    pub peer_burst: u32,
+    /// KiB one peer may add to the disk per hour, counted as on disk
+    /// (`service::disk_cost_kib`: deposits and opens, stored or not).
+    /// Default 16 MiB: a device leaving a message for 32 offline devices
+    /// (about 100 KiB) 160 times an hour; one peer id fills an 8 GiB relay
+    /// in three weeks rather than ten minutes.
+    pub peer_disk_kib_per_hour: u32,
+    /// KiB one peer may add at once before that rate applies. Default
+    /// 16 MiB.
+    pub peer_disk_burst_kib: u32,
+    /// Connections in all, the share kept for the relay's own dials, and
+    /// per remote address and prefix. Default [`ConnectionLimits::RELAY`].
+    pub connections: ConnectionLimits,
+    /// Most mailbox request streams one connection may have open at
+    /// once; more are dropped unread. Default 16.
+    pub max_streams_per_connection: usize,
+    /// How long a request may take to arrive whole. Default 5 s
+    /// ([`safemeet_net::INBOUND_READ_TIMEOUT`]).
+    pub inbound_read_timeout: Duration,
+    /// Serve `/metrics` and `/status` here, to these addresses only.
+    /// Default: off.
+    pub metrics: Option<MetricsConfig>,
+    /// A transport to use instead of TCP, QUIC and the memory transport,
+    /// still under Noise + yamux, as `safemeet_net::Config::transport`
+    /// (the network simulator's modelled links). Default `None`: the
+    /// production transports.
+    pub transport: Option<safemeet_net::CustomTransport>,
+}
+
+/// Where operator metrics are served, and to whom.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Address to listen on (port 0: any free port).
+    pub listen: std::net::SocketAddr,
+    /// Client addresses allowed; others are closed without an answer.
+    pub allow: Vec<std::net::IpAddr>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/4011"
+                    .parse()
+                    .unwrap_or_else(|_| Multiaddr::empty()),
+            ],
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            peer_rate: 200,
+            peer_burst: 400,
+            peer_disk_kib_per_hour: 16 * 1024,
+            peer_disk_burst_kib: 16 * 1024,
+            connections: ConnectionLimits::RELAY,
+            max_streams_per_connection: 16,
+            inbound_read_timeout: safemeet_net::INBOUND_READ_TIMEOUT,
+            metrics: None,
+            transport: None,
         }
     }
 }

@@ -58,6 +58,9 @@ pub enum Error {
     /// runtime is shutting down.
     #[error("the store flush did not finish")]
     FlushTask(#[source] tokio::task::JoinError),
+    /// The relay's configuration cannot work.
+    #[error("invalid relay configuration: {0}")]
+    InvalidConfig(&'static str),
     /// Building the relay's libp2p node failed.
     #[error("could not set up the relay node")]
     Setup(#[source] safemeet_net::Error),

@@ -47,6 +47,7 @@ fn reason(code: MailboxError) -> &'static str {
 pub struct RelayMetrics {
     deposits: Counter,
     refused: Family<Reason, Counter>,
+    network_refused: Family<Reason, Counter>,
     fetches: Counter,
     fetched: Counter,
     acks: Counter,
@@ -83,6 +84,7 @@ impl RelayMetrics {
         let m = Self {
             deposits: Counter::default(),
             refused: Family::default(),
+            network_refused: Family::default(),
             fetches: Counter::default(),
             fetched: Counter::default(),
             acks: Counter::default(),
@@ -99,6 +101,11 @@ impl RelayMetrics {
         };
         sub.register("deposits", "Envelopes stored", m.deposits.clone());
         sub.register("refused", "Requests refused, by reason", m.refused.clone());
+        sub.register(
+            "network_refused",
+            "Connections and streams refused before any request, by reason",
+            m.network_refused.clone(),
+        );
         sub.register("fetches", "Fetch requests answered", m.fetches.clone());
         sub.register(
             "fetched_envelopes",
@@ -166,6 +173,24 @@ impl RelayMetrics {
                 reason: reason(code),
             })
             .inc();
+    }
+
+    /// Counts a refusal at the network level (a connection over its
+    /// address's cap, a stalled or oversized stream).
+    pub fn refused_network(&self, kind: safemeet_net::Refusal) {
+        self.refused_network_n(kind, 1);
+    }
+
+    /// Counts `n` refusals at the network level.
+    pub fn refused_network_n(&self, kind: safemeet_net::Refusal, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.network_refused
+            .get_or_create(&Reason {
+                reason: kind.label(),
+            })
+            .inc_by(n);
     }
 
     /// Counts envelopes removed on expiry.

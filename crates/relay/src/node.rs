@@ -22,7 +22,10 @@ use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, identify, kad, ping};
-use safemeet_net::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, MAILBOX_PROTOCOL, MailboxCodec};
+use safemeet_net::{
+    IDENTIFY_PROTOCOL, KAD_PROTOCOL, MAILBOX_PROTOCOL, MailboxCodec, PerIpLimits, Refusal,
+    RefusalLog,
+};
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::mailbox::{MailboxError, MailboxResponse};
 use safemeet_proto::{Timestamp, codec};
@@ -32,91 +35,34 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::Error;
+pub use crate::config::{MetricsConfig, RelayConfig};
 use crate::metrics::RelayMetrics;
 use crate::service::{Decoded, MailboxService, decode_request, disk_cost_kib, request_cost};
 
-/// Most connections a relay holds at once (file descriptors are finite).
-const MAX_CONNECTIONS: u32 = 10_000;
 /// Most connections from one peer.
 const MAX_CONNECTIONS_PER_PEER: u32 = 4;
 /// Most incoming connections being set up at once.
 const MAX_PENDING: u32 = 256;
 /// Most requests answered after one flush, and most held while a flush
 /// runs (past that the swarm is not polled until it ends: backpressure on
-/// the peers). 256 is the streams a peer may have open at once, so one
-/// busy peer fills a group.
+/// the peers). 256: the streams of sixteen busy connections (16 each).
 const MAX_GROUP: usize = 256;
+/// How often the streams the codec refused are counted into the metrics
+/// (libp2p reports no event for them); refusals are logged at most once
+/// a minute all the same.
+const TAKE_REFUSALS_EVERY: Duration = Duration::from_secs(1);
 /// How often expired envelopes are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(30);
 /// Most envelopes one purge removes (the next one goes on).
 const PURGE_MAX: usize = 10_000;
 
-/// How the relay node runs.
-#[derive(Debug, Clone)]
-pub struct RelayConfig {
-    /// Addresses to listen on.
-    pub listen: Vec<Multiaddr>,
-    /// Idle connections close after this long.
-    pub idle_timeout: Duration,
-    /// A request is answered within this long or fails.
-    pub request_timeout: Duration,
-    /// Requests one peer may make per second, sustained. Default 200.
-    pub peer_rate: u32,
-    /// Requests one peer may make at once before the rate applies.
-    /// Default 400.
-    pub peer_burst: u32,
-    /// KiB one peer may add to the disk per hour, counted as on disk
-    /// (`service::disk_cost_kib`: deposits and opens, stored or not).
-    /// Default 16 MiB: a device leaving a message for 32 offline devices
-    /// (about 100 KiB) 160 times an hour; one peer id fills an 8 GiB relay
-    /// in three weeks rather than ten minutes.
-    pub peer_disk_kib_per_hour: u32,
-    /// KiB one peer may add at once before that rate applies. Default
-    /// 16 MiB.
-    pub peer_disk_burst_kib: u32,
-    /// Serve `/metrics` and `/status` here, to these addresses only.
-    /// Default: off.
-    pub metrics: Option<MetricsConfig>,
-    /// A transport to use instead of TCP, QUIC and the memory transport,
-    /// still under Noise + yamux, as `safemeet_net::Config::transport`
-    /// (the network simulator's modelled links). Default `None`: the
-    /// production transports.
-    pub transport: Option<safemeet_net::CustomTransport>,
-}
-
-/// Where operator metrics are served, and to whom.
-#[derive(Debug, Clone)]
-pub struct MetricsConfig {
-    /// Address to listen on (port 0: any free port).
-    pub listen: std::net::SocketAddr,
-    /// Client addresses allowed; others are closed without an answer.
-    pub allow: Vec<std::net::IpAddr>,
-}
-
-impl Default for RelayConfig {
-    fn default() -> Self {
-        Self {
-            listen: vec![
-                "/ip4/0.0.0.0/tcp/4011"
-                    .parse()
-                    .unwrap_or_else(|_| Multiaddr::empty()),
-            ],
-            idle_timeout: Duration::from_secs(60),
-            request_timeout: Duration::from_secs(30),
-            peer_rate: 200,
-            peer_burst: 400,
-            peer_disk_kib_per_hour: 16 * 1024,
-            peer_disk_burst_kib: 16 * 1024,
-            metrics: None,
-            transport: None,
-        }
-    }
-}
-
 #[derive(NetworkBehaviour)]
 struct Behaviour {
-    /// At most [`MAX_CONNECTIONS`], and a few per peer.
+    /// At most [`RelayConfig::connections`] in all (fewer inbound), and a
+    /// few per peer.
     limits: libp2p::connection_limits::Behaviour,
+    /// Limits per remote address and prefix.
+    per_ip: PerIpLimits,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -174,6 +120,12 @@ pub fn spawn<S: Store + Clone + 'static>(
 ) -> Result<RelayHandle, Error> {
     let peer_id = key.public().to_peer_id();
     let request_timeout = config.request_timeout;
+    let connections = config.connections;
+    connections.validate().map_err(Error::InvalidConfig)?;
+    let streams = config.max_streams_per_connection.max(1);
+    let read_timeout = config.inbound_read_timeout;
+    let stream_refusals = std::sync::Arc::new(safemeet_net::StreamRefusals::default());
+    let codec_refusals = stream_refusals.clone();
     // A relay serves circuits; it never uses one, so it drops the client.
     let behaviour = |key: &Keypair, _| {
         let local = key.public().to_peer_id();
@@ -187,10 +139,12 @@ pub fn spawn<S: Store + Clone + 'static>(
         Ok(Behaviour {
             limits: libp2p::connection_limits::Behaviour::new(
                 libp2p::connection_limits::ConnectionLimits::default()
-                    .with_max_established(Some(MAX_CONNECTIONS))
+                    .with_max_established(Some(connections.max_connections))
+                    .with_max_established_incoming(Some(connections.max_inbound()))
                     .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
                     .with_max_pending_incoming(Some(MAX_PENDING)),
             ),
+            per_ip: PerIpLimits::new(connections),
             identify: identify::Behaviour::new(identify::Config::new(
                 IDENTIFY_PROTOCOL.to_owned(),
                 key.public(),
@@ -198,11 +152,11 @@ pub fn spawn<S: Store + Clone + 'static>(
             ping: ping::Behaviour::default(),
             kad,
             mailbox: request_response::Behaviour::with_codec(
-                MailboxCodec::default(),
+                MailboxCodec::new(read_timeout, codec_refusals.clone()),
                 [(MAILBOX_PROTOCOL, ProtocolSupport::Inbound)],
                 request_response::Config::default()
                     .with_request_timeout(request_timeout)
-                    .with_max_concurrent_streams(MAX_GROUP),
+                    .with_max_concurrent_streams(streams),
             ),
             circuits: libp2p::relay::Behaviour::new(local, libp2p::relay::Config::default()),
             autonat: libp2p::autonat::v2::server::Behaviour::default(),
@@ -242,6 +196,8 @@ pub fn spawn<S: Store + Clone + 'static>(
             limiter: peer_limiter(&config),
             disk_limiter: disk_limiter(&config),
             metrics,
+            refusals: RefusalLog::default(),
+            streams: stream_refusals,
         },
         cancel: cancel.clone(),
         waiting: Vec::new(),
@@ -279,6 +235,8 @@ struct Flushing {
 impl<S: Store + Clone + 'static> Actor<S> {
     async fn run(mut self) {
         let mut purge = tokio::time::interval(PURGE_EVERY);
+        let mut report = tokio::time::interval(TAKE_REFUSALS_EVERY);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.ctx.holding(&self.service);
         loop {
             tokio::select! {
@@ -292,6 +250,7 @@ impl<S: Store + Clone + 'static> Actor<S> {
                     }
                 }
                 _ = purge.tick() => self.purge(),
+                _ = report.tick() => self.ctx.report_refusals(),
                 event = self.swarm.select_next_some(), if self.waiting.len() < MAX_GROUP => {
                     let mut next = Some(event);
                     while let Some(event) = next.take() {
@@ -429,9 +388,35 @@ struct Ctx {
     /// KiB of disk per peer (deposits and opens).
     disk_limiter: PeerLimiter,
     metrics: Option<(RelayMetrics, libp2p::metrics::Metrics)>,
+    /// What the relay refused at the network level, for the operator.
+    refusals: RefusalLog,
+    /// What its codec refused, not yet in `refusals` nor the metrics.
+    streams: std::sync::Arc<safemeet_net::StreamRefusals>,
 }
 
 impl Ctx {
+    /// Counts a refusal for the operator's log and metrics. `source` is
+    /// hashed in memory for the current minute only.
+    fn refused(&mut self, kind: Refusal, source: impl std::hash::Hash) {
+        self.refusals.record(kind, source);
+        if let Some((m, _)) = &self.metrics {
+            m.refused_network(kind);
+        }
+    }
+
+    /// Takes in what the codec refused and logs what is due.
+    fn report_refusals(&mut self) {
+        let (stalled, bad) = self.streams.take();
+        self.refusals
+            .record_unattributed(Refusal::StalledStream, stalled);
+        self.refusals.record_unattributed(Refusal::BadStream, bad);
+        if let Some((m, _)) = &self.metrics {
+            m.refused_network_n(Refusal::StalledStream, stalled);
+            m.refused_network_n(Refusal::BadStream, bad);
+        }
+        self.refusals.report_due(SystemClock.instant());
+    }
+
     /// Updates the gauges from the store's totals.
     fn holding<S: Store>(&self, service: &MailboxService<S>) {
         if let Some((m, _)) = &self.metrics {
@@ -561,6 +546,16 @@ fn handle_event(
             if let Ok(bytes) = codec::encode(&refusal) {
                 let _ = swarm.behaviour_mut().mailbox.send_response(channel, bytes);
             }
+        }
+        SwarmEvent::IncomingConnectionError {
+            send_back_addr,
+            error: libp2p::swarm::ListenError::Denied { cause },
+            ..
+        } if cause.downcast_ref::<safemeet_net::PerIpDenied>().is_some() => {
+            ctx.refused(
+                Refusal::ConnectionPerAddress,
+                safemeet_net::remote_ip(&send_back_addr),
+            );
         }
         _ => {}
     }

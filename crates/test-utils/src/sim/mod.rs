@@ -74,6 +74,8 @@ pub struct SimNode {
     pub keep_topics: bool,
     /// When gossip frames reached it (whether or not its core took them).
     pub gossip_heard: Vec<Duration>,
+    /// Its verdicts on gossip frames, in order: (accepted, penalised).
+    pub verdicts: Vec<(bool, bool)>,
     subscribed: BTreeSet<[u8; 32]>,
     replies: HashMap<RequestId, Result<Response, Error>>,
     next_request: RequestId,
@@ -203,6 +205,7 @@ impl Sim {
             let device = Device::new(name, sim.now().wall);
             let mut config = Config {
                 gossip_grace: Duration::from_secs(1),
+                auto_join_rooms: true,
                 ..Config::default()
             };
             adjust(i, &mut config);
@@ -222,6 +225,7 @@ impl Sim {
                 keep_topics: false,
                 gossip_heard: Vec::new(),
                 subscribed: BTreeSet::new(),
+                verdicts: Vec::new(),
                 replies: HashMap::new(),
                 next_request: 0,
                 log_cursor: 0,
@@ -298,6 +302,13 @@ impl Sim {
     /// Envelopes the relay holds.
     pub fn relay_envelopes(&self) -> usize {
         self.mailboxes.values().map(Vec::len).sum()
+    }
+
+    /// Hands node `to` a gossip frame on `topic` now, as if a peer had
+    /// passed it on (a hostile one, say); it is heard only on a topic the
+    /// node is subscribed to.
+    pub fn inject_gossip(&mut self, to: usize, topic: RoomTopic, frame: Vec<u8>) {
+        self.schedule(Duration::ZERO, Event::Gossip { to, topic, frame });
     }
 
     /// Takes node `i` off the network or puts it back.
