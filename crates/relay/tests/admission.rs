@@ -125,7 +125,7 @@ impl Peer {
                     [(MAILBOX_PROTOCOL, ProtocolSupport::Outbound)],
                     request_response::Config::default()
                         .with_request_timeout(WAIT)
-                        .with_max_concurrent_streams(256),
+                        .with_max_concurrent_streams(16),
                 )
             })
             .unwrap()
@@ -138,7 +138,8 @@ impl Peer {
         }
     }
 
-    /// Sends every request (at most 128 outstanding); the answers in order.
+    /// Sends every request, at most 16 outstanding (what a relay reads at
+    /// once per connection); the answers in order.
     async fn ask_all(&mut self, requests: Vec<MailboxRequest>) -> Vec<MailboxResponse> {
         let total = requests.len();
         let mut queue = requests.into_iter().enumerate();
@@ -146,7 +147,7 @@ impl Peer {
         let mut answers: Vec<Option<MailboxResponse>> = (0..total).map(|_| None).collect();
         let mut done = 0;
         while done < total {
-            while waiting.len() < 128 {
+            while waiting.len() < 16 {
                 let Some((i, request)) = queue.next() else {
                     break;
                 };
