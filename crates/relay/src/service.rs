@@ -2,11 +2,11 @@
 //! nonces, checks deposit tags, signs receipts. No network here (see
 //! [`crate::node`]), so the rules can be tested on their own.
 //!
-//! Spent nonces are kept per mailbox, a few per mailbox
-//! ([`MAX_SPENT_PER_MAILBOX`]): a mailbox that uses more in a minute is
-//! refused for the rest of it, and no other mailbox is. When the relay
-//! remembers nonces for too many mailboxes ([`MAX_SPENT_MAILBOXES`]), it
-//! forgets another mailbox's, never refuses: a replay of an open, a fetch
+//! Spent nonces are kept per mailbox, at most [`MAX_SPENT_PER_MAILBOX`]
+//! each: a mailbox that uses more in a minute is refused for the rest of
+//! it, and no other mailbox is. When the relay remembers nonces for too
+//! many mailboxes ([`MAX_SPENT_MAILBOXES`]) or too many in all
+//! ([`MAX_SPENT_NONCES`]), it forgets another mailbox's, never refuses: a replay of an open, a fetch
 //! or an ack is harmless anyway (each is idempotent, ids are never reused,
 //! and only the relay and the owner ever see the signed bytes, under Noise).
 
@@ -33,15 +33,18 @@ struct Spent {
 
 /// How long a nonce may be used after it was handed out.
 pub const NONCE_TTL: Duration = Duration::from_secs(60);
-/// Most spent nonces remembered per mailbox (each until it expires). An
-/// owner's drain uses two per page (fetch, ack) and one per open; 256 a
-/// minute is a drain of over 100 pages a minute.
-pub const MAX_SPENT_PER_MAILBOX: usize = 256;
-/// Most mailboxes whose spent nonces are remembered at once (at most
-/// 65 536 × 256 × 40 B = 670 MB in the worst case, when each is full;
-/// about 40 B × the nonces spent in a minute in practice). Past that, the
-/// nonces of another mailbox are forgotten.
+/// Most spent nonces remembered per mailbox (each until it expires, a
+/// minute). An owner's drain uses two per page (fetch, ack), at most 256
+/// pages per mailbox (engine `relay_client::MAX_PAGES`), and one per open:
+/// 1 024 lets a whole drain of a full mailbox run within a minute, twice.
+pub const MAX_SPENT_PER_MAILBOX: usize = 1024;
+/// Most mailboxes whose spent nonces are remembered at once. Past that,
+/// another mailbox's nonces are forgotten.
 pub const MAX_SPENT_MAILBOXES: usize = 65_536;
+/// Most spent nonces remembered in all (about 40 MB at 40 B each). Past
+/// that, another mailbox's nonces are forgotten: memory stays bounded
+/// however many mailboxes spend nonces, and no request is refused for it.
+pub const MAX_SPENT_NONCES: usize = 1_000_000;
 
 /// The answer to one request, and whether it changed the store (then it
 /// may be sent only after a flush).
@@ -64,6 +67,8 @@ pub struct MailboxService<S: Store> {
     nonce_key: [u8; 32],
     /// Nonces used by a valid request, per mailbox, until they expire.
     spent: HashMap<MailboxId, Spent>,
+    /// How many `spent` holds in all.
+    spent_total: usize,
     /// This relay's peer id, which fetches and acks must be signed for.
     relay_id: Vec<u8>,
 }
@@ -95,6 +100,7 @@ impl<S: Store> MailboxService<S> {
             key,
             nonce_key: rand::random(),
             spent: HashMap::new(),
+            spent_total: 0,
             relay_id,
         }
     }
@@ -439,30 +445,42 @@ impl<S: Store> MailboxService<S> {
         now: Timestamp,
     ) -> Result<(), Handled> {
         let now_ms = now.as_millis();
-        if !self.spent.contains_key(&mailbox)
-            && self.spent.len() >= MAX_SPENT_MAILBOXES
-            && let Some(other) = self.spent.keys().next().copied()
-        {
-            // Another mailbox's nonces are forgotten (replays are harmless:
-            // see the module docs), in constant time whatever the load;
-            // expired ones go at each purge (`forget_spent`).
-            self.spent.remove(&other);
+        let (total, spent) = (&mut self.spent_total, &mut self.spent);
+        if let Some(own) = spent.get_mut(&mailbox) {
+            let before = own.nonces.len();
+            own.nonces.retain(|(until, _)| *until > now_ms);
+            *total -= before - own.nonces.len();
+            if own.nonces.iter().any(|(_, n)| *n == nonce) {
+                return Err(error(
+                    MailboxError::BadNonce,
+                    "unknown, used or expired nonce: ask for a new one",
+                ));
+            }
+            if own.nonces.len() >= MAX_SPENT_PER_MAILBOX {
+                return Err(error(
+                    MailboxError::RateLimited,
+                    "too many requests for this mailbox lately; try again in a minute",
+                ));
+            }
         }
-        let spent = self.spent.entry(mailbox).or_default();
-        spent.nonces.retain(|(until, _)| *until > now_ms);
-        if spent.nonces.iter().any(|(_, n)| *n == nonce) {
-            return Err(error(
-                MailboxError::BadNonce,
-                "unknown, used or expired nonce: ask for a new one",
-            ));
+        // Too much held: other mailboxes' nonces are forgotten (replays are
+        // harmless: see the module docs), a constant amount of work per
+        // request whatever the load; expired ones go at each purge
+        // (`forget_spent`).
+        while spent.len() >= MAX_SPENT_MAILBOXES || *total >= MAX_SPENT_NONCES {
+            let Some(other) = spent.keys().find(|m| **m != mailbox).copied() else {
+                break;
+            };
+            if let Some(gone) = spent.remove(&other) {
+                *total -= gone.nonces.len();
+            }
         }
-        if spent.nonces.len() >= MAX_SPENT_PER_MAILBOX {
-            return Err(error(
-                MailboxError::RateLimited,
-                "too many requests for this mailbox lately; try again in a minute",
-            ));
-        }
-        spent.nonces.push_back((until, nonce));
+        spent
+            .entry(mailbox)
+            .or_default()
+            .nonces
+            .push_back((until, nonce));
+        *total += 1;
         Ok(())
     }
 
@@ -473,6 +491,7 @@ impl<S: Store> MailboxService<S> {
             s.nonces.retain(|(until, _)| *until > now_ms);
             !s.nonces.is_empty()
         });
+        self.spent_total = self.spent_nonces();
     }
 
     /// How many spent nonces are remembered, for all mailboxes.
