@@ -25,13 +25,14 @@ pub struct Limits {
     /// Most bytes the relay holds, counted as on disk (see
     /// [`crate::store::disk_cost`]). Default 8 GiB.
     pub max_bytes: u64,
-    /// Whether deposits may open mailboxes the relay does not hold yet.
+    /// Whether owners may open mailboxes the relay does not hold yet.
     /// Default yes; an operator winding a relay down turns it off.
     pub accept_new_mailboxes: bool,
     /// Most bytes (as on disk) one mailbox takes per UTC day. Default
     /// 32 MiB: half of what it may hold, so one day of junk from a holder
-    /// of the credential cannot fill it, while a day of honest mail (a
-    /// few thousand 3 KiB envelopes) fits many times over.
+    /// of the credential cannot fill it, while a day of honest mail fits
+    /// (about 6 000 deposits of a 2 KiB frame, at 5.2 KiB each as on
+    /// disk).
     pub mailbox_daily_bytes: u64,
     /// A mailbox opened but never fetched is forgotten, with what it
     /// holds, this long after it was last opened. Default 8 days: owners
@@ -80,8 +81,8 @@ pub struct RelayConfig {
     /// KiB one peer may add to the disk per hour, counted as on disk
     /// (`service::disk_cost_kib`: deposits and opens, stored or not).
     /// Default 16 MiB: a device leaving a message for 32 offline devices
-    /// (about 100 KiB) 160 times an hour; one peer id fills an 8 GiB relay
-    /// in three weeks rather than ten minutes.
+    /// (about 170 KiB as on disk) 95 times an hour; one peer id fills an
+    /// 8 GiB relay in three weeks rather than ten minutes.
     pub peer_disk_kib_per_hour: u32,
     /// KiB one peer may add at once before that rate applies. Default
     /// 16 MiB.
