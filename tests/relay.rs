@@ -1,5 +1,6 @@
 //! End-to-end tests with a real `safemeet relay` process on 127.0.0.1 and a
-//! libp2p peer speaking `/safemeet/mailbox/1`: deposits are receipted and
+//! libp2p peer speaking `/safemeet/mailbox/1`: an owner opens its mailbox,
+//! a contact's tagged deposits are receipted and
 //! survive a restart of the relay, only the mailbox key fetches and
 //! deletes, neither the relay's files nor its logs hold anything that
 //! names the depositor, and SIGTERM at any step of a start stops it cleanly.
@@ -11,12 +12,13 @@ use std::process::Command;
 
 use libp2p::PeerId;
 use libp2p::request_response;
-use safemeet_crypto::mailbox::{EpochKey, authorize};
+use safemeet_crypto::mailbox::{EpochKey, authorize, deposit_tag};
 use safemeet_net::{MAILBOX_PROTOCOL, MailboxCodec};
+use safemeet_proto::codec;
 use safemeet_proto::mailbox::{
-    AckParams, FetchParams, MailboxError, MailboxRequest, MailboxResponse, Receipt, VERSION,
+    AckParams, FetchParams, MailboxError, MailboxRequest, MailboxResponse, OpenParams, Receipt,
+    VERSION,
 };
-use safemeet_proto::{MailboxId, codec};
 use serde_json::Value;
 use vodozemac::Ed25519SecretKey;
 
@@ -67,12 +69,39 @@ impl Client {
         answers.pop().unwrap().expect("the relay answered")
     }
 
-    fn deposit(&mut self, mailbox: MailboxId, envelope: &[u8]) -> MailboxResponse {
-        self.ask(&MailboxRequest::Deposit {
+    /// A deposit into `owner`'s mailbox as a contact makes it (tagged
+    /// with the epoch's deposit check key, for this relay).
+    fn deposit_request(&self, owner: &EpochKey, envelope: &[u8]) -> MailboxRequest {
+        let mailbox = owner.mailbox();
+        MailboxRequest::Deposit {
             version: VERSION,
             mailbox,
             envelope: envelope.to_vec(),
-        })
+            tag: deposit_tag(
+                &owner.deposit_check(),
+                &self.relay.to_bytes(),
+                &mailbox,
+                envelope,
+            ),
+        }
+    }
+
+    fn deposit(&mut self, owner: &EpochKey, envelope: &[u8]) -> MailboxResponse {
+        let request = self.deposit_request(owner, envelope);
+        self.ask(&request)
+    }
+
+    /// Opens `key`'s mailbox, as its owner does.
+    fn open(&mut self, key: &EpochKey) {
+        let nonce = self.nonce();
+        let params = OpenParams {
+            mailbox: key.mailbox(),
+            check: key.deposit_check(),
+        };
+        let answer = self.ask(&MailboxRequest::Open(
+            authorize(key, &self.relay.to_bytes(), nonce, params).unwrap(),
+        ));
+        assert_eq!(answer, MailboxResponse::Opened);
     }
 
     fn nonce(&mut self) -> [u8; 32] {
@@ -112,6 +141,8 @@ fn a_relay_keeps_envelopes_for_their_owner_and_knows_nothing_of_the_sender() {
     let relay = Relay::start(home.path(), &[]);
     let bob = new_key();
     let mailbox = bob.mailbox();
+    // Bob has opened his mailbox.
+    Client::new(&relay).open(&bob);
 
     // Alice, a device with her own peer id, leaves three envelopes.
     let mut alice = Client::new(&relay);
@@ -120,7 +151,7 @@ fn a_relay_keeps_envelopes_for_their_owner_and_knows_nothing_of_the_sender() {
         .expect("an Ed25519 peer id holds its key");
     for n in 1..=3u64 {
         let envelope = format!("sealed envelope {n}");
-        let MailboxResponse::Receipt(receipt) = alice.deposit(mailbox, envelope.as_bytes()) else {
+        let MailboxResponse::Receipt(receipt) = alice.deposit(&bob, envelope.as_bytes()) else {
             panic!("no receipt")
         };
         assert_eq!(receipt.id, n);
@@ -214,14 +245,14 @@ fn a_relay_refuses_bad_input_and_keeps_serving() {
     let home = tempfile::tempdir().unwrap();
     let relay = Relay::start(home.path(), &["--mailbox-max-envelopes", "1"]);
     let bob = new_key();
-    let mailbox = bob.mailbox();
     let mut client = Client::new(&relay);
+    client.open(&bob);
     assert!(matches!(
-        client.deposit(mailbox, b"one"),
+        client.deposit(&bob, b"one"),
         MailboxResponse::Receipt(_)
     ));
     assert!(matches!(
-        client.deposit(mailbox, b"two"),
+        client.deposit(&bob, b"two"),
         MailboxResponse::Error {
             code: MailboxError::MailboxFull,
             ..
@@ -250,17 +281,14 @@ fn a_peer_flooding_deposits_is_slowed_while_another_is_served() {
     let relay = Relay::start(home.path(), &["--peer-rate", "5", "--peer-burst", "10"]);
     let bob = new_key();
     let mailbox = bob.mailbox();
+    Client::new(&relay).open(&bob);
 
     // 60 deposits at once from one peer: the first ten or so pass.
     let mut flood = Client::new(&relay);
     let requests: Vec<Vec<u8>> = (0..60)
         .map(|n| {
-            codec::encode(&MailboxRequest::Deposit {
-                version: VERSION,
-                mailbox,
-                envelope: format!("flood {n}").into_bytes(),
-            })
-            .unwrap()
+            let envelope = format!("flood {n}").into_bytes();
+            codec::encode(&flood.deposit_request(&bob, &envelope)).unwrap()
         })
         .collect();
     let (swarm, peer) = (&mut flood.swarm, flood.relay);
@@ -286,9 +314,17 @@ fn a_peer_flooding_deposits_is_slowed_while_another_is_served() {
     let batch = MailboxRequest::DepositMany {
         version: VERSION,
         items: (0..20)
-            .map(|n| safemeet_proto::mailbox::Deposit {
-                mailbox,
-                envelope: format!("batch {n}").into_bytes(),
+            .map(|n| {
+                let envelope = format!("batch {n}").into_bytes();
+                let MailboxRequest::Deposit { tag, .. } = batcher.deposit_request(&bob, &envelope)
+                else {
+                    unreachable!()
+                };
+                safemeet_proto::mailbox::Deposit {
+                    mailbox,
+                    envelope,
+                    tag,
+                }
             })
             .collect(),
     };
@@ -303,7 +339,7 @@ fn a_peer_flooding_deposits_is_slowed_while_another_is_served() {
     // Another peer is served meanwhile.
     let mut other = Client::new(&relay);
     assert!(matches!(
-        other.deposit(mailbox, b"not flooding"),
+        other.deposit(&bob, b"not flooding"),
         MailboxResponse::Receipt(_)
     ));
     let MailboxResponse::Envelopes { items, .. } = other.fetch(&bob) else {
@@ -348,7 +384,8 @@ fn an_operator_configures_limits_in_a_file_and_reads_counters() {
     let mailbox = bob.mailbox();
     let mut client = Client::new(&relay);
     let client_peer = client.peer_id();
-    let MailboxResponse::Receipt(receipt) = client.deposit(mailbox, b"one") else {
+    client.open(&bob);
+    let MailboxResponse::Receipt(receipt) = client.deposit(&bob, b"one") else {
         panic!("no receipt")
     };
     // The file's retention holds: two days, to the end of that hour (the
@@ -367,7 +404,7 @@ fn an_operator_configures_limits_in_a_file_and_reads_counters() {
     );
     // The file's quota holds: one envelope per mailbox.
     assert!(matches!(
-        client.deposit(mailbox, b"two"),
+        client.deposit(&bob, b"two"),
         MailboxResponse::Error {
             code: MailboxError::MailboxFull,
             ..
@@ -474,8 +511,10 @@ fn sigterm_at_any_point_of_the_start_stops_the_relay_cleanly() {
     // The database was let go each time: the next relay opens it and serves.
     let relay = Relay::start(home.path(), &[]);
     let mut client = Client::new(&relay);
+    let owner = new_key();
+    client.open(&owner);
     assert!(matches!(
-        client.deposit(new_key().mailbox(), b"after the signals"),
+        client.deposit(&owner, b"after the signals"),
         MailboxResponse::Receipt(_)
     ));
     relay.stop();

@@ -196,15 +196,17 @@ fn envelopes() -> Vec<Envelope> {
 fn requests() -> Vec<MailboxRequest> {
     let mailbox = MailboxId::from_bytes([18; 32]);
     let frame = envelopes()[1].to_frame().expect("encodes");
+    let version = safemeet_proto::mailbox::VERSION;
     vec![
         MailboxRequest::Deposit {
-            version: 1,
+            version,
             mailbox,
             envelope: frame.clone(),
+            tag: [24; 32],
         },
-        MailboxRequest::Challenge { version: 1 },
+        MailboxRequest::Challenge { version },
         MailboxRequest::Fetch(Authorized {
-            version: 1,
+            version,
             key: [19; 32],
             nonce: [20; 32],
             params: FetchParams {
@@ -215,7 +217,7 @@ fn requests() -> Vec<MailboxRequest> {
             signature: [21; 64],
         }),
         MailboxRequest::Ack(Authorized {
-            version: 1,
+            version,
             key: [19; 32],
             nonce: [20; 32],
             params: AckParams {
@@ -225,19 +227,30 @@ fn requests() -> Vec<MailboxRequest> {
             signature: [21; 64],
         }),
         MailboxRequest::DepositMany {
-            version: 1,
+            version,
             items: vec![Deposit {
                 mailbox,
                 envelope: frame,
+                tag: [24; 32],
             }],
         },
+        MailboxRequest::Open(Authorized {
+            version,
+            key: [19; 32],
+            nonce: [20; 32],
+            params: safemeet_proto::mailbox::OpenParams {
+                mailbox,
+                check: [25; 32],
+            },
+            signature: [21; 64],
+        }),
     ]
 }
 
 fn answers() -> Vec<MailboxResponse> {
     let mailbox = MailboxId::from_bytes([18; 32]);
     let receipt = safemeet_proto::mailbox::Receipt {
-        version: 1,
+        version: safemeet_proto::mailbox::VERSION,
         mailbox,
         id: 4,
         stored_until: ts(),

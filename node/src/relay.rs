@@ -114,6 +114,7 @@ fn settings(args: RelayArgs) -> Result<(Limits, RelayConfig), Failure> {
             && file
                 .accept_new_mailboxes
                 .unwrap_or(defaults.accept_new_mailboxes),
+        ..defaults
     };
     let most = safemeet_proto::mailbox::MAX_SEALED_BYTES;
     if limits.max_envelope_bytes == 0 || limits.max_envelope_bytes > most {

@@ -29,13 +29,13 @@ use libp2p::request_response::{self, Event, Message, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 use safemeet_crypto::at_rest::DataKey;
-use safemeet_crypto::mailbox::{EpochKey, authorize};
+use safemeet_crypto::mailbox::{EpochKey, authorize, deposit_tag};
 use safemeet_engine::LogEntry;
 use safemeet_net::{MAILBOX_PROTOCOL, MailboxCodec};
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::mailbox::{
     AckParams, Deposit, DepositOutcome, FetchParams, MAX_DEPOSIT_ITEMS, MAX_RESPONSE_BYTES,
-    MailboxRequest, MailboxResponse, VERSION,
+    MailboxRequest, MailboxResponse, OpenParams, VERSION,
 };
 use safemeet_proto::{MailboxId, codec};
 use safemeet_relay::node::{RelayConfig, RelayEvent};
@@ -164,11 +164,8 @@ impl Client {
     /// The same as [`deposit`](Self::deposit), [`MAX_DEPOSIT_ITEMS`]
     /// envelopes per request (as a device with mail queued for several
     /// offline devices sends them).
-    async fn deposit_batched(
-        &mut self,
-        mailboxes: &[MailboxId],
-        count: usize,
-    ) -> anyhow::Result<()> {
+    async fn deposit_batched(&mut self, owners: &[EpochKey], count: usize) -> anyhow::Result<()> {
+        let relay = self.relay.to_bytes();
         let requests = (0..count)
             .collect::<Vec<_>>()
             .chunks(MAX_DEPOSIT_ITEMS)
@@ -176,9 +173,13 @@ impl Client {
                 version: VERSION,
                 items: chunk
                     .iter()
-                    .map(|&i| Deposit {
-                        mailbox: mailboxes[i % mailboxes.len()],
-                        envelope: vec![(i % 251) as u8; ENVELOPE_BYTES],
+                    .map(|&i| {
+                        let (mailbox, envelope, tag) = tagged(owners, i, &relay);
+                        Deposit {
+                            mailbox,
+                            envelope,
+                            tag,
+                        }
                     })
                     .collect(),
             })
@@ -199,18 +200,48 @@ impl Client {
 
     /// Deposits `count` envelopes round-robin into `mailboxes`, one request
     /// each.
-    async fn deposit(&mut self, mailboxes: &[MailboxId], count: usize) -> anyhow::Result<()> {
+    async fn deposit(&mut self, owners: &[EpochKey], count: usize) -> anyhow::Result<()> {
+        let relay = self.relay.to_bytes();
         let requests = (0..count)
-            .map(|i| MailboxRequest::Deposit {
-                version: VERSION,
-                mailbox: mailboxes[i % mailboxes.len()],
-                envelope: vec![(i % 251) as u8; ENVELOPE_BYTES],
+            .map(|i| {
+                let (mailbox, envelope, tag) = tagged(owners, i, &relay);
+                MailboxRequest::Deposit {
+                    version: VERSION,
+                    mailbox,
+                    envelope,
+                    tag,
+                }
             })
             .collect();
         for answer in self.ask_all(requests).await? {
             anyhow::ensure!(
                 matches!(answer, MailboxResponse::Receipt(_)),
                 "a deposit was refused: {answer:?}"
+            );
+        }
+        Ok(())
+    }
+
+    /// Opens each owner's mailbox, as owners do before contacts deposit.
+    async fn open_all(&mut self, owners: &[EpochKey]) -> anyhow::Result<()> {
+        let nonces = self.nonces(owners.len()).await?;
+        let mut requests = Vec::with_capacity(owners.len());
+        for (owner, nonce) in owners.iter().zip(nonces) {
+            let params = OpenParams {
+                mailbox: owner.mailbox(),
+                check: owner.deposit_check(),
+            };
+            requests.push(MailboxRequest::Open(authorize(
+                owner,
+                &self.relay.to_bytes(),
+                nonce,
+                params,
+            )?));
+        }
+        for answer in self.ask_all(requests).await? {
+            anyhow::ensure!(
+                answer == MailboxResponse::Opened,
+                "an open was refused: {answer:?}"
             );
         }
         Ok(())
@@ -297,6 +328,16 @@ impl Client {
 }
 
 /// Resident memory of this process, from `/proc/self/status`.
+/// The `i`-th envelope of a run, into the mailbox of `owners[i % n]`, and
+/// its tag for the relay `relay` (as a contact of the owner makes it).
+fn tagged(owners: &[EpochKey], i: usize, relay: &[u8]) -> (MailboxId, Vec<u8>, [u8; 32]) {
+    let owner = &owners[i % owners.len()];
+    let mailbox = owner.mailbox();
+    let envelope = vec![(i % 251) as u8; ENVELOPE_BYTES];
+    let tag = deposit_tag(&owner.deposit_check(), relay, &mailbox, &envelope);
+    (mailbox, envelope, tag)
+}
+
 fn rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -327,9 +368,16 @@ async fn run_async(samples: usize, ops: usize) -> anyhow::Result<Value> {
         &safemeet_store_sled::Config::default(),
     )?;
     let store = MailboxStore::new(backend, limits());
-    let mut service = MailboxService::new(store, Keypair::generate_ed25519());
-    let mailboxes: Vec<MailboxId> = (0..MAILBOXES * 10).map(|_| new_key().mailbox()).collect();
+    let relay_key = Keypair::generate_ed25519();
+    let relay_id = relay_key.public().to_peer_id().to_bytes();
+    let mut service = MailboxService::new(store, relay_key);
+    let owners: Vec<EpochKey> = (0..MAILBOXES * 10).map(|_| new_key()).collect();
     let now = SystemClock.now();
+    for owner in &owners {
+        service
+            .store()
+            .open(&owner.mailbox(), owner.deposit_check(), now)?;
+    }
     let t0 = SystemClock.instant();
     let mut last_report = SystemClock.instant();
     let mut i = 0;
@@ -338,10 +386,12 @@ async fn run_async(samples: usize, ops: usize) -> anyhow::Result<Value> {
         let n = OUTSTANDING.min(stored - i);
         let requests = (i..i + n)
             .map(|k| {
+                let (mailbox, envelope, tag) = tagged(&owners, k, &relay_id);
                 codec::encode(&MailboxRequest::Deposit {
                     version: VERSION,
-                    mailbox: mailboxes[k % mailboxes.len()],
-                    envelope: vec![(k % 251) as u8; ENVELOPE_BYTES],
+                    mailbox,
+                    envelope,
+                    tag,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -379,15 +429,15 @@ async fn run_async(samples: usize, ops: usize) -> anyhow::Result<Value> {
         let (relay, addr) = start_relay(dir.path()).await?;
         let mut client = Client::connect(addr, relay.peer_id).await?;
         let owners: Vec<EpochKey> = (0..MAILBOXES).map(|_| new_key()).collect();
-        let mailboxes: Vec<MailboxId> = owners.iter().map(|k| k.mailbox()).collect();
+        client.open_all(&owners).await?;
         // Warm-up: the connection and the first pages of the tree.
-        client.deposit(&mailboxes, 1_000).await?;
+        client.deposit(&owners, 1_000).await?;
 
         let t0 = SystemClock.instant();
-        client.deposit(&mailboxes, ops).await?;
+        client.deposit(&owners, ops).await?;
         let deposit = ops as f64 / t0.elapsed().as_secs_f64();
         let t0 = SystemClock.instant();
-        client.deposit_batched(&mailboxes, ops).await?;
+        client.deposit_batched(&owners, ops).await?;
         let batched = ops as f64 / t0.elapsed().as_secs_f64();
 
         let t0 = SystemClock.instant();
@@ -399,11 +449,12 @@ async fn run_async(samples: usize, ops: usize) -> anyhow::Result<Value> {
             "{fetched} envelopes fetched of {expected}"
         );
 
-        let drainer = new_key();
-        let one = [drainer.mailbox()];
+        let one = [new_key()];
+        client.open_all(&one).await?;
         client.deposit(&one, DRAIN).await?;
+        let drainer = &one[0];
         let t0 = SystemClock.instant();
-        let drained = client.drain(&drainer).await?;
+        let drained = client.drain(drainer).await?;
         let drain = t0.elapsed().as_secs_f64();
         anyhow::ensure!(drained == DRAIN, "{drained} drained of {DRAIN}");
         relay.stop().await;
@@ -475,6 +526,8 @@ async fn start_relay(
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
         peer_rate: u32::MAX,
         peer_burst: u32::MAX,
+        peer_disk_kib_per_hour: u32::MAX,
+        peer_disk_burst_kib: u32::MAX,
         // One client keeps OUTSTANDING requests in flight on one
         // connection: throughput, not abuse, is measured here.
         max_streams_per_connection: OUTSTANDING,

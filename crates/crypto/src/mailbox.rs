@@ -10,6 +10,16 @@
 //! contact derives `A_e`, and so the mailbox id, from `A` alone; it cannot
 //! sign for it. A relay sees only `A_e`; without `A` it cannot tell that
 //! two epochs' mailboxes belong to one device.
+//!
+//! **Deposit credential.** A relay keeps only what is deposited into a
+//! mailbox its owner has opened, with a tag keyed by the epoch's *deposit
+//! check key* `check_e = KDF(A, e)` ([`deposit_check_key`]). Whoever holds
+//! `A` (the owner's contacts: it travels in the certificate, over Olm or in
+//! an invite) derives it; the owner hands it to the relay when it opens the
+//! mailbox. Every contact derives the same key, so a tag shows the relay
+//! that a depositor holds it and nothing of which contact it is. The relay
+//! holding `check_e` could tag deposits itself: it could always store junk,
+//! and the owner drops what does not open (see [`EpochKey::open`]).
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -30,6 +40,8 @@ const MAILBOX_ID_CONTEXT: &str = "safemeet/v1 mailbox id";
 const BLINDING_CONTEXT: &str = "safemeet/v1 mailbox blinding";
 const PREFIX_CONTEXT: &str = "safemeet/v1 mailbox blinded nonce prefix";
 const SEAL_CONTEXT: &str = "safemeet/v1 mailbox seal";
+const CHECK_CONTEXT: &str = "safemeet/v2 mailbox deposit check key";
+const TAG_CONTEXT: &[u8] = b"safemeet/v2/mailbox/deposit-tag";
 
 pub use safemeet_proto::mailbox::SEAL_OVERHEAD;
 
@@ -60,6 +72,58 @@ pub fn epoch_public_key(key: &[u8; 32], epoch: u64) -> Result<[u8; 32], Error> {
 /// The mailbox id of `epoch` for a device's long-term mailbox key.
 pub fn epoch_mailbox(key: &[u8; 32], epoch: u64) -> Result<MailboxId, Error> {
     Ok(mailbox_id(&epoch_public_key(key, epoch)?))
+}
+
+/// The deposit check key of `epoch` for a device's long-term mailbox key
+/// (see the module docs): what a contact tags deposits with, and what the
+/// owner gives a relay when it opens that epoch's mailbox. One-way: it
+/// tells nothing of `key`, nor of another epoch's.
+pub fn deposit_check_key(key: &[u8; 32], epoch: u64) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_derive_key(CHECK_CONTEXT);
+    hasher.update(key);
+    hasher.update(&epoch.to_be_bytes());
+    *hasher.finalize().as_bytes()
+}
+
+/// The tag of a deposit of `envelope` into `mailbox` on the relay `relay`
+/// (its peer id's bytes), keyed with the mailbox's check key: bound to the
+/// relay too, so one relay cannot pass a deposit on to another.
+pub fn deposit_tag(
+    check: &[u8; 32],
+    relay: &[u8],
+    mailbox: &MailboxId,
+    envelope: &[u8],
+) -> [u8; 32] {
+    deposit_tag_of_digest(check, relay, mailbox, blake3::hash(envelope).as_bytes())
+}
+
+/// [`deposit_tag`] from the envelope's BLAKE3 digest (which a relay
+/// computes anyway, for the receipt).
+pub fn deposit_tag_of_digest(
+    check: &[u8; 32],
+    relay: &[u8],
+    mailbox: &MailboxId,
+    digest: &[u8; 32],
+) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_keyed(check);
+    hasher.update(TAG_CONTEXT);
+    hasher.update(&(relay.len() as u64).to_be_bytes());
+    hasher.update(relay);
+    hasher.update(mailbox.as_bytes());
+    hasher.update(digest);
+    *hasher.finalize().as_bytes()
+}
+
+/// Whether `tag` is [`deposit_tag_of_digest`]'s, compared in constant time.
+pub fn deposit_tag_is_valid(
+    check: &[u8; 32],
+    relay: &[u8],
+    mailbox: &MailboxId,
+    digest: &[u8; 32],
+    tag: &[u8; 32],
+) -> bool {
+    blake3::Hash::from(deposit_tag_of_digest(check, relay, mailbox, digest))
+        == blake3::Hash::from(*tag)
 }
 
 fn point(key: &[u8; 32]) -> Result<EdwardsPoint, Error> {
@@ -125,6 +189,8 @@ pub struct EpochKey {
     expanded: ExpandedSecretKey,
     public: VerifyingKey,
     epoch: u64,
+    /// The epoch's deposit check key, handed to relays at open.
+    check: [u8; 32],
 }
 
 impl std::fmt::Debug for EpochKey {
@@ -155,11 +221,19 @@ impl EpochKey {
             hash_prefix: *prefix.finalize().as_bytes(),
         };
         let public = VerifyingKey::from(&expanded);
+        let check = deposit_check_key(&public_long_term, epoch);
         Self {
             expanded,
             public,
             epoch,
+            check,
         }
+    }
+
+    /// The epoch's deposit check key (see [`deposit_check_key`]), which the
+    /// owner gives a relay when it opens the mailbox.
+    pub fn deposit_check(&self) -> [u8; 32] {
+        self.check
     }
 
     /// The epoch.
@@ -342,6 +416,44 @@ mod tests {
             epoch_of(Timestamp::from_millis(EPOCH_MILLIS * 3 + 5).unwrap()),
             3
         );
+    }
+
+    #[test]
+    fn contacts_and_the_owner_derive_one_check_key_per_epoch_and_tags_bind_everything() {
+        let secret = Ed25519SecretKey::new();
+        let long_term = *secret.public_key().as_bytes();
+        let owner = EpochKey::derive(&secret, 9);
+        // What a contact derives from the certificate's key is what the
+        // owner hands the relay; another epoch's differs.
+        assert_eq!(deposit_check_key(&long_term, 9), owner.deposit_check());
+        assert_ne!(deposit_check_key(&long_term, 10), owner.deposit_check());
+        let check = owner.deposit_check();
+        let (mailbox, envelope) = (owner.mailbox(), b"sealed".as_slice());
+        let digest = *blake3::hash(envelope).as_bytes();
+        let tag = deposit_tag(&check, b"relay", &mailbox, envelope);
+        assert!(deposit_tag_is_valid(
+            &check, b"relay", &mailbox, &digest, &tag
+        ));
+        // Another relay, mailbox, envelope or key: not valid.
+        assert!(!deposit_tag_is_valid(
+            &check, b"other", &mailbox, &digest, &tag
+        ));
+        let other_box = EpochKey::derive(&secret, 10).mailbox();
+        assert!(!deposit_tag_is_valid(
+            &check, b"relay", &other_box, &digest, &tag
+        ));
+        let other_digest = *blake3::hash(b"sealed!").as_bytes();
+        assert!(!deposit_tag_is_valid(
+            &check,
+            b"relay",
+            &mailbox,
+            &other_digest,
+            &tag
+        ));
+        let stranger = deposit_check_key(&[7; 32], 9);
+        assert!(!deposit_tag_is_valid(
+            &stranger, b"relay", &mailbox, &digest, &tag
+        ));
     }
 
     #[test]

@@ -450,10 +450,12 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
                     mailbox,
                     relays,
                     frame,
+                    check,
                 } => {
                     let (net, now) = (self.net.clone(), SystemClock.now());
                     let task = self.deposits.spawn(async move {
-                        let until = relay_client::deposit(net, mailbox, relays, frame, now).await;
+                        let until =
+                            relay_client::deposit(net, mailbox, relays, frame, check, now).await;
                         (seq, peer, until)
                     });
                     self.depositing.insert(task.id(), (seq, peer));
@@ -462,10 +464,11 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
                     relays,
                     former,
                     keys,
+                    open,
                 } => {
                     let (net, pages) = (self.net.clone(), self.pages_tx.clone());
                     self.draining
-                        .spawn(relay_client::drain(net, relays, former, keys, pages));
+                        .spawn(relay_client::drain(net, relays, former, keys, open, pages));
                 }
                 Output::PageDone { page, taken } => {
                     if let Some(waiter) = self.page_waiters.remove(&page) {

@@ -291,6 +291,9 @@ pub enum Output {
         relays: Vec<Relay>,
         /// The sealed frame.
         frame: Vec<u8>,
+        /// The epoch's deposit check key (the credential deposits are
+        /// tagged with).
+        check: [u8; 32],
     },
     /// Drain this device's mailboxes; feed pages back with
     /// [`Input::Page`], then [`Input::Drained`].
@@ -301,6 +304,9 @@ pub enum Output {
         former: Vec<Relay>,
         /// The keys of the epochs to drain, oldest first.
         keys: Vec<Arc<safemeet_crypto::mailbox::EpochKey>>,
+        /// The keys of the epochs to open (or keep open) on each relay
+        /// first: the current one and the next ones.
+        open: Vec<Arc<safemeet_crypto::mailbox::EpochKey>>,
     },
     /// The envelopes of a page the relay may delete.
     PageDone {

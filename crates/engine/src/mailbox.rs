@@ -24,6 +24,12 @@ use safemeet_proto::{Envelope, codec};
 use safemeet_store::{Keyspace, Store};
 
 use crate::core::Core;
+
+/// Epochs whose mailboxes a drain opens on each relay: the current one and
+/// the next 7, so contacts find them open through a week away; relays
+/// forget a mailbox never fetched 8 days after its last open (the
+/// default of `safemeet_relay::Limits::unfetched_retention`).
+const OPEN_AHEAD_EPOCHS: u64 = 8;
 use crate::events::Output;
 use crate::receive::Source;
 use crate::records::name;
@@ -126,8 +132,18 @@ impl<S: Store + Clone> Core<S> {
         self.drain.leftover = None;
         self.drain.running = true;
         let account = self.machine.account();
-        let keys = (from..=current)
+        let keys: Vec<_> = (from..=current)
             .map(|e| Arc::new(account.mailbox_key(e)))
+            .collect();
+        // The current epoch's mailbox and the next ones are opened (again)
+        // on each relay, so contacts can leave mail there while this
+        // device is away (relays forget a mailbox never fetched a while
+        // after its last open: see `safemeet_relay::Limits`).
+        let open = (current..current.saturating_add(OPEN_AHEAD_EPOCHS))
+            .map(|e| match keys.last() {
+                Some(k) if k.epoch() == e => Arc::clone(k),
+                _ => Arc::new(account.mailbox_key(e)),
+            })
             .collect();
         // Former relays, while they may hold mail; one that is gone does
         // not hold up the others (its failures do not count).
@@ -143,6 +159,7 @@ impl<S: Store + Clone> Core<S> {
             relays: self.own_relays.clone(),
             former,
             keys,
+            open,
         });
     }
 

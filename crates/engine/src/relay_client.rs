@@ -6,18 +6,21 @@
 //! A deposit carries the sealed frame the core made; the relay's receipt
 //! is checked (its signature under the relay's peer id, the mailbox, the
 //! digest of the sealed bytes, and an expiry still ahead) before the
-//! message counts as "stored at relay". A drain fetches each epoch's
+//! message counts as "stored at relay". A deposit is tagged, for each
+//! relay, with the epoch's deposit check key (derived from the recipient's
+//! mailbox key: the credential). A drain first opens the current and the
+//! next epochs' mailboxes on each relay, then fetches each epoch's
 //! mailbox page by page, hands every page to the core, and deletes from
 //! the relay only what the core has made durable.
 
 use libp2p::PeerId;
-use safemeet_crypto::mailbox::{EpochKey, authorize};
+use safemeet_crypto::mailbox::{EpochKey, authorize, deposit_tag_of_digest};
 use std::sync::Arc;
 
 use safemeet_net::{Error as NetError, Handle as Network};
 use safemeet_proto::mailbox::{
     AckParams, FetchParams, MAX_ACK_IDS, MAX_FETCH_ITEMS, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
-    MailboxError, MailboxRequest, MailboxResponse, Receipt, StoredEnvelope, VERSION,
+    MailboxError, MailboxRequest, MailboxResponse, OpenParams, Receipt, StoredEnvelope, VERSION,
 };
 use safemeet_proto::{MailboxId, Timestamp, codec};
 use tokio::sync::{mpsc, oneshot};
@@ -68,18 +71,22 @@ pub(crate) async fn deposit(
     mailbox: MailboxId,
     relays: Vec<Relay>,
     frame: Vec<u8>,
+    check: [u8; 32],
     now: Timestamp,
 ) -> Option<Timestamp> {
     let digest = *blake3::hash(&frame).as_bytes();
-    let deposit = MailboxRequest::Deposit {
-        version: VERSION,
-        mailbox,
-        envelope: frame,
-    };
+    let frame = &frame;
     let tries = relays.iter().map(|relay| {
-        let (net, deposit) = (&net, &deposit);
+        let net = &net;
         async move {
-            match request(net, relay, deposit).await {
+            let tag = deposit_tag_of_digest(&check, &relay.peer.to_bytes(), &mailbox, &digest);
+            let deposit = MailboxRequest::Deposit {
+                version: VERSION,
+                mailbox,
+                envelope: frame.clone(),
+                tag,
+            };
+            match request(net, relay, &deposit).await {
                 Ok(MailboxResponse::Receipt(receipt))
                     if receipt.stored_until > now
                         && receipt_is_valid(&receipt, &relay.peer, &mailbox, &digest) =>
@@ -165,9 +172,23 @@ pub(crate) async fn drain(
     relays: Vec<Relay>,
     former: Vec<Relay>,
     keys: Vec<Arc<EpochKey>>,
+    open: Vec<Arc<EpochKey>>,
     pages: mpsc::Sender<Page>,
 ) -> Drained {
     let mut drained = Drained::default();
+    // Former relays are only drained: contacts no longer deposit there.
+    // An open that fails is tried again at the next drain; a relay that
+    // cannot be reached fails the fetches below too, which count.
+    for relay in &relays {
+        for key in &open {
+            if let Err(e) = open_one(&net, relay, key).await {
+                tracing::debug!(error = %e, "could not open a mailbox");
+                if matches!(e, MailboxFailure::Net(_) | MailboxFailure::Stopped) {
+                    break;
+                }
+            }
+        }
+    }
     let all = relays.iter().map(|r| (r, true));
     for (relay, counts) in all.chain(former.iter().map(|r| (r, false))) {
         for key in &keys {
@@ -193,6 +214,27 @@ async fn nonce(net: &Network, relay: &Relay) -> Result<[u8; 32], MailboxFailure>
         MailboxResponse::Nonce(nonce) => Ok(nonce),
         _ => Err(MailboxFailure::Malformed(
             "no nonce in answer to a challenge".into(),
+        )),
+    }
+}
+
+/// Opens (or keeps open) the mailbox of `key`'s epoch on `relay`, with
+/// the epoch's deposit check key.
+async fn open_one(net: &Network, relay: &Relay, key: &EpochKey) -> Result<(), MailboxFailure> {
+    let params = OpenParams {
+        mailbox: key.mailbox(),
+        check: key.deposit_check(),
+    };
+    let open = authorize(
+        key,
+        &relay.peer.to_bytes(),
+        nonce(net, relay).await?,
+        params,
+    )?;
+    match request(net, relay, &MailboxRequest::Open(open)).await? {
+        MailboxResponse::Opened => Ok(()),
+        _ => Err(MailboxFailure::Malformed(
+            "no confirmation in answer to an open".into(),
         )),
     }
 }

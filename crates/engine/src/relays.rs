@@ -155,7 +155,9 @@ impl<S: Store + Clone> Core<S> {
     /// Leaves an item for `peer`, which could not be reached, on its
     /// relays. Returns false when it has none (or too much is in flight).
     pub(crate) fn deposit(&mut self, seq: u64, peer: PeerId) -> bool {
-        use safemeet_crypto::mailbox::{epoch_of, epoch_public_key, mailbox_id, seal};
+        use safemeet_crypto::mailbox::{
+            deposit_check_key, epoch_of, epoch_public_key, mailbox_id, seal,
+        };
         let Some(mailbox) = self.mailboxes.get(&peer) else {
             return false;
         };
@@ -166,7 +168,9 @@ impl<S: Store + Clone> Core<S> {
             return false;
         };
         // Sealed to this epoch's mailbox key: every copy is fresh bytes.
-        let sealed = epoch_public_key(&mailbox.key, epoch_of(self.now.wall)).and_then(|key| {
+        let epoch = epoch_of(self.now.wall);
+        let check = deposit_check_key(&mailbox.key, epoch);
+        let sealed = epoch_public_key(&mailbox.key, epoch).and_then(|key| {
             let frame = pending.item.frame()?;
             Ok((mailbox_id(&key), seal(&key, &frame)?))
         });
@@ -181,6 +185,7 @@ impl<S: Store + Clone> Core<S> {
             mailbox: id,
             relays: mailbox.relays.clone(),
             frame,
+            check,
         });
         true
     }

@@ -1,9 +1,14 @@
 //! The relay mailbox protocol (`/safemeet/mailbox/1`): what a device that is
 //! offline leaves with a relay, and how its owner fetches and deletes it.
 //!
-//! A *deposit* names only a [`MailboxId`] and carries an opaque, padded
-//! envelope: nothing about its sender. The relay answers with a signed
-//! [`Receipt`] ("stored until T"). *Fetch* and *ack* (delete) are
+//! A mailbox exists on a relay only once its owner has *opened* it
+//! ([`MailboxRequest::Open`], signed like a fetch), handing the relay the
+//! epoch's *deposit check key*. A *deposit* names only a [`MailboxId`],
+//! carries an opaque, padded envelope and a tag keyed with that check key
+//! (which every contact of the owner derives alike): nothing about its
+//! sender. The relay answers with a signed [`Receipt`] ("stored until T"),
+//! or, to a deposit into a mailbox that is not open or with a wrong tag,
+//! the same [`MailboxError::Refused`]. *Open*, *fetch* and *ack* (delete) are
 //! [`Authorized`]: signed by the mailbox's key over a single-use nonce the
 //! relay handed out just before ([`MailboxRequest::Challenge`]), so a
 //! recorded request cannot be replayed and nobody without the key can read
@@ -19,8 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::{MailboxId, Timestamp};
 
-/// Format version of the mailbox messages.
-pub const VERSION: u8 = 1;
+/// Format version of the mailbox messages. 2: mailboxes are opened by
+/// their owner, and deposits carry a tag (version 1 is refused).
+pub const VERSION: u8 = 2;
 /// What sealing a frame to a mailbox's key adds (an ephemeral key and an
 /// AEAD tag; see `safemeet_crypto::mailbox::seal`).
 pub const SEAL_OVERHEAD: usize = 32 + 16;
@@ -40,6 +46,7 @@ pub const MAX_DEPOSIT_ITEMS: usize = 64;
 
 /// Domain separation of what a mailbox key signs.
 const FETCH_CONTEXT: &[u8] = b"safemeet/v1/mailbox/fetch";
+const OPEN_CONTEXT: &[u8] = b"safemeet/v2/mailbox/open";
 const ACK_CONTEXT: &[u8] = b"safemeet/v1/mailbox/ack";
 const RECEIPT_CONTEXT: &[u8] = b"safemeet/v1/mailbox/receipt";
 
@@ -55,8 +62,11 @@ pub enum MailboxRequest {
         /// The padded, end-to-end encrypted envelope (opaque to the relay).
         #[serde(with = "codec::bytes")]
         envelope: Vec<u8>,
+        /// Keyed with the mailbox's deposit check key: shows the depositor
+        /// holds it (see `safemeet_crypto::mailbox::deposit_tag`).
+        tag: [u8; 32],
     },
-    /// Ask for a nonce to sign a fetch or an ack with.
+    /// Ask for a nonce to sign an open, a fetch or an ack with.
     Challenge {
         /// Format version.
         version: u8,
@@ -73,6 +83,9 @@ pub enum MailboxRequest {
         /// The envelopes.
         items: Vec<Deposit>,
     },
+    /// Open a mailbox (or refresh it), so that it takes deposits tagged
+    /// with the check key given; answered with [`MailboxResponse::Opened`].
+    Open(Authorized<OpenParams>),
 }
 
 /// One envelope of a [`MailboxRequest::DepositMany`].
@@ -83,6 +96,18 @@ pub struct Deposit {
     /// The padded, end-to-end encrypted envelope (opaque to the relay).
     #[serde(with = "codec::bytes")]
     pub envelope: Vec<u8>,
+    /// As [`MailboxRequest::Deposit`]'s.
+    pub tag: [u8; 32],
+}
+
+/// What an open asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenParams {
+    /// The mailbox.
+    pub mailbox: MailboxId,
+    /// The key deposits into it are tagged with (the epoch's deposit check
+    /// key, which the owner's contacts derive too).
+    pub check: [u8; 32],
 }
 
 /// What a fetch asks for.
@@ -131,6 +156,13 @@ pub trait SignedParams: Serialize {
 
 impl SignedParams for FetchParams {
     const CONTEXT: &'static [u8] = FETCH_CONTEXT;
+    fn mailbox(&self) -> MailboxId {
+        self.mailbox
+    }
+}
+
+impl SignedParams for OpenParams {
+    const CONTEXT: &'static [u8] = OPEN_CONTEXT;
     fn mailbox(&self) -> MailboxId {
         self.mailbox
     }
@@ -198,6 +230,8 @@ pub enum MailboxResponse {
     /// The outcome of each envelope of a [`MailboxRequest::DepositMany`],
     /// in order.
     Receipts(Vec<DepositOutcome>),
+    /// The mailbox is open and takes deposits.
+    Opened,
 }
 
 /// What became of one envelope of a [`MailboxRequest::DepositMany`].
@@ -236,6 +270,10 @@ pub enum MailboxError {
     RateLimited,
     /// The relay failed; try again later.
     Internal,
+    /// A deposit into a mailbox that is not open on this relay, or without
+    /// the tag of its check key: the one answer, so a depositor without
+    /// the credential learns nothing of which mailboxes are open.
+    Refused,
 }
 
 /// A relay's signed promise to keep an envelope.

@@ -124,3 +124,49 @@ fn room_topic_derivations_are_pinned() {
         hex(&codec::encode(&RoomTopic::from_bytes([7; 32])).unwrap())
     );
 }
+
+#[test]
+fn mailbox_messages_are_pinned() {
+    use safemeet_proto::MailboxId;
+    use safemeet_proto::mailbox::{
+        Authorized, Deposit, MailboxError, MailboxRequest, MailboxResponse, OpenParams, VERSION,
+    };
+
+    let mailbox = MailboxId::from_bytes([3; 32]);
+    let open = MailboxRequest::Open(Authorized {
+        version: VERSION,
+        key: [1; 32],
+        nonce: [2; 32],
+        params: OpenParams {
+            mailbox,
+            check: [4; 32],
+        },
+        signature: [5; 64],
+    });
+    insta::assert_snapshot!("mailbox_open", hex(&codec::encode(&open).unwrap()));
+    let deposit = MailboxRequest::Deposit {
+        version: VERSION,
+        mailbox,
+        envelope: vec![6; 8],
+        tag: [7; 32],
+    };
+    insta::assert_snapshot!("mailbox_deposit", hex(&codec::encode(&deposit).unwrap()));
+    let many = MailboxRequest::DepositMany {
+        version: VERSION,
+        items: vec![Deposit {
+            mailbox,
+            envelope: vec![6; 8],
+            tag: [7; 32],
+        }],
+    };
+    insta::assert_snapshot!("mailbox_deposit_many", hex(&codec::encode(&many).unwrap()));
+    insta::assert_snapshot!(
+        "mailbox_opened",
+        hex(&codec::encode(&MailboxResponse::Opened).unwrap())
+    );
+    let refused = MailboxResponse::Error {
+        code: MailboxError::Refused,
+        message: "refused".into(),
+    };
+    insta::assert_snapshot!("mailbox_refused", hex(&codec::encode(&refused).unwrap()));
+}

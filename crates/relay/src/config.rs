@@ -17,15 +17,33 @@ pub struct Limits {
     pub retention: Duration,
     /// Most envelopes one mailbox holds. Default 10 000.
     pub mailbox_max_envelopes: u64,
-    /// Most bytes one mailbox holds. Default 64 MiB.
+    /// Most bytes one mailbox holds, counted as on disk (see
+    /// [`crate::store::disk_cost`]). Default 64 MiB.
     pub mailbox_max_bytes: u64,
     /// Most envelopes the relay holds. Default 2 000 000.
     pub max_envelopes: u64,
-    /// Most bytes the relay holds. Default 8 GiB.
+    /// Most bytes the relay holds, counted as on disk (see
+    /// [`crate::store::disk_cost`]). Default 8 GiB.
     pub max_bytes: u64,
-    /// Whether deposits may open mailboxes the relay does not hold yet.
+    /// Whether owners may open mailboxes the relay does not hold yet.
     /// Default yes; an operator winding a relay down turns it off.
     pub accept_new_mailboxes: bool,
+    /// Most bytes (as on disk) one mailbox takes per UTC day. Default
+    /// 32 MiB: half of what it may hold, so one day of junk from a holder
+    /// of the credential cannot fill it, while a day of honest mail fits
+    /// (about 6 000 deposits of a 2 KiB frame, at 5.2 KiB each as on
+    /// disk).
+    pub mailbox_daily_bytes: u64,
+    /// A mailbox opened but never fetched is forgotten, with what it
+    /// holds, this long after it was last opened. Default 8 days: owners
+    /// open the next 7 days' mailboxes ahead and re-open them whenever they
+    /// drain, so an owner offline for up to a week still finds its mail,
+    /// while junk left in mailboxes nobody fetches lives about half the
+    /// retention.
+    pub unfetched_retention: Duration,
+    /// Most mailboxes the relay holds. Default 1 000 000 (a record is a
+    /// few hundred bytes on disk: about 300 MB at most).
+    pub max_mailboxes: u64,
 }
 
 impl Default for Limits {
@@ -39,6 +57,9 @@ impl Default for Limits {
             max_envelopes: 2_000_000,
             max_bytes: 8 * 1024 * 1024 * 1024,
             accept_new_mailboxes: true,
+            mailbox_daily_bytes: 32 * 1024 * 1024,
+            unfetched_retention: Duration::from_secs(8 * 24 * 3600),
+            max_mailboxes: 1_000_000,
         }
     }
 }
@@ -57,6 +78,15 @@ pub struct RelayConfig {
     /// Requests one peer may make at once before the rate applies.
     /// Default 400.
     pub peer_burst: u32,
+    /// KiB one peer may add to the disk per hour, counted as on disk
+    /// (`service::disk_cost_kib`: deposits and opens, stored or not).
+    /// Default 16 MiB: a device leaving a message for 32 offline devices
+    /// (about 170 KiB as on disk) 95 times an hour; one peer id fills an
+    /// 8 GiB relay in three weeks rather than ten minutes.
+    pub peer_disk_kib_per_hour: u32,
+    /// KiB one peer may add at once before that rate applies. Default
+    /// 16 MiB.
+    pub peer_disk_burst_kib: u32,
     /// Connections in all, the share kept for the relay's own dials, and
     /// per remote address and prefix. Default [`ConnectionLimits::RELAY`].
     pub connections: ConnectionLimits,
@@ -97,6 +127,8 @@ impl Default for RelayConfig {
             request_timeout: Duration::from_secs(30),
             peer_rate: 200,
             peer_burst: 400,
+            peer_disk_kib_per_hour: 16 * 1024,
+            peer_disk_burst_kib: 16 * 1024,
             connections: ConnectionLimits::RELAY,
             max_streams_per_connection: 16,
             inbound_read_timeout: safemeet_net::INBOUND_READ_TIMEOUT,

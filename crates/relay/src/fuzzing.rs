@@ -7,13 +7,13 @@
 use safemeet_proto::Timestamp;
 use safemeet_proto::mailbox::StoredEnvelope;
 
-use crate::store::{self, ENVELOPE, META, MailboxMeta, TOTALS_RECORD, Totals};
+use crate::store::{self, ENVELOPE, MailboxMeta, TOTALS_RECORD, Totals};
 
 /// Decodes `bytes` as each kind of relay store record. Never panics; the
 /// results are thrown away.
 pub fn stored_records(bytes: &[u8]) {
     let _ = store::decode::<StoredEnvelope>(bytes, ENVELOPE);
-    let _ = store::decode::<MailboxMeta>(bytes, META);
+    let _ = store::decode_meta(bytes);
     let _ = store::decode::<Totals>(bytes, TOTALS_RECORD);
 }
 
@@ -34,6 +34,11 @@ pub fn sample_records() -> Vec<Vec<u8>> {
             count: 2,
             bytes: 4200,
             touched: ts,
+            check: Some([3; 32]),
+            opened: ts,
+            fetched: true,
+            intake_day: 19_675,
+            intake: 4200,
         }),
         safemeet_proto::codec::encode(&Totals {
             envelopes: 2,

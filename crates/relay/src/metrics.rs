@@ -37,6 +37,7 @@ fn reason(code: MailboxError) -> &'static str {
         MailboxError::BadNonce => "bad_nonce",
         MailboxError::RateLimited => "rate_limited",
         MailboxError::Internal => "internal",
+        MailboxError::Refused => "refused",
         _ => "other",
     }
 }
@@ -50,6 +51,7 @@ pub struct RelayMetrics {
     fetches: Counter,
     fetched: Counter,
     acks: Counter,
+    opens: Counter,
     deleted: Counter,
     purged: Counter,
     envelopes: Gauge,
@@ -86,6 +88,7 @@ impl RelayMetrics {
             fetches: Counter::default(),
             fetched: Counter::default(),
             acks: Counter::default(),
+            opens: Counter::default(),
             deleted: Counter::default(),
             purged: Counter::default(),
             envelopes: Gauge::default(),
@@ -110,6 +113,7 @@ impl RelayMetrics {
             m.fetched.clone(),
         );
         sub.register("acks", "Ack requests answered", m.acks.clone());
+        sub.register("opens", "Open requests answered", m.opens.clone());
         sub.register(
             "deleted_envelopes",
             "Envelopes deleted on ack",
@@ -121,7 +125,11 @@ impl RelayMetrics {
             m.purged.clone(),
         );
         sub.register("stored_envelopes", "Envelopes held", m.envelopes.clone());
-        sub.register("stored_bytes", "Bytes of envelopes held", m.bytes.clone());
+        sub.register(
+            "stored_bytes",
+            "Bytes held, as they weigh on disk",
+            m.bytes.clone(),
+        );
         sub.register("mailboxes", "Mailboxes known", m.mailboxes.clone());
         m
     }
@@ -151,6 +159,9 @@ impl RelayMetrics {
                 self.deleted.inc_by(u64::from(*removed));
             }
             MailboxResponse::Error { code, .. } => self.refused(*code),
+            MailboxResponse::Opened => {
+                self.opens.inc();
+            }
             MailboxResponse::Nonce(_) => {}
         }
     }

@@ -37,7 +37,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::Error;
 pub use crate::config::{MetricsConfig, RelayConfig};
 use crate::metrics::RelayMetrics;
-use crate::service::{Decoded, MailboxService, decode_request, request_cost};
+use crate::service::{Decoded, MailboxService, decode_request, disk_cost_kib, request_cost};
 
 /// Most connections from one peer.
 const MAX_CONNECTIONS_PER_PEER: u32 = 4;
@@ -194,6 +194,7 @@ pub fn spawn<S: Store + Clone + 'static>(
             events: events_tx,
             peer_id,
             limiter: peer_limiter(&config),
+            disk_limiter: disk_limiter(&config),
             metrics,
             refusals: RefusalLog::default(),
             streams: stream_refusals,
@@ -346,6 +347,8 @@ impl<S: Store + Clone + 'static> Actor<S> {
     /// if a flush is already running.
     fn purge(&mut self) {
         self.ctx.limiter.retain_recent();
+        self.ctx.disk_limiter.retain_recent();
+        self.service.forget_spent(now());
         match self.service.store().purge_expired(now(), PURGE_MAX) {
             Ok(0) => {}
             Ok(n) => {
@@ -382,6 +385,8 @@ struct Ctx {
     events: mpsc::Sender<RelayEvent>,
     peer_id: PeerId,
     limiter: PeerLimiter,
+    /// KiB of disk per peer (deposits and opens).
+    disk_limiter: PeerLimiter,
     metrics: Option<(RelayMetrics, libp2p::metrics::Metrics)>,
     /// What the relay refused at the network level, for the operator.
     refusals: RefusalLog,
@@ -472,6 +477,14 @@ fn peer_limiter(config: &RelayConfig) -> PeerLimiter {
     governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
 }
 
+fn disk_limiter(config: &RelayConfig) -> PeerLimiter {
+    let per_hour = NonZeroU32::new(config.peer_disk_kib_per_hour).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(config.peer_disk_burst_kib).unwrap_or(per_hour);
+    let quota = governor::Quota::with_period(Duration::from_secs(3600) / per_hour.get())
+        .unwrap_or(governor::Quota::per_hour(per_hour));
+    governor::RateLimiter::keyed(quota.allow_burst(burst))
+}
+
 fn handle_event(
     swarm: &mut libp2p::Swarm<Behaviour>,
     event: SwarmEvent<BehaviourEvent>,
@@ -515,7 +528,10 @@ fn handle_event(
             // Each envelope of a DepositMany counts, not just the request.
             let request = decode_request(&request);
             let cost = NonZeroU32::new(request_cost(&request)).unwrap_or(NonZeroU32::MIN);
-            if matches!(ctx.limiter.check_key_n(&peer, cost), Ok(Ok(()))) {
+            // And what it may add to the disk, per source over time.
+            let disk_ok = NonZeroU32::new(disk_cost_kib(&request))
+                .is_none_or(|kib| matches!(ctx.disk_limiter.check_key_n(&peer, kib), Ok(Ok(()))));
+            if disk_ok && matches!(ctx.limiter.check_key_n(&peer, cost), Ok(Ok(()))) {
                 group.push((request, channel));
                 return;
             }

@@ -1,8 +1,16 @@
 //! Answers mailbox requests: decodes and checks them, hands out and spends
-//! nonces, signs receipts. No network here (see [`crate::node`]), so the
-//! rules can be tested on their own.
+//! nonces, checks deposit tags, signs receipts. No network here (see
+//! [`crate::node`]), so the rules can be tested on their own.
+//!
+//! Spent nonces are kept per mailbox, at most [`MAX_SPENT_PER_MAILBOX`]
+//! each: a mailbox that uses more in a minute is refused for the rest of
+//! it, and no other mailbox is. When the relay remembers nonces for too
+//! many mailboxes ([`MAX_SPENT_MAILBOXES`]) or too many in all
+//! ([`MAX_SPENT_NONCES`]), it forgets another mailbox's, never refuses: a replay of an open, a fetch
+//! or an ack is harmless anyway (each is idempotent, ids are never reused,
+//! and only the relay and the owner ever see the signed bytes, under Noise).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
@@ -11,17 +19,31 @@ use safemeet_proto::mailbox::{
     MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, MailboxError, MailboxRequest, MailboxResponse, Receipt,
     SignedParams, VERSION,
 };
-use safemeet_proto::{Timestamp, codec};
+use safemeet_proto::{MailboxId, Timestamp, codec};
 use safemeet_store::Store;
 
 use crate::Error;
 use crate::store::{DepositGroup, MailboxStore};
 
+/// A mailbox's spent nonces (each with its expiry, in ms), oldest first.
+#[derive(Debug, Default)]
+struct Spent {
+    nonces: VecDeque<(u64, [u8; 32])>,
+}
+
 /// How long a nonce may be used after it was handed out.
 pub const NONCE_TTL: Duration = Duration::from_secs(60);
-/// Most spent nonces remembered (until they expire); past that, fetches
-/// and acks are refused for a while rather than memory growing.
-/// until some are spent or expire.
+/// Most spent nonces remembered per mailbox (each until it expires, a
+/// minute). An owner's drain uses two per page (fetch, ack), at most 256
+/// pages per mailbox (engine `relay_client::MAX_PAGES`), and one per open:
+/// 1 024 lets a whole drain of a full mailbox run within a minute, twice.
+pub const MAX_SPENT_PER_MAILBOX: usize = 1024;
+/// Most mailboxes whose spent nonces are remembered at once. Past that,
+/// another mailbox's nonces are forgotten.
+pub const MAX_SPENT_MAILBOXES: usize = 65_536;
+/// Most spent nonces remembered in all (about 40 MB at 40 B each). Past
+/// that, another mailbox's nonces are forgotten: memory stays bounded
+/// however many mailboxes spend nonces, and no request is refused for it.
 pub const MAX_SPENT_NONCES: usize = 1_000_000;
 
 /// The answer to one request, and whether it changed the store (then it
@@ -43,10 +65,10 @@ pub struct MailboxService<S: Store> {
     /// good for [`NONCE_TTL`] only). A nonce is `until ‖ random ‖ tag`, the
     /// tag a keyed hash of the rest: handing one out keeps no state.
     nonce_key: [u8; 32],
-    /// Nonces used by a valid request, until they expire, and the order
-    /// they expire in.
-    spent: HashSet<[u8; 32]>,
-    spent_order: VecDeque<(Timestamp, [u8; 32])>,
+    /// Nonces used by a valid request, per mailbox, until they expire.
+    spent: HashMap<MailboxId, Spent>,
+    /// How many `spent` holds in all.
+    spent_total: usize,
     /// This relay's peer id, which fetches and acks must be signed for.
     relay_id: Vec<u8>,
 }
@@ -54,7 +76,7 @@ pub struct MailboxService<S: Store> {
 impl<S: Store> std::fmt::Debug for MailboxService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MailboxService")
-            .field("spent_nonces", &self.spent.len())
+            .field("spent_mailboxes", &self.spent.len())
             .finish_non_exhaustive()
     }
 }
@@ -77,8 +99,8 @@ impl<S: Store> MailboxService<S> {
             store,
             key,
             nonce_key: rand::random(),
-            spent: HashSet::new(),
-            spent_order: VecDeque::new(),
+            spent: HashMap::new(),
+            spent_total: 0,
             relay_id,
         }
     }
@@ -135,8 +157,10 @@ impl<S: Store> MailboxService<S> {
                     version,
                     mailbox,
                     envelope,
+                    tag,
                 } => {
-                    let handled = self.stage_deposit(&mut group, *version, mailbox, envelope, now);
+                    let handled =
+                        self.stage_deposit(&mut group, *version, mailbox, envelope, tag, now);
                     if matches!(handled, MailboxResponse::Receipt(_)) {
                         in_group.push(out.len());
                     }
@@ -212,18 +236,31 @@ impl<S: Store> MailboxService<S> {
         &self,
         group: &mut DepositGroup,
         version: u8,
-        mailbox: &safemeet_proto::MailboxId,
+        mailbox: &MailboxId,
         envelope: &[u8],
+        tag: &[u8; 32],
         now: Timestamp,
     ) -> MailboxResponse {
         if version != VERSION {
             return error(MailboxError::Malformed, "unknown version").response;
         }
-        let (id, stored_until) = match self.store.stage_deposit(group, mailbox, envelope, now) {
+        let digest = *blake3::hash(envelope).as_bytes();
+        let authentic = |check: &[u8; 32]| {
+            safemeet_crypto::mailbox::deposit_tag_is_valid(
+                check,
+                &self.relay_id,
+                mailbox,
+                &digest,
+                tag,
+            )
+        };
+        let (id, stored_until) = match self
+            .store
+            .stage_deposit(group, mailbox, envelope, authentic, now)
+        {
             Ok(stored) => stored,
             Err(e) => return store_error(e).response,
         };
-        let digest = *blake3::hash(envelope).as_bytes();
         let signed = Receipt::signed_bytes(mailbox, id, stored_until, &digest);
         match self.key.sign(&signed) {
             Ok(signature) => MailboxResponse::Receipt(Receipt {
@@ -259,7 +296,8 @@ impl<S: Store> MailboxService<S> {
         let outcomes = items
             .iter()
             .map(|item| {
-                match self.stage_deposit(group, version, &item.mailbox, &item.envelope, now) {
+                let (mailbox, envelope) = (&item.mailbox, &item.envelope);
+                match self.stage_deposit(group, version, mailbox, envelope, &item.tag, now) {
                     MailboxResponse::Receipt(r) => DepositOutcome::Stored(r),
                     MailboxResponse::Error { code, message } => {
                         DepositOutcome::Refused { code, message }
@@ -297,6 +335,19 @@ impl<S: Store> MailboxService<S> {
                     wrote: false,
                 }
             }
+            MailboxRequest::Open(request) => {
+                if let Err(refused) = self.authorize(&request, now) {
+                    return refused;
+                }
+                let p = &request.params;
+                match self.store.open(&p.mailbox, p.check, now) {
+                    Ok(wrote) => Handled {
+                        response: MailboxResponse::Opened,
+                        wrote,
+                    },
+                    Err(e) => store_error(e),
+                }
+            }
             MailboxRequest::Fetch(request) => {
                 if let Err(refused) = self.authorize(&request, now) {
                     return refused;
@@ -305,10 +356,14 @@ impl<S: Store> MailboxService<S> {
                 let limit = usize::from(p.limit.clamp(1, MAX_FETCH_ITEMS));
                 // A page must fit in one answer, whatever the envelopes' sizes.
                 let budget = MAX_RESPONSE_BYTES - 4096;
-                match self.store.fetch(&p.mailbox, p.after, limit, budget, now) {
-                    Ok((items, more)) => Handled {
+                let fetched = self
+                    .store
+                    .fetch(&p.mailbox, p.after, limit, budget, now)
+                    .and_then(|page| Ok((page, self.store.fetched(&p.mailbox)?)));
+                match fetched {
+                    Ok(((items, more), wrote)) => Handled {
                         response: MailboxResponse::Envelopes { items, more },
-                        wrote: false,
+                        wrote,
                     },
                     Err(e) => store_error(e),
                 }
@@ -376,27 +431,72 @@ impl<S: Store> MailboxService<S> {
                 "not signed for this relay by the key of this mailbox",
             )
         })?;
-        // Forget the spent nonces that have expired anyway.
-        while let Some((expiry, old)) = self.spent_order.front() {
-            if *expiry > now {
-                break;
+        self.spend(request.params.mailbox(), *nonce, until, now)
+    }
+
+    /// Spends `nonce` (good until `until`, in ms) for `mailbox`: refused if
+    /// that mailbox spent it already, or spent [`MAX_SPENT_PER_MAILBOX`]
+    /// that have not expired yet. Another mailbox is never refused here.
+    fn spend(
+        &mut self,
+        mailbox: MailboxId,
+        nonce: [u8; 32],
+        until: u64,
+        now: Timestamp,
+    ) -> Result<(), Handled> {
+        let now_ms = now.as_millis();
+        let (total, spent) = (&mut self.spent_total, &mut self.spent);
+        if let Some(own) = spent.get_mut(&mailbox) {
+            let before = own.nonces.len();
+            own.nonces.retain(|(until, _)| *until > now_ms);
+            *total -= before - own.nonces.len();
+            if own.nonces.iter().any(|(_, n)| *n == nonce) {
+                return Err(error(
+                    MailboxError::BadNonce,
+                    "unknown, used or expired nonce: ask for a new one",
+                ));
             }
-            self.spent.remove(old);
-            self.spent_order.pop_front();
+            if own.nonces.len() >= MAX_SPENT_PER_MAILBOX {
+                return Err(error(
+                    MailboxError::RateLimited,
+                    "too many requests for this mailbox lately; try again in a minute",
+                ));
+            }
         }
-        if self.spent.contains(nonce) {
-            return Err(bad_nonce());
+        // Too much held: other mailboxes' nonces are forgotten (replays are
+        // harmless: see the module docs), a constant amount of work per
+        // request whatever the load; expired ones go at each purge
+        // (`forget_spent`).
+        while spent.len() >= MAX_SPENT_MAILBOXES || *total >= MAX_SPENT_NONCES {
+            let Some(other) = spent.keys().find(|m| **m != mailbox).copied() else {
+                break;
+            };
+            if let Some(gone) = spent.remove(&other) {
+                *total -= gone.nonces.len();
+            }
         }
-        if self.spent.len() >= MAX_SPENT_NONCES {
-            return Err(error(
-                MailboxError::RateLimited,
-                "too many requests lately; try again in a minute",
-            ));
-        }
-        self.spent.insert(*nonce);
-        let expiry = Timestamp::from_millis(until).unwrap_or(now.saturating_add(NONCE_TTL));
-        self.spent_order.push_back((expiry, *nonce));
+        spent
+            .entry(mailbox)
+            .or_default()
+            .nonces
+            .push_back((until, nonce));
+        *total += 1;
         Ok(())
+    }
+
+    /// Forgets spent nonces that have expired (the purge calls this).
+    pub fn forget_spent(&mut self, now: Timestamp) {
+        let now_ms = now.as_millis();
+        self.spent.retain(|_, s| {
+            s.nonces.retain(|(until, _)| *until > now_ms);
+            !s.nonces.is_empty()
+        });
+        self.spent_total = self.spent_nonces();
+    }
+
+    /// How many spent nonces are remembered, for all mailboxes.
+    pub fn spent_nonces(&self) -> usize {
+        self.spent.values().map(|s| s.nonces.len()).sum()
     }
 }
 
@@ -417,6 +517,24 @@ pub fn request_cost(request: &Decoded) -> u32 {
         }
         _ => 1,
     }
+}
+
+/// What a request may add to the relay's disk, in KiB (rounded up), as
+/// the per-source byte rate counts it: each envelope deposited as it
+/// would weigh on disk ([`crate::store::disk_cost`]), a mailbox record for
+/// an open, nothing otherwise. Counted before the request is checked, so a
+/// source pays for what it tries, stored or not.
+pub fn disk_cost_kib(request: &Decoded) -> u32 {
+    let bytes = match request {
+        Ok(MailboxRequest::Deposit { envelope, .. }) => crate::store::disk_cost(envelope.len()),
+        Ok(MailboxRequest::DepositMany { items, .. }) => items
+            .iter()
+            .map(|d| crate::store::disk_cost(d.envelope.len()))
+            .sum(),
+        Ok(MailboxRequest::Open(_)) => crate::store::open_cost(),
+        _ => 0,
+    };
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }
 
 fn store_error(e: Error) -> Handled {

@@ -1,9 +1,12 @@
 //! Mailboxes on disk, through the store traits (sled in a relay).
 //!
-//! What is kept: per mailbox its counters and the hour it was last used;
-//! per envelope its bytes and when it expires, rounded up to the hour; the
-//! relay's totals. Nothing about who deposited: no peer id, no address, no
-//! time of arrival finer than the hour. Every change is one
+//! What is kept: per mailbox its counters, the hour it was last used and
+//! last opened, whether it was ever fetched, its deposit check key, and the
+//! bytes it took today; per envelope its bytes and when it expires,
+//! rounded up to the hour; the relay's totals. Nothing about who
+//! deposited: no peer id, no address, no time of arrival finer than the
+//! hour. Bytes are counted as they weigh on disk ([`disk_cost`]), not as
+//! the envelopes' lengths. Every change is one
 //! atomic batch; the caller flushes before it answers (see
 //! [`crate::service`]).
 //!
@@ -21,6 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::config::Limits;
 
+mod purge;
+
 const TOTALS: &[u8] = b"totals";
 /// How errors name a mailbox's counters.
 pub(crate) const META: &str = "mailbox record";
@@ -31,6 +36,35 @@ pub(crate) const ENVELOPE: &str = "envelope";
 /// Largest stored record (an envelope and its header).
 const MAX_RECORD: usize = safemeet_proto::mailbox::MAX_REQUEST_BYTES + 256;
 
+/// What one envelope's records weigh besides the envelope: its key
+/// (40 B), its record's header (id, expiry, length: about 20 B), its
+/// expiry index key (48 B), and sled's per-entry headers.
+const RECORD_OVERHEAD: u64 = 256;
+/// What sled's files hold per byte of records, in percent: its log keeps
+/// whole segments, rewrites pages as they change and reclaims space late.
+/// Measured by `disk_cost_covers_what_sled_writes` (`tests/admission.rs`)
+/// with 2 KiB envelopes stored in groups of 256 with a flush each, as the
+/// node stores them: 2.31× to 2.34× the envelope bytes for 4 000 of them
+/// (it varies with sled's background flushes), 2.11× for 30 000. With the
+/// record overhead, 225 % counts 2.52× for a 2 KiB envelope: above every
+/// reading, with a margin for that variation.
+const DISK_PERCENT: u64 = 225;
+/// What a mailbox record weighs on disk, counted against the source that
+/// opens one (see [`open_cost`]).
+const MAILBOX_RECORD_BYTES: u64 = 256;
+const DAY_MS: u64 = 24 * HOUR_MS;
+
+/// What an envelope of `len` bytes weighs on the relay's disk, as quotas
+/// count it.
+pub fn disk_cost(len: usize) -> u64 {
+    (len as u64).saturating_add(RECORD_OVERHEAD) * DISK_PERCENT / 100
+}
+
+/// What opening a mailbox weighs on disk.
+pub fn open_cost() -> u64 {
+    MAILBOX_RECORD_BYTES * DISK_PERCENT / 100
+}
+
 /// A mailbox's counters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct MailboxMeta {
@@ -38,11 +72,34 @@ pub(crate) struct MailboxMeta {
     pub(crate) last_id: u64,
     /// Envelopes held.
     pub(crate) count: u64,
-    /// Their bytes.
+    /// Their bytes, as on disk.
     pub(crate) bytes: u64,
-    /// Last deposit or ack; an empty mailbox is forgotten a retention
-    /// period after it.
+    /// Last deposit, open or ack; an empty mailbox is forgotten a
+    /// retention period after it.
     pub(crate) touched: Timestamp,
+    /// The key deposits are tagged with; `None`: closed (its mail can be
+    /// fetched, nothing more is taken).
+    pub(crate) check: Option<[u8; 32]>,
+    /// Last opened, rounded down to the hour.
+    pub(crate) opened: Timestamp,
+    /// Fetched at least once. A mailbox never fetched is forgotten
+    /// [`Limits::unfetched_retention`] after it was last opened.
+    pub(crate) fetched: bool,
+    /// The UTC day of `intake`.
+    pub(crate) intake_day: u64,
+    /// Bytes (as on disk) deposited on `intake_day`.
+    pub(crate) intake: u64,
+}
+
+/// A mailbox record as a relay of protocol version 1 wrote it: read as a
+/// closed mailbox, fetched, so its mail is still served and expires as it
+/// would have.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MailboxMetaV1 {
+    last_id: u64,
+    count: u64,
+    bytes: u64,
+    touched: Timestamp,
 }
 
 /// The relay's totals.
@@ -54,6 +111,23 @@ pub struct Totals {
     pub bytes: u64,
     /// Mailboxes known (holding envelopes, or touched lately).
     pub mailboxes: u64,
+}
+
+pub(crate) fn decode_meta(bytes: &[u8]) -> Result<MailboxMeta, Error> {
+    decode::<MailboxMeta>(bytes, META).or_else(|e| match decode::<MailboxMetaV1>(bytes, META) {
+        Ok(old) => Ok(MailboxMeta {
+            last_id: old.last_id,
+            count: old.count,
+            bytes: old.bytes,
+            touched: old.touched,
+            check: None,
+            opened: old.touched,
+            fetched: true,
+            intake_day: 0,
+            intake: 0,
+        }),
+        Err(_) => Err(e),
+    })
 }
 
 pub(crate) fn decode<T: Serialize + serde::de::DeserializeOwned>(
@@ -163,22 +237,87 @@ impl<S: Store> MailboxStore<S> {
 
     fn meta(&self, mailbox: &MailboxId) -> Result<Option<MailboxMeta>, Error> {
         match self.store.get(Keyspace::Mailboxes, mailbox.as_bytes())? {
-            Some(b) => decode(&b, META).map(Some),
+            Some(b) => decode_meta(&b).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Stages a deposit into `group` (see [`DepositGroup`]); returns its id
-    /// and expiry. Nothing is stored until [`commit`](Self::commit).
+    /// Opens `mailbox` (creating it) so that it takes deposits tagged with
+    /// `check`, or refreshes it; returns whether anything was written.
+    pub fn open(
+        &self,
+        mailbox: &MailboxId,
+        check: [u8; 32],
+        now: Timestamp,
+    ) -> Result<bool, Error> {
+        let mut totals = self.totals()?;
+        let hour = floor_hour(now);
+        let mut meta = match self.meta(mailbox)? {
+            Some(m) if m.check == Some(check) && m.opened == hour => return Ok(false),
+            Some(m) => m,
+            None => {
+                if !self.limits.accept_new_mailboxes {
+                    return Err(Error::refused(
+                        MailboxError::NotAccepting,
+                        "this relay takes no new mailboxes",
+                    ));
+                }
+                if totals.mailboxes >= self.limits.max_mailboxes {
+                    return Err(Error::refused(MailboxError::RelayFull, "the relay is full"));
+                }
+                totals.mailboxes += 1;
+                MailboxMeta {
+                    last_id: 0,
+                    count: 0,
+                    bytes: 0,
+                    touched: hour,
+                    check: None,
+                    opened: hour,
+                    fetched: false,
+                    intake_day: 0,
+                    intake: 0,
+                }
+            }
+        };
+        meta.check = Some(check);
+        meta.opened = hour;
+        meta.touched = hour;
+        let mut batch = Batch::new();
+        stage_counters(&mut batch, mailbox, &meta, &totals)?;
+        self.store.apply(batch)?;
+        Ok(true)
+    }
+
+    /// Records that `mailbox` was fetched (it is then kept the full
+    /// retention); returns whether anything was written.
+    pub fn fetched(&self, mailbox: &MailboxId) -> Result<bool, Error> {
+        let Some(mut meta) = self.meta(mailbox)? else {
+            return Ok(false);
+        };
+        if meta.fetched {
+            return Ok(false);
+        }
+        meta.fetched = true;
+        self.store.put(
+            Keyspace::Mailboxes,
+            mailbox.as_bytes(),
+            &encode(&meta, META)?,
+        )?;
+        Ok(true)
+    }
+
+    /// Stages a deposit into `group` (see [`DepositGroup`]) if the mailbox
+    /// is open and `authentic` accepts the tag for its check key; returns
+    /// its id and expiry. Nothing is stored until [`commit`](Self::commit).
     pub fn stage_deposit(
         &self,
         group: &mut DepositGroup,
         mailbox: &MailboxId,
         envelope: &[u8],
+        authentic: impl FnOnce(&[u8; 32]) -> bool,
         now: Timestamp,
     ) -> Result<(u64, Timestamp), Error> {
         let limits = &self.limits;
-        let len = envelope.len() as u64;
         if envelope.len() > limits.max_envelope_bytes {
             return Err(Error::refused(
                 MailboxError::TooLarge,
@@ -189,41 +328,51 @@ impl<S: Store> MailboxStore<S> {
                 ),
             ));
         }
+        let len = disk_cost(envelope.len());
+        let mut meta = match group.metas.get(mailbox) {
+            Some(m) => m.clone(),
+            None => self.meta(mailbox)?.unwrap_or(MailboxMeta {
+                last_id: 0,
+                count: 0,
+                bytes: 0,
+                touched: now,
+                check: None,
+                opened: now,
+                fetched: false,
+                intake_day: 0,
+                intake: 0,
+            }),
+        };
+        // Not open, or not tagged with its key: one answer for both, so a
+        // stranger learns nothing of which mailboxes are open.
+        if !meta.check.as_ref().is_some_and(authentic) {
+            return Err(Error::refused(
+                MailboxError::Refused,
+                "refused: deposit into a mailbox this relay does not hold for you",
+            ));
+        }
         let mut totals = match group.totals {
             Some(t) => t,
             None => self.totals()?,
         };
-        let (mut meta, new) = match group.metas.get(mailbox) {
-            Some(m) => (m.clone(), false),
-            None => match self.meta(mailbox)? {
-                Some(m) => (m, false),
-                None if !limits.accept_new_mailboxes => {
-                    return Err(Error::refused(
-                        MailboxError::NotAccepting,
-                        "this relay takes no new mailboxes",
-                    ));
-                }
-                None => (
-                    MailboxMeta {
-                        last_id: 0,
-                        count: 0,
-                        bytes: 0,
-                        touched: floor_hour(now),
-                    },
-                    true,
-                ),
-            },
-        };
+        let day = now.as_millis() / DAY_MS;
+        if meta.intake_day != day {
+            meta.intake_day = day;
+            meta.intake = 0;
+        }
         if meta.count + 1 > limits.mailbox_max_envelopes
             || meta.bytes + len > limits.mailbox_max_bytes
+            || meta.intake + len > limits.mailbox_daily_bytes
         {
             return Err(Error::refused(
                 MailboxError::MailboxFull,
                 // Its limits, not its contents: depositors learn nothing of
                 // how much mail the mailbox holds.
                 format!(
-                    "the mailbox is full (at most {} envelopes and {} bytes)",
-                    limits.mailbox_max_envelopes, limits.mailbox_max_bytes
+                    "the mailbox is full (at most {} envelopes and {} bytes, {} bytes a day)",
+                    limits.mailbox_max_envelopes,
+                    limits.mailbox_max_bytes,
+                    limits.mailbox_daily_bytes
                 ),
             ));
         }
@@ -235,12 +384,10 @@ impl<S: Store> MailboxStore<S> {
         meta.last_id = id;
         meta.count += 1;
         meta.bytes += len;
+        meta.intake += len;
         meta.touched = floor_hour(now);
         totals.envelopes += 1;
         totals.bytes += len;
-        if new {
-            totals.mailboxes += 1;
-        }
         let stored = StoredEnvelope {
             id,
             stored_until: until,
@@ -348,7 +495,7 @@ impl<S: Store> MailboxStore<S> {
                 continue;
             };
             let stored: StoredEnvelope = decode(&value, ENVELOPE)?;
-            let len = stored.envelope.len() as u64;
+            let len = disk_cost(stored.envelope.len());
             batch.delete(Keyspace::MailboxEnvelopes, &key);
             batch.delete(
                 Keyspace::MailboxExpiry,
@@ -365,103 +512,6 @@ impl<S: Store> MailboxStore<S> {
         }
         meta.touched = floor_hour(now);
         stage_counters(&mut batch, mailbox, &meta, &totals)?;
-        self.store.apply(batch)?;
-        Ok(removed)
-    }
-
-    /// Deletes up to `max` envelopes that expired by `now`, and mailboxes
-    /// left empty for a retention period; returns how many envelopes went.
-    pub fn purge_expired(&self, now: Timestamp, max: usize) -> Result<usize, Error> {
-        let rows = self.store.scan(Keyspace::MailboxExpiry, &[], None, max)?;
-        let mut totals = self.totals()?;
-        let mut metas: std::collections::HashMap<MailboxId, MailboxMeta> = Default::default();
-        let mut batch = Batch::new();
-        let mut removed = 0;
-        for (key, _) in rows {
-            let (Some(until), Some(mailbox), Some(id)) = (
-                key.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()),
-                key.get(8..40).and_then(|b| <[u8; 32]>::try_from(b).ok()),
-                key.get(40..48).and_then(|b| <[u8; 8]>::try_from(b).ok()),
-            ) else {
-                return Err(Error::DamagedKey { what: "expiry" });
-            };
-            if u64::from_be_bytes(until) > now.as_millis() {
-                break;
-            }
-            let (mailbox, id) = (MailboxId::from_bytes(mailbox), u64::from_be_bytes(id));
-            batch.delete(Keyspace::MailboxExpiry, &key);
-            let ekey = envelope_key(&mailbox, id);
-            let Some(value) = self.store.get(Keyspace::MailboxEnvelopes, &ekey)? else {
-                continue;
-            };
-            let len = decode::<StoredEnvelope>(&value, ENVELOPE)?.envelope.len() as u64;
-            batch.delete(Keyspace::MailboxEnvelopes, &ekey);
-            let meta = match metas.entry(mailbox) {
-                std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    self.meta(&mailbox)?.map(|m| e.insert(m))
-                }
-            };
-            match meta {
-                Some(meta) => {
-                    meta.count = meta.count.saturating_sub(1);
-                    meta.bytes = meta.bytes.saturating_sub(len);
-                }
-                // Damage, not a path the protocol has: the envelope goes
-                // anyway, so one bad record cannot stop every purge.
-                None => tracing::warn!("an expired envelope had no mailbox record"),
-            }
-            totals.envelopes = totals.envelopes.saturating_sub(1);
-            totals.bytes = totals.bytes.saturating_sub(len);
-            removed += 1;
-        }
-        for (mailbox, meta) in &metas {
-            batch.put_owned(
-                Keyspace::Mailboxes,
-                mailbox.as_bytes().to_vec(),
-                encode(meta, META)?,
-            );
-        }
-        // Empty mailboxes untouched for a retention period are forgotten.
-        let stale = |m: &MailboxMeta| {
-            m.count == 0 && now.saturating_since(m.touched) >= self.limits.retention
-        };
-        let mut cursor = self.stale_cursor.lock().map_err(|_| Error::PurgePoisoned)?;
-        let records = self
-            .store
-            .scan(Keyspace::Mailboxes, &[], cursor.as_deref(), max)?;
-        // The end reached: the next purge starts from the first record.
-        *cursor = if records.len() < max {
-            None
-        } else {
-            records.last().map(|(k, _)| k.clone())
-        };
-        drop(cursor);
-        for (key, value) in records {
-            if key.len() != MailboxId::LEN {
-                continue;
-            }
-            let mailbox = MailboxId::from_bytes(
-                <[u8; 32]>::try_from(key.as_slice())
-                    .map_err(|_| Error::DamagedKey { what: "mailbox" })?,
-            );
-            let meta = match metas.get(&mailbox) {
-                Some(m) => m.clone(),
-                None => decode(&value, META)?,
-            };
-            if stale(&meta) {
-                batch.delete(Keyspace::Mailboxes, &key);
-                totals.mailboxes = totals.mailboxes.saturating_sub(1);
-            }
-        }
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        batch.put_owned(
-            Keyspace::Mailboxes,
-            TOTALS.to_vec(),
-            encode(&totals, TOTALS_RECORD)?,
-        );
         self.store.apply(batch)?;
         Ok(removed)
     }

@@ -1,17 +1,19 @@
-//! The mailbox rules over a real sled store: receipts, fetch and ack signed
-//! by the mailbox key over single-use nonces, quotas, expiry and the switch
-//! that stops new mailboxes.
+//! The mailbox rules over a real sled store: receipts, open, fetch and ack
+//! signed by the mailbox key over single-use nonces, quotas, expiry and the
+//! switch that stops new mailboxes. (Admission: `tests/admission.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
-use safemeet_crypto::mailbox::{EpochKey, authorize};
+use safemeet_crypto::mailbox::{EpochKey, authorize, deposit_tag};
 use safemeet_proto::mailbox::{
-    AckParams, FetchParams, MailboxError, MailboxRequest, MailboxResponse, Receipt, VERSION,
+    AckParams, FetchParams, MailboxError, MailboxRequest, MailboxResponse, OpenParams, Receipt,
+    VERSION,
 };
 use safemeet_proto::{MailboxId, Timestamp, codec};
+use safemeet_relay::store::disk_cost;
 use safemeet_relay::{Limits, MailboxService, MailboxStore};
 use safemeet_store::{Keyspace, Store};
 use safemeet_store_sled::SledStore;
@@ -57,15 +59,35 @@ impl Relay {
             .response
     }
 
-    fn deposit(&mut self, mailbox: MailboxId, envelope: &[u8], now: Timestamp) -> MailboxResponse {
+    /// Opens `owner`'s mailbox as its owner does.
+    fn open(&mut self, owner: &EpochKey, now: Timestamp) -> MailboxResponse {
+        let nonce = self.nonce(now);
+        let params = OpenParams {
+            mailbox: owner.mailbox(),
+            check: owner.deposit_check(),
+        };
         self.ask(
-            &MailboxRequest::Deposit {
-                version: VERSION,
-                mailbox,
-                envelope: envelope.to_vec(),
-            },
+            &MailboxRequest::Open(authorize(owner, &self.id, nonce, params).unwrap()),
             now,
         )
+    }
+
+    /// A deposit as a contact of `owner` makes it (tagged).
+    fn deposit_request(&self, owner: &EpochKey, envelope: &[u8]) -> MailboxRequest {
+        let mailbox = owner.mailbox();
+        MailboxRequest::Deposit {
+            version: VERSION,
+            mailbox,
+            envelope: envelope.to_vec(),
+            tag: deposit_tag(&owner.deposit_check(), &self.id, &mailbox, envelope),
+        }
+    }
+
+    /// Opens `owner`'s mailbox (again) and deposits into it as a contact.
+    fn deposit(&mut self, owner: &EpochKey, envelope: &[u8], now: Timestamp) -> MailboxResponse {
+        assert_eq!(self.open(owner, now), MailboxResponse::Opened);
+        let request = self.deposit_request(owner, envelope);
+        self.ask(&request, now)
     }
 
     fn nonce(&mut self, now: Timestamp) -> [u8; 32] {
@@ -150,7 +172,7 @@ fn a_deposit_is_receipted_fetched_by_its_owner_and_deleted_on_ack() {
     let owner = new_key();
     let mailbox = owner.mailbox();
 
-    let receipt = match relay.deposit(mailbox, b"sealed one", at(0)) {
+    let receipt = match relay.deposit(&owner, b"sealed one", at(0)) {
         MailboxResponse::Receipt(r) => r,
         other => panic!("no receipt: {other:?}"),
     };
@@ -171,7 +193,7 @@ fn a_deposit_is_receipted_fetched_by_its_owner_and_deleted_on_ack() {
     }
     assert!(!relay.key.public().verify(&forged, &receipt.signature));
 
-    relay.deposit(mailbox, b"sealed two", at(1));
+    relay.deposit(&owner, b"sealed two", at(1));
     let got = envelopes(relay.fetch(&owner, 0, at(2)));
     assert_eq!(
         got,
@@ -195,7 +217,8 @@ fn a_deposit_is_receipted_fetched_by_its_owner_and_deleted_on_ack() {
     let totals = relay.service.store().totals().unwrap();
     assert_eq!(
         (totals.envelopes, totals.bytes, totals.mailboxes),
-        (1, 10, 1)
+        (1, disk_cost(10), 1),
+        "bytes are counted as on disk"
     );
 }
 
@@ -204,7 +227,7 @@ fn only_a_fresh_signature_by_the_mailbox_key_reads_or_deletes() {
     let mut relay = Relay::new(Limits::default());
     let owner = new_key();
     let mailbox = owner.mailbox();
-    relay.deposit(mailbox, b"for the owner", at(0));
+    relay.deposit(&owner, b"for the owner", at(0));
 
     // Mallory signs with her own key for the owner's mailbox.
     let mallory = new_key();
@@ -260,36 +283,35 @@ fn quotas_refuse_clearly_and_lose_nothing() {
     let mut relay = Relay::new(Limits {
         max_envelope_bytes: 100,
         mailbox_max_envelopes: 3,
-        mailbox_max_bytes: 1_000,
+        mailbox_max_bytes: 10 * disk_cost(10),
         max_envelopes: 5,
         ..Limits::default()
     });
     let (alice, bob, carol) = (new_key(), new_key(), new_key());
-    let id = |k: &EpochKey| k.mailbox();
 
     assert_eq!(
-        refused(relay.deposit(id(&alice), &[0; 101], at(0))),
+        refused(relay.deposit(&alice, &[0; 101], at(0))),
         MailboxError::TooLarge
     );
     for n in 0..3u8 {
         assert!(matches!(
-            relay.deposit(id(&alice), &[n; 10], at(0)),
+            relay.deposit(&alice, &[n; 10], at(0)),
             MailboxResponse::Receipt(_)
         ));
     }
     assert_eq!(
-        refused(relay.deposit(id(&alice), &[3; 10], at(0))),
+        refused(relay.deposit(&alice, &[3; 10], at(0))),
         MailboxError::MailboxFull
     );
     // Another mailbox is still served, up to the relay's total.
     for n in 0..2u8 {
         assert!(matches!(
-            relay.deposit(id(&bob), &[n; 10], at(0)),
+            relay.deposit(&bob, &[n; 10], at(0)),
             MailboxResponse::Receipt(_)
         ));
     }
     assert_eq!(
-        refused(relay.deposit(id(&carol), &[0; 10], at(0))),
+        refused(relay.deposit(&carol, &[0; 10], at(0))),
         MailboxError::RelayFull
     );
 
@@ -303,7 +325,7 @@ fn quotas_refuse_clearly_and_lose_nothing() {
     // Room again once Alice has read hers.
     relay.ack(&alice, vec![1, 2, 3], at(2));
     assert!(matches!(
-        relay.deposit(id(&carol), &[0; 10], at(3)),
+        relay.deposit(&carol, &[0; 10], at(3)),
         MailboxResponse::Receipt(_)
     ));
 }
@@ -316,9 +338,8 @@ fn expired_envelopes_are_not_served_and_are_purged() {
         ..Limits::default()
     });
     let owner = new_key();
-    let mailbox = owner.mailbox();
-    relay.deposit(mailbox, b"old", at(0));
-    relay.deposit(mailbox, b"new", at(1_800_000));
+    relay.deposit(&owner, b"old", at(0));
+    relay.deposit(&owner, b"new", at(1_800_000));
 
     let hour = 3_600_000;
     assert_eq!(
@@ -345,7 +366,7 @@ fn expired_envelopes_are_not_served_and_are_purged() {
     // Ids go on after a mailbox is forgotten only if it was: a new deposit
     // starts a new mailbox.
     assert!(matches!(
-        relay.deposit(mailbox, b"again", at(5 * hour)),
+        relay.deposit(&owner, b"again", at(5 * hour)),
         MailboxResponse::Receipt(_)
     ));
 }
@@ -360,10 +381,10 @@ fn every_forgotten_mailbox_goes_however_many_there_are() {
     let hour = 3_600_000;
     // Five mailboxes whose mail expired long ago, among twenty in use.
     for _ in 0..5 {
-        relay.deposit(new_key().mailbox(), b"long gone", at(0));
+        relay.deposit(&new_key(), b"long gone", at(0));
     }
     for _ in 0..20 {
-        relay.deposit(new_key().mailbox(), b"still here", at(3 * hour));
+        relay.deposit(&new_key(), b"still here", at(3 * hour));
     }
     let store = relay.service.store();
     assert_eq!(store.totals().unwrap().mailboxes, 25);
@@ -380,8 +401,7 @@ fn every_forgotten_mailbox_goes_however_many_there_are() {
 fn a_relay_can_stop_taking_new_mailboxes() {
     let mut relay = Relay::new(Limits::default());
     let (old, new) = (new_key(), new_key());
-    let id = |k: &EpochKey| k.mailbox();
-    relay.deposit(id(&old), b"before", at(0));
+    relay.deposit(&old, b"before", at(0));
 
     let mut closing = Relay {
         service: MailboxService::new(
@@ -400,11 +420,11 @@ fn a_relay_can_stop_taking_new_mailboxes() {
         _dir: tempfile::tempdir().unwrap(),
     };
     assert!(matches!(
-        closing.deposit(id(&old), b"after", at(1)),
+        closing.deposit(&old, b"after", at(1)),
         MailboxResponse::Receipt(_)
     ));
     assert_eq!(
-        refused(closing.deposit(id(&new), b"hello", at(1))),
+        refused(closing.open(&new, at(1))),
         MailboxError::NotAccepting
     );
     assert_eq!(envelopes(closing.fetch(&old, 0, at(2))).len(), 2);
@@ -421,9 +441,13 @@ fn many_deposits_in_one_request_are_answered_one_by_one() {
     });
     let (alice, bob) = (new_key(), new_key());
     let id = |k: &EpochKey| k.mailbox();
+    relay.open(&alice, at(0));
+    relay.open(&bob, at(0));
+    let relay_id = relay.id.clone();
     let item = |k: &EpochKey, bytes: &[u8]| Deposit {
         mailbox: id(k),
         envelope: bytes.to_vec(),
+        tag: deposit_tag(&k.deposit_check(), &relay_id, &id(k), bytes),
     };
     let request = MailboxRequest::DepositMany {
         version: VERSION,
@@ -491,15 +515,9 @@ fn requests_answered_together_see_each_other_in_order() {
     let mut relay = Relay::new(Limits::default());
     let alice = new_key();
     let mailbox = alice.mailbox();
+    relay.open(&alice, at(0));
     let nonce = relay.nonce(at(0));
-    let deposit = |bytes: &[u8]| {
-        codec::encode(&MailboxRequest::Deposit {
-            version: VERSION,
-            mailbox,
-            envelope: bytes.to_vec(),
-        })
-        .unwrap()
-    };
+    let deposit = |bytes: &[u8]| codec::encode(&relay.deposit_request(&alice, bytes)).unwrap();
     let group = [
         deposit(b"one"),
         deposit(b"two"),
@@ -526,7 +544,10 @@ fn requests_answered_together_see_each_other_in_order() {
         vec![(2, b"two".to_vec()), (3, b"three".to_vec())]
     );
     let totals = relay.service.store().totals().unwrap();
-    assert_eq!((totals.envelopes, totals.bytes), (2, 8));
+    assert_eq!(
+        (totals.envelopes, totals.bytes),
+        (2, disk_cost(3) + disk_cost(5))
+    );
 }
 
 #[test]
@@ -539,7 +560,7 @@ fn a_page_of_large_envelopes_fits_in_one_answer() {
     let largest = Limits::default().max_envelope_bytes;
     for n in 0..70u8 {
         assert!(matches!(
-            relay.deposit(mailbox, &vec![n; largest], at(0)),
+            relay.deposit(&owner, &vec![n; largest], at(0)),
             MailboxResponse::Receipt(_)
         ));
     }

@@ -167,14 +167,22 @@ async fn a_receipt_waits_for_its_flush_which_leaves_the_runtime_free() {
     // would stop both, and the pings below would never come.
     let (store, mut controls) = gated();
     let gate = store.0.clone();
+    // The mailbox is open (as its owner would have opened it).
+    let (mailbox, check) = (MailboxId::from_bytes([7; 32]), [5; 32]);
+    let now = safemeet_proto::Timestamp::from_millis(1_800_000_000_000).unwrap();
+    MailboxStore::new(store.clone(), Limits::default())
+        .open(&mailbox, check, now)
+        .unwrap();
     let (relay, addr) = start_relay(store).await;
     let peer = relay_peer(&addr);
     let mut device = device();
     device.dial(addr).unwrap();
+    let envelope = vec![1; 100];
     let deposit = MailboxRequest::Deposit {
         version: VERSION,
-        mailbox: MailboxId::from_bytes([7; 32]),
-        envelope: vec![1; 100],
+        mailbox,
+        tag: safemeet_crypto::mailbox::deposit_tag(&check, &peer.to_bytes(), &mailbox, &envelope),
+        envelope,
     };
     device
         .behaviour_mut()
