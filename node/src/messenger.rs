@@ -62,8 +62,6 @@ pub(crate) enum Action {
         ban: bool,
     },
     RoomList,
-    /// Blocking, contact settings, room invitations.
-    People(crate::people::PeopleAction),
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -139,7 +137,7 @@ async fn in_process(
 
 /// Where a command's requests go: the daemon's socket, or an engine this
 /// process runs.
-pub(crate) enum Api {
+enum Api {
     Daemon(Client),
     InProcess {
         engine: EngineHandle,
@@ -149,7 +147,7 @@ pub(crate) enum Api {
 
 impl Api {
     /// Serves `request`; `T` is the answer's type for that method.
-    pub(crate) async fn call<T>(&mut self, request: Request) -> Result<T, Failure>
+    async fn call<T>(&mut self, request: Request) -> Result<T, Failure>
     where
         T: TryFrom<Response, Error = UnexpectedResponse>,
     {
@@ -256,7 +254,7 @@ fn print_qr(text: &str) {
     }
 }
 
-pub(crate) fn print_json<T: Serialize>(v: &T) -> Result<(), Failure> {
+fn print_json<T: Serialize>(v: &T) -> Result<(), Failure> {
     println!("{}", serde_json::to_string(v).context("encoding JSON")?);
     Ok(())
 }
@@ -264,7 +262,7 @@ pub(crate) fn print_json<T: Serialize>(v: &T) -> Result<(), Failure> {
 /// Text from others as a terminal shows it: control characters (escape
 /// sequences, carriage returns, newlines that would fake another line)
 /// are shown escaped instead of acted upon.
-pub(crate) fn shown(text: &str) -> String {
+fn shown(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {
@@ -441,7 +439,6 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
         Action::Listen { since } => {
             return api.listen(since).await;
         }
-        Action::People(action) => return crate::people::perform(&mut api, json, action).await,
     }
     Ok(())
 }

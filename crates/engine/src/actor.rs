@@ -499,12 +499,12 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
                 Output::Verdict {
                     token,
                     accept,
-                    penalise,
+                    forged,
                 } => {
                     if let Some((id, via)) = self.gossip.remove(&token) {
                         let verdict = if accept {
                             Verdict::Accept
-                        } else if penalise {
+                        } else if forged {
                             Verdict::Reject
                         } else {
                             Verdict::Ignore

@@ -175,15 +175,7 @@ impl Sim {
             Output::Subscribe(_) => "subscribe".into(),
             Output::Unsubscribe(_) => "unsubscribe".into(),
             Output::Answer { answer, .. } => format!("answer {answer:?}"),
-            Output::Verdict {
-                accept, penalise, ..
-            } => {
-                if *penalise {
-                    format!("verdict {accept} reject")
-                } else {
-                    format!("verdict {accept}")
-                }
-            }
+            Output::Verdict { accept, .. } => format!("verdict {accept}"),
             Output::LogCursor(n) => format!("log {n}"),
             other => format!("{other:?}"),
         }
@@ -330,10 +322,8 @@ impl Sim {
                     );
                 }
             }
-            Output::Verdict {
-                accept, penalise, ..
-            } => {
-                self.nodes[i].verdicts.push((accept, penalise));
+            Output::Verdict { accept, forged, .. } => {
+                self.nodes[i].verdicts.push((accept, forged));
             }
             Output::LogCursor(n) => self.nodes[i].log_cursor = n,
             _ => {}
