@@ -223,6 +223,12 @@ fn three_members_talk_in_a_room_one_leaves_and_is_invited_back() {
     befriend_as(&alice, "alice", &bob, "bob");
     befriend_as(&alice, "alice", &carol, "carol");
     befriend_as(&bob, "bob", &carol, "carol");
+    // Carol joins Alice's rooms without asking; Bob is asked.
+    let set = cli(
+        &carol,
+        &["contact", "set", "alice", "--auto-accept-invites"],
+    );
+    assert_eq!(set["auto_accept_invites"], true, "{set}");
 
     let created = cli(
         &alice,
@@ -232,6 +238,28 @@ fn three_members_talk_in_a_room_one_leaves_and_is_invited_back() {
     );
     let room_id = created["room_id"].as_str().unwrap().to_owned();
     assert!(room_id.starts_with("r_"), "{created}");
+    let invitation = eventually("bob's invitation", || {
+        cli(&bob, &["room", "invitations"])
+            .as_array()
+            .unwrap()
+            .first()
+            .cloned()
+    });
+    assert_eq!(invitation["name"], "club", "{invitation}");
+    assert_eq!(invitation["room_id"].as_str(), Some(room_id.as_str()));
+    assert_eq!(
+        room_members(&bob, "club"),
+        None,
+        "not joined before consent"
+    );
+    let joined = cli(&bob, &["room", "join", "club"]);
+    assert_eq!(joined["room_id"].as_str(), Some(room_id.as_str()));
+    assert!(
+        cli(&bob, &["room", "invitations"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     for home in [&bob, &carol] {
         eventually("the room to reach every member", || {
             (room_members(home, "club") == Some(3)).then_some(())
@@ -335,6 +363,9 @@ fn an_admin_removes_and_bans_members_and_others_get_clear_errors() {
     befriend_as(&alice, "alice", &bob, "bob");
     befriend_as(&alice, "alice", &carol, "carol");
     befriend_as(&bob, "bob", &carol, "carol");
+    for home in [&bob, &carol] {
+        cli(home, &["contact", "set", "alice", "--auto-accept-invites"]);
+    }
     cli(
         &alice,
         &[
@@ -819,9 +850,14 @@ fn malformed_frames_from_a_raw_peer_are_refused_and_the_daemon_keeps_serving() {
         Ok(&b"later"[..]),
         "unknown header key"
     );
-    // A real Megolm message of a session nobody shared might be early:
-    // "later" (the sender keeps it), and it is never stored.
-    assert_eq!(results[6].as_deref(), Ok(&b"later"[..]), "unknown session");
+    // A real Megolm message of a session nobody shared, under Alice's DM
+    // key but from a peer that is none of Alice's devices: junk, refused
+    // (and never stored or held).
+    assert_eq!(
+        results[6].as_deref(),
+        Ok(&b"refused"[..]),
+        "unknown session from a stranger"
+    );
     for (i, r) in results[..4].iter().enumerate() {
         assert!(r.is_err(), "malformed frame {i} was answered: {r:?}");
     }
@@ -1051,6 +1087,11 @@ fn an_offline_device_gets_what_was_left_on_its_relay_exactly_once() {
     // Bob's invite lists his relay.
     let (relay, relay_addr, alice, bob, da, db) = met_with_a_relay(dir.path());
     cli(&alice, &["room", "create", "plans", "--member", "bob"]);
+    eventually("Bob's invitation", || {
+        let list = cli(&bob, &["room", "invitations"]);
+        (!list.as_array().unwrap().is_empty()).then_some(())
+    });
+    cli(&bob, &["room", "join", "plans"]);
     eventually("the room to reach Bob", || {
         (room_members(&bob, "plans") == Some(2)).then_some(())
     });

@@ -195,6 +195,7 @@ impl EngineNodes {
             retry_initial: Duration::from_millis(k.retry_initial_ms),
             retry_max: Duration::from_millis(k.retry_max_ms),
             direct_room_max_devices: k.direct_room_max_devices,
+            auto_join_rooms: true,
             ..safemeet_engine::Config::default()
         }
     }

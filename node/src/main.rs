@@ -11,6 +11,7 @@ mod failure;
 mod home;
 mod messenger;
 mod passphrase;
+mod people;
 mod relay;
 mod shutdown;
 
@@ -22,6 +23,7 @@ use safemeet_crypto::at_rest::Passphrase;
 use safemeet_proto::{DisplayName, Email, Username};
 
 use crate::failure::Failure;
+use crate::people::PeopleAction;
 
 /// SafeMeet: a peer-to-peer, end-to-end encrypted messenger.
 #[derive(Debug, Parser)]
@@ -106,6 +108,10 @@ enum Command {
     /// Manage group rooms.
     #[command(subcommand)]
     Room(RoomCommand),
+    /// Message requests: first messages from people who hold your invite
+    /// but are not your contacts.
+    #[command(subcommand)]
+    Request(RequestCommand),
     /// Print events as JSON lines as they happen, from CURSOR on (0: from the start).
     Listen {
         /// Replay events after this cursor first.
@@ -126,9 +132,51 @@ enum ContactCommand {
     },
     /// List contacts.
     List,
-    /// Remove a contact. TARGET: name, username or user id.
+    /// Remove a contact (what they send from now on is refused until you
+    /// add them again). TARGET: name, username or user id.
     Remove {
         /// Who to remove.
+        target: String,
+    },
+    /// Block a user: their messages are refused without a delivery
+    /// receipt and nothing of theirs is stored. TARGET: contact name,
+    /// username or user id (a contact or not).
+    Block {
+        /// Who to block.
+        target: String,
+    },
+    /// Unblock a user.
+    Unblock {
+        /// Who to unblock.
+        target: String,
+    },
+    /// List the blocked users.
+    Blocked,
+    /// Change a contact's settings.
+    Set {
+        /// The contact (name, username or user id).
+        target: String,
+        /// Join the rooms this contact invites you to without asking.
+        #[arg(long, conflicts_with = "ask_invites")]
+        auto_accept_invites: bool,
+        /// Ask before joining the rooms this contact invites you to (the default).
+        #[arg(long)]
+        ask_invites: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RequestCommand {
+    /// List the message requests.
+    List,
+    /// Accept a request: its sender becomes a contact and their messages show.
+    Accept {
+        /// The requester (username or user id).
+        target: String,
+    },
+    /// Decline a request: it and its messages are deleted.
+    Decline {
+        /// The requester (username or user id).
         target: String,
     },
 }
@@ -172,6 +220,18 @@ enum RoomCommand {
     },
     /// List the rooms you are in.
     List,
+    /// List the room invitations waiting for your consent.
+    Invitations,
+    /// Join a room you were invited to.
+    Join {
+        /// The room (its name in the invitation, or its room id).
+        room: String,
+    },
+    /// Decline a room invitation.
+    Decline {
+        /// The room (its name in the invitation, or its room id).
+        room: String,
+    },
 }
 
 fn parse<T>(s: &str) -> Result<T, String>
@@ -276,8 +336,35 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
                 }
                 ContactCommand::List => messenger::Action::ContactList,
                 ContactCommand::Remove { target } => messenger::Action::ContactRemove { target },
+                ContactCommand::Block { target } => {
+                    messenger::Action::People(PeopleAction::Block { target })
+                }
+                ContactCommand::Unblock { target } => {
+                    messenger::Action::People(PeopleAction::Unblock { target })
+                }
+                ContactCommand::Blocked => messenger::Action::People(PeopleAction::Blocked),
+                ContactCommand::Set {
+                    target,
+                    auto_accept_invites,
+                    ask_invites,
+                } => messenger::Action::People(PeopleAction::Set {
+                    target,
+                    auto_accept_invites: match (auto_accept_invites, ask_invites) {
+                        (true, _) => Some(true),
+                        (_, true) => Some(false),
+                        _ => None,
+                    },
+                }),
             };
             messenger::run(&home, &source, cli.json, action)
+        }
+        Command::Request(c) => {
+            let action = match c {
+                RequestCommand::List => PeopleAction::Requests,
+                RequestCommand::Accept { target } => PeopleAction::Accept { target },
+                RequestCommand::Decline { target } => PeopleAction::DeclineRequest { target },
+            };
+            messenger::run(&home, &source, cli.json, messenger::Action::People(action))
         }
         Command::Send { target, text } => messenger::run(
             &home,
@@ -312,6 +399,13 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
                     ban: true,
                 },
                 RoomCommand::List => messenger::Action::RoomList,
+                RoomCommand::Invitations => messenger::Action::People(PeopleAction::Invitations),
+                RoomCommand::Join { room } => {
+                    messenger::Action::People(PeopleAction::Join { room })
+                }
+                RoomCommand::Decline { room } => {
+                    messenger::Action::People(PeopleAction::Decline { room })
+                }
             };
             messenger::run(&home, &source, cli.json, action)
         }

@@ -62,6 +62,8 @@ pub(crate) enum Action {
         ban: bool,
     },
     RoomList,
+    /// Blocking, contact settings, room invitations.
+    People(crate::people::PeopleAction),
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -137,7 +139,7 @@ async fn in_process(
 
 /// Where a command's requests go: the daemon's socket, or an engine this
 /// process runs.
-enum Api {
+pub(crate) enum Api {
     Daemon(Client),
     InProcess {
         engine: EngineHandle,
@@ -147,7 +149,7 @@ enum Api {
 
 impl Api {
     /// Serves `request`; `T` is the answer's type for that method.
-    async fn call<T>(&mut self, request: Request) -> Result<T, Failure>
+    pub(crate) async fn call<T>(&mut self, request: Request) -> Result<T, Failure>
     where
         T: TryFrom<Response, Error = UnexpectedResponse>,
     {
@@ -254,7 +256,7 @@ fn print_qr(text: &str) {
     }
 }
 
-fn print_json<T: Serialize>(v: &T) -> Result<(), Failure> {
+pub(crate) fn print_json<T: Serialize>(v: &T) -> Result<(), Failure> {
     println!("{}", serde_json::to_string(v).context("encoding JSON")?);
     Ok(())
 }
@@ -262,7 +264,7 @@ fn print_json<T: Serialize>(v: &T) -> Result<(), Failure> {
 /// Text from others as a terminal shows it: control characters (escape
 /// sequences, carriage returns, newlines that would fake another line)
 /// are shown escaped instead of acted upon.
-fn shown(text: &str) -> String {
+pub(crate) fn shown(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {
@@ -439,6 +441,7 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
         Action::Listen { since } => {
             return api.listen(since).await;
         }
+        Action::People(action) => return crate::people::perform(&mut api, json, action).await,
     }
     Ok(())
 }

@@ -13,8 +13,9 @@ use crate::page::{PAGE_BYTES, page};
 use crate::request::{DEFAULT_EVENTS_LIMIT, DEFAULT_MESSAGES_LIMIT, MAX_LIMIT, MessageCursor};
 use crate::resolve::{self, Target};
 use crate::response::{
-    ContactAdded, ContactRemoved, Event, InviteText, Message, RoomBanned, RoomCreated, RoomInvited,
-    RoomLeft, RoomRemoved, Sent, Whoami, cursor_of,
+    BlockedUser, ContactAdded, ContactBlocked, ContactRemoved, ContactSettings, ContactUnblocked,
+    Event, InviteText, Message, RequestAccepted, RequestDeclined, RoomBanned, RoomCreated,
+    RoomDeclined, RoomInvited, RoomJoined, RoomLeft, RoomRemoved, Sent, Whoami, cursor_of,
 };
 use crate::{Error, Identity, Request, Response};
 
@@ -82,6 +83,55 @@ async fn serve(
             engine.remove_contact(user).await?;
             Response::ContactRemoved(ContactRemoved { removed: user })
         }
+        Request::ContactBlock { target } => {
+            let user = resolve::user(engine, &target).await?;
+            engine.block(user).await?;
+            Response::ContactBlocked(ContactBlocked { blocked: user })
+        }
+        Request::ContactUnblock { target } => {
+            let user = resolve::user(engine, &target).await?;
+            engine.unblock(user).await?;
+            Response::ContactUnblocked(ContactUnblocked { unblocked: user })
+        }
+        Request::ContactBlocked {} => Response::Blocked(
+            engine
+                .blocked()
+                .await?
+                .into_iter()
+                .map(|user_id| BlockedUser { user_id })
+                .collect(),
+        ),
+        Request::ContactSet {
+            target,
+            auto_accept_invites,
+        } => {
+            let user = resolve::user(engine, &target).await?;
+            if let Some(on) = auto_accept_invites {
+                engine.set_auto_accept(user, on).await?;
+            }
+            Response::ContactSettings(ContactSettings {
+                user_id: user,
+                auto_accept_invites,
+            })
+        }
+        Request::RequestList {} => Response::Requests(
+            engine
+                .requests()
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        ),
+        Request::RequestAccept { target } => {
+            let user_id = resolve::requester(engine, &target).await?;
+            engine.accept_request(user_id).await?;
+            Response::RequestAccepted(RequestAccepted { user_id })
+        }
+        Request::RequestDecline { target } => {
+            let user_id = resolve::requester(engine, &target).await?;
+            engine.decline_request(user_id).await?;
+            Response::RequestDeclined(RequestDeclined { user_id })
+        }
         Request::Send { target, text } => {
             let event_id = match resolve::target(engine, &target).await? {
                 Target::User(user) => engine.send_dm(user, &text).await?,
@@ -136,6 +186,24 @@ async fn serve(
         }
         Request::RoomList {} => {
             Response::Rooms(engine.rooms().await?.into_iter().map(Into::into).collect())
+        }
+        Request::RoomInvitations {} => Response::Invitations(
+            engine
+                .invitations()
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        ),
+        Request::RoomJoin { room } => {
+            let room_id = resolve::invitation(engine, &room).await?;
+            engine.room_join(room_id).await?;
+            Response::RoomJoined(RoomJoined { room_id })
+        }
+        Request::RoomDecline { room } => {
+            let room_id = resolve::invitation(engine, &room).await?;
+            engine.room_decline(room_id).await?;
+            Response::RoomDeclined(RoomDeclined { room_id })
         }
         Request::Events { since, limit } => {
             let limit = limit_of(limit, DEFAULT_EVENTS_LIMIT);

@@ -40,6 +40,7 @@ mod dispatch;
 mod error;
 mod feed;
 pub mod page;
+mod people;
 mod request;
 pub mod resolve;
 mod response;
@@ -54,9 +55,11 @@ pub use request::{
     Request,
 };
 pub use response::{
-    Contact, ContactAdded, ContactRemoved, Event, EventKind, Identity, InviteText, Message,
-    Response, Room, RoomBanned, RoomCreated, RoomInvited, RoomLeft, RoomRemoved, Sent, State,
-    Subscribed, UnexpectedResponse, Whoami,
+    BlockedUser, Contact, ContactAdded, ContactBlocked, ContactRemoved, ContactSettings,
+    ContactUnblocked, Event, EventKind, Identity, InviteText, Message, MessageRequest,
+    RequestAccepted, RequestDeclined, Response, Room, RoomBanned, RoomCreated, RoomDeclined,
+    RoomInvitation, RoomInvited, RoomJoined, RoomLeft, RoomRemoved, Sent, State, Subscribed,
+    UnexpectedResponse, Whoami,
 };
 #[doc(hidden)]
 pub use server::fuzz_request_line;

@@ -53,6 +53,49 @@ pub enum Request {
         /// The contact: name, username or user id.
         target: String,
     },
+    /// `contact.block`: block a user (a contact or not): their deliveries
+    /// are refused without an acknowledgement, nothing of theirs is stored.
+    #[serde(rename = "contact.block")]
+    ContactBlock {
+        /// The user: contact name, username or user id.
+        target: String,
+    },
+    /// `contact.unblock`: undo a block.
+    #[serde(rename = "contact.unblock")]
+    ContactUnblock {
+        /// The user: contact name, username or user id.
+        target: String,
+    },
+    /// `contact.blocked`: the blocked users, in the order they were blocked.
+    #[serde(rename = "contact.blocked")]
+    ContactBlocked {},
+    /// `contact.set`: change a contact's settings.
+    #[serde(rename = "contact.set")]
+    ContactSet {
+        /// The contact: name, username or user id.
+        target: String,
+        /// Join the rooms this contact invites this user to without
+        /// asking (left as it is when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auto_accept_invites: Option<bool>,
+    },
+    /// `request.list`: the message requests (first messages from people
+    /// who are not contacts), oldest first.
+    #[serde(rename = "request.list")]
+    RequestList {},
+    /// `request.accept`: make a requester a contact; their first messages
+    /// show.
+    #[serde(rename = "request.accept")]
+    RequestAccept {
+        /// The requester: username or user id.
+        target: String,
+    },
+    /// `request.decline`: delete a message request.
+    #[serde(rename = "request.decline")]
+    RequestDecline {
+        /// The requester: username or user id.
+        target: String,
+    },
     /// `send`: send a text to a contact or a room.
     #[serde(rename = "send")]
     Send {
@@ -119,6 +162,21 @@ pub enum Request {
     /// `room.list`: the group rooms this user is in.
     #[serde(rename = "room.list")]
     RoomList {},
+    /// `room.invitations`: the room invitations waiting for consent.
+    #[serde(rename = "room.invitations")]
+    RoomInvitations {},
+    /// `room.join`: join a room from its pending invitation.
+    #[serde(rename = "room.join")]
+    RoomJoin {
+        /// The room: its name in the invitation, or its room id.
+        room: String,
+    },
+    /// `room.decline`: drop a pending room invitation.
+    #[serde(rename = "room.decline")]
+    RoomDecline {
+        /// The room: its name in the invitation, or its room id.
+        room: String,
+    },
     /// `events`: event-log entries after a cursor, a page at a time.
     #[serde(rename = "events")]
     Events {
@@ -155,6 +213,20 @@ pub enum Method {
     ContactList,
     /// `contact.remove`
     ContactRemove,
+    /// `contact.block`
+    ContactBlock,
+    /// `contact.unblock`
+    ContactUnblock,
+    /// `contact.blocked`
+    ContactBlocked,
+    /// `contact.set`
+    ContactSet,
+    /// `request.list`
+    RequestList,
+    /// `request.accept`
+    RequestAccept,
+    /// `request.decline`
+    RequestDecline,
     /// `send`
     Send,
     /// `messages`
@@ -171,6 +243,12 @@ pub enum Method {
     RoomBan,
     /// `room.list`
     RoomList,
+    /// `room.invitations`
+    RoomInvitations,
+    /// `room.join`
+    RoomJoin,
+    /// `room.decline`
+    RoomDecline,
     /// `events`
     Events,
     /// `subscribe`
@@ -179,12 +257,19 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 15] = [
+    pub const ALL: [Method; 25] = [
         Method::Whoami,
         Method::Invite,
         Method::ContactAdd,
         Method::ContactList,
         Method::ContactRemove,
+        Method::ContactBlock,
+        Method::ContactUnblock,
+        Method::ContactBlocked,
+        Method::ContactSet,
+        Method::RequestList,
+        Method::RequestAccept,
+        Method::RequestDecline,
         Method::Send,
         Method::Messages,
         Method::RoomCreate,
@@ -193,6 +278,9 @@ impl Method {
         Method::RoomRemove,
         Method::RoomBan,
         Method::RoomList,
+        Method::RoomInvitations,
+        Method::RoomJoin,
+        Method::RoomDecline,
         Method::Events,
         Method::Subscribe,
     ];
@@ -205,6 +293,13 @@ impl Method {
             Method::ContactAdd => "contact.add",
             Method::ContactList => "contact.list",
             Method::ContactRemove => "contact.remove",
+            Method::ContactBlock => "contact.block",
+            Method::ContactUnblock => "contact.unblock",
+            Method::ContactBlocked => "contact.blocked",
+            Method::ContactSet => "contact.set",
+            Method::RequestList => "request.list",
+            Method::RequestAccept => "request.accept",
+            Method::RequestDecline => "request.decline",
             Method::Send => "send",
             Method::Messages => "messages",
             Method::RoomCreate => "room.create",
@@ -213,6 +308,9 @@ impl Method {
             Method::RoomRemove => "room.remove",
             Method::RoomBan => "room.ban",
             Method::RoomList => "room.list",
+            Method::RoomInvitations => "room.invitations",
+            Method::RoomJoin => "room.join",
+            Method::RoomDecline => "room.decline",
             Method::Events => "events",
             Method::Subscribe => "subscribe",
         }
@@ -256,6 +354,13 @@ impl Request {
             Request::ContactAdd { .. } => Method::ContactAdd,
             Request::ContactList {} => Method::ContactList,
             Request::ContactRemove { .. } => Method::ContactRemove,
+            Request::ContactBlock { .. } => Method::ContactBlock,
+            Request::ContactUnblock { .. } => Method::ContactUnblock,
+            Request::ContactBlocked {} => Method::ContactBlocked,
+            Request::ContactSet { .. } => Method::ContactSet,
+            Request::RequestList {} => Method::RequestList,
+            Request::RequestAccept { .. } => Method::RequestAccept,
+            Request::RequestDecline { .. } => Method::RequestDecline,
             Request::Send { .. } => Method::Send,
             Request::Messages { .. } => Method::Messages,
             Request::RoomCreate { .. } => Method::RoomCreate,
@@ -264,6 +369,9 @@ impl Request {
             Request::RoomRemove { .. } => Method::RoomRemove,
             Request::RoomBan { .. } => Method::RoomBan,
             Request::RoomList {} => Method::RoomList,
+            Request::RoomInvitations {} => Method::RoomInvitations,
+            Request::RoomJoin { .. } => Method::RoomJoin,
+            Request::RoomDecline { .. } => Method::RoomDecline,
             Request::Events { .. } => Method::Events,
             Request::Subscribe { .. } => Method::Subscribe,
         }

@@ -36,6 +36,47 @@ pub async fn room(engine: &EngineHandle, name: &str) -> Result<RoomId, Error> {
     room_among(&engine.rooms().await?, name)
 }
 
+/// The room of the pending invitation `name` names: by room id text or
+/// by the room's name in the invitation.
+pub async fn invitation(engine: &EngineHandle, name: &str) -> Result<RoomId, Error> {
+    let rooms: Vec<RoomInfo> = engine
+        .invitations()
+        .await?
+        .into_iter()
+        .map(|i| RoomInfo {
+            room_id: i.room_id,
+            name: i.name,
+            members: i.members,
+            admins: Vec::new(),
+        })
+        .collect();
+    room_among(&rooms, name)
+}
+
+/// The user of the message request `name` names: by username (if one
+/// request has it) or user id text. Usernames are chosen by the
+/// requesters themselves, so two may claim the same one: then only the
+/// user id names either.
+pub async fn requester(engine: &EngineHandle, name: &str) -> Result<UserId, Error> {
+    let requests = engine.requests().await?;
+    let by_username: Vec<UserId> = requests
+        .iter()
+        .filter(|r| r.username == name)
+        .map(|r| r.user_id)
+        .collect();
+    match by_username.as_slice() {
+        [one] => Ok(*one),
+        [] => name
+            .parse::<UserId>()
+            .map_err(|_| Error::UnknownContact(name.to_owned())),
+        _ => Err(Error::Ambiguous {
+            what: "message requests",
+            name: name.to_owned(),
+            instead: "the user id",
+        }),
+    }
+}
+
 /// What a TARGET names: a contact if one is called so, else a room.
 pub async fn target(engine: &EngineHandle, name: &str) -> Result<Target, Error> {
     match user_among(&engine.contacts().await?, name) {

@@ -41,6 +41,20 @@ pub enum Response {
     Contacts(Vec<Contact>),
     /// `contact.remove`
     ContactRemoved(ContactRemoved),
+    /// `contact.block`
+    ContactBlocked(ContactBlocked),
+    /// `contact.unblock`
+    ContactUnblocked(ContactUnblocked),
+    /// `contact.blocked`
+    Blocked(Vec<BlockedUser>),
+    /// `contact.set`
+    ContactSettings(ContactSettings),
+    /// `request.list`
+    Requests(Vec<MessageRequest>),
+    /// `request.accept`
+    RequestAccepted(RequestAccepted),
+    /// `request.decline`
+    RequestDeclined(RequestDeclined),
     /// `send`
     Sent(Sent),
     /// `messages`: one page, oldest first.
@@ -57,6 +71,12 @@ pub enum Response {
     RoomBanned(RoomBanned),
     /// `room.list`
     Rooms(Vec<Room>),
+    /// `room.invitations`
+    Invitations(Vec<RoomInvitation>),
+    /// `room.join`
+    RoomJoined(RoomJoined),
+    /// `room.decline`
+    RoomDeclined(RoomDeclined),
     /// `events`: one page, in cursor order.
     Events(Vec<Event>),
     /// `subscribe` (then `event` notifications follow).
@@ -73,6 +93,13 @@ impl Response {
             Method::ContactAdd => Response::ContactAdded(from(result)?),
             Method::ContactList => Response::Contacts(from(result)?),
             Method::ContactRemove => Response::ContactRemoved(from(result)?),
+            Method::ContactBlock => Response::ContactBlocked(from(result)?),
+            Method::ContactUnblock => Response::ContactUnblocked(from(result)?),
+            Method::ContactBlocked => Response::Blocked(from(result)?),
+            Method::ContactSet => Response::ContactSettings(from(result)?),
+            Method::RequestList => Response::Requests(from(result)?),
+            Method::RequestAccept => Response::RequestAccepted(from(result)?),
+            Method::RequestDecline => Response::RequestDeclined(from(result)?),
             Method::Send => Response::Sent(from(result)?),
             Method::Messages => Response::Messages(from(result)?),
             Method::RoomCreate => Response::RoomCreated(from(result)?),
@@ -81,6 +108,9 @@ impl Response {
             Method::RoomRemove => Response::RoomRemoved(from(result)?),
             Method::RoomBan => Response::RoomBanned(from(result)?),
             Method::RoomList => Response::Rooms(from(result)?),
+            Method::RoomInvitations => Response::Invitations(from(result)?),
+            Method::RoomJoin => Response::RoomJoined(from(result)?),
+            Method::RoomDecline => Response::RoomDeclined(from(result)?),
             Method::Events => Response::Events(from(result)?),
             Method::Subscribe => Response::Subscribed(from(result)?),
         })
@@ -94,6 +124,13 @@ impl Response {
             Response::ContactAdded(_) => Method::ContactAdd,
             Response::Contacts(_) => Method::ContactList,
             Response::ContactRemoved(_) => Method::ContactRemove,
+            Response::ContactBlocked(_) => Method::ContactBlock,
+            Response::ContactUnblocked(_) => Method::ContactUnblock,
+            Response::Blocked(_) => Method::ContactBlocked,
+            Response::ContactSettings(_) => Method::ContactSet,
+            Response::Requests(_) => Method::RequestList,
+            Response::RequestAccepted(_) => Method::RequestAccept,
+            Response::RequestDeclined(_) => Method::RequestDecline,
             Response::Sent(_) => Method::Send,
             Response::Messages(_) => Method::Messages,
             Response::RoomCreated(_) => Method::RoomCreate,
@@ -102,6 +139,9 @@ impl Response {
             Response::RoomRemoved(_) => Method::RoomRemove,
             Response::RoomBanned(_) => Method::RoomBan,
             Response::Rooms(_) => Method::RoomList,
+            Response::Invitations(_) => Method::RoomInvitations,
+            Response::RoomJoined(_) => Method::RoomJoin,
+            Response::RoomDeclined(_) => Method::RoomDecline,
             Response::Events(_) => Method::Events,
             Response::Subscribed(_) => Method::Subscribe,
         }
@@ -142,6 +182,13 @@ unwrap_response!(
     ContactAdded(ContactAdded) = ContactAdd,
     Contacts(Vec<Contact>) = ContactList,
     ContactRemoved(ContactRemoved) = ContactRemove,
+    ContactBlocked(ContactBlocked) = ContactBlock,
+    ContactUnblocked(ContactUnblocked) = ContactUnblock,
+    Blocked(Vec<BlockedUser>) = ContactBlocked,
+    ContactSettings(ContactSettings) = ContactSet,
+    Requests(Vec<MessageRequest>) = RequestList,
+    RequestAccepted(RequestAccepted) = RequestAccept,
+    RequestDeclined(RequestDeclined) = RequestDecline,
     Sent(Sent) = Send,
     Messages(Vec<Message>) = Messages,
     RoomCreated(RoomCreated) = RoomCreate,
@@ -150,9 +197,17 @@ unwrap_response!(
     RoomRemoved(RoomRemoved) = RoomRemove,
     RoomBanned(RoomBanned) = RoomBan,
     Rooms(Vec<Room>) = RoomList,
+    Invitations(Vec<RoomInvitation>) = RoomInvitations,
+    RoomJoined(RoomJoined) = RoomJoin,
+    RoomDeclined(RoomDeclined) = RoomDecline,
     Events(Vec<Event>) = Events,
     Subscribed(Subscribed) = Subscribe,
 );
+
+pub use crate::people::{
+    BlockedUser, ContactBlocked, ContactSettings, ContactUnblocked, MessageRequest,
+    RequestAccepted, RequestDeclined, RoomDeclined, RoomInvitation, RoomJoined,
+};
 
 /// `whoami`: the identity and the node's full addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

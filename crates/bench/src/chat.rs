@@ -202,6 +202,7 @@ pub(crate) fn start_engine_on<S: safemeet_store::Store + Clone + 'static>(
         net,
         retry_initial: Duration::from_millis(200),
         retry_max: Duration::from_secs(2),
+        auto_join_rooms: true,
         ..safemeet_engine::Config::default()
     };
     Ok(safemeet_engine::start(CryptoMachine::open(store)?, config)?)

@@ -132,6 +132,10 @@ pub enum Error {
         /// The user the sender's certificate names.
         user: safemeet_proto::UserId,
     },
+    /// The sender's user is on this device's refusal list (blocked, or a
+    /// removed contact): nothing of theirs is decrypted into the store.
+    #[error("the sender's user is refused")]
+    RefusedSender,
     /// A pre-key message names a one-time key this device does not hold
     /// (used already, or never handed out).
     #[error("the one-time key of this pre-key message is unknown or used")]

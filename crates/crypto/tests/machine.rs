@@ -1392,3 +1392,101 @@ fn a_released_message_the_caller_cannot_place_can_come_again() {
     let err = room_err(&mut bob, &m2, T0 + 4);
     assert!(matches!(err, Error::Replay { .. }), "{err:?}");
 }
+
+#[test]
+fn junk_from_one_holder_cannot_push_out_another_holders_held_message() {
+    use safemeet_crypto::machine::{Holder, MAX_HELD_BYTES, MAX_HELD_BYTES_PER_HOLDER};
+    let (mut alice, mut bob) = pair();
+    let members = [alice.user(), bob.user()];
+    let real = send(&mut alice, room(40), &members, "real", T0);
+    let (member, stranger) = (Holder([1; 32]), Holder([2; 32]));
+    let err = bob
+        .machine
+        .decrypt_room_held(
+            &room_envelope(&real.message),
+            ts(T0 + 1),
+            Some(member),
+            |_| Ok(Default::default()),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::MissingRoomKey { held: true }),
+        "{err:?}"
+    );
+    // 400 frames of about 60 KiB with made-up sessions, more than twice what
+    // the whole store holds: the flood replaces only its own frames.
+    let junk = vec![0x55; 60 * 1024];
+    let mut flood_bytes = 0u64;
+    for i in 0..400u64 {
+        let mut g = GroupSession::new(SessionConfig::version_1());
+        let env = RoomEnvelope {
+            topic: safemeet_proto::room::RoomTopic::from_bytes([0; 32]),
+            session_id: session_id(&g.session_id()),
+            ciphertext: g.encrypt(&junk).to_bytes(),
+        };
+        flood_bytes += env.ciphertext.len() as u64;
+        let _ = bob
+            .machine
+            .decrypt_room_held(&env, ts(T0 + 2 + i), Some(stranger), |_| {
+                Ok(Default::default())
+            });
+    }
+    assert!(flood_bytes > 2 * MAX_HELD_BYTES);
+    // What is held is bounded: the store's size grew by about one
+    // holder's quota, not by the flood.
+    let held: u64 = safemeet_store::Store::scan(
+        &bob.backend,
+        safemeet_store::Keyspace::CryptoSessions,
+        &[],
+        None,
+        usize::MAX,
+    )
+    .unwrap()
+    .iter()
+    .map(|(_, v)| v.len() as u64)
+    .sum();
+    assert!(
+        held < 2 * MAX_HELD_BYTES_PER_HOLDER,
+        "{held} bytes of crypto sessions after the flood"
+    );
+    // The member's message is still held: the key releases it.
+    let got = receive_to_device(shares_for(&real, &bob)[0], &mut bob, T0 + 1000).unwrap();
+    let texts: Vec<String> = got
+        .released
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(body))
+        .collect();
+    assert_eq!(texts, ["real"]);
+}
+
+#[test]
+fn refused_senders_get_nothing_decrypted_and_are_heard_again_when_allowed() {
+    let (mut alice, mut bob) = pair();
+    let members = [alice.user(), bob.user()];
+    let first = send(&mut alice, room(41), &members, "first", T0);
+    bob.machine.set_refused_senders([alice.user()]);
+    // The key share is refused, so is the message (a second try too).
+    let err = receive_to_device(shares_for(&first, &bob)[0], &mut bob, T0 + 1).unwrap_err();
+    assert!(matches!(err, Error::RefusedSender), "{err:?}");
+    // Allowed again: the same share (sent again) and message are taken.
+    bob.machine.set_refused_senders([]);
+    let got = receive_to_device(shares_for(&first, &bob)[0], &mut bob, T0 + 2).unwrap();
+    assert!(matches!(got.content, ToDeviceContent::RoomKey { .. }));
+    let event = bob
+        .machine
+        .decrypt_room(&room_envelope(&first.message), ts(T0 + 3))
+        .unwrap();
+    assert_eq!(body(&event), "first");
+    // Refused once the key is known: the room message is not decrypted
+    // into the store (no replay record: allowed later, it still counts).
+    let second = send(&mut alice, room(41), &members, "second", T0 + 4);
+    bob.machine.set_refused_senders([alice.user()]);
+    let err = room_err(&mut bob, &second, T0 + 5);
+    assert!(matches!(err, Error::RefusedSender), "{err:?}");
+    bob.machine.set_refused_senders([]);
+    let event = bob
+        .machine
+        .decrypt_room(&room_envelope(&second.message), ts(T0 + 6))
+        .unwrap();
+    assert_eq!(body(&event), "second");
+}

@@ -499,12 +499,12 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
                 Output::Verdict {
                     token,
                     accept,
-                    forged,
+                    penalise,
                 } => {
                     if let Some((id, via)) = self.gossip.remove(&token) {
                         let verdict = if accept {
                             Verdict::Accept
-                        } else if forged {
+                        } else if penalise {
                             Verdict::Reject
                         } else {
                             Verdict::Ignore

@@ -68,6 +68,18 @@ pub struct Config {
     /// and secrets). `None` (the default): drawn from the OS. Only tests
     /// and simulations set it.
     pub seed: Option<u64>,
+    /// Join every room a contact invites this device to without asking.
+    /// Default `false`: an invitation waits for `room join` unless its
+    /// sender is a contact set to auto-accept. Simulations and tests that
+    /// are not about consent turn it on.
+    pub auto_join_rooms: bool,
+    /// Most message requests kept (see `requests`). Default 32: a screen
+    /// of people to decide on; past it new introductions are refused.
+    pub max_requests: usize,
+    /// Most new message requests per hour. Default 10: a person rarely
+    /// meets more in an hour, and a flood of fresh identities fills the
+    /// list no faster than that; past it new introductions are refused.
+    pub requests_per_hour: u32,
 }
 
 impl Default for Config {
@@ -88,6 +100,9 @@ impl Default for Config {
             ack_retries: 4,
             request_timeout: Duration::from_secs(60),
             seed: None,
+            auto_join_rooms: false,
+            max_requests: 32,
+            requests_per_hour: 10,
         }
     }
 }

@@ -14,8 +14,11 @@ use safemeet_proto::{UserId, codec};
 use safemeet_store::{Keyspace, Store};
 
 use crate::core::Core;
-use crate::records::{ContactIndex, ContactRecord, MAX_RECORD_BYTES, VERSION, name};
+use crate::outbox::outbox_item;
+use crate::records::{ContactIndex, ContactRecord, MAX_RECORD_BYTES, OutboxMeta, VERSION, name};
 use crate::{Contact, Error};
+use safemeet_proto::DeviceId;
+use safemeet_proto::event::{INTRODUCTION_VERSION, Introduction, ToDeviceEvent};
 use safemeet_proto::invite::{INVITE_VERSION, Invite, InviteError, MAX_INVITE_ADDRS};
 
 impl<S: Store + Clone> Core<S> {
@@ -88,23 +91,69 @@ impl<S: Store + Clone> Core<S> {
         if !index.users.contains(&user) {
             index.users.push(user);
         }
-        let mut batch = self.store.batch();
-        self.store.batch_put_value(
-            &mut batch,
-            Keyspace::Contacts,
-            &name::contact(&user),
-            &record,
-            MAX_RECORD_BYTES,
-        )?;
-        self.commit_contacts(batch, &index)?;
+        self.put_contact(&record, &index)?;
+        self.mark_added(user)?;
         // A new DM: its header key.
         self.headers.stale = true;
+        self.admission.stale = true;
         if let Some(signed) = &invite.relays {
             self.keep_relay_list(signed)?;
         }
         // Items that waited for a device of theirs can go now.
         self.devices_changed = true;
+        self.introduce(user, inviting);
+        // Their message request, if they asked first, is taken now.
+        self.replay_request(&user)?;
         Ok(user)
+    }
+
+    /// Stores a contact record with the contact index, flushed.
+    pub(crate) fn put_contact(
+        &self,
+        record: &ContactRecord,
+        index: &ContactIndex,
+    ) -> Result<(), Error> {
+        let mut batch = self.store.batch();
+        self.store.batch_put_value(
+            &mut batch,
+            Keyspace::Contacts,
+            &name::contact(&record.user_id),
+            record,
+            MAX_RECORD_BYTES,
+        )?;
+        self.commit_contacts(batch, index)
+    }
+
+    /// Sends this user's introduction to the device whose invite was
+    /// taken: if its user has not added this one, it shows as a message
+    /// request there (see `requests`). A failure only costs that.
+    fn introduce(&mut self, user: UserId, device: DeviceId) {
+        let account = self.machine.account();
+        let introduction = Introduction {
+            version: INTRODUCTION_VERSION,
+            device_list: account.device_list().signed().clone(),
+            certificates: vec![account.certificate().clone()],
+            profile: account.profile().signed().clone(),
+        };
+        let now = self.now.mono_ms();
+        let queued = codec::encode(&OutboxMeta {
+            version: VERSION,
+            timeline: None,
+        })
+        .map_err(Error::from)
+        .and_then(|meta| {
+            let out = self.machine.encrypt_to_device(
+                user,
+                device,
+                ToDeviceEvent::Introduction(Box::new(introduction)),
+                EncryptedBatch::default(),
+                &meta,
+            )?;
+            self.track(out.outbox_seq, outbox_item(&out, &meta), Some(now))
+        });
+        if let Err(e) = queued {
+            tracing::warn!(error = %e, "the introduction was not sent");
+        }
     }
 
     /// Commits `batch` with the contact index, flushed.
@@ -170,7 +219,9 @@ impl<S: Store + Clone> Core<S> {
         Ok(contacts)
     }
 
-    /// Removes a contact (their keys and messages stay).
+    /// Removes a contact (their keys and the messages stored so far stay);
+    /// what they send from now on is refused until their invite is
+    /// accepted again.
     pub(crate) fn remove_contact(&mut self, user: &UserId) -> Result<(), Error> {
         let mut index = self.contact_index()?;
         if !index.users.contains(user) {
@@ -181,7 +232,9 @@ impl<S: Store + Clone> Core<S> {
         self.store
             .batch_delete(&mut batch, Keyspace::Contacts, &name::contact(user))?;
         self.commit_contacts(batch, &index)?;
+        self.mark_removed(*user)?;
         self.headers.stale = true;
+        self.admission.stale = true;
         Ok(())
     }
 

@@ -92,10 +92,6 @@ pub struct Core<S: Store> {
     pub(crate) sessions_changed: bool,
     /// Received messages applied to the store since the last flush.
     pub(crate) unflushed_receipts: usize,
-    /// Set by `receive` when the frame it refused failed to decode or to
-    /// authenticate (no honest node sends or forwards one); taken by the
-    /// caller, which rejects such gossip.
-    pub(crate) forged: bool,
     /// Stored room messages to acknowledge to their senders after the flush.
     pub(crate) acks_due: Vec<(UserId, safemeet_proto::DeviceId, EventId)>,
     /// The contacts as stored, until they change.
@@ -108,6 +104,14 @@ pub struct Core<S: Store> {
     /// Where to leave deliveries for other devices, by peer.
     pub(crate) mailboxes: HashMap<PeerId, DeviceMailbox>,
     pub(crate) drain: DrainState,
+    /// Blocked users, removed contacts, auto-accepted inviters.
+    pub(crate) people: crate::blocks::People,
+    /// Whose frames may wait here for their keys.
+    pub(crate) admission: crate::admission::Admission,
+    /// The last gossip frame refused was junk (see `receive`).
+    pub(crate) junk: bool,
+    /// Message requests' rate.
+    pub(crate) requests: crate::requests::Requests,
     /// The first input was handled.
     started: bool,
 }
@@ -176,16 +180,26 @@ impl<S: Store + Clone> Core<S> {
             devices_changed: false,
             sessions_changed: false,
             unflushed_receipts: 0,
-            forged: false,
             acks_due: Vec::new(),
             contact_cache: RefCell::new(None),
             own_relays,
             former_relays,
             mailboxes: HashMap::new(),
             drain: DrainState::default(),
+            people: Default::default(),
+            admission: Default::default(),
+            junk: false,
+            requests: Default::default(),
             started: false,
             config,
         };
+        // Whom to refuse must be known before anything is received.
+        if let Err(e) = core.load_people() {
+            if let Err(close) = core.machine.close_in_place() {
+                tracing::warn!(error = %close, "the crypto state did not close cleanly");
+            }
+            return Err(e);
+        }
         // A store that cannot be read here is tried again as items finish.
         if let Err(e) = core.resume_outbox() {
             tracing::warn!(error = %e, "could not read the outbox");
@@ -318,6 +332,7 @@ impl<S: Store + Clone> Core<S> {
         // gossip, or shrank off it, sends this step's messages its new way.
         if self.rooms_changed || devices_changed {
             self.headers.stale = true;
+            self.admission.stale = true;
             self.sync_subscriptions();
         }
         // Direct deliveries first: a grace that ended frees its place in
@@ -361,6 +376,21 @@ impl<S: Store + Clone> Core<S> {
                 self.remove_contact(&user)?;
                 Response::Done
             }
+            Command::Block(user) => {
+                self.block(user)?;
+                self.admission.stale = true;
+                Response::Done
+            }
+            Command::Unblock(user) => {
+                self.unblock(user)?;
+                self.admission.stale = true;
+                Response::Done
+            }
+            Command::Blocked => Response::Users(self.blocked()),
+            Command::SetAutoAccept { user, on } => {
+                self.set_auto_accept(user, on)?;
+                Response::Done
+            }
             Command::DmMessages { with, limit } => {
                 if self.contact(&with)?.is_none() {
                     return Err(Error::UnknownContact(with));
@@ -397,6 +427,24 @@ impl<S: Store + Clone> Core<S> {
                 Response::Done
             }
             Command::Rooms => Response::Rooms(self.rooms_list()?),
+            Command::Invitations => Response::Invitations(self.invitations()?),
+            Command::Requests => Response::Requests(self.requests()?),
+            Command::RequestAccept(user) => {
+                self.accept_request(&user)?;
+                Response::Done
+            }
+            Command::RequestDecline(user) => {
+                self.decline_request(&user)?;
+                Response::Done
+            }
+            Command::RoomJoin(room) => {
+                self.room_join(&room)?;
+                Response::Done
+            }
+            Command::RoomDecline(room) => {
+                self.room_decline(&room)?;
+                Response::Done
+            }
             Command::Events { cursor, limit } => Response::Events(self.events(cursor, limit)?),
             Command::SendDm { .. } | Command::SendRoom { .. } => {
                 return Err(Error::InvalidInput("sends are handled in groups".into()));

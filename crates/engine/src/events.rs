@@ -32,8 +32,23 @@ pub enum Command {
     },
     /// List contacts.
     Contacts,
-    /// Remove a contact.
+    /// Remove a contact; their messages are refused until they are added
+    /// again.
     RemoveContact(UserId),
+    /// Block a user: their deliveries are refused, nothing of theirs is
+    /// stored.
+    Block(UserId),
+    /// Unblock a user.
+    Unblock(UserId),
+    /// The blocked users.
+    Blocked,
+    /// Whether a contact's room invitations are joined without asking.
+    SetAutoAccept {
+        /// The contact.
+        user: UserId,
+        /// On or off.
+        on: bool,
+    },
     /// Send a direct message.
     SendDm {
         /// The contact.
@@ -95,6 +110,18 @@ pub enum Command {
     },
     /// The group rooms this user is in.
     Rooms,
+    /// The room invitations waiting for consent.
+    Invitations,
+    /// The message requests.
+    Requests,
+    /// Accept a message request: its sender becomes a contact.
+    RequestAccept(UserId),
+    /// Decline a message request: it is deleted.
+    RequestDecline(UserId),
+    /// Join a room from its pending invitation.
+    RoomJoin(RoomId),
+    /// Drop a pending room invitation.
+    RoomDecline(RoomId),
     /// Event-log entries after a cursor.
     Events {
         /// 0: from the start.
@@ -114,6 +141,8 @@ pub enum Response {
     Invite(String),
     /// A user (a contact added).
     User(UserId),
+    /// Users (the blocked ones).
+    Users(Vec<UserId>),
     /// The contacts.
     Contacts(Vec<Contact>),
     /// A message sent ("sent": committed to the outbox).
@@ -124,6 +153,10 @@ pub enum Response {
     Room(RoomId),
     /// The group rooms.
     Rooms(Vec<RoomInfo>),
+    /// The pending room invitations.
+    Invitations(Vec<crate::Invitation>),
+    /// The message requests.
+    Requests(Vec<crate::MessageRequest>),
     /// Event-log entries with their cursors.
     Events(Vec<(u64, LogEntry)>),
 }
@@ -296,16 +329,15 @@ pub enum Output {
         /// The answer.
         answer: safemeet_proto::deliver::DeliverAnswer,
     },
-    /// Judge a gossip frame: forward it (`accept`), drop it, or reject
-    /// it (`forged`: it failed to decode or to authenticate, which costs
-    /// the peer that passed it on).
+    /// Judge a gossip frame: forward it (`true`) or not.
     Verdict {
         /// The frame's handle.
         token: u64,
         /// Whether it may be forwarded.
         accept: bool,
-        /// Whether it is a forgery (never with `accept`).
-        forged: bool,
+        /// Not forwarded, and junk no honest peer would have passed on:
+        /// the peer that sent it is penalised (gossipsub's `Reject`).
+        penalise: bool,
     },
     /// The event log is durable up to (not including) this cursor.
     LogCursor(u64),

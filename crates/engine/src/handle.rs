@@ -108,9 +108,64 @@ impl Handle {
         expect!(self.core(Command::Contacts).await, Response::Contacts(c) => c)
     }
 
-    /// Removes a contact (their keys and messages stay).
+    /// Removes a contact (their keys and the messages stored so far
+    /// stay); what they send from now on is refused until their invite is
+    /// accepted again.
     pub async fn remove_contact(&self, user: UserId) -> Result<(), Error> {
         expect!(self.core(Command::RemoveContact(user)).await, Response::Done => ())
+    }
+
+    /// Blocks a user (a contact or not): their deliveries are refused
+    /// without an acknowledgement, their gossip is not passed on, and
+    /// nothing of theirs is stored. Survives restarts.
+    pub async fn block(&self, user: UserId) -> Result<(), Error> {
+        expect!(self.core(Command::Block(user)).await, Response::Done => ())
+    }
+
+    /// Unblocks a user; an error if they were not blocked.
+    pub async fn unblock(&self, user: UserId) -> Result<(), Error> {
+        expect!(self.core(Command::Unblock(user)).await, Response::Done => ())
+    }
+
+    /// The blocked users, in the order they were blocked.
+    pub async fn blocked(&self) -> Result<Vec<UserId>, Error> {
+        expect!(self.core(Command::Blocked).await, Response::Users(u) => u)
+    }
+
+    /// The room invitations waiting for consent, oldest first.
+    pub async fn invitations(&self) -> Result<Vec<crate::Invitation>, Error> {
+        expect!(self.core(Command::Invitations).await, Response::Invitations(i) => i)
+    }
+
+    /// Joins a room from its pending invitation.
+    pub async fn room_join(&self, room: RoomId) -> Result<(), Error> {
+        expect!(self.core(Command::RoomJoin(room)).await, Response::Done => ())
+    }
+
+    /// Drops a pending room invitation.
+    pub async fn room_decline(&self, room: RoomId) -> Result<(), Error> {
+        expect!(self.core(Command::RoomDecline(room)).await, Response::Done => ())
+    }
+
+    /// The message requests, oldest first.
+    pub async fn requests(&self) -> Result<Vec<crate::MessageRequest>, Error> {
+        expect!(self.core(Command::Requests).await, Response::Requests(r) => r)
+    }
+
+    /// Accepts a message request: its sender becomes a contact and the
+    /// messages kept with it show.
+    pub async fn accept_request(&self, user: UserId) -> Result<(), Error> {
+        expect!(self.core(Command::RequestAccept(user)).await, Response::Done => ())
+    }
+
+    /// Declines a message request: it and what was kept with it are deleted.
+    pub async fn decline_request(&self, user: UserId) -> Result<(), Error> {
+        expect!(self.core(Command::RequestDecline(user)).await, Response::Done => ())
+    }
+
+    /// Sets whether a contact's room invitations are joined without asking.
+    pub async fn set_auto_accept(&self, user: UserId, on: bool) -> Result<(), Error> {
+        expect!(self.core(Command::SetAutoAccept { user, on }).await, Response::Done => ())
     }
 
     /// An invite for this user, as text.

@@ -20,11 +20,14 @@
 //! the same answer, since it cannot be told apart, and is never
 //! forwarded. A few such frames are held in memory: when a room key share
 //! brings the key that opens one, it is stored at once rather than at its
-//! sender's next try.
+//! sender's next try. Only frames from known senders are held, each
+//! charged to its holder (see `admission`), at most
+//! [`MAX_HELD_SEALED_PER_HOLDER`] each.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use safemeet_crypto::header;
+use safemeet_crypto::machine::Holder;
 use safemeet_proto::envelope::{RoomEnvelope, SealedRoomEnvelope};
 use safemeet_proto::header::{HeaderKey, HeaderRoot};
 use safemeet_proto::room::{RoomTopic, dm_room};
@@ -41,10 +44,15 @@ use crate::records::{MAX_RECORD_BYTES, RoomRecord, VERSION};
 /// device wait for a room's state to be sent again.
 pub(crate) const MAX_PENDING_HEADERS: usize = 256;
 
-/// Most sealed frames held for a key (a frame is at least 2 KiB, so at
-/// most about a quarter of a MiB; junk can only push out older junk or a
-/// frame its sender sends again).
+/// Most sealed frames held for a key (a frame is at least 2 KiB and at
+/// most 64 KiB, so between a quarter of a MiB and 8 MiB of memory). When
+/// full, the holder holding the most frames loses its oldest.
 pub(crate) const MAX_HELD_SEALED: usize = 128;
+/// Most sealed frames held for one holder: 16, an eighth of the whole, so
+/// one sender's junk cannot push out the frames of seven others. An
+/// honest sender rarely has more frames out before the key share that
+/// opens them (which it sends first).
+pub(crate) const MAX_HELD_SEALED_PER_HOLDER: usize = 16;
 
 /// Where the pending keys are stored.
 const PENDING_NAME: &[u8] = b"header-keys-pending";
@@ -65,7 +73,7 @@ pub(crate) struct HeaderKeys {
     /// Frames no key opened yet, with the gossip topic they came on: a
     /// head start for when their key comes with a room key share (their
     /// senders retry anyway). At most [`MAX_HELD_SEALED`], oldest dropped.
-    held: VecDeque<(Option<RoomTopic>, SealedRoomEnvelope)>,
+    held: VecDeque<(Holder, Option<RoomTopic>, SealedRoomEnvelope)>,
     /// Rooms or contacts changed since `known` was worked out.
     pub(crate) stale: bool,
     /// The pending keys were read from the store.
@@ -112,16 +120,37 @@ impl<S: Store + Clone> Core<S> {
         safemeet_crypto::machine::event_id(&env).ok()
     }
 
-    /// Holds a frame no key opens, for [`Self::release_sealed`].
-    pub(crate) fn hold_sealed(&mut self, topic: Option<RoomTopic>, sealed: SealedRoomEnvelope) {
+    /// Holds a frame no key opens, for [`Self::release_sealed`], charged
+    /// to `holder`: past its quota its own oldest frame goes; when the
+    /// hold is full, the oldest frame of whoever holds the most.
+    pub(crate) fn hold_sealed(
+        &mut self,
+        holder: Holder,
+        topic: Option<RoomTopic>,
+        sealed: SealedRoomEnvelope,
+    ) {
         let held = &mut self.headers.held;
-        if held.iter().any(|(_, s)| *s == sealed) {
+        if held.iter().any(|(_, _, s)| *s == sealed) {
             return;
         }
-        if held.len() >= MAX_HELD_SEALED {
-            held.pop_front();
+        let mine = held.iter().filter(|(h, _, _)| *h == holder).count();
+        let evict = if mine >= MAX_HELD_SEALED_PER_HOLDER {
+            Some(holder)
+        } else if held.len() >= MAX_HELD_SEALED {
+            let mut counts: HashMap<Holder, usize> = HashMap::new();
+            for (h, _, _) in held.iter() {
+                *counts.entry(*h).or_default() += 1;
+            }
+            counts.into_iter().max_by_key(|(_, n)| *n).map(|(h, _)| h)
+        } else {
+            None
+        };
+        if let Some(evict) = evict
+            && let Some(pos) = held.iter().position(|(h, _, _)| *h == evict)
+        {
+            held.remove(pos);
         }
-        held.push_back((topic, sealed));
+        held.push_back((holder, topic, sealed));
     }
 
     /// The held frames `root`'s key opens, taken out of the hold.
@@ -131,7 +160,7 @@ impl<S: Store + Clone> Core<S> {
     ) -> Vec<(Option<RoomTopic>, RoomEnvelope)> {
         let key = HeaderKey::from_root(root);
         let mut opened = Vec::new();
-        self.headers.held.retain(|(topic, sealed)| {
+        self.headers.held.retain(|(_, topic, sealed)| {
             if !header::names(&key, sealed) {
                 return true;
             }

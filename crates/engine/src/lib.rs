@@ -39,6 +39,8 @@
 
 mod acks;
 mod actor;
+mod admission;
+mod blocks;
 mod chain;
 mod config;
 mod contacts;
@@ -52,6 +54,7 @@ mod handle;
 mod headers;
 #[cfg(feature = "test-hooks")]
 mod hooks;
+mod invitations;
 mod mailbox;
 mod outbox;
 mod parked;
@@ -59,12 +62,14 @@ mod receive;
 mod records;
 mod relay_client;
 mod relays;
+mod requests;
 mod rooms;
 mod send;
 mod timeline;
 mod topics;
 
 pub use crate::actor::start;
+pub use crate::blocks::MAX_LISTED;
 pub use crate::config::Config;
 pub use crate::core::{Core, Now, Stats};
 pub use crate::error::{Error, ErrorKind};
@@ -72,8 +77,10 @@ pub use crate::events::{
     Command, DeliveryResult, DeliveryToken, Input, NetInput, Output, RequestId, Response,
 };
 pub use crate::handle::Handle;
+pub use crate::invitations::{Invitation, MAX_INVITATIONS, MAX_INVITATIONS_PER_INVITER};
 pub use crate::mailbox::Relay;
 pub use crate::records::{LogEntry, MessageState, TimelineEntry};
+pub use crate::requests::{MAX_REQUEST_FRAMES, MessageRequest};
 pub use crate::rooms::dm_room_id;
 pub use crate::topics::DIRECT_ROOM_MAX_DEVICES;
 pub use safemeet_proto::invite::{INVITE_PREFIX, INVITE_VERSION, Invite};

@@ -27,6 +27,7 @@ use safemeet_store::{Keyspace, Store};
 use crate::chain::{Refusal, apply_event};
 use crate::core::Core;
 use crate::events::{NetInput, Output};
+use crate::invitations::{JoinPolicy, PendingInvitation, stage_invitation};
 use crate::records::{LogEntry, MessageState, RoomRecord, TimelineEntry, name};
 use crate::rooms::{dm_room, stage_room};
 use crate::timeline::{stage_log_at, stage_message};
@@ -54,6 +55,13 @@ pub(crate) enum Source {
     Mailbox,
 }
 
+/// Where a received room event goes: into its room, or into the pending
+/// invitations.
+enum Placed {
+    Room(Box<Received>),
+    Invitation(PendingInvitation),
+}
+
 /// What a received event does: the room (as it is after the event), and
 /// the timeline entry or the log entry it adds.
 struct Received {
@@ -72,7 +80,13 @@ impl<S: Store + Clone> Core<S> {
         for event in events {
             match event {
                 NetInput::Delivery { peer, frame, reply } => {
-                    let (answer, _) = self.receive(Source::Peer(peer), &frame);
+                    // A blocked user's (or removed contact's) device is
+                    // refused unopened: no acknowledgement, nothing kept.
+                    let answer = if self.refuses_peer(&peer) {
+                        Answer::Refused
+                    } else {
+                        self.receive(Source::Peer(peer), &frame).0
+                    };
                     if answer == Answer::Ack {
                         self.unpark(peer);
                     }
@@ -83,18 +97,20 @@ impl<S: Store + Clone> Core<S> {
                     frame,
                     token,
                 } => {
-                    let (accept, forged) = if self.subscribed.contains(&topic) {
+                    let (accept, penalise) = if self.subscribed.contains(&topic) {
+                        self.junk = false;
                         let (answer, stored) = self.receive(Source::Gossip(topic), &frame);
                         self.acks_due.extend(stored);
-                        // Only what was stored is passed on; only forgeries
-                        // are penalised (one's own other devices refuse
-                        // one's own messages, for one, and a frame whose
-                        // key has not come yet is merely "later").
-                        (answer == Answer::Ack, std::mem::take(&mut self.forged))
+                        // Only what was stored is passed on. Junk no honest
+                        // peer would have passed on costs the forwarder;
+                        // other refusals (a blocked author, one's own
+                        // message, an index before this device's key) do
+                        // not.
+                        (answer == Answer::Ack, self.junk)
                     } else {
                         (false, false)
                     };
-                    verdicts.push((token, accept, forged));
+                    verdicts.push((token, accept, penalise));
                 }
                 NetInput::Connected(peer) => self.connected(peer),
             }
@@ -109,11 +125,11 @@ impl<S: Store + Clone> Core<S> {
             let answer = if durable { answer } else { Answer::Later };
             self.out.push(Output::Answer { reply, answer });
         }
-        for (token, accept, forged) in verdicts {
+        for (token, accept, penalise) in verdicts {
             self.out.push(Output::Verdict {
                 token,
                 accept: accept && durable,
-                forged,
+                penalise,
             });
         }
         let acks = std::mem::take(&mut self.acks_due);
@@ -144,9 +160,8 @@ impl<S: Store + Clone> Core<S> {
         frame: &[u8],
     ) -> (Answer, Option<(UserId, DeviceId, EventId)>) {
         use safemeet_crypto::Error as C;
-        self.forged = false;
         let Ok(envelope) = Envelope::from_frame(frame) else {
-            self.forged = true;
+            self.junk = true;
             return (Answer::Refused, None);
         };
         // Gossip carries room messages of its own topic only (checked once
@@ -160,40 +175,60 @@ impl<S: Store + Clone> Core<S> {
             (Source::Peer(_) | Source::Mailbox, _) => true,
         };
         if !on_topic {
-            self.forged = matches!(from, Source::Gossip(_));
+            self.junk = true;
             return (Answer::Refused, None);
         }
         if !matches!(envelope, Envelope::Acks(_)) {
             self.unflushed_receipts += 1;
         }
         if let Envelope::Room(sealed) = &envelope {
+            // Whom a frame that waits is charged to; none for a peer this
+            // device does not know (see `admission`).
+            let holder = self.holder(&from);
             // A frame of a room whose key share has not come yet (or of a
             // contact-to-be, whose DM key this device cannot know yet), or
-            // junk: "later", and nothing is kept or forwarded for it (see
-            // `headers`).
+            // junk: "later", and nothing is forwarded for it (see
+            // `headers`); a known sender's is held, within its quota.
             let Some(env) = self.open_header(sealed) else {
+                // A requester's first messages are kept with their request.
+                if let Some(answer) = self.request_room_frame(&from, sealed, frame) {
+                    return (answer, None);
+                }
                 let topic = match &from {
                     Source::Gossip(topic) => Some(topic.clone()),
                     Source::Peer(_) | Source::Mailbox => None,
                 };
-                self.hold_sealed(topic, sealed.clone());
+                if let Some(holder) = holder {
+                    self.hold_sealed(holder, topic, sealed.clone());
+                }
                 return (Answer::Later, None);
             };
             if let Source::Gossip(topic) = &from
                 && env.topic != *topic
             {
-                self.forged = true;
+                self.junk = true;
                 return (Answer::Refused, None);
             }
-            return match self.decrypt_and_store(&env) {
+            let stranger = match &from {
+                Source::Peer(peer) if holder.is_none() => Some(*peer),
+                _ => None,
+            };
+            return match self.decrypt_and_store(&env, holder) {
                 Ok(stored) => (Answer::Ack, Some(stored)),
                 Err(Error::Crypto(C::Replay {
                     same_ciphertext: true,
                     ..
                 })) => (Answer::Ack, None),
+                // A contact's DM from a peer that is none of their
+                // devices, under a key this device was never given: junk.
+                Err(Error::Crypto(C::MissingRoomKey { .. }))
+                    if stranger.is_some_and(|peer| self.foreign_dm_frame(&peer, &env)) =>
+                {
+                    (Answer::Refused, None)
+                }
                 // Not stored yet: the sender keeps it and tries again. A
                 // held copy is only a head start (and is never forwarded),
-                // so junk that fills the held queue loses nothing.
+                // and each sender holds within its own quota.
                 Err(Error::Crypto(
                     C::MissingRoomKey { .. }
                     | C::UnknownSender { .. }
@@ -208,7 +243,7 @@ impl<S: Store + Clone> Core<S> {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "a room message was refused");
-                    self.forged = forgery(&e);
+                    self.junk |= is_junk(&e);
                     (Answer::Refused, None)
                 }
             };
@@ -227,9 +262,11 @@ impl<S: Store + Clone> Core<S> {
             Envelope::ToDevice(env) => match self.decrypt_to_device(&env) {
                 Ok(()) => Answer::Ack,
                 Err(Error::Crypto(C::DuplicateOlmMessage)) => Answer::Ack,
-                // A contact who added this user before this user added
-                // them: their keys are taken once their invite is.
-                Err(Error::Crypto(C::UnknownSender { .. })) => Answer::Later,
+                // Someone who added this user before this user added
+                // them: a message request (see `requests`), or "later".
+                Err(Error::Crypto(C::UnknownSender { user })) => {
+                    self.stranger_to_device(&from, user, &env, frame)
+                }
                 Err(e) if e.kind() == ErrorKind::Local => {
                     tracing::warn!(error = %e, "a to-device message could not be stored");
                     Answer::Later
@@ -260,11 +297,19 @@ impl<S: Store + Clone> Core<S> {
         let mut stored = Vec::new();
         let mut rooms_changed = false;
         let mut rotate = Vec::new();
+        let policy = self.join_policy();
         let received = self
             .machine
             .decrypt_to_device_with(env, self.now.wall, |event| {
-                let received = received_entry(&store, &mut overlay, me, event)?;
                 let mut batch = store.batch();
+                let received = match received_entry(&store, &mut overlay, me, &policy, event)? {
+                    Placed::Room(received) => *received,
+                    Placed::Invitation(invitation) => {
+                        stage_invitation(&store, &mut batch, invitation)?;
+                        stored.push((event.sender.user_id, event.sender.device_id, event.event_id));
+                        return Ok(batch);
+                    }
+                };
                 let used = stage_received(&store, &mut batch, &received, log_next)?;
                 log_next += used;
                 rooms_changed |= received.log.is_some();
@@ -297,7 +342,7 @@ impl<S: Store + Clone> Core<S> {
                 if topic.is_some_and(|t| t != env.topic) {
                     continue;
                 }
-                match self.decrypt_and_store(&env) {
+                match self.decrypt_and_store(&env, None) {
                     Ok(stored) => self.acks_due.push(stored),
                     Err(e) => tracing::debug!(error = %e, "a held room frame was not stored"),
                 }
@@ -316,19 +361,27 @@ impl<S: Store + Clone> Core<S> {
     fn decrypt_and_store(
         &mut self,
         env: &safemeet_proto::envelope::RoomEnvelope,
+        holder: Option<safemeet_crypto::machine::Holder>,
     ) -> Result<(UserId, DeviceId, EventId), Error> {
         let store = self.store.clone();
         let me = self.machine.account().user_id();
         // The room and its counters are worked out inside the commit, from
         // the decrypted event.
+        let policy = self.join_policy();
         let rooms = &mut self.rooms;
         let log_next = self.log_next;
         let mut staged: Option<(RoomRecord, u64, bool, bool)> = None;
         let event = self
             .machine
-            .decrypt_room_with(env, self.now.wall, |event| {
-                let received = received_entry(&store, rooms, me, event)?;
+            .decrypt_room_held(env, self.now.wall, holder, |event| {
                 let mut batch = store.batch();
+                let received = match received_entry(&store, rooms, me, &policy, event)? {
+                    Placed::Room(received) => *received,
+                    Placed::Invitation(invitation) => {
+                        stage_invitation(&store, &mut batch, invitation)?;
+                        return Ok(batch);
+                    }
+                };
                 let used = stage_received(&store, &mut batch, &received, log_next)?;
                 staged = Some((received.room, used, received.log.is_some(), received.rotate));
                 Ok(batch)
@@ -346,16 +399,21 @@ impl<S: Store + Clone> Core<S> {
     }
 }
 
-/// Whether a room message failed to decode or to authenticate: what no
-/// honest device sends, and no honest node forwards (each decrypts before
-/// it forwards). Refusals of other kinds (one's own message coming back,
-/// a room this device has left) are not.
-fn forgery(e: &Error) -> bool {
+/// Whether a refused room frame is junk no honest peer would have passed
+/// on: it does not decrypt, its signature fails, or it carries something
+/// other than a room event. (A blocked author, one's own message, a replay
+/// or an index older than this device's key are refusals of this
+/// device's own.)
+fn is_junk(e: &Error) -> bool {
     use safemeet_crypto::Error as C;
     matches!(
         e,
         Error::Crypto(
-            C::BadSignature { .. } | C::Decryption { .. } | C::SenderMismatch { .. } | C::Decode(_)
+            C::Decryption { .. }
+                | C::BadSignature { .. }
+                | C::SenderMismatch { .. }
+                | C::Decode(_)
+                | C::UnexpectedPayload
         )
     )
 }
@@ -367,8 +425,9 @@ fn received_entry<S: Store>(
     store: &EncryptedStore<S>,
     rooms: &mut HashMap<RoomId, RoomRecord>,
     me: UserId,
+    policy: &JoinPolicy,
     event: &DecryptedRoomEvent,
-) -> Result<Received, safemeet_crypto::Error> {
+) -> Result<Placed, safemeet_crypto::Error> {
     let invalid = |reason| safemeet_crypto::Error::InvalidRecord {
         what: "received message",
         reason,
@@ -386,6 +445,42 @@ fn received_entry<S: Store>(
         },
     };
     let (dm_id, dm_topic) = dm_room(&me, &sender);
+    // A state that would join a room not known, or left: an invitation,
+    // which waits for consent unless its sender is trusted to add this
+    // user (checked first as a join would be).
+    let joining = stored.as_ref().is_none_or(|r| r.left);
+    if let EventContent::RoomState(state) = &event.event.content
+        && joining
+        && room_id != dm_id
+        && state.members.contains(&me)
+        && !policy.joins(&sender)
+    {
+        let mut trial = match &stored {
+            Some(r) => r.clone(),
+            None => RoomRecord::fresh(room_id, None, Vec::new(), state.secret.topic()),
+        };
+        apply_event(
+            &mut trial,
+            me,
+            sender,
+            event.event.lamport,
+            &event.event.content,
+        )
+        .map_err(|refusal| match refusal {
+            Refusal::Ahead => invalid(STATE_AHEAD),
+            Refusal::Refused(reason) => invalid(reason),
+        })?;
+        if trial.members.is_empty() {
+            return Err(invalid(UNKNOWN_ROOM));
+        }
+        return Ok(Placed::Invitation(PendingInvitation {
+            room_id,
+            from: sender,
+            lamport: event.event.lamport,
+            ts: event.event.ts,
+            content: event.event.content.clone(),
+        }));
+    }
     let fresh = |dm_with, members, topic| RoomRecord::fresh(room_id, dm_with, members, topic);
     let mut room = match stored {
         Some(r) => r,
@@ -424,12 +519,12 @@ fn received_entry<S: Store>(
             text: message.body.as_str().to_owned(),
             state: MessageState::Received,
         };
-        return Ok(Received {
+        return Ok(Placed::Room(Box::new(Received {
             room,
             message: Some((entry, seq)),
             log: None,
             rotate: false,
-        });
+        })));
     }
     let applied = if room.dm_with.is_none() {
         apply_event(
@@ -450,12 +545,12 @@ fn received_entry<S: Store>(
         // A state this user was not allowed to join from.
         return Err(invalid(UNKNOWN_ROOM));
     }
-    Ok(Received {
+    Ok(Placed::Room(Box::new(Received {
         room,
         message: None,
         log: applied.log,
         rotate: applied.rotate,
-    })
+    })))
 }
 
 /// Stages what a received event does; returns how many log entries it used.

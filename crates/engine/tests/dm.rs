@@ -47,6 +47,7 @@ impl Device {
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_millis(500),
             gossip_grace: Duration::from_millis(500),
+            auto_join_rooms: true,
             ..safemeet_engine::Config::default()
         };
         adjust(&mut config);

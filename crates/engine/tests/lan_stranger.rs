@@ -41,6 +41,7 @@ fn start(device: &safemeet_test_utils::Device) -> safemeet_engine::Handle {
         gossip_grace: Duration::from_millis(500),
         // Every room goes by gossip: the case with a topic to leak.
         direct_room_max_devices: 0,
+        auto_join_rooms: true,
         ..safemeet_engine::Config::default()
     };
     safemeet_engine::start(device.machine(), config).unwrap()

@@ -19,6 +19,8 @@ const HOUR: Duration = Duration::from_secs(3600);
 fn retries_back_off_and_a_recipient_back_after_an_hour_gets_the_message() {
     let mut sim = Sim::new(&["alice", "bob"], 1, |_, _| {});
     sim.befriend(ALICE, BOB);
+    // Their introductions cross before Bob goes.
+    sim.run_for(Duration::from_secs(5));
     sim.set_online(BOB, false);
     let start = sim.elapsed();
     sim.send_dm(ALICE, BOB, "are you there?");
@@ -27,7 +29,7 @@ fn retries_back_off_and_a_recipient_back_after_an_hour_gets_the_message() {
     // Two items (the room key and the message), each retried on its own.
     let mut items: std::collections::BTreeMap<_, Vec<Duration>> = Default::default();
     for s in sim.sent() {
-        if s.from == ALICE && s.to == Some(BOB) {
+        if s.from == ALICE && s.to == Some(BOB) && s.at >= start {
             items
                 .entry(format!("{:?}", s.token))
                 .or_default()
@@ -77,6 +79,9 @@ fn the_gossip_window_holds_messages_back_and_the_direct_fallback_follows_the_gra
     });
     sim.befriend(ALICE, BOB);
     sim.befriend(ALICE, CAROL);
+    // Their introductions arrive before the room's keys are shared (each
+    // opens the Olm session the keys then go over).
+    sim.run_for(Duration::from_secs(5));
     let room = sim.create_room(ALICE, "window", &[BOB, CAROL]);
     assert!(sim.run_until(MINUTE, |s| {
         !s.rooms(BOB).is_empty() && !s.rooms(CAROL).is_empty()
@@ -225,4 +230,62 @@ fn a_changed_wall_clock_does_not_move_retries() {
     assert!(steady.len() > 5);
     assert_eq!(steady, back);
     assert_eq!(steady, ahead);
+}
+
+#[test]
+fn a_blocked_members_gossip_is_dropped_without_penalty_and_unblock_restores() {
+    use safemeet_engine::Command;
+    let mut sim = Sim::new(&["alice", "bob", "carol"], 3, |_, c| {
+        // A room of three would go by direct fan-out: put it on gossip.
+        c.direct_room_max_devices = 0;
+    });
+    sim.befriend(ALICE, BOB);
+    sim.befriend(ALICE, CAROL);
+    sim.befriend(BOB, CAROL);
+    let room = sim.create_room(ALICE, "loud", &[BOB, CAROL]);
+    assert!(sim.run_until(MINUTE, |s| {
+        !s.rooms(BOB).is_empty() && !s.rooms(CAROL).is_empty()
+    }));
+    sim.run_for(Duration::from_secs(5));
+    let alice = sim.nodes[ALICE].core.user_id();
+    sim.ask(BOB, Command::Block(alice)).unwrap();
+
+    let before = sim.trace().len();
+    sim.send_room(ALICE, room, "from a blocked member");
+    assert!(sim.run_until(MINUTE, |s| s.room_texts(CAROL, room).len() == 1));
+    // Past the gossip grace and the direct fallback's retries.
+    sim.run_for(10 * MINUTE);
+    assert!(
+        sim.room_texts(BOB, room).is_empty(),
+        "nothing stored or shown"
+    );
+    let bob_lines: Vec<&String> = sim.trace()[before..]
+        .iter()
+        .filter(|l| l.contains(" n1 "))
+        .collect();
+    assert!(
+        bob_lines.iter().any(|l| l.ends_with("verdict false")),
+        "the gossip frame was not passed on: {bob_lines:?}"
+    );
+    assert!(
+        !bob_lines.iter().any(|l| l.contains("reject")),
+        "a blocked author's frame costs its forwarder nothing"
+    );
+    assert!(
+        bob_lines.iter().any(|l| l.ends_with("answer Refused")),
+        "the direct fallback was refused"
+    );
+    assert!(
+        !bob_lines.iter().any(|l| l.ends_with("answer Ack")),
+        "no acknowledgement of anything of Alice's: {bob_lines:?}"
+    );
+
+    sim.ask(BOB, Command::Unblock(alice)).unwrap();
+    sim.send_room(ALICE, room, "heard again");
+    assert!(sim.run_until(MINUTE, |s| {
+        s.room_texts(BOB, room)
+            .iter()
+            .any(|(t, _)| t == "heard again")
+    }));
+    assert_eq!(sim.room_texts(BOB, room).len(), 1);
 }

@@ -38,6 +38,7 @@ fn start(device: &Device, gossip: bool) -> Handle {
         retry_initial: Duration::from_millis(100),
         retry_max: Duration::from_millis(500),
         gossip_grace: Duration::from_millis(500),
+        auto_join_rooms: true,
         ..safemeet_engine::Config::default()
     };
     if gossip {

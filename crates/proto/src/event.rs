@@ -282,7 +282,28 @@ pub enum ToDeviceEvent {
     NewSession,
     /// The sending device's relays changed: its new signed list.
     RelayList(crate::identity::Signed<crate::identity::RelayList>),
+    /// Who the sender is, sent when it adds this user's invite: a device
+    /// that has not added the sender yet shows it as a message request,
+    /// and makes it a contact from this if its user accepts.
+    Introduction(Box<Introduction>),
 }
+
+/// A user's signed identity records, as an invite carries them (without
+/// the one-time key and addresses): what a message request is made of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Introduction {
+    /// Format version; currently [`INTRODUCTION_VERSION`].
+    pub version: u8,
+    /// The sender's signed device list.
+    pub device_list: Signed<crate::identity::DeviceList>,
+    /// The certificates of its listed active devices.
+    pub certificates: Vec<Signed<DeviceCertificate>>,
+    /// The sender's signed profile.
+    pub profile: Signed<Profile>,
+}
+
+/// The format version of [`Introduction`].
+pub const INTRODUCTION_VERSION: u8 = 1;
 
 /// One message of a short-authentication-string verification between two
 /// devices. The flow: the initiator sends `Start`; the responder answers

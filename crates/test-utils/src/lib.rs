@@ -21,6 +21,7 @@
 mod fixtures;
 mod nodes;
 pub mod observer;
+pub mod puppet;
 pub mod sim;
 mod wait;
 pub mod wiretap;

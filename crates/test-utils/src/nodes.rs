@@ -35,6 +35,7 @@ pub async fn spawn_nodes_with(
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_millis(500),
             gossip_grace: Duration::from_millis(500),
+            auto_join_rooms: true,
             ..safemeet_engine::Config::default()
         };
         adjust(&mut config);

@@ -87,7 +87,10 @@ pub(super) struct Cache {
 /// Member lists whose recipients are remembered at most.
 const MAX_CACHED_RECIPIENT_SETS: usize = 256;
 
-fn listed_status(list: &DeviceList, device: &DeviceId) -> Option<(DeviceStatus, [u8; 32])> {
+pub(super) fn listed_status(
+    list: &DeviceList,
+    device: &DeviceId,
+) -> Option<(DeviceStatus, [u8; 32])> {
     list.devices
         .iter()
         .find(|e| e.device_id == *device)
@@ -356,6 +359,9 @@ impl<S: Store> CryptoMachine<S> {
             ));
         }
         let claimed = signed.decode_body()?;
+        if self.refused.contains(&claimed.user_id) {
+            return Err(Error::RefusedSender);
+        }
         let device = claimed.device_id;
         let status = self
             .load_list(&claimed.user_id)?
@@ -426,6 +432,9 @@ impl<S: Store> CryptoMachine<S> {
                 continue;
             }
             let verified = entry.verified_at.is_some();
+            if self.refused.contains(user) {
+                return Err(Error::RefusedSender);
+            }
             let status = self.load_list(user)?.map(|l| listed_status(l, device));
             return match status {
                 None => Err(Error::UnknownSender { user: *user }),

@@ -142,6 +142,7 @@ pub fn sample_records() -> Vec<Vec<u8>> {
             next: 3,
             bytes: 4000,
             since: ts,
+            holder: super::Holder([9; 32]),
         }],
     }));
     push(records::encode_plain(&OutboxItem {

@@ -1,9 +1,8 @@
 //! Megolm: one outbound session per room on this device, inbound sessions
-//! of other senders, rotation, replay table and held messages.
+//! of other senders, rotation and replay table (held messages: `held`).
 
 use std::collections::HashMap;
 
-use safemeet_proto::codec;
 use safemeet_proto::envelope::RoomEnvelope;
 use safemeet_proto::event::{Payload, RoomEvent, RoomKey, Sealed, SealedSender, ToDeviceEvent};
 use safemeet_proto::header::HeaderKey;
@@ -16,13 +15,11 @@ use vodozemac::megolm::{
 use zeroize::Zeroizing;
 
 use super::records::{
-    self, HeldSession, InboundRecord, OutboundRecord, RECORD_VERSION, Share, SharesRecord, name,
+    self, InboundRecord, OutboundRecord, RECORD_VERSION, Share, SharesRecord, name,
 };
 use super::{
-    CryptoMachine, DecryptedRoomEvent, Destination, HELD_TTL_MS, MAX_HELD_BYTES,
-    MAX_HELD_BYTES_PER_SESSION, MAX_HELD_PER_SESSION, MAX_HELD_SESSIONS, ROTATION_MESSAGES,
-    ROTATION_PERIOD_MS, RoomMessage, RoomSend, Rotation, Sender, ToDeviceContent, event_id_of,
-    session_id_bytes,
+    CryptoMachine, DecryptedRoomEvent, Destination, Holder, ROTATION_MESSAGES, ROTATION_PERIOD_MS,
+    RoomMessage, RoomSend, Rotation, Sender, ToDeviceContent, event_id_of, session_id_bytes,
 };
 use crate::{EncryptedBatch, Error};
 
@@ -98,7 +95,7 @@ fn is_canonical(bytes: &[u8], message: &MegolmMessage) -> bool {
         && bytes.get(header.len()..body_end) == Some(ciphertext)
 }
 
-fn elapsed(now: Timestamp, since: Timestamp) -> u64 {
+pub(super) fn elapsed(now: Timestamp, since: Timestamp) -> u64 {
     now.as_millis().saturating_sub(since.as_millis())
 }
 
@@ -626,8 +623,22 @@ impl<S: Store> CryptoMachine<S> {
         now: Timestamp,
         writes: impl FnOnce(&DecryptedRoomEvent) -> Result<EncryptedBatch, Error>,
     ) -> Result<DecryptedRoomEvent, Error> {
+        self.decrypt_room_held(envelope, now, Some(Holder::default()), writes)
+    }
+
+    /// [`decrypt_room_with`](Self::decrypt_room_with), holding a message
+    /// whose key has not arrived only when `holder` names whom it is
+    /// charged to (see the [module docs](super)); `None` holds nothing
+    /// (its sender, or a relay, keeps it).
+    pub fn decrypt_room_held(
+        &mut self,
+        envelope: &RoomEnvelope,
+        now: Timestamp,
+        holder: Option<Holder>,
+        writes: impl FnOnce(&DecryptedRoomEvent) -> Result<EncryptedBatch, Error>,
+    ) -> Result<DecryptedRoomEvent, Error> {
         self.check_usable()?;
-        let (event, mut batch) = self.open_room(envelope, now, true)?;
+        let (event, mut batch) = self.open_room(envelope, now, holder)?;
         let extra = writes(&event)?;
         batch.extend(extra);
         self.commit(batch, false)?;
@@ -636,11 +647,11 @@ impl<S: Store> CryptoMachine<S> {
 
     /// Decrypts and checks a room message; returns it with the replay
     /// record staged (not committed).
-    fn open_room(
+    pub(super) fn open_room(
         &mut self,
         envelope: &RoomEnvelope,
         now: Timestamp,
-        hold: bool,
+        holder: Option<Holder>,
     ) -> Result<(DecryptedRoomEvent, EncryptedBatch), Error> {
         let id = envelope.session_id;
         let message = MegolmMessage::from_bytes(&envelope.ciphertext).map_err(megolm_error)?;
@@ -654,7 +665,10 @@ impl<S: Store> CryptoMachine<S> {
         }
         let index = message.message_index();
         if self.load_inbound(&id)?.is_none() {
-            let held = hold && self.hold(envelope, now)?;
+            let held = match holder {
+                Some(holder) => self.hold(envelope, holder, now)?,
+                None => false,
+            };
             return Err(Error::MissingRoomKey { held });
         }
         let seen = self
@@ -714,159 +728,6 @@ impl<S: Store> CryptoMachine<S> {
             message_index: index,
         };
         Ok((decrypted, batch))
-    }
-
-    fn put_held_index(&self, batch: &mut EncryptedBatch) -> Result<(), Error> {
-        self.store.batch_put(
-            batch,
-            Keyspace::CryptoSessions,
-            name::HELD_INDEX,
-            &records::encode(&self.held)?,
-        )
-    }
-
-    /// Stages the deletion of every message held for the session at `pos`
-    /// and removes it from the index.
-    fn drop_held(&mut self, batch: &mut EncryptedBatch, pos: usize) -> Result<(), Error> {
-        let entry = self.held.sessions.remove(pos);
-        for seq in entry.first..entry.next {
-            self.store.batch_delete_ordered(
-                batch,
-                Keyspace::CryptoSessions,
-                &name::held(&entry.session),
-                seq,
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Keeps a message whose key has not arrived. Entries older than
-    /// [`HELD_TTL_MS`] are dropped first; when the bounds are reached the
-    /// oldest session's messages make room. Returns false when the message
-    /// alone exceeds what one session may hold.
-    fn hold(&mut self, envelope: &RoomEnvelope, now: Timestamp) -> Result<bool, Error> {
-        let id = envelope.session_id;
-        let encoded = codec::encode(envelope)?;
-        let size = encoded.len() as u64;
-        let mut batch = self.store.batch();
-        while let Some(pos) = self
-            .held
-            .sessions
-            .iter()
-            .position(|h| elapsed(now, h.since) >= HELD_TTL_MS)
-        {
-            self.drop_held(&mut batch, pos)?;
-        }
-        let pos = match self.held.sessions.iter().position(|h| h.session == id) {
-            Some(pos) => pos,
-            None => {
-                while self.held.sessions.len() >= MAX_HELD_SESSIONS {
-                    self.drop_held(&mut batch, 0)?;
-                }
-                self.held.sessions.push(HeldSession {
-                    session: id,
-                    first: 0,
-                    next: 0,
-                    bytes: 0,
-                    since: now,
-                });
-                self.held.sessions.len() - 1
-            }
-        };
-        let entry = &self.held.sessions[pos];
-        let fits = entry.next - entry.first < MAX_HELD_PER_SESSION
-            && entry.bytes.saturating_add(size) <= MAX_HELD_BYTES_PER_SESSION;
-        if fits {
-            let total: u64 = self.held.sessions.iter().map(|h| h.bytes).sum();
-            if total.saturating_add(size) > MAX_HELD_BYTES {
-                // Make room by dropping the oldest other sessions.
-                let mut free = total.saturating_add(size) - MAX_HELD_BYTES;
-                let mut i = 0;
-                while free > 0 && i < self.held.sessions.len() {
-                    if self.held.sessions[i].session == id {
-                        i += 1;
-                        continue;
-                    }
-                    free = free.saturating_sub(self.held.sessions[i].bytes);
-                    self.drop_held(&mut batch, i)?;
-                }
-            }
-            let Some(entry) = self.held.sessions.iter_mut().find(|h| h.session == id) else {
-                return Ok(false);
-            };
-            let seq = entry.next;
-            entry.next += 1;
-            entry.bytes += size;
-            self.store.batch_put_ordered(
-                &mut batch,
-                Keyspace::CryptoSessions,
-                &name::held(&id),
-                seq,
-                &encoded,
-            )?;
-        } else if entry.next == entry.first {
-            self.held.sessions.remove(pos);
-        }
-        self.put_held_index(&mut batch)?;
-        self.commit(batch, false)?;
-        Ok(fits)
-    }
-
-    /// Decrypts and drops the messages held for `session`; each one's
-    /// replay record is committed with what `place` writes for it, or not
-    /// at all when `place` refuses it.
-    pub(super) fn release_held(
-        &mut self,
-        session: &[u8; 32],
-        now: Timestamp,
-        mut place: impl FnMut(&DecryptedRoomEvent) -> Result<EncryptedBatch, Error>,
-    ) -> Result<Vec<Result<DecryptedRoomEvent, Error>>, Error> {
-        let Some(pos) = self
-            .held
-            .sessions
-            .iter()
-            .position(|h| h.session == *session)
-        else {
-            return Ok(Vec::new());
-        };
-        let held = self.store.scan_ordered(
-            Keyspace::CryptoSessions,
-            &name::held(session),
-            None,
-            MAX_HELD_PER_SESSION as usize,
-        )?;
-        let mut results = Vec::with_capacity(held.len());
-        let mut batch = self.store.batch();
-        // The replay records of this release are staged, not yet in the
-        // store: a message held twice is caught here.
-        let mut opened: std::collections::HashMap<u32, EventId> = Default::default();
-        for (_, bytes) in held {
-            let decoded: Result<RoomEnvelope, _> =
-                codec::decode(&bytes, safemeet_proto::padding::MAX_BODY_BYTES);
-            results.push(match decoded {
-                Ok(env) => {
-                    self.open_room(&env, now, false)
-                        .and_then(|(event, writes)| match opened.get(&event.message_index) {
-                            Some(first) => Err(Error::Replay {
-                                index: event.message_index,
-                                same_ciphertext: *first == event.event_id,
-                            }),
-                            None => {
-                                let placed = place(&event)?;
-                                opened.insert(event.message_index, event.event_id);
-                                batch.extend(writes);
-                                batch.extend(placed);
-                                Ok(event)
-                            }
-                        })
-                }
-                Err(e) => Err(e.into()),
-            });
-        }
-        self.drop_held(&mut batch, pos)?;
-        self.put_held_index(&mut batch)?;
-        self.commit(batch, false)?;
-        Ok(results)
     }
 }
 

@@ -47,8 +47,18 @@
 //! - **Late keys.** A room message whose key has not arrived is held in the
 //!   store and decrypted when the key arrives: at most
 //!   [`MAX_HELD_PER_SESSION`] messages and [`MAX_HELD_BYTES_PER_SESSION`]
-//!   per session, [`MAX_HELD_BYTES`] in all (the oldest sessions make room),
-//!   for at most [`HELD_TTL_MS`].
+//!   per session, [`MAX_HELD_BYTES`] in all, for at most [`HELD_TTL_MS`].
+//!   Each held message is charged to a [`Holder`] (the caller names who
+//!   handed it over: a peer, a room's gossip, a mailbox), which may hold at
+//!   most [`MAX_HELD_SESSIONS_PER_HOLDER`] sessions and
+//!   [`MAX_HELD_BYTES_PER_HOLDER`]; a holder over its quota makes room from
+//!   its own oldest sessions, and when the whole store is full the holder
+//!   holding the most gives way, so junk from one sender cannot push out
+//!   another's messages.
+//! - **Refused senders.** Users the caller refuses (blocked, removed) are
+//!   refused as senders of to-device and room messages
+//!   ([`Error::RefusedSender`]): nothing they send is decrypted into the
+//!   store.
 //! - **Canonical bytes.** Only the one encoding vodozemac would produce is
 //!   accepted for an Olm or Megolm message, so a relay cannot alter a valid
 //!   message's bytes (its [`event_id`], its replay record).
@@ -61,6 +71,8 @@
 mod devices;
 #[doc(hidden)]
 pub mod fuzzing;
+mod held;
+mod introduction;
 mod megolm;
 mod olm;
 mod records;
@@ -75,6 +87,7 @@ use safemeet_store::{Keyspace, Store};
 use serde::{Deserialize, Serialize};
 
 pub use self::devices::{DeviceInfo, DeviceListUpdate, DeviceTrust, Sender};
+pub use self::introduction::Introduced;
 use self::records::{HeldIndexRecord, KeysRecord, RECORD_VERSION, RunRecord, name};
 use crate::account::Account;
 use crate::{EncryptedBatch, EncryptedStore, Error};
@@ -97,8 +110,17 @@ pub const MAX_HELD_SESSIONS: usize = 256;
 pub const MAX_HELD_PER_SESSION: u64 = 128;
 /// Most bytes held for one Megolm session: 1 MiB.
 pub const MAX_HELD_BYTES_PER_SESSION: u64 = 1024 * 1024;
-/// Most bytes held in all: 8 MiB. The oldest sessions' messages make room.
+/// Most bytes held in all: 8 MiB. The holder holding the most makes room.
 pub const MAX_HELD_BYTES: u64 = 8 * 1024 * 1024;
+/// Most bytes held for one [`Holder`]: 1 MiB, an eighth of the whole, so
+/// at least eight senders' messages fit side by side whatever one of
+/// them sends.
+pub const MAX_HELD_BYTES_PER_HOLDER: u64 = 1024 * 1024;
+/// Most Megolm sessions held for one [`Holder`]: 32. An honest device
+/// rarely waits for more than a few room keys at once (one per room it
+/// shares with the sender); made-up session ids cost their holder its own
+/// oldest sessions past this.
+pub const MAX_HELD_SESSIONS_PER_HOLDER: usize = 32;
 /// Held messages whose key has not come within 3 days are dropped.
 pub const HELD_TTL_MS: u64 = 3 * 24 * 3600 * 1000;
 /// Outbox sequence numbers reserved at a time, so the run record is not
@@ -297,6 +319,9 @@ pub enum ToDeviceContent {
     /// The sender device's relay list, checked against its certificate
     /// and naming it.
     RelayList(Signed<safemeet_proto::identity::RelayList>),
+    /// A contact's introduction (see [`CryptoMachine::open_introduction`]
+    /// for a stranger's): nothing to do.
+    Introduction,
 }
 
 /// A decrypted to-device message.
@@ -338,6 +363,14 @@ fn event_id_of(session_id: &[u8; 32], message: &vodozemac::megolm::MegolmMessage
     EventId::from_bytes(hasher.finalize().into())
 }
 
+/// Who a held room message is charged to (see the [module docs](self)):
+/// an opaque 32-byte name the caller chooses, such as a hash of the peer
+/// that delivered it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+pub struct Holder(pub [u8; 32]);
+
 /// The end-to-end encryption state of one device. See the [module docs](self).
 pub struct CryptoMachine<S: Store> {
     store: EncryptedStore<S>,
@@ -357,6 +390,8 @@ pub struct CryptoMachine<S: Store> {
     devices: devices::Cache,
     olm: olm::Cache,
     megolm: megolm::Cache,
+    /// Users refused as senders (see [`CryptoMachine::set_refused_senders`]).
+    refused: std::collections::HashSet<safemeet_proto::UserId>,
 }
 
 impl<S: Store> fmt::Debug for CryptoMachine<S> {
@@ -431,13 +466,15 @@ impl<S: Store> CryptoMachine<S> {
                 fallback_created: None,
             },
         };
-        let held = match store.get(Keyspace::CryptoSessions, name::HELD_INDEX)? {
-            Some(b) => records::decode(&b, "held index")?,
-            None => HeldIndexRecord {
+        // An index of an older layout starts afresh: held messages are only
+        // a head start (their senders send them again).
+        let held = store
+            .get(Keyspace::CryptoSessions, name::HELD_INDEX)?
+            .and_then(|b| records::decode(&b, "held index").ok())
+            .unwrap_or(HeldIndexRecord {
                 version: RECORD_VERSION,
                 sessions: Vec::new(),
-            },
-        };
+            });
         let outbox_name = store.ordered_name(Keyspace::Outbox, name::OUTBOX)?;
         let own_cert_hash = crate::certificate::certificate_hash(account.certificate())?;
         Ok(Self {
@@ -456,7 +493,15 @@ impl<S: Store> CryptoMachine<S> {
             devices: devices::Cache::default(),
             olm: olm::Cache::default(),
             megolm: megolm::Cache::default(),
+            refused: Default::default(),
         })
+    }
+
+    /// Sets the users refused as senders: their to-device and room
+    /// messages fail with [`Error::RefusedSender`], and nothing of theirs
+    /// is stored. The caller keeps the list (it is not stored here).
+    pub fn set_refused_senders(&mut self, users: impl IntoIterator<Item = safemeet_proto::UserId>) {
+        self.refused = users.into_iter().collect();
     }
 
     /// Marks a clean shutdown and flushes. Outbound sessions survive a

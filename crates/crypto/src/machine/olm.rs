@@ -58,7 +58,7 @@ fn olm_error(e: impl std::fmt::Display) -> Error {
 impl<S: Store> CryptoMachine<S> {
     /// Loads a session. Only sessions that exist are cached, so envelopes
     /// naming random session ids cost a store lookup, not memory.
-    fn load_olm_session(&mut self, id: &[u8; 32]) -> Result<Option<&mut Entry>, Error> {
+    pub(super) fn load_olm_session(&mut self, id: &[u8; 32]) -> Result<Option<&mut Entry>, Error> {
         if !self.olm.sessions.contains_key(id) {
             let Some(bytes) = self
                 .store
@@ -513,6 +513,8 @@ impl<S: Store> CryptoMachine<S> {
             }
             ToDeviceEvent::Verification(v) => Ok((sender, ToDeviceContent::Verification(v), None)),
             ToDeviceEvent::NewSession => Ok((sender, ToDeviceContent::NewSession, None)),
+            // A known sender's introduction: nothing new to learn from it.
+            ToDeviceEvent::Introduction(_) => Ok((sender, ToDeviceContent::Introduction, None)),
             ToDeviceEvent::RelayList(signed) => {
                 if self.verify_relay_list(&signed)?.device_id != sender.device_id {
                     return Err(Error::SenderMismatch {

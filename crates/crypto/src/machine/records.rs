@@ -272,6 +272,8 @@ pub(super) struct HeldSession {
     pub(super) bytes: u64,
     /// When the first of them was held.
     pub(super) since: Timestamp,
+    /// Who they are charged to.
+    pub(super) holder: super::Holder,
 }
 
 /// Sessions with held messages, oldest first.

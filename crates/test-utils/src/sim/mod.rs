@@ -74,7 +74,7 @@ pub struct SimNode {
     pub keep_topics: bool,
     /// When gossip frames reached it (whether or not its core took them).
     pub gossip_heard: Vec<Duration>,
-    /// Its verdicts on gossip frames, in order: (accepted, forged).
+    /// Its verdicts on gossip frames, in order: (accepted, penalised).
     pub verdicts: Vec<(bool, bool)>,
     subscribed: BTreeSet<[u8; 32]>,
     replies: HashMap<RequestId, Result<Response, Error>>,
@@ -205,6 +205,7 @@ impl Sim {
             let device = Device::new(name, sim.now().wall);
             let mut config = Config {
                 gossip_grace: Duration::from_secs(1),
+                auto_join_rooms: true,
                 ..Config::default()
             };
             adjust(i, &mut config);

@@ -175,7 +175,15 @@ impl Sim {
             Output::Subscribe(_) => "subscribe".into(),
             Output::Unsubscribe(_) => "unsubscribe".into(),
             Output::Answer { answer, .. } => format!("answer {answer:?}"),
-            Output::Verdict { accept, .. } => format!("verdict {accept}"),
+            Output::Verdict {
+                accept, penalise, ..
+            } => {
+                if *penalise {
+                    format!("verdict {accept} reject")
+                } else {
+                    format!("verdict {accept}")
+                }
+            }
             Output::LogCursor(n) => format!("log {n}"),
             other => format!("{other:?}"),
         }
@@ -322,8 +330,10 @@ impl Sim {
                     );
                 }
             }
-            Output::Verdict { accept, forged, .. } => {
-                self.nodes[i].verdicts.push((accept, forged));
+            Output::Verdict {
+                accept, penalise, ..
+            } => {
+                self.nodes[i].verdicts.push((accept, penalise));
             }
             Output::LogCursor(n) => self.nodes[i].log_cursor = n,
             _ => {}
