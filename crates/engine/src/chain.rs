@@ -30,6 +30,19 @@
 //!   "later" (its sender keeps it and tries again: the missing states are
 //!   on their way); one further ahead is refused, so no sender can make a
 //!   device hold on to an unbounded chain.
+//! - **A leave is about the membership it ends.** A member's leave
+//!   travels apart from the states, and its sender keeps trying devices
+//!   that cannot place it yet, so it may arrive after the creator has
+//!   already brought that member back in. The creator re-adds only a user
+//!   who is not a member in its view, so it saw the leave first, and its
+//!   state carries a later Lamport time. The room keeps, per member, the
+//!   Lamport time of the state that last added them
+//!   ([`RoomRecord::added_at`]); a leave from before it changes nothing.
+//!   A device that joins (or comes back) counts every member of the state
+//!   it joins from as added then: a leave older than that state is about a
+//!   membership before it. (A leave sent concurrently with that state by
+//!   a member who never left is then missed here, but not for long: the
+//!   admin rotates when it sees the leave, and the new state says it.)
 //! - **Rotation.** Every membership change that removes someone (a leave,
 //!   a removal, a ban) is followed by a state with a new room secret, hence
 //!   a new gossip topic, sent to the remaining members only. The removed
@@ -114,7 +127,7 @@ pub(crate) fn apply_event(
                 rotate: false,
             })
         }
-        EventContent::Membership(m) => apply_membership(room, me, sender, m),
+        EventContent::Membership(m) => apply_membership(room, me, sender, lamport, m),
         _ => Ok(Applied::default()),
     }
 }
@@ -201,6 +214,9 @@ fn apply_state(
     state: &RoomState,
     hash: StateHash,
 ) {
+    // A device joining (or back) takes the state as its start: to it,
+    // every member came in then.
+    let joining = room.left || room.chain.is_none();
     let mut previous_secrets = room
         .chain
         .take()
@@ -213,7 +229,22 @@ fn apply_state(
         previous_secrets.truncate(MAX_PREVIOUS_SECRETS);
     }
     room.name = Some(state.name.clone());
+    let added = if joining {
+        &state.members
+    } else {
+        &state.added
+    };
     room.members = state.members.clone();
+    room.added_at.retain(|(u, _)| state.members.contains(u));
+    for user in added {
+        if !state.members.contains(user) || *user == me {
+            continue;
+        }
+        match room.added_at.iter_mut().find(|(u, _)| u == user) {
+            Some(entry) => entry.1 = lamport,
+            None => room.added_at.push((*user, lamport)),
+        }
+    }
     room.admins = state.admins.clone();
     room.topic = state.secret.topic();
     room.secret = Some(state.secret.clone());
@@ -234,6 +265,7 @@ fn apply_membership(
     room: &mut RoomRecord,
     me: UserId,
     sender: UserId,
+    lamport: u64,
     m: &Membership,
 ) -> Result<Applied, Refusal> {
     let is_admin = room
@@ -246,6 +278,13 @@ fn apply_membership(
         return Ok(Applied::default());
     }
     match m.change {
+        MembershipChange::Leave
+            if m.user_id == sender && left_before_added(room, sender, lamport) =>
+        {
+            // Sent before the state that brought the sender back in: the
+            // creator saw it before re-adding them (see the module docs).
+            Ok(Applied::default())
+        }
         MembershipChange::Leave if m.user_id == sender => {
             room.members.retain(|u| *u != sender);
             room.admins.retain(|u| *u != sender);
@@ -271,6 +310,14 @@ fn apply_membership(
         // About someone else: the admin's next state says it all.
         _ => Ok(Applied::default()),
     }
+}
+
+/// Whether a leave `sender` sent at Lamport time `lamport` is older than
+/// the state that last brought them into the room.
+fn left_before_added(room: &RoomRecord, sender: UserId, lamport: u64) -> bool {
+    room.added_at
+        .iter()
+        .any(|(user, at)| *user == sender && lamport < *at)
 }
 
 /// Whether this device issues the new state after a member left: it is

@@ -109,6 +109,11 @@ pub(crate) struct RoomRecord {
     /// `None` for a DM, and for a group room stored before states formed
     /// a chain (its timeline stays readable; it takes no new state).
     pub(crate) chain: Option<Chain>,
+    /// For each member a state brought (back) in, the Lamport time of that
+    /// state: a leave that member sent before it is stale (see `chain`).
+    /// Members since the room's first state, or since before this was
+    /// kept, are not listed (time 0).
+    pub(crate) added_at: Vec<(UserId, u64)>,
 }
 
 /// A group room's place on its chain of states: what the next state must
@@ -131,6 +136,24 @@ pub(crate) struct Chain {
     /// `chain::MAX_PREVIOUS_SECRETS`), so frames sent under a recent one
     /// can still be opened; see [`RoomRecord::secrets`].
     pub(crate) previous_secrets: Vec<RoomSecret>,
+}
+
+/// A [`RoomRecord`] as stored before `added_at` existed.
+#[derive(Serialize, Deserialize)]
+struct RoomRecordV3 {
+    version: u8,
+    room_id: RoomId,
+    dm_with: Option<UserId>,
+    name: Option<String>,
+    members: Vec<UserId>,
+    admins: Vec<UserId>,
+    secret: Option<RoomSecret>,
+    left: bool,
+    topic: RoomTopic,
+    lamport: u64,
+    next_seq: u64,
+    state_lamport: u64,
+    chain: Option<Chain>,
 }
 
 /// A [`RoomRecord`] as stored before states formed a chain.
@@ -189,6 +212,7 @@ impl RoomRecord {
             next_seq: 0,
             state_lamport: 0,
             chain: None,
+            added_at: Vec::new(),
         }
     }
 
@@ -207,6 +231,24 @@ impl RoomRecord {
         match codec::decode::<Self>(bytes, MAX_RECORD_BYTES) {
             Ok(r) => Ok(r),
             Err(new) => {
+                if let Ok(old) = codec::decode::<RoomRecordV3>(bytes, MAX_RECORD_BYTES) {
+                    return Ok(Self {
+                        version: old.version,
+                        room_id: old.room_id,
+                        dm_with: old.dm_with,
+                        name: old.name,
+                        members: old.members,
+                        admins: old.admins,
+                        secret: old.secret,
+                        left: old.left,
+                        topic: old.topic,
+                        lamport: old.lamport,
+                        next_seq: old.next_seq,
+                        state_lamport: old.state_lamport,
+                        chain: old.chain,
+                        added_at: Vec::new(),
+                    });
+                }
                 if let Ok(old) = codec::decode::<RoomRecordV2>(bytes, MAX_RECORD_BYTES) {
                     return Ok(Self {
                         version: old.version,
@@ -222,6 +264,7 @@ impl RoomRecord {
                         next_seq: old.next_seq,
                         state_lamport: old.state_lamport,
                         chain: None,
+                        added_at: Vec::new(),
                     });
                 }
                 let Ok(old) = codec::decode::<RoomRecordV1>(bytes, MAX_RECORD_BYTES) else {
@@ -241,6 +284,7 @@ impl RoomRecord {
                     next_seq: old.next_seq,
                     state_lamport: 0,
                     chain: None,
+                    added_at: Vec::new(),
                 })
             }
         }

@@ -268,6 +268,7 @@ impl<S: Store + Clone> Core<S> {
                 banned: Vec::new(),
                 previous_secrets: Vec::new(),
             }),
+            added_at: Vec::new(),
         };
         self.send_event(room, EventContent::RoomState(Box::new(state)))?;
         Ok(room_id)
