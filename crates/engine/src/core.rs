@@ -108,6 +108,8 @@ pub struct Core<S: Store> {
     pub(crate) people: crate::blocks::People,
     /// Whose frames may wait here for their keys.
     pub(crate) admission: crate::admission::Admission,
+    /// Room frames waiting for the state that places them.
+    pub(crate) waiting: crate::waiting::Waiting,
     /// The last gossip frame refused was junk (see `receive`).
     pub(crate) junk: bool,
     /// Message requests' rate.
@@ -188,6 +190,7 @@ impl<S: Store + Clone> Core<S> {
             drain: DrainState::default(),
             people: Default::default(),
             admission: Default::default(),
+            waiting: Default::default(),
             junk: false,
             requests: Default::default(),
             started: false,

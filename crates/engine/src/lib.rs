@@ -67,6 +67,7 @@ mod rooms;
 mod send;
 mod timeline;
 mod topics;
+mod waiting;
 
 pub use crate::actor::start;
 pub use crate::blocks::MAX_LISTED;

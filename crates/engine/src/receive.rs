@@ -115,7 +115,9 @@ impl<S: Store + Clone> Core<S> {
                 NetInput::Connected(peer) => self.connected(peer),
             }
         }
-        if answers.is_empty() && verdicts.is_empty() {
+        // A room changed: frames that waited for it may be placed now.
+        let placed = self.rooms_changed && !self.waiting.is_empty() && self.retry_waiting();
+        if answers.is_empty() && verdicts.is_empty() && !placed {
             return;
         }
         // Received messages are durable before they are answered; the event
@@ -229,14 +231,17 @@ impl<S: Store + Clone> Core<S> {
                 // Not stored yet: the sender keeps it and tries again. A
                 // held copy is only a head start (and is never forwarded),
                 // and each sender holds within its own quota.
-                Err(Error::Crypto(
-                    C::MissingRoomKey { .. }
-                    | C::UnknownSender { .. }
-                    | C::InvalidRecord {
-                        reason: UNKNOWN_ROOM | NOT_A_MEMBER | STATE_AHEAD,
-                        ..
-                    },
-                )) => (Answer::Later, None),
+                // One whose room state has not come yet waits for it here
+                // too (see `waiting`).
+                Err(e) if waits_for_state(&e) => {
+                    if let Some(holder) = holder {
+                        self.waiting.keep(holder, env);
+                    }
+                    (Answer::Later, None)
+                }
+                Err(Error::Crypto(C::MissingRoomKey { .. } | C::UnknownSender { .. })) => {
+                    (Answer::Later, None)
+                }
                 Err(e) if e.kind() == ErrorKind::Local => {
                     tracing::warn!(error = %e, "a room message could not be stored");
                     (Answer::Later, None)
@@ -358,7 +363,7 @@ impl<S: Store + Clone> Core<S> {
 
     /// Decrypts and stores a room message (applied, not flushed); returns
     /// its sender and event id.
-    fn decrypt_and_store(
+    pub(crate) fn decrypt_and_store(
         &mut self,
         env: &safemeet_proto::envelope::RoomEnvelope,
         holder: Option<safemeet_crypto::machine::Holder>,
@@ -397,6 +402,18 @@ impl<S: Store + Clone> Core<S> {
         }
         Ok((event.sender.user_id, event.sender.device_id, event.event_id))
     }
+}
+
+/// Whether a room frame that decrypted could not be placed only because
+/// the state that places it has not come yet.
+pub(crate) fn waits_for_state(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Crypto(safemeet_crypto::Error::InvalidRecord {
+            reason: UNKNOWN_ROOM | NOT_A_MEMBER | STATE_AHEAD,
+            ..
+        })
+    )
 }
 
 /// Whether a refused room frame is junk no honest peer would have passed
