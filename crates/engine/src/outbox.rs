@@ -186,7 +186,9 @@ impl<S: Store + Clone> Core<S> {
     /// Works out which devices an outbox item goes to and queues it, due
     /// at `due` (monotonic ms; `None`: not until that is changed). Returns
     /// whether it was queued; an item with no known recipient device is
-    /// kept aside and routed again when contacts or rooms change.
+    /// kept aside and routed again when contacts or rooms change, unless
+    /// it is a room message sent while no one else was in the room, which
+    /// is done at once.
     pub(crate) fn track(
         &mut self,
         seq: u64,
@@ -194,6 +196,7 @@ impl<S: Store + Clone> Core<S> {
         due: Option<u64>,
     ) -> Result<bool, Error> {
         let mut targets = Vec::new();
+        let mut alone = false;
         match item.destination {
             Destination::Device(user, device) => {
                 if let Some(t) = self.target(&user, &device)? {
@@ -202,6 +205,8 @@ impl<S: Store + Clone> Core<S> {
             }
             Destination::Room(room_id) => {
                 let members = self.room(&room_id)?.map(|r| r.members).unwrap_or_default();
+                let me = self.user_id();
+                alone = members.iter().all(|u| *u == me);
                 for user in members {
                     let devices: Vec<DeviceId> = self
                         .machine
@@ -219,6 +224,14 @@ impl<S: Store + Clone> Core<S> {
         }
         // Tracked again (routed anew): its old entry goes first.
         self.outbox.set_due(seq, None);
+        if targets.is_empty() && alone {
+            // Sent while no one else was in the room: it is for no one (a
+            // member who comes in later was not a recipient, and was not
+            // given the key it was sent under).
+            tracing::debug!(seq, "a room message with no one else in the room; done");
+            self.finish(&[seq]);
+            return Ok(false);
+        }
         if targets.is_empty() {
             tracing::debug!(seq, "an outbox item has no known recipient device yet");
             self.outbox.unrouted.insert(seq, item);

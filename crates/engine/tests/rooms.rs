@@ -374,3 +374,46 @@ fn members_who_all_leave_and_are_invited_back_take_part_again() {
         )))
     );
 }
+
+/// What the creator sends while everyone else has left goes to no one:
+/// not to the members it invites back later (they were not recipients,
+/// and hold no key for it), who would only refuse it.
+#[test]
+fn what_is_sent_while_alone_in_a_room_goes_to_no_one_who_comes_back() {
+    let mut sim = three(23);
+    let room = sim.create_room(ALICE, "quiet", &[BOB, CAROL]);
+    assert!(sim.run_until(MINUTE, |s| {
+        [BOB, CAROL]
+            .iter()
+            .all(|i| s.room_members(*i, room) == Some(3))
+    }));
+    for i in [BOB, CAROL] {
+        sim.ask(i, Command::RoomLeave(room)).unwrap();
+    }
+    assert!(sim.run_until(MINUTE, |s| s.room_members(ALICE, room) == Some(1)));
+    sim.send_room(ALICE, room, "to no one");
+    sim.run_for(Duration::from_secs(5));
+    // Done, not kept aside for whoever comes in next (nor is the state
+    // Alice issued alone).
+    let stats = sim.nodes[ALICE].core.stats();
+    assert_eq!(stats.unrouted, 0, "{stats:?}");
+    for i in [BOB, CAROL] {
+        let user = sim.nodes[i].user;
+        sim.ask(ALICE, Command::RoomInvite { room, user }).unwrap();
+    }
+    assert!(sim.run_until(MINUTE, |s| {
+        (0..3).all(|i| s.room_members(i, room) == Some(3))
+    }));
+    sim.send_room(ALICE, room, "to everyone");
+    assert!(
+        sim.run_until(MINUTE, |s| [BOB, CAROL].iter().all(|i| has_text(
+            s,
+            *i,
+            room,
+            "to everyone"
+        )))
+    );
+    for i in [BOB, CAROL] {
+        assert!(!has_text(&mut sim, i, room, "to no one"));
+    }
+}
