@@ -489,6 +489,9 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
                 Output::Unsubscribe(topic) => {
                     let _ = self.net.unsubscribe(topic).await;
                 }
+                Output::Junk(peer) => {
+                    let _ = self.net.report_junk(peer).await;
+                }
                 Output::Answer { reply, answer } => {
                     if let Some(slot) = self.net_replies.remove(&reply)
                         && let Err(e) = slot.send(answer.to_bytes().to_vec())

@@ -341,4 +341,7 @@ pub enum Output {
     },
     /// The event log is durable up to (not including) this cursor.
     LogCursor(u64),
+    /// `peer` delivered junk directly: a frame no honest device sends
+    /// (see [`safemeet_net::Handle::report_junk`]).
+    Junk(PeerId),
 }

@@ -82,11 +82,15 @@ impl<S: Store + Clone> Core<S> {
                 NetInput::Delivery { peer, frame, reply } => {
                     // A blocked user's (or removed contact's) device is
                     // refused unopened: no acknowledgement, nothing kept.
+                    self.junk = false;
                     let answer = if self.refuses_peer(&peer) {
                         Answer::Refused
                     } else {
                         self.receive(Source::Peer(peer), &frame).0
                     };
+                    if self.junk {
+                        self.out.push(Output::Junk(peer));
+                    }
                     if answer == Answer::Ack {
                         self.unpark(peer);
                     }
@@ -226,6 +230,7 @@ impl<S: Store + Clone> Core<S> {
                 Err(Error::Crypto(C::MissingRoomKey { .. }))
                     if stranger.is_some_and(|peer| self.foreign_dm_frame(&peer, &env)) =>
                 {
+                    self.junk = true;
                     (Answer::Refused, None)
                 }
                 // Not stored yet: the sender keeps it and tries again. A
@@ -278,6 +283,10 @@ impl<S: Store + Clone> Core<S> {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "a to-device message was refused");
+                    // Bytes that do not even decode are junk; a message that
+                    // does not decrypt may be an honest one for a session
+                    // this device no longer has.
+                    self.junk |= matches!(e, Error::Crypto(C::Decode(_)));
                     Answer::Refused
                 }
             },

@@ -251,9 +251,10 @@ async fn held_queue_junk_is_refused_from_strangers_and_bounded_per_contact() {
     assert_eq!(alice.deliver(bob.peer_id(), &addr, message).await, "later");
 
     // A stranger who knows both user ids seals junk under Alice and Bob's
-    // DM key: refused, never held.
+    // DM key: refused, never held (a few, under the count that cuts a
+    // peer off; see the next test).
     let mut mallory = Puppet::spawn("mallory").await;
-    for n in 0..20 {
+    for n in 0..safemeet_net::junk::JUNK_BEFORE_BLOCK - 1 {
         let junk = mallory.junk_for_dm(alice.user_id(), bob.user_id(), n);
         assert_eq!(mallory.deliver(bob.peer_id(), &addr, junk).await, "refused");
     }
@@ -391,4 +392,41 @@ async fn blocking_deletes_a_pending_request_and_invitations() {
     bob.block(sam.user_id()).await.unwrap();
     assert!(bob.invitations().await.unwrap().is_empty());
     assert!(bob.requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_peer_that_delivers_junk_is_cut_off_and_an_honest_one_served() {
+    let (_device, bob, addr, mut alice) = bob_and_puppet("alice").await;
+    let mut mallory = Puppet::spawn("mallory").await;
+    let limit = safemeet_net::junk::JUNK_BEFORE_BLOCK;
+    // Frames that do not decode, and frames under a DM key its sender
+    // cannot hold: each refused, and each counted.
+    for n in 0..limit - 1 {
+        let junk = if n % 2 == 0 {
+            vec![0xff; 2048]
+        } else {
+            mallory.junk_for_dm(alice.user_id(), bob.user_id(), n)
+        };
+        let answer = mallory.try_deliver(bob.peer_id(), &addr, junk).await;
+        // (A frame that does not decode is dropped unanswered.)
+        let want = if n % 2 == 0 { None } else { Some("refused") };
+        assert_eq!(answer.as_deref().ok(), want, "junk {n}: {answer:?}");
+    }
+    // The next one (or the one after: the answer races the cut) closes
+    // Mallory's connection, and a new one is refused.
+    let more = mallory.junk_for_dm(alice.user_id(), bob.user_id(), 999);
+    let cut_off = wait_until(
+        "Mallory to be cut off",
+        || mallory.try_deliver(bob.peer_id(), &addr, more.clone()),
+        |answer| answer.is_err(),
+    )
+    .await;
+    assert!(cut_off.is_err());
+    // Alice, sending what an honest device sends, is served throughout.
+    let frames = alice.dm(bob.user_id(), "still here");
+    assert_eq!(
+        deliver_all(&alice, &bob, &addr, &frames).await,
+        ["ok", "ok"]
+    );
+    assert_eq!(dm_texts(&bob, &alice).await, ["still here"]);
 }

@@ -28,6 +28,8 @@ pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
     /// Limits per remote address and prefix.
     pub(crate) per_ip: PerIpLimits,
+    /// Peers blocked for sending junk (see `junk`).
+    pub(crate) blocked: libp2p::allow_block_list::Behaviour<libp2p::allow_block_list::BlockedPeers>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -197,6 +199,7 @@ impl Behaviour {
         Ok(Self {
             limits,
             per_ip: PerIpLimits::new(config.connections),
+            blocked: Default::default(),
             identify,
             ping: ping::Behaviour::default(),
             kad,

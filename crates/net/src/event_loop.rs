@@ -99,6 +99,7 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         dropped_events: 0,
         expired_replies: 0,
         refusals: RefusalLog::default(),
+        junk: Default::default(),
         streams,
         shutdown: shutdown.clone(),
         stopped: stopped.clone(),
@@ -139,6 +140,8 @@ pub(crate) struct EventLoop {
     expired_replies: u64,
     /// What this node refused, for the operator.
     refusals: RefusalLog,
+    /// Who sent junk deliveries, and who is blocked for it.
+    junk: crate::junk::JunkScores,
     /// What its codecs refused, not yet in `refusals`.
     streams: Arc<StreamRefusals>,
     /// Cancelled by [`Handle::shutdown`].
@@ -184,6 +187,9 @@ impl EventLoop {
                     }
                 }
                 _ = report.tick() => {
+                    for peer in self.junk.expired(SystemClock.instant()) {
+                        self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+                    }
                     self.refusals.absorb(&self.streams);
                     self.refusals.report_due(SystemClock.instant());
                 }
@@ -208,6 +214,7 @@ impl EventLoop {
             dropped_events,
             expired_replies,
             refusals: _,
+            junk: _,
             streams: _,
             shutdown: _,
             stopped: _,
@@ -288,6 +295,7 @@ impl EventLoop {
                 let _ = tx.send(results);
             }
             Command::Report(id, via, verdict) => self.report(&id, &via, verdict),
+            Command::Junk(peer) => self.junk_from(peer),
             Command::ReportMany(verdicts) => {
                 for (id, via, verdict) in verdicts {
                     self.report(&id, &via, verdict);
@@ -520,6 +528,16 @@ impl EventLoop {
         }
     }
 
+    /// Counts a junk delivery from `peer`; past a few it is cut off for a
+    /// while (see `junk`).
+    fn junk_from(&mut self, peer: PeerId) {
+        self.refusals.record(Refusal::JunkDelivery, peer);
+        if self.junk.record(peer, SystemClock.instant()) {
+            tracing::debug!("a peer that sent junk deliveries is blocked for a while");
+            self.swarm.behaviour_mut().blocked.block_peer(peer);
+        }
+    }
+
     fn inbound_delivery(
         &mut self,
         peer: PeerId,
@@ -528,6 +546,7 @@ impl EventLoop {
     ) {
         if !well_formed(&frame) {
             tracing::debug!("a malformed direct frame was refused");
+            self.junk_from(peer);
             return; // Dropping the channel fails the request on the sender's side.
         }
         if self.events.capacity() == 0 {

@@ -94,6 +94,7 @@ pub(crate) enum Command {
     MeshPeers(RoomTopic, oneshot::Sender<usize>),
     Refusals(oneshot::Sender<crate::RefusalCounts>),
     PeerScore(PeerId, oneshot::Sender<Option<f64>>),
+    Junk(PeerId),
 }
 
 /// A cloneable handle to the network event loop.
@@ -198,6 +199,16 @@ impl Handle {
     pub async fn report(&self, id: MessageId, via: PeerId, verdict: Verdict) -> Result<(), Error> {
         self.commands
             .send(Command::Report(id, via, verdict))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Reports that `peer` delivered junk directly: what no honest device
+    /// sends. Past a few in a minute the peer is disconnected and its
+    /// connections refused for a while (see the `junk` module).
+    pub async fn report_junk(&self, peer: PeerId) -> Result<(), Error> {
+        self.commands
+            .send(Command::Junk(peer))
             .await
             .map_err(|_| Error::Stopped)
     }

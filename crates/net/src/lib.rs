@@ -63,6 +63,7 @@ mod event_loop;
 mod gate;
 mod handle;
 mod ip_limits;
+pub mod junk;
 mod outbound;
 mod refusals;
 mod reply;

@@ -40,16 +40,19 @@ pub enum Refusal {
     BadStream,
     /// A gossip message rejected: malformed, or failing to authenticate.
     GossipRejected,
+    /// A direct delivery the application refused as junk (see `junk`).
+    JunkDelivery,
 }
 
 impl Refusal {
     /// Every kind, in a fixed order (the index of [`RefusalCounts`]).
-    pub const ALL: [Refusal; 5] = [
+    pub const ALL: [Refusal; 6] = [
         Refusal::ConnectionPerAddress,
         Refusal::Subscriptions,
         Refusal::StalledStream,
         Refusal::BadStream,
         Refusal::GossipRejected,
+        Refusal::JunkDelivery,
     ];
 
     fn index(self) -> usize {
@@ -59,6 +62,7 @@ impl Refusal {
             Refusal::StalledStream => 2,
             Refusal::BadStream => 3,
             Refusal::GossipRejected => 4,
+            Refusal::JunkDelivery => 5,
         }
     }
 
@@ -70,6 +74,7 @@ impl Refusal {
             Refusal::StalledStream => "stalled_stream",
             Refusal::BadStream => "bad_stream",
             Refusal::GossipRejected => "gossip_rejected",
+            Refusal::JunkDelivery => "junk_delivery",
         }
     }
 
@@ -83,6 +88,7 @@ impl Refusal {
             Refusal::StalledStream => ("stalled request streams", "peers"),
             Refusal::BadStream => ("oversized or broken request streams", "peers"),
             Refusal::GossipRejected => ("malformed or forged gossip messages", "peers"),
+            Refusal::JunkDelivery => ("malformed or forged direct deliveries", "peers"),
         }
     }
 }

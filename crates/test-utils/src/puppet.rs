@@ -283,13 +283,25 @@ impl Puppet {
     /// Delivers `frame` to the engine `peer` listening on `addr`; its
     /// answer (`ok`, `later`, `refused`).
     pub async fn deliver(&self, peer: PeerId, addr: &Multiaddr, frame: Vec<u8>) -> String {
+        self.try_deliver(peer, addr, frame)
+            .await
+            .expect("delivered")
+    }
+
+    /// [`deliver`](Self::deliver), or why the delivery failed (the engine
+    /// refused the connection, say).
+    pub async fn try_deliver(
+        &self,
+        peer: PeerId,
+        addr: &Multiaddr,
+        frame: Vec<u8>,
+    ) -> Result<String, safemeet_net::Error> {
         let answer = tokio::time::timeout(
             ANSWER_WAIT,
             self.net.deliver(peer, vec![addr.clone()], frame),
         )
         .await
-        .expect("an answer in time")
-        .expect("delivered");
-        String::from_utf8_lossy(&answer).into_owned()
+        .expect("an answer or a failure in time")?;
+        Ok(String::from_utf8_lossy(&answer).into_owned())
     }
 }
