@@ -21,7 +21,9 @@
 mod bare;
 mod chat;
 mod crypto;
+mod mailbox_peer;
 mod relay;
+mod relay_drain;
 mod store;
 
 use clap::{Parser, ValueEnum};
