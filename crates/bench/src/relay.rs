@@ -72,7 +72,7 @@ struct Client {
 
 impl Client {
     fn connect(addr: Multiaddr, relay: PeerId) -> anyhow::Result<Self> {
-        let mut swarm = mailbox_swarm(OUTSTANDING, Duration::from_secs(60))?;
+        let mut swarm = mailbox_swarm(None, OUTSTANDING, Duration::from_secs(60))?;
         swarm.dial(addr)?;
         Ok(Self { swarm, relay })
     }
