@@ -156,7 +156,13 @@ pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
 /// CPU time (user + system) this process has used so far, from
 /// `/proc/self/stat`; `None` where that is not available.
 pub(crate) fn process_cpu() -> Option<std::time::Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_of("self")
+}
+
+/// CPU time (user + system) process `pid` (or `self`) has used so far,
+/// from `/proc/PID/stat`; `None` where that is not available.
+pub(crate) fn cpu_of(pid: &str) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start at `)`.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();

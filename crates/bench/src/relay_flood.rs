@@ -101,8 +101,10 @@ async fn run_async(o: Options) -> anyhow::Result<Value> {
         honest::ENVELOPE_BYTES
     );
     let at_start = relay.memory();
+    let cpu = Cpu::read(&relay);
     let baseline = honest::spawn(relay.addr.clone(), relay.peer, o.secs, None)?.await??;
     let after_baseline = relay.memory();
+    let baseline_cpu = Cpu::read(&relay).since(cpu);
     print_honest("baseline", &baseline);
     let before = relay.metrics().await?;
 
@@ -114,6 +116,7 @@ async fn run_async(o: Options) -> anyhow::Result<Value> {
     let outcome = honest::spawn(relay.addr.clone(), relay.peer, o.secs, Some(ready))?;
     let target = target.await?;
     let flood = Arc::new(Flood::new(o.secs));
+    let cpu = Cpu::read(&relay);
     let tasks = sybil::launch(
         &flood,
         o.sybils,
@@ -123,6 +126,7 @@ async fn run_async(o: Options) -> anyhow::Result<Value> {
         target,
     );
     let samples = sample(&relay, &flood, o.secs).await;
+    let flood_cpu = Cpu::read(&relay).since(cpu);
     for task in &tasks {
         task.abort();
     }
@@ -140,12 +144,32 @@ async fn run_async(o: Options) -> anyhow::Result<Value> {
             baseline,
             during,
             memory: [at_start, after_baseline, after_flood],
+            cpu: [baseline_cpu, flood_cpu],
             before,
             after,
             tally: flood.tally(),
             samples,
         },
     ))
+}
+
+/// CPU time used so far by the relay and by this process (the honest
+/// client and the attackers).
+#[derive(Clone, Copy)]
+struct Cpu([Option<Duration>; 2]);
+
+impl Cpu {
+    fn read(relay: &RelayProcess) -> Self {
+        Self([relay.cpu(), crate::process_cpu()])
+    }
+
+    /// Seconds of CPU used since `then`, relay and this process.
+    fn since(self, then: Cpu) -> [Option<f64>; 2] {
+        let used = |now: Option<Duration>, then: Option<Duration>| {
+            Some(now?.checked_sub(then?)?.as_secs_f64())
+        };
+        [used(self.0[0], then.0[0]), used(self.0[1], then.0[1])]
+    }
 }
 
 /// The relay each second of the flood: resident memory (KiB) and its
@@ -209,6 +233,8 @@ struct Readings {
     during: honest::Outcome,
     /// The relay at start, after the baseline, after the flood.
     memory: [Option<Memory>; 3],
+    /// CPU seconds (relay, this process) during the baseline and the flood.
+    cpu: [[Option<f64>; 2]; 2],
     /// Its counters before and after the flood.
     before: BTreeMap<String, f64>,
     after: BTreeMap<String, f64>,
@@ -316,6 +342,10 @@ fn report(o: &Options, r: Readings) -> Value {
             "rss_at_end": mib(r.memory[2], false),
         },
         "relay_counted_during_flood": counted,
+        "cpu_seconds": {
+            "baseline": { "relay": r.cpu[0][0], "bench": r.cpu[0][1] },
+            "flood": { "relay": r.cpu[1][0], "bench": r.cpu[1][1] },
+        },
         "sybil": {
             "attacks": attacks,
             "stored_envelopes": r.tally.seconds.iter().map(|s| s.stored).sum::<u64>(),
@@ -354,6 +384,13 @@ fn report(o: &Options, r: Readings) -> Value {
             percentile(ms, 99.0)
         );
     }
+    let cores = |c: Option<f64>| c.map_or("?".into(), |c| format!("{:.2}", c / o.secs as f64));
+    eprintln!(
+        "CPU in cores: relay {} alone, {} under the flood; attackers and honest client {}",
+        cores(r.cpu[0][0]),
+        cores(r.cpu[1][0]),
+        cores(r.cpu[1][1]),
+    );
     eprintln!(
         "relay peak RSS: {} (goal ≤ {RSS_GOAL_MIB} MiB: {})",
         peak_mib.map_or("?".into(), |p| format!("{p:.0} MiB")),

@@ -142,6 +142,11 @@ impl RelayProcess {
         })
     }
 
+    /// CPU time it has used so far.
+    pub(crate) fn cpu(&self) -> Option<Duration> {
+        crate::cpu_of(&self.child.id().to_string())
+    }
+
     /// Its Prometheus counters and gauges, by name with labels.
     pub(crate) async fn metrics(&self) -> anyhow::Result<BTreeMap<String, f64>> {
         let text = tokio::time::timeout(WAIT, scrape(self.metrics))
