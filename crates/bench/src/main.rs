@@ -56,7 +56,8 @@ struct Args {
     #[arg(long, value_enum, default_value_t = chat::StoreKind::Sled)]
     store: chat::StoreKind,
     /// `relay` only: the flood mode (see `--flood-secs`, `--sybils`)
-    /// instead of the throughput suite.
+    /// instead of the throughput suite; `--samples` and `--ops` do not
+    /// apply. Ends with one JSON line like the suites.
     #[arg(long)]
     flood: bool,
     /// `--flood`: how long the flood lasts, and the honest baseline before
