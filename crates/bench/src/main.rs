@@ -16,13 +16,22 @@
 //!   crypto-bound rate and raw gossipsub.
 //! - `relay`: a relay node and a client over TCP on loopback: deposits and
 //!   fetches per second, draining a mailbox of 10 000, and memory with
-//!   many envelopes stored.
+//!   many envelopes stored. With `--flood`, instead: a relay process
+//!   against `--sybils` attackers for `--flood-secs` while an honest
+//!   device deposits and fetches (honest loss and latency against a run
+//!   without the flood, the relay's peak memory, the time until the flood
+//!   is throttled).
 
 mod bare;
 mod chat;
 mod crypto;
+mod mailbox_peer;
 mod relay;
+mod relay_drain;
+mod relay_flood;
 mod store;
+
+use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
@@ -46,6 +55,31 @@ struct Args {
     /// nothing and shows the pipeline without storage (goals do not apply).
     #[arg(long, value_enum, default_value_t = chat::StoreKind::Sled)]
     store: chat::StoreKind,
+    /// `relay` only: the flood mode (see `--flood-secs`, `--sybils`)
+    /// instead of the throughput suite; `--samples` and `--ops` do not
+    /// apply. Ends with one JSON line like the suites.
+    #[arg(long)]
+    flood: bool,
+    /// `--flood`: how long the flood lasts, and the honest baseline before
+    /// it, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    flood_secs: u64,
+    /// `--flood`: attackers, each with its own peer id and connection.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    sybils: u32,
+    /// `--flood`: distinct source addresses the attackers come from
+    /// (default: one each, each in a /24 of its own). Fewer puts several
+    /// behind one address, where the relay's per-address caps apply.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    sybil_addresses: Option<u32>,
+    /// `--flood`: run this `safemeet` binary as the relay (`safemeet relay`
+    /// with its defaults) instead of this binary as a relay process.
+    #[arg(long, value_name = "PATH")]
+    relay_bin: Option<PathBuf>,
+    /// Internal: serve a relay with a database under DIR until standard
+    /// input closes (the flood mode's relay process).
+    #[arg(long, value_name = "DIR", hide = true)]
+    serve_relay: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -76,6 +110,9 @@ impl Suite {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(dir) = args.serve_relay {
+        return relay_flood::serve(dir);
+    }
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: a debug build; numbers mean nothing. Use `cargo run --release -p safemeet-bench`."
@@ -83,10 +120,20 @@ fn main() -> anyhow::Result<()> {
     }
     let samples = args.samples as usize;
     let ops = args.ops.unwrap_or(args.suite.default_ops()) as usize;
+    anyhow::ensure!(
+        !args.flood || matches!(args.suite, Suite::Relay),
+        "--flood is a mode of the relay suite"
+    );
     let report = match args.suite {
         Suite::Store => store::run(samples, ops)?,
         Suite::Crypto => crypto::run(samples, ops)?,
         Suite::Chat => chat::run(samples, args.ops.map(|n| n as usize), args.store)?,
+        Suite::Relay if args.flood => relay_flood::run(relay_flood::Options {
+            secs: args.flood_secs,
+            sybils: args.sybils as usize,
+            sybil_addresses: args.sybil_addresses.unwrap_or(args.sybils) as usize,
+            relay_bin: args.relay_bin,
+        })?,
         Suite::Relay => relay::run(samples, ops)?,
     };
     println!("{}", serde_json::to_string(&report)?);
@@ -110,7 +157,13 @@ pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
 /// CPU time (user + system) this process has used so far, from
 /// `/proc/self/stat`; `None` where that is not available.
 pub(crate) fn process_cpu() -> Option<std::time::Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_of("self")
+}
+
+/// CPU time (user + system) process `pid` (or `self`) has used so far,
+/// from `/proc/PID/stat`; `None` where that is not available.
+pub(crate) fn cpu_of(pid: &str) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start at `)`.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();

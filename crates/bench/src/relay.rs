@@ -25,13 +25,10 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::request_response::{self, Event, Message, ProtocolSupport};
+use libp2p::request_response::{Event, Message};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
-use safemeet_crypto::at_rest::DataKey;
 use safemeet_crypto::mailbox::{EpochKey, authorize, deposit_tag};
-use safemeet_engine::LogEntry;
-use safemeet_net::{MAILBOX_PROTOCOL, MailboxCodec};
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::mailbox::{
     AckParams, Deposit, DepositOutcome, FetchParams, MAX_DEPOSIT_ITEMS, MAX_RESPONSE_BYTES,
@@ -42,9 +39,9 @@ use safemeet_relay::node::{RelayConfig, RelayEvent};
 use safemeet_relay::{Limits, MailboxService, MailboxStore};
 use safemeet_store_sled::SledStore;
 use serde_json::{Value, json};
-use vodozemac::Ed25519SecretKey;
 
-use crate::median;
+use crate::mailbox_peer::{MailboxSwarm, mailbox_swarm, new_key};
+use crate::{median, relay_drain};
 
 const ENVELOPE_BYTES: usize = 512;
 const MAILBOXES: usize = 100;
@@ -67,30 +64,15 @@ fn limits() -> Limits {
     }
 }
 
-type Swarm = libp2p::Swarm<request_response::Behaviour<MailboxCodec>>;
-
 /// A device talking to the relay.
 struct Client {
-    swarm: Swarm,
+    swarm: MailboxSwarm,
     relay: PeerId,
 }
 
 impl Client {
-    async fn connect(addr: Multiaddr, relay: PeerId) -> anyhow::Result<Self> {
-        let mut swarm = safemeet_net::build_swarm(
-            Keypair::generate_ed25519(),
-            None,
-            Duration::from_secs(60),
-            |_, _| {
-                Ok(request_response::Behaviour::with_codec(
-                    MailboxCodec::default(),
-                    [(MAILBOX_PROTOCOL, ProtocolSupport::Outbound)],
-                    request_response::Config::default()
-                        .with_request_timeout(Duration::from_secs(60))
-                        .with_max_concurrent_streams(OUTSTANDING),
-                ))
-            },
-        )?;
+    fn connect(addr: Multiaddr, relay: PeerId) -> anyhow::Result<Self> {
+        let mut swarm = mailbox_swarm(None, OUTSTANDING, Duration::from_secs(60))?;
         swarm.dial(addr)?;
         Ok(Self { swarm, relay })
     }
@@ -327,7 +309,6 @@ impl Client {
     }
 }
 
-/// Resident memory of this process, from `/proc/self/status`.
 /// The `i`-th envelope of a run, into the mailbox of `owners[i % n]`, and
 /// its tag for the relay `relay` (as a contact of the owner makes it).
 fn tagged(owners: &[EpochKey], i: usize, relay: &[u8]) -> (MailboxId, Vec<u8>, [u8; 32]) {
@@ -338,6 +319,7 @@ fn tagged(owners: &[EpochKey], i: usize, relay: &[u8]) -> (MailboxId, Vec<u8>, [
     (mailbox, envelope, tag)
 }
 
+/// Resident memory of this process, from `/proc/self/status`.
 fn rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -427,7 +409,7 @@ async fn run_async(samples: usize, ops: usize) -> anyhow::Result<Value> {
     for sample in 1..=samples {
         let dir = tempfile::tempdir()?;
         let (relay, addr) = start_relay(dir.path()).await?;
-        let mut client = Client::connect(addr, relay.peer_id).await?;
+        let mut client = Client::connect(addr, relay.peer_id)?;
         let owners: Vec<EpochKey> = (0..MAILBOXES).map(|_| new_key()).collect();
         client.open_all(&owners).await?;
         // Warm-up: the connection and the first pages of the tree.
@@ -458,7 +440,7 @@ async fn run_async(samples: usize, ops: usize) -> anyhow::Result<Value> {
         let drain = t0.elapsed().as_secs_f64();
         anyhow::ensure!(drained == DRAIN, "{drained} drained of {DRAIN}");
         relay.stop().await;
-        let (left, node) = node_drain(node_count).await?;
+        let (left, node) = relay_drain::node_drain(node_count).await?;
 
         eprintln!(
             "sample {sample}/{samples}: deposit {deposit:.0}/s one per request, {batched:.0}/s {MAX_DEPOSIT_ITEMS} per request; fetch {fetch:.0}/s; drain of {DRAIN} {drain:.2} s; a daemon left {node_count} messages on the relay in {left:.1} s and drained them in {node:.2} s"
@@ -508,15 +490,10 @@ async fn run_async(samples: usize, ops: usize) -> anyhow::Result<Value> {
     Ok(report)
 }
 
-/// A fresh mailbox key (of epoch 0).
-fn new_key() -> EpochKey {
-    EpochKey::derive(&Ed25519SecretKey::new(), 0)
-}
-
 /// A relay node on sled under `dir`, listening on 127.0.0.1, with no
 /// per-peer rate limit (one client makes every request here); returns it
 /// and its address (with `/p2p/<id>`).
-async fn start_relay(
+pub(crate) async fn start_relay(
     dir: &std::path::Path,
 ) -> anyhow::Result<(safemeet_relay::node::RelayHandle, Multiaddr)> {
     let backend = SledStore::open(dir.join("relay"), &safemeet_store_sled::Config::default())?;
@@ -538,114 +515,4 @@ async fn start_relay(
         anyhow::bail!("the relay did not listen");
     };
     Ok((relay, addr))
-}
-
-/// An engine on sled in `dir` (the daemon's store), opened with `key`.
-fn engine_on_sled(
-    dir: &std::path::Path,
-    key: &DataKey,
-    net: safemeet_net::Config,
-    create: Option<&str>,
-) -> anyhow::Result<safemeet_engine::Handle> {
-    let backend = SledStore::open(dir, &safemeet_store_sled::Config::default())?;
-    crate::chat::start_engine_on(backend, key, net, create)
-}
-
-/// Waits until `engine`'s event log holds `count` entries after `from`
-/// that `counts` accepts.
-async fn wait_entries(
-    engine: &safemeet_engine::Handle,
-    from: u64,
-    count: usize,
-    counts: impl Fn(&LogEntry) -> bool,
-) -> anyhow::Result<()> {
-    let deadline = SystemClock.instant() + Duration::from_secs(600);
-    let (mut cursor, mut seen) = (from, 0);
-    let mut watch = engine.log_watch();
-    while seen < count {
-        let page = engine.events(cursor, 1000).await?;
-        if let Some((last, _)) = page.last() {
-            cursor = *last;
-            seen += page.iter().filter(|(_, e)| counts(e)).count();
-            continue;
-        }
-        let left = deadline.saturating_duration_since(SystemClock.instant());
-        tokio::time::timeout(left, watch.changed())
-            .await
-            .map_err(|_| anyhow::anyhow!("{seen} of {count} log entries within 600 s"))??;
-    }
-    Ok(())
-}
-
-/// A daemon's engine draining `count` messages from its relay mailbox:
-/// Alice's engine sends them while Bob's is stopped (each is left on
-/// Bob's relay), then Bob's engine starts again on its sled store and the
-/// time until all of them are in its timeline is measured: fetch, decrypt,
-/// store, flush, ack. Returns (seconds to leave them, seconds to drain).
-async fn node_drain(count: usize) -> anyhow::Result<(f64, f64)> {
-    let dir = tempfile::tempdir()?;
-    let (relay, addr) = start_relay(dir.path()).await?;
-    let bob_net = safemeet_net::Config {
-        relays: vec![addr],
-        ..safemeet_net::Config::loopback()
-    };
-    let data_key = DataKey::generate();
-    let bob_dir = dir.path().join("bob");
-    let bob = engine_on_sled(&bob_dir, &data_key, bob_net.clone(), Some("bob"))?;
-    let alice_key = DataKey::generate();
-    let alice = engine_on_sled(
-        &dir.path().join("alice"),
-        &alice_key,
-        safemeet_net::Config::loopback(),
-        Some("alice"),
-    )?;
-    for engine in [&alice, &bob] {
-        let deadline = SystemClock.instant() + Duration::from_secs(10);
-        while engine.listen_addrs().await?.is_empty() {
-            anyhow::ensure!(SystemClock.instant() < deadline, "a node did not listen");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    alice
-        .add_contact(&bob.invite().await?, Some("bob".into()))
-        .await?;
-    bob.add_contact(&alice.invite().await?, Some("alice".into()))
-        .await?;
-    bob.shutdown().await?;
-
-    let from = *alice.log_watch().borrow();
-    let t0 = SystemClock.instant();
-    for n in 0..count {
-        alice
-            .send_dm(bob.user_id(), &format!("waiting message {n}"))
-            .await?;
-    }
-    wait_entries(&alice, from.saturating_sub(1), count, |e| {
-        matches!(e, LogEntry::StoredAtRelay { .. })
-    })
-    .await?;
-    let left = t0.elapsed().as_secs_f64();
-
-    // Bob's store is free once his engine task has ended.
-    let deadline = SystemClock.instant() + Duration::from_secs(10);
-    let bob = loop {
-        match engine_on_sled(&bob_dir, &data_key, bob_net.clone(), None) {
-            Ok(engine) => break engine,
-            Err(_) if SystemClock.instant() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    let from = *bob.log_watch().borrow();
-    let t0 = SystemClock.instant();
-    wait_entries(&bob, from.saturating_sub(1), count, |e| {
-        matches!(e, LogEntry::Message { .. })
-    })
-    .await?;
-    let drained = t0.elapsed().as_secs_f64();
-    bob.shutdown().await?;
-    alice.shutdown().await?;
-    relay.stop().await;
-    Ok((left, drained))
 }
