@@ -109,7 +109,7 @@ pub enum PerIpDenied {
 }
 
 /// The prefix an address counts against: its /24 or /48.
-fn prefix(ip: IpAddr) -> IpAddr {
+pub fn prefix(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();

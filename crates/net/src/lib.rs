@@ -84,7 +84,7 @@ pub use crate::error::{DeliveryFailure, Error, ErrorKind};
 pub use crate::event_loop::spawn;
 pub use crate::gate::MAX_GOSSIP_PEERS;
 pub use crate::handle::{Event, Handle, Verdict};
-pub use crate::ip_limits::{ConnectionLimits, PerIpDenied, PerIpLimits, remote_ip};
+pub use crate::ip_limits::{ConnectionLimits, PerIpDenied, PerIpLimits, prefix, remote_ip};
 pub use crate::refusals::{REPORT_EVERY, Refusal, RefusalCounts, RefusalLog};
 pub use crate::reply::ReplySlot;
 pub use crate::scoring::{GOSSIP_THRESHOLD, GRAYLIST_THRESHOLD, PUBLISH_THRESHOLD};

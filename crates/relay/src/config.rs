@@ -85,8 +85,23 @@ pub struct RelayConfig {
     /// 8 GiB relay in three weeks rather than ten minutes.
     pub peer_disk_kib_per_hour: u32,
     /// KiB one peer may add at once before that rate applies. Default
-    /// 16 MiB.
+    /// 2 MiB: a dozen such messages at once, and a peer id that spends it
+    /// at full speed (about 340 KiB/s) is throttled within 10 s.
     pub peer_disk_burst_kib: u32,
+    /// KiB all peers of one network prefix (/24, /48) may add to the disk
+    /// per hour, counted as for a peer. Default 64 MiB: peer ids are free,
+    /// so without it one host would get a fresh quota with each new one;
+    /// four busy peers' worth, for users who share an address (a
+    /// carrier-grade NAT may need more). Loopback connections (local
+    /// tools, a reverse proxy) do not count unless
+    /// `prefix_quota_on_loopback` is set.
+    pub prefix_disk_kib_per_hour: u32,
+    /// KiB one prefix may add at once before that rate applies. Default
+    /// 8 MiB.
+    pub prefix_disk_burst_kib: u32,
+    /// Counts loopback connections against the prefix quota too (for
+    /// tests on 127.0.0.1). Default false.
+    pub prefix_quota_on_loopback: bool,
     /// Connections in all, the share kept for the relay's own dials, and
     /// per remote address and prefix. Default [`ConnectionLimits::RELAY`].
     pub connections: ConnectionLimits,
@@ -128,7 +143,10 @@ impl Default for RelayConfig {
             peer_rate: 200,
             peer_burst: 400,
             peer_disk_kib_per_hour: 16 * 1024,
-            peer_disk_burst_kib: 16 * 1024,
+            peer_disk_burst_kib: 2 * 1024,
+            prefix_disk_kib_per_hour: 64 * 1024,
+            prefix_disk_burst_kib: 8 * 1024,
+            prefix_quota_on_loopback: false,
             connections: ConnectionLimits::RELAY,
             max_streams_per_connection: 16,
             inbound_read_timeout: safemeet_net::INBOUND_READ_TIMEOUT,

@@ -14,6 +14,7 @@
 //!
 //! Nothing here logs or counts a peer id or an address next to a mailbox.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -195,6 +196,9 @@ pub fn spawn<S: Store + Clone + 'static>(
             peer_id,
             limiter: peer_limiter(&config),
             disk_limiter: disk_limiter(&config),
+            prefix_disk_limiter: prefix_disk_limiter(&config),
+            prefixes: HashMap::new(),
+            prefix_on_loopback: config.prefix_quota_on_loopback,
             metrics,
             refusals: RefusalLog::default(),
             streams: stream_refusals,
@@ -348,6 +352,7 @@ impl<S: Store + Clone + 'static> Actor<S> {
     fn purge(&mut self) {
         self.ctx.limiter.retain_recent();
         self.ctx.disk_limiter.retain_recent();
+        self.ctx.prefix_disk_limiter.retain_recent();
         self.service.forget_spent(now());
         match self.service.store().purge_expired(now(), PURGE_MAX) {
             Ok(0) => {}
@@ -387,6 +392,14 @@ struct Ctx {
     limiter: PeerLimiter,
     /// KiB of disk per peer (deposits and opens).
     disk_limiter: PeerLimiter,
+    /// KiB of disk per network prefix.
+    prefix_disk_limiter: PrefixLimiter,
+    /// The network prefix of each open connection that has one (not
+    /// loopback, not a circuit); at most one entry per connection, so
+    /// bounded by the connection limits.
+    prefixes: HashMap<libp2p::swarm::ConnectionId, std::net::IpAddr>,
+    /// Loopback connections count against the prefix quota too.
+    prefix_on_loopback: bool,
     metrics: Option<(RelayMetrics, libp2p::metrics::Metrics)>,
     /// What the relay refused at the network level, for the operator.
     refusals: RefusalLog,
@@ -477,12 +490,30 @@ fn peer_limiter(config: &RelayConfig) -> PeerLimiter {
     governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
 }
 
+/// KiB of disk per network prefix, in memory only like [`PeerLimiter`].
+type PrefixLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
+
+/// A quota of `per_hour` KiB an hour, `burst` at once.
+fn disk_quota(per_hour: u32, burst: u32) -> governor::Quota {
+    let per_hour = NonZeroU32::new(per_hour).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(per_hour);
+    governor::Quota::with_period(Duration::from_secs(3600) / per_hour.get())
+        .unwrap_or(governor::Quota::per_hour(per_hour))
+        .allow_burst(burst)
+}
+
 fn disk_limiter(config: &RelayConfig) -> PeerLimiter {
-    let per_hour = NonZeroU32::new(config.peer_disk_kib_per_hour).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(config.peer_disk_burst_kib).unwrap_or(per_hour);
-    let quota = governor::Quota::with_period(Duration::from_secs(3600) / per_hour.get())
-        .unwrap_or(governor::Quota::per_hour(per_hour));
-    governor::RateLimiter::keyed(quota.allow_burst(burst))
+    governor::RateLimiter::keyed(disk_quota(
+        config.peer_disk_kib_per_hour,
+        config.peer_disk_burst_kib,
+    ))
+}
+
+fn prefix_disk_limiter(config: &RelayConfig) -> PrefixLimiter {
+    governor::RateLimiter::keyed(disk_quota(
+        config.prefix_disk_kib_per_hour,
+        config.prefix_disk_burst_kib,
+    ))
 }
 
 fn handle_event(
@@ -517,20 +548,40 @@ fn handle_event(
                 swarm.behaviour_mut().kad.add_address(&peer_id, addr);
             }
         }
+        SwarmEvent::ConnectionEstablished {
+            connection_id,
+            endpoint,
+            ..
+        } => {
+            if let Some(ip) = safemeet_net::remote_ip(endpoint.get_remote_address())
+                && (ctx.prefix_on_loopback || !ip.is_loopback())
+            {
+                ctx.prefixes.insert(connection_id, safemeet_net::prefix(ip));
+            }
+        }
+        SwarmEvent::ConnectionClosed { connection_id, .. } => {
+            ctx.prefixes.remove(&connection_id);
+        }
         SwarmEvent::Behaviour(BehaviourEvent::Mailbox(request_response::Event::Message {
             peer,
+            connection_id,
             message:
                 request_response::Message::Request {
                     request, channel, ..
                 },
-            ..
         })) => {
             // Each envelope of a DepositMany counts, not just the request.
             let request = decode_request(&request);
             let cost = NonZeroU32::new(request_cost(&request)).unwrap_or(NonZeroU32::MIN);
-            // And what it may add to the disk, per source over time.
-            let disk_ok = NonZeroU32::new(disk_cost_kib(&request))
-                .is_none_or(|kib| matches!(ctx.disk_limiter.check_key_n(&peer, kib), Ok(Ok(()))));
+            // And what it may add to the disk, per source peer and per
+            // network prefix over time.
+            let prefix = ctx.prefixes.get(&connection_id).copied();
+            let disk_ok = NonZeroU32::new(disk_cost_kib(&request)).is_none_or(|kib| {
+                matches!(ctx.disk_limiter.check_key_n(&peer, kib), Ok(Ok(())))
+                    && prefix.is_none_or(|p| {
+                        matches!(ctx.prefix_disk_limiter.check_key_n(&p, kib), Ok(Ok(())))
+                    })
+            });
             if disk_ok && matches!(ctx.limiter.check_key_n(&peer, cost), Ok(Ok(()))) {
                 group.push((request, channel));
                 return;
