@@ -85,8 +85,9 @@ pub struct RelayConfig {
     /// 8 GiB relay in three weeks rather than ten minutes.
     pub peer_disk_kib_per_hour: u32,
     /// KiB one peer may add at once before that rate applies. Default
-    /// 2 MiB: a dozen such messages at once, and a peer id that spends it
-    /// at full speed (about 340 KiB/s) is throttled within 10 s.
+    /// 3 MiB: eighteen such messages at once, or a minute of a device
+    /// depositing 20 short messages a second; a peer id that spends it at
+    /// full speed (about 340 KiB/s) is throttled within 10 s.
     pub peer_disk_burst_kib: u32,
     /// KiB all peers of one network prefix (/24, /48) may add to the disk
     /// per hour, counted as for a peer. Default 64 MiB: peer ids are free,
@@ -143,7 +144,7 @@ impl Default for RelayConfig {
             peer_rate: 200,
             peer_burst: 400,
             peer_disk_kib_per_hour: 16 * 1024,
-            peer_disk_burst_kib: 2 * 1024,
+            peer_disk_burst_kib: 3 * 1024,
             prefix_disk_kib_per_hour: 64 * 1024,
             prefix_disk_burst_kib: 8 * 1024,
             prefix_quota_on_loopback: false,

@@ -325,7 +325,7 @@ async fn a_stranger_stores_nothing_while_a_contact_is_served() {
         for answer in stranger.ask_all(requests).await {
             attempted += 1;
             // One answer, whichever the reason: it tells nothing of which
-            // mailboxes are open. (Past 2 MiB tried, as on disk, its byte
+            // mailboxes are open. (Past 3 MiB tried, as on disk, its byte
             // rate slows it down too.)
             match code(&answer) {
                 Some(MailboxError::Refused) => refused += 1,
@@ -383,7 +383,7 @@ async fn a_stranger_stores_nothing_while_a_contact_is_served() {
         rss_before,
         rss_kib()
     );
-    // Its first 2 MiB (as on disk, about 390 deposits) are refused
+    // Its first 3 MiB (as on disk, about 590 deposits) are refused
     // outright; the rest slowed.
     assert!(refused > 200, "refused outright at first: {refused}");
     assert!(
