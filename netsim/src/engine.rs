@@ -31,7 +31,9 @@ use safemeet_relay::store::MailboxStore;
 use safemeet_store::MemoryStore;
 use tokio::task::JoinHandle;
 
-use crate::plan::{Target, room_name};
+use crate::attack::wire::data_encoding_hex as hex_topic;
+use crate::attack::{Attackers, Knowledge, Target};
+use crate::plan::room_name;
 use crate::record::{Recorder, number_of};
 use crate::run::{Ctx, MeshProbe, Nodes};
 use crate::transport::{NodeIdx, addr_of};
@@ -68,6 +70,8 @@ pub struct EngineNodes {
     index_of: Arc<HashMap<UserId, NodeIdx>>,
     /// Each planned room's id, once created.
     room_ids: Arc<std::sync::Mutex<HashMap<usize, safemeet_proto::RoomId>>>,
+    /// The scenario's attackers, once started.
+    attackers: Option<Attackers>,
 }
 
 /// How often the relays' holdings are sampled.
@@ -77,13 +81,13 @@ const RELAY_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// poll period.
 const RELAY_SETTLE: Duration = Duration::from_secs(5);
 
-/// Envelopes the relays hold now (their stores' totals).
-fn relay_envelopes(stores: &[MailboxStore<MemoryStore>]) -> u64 {
+/// Envelopes and bytes (as on disk) the relays hold now (their stores'
+/// totals).
+fn relay_totals(stores: &[MailboxStore<MemoryStore>]) -> (u64, u64) {
     stores
         .iter()
         .filter_map(|s| s.totals().ok())
-        .map(|t| t.envelopes)
-        .sum()
+        .fold((0, 0), |(e, b), t| (e + t.envelopes, b + t.bytes))
 }
 
 fn name(i: NodeIdx) -> String {
@@ -127,6 +131,7 @@ impl EngineNodes {
             relay_sampler: None,
             index_of,
             room_ids: Arc::default(),
+            attackers: None,
         })
     }
 
@@ -156,11 +161,16 @@ impl EngineNodes {
         }
         if !views.is_empty() {
             let rec = self.ctx.rec.clone();
+            let hub = self.ctx.hub.clone();
+            let first = self.ctx.plan.nodes as NodeIdx;
+            let relays = first..first + views.len() as NodeIdx;
             self.relay_sampler = Some(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(RELAY_SAMPLE_EVERY);
                 loop {
                     tick.tick().await;
-                    rec.relay_holds(relay_envelopes(&views));
+                    let (envelopes, bytes) = relay_totals(&views);
+                    let connections = relays.clone().map(|r| hub.connections_of(r)).sum();
+                    rec.relay_holds(envelopes, bytes, connections);
                 }
             }));
         }
@@ -379,20 +389,20 @@ impl Nodes for EngineNodes {
         Ok(())
     }
 
-    fn send(&mut self, n: u64, from: NodeIdx, target: Target, text: String) {
+    fn send(&mut self, n: u64, from: NodeIdx, target: crate::plan::Target, text: String) {
         let Ok(engine) = self.engine(from) else {
             self.ctx.rec.failed(n);
             return;
         };
         let target = match target {
-            Target::Room(r) => match self.room_id(r) {
+            crate::plan::Target::Room(r) => match self.room_id(r) {
                 Some(id) => Ok(id),
                 None => {
                     self.ctx.rec.failed(n);
                     return;
                 }
             },
-            Target::Dm(to) => Err(self.user(to)),
+            crate::plan::Target::Dm(to) => Err(self.user(to)),
         };
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
@@ -471,7 +481,56 @@ impl Nodes for EngineNodes {
         Ok(())
     }
 
+    async fn start_attack(&mut self) -> anyhow::Result<()> {
+        let honest = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Target::at(i as NodeIdx, n.peer))
+            .collect();
+        let relays = self
+            .relays
+            .iter()
+            .map(|(addr, h)| Target {
+                peer: h.peer_id,
+                addr: addr.clone(),
+            })
+            .collect();
+        // The topics an ex-member of the first rooms would know.
+        let mut room_topics = Vec::new();
+        for (r, members) in self
+            .ctx
+            .plan
+            .rooms
+            .iter()
+            .enumerate()
+            .take(self.ctx.scenario.attack.known_rooms)
+        {
+            let (Some(id), Some(creator)) = (self.room_id(r), members.first()) else {
+                continue;
+            };
+            let topic = self.engine(*creator)?.room_topic(id).await?;
+            room_topics.push(hex_topic(topic.as_bytes()));
+        }
+        let knowledge = Knowledge {
+            honest,
+            relays,
+            room_topics,
+        };
+        self.attackers = Some(Attackers::start(
+            &self.ctx,
+            knowledge,
+            self.ctx.attackers_idle,
+        )?);
+        Ok(())
+    }
+
     async fn stop_all(&mut self) {
+        // The attack ends with the measured run.
+        if let Some(mut a) = self.attackers.take() {
+            self.ctx.rec.lock().attack = Some(a.figures());
+            a.stop();
+        }
         // Nothing after the measured run counts as a receipt.
         for n in &mut self.nodes {
             if let Some(w) = n.watcher.take() {

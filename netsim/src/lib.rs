@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod attack;
 pub mod baseline;
 pub mod engine;
 mod joins;
@@ -53,14 +54,18 @@ pub enum Mode {
     Baseline,
     /// The baseline, then the production nodes; the report states ratios.
     Compare,
+    /// The production nodes with the scenario's attackers idle, then
+    /// attacking; the report states the attack run's ratios to the idle one.
+    CompareIdle,
 }
 
 async fn one(
     scenario: &Scenario,
     baseline: bool,
+    attackers_idle: bool,
     progress: Progress<'_>,
 ) -> anyhow::Result<(Figures, std::sync::Arc<Ctx>)> {
-    let ctx = Ctx::new(scenario.clone());
+    let ctx = Ctx::with_attackers(scenario.clone(), attackers_idle);
     let sampler = ctx
         .rec
         .spawn_sampler(ctx.hub.clone(), ctx.plan.nodes, SAMPLE_EVERY);
@@ -73,7 +78,11 @@ async fn one(
     };
     sampler.abort();
     let phases = phases?;
-    let mode = if baseline { "baseline" } else { "engine" };
+    let mode = match (baseline, attackers_idle) {
+        (true, _) => "baseline",
+        (false, true) => "idle",
+        (false, false) => "engine",
+    };
     Ok((report::figures(mode, &ctx, phases), ctx))
 }
 
@@ -85,17 +94,26 @@ pub async fn simulate(
 ) -> anyhow::Result<Report> {
     match mode {
         Mode::Engine => {
-            let (run, ctx) = one(&scenario, false, progress).await?;
+            let (run, ctx) = one(&scenario, false, false, progress).await?;
             Ok(Report::new(&ctx, run, None))
         }
         Mode::Baseline => {
-            let (run, ctx) = one(&scenario, true, progress).await?;
+            let (run, ctx) = one(&scenario, true, false, progress).await?;
             Ok(Report::new(&ctx, run, None))
         }
         Mode::Compare => {
-            let (base, _) = one(&scenario, true, progress).await?;
-            let (run, ctx) = one(&scenario, false, progress).await?;
+            let (base, _) = one(&scenario, true, false, progress).await?;
+            let (run, ctx) = one(&scenario, false, false, progress).await?;
             Ok(Report::new(&ctx, run, Some(base)))
+        }
+        Mode::CompareIdle => {
+            anyhow::ensure!(
+                scenario.attack.count > 0,
+                "--compare-idle needs attackers ([attack] count)"
+            );
+            let (idle, _) = one(&scenario, false, true, progress).await?;
+            let (run, ctx) = one(&scenario, false, false, progress).await?;
+            Ok(Report::with_idle(&ctx, run, idle))
         }
     }
 }

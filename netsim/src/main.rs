@@ -32,8 +32,12 @@ enum Command {
         #[arg(long, conflicts_with = "compare_baseline")]
         baseline: bool,
         /// Run the baseline first, then the production nodes, and report ratios.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "compare_idle")]
         compare_baseline: bool,
+        /// Run the scenario with its attackers idle first, then attacking,
+        /// and report the attack run's ratios to the idle one.
+        #[arg(long, conflicts_with = "baseline")]
+        compare_idle: bool,
         /// Override the scenario's seed.
         #[arg(long)]
         seed: Option<u64>,
@@ -64,15 +68,17 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         out,
         baseline,
         compare_baseline,
+        compare_idle,
         seed,
     } = cli.command;
     let mut s = Scenario::load(&scenario)?;
     if let Some(seed) = seed {
         s.seed = seed;
     }
-    let mode = match (baseline, compare_baseline) {
-        (true, _) => Mode::Baseline,
-        (_, true) => Mode::Compare,
+    let mode = match (baseline, compare_baseline, compare_idle) {
+        (true, _, _) => Mode::Baseline,
+        (_, true, _) => Mode::Compare,
+        (_, _, true) => Mode::CompareIdle,
         _ => Mode::Engine,
     };
     let total = s.workload.duration_s + s.workload.drain_s;

@@ -58,6 +58,12 @@ pub struct Observed {
     pub relay_peak_envelopes: u64,
     /// Envelopes the relays held at the last sample.
     pub relay_envelopes: u64,
+    /// Most bytes (as on disk) the relays' stores held at once.
+    pub relay_peak_bytes: u64,
+    /// Most connections the relays held at once (all relays together).
+    pub relay_peak_connections: usize,
+    /// What the attackers did, when there were any (taken when they stop).
+    pub attack: Option<crate::attack::AttackFigures>,
 }
 
 /// One host sample.
@@ -218,11 +224,14 @@ impl Recorder {
         self.lock().stored_at_relay += 1;
     }
 
-    /// Notes how many envelopes the relays hold now.
-    pub fn relay_holds(&self, envelopes: u64) {
+    /// Notes how many envelopes and bytes the relays hold now, and how
+    /// many connections.
+    pub fn relay_holds(&self, envelopes: u64, bytes: u64, connections: usize) {
         let mut o = self.lock();
         o.relay_envelopes = envelopes;
         o.relay_peak_envelopes = o.relay_peak_envelopes.max(envelopes);
+        o.relay_peak_bytes = o.relay_peak_bytes.max(bytes);
+        o.relay_peak_connections = o.relay_peak_connections.max(connections);
     }
 
     /// Waits until `done` holds, at most `timeout`; returns whether it did.

@@ -140,6 +140,12 @@ pub struct Figures {
     pub relay_bytes: u64,
     /// Most envelopes the relays held at once (sampled every 100 ms).
     pub relay_peak_envelopes: u64,
+    /// Most bytes the relays' stores held at once (as on disk).
+    pub relay_peak_bytes: u64,
+    /// Most connections the relays held at once (all together).
+    pub relay_peak_connections: usize,
+    /// What the attackers did (with `[attack]`).
+    pub attack: Option<crate::attack::AttackFigures>,
     /// Envelopes the relays still held at the end (mail not drained),
     /// given one mailbox poll and 5 s after the measured run, with the
     /// nodes still running, for the last drains.
@@ -340,6 +346,9 @@ pub fn figures(mode: &str, ctx: &Ctx, phases: Phases) -> Figures {
         stored_at_relay: o.stored_at_relay,
         relay_bytes,
         relay_peak_envelopes: o.relay_peak_envelopes,
+        relay_peak_bytes: o.relay_peak_bytes,
+        relay_peak_connections: o.relay_peak_connections,
+        attack: o.attack.clone(),
         relay_envelopes_at_end: o.relay_envelopes,
         waited,
         join_time_s,
@@ -349,6 +358,33 @@ pub fn figures(mode: &str, ctx: &Ctx, phases: Phases) -> Figures {
         delivery_over_time,
         latencies,
     }
+}
+
+/// Ratios of `run`'s figures to `other`'s.
+fn ratios(run: &Figures, other: &Figures) -> HashMap<String, f64> {
+    let mut m = HashMap::new();
+    let mut ratio = |k: &str, a: Option<f64>, b: Option<f64>| {
+        if let (Some(a), Some(b)) = (a, b)
+            && b > 0.0
+        {
+            m.insert(k.to_owned(), (a / b * 1000.0).round() / 1000.0);
+        }
+    };
+    ratio("p50", run.latency.p50_ms, other.latency.p50_ms);
+    ratio("p95", run.latency.p95_ms, other.latency.p95_ms);
+    ratio("p99", run.latency.p99_ms, other.latency.p99_ms);
+    ratio(
+        "delivery",
+        Some(run.delivery_ratio),
+        Some(other.delivery_ratio),
+    );
+    ratio("amplification", run.amplification, other.amplification);
+    ratio(
+        "bytes_per_node_p50",
+        Some(run.bytes_per_node_p50 as f64),
+        Some(other.bytes_per_node_p50 as f64),
+    );
+    m
 }
 
 fn host(window: &[&Sample], phases: &Phases) -> Host {
@@ -392,6 +428,13 @@ pub struct Report {
     pub baseline: Option<Figures>,
     /// Ratios run / baseline.
     pub vs_baseline: Option<HashMap<String, f64>>,
+    /// The same scenario with its attackers idle, when it ran too.
+    pub idle: Option<Figures>,
+    /// Ratios attack run / idle run.
+    pub vs_idle: Option<HashMap<String, f64>>,
+    /// What the attack added to the process's peak resident memory over
+    /// the idle run, MiB (with the idle run).
+    pub attack_rss_growth_mib: Option<f64>,
     /// Failed assertions; empty when the run passed.
     pub failures: Vec<String>,
     /// Passed every assertion.
@@ -401,28 +444,22 @@ pub struct Report {
 impl Report {
     /// Builds the report and checks the scenario's assertions.
     pub fn new(ctx: &Ctx, run: Figures, baseline: Option<Figures>) -> Self {
+        Self::build(ctx, run, baseline, None)
+    }
+
+    /// The report of an attack run compared with the same run with its
+    /// attackers idle.
+    pub fn with_idle(ctx: &Ctx, run: Figures, idle: Figures) -> Self {
+        Self::build(ctx, run, None, Some(idle))
+    }
+
+    fn build(ctx: &Ctx, run: Figures, baseline: Option<Figures>, idle: Option<Figures>) -> Self {
         let s = &ctx.scenario;
-        let vs_baseline = baseline.as_ref().map(|b| {
-            let mut m = HashMap::new();
-            let mut ratio = |k: &str, a: Option<f64>, b: Option<f64>| {
-                if let (Some(a), Some(b)) = (a, b)
-                    && b > 0.0
-                {
-                    m.insert(k.to_owned(), (a / b * 1000.0).round() / 1000.0);
-                }
-            };
-            ratio("p50", run.latency.p50_ms, b.latency.p50_ms);
-            ratio("p95", run.latency.p95_ms, b.latency.p95_ms);
-            ratio("p99", run.latency.p99_ms, b.latency.p99_ms);
-            ratio("delivery", Some(run.delivery_ratio), Some(b.delivery_ratio));
-            ratio("amplification", run.amplification, b.amplification);
-            ratio(
-                "bytes_per_node_p50",
-                Some(run.bytes_per_node_p50 as f64),
-                Some(b.bytes_per_node_p50 as f64),
-            );
-            m
-        });
+        let vs_baseline = baseline.as_ref().map(|b| ratios(&run, b));
+        let vs_idle = idle.as_ref().map(|i| ratios(&run, i));
+        let attack_rss_growth_mib = idle
+            .as_ref()
+            .map(|i| round((run.host.peak_rss_mib - i.host.peak_rss_mib).max(0.0)));
         let mut failures = Vec::new();
         let a = &s.assert;
         if let Some(min) = a.delivery_min
@@ -461,6 +498,13 @@ impl Report {
                 run.host.peak_rss_mib
             ));
         }
+        crate::attack::report::check(
+            a,
+            &run,
+            vs_idle.as_ref(),
+            attack_rss_growth_mib,
+            &mut failures,
+        );
         if a.valid.unwrap_or(true) && !run.host.valid {
             failures.push(format!(
                 "invalid run: CPU {:.0} % of {} cores (limit {:.0} %), scheduler lag p99 {} ms (limit {MAX_LAG_P99_MS} ms)",
@@ -479,6 +523,9 @@ impl Report {
             run,
             baseline,
             vs_baseline,
+            idle,
+            vs_idle,
+            attack_rss_growth_mib,
             failures,
         }
     }
@@ -492,7 +539,10 @@ impl Report {
             "scenario {} (seed {}, {} nodes)",
             self.scenario, self.seed, self.nodes
         );
-        for f in std::iter::once(&self.run).chain(self.baseline.as_ref()) {
+        for f in std::iter::once(&self.run)
+            .chain(self.baseline.as_ref())
+            .chain(self.idle.as_ref())
+        {
             let _ = writeln!(
                 t,
                 "  {:<8} delivery {:.2} % ({}/{}), latency p50 {} p95 {} p99 {} max {} ms, to-all p99 {} ms",
@@ -551,6 +601,7 @@ impl Report {
                     f.mailbox_drain_per_return_s,
                 );
             }
+            crate::attack::report::summary(&mut t, f);
             let _ = writeln!(
                 t,
                 "           host: CPU {:.0} % of {} cores, lag p99 {} ms, peak RSS {} MiB ({} connections at most, {:.1} ends per node), wall {} s, {}",
@@ -568,11 +619,18 @@ impl Report {
                 },
             );
         }
-        if let Some(v) = &self.vs_baseline {
+        for (name, v) in [("baseline", &self.vs_baseline), ("idle", &self.vs_idle)] {
+            let Some(v) = v else { continue };
             let mut keys: Vec<_> = v.iter().collect();
             keys.sort_by(|a, b| a.0.cmp(b.0));
             let parts: Vec<String> = keys.iter().map(|(k, r)| format!("{k} {r}×")).collect();
-            let _ = writeln!(t, "  vs baseline: {}", parts.join(", "));
+            let _ = writeln!(t, "  vs {name}: {}", parts.join(", "));
+        }
+        if let Some(g) = self.attack_rss_growth_mib {
+            let _ = writeln!(
+                t,
+                "  the attack added {g} MiB to the process's peak resident memory over the idle run"
+            );
         }
         if self.passed {
             let _ = writeln!(t, "PASS");

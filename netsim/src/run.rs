@@ -38,6 +38,10 @@ pub trait Nodes {
     fn leave(&mut self, idx: NodeIdx, room: usize) -> impl Future<Output = anyhow::Result<()>>;
     /// Node `idx` joins room `room` again (its admin invites it back).
     fn join(&mut self, idx: NodeIdx, room: usize) -> impl Future<Output = anyhow::Result<()>>;
+    /// Starts the scenario's attackers (idle or not, as the context says).
+    fn start_attack(&mut self) -> impl Future<Output = anyhow::Result<()>> {
+        async { anyhow::bail!("this kind of run has no attackers") }
+    }
     /// Stops everything at the end.
     fn stop_all(&mut self) -> impl Future<Output = ()>;
 }
@@ -114,24 +118,38 @@ pub struct Ctx {
     pub rec: Arc<Recorder>,
     /// Time zero.
     pub start: Instant,
+    /// The scenario's attackers connect and send nothing (the run the
+    /// attack is compared with).
+    pub attackers_idle: bool,
 }
 
 impl Ctx {
     /// A context for `scenario`: the plan and a fresh network.
     pub fn new(scenario: Scenario) -> Arc<Self> {
+        Self::with_attackers(scenario, false)
+    }
+
+    /// The same, with the scenario's attackers idle (connected, sending
+    /// nothing) or not.
+    pub fn with_attackers(scenario: Scenario, attackers_idle: bool) -> Arc<Self> {
         let plan = Plan::new(&scenario);
         let start = clock();
         let cluster = plan.cluster.clone();
         let s = scenario.clone();
-        // Relays take the indices after the nodes'.
+        // Relays take the indices after the nodes', attackers those after
+        // the relays'.
         let nodes = plan.nodes;
+        let relays = nodes + scenario.nodes.relays;
         let hub = Hub::new(
-            nodes + scenario.nodes.relays,
+            relays + scenario.attack.count,
             scenario.seed,
             start,
             move |a, b| {
-                if a as usize >= nodes || b as usize >= nodes {
+                let is_relay = |x: NodeIdx| (nodes..relays).contains(&(x as usize));
+                if is_relay(a) || is_relay(b) {
                     s.relay_profile()
+                } else if a as usize >= relays || b as usize >= relays {
+                    s.attack_profile()
                 } else {
                     s.profile(cluster.get(a as usize) == cluster.get(b as usize))
                 }
@@ -143,6 +161,7 @@ impl Ctx {
             hub,
             rec: Recorder::new(start),
             start,
+            attackers_idle,
         })
     }
 
@@ -308,6 +327,12 @@ pub async fn drive<N: Nodes>(
         .iter()
         .find(|x| x.connections >= planned)
         .map(|x| x.t_s);
+
+    // The attackers (if any) from the start of the workload on.
+    if ctx.scenario.attack.count > 0 {
+        progress("attackers", 0.0, 0.0);
+        nodes.start_attack().await?;
+    }
 
     // The workload and its faults, on one timeline.
     let t0 = clock();

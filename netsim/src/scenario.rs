@@ -41,6 +41,9 @@ pub struct Scenario {
     /// Knobs of the node under test.
     #[serde(default)]
     pub node: NodeKnobs,
+    /// Sybil attackers (none by default): see [`crate::attack`].
+    #[serde(default)]
+    pub attack: Attack,
     /// What makes the run fail.
     #[serde(default)]
     pub assert: Assertions,
@@ -225,6 +228,59 @@ impl Fault {
     }
 }
 
+/// Sybil attackers: strangers to every honest node, each a libp2p swarm of
+/// its own on the modelled network (links: profile `attack` if given, else
+/// `default`), attacking from the start of the workload to the end of the
+/// drain. Rates are per attacker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Attack {
+    /// How many (0: no attack).
+    pub count: usize,
+    /// Honest nodes each one dials (drawn from the seed); every attacker
+    /// also dials every relay.
+    pub targets: usize,
+    /// Topics each announces through its gossipsub at start, a quarter of
+    /// them malformed (the room topics it knows come on top).
+    pub topics: usize,
+    /// Raw gossipsub frames per second, each to one of its targets.
+    pub gossip_frames_per_s: f64,
+    /// Flood topics announced in each raw frame.
+    pub subscriptions_per_frame: usize,
+    /// GRAFTs in each raw frame (the known room topics over and over).
+    pub grafts_per_frame: usize,
+    /// Junk direct deliveries per second, each to one of its targets.
+    pub deliveries_per_s: f64,
+    /// Mailbox requests per second, each to one of the relays.
+    pub deposits_per_s: f64,
+    /// Every this many seconds it drops the room topics it knows and takes
+    /// them again (PRUNE, GRAFT) and publishes junk on them; 0: never.
+    pub resubscribe_s: f64,
+    /// The room topics it knows (as an ex-member would): the first this
+    /// many rooms' (capped at the room count).
+    pub known_rooms: usize,
+    /// Its gossipsub heartbeat, ms.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for Attack {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            targets: 4,
+            topics: 200,
+            gossip_frames_per_s: 1.0,
+            subscriptions_per_frame: 256,
+            grafts_per_frame: 64,
+            deliveries_per_s: 2.0,
+            deposits_per_s: 4.0,
+            resubscribe_s: 1.0,
+            known_rooms: usize::MAX,
+            heartbeat_ms: 1000,
+        }
+    }
+}
+
 /// Settings of the nodes under test.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -280,6 +336,17 @@ pub struct Assertions {
     pub p99_vs_baseline_max: Option<f64>,
     /// Highest peak resident memory of the process, MiB.
     pub peak_rss_mib_max: Option<f64>,
+    /// With attackers: highest p99 as a multiple of the p99 of the same
+    /// scenario with the attackers idle (needs `--compare-idle`).
+    pub p99_vs_idle_max: Option<f64>,
+    /// With attackers: the most the attack may add to the process's peak
+    /// resident memory over the run with the attackers idle, MiB (needs
+    /// `--compare-idle`). It bounds what the attack adds to the relays'
+    /// memory (see netsim/README.md, sybil-flood).
+    pub attack_rss_growth_mib_max: Option<f64>,
+    /// With attackers: the most bytes the relays may hold at once (their
+    /// stores' totals, as on disk), MiB.
+    pub relay_stored_mib_max: Option<f64>,
     /// The run must be valid (host CPU not saturated). Default true.
     pub valid: Option<bool>,
 }
@@ -303,6 +370,23 @@ impl Scenario {
         anyhow::ensure!(self.nodes.count >= 2, "a scenario needs at least 2 nodes");
         anyhow::ensure!(self.nodes.count <= u32::MAX as usize, "too many nodes");
         anyhow::ensure!(self.nodes.relays <= 16, "at most 16 relays");
+        let a = &self.attack;
+        anyhow::ensure!(a.count <= 10_000, "at most 10 000 attackers");
+        for (name, rate) in [
+            ("gossip_frames_per_s", a.gossip_frames_per_s),
+            ("deliveries_per_s", a.deliveries_per_s),
+            ("deposits_per_s", a.deposits_per_s),
+            ("resubscribe_s", a.resubscribe_s),
+        ] {
+            anyhow::ensure!(
+                rate.is_finite() && (0.0..=1000.0).contains(&rate),
+                "attack.{name} must be within 0..=1000"
+            );
+        }
+        anyhow::ensure!(
+            a.subscriptions_per_frame <= 512 && a.grafts_per_frame <= 512,
+            "attack.subscriptions_per_frame and attack.grafts_per_frame must be at most 512"
+        );
         anyhow::ensure!(
             self.node.mailbox_poll_ms >= 100,
             "node.mailbox_poll_ms must be at least 100"
@@ -368,6 +452,15 @@ impl Scenario {
         } else {
             self.links.get("inter").cloned().unwrap_or(default)
         }
+    }
+
+    /// The profile of a link to or from an attacker.
+    pub fn attack_profile(&self) -> LinkProfile {
+        self.links
+            .get("attack")
+            .or_else(|| self.links.get("default"))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The profile of a link to or from a relay.

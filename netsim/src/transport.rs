@@ -340,6 +340,19 @@ impl Hub {
         state.pipes.len() / 2
     }
 
+    /// Open connections of node `idx` (either end).
+    pub fn connections_of(&self, idx: NodeIdx) -> usize {
+        let mut state = self.lock();
+        state.pipes.retain(|p| p.strong_count() > 0);
+        // Each connection has one pipe from each end.
+        state
+            .pipes
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|p| p.from == idx)
+            .count()
+    }
+
     fn connect(self: &Arc<Self>, from: NodeIdx, to: NodeIdx) -> io::Result<ConnectPlan> {
         let mut state = self.lock();
         if to as usize >= state.nodes.len() {
