@@ -34,6 +34,7 @@ pub mod record;
 pub mod report;
 pub mod run;
 pub mod scenario;
+mod summary;
 pub mod transport;
 
 use std::time::Duration;

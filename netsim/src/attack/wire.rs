@@ -215,7 +215,7 @@ pub fn mailbox_junk(rng: &mut StdRng) -> Vec<u8> {
     };
     let request = match rng.gen_range(0..8) {
         0 => return random_bytes(rng, 512),
-        1 | 2 | 3 => {
+        1..=3 => {
             let d = deposit(rng);
             MailboxRequest::Deposit {
                 version: VERSION,
