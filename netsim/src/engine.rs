@@ -197,7 +197,12 @@ impl EngineNodes {
                 mdns: false,
                 heartbeat: Duration::from_millis(k.heartbeat_ms),
                 transport: Some(self.ctx.hub.transport_for(i)),
-                relays: self.relays.iter().map(|(a, _)| a.clone()).collect(),
+                relays: if (i as usize) < self.ctx.scenario.nodes.relay_users.unwrap_or(usize::MAX)
+                {
+                    self.relays.iter().map(|(a, _)| a.clone()).collect()
+                } else {
+                    Vec::new()
+                },
                 ..safemeet_net::Config::default()
             },
             mailbox_poll: Duration::from_millis(k.mailbox_poll_ms),

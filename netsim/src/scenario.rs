@@ -66,6 +66,13 @@ pub struct Nodes {
     /// cannot reach a node are left there, and it drains them.
     #[serde(default)]
     pub relays: usize,
+    /// Only nodes 0..relay_users list the relays (default: every node).
+    /// A node that lists relays holds a circuit on each, which makes it a
+    /// Kademlia server; in a network of a hundred nodes their queries then
+    /// connect nearly every node to every other (see netsim/README.md,
+    /// sybil-flood).
+    #[serde(default)]
+    pub relay_users: Option<usize>,
 }
 
 /// How the nodes are connected at start (each node dials its neighbours).

@@ -335,7 +335,7 @@ impl Attacker {
             let g = &mut self.swarm.behaviour_mut().gossipsub;
             g.unsubscribe(&topic);
             let _ = g.subscribe(&topic);
-            let junk = wire::junk_frame(&mut self.rng);
+            let junk = wire::junk_gossip(&mut self.rng);
             let _ = self.swarm.behaviour_mut().gossipsub.publish(topic, junk);
         }
         add(&self.counters.resubscriptions, 1);
@@ -365,7 +365,7 @@ impl Attacker {
         let mut publish = Vec::with_capacity(JUNK_PER_FRAME);
         for _ in 0..JUNK_PER_FRAME {
             let topic = rooms.choose(&mut self.rng).copied().unwrap_or_default();
-            publish.push((topic, wire::junk_frame(&mut self.rng)));
+            publish.push((topic, wire::junk_gossip(&mut self.rng)));
         }
         let grafts = graft.len() as u64;
         let frame = GossipFrame {

@@ -203,6 +203,18 @@ pub fn junk_frame(rng: &mut StdRng) -> Vec<u8> {
         .unwrap_or_else(|_| random_bytes(rng, TYPICAL))
 }
 
+/// A junk gossip message: a room envelope of the typical size sealed under
+/// no key (a frame must fit a gossip message, so never the largest).
+pub fn junk_gossip(rng: &mut StdRng) -> Vec<u8> {
+    Envelope::Room(SealedRoomEnvelope {
+        nonce: rng.r#gen(),
+        hint: rng.r#gen(),
+        sealed: random_bytes(rng, TYPICAL),
+    })
+    .to_frame()
+    .unwrap_or_else(|_| random_bytes(rng, TYPICAL))
+}
+
 /// A mailbox request a stranger can make, encoded (or, one in eight, junk
 /// bytes): deposits into random mailboxes with random tags, a batch of
 /// them, challenges (each spends a nonce on the relay), and opens and
