@@ -56,16 +56,22 @@ use crate::transport::{NodeIdx, addr_of};
 use wire::{GOSSIP_PROTOCOL, GossipFrame, RawCodec};
 
 /// How often an attacker acts (its rates are spread over these ticks).
+/// 100 ms: a rate of a few a second comes evenly, and a hundred attackers'
+/// ticks cost little.
 const TICK: Duration = Duration::from_millis(100);
-/// An attacker's connections stay open this long idle: it holds them.
+/// An attacker's connections stay open this long idle: longer than any
+/// run, so it never lets go first.
 const HOLD: Duration = Duration::from_secs(600);
-/// How long an attacker waits for an answer: a victim that neither
-/// answers nor refuses within this ties up the request.
+/// How long an attacker waits for an answer (a daemon's own request
+/// timeout): a victim that neither answers nor refuses within this ties up
+/// the request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Requests of one kind an attacker keeps open on one connection (its own
-/// side's limit; the victims cap what they read).
+/// Requests of one kind an attacker keeps open on one connection: four
+/// times what a victim reads at once per connection (16), so the victim's
+/// cap, not this, is what holds the attack back.
 const MAX_STREAMS: usize = 64;
-/// Junk gossip messages in each raw frame.
+/// Junk gossip messages in each raw frame: two of 2 KiB, beside its
+/// subscriptions and GRAFTs, keep it well under gossipsub's 64 KiB.
 const JUNK_PER_FRAME: usize = 2;
 
 /// An honest node or relay an attacker can reach.
@@ -299,7 +305,7 @@ impl Attacker {
         }
     }
 
-    fn target(&mut self) -> Option<super::attack::Target> {
+    fn target(&mut self) -> Option<Target> {
         let t = *self.targets.choose(&mut self.rng)?;
         self.k.honest.get(t).cloned()
     }
