@@ -41,9 +41,9 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, Message, OutboundFailure, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use safemeet_net::{DELIVER_PROTOCOL, FrameCodec, MAILBOX_PROTOCOL, MailboxCodec};
 use safemeet_proto::DeliverAnswer;
 use safemeet_proto::mailbox::{DepositOutcome, MAX_RESPONSE_BYTES, MailboxError, MailboxResponse};
@@ -242,8 +242,8 @@ struct Attacker {
     swarm: libp2p::Swarm<Behaviour>,
 }
 
-/// Spreads a rate over ticks: how many actions are due this tick.
-#[derive(Default)]
+/// Spreads a rate over ticks: how many actions are due this tick (the
+/// fraction carried over starts at a random phase).
 struct Due(f64);
 
 impl Due {
@@ -266,14 +266,15 @@ impl Attacker {
         if !self.idle {
             self.flood_subscriptions();
         }
-        let mut tick = tokio::time::interval(TICK);
+        // Each attacker at its own phase: a hundred that all act on the
+        // same tick would measure the simulator's CPU bursts, not the
+        // victims.
+        let phase = TICK.mul_f64(self.rng.r#gen::<f64>());
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (mut frames, mut deliveries, mut deposits, mut resubscribe) = (
-            Due::default(),
-            Due::default(),
-            Due::default(),
-            Due::default(),
-        );
+        let mut due = || Due(self.rng.r#gen::<f64>());
+        let (mut frames, mut deliveries, mut deposits, mut resubscribe) =
+            (due(), due(), due(), due());
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
