@@ -270,7 +270,8 @@ impl Attacker {
         // same tick would measure the simulator's CPU bursts, not the
         // victims.
         let phase = TICK.mul_f64(self.rng.r#gen::<f64>());
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, TICK);
+        let start = tokio::time::Instant::from_std(crate::record::clock() + phase);
+        let mut tick = tokio::time::interval_at(start, TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut due = || Due(self.rng.r#gen::<f64>());
         let (mut frames, mut deliveries, mut deposits, mut resubscribe) =
