@@ -92,6 +92,8 @@ pub struct Core<S: Store> {
     pub(crate) sessions_changed: bool,
     /// Received messages applied to the store since the last flush.
     pub(crate) unflushed_receipts: usize,
+    /// The frame being received is an acknowledgement frame.
+    pub(crate) acks_frame: bool,
     /// Stored room messages to acknowledge to their senders after the flush.
     pub(crate) acks_due: Vec<(UserId, safemeet_proto::DeviceId, EventId)>,
     /// The contacts as stored, until they change.
@@ -182,6 +184,7 @@ impl<S: Store + Clone> Core<S> {
             devices_changed: false,
             sessions_changed: false,
             unflushed_receipts: 0,
+            acks_frame: false,
             acks_due: Vec::new(),
             contact_cache: RefCell::new(None),
             own_relays,

@@ -159,8 +159,25 @@ impl<S: Store + Clone> Core<S> {
     }
 
     /// Processes a received frame; returns the answer for the sender, and
-    /// for a room message that was stored, its sender and event id.
+    /// for a room message that was stored, its sender and event id. What
+    /// is acknowledged must be durable first (see `flush_received`);
+    /// nothing else is counted, so junk costs no flush.
     pub(crate) fn receive(
+        &mut self,
+        from: Source,
+        frame: &[u8],
+    ) -> (Answer, Option<(UserId, DeviceId, EventId)>) {
+        self.acks_frame = false;
+        let (answer, stored) = self.receive_frame(from, frame);
+        // (Acknowledgements of this device's own messages need no flush
+        // before they are answered.)
+        if answer == Answer::Ack && !self.acks_frame {
+            self.unflushed_receipts += 1;
+        }
+        (answer, stored)
+    }
+
+    fn receive_frame(
         &mut self,
         from: Source,
         frame: &[u8],
@@ -183,9 +200,6 @@ impl<S: Store + Clone> Core<S> {
         if !on_topic {
             self.junk = true;
             return (Answer::Refused, None);
-        }
-        if !matches!(envelope, Envelope::Acks(_)) {
-            self.unflushed_receipts += 1;
         }
         if let Envelope::Room(sealed) = &envelope {
             // Whom a frame that waits is charged to; none for a peer this
@@ -259,16 +273,19 @@ impl<S: Store + Clone> Core<S> {
             };
         }
         let answer = match envelope {
-            Envelope::Acks(acks) => match from {
-                Source::Peer(peer) => match self.acked(peer, &acks.event_ids) {
-                    Ok(()) => Answer::Ack,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not record acknowledgements");
-                        Answer::Later
-                    }
-                },
-                Source::Gossip(_) | Source::Mailbox => Answer::Refused,
-            },
+            Envelope::Acks(acks) => {
+                self.acks_frame = true;
+                match from {
+                    Source::Peer(peer) => match self.acked(peer, &acks.event_ids) {
+                        Ok(()) => Answer::Ack,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not record acknowledgements");
+                            Answer::Later
+                        }
+                    },
+                    Source::Gossip(_) | Source::Mailbox => Answer::Refused,
+                }
+            }
             Envelope::ToDevice(env) => match self.decrypt_to_device(&env) {
                 Ok(()) => Answer::Ack,
                 Err(Error::Crypto(C::DuplicateOlmMessage)) => Answer::Ack,

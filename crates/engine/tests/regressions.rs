@@ -296,3 +296,33 @@ fn a_device_that_never_takes_an_item_is_retried_rarely_then_given_up() {
     sim.run_for(24 * HOUR);
     assert_eq!(sim.deliveries(ALICE, BOB).len(), before, "nothing more");
 }
+
+/// A stranger's unreadable room frame, answered "later", used to count as
+/// a receipt, so each one cost a store flush. Now only what is
+/// acknowledged is flushed for.
+#[test]
+fn junk_costs_no_flush() {
+    use safemeet_proto::Envelope;
+    use safemeet_proto::envelope::SealedRoomEnvelope;
+    let mut sim = Sim::new(&["alice", "bob"], 13, |_, _| {});
+    sim.befriend(ALICE, BOB);
+    sim.run_for(Duration::from_secs(2));
+    let stranger = libp2p::PeerId::random();
+    let before = sim.nodes[BOB].device.backend().flushes();
+    for i in 0..20u8 {
+        let room = Envelope::Room(SealedRoomEnvelope {
+            nonce: [i; 24],
+            hint: [i; 8],
+            sealed: vec![7; 200],
+        });
+        sim.inject(BOB, stranger, room.to_frame().unwrap());
+    }
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.nodes[BOB].device.backend().flushes(), before);
+    // What is acknowledged still is flushed for first.
+    sim.send_dm(ALICE, BOB, "kept");
+    assert!(sim.run_until(MINUTE, |s| {
+        s.dm_state(ALICE, BOB, "kept") == Some(MessageState::Delivered)
+    }));
+    assert!(sim.nodes[BOB].device.backend().flushes() > before);
+}

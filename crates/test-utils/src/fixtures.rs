@@ -1,7 +1,7 @@
 //! Devices: an account and its encrypted store, in memory.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use safemeet_crypto::EncryptedStore;
 use safemeet_crypto::account::Account;
@@ -18,12 +18,18 @@ use safemeet_store::{Batch, Entry, Keyspace, MemoryStore, Store};
 pub struct FaultyStore {
     inner: MemoryStore,
     failing: Arc<AtomicBool>,
+    flushes: Arc<AtomicU64>,
 }
 
 impl FaultyStore {
     /// Makes flushes fail (`true`) or succeed again.
     pub fn fail_flushes(&self, fail: bool) {
         self.failing.store(fail, Ordering::SeqCst);
+    }
+
+    /// How many flushes were asked for so far (failed ones included).
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::SeqCst)
     }
 }
 
@@ -47,6 +53,7 @@ impl Store for FaultyStore {
     }
 
     fn flush(&self) -> safemeet_store::Result<()> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
         if self.failing.load(Ordering::SeqCst) {
             return Err(safemeet_store::Error::Backend(
                 "injected flush failure".into(),
