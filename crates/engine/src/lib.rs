@@ -58,6 +58,7 @@ mod invitations;
 mod mailbox;
 mod outbox;
 mod parked;
+mod placement;
 mod receive;
 mod records;
 mod relay_client;

@@ -23,7 +23,7 @@ use safemeet_store::Store;
 
 use crate::core::Core;
 use crate::error::Error;
-use crate::receive::waits_for_state;
+use crate::placement::waits_for_state;
 
 /// Most frames kept in all: 64. A frame is at most 64 KiB, so at most
 /// 4 MiB of memory; an honest burst of out-of-order states is a few.

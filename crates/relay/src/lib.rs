@@ -26,6 +26,7 @@ mod error;
 pub mod fuzzing;
 pub mod metrics;
 pub mod node;
+mod quota;
 pub mod service;
 pub mod store;
 

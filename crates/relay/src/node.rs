@@ -38,6 +38,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::Error;
 pub use crate::config::{MetricsConfig, RelayConfig};
 use crate::metrics::RelayMetrics;
+use crate::quota::{PeerLimiter, PrefixLimiter, disk_limiter, peer_limiter, prefix_disk_limiter};
 use crate::service::{Decoded, MailboxService, decode_request, disk_cost_kib, request_cost};
 
 /// Most connections from one peer.
@@ -479,42 +480,6 @@ fn serve_metrics(
 type Pending = (Decoded, request_response::ResponseChannel<Vec<u8>>);
 /// An answer, and where it goes.
 type Answer = (MailboxResponse, request_response::ResponseChannel<Vec<u8>>);
-
-/// Requests per peer, in memory only: the peer ids it holds are never
-/// written or logged, and idle ones are dropped (`retain_recent`).
-type PeerLimiter = governor::DefaultKeyedRateLimiter<PeerId>;
-
-fn peer_limiter(config: &RelayConfig) -> PeerLimiter {
-    let rate = NonZeroU32::new(config.peer_rate).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(config.peer_burst).unwrap_or(rate).max(rate);
-    governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
-}
-
-/// KiB of disk per network prefix, in memory only like [`PeerLimiter`].
-type PrefixLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
-
-/// A quota of `per_hour` KiB an hour, `burst` at once.
-fn disk_quota(per_hour: u32, burst: u32) -> governor::Quota {
-    let per_hour = NonZeroU32::new(per_hour).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(burst).unwrap_or(per_hour);
-    governor::Quota::with_period(Duration::from_secs(3600) / per_hour.get())
-        .unwrap_or(governor::Quota::per_hour(per_hour))
-        .allow_burst(burst)
-}
-
-fn disk_limiter(config: &RelayConfig) -> PeerLimiter {
-    governor::RateLimiter::keyed(disk_quota(
-        config.peer_disk_kib_per_hour,
-        config.peer_disk_burst_kib,
-    ))
-}
-
-fn prefix_disk_limiter(config: &RelayConfig) -> PrefixLimiter {
-    governor::RateLimiter::keyed(disk_quota(
-        config.prefix_disk_kib_per_hour,
-        config.prefix_disk_burst_kib,
-    ))
-}
 
 fn handle_event(
     swarm: &mut libp2p::Swarm<Behaviour>,

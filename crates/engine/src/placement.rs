@@ -1,0 +1,214 @@
+//! Placing a received room event: what it does to its room (a message
+//! on the timeline, a state or membership change on the chain, or an
+//! invitation that waits for consent), worked out inside the commit that
+//! stores it.
+
+use std::collections::HashMap;
+
+use safemeet_crypto::EncryptedStore;
+use safemeet_crypto::machine::DecryptedRoomEvent;
+use safemeet_proto::event::EventContent;
+use safemeet_proto::{RoomId, UserId};
+use safemeet_store::{Keyspace, Store};
+
+use crate::Error;
+use crate::chain::{Refusal, apply_event};
+use crate::invitations::{JoinPolicy, PendingInvitation};
+use crate::records::{LogEntry, MessageState, RoomRecord, TimelineEntry, name};
+use crate::rooms::{dm_room, stage_room};
+use crate::timeline::{stage_log_at, stage_message};
+
+/// Why a received room event cannot be placed yet.
+pub(crate) const UNKNOWN_ROOM: &str = "the room is not known yet";
+/// Why a received room event cannot be placed (yet): the state that adds
+/// its sender may still be on its way.
+pub(crate) const NOT_A_MEMBER: &str = "the sender is not a member of the room";
+/// Why a received room state cannot be applied yet: the states before it
+/// may still be on their way.
+pub(crate) const STATE_AHEAD: &str = "the room state is ahead of this device's chain";
+/// How far a received Lamport time may run ahead of the room's: a larger
+/// jump is refused, so no sender can push a room's clock to its end.
+const MAX_LAMPORT_JUMP: u64 = 1 << 32;
+
+/// Where a received room event goes: into its room, or into the pending
+/// invitations.
+pub(crate) enum Placed {
+    Room(Box<Received>),
+    Invitation(PendingInvitation),
+}
+
+/// What a received event does: the room (as it is after the event), and
+/// the timeline entry or the log entry it adds.
+pub(crate) struct Received {
+    pub(crate) room: RoomRecord,
+    pub(crate) message: Option<(TimelineEntry, u64)>,
+    pub(crate) log: Option<LogEntry>,
+    /// This device issues the room's next state (a member left).
+    pub(crate) rotate: bool,
+}
+
+/// Whether a room frame that decrypted could not be placed only because
+/// the state that places it has not come yet.
+pub(crate) fn waits_for_state(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Crypto(safemeet_crypto::Error::InvalidRecord {
+            reason: UNKNOWN_ROOM | NOT_A_MEMBER | STATE_AHEAD,
+            ..
+        })
+    )
+}
+
+/// Works out what a received room event does. A DM's room derives from
+/// the pair of users; a group room must be known, or be joined by this
+/// very event (a room state from an admin that lists this user).
+pub(crate) fn received_entry<S: Store>(
+    store: &EncryptedStore<S>,
+    rooms: &mut HashMap<RoomId, RoomRecord>,
+    me: UserId,
+    policy: &JoinPolicy,
+    event: &DecryptedRoomEvent,
+) -> Result<Placed, safemeet_crypto::Error> {
+    let invalid = |reason| safemeet_crypto::Error::InvalidRecord {
+        what: "received message",
+        reason,
+    };
+    let sender = event.sender.user_id;
+    if sender == me {
+        return Err(invalid("own messages arrive through the outbox"));
+    }
+    let room_id = event.event.room_id;
+    let stored = match rooms.get(&room_id) {
+        Some(r) => Some(r.clone()),
+        None => match store.get(Keyspace::Rooms, &name::room(&room_id))? {
+            Some(b) => Some(RoomRecord::decode(&b)?),
+            None => None,
+        },
+    };
+    let (dm_id, dm_topic) = dm_room(&me, &sender);
+    // A state that would join a room not known, or left: an invitation,
+    // which waits for consent unless its sender is trusted to add this
+    // user (checked first as a join would be).
+    let joining = stored.as_ref().is_none_or(|r| r.left);
+    if let EventContent::RoomState(state) = &event.event.content
+        && joining
+        && room_id != dm_id
+        && state.members.contains(&me)
+        && !policy.joins(&sender)
+    {
+        let mut trial = match &stored {
+            Some(r) => r.clone(),
+            None => RoomRecord::fresh(room_id, None, Vec::new(), state.secret.topic()),
+        };
+        apply_event(
+            &mut trial,
+            me,
+            sender,
+            event.event.lamport,
+            &event.event.content,
+        )
+        .map_err(|refusal| match refusal {
+            Refusal::Ahead => invalid(STATE_AHEAD),
+            Refusal::Refused(reason) => invalid(reason),
+        })?;
+        if trial.members.is_empty() {
+            return Err(invalid(UNKNOWN_ROOM));
+        }
+        return Ok(Placed::Invitation(PendingInvitation {
+            room_id,
+            from: sender,
+            lamport: event.event.lamport,
+            ts: event.event.ts,
+            content: event.event.content.clone(),
+        }));
+    }
+    let fresh = |dm_with, members, topic| RoomRecord::fresh(room_id, dm_with, members, topic);
+    let mut room = match stored {
+        Some(r) => r,
+        None if room_id == dm_id => fresh(Some(sender), vec![me, sender], dm_topic),
+        None => match &event.event.content {
+            EventContent::RoomState(state) if state.members.contains(&me) => {
+                fresh(None, Vec::new(), state.secret.topic())
+            }
+            _ => return Err(invalid(UNKNOWN_ROOM)),
+        },
+    };
+    let is_member = room.members.contains(&sender) || room.members.is_empty();
+    if room.dm_with.is_none() && !is_member {
+        return Err(invalid(NOT_A_MEMBER));
+    }
+    if room.dm_with.is_some_and(|with| with != sender) {
+        // A room key can name any room id; a DM takes only its two users.
+        return Err(invalid("the sender is not in this conversation"));
+    }
+    if event.event.lamport > room.lamport.saturating_add(MAX_LAMPORT_JUMP) {
+        return Err(invalid("implausible Lamport time"));
+    }
+    room.lamport = room.lamport.max(event.event.lamport);
+    if let EventContent::Message(message) = &event.event.content {
+        if room.members.is_empty() {
+            return Err(invalid(UNKNOWN_ROOM));
+        }
+        let seq = room.next_seq;
+        room.next_seq += 1;
+        let entry = TimelineEntry {
+            event_id: event.event_id,
+            sender,
+            sender_device: event.sender.device_id,
+            lamport: event.event.lamport,
+            ts: event.event.ts,
+            text: message.body.as_str().to_owned(),
+            state: MessageState::Received,
+        };
+        return Ok(Placed::Room(Box::new(Received {
+            room,
+            message: Some((entry, seq)),
+            log: None,
+            rotate: false,
+        })));
+    }
+    let applied = if room.dm_with.is_none() {
+        apply_event(
+            &mut room,
+            me,
+            sender,
+            event.event.lamport,
+            &event.event.content,
+        )
+        .map_err(|refusal| match refusal {
+            Refusal::Ahead => invalid(STATE_AHEAD),
+            Refusal::Refused(reason) => invalid(reason),
+        })?
+    } else {
+        Default::default()
+    };
+    if room.members.is_empty() {
+        // A state this user was not allowed to join from.
+        return Err(invalid(UNKNOWN_ROOM));
+    }
+    Ok(Placed::Room(Box::new(Received {
+        room,
+        message: None,
+        log: applied.log,
+        rotate: applied.rotate,
+    })))
+}
+
+/// Stages what a received event does; returns how many log entries it used.
+pub(crate) fn stage_received<S: Store>(
+    store: &EncryptedStore<S>,
+    batch: &mut safemeet_crypto::EncryptedBatch,
+    received: &Received,
+    log_seq: u64,
+) -> Result<u64, safemeet_crypto::Error> {
+    if let Some((entry, seq)) = &received.message {
+        stage_message(store, batch, &received.room, *seq, entry, log_seq)?;
+        return Ok(1);
+    }
+    stage_room(store, batch, &received.room)?;
+    let Some(log) = &received.log else {
+        return Ok(0);
+    };
+    stage_log_at(store, batch, log_seq, log)?;
+    Ok(1)
+}
