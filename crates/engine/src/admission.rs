@@ -134,3 +134,74 @@ impl<S: Store + Clone> Core<S> {
         !theirs.contains(peer) && !mine.contains(peer)
     }
 }
+
+/// Frames kept in memory, each charged to a [`Holder`]: at most `total`
+/// in all and `per_holder` for one holder. Past a holder's share its own
+/// oldest frame goes; when the whole is full, the oldest frame of whoever
+/// keeps the most. So junk from one sender pushes out only its own.
+#[derive(Debug)]
+pub(crate) struct HolderQueue<T> {
+    items: std::collections::VecDeque<(Holder, T)>,
+    total: usize,
+    per_holder: usize,
+}
+
+impl<T: PartialEq> HolderQueue<T> {
+    pub(crate) fn new(total: usize, per_holder: usize) -> Self {
+        Self {
+            items: Default::default(),
+            total,
+            per_holder,
+        }
+    }
+
+    /// Keeps `item` for `holder` (once: a repeat is not kept again).
+    pub(crate) fn push(&mut self, holder: Holder, item: T) {
+        let items = &mut self.items;
+        if items.iter().any(|(_, i)| *i == item) {
+            return;
+        }
+        let mine = items.iter().filter(|(h, _)| *h == holder).count();
+        let evict = if mine >= self.per_holder {
+            Some(holder)
+        } else if items.len() >= self.total {
+            let mut counts: std::collections::HashMap<Holder, usize> = Default::default();
+            for (h, _) in items.iter() {
+                *counts.entry(*h).or_default() += 1;
+            }
+            counts.into_iter().max_by_key(|(_, n)| *n).map(|(h, _)| h)
+        } else {
+            None
+        };
+        if let Some(evict) = evict
+            && let Some(pos) = items.iter().position(|(h, _)| *h == evict)
+        {
+            items.remove(pos);
+        }
+        items.push_back((holder, item));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Keeps only the items `keep` says to.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        self.items.retain(|(_, i)| keep(i));
+    }
+
+    /// Takes every item out, oldest first.
+    pub(crate) fn take(&mut self) -> Vec<(Holder, T)> {
+        self.items.drain(..).collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len_for(&self, holder: Holder) -> usize {
+        self.items.iter().filter(|(h, _)| *h == holder).count()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+}

@@ -353,83 +353,53 @@ fn a_state_issued_before_a_leave_was_seen_does_not_take_the_leaver_back() {
     ));
 }
 
+/// Applies `content`, sent by `sender` at Lamport time `lamport`, to
+/// Bob's view of `room`.
+fn at(room: &mut RoomRecord, sender: u8, lamport: u64, content: EventContent) -> Applied {
+    apply_event(room, user(BOB), user(sender), lamport, &content).unwrap()
+}
+
+fn state_event(s: &RoomState) -> EventContent {
+    EventContent::RoomState(Box::new(s.clone()))
+}
+
+fn leave(who: u8) -> EventContent {
+    EventContent::Membership(Membership {
+        user_id: user(who),
+        change: MembershipChange::Leave,
+    })
+}
+
 #[test]
 fn a_leave_sent_before_the_member_was_brought_back_does_not_remove_them_again() {
-    let at = |room: &mut RoomRecord, sender: u8, lamport: u64, content: EventContent| {
-        apply_event(room, user(BOB), user(sender), lamport, &content)
-    };
-    let leave = |lamport| {
-        (
-            lamport,
-            EventContent::Membership(Membership {
-                user_id: user(CAROL),
-                change: MembershipChange::Leave,
-            }),
-        )
-    };
     let mut room = joining();
     let genesis = state(0, None, &[ALICE, BOB, CAROL], 1);
-    at(
-        &mut room,
-        ALICE,
-        1,
-        EventContent::RoomState(Box::new(genesis.clone())),
-    )
-    .unwrap();
+    at(&mut room, ALICE, 1, state_event(&genesis));
     // Carol leaves at time 6. Alice sees it and rotates without her; then
     // invites her back at time 12. Bob gets both states before the leave,
     // which its sender kept trying while Bob could not place it.
     let rotated = next(&genesis, &[ALICE, BOB], 2);
-    at(
-        &mut room,
-        ALICE,
-        8,
-        EventContent::RoomState(Box::new(rotated.clone())),
-    )
-    .unwrap();
+    at(&mut room, ALICE, 8, state_event(&rotated));
     let mut back = next(&rotated, &[ALICE, BOB, CAROL], 3);
     back.added = vec![user(CAROL)];
-    at(
-        &mut room,
-        ALICE,
-        12,
-        EventContent::RoomState(Box::new(back)),
-    )
-    .unwrap();
+    at(&mut room, ALICE, 12, state_event(&back));
     assert!(room.members.contains(&user(CAROL)));
 
-    let (lamport, old) = leave(6);
-    let applied = at(&mut room, CAROL, lamport, old).unwrap();
+    let applied = at(&mut room, CAROL, 6, leave(CAROL));
     assert!(applied.log.is_none(), "a stale leave changes nothing");
     assert!(room.members.contains(&user(CAROL)), "{:?}", room.members);
 
     // A leave she sends after coming back counts.
-    let (lamport, new) = leave(13);
-    let applied = at(&mut room, CAROL, lamport, new).unwrap();
+    let applied = at(&mut room, CAROL, 13, leave(CAROL));
     assert!(applied.log.is_some());
     assert!(!room.members.contains(&user(CAROL)));
 }
 
 #[test]
 fn a_device_back_in_a_room_ignores_leaves_older_than_the_state_it_came_back_from() {
-    let at = |room: &mut RoomRecord, sender: u8, lamport: u64, content: EventContent| {
-        apply_event(room, user(BOB), user(sender), lamport, &content)
-    };
-    let leave = |who| {
-        EventContent::Membership(Membership {
-            user_id: user(who),
-            change: MembershipChange::Leave,
-        })
-    };
     let mut room = joining();
     let genesis = state(0, None, &[ALICE, BOB, CAROL], 1);
-    at(
-        &mut room,
-        ALICE,
-        1,
-        EventContent::RoomState(Box::new(genesis.clone())),
-    )
-    .unwrap();
+    at(&mut room, ALICE, 1, state_event(&genesis));
     // Bob leaves; then Carol leaves (time 6), which Bob, out of the room,
     // does not get yet. Alice brings Carol back, then Bob (time 11).
     // (Bob's own leave, as the engine records it.)
@@ -440,16 +410,10 @@ fn a_device_back_in_a_room_ignores_leaves_older_than_the_state_it_came_back_from
     let carol_back = next(&gone, &[ALICE, CAROL], 4);
     let mut bob_back = next(&carol_back, &[ALICE, CAROL, BOB], 5);
     bob_back.added = vec![user(BOB)];
-    at(
-        &mut room,
-        ALICE,
-        11,
-        EventContent::RoomState(Box::new(bob_back)),
-    )
-    .unwrap();
+    at(&mut room, ALICE, 11, state_event(&bob_back));
     assert!(!room.left);
     // Carol's leave from time 6 reaches Bob only now.
-    let applied = at(&mut room, CAROL, 6, leave(CAROL)).unwrap();
+    let applied = at(&mut room, CAROL, 6, leave(CAROL));
     assert!(applied.log.is_none());
     assert!(room.members.contains(&user(CAROL)), "{:?}", room.members);
 }

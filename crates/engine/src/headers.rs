@@ -24,7 +24,7 @@
 //! charged to its holder (see `admission`), at most
 //! [`MAX_HELD_SEALED_PER_HOLDER`] each.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use safemeet_crypto::header;
 use safemeet_crypto::machine::Holder;
@@ -36,6 +36,7 @@ use safemeet_store::{Keyspace, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::admission::HolderQueue;
 use crate::core::Core;
 use crate::records::{MAX_RECORD_BYTES, RoomRecord, VERSION};
 
@@ -66,18 +67,30 @@ pub(crate) fn key_of(room: &RoomRecord) -> HeaderKey {
 }
 
 /// The keys this device opens room frames with.
-#[derive(Default)]
 pub(crate) struct HeaderKeys {
     known: Vec<HeaderKey>,
     pending: VecDeque<(RoomId, HeaderKey)>,
     /// Frames no key opened yet, with the gossip topic they came on: a
     /// head start for when their key comes with a room key share (their
-    /// senders retry anyway). At most [`MAX_HELD_SEALED`], oldest dropped.
-    held: VecDeque<(Holder, Option<RoomTopic>, SealedRoomEnvelope)>,
+    /// senders retry anyway). At most [`MAX_HELD_SEALED`], and
+    /// [`MAX_HELD_SEALED_PER_HOLDER`] per holder.
+    held: HolderQueue<(Option<RoomTopic>, SealedRoomEnvelope)>,
     /// Rooms or contacts changed since `known` was worked out.
     pub(crate) stale: bool,
     /// The pending keys were read from the store.
     loaded: bool,
+}
+
+impl Default for HeaderKeys {
+    fn default() -> Self {
+        Self {
+            known: Vec::new(),
+            pending: VecDeque::new(),
+            held: HolderQueue::new(MAX_HELD_SEALED, MAX_HELD_SEALED_PER_HOLDER),
+            stale: false,
+            loaded: false,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -129,28 +142,7 @@ impl<S: Store + Clone> Core<S> {
         topic: Option<RoomTopic>,
         sealed: SealedRoomEnvelope,
     ) {
-        let held = &mut self.headers.held;
-        if held.iter().any(|(_, _, s)| *s == sealed) {
-            return;
-        }
-        let mine = held.iter().filter(|(h, _, _)| *h == holder).count();
-        let evict = if mine >= MAX_HELD_SEALED_PER_HOLDER {
-            Some(holder)
-        } else if held.len() >= MAX_HELD_SEALED {
-            let mut counts: HashMap<Holder, usize> = HashMap::new();
-            for (h, _, _) in held.iter() {
-                *counts.entry(*h).or_default() += 1;
-            }
-            counts.into_iter().max_by_key(|(_, n)| *n).map(|(h, _)| h)
-        } else {
-            None
-        };
-        if let Some(evict) = evict
-            && let Some(pos) = held.iter().position(|(h, _, _)| *h == evict)
-        {
-            held.remove(pos);
-        }
-        held.push_back((holder, topic, sealed));
+        self.headers.held.push(holder, (topic, sealed));
     }
 
     /// The held frames `root`'s key opens, taken out of the hold.
@@ -160,7 +152,7 @@ impl<S: Store + Clone> Core<S> {
     ) -> Vec<(Option<RoomTopic>, RoomEnvelope)> {
         let key = HeaderKey::from_root(root);
         let mut opened = Vec::new();
-        self.headers.held.retain(|(_, topic, sealed)| {
+        self.headers.held.retain(|(topic, sealed)| {
             if !header::names(&key, sealed) {
                 return true;
             }

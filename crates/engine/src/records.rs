@@ -228,65 +228,76 @@ impl RoomRecord {
     /// Decodes a stored room, in this layout or an earlier one (whose
     /// states count as applied at Lamport time 0, and which has no chain).
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, codec::DecodeError> {
-        match codec::decode::<Self>(bytes, MAX_RECORD_BYTES) {
-            Ok(r) => Ok(r),
-            Err(new) => {
-                if let Ok(old) = codec::decode::<RoomRecordV3>(bytes, MAX_RECORD_BYTES) {
-                    return Ok(Self {
-                        version: old.version,
-                        room_id: old.room_id,
-                        dm_with: old.dm_with,
-                        name: old.name,
-                        members: old.members,
-                        admins: old.admins,
-                        secret: old.secret,
-                        left: old.left,
-                        topic: old.topic,
-                        lamport: old.lamport,
-                        next_seq: old.next_seq,
-                        state_lamport: old.state_lamport,
-                        chain: old.chain,
-                        added_at: Vec::new(),
-                    });
-                }
-                if let Ok(old) = codec::decode::<RoomRecordV2>(bytes, MAX_RECORD_BYTES) {
-                    return Ok(Self {
-                        version: old.version,
-                        room_id: old.room_id,
-                        dm_with: old.dm_with,
-                        name: old.name,
-                        members: old.members,
-                        admins: old.admins,
-                        secret: old.secret,
-                        left: old.left,
-                        topic: old.topic,
-                        lamport: old.lamport,
-                        next_seq: old.next_seq,
-                        state_lamport: old.state_lamport,
-                        chain: None,
-                        added_at: Vec::new(),
-                    });
-                }
-                let Ok(old) = codec::decode::<RoomRecordV1>(bytes, MAX_RECORD_BYTES) else {
-                    return Err(new);
-                };
-                Ok(Self {
-                    version: old.version,
-                    room_id: old.room_id,
-                    dm_with: old.dm_with,
-                    name: old.name,
-                    members: old.members,
-                    admins: old.admins,
-                    secret: old.secret,
-                    left: old.left,
-                    topic: old.topic,
-                    lamport: old.lamport,
-                    next_seq: old.next_seq,
-                    state_lamport: 0,
-                    chain: None,
-                    added_at: Vec::new(),
-                })
-            }
+        let new = match codec::decode::<Self>(bytes, MAX_RECORD_BYTES) {
+            Ok(r) => return Ok(r),
+            Err(e) => e,
+        };
+        let old = codec::decode::<RoomRecordV3>(bytes, MAX_RECORD_BYTES)
+            .or_else(|_| codec::decode::<RoomRecordV2>(bytes, MAX_RECORD_BYTES).map(Into::into))
+            .or_else(|_| {
+                codec::decode::<RoomRecordV1>(bytes, MAX_RECORD_BYTES)
+                    .map(|v1| RoomRecordV3::from(RoomRecordV2::from(v1)))
+            });
+        old.map(Into::into).map_err(|_| new)
+    }
+}
+
+impl From<RoomRecordV1> for RoomRecordV2 {
+    fn from(old: RoomRecordV1) -> Self {
+        Self {
+            version: old.version,
+            room_id: old.room_id,
+            dm_with: old.dm_with,
+            name: old.name,
+            members: old.members,
+            admins: old.admins,
+            secret: old.secret,
+            left: old.left,
+            topic: old.topic,
+            lamport: old.lamport,
+            next_seq: old.next_seq,
+            state_lamport: 0,
+        }
+    }
+}
+
+impl From<RoomRecordV2> for RoomRecordV3 {
+    fn from(old: RoomRecordV2) -> Self {
+        Self {
+            version: old.version,
+            room_id: old.room_id,
+            dm_with: old.dm_with,
+            name: old.name,
+            members: old.members,
+            admins: old.admins,
+            secret: old.secret,
+            left: old.left,
+            topic: old.topic,
+            lamport: old.lamport,
+            next_seq: old.next_seq,
+            state_lamport: old.state_lamport,
+            chain: None,
+        }
+    }
+}
+
+impl From<RoomRecordV3> for RoomRecord {
+    fn from(old: RoomRecordV3) -> Self {
+        Self {
+            version: old.version,
+            room_id: old.room_id,
+            dm_with: old.dm_with,
+            name: old.name,
+            members: old.members,
+            admins: old.admins,
+            secret: old.secret,
+            left: old.left,
+            topic: old.topic,
+            lamport: old.lamport,
+            next_seq: old.next_seq,
+            state_lamport: old.state_lamport,
+            chain: old.chain,
+            added_at: Vec::new(),
         }
     }
 }
@@ -442,5 +453,40 @@ mod tests {
         assert_eq!(back.chain.map(|c| c.epoch), Some(3));
         let secrets: Vec<u8> = with_chain.secrets().map(|s| s.expose()[0]).collect();
         assert_eq!(secrets, vec![7, 8]);
+    }
+
+    #[test]
+    fn rooms_stored_before_added_times_load_with_their_chain() {
+        let user = UserId::from_bytes([1; 32]);
+        let old = RoomRecordV3 {
+            version: VERSION,
+            room_id: RoomId::from_bytes([9; 16]),
+            dm_with: None,
+            name: Some("r".into()),
+            members: vec![user],
+            admins: vec![user],
+            secret: Some(RoomSecret::from_bytes([7; 32])),
+            left: false,
+            topic: safemeet_proto::room::RoomTopic::from_bytes([3; 32]),
+            lamport: 12,
+            next_seq: 4,
+            state_lamport: 5,
+            chain: Some(Chain {
+                creator: user,
+                nonce: [1; 16],
+                epoch: 3,
+                head: StateHash::from_bytes([2; 32]),
+                admins: vec![user],
+                banned: Vec::new(),
+                previous_secrets: Vec::new(),
+            }),
+        };
+        let bytes = codec::encode(&old).unwrap();
+        let loaded = RoomRecord::decode(&bytes).unwrap();
+        assert_eq!(loaded.chain.as_ref().map(|c| c.epoch), Some(3));
+        assert_eq!(loaded.state_lamport, 5);
+        assert!(loaded.added_at.is_empty());
+        // Garbage is still an error.
+        assert!(RoomRecord::decode(&[0xff; 7]).is_err());
     }
 }

@@ -15,12 +15,11 @@
 //! per holder; past that the holder's own oldest frame goes, and when the
 //! whole is full, the oldest frame of whoever keeps the most.
 
-use std::collections::{HashMap, VecDeque};
-
 use safemeet_crypto::machine::Holder;
 use safemeet_proto::envelope::RoomEnvelope;
 use safemeet_store::Store;
 
+use crate::admission::HolderQueue;
 use crate::core::Core;
 use crate::error::Error;
 use crate::placement::waits_for_state;
@@ -33,45 +32,26 @@ pub(crate) const MAX_WAITING: usize = 64;
 pub(crate) const MAX_WAITING_PER_HOLDER: usize = 8;
 
 /// The frames waiting for a room state.
-#[derive(Default)]
 pub(crate) struct Waiting {
-    frames: VecDeque<(Holder, RoomEnvelope)>,
+    frames: HolderQueue<RoomEnvelope>,
+}
+
+impl Default for Waiting {
+    fn default() -> Self {
+        Self {
+            frames: HolderQueue::new(MAX_WAITING, MAX_WAITING_PER_HOLDER),
+        }
+    }
 }
 
 impl Waiting {
     /// Keeps `env` for `holder`, within the bounds (see the module docs).
     pub(crate) fn keep(&mut self, holder: Holder, env: RoomEnvelope) {
-        let frames = &mut self.frames;
-        if frames.iter().any(|(_, e)| *e == env) {
-            return;
-        }
-        let mine = frames.iter().filter(|(h, _)| *h == holder).count();
-        let evict = if mine >= MAX_WAITING_PER_HOLDER {
-            Some(holder)
-        } else if frames.len() >= MAX_WAITING {
-            let mut counts: HashMap<Holder, usize> = HashMap::new();
-            for (h, _) in frames.iter() {
-                *counts.entry(*h).or_default() += 1;
-            }
-            counts.into_iter().max_by_key(|(_, n)| *n).map(|(h, _)| h)
-        } else {
-            None
-        };
-        if let Some(evict) = evict
-            && let Some(pos) = frames.iter().position(|(h, _)| *h == evict)
-        {
-            frames.remove(pos);
-        }
-        frames.push_back((holder, env));
+        self.frames.push(holder, env);
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         self.frames.is_empty()
-    }
-
-    #[cfg(test)]
-    fn len_for(&self, holder: Holder) -> usize {
-        self.frames.iter().filter(|(h, _)| *h == holder).count()
     }
 }
 
@@ -84,7 +64,7 @@ impl<S: Store + Clone> Core<S> {
     pub(crate) fn retry_waiting(&mut self) -> bool {
         let mut placed = false;
         loop {
-            let frames = std::mem::take(&mut self.waiting.frames);
+            let frames = self.waiting.frames.take();
             let mut stored_any = false;
             for (holder, env) in frames {
                 match self.decrypt_and_store(&env, None) {
@@ -127,12 +107,12 @@ mod tests {
         let flood = Holder([2; 32]);
         w.keep(honest, frame(0));
         w.keep(honest, frame(0));
-        assert_eq!(w.len_for(honest), 1, "a repeat is kept once");
+        assert_eq!(w.frames.len_for(honest), 1, "a repeat is kept once");
         for n in 1..=200 {
             w.keep(flood, frame(n));
         }
-        assert_eq!(w.len_for(flood), MAX_WAITING_PER_HOLDER);
-        assert_eq!(w.len_for(honest), 1);
+        assert_eq!(w.frames.len_for(flood), MAX_WAITING_PER_HOLDER);
+        assert_eq!(w.frames.len_for(honest), 1);
         // Many holders fill the whole; the largest gives way.
         for n in 0..=(MAX_WAITING as u8) {
             w.keep(Holder([n.wrapping_add(10); 32]), frame(n.wrapping_add(100)));
