@@ -8,7 +8,9 @@
 use std::fmt;
 
 use libp2p_identity::{Keypair, PeerId};
-use safemeet_proto::identity::{DeviceCertificate, DeviceList, DeviceStatus, Profile, Signed};
+use safemeet_proto::identity::{
+    DeviceCertificate, DeviceList, DeviceStatus, OneTimeKey, Profile, Signed,
+};
 use safemeet_proto::{DeviceId, DisplayName, Email, Timestamp, UserId, Username, codec};
 use serde::{Deserialize, Serialize};
 use vodozemac::Ed25519SecretKey;
@@ -203,6 +205,36 @@ impl Account {
             device_list: self.device_list.clone(),
             profile: self.profile.clone(),
         })
+    }
+
+    /// Makes a new fallback key for this device and signs it with the
+    /// device key. (A freshly linked device's announcement carries one, so
+    /// that the other devices can start Olm sessions with it before it was
+    /// ever online.)
+    pub fn new_fallback_key(&mut self, now: Timestamp) -> Result<Signed<OneTimeKey>, Error> {
+        self.device.olm.generate_fallback_key();
+        let key = self
+            .device
+            .olm
+            .fallback_key()
+            .values()
+            .next()
+            .map(|k| k.to_bytes())
+            .ok_or(Error::InvalidRecord {
+                what: "fallback key",
+                reason: "none was generated",
+            })?;
+        self.device.olm.mark_keys_as_published();
+        certificate::sign_one_time_key(
+            &self.device,
+            &OneTimeKey {
+                version: certificate::RECORD_VERSION,
+                device_id: self.device_id(),
+                key,
+                fallback: true,
+                created_at: now,
+            },
+        )
     }
 
     /// Marks `device` revoked in a new version of the device list. A device

@@ -98,6 +98,10 @@ pub enum Error {
     /// Only the device holding the user's master key can do this.
     #[error("this device does not hold the master key")]
     NoMasterKey,
+    /// The device-link handshake or channel failed: a wrong secret, a
+    /// damaged or reordered message, or a message too large.
+    #[error("device link: {0}")]
+    Link(&'static str),
     /// The store holds no account.
     #[error("the store holds no account")]
     NoAccount,

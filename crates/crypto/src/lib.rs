@@ -48,6 +48,7 @@ mod encrypted_store;
 mod error;
 pub mod header;
 pub mod identity;
+pub mod link;
 pub mod machine;
 pub mod mailbox;
 pub mod verification;

@@ -286,7 +286,29 @@ pub enum ToDeviceEvent {
     /// that has not added the sender yet shows it as a message request,
     /// and makes it a contact from this if its user accepts.
     Introduction(Box<Introduction>),
+    /// The sender's user linked or revoked a device: its new signed list,
+    /// the certificates of its active devices, and a signed key for each
+    /// new device to start an Olm session with.
+    DeviceList(Box<DeviceListNotice>),
 }
+
+/// A user's new device list, as one of its devices announces it to
+/// contacts and to its user's other devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceListNotice {
+    /// Format version; currently [`DEVICE_LIST_NOTICE_VERSION`].
+    pub version: u8,
+    /// The signed device list.
+    pub device_list: Signed<crate::identity::DeviceList>,
+    /// The certificates of its active devices.
+    pub certificates: Vec<Signed<DeviceCertificate>>,
+    /// Fallback keys of new devices, each signed by its device: a device
+    /// that has no Olm session with one starts it from its key.
+    pub keys: Vec<Signed<crate::identity::OneTimeKey>>,
+}
+
+/// The format version of [`DeviceListNotice`].
+pub const DEVICE_LIST_NOTICE_VERSION: u8 = 1;
 
 /// A user's signed identity records, as an invite carries them (without
 /// the one-time key and addresses): what a message request is made of.

@@ -38,6 +38,7 @@ mod id;
 pub mod identity;
 pub mod invite;
 pub mod limits;
+pub mod link;
 pub mod mailbox;
 pub mod padding;
 pub mod room;

@@ -64,6 +64,9 @@ pub struct DeviceListUpdate {
     pub missing_certificates: Vec<DeviceId>,
 }
 
+/// A signed device list with the certificates of its active devices.
+pub type SignedDeviceList = (Signed<DeviceList>, Vec<Signed<DeviceCertificate>>);
+
 /// A device that receives a room's key, with its user.
 pub(super) type Recipient = (UserId, DeviceId);
 
@@ -266,6 +269,61 @@ impl<S: Store> CryptoMachine<S> {
         Ok(update)
     }
 
+    /// Takes a device list announced by a device of its own user: the list
+    /// is kept when newer than the one held (an older or equal one changes
+    /// nothing, so a replayed notice cannot undo a revocation), and the
+    /// keys are returned only for active devices whose certificate they
+    /// verify under.
+    pub(super) fn stage_device_list_notice(
+        &mut self,
+        batch: &mut EncryptedBatch,
+        sender: &Sender,
+        notice: safemeet_proto::event::DeviceListNotice,
+    ) -> Result<super::ToDeviceContent, Error> {
+        if notice.version != safemeet_proto::event::DEVICE_LIST_NOTICE_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: "device list notice",
+                version: notice.version,
+            });
+        }
+        let limit = safemeet_proto::limits::MAX_DEVICES_PER_USER;
+        if notice.certificates.len() > limit || notice.keys.len() > limit {
+            return Err(Error::InvalidRecord {
+                what: "device list notice",
+                reason: "more entries than a user may have devices",
+            });
+        }
+        let list = notice.device_list.decode_body()?;
+        if list.user_id != sender.user_id {
+            return Err(Error::SenderMismatch {
+                reason: "a device list of another user",
+            });
+        }
+        let held = self.load_list(&sender.user_id)?.map(|l| l.counter);
+        let update = if held.is_some_and(|c| list.counter <= c) {
+            DeviceListUpdate {
+                counter: held.unwrap_or_default(),
+                ..DeviceListUpdate::default()
+            }
+        } else {
+            self.stage_device_list(batch, &notice.device_list, &notice.certificates)?
+        };
+        let mut keys = Vec::new();
+        for signed in notice.keys {
+            let device = signed.decode_body()?.device_id;
+            let active = self.load_list(&sender.user_id)?.is_some_and(|l| {
+                listed_status(l, &device).map(|(s, _)| s) == Some(DeviceStatus::Active)
+            });
+            let Some(entry) = self.load_device(&device)? else {
+                continue;
+            };
+            if active && certificate::verify_one_time_key(&signed, &entry.cert).is_ok() {
+                keys.push(signed);
+            }
+        }
+        Ok(super::ToDeviceContent::DeviceList { update, keys })
+    }
+
     /// Signs this device's relay list (multiaddrs ending in `/p2p/<id>`).
     pub fn sign_relay_list(
         &self,
@@ -319,6 +377,57 @@ impl<S: Store> CryptoMachine<S> {
             certificate: signed,
             verified_at,
         }))
+    }
+
+    /// A user's signed device list as held, with the certificates of its
+    /// active devices that are known (this device's own included): what
+    /// another device needs to take the list in.
+    pub fn signed_device_list(&mut self, user: &UserId) -> Result<Option<SignedDeviceList>, Error> {
+        let Some(list) = self.load_list(user)? else {
+            return Ok(None);
+        };
+        let signed = list.signed().clone();
+        let ids: Vec<DeviceId> = list
+            .devices
+            .iter()
+            .filter(|e| e.status == DeviceStatus::Active)
+            .map(|e| e.device_id)
+            .collect();
+        let mut certificates = Vec::with_capacity(ids.len());
+        for id in ids {
+            if id == self.account.device_id() {
+                certificates.push(self.account.certificate().clone());
+            } else if let Some(entry) = self.load_device(&id)? {
+                certificates.push(entry.cert.signed().clone());
+            }
+        }
+        Ok(Some((signed, certificates)))
+    }
+
+    /// Every device of `user` in its list, revoked ones included (this
+    /// device too), with what is known of each.
+    pub fn listed_devices(&mut self, user: &UserId) -> Result<Vec<DeviceInfo>, Error> {
+        let Some(list) = self.load_list(user)? else {
+            return Ok(Vec::new());
+        };
+        let ids: Vec<DeviceId> = list.devices.iter().map(|e| e.device_id).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if id == self.account.device_id() {
+                let cert = self.account.certificate().clone();
+                out.push(DeviceInfo {
+                    user_id: *user,
+                    device_id: id,
+                    status: Some(DeviceStatus::Active),
+                    trust: DeviceTrust::Verified,
+                    certificate: cert,
+                    verified_at: None,
+                });
+            } else if let Some(info) = self.device(&id)? {
+                out.push(info);
+            }
+        }
+        Ok(out)
     }
 
     /// The known, active devices of `user` (this device excluded), with

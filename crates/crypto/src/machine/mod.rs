@@ -86,7 +86,7 @@ use safemeet_proto::{DeviceId, Envelope, EventId, RoomId, Timestamp, UserId};
 use safemeet_store::{Keyspace, Store};
 use serde::{Deserialize, Serialize};
 
-pub use self::devices::{DeviceInfo, DeviceListUpdate, DeviceTrust, Sender};
+pub use self::devices::{DeviceInfo, DeviceListUpdate, DeviceTrust, Sender, SignedDeviceList};
 pub use self::introduction::Introduced;
 use self::records::{HeldIndexRecord, KeysRecord, RECORD_VERSION, RunRecord, name};
 use crate::account::Account;
@@ -320,8 +320,18 @@ pub enum ToDeviceContent {
     /// and naming it.
     RelayList(Signed<safemeet_proto::identity::RelayList>),
     /// A contact's introduction (see [`CryptoMachine::open_introduction`]
-    /// for a stranger's): nothing to do.
+    /// for a stranger's) with no newer device list: nothing to do.
     Introduction,
+    /// The device list of the sender's user (a contact's, or this user's
+    /// own from another of its devices): what changed, if it was newer
+    /// than the one held, and the signed keys of its new devices (checked
+    /// against their certificates), to start Olm sessions from.
+    DeviceList {
+        /// What changed (nothing when the list was not newer).
+        update: DeviceListUpdate,
+        /// Keys of listed active devices, checked.
+        keys: Vec<Signed<safemeet_proto::identity::OneTimeKey>>,
+    },
 }
 
 /// A decrypted to-device message.
@@ -784,19 +794,7 @@ impl<S: Store> CryptoMachine<S> {
         if let Some(key) = fresh {
             return Ok(key);
         }
-        let olm_account = &mut self.account.device_keys_mut().olm;
-        olm_account.generate_fallback_key();
-        let key = olm_account
-            .fallback_key()
-            .values()
-            .next()
-            .map(|k| k.to_bytes())
-            .ok_or(Error::InvalidRecord {
-                what: "fallback key",
-                reason: "none was generated",
-            })?;
-        olm_account.mark_keys_as_published();
-        let signed = self.sign_key(key, true, now)?;
+        let signed = self.account.new_fallback_key(now)?;
         self.keys.fallback = Some(signed.clone());
         self.keys.fallback_created = Some(now);
         let mut batch = self.store.batch();

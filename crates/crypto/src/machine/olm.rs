@@ -515,6 +515,10 @@ impl<S: Store> CryptoMachine<S> {
             ToDeviceEvent::NewSession => Ok((sender, ToDeviceContent::NewSession, None)),
             // A known sender's introduction: nothing new to learn from it.
             ToDeviceEvent::Introduction(_) => Ok((sender, ToDeviceContent::Introduction, None)),
+            ToDeviceEvent::DeviceList(notice) => {
+                let content = self.stage_device_list_notice(batch, &sender, *notice)?;
+                Ok((sender, content, None))
+            }
             ToDeviceEvent::RelayList(signed) => {
                 if self.verify_relay_list(&signed)?.device_id != sender.device_id {
                     return Err(Error::SenderMismatch {
