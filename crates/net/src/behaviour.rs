@@ -53,6 +53,8 @@ pub(crate) struct Behaviour {
     /// Asks peers whether this node's addresses are reachable (AutoNAT
     /// v2); on when the node uses relays (behind NAT, relays are its way in).
     pub(crate) autonat: Toggle<libp2p::autonat::v2::client::Behaviour>,
+    /// Generic streams: the device-link protocol (see `link`).
+    pub(crate) stream: libp2p_stream::Behaviour,
 }
 
 /// Gossip message ids are a hash of topic and content. Anonymous gossip has
@@ -215,6 +217,7 @@ impl Behaviour {
             autonat: (!config.relays.is_empty())
                 .then(libp2p::autonat::v2::client::Behaviour::default)
                 .into(),
+            stream: libp2p_stream::Behaviour::new(),
         })
     }
 }

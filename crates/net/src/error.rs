@@ -113,6 +113,9 @@ pub enum Error {
     /// The event loop has stopped.
     #[error("the network has stopped")]
     Stopped,
+    /// A device-link stream could not be opened or accepted.
+    #[error("device link: {0}")]
+    Link(String),
 }
 
 /// How a direct delivery or mailbox request failed, from libp2p's
@@ -234,6 +237,7 @@ impl Error {
             Self::Delivery { failure, .. } | Self::Mailbox { failure, .. } => failure.kind(),
             Self::ReplyExpired | Self::NoAnswer => ErrorKind::Timeout,
             Self::Stopped => ErrorKind::Stopped,
+            Self::Link(_) => ErrorKind::Unreachable,
         }
     }
 

@@ -85,6 +85,7 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
                 source,
             })?;
     }
+    let streams_control = swarm.behaviour().stream.new_control();
     let (commands, command_rx) = mpsc::channel(config.command_queue);
     let shutdown = CancellationToken::new();
     let stopped = CancellationToken::new();
@@ -108,6 +109,7 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
     let handle = Handle {
         commands,
         local,
+        streams_control,
         shutdown,
         stopped,
         // A delivery may dial, then wait out the request timeout.

@@ -106,6 +106,8 @@ pub(crate) enum Command {
 pub struct Handle {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) local: PeerId,
+    /// Opens and accepts generic streams (the device link).
+    pub(crate) streams_control: libp2p_stream::Control,
     /// Cancelled to stop the loop.
     pub(crate) shutdown: CancellationToken,
     /// Cancelled by the loop when it has stopped.
@@ -126,6 +128,17 @@ impl Handle {
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.local
+    }
+
+    /// Accepts incoming device-link streams
+    /// ([`LINK_PROTOCOL`](crate::LINK_PROTOCOL)) until the returned
+    /// stream is dropped; while nobody accepts, such streams are refused.
+    /// Only one caller accepts at a time.
+    pub fn link_streams(&self) -> Result<libp2p_stream::IncomingStreams, Error> {
+        self.streams_control
+            .clone()
+            .accept(crate::LINK_PROTOCOL)
+            .map_err(|e| Error::Link(e.to_string()))
     }
 
     /// Sends a command and waits for its answer, at most `ask_timeout`

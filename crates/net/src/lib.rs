@@ -23,6 +23,8 @@
 //!   checked before they are read and read as they arrive, at most
 //!   [`Config::max_streams_per_connection`] at once per connection, each
 //!   within [`Config::inbound_read_timeout`];
+//! - `/safemeet/link/1` streams for linking a new device, accepted only
+//!   while the application asks for them ([`Handle::link_streams`]);
 //! - connection limits per IP address and prefix, with a share kept for
 //!   this node's own dials ([`ConnectionLimits`]), and an idle timeout
 //!   suited to chat;
@@ -64,6 +66,7 @@ mod gate;
 mod handle;
 mod ip_limits;
 pub mod junk;
+mod link;
 mod outbound;
 mod refusals;
 mod reply;
@@ -85,8 +88,10 @@ pub use crate::event_loop::spawn;
 pub use crate::gate::MAX_GOSSIP_PEERS;
 pub use crate::handle::{Event, Handle, Verdict};
 pub use crate::ip_limits::{ConnectionLimits, PerIpDenied, PerIpLimits, prefix, remote_ip};
+pub use crate::link::{LINK_PROTOCOL, LinkStream, dial_link};
 pub use crate::refusals::{REPORT_EVERY, Refusal, RefusalCounts, RefusalLog};
 pub use crate::reply::ReplySlot;
 pub use crate::scoring::{GOSSIP_THRESHOLD, GRAYLIST_THRESHOLD, PUBLISH_THRESHOLD};
 pub use crate::swarm::{BoxError, build_swarm};
 pub use crate::topic::RoomTopic;
+pub use libp2p_stream::IncomingStreams;
