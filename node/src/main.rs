@@ -7,6 +7,7 @@
 
 mod commands;
 mod daemon;
+mod devices;
 mod failure;
 mod home;
 mod messenger;
@@ -48,11 +49,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a new account with this device as its first device.
+    /// Create a new account with this device as its first device, or
+    /// (with --link) join this device to an account of yours.
     Init {
         /// Your handle, shown to contacts: a-z, 0-9, '.', '_', '-' (1-32).
-        #[arg(long, value_parser = parse::<Username>)]
-        username: Username,
+        #[arg(long, value_parser = parse::<Username>, required_unless_present = "link")]
+        username: Option<Username>,
+        /// Join the account whose device showed this link (`safemeet
+        /// device link` there) as a new device of it.
+        #[arg(long, value_name = "LINK", conflicts_with_all = ["username", "display_name", "email"])]
+        link: Option<String>,
+        /// With --link: days of message history to bring over.
+        #[arg(long, value_name = "DAYS", default_value_t = 30, requires = "link",
+              value_parser = clap::value_parser!(u32).range(0..=3650))]
+        history: u32,
         /// Your name as contacts see it (default: the username).
         #[arg(long, value_parser = parse::<DisplayName>)]
         display_name: Option<DisplayName>,
@@ -89,6 +99,9 @@ enum Command {
     /// Manage contacts.
     #[command(subcommand)]
     Contact(ContactCommand),
+    /// This user's devices: list them, link a new one, revoke one.
+    #[command(subcommand)]
+    Device(DeviceCommand),
     /// Send a message. TARGET: a contact's name, username or user id (a
     /// direct message), or a room's name or room id.
     Send {
@@ -117,6 +130,21 @@ enum Command {
         /// Replay events after this cursor first.
         #[arg(long, default_value_t = 0)]
         since: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// List this user's devices.
+    List,
+    /// Show a link (and QR code) for a new device: run `safemeet init
+    /// --link LINK` there. It works once, within 10 minutes.
+    Link,
+    /// Revoke another of this user's devices: it gets no key for anything
+    /// sent from then on.
+    Revoke {
+        /// The device id (see `device list`).
+        device_id: String,
     },
 }
 
@@ -307,9 +335,17 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
     match cli.command {
         Command::Init {
             username,
+            link,
+            history,
             display_name,
             email,
-        } => commands::init(&home, &source, cli.json, username, display_name, email),
+        } => match (link, username) {
+            (Some(link), _) => devices::init_linked(&home, &source, cli.json, &link, history),
+            (None, Some(username)) => {
+                commands::init(&home, &source, cli.json, username, display_name, email)
+            }
+            (None, None) => Err(Failure::Usage("--username or --link is needed".into())),
+        },
         Command::Whoami => messenger::run(&home, &source, cli.json, messenger::Action::Whoami),
         Command::Daemon {
             listen,
@@ -329,6 +365,14 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
         ),
         Command::Relay(args) => relay::run(&home, cli.json, args),
         Command::Invite => messenger::run(&home, &source, cli.json, messenger::Action::Invite),
+        Command::Device(c) => {
+            let action = match c {
+                DeviceCommand::List => devices::DeviceAction::List,
+                DeviceCommand::Link => devices::DeviceAction::Link,
+                DeviceCommand::Revoke { device_id } => devices::DeviceAction::Revoke { device_id },
+            };
+            messenger::run(&home, &source, cli.json, messenger::Action::Devices(action))
+        }
         Command::Contact(c) => {
             let action = match c {
                 ContactCommand::Add { invite, name } => {

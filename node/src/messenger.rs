@@ -64,6 +64,8 @@ pub(crate) enum Action {
     RoomList,
     /// Blocking, contact settings, room invitations.
     People(crate::people::PeopleAction),
+    /// This user's devices.
+    Devices(crate::devices::DeviceAction),
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -249,7 +251,7 @@ fn qr_art(text: &str) -> Option<String> {
     )
 }
 
-fn print_qr(text: &str) {
+pub(crate) fn print_qr(text: &str) {
     match qr_art(text) {
         Some(art) => println!("{art}"),
         None => tracing::debug!("the invite is too long for a QR code"),
@@ -442,6 +444,7 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
             return api.listen(since).await;
         }
         Action::People(action) => return crate::people::perform(&mut api, json, action).await,
+        Action::Devices(action) => return crate::devices::perform(&mut api, json, action).await,
     }
     Ok(())
 }

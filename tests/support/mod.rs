@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod node;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

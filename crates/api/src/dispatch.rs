@@ -64,6 +64,44 @@ async fn serve(
                 listen_addrs,
             })
         }
+        Request::DeviceList {} => Response::Devices(
+            engine
+                .devices()
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        ),
+        Request::DeviceLink {} => {
+            let shown = engine.link_offer().await?;
+            Response::DeviceLink(crate::response::DeviceLink {
+                link: shown.link,
+                expires_at: shown.expires_at.as_millis(),
+            })
+        }
+        Request::DeviceRevoke { device_id } => {
+            let device: safemeet_proto::DeviceId = device_id.parse().map_err(|_| {
+                safemeet_engine::Error::InvalidInput(format!("not a device id: {device_id}"))
+            })?;
+            let devices = engine.devices().await?;
+            match devices.iter().find(|d| d.device_id == device) {
+                None => {
+                    return Err(safemeet_engine::Error::InvalidInput(format!(
+                        "no device {device_id} in this user's device list"
+                    ))
+                    .into());
+                }
+                Some(d) if d.this_device => {
+                    return Err(safemeet_engine::Error::InvalidInput(
+                        "this is the device you are running the command on: a device cannot revoke itself; revoke it from the device that holds the master key".into(),
+                    )
+                    .into());
+                }
+                Some(_) => {}
+            }
+            engine.revoke_device(device).await?;
+            Response::DeviceRevoked(crate::response::DeviceRevoked { revoked: device_id })
+        }
         Request::Invite {} => Response::Invite(InviteText {
             invite: engine.invite().await?,
         }),

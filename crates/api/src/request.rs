@@ -96,6 +96,19 @@ pub enum Request {
         /// The requester: username or user id.
         target: String,
     },
+    /// `device.list`: this user's devices.
+    #[serde(rename = "device.list")]
+    DeviceList {},
+    /// `device.link`: show a link for a new device (one use, 10 minutes);
+    /// only on the device that holds the master key.
+    #[serde(rename = "device.link")]
+    DeviceLink {},
+    /// `device.revoke`: revoke another device of this user.
+    #[serde(rename = "device.revoke")]
+    DeviceRevoke {
+        /// The device id.
+        device_id: String,
+    },
     /// `send`: send a text to a contact or a room.
     #[serde(rename = "send")]
     Send {
@@ -227,6 +240,12 @@ pub enum Method {
     RequestAccept,
     /// `request.decline`
     RequestDecline,
+    /// `device.list`
+    DeviceList,
+    /// `device.link`
+    DeviceLink,
+    /// `device.revoke`
+    DeviceRevoke,
     /// `send`
     Send,
     /// `messages`
@@ -257,7 +276,7 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 25] = [
+    pub const ALL: [Method; 28] = [
         Method::Whoami,
         Method::Invite,
         Method::ContactAdd,
@@ -270,6 +289,9 @@ impl Method {
         Method::RequestList,
         Method::RequestAccept,
         Method::RequestDecline,
+        Method::DeviceList,
+        Method::DeviceLink,
+        Method::DeviceRevoke,
         Method::Send,
         Method::Messages,
         Method::RoomCreate,
@@ -300,6 +322,9 @@ impl Method {
             Method::RequestList => "request.list",
             Method::RequestAccept => "request.accept",
             Method::RequestDecline => "request.decline",
+            Method::DeviceList => "device.list",
+            Method::DeviceLink => "device.link",
+            Method::DeviceRevoke => "device.revoke",
             Method::Send => "send",
             Method::Messages => "messages",
             Method::RoomCreate => "room.create",
@@ -361,6 +386,9 @@ impl Request {
             Request::RequestList {} => Method::RequestList,
             Request::RequestAccept { .. } => Method::RequestAccept,
             Request::RequestDecline { .. } => Method::RequestDecline,
+            Request::DeviceList {} => Method::DeviceList,
+            Request::DeviceLink {} => Method::DeviceLink,
+            Request::DeviceRevoke { .. } => Method::DeviceRevoke,
             Request::Send { .. } => Method::Send,
             Request::Messages { .. } => Method::Messages,
             Request::RoomCreate { .. } => Method::RoomCreate,

@@ -26,6 +26,60 @@ pub struct Identity {
     pub display_name: String,
 }
 
+/// One of this user's devices (`device.list`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// The device id.
+    pub device_id: String,
+    /// When it was added (ms since the Unix epoch).
+    pub created_at: u64,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<u64>,
+    /// Verified (this device counts as verified).
+    pub verified: bool,
+    /// This is the device answering.
+    pub this_device: bool,
+    /// Whether it holds the master key (known for this device only).
+    pub master_key: Option<bool>,
+}
+
+impl From<safemeet_engine::DeviceView> for Device {
+    fn from(d: safemeet_engine::DeviceView) -> Self {
+        Self {
+            device_id: d.device_id.to_string(),
+            created_at: d.created_at.as_millis(),
+            revoked_at: d.revoked_at.map(|t| t.as_millis()),
+            verified: d.verified,
+            this_device: d.this_device,
+            master_key: d.master_key,
+        }
+    }
+}
+
+/// A link for a new device (`device.link`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceLink {
+    /// The link (`safemeet-link:…`): secret until used.
+    pub link: String,
+    /// When it stops working (ms since the Unix epoch).
+    pub expires_at: u64,
+}
+
+impl std::fmt::Debug for DeviceLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceLink")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A device revoked (`device.revoke`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRevoked {
+    /// The device.
+    pub revoked: String,
+}
+
 /// The answer to a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -55,6 +109,12 @@ pub enum Response {
     RequestAccepted(RequestAccepted),
     /// `request.decline`
     RequestDeclined(RequestDeclined),
+    /// `device.list`
+    Devices(Vec<Device>),
+    /// `device.link`
+    DeviceLink(DeviceLink),
+    /// `device.revoke`
+    DeviceRevoked(DeviceRevoked),
     /// `send`
     Sent(Sent),
     /// `messages`: one page, oldest first.
@@ -100,6 +160,9 @@ impl Response {
             Method::RequestList => Response::Requests(from(result)?),
             Method::RequestAccept => Response::RequestAccepted(from(result)?),
             Method::RequestDecline => Response::RequestDeclined(from(result)?),
+            Method::DeviceList => Response::Devices(from(result)?),
+            Method::DeviceLink => Response::DeviceLink(from(result)?),
+            Method::DeviceRevoke => Response::DeviceRevoked(from(result)?),
             Method::Send => Response::Sent(from(result)?),
             Method::Messages => Response::Messages(from(result)?),
             Method::RoomCreate => Response::RoomCreated(from(result)?),
@@ -131,6 +194,9 @@ impl Response {
             Response::Requests(_) => Method::RequestList,
             Response::RequestAccepted(_) => Method::RequestAccept,
             Response::RequestDeclined(_) => Method::RequestDecline,
+            Response::Devices(_) => Method::DeviceList,
+            Response::DeviceLink(_) => Method::DeviceLink,
+            Response::DeviceRevoked(_) => Method::DeviceRevoke,
             Response::Sent(_) => Method::Send,
             Response::Messages(_) => Method::Messages,
             Response::RoomCreated(_) => Method::RoomCreate,
@@ -189,6 +255,9 @@ unwrap_response!(
     Requests(Vec<MessageRequest>) = RequestList,
     RequestAccepted(RequestAccepted) = RequestAccept,
     RequestDeclined(RequestDeclined) = RequestDecline,
+    Devices(Vec<Device>) = DeviceList,
+    DeviceLink(DeviceLink) = DeviceLink,
+    DeviceRevoked(DeviceRevoked) = DeviceRevoke,
     Sent(Sent) = Send,
     Messages(Vec<Message>) = Messages,
     RoomCreated(RoomCreated) = RoomCreate,

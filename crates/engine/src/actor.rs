@@ -63,7 +63,8 @@ pub fn start<S: Store + Clone + Send + 'static>(
     let net_config = config.net.clone();
     // Reads only (no flush, no commit): what was due is queued for the
     // first step, which runs on the blocking pool.
-    let core = Core::new(machine, config, seed, now)?;
+    let mut core = Core::new(machine, config, seed, now)?;
+    let first_dials = core.take_first_dials();
     let (net, events) = match safemeet_net::spawn(keypair, net_config) {
         Ok(net) => net,
         Err(e) => {
@@ -75,6 +76,24 @@ pub fn start<S: Store + Clone + Send + 'static>(
         }
     };
     let peer_id = net.peer_id();
+    if !first_dials.is_empty() {
+        let dialer = net.clone();
+        tokio::spawn(async move {
+            for addr in first_dials {
+                if let Err(e) = dialer.dial(addr).await {
+                    tracing::debug!(error = %e, "a first dial failed");
+                }
+            }
+        });
+    }
+    let link_streams = match net.link_streams() {
+        Ok(streams) => Some(streams),
+        Err(e) => {
+            tracing::warn!(error = %e, "device links cannot be answered");
+            None
+        }
+    };
+    let (link_asks_tx, link_asks) = mpsc::channel(1);
     let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
     let (log_watch, log) = watch::channel(0);
     let (stopped_tx, stopped) = watch::channel(false);
@@ -105,6 +124,13 @@ pub fn start<S: Store + Clone + Send + 'static>(
         page_waiters: HashMap::new(),
         next_page: 0,
         failed_subscriptions: Vec::new(),
+        link: Linking {
+            streams: link_streams,
+            offer: None,
+            asks: link_asks,
+            asks_tx: link_asks_tx,
+            running: JoinSet::new(),
+        },
     };
     tokio::spawn(async move {
         actor.run().await;
@@ -152,6 +178,96 @@ struct Actor<S: Store> {
     next_page: u64,
     /// Topics the network would not subscribe to, to tell the core.
     failed_subscriptions: Vec<RoomTopic>,
+    link: Linking,
+}
+
+/// Device links: the link shown, and the one answer running at a time.
+struct Linking {
+    /// Incoming `/safemeet/link/1` streams (`None`: not accepted).
+    streams: Option<safemeet_net::IncomingStreams>,
+    offer: Option<PendingLink>,
+    /// Answers whose handshake passed, asking the core for the bundle.
+    asks: mpsc::Receiver<LinkAsk>,
+    asks_tx: mpsc::Sender<LinkAsk>,
+    running: JoinSet<(PeerId, Result<(), Error>)>,
+}
+
+/// The link shown last.
+struct PendingLink {
+    secret: zeroize::Zeroizing<[u8; 32]>,
+    expires_at: Timestamp,
+    /// Peers whose answer is running (one each, at most
+    /// [`MAX_LINK_ANSWERS`]): anyone may open link streams, so a stranger
+    /// who stalls them holds a slot for [`LINK_HANDSHAKE_TIMEOUT`] at most.
+    answering: Vec<PeerId>,
+}
+
+/// Most link handshakes answered at once. Each costs a task and a Noise
+/// state for at most [`LINK_HANDSHAKE_TIMEOUT`]; the network's per-address
+/// connection limits bound how many one stranger holds, so keeping the
+/// right device out takes many addresses (and only while the link lasts).
+const MAX_LINK_ANSWERS: usize = 64;
+
+/// An answer's handshake passed: the new device wants its bundle.
+struct LinkAsk {
+    days: u32,
+    reply: oneshot::Sender<Result<Response, Error>>,
+}
+
+/// How long the new device has for the handshake: a stalled one holds
+/// the link no longer than this.
+const LINK_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The next incoming link stream (never, when none are accepted).
+async fn next_link_stream(
+    streams: &mut Option<safemeet_net::IncomingStreams>,
+) -> Option<(PeerId, libp2p::Stream)> {
+    use futures::StreamExt;
+    match streams {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers one link stream: the handshake under the shown secret, then
+/// the bundle the core makes (asked through `asks`).
+async fn answer_link(
+    mut stream: libp2p::Stream,
+    secret: zeroize::Zeroizing<[u8; 32]>,
+    own: PeerId,
+    asks: mpsc::Sender<LinkAsk>,
+) -> Result<(), Error> {
+    use crate::link_io;
+    let (mut channel, hello) = tokio::time::timeout(
+        LINK_HANDSHAKE_TIMEOUT,
+        link_io::answer_handshake(&mut stream, &secret, &own),
+    )
+    .await
+    .map_err(|_| Error::Link("the new device stalled the handshake".into()))??;
+    drop(secret);
+    let (reply, answer) = oneshot::channel();
+    asks.send(LinkAsk {
+        days: hello.days,
+        reply,
+    })
+    .await
+    .map_err(|_| Error::Stopped)?;
+    let Response::LinkBundle(bundle) = answer.await.map_err(|_| Error::Stopped)?? else {
+        return Err(Error::Link("the engine answered something else".into()));
+    };
+    tokio::time::timeout(
+        link_io::LINK_TIMEOUT,
+        link_io::send_bundle(&mut stream, &mut channel, &bundle.bytes),
+    )
+    .await
+    .map_err(|_| Error::Link("the new device stalled the transfer".into()))??;
+    tracing::info!(
+        contacts = bundle.summary.contacts,
+        rooms = bundle.summary.rooms,
+        messages = bundle.summary.messages,
+        "a new device was linked"
+    );
+    Ok(())
 }
 
 impl<S: Store + Clone + Send + 'static> Actor<S> {
@@ -274,6 +390,27 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
                 Some(Input::Drained { fetched: drained.fetched, failed: drained.failed })
             }
             Some(_) = self.publishing.join_next() => None,
+            Some((peer, stream)) = next_link_stream(&mut self.link.streams) => {
+                self.link_stream(peer, stream);
+                None
+            }
+            Some(ask) = self.link.asks.recv() => self.link_ask(ask),
+            Some(done) = self.link.running.join_next() => {
+                match done {
+                    Ok((peer, result)) => {
+                        if let Err(e) = result {
+                            tracing::info!(error = %e, "a device link attempt failed");
+                        }
+                        if let Some(offer) = &mut self.link.offer {
+                            offer.answering.retain(|p| *p != peer);
+                        }
+                    }
+                    // A panicked answer frees no slot it can name: the
+                    // link's remaining slots still serve.
+                    Err(e) => tracing::warn!(error = %e, "a device link answer failed"),
+                }
+                None
+            }
             () = sleep, if deadline.is_some() => Some(Input::Timer),
         })
     }
@@ -325,12 +462,112 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
             Request::TopicCount(reply) => {
                 let _ = reply.send(self.net.topic_count().await.map_err(Into::into));
             }
+            Request::LinkOffer(reply) => {
+                let _ = reply.send(self.link_offer().await);
+            }
             Request::Core(command, reply) => {
                 // Never here: core requests are gathered by `request`.
                 drop(command);
                 let _ = reply.send(Err(Error::Stopped));
             }
         }
+    }
+
+    /// Shows a new link; the one before stops working.
+    async fn link_offer(&mut self) -> Result<crate::link::LinkShown, Error> {
+        use rand::RngCore;
+        use safemeet_proto::link::{LINK_LIFETIME_MS, LINK_VERSION, LinkOffer};
+        let master = self
+            .core
+            .as_ref()
+            .is_some_and(|c| c.machine().account().has_master_key());
+        if !master {
+            return Err(safemeet_crypto::Error::NoMasterKey.into());
+        }
+        if self.link.streams.is_none() {
+            return Err(Error::Link("this node cannot answer device links".into()));
+        }
+        let addrs: Vec<String> = self
+            .net
+            .listen_addrs()
+            .await?
+            .iter()
+            .filter(|a| {
+                !a.iter()
+                    .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit))
+            })
+            .take(safemeet_proto::link::MAX_LINK_ADDRS)
+            .map(|a| a.to_string())
+            .collect();
+        if addrs.is_empty() {
+            return Err(Error::Link("this node listens on no address yet".into()));
+        }
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(secret.as_mut());
+        let now = SystemClock.now();
+        let expires_at =
+            Timestamp::from_millis(now.as_millis().saturating_add(LINK_LIFETIME_MS)).unwrap_or(now);
+        let offer = LinkOffer {
+            version: LINK_VERSION,
+            peer_id: self.net.peer_id().to_bytes(),
+            addrs,
+            secret: *secret,
+            expires_at,
+        };
+        let link = offer.to_text().map_err(|e| Error::Link(e.to_string()))?;
+        self.link.offer = Some(PendingLink {
+            secret,
+            expires_at,
+            answering: Vec::new(),
+        });
+        Ok(crate::link::LinkShown { link, expires_at })
+    }
+
+    /// An incoming link stream: answered when a link is shown and not
+    /// expired, and a slot is free; otherwise closed at once.
+    fn link_stream(&mut self, peer: PeerId, stream: libp2p::Stream) {
+        let now = SystemClock.now();
+        let Some(offer) = &mut self.link.offer else {
+            return;
+        };
+        if now > offer.expires_at {
+            self.link.offer = None;
+            return;
+        }
+        if offer.answering.len() >= MAX_LINK_ANSWERS || offer.answering.contains(&peer) {
+            return;
+        }
+        offer.answering.push(peer);
+        tracing::debug!("answering a device link");
+        let secret = offer.secret.clone();
+        let own = self.net.peer_id();
+        let asks = self.link.asks_tx.clone();
+        self.link
+            .running
+            .spawn(async move { (peer, answer_link(stream, secret, own, asks).await) });
+    }
+
+    /// A link's handshake passed: the link is used up, and the core makes
+    /// the bundle.
+    fn link_ask(&mut self, ask: LinkAsk) -> Option<Input> {
+        let valid = self
+            .link
+            .offer
+            .take()
+            .is_some_and(|o| SystemClock.now() <= o.expires_at);
+        if !valid {
+            let _ = ask
+                .reply
+                .send(Err(Error::Link("the link expired meanwhile".into())));
+            return None;
+        }
+        let id = self.next_request;
+        self.next_request += 1;
+        self.replies.insert(id, ask.reply);
+        Some(Input::Commands(vec![(
+            id,
+            crate::events::Command::LinkExport { days: ask.days },
+        )]))
     }
 
     async fn mesh_peers(&mut self, room: RoomId) -> Result<usize, Error> {

@@ -176,6 +176,8 @@ impl<S: Store + Clone> Core<S> {
         crate::invitations::JoinPolicy {
             all: self.config.auto_join_rooms,
             from: self.people.record.auto_accept.clone(),
+            own_device: Some(self.machine.account().device_id()),
+            contacts: self.contact_records().unwrap_or_default(),
         }
     }
 

@@ -14,8 +14,7 @@ use safemeet_proto::{UserId, codec};
 use safemeet_store::{Keyspace, Store};
 
 use crate::core::Core;
-use crate::outbox::outbox_item;
-use crate::records::{ContactIndex, ContactRecord, MAX_RECORD_BYTES, OutboxMeta, VERSION, name};
+use crate::records::{ContactIndex, ContactRecord, MAX_RECORD_BYTES, VERSION, name};
 use crate::{Contact, Error};
 use safemeet_proto::DeviceId;
 use safemeet_proto::event::{INTRODUCTION_VERSION, Introduction, ToDeviceEvent};
@@ -135,25 +134,11 @@ impl<S: Store + Clone> Core<S> {
             certificates: vec![account.certificate().clone()],
             profile: account.profile().signed().clone(),
         };
-        let now = self.now.mono_ms();
-        let queued = codec::encode(&OutboxMeta {
-            version: VERSION,
-            timeline: None,
-        })
-        .map_err(Error::from)
-        .and_then(|meta| {
-            let out = self.machine.encrypt_to_device(
-                user,
-                device,
-                ToDeviceEvent::Introduction(Box::new(introduction)),
-                EncryptedBatch::default(),
-                &meta,
-            )?;
-            self.track(out.outbox_seq, outbox_item(&out, &meta), Some(now))
-        });
-        if let Err(e) = queued {
-            tracing::warn!(error = %e, "the introduction was not sent");
-        }
+        self.send_to_device(
+            user,
+            device,
+            ToDeviceEvent::Introduction(Box::new(introduction)),
+        );
     }
 
     /// Commits `batch` with the contact index, flushed.

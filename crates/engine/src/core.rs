@@ -378,6 +378,19 @@ impl<S: Store + Clone> Core<S> {
                 Response::User(self.add_contact(&invite, pet_name)?)
             }
             Command::Contacts => Response::Contacts(self.contacts()?),
+            Command::LinkExport { days } => {
+                let (bytes, device_id, summary) = self.export_link(days)?;
+                Response::LinkBundle(crate::events::LinkBundleBytes {
+                    bytes: std::sync::Arc::new(bytes),
+                    device_id,
+                    summary,
+                })
+            }
+            Command::Devices => Response::Devices(self.devices()?),
+            Command::RevokeDevice(device) => {
+                self.revoke_device(device)?;
+                Response::Done
+            }
             Command::RemoveContact(user) => {
                 self.remove_contact(&user)?;
                 Response::Done

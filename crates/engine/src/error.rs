@@ -56,6 +56,9 @@ pub enum Error {
     /// The engine has stopped.
     #[error("the engine has stopped")]
     Stopped,
+    /// Linking a device failed; nothing was changed on this device.
+    #[error("device link failed: {0}")]
+    Link(String),
 }
 
 /// What kind of failure an [`Error`] is: what a caller can do about it.
@@ -102,6 +105,7 @@ impl Error {
             }
             Self::Timeout => ErrorKind::Timeout,
             Self::Stopped => ErrorKind::Stopped,
+            Self::Link(_) => ErrorKind::Refused,
         }
     }
 }

@@ -122,6 +122,17 @@ pub enum Command {
     RoomJoin(RoomId),
     /// Drop a pending room invitation.
     RoomDecline(RoomId),
+    /// Issue a new device of this user and make its link bundle, with
+    /// this many days of history (the device link's responder asks this
+    /// once the handshake has passed).
+    LinkExport {
+        /// Days of history.
+        days: u32,
+    },
+    /// This user's devices.
+    Devices,
+    /// Revoke another device of this user (on the device with the master key).
+    RevokeDevice(safemeet_proto::DeviceId),
     /// Event-log entries after a cursor.
     Events {
         /// 0: from the start.
@@ -159,6 +170,30 @@ pub enum Response {
     Requests(Vec<crate::MessageRequest>),
     /// Event-log entries with their cursors.
     Events(Vec<(u64, LogEntry)>),
+    /// A link bundle for a new device.
+    LinkBundle(LinkBundleBytes),
+    /// This user's devices.
+    Devices(Vec<crate::DeviceView>),
+}
+
+/// A link bundle's bytes (secret: they hold the new device's keys), with
+/// the new device's id and what it holds.
+#[derive(Clone)]
+pub struct LinkBundleBytes {
+    /// The encoded bundle.
+    pub bytes: std::sync::Arc<zeroize::Zeroizing<Vec<u8>>>,
+    /// The new device.
+    pub device_id: safemeet_proto::DeviceId,
+    /// What it holds.
+    pub summary: crate::link::LinkSummary,
+}
+
+impl std::fmt::Debug for LinkBundleBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkBundleBytes")
+            .field("len", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Something from the network.

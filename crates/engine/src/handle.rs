@@ -33,6 +33,8 @@ pub(crate) enum Request {
     GossipPeers(oneshot::Sender<Result<Vec<PeerId>, Error>>),
     /// How many gossip topics the network is subscribed to.
     TopicCount(oneshot::Sender<Result<usize, Error>>),
+    /// Show a device link (replacing any link shown before).
+    LinkOffer(oneshot::Sender<Result<crate::link::LinkShown, Error>>),
 }
 
 /// A cloneable handle to a running engine.
@@ -266,6 +268,24 @@ impl Handle {
     pub async fn events(&self, cursor: u64, limit: usize) -> Result<Vec<(u64, LogEntry)>, Error> {
         let command = Command::Events { cursor, limit };
         expect!(self.core(command).await, Response::Events(e) => e)
+    }
+
+    /// Shows a link for a new device of this user: its text (with a
+    /// 256-bit one-time secret), good for one use within 10 minutes. A
+    /// link shown before stops working. Only on the device that holds the
+    /// master key.
+    pub async fn link_offer(&self) -> Result<crate::link::LinkShown, Error> {
+        self.ask(Request::LinkOffer).await
+    }
+
+    /// This user's devices.
+    pub async fn devices(&self) -> Result<Vec<crate::DeviceView>, Error> {
+        expect!(self.core(Command::Devices).await, Response::Devices(d) => d)
+    }
+
+    /// Revokes another device of this user.
+    pub async fn revoke_device(&self, device: safemeet_proto::DeviceId) -> Result<(), Error> {
+        expect!(self.core(Command::RevokeDevice(device)).await, Response::Done => ())
     }
 
     /// Where the node listens.

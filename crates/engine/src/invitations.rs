@@ -45,6 +45,12 @@ pub(crate) struct JoinPolicy {
     pub(crate) all: bool,
     /// Contacts set to auto-accept.
     pub(crate) from: Vec<UserId>,
+    /// This device: its own messages arrive through its outbox, those of
+    /// this user's other devices are received like anyone's.
+    pub(crate) own_device: Option<safemeet_proto::DeviceId>,
+    /// The contacts, to find the conversation a message from another of
+    /// this user's devices belongs to.
+    pub(crate) contacts: std::sync::Arc<Vec<crate::records::ContactRecord>>,
 }
 
 impl JoinPolicy {

@@ -55,6 +55,8 @@ mod headers;
 #[cfg(feature = "test-hooks")]
 mod hooks;
 mod invitations;
+pub mod link;
+pub mod link_io;
 mod mailbox;
 mod outbox;
 mod parked;
@@ -76,10 +78,12 @@ pub use crate::config::Config;
 pub use crate::core::{Core, Now, Stats};
 pub use crate::error::{Error, ErrorKind};
 pub use crate::events::{
-    Command, DeliveryResult, DeliveryToken, Input, NetInput, Output, RequestId, Response,
+    Command, DeliveryResult, DeliveryToken, Input, LinkBundleBytes, NetInput, Output, RequestId,
+    Response,
 };
 pub use crate::handle::Handle;
 pub use crate::invitations::{Invitation, MAX_INVITATIONS, MAX_INVITATIONS_PER_INVITER};
+pub use crate::link::{DeviceView, LinkSummary};
 pub use crate::mailbox::Relay;
 pub use crate::records::{LogEntry, MessageState, TimelineEntry};
 pub use crate::requests::{MAX_REQUEST_FRAMES, MessageRequest};

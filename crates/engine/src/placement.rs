@@ -74,7 +74,13 @@ pub(crate) fn received_entry<S: Store>(
         reason,
     };
     let sender = event.sender.user_id;
-    if sender == me {
+    // Another device of this user: its messages are this user's own.
+    let own = sender == me;
+    if own
+        && policy
+            .own_device
+            .is_none_or(|d| d == event.sender.device_id)
+    {
         return Err(invalid("own messages arrive through the outbox"));
     }
     let room_id = event.event.room_id;
@@ -85,7 +91,21 @@ pub(crate) fn received_entry<S: Store>(
             None => None,
         },
     };
-    let (dm_id, dm_topic) = dm_room(&me, &sender);
+    // The other user of a DM: the sender, or for this user's own message
+    // the contact whose conversation the room is.
+    let partner = if own {
+        policy
+            .contacts
+            .iter()
+            .map(|c| c.user_id)
+            .find(|c| dm_room(&me, c).0 == room_id)
+    } else {
+        Some(sender)
+    };
+    let (dm_id, dm_topic) = match partner {
+        Some(p) => dm_room(&me, &p),
+        None => dm_room(&me, &me),
+    };
     // A state that would join a room not known, or left: an invitation,
     // which waits for consent unless its sender is trusted to add this
     // user (checked first as a join would be).
@@ -94,6 +114,7 @@ pub(crate) fn received_entry<S: Store>(
         && joining
         && room_id != dm_id
         && state.members.contains(&me)
+        && !own
         && !policy.joins(&sender)
     {
         let mut trial = match &stored {
@@ -125,19 +146,21 @@ pub(crate) fn received_entry<S: Store>(
     let fresh = |dm_with, members, topic| RoomRecord::fresh(room_id, dm_with, members, topic);
     let mut room = match stored {
         Some(r) => r,
-        None if room_id == dm_id => fresh(Some(sender), vec![me, sender], dm_topic),
-        None => match &event.event.content {
-            EventContent::RoomState(state) if state.members.contains(&me) => {
-                fresh(None, Vec::new(), state.secret.topic())
-            }
-            _ => return Err(invalid(UNKNOWN_ROOM)),
+        None => match partner {
+            Some(p) if room_id == dm_id && p != me => fresh(Some(p), vec![me, p], dm_topic),
+            _ => match &event.event.content {
+                EventContent::RoomState(state) if state.members.contains(&me) => {
+                    fresh(None, Vec::new(), state.secret.topic())
+                }
+                _ => return Err(invalid(UNKNOWN_ROOM)),
+            },
         },
     };
     let is_member = room.members.contains(&sender) || room.members.is_empty();
     if room.dm_with.is_none() && !is_member {
         return Err(invalid(NOT_A_MEMBER));
     }
-    if room.dm_with.is_some_and(|with| with != sender) {
+    if !own && room.dm_with.is_some_and(|with| with != sender) {
         // A room key can name any room id; a DM takes only its two users.
         return Err(invalid("the sender is not in this conversation"));
     }

@@ -346,6 +346,11 @@ impl<S: Store + Clone> Core<S> {
                 }
             }
         }
+        if let ToDeviceContent::DeviceList { keys, .. } = &received.content
+            && let Err(e) = self.devices_announced(received.sender.user_id, keys)
+        {
+            tracing::warn!(error = %e, "a new device list was not fully taken in");
+        }
         if let ToDeviceContent::RelayList(list) = &received.content
             && let Err(e) = self.keep_relay_list(list)
         {

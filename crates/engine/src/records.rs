@@ -24,6 +24,8 @@ pub(crate) mod name {
     pub(crate) const FORMER_RELAYS: &[u8] = b"former-relays";
     /// The relays this device last told its contacts about.
     pub(crate) const OWN_RELAYS: &[u8] = b"own-relays";
+    /// A freshly linked device's first dials (see `link`).
+    pub(crate) const FIRST_DIALS: &[u8] = b"first-dials";
 
     pub(crate) fn contact(user: &UserId) -> Vec<u8> {
         let mut v = b"contact/".to_vec();

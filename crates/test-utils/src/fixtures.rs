@@ -92,6 +92,18 @@ impl Device {
         device
     }
 
+    /// A device of an existing account (say, one a link brought).
+    pub fn from_account(name: &str, account: &Account) -> Self {
+        let device = Self {
+            name: name.to_owned(),
+            backend: FaultyStore::default(),
+            key: DataKey::generate(),
+            libp2p: account.libp2p_keypair().clone(),
+        };
+        CryptoMachine::store_account(&device.store(), account).unwrap();
+        device
+    }
+
     /// Its store (every call shares the same data).
     pub fn store(&self) -> EncryptedStore<FaultyStore> {
         EncryptedStore::new(self.backend.clone(), StoreCipher::new(&self.key))

@@ -1,0 +1,117 @@
+//! Running `safemeet` commands and daemons in tests: each command with
+//! `--json` and the test passphrase, each daemon on 127.0.0.1.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub(crate) const PASS: &str = "correct horse battery staple";
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
+
+pub(crate) fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_safemeet"));
+    c.env("SAFEMEET_PASSPHRASE", PASS)
+        .env_remove("SAFEMEET_HOME")
+        .env_remove("SAFEMEET_LOG");
+    c
+}
+
+/// Runs a command with `--json`, expects success, parses what it prints.
+pub(crate) fn cli(home: &Path, args: &[&str]) -> Value {
+    let out = bin()
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "safemeet {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+pub(crate) fn init(dir: &Path, name: &str) -> PathBuf {
+    let home = dir.join(name);
+    cli(&home, &["init", "--username", name]);
+    home
+}
+
+pub(crate) fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let interval = Duration::from_millis(100);
+    for _ in 0..(WAIT.as_millis() / interval.as_millis()) {
+        if let Some(v) = check() {
+            return v;
+        }
+        std::thread::park_timeout(interval);
+    }
+    panic!("timed out waiting for {what}")
+}
+
+/// A daemon on 127.0.0.1; killed when dropped.
+pub(crate) struct Daemon {
+    pub(crate) process: super::Reaped,
+}
+
+impl Daemon {
+    pub(crate) fn start(home: &Path) -> Self {
+        Self::start_on(home, "/ip4/127.0.0.1/tcp/0")
+    }
+
+    pub(crate) fn start_on(home: &Path, listen: &str) -> Self {
+        let mut child = bin()
+            .arg("--home")
+            .arg(home)
+            .args(["daemon", "--listen", listen, "--no-mdns", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let process = super::Reaped::new(child);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(WAIT).expect("the daemon started");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert!(!v["listen_addrs"].as_array().unwrap().is_empty(), "{v}");
+        Self { process }
+    }
+
+    pub(crate) fn stop(mut self) {
+        self.process.signal("TERM");
+        assert!(self.process.wait().success());
+    }
+}
+
+/// Where a daemon listens on TCP, without its `/p2p/` part (to start it
+/// again there: its contacts know that address from its invite).
+pub(crate) fn own_tcp_addr(home: &Path) -> String {
+    let who = cli(home, &["whoami"]);
+    let addr = who["listen_addrs"][0].as_str().unwrap();
+    addr.split("/p2p/").next().unwrap().to_owned()
+}
+
+pub(crate) fn user_id(home: &Path) -> String {
+    cli(home, &["whoami"])["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+pub(crate) fn texts(home: &Path, target: &str) -> Vec<String> {
+    cli(home, &["messages", target])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect()
+}
