@@ -208,7 +208,7 @@ pub(crate) fn start_engine_on<S: safemeet_store::Store + Clone + 'static>(
     Ok(safemeet_engine::start(CryptoMachine::open(store)?, config)?)
 }
 
-async fn wait_listening(engine: &safemeet_engine::Handle) -> anyhow::Result<()> {
+pub(crate) async fn wait_listening(engine: &safemeet_engine::Handle) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     for _ in 0..1000 {
         tick.tick().await;

@@ -21,10 +21,14 @@
 //!   device deposits and fetches (honest loss and latency against a run
 //!   without the flood, the relay's peak memory, the time until the flood
 //!   is throttled).
+//! - `link`: linking a new device to an account with `--ops` messages of
+//!   history (default 10 000) over TCP on loopback, into an encrypted sled
+//!   store: the whole link's time and the bytes sent (goal: 5 s for 10 000).
 
 mod bare;
 mod chat;
 mod crypto;
+mod link;
 mod mailbox_peer;
 mod relay;
 mod relay_drain;
@@ -92,6 +96,8 @@ enum Suite {
     Chat,
     /// A relay's mailboxes over the network.
     Relay,
+    /// Linking a device with a long history.
+    Link,
 }
 
 impl Suite {
@@ -104,6 +110,7 @@ impl Suite {
             Suite::Crypto => 500,
             Suite::Chat => 1000,
             Suite::Relay => 20_000,
+            Suite::Link => 10_000,
         }
     }
 }
@@ -135,6 +142,7 @@ fn main() -> anyhow::Result<()> {
             relay_bin: args.relay_bin,
         })?,
         Suite::Relay => relay::run(samples, ops)?,
+        Suite::Link => link::run(samples, ops)?,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
