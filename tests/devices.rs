@@ -233,3 +233,187 @@ fn a_wrong_used_or_expired_link_fails_and_changes_nothing() {
     assert_eq!(cli(&alice, &["device", "list"]), devices_after_use);
     da.stop();
 }
+
+/// A running `safemeet verify TARGET --json`: its JSON lines as they come,
+/// and its standard input for the answer.
+struct Verifying {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Verifying {
+    fn start(home: &Path, target: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = bin()
+            .arg("--home")
+            .arg(home)
+            .args(["verify", target, "--json"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::sync_channel(8);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next JSON line.
+    fn next(&self) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(support::node::WAIT)
+            .expect("verify printed a line");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn answer(&mut self, yes: bool) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(if yes { b"y\n" } else { b"n\n" }).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for the end; its exit status and what it said on stderr.
+    fn finish(mut self) -> (bool, String) {
+        use std::io::Read;
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (status.success(), err)
+    }
+}
+
+fn contact_of<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+}
+
+/// Runs `verify` on both sides, both answering `yes`; returns what each
+/// showed to compare.
+fn verify_both(one: (&Path, &str), other: (&Path, &str), yes: (bool, bool)) -> (Value, Value) {
+    let mut a = Verifying::start(one.0, one.1);
+    let mut b = Verifying::start(other.0, other.1);
+    let (sa, sb) = (a.next(), b.next());
+    assert_eq!(sa["state"], "compare", "{sa}");
+    // Whoever says no first cancels; the other's yes then finds it so.
+    if !yes.1 {
+        b.answer(yes.1);
+        a.answer(yes.0);
+    } else {
+        a.answer(yes.0);
+        b.answer(yes.1);
+    }
+    let (ok_a, said_a) = a.finish();
+    let (ok_b, said_b) = b.finish();
+    let all_yes = yes.0 && yes.1;
+    assert_eq!(ok_a, all_yes, "{said_a}");
+    assert_eq!(ok_b, all_yes, "{said_b}");
+    if !all_yes {
+        assert!(
+            said_a.contains("cancelled") || said_a.contains("do not match"),
+            "{said_a}"
+        );
+    }
+    (sa, sb)
+}
+
+fn contact_in(home: &Path, name: &str) -> Value {
+    contact_of(&cli(home, &["contact", "list"]), name).clone()
+}
+
+#[test]
+fn contacts_verify_each_other_by_sas_and_trust_carries_to_their_other_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, da, db) = alice_and_bob(dir.path());
+    let alice2 = dir.path().join("alice2");
+    cli(&alice2, &["init", "--link", &link(&alice)]);
+    let d2 = Daemon::start(&alice2);
+    eventually("bob to know alice's second device", || {
+        (contact_in(&bob, "alice")["devices"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2)
+            .then_some(())
+    });
+    assert_eq!(contact_in(&alice, "bob")["verified"], false);
+
+    // One side says the strings differ: cancelled on both, nobody verified.
+    verify_both((&alice, "bob"), (&bob, "alice"), (true, false));
+    assert_eq!(contact_in(&alice, "bob")["verified"], false);
+    assert_eq!(contact_in(&bob, "alice")["devices"][0]["verified"], false);
+
+    // Both say yes: the same seven emoji and numbers, and verified.
+    let (sa, sb) = verify_both((&alice, "bob"), (&bob, "alice"), (true, true));
+    assert_eq!(sa["emoji"].as_array().unwrap().len(), 7, "{sa}");
+    assert_eq!(sa["emoji"], sb["emoji"]);
+    assert_eq!(sa["decimals"], sb["decimals"]);
+    let bob_there = contact_in(&alice, "bob");
+    assert_eq!(bob_there["verified"], true, "{bob_there}");
+    assert_eq!(bob_there["devices"][0]["verified"], true, "{bob_there}");
+    // Bob's messages now show as from a verified device.
+    cli(&bob, &["send", "alice", "verified now"]);
+    let shown = eventually("bob's message", || {
+        messages(&alice, "bob")
+            .into_iter()
+            .find(|m| m["text"] == "verified now")
+    });
+    assert_eq!(shown["verified"], true, "{shown}");
+
+    // Alice's second device trusts Bob without a SAS of its own: her
+    // master key signed the trust (cross-signing).
+    eventually("alice's second device to trust bob", || {
+        (contact_in(&alice2, "bob")["verified"] == true).then_some(())
+    });
+    // Bob verified one of Alice's two devices: the other is flagged.
+    let alice_there = contact_in(&bob, "alice");
+    assert_eq!(alice_there["verified"], false, "{alice_there}");
+    assert!(alice_there["warning"].is_string(), "{alice_there}");
+
+    // Bob verifies her second device too (which has no master key: it
+    // asks her first device to sign the trust).
+    verify_both((&bob, "alice"), (&alice2, "bob"), (true, true));
+    let alice_there = contact_in(&bob, "alice");
+    assert_eq!(alice_there["verified"], true, "{alice_there}");
+    assert!(alice_there.get("warning").is_none(), "{alice_there}");
+
+    // Alice links a third device: Bob is warned; the new device trusts Bob
+    // from the start.
+    let alice3 = dir.path().join("alice3");
+    cli(&alice3, &["init", "--link", &link(&alice)]);
+    let warned = eventually("bob to see alice's new device", || {
+        let c = contact_in(&bob, "alice");
+        c["warning"].is_string().then_some(c)
+    });
+    assert!(
+        warned["warning"]
+            .as_str()
+            .unwrap()
+            .contains("new device, not verified"),
+        "{warned}"
+    );
+    assert_eq!(warned["verified"], false, "{warned}");
+    let d3 = Daemon::start(&alice3);
+    assert_eq!(contact_in(&alice3, "bob")["verified"], true);
+    d3.stop();
+    d2.stop();
+    da.stop();
+    db.stop();
+}

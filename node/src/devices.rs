@@ -2,7 +2,7 @@
 //! device's side of a link (`init --link`).
 
 use anyhow::Context;
-use safemeet_api::{Device, DeviceLink, DeviceRevoked, Request};
+use safemeet_api::{Device, DeviceLink, DeviceRevoked, Request, VerificationState};
 use safemeet_crypto::account::Account;
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_proto::clock::{Clock, SystemClock};
@@ -19,7 +19,107 @@ use crate::passphrase::Source;
 pub(crate) enum DeviceAction {
     List,
     Link,
-    Revoke { device_id: String },
+    Revoke {
+        device_id: String,
+    },
+    /// SAS with a contact's device.
+    Verify {
+        target: String,
+    },
+}
+
+/// How long `verify` waits for the other side at each step.
+const VERIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Asks the daemon where the verification stands until `done` says so.
+async fn wait_verification(
+    api: &mut Api,
+    target: &str,
+    mut state: VerificationState,
+    done: impl Fn(&str) -> bool,
+) -> Result<VerificationState, Failure> {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    let deadline = tokio::time::Instant::from_std(SystemClock.instant() + VERIFY_WAIT);
+    while !done(&state.state) && state.state != "cancelled" {
+        if tokio::time::Instant::from_std(SystemClock.instant()) > deadline {
+            let _: VerificationState = api
+                .call(Request::VerifyAnswer {
+                    target: target.to_owned(),
+                    matches: false,
+                })
+                .await?;
+            return Err(Failure::Other(anyhow::anyhow!(
+                "the other side did not go on in time; the verification was cancelled"
+            )));
+        }
+        tick.tick().await;
+        state = api
+            .call(Request::VerifyStatus {
+                target: target.to_owned(),
+            })
+            .await?;
+    }
+    if state.state == "cancelled" {
+        return Err(Failure::Other(anyhow::anyhow!(
+            "the verification was cancelled: {}",
+            state
+                .cancel_reason
+                .as_deref()
+                .unwrap_or("by the other side")
+        )));
+    }
+    Ok(state)
+}
+
+/// `verify CONTACT`: both users run it; each compares the emoji and says
+/// whether they match (on standard input: y or n).
+async fn verify(api: &mut Api, json: bool, target: String) -> Result<(), Failure> {
+    let state: VerificationState = api
+        .call(Request::VerifyStart {
+            target: target.clone(),
+        })
+        .await?;
+    if !json {
+        println!("waiting for {target} to run `safemeet verify` too…");
+    }
+    let state = wait_verification(api, &target, state, |s| s == "compare").await?;
+    if json {
+        print_json(&state)?;
+    } else {
+        let emoji: Vec<String> = state
+            .emoji
+            .iter()
+            .map(|e| format!("{} {}", e.symbol, e.name))
+            .collect();
+        println!("{}", emoji.join("  "));
+        let numbers: Vec<String> = state.decimals.iter().map(u16::to_string).collect();
+        println!("{}", numbers.join(" "));
+        print!("Do both screens show the same? [y/N] ");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .context("reading the answer")?;
+    let matches = matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes");
+    let state: VerificationState = api
+        .call(Request::VerifyAnswer {
+            target: target.clone(),
+            matches,
+        })
+        .await?;
+    if !matches {
+        return Err(Failure::Other(anyhow::anyhow!(
+            "the strings do not match: the verification was cancelled, and {target} is not verified"
+        )));
+    }
+    let state = wait_verification(api, &target, state, |s| s == "verified").await?;
+    if json {
+        return print_json(&state);
+    }
+    println!("{target}'s device {} is verified", state.device_id);
+    Ok(())
 }
 
 pub(crate) async fn perform(
@@ -60,6 +160,7 @@ pub(crate) async fn perform(
                 "On the new device run: safemeet init --link <the link above>. It works once, for 10 minutes; keep it out of sight."
             );
         }
+        DeviceAction::Verify { target } => return verify(api, json, target).await,
         DeviceAction::Revoke { device_id } => {
             let done: DeviceRevoked = api.call(Request::DeviceRevoke { device_id }).await?;
             if json {

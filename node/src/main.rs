@@ -102,6 +102,13 @@ enum Command {
     /// This user's devices: list them, link a new one, revoke one.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Verify a contact: both of you run this, compare the seven emoji
+    /// (or the numbers) shown, and answer y if they match (on standard
+    /// input). A mismatch cancels.
+    Verify {
+        /// The contact: name, username or user id.
+        target: String,
+    },
     /// Send a message. TARGET: a contact's name, username or user id (a
     /// direct message), or a room's name or room id.
     Send {
@@ -365,6 +372,12 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
         ),
         Command::Relay(args) => relay::run(&home, cli.json, args),
         Command::Invite => messenger::run(&home, &source, cli.json, messenger::Action::Invite),
+        Command::Verify { target } => messenger::run(
+            &home,
+            &source,
+            cli.json,
+            messenger::Action::Devices(devices::DeviceAction::Verify { target }),
+        ),
         Command::Device(c) => {
             let action = match c {
                 DeviceCommand::List => devices::DeviceAction::List,

@@ -102,6 +102,18 @@ async fn serve(
             engine.revoke_device(device).await?;
             Response::DeviceRevoked(crate::response::DeviceRevoked { revoked: device_id })
         }
+        Request::VerifyStart { target } => {
+            let user = resolve::user(engine, &target).await?;
+            Response::Verification(engine.verify_start(user).await?.into())
+        }
+        Request::VerifyStatus { target } => {
+            let user = resolve::user(engine, &target).await?;
+            Response::Verification(engine.verify_status(user).await?.into())
+        }
+        Request::VerifyAnswer { target, matches } => {
+            let user = resolve::user(engine, &target).await?;
+            Response::Verification(engine.verify_answer(user, matches).await?.into())
+        }
         Request::Invite {} => Response::Invite(InviteText {
             invite: engine.invite().await?,
         }),
@@ -187,7 +199,12 @@ async fn serve(
                 Target::User(user) => engine.dm_messages(user, limit).await?,
                 Target::Room(room) => engine.room_messages(room, limit).await?,
             };
-            let (page, _) = page(messages_after(&entries, after), PAGE_BYTES)?;
+            let verified = engine.verified_devices().await?;
+            let mut messages = messages_after(&entries, after);
+            for m in &mut messages {
+                m.verified = verified.contains(&m.sender_device);
+            }
+            let (page, _) = page(messages, PAGE_BYTES)?;
             Response::Messages(page)
         }
         Request::RoomCreate { name, members } => {

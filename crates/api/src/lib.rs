@@ -59,7 +59,7 @@ pub use response::{
     ContactUnblocked, Device, DeviceLink, DeviceRevoked, Event, EventKind, Identity, InviteText,
     Message, MessageRequest, RequestAccepted, RequestDeclined, Response, Room, RoomBanned,
     RoomCreated, RoomDeclined, RoomInvitation, RoomInvited, RoomJoined, RoomLeft, RoomRemoved,
-    Sent, State, Subscribed, UnexpectedResponse, Whoami,
+    SasEmoji, Sent, State, Subscribed, UnexpectedResponse, VerificationState, Whoami,
 };
 #[doc(hidden)]
 pub use server::fuzz_request_line;

@@ -109,6 +109,27 @@ pub enum Request {
         /// The device id.
         device_id: String,
     },
+    /// `verify.start`: verify a contact's device by SAS (answer their
+    /// request, or ask them).
+    #[serde(rename = "verify.start")]
+    VerifyStart {
+        /// The contact: name, username or user id.
+        target: String,
+    },
+    /// `verify.status`: where the verification with a contact stands.
+    #[serde(rename = "verify.status")]
+    VerifyStatus {
+        /// The contact.
+        target: String,
+    },
+    /// `verify.answer`: whether the strings match (false cancels).
+    #[serde(rename = "verify.answer")]
+    VerifyAnswer {
+        /// The contact.
+        target: String,
+        /// The strings match.
+        matches: bool,
+    },
     /// `send`: send a text to a contact or a room.
     #[serde(rename = "send")]
     Send {
@@ -246,6 +267,12 @@ pub enum Method {
     DeviceLink,
     /// `device.revoke`
     DeviceRevoke,
+    /// `verify.start`
+    VerifyStart,
+    /// `verify.status`
+    VerifyStatus,
+    /// `verify.answer`
+    VerifyAnswer,
     /// `send`
     Send,
     /// `messages`
@@ -276,7 +303,7 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 28] = [
+    pub const ALL: [Method; 31] = [
         Method::Whoami,
         Method::Invite,
         Method::ContactAdd,
@@ -292,6 +319,9 @@ impl Method {
         Method::DeviceList,
         Method::DeviceLink,
         Method::DeviceRevoke,
+        Method::VerifyStart,
+        Method::VerifyStatus,
+        Method::VerifyAnswer,
         Method::Send,
         Method::Messages,
         Method::RoomCreate,
@@ -325,6 +355,9 @@ impl Method {
             Method::DeviceList => "device.list",
             Method::DeviceLink => "device.link",
             Method::DeviceRevoke => "device.revoke",
+            Method::VerifyStart => "verify.start",
+            Method::VerifyStatus => "verify.status",
+            Method::VerifyAnswer => "verify.answer",
             Method::Send => "send",
             Method::Messages => "messages",
             Method::RoomCreate => "room.create",
@@ -389,6 +422,9 @@ impl Request {
             Request::DeviceList {} => Method::DeviceList,
             Request::DeviceLink {} => Method::DeviceLink,
             Request::DeviceRevoke { .. } => Method::DeviceRevoke,
+            Request::VerifyStart { .. } => Method::VerifyStart,
+            Request::VerifyStatus { .. } => Method::VerifyStatus,
+            Request::VerifyAnswer { .. } => Method::VerifyAnswer,
             Request::Send { .. } => Method::Send,
             Request::Messages { .. } => Method::Messages,
             Request::RoomCreate { .. } => Method::RoomCreate,

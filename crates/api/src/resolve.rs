@@ -149,6 +149,8 @@ mod tests {
             username: username.to_owned(),
             display_name: username.to_owned(),
             relays: vec![],
+            devices: vec![],
+            new_device_warning: false,
         }
     }
 

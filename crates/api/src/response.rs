@@ -73,6 +73,50 @@ impl std::fmt::Debug for DeviceLink {
     }
 }
 
+/// One emoji of a short authentication string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SasEmoji {
+    /// The emoji.
+    pub symbol: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// Where a SAS verification with a contact stands (`verify.*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationState {
+    /// The contact.
+    pub user_id: String,
+    /// Their device being verified.
+    pub device_id: String,
+    /// `waiting`, `asked`, `compare`, `confirmed`, `verified` or `cancelled`.
+    pub state: String,
+    /// Why it was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<String>,
+    /// The seven emoji to compare (in `compare` and after).
+    pub emoji: Vec<SasEmoji>,
+    /// The same as three numbers.
+    pub decimals: Vec<u16>,
+}
+
+impl From<safemeet_engine::VerificationView> for VerificationState {
+    fn from(v: safemeet_engine::VerificationView) -> Self {
+        Self {
+            user_id: v.user_id.to_string(),
+            device_id: v.device_id.to_string(),
+            state: v.state.to_owned(),
+            cancel_reason: v.cancel_reason.map(str::to_owned),
+            emoji: v
+                .emoji
+                .into_iter()
+                .map(|(symbol, name)| SasEmoji { symbol, name })
+                .collect(),
+            decimals: v.decimals,
+        }
+    }
+}
+
 /// A device revoked (`device.revoke`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRevoked {
@@ -115,6 +159,8 @@ pub enum Response {
     DeviceLink(DeviceLink),
     /// `device.revoke`
     DeviceRevoked(DeviceRevoked),
+    /// `verify.start`, `verify.status`, `verify.answer`
+    Verification(VerificationState),
     /// `send`
     Sent(Sent),
     /// `messages`: one page, oldest first.
@@ -163,6 +209,9 @@ impl Response {
             Method::DeviceList => Response::Devices(from(result)?),
             Method::DeviceLink => Response::DeviceLink(from(result)?),
             Method::DeviceRevoke => Response::DeviceRevoked(from(result)?),
+            Method::VerifyStart | Method::VerifyStatus | Method::VerifyAnswer => {
+                Response::Verification(from(result)?)
+            }
             Method::Send => Response::Sent(from(result)?),
             Method::Messages => Response::Messages(from(result)?),
             Method::RoomCreate => Response::RoomCreated(from(result)?),
@@ -197,6 +246,7 @@ impl Response {
             Response::Devices(_) => Method::DeviceList,
             Response::DeviceLink(_) => Method::DeviceLink,
             Response::DeviceRevoked(_) => Method::DeviceRevoke,
+            Response::Verification(_) => Method::VerifyStatus,
             Response::Sent(_) => Method::Send,
             Response::Messages(_) => Method::Messages,
             Response::RoomCreated(_) => Method::RoomCreate,
@@ -258,6 +308,7 @@ unwrap_response!(
     Devices(Vec<Device>) = DeviceList,
     DeviceLink(DeviceLink) = DeviceLink,
     DeviceRevoked(DeviceRevoked) = DeviceRevoke,
+    Verification(VerificationState) = VerifyStatus,
     Sent(Sent) = Send,
     Messages(Vec<Message>) = Messages,
     RoomCreated(RoomCreated) = RoomCreate,
@@ -315,16 +366,48 @@ pub struct Contact {
     pub display_name: String,
     /// The relays their devices listed.
     pub relays: Vec<String>,
+    /// Their active devices, each verified or not.
+    #[serde(default)]
+    pub devices: Vec<ContactDevice>,
+    /// Every active device of theirs is verified.
+    #[serde(default)]
+    pub verified: bool,
+    /// A device of theirs is verified and another is not: they added a
+    /// device since you verified them ("new device, not verified").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// A contact's device (`contact.list`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactDevice {
+    /// The device id.
+    pub device_id: String,
+    /// Verified by SAS (here, or on another of your devices).
+    pub verified: bool,
 }
 
 impl From<safemeet_engine::Contact> for Contact {
     fn from(c: safemeet_engine::Contact) -> Self {
+        let verified = !c.devices.is_empty() && c.devices.iter().all(|d| d.verified);
         Contact {
             user_id: c.user_id,
             name: c.pet_name,
             username: c.username,
             display_name: c.display_name,
             relays: c.relays,
+            devices: c
+                .devices
+                .iter()
+                .map(|d| ContactDevice {
+                    device_id: d.device_id.to_string(),
+                    verified: d.verified,
+                })
+                .collect(),
+            verified,
+            warning: c.new_device_warning.then(|| {
+                "new device, not verified: verify them again (`safemeet verify`)".to_owned()
+            }),
         }
     }
 }
@@ -366,6 +449,12 @@ pub struct Message {
     pub event_id: EventId,
     /// Who sent it.
     pub sender: UserId,
+    /// From which of their devices.
+    pub sender_device: safemeet_proto::DeviceId,
+    /// Whether that device is verified (one of your own, or a contact's
+    /// verified by SAS); set by `messages`, false in events.
+    #[serde(default)]
+    pub verified: bool,
     /// The text.
     pub text: String,
     /// The sender's time, ms since the Unix epoch.
@@ -393,6 +482,8 @@ impl From<&TimelineEntry> for Message {
         Message {
             event_id: m.event_id,
             sender: m.sender,
+            sender_device: m.sender_device,
+            verified: false,
             text: m.text.clone(),
             ts: m.ts.as_millis(),
             state,

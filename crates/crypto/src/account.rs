@@ -237,6 +237,14 @@ impl Account {
         )
     }
 
+    /// Signs trust in another user's devices with the master key.
+    pub fn sign_user_trust(
+        &self,
+        trust: &safemeet_proto::identity::UserTrust,
+    ) -> Result<Signed<safemeet_proto::identity::UserTrust>, Error> {
+        certificate::sign_user_trust(self.master()?, trust)
+    }
+
     /// Marks `device` revoked in a new version of the device list. A device
     /// cannot revoke itself; only the device with the master key can revoke.
     pub fn revoke_device(&mut self, device: DeviceId, now: Timestamp) -> Result<(), Error> {

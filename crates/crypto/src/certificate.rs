@@ -14,7 +14,7 @@ use std::ops::Deref;
 use libp2p_identity::PeerId;
 use safemeet_proto::identity::{
     DeviceCertificate, DeviceList, DeviceListEntry, DeviceStatus, OneTimeKey, Profile, RelayList,
-    Signed,
+    Signed, UserTrust,
 };
 use safemeet_proto::limits::{
     MAX_DEVICE_RELAYS, MAX_DEVICES_PER_USER, MAX_RECORD_BYTES, MAX_RELAY_ADDR_BYTES,
@@ -34,6 +34,9 @@ pub const DEVICE_LIST_CONTEXT: &[u8] = b"safemeet/v1/device-list";
 pub const PROFILE_CONTEXT: &[u8] = b"safemeet/v1/profile";
 /// Signature context of one-time and fallback keys (signed by the device key).
 pub const ONE_TIME_KEY_CONTEXT: &[u8] = b"safemeet/v1/one-time-key";
+
+/// Signature context of cross-signed trust in another user's devices.
+pub const USER_TRUST_CONTEXT: &[u8] = b"safemeet/v1/user-trust";
 
 /// Signature context of relay lists (signed by the device key).
 pub const RELAY_LIST_CONTEXT: &[u8] = b"safemeet/v1/relay-list";
@@ -308,6 +311,33 @@ pub fn verify_profile(
     accepted: Option<&Verified<Profile>>,
 ) -> Result<Verified<Profile>, Error> {
     verify_counted(signed, user, accepted)
+}
+
+/// Signs this user's trust in another user's devices with the master key.
+pub fn sign_user_trust(master: &MasterKey, trust: &UserTrust) -> Result<Signed<UserTrust>, Error> {
+    check_user("user trust", &master.user_id(), &trust.truster)?;
+    if trust.devices.len() > MAX_DEVICES_PER_USER {
+        return Err(Error::InvalidRecord {
+            what: "user trust",
+            reason: "more devices than a user may have",
+        });
+    }
+    sign(master, USER_TRUST_CONTEXT, trust)
+}
+
+/// Verifies a trust record signed by `truster`'s master key.
+pub fn verify_user_trust(signed: &Signed<UserTrust>, truster: &UserId) -> Result<UserTrust, Error> {
+    check_signature(signed, truster, USER_TRUST_CONTEXT, "user trust")?;
+    let trust = signed.decode_body()?;
+    check_version("user trust", trust.version)?;
+    check_user("user trust", truster, &trust.truster)?;
+    if trust.devices.len() > MAX_DEVICES_PER_USER {
+        return Err(Error::InvalidRecord {
+            what: "user trust",
+            reason: "more devices than a user may have",
+        });
+    }
+    Ok(trust)
 }
 
 /// Signs a one-time or fallback key with the device's Olm Ed25519 key.

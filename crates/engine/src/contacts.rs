@@ -193,12 +193,25 @@ impl<S: Store + Clone> Core<S> {
             }
             relays.sort();
             relays.dedup();
+            let devices: Vec<crate::ContactDevice> = self
+                .machine
+                .user_devices(&c.user_id)?
+                .into_iter()
+                .map(|d| crate::ContactDevice {
+                    device_id: d.device_id,
+                    verified: d.trust == safemeet_crypto::machine::DeviceTrust::Verified,
+                })
+                .collect();
+            let new_device_warning =
+                devices.iter().any(|d| d.verified) && devices.iter().any(|d| !d.verified);
             contacts.push(Contact {
                 user_id: c.user_id,
                 pet_name: c.pet_name.clone(),
                 username: c.username.clone(),
                 display_name: c.display_name.clone(),
                 relays,
+                devices,
+                new_device_warning,
             });
         }
         Ok(contacts)

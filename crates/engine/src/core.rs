@@ -116,6 +116,8 @@ pub struct Core<S: Store> {
     pub(crate) junk: bool,
     /// Message requests' rate.
     pub(crate) requests: crate::requests::Requests,
+    /// SAS verifications with contacts' devices.
+    pub(crate) verify: crate::verify::Verifications,
     /// The first input was handled.
     started: bool,
 }
@@ -196,6 +198,7 @@ impl<S: Store + Clone> Core<S> {
             waiting: Default::default(),
             junk: false,
             requests: Default::default(),
+            verify: Default::default(),
             started: false,
             config,
         };
@@ -387,6 +390,12 @@ impl<S: Store + Clone> Core<S> {
                 })
             }
             Command::Devices => Response::Devices(self.devices()?),
+            Command::VerifiedDevices => Response::DeviceIds(self.verified_devices()?),
+            Command::VerifyStart(user) => Response::Verification(self.verify_start(user)?),
+            Command::VerifyStatus(user) => Response::Verification(self.verify_status(user)?),
+            Command::VerifyAnswer { user, matches } => {
+                Response::Verification(self.verify_answer(user, matches)?)
+            }
             Command::RevokeDevice(device) => {
                 self.revoke_device(device)?;
                 Response::Done

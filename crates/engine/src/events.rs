@@ -131,6 +131,20 @@ pub enum Command {
     },
     /// This user's devices.
     Devices,
+    /// The devices whose messages show as verified: this user's active
+    /// devices and contacts' devices verified by SAS.
+    VerifiedDevices,
+    /// Verify a contact's device by SAS: answer their request, or ask.
+    VerifyStart(UserId),
+    /// Where the verification with a contact stands.
+    VerifyStatus(UserId),
+    /// This user compared the strings: they match, or not (cancels).
+    VerifyAnswer {
+        /// The contact.
+        user: UserId,
+        /// Whether the strings match.
+        matches: bool,
+    },
     /// Revoke another device of this user (on the device with the master key).
     RevokeDevice(safemeet_proto::DeviceId),
     /// Event-log entries after a cursor.
@@ -174,6 +188,10 @@ pub enum Response {
     LinkBundle(LinkBundleBytes),
     /// This user's devices.
     Devices(Vec<crate::DeviceView>),
+    /// A verification's state.
+    Verification(crate::VerificationView),
+    /// Devices.
+    DeviceIds(Vec<safemeet_proto::DeviceId>),
 }
 
 /// A link bundle's bytes (secret: they hold the new device's keys), with

@@ -278,6 +278,31 @@ impl Handle {
         self.ask(Request::LinkOffer).await
     }
 
+    /// Starts or answers a SAS verification with a contact's device.
+    pub async fn verify_start(&self, user: UserId) -> Result<crate::VerificationView, Error> {
+        expect!(self.core(Command::VerifyStart(user)).await, Response::Verification(v) => v)
+    }
+
+    /// Where the verification with a contact stands.
+    pub async fn verify_status(&self, user: UserId) -> Result<crate::VerificationView, Error> {
+        expect!(self.core(Command::VerifyStatus(user)).await, Response::Verification(v) => v)
+    }
+
+    /// This user compared the strings: they match (confirm) or not (cancel).
+    pub async fn verify_answer(
+        &self,
+        user: UserId,
+        matches: bool,
+    ) -> Result<crate::VerificationView, Error> {
+        let command = Command::VerifyAnswer { user, matches };
+        expect!(self.core(command).await, Response::Verification(v) => v)
+    }
+
+    /// The devices whose messages show as verified.
+    pub async fn verified_devices(&self) -> Result<Vec<safemeet_proto::DeviceId>, Error> {
+        expect!(self.core(Command::VerifiedDevices).await, Response::DeviceIds(d) => d)
+    }
+
     /// This user's devices.
     pub async fn devices(&self) -> Result<Vec<crate::DeviceView>, Error> {
         expect!(self.core(Command::Devices).await, Response::Devices(d) => d)

@@ -70,6 +70,7 @@ mod rooms;
 mod send;
 mod timeline;
 mod topics;
+mod verify;
 mod waiting;
 
 pub use crate::actor::start;
@@ -89,6 +90,7 @@ pub use crate::records::{LogEntry, MessageState, TimelineEntry};
 pub use crate::requests::{MAX_REQUEST_FRAMES, MessageRequest};
 pub use crate::rooms::dm_room_id;
 pub use crate::topics::DIRECT_ROOM_MAX_DEVICES;
+pub use crate::verify::{MAX_FLOWS, VerificationView};
 pub use safemeet_proto::invite::{INVITE_PREFIX, INVITE_VERSION, Invite};
 
 use safemeet_proto::{RoomId, UserId};
@@ -107,6 +109,20 @@ pub struct Contact {
     /// The relays their devices listed (where messages wait while they
     /// are offline).
     pub relays: Vec<String>,
+    /// Their active devices, and whether each is verified.
+    pub devices: Vec<ContactDevice>,
+    /// Set when a device of theirs is verified and another is not: a
+    /// device was added since (see `verify`).
+    pub new_device_warning: bool,
+}
+
+/// A contact's device as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ContactDevice {
+    /// The device.
+    pub device_id: safemeet_proto::DeviceId,
+    /// Verified by SAS, here or (cross-signed) on another device of this user.
+    pub verified: bool,
 }
 
 /// A group room as the API shows it.

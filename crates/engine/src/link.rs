@@ -53,6 +53,8 @@ pub(crate) struct LinkedContact {
     certificates: Vec<Signed<DeviceCertificate>>,
     /// Signed relay lists of its devices, as kept.
     relay_lists: Vec<Vec<u8>>,
+    /// Its devices verified here, signed by the master key.
+    trust: Option<Signed<safemeet_proto::identity::UserTrust>>,
 }
 
 /// A room as a new device gets it, with its recent timeline.
@@ -174,11 +176,25 @@ impl<S: Store + Clone> Core<S> {
                     relay_lists.push(b.to_vec());
                 }
             }
+            let verified: Vec<DeviceId> = self
+                .machine
+                .user_devices(&c.user_id)?
+                .iter()
+                .filter(|d| d.trust == safemeet_crypto::machine::DeviceTrust::Verified)
+                .map(|d| d.device_id)
+                .collect();
+            let trust = if verified.is_empty() {
+                None
+            } else {
+                let trust = self.machine.user_trust(&c.user_id, &verified, now)?;
+                Some(self.machine.sign_user_trust(&trust)?)
+            };
             contacts.push(LinkedContact {
                 record: c.clone(),
                 device_list: list,
                 certificates: certs,
                 relay_lists,
+                trust,
             });
             room_ids.push(dm_room(&me, &c.user_id).0);
         }
@@ -267,6 +283,9 @@ impl<S: Store + Clone> Core<S> {
             }
             self.put_contact(&c.record, &index)?;
             self.mark_added(user)?;
+            if let Some(trust) = &c.trust {
+                self.machine.accept_user_trust(trust, now)?;
+            }
             for bytes in &c.relay_lists {
                 let signed = Signed::from_bytes(bytes)?;
                 if let Err(e) = self.keep_relay_list(&signed) {

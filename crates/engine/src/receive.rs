@@ -346,6 +346,20 @@ impl<S: Store + Clone> Core<S> {
                 }
             }
         }
+        if let ToDeviceContent::Verification(step) = &received.content
+            && let Err(e) = self.verification_received(
+                received.sender.user_id,
+                received.sender.device_id,
+                step.clone(),
+            )
+        {
+            tracing::info!(error = %e, "a verification step was not taken");
+        }
+        if let ToDeviceContent::Trust(notice) = &received.content
+            && let Err(e) = self.trust_received(notice.clone())
+        {
+            tracing::info!(error = %e, "trust from another device was not taken in");
+        }
         if let ToDeviceContent::DeviceList { keys, .. } = &received.content
             && let Err(e) = self.devices_announced(received.sender.user_id, keys)
         {

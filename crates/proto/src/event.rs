@@ -290,6 +290,18 @@ pub enum ToDeviceEvent {
     /// the certificates of its active devices, and a signed key for each
     /// new device to start an Olm session with.
     DeviceList(Box<DeviceListNotice>),
+    /// Between one user's own devices: a contact's devices were verified.
+    Trust(Box<TrustNotice>),
+}
+
+/// A contact's devices verified on one of this user's devices, for its
+/// other devices (cross-signing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrustNotice {
+    /// From a device without the master key, to the one with it: sign this.
+    Request(crate::identity::UserTrust),
+    /// Signed by the master key: trust these devices.
+    Signed(Signed<crate::identity::UserTrust>),
 }
 
 /// A user's new device list, as one of its devices announces it to

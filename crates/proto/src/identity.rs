@@ -325,6 +325,24 @@ impl TryFrom<DeviceListWire> for DeviceList {
     }
 }
 
+/// A user's trust in another user's devices, signed by the trusting user's
+/// master key once one of its devices verified them (cross-signing): its
+/// other devices take it over Olm and trust the same devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserTrust {
+    /// Format version of this record; currently 1.
+    pub version: u8,
+    /// The trusting user (whose master key signs).
+    pub truster: UserId,
+    /// The user whose devices are trusted.
+    pub user_id: UserId,
+    /// The devices, each pinned by the BLAKE3 hash of its signed
+    /// certificate; at most [`MAX_DEVICES_PER_USER`].
+    pub devices: Vec<(DeviceId, [u8; 32])>,
+    /// When they were verified.
+    pub verified_at: Timestamp,
+}
+
 /// A user's profile, signed by the master key and shared with contacts only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "ProfileWire")]

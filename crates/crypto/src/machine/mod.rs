@@ -322,6 +322,11 @@ pub enum ToDeviceContent {
     /// A contact's introduction (see [`CryptoMachine::open_introduction`]
     /// for a stranger's) with no newer device list: nothing to do.
     Introduction,
+    /// From another device of this user: a contact's devices it verified
+    /// (signed by the master key), or a request to sign that (to the
+    /// device with the master key). Checked by
+    /// [`CryptoMachine::accept_user_trust`] when signed.
+    Trust(safemeet_proto::event::TrustNotice),
     /// The device list of the sender's user (a contact's, or this user's
     /// own from another of its devices): what changed, if it was newer
     /// than the one held, and the signed keys of its new devices (checked

@@ -515,6 +515,15 @@ impl<S: Store> CryptoMachine<S> {
             ToDeviceEvent::NewSession => Ok((sender, ToDeviceContent::NewSession, None)),
             // A known sender's introduction: nothing new to learn from it.
             ToDeviceEvent::Introduction(_) => Ok((sender, ToDeviceContent::Introduction, None)),
+            // Trust travels only between one user's own devices.
+            ToDeviceEvent::Trust(notice) => {
+                if sender.user_id != self.account.user_id() {
+                    return Err(Error::SenderMismatch {
+                        reason: "trust from another user's device",
+                    });
+                }
+                Ok((sender, ToDeviceContent::Trust(*notice), None))
+            }
             ToDeviceEvent::DeviceList(notice) => {
                 let content = self.stage_device_list_notice(batch, &sender, *notice)?;
                 Ok((sender, content, None))

@@ -1,7 +1,7 @@
 //! Recording SAS verification results.
 
-use safemeet_proto::identity::DeviceStatus;
-use safemeet_proto::{DeviceId, Timestamp};
+use safemeet_proto::identity::{DeviceCertificate, DeviceStatus, Signed, UserTrust};
+use safemeet_proto::{DeviceId, Timestamp, UserId};
 use safemeet_store::{Keyspace, Store};
 
 use super::CryptoMachine;
@@ -36,6 +36,66 @@ impl<S: Store> CryptoMachine<S> {
         }
     }
 
+    /// What this user trusts of `user` now: each of `devices` whose
+    /// certificate is held, pinned by its hash (for cross-signing).
+    pub fn user_trust(
+        &mut self,
+        user: &UserId,
+        devices: &[DeviceId],
+        now: Timestamp,
+    ) -> Result<UserTrust, Error> {
+        let mut pinned = Vec::with_capacity(devices.len());
+        for id in devices {
+            if let Some(entry) = self.load_device(id)?
+                && entry.cert.user_id == *user
+            {
+                pinned.push((*id, entry.cert_hash));
+            }
+        }
+        Ok(UserTrust {
+            version: crate::certificate::RECORD_VERSION,
+            truster: self.account.user_id(),
+            user_id: *user,
+            devices: pinned,
+            verified_at: now,
+        })
+    }
+
+    /// Signs `trust` with the master key (only on the device that holds it).
+    pub fn sign_user_trust(&self, trust: &UserTrust) -> Result<Signed<UserTrust>, Error> {
+        self.account.sign_user_trust(trust)
+    }
+
+    /// Takes in trust signed by this user's master key: each device it
+    /// names whose held certificate has the pinned hash is marked
+    /// verified. Returns how many were.
+    pub fn accept_user_trust(
+        &mut self,
+        signed: &Signed<UserTrust>,
+        now: Timestamp,
+    ) -> Result<usize, Error> {
+        self.check_usable()?;
+        let trust = crate::certificate::verify_user_trust(signed, &self.account.user_id())?;
+        let mut batch = self.store.batch();
+        let mut marked = 0;
+        for (id, hash) in &trust.devices {
+            let Some(entry) = self.load_device(id)? else {
+                continue;
+            };
+            if entry.cert_hash != *hash || entry.cert.user_id != trust.user_id {
+                continue;
+            }
+            let certificate = entry.cert.signed().clone();
+            if let Some(e) = self.devices.devices.get_mut(id) {
+                e.verified_at = Some(now);
+            }
+            stage_verified(&self.store, &mut batch, id, &certificate, now)?;
+            marked += 1;
+        }
+        self.commit(batch, true)?;
+        Ok(marked)
+    }
+
     /// Records the result of a finished SAS verification: the device is
     /// marked verified. The flow must be done, and the keys it verified
     /// must be the ones this machine holds for that device.
@@ -57,18 +117,35 @@ impl<S: Store> CryptoMachine<S> {
             });
         };
         entry.verified_at = Some(now);
-        let rec = DeviceRecord {
-            version: RECORD_VERSION,
-            certificate: entry.cert.signed().to_bytes()?,
-            verified_at: Some(now),
-        };
         let mut batch = self.store.batch();
-        self.store.batch_put(
+        stage_verified(
+            &self.store,
             &mut batch,
-            Keyspace::Devices,
-            &name::device(&verified.device_id),
-            &records::encode(&rec)?,
+            &verified.device_id,
+            entry.cert.signed(),
+            now,
         )?;
         self.commit(batch, true)
     }
+}
+
+/// Stages a device's record as verified at `now`.
+fn stage_verified<S: Store>(
+    store: &crate::EncryptedStore<S>,
+    batch: &mut crate::EncryptedBatch,
+    id: &DeviceId,
+    certificate: &Signed<DeviceCertificate>,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let rec = DeviceRecord {
+        version: RECORD_VERSION,
+        certificate: certificate.to_bytes()?,
+        verified_at: Some(now),
+    };
+    store.batch_put(
+        batch,
+        Keyspace::Devices,
+        &name::device(id),
+        &records::encode(&rec)?,
+    )
 }
