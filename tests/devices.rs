@@ -45,6 +45,27 @@ fn failed_link(home: &Path, link: &str) -> (Option<i32>, String) {
     )
 }
 
+/// The texts of a conversation, or `None` while it is not known there.
+fn texts_if_known(home: &Path, target: &str) -> Option<Vec<String>> {
+    let out = bin()
+        .arg("--home")
+        .arg(home)
+        .args(["messages", target, "--json"])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    Some(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().to_owned())
+            .collect(),
+    )
+}
+
 fn messages(home: &Path, target: &str) -> Vec<Value> {
     cli(home, &["messages", target, "--limit", "1000"])
         .as_array()
@@ -143,13 +164,42 @@ fn a_linked_device_gets_the_history_and_every_message_after() {
         .then_some(())
     });
 
+    // A room made on one device is on the other too.
+    cli(&bob, &["contact", "set", "alice", "--auto-accept-invites"]);
+    cli(&alice, &["room", "create", "team", "--member", "bob"]);
+    cli(&alice, &["send", "team", "room before the revocation"]);
+    for home in [&alice2, &bob] {
+        eventually("the room message on alice2 and bob", || {
+            texts_if_known(home, "team")?
+                .contains(&"room before the revocation".to_owned())
+                .then_some(())
+        });
+    }
+
     // Revoked: it is listed as such, and gets nothing sent after.
     let revoked = cli(&alice, &["device", "revoke", &second]);
     assert_eq!(revoked["revoked"].as_str(), Some(second.as_str()));
     let devices = cli(&alice, &["device", "list"]);
     assert!(devices[1]["revoked_at"].is_u64(), "{devices}");
+    // Bob drops it: it is no longer among Alice's devices he encrypts for.
+    eventually("bob to drop the revoked device", || {
+        let list = cli(&bob, &["contact", "list"]);
+        let alice_there = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "alice")
+            .unwrap()
+            .clone();
+        (alice_there["devices"].as_array().unwrap().len() == 1).then_some(())
+    });
     cli(&alice, &["send", "bob", "after the revocation"]);
     cli(&bob, &["send", "alice", "bob after the revocation"]);
+    cli(&alice, &["send", "team", "room after the revocation"]);
+    cli(
+        &bob,
+        &["send", "team", "bob in the room after the revocation"],
+    );
     eventually("bob's next message on the first device", || {
         texts(&alice, "bob")
             .contains(&"bob after the revocation".to_owned())
@@ -416,4 +466,70 @@ fn contacts_verify_each_other_by_sas_and_trust_carries_to_their_other_devices() 
     d2.stop();
     da.stop();
     db.stop();
+}
+
+#[test]
+fn a_device_linked_with_the_master_key_links_and_revokes_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = init(dir.path(), "alice");
+    let da = Daemon::start(&alice);
+    // A device linked without the master key cannot link others.
+    let plain = dir.path().join("plain");
+    let shown = link(&alice);
+    cli(&plain, &["init", "--link", &shown]);
+    let dp = Daemon::start(&plain);
+    let out = bin()
+        .arg("--home")
+        .arg(&plain)
+        .args(["device", "link", "--json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("master key"), "{said}");
+
+    // With it, it can.
+    let shown = cli(&alice, &["device", "link", "--with-master"])["link"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = dir.path().join("second");
+    cli(&second, &["init", "--link", &shown]);
+    let d2 = Daemon::start(&second);
+    let devices = cli(&second, &["device", "list"]);
+    let this = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["this_device"] == true)
+        .unwrap();
+    assert_eq!(this["master_key"], true, "{devices}");
+    let third = dir.path().join("third");
+    cli(&third, &["init", "--link", &link(&second)]);
+    let plain_id = cli(&plain, &["whoami"])["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    cli(&second, &["device", "revoke", &plain_id]);
+    let devices = cli(&second, &["device", "list"]);
+    assert_eq!(devices.as_array().unwrap().len(), 4, "{devices}");
+    let revoked = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_id"] == plain_id.as_str())
+        .unwrap();
+    assert!(revoked["revoked_at"].is_u64(), "{devices}");
+    // The first device learns the list from the second.
+    eventually("alice's first device to see the revocation", || {
+        cli(&alice, &["device", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["device_id"] == plain_id.as_str() && d["revoked_at"].is_u64())
+            .then_some(())
+    });
+    d2.stop();
+    dp.stop();
+    da.stop();
 }

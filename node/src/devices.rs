@@ -18,7 +18,9 @@ use crate::passphrase::Source;
 #[derive(Debug)]
 pub(crate) enum DeviceAction {
     List,
-    Link,
+    Link {
+        with_master: bool,
+    },
     Revoke {
         device_id: String,
     },
@@ -149,8 +151,8 @@ pub(crate) async fn perform(
                 );
             }
         }
-        DeviceAction::Link => {
-            let link: DeviceLink = api.call(Request::DeviceLink {}).await?;
+        DeviceAction::Link { with_master } => {
+            let link: DeviceLink = api.call(Request::DeviceLink { with_master }).await?;
             if json {
                 return print_json(&link);
             }

@@ -146,7 +146,12 @@ enum DeviceCommand {
     List,
     /// Show a link (and QR code) for a new device: run `safemeet init
     /// --link LINK` there. It works once, within 10 minutes.
-    Link,
+    Link {
+        /// Give the new device a copy of the master key, so that it can
+        /// link and revoke devices too (see ARCHITECTURE.md for the risk).
+        #[arg(long)]
+        with_master: bool,
+    },
     /// Revoke another of this user's devices: it gets no key for anything
     /// sent from then on.
     Revoke {
@@ -381,7 +386,7 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
         Command::Device(c) => {
             let action = match c {
                 DeviceCommand::List => devices::DeviceAction::List,
-                DeviceCommand::Link => devices::DeviceAction::Link,
+                DeviceCommand::Link { with_master } => devices::DeviceAction::Link { with_master },
                 DeviceCommand::Revoke { device_id } => devices::DeviceAction::Revoke { device_id },
             };
             messenger::run(&home, &source, cli.json, messenger::Action::Devices(action))

@@ -72,8 +72,8 @@ async fn serve(
                 .map(Into::into)
                 .collect(),
         ),
-        Request::DeviceLink {} => {
-            let shown = engine.link_offer().await?;
+        Request::DeviceLink { with_master } => {
+            let shown = engine.link_offer(with_master).await?;
             Response::DeviceLink(crate::response::DeviceLink {
                 link: shown.link,
                 expires_at: shown.expires_at.as_millis(),

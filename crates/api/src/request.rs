@@ -102,7 +102,11 @@ pub enum Request {
     /// `device.link`: show a link for a new device (one use, 10 minutes);
     /// only on the device that holds the master key.
     #[serde(rename = "device.link")]
-    DeviceLink {},
+    DeviceLink {
+        /// Give the new device a copy of the master key.
+        #[serde(default)]
+        with_master: bool,
+    },
     /// `device.revoke`: revoke another device of this user.
     #[serde(rename = "device.revoke")]
     DeviceRevoke {
@@ -420,7 +424,7 @@ impl Request {
             Request::RequestAccept { .. } => Method::RequestAccept,
             Request::RequestDecline { .. } => Method::RequestDecline,
             Request::DeviceList {} => Method::DeviceList,
-            Request::DeviceLink {} => Method::DeviceLink,
+            Request::DeviceLink { .. } => Method::DeviceLink,
             Request::DeviceRevoke { .. } => Method::DeviceRevoke,
             Request::VerifyStart { .. } => Method::VerifyStart,
             Request::VerifyStatus { .. } => Method::VerifyStatus,

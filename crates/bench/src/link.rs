@@ -77,7 +77,7 @@ async fn run_async(samples: usize, messages: usize) -> anyhow::Result<Value> {
     let mut taken = 0;
     for i in 0..samples {
         let t0 = instant();
-        let offer = LinkOffer::from_text(&alice.link_offer().await?.link)?;
+        let offer = LinkOffer::from_text(&alice.link_offer(false).await?.link)?;
         let bundle =
             safemeet_engine::link_io::receive_bundle(&offer, 30, SystemClock.now()).await?;
         let record = safemeet_engine::link::bundle_account(&bundle)?;

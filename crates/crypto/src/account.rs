@@ -237,6 +237,21 @@ impl Account {
         )
     }
 
+    /// Gives `new`, a device of this same user, a copy of the master key
+    /// (`device link --with-master`): it can then link and revoke devices
+    /// too, and whoever takes it can do the same.
+    pub fn copy_master_key_to(&self, new: &mut Account) -> Result<(), Error> {
+        if new.user != self.user {
+            return Err(Error::UserMismatch {
+                what: "account",
+                expected: self.user,
+                found: new.user,
+            });
+        }
+        new.master = Some(MasterKey::from_secret_bytes(&self.master()?.secret_bytes()));
+        Ok(())
+    }
+
     /// Signs trust in another user's devices with the master key.
     pub fn sign_user_trust(
         &self,

@@ -200,6 +200,8 @@ struct PendingLink {
     /// [`MAX_LINK_ANSWERS`]): anyone may open link streams, so a stranger
     /// who stalls them holds a slot for [`LINK_HANDSHAKE_TIMEOUT`] at most.
     answering: Vec<PeerId>,
+    /// The new device gets a copy of the master key.
+    with_master: bool,
 }
 
 /// Most link handshakes answered at once. Each costs a task and a Noise
@@ -462,8 +464,8 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
             Request::TopicCount(reply) => {
                 let _ = reply.send(self.net.topic_count().await.map_err(Into::into));
             }
-            Request::LinkOffer(reply) => {
-                let _ = reply.send(self.link_offer().await);
+            Request::LinkOffer(with_master, reply) => {
+                let _ = reply.send(self.link_offer(with_master).await);
             }
             Request::Core(command, reply) => {
                 // Never here: core requests are gathered by `request`.
@@ -474,7 +476,7 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
     }
 
     /// Shows a new link; the one before stops working.
-    async fn link_offer(&mut self) -> Result<crate::link::LinkShown, Error> {
+    async fn link_offer(&mut self, with_master: bool) -> Result<crate::link::LinkShown, Error> {
         use rand::RngCore;
         use safemeet_proto::link::{LINK_LIFETIME_MS, LINK_VERSION, LinkOffer};
         let master = self
@@ -519,6 +521,7 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
             secret,
             expires_at,
             answering: Vec::new(),
+            with_master,
         });
         Ok(crate::link::LinkShown { link, expires_at })
     }
@@ -550,11 +553,9 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
     /// A link's handshake passed: the link is used up, and the core makes
     /// the bundle.
     fn link_ask(&mut self, ask: LinkAsk) -> Option<Input> {
-        let valid = self
-            .link
-            .offer
-            .take()
-            .is_some_and(|o| SystemClock.now() <= o.expires_at);
+        let offer = self.link.offer.take();
+        let with_master = offer.as_ref().is_some_and(|o| o.with_master);
+        let valid = offer.is_some_and(|o| SystemClock.now() <= o.expires_at);
         if !valid {
             let _ = ask
                 .reply
@@ -566,7 +567,10 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
         self.replies.insert(id, ask.reply);
         Some(Input::Commands(vec![(
             id,
-            crate::events::Command::LinkExport { days: ask.days },
+            crate::events::Command::LinkExport {
+                days: ask.days,
+                with_master,
+            },
         )]))
     }
 

@@ -381,8 +381,8 @@ impl<S: Store + Clone> Core<S> {
                 Response::User(self.add_contact(&invite, pet_name)?)
             }
             Command::Contacts => Response::Contacts(self.contacts()?),
-            Command::LinkExport { days } => {
-                let (bytes, device_id, summary) = self.export_link(days)?;
+            Command::LinkExport { days, with_master } => {
+                let (bytes, device_id, summary) = self.export_link(days, with_master)?;
                 Response::LinkBundle(crate::events::LinkBundleBytes {
                     bytes: std::sync::Arc::new(bytes),
                     device_id,

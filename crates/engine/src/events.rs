@@ -128,6 +128,8 @@ pub enum Command {
     LinkExport {
         /// Days of history.
         days: u32,
+        /// The new device gets a copy of the master key.
+        with_master: bool,
     },
     /// This user's devices.
     Devices,

@@ -34,7 +34,7 @@ pub(crate) enum Request {
     /// How many gossip topics the network is subscribed to.
     TopicCount(oneshot::Sender<Result<usize, Error>>),
     /// Show a device link (replacing any link shown before).
-    LinkOffer(oneshot::Sender<Result<crate::link::LinkShown, Error>>),
+    LinkOffer(bool, oneshot::Sender<Result<crate::link::LinkShown, Error>>),
 }
 
 /// A cloneable handle to a running engine.
@@ -273,9 +273,9 @@ impl Handle {
     /// Shows a link for a new device of this user: its text (with a
     /// 256-bit one-time secret), good for one use within 10 minutes. A
     /// link shown before stops working. Only on the device that holds the
-    /// master key.
-    pub async fn link_offer(&self) -> Result<crate::link::LinkShown, Error> {
-        self.ask(Request::LinkOffer).await
+    /// master key; `with_master` gives the new device a copy of it.
+    pub async fn link_offer(&self, with_master: bool) -> Result<crate::link::LinkShown, Error> {
+        self.ask(|tx| Request::LinkOffer(with_master, tx)).await
     }
 
     /// Starts or answers a SAS verification with a contact's device.

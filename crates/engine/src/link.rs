@@ -134,12 +134,14 @@ pub struct LinkSummary {
 }
 
 impl<S: Store + Clone> Core<S> {
-    /// Issues a new device and returns its bundle with `days` of history;
+    /// Issues a new device (with a copy of the master key if
+    /// `with_master`) and returns its bundle with `days` of history;
     /// the new device list goes to every contact device and this user's
     /// other devices. Only on the device that holds the master key.
     pub(crate) fn export_link(
         &mut self,
         days: u32,
+        with_master: bool,
     ) -> Result<(Zeroizing<Vec<u8>>, DeviceId, LinkSummary), Error> {
         if !self.machine.account().has_master_key() {
             return Err(safemeet_crypto::Error::NoMasterKey.into());
@@ -147,6 +149,9 @@ impl<S: Store + Clone> Core<S> {
         let now = self.now.wall;
         let me = self.user_id();
         let mut new = self.machine.link_new_device(now)?;
+        if with_master {
+            self.machine.account().copy_master_key_to(&mut new)?;
+        }
         let new_key = new.new_fallback_key(now)?;
         let new_device = new.device_id();
         self.machine

@@ -48,7 +48,7 @@ async fn a_link_survives_junk_stalls_and_wrong_secrets_then_works_once() {
         .send_dm(bob.user_id(), "before the link")
         .await
         .unwrap();
-    let offer = LinkOffer::from_text(&alice.link_offer().await.unwrap().link).unwrap();
+    let offer = LinkOffer::from_text(&alice.link_offer(false).await.unwrap().link).unwrap();
     let (peer, addrs) = target(&offer);
 
     // A frame announced larger than any: the stream is closed.
@@ -114,7 +114,7 @@ async fn a_link_survives_junk_stalls_and_wrong_secrets_then_works_once() {
 async fn only_the_device_with_the_master_key_shows_links() {
     let nodes = spawn_nodes(1).await;
     let alice = &nodes[0].1;
-    let offer = LinkOffer::from_text(&alice.link_offer().await.unwrap().link).unwrap();
+    let offer = LinkOffer::from_text(&alice.link_offer(false).await.unwrap().link).unwrap();
     let bundle = receive_bundle(&offer, 0, SystemClock.now()).await.unwrap();
     let account = Account::from_record(&bundle_account(&bundle).unwrap()).unwrap();
     let new = Device::from_account("alice2", &account);
@@ -126,7 +126,7 @@ async fn only_the_device_with_the_master_key_shows_links() {
         ..safemeet_engine::Config::default()
     };
     let second = safemeet_engine::start(new.machine(), config).unwrap();
-    let err = second.link_offer().await.unwrap_err().to_string();
+    let err = second.link_offer(false).await.unwrap_err().to_string();
     assert!(err.contains("master key"), "{err}");
     second.shutdown().await.unwrap();
 }
