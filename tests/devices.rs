@@ -533,3 +533,32 @@ fn a_device_linked_with_the_master_key_links_and_revokes_too() {
     dp.stop();
     da.stop();
 }
+
+#[test]
+fn a_contacts_invite_scanned_in_person_verifies_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, da, db) = alice_and_bob(dir.path());
+    let carol = init(dir.path(), "carol");
+    let dc = Daemon::start(&carol);
+    assert_eq!(contact_in(&alice, "bob")["verified"], false);
+
+    // Bob shows his invite (its QR code) to Alice, who scans it.
+    let done = cli(&alice, &["contact", "verify", &invite(&bob)]);
+    assert_eq!(done["user_id"].as_str(), Some(user_id(&bob).as_str()));
+    assert_eq!(done["verified"].as_array().unwrap().len(), 1, "{done}");
+    assert_eq!(contact_in(&alice, "bob")["verified"], true);
+
+    // Someone who is not a contact: refused, nothing marked.
+    let out = bin()
+        .arg("--home")
+        .arg(&alice)
+        .args(["contact", "verify", &invite(&carol), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("contact add"), "{said}");
+    dc.stop();
+    da.stop();
+    db.stop();
+}

@@ -28,6 +28,10 @@ pub(crate) enum DeviceAction {
     Verify {
         target: String,
     },
+    /// A contact's invite, scanned or pasted in person.
+    VerifyInvite {
+        invite: String,
+    },
 }
 
 /// How long `verify` waits for the other side at each step.
@@ -163,6 +167,18 @@ pub(crate) async fn perform(
             );
         }
         DeviceAction::Verify { target } => return verify(api, json, target).await,
+        DeviceAction::VerifyInvite { invite } => {
+            let done: safemeet_api::ContactVerified =
+                api.call(Request::ContactVerify { invite }).await?;
+            if json {
+                return print_json(&done);
+            }
+            println!(
+                "verified {} device(s) of {}",
+                done.verified.len(),
+                done.user_id
+            );
+        }
         DeviceAction::Revoke { device_id } => {
             let done: DeviceRevoked = api.call(Request::DeviceRevoke { device_id }).await?;
             if json {

@@ -162,6 +162,13 @@ enum DeviceCommand {
 
 #[derive(Debug, Subcommand)]
 enum ContactCommand {
+    /// Verify a contact from their invite, scanned from their screen or
+    /// pasted in person: the devices whose keys match the ones held are
+    /// marked verified.
+    Verify {
+        /// Their invite text (`safemeet:…`).
+        invite: String,
+    },
     /// Add a contact from their invite.
     Add {
         /// The invite text (`safemeet:…`).
@@ -397,6 +404,9 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
                     messenger::Action::ContactAdd { invite, name }
                 }
                 ContactCommand::List => messenger::Action::ContactList,
+                ContactCommand::Verify { invite } => {
+                    messenger::Action::Devices(devices::DeviceAction::VerifyInvite { invite })
+                }
                 ContactCommand::Remove { target } => messenger::Action::ContactRemove { target },
                 ContactCommand::Block { target } => {
                     messenger::Action::People(PeopleAction::Block { target })

@@ -106,6 +106,13 @@ async fn serve(
             let user = resolve::user(engine, &target).await?;
             Response::Verification(engine.verify_start(user).await?.into())
         }
+        Request::ContactVerify { invite } => {
+            let (user, devices) = engine.verify_invite(&invite).await?;
+            Response::ContactVerified(crate::response::ContactVerified {
+                user_id: user.to_string(),
+                verified: devices.iter().map(ToString::to_string).collect(),
+            })
+        }
         Request::VerifyStatus { target } => {
             let user = resolve::user(engine, &target).await?;
             Response::Verification(engine.verify_status(user).await?.into())

@@ -120,6 +120,13 @@ pub enum Request {
         /// The contact: name, username or user id.
         target: String,
     },
+    /// `contact.verify`: verify a contact from their invite, scanned from
+    /// their screen or pasted in person.
+    #[serde(rename = "contact.verify")]
+    ContactVerify {
+        /// Their invite (`safemeet:…`).
+        invite: String,
+    },
     /// `verify.status`: where the verification with a contact stands.
     #[serde(rename = "verify.status")]
     VerifyStatus {
@@ -275,6 +282,8 @@ pub enum Method {
     VerifyStart,
     /// `verify.status`
     VerifyStatus,
+    /// `contact.verify`
+    ContactVerify,
     /// `verify.answer`
     VerifyAnswer,
     /// `send`
@@ -307,7 +316,7 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 31] = [
+    pub const ALL: [Method; 32] = [
         Method::Whoami,
         Method::Invite,
         Method::ContactAdd,
@@ -325,6 +334,7 @@ impl Method {
         Method::DeviceRevoke,
         Method::VerifyStart,
         Method::VerifyStatus,
+        Method::ContactVerify,
         Method::VerifyAnswer,
         Method::Send,
         Method::Messages,
@@ -361,6 +371,7 @@ impl Method {
             Method::DeviceRevoke => "device.revoke",
             Method::VerifyStart => "verify.start",
             Method::VerifyStatus => "verify.status",
+            Method::ContactVerify => "contact.verify",
             Method::VerifyAnswer => "verify.answer",
             Method::Send => "send",
             Method::Messages => "messages",
@@ -428,6 +439,7 @@ impl Request {
             Request::DeviceRevoke { .. } => Method::DeviceRevoke,
             Request::VerifyStart { .. } => Method::VerifyStart,
             Request::VerifyStatus { .. } => Method::VerifyStatus,
+            Request::ContactVerify { .. } => Method::ContactVerify,
             Request::VerifyAnswer { .. } => Method::VerifyAnswer,
             Request::Send { .. } => Method::Send,
             Request::Messages { .. } => Method::Messages,

@@ -117,6 +117,15 @@ impl From<safemeet_engine::VerificationView> for VerificationState {
     }
 }
 
+/// A contact verified from their invite (`contact.verify`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactVerified {
+    /// The contact.
+    pub user_id: String,
+    /// Their devices now verified.
+    pub verified: Vec<String>,
+}
+
 /// A device revoked (`device.revoke`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRevoked {
@@ -161,6 +170,8 @@ pub enum Response {
     DeviceRevoked(DeviceRevoked),
     /// `verify.start`, `verify.status`, `verify.answer`
     Verification(VerificationState),
+    /// `contact.verify`
+    ContactVerified(ContactVerified),
     /// `send`
     Sent(Sent),
     /// `messages`: one page, oldest first.
@@ -209,6 +220,7 @@ impl Response {
             Method::DeviceList => Response::Devices(from(result)?),
             Method::DeviceLink => Response::DeviceLink(from(result)?),
             Method::DeviceRevoke => Response::DeviceRevoked(from(result)?),
+            Method::ContactVerify => Response::ContactVerified(from(result)?),
             Method::VerifyStart | Method::VerifyStatus | Method::VerifyAnswer => {
                 Response::Verification(from(result)?)
             }
@@ -247,6 +259,7 @@ impl Response {
             Response::DeviceLink(_) => Method::DeviceLink,
             Response::DeviceRevoked(_) => Method::DeviceRevoke,
             Response::Verification(_) => Method::VerifyStatus,
+            Response::ContactVerified(_) => Method::ContactVerify,
             Response::Sent(_) => Method::Send,
             Response::Messages(_) => Method::Messages,
             Response::RoomCreated(_) => Method::RoomCreate,
@@ -309,6 +322,7 @@ unwrap_response!(
     DeviceLink(DeviceLink) = DeviceLink,
     DeviceRevoked(DeviceRevoked) = DeviceRevoke,
     Verification(VerificationState) = VerifyStatus,
+    ContactVerified(ContactVerified) = ContactVerify,
     Sent(Sent) = Send,
     Messages(Vec<Message>) = Messages,
     RoomCreated(RoomCreated) = RoomCreate,

@@ -393,6 +393,10 @@ impl<S: Store + Clone> Core<S> {
             Command::VerifiedDevices => Response::DeviceIds(self.verified_devices()?),
             Command::VerifyStart(user) => Response::Verification(self.verify_start(user)?),
             Command::VerifyStatus(user) => Response::Verification(self.verify_status(user)?),
+            Command::VerifyInvite(invite) => {
+                let (user, devices) = self.verify_by_invite(&invite)?;
+                Response::UserDevices(user, devices)
+            }
             Command::VerifyAnswer { user, matches } => {
                 Response::Verification(self.verify_answer(user, matches)?)
             }

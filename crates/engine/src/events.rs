@@ -140,6 +140,8 @@ pub enum Command {
     VerifyStart(UserId),
     /// Where the verification with a contact stands.
     VerifyStatus(UserId),
+    /// Verify a contact from their invite, scanned or pasted in person.
+    VerifyInvite(String),
     /// This user compared the strings: they match, or not (cancels).
     VerifyAnswer {
         /// The contact.
@@ -194,6 +196,8 @@ pub enum Response {
     Verification(crate::VerificationView),
     /// Devices.
     DeviceIds(Vec<safemeet_proto::DeviceId>),
+    /// A user's devices.
+    UserDevices(UserId, Vec<safemeet_proto::DeviceId>),
 }
 
 /// A link bundle's bytes (secret: they hold the new device's keys), with

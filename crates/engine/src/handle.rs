@@ -283,6 +283,16 @@ impl Handle {
         expect!(self.core(Command::VerifyStart(user)).await, Response::Verification(v) => v)
     }
 
+    /// Verifies a contact from their invite (scanned or pasted in person):
+    /// the devices it names whose keys match those held are verified.
+    pub async fn verify_invite(
+        &self,
+        invite: &str,
+    ) -> Result<(UserId, Vec<safemeet_proto::DeviceId>), Error> {
+        let command = Command::VerifyInvite(invite.to_owned());
+        expect!(self.core(command).await, Response::UserDevices(u, d) => (u, d))
+    }
+
     /// Where the verification with a contact stands.
     pub async fn verify_status(&self, user: UserId) -> Result<crate::VerificationView, Error> {
         expect!(self.core(Command::VerifyStatus(user)).await, Response::Verification(v) => v)

@@ -255,6 +255,47 @@ impl<S: Store + Clone> Core<S> {
         self.tell_own_devices(notice)
     }
 
+    /// `contact verify INVITE`: the contact's invite, scanned from their
+    /// screen or handed over in person, names the keys this device holds
+    /// for them: those devices are verified (and cross-signed).
+    pub(crate) fn verify_by_invite(
+        &mut self,
+        text: &str,
+    ) -> Result<(UserId, Vec<DeviceId>), Error> {
+        let invite = safemeet_proto::invite::Invite::from_text(text)?;
+        let user = invite.device_list.decode_body()?.user_id;
+        if self.contact(&user)?.is_none() {
+            return Err(Error::InvalidInput(
+                "this invite is not a contact's: add it with `contact add` first".into(),
+            ));
+        }
+        let mut devices = Vec::new();
+        for signed in &invite.certificates {
+            let cert = safemeet_crypto::certificate::verify_device_certificate(signed, &user)?;
+            let hash = safemeet_crypto::certificate::certificate_hash(signed)?;
+            let held = self.machine.device(&cert.device_id)?;
+            if held.is_some_and(|d| {
+                safemeet_crypto::certificate::certificate_hash(&d.certificate).ok() == Some(hash)
+            }) {
+                devices.push(cert.device_id);
+            }
+        }
+        if devices.is_empty() {
+            return Err(Error::InvalidInput(
+                "the invite's keys are not the keys held for this contact: do not trust them until you have checked face to face".into(),
+            ));
+        }
+        let trust = self.machine.user_trust(&user, &devices, self.now.wall)?;
+        self.machine.mark_trusted(&trust, self.now.wall)?;
+        let notice = if self.machine.account().has_master_key() {
+            TrustNotice::Signed(self.machine.sign_user_trust(&trust)?)
+        } else {
+            TrustNotice::Request(trust)
+        };
+        self.tell_own_devices(notice)?;
+        Ok((user, devices))
+    }
+
     /// Sends a trust notice to each other device of this user.
     fn tell_own_devices(&mut self, notice: TrustNotice) -> Result<(), Error> {
         let me = self.user_id();

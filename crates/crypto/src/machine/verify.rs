@@ -74,8 +74,15 @@ impl<S: Store> CryptoMachine<S> {
         signed: &Signed<UserTrust>,
         now: Timestamp,
     ) -> Result<usize, Error> {
-        self.check_usable()?;
         let trust = crate::certificate::verify_user_trust(signed, &self.account.user_id())?;
+        self.mark_trusted(&trust, now)
+    }
+
+    /// Marks verified each device `trust` names whose held certificate has
+    /// the pinned hash (trust this device established itself, by SAS or an
+    /// invite scanned in person). Returns how many were.
+    pub fn mark_trusted(&mut self, trust: &UserTrust, now: Timestamp) -> Result<usize, Error> {
+        self.check_usable()?;
         let mut batch = self.store.batch();
         let mut marked = 0;
         for (id, hash) in &trust.devices {
