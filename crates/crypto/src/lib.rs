@@ -54,5 +54,7 @@ pub mod mailbox;
 pub mod verification;
 
 pub use certificate::Verified;
-pub use encrypted_store::{EncryptedBatch, EncryptedStore, OrderedName, OrderedRecord, PointName};
+pub use encrypted_store::{
+    DumpedRecord, EncryptedBatch, EncryptedStore, OrderedName, OrderedRecord, PointName,
+};
 pub use error::Error;

@@ -1490,3 +1490,31 @@ fn refused_senders_get_nothing_decrypted_and_are_heard_again_when_allowed() {
         .unwrap();
     assert_eq!(body(&event), "second");
 }
+
+#[test]
+fn device_names_and_trust_from_a_contact_are_refused() {
+    // Only a user's own devices may name its devices or tell it whom to
+    // trust: a contact's device that sends either is refused.
+    let (mut alice, mut bob) = pair();
+    let names = safemeet_proto::event::DeviceNames {
+        names: vec![safemeet_proto::event::DeviceName {
+            device_id: bob.device_id(),
+            name: "renamed by alice".into(),
+            set_at: ts(T0),
+        }],
+    };
+    let out = to_device(&mut alice, &bob, ToDeviceEvent::DeviceNames(names));
+    let err = receive_to_device(&out, &mut bob, T0).unwrap_err();
+    assert!(matches!(err, Error::SenderMismatch { .. }), "{err:?}");
+    let trust = safemeet_proto::identity::UserTrust {
+        version: 1,
+        truster: alice.user(),
+        user_id: bob.user(),
+        devices: vec![(bob.device_id(), [0; 32])],
+        verified_at: ts(T0),
+    };
+    let notice = safemeet_proto::event::TrustNotice::Request(trust);
+    let out = to_device(&mut alice, &bob, ToDeviceEvent::Trust(Box::new(notice)));
+    let err = receive_to_device(&out, &mut bob, T0 + 1).unwrap_err();
+    assert!(matches!(err, Error::SenderMismatch { .. }), "{err:?}");
+}

@@ -292,6 +292,52 @@ pub enum ToDeviceEvent {
     DeviceList(Box<DeviceListNotice>),
     /// Between one user's own devices: a contact's devices were verified.
     Trust(Box<TrustNotice>),
+    /// Between one user's own devices: the names its devices were given.
+    /// Contacts never see them.
+    DeviceNames(DeviceNames),
+}
+
+/// The longest device name, in characters.
+pub const MAX_DEVICE_NAME_CHARS: usize = 64;
+
+/// The names one user gave its devices, as one of them holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceNames {
+    /// At most one entry per device, at most
+    /// [`MAX_DEVICES_PER_USER`](crate::limits::MAX_DEVICES_PER_USER).
+    pub names: Vec<DeviceName>,
+}
+
+/// A device's name, and when it was given (the later name wins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceName {
+    /// The device.
+    pub device_id: DeviceId,
+    /// Its name: 1 to [`MAX_DEVICE_NAME_CHARS`] characters, no control
+    /// characters (see [`DeviceName::check`]).
+    pub name: String,
+    /// When it was given.
+    pub set_at: Timestamp,
+}
+
+impl DeviceName {
+    /// Checks a name as typed or received: why it is not acceptable.
+    pub fn check(name: &str) -> Result<(), &'static str> {
+        let trimmed = name.trim();
+        if trimmed.is_empty() {
+            return Err("a device name cannot be empty");
+        }
+        if trimmed.len() != name.len() {
+            return Err("a device name cannot start or end with spaces");
+        }
+        if name.chars().count() > MAX_DEVICE_NAME_CHARS {
+            return Err("a device name is at most 64 characters");
+        }
+        if name.chars().any(char::is_control) {
+            return Err("a device name cannot hold control characters");
+        }
+        Ok(())
+    }
 }
 
 /// A contact's devices verified on one of this user's devices, for its
@@ -436,5 +482,21 @@ impl fmt::Debug for RoomKey {
 impl Drop for RoomKey {
     fn drop(&mut self) {
         self.session_key.zeroize();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_are_checked() {
+        assert!(DeviceName::check("laptop").is_ok());
+        assert!(DeviceName::check("Ana's phone 📱").is_ok());
+        assert!(DeviceName::check(&"é".repeat(MAX_DEVICE_NAME_CHARS)).is_ok());
+        for bad in ["", " ", " lead", "trail ", "a\tb", "a\nb", "\u{7}"] {
+            assert!(DeviceName::check(bad).is_err(), "{bad:?}");
+        }
+        assert!(DeviceName::check(&"x".repeat(MAX_DEVICE_NAME_CHARS + 1)).is_err());
     }
 }

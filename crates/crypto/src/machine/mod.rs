@@ -327,6 +327,9 @@ pub enum ToDeviceContent {
     /// device with the master key). Checked by
     /// [`CryptoMachine::accept_user_trust`] when signed.
     Trust(safemeet_proto::event::TrustNotice),
+    /// From another device of this user: the names its devices were given
+    /// (not yet checked: the caller merges what is acceptable).
+    DeviceNames(safemeet_proto::event::DeviceNames),
     /// The device list of the sender's user (a contact's, or this user's
     /// own from another of its devices): what changed, if it was newer
     /// than the one held, and the signed keys of its new devices (checked

@@ -524,6 +524,15 @@ impl<S: Store> CryptoMachine<S> {
                 }
                 Ok((sender, ToDeviceContent::Trust(*notice), None))
             }
+            // Device names too: contacts never learn them.
+            ToDeviceEvent::DeviceNames(names) => {
+                if sender.user_id != self.account.user_id() {
+                    return Err(Error::SenderMismatch {
+                        reason: "device names from another user's device",
+                    });
+                }
+                Ok((sender, ToDeviceContent::DeviceNames(names), None))
+            }
             ToDeviceEvent::DeviceList(notice) => {
                 let content = self.stage_device_list_notice(batch, &sender, *notice)?;
                 Ok((sender, content, None))
