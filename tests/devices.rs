@@ -14,7 +14,8 @@ use serde_json::Value;
 
 mod support;
 
-use support::node::{Daemon, bin, cli, eventually, init, texts, user_id};
+use support::contains;
+use support::node::{Daemon, bin, cli, eventually, init, store_dump, texts, user_id};
 
 fn invite(home: &Path) -> String {
     cli(home, &["invite"])["invite"]
@@ -99,7 +100,16 @@ fn a_linked_device_gets_the_history_and_every_message_after() {
     let alice_id = user_id(&alice);
 
     let alice2 = dir.path().join("alice2");
-    let linked = cli(&alice2, &["init", "--link", &link(&alice)]);
+    let linked = cli(
+        &alice2,
+        &[
+            "init",
+            "--link",
+            &link(&alice),
+            "--device-name",
+            "alice laptop",
+        ],
+    );
     assert_eq!(
         linked["user_id"].as_str(),
         Some(alice_id.as_str()),
@@ -139,6 +149,36 @@ fn a_linked_device_gets_the_history_and_every_message_after() {
                 .then_some(())
         });
     }
+
+    // Names: the one the new device was given reaches the first; a rename
+    // on either reaches the other. Each sees when it last saw the other.
+    let first = devices[0]["device_id"].as_str().unwrap().to_owned();
+    eventually("the new device's name on the first device", || {
+        let list = cli(&alice, &["device", "list"]);
+        (list[1]["name"] == "alice laptop").then_some(())
+    });
+    let renamed = cli(&alice2, &["device", "rename", &first, "home server"]);
+    assert_eq!(renamed["name"], "home server", "{renamed}");
+    eventually("the rename on the first device", || {
+        let list = cli(&alice, &["device", "list"]);
+        (list[0]["name"] == "home server" && list[1]["last_seen_at"].is_u64()).then_some(())
+    });
+    assert!(cli(&alice2, &["device", "list"])[0]["last_seen_at"].is_u64());
+    for bad in ["", " padded", &"x".repeat(65), "tab\there"] {
+        let out = bin()
+            .arg("--home")
+            .arg(&alice)
+            .args(["device", "rename", &first, bad, "--json"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "the name {bad:?} was taken");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("device name"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(cli(&alice, &["device", "list"])[0]["name"], "home server");
 
     // What one of Alice's devices sends shows on the other as hers.
     cli(&alice, &["send", "bob", "sent from the first device"]);
@@ -210,6 +250,11 @@ fn a_linked_device_gets_the_history_and_every_message_after() {
             .contains(&"after the revocation".to_owned())
             .then_some(())
     });
+    eventually("bob's room message on the first device", || {
+        texts(&alice, "team")
+            .contains(&"bob in the room after the revocation".to_owned())
+            .then_some(())
+    });
     let left = texts(&alice2, "bob");
     assert!(
         !left.contains(&"after the revocation".to_owned()),
@@ -218,6 +263,17 @@ fn a_linked_device_gets_the_history_and_every_message_after() {
     assert!(
         !left.contains(&"bob after the revocation".to_owned()),
         "{left:?}"
+    );
+    // Still in the room's gossip and online, it reads nothing sent there
+    // after: the room's Megolm sessions rotated without it.
+    let room = texts(&alice2, "team");
+    assert!(
+        room.contains(&"room before the revocation".to_owned()),
+        "{room:?}"
+    );
+    assert!(
+        !room.iter().any(|t| t.contains("after the revocation")),
+        "{room:?}"
     );
     // A device cannot revoke itself.
     let out = bin()
@@ -240,12 +296,73 @@ fn a_linked_device_gets_the_history_and_every_message_after() {
     d2.stop();
     da.stop();
     db.stop();
+    // Every record of each store, opened: the revoked device holds no
+    // plaintext sent after; the first device does (the dump sees it);
+    // Bob's store holds none of Alice's device names.
+    let holds = |home: &Path, text: &str| {
+        store_dump(home)
+            .iter()
+            .any(|r| contains(&r.value, text.as_bytes()))
+    };
+    assert!(holds(&alice, "room after the revocation"));
+    assert!(holds(&alice, "bob after the revocation"));
+    assert!(holds(&alice2, "room before the revocation"));
+    assert!(!holds(&alice2, "after the revocation"));
+    assert!(holds(&alice, "alice laptop") && holds(&alice2, "home server"));
+    assert!(!holds(&bob, "alice laptop") && !holds(&bob, "home server"));
+}
+
+/// The records two dumps of one store differ in: keyspace and stored key
+/// of each record changed, gone or new.
+fn changed(
+    before: &[safemeet_crypto::DumpedRecord],
+    after: &[safemeet_crypto::DumpedRecord],
+) -> std::collections::BTreeSet<(&'static str, Vec<u8>)> {
+    let only = |a: &[safemeet_crypto::DumpedRecord], b: &[safemeet_crypto::DumpedRecord]| {
+        a.iter()
+            .filter(|r| !b.contains(r))
+            .map(|r| (r.keyspace.name(), r.key.clone()))
+            .collect::<Vec<_>>()
+    };
+    let mut out: std::collections::BTreeSet<_> = only(before, after).into_iter().collect();
+    out.extend(only(after, before));
+    out
+}
+
+/// A home that failed to link holds no account and no store.
+fn nothing_in(home: &Path) {
+    let left: Vec<_> = match std::fs::read_dir(home) {
+        Ok(entries) => entries.map(|e| e.unwrap().file_name()).collect(),
+        Err(_) => Vec::new(),
+    };
+    assert!(
+        left.iter().all(|n| n == "init.lock"),
+        "{} holds {left:?}",
+        home.display()
+    );
 }
 
 #[test]
 fn a_wrong_used_or_expired_link_fails_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let alice = init(dir.path(), "alice");
+    // A first start makes the device's one-time keys.
+    Daemon::start(&alice).stop();
+    // A control: a daemon's start, a link shown, and its stop change one
+    // record, the crypto state's run marker (each start reserves outbox
+    // numbers); any other change below would be the failed links'.
+    let before = store_dump(&alice);
+    let da = Daemon::start(&alice);
+    link(&alice);
+    da.stop();
+    let before_second = store_dump(&alice);
+    let noise = changed(&before, &before_second);
+    assert_eq!(
+        noise.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+        ["crypto_sessions"]
+    );
+    let before = before_second;
+
     let da = Daemon::start(&alice);
     let shown = link(&alice);
     let devices_before = cli(&alice, &["device", "list"]);
@@ -256,10 +373,40 @@ fn a_wrong_used_or_expired_link_fails_and_changes_nothing() {
     let new = dir.path().join("wrong");
     let (_, said) = failed_link(&new, &wrong.to_text().unwrap());
     assert!(said.contains("refused the link"), "{said}");
-    assert!(!new.join("store").exists() || std::fs::read_dir(&new).unwrap().count() == 0);
+    nothing_in(&new);
     assert_eq!(cli(&alice, &["device", "list"]), devices_before);
 
-    // The right one still works after the wrong try, once.
+    // An expired link fails before anything is sent.
+    let mut old = LinkOffer::from_text(&link(&alice)).unwrap();
+    old.expires_at = safemeet_proto::Timestamp::from_millis(1_000).unwrap();
+    let late = dir.path().join("late");
+    let (_, said) = failed_link(&late, &old.to_text().unwrap());
+    assert!(said.contains("expired"), "{said}");
+    nothing_in(&late);
+    // Not a link at all: a usage error.
+    let junk = dir.path().join("junk");
+    let (code, _) = failed_link(&junk, "safemeet-link:zzzz");
+    assert_eq!(code, Some(2));
+    nothing_in(&junk);
+    da.stop();
+    // Alice's store, record by record, is as it was but for the run marker.
+    assert_eq!(changed(&before, &store_dump(&alice)), noise);
+
+    // Offers live in the daemon's memory only: the one shown before the
+    // restart is gone.
+    let da = Daemon::start(&alice);
+    let stale = dir.path().join("stale");
+    failed_link(&stale, &shown);
+    nothing_in(&stale);
+    // A new one works after a wrong try, once.
+    let shown = link(&alice);
+    let wrong_first = {
+        let mut w = LinkOffer::from_text(&shown).unwrap();
+        w.secret[31] ^= 0x80;
+        w
+    };
+    let (_, said) = failed_link(&dir.path().join("wrong2"), &wrong_first.to_text().unwrap());
+    assert!(said.contains("refused the link"), "{said}");
     let first = dir.path().join("first");
     cli(&first, &["init", "--link", &shown]);
     assert_eq!(
@@ -267,20 +414,14 @@ fn a_wrong_used_or_expired_link_fails_and_changes_nothing() {
         2
     );
     let devices_after_use = cli(&alice, &["device", "list"]);
+    let first_dump = store_dump(&first);
     let used = dir.path().join("used");
     let (_, said) = failed_link(&used, &shown);
     assert!(said.contains("refused the link"), "{said}");
+    nothing_in(&used);
     assert_eq!(cli(&alice, &["device", "list"]), devices_after_use);
-
-    // An expired link fails before anything is sent.
-    let mut old = LinkOffer::from_text(&link(&alice)).unwrap();
-    old.expires_at = safemeet_proto::Timestamp::from_millis(1_000).unwrap();
-    let (_, said) = failed_link(&dir.path().join("late"), &old.to_text().unwrap());
-    assert!(said.contains("expired"), "{said}");
-    // Not a link at all: a usage error.
-    let (code, _) = failed_link(&dir.path().join("junk"), "safemeet-link:zzzz");
-    assert_eq!(code, Some(2));
-    assert_eq!(cli(&alice, &["device", "list"]), devices_after_use);
+    // The device that did link is untouched by the second try.
+    assert!(changed(&first_dump, &store_dump(&first)).is_empty());
     da.stop();
 }
 

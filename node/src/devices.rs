@@ -1,8 +1,8 @@
-//! This user's devices: list, link a new one, revoke one; and the new
+//! This user's devices: list, link a new one, name or revoke one; and the new
 //! device's side of a link (`init --link`).
 
 use anyhow::Context;
-use safemeet_api::{Device, DeviceLink, DeviceRevoked, Request, VerificationState};
+use safemeet_api::{Device, DeviceLink, DeviceRenamed, DeviceRevoked, Request, VerificationState};
 use safemeet_crypto::account::Account;
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_proto::clock::{Clock, SystemClock};
@@ -23,6 +23,10 @@ pub(crate) enum DeviceAction {
     },
     Revoke {
         device_id: String,
+    },
+    Rename {
+        device_id: String,
+        name: String,
     },
     /// SAS with a contact's device.
     Verify {
@@ -139,19 +143,26 @@ pub(crate) async fn perform(
             if json {
                 return print_json(&devices);
             }
+            let when = |ms: Option<u64>| {
+                ms.and_then(|m| safemeet_proto::Timestamp::from_millis(m).ok())
+                    .map_or_else(|| "never".to_owned(), |t| t.to_string())
+            };
             for d in &devices {
                 let state = match d.revoked_at {
                     Some(_) => "revoked",
                     None if d.verified => "verified",
                     None => "not verified",
                 };
-                let this = if d.this_device { "  (this device)" } else { "" };
+                let name = d.name.as_deref().unwrap_or("(no name)");
+                let seen = if d.this_device {
+                    "this device".to_owned()
+                } else {
+                    format!("last seen {}", when(d.last_seen_at))
+                };
                 println!(
-                    "{}  added {}  {state}{this}",
+                    "{}  {name}  added {}  {seen}  {state}",
                     d.device_id,
-                    safemeet_proto::Timestamp::from_millis(d.created_at)
-                        .map(|t| t.to_string())
-                        .unwrap_or_default()
+                    when(Some(d.created_at)),
                 );
             }
         }
@@ -186,6 +197,13 @@ pub(crate) async fn perform(
             }
             println!("revoked {}", done.revoked);
         }
+        DeviceAction::Rename { device_id, name } => {
+            let done: DeviceRenamed = api.call(Request::DeviceRename { device_id, name }).await?;
+            if json {
+                return print_json(&done);
+            }
+            println!("{} is now named {:?}", done.device_id, done.name);
+        }
     }
     Ok(())
 }
@@ -209,9 +227,13 @@ pub(crate) fn init_linked(
     json: bool,
     link: &str,
     days: u32,
+    name: Option<String>,
 ) -> Result<(), Failure> {
     if home.has_account() {
         return Err(home.account_exists());
+    }
+    if let Some(name) = &name {
+        safemeet_proto::event::DeviceName::check(name).map_err(|e| Failure::Usage(e.to_owned()))?;
     }
     let offer = LinkOffer::from_text(link).map_err(|e| Failure::Usage(format!("{e}")))?;
     // Asked first: the link is used up once the bundle arrives.
@@ -239,7 +261,7 @@ pub(crate) fn init_linked(
             mono: std::time::Duration::ZERO,
         };
         summary = Some(
-            safemeet_engine::link::import_bundle(machine, &bundle, &offer.addrs, now)
+            safemeet_engine::link::import_bundle(machine, &bundle, &offer.addrs, now, name.clone())
                 .map_err(|e| Failure::Other(e.into()))?,
         );
         Ok(())

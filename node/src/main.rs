@@ -63,6 +63,10 @@ enum Command {
         #[arg(long, value_name = "DAYS", default_value_t = 30, requires = "link",
               value_parser = clap::value_parser!(u32).range(0..=3650))]
         history: u32,
+        /// With --link: a name for this device, seen only on your devices
+        /// (`safemeet device rename` changes it).
+        #[arg(long, value_name = "NAME", requires = "link")]
+        device_name: Option<String>,
         /// Your name as contacts see it (default: the username).
         #[arg(long, value_parser = parse::<DisplayName>)]
         display_name: Option<DisplayName>,
@@ -157,6 +161,14 @@ enum DeviceCommand {
     Revoke {
         /// The device id (see `device list`).
         device_id: String,
+    },
+    /// Name one of this user's devices (1-64 characters). Its other devices
+    /// learn the name; contacts never see it.
+    Rename {
+        /// The device id (see `device list`).
+        device_id: String,
+        /// The new name.
+        name: String,
     },
 }
 
@@ -356,10 +368,13 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             username,
             link,
             history,
+            device_name,
             display_name,
             email,
         } => match (link, username) {
-            (Some(link), _) => devices::init_linked(&home, &source, cli.json, &link, history),
+            (Some(link), _) => {
+                devices::init_linked(&home, &source, cli.json, &link, history, device_name)
+            }
             (None, Some(username)) => {
                 commands::init(&home, &source, cli.json, username, display_name, email)
             }
@@ -395,6 +410,9 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
                 DeviceCommand::List => devices::DeviceAction::List,
                 DeviceCommand::Link { with_master } => devices::DeviceAction::Link { with_master },
                 DeviceCommand::Revoke { device_id } => devices::DeviceAction::Revoke { device_id },
+                DeviceCommand::Rename { device_id, name } => {
+                    devices::DeviceAction::Rename { device_id, name }
+                }
             };
             messenger::run(&home, &source, cli.json, messenger::Action::Devices(action))
         }

@@ -115,3 +115,18 @@ pub(crate) fn texts(home: &Path, target: &str) -> Vec<String> {
         .map(|m| m["text"].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// Every record of a stopped node's store, opened through the store API
+/// with the test passphrase: keyspace, hashed key and plaintext.
+pub(crate) fn store_dump(home: &Path) -> Vec<safemeet_crypto::DumpedRecord> {
+    use safemeet_crypto::at_rest::{KeyFile, Passphrase, StoreCipher};
+    let text = std::fs::read_to_string(home.join("keyfile")).unwrap();
+    let key = KeyFile::from_json(&text)
+        .unwrap()
+        .unwrap_key(&Passphrase::new(PASS))
+        .unwrap();
+    let sled = safemeet_store_sled::SledStore::open(home.join("db"), &Default::default()).unwrap();
+    safemeet_crypto::EncryptedStore::new(sled, StoreCipher::new(&key))
+        .dump()
+        .unwrap()
+}

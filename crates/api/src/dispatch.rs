@@ -102,6 +102,13 @@ async fn serve(
             engine.revoke_device(device).await?;
             Response::DeviceRevoked(crate::response::DeviceRevoked { revoked: device_id })
         }
+        Request::DeviceRename { device_id, name } => {
+            let device: safemeet_proto::DeviceId = device_id.parse().map_err(|_| {
+                safemeet_engine::Error::InvalidInput(format!("not a device id: {device_id}"))
+            })?;
+            engine.rename_device(device, name.clone()).await?;
+            Response::DeviceRenamed(crate::response::DeviceRenamed { device_id, name })
+        }
         Request::VerifyStart { target } => {
             let user = resolve::user(engine, &target).await?;
             Response::Verification(engine.verify_start(user).await?.into())

@@ -113,6 +113,15 @@ pub enum Request {
         /// The device id.
         device_id: String,
     },
+    /// `device.rename`: name one of this user's devices (its other devices
+    /// learn the name; contacts never do).
+    #[serde(rename = "device.rename")]
+    DeviceRename {
+        /// The device id.
+        device_id: String,
+        /// 1 to 64 characters.
+        name: String,
+    },
     /// `verify.start`: verify a contact's device by SAS (answer their
     /// request, or ask them).
     #[serde(rename = "verify.start")]
@@ -278,6 +287,8 @@ pub enum Method {
     DeviceLink,
     /// `device.revoke`
     DeviceRevoke,
+    /// `device.rename`
+    DeviceRename,
     /// `verify.start`
     VerifyStart,
     /// `verify.status`
@@ -316,7 +327,7 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 32] = [
+    pub const ALL: [Method; 33] = [
         Method::Whoami,
         Method::Invite,
         Method::ContactAdd,
@@ -332,6 +343,7 @@ impl Method {
         Method::DeviceList,
         Method::DeviceLink,
         Method::DeviceRevoke,
+        Method::DeviceRename,
         Method::VerifyStart,
         Method::VerifyStatus,
         Method::ContactVerify,
@@ -369,6 +381,7 @@ impl Method {
             Method::DeviceList => "device.list",
             Method::DeviceLink => "device.link",
             Method::DeviceRevoke => "device.revoke",
+            Method::DeviceRename => "device.rename",
             Method::VerifyStart => "verify.start",
             Method::VerifyStatus => "verify.status",
             Method::ContactVerify => "contact.verify",
@@ -437,6 +450,7 @@ impl Request {
             Request::DeviceList {} => Method::DeviceList,
             Request::DeviceLink { .. } => Method::DeviceLink,
             Request::DeviceRevoke { .. } => Method::DeviceRevoke,
+            Request::DeviceRename { .. } => Method::DeviceRename,
             Request::VerifyStart { .. } => Method::VerifyStart,
             Request::VerifyStatus { .. } => Method::VerifyStatus,
             Request::ContactVerify { .. } => Method::ContactVerify,

@@ -31,8 +31,14 @@ pub struct Identity {
 pub struct Device {
     /// The device id.
     pub device_id: String,
+    /// The name it was given, if any (seen only by this user's devices).
+    pub name: Option<String>,
     /// When it was added (ms since the Unix epoch).
     pub created_at: u64,
+    /// When this device last had a connection to it or a message from it
+    /// (ms since the Unix epoch; `None` for this device and for one not
+    /// seen yet).
+    pub last_seen_at: Option<u64>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<u64>,
     /// Verified (this device counts as verified).
@@ -47,7 +53,9 @@ impl From<safemeet_engine::DeviceView> for Device {
     fn from(d: safemeet_engine::DeviceView) -> Self {
         Self {
             device_id: d.device_id.to_string(),
+            name: d.name,
             created_at: d.created_at.as_millis(),
+            last_seen_at: d.last_seen_at.map(|t| t.as_millis()),
             revoked_at: d.revoked_at.map(|t| t.as_millis()),
             verified: d.verified,
             this_device: d.this_device,
@@ -133,6 +141,15 @@ pub struct DeviceRevoked {
     pub revoked: String,
 }
 
+/// A device named (`device.rename`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRenamed {
+    /// The device.
+    pub device_id: String,
+    /// Its new name.
+    pub name: String,
+}
+
 /// The answer to a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -168,6 +185,8 @@ pub enum Response {
     DeviceLink(DeviceLink),
     /// `device.revoke`
     DeviceRevoked(DeviceRevoked),
+    /// `device.rename`
+    DeviceRenamed(DeviceRenamed),
     /// `verify.start`, `verify.status`, `verify.answer`
     Verification(VerificationState),
     /// `contact.verify`
@@ -220,6 +239,7 @@ impl Response {
             Method::DeviceList => Response::Devices(from(result)?),
             Method::DeviceLink => Response::DeviceLink(from(result)?),
             Method::DeviceRevoke => Response::DeviceRevoked(from(result)?),
+            Method::DeviceRename => Response::DeviceRenamed(from(result)?),
             Method::ContactVerify => Response::ContactVerified(from(result)?),
             Method::VerifyStart | Method::VerifyStatus | Method::VerifyAnswer => {
                 Response::Verification(from(result)?)
@@ -258,6 +278,7 @@ impl Response {
             Response::Devices(_) => Method::DeviceList,
             Response::DeviceLink(_) => Method::DeviceLink,
             Response::DeviceRevoked(_) => Method::DeviceRevoke,
+            Response::DeviceRenamed(_) => Method::DeviceRename,
             Response::Verification(_) => Method::VerifyStatus,
             Response::ContactVerified(_) => Method::ContactVerify,
             Response::Sent(_) => Method::Send,
@@ -321,6 +342,7 @@ unwrap_response!(
     Devices(Vec<Device>) = DeviceList,
     DeviceLink(DeviceLink) = DeviceLink,
     DeviceRevoked(DeviceRevoked) = DeviceRevoke,
+    DeviceRenamed(DeviceRenamed) = DeviceRename,
     Verification(VerificationState) = VerifyStatus,
     ContactVerified(ContactVerified) = ContactVerify,
     Sent(Sent) = Send,

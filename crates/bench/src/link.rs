@@ -96,6 +96,7 @@ async fn run_async(samples: usize, messages: usize) -> anyhow::Result<Value> {
             &bundle,
             &offer.addrs,
             now,
+            None,
         )?;
         let took = ms(t0.elapsed());
         eprintln!(

@@ -83,6 +83,10 @@ pub struct Core<S: Store> {
     /// Rooms a member left whose new state this device issues (at most
     /// one entry per room; emptied by every input).
     pub(crate) rotations_due: Vec<RoomId>,
+    /// Rooms whose current state this device sends again, as a new state
+    /// with the same secret: a member linked a device that may have missed
+    /// it (at most one entry per room).
+    pub(crate) restates_due: Vec<RoomId>,
     /// Set when contacts or their devices changed: items with no known
     /// recipient are routed again.
     pub(crate) devices_changed: bool,
@@ -118,6 +122,8 @@ pub struct Core<S: Store> {
     pub(crate) requests: crate::requests::Requests,
     /// SAS verifications with contacts' devices.
     pub(crate) verify: crate::verify::Verifications,
+    /// Names and sightings of this user's other devices.
+    pub(crate) own_devices: crate::own_devices::OwnDevices,
     /// The first input was handled.
     started: bool,
 }
@@ -183,6 +189,7 @@ impl<S: Store + Clone> Core<S> {
             gossip_peers: BTreeSet::new(),
             rooms_changed: true,
             rotations_due: Vec::new(),
+            restates_due: Vec::new(),
             devices_changed: false,
             sessions_changed: false,
             unflushed_receipts: 0,
@@ -199,6 +206,7 @@ impl<S: Store + Clone> Core<S> {
             junk: false,
             requests: Default::default(),
             verify: Default::default(),
+            own_devices: Default::default(),
             started: false,
             config,
         };
@@ -334,7 +342,7 @@ impl<S: Store + Clone> Core<S> {
         }
         // Rotations first: they change rooms, and their states go out
         // this step.
-        if !self.rotations_due.is_empty() {
+        if !self.rotations_due.is_empty() || !self.restates_due.is_empty() {
             self.rotate_due();
         }
         // Rooms' modes before anything goes out: a room that grew onto
@@ -402,6 +410,10 @@ impl<S: Store + Clone> Core<S> {
             }
             Command::RevokeDevice(device) => {
                 self.revoke_device(device)?;
+                Response::Done
+            }
+            Command::RenameDevice(device, name) => {
+                self.rename_device(device, name)?;
                 Response::Done
             }
             Command::RemoveContact(user) => {

@@ -151,6 +151,8 @@ pub enum Command {
     },
     /// Revoke another device of this user (on the device with the master key).
     RevokeDevice(safemeet_proto::DeviceId),
+    /// Name one of this user's devices (on any of them).
+    RenameDevice(safemeet_proto::DeviceId, String),
     /// Event-log entries after a cursor.
     Events {
         /// 0: from the start.

@@ -323,6 +323,15 @@ impl Handle {
         expect!(self.core(Command::RevokeDevice(device)).await, Response::Done => ())
     }
 
+    /// Names one of this user's devices; its other devices learn the name.
+    pub async fn rename_device(
+        &self,
+        device: safemeet_proto::DeviceId,
+        name: String,
+    ) -> Result<(), Error> {
+        expect!(self.core(Command::RenameDevice(device, name)).await, Response::Done => ())
+    }
+
     /// Where the node listens.
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, Error> {
         self.ask(Request::ListenAddrs).await

@@ -59,6 +59,7 @@ pub mod link;
 pub mod link_io;
 mod mailbox;
 mod outbox;
+mod own_devices;
 mod parked;
 mod placement;
 mod receive;

@@ -230,6 +230,9 @@ impl<S: Store + Clone> Core<S> {
         let bytes = Zeroizing::new(codec::encode_limited(&bundle, MAX_BUNDLE_BYTES)?);
         drop(bundle);
         self.announce_devices(vec![new_key]);
+        if let Err(e) = self.share_device_names(Some(new_device)) {
+            tracing::warn!(error = %e, "device names were not sent to the new device");
+        }
         Ok((bytes, new_device, summary))
     }
 
@@ -347,6 +350,7 @@ impl<S: Store + Clone> Core<S> {
     /// outbox later; one with no Olm session is skipped (it learns the list
     /// from the next invite or notice).
     pub(crate) fn announce_devices(&mut self, keys: Vec<Signed<OneTimeKey>>) {
+        self.own_devices.devices_changed();
         let me = self.user_id();
         let sent = self.machine.signed_device_list(&me).and_then(|held| {
             let Some((device_list, certificates)) = held else {
@@ -376,8 +380,15 @@ impl<S: Store + Clone> Core<S> {
     }
 
     /// Queues one to-device event; a failure is logged (the event is lost
-    /// for that device only).
+    /// for that device only). Nothing is sent to a device this one has no
+    /// Olm session with.
     pub(crate) fn send_to_device(&mut self, user: UserId, device: DeviceId, event: ToDeviceEvent) {
+        // A device with no Olm session yet: skipped, as documented where
+        // each caller says how that device learns it instead.
+        if !self.machine.has_session(&device).unwrap_or(false) {
+            tracing::debug!("a to-device event skipped: no Olm session with the device yet");
+            return;
+        }
         let now = self.now.mono_ms();
         let queued = codec::encode(&OutboxMeta {
             version: VERSION,
@@ -405,11 +416,18 @@ impl<S: Store + Clone> Core<S> {
     pub(crate) fn devices_announced(
         &mut self,
         user: UserId,
+        added: &[DeviceId],
         keys: &[Signed<OneTimeKey>],
     ) -> Result<(), Error> {
         self.devices_changed = true;
         self.headers.stale = true;
         self.admission.stale = true;
+        if user == self.user_id() {
+            self.own_devices.devices_changed();
+        }
+        if !added.is_empty() {
+            self.restate_rooms_of(user)?;
+        }
         for key in keys {
             let device = key.decode_body()?.device_id;
             if device == self.machine.account().device_id() || self.machine.has_session(&device)? {
@@ -423,12 +441,47 @@ impl<S: Store + Clone> Core<S> {
     }
 }
 
+impl<S: Store + Clone> Core<S> {
+    /// A member linked a device, which may have missed a room state sent
+    /// before its user's list reached the sender: the group rooms this
+    /// user's first admin (by user id) shares with them get their state
+    /// again, with nothing changed but the epoch.
+    ///
+    /// Every device of that admin that holds the room does this, whichever
+    /// learns of the new device first: a state names no device and no
+    /// time, so devices at the same chain head issue the same bytes, and
+    /// the second copy is refused as a replay. (Leaving it to one device
+    /// lost the state when that device learned of the new one before it
+    /// had the room.)
+    fn restate_rooms_of(&mut self, user: UserId) -> Result<(), Error> {
+        let me = self.user_id();
+        for id in self.room_index()?.rooms {
+            let Some(room) = self.room(&id)? else {
+                continue;
+            };
+            if !room.left
+                && room.members.contains(&user)
+                && room.admins.iter().min() == Some(&me)
+                && !self.restates_due.contains(&id)
+            {
+                self.restates_due.push(id);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One of this user's devices, as `device list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct DeviceView {
     /// The device.
     pub device_id: DeviceId,
+    /// The name it was given (`device rename`), if any.
+    pub name: Option<String>,
+    /// When this device last had a connection to it or a message from it
+    /// (`None` for this device, and for one not seen yet).
+    pub last_seen_at: Option<safemeet_proto::Timestamp>,
     /// When its certificate was issued.
     pub created_at: safemeet_proto::Timestamp,
     /// When it was revoked, if it was.
@@ -452,8 +505,15 @@ impl<S: Store + Clone> Core<S> {
         let mut out = Vec::new();
         for info in self.machine.listed_devices(&me)? {
             let created_at = info.certificate.decode_body()?.created_at;
+            let last_seen_at = if info.device_id == this {
+                None
+            } else {
+                self.device_seen(&info.device_id)?
+            };
             out.push(DeviceView {
                 device_id: info.device_id,
+                name: self.device_name(&info.device_id)?,
+                last_seen_at,
                 created_at,
                 revoked_at: match info.status {
                     Some(DeviceStatus::Revoked(at)) => Some(at),
@@ -502,16 +562,30 @@ impl<S: Store + Clone> Core<S> {
 
 /// Opens a Core on a fresh store of a linked account and takes in the
 /// bundle: what `init --link` does before the new device's first start.
-/// `linking_addrs` are the link's addresses.
+/// `linking_addrs` are the link's addresses; `name`, if given, names the
+/// new device (its other devices learn it once it runs).
 pub fn import_bundle<S: Store + Clone>(
     machine: CryptoMachine<S>,
     bundle: &[u8],
     linking_addrs: &[String],
     now: crate::Now,
+    name: Option<String>,
 ) -> Result<LinkSummary, Error> {
+    if let Some(name) = &name {
+        safemeet_proto::event::DeviceName::check(name)
+            .map_err(|e| Error::InvalidInput(e.into()))?;
+    }
     let bundle = LinkBundle::decode(bundle)?;
     let mut core = Core::new(machine, crate::Config::default(), 0, now)?;
-    let imported = core.import_link(&bundle, linking_addrs);
+    let imported = core
+        .import_link(&bundle, linking_addrs)
+        .and_then(|summary| {
+            if let Some(name) = name {
+                let this = core.machine.account().device_id();
+                core.rename_device(this, name)?;
+            }
+            Ok(summary)
+        });
     let closed = core.close();
     let summary = imported?;
     closed?;

@@ -78,6 +78,17 @@ pub async fn receive_bundle(
     days: u32,
     now: safemeet_proto::Timestamp,
 ) -> Result<Zeroizing<Vec<u8>>, Error> {
+    receive_bundle_over(offer, days, now, None).await
+}
+
+/// [`receive_bundle`] over `transport` (a simulator's) instead of the
+/// production transports.
+pub async fn receive_bundle_over(
+    offer: &LinkOffer,
+    days: u32,
+    now: safemeet_proto::Timestamp,
+    transport: Option<&safemeet_net::CustomTransport>,
+) -> Result<Zeroizing<Vec<u8>>, Error> {
     if now > offer.expires_at {
         return Err(Error::Link(
             "the link has expired (links last 10 minutes): show a new one".into(),
@@ -90,7 +101,7 @@ pub async fn receive_bundle(
         return Err(Error::Link("the link holds no usable address".into()));
     }
     let run = async {
-        let mut link = safemeet_net::dial_link(peer, &addrs, LINK_TIMEOUT).await?;
+        let mut link = safemeet_net::dial_link(peer, &addrs, LINK_TIMEOUT, transport).await?;
         let s = &mut link.stream;
         let mut hs = LinkHandshake::initiator(&offer.secret, &offer.peer_id)?;
         // Until the channel opens, a stream that ends or breaks is the

@@ -83,7 +83,10 @@ impl<S: Store + Clone> Core<S> {
                     };
                     verdicts.push((token, accept, penalise));
                 }
-                NetInput::Connected(peer) => self.connected(peer),
+                NetInput::Connected(peer) => {
+                    self.seen_own_peer(peer);
+                    self.connected(peer)
+                }
             }
         }
         // A room changed: frames that waited for it may be placed now.
@@ -355,13 +358,21 @@ impl<S: Store + Clone> Core<S> {
         {
             tracing::info!(error = %e, "a verification step was not taken");
         }
+        if received.sender.user_id == self.user_id() {
+            self.seen_own_device(received.sender.device_id);
+        }
+        if let ToDeviceContent::DeviceNames(names) = &received.content
+            && let Err(e) = self.device_names_received(received.sender.device_id, names.clone())
+        {
+            tracing::info!(error = %e, "device names from another device were not taken in");
+        }
         if let ToDeviceContent::Trust(notice) = &received.content
             && let Err(e) = self.trust_received(notice.clone())
         {
             tracing::info!(error = %e, "trust from another device was not taken in");
         }
-        if let ToDeviceContent::DeviceList { keys, .. } = &received.content
-            && let Err(e) = self.devices_announced(received.sender.user_id, keys)
+        if let ToDeviceContent::DeviceList { keys, update } = &received.content
+            && let Err(e) = self.devices_announced(received.sender.user_id, &update.added, keys)
         {
             tracing::warn!(error = %e, "a new device list was not fully taken in");
         }

@@ -26,6 +26,9 @@ pub(crate) mod name {
     pub(crate) const OWN_RELAYS: &[u8] = b"own-relays";
     /// A freshly linked device's first dials (see `link`).
     pub(crate) const FIRST_DIALS: &[u8] = b"first-dials";
+    /// The names of this user's devices, and when each was last seen (see
+    /// `own_devices`).
+    pub(crate) const OWN_DEVICES: &[u8] = b"own-devices";
 
     pub(crate) fn contact(user: &UserId) -> Vec<u8> {
         let mut v = b"contact/".to_vec();

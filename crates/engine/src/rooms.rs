@@ -383,7 +383,24 @@ impl<S: Store + Clone> Core<S> {
     /// Issues the new state of rooms a member left, where this device is
     /// the one to (see the `chain` module).
     pub(crate) fn rotate_due(&mut self) {
-        for room_id in std::mem::take(&mut self.rotations_due) {
+        let rotations = std::mem::take(&mut self.rotations_due);
+        let restates: Vec<RoomId> = std::mem::take(&mut self.restates_due)
+            .into_iter()
+            .filter(|r| !rotations.contains(r))
+            .collect();
+        for room_id in restates {
+            let me = self.machine.account().user_id();
+            let result = self.group_room(&room_id).and_then(|room| {
+                if room.left || room.admins.iter().min() != Some(&me) {
+                    return Ok(());
+                }
+                self.issue_state(room, false, Vec::new()).map(|_| ())
+            });
+            if let Err(e) = result {
+                tracing::warn!(kind = ?e.kind(), "a room's state could not be sent again");
+            }
+        }
+        for room_id in rotations {
             let me = self.machine.account().user_id();
             let result = self.group_room(&room_id).and_then(|room| {
                 if room.left || !room.admins.contains(&me) {

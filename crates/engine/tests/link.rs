@@ -52,7 +52,9 @@ async fn a_link_survives_junk_stalls_and_wrong_secrets_then_works_once() {
     let (peer, addrs) = target(&offer);
 
     // A frame announced larger than any: the stream is closed.
-    let mut huge = safemeet_net::dial_link(peer, &addrs, WAIT).await.unwrap();
+    let mut huge = safemeet_net::dial_link(peer, &addrs, WAIT, None)
+        .await
+        .unwrap();
     huge.stream
         .write_all(&u32::MAX.to_be_bytes())
         .await
@@ -61,17 +63,25 @@ async fn a_link_survives_junk_stalls_and_wrong_secrets_then_works_once() {
     assert!(closed_by_them(&mut huge.stream).await);
 
     // Junk where the handshake's first message goes: closed.
-    let mut junk = safemeet_net::dial_link(peer, &addrs, WAIT).await.unwrap();
+    let mut junk = safemeet_net::dial_link(peer, &addrs, WAIT, None)
+        .await
+        .unwrap();
     junk.stream.write_all(&40u32.to_be_bytes()).await.unwrap();
     junk.stream.write_all(&[7u8; 40]).await.unwrap();
     let _ = junk.stream.flush().await;
     assert!(closed_by_them(&mut junk.stream).await);
 
     // Stalls hold a slot each, not the link.
-    let mut stalled = safemeet_net::dial_link(peer, &addrs, WAIT).await.unwrap();
+    let mut stalled = safemeet_net::dial_link(peer, &addrs, WAIT, None)
+        .await
+        .unwrap();
     let mut flood = Vec::new();
     for _ in 0..12 {
-        flood.push(safemeet_net::dial_link(peer, &addrs, WAIT).await.unwrap());
+        flood.push(
+            safemeet_net::dial_link(peer, &addrs, WAIT, None)
+                .await
+                .unwrap(),
+        );
     }
 
     // A wrong secret is refused, and uses nothing up.
@@ -105,7 +115,7 @@ async fn a_link_survives_junk_stalls_and_wrong_secrets_then_works_once() {
         wall: SystemClock.now(),
         mono: Duration::ZERO,
     };
-    let summary = import_bundle(new.machine(), &bundle, &offer.addrs, now).unwrap();
+    let summary = import_bundle(new.machine(), &bundle, &offer.addrs, now, None).unwrap();
     assert_eq!(summary.contacts, 1);
     assert_eq!(summary.messages, 1);
 }

@@ -47,17 +47,24 @@ struct LinkBehaviour {
 }
 
 /// Dials `peer` at `addrs` from a swarm with a fresh key and opens a link
-/// stream to it, within `timeout`.
+/// stream to it, within `timeout`, over the production transports or
+/// `transport` (a simulator's).
 pub async fn dial_link(
     peer: PeerId,
     addrs: &[Multiaddr],
     timeout: Duration,
+    transport: Option<&crate::CustomTransport>,
 ) -> Result<LinkStream, Error> {
-    let mut swarm = build_swarm(Keypair::generate_ed25519(), None, timeout, |_, _relay| {
-        Ok(LinkBehaviour {
-            stream: libp2p_stream::Behaviour::new(),
-        })
-    })?;
+    let mut swarm = build_swarm(
+        Keypair::generate_ed25519(),
+        transport,
+        timeout,
+        |_, _relay| {
+            Ok(LinkBehaviour {
+                stream: libp2p_stream::Behaviour::new(),
+            })
+        },
+    )?;
     let mut control = swarm.behaviour().stream.new_control();
     // Dialled here with the link's addresses: the stream behaviour's own
     // dial knows no addresses.
