@@ -48,6 +48,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 struct Node {
     store: EncryptedStore<MemoryStore>,
     user: UserId,
+    /// This device (a second device's, once linked in set-up).
+    device: Option<safemeet_proto::DeviceId>,
     peer: PeerId,
     engine: Option<safemeet_engine::Handle>,
     watcher: Option<JoinHandle<()>>,
@@ -101,6 +103,26 @@ impl EngineNodes {
         for i in 0..ctx.plan.nodes as NodeIdx {
             let store =
                 EncryptedStore::new(MemoryStore::new(), StoreCipher::new(&DataKey::generate()));
+            if i as usize >= ctx.plan.users {
+                // A second device: its account comes from the link in
+                // set-up; until then it stands for its user.
+                let primary = (i as usize - ctx.plan.users) as NodeIdx;
+                let Some(first) = nodes.get(primary as usize) else {
+                    anyhow::bail!("a second device without its first");
+                };
+                let first: &Node = first;
+                let user = first.user;
+                nodes.push(Node {
+                    store,
+                    user,
+                    device: None,
+                    peer: PeerId::random(),
+                    engine: None,
+                    watcher: None,
+                    cursor: Arc::new(AtomicU64::new(0)),
+                });
+                continue;
+            }
             let account = Account::create(
                 Username::new(name(i))?,
                 DisplayName::new(name(i))?,
@@ -111,6 +133,7 @@ impl EngineNodes {
             nodes.push(Node {
                 store,
                 user: account.user_id(),
+                device: Some(account.device_id()),
                 peer: account.libp2p_keypair().public().to_peer_id(),
                 engine: None,
                 watcher: None,
@@ -120,6 +143,7 @@ impl EngineNodes {
         let index_of = Arc::new(
             nodes
                 .iter()
+                .take(ctx.plan.users)
                 .enumerate()
                 .map(|(i, n)| (n.user, i as NodeIdx))
                 .collect(),
@@ -223,12 +247,54 @@ impl EngineNodes {
         node.watcher = Some(tokio::spawn(watch(
             engine.clone(),
             i,
-            node.user,
+            node.device,
             node.cursor.clone(),
             self.index_of.clone(),
             self.ctx.clone(),
         )));
         node.engine = Some(engine);
+        Ok(())
+    }
+
+    /// Links each user's second device to its first through the product's
+    /// link protocol (`device link`, then `init --link`), over the modelled
+    /// network, and starts it. Its contacts learn it from the new device
+    /// list its first device sends them.
+    async fn link_second_devices(&mut self) -> anyhow::Result<()> {
+        let seconds = self.ctx.plan.second_of.clone();
+        for (u, second) in seconds.into_iter().enumerate() {
+            let Some(d) = second else {
+                continue;
+            };
+            let first = self.engine(u as NodeIdx)?;
+            let shown = first.link_offer(false).await?;
+            let offer = safemeet_proto::link::LinkOffer::from_text(&shown.link)?;
+            let transport = self.ctx.hub.transport_for(d);
+            let bundle = safemeet_engine::link_io::receive_bundle_over(
+                &offer,
+                0,
+                SystemClock.now(),
+                Some(&transport),
+            )
+            .await?;
+            let account = Account::from_record(&safemeet_engine::link::bundle_account(&bundle)?)?;
+            let node = &mut self.nodes[d as usize];
+            CryptoMachine::store_account(&node.store, &account)?;
+            node.device = Some(account.device_id());
+            node.peer = account.libp2p_keypair().public().to_peer_id();
+            let now = safemeet_engine::Now {
+                wall: SystemClock.now(),
+                mono: Duration::ZERO,
+            };
+            safemeet_engine::link::import_bundle(
+                CryptoMachine::open(node.store.clone())?,
+                &bundle,
+                &offer.addrs,
+                now,
+                None,
+            )?;
+            self.start(d)?;
+        }
         Ok(())
     }
 
@@ -254,7 +320,7 @@ impl EngineNodes {
 async fn watch(
     engine: safemeet_engine::Handle,
     idx: NodeIdx,
-    me: UserId,
+    me: Option<safemeet_proto::DeviceId>,
     read: Arc<AtomicU64>,
     index_of: Arc<HashMap<UserId, NodeIdx>>,
     ctx: Arc<Ctx>,
@@ -274,7 +340,7 @@ async fn watch(
             read.store(cursor, Ordering::Relaxed);
             for (_, entry) in page {
                 match entry {
-                    LogEntry::Message { entry, .. } if entry.sender != me => {
+                    LogEntry::Message { entry, .. } if Some(entry.sender_device) != me => {
                         if let Some(n) = number_of(&entry.text) {
                             ctx.rec.received(n, idx, at);
                         }
@@ -303,17 +369,19 @@ impl Nodes for EngineNodes {
         // Relays first: the nodes list them from the start, so the invites
         // made in set-up carry them to contacts.
         self.start_relays()?;
-        for i in 0..self.nodes.len() as NodeIdx {
+        // Second devices start once linked (in set-up).
+        for i in 0..self.ctx.plan.users as NodeIdx {
             self.start(i)?;
         }
         Ok(())
     }
 
     async fn set_up(&mut self) -> anyhow::Result<()> {
-        let plan = &self.ctx.plan;
+        let ctx = self.ctx.clone();
+        let plan = &ctx.plan;
         let timeout = Duration::from_secs_f64(self.ctx.scenario.node.setup_timeout_s);
         // Invites carry listen addresses: wait for them.
-        let engines: Vec<safemeet_engine::Handle> = (0..self.nodes.len() as NodeIdx)
+        let engines: Vec<safemeet_engine::Handle> = (0..self.ctx.plan.users as NodeIdx)
             .map(|i| self.engine(i))
             .collect::<anyhow::Result<_>>()?;
         let invites: Vec<String> = tokio::time::timeout(
@@ -358,6 +426,9 @@ impl Nodes for EngineNodes {
         for r in added {
             r?;
         }
+        tokio::time::timeout(timeout, self.link_second_devices())
+            .await
+            .map_err(|_| anyhow::anyhow!("second devices were not linked in time"))??;
 
         for (r, members) in plan.rooms.iter().enumerate() {
             let Some((creator, rest)) = members.split_first() else {

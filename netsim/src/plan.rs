@@ -63,8 +63,12 @@ pub fn room_name(r: usize) -> String {
 /// The plan of one run.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// Node count.
+    /// Node count: the users' first devices, then the second devices.
     pub nodes: usize,
+    /// Users (their first devices are nodes `0..users`).
+    pub users: usize,
+    /// Each user's second device, if it has one.
+    pub second_of: Vec<Option<NodeIdx>>,
     /// Each node's cluster (0 for topologies without clusters).
     pub cluster: Vec<u32>,
     /// Each node's dials at start.
@@ -85,11 +89,13 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
 }
 
-fn victims(rng: &mut StdRng, n: usize, v: &Victims) -> Vec<NodeIdx> {
+/// `v`'s nodes (any of the `all` nodes, second devices included) and a
+/// fraction of the `n` users drawn from `rng`.
+fn victims(rng: &mut StdRng, n: usize, all: usize, v: &Victims) -> Vec<NodeIdx> {
     let mut out: BTreeSet<NodeIdx> = v
         .nodes
         .iter()
-        .filter(|i| **i < n)
+        .filter(|i| **i < all)
         .map(|i| *i as NodeIdx)
         .collect();
     let want = (v.fraction * n as f64).round() as usize;
@@ -104,7 +110,20 @@ impl Plan {
     pub fn new(s: &Scenario) -> Self {
         let n = s.nodes.count;
         let mut rng = StdRng::seed_from_u64(s.seed);
-        let (cluster, dials) = topology(&mut rng, n, &s.topology);
+        let (mut cluster, mut dials) = topology(&mut rng, n, &s.topology);
+        // Second devices: each dials its first device and that one's
+        // neighbours, in its cluster.
+        let seconds = s.nodes.second_devices.min(n);
+        let all = n + seconds;
+        let mut second_of = vec![None; n];
+        for u in 0..seconds {
+            let device = (n + u) as NodeIdx;
+            second_of[u] = Some(device);
+            let mut d = vec![u as NodeIdx];
+            d.extend(dials[u].iter().copied());
+            dials.push(d);
+            cluster.push(cluster[u]);
+        }
 
         let size = s.room_size();
         // Room r takes a stretch of a seeded permutation of the nodes, so
@@ -172,6 +191,7 @@ impl Plan {
                         let cut: BTreeSet<NodeIdx> = victims(
                             &mut rng,
                             n,
+                            all,
                             &Victims {
                                 nodes: Vec::new(),
                                 fraction: *fraction,
@@ -179,18 +199,20 @@ impl Plan {
                         )
                         .into_iter()
                         .collect();
-                        let side = (0..n as NodeIdx)
+                        let side = (0..all as NodeIdx)
                             .map(|i| u32::from(cut.contains(&i)))
                             .collect();
                         Action::Partition(side, *mode)
                     }
                     Fault::Heal { .. } => Action::Heal,
-                    Fault::Crash { victims: v, .. } => Action::Crash(victims(&mut rng, n, v)),
+                    Fault::Crash { victims: v, .. } => Action::Crash(victims(&mut rng, n, all, v)),
                     Fault::Restart { .. } => Action::Restart,
-                    Fault::Offline { victims: v, .. } => Action::Offline(victims(&mut rng, n, v)),
+                    Fault::Offline { victims: v, .. } => {
+                        Action::Offline(victims(&mut rng, n, all, v))
+                    }
                     Fault::Online { .. } => Action::Online,
                     Fault::Leave { victims: v, .. } => {
-                        let who = victims(&mut rng, n, v);
+                        let who = victims(&mut rng, n, all, v);
                         let left = rooms
                             .iter()
                             .enumerate()
@@ -215,7 +237,9 @@ impl Plan {
         let sends = senders_in_their_rooms(sends, &faults, &rooms, s.seed);
 
         Self {
-            nodes: n,
+            nodes: all,
+            users: n,
+            second_of,
             cluster,
             dials,
             rooms,

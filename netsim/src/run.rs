@@ -171,6 +171,19 @@ impl Ctx {
     /// sender knows it is back (its event log, or for the baseline its
     /// gossipsub subscriptions, shows it).
     pub fn recipients(&self, from: NodeIdx, target: Target, members: &Members) -> Vec<NodeIdx> {
+        let mut to = self.user_recipients(from, target, members);
+        // Every device of each recipient, and the sender's other device.
+        let seconds: Vec<NodeIdx> = to
+            .iter()
+            .chain(std::iter::once(&from))
+            .filter_map(|u| self.plan.second_of.get(*u as usize).copied().flatten())
+            .filter(|d| *d != from)
+            .collect();
+        to.extend(seconds);
+        to
+    }
+
+    fn user_recipients(&self, from: NodeIdx, target: Target, members: &Members) -> Vec<NodeIdx> {
         match target {
             Target::Dm(to) => vec![to],
             Target::Room(r) => {

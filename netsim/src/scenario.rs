@@ -73,6 +73,15 @@ pub struct Nodes {
     /// sybil-flood).
     #[serde(default)]
     pub relay_users: Option<usize>,
+    /// Users 0..second_devices get a second device, linked to the first
+    /// in set-up through the product's link protocol (`device link`). The
+    /// second devices are nodes `count..count + second_devices` (in that
+    /// order), dial their first device and its neighbours, send nothing,
+    /// and must receive everything their user receives and everything
+    /// their user sends. Not for `--compare-baseline` (gossipsub has no
+    /// devices).
+    #[serde(default)]
+    pub second_devices: usize,
 }
 
 /// How the nodes are connected at start (each node dials its neighbours).
@@ -377,6 +386,10 @@ impl Scenario {
         anyhow::ensure!(self.nodes.count >= 2, "a scenario needs at least 2 nodes");
         anyhow::ensure!(self.nodes.count <= u32::MAX as usize, "too many nodes");
         anyhow::ensure!(self.nodes.relays <= 16, "at most 16 relays");
+        anyhow::ensure!(
+            self.nodes.second_devices <= self.nodes.count,
+            "at most one second device per node"
+        );
         let a = &self.attack;
         anyhow::ensure!(a.count <= 10_000, "at most 10 000 attackers");
         for (name, rate) in [
