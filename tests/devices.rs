@@ -15,7 +15,7 @@ use serde_json::Value;
 mod support;
 
 use support::contains;
-use support::node::{Daemon, bin, cli, eventually, init, store_dump, texts, user_id};
+use support::node::{Daemon, bin, cli, cli_fails, eventually, init, store_dump, texts, user_id};
 
 fn invite(home: &Path) -> String {
     cli(home, &["invite"])["invite"]
@@ -33,17 +33,7 @@ fn link(home: &Path) -> String {
 
 /// `init --link`, expected to fail: its exit status and what it said.
 fn failed_link(home: &Path, link: &str) -> (Option<i32>, String) {
-    let out = bin()
-        .arg("--home")
-        .arg(home)
-        .args(["init", "--link", link, "--json"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "linking with a bad link succeeded");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    cli_fails(home, &["init", "--link", link])
 }
 
 /// The texts of a conversation, or `None` while it is not known there.
@@ -165,20 +155,19 @@ fn a_linked_device_gets_the_history_and_every_message_after() {
     });
     assert!(cli(&alice2, &["device", "list"])[0]["last_seen_at"].is_u64());
     for bad in ["", " padded", &"x".repeat(65), "tab\there"] {
-        let out = bin()
-            .arg("--home")
-            .arg(&alice)
-            .args(["device", "rename", &first, bad, "--json"])
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "the name {bad:?} was taken");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("device name"),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (_, said) = cli_fails(&alice, &["device", "rename", &first, bad]);
+        assert!(said.contains("device name"), "{bad:?}: {said}");
     }
     assert_eq!(cli(&alice, &["device", "list"])[0]["name"], "home server");
+
+    // A new profile, signed on the device with the master key, reaches
+    // the other; the other cannot sign one.
+    cli(&alice, &["profile", "set", "--display-name", "Alice L"]);
+    eventually("the new profile on the second device", || {
+        (cli(&alice2, &["whoami"])["display_name"] == "Alice L").then_some(())
+    });
+    let (_, said) = cli_fails(&alice2, &["profile", "set", "--display-name", "Mallory"]);
+    assert!(said.contains("master key"), "{said}");
 
     // What one of Alice's devices sends shows on the other as hers.
     cli(&alice, &["send", "bob", "sent from the first device"]);
@@ -276,23 +265,9 @@ fn a_linked_device_gets_the_history_and_every_message_after() {
         "{room:?}"
     );
     // A device cannot revoke itself.
-    let out = bin()
-        .arg("--home")
-        .arg(&alice)
-        .args([
-            "device",
-            "revoke",
-            devices[0]["device_id"].as_str().unwrap(),
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("the device you are running"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let this = devices[0]["device_id"].as_str().unwrap();
+    let (_, said) = cli_fails(&alice, &["device", "revoke", this]);
+    assert!(said.contains("the device you are running"), "{said}");
     d2.stop();
     da.stop();
     db.stop();
@@ -619,14 +594,7 @@ fn a_device_linked_with_the_master_key_links_and_revokes_too() {
     let shown = link(&alice);
     cli(&plain, &["init", "--link", &shown]);
     let dp = Daemon::start(&plain);
-    let out = bin()
-        .arg("--home")
-        .arg(&plain)
-        .args(["device", "link", "--json"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let said = String::from_utf8_lossy(&out.stderr);
+    let (_, said) = cli_fails(&plain, &["device", "link"]);
     assert!(said.contains("master key"), "{said}");
 
     // With it, it can.
@@ -690,14 +658,8 @@ fn a_contacts_invite_scanned_in_person_verifies_them() {
     assert_eq!(contact_in(&alice, "bob")["verified"], true);
 
     // Someone who is not a contact: refused, nothing marked.
-    let out = bin()
-        .arg("--home")
-        .arg(&alice)
-        .args(["contact", "verify", &invite(&carol), "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let said = String::from_utf8_lossy(&out.stderr);
+    let (code, said) = cli_fails(&alice, &["contact", "verify", &invite(&carol)]);
+    assert_eq!(code, Some(2));
     assert!(said.contains("contact add"), "{said}");
     dc.stop();
     da.stop();

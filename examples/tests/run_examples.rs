@@ -91,6 +91,7 @@ mod echo_bot {
             peer_id: account.peer_id().to_string(),
             username: name.to_owned(),
             display_name: name.to_owned(),
+            emails: vec![],
         };
         let store = EncryptedStore::new(MemoryStore::new(), StoreCipher::new(&DataKey::generate()));
         CryptoMachine::store_account(&store, &account).unwrap();

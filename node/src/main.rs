@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use safemeet_api::Request;
 use safemeet_crypto::at_rest::Passphrase;
 use safemeet_proto::{DisplayName, Email, Username};
 
@@ -103,7 +104,13 @@ enum Command {
     /// Manage contacts.
     #[command(subcommand)]
     Contact(ContactCommand),
-    /// This user's devices: list them, link a new one, revoke one.
+    /// Your profile as contacts see it: show it, change the display name.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+    /// The e-mail addresses in your profile.
+    #[command(subcommand)]
+    Email(EmailCommand),
+    /// This user's devices: list them, link a new one, name or revoke one.
     #[command(subcommand)]
     Device(DeviceCommand),
     /// Verify a contact: both of you run this, compare the seven emoji
@@ -141,6 +148,35 @@ enum Command {
         /// Replay events after this cursor first.
         #[arg(long, default_value_t = 0)]
         since: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProfileCommand {
+    /// Show your profile (what contacts see).
+    Show,
+    /// Change your display name; every contact's devices get the new
+    /// signed version (on the device that holds the master key).
+    Set {
+        /// The new display name (1-64 characters).
+        #[arg(long, value_parser = parse::<DisplayName>)]
+        display_name: DisplayName,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EmailCommand {
+    /// Add an e-mail address to your profile (contacts see it).
+    Add {
+        /// The address.
+        #[arg(value_parser = parse::<Email>)]
+        email: Email,
+    },
+    /// Remove an e-mail address from your profile.
+    Remove {
+        /// The address.
+        #[arg(value_parser = parse::<Email>)]
+        email: Email,
     },
 }
 
@@ -405,6 +441,36 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             cli.json,
             messenger::Action::Devices(devices::DeviceAction::Verify { target }),
         ),
+        Command::Profile(c) => {
+            let request = match c {
+                ProfileCommand::Show => Request::ProfileShow {},
+                ProfileCommand::Set { display_name } => Request::ProfileSet {
+                    display_name: display_name.as_str().to_owned(),
+                },
+            };
+            messenger::run(
+                &home,
+                &source,
+                cli.json,
+                messenger::Action::Profile(request),
+            )
+        }
+        Command::Email(c) => {
+            let request = match c {
+                EmailCommand::Add { email } => Request::EmailAdd {
+                    email: email.as_str().to_owned(),
+                },
+                EmailCommand::Remove { email } => Request::EmailRemove {
+                    email: email.as_str().to_owned(),
+                },
+            };
+            messenger::run(
+                &home,
+                &source,
+                cli.json,
+                messenger::Action::Profile(request),
+            )
+        }
         Command::Device(c) => {
             let action = match c {
                 DeviceCommand::List => devices::DeviceAction::List,

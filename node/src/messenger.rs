@@ -66,6 +66,8 @@ pub(crate) enum Action {
     People(crate::people::PeopleAction),
     /// This user's devices.
     Devices(crate::devices::DeviceAction),
+    /// Show or change the profile: a `profile.*` or `email.*` request.
+    Profile(Request),
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -83,6 +85,12 @@ pub(crate) fn identity(machine: &CryptoMachine<safemeet_store_sled::SledStore>) 
         peer_id: account.peer_id().to_string(),
         username: account.profile().username.as_str().to_owned(),
         display_name: account.profile().display_name.as_str().to_owned(),
+        emails: account
+            .profile()
+            .emails
+            .iter()
+            .map(|e| e.as_str().to_owned())
+            .collect(),
     }
 }
 
@@ -291,9 +299,25 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
                 println!("peer id:      {}", id.peer_id);
                 println!("username:     {}", id.username);
                 println!("display name: {}", id.display_name);
+                for e in &id.emails {
+                    println!("email:        {e}");
+                }
                 for a in &who.listen_addrs {
                     println!("listening:    {a}");
                 }
+            }
+        }
+        Action::Profile(request) => {
+            let profile: safemeet_api::ProfileView = api.call(request).await?;
+            if json {
+                print_json(&profile)?;
+            } else {
+                println!("username:     {}", profile.username);
+                println!("display name: {}", profile.display_name);
+                for e in &profile.emails {
+                    println!("email:        {e}");
+                }
+                println!("version:      {}", profile.version);
             }
         }
         Action::Invite => {

@@ -36,6 +36,23 @@ pub(crate) fn cli(home: &Path, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Runs a command with `--json` that must fail: its exit code and what it
+/// said on stderr.
+pub(crate) fn cli_fails(home: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = bin()
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "safemeet {args:?} succeeded");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub(crate) fn init(dir: &Path, name: &str) -> PathBuf {
     let home = dir.join(name);
     cli(&home, &["init", "--username", name]);

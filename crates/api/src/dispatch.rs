@@ -53,6 +53,17 @@ async fn serve(
 ) -> Result<Response, Error> {
     Ok(match request {
         Request::Whoami {} => {
+            // The profile as it is now: it may have changed since start.
+            let profile = engine.profile().await?;
+            let identity = Identity {
+                display_name: profile.display_name.as_str().to_owned(),
+                emails: profile
+                    .emails
+                    .iter()
+                    .map(|e| e.as_str().to_owned())
+                    .collect(),
+                ..identity.clone()
+            };
             let listen_addrs = engine
                 .listen_addrs()
                 .await?
@@ -60,7 +71,7 @@ async fn serve(
                 .map(|a| safemeet_net::dialable(a, engine.peer_id()).to_string())
                 .collect();
             Response::Whoami(Whoami {
-                identity: identity.clone(),
+                identity,
                 listen_addrs,
             })
         }
@@ -101,6 +112,22 @@ async fn serve(
             }
             engine.revoke_device(device).await?;
             Response::DeviceRevoked(crate::response::DeviceRevoked { revoked: device_id })
+        }
+        Request::ProfileShow {} => Response::Profile(engine.profile().await?.into()),
+        Request::ProfileSet { display_name } => {
+            let name = display_name
+                .parse::<safemeet_proto::DisplayName>()
+                .map_err(|e| safemeet_engine::Error::InvalidInput(format!("{e}")))?;
+            let change = safemeet_engine::ProfileChange::display_name(name);
+            Response::Profile(engine.change_profile(change).await?.into())
+        }
+        Request::EmailAdd { email } => {
+            let change = safemeet_engine::ProfileChange::add_email(parse_email(&email)?);
+            Response::Profile(engine.change_profile(change).await?.into())
+        }
+        Request::EmailRemove { email } => {
+            let change = safemeet_engine::ProfileChange::remove_email(parse_email(&email)?);
+            Response::Profile(engine.change_profile(change).await?.into())
         }
         Request::DeviceRename { device_id, name } => {
             let device: safemeet_proto::DeviceId = device_id.parse().map_err(|_| {
@@ -302,4 +329,9 @@ fn messages_after(entries: &[TimelineEntry], after: Option<MessageCursor>) -> Ve
         .filter(|m| after.is_none_or(|a| cursor_of(m) > a))
         .map(Message::from)
         .collect()
+}
+
+fn parse_email(text: &str) -> Result<safemeet_proto::Email, safemeet_engine::Error> {
+    text.parse::<safemeet_proto::Email>()
+        .map_err(|e| safemeet_engine::Error::InvalidInput(format!("{e}")))
 }

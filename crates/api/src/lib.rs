@@ -57,10 +57,10 @@ pub use request::{
 pub use response::{
     BlockedUser, Contact, ContactAdded, ContactBlocked, ContactRemoved, ContactSettings,
     ContactUnblocked, ContactVerified, Device, DeviceLink, DeviceRenamed, DeviceRevoked, Event,
-    EventKind, Identity, InviteText, Message, MessageRequest, RequestAccepted, RequestDeclined,
-    Response, Room, RoomBanned, RoomCreated, RoomDeclined, RoomInvitation, RoomInvited, RoomJoined,
-    RoomLeft, RoomRemoved, SasEmoji, Sent, State, Subscribed, UnexpectedResponse,
-    VerificationState, Whoami,
+    EventKind, Identity, InviteText, Message, MessageRequest, ProfileView, RequestAccepted,
+    RequestDeclined, Response, Room, RoomBanned, RoomCreated, RoomDeclined, RoomInvitation,
+    RoomInvited, RoomJoined, RoomLeft, RoomRemoved, SasEmoji, Sent, State, Subscribed,
+    UnexpectedResponse, VerificationState, Whoami,
 };
 #[doc(hidden)]
 pub use server::fuzz_request_line;

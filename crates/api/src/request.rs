@@ -113,6 +113,28 @@ pub enum Request {
         /// The device id.
         device_id: String,
     },
+    /// `profile.show`: this user's current profile.
+    #[serde(rename = "profile.show")]
+    ProfileShow {},
+    /// `profile.set`: change the display name (on the device with the
+    /// master key); contacts get the new signed version.
+    #[serde(rename = "profile.set")]
+    ProfileSet {
+        /// The new display name.
+        display_name: String,
+    },
+    /// `email.add`: add an e-mail address to the profile.
+    #[serde(rename = "email.add")]
+    EmailAdd {
+        /// The address.
+        email: String,
+    },
+    /// `email.remove`: remove an e-mail address from the profile.
+    #[serde(rename = "email.remove")]
+    EmailRemove {
+        /// The address.
+        email: String,
+    },
     /// `device.rename`: name one of this user's devices (its other devices
     /// learn the name; contacts never do).
     #[serde(rename = "device.rename")]
@@ -289,6 +311,14 @@ pub enum Method {
     DeviceRevoke,
     /// `device.rename`
     DeviceRename,
+    /// `profile.show`
+    ProfileShow,
+    /// `profile.set`
+    ProfileSet,
+    /// `email.add`
+    EmailAdd,
+    /// `email.remove`
+    EmailRemove,
     /// `verify.start`
     VerifyStart,
     /// `verify.status`
@@ -327,7 +357,7 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 33] = [
+    pub const ALL: [Method; 37] = [
         Method::Whoami,
         Method::Invite,
         Method::ContactAdd,
@@ -344,6 +374,10 @@ impl Method {
         Method::DeviceLink,
         Method::DeviceRevoke,
         Method::DeviceRename,
+        Method::ProfileShow,
+        Method::ProfileSet,
+        Method::EmailAdd,
+        Method::EmailRemove,
         Method::VerifyStart,
         Method::VerifyStatus,
         Method::ContactVerify,
@@ -382,6 +416,10 @@ impl Method {
             Method::DeviceLink => "device.link",
             Method::DeviceRevoke => "device.revoke",
             Method::DeviceRename => "device.rename",
+            Method::ProfileShow => "profile.show",
+            Method::ProfileSet => "profile.set",
+            Method::EmailAdd => "email.add",
+            Method::EmailRemove => "email.remove",
             Method::VerifyStart => "verify.start",
             Method::VerifyStatus => "verify.status",
             Method::ContactVerify => "contact.verify",
@@ -451,6 +489,10 @@ impl Request {
             Request::DeviceLink { .. } => Method::DeviceLink,
             Request::DeviceRevoke { .. } => Method::DeviceRevoke,
             Request::DeviceRename { .. } => Method::DeviceRename,
+            Request::ProfileShow {} => Method::ProfileShow,
+            Request::ProfileSet { .. } => Method::ProfileSet,
+            Request::EmailAdd { .. } => Method::EmailAdd,
+            Request::EmailRemove { .. } => Method::EmailRemove,
             Request::VerifyStart { .. } => Method::VerifyStart,
             Request::VerifyStatus { .. } => Method::VerifyStatus,
             Request::ContactVerify { .. } => Method::ContactVerify,

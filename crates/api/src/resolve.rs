@@ -148,6 +148,7 @@ mod tests {
             pet_name: pet.map(str::to_owned),
             username: username.to_owned(),
             display_name: username.to_owned(),
+            emails: vec![],
             relays: vec![],
             devices: vec![],
             new_device_warning: false,

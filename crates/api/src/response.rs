@@ -24,6 +24,9 @@ pub struct Identity {
     pub username: String,
     /// The display name.
     pub display_name: String,
+    /// The e-mail addresses in the profile.
+    #[serde(default)]
+    pub emails: Vec<String>,
 }
 
 /// One of this user's devices (`device.list`).
@@ -141,6 +144,37 @@ pub struct DeviceRevoked {
     pub revoked: String,
 }
 
+/// This user's profile (`profile.show`, `profile.set`, `email.add`,
+/// `email.remove`): what contacts see, signed by the master key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileView {
+    /// The user id.
+    pub user_id: UserId,
+    /// The username (fixed at `init`).
+    pub username: String,
+    /// The display name.
+    pub display_name: String,
+    /// The e-mail addresses.
+    pub emails: Vec<String>,
+    /// The version: one up with each change.
+    pub version: u64,
+    /// When this version was signed (ms since the Unix epoch).
+    pub updated_at: u64,
+}
+
+impl From<safemeet_proto::identity::Profile> for ProfileView {
+    fn from(p: safemeet_proto::identity::Profile) -> Self {
+        Self {
+            user_id: p.user_id,
+            username: p.username.as_str().to_owned(),
+            display_name: p.display_name.as_str().to_owned(),
+            emails: p.emails.iter().map(|e| e.as_str().to_owned()).collect(),
+            version: p.counter,
+            updated_at: p.updated_at.as_millis(),
+        }
+    }
+}
+
 /// A device named (`device.rename`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRenamed {
@@ -187,6 +221,8 @@ pub enum Response {
     DeviceRevoked(DeviceRevoked),
     /// `device.rename`
     DeviceRenamed(DeviceRenamed),
+    /// `profile.show`, `profile.set`, `email.add`, `email.remove`
+    Profile(ProfileView),
     /// `verify.start`, `verify.status`, `verify.answer`
     Verification(VerificationState),
     /// `contact.verify`
@@ -240,6 +276,9 @@ impl Response {
             Method::DeviceLink => Response::DeviceLink(from(result)?),
             Method::DeviceRevoke => Response::DeviceRevoked(from(result)?),
             Method::DeviceRename => Response::DeviceRenamed(from(result)?),
+            Method::ProfileShow | Method::ProfileSet | Method::EmailAdd | Method::EmailRemove => {
+                Response::Profile(from(result)?)
+            }
             Method::ContactVerify => Response::ContactVerified(from(result)?),
             Method::VerifyStart | Method::VerifyStatus | Method::VerifyAnswer => {
                 Response::Verification(from(result)?)
@@ -279,6 +318,7 @@ impl Response {
             Response::DeviceLink(_) => Method::DeviceLink,
             Response::DeviceRevoked(_) => Method::DeviceRevoke,
             Response::DeviceRenamed(_) => Method::DeviceRename,
+            Response::Profile(_) => Method::ProfileShow,
             Response::Verification(_) => Method::VerifyStatus,
             Response::ContactVerified(_) => Method::ContactVerify,
             Response::Sent(_) => Method::Send,
@@ -343,6 +383,7 @@ unwrap_response!(
     DeviceLink(DeviceLink) = DeviceLink,
     DeviceRevoked(DeviceRevoked) = DeviceRevoke,
     DeviceRenamed(DeviceRenamed) = DeviceRename,
+    Profile(ProfileView) = ProfileShow,
     Verification(VerificationState) = VerifyStatus,
     ContactVerified(ContactVerified) = ContactVerify,
     Sent(Sent) = Send,
@@ -400,6 +441,9 @@ pub struct Contact {
     pub username: String,
     /// Their display name.
     pub display_name: String,
+    /// Their e-mail addresses (from their newest profile).
+    #[serde(default)]
+    pub emails: Vec<String>,
     /// The relays their devices listed.
     pub relays: Vec<String>,
     /// Their active devices, each verified or not.
@@ -431,6 +475,7 @@ impl From<safemeet_engine::Contact> for Contact {
             name: c.pet_name,
             username: c.username,
             display_name: c.display_name,
+            emails: c.emails,
             relays: c.relays,
             devices: c
                 .devices

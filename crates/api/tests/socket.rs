@@ -41,6 +41,7 @@ fn node(name: &str) -> (EngineHandle, Identity) {
         peer_id: account.peer_id().to_string(),
         username: name.to_owned(),
         display_name: name.to_owned(),
+        emails: vec![],
     };
     let store = EncryptedStore::new(MemoryStore::new(), StoreCipher::new(&DataKey::generate()));
     CryptoMachine::store_account(&store, &account).unwrap();

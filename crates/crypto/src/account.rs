@@ -324,6 +324,44 @@ impl Account {
         Ok(())
     }
 
+    /// Signs a new version of the profile (counter one up) with this
+    /// display name and these e-mail addresses. Only with the master key.
+    pub fn update_profile(
+        &mut self,
+        display_name: safemeet_proto::DisplayName,
+        emails: Vec<safemeet_proto::Email>,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        let old = &self.profile;
+        let counter = old.counter.checked_add(1).ok_or(Error::InvalidRecord {
+            what: "profile",
+            reason: "counter exhausted",
+        })?;
+        let profile = Profile {
+            version: certificate::RECORD_VERSION,
+            user_id: self.user_id(),
+            counter,
+            username: old.username.clone(),
+            display_name,
+            emails,
+            updated_at: now,
+        };
+        let signed = certificate::sign_profile(self.master()?, &profile)?;
+        self.profile = certificate::verify_profile(&signed, &self.user_id(), Some(&self.profile))?;
+        Ok(())
+    }
+
+    /// Adopts a newer profile of this user (signed on another of its
+    /// devices); whether it was newer.
+    pub fn accept_profile(&mut self, signed: &Signed<Profile>) -> Result<bool, Error> {
+        let verified = certificate::verify_profile(signed, &self.user_id(), Some(&self.profile))?;
+        if verified.counter == self.profile.counter {
+            return Ok(false);
+        }
+        self.profile = verified;
+        Ok(true)
+    }
+
     /// Encodes the account, secrets included, for sealed storage.
     pub fn to_record(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
         let pickle = Zeroizing::new(

@@ -91,6 +91,11 @@ impl<S: Store + Clone> Core<S> {
             index.users.push(user);
         }
         self.put_contact(&record, &index)?;
+        // The invite's profile is the first version held (a newer one held
+        // from before stays: the invite may be old).
+        if let Err(e) = self.keep_contact_profile(&user, &invite.profile) {
+            tracing::debug!(error = %e, "the invite's profile is older than the one held");
+        }
         self.mark_added(user)?;
         // A new DM: its header key.
         self.headers.stale = true;
@@ -209,6 +214,7 @@ impl<S: Store + Clone> Core<S> {
                 pet_name: c.pet_name.clone(),
                 username: c.username.clone(),
                 display_name: c.display_name.clone(),
+                emails: self.contact_emails(&c.user_id)?,
                 relays,
                 devices,
                 new_device_warning,

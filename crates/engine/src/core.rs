@@ -412,6 +412,12 @@ impl<S: Store + Clone> Core<S> {
                 self.revoke_device(device)?;
                 Response::Done
             }
+            Command::Profile => {
+                Response::Profile(Box::new((**self.machine.account().profile()).clone()))
+            }
+            Command::ChangeProfile(change) => {
+                Response::Profile(Box::new(self.change_profile(change)?))
+            }
             Command::RenameDevice(device, name) => {
                 self.rename_device(device, name)?;
                 Response::Done

@@ -153,6 +153,10 @@ pub enum Command {
     RevokeDevice(safemeet_proto::DeviceId),
     /// Name one of this user's devices (on any of them).
     RenameDevice(safemeet_proto::DeviceId, String),
+    /// This user's current profile.
+    Profile,
+    /// Change this user's profile (on the device with the master key).
+    ChangeProfile(crate::ProfileChange),
     /// Event-log entries after a cursor.
     Events {
         /// 0: from the start.
@@ -200,6 +204,8 @@ pub enum Response {
     DeviceIds(Vec<safemeet_proto::DeviceId>),
     /// A user's devices.
     UserDevices(UserId, Vec<safemeet_proto::DeviceId>),
+    /// A profile.
+    Profile(Box<safemeet_proto::identity::Profile>),
 }
 
 /// A link bundle's bytes (secret: they hold the new device's keys), with

@@ -323,6 +323,20 @@ impl Handle {
         expect!(self.core(Command::RevokeDevice(device)).await, Response::Done => ())
     }
 
+    /// This user's current profile.
+    pub async fn profile(&self) -> Result<safemeet_proto::identity::Profile, Error> {
+        expect!(self.core(Command::Profile).await, Response::Profile(p) => *p)
+    }
+
+    /// Changes this user's profile (on the device with the master key);
+    /// contacts and this user's other devices get the new version.
+    pub async fn change_profile(
+        &self,
+        change: crate::ProfileChange,
+    ) -> Result<safemeet_proto::identity::Profile, Error> {
+        expect!(self.core(Command::ChangeProfile(change)).await, Response::Profile(p) => *p)
+    }
+
     /// Names one of this user's devices; its other devices learn the name.
     pub async fn rename_device(
         &self,

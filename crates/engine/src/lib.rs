@@ -62,6 +62,7 @@ mod outbox;
 mod own_devices;
 mod parked;
 mod placement;
+mod profile;
 mod receive;
 mod records;
 mod relay_client;
@@ -87,6 +88,7 @@ pub use crate::handle::Handle;
 pub use crate::invitations::{Invitation, MAX_INVITATIONS, MAX_INVITATIONS_PER_INVITER};
 pub use crate::link::{DeviceView, LinkSummary};
 pub use crate::mailbox::Relay;
+pub use crate::profile::ProfileChange;
 pub use crate::records::{LogEntry, MessageState, TimelineEntry};
 pub use crate::requests::{MAX_REQUEST_FRAMES, MessageRequest};
 pub use crate::rooms::dm_room_id;
@@ -107,6 +109,8 @@ pub struct Contact {
     pub username: String,
     /// Their display name (from their signed profile).
     pub display_name: String,
+    /// Their e-mail addresses (from their newest signed profile).
+    pub emails: Vec<String>,
     /// The relays their devices listed (where messages wait while they
     /// are offline).
     pub relays: Vec<String>,

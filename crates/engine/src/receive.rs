@@ -361,6 +361,12 @@ impl<S: Store + Clone> Core<S> {
         if received.sender.user_id == self.user_id() {
             self.seen_own_device(received.sender.device_id);
         }
+        if let ToDeviceContent::Profile(signed) = &received.content {
+            match self.profile_received(received.sender.user_id, signed) {
+                Ok(_) => {}
+                Err(e) => tracing::info!(error = %e, "a profile was refused"),
+            }
+        }
         if let ToDeviceContent::DeviceNames(names) = &received.content
             && let Err(e) = self.device_names_received(received.sender.device_id, names.clone())
         {

@@ -35,6 +35,12 @@ pub(crate) mod name {
         v.extend_from_slice(user.as_bytes());
         v
     }
+    /// A contact's newest signed profile.
+    pub(crate) fn profile(user: &UserId) -> Vec<u8> {
+        let mut v = b"profile/".to_vec();
+        v.extend_from_slice(user.as_bytes());
+        v
+    }
     /// A contact device's signed relay list, as last received.
     pub(crate) fn relay_list(device: &DeviceId) -> Vec<u8> {
         let mut v = b"relays/".to_vec();

@@ -295,6 +295,10 @@ pub enum ToDeviceEvent {
     /// Between one user's own devices: the names its devices were given.
     /// Contacts never see them.
     DeviceNames(DeviceNames),
+    /// The sender's user signed a new version of its profile: to every
+    /// contact device and the user's other devices. Receivers keep the
+    /// newest (by counter) and drop the one before.
+    ProfileUpdate(Signed<Profile>),
 }
 
 /// The longest device name, in characters.

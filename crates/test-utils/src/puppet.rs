@@ -122,12 +122,6 @@ impl Puppet {
     /// Its introduction to `to`'s device (whose invite it took), as an
     /// engine sends it on adding a contact.
     pub fn introduce(&mut self, to: UserId) -> Vec<u8> {
-        let device = self
-            .devices
-            .iter()
-            .find(|(u, _)| *u == to)
-            .map(|(_, d)| *d)
-            .expect("an invite of theirs was taken");
         let account = self.machine.account();
         let introduction = Introduction {
             version: INTRODUCTION_VERSION,
@@ -135,18 +129,37 @@ impl Puppet {
             certificates: vec![account.certificate().clone()],
             profile: account.profile().signed().clone(),
         };
+        self.to_device(to, ToDeviceEvent::Introduction(Box::new(introduction)))
+    }
+
+    /// A to-device event for `to`'s device (whose invite it took), as a
+    /// frame.
+    pub fn to_device(&mut self, to: UserId, event: ToDeviceEvent) -> Vec<u8> {
+        let device = self
+            .devices
+            .iter()
+            .find(|(u, _)| *u == to)
+            .map(|(_, d)| *d)
+            .expect("an invite of theirs was taken");
         let out = self
             .machine
-            .encrypt_to_device(
-                to,
-                device,
-                ToDeviceEvent::Introduction(Box::new(introduction)),
-                Default::default(),
-                &[],
-            )
+            .encrypt_to_device(to, device, event, Default::default(), &[])
             .unwrap();
         self.machine.flush().unwrap();
         out.frame().unwrap()
+    }
+
+    /// Signs the next version of its profile with this display name and
+    /// returns it (to send as the test chooses).
+    pub fn next_profile(
+        &mut self,
+        display_name: &str,
+    ) -> safemeet_proto::identity::Signed<safemeet_proto::identity::Profile> {
+        let emails = self.machine.account().profile().emails.clone();
+        self.machine
+            .update_profile(display_name.parse().unwrap(), emails, SystemClock.now())
+            .unwrap();
+        self.machine.account().profile().signed().clone()
     }
 
     /// The frames of a DM to `to`: the room key shares for `to`'s devices

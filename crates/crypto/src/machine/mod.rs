@@ -330,6 +330,9 @@ pub enum ToDeviceContent {
     /// From another device of this user: the names its devices were given
     /// (not yet checked: the caller merges what is acceptable).
     DeviceNames(safemeet_proto::event::DeviceNames),
+    /// A new version of the sender user's profile, its signature checked
+    /// (not yet against the version held: the caller keeps the newest).
+    Profile(Signed<safemeet_proto::identity::Profile>),
     /// The device list of the sender's user (a contact's, or this user's
     /// own from another of its devices): what changed, if it was newer
     /// than the one held, and the signed keys of its new devices (checked
@@ -836,6 +839,37 @@ impl<S: Store> CryptoMachine<S> {
         self.put_account(&mut batch)?;
         self.stage_device_list(&mut batch, &list, &[])?;
         self.commit(batch, true)
+    }
+
+    /// Signs and saves a new version of this user's profile (on the device
+    /// with the master key).
+    pub fn update_profile(
+        &mut self,
+        display_name: safemeet_proto::DisplayName,
+        emails: Vec<safemeet_proto::Email>,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        self.check_usable()?;
+        self.account.update_profile(display_name, emails, now)?;
+        let mut batch = self.store.batch();
+        self.put_account(&mut batch)?;
+        self.commit(batch, true)
+    }
+
+    /// Adopts and saves a newer profile of this user from another of its
+    /// devices; whether it was newer.
+    pub fn accept_own_profile(
+        &mut self,
+        signed: &Signed<safemeet_proto::identity::Profile>,
+    ) -> Result<bool, Error> {
+        self.check_usable()?;
+        if !self.account.accept_profile(signed)? {
+            return Ok(false);
+        }
+        let mut batch = self.store.batch();
+        self.put_account(&mut batch)?;
+        self.commit(batch, true)?;
+        Ok(true)
     }
 
     /// Sends an event to one device over Olm, committed to the outbox. The

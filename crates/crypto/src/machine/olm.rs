@@ -524,6 +524,11 @@ impl<S: Store> CryptoMachine<S> {
                 }
                 Ok((sender, ToDeviceContent::Trust(*notice), None))
             }
+            // A profile: signed by the sender's own master key.
+            ToDeviceEvent::ProfileUpdate(signed) => {
+                crate::certificate::verify_profile(&signed, &sender.user_id, None)?;
+                Ok((sender, ToDeviceContent::Profile(signed), None))
+            }
             // Device names too: contacts never learn them.
             ToDeviceEvent::DeviceNames(names) => {
                 if sender.user_id != self.account.user_id() {
