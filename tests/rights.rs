@@ -1,16 +1,18 @@
 //! End-to-end tests of what a person may do with their own data, with real
 //! `safemeet` processes on 127.0.0.1: correcting their profile (display
-//! name, e-mail addresses), which reaches every contact.
+//! name, e-mail addresses), which reaches every contact; a readable export
+//! of everything the node holds about them, with no key in it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 mod support;
 
-use support::node::{Daemon, cli, cli_fails as failed, eventually, init};
+use support::contains;
+use support::node::{Daemon, cli, cli_fails as failed, eventually, init, store_dump};
 
 /// Bob's view of Alice.
 fn alice_at(bob: &Path) -> Value {
@@ -23,10 +25,9 @@ fn alice_at(bob: &Path) -> Value {
         .clone()
 }
 
-#[test]
-fn profile_edits_reach_contacts() {
-    let dir = tempfile::tempdir().unwrap();
-    let (alice, bob) = (init(dir.path(), "alice"), init(dir.path(), "bob"));
+/// Alice and Bob, each with a daemon, contacts of each other.
+fn alice_and_bob(dir: &Path) -> (PathBuf, PathBuf, Daemon, Daemon) {
+    let (alice, bob) = (init(dir, "alice"), init(dir, "bob"));
     let (da, db) = (Daemon::start(&alice), Daemon::start(&bob));
     let invite = |home: &Path| {
         cli(home, &["invite"])["invite"]
@@ -37,6 +38,13 @@ fn profile_edits_reach_contacts() {
     let (ia, ib) = (invite(&alice), invite(&bob));
     cli(&alice, &["contact", "add", &ib, "--name", "bob"]);
     cli(&bob, &["contact", "add", &ia, "--name", "alice"]);
+    (alice, bob, da, db)
+}
+
+#[test]
+fn profile_edits_reach_contacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, da, db) = alice_and_bob(dir.path());
 
     let shown = cli(&alice, &["profile", "show"]);
     assert_eq!(shown["display_name"], "alice", "{shown}");
@@ -79,4 +87,145 @@ fn profile_edits_reach_contacts() {
     assert_eq!(cli(&alice, &["profile", "show"])["version"], 4);
     da.stop();
     db.stop();
+}
+
+/// Every file under `dir`, with its path.
+fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            out.push((path, bytes));
+        }
+    }
+    out
+}
+
+/// The secrets of a stopped node: its data key, master key, mailbox key
+/// and libp2p key, each as raw bytes.
+fn secrets_of(home: &Path) -> Vec<Vec<u8>> {
+    use safemeet_crypto::account::Account;
+    use safemeet_crypto::at_rest::{KeyFile, Passphrase};
+    let text = std::fs::read_to_string(home.join("keyfile")).unwrap();
+    let key = KeyFile::from_json(&text)
+        .unwrap()
+        .unwrap_key(&Passphrase::new(support::node::PASS))
+        .unwrap();
+    let record = store_dump(home)
+        .into_iter()
+        .find(|r| r.keyspace == safemeet_store::Keyspace::Account)
+        .unwrap();
+    let account = Account::from_record(&record.value).unwrap();
+    let keys = account.device_keys();
+    let libp2p = keys.libp2p.clone().try_into_ed25519().unwrap();
+    vec![
+        key.expose().to_vec(),
+        account.master_secret().unwrap().to_vec(),
+        keys.mailbox.to_bytes().to_vec(),
+        libp2p.secret().as_ref().to_vec(),
+    ]
+}
+
+/// `secret` as raw bytes and in the text forms a key would take.
+fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    use data_encoding::{BASE32_NOPAD, BASE64, BASE64URL_NOPAD, HEXLOWER};
+    vec![
+        secret.to_vec(),
+        HEXLOWER.encode(secret).into_bytes(),
+        BASE64.encode(secret).into_bytes(),
+        BASE64URL_NOPAD.encode(secret).into_bytes(),
+        BASE32_NOPAD.encode(secret).to_lowercase().into_bytes(),
+    ]
+}
+
+#[test]
+fn a_readable_export_holds_every_message_and_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, da, db) = alice_and_bob(dir.path());
+    cli(&bob, &["contact", "set", "alice", "--auto-accept-invites"]);
+    cli(&alice, &["email", "add", "alice@example.org"]);
+
+    let mut sent = Vec::new();
+    for n in 0..25 {
+        let (from, text) = if n % 2 == 0 {
+            (&alice, format!("dm {n} *from* alice <b>"))
+        } else {
+            (&bob, format!("dm {n} from bob"))
+        };
+        let to = if n % 2 == 0 { "bob" } else { "alice" };
+        cli(from, &["send", to, &text]);
+        sent.push(text);
+    }
+    cli(&alice, &["room", "create", "team", "--member", "bob"]);
+    for n in 0..5 {
+        let text = format!("room {n} line one\nline two");
+        cli(&alice, &["send", "team", &text]);
+        sent.push(text);
+    }
+    eventually("every message on alice's device", || {
+        let dm = support::node::texts(&alice, "bob");
+        (dm.len() == 25).then_some(())
+    });
+
+    let out = dir.path().join("export");
+    let done = cli(&alice, &["export", "--readable", out.to_str().unwrap()]);
+    assert_eq!(done["messages"], 30, "{done}");
+    assert_eq!(done["conversations"], 2, "{done}");
+    // README, four JSON files, and JSON and Markdown per conversation.
+    assert_eq!(done["files"], 9, "{done}");
+
+    // Every message, whole, in the JSON; each one's words in the Markdown.
+    let files = files_under(&out);
+    let mut texts = Vec::new();
+    for (path, bytes) in &files {
+        if path.extension().is_some_and(|e| e == "json")
+            && path.parent().unwrap().ends_with("messages")
+        {
+            let list: Value = serde_json::from_slice(bytes).unwrap();
+            for m in list.as_array().unwrap() {
+                texts.push(m["text"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    texts.sort();
+    let mut expected = sent.clone();
+    expected.sort();
+    assert_eq!(texts, expected);
+    let markdown: String = files
+        .iter()
+        .filter(|(p, _)| p.extension().is_some_and(|e| e == "md"))
+        .map(|(_, b)| String::from_utf8(b.clone()).unwrap())
+        .collect();
+    assert!(markdown.contains("dm 3 from bob"), "{markdown}");
+    assert!(
+        markdown.contains("dm 4 \\*from\\* alice \\<b\\>"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("alice@example.org"), "{markdown}");
+    let profile: Value = serde_json::from_slice(
+        &files
+            .iter()
+            .find(|(p, _)| p.ends_with("profile.json"))
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert_eq!(profile["emails"][0], "alice@example.org");
+
+    // A second export into the same directory is refused.
+    let (_, said) = failed(&alice, &["export", "--readable", out.to_str().unwrap()]);
+    assert!(said.contains("not empty"), "{said}");
+    da.stop();
+    db.stop();
+
+    // No key, in any form, in any file.
+    let all: Vec<u8> = files.iter().flat_map(|(_, b)| b.clone()).collect();
+    for secret in secrets_of(&alice) {
+        for form in forms(&secret) {
+            assert!(!contains(&all, &form), "a key is in the export");
+        }
+    }
 }

@@ -143,10 +143,8 @@ pub(crate) async fn perform(
             if json {
                 return print_json(&devices);
             }
-            let when = |ms: Option<u64>| {
-                ms.and_then(|m| safemeet_proto::Timestamp::from_millis(m).ok())
-                    .map_or_else(|| "never".to_owned(), |t| t.to_string())
-            };
+            let when =
+                |ms: Option<u64>| ms.map_or_else(|| "never".to_owned(), crate::messenger::utc);
             for d in &devices {
                 let state = match d.revoked_at {
                     Some(_) => "revoked",

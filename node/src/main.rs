@@ -104,6 +104,14 @@ enum Command {
     /// Manage contacts.
     #[command(subcommand)]
     Contact(ContactCommand),
+    /// Export your data. `--readable DIR`: everything this device holds
+    /// about you, without any key, as JSON and Markdown files a person can
+    /// open (profile, devices, contacts, rooms, every message).
+    Export {
+        /// A new or empty directory to write into.
+        #[arg(long, value_name = "DIR")]
+        readable: PathBuf,
+    },
     /// Your profile as contacts see it: show it, change the display name.
     #[command(subcommand)]
     Profile(ProfileCommand),
@@ -435,6 +443,16 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
         ),
         Command::Relay(args) => relay::run(&home, cli.json, args),
         Command::Invite => messenger::run(&home, &source, cli.json, messenger::Action::Invite),
+        Command::Export { readable } => {
+            // The node writes the files: it may run elsewhere than here,
+            // so the path is made absolute first.
+            let dir = std::path::absolute(&readable)
+                .map_err(|e| Failure::Usage(format!("{}: {e}", readable.display())))?;
+            let request = Request::ExportReadable {
+                dir: dir.display().to_string(),
+            };
+            messenger::run(&home, &source, cli.json, messenger::Action::Export(request))
+        }
         Command::Verify { target } => messenger::run(
             &home,
             &source,

@@ -68,6 +68,8 @@ pub(crate) enum Action {
     Devices(crate::devices::DeviceAction),
     /// Show or change the profile: a `profile.*` or `email.*` request.
     Profile(Request),
+    /// `export.readable`.
+    Export(Request),
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -320,6 +322,17 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
                 println!("version:      {}", profile.version);
             }
         }
+        Action::Export(request) => {
+            let done: safemeet_api::Exported = api.call(request).await?;
+            if json {
+                print_json(&done)?;
+            } else {
+                println!(
+                    "wrote {} files to {}: {} messages in {} conversations, and no key",
+                    done.files, done.dir, done.messages, done.conversations
+                );
+            }
+        }
         Action::Invite => {
             let invite: InviteText = api.call(Request::Invite {}).await?;
             if json {
@@ -485,24 +498,11 @@ fn state_word(state: State) -> &'static str {
 }
 
 /// A time (ms since the Unix epoch) as `YYYY-MM-DD HH:MM UTC`.
-fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60
-    )
+/// `ms` since the Unix epoch as a UTC date and time, to the minute.
+pub(crate) fn utc(ms: u64) -> String {
+    safemeet_proto::Timestamp::from_millis(ms)
+        .map(|t| t.utc_minutes())
+        .unwrap_or_else(|_| format!("{ms} ms"))
 }
 
 #[cfg(test)]

@@ -114,6 +114,10 @@ async fn serve(
             Response::DeviceRevoked(crate::response::DeviceRevoked { revoked: device_id })
         }
         Request::ProfileShow {} => Response::Profile(engine.profile().await?.into()),
+        Request::ExportReadable { dir } => {
+            let profile = engine.profile().await?.into();
+            Response::Exported(crate::export::export_readable(engine, profile, &dir).await?)
+        }
         Request::ProfileSet { display_name } => {
             let name = display_name
                 .parse::<safemeet_proto::DisplayName>()

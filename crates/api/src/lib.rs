@@ -38,6 +38,7 @@
 mod client;
 mod dispatch;
 mod error;
+mod export;
 mod feed;
 pub mod page;
 mod people;
@@ -49,6 +50,7 @@ mod server;
 pub use client::{ANSWER_TIMEOUT, Client, ClientError, Subscription};
 pub use dispatch::{DISPATCH_TIMEOUT, dispatch};
 pub use error::{Error, is_input_kind};
+pub use export::Exported;
 pub use feed::EventFeed;
 pub use request::{
     BadCursor, DEFAULT_EVENTS_LIMIT, DEFAULT_MESSAGES_LIMIT, MAX_LIMIT, MessageCursor, Method,

@@ -135,6 +135,14 @@ pub enum Request {
         /// The address.
         email: String,
     },
+    /// `export.readable`: write everything this node holds about its user,
+    /// with no keys, as JSON and Markdown files into a new directory (an
+    /// absolute path on the node's machine).
+    #[serde(rename = "export.readable")]
+    ExportReadable {
+        /// The directory: new, or empty.
+        dir: String,
+    },
     /// `device.rename`: name one of this user's devices (its other devices
     /// learn the name; contacts never do).
     #[serde(rename = "device.rename")]
@@ -313,6 +321,8 @@ pub enum Method {
     DeviceRename,
     /// `profile.show`
     ProfileShow,
+    /// `export.readable`
+    ExportReadable,
     /// `profile.set`
     ProfileSet,
     /// `email.add`
@@ -357,7 +367,7 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 37] = [
+    pub const ALL: [Method; 38] = [
         Method::Whoami,
         Method::Invite,
         Method::ContactAdd,
@@ -375,6 +385,7 @@ impl Method {
         Method::DeviceRevoke,
         Method::DeviceRename,
         Method::ProfileShow,
+        Method::ExportReadable,
         Method::ProfileSet,
         Method::EmailAdd,
         Method::EmailRemove,
@@ -417,6 +428,7 @@ impl Method {
             Method::DeviceRevoke => "device.revoke",
             Method::DeviceRename => "device.rename",
             Method::ProfileShow => "profile.show",
+            Method::ExportReadable => "export.readable",
             Method::ProfileSet => "profile.set",
             Method::EmailAdd => "email.add",
             Method::EmailRemove => "email.remove",
@@ -490,6 +502,7 @@ impl Request {
             Request::DeviceRevoke { .. } => Method::DeviceRevoke,
             Request::DeviceRename { .. } => Method::DeviceRename,
             Request::ProfileShow {} => Method::ProfileShow,
+            Request::ExportReadable { .. } => Method::ExportReadable,
             Request::ProfileSet { .. } => Method::ProfileSet,
             Request::EmailAdd { .. } => Method::EmailAdd,
             Request::EmailRemove { .. } => Method::EmailRemove,

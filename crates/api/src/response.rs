@@ -223,6 +223,8 @@ pub enum Response {
     DeviceRenamed(DeviceRenamed),
     /// `profile.show`, `profile.set`, `email.add`, `email.remove`
     Profile(ProfileView),
+    /// `export.readable`
+    Exported(crate::export::Exported),
     /// `verify.start`, `verify.status`, `verify.answer`
     Verification(VerificationState),
     /// `contact.verify`
@@ -276,6 +278,7 @@ impl Response {
             Method::DeviceLink => Response::DeviceLink(from(result)?),
             Method::DeviceRevoke => Response::DeviceRevoked(from(result)?),
             Method::DeviceRename => Response::DeviceRenamed(from(result)?),
+            Method::ExportReadable => Response::Exported(from(result)?),
             Method::ProfileShow | Method::ProfileSet | Method::EmailAdd | Method::EmailRemove => {
                 Response::Profile(from(result)?)
             }
@@ -319,6 +322,7 @@ impl Response {
             Response::DeviceRevoked(_) => Method::DeviceRevoke,
             Response::DeviceRenamed(_) => Method::DeviceRename,
             Response::Profile(_) => Method::ProfileShow,
+            Response::Exported(_) => Method::ExportReadable,
             Response::Verification(_) => Method::VerifyStatus,
             Response::ContactVerified(_) => Method::ContactVerify,
             Response::Sent(_) => Method::Send,
@@ -384,6 +388,7 @@ unwrap_response!(
     DeviceRevoked(DeviceRevoked) = DeviceRevoke,
     DeviceRenamed(DeviceRenamed) = DeviceRename,
     Profile(ProfileView) = ProfileShow,
+    Exported(crate::export::Exported) = ExportReadable,
     Verification(VerificationState) = VerifyStatus,
     ContactVerified(ContactVerified) = ContactVerify,
     Sent(Sent) = Send,

@@ -121,6 +121,12 @@ impl Account {
         })
     }
 
+    /// The master key's secret bytes, if this device holds it: for audits
+    /// and tests that check where a key may not be. Never log or send them.
+    pub fn master_secret(&self) -> Option<Zeroizing<[u8; 32]>> {
+        self.master.as_ref().map(|m| m.secret_bytes())
+    }
+
     /// The user id.
     pub fn user_id(&self) -> UserId {
         self.user

@@ -145,6 +145,12 @@ impl KdfParams {
 pub struct DataKey(Zeroizing<[u8; 32]>);
 
 impl DataKey {
+    /// The key's bytes, for audits and tests that check where a key may
+    /// not be (an export, a deleted home). Never log or send them.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// A fresh random key.
     pub fn generate() -> Self {
         let mut k = Zeroizing::new([0u8; 32]);

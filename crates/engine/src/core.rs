@@ -448,6 +448,22 @@ impl<S: Store + Clone> Core<S> {
                 let room = self.dm(with)?;
                 Response::Messages(self.timeline(&room, limit)?)
             }
+            Command::TimelinePage {
+                conversation,
+                after,
+                limit,
+            } => {
+                let room = match conversation {
+                    crate::Conversation::Dm(with) => {
+                        if self.contact(&with)?.is_none() {
+                            return Err(Error::UnknownContact(with));
+                        }
+                        self.dm(with)?
+                    }
+                    crate::Conversation::Room(room) => self.group_room(&room)?,
+                };
+                Response::Page(self.timeline_page(&room, after, limit)?)
+            }
             Command::RoomMessages { room, limit } => {
                 let room = self.group_room(&room)?;
                 Response::Messages(self.timeline(&room, limit)?)

@@ -63,6 +63,16 @@ pub enum Command {
         /// The text.
         text: String,
     },
+    /// A page of a conversation's whole timeline, in stored order, after
+    /// a stored position (from the start when `None`).
+    TimelinePage {
+        /// The conversation.
+        conversation: crate::Conversation,
+        /// The stored position of the last entry of the previous page.
+        after: Option<u64>,
+        /// At most this many.
+        limit: usize,
+    },
     /// The last messages with a contact.
     DmMessages {
         /// The contact.
@@ -206,6 +216,8 @@ pub enum Response {
     UserDevices(UserId, Vec<safemeet_proto::DeviceId>),
     /// A profile.
     Profile(Box<safemeet_proto::identity::Profile>),
+    /// Timeline entries with their stored positions.
+    Page(Vec<(u64, TimelineEntry)>),
 }
 
 /// A link bundle's bytes (secret: they hold the new device's keys), with

@@ -323,6 +323,22 @@ impl Handle {
         expect!(self.core(Command::RevokeDevice(device)).await, Response::Done => ())
     }
 
+    /// A page of a conversation's whole timeline, in stored order, after
+    /// stored position `after` (from the start when `None`).
+    pub async fn timeline_page(
+        &self,
+        conversation: crate::Conversation,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, TimelineEntry)>, Error> {
+        let command = Command::TimelinePage {
+            conversation,
+            after,
+            limit,
+        };
+        expect!(self.core(command).await, Response::Page(p) => p)
+    }
+
     /// This user's current profile.
     pub async fn profile(&self) -> Result<safemeet_proto::identity::Profile, Error> {
         expect!(self.core(Command::Profile).await, Response::Profile(p) => *p)

@@ -121,6 +121,15 @@ pub struct Contact {
     pub new_device_warning: bool,
 }
 
+/// A conversation: a DM with a contact, or a group room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversation {
+    /// The DM with this contact.
+    Dm(UserId),
+    /// This group room.
+    Room(safemeet_proto::RoomId),
+}
+
 /// A contact's device as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ContactDevice {

@@ -45,6 +45,26 @@ impl<S: Store + Clone> Core<S> {
         Ok(out)
     }
 
+    /// Up to `limit` timeline entries after stored position `after` (from
+    /// the start when `None`), in stored order, with their positions.
+    pub(crate) fn timeline_page(
+        &self,
+        room: &RoomRecord,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, TimelineEntry)>, Error> {
+        self.store
+            .scan_ordered(
+                Keyspace::Timeline,
+                &name::timeline(&room.room_id),
+                after,
+                limit,
+            )?
+            .into_iter()
+            .map(|(seq, bytes)| Ok((seq, codec::decode(&bytes, MAX_RECORD_BYTES)?)))
+            .collect()
+    }
+
     /// Event-log entries after `cursor` (0: from the start), at most `limit`.
     pub(crate) fn events(&self, cursor: u64, limit: usize) -> Result<Vec<(u64, LogEntry)>, Error> {
         let after = if cursor == 0 { None } else { Some(cursor) };

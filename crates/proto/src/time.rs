@@ -29,6 +29,28 @@ pub enum TimestampError {
 }
 
 impl Timestamp {
+    /// The time as a UTC date and time to the minute, as people read it:
+    /// `2026-12-04 14:30 UTC`.
+    pub fn utc_minutes(&self) -> String {
+        let secs = self.0 / 1000;
+        let (days, rest) = (secs / 86_400, secs % 86_400);
+        // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        format!(
+            "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+            rest / 3600,
+            rest % 3600 / 60
+        )
+    }
+
     /// 9999-12-31T23:59:59.999Z. Far enough for any message, small enough
     /// that adding a few years of milliseconds never overflows a `u64`.
     pub const MAX_MILLIS: u64 = 253_402_300_799_999;

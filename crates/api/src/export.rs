@@ -1,0 +1,334 @@
+//! `export.readable`: everything the node holds about its user, with no
+//! keys, as JSON files and as Markdown a person can open (the right of
+//! access).
+//!
+//! Written by the node itself into a new directory (mode 0700, files
+//! 0600):
+//! - `README.md`: the profile, devices, contacts and rooms, and an index
+//!   of the conversations;
+//! - `profile.json`, `devices.json`, `contacts.json`, `rooms.json`: as
+//!   the API shows them;
+//! - `messages/NN-KIND-NAME.json` and `.md`: each conversation's whole
+//!   timeline, oldest first.
+//!
+//! Nothing secret is written: no key, secret, session or mailbox key, only
+//! what the API shows (ids, names, texts, times).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use safemeet_engine::{Conversation, Handle as EngineHandle, TimelineEntry};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::response::{Contact, Device, ProfileView, Room};
+
+/// Timeline entries read per page.
+const PAGE: usize = 1000;
+
+/// What `export.readable` wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exported {
+    /// The directory.
+    pub dir: String,
+    /// How many files.
+    pub files: usize,
+    /// How many conversations.
+    pub conversations: usize,
+    /// How many messages.
+    pub messages: usize,
+}
+
+/// One message as the export shows it.
+#[derive(Debug, Serialize)]
+struct ExportedMessage<'a> {
+    event_id: String,
+    sender: String,
+    sender_device: String,
+    sent_at: u64,
+    text: &'a str,
+}
+
+fn failed(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Engine(safemeet_engine::Error::InvalidInput(format!(
+        "the export could not {what}: {e}"
+    )))
+}
+
+/// A name safe in a file name: letters, digits, `-` and `_`, at most 40.
+fn file_part(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    if cleaned.is_empty() {
+        "unnamed".into()
+    } else {
+        cleaned
+    }
+}
+
+/// Text as one Markdown paragraph: characters that would format it are
+/// escaped, line breaks kept.
+fn markdown_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '|' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("  \n  "),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn utc(ms: u64) -> String {
+    safemeet_proto::Timestamp::from_millis(ms)
+        .map(|t| t.utc_minutes())
+        .unwrap_or_else(|_| format!("{ms} ms"))
+}
+
+/// Creates `path` with mode 0600 (never replacing a file) and writes it.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| failed(&format!("create {}", path.display()), e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| failed(&format!("write {}", path.display()), e))
+}
+
+fn json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| failed("encode JSON", e))?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// Makes the export directory: absolute, new or empty, mode 0700.
+fn make_dir(dir: &str) -> Result<PathBuf, Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    let path = PathBuf::from(dir);
+    if !path.is_absolute() {
+        return Err(Error::Engine(safemeet_engine::Error::InvalidInput(
+            "the export directory must be an absolute path".into(),
+        )));
+    }
+    if path.exists() {
+        let empty = std::fs::read_dir(&path)
+            .map_err(|e| failed(&format!("read {}", path.display()), e))?
+            .next()
+            .is_none();
+        if !empty {
+            return Err(Error::Engine(safemeet_engine::Error::InvalidInput(
+                format!(
+                    "{} is not empty: export into a new directory",
+                    path.display()
+                ),
+            )));
+        }
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path.join("messages"))
+        .map_err(|e| failed(&format!("create {}", path.display()), e))?;
+    Ok(path)
+}
+
+/// Writes the readable export into `dir` (see the module docs).
+pub(crate) async fn export_readable(
+    engine: &EngineHandle,
+    profile: ProfileView,
+    dir: &str,
+) -> Result<Exported, Error> {
+    let devices: Vec<Device> = engine
+        .devices()
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let contacts: Vec<Contact> = engine
+        .contacts()
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let rooms: Vec<Room> = engine.rooms().await?.into_iter().map(Into::into).collect();
+    let path = make_dir(dir)?;
+    let mut files = 0;
+    for (name, bytes) in [
+        ("profile.json", json(&profile)?),
+        ("devices.json", json(&devices)?),
+        ("contacts.json", json(&contacts)?),
+        ("rooms.json", json(&rooms)?),
+    ] {
+        write_new(&path.join(name), &bytes)?;
+        files += 1;
+    }
+
+    let name_of = |user: &safemeet_proto::UserId| -> String {
+        if *user == profile.user_id {
+            return profile.username.clone();
+        }
+        contacts
+            .iter()
+            .find(|c| c.user_id == *user)
+            .map(|c| c.username.clone())
+            .unwrap_or_else(|| user.to_string())
+    };
+    let mut conversations: Vec<(Conversation, String)> = contacts
+        .iter()
+        .map(|c| (Conversation::Dm(c.user_id), format!("dm-{}", c.username)))
+        .collect();
+    conversations.extend(
+        rooms
+            .iter()
+            .map(|r| (Conversation::Room(r.room_id), format!("room-{}", r.name))),
+    );
+    let mut index = String::new();
+    let mut total = 0;
+    for (n, (conversation, label)) in conversations.iter().enumerate() {
+        let mut entries: Vec<TimelineEntry> = Vec::new();
+        let mut after = None;
+        loop {
+            let page = engine.timeline_page(*conversation, after, PAGE).await?;
+            let done = page.len() < PAGE;
+            for (seq, entry) in page {
+                after = Some(seq);
+                entries.push(entry);
+            }
+            if done {
+                break;
+            }
+        }
+        // As `messages` shows them: Lamport order, the same on every device.
+        entries.sort_by(|a, b| {
+            (a.lamport, a.sender, a.event_id).cmp(&(b.lamport, b.sender, b.event_id))
+        });
+        let base = format!("{:02}-{}", n + 1, file_part(label));
+        let shown: Vec<ExportedMessage<'_>> = entries
+            .iter()
+            .map(|e| ExportedMessage {
+                event_id: e.event_id.to_string(),
+                sender: e.sender.to_string(),
+                sender_device: e.sender_device.to_string(),
+                sent_at: e.ts.as_millis(),
+                text: &e.text,
+            })
+            .collect();
+        write_new(
+            &path.join("messages").join(format!("{base}.json")),
+            &json(&shown)?,
+        )?;
+        let mut md = format!("# {}\n\n", markdown_text(label));
+        for e in &entries {
+            let _ = writeln!(
+                md,
+                "- {} **{}**: {}",
+                utc(e.ts.as_millis()),
+                markdown_text(&name_of(&e.sender)),
+                markdown_text(&e.text)
+            );
+        }
+        write_new(
+            &path.join("messages").join(format!("{base}.md")),
+            md.as_bytes(),
+        )?;
+        files += 2;
+        total += entries.len();
+        let _ = writeln!(
+            index,
+            "- [{}](messages/{base}.md): {} messages",
+            markdown_text(label),
+            entries.len()
+        );
+    }
+
+    let mut readme = String::from("# Your SafeMeet data\n\n");
+    let _ = writeln!(
+        readme,
+        "Everything this device holds about you, without any key. The same in JSON: `profile.json`, `devices.json`, `contacts.json`, `rooms.json` and `messages/`.\n"
+    );
+    let _ = writeln!(readme, "## Profile\n");
+    let _ = writeln!(readme, "- user id: `{}`", profile.user_id);
+    let _ = writeln!(readme, "- username: {}", markdown_text(&profile.username));
+    let _ = writeln!(
+        readme,
+        "- display name: {}",
+        markdown_text(&profile.display_name)
+    );
+    for e in &profile.emails {
+        let _ = writeln!(readme, "- e-mail: {}", markdown_text(e));
+    }
+    let _ = writeln!(readme, "\n## Devices\n");
+    for d in &devices {
+        let _ = writeln!(
+            readme,
+            "- `{}` {}, added {}{}{}",
+            d.device_id,
+            markdown_text(d.name.as_deref().unwrap_or("(no name)")),
+            utc(d.created_at),
+            if d.this_device { ", this device" } else { "" },
+            d.revoked_at
+                .map(|t| format!(", revoked {}", utc(t)))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(readme, "\n## Contacts\n");
+    if contacts.is_empty() {
+        let _ = writeln!(readme, "(none)");
+    }
+    for c in &contacts {
+        let _ = writeln!(
+            readme,
+            "- {} ({}), `{}`, {} device(s){}",
+            markdown_text(&c.display_name),
+            markdown_text(&c.username),
+            c.user_id,
+            c.devices.len(),
+            if c.verified { ", verified" } else { "" }
+        );
+    }
+    let _ = writeln!(readme, "\n## Rooms\n");
+    if rooms.is_empty() {
+        let _ = writeln!(readme, "(none)");
+    }
+    for r in &rooms {
+        let members: Vec<String> = r.members.iter().map(&name_of).collect();
+        let _ = writeln!(
+            readme,
+            "- {} (`{}`): {}",
+            markdown_text(&r.name),
+            r.room_id,
+            markdown_text(&members.join(", "))
+        );
+    }
+    if index.is_empty() {
+        index.push_str("(none)\n");
+    }
+    let _ = writeln!(readme, "\n## Conversations\n\n{index}");
+    write_new(&path.join("README.md"), readme.as_bytes())?;
+    files += 1;
+    Ok(Exported {
+        dir: path.display().to_string(),
+        files,
+        conversations: conversations.len(),
+        messages: total,
+    })
+}
