@@ -132,7 +132,7 @@ fn home_from_environment() {
 }
 
 #[test]
-fn wrong_passphrase_fails_clearly_and_changes_nothing() {
+fn wrong_passphrase_fails_clearly_and_changes_nothing_but_the_note_of_it() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("h");
     init(&home, "alice", "Alice Liddell");
@@ -150,13 +150,17 @@ fn wrong_passphrase_fails_clearly_and_changes_nothing() {
         .assert()
         .code(3)
         .stderr(predicate::str::contains("\"code\":\"wrong_passphrase\""));
-    assert_eq!(
-        snapshot(&home),
-        before,
-        "a failed unlock modified the profile"
-    );
-    // The right passphrase still works.
+    // Nothing changed but the note of each failure, for the security log
+    // (sealed into it at the next unlock).
+    let mut after = snapshot(&home);
+    let pending = after.remove(&home.join("security.pending")).unwrap();
+    let pending = String::from_utf8(pending).unwrap();
+    assert_eq!(pending.lines().count(), 2, "{pending}");
+    assert!(pending.lines().all(|l| l.starts_with("unlock_failed ")));
+    assert_eq!(after, before, "a failed unlock modified the profile");
+    // The right passphrase still works, and takes the notes in.
     whoami_json(&home);
+    assert!(!home.join("security.pending").exists());
 }
 
 #[test]

@@ -229,3 +229,104 @@ fn a_readable_export_holds_every_message_and_no_key() {
         }
     }
 }
+
+#[test]
+fn the_security_log_records_what_happened_and_shows_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = init(dir.path(), "alice");
+    // A wrong passphrase: refused, and noted for the log.
+    let out = support::node::bin()
+        .arg("--home")
+        .arg(&alice)
+        .env("SAFEMEET_PASSPHRASE", "not the passphrase")
+        .args(["whoami", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let pending = cli(&alice, &["audit"]);
+    assert_eq!(pending[1]["event"], "unlock_failed", "{pending}");
+    assert!(pending[1]["seq"].is_null(), "not sealed yet: {pending}");
+
+    // The daemon's unlock seals it; then a link, a revocation, a profile
+    // change and an export, each recorded.
+    let da = Daemon::start(&alice);
+    let shown = cli(&alice, &["device", "link"])["link"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let alice2 = dir.path().join("alice2");
+    let linked = cli(&alice2, &["init", "--link", &shown]);
+    let second = linked["device_id"].as_str().unwrap().to_owned();
+    cli(&alice, &["device", "revoke", &second]);
+    cli(&alice, &["profile", "set", "--display-name", "Alice L"]);
+    let out = dir.path().join("export");
+    cli(&alice, &["export", "--readable", out.to_str().unwrap()]);
+
+    let log = cli(&alice, &["audit"]);
+    let events: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "account_created",
+            "unlock_failed",
+            "device_linked",
+            "device_revoked",
+            "profile_changed",
+            "export_readable"
+        ],
+        "{log}"
+    );
+    let seqs: Vec<u64> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(log[2]["subject"], second.as_str());
+    assert_eq!(log[3]["subject"], second.as_str());
+    // `--since` filters by time.
+    let later = cli(&alice, &["audit", "--since", &log[5]["at"].to_string()]);
+    assert_eq!(
+        later.as_array().unwrap().last().unwrap()["event"],
+        "export_readable"
+    );
+    // The new device has its own log.
+    let theirs = cli(&alice2, &["audit"]);
+    assert_eq!(theirs[0]["event"], "device_linked_to_account", "{theirs}");
+    let verified = cli(&alice, &["audit", "verify"]);
+    assert_eq!(verified["ok"], true);
+    assert_eq!(verified["entries"], 6);
+    da.stop();
+
+    // One byte changed in the middle of the second line: `audit verify`
+    // fails and names the line; so does a line removed.
+    let path = alice.join("security.log");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let mut bytes = original.clone().into_bytes();
+    let at = lines[0].len() + 1 + lines[1].len() / 2;
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, said) = failed(&alice, &["audit", "verify"]);
+    assert_eq!(code, Some(1));
+    assert!(said.contains("line 2"), "{said}");
+    let removed: String = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, removed).unwrap();
+    let (code, said) = failed(&alice, &["audit", "verify"]);
+    assert_eq!(code, Some(1));
+    assert!(said.contains("line 4"), "{said}");
+    // Put back, it verifies again.
+    std::fs::write(&path, &original).unwrap();
+    assert_eq!(cli(&alice, &["audit", "verify"])["ok"], true);
+}

@@ -87,17 +87,18 @@ pub(crate) fn init(
     about_user.extend(emails.iter().map(|e| e.as_str()));
     let passphrase = source.new_passphrase(&about_user)?;
     let account = Account::create(username, display_name, emails, SystemClock.now())?;
-    home.create(&passphrase, |store| {
+    let log = home.create(&passphrase, |store| {
         let record = account.to_record()?;
         store.put(Keyspace::Account, ACCOUNT_RECORD, &record)?;
         Ok(())
     })?;
+    log.record("account_created", Some(account.user_id().to_string()));
     tracing::info!("account created");
     Identity::of(&account).print(json)
 }
 
 pub(crate) fn whoami(home: &Home, source: &Source, json: bool) -> Result<(), Failure> {
-    let store = home.unlock(&source.existing()?)?;
+    let (store, _log) = home.unlock(&source.existing()?)?;
     let account = load_account(&store)?;
     Identity::of(&account).print(json)
 }

@@ -54,7 +54,7 @@ pub(crate) fn daemon(
     let rt = runtime()?;
     let stop = crate::shutdown::install(&rt)?;
     // Seconds of Argon2id; a signal meanwhile is seen right after.
-    let store = home.unlock(&passphrase)?;
+    let (store, log) = home.unlock(&passphrase)?;
     tracing::debug!("profile unlocked");
     if stop.is_cancelled() {
         // The crypto machine was not opened: nothing to close.
@@ -70,7 +70,7 @@ pub(crate) fn daemon(
         if !listen.is_empty() {
             net.listen = listen;
         }
-        let (engine, identity) = start_engine(store, net)?;
+        let (engine, identity) = start_engine(store, net, log)?;
         tracing::debug!("engine started");
         // From here every way out goes through the engine's shutdown.
         let outcome = serve_until_stopped(home, &engine, identity, json, &stop).await;

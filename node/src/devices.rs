@@ -251,7 +251,7 @@ pub(crate) fn init_linked(
         safemeet_engine::link::bundle_account(&bundle).map_err(|e| Failure::Other(e.into()))?;
     let account = Account::from_record(&record)?;
     let mut summary = None;
-    home.create(&passphrase, |store| {
+    let log = home.create(&passphrase, |store| {
         CryptoMachine::store_account(store, &account)?;
         let machine = CryptoMachine::open(store.clone())?;
         let now = safemeet_engine::Now {
@@ -264,6 +264,10 @@ pub(crate) fn init_linked(
         );
         Ok(())
     })?;
+    log.record(
+        "device_linked_to_account",
+        Some(account.device_id().to_string()),
+    );
     let summary = summary.unwrap_or_default();
     tracing::info!("device linked");
     let linked = Linked {

@@ -6,6 +6,7 @@
 //!   by `init`, atomically.
 //! - `db/`: the sled store; every value sealed, every identifying key hashed.
 //! - `init.lock`: held by `init` while it creates the profile.
+//! - `security.log`, `security.pending`: the security log (see `security`).
 //!
 //! The directory is created with mode 0700. Nothing in it names the user in
 //! clear.
@@ -51,6 +52,11 @@ impl Home {
         Ok(Self { dir })
     }
 
+    /// The profile directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn keyfile(&self) -> PathBuf {
         self.dir.join("keyfile")
     }
@@ -83,7 +89,7 @@ impl Home {
         &self,
         passphrase: &Passphrase,
         fill: impl FnOnce(&ProfileStore) -> Result<(), Failure>,
-    ) -> Result<(), Failure> {
+    ) -> Result<crate::security::SecurityLog, Failure> {
         create_private_dir(&self.dir)?;
         let lock = fs::OpenOptions::new()
             .write(true)
@@ -126,7 +132,18 @@ impl Home {
                 Failure::Other(e)
             }
         })?;
-        Ok(())
+        // A log left from an account that was here before is not this
+        // one's: moved aside, as a store without a key file is.
+        let log = self.dir.join(crate::security::LOG_FILE);
+        if log.exists() {
+            let aside = self.dir.join(format!(
+                "{}.orphaned-{}",
+                crate::security::LOG_FILE,
+                SystemClock.now()
+            ));
+            fs::rename(&log, aside).context("moving aside an old security log")?;
+        }
+        crate::security::SecurityLog::open(&self.dir, &key)
     }
 
     pub(crate) fn account_exists(&self) -> Failure {
@@ -137,8 +154,23 @@ impl Home {
     }
 
     /// Unlocks the profile: reads the key file, checks the passphrase, then
-    /// opens the store. A wrong passphrase touches nothing on disk.
-    pub(crate) fn unlock(&self, passphrase: &Passphrase) -> Result<ProfileStore, Failure> {
+    /// opens the store and the security log (which takes in the unlock
+    /// failures noted since). A wrong passphrase changes nothing on disk
+    /// but one line in `security.pending`.
+    pub(crate) fn unlock(
+        &self,
+        passphrase: &Passphrase,
+    ) -> Result<(ProfileStore, crate::security::SecurityLog), Failure> {
+        let key = self.data_key(passphrase)?;
+        let store = self.open_store(&key)?;
+        let log = crate::security::SecurityLog::open(&self.dir, &key)?;
+        Ok((store, log))
+    }
+
+    /// Unwraps the data key (rewrapping the key file under today's KDF
+    /// cost if it was made under a weaker one). A wrong passphrase is noted
+    /// in `security.pending`.
+    fn data_key(&self, passphrase: &Passphrase) -> Result<DataKey, Failure> {
         if !self.has_account() {
             return Err(Failure::NoAccount(format!(
                 "no account in {}; create one with `safemeet init --username NAME`",
@@ -148,11 +180,29 @@ impl Home {
         let text =
             read_bounded(&self.keyfile(), MAX_KEYFILE_BYTES).context("reading the key file")?;
         let keyfile = KeyFile::from_json(&text)?;
-        let key = keyfile.unwrap_key(passphrase)?;
+        let key = match keyfile.unwrap_key(passphrase) {
+            Ok(key) => key,
+            Err(e) => {
+                if matches!(e, safemeet_crypto::Error::WrongPassphrase) {
+                    crate::security::note_unlock_failure(&self.dir);
+                }
+                return Err(e.into());
+            }
+        };
         if keyfile.needs_rewrap() {
             self.rewrap(&key, passphrase)?;
         }
-        self.open_store(&key)
+        Ok(key)
+    }
+
+    /// The security log, for reading while a daemon may hold the store:
+    /// only the key file is read.
+    pub(crate) fn security_log(
+        &self,
+        passphrase: &Passphrase,
+    ) -> Result<crate::security::SecurityLog, Failure> {
+        let key = self.data_key(passphrase)?;
+        crate::security::SecurityLog::reader(&self.dir, &key)
     }
 
     /// Wraps the data key again under the default KDF parameters and
@@ -294,13 +344,13 @@ mod tests {
         let legacy = KeyFile::wrap(&key, &pass, old).unwrap();
         replace_private_file(&home.keyfile(), legacy.to_json().unwrap().as_bytes()).unwrap();
 
-        drop(home.unlock(&pass).unwrap());
+        drop(home.unlock(&pass).unwrap().0);
         let text = read_bounded(&home.keyfile(), MAX_KEYFILE_BYTES).unwrap();
         let now = KeyFile::from_json(&text).unwrap();
         assert_eq!(now.kdf, KdfParams::default(), "rewrapped under the default");
         assert!(!now.needs_rewrap());
         // The same data key: the store still opens, and no temporary is left.
-        drop(home.unlock(&pass).unwrap());
+        drop(home.unlock(&pass).unwrap().0);
         assert!(!home.keyfile().with_extension("tmp").exists());
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(home.keyfile()).unwrap().permissions().mode();

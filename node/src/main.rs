@@ -14,6 +14,7 @@ mod messenger;
 mod passphrase;
 mod people;
 mod relay;
+mod security;
 mod shutdown;
 
 use std::path::PathBuf;
@@ -112,6 +113,16 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         readable: PathBuf,
     },
+    /// Your security log: account created, unlock failures, devices linked
+    /// or revoked, verifications, contacts' new devices, profile changes,
+    /// exports. `audit verify` checks that no entry was changed or removed.
+    Audit {
+        #[command(subcommand)]
+        action: Option<AuditCommand>,
+        /// Only entries at or after this time (ms since the Unix epoch).
+        #[arg(long, value_name = "MS")]
+        since: Option<u64>,
+    },
     /// Your profile as contacts see it: show it, change the display name.
     #[command(subcommand)]
     Profile(ProfileCommand),
@@ -157,6 +168,13 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         since: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check every entry: each opens under this account's key and follows
+    /// the one before (exit 1 and the first bad line otherwise).
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -443,6 +461,13 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
         ),
         Command::Relay(args) => relay::run(&home, cli.json, args),
         Command::Invite => messenger::run(&home, &source, cli.json, messenger::Action::Invite),
+        Command::Audit { action, since } => security::audit(
+            &home,
+            &source,
+            cli.json,
+            since,
+            matches!(action, Some(AuditCommand::Verify)),
+        ),
         Command::Export { readable } => {
             // The node writes the files: it may run elsewhere than here,
             // so the path is made absolute first.

@@ -99,11 +99,16 @@ pub(crate) fn identity(machine: &CryptoMachine<safemeet_store_sled::SledStore>) 
 pub(crate) fn start_engine(
     store: ProfileStore,
     net: safemeet_net::Config,
+    log: crate::security::SecurityLog,
 ) -> Result<(EngineHandle, Identity), Failure> {
     let machine = CryptoMachine::open(store)?;
     let identity = identity(&machine);
+    let log = std::sync::Arc::new(log);
     let config = EngineConfig {
         net,
+        security: Some(safemeet_engine::SecuritySink(std::sync::Arc::new(
+            move |event: &str, subject: Option<String>| log.record(event, subject),
+        ))),
         ..EngineConfig::default()
     };
     let engine =
@@ -133,13 +138,13 @@ async fn in_process(
     json: bool,
     action: Action,
 ) -> Result<(), Failure> {
-    let store = home.unlock(&source.existing()?)?;
+    let (store, log) = home.unlock(&source.existing()?)?;
     let net = safemeet_net::Config {
         listen: Vec::new(),
         mdns: false,
         ..safemeet_net::Config::default()
     };
-    let (engine, identity) = start_engine(store, net)?;
+    let (engine, identity) = start_engine(store, net, log)?;
     let api = Api::InProcess {
         engine: engine.clone(),
         identity,

@@ -116,7 +116,9 @@ async fn serve(
         Request::ProfileShow {} => Response::Profile(engine.profile().await?.into()),
         Request::ExportReadable { dir } => {
             let profile = engine.profile().await?.into();
-            Response::Exported(crate::export::export_readable(engine, profile, &dir).await?)
+            let done = crate::export::export_readable(engine, profile, &dir).await?;
+            engine.note_security("export_readable", None).await?;
+            Response::Exported(done)
         }
         Request::ProfileSet { display_name } => {
             let name = display_name

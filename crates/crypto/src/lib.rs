@@ -51,6 +51,7 @@ pub mod identity;
 pub mod link;
 pub mod machine;
 pub mod mailbox;
+pub mod security_log;
 pub mod verification;
 
 pub use certificate::Verified;

@@ -80,6 +80,24 @@ pub struct Config {
     /// meets more in an hour, and a flood of fresh identities fills the
     /// list no faster than that; past it new introductions are refused.
     pub requests_per_hour: u32,
+    /// Where security events go (device linked or revoked, a contact
+    /// verified, a contact's devices changed, …): the node's security log.
+    /// None: nowhere.
+    pub security: Option<SecuritySink>,
+}
+
+/// Receives security events: an event name and the id it is about. It
+/// runs on the engine's thread, so it must be quick (one synced append).
+#[derive(Clone)]
+pub struct SecuritySink(pub std::sync::Arc<SecurityFn>);
+
+/// What a [`SecuritySink`] calls.
+pub type SecurityFn = dyn Fn(&str, Option<String>) + Send + Sync;
+
+impl std::fmt::Debug for SecuritySink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecuritySink")
+    }
 }
 
 impl Default for Config {
@@ -103,6 +121,7 @@ impl Default for Config {
             auto_join_rooms: false,
             max_requests: 32,
             requests_per_hour: 10,
+            security: None,
         }
     }
 }

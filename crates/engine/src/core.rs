@@ -295,6 +295,14 @@ impl<S: Store + Clone> Core<S> {
         Ok(self.machine.close_in_place()?)
     }
 
+    /// Reports a security event to the configured sink (the node's
+    /// security log): an event name and the id it is about, nothing more.
+    pub(crate) fn security(&self, event: &str, subject: Option<String>) {
+        if let Some(sink) = &self.config.security {
+            (sink.0)(event, subject);
+        }
+    }
+
     /// Counters of the core's queues, for metrics and tests.
     pub fn stats(&self) -> Stats {
         Stats {
@@ -410,6 +418,10 @@ impl<S: Store + Clone> Core<S> {
             }
             Command::RevokeDevice(device) => {
                 self.revoke_device(device)?;
+                Response::Done
+            }
+            Command::Security(event, subject) => {
+                self.security(event, subject);
                 Response::Done
             }
             Command::Profile => {

@@ -163,6 +163,9 @@ pub enum Command {
     RevokeDevice(safemeet_proto::DeviceId),
     /// Name one of this user's devices (on any of them).
     RenameDevice(safemeet_proto::DeviceId, String),
+    /// Record a security event that happened outside the engine (an
+    /// export): a name from a fixed list, and the id it is about.
+    Security(&'static str, Option<String>),
     /// This user's current profile.
     Profile,
     /// Change this user's profile (on the device with the master key).

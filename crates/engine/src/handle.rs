@@ -339,6 +339,16 @@ impl Handle {
         expect!(self.core(command).await, Response::Page(p) => p)
     }
 
+    /// Records a security event that happened outside the engine (an
+    /// export) in the node's security log.
+    pub async fn note_security(
+        &self,
+        event: &'static str,
+        subject: Option<String>,
+    ) -> Result<(), Error> {
+        expect!(self.core(Command::Security(event, subject)).await, Response::Done => ())
+    }
+
     /// This user's current profile.
     pub async fn profile(&self) -> Result<safemeet_proto::identity::Profile, Error> {
         expect!(self.core(Command::Profile).await, Response::Profile(p) => *p)

@@ -77,7 +77,7 @@ mod waiting;
 
 pub use crate::actor::start;
 pub use crate::blocks::MAX_LISTED;
-pub use crate::config::Config;
+pub use crate::config::{Config, SecurityFn, SecuritySink};
 pub use crate::core::{Core, Now, Stats};
 pub use crate::error::{Error, ErrorKind};
 pub use crate::events::{

@@ -230,6 +230,7 @@ impl<S: Store + Clone> Core<S> {
         let bytes = Zeroizing::new(codec::encode_limited(&bundle, MAX_BUNDLE_BYTES)?);
         drop(bundle);
         self.announce_devices(vec![new_key]);
+        self.security("device_linked", Some(new_device.to_string()));
         if let Err(e) = self.share_device_names(Some(new_device)) {
             tracing::warn!(error = %e, "device names were not sent to the new device");
         }
@@ -425,6 +426,14 @@ impl<S: Store + Clone> Core<S> {
         if user == self.user_id() {
             self.own_devices.devices_changed();
         }
+        for device in added {
+            let event = if user == self.user_id() {
+                "own_device_added"
+            } else {
+                "contact_device_added"
+            };
+            self.security(event, Some(device.to_string()));
+        }
         if !added.is_empty() {
             self.restate_rooms_of(user)?;
         }
@@ -532,6 +541,7 @@ impl<S: Store + Clone> Core<S> {
     /// their next message (the device is no longer a recipient).
     pub(crate) fn revoke_device(&mut self, device: DeviceId) -> Result<(), Error> {
         self.machine.revoke_device(device, self.now.wall)?;
+        self.security("device_revoked", Some(device.to_string()));
         self.devices_changed = true;
         self.headers.stale = true;
         self.admission.stale = true;

@@ -107,6 +107,7 @@ impl<S: Store + Clone> Core<S> {
         }
         self.machine
             .update_profile(display_name, emails, self.now.wall)?;
+        self.security("profile_changed", None);
         let signed = self.machine.account().profile().signed().clone();
         let me = self.user_id();
         let mut users = vec![me];

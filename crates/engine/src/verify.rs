@@ -246,6 +246,7 @@ impl<S: Store + Clone> Core<S> {
             .mark_verified(&self.verify.flows[i].flow, self.now.wall)?;
         tracing::info!("a contact device was verified");
         let (user, device) = (self.verify.flows[i].user, self.verify.flows[i].device);
+        self.security("contact_device_verified", Some(device.to_string()));
         let trust = self.machine.user_trust(&user, &[device], self.now.wall)?;
         let notice = if self.machine.account().has_master_key() {
             TrustNotice::Signed(self.machine.sign_user_trust(&trust)?)
@@ -287,6 +288,7 @@ impl<S: Store + Clone> Core<S> {
         }
         let trust = self.machine.user_trust(&user, &devices, self.now.wall)?;
         self.machine.mark_trusted(&trust, self.now.wall)?;
+        self.security("contact_verified_in_person", Some(user.to_string()));
         let notice = if self.machine.account().has_master_key() {
             TrustNotice::Signed(self.machine.sign_user_trust(&trust)?)
         } else {
@@ -323,6 +325,9 @@ impl<S: Store + Clone> Core<S> {
             }
         };
         let marked = self.machine.accept_user_trust(&signed, self.now.wall)?;
+        if marked > 0 {
+            self.security("contact_trusted_from_own_device", None);
+        }
         tracing::info!(
             devices = marked,
             "trust from another device of this user taken in"
