@@ -326,6 +326,16 @@ fn the_security_log_records_what_happened_and_shows_tampering() {
     let (code, said) = failed(&alice, &["audit", "verify"]);
     assert_eq!(code, Some(1));
     assert!(said.contains("line 4"), "{said}");
+    // A long junk line slipped in: named too, and nothing after it is
+    // taken as checked.
+    let mut junk = lines.clone();
+    let long = "A".repeat(10_000);
+    junk.insert(2, &long);
+    let junk: String = junk.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, junk).unwrap();
+    let (code, said) = failed(&alice, &["audit", "verify"]);
+    assert_eq!(code, Some(1));
+    assert!(said.contains("line 3"), "{said}");
     // Put back, it verifies again.
     std::fs::write(&path, &original).unwrap();
     assert_eq!(cli(&alice, &["audit", "verify"])["ok"], true);

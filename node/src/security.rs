@@ -8,14 +8,14 @@
 //! `security.pending`; the next unlock seals each such line into the log
 //! and removes the file.
 
-use std::io::{BufRead, Read as _, Write};
+use std::io::{Read as _, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::Context;
 use safemeet_crypto::at_rest::DataKey;
 use safemeet_crypto::security_log::{
-    self, ChainBroken, MAX_LINE, SecurityEntry, SecurityLogKey, first_prev, line_hash,
+    self, ChainBroken, SecurityEntry, SecurityLogKey, first_prev, line_hash,
 };
 use safemeet_proto::clock::{Clock, SystemClock};
 
@@ -44,8 +44,12 @@ impl std::fmt::Debug for SecurityLog {
     }
 }
 
+/// The largest log read (about 100 000 entries).
+const MAX_LOG_BYTES: u64 = 64 << 20;
+
 /// The complete lines of the log file (a last line still being written,
-/// with no newline yet, is left out).
+/// with no newline yet, is left out). A line too long to be an entry is
+/// kept, so that `verify` names it.
 fn read_lines(path: &Path) -> Result<Vec<String>, Failure> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -56,20 +60,20 @@ fn read_lines(path: &Path) -> Result<Vec<String>, Failure> {
             ));
         }
     };
-    let mut reader = std::io::BufReader::new(file);
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        let n = (&mut reader)
-            .take(MAX_LINE as u64 + 2)
-            .read_line(&mut line)
-            .context("reading the security log")?;
-        if n == 0 || !line.ends_with('\n') {
-            return Ok(lines);
-        }
-        line.pop();
-        lines.push(line);
+    let mut bytes = Vec::new();
+    file.take(MAX_LOG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .context("reading the security log")?;
+    if bytes.len() as u64 > MAX_LOG_BYTES {
+        return Err(Failure::Other(anyhow::anyhow!(
+            "the security log is larger than {MAX_LOG_BYTES} bytes"
+        )));
     }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<String> = text.split('\n').map(str::to_owned).collect();
+    // The piece after the last newline is a line still being written.
+    lines.pop();
+    Ok(lines)
 }
 
 impl SecurityLog {
