@@ -450,36 +450,6 @@ impl<S: Store + Clone> Core<S> {
     }
 }
 
-impl<S: Store + Clone> Core<S> {
-    /// A member linked a device, which may have missed a room state sent
-    /// before its user's list reached the sender: the group rooms this
-    /// user's first admin (by user id) shares with them get their state
-    /// again, with nothing changed but the epoch.
-    ///
-    /// Every device of that admin that holds the room does this, whichever
-    /// learns of the new device first: a state names no device and no
-    /// time, so devices at the same chain head issue the same bytes, and
-    /// the second copy is refused as a replay. (Leaving it to one device
-    /// lost the state when that device learned of the new one before it
-    /// had the room.)
-    fn restate_rooms_of(&mut self, user: UserId) -> Result<(), Error> {
-        let me = self.user_id();
-        for id in self.room_index()?.rooms {
-            let Some(room) = self.room(&id)? else {
-                continue;
-            };
-            if !room.left
-                && room.members.contains(&user)
-                && room.admins.iter().min() == Some(&me)
-                && !self.restates_due.contains(&id)
-            {
-                self.restates_due.push(id);
-            }
-        }
-        Ok(())
-    }
-}
-
 /// One of this user's devices, as `device list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]

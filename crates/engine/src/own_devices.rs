@@ -160,12 +160,9 @@ impl<S: Store + Clone> Core<S> {
         let me = self.user_id();
         let this = self.machine.account().device_id();
         for d in self.machine.user_devices(&me)? {
-            // A device with no Olm session yet learns the names when it
-            // sends its own.
-            if d.device_id == this
-                || only.is_some_and(|o| o != d.device_id)
-                || !self.machine.has_session(&d.device_id)?
-            {
+            // (`send_to_device` skips a device with no Olm session yet: it
+            // learns the names when it sends its own.)
+            if d.device_id == this || only.is_some_and(|o| o != d.device_id) {
                 continue;
             }
             let event = ToDeviceEvent::DeviceNames(DeviceNames {
@@ -184,7 +181,6 @@ impl<S: Store + Clone> Core<S> {
         from: DeviceId,
         names: DeviceNames,
     ) -> Result<(), Error> {
-        self.seen_own_device(from);
         let me = self.user_id();
         let listed: Vec<DeviceId> = self
             .machine

@@ -106,6 +106,15 @@ pub(crate) fn received_entry<S: Store>(
         Some(p) => dm_room(&me, &p),
         None => dm_room(&me, &me),
     };
+    // The chain's rules for a state or membership event, on a room record.
+    let apply = |room: &mut RoomRecord| {
+        apply_event(room, me, sender, event.event.lamport, &event.event.content).map_err(
+            |refusal| match refusal {
+                Refusal::Ahead => invalid(STATE_AHEAD),
+                Refusal::Refused(reason) => invalid(reason),
+            },
+        )
+    };
     // A state that would join a room not known, or left: an invitation,
     // which waits for consent unless its sender is trusted to add this
     // user (checked first as a join would be).
@@ -121,17 +130,7 @@ pub(crate) fn received_entry<S: Store>(
             Some(r) => r.clone(),
             None => RoomRecord::fresh(room_id, None, Vec::new(), state.secret.topic()),
         };
-        apply_event(
-            &mut trial,
-            me,
-            sender,
-            event.event.lamport,
-            &event.event.content,
-        )
-        .map_err(|refusal| match refusal {
-            Refusal::Ahead => invalid(STATE_AHEAD),
-            Refusal::Refused(reason) => invalid(reason),
-        })?;
+        apply(&mut trial)?;
         if trial.members.is_empty() {
             return Err(invalid(UNKNOWN_ROOM));
         }
@@ -191,17 +190,7 @@ pub(crate) fn received_entry<S: Store>(
         })));
     }
     let applied = if room.dm_with.is_none() {
-        apply_event(
-            &mut room,
-            me,
-            sender,
-            event.event.lamport,
-            &event.event.content,
-        )
-        .map_err(|refusal| match refusal {
-            Refusal::Ahead => invalid(STATE_AHEAD),
-            Refusal::Refused(reason) => invalid(reason),
-        })?
+        apply(&mut room)?
     } else {
         Default::default()
     };
