@@ -1046,30 +1046,6 @@ fn sigterm_at_any_point_of_the_start_stops_the_daemon_cleanly() {
     assert!(!stderr.contains(UNCLEAN), "{stderr}");
 }
 
-/// A daemon's own TCP address (not a circuit through a relay), without
-/// its peer id: to start it again on the same one.
-fn own_tcp_addr(home: &Path) -> String {
-    cli(home, &["whoami"])["listen_addrs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .find(|a| !a.contains("/p2p-circuit"))
-        .and_then(|a| a.split("/p2p/").next())
-        .unwrap()
-        .to_owned()
-}
-
-/// How many envelopes a relay started with `--metrics` holds.
-fn relay_holds(relay: &support::Relay) -> Option<u64> {
-    let mut stream = std::net::TcpStream::connect(relay.metrics.as_deref()?).ok()?;
-    write!(stream, "GET /status HTTP/1.1\r\nhost: relay\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut answer).ok()?;
-    let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1)?).ok()?;
-    body["envelopes"].as_u64()
-}
-
 /// A relay; Alice, and Bob who uses the relay, running and contacts.
 fn met_with_a_relay(dir: &Path) -> (support::Relay, String, PathBuf, PathBuf, Daemon, Daemon) {
     let relay = support::Relay::start(&dir.join("relay"), &["--metrics", "127.0.0.1:0"]);
@@ -1095,7 +1071,7 @@ fn an_offline_device_gets_what_was_left_on_its_relay_exactly_once() {
     eventually("the room to reach Bob", || {
         (room_members(&bob, "plans") == Some(2)).then_some(())
     });
-    let bob_listen = own_tcp_addr(&bob);
+    let bob_listen = support::node::own_tcp_addr(&bob);
     db.stop();
 
     // Bob is offline: Alice's messages go to his relay.
@@ -1134,7 +1110,7 @@ fn an_offline_device_gets_what_was_left_on_its_relay_exactly_once() {
     }
     // What he stored is deleted from the relay.
     eventually("the relay to hold nothing more", || {
-        (relay_holds(&relay) == Some(0)).then_some(())
+        (relay.holds() == Some(0)).then_some(())
     });
     db.stop();
     let db = Daemon::start_with(&bob, &bob_listen, &["--relay", &relay_addr]);
@@ -1188,7 +1164,7 @@ fn contacts_learn_of_relays_added_after_they_met() {
     let db = Daemon::start(&bob, "/ip4/127.0.0.1/tcp/0");
     // They meet while Bob uses no relay.
     befriend(&alice, &bob);
-    let bob_listen = own_tcp_addr(&bob);
+    let bob_listen = support::node::own_tcp_addr(&bob);
     db.stop();
 
     // Bob comes back with a relay: he tells Alice, and it is where her
@@ -1224,7 +1200,7 @@ fn contacts_learn_of_relays_added_after_they_met() {
 fn a_relay_dropped_from_the_list_is_still_drained_of_what_it_holds() {
     let dir = tempfile::tempdir().unwrap();
     let (relay, _, alice, bob, da, db) = met_with_a_relay(dir.path());
-    let bob_listen = own_tcp_addr(&bob);
+    let bob_listen = support::node::own_tcp_addr(&bob);
     db.stop();
     cli(&alice, &["send", "bob", "left on his old relay"]);
     eventually("the message to be stored at the relay", || {

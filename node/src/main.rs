@@ -14,6 +14,7 @@ mod messenger;
 mod passphrase;
 mod people;
 mod relay;
+mod rights;
 mod security;
 mod shutdown;
 
@@ -27,6 +28,7 @@ use safemeet_proto::{DisplayName, Email, Username};
 
 use crate::failure::Failure;
 use crate::people::PeopleAction;
+use crate::rights::RightsAction;
 
 /// SafeMeet: a peer-to-peer, end-to-end encrypted messenger.
 #[derive(Debug, Parser)]
@@ -154,7 +156,29 @@ enum Command {
         /// How many of the latest messages.
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
         limit: u64,
+        /// Show each message's event id (for `edit` and `redact`).
+        #[arg(long)]
+        ids: bool,
     },
+    /// Delete a message for everyone: yours, or any in a room you
+    /// administer. Every member's device removes its text.
+    Redact {
+        /// The message's event id (`messages --ids`).
+        #[arg(value_parser = parse::<safemeet_proto::EventId>)]
+        event_id: safemeet_proto::EventId,
+    },
+    /// Replace the text of one of your messages, everywhere; it shows as
+    /// edited and the earlier text is not kept.
+    Edit {
+        /// The message's event id (`messages --ids`).
+        #[arg(value_parser = parse::<safemeet_proto::EventId>)]
+        event_id: safemeet_proto::EventId,
+        /// The new text.
+        text: String,
+    },
+    /// This device's own limits: `settings set retention 30d`.
+    #[command(subcommand)]
+    Settings(rights::SettingsCommand),
     /// Manage group rooms.
     #[command(subcommand)]
     Room(RoomCommand),
@@ -338,6 +362,22 @@ enum RoomCommand {
         room: String,
         /// The member (contact name, username or user id).
         member: String,
+    },
+    /// Set how long a conversation's messages are kept, on every member's
+    /// device (a room's admins, or either of you in a direct conversation).
+    Set {
+        /// The room (name or room id), or a contact for your direct
+        /// conversation.
+        target: String,
+        /// Delete each message this long after it was sent (90s, 5m, 12h,
+        /// 30d, 2w), the ones already older included; `off` keeps them.
+        #[arg(long, value_parser = rights::parse_limit)]
+        expire: rights::Limit,
+    },
+    /// Show a conversation's settings.
+    Settings {
+        /// The room (name or room id), or a contact.
+        target: String,
     },
     /// List the rooms you are in.
     List,
@@ -571,12 +611,27 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             cli.json,
             messenger::Action::Send { target, text },
         ),
-        Command::Messages { target, limit } => messenger::run(
+        Command::Messages { target, limit, ids } => messenger::run(
             &home,
             &source,
             cli.json,
-            messenger::Action::Messages { target, limit },
+            messenger::Action::Messages { target, limit, ids },
         ),
+        Command::Redact { event_id } => {
+            rights(&home, &source, cli.json, RightsAction::Redact(event_id))
+        }
+        Command::Edit { event_id, text } => {
+            rights(&home, &source, cli.json, RightsAction::Edit(event_id, text))
+        }
+        Command::Settings(c) => {
+            let set = match c {
+                rights::SettingsCommand::Set {
+                    setting: rights::Setting::Retention { duration },
+                } => Some(duration.0),
+                rights::SettingsCommand::Show => None,
+            };
+            rights(&home, &source, cli.json, RightsAction::Retention(set))
+        }
         Command::Room(c) => {
             let action = match c {
                 RoomCommand::Create { name, members } => {
@@ -597,6 +652,15 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
                     target: member,
                     ban: true,
                 },
+                RoomCommand::Set { target, expire } => {
+                    messenger::Action::Rights(RightsAction::Expiry {
+                        target,
+                        set: Some(expire.0),
+                    })
+                }
+                RoomCommand::Settings { target } => {
+                    messenger::Action::Rights(RightsAction::Expiry { target, set: None })
+                }
                 RoomCommand::List => messenger::Action::RoomList,
                 RoomCommand::Invitations => messenger::Action::People(PeopleAction::Invitations),
                 RoomCommand::Join { room } => {
@@ -615,4 +679,13 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             messenger::Action::Listen { since },
         ),
     }
+}
+
+fn rights(
+    home: &home::Home,
+    source: &passphrase::Source,
+    json: bool,
+    action: RightsAction,
+) -> Result<(), Failure> {
+    messenger::run(home, source, json, messenger::Action::Rights(action))
 }

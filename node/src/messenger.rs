@@ -41,6 +41,7 @@ pub(crate) enum Action {
     Messages {
         target: String,
         limit: u64,
+        ids: bool,
     },
     Listen {
         since: u64,
@@ -70,6 +71,8 @@ pub(crate) enum Action {
     Profile(Request),
     /// `export.readable`.
     Export(Request),
+    /// Redact, edit, expiry and retention.
+    Rights(crate::rights::RightsAction),
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -389,7 +392,7 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
                 println!("sent {}", sent.event_id);
             }
         }
-        Action::Messages { target, limit } => {
+        Action::Messages { target, limit, ids } => {
             let messages = api.all_messages(&target, limit).await?;
             if json {
                 print_json(&messages)?;
@@ -401,7 +404,18 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
                         }
                         (state, _) => state_word(state).to_owned(),
                     };
-                    println!("[{state}] {}: {}", m.sender, shown(&m.text));
+                    let id = if ids {
+                        format!("{} ", m.event_id)
+                    } else {
+                        String::new()
+                    };
+                    if m.redacted {
+                        println!("{id}[{state}] {}: (deleted)", m.sender);
+                    } else if m.edited {
+                        println!("{id}[{state}] {}: {} (edited)", m.sender, shown(&m.text));
+                    } else {
+                        println!("{id}[{state}] {}: {}", m.sender, shown(&m.text));
+                    }
                 }
             }
         }
@@ -487,6 +501,7 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
         }
         Action::People(action) => return crate::people::perform(&mut api, json, action).await,
         Action::Devices(action) => return crate::devices::perform(&mut api, json, action).await,
+        Action::Rights(action) => return crate::rights::perform(&mut api, json, action).await,
     }
     Ok(())
 }

@@ -222,6 +222,18 @@ impl Relay {
         }
     }
 
+    /// How many envelopes it holds, from `/status` (started with
+    /// `--metrics`).
+    pub(crate) fn holds(&self) -> Option<u64> {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(self.metrics.as_deref()?).ok()?;
+        write!(stream, "GET /status HTTP/1.1\r\nhost: relay\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1)?).ok()?;
+        body["envelopes"].as_u64()
+    }
+
     /// Its resident memory, in bytes (Linux).
     pub(crate) fn rss(&self) -> u64 {
         let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.process.pid))

@@ -81,10 +81,16 @@ impl Daemon {
     }
 
     pub(crate) fn start_on(home: &Path, listen: &str) -> Self {
+        Self::start_with(home, listen, &[])
+    }
+
+    /// With more `daemon` arguments (`--relay ADDR`).
+    pub(crate) fn start_with(home: &Path, listen: &str, extra: &[&str]) -> Self {
         let mut child = bin()
             .arg("--home")
             .arg(home)
             .args(["daemon", "--listen", listen, "--no-mdns", "--json"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -112,9 +118,16 @@ impl Daemon {
 /// Where a daemon listens on TCP, without its `/p2p/` part (to start it
 /// again there: its contacts know that address from its invite).
 pub(crate) fn own_tcp_addr(home: &Path) -> String {
-    let who = cli(home, &["whoami"]);
-    let addr = who["listen_addrs"][0].as_str().unwrap();
-    addr.split("/p2p/").next().unwrap().to_owned()
+    // Not a relay circuit's address: its first part is the relay's.
+    cli(home, &["whoami"])["listen_addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|a| !a.contains("/p2p-circuit"))
+        .and_then(|a| a.split("/p2p/").next())
+        .unwrap()
+        .to_owned()
 }
 
 pub(crate) fn user_id(home: &Path) -> String {

@@ -13,9 +13,10 @@ use crate::page::{PAGE_BYTES, page};
 use crate::request::{DEFAULT_EVENTS_LIMIT, DEFAULT_MESSAGES_LIMIT, MAX_LIMIT, MessageCursor};
 use crate::resolve::{self, Target};
 use crate::response::{
-    BlockedUser, ContactAdded, ContactBlocked, ContactRemoved, ContactSettings, ContactUnblocked,
-    Event, InviteText, Message, RequestAccepted, RequestDeclined, RoomBanned, RoomCreated,
-    RoomDeclined, RoomInvited, RoomJoined, RoomLeft, RoomRemoved, Sent, Whoami, cursor_of,
+    BlockedUser, Changed, ContactAdded, ContactBlocked, ContactRemoved, ContactSettings,
+    ContactUnblocked, Event, InviteText, Message, RequestAccepted, RequestDeclined, RoomBanned,
+    RoomCreated, RoomDeclined, RoomInvited, RoomJoined, RoomLeft, RoomRemoved, RoomSettingsView,
+    Sent, SettingsView, Whoami, cursor_of,
 };
 use crate::{Error, Identity, Request, Response};
 
@@ -236,6 +237,52 @@ async fn serve(
             };
             Response::Sent(Sent { event_id })
         }
+        Request::MessageRedact { event_id } => {
+            let change_id = engine.redact(event_id).await?;
+            Response::Changed(Changed {
+                event_id,
+                change_id,
+            })
+        }
+        Request::MessageEdit { event_id, text } => {
+            let change_id = engine.edit(event_id, &text).await?;
+            Response::Changed(Changed {
+                event_id,
+                change_id,
+            })
+        }
+        Request::RoomSet {
+            target,
+            expire_after_ms,
+        } => {
+            let (conversation, room_id) = conversation(engine, &target).await?;
+            engine
+                .set_expiry(conversation, expire_after_ms.map(Duration::from_millis))
+                .await?;
+            Response::RoomSettings(RoomSettingsView {
+                room_id,
+                expire_after_ms,
+            })
+        }
+        Request::RoomSettings { target } => {
+            let (conversation, room_id) = conversation(engine, &target).await?;
+            let expire = engine.expiry(conversation).await?;
+            Response::RoomSettings(RoomSettingsView {
+                room_id,
+                expire_after_ms: expire.map(duration_ms),
+            })
+        }
+        Request::SettingsSet { retention_ms } => {
+            let retention = engine
+                .set_retention(retention_ms.map(Duration::from_millis))
+                .await?;
+            Response::Settings(SettingsView {
+                retention_ms: retention.map(duration_ms),
+            })
+        }
+        Request::SettingsShow {} => Response::Settings(SettingsView {
+            retention_ms: engine.retention().await?.map(duration_ms),
+        }),
         Request::Messages {
             target,
             limit,
@@ -340,4 +387,23 @@ fn messages_after(entries: &[TimelineEntry], after: Option<MessageCursor>) -> Ve
 fn parse_email(text: &str) -> Result<safemeet_proto::Email, safemeet_engine::Error> {
     text.parse::<safemeet_proto::Email>()
         .map_err(|e| safemeet_engine::Error::InvalidInput(format!("{e}")))
+}
+
+/// The conversation a target names, and its room id.
+async fn conversation(
+    engine: &EngineHandle,
+    target: &str,
+) -> Result<(safemeet_engine::Conversation, safemeet_proto::RoomId), Error> {
+    Ok(match resolve::target(engine, target).await? {
+        Target::User(user) => (
+            safemeet_engine::Conversation::Dm(user),
+            safemeet_engine::dm_room_id(&engine.user_id(), &user),
+        ),
+        Target::Room(room) => (safemeet_engine::Conversation::Room(room), room),
+    })
+}
+
+/// A duration in whole milliseconds (saturating).
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

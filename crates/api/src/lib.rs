@@ -57,12 +57,12 @@ pub use request::{
     Request,
 };
 pub use response::{
-    BlockedUser, Contact, ContactAdded, ContactBlocked, ContactRemoved, ContactSettings,
+    BlockedUser, Changed, Contact, ContactAdded, ContactBlocked, ContactRemoved, ContactSettings,
     ContactUnblocked, ContactVerified, Device, DeviceLink, DeviceRenamed, DeviceRevoked, Event,
     EventKind, Identity, InviteText, Message, MessageRequest, ProfileView, RequestAccepted,
     RequestDeclined, Response, Room, RoomBanned, RoomCreated, RoomDeclined, RoomInvitation,
-    RoomInvited, RoomJoined, RoomLeft, RoomRemoved, SasEmoji, Sent, State, Subscribed,
-    UnexpectedResponse, VerificationState, Whoami,
+    RoomInvited, RoomJoined, RoomLeft, RoomRemoved, RoomSettingsView, SasEmoji, Sent, SettingsView,
+    State, Subscribed, UnexpectedResponse, VerificationState, Whoami,
 };
 #[doc(hidden)]
 pub use server::fuzz_request_line;

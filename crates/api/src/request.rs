@@ -188,6 +188,49 @@ pub enum Request {
         /// The text.
         text: String,
     },
+    /// `message.redact`: delete a message for everyone (this user's own,
+    /// or any in a room this user is an admin of).
+    #[serde(rename = "message.redact")]
+    MessageRedact {
+        /// The message (`e_…`).
+        event_id: EventId,
+    },
+    /// `message.edit`: replace the text of one of this user's messages.
+    #[serde(rename = "message.edit")]
+    MessageEdit {
+        /// The message (`e_…`).
+        event_id: EventId,
+        /// Its new text.
+        text: String,
+    },
+    /// `room.set`: how long a conversation's messages are kept, for every
+    /// member (a group room's admins, or either user of a DM).
+    #[serde(rename = "room.set")]
+    RoomSet {
+        /// A contact (name, username, user id) or a room (name, room id).
+        target: String,
+        /// Milliseconds (1 s to 10 years); absent or `null`: kept.
+        #[serde(default)]
+        expire_after_ms: Option<u64>,
+    },
+    /// `room.settings`: a conversation's settings.
+    #[serde(rename = "room.settings")]
+    RoomSettings {
+        /// A contact (name, username, user id) or a room (name, room id).
+        target: String,
+    },
+    /// `settings.set`: this device's own limits.
+    #[serde(rename = "settings.set")]
+    SettingsSet {
+        /// Every conversation's messages are deleted on this device this
+        /// long after they were sent, in ms (1 s to 10 years); absent or
+        /// `null`: kept.
+        #[serde(default)]
+        retention_ms: Option<u64>,
+    },
+    /// `settings.show`: this device's own limits.
+    #[serde(rename = "settings.show")]
+    SettingsShow {},
     /// `messages`: a conversation's latest messages, a page at a time.
     #[serde(rename = "messages")]
     Messages {
@@ -341,6 +384,18 @@ pub enum Method {
     Send,
     /// `messages`
     Messages,
+    /// `message.redact`
+    MessageRedact,
+    /// `message.edit`
+    MessageEdit,
+    /// `room.set`
+    RoomSet,
+    /// `room.settings`
+    RoomSettings,
+    /// `settings.set`
+    SettingsSet,
+    /// `settings.show`
+    SettingsShow,
     /// `room.create`
     RoomCreate,
     /// `room.invite`
@@ -367,7 +422,7 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 38] = [
+    pub const ALL: [Method; 44] = [
         Method::Whoami,
         Method::Invite,
         Method::ContactAdd,
@@ -395,6 +450,12 @@ impl Method {
         Method::VerifyAnswer,
         Method::Send,
         Method::Messages,
+        Method::MessageRedact,
+        Method::MessageEdit,
+        Method::RoomSet,
+        Method::RoomSettings,
+        Method::SettingsSet,
+        Method::SettingsShow,
         Method::RoomCreate,
         Method::RoomInvite,
         Method::RoomLeave,
@@ -438,6 +499,12 @@ impl Method {
             Method::VerifyAnswer => "verify.answer",
             Method::Send => "send",
             Method::Messages => "messages",
+            Method::MessageRedact => "message.redact",
+            Method::MessageEdit => "message.edit",
+            Method::RoomSet => "room.set",
+            Method::RoomSettings => "room.settings",
+            Method::SettingsSet => "settings.set",
+            Method::SettingsShow => "settings.show",
             Method::RoomCreate => "room.create",
             Method::RoomInvite => "room.invite",
             Method::RoomLeave => "room.leave",
@@ -512,6 +579,12 @@ impl Request {
             Request::VerifyAnswer { .. } => Method::VerifyAnswer,
             Request::Send { .. } => Method::Send,
             Request::Messages { .. } => Method::Messages,
+            Request::MessageRedact { .. } => Method::MessageRedact,
+            Request::MessageEdit { .. } => Method::MessageEdit,
+            Request::RoomSet { .. } => Method::RoomSet,
+            Request::RoomSettings { .. } => Method::RoomSettings,
+            Request::SettingsSet { .. } => Method::SettingsSet,
+            Request::SettingsShow {} => Method::SettingsShow,
             Request::RoomCreate { .. } => Method::RoomCreate,
             Request::RoomInvite { .. } => Method::RoomInvite,
             Request::RoomLeave { .. } => Method::RoomLeave,

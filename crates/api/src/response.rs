@@ -5,7 +5,7 @@
 //! needs the method it answers ([`Response::from_result`]), which a client
 //! always knows.
 
-use safemeet_engine::{LogEntry, MessageState, TimelineEntry};
+use safemeet_engine::{LogEntry, MessageState, Removal, Revision, TimelineEntry};
 use safemeet_proto::{EventId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -233,6 +233,12 @@ pub enum Response {
     Sent(Sent),
     /// `messages`: one page, oldest first.
     Messages(Vec<Message>),
+    /// `message.redact`, `message.edit`
+    Changed(Changed),
+    /// `room.set`, `room.settings`
+    RoomSettings(RoomSettingsView),
+    /// `settings.set`, `settings.show`
+    Settings(SettingsView),
     /// `room.create`
     RoomCreated(RoomCreated),
     /// `room.invite`
@@ -288,6 +294,9 @@ impl Response {
             }
             Method::Send => Response::Sent(from(result)?),
             Method::Messages => Response::Messages(from(result)?),
+            Method::MessageRedact | Method::MessageEdit => Response::Changed(from(result)?),
+            Method::RoomSet | Method::RoomSettings => Response::RoomSettings(from(result)?),
+            Method::SettingsSet | Method::SettingsShow => Response::Settings(from(result)?),
             Method::RoomCreate => Response::RoomCreated(from(result)?),
             Method::RoomInvite => Response::RoomInvited(from(result)?),
             Method::RoomLeave => Response::RoomLeft(from(result)?),
@@ -327,6 +336,9 @@ impl Response {
             Response::ContactVerified(_) => Method::ContactVerify,
             Response::Sent(_) => Method::Send,
             Response::Messages(_) => Method::Messages,
+            Response::Changed(_) => Method::MessageEdit,
+            Response::RoomSettings(_) => Method::RoomSettings,
+            Response::Settings(_) => Method::SettingsShow,
             Response::RoomCreated(_) => Method::RoomCreate,
             Response::RoomInvited(_) => Method::RoomInvite,
             Response::RoomLeft(_) => Method::RoomLeave,
@@ -393,6 +405,9 @@ unwrap_response!(
     ContactVerified(ContactVerified) = ContactVerify,
     Sent(Sent) = Send,
     Messages(Vec<Message>) = Messages,
+    Changed(Changed) = MessageEdit,
+    RoomSettings(RoomSettingsView) = RoomSettings,
+    Settings(SettingsView) = SettingsShow,
     RoomCreated(RoomCreated) = RoomCreate,
     RoomInvited(RoomInvited) = RoomInvite,
     RoomLeft(RoomLeft) = RoomLeave,
@@ -512,6 +527,33 @@ pub struct Sent {
     pub event_id: EventId,
 }
 
+/// `message.redact`, `message.edit`: the change went out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changed {
+    /// The message changed.
+    pub event_id: EventId,
+    /// The redaction or edit, committed to the outbox.
+    pub change_id: EventId,
+}
+
+/// `room.set`, `room.settings`: a conversation's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSettingsView {
+    /// The room (a DM's room id too).
+    pub room_id: RoomId,
+    /// Messages are deleted this long after they were sent, in ms;
+    /// `null`: kept.
+    pub expire_after_ms: Option<u64>,
+}
+
+/// `settings.set`, `settings.show`: this device's own limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsView {
+    /// Messages of every conversation are deleted on this device this
+    /// long after they were sent, in ms; `null`: kept.
+    pub retention_ms: Option<u64>,
+}
+
 /// Where a message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -553,6 +595,12 @@ pub struct Message {
     pub stored_until: Option<u64>,
     /// Its place in the conversation: `messages` continues after it.
     pub cursor: MessageCursor,
+    /// Its sender replaced the text (earlier texts are not kept).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub edited: bool,
+    /// Deleted for everyone: the text is empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
 }
 
 impl From<&TimelineEntry> for Message {
@@ -575,6 +623,8 @@ impl From<&TimelineEntry> for Message {
             state,
             stored_until,
             cursor: cursor_of(m),
+            edited: matches!(m.revision, Revision::Edited { .. }),
+            redacted: m.revision == Revision::Redacted,
         }
     }
 }
@@ -694,6 +744,38 @@ pub enum EventKind {
         /// Kept until then, ms since the Unix epoch.
         stored_until: u64,
     },
+    /// A message's text was replaced.
+    Edited {
+        /// The room.
+        room_id: RoomId,
+        /// The message, as it is now.
+        message: Message,
+    },
+    /// A message was deleted for everyone by its sender or a room admin.
+    Redacted {
+        /// The room.
+        room_id: RoomId,
+        /// The message.
+        event_id: EventId,
+    },
+    /// A message expired (the room's expiry or this device's retention).
+    Expired {
+        /// The room.
+        room_id: RoomId,
+        /// The message.
+        event_id: EventId,
+    },
+    /// A conversation's expiry changed.
+    RoomSettings {
+        /// The room.
+        room_id: RoomId,
+        /// Messages are deleted this long after they were sent, in ms;
+        /// absent: kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expire_after_ms: Option<u64>,
+        /// Who set it.
+        by: UserId,
+    },
     /// An entry of a kind this version does not describe.
     #[serde(other)]
     Other,
@@ -729,6 +811,35 @@ impl Event {
                 event_id: *event_id,
                 stored_until: until.as_millis(),
             },
+            LogEntry::Edited { room_id, entry } => EventKind::Edited {
+                room_id: *room_id,
+                message: entry.into(),
+            },
+            LogEntry::Removed {
+                room_id,
+                event_id,
+                reason: Removal::Redacted,
+            } => EventKind::Redacted {
+                room_id: *room_id,
+                event_id: *event_id,
+            },
+            LogEntry::Removed {
+                room_id,
+                event_id,
+                reason: Removal::Expired,
+            } => EventKind::Expired {
+                room_id: *room_id,
+                event_id: *event_id,
+            },
+            LogEntry::Settings {
+                room_id,
+                expire_after_ms,
+                by,
+            } => EventKind::RoomSettings {
+                room_id: *room_id,
+                expire_after_ms: *expire_after_ms,
+                by: *by,
+            },
             _ => EventKind::Other,
         };
         Event { cursor, kind }
@@ -762,6 +873,8 @@ mod tests {
             ts: Timestamp::from_millis(1_764_280_000_000).unwrap(),
             text: "hello".into(),
             state,
+            revision: Revision::Original,
+            received_at: Timestamp::from_millis(1_764_280_000_000).unwrap(),
         }
     }
 

@@ -76,7 +76,7 @@ use safemeet_proto::UserId;
 use safemeet_proto::event::{EventContent, Membership, MembershipChange, RoomState};
 use safemeet_proto::room::{StateHash, room_id_for};
 
-use crate::LogEntry;
+use crate::records::LogRecord;
 use crate::records::{Chain, RoomRecord};
 
 /// Previous room secrets kept after a rotation: two, so frames sent just
@@ -100,7 +100,7 @@ pub(crate) enum Refusal {
 #[derive(Debug, Default)]
 pub(crate) struct Applied {
     /// The log entry to record, if the room changed.
-    pub(crate) log: Option<LogEntry>,
+    pub(crate) log: Option<LogRecord>,
     /// This device should issue a new state with a new secret.
     pub(crate) rotate: bool,
 }
@@ -329,8 +329,8 @@ fn rotates_after_leave(room: &RoomRecord, me: UserId) -> bool {
     !room.left && chain.admins.iter().find(|a| room.members.contains(a)) == Some(&me)
 }
 
-pub(crate) fn room_log(room: &RoomRecord) -> LogEntry {
-    LogEntry::Room {
+pub(crate) fn room_log(room: &RoomRecord) -> LogRecord {
+    LogRecord::Room {
         room_id: room.room_id,
         name: room.name.clone().unwrap_or_default(),
         members: room.members.clone(),

@@ -124,6 +124,8 @@ pub struct Core<S: Store> {
     pub(crate) verify: crate::verify::Verifications,
     /// Names and sightings of this user's other devices.
     pub(crate) own_devices: crate::own_devices::OwnDevices,
+    /// Rooms' expiries, this device's retention, when the next is due.
+    pub(crate) expiry: crate::expiry::Expiry,
     /// The first input was handled.
     started: bool,
 }
@@ -207,6 +209,7 @@ impl<S: Store + Clone> Core<S> {
             requests: Default::default(),
             verify: Default::default(),
             own_devices: Default::default(),
+            expiry: Default::default(),
             started: false,
             config,
         };
@@ -246,6 +249,9 @@ impl<S: Store + Clone> Core<S> {
             if let Err(e) = self.announce_relays() {
                 tracing::warn!(error = %e, "could not tell contacts about this device's relays");
             }
+            if let Err(e) = self.messages_in_one_place() {
+                tracing::warn!(error = %e, "could not update the event log's records");
+            }
         }
         match input {
             Input::SubscribeFailed(topic) => {
@@ -282,6 +288,7 @@ impl<S: Store + Clone> Core<S> {
             self.outbox.next_due(),
             self.acks.next_due(),
             self.drain_due_ms(),
+            self.expiry_due_ms(),
         ]
         .into_iter()
         .flatten()
@@ -366,6 +373,9 @@ impl<S: Store + Clone> Core<S> {
         self.publish_due();
         self.send_due_acks();
         self.drain_if_due();
+        // Before the log's end is announced: a message that arrived
+        // expired is gone before any client hears of it.
+        self.expire_due();
         self.publish_log_cursor();
     }
 
@@ -465,15 +475,7 @@ impl<S: Store + Clone> Core<S> {
                 after,
                 limit,
             } => {
-                let room = match conversation {
-                    crate::Conversation::Dm(with) => {
-                        if self.contact(&with)?.is_none() {
-                            return Err(Error::UnknownContact(with));
-                        }
-                        self.dm(with)?
-                    }
-                    crate::Conversation::Room(room) => self.group_room(&room)?,
-                };
+                let room = self.conversation_room(conversation)?;
                 Response::Page(self.timeline_page(&room, after, limit)?)
             }
             Command::RoomMessages { room, limit } => {
@@ -524,6 +526,20 @@ impl<S: Store + Clone> Core<S> {
                 Response::Done
             }
             Command::Events { cursor, limit } => Response::Events(self.events(cursor, limit)?),
+            Command::Redact(event) => Response::Sent(self.redact(event)?),
+            Command::Edit(event, text) => Response::Sent(self.edit(event, &text)?),
+            Command::SetExpiry {
+                conversation,
+                expire_after_ms,
+            } => Response::Sent(self.set_expiry(conversation, expire_after_ms)?),
+            Command::Expiry(conversation) => {
+                let room = self.conversation_room(conversation)?;
+                let room_ms = crate::revisions::settings(&self.store, &room.room_id)?
+                    .and_then(|s| s.expire_after_ms);
+                Response::Duration(room_ms)
+            }
+            Command::SetRetention(ms) => Response::Duration(self.set_retention(ms)?.retention_ms),
+            Command::Retention => Response::Duration(self.local_settings()?.retention_ms),
             Command::SendDm { .. } | Command::SendRoom { .. } => {
                 return Err(Error::InvalidInput("sends are handled in groups".into()));
             }

@@ -87,6 +87,24 @@ pub enum Command {
         /// How many.
         limit: usize,
     },
+    /// Delete a message for everyone (its sender, or a room admin).
+    Redact(EventId),
+    /// Replace the text of one of this user's messages.
+    Edit(EventId, String),
+    /// Set or clear how long a conversation's messages are kept, for
+    /// every member.
+    SetExpiry {
+        /// The conversation.
+        conversation: crate::Conversation,
+        /// Milliseconds; `None`: kept.
+        expire_after_ms: Option<u64>,
+    },
+    /// A conversation's expiry.
+    Expiry(crate::Conversation),
+    /// Set or clear this device's retention limit (ms).
+    SetRetention(Option<u64>),
+    /// This device's retention limit.
+    Retention,
     /// Create a group room.
     CreateRoom {
         /// Its name.
@@ -195,6 +213,8 @@ pub enum Response {
     Contacts(Vec<Contact>),
     /// A message sent ("sent": committed to the outbox).
     Sent(EventId),
+    /// A duration in milliseconds, or none.
+    Duration(Option<u64>),
     /// Messages, oldest first.
     Messages(Vec<TimelineEntry>),
     /// A room created.

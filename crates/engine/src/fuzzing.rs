@@ -10,8 +10,8 @@ use safemeet_proto::{DeviceId, EventId, RoomId, Timestamp, UserId, codec};
 
 use crate::headers::PendingRecord;
 use crate::records::{
-    Chain, ContactIndex, ContactRecord, LogEntry, MAX_RECORD_BYTES, MessageState, OutboxMeta,
-    RoomIndex, RoomRecord, TimelineEntry, VERSION,
+    Chain, ContactIndex, ContactRecord, LogRecord, MAX_RECORD_BYTES, MessageState, OutboxMeta,
+    Removal, Revision, RoomIndex, RoomRecord, TimelineEntry, VERSION,
 };
 
 /// Decodes `bytes` as each kind of engine record, with the limits the
@@ -21,8 +21,12 @@ pub fn stored_records(bytes: &[u8]) {
     let _ = codec::decode::<ContactRecord>(bytes, MAX_RECORD_BYTES);
     let _ = codec::decode::<RoomIndex>(bytes, MAX_RECORD_BYTES);
     let _ = codec::decode::<ContactIndex>(bytes, MAX_RECORD_BYTES);
-    let _ = codec::decode::<TimelineEntry>(bytes, MAX_RECORD_BYTES);
-    let _ = codec::decode::<LogEntry>(bytes, MAX_RECORD_BYTES);
+    let _ = TimelineEntry::decode(bytes);
+    let _ = codec::decode::<LogRecord>(bytes, MAX_RECORD_BYTES);
+    let _ = codec::decode::<crate::revisions::SettingsRecord>(bytes, MAX_RECORD_BYTES);
+    let _ = codec::decode::<crate::revisions::EarlyRedaction>(bytes, 256);
+    let _ = codec::decode::<crate::expiry::LocalSettings>(bytes, 256);
+    let _ = codec::decode::<Vec<EventId>>(bytes, MAX_RECORD_BYTES);
     let _ = codec::decode::<OutboxMeta>(bytes, 64);
     let _ = codec::decode::<PendingRecord>(bytes, MAX_RECORD_BYTES);
     let _ = codec::decode::<(RoomId, u64)>(bytes, 64);
@@ -47,6 +51,8 @@ pub fn sample_records() -> Vec<Vec<u8>> {
         ts,
         text: "hello there".into(),
         state: MessageState::StoredAtRelay { until: ts },
+        revision: Revision::Edited { lamport: 43 },
+        received_at: ts,
     };
     let dm = RoomRecord::fresh(
         room_id,
@@ -95,14 +101,22 @@ pub fn sample_records() -> Vec<Vec<u8>> {
             users: vec![bob],
         }),
         codec::encode(&entry),
-        codec::encode(&LogEntry::Message {
+        codec::encode(&LogRecord::Message { room_id, seq: 7 }),
+        codec::encode(&LogRecord::Removed {
             room_id,
-            entry: entry.clone(),
+            event_id: entry.event_id,
+            reason: Removal::Expired,
         }),
-        codec::encode(&LogEntry::Room {
+        codec::encode(&LogRecord::Room {
             room_id,
             name: "friends".into(),
             members: vec![alice, bob],
+        }),
+        codec::encode(&crate::revisions::SettingsRecord {
+            version: VERSION,
+            expire_after_ms: Some(2_000),
+            lamport: 9,
+            by: alice,
         }),
         codec::encode(&OutboxMeta {
             version: VERSION,

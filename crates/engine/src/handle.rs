@@ -208,6 +208,60 @@ impl Handle {
         expect!(self.core(command).await, Response::Sent(id) => id)
     }
 
+    /// Deletes a message for everyone (this user's own, or any in a room
+    /// this user is an admin of).
+    pub async fn redact(&self, event: EventId) -> Result<EventId, Error> {
+        expect!(self.core(Command::Redact(event)).await, Response::Sent(id) => id)
+    }
+
+    /// Replaces the text of one of this user's messages, everywhere.
+    pub async fn edit(&self, event: EventId, text: &str) -> Result<EventId, Error> {
+        let command = Command::Edit(event, text.to_owned());
+        expect!(self.core(command).await, Response::Sent(id) => id)
+    }
+
+    /// Sets (or with `None` clears) how long a conversation's messages are
+    /// kept, for every member: a room setting only its admins may change
+    /// (in a DM, either user).
+    pub async fn set_expiry(
+        &self,
+        conversation: crate::Conversation,
+        expire_after: Option<std::time::Duration>,
+    ) -> Result<EventId, Error> {
+        let command = Command::SetExpiry {
+            conversation,
+            expire_after_ms: expire_after.map(duration_ms),
+        };
+        expect!(self.core(command).await, Response::Sent(id) => id)
+    }
+
+    /// How long a conversation's messages are kept, if it sets a limit.
+    pub async fn expiry(
+        &self,
+        conversation: crate::Conversation,
+    ) -> Result<Option<std::time::Duration>, Error> {
+        expect!(self.core(Command::Expiry(conversation)).await,
+            Response::Duration(d) => d.map(std::time::Duration::from_millis))
+    }
+
+    /// Sets (or with `None` clears) this device's retention limit: every
+    /// conversation's messages are deleted here that long after they were
+    /// sent.
+    pub async fn set_retention(
+        &self,
+        retention: Option<std::time::Duration>,
+    ) -> Result<Option<std::time::Duration>, Error> {
+        let command = Command::SetRetention(retention.map(duration_ms));
+        expect!(self.core(command).await,
+            Response::Duration(d) => d.map(std::time::Duration::from_millis))
+    }
+
+    /// This device's retention limit.
+    pub async fn retention(&self) -> Result<Option<std::time::Duration>, Error> {
+        expect!(self.core(Command::Retention).await,
+            Response::Duration(d) => d.map(std::time::Duration::from_millis))
+    }
+
     /// The last `limit` messages with a contact, oldest first.
     pub async fn dm_messages(
         &self,
@@ -417,4 +471,9 @@ impl Handle {
             .map_err(|_| Error::Timeout)?;
         Ok(())
     }
+}
+
+/// A duration in whole milliseconds (saturating).
+fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -47,6 +47,7 @@ mod contacts;
 mod core;
 mod error;
 mod events;
+mod expiry;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gossip;
@@ -68,6 +69,7 @@ mod records;
 mod relay_client;
 mod relays;
 mod requests;
+mod revisions;
 mod rooms;
 mod send;
 mod timeline;
@@ -89,7 +91,7 @@ pub use crate::invitations::{Invitation, MAX_INVITATIONS, MAX_INVITATIONS_PER_IN
 pub use crate::link::{DeviceView, LinkSummary};
 pub use crate::mailbox::Relay;
 pub use crate::profile::ProfileChange;
-pub use crate::records::{LogEntry, MessageState, TimelineEntry};
+pub use crate::records::{LogEntry, MessageState, Removal, Revision, TimelineEntry};
 pub use crate::requests::{MAX_REQUEST_FRAMES, MessageRequest};
 pub use crate::rooms::dm_room_id;
 pub use crate::topics::DIRECT_ROOM_MAX_DEVICES;

@@ -251,8 +251,11 @@ impl<S: Store + Clone> Core<S> {
             let done = rows.len() < PAGE;
             for (seq, bytes) in rows {
                 after = Some(seq);
-                let entry: TimelineEntry = codec::decode(&bytes, MAX_RECORD_BYTES)?;
-                if entry.ts.as_millis() >= since {
+                let entry = TimelineEntry::decode(&bytes)?;
+                // A redacted message is not handed on, even as a gap.
+                if entry.ts.as_millis() >= since
+                    && entry.revision != crate::records::Revision::Redacted
+                {
                     out.push(entry);
                 }
             }

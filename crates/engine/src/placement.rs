@@ -14,7 +14,8 @@ use safemeet_store::{Keyspace, Store};
 use crate::Error;
 use crate::chain::{Refusal, apply_event};
 use crate::invitations::{JoinPolicy, PendingInvitation};
-use crate::records::{LogEntry, MessageState, RoomRecord, TimelineEntry, name};
+use crate::records::{LogRecord, MessageState, Revision, RoomRecord, TimelineEntry, name};
+use crate::revisions::{Change, plan, redact_entry, redacted_early, stage_change};
 use crate::rooms::{dm_room, stage_room};
 use crate::timeline::{stage_log_at, stage_message};
 
@@ -42,7 +43,9 @@ pub(crate) enum Placed {
 pub(crate) struct Received {
     pub(crate) room: RoomRecord,
     pub(crate) message: Option<(TimelineEntry, u64)>,
-    pub(crate) log: Option<LogEntry>,
+    pub(crate) log: Option<LogRecord>,
+    /// A message or the room's settings it changes.
+    pub(crate) change: Option<Change>,
     /// This device issues the room's next state (a member left).
     pub(crate) rotate: bool,
 }
@@ -68,6 +71,7 @@ pub(crate) fn received_entry<S: Store>(
     me: UserId,
     policy: &JoinPolicy,
     event: &DecryptedRoomEvent,
+    now: safemeet_proto::Timestamp,
 ) -> Result<Placed, safemeet_crypto::Error> {
     let invalid = |reason| safemeet_crypto::Error::InvalidRecord {
         what: "received message",
@@ -171,9 +175,17 @@ pub(crate) fn received_entry<S: Store>(
         if room.members.is_empty() {
             return Err(invalid(UNKNOWN_ROOM));
         }
+        // A copy that came again (from a relay, say) changes nothing: the
+        // message may have been edited or redacted since.
+        if store
+            .get(Keyspace::Rooms, &name::message(&event.event_id))?
+            .is_some()
+        {
+            return Err(invalid("the message is stored already"));
+        }
         let seq = room.next_seq;
         room.next_seq += 1;
-        let entry = TimelineEntry {
+        let mut entry = TimelineEntry {
             event_id: event.event_id,
             sender,
             sender_device: event.sender.device_id,
@@ -181,11 +193,39 @@ pub(crate) fn received_entry<S: Store>(
             ts: event.event.ts,
             text: message.body.as_str().to_owned(),
             state: MessageState::Received,
+            revision: Revision::Original,
+            received_at: now,
         };
+        if redacted_early(store, &room_id, sender, &event.event_id)? {
+            redact_entry(&mut entry);
+        }
         return Ok(Placed::Room(Box::new(Received {
             room,
             message: Some((entry, seq)),
             log: None,
+            change: None,
+            rotate: false,
+        })));
+    }
+    if matches!(
+        event.event.content,
+        EventContent::Redaction(_) | EventContent::Edit(_) | EventContent::Settings(_)
+    ) {
+        if room.members.is_empty() {
+            return Err(invalid(UNKNOWN_ROOM));
+        }
+        let change = plan(
+            store,
+            &room,
+            sender,
+            event.event.lamport,
+            &event.event.content,
+        )?;
+        return Ok(Placed::Room(Box::new(Received {
+            room,
+            message: None,
+            log: None,
+            change,
             rotate: false,
         })));
     }
@@ -202,6 +242,7 @@ pub(crate) fn received_entry<S: Store>(
         room,
         message: None,
         log: applied.log,
+        change: None,
         rotate: applied.rotate,
     })))
 }
@@ -218,9 +259,41 @@ pub(crate) fn stage_received<S: Store>(
         return Ok(1);
     }
     stage_room(store, batch, &received.room)?;
+    if let Some(change) = &received.change {
+        return stage_change(store, batch, change, log_seq);
+    }
     let Some(log) = &received.log else {
         return Ok(0);
     };
     stage_log_at(store, batch, log_seq, log)?;
     Ok(1)
+}
+
+/// What the core follows up on after a received event is stored: the
+/// expiry of a new message, a room's new expiry, or a redaction that came
+/// before its message (see `revisions`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FollowUp {
+    /// A message was stored in the room, sent (as counted for expiry) then.
+    Message(RoomId, u64),
+    /// The room's expiry changed.
+    Expiry(RoomId, Option<u64>),
+    /// A redaction waits for its message.
+    Early(safemeet_proto::EventId),
+}
+
+impl Received {
+    /// What the core follows up on, if anything.
+    pub(crate) fn follow_up(&self) -> Option<FollowUp> {
+        if let Some((entry, _)) = &self.message {
+            return Some(FollowUp::Message(self.room.room_id, entry.expires_at(0)));
+        }
+        match &self.change {
+            Some(Change::Settings { room_id, record }) => {
+                Some(FollowUp::Expiry(*room_id, record.expire_after_ms))
+            }
+            Some(Change::Early { target, .. }) => Some(FollowUp::Early(*target)),
+            _ => None,
+        }
+    }
 }

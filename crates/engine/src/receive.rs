@@ -298,12 +298,15 @@ impl<S: Store + Clone> Core<S> {
         let mut stored = Vec::new();
         let mut rooms_changed = false;
         let mut rotate = Vec::new();
+        let mut follow_ups = Vec::new();
+        let now = self.now.wall;
         let policy = self.join_policy();
         let received = self
             .machine
             .decrypt_to_device_with(env, self.now.wall, |event| {
                 let mut batch = store.batch();
-                let received = match received_entry(&store, &mut overlay, me, &policy, event)? {
+                let received = match received_entry(&store, &mut overlay, me, &policy, event, now)?
+                {
                     Placed::Room(received) => *received,
                     Placed::Invitation(invitation) => {
                         stage_invitation(&store, &mut batch, invitation)?;
@@ -314,6 +317,7 @@ impl<S: Store + Clone> Core<S> {
                 let used = stage_received(&store, &mut batch, &received, log_next)?;
                 log_next += used;
                 rooms_changed |= received.log.is_some();
+                follow_ups.extend(received.follow_up());
                 if received.rotate {
                     rotate.push(received.room.room_id);
                 }
@@ -323,6 +327,7 @@ impl<S: Store + Clone> Core<S> {
             })?;
         self.log_next = log_next;
         self.rooms.extend(overlay);
+        self.follow_up(follow_ups);
         self.rooms_changed |= rooms_changed;
         self.sessions_changed = true;
         for room in rotate {
@@ -405,11 +410,13 @@ impl<S: Store + Clone> Core<S> {
         let rooms = &mut self.rooms;
         let log_next = self.log_next;
         let mut staged: Option<(RoomRecord, u64, bool, bool)> = None;
+        let mut follow_up = None;
+        let now = self.now.wall;
         let event = self
             .machine
             .decrypt_room_held(env, self.now.wall, holder, |event| {
                 let mut batch = store.batch();
-                let received = match received_entry(&store, rooms, me, &policy, event)? {
+                let received = match received_entry(&store, rooms, me, &policy, event, now)? {
                     Placed::Room(received) => *received,
                     Placed::Invitation(invitation) => {
                         stage_invitation(&store, &mut batch, invitation)?;
@@ -417,6 +424,7 @@ impl<S: Store + Clone> Core<S> {
                     }
                 };
                 let used = stage_received(&store, &mut batch, &received, log_next)?;
+                follow_up = received.follow_up();
                 staged = Some((received.room, used, received.log.is_some(), received.rotate));
                 Ok(batch)
             })?;
@@ -429,6 +437,7 @@ impl<S: Store + Clone> Core<S> {
             self.rooms_changed |= room_changed;
             self.devices_changed |= room_changed;
         }
+        self.follow_up(follow_up);
         Ok((event.sender.user_id, event.sender.device_id, event.event_id))
     }
 }

@@ -58,6 +58,31 @@ pub(crate) mod name {
         v.extend_from_slice(room.as_bytes());
         v
     }
+    /// Where a message's timeline entry is: its room and position.
+    pub(crate) fn message(event: &EventId) -> Vec<u8> {
+        let mut v = b"message/".to_vec();
+        v.extend_from_slice(event.as_bytes());
+        v
+    }
+    /// A room's settings (see `revisions`).
+    pub(crate) fn settings(room: &RoomId) -> Vec<u8> {
+        let mut v = b"settings/".to_vec();
+        v.extend_from_slice(room.as_bytes());
+        v
+    }
+    /// A redaction that came before its message.
+    pub(crate) fn early_redaction(event: &EventId) -> Vec<u8> {
+        let mut v = b"early-redaction/".to_vec();
+        v.extend_from_slice(event.as_bytes());
+        v
+    }
+    /// The early redactions kept, oldest first.
+    pub(crate) const EARLY_REDACTIONS: &[u8] = b"early-redactions";
+    /// This device's own limits (retention).
+    pub(crate) const LOCAL_SETTINGS: &[u8] = b"local-settings";
+    /// Set once the event log names messages by position instead of
+    /// holding a copy of them, and every message has its location record.
+    pub(crate) const MESSAGES_IN_ONE_PLACE: &[u8] = b"messages-in-one-place";
     pub(crate) fn timeline(room: &RoomId) -> Vec<u8> {
         let mut v = b"timeline/".to_vec();
         v.extend_from_slice(room.as_bytes());
@@ -343,10 +368,82 @@ pub struct TimelineEntry {
     pub lamport: u64,
     /// The sender's time.
     pub ts: Timestamp,
-    /// The text.
+    /// The text (empty once redacted).
     pub text: String,
     /// Where it stands.
     pub state: MessageState,
+    /// Whether it was edited or redacted.
+    pub revision: Revision,
+    /// When this device stored it (this device's clock).
+    pub received_at: Timestamp,
+}
+
+/// What happened to a message after it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Revision {
+    /// As sent.
+    Original,
+    /// Its sender replaced the text; the edit's Lamport clock (a later
+    /// edit wins, whatever the order they arrive in). Earlier texts are
+    /// not kept.
+    Edited {
+        /// The Lamport clock of the edit shown.
+        lamport: u64,
+    },
+    /// Deleted for everyone by its sender or a room admin: the text is gone.
+    Redacted,
+}
+
+impl TimelineEntry {
+    /// When this message expires under an expiry of `after_ms`: that long
+    /// after it was sent, counted from the sender's clock but never from
+    /// later than it arrived here (a sender's clock cannot keep a message
+    /// longer than the room allows).
+    pub(crate) fn expires_at(&self, after_ms: u64) -> u64 {
+        self.ts
+            .as_millis()
+            .min(self.received_at.as_millis())
+            .saturating_add(after_ms)
+    }
+
+    /// Decodes a stored entry, in this layout or the one before revisions
+    /// (taken as original, received when sent).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, codec::DecodeError> {
+        match codec::decode::<Self>(bytes, MAX_RECORD_BYTES) {
+            Ok(e) => Ok(e),
+            Err(e) => codec::decode::<TimelineEntryV1>(bytes, MAX_RECORD_BYTES)
+                .map(Into::into)
+                .map_err(|_| e),
+        }
+    }
+}
+
+/// A [`TimelineEntry`] as stored before revisions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TimelineEntryV1 {
+    event_id: EventId,
+    sender: UserId,
+    sender_device: DeviceId,
+    lamport: u64,
+    ts: Timestamp,
+    text: String,
+    state: MessageState,
+}
+
+impl From<TimelineEntryV1> for TimelineEntry {
+    fn from(old: TimelineEntryV1) -> Self {
+        Self {
+            event_id: old.event_id,
+            sender: old.sender,
+            sender_device: old.sender_device,
+            lamport: old.lamport,
+            ts: old.ts,
+            text: old.text,
+            state: old.state,
+            revision: Revision::Original,
+            received_at: old.ts,
+        }
+    }
 }
 
 /// What an outbox item is for, kept in its `meta`.
@@ -365,7 +462,7 @@ pub enum LogEntry {
     Message {
         /// The room.
         room_id: RoomId,
-        /// The message.
+        /// The message, as it is now (edited or redacted since, perhaps).
         entry: TimelineEntry,
     },
     /// A group room was joined or its state changed.
@@ -393,6 +490,87 @@ pub enum LogEntry {
         event_id: EventId,
         /// Kept until then (the latest of the relays' receipts).
         until: Timestamp,
+    },
+    /// A message's text was replaced.
+    Edited {
+        /// The room.
+        room_id: RoomId,
+        /// The message, as it is now.
+        entry: TimelineEntry,
+    },
+    /// A message was deleted: redacted for everyone, or expired.
+    Removed {
+        /// The room.
+        room_id: RoomId,
+        /// The message.
+        event_id: EventId,
+        /// Why.
+        reason: Removal,
+    },
+    /// A room's expiry changed.
+    Settings {
+        /// The room.
+        room_id: RoomId,
+        /// Messages are deleted this long after they were sent (ms).
+        expire_after_ms: Option<u64>,
+        /// Who set it.
+        by: UserId,
+    },
+}
+
+/// Why a message left the timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Removal {
+    /// Its sender or a room admin redacted it for everyone.
+    Redacted,
+    /// The room's expiry or this device's retention limit passed.
+    Expired,
+}
+
+/// An event-log entry as stored. Messages are named by their place in
+/// the timeline, so their text lives in one place only and an edit, a
+/// redaction or an expiry changes or removes it everywhere at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum LogRecord {
+    /// A message, as logged before messages were named by position (a
+    /// copy of its text; see `revisions::migrate`).
+    LegacyMessage {
+        room_id: RoomId,
+        entry: TimelineEntryV1,
+    },
+    Room {
+        room_id: RoomId,
+        name: String,
+        members: Vec<UserId>,
+    },
+    Delivered {
+        room_id: RoomId,
+        event_id: EventId,
+    },
+    StoredAtRelay {
+        room_id: RoomId,
+        event_id: EventId,
+        until: Timestamp,
+    },
+    /// A message arrived: timeline entry `seq` of the room.
+    Message {
+        room_id: RoomId,
+        seq: u64,
+    },
+    /// Timeline entry `seq` of the room was edited.
+    Edited {
+        room_id: RoomId,
+        seq: u64,
+    },
+    Removed {
+        room_id: RoomId,
+        event_id: EventId,
+        reason: Removal,
+    },
+    Settings {
+        room_id: RoomId,
+        expire_after_ms: Option<u64>,
+        by: UserId,
     },
 }
 

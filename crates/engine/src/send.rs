@@ -18,7 +18,9 @@ use crate::Error;
 use crate::core::{Core, Target};
 use crate::events::{Output, RequestId, Response};
 use crate::outbox::outbox_item;
-use crate::records::{MessageState, OutboxMeta, RoomRecord, TimelineEntry, VERSION};
+use crate::placement::FollowUp;
+use crate::records::{MessageState, OutboxMeta, Revision, RoomRecord, TimelineEntry, VERSION};
+use crate::revisions::{Change, stage_change};
 use crate::rooms::stage_room;
 use crate::timeline::stage_message;
 
@@ -100,6 +102,7 @@ impl<S: Store + Clone> Core<S> {
                 body,
                 reply_to: None,
             }),
+            None,
         )
     }
 
@@ -110,7 +113,18 @@ impl<S: Store + Clone> Core<S> {
         room: RoomRecord,
         content: EventContent,
     ) -> Result<EventId, Error> {
-        let (unflushed, meta) = self.stage_event(room, content)?;
+        self.send_change(room, content, None)
+    }
+
+    /// [`send_event`](Self::send_event), with a change this device makes
+    /// to its own records in the same commit (see `revisions`).
+    pub(crate) fn send_change(
+        &mut self,
+        room: RoomRecord,
+        content: EventContent,
+        change: impl Into<Option<Change>>,
+    ) -> Result<EventId, Error> {
+        let (unflushed, meta) = self.stage_event(room, content, change.into())?;
         let mut sent = self.machine.release(vec![unflushed])?;
         self.log_durable = self.log_next;
         let sent = sent.pop().ok_or(Error::Stopped)?;
@@ -125,6 +139,7 @@ impl<S: Store + Clone> Core<S> {
         &mut self,
         mut room: RoomRecord,
         content: EventContent,
+        change: Option<Change>,
     ) -> Result<(Unflushed<RoomSend>, Vec<u8>), Error> {
         if room.left {
             return Err(Error::InvalidInput("you left this room".into()));
@@ -150,6 +165,7 @@ impl<S: Store + Clone> Core<S> {
         })?;
         let store = self.store.clone();
         let log_seq = self.log_next;
+        let change_log = change.as_ref().map_or(0, Change::log_entries);
         let room_for_writes = room.clone();
         let members = room.members.clone();
         let writes = |event_id: &EventId| -> Result<EncryptedBatch, safemeet_crypto::Error> {
@@ -164,10 +180,15 @@ impl<S: Store + Clone> Core<S> {
                         ts,
                         text: text.clone(),
                         state: MessageState::Sent,
+                        revision: Revision::Original,
+                        received_at: ts,
                     };
                     stage_message(&store, &mut batch, &room_for_writes, seq, &entry, log_seq)?;
                 }
                 None => stage_room(&store, &mut batch, &room_for_writes)?,
+            }
+            if let Some(change) = &change {
+                stage_change(&store, &mut batch, change, log_seq)?;
             }
             Ok(batch)
         };
@@ -185,10 +206,13 @@ impl<S: Store + Clone> Core<S> {
             writes,
             &meta,
         )?;
+        let room_id = room.room_id;
         if text.is_some() {
             self.log_next += 1;
+            self.follow_up([FollowUp::Message(room_id, ts.as_millis())]);
         }
-        self.rooms.insert(room.room_id, room);
+        self.log_next += change_log;
+        self.rooms.insert(room_id, room);
         Ok((unflushed, meta))
     }
 

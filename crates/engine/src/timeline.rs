@@ -13,7 +13,8 @@ use safemeet_store::{Keyspace, Store};
 use crate::Error;
 use crate::core::Core;
 use crate::records::{
-    LogEntry, MAX_RECORD_BYTES, MessageState, OutboxMeta, RoomRecord, TimelineEntry, name,
+    LogEntry, LogRecord, MAX_RECORD_BYTES, MessageState, OutboxMeta, RoomRecord, TimelineEntry,
+    name,
 };
 use crate::rooms::put_room;
 
@@ -35,7 +36,7 @@ impl<S: Store + Clone> Core<S> {
         )?;
         let mut out: Vec<TimelineEntry> = Vec::with_capacity(rows.len());
         for (_, bytes) in rows {
-            out.push(codec::decode(&bytes, MAX_RECORD_BYTES)?);
+            out.push(TimelineEntry::decode(&bytes)?);
         }
         // Shown in Lamport order, ties broken by sender and event id, so
         // every member sees the same order whatever the arrival order was.
@@ -61,18 +62,92 @@ impl<S: Store + Clone> Core<S> {
                 limit,
             )?
             .into_iter()
-            .map(|(seq, bytes)| Ok((seq, codec::decode(&bytes, MAX_RECORD_BYTES)?)))
+            .map(|(seq, bytes)| Ok((seq, TimelineEntry::decode(&bytes)?)))
             .collect()
     }
 
-    /// Event-log entries after `cursor` (0: from the start), at most `limit`.
+    /// Event-log entries after `cursor` (0: from the start), at most
+    /// `limit`, with messages as they are now: a message that expired
+    /// since is left out, a redacted one comes empty.
     pub(crate) fn events(&self, cursor: u64, limit: usize) -> Result<Vec<(u64, LogEntry)>, Error> {
         let after = if cursor == 0 { None } else { Some(cursor) };
-        self.store
-            .scan_ordered(Keyspace::EventLog, name::EVENT_LOG, after, limit)?
-            .into_iter()
-            .map(|(seq, bytes)| Ok((seq, codec::decode(&bytes, MAX_RECORD_BYTES)?)))
-            .collect()
+        let mut out = Vec::new();
+        for (seq, bytes) in
+            self.store
+                .scan_ordered(Keyspace::EventLog, name::EVENT_LOG, after, limit)?
+        {
+            let record: LogRecord = codec::decode(&bytes, MAX_RECORD_BYTES)?;
+            if let Some(entry) = self.resolve(record)? {
+                out.push((seq, entry));
+            }
+        }
+        Ok(out)
+    }
+
+    /// What a stored event-log record says now.
+    fn resolve(&self, record: LogRecord) -> Result<Option<LogEntry>, Error> {
+        let entry_at = |room_id: &RoomId, seq: u64| -> Result<Option<TimelineEntry>, Error> {
+            Ok(
+                match self
+                    .store
+                    .get_ordered(Keyspace::Timeline, &name::timeline(room_id), seq)?
+                {
+                    Some(bytes) => Some(TimelineEntry::decode(&bytes)?),
+                    None => None,
+                },
+            )
+        };
+        Ok(match record {
+            LogRecord::LegacyMessage { room_id, entry } => Some(LogEntry::Message {
+                room_id,
+                entry: entry.into(),
+            }),
+            LogRecord::Message { room_id, seq } => {
+                entry_at(&room_id, seq)?.map(|entry| LogEntry::Message { room_id, entry })
+            }
+            LogRecord::Edited { room_id, seq } => entry_at(&room_id, seq)?
+                .filter(|e| e.revision != crate::records::Revision::Redacted)
+                .map(|entry| LogEntry::Edited { room_id, entry }),
+            LogRecord::Room {
+                room_id,
+                name,
+                members,
+            } => Some(LogEntry::Room {
+                room_id,
+                name,
+                members,
+            }),
+            LogRecord::Delivered { room_id, event_id } => {
+                Some(LogEntry::Delivered { room_id, event_id })
+            }
+            LogRecord::StoredAtRelay {
+                room_id,
+                event_id,
+                until,
+            } => Some(LogEntry::StoredAtRelay {
+                room_id,
+                event_id,
+                until,
+            }),
+            LogRecord::Removed {
+                room_id,
+                event_id,
+                reason,
+            } => Some(LogEntry::Removed {
+                room_id,
+                event_id,
+                reason,
+            }),
+            LogRecord::Settings {
+                room_id,
+                expire_after_ms,
+                by,
+            } => Some(LogEntry::Settings {
+                room_id,
+                expire_after_ms,
+                by,
+            }),
+        })
     }
 
     /// Records a new delivery state of pending items (applied; flushed
@@ -134,7 +209,7 @@ impl<S: Store + Clone> Core<S> {
         let Some(bytes) = self.store.get_ordered(Keyspace::Timeline, &tl, tseq)? else {
             return Ok(());
         };
-        let mut entry: TimelineEntry = codec::decode(&bytes, MAX_RECORD_BYTES)?;
+        let mut entry = TimelineEntry::decode(&bytes)?;
         let log = match (entry.state, state) {
             (MessageState::Delivered, _) => return Ok(()),
             (MessageState::StoredAtRelay { until: old }, MessageState::StoredAtRelay { until })
@@ -142,12 +217,12 @@ impl<S: Store + Clone> Core<S> {
             {
                 return Ok(());
             }
-            (_, MessageState::StoredAtRelay { until }) => LogEntry::StoredAtRelay {
+            (_, MessageState::StoredAtRelay { until }) => LogRecord::StoredAtRelay {
                 room_id,
                 event_id: entry.event_id,
                 until,
             },
-            _ => LogEntry::Delivered {
+            _ => LogRecord::Delivered {
                 room_id,
                 event_id: entry.event_id,
             },
@@ -194,7 +269,7 @@ pub(crate) fn stage_log_at<S: Store>(
     store: &EncryptedStore<S>,
     batch: &mut EncryptedBatch,
     log_seq: u64,
-    entry: &LogEntry,
+    entry: &LogRecord,
 ) -> Result<(), safemeet_crypto::Error> {
     store.batch_put_ordered_value(
         batch,
@@ -213,8 +288,8 @@ pub(crate) fn stage_log_at<S: Store>(
     )
 }
 
-/// Stages a message's timeline entry, its room record and its event-log
-/// entry at `log_seq`.
+/// Stages a message's timeline entry, where it is, its room record and
+/// its event-log entry at `log_seq`.
 pub(crate) fn stage_message<S: Store>(
     store: &EncryptedStore<S>,
     batch: &mut EncryptedBatch,
@@ -231,6 +306,7 @@ pub(crate) fn stage_message<S: Store>(
         entry,
         MAX_RECORD_BYTES,
     )?;
+    crate::revisions::stage_location(store, batch, room.room_id, seq, &entry.event_id)?;
     // A message's room exists already (its state came first): the index
     // stays as it is.
     put_room(store, batch, room)?;
@@ -238,9 +314,9 @@ pub(crate) fn stage_message<S: Store>(
         store,
         batch,
         log_seq,
-        &LogEntry::Message {
+        &LogRecord::Message {
             room_id: room.room_id,
-            entry: entry.clone(),
+            seq,
         },
     )
 }

@@ -138,6 +138,11 @@ pub enum EventContent {
     /// (boxed: it is the largest kind of event by far, and every event
     /// would carry its size).
     RoomState(Box<RoomState>),
+    /// The sender replaces the text of one of its own messages.
+    Edit(Edit),
+    /// How long the room's messages are kept: from an admin of a group
+    /// room, or either user of a DM.
+    Settings(RoomSettings),
 }
 
 /// Text of a message: at most [`MAX_MESSAGE_TEXT_BYTES`], never printed by `Debug`.
@@ -224,6 +229,57 @@ pub enum MembershipChange {
 pub struct Redaction {
     /// The event to redact.
     pub target: EventId,
+}
+
+/// Replaces the text of an earlier message of the same sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edit {
+    /// The message to change.
+    pub target: EventId,
+    /// Its new text.
+    pub body: MessageText,
+}
+
+/// The shortest expiry a room may set: one second.
+pub const MIN_EXPIRY_MS: u64 = 1_000;
+/// The longest expiry a room may set: about ten years.
+pub const MAX_EXPIRY_MS: u64 = 10 * 366 * 86_400_000;
+
+/// A room's settings, as an admin (or, in a DM, either user) last set
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RoomSettingsWire")]
+pub struct RoomSettings {
+    /// Every member's node deletes each message this long (milliseconds)
+    /// after it was sent; `None`: messages are kept.
+    pub expire_after_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct RoomSettingsWire {
+    expire_after_ms: Option<u64>,
+}
+
+/// An expiry outside [`MIN_EXPIRY_MS`]..=[`MAX_EXPIRY_MS`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an expiry of {0} ms is outside 1 s ..= 10 years")]
+pub struct BadExpiry(pub u64);
+
+impl RoomSettings {
+    /// Checks the expiry's range.
+    pub fn new(expire_after_ms: Option<u64>) -> Result<Self, BadExpiry> {
+        match expire_after_ms {
+            Some(ms) if !(MIN_EXPIRY_MS..=MAX_EXPIRY_MS).contains(&ms) => Err(BadExpiry(ms)),
+            _ => Ok(Self { expire_after_ms }),
+        }
+    }
+}
+
+impl TryFrom<RoomSettingsWire> for RoomSettings {
+    type Error = BadExpiry;
+    fn try_from(w: RoomSettingsWire) -> Result<Self, BadExpiry> {
+        Self::new(w.expire_after_ms)
+    }
 }
 
 /// What a receipt confirms.
@@ -502,5 +558,30 @@ mod tests {
             assert!(DeviceName::check(bad).is_err(), "{bad:?}");
         }
         assert!(DeviceName::check(&"x".repeat(MAX_DEVICE_NAME_CHARS + 1)).is_err());
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[test]
+    fn expiries_outside_their_range_do_not_decode() {
+        for ms in [None, Some(MIN_EXPIRY_MS), Some(2_000), Some(MAX_EXPIRY_MS)] {
+            let settings = RoomSettings::new(ms).unwrap();
+            let bytes = codec::encode(&EventContent::Settings(settings)).unwrap();
+            assert_eq!(
+                codec::decode::<EventContent>(&bytes, 64).unwrap(),
+                EventContent::Settings(settings)
+            );
+        }
+        for ms in [0, 999, MAX_EXPIRY_MS + 1, u64::MAX] {
+            assert_eq!(RoomSettings::new(Some(ms)), Err(BadExpiry(ms)));
+            let forged = codec::encode(&EventContent::Settings(RoomSettings {
+                expire_after_ms: Some(ms),
+            }))
+            .unwrap();
+            assert!(codec::decode::<EventContent>(&forged, 64).is_err(), "{ms}");
+        }
     }
 }

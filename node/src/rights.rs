@@ -1,0 +1,203 @@
+//! Changing what was said and how long it is kept: `redact`, `edit`,
+//! `room set --expire`, `room settings`, `settings set retention` and
+//! `settings show`.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use safemeet_api::{Changed, Request, RoomSettingsView, SettingsView};
+use safemeet_proto::EventId;
+
+use crate::failure::Failure;
+use crate::messenger::{Api, print_json};
+
+/// What to change.
+#[derive(Debug)]
+pub(crate) enum RightsAction {
+    Redact(EventId),
+    Edit(EventId, String),
+    /// A conversation's expiry; `None` asks for it, `Some(None)` clears it.
+    Expiry {
+        target: String,
+        set: Option<Option<Duration>>,
+    },
+    /// This device's retention; `None` asks for it.
+    Retention(Option<Option<Duration>>),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SettingsCommand {
+    /// Set one of this device's own limits.
+    Set {
+        #[command(subcommand)]
+        setting: Setting,
+    },
+    /// Show this device's own limits.
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Setting {
+    /// Delete every conversation's messages on this device this long
+    /// after they were sent (for example 30d, 12h, 90s; `off` keeps them).
+    /// Other members keep their copies.
+    Retention {
+        /// A duration (s, m, h, d, w) or `off`.
+        #[arg(value_parser = parse_limit)]
+        duration: Limit,
+    },
+}
+
+/// A duration, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limit(pub(crate) Option<Duration>);
+
+/// Parses `90s`, `5m`, `12h`, `30d`, `2w` or `off`: a whole number and a
+/// unit, between 1 second and 10 years.
+pub(crate) fn parse_limit(s: &str) -> Result<Limit, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Limit(None));
+    }
+    let bad = || format!("{s:?} is not a duration like 90s, 5m, 12h, 30d, 2w, or off");
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    let ms = n
+        .checked_mul(unit_secs)
+        .and_then(|secs| secs.checked_mul(1_000))
+        .ok_or_else(bad)?;
+    if !(safemeet_proto::event::MIN_EXPIRY_MS..=safemeet_proto::event::MAX_EXPIRY_MS).contains(&ms)
+    {
+        return Err(format!("{s:?}: a limit is between 1 second and 10 years"));
+    }
+    Ok(Limit(Some(Duration::from_millis(ms))))
+}
+
+/// How a limit reads.
+fn shown_limit(ms: Option<u64>) -> String {
+    let Some(ms) = ms else {
+        return "off (messages are kept)".into();
+    };
+    let secs = ms / 1_000;
+    for (unit, size) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if secs >= size && secs % size == 0 {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(crate) async fn perform(
+    api: &mut Api,
+    json: bool,
+    action: RightsAction,
+) -> Result<(), Failure> {
+    match action {
+        RightsAction::Redact(event_id) => {
+            let done: Changed = api.call(Request::MessageRedact { event_id }).await?;
+            if json {
+                print_json(&done)?;
+            } else {
+                println!("deleted {event_id} for everyone");
+            }
+        }
+        RightsAction::Edit(event_id, text) => {
+            let done: Changed = api.call(Request::MessageEdit { event_id, text }).await?;
+            if json {
+                print_json(&done)?;
+            } else {
+                println!("edited {event_id}");
+            }
+        }
+        RightsAction::Expiry { target, set } => {
+            let request = match set {
+                Some(expire) => Request::RoomSet {
+                    target,
+                    expire_after_ms: expire.map(ms),
+                },
+                None => Request::RoomSettings { target },
+            };
+            let changing = matches!(request, Request::RoomSet { .. });
+            let view: RoomSettingsView = api.call(request).await?;
+            if json {
+                print_json(&view)?;
+            } else if changing && view.expire_after_ms.is_some() {
+                println!(
+                    "messages expire {} after they are sent, on every member's device \
+                     (the ones already older go now)",
+                    shown_limit(view.expire_after_ms)
+                );
+            } else {
+                println!("expiry: {}", shown_limit(view.expire_after_ms));
+            }
+        }
+        RightsAction::Retention(set) => {
+            let request = match set {
+                Some(r) => Request::SettingsSet {
+                    retention_ms: r.map(ms),
+                },
+                None => Request::SettingsShow {},
+            };
+            let view: SettingsView = api.call(request).await?;
+            if json {
+                print_json(&view)?;
+            } else {
+                println!("retention: {}", shown_limit(view.retention_ms));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is a failure
+
+    use super::*;
+
+    #[test]
+    fn limits_parse_and_read_back() {
+        for (text, ms) in [
+            ("1s", 1_000),
+            ("90s", 90_000),
+            ("5m", 300_000),
+            ("12h", 43_200_000),
+            ("30d", 2_592_000_000),
+            ("2w", 1_209_600_000),
+        ] {
+            assert_eq!(
+                parse_limit(text).unwrap().0,
+                Some(Duration::from_millis(ms))
+            );
+        }
+        assert!(parse_limit("off").unwrap().0.is_none());
+        for bad in [
+            "",
+            "s",
+            "10",
+            "0s",
+            "1.5h",
+            "-1d",
+            "3y",
+            "9999999999999999999d",
+            "4000w",
+        ] {
+            assert!(parse_limit(bad).is_err(), "{bad}");
+        }
+        assert_eq!(shown_limit(Some(90_000)), "90s");
+        assert_eq!(shown_limit(Some(2_592_000_000)), "30d");
+        assert_eq!(shown_limit(Some(1_209_600_000)), "2w");
+    }
+}
