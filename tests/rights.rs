@@ -174,8 +174,9 @@ fn a_readable_export_holds_every_message_and_no_key() {
     let done = cli(&alice, &["export", "--readable", out.to_str().unwrap()]);
     assert_eq!(done["messages"], 30, "{done}");
     assert_eq!(done["conversations"], 2, "{done}");
-    // README, four JSON files, and JSON and Markdown per conversation.
-    assert_eq!(done["files"], 9, "{done}");
+    // README, four JSON files, JSON and Markdown per conversation, and
+    // the security log in both.
+    assert_eq!(done["files"], 11, "{done}");
 
     // Every message, whole, in the JSON; each one's words in the Markdown.
     let files = files_under(&out);
@@ -214,6 +215,28 @@ fn a_readable_export_holds_every_message_and_no_key() {
     )
     .unwrap();
     assert_eq!(profile["emails"][0], "alice@example.org");
+    // The security log, checked: the account's creation and the profile
+    // change, and nothing of any message.
+    let log: Value = serde_json::from_slice(
+        &files
+            .iter()
+            .find(|(p, _)| p.ends_with("security-log.json"))
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert_eq!(log["chain"], "unchanged", "{log}");
+    let events: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.first(), Some(&"account_created"), "{log}");
+    assert!(events.contains(&"profile_changed"), "{log}");
+    assert_eq!(done["security_entries"], events.len(), "{done}");
+    assert!(!log.to_string().contains("dm "), "{log}");
+    assert!(markdown.contains("# Security log"), "{markdown}");
 
     // A second export into the same directory is refused.
     let (_, said) = failed(&alice, &["export", "--readable", out.to_str().unwrap()]);

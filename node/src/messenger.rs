@@ -107,10 +107,14 @@ pub(crate) fn start_engine(
     let machine = CryptoMachine::open(store)?;
     let identity = identity(&machine);
     let log = std::sync::Arc::new(log);
+    let reader = log.clone();
     let config = EngineConfig {
         net,
         security: Some(safemeet_engine::SecuritySink(std::sync::Arc::new(
             move |event: &str, subject: Option<String>| log.record(event, subject),
+        ))),
+        security_reader: Some(safemeet_engine::SecurityReader(std::sync::Arc::new(
+            move || reader.read_back(),
         ))),
         ..EngineConfig::default()
     };

@@ -177,6 +177,34 @@ impl SecurityLog {
             .collect()
     }
 
+    /// What the readable export shows: every entry that checks, and where
+    /// the chain breaks if it does.
+    pub(crate) fn read_back(&self) -> Result<safemeet_engine::SecurityEntries, String> {
+        let lines = read_lines(&self.path).map_err(|e| e.to_string())?;
+        let checked = |n: usize| {
+            security_log::verify_lines(&self.key, lines.iter().take(n).map(String::as_str))
+        };
+        let (entries, broken) = match checked(lines.len()) {
+            Ok(entries) => (entries, None),
+            Err(b) => (
+                checked(b.line.saturating_sub(1)).unwrap_or_default(),
+                Some(b.to_string()),
+            ),
+        };
+        Ok(safemeet_engine::SecurityEntries {
+            entries: entries
+                .into_iter()
+                .map(|e| safemeet_engine::SecurityRecord {
+                    seq: e.seq,
+                    at: e.at,
+                    event: e.event,
+                    subject: e.subject,
+                })
+                .collect(),
+            broken,
+        })
+    }
+
     /// Every entry, checked: or where the chain breaks.
     pub(crate) fn verify(&self) -> Result<Result<Vec<SecurityEntry>, ChainBroken>, Failure> {
         let lines = read_lines(&self.path)?;

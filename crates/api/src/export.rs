@@ -9,7 +9,10 @@
 //! - `profile.json`, `devices.json`, `contacts.json`, `rooms.json`: as
 //!   the API shows them;
 //! - `messages/NN-KIND-NAME.json` and `.md`: each conversation's whole
-//!   timeline, oldest first.
+//!   timeline, oldest first (an edited message as it is now, a deleted
+//!   one as deleted, with no text);
+//! - `security-log.json` and `.md`: the security log, each entry checked
+//!   against the one before (and where the chain breaks, if it does).
 //!
 //! Nothing secret is written: no key, secret, session or mailbox key, only
 //! what the API shows (ids, names, texts, times).
@@ -38,6 +41,9 @@ pub struct Exported {
     pub conversations: usize,
     /// How many messages.
     pub messages: usize,
+    /// How many security-log entries.
+    #[serde(default)]
+    pub security_entries: usize,
 }
 
 /// One message as the export shows it.
@@ -48,6 +54,10 @@ struct ExportedMessage<'a> {
     sender_device: String,
     sent_at: u64,
     text: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    edited: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
 }
 
 fn failed(what: &str, e: impl std::fmt::Display) -> Error {
@@ -230,6 +240,8 @@ pub(crate) async fn export_readable(
                 sender_device: e.sender_device.to_string(),
                 sent_at: e.ts.as_millis(),
                 text: &e.text,
+                edited: matches!(e.revision, safemeet_engine::Revision::Edited { .. }),
+                deleted: e.revision == safemeet_engine::Revision::Redacted,
             })
             .collect();
         write_new(
@@ -238,12 +250,18 @@ pub(crate) async fn export_readable(
         )?;
         let mut md = format!("# {}\n\n", markdown_text(label));
         for e in &entries {
+            let text = match e.revision {
+                safemeet_engine::Revision::Redacted => "*(deleted)*".to_owned(),
+                safemeet_engine::Revision::Edited { .. } => {
+                    format!("{} *(edited)*", markdown_text(&e.text))
+                }
+                safemeet_engine::Revision::Original => markdown_text(&e.text),
+            };
             let _ = writeln!(
                 md,
-                "- {} **{}**: {}",
+                "- {} **{}**: {text}",
                 utc(e.ts.as_millis()),
                 markdown_text(&name_of(&e.sender)),
-                markdown_text(&e.text)
             );
         }
         write_new(
@@ -323,11 +341,58 @@ pub(crate) async fn export_readable(
         index.push_str("(none)\n");
     }
     let _ = writeln!(readme, "\n## Conversations\n\n{index}");
+
+    // The security log: what happened to the account, never content.
+    let log = engine.security_log().await?;
+    write_new(
+        &path.join("security-log.json"),
+        &json(&serde_json::json!({
+            "entries": log.entries,
+            "chain": log.broken.as_deref().unwrap_or("unchanged"),
+        }))?,
+    )?;
+    let mut md = String::from("# Security log\n\n");
+    match &log.broken {
+        None => md.push_str("Each entry checks against the one before: the log is unchanged.\n\n"),
+        Some(b) => {
+            let _ = writeln!(
+                md,
+                "**The log was changed or damaged** ({}); the entries before it:\n",
+                markdown_text(b)
+            );
+        }
+    }
+    for e in &log.entries {
+        let _ = writeln!(
+            md,
+            "- {} {} {}{}",
+            e.seq,
+            utc(e.at),
+            markdown_text(&e.event),
+            e.subject
+                .as_deref()
+                .map(|s| format!(" `{}`", markdown_text(s)))
+                .unwrap_or_default()
+        );
+    }
+    write_new(&path.join("security-log.md"), md.as_bytes())?;
+    files += 2;
+    let _ = writeln!(
+        readme,
+        "\n## Security log\n\n[{} entries](security-log.md){}",
+        log.entries.len(),
+        if log.broken.is_some() {
+            ": the log was changed or damaged"
+        } else {
+            ""
+        }
+    );
     write_new(&path.join("README.md"), readme.as_bytes())?;
     files += 1;
     Ok(Exported {
         dir: path.display().to_string(),
         files,
+        security_entries: log.entries.len(),
         conversations: conversations.len(),
         messages: total,
     })

@@ -84,6 +84,47 @@ pub struct Config {
     /// verified, a contact's devices changed, …): the node's security log.
     /// None: nowhere.
     pub security: Option<SecuritySink>,
+    /// Reads the node's security log back (for the readable export).
+    /// None: there is none to read.
+    pub security_reader: Option<SecurityReader>,
+}
+
+/// One entry of the node's security log, as read back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SecurityRecord {
+    /// Its number in the log.
+    pub seq: u64,
+    /// When (ms since the Unix epoch).
+    pub at: u64,
+    /// What happened.
+    pub event: String,
+    /// The id it is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+/// What reading the security log found: every entry, checked, or where
+/// the chain breaks (a line changed or removed) and the entries before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityEntries {
+    /// The entries that check.
+    pub entries: Vec<SecurityRecord>,
+    /// Where the chain breaks, if it does.
+    pub broken: Option<String>,
+}
+
+/// Reads the security log; see [`Config::security_reader`]. It runs on
+/// the engine's thread: one read of a local file.
+#[derive(Clone)]
+pub struct SecurityReader(pub std::sync::Arc<SecurityReadFn>);
+
+/// What a [`SecurityReader`] calls.
+pub type SecurityReadFn = dyn Fn() -> Result<SecurityEntries, String> + Send + Sync;
+
+impl std::fmt::Debug for SecurityReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecurityReader")
+    }
 }
 
 /// Receives security events: an event name and the id it is about. It
@@ -109,6 +150,7 @@ impl Default for Config {
             gossip_grace: Duration::from_secs(1),
             gossip_window: 256,
             direct_room_max_devices: crate::DIRECT_ROOM_MAX_DEVICES,
+            security_reader: None,
             mailbox_poll: Duration::from_secs(60),
             mailbox_copies: 3,
             mailbox_catch_up_epochs: 14,

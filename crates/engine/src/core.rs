@@ -540,6 +540,13 @@ impl<S: Store + Clone> Core<S> {
             }
             Command::SetRetention(ms) => Response::Duration(self.set_retention(ms)?.retention_ms),
             Command::Retention => Response::Duration(self.local_settings()?.retention_ms),
+            Command::SecurityLog => Response::SecurityLog(match &self.config.security_reader {
+                Some(read) => (read.0)().map_err(Error::InvalidInput)?,
+                None => crate::SecurityEntries {
+                    entries: Vec::new(),
+                    broken: None,
+                },
+            }),
             Command::SendDm { .. } | Command::SendRoom { .. } => {
                 return Err(Error::InvalidInput("sends are handled in groups".into()));
             }

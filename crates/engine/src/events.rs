@@ -101,6 +101,8 @@ pub enum Command {
     },
     /// A conversation's expiry.
     Expiry(crate::Conversation),
+    /// The node's security log, read back.
+    SecurityLog,
     /// Set or clear this device's retention limit (ms).
     SetRetention(Option<u64>),
     /// This device's retention limit.
@@ -215,6 +217,8 @@ pub enum Response {
     Sent(EventId),
     /// A duration in milliseconds, or none.
     Duration(Option<u64>),
+    /// The node's security log.
+    SecurityLog(crate::SecurityEntries),
     /// Messages, oldest first.
     Messages(Vec<TimelineEntry>),
     /// A room created.

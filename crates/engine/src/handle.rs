@@ -393,6 +393,12 @@ impl Handle {
         expect!(self.core(command).await, Response::Page(p) => p)
     }
 
+    /// The node's security log, read back and checked (empty when the
+    /// node keeps none).
+    pub async fn security_log(&self) -> Result<crate::SecurityEntries, Error> {
+        expect!(self.core(Command::SecurityLog).await, Response::SecurityLog(e) => e)
+    }
+
     /// Records a security event that happened outside the engine (an
     /// export) in the node's security log.
     pub async fn note_security(

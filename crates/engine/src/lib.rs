@@ -79,7 +79,10 @@ mod waiting;
 
 pub use crate::actor::start;
 pub use crate::blocks::MAX_LISTED;
-pub use crate::config::{Config, SecurityFn, SecuritySink};
+pub use crate::config::{
+    Config, SecurityEntries, SecurityFn, SecurityReadFn, SecurityReader, SecurityRecord,
+    SecuritySink,
+};
 pub use crate::core::{Core, Now, Stats};
 pub use crate::error::{Error, ErrorKind};
 pub use crate::events::{
