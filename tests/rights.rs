@@ -363,3 +363,145 @@ fn the_security_log_records_what_happened_and_shows_tampering() {
     std::fs::write(&path, &original).unwrap();
     assert_eq!(cli(&alice, &["audit", "verify"])["ok"], true);
 }
+
+/// Bob's list of Alice's active devices.
+fn alice_devices_at(bob: &Path) -> Vec<String> {
+    alice_at(bob)["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn an_archive_moves_the_account_to_a_new_device_and_retires_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, da, db) = alice_and_bob(dir.path());
+    for n in 0..3 {
+        cli(&alice, &["send", "bob", &format!("before the move {n}")]);
+        cli(&bob, &["send", "alice", &format!("reply {n}")]);
+    }
+    eventually("alice to have the whole conversation", || {
+        (support::node::texts(&alice, "bob").len() == 6).then_some(())
+    });
+
+    let file = dir.path().join("alice.safemeet");
+    let path = file.to_str().unwrap();
+    let done = cli(&alice, &["export", path]);
+    assert_eq!(done["messages"], 6, "{done}");
+    assert_eq!(done["contacts"], 1, "{done}");
+    let old = done["exported_from"].as_str().unwrap().to_owned();
+    let new = done["device_id"].as_str().unwrap().to_owned();
+    let user = done["user_id"].as_str().unwrap().to_owned();
+    let sealed = std::fs::read(&file).unwrap();
+    assert_eq!(done["bytes"], sealed.len(), "{done}");
+    assert!(sealed.starts_with(b"SAFEMEET-ARCHIVE"));
+    assert!(!contains(&sealed, b"before the move"), "no plaintext");
+    // Not over a file that exists.
+    let (code, said) = failed(&alice, &["export", path]);
+    assert_eq!(code, Some(2), "{said}");
+    // Bob is told of the device the archive becomes at once.
+    eventually("bob to list the new device", || {
+        alice_devices_at(&bob).contains(&new).then_some(())
+    });
+
+    // The wrong passphrase, another file, this very home: refused, and
+    // nothing is left behind.
+    let alice2 = dir.path().join("alice2");
+    let wrong = support::node::bin()
+        .env("SAFEMEET_PASSPHRASE", "not the right one at all")
+        .args(["--home", alice2.to_str().unwrap(), "import", path, "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(3), "{wrong:?}");
+    assert!(!alice2.join("keyfile").exists());
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, b"PK\x03\x04 not an archive").unwrap();
+    let (code, said) = failed(&alice2, &["import", junk.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("not a SafeMeet archive"), "{said}");
+    let (code, said) = failed(&alice, &["import", path]);
+    assert_eq!(code, Some(5), "{said}");
+
+    let imported = cli(
+        &alice2,
+        &[
+            "import",
+            path,
+            "--retire-old",
+            "--device-name",
+            "new laptop",
+        ],
+    );
+    assert_eq!(imported["user_id"], user.as_str(), "{imported}");
+    assert_eq!(imported["device_id"], new.as_str(), "{imported}");
+    assert_eq!(imported["retired"], true, "{imported}");
+    assert_eq!(imported["messages"], 6, "{imported}");
+    // Twice: refused.
+    let (code, said) = failed(&alice2, &["import", path]);
+    assert_eq!(code, Some(5), "{said}");
+    assert!(said.contains("imported once"), "{said}");
+
+    let d2 = Daemon::start(&alice2);
+    // The history came along.
+    let history = support::node::texts(&alice2, "bob");
+    for n in 0..3 {
+        assert!(
+            history.contains(&format!("before the move {n}")),
+            "{history:?}"
+        );
+        assert!(history.contains(&format!("reply {n}")), "{history:?}");
+    }
+    // Bob learns that the old device is revoked, from the new one.
+    eventually("bob to drop the old device", || {
+        let devices = alice_devices_at(&bob);
+        (!devices.contains(&old) && devices.contains(&new)).then_some(())
+    });
+    let listed = cli(&alice2, &["device", "list"]);
+    let old_entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_id"] == old.as_str())
+        .unwrap()
+        .clone();
+    assert!(old_entry["revoked_at"].is_u64(), "{listed}");
+    // Bob's next DM reaches the new device, and not the old one (which
+    // still runs).
+    cli(&bob, &["send", "alice", "after the move"]);
+    eventually("the new device to get bob's DM", || {
+        support::node::texts(&alice2, "bob")
+            .contains(&"after the move".to_owned())
+            .then_some(())
+    });
+    cli(&alice2, &["send", "bob", "from the new device"]);
+    eventually("bob to get it", || {
+        support::node::texts(&bob, "alice")
+            .contains(&"from the new device".to_owned())
+            .then_some(())
+    });
+    assert!(
+        !support::node::texts(&alice, "bob").contains(&"after the move".to_owned()),
+        "the old device got a message after it was retired"
+    );
+    // The security log says so.
+    let audit = cli(&alice2, &["audit"]);
+    let events: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(events.contains(&"account_imported"), "{audit}");
+    assert!(events.contains(&"device_revoked"), "{audit}");
+    d2.stop();
+    da.stop();
+    db.stop();
+    // The old store never held what came after.
+    assert!(
+        !store_dump(&alice)
+            .iter()
+            .any(|r| contains(&r.value, b"after the move"))
+    );
+}

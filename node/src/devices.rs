@@ -250,25 +250,13 @@ pub(crate) fn init_linked(
     let record =
         safemeet_engine::link::bundle_account(&bundle).map_err(|e| Failure::Other(e.into()))?;
     let account = Account::from_record(&record)?;
-    let mut summary = None;
-    let log = home.create(&passphrase, |store| {
-        CryptoMachine::store_account(store, &account)?;
-        let machine = CryptoMachine::open(store.clone())?;
-        let now = safemeet_engine::Now {
-            wall: SystemClock.now(),
-            mono: std::time::Duration::ZERO,
-        };
-        summary = Some(
-            safemeet_engine::link::import_bundle(machine, &bundle, &offer.addrs, now, name.clone())
-                .map_err(|e| Failure::Other(e.into()))?,
-        );
-        Ok(())
+    let (log, summary) = take_in(home, &passphrase, &account, |machine, now| {
+        safemeet_engine::link::import_bundle(machine, &bundle, &offer.addrs, now, name.clone())
     })?;
     log.record(
         "device_linked_to_account",
         Some(account.device_id().to_string()),
     );
-    let summary = summary.unwrap_or_default();
     tracing::info!("device linked");
     let linked = Linked {
         user_id: account.user_id().to_string(),
@@ -287,4 +275,36 @@ pub(crate) fn init_linked(
         linked.contacts, linked.rooms, linked.messages
     );
     Ok(())
+}
+
+/// Creates the home of a device that an account came to (by a link or an
+/// archive), and takes in what came with it through `import`, before the
+/// device's first start.
+pub(crate) fn take_in(
+    home: &Home,
+    passphrase: &safemeet_crypto::at_rest::Passphrase,
+    account: &Account,
+    import: impl FnOnce(
+        CryptoMachine<safemeet_store_sled::SledStore>,
+        safemeet_engine::Now,
+    ) -> Result<safemeet_engine::link::LinkSummary, safemeet_engine::Error>,
+) -> Result<
+    (
+        crate::security::SecurityLog,
+        safemeet_engine::link::LinkSummary,
+    ),
+    Failure,
+> {
+    let mut summary = None;
+    let log = home.create(passphrase, |store| {
+        CryptoMachine::store_account(store, account)?;
+        let machine = CryptoMachine::open(store.clone())?;
+        let now = safemeet_engine::Now {
+            wall: SystemClock.now(),
+            mono: std::time::Duration::ZERO,
+        };
+        summary = Some(import(machine, now).map_err(|e| Failure::Other(e.into()))?);
+        Ok(())
+    })?;
+    Ok((log, summary.unwrap_or_default()))
 }

@@ -5,6 +5,7 @@
 //! crates. Every command accepts `--json`; errors have stable codes and exit
 //! statuses (see `docs/cli.md`).
 
+mod archive;
 mod commands;
 mod daemon;
 mod devices;
@@ -107,13 +108,33 @@ enum Command {
     /// Manage contacts.
     #[command(subcommand)]
     Contact(ContactCommand),
-    /// Export your data. `--readable DIR`: everything this device holds
-    /// about you, without any key, as JSON and Markdown files a person can
-    /// open (profile, devices, contacts, rooms, every message).
+    /// Export your data. `export FILE`: your account in one file sealed
+    /// under a passphrase, to move it to another machine (`import`); it
+    /// holds the master key. `--readable DIR`: everything this device
+    /// holds about you, without any key, as JSON and Markdown files a
+    /// person can open (profile, devices, contacts, rooms, every message,
+    /// the security log).
     Export {
+        /// A new file for the archive.
+        #[arg(required_unless_present = "readable", conflicts_with = "readable")]
+        file: Option<PathBuf>,
         /// A new or empty directory to write into.
         #[arg(long, value_name = "DIR")]
-        readable: PathBuf,
+        readable: Option<PathBuf>,
+    },
+    /// Take in an account archive (`export FILE`) as a new device of the
+    /// same user, in a home with no account. Asks for the archive's
+    /// passphrase; the new home is sealed under it.
+    Import {
+        /// The archive.
+        file: PathBuf,
+        /// Revoke the device that exported it: contacts drop it as this
+        /// device meets them, and it gets nothing new.
+        #[arg(long)]
+        retire_old: bool,
+        /// A name for this device, seen only on your devices.
+        #[arg(long, value_name = "NAME")]
+        device_name: Option<String>,
     },
     /// Your security log: account created, unlock failures, devices linked
     /// or revoked, verifications, contacts' new devices, profile changes,
@@ -508,16 +529,38 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             since,
             matches!(action, Some(AuditCommand::Verify)),
         ),
-        Command::Export { readable } => {
+        Command::Export { file, readable } => {
             // The node writes the files: it may run elsewhere than here,
             // so the path is made absolute first.
-            let dir = std::path::absolute(&readable)
-                .map_err(|e| Failure::Usage(format!("{}: {e}", readable.display())))?;
-            let request = Request::ExportReadable {
-                dir: dir.display().to_string(),
+            let absolute = |p: &PathBuf| {
+                std::path::absolute(p)
+                    .map(|a| a.display().to_string())
+                    .map_err(|e| Failure::Usage(format!("{}: {e}", p.display())))
             };
-            messenger::run(&home, &source, cli.json, messenger::Action::Export(request))
+            match (file, readable) {
+                (Some(file), _) => {
+                    let file = absolute(&file)?;
+                    let passphrase = source.new_passphrase(&[])?;
+                    let request = Request::ExportArchive {
+                        file,
+                        passphrase: safemeet_api::Secret::new(passphrase.expose()),
+                    };
+                    rights(&home, &source, cli.json, RightsAction::Archive(request))
+                }
+                (None, Some(dir)) => {
+                    let request = Request::ExportReadable {
+                        dir: absolute(&dir)?,
+                    };
+                    messenger::run(&home, &source, cli.json, messenger::Action::Export(request))
+                }
+                (None, None) => Err(Failure::Usage("FILE or --readable DIR is needed".into())),
+            }
         }
+        Command::Import {
+            file,
+            retire_old,
+            device_name,
+        } => archive::import(&home, &source, cli.json, &file, retire_old, device_name),
         Command::Verify { target } => messenger::run(
             &home,
             &source,

@@ -23,6 +23,8 @@ pub(crate) enum RightsAction {
     },
     /// This device's retention; `None` asks for it.
     Retention(Option<Option<Duration>>),
+    /// `export FILE`.
+    Archive(Request),
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +143,22 @@ pub(crate) async fn perform(
                 );
             } else {
                 println!("expiry: {}", shown_limit(view.expire_after_ms));
+            }
+        }
+        RightsAction::Archive(request) => {
+            let done: safemeet_api::ArchiveExported = api.call(request).await?;
+            if json {
+                print_json(&done)?;
+            } else {
+                println!(
+                    "wrote {} ({} bytes): {} contacts, {} conversations, {} messages",
+                    done.file, done.bytes, done.contacts, done.rooms, done.messages
+                );
+                println!(
+                    "it holds your master key: keep it safe. `safemeet import {}` on another machine \
+                     makes it device {} (listed from now on); `--retire-old` revokes this one",
+                    done.file, done.device_id
+                );
             }
         }
         RightsAction::Retention(set) => {

@@ -237,6 +237,10 @@ async fn serve(
             };
             Response::Sent(Sent { event_id })
         }
+        Request::ExportArchive { file, passphrase } => {
+            let done = crate::export::export_archive(engine, &file, passphrase).await?;
+            Response::ArchiveExported(done)
+        }
         Request::MessageRedact { event_id } => {
             let change_id = engine.redact(event_id).await?;
             Response::Changed(Changed {

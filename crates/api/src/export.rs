@@ -397,3 +397,118 @@ pub(crate) async fn export_readable(
         messages: total,
     })
 }
+
+/// A secret in a request (a passphrase): never printed, wiped when dropped.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([scrubbed])")
+    }
+}
+
+/// Shortest archive passphrase the API takes (the CLI asks for a strong one).
+const MIN_ARCHIVE_PASSPHRASE_CHARS: usize = 8;
+
+/// What `export.archive` wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveExported {
+    /// The file.
+    pub file: String,
+    /// Its size.
+    pub bytes: u64,
+    /// The account.
+    pub user_id: safemeet_proto::UserId,
+    /// The device that exported it (`import --retire-old` revokes it).
+    pub exported_from: safemeet_proto::DeviceId,
+    /// The device an import of it becomes (listed from now on).
+    pub device_id: safemeet_proto::DeviceId,
+    /// Contacts it holds.
+    pub contacts: usize,
+    /// Conversations it holds.
+    pub rooms: usize,
+    /// Messages it holds.
+    pub messages: usize,
+}
+
+/// Writes the account archive to `file` (absolute, new), sealed under
+/// `passphrase` (see `safemeet_crypto::archive` and `docs/archive.md`).
+pub(crate) async fn export_archive(
+    engine: &EngineHandle,
+    file: &str,
+    passphrase: Secret,
+) -> Result<ArchiveExported, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let invalid = |m: String| Error::Engine(safemeet_engine::Error::InvalidInput(m));
+    let path = PathBuf::from(file);
+    if !path.is_absolute() {
+        return Err(invalid("the archive's path must be absolute".into()));
+    }
+    if passphrase.0.chars().count() < MIN_ARCHIVE_PASSPHRASE_CHARS {
+        return Err(invalid(format!(
+            "the archive's passphrase must have at least {MIN_ARCHIVE_PASSPHRASE_CHARS} characters"
+        )));
+    }
+    // Created first, so that nothing is issued for a file that cannot be
+    // written (it exists already, or its directory does not).
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| failed(&format!("create {}", path.display()), e))?;
+    let archive = match engine.export_archive().await {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+    };
+    let body = archive.body.clone();
+    let pass = safemeet_crypto::at_rest::Passphrase::new(passphrase.0.as_str());
+    let sealed = tokio::task::spawn_blocking(move || {
+        safemeet_crypto::archive::seal(&body, &pass, Default::default())
+    })
+    .await
+    .map_err(|e| failed("seal the archive", e))
+    .and_then(|r| r.map_err(|e| failed("seal the archive", e)));
+    let written = sealed.and_then(|sealed: Vec<u8>| {
+        out.write_all(&sealed)
+            .and_then(|()| out.sync_all())
+            .map_err(|e| failed(&format!("write {}", path.display()), e))
+            .map(|()| sealed.len() as u64)
+    });
+    let bytes = match written {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+    };
+    let info = archive.export.info;
+    Ok(ArchiveExported {
+        file: path.display().to_string(),
+        bytes,
+        user_id: info.user_id,
+        exported_from: info.exported_from,
+        device_id: info.device_id,
+        contacts: archive.export.summary.contacts,
+        rooms: archive.export.summary.rooms,
+        messages: archive.export.summary.messages,
+    })
+}

@@ -50,7 +50,7 @@ mod server;
 pub use client::{ANSWER_TIMEOUT, Client, ClientError, Subscription};
 pub use dispatch::{DISPATCH_TIMEOUT, dispatch};
 pub use error::{Error, is_input_kind};
-pub use export::Exported;
+pub use export::{ArchiveExported, Exported, Secret};
 pub use feed::EventFeed;
 pub use request::{
     BadCursor, DEFAULT_EVENTS_LIMIT, DEFAULT_MESSAGES_LIMIT, MAX_LIMIT, MessageCursor, Method,

@@ -188,6 +188,16 @@ pub enum Request {
         /// The text.
         text: String,
     },
+    /// `export.archive`: the account, sealed under a passphrase, in one
+    /// new file (see `docs/archive.md`); issues the device an import of
+    /// it becomes.
+    #[serde(rename = "export.archive")]
+    ExportArchive {
+        /// An absolute path for a new file.
+        file: String,
+        /// What seals it (at least 8 characters).
+        passphrase: crate::export::Secret,
+    },
     /// `message.redact`: delete a message for everyone (this user's own,
     /// or any in a room this user is an admin of).
     #[serde(rename = "message.redact")]
@@ -384,6 +394,8 @@ pub enum Method {
     Send,
     /// `messages`
     Messages,
+    /// `export.archive`
+    ExportArchive,
     /// `message.redact`
     MessageRedact,
     /// `message.edit`
@@ -422,7 +434,7 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 44] = [
+    pub const ALL: [Method; 45] = [
         Method::Whoami,
         Method::Invite,
         Method::ContactAdd,
@@ -450,6 +462,7 @@ impl Method {
         Method::VerifyAnswer,
         Method::Send,
         Method::Messages,
+        Method::ExportArchive,
         Method::MessageRedact,
         Method::MessageEdit,
         Method::RoomSet,
@@ -499,6 +512,7 @@ impl Method {
             Method::VerifyAnswer => "verify.answer",
             Method::Send => "send",
             Method::Messages => "messages",
+            Method::ExportArchive => "export.archive",
             Method::MessageRedact => "message.redact",
             Method::MessageEdit => "message.edit",
             Method::RoomSet => "room.set",
@@ -579,6 +593,7 @@ impl Request {
             Request::VerifyAnswer { .. } => Method::VerifyAnswer,
             Request::Send { .. } => Method::Send,
             Request::Messages { .. } => Method::Messages,
+            Request::ExportArchive { .. } => Method::ExportArchive,
             Request::MessageRedact { .. } => Method::MessageRedact,
             Request::MessageEdit { .. } => Method::MessageEdit,
             Request::RoomSet { .. } => Method::RoomSet,

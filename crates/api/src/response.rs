@@ -235,6 +235,8 @@ pub enum Response {
     Messages(Vec<Message>),
     /// `message.redact`, `message.edit`
     Changed(Changed),
+    /// `export.archive`
+    ArchiveExported(crate::export::ArchiveExported),
     /// `room.set`, `room.settings`
     RoomSettings(RoomSettingsView),
     /// `settings.set`, `settings.show`
@@ -295,6 +297,7 @@ impl Response {
             Method::Send => Response::Sent(from(result)?),
             Method::Messages => Response::Messages(from(result)?),
             Method::MessageRedact | Method::MessageEdit => Response::Changed(from(result)?),
+            Method::ExportArchive => Response::ArchiveExported(from(result)?),
             Method::RoomSet | Method::RoomSettings => Response::RoomSettings(from(result)?),
             Method::SettingsSet | Method::SettingsShow => Response::Settings(from(result)?),
             Method::RoomCreate => Response::RoomCreated(from(result)?),
@@ -337,6 +340,7 @@ impl Response {
             Response::Sent(_) => Method::Send,
             Response::Messages(_) => Method::Messages,
             Response::Changed(_) => Method::MessageEdit,
+            Response::ArchiveExported(_) => Method::ExportArchive,
             Response::RoomSettings(_) => Method::RoomSettings,
             Response::Settings(_) => Method::SettingsShow,
             Response::RoomCreated(_) => Method::RoomCreate,
@@ -406,6 +410,7 @@ unwrap_response!(
     Sent(Sent) = Send,
     Messages(Vec<Message>) = Messages,
     Changed(Changed) = MessageEdit,
+    ArchiveExported(crate::export::ArchiveExported) = ExportArchive,
     RoomSettings(RoomSettingsView) = RoomSettings,
     Settings(SettingsView) = SettingsShow,
     RoomCreated(RoomCreated) = RoomCreate,

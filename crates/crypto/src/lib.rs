@@ -42,6 +42,7 @@
 //! ```
 
 pub mod account;
+pub mod archive;
 pub mod at_rest;
 pub mod certificate;
 mod encrypted_store;

@@ -354,6 +354,7 @@ impl<S: Store + Clone> Core<S> {
         let sessions_changed = std::mem::take(&mut self.sessions_changed);
         if devices_changed || sessions_changed {
             self.route_unrouted();
+            self.pay_owed_lists();
         }
         // Rotations first: they change rooms, and their states go out
         // this step.
@@ -540,6 +541,13 @@ impl<S: Store + Clone> Core<S> {
             }
             Command::SetRetention(ms) => Response::Duration(self.set_retention(ms)?.retention_ms),
             Command::Retention => Response::Duration(self.local_settings()?.retention_ms),
+            Command::ExportArchive => {
+                let (body, export) = self.export_archive()?;
+                Response::Archive(crate::events::ArchiveBytes {
+                    body: Arc::new(body),
+                    export,
+                })
+            }
             Command::SecurityLog => Response::SecurityLog(match &self.config.security_reader {
                 Some(read) => (read.0)().map_err(Error::InvalidInput)?,
                 None => crate::SecurityEntries {

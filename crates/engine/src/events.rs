@@ -103,6 +103,8 @@ pub enum Command {
     Expiry(crate::Conversation),
     /// The node's security log, read back.
     SecurityLog,
+    /// Issue the device an archive becomes, and the archive's body.
+    ExportArchive,
     /// Set or clear this device's retention limit (ms).
     SetRetention(Option<u64>),
     /// This device's retention limit.
@@ -219,6 +221,8 @@ pub enum Response {
     Duration(Option<u64>),
     /// The node's security log.
     SecurityLog(crate::SecurityEntries),
+    /// An archive's body (secret) and what it carries.
+    Archive(ArchiveBytes),
     /// Messages, oldest first.
     Messages(Vec<TimelineEntry>),
     /// A room created.
@@ -245,6 +249,24 @@ pub enum Response {
     Profile(Box<safemeet_proto::identity::Profile>),
     /// Timeline entries with their stored positions.
     Page(Vec<(u64, TimelineEntry)>),
+}
+
+/// An archive's body (secret: it holds the new device's keys and the
+/// master key), with what it says about itself and carries.
+#[derive(Clone)]
+pub struct ArchiveBytes {
+    /// The archive's body, to be sealed.
+    pub body: std::sync::Arc<zeroize::Zeroizing<Vec<u8>>>,
+    /// What it says about itself and carries.
+    pub export: crate::archive::ArchiveExport,
+}
+
+impl std::fmt::Debug for ArchiveBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveBytes")
+            .field("export", &self.export)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A link bundle's bytes (secret: they hold the new device's keys), with

@@ -393,6 +393,12 @@ impl Handle {
         expect!(self.core(command).await, Response::Page(p) => p)
     }
 
+    /// Issues the device an archive becomes (see `archive`): the archive's
+    /// body, to be sealed under a passphrase, and what it carries.
+    pub async fn export_archive(&self) -> Result<crate::events::ArchiveBytes, Error> {
+        expect!(self.core(Command::ExportArchive).await, Response::Archive(a) => a)
+    }
+
     /// The node's security log, read back and checked (empty when the
     /// node keeps none).
     pub async fn security_log(&self) -> Result<crate::SecurityEntries, Error> {

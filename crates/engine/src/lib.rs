@@ -40,6 +40,7 @@
 mod acks;
 mod actor;
 mod admission;
+pub mod archive;
 mod blocks;
 mod chain;
 mod config;
@@ -86,8 +87,8 @@ pub use crate::config::{
 pub use crate::core::{Core, Now, Stats};
 pub use crate::error::{Error, ErrorKind};
 pub use crate::events::{
-    Command, DeliveryResult, DeliveryToken, Input, LinkBundleBytes, NetInput, Output, RequestId,
-    Response,
+    ArchiveBytes, Command, DeliveryResult, DeliveryToken, Input, LinkBundleBytes, NetInput, Output,
+    RequestId, Response,
 };
 pub use crate::handle::Handle;
 pub use crate::invitations::{Invitation, MAX_INVITATIONS, MAX_INVITATIONS_PER_INVITER};

@@ -356,9 +356,39 @@ impl<S: Store + Clone> Core<S> {
     pub(crate) fn announce_devices(&mut self, keys: Vec<Signed<OneTimeKey>>) {
         self.own_devices.devices_changed();
         let me = self.user_id();
+        let targets = (|| -> Result<Vec<(UserId, DeviceId)>, Error> {
+            let mut users: Vec<UserId> = vec![me];
+            users.extend(self.contact_records()?.iter().map(|c| c.user_id));
+            let mut targets = Vec::new();
+            for user in users {
+                for device in self.machine.user_devices(&user)? {
+                    targets.push((user, device.device_id));
+                }
+            }
+            Ok(targets)
+        })();
+        match targets {
+            Ok(targets) => self.send_device_list_with(&targets, keys),
+            Err(e) => tracing::warn!(error = %e, "the new device list was not announced"),
+        }
+    }
+
+    /// Sends this user's device list to these devices; the ones this
+    /// device has no Olm session with yet are owed it (see `archive`).
+    pub(crate) fn send_device_list(&mut self, targets: &[(UserId, DeviceId)]) {
+        self.send_device_list_with(targets, Vec::new());
+    }
+
+    fn send_device_list_with(
+        &mut self,
+        targets: &[(UserId, DeviceId)],
+        keys: Vec<Signed<OneTimeKey>>,
+    ) {
+        let me = self.user_id();
+        let this = self.machine.account().device_id();
         let sent = self.machine.signed_device_list(&me).and_then(|held| {
             let Some((device_list, certificates)) = held else {
-                return Ok(());
+                return Ok(Vec::new());
             };
             let notice = DeviceListNotice {
                 version: DEVICE_LIST_NOTICE_VERSION,
@@ -366,19 +396,24 @@ impl<S: Store + Clone> Core<S> {
                 certificates,
                 keys,
             };
-            let mut users: Vec<UserId> = vec![me];
-            if let Ok(contacts) = self.contact_records() {
-                users.extend(contacts.iter().map(|c| c.user_id));
-            }
-            for user in users {
-                for device in self.machine.user_devices(&user)? {
-                    let event = ToDeviceEvent::DeviceList(Box::new(notice.clone()));
-                    self.send_to_device(user, device.device_id, event);
+            let mut owed = Vec::new();
+            for &(user, device) in targets {
+                if device == this {
+                    continue;
                 }
+                if !self.machine.has_session(&device)? {
+                    owed.push((user, device));
+                    continue;
+                }
+                let event = ToDeviceEvent::DeviceList(Box::new(notice.clone()));
+                self.send_to_device(user, device, event);
             }
-            Ok(())
+            Ok(owed)
         });
-        if let Err(e) = sent {
+        let owed = sent
+            .map_err(Error::from)
+            .and_then(|owed| self.owe_list(owed));
+        if let Err(e) = owed {
             tracing::warn!(error = %e, "the new device list was not announced");
         }
     }
@@ -554,6 +589,18 @@ pub fn import_bundle<S: Store + Clone>(
     now: crate::Now,
     name: Option<String>,
 ) -> Result<LinkSummary, Error> {
+    import_bundle_and(machine, bundle, linking_addrs, now, name, |_| Ok(()))
+}
+
+/// [`import_bundle`], then `then` on the core before it closes.
+pub(crate) fn import_bundle_and<S: Store + Clone>(
+    machine: CryptoMachine<S>,
+    bundle: &[u8],
+    linking_addrs: &[String],
+    now: crate::Now,
+    name: Option<String>,
+    then: impl FnOnce(&mut Core<S>) -> Result<(), Error>,
+) -> Result<LinkSummary, Error> {
     if let Some(name) = &name {
         safemeet_proto::event::DeviceName::check(name)
             .map_err(|e| Error::InvalidInput(e.into()))?;
@@ -567,6 +614,7 @@ pub fn import_bundle<S: Store + Clone>(
                 let this = core.machine.account().device_id();
                 core.rename_device(this, name)?;
             }
+            then(&mut core)?;
             Ok(summary)
         });
     let closed = core.close();

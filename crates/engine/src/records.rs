@@ -76,6 +76,8 @@ pub(crate) mod name {
         v.extend_from_slice(event.as_bytes());
         v
     }
+    /// The devices this device owes its device list (see `archive`).
+    pub(crate) const OWED_LISTS: &[u8] = b"owed-lists";
     /// The early redactions kept, oldest first.
     pub(crate) const EARLY_REDACTIONS: &[u8] = b"early-redactions";
     /// This device's own limits (retention).
