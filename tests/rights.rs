@@ -12,7 +12,9 @@ use serde_json::Value;
 mod support;
 
 use support::contains;
-use support::node::{Daemon, cli, cli_fails as failed, eventually, init, store_dump};
+use support::node::{
+    Daemon, cli, cli_fails as failed, eventually, files_under, forms, init, secrets_of, store_dump,
+};
 
 /// Bob's view of Alice.
 fn alice_at(bob: &Path) -> Value {
@@ -87,58 +89,6 @@ fn profile_edits_reach_contacts() {
     assert_eq!(cli(&alice, &["profile", "show"])["version"], 4);
     da.stop();
     db.stop();
-}
-
-/// Every file under `dir`, with its path.
-fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            let bytes = std::fs::read(&path).unwrap();
-            out.push((path, bytes));
-        }
-    }
-    out
-}
-
-/// The secrets of a stopped node: its data key, master key, mailbox key
-/// and libp2p key, each as raw bytes.
-fn secrets_of(home: &Path) -> Vec<Vec<u8>> {
-    use safemeet_crypto::account::Account;
-    use safemeet_crypto::at_rest::{KeyFile, Passphrase};
-    let text = std::fs::read_to_string(home.join("keyfile")).unwrap();
-    let key = KeyFile::from_json(&text)
-        .unwrap()
-        .unwrap_key(&Passphrase::new(support::node::PASS))
-        .unwrap();
-    let record = store_dump(home)
-        .into_iter()
-        .find(|r| r.keyspace == safemeet_store::Keyspace::Account)
-        .unwrap();
-    let account = Account::from_record(&record.value).unwrap();
-    let keys = account.device_keys();
-    let libp2p = keys.libp2p.clone().try_into_ed25519().unwrap();
-    vec![
-        key.expose().to_vec(),
-        account.master_secret().unwrap().to_vec(),
-        keys.mailbox.to_bytes().to_vec(),
-        libp2p.secret().as_ref().to_vec(),
-    ]
-}
-
-/// `secret` as raw bytes and in the text forms a key would take.
-fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
-    use data_encoding::{BASE32_NOPAD, BASE64, BASE64URL_NOPAD, HEXLOWER};
-    vec![
-        secret.to_vec(),
-        HEXLOWER.encode(secret).into_bytes(),
-        BASE64.encode(secret).into_bytes(),
-        BASE64URL_NOPAD.encode(secret).into_bytes(),
-        BASE32_NOPAD.encode(secret).to_lowercase().into_bytes(),
-    ]
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! crates. Every command accepts `--json`; errors have stable codes and exit
 //! statuses (see `docs/cli.md`).
 
+mod account;
 mod archive;
 mod commands;
 mod daemon;
@@ -146,6 +147,9 @@ enum Command {
         #[arg(long, value_name = "MS")]
         since: Option<u64>,
     },
+    /// Your account: `account delete`.
+    #[command(subcommand)]
+    Account(AccountCommand),
     /// Your profile as contacts see it: show it, change the display name.
     #[command(subcommand)]
     Profile(ProfileCommand),
@@ -220,6 +224,21 @@ enum AuditCommand {
     /// Check every entry: each opens under this account's key and follows
     /// the one before (exit 1 and the first bad line otherwise).
     Verify,
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountCommand {
+    /// Delete the account: every contact is told (a tombstone signed with
+    /// your master key), your other devices are revoked, every room is
+    /// left, your mailboxes are purged from your relays (each signs a
+    /// receipt), then this device's key file is overwritten and its store
+    /// removed. Asks you to type the username. Stop the daemon first. If
+    /// it is stopped half way, run it again: it finishes.
+    Delete {
+        /// Do not ask (for scripts).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -567,6 +586,9 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             cli.json,
             messenger::Action::Devices(devices::DeviceAction::Verify { target }),
         ),
+        Command::Account(AccountCommand::Delete { yes }) => {
+            account::delete(&home, &source, cli.json, yes)
+        }
         Command::Profile(c) => {
             let request = match c {
                 ProfileCommand::Show => Request::ProfileShow {},

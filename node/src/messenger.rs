@@ -371,11 +371,12 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
             } else {
                 for c in &contacts {
                     println!(
-                        "{}\t{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}{}",
                         shown(c.name.as_deref().unwrap_or("-")),
                         c.username,
                         shown(&c.display_name),
-                        c.user_id
+                        c.user_id,
+                        if c.deleted { "\t(account deleted)" } else { "" }
                     );
                 }
             }

@@ -152,6 +152,7 @@ mod tests {
             relays: vec![],
             devices: vec![],
             new_device_warning: false,
+            deleted: false,
         }
     }
 

@@ -481,6 +481,10 @@ pub struct Contact {
     /// device since you verified them ("new device, not verified").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Their user deleted the account: nothing is sent to it or taken
+    /// from it any more.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// A contact's device (`contact.list`).
@@ -514,6 +518,7 @@ impl From<safemeet_engine::Contact> for Contact {
             warning: c.new_device_warning.then(|| {
                 "new device, not verified: verify them again (`safemeet verify`)".to_owned()
             }),
+            deleted: c.deleted,
         }
     }
 }

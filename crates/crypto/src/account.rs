@@ -266,6 +266,19 @@ impl Account {
         certificate::sign_user_trust(self.master()?, trust)
     }
 
+    /// Signs this account's tombstone with the master key.
+    pub fn sign_tombstone(
+        &self,
+        deleted_at: Timestamp,
+    ) -> Result<Signed<safemeet_proto::identity::AccountTombstone>, Error> {
+        let tombstone = safemeet_proto::identity::AccountTombstone {
+            version: 1,
+            user_id: self.user_id(),
+            deleted_at,
+        };
+        certificate::sign_tombstone(self.master()?, &tombstone)
+    }
+
     /// Marks `device` revoked in a new version of the device list. A device
     /// cannot revoke itself; only the device with the master key can revoke.
     pub fn revoke_device(&mut self, device: DeviceId, now: Timestamp) -> Result<(), Error> {

@@ -37,6 +37,8 @@ pub const ONE_TIME_KEY_CONTEXT: &[u8] = b"safemeet/v1/one-time-key";
 
 /// Signature context of cross-signed trust in another user's devices.
 pub const USER_TRUST_CONTEXT: &[u8] = b"safemeet/v1/user-trust";
+/// Domain separation for account tombstones.
+pub const TOMBSTONE_CONTEXT: &[u8] = b"safemeet/v1/account-tombstone";
 
 /// Signature context of relay lists (signed by the device key).
 pub const RELAY_LIST_CONTEXT: &[u8] = b"safemeet/v1/relay-list";
@@ -323,6 +325,27 @@ pub fn sign_user_trust(master: &MasterKey, trust: &UserTrust) -> Result<Signed<U
         });
     }
     sign(master, USER_TRUST_CONTEXT, trust)
+}
+
+/// Signs an account's tombstone with its master key.
+pub fn sign_tombstone(
+    master: &MasterKey,
+    tombstone: &safemeet_proto::identity::AccountTombstone,
+) -> Result<Signed<safemeet_proto::identity::AccountTombstone>, Error> {
+    sign(master, TOMBSTONE_CONTEXT, tombstone)
+}
+
+/// Checks a tombstone: signed by the master key of the account it names,
+/// which is `user`'s.
+pub fn verify_tombstone(
+    signed: &Signed<safemeet_proto::identity::AccountTombstone>,
+    user: &UserId,
+) -> Result<safemeet_proto::identity::AccountTombstone, Error> {
+    check_signature(signed, user, TOMBSTONE_CONTEXT, "account tombstone")?;
+    let tombstone = signed.decode_body()?;
+    check_version("account tombstone", tombstone.version)?;
+    check_user("account tombstone", user, &tombstone.user_id)?;
+    Ok(tombstone)
 }
 
 /// Verifies a trust record signed by `truster`'s master key.

@@ -394,3 +394,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_tombstone_speaks_only_for_the_account_whose_master_key_signed_it() {
+    let alice = account("alice");
+    let mallory = account("mallory");
+    let tombstone = alice.sign_tombstone(now()).unwrap();
+    let read = certificate::verify_tombstone(&tombstone, &alice.user_id()).unwrap();
+    assert_eq!(read.user_id, alice.user_id());
+    // Sent by someone else, it names another account than theirs.
+    assert!(certificate::verify_tombstone(&tombstone, &mallory.user_id()).is_err());
+    // Mallory's master key signing a tombstone that names Alice: refused.
+    let forged_body = safemeet_proto::identity::AccountTombstone {
+        version: 1,
+        user_id: alice.user_id(),
+        deleted_at: now(),
+    };
+    let mallory_master = MasterKey::from_secret_bytes(&mallory.master_secret().unwrap());
+    let forged = certificate::sign_tombstone(&mallory_master, &forged_body).unwrap();
+    assert!(certificate::verify_tombstone(&forged, &alice.user_id()).is_err());
+    // A signature made for another purpose (a profile) does not pass as one.
+    let profile = alice.profile().signed().clone();
+    let reused = Signed::from_parts(codec::encode(&forged_body).unwrap(), profile.signature);
+    assert!(certificate::verify_tombstone(&reused, &alice.user_id()).is_err());
+}

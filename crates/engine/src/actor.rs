@@ -467,6 +467,16 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
             Request::LinkOffer(with_master, reply) => {
                 let _ = reply.send(self.link_offer(with_master).await);
             }
+            Request::PurgeMailboxes(reply) => {
+                let targets = self.core.as_ref().map(|core| core.purge_targets());
+                let result = match targets {
+                    Some((relays, keys)) => {
+                        Ok(relay_client::purge(self.net.clone(), relays, keys).await)
+                    }
+                    None => Err(Error::Stopped),
+                };
+                let _ = reply.send(result);
+            }
             Request::Core(command, reply) => {
                 // Never here: core requests are gathered by `request`.
                 drop(command);

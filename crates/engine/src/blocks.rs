@@ -37,6 +37,20 @@ pub const MAX_LISTED: usize = 4096;
 
 /// Where the lists are stored.
 const PEOPLE_NAME: &[u8] = b"people";
+/// Most deleted accounts remembered (each with its devices' peer ids,
+/// within one stored record); past it the oldest is forgotten (its devices
+/// are gone from this device anyway, so nothing of theirs opens).
+const MAX_DELETED: usize = 128;
+/// Where the deleted accounts are stored.
+const DELETED_NAME: &[u8] = b"deleted-users";
+
+/// Accounts whose users deleted them, with the peer ids their devices
+/// had: refused like blocked users, though their devices are forgotten.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct DeletedRecord {
+    version: u8,
+    users: Vec<(UserId, Vec<Vec<u8>>)>,
+}
 
 /// The stored lists.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -51,6 +65,7 @@ struct PeopleRecord {
 #[derive(Debug, Default)]
 pub(crate) struct People {
     record: PeopleRecord,
+    deleted: DeletedRecord,
     /// The peers of the refused users' known devices, refused before a
     /// frame of theirs is opened. Worked out again when devices change.
     refused_peers: HashSet<PeerId>,
@@ -64,15 +79,44 @@ impl<S: Store + Clone> Core<S> {
         if let Some(bytes) = self.store.get(Keyspace::Contacts, PEOPLE_NAME)? {
             self.people.record = codec::decode(&bytes, MAX_RECORD_BYTES)?;
         }
+        if let Some(bytes) = self.store.get(Keyspace::Contacts, DELETED_NAME)? {
+            self.people.deleted = codec::decode(&bytes, MAX_RECORD_BYTES)?;
+        }
         self.people_changed();
         Ok(())
     }
 
     fn people_changed(&mut self) {
         let r = &self.people.record;
+        let deleted = self.people.deleted.users.iter().map(|(u, _)| *u);
         self.machine
-            .set_refused_senders(r.blocked.iter().chain(&r.removed).copied());
+            .set_refused_senders(r.blocked.iter().chain(&r.removed).copied().chain(deleted));
         self.people.peers_stale = true;
+    }
+
+    /// Whether a contact's account was deleted.
+    pub(crate) fn is_deleted(&self, user: &UserId) -> bool {
+        self.people.deleted.users.iter().any(|(u, _)| u == user)
+    }
+
+    /// Records a deleted account and the peers its devices had (the
+    /// oldest record goes past [`MAX_DELETED`]).
+    pub(crate) fn mark_deleted(&mut self, user: UserId, peers: Vec<Vec<u8>>) -> Result<(), Error> {
+        let users = &mut self.people.deleted.users;
+        users.retain(|(u, _)| *u != user);
+        if users.len() >= MAX_DELETED {
+            users.remove(0);
+        }
+        users.push((user, peers));
+        self.people.deleted.version = VERSION;
+        self.store.put(
+            Keyspace::Contacts,
+            DELETED_NAME,
+            &codec::encode_limited(&self.people.deleted, MAX_RECORD_BYTES)?,
+        )?;
+        self.store.flush()?;
+        self.people_changed();
+        Ok(())
     }
 
     fn store_people(&mut self) -> Result<(), Error> {
@@ -184,7 +228,7 @@ impl<S: Store + Clone> Core<S> {
     /// Whether a user is blocked or a removed contact.
     pub(crate) fn refuses(&self, user: &UserId) -> bool {
         let r = &self.people.record;
-        r.blocked.contains(user) || r.removed.contains(user)
+        r.blocked.contains(user) || r.removed.contains(user) || self.is_deleted(user)
     }
 
     /// Whether a direct delivery from `peer` is refused unopened: the peer
@@ -199,6 +243,9 @@ impl<S: Store + Clone> Core<S> {
                     Ok(p) => peers.extend(p),
                     Err(e) => tracing::warn!(error = %e, "could not read a refused user's devices"),
                 }
+            }
+            for (_, known) in &self.people.deleted.users {
+                peers.extend(known.iter().filter_map(|p| PeerId::from_bytes(p).ok()));
             }
             self.people.refused_peers = peers;
             self.people.peers_stale = false;

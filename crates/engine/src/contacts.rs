@@ -218,6 +218,7 @@ impl<S: Store + Clone> Core<S> {
                 relays,
                 devices,
                 new_device_warning,
+                deleted: self.is_deleted(&c.user_id),
             });
         }
         Ok(contacts)

@@ -541,6 +541,8 @@ impl<S: Store + Clone> Core<S> {
             }
             Command::SetRetention(ms) => Response::Duration(self.set_retention(ms)?.retention_ms),
             Command::Retention => Response::Duration(self.local_settings()?.retention_ms),
+            Command::DeleteAccount(step) => Response::Deletion(self.delete_account(step)?),
+            Command::Pending => Response::Count(self.outbox.pending.len()),
             Command::ExportArchive => {
                 let (body, export) = self.export_archive()?;
                 Response::Archive(crate::events::ArchiveBytes {

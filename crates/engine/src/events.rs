@@ -105,6 +105,10 @@ pub enum Command {
     SecurityLog,
     /// Issue the device an archive becomes, and the archive's body.
     ExportArchive,
+    /// A step of deleting the account (see `deletion`).
+    DeleteAccount(crate::DeletionStep),
+    /// How many outbox items are still to be delivered.
+    Pending,
     /// Set or clear this device's retention limit (ms).
     SetRetention(Option<u64>),
     /// This device's retention limit.
@@ -223,6 +227,10 @@ pub enum Response {
     SecurityLog(crate::SecurityEntries),
     /// An archive's body (secret) and what it carries.
     Archive(ArchiveBytes),
+    /// What the network part of a deletion did.
+    Deletion(crate::DeletionReport),
+    /// A count.
+    Count(usize),
     /// Messages, oldest first.
     Messages(Vec<TimelineEntry>),
     /// A room created.

@@ -35,6 +35,8 @@ pub(crate) enum Request {
     TopicCount(oneshot::Sender<Result<usize, Error>>),
     /// Show a device link (replacing any link shown before).
     LinkOffer(bool, oneshot::Sender<Result<crate::link::LinkShown, Error>>),
+    /// Purge this device's mailboxes on its relays.
+    PurgeMailboxes(oneshot::Sender<Result<Vec<crate::PurgeOutcome>, Error>>),
 }
 
 /// A cloneable handle to a running engine.
@@ -391,6 +393,33 @@ impl Handle {
             limit,
         };
         expect!(self.core(command).await, Response::Page(p) => p)
+    }
+
+    /// Carries out a step of deleting the account (see
+    /// [`DeletionStep`](crate::DeletionStep)); what it sends waits in the
+    /// outbox (see [`pending`](Self::pending)).
+    pub async fn delete_account(
+        &self,
+        step: crate::DeletionStep,
+    ) -> Result<crate::DeletionReport, Error> {
+        expect!(self.core(Command::DeleteAccount(step)).await, Response::Deletion(r) => r)
+    }
+
+    /// How many outbox items are still to be delivered.
+    pub async fn pending(&self) -> Result<usize, Error> {
+        expect!(self.core(Command::Pending).await, Response::Count(n) => n)
+    }
+
+    /// Deletes every mailbox of this device on every relay it used; one
+    /// outcome per relay and mailbox (a receipt signed by the relay, or
+    /// why not).
+    pub async fn purge_mailboxes(&self) -> Result<Vec<crate::PurgeOutcome>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::PurgeMailboxes(tx))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
     }
 
     /// Issues the device an archive becomes (see `archive`): the archive's

@@ -46,6 +46,7 @@ mod chain;
 mod config;
 mod contacts;
 mod core;
+mod deletion;
 mod error;
 mod events;
 mod expiry;
@@ -85,6 +86,7 @@ pub use crate::config::{
     SecuritySink,
 };
 pub use crate::core::{Core, Now, Stats};
+pub use crate::deletion::{DeletionReport, DeletionStep};
 pub use crate::error::{Error, ErrorKind};
 pub use crate::events::{
     ArchiveBytes, Command, DeliveryResult, DeliveryToken, Input, LinkBundleBytes, NetInput, Output,
@@ -96,6 +98,7 @@ pub use crate::link::{DeviceView, LinkSummary};
 pub use crate::mailbox::Relay;
 pub use crate::profile::ProfileChange;
 pub use crate::records::{LogEntry, MessageState, Removal, Revision, TimelineEntry};
+pub use crate::relay_client::PurgeOutcome;
 pub use crate::requests::{MAX_REQUEST_FRAMES, MessageRequest};
 pub use crate::rooms::dm_room_id;
 pub use crate::topics::DIRECT_ROOM_MAX_DEVICES;
@@ -125,6 +128,9 @@ pub struct Contact {
     /// Set when a device of theirs is verified and another is not: a
     /// device was added since (see `verify`).
     pub new_device_warning: bool,
+    /// Their user deleted the account (a tombstone signed with its master
+    /// key came): nothing more is taken from it.
+    pub deleted: bool,
 }
 
 /// A conversation: a DM with a contact, or a group room.

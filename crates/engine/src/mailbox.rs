@@ -29,7 +29,7 @@ use crate::core::Core;
 /// the next 7, so contacts find them open through a week away; relays
 /// forget a mailbox never fetched 8 days after its last open (the
 /// default of `safemeet_relay::Limits::unfetched_retention`).
-const OPEN_AHEAD_EPOCHS: u64 = 8;
+pub(crate) const OPEN_AHEAD_EPOCHS: u64 = 8;
 use crate::events::Output;
 use crate::receive::Source;
 use crate::records::name;
@@ -93,6 +93,21 @@ impl<S: Store + Clone> Core<S> {
         (self.has_relays() && !self.drain.running).then_some(self.drain.next_ms)
     }
 
+    /// The oldest epoch whose mailboxes may hold mail for this device, at
+    /// epoch `current`: nothing is older than this device (its
+    /// certificate), nor kept longer than relays keep mail.
+    pub(crate) fn oldest_epoch(&self, current: u64) -> u64 {
+        let born = self
+            .machine
+            .account()
+            .certificate()
+            .decode_body()
+            .map_or(0, |c| safemeet_crypto::mailbox::epoch_of(c.created_at));
+        current
+            .saturating_sub(self.config.mailbox_catch_up_epochs)
+            .max(born)
+    }
+
     /// Starts draining this device's mailboxes when that is due and no
     /// drain runs.
     pub(crate) fn drain_if_due(&mut self) {
@@ -104,17 +119,7 @@ impl<S: Store + Clone> Core<S> {
         self.drain.next_ms = mono.saturating_add(poll);
         let wall = self.now.wall;
         let current = safemeet_crypto::mailbox::epoch_of(wall);
-        // Nothing is older than this device (its certificate), nor kept
-        // longer than relays keep mail.
-        let born = self
-            .machine
-            .account()
-            .certificate()
-            .decode_body()
-            .map_or(0, |c| safemeet_crypto::mailbox::epoch_of(c.created_at));
-        let oldest = current
-            .saturating_sub(self.config.mailbox_catch_up_epochs)
-            .max(born);
+        let oldest = self.oldest_epoch(current);
         // Never fewer than the current and the previous epoch.
         let from = self
             .drain

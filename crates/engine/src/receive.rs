@@ -366,6 +366,11 @@ impl<S: Store + Clone> Core<S> {
         if received.sender.user_id == self.user_id() {
             self.seen_own_device(received.sender.device_id);
         }
+        if let ToDeviceContent::AccountDeleted(tombstone) = &received.content
+            && let Err(e) = self.contact_deleted(tombstone.user_id)
+        {
+            tracing::warn!(error = %e, "a contact's deletion was not fully taken in");
+        }
         if let ToDeviceContent::Profile(signed) = &received.content {
             match self.profile_received(received.sender.user_id, signed) {
                 Ok(_) => {}

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use safemeet_net::{Error as NetError, Handle as Network};
 use safemeet_proto::mailbox::{
     AckParams, FetchParams, MAX_ACK_IDS, MAX_FETCH_ITEMS, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
-    MailboxError, MailboxRequest, MailboxResponse, OpenParams, Receipt, StoredEnvelope, VERSION,
+    MailboxError, MailboxRequest, MailboxResponse, OpenParams, PurgeParams, PurgeReceipt, Receipt,
+    StoredEnvelope, VERSION,
 };
 use safemeet_proto::{MailboxId, Timestamp, codec};
 use tokio::sync::{mpsc, oneshot};
@@ -119,12 +120,7 @@ fn receipt_is_valid(
     mailbox: &MailboxId,
     digest: &[u8; 32],
 ) -> bool {
-    let hash: &libp2p::multihash::Multihash<64> = relay.as_ref();
-    // Only identity multihashes carry the key (Ed25519 peer ids do).
-    if hash.code() != 0 {
-        return false;
-    }
-    let Ok(key) = libp2p::identity::PublicKey::try_decode_protobuf(hash.digest()) else {
+    let Some(key) = relay_key(relay) else {
         return false;
     };
     receipt.version == VERSION
@@ -137,6 +133,94 @@ fn receipt_is_valid(
                 receipt.stored_until,
                 &receipt.digest,
             ),
+            &receipt.signature,
+        )
+}
+
+/// A relay's public key, from its peer id: only identity multihashes
+/// carry the key (Ed25519 peer ids do).
+pub(crate) fn relay_key(relay: &PeerId) -> Option<libp2p::identity::PublicKey> {
+    let hash: &libp2p::multihash::Multihash<64> = relay.as_ref();
+    if hash.code() != 0 {
+        return None;
+    }
+    libp2p::identity::PublicKey::try_decode_protobuf(hash.digest()).ok()
+}
+
+/// What a purge of one mailbox on one relay came to.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PurgeOutcome {
+    /// The relay.
+    pub relay: PeerId,
+    /// Its address.
+    pub addr: libp2p::Multiaddr,
+    /// Its signed receipt (checked), or why there is none.
+    pub result: Result<PurgeReceipt, String>,
+}
+
+/// Deletes each of this device's mailboxes (one per key) on each relay;
+/// one outcome per relay and mailbox. A receipt counts only when the
+/// relay's own key signed it for that mailbox.
+pub(crate) async fn purge(
+    net: Network,
+    relays: Vec<Relay>,
+    keys: Vec<Arc<EpochKey>>,
+) -> Vec<PurgeOutcome> {
+    let mut out = Vec::new();
+    for relay in &relays {
+        for key in &keys {
+            let result = purge_one(&net, relay, key).await;
+            let unreachable = matches!(result, Err(MailboxFailure::Net(_)));
+            out.push(PurgeOutcome {
+                relay: relay.peer,
+                addr: relay.addr.clone(),
+                result: result.map_err(|e| e.to_string()),
+            });
+            // The relay is down: its other mailboxes are not tried now.
+            if unreachable {
+                break;
+            }
+        }
+    }
+    out
+}
+
+async fn purge_one(
+    net: &Network,
+    relay: &Relay,
+    key: &EpochKey,
+) -> Result<PurgeReceipt, MailboxFailure> {
+    let mailbox = key.mailbox();
+    let params = PurgeParams { mailbox };
+    let purge = authorize(
+        key,
+        &relay.peer.to_bytes(),
+        nonce(net, relay).await?,
+        params,
+    )?;
+    match request(net, relay, &MailboxRequest::Purge(purge)).await? {
+        MailboxResponse::Purged(receipt)
+            if purge_receipt_is_valid(&receipt, &relay.peer, &mailbox) =>
+        {
+            Ok(receipt)
+        }
+        _ => Err(MailboxFailure::Malformed(
+            "no valid receipt in answer to a purge".into(),
+        )),
+    }
+}
+
+/// A purge receipt counts when it is for this mailbox and signed by the
+/// relay's own key.
+fn purge_receipt_is_valid(receipt: &PurgeReceipt, relay: &PeerId, mailbox: &MailboxId) -> bool {
+    let Some(key) = relay_key(relay) else {
+        return false;
+    };
+    receipt.version == VERSION
+        && receipt.mailbox == *mailbox
+        && key.verify(
+            &PurgeReceipt::signed_bytes(&receipt.mailbox, receipt.removed, receipt.purged_at),
             &receipt.signature,
         )
 }

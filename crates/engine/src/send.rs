@@ -36,6 +36,11 @@ impl<S: Store + Clone> Core<S> {
                 if self.contact(user)?.is_none() {
                     return Err(Error::UnknownContact(*user));
                 }
+                if self.is_deleted(user) {
+                    return Err(Error::InvalidInput(
+                        "this contact deleted their account: nothing can be sent to it".into(),
+                    ));
+                }
                 self.dm(*user)
             }
         }

@@ -287,3 +287,49 @@ fn expired_messages_leave_every_timeline_and_an_offline_member_drains_them_expir
         "no client hears of it"
     );
 }
+
+#[test]
+fn after_a_tombstone_nothing_more_is_taken_from_the_deleted_account() {
+    let (mut sim, room) = club(25, |_, _| {});
+    said(&mut sim, ALICE, room, "before");
+    for step in [
+        safemeet_engine::DeletionStep::LeaveRooms,
+        safemeet_engine::DeletionStep::Tell,
+    ] {
+        sim.ask(ALICE, Command::DeleteAccount(step)).unwrap();
+        sim.run_for(MINUTE);
+    }
+    let alice = sim.nodes[ALICE].user;
+    for i in [BOB, CAROL] {
+        let contacts = match sim.ask(i, Command::Contacts) {
+            Ok(Response::Contacts(c)) => c,
+            other => panic!("{other:?}"),
+        };
+        let shown = contacts.iter().find(|c| c.user_id == alice).unwrap();
+        assert!(shown.deleted, "{shown:?}");
+        assert!(shown.devices.is_empty(), "its devices are forgotten");
+        assert_eq!(sim.room_members(i, room), Some(2), "alice left first");
+    }
+    // Alice's device goes on sending: refused, nothing stored.
+    let dm = safemeet_engine::dm_room_id(&alice, &sim.nodes[BOB].user);
+    let text = EventContent::Message(safemeet_proto::event::Message {
+        body: MessageText::new("from beyond").unwrap(),
+        reply_to: None,
+    });
+    sim.send_unchecked(ALICE, dm, &[ALICE, BOB], text).unwrap();
+    sim.run_for(MINUTE);
+    assert!(
+        !sim.dm_timeline(BOB, ALICE)
+            .iter()
+            .any(|e| e.text == "from beyond")
+    );
+    // And nothing goes to it.
+    let refused = sim.ask(
+        BOB,
+        Command::SendDm {
+            to: alice,
+            text: "hello?".into(),
+        },
+    );
+    assert!(refused.is_err());
+}

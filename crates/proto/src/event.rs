@@ -355,6 +355,10 @@ pub enum ToDeviceEvent {
     /// contact device and the user's other devices. Receivers keep the
     /// newest (by counter) and drop the one before.
     ProfileUpdate(Signed<Profile>),
+    /// The sender's account is deleted: its tombstone, signed with the
+    /// master key. Receivers drop the account's profile, sessions and
+    /// devices, show it as deleted and refuse what its devices send.
+    AccountDeleted(crate::identity::Signed<crate::identity::AccountTombstone>),
 }
 
 /// The longest device name, in characters.

@@ -343,6 +343,19 @@ pub struct UserTrust {
     pub verified_at: Timestamp,
 }
 
+/// A user's word, signed with the master key, that the account is
+/// deleted: contacts drop its profile, sessions and devices, and take
+/// nothing more from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountTombstone {
+    /// Format version of this record; currently 1.
+    pub version: u8,
+    /// The deleted account.
+    pub user_id: UserId,
+    /// When its user deleted it.
+    pub deleted_at: Timestamp,
+}
+
 /// A user's profile, signed by the master key and shared with contacts only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "ProfileWire")]

@@ -49,6 +49,8 @@ const FETCH_CONTEXT: &[u8] = b"safemeet/v1/mailbox/fetch";
 const OPEN_CONTEXT: &[u8] = b"safemeet/v2/mailbox/open";
 const ACK_CONTEXT: &[u8] = b"safemeet/v1/mailbox/ack";
 const RECEIPT_CONTEXT: &[u8] = b"safemeet/v1/mailbox/receipt";
+const PURGE_CONTEXT: &[u8] = b"safemeet/v1/mailbox/purge";
+const PURGE_RECEIPT_CONTEXT: &[u8] = b"safemeet/v1/mailbox/purge-receipt";
 
 /// A request to a relay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +88,52 @@ pub enum MailboxRequest {
     /// Open a mailbox (or refresh it), so that it takes deposits tagged
     /// with the check key given; answered with [`MailboxResponse::Opened`].
     Open(Authorized<OpenParams>),
+    /// Delete a mailbox and everything in it (its owner's account is
+    /// deleted); answered with [`MailboxResponse::Purged`].
+    Purge(Authorized<PurgeParams>),
+}
+
+/// What a purge deletes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeParams {
+    /// The mailbox.
+    pub mailbox: MailboxId,
+}
+
+impl SignedParams for PurgeParams {
+    const CONTEXT: &'static [u8] = PURGE_CONTEXT;
+    fn mailbox(&self) -> MailboxId {
+        self.mailbox
+    }
+}
+
+/// A relay's signed word that a mailbox is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeReceipt {
+    /// Format version.
+    pub version: u8,
+    /// The mailbox.
+    pub mailbox: MailboxId,
+    /// How many envelopes were deleted with it.
+    pub removed: u32,
+    /// When.
+    pub purged_at: Timestamp,
+    /// The relay's libp2p identity signature over
+    /// [`PurgeReceipt::signed_bytes`].
+    #[serde(with = "codec::bytes")]
+    pub signature: Vec<u8>,
+}
+
+impl PurgeReceipt {
+    /// The bytes the relay signs.
+    pub fn signed_bytes(mailbox: &MailboxId, removed: u32, purged_at: Timestamp) -> Vec<u8> {
+        let mut out = Vec::with_capacity(PURGE_RECEIPT_CONTEXT.len() + 32 + 12);
+        out.extend_from_slice(PURGE_RECEIPT_CONTEXT);
+        out.extend_from_slice(mailbox.as_bytes());
+        out.extend_from_slice(&removed.to_be_bytes());
+        out.extend_from_slice(&purged_at.as_millis().to_be_bytes());
+        out
+    }
 }
 
 /// One envelope of a [`MailboxRequest::DepositMany`].
@@ -232,6 +280,8 @@ pub enum MailboxResponse {
     Receipts(Vec<DepositOutcome>),
     /// The mailbox is open and takes deposits.
     Opened,
+    /// The mailbox is gone.
+    Purged(PurgeReceipt),
 }
 
 /// What became of one envelope of a [`MailboxRequest::DepositMany`].

@@ -158,6 +158,9 @@ impl RelayMetrics {
                 self.acks.inc();
                 self.deleted.inc_by(u64::from(*removed));
             }
+            MailboxResponse::Purged(receipt) => {
+                self.deleted.inc_by(u64::from(receipt.removed));
+            }
             MailboxResponse::Error { code, .. } => self.refused(*code),
             MailboxResponse::Opened => {
                 self.opens.inc();

@@ -16,8 +16,8 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use safemeet_proto::mailbox::{
     Authorized, Deposit, DepositOutcome, MAX_ACK_IDS, MAX_DEPOSIT_ITEMS, MAX_FETCH_ITEMS,
-    MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, MailboxError, MailboxRequest, MailboxResponse, Receipt,
-    SignedParams, VERSION,
+    MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, MailboxError, MailboxRequest, MailboxResponse,
+    PurgeReceipt, Receipt, SignedParams, VERSION,
 };
 use safemeet_proto::{MailboxId, Timestamp, codec};
 use safemeet_store::Store;
@@ -366,6 +366,33 @@ impl<S: Store> MailboxService<S> {
                         wrote,
                     },
                     Err(e) => store_error(e),
+                }
+            }
+            MailboxRequest::Purge(request) => {
+                if let Err(refused) = self.authorize(&request, now) {
+                    return refused;
+                }
+                let mailbox = request.params.mailbox;
+                let removed = match self.store.delete_mailbox(&mailbox) {
+                    Ok(n) => n,
+                    Err(e) => return store_error(e),
+                };
+                let signed = PurgeReceipt::signed_bytes(&mailbox, removed, now);
+                match self.key.sign(&signed) {
+                    Ok(signature) => Handled {
+                        response: MailboxResponse::Purged(PurgeReceipt {
+                            version: VERSION,
+                            mailbox,
+                            removed,
+                            purged_at: now,
+                            signature,
+                        }),
+                        wrote: true,
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not sign a purge receipt");
+                        error(MailboxError::Internal, "the relay could not sign")
+                    }
                 }
             }
             MailboxRequest::Ack(request) => {

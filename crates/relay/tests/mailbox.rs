@@ -9,8 +9,8 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use safemeet_crypto::mailbox::{EpochKey, authorize, deposit_tag};
 use safemeet_proto::mailbox::{
-    AckParams, FetchParams, MailboxError, MailboxRequest, MailboxResponse, OpenParams, Receipt,
-    VERSION,
+    AckParams, FetchParams, MailboxError, MailboxRequest, MailboxResponse, OpenParams, PurgeParams,
+    PurgeReceipt, Receipt, VERSION,
 };
 use safemeet_proto::{MailboxId, Timestamp, codec};
 use safemeet_relay::store::disk_cost;
@@ -120,6 +120,61 @@ impl Relay {
             &MailboxRequest::Ack(authorize(owner, &self.id, nonce, params).unwrap()),
             now,
         )
+    }
+}
+
+impl Relay {
+    fn purge(&mut self, signer: &EpochKey, mailbox: MailboxId, now: Timestamp) -> MailboxResponse {
+        let nonce = self.nonce(now);
+        let params = PurgeParams { mailbox };
+        self.ask(
+            &MailboxRequest::Purge(authorize(signer, &self.id, nonce, params).unwrap()),
+            now,
+        )
+    }
+}
+
+#[test]
+fn only_the_owner_purges_a_mailbox_and_the_relay_signs_that_it_is_gone() {
+    let mut relay = Relay::new(Limits::default());
+    let owner = new_key();
+    let mailbox = owner.mailbox();
+    for n in 0..3u8 {
+        relay.deposit(&owner, &[n; 40], at(u64::from(n)));
+    }
+    let other = new_key();
+    relay.deposit(&other, b"someone else's", at(3));
+    // Mallory cannot purge it, nor replay the owner's purge elsewhere.
+    let mallory = new_key();
+    assert_eq!(
+        refused(relay.purge(&mallory, mailbox, at(4))),
+        MailboxError::BadSignature
+    );
+    let receipt = match relay.purge(&owner, mailbox, at(5)) {
+        MailboxResponse::Purged(r) => r,
+        other => panic!("no purge receipt: {other:?}"),
+    };
+    assert_eq!((receipt.mailbox, receipt.removed), (mailbox, 3));
+    let signed = PurgeReceipt::signed_bytes(&mailbox, receipt.removed, receipt.purged_at);
+    assert!(relay.key.public().verify(&signed, &receipt.signature));
+    let mut forged = PurgeReceipt::signed_bytes(&mailbox, 2, receipt.purged_at);
+    assert!(!relay.key.public().verify(&forged, &receipt.signature));
+    forged.clear();
+    // Gone: nothing to fetch, the mailbox takes no deposit until opened
+    // again, and the other mailbox is untouched.
+    assert!(envelopes(relay.fetch(&owner, 0, at(6))).is_empty());
+    let late = relay.deposit_request(&owner, b"late");
+    assert!(matches!(
+        relay.ask(&late, at(7)),
+        MailboxResponse::Error { .. }
+    ));
+    assert_eq!(envelopes(relay.fetch(&other, 0, at(8))).len(), 1);
+    let totals = relay.service.store().totals().unwrap();
+    assert_eq!((totals.envelopes, totals.mailboxes), (1, 1), "{totals:?}");
+    // A second purge: nothing left, still receipted.
+    match relay.purge(&owner, mailbox, at(9)) {
+        MailboxResponse::Purged(r) => assert_eq!(r.removed, 0),
+        other => panic!("no purge receipt: {other:?}"),
     }
 }
 

@@ -140,6 +140,41 @@ impl<S: Store> CryptoMachine<S> {
         Ok(self.devices.lists.get(user))
     }
 
+    /// Forgets another user (whose account was deleted): the Olm sessions
+    /// with each of its devices, their certificates and its device list.
+    /// Returns the peer ids its devices had, for the caller to refuse.
+    pub fn forget_user(&mut self, user: &UserId) -> Result<Vec<Vec<u8>>, Error> {
+        if *user == self.account.user_id() {
+            return Err(Error::InvalidRecord {
+                what: "device list",
+                reason: "this device's own user cannot be forgotten",
+            });
+        }
+        let Some(list) = self.load_list(user)?.cloned() else {
+            return Ok(Vec::new());
+        };
+        let mut batch = self.store.batch();
+        let mut peers = Vec::new();
+        for entry in &list.devices {
+            if let Some(device) = self.load_device(&entry.device_id)? {
+                peers.push(device.cert.peer_id.clone());
+            }
+            self.forget_olm_sessions(&mut batch, &entry.device_id)?;
+            self.store.batch_delete(
+                &mut batch,
+                Keyspace::Devices,
+                &name::device(&entry.device_id),
+            )?;
+            self.devices.devices.remove(&entry.device_id);
+        }
+        self.store
+            .batch_delete(&mut batch, Keyspace::Devices, &name::device_list(user))?;
+        self.devices.lists.remove(user);
+        self.devices.recipients.clear();
+        self.commit(batch, true)?;
+        Ok(peers)
+    }
+
     /// Accepts a signed device list of some user (this one included) with
     /// the certificates of its devices. The list must verify under the
     /// user's master key and be at least as new as the one held; each

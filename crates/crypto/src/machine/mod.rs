@@ -333,6 +333,9 @@ pub enum ToDeviceContent {
     /// A new version of the sender user's profile, its signature checked
     /// (not yet against the version held: the caller keeps the newest).
     Profile(Signed<safemeet_proto::identity::Profile>),
+    /// The sender's account is deleted: its tombstone, signed by the
+    /// sender's master key (checked).
+    AccountDeleted(safemeet_proto::identity::AccountTombstone),
     /// The device list of the sender's user (a contact's, or this user's
     /// own from another of its devices): what changed, if it was newer
     /// than the one held, and the signed keys of its new devices (checked

@@ -140,6 +140,27 @@ impl<S: Store> CryptoMachine<S> {
         Ok(newest)
     }
 
+    /// Stages the deletion of every Olm session with `device`, and drops
+    /// them from memory.
+    pub(super) fn forget_olm_sessions(
+        &mut self,
+        batch: &mut EncryptedBatch,
+        device: &DeviceId,
+    ) -> Result<(), Error> {
+        let ids = self.load_olm_index(device)?.sessions.clone();
+        for id in &ids {
+            self.store
+                .batch_delete(batch, Keyspace::CryptoSessions, &name::olm_session(id))?;
+            self.olm.sessions.remove(id);
+        }
+        self.store
+            .batch_delete(batch, Keyspace::CryptoSessions, &name::olm_index(device))?;
+        self.olm.by_device.remove(device);
+        self.olm.wedged.remove(device);
+        self.olm.needs_session.retain(|d| d != device);
+        Ok(())
+    }
+
     fn stage_olm_session(&self, batch: &mut EncryptedBatch, id: &[u8; 32]) -> Result<(), Error> {
         let Some(e) = self.olm.sessions.get(id) else {
             return Ok(());
@@ -541,6 +562,11 @@ impl<S: Store> CryptoMachine<S> {
             ToDeviceEvent::DeviceList(notice) => {
                 let content = self.stage_device_list_notice(batch, &sender, *notice)?;
                 Ok((sender, content, None))
+            }
+            // A tombstone: signed by the sender's own master key.
+            ToDeviceEvent::AccountDeleted(signed) => {
+                let tombstone = crate::certificate::verify_tombstone(&signed, &sender.user_id)?;
+                Ok((sender, ToDeviceContent::AccountDeleted(tombstone), None))
             }
             ToDeviceEvent::RelayList(signed) => {
                 if self.verify_relay_list(&signed)?.device_id != sender.device_id {

@@ -137,6 +137,64 @@ impl<S: Store> MailboxStore<S> {
         Ok(removed)
     }
 
+    /// Deletes `mailbox` and everything in it, at its owner's request (the
+    /// account is deleted); returns how many envelopes went with it. A
+    /// mailbox holds at most a quota's worth, deleted a page at a time.
+    pub fn delete_mailbox(&self, mailbox: &MailboxId) -> Result<u32, Error> {
+        const PAGE: usize = 1024;
+        let mut removed = 0u32;
+        loop {
+            let rows =
+                self.store
+                    .scan(Keyspace::MailboxEnvelopes, mailbox.as_bytes(), None, PAGE)?;
+            let last = rows.len() < PAGE;
+            let mut purge = Purge {
+                totals: self.totals()?,
+                metas: Default::default(),
+                batch: Batch::new(),
+                gone: Default::default(),
+                removed: 0,
+            };
+            for (_, value) in &rows {
+                let stored = decode::<StoredEnvelope>(value, ENVELOPE)?;
+                self.remove(&mut purge, mailbox, &stored)?;
+            }
+            removed = removed.saturating_add(u32::try_from(purge.removed).unwrap_or(u32::MAX));
+            let Purge {
+                mut totals,
+                metas,
+                mut batch,
+                ..
+            } = purge;
+            if last {
+                // The mailbox itself goes too: it takes no more deposits.
+                if self.meta(mailbox)?.is_some() {
+                    batch.delete(Keyspace::Mailboxes, mailbox.as_bytes());
+                    totals.mailboxes = totals.mailboxes.saturating_sub(1);
+                }
+            } else {
+                for (m, meta) in &metas {
+                    batch.put_owned(
+                        Keyspace::Mailboxes,
+                        m.as_bytes().to_vec(),
+                        encode(meta, META)?,
+                    );
+                }
+            }
+            if !batch.is_empty() {
+                batch.put_owned(
+                    Keyspace::Mailboxes,
+                    TOTALS.to_vec(),
+                    encode(&totals, TOTALS_RECORD)?,
+                );
+                self.store.apply(batch)?;
+            }
+            if last {
+                return Ok(removed);
+            }
+        }
+    }
+
     /// Stages the removal of one envelope in a purge (once).
     fn remove(
         &self,
