@@ -455,3 +455,99 @@ fn an_archive_moves_the_account_to_a_new_device_and_retires_the_old_one() {
             .any(|r| contains(&r.value, b"after the move"))
     );
 }
+
+/// A PNG: a header, `extra` text chunks (metadata), and `pixels` bytes of
+/// image data.
+fn png(extra: &[&[u8]], pixels: usize) -> Vec<u8> {
+    let chunk = |kind: &[u8; 4], data: &[u8]| {
+        let mut c = u32::try_from(data.len()).unwrap().to_be_bytes().to_vec();
+        c.extend_from_slice(kind);
+        c.extend_from_slice(data);
+        c.extend_from_slice(&[0; 4]);
+        c
+    };
+    let mut p = b"\x89PNG\r\n\x1a\n".to_vec();
+    p.extend(chunk(b"IHDR", &[0, 0, 0, 8, 0, 0, 0, 8, 8, 2, 0, 0, 0]));
+    for e in extra {
+        p.extend(chunk(b"tEXt", e));
+    }
+    p.extend(chunk(b"IDAT", &vec![7; pixels]));
+    p.extend(chunk(b"IEND", &[]));
+    p
+}
+
+#[test]
+fn an_avatar_reaches_contacts_without_its_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, da, db) = alice_and_bob(dir.path());
+    let photo = dir.path().join("me.png");
+    std::fs::write(
+        &photo,
+        png(
+            &[
+                b"GPS\0secret-location 48.8566,2.3522",
+                b"Camera\0serial 0042",
+            ],
+            2000,
+        ),
+    )
+    .unwrap();
+    let set = cli(
+        &alice,
+        &["profile", "set", "--avatar", photo.to_str().unwrap()],
+    );
+    let mine = set["avatar"].clone();
+    assert_eq!(mine["media_type"], "image/png", "{set}");
+    assert_eq!(mine["bytes"], png(&[], 2000).len(), "stripped: {set}");
+    assert_eq!(cli(&alice, &["profile", "show"])["avatar"], mine);
+    eventually("bob to get the avatar", || {
+        (alice_at(&bob)["avatar"] == mine).then_some(())
+    });
+
+    // Not an image, too large once stripped, nothing to change: refused.
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, b"just words").unwrap();
+    let (code, said) = failed(
+        &alice,
+        &["profile", "set", "--avatar", text.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("not a PNG or JPEG"), "{said}");
+    let big = dir.path().join("big.png");
+    std::fs::write(&big, png(&[], 60 * 1024)).unwrap();
+    let (code, said) = failed(
+        &alice,
+        &["profile", "set", "--avatar", big.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("smaller"), "{said}");
+    let (code, _) = failed(&alice, &["profile", "set"]);
+    assert_eq!(code, Some(2));
+
+    // In the readable export, as it is.
+    let out = dir.path().join("export");
+    cli(&alice, &["export", "--readable", out.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(out.join("avatar.png")).unwrap(),
+        png(&[], 2000)
+    );
+
+    // Removed: gone at Bob's too.
+    let removed = cli(&alice, &["profile", "set", "--remove-avatar"]);
+    assert!(removed["avatar"].is_null(), "{removed}");
+    eventually("bob to see the avatar gone", || {
+        alice_at(&bob)["avatar"].is_null().then_some(())
+    });
+    da.stop();
+    db.stop();
+    for home in [&alice, &bob] {
+        assert!(
+            !store_dump(home)
+                .iter()
+                .any(|r| contains(&r.value, b"secret-location")
+                    || contains(&r.value, b"serial 0042")),
+            "metadata in {}",
+            home.display()
+        );
+    }
+}

@@ -245,12 +245,25 @@ enum AccountCommand {
 enum ProfileCommand {
     /// Show your profile (what contacts see).
     Show,
-    /// Change your display name; every contact's devices get the new
-    /// signed version (on the device that holds the master key).
+    /// Change your display name or avatar; every contact's devices get
+    /// the new signed version (on the device that holds the master key).
+    #[command(group = clap::ArgGroup::new("change").required(true).multiple(true))]
     Set {
         /// The new display name (1-64 characters).
-        #[arg(long, value_parser = parse::<DisplayName>)]
-        display_name: DisplayName,
+        #[arg(long, value_parser = parse::<DisplayName>, group = "change")]
+        display_name: Option<DisplayName>,
+        /// A PNG or JPEG: its metadata (location, camera, times, text) is
+        /// removed here, and it must then fit in 48 KiB.
+        #[arg(
+            long,
+            value_name = "FILE",
+            group = "change",
+            conflicts_with = "remove_avatar"
+        )]
+        avatar: Option<PathBuf>,
+        /// Remove your avatar.
+        #[arg(long, group = "change")]
+        remove_avatar: bool,
     },
 }
 
@@ -592,8 +605,14 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
         Command::Profile(c) => {
             let request = match c {
                 ProfileCommand::Show => Request::ProfileShow {},
-                ProfileCommand::Set { display_name } => Request::ProfileSet {
-                    display_name: display_name.as_str().to_owned(),
+                ProfileCommand::Set {
+                    display_name,
+                    avatar,
+                    remove_avatar,
+                } => Request::ProfileSet {
+                    display_name: display_name.map(|n| n.as_str().to_owned()),
+                    avatar: avatar.map(|f| rights::avatar_file(&f)).transpose()?,
+                    remove_avatar,
                 },
             };
             messenger::run(

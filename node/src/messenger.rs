@@ -331,6 +331,9 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
                 for e in &profile.emails {
                     println!("email:        {e}");
                 }
+                if let Some(a) = &profile.avatar {
+                    println!("avatar:       {}, {} bytes", a.media_type, a.bytes);
+                }
                 println!("version:      {}", profile.version);
             }
         }

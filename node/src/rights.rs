@@ -97,6 +97,35 @@ fn shown_limit(ms: Option<u64>) -> String {
     format!("{secs}s")
 }
 
+/// Reads an image for `profile set --avatar`, removes its metadata here
+/// (so it never leaves this process with it) and returns it in base64.
+pub(crate) fn avatar_file(path: &std::path::Path) -> Result<String, Failure> {
+    use safemeet_proto::identity::MAX_AVATAR_BYTES;
+    /// The largest file read: a photo far larger cannot fit once stripped.
+    const MAX_READ: u64 = 16 * 1024 * 1024;
+    let shown = path.display();
+    let size = std::fs::metadata(path)
+        .map_err(|e| Failure::Usage(format!("{shown}: {e}")))?
+        .len();
+    if size > MAX_READ {
+        return Err(Failure::Usage(format!(
+            "{shown} is {size} bytes: an avatar fits in {} KiB",
+            MAX_AVATAR_BYTES / 1024
+        )));
+    }
+    let raw = std::fs::read(path).map_err(|e| Failure::Usage(format!("{shown}: {e}")))?;
+    let (_, stripped) = safemeet_proto::image::strip_metadata(&raw)
+        .map_err(|e| Failure::Usage(format!("{shown}: {e}")))?;
+    if stripped.len() > MAX_AVATAR_BYTES {
+        return Err(Failure::Usage(format!(
+            "{shown} is {} bytes without its metadata; an avatar fits in {} KiB: make it smaller",
+            stripped.len(),
+            MAX_AVATAR_BYTES / 1024
+        )));
+    }
+    Ok(data_encoding::BASE64.encode(&stripped))
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -114,27 +114,50 @@ async fn serve(
             engine.revoke_device(device).await?;
             Response::DeviceRevoked(crate::response::DeviceRevoked { revoked: device_id })
         }
-        Request::ProfileShow {} => Response::Profile(engine.profile().await?.into()),
+        Request::ProfileShow {} => Response::Profile(profile_view(engine).await?),
         Request::ExportReadable { dir } => {
-            let profile = engine.profile().await?.into();
+            let profile = profile_view(engine).await?;
             let done = crate::export::export_readable(engine, profile, &dir).await?;
             engine.note_security("export_readable", None).await?;
             Response::Exported(done)
         }
-        Request::ProfileSet { display_name } => {
-            let name = display_name
-                .parse::<safemeet_proto::DisplayName>()
-                .map_err(|e| safemeet_engine::Error::InvalidInput(format!("{e}")))?;
-            let change = safemeet_engine::ProfileChange::display_name(name);
-            Response::Profile(engine.change_profile(change).await?.into())
+        Request::ProfileSet {
+            display_name,
+            avatar,
+            remove_avatar,
+        } => {
+            let invalid = |m: String| Error::Engine(safemeet_engine::Error::InvalidInput(m));
+            if display_name.is_none() && avatar.is_none() && !remove_avatar {
+                return Err(invalid(
+                    "nothing to change: give display_name, avatar or remove_avatar".into(),
+                ));
+            }
+            if avatar.is_some() && remove_avatar {
+                return Err(invalid("avatar and remove_avatar together".into()));
+            }
+            // Checked before anything changes.
+            let image = avatar.map(|b64| avatar_image(&b64)).transpose()?;
+            if let Some(name) = display_name {
+                let name = name
+                    .parse::<safemeet_proto::DisplayName>()
+                    .map_err(|e| invalid(format!("{e}")))?;
+                let change = safemeet_engine::ProfileChange::display_name(name);
+                engine.change_profile(change).await?;
+            }
+            if image.is_some() || remove_avatar {
+                engine.set_avatar(image).await?;
+            }
+            Response::Profile(profile_view(engine).await?)
         }
         Request::EmailAdd { email } => {
             let change = safemeet_engine::ProfileChange::add_email(parse_email(&email)?);
-            Response::Profile(engine.change_profile(change).await?.into())
+            engine.change_profile(change).await?;
+            Response::Profile(profile_view(engine).await?)
         }
         Request::EmailRemove { email } => {
             let change = safemeet_engine::ProfileChange::remove_email(parse_email(&email)?);
-            Response::Profile(engine.change_profile(change).await?.into())
+            engine.change_profile(change).await?;
+            Response::Profile(profile_view(engine).await?)
         }
         Request::DeviceRename { device_id, name } => {
             let device: safemeet_proto::DeviceId = device_id.parse().map_err(|_| {
@@ -410,4 +433,35 @@ async fn conversation(
 /// A duration in whole milliseconds (saturating).
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// This user's profile as it now is, with its avatar.
+async fn profile_view(engine: &EngineHandle) -> Result<crate::response::ProfileView, Error> {
+    let mut view: crate::response::ProfileView = engine.profile().await?.into();
+    view.avatar = engine.avatar_info(engine.user_id()).await?.map(Into::into);
+    Ok(view)
+}
+
+/// An avatar from base64: a PNG or JPEG, its metadata removed, within the
+/// size limit.
+fn avatar_image(b64: &str) -> Result<safemeet_proto::identity::AvatarImage, Error> {
+    use safemeet_proto::identity::MAX_AVATAR_BYTES;
+    let invalid = |m: String| Error::Engine(safemeet_engine::Error::InvalidInput(m));
+    // Base64 of the largest image a caller may send before stripping.
+    if b64.len() > 4 * MAX_AVATAR_BYTES * 4 {
+        return Err(invalid("the avatar is too large".into()));
+    }
+    let raw = data_encoding::BASE64
+        .decode(b64.as_bytes())
+        .map_err(|e| invalid(format!("the avatar is not base64: {e}")))?;
+    let (kind, bytes) = safemeet_proto::image::strip_metadata(&raw)
+        .map_err(|e| invalid(format!("the avatar: {e}")))?;
+    if bytes.len() > MAX_AVATAR_BYTES {
+        return Err(invalid(format!(
+            "the avatar is {} bytes without its metadata; the limit is {} KiB",
+            bytes.len(),
+            MAX_AVATAR_BYTES / 1024
+        )));
+    }
+    Ok(safemeet_proto::identity::AvatarImage { kind, bytes })
 }

@@ -6,6 +6,7 @@
 //! 0600):
 //! - `README.md`: the profile, devices, contacts and rooms, and an index
 //!   of the conversations;
+//! - `avatar.png` or `avatar.jpg`, if one is set;
 //! - `profile.json`, `devices.json`, `contacts.json`, `rooms.json`: as
 //!   the API shows them;
 //! - `messages/NN-KIND-NAME.json` and `.md`: each conversation's whole
@@ -182,6 +183,11 @@ pub(crate) async fn export_readable(
     let rooms: Vec<Room> = engine.rooms().await?.into_iter().map(Into::into).collect();
     let path = make_dir(dir)?;
     let mut files = 0;
+    if let Some(image) = engine.avatar(engine.user_id()).await? {
+        let name = format!("avatar.{}", image.kind.extension());
+        write_new(&path.join(name), &image.bytes)?;
+        files += 1;
+    }
     for (name, bytes) in [
         ("profile.json", json(&profile)?),
         ("devices.json", json(&devices)?),

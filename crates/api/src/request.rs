@@ -116,12 +116,20 @@ pub enum Request {
     /// `profile.show`: this user's current profile.
     #[serde(rename = "profile.show")]
     ProfileShow {},
-    /// `profile.set`: change the display name (on the device with the
-    /// master key); contacts get the new signed version.
+    /// `profile.set`: change the display name and/or the avatar (on the
+    /// device with the master key); contacts get the new signed versions.
     #[serde(rename = "profile.set")]
     ProfileSet {
         /// The new display name.
-        display_name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        display_name: Option<String>,
+        /// A new avatar: a PNG or JPEG, base64; its metadata is removed and
+        /// it must then fit in 48 KiB.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        avatar: Option<String>,
+        /// Remove the avatar.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        remove_avatar: bool,
     },
     /// `email.add`: add an e-mail address to the profile.
     #[serde(rename = "email.add")]

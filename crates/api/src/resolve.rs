@@ -153,6 +153,7 @@ mod tests {
             devices: vec![],
             new_device_warning: false,
             deleted: false,
+            avatar: None,
         }
     }
 

@@ -160,6 +160,30 @@ pub struct ProfileView {
     pub version: u64,
     /// When this version was signed (ms since the Unix epoch).
     pub updated_at: u64,
+    /// The avatar, if one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<AvatarView>,
+}
+
+/// What an avatar is (`profile.show`, `contact.list`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AvatarView {
+    /// `image/png` or `image/jpeg`.
+    pub media_type: String,
+    /// Its size.
+    pub bytes: usize,
+    /// Its BLAKE3 hash, hex.
+    pub blake3: String,
+}
+
+impl From<safemeet_engine::AvatarInfo> for AvatarView {
+    fn from(a: safemeet_engine::AvatarInfo) -> Self {
+        Self {
+            media_type: a.kind.media_type().to_owned(),
+            bytes: a.bytes,
+            blake3: a.blake3,
+        }
+    }
 }
 
 impl From<safemeet_proto::identity::Profile> for ProfileView {
@@ -171,6 +195,7 @@ impl From<safemeet_proto::identity::Profile> for ProfileView {
             emails: p.emails.iter().map(|e| e.as_str().to_owned()).collect(),
             version: p.counter,
             updated_at: p.updated_at.as_millis(),
+            avatar: None,
         }
     }
 }
@@ -485,6 +510,9 @@ pub struct Contact {
     /// from it any more.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// Their avatar, if they set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<AvatarView>,
 }
 
 /// A contact's device (`contact.list`).
@@ -519,6 +547,7 @@ impl From<safemeet_engine::Contact> for Contact {
                 "new device, not verified: verify them again (`safemeet verify`)".to_owned()
             }),
             deleted: c.deleted,
+            avatar: c.avatar.map(Into::into),
         }
     }
 }

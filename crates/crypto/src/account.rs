@@ -266,6 +266,14 @@ impl Account {
         certificate::sign_user_trust(self.master()?, trust)
     }
 
+    /// Signs an avatar of this account with the master key.
+    pub fn sign_avatar(
+        &self,
+        avatar: &safemeet_proto::identity::Avatar,
+    ) -> Result<Signed<safemeet_proto::identity::Avatar>, Error> {
+        certificate::sign_avatar(self.master()?, avatar)
+    }
+
     /// Signs this account's tombstone with the master key.
     pub fn sign_tombstone(
         &self,

@@ -37,6 +37,8 @@ pub const ONE_TIME_KEY_CONTEXT: &[u8] = b"safemeet/v1/one-time-key";
 
 /// Signature context of cross-signed trust in another user's devices.
 pub const USER_TRUST_CONTEXT: &[u8] = b"safemeet/v1/user-trust";
+/// Domain separation for avatars.
+pub const AVATAR_CONTEXT: &[u8] = b"safemeet/v1/avatar";
 /// Domain separation for account tombstones.
 pub const TOMBSTONE_CONTEXT: &[u8] = b"safemeet/v1/account-tombstone";
 
@@ -325,6 +327,27 @@ pub fn sign_user_trust(master: &MasterKey, trust: &UserTrust) -> Result<Signed<U
         });
     }
     sign(master, USER_TRUST_CONTEXT, trust)
+}
+
+/// Signs an avatar with its user's master key.
+pub fn sign_avatar(
+    master: &MasterKey,
+    avatar: &safemeet_proto::identity::Avatar,
+) -> Result<Signed<safemeet_proto::identity::Avatar>, Error> {
+    sign(master, AVATAR_CONTEXT, avatar)
+}
+
+/// Checks an avatar: signed by the master key of the user it names, which
+/// is `user`'s (its image's rules are checked as it decodes).
+pub fn verify_avatar(
+    signed: &Signed<safemeet_proto::identity::Avatar>,
+    user: &UserId,
+) -> Result<safemeet_proto::identity::Avatar, Error> {
+    check_signature(signed, user, AVATAR_CONTEXT, "avatar")?;
+    let avatar = signed.decode_body()?;
+    check_version("avatar", avatar.version)?;
+    check_user("avatar", user, &avatar.user_id)?;
+    Ok(avatar)
 }
 
 /// Signs an account's tombstone with its master key.

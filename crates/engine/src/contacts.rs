@@ -219,6 +219,7 @@ impl<S: Store + Clone> Core<S> {
                 devices,
                 new_device_warning,
                 deleted: self.is_deleted(&c.user_id),
+                avatar: self.avatar_info(&c.user_id)?,
             });
         }
         Ok(contacts)

@@ -541,6 +541,11 @@ impl<S: Store + Clone> Core<S> {
             }
             Command::SetRetention(ms) => Response::Duration(self.set_retention(ms)?.retention_ms),
             Command::Retention => Response::Duration(self.local_settings()?.retention_ms),
+            Command::SetAvatar(image) => Response::AvatarInfo(self.set_avatar(image)?),
+            Command::AvatarInfo(user) => Response::AvatarInfo(self.avatar_info(&user)?),
+            Command::Avatar(user) => {
+                Response::AvatarImage(self.avatar_of(&user)?.and_then(|a| a.image))
+            }
             Command::DeleteAccount(step) => Response::Deletion(self.delete_account(step)?),
             Command::Pending => Response::Count(self.outbox.pending.len()),
             Command::ExportArchive => {

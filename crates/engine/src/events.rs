@@ -103,6 +103,12 @@ pub enum Command {
     Expiry(crate::Conversation),
     /// The node's security log, read back.
     SecurityLog,
+    /// Set (or with `None` remove) this user's avatar.
+    SetAvatar(Option<safemeet_proto::identity::AvatarImage>),
+    /// A user's avatar (this user's own too), if held.
+    Avatar(UserId),
+    /// What a user's avatar is, if one is held.
+    AvatarInfo(UserId),
     /// Issue the device an archive becomes, and the archive's body.
     ExportArchive,
     /// A step of deleting the account (see `deletion`).
@@ -231,6 +237,10 @@ pub enum Response {
     Deletion(crate::DeletionReport),
     /// A count.
     Count(usize),
+    /// What an avatar is now.
+    AvatarInfo(Option<crate::AvatarInfo>),
+    /// An avatar's image.
+    AvatarImage(Option<safemeet_proto::identity::AvatarImage>),
     /// Messages, oldest first.
     Messages(Vec<TimelineEntry>),
     /// A room created.

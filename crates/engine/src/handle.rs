@@ -395,6 +395,29 @@ impl Handle {
         expect!(self.core(command).await, Response::Page(p) => p)
     }
 
+    /// Sets (or with `None` removes) this user's avatar, on the device that
+    /// holds the master key: PNG or JPEG with no metadata, at most
+    /// [`MAX_AVATAR_BYTES`](safemeet_proto::identity::MAX_AVATAR_BYTES).
+    pub async fn set_avatar(
+        &self,
+        image: Option<safemeet_proto::identity::AvatarImage>,
+    ) -> Result<Option<crate::AvatarInfo>, Error> {
+        expect!(self.core(Command::SetAvatar(image)).await, Response::AvatarInfo(i) => i)
+    }
+
+    /// What a user's avatar is (this user's own too), if one is held.
+    pub async fn avatar_info(&self, user: UserId) -> Result<Option<crate::AvatarInfo>, Error> {
+        expect!(self.core(Command::AvatarInfo(user)).await, Response::AvatarInfo(i) => i)
+    }
+
+    /// A user's avatar image (this user's own too), if one is held.
+    pub async fn avatar(
+        &self,
+        user: UserId,
+    ) -> Result<Option<safemeet_proto::identity::AvatarImage>, Error> {
+        expect!(self.core(Command::Avatar(user)).await, Response::AvatarImage(i) => i)
+    }
+
     /// Carries out a step of deleting the account (see
     /// [`DeletionStep`](crate::DeletionStep)); what it sends waits in the
     /// outbox (see [`pending`](Self::pending)).

@@ -41,6 +41,7 @@ mod acks;
 mod actor;
 mod admission;
 pub mod archive;
+mod avatar;
 mod blocks;
 mod chain;
 mod config;
@@ -80,6 +81,7 @@ mod verify;
 mod waiting;
 
 pub use crate::actor::start;
+pub use crate::avatar::AvatarInfo;
 pub use crate::blocks::MAX_LISTED;
 pub use crate::config::{
     Config, SecurityEntries, SecurityFn, SecurityReadFn, SecurityReader, SecurityRecord,
@@ -131,6 +133,8 @@ pub struct Contact {
     /// Their user deleted the account (a tombstone signed with its master
     /// key came): nothing more is taken from it.
     pub deleted: bool,
+    /// Their avatar, if they set one.
+    pub avatar: Option<AvatarInfo>,
 }
 
 /// A conversation: a DM with a contact, or a group room.

@@ -109,6 +109,16 @@ impl<S: Store + Clone> Core<S> {
             .update_profile(display_name, emails, self.now.wall)?;
         self.security("profile_changed", None);
         let signed = self.machine.account().profile().signed().clone();
+        self.send_to_own_and_contacts(|| ToDeviceEvent::ProfileUpdate(signed.clone()))?;
+        Ok((**self.machine.account().profile()).clone())
+    }
+
+    /// Sends an event to every device of every contact and this user's
+    /// other devices.
+    pub(crate) fn send_to_own_and_contacts(
+        &mut self,
+        event: impl Fn() -> ToDeviceEvent,
+    ) -> Result<(), Error> {
         let me = self.user_id();
         let mut users = vec![me];
         users.extend(self.contact_records()?.iter().map(|c| c.user_id));
@@ -116,12 +126,11 @@ impl<S: Store + Clone> Core<S> {
         for user in users {
             for device in self.machine.user_devices(&user)? {
                 if device.device_id != this {
-                    let event = ToDeviceEvent::ProfileUpdate(signed.clone());
-                    self.send_to_device(user, device.device_id, event);
+                    self.send_to_device(user, device.device_id, event());
                 }
             }
         }
-        Ok((**self.machine.account().profile()).clone())
+        Ok(())
     }
 
     /// A profile from a device of `sender` (its signature checked by the

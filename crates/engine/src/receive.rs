@@ -366,6 +366,11 @@ impl<S: Store + Clone> Core<S> {
         if received.sender.user_id == self.user_id() {
             self.seen_own_device(received.sender.device_id);
         }
+        if let ToDeviceContent::Avatar(signed) = &received.content
+            && let Err(e) = self.avatar_received(received.sender.user_id, signed)
+        {
+            tracing::info!(error = %e, "an avatar was refused");
+        }
         if let ToDeviceContent::AccountDeleted(tombstone) = &received.content
             && let Err(e) = self.contact_deleted(tombstone.user_id)
         {

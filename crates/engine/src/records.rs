@@ -35,6 +35,12 @@ pub(crate) mod name {
         v.extend_from_slice(user.as_bytes());
         v
     }
+    /// A user's newest signed avatar (this user's own too).
+    pub(crate) fn avatar(user: &UserId) -> Vec<u8> {
+        let mut v = b"avatar/".to_vec();
+        v.extend_from_slice(user.as_bytes());
+        v
+    }
     /// A contact's newest signed profile.
     pub(crate) fn profile(user: &UserId) -> Vec<u8> {
         let mut v = b"profile/".to_vec();

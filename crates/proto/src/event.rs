@@ -359,6 +359,9 @@ pub enum ToDeviceEvent {
     /// master key. Receivers drop the account's profile, sessions and
     /// devices, show it as deleted and refuse what its devices send.
     AccountDeleted(crate::identity::Signed<crate::identity::AccountTombstone>),
+    /// The sender's user signed a new version of its avatar: to every
+    /// contact device and the user's other devices, which keep the newest.
+    AvatarUpdate(crate::identity::Signed<crate::identity::Avatar>),
 }
 
 /// The longest device name, in characters.

@@ -43,6 +43,9 @@ pub enum FieldError {
         /// The limit.
         max: usize,
     },
+    /// A field that is not what it must be.
+    #[error("{0}")]
+    Invalid(&'static str),
 }
 
 /// Invisible formatting characters that let one name pose as another:
@@ -356,6 +359,84 @@ pub struct AccountTombstone {
     pub deleted_at: Timestamp,
 }
 
+/// The largest avatar, after its metadata is removed: 48 KiB, so that it
+/// travels in one to-device message.
+pub const MAX_AVATAR_BYTES: usize = 48 * 1024;
+
+/// A user's avatar, signed by the master key and counted like the profile
+/// (a later counter replaces it), shared with contacts only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "AvatarWire")]
+pub struct Avatar {
+    /// Format version of this record; currently 1.
+    pub version: u8,
+    /// Whose avatar this is.
+    pub user_id: UserId,
+    /// Monotonic counter.
+    pub counter: u64,
+    /// The image; `None`: the avatar was removed.
+    pub image: Option<AvatarImage>,
+    /// When this version was issued.
+    pub updated_at: Timestamp,
+}
+
+/// An avatar's image: PNG or JPEG with no metadata, at most
+/// [`MAX_AVATAR_BYTES`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AvatarImage {
+    /// PNG or JPEG.
+    pub kind: crate::image::ImageKind,
+    /// The image.
+    #[serde(with = "crate::codec::bytes")]
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for AvatarImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AvatarImage({:?}, {} bytes)",
+            self.kind,
+            self.bytes.len()
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct AvatarWire {
+    version: u8,
+    user_id: UserId,
+    counter: u64,
+    image: Option<AvatarImage>,
+    updated_at: Timestamp,
+}
+
+impl TryFrom<AvatarWire> for Avatar {
+    type Error = FieldError;
+    fn try_from(w: AvatarWire) -> Result<Self, FieldError> {
+        if let Some(image) = &w.image {
+            if image.bytes.len() > MAX_AVATAR_BYTES {
+                return Err(FieldError::TooMany {
+                    what: "avatar bytes",
+                    max: MAX_AVATAR_BYTES,
+                });
+            }
+            if !crate::image::is_clean(image.kind, &image.bytes) {
+                return Err(FieldError::Invalid(
+                    "an avatar must be a whole PNG or JPEG image with no metadata",
+                ));
+            }
+        }
+        Ok(Self {
+            version: w.version,
+            user_id: w.user_id,
+            counter: w.counter,
+            image: w.image,
+            updated_at: w.updated_at,
+        })
+    }
+}
+
 /// A user's profile, signed by the master key and shared with contacts only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "ProfileWire")]
@@ -441,6 +522,54 @@ mod tests {
     fn debug_hides_profile_data() {
         let name = DisplayName::new("Alice Liddell").unwrap();
         assert!(!format!("{name:?}").contains("Alice"));
+    }
+
+    #[test]
+    fn an_avatar_with_metadata_or_too_large_does_not_decode() {
+        let png = |extra: &[u8]| {
+            let chunk = |kind: &[u8; 4], data: &[u8]| {
+                let mut c = (data.len() as u32).to_be_bytes().to_vec();
+                c.extend_from_slice(kind);
+                c.extend_from_slice(data);
+                c.extend_from_slice(&[0; 4]);
+                c
+            };
+            let mut p = b"\x89PNG\r\n\x1a\n".to_vec();
+            p.extend(chunk(b"IHDR", &[0; 13]));
+            if !extra.is_empty() {
+                p.extend(chunk(b"tEXt", extra));
+            }
+            p.extend(chunk(b"IDAT", &[1; 8]));
+            p.extend(chunk(b"IEND", &[]));
+            p
+        };
+        let avatar = |bytes: Vec<u8>| Avatar {
+            version: 1,
+            user_id: UserId::from_bytes([1; 32]),
+            counter: 2,
+            image: Some(AvatarImage {
+                kind: crate::image::ImageKind::Png,
+                bytes,
+            }),
+            updated_at: Timestamp::from_millis(1_800_000_000_000).unwrap(),
+        };
+        let clean = codec::encode(&avatar(png(b""))).unwrap();
+        assert!(codec::decode::<Avatar>(&clean, 64 * 1024).is_ok());
+        let dirty = codec::encode(&avatar(png(b"GPS\0secret"))).unwrap();
+        assert!(codec::decode::<Avatar>(&dirty, 64 * 1024).is_err());
+        let big = codec::encode(&avatar({
+            let mut p = png(b"");
+            p.extend(vec![0; MAX_AVATAR_BYTES]);
+            p
+        }))
+        .unwrap();
+        assert!(codec::decode::<Avatar>(&big, 128 * 1024).is_err());
+        let mut jpeg_kind = avatar(png(b""));
+        if let Some(i) = &mut jpeg_kind.image {
+            i.kind = crate::image::ImageKind::Jpeg;
+        }
+        let mislabelled = codec::encode(&jpeg_kind).unwrap();
+        assert!(codec::decode::<Avatar>(&mislabelled, 64 * 1024).is_err());
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod event;
 pub mod header;
 mod id;
 pub mod identity;
+pub mod image;
 pub mod invite;
 pub mod limits;
 pub mod link;

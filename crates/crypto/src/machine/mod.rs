@@ -333,6 +333,9 @@ pub enum ToDeviceContent {
     /// A new version of the sender user's profile, its signature checked
     /// (not yet against the version held: the caller keeps the newest).
     Profile(Signed<safemeet_proto::identity::Profile>),
+    /// A new version of the sender user's avatar, its signature and image
+    /// checked (not yet against the version held).
+    Avatar(Signed<safemeet_proto::identity::Avatar>),
     /// The sender's account is deleted: its tombstone, signed by the
     /// sender's master key (checked).
     AccountDeleted(safemeet_proto::identity::AccountTombstone),

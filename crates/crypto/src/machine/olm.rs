@@ -563,6 +563,11 @@ impl<S: Store> CryptoMachine<S> {
                 let content = self.stage_device_list_notice(batch, &sender, *notice)?;
                 Ok((sender, content, None))
             }
+            // An avatar: signed by the sender's own master key.
+            ToDeviceEvent::AvatarUpdate(signed) => {
+                crate::certificate::verify_avatar(&signed, &sender.user_id)?;
+                Ok((sender, ToDeviceContent::Avatar(signed), None))
+            }
             // A tombstone: signed by the sender's own master key.
             ToDeviceEvent::AccountDeleted(signed) => {
                 let tombstone = crate::certificate::verify_tombstone(&signed, &sender.user_id)?;
