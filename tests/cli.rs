@@ -346,3 +346,112 @@ fn init_recovers_from_an_interrupted_init() {
         "the unreadable store is moved aside, not deleted"
     );
 }
+
+#[test]
+fn bad_input_is_named_before_anything_is_asked_or_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    // No account: said at once, no passphrase asked for (none is given,
+    // and there is no terminal to ask on).
+    for args in [
+        vec!["whoami"],
+        vec!["contact", "list"],
+        vec!["audit"],
+        vec!["daemon"],
+    ] {
+        safemeet(&a)
+            .args(&args)
+            .assert()
+            .code(4)
+            .stderr(predicate::str::contains("no account"));
+    }
+    init(&a, "alice", "Alice");
+    init(&b, "bob", "Bob");
+    let mut cmd = safemeet(&b);
+    cmd.args(["invite", "--json"]);
+    let invite = run_json(cmd)["invite"].as_str().unwrap().to_owned();
+    let refused = |home: &Path, args: &[&str], says: &str| {
+        safemeet(home)
+            .args(args)
+            .env("SAFEMEET_PASSPHRASE", PASS)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(says));
+    };
+    // An empty or invisible contact name.
+    refused(
+        &a,
+        &["contact", "add", &invite, "--name", ""],
+        "a contact's name",
+    );
+    refused(
+        &a,
+        &["contact", "add", &invite, "--name", " \t"],
+        "a contact's name",
+    );
+    // A damaged invite (one character of its signed part changed) is bad
+    // input, exit 2, whatever part broke.
+    let mut damaged: Vec<char> = invite.chars().collect();
+    let at = damaged.len() / 2;
+    damaged[at] = if damaged[at] == 'a' { 'b' } else { 'a' };
+    let damaged: String = damaged.into_iter().collect();
+    refused(&a, &["contact", "add", &damaged], "invalid invite");
+    // Empty messages, and room names that are no names.
+    let mut cmd = safemeet(&a);
+    cmd.args(["contact", "add", &invite, "--name", "bob", "--json"]);
+    run_json(cmd);
+    refused(&a, &["send", "bob", ""], "cannot be empty");
+    refused(&a, &["send", "bob", "  \n "], "cannot be empty");
+    refused(&a, &["room", "create", ""], "a room name");
+    refused(&a, &["room", "create", "a\tb"], "a room name");
+    // The version names the commit and the formats.
+    safemeet(&a)
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("commit").and(predicate::str::contains("protocols:")));
+}
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("h");
+    let out = safemeet(&home)
+        .args(["init", "--username", "alice"])
+        .env("SAFEMEET_PASSPHRASE", PASS)
+        .env("SAFEMEET_LOG", "info")
+        .assert()
+        .success()
+        .get_output()
+        .stderr
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("account created"), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("h");
+    init(&home, "alice", "Alice");
+    // `safemeet invite | head -c 1`, with the reader gone before the
+    // command writes (it unlocks the store first).
+    for args in [&["invite"][..], &["whoami"], &["contact", "list", "--json"]] {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("safemeet"))
+            .arg("--home")
+            .arg(&home)
+            .args(args)
+            .env("SAFEMEET_PASSPHRASE", PASS)
+            .env_remove("SAFEMEET_HOME")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

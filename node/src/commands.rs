@@ -98,6 +98,7 @@ pub(crate) fn init(
 }
 
 pub(crate) fn whoami(home: &Home, source: &Source, json: bool) -> Result<(), Failure> {
+    home.require_account()?;
     let (store, _log) = home.unlock(&source.existing()?)?;
     let account = load_account(&store)?;
     Identity::of(&account).print(json)

@@ -50,6 +50,7 @@ pub(crate) fn daemon(
     }
     // The passphrase before the handlers: Ctrl-C at a prompt must still
     // interrupt it, and nothing is open yet.
+    home.require_account()?;
     let passphrase = source.existing()?;
     let rt = runtime()?;
     let stop = crate::shutdown::install(&rt)?;

@@ -79,6 +79,18 @@ impl Home {
         self.keyfile().exists()
     }
 
+    /// An error saying there is no account here, if there is none: checked
+    /// before a passphrase is asked for.
+    pub(crate) fn require_account(&self) -> Result<(), Failure> {
+        if self.has_account() {
+            return Ok(());
+        }
+        Err(Failure::NoAccount(format!(
+            "no account in {}; create one with `safemeet init --username NAME`",
+            self.dir.display()
+        )))
+    }
+
     /// Creates the profile: directory, store, and finally the key file.
     /// `fill` writes the first records into the unlocked store.
     ///
@@ -171,12 +183,7 @@ impl Home {
     /// cost if it was made under a weaker one). A wrong passphrase is noted
     /// in `security.pending`.
     fn data_key(&self, passphrase: &Passphrase) -> Result<DataKey, Failure> {
-        if !self.has_account() {
-            return Err(Failure::NoAccount(format!(
-                "no account in {}; create one with `safemeet init --username NAME`",
-                self.dir.display()
-            )));
-        }
+        self.require_account()?;
         let text =
             read_bounded(&self.keyfile(), MAX_KEYFILE_BYTES).context("reading the key file")?;
         let keyfile = KeyFile::from_json(&text)?;

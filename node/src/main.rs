@@ -5,6 +5,32 @@
 //! crates. Every command accepts `--json`; errors have stable codes and exit
 //! statuses (see `docs/cli.md`).
 
+/// Prints a line on stdout, as `std::println!` does, except that a reader
+/// that went away (`safemeet messages bob | head -1`) ends the process
+/// quietly with status 0 instead of a panic. Every module of the binary
+/// uses this one (it shadows the standard macro).
+macro_rules! println {
+    () => {
+        $crate::print_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::print_line(format_args!($($arg)*))
+    };
+}
+
+/// See [`println!`].
+fn print_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{args}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        // Nowhere to say it but stderr; the command's outcome stands.
+        eprintln!("safemeet: could not write the output: {e}");
+    }
+}
+
 mod account;
 mod archive;
 mod commands;
@@ -32,9 +58,28 @@ use crate::failure::Failure;
 use crate::people::PeopleAction;
 use crate::rights::RightsAction;
 
+/// What `--version` prints: the version, the commit, and the versions of
+/// the formats this build speaks.
+fn long_version() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "{} (commit {})\nprotocols: frame {}, invite {}, link {}, mailbox {}, room state {}, archive {}",
+            env!("CARGO_PKG_VERSION"),
+            env!("SAFEMEET_COMMIT"),
+            safemeet_proto::padding::FRAME_VERSION,
+            safemeet_proto::invite::INVITE_VERSION,
+            safemeet_proto::link::LINK_VERSION,
+            safemeet_proto::mailbox::VERSION,
+            safemeet_proto::event::ROOM_STATE_VERSION,
+            safemeet_crypto::archive::VERSION,
+        )
+    })
+}
+
 /// SafeMeet: a peer-to-peer, end-to-end encrypted messenger.
 #[derive(Debug, Parser)]
-#[command(name = "safemeet", version, about, propagate_version = true)]
+#[command(name = "safemeet", version = long_version(), about, propagate_version = true)]
 struct Cli {
     /// Profile directory (default: the XDG data directory, `safemeet/`).
     #[arg(long, global = true, env = "SAFEMEET_HOME", value_name = "DIR")]
@@ -488,7 +533,10 @@ fn init_tracing(relay: bool) {
             filter = filter.add_directive(d);
         }
     }
+    // Colours only on a terminal: a log written to a file or a pipe
+    // stays plain text.
     let _ = tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();

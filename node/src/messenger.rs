@@ -145,6 +145,7 @@ async fn in_process(
     json: bool,
     action: Action,
 ) -> Result<(), Failure> {
+    home.require_account()?;
     let (store, log) = home.unlock(&source.existing()?)?;
     let net = safemeet_net::Config {
         listen: Vec::new(),

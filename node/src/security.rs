@@ -257,6 +257,7 @@ pub(crate) fn audit(
     since: Option<u64>,
     verify: bool,
 ) -> Result<(), Failure> {
+    home.require_account()?;
     let log = home.security_log(&source.existing()?)?;
     let entries = log.verify()?.map_err(|broken| {
         Failure::Other(anyhow::anyhow!(

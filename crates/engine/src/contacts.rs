@@ -53,14 +53,28 @@ impl<S: Store + Clone> Core<S> {
 
     /// Accepts another user's invite; returns their user id.
     pub(crate) fn add_contact(&mut self, text: &str, pet: Option<String>) -> Result<UserId, Error> {
+        if let Some(name) = &pet
+            && safemeet_proto::DisplayName::new(name.as_str()).is_err()
+        {
+            return Err(Error::InvalidInput(
+                "a contact's name is 1-64 bytes of printable text".into(),
+            ));
+        }
         let invite = Invite::from_text(text)?;
         let user = invite.device_list.decode_body()?.user_id;
         if user == self.machine.account().user_id() {
             return Err(InviteError::OwnInvite.into());
         }
+        // An invite whose signatures do not hold is bad input, not a fault.
+        let damaged =
+            |e: safemeet_crypto::Error| Error::InvalidInput(format!("invalid invite: {e}"));
+        safemeet_crypto::certificate::verify_device_list(&invite.device_list, &user, None)
+            .map_err(damaged)?;
+        let profile = safemeet_crypto::certificate::verify_profile(&invite.profile, &user, None)
+            .map_err(damaged)?;
         self.machine
-            .add_device_list(&invite.device_list, &invite.certificates)?;
-        let profile = safemeet_crypto::certificate::verify_profile(&invite.profile, &user, None)?;
+            .add_device_list(&invite.device_list, &invite.certificates)
+            .map_err(damaged)?;
         let inviting = invite.fallback_key.decode_body()?.device_id;
         if let Some(signed) = &invite.relays
             && self.machine.verify_relay_list(signed)?.device_id != inviting

@@ -396,6 +396,11 @@ impl<S: Store + Clone> crate::core::Core<S> {
 
     /// Replaces the text of one of this user's messages, everywhere.
     pub(crate) fn edit(&mut self, event: EventId, text: &str) -> Result<EventId, crate::Error> {
+        if text.trim().is_empty() {
+            return Err(crate::Error::InvalidInput(
+                "a message cannot be empty: redact it instead".into(),
+            ));
+        }
         let body = safemeet_proto::event::MessageText::new(text)
             .map_err(|e| crate::Error::InvalidInput(e.to_string()))?;
         let (room, seq, mut entry) = self.own_change_target(event, false)?;

@@ -212,6 +212,14 @@ impl<S: Store + Clone> Core<S> {
         room_name: &str,
         contacts: &[UserId],
     ) -> Result<RoomId, Error> {
+        let name_ok = !room_name.trim().is_empty()
+            && room_name.len() <= safemeet_proto::limits::MAX_DISPLAY_NAME_BYTES
+            && !room_name.chars().any(char::is_control);
+        if !name_ok {
+            return Err(Error::InvalidInput(
+                "a room name is 1-64 bytes of printable text".into(),
+            ));
+        }
         let me = self.machine.account().user_id();
         let mut members = vec![me];
         for user in contacts {

@@ -100,6 +100,9 @@ impl<S: Store + Clone> Core<S> {
         room: RoomRecord,
         text: &str,
     ) -> Result<(Unflushed<RoomSend>, Vec<u8>), Error> {
+        if text.trim().is_empty() {
+            return Err(Error::InvalidInput("a message cannot be empty".into()));
+        }
         let body = MessageText::new(text).map_err(|e| Error::InvalidInput(e.to_string()))?;
         self.stage_event(
             room,
