@@ -455,3 +455,38 @@ fn a_reader_that_goes_away_ends_the_command_quietly() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn a_message_can_come_from_standard_input_within_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    init(&a, "alice", "Alice");
+    init(&b, "bob", "Bob");
+    let mut cmd = safemeet(&b);
+    cmd.args(["invite", "--json"]);
+    let invite = run_json(cmd)["invite"].as_str().unwrap().to_owned();
+    let mut cmd = safemeet(&a);
+    cmd.args(["contact", "add", &invite, "--name", "bob", "--json"]);
+    run_json(cmd);
+    let mut cmd = safemeet(&a);
+    cmd.args(["send", "bob", "-", "--json"])
+        .write_stdin("line one\nline two\n");
+    assert!(
+        run_json(cmd)["event_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("e_")
+    );
+    let mut cmd = safemeet(&a);
+    cmd.args(["messages", "bob", "--json"]);
+    let listed = run_json(cmd);
+    assert_eq!(listed[0]["text"], "line one\nline two", "{listed}");
+    // Over 16 KiB: refused before anything is sent.
+    safemeet(&a)
+        .args(["send", "bob", "-"])
+        .env("SAFEMEET_PASSPHRASE", PASS)
+        .write_stdin("x".repeat(16 * 1024 + 1))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("16 KiB"));
+}

@@ -592,15 +592,7 @@ fn listen_events(home: &Path, since: u64, n: usize) -> Vec<Value> {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::sync_channel(64);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = support::node::lines_of(stdout);
     let mut events = Vec::new();
     while events.len() < n {
         let line = rx.recv_timeout(WAIT).expect("an event");
@@ -1357,4 +1349,83 @@ fn a_relay_hands_out_no_address_of_a_daemon_that_connected_to_it() {
     });
     daemon.stop();
     relay.stop();
+}
+
+/// libp2p listens with SO_REUSEPORT: without a check, a second daemon or
+/// relay on a taken port would start and split connections with the first.
+#[test]
+fn a_daemon_or_relay_on_a_taken_port_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (init(dir.path(), "alice"), init(dir.path(), "bob"));
+    let first = Daemon::start(&a, "/ip4/127.0.0.1/tcp/0");
+    let taken = support::node::own_tcp_addr(&a);
+    for args in [
+        vec![
+            "--home",
+            b.to_str().unwrap(),
+            "daemon",
+            "--listen",
+            &taken,
+            "--no-mdns",
+        ],
+        vec![
+            "--home",
+            dir.path().join("relay").to_str().unwrap(),
+            "relay",
+            "--listen",
+            &taken,
+        ],
+    ] {
+        let out = bin().args(&args).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+        assert!(said.contains("in use"), "{said}");
+    }
+    // The first one still serves.
+    assert!(cli(&a, &["whoami"])["listen_addrs"].is_array());
+    first.stop();
+}
+
+/// `listen` with no flags: human lines, and only what happens from now on.
+#[test]
+fn listen_shows_what_happens_from_now_on_in_human_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (init(dir.path(), "alice"), init(dir.path(), "bob"));
+    let da = Daemon::start(&alice, "/ip4/127.0.0.1/tcp/0");
+    let db = Daemon::start(&bob, "/ip4/127.0.0.1/tcp/0");
+    befriend(&alice, &bob);
+    cli(&bob, &["send", "alice", "said before listening"]);
+    eventually("alice to have it", || {
+        has_message(&alice, "bob", "said before listening", None).then_some(())
+    });
+    let mut child = bin()
+        .arg("--home")
+        .arg(&alice)
+        .arg("listen")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let rx = support::node::lines_of(stdout);
+    // Sent until one shows (the listener may not have started at first).
+    let mut lines = Vec::new();
+    eventually("a new message to show", || {
+        cli(&bob, &["send", "alice", "said while listening"]);
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+            lines.push(line);
+        }
+        lines
+            .iter()
+            .any(|l| l.contains("said while listening"))
+            .then_some(())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !lines.iter().any(|l| l.contains("said before listening")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.starts_with('{')), "{lines:?}");
+    da.stop();
+    db.stop();
 }

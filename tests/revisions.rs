@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -96,15 +95,7 @@ fn wait_for_event(home: &Path, what: &str, wanted: impl Fn(&Value) -> bool) -> V
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::sync_channel(256);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = support::node::lines_of(stdout);
     let deadline = SystemClock.instant() + Duration::from_secs(60);
     let found = loop {
         let left = deadline.saturating_duration_since(SystemClock.instant());

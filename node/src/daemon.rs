@@ -48,6 +48,7 @@ pub(crate) fn daemon(
             "--relay {bad}: a relay address needs /p2p/<peer id> (as `safemeet relay` prints it)"
         )));
     }
+    crate::ports::ensure_free(&listen)?;
     // The passphrase before the handlers: Ctrl-C at a prompt must still
     // interrupt it, and nothing is open yet.
     home.require_account()?;

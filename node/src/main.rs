@@ -41,6 +41,7 @@ mod home;
 mod messenger;
 mod passphrase;
 mod people;
+mod ports;
 mod relay;
 mod rights;
 mod security;
@@ -216,7 +217,8 @@ enum Command {
     Send {
         /// Who to send to.
         target: String,
-        /// The text.
+        /// The text (at most 16 KiB of UTF-8), or `-` to read it from
+        /// standard input (one trailing newline dropped).
         text: String,
     },
     /// Show the messages with a contact or in a room, oldest first (Lamport order).
@@ -256,11 +258,13 @@ enum Command {
     /// but are not your contacts.
     #[command(subcommand)]
     Request(RequestCommand),
-    /// Print events as JSON lines as they happen, from CURSOR on (0: from the start).
+    /// Print events as they happen (from now on, or after --since CURSOR).
+    /// (Human lines; `--json` for one JSON object per event.)
     Listen {
-        /// Replay events after this cursor first.
-        #[arg(long, default_value_t = 0)]
-        since: u64,
+        /// Replay the events after this cursor first (0: the whole
+        /// history). Without it, only what happens from now on.
+        #[arg(long)]
+        since: Option<u64>,
     },
 }
 
@@ -737,12 +741,19 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             };
             messenger::run(&home, &source, cli.json, messenger::Action::People(action))
         }
-        Command::Send { target, text } => messenger::run(
-            &home,
-            &source,
-            cli.json,
-            messenger::Action::Send { target, text },
-        ),
+        Command::Send { target, text } => {
+            let text = if text == "-" {
+                text_from_stdin()?
+            } else {
+                text
+            };
+            messenger::run(
+                &home,
+                &source,
+                cli.json,
+                messenger::Action::Send { target, text },
+            )
+        }
         Command::Messages { target, limit, ids } => messenger::run(
             &home,
             &source,
@@ -820,4 +831,30 @@ fn rights(
     action: RightsAction,
 ) -> Result<(), Failure> {
     messenger::run(home, source, json, messenger::Action::Rights(action))
+}
+
+/// A message's text from standard input: at most the protocol's limit,
+/// UTF-8, with one trailing newline dropped (`echo hi | safemeet send bob -`).
+fn text_from_stdin() -> Result<String, Failure> {
+    use std::io::Read as _;
+    let max = safemeet_proto::limits::MAX_MESSAGE_TEXT_BYTES;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .take(max as u64 + 2)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::Usage(format!("reading standard input: {e}")))?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    if bytes.len() > max {
+        return Err(Failure::Usage(format!(
+            "the text on standard input is longer than the limit of {} KiB",
+            max / 1024
+        )));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| Failure::Usage("the text on standard input is not UTF-8".into()))
 }

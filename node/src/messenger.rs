@@ -44,7 +44,7 @@ pub(crate) enum Action {
         ids: bool,
     },
     Listen {
-        since: u64,
+        since: Option<u64>,
     },
     RoomCreate {
         name: String,
@@ -213,7 +213,19 @@ impl Api {
     }
 
     /// Prints every event after `since` as it happens, until interrupted.
-    async fn listen(self, since: u64) -> Result<(), Failure> {
+    async fn listen(mut self, since: Option<u64>, json: bool) -> Result<(), Failure> {
+        let since = match since {
+            Some(s) => s,
+            None => self.log_end().await?,
+        };
+        let show = |event: &safemeet_api::Event| {
+            if json {
+                print_json(event)
+            } else {
+                println!("{}", event_line(event));
+                Ok(())
+            }
+        };
         let interrupted = tokio::signal::ctrl_c();
         tokio::pin!(interrupted);
         match self {
@@ -223,7 +235,11 @@ impl Api {
                     tokio::select! {
                         _ = &mut interrupted => return Ok(()),
                         next = sub.next() => match next.map_err(client_failure)? {
-                            Some(event) => print_json(&event)?,
+                            Some(event) if json => print_json(&event)?,
+                            Some(event) => match serde_json::from_value(event.clone()) {
+                                Ok(typed) => show(&typed)?,
+                                Err(_) => print_json(&event)?,
+                            },
                             None => return Ok(()),
                         },
                     }
@@ -234,9 +250,26 @@ impl Api {
                 loop {
                     tokio::select! {
                         _ = &mut interrupted => return Ok(()),
-                        next = feed.next() => print_json(&next.map_err(api_failure)?)?,
+                        next = feed.next() => show(&next.map_err(api_failure)?)?,
                     }
                 }
+            }
+        }
+    }
+
+    /// The cursor of the last event so far: `listen` starts after it.
+    async fn log_end(&mut self) -> Result<u64, Failure> {
+        let mut end = 0;
+        loop {
+            let page: Vec<safemeet_api::Event> = self
+                .call(Request::Events {
+                    since: Some(end),
+                    limit: Some(safemeet_api::MAX_LIMIT),
+                })
+                .await?;
+            match page.last() {
+                Some(last) => end = last.cursor,
+                None => return Ok(end),
             }
         }
     }
@@ -506,13 +539,55 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
             }
         }
         Action::Listen { since } => {
-            return api.listen(since).await;
+            return api.listen(since, json).await;
         }
         Action::People(action) => return crate::people::perform(&mut api, json, action).await,
         Action::Devices(action) => return crate::devices::perform(&mut api, json, action).await,
         Action::Rights(action) => return crate::rights::perform(&mut api, json, action).await,
     }
     Ok(())
+}
+
+/// An event as one human line.
+fn event_line(event: &safemeet_api::Event) -> String {
+    use safemeet_api::EventKind;
+    match &event.kind {
+        EventKind::Message { room_id, message } => format!(
+            "{} {room_id} {}: {}",
+            utc(message.ts),
+            message.sender,
+            shown(&message.text)
+        ),
+        EventKind::Room {
+            name,
+            members,
+            room_id,
+        } => format!(
+            "room {} ({room_id}): {} members",
+            shown(name),
+            members.len()
+        ),
+        EventKind::Delivered { event_id, .. } => format!("delivered {event_id}"),
+        EventKind::StoredAtRelay {
+            event_id,
+            stored_until,
+            ..
+        } => format!("stored at relay until {}: {event_id}", utc(*stored_until)),
+        EventKind::Edited { message, .. } => {
+            format!("edited {}: {}", message.event_id, shown(&message.text))
+        }
+        EventKind::Redacted { event_id, .. } => format!("deleted for everyone {event_id}"),
+        EventKind::Expired { event_id, .. } => format!("expired {event_id}"),
+        EventKind::RoomSettings {
+            room_id,
+            expire_after_ms,
+            ..
+        } => match expire_after_ms {
+            Some(ms) => format!("{room_id}: messages now expire after {} s", ms / 1000),
+            None => format!("{room_id}: messages are now kept"),
+        },
+        _ => format!("event {}", event.cursor),
+    }
 }
 
 /// How a message state reads in the human output.

@@ -237,6 +237,7 @@ pub(crate) fn run(home: &Home, json: bool, args: RelayArgs) -> Result<(), Failur
     }
     let store = MailboxStore::new(backend, limits);
     let service = MailboxService::new(store, key.clone());
+    crate::ports::ensure_free(&config.listen)?;
     let expected = config.listen.len();
     rt.block_on(async {
         let mut relay =

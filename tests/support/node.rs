@@ -212,3 +212,17 @@ pub(crate) fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
         BASE32_NOPAD.encode(secret).to_lowercase().into_bytes(),
     ]
 }
+
+/// The lines a child process writes on stdout, as they come.
+pub(crate) fn lines_of(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(256);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
