@@ -57,6 +57,16 @@ pub(crate) struct Expiry {
     /// commit they came in is applied: a message released in the same
     /// commit (its room key came after both) is there by then.
     early: Vec<EventId>,
+    /// When (wall ms) the last sweep ran.
+    last_sweep: u64,
+    /// How long sweeps wait after the one before (a quarter of the
+    /// shortest limit, from 250 ms to a minute): a sweep reads whole
+    /// timelines, so a long retention over a long history does not read
+    /// them once per expiring message.
+    spacing: u64,
+    /// A sweep is due whatever the spacing: a limit changed, or a message
+    /// arrived expired (it must go before any client hears of it).
+    urgent: bool,
 }
 
 impl Default for Expiry {
@@ -66,6 +76,9 @@ impl Default for Expiry {
             retention: None,
             next: Some(0),
             early: Vec::new(),
+            last_sweep: 0,
+            spacing: 0,
+            urgent: true,
         }
     }
 }
@@ -73,6 +86,21 @@ impl Default for Expiry {
 impl Expiry {
     fn due(&mut self, at: u64) {
         self.next = Some(self.next.map_or(at, |n| n.min(at)));
+    }
+
+    /// Due now, whatever the spacing.
+    fn due_now(&mut self) {
+        self.due(0);
+        self.urgent = true;
+    }
+
+    /// When the next sweep runs (wall ms), if one is due at all.
+    fn sweep_at(&self) -> Option<u64> {
+        let next = self.next?;
+        if self.urgent {
+            return Some(next);
+        }
+        Some(next.max(self.last_sweep.saturating_add(self.spacing)))
     }
 }
 
@@ -83,12 +111,17 @@ impl<S: Store + Clone> Core<S> {
             match item {
                 FollowUp::Message(room, sent) => {
                     if let Some(ms) = self.expiry_of(&room) {
-                        self.expiry.due(sent.saturating_add(ms));
+                        let at = sent.saturating_add(ms);
+                        if at <= self.now.wall.as_millis() {
+                            self.expiry.due_now();
+                        } else {
+                            self.expiry.due(at);
+                        }
                     }
                 }
                 FollowUp::Expiry(room, ms) => {
                     self.expiry.rooms.insert(room, ms);
-                    self.expiry.due(0);
+                    self.expiry.due_now();
                 }
                 FollowUp::Early(target) => {
                     if self.expiry.early.len() < MAX_EARLY_RECHECKS {
@@ -170,13 +203,13 @@ impl<S: Store + Clone> Core<S> {
         )?;
         self.machine.flush()?;
         self.expiry.retention = Some(ms);
-        self.expiry.due(0);
+        self.expiry.due_now();
         Ok(settings)
     }
 
     /// When the core next wants to sweep (monotonic ms).
     pub(crate) fn expiry_due_ms(&self) -> Option<u64> {
-        let next = self.expiry.next?;
+        let next = self.expiry.sweep_at()?;
         let wait = next.saturating_sub(self.now.wall.as_millis());
         Some(self.now.mono_ms().saturating_add(wait))
     }
@@ -189,12 +222,11 @@ impl<S: Store + Clone> Core<S> {
         {
             tracing::warn!(error = %e, "could not apply an early redaction");
         }
-        if self
-            .expiry
-            .next
-            .is_some_and(|n| n <= self.now.wall.as_millis())
-        {
+        let now = self.now.wall.as_millis();
+        if self.expiry.sweep_at().is_some_and(|at| at <= now) {
             self.expiry.next = None;
+            self.expiry.urgent = false;
+            self.expiry.last_sweep = now;
             if let Err(e) = self.sweep() {
                 tracing::warn!(error = %e, "could not delete expired messages");
                 // Try again in a minute rather than at every input.
@@ -258,14 +290,17 @@ impl<S: Store + Clone> Core<S> {
     /// and works out when the next one is due.
     fn sweep(&mut self) -> Result<(), Error> {
         let mut next: Option<u64> = None;
+        let mut shortest: Option<u64> = None;
         for room in self.conversations()? {
             let Some(ms) = self.expiry_of(&room) else {
                 continue;
             };
+            shortest = Some(shortest.map_or(ms, |s| s.min(ms)));
             if let Some(due) = self.sweep_room(room, ms)? {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
         }
+        self.expiry.spacing = shortest.map_or(0, |ms| (ms / 4).clamp(250, 60_000));
         if let Some(due) = next {
             self.expiry.due(due);
         }

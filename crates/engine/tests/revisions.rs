@@ -333,3 +333,32 @@ fn after_a_tombstone_nothing_more_is_taken_from_the_deleted_account() {
     );
     assert!(refused.is_err());
 }
+
+#[test]
+fn messages_under_a_short_expiry_go_within_a_quarter_of_it_after_their_time() {
+    let (mut sim, room) = club(26, |_, _| {});
+    sim.ask(
+        ALICE,
+        Command::SetExpiry {
+            conversation: Conversation::Room(room),
+            expire_after_ms: Some(2_000),
+        },
+    )
+    .unwrap();
+    sim.run_for(Duration::from_secs(1));
+    for n in 0..5 {
+        sim.send_room(ALICE, room, &format!("short {n}"));
+        sim.run_for(Duration::from_millis(300));
+    }
+    // The last was sent 300 ms ago: it expires in 1.7 s, and sweeps wait
+    // at most a quarter of the expiry (500 ms) after the one before.
+    sim.run_for(Duration::from_millis(1_700 + 500));
+    for i in [ALICE, BOB, CAROL] {
+        let left: Vec<_> = sim
+            .room_texts(i, room)
+            .into_iter()
+            .filter(|(t, _)| t.starts_with("short"))
+            .collect();
+        assert!(left.is_empty(), "{i}: {left:?}");
+    }
+}
