@@ -8,9 +8,9 @@
 
 use anyhow::Context;
 use safemeet_api::{
-    Client, ClientError, Contact, ContactAdded, ContactRemoved, EventFeed, Identity, InviteText,
-    Message, Request, Response, Room, RoomBanned, RoomCreated, RoomInvited, RoomLeft, RoomRemoved,
-    Sent, State, UnexpectedResponse, Whoami, dispatch,
+    Client, ClientError, Contact, ContactAdded, ContactRemoved, Identity, InviteText, Message,
+    Request, Response, Room, RoomBanned, RoomCreated, RoomInvited, RoomLeft, RoomRemoved, Sent,
+    State, UnexpectedResponse, Whoami, dispatch,
 };
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_engine::{Config as EngineConfig, Handle as EngineHandle};
@@ -211,72 +211,10 @@ impl Api {
         }
         Ok(all)
     }
-
-    /// Prints every event after `since` as it happens, until interrupted.
-    async fn listen(mut self, since: Option<u64>, json: bool) -> Result<(), Failure> {
-        let since = match since {
-            Some(s) => s,
-            None => self.log_end().await?,
-        };
-        let show = |event: &safemeet_api::Event| {
-            if json {
-                print_json(event)
-            } else {
-                println!("{}", event_line(event));
-                Ok(())
-            }
-        };
-        let interrupted = tokio::signal::ctrl_c();
-        tokio::pin!(interrupted);
-        match self {
-            Api::Daemon(client) => {
-                let mut sub = client.subscribe(since).await.map_err(client_failure)?;
-                loop {
-                    tokio::select! {
-                        _ = &mut interrupted => return Ok(()),
-                        next = sub.next() => match next.map_err(client_failure)? {
-                            Some(event) if json => print_json(&event)?,
-                            Some(event) => match serde_json::from_value(event.clone()) {
-                                Ok(typed) => show(&typed)?,
-                                Err(_) => print_json(&event)?,
-                            },
-                            None => return Ok(()),
-                        },
-                    }
-                }
-            }
-            Api::InProcess { engine, .. } => {
-                let mut feed = EventFeed::new(&engine, since);
-                loop {
-                    tokio::select! {
-                        _ = &mut interrupted => return Ok(()),
-                        next = feed.next() => show(&next.map_err(api_failure)?)?,
-                    }
-                }
-            }
-        }
-    }
-
-    /// The cursor of the last event so far: `listen` starts after it.
-    async fn log_end(&mut self) -> Result<u64, Failure> {
-        let mut end = 0;
-        loop {
-            let page: Vec<safemeet_api::Event> = self
-                .call(Request::Events {
-                    since: Some(end),
-                    limit: Some(safemeet_api::MAX_LIMIT),
-                })
-                .await?;
-            match page.last() {
-                Some(last) => end = last.cursor,
-                None => return Ok(end),
-            }
-        }
-    }
 }
 
 /// A failed request from the daemon: bad input is a usage error.
-fn client_failure(e: ClientError) -> Failure {
+pub(crate) fn client_failure(e: ClientError) -> Failure {
     match e {
         ClientError::Rpc {
             message,
@@ -288,7 +226,7 @@ fn client_failure(e: ClientError) -> Failure {
 }
 
 /// A failed request served in-process: bad input is a usage error.
-fn api_failure(e: safemeet_api::Error) -> Failure {
+pub(crate) fn api_failure(e: safemeet_api::Error) -> Failure {
     if e.is_input() {
         Failure::Usage(e.to_string())
     } else {
@@ -546,48 +484,6 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
         Action::Rights(action) => return crate::rights::perform(&mut api, json, action).await,
     }
     Ok(())
-}
-
-/// An event as one human line.
-fn event_line(event: &safemeet_api::Event) -> String {
-    use safemeet_api::EventKind;
-    match &event.kind {
-        EventKind::Message { room_id, message } => format!(
-            "{} {room_id} {}: {}",
-            utc(message.ts),
-            message.sender,
-            shown(&message.text)
-        ),
-        EventKind::Room {
-            name,
-            members,
-            room_id,
-        } => format!(
-            "room {} ({room_id}): {} members",
-            shown(name),
-            members.len()
-        ),
-        EventKind::Delivered { event_id, .. } => format!("delivered {event_id}"),
-        EventKind::StoredAtRelay {
-            event_id,
-            stored_until,
-            ..
-        } => format!("stored at relay until {}: {event_id}", utc(*stored_until)),
-        EventKind::Edited { message, .. } => {
-            format!("edited {}: {}", message.event_id, shown(&message.text))
-        }
-        EventKind::Redacted { event_id, .. } => format!("deleted for everyone {event_id}"),
-        EventKind::Expired { event_id, .. } => format!("expired {event_id}"),
-        EventKind::RoomSettings {
-            room_id,
-            expire_after_ms,
-            ..
-        } => match expire_after_ms {
-            Some(ms) => format!("{room_id}: messages now expire after {} s", ms / 1000),
-            None => format!("{room_id}: messages are now kept"),
-        },
-        _ => format!("event {}", event.cursor),
-    }
 }
 
 /// How a message state reads in the human output.

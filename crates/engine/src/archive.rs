@@ -15,23 +15,20 @@
 //! start. With `--retire-old`, the imported device then revokes the
 //! device that exported it (it holds the master key): the new list is
 //! owed to every contact device and own device, and each gets it as soon
-//! as this device has an Olm session with it (see [`OwedLists`]).
+//! as this device has an Olm session with it (see `device_lists`).
 
 use safemeet_crypto::machine::CryptoMachine;
 use safemeet_proto::{DeviceId, Timestamp, UserId, codec};
-use safemeet_store::{Keyspace, Store};
+use safemeet_store::Store;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::Error;
 use crate::core::Core;
 use crate::link::{LinkSummary, MAX_BUNDLE_BYTES, MAX_HISTORY_DAYS};
-use crate::records::{MAX_RECORD_BYTES, name};
 
 /// The body's format version.
 const BODY_VERSION: u8 = 1;
-/// Most devices a device list is owed to at once.
-const MAX_OWED: usize = 4096;
 
 /// What an archive holds, inside its sealed envelope.
 #[derive(Serialize, Deserialize)]
@@ -110,14 +107,6 @@ pub struct ArchiveExport {
     pub summary: LinkSummary,
 }
 
-/// The devices this device owes its current device list: they had no
-/// Olm session with it when the list changed.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub(crate) struct OwedLists {
-    version: u8,
-    devices: Vec<(UserId, DeviceId)>,
-}
-
 impl<S: Store + Clone> Core<S> {
     /// Issues the device an archive becomes and returns the archive's body
     /// (secret; the node seals it) with what it carries. Only on the
@@ -141,66 +130,6 @@ impl<S: Store + Clone> Core<S> {
         let bytes = Zeroizing::new(codec::encode_limited(&body, MAX_BUNDLE_BYTES + 4096)?);
         self.security("archive_exported", Some(device_id.to_string()));
         Ok((bytes, ArchiveExport { info, summary }))
-    }
-
-    /// Remembers the devices that did not get this user's device list
-    /// because this device has no Olm session with them yet.
-    pub(crate) fn owe_list(&mut self, devices: Vec<(UserId, DeviceId)>) -> Result<(), Error> {
-        if devices.is_empty() {
-            return Ok(());
-        }
-        let mut owed = self.owed_lists()?;
-        for d in devices {
-            if !owed.devices.contains(&d) && owed.devices.len() < MAX_OWED {
-                owed.devices.push(d);
-            }
-        }
-        self.put_owed(&owed)
-    }
-
-    fn put_owed(&self, owed: &OwedLists) -> Result<(), Error> {
-        self.store.put(
-            Keyspace::Contacts,
-            name::OWED_LISTS,
-            &codec::encode_limited(owed, MAX_RECORD_BYTES)?,
-        )?;
-        Ok(())
-    }
-
-    fn owed_lists(&self) -> Result<OwedLists, Error> {
-        Ok(
-            match self.store.get(Keyspace::Contacts, name::OWED_LISTS)? {
-                Some(bytes) => codec::decode(&bytes, MAX_RECORD_BYTES)?,
-                None => OwedLists::default(),
-            },
-        )
-    }
-
-    /// Sends the current device list to each device it is owed to that
-    /// this device now has an Olm session with (a contact device whose
-    /// first message just came, say).
-    pub(crate) fn pay_owed_lists(&mut self) {
-        let paid = self.owed_lists().and_then(|mut owed| {
-            if owed.devices.is_empty() {
-                return Ok(());
-            }
-            let mut ready = Vec::new();
-            for d in std::mem::take(&mut owed.devices) {
-                if self.machine.has_session(&d.1)? {
-                    ready.push(d);
-                } else {
-                    owed.devices.push(d);
-                }
-            }
-            if ready.is_empty() {
-                return Ok(());
-            }
-            self.send_device_list(&ready);
-            self.put_owed(&owed)
-        });
-        if let Err(e) = paid {
-            tracing::warn!(error = %e, "an owed device list was not sent");
-        }
     }
 }
 

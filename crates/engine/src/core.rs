@@ -124,6 +124,9 @@ pub struct Core<S: Store> {
     pub(crate) verify: crate::verify::Verifications,
     /// Names and sightings of this user's other devices.
     pub(crate) own_devices: crate::own_devices::OwnDevices,
+    /// No device list is owed to any device (see `archive`): known once
+    /// read, so the check on every to-device message reads nothing.
+    pub(crate) owed_none: bool,
     /// Rooms' expiries, this device's retention, when the next is due.
     pub(crate) expiry: crate::expiry::Expiry,
     /// The first input was handled.
@@ -209,6 +212,7 @@ impl<S: Store + Clone> Core<S> {
             requests: Default::default(),
             verify: Default::default(),
             own_devices: Default::default(),
+            owed_none: false,
             expiry: Default::default(),
             started: false,
             config,
@@ -307,18 +311,6 @@ impl<S: Store + Clone> Core<S> {
     pub(crate) fn security(&self, event: &str, subject: Option<String>) {
         if let Some(sink) = &self.config.security {
             (sink.0)(event, subject);
-        }
-    }
-
-    /// Counters of the core's queues, for metrics and tests.
-    pub fn stats(&self) -> Stats {
-        Stats {
-            pending: self.outbox.pending.len(),
-            unrouted: self.outbox.unrouted_len(),
-            in_flight: self.outbox.in_flight,
-            gossip_window: self.gossip.window.len(),
-            acks_queued: self.acks.len(),
-            acks_dropped: self.acks.dropped,
         }
     }
 
@@ -583,38 +575,6 @@ impl<S: Store + Clone> Core<S> {
             self.out.push(Output::LogCursor(self.log_next));
         }
     }
-
-    /// When to try again after `attempts` failures (monotonic ms):
-    /// exponential backoff from `retry_initial`, at most `max`, each delay
-    /// drawn between half and all of it. Without the jitter, deliveries
-    /// that failed together retry together: a device that dials many
-    /// contacts at once (a room key for a large room) meets the connection
-    /// limits again at every retry.
-    pub(crate) fn backoff(&mut self, attempts: u32, max: Duration) -> u64 {
-        let delay =
-            crate::outbox::backoff_delay(self.config.retry_initial, attempts, max, &mut self.rng);
-        self.now
-            .mono_ms()
-            .saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
-    }
-}
-
-/// Counters of the core's queues.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Outbox items in memory waiting for delivery.
-    pub pending: usize,
-    /// Outbox items with no known recipient device yet.
-    pub unrouted: usize,
-    /// Deliveries and deposits in flight.
-    pub in_flight: usize,
-    /// Room messages holding a place in the gossip window.
-    pub gossip_window: usize,
-    /// Acknowledgement frames waiting or in flight.
-    pub acks_queued: usize,
-    /// Acknowledgement frames given up (queue full, or out of retries).
-    pub acks_dropped: u64,
 }
 
 /// Where a message goes.

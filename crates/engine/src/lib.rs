@@ -48,7 +48,9 @@ mod config;
 mod contacts;
 mod core;
 mod deletion;
+mod device_lists;
 mod error;
+mod event_log;
 mod events;
 mod expiry;
 #[doc(hidden)]
@@ -75,6 +77,7 @@ mod requests;
 mod revisions;
 mod rooms;
 mod send;
+mod stats;
 mod timeline;
 mod topics;
 mod verify;
@@ -87,7 +90,7 @@ pub use crate::config::{
     Config, SecurityEntries, SecurityFn, SecurityReadFn, SecurityReader, SecurityRecord,
     SecuritySink,
 };
-pub use crate::core::{Core, Now, Stats};
+pub use crate::core::{Core, Now};
 pub use crate::deletion::{DeletionReport, DeletionStep};
 pub use crate::error::{Error, ErrorKind};
 pub use crate::events::{
@@ -103,6 +106,7 @@ pub use crate::records::{LogEntry, MessageState, Removal, Revision, TimelineEntr
 pub use crate::relay_client::PurgeOutcome;
 pub use crate::requests::{MAX_REQUEST_FRAMES, MessageRequest};
 pub use crate::rooms::dm_room_id;
+pub use crate::stats::Stats;
 pub use crate::topics::DIRECT_ROOM_MAX_DEVICES;
 pub use crate::verify::{MAX_FLOWS, VerificationView};
 pub use safemeet_proto::invite::{INVITE_PREFIX, INVITE_VERSION, Invite};

@@ -20,7 +20,7 @@
 //! the new device as soon as it learns the new list.
 
 use safemeet_crypto::machine::CryptoMachine;
-use safemeet_proto::event::{DEVICE_LIST_NOTICE_VERSION, DeviceListNotice, ToDeviceEvent};
+use safemeet_proto::event::ToDeviceEvent;
 use safemeet_proto::identity::{DeviceCertificate, DeviceList, OneTimeKey, Signed};
 use safemeet_proto::{DeviceId, RoomId, UserId, codec};
 use safemeet_store::{Keyspace, Store};
@@ -346,76 +346,6 @@ impl<S: Store + Clone> Core<S> {
         self.devices_changed = true;
         self.rooms_changed = true;
         Ok(summary)
-    }
-
-    /// Sends this user's device list to every contact device and to this
-    /// user's other devices, with `keys` for new devices to start Olm
-    /// sessions from. A device that cannot be reached now gets it from the
-    /// outbox later; one with no Olm session is skipped (it learns the list
-    /// from the next invite or notice).
-    pub(crate) fn announce_devices(&mut self, keys: Vec<Signed<OneTimeKey>>) {
-        self.own_devices.devices_changed();
-        let me = self.user_id();
-        let targets = (|| -> Result<Vec<(UserId, DeviceId)>, Error> {
-            let mut users: Vec<UserId> = vec![me];
-            users.extend(self.contact_records()?.iter().map(|c| c.user_id));
-            let mut targets = Vec::new();
-            for user in users {
-                for device in self.machine.user_devices(&user)? {
-                    targets.push((user, device.device_id));
-                }
-            }
-            Ok(targets)
-        })();
-        match targets {
-            Ok(targets) => self.send_device_list_with(&targets, keys),
-            Err(e) => tracing::warn!(error = %e, "the new device list was not announced"),
-        }
-    }
-
-    /// Sends this user's device list to these devices; the ones this
-    /// device has no Olm session with yet are owed it (see `archive`).
-    pub(crate) fn send_device_list(&mut self, targets: &[(UserId, DeviceId)]) {
-        self.send_device_list_with(targets, Vec::new());
-    }
-
-    fn send_device_list_with(
-        &mut self,
-        targets: &[(UserId, DeviceId)],
-        keys: Vec<Signed<OneTimeKey>>,
-    ) {
-        let me = self.user_id();
-        let this = self.machine.account().device_id();
-        let sent = self.machine.signed_device_list(&me).and_then(|held| {
-            let Some((device_list, certificates)) = held else {
-                return Ok(Vec::new());
-            };
-            let notice = DeviceListNotice {
-                version: DEVICE_LIST_NOTICE_VERSION,
-                device_list,
-                certificates,
-                keys,
-            };
-            let mut owed = Vec::new();
-            for &(user, device) in targets {
-                if device == this {
-                    continue;
-                }
-                if !self.machine.has_session(&device)? {
-                    owed.push((user, device));
-                    continue;
-                }
-                let event = ToDeviceEvent::DeviceList(Box::new(notice.clone()));
-                self.send_to_device(user, device, event);
-            }
-            Ok(owed)
-        });
-        let owed = sent
-            .map_err(Error::from)
-            .and_then(|owed| self.owe_list(owed));
-        if let Err(e) = owed {
-            tracing::warn!(error = %e, "the new device list was not announced");
-        }
     }
 
     /// Queues one to-device event; a failure is logged (the event is lost

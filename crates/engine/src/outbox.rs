@@ -147,6 +147,19 @@ pub(crate) fn backoff_delay(
 }
 
 impl<S: Store + Clone> Core<S> {
+    /// When to try again after `attempts` failures (monotonic ms):
+    /// exponential backoff from `retry_initial`, at most `max`, each delay
+    /// drawn between half and all of it. Without the jitter, deliveries
+    /// that failed together retry together: a device that dials many
+    /// contacts at once (a room key for a large room) meets the connection
+    /// limits again at every retry.
+    pub(crate) fn backoff(&mut self, attempts: u32, max: Duration) -> u64 {
+        let delay = backoff_delay(self.config.retry_initial, attempts, max, &mut self.rng);
+        self.now
+            .mono_ms()
+            .saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+    }
+
     /// Starts reading the stored outbox into the delivery queue (after a
     /// restart), up to [`OUTBOX_WINDOW`] items.
     pub(crate) fn resume_outbox(&mut self) -> Result<(), Error> {

@@ -1,0 +1,112 @@
+//! `safemeet listen`: events as they happen, as human lines or JSON.
+
+use safemeet_api::{EventFeed, Request};
+
+use crate::failure::Failure;
+use crate::messenger::{Api, api_failure, client_failure, print_json, shown, utc};
+
+impl Api {
+    /// Prints every event after `since` as it happens, until interrupted.
+    pub(crate) async fn listen(mut self, since: Option<u64>, json: bool) -> Result<(), Failure> {
+        let since = match since {
+            Some(s) => s,
+            None => self.log_end().await?,
+        };
+        let show = |event: &safemeet_api::Event| {
+            if json {
+                print_json(event)
+            } else {
+                println!("{}", event_line(event));
+                Ok(())
+            }
+        };
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
+        match self {
+            Api::Daemon(client) => {
+                let mut sub = client.subscribe(since).await.map_err(client_failure)?;
+                loop {
+                    tokio::select! {
+                        _ = &mut interrupted => return Ok(()),
+                        next = sub.next() => match next.map_err(client_failure)? {
+                            Some(event) if json => print_json(&event)?,
+                            Some(event) => match serde_json::from_value(event.clone()) {
+                                Ok(typed) => show(&typed)?,
+                                Err(_) => print_json(&event)?,
+                            },
+                            None => return Ok(()),
+                        },
+                    }
+                }
+            }
+            Api::InProcess { engine, .. } => {
+                let mut feed = EventFeed::new(&engine, since);
+                loop {
+                    tokio::select! {
+                        _ = &mut interrupted => return Ok(()),
+                        next = feed.next() => show(&next.map_err(api_failure)?)?,
+                    }
+                }
+            }
+        }
+    }
+
+    /// The cursor of the last event so far: `listen` starts after it.
+    async fn log_end(&mut self) -> Result<u64, Failure> {
+        let mut end = 0;
+        loop {
+            let page: Vec<safemeet_api::Event> = self
+                .call(Request::Events {
+                    since: Some(end),
+                    limit: Some(safemeet_api::MAX_LIMIT),
+                })
+                .await?;
+            match page.last() {
+                Some(last) => end = last.cursor,
+                None => return Ok(end),
+            }
+        }
+    }
+}
+
+/// An event as one human line.
+fn event_line(event: &safemeet_api::Event) -> String {
+    use safemeet_api::EventKind;
+    match &event.kind {
+        EventKind::Message { room_id, message } => format!(
+            "{} {room_id} {}: {}",
+            utc(message.ts),
+            message.sender,
+            shown(&message.text)
+        ),
+        EventKind::Room {
+            name,
+            members,
+            room_id,
+        } => format!(
+            "room {} ({room_id}): {} members",
+            shown(name),
+            members.len()
+        ),
+        EventKind::Delivered { event_id, .. } => format!("delivered {event_id}"),
+        EventKind::StoredAtRelay {
+            event_id,
+            stored_until,
+            ..
+        } => format!("stored at relay until {}: {event_id}", utc(*stored_until)),
+        EventKind::Edited { message, .. } => {
+            format!("edited {}: {}", message.event_id, shown(&message.text))
+        }
+        EventKind::Redacted { event_id, .. } => format!("deleted for everyone {event_id}"),
+        EventKind::Expired { event_id, .. } => format!("expired {event_id}"),
+        EventKind::RoomSettings {
+            room_id,
+            expire_after_ms,
+            ..
+        } => match expire_after_ms {
+            Some(ms) => format!("{room_id}: messages now expire after {} s", ms / 1000),
+            None => format!("{room_id}: messages are now kept"),
+        },
+        _ => format!("event {}", event.cursor),
+    }
+}
