@@ -1315,37 +1315,39 @@ fn a_relay_hands_out_no_address_of_a_daemon_that_connected_to_it() {
         });
 
         // A stranger asks the relay for Alice's peer id, and dials what it
-        // is told of.
+        // is told of. The server's identify may reach the relay a moment
+        // after the relay's reached the server, so the stranger asks again
+        // until the server is named; Alice must never be.
         let mut asker = dht_node(false);
         asker
             .behaviour_mut()
             .kad
             .add_address(&relay.peer, relay.addr.clone());
-        asker.behaviour_mut().kad.get_closest_peers(alice);
         let mut dialled = Vec::new();
         tokio::time::timeout(WAIT, async {
-            loop {
-                match asker.select_next_some().await {
-                    SwarmEvent::Dialing {
-                        peer_id: Some(p), ..
-                    } => dialled.push(p),
-                    SwarmEvent::Behaviour(DhtNodeEvent::Kad(
-                        libp2p::kad::Event::OutboundQueryProgressed { step, .. },
-                    )) if step.last => return,
-                    _ => {}
+            while !dialled.contains(&server_id) {
+                asker.behaviour_mut().kad.get_closest_peers(alice);
+                loop {
+                    match asker.select_next_some().await {
+                        SwarmEvent::Dialing {
+                            peer_id: Some(p), ..
+                        } => dialled.push(p),
+                        SwarmEvent::Behaviour(DhtNodeEvent::Kad(
+                            libp2p::kad::Event::OutboundQueryProgressed { step, .. },
+                        )) if step.last => break,
+                        _ => {}
+                    }
                 }
+                assert!(
+                    !dialled.contains(&alice),
+                    "the relay handed out Alice's addresses"
+                );
             }
         })
         .await
-        .expect("the query finished");
-        assert!(
-            dialled.contains(&server_id),
-            "the relay answered FIND_NODE with the DHT server it knows: {dialled:?}"
-        );
-        assert!(
-            !dialled.contains(&alice),
-            "the relay handed out Alice's addresses"
-        );
+        .unwrap_or_else(|_| {
+            panic!("the relay never answered FIND_NODE with the DHT server it knows: {dialled:?}")
+        });
     });
     daemon.stop();
     relay.stop();
