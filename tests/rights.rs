@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -13,7 +13,8 @@ mod support;
 
 use support::contains;
 use support::node::{
-    Daemon, cli, cli_fails as failed, eventually, files_under, forms, init, secrets_of, store_dump,
+    Daemon, alice_and_bob, cli, cli_fails as failed, eventually, files_under, forms, init,
+    secrets_of, store_dump,
 };
 
 /// Bob's view of Alice.
@@ -25,22 +26,6 @@ fn alice_at(bob: &Path) -> Value {
         .find(|c| c["name"] == "alice")
         .unwrap()
         .clone()
-}
-
-/// Alice and Bob, each with a daemon, contacts of each other.
-fn alice_and_bob(dir: &Path) -> (PathBuf, PathBuf, Daemon, Daemon) {
-    let (alice, bob) = (init(dir, "alice"), init(dir, "bob"));
-    let (da, db) = (Daemon::start(&alice), Daemon::start(&bob));
-    let invite = |home: &Path| {
-        cli(home, &["invite"])["invite"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let (ia, ib) = (invite(&alice), invite(&bob));
-    cli(&alice, &["contact", "add", &ib, "--name", "bob"]);
-    cli(&bob, &["contact", "add", &ia, "--name", "alice"]);
-    (alice, bob, da, db)
 }
 
 #[test]

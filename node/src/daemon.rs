@@ -1,5 +1,6 @@
 //! `safemeet daemon`: the node and its API, until SIGINT or SIGTERM.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
@@ -20,6 +21,58 @@ pub(crate) struct Network {
     pub(crate) bootstrap: Vec<Multiaddr>,
     pub(crate) no_mdns: bool,
     pub(crate) relays: Vec<Multiaddr>,
+    pub(crate) web: Web,
+}
+
+/// Where the web app is served (`--web`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Web {
+    /// Not asked: [`DEFAULT_WEB`], or a free loopback port if that is taken.
+    Default,
+    /// `--web off`.
+    Off,
+    /// `--web ADDR`: there, or the daemon does not start.
+    At(SocketAddr),
+}
+
+/// The web app's address when none is given.
+pub(crate) const DEFAULT_WEB: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7373);
+
+impl std::str::FromStr for Web {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "off" {
+            return Ok(Web::Off);
+        }
+        s.parse().map(Web::At).map_err(|_| {
+            format!("{s:?} is not an address: give IP:PORT (for example 127.0.0.1:7373) or off")
+        })
+    }
+}
+
+/// Binds the web app's address before anything else starts: a taken port
+/// or a non-loopback address is a usage error (exit 2).
+fn bind_web(web: Web) -> Result<Option<std::net::TcpListener>, Failure> {
+    let usage = |e: safemeet_web::StartError| Failure::Usage(e.to_string());
+    match web {
+        Web::Off => Ok(None),
+        Web::At(addr) => safemeet_web::bind(addr).map(Some).map_err(usage),
+        Web::Default => match safemeet_web::bind(DEFAULT_WEB) {
+            Ok(listener) => Ok(Some(listener)),
+            Err(safemeet_web::StartError::Bind(_, e))
+                if e.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                tracing::warn!(
+                    "{DEFAULT_WEB} is taken (another daemon?): the web app gets a free port; \
+                     choose one with --web"
+                );
+                let any = SocketAddr::new(DEFAULT_WEB.ip(), 0);
+                safemeet_web::bind(any).map(Some).map_err(usage)
+            }
+            Err(e) => Err(usage(e)),
+        },
+    }
 }
 
 /// `safemeet daemon`: runs the node and the API until SIGINT or SIGTERM.
@@ -39,6 +92,7 @@ pub(crate) fn daemon(
         bootstrap,
         no_mdns,
         relays,
+        web,
     } = network;
     if let Some(bad) = relays.iter().find(|a| {
         !a.iter()
@@ -49,6 +103,7 @@ pub(crate) fn daemon(
         )));
     }
     crate::ports::ensure_free(&listen)?;
+    let web = bind_web(web)?;
     // The passphrase before the handlers: Ctrl-C at a prompt must still
     // interrupt it, and nothing is open yet.
     home.require_account()?;
@@ -57,6 +112,8 @@ pub(crate) fn daemon(
     let stop = crate::shutdown::install(&rt)?;
     // Seconds of Argon2id; a signal meanwhile is seen right after.
     let (store, log) = home.unlock(&passphrase)?;
+    drop(passphrase);
+    let log = std::sync::Arc::new(log);
     tracing::debug!("profile unlocked");
     if stop.is_cancelled() {
         // The crypto machine was not opened: nothing to close.
@@ -72,10 +129,11 @@ pub(crate) fn daemon(
         if !listen.is_empty() {
             net.listen = listen;
         }
-        let (engine, identity) = start_engine(store, net, log)?;
+        let (engine, identity) = start_engine(store, net, log.clone())?;
         tracing::debug!("engine started");
         // From here every way out goes through the engine's shutdown.
-        let outcome = serve_until_stopped(home, &engine, identity, json, &stop).await;
+        let web = web.map(|listener| (listener, web_config(home, &engine, log)));
+        let outcome = serve_until_stopped(home, &engine, identity, json, &stop, web).await;
         if let Err(e) = engine.shutdown().await {
             tracing::warn!(error = %e, "the engine did not shut down cleanly");
         }
@@ -93,10 +151,22 @@ async fn serve_until_stopped(
     identity: Identity,
     json: bool,
     stop: &CancellationToken,
+    web: Option<(std::net::TcpListener, safemeet_web::Config)>,
 ) -> Result<(), Failure> {
     let socket = home.socket();
     // The API stops with the daemon: the same token, cancelled first.
     let api_stop = stop.child_token();
+    let mut web_url = None;
+    let web_server = match web {
+        Some((listener, config)) => {
+            web_url = listener.local_addr().ok().map(|a| format!("http://{a}/"));
+            let (engine, identity, api_stop) = (engine.clone(), identity.clone(), api_stop.clone());
+            Some(tokio::spawn(async move {
+                safemeet_web::serve_until(listener, engine, identity, config, api_stop).await
+            }))
+        }
+        None => None,
+    };
     let mut server = {
         let (socket, engine, api_stop) = (socket.clone(), engine.clone(), api_stop.clone());
         tokio::spawn(
@@ -106,7 +176,7 @@ async fn serve_until_stopped(
     let addrs = tokio::select! {
         biased;
         () = stop.cancelled() => {
-            stop_api(&api_stop, server).await;
+            stop_api(&api_stop, server, web_server).await;
             return Ok(());
         }
         addrs = wait_for_addrs(engine) => addrs,
@@ -118,13 +188,20 @@ async fn serve_until_stopped(
     if json {
         println!(
             "{}",
-            json!({ "listen_addrs": full, "socket": socket.display().to_string() })
+            json!({
+                "listen_addrs": full,
+                "socket": socket.display().to_string(),
+                "web": web_url,
+            })
         );
     } else {
         for a in &full {
             println!("listening on {a}");
         }
         println!("API socket: {}", socket.display());
+        if let Some(url) = &web_url {
+            println!("web app: {url}");
+        }
     }
     tracing::info!("daemon running");
     let outcome = tokio::select! {
@@ -135,22 +212,45 @@ async fn serve_until_stopped(
             _ => Err(Failure::Other(anyhow::anyhow!("API server stopped"))),
         },
     };
-    stop_api(&api_stop, server).await;
+    stop_api(&api_stop, server, web_server).await;
     outcome
 }
 
-/// Stops the API server and waits (bounded) until its connections ended.
+/// What the web app needs from the daemon: the peer id for its cookie's
+/// name, a passphrase check against the key file, and the security log.
+fn web_config(
+    home: &Home,
+    engine: &EngineHandle,
+    log: std::sync::Arc<crate::security::SecurityLog>,
+) -> safemeet_web::Config {
+    let home = home.clone();
+    safemeet_web::Config {
+        instance: engine.peer_id().to_string(),
+        check_passphrase: std::sync::Arc::new(move |p: &str| {
+            home.passphrase_opens(&safemeet_crypto::at_rest::Passphrase::new(p))
+        }),
+        record: std::sync::Arc::new(move |event: &str, subject: Option<String>| {
+            log.record(event, subject);
+        }),
+    }
+}
+
+/// Stops the API servers and waits (bounded) until their connections
+/// ended.
 async fn stop_api(
     api_stop: &CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    web: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 ) {
     api_stop.cancel();
-    let abort = server.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .is_err()
-    {
-        abort.abort();
+    for task in std::iter::once(server).chain(web) {
+        let abort = task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
 }
 

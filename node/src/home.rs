@@ -34,7 +34,7 @@ const MIGRATIONS: &[migrate::Migration] = &[];
 /// An unlocked profile store.
 pub(crate) type ProfileStore = EncryptedStore<SledStore>;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Home {
     dir: PathBuf,
 }
@@ -200,6 +200,15 @@ impl Home {
             self.rewrap(&key, passphrase)?;
         }
         Ok(key)
+    }
+
+    /// Whether `passphrase` opens the key file (a KDF run; nothing is
+    /// written, a wrong one is not noted: the caller logs it).
+    pub(crate) fn passphrase_opens(&self, passphrase: &Passphrase) -> bool {
+        let Ok(text) = read_bounded(&self.keyfile(), MAX_KEYFILE_BYTES) else {
+            return false;
+        };
+        KeyFile::from_json(&text).is_ok_and(|k| k.unwrap_key(passphrase).is_ok())
     }
 
     /// The security log, for reading while a daemon may hold the store:

@@ -133,6 +133,10 @@ enum Command {
         /// among its addresses (in invites too).
         #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
         relay: Vec<libp2p::Multiaddr>,
+        /// Serve the web app and the HTTP API here (a loopback IP:PORT), or
+        /// `off`. Default: 127.0.0.1:7373, or a free port if that is taken.
+        #[arg(long, value_name = "ADDR|off", value_parser = parse::<daemon::Web>)]
+        web: Option<daemon::Web>,
     },
     /// Run a relay: keep encrypted envelopes for devices that are offline
     /// (no account needed; its identity and mailboxes live under --home).
@@ -351,6 +355,7 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             bootstrap,
             no_mdns,
             relay,
+            web,
         } => daemon::daemon(
             &home,
             &source,
@@ -360,6 +365,7 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
                 bootstrap,
                 no_mdns,
                 relays: relay,
+                web: web.unwrap_or(daemon::Web::Default),
             },
         ),
         Command::Relay(args) => relay::run(&home, cli.json, args),

@@ -102,11 +102,10 @@ pub(crate) fn identity(machine: &CryptoMachine<safemeet_store_sled::SledStore>) 
 pub(crate) fn start_engine(
     store: ProfileStore,
     net: safemeet_net::Config,
-    log: crate::security::SecurityLog,
+    log: std::sync::Arc<crate::security::SecurityLog>,
 ) -> Result<(EngineHandle, Identity), Failure> {
     let machine = CryptoMachine::open(store)?;
     let identity = identity(&machine);
-    let log = std::sync::Arc::new(log);
     let reader = log.clone();
     let config = EngineConfig {
         net,
@@ -152,7 +151,7 @@ async fn in_process(
         mdns: false,
         ..safemeet_net::Config::default()
     };
-    let (engine, identity) = start_engine(store, net, log)?;
+    let (engine, identity) = start_engine(store, net, std::sync::Arc::new(log))?;
     let api = Api::InProcess {
         engine: engine.clone(),
         identity,

@@ -70,9 +70,28 @@ pub(crate) fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) ->
     panic!("timed out waiting for {what}")
 }
 
+/// Alice and Bob, each with a daemon, contacts of each other (as "alice"
+/// and "bob").
+pub(crate) fn alice_and_bob(dir: &Path) -> (PathBuf, PathBuf, Daemon, Daemon) {
+    let (alice, bob) = (init(dir, "alice"), init(dir, "bob"));
+    let (da, db) = (Daemon::start(&alice), Daemon::start(&bob));
+    let invite = |home: &Path| {
+        cli(home, &["invite"])["invite"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (ia, ib) = (invite(&alice), invite(&bob));
+    cli(&alice, &["contact", "add", &ib, "--name", "bob"]);
+    cli(&bob, &["contact", "add", &ia, "--name", "alice"]);
+    (alice, bob, da, db)
+}
+
 /// A daemon on 127.0.0.1; killed when dropped.
 pub(crate) struct Daemon {
     pub(crate) process: super::Reaped,
+    /// The web app's address (`http://127.0.0.1:PORT/`), if it serves one.
+    pub(crate) web: Option<String>,
 }
 
 impl Daemon {
@@ -84,12 +103,19 @@ impl Daemon {
         Self::start_with(home, listen, &[])
     }
 
-    /// With more `daemon` arguments (`--relay ADDR`).
+    /// With more `daemon` arguments (`--relay ADDR`). The web app gets a
+    /// free port unless `--web` is among them.
     pub(crate) fn start_with(home: &Path, listen: &str, extra: &[&str]) -> Self {
+        let web: &[&str] = if extra.contains(&"--web") {
+            &[]
+        } else {
+            &["--web", "127.0.0.1:0"]
+        };
         let mut child = bin()
             .arg("--home")
             .arg(home)
             .args(["daemon", "--listen", listen, "--no-mdns", "--json"])
+            .args(web)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -106,7 +132,8 @@ impl Daemon {
         let line = rx.recv_timeout(WAIT).expect("the daemon started");
         let v: Value = serde_json::from_str(&line).unwrap();
         assert!(!v["listen_addrs"].as_array().unwrap().is_empty(), "{v}");
-        Self { process }
+        let web = v["web"].as_str().map(str::to_owned);
+        Self { process, web }
     }
 
     pub(crate) fn stop(mut self) {

@@ -196,7 +196,13 @@ async fn serve(
                 .contacts()
                 .await?
                 .into_iter()
-                .map(Into::into)
+                .map(|c| {
+                    let room_id = safemeet_engine::dm_room_id(&engine.user_id(), &c.user_id);
+                    crate::Contact {
+                        room_id: Some(room_id),
+                        ..c.into()
+                    }
+                })
                 .collect(),
         ),
         Request::ContactRemove { target } => {

@@ -42,6 +42,12 @@ pub enum Error {
     /// The method streams (`subscribe`) and this transport answers once.
     #[error("{0} needs a streaming transport")]
     NeedsStream(&'static str),
+    /// The method names a file on the daemon's machine, and this transport
+    /// (HTTP) may not write there.
+    #[error(
+        "{0} is served on the local socket only: it writes files on the daemon's machine (use the CLI)"
+    )]
+    LocalOnly(&'static str),
     /// No contact is called this (by name, username or user id).
     #[error("no contact {0:?}")]
     UnknownContact(String),
@@ -88,9 +94,10 @@ impl Error {
     pub fn code(&self) -> i64 {
         match self {
             Error::Parse(_) => codes::PARSE_ERROR,
-            Error::InvalidRequest(_) | Error::LineTooLong { .. } | Error::NeedsStream(_) => {
-                codes::INVALID_REQUEST
-            }
+            Error::InvalidRequest(_)
+            | Error::LineTooLong { .. }
+            | Error::NeedsStream(_)
+            | Error::LocalOnly(_) => codes::INVALID_REQUEST,
             Error::MethodNotFound(_) => codes::METHOD_NOT_FOUND,
             Error::InvalidParams { .. } => codes::INVALID_PARAMS,
             Error::UnknownContact(_)
@@ -119,6 +126,7 @@ impl Error {
             Error::MethodNotFound(_) => "method_not_found",
             Error::InvalidParams { .. } => "invalid_params",
             Error::NeedsStream(_) => "needs_stream",
+            Error::LocalOnly(_) => "local_only",
             Error::UnknownContact(_) | Error::Engine(EngineError::UnknownContact(_)) => {
                 "unknown_contact"
             }
@@ -188,6 +196,7 @@ mod tests {
                 "invalid_params",
             ),
             (Error::NeedsStream("subscribe"), -32600, "needs_stream"),
+            (Error::LocalOnly("export.archive"), -32600, "local_only"),
             (Error::UnknownContact("x".into()), -32001, "unknown_contact"),
             (Error::UnknownRoom("x".into()), -32001, "unknown_room"),
             (Error::NotFound("x".into()), -32001, "not_found"),

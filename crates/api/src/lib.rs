@@ -66,7 +66,9 @@ pub use response::{
 };
 #[doc(hidden)]
 pub use server::fuzz_request_line;
-pub use server::{MAX_CONNECTIONS, WRITE_TIMEOUT, serve, serve_until};
+pub use server::{
+    MAX_CONNECTIONS, WRITE_TIMEOUT, answer, parse_request, refusal, serve, serve_until,
+};
 
 /// Longest request or response line: room for a page of a few of the
 /// largest messages (16 KiB of text can take 96 KiB as JSON), small

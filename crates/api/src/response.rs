@@ -513,6 +513,9 @@ pub struct Contact {
     /// Their avatar, if they set one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avatar: Option<AvatarView>,
+    /// The room id of the direct conversation with them (events name it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<RoomId>,
 }
 
 /// A contact's device (`contact.list`).
@@ -548,6 +551,7 @@ impl From<safemeet_engine::Contact> for Contact {
             }),
             deleted: c.deleted,
             avatar: c.avatar.map(Into::into),
+            room_id: None,
         }
     }
 }

@@ -153,6 +153,34 @@ async fn connection(
     Ok(())
 }
 
+/// One request (a line on the socket, a body over HTTP) → its id and
+/// request, or the error answer to send. Every transport parses with this.
+pub fn parse_request(text: &str) -> Result<(Value, Request), String> {
+    parse(text).map_err(|(id, e)| failure(&id, &e))
+}
+
+/// The answer to a parsed request, as the socket sends it: `subscribe`
+/// needs a stream and is refused here ([`Error::NeedsStream`]).
+pub async fn answer(
+    engine: &EngineHandle,
+    identity: &Identity,
+    id: &Value,
+    request: Request,
+) -> String {
+    if let Request::Subscribe { .. } = request {
+        return failure(id, &Error::NeedsStream("subscribe"));
+    }
+    match dispatch(engine, identity, request).await {
+        Ok(response) => success(id, &response),
+        Err(error) => failure(id, &error),
+    }
+}
+
+/// The error answer to a request refused before it was served.
+pub fn refusal(id: &Value, error: &Error) -> String {
+    failure(id, error)
+}
+
 /// What the server makes of one request line, for the fuzz target
 /// `jsonrpc` (not an API): the request, or the error line it answers with.
 #[doc(hidden)]

@@ -1,0 +1,654 @@
+//! The web app and the HTTP API, against real daemons on 127.0.0.1: the
+//! defences with plain HTTP requests written by hand (foreign `Host`,
+//! cross-origin POST, missing CSRF token, cookie flags, guessing the
+//! passphrase, hostile bodies and cursors), event streams that resume
+//! without a gap, and the app itself in real headless Chromium (Debian's
+//! `chromium` and `chromium-driver`, driven over WebDriver).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use std::path::Path;
+use std::time::Duration;
+
+use safemeet_proto::clock::{Clock, SystemClock};
+
+use serde_json::{Value, json};
+
+mod support;
+
+use support::http::{Answer, Events, authority, request};
+use support::node::{Daemon, PASS, alice_and_bob, cli, forms, init, secrets_of};
+
+/// A logged-in session: the cookie (`name=value`) and CSRF token.
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+/// The token in the page's `<meta name="csrf">`.
+fn page_token(page: &str) -> String {
+    let start = page.find("name=\"csrf\" content=\"").unwrap() + 21;
+    page[start..].split('"').next().unwrap().to_owned()
+}
+
+fn login_token(web: &str) -> String {
+    page_token(&request(web, "GET", "/", &[], b"").text())
+}
+
+fn login_with(web: &str, passphrase: &str) -> Answer {
+    let token = login_token(web);
+    request(
+        web,
+        "POST",
+        "/api/v1/login",
+        &[
+            ("X-CSRF-Token", &token),
+            ("Content-Type", "application/json"),
+        ],
+        json!({ "passphrase": passphrase }).to_string().as_bytes(),
+    )
+}
+
+fn login(web: &str) -> Session {
+    let answer = login_with(web, PASS);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let cookie = answer
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    Session {
+        cookie,
+        csrf: answer.json()["csrf"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// `whoami` posted with exactly these headers.
+fn whoami_with(web: &str, headers: &[(&str, &str)]) -> Answer {
+    request(
+        web,
+        "POST",
+        "/api/v1/rpc",
+        headers,
+        br#"{"jsonrpc":"2.0","id":1,"method":"whoami"}"#,
+    )
+}
+
+fn rpc(web: &str, session: &Session, method: &str, params: Value) -> Answer {
+    request(
+        web,
+        "POST",
+        "/api/v1/rpc",
+        &[("Cookie", &session.cookie), ("X-CSRF-Token", &session.csrf)],
+        json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params })
+            .to_string()
+            .as_bytes(),
+    )
+}
+
+#[test]
+fn requests_from_elsewhere_are_refused_and_sessions_are_guarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = init(dir.path(), "alice");
+    let daemon = Daemon::start(&alice);
+    let web = authority(daemon.web.as_deref().unwrap());
+    let mut seen = Vec::new();
+
+    // A page on another site whose DNS name now points here (rebinding)
+    // sends its own name as Host.
+    for host in [
+        "evil.example",
+        "evil.example:80",
+        "127.0.0.1",
+        "127.0.0.2:1",
+    ] {
+        let answer = request(&web, "GET", "/api/v1/check", &[("Host", host)], b"");
+        assert_eq!(answer.status, 403, "Host {host}: {}", answer.text());
+    }
+    let check = request(&web, "GET", "/api/v1/check", &[], b"");
+    assert_eq!(check.status, 200);
+    assert_eq!(check.json()["logged_in"], false);
+    for (name, _) in [
+        ("content-security-policy", ()),
+        ("x-frame-options", ()),
+        ("x-content-type-options", ()),
+        ("referrer-policy", ()),
+    ] {
+        assert!(check.header(name).is_some(), "{name} on every answer");
+    }
+    assert!(
+        check
+            .header("content-security-policy")
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+
+    // Nothing but the page and check without a session.
+    let page = request(&web, "GET", "/", &[], b"");
+    assert_eq!(page.status, 200);
+    seen.push(page.body.clone());
+    for path in ["/assets/app.js", "/assets/app.css"] {
+        let asset = request(&web, "GET", path, &[], b"");
+        assert_eq!(asset.status, 200, "{path}");
+        seen.push(asset.body);
+    }
+    let anonymous = whoami_with(&web, &[("X-CSRF-Token", &page_token(&page.text()))]);
+    assert_eq!(anonymous.status, 401, "rpc without a session");
+    assert_eq!(
+        request(&web, "GET", "/api/v1/events", &[], b"").status,
+        401,
+        "events without a session"
+    );
+
+    // A login needs the page's token, and a cross-origin one is refused.
+    let no_token = request(
+        &web,
+        "POST",
+        "/api/v1/login",
+        &[],
+        json!({ "passphrase": PASS }).to_string().as_bytes(),
+    );
+    assert_eq!(no_token.status, 403, "login without a CSRF token");
+    let cross = request(
+        &web,
+        "POST",
+        "/api/v1/login",
+        &[
+            ("Origin", "http://evil.example"),
+            ("X-CSRF-Token", &login_token(&web)),
+        ],
+        json!({ "passphrase": PASS }).to_string().as_bytes(),
+    );
+    assert_eq!(cross.status, 403, "cross-origin login");
+
+    let answer = login_with(&web, PASS);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let cookie = answer.header("set-cookie").unwrap().to_owned();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+        assert!(cookie.contains(flag), "{flag} in {cookie}");
+    }
+    assert!(cookie.starts_with("safemeet-"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let behind_tls = request(
+        &web,
+        "POST",
+        "/api/v1/login",
+        &[
+            ("X-CSRF-Token", &login_token(&web)),
+            ("X-Forwarded-Proto", "https"),
+        ],
+        json!({ "passphrase": PASS }).to_string().as_bytes(),
+    );
+    assert!(
+        behind_tls
+            .header("set-cookie")
+            .unwrap()
+            .contains("; Secure"),
+        "over HTTPS the cookie is Secure"
+    );
+    let session = login(&web);
+
+    // With a session: rpc works with the token, not without it, and not
+    // from another origin or site.
+    let who = rpc(&web, &session, "whoami", json!({}));
+    assert_eq!(who.status, 200);
+    assert_eq!(who.json()["result"]["username"], "alice");
+    seen.push(who.body);
+    let no_csrf = whoami_with(&web, &[("Cookie", &session.cookie)]);
+    assert_eq!(no_csrf.status, 403, "rpc without a CSRF token");
+    let wrong_csrf = whoami_with(
+        &web,
+        &[("Cookie", &session.cookie), ("X-CSRF-Token", "guess")],
+    );
+    assert_eq!(wrong_csrf.status, 403, "rpc with a wrong CSRF token");
+    let foreign = whoami_with(
+        &web,
+        &[
+            ("Cookie", &session.cookie),
+            ("X-CSRF-Token", &session.csrf),
+            ("Origin", "http://localhost:1"),
+        ],
+    );
+    assert_eq!(foreign.status, 403, "a POST from another origin");
+    let same_site = request(
+        &web,
+        "GET",
+        "/api/v1/events",
+        &[("Cookie", &session.cookie), ("Sec-Fetch-Site", "same-site")],
+        b"",
+    );
+    assert_eq!(same_site.status, 403, "a page on another localhost port");
+    let logged_in_page = request(&web, "GET", "/", &[("Cookie", &session.cookie)], b"");
+    assert_eq!(page_token(&logged_in_page.text()), session.csrf);
+    seen.push(logged_in_page.body);
+    let invite = rpc(&web, &session, "invite", json!({}));
+    seen.push(invite.body);
+    let qr = request(
+        &web,
+        "GET",
+        "/api/v1/invite.svg",
+        &[("Cookie", &session.cookie)],
+        b"",
+    );
+    assert_eq!(qr.status, 200);
+    assert!(qr.text().starts_with("<svg"), "{}", qr.text());
+
+    // Hostile input: a body over 256 KiB, bytes that are not UTF-8, a
+    // method that would write a file on this machine, a cursor that is not
+    // one. Each gets its error, and the server goes on.
+    let huge = vec![b'a'; 1 << 20];
+    let too_big = request(
+        &web,
+        "POST",
+        "/api/v1/rpc",
+        &[("Cookie", &session.cookie), ("X-CSRF-Token", &session.csrf)],
+        &huge,
+    );
+    assert_eq!(too_big.status, 413, "{}", too_big.text());
+    let binary = request(
+        &web,
+        "POST",
+        "/api/v1/rpc",
+        &[("Cookie", &session.cookie), ("X-CSRF-Token", &session.csrf)],
+        &[0xff, 0xfe, 0x00],
+    );
+    assert_eq!(binary.json()["error"]["code"], -32600, "{}", binary.text());
+    let export = rpc(
+        &web,
+        &session,
+        "export.archive",
+        json!({ "file": dir.path().join("stolen").display().to_string(), "passphrase": "x" }),
+    );
+    assert_eq!(export.json()["error"]["data"]["kind"], "local_only");
+    assert!(!dir.path().join("stolen").exists());
+    let bad_cursor = request(
+        &web,
+        "GET",
+        "/api/v1/events",
+        &[("Cookie", &session.cookie), ("Last-Event-ID", "'; DROP")],
+        b"",
+    );
+    assert_eq!(bad_cursor.status, 400);
+    assert_eq!(rpc(&web, &session, "whoami", json!({})).status, 200);
+
+    // Logout ends the session: the cookie opens nothing after it.
+    let out = request(
+        &web,
+        "POST",
+        "/api/v1/logout",
+        &[("Cookie", &session.cookie), ("X-CSRF-Token", &session.csrf)],
+        b"",
+    );
+    assert_eq!(out.status, 204);
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(rpc(&web, &session, "whoami", json!({})).status, 401);
+    daemon.stop();
+
+    // No page, script or answer held the passphrase or a key.
+    let mut secrets: Vec<Vec<u8>> = vec![PASS.as_bytes().to_vec()];
+    for secret in secrets_of(&alice) {
+        secrets.extend(forms(&secret));
+    }
+    for body in &seen {
+        for secret in &secrets {
+            assert!(
+                !body.windows(secret.len()).any(|w| w == secret.as_slice()),
+                "a web answer holds a secret"
+            );
+        }
+    }
+}
+
+/// Ten wrong passphrases are each answered slowly; the eleventh waits
+/// longer still; each is in the security log; the right one still opens.
+#[test]
+fn guessing_the_passphrase_is_slowed_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = init(dir.path(), "alice");
+    let daemon = Daemon::start(&alice);
+    let web = authority(daemon.web.as_deref().unwrap());
+
+    let mut took = Vec::new();
+    for i in 0..11 {
+        let start = SystemClock.instant();
+        let answer = login_with(&web, &format!("wrong guess {i}"));
+        took.push(start.elapsed());
+        assert_eq!(answer.status, 401, "{}", answer.text());
+        assert!(answer.header("set-cookie").is_none());
+    }
+    let first_ten = &took[..10];
+    assert!(
+        first_ten.iter().all(|t| *t >= Duration::from_millis(500)),
+        "each wrong passphrase is slowed: {first_ten:?}"
+    );
+    let slowest = first_ten.iter().max().unwrap();
+    assert!(
+        took[10] >= Duration::from_secs(4) && took[10] > *slowest + Duration::from_secs(2),
+        "the 11th waits longer: {took:?}"
+    );
+    // The right one is not held back by the count, and clears it.
+    let start = SystemClock.instant();
+    login(&web);
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+
+    let log = cli(&alice, &["audit"]);
+    let failed = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "web_login_failed")
+        .count();
+    assert_eq!(failed, 11, "{log}");
+    assert!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "web_login"),
+        "{log}"
+    );
+    daemon.stop();
+}
+
+/// An event stream cut in the middle and opened again with its last id
+/// (`Last-Event-ID`, as a browser does) gets every event after it once,
+/// the same as `events` lists.
+#[test]
+fn event_streams_resume_from_last_event_id_without_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_alice, bob, da, db) = alice_and_bob(dir.path());
+    let web = authority(da.web.as_deref().unwrap());
+    let session = login(&web);
+    let cursors = |since: u64| -> Vec<u64> {
+        rpc(
+            &web,
+            &session,
+            "events",
+            json!({ "since": since, "limit": 10000 }),
+        )
+        .json()["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["cursor"].as_u64().unwrap())
+            .collect()
+    };
+    let start = cursors(0).last().copied().unwrap_or(0);
+
+    let mut stream = Events::open(
+        &web,
+        &format!("/api/v1/events?since={start}"),
+        &[("Cookie", &session.cookie)],
+    );
+    for i in 0..5 {
+        cli(&bob, &["send", "alice", &format!("first {i}")]);
+    }
+    let mut got = Vec::new();
+    let mut texts = Vec::new();
+    while texts.len() < 5 {
+        let (id, event) = stream.next();
+        assert_eq!(event["cursor"], id, "the id is the cursor");
+        if event["type"] == "message" {
+            texts.push(event["message"]["text"].as_str().unwrap().to_owned());
+        }
+        got.push(id);
+    }
+    drop(stream);
+    // Sent while no stream is open.
+    for i in 0..5 {
+        cli(&bob, &["send", "alice", &format!("second {i}")]);
+    }
+    let last = *got.last().unwrap();
+    let mut stream = Events::open(
+        &web,
+        "/api/v1/events?since=0",
+        &[
+            ("Cookie", &session.cookie),
+            ("Last-Event-ID", &last.to_string()),
+        ],
+    );
+    while texts.len() < 10 {
+        let (id, event) = stream.next();
+        if event["type"] == "message" {
+            texts.push(event["message"]["text"].as_str().unwrap().to_owned());
+        }
+        got.push(id);
+    }
+    let mut expected: Vec<String> = (0..5).map(|i| format!("first {i}")).collect();
+    expected.extend((0..5).map(|i| format!("second {i}")));
+    assert_eq!(texts, expected, "every message once, in order");
+    // Exactly the log's entries, none skipped or repeated.
+    let listed: Vec<u64> = cursors(start)
+        .into_iter()
+        .filter(|c| c <= got.last().unwrap())
+        .collect();
+    assert_eq!(got, listed);
+
+    // A client that opens streams and never reads them costs nothing to
+    // the others: the server still answers at once.
+    let stalled: Vec<Events> = (0..20)
+        .map(|_| Events::open(&web, "/api/v1/events", &[("Cookie", &session.cookie)]))
+        .collect();
+    for i in 0..20 {
+        cli(&bob, &["send", "alice", &format!("flood {i}")]);
+    }
+    assert_eq!(rpc(&web, &session, "whoami", json!({})).status, 200);
+    drop(stalled);
+    // Logout ends the session's open streams.
+    let mut open = Events::open(
+        &web,
+        &format!("/api/v1/events?since={last}"),
+        &[("Cookie", &session.cookie)],
+    );
+    open.next();
+    request(
+        &web,
+        "POST",
+        "/api/v1/logout",
+        &[("Cookie", &session.cookie), ("X-CSRF-Token", &session.csrf)],
+        b"",
+    );
+    // Reads on until the server closes the stream (a read that times out
+    // panics: the stream stayed open).
+    while open.try_next().is_some() {}
+    da.stop();
+    db.stop();
+}
+
+/// `chromedriver` on a free loopback port, stopped when dropped.
+struct Chromedriver {
+    url: String,
+    _process: support::Reaped,
+}
+
+impl Chromedriver {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect(
+                "chromedriver runs: install Debian's chromium and chromium-driver \
+                 (apt-get install chromium chromium-driver); .ci/run does",
+            );
+        let process = support::Reaped::new(child);
+        let authority = format!("127.0.0.1:{port}");
+        support::node::eventually("chromedriver to answer", || {
+            std::net::TcpStream::connect(&authority).ok()
+        });
+        Chromedriver {
+            url: format!("http://{authority}"),
+            _process: process,
+        }
+    }
+}
+
+async fn browser(driver: &Chromedriver, profile: &Path) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--password-store=basic", "--window-size=1000,760",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    fantoccini::ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session")
+}
+
+/// Waits for the element `css` (visible or not) names.
+async fn element(client: &fantoccini::Client, css: &str) -> fantoccini::elements::Element {
+    client
+        .wait()
+        .at_most(support::node::WAIT)
+        .for_element(fantoccini::Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} appeared: {e}"))
+}
+
+async fn xpath(client: &fantoccini::Client, path: &str) -> fantoccini::elements::Element {
+    client
+        .wait()
+        .at_most(support::node::WAIT)
+        .for_element(fantoccini::Locator::XPath(path))
+        .await
+        .unwrap_or_else(|e| panic!("{path} appeared: {e}"))
+}
+
+/// In real headless Chromium: log in, open the conversation with Bob,
+/// send him a message with the keyboard, see his reply appear without a
+/// reload, and the message's state change; a reload keeps the session,
+/// logout ends it. Also: the conversation fits a phone's width.
+#[test]
+fn a_browser_logs_in_sends_a_dm_and_sees_the_reply_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, da, db) = alice_and_bob(dir.path());
+    let url = da.web.clone().unwrap();
+    let driver = Chromedriver::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = browser(&driver, &dir.path().join("chromium")).await;
+        client.goto(&url).await.unwrap();
+        element(&client, "#login:not([hidden]) #passphrase")
+            .await
+            .send_keys(PASS)
+            .await
+            .unwrap();
+        element(&client, "#login-form button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        xpath(
+            &client,
+            "//ul[@id='conversations']//button[span[text()='bob']]",
+        )
+        .await
+        .click()
+        .await
+        .unwrap();
+        // Typed and sent with Enter.
+        element(&client, "#conversation:not([hidden]) #send-text")
+            .await
+            .send_keys("hello from the browser\u{E007}")
+            .await
+            .unwrap();
+        let bob_home = bob.clone();
+        tokio::task::spawn_blocking(move || {
+            support::node::eventually("bob to get the browser's message", || {
+                support::node::texts(&bob_home, "alice")
+                    .contains(&"hello from the browser".to_owned())
+                    .then_some(())
+            })
+        })
+        .await
+        .unwrap();
+        let bob_home = bob.clone();
+        tokio::task::spawn_blocking(move || cli(&bob_home, &["send", "alice", "hi, browser"]))
+            .await
+            .unwrap();
+        // Bob's reply appears live, named; Alice's own message says "me"
+        // and turns delivered.
+        let reply = xpath(
+            &client,
+            "//ol[@id='messages']/li[span[@class='text' and text()='hi, browser']]",
+        )
+        .await;
+        let meta = reply.find(fantoccini::Locator::Css(".meta")).await.unwrap();
+        assert!(meta.text().await.unwrap().starts_with("bob · "));
+        xpath(
+            &client,
+            "//ol[@id='messages']/li[@class='mine' and span[@class='text' and \
+             text()='hello from the browser'] and span[starts-with(., 'me · ') and \
+             span[@class='state' and text()='delivered']]]",
+        )
+        .await;
+        let shot = client.screenshot().await.unwrap();
+        assert!(shot.starts_with(b"\x89PNG"), "a PNG screenshot");
+        let to = if std::env::var_os("SAFEMEET_UPDATE_SCREENSHOT").is_some() {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/web-conversation.png")
+        } else {
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-conversation.png")
+        };
+        std::fs::write(&to, &shot).unwrap();
+
+        // At a phone's width nothing runs off the side.
+        client.set_window_size(390, 844).await.unwrap();
+        let fits = client
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(fits, json!(true), "the page fits 390 px");
+
+        // A reload keeps the session, and the conversation list.
+        client.refresh().await.unwrap();
+        element(&client, "#app:not([hidden]) #conversations button").await;
+        assert!(
+            client
+                .find(fantoccini::Locator::Css("#login:not([hidden])"))
+                .await
+                .is_err(),
+            "no login form after a reload"
+        );
+        // Logout ends it, also after a reload.
+        element(&client, "#logout").await.click().await.unwrap();
+        element(&client, "#login:not([hidden]) #passphrase").await;
+        client.refresh().await.unwrap();
+        element(&client, "#login:not([hidden]) #passphrase").await;
+        let check = client
+            .execute("return fetch('/api/v1/check').then(r => r.json())", vec![])
+            .await
+            .unwrap();
+        assert_eq!(check["logged_in"], false, "{check}");
+        client.close().await.unwrap();
+    });
+    let _ = alice;
+    da.stop();
+    db.stop();
+}
