@@ -73,6 +73,7 @@ impl Daemon {
             .arg("--home")
             .arg(home)
             .args(["daemon", "--listen", listen, "--no-mdns", "--json"])
+            .args(["--web", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -1206,7 +1207,11 @@ fn a_relay_dropped_from_the_list_is_still_drained_of_what_it_holds() {
     });
     da.stop();
 
-    // Bob comes back without that relay: what it holds still reaches him.
+    // Bob comes back without that relay (taken out of the config.toml that
+    // remembered it): what it holds still reaches him.
+    let config = std::fs::read_to_string(bob.join("config.toml")).unwrap();
+    assert!(config.contains(&relay.addr.to_string()), "{config}");
+    std::fs::write(bob.join("config.toml"), "relay = []\n").unwrap();
     let db = Daemon::start(&bob, &bob_listen);
     eventually("Bob to get it from the relay he dropped", || {
         has_message(&bob, "alice", "left on his old relay", None).then_some(())

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use safemeet_crypto::account::Account;
+use safemeet_crypto::at_rest::Passphrase;
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::{DisplayName, Email, Username};
 use safemeet_store::Keyspace;
@@ -68,6 +69,19 @@ pub(crate) fn init(
     display_name: Option<DisplayName>,
     emails: Vec<Email>,
 ) -> Result<(), Failure> {
+    let (identity, _passphrase) = create(home, source, username, display_name, emails)?;
+    identity.print(json)
+}
+
+/// Creates the account; answers who it is and the passphrase it is sealed
+/// under.
+fn create(
+    home: &Home,
+    source: &Source,
+    username: Username,
+    display_name: Option<DisplayName>,
+    emails: Vec<Email>,
+) -> Result<(Identity, Passphrase), Failure> {
     // Checked again under the init lock in `Home::create`; this early check
     // only spares the user typing a passphrase for nothing.
     if home.has_account() {
@@ -94,7 +108,69 @@ pub(crate) fn init(
     })?;
     log.record("account_created", Some(account.user_id().to_string()));
     tracing::info!("account created");
-    Identity::of(&account).print(json)
+    Ok((Identity::of(&account), passphrase))
+}
+
+/// `safemeet up`: an account if there is none, then the daemon.
+pub(crate) fn up(
+    home: &Home,
+    source: &Source,
+    json: bool,
+    username: Option<Username>,
+    display_name: Option<DisplayName>,
+    mut network: crate::daemon::Network,
+) -> Result<(), Failure> {
+    network.greet = !json;
+    if home.has_account() {
+        if username.is_some() || display_name.is_some() {
+            tracing::info!("an account exists here: --username and --display-name are not used");
+        }
+        return crate::daemon::daemon(home, source, json, network);
+    }
+    let username = match username {
+        Some(u) => u,
+        None => ask_username()?,
+    };
+    if !json {
+        println!("Creating an account in {}.", home.dir().display());
+    }
+    let (identity, passphrase) = create(home, source, username, display_name, Vec::new())?;
+    if json {
+        crate::messenger::print_json(&serde_json::json!({ "created": identity }))?;
+    } else {
+        println!("Account created: you are {}.", identity.username);
+    }
+    // The passphrase just set opens it: not asked for again.
+    let source = Source::given(passphrase);
+    crate::daemon::daemon(home, &source, json, network)
+}
+
+/// Asks for a username on the terminal.
+fn ask_username() -> Result<Username, Failure> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::Usage(
+            "no account here yet: pass --username NAME to create one (no terminal to ask on)"
+                .into(),
+        ));
+    }
+    loop {
+        print!("Username (a-z, 0-9, '.', '_', '-'): ");
+        std::io::stdout().flush().context("writing the prompt")?;
+        let mut line = String::new();
+        if std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the username")?
+            == 0
+        {
+            return Err(Failure::Usage("no username given".into()));
+        }
+        match line.trim().parse::<Username>() {
+            Ok(u) => return Ok(u),
+            Err(e) => println!("{e}"),
+        }
+    }
 }
 
 pub(crate) fn whoami(home: &Home, source: &Source, json: bool) -> Result<(), Failure> {

@@ -22,6 +22,39 @@ pub(crate) struct Network {
     pub(crate) no_mdns: bool,
     pub(crate) relays: Vec<Multiaddr>,
     pub(crate) web: Web,
+    /// Say, for a person, where to go next (`safemeet up`).
+    pub(crate) greet: bool,
+}
+
+impl Network {
+    /// The settings from the flags, the environment and config.toml (see
+    /// [`crate::config`]); the addresses given as flags are remembered.
+    pub(crate) fn configured(
+        home: &Home,
+        home_given: bool,
+        flags: crate::config::Flags,
+    ) -> Result<Self, Failure> {
+        let path = crate::config::path(home.dir(), home_given)?;
+        let file = crate::config::read(&path)?;
+        let settings = crate::config::resolve(&flags, &file)?;
+        if let Some(bad) = settings.relay.iter().find(|a| {
+            !a.iter()
+                .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        }) {
+            return Err(Failure::Usage(format!(
+                "--relay {bad}: a relay address needs /p2p/<peer id> (as `safemeet relay` prints it)"
+            )));
+        }
+        crate::config::remember(&path, &flags, &file)?;
+        Ok(Network {
+            listen: settings.listen,
+            bootstrap: settings.bootstrap,
+            no_mdns: !settings.mdns,
+            relays: settings.relay,
+            web: settings.web,
+            greet: false,
+        })
+    }
 }
 
 /// Where the web app is served (`--web`).
@@ -93,15 +126,8 @@ pub(crate) fn daemon(
         no_mdns,
         relays,
         web,
+        greet,
     } = network;
-    if let Some(bad) = relays.iter().find(|a| {
-        !a.iter()
-            .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-    }) {
-        return Err(Failure::Usage(format!(
-            "--relay {bad}: a relay address needs /p2p/<peer id> (as `safemeet relay` prints it)"
-        )));
-    }
     crate::ports::ensure_free(&listen)?;
     let web = bind_web(web)?;
     // The passphrase before the handlers: Ctrl-C at a prompt must still
@@ -133,7 +159,7 @@ pub(crate) fn daemon(
         tracing::debug!("engine started");
         // From here every way out goes through the engine's shutdown.
         let web = web.map(|listener| (listener, web_config(home, &engine, log)));
-        let outcome = serve_until_stopped(home, &engine, identity, json, &stop, web).await;
+        let outcome = serve_until_stopped(home, &engine, identity, json, &stop, web, greet).await;
         if let Err(e) = engine.shutdown().await {
             tracing::warn!(error = %e, "the engine did not shut down cleanly");
         }
@@ -152,6 +178,7 @@ async fn serve_until_stopped(
     json: bool,
     stop: &CancellationToken,
     web: Option<(std::net::TcpListener, safemeet_web::Config)>,
+    greet: bool,
 ) -> Result<(), Failure> {
     let socket = home.socket();
     // The API stops with the daemon: the same token, cancelled first.
@@ -201,6 +228,15 @@ async fn serve_until_stopped(
         println!("API socket: {}", socket.display());
         if let Some(url) = &web_url {
             println!("web app: {url}");
+        }
+        if greet {
+            match &web_url {
+                Some(url) => println!(
+                    "\nSafeMeet is running. Open {url} in your browser and log in with your \
+                     passphrase. Ctrl-C stops it."
+                ),
+                None => println!("\nSafeMeet is running (no web app: --web off). Ctrl-C stops it."),
+            }
         }
     }
     tracing::info!("daemon running");

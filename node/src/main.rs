@@ -35,6 +35,7 @@ mod account;
 mod archive;
 mod cli;
 mod commands;
+mod config;
 mod daemon;
 mod devices;
 mod failure;
@@ -64,6 +65,53 @@ use crate::cli::{
 use crate::failure::Failure;
 use crate::people::PeopleAction;
 use crate::rights::RightsAction;
+
+/// How the daemon joins the network and serves its API.
+#[derive(Debug, Clone, clap::Args)]
+struct DaemonArgs {
+    /// Address to listen on (repeatable). Default: all IPv4 interfaces,
+    /// TCP and QUIC, free ports.
+    #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
+    listen: Vec<libp2p::Multiaddr>,
+    /// A peer to connect to at start, with /p2p/<peer id> (repeatable).
+    #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
+    bootstrap: Vec<libp2p::Multiaddr>,
+    /// Do not discover peers on the local network (mDNS).
+    #[arg(long)]
+    no_mdns: bool,
+    /// A relay to be reachable through, with /p2p/<peer id> (repeatable):
+    /// the daemon holds a circuit there and lists it among its addresses
+    /// (in invites too).
+    #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
+    relay: Vec<libp2p::Multiaddr>,
+    /// Serve the web app and the HTTP API here (a loopback IP:PORT), or
+    /// `off`. Default: 127.0.0.1:7373, or a free port if that is taken.
+    #[arg(long, value_name = "ADDR|off", value_parser = parse::<daemon::Web>)]
+    web: Option<daemon::Web>,
+}
+
+impl DaemonArgs {
+    fn flags(self) -> config::Flags {
+        config::Flags {
+            listen: self.listen,
+            bootstrap: self.bootstrap,
+            relay: self.relay,
+            web: self.web,
+            no_mdns: self.no_mdns,
+        }
+    }
+}
+
+/// `safemeet config`.
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// The settings a daemon started now would use, and the file's path.
+    Show,
+    /// Every key at its default, documented: a starting config.toml.
+    Default,
+    /// Where config.toml is.
+    Path,
+}
 
 /// SafeMeet: a peer-to-peer, end-to-end encrypted messenger.
 #[derive(Debug, Parser)]
@@ -116,28 +164,30 @@ enum Command {
     /// Show this account's user id, device id, peer id and profile (and,
     /// with a daemon running, its listen addresses).
     Whoami,
-    /// Run the node: deliver and receive messages, serve the local API.
-    Daemon {
-        /// Address to listen on (repeatable). Default: all IPv4
-        /// interfaces, TCP and QUIC, free ports.
-        #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
-        listen: Vec<libp2p::Multiaddr>,
-        /// A peer to connect to at start, with /p2p/<peer id> (repeatable).
-        #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
-        bootstrap: Vec<libp2p::Multiaddr>,
-        /// Do not discover peers on the local network (mDNS).
-        #[arg(long)]
-        no_mdns: bool,
-        /// A relay to be reachable through, with /p2p/<peer id>
-        /// (repeatable): the daemon holds a circuit there and lists it
-        /// among its addresses (in invites too).
-        #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
-        relay: Vec<libp2p::Multiaddr>,
-        /// Serve the web app and the HTTP API here (a loopback IP:PORT), or
-        /// `off`. Default: 127.0.0.1:7373, or a free port if that is taken.
-        #[arg(long, value_name = "ADDR|off", value_parser = parse::<daemon::Web>)]
-        web: Option<daemon::Web>,
+    /// Run the node: deliver and receive messages, serve the local API
+    /// and the web app. Flags not given come from the environment, then
+    /// config.toml (`safemeet config show`); --listen, --bootstrap and
+    /// --relay given here are remembered there.
+    Daemon(DaemonArgs),
+    /// The first-run shortcut: create an account if there is none (asks
+    /// for a username and passphrase, or takes --username and the usual
+    /// passphrase sources), then run the daemon and say where the web app
+    /// is. Run again, it just starts.
+    Up {
+        /// The username for a new account.
+        #[arg(long, value_parser = parse::<Username>)]
+        username: Option<Username>,
+        /// The display name for a new account (default: the username).
+        #[arg(long, value_parser = parse::<DisplayName>)]
+        display_name: Option<DisplayName>,
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
+    /// The daemon's settings file: `config show` (what a daemon started
+    /// now would use), `config default` (every key, documented), `config
+    /// path`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Run a relay: keep encrypted envelopes for devices that are offline
     /// (no account needed; its identity and mailboxes live under --home).
     Relay(relay::RelayArgs),
@@ -330,6 +380,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
+    let home_given = cli.home.is_some();
     let home = home::Home::resolve(cli.home)?;
     let source = passphrase::Source::new(cli.passphrase_file, env_passphrase);
     match cli.command {
@@ -350,24 +401,37 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             (None, None) => Err(Failure::Usage("--username or --link is needed".into())),
         },
         Command::Whoami => messenger::run(&home, &source, cli.json, messenger::Action::Whoami),
-        Command::Daemon {
-            listen,
-            bootstrap,
-            no_mdns,
-            relay,
-            web,
-        } => daemon::daemon(
-            &home,
-            &source,
-            cli.json,
-            daemon::Network {
-                listen,
-                bootstrap,
-                no_mdns,
-                relays: relay,
-                web: web.unwrap_or(daemon::Web::Default),
-            },
-        ),
+        Command::Daemon(args) => {
+            let network = daemon::Network::configured(&home, home_given, args.flags())?;
+            daemon::daemon(&home, &source, cli.json, network)
+        }
+        Command::Up {
+            username,
+            display_name,
+            daemon: args,
+        } => {
+            let network = daemon::Network::configured(&home, home_given, args.flags())?;
+            commands::up(&home, &source, cli.json, username, display_name, network)
+        }
+        Command::Config(action) => {
+            let path = config::path(home.dir(), home_given)?;
+            match action {
+                ConfigCommand::Show => config::show(&path, cli.json),
+                ConfigCommand::Default if cli.json => config::print_keys(),
+                ConfigCommand::Default => {
+                    print!("{}", config::default_text());
+                    Ok(())
+                }
+                ConfigCommand::Path => {
+                    if cli.json {
+                        messenger::print_json(&serde_json::json!({ "path": path }))
+                    } else {
+                        println!("{}", path.display());
+                        Ok(())
+                    }
+                }
+            }
+        }
         Command::Relay(args) => relay::run(&home, cli.json, args),
         Command::Invite => messenger::run(&home, &source, cli.json, messenger::Action::Invite),
         Command::Audit { action, since } => security::audit(

@@ -43,6 +43,14 @@ impl Source {
         Self { file, env }
     }
 
+    /// A source that answers with `passphrase` (one just set).
+    pub(crate) fn given(passphrase: Passphrase) -> Self {
+        Self {
+            file: None,
+            env: Some(passphrase),
+        }
+    }
+
     /// The passphrase of an existing profile.
     pub(crate) fn existing(&self) -> Result<Passphrase, Failure> {
         self.read("Passphrase: ", false)

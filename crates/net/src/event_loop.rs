@@ -61,9 +61,17 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
                 source,
             })?;
     }
+    // A relay's own listener dials it; a second dial of the same peer as a
+    // bootstrap peer races it, and the relay (one connection per peer)
+    // may refuse the one the reservation was to go over.
+    let relay_peers: Vec<_> = config.relays.iter().filter_map(peer_of).collect();
     for addr in &config.bootstrap {
-        if let Some(peer) = peer_of(addr) {
+        let peer = peer_of(addr);
+        if let Some(peer) = peer {
             swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        }
+        if peer.is_some_and(|p| relay_peers.contains(&p)) {
+            continue;
         }
         if let Err(e) = swarm.dial(addr.clone()) {
             tracing::warn!(error = %e, "could not dial a bootstrap peer");

@@ -1,0 +1,222 @@
+//! First run and settings, with the real binary: `safemeet up` run twice,
+//! config.toml and the order flags, environment, file and defaults are
+//! taken in, and the addresses a daemon remembers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+
+use serde_json::Value;
+
+mod support;
+
+use support::http::{authority, request};
+use support::node::{WAIT, bin, cli, cli_fails, init};
+
+/// A started command's stdout lines, as JSON, one by one.
+struct Running {
+    process: support::Reaped,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = bin();
+        command
+            .arg("--home")
+            .arg(home)
+            .args(args)
+            .arg("--json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::sync_channel(64);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Running {
+            process: support::Reaped::new(child),
+            lines,
+        }
+    }
+
+    fn next(&self) -> Value {
+        let line = self.lines.recv_timeout(WAIT).expect("a line");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    fn stop(mut self) {
+        self.process.signal("TERM");
+        assert!(self.process.wait().success(), "a clean stop");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const QUIET: [&str; 4] = ["--no-mdns", "--web", "127.0.0.1:0", "--listen"];
+
+/// `up` in an empty home creates the account and starts; run again it
+/// only starts, with the same account; the web app answers both times.
+#[test]
+fn up_creates_an_account_once_and_starts_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("carol");
+    let mut args = vec!["up", "--username", "carol"];
+    args.extend(QUIET);
+    args.push("/ip4/127.0.0.1/tcp/0");
+
+    let first = Running::start(&home, &args, &[]);
+    let created = first.next();
+    assert_eq!(created["created"]["username"], "carol", "{created}");
+    let user_id = created["created"]["user_id"].as_str().unwrap().to_owned();
+    let started = first.next();
+    let web = authority(started["web"].as_str().unwrap());
+    assert_eq!(request(&web, "GET", "/api/v1/check", &[], b"").status, 200);
+    first.stop();
+
+    // Again, even with --username: the account is there, it just starts.
+    let second = Running::start(&home, &args, &[]);
+    let started = second.next();
+    assert!(started.get("created").is_none(), "{started}");
+    let web = authority(started["web"].as_str().unwrap());
+    assert_eq!(request(&web, "GET", "/api/v1/check", &[], b"").status, 200);
+    assert_eq!(cli(&home, &["whoami"])["user_id"], user_id.as_str());
+    second.stop();
+
+    // With no account and no terminal to ask on, it says what it needs.
+    let empty = dir.path().join("nobody");
+    let (code, err) = cli_fails(&empty, &["up", "--no-mdns", "--web", "off"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--username"), "{err}");
+    assert!(!empty.join("keyfile").exists());
+}
+
+/// Flags over the environment over config.toml over the defaults, seen
+/// in where the daemon listens; and a bad file is refused naming the keys.
+#[test]
+fn settings_come_from_flags_then_environment_then_file_then_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init(dir.path(), "alice");
+    let [file_port, env_port, flag_port] = [free_port(), free_port(), free_port()];
+    let tcp = |port: u16| format!("/ip4/127.0.0.1/tcp/{port}");
+    std::fs::write(
+        home.join("config.toml"),
+        format!(
+            "listen = [\"{}\"]\nmdns = false\nweb = \"127.0.0.1:0\"\n",
+            tcp(file_port)
+        ),
+    )
+    .unwrap();
+
+    let shown = cli(&home, &["config", "show"]);
+    assert_eq!(shown["settings"]["listen"][0], tcp(file_port), "{shown}");
+    assert_eq!(shown["settings"]["mdns"], false);
+    assert_eq!(shown["settings"]["relay"], serde_json::json!([]), "default");
+
+    let listens_on = |running: &Running, port: u16| {
+        let line = running.next();
+        let addrs = line["listen_addrs"].as_array().unwrap();
+        assert!(
+            addrs
+                .iter()
+                .all(|a| a.as_str().unwrap().contains(&format!("/tcp/{port}/"))),
+            "listens on {port}: {line}"
+        );
+    };
+    let from_file = Running::start(&home, &["daemon"], &[]);
+    listens_on(&from_file, file_port);
+    from_file.stop();
+
+    let env = [("SAFEMEET_LISTEN", tcp(env_port))];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let from_env = Running::start(&home, &["daemon"], &env);
+    listens_on(&from_env, env_port);
+    from_env.stop();
+
+    let flag = tcp(flag_port);
+    let from_flag = Running::start(&home, &["daemon", "--listen", &flag], &env);
+    listens_on(&from_flag, flag_port);
+    from_flag.stop();
+    // The flag was remembered: the file now says so.
+    let shown = cli(&home, &["config", "show"]);
+    assert_eq!(shown["settings"]["listen"][0], flag, "{shown}");
+    let text = std::fs::read_to_string(home.join("config.toml")).unwrap();
+    assert!(text.contains("mdns = false"), "other keys kept: {text}");
+
+    // An unknown key stops every command that reads the file, exit 2.
+    std::fs::write(home.join("config.toml"), "lisen = []\n").unwrap();
+    for args in [&["config", "show"][..], &["daemon"][..]] {
+        let (code, err) = cli_fails(&home, args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains("unknown key `lisen`"), "{err}");
+        assert!(err.contains("listen, bootstrap, relay, web, mdns"), "{err}");
+    }
+    // `config default` is a valid file.
+    let default = bin().args(["config", "default"]).output().unwrap();
+    std::fs::write(home.join("config.toml"), &default.stdout).unwrap();
+    cli(&home, &["config", "show"]);
+}
+
+/// `--relay` and `--bootstrap` given once are used on the next start
+/// without them: a restart does not quietly drop the relay contacts reach
+/// this device through.
+#[test]
+fn a_daemon_remembers_its_relay_and_bootstrap_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = support::Relay::start(&dir.path().join("relay"), &[]);
+    let home = init(dir.path(), "alice");
+    let relay_addr = relay.addr.to_string();
+    let mut args = vec!["daemon", "--relay", &relay_addr, "--bootstrap", &relay_addr];
+    args.extend(QUIET);
+    args.push("/ip4/127.0.0.1/tcp/0");
+    let first = Running::start(&home, &args, &[]);
+    first.next();
+    first.stop();
+
+    let again = Running::start(
+        &home,
+        &["daemon", "--web", "off"],
+        &[("SAFEMEET_MDNS", "false")],
+    );
+    again.next();
+    // Its invite names the relay still.
+    support::node::eventually("the relay in the invite again", || {
+        let who = cli(&home, &["whoami"]);
+        who["listen_addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().unwrap().contains("/p2p-circuit"))
+            .then_some(())
+    });
+    let shown = cli(&home, &["config", "show"]);
+    assert_eq!(
+        shown["settings"]["relay"][0],
+        relay_addr.as_str(),
+        "{shown}"
+    );
+    assert_eq!(
+        shown["settings"]["bootstrap"][0],
+        relay_addr.as_str(),
+        "{shown}"
+    );
+    again.stop();
+    relay.stop();
+}
