@@ -490,3 +490,31 @@ fn a_message_can_come_from_standard_input_within_the_limit() {
         .code(2)
         .stderr(predicate::str::contains("16 KiB"));
 }
+
+/// `invite` on a terminal: the text, and a QR code no wider than 80
+/// columns.
+#[test]
+fn an_invite_and_its_qr_code_fit_80_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("alice");
+    init(&home, "alice", "Alice");
+    let out = safemeet(&home)
+        .args(["invite", "--qr"])
+        .env("SAFEMEET_PASSPHRASE", PASS)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let art: Vec<&str> = text
+        .lines()
+        .filter(|l| l.chars().any(|c| ('▀'..='▟').contains(&c)))
+        .collect();
+    assert!(art.len() > 10, "a QR code is drawn: {text}");
+    for line in &art {
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns",
+            line.chars().count()
+        );
+    }
+}

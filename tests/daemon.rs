@@ -1393,6 +1393,65 @@ fn a_daemon_or_relay_on_a_taken_port_is_refused_clearly() {
     first.stop();
 }
 
+/// `messages` for people: names (the contact's, "me"), times in the local
+/// time zone (here UTC+05:30, from `TZ`), the state.
+#[test]
+fn messages_show_names_local_times_and_me() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (init(dir.path(), "alice"), init(dir.path(), "bob"));
+    let da = Daemon::start(&alice, "/ip4/127.0.0.1/tcp/0");
+    let db = Daemon::start(&bob, "/ip4/127.0.0.1/tcp/0");
+    befriend(&alice, &bob);
+    cli(&alice, &["send", "bob", "from alice"]);
+    cli(&bob, &["send", "alice", "from bob"]);
+    eventually("both to be delivered", || {
+        (has_message(&alice, "bob", "from alice", Some("delivered"))
+            && has_message(&alice, "bob", "from bob", None))
+        .then_some(())
+    });
+    let listed = cli(&alice, &["messages", "bob"]);
+    let out = bin()
+        .arg("--home")
+        .arg(&alice)
+        .args(["messages", "bob"])
+        .env("TZ", "IST-5:30")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |i: usize| {
+        let ms = listed[i]["ts"].as_u64().unwrap();
+        let local = chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap()).unwrap()
+            + chrono::Duration::minutes(5 * 60 + 30);
+        local.format("%Y-%m-%d %H:%M").to_string()
+    };
+    let mine = lines.iter().position(|l| l.ends_with("me: from alice"));
+    let theirs = lines.iter().position(|l| l.ends_with("bob: from bob"));
+    let (Some(mine), Some(theirs)) = (mine, theirs) else {
+        panic!("names in {lines:?}")
+    };
+    let index = |t: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|m| m["text"] == t)
+            .unwrap()
+    };
+    assert!(
+        lines[mine].starts_with(&format!("{} [delivered] ", at(index("from alice")))),
+        "{lines:?}"
+    );
+    assert!(
+        lines[theirs].starts_with(&format!("{} [received] ", at(index("from bob")))),
+        "{lines:?}"
+    );
+    assert!(!text.contains("u_"), "no raw user ids: {text}");
+    da.stop();
+    db.stop();
+}
+
 /// `listen` with no flags: human lines, and only what happens from now on.
 #[test]
 fn listen_shows_what_happens_from_now_on_in_human_lines() {

@@ -626,3 +626,48 @@ fn two_devices_reach_each_other_through_the_relay_circuit() {
 fn new_key() -> EpochKey {
     EpochKey::derive(&Ed25519SecretKey::new(), 0)
 }
+
+/// A relay on 0.0.0.0 listens on every interface and says so: each
+/// address, not only 127.0.0.1 (here: the one this machine's default
+/// route leaves from, when there is one).
+#[test]
+fn a_relay_on_all_interfaces_prints_each_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = support::node::bin()
+        .arg("--home")
+        .arg(dir.path())
+        .args(["relay", "--listen", "/ip4/0.0.0.0/tcp/0", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut process = support::Reaped::new(child);
+    let line = support::node::lines_of(stdout)
+        .recv_timeout(support::node::WAIT)
+        .unwrap();
+    let started: Value = serde_json::from_str(&line).unwrap();
+    let addrs: Vec<&str> = started["listen_addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        addrs.iter().any(|a| a.starts_with("/ip4/127.0.0.1/")),
+        "{addrs:?}"
+    );
+    // The address the default route leaves from (no packet is sent).
+    let outward = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|()| s))
+        .and_then(|s| s.local_addr());
+    if let Ok(outward) = outward {
+        let ip = outward.ip().to_string();
+        assert!(
+            addrs.iter().any(|a| a.starts_with(&format!("/ip4/{ip}/"))),
+            "{ip} among {addrs:?}"
+        );
+    }
+    assert!(addrs.iter().all(|a| !a.contains("/0.0.0.0/")), "{addrs:?}");
+    process.signal("TERM");
+    assert!(process.wait().success());
+}

@@ -220,3 +220,39 @@ fn a_daemon_remembers_its_relay_and_bootstrap_peers() {
     again.stop();
     relay.stop();
 }
+
+/// A relay nobody answers at: the daemon runs, and warns naming it.
+#[test]
+fn an_unreachable_relay_is_warned_of_by_its_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init(dir.path(), "alice");
+    // A port nothing listens on, and a peer id nobody has.
+    let port = free_port();
+    let peer = libp2p::identity::Keypair::generate_ed25519()
+        .public()
+        .to_peer_id();
+    let relay = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}");
+    let mut child = bin()
+        .arg("--home")
+        .arg(&home)
+        .args(["daemon", "--relay", &relay, "--json"])
+        .args(QUIET)
+        .arg("/ip4/127.0.0.1/tcp/0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _stdout = child.stdout.take().unwrap();
+    let mut process = support::Reaped::new(child);
+    let lines = support::node::lines_of(stderr);
+    let warned = loop {
+        let line = lines.recv_timeout(WAIT).expect("a warning about the relay");
+        if line.contains("WARN") && line.contains(&relay) {
+            break line;
+        }
+    };
+    assert!(warned.contains("cannot be reached"), "{warned}");
+    process.signal("TERM");
+    assert!(process.wait().success());
+}

@@ -252,9 +252,27 @@ pub(crate) fn resolve(flags: &Flags, file: &File) -> Result<Settings, Failure> {
     })
 }
 
+/// What a daemon writes to the file once it has started.
+#[derive(Debug)]
+pub(crate) struct Remember {
+    pub(crate) path: PathBuf,
+    pub(crate) flags: Flags,
+    pub(crate) file: File,
+}
+
+impl Remember {
+    /// Writes the addresses given as flags; a failure is a warning (the
+    /// daemon runs, and says it will not remember them).
+    pub(crate) fn apply(&self) {
+        if let Err(e) = remember(&self.path, &self.flags, &self.file) {
+            tracing::warn!(error = %e, "the addresses given are not remembered for the next start");
+        }
+    }
+}
+
 /// Writes `--listen`, `--bootstrap` and `--relay`, where given, into the
 /// file (keeping its other keys), if that changes it.
-pub(crate) fn remember(path: &Path, flags: &Flags, file: &File) -> Result<(), Failure> {
+fn remember(path: &Path, flags: &Flags, file: &File) -> Result<(), Failure> {
     let mut next = file.clone();
     let given = |list: &Vec<Multiaddr>| (!list.is_empty()).then(|| list.clone());
     if let Some(l) = given(&flags.listen) {
@@ -310,10 +328,10 @@ fn render(file: &File) -> String {
 pub(crate) fn default_text() -> String {
     let mut out = String::from(
         "# SafeMeet daemon settings. Each is taken from the flag, then the environment,\n\
-         # then this file, then the default shown here.\n",
+         # then this file, then the default shown here (uncomment a line to change it).\n",
     );
     for (key, default, doc) in KEYS {
-        out.push_str(&format!("\n# {doc}\n{key} = {default}\n"));
+        out.push_str(&format!("\n# {doc}\n# {key} = {default}\n"));
     }
     out
 }
@@ -365,12 +383,24 @@ mod tests {
     #[test]
     fn the_default_file_parses_to_the_defaults_and_names_every_key() {
         let file = parse(Path::new("x"), &default_text()).unwrap();
+        assert_eq!(file, File::default());
+        // Uncommented, each default reads as itself.
+        let active = default_text().replace("\n# ", "\n");
+        let active = active
+            .lines()
+            .filter(|l| {
+                KEYS.iter()
+                    .any(|(k, _, _)| l.starts_with(&format!("{k} = ")))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file = parse(Path::new("x"), &active).unwrap();
         let resolved = resolve(&Flags::default(), &file).unwrap();
         assert!(resolved.listen.is_empty() && resolved.relay.is_empty());
         assert_eq!(resolved.web, Web::At(DEFAULT_WEB));
         assert!(resolved.mdns);
         for (key, _, _) in KEYS {
-            assert!(default_text().contains(&format!("\n{key} = ")), "{key}");
+            assert!(default_text().contains(&format!("\n# {key} = ")), "{key}");
         }
     }
 

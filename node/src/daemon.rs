@@ -24,6 +24,8 @@ pub(crate) struct Network {
     pub(crate) web: Web,
     /// Say, for a person, where to go next (`safemeet up`).
     pub(crate) greet: bool,
+    /// The flags to write to config.toml once the daemon runs.
+    pub(crate) remember: Option<crate::config::Remember>,
 }
 
 impl Network {
@@ -45,7 +47,6 @@ impl Network {
                 "--relay {bad}: a relay address needs /p2p/<peer id> (as `safemeet relay` prints it)"
             )));
         }
-        crate::config::remember(&path, &flags, &file)?;
         Ok(Network {
             listen: settings.listen,
             bootstrap: settings.bootstrap,
@@ -53,6 +54,7 @@ impl Network {
             relays: settings.relay,
             web: settings.web,
             greet: false,
+            remember: Some(crate::config::Remember { path, flags, file }),
         })
     }
 }
@@ -127,6 +129,7 @@ pub(crate) fn daemon(
         relays,
         web,
         greet,
+        remember,
     } = network;
     crate::ports::ensure_free(&listen)?;
     let web = bind_web(web)?;
@@ -157,6 +160,9 @@ pub(crate) fn daemon(
         }
         let (engine, identity) = start_engine(store, net, log.clone())?;
         tracing::debug!("engine started");
+        if let Some(remember) = &remember {
+            remember.apply();
+        }
         // From here every way out goes through the engine's shutdown.
         let web = web.map(|listener| (listener, web_config(home, &engine, log)));
         let outcome = serve_until_stopped(home, &engine, identity, json, &stop, web, greet).await;

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::failure::Failure;
 use crate::home::Home;
-use crate::messenger::{Api, print_json, print_qr};
+use crate::messenger::{Api, print_json};
 use crate::passphrase::Source;
 
 /// A device command.
@@ -169,7 +169,7 @@ pub(crate) async fn perform(
             if json {
                 return print_json(&link);
             }
-            print_qr(&link.link);
+            crate::qr::print(&link.link);
             println!("{}", link.link);
             println!(
                 "On the new device run: safemeet init --link <the link above>. It works once, for 10 minutes; keep it out of sight."

@@ -3,7 +3,7 @@
 use safemeet_api::{EventFeed, Request};
 
 use crate::failure::Failure;
-use crate::messenger::{Api, api_failure, client_failure, print_json, shown, utc};
+use crate::messenger::{Api, Names, api_failure, client_failure, local_time, print_json, shown};
 
 impl Api {
     /// Prints every event after `since` as it happens, until interrupted.
@@ -12,11 +12,15 @@ impl Api {
             Some(s) => s,
             None => self.log_end().await?,
         };
-        let show = |event: &safemeet_api::Event| {
-            if json {
-                print_json(event)
-            } else {
-                println!("{}", event_line(event));
+        let names = if json {
+            None
+        } else {
+            Some(self.names().await?)
+        };
+        let show = |event: &safemeet_api::Event| match &names {
+            None => print_json(event),
+            Some(names) => {
+                println!("{}", event_line(event, names));
                 Ok(())
             }
         };
@@ -70,13 +74,13 @@ impl Api {
 }
 
 /// An event as one human line.
-fn event_line(event: &safemeet_api::Event) -> String {
+fn event_line(event: &safemeet_api::Event, names: &Names) -> String {
     use safemeet_api::EventKind;
     match &event.kind {
         EventKind::Message { room_id, message } => format!(
             "{} {room_id} {}: {}",
-            utc(message.ts),
-            message.sender,
+            local_time(message.ts),
+            names.of(&message.sender),
             shown(&message.text)
         ),
         EventKind::Room {
@@ -93,7 +97,10 @@ fn event_line(event: &safemeet_api::Event) -> String {
             event_id,
             stored_until,
             ..
-        } => format!("stored at relay until {}: {event_id}", utc(*stored_until)),
+        } => format!(
+            "stored at relay until {}: {event_id}",
+            local_time(*stored_until)
+        ),
         EventKind::Edited { message, .. } => {
             format!("edited {}: {}", message.event_id, shown(&message.text))
         }

@@ -45,6 +45,7 @@ mod messenger;
 mod passphrase;
 mod people;
 mod ports;
+mod qr;
 mod relay;
 mod rights;
 mod security;
@@ -192,7 +193,11 @@ enum Command {
     /// (no account needed; its identity and mailboxes live under --home).
     Relay(relay::RelayArgs),
     /// Print an invite for others to add you as a contact.
-    Invite,
+    Invite {
+        /// Draw the QR code even when the output is not a terminal.
+        #[arg(long)]
+        qr: bool,
+    },
     /// Manage contacts.
     #[command(subcommand)]
     Contact(ContactCommand),
@@ -433,7 +438,9 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             }
         }
         Command::Relay(args) => relay::run(&home, cli.json, args),
-        Command::Invite => messenger::run(&home, &source, cli.json, messenger::Action::Invite),
+        Command::Invite { qr } => {
+            messenger::run(&home, &source, cli.json, messenger::Action::Invite { qr })
+        }
         Command::Audit { action, since } => security::audit(
             &home,
             &source,

@@ -25,7 +25,9 @@ use crate::passphrase::Source;
 #[derive(Debug)]
 pub(crate) enum Action {
     Whoami,
-    Invite,
+    Invite {
+        qr: bool,
+    },
     ContactAdd {
         invite: String,
         name: Option<String>,
@@ -188,6 +190,22 @@ impl Api {
 
     /// Every message `messages` has for `target` (the latest `limit`),
     /// following the pages the answers are cut into.
+    /// What to call each user: "me", a contact's name, else a short id.
+    pub(crate) async fn names(&mut self) -> Result<Names, Failure> {
+        let who: Whoami = self.call(Request::Whoami {}).await?;
+        let contacts: Vec<Contact> = self.call(Request::ContactList {}).await?;
+        Ok(Names {
+            me: who.identity.user_id,
+            contacts: contacts
+                .into_iter()
+                .map(|c| {
+                    let name = c.name.unwrap_or(c.display_name);
+                    (c.user_id.to_string(), shown(&name))
+                })
+                .collect(),
+        })
+    }
+
     async fn all_messages(&mut self, target: &str, limit: u64) -> Result<Vec<Message>, Failure> {
         let mut all: Vec<Message> = Vec::new();
         // Each page holds at least one message and the window at most
@@ -230,24 +248,6 @@ pub(crate) fn api_failure(e: safemeet_api::Error) -> Failure {
         Failure::Usage(e.to_string())
     } else {
         Failure::Other(e.into())
-    }
-}
-
-/// `text` as a QR code for a terminal (two rows per character), if it fits.
-fn qr_art(text: &str) -> Option<String> {
-    let code =
-        qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::L).ok()?;
-    Some(
-        code.render::<qrcode::render::unicode::Dense1x2>()
-            .quiet_zone(true)
-            .build(),
-    )
-}
-
-pub(crate) fn print_qr(text: &str) {
-    match qr_art(text) {
-        Some(art) => println!("{art}"),
-        None => tracing::debug!("the invite is too long for a QR code"),
     }
 }
 
@@ -319,14 +319,14 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
                 );
             }
         }
-        Action::Invite => {
+        Action::Invite { qr } => {
             let invite: InviteText = api.call(Request::Invite {}).await?;
             if json {
                 print_json(&invite)?;
             } else {
                 println!("{}", invite.invite);
-                if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                    print_qr(&invite.invite);
+                if qr || std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    crate::qr::print(&invite.invite);
                 }
             }
         }
@@ -376,10 +376,11 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
             if json {
                 print_json(&messages)?;
             } else {
+                let names = api.names().await?;
                 for m in &messages {
                     let state = match (m.state, m.stored_until) {
                         (State::StoredAtRelay, Some(until)) => {
-                            format!("stored at relay until {}", utc(until))
+                            format!("stored at relay until {}", local_time(until))
                         }
                         (state, _) => state_word(state).to_owned(),
                     };
@@ -388,13 +389,16 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
                     } else {
                         String::new()
                     };
-                    if m.redacted {
-                        println!("{id}[{state}] {}: (deleted)", m.sender);
+                    let who = names.of(&m.sender);
+                    let when = local_time(m.ts);
+                    let text = if m.redacted {
+                        "(deleted)".to_owned()
                     } else if m.edited {
-                        println!("{id}[{state}] {}: {} (edited)", m.sender, shown(&m.text));
+                        format!("{} (edited)", shown(&m.text))
                     } else {
-                        println!("{id}[{state}] {}: {}", m.sender, shown(&m.text));
-                    }
+                        shown(&m.text)
+                    };
+                    println!("{id}{when} [{state}] {who}: {text}");
                 }
             }
         }
@@ -498,6 +502,36 @@ fn state_word(state: State) -> &'static str {
 
 /// A time (ms since the Unix epoch) as `YYYY-MM-DD HH:MM UTC`.
 /// `ms` since the Unix epoch as a UTC date and time, to the minute.
+/// Names of users, for people reading.
+#[derive(Debug)]
+pub(crate) struct Names {
+    me: String,
+    contacts: std::collections::HashMap<String, String>,
+}
+
+impl Names {
+    pub(crate) fn of(&self, user: &safemeet_proto::UserId) -> String {
+        let id = user.to_string();
+        if id == self.me {
+            return "me".to_owned();
+        }
+        match self.contacts.get(&id) {
+            Some(name) => name.clone(),
+            None => format!("{}…", id.chars().take(12).collect::<String>()),
+        }
+    }
+}
+
+/// A time in ms since the epoch in this machine's time zone, to the minute.
+pub(crate) fn local_time(ms: u64) -> String {
+    use chrono::TimeZone;
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| chrono::Local.timestamp_millis_opt(ms).single())
+        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|| utc(ms))
+}
+
 pub(crate) fn utc(ms: u64) -> String {
     safemeet_proto::Timestamp::from_millis(ms)
         .map(|t| t.utc_minutes())
@@ -507,20 +541,6 @@ pub(crate) fn utc(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
-
-    #[test]
-    fn an_invite_sized_text_fits_a_qr_code() {
-        let invite = format!("safemeet:{}", "a".repeat(1800));
-        let art = super::qr_art(&invite).unwrap();
-        let rows: Vec<&str> = art.lines().collect();
-        assert!(rows.len() > 20, "{} rows", rows.len());
-        assert!(
-            rows.iter()
-                .all(|r| r.chars().count() == rows[0].chars().count())
-        );
-        assert!(art.contains('█') || art.contains('▀') || art.contains('▄'));
-        assert!(super::qr_art(&"x".repeat(10_000)).is_none());
-    }
 
     #[test]
     fn times_show_as_utc_dates() {

@@ -208,6 +208,10 @@ fn identity(dir: &Path) -> Result<Keypair, Failure> {
 /// so a listener that has not reported in 5 s is not going to.
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
 
+/// After the first address of an unspecified listen address, how long to
+/// wait for those of the other interfaces (reported together).
+const MORE_INTERFACES_WAIT: Duration = Duration::from_millis(300);
+
 /// Runs the relay until SIGINT or SIGTERM. The signal handlers come first
 /// (see [`crate::shutdown`]): a signal at any point after them ends in a
 /// clean stop and exit status 0.
@@ -239,6 +243,13 @@ pub(crate) fn run(home: &Home, json: bool, args: RelayArgs) -> Result<(), Failur
     let service = MailboxService::new(store, key.clone());
     crate::ports::ensure_free(&config.listen)?;
     let expected = config.listen.len();
+    let unspecified = config.listen.iter().any(|a| {
+        a.iter().any(|p| match p {
+            libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_unspecified(),
+            libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_unspecified(),
+            _ => false,
+        })
+    });
     rt.block_on(async {
         let mut relay =
             safemeet_relay::node::spawn(key, config, service).context("starting the relay node")?;
@@ -253,6 +264,15 @@ pub(crate) fn run(home: &Home, json: bool, args: RelayArgs) -> Result<(), Failur
                 () = stop.cancelled() => {}
                 Some(RelayEvent::Listening(a)) = relay.events.recv() => addrs.push(a),
                 () = &mut deadline => break,
+            }
+        }
+        // An unspecified address (0.0.0.0, ::) listens on every interface
+        // and reports each: take them all, not only the first.
+        if unspecified {
+            while let Ok(Some(RelayEvent::Listening(a))) =
+                tokio::time::timeout(MORE_INTERFACES_WAIT, relay.events.recv()).await
+            {
+                addrs.push(a);
             }
         }
         if !stop.is_cancelled() {

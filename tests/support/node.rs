@@ -241,7 +241,9 @@ pub(crate) fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// The lines a child process writes on stdout, as they come.
-pub(crate) fn lines_of(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+pub(crate) fn lines_of(
+    stdout: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::sync_channel(256);
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {

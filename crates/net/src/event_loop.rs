@@ -65,6 +65,7 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
     // bootstrap peer races it, and the relay (one connection per peer)
     // may refuse the one the reservation was to go over.
     let relay_peers: Vec<_> = config.relays.iter().filter_map(peer_of).collect();
+    let mut relay_listeners = crate::relay_listeners::RelayListeners::default();
     for addr in &config.bootstrap {
         let peer = peer_of(addr);
         if let Some(peer) = peer {
@@ -86,12 +87,13 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         // A relay is also a bootstrap peer.
         swarm.behaviour_mut().kad.add_address(&peer, relay.clone());
         let circuit = relay.clone().with(libp2p::multiaddr::Protocol::P2pCircuit);
-        swarm
+        let id = swarm
             .listen_on(circuit.clone())
             .map_err(|source| Error::Listen {
-                addr: circuit,
+                addr: circuit.clone(),
                 source,
             })?;
+        relay_listeners.opened(id, circuit);
     }
     let streams_control = swarm.behaviour().stream.new_control();
     let (commands, command_rx) = mpsc::channel(config.command_queue);
@@ -110,6 +112,7 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         refusals: RefusalLog::default(),
         junk: Default::default(),
         streams,
+        relay_listeners,
         shutdown: shutdown.clone(),
         stopped: stopped.clone(),
     };
@@ -154,6 +157,8 @@ pub(crate) struct EventLoop {
     junk: crate::junk::JunkScores,
     /// What its codecs refused, not yet in `refusals`.
     streams: Arc<StreamRefusals>,
+    /// Its circuits through relays, and the failed ones' retries.
+    relay_listeners: crate::relay_listeners::RelayListeners,
     /// Cancelled by [`Handle::shutdown`].
     shutdown: CancellationToken,
     /// Cancelled when the loop has stopped (on drop, so also on a panic).
@@ -202,6 +207,7 @@ impl EventLoop {
                     }
                     self.refusals.absorb(&self.streams);
                     self.refusals.report_due(SystemClock.instant());
+                    self.retry_relays();
                 }
             }
         }
@@ -226,6 +232,7 @@ impl EventLoop {
             refusals: _,
             junk: _,
             streams: _,
+            relay_listeners: _,
             shutdown: _,
             stopped: _,
         } = self;
@@ -407,7 +414,11 @@ impl EventLoop {
 
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
+            SwarmEvent::NewListenAddr {
+                address,
+                listener_id,
+            } => {
+                self.relay_listeners.reserved(listener_id);
                 if is_public(&address) {
                     // Bound directly on a public address: others can reach
                     // it, so Kademlia (in its automatic mode) serves the DHT.
@@ -427,6 +438,18 @@ impl EventLoop {
                 ..
             } => self.emit(Event::Disconnected(peer_id)),
             SwarmEvent::Behaviour(event) => self.behaviour_event(event),
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let why = match &reason {
+                    Ok(()) => "closed".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                self.relay_listeners
+                    .closed(listener_id, &why, SystemClock.instant());
+            }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
                 error: libp2p::swarm::ListenError::Denied { cause },
@@ -436,6 +459,19 @@ impl EventLoop {
                 self.refusals.record(Refusal::ConnectionPerAddress, ip);
             }
             _ => {}
+        }
+    }
+
+    /// Opens again the circuits whose relays failed, when their wait is
+    /// over.
+    fn retry_relays(&mut self) {
+        for (addr, failures) in self.relay_listeners.due(SystemClock.instant()) {
+            match self.swarm.listen_on(addr.clone()) {
+                Ok(id) => self.relay_listeners.reopened(id, addr, failures),
+                Err(e) => {
+                    tracing::warn!(relay = %addr, error = %e, "could not listen through the relay")
+                }
+            }
         }
     }
 

@@ -69,6 +69,7 @@ pub mod junk;
 mod link;
 mod outbound;
 mod refusals;
+mod relay_listeners;
 mod reply;
 mod scoring;
 mod subscriptions;

@@ -97,7 +97,9 @@ $('logout').addEventListener('click', async () => {
 
 // --- what this browser remembers -----------------------------------------------
 
-function storeKey(name) { return 'safemeet.' + name; }
+// Kept apart per daemon: another one may serve on this origin later.
+const instance = document.querySelector('meta[name=instance]').content;
+function storeKey(name) { return 'safemeet.' + instance + '.' + name; }
 
 function remember() {
   localStorage.setItem(storeKey('unread'), JSON.stringify(state.unread));
@@ -265,6 +267,11 @@ function setState(eventId, m) {
   if (li) li.querySelector('.state').textContent = stateText(m);
 }
 
+function markDeleted(eventId) {
+  const li = $('messages').querySelector('li[data-event="' + CSS.escape(eventId) + '"]');
+  if (li) li.querySelector('.text').textContent = '(deleted)';
+}
+
 function removeMessage(eventId) {
   const li = $('messages').querySelector('li[data-event="' + CSS.escape(eventId) + '"]');
   if (li) li.remove();
@@ -325,6 +332,8 @@ function handle(event) {
       if (open) setState(event.event_id, { state: 'stored_at_relay', stored_until: event.stored_until });
       break;
     case 'redacted':
+      if (open) markDeleted(event.event_id);
+      break;
     case 'expired':
       if (open) removeMessage(event.event_id);
       break;

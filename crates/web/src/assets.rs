@@ -21,10 +21,11 @@ pub(crate) async fn page(State(shared): State<Arc<Shared>>, headers: HeaderMap) 
         Some(open) => (open.csrf, "in"),
         None => (shared.sessions.login_token().to_owned(), "out"),
     };
-    // Both are base64url or fixed words: nothing to escape.
+    // Base64url, hex or fixed words: nothing to escape.
     let html = INDEX
         .replace("{{csrf}}", &csrf)
-        .replace("{{session}}", session);
+        .replace("{{session}}", session)
+        .replace("{{instance}}", shared.sessions.instance());
     typed(html, "text/html; charset=utf-8")
 }
 

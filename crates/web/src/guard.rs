@@ -1,10 +1,10 @@
 //! Checks every request passes before any handler runs, and the headers
 //! every answer carries.
 //!
-//! - **Host.** Only the names this server is reached by on loopback
-//!   (`127.0.0.1:PORT`, `localhost:PORT`, `[::1]:PORT`). A page on another
-//!   site that rebinds its DNS name to 127.0.0.1 sends its own name as
-//!   `Host`, and gets 403 before it can read anything.
+//! - **Host.** Only the names this server is reached by on loopback: its
+//!   address (`127.0.0.1:PORT`, `[::1]:PORT`) and `localhost:PORT`. A page
+//!   on another site that rebinds its DNS name to 127.0.0.1 sends its own
+//!   name as `Host`, and gets 403 before it can read anything.
 //! - **Origin.** A request that changes something (not GET or HEAD) must
 //!   come from this origin: `Origin`, when sent, must be exactly
 //!   `http://HOST`. Browsers send it on every cross-origin POST.
@@ -32,13 +32,9 @@ pub(crate) struct Hosts(Vec<String>);
 impl Hosts {
     pub(crate) fn for_addr(addr: SocketAddr) -> Self {
         let port = addr.port();
-        let mut names = vec![format!("localhost:{port}")];
-        if addr.is_ipv4() {
-            names.push(format!("127.0.0.1:{port}"));
-        } else {
-            names.push(format!("[::1]:{port}"));
-        }
-        Hosts(names)
+        // The address itself (`127.0.0.1:PORT`, `[::1]:PORT`, any other
+        // loopback one it was bound to), and `localhost`.
+        Hosts(vec![addr.to_string(), format!("localhost:{port}")])
     }
 
     fn allows(&self, host: &str) -> bool {

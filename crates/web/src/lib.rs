@@ -128,11 +128,30 @@ pub async fn serve_until(
         shutdown: shutdown.clone(),
         config,
     });
+    // Sessions past their time end (with their streams) even if nobody
+    // uses them again.
+    let sweeper = {
+        let (shared, stop) = (shared.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => shared.sessions.sweep(),
+                }
+            }
+        })
+    };
     let app = router(shared);
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+        .await;
+    sweeper.abort();
+    served
 }
+
+/// How often sessions past their time are ended.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()

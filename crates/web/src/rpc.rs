@@ -62,7 +62,8 @@ fn json(body: String) -> Response {
 /// `GET /api/v1/check`: the daemon answers, and whether this request has
 /// a session. Says nothing else about the account.
 pub(crate) async fn check(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let logged_in = shared.sessions.of(&headers).is_some();
+    // Asking does not keep a session alive.
+    let logged_in = shared.sessions.peek(&headers);
     axum::Json(serde_json::json!({
         "ok": true,
         "version": env!("CARGO_PKG_VERSION"),

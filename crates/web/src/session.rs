@@ -82,6 +82,12 @@ impl Sessions {
         }
     }
 
+    /// Names this daemon (its cookie's name): the app keeps what it
+    /// remembers in the browser under it.
+    pub(crate) fn instance(&self) -> &str {
+        &self.cookie
+    }
+
     pub(crate) fn login_token(&self) -> &str {
         &self.login_token
     }
@@ -99,7 +105,7 @@ impl Sessions {
         let (token, csrf) = (random_token(), random_token());
         let now = SystemClock.instant();
         let mut map = self.lock();
-        map.retain(|_, s| live(s, now));
+        sweep(&mut map, now);
         while map.len() >= MAX_SESSIONS {
             let Some(oldest) = map.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| *k) else {
                 break;
@@ -138,6 +144,20 @@ impl Sessions {
         }
         session.seen = now;
         Some(session.open.clone())
+    }
+
+    /// Whether the request's cookie names an open session, without marking
+    /// it used.
+    pub(crate) fn peek(&self, headers: &HeaderMap) -> bool {
+        let now = SystemClock.instant();
+        self.token(headers)
+            .and_then(|t| self.lock().get(&key(t)).map(|s| live(s, now)))
+            .unwrap_or(false)
+    }
+
+    /// Ends the sessions past their time, and their event streams.
+    pub(crate) fn sweep(&self) {
+        sweep(&mut self.lock(), SystemClock.instant());
     }
 
     /// Ends the request's session, if any.
@@ -179,6 +199,16 @@ impl Sessions {
         ))
         .ok()
     }
+}
+
+fn sweep(map: &mut HashMap<[u8; 32], Session>, now: Instant) {
+    map.retain(|_, s| {
+        let keep = live(s, now);
+        if !keep {
+            s.open.ended.cancel();
+        }
+        keep
+    });
 }
 
 fn live(s: &Session, now: Instant) -> bool {

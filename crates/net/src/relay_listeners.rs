@@ -1,0 +1,105 @@
+//! The circuits this node listens on through its relays, and what happens
+//! when one fails: a relay that cannot be reached, or refuses the
+//! reservation, is named in a warning (contacts cannot reach this device
+//! through it meanwhile) and tried again later, waiting twice as long
+//! after each failure, from [`FIRST_RETRY`] up to [`MAX_RETRY`].
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use libp2p::Multiaddr;
+use libp2p::core::transport::ListenerId;
+
+/// The wait before the first retry.
+pub(crate) const FIRST_RETRY: Duration = Duration::from_secs(30);
+/// The longest wait between retries.
+pub(crate) const MAX_RETRY: Duration = Duration::from_secs(600);
+
+#[derive(Debug)]
+struct Circuit {
+    addr: Multiaddr,
+    failures: u32,
+}
+
+/// Circuit listeners by id, and the failed ones waiting for a retry.
+#[derive(Debug, Default)]
+pub(crate) struct RelayListeners {
+    open: HashMap<ListenerId, Circuit>,
+    waiting: Vec<(Instant, Circuit)>,
+}
+
+impl RelayListeners {
+    /// A circuit listener was opened on `addr`.
+    pub(crate) fn opened(&mut self, id: ListenerId, addr: Multiaddr) {
+        self.open.insert(id, Circuit { addr, failures: 0 });
+    }
+
+    /// A circuit listener got an address: the reservation holds.
+    pub(crate) fn reserved(&mut self, id: ListenerId) {
+        if let Some(c) = self.open.get_mut(&id) {
+            c.failures = 0;
+        }
+    }
+
+    /// A listener closed; if it was a circuit, it is warned of and waits
+    /// for its retry.
+    pub(crate) fn closed(&mut self, id: ListenerId, why: &str, now: Instant) {
+        let Some(mut circuit) = self.open.remove(&id) else {
+            return;
+        };
+        circuit.failures = circuit.failures.saturating_add(1);
+        let wait = FIRST_RETRY
+            .saturating_mul(1 << circuit.failures.saturating_sub(1).min(8))
+            .min(MAX_RETRY);
+        tracing::warn!(
+            relay = %circuit.addr,
+            error = why,
+            retry_in_s = wait.as_secs(),
+            "the relay cannot be reached or refused the reservation: contacts cannot reach \
+             this device through it until it can"
+        );
+        self.waiting.push((now + wait, circuit));
+    }
+
+    /// The circuits due for another try (to be opened again).
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<(Multiaddr, u32)> {
+        let (due, later): (Vec<_>, Vec<_>) = self.waiting.drain(..).partition(|(at, _)| *at <= now);
+        self.waiting = later;
+        due.into_iter().map(|(_, c)| (c.addr, c.failures)).collect()
+    }
+
+    /// Opened again after `failures` failures.
+    pub(crate) fn reopened(&mut self, id: ListenerId, addr: Multiaddr, failures: u32) {
+        self.open.insert(id, Circuit { addr, failures });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_failed_circuit_waits_longer_after_each_failure() {
+        let mut l = RelayListeners::default();
+        let addr: Multiaddr = "/ip4/10.0.0.1/tcp/1/p2p-circuit".parse().unwrap();
+        let id = ListenerId::next();
+        l.opened(id, addr.clone());
+        let t0 = safemeet_proto::clock::Clock::instant(&safemeet_proto::clock::SystemClock);
+        l.closed(id, "unreachable", t0);
+        assert!(l.due(t0).is_empty());
+        let due = l.due(t0 + FIRST_RETRY);
+        assert_eq!(due, vec![(addr.clone(), 1)]);
+        let id = ListenerId::next();
+        l.reopened(id, addr.clone(), 1);
+        l.closed(id, "unreachable", t0);
+        assert!(
+            l.due(t0 + FIRST_RETRY).is_empty(),
+            "the second wait is longer"
+        );
+        assert_eq!(l.due(t0 + FIRST_RETRY * 2).len(), 1);
+        l.closed(ListenerId::next(), "not a circuit", t0);
+        assert!(l.due(t0 + MAX_RETRY).is_empty());
+    }
+}
