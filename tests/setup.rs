@@ -256,3 +256,123 @@ fn an_unreachable_relay_is_warned_of_by_its_address() {
     process.signal("TERM");
     assert!(process.wait().success());
 }
+
+/// `doctor --json` as a map from check to its verdict, and whether it
+/// exited 0.
+fn doctor(home: &Path) -> (bool, std::collections::HashMap<String, String>) {
+    let out = bin()
+        .arg("--home")
+        .arg(home)
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["ok"],
+        out.status.success(),
+        "exit status and verdict agree: {v}"
+    );
+    let verdicts = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let name = c["check"].as_str().unwrap();
+            // One key per kind of check: "relay", not each relay's address.
+            let kind = name.split(' ').next().unwrap().to_owned();
+            (kind, c["verdict"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    (out.status.success(), verdicts)
+}
+
+/// `doctor` on a healthy home (daemon up, relay holding its reservation),
+/// then with the relay down (with the daemon, then without it and with a
+/// listen port taken): each verdict says what is wrong.
+#[test]
+fn doctor_tells_a_healthy_home_from_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = support::Relay::start(&dir.path().join("relay"), &[]);
+    let home = init(dir.path(), "alice");
+    let port = free_port();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let relay_addr = relay.addr.to_string();
+    let daemon = Running::start(
+        &home,
+        &[
+            "daemon",
+            "--relay",
+            &relay_addr,
+            "--listen",
+            &listen,
+            "--no-mdns",
+            "--web",
+            "off",
+        ],
+        &[],
+    );
+    daemon.next();
+    let verdicts = support::node::eventually("a healthy verdict", || {
+        let (ok, verdicts) = doctor(&home);
+        (ok && verdicts["relay"] == "ok").then_some(verdicts)
+    });
+    for kind in ["account", "config", "daemon", "store", "ports", "disk"] {
+        assert_eq!(verdicts[kind], "ok", "{kind}: {verdicts:?}");
+    }
+    assert!(
+        ["ok", "skip"].contains(&verdicts["nat"].as_str()),
+        "{verdicts:?}"
+    );
+
+    relay.stop();
+    let verdicts = support::node::eventually("the relay's loss to show", || {
+        let (ok, verdicts) = doctor(&home);
+        (!ok && verdicts["relay"] == "fail").then_some(verdicts)
+    });
+    assert_eq!(verdicts["daemon"], "ok", "{verdicts:?}");
+    daemon.stop();
+
+    // No daemon, the relay still down, its port taken by another program.
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (ok, verdicts) = doctor(&home);
+    assert!(!ok);
+    assert_eq!(verdicts["daemon"], "warn", "{verdicts:?}");
+    assert_eq!(verdicts["store"], "ok", "{verdicts:?}");
+    assert_eq!(verdicts["relay"], "fail", "{verdicts:?}");
+    assert_eq!(verdicts["ports"], "fail", "{verdicts:?}");
+}
+
+/// With messages from a contact, `doctor` compares the clocks: here the
+/// same machine's, so they agree.
+#[test]
+fn doctor_compares_the_clock_with_contacts_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, da, db) = support::node::alice_and_bob(dir.path());
+    cli(&bob, &["send", "alice", "what time is it?"]);
+    support::node::eventually("alice to have it", || {
+        support::node::texts(&alice, "bob")
+            .contains(&"what time is it?".to_owned())
+            .then_some(())
+    });
+    let out = bin()
+        .arg("--home")
+        .arg(&alice)
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let clock = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "clock")
+        .unwrap()
+        .clone();
+    assert_eq!(clock["verdict"], "ok", "{clock}");
+    assert!(
+        clock["detail"].as_str().unwrap().contains("from 1 sender"),
+        "{clock}"
+    );
+    da.stop();
+    db.stop();
+}

@@ -38,6 +38,7 @@ mod commands;
 mod config;
 mod daemon;
 mod devices;
+mod doctor;
 mod failure;
 mod home;
 mod listen;
@@ -184,6 +185,11 @@ enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// Check what the daemon needs: the store, the API socket, the ports,
+    /// each relay and its reservation, NAT, the clock against contacts',
+    /// disk space. Each check has a verdict and, when something is wrong,
+    /// a fix. Exit status 1 when one fails.
+    Doctor,
     /// The daemon's settings file: `config show` (what a daemon started
     /// now would use), `config default` (every key, documented), `config
     /// path`.
@@ -418,6 +424,7 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             let network = daemon::Network::configured(&home, home_given, args.flags())?;
             commands::up(&home, &source, cli.json, username, display_name, network)
         }
+        Command::Doctor => doctor::doctor(&home, home_given, &source, cli.json),
         Command::Config(action) => {
             let path = config::path(home.dir(), home_given)?;
             match action {

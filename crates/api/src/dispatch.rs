@@ -76,6 +76,15 @@ async fn serve(
                 listen_addrs,
             })
         }
+        Request::Status {} => {
+            let net = engine.net_status().await?;
+            let listen = net
+                .listen
+                .iter()
+                .map(|a| safemeet_net::dialable(a, engine.peer_id()).to_string())
+                .collect();
+            Response::Status(crate::status::Status::of(&net, listen))
+        }
         Request::DeviceList {} => Response::Devices(
             engine
                 .devices()

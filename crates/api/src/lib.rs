@@ -46,6 +46,7 @@ mod request;
 pub mod resolve;
 mod response;
 mod server;
+pub mod status;
 
 pub use client::{ANSWER_TIMEOUT, Client, ClientError, Subscription};
 pub use dispatch::{DISPATCH_TIMEOUT, dispatch};

@@ -32,6 +32,9 @@ pub enum Request {
     /// `whoami`: this account and device, and where the node listens.
     #[serde(rename = "whoami")]
     Whoami {},
+    /// `status`: how the node stands with the network.
+    #[serde(rename = "status")]
+    Status {},
     /// `invite`: an invite for others to add this user.
     #[serde(rename = "invite")]
     Invite {},
@@ -350,6 +353,8 @@ pub enum Request {
 pub enum Method {
     /// `whoami`
     Whoami,
+    /// `status`
+    Status,
     /// `invite`
     Invite,
     /// `contact.add`
@@ -442,8 +447,9 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 45] = [
+    pub const ALL: [Method; 46] = [
         Method::Whoami,
+        Method::Status,
         Method::Invite,
         Method::ContactAdd,
         Method::ContactList,
@@ -494,6 +500,7 @@ impl Method {
     pub fn name(self) -> &'static str {
         match self {
             Method::Whoami => "whoami",
+            Method::Status => "status",
             Method::Invite => "invite",
             Method::ContactAdd => "contact.add",
             Method::ContactList => "contact.list",
@@ -575,6 +582,7 @@ impl Request {
     pub fn method(&self) -> Method {
         match self {
             Request::Whoami {} => Method::Whoami,
+            Request::Status {} => Method::Status,
             Request::Invite {} => Method::Invite,
             Request::ContactAdd { .. } => Method::ContactAdd,
             Request::ContactList {} => Method::ContactList,

@@ -216,6 +216,8 @@ pub struct DeviceRenamed {
 pub enum Response {
     /// `whoami`
     Whoami(Whoami),
+    /// `status`
+    Status(crate::status::Status),
     /// `invite`
     Invite(InviteText),
     /// `contact.add`
@@ -296,6 +298,7 @@ impl Response {
         use serde_json::from_value as from;
         Ok(match method {
             Method::Whoami => Response::Whoami(from(result)?),
+            Method::Status => Response::Status(from(result)?),
             Method::Invite => Response::Invite(from(result)?),
             Method::ContactAdd => Response::ContactAdded(from(result)?),
             Method::ContactList => Response::Contacts(from(result)?),
@@ -343,6 +346,7 @@ impl Response {
     pub fn method(&self) -> Method {
         match self {
             Response::Whoami(_) => Method::Whoami,
+            Response::Status(_) => Method::Status,
             Response::Invite(_) => Method::Invite,
             Response::ContactAdded(_) => Method::ContactAdd,
             Response::Contacts(_) => Method::ContactList,
@@ -413,6 +417,7 @@ macro_rules! unwrap_response {
 
 unwrap_response!(
     Whoami(Whoami) = Whoami,
+    Status(crate::status::Status) = Status,
     Invite(InviteText) = Invite,
     ContactAdded(ContactAdded) = ContactAdd,
     Contacts(Vec<Contact>) = ContactList,
@@ -630,6 +635,11 @@ pub struct Message {
     pub text: String,
     /// The sender's time, ms since the Unix epoch.
     pub ts: u64,
+    /// When this device took it in, ms since the Unix epoch (its own
+    /// messages: when it was sent). Against `ts`, it shows how far apart
+    /// the two clocks are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<u64>,
     /// Where it stands.
     pub state: State,
     /// For [`State::StoredAtRelay`]: the latest "kept until" of the relays'
@@ -663,6 +673,7 @@ impl From<&TimelineEntry> for Message {
             verified: false,
             text: m.text.clone(),
             ts: m.ts.as_millis(),
+            received_at: Some(m.received_at.as_millis()),
             state,
             stored_until,
             cursor: cursor_of(m),

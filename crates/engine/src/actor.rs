@@ -452,6 +452,9 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
             Request::ListenAddrs(reply) => {
                 let _ = reply.send(self.net.listen_addrs().await.map_err(Into::into));
             }
+            Request::NetStatus(reply) => {
+                let _ = reply.send(self.net.status().await.map_err(Into::into));
+            }
             Request::RoomMeshPeers(room, reply) => {
                 let _ = reply.send(self.mesh_peers(room).await);
             }

@@ -25,6 +25,8 @@ pub(crate) enum Request {
     Core(Command, oneshot::Sender<Result<Response, Error>>),
     /// Where the node listens.
     ListenAddrs(oneshot::Sender<Result<Vec<Multiaddr>, Error>>),
+    /// How the node stands with the network.
+    NetStatus(oneshot::Sender<Result<safemeet_net::NetStatus, Error>>),
     /// How many peers the gossip mesh of a room holds.
     RoomMeshPeers(RoomId, oneshot::Sender<Result<usize, Error>>),
     /// The current gossip topic of a group room.
@@ -493,6 +495,12 @@ impl Handle {
     /// Where the node listens.
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, Error> {
         self.ask(Request::ListenAddrs).await
+    }
+
+    /// How the node stands with the network: addresses, peers, relay
+    /// reservations, AutoNAT's latest results.
+    pub async fn net_status(&self) -> Result<safemeet_net::NetStatus, Error> {
+        self.ask(Request::NetStatus).await
     }
 
     /// How many peers this node's gossip mesh for a group room holds: the

@@ -32,16 +32,19 @@ use crate::reply::{PendingReplies, Settled};
 use crate::topic::{gossip_topic, room_topic};
 use crate::{Config, Error, Event, Handle, RoomTopic, build_swarm};
 
+/// AutoNAT results kept for `status`.
+const AUTONAT_KEPT: usize = 8;
+
+/// How much longer than the request timeout a caller waits for the event
+/// loop's answer: a delivery may have to dial first.
+const ASK_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Builds the node, starts listening, dials the bootstrap peers and spawns
 /// the event loop on the current tokio runtime.
 ///
 /// Returns the handle and the application's events, at most
 /// [`Config::event_queue`] of them queued: when the application falls
 /// behind, new events are dropped (and counted) and inbound deliveries are
-/// How much longer than the request timeout a caller waits for the event
-/// loop's answer: a delivery may have to dial first.
-const ASK_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// refused, so the swarm is never blocked by it.
 pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver<Event>), Error> {
     config.validate()?;
@@ -113,6 +116,7 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         junk: Default::default(),
         streams,
         relay_listeners,
+        autonat: std::collections::VecDeque::new(),
         shutdown: shutdown.clone(),
         stopped: stopped.clone(),
     };
@@ -159,6 +163,8 @@ pub(crate) struct EventLoop {
     streams: Arc<StreamRefusals>,
     /// Its circuits through relays, and the failed ones' retries.
     relay_listeners: crate::relay_listeners::RelayListeners,
+    /// The latest AutoNAT results, at most [`AUTONAT_KEPT`].
+    autonat: std::collections::VecDeque<(Multiaddr, bool)>,
     /// Cancelled by [`Handle::shutdown`].
     shutdown: CancellationToken,
     /// Cancelled when the loop has stopped (on drop, so also on a panic).
@@ -233,6 +239,7 @@ impl EventLoop {
             junk: _,
             streams: _,
             relay_listeners: _,
+            autonat: _,
             shutdown: _,
             stopped: _,
         } = self;
@@ -271,6 +278,15 @@ impl EventLoop {
         match command {
             Command::ListenAddrs(tx) => {
                 let _ = tx.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Status(tx) => {
+                let _ = tx.send(crate::handle::NetStatus {
+                    listen: self.swarm.listeners().cloned().collect(),
+                    external: self.swarm.external_addresses().cloned().collect(),
+                    connected_peers: self.swarm.connected_peers().count(),
+                    relays: self.relay_listeners.status(),
+                    autonat: self.autonat.iter().cloned().collect(),
+                });
             }
             Command::Dial(addr, tx) => {
                 let result = self.swarm.dial(addr).map_err(Error::Dial);
@@ -556,6 +572,16 @@ impl EventLoop {
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
+            }
+            BehaviourEvent::Autonat(libp2p::autonat::v2::client::Event {
+                tested_addr,
+                result,
+                ..
+            }) => {
+                if self.autonat.len() == AUTONAT_KEPT {
+                    self.autonat.pop_front();
+                }
+                self.autonat.push_back((tested_addr, result.is_ok()));
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {

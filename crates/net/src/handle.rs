@@ -62,9 +62,27 @@ pub enum Event {
     Disconnected(PeerId),
 }
 
+/// How the node stands with the network, for a person checking it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetStatus {
+    /// Where it listens.
+    pub listen: Vec<Multiaddr>,
+    /// Addresses others were seen to reach it at (confirmed by AutoNAT, or
+    /// bound on a public address).
+    pub external: Vec<Multiaddr>,
+    /// Peers it has a connection with.
+    pub connected_peers: usize,
+    /// Its relay circuits.
+    pub relays: Vec<crate::relay_listeners::RelayStatus>,
+    /// The latest AutoNAT tests: the address tested, and whether a server
+    /// reached it (newest last; AutoNAT runs when the node uses relays).
+    pub autonat: Vec<(Multiaddr, bool)>,
+}
+
 /// A request to the event loop.
 pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Status(oneshot::Sender<NetStatus>),
     Dial(Multiaddr, oneshot::Sender<Result<(), Error>>),
     Subscribe(RoomTopic, oneshot::Sender<Result<(), Error>>),
     Unsubscribe(RoomTopic, oneshot::Sender<()>),
@@ -160,6 +178,11 @@ impl Handle {
     /// The addresses the node listens on.
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, Error> {
         self.ask(Command::ListenAddrs).await
+    }
+
+    /// How the node stands with the network: see [`NetStatus`].
+    pub async fn status(&self) -> Result<NetStatus, Error> {
+        self.ask(Command::Status).await
     }
 
     /// Dials an address (with or without `/p2p/<peer id>`).

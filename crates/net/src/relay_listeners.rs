@@ -19,6 +19,18 @@ pub(crate) const MAX_RETRY: Duration = Duration::from_secs(600);
 struct Circuit {
     addr: Multiaddr,
     failures: u32,
+    reserved: bool,
+}
+
+/// One relay circuit as the node stands with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayStatus {
+    /// The circuit's address (the relay's, then `/p2p-circuit`).
+    pub addr: Multiaddr,
+    /// The relay holds a reservation for this node now.
+    pub reserved: bool,
+    /// Failures since the last reservation.
+    pub failures: u32,
 }
 
 /// Circuit listeners by id, and the failed ones waiting for a retry.
@@ -31,13 +43,21 @@ pub(crate) struct RelayListeners {
 impl RelayListeners {
     /// A circuit listener was opened on `addr`.
     pub(crate) fn opened(&mut self, id: ListenerId, addr: Multiaddr) {
-        self.open.insert(id, Circuit { addr, failures: 0 });
+        self.open.insert(
+            id,
+            Circuit {
+                addr,
+                failures: 0,
+                reserved: false,
+            },
+        );
     }
 
     /// A circuit listener got an address: the reservation holds.
     pub(crate) fn reserved(&mut self, id: ListenerId) {
         if let Some(c) = self.open.get_mut(&id) {
             c.failures = 0;
+            c.reserved = true;
         }
     }
 
@@ -47,6 +67,7 @@ impl RelayListeners {
         let Some(mut circuit) = self.open.remove(&id) else {
             return;
         };
+        circuit.reserved = false;
         circuit.failures = circuit.failures.saturating_add(1);
         let wait = FIRST_RETRY
             .saturating_mul(1 << circuit.failures.saturating_sub(1).min(8))
@@ -70,7 +91,30 @@ impl RelayListeners {
 
     /// Opened again after `failures` failures.
     pub(crate) fn reopened(&mut self, id: ListenerId, addr: Multiaddr, failures: u32) {
-        self.open.insert(id, Circuit { addr, failures });
+        self.open.insert(
+            id,
+            Circuit {
+                addr,
+                failures,
+                reserved: false,
+            },
+        );
+    }
+
+    /// Every circuit: open ones (reserved or waiting for the relay's
+    /// answer) and failed ones waiting for their retry.
+    pub(crate) fn status(&self) -> Vec<RelayStatus> {
+        let open = self.open.values().map(|c| RelayStatus {
+            addr: c.addr.clone(),
+            reserved: c.reserved,
+            failures: c.failures,
+        });
+        let waiting = self.waiting.iter().map(|(_, c)| RelayStatus {
+            addr: c.addr.clone(),
+            reserved: false,
+            failures: c.failures,
+        });
+        open.chain(waiting).collect()
     }
 }
 
