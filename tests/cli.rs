@@ -437,7 +437,14 @@ fn a_reader_that_goes_away_ends_the_command_quietly() {
     init(&home, "alice", "Alice");
     // `safemeet invite | head -c 1`, with the reader gone before the
     // command writes (it unlocks the store first).
-    for args in [&["invite"][..], &["whoami"], &["contact", "list", "--json"]] {
+    for args in [
+        &["invite"][..],
+        &["whoami"],
+        &["contact", "list", "--json"],
+        &["completions", "bash"],
+        &["man"],
+        &["config", "default"],
+    ] {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("safemeet"))
             .arg("--home")
             .arg(&home)
@@ -517,4 +524,40 @@ fn an_invite_and_its_qr_code_fit_80_columns() {
             line.chars().count()
         );
     }
+}
+
+/// Completions for each shell and the manual pages come from the CLI's
+/// definition: every command is in them.
+#[test]
+fn completions_and_manual_pages_name_every_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = Command::cargo_bin("safemeet")
+            .unwrap()
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for command in ["up", "doctor", "send", "listen", "config"] {
+            assert!(script.contains(command), "{shell} completes {command}");
+        }
+    }
+    let out = Command::cargo_bin("safemeet")
+        .unwrap()
+        .args(["man", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for page in ["safemeet.1", "safemeet-up.1", "safemeet-doctor.1", "safemeet-send.1"] {
+        let text = std::fs::read_to_string(tmp.path().join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page} is a manual page");
+    }
+    let bad = Command::cargo_bin("safemeet")
+        .unwrap()
+        .args(["completions", "cmd.exe"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
 }

@@ -18,11 +18,23 @@ macro_rules! println {
     };
 }
 
+/// `print!`, with the same care as [`println!`].
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::print_text(format_args!($($arg)*))
+    };
+}
+
 /// See [`println!`].
 fn print_line(args: std::fmt::Arguments<'_>) {
+    print_text(format_args!("{args}\n"));
+}
+
+/// See [`println!`].
+fn print_text(args: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{args}").and_then(|()| out.flush()) {
+    if let Err(e) = write!(out, "{args}").and_then(|()| out.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
@@ -42,6 +54,7 @@ mod doctor;
 mod failure;
 mod home;
 mod listen;
+mod manual;
 mod messenger;
 mod passphrase;
 mod people;
@@ -184,6 +197,20 @@ enum Command {
         display_name: Option<DisplayName>,
         #[command(flatten)]
         daemon: DaemonArgs,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell). For bash: `safemeet completions bash >
+    /// ~/.local/share/bash-completion/completions/safemeet`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), or with --dir write one page per
+    /// command there (`man -l safemeet.1` reads one).
+    Man {
+        /// A directory for safemeet.1 and safemeet-COMMAND.1 pages.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Check what the daemon needs: the store, the API socket, the ports,
     /// each relay and its reservation, NAT, the clock against contacts',
@@ -425,6 +452,25 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             commands::up(&home, &source, cli.json, username, display_name, network)
         }
         Command::Doctor => doctor::doctor(&home, home_given, &source, cli.json),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            if cli.json {
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut command, "safemeet", &mut script);
+                messenger::print_json(&serde_json::json!({
+                    "shell": shell.to_string(),
+                    "script": String::from_utf8_lossy(&script),
+                }))
+            } else {
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut command, "safemeet", &mut script);
+                print!("{}", String::from_utf8_lossy(&script));
+                Ok(())
+            }
+        }
+        Command::Man { dir } => {
+            manual::man(<Cli as clap::CommandFactory>::command(), dir, cli.json)
+        }
         Command::Config(action) => {
             let path = config::path(home.dir(), home_given)?;
             match action {
