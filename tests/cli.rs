@@ -550,7 +550,12 @@ fn completions_and_manual_pages_name_every_command() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    for page in ["safemeet.1", "safemeet-up.1", "safemeet-doctor.1", "safemeet-send.1"] {
+    for page in [
+        "safemeet.1",
+        "safemeet-up.1",
+        "safemeet-doctor.1",
+        "safemeet-send.1",
+    ] {
         let text = std::fs::read_to_string(tmp.path().join(page)).unwrap();
         assert!(text.contains(".TH"), "{page} is a manual page");
     }

@@ -23,10 +23,14 @@ struct Running {
 
 impl Running {
     fn start(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut with_home = vec!["--home", home.to_str().unwrap()];
+        with_home.extend(args);
+        Self::start_args(&with_home, env)
+    }
+
+    fn start_args(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = bin();
         command
-            .arg("--home")
-            .arg(home)
             .args(args)
             .arg("--json")
             .stdout(Stdio::piped())
@@ -375,4 +379,92 @@ fn doctor_compares_the_clock_with_contacts_messages() {
     );
     da.stop();
     db.stop();
+}
+
+/// Under systemd (`Type=notify`), the daemon says READY=1 once it serves
+/// and STOPPING=1 when it stops; the units in dist/ run commands this
+/// binary takes.
+#[test]
+fn systemd_hears_when_the_daemon_is_ready_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init(dir.path(), "alice");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let socket_text = socket_path.display().to_string();
+    let mut args = vec!["daemon"];
+    args.extend(QUIET);
+    args.push("/ip4/127.0.0.1/tcp/0");
+    let daemon = Running::start(&home, &args, &[("NOTIFY_SOCKET", &socket_text)]);
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf).expect("READY=1");
+    let said = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(said.starts_with("READY=1"), "{said}");
+    // It said so once it listens: the line is there.
+    daemon.next();
+    let Running { mut process, .. } = daemon;
+    process.signal("TERM");
+    let n = socket.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(process.wait().success());
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for unit in ["dist/safemeet.service", "dist/safemeet-relay.service"] {
+        let text = std::fs::read_to_string(root.join(unit)).unwrap();
+        assert!(text.contains("Type=notify"), "{unit}");
+        let exec = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap();
+        let args: Vec<String> = exec
+            .split_whitespace()
+            .skip(1)
+            .map(|a| {
+                a.replace("%h", &dir.path().display().to_string())
+                    .replace("${STATE_DIRECTORY}", &dir.path().display().to_string())
+            })
+            .collect();
+        // The arguments parse: with --help added, the binary shows help.
+        let out = bin().args(&args).arg("--help").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{unit}: {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Without --home, everything goes where the XDG base directories say:
+/// the profile in the data dir, config.toml in the config dir, the API
+/// socket in the runtime dir.
+#[test]
+fn without_home_each_file_goes_to_its_xdg_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let [data, config, run] = ["data", "config", "run"].map(|d| dir.path().join(d));
+    let env = [
+        ("HOME", dir.path().to_str().unwrap()),
+        ("XDG_DATA_HOME", data.to_str().unwrap()),
+        ("XDG_CONFIG_HOME", config.to_str().unwrap()),
+        ("XDG_RUNTIME_DIR", run.to_str().unwrap()),
+    ];
+    let mut args = vec!["up", "--username", "dana"];
+    args.extend(QUIET);
+    args.push("/ip4/127.0.0.1/tcp/0");
+    let daemon = Running::start_args(&args, &env);
+    daemon.next();
+    daemon.next();
+    assert!(data.join("safemeet/keyfile").exists());
+    assert!(config.join("safemeet/config.toml").exists());
+    assert!(run.join("safemeet/safemeet.sock").exists());
+    let mut whoami = bin();
+    whoami.args(["whoami", "--json"]);
+    for (k, v) in env {
+        whoami.env(k, v);
+    }
+    let who: Value = serde_json::from_slice(&whoami.output().unwrap().stdout).unwrap();
+    assert!(
+        !who["listen_addrs"].as_array().unwrap().is_empty(),
+        "whoami reached the daemon through the runtime dir's socket: {who}"
+    );
+    daemon.stop();
 }

@@ -187,6 +187,7 @@ async fn serve_until_stopped(
     greet: bool,
 ) -> Result<(), Failure> {
     let socket = home.socket();
+    home.make_socket_dir()?;
     // The API stops with the daemon: the same token, cancelled first.
     let api_stop = stop.child_token();
     let mut web_url = None;
@@ -246,6 +247,7 @@ async fn serve_until_stopped(
         }
     }
     tracing::info!("daemon running");
+    crate::notify::ready("running");
     let outcome = tokio::select! {
         biased;
         () = stop.cancelled() => Ok(()),
@@ -254,6 +256,7 @@ async fn serve_until_stopped(
             _ => Err(Failure::Other(anyhow::anyhow!("API server stopped"))),
         },
     };
+    crate::notify::stopping();
     stop_api(&api_stop, server, web_server).await;
     outcome
 }

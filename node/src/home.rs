@@ -34,22 +34,34 @@ const MIGRATIONS: &[migrate::Migration] = &[];
 /// An unlocked profile store.
 pub(crate) type ProfileStore = EncryptedStore<SledStore>;
 
+/// The API socket's file name.
+const SOCKET: &str = "safemeet.sock";
+
 #[derive(Debug, Clone)]
 pub(crate) struct Home {
     dir: PathBuf,
+    socket: PathBuf,
 }
 
 impl Home {
-    /// `--home`/`SAFEMEET_HOME`, else `$XDG_DATA_HOME/safemeet`.
+    /// `--home`/`SAFEMEET_HOME`, else `$XDG_DATA_HOME/safemeet`. The API
+    /// socket is in the profile directory under an explicit home (several
+    /// profiles on one machine each have theirs), else in the XDG runtime
+    /// directory (`$XDG_RUNTIME_DIR/safemeet/`, private to the user and
+    /// cleared at logout) when there is one.
     pub(crate) fn resolve(explicit: Option<PathBuf>) -> Result<Self, Failure> {
-        let dir = match explicit {
-            Some(d) => d,
-            None => etcetera::choose_base_strategy()
-                .context("cannot find a home directory; pass --home DIR")?
-                .data_dir()
-                .join("safemeet"),
+        if let Some(dir) = explicit {
+            let socket = dir.join(SOCKET);
+            return Ok(Self { dir, socket });
+        }
+        let base = etcetera::choose_base_strategy()
+            .context("cannot find a home directory; pass --home DIR")?;
+        let dir = base.data_dir().join("safemeet");
+        let socket = match base.runtime_dir() {
+            Some(runtime) => runtime.join("safemeet").join(SOCKET),
+            None => dir.join(SOCKET),
         };
-        Ok(Self { dir })
+        Ok(Self { dir, socket })
     }
 
     /// The profile directory.
@@ -72,7 +84,15 @@ impl Home {
 
     /// The daemon's API socket.
     pub(crate) fn socket(&self) -> PathBuf {
-        self.dir.join("safemeet.sock")
+        self.socket.clone()
+    }
+
+    /// Makes the directory the socket goes in (private to the user).
+    pub(crate) fn make_socket_dir(&self) -> Result<(), Failure> {
+        if let Some(parent) = self.socket.parent() {
+            create_private_dir(parent)?;
+        }
+        Ok(())
     }
 
     pub(crate) fn has_account(&self) -> bool {
@@ -341,6 +361,7 @@ mod tests {
     fn a_key_file_under_the_old_default_is_rewrapped_when_unlocked() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home {
+            socket: dir.path().join("profile").join(SOCKET),
             dir: dir.path().join("profile"),
         };
         let pass = Passphrase::new("seven tall giraffes drink tea");

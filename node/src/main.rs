@@ -56,6 +56,7 @@ mod home;
 mod listen;
 mod manual;
 mod messenger;
+mod notify;
 mod passphrase;
 mod people;
 mod ports;

@@ -277,7 +277,9 @@ pub(crate) fn run(home: &Home, json: bool, args: RelayArgs) -> Result<(), Failur
         }
         if !stop.is_cancelled() {
             print_started(json, &relay, &addrs);
+            crate::notify::ready("relaying");
             stop.cancelled().await;
+            crate::notify::stopping();
         }
         relay.stop().await;
         tracing::info!("relay stopped");
