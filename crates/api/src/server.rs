@@ -131,6 +131,11 @@ async fn connection(
                     LinesCodecError::Io(_) => Error::InvalidRequest("the line is not UTF-8"),
                 };
                 let _ = send(&mut lines, &failure(&Value::Null, &error)).await;
+                // Read what the client still sends, for a while, before
+                // closing: a client that writes its whole request before it
+                // reads then gets to read the answer, where closing at once
+                // would fail its write and lose it.
+                drain(lines.into_inner()).await;
                 return Err(e.into());
             }
         };
@@ -151,6 +156,29 @@ async fn connection(
         send(&mut lines, &answer).await?;
     }
     Ok(())
+}
+
+/// At most this much of a refused request is read (and dropped) after the
+/// answer, for at most [`DRAIN_TIME`].
+const DRAIN_BYTES: usize = 16 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Ends the writing side (the client sees the answer, then the end) and
+/// reads the reading side until the client stops, or the bounds.
+async fn drain(mut stream: UnixStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut read = 0;
+        while read < DRAIN_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read += n,
+            }
+        }
+    })
+    .await;
 }
 
 /// One request (a line on the socket, a body over HTTP) → its id and

@@ -406,6 +406,18 @@ async fn a_line_too_long_or_not_utf8_is_answered_then_the_connection_closes() {
     assert_error(&answer, -32600, "invalid_request");
     assert_eq!(raw.line().await, None, "the connection is closed");
 
+    // A client that writes a whole 1 MB line before it reads anything
+    // still reads why it was refused.
+    let mut raw = Raw::connect(&socket).await;
+    let mut huge = vec![b'a'; 1 << 20];
+    huge.push(b'\n');
+    tokio::time::timeout(WAIT, raw.writer.write_all(&huge))
+        .await
+        .expect("the write in time")
+        .expect("the whole line was taken");
+    let answer: Value = serde_json::from_str(&raw.line().await.unwrap()).unwrap();
+    assert_error(&answer, -32600, "line_too_long");
+
     // The server itself serves on.
     let mut raw = Raw::connect(&socket).await;
     let who = raw
