@@ -65,7 +65,7 @@ fn text() -> String {
 }
 
 /// Percentile `p` (0-100) of sorted milliseconds.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -34,6 +34,7 @@ mod relay;
 mod relay_drain;
 mod relay_flood;
 mod store;
+mod web;
 
 use std::path::PathBuf;
 
@@ -80,6 +81,13 @@ struct Args {
     /// with its defaults) instead of this binary as a relay process.
     #[arg(long, value_name = "PATH")]
     relay_bin: Option<PathBuf>,
+    /// `web` only: browser-style clients following the event stream.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=500))]
+    clients: u32,
+    /// `web` only: the `safemeet` binary to run (default: the one next to
+    /// this benchmark).
+    #[arg(long, value_name = "PATH")]
+    safemeet_bin: Option<PathBuf>,
     /// Internal: serve a relay with a database under DIR until standard
     /// input closes (the flood mode's relay process).
     #[arg(long, value_name = "DIR", hide = true)]
@@ -98,6 +106,8 @@ enum Suite {
     Relay,
     /// Linking a device with a long history.
     Link,
+    /// The web app's event stream under load, against the socket API.
+    Web,
 }
 
 impl Suite {
@@ -111,6 +121,7 @@ impl Suite {
             Suite::Chat => 1000,
             Suite::Relay => 20_000,
             Suite::Link => 10_000,
+            Suite::Web => 1000,
         }
     }
 }
@@ -143,6 +154,12 @@ fn main() -> anyhow::Result<()> {
         })?,
         Suite::Relay => relay::run(samples, ops)?,
         Suite::Link => link::run(samples, ops)?,
+        Suite::Web => web::run(web::Options {
+            samples,
+            messages: ops,
+            clients: args.clients as usize,
+            bin: args.safemeet_bin,
+        })?,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
