@@ -258,9 +258,8 @@ async fn sse_client(
         }
     }
     let _ = open.send(()).await;
-    let mut got = vec![None; count];
-    let mut left = count;
-    while left > 0 {
+    let mut arrivals = Arrivals::new(sample, count);
+    while arrivals.left > 0 {
         line.clear();
         if reader.read_line(&mut line).await? == 0 {
             bail!("the stream ended");
@@ -272,24 +271,40 @@ async fn sse_client(
         let Ok(event) = serde_json::from_str::<Event>(data.trim()) else {
             continue;
         };
-        if let Some(i) = arrived(&event, sample)
-            && i < count
-            && got[i].is_none()
-        {
-            got[i] = Some(at);
-            left -= 1;
-        }
+        arrivals.note(&event, at);
     }
-    Ok(got)
+    Ok(arrivals.got)
 }
 
-/// The index of a message of `sample` this event brings, if any.
-fn arrived(event: &Event, sample: usize) -> Option<usize> {
-    let EventKind::Message { message, .. } = &event.kind else {
-        return None;
-    };
-    let (s, i) = tag(&message.text)?;
-    (s == sample).then_some(i)
+/// When each message of one sample arrived at one client.
+struct Arrivals {
+    sample: usize,
+    got: Vec<Option<Instant>>,
+    left: usize,
+}
+
+impl Arrivals {
+    fn new(sample: usize, count: usize) -> Self {
+        Arrivals {
+            sample,
+            got: vec![None; count],
+            left: count,
+        }
+    }
+
+    /// Notes `event` if it brings a message of the sample not seen yet.
+    fn note(&mut self, event: &Event, at: Instant) {
+        let EventKind::Message { message, .. } = &event.kind else {
+            return;
+        };
+        if let Some((s, i)) = tag(&message.text)
+            && s == self.sample
+            && let Some(slot @ None) = self.got.get_mut(i)
+        {
+            *slot = Some(at);
+            self.left -= 1;
+        }
+    }
 }
 
 /// The socket subscriber: the same, over `subscribe`.
@@ -303,23 +318,15 @@ async fn socket_client(
     let client = Client::connect(&socket).await?;
     let mut sub = client.subscribe(since).await?;
     let _ = open.send(()).await;
-    let mut got = vec![None; count];
-    let mut left = count;
-    while left > 0 {
+    let mut arrivals = Arrivals::new(sample, count);
+    while arrivals.left > 0 {
         let event = sub
             .next_event()
             .await?
             .ok_or_else(|| anyhow!("the stream ended"))?;
-        let at = instant();
-        if let Some(i) = arrived(&event, sample)
-            && i < count
-            && got[i].is_none()
-        {
-            got[i] = Some(at);
-            left -= 1;
-        }
+        arrivals.note(&event, instant());
     }
-    Ok(got)
+    Ok(arrivals.got)
 }
 
 /// The cursor of the last event so far.
