@@ -652,3 +652,180 @@ fn a_browser_logs_in_sends_a_dm_and_sees_the_reply_live() {
     da.stop();
     db.stop();
 }
+
+/// Clicks the navigation button `view` until `path` (XPath) appears: what
+/// the view shows is read when it opens.
+async fn reopen_until(client: &fantoccini::Client, view: &str, path: &str) {
+    let button = format!("header nav button[data-view='{view}']");
+    for _ in 0..60 {
+        element(client, &button).await.click().await.unwrap();
+        let found = client
+            .wait()
+            .at_most(std::time::Duration::from_secs(1))
+            .for_element(fantoccini::Locator::XPath(path))
+            .await;
+        if found.is_ok() {
+            return;
+        }
+    }
+    panic!("{path} never showed in {view}");
+}
+
+/// The other screens, in Chromium: a contact added by pasting their
+/// invite, a room created and a contact invited to it, an invitation
+/// joined, a room left.
+#[test]
+fn a_browser_adds_a_contact_and_manages_rooms() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, carol) = (init(dir.path(), "alice"), init(dir.path(), "carol"));
+    let (da, dc) = (Daemon::start(&alice), Daemon::start(&carol));
+    let invite_of = |home: &Path| {
+        cli(home, &["invite"])["invite"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let carol_invite = invite_of(&carol);
+    cli(
+        &carol,
+        &["contact", "add", &invite_of(&alice), "--name", "alice"],
+    );
+    let url = da.web.clone().unwrap();
+    let driver = Chromedriver::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = browser(&driver, &dir.path().join("chromium")).await;
+        client.goto(&url).await.unwrap();
+        element(&client, "#login:not([hidden]) #passphrase")
+            .await
+            .send_keys(&format!("{PASS}\u{E007}"))
+            .await
+            .unwrap();
+        element(&client, "#app:not([hidden])").await;
+
+        // Contacts: Carol's invite pasted in.
+        element(&client, "header nav button[data-view='contacts']")
+            .await
+            .click()
+            .await
+            .unwrap();
+        element(&client, "#invite-qr[src]").await;
+        element(&client, "#invite-text")
+            .await
+            .send_keys(&carol_invite)
+            .await
+            .unwrap();
+        element(&client, "#contact-name")
+            .await
+            .send_keys("carol")
+            .await
+            .unwrap();
+        element(&client, "#add-contact button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        xpath(&client, "//ul[@id='contacts']/li[starts-with(., 'carol')]").await;
+
+        // Rooms: create "club", invite Carol; she joins from her CLI.
+        element(&client, "header nav button[data-view='rooms']")
+            .await
+            .click()
+            .await
+            .unwrap();
+        element(&client, "#room-name")
+            .await
+            .send_keys("club")
+            .await
+            .unwrap();
+        element(&client, "#create-room button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        xpath(
+            &client,
+            "//ul[@id='rooms']/li[strong[text()='club']]//button[text()='Invite']",
+        )
+        .await
+        .click()
+        .await
+        .unwrap();
+        let carol_home = carol.clone();
+        tokio::task::spawn_blocking(move || {
+            support::node::eventually("Carol's invitation to club", || {
+                let pending = cli(&carol_home, &["room", "invitations"]);
+                pending
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|i| i["name"] == "club")
+                    .then_some(())
+            });
+            cli(&carol_home, &["room", "join", "club"]);
+            // Carol's own room, with Alice: an invitation on Alice's side.
+            cli(
+                &carol_home,
+                &["room", "create", "readers", "--member", "alice"],
+            );
+        })
+        .await
+        .unwrap();
+        reopen_until(
+            &client,
+            "rooms",
+            "//ul[@id='invitations']//button[text()='Join readers']",
+        )
+        .await;
+        xpath(
+            &client,
+            "//ul[@id='invitations']//button[text()='Join readers']",
+        )
+        .await
+        .click()
+        .await
+        .unwrap();
+        xpath(&client, "//ul[@id='rooms']/li[strong[text()='readers']]").await;
+        xpath(
+            &client,
+            "//ul[@id='conversations']//button[span[text()='# readers']]",
+        )
+        .await;
+
+        // Alice leaves club; Carol sees her go.
+        xpath(&client, "//button[text()='Leave club']")
+            .await
+            .click()
+            .await
+            .unwrap();
+        let carol_home = carol.clone();
+        let alice_id = support::node::user_id(&alice);
+        tokio::task::spawn_blocking(move || {
+            support::node::eventually("Alice gone from club", || {
+                let rooms = cli(&carol_home, &["room", "list"]);
+                rooms
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|r| r["name"] == "club")
+                    .is_some_and(|r| {
+                        !r["members"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|m| m == alice_id.as_str())
+                    })
+                    .then_some(())
+            });
+        })
+        .await
+        .unwrap();
+        client.close().await.unwrap();
+    });
+    da.stop();
+    dc.stop();
+}

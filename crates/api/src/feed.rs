@@ -47,9 +47,23 @@ impl EventFeed {
     /// ([`EngineError::Stopped`]). Cancelling it loses nothing.
     pub async fn next(&mut self) -> Result<Event, Error> {
         loop {
+            if let Some(event) = self.available().await? {
+                return Ok(event);
+            }
+            self.watch
+                .changed()
+                .await
+                .map_err(|_| Error::Engine(EngineError::Stopped))?;
+        }
+    }
+
+    /// The next entry if the log already holds it; `None` when the feed has
+    /// caught up (it does not wait).
+    pub async fn available(&mut self) -> Result<Option<Event>, Error> {
+        loop {
             if let Some(event) = self.ready.pop_front() {
                 self.cursor = event.cursor;
-                return Ok(event);
+                return Ok(Some(event));
             }
             let batch = tokio::time::timeout(
                 DISPATCH_TIMEOUT,
@@ -61,11 +75,7 @@ impl EventFeed {
                 secs: DISPATCH_TIMEOUT.as_secs(),
             })??;
             if batch.is_empty() {
-                self.watch
-                    .changed()
-                    .await
-                    .map_err(|_| Error::Engine(EngineError::Stopped))?;
-                continue;
+                return Ok(None);
             }
             self.ready.extend(
                 batch

@@ -367,7 +367,46 @@ $('send-text').addEventListener('keydown', (event) => {
 
 // --- contacts ------------------------------------------------------------------
 
+function emptyItem(ul, text) {
+  const li = document.createElement('li');
+  li.textContent = text;
+  ul.append(li);
+}
+
+function actionButton(label, what, fn) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = label;
+  b.addEventListener('click', () => attempt(what, fn));
+  return b;
+}
+
+async function loadRequests() {
+  const requests = await rpc('request.list');
+  const ul = $('requests');
+  ul.replaceChildren();
+  if (requests.length === 0) emptyItem(ul, 'None.');
+  for (const r of requests) {
+    const li = document.createElement('li');
+    const who = document.createElement('span');
+    who.textContent = r.display_name + ' (' + r.username + ') ';
+    const accept = actionButton('Accept ' + r.username, 'Accepting', async () => {
+      await rpc('request.accept', { target: r.user_id });
+      say('Accepted.');
+      await loadContactsView();
+      await loadConversations();
+    });
+    const decline = actionButton('Decline ' + r.username, 'Declining', async () => {
+      await rpc('request.decline', { target: r.user_id });
+      await loadContactsView();
+    });
+    li.append(who, accept, decline);
+    ul.append(li);
+  }
+}
+
 async function loadContactsView() {
+  await loadRequests();
   const invite = await rpc('invite');
   $('own-invite').value = invite.invite;
   $('invite-qr').src = '/api/v1/invite.svg';
@@ -399,7 +438,32 @@ $('add-contact').addEventListener('submit', (event) => {
 
 // --- rooms ---------------------------------------------------------------------
 
+async function loadInvitations() {
+  const invitations = await rpc('room.invitations');
+  const ul = $('invitations');
+  ul.replaceChildren();
+  if (invitations.length === 0) emptyItem(ul, 'None.');
+  for (const inv of invitations) {
+    const li = document.createElement('li');
+    const what = document.createElement('span');
+    what.textContent = inv.name + ', from ' + nameOf(inv.from) + ' ';
+    const join = actionButton('Join ' + inv.name, 'Joining', async () => {
+      await rpc('room.join', { room: inv.room_id });
+      say('You joined ' + inv.name + '.');
+      await loadRoomsView();
+      await loadConversations();
+    });
+    const decline = actionButton('Decline ' + inv.name, 'Declining', async () => {
+      await rpc('room.decline', { room: inv.room_id });
+      await loadRoomsView();
+    });
+    li.append(what, join, decline);
+    ul.append(li);
+  }
+}
+
 async function loadRoomsView() {
+  await loadInvitations();
   const [rooms, contacts] = await Promise.all([rpc('room.list'), rpc('contact.list')]);
   const ul = $('rooms');
   ul.replaceChildren();

@@ -6,6 +6,12 @@
 //! reconnect), else after `?since=N`, else at the start of the log; so a
 //! dropped connection resumes with nothing missed and nothing twice. The
 //! stream ends when the session does (logout, expiry) or the daemon stops.
+//!
+//! Many streams follow one log: one task ([`Fanout`]) reads each new entry
+//! once, encodes it once and hands it to every stream. A stream first
+//! reads what it missed from the log itself, then follows the fan-out,
+//! skipping what it already sent; a stream that falls too far behind the
+//! fan-out reads the log again from where it was. Nothing is skipped.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,11 +19,14 @@ use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use safemeet_api::EventFeed;
+use safemeet_engine::Handle as EngineHandle;
 use serde::Deserialize;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::login::session;
@@ -25,6 +34,58 @@ use crate::login::session;
 /// A comment is sent this often on an idle stream, so proxies and the
 /// browser see it alive.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Entries the fan-out holds for streams that are behind; one further
+/// behind reads the log instead.
+const FANOUT_DEPTH: usize = 1024;
+
+/// One log entry, encoded once for every stream.
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    cursor: u64,
+    data: String,
+}
+
+/// The one reader of new log entries, and their encoding, for every stream.
+#[derive(Debug)]
+pub(crate) struct Fanout {
+    tx: broadcast::Sender<Arc<Encoded>>,
+}
+
+impl Fanout {
+    /// Starts reading the log after its current end, until `stop`.
+    pub(crate) fn start(engine: &EngineHandle, stop: CancellationToken) -> Arc<Self> {
+        Self::with_depth(engine, stop, FANOUT_DEPTH)
+    }
+
+    fn with_depth(engine: &EngineHandle, stop: CancellationToken, depth: usize) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(depth);
+        let fanout = Arc::new(Fanout { tx: tx.clone() });
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            // From the end (the watch holds the next cursor): streams read
+            // what came before from the log.
+            let end = engine.log_watch().borrow().saturating_sub(1);
+            let mut feed = EventFeed::new(&engine, end);
+            loop {
+                let next = tokio::select! {
+                    () = stop.cancelled() => return,
+                    next = feed.next() => next,
+                };
+                let Ok(event) = next else { return };
+                let Ok(data) = serde_json::to_string(&event) else {
+                    continue;
+                };
+                // No stream listening is fine.
+                let _ = tx.send(Arc::new(Encoded {
+                    cursor: event.cursor,
+                    data,
+                }));
+            }
+        });
+        fanout
+    }
+}
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct Since {
@@ -54,20 +115,11 @@ pub(crate) async fn events(
     let Ok(permit) = shared.streams.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many event streams").into_response();
     };
-    let feed = EventFeed::new(&shared.engine, since);
-    let stream = futures::stream::unfold(Some(feed), |feed| async move {
-        let mut feed = feed?;
-        match feed.next().await {
-            Ok(event) => {
-                let data = serde_json::to_string(&event).ok()?;
-                let sse = Event::default().id(event.cursor.to_string()).data(data);
-                Some((Ok::<_, Infallible>(sse), Some(feed)))
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "an event stream ended");
-                None
-            }
-        }
+    let follower = Follower::new(&shared.fanout, &shared.engine, since);
+    let stream = futures::stream::unfold(follower, |mut f| async move {
+        let (cursor, data) = f.next().await?;
+        let sse = SseEvent::default().id(cursor.to_string()).data(data);
+        Some((Ok::<_, Infallible>(sse), f))
     })
     .take_until(open.ended.cancelled_owned())
     .take_until(shared.shutdown.clone().cancelled_owned())
@@ -79,4 +131,115 @@ pub(crate) async fn events(
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response()
+}
+
+/// One stream: catching up from the log, then following the fan-out.
+struct Follower {
+    rx: broadcast::Receiver<Arc<Encoded>>,
+    /// Reading the log itself (catching up), until it has caught up.
+    feed: Option<EventFeed>,
+    engine: EngineHandle,
+    /// The last cursor sent.
+    cursor: u64,
+}
+
+impl Follower {
+    fn new(fanout: &Fanout, engine: &EngineHandle, since: u64) -> Self {
+        Follower {
+            // Subscribed before the log is read: nothing appended in
+            // between is missed.
+            rx: fanout.tx.subscribe(),
+            feed: Some(EventFeed::new(engine, since)),
+            engine: engine.clone(),
+            cursor: since,
+        }
+    }
+
+    /// The next entry to send (its cursor and JSON); `None` ends the stream.
+    async fn next(&mut self) -> Option<(u64, String)> {
+        loop {
+            if let Some(feed) = &mut self.feed {
+                match feed.available().await {
+                    Ok(Some(event)) => {
+                        self.cursor = event.cursor;
+                        let data = serde_json::to_string(&event).ok()?;
+                        return Some((event.cursor, data));
+                    }
+                    Ok(None) => self.feed = None,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "an event stream ended");
+                        return None;
+                    }
+                }
+            }
+            match self.rx.recv().await {
+                Ok(item) if item.cursor > self.cursor => {
+                    self.cursor = item.cursor;
+                    return Some((item.cursor, item.data.clone()));
+                }
+                // Already sent while catching up.
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.feed = Some(EventFeed::new(&self.engine, self.cursor));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+    use super::*;
+
+    /// Streams that start in the past, keep up, or fall far behind the
+    /// fan-out (here it holds 4 entries) each get every entry once, in
+    /// order: exactly what the log lists.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn followers_behind_or_ahead_miss_nothing_and_repeat_nothing() {
+        let nodes = safemeet_test_utils::spawn_nodes(2).await;
+        let (alice, bob) = (&nodes[0].1, &nodes[1].1);
+        let stop = CancellationToken::new();
+        let fanout = Fanout::with_depth(alice, stop.clone(), 4);
+        let start = alice.log_watch().borrow().saturating_sub(1);
+        let mut early = Follower::new(&fanout, alice, 0);
+        let mut slow = Follower::new(&fanout, alice, start);
+        for i in 0..40 {
+            bob.send_dm(alice.user_id(), &format!("m{i}"))
+                .await
+                .unwrap();
+        }
+        // Wait until all 40 are in Alice's log.
+        let listed = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let all = alice.events(0, 10_000).await.unwrap();
+                let messages = all
+                    .iter()
+                    .filter(|(_, e)| matches!(e, safemeet_engine::LogEntry::Message { .. }))
+                    .count();
+                if messages >= 40 {
+                    return all.iter().map(|(c, _)| *c).collect::<Vec<u64>>();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the messages arrived");
+        let end = *listed.last().unwrap();
+        for (follower, from) in [(&mut early, 0), (&mut slow, start)] {
+            let mut got = Vec::new();
+            while got.last() != Some(&end) {
+                let (cursor, _) = tokio::time::timeout(Duration::from_secs(30), follower.next())
+                    .await
+                    .expect("the next entry")
+                    .expect("the stream goes on");
+                got.push(cursor);
+            }
+            let expected: Vec<u64> = listed.iter().copied().filter(|c| *c > from).collect();
+            assert_eq!(got, expected, "from {from}");
+        }
+        stop.cancel();
+    }
 }

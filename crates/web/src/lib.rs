@@ -101,6 +101,7 @@ pub(crate) struct Shared {
     pub(crate) sessions: session::Sessions,
     pub(crate) login: login::Throttle,
     pub(crate) streams: Arc<tokio::sync::Semaphore>,
+    pub(crate) fanout: Arc<events::Fanout>,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -118,6 +119,7 @@ pub async fn serve_until(
 ) -> std::io::Result<()> {
     let listener = TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
+    let fanout = events::Fanout::start(&engine, shutdown.clone());
     let shared = Arc::new(Shared {
         engine,
         identity,
@@ -125,6 +127,7 @@ pub async fn serve_until(
         sessions: session::Sessions::new(&config.instance, addr.port()),
         login: login::Throttle::default(),
         streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
+        fanout,
         shutdown: shutdown.clone(),
         config,
     });
