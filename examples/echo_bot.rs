@@ -1,6 +1,7 @@
 //! A bot that answers every message through a daemon's local API.
 //!
-//! Run with `cargo run -p safemeet-examples --bin echo-bot -- --socket ~/.local/share/safemeet/safemeet.sock`.
+//! Run with `cargo run -p safemeet-examples --bin echo-bot -- --socket $XDG_RUNTIME_DIR/safemeet/safemeet.sock`
+//! (or `DIR/safemeet.sock` for a daemon started with `--home DIR`).
 //!
 //! It subscribes to the event log from its newest entry and, for every
 //! message that arrives, sends `echo: <text>` back to the sender, using only

@@ -71,6 +71,7 @@ pub(crate) fn doctor(
     source: &Source,
     json: bool,
 ) -> Result<(), Failure> {
+    home.require_account()?;
     let rt = crate::messenger::runtime()?;
     let checks = rt.block_on(run(home, home_given, source));
     let failed = checks.iter().filter(|c| c.verdict == Verdict::Fail).count();
@@ -91,9 +92,7 @@ pub(crate) fn doctor(
         }
     }
     if failed > 0 {
-        return Err(Failure::Other(anyhow::anyhow!(
-            "{failed} check(s) failed (see above)"
-        )));
+        return Err(Failure::Other(anyhow::anyhow!("{failed} check(s) failed")));
     }
     Ok(())
 }
@@ -181,8 +180,20 @@ async fn with_daemon(
         Verdict::Ok,
         format!("listening on {}", status.listen_addrs.join(", ")),
     ));
+    // The relays the daemon uses, and those config.toml names.
+    let mut relays: Vec<String> = status
+        .relays
+        .iter()
+        .map(|r| r.addr.trim_end_matches("/p2p-circuit").to_owned())
+        .collect();
     for relay in settings.map(|s| s.relay.as_slice()).unwrap_or_default() {
-        let circuit = relay.clone().with(Protocol::P2pCircuit).to_string();
+        let relay = relay.to_string();
+        if !relays.contains(&relay) {
+            relays.push(relay);
+        }
+    }
+    for relay in relays {
+        let circuit = format!("{relay}/p2p-circuit");
         let state = status.relays.iter().find(|r| r.addr == circuit);
         checks.push(match state {
             Some(r) if r.reserved => check(
@@ -190,6 +201,12 @@ async fn with_daemon(
                 Verdict::Ok,
                 "reachable; it holds this device's reservation",
             ),
+            Some(r) if r.failures == 0 => check(
+                format!("relay {relay}"),
+                Verdict::Warn,
+                "waiting for the relay to answer the reservation",
+            )
+            .fix("run `safemeet doctor` again in a few seconds"),
             Some(r) => check(
                 format!("relay {relay}"),
                 Verdict::Fail,
@@ -264,7 +281,7 @@ async fn clock(api: &mut Api) -> Check {
     );
     if median.unsigned_abs() > u64::try_from(CLOCK_SKEW.as_millis()).unwrap_or(u64::MAX) {
         check("clock", Verdict::Warn, detail).fix(
-            "set the clock right (`timedatectl set-ntp true`); messages expire and sort by their senders' clocks",
+            "set the clock right (`timedatectl set-ntp true`); disappearing messages expire by their senders' clocks",
         )
     } else {
         check("clock", Verdict::Ok, detail)
@@ -330,7 +347,15 @@ async fn without_daemon(
         }
         Err(e) => check("store", Verdict::Fail, e.to_string()),
     });
-    let Some(settings) = settings else { return };
+    let Some(settings) = settings else {
+        checks.push(check("nat", Verdict::Skip, "checked when the daemon runs"));
+        checks.push(check(
+            "clock",
+            Verdict::Skip,
+            "checked when the daemon runs",
+        ));
+        return;
+    };
     match crate::ports::ensure_free(&settings.listen) {
         Ok(()) => checks.push(check("ports", Verdict::Ok, "the listen ports are free")),
         Err(e) => checks.push(

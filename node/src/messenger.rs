@@ -188,8 +188,6 @@ impl Api {
         T::try_from(response).map_err(|e| Failure::Other(e.into()))
     }
 
-    /// Every message `messages` has for `target` (the latest `limit`),
-    /// following the pages the answers are cut into.
     /// What to call each user: "me", a contact's name, else a short id.
     pub(crate) async fn names(&mut self) -> Result<Names, Failure> {
         let who: Whoami = self.call(Request::Whoami {}).await?;
@@ -206,6 +204,8 @@ impl Api {
         })
     }
 
+    /// Every message `messages` has for `target` (the latest `limit`),
+    /// following the pages the answers are cut into.
     async fn all_messages(&mut self, target: &str, limit: u64) -> Result<Vec<Message>, Failure> {
         let mut all: Vec<Message> = Vec::new();
         // Each page holds at least one message and the window at most
@@ -500,8 +500,6 @@ fn state_word(state: State) -> &'static str {
     }
 }
 
-/// A time (ms since the Unix epoch) as `YYYY-MM-DD HH:MM UTC`.
-/// `ms` since the Unix epoch as a UTC date and time, to the minute.
 /// Names of users, for people reading.
 #[derive(Debug)]
 pub(crate) struct Names {
@@ -532,6 +530,7 @@ pub(crate) fn local_time(ms: u64) -> String {
         .unwrap_or_else(|| utc(ms))
 }
 
+/// A time (ms since the Unix epoch) as `YYYY-MM-DD HH:MM UTC`.
 pub(crate) fn utc(ms: u64) -> String {
     safemeet_proto::Timestamp::from_millis(ms)
         .map(|t| t.utc_minutes())

@@ -124,11 +124,15 @@ async fn connection(
             Ok(l) => l,
             Err(e) => {
                 // Too long or not UTF-8: answer and close this connection.
-                let error = match e {
+                let error = match &e {
                     LinesCodecError::MaxLineLengthExceeded => Error::LineTooLong {
                         max: MAX_LINE_BYTES,
                     },
-                    LinesCodecError::Io(_) => Error::InvalidRequest("the line is not UTF-8"),
+                    LinesCodecError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                        Error::InvalidRequest("the line is not UTF-8")
+                    }
+                    // The connection itself failed: nobody to answer.
+                    LinesCodecError::Io(_) => return Err(e.into()),
                 };
                 let _ = send(&mut lines, &failure(&Value::Null, &error)).await;
                 // Read what the client still sends, for a while, before

@@ -32,6 +32,9 @@ use crate::reply::{PendingReplies, Settled};
 use crate::topic::{gossip_topic, room_topic};
 use crate::{Config, Error, Event, Handle, RoomTopic, build_swarm};
 
+/// How often failed relay circuits are looked at for a retry.
+const RELAY_RETRY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// AutoNAT results kept for `status`.
 const AUTONAT_KEPT: usize = 8;
 
@@ -185,6 +188,10 @@ impl EventLoop {
         let _stopped = self.stopped.clone().drop_guard();
         let mut report = tokio::time::interval(crate::refusals::REPORT_EVERY);
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Failed relay circuits are tried again when their wait is over,
+        // to within this.
+        let mut relay_tick = tokio::time::interval(RELAY_RETRY_CHECK);
+        relay_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Shutdown first, so it is never starved by traffic. Commands
             // next: each caller waits for its answer, so they cannot starve
@@ -213,8 +220,8 @@ impl EventLoop {
                     }
                     self.refusals.absorb(&self.streams);
                     self.refusals.report_due(SystemClock.instant());
-                    self.retry_relays();
                 }
+                _ = relay_tick.tick() => self.retry_relays(),
             }
         }
         self.stop();
@@ -484,9 +491,12 @@ impl EventLoop {
         for (addr, failures) in self.relay_listeners.due(SystemClock.instant()) {
             match self.swarm.listen_on(addr.clone()) {
                 Ok(id) => self.relay_listeners.reopened(id, addr, failures),
-                Err(e) => {
-                    tracing::warn!(relay = %addr, error = %e, "could not listen through the relay")
-                }
+                Err(e) => self.relay_listeners.retry_failed(
+                    addr,
+                    failures,
+                    &e.to_string(),
+                    SystemClock.instant(),
+                ),
             }
         }
     }

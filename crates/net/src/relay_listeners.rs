@@ -89,6 +89,13 @@ impl RelayListeners {
         due.into_iter().map(|(_, c)| (c.addr, c.failures)).collect()
     }
 
+    /// Could not even be opened again: waits for the next try.
+    pub(crate) fn retry_failed(&mut self, addr: Multiaddr, failures: u32, why: &str, now: Instant) {
+        let id = ListenerId::next();
+        self.reopened(id, addr, failures);
+        self.closed(id, why, now);
+    }
+
     /// Opened again after `failures` failures.
     pub(crate) fn reopened(&mut self, id: ListenerId, addr: Multiaddr, failures: u32) {
         self.open.insert(

@@ -8,7 +8,8 @@
 //! stream ends when the session does (logout, expiry) or the daemon stops.
 //!
 //! Many streams follow one log: one task ([`Fanout`]) reads each new entry
-//! once, encodes it once and hands it to every stream. A stream first
+//! once, encodes it once (the whole SSE frame) and hands the same bytes to
+//! every stream. A stream first
 //! reads what it missed from the log itself, then follows the fan-out,
 //! skipping what it already sent; a stream that falls too far behind the
 //! fan-out reads the log again from where it was. Nothing is skipped.
@@ -17,9 +18,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use safemeet_api::EventFeed;
@@ -39,17 +40,31 @@ pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// behind reads the log instead.
 const FANOUT_DEPTH: usize = 1024;
 
-/// One log entry, encoded once for every stream.
-#[derive(Debug)]
+/// One log entry, encoded once for every stream: its SSE frame.
+#[derive(Debug, Clone)]
 pub(crate) struct Encoded {
     cursor: u64,
-    data: String,
+    frame: Bytes,
 }
+
+impl Encoded {
+    /// `id: CURSOR` and `data: JSON` (compact JSON holds no newline).
+    fn of(event: &safemeet_api::Event) -> Option<Self> {
+        let json = serde_json::to_string(event).ok()?;
+        Some(Encoded {
+            cursor: event.cursor,
+            frame: Bytes::from(format!("id: {}\ndata: {json}\n\n", event.cursor)),
+        })
+    }
+}
+
+/// What an idle stream sends every [`KEEP_ALIVE`]: an SSE comment.
+const KEEP_ALIVE_FRAME: &[u8] = b": keep-alive\n\n";
 
 /// The one reader of new log entries, and their encoding, for every stream.
 #[derive(Debug)]
 pub(crate) struct Fanout {
-    tx: broadcast::Sender<Arc<Encoded>>,
+    tx: broadcast::Sender<Encoded>,
 }
 
 impl Fanout {
@@ -73,14 +88,11 @@ impl Fanout {
                     next = feed.next() => next,
                 };
                 let Ok(event) = next else { return };
-                let Ok(data) = serde_json::to_string(&event) else {
+                let Some(encoded) = Encoded::of(&event) else {
                     continue;
                 };
                 // No stream listening is fine.
-                let _ = tx.send(Arc::new(Encoded {
-                    cursor: event.cursor,
-                    data,
-                }));
+                let _ = tx.send(encoded);
             }
         });
         fanout
@@ -117,9 +129,11 @@ pub(crate) async fn events(
     };
     let follower = Follower::new(&shared.fanout, &shared.engine, since);
     let stream = futures::stream::unfold(follower, |mut f| async move {
-        let (cursor, data) = f.next().await?;
-        let sse = SseEvent::default().id(cursor.to_string()).data(data);
-        Some((Ok::<_, Infallible>(sse), f))
+        let frame = tokio::select! {
+            next = f.next() => next?.frame,
+            () = tokio::time::sleep(KEEP_ALIVE) => Bytes::from_static(KEEP_ALIVE_FRAME),
+        };
+        Some((Ok::<_, Infallible>(frame), f))
     })
     .take_until(open.ended.cancelled_owned())
     .take_until(shared.shutdown.clone().cancelled_owned())
@@ -128,14 +142,19 @@ pub(crate) async fn events(
         let _held = &permit;
         item
     });
-    Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response()
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// One stream: catching up from the log, then following the fan-out.
 struct Follower {
-    rx: broadcast::Receiver<Arc<Encoded>>,
+    rx: broadcast::Receiver<Encoded>,
     /// Reading the log itself (catching up), until it has caught up.
     feed: Option<EventFeed>,
     engine: EngineHandle,
@@ -155,15 +174,15 @@ impl Follower {
         }
     }
 
-    /// The next entry to send (its cursor and JSON); `None` ends the stream.
-    async fn next(&mut self) -> Option<(u64, String)> {
+    /// The next entry to send; `None` ends the stream. Cancelling it
+    /// loses nothing.
+    async fn next(&mut self) -> Option<Encoded> {
         loop {
             if let Some(feed) = &mut self.feed {
                 match feed.available().await {
                     Ok(Some(event)) => {
                         self.cursor = event.cursor;
-                        let data = serde_json::to_string(&event).ok()?;
-                        return Some((event.cursor, data));
+                        return Encoded::of(&event);
                     }
                     Ok(None) => self.feed = None,
                     Err(e) => {
@@ -175,7 +194,7 @@ impl Follower {
             match self.rx.recv().await {
                 Ok(item) if item.cursor > self.cursor => {
                     self.cursor = item.cursor;
-                    return Some((item.cursor, item.data.clone()));
+                    return Some(item);
                 }
                 // Already sent while catching up.
                 Ok(_) => {}
@@ -231,11 +250,13 @@ mod tests {
         for (follower, from) in [(&mut early, 0), (&mut slow, start)] {
             let mut got = Vec::new();
             while got.last() != Some(&end) {
-                let (cursor, _) = tokio::time::timeout(Duration::from_secs(30), follower.next())
+                let next = tokio::time::timeout(Duration::from_secs(30), follower.next())
                     .await
                     .expect("the next entry")
                     .expect("the stream goes on");
-                got.push(cursor);
+                let frame = String::from_utf8(next.frame.to_vec()).unwrap();
+                assert!(frame.starts_with(&format!("id: {}\ndata: {{", next.cursor)));
+                got.push(next.cursor);
             }
             let expected: Vec<u64> = listed.iter().copied().filter(|c| *c > from).collect();
             assert_eq!(got, expected, "from {from}");
