@@ -146,6 +146,14 @@ pub async fn serve_until(
         })
     };
     let app = router(shared);
+    // Events are small writes, one after another: without TCP_NODELAY the
+    // kernel holds each back until the last is acknowledged, and the
+    // reader's delayed ACK makes that up to 40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on a web connection");
+        }
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
