@@ -44,6 +44,7 @@
 pub mod account;
 pub mod archive;
 pub mod at_rest;
+pub mod attachment;
 pub mod certificate;
 mod encrypted_store;
 mod error;

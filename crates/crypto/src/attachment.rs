@@ -1,0 +1,497 @@
+//! Attachments: a file sealed once, for everyone it is sent to.
+//!
+//! - Each file gets a fresh random 32-byte [`AttachmentKey`]. The key, the
+//!   BLAKE3 hash of the whole file, its size, name and type form the
+//!   [`Manifest`], which travels inside the (Megolm- or Olm-encrypted)
+//!   message; the sealed chunks travel apart and say nothing without it.
+//! - The file is cut into chunks of [`CHUNK_BYTES`] (the last may be
+//!   shorter; an empty file is one empty chunk). Chunk `i` of `n` is sealed
+//!   with ChaCha20-Poly1305 under the file's key, with the nonce
+//!   `i (u64 BE) ‖ last (1 byte) ‖ 0 0 0` and the AAD
+//!   `"safemeet/attachment/v1" ‖ i (u64 BE) ‖ n (u64 BE)`. A key is used for
+//!   one file only, so counter nonces never repeat; a chunk moved to
+//!   another place, a file cut short or grown, or a chunk of another file
+//!   fails to open.
+//! - A receiver opens chunks as they come (each is checked on its own, so
+//!   a tampered one is refused at once, and a transfer can resume from the
+//!   last good chunk), and checks the whole file's hash and size at the
+//!   end ([`Assembler`]).
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use rand::RngCore;
+use rand::rngs::OsRng;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+/// Plaintext bytes per chunk (all but the last).
+pub const CHUNK_BYTES: usize = 64 * 1024;
+/// What sealing adds to a chunk (the Poly1305 tag).
+pub const CHUNK_OVERHEAD: usize = 16;
+/// The largest file a manifest may describe (1 TiB): far past any limit a
+/// node sets, and small enough that chunk counts stay exact.
+pub const MAX_FILE_BYTES: u64 = 1 << 40;
+/// Longest file name and media type kept (bytes).
+pub const MAX_NAME_BYTES: usize = 255;
+const AAD_PREFIX: &[u8] = b"safemeet/attachment/v1";
+
+/// Why an attachment or one of its chunks was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachmentError {
+    /// A chunk failed authentication: damaged, from another file, or out of
+    /// place.
+    #[error("chunk {index} is damaged or not part of this file")]
+    BadChunk {
+        /// Its index.
+        index: u64,
+    },
+    /// A chunk index past the file's last.
+    #[error("chunk {index} is past the end of a file of {count} chunks")]
+    NoSuchChunk {
+        /// The index given.
+        index: u64,
+        /// The file's chunk count.
+        count: u64,
+    },
+    /// A chunk of the wrong size for its place.
+    #[error("chunk {index} holds {got} bytes where {expected} belong")]
+    ChunkSize {
+        /// Its index.
+        index: u64,
+        /// Its plaintext size.
+        got: usize,
+        /// The size its place calls for.
+        expected: usize,
+    },
+    /// The whole file does not match the hash or size the sender gave.
+    #[error("the file does not match what its sender described (hash or size)")]
+    WrongFile,
+    /// Chunks are missing at the end.
+    #[error("{missing} of {count} chunks have not arrived")]
+    Incomplete {
+        /// How many.
+        missing: u64,
+        /// Of how many.
+        count: u64,
+    },
+    /// A manifest that cannot be right (size, name, type).
+    #[error("invalid attachment manifest: {0}")]
+    InvalidManifest(&'static str),
+}
+
+/// A file's key. Zeroized on drop; `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentKey([u8; 32]);
+
+impl Drop for AttachmentKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl std::fmt::Debug for AttachmentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AttachmentKey(..)")
+    }
+}
+
+impl AttachmentKey {
+    /// A fresh random key.
+    pub fn generate() -> Self {
+        let mut key = [0u8; 32];
+        OsRng.fill_bytes(&mut key);
+        AttachmentKey(key)
+    }
+
+    fn cipher(&self) -> ChaCha20Poly1305 {
+        ChaCha20Poly1305::new((&self.0).into())
+    }
+}
+
+/// What a message says of its attachment: enough to fetch, open and check
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The file's key.
+    pub key: AttachmentKey,
+    /// BLAKE3 of the whole file.
+    pub hash: [u8; 32],
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its name as the sender gave it (no path).
+    pub name: String,
+    /// Its media type (`image/png`), as the sender gave it.
+    pub media_type: String,
+}
+
+impl Manifest {
+    /// How many chunks the file is cut into.
+    pub fn chunks(&self) -> u64 {
+        chunk_count(self.size)
+    }
+
+    /// Checks what a receiver relies on: a size it can count chunks for, a
+    /// plain file name (no path, no control characters) and a media type.
+    pub fn check(&self) -> Result<(), AttachmentError> {
+        if self.size > MAX_FILE_BYTES {
+            return Err(AttachmentError::InvalidManifest("the file is too large"));
+        }
+        let plain = |s: &str| {
+            !s.is_empty() && s.len() <= MAX_NAME_BYTES && !s.chars().any(char::is_control)
+        };
+        if !plain(&self.name) || self.name.contains('/') || self.name == "." || self.name == ".." {
+            return Err(AttachmentError::InvalidManifest(
+                "the file name must be a plain name",
+            ));
+        }
+        if !plain(&self.media_type) || !self.media_type.contains('/') {
+            return Err(AttachmentError::InvalidManifest("the media type"));
+        }
+        Ok(())
+    }
+}
+
+/// How many chunks a file of `size` bytes is cut into (an empty file is
+/// one empty chunk).
+pub fn chunk_count(size: u64) -> u64 {
+    size.div_ceil(CHUNK_BYTES as u64).max(1)
+}
+
+/// The plaintext size of chunk `index` of a file of `size` bytes.
+fn chunk_len(size: u64, index: u64) -> usize {
+    let count = chunk_count(size);
+    if index + 1 < count {
+        CHUNK_BYTES
+    } else {
+        // The last: what is left (at most CHUNK_BYTES).
+        usize::try_from(size - index * CHUNK_BYTES as u64).unwrap_or(CHUNK_BYTES)
+    }
+}
+
+fn nonce(index: u64, last: bool) -> Nonce {
+    let mut n = [0u8; 12];
+    n[..8].copy_from_slice(&index.to_be_bytes());
+    n[8] = u8::from(last);
+    n.into()
+}
+
+fn aad(index: u64, count: u64) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(AAD_PREFIX.len() + 16);
+    aad.extend_from_slice(AAD_PREFIX);
+    aad.extend_from_slice(&index.to_be_bytes());
+    aad.extend_from_slice(&count.to_be_bytes());
+    aad
+}
+
+/// Seals chunk `index` of a file of `size` bytes; `plaintext` must be the
+/// chunk's exact bytes.
+pub fn seal_chunk(
+    key: &AttachmentKey,
+    size: u64,
+    index: u64,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, AttachmentError> {
+    let count = chunk_count(size);
+    if index >= count {
+        return Err(AttachmentError::NoSuchChunk { index, count });
+    }
+    let expected = chunk_len(size, index);
+    if plaintext.len() != expected {
+        return Err(AttachmentError::ChunkSize {
+            index,
+            got: plaintext.len(),
+            expected,
+        });
+    }
+    key.cipher()
+        .encrypt(
+            &nonce(index, index + 1 == count),
+            Payload {
+                msg: plaintext,
+                aad: &aad(index, count),
+            },
+        )
+        .map_err(|_| AttachmentError::BadChunk { index })
+}
+
+/// Opens chunk `index` of the file `manifest` describes.
+pub fn open_chunk(
+    manifest: &Manifest,
+    index: u64,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, AttachmentError> {
+    let count = manifest.chunks();
+    if index >= count {
+        return Err(AttachmentError::NoSuchChunk { index, count });
+    }
+    let expected = chunk_len(manifest.size, index);
+    if sealed.len() != expected + CHUNK_OVERHEAD {
+        return Err(AttachmentError::ChunkSize {
+            index,
+            got: sealed.len().saturating_sub(CHUNK_OVERHEAD),
+            expected,
+        });
+    }
+    manifest
+        .key
+        .cipher()
+        .decrypt(
+            &nonce(index, index + 1 == count),
+            Payload {
+                msg: sealed,
+                aad: &aad(index, count),
+            },
+        )
+        .map(Zeroizing::new)
+        .map_err(|_| AttachmentError::BadChunk { index })
+}
+
+/// A file's manifest and its sealed chunks, from its bytes (for files
+/// that fit in memory; a sender streaming a large file seals chunk by
+/// chunk with [`seal_chunk`] and hashes as it reads).
+pub fn seal_file(
+    bytes: &[u8],
+    name: &str,
+    media_type: &str,
+) -> Result<(Manifest, Vec<Vec<u8>>), AttachmentError> {
+    let manifest = Manifest {
+        key: AttachmentKey::generate(),
+        hash: *blake3::hash(bytes).as_bytes(),
+        size: bytes.len() as u64,
+        name: name.to_owned(),
+        media_type: media_type.to_owned(),
+    };
+    manifest.check()?;
+    let mut sealed = Vec::new();
+    for index in 0..manifest.chunks() {
+        let start = usize::try_from(index).unwrap_or(usize::MAX) * CHUNK_BYTES;
+        let end = (start + CHUNK_BYTES).min(bytes.len());
+        sealed.push(seal_chunk(
+            &manifest.key,
+            manifest.size,
+            index,
+            &bytes[start..end],
+        )?);
+    }
+    Ok((manifest, sealed))
+}
+
+/// A receiver's view of a file being assembled: chunks taken in order
+/// (each checked as it comes), the whole file checked at the end.
+#[derive(Debug)]
+pub struct Assembler {
+    manifest: Manifest,
+    next: u64,
+    hasher: blake3::Hasher,
+}
+
+impl Assembler {
+    /// Starts on the file `manifest` describes (checked first).
+    pub fn new(manifest: Manifest) -> Result<Self, AttachmentError> {
+        manifest.check()?;
+        Ok(Assembler {
+            manifest,
+            next: 0,
+            hasher: blake3::Hasher::new(),
+        })
+    }
+
+    /// The index of the next chunk wanted: a transfer resumes here.
+    pub fn next_chunk(&self) -> u64 {
+        self.next
+    }
+
+    /// Opens the next chunk; its plaintext, to be written out.
+    pub fn take(&mut self, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, AttachmentError> {
+        let plain = open_chunk(&self.manifest, self.next, sealed)?;
+        self.hasher.update(&plain);
+        self.next += 1;
+        Ok(plain)
+    }
+
+    /// Resumes after a restart: the plaintext already written (in order)
+    /// is hashed again, and the next chunk is the one after it.
+    pub fn resume(manifest: Manifest, written: &[u8]) -> Result<Self, AttachmentError> {
+        let mut assembler = Self::new(manifest)?;
+        let whole = written.len() / CHUNK_BYTES;
+        let kept = &written[..whole * CHUNK_BYTES];
+        assembler.hasher.update(kept);
+        assembler.next = whole as u64;
+        Ok(assembler)
+    }
+
+    /// Every chunk arrived, and the file is the one described.
+    pub fn finish(self) -> Result<Manifest, AttachmentError> {
+        let count = self.manifest.chunks();
+        if self.next < count {
+            return Err(AttachmentError::Incomplete {
+                missing: count - self.next,
+                count,
+            });
+        }
+        if self.hasher.finalize().as_bytes() != &self.manifest.hash {
+            return Err(AttachmentError::WrongFile);
+        }
+        Ok(self.manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+    use super::*;
+
+    fn file(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    fn assemble(manifest: &Manifest, sealed: &[Vec<u8>]) -> Result<Vec<u8>, AttachmentError> {
+        let mut a = Assembler::new(manifest.clone())?;
+        let mut out = Vec::new();
+        for chunk in sealed {
+            out.extend_from_slice(&a.take(chunk)?);
+        }
+        a.finish()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn files_of_every_shape_come_back_whole() {
+        for len in [
+            0,
+            1,
+            CHUNK_BYTES - 1,
+            CHUNK_BYTES,
+            CHUNK_BYTES + 1,
+            3 * CHUNK_BYTES + 17,
+        ] {
+            let bytes = file(len);
+            let (manifest, sealed) =
+                seal_file(&bytes, "a.bin", "application/octet-stream").unwrap();
+            assert_eq!(sealed.len() as u64, manifest.chunks(), "{len}");
+            assert!(
+                sealed
+                    .iter()
+                    .all(|c| c.len() <= CHUNK_BYTES + CHUNK_OVERHEAD)
+            );
+            assert_eq!(assemble(&manifest, &sealed).unwrap(), bytes, "{len}");
+        }
+    }
+
+    #[test]
+    fn a_tampered_swapped_cut_or_foreign_chunk_is_refused() {
+        let bytes = file(3 * CHUNK_BYTES + 5);
+        let (manifest, sealed) = seal_file(&bytes, "a.bin", "application/octet-stream").unwrap();
+
+        let mut tampered = sealed.clone();
+        tampered[1][7] ^= 1;
+        assert_eq!(
+            assemble(&manifest, &tampered),
+            Err(AttachmentError::BadChunk { index: 1 })
+        );
+
+        let mut swapped = sealed.clone();
+        swapped.swap(0, 1);
+        assert_eq!(
+            assemble(&manifest, &swapped),
+            Err(AttachmentError::BadChunk { index: 0 })
+        );
+
+        // Cut short: the file's last chunk is missing.
+        assert_eq!(
+            assemble(&manifest, &sealed[..3]),
+            Err(AttachmentError::Incomplete {
+                missing: 1,
+                count: 4
+            })
+        );
+
+        // Grown: under a manifest that claims more chunks, no chunk opens
+        // (the count is in every chunk's AAD).
+        let longer = Manifest {
+            size: manifest.size + CHUNK_BYTES as u64,
+            ..manifest.clone()
+        };
+        assert_eq!(
+            assemble(&longer, &sealed),
+            Err(AttachmentError::BadChunk { index: 0 })
+        );
+
+        // A chunk of another file under this manifest.
+        let (_, other) = seal_file(&bytes, "a.bin", "application/octet-stream").unwrap();
+        assert_eq!(
+            assemble(&manifest, &other),
+            Err(AttachmentError::BadChunk { index: 0 })
+        );
+
+        // The right chunks, but the sender described another file.
+        let lying = Manifest {
+            hash: *blake3::hash(b"something else").as_bytes(),
+            ..manifest.clone()
+        };
+        assert_eq!(assemble(&lying, &sealed), Err(AttachmentError::WrongFile));
+
+        // Past the end, and of the wrong size.
+        assert!(matches!(
+            open_chunk(&manifest, 4, &sealed[0]),
+            Err(AttachmentError::NoSuchChunk { .. })
+        ));
+        assert!(matches!(
+            open_chunk(&manifest, 0, &sealed[3]),
+            Err(AttachmentError::ChunkSize { .. })
+        ));
+    }
+
+    #[test]
+    fn a_transfer_resumes_from_what_was_written() {
+        let bytes = file(5 * CHUNK_BYTES + 100);
+        let (manifest, sealed) = seal_file(&bytes, "a.bin", "application/octet-stream").unwrap();
+        // Two whole chunks and part of a third were written before a crash.
+        let written = &bytes[..2 * CHUNK_BYTES + 10];
+        let mut a = Assembler::resume(manifest, written).unwrap();
+        assert_eq!(a.next_chunk(), 2);
+        for chunk in &sealed[2..] {
+            a.take(chunk).unwrap();
+        }
+        a.finish().unwrap();
+    }
+
+    #[test]
+    fn manifests_that_cannot_be_right_are_refused() {
+        let (manifest, _) = seal_file(b"x", "a.txt", "text/plain").unwrap();
+        for bad in [
+            Manifest {
+                name: "../etc/passwd".into(),
+                ..manifest.clone()
+            },
+            Manifest {
+                name: "a/b".into(),
+                ..manifest.clone()
+            },
+            Manifest {
+                name: String::new(),
+                ..manifest.clone()
+            },
+            Manifest {
+                name: "a\nb".into(),
+                ..manifest.clone()
+            },
+            Manifest {
+                name: "x".repeat(300),
+                ..manifest.clone()
+            },
+            Manifest {
+                media_type: "text".into(),
+                ..manifest.clone()
+            },
+            Manifest {
+                size: MAX_FILE_BYTES + 1,
+                ..manifest.clone()
+            },
+        ] {
+            assert!(Assembler::new(bad.clone()).is_err(), "{bad:?}");
+        }
+        assert!(format!("{:?}", manifest.key) == "AttachmentKey(..)");
+    }
+}
