@@ -9,16 +9,18 @@ use std::time::Duration;
 
 use safemeet_engine::{Handle as EngineHandle, TimelineEntry};
 
+use crate::message::cursor_of;
 use crate::page::{PAGE_BYTES, page};
 use crate::request::{DEFAULT_EVENTS_LIMIT, DEFAULT_MESSAGES_LIMIT, MAX_LIMIT, MessageCursor};
 use crate::resolve::{self, Target};
 use crate::response::{
     BlockedUser, Changed, ContactAdded, ContactBlocked, ContactRemoved, ContactSettings,
-    ContactUnblocked, Event, InviteText, Message, RequestAccepted, RequestDeclined, RoomBanned,
-    RoomCreated, RoomDeclined, RoomInvited, RoomJoined, RoomLeft, RoomRemoved, RoomSettingsView,
-    Sent, SettingsView, Whoami, cursor_of,
+    ContactUnblocked, InviteText, RequestAccepted, RequestDeclined, RoomBanned, RoomCreated,
+    RoomDeclined, RoomInvited, RoomJoined, RoomLeft, RoomRemoved, RoomSettingsView, Sent,
+    SettingsView, Whoami,
 };
 use crate::{Error, Identity, Request, Response};
+use crate::{Event, Message};
 
 /// Longest a request may wait for the engine. The engine answers a send
 /// once the message is committed, a read once it is read from the store:
@@ -95,7 +97,7 @@ async fn serve(
         ),
         Request::DeviceLink { with_master } => {
             let shown = engine.link_offer(with_master).await?;
-            Response::DeviceLink(crate::response::DeviceLink {
+            Response::DeviceLink(crate::DeviceLink {
                 link: shown.link,
                 expires_at: shown.expires_at.as_millis(),
             })
@@ -121,7 +123,7 @@ async fn serve(
                 Some(_) => {}
             }
             engine.revoke_device(device).await?;
-            Response::DeviceRevoked(crate::response::DeviceRevoked { revoked: device_id })
+            Response::DeviceRevoked(crate::DeviceRevoked { revoked: device_id })
         }
         Request::ProfileShow {} => Response::Profile(profile_view(engine).await?),
         Request::ExportReadable { dir } => {
@@ -173,7 +175,7 @@ async fn serve(
                 safemeet_engine::Error::InvalidInput(format!("not a device id: {device_id}"))
             })?;
             engine.rename_device(device, name.clone()).await?;
-            Response::DeviceRenamed(crate::response::DeviceRenamed { device_id, name })
+            Response::DeviceRenamed(crate::DeviceRenamed { device_id, name })
         }
         Request::VerifyStart { target } => {
             let user = resolve::user(engine, &target).await?;
@@ -181,7 +183,7 @@ async fn serve(
         }
         Request::ContactVerify { invite } => {
             let (user, devices) = engine.verify_invite(&invite).await?;
-            Response::ContactVerified(crate::response::ContactVerified {
+            Response::ContactVerified(crate::ContactVerified {
                 user_id: user.to_string(),
                 verified: devices.iter().map(ToString::to_string).collect(),
             })
@@ -451,8 +453,8 @@ fn duration_ms(d: Duration) -> u64 {
 }
 
 /// This user's profile as it now is, with its avatar.
-async fn profile_view(engine: &EngineHandle) -> Result<crate::response::ProfileView, Error> {
-    let mut view: crate::response::ProfileView = engine.profile().await?.into();
+async fn profile_view(engine: &EngineHandle) -> Result<crate::ProfileView, Error> {
+    let mut view: crate::ProfileView = engine.profile().await?.into();
     view.avatar = engine.avatar_info(engine.user_id()).await?.map(Into::into);
     Ok(view)
 }

@@ -26,7 +26,8 @@ use safemeet_engine::{Conversation, Handle as EngineHandle, TimelineEntry};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::response::{Contact, Device, ProfileView, Room};
+use crate::response::{Contact, Room};
+use crate::{Device, ProfileView};
 
 /// Timeline entries read per page.
 const PAGE: usize = 1000;

@@ -35,11 +35,16 @@
 //! # Ok(()) }
 //! ```
 
+mod account;
 mod client;
+mod cursor;
 mod dispatch;
 mod error;
+mod event;
 mod export;
 mod feed;
+mod message;
+mod method;
 pub mod page;
 mod people;
 mod request;
@@ -48,22 +53,26 @@ mod response;
 mod server;
 pub mod status;
 
+pub use account::{
+    AvatarView, ContactVerified, Device, DeviceLink, DeviceRenamed, DeviceRevoked, Identity,
+    ProfileView, SasEmoji, VerificationState,
+};
 pub use client::{ANSWER_TIMEOUT, Client, ClientError, Subscription};
 pub use dispatch::{DISPATCH_TIMEOUT, dispatch};
 pub use error::{Error, is_input_kind};
+pub use event::{Event, EventKind, Subscribed};
 pub use export::{ArchiveExported, Exported, Secret};
 pub use feed::EventFeed;
+pub use message::{Message, State};
 pub use request::{
     BadCursor, DEFAULT_EVENTS_LIMIT, DEFAULT_MESSAGES_LIMIT, MAX_LIMIT, MessageCursor, Method,
     Request,
 };
 pub use response::{
     BlockedUser, Changed, Contact, ContactAdded, ContactBlocked, ContactRemoved, ContactSettings,
-    ContactUnblocked, ContactVerified, Device, DeviceLink, DeviceRenamed, DeviceRevoked, Event,
-    EventKind, Identity, InviteText, Message, MessageRequest, ProfileView, RequestAccepted,
-    RequestDeclined, Response, Room, RoomBanned, RoomCreated, RoomDeclined, RoomInvitation,
-    RoomInvited, RoomJoined, RoomLeft, RoomRemoved, RoomSettingsView, SasEmoji, Sent, SettingsView,
-    State, Subscribed, UnexpectedResponse, VerificationState, Whoami,
+    ContactUnblocked, InviteText, MessageRequest, RequestAccepted, RequestDeclined, Response, Room,
+    RoomBanned, RoomCreated, RoomDeclined, RoomInvitation, RoomInvited, RoomJoined, RoomLeft,
+    RoomRemoved, RoomSettingsView, Sent, SettingsView, UnexpectedResponse, Whoami,
 };
 #[doc(hidden)]
 pub use server::fuzz_request_line;

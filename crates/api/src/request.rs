@@ -7,13 +7,12 @@
 //! serialising a `Request` gives the two back. Names (TARGET, ROOM) are
 //! what a user typed; [`resolve`](crate::resolve) turns them into ids.
 
-use std::fmt;
-use std::str::FromStr;
-
-use safemeet_proto::{EventId, UserId};
+use safemeet_proto::EventId;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::Error;
+pub use crate::cursor::{BadCursor, MessageCursor};
+pub use crate::method::Method;
 
 /// Messages answered by `messages` when the request gives no `limit`.
 pub const DEFAULT_MESSAGES_LIMIT: u64 = 50;
@@ -346,220 +345,6 @@ pub enum Request {
     },
 }
 
-/// Which method a [`Request`] calls (and which [`Response`](crate::Response)
-/// variant answers it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Method {
-    /// `whoami`
-    Whoami,
-    /// `status`
-    Status,
-    /// `invite`
-    Invite,
-    /// `contact.add`
-    ContactAdd,
-    /// `contact.list`
-    ContactList,
-    /// `contact.remove`
-    ContactRemove,
-    /// `contact.block`
-    ContactBlock,
-    /// `contact.unblock`
-    ContactUnblock,
-    /// `contact.blocked`
-    ContactBlocked,
-    /// `contact.set`
-    ContactSet,
-    /// `request.list`
-    RequestList,
-    /// `request.accept`
-    RequestAccept,
-    /// `request.decline`
-    RequestDecline,
-    /// `device.list`
-    DeviceList,
-    /// `device.link`
-    DeviceLink,
-    /// `device.revoke`
-    DeviceRevoke,
-    /// `device.rename`
-    DeviceRename,
-    /// `profile.show`
-    ProfileShow,
-    /// `export.readable`
-    ExportReadable,
-    /// `profile.set`
-    ProfileSet,
-    /// `email.add`
-    EmailAdd,
-    /// `email.remove`
-    EmailRemove,
-    /// `verify.start`
-    VerifyStart,
-    /// `verify.status`
-    VerifyStatus,
-    /// `contact.verify`
-    ContactVerify,
-    /// `verify.answer`
-    VerifyAnswer,
-    /// `send`
-    Send,
-    /// `messages`
-    Messages,
-    /// `export.archive`
-    ExportArchive,
-    /// `message.redact`
-    MessageRedact,
-    /// `message.edit`
-    MessageEdit,
-    /// `room.set`
-    RoomSet,
-    /// `room.settings`
-    RoomSettings,
-    /// `settings.set`
-    SettingsSet,
-    /// `settings.show`
-    SettingsShow,
-    /// `room.create`
-    RoomCreate,
-    /// `room.invite`
-    RoomInvite,
-    /// `room.leave`
-    RoomLeave,
-    /// `room.remove`
-    RoomRemove,
-    /// `room.ban`
-    RoomBan,
-    /// `room.list`
-    RoomList,
-    /// `room.invitations`
-    RoomInvitations,
-    /// `room.join`
-    RoomJoin,
-    /// `room.decline`
-    RoomDecline,
-    /// `events`
-    Events,
-    /// `subscribe`
-    Subscribe,
-}
-
-impl Method {
-    /// Every method.
-    pub const ALL: [Method; 46] = [
-        Method::Whoami,
-        Method::Status,
-        Method::Invite,
-        Method::ContactAdd,
-        Method::ContactList,
-        Method::ContactRemove,
-        Method::ContactBlock,
-        Method::ContactUnblock,
-        Method::ContactBlocked,
-        Method::ContactSet,
-        Method::RequestList,
-        Method::RequestAccept,
-        Method::RequestDecline,
-        Method::DeviceList,
-        Method::DeviceLink,
-        Method::DeviceRevoke,
-        Method::DeviceRename,
-        Method::ProfileShow,
-        Method::ExportReadable,
-        Method::ProfileSet,
-        Method::EmailAdd,
-        Method::EmailRemove,
-        Method::VerifyStart,
-        Method::VerifyStatus,
-        Method::ContactVerify,
-        Method::VerifyAnswer,
-        Method::Send,
-        Method::Messages,
-        Method::ExportArchive,
-        Method::MessageRedact,
-        Method::MessageEdit,
-        Method::RoomSet,
-        Method::RoomSettings,
-        Method::SettingsSet,
-        Method::SettingsShow,
-        Method::RoomCreate,
-        Method::RoomInvite,
-        Method::RoomLeave,
-        Method::RoomRemove,
-        Method::RoomBan,
-        Method::RoomList,
-        Method::RoomInvitations,
-        Method::RoomJoin,
-        Method::RoomDecline,
-        Method::Events,
-        Method::Subscribe,
-    ];
-
-    /// Its name on the wire.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Whoami => "whoami",
-            Method::Status => "status",
-            Method::Invite => "invite",
-            Method::ContactAdd => "contact.add",
-            Method::ContactList => "contact.list",
-            Method::ContactRemove => "contact.remove",
-            Method::ContactBlock => "contact.block",
-            Method::ContactUnblock => "contact.unblock",
-            Method::ContactBlocked => "contact.blocked",
-            Method::ContactSet => "contact.set",
-            Method::RequestList => "request.list",
-            Method::RequestAccept => "request.accept",
-            Method::RequestDecline => "request.decline",
-            Method::DeviceList => "device.list",
-            Method::DeviceLink => "device.link",
-            Method::DeviceRevoke => "device.revoke",
-            Method::DeviceRename => "device.rename",
-            Method::ProfileShow => "profile.show",
-            Method::ExportReadable => "export.readable",
-            Method::ProfileSet => "profile.set",
-            Method::EmailAdd => "email.add",
-            Method::EmailRemove => "email.remove",
-            Method::VerifyStart => "verify.start",
-            Method::VerifyStatus => "verify.status",
-            Method::ContactVerify => "contact.verify",
-            Method::VerifyAnswer => "verify.answer",
-            Method::Send => "send",
-            Method::Messages => "messages",
-            Method::ExportArchive => "export.archive",
-            Method::MessageRedact => "message.redact",
-            Method::MessageEdit => "message.edit",
-            Method::RoomSet => "room.set",
-            Method::RoomSettings => "room.settings",
-            Method::SettingsSet => "settings.set",
-            Method::SettingsShow => "settings.show",
-            Method::RoomCreate => "room.create",
-            Method::RoomInvite => "room.invite",
-            Method::RoomLeave => "room.leave",
-            Method::RoomRemove => "room.remove",
-            Method::RoomBan => "room.ban",
-            Method::RoomList => "room.list",
-            Method::RoomInvitations => "room.invitations",
-            Method::RoomJoin => "room.join",
-            Method::RoomDecline => "room.decline",
-            Method::Events => "events",
-            Method::Subscribe => "subscribe",
-        }
-    }
-
-    /// The method of this name.
-    pub fn from_name(name: &str) -> Option<Method> {
-        Method::ALL.into_iter().find(|m| m.name() == name)
-    }
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 impl Request {
     /// A request from the `method` and `params` members of a JSON-RPC
     /// request. Missing or `null` params are `{}`.
@@ -648,75 +433,11 @@ where
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-/// Where a message stands in its conversation's order: a `messages` page
-/// continues after it. The order is the timeline's (Lamport clock, then
-/// sender, then event id), the same on every member's device.
-///
-/// Its text form is `LAMPORT.SENDER.EVENT` (`12.u_….e_…`); clients should
-/// treat it as opaque.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MessageCursor {
-    /// The message's Lamport clock.
-    pub lamport: u64,
-    /// Its sender.
-    pub sender: UserId,
-    /// The message.
-    pub event_id: EventId,
-}
-
-/// Why a message cursor was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a message cursor (LAMPORT.SENDER.EVENT)")]
-pub struct BadCursor;
-
-impl fmt::Display for MessageCursor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.lamport, self.sender, self.event_id)
-    }
-}
-
-impl FromStr for MessageCursor {
-    type Err = BadCursor;
-
-    fn from_str(s: &str) -> Result<Self, BadCursor> {
-        let mut parts = s.split('.');
-        let (Some(lamport), Some(sender), Some(event_id), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(BadCursor);
-        };
-        // Only the canonical decimal form, so text forms round-trip.
-        if lamport.is_empty()
-            || !lamport.bytes().all(|b| b.is_ascii_digit())
-            || (lamport.len() > 1 && lamport.starts_with('0'))
-        {
-            return Err(BadCursor);
-        }
-        Ok(MessageCursor {
-            lamport: lamport.parse().map_err(|_| BadCursor)?,
-            sender: sender.parse().map_err(|_| BadCursor)?,
-            event_id: event_id.parse().map_err(|_| BadCursor)?,
-        })
-    }
-}
-
-impl Serialize for MessageCursor {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MessageCursor {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
+    use safemeet_proto::UserId;
     use serde_json::json;
 
     use super::*;
