@@ -829,3 +829,43 @@ fn a_browser_adds_a_contact_and_manages_rooms() {
     da.stop();
     dc.stop();
 }
+
+/// A local program that opens connection after connection and sends
+/// nothing: past the cap, it waits in the kernel's queue; the daemon keeps
+/// its descriptors and goes on serving the socket API, and the web app
+/// answers again once the flood lets go.
+#[test]
+fn a_flood_of_idle_connections_cannot_take_the_daemon_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = init(dir.path(), "alice");
+    let daemon = Daemon::start(&alice);
+    let web = authority(daemon.web.as_deref().unwrap());
+    let flood: Vec<std::net::TcpStream> = (0..safemeet_web::MAX_CONNECTIONS + 20)
+        .map(|_| std::net::TcpStream::connect(&web).unwrap())
+        .collect();
+    // The cap is taken: a request now waits (no answer within a second).
+    let mut late = std::net::TcpStream::connect(&web).unwrap();
+    late.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    std::io::Write::write_all(
+        &mut late,
+        format!("GET /api/v1/check HTTP/1.0\r\nHost: {web}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 64];
+    let waited = std::io::Read::read(&mut late, &mut buf);
+    assert!(waited.is_err(), "served past the cap: {waited:?}");
+    // The daemon itself is fine.
+    assert_eq!(cli(&alice, &["whoami"])["username"], "alice");
+    drop(flood);
+    // The waiting request is served once slots free up, and new ones too.
+    late.set_read_timeout(Some(support::node::WAIT)).unwrap();
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut late, &mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.lines().next().is_some_and(|l| l.contains(" 200 ")),
+        "{answer}"
+    );
+    assert_eq!(request(&web, "GET", "/api/v1/check", &[], b"").status, 200);
+    daemon.stop();
+}

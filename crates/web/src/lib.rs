@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 mod assets;
 mod events;
 pub mod guard;
+mod listener;
 pub mod login;
 mod qr;
 mod rpc;
@@ -106,7 +107,9 @@ pub(crate) struct Shared {
 }
 
 /// Most event streams served at once; more get 503.
-pub const MAX_STREAMS: usize = 512;
+pub const MAX_STREAMS: usize = 256;
+
+pub use listener::MAX_CONNECTIONS;
 
 /// Serves the web app and the HTTP API on `listener` until `shutdown` is
 /// cancelled. Open event streams end then too.
@@ -146,14 +149,7 @@ pub async fn serve_until(
         })
     };
     let app = router(shared);
-    // Events are small writes, one after another: without TCP_NODELAY the
-    // kernel holds each back until the last is acknowledged, and the
-    // reader's delayed ACK makes that up to 40 ms.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set on a web connection");
-        }
-    });
+    let listener = listener::Capped::new(listener);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
