@@ -494,7 +494,32 @@ impl Chromedriver {
     }
 }
 
-async fn browser(driver: &Chromedriver, profile: &Path) -> fantoccini::Client {
+/// A multi-threaded runtime for a browser test.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Clicks the element `css` names, once it is there.
+async fn click(client: &fantoccini::Client, css: &str) {
+    element(client, css).await.click().await.unwrap();
+}
+
+/// Clicks the element `path` (XPath) names, once it is there.
+async fn click_xpath(client: &fantoccini::Client, path: &str) {
+    xpath(client, path).await.click().await.unwrap();
+}
+
+/// Types `text` into the element `css` names, once it is there.
+async fn type_into(client: &fantoccini::Client, css: &str, text: &str) {
+    element(client, css).await.send_keys(text).await.unwrap();
+}
+
+/// Chromium with a profile of its own, at `url`.
+async fn browser(driver: &Chromedriver, profile: &Path, url: &str) -> fantoccini::Client {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -508,11 +533,13 @@ async fn browser(driver: &Chromedriver, profile: &Path) -> fantoccini::Client {
         }),
     );
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    fantoccini::ClientBuilder::new(connector)
+    let client = fantoccini::ClientBuilder::new(connector)
         .capabilities(caps)
         .connect(&driver.url)
         .await
-        .expect("a Chromium session")
+        .expect("a Chromium session");
+    client.goto(url).await.unwrap();
+    client
 }
 
 /// Waits for the element `css` (visible or not) names.
@@ -544,38 +571,22 @@ fn a_browser_logs_in_sends_a_dm_and_sees_the_reply_live() {
     let (alice, bob, da, db) = alice_and_bob(dir.path());
     let url = da.web.clone().unwrap();
     let driver = Chromedriver::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = browser(&driver, &dir.path().join("chromium")).await;
-        client.goto(&url).await.unwrap();
-        element(&client, "#login:not([hidden]) #passphrase")
-            .await
-            .send_keys(PASS)
-            .await
-            .unwrap();
-        element(&client, "#login-form button[type=submit]")
-            .await
-            .click()
-            .await
-            .unwrap();
-        xpath(
+    runtime().block_on(async {
+        let client = browser(&driver, &dir.path().join("chromium"), &url).await;
+        type_into(&client, "#login:not([hidden]) #passphrase", PASS).await;
+        click(&client, "#login-form button[type=submit]").await;
+        click_xpath(
             &client,
             "//ul[@id='conversations']//button[span[text()='bob']]",
         )
-        .await
-        .click()
-        .await
-        .unwrap();
+        .await;
         // Typed and sent with Enter.
-        element(&client, "#conversation:not([hidden]) #send-text")
-            .await
-            .send_keys("hello from the browser\u{E007}")
-            .await
-            .unwrap();
+        type_into(
+            &client,
+            "#conversation:not([hidden]) #send-text",
+            "hello from the browser\u{E007}",
+        )
+        .await;
         let bob_home = bob.clone();
         tokio::task::spawn_blocking(move || {
             support::node::eventually("bob to get the browser's message", || {
@@ -637,7 +648,7 @@ fn a_browser_logs_in_sends_a_dm_and_sees_the_reply_live() {
             "no login form after a reload"
         );
         // Logout ends it, also after a reload.
-        element(&client, "#logout").await.click().await.unwrap();
+        click(&client, "#logout").await;
         element(&client, "#login:not([hidden]) #passphrase").await;
         client.refresh().await.unwrap();
         element(&client, "#login:not([hidden]) #passphrase").await;
@@ -658,7 +669,7 @@ fn a_browser_logs_in_sends_a_dm_and_sees_the_reply_live() {
 async fn reopen_until(client: &fantoccini::Client, view: &str, path: &str) {
     let button = format!("header nav button[data-view='{view}']");
     for _ in 0..60 {
-        element(client, &button).await.click().await.unwrap();
+        click(client, &button).await;
         let found = client
             .wait()
             .at_most(std::time::Duration::from_secs(1))
@@ -692,69 +703,33 @@ fn a_browser_adds_a_contact_and_manages_rooms() {
     );
     let url = da.web.clone().unwrap();
     let driver = Chromedriver::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = browser(&driver, &dir.path().join("chromium")).await;
-        client.goto(&url).await.unwrap();
-        element(&client, "#login:not([hidden]) #passphrase")
-            .await
-            .send_keys(&format!("{PASS}\u{E007}"))
-            .await
-            .unwrap();
+    runtime().block_on(async {
+        let client = browser(&driver, &dir.path().join("chromium"), &url).await;
+        type_into(
+            &client,
+            "#login:not([hidden]) #passphrase",
+            &format!("{PASS}\u{E007}"),
+        )
+        .await;
         element(&client, "#app:not([hidden])").await;
 
         // Contacts: Carol's invite pasted in.
-        element(&client, "header nav button[data-view='contacts']")
-            .await
-            .click()
-            .await
-            .unwrap();
+        click(&client, "header nav button[data-view='contacts']").await;
         element(&client, "#invite-qr[src]").await;
-        element(&client, "#invite-text")
-            .await
-            .send_keys(&carol_invite)
-            .await
-            .unwrap();
-        element(&client, "#contact-name")
-            .await
-            .send_keys("carol")
-            .await
-            .unwrap();
-        element(&client, "#add-contact button[type=submit]")
-            .await
-            .click()
-            .await
-            .unwrap();
+        type_into(&client, "#invite-text", &carol_invite).await;
+        type_into(&client, "#contact-name", "carol").await;
+        click(&client, "#add-contact button[type=submit]").await;
         xpath(&client, "//ul[@id='contacts']/li[starts-with(., 'carol')]").await;
 
         // Rooms: create "club", invite Carol; she joins from her CLI.
-        element(&client, "header nav button[data-view='rooms']")
-            .await
-            .click()
-            .await
-            .unwrap();
-        element(&client, "#room-name")
-            .await
-            .send_keys("club")
-            .await
-            .unwrap();
-        element(&client, "#create-room button[type=submit]")
-            .await
-            .click()
-            .await
-            .unwrap();
-        xpath(
+        click(&client, "header nav button[data-view='rooms']").await;
+        type_into(&client, "#room-name", "club").await;
+        click(&client, "#create-room button[type=submit]").await;
+        click_xpath(
             &client,
             "//ul[@id='rooms']/li[strong[text()='club']]//button[text()='Invite']",
         )
-        .await
-        .click()
-        .await
-        .unwrap();
+        .await;
         let carol_home = carol.clone();
         tokio::task::spawn_blocking(move || {
             support::node::eventually("Carol's invitation to club", || {
@@ -781,14 +756,11 @@ fn a_browser_adds_a_contact_and_manages_rooms() {
             "//ul[@id='invitations']//button[text()='Join readers']",
         )
         .await;
-        xpath(
+        click_xpath(
             &client,
             "//ul[@id='invitations']//button[text()='Join readers']",
         )
-        .await
-        .click()
-        .await
-        .unwrap();
+        .await;
         xpath(&client, "//ul[@id='rooms']/li[strong[text()='readers']]").await;
         xpath(
             &client,
@@ -797,11 +769,7 @@ fn a_browser_adds_a_contact_and_manages_rooms() {
         .await;
 
         // Alice leaves club; Carol sees her go.
-        xpath(&client, "//button[text()='Leave club']")
-            .await
-            .click()
-            .await
-            .unwrap();
+        click_xpath(&client, "//button[text()='Leave club']").await;
         let carol_home = carol.clone();
         let alice_id = support::node::user_id(&alice);
         tokio::task::spawn_blocking(move || {

@@ -1,5 +1,5 @@
-//! The subcommands under `safemeet audit|account|profile|email|device|
-//! contact|request|room` (`Command` and `run` are in `main.rs`), what
+//! The daemon's flags, and the subcommands under `safemeet audit|account|
+//! profile|email|device|contact|request|room|config` (`Command` and `run` are in `main.rs`), what
 //! `--version` prints, and a message's text from standard input.
 
 use std::path::PathBuf;
@@ -10,6 +10,53 @@ use safemeet_proto::{DisplayName, Email};
 use crate::failure::Failure;
 use crate::parse;
 use crate::rights;
+
+/// How the daemon joins the network and serves its API.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct DaemonArgs {
+    /// Address to listen on (repeatable). Default: all IPv4 interfaces,
+    /// TCP and QUIC, free ports.
+    #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
+    listen: Vec<libp2p::Multiaddr>,
+    /// A peer to connect to at start, with /p2p/<peer id> (repeatable).
+    #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
+    bootstrap: Vec<libp2p::Multiaddr>,
+    /// Do not discover peers on the local network (mDNS).
+    #[arg(long)]
+    no_mdns: bool,
+    /// A relay to be reachable through, with /p2p/<peer id> (repeatable):
+    /// the daemon holds a circuit there and lists it among its addresses
+    /// (in invites too).
+    #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
+    relay: Vec<libp2p::Multiaddr>,
+    /// Serve the web app and the HTTP API here (a loopback IP:PORT), or
+    /// `off`. Default: 127.0.0.1:7373, or a free port if that is taken.
+    #[arg(long, value_name = "ADDR|off", value_parser = parse::<crate::daemon::Web>)]
+    web: Option<crate::daemon::Web>,
+}
+
+impl DaemonArgs {
+    pub(crate) fn flags(self) -> crate::config::Flags {
+        crate::config::Flags {
+            listen: self.listen,
+            bootstrap: self.bootstrap,
+            relay: self.relay,
+            web: self.web,
+            no_mdns: self.no_mdns,
+        }
+    }
+}
+
+/// `safemeet config`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// The settings a daemon started now would use, and the file's path.
+    Show,
+    /// Every key at its default, documented: a starting config.toml.
+    Default,
+    /// Where config.toml is.
+    Path,
+}
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {

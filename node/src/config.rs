@@ -336,6 +336,30 @@ pub(crate) fn default_text() -> String {
     out
 }
 
+/// `safemeet config show|default|path`.
+pub(crate) fn run(
+    action: crate::cli::ConfigCommand,
+    path: &Path,
+    json: bool,
+) -> Result<(), Failure> {
+    use crate::cli::ConfigCommand;
+    match action {
+        ConfigCommand::Show => show(path, json),
+        ConfigCommand::Default if json => print_keys(),
+        ConfigCommand::Default => {
+            print!("{}", default_text());
+            Ok(())
+        }
+        ConfigCommand::Path if json => {
+            crate::messenger::print_json(&serde_json::json!({ "path": path }))
+        }
+        ConfigCommand::Path => {
+            println!("{}", path.display());
+            Ok(())
+        }
+    }
+}
+
 /// `safemeet config default --json`: every key, its default and what it
 /// does.
 pub(crate) fn print_keys() -> Result<(), Failure> {

@@ -11,36 +11,18 @@
 /// uses this one (it shadows the standard macro).
 macro_rules! println {
     () => {
-        $crate::print_line(format_args!(""))
+        $crate::output::print_line(format_args!(""))
     };
     ($($arg:tt)*) => {
-        $crate::print_line(format_args!($($arg)*))
+        $crate::output::print_line(format_args!($($arg)*))
     };
 }
 
 /// `print!`, with the same care as [`println!`].
 macro_rules! print {
     ($($arg:tt)*) => {
-        $crate::print_text(format_args!($($arg)*))
+        $crate::output::print_text(format_args!($($arg)*))
     };
-}
-
-/// See [`println!`].
-fn print_line(args: std::fmt::Arguments<'_>) {
-    print_text(format_args!("{args}\n"));
-}
-
-/// See [`println!`].
-fn print_text(args: std::fmt::Arguments<'_>) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = write!(out, "{args}").and_then(|()| out.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-        // Nowhere to say it but stderr; the command's outcome stands.
-        eprintln!("safemeet: could not write the output: {e}");
-    }
 }
 
 mod account;
@@ -54,9 +36,11 @@ mod doctor;
 mod failure;
 mod home;
 mod listen;
+mod logging;
 mod manual;
 mod messenger;
 mod notify;
+mod output;
 mod passphrase;
 mod people;
 mod ports;
@@ -75,59 +59,12 @@ use safemeet_crypto::at_rest::Passphrase;
 use safemeet_proto::{DisplayName, Email, Username};
 
 use crate::cli::{
-    AccountCommand, AuditCommand, ContactCommand, DeviceCommand, EmailCommand, ProfileCommand,
-    RequestCommand, RoomCommand,
+    AccountCommand, AuditCommand, ConfigCommand, ContactCommand, DaemonArgs, DeviceCommand,
+    EmailCommand, ProfileCommand, RequestCommand, RoomCommand,
 };
 use crate::failure::Failure;
 use crate::people::PeopleAction;
 use crate::rights::RightsAction;
-
-/// How the daemon joins the network and serves its API.
-#[derive(Debug, Clone, clap::Args)]
-struct DaemonArgs {
-    /// Address to listen on (repeatable). Default: all IPv4 interfaces,
-    /// TCP and QUIC, free ports.
-    #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
-    listen: Vec<libp2p::Multiaddr>,
-    /// A peer to connect to at start, with /p2p/<peer id> (repeatable).
-    #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
-    bootstrap: Vec<libp2p::Multiaddr>,
-    /// Do not discover peers on the local network (mDNS).
-    #[arg(long)]
-    no_mdns: bool,
-    /// A relay to be reachable through, with /p2p/<peer id> (repeatable):
-    /// the daemon holds a circuit there and lists it among its addresses
-    /// (in invites too).
-    #[arg(long, value_name = "MULTIADDR", value_parser = parse::<libp2p::Multiaddr>)]
-    relay: Vec<libp2p::Multiaddr>,
-    /// Serve the web app and the HTTP API here (a loopback IP:PORT), or
-    /// `off`. Default: 127.0.0.1:7373, or a free port if that is taken.
-    #[arg(long, value_name = "ADDR|off", value_parser = parse::<daemon::Web>)]
-    web: Option<daemon::Web>,
-}
-
-impl DaemonArgs {
-    fn flags(self) -> config::Flags {
-        config::Flags {
-            listen: self.listen,
-            bootstrap: self.bootstrap,
-            relay: self.relay,
-            web: self.web,
-            no_mdns: self.no_mdns,
-        }
-    }
-}
-
-/// `safemeet config`.
-#[derive(Debug, Subcommand)]
-enum ConfigCommand {
-    /// The settings a daemon started now would use, and the file's path.
-    Show,
-    /// Every key at its default, documented: a starting config.toml.
-    Default,
-    /// Where config.toml is.
-    Path,
-}
 
 /// SafeMeet: a peer-to-peer, end-to-end encrypted messenger.
 #[derive(Debug, Parser)]
@@ -356,52 +293,11 @@ where
     s.parse().map_err(|e: T::Err| e.to_string())
 }
 
-/// Log targets a relay never writes, whatever `SAFEMEET_LOG` asks: the
-/// network stack's own logs name peers and addresses, and a relay must not
-/// keep who talked to it.
-const RELAY_SILENT: [&str; 6] = [
-    "libp2p",
-    "yamux",
-    "multistream_select",
-    "quinn",
-    "rustls",
-    "hickory",
-];
-
-fn init_tracing(relay: bool) {
-    use tracing_subscriber::EnvFilter;
-    // Logs go to stderr so stdout stays clean for --json. Default: warnings.
-    // request-response warns once per stream dropped over a connection's
-    // cap: a flood would be a flood of lines (the node logs its refusals
-    // in aggregate instead).
-    let mut filter = EnvFilter::try_from_env("SAFEMEET_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("warn,libp2p_kad=error,libp2p_mdns=error,libp2p_request_response=error")
-    });
-    if relay {
-        for target in RELAY_SILENT {
-            if let Ok(d) = format!("{target}=off").parse() {
-                filter = filter.add_directive(d);
-            }
-        }
-        // sled's debug output can show stored keys (mailbox ids).
-        if let Ok(d) = "sled=warn".parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    // Colours only on a terminal: a log written to a file or a pipe
-    // stays plain text.
-    let _ = tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 fn main() -> ExitCode {
     // First, while this is the only thread: see `passphrase::take_from_env`.
     let (env_passphrase, not_wiped) = passphrase::take_from_env();
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Relay(_)));
+    logging::init(matches!(cli.command, Command::Relay(_)));
     if let Some(e) = not_wiped {
         tracing::warn!(
             error = %e,
@@ -454,42 +350,13 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
         }
         Command::Doctor => doctor::doctor(&home, home_given, &source, cli.json),
         Command::Completions { shell } => {
-            let mut command = <Cli as clap::CommandFactory>::command();
-            if cli.json {
-                let mut script = Vec::new();
-                clap_complete::generate(shell, &mut command, "safemeet", &mut script);
-                messenger::print_json(&serde_json::json!({
-                    "shell": shell.to_string(),
-                    "script": String::from_utf8_lossy(&script),
-                }))
-            } else {
-                let mut script = Vec::new();
-                clap_complete::generate(shell, &mut command, "safemeet", &mut script);
-                print!("{}", String::from_utf8_lossy(&script));
-                Ok(())
-            }
+            manual::completions(<Cli as clap::CommandFactory>::command(), shell, cli.json)
         }
         Command::Man { dir } => {
             manual::man(<Cli as clap::CommandFactory>::command(), dir, cli.json)
         }
         Command::Config(action) => {
-            let path = config::path(home.dir(), home_given)?;
-            match action {
-                ConfigCommand::Show => config::show(&path, cli.json),
-                ConfigCommand::Default if cli.json => config::print_keys(),
-                ConfigCommand::Default => {
-                    print!("{}", config::default_text());
-                    Ok(())
-                }
-                ConfigCommand::Path => {
-                    if cli.json {
-                        messenger::print_json(&serde_json::json!({ "path": path }))
-                    } else {
-                        println!("{}", path.display());
-                        Ok(())
-                    }
-                }
-            }
+            config::run(action, &config::path(home.dir(), home_given)?, cli.json)
         }
         Command::Relay(args) => relay::run(&home, cli.json, args),
         Command::Invite { qr } => {

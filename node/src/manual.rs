@@ -7,6 +7,25 @@ use anyhow::Context;
 
 use crate::failure::Failure;
 
+/// `safemeet completions SHELL`: the script, or with `--json` the script
+/// in a JSON object.
+pub(crate) fn completions(
+    mut command: clap::Command,
+    shell: clap_complete::Shell,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "safemeet", &mut script);
+    let script = String::from_utf8_lossy(&script);
+    if json {
+        return crate::messenger::print_json(
+            &serde_json::json!({ "shell": shell.to_string(), "script": script }),
+        );
+    }
+    print!("{script}");
+    Ok(())
+}
+
 /// Prints safemeet.1, or writes it and a page per command into `dir`.
 pub(crate) fn man(command: clap::Command, dir: Option<PathBuf>, json: bool) -> Result<(), Failure> {
     let Some(dir) = dir else {

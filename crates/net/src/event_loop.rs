@@ -15,7 +15,7 @@ use libp2p::gossipsub::{MessageAcceptance, MessageId, PublishError};
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
+use libp2p::{PeerId, Swarm, identify, mdns};
 use safemeet_proto::Envelope;
 use safemeet_proto::clock::{Clock, SystemClock};
 use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
@@ -34,9 +34,6 @@ use crate::{Config, Error, Event, Handle, RoomTopic, build_swarm};
 
 /// How often failed relay circuits are looked at for a retry.
 const RELAY_RETRY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// AutoNAT results kept for `status`.
-const AUTONAT_KEPT: usize = 8;
 
 /// How much longer than the request timeout a caller waits for the event
 /// loop's answer: a delivery may have to dial first.
@@ -59,48 +56,7 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         config.idle_timeout,
         |key, relay| Ok(Behaviour::new(key, relay, &config, streams.clone())?),
     )?;
-    for addr in &config.listen {
-        swarm
-            .listen_on(addr.clone())
-            .map_err(|source| Error::Listen {
-                addr: addr.clone(),
-                source,
-            })?;
-    }
-    // A relay's own listener dials it; a second dial of the same peer as a
-    // bootstrap peer races it, and the relay (one connection per peer)
-    // may refuse the one the reservation was to go over.
-    let relay_peers: Vec<_> = config.relays.iter().filter_map(peer_of).collect();
-    let mut relay_listeners = crate::relay_listeners::RelayListeners::default();
-    for addr in &config.bootstrap {
-        let peer = peer_of(addr);
-        if let Some(peer) = peer {
-            swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-        }
-        if peer.is_some_and(|p| relay_peers.contains(&p)) {
-            continue;
-        }
-        if let Err(e) = swarm.dial(addr.clone()) {
-            tracing::warn!(error = %e, "could not dial a bootstrap peer");
-        }
-    }
-    for relay in &config.relays {
-        let Some(peer) = peer_of(relay) else {
-            return Err(Error::RelayWithoutPeerId {
-                addr: relay.clone(),
-            });
-        };
-        // A relay is also a bootstrap peer.
-        swarm.behaviour_mut().kad.add_address(&peer, relay.clone());
-        let circuit = relay.clone().with(libp2p::multiaddr::Protocol::P2pCircuit);
-        let id = swarm
-            .listen_on(circuit.clone())
-            .map_err(|source| Error::Listen {
-                addr: circuit.clone(),
-                source,
-            })?;
-        relay_listeners.opened(id, circuit);
-    }
+    let relay_listeners = crate::join::join(&mut swarm, &config)?;
     let streams_control = swarm.behaviour().stream.new_control();
     let (commands, command_rx) = mpsc::channel(config.command_queue);
     let shutdown = CancellationToken::new();
@@ -119,7 +75,7 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         junk: Default::default(),
         streams,
         relay_listeners,
-        autonat: std::collections::VecDeque::new(),
+        autonat: crate::net_status::AutonatResults::default(),
         shutdown: shutdown.clone(),
         stopped: stopped.clone(),
     };
@@ -134,13 +90,6 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         ask_timeout: config.request_timeout.saturating_add(ASK_MARGIN),
     };
     Ok((handle, events))
-}
-
-fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
-        _ => None,
-    })
 }
 
 pub(crate) struct EventLoop {
@@ -166,8 +115,8 @@ pub(crate) struct EventLoop {
     streams: Arc<StreamRefusals>,
     /// Its circuits through relays, and the failed ones' retries.
     relay_listeners: crate::relay_listeners::RelayListeners,
-    /// The latest AutoNAT results, at most [`AUTONAT_KEPT`].
-    autonat: std::collections::VecDeque<(Multiaddr, bool)>,
+    /// The latest AutoNAT results.
+    autonat: crate::net_status::AutonatResults,
     /// Cancelled by [`Handle::shutdown`].
     shutdown: CancellationToken,
     /// Cancelled when the loop has stopped (on drop, so also on a panic).
@@ -221,7 +170,7 @@ impl EventLoop {
                     self.refusals.absorb(&self.streams);
                     self.refusals.report_due(SystemClock.instant());
                 }
-                _ = relay_tick.tick() => self.retry_relays(),
+                _ = relay_tick.tick() => self.relay_listeners.retry_due(&mut self.swarm),
             }
         }
         self.stop();
@@ -287,13 +236,9 @@ impl EventLoop {
                 let _ = tx.send(self.swarm.listeners().cloned().collect());
             }
             Command::Status(tx) => {
-                let _ = tx.send(crate::handle::NetStatus {
-                    listen: self.swarm.listeners().cloned().collect(),
-                    external: self.swarm.external_addresses().cloned().collect(),
-                    connected_peers: self.swarm.connected_peers().count(),
-                    relays: self.relay_listeners.status(),
-                    autonat: self.autonat.iter().cloned().collect(),
-                });
+                let status =
+                    crate::net_status::status(&self.swarm, &self.relay_listeners, &self.autonat);
+                let _ = tx.send(status);
             }
             Command::Dial(addr, tx) => {
                 let result = self.swarm.dial(addr).map_err(Error::Dial);
@@ -485,22 +430,6 @@ impl EventLoop {
         }
     }
 
-    /// Opens again the circuits whose relays failed, when their wait is
-    /// over.
-    fn retry_relays(&mut self) {
-        for (addr, failures) in self.relay_listeners.due(SystemClock.instant()) {
-            match self.swarm.listen_on(addr.clone()) {
-                Ok(id) => self.relay_listeners.reopened(id, addr, failures),
-                Err(e) => self.relay_listeners.retry_failed(
-                    addr,
-                    failures,
-                    &e.to_string(),
-                    SystemClock.instant(),
-                ),
-            }
-        }
-    }
-
     fn behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
             BehaviourEvent::Gossipsub(libp2p::gossipsub::Event::Message {
@@ -587,12 +516,7 @@ impl EventLoop {
                 tested_addr,
                 result,
                 ..
-            }) => {
-                if self.autonat.len() == AUTONAT_KEPT {
-                    self.autonat.pop_front();
-                }
-                self.autonat.push_back((tested_addr, result.is_ok()));
-            }
+            }) => self.autonat.note(tested_addr, result.is_ok()),
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
                     self.swarm

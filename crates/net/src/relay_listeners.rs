@@ -96,6 +96,17 @@ impl RelayListeners {
         self.closed(id, why, now);
     }
 
+    /// Opens again the circuits whose wait is over.
+    pub(crate) fn retry_due(&mut self, swarm: &mut libp2p::Swarm<crate::behaviour::Behaviour>) {
+        use safemeet_proto::clock::{Clock, SystemClock};
+        for (addr, failures) in self.due(SystemClock.instant()) {
+            match swarm.listen_on(addr.clone()) {
+                Ok(id) => self.reopened(id, addr, failures),
+                Err(e) => self.retry_failed(addr, failures, &e.to_string(), SystemClock.instant()),
+            }
+        }
+    }
+
     /// Opened again after `failures` failures.
     pub(crate) fn reopened(&mut self, id: ListenerId, addr: Multiaddr, failures: u32) {
         self.open.insert(
