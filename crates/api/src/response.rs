@@ -490,6 +490,7 @@ mod tests {
             state,
             revision: Revision::Original,
             received_at: Timestamp::from_millis(1_764_280_000_000).unwrap(),
+            file: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Attachments: a file sealed once, for everyone it is sent to.
 //!
-//! - Each file gets a fresh random 32-byte [`AttachmentKey`]. The key, the
+//! - Each file gets a fresh random 32-byte [`FileKey`]. The key, the
 //!   BLAKE3 hash of the whole file, its size, name and type form the
 //!   [`Manifest`], which travels inside the (Megolm- or Olm-encrypted)
 //!   message; the sealed chunks travel apart and say nothing without it.
@@ -21,18 +21,14 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use rand::RngCore;
 use rand::rngs::OsRng;
-use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, Zeroizing};
+use safemeet_proto::file::{BadFileRef, FileKey, FileRef};
+use zeroize::Zeroizing;
 
 /// Plaintext bytes per chunk (all but the last).
 pub const CHUNK_BYTES: usize = 64 * 1024;
 /// What sealing adds to a chunk (the Poly1305 tag).
 pub const CHUNK_OVERHEAD: usize = 16;
-/// The largest file a manifest may describe (1 TiB): far past any limit a
-/// node sets, and small enough that chunk counts stay exact.
-pub const MAX_FILE_BYTES: u64 = 1 << 40;
-/// Longest file name and media type kept (bytes).
-pub const MAX_NAME_BYTES: usize = 255;
+pub use safemeet_proto::file::MAX_DESCRIBED_FILE_BYTES as MAX_FILE_BYTES;
 const AAD_PREFIX: &[u8] = b"safemeet/attachment/v1";
 
 /// Why an attachment or one of its chunks was refused.
@@ -76,79 +72,21 @@ pub enum AttachmentError {
     },
     /// A manifest that cannot be right (size, name, type).
     #[error("invalid attachment manifest: {0}")]
-    InvalidManifest(&'static str),
+    InvalidManifest(#[from] BadFileRef),
 }
 
-/// A file's key. Zeroized on drop; `Debug` does not print it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttachmentKey([u8; 32]);
+/// What a message says of its attachment: the proto's [`FileRef`].
+pub type Manifest = FileRef;
 
-impl Drop for AttachmentKey {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
+fn cipher(key: &FileKey) -> ChaCha20Poly1305 {
+    ChaCha20Poly1305::new(key.expose().into())
 }
 
-impl std::fmt::Debug for AttachmentKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AttachmentKey(..)")
-    }
-}
-
-impl AttachmentKey {
-    /// A fresh random key.
-    pub fn generate() -> Self {
-        let mut key = [0u8; 32];
-        OsRng.fill_bytes(&mut key);
-        AttachmentKey(key)
-    }
-
-    fn cipher(&self) -> ChaCha20Poly1305 {
-        ChaCha20Poly1305::new((&self.0).into())
-    }
-}
-
-/// What a message says of its attachment: enough to fetch, open and check
-/// it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The file's key.
-    pub key: AttachmentKey,
-    /// BLAKE3 of the whole file.
-    pub hash: [u8; 32],
-    /// Its size in bytes.
-    pub size: u64,
-    /// Its name as the sender gave it (no path).
-    pub name: String,
-    /// Its media type (`image/png`), as the sender gave it.
-    pub media_type: String,
-}
-
-impl Manifest {
-    /// How many chunks the file is cut into.
-    pub fn chunks(&self) -> u64 {
-        chunk_count(self.size)
-    }
-
-    /// Checks what a receiver relies on: a size it can count chunks for, a
-    /// plain file name (no path, no control characters) and a media type.
-    pub fn check(&self) -> Result<(), AttachmentError> {
-        if self.size > MAX_FILE_BYTES {
-            return Err(AttachmentError::InvalidManifest("the file is too large"));
-        }
-        let plain = |s: &str| {
-            !s.is_empty() && s.len() <= MAX_NAME_BYTES && !s.chars().any(char::is_control)
-        };
-        if !plain(&self.name) || self.name.contains('/') || self.name == "." || self.name == ".." {
-            return Err(AttachmentError::InvalidManifest(
-                "the file name must be a plain name",
-            ));
-        }
-        if !plain(&self.media_type) || !self.media_type.contains('/') {
-            return Err(AttachmentError::InvalidManifest("the media type"));
-        }
-        Ok(())
-    }
+/// A fresh random file key.
+pub fn generate_key() -> FileKey {
+    let mut key = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(key.as_mut());
+    FileKey::from_bytes(*key)
 }
 
 /// How many chunks a file of `size` bytes is cut into (an empty file is
@@ -186,7 +124,7 @@ fn aad(index: u64, count: u64) -> Vec<u8> {
 /// Seals chunk `index` of a file of `size` bytes; `plaintext` must be the
 /// chunk's exact bytes.
 pub fn seal_chunk(
-    key: &AttachmentKey,
+    key: &FileKey,
     size: u64,
     index: u64,
     plaintext: &[u8],
@@ -203,7 +141,7 @@ pub fn seal_chunk(
             expected,
         });
     }
-    key.cipher()
+    cipher(key)
         .encrypt(
             &nonce(index, index + 1 == count),
             Payload {
@@ -220,7 +158,7 @@ pub fn open_chunk(
     index: u64,
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, AttachmentError> {
-    let count = manifest.chunks();
+    let count = chunk_count(manifest.size);
     if index >= count {
         return Err(AttachmentError::NoSuchChunk { index, count });
     }
@@ -232,9 +170,7 @@ pub fn open_chunk(
             expected,
         });
     }
-    manifest
-        .key
-        .cipher()
+    cipher(&manifest.key)
         .decrypt(
             &nonce(index, index + 1 == count),
             Payload {
@@ -255,7 +191,7 @@ pub fn seal_file(
     media_type: &str,
 ) -> Result<(Manifest, Vec<Vec<u8>>), AttachmentError> {
     let manifest = Manifest {
-        key: AttachmentKey::generate(),
+        key: generate_key(),
         hash: *blake3::hash(bytes).as_bytes(),
         size: bytes.len() as u64,
         name: name.to_owned(),
@@ -263,7 +199,7 @@ pub fn seal_file(
     };
     manifest.check()?;
     let mut sealed = Vec::new();
-    for index in 0..manifest.chunks() {
+    for index in 0..chunk_count(manifest.size) {
         let start = usize::try_from(index).unwrap_or(usize::MAX) * CHUNK_BYTES;
         let end = (start + CHUNK_BYTES).min(bytes.len());
         sealed.push(seal_chunk(
@@ -309,20 +245,14 @@ impl Assembler {
         Ok(plain)
     }
 
-    /// Resumes after a restart: the plaintext already written (in order)
-    /// is hashed again, and the next chunk is the one after it.
-    pub fn resume(manifest: Manifest, written: &[u8]) -> Result<Self, AttachmentError> {
-        let mut assembler = Self::new(manifest)?;
-        let whole = written.len() / CHUNK_BYTES;
-        let kept = &written[..whole * CHUNK_BYTES];
-        assembler.hasher.update(kept);
-        assembler.next = whole as u64;
-        Ok(assembler)
+    /// How many chunks the file has.
+    pub fn count(&self) -> u64 {
+        chunk_count(self.manifest.size)
     }
 
-    /// Every chunk arrived, and the file is the one described.
-    pub fn finish(self) -> Result<Manifest, AttachmentError> {
-        let count = self.manifest.chunks();
+    /// Whether every chunk arrived and the file is the one described.
+    pub fn check(&self) -> Result<(), AttachmentError> {
+        let count = chunk_count(self.manifest.size);
         if self.next < count {
             return Err(AttachmentError::Incomplete {
                 missing: count - self.next,
@@ -332,6 +262,12 @@ impl Assembler {
         if self.hasher.finalize().as_bytes() != &self.manifest.hash {
             return Err(AttachmentError::WrongFile);
         }
+        Ok(())
+    }
+
+    /// Every chunk arrived, and the file is the one described.
+    pub fn finish(self) -> Result<Manifest, AttachmentError> {
+        self.check()?;
         Ok(self.manifest)
     }
 }
@@ -369,7 +305,7 @@ mod tests {
             let bytes = file(len);
             let (manifest, sealed) =
                 seal_file(&bytes, "a.bin", "application/octet-stream").unwrap();
-            assert_eq!(sealed.len() as u64, manifest.chunks(), "{len}");
+            assert_eq!(sealed.len() as u64, chunk_count(manifest.size), "{len}");
             assert!(
                 sealed
                     .iter()
@@ -447,10 +383,13 @@ mod tests {
     fn a_transfer_resumes_from_what_was_written() {
         let bytes = file(5 * CHUNK_BYTES + 100);
         let (manifest, sealed) = seal_file(&bytes, "a.bin", "application/octet-stream").unwrap();
-        // Two whole chunks and part of a third were written before a crash.
-        let written = &bytes[..2 * CHUNK_BYTES + 10];
-        let mut a = Assembler::resume(manifest, written).unwrap();
+        // Two chunks were kept before a crash: they are opened again.
+        let mut a = Assembler::new(manifest).unwrap();
+        for chunk in &sealed[..2] {
+            a.take(chunk).unwrap();
+        }
         assert_eq!(a.next_chunk(), 2);
+        assert_eq!(a.count(), 6);
         for chunk in &sealed[2..] {
             a.take(chunk).unwrap();
         }
@@ -492,6 +431,6 @@ mod tests {
         ] {
             assert!(Assembler::new(bad.clone()).is_err(), "{bad:?}");
         }
-        assert!(format!("{:?}", manifest.key) == "AttachmentKey(..)");
+        assert!(format!("{:?}", manifest.key) == "FileKey(..)");
     }
 }

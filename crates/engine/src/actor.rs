@@ -61,6 +61,8 @@ pub fn start<S: Store + Clone + Send + 'static>(
     let seed = config.seed_or_random();
     let timeout = config.request_timeout;
     let net_config = config.net.clone();
+    let blobs = config.blobs.clone();
+    let max_file_bytes = config.max_file_bytes;
     // Reads only (no flush, no commit): what was due is queued for the
     // first step, which runs on the blocking pool.
     let mut core = Core::new(machine, config, seed, now)?;
@@ -76,6 +78,9 @@ pub fn start<S: Store + Clone + Send + 'static>(
         }
     };
     let peer_id = net.peer_id();
+    let files =
+        blobs.map(|b| std::sync::Arc::new(crate::files::FilesShared::new(b.0, max_file_bytes)));
+    let files_net = net.clone();
     if !first_dials.is_empty() {
         let dialer = net.clone();
         tokio::spawn(async move {
@@ -136,15 +141,25 @@ pub fn start<S: Store + Clone + Send + 'static>(
         actor.run().await;
         let _ = stopped_tx.send(true);
     });
-    Ok(Handle {
+    let handle = Handle {
         requests,
         user_id,
         peer_id,
         log,
-        cancel,
+        cancel: cancel.clone(),
         stopped,
         timeout,
-    })
+        files: files.clone(),
+    };
+    if let Some(files) = files {
+        tokio::spawn(crate::files::run(
+            handle.downgrade(),
+            files_net,
+            files,
+            cancel.child_token(),
+        ));
+    }
+    Ok(handle)
 }
 
 struct Actor<S: Store> {

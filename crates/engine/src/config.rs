@@ -87,7 +87,25 @@ pub struct Config {
     /// Reads the node's security log back (for the readable export).
     /// None: there is none to read.
     pub security_reader: Option<SecurityReader>,
+    /// Where sealed files are kept (`None`: this node neither sends nor
+    /// fetches files).
+    pub blobs: Option<Blobs>,
+    /// The largest file this node sends or fetches (100 MiB).
+    pub max_file_bytes: u64,
 }
+
+/// A blob store shared with the file service.
+#[derive(Clone)]
+pub struct Blobs(pub std::sync::Arc<dyn safemeet_store::blob::BlobStore>);
+
+impl std::fmt::Debug for Blobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Blobs")
+    }
+}
+
+/// The default largest file: 100 MiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
 
 /// One entry of the node's security log, as read back.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -164,6 +182,8 @@ impl Default for Config {
             max_requests: 32,
             requests_per_hour: 10,
             security: None,
+            blobs: None,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
         }
     }
 }

@@ -554,6 +554,12 @@ impl<S: Store + Clone> Core<S> {
                     broken: None,
                 },
             }),
+            Command::SendFile(conversation, file) => {
+                Response::Sent(self.send_file(conversation, *file)?)
+            }
+            Command::FileForPeer(event, peer) => Response::File(self.file_for_peer(&event, &peer)?),
+            Command::FileSource(event) => Response::FileSource(self.file_source(&event)?),
+            Command::FileEntries => Response::Files(self.file_entries()?),
             Command::SendDm { .. } | Command::SendRoom { .. } => {
                 return Err(Error::InvalidInput("sends are handled in groups".into()));
             }

@@ -59,6 +59,43 @@ pub enum Error {
     /// Linking a device failed; nothing was changed on this device.
     #[error("device link failed: {0}")]
     Link(String),
+    /// A file could not be sent or saved.
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+/// Why a file could not be sent or saved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// The message carries no file (or is gone).
+    #[error("that message has no file")]
+    NotAFile,
+    /// Not all of it has arrived yet.
+    #[error("the file has not arrived whole yet ({done} of {chunks} chunks)")]
+    NotYet {
+        /// Chunks held.
+        done: u64,
+        /// Of how many.
+        chunks: u64,
+    },
+    /// It was refused: a damaged chunk, or a file other than described.
+    #[error("the file was refused: {0}")]
+    Refused(String),
+    /// Past this node's size limit.
+    #[error("a file of {size} bytes is past the limit of {limit} bytes")]
+    TooLarge {
+        /// The file's size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// This node keeps no files (no blob store was configured).
+    #[error("this node does not keep files")]
+    NoBlobs,
+    /// Reading the file or writing it out failed.
+    #[error("{0}")]
+    Io(String),
 }
 
 /// What kind of failure an [`Error`] is: what a caller can do about it.
@@ -106,6 +143,11 @@ impl Error {
             Self::Timeout => ErrorKind::Timeout,
             Self::Stopped => ErrorKind::Stopped,
             Self::Link(_) => ErrorKind::Refused,
+            Self::File(FileError::NotAFile) => ErrorKind::NotFound,
+            Self::File(FileError::NotYet { .. }) => ErrorKind::Network,
+            Self::File(FileError::Refused(_)) => ErrorKind::Refused,
+            Self::File(FileError::TooLarge { .. } | FileError::NoBlobs) => ErrorKind::InvalidInput,
+            Self::File(FileError::Io(_)) => ErrorKind::Local,
         }
     }
 }

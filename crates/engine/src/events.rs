@@ -209,6 +209,14 @@ pub enum Command {
         /// At most this many.
         limit: usize,
     },
+    /// Send a file message (its chunks are sealed already).
+    SendFile(crate::Conversation, Box<safemeet_proto::file::FileMessage>),
+    /// The file of a message, if this peer may have it.
+    FileForPeer(EventId, PeerId),
+    /// Where the file of a message comes from.
+    FileSource(EventId),
+    /// Every file message held.
+    FileEntries,
 }
 
 /// The answer to a [`Command`].
@@ -267,6 +275,12 @@ pub enum Response {
     Profile(Box<safemeet_proto::identity::Profile>),
     /// Timeline entries with their stored positions.
     Page(Vec<(u64, TimelineEntry)>),
+    /// A file message, if any.
+    File(Option<crate::FileEntry>),
+    /// Where a file comes from, if it is held.
+    FileSource(Option<crate::FileSource>),
+    /// File messages.
+    Files(Vec<crate::FileEntry>),
 }
 
 /// An archive's body (secret: it holds the new device's keys and the

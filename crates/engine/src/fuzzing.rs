@@ -53,6 +53,7 @@ pub fn sample_records() -> Vec<Vec<u8>> {
         state: MessageState::StoredAtRelay { until: ts },
         revision: Revision::Edited { lamport: 43 },
         received_at: ts,
+        file: None,
     };
     let dm = RoomRecord::fresh(
         room_id,

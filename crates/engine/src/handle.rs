@@ -51,6 +51,39 @@ pub struct Handle {
     pub(crate) cancel: CancellationToken,
     pub(crate) stopped: watch::Receiver<bool>,
     pub(crate) timeout: Duration,
+    /// The file service's shared state (`None`: no blob store).
+    pub(crate) files: Option<std::sync::Arc<crate::files::FilesShared>>,
+}
+
+/// A [`Handle`] that does not keep the engine running: the file service
+/// holds one, so that dropping every caller's handle still stops the
+/// engine.
+#[derive(Clone)]
+pub(crate) struct WeakHandle {
+    requests: mpsc::WeakSender<Request>,
+    user_id: UserId,
+    peer_id: PeerId,
+    log: watch::Receiver<u64>,
+    cancel: CancellationToken,
+    stopped: watch::Receiver<bool>,
+    timeout: Duration,
+    files: Option<std::sync::Arc<crate::files::FilesShared>>,
+}
+
+impl WeakHandle {
+    /// The handle, while the engine runs.
+    pub(crate) fn upgrade(&self) -> Option<Handle> {
+        Some(Handle {
+            requests: self.requests.upgrade()?,
+            user_id: self.user_id,
+            peer_id: self.peer_id,
+            log: self.log.clone(),
+            cancel: self.cancel.clone(),
+            stopped: self.stopped.clone(),
+            timeout: self.timeout,
+            files: self.files.clone(),
+        })
+    }
 }
 
 impl std::fmt::Debug for Handle {
@@ -77,6 +110,20 @@ impl Handle {
         self.user_id
     }
 
+    /// A handle that does not keep the engine running.
+    pub(crate) fn downgrade(&self) -> WeakHandle {
+        WeakHandle {
+            requests: self.requests.downgrade(),
+            user_id: self.user_id,
+            peer_id: self.peer_id,
+            log: self.log.clone(),
+            cancel: self.cancel.clone(),
+            stopped: self.stopped.clone(),
+            timeout: self.timeout,
+            files: self.files.clone(),
+        }
+    }
+
     /// This device's libp2p peer id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
@@ -99,7 +146,7 @@ impl Handle {
             .map_err(|_| Error::Timeout)?
     }
 
-    async fn core(&self, command: Command) -> Result<Response, Error> {
+    pub(crate) async fn core(&self, command: Command) -> Result<Response, Error> {
         self.ask(|tx| Request::Core(command, tx)).await
     }
 

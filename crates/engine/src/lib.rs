@@ -53,6 +53,8 @@ mod error;
 mod event_log;
 mod events;
 mod expiry;
+mod file_records;
+mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gossip;
@@ -87,15 +89,20 @@ pub use crate::actor::start;
 pub use crate::avatar::AvatarInfo;
 pub use crate::blocks::MAX_LISTED;
 pub use crate::config::{
-    Config, SecurityEntries, SecurityFn, SecurityReadFn, SecurityReader, SecurityRecord,
-    SecuritySink,
+    Blobs, Config, DEFAULT_MAX_FILE_BYTES, SecurityEntries, SecurityFn, SecurityReadFn,
+    SecurityReader, SecurityRecord, SecuritySink,
 };
 pub use crate::core::{Core, Now};
 pub use crate::deletion::{DeletionReport, DeletionStep};
-pub use crate::error::{Error, ErrorKind};
+pub use crate::error::{Error, ErrorKind, FileError};
 pub use crate::events::{
     ArchiveBytes, Command, DeliveryResult, DeliveryToken, Input, LinkBundleBytes, NetInput, Output,
     RequestId, Response,
+};
+pub use crate::file_records::{FileEntry, FileSource};
+pub use crate::files::{
+    Direction, FileUpload, MAX_FETCHING, MAX_SERVING, MAX_SERVING_PER_PEER, SEALED_CHUNK_BYTES,
+    Transfer, TransferState, blob_name,
 };
 pub use crate::handle::Handle;
 pub use crate::invitations::{Invitation, MAX_INVITATIONS, MAX_INVITATIONS_PER_INVITER};

@@ -171,7 +171,12 @@ pub(crate) fn received_entry<S: Store>(
         return Err(invalid("implausible Lamport time"));
     }
     room.lamport = room.lamport.max(event.event.lamport);
-    if let EventContent::Message(message) = &event.event.content {
+    let message = match &event.event.content {
+        EventContent::Message(m) => Some((m.body.as_str(), None)),
+        EventContent::File(f) => Some((f.caption.as_str(), Some(f.file.clone()))),
+        _ => None,
+    };
+    if let Some((text, file)) = message {
         if room.members.is_empty() {
             return Err(invalid(UNKNOWN_ROOM));
         }
@@ -191,10 +196,11 @@ pub(crate) fn received_entry<S: Store>(
             sender_device: event.sender.device_id,
             lamport: event.event.lamport,
             ts: event.event.ts,
-            text: message.body.as_str().to_owned(),
+            text: text.to_owned(),
             state: MessageState::Received,
             revision: Revision::Original,
             received_at: now,
+            file,
         };
         if redacted_early(store, &room_id, sender, &event.event_id)? {
             redact_entry(&mut entry);

@@ -384,6 +384,10 @@ pub struct TimelineEntry {
     pub revision: Revision,
     /// When this device stored it (this device's clock).
     pub received_at: Timestamp,
+    /// The file it carries, if it is a file message (`text` is then its
+    /// caption); gone with the text when the message is redacted or
+    /// expires.
+    pub file: Option<safemeet_proto::file::FileRef>,
 }
 
 /// What happened to a message after it was sent.
@@ -414,14 +418,49 @@ impl TimelineEntry {
             .saturating_add(after_ms)
     }
 
-    /// Decodes a stored entry, in this layout or the one before revisions
-    /// (taken as original, received when sent).
+    /// Decodes a stored entry, in this layout, the one before files (no
+    /// file) or the one before revisions (taken as original, received
+    /// when sent).
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, codec::DecodeError> {
         match codec::decode::<Self>(bytes, MAX_RECORD_BYTES) {
             Ok(e) => Ok(e),
-            Err(e) => codec::decode::<TimelineEntryV1>(bytes, MAX_RECORD_BYTES)
+            Err(e) => codec::decode::<TimelineEntryV2>(bytes, MAX_RECORD_BYTES)
                 .map(Into::into)
+                .or_else(|_| {
+                    codec::decode::<TimelineEntryV1>(bytes, MAX_RECORD_BYTES).map(Into::into)
+                })
                 .map_err(|_| e),
+        }
+    }
+}
+
+/// A [`TimelineEntry`] as stored before files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TimelineEntryV2 {
+    event_id: EventId,
+    sender: UserId,
+    sender_device: DeviceId,
+    lamport: u64,
+    ts: Timestamp,
+    text: String,
+    state: MessageState,
+    revision: Revision,
+    received_at: Timestamp,
+}
+
+impl From<TimelineEntryV2> for TimelineEntry {
+    fn from(old: TimelineEntryV2) -> Self {
+        Self {
+            event_id: old.event_id,
+            sender: old.sender,
+            sender_device: old.sender_device,
+            lamport: old.lamport,
+            ts: old.ts,
+            text: old.text,
+            state: old.state,
+            revision: old.revision,
+            received_at: old.received_at,
+            file: None,
         }
     }
 }
@@ -450,6 +489,7 @@ impl From<TimelineEntryV1> for TimelineEntry {
             state: old.state,
             revision: Revision::Original,
             received_at: old.ts,
+            file: None,
         }
     }
 }

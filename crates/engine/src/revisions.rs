@@ -233,6 +233,7 @@ fn plan_redaction<S: Store>(
 /// Empties a message and marks it redacted.
 pub(crate) fn redact_entry(entry: &mut TimelineEntry) {
     entry.text = String::new();
+    entry.file = None;
     entry.revision = Revision::Redacted;
 }
 

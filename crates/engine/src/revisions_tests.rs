@@ -49,6 +49,7 @@ fn message(store: &EncryptedStore<MemoryStore>, room: RoomId, seq: u64, sender: 
         state: MessageState::Received,
         revision: Revision::Original,
         received_at: ts,
+        file: None,
     };
     let mut batch = store.batch();
     store

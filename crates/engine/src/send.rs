@@ -29,7 +29,7 @@ pub(crate) const MAX_GROUP: usize = 64;
 
 impl<S: Store + Clone> Core<S> {
     /// The room a send goes to.
-    fn send_room(&mut self, target: &Target) -> Result<RoomRecord, Error> {
+    pub(crate) fn send_room(&mut self, target: &Target) -> Result<RoomRecord, Error> {
         match target {
             Target::Room(room) => self.group_room(room),
             Target::User(user) => {
@@ -152,9 +152,10 @@ impl<S: Store + Clone> Core<S> {
         if room.left {
             return Err(Error::InvalidInput("you left this room".into()));
         }
-        let text = match &content {
-            EventContent::Message(m) => Some(m.body.as_str().to_owned()),
-            _ => None,
+        let (text, file) = match &content {
+            EventContent::Message(m) => (Some(m.body.as_str().to_owned()), None),
+            EventContent::File(f) => (Some(f.caption.as_str().to_owned()), Some(f.file.clone())),
+            _ => (None, None),
         };
         room.lamport = room.lamport.saturating_add(1);
         if matches!(content, EventContent::RoomState(_)) {
@@ -190,6 +191,7 @@ impl<S: Store + Clone> Core<S> {
                         state: MessageState::Sent,
                         revision: Revision::Original,
                         received_at: ts,
+                        file: file.clone(),
                     };
                     stage_message(&store, &mut batch, &room_for_writes, seq, &entry, log_seq)?;
                 }

@@ -159,6 +159,40 @@ impl Handle {
             .map_err(|e| Error::Link(e.to_string()))
     }
 
+    /// Accepts incoming file streams ([`BLOB_PROTOCOL`](crate::BLOB_PROTOCOL))
+    /// until the returned stream is dropped; while nobody accepts, such
+    /// streams are refused. Only one caller accepts at a time.
+    pub fn blob_streams(&self) -> Result<libp2p_stream::IncomingStreams, Error> {
+        self.streams_control
+            .clone()
+            .accept(crate::BLOB_PROTOCOL)
+            .map_err(|e| Error::Link(e.to_string()))
+    }
+
+    /// Opens a file stream to `peer`, dialling `addrs` first when it is
+    /// not connected (a stream is opened only over a connection).
+    pub async fn open_blob_stream(
+        &self,
+        peer: PeerId,
+        addrs: &[Multiaddr],
+    ) -> Result<libp2p::Stream, Error> {
+        let mut control = self.streams_control.clone();
+        match control.open_stream(peer, crate::BLOB_PROTOCOL).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if addrs.is_empty() => return Err(Error::Link(e.to_string())),
+            Err(_) => {}
+        }
+        for addr in addrs {
+            let with_peer = crate::addr::dialable(addr, peer);
+            // A dial that fails leaves the next address to try.
+            let _ = self.dial(with_peer).await;
+        }
+        control
+            .open_stream(peer, crate::BLOB_PROTOCOL)
+            .await
+            .map_err(|e| Error::Link(e.to_string()))
+    }
+
     /// Sends a command and waits for its answer, at most `ask_timeout`
     /// (the queue's back-pressure included).
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {

@@ -20,6 +20,9 @@ use crate::swarm::build_swarm;
 
 /// The device-link protocol.
 pub const LINK_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet/link/1");
+/// The file stream protocol: a device fetches a file's sealed chunks from
+/// the device that sent it (see `safemeet_engine::files`).
+pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet/blob/1");
 
 /// A link stream from [`dial_link`], with the swarm that carries it: the
 /// swarm stops when this is dropped.

@@ -143,6 +143,9 @@ pub enum EventContent {
     /// How long the room's messages are kept: from an admin of a group
     /// room, or either user of a DM.
     Settings(RoomSettings),
+    /// A file, with a caption: a message like a text one (edited,
+    /// redacted and expired the same way), whose file is fetched apart.
+    File(Box<crate::file::FileMessage>),
 }
 
 /// Text of a message: at most [`MAX_MESSAGE_TEXT_BYTES`], never printed by `Debug`.

@@ -33,6 +33,7 @@ pub mod codec;
 pub mod deliver;
 pub mod envelope;
 pub mod event;
+pub mod file;
 pub mod header;
 mod id;
 pub mod identity;

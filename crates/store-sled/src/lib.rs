@@ -31,6 +31,10 @@
 //! assert_eq!(store.get(Keyspace::Outbox, b"0001").unwrap().as_deref(), Some(&b"envelope"[..]));
 //! ```
 
+mod blob_dir;
+
+pub use blob_dir::BlobDir;
+
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 

@@ -32,6 +32,7 @@
 //! ```
 
 mod batch;
+pub mod blob;
 pub mod conformance;
 mod error;
 mod keyspace;

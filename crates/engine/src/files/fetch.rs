@@ -1,0 +1,515 @@
+//! The file service's task: fetching the files of messages that arrive,
+//! serving this device's files, and removing the files of messages that
+//! are gone.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream};
+use safemeet_crypto::attachment::{Assembler, chunk_count};
+use safemeet_proto::EventId;
+use safemeet_proto::clock::{Clock, SystemClock};
+use safemeet_proto::file::FileRef;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::serve::{self, REQUEST_BYTES, STALL, Status};
+use super::{
+    Direction, FilesShared, MAX_FETCHING, MAX_SERVING, MAX_SERVING_PER_PEER, SEALED_CHUNK_BYTES,
+    Transfer, TransferState, blob_name, chunk_offset, sealed_size,
+};
+use crate::events::{Command, Response};
+use crate::handle::WeakHandle;
+use crate::{FileEntry, Handle, LogEntry, MessageState};
+
+/// The first wait before fetching again from a sender that could not be
+/// reached; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// Chunks appended to the blob store at once (1 MiB).
+const CHUNKS_PER_WRITE: usize = 16;
+
+/// How a fetch ended.
+enum Fetched {
+    /// The file is held whole and checked (or was already).
+    Done,
+    /// Not now: the sender could not be reached, or was not ready.
+    Retry(String),
+    /// Refused for good.
+    Failed(String),
+    /// The message is gone, or carries no file.
+    Gone,
+}
+
+/// Runs the file service until `cancel`.
+pub(crate) async fn run(
+    handle: WeakHandle,
+    net: safemeet_net::Handle,
+    files: Arc<FilesShared>,
+    cancel: CancellationToken,
+) {
+    let mut incoming = match net.blob_streams() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "files cannot be served");
+            None
+        }
+    };
+    let Some(first) = handle.upgrade() else {
+        return;
+    };
+    let mut log = first.log_watch();
+    let mut cursor = log.borrow().saturating_sub(1);
+    let mut service = Service {
+        net,
+        files,
+        queue: VecDeque::new(),
+        queued: HashSet::new(),
+        fetching: JoinSet::new(),
+        running: HashMap::new(),
+        retry: HashMap::new(),
+        serving: JoinSet::new(),
+        serving_peers: HashMap::new(),
+    };
+    service.start(&first).await;
+    drop(first);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            Some((peer, stream)) = async {
+                match incoming.as_mut() {
+                    Some(s) => s.next().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some(h) = handle.upgrade() else { break };
+                service.serve(h, peer, stream);
+            }
+            changed = log.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let Some(h) = handle.upgrade() else { break };
+                cursor = service.follow_log(&h, cursor).await;
+            }
+            Some(done) = service.fetching.join_next() => {
+                if let Ok((event, fetched)) = done {
+                    service.fetched(event, fetched);
+                }
+            }
+            Some(done) = service.serving.join_next() => {
+                if let Ok(peer) = done {
+                    service.served(peer);
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        if let Some(h) = handle.upgrade() {
+            service.start_due(&h);
+        } else {
+            break;
+        }
+    }
+    service.fetching.abort_all();
+    service.serving.abort_all();
+}
+
+struct Service {
+    net: safemeet_net::Handle,
+    files: Arc<FilesShared>,
+    /// Files to fetch, in order.
+    queue: VecDeque<EventId>,
+    queued: HashSet<EventId>,
+    fetching: JoinSet<(EventId, Fetched)>,
+    running: HashMap<EventId, tokio::task::AbortHandle>,
+    /// Files whose sender could not be reached: when to try again, and
+    /// the wait after that.
+    retry: HashMap<EventId, (tokio::time::Instant, Duration)>,
+    serving: JoinSet<PeerId>,
+    serving_peers: HashMap<PeerId, usize>,
+}
+
+impl Service {
+    /// At start: the files of the messages held are fetched where they
+    /// are not whole, and blobs no message names are removed.
+    async fn start(&mut self, handle: &Handle) {
+        let entries = match handle.core(Command::FileEntries).await {
+            Ok(Response::Files(entries)) => entries,
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the files held could not be listed");
+                return;
+            }
+        };
+        let live: HashSet<[u8; 16]> = entries.iter().map(|e| blob_name(&e.event_id)).collect();
+        let blobs = self.files.blobs.clone();
+        let files = self.files.clone();
+        let removed = super::blocking(move || {
+            let mut removed = 0usize;
+            for name in blobs.list()? {
+                if !live.contains(&name) && !files.is_sealing(&name) {
+                    blobs.remove(&name)?;
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await;
+        match removed {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed files no message names"),
+            Err(e) => tracing::warn!(error = %e, "the blob store could not be swept"),
+        }
+        for entry in entries {
+            self.consider(&entry);
+        }
+    }
+
+    /// Queues the file of a message held, unless this device sent it.
+    fn consider(&mut self, entry: &FileEntry) {
+        if entry.sent_here || self.queued.contains(&entry.event_id) {
+            return;
+        }
+        let chunks = chunk_count(entry.file.size);
+        if self.files.get(&entry.event_id).is_none() {
+            self.files.set(Transfer {
+                event_id: entry.event_id,
+                direction: Direction::Receive,
+                size: entry.file.size,
+                chunks,
+                done: 0,
+                served: 0,
+                state: TransferState::Waiting,
+            });
+        }
+        self.queued.insert(entry.event_id);
+        self.queue.push_back(entry.event_id);
+    }
+
+    /// Reads the event log from `cursor` on: new file messages are
+    /// queued, the files of removed ones are deleted.
+    async fn follow_log(&mut self, handle: &Handle, mut cursor: u64) -> u64 {
+        loop {
+            let page = match handle.events(cursor, 256).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::debug!(error = %e, "the event log could not be read");
+                    return cursor;
+                }
+            };
+            let Some((last, _)) = page.last() else {
+                return cursor;
+            };
+            cursor = *last;
+            for (_, entry) in page {
+                match entry {
+                    LogEntry::Message { room_id, entry } => {
+                        if let Some(file) = entry.file {
+                            // Messages from other devices arrive
+                            // "received"; this device's own are sent.
+                            let sent_here = entry.state != MessageState::Received;
+                            self.consider(&FileEntry {
+                                event_id: entry.event_id,
+                                room_id,
+                                file,
+                                sent_here,
+                            });
+                        }
+                    }
+                    LogEntry::Removed { event_id, .. } => self.remove(event_id).await,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The message is gone: so is its file.
+    async fn remove(&mut self, event: EventId) {
+        if let Some(task) = self.running.remove(&event) {
+            task.abort();
+        }
+        self.queued.remove(&event);
+        self.queue.retain(|e| *e != event);
+        self.retry.remove(&event);
+        self.files.forget(&event);
+        let blobs = self.files.blobs.clone();
+        let name = blob_name(&event);
+        if let Err(e) = super::blocking(move || blobs.remove(&name)).await {
+            tracing::warn!(error = %e, "a removed message's file could not be deleted");
+        }
+    }
+
+    /// Starts queued fetches while there is room, and fetches whose retry
+    /// is due.
+    fn start_due(&mut self, handle: &Handle) {
+        let now = tokio::time::Instant::from_std(SystemClock.instant());
+        let due: Vec<EventId> = self
+            .retry
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(e, _)| *e)
+            .collect();
+        for event in due {
+            if self.queued.insert(event) {
+                self.queue.push_back(event);
+            }
+        }
+        while self.running.len() < MAX_FETCHING {
+            let Some(event) = self.queue.pop_front() else {
+                break;
+            };
+            if self.running.contains_key(&event) {
+                continue;
+            }
+            if let Some((at, _)) = self.retry.get(&event)
+                && *at > now
+            {
+                self.queued.remove(&event);
+                continue;
+            }
+            let task = self.fetching.spawn(fetch(
+                handle.clone(),
+                self.net.clone(),
+                self.files.clone(),
+                event,
+            ));
+            self.running.insert(event, task);
+        }
+    }
+
+    fn fetched(&mut self, event: EventId, fetched: Fetched) {
+        self.running.remove(&event);
+        self.queued.remove(&event);
+        match fetched {
+            Fetched::Done | Fetched::Gone => {
+                self.retry.remove(&event);
+            }
+            Fetched::Failed(reason) => {
+                self.retry.remove(&event);
+                tracing::warn!(reason = %reason, "a file was refused");
+                self.files.update(&event, |t| {
+                    t.state = TransferState::Failed { reason };
+                });
+            }
+            Fetched::Retry(why) => {
+                tracing::debug!(why = %why, "a file will be fetched again");
+                let wait = self.retry.get(&event).map_or(RETRY_FIRST, |(_, w)| *w);
+                let at = tokio::time::Instant::from_std(SystemClock.instant()) + wait;
+                self.retry.insert(event, (at, (wait * 2).min(RETRY_MAX)));
+                self.files
+                    .update(&event, |t| t.state = TransferState::Waiting);
+            }
+        }
+    }
+
+    fn serve(&mut self, handle: Handle, peer: PeerId, stream: Stream) {
+        let now = self.serving_peers.get(&peer).copied().unwrap_or(0);
+        if self.serving.len() >= MAX_SERVING || now >= MAX_SERVING_PER_PEER {
+            // Dropped unanswered: the peer asks again later.
+            return;
+        }
+        self.serving_peers.insert(peer, now + 1);
+        let files = self.files.clone();
+        self.serving.spawn(async move {
+            serve::serve(handle, files, peer, stream).await;
+            peer
+        });
+    }
+
+    fn served(&mut self, peer: PeerId) {
+        if let Some(n) = self.serving_peers.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.serving_peers.remove(&peer);
+            }
+        }
+    }
+}
+
+/// Fetches the file of message `event` from the device that sent it,
+/// from the last whole chunk kept.
+async fn fetch(
+    handle: Handle,
+    net: safemeet_net::Handle,
+    files: Arc<FilesShared>,
+    event: EventId,
+) -> (EventId, Fetched) {
+    (event, fetch_inner(handle, net, files, event).await)
+}
+
+async fn fetch_inner(
+    handle: Handle,
+    net: safemeet_net::Handle,
+    files: Arc<FilesShared>,
+    event: EventId,
+) -> Fetched {
+    let source = match handle.core(Command::FileSource(event)).await {
+        Ok(Response::FileSource(Some(source))) => source,
+        Ok(_) => return Fetched::Gone,
+        Err(e) => return Fetched::Retry(e.to_string()),
+    };
+    if source.entry.sent_here {
+        return Fetched::Done;
+    }
+    let file = source.entry.file;
+    if file.size > files.max_file_bytes {
+        return Fetched::Failed(format!(
+            "a file of {} bytes is past this node's limit of {} bytes",
+            file.size, files.max_file_bytes
+        ));
+    }
+    let name = blob_name(&event);
+    let kept = {
+        let blobs = files.blobs.clone();
+        let file = file.clone();
+        super::blocking(move || reopen(&*blobs, &name, file)).await
+    };
+    let (mut assembler, complete) = match kept {
+        Ok(kept) => kept,
+        Err(e) => return Fetched::Retry(e.to_string()),
+    };
+    let chunks = assembler.count();
+    files.update(&event, |t| t.done = assembler.next_chunk());
+    if complete {
+        files.update(&event, |t| t.state = TransferState::Complete);
+        return Fetched::Done;
+    }
+    let Some((peer, addrs)) = source.from else {
+        return Fetched::Retry("the sending device is not known".into());
+    };
+    let mut stream = match net.open_blob_stream(peer, &addrs).await {
+        Ok(s) => s,
+        Err(e) => return Fetched::Retry(e.to_string()),
+    };
+    let first = assembler.next_chunk();
+    let req = serve::request(&event, first);
+    debug_assert_eq!(req.len(), REQUEST_BYTES);
+    if !matches!(
+        tokio::time::timeout(STALL, stream.write_all(&req)).await,
+        Ok(Ok(()))
+    ) {
+        return Fetched::Retry("the request could not be sent".into());
+    }
+    let mut status = [0u8; 1];
+    if !matches!(
+        tokio::time::timeout(STALL, stream.read_exact(&mut status)).await,
+        Ok(Ok(()))
+    ) {
+        return Fetched::Retry("the sender did not answer".into());
+    }
+    match Status::from_byte(status[0]) {
+        Some(Status::Ok) => {}
+        Some(Status::NotReady) => return Fetched::Retry("the sender is not ready".into()),
+        Some(Status::Refused) => return Fetched::Retry("the sender refused".into()),
+        None => return Fetched::Retry("the sender answered nonsense".into()),
+    }
+    files.update(&event, |t| t.state = TransferState::Receiving);
+    let total = sealed_size(file.size);
+    let mut pending = Vec::with_capacity(CHUNKS_PER_WRITE * SEALED_CHUNK_BYTES);
+    let mut chunk = vec![0u8; SEALED_CHUNK_BYTES];
+    let mut index = first;
+    while index < chunks {
+        let len = (chunk_offset(index + 1).min(total) - chunk_offset(index)) as usize;
+        let read = tokio::time::timeout(STALL, stream.read_exact(&mut chunk[..len])).await;
+        if !matches!(read, Ok(Ok(()))) {
+            if !pending.is_empty() {
+                let _ = append(&files, name, std::mem::take(&mut pending)).await;
+            }
+            return Fetched::Retry("the stream ended early".into());
+        }
+        if let Err(e) = assembler.take(&chunk[..len]) {
+            // Nothing of the damaged chunk is kept; what came before it is.
+            if !pending.is_empty() {
+                let _ = append(&files, name, std::mem::take(&mut pending)).await;
+            }
+            return Fetched::Failed(e.to_string());
+        }
+        pending.extend_from_slice(&chunk[..len]);
+        index += 1;
+        if pending.len() >= CHUNKS_PER_WRITE * SEALED_CHUNK_BYTES || index == chunks {
+            let batch = std::mem::replace(
+                &mut pending,
+                Vec::with_capacity(CHUNKS_PER_WRITE * SEALED_CHUNK_BYTES),
+            );
+            if let Err(e) = append(&files, name, batch).await {
+                return Fetched::Retry(e.to_string());
+            }
+            files.update(&event, |t| t.done = index);
+        }
+    }
+    if let Err(e) = assembler.finish() {
+        let blobs = files.blobs.clone();
+        let _ = super::blocking(move || blobs.remove(&name)).await;
+        return Fetched::Failed(e.to_string());
+    }
+    let blobs = files.blobs.clone();
+    if let Err(e) = super::blocking(move || blobs.complete(&name)).await {
+        return Fetched::Retry(e.to_string());
+    }
+    files.update(&event, |t| {
+        t.done = chunks;
+        t.state = TransferState::Complete;
+    });
+    Fetched::Done
+}
+
+async fn append(
+    files: &FilesShared,
+    name: [u8; 16],
+    bytes: Vec<u8>,
+) -> Result<(), safemeet_store::Error> {
+    let blobs = files.blobs.clone();
+    super::blocking(move || blobs.append(&name, &bytes)).await
+}
+
+/// What is kept of a file: every whole chunk is opened again (so the
+/// hash goes on from there), and anything past the last good one is cut
+/// off. Also whether the blob is complete already.
+fn reopen(
+    blobs: &dyn safemeet_store::blob::BlobStore,
+    name: &[u8; 16],
+    file: FileRef,
+) -> Result<(Assembler, bool), safemeet_store::Error> {
+    let bad = |e: safemeet_crypto::attachment::AttachmentError| {
+        safemeet_store::Error::Corrupt(e.to_string())
+    };
+    let mut assembler = Assembler::new(file.clone()).map_err(bad)?;
+    let complete = blobs.is_complete(name)?;
+    let Some(len) = blobs.len(name)? else {
+        return Ok((assembler, false));
+    };
+    let total = sealed_size(file.size);
+    let count = assembler.count();
+    let mut chunk = vec![0u8; SEALED_CHUNK_BYTES];
+    let mut index = 0;
+    while index < count {
+        let offset = chunk_offset(index);
+        let want = (chunk_offset(index + 1).min(total) - offset) as usize;
+        if offset + want as u64 > len {
+            break;
+        }
+        if blobs.read_at(name, offset, &mut chunk[..want])? != want
+            || assembler.take(&chunk[..want]).is_err()
+        {
+            break;
+        }
+        index += 1;
+    }
+    if complete {
+        if index == count && assembler.check().is_ok() {
+            return Ok((assembler, true));
+        }
+        // A complete blob that does not open: start again.
+        blobs.remove(name)?;
+        return Ok((Assembler::new(file).map_err(bad)?, false));
+    }
+    let keep = chunk_offset(index);
+    if keep < len {
+        blobs.truncate(name, keep)?;
+    }
+    Ok((assembler, false))
+}

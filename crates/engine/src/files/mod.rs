@@ -1,0 +1,262 @@
+//! The file service: files sealed, served and fetched beside the core.
+//!
+//! A file message (see `file_records`) carries the file's key, hash,
+//! size, name and type; the file's sealed chunks
+//! (`safemeet_crypto::attachment`: 64 KiB, ChaCha20-Poly1305 under the
+//! file's own key, the index, last-chunk flag and count bound in each) are
+//! kept in the [`BlobStore`] under a name derived from the message's event
+//! id ([`blob_name`]), and fetched by each receiving device from the
+//! sending device over `/safemeet/blob/1` (see `serve` and `fetch`):
+//!
+//! ```text
+//!   receiver ── version 1 ‖ event id (32) ‖ first chunk (u64 BE) ──► sender
+//!   receiver ◄── status (0 ok, 1 refused, 2 not ready) ‖ sealed chunks ── sender
+//! ```
+//!
+//! The sender serves a file only to an active device of a member of the
+//! message's conversation (its peer id is authenticated by Noise), at
+//! most [`MAX_SERVING`] streams at once and [`MAX_SERVING_PER_PEER`] per
+//! peer. The chunks' sizes follow from the file's size, so none is
+//! announced: the receiver reads each at its exact length, opens it
+//! (a damaged or foreign chunk is refused at once), appends it sealed to
+//! its blob, and checks the whole file's hash at the end. A transfer cut
+//! off (a connection lost, either side restarted) resumes from the last
+//! whole chunk kept. The sender writes only as fast as the receiver
+//! reads (the stream's flow control paces it), so a slow receiver holds
+//! no more than a stream window in the sender's memory.
+//!
+//! Nothing here is plaintext on disk: a blob is the sealed chunks, and the
+//! key is only in the (encrypted) timeline entry. When a message is
+//! redacted or expires, its blob is removed (the service follows the event
+//! log); at start, blobs no message names are removed.
+//!
+//! The service runs as a task on the engine's runtime; the core keeps no
+//! state of it, and every blob store call runs on the blocking pool.
+
+mod fetch;
+mod serve;
+mod upload;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use safemeet_crypto::attachment::{CHUNK_BYTES, CHUNK_OVERHEAD, chunk_count};
+use safemeet_proto::EventId;
+use safemeet_store::blob::{BlobName, BlobStore};
+use serde::Serialize;
+
+pub use upload::FileUpload;
+
+pub(crate) use fetch::run;
+
+/// Bytes of a sealed chunk (all but the last).
+pub const SEALED_CHUNK_BYTES: usize = CHUNK_BYTES + CHUNK_OVERHEAD;
+/// Most file streams served at once.
+pub const MAX_SERVING: usize = 16;
+/// Most file streams served to one peer at once.
+pub const MAX_SERVING_PER_PEER: usize = 4;
+/// Most files fetched at once.
+pub const MAX_FETCHING: usize = 4;
+/// Transfers remembered for the API (the oldest finished ones go first).
+const MAX_TRANSFERS: usize = 1024;
+
+/// The blob a message's file is kept under.
+pub fn blob_name(event: &EventId) -> BlobName {
+    let hash = blake3::derive_key("safemeet/v1/blob-name", event.as_bytes());
+    let mut name = [0u8; 16];
+    name.copy_from_slice(&hash[..16]);
+    name
+}
+
+/// The offset of sealed chunk `index`.
+pub(crate) fn chunk_offset(index: u64) -> u64 {
+    index.saturating_mul(SEALED_CHUNK_BYTES as u64)
+}
+
+/// The sealed size of a whole file of `size` bytes.
+pub(crate) fn sealed_size(size: u64) -> u64 {
+    size + chunk_count(size) * CHUNK_OVERHEAD as u64
+}
+
+/// Which way a file goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// This device sent it.
+    Send,
+    /// This device fetches it.
+    Receive,
+}
+
+/// Where a transfer stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum TransferState {
+    /// Being sealed (sending).
+    Sealing,
+    /// Waiting to be fetched: its sender is unreachable, or its turn has
+    /// not come.
+    Waiting,
+    /// Chunks are arriving.
+    Receiving,
+    /// Held whole and checked.
+    Complete,
+    /// Refused for good: a damaged chunk, a file other than described, or
+    /// one past the size limit.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A file on its way, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transfer {
+    /// The file message.
+    pub event_id: EventId,
+    /// Sent or received.
+    pub direction: Direction,
+    /// The file's size in bytes.
+    pub size: u64,
+    /// Its chunk count.
+    pub chunks: u64,
+    /// Chunks sealed (sending) or held (receiving).
+    pub done: u64,
+    /// Chunks served to other devices (sending).
+    pub served: u64,
+    /// Where it stands.
+    #[serde(flatten)]
+    pub state: TransferState,
+}
+
+/// What the file service shares with the engine's handle.
+pub(crate) struct FilesShared {
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) max_file_bytes: u64,
+    transfers: Mutex<Transfers>,
+}
+
+#[derive(Default)]
+struct Transfers {
+    by_event: HashMap<EventId, Transfer>,
+    order: std::collections::VecDeque<EventId>,
+    /// Blobs being sealed, not yet named after their message.
+    sealing: std::collections::HashSet<BlobName>,
+}
+
+impl std::fmt::Debug for FilesShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilesShared").finish_non_exhaustive()
+    }
+}
+
+impl FilesShared {
+    pub(crate) fn new(blobs: Arc<dyn BlobStore>, max_file_bytes: u64) -> Self {
+        Self {
+            blobs,
+            max_file_bytes,
+            transfers: Mutex::new(Transfers::default()),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Transfers) -> T) -> T {
+        let mut guard = match self.transfers.lock() {
+            Ok(g) => g,
+            // A panic while updating progress leaves progress, nothing
+            // else: carry on with it.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    /// Records or replaces a transfer.
+    pub(crate) fn set(&self, transfer: Transfer) {
+        self.with(|t| {
+            let id = transfer.event_id;
+            if t.by_event.insert(id, transfer).is_none() {
+                t.order.push_back(id);
+            }
+            while t.order.len() > MAX_TRANSFERS {
+                let Some(old) = t.order.pop_front() else {
+                    break;
+                };
+                t.by_event.remove(&old);
+            }
+        });
+    }
+
+    /// Changes a transfer, if it is known.
+    pub(crate) fn update(&self, event: &EventId, f: impl FnOnce(&mut Transfer)) {
+        self.with(|t| {
+            if let Some(transfer) = t.by_event.get_mut(event) {
+                f(transfer);
+            }
+        });
+    }
+
+    /// Forgets a transfer (its message is gone).
+    pub(crate) fn forget(&self, event: &EventId) {
+        self.with(|t| {
+            t.by_event.remove(event);
+            t.order.retain(|e| e != event);
+        });
+    }
+
+    /// A transfer, if known.
+    pub(crate) fn get(&self, event: &EventId) -> Option<Transfer> {
+        self.with(|t| t.by_event.get(event).cloned())
+    }
+
+    /// Every transfer known, oldest first.
+    pub(crate) fn all(&self) -> Vec<Transfer> {
+        self.with(|t| {
+            t.order
+                .iter()
+                .filter_map(|e| t.by_event.get(e).cloned())
+                .collect()
+        })
+    }
+
+    fn sealing(&self, name: BlobName, on: bool) {
+        self.with(|t| {
+            if on {
+                t.sealing.insert(name);
+            } else {
+                t.sealing.remove(&name);
+            }
+        });
+    }
+
+    fn is_sealing(&self, name: &BlobName) -> bool {
+        self.with(|t| t.sealing.contains(name))
+    }
+}
+
+/// Runs blocking blob store work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, safemeet_store::Error> + Send + 'static,
+) -> Result<T, safemeet_store::Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(safemeet_store::Error::Backend(Box::new(e))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_names_follow_event_ids_and_sizes_add_a_tag_per_chunk() {
+        let a = EventId::from_bytes([1; 32]);
+        let b = EventId::from_bytes([2; 32]);
+        assert_eq!(blob_name(&a), blob_name(&a));
+        assert_ne!(blob_name(&a), blob_name(&b));
+        assert_eq!(sealed_size(0), 16);
+        assert_eq!(sealed_size(CHUNK_BYTES as u64), SEALED_CHUNK_BYTES as u64);
+        assert_eq!(
+            sealed_size(CHUNK_BYTES as u64 + 1),
+            SEALED_CHUNK_BYTES as u64 + 17
+        );
+        assert_eq!(chunk_offset(2), 2 * SEALED_CHUNK_BYTES as u64);
+    }
+}
