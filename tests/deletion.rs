@@ -15,17 +15,11 @@ mod support;
 
 use support::contains;
 use support::node::{
-    Daemon, PASS, bin, cli, cli_fails, eventually, files_under, forms, init, secrets_of, user_id,
+    Daemon, PASS, befriend, bin, cli, cli_fails, eventually, files_under, forms, init, secrets_of,
+    user_id,
 };
 
 const MARKER: &str = "planted-marker-7f3a";
-
-fn befriend(a: &Path, a_name: &str, b: &Path, b_name: &str) {
-    let ia = cli(a, &["invite"])["invite"].as_str().unwrap().to_owned();
-    let ib = cli(b, &["invite"])["invite"].as_str().unwrap().to_owned();
-    cli(a, &["contact", "add", &ib, "--name", b_name]);
-    cli(b, &["contact", "add", &ia, "--name", a_name]);
-}
 
 /// A timeline entry as the engine reads it (the layout before revisions,
 /// which it still reads).

@@ -16,15 +16,9 @@ use serde_json::Value;
 mod support;
 
 use support::contains;
-use support::node::{Daemon, bin, cli, cli_fails, eventually, init, own_tcp_addr, store_dump};
-
-/// `a` (called `a_name` at `b`) and `b` (called `b_name` at `a`) add each other.
-fn befriend(a: &Path, a_name: &str, b: &Path, b_name: &str) {
-    let ia = cli(a, &["invite"])["invite"].as_str().unwrap().to_owned();
-    let ib = cli(b, &["invite"])["invite"].as_str().unwrap().to_owned();
-    cli(a, &["contact", "add", &ib, "--name", b_name]);
-    cli(b, &["contact", "add", &ia, "--name", a_name]);
-}
+use support::node::{
+    Daemon, befriend, bin, cli, cli_fails, eventually, init, own_tcp_addr, store_dump,
+};
 
 /// Alice, Bob and Carol, contacts of each other, with daemons (Carol's
 /// with `carol_args`), in Alice's room "club" (Alice its admin).

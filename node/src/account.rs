@@ -120,7 +120,8 @@ pub(crate) fn delete(home: &Home, source: &Source, json: bool, yes: bool) -> Res
             mdns: false,
             ..safemeet_net::Config::default()
         };
-        let (engine, _) = crate::messenger::start_engine(store, net, std::sync::Arc::new(log))?;
+        let (engine, _) =
+            crate::messenger::start_engine(store, net, std::sync::Arc::new(log), None)?;
         let result = tell_and_purge(&engine).await;
         let _ = engine.shutdown().await;
         result

@@ -30,7 +30,7 @@ pub(crate) const FILE: &str = "config.toml";
 const MAX_BYTES: u64 = 64 * 1024;
 
 /// Every key: its name, its default as the file writes it, and what it does.
-pub(crate) const KEYS: [(&str, &str, &str); 5] = [
+pub(crate) const KEYS: [(&str, &str, &str); 7] = [
     (
         "listen",
         "[]",
@@ -52,7 +52,22 @@ pub(crate) const KEYS: [(&str, &str, &str); 5] = [
         "Where the web app and HTTP API are served (a loopback IP:PORT), or \"off\".",
     ),
     ("mdns", "true", "Discover peers on the local network."),
+    (
+        "max_file_mib",
+        "100",
+        "The largest file sent or fetched, in MiB (1 to 1048576).",
+    ),
+    (
+        "file_rate_kib",
+        "0",
+        "The most KiB per second files are served at, to all devices together (0: no limit).",
+    ),
 ];
+
+/// The default largest file, in MiB.
+const DEFAULT_MAX_FILE_MIB: u64 = 100;
+/// The largest limit a file size may be given (1 TiB, in MiB).
+const MAX_FILE_MIB: u64 = 1 << 20;
 
 /// The daemon's settings as resolved: flags, environment, file, defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -63,6 +78,10 @@ pub(crate) struct Settings {
     #[serde(serialize_with = "web_text")]
     pub(crate) web: Web,
     pub(crate) mdns: bool,
+    /// The largest file sent or fetched, in bytes.
+    pub(crate) max_file_bytes: u64,
+    /// The most bytes per second files are served at (`None`: no limit).
+    pub(crate) file_rate: Option<u64>,
 }
 
 fn web_text<S: serde::Serializer>(web: &Web, s: S) -> Result<S::Ok, S::Error> {
@@ -87,6 +106,8 @@ pub(crate) struct File {
     relay: Option<Vec<Multiaddr>>,
     web: Option<Web>,
     mdns: Option<bool>,
+    max_file_mib: Option<u64>,
+    file_rate_kib: Option<u64>,
 }
 
 /// What the flags gave (empty or `None`: not given).
@@ -167,6 +188,21 @@ fn parse(path: &Path, text: &str) -> Result<File, Failure> {
                 );
             }
             "mdns" => file.mdns = Some(value.as_bool().ok_or_else(|| bad("true or false"))?),
+            "max_file_mib" => {
+                let mib = value
+                    .as_integer()
+                    .and_then(|v| u64::try_from(v).ok())
+                    .filter(|v| (1..=MAX_FILE_MIB).contains(v))
+                    .ok_or_else(|| bad("a whole number of MiB from 1 to 1048576"))?;
+                file.max_file_mib = Some(mib);
+            }
+            "file_rate_kib" => {
+                let kib = value
+                    .as_integer()
+                    .and_then(|v| u64::try_from(v).ok())
+                    .ok_or_else(|| bad("a whole number of KiB per second (0: no limit)"))?;
+                file.file_rate_kib = Some(kib);
+            }
             _ => {
                 return Err(usage(
                     path,
@@ -243,7 +279,22 @@ pub(crate) fn resolve(flags: &Flags, file: &File) -> Result<Settings, Failure> {
             None => file.mdns.unwrap_or(true),
         }
     };
+    let max_file_mib = match env_value::<u64>("SAFEMEET_MAX_FILE_MIB")? {
+        Some(m) if (1..=MAX_FILE_MIB).contains(&m) => m,
+        Some(_) => {
+            return Err(Failure::Usage(
+                "SAFEMEET_MAX_FILE_MIB: a whole number of MiB from 1 to 1048576".into(),
+            ));
+        }
+        None => file.max_file_mib.unwrap_or(DEFAULT_MAX_FILE_MIB),
+    };
+    let file_rate_kib = match env_value::<u64>("SAFEMEET_FILE_RATE_KIB")? {
+        Some(k) => k,
+        None => file.file_rate_kib.unwrap_or(0),
+    };
     Ok(Settings {
+        max_file_bytes: max_file_mib * 1024 * 1024,
+        file_rate: (file_rate_kib > 0).then(|| file_rate_kib.saturating_mul(1024)),
         listen: list(&flags.listen, "SAFEMEET_LISTEN", &file.listen)?,
         bootstrap: list(&flags.bootstrap, "SAFEMEET_BOOTSTRAP", &file.bootstrap)?,
         relay: list(&flags.relay, "SAFEMEET_RELAY", &file.relay)?,
@@ -313,7 +364,9 @@ fn render(file: &File) -> String {
             "bootstrap" => file.bootstrap.as_deref().map(quoted_list),
             "relay" => file.relay.as_deref().map(quoted_list),
             "web" => file.web.map(|w| format!("\"{w}\"")),
-            _ => file.mdns.map(|m| m.to_string()),
+            "mdns" => file.mdns.map(|m| m.to_string()),
+            "max_file_mib" => file.max_file_mib.map(|m| m.to_string()),
+            _ => file.file_rate_kib.map(|k| k.to_string()),
         };
         out.push_str(&format!("\n# {doc}\n"));
         match value {
@@ -397,6 +450,11 @@ pub(crate) fn show(path: &Path, json: bool) -> Result<(), Failure> {
     println!("relay = {}", quoted_list(&settings.relay));
     println!("web = \"{}\"", settings.web);
     println!("mdns = {}", settings.mdns);
+    println!("max_file_mib = {}", settings.max_file_bytes / (1024 * 1024));
+    println!(
+        "file_rate_kib = {}",
+        settings.file_rate.map_or(0, |r| r / 1024)
+    );
     Ok(())
 }
 
@@ -436,7 +494,7 @@ mod tests {
         };
         assert!(text.contains("unknown key `lisen`"), "{text}");
         assert!(
-            text.contains("listen, bootstrap, relay, web, mdns"),
+            text.contains("listen, bootstrap, relay, web, mdns, max_file_mib, file_rate_kib"),
             "{text}"
         );
         for bad in [

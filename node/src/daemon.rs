@@ -22,6 +22,8 @@ pub(crate) struct Network {
     pub(crate) no_mdns: bool,
     pub(crate) relays: Vec<Multiaddr>,
     pub(crate) web: Web,
+    /// Files: where they are kept, the largest, how fast they are served.
+    pub(crate) files: crate::messenger::FileSettings,
     /// Say, for a person, where to go next (`safemeet up`).
     pub(crate) greet: bool,
     /// The flags to write to config.toml once the daemon runs.
@@ -53,6 +55,11 @@ impl Network {
             no_mdns: !settings.mdns,
             relays: settings.relay,
             web: settings.web,
+            files: crate::messenger::FileSettings {
+                dir: home.blobs_dir(),
+                max_bytes: settings.max_file_bytes,
+                rate: settings.file_rate,
+            },
             greet: false,
             remember: Some(crate::config::Remember { path, flags, file }),
         })
@@ -128,6 +135,7 @@ pub(crate) fn daemon(
         no_mdns,
         relays,
         web,
+        files,
         greet,
         remember,
     } = network;
@@ -158,7 +166,7 @@ pub(crate) fn daemon(
         if !listen.is_empty() {
             net.listen = listen;
         }
-        let (engine, identity) = start_engine(store, net, log.clone())?;
+        let (engine, identity) = start_engine(store, net, log.clone(), Some(files))?;
         tracing::debug!("engine started");
         if let Some(remember) = &remember {
             remember.apply();

@@ -77,6 +77,11 @@ impl Home {
         self.dir.join("db")
     }
 
+    /// Where sealed files are kept (see `safemeet_engine` files).
+    pub(crate) fn blobs_dir(&self) -> PathBuf {
+        self.dir.join("blobs")
+    }
+
     /// Where `safemeet relay` keeps its identity and mailboxes.
     pub(crate) fn relay_dir(&self) -> PathBuf {
         self.dir.join("relay")

@@ -81,7 +81,7 @@ fn event_line(event: &safemeet_api::Event, names: &Names) -> String {
             "{} {room_id} {}: {}",
             local_time(message.ts),
             names.of(&message.sender),
-            shown(&message.text)
+            crate::transfers::message_text(message)
         ),
         EventKind::Room {
             name,

@@ -49,6 +49,7 @@ mod relay;
 mod rights;
 mod security;
 mod shutdown;
+mod transfers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,8 @@ use clap::{Parser, Subcommand};
 use safemeet_api::Request;
 use safemeet_crypto::at_rest::Passphrase;
 use safemeet_proto::{DisplayName, Email, Username};
+
+use crate::transfers::FileAction;
 
 use crate::cli::{
     AccountCommand, AuditCommand, ConfigCommand, ContactCommand, DaemonArgs, DeviceCommand,
@@ -236,8 +239,28 @@ enum Command {
         target: String,
         /// The text (at most 16 KiB of UTF-8), or `-` to read it from
         /// standard input (one trailing newline dropped).
-        text: String,
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        text: Option<String>,
+        /// Send this file instead (up to `max_file_mib`, 100 MiB unless
+        /// set); each recipient device fetches it from this daemon.
+        #[arg(long, value_name = "PATH")]
+        file: Option<std::path::PathBuf>,
+        /// A caption for the file.
+        #[arg(long, requires = "file", default_value = "")]
+        caption: String,
     },
+    /// Save the file of a message (`messages --ids`), checked whole, to
+    /// PATH: a new file, or a directory to save it in under its own name
+    /// (default: the current directory). Waits while it is arriving.
+    Download {
+        /// The file message's event id.
+        #[arg(value_parser = parse::<safemeet_proto::EventId>)]
+        event_id: safemeet_proto::EventId,
+        /// Where to save it.
+        path: Option<std::path::PathBuf>,
+    },
+    /// The files on their way, and those done since the daemon started.
+    Files,
     /// Show the messages with a contact or in a room, oldest first (Lamport order).
     Messages {
         /// Which conversation (as for `send`).
@@ -497,19 +520,41 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             };
             messenger::run(&home, &source, cli.json, messenger::Action::People(action))
         }
-        Command::Send { target, text } => {
-            let text = if text == "-" {
-                cli::text_from_stdin()?
-            } else {
-                text
+        Command::Send {
+            target,
+            text,
+            file,
+            caption,
+        } => {
+            let action = match (text, file) {
+                (_, Some(path)) => messenger::Action::Files(FileAction::Send {
+                    target,
+                    path,
+                    caption,
+                }),
+                (Some(text), None) if text == "-" => messenger::Action::Send {
+                    target,
+                    text: cli::text_from_stdin()?,
+                },
+                (text, None) => messenger::Action::Send {
+                    target,
+                    text: text.unwrap_or_default(),
+                },
             };
-            messenger::run(
-                &home,
-                &source,
-                cli.json,
-                messenger::Action::Send { target, text },
-            )
+            messenger::run(&home, &source, cli.json, action)
         }
+        Command::Download { event_id, path } => messenger::run(
+            &home,
+            &source,
+            cli.json,
+            messenger::Action::Files(FileAction::Download { event_id, path }),
+        ),
+        Command::Files => messenger::run(
+            &home,
+            &source,
+            cli.json,
+            messenger::Action::Files(FileAction::List),
+        ),
         Command::Messages { target, limit, ids } => messenger::run(
             &home,
             &source,

@@ -67,6 +67,7 @@ pub(crate) enum Action {
     RoomList,
     /// Blocking, contact settings, room invitations.
     People(crate::people::PeopleAction),
+    Files(crate::transfers::FileAction),
     /// This user's devices.
     Devices(crate::devices::DeviceAction),
     /// Show or change the profile: a `profile.*` or `email.*` request.
@@ -101,12 +102,34 @@ pub(crate) fn identity(machine: &CryptoMachine<safemeet_store_sled::SledStore>) 
     }
 }
 
+/// Where a node keeps files, the largest it sends or fetches, and how
+/// fast it serves them.
+#[derive(Debug)]
+pub(crate) struct FileSettings {
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) max_bytes: u64,
+    pub(crate) rate: Option<u64>,
+}
+
 pub(crate) fn start_engine(
     store: ProfileStore,
     net: safemeet_net::Config,
     log: std::sync::Arc<crate::security::SecurityLog>,
+    files: Option<FileSettings>,
 ) -> Result<(EngineHandle, Identity), Failure> {
     let machine = CryptoMachine::open(store)?;
+    let (blobs, max_file_bytes, file_rate) = match files {
+        Some(f) => {
+            let dir = safemeet_store_sled::BlobDir::open(&f.dir)
+                .map_err(|e| Failure::Other(anyhow::anyhow!(e).context("the files directory")))?;
+            (
+                Some(safemeet_engine::Blobs(std::sync::Arc::new(dir))),
+                f.max_bytes,
+                f.rate,
+            )
+        }
+        None => (None, safemeet_engine::DEFAULT_MAX_FILE_BYTES, None),
+    };
     let identity = identity(&machine);
     let reader = log.clone();
     let config = EngineConfig {
@@ -117,6 +140,9 @@ pub(crate) fn start_engine(
         security_reader: Some(safemeet_engine::SecurityReader(std::sync::Arc::new(
             move || reader.read_back(),
         ))),
+        blobs,
+        max_file_bytes,
+        file_rate,
         ..EngineConfig::default()
     };
     let engine =
@@ -153,7 +179,12 @@ async fn in_process(
         mdns: false,
         ..safemeet_net::Config::default()
     };
-    let (engine, identity) = start_engine(store, net, std::sync::Arc::new(log))?;
+    let files = Some(FileSettings {
+        dir: home.blobs_dir(),
+        max_bytes: safemeet_engine::DEFAULT_MAX_FILE_BYTES,
+        rate: None,
+    });
+    let (engine, identity) = start_engine(store, net, std::sync::Arc::new(log), files)?;
     let api = Api::InProcess {
         engine: engine.clone(),
         identity,
@@ -364,7 +395,13 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
             }
         }
         Action::Send { target, text } => {
-            let sent: Sent = api.call(Request::Send { target, text }).await?;
+            let sent: Sent = api
+                .call(Request::Send {
+                    target,
+                    text,
+                    file: None,
+                })
+                .await?;
             if json {
                 print_json(&sent)?;
             } else {
@@ -394,9 +431,9 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
                     let text = if m.redacted {
                         "(deleted)".to_owned()
                     } else if m.edited {
-                        format!("{} (edited)", shown(&m.text))
+                        format!("{} (edited)", crate::transfers::message_text(m))
                     } else {
-                        shown(&m.text)
+                        crate::transfers::message_text(m)
                     };
                     println!("{id}{when} [{state}] {who}: {text}");
                 }
@@ -483,6 +520,7 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
             return api.listen(since, json).await;
         }
         Action::People(action) => return crate::people::perform(&mut api, json, action).await,
+        Action::Files(action) => return crate::transfers::perform(&mut api, json, action).await,
         Action::Devices(action) => return crate::devices::perform(&mut api, json, action).await,
         Action::Rights(action) => return crate::rights::perform(&mut api, json, action).await,
     }

@@ -70,6 +70,15 @@ pub(crate) fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) ->
     panic!("timed out waiting for {what}")
 }
 
+/// `a` (called `a_name` at `b`) and `b` (called `b_name` at `a`) add
+/// each other.
+pub(crate) fn befriend(a: &Path, a_name: &str, b: &Path, b_name: &str) {
+    let ia = cli(a, &["invite"])["invite"].as_str().unwrap().to_owned();
+    let ib = cli(b, &["invite"])["invite"].as_str().unwrap().to_owned();
+    cli(a, &["contact", "add", &ib, "--name", b_name]);
+    cli(b, &["contact", "add", &ia, "--name", a_name]);
+}
+
 /// Alice and Bob, each with a daemon, contacts of each other (as "alice"
 /// and "bob").
 pub(crate) fn alice_and_bob(dir: &Path) -> (PathBuf, PathBuf, Daemon, Daemon) {

@@ -270,13 +270,28 @@ async fn serve(
             engine.decline_request(user_id).await?;
             Response::RequestDeclined(RequestDeclined { user_id })
         }
-        Request::Send { target, text } => {
+        Request::Send {
+            target,
+            text,
+            file: Some(file),
+        } => Response::Sent(Sent {
+            event_id: crate::files::send_file(engine, &target, &file, &text).await?,
+        }),
+        Request::Send {
+            target,
+            text,
+            file: None,
+        } => {
             let event_id = match resolve::target(engine, &target).await? {
                 Target::User(user) => engine.send_dm(user, &text).await?,
                 Target::Room(room) => engine.send_room(room, &text).await?,
             };
             Response::Sent(Sent { event_id })
         }
+        Request::Download { event_id, path } => {
+            Response::Downloaded(crate::files::download(engine, event_id, &path).await?)
+        }
+        Request::Files {} => Response::Files(crate::files::transfers(engine)),
         Request::ExportArchive { file, passphrase } => {
             let done = crate::export::export_archive(engine, &file, passphrase).await?;
             Response::ArchiveExported(done)
@@ -341,6 +356,11 @@ async fn serve(
             let mut messages = messages_after(&entries, after);
             for m in &mut messages {
                 m.verified = verified.contains(&m.sender_device);
+                if let Some(file) = &mut m.file {
+                    file.transfer = engine
+                        .transfer(&m.event_id)
+                        .map(crate::files::FileTransfer::from);
+                }
             }
             let (page, _) = page(messages, PAGE_BYTES)?;
             Response::Messages(page)

@@ -140,6 +140,7 @@ impl Error {
             Error::Engine(EngineError::InvalidInput(_)) => "invalid_input",
             Error::Engine(EngineError::Stopped) => "stopped",
             Error::Engine(EngineError::Net(_)) => "network",
+            Error::Engine(EngineError::File(f)) => file_kind(f),
             Error::Engine(_) => "error",
         }
     }
@@ -149,6 +150,19 @@ impl Error {
     /// the daemon: the CLI reports these as usage errors.
     pub fn is_input(&self) -> bool {
         is_input_kind(self.kind())
+    }
+}
+
+fn file_kind(e: &safemeet_engine::FileError) -> &'static str {
+    use safemeet_engine::FileError as F;
+    match e {
+        F::NotAFile => "not_a_file",
+        F::NotYet { .. } => "file_not_ready",
+        F::Refused(_) => "file_refused",
+        F::TooLarge { .. } => "file_too_large",
+        F::NoBlobs => "no_files",
+        F::Io(_) => "file_io",
+        _ => "error",
     }
 }
 
@@ -165,6 +179,8 @@ pub fn is_input_kind(kind: &str) -> bool {
             | "ambiguous"
             | "bad_invite"
             | "invalid_input"
+            | "not_a_file"
+            | "file_too_large"
     )
 }
 

@@ -43,6 +43,7 @@ mod error;
 mod event;
 mod export;
 mod feed;
+pub mod files;
 mod message;
 mod method;
 pub mod page;

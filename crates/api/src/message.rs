@@ -58,6 +58,9 @@ pub struct Message {
     /// Deleted for everyone: the text is empty.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub redacted: bool,
+    /// The file it carries (then `text` is its caption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<crate::files::FileView>,
 }
 
 impl From<&TimelineEntry> for Message {
@@ -83,6 +86,7 @@ impl From<&TimelineEntry> for Message {
             cursor: cursor_of(m),
             edited: matches!(m.revision, Revision::Edited { .. }),
             redacted: m.revision == Revision::Redacted,
+            file: m.file.as_ref().map(crate::files::FileView::from),
         }
     }
 }

@@ -64,6 +64,10 @@ pub enum Method {
     Send,
     /// `messages`
     Messages,
+    /// `download`
+    Download,
+    /// `files`
+    Files,
     /// `export.archive`
     ExportArchive,
     /// `message.redact`
@@ -104,7 +108,7 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 46] = [
+    pub const ALL: [Method; 48] = [
         Method::Whoami,
         Method::Status,
         Method::Invite,
@@ -133,6 +137,8 @@ impl Method {
         Method::VerifyAnswer,
         Method::Send,
         Method::Messages,
+        Method::Download,
+        Method::Files,
         Method::ExportArchive,
         Method::MessageRedact,
         Method::MessageEdit,
@@ -184,6 +190,8 @@ impl Method {
             Method::VerifyAnswer => "verify.answer",
             Method::Send => "send",
             Method::Messages => "messages",
+            Method::Download => "download",
+            Method::Files => "files",
             Method::ExportArchive => "export.archive",
             Method::MessageRedact => "message.redact",
             Method::MessageEdit => "message.edit",

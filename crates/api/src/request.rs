@@ -190,14 +190,31 @@ pub enum Request {
         /// The strings match.
         matches: bool,
     },
-    /// `send`: send a text to a contact or a room.
+    /// `send`: send a text, or a file with a caption, to a contact or a
+    /// room.
     #[serde(rename = "send")]
     Send {
         /// A contact (name, username, user id) or a room (name, room id).
         target: String,
-        /// The text.
+        /// The text (a file's caption; may then be empty).
+        #[serde(default)]
         text: String,
+        /// An absolute path of a file on the daemon's machine to send.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
     },
+    /// `download`: save the file of a message, checked, to a new file.
+    #[serde(rename = "download")]
+    Download {
+        /// The file message.
+        event_id: EventId,
+        /// An absolute path: a new file, or a directory to save it in under
+        /// its own name.
+        path: String,
+    },
+    /// `files`: the files on their way (and recently done).
+    #[serde(rename = "files")]
+    Files {},
     /// `export.archive`: the account, sealed under a passphrase, in one
     /// new file (see `docs/archive.md`); issues the device an import of
     /// it becomes.
@@ -393,6 +410,8 @@ impl Request {
             Request::ContactVerify { .. } => Method::ContactVerify,
             Request::VerifyAnswer { .. } => Method::VerifyAnswer,
             Request::Send { .. } => Method::Send,
+            Request::Download { .. } => Method::Download,
+            Request::Files {} => Method::Files,
             Request::Messages { .. } => Method::Messages,
             Request::ExportArchive { .. } => Method::ExportArchive,
             Request::MessageRedact { .. } => Method::MessageRedact,
@@ -456,7 +475,8 @@ mod tests {
             Request::from_parts("send", Some(json!({"target": "bob", "text": "hi"}))).unwrap(),
             Request::Send {
                 target: "bob".into(),
-                text: "hi".into()
+                text: "hi".into(),
+                file: None,
             }
         );
         assert_eq!(

@@ -67,6 +67,10 @@ pub enum Response {
     Sent(Sent),
     /// `messages`: one page, oldest first.
     Messages(Vec<Message>),
+    /// `download`
+    Downloaded(crate::files::Downloaded),
+    /// `files`
+    Files(Vec<crate::files::FileTransfer>),
     /// `message.redact`, `message.edit`
     Changed(Changed),
     /// `export.archive`
@@ -131,6 +135,8 @@ impl Response {
             }
             Method::Send => Response::Sent(from(result)?),
             Method::Messages => Response::Messages(from(result)?),
+            Method::Download => Response::Downloaded(from(result)?),
+            Method::Files => Response::Files(from(result)?),
             Method::MessageRedact | Method::MessageEdit => Response::Changed(from(result)?),
             Method::ExportArchive => Response::ArchiveExported(from(result)?),
             Method::RoomSet | Method::RoomSettings => Response::RoomSettings(from(result)?),
@@ -175,6 +181,8 @@ impl Response {
             Response::ContactVerified(_) => Method::ContactVerify,
             Response::Sent(_) => Method::Send,
             Response::Messages(_) => Method::Messages,
+            Response::Downloaded(_) => Method::Download,
+            Response::Files(_) => Method::Files,
             Response::Changed(_) => Method::MessageEdit,
             Response::ArchiveExported(_) => Method::ExportArchive,
             Response::RoomSettings(_) => Method::RoomSettings,
@@ -246,6 +254,8 @@ unwrap_response!(
     ContactVerified(ContactVerified) = ContactVerify,
     Sent(Sent) = Send,
     Messages(Vec<Message>) = Messages,
+    Downloaded(crate::files::Downloaded) = Download,
+    Files(Vec<crate::files::FileTransfer>) = Files,
     Changed(Changed) = MessageEdit,
     ArchiveExported(crate::export::ArchiveExported) = ExportArchive,
     RoomSettings(RoomSettingsView) = RoomSettings,

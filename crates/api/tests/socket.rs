@@ -142,6 +142,7 @@ async fn alice_with_hostile_messages() -> (EngineHandle, Identity, Vec<String>) 
             Request::Send {
                 target: "bob".into(),
                 text: text.clone(),
+                file: None,
             },
         )
         .await

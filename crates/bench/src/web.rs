@@ -368,6 +368,7 @@ async fn send_paced(bob: &Path, sample: usize, count: usize) -> anyhow::Result<V
         let request = Request::Send {
             target: "alice".into(),
             text: format!("bench {sample} {i} {pad}"),
+            file: None,
         };
         let sender = senders[i % SENDERS].clone();
         started.push(instant());

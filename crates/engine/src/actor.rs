@@ -63,6 +63,7 @@ pub fn start<S: Store + Clone + Send + 'static>(
     let net_config = config.net.clone();
     let blobs = config.blobs.clone();
     let max_file_bytes = config.max_file_bytes;
+    let file_rate = config.file_rate;
     // Reads only (no flush, no commit): what was due is queued for the
     // first step, which runs on the blocking pool.
     let mut core = Core::new(machine, config, seed, now)?;
@@ -78,8 +79,13 @@ pub fn start<S: Store + Clone + Send + 'static>(
         }
     };
     let peer_id = net.peer_id();
-    let files =
-        blobs.map(|b| std::sync::Arc::new(crate::files::FilesShared::new(b.0, max_file_bytes)));
+    let files = blobs.map(|b| {
+        std::sync::Arc::new(crate::files::FilesShared::new(
+            b.0,
+            max_file_bytes,
+            file_rate,
+        ))
+    });
     let files_net = net.clone();
     if !first_dials.is_empty() {
         let dialer = net.clone();

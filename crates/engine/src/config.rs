@@ -92,6 +92,9 @@ pub struct Config {
     pub blobs: Option<Blobs>,
     /// The largest file this node sends or fetches (100 MiB).
     pub max_file_bytes: u64,
+    /// The most bytes per second this node serves files at, to all
+    /// devices together (`None`: as fast as they read).
+    pub file_rate: Option<u64>,
 }
 
 /// A blob store shared with the file service.
@@ -184,6 +187,7 @@ impl Default for Config {
             security: None,
             blobs: None,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            file_rate: None,
         }
     }
 }

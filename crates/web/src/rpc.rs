@@ -40,12 +40,16 @@ pub(crate) async fn rpc(
 }
 
 /// Methods that name a file or directory on the daemon's machine are
-/// served on the Unix socket only: a web session must not write files
-/// where the daemon's user can.
+/// served on the Unix socket only: a web session must not read or write
+/// files where the daemon's user can (it uploads and downloads over
+/// `/api/v1/files` instead).
 fn local_only(request: &Request) -> Option<Error> {
     matches!(
         request,
-        Request::ExportArchive { .. } | Request::ExportReadable { .. }
+        Request::ExportArchive { .. }
+            | Request::ExportReadable { .. }
+            | Request::Download { .. }
+            | Request::Send { file: Some(_), .. }
     )
     .then(|| Error::LocalOnly(request.method().name()))
 }

@@ -134,6 +134,31 @@ pub(crate) struct FilesShared {
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) max_file_bytes: u64,
     transfers: Mutex<Transfers>,
+    /// Paces what is served, if a rate is set.
+    pub(crate) pace: Option<Pacer>,
+}
+
+/// Spreads the chunks served over time: each takes its turn after the
+/// one before at `rate` bytes per second, whoever it is for.
+pub(crate) struct Pacer {
+    rate: u64,
+    next: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Pacer {
+    /// Waits for the turn of `bytes`.
+    pub(crate) async fn take(&self, bytes: usize) {
+        use safemeet_proto::clock::{Clock, SystemClock};
+        let now = tokio::time::Instant::from_std(SystemClock.instant());
+        let cost = std::time::Duration::from_secs_f64(bytes as f64 / self.rate.max(1) as f64);
+        let at = {
+            let mut next = self.next.lock().await;
+            let at = next.map_or(now, |n| n.max(now));
+            *next = Some(at + cost);
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
 }
 
 #[derive(Default)]
@@ -151,11 +176,15 @@ impl std::fmt::Debug for FilesShared {
 }
 
 impl FilesShared {
-    pub(crate) fn new(blobs: Arc<dyn BlobStore>, max_file_bytes: u64) -> Self {
+    pub(crate) fn new(blobs: Arc<dyn BlobStore>, max_file_bytes: u64, rate: Option<u64>) -> Self {
         Self {
             blobs,
             max_file_bytes,
             transfers: Mutex::new(Transfers::default()),
+            pace: rate.filter(|r| *r > 0).map(|rate| Pacer {
+                rate,
+                next: tokio::sync::Mutex::new(None),
+            }),
         }
     }
 

@@ -8,7 +8,7 @@ use libp2p::{PeerId, Stream};
 use safemeet_crypto::attachment::chunk_count;
 use safemeet_proto::EventId;
 
-use super::{FilesShared, blob_name, chunk_offset, sealed_size};
+use super::{FilesShared, SEALED_CHUNK_BYTES, blob_name, chunk_offset, sealed_size};
 use crate::Handle;
 use crate::events::{Command, Response};
 
@@ -115,11 +115,19 @@ pub(crate) async fn serve(
         let Ok(buf) = read else {
             return;
         };
-        if buf.len() != len || write(&mut stream, &buf).await.is_err() {
+        if buf.len() != len {
             return;
         }
-        index += batch;
-        files.update(&event, |t| t.served += batch);
+        for chunk in buf.chunks(SEALED_CHUNK_BYTES) {
+            if let Some(pace) = &files.pace {
+                pace.take(chunk.len()).await;
+            }
+            if write(&mut stream, chunk).await.is_err() {
+                return;
+            }
+            index += 1;
+            files.update(&event, |t| t.served += 1);
+        }
     }
     let _ = tokio::time::timeout(STALL, stream.close()).await;
 }

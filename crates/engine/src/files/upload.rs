@@ -146,12 +146,7 @@ impl Handle {
         out: Box<dyn Write + Send>,
     ) -> Result<FileRef, Error> {
         let files = self.files()?.clone();
-        let source = match self.core(Command::FileSource(event)).await? {
-            Response::FileSource(Some(source)) => source,
-            Response::FileSource(None) => return Err(FileError::NotAFile.into()),
-            _ => return Err(Error::InvalidInput("unexpected answer".into())),
-        };
-        let file = source.entry.file;
+        let file = self.file_of(event).await?;
         let name = blob_name(&event);
         let chunks = chunk_count(file.size);
         let complete = {
@@ -175,6 +170,15 @@ impl Handle {
         tokio::task::spawn_blocking(move || open_into(&*blobs, &name, file, out))
             .await
             .unwrap_or_else(|e| Err(io(e)))
+    }
+
+    /// What message `event` says of its file.
+    pub async fn file_of(&self, event: EventId) -> Result<FileRef, Error> {
+        match self.core(Command::FileSource(event)).await? {
+            Response::FileSource(Some(source)) => Ok(source.entry.file),
+            Response::FileSource(None) => Err(FileError::NotAFile.into()),
+            _ => Err(Error::InvalidInput("unexpected answer".into())),
+        }
     }
 
     /// The files on their way (and recently done), oldest first.
