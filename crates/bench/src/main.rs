@@ -21,6 +21,10 @@
 //!   device deposits and fetches (honest loss and latency against a run
 //!   without the flood, the relay's peak memory, the time until the flood
 //!   is throttled).
+//! - `files`: a file of `--file-mib` MiB (default 100) between two daemons
+//!   on loopback against a raw libp2p stream in the same run, the extra
+//!   RSS of both daemons, and the time to resume after the receiver is
+//!   killed half way.
 //! - `link`: linking a new device to an account with `--ops` messages of
 //!   history (default 10 000) over TCP on loopback, into an encrypted sled
 //!   store: the whole link's time and the bytes sent (goal: 5 s for 10 000).
@@ -28,6 +32,7 @@
 mod bare;
 mod chat;
 mod crypto;
+mod files;
 mod link;
 mod mailbox_peer;
 mod relay;
@@ -84,7 +89,10 @@ struct Args {
     /// `web` only: browser-style clients following the event stream.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=500))]
     clients: u32,
-    /// `web` only: the `safemeet` binary to run (default: the one next to
+    /// `files` only: the file's size in MiB.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    file_mib: u32,
+    /// `web` and `files`: the `safemeet` binary to run (default: the one next to
     /// this benchmark).
     #[arg(long, value_name = "PATH")]
     safemeet_bin: Option<PathBuf>,
@@ -108,6 +116,8 @@ enum Suite {
     Link,
     /// The web app's event stream under load, against the socket API.
     Web,
+    /// A file between two daemons, against a raw libp2p stream.
+    Files,
 }
 
 impl Suite {
@@ -122,6 +132,7 @@ impl Suite {
             Suite::Relay => 20_000,
             Suite::Link => 10_000,
             Suite::Web => 1000,
+            Suite::Files => 1,
         }
     }
 }
@@ -154,6 +165,11 @@ fn main() -> anyhow::Result<()> {
         })?,
         Suite::Relay => relay::run(samples, ops)?,
         Suite::Link => link::run(samples, ops)?,
+        Suite::Files => files::run(files::Options {
+            samples,
+            mib: args.file_mib as usize,
+            bin: args.safemeet_bin,
+        })?,
         Suite::Web => web::run(web::Options {
             samples,
             messages: ops,

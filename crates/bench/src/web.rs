@@ -54,9 +54,9 @@ pub(crate) struct Options {
 }
 
 /// A daemon process, killed when dropped.
-struct Daemon {
-    child: Child,
-    home: PathBuf,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    pub(crate) home: PathBuf,
     web: Option<String>,
 }
 
@@ -68,7 +68,7 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
-    fn rss_mib(&self) -> Option<f64> {
+    pub(crate) fn rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let kib: f64 = status
             .lines()
@@ -81,7 +81,7 @@ impl Daemon {
         Some(kib / 1024.0)
     }
 
-    fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         self.home.join("safemeet.sock")
     }
 }
@@ -96,7 +96,7 @@ fn command(bin: &Path, home: &Path) -> Command {
     c
 }
 
-fn cli(bin: &Path, home: &Path, args: &[&str]) -> anyhow::Result<Value> {
+pub(crate) fn cli(bin: &Path, home: &Path, args: &[&str]) -> anyhow::Result<Value> {
     let out = command(bin, home).args(args).arg("--json").output()?;
     ensure!(
         out.status.success(),
@@ -106,7 +106,7 @@ fn cli(bin: &Path, home: &Path, args: &[&str]) -> anyhow::Result<Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-fn start(bin: &Path, home: &Path, web: bool) -> anyhow::Result<Daemon> {
+pub(crate) fn start(bin: &Path, home: &Path, web: bool) -> anyhow::Result<Daemon> {
     let web_arg = if web { "127.0.0.1:0" } else { "off" };
     let mut child = command(bin, home)
         .args([
@@ -138,7 +138,7 @@ fn start(bin: &Path, home: &Path, web: bool) -> anyhow::Result<Daemon> {
 }
 
 /// Two daemons that know each other; Alice's with the web app or not.
-fn pair(bin: &Path, dir: &Path, web: bool) -> anyhow::Result<(Daemon, Daemon)> {
+pub(crate) fn pair(bin: &Path, dir: &Path, web: bool) -> anyhow::Result<(Daemon, Daemon)> {
     let (a, b) = (dir.join("alice"), dir.join("bob"));
     cli(bin, &a, &["init", "--username", "alice"])?;
     cli(bin, &b, &["init", "--username", "bob"])?;
@@ -460,12 +460,12 @@ fn higher(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-fn round1(x: f64) -> f64 {
+pub(crate) fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
 /// The `safemeet` binary to run.
-fn safemeet_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub(crate) fn safemeet_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(bin) = explicit {
         return Ok(bin);
     }

@@ -412,20 +412,24 @@ async fn fetch_inner(
     let mut pending = Vec::with_capacity(CHUNKS_PER_WRITE * SEALED_CHUNK_BYTES);
     let mut chunk = vec![0u8; SEALED_CHUNK_BYTES];
     let mut index = first;
+    let mut writer = Writer {
+        files: files.clone(),
+        name,
+        event,
+        writing: None,
+    };
     while index < chunks {
         let len = (chunk_offset(index + 1).min(total) - chunk_offset(index)) as usize;
         let read = tokio::time::timeout(STALL, stream.read_exact(&mut chunk[..len])).await;
         if !matches!(read, Ok(Ok(()))) {
-            if !pending.is_empty() {
-                let _ = append(&files, name, std::mem::take(&mut pending)).await;
-            }
+            let _ = writer.push(std::mem::take(&mut pending), index).await;
+            let _ = writer.flush().await;
             return Fetched::Retry("the stream ended early".into());
         }
         if let Err(e) = assembler.take(&chunk[..len]) {
             // Nothing of the damaged chunk is kept; what came before it is.
-            if !pending.is_empty() {
-                let _ = append(&files, name, std::mem::take(&mut pending)).await;
-            }
+            let _ = writer.push(std::mem::take(&mut pending), index).await;
+            let _ = writer.flush().await;
             return Fetched::Failed(e.to_string());
         }
         pending.extend_from_slice(&chunk[..len]);
@@ -435,11 +439,13 @@ async fn fetch_inner(
                 &mut pending,
                 Vec::with_capacity(CHUNKS_PER_WRITE * SEALED_CHUNK_BYTES),
             );
-            if let Err(e) = append(&files, name, batch).await {
+            if let Err(e) = writer.push(batch, index).await {
                 return Fetched::Retry(e.to_string());
             }
-            files.update(&event, |t| t.done = index);
         }
+    }
+    if let Err(e) = writer.flush().await {
+        return Fetched::Retry(e.to_string());
     }
     if let Err(e) = assembler.finish() {
         let blobs = files.blobs.clone();
@@ -457,13 +463,43 @@ async fn fetch_inner(
     Fetched::Done
 }
 
-async fn append(
-    files: &FilesShared,
+/// Appends batches of checked chunks to the blob, one write in flight
+/// while the next batch is read from the stream.
+struct Writer {
+    files: Arc<FilesShared>,
     name: [u8; 16],
-    bytes: Vec<u8>,
-) -> Result<(), safemeet_store::Error> {
-    let blobs = files.blobs.clone();
-    super::blocking(move || blobs.append(&name, &bytes)).await
+    event: EventId,
+    /// The write in flight, and how many chunks are held once it is done.
+    writing: Option<(
+        tokio::task::JoinHandle<Result<(), safemeet_store::Error>>,
+        u64,
+    )>,
+}
+
+impl Writer {
+    /// Waits for the write in flight, if any.
+    async fn flush(&mut self) -> Result<(), safemeet_store::Error> {
+        if let Some((task, held)) = self.writing.take() {
+            task.await
+                .unwrap_or_else(|e| Err(safemeet_store::Error::Backend(Box::new(e))))?;
+            self.files.update(&self.event, |t| t.done = held);
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` (after the write in flight), after which `held`
+    /// chunks are held.
+    async fn push(&mut self, bytes: Vec<u8>, held: u64) -> Result<(), safemeet_store::Error> {
+        self.flush().await?;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let blobs = self.files.blobs.clone();
+        let name = self.name;
+        let task = tokio::task::spawn_blocking(move || blobs.append(&name, &bytes));
+        self.writing = Some((task, held));
+        Ok(())
+    }
 }
 
 /// What is kept of a file: every whole chunk is opened again (so the

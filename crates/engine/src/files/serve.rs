@@ -99,24 +99,33 @@ pub(crate) async fn serve(
     }
     let count = chunk_count(file_size);
     let total = sealed_size(file_size);
-    let mut index = first;
-    while index < count {
-        let batch = CHUNKS_PER_READ.min(count - index);
-        let offset = chunk_offset(index);
-        let len = (chunk_offset(index + batch).min(total) - offset) as usize;
+    // The next batch is read from the blob store while this one is
+    // written to the stream.
+    let read = |from: u64| {
+        let batch = CHUNKS_PER_READ.min(count - from);
+        let offset = chunk_offset(from);
+        let len = (chunk_offset(from + batch).min(total) - offset) as usize;
         let blobs = files.blobs.clone();
-        let read = super::blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; len];
             let n = blobs.read_at(&name, offset, &mut buf)?;
-            buf.truncate(n);
+            if n != len {
+                return Err(safemeet_store::Error::Corrupt(
+                    "the file is cut short".into(),
+                ));
+            }
             Ok(buf)
         })
-        .await;
-        let Ok(buf) = read else {
+    };
+    let mut index = first;
+    let mut next = Some(read(index));
+    while let Some(reading) = next.take() {
+        let Ok(Ok(buf)) = reading.await else {
             return;
         };
-        if buf.len() != len {
-            return;
+        let after = index + CHUNKS_PER_READ.min(count - index);
+        if after < count {
+            next = Some(read(after));
         }
         for chunk in buf.chunks(SEALED_CHUNK_BYTES) {
             if let Some(pace) = &files.pace {
