@@ -7,7 +7,16 @@ use crate::messenger::{Api, Names, api_failure, client_failure, local_time, prin
 
 impl Api {
     /// Prints every event after `since` as it happens, until interrupted.
-    pub(crate) async fn listen(mut self, since: Option<u64>, json: bool) -> Result<(), Failure> {
+    pub(crate) async fn listen(
+        mut self,
+        since: Option<u64>,
+        json: bool,
+        alerts: Option<crate::alerts::AlertOptions>,
+    ) -> Result<(), Failure> {
+        let mut alerts = match alerts {
+            Some(options) => Some(crate::alerts::Alerts::new(&mut self, options).await?),
+            None => None,
+        };
         let since = match since {
             Some(s) => s,
             None => self.log_end().await?,
@@ -33,11 +42,16 @@ impl Api {
                     tokio::select! {
                         _ = &mut interrupted => return Ok(()),
                         next = sub.next() => match next.map_err(client_failure)? {
-                            Some(event) if json => print_json(&event)?,
-                            Some(event) => match serde_json::from_value(event.clone()) {
-                                Ok(typed) => show(&typed)?,
-                                Err(_) => print_json(&event)?,
-                            },
+                            Some(event) => {
+                                let typed = serde_json::from_value::<safemeet_api::Event>(event.clone());
+                                match &typed {
+                                    Ok(typed) if !json => show(typed)?,
+                                    _ => print_json(&event)?,
+                                }
+                                if let (Some(alerts), Ok(typed)) = (alerts.as_mut(), &typed) {
+                                    alerts.event(typed).await;
+                                }
+                            }
                             None => return Ok(()),
                         },
                     }
@@ -48,7 +62,13 @@ impl Api {
                 loop {
                     tokio::select! {
                         _ = &mut interrupted => return Ok(()),
-                        next = feed.next() => show(&next.map_err(api_failure)?)?,
+                        next = feed.next() => {
+                            let event = next.map_err(api_failure)?;
+                            show(&event)?;
+                            if let Some(alerts) = alerts.as_mut() {
+                                alerts.event(&event).await;
+                            }
+                        }
                     }
                 }
             }

@@ -26,10 +26,12 @@ macro_rules! print {
 }
 
 mod account;
+mod alerts;
 mod archive;
 mod cli;
 mod commands;
 mod config;
+mod conversation;
 mod daemon;
 mod devices;
 mod doctor;
@@ -49,6 +51,7 @@ mod relay;
 mod rights;
 mod security;
 mod shutdown;
+mod signals_cli;
 mod transfers;
 
 use std::path::PathBuf;
@@ -58,8 +61,6 @@ use clap::{Parser, Subcommand};
 use safemeet_api::Request;
 use safemeet_crypto::at_rest::Passphrase;
 use safemeet_proto::{DisplayName, Email, Username};
-
-use crate::transfers::FileAction;
 
 use crate::cli::{
     AccountCommand, AuditCommand, ConfigCommand, ContactCommand, DaemonArgs, DeviceCommand,
@@ -232,46 +233,8 @@ enum Command {
         /// The contact: name, username or user id.
         target: String,
     },
-    /// Send a message. TARGET: a contact's name, username or user id (a
-    /// direct message), or a room's name or room id.
-    Send {
-        /// Who to send to.
-        target: String,
-        /// The text (at most 16 KiB of UTF-8), or `-` to read it from
-        /// standard input (one trailing newline dropped).
-        #[arg(required_unless_present = "file", conflicts_with = "file")]
-        text: Option<String>,
-        /// Send this file instead (up to `max_file_mib`, 100 MiB unless
-        /// set); each recipient device fetches it from this daemon.
-        #[arg(long, value_name = "PATH")]
-        file: Option<std::path::PathBuf>,
-        /// A caption for the file.
-        #[arg(long, requires = "file", default_value = "")]
-        caption: String,
-    },
-    /// Save the file of a message (`messages --ids`), checked whole, to
-    /// PATH: a new file, or a directory to save it in under its own name
-    /// (default: the current directory). Waits while it is arriving.
-    Download {
-        /// The file message's event id.
-        #[arg(value_parser = parse::<safemeet_proto::EventId>)]
-        event_id: safemeet_proto::EventId,
-        /// Where to save it.
-        path: Option<std::path::PathBuf>,
-    },
-    /// The files on their way, and those done since the daemon started.
-    Files,
-    /// Show the messages with a contact or in a room, oldest first (Lamport order).
-    Messages {
-        /// Which conversation (as for `send`).
-        target: String,
-        /// How many of the latest messages.
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
-        limit: u64,
-        /// Show each message's event id (for `edit` and `redact`).
-        #[arg(long)]
-        ids: bool,
-    },
+    #[command(flatten)]
+    Conversation(conversation::ConversationCommand),
     /// Delete a message for everyone: yours, or any in a room you
     /// administer. Every member's device removes its text.
     Redact {
@@ -298,14 +261,6 @@ enum Command {
     /// but are not your contacts.
     #[command(subcommand)]
     Request(RequestCommand),
-    /// Print events as they happen (from now on, or after --since CURSOR).
-    /// (Human lines; `--json` for one JSON object per event.)
-    Listen {
-        /// Replay the events after this cursor first (0: the whole
-        /// history). Without it, only what happens from now on.
-        #[arg(long)]
-        since: Option<u64>,
-    },
 }
 
 fn parse<T>(s: &str) -> Result<T, String>
@@ -520,47 +475,10 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             };
             messenger::run(&home, &source, cli.json, messenger::Action::People(action))
         }
-        Command::Send {
-            target,
-            text,
-            file,
-            caption,
-        } => {
-            let action = match (text, file) {
-                (_, Some(path)) => messenger::Action::Files(FileAction::Send {
-                    target,
-                    path,
-                    caption,
-                }),
-                (Some(text), None) if text == "-" => messenger::Action::Send {
-                    target,
-                    text: cli::text_from_stdin()?,
-                },
-                (text, None) => messenger::Action::Send {
-                    target,
-                    text: text.unwrap_or_default(),
-                },
-            };
+        Command::Conversation(c) => {
+            let action = c.action(&home)?;
             messenger::run(&home, &source, cli.json, action)
         }
-        Command::Download { event_id, path } => messenger::run(
-            &home,
-            &source,
-            cli.json,
-            messenger::Action::Files(FileAction::Download { event_id, path }),
-        ),
-        Command::Files => messenger::run(
-            &home,
-            &source,
-            cli.json,
-            messenger::Action::Files(FileAction::List),
-        ),
-        Command::Messages { target, limit, ids } => messenger::run(
-            &home,
-            &source,
-            cli.json,
-            messenger::Action::Messages { target, limit, ids },
-        ),
         Command::Redact { event_id } => {
             rights(&home, &source, cli.json, RightsAction::Redact(event_id))
         }
@@ -568,10 +486,15 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             rights(&home, &source, cli.json, RightsAction::Edit(event_id, text))
         }
         Command::Settings(c) => {
+            use rights::Setting;
             let set = match c {
                 rights::SettingsCommand::Set {
-                    setting: rights::Setting::Retention { duration },
+                    setting: Setting::Retention { duration },
                 } => Some(duration.0),
+                rights::SettingsCommand::Set { setting } => {
+                    let action = signals_cli::SignalAction::set(setting);
+                    return messenger::run(&home, &source, cli.json, action);
+                }
                 rights::SettingsCommand::Show => None,
             };
             rights(&home, &source, cli.json, RightsAction::Retention(set))
@@ -616,12 +539,6 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             };
             messenger::run(&home, &source, cli.json, action)
         }
-        Command::Listen { since } => messenger::run(
-            &home,
-            &source,
-            cli.json,
-            messenger::Action::Listen { since },
-        ),
     }
 }
 

@@ -47,6 +47,7 @@ pub(crate) enum Action {
     },
     Listen {
         since: Option<u64>,
+        alerts: Option<crate::alerts::AlertOptions>,
     },
     RoomCreate {
         name: String,
@@ -68,6 +69,7 @@ pub(crate) enum Action {
     /// Blocking, contact settings, room invitations.
     People(crate::people::PeopleAction),
     Files(crate::transfers::FileAction),
+    Signals(crate::signals_cli::SignalAction),
     /// This user's devices.
     Devices(crate::devices::DeviceAction),
     /// Show or change the profile: a `profile.*` or `email.*` request.
@@ -237,7 +239,11 @@ impl Api {
 
     /// Every message `messages` has for `target` (the latest `limit`),
     /// following the pages the answers are cut into.
-    async fn all_messages(&mut self, target: &str, limit: u64) -> Result<Vec<Message>, Failure> {
+    pub(crate) async fn all_messages(
+        &mut self,
+        target: &str,
+        limit: u64,
+    ) -> Result<Vec<Message>, Failure> {
         let mut all: Vec<Message> = Vec::new();
         // Each page holds at least one message and the window at most
         // `limit`; the bound only matters if messages keep arriving.
@@ -409,35 +415,7 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
             }
         }
         Action::Messages { target, limit, ids } => {
-            let messages = api.all_messages(&target, limit).await?;
-            if json {
-                print_json(&messages)?;
-            } else {
-                let names = api.names().await?;
-                for m in &messages {
-                    let state = match (m.state, m.stored_until) {
-                        (State::StoredAtRelay, Some(until)) => {
-                            format!("stored at relay until {}", local_time(until))
-                        }
-                        (state, _) => state_word(state).to_owned(),
-                    };
-                    let id = if ids {
-                        format!("{} ", m.event_id)
-                    } else {
-                        String::new()
-                    };
-                    let who = names.of(&m.sender);
-                    let when = local_time(m.ts);
-                    let text = if m.redacted {
-                        "(deleted)".to_owned()
-                    } else if m.edited {
-                        format!("{} (edited)", crate::transfers::message_text(m))
-                    } else {
-                        crate::transfers::message_text(m)
-                    };
-                    println!("{id}{when} [{state}] {who}: {text}");
-                }
-            }
+            crate::conversation::messages(&mut api, json, target, limit, ids).await?;
         }
         Action::RoomCreate { name, members } => {
             let created: RoomCreated = api
@@ -516,11 +494,14 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
                 }
             }
         }
-        Action::Listen { since } => {
-            return api.listen(since, json).await;
+        Action::Listen { since, alerts } => {
+            return api.listen(since, json, alerts).await;
         }
         Action::People(action) => return crate::people::perform(&mut api, json, action).await,
         Action::Files(action) => return crate::transfers::perform(&mut api, json, action).await,
+        Action::Signals(action) => {
+            return crate::signals_cli::perform(&mut api, json, action).await;
+        }
         Action::Devices(action) => return crate::devices::perform(&mut api, json, action).await,
         Action::Rights(action) => return crate::rights::perform(&mut api, json, action).await,
     }
@@ -528,7 +509,7 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
 }
 
 /// How a message state reads in the human output.
-fn state_word(state: State) -> &'static str {
+pub(crate) fn state_word(state: State) -> &'static str {
     match state {
         State::Received => "received",
         State::Sent => "sent",

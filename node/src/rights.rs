@@ -48,6 +48,27 @@ pub(crate) enum Setting {
         #[arg(value_parser = parse_limit)]
         duration: Limit,
     },
+    /// Share your presence (online, away, offline, last seen rounded to
+    /// 5 minutes) with your contacts, and see theirs. Off by default.
+    Presence {
+        /// `on` or `off`.
+        #[arg(value_parser = crate::signals_cli::parse_on_off, action = clap::ArgAction::Set)]
+        value: bool,
+    },
+    /// Show when you type to the conversation's members, and see when
+    /// they do. Off by default.
+    Typing {
+        /// `on` or `off`.
+        #[arg(value_parser = crate::signals_cli::parse_on_off, action = clap::ArgAction::Set)]
+        value: bool,
+    },
+    /// Tell members when you read their messages, and see who read yours.
+    /// Off by default.
+    ReadReceipts {
+        /// `on` or `off`.
+        #[arg(value_parser = crate::signals_cli::parse_on_off, action = clap::ArgAction::Set)]
+        value: bool,
+    },
 }
 
 /// A duration, or `off`.
@@ -197,11 +218,38 @@ pub(crate) async fn perform(
                 },
                 None => Request::SettingsShow {},
             };
+            let show = set.is_none();
             let view: SettingsView = api.call(request).await?;
+            // What signals left and came since start, to check "off"
+            // means nothing is sent.
+            let counts: Option<safemeet_api::signals::Counts> = if show {
+                Some(api.call(Request::SignalsCounts {}).await?)
+            } else {
+                None
+            };
             if json {
-                print_json(&view)?;
+                #[derive(serde::Serialize)]
+                struct Shown<'a> {
+                    #[serde(flatten)]
+                    view: &'a SettingsView,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    signal_counts: Option<safemeet_api::signals::Counts>,
+                }
+                print_json(&Shown {
+                    view: &view,
+                    signal_counts: counts,
+                })?;
             } else {
                 println!("retention: {}", shown_limit(view.retention_ms));
+                if let Some(s) = view.signals {
+                    crate::signals_cli::print_signals(&s);
+                }
+                if let Some(c) = counts {
+                    println!(
+                        "signals sent since start: presence {}, typing {}, read {}",
+                        c.presence_sent, c.typing_sent, c.read_sent
+                    );
+                }
             }
         }
     }

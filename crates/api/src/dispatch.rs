@@ -292,6 +292,37 @@ async fn serve(
             Response::Downloaded(crate::files::download(engine, event_id, &path).await?)
         }
         Request::Files {} => Response::Files(crate::files::transfers(engine)),
+        Request::SignalsSet {
+            presence,
+            typing,
+            read_receipts,
+        } => Response::Signals(
+            engine
+                .set_signals(presence, typing, read_receipts)
+                .await?
+                .into(),
+        ),
+        Request::SignalsCounts {} => Response::SignalCounts(engine.signal_counts().await?),
+        Request::Presence {} => Response::Presence(crate::signals::presence(engine).await?),
+        Request::Typing { target, typing } => {
+            let conversation = crate::signals::conversation(engine, &target).await?;
+            engine.typing(conversation, typing).await?;
+            Response::Signaled(crate::signals::Signaled { target })
+        }
+        Request::TypingList { target } => {
+            let conversation = crate::signals::conversation(engine, &target).await?;
+            Response::Typers(engine.typers(conversation).await?)
+        }
+        Request::Mute { target, muted } => {
+            let conversation = crate::signals::conversation(engine, &target).await?;
+            Response::Muted(engine.set_muted(conversation, muted).await?)
+        }
+        Request::MuteList {} => Response::Muted(engine.muted().await?),
+        Request::Read { target } => {
+            let conversation = crate::signals::conversation(engine, &target).await?;
+            engine.mark_read(conversation).await?;
+            Response::Signaled(crate::signals::Signaled { target })
+        }
         Request::ExportArchive { file, passphrase } => {
             let done = crate::export::export_archive(engine, &file, passphrase).await?;
             Response::ArchiveExported(done)
@@ -337,10 +368,12 @@ async fn serve(
                 .await?;
             Response::Settings(SettingsView {
                 retention_ms: retention.map(duration_ms),
+                signals: Some(engine.signals().await?.into()),
             })
         }
         Request::SettingsShow {} => Response::Settings(SettingsView {
             retention_ms: engine.retention().await?.map(duration_ms),
+            signals: Some(engine.signals().await?.into()),
         }),
         Request::Messages {
             target,
@@ -348,9 +381,12 @@ async fn serve(
             after,
         } => {
             let limit = limit_of(limit, DEFAULT_MESSAGES_LIMIT);
-            let entries = match resolve::target(engine, &target).await? {
-                Target::User(user) => engine.dm_messages(user, limit).await?,
-                Target::Room(room) => engine.room_messages(room, limit).await?,
+            let conversation = crate::signals::conversation(engine, &target).await?;
+            let entries = match conversation {
+                safemeet_engine::Conversation::Dm(user) => engine.dm_messages(user, limit).await?,
+                safemeet_engine::Conversation::Room(room) => {
+                    engine.room_messages(room, limit).await?
+                }
             };
             let verified = engine.verified_devices().await?;
             let mut messages = messages_after(&entries, after);
@@ -362,6 +398,7 @@ async fn serve(
                         .map(crate::files::FileTransfer::from);
                 }
             }
+            crate::signals::add_read_by(engine, conversation, &mut messages).await?;
             let (page, _) = page(messages, PAGE_BYTES)?;
             Response::Messages(page)
         }

@@ -52,6 +52,7 @@ mod request;
 pub mod resolve;
 mod response;
 mod server;
+pub mod signals;
 pub mod status;
 
 pub use account::{

@@ -61,6 +61,10 @@ pub struct Message {
     /// The file it carries (then `text` is its caption).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<crate::files::FileView>,
+    /// Who read it (members whose read marker is at or past it; set by
+    /// `messages` while read receipts are on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_by: Vec<UserId>,
 }
 
 impl From<&TimelineEntry> for Message {
@@ -87,6 +91,7 @@ impl From<&TimelineEntry> for Message {
             edited: matches!(m.revision, Revision::Edited { .. }),
             redacted: m.revision == Revision::Redacted,
             file: m.file.as_ref().map(crate::files::FileView::from),
+            read_by: Vec::new(),
         }
     }
 }

@@ -68,6 +68,22 @@ pub enum Method {
     Download,
     /// `files`
     Files,
+    /// `signals.set`
+    SignalsSet,
+    /// `signals.counts`
+    SignalsCounts,
+    /// `presence`
+    Presence,
+    /// `typing`
+    Typing,
+    /// `typing.list`
+    TypingList,
+    /// `read`
+    Read,
+    /// `mute`
+    Mute,
+    /// `mute.list`
+    MuteList,
     /// `export.archive`
     ExportArchive,
     /// `message.redact`
@@ -108,7 +124,7 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 48] = [
+    pub const ALL: [Method; 56] = [
         Method::Whoami,
         Method::Status,
         Method::Invite,
@@ -139,6 +155,14 @@ impl Method {
         Method::Messages,
         Method::Download,
         Method::Files,
+        Method::SignalsSet,
+        Method::SignalsCounts,
+        Method::Presence,
+        Method::Typing,
+        Method::TypingList,
+        Method::Read,
+        Method::Mute,
+        Method::MuteList,
         Method::ExportArchive,
         Method::MessageRedact,
         Method::MessageEdit,
@@ -192,6 +216,14 @@ impl Method {
             Method::Messages => "messages",
             Method::Download => "download",
             Method::Files => "files",
+            Method::SignalsSet => "signals.set",
+            Method::SignalsCounts => "signals.counts",
+            Method::Presence => "presence",
+            Method::Typing => "typing",
+            Method::TypingList => "typing.list",
+            Method::Read => "read",
+            Method::Mute => "mute",
+            Method::MuteList => "mute.list",
             Method::ExportArchive => "export.archive",
             Method::MessageRedact => "message.redact",
             Method::MessageEdit => "message.edit",

@@ -71,6 +71,18 @@ pub enum Response {
     Downloaded(crate::files::Downloaded),
     /// `files`
     Files(Vec<crate::files::FileTransfer>),
+    /// `signals.set`
+    Signals(crate::signals::SignalsView),
+    /// `signals.counts`
+    SignalCounts(crate::signals::Counts),
+    /// `presence`
+    Presence(Vec<crate::signals::Presence>),
+    /// `typing`, `read`
+    Signaled(crate::signals::Signaled),
+    /// `typing.list`
+    Typers(Vec<UserId>),
+    /// `mute`, `mute.list`: the muted conversations' room ids.
+    Muted(Vec<safemeet_proto::RoomId>),
     /// `message.redact`, `message.edit`
     Changed(Changed),
     /// `export.archive`
@@ -137,6 +149,12 @@ impl Response {
             Method::Messages => Response::Messages(from(result)?),
             Method::Download => Response::Downloaded(from(result)?),
             Method::Files => Response::Files(from(result)?),
+            Method::SignalsSet => Response::Signals(from(result)?),
+            Method::SignalsCounts => Response::SignalCounts(from(result)?),
+            Method::Presence => Response::Presence(from(result)?),
+            Method::Typing | Method::Read => Response::Signaled(from(result)?),
+            Method::TypingList => Response::Typers(from(result)?),
+            Method::Mute | Method::MuteList => Response::Muted(from(result)?),
             Method::MessageRedact | Method::MessageEdit => Response::Changed(from(result)?),
             Method::ExportArchive => Response::ArchiveExported(from(result)?),
             Method::RoomSet | Method::RoomSettings => Response::RoomSettings(from(result)?),
@@ -183,6 +201,12 @@ impl Response {
             Response::Messages(_) => Method::Messages,
             Response::Downloaded(_) => Method::Download,
             Response::Files(_) => Method::Files,
+            Response::Signals(_) => Method::SignalsSet,
+            Response::SignalCounts(_) => Method::SignalsCounts,
+            Response::Presence(_) => Method::Presence,
+            Response::Signaled(_) => Method::Typing,
+            Response::Typers(_) => Method::TypingList,
+            Response::Muted(_) => Method::MuteList,
             Response::Changed(_) => Method::MessageEdit,
             Response::ArchiveExported(_) => Method::ExportArchive,
             Response::RoomSettings(_) => Method::RoomSettings,
@@ -256,6 +280,12 @@ unwrap_response!(
     Messages(Vec<Message>) = Messages,
     Downloaded(crate::files::Downloaded) = Download,
     Files(Vec<crate::files::FileTransfer>) = Files,
+    Signals(crate::signals::SignalsView) = SignalsSet,
+    SignalCounts(crate::signals::Counts) = SignalsCounts,
+    Presence(Vec<crate::signals::Presence>) = Presence,
+    Signaled(crate::signals::Signaled) = Typing,
+    Typers(Vec<UserId>) = TypingList,
+    Muted(Vec<safemeet_proto::RoomId>) = MuteList,
     Changed(Changed) = MessageEdit,
     ArchiveExported(crate::export::ArchiveExported) = ExportArchive,
     RoomSettings(RoomSettingsView) = RoomSettings,
@@ -417,6 +447,9 @@ pub struct SettingsView {
     /// Messages of every conversation are deleted on this device this
     /// long after they were sent, in ms; `null`: kept.
     pub retention_ms: Option<u64>,
+    /// Which signals this user shares (and so sees).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<crate::signals::SignalsView>,
 }
 
 /// `room.create`

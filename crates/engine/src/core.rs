@@ -129,6 +129,8 @@ pub struct Core<S: Store> {
     pub(crate) owed_none: bool,
     /// Rooms' expiries, this device's retention, when the next is due.
     pub(crate) expiry: crate::expiry::Expiry,
+    /// Presence, typing and read markers (see `signals`).
+    pub(crate) signals: crate::signals::Signals,
     /// The first input was handled.
     started: bool,
 }
@@ -214,6 +216,7 @@ impl<S: Store + Clone> Core<S> {
             own_devices: Default::default(),
             owed_none: false,
             expiry: Default::default(),
+            signals: Default::default(),
             started: false,
             config,
         };
@@ -271,6 +274,9 @@ impl<S: Store + Clone> Core<S> {
             } => match token {
                 DeliveryToken::Outbox(seq) => self.delivery_done(seq, peer, result),
                 DeliveryToken::Ack(id) => self.ack_done(id, result),
+                DeliveryToken::Signal => {
+                    self.signals.in_flight = self.signals.in_flight.saturating_sub(1);
+                }
             },
             Input::Deposited { seq, peer, until } => self.deposit_done(seq, peer, until),
             Input::Page {
@@ -293,6 +299,7 @@ impl<S: Store + Clone> Core<S> {
             self.acks.next_due(),
             self.drain_due_ms(),
             self.expiry_due_ms(),
+            self.signals_due_ms(),
         ]
         .into_iter()
         .flatten()
@@ -365,6 +372,7 @@ impl<S: Store + Clone> Core<S> {
         self.deliver_due();
         self.publish_due();
         self.send_due_acks();
+        self.send_due_signals();
         self.drain_if_due();
         // Before the log's end is announced: a message that arrived
         // expired is gone before any client hears of it.
@@ -376,8 +384,14 @@ impl<S: Store + Clone> Core<S> {
         let mut sends = Vec::new();
         for (id, command) in commands {
             match command {
-                Command::SendDm { to, text } => sends.push((id, Target::User(to), text)),
-                Command::SendRoom { room, text } => sends.push((id, Target::Room(room), text)),
+                Command::SendDm { to, text } => {
+                    self.client_active();
+                    sends.push((id, Target::User(to), text));
+                }
+                Command::SendRoom { room, text } => {
+                    self.client_active();
+                    sends.push((id, Target::Room(room), text));
+                }
                 other => {
                     // Sends before another request go out first, in order.
                     if !sends.is_empty() {
@@ -560,6 +574,30 @@ impl<S: Store + Clone> Core<S> {
             Command::FileForPeer(event, peer) => Response::File(self.file_for_peer(&event, &peer)?),
             Command::FileSource(event) => Response::FileSource(self.file_source(&event)?),
             Command::FileEntries => Response::Files(self.file_entries()?),
+            Command::SetSignals {
+                presence,
+                typing,
+                read_receipts,
+            } => Response::Signals(self.set_signals(presence, typing, read_receipts)?),
+            Command::Signals => Response::Signals(self.signal_settings()?),
+            Command::SignalCounts => Response::SignalCounts(self.signals.counts),
+            Command::Typing(conversation, typing) => {
+                self.typing(conversation, typing)?;
+                Response::Done
+            }
+            Command::MarkRead(conversation) => {
+                self.mark_read(conversation)?;
+                Response::Done
+            }
+            Command::Typers(conversation) => Response::Users(self.typers(conversation)?),
+            Command::Presence => Response::Presence(self.presence_list()?),
+            Command::SetMuted(conversation, muted) => {
+                Response::RoomIds(self.set_muted(conversation, muted)?)
+            }
+            Command::Muted => Response::RoomIds(self.muted()?),
+            Command::ReadMarkers(conversation) => {
+                Response::ReadMarkers(self.conversation_markers(conversation)?)
+            }
             Command::SendDm { .. } | Command::SendRoom { .. } => {
                 return Err(Error::InvalidInput("sends are handled in groups".into()));
             }

@@ -217,6 +217,33 @@ pub enum Command {
     FileSource(EventId),
     /// Every file message held.
     FileEntries,
+    /// Change which signals this user shares (`None`: unchanged).
+    SetSignals {
+        /// Presence.
+        presence: Option<bool>,
+        /// Typing.
+        typing: Option<bool>,
+        /// Read receipts.
+        read_receipts: Option<bool>,
+    },
+    /// Which signals this user shares.
+    Signals,
+    /// Signals sent and received since start.
+    SignalCounts,
+    /// This user types in a conversation (true), or stopped.
+    Typing(crate::Conversation, bool),
+    /// This user read a conversation up to its latest message.
+    MarkRead(crate::Conversation),
+    /// Who types in a conversation now.
+    Typers(crate::Conversation),
+    /// Contacts' presence.
+    Presence,
+    /// Each member's read marker in a conversation (Lamport times).
+    ReadMarkers(crate::Conversation),
+    /// Mute (true) or unmute a conversation on this device.
+    SetMuted(crate::Conversation, bool),
+    /// The muted conversations.
+    Muted,
 }
 
 /// The answer to a [`Command`].
@@ -281,6 +308,16 @@ pub enum Response {
     FileSource(Option<crate::FileSource>),
     /// File messages.
     Files(Vec<crate::FileEntry>),
+    /// Signal settings.
+    Signals(crate::SignalSettings),
+    /// Signal counts.
+    SignalCounts(crate::SignalCounts),
+    /// Contacts' presence.
+    Presence(Vec<(UserId, crate::PresenceView)>),
+    /// Read markers: each member's Lamport time.
+    ReadMarkers(Vec<(UserId, u64)>),
+    /// Room ids (the muted conversations).
+    RoomIds(Vec<RoomId>),
 }
 
 /// An archive's body (secret: it holds the new device's keys and the
@@ -368,6 +405,8 @@ pub enum DeliveryToken {
     Outbox(u64),
     /// Acknowledgement frame `id`.
     Ack(u64),
+    /// A signal, tried once (see `signals`).
+    Signal,
 }
 
 /// An input to [`Core::handle`].

@@ -66,6 +66,7 @@ mod invitations;
 pub mod link;
 pub mod link_io;
 mod mailbox;
+mod mutes;
 mod outbox;
 mod own_devices;
 mod parked;
@@ -79,6 +80,7 @@ mod requests;
 mod revisions;
 mod rooms;
 mod send;
+mod signals;
 mod stats;
 mod timeline;
 mod topics;
@@ -108,11 +110,16 @@ pub use crate::handle::Handle;
 pub use crate::invitations::{Invitation, MAX_INVITATIONS, MAX_INVITATIONS_PER_INVITER};
 pub use crate::link::{DeviceView, LinkSummary};
 pub use crate::mailbox::Relay;
+pub use crate::mutes::MAX_MUTED;
 pub use crate::profile::ProfileChange;
 pub use crate::records::{LogEntry, MessageState, Removal, Revision, TimelineEntry};
 pub use crate::relay_client::PurgeOutcome;
 pub use crate::requests::{MAX_REQUEST_FRAMES, MessageRequest};
 pub use crate::rooms::dm_room_id;
+pub use crate::signals::{
+    AWAY_AFTER_MS, PRESENCE_EVERY_MS, PRESENCE_SILENCE_MS, PresenceView, READ_EVERY_MS,
+    SignalCounts, SignalSettings, TYPING_EVERY_MS, TYPING_FOR_MS,
+};
 pub use crate::stats::Stats;
 pub use crate::topics::DIRECT_ROOM_MAX_DEVICES;
 pub use crate::verify::{MAX_FLOWS, VerificationView};

@@ -376,6 +376,11 @@ impl<S: Store + Clone> Core<S> {
         {
             tracing::warn!(error = %e, "a contact's deletion was not fully taken in");
         }
+        if let ToDeviceContent::Signal(signal) = &received.content
+            && let Err(e) = self.signal_received(received.sender.user_id, signal.clone())
+        {
+            tracing::debug!(error = %e, "a signal was not taken in");
+        }
         if let ToDeviceContent::Profile(signed) = &received.content {
             match self.profile_received(received.sender.user_id, signed) {
                 Ok(_) => {}

@@ -88,6 +88,10 @@ pub(crate) mod name {
     pub(crate) const EARLY_REDACTIONS: &[u8] = b"early-redactions";
     /// This device's own limits (retention).
     pub(crate) const LOCAL_SETTINGS: &[u8] = b"local-settings";
+    /// Which signals this user shares (see `signals`).
+    pub(crate) const SIGNAL_SETTINGS: &[u8] = b"signal-settings";
+    /// The conversations muted on this device.
+    pub(crate) const MUTED: &[u8] = b"muted";
     /// Set once the event log names messages by position instead of
     /// holding a copy of them, and every message has its location record.
     pub(crate) const MESSAGES_IN_ONE_PLACE: &[u8] = b"messages-in-one-place";
@@ -362,6 +366,10 @@ pub enum MessageState {
         until: Timestamp,
     },
 }
+
+/// The largest record of a room's read markers (256 members, 40 bytes
+/// each, and room to spare).
+pub(crate) const MAX_MARKERS_BYTES: usize = 12 * 1024;
 
 /// One message in a room's timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -349,6 +349,9 @@ pub enum ToDeviceContent {
         /// Keys of listed active devices, checked.
         keys: Vec<Signed<safemeet_proto::identity::OneTimeKey>>,
     },
+    /// Presence, typing or a read marker (not checked against rooms or
+    /// contacts: the caller does).
+    Signal(safemeet_proto::event::Signal),
 }
 
 /// A decrypted to-device message.
@@ -878,6 +881,39 @@ impl<S: Store> CryptoMachine<S> {
         Ok(true)
     }
 
+    /// The machine is usable and `device` is a known, active device of
+    /// `user`.
+    fn check_active_device(&mut self, user: UserId, device: DeviceId) -> Result<(), Error> {
+        self.check_usable()?;
+        let info = self
+            .device(&device)?
+            .ok_or(Error::UnknownDevice { device })?;
+        if info.user_id != user {
+            return Err(Error::UnknownDevice { device });
+        }
+        if info.status != Some(safemeet_proto::identity::DeviceStatus::Active) {
+            return Err(Error::RevokedDevice { device });
+        }
+        Ok(())
+    }
+
+    /// Encrypts a signal for one device over Olm, for a delivery that is
+    /// tried once: not in the outbox, so never retried and never left on
+    /// relays. The session's new state is committed (flushed) first, so
+    /// no message key is ever used twice.
+    pub fn encrypt_signal(
+        &mut self,
+        user: UserId,
+        device: DeviceId,
+        signal: safemeet_proto::event::Signal,
+    ) -> Result<Envelope, Error> {
+        self.check_active_device(user, device)?;
+        let mut batch = self.store.batch();
+        let (envelope, _) = self.olm_encrypt(&mut batch, device, ToDeviceEvent::Signal(signal))?;
+        self.commit(batch, true)?;
+        Ok(envelope)
+    }
+
     /// Sends an event to one device over Olm, committed to the outbox. The
     /// device must be a known, active device of `user`. Room keys are not
     /// accepted here: the machine shares its own sessions itself, and never
@@ -890,19 +926,10 @@ impl<S: Store> CryptoMachine<S> {
         extra: EncryptedBatch,
         meta: &[u8],
     ) -> Result<Outgoing, Error> {
-        self.check_usable()?;
         if matches!(event, ToDeviceEvent::RoomKey(_)) {
             return Err(Error::UnexpectedPayload);
         }
-        let info = self
-            .device(&device)?
-            .ok_or(Error::UnknownDevice { device })?;
-        if info.user_id != user {
-            return Err(Error::UnknownDevice { device });
-        }
-        if info.status != Some(safemeet_proto::identity::DeviceStatus::Active) {
-            return Err(Error::RevokedDevice { device });
-        }
+        self.check_active_device(user, device)?;
         let mut batch = extra;
         let (envelope, _) = self.olm_encrypt(&mut batch, device, event)?;
         let out = self.queue(

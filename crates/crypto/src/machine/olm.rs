@@ -573,6 +573,7 @@ impl<S: Store> CryptoMachine<S> {
                 let tombstone = crate::certificate::verify_tombstone(&signed, &sender.user_id)?;
                 Ok((sender, ToDeviceContent::AccountDeleted(tombstone), None))
             }
+            ToDeviceEvent::Signal(signal) => Ok((sender, ToDeviceContent::Signal(signal), None)),
             ToDeviceEvent::RelayList(signed) => {
                 if self.verify_relay_list(&signed)?.device_id != sender.device_id {
                     return Err(Error::SenderMismatch {

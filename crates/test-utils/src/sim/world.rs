@@ -218,7 +218,7 @@ impl Sim {
                 });
                 let delay = match token {
                     DeliveryToken::Ack(_) => self.ack_latency.unwrap_or(latency),
-                    DeliveryToken::Outbox(_) => latency,
+                    DeliveryToken::Outbox(_) | DeliveryToken::Signal => latency,
                 };
                 match to {
                     Some(to) if self.nodes[i].online => {
