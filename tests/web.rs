@@ -837,3 +837,145 @@ fn a_flood_of_idle_connections_cannot_take_the_daemon_down() {
     assert_eq!(request(&web, "GET", "/api/v1/check", &[], b"").status, 200);
     daemon.stop();
 }
+
+/// A PNG of `w`×`h` pixels, red on blue, built by hand (stored deflate
+/// blocks): something a browser really decodes.
+fn png(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+    }
+    let mut raw = Vec::new();
+    for y in 0..h {
+        raw.push(0); // no filter
+        for x in 0..w {
+            raw.extend_from_slice(if (x + y) % 2 == 0 {
+                &[255, 0, 0]
+            } else {
+                &[0, 0, 255]
+            });
+        }
+    }
+    // zlib: header, one stored block (raw is small), Adler-32.
+    let mut z = vec![0x78, 0x01, 0x01];
+    z.extend_from_slice(&(raw.len() as u16).to_le_bytes());
+    z.extend_from_slice(&(!(raw.len() as u16)).to_le_bytes());
+    z.extend_from_slice(&raw);
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in &raw {
+        a = (a + u32::from(byte)) % 65521;
+        b = (b + a) % 65521;
+    }
+    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &z);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// In real headless Chromium: Alice sends Bob a picture from the page's
+/// file input, and Bob's daemon gets it whole; Bob sends one back from
+/// the CLI, and the page shows it inline once it is held whole and
+/// checked (the browser decoded it: its natural size is the picture's).
+#[test]
+fn a_browser_sends_a_picture_and_shows_one_it_received() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_alice, bob, da, db) = alice_and_bob(dir.path());
+    let url = da.web.clone().unwrap();
+    let sent_png = png(3, 2);
+    let sent_path = dir.path().join("from-alice.png");
+    std::fs::write(&sent_path, &sent_png).unwrap();
+    let back_png = png(5, 4);
+    let back_path = dir.path().join("from-bob.png");
+    std::fs::write(&back_path, &back_png).unwrap();
+    let driver = Chromedriver::start();
+    runtime().block_on(async {
+        let client = browser(&driver, &dir.path().join("chromium"), &url).await;
+        type_into(&client, "#login:not([hidden]) #passphrase", PASS).await;
+        click(&client, "#login-form button[type=submit]").await;
+        click_xpath(
+            &client,
+            "//ul[@id='conversations']//button[span[text()='bob']]",
+        )
+        .await;
+        type_into(&client, "#conversation:not([hidden]) #send-text", "a picture").await;
+        element(&client, "#attach")
+            .await
+            .send_keys(sent_path.to_str().unwrap())
+            .await
+            .unwrap();
+        // Bob's daemon holds it whole, with the caption, and it saves
+        // bit-identical.
+        let bob_home = bob.clone();
+        let saved = dir.path().join("saved.png");
+        let saved_to = saved.clone();
+        tokio::task::spawn_blocking(move || {
+            let event = support::node::eventually("bob to get the picture", || {
+                let messages = cli(&bob_home, &["messages", "alice"]);
+                messages.as_array().unwrap().iter().find_map(|m| {
+                    (m["file"]["name"] == "from-alice.png"
+                        && m["text"] == "a picture"
+                        && m["file"]["transfer"]["state"] == "complete")
+                        .then(|| m["event_id"].as_str().unwrap().to_owned())
+                })
+            });
+            cli(&bob_home, &["download", &event, saved_to.to_str().unwrap()]);
+        })
+        .await
+        .unwrap();
+        assert!(std::fs::read(&saved).unwrap() == sent_png);
+        // Alice's own picture shows at once; Bob's once it is whole.
+        let bob_home = bob.clone();
+        let back = back_path.clone();
+        tokio::task::spawn_blocking(move || {
+            cli(&bob_home, &["send", "alice", "--file", back.to_str().unwrap()])
+        })
+        .await
+        .unwrap();
+        let img = xpath(
+            &client,
+            "//ol[@id='messages']/li[not(@class='mine')]//img[@class='inline-image' and @alt='from-bob.png']",
+        )
+        .await;
+        let mut size = Value::Null;
+        for _ in 0..100 {
+            size = client
+                .execute(
+                    "const i = arguments[0]; return i.complete ? [i.naturalWidth, i.naturalHeight] : null;",
+                    vec![serde_json::to_value(&img).unwrap()],
+                )
+                .await
+                .unwrap();
+            if !size.is_null() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(size, json!([5, 4]), "the received picture decoded");
+        client.close().await.unwrap();
+    });
+    da.stop();
+    db.stop();
+}

@@ -272,3 +272,113 @@ async fn files_past_the_limit_are_neither_sent_nor_fetched() {
         .unwrap_err();
     assert!(e.to_string().contains("file name"), "{e}");
 }
+
+/// A bare node with `key` on the memory transport: what a hostile peer
+/// uses to ask for files directly.
+fn bare_node(key: libp2p::identity::Keypair) -> safemeet_net::Handle {
+    let port = 5_000_000 + (std::process::id() % 100_000) * 4 + rand_bit();
+    let (net, events) = safemeet_net::spawn(
+        key,
+        safemeet_net::Config {
+            listen: vec![format!("/memory/{port}").parse().unwrap()],
+            ..safemeet_net::Config::loopback()
+        },
+    )
+    .unwrap();
+    // Its events are not needed; drained so the node never stalls.
+    tokio::spawn(async move {
+        let mut events = events;
+        while events.recv().await.is_some() {}
+    });
+    net
+}
+
+fn rand_bit() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Asks `to` for `event`'s chunks over `/safemeet/blob/1`; the status
+/// byte it answers (`None`: the stream was closed or refused unanswered).
+async fn ask(net: &safemeet_net::Handle, to: &Handle, event: EventId) -> Option<u8> {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let addrs = to.listen_addrs().await.unwrap();
+    let mut stream = net.open_blob_stream(to.peer_id(), &addrs).await.ok()?;
+    let mut req = vec![1u8];
+    req.extend_from_slice(event.as_bytes());
+    req.extend_from_slice(&0u64.to_be_bytes());
+    stream.write_all(&req).await.ok()?;
+    let mut status = [0u8; 1];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut status))
+        .await
+        .ok()?
+        .ok()?;
+    Some(status[0])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_is_served_to_no_stranger_and_no_contact_outside_the_conversation() {
+    let mut nodes = safemeet_test_utils::spawn_nodes_with(3, |c| {
+        c.blobs = Some(Blobs(Arc::new(MemoryBlobs::new())));
+    })
+    .await;
+    let (carol_device, carol) = nodes.pop().unwrap();
+    let (a, b) = (&nodes[0].1, &nodes[1].1);
+    let event = a
+        .send_file(
+            Conversation::Dm(b.user_id()),
+            upload(&bytes(200_000, 4), "secret.bin"),
+            "",
+        )
+        .await
+        .unwrap();
+    wait_until("bob holds the file", || {
+        b.transfer(&event)
+            .is_some_and(|t| t.state == TransferState::Complete)
+    })
+    .await;
+    let served = a.transfer(&event).unwrap().served;
+
+    // A stranger, with a key of its own: refused.
+    let stranger = bare_node(libp2p::identity::Keypair::generate_ed25519());
+    assert_eq!(
+        ask(&stranger, a, event).await,
+        Some(1),
+        "a stranger is refused"
+    );
+    // Carol, Alice's contact but not in the DM, with her own device key
+    // (her engine stopped first): refused too.
+    carol.shutdown().await.unwrap();
+    let carol_net = bare_node(carol_device.libp2p_keypair());
+    assert_eq!(
+        ask(&carol_net, a, event).await,
+        Some(1),
+        "a non-member is refused"
+    );
+    // A request that never comes holds a slot for 5 s at most: a flood of
+    // silent streams, then a real one is still answered.
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        if let Ok(s) = stranger
+            .open_blob_stream(a.peer_id(), &a.listen_addrs().await.unwrap())
+            .await
+        {
+            silent.push(s);
+        }
+    }
+    let started = safemeet_proto::clock::Clock::instant(&safemeet_proto::clock::SystemClock);
+    loop {
+        if ask(&stranger, a, event).await == Some(1) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "never answered"
+        );
+    }
+    // Nothing was served to them, and Bob can still ask again (he is
+    // allowed: the file is complete there, so his daemon does not).
+    assert_eq!(a.transfer(&event).unwrap().served, served);
+    drop(silent);
+}

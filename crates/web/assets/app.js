@@ -222,6 +222,8 @@ async function openConversation(c) {
   const ol = $('messages');
   ol.replaceChildren();
   for (const m of messages) showMessage(m);
+  $('typing').textContent = '';
+  markRead();
   $('send-text').focus();
 }
 
@@ -255,12 +257,151 @@ function showMessage(m) {
   st.className = 'state';
   st.textContent = status;
   meta.append(st);
+  if (m.read_by && m.read_by.length > 0) {
+    const read = document.createElement('span');
+    read.className = 'read';
+    read.textContent = ' · read by ' + m.read_by.map(nameOf).join(', ');
+    meta.append(read);
+  }
   const text = document.createElement('span');
   text.className = 'text';
   text.textContent = m.redacted ? '(deleted)' : m.text + (m.edited ? ' (edited)' : '');
-  li.replaceChildren(meta, text);
+  li.replaceChildren(meta);
+  if (m.file && !m.redacted) li.append(fileView(m));
+  li.append(text);
   ol.scrollTop = ol.scrollHeight;
 }
+
+// --- files -----------------------------------------------------------------------
+
+const INLINE = ['image/png', 'image/jpeg', 'image/gif', 'image/webp'];
+
+function sizeText(n) {
+  if (n < 1024) return n + ' bytes';
+  if (n < 1024 * 1024) return (n / 1024).toFixed(1) + ' KiB';
+  return (n / 1024 / 1024).toFixed(1) + ' MiB';
+}
+
+// A file: an image shown once it is held whole and checked, else a link
+// to save it; while it arrives, how far it is (asked for again each second).
+function fileView(m) {
+  const box = document.createElement('div');
+  box.className = 'file';
+  const mine = state.me && m.sender === state.me.user_id;
+  const t = m.file.transfer;
+  const whole = mine || (t && t.state === 'complete');
+  const url = '/api/v1/files/' + encodeURIComponent(m.event_id);
+  if (whole && INLINE.includes(m.file.media_type)) {
+    const img = document.createElement('img');
+    img.src = url;
+    img.alt = m.file.name;
+    img.className = 'inline-image';
+    box.append(img);
+  }
+  if (whole) {
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = m.file.name;
+    a.textContent = 'Save ' + m.file.name + ' (' + sizeText(m.file.size) + ')';
+    box.append(a);
+  } else {
+    const p = document.createElement('span');
+    if (t && t.state === 'failed') {
+      p.className = 'error';
+      p.textContent = m.file.name + ': refused (' + (t.reason || 'damaged') + ')';
+    } else {
+      const done = t ? t.done : 0;
+      const chunks = t ? t.chunks : 1;
+      p.textContent = m.file.name + ' (' + sizeText(m.file.size) + '): arriving, '
+        + Math.floor((100 * done) / Math.max(chunks, 1)) + '%';
+      watchFile(m);
+    }
+    box.append(p);
+  }
+  return box;
+}
+
+const watched = new Set();
+function watchFile(m) {
+  if (watched.has(m.event_id)) return;
+  watched.add(m.event_id);
+  const timer = setInterval(() => attempt('Files', async () => {
+    const all = await rpc('files');
+    const t = all.find((x) => x.event_id === m.event_id);
+    const still = $('messages').querySelector('li[data-event="' + CSS.escape(m.event_id) + '"]');
+    if (!still) {
+      clearInterval(timer);
+      watched.delete(m.event_id);
+      return;
+    }
+    if (t) {
+      m.file.transfer = t;
+      if (t.state === 'complete' || t.state === 'failed') {
+        clearInterval(timer);
+        watched.delete(m.event_id);
+      }
+      showMessage(m);
+    }
+  }), 1000);
+}
+
+$('attach').addEventListener('change', () => {
+  const file = $('attach').files[0];
+  if (!state.open || !file) return;
+  const query = new URLSearchParams({
+    target: state.open.target,
+    name: file.name,
+    caption: $('send-text').value,
+  });
+  const xhr = new XMLHttpRequest();
+  xhr.open('POST', '/api/v1/files?' + query.toString());
+  xhr.setRequestHeader('x-csrf-token', csrf);
+  xhr.setRequestHeader('content-type', file.type || 'application/octet-stream');
+  xhr.upload.onprogress = (e) => {
+    if (e.lengthComputable) say('Sending ' + file.name + ': ' + Math.floor((100 * e.loaded) / e.total) + '%');
+  };
+  xhr.onload = () => {
+    $('attach').value = '';
+    if (xhr.status === 200) {
+      $('send-text').value = '';
+      say('');
+    } else {
+      let message = xhr.statusText;
+      try { message = JSON.parse(xhr.responseText).error.message; } catch (_) { /* as is */ }
+      say('Sending a file: ' + message, true);
+    }
+  };
+  xhr.onerror = () => say('Sending a file: the daemon did not answer', true);
+  xhr.send(file);
+});
+
+// --- typing and reading --------------------------------------------------------
+
+let typingSent = 0;
+$('send-text').addEventListener('input', () => {
+  if (!state.open || Date.now() - typingSent < 3000) return;
+  typingSent = Date.now();
+  attempt('Typing', () => rpc('typing', { target: state.open.target, typing: true }));
+});
+
+let readAt = 0;
+function markRead() {
+  if (!state.open || document.hidden || Date.now() - readAt < 1000) return;
+  readAt = Date.now();
+  attempt('Reading', () => rpc('read', { target: state.open.target }));
+}
+
+setInterval(() => {
+  if (!state.open || document.hidden) return;
+  const open = state.open;
+  attempt('Typing', async () => {
+    const who = await rpc('typing.list', { target: open.target });
+    if (state.open !== open) return;
+    $('typing').textContent = who.length === 0
+      ? ''
+      : who.map(nameOf).join(', ') + (who.length === 1 ? ' is' : ' are') + ' typing…';
+  });
+}, 1500);
 
 function setState(eventId, m) {
   const li = $('messages').querySelector('li[data-event="' + CSS.escape(eventId) + '"]');
@@ -313,6 +454,7 @@ function handle(event) {
     case 'message':
       if (open) {
         showMessage(event.message);
+        markRead();
       } else if (!state.me || event.message.sender !== state.me.user_id) {
         state.unread[event.room_id] = (state.unread[event.room_id] || 0) + 1;
         if (!state.conversations.some((c) => c.roomId === event.room_id)) {
@@ -355,6 +497,10 @@ $('send-form').addEventListener('submit', (event) => {
     await rpc('send', { target: state.open.target, text });
     $('send-text').value = '';
     say('');
+    if (typingSent > 0) {
+      typingSent = 0;
+      await rpc('typing', { target: state.open.target, typing: false });
+    }
   });
 });
 

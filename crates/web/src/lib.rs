@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 mod assets;
 mod events;
+mod files;
 pub mod guard;
 mod listener;
 pub mod login;
@@ -173,7 +174,13 @@ fn router(shared: Arc<Shared>) -> Router {
             post(login::login).layer(DefaultBodyLimit::max(login::MAX_BODY)),
         )
         .route("/api/v1/logout", post(login::logout))
-        .route("/api/v1/invite.svg", get(qr::invite));
+        .route("/api/v1/invite.svg", get(qr::invite))
+        // The engine enforces the file size limit as the body streams in.
+        .route(
+            "/api/v1/files",
+            post(files::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/files/{event}", get(files::download));
     let mut app = Router::new()
         .route("/", get(assets::page))
         .route("/assets/{name}", get(assets::asset))
