@@ -518,6 +518,17 @@ async fn type_into(client: &fantoccini::Client, css: &str, text: &str) {
     element(client, css).await.send_keys(text).await.unwrap();
 }
 
+/// Logs in with the passphrase and opens the conversation called `name`.
+async fn log_in_and_open(client: &fantoccini::Client, name: &str) {
+    type_into(client, "#login:not([hidden]) #passphrase", PASS).await;
+    click(client, "#login-form button[type=submit]").await;
+    click_xpath(
+        client,
+        &format!("//ul[@id='conversations']//button[span[text()='{name}']]"),
+    )
+    .await;
+}
+
 /// Chromium with a profile of its own, at `url`.
 async fn browser(driver: &Chromedriver, profile: &Path, url: &str) -> fantoccini::Client {
     let mut caps = serde_json::Map::new();
@@ -573,13 +584,7 @@ fn a_browser_logs_in_sends_a_dm_and_sees_the_reply_live() {
     let driver = Chromedriver::start();
     runtime().block_on(async {
         let client = browser(&driver, &dir.path().join("chromium"), &url).await;
-        type_into(&client, "#login:not([hidden]) #passphrase", PASS).await;
-        click(&client, "#login-form button[type=submit]").await;
-        click_xpath(
-            &client,
-            "//ul[@id='conversations']//button[span[text()='bob']]",
-        )
-        .await;
+        log_in_and_open(&client, "bob").await;
         // Typed and sent with Enter.
         type_into(
             &client,
@@ -913,13 +918,7 @@ fn a_browser_sends_a_picture_and_shows_one_it_received() {
     let driver = Chromedriver::start();
     runtime().block_on(async {
         let client = browser(&driver, &dir.path().join("chromium"), &url).await;
-        type_into(&client, "#login:not([hidden]) #passphrase", PASS).await;
-        click(&client, "#login-form button[type=submit]").await;
-        click_xpath(
-            &client,
-            "//ul[@id='conversations']//button[span[text()='bob']]",
-        )
-        .await;
+        log_in_and_open(&client, "bob").await;
         type_into(&client, "#conversation:not([hidden]) #send-text", "a picture").await;
         element(&client, "#attach")
             .await

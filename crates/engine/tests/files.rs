@@ -112,6 +112,20 @@ async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     .unwrap_or_else(|_| panic!("{what}: timed out"));
 }
 
+/// `a` sends `b` a file; once `b` holds it whole.
+async fn sent_and_held(a: &Handle, b: &Handle, file: FileUpload, caption: &str) -> EventId {
+    let event = a
+        .send_file(Conversation::Dm(b.user_id()), file, caption)
+        .await
+        .unwrap();
+    wait_until("bob holds the file", || {
+        b.transfer(&event)
+            .is_some_and(|t| t.state == TransferState::Complete)
+    })
+    .await;
+    event
+}
+
 async fn save(engine: &Handle, event: EventId) -> Result<Vec<u8>, safemeet_engine::Error> {
     let out = Arc::new(Mutex::new(Vec::new()));
     struct Sink(Arc<Mutex<Vec<u8>>>);
@@ -139,19 +153,7 @@ async fn a_file_arrives_whole_and_a_redacted_one_leaves_both_stores() {
     )
     .await;
     let data = bytes(3 * 1024 * 1024 + 17, 7);
-    let event = a
-        .send_file(
-            Conversation::Dm(b.user_id()),
-            upload(&data, "x.bin"),
-            "look",
-        )
-        .await
-        .unwrap();
-    wait_until("bob holds the file", || {
-        b.transfer(&event)
-            .is_some_and(|t| t.state == TransferState::Complete)
-    })
-    .await;
+    let event = sent_and_held(&a, &b, upload(&data, "x.bin"), "look").await;
     assert_eq!(save(&b, event).await.unwrap(), data);
     assert_eq!(save(&a, event).await.unwrap(), data);
     let sent = a.transfer(&event).unwrap();
@@ -325,19 +327,7 @@ async fn a_file_is_served_to_no_stranger_and_no_contact_outside_the_conversation
     .await;
     let (carol_device, carol) = nodes.pop().unwrap();
     let (a, b) = (&nodes[0].1, &nodes[1].1);
-    let event = a
-        .send_file(
-            Conversation::Dm(b.user_id()),
-            upload(&bytes(200_000, 4), "secret.bin"),
-            "",
-        )
-        .await
-        .unwrap();
-    wait_until("bob holds the file", || {
-        b.transfer(&event)
-            .is_some_and(|t| t.state == TransferState::Complete)
-    })
-    .await;
+    let event = sent_and_held(a, b, upload(&bytes(200_000, 4), "secret.bin"), "").await;
     let served = a.transfer(&event).unwrap().served;
 
     // A stranger, with a key of its own: refused.
