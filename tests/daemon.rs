@@ -136,7 +136,15 @@ fn has_message(home: &Path, target: &str, text: &str, state: Option<&str>) -> bo
 }
 
 fn befriend(a: &Path, b: &Path) {
-    support::node::befriend(a, "alice", b, "bob");
+    befriend_as(a, "alice", b, "bob");
+}
+
+/// `a` (called `a_name`) and `b` (called `b_name`) add each other.
+fn befriend_as(a: &Path, a_name: &str, b: &Path, b_name: &str) {
+    let ia = cli(a, &["invite"])["invite"].as_str().unwrap().to_owned();
+    let ib = cli(b, &["invite"])["invite"].as_str().unwrap().to_owned();
+    cli(a, &["contact", "add", &ib, "--name", b_name]);
+    cli(b, &["contact", "add", &ia, "--name", a_name]);
 }
 
 fn room_members(home: &Path, room: &str) -> Option<usize> {
@@ -213,9 +221,9 @@ fn three_members_talk_in_a_room_one_leaves_and_is_invited_back() {
         .iter()
         .map(|h| Daemon::start(h, "/ip4/127.0.0.1/tcp/0"))
         .collect();
-    support::node::befriend(&alice, "alice", &bob, "bob");
-    support::node::befriend(&alice, "alice", &carol, "carol");
-    support::node::befriend(&bob, "bob", &carol, "carol");
+    befriend_as(&alice, "alice", &bob, "bob");
+    befriend_as(&alice, "alice", &carol, "carol");
+    befriend_as(&bob, "bob", &carol, "carol");
     // Carol joins Alice's rooms without asking; Bob is asked.
     let set = cli(
         &carol,
@@ -353,9 +361,9 @@ fn an_admin_removes_and_bans_members_and_others_get_clear_errors() {
         .iter()
         .map(|h| Daemon::start(h, "/ip4/127.0.0.1/tcp/0"))
         .collect();
-    support::node::befriend(&alice, "alice", &bob, "bob");
-    support::node::befriend(&alice, "alice", &carol, "carol");
-    support::node::befriend(&bob, "bob", &carol, "carol");
+    befriend_as(&alice, "alice", &bob, "bob");
+    befriend_as(&alice, "alice", &carol, "carol");
+    befriend_as(&bob, "bob", &carol, "carol");
     for home in [&bob, &carol] {
         cli(home, &["contact", "set", "alice", "--auto-accept-invites"]);
     }

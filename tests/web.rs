@@ -978,3 +978,120 @@ fn a_browser_sends_a_picture_and_shows_one_it_received() {
     da.stop();
     db.stop();
 }
+
+/// Files over plain HTTP: an upload needs the session and its CSRF
+/// token, names are checked, a download comes with headers that keep
+/// whatever the file holds out of the app's origin, and ids that name no
+/// file are refused.
+#[test]
+fn files_over_http_are_guarded_and_served_with_safe_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_alice, _bob, da, db) = alice_and_bob(dir.path());
+    let web = authority(da.web.as_deref().unwrap());
+    let session = login(&web);
+    let with_session: [(&str, &str); 2] =
+        [("Cookie", &session.cookie), ("X-CSRF-Token", &session.csrf)];
+    let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+
+    // No CSRF token, or no session: refused, nothing sent.
+    let upload = |headers: &[(&str, &str)], query: &str, body: &[u8]| {
+        request(
+            &web,
+            "POST",
+            &format!("/api/v1/files?{query}"),
+            headers,
+            body,
+        )
+    };
+    let refused = upload(
+        &[("Cookie", &session.cookie)],
+        "target=bob&name=a.bin",
+        &data,
+    );
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert_eq!(upload(&[], "target=bob&name=a.bin", &data).status, 401);
+    // A name that climbs out of a directory, or an unknown contact.
+    let bad = upload(&with_session, "target=bob&name=..%2Fx", &data);
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let nobody = upload(&with_session, "target=nobody&name=a.bin", &data);
+    assert_eq!(nobody.status, 404, "{}", nobody.text());
+
+    // Sent, then saved back: an attachment, sandboxed, bit-identical.
+    let sent = upload(&with_session, "target=bob&name=notes.bin&caption=hi", &data);
+    assert_eq!(sent.status, 200, "{}", sent.text());
+    let event = sent.json()["event_id"].as_str().unwrap().to_owned();
+    let got = request(
+        &web,
+        "GET",
+        &format!("/api/v1/files/{event}"),
+        &[("Cookie", &session.cookie)],
+        b"",
+    );
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(
+        got.header("content-disposition"),
+        Some("attachment; filename*=UTF-8''notes.bin")
+    );
+    assert!(
+        got.header("content-security-policy")
+            .unwrap()
+            .contains("sandbox")
+    );
+    assert_eq!(got.header("x-content-type-options"), Some("nosniff"));
+    assert!(got.body == data, "the file came back whole");
+    // A picture is inline, with its type.
+    let picture = png(2, 2);
+    let sent = request(
+        &web,
+        "POST",
+        "/api/v1/files?target=bob&name=p.png",
+        &[
+            ("Cookie", &session.cookie),
+            ("X-CSRF-Token", &session.csrf),
+            ("Content-Type", "image/png"),
+        ],
+        &picture,
+    );
+    let event = sent.json()["event_id"].as_str().unwrap().to_owned();
+    let got = request(
+        &web,
+        "GET",
+        &format!("/api/v1/files/{event}"),
+        &[("Cookie", &session.cookie)],
+        b"",
+    );
+    assert_eq!(got.header("content-type"), Some("image/png"));
+    assert!(
+        got.header("content-disposition")
+            .unwrap()
+            .starts_with("inline;")
+    );
+    assert!(got.body == picture);
+
+    // A text message is no file; a bad id is a bad request; no session,
+    // no file.
+    let text = rpc(
+        &web,
+        &session,
+        "send",
+        json!({"target": "bob", "text": "plain"}),
+    );
+    let text_event = text.json()["result"]["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/v1/files/{text_event}");
+    let cookie = [("Cookie", session.cookie.as_str())];
+    assert_eq!(request(&web, "GET", &path, &cookie, b"").status, 404);
+    assert_eq!(
+        request(&web, "GET", "/api/v1/files/e_nope", &cookie, b"").status,
+        400
+    );
+    assert_eq!(
+        request(&web, "GET", &format!("/api/v1/files/{event}"), &[], b"").status,
+        401
+    );
+    da.stop();
+    db.stop();
+}

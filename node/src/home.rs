@@ -41,6 +41,8 @@ const SOCKET: &str = "safemeet.sock";
 pub(crate) struct Home {
     dir: PathBuf,
     socket: PathBuf,
+    /// Given with `--home` (then config.toml is in it).
+    given: bool,
 }
 
 impl Home {
@@ -52,7 +54,11 @@ impl Home {
     pub(crate) fn resolve(explicit: Option<PathBuf>) -> Result<Self, Failure> {
         if let Some(dir) = explicit {
             let socket = dir.join(SOCKET);
-            return Ok(Self { dir, socket });
+            return Ok(Self {
+                dir,
+                socket,
+                given: true,
+            });
         }
         let base = etcetera::choose_base_strategy()
             .context("cannot find a home directory; pass --home DIR")?;
@@ -61,7 +67,11 @@ impl Home {
             Some(runtime) => runtime.join("safemeet").join(SOCKET),
             None => dir.join(SOCKET),
         };
-        Ok(Self { dir, socket })
+        Ok(Self {
+            dir,
+            socket,
+            given: false,
+        })
     }
 
     /// The profile directory.
@@ -75,6 +85,14 @@ impl Home {
 
     fn db(&self) -> PathBuf {
         self.dir.join("db")
+    }
+
+    /// The settings from the environment and config.toml (no flags): for
+    /// commands that run an engine of their own.
+    pub(crate) fn settings(&self) -> Result<crate::config::Settings, Failure> {
+        let path = crate::config::path(&self.dir, self.given)?;
+        let file = crate::config::read(&path)?;
+        crate::config::resolve(&crate::config::Flags::default(), &file)
     }
 
     /// Where sealed files are kept (see `safemeet_engine` files).
@@ -368,6 +386,7 @@ mod tests {
         let home = Home {
             socket: dir.path().join("profile").join(SOCKET),
             dir: dir.path().join("profile"),
+            given: true,
         };
         let pass = Passphrase::new("seven tall giraffes drink tea");
         home.create(&pass, |_| Ok(())).unwrap();

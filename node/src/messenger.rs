@@ -181,10 +181,12 @@ async fn in_process(
         mdns: false,
         ..safemeet_net::Config::default()
     };
+    // The same file limits as the daemon would use.
+    let settings = home.settings()?;
     let files = Some(FileSettings {
         dir: home.blobs_dir(),
-        max_bytes: safemeet_engine::DEFAULT_MAX_FILE_BYTES,
-        rate: None,
+        max_bytes: settings.max_file_bytes,
+        rate: settings.file_rate,
     });
     let (engine, identity) = start_engine(store, net, std::sync::Arc::new(log), files)?;
     let api = Api::InProcess {

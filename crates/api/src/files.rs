@@ -47,7 +47,7 @@ pub struct FileTransfer {
     pub event_id: EventId,
     /// `send` or `receive`.
     pub direction: String,
-    /// `sealing`, `waiting`, `receiving`, `complete` or `failed`.
+    /// `waiting`, `receiving`, `complete` or `failed`.
     pub state: String,
     /// Why it failed, for `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,7 +56,7 @@ pub struct FileTransfer {
     pub size: u64,
     /// Its chunks.
     pub chunks: u64,
-    /// Chunks held (or sealed).
+    /// Chunks held.
     pub done: u64,
     /// Chunks served to other devices.
     pub served: u64,
@@ -65,7 +65,6 @@ pub struct FileTransfer {
 impl From<Transfer> for FileTransfer {
     fn from(t: Transfer) -> Self {
         let (state, reason) = match t.state {
-            TransferState::Sealing => ("sealing", None),
             TransferState::Waiting => ("waiting", None),
             TransferState::Receiving => ("receiving", None),
             TransferState::Complete => ("complete", None),

@@ -471,6 +471,7 @@ impl<S: Store + Clone> Core<S> {
                 Response::Done
             }
             Command::DmMessages { with, limit } => {
+                self.client_active();
                 if self.contact(&with)?.is_none() {
                     return Err(Error::UnknownContact(with));
                 }
@@ -486,6 +487,7 @@ impl<S: Store + Clone> Core<S> {
                 Response::Page(self.timeline_page(&room, after, limit)?)
             }
             Command::RoomMessages { room, limit } => {
+                self.client_active();
                 let room = self.group_room(&room)?;
                 Response::Messages(self.timeline(&room, limit)?)
             }
@@ -569,6 +571,7 @@ impl<S: Store + Clone> Core<S> {
                 },
             }),
             Command::SendFile(conversation, file) => {
+                self.client_active();
                 Response::Sent(self.send_file(conversation, *file)?)
             }
             Command::FileForPeer(event, peer) => Response::File(self.file_for_peer(&event, &peer)?),

@@ -112,7 +112,10 @@ pub(crate) struct Signals {
     read_due: BTreeMap<RoomId, (EventId, u64)>,
     read_sent: HashMap<RoomId, u64>,
     next_presence: Option<u64>,
+    /// When a client last did something (monotonic ms; 0: the start),
+    /// and the wall time then.
     last_activity: u64,
+    last_active_at: Option<Timestamp>,
     sent_state: Option<PresenceState>,
     pub(crate) in_flight: usize,
     pub(crate) counts: SignalCounts,
@@ -191,6 +194,7 @@ impl<S: Store + Clone> Core<S> {
     /// A client did something: presence is online again.
     pub(crate) fn client_active(&mut self) {
         self.signals.last_activity = self.now.mono_ms();
+        self.signals.last_active_at = Some(self.now.wall);
         if self.signals.sent_state == Some(PresenceState::Away) {
             self.signals.next_presence = Some(self.now.mono_ms());
         }
@@ -243,7 +247,7 @@ impl<S: Store + Clone> Core<S> {
             .now
             .mono_ms()
             .saturating_sub(self.signals.last_activity);
-        if self.signals.last_activity > 0 && idle >= AWAY_AFTER_MS {
+        if idle >= AWAY_AFTER_MS {
             PresenceState::Away
         } else {
             PresenceState::Online
@@ -258,9 +262,15 @@ impl<S: Store + Clone> Core<S> {
         }
         let state = self.presence_now();
         self.signals.sent_state = Some(state);
+        // Away: last seen when a client last did something (or at the
+        // start); online: now.
+        let seen = match state {
+            PresenceState::Away => self.signals.last_active_at.unwrap_or(self.now.wall),
+            _ => self.now.wall,
+        };
         let signal = Signal::Presence {
             state,
-            last_seen: rounded(self.now.wall),
+            last_seen: rounded(seen),
         };
         let users: Vec<UserId> = match only {
             Some(u) => vec![u],

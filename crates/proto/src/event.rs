@@ -375,12 +375,12 @@ pub enum ToDeviceEvent {
 /// A short-lived signal between devices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Signal {
-    /// The sender's user is online, away or offline; last seen then
-    /// (rounded down to [`PRESENCE_ROUNDING_MS`]).
+    /// The sender's user is online or away; last seen (now, or when a
+    /// client was last used), rounded down to [`PRESENCE_ROUNDING_MS`].
     Presence {
         /// Online, away or offline.
         state: PresenceState,
-        /// When the user was last active, rounded.
+        /// When the user was last seen active, rounded.
         last_seen: Timestamp,
     },
     /// The sender's user is typing in a room, or stopped.
@@ -409,7 +409,8 @@ pub enum PresenceState {
     Online,
     /// Running, but not used for a while.
     Away,
-    /// Gone (a daemon that stopped says so).
+    /// Gone: what a receiver shows once it has heard nothing for a while
+    /// (a device that stops sends nothing more).
     Offline,
 }
 

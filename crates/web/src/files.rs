@@ -22,7 +22,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use safemeet_engine::{FileUpload, TransferState};
+use safemeet_engine::FileUpload;
 use safemeet_proto::EventId;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -155,16 +155,17 @@ pub(crate) async fn download(
         Ok(f) => f,
         Err(e) => return error(StatusCode::NOT_FOUND, "not_a_file", e),
     };
-    if let Some(t) = shared.engine.transfer(&event)
-        && t.state != TransferState::Complete
-    {
+    // Nothing is answered 200 for a file that is not whole: the status
+    // goes out before the body.
+    if !matches!(shared.engine.file_held(event).await, Ok(true)) {
+        let (done, chunks) = shared
+            .engine
+            .transfer(&event)
+            .map_or((0, 0), |t| (t.done, t.chunks));
         return error(
             StatusCode::CONFLICT,
             "file_not_ready",
-            format!(
-                "the file has not arrived whole ({} of {} chunks)",
-                t.done, t.chunks
-            ),
+            format!("the file has not arrived whole ({done} of {chunks} chunks)"),
         );
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);

@@ -37,6 +37,10 @@ enum Fetched {
     Done,
     /// Not now: the sender could not be reached, or was not ready.
     Retry(String),
+    /// Another file from the same device is arriving: after it (one at a
+    /// time per sending device, so a sender that trickles its files
+    /// holds one fetch slot, not all of them).
+    Busy,
     /// Refused for good.
     Failed(String),
     /// The message is gone, or carries no file.
@@ -295,6 +299,13 @@ impl Service {
                     t.state = TransferState::Failed { reason };
                 });
             }
+            Fetched::Busy => {
+                let at = tokio::time::Instant::from_std(SystemClock.instant()) + RETRY_FIRST;
+                let wait = self.retry.get(&event).map_or(RETRY_FIRST, |(_, w)| *w);
+                self.retry.insert(event, (at, wait));
+                self.files
+                    .update(&event, |t| t.state = TransferState::Waiting);
+            }
             Fetched::Retry(why) => {
                 tracing::debug!(why = %why, "a file will be fetched again");
                 let wait = self.retry.get(&event).map_or(RETRY_FIRST, |(_, w)| *w);
@@ -380,6 +391,9 @@ async fn fetch_inner(
     }
     let Some((peer, addrs)) = source.from else {
         return Fetched::Retry("the sending device is not known".into());
+    };
+    let Some(_one_at_a_time) = FilesShared::claim_source(&files, peer) else {
+        return Fetched::Busy;
     };
     let mut stream = match net.open_blob_stream(peer, &addrs).await {
         Ok(s) => s,

@@ -21,7 +21,9 @@
 //! (a damaged or foreign chunk is refused at once), appends it sealed to
 //! its blob, and checks the whole file's hash at the end. A transfer cut
 //! off (a connection lost, either side restarted) resumes from the last
-//! whole chunk kept. The sender writes only as fast as the receiver
+//! whole chunk kept. At most [`MAX_FETCHING`] files are fetched at once,
+//! one at a time from any one device (a sender that trickles its files
+//! holds one slot, not all). The sender writes only as fast as the receiver
 //! reads (the stream's flow control paces it), so a slow receiver holds
 //! no more than a stream window in the sender's memory.
 //!
@@ -92,8 +94,6 @@ pub enum Direction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum TransferState {
-    /// Being sealed (sending).
-    Sealing,
     /// Waiting to be fetched: its sender is unreachable, or its turn has
     /// not come.
     Waiting,
@@ -120,7 +120,7 @@ pub struct Transfer {
     pub size: u64,
     /// Its chunk count.
     pub chunks: u64,
-    /// Chunks sealed (sending) or held (receiving).
+    /// Chunks held (a sent file: all of them).
     pub done: u64,
     /// Chunks served to other devices (sending).
     pub served: u64,
@@ -136,6 +136,25 @@ pub(crate) struct FilesShared {
     transfers: Mutex<Transfers>,
     /// Paces what is served, if a rate is set.
     pub(crate) pace: Option<Pacer>,
+    /// Devices a file is being fetched from now.
+    sources: Mutex<std::collections::HashSet<libp2p::PeerId>>,
+}
+
+/// A fetch from one device; the device is free again when it is dropped
+/// (a fetch that ends, fails or is aborted).
+pub(crate) struct SourceClaim {
+    files: Arc<FilesShared>,
+    peer: libp2p::PeerId,
+}
+
+impl Drop for SourceClaim {
+    fn drop(&mut self) {
+        let mut sources = match self.files.sources.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sources.remove(&self.peer);
+    }
 }
 
 /// Spreads the chunks served over time: each takes its turn after the
@@ -185,7 +204,20 @@ impl FilesShared {
                 rate,
                 next: tokio::sync::Mutex::new(None),
             }),
+            sources: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Claims `peer` for a fetch, unless a fetch from it runs already.
+    pub(crate) fn claim_source(this: &Arc<Self>, peer: libp2p::PeerId) -> Option<SourceClaim> {
+        let mut sources = match this.sources.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sources.insert(peer).then(|| SourceClaim {
+            files: this.clone(),
+            peer,
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Transfers) -> T) -> T {
@@ -273,6 +305,25 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_fetch_at_a_time_from_a_device() {
+        let files = Arc::new(FilesShared::new(
+            Arc::new(safemeet_store::blob::MemoryBlobs::new()),
+            1 << 20,
+            None,
+        ));
+        let (a, b) = (libp2p::PeerId::random(), libp2p::PeerId::random());
+        let first = FilesShared::claim_source(&files, a);
+        assert!(first.is_some());
+        assert!(FilesShared::claim_source(&files, a).is_none(), "a is busy");
+        assert!(FilesShared::claim_source(&files, b).is_some(), "b is not");
+        drop(first);
+        assert!(
+            FilesShared::claim_source(&files, a).is_some(),
+            "a is free again"
+        );
+    }
 
     #[test]
     fn blob_names_follow_event_ids_and_sizes_add_a_tag_per_chunk() {

@@ -172,6 +172,16 @@ impl Handle {
             .unwrap_or_else(|e| Err(io(e)))
     }
 
+    /// Whether the file of message `event` is held whole (checked when it
+    /// arrived; opened and checked again when saved).
+    pub async fn file_held(&self, event: EventId) -> Result<bool, Error> {
+        let files = self.files()?.clone();
+        let name = blob_name(&event);
+        super::blocking(move || files.blobs.is_complete(&name))
+            .await
+            .map_err(io)
+    }
+
     /// What message `event` says of its file.
     pub async fn file_of(&self, event: EventId) -> Result<FileRef, Error> {
         match self.core(Command::FileSource(event)).await? {
