@@ -13,7 +13,7 @@ use serde_json::Value;
 mod support;
 
 use support::contains;
-use support::node::{Daemon, befriend, cli, cli_fails, eventually, init};
+use support::node::{Daemon, befriend, cli, cli_fails, eventually, init, own_tcp_addr};
 
 /// Chunks of a file, sealed: 64 KiB and a 16-byte tag.
 const SEALED_CHUNK: usize = 65536 + 16;
@@ -136,7 +136,8 @@ fn a_chunk_damaged_at_the_sender_is_refused_and_nothing_is_saved() {
     let db = Daemon::start(&bob);
     befriend(&alice, "alice", &bob, "bob");
     // Bob is away while Alice sends, so the damage is in place before he
-    // asks for the file.
+    // asks for the file. He comes back where Alice knows to find him.
+    let bob_addr = own_tcp_addr(&bob);
     db.stop();
     let data = bytes(5 * 65536 + 100, 3);
     let file = dir.path().join("report.pdf");
@@ -162,7 +163,7 @@ fn a_chunk_damaged_at_the_sender_is_refused_and_nothing_is_saved() {
     sealed[2 * SEALED_CHUNK + 10] ^= 1;
     std::fs::write(&kept, &sealed).unwrap();
 
-    let _db = Daemon::start(&bob);
+    let _db = Daemon::start_on(&bob, &bob_addr);
     let t = eventually("bob to refuse the file", || {
         let t = transfer(&bob, &event)?;
         (t["state"] == "failed").then_some(t)

@@ -372,3 +372,28 @@ async fn a_file_is_served_to_no_stranger_and_no_contact_outside_the_conversation
     assert_eq!(a.transfer(&event).unwrap().served, served);
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_file_leaves_both_stores() {
+    let (sa, sb) = (MemoryBlobs::new(), MemoryBlobs::new());
+    let (a, b) = pair(
+        Arc::new(sa.clone()),
+        Arc::new(sb.clone()),
+        [1 << 30, 1 << 30],
+    )
+    .await;
+    // Messages in the DM expire two seconds after they are sent.
+    a.set_expiry(Conversation::Dm(b.user_id()), Some(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let event = sent_and_held(&a, &b, upload(&bytes(300_000, 6), "brief.bin"), "").await;
+    let name = blob_name(&event);
+    wait_until("the expired file leaves both stores", || {
+        sa.len(&name).unwrap().is_none() && sb.len(&name).unwrap().is_none()
+    })
+    .await;
+    assert!(matches!(
+        save(&b, event).await,
+        Err(safemeet_engine::Error::File(FileError::NotAFile))
+    ));
+}
