@@ -106,24 +106,29 @@ fn signals_are_off_by_default_and_once_on_each_is_seen_within_a_second() {
     );
 }
 
-#[test]
-fn listen_runs_a_command_per_message_and_never_for_a_muted_room() {
-    let dir = tempfile::tempdir().unwrap();
-    let (alice, bob, _da, _db) = alice_and_bob(dir.path());
-    cli(&bob, &["contact", "set", "alice", "--auto-accept-invites"]);
-    let room = cli(&alice, &["room", "create", "club", "--member", "bob"])["room_id"]
+/// Alice's room "club" with Bob in it, muted at Bob's.
+fn muted_club(alice: &Path, bob: &Path) {
+    cli(bob, &["contact", "set", "alice", "--auto-accept-invites"]);
+    let room = cli(alice, &["room", "create", "club", "--member", "bob"])["room_id"]
         .as_str()
         .unwrap()
         .to_owned();
     eventually("bob joins the club", || {
-        cli(&bob, &["room", "list"])
+        cli(bob, &["room", "list"])
             .as_array()
             .unwrap()
             .iter()
             .any(|r| r["room_id"] == room.as_str())
             .then_some(())
     });
-    cli(&bob, &["mute", "club"]);
+    cli(bob, &["mute", "club"]);
+}
+
+#[test]
+fn listen_runs_a_command_per_message_and_never_for_a_muted_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, _da, _db) = alice_and_bob(dir.path());
+    muted_club(&alice, &bob);
 
     let out = dir.path().join("events.jsonl");
     let command = format!("cat >> {}", out.display());
@@ -212,4 +217,113 @@ fn listen_notify_without_a_desktop_says_so_once_and_goes_on() {
         1,
         "{stderr}"
     );
+}
+
+/// A stand-in desktop: the freedesktop notification service on a bus of
+/// the test's own, keeping each notification's summary and body.
+struct Desktop(std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+#[zbus::interface(name = "org.freedesktop.Notifications")]
+impl Desktop {
+    #[allow(clippy::too_many_arguments)] // the interface's own signature
+    fn notify(
+        &self,
+        _app_name: String,
+        _replaces_id: u32,
+        _app_icon: String,
+        summary: String,
+        body: String,
+        _actions: Vec<String>,
+        _hints: std::collections::HashMap<String, zbus::OwnedVariant>,
+        _expire_timeout: i32,
+    ) -> u32 {
+        let mut shown = self.0.lock().unwrap();
+        shown.push((summary, body));
+        shown.len() as u32
+    }
+
+    fn get_capabilities(&self) -> Vec<String> {
+        vec!["body".into()]
+    }
+
+    fn get_server_information(&self) -> (String, String, String, String) {
+        ("test".into(), "safemeet".into(), "1".into(), "1.2".into())
+    }
+}
+
+#[test]
+fn listen_notify_shows_one_notification_per_message_and_none_for_a_muted_room() {
+    let dir = tempfile::tempdir().unwrap();
+    // A session bus of the test's own.
+    let mut bus = std::process::Command::new("dbus-daemon");
+    bus.args(["--session", "--nofork", "--print-address=1"])
+        .arg(format!(
+            "--address=unix:path={}",
+            dir.path().join("bus").display()
+        ));
+    let mut bus = Watched::spawn(bus);
+    let Line::Out(address) = bus.wait_for("the bus address", |l| matches!(l, Line::Out(_))) else {
+        unreachable!()
+    };
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _desktop = rt
+        .block_on(
+            zbus::connection::Builder::address(address.trim())
+                .name("org.freedesktop.Notifications")
+                .serve_at("/org/freedesktop/Notifications", Desktop(shown.clone()))
+                .build(),
+        )
+        .unwrap();
+
+    let (alice, bob, _da, _db) = alice_and_bob(dir.path());
+    muted_club(&alice, &bob);
+    cli(&alice, &["send", "club", "in the club"]);
+    cli(&alice, &["send", "bob", "one"]);
+    cli(&alice, &["send", "bob", "two"]);
+    let mut listen = bin();
+    listen
+        .arg("--home")
+        .arg(&bob)
+        .env("DBUS_SESSION_BUS_ADDRESS", address.trim())
+        .args([
+            "listen",
+            "--since",
+            "0",
+            "--notify",
+            "--notify-text",
+            "sender",
+        ]);
+    let mut listen = Watched::spawn(listen);
+    listen.wait_for(
+        "the second dm",
+        |l| matches!(l, Line::Out(t) if t.contains("two")),
+    );
+    eventually("two notifications", || {
+        (shown.lock().unwrap().len() >= 2).then_some(())
+    });
+    // Bob's own message shows nothing either; Alice's next one does.
+    cli(&bob, &["send", "alice", "mine"]);
+    cli(&alice, &["send", "bob", "three"]);
+    listen.wait_for(
+        "the third dm",
+        |l| matches!(l, Line::Out(t) if t.contains("three")),
+    );
+    eventually("three notifications", || {
+        (shown.lock().unwrap().len() >= 3).then_some(())
+    });
+    let got = shown.lock().unwrap().clone();
+    assert_eq!(got.len(), 3, "{got:?}");
+    for (summary, body) in &got {
+        assert_eq!(summary, "New message from alice");
+        assert_eq!(body, "", "the text is hidden");
+    }
+    listen.signal("TERM");
+    let (_, stderr) = listen.finish();
+    assert!(!stderr.contains("no desktop notification"), "{stderr}");
+    bus.signal("TERM");
 }
