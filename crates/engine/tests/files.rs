@@ -304,6 +304,13 @@ fn rand_bit() -> u32 {
 /// Asks `to` for `event`'s chunks over `/safemeet/blob/1`; the status
 /// byte it answers (`None`: the stream was closed or refused unanswered).
 async fn ask(net: &safemeet_net::Handle, to: &Handle, event: EventId) -> Option<u8> {
+    tokio::time::timeout(WAIT, ask_now(net, to, event))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn ask_now(net: &safemeet_net::Handle, to: &Handle, event: EventId) -> Option<u8> {
     use futures::{AsyncReadExt, AsyncWriteExt};
     let addrs = to.listen_addrs().await.unwrap();
     let mut stream = net.open_blob_stream(to.peer_id(), &addrs).await.ok()?;

@@ -170,8 +170,20 @@ impl Handle {
     }
 
     /// Opens a file stream to `peer`, dialling `addrs` first when it is
-    /// not connected (a stream is opened only over a connection).
+    /// not connected (a stream is opened only over a connection); gives
+    /// up after `ask_timeout`, so a stalled connection never holds the
+    /// caller.
     pub async fn open_blob_stream(
+        &self,
+        peer: PeerId,
+        addrs: &[Multiaddr],
+    ) -> Result<libp2p::Stream, Error> {
+        tokio::time::timeout(self.ask_timeout, self.open_blob_stream_now(peer, addrs))
+            .await
+            .map_err(|_| Error::NoAnswer)?
+    }
+
+    async fn open_blob_stream_now(
         &self,
         peer: PeerId,
         addrs: &[Multiaddr],
