@@ -4,7 +4,7 @@
 
 use safemeet_engine::{Conversation, Handle as EngineHandle, SignalSettings};
 use safemeet_proto::UserId;
-use safemeet_proto::event::PresenceState;
+use safemeet_proto::signal::PresenceState;
 use serde::{Deserialize, Serialize};
 
 use crate::resolve::{self, Target};

@@ -68,7 +68,7 @@ pub struct Core<S: Store> {
     /// The event log is durable up to here.
     pub(crate) log_durable: u64,
     /// The cursor last announced.
-    announced: u64,
+    pub(crate) announced: u64,
     /// Room topics this node is subscribed to.
     pub(crate) subscribed: HashSet<RoomTopic>,
     /// The keys room frames are opened with.
@@ -274,9 +274,7 @@ impl<S: Store + Clone> Core<S> {
             } => match token {
                 DeliveryToken::Outbox(seq) => self.delivery_done(seq, peer, result),
                 DeliveryToken::Ack(id) => self.ack_done(id, result),
-                DeliveryToken::Signal => {
-                    self.signals.in_flight = self.signals.in_flight.saturating_sub(1);
-                }
+                DeliveryToken::Signal => self.signal_done(),
             },
             Input::Deposited { seq, peer, until } => self.deposit_done(seq, peer, until),
             Input::Page {
@@ -384,14 +382,8 @@ impl<S: Store + Clone> Core<S> {
         let mut sends = Vec::new();
         for (id, command) in commands {
             match command {
-                Command::SendDm { to, text } => {
-                    self.client_active();
-                    sends.push((id, Target::User(to), text));
-                }
-                Command::SendRoom { room, text } => {
-                    self.client_active();
-                    sends.push((id, Target::Room(room), text));
-                }
+                Command::SendDm { to, text } => sends.push((id, Target::User(to), text)),
+                Command::SendRoom { room, text } => sends.push((id, Target::Room(room), text)),
                 other => {
                     // Sends before another request go out first, in order.
                     if !sends.is_empty() {
@@ -570,57 +562,24 @@ impl<S: Store + Clone> Core<S> {
                     broken: None,
                 },
             }),
-            Command::SendFile(conversation, file) => {
-                self.client_active();
-                Response::Sent(self.send_file(conversation, *file)?)
-            }
-            Command::FileForPeer(event, peer) => Response::File(self.file_for_peer(&event, &peer)?),
-            Command::FileSource(event) => Response::FileSource(self.file_source(&event)?),
-            Command::FileEntries => Response::Files(self.file_entries()?),
-            Command::SetSignals {
-                presence,
-                typing,
-                read_receipts,
-            } => Response::Signals(self.set_signals(presence, typing, read_receipts)?),
-            Command::Signals => Response::Signals(self.signal_settings()?),
-            Command::SignalCounts => Response::SignalCounts(self.signals.counts),
-            Command::Typing(conversation, typing) => {
-                self.typing(conversation, typing)?;
-                Response::Done
-            }
-            Command::MarkRead(conversation) => {
-                self.mark_read(conversation)?;
-                Response::Done
-            }
-            Command::Typers(conversation) => Response::Users(self.typers(conversation)?),
-            Command::Presence => Response::Presence(self.presence_list()?),
-            Command::SetMuted(conversation, muted) => {
-                Response::RoomIds(self.set_muted(conversation, muted)?)
-            }
-            Command::Muted => Response::RoomIds(self.muted()?),
-            Command::ReadMarkers(conversation) => {
-                Response::ReadMarkers(self.conversation_markers(conversation)?)
-            }
+            c @ (Command::SendFile(..)
+            | Command::FileForPeer(..)
+            | Command::FileSource(_)
+            | Command::FileEntries) => self.file_command(c)?,
+            c @ (Command::SetSignals { .. }
+            | Command::Signals
+            | Command::SignalCounts
+            | Command::Typing(..)
+            | Command::MarkRead(_)
+            | Command::Typers(_)
+            | Command::Presence
+            | Command::SetMuted(..)
+            | Command::Muted
+            | Command::ReadMarkers(_)) => self.signal_command(c)?,
             Command::SendDm { .. } | Command::SendRoom { .. } => {
                 return Err(Error::InvalidInput("sends are handled in groups".into()));
             }
         })
-    }
-
-    /// Tells watchers how far the event log goes, once that part is
-    /// durable: a cursor a client has seen is never reused after a crash.
-    fn publish_log_cursor(&mut self) {
-        if self.log_next != self.log_durable {
-            if let Err(e) = self.machine.flush() {
-                tracing::error!(error = %e, "flush failed; new events not announced");
-                return;
-            }
-            self.log_durable = self.log_next;
-        }
-        if self.announced != self.log_next {
-            self.announced = self.log_next;
-            self.out.push(Output::LogCursor(self.log_next));
-        }
     }
 }
 

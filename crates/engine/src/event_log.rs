@@ -5,7 +5,8 @@
 use safemeet_proto::{EventId, RoomId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 
-use crate::records::{TimelineEntry, TimelineEntryV1};
+use crate::records::TimelineEntry;
+use crate::timeline_versions::TimelineEntryV1;
 
 /// An entry of the durable event log that API clients replay from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

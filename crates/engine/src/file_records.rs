@@ -15,6 +15,7 @@ use safemeet_proto::{EventId, RoomId};
 use safemeet_store::{Keyspace, Store};
 
 use crate::core::{Core, Target};
+use crate::events::{Command, Response};
 use crate::records::name;
 use crate::revisions::locate;
 use crate::{Conversation, Error, TimelineEntry};
@@ -43,6 +44,20 @@ pub struct FileSource {
 }
 
 impl<S: Store + Clone> Core<S> {
+    /// Serves a command about files.
+    pub(crate) fn file_command(&mut self, command: Command) -> Result<Response, Error> {
+        Ok(match command {
+            Command::SendFile(conversation, file) => {
+                self.client_active();
+                Response::Sent(self.send_file(conversation, *file)?)
+            }
+            Command::FileForPeer(event, peer) => Response::File(self.file_for_peer(&event, &peer)?),
+            Command::FileSource(event) => Response::FileSource(self.file_source(&event)?),
+            Command::FileEntries => Response::Files(self.file_entries()?),
+            _ => return Err(Error::InvalidInput("not a file command".into())),
+        })
+    }
+
     /// Sends a file message; its chunks are already sealed in the blob
     /// store.
     pub(crate) fn send_file(

@@ -83,6 +83,7 @@ mod send;
 mod signals;
 mod stats;
 mod timeline;
+mod timeline_versions;
 mod topics;
 mod verify;
 mod waiting;

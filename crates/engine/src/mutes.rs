@@ -148,3 +148,36 @@ impl crate::Handle {
         }
     }
 }
+
+impl<S: Store + Clone> Core<S> {
+    /// Serves a command about signals or mutes.
+    pub(crate) fn signal_command(&mut self, command: Command) -> Result<Response, Error> {
+        Ok(match command {
+            Command::SetSignals {
+                presence,
+                typing,
+                read_receipts,
+            } => Response::Signals(self.set_signals(presence, typing, read_receipts)?),
+            Command::Signals => Response::Signals(self.signal_settings()?),
+            Command::SignalCounts => Response::SignalCounts(self.signals.counts),
+            Command::Typing(conversation, typing) => {
+                self.typing(conversation, typing)?;
+                Response::Done
+            }
+            Command::MarkRead(conversation) => {
+                self.mark_read(conversation)?;
+                Response::Done
+            }
+            Command::Typers(conversation) => Response::Users(self.typers(conversation)?),
+            Command::Presence => Response::Presence(self.presence_list()?),
+            Command::SetMuted(conversation, muted) => {
+                Response::RoomIds(self.set_muted(conversation, muted)?)
+            }
+            Command::Muted => Response::RoomIds(self.muted()?),
+            Command::ReadMarkers(conversation) => {
+                Response::ReadMarkers(self.conversation_markers(conversation)?)
+            }
+            _ => return Err(Error::InvalidInput("not a signal command".into())),
+        })
+    }
+}

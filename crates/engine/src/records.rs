@@ -367,10 +367,6 @@ pub enum MessageState {
     },
 }
 
-/// The largest record of a room's read markers (256 members, 40 bytes
-/// each, and room to spare).
-pub(crate) const MAX_MARKERS_BYTES: usize = 12 * 1024;
-
 /// One message in a room's timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimelineEntry {
@@ -432,72 +428,18 @@ impl TimelineEntry {
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, codec::DecodeError> {
         match codec::decode::<Self>(bytes, MAX_RECORD_BYTES) {
             Ok(e) => Ok(e),
-            Err(e) => codec::decode::<TimelineEntryV2>(bytes, MAX_RECORD_BYTES)
-                .map(Into::into)
-                .or_else(|_| {
-                    codec::decode::<TimelineEntryV1>(bytes, MAX_RECORD_BYTES).map(Into::into)
-                })
-                .map_err(|_| e),
-        }
-    }
-}
-
-/// A [`TimelineEntry`] as stored before files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct TimelineEntryV2 {
-    event_id: EventId,
-    sender: UserId,
-    sender_device: DeviceId,
-    lamport: u64,
-    ts: Timestamp,
-    text: String,
-    state: MessageState,
-    revision: Revision,
-    received_at: Timestamp,
-}
-
-impl From<TimelineEntryV2> for TimelineEntry {
-    fn from(old: TimelineEntryV2) -> Self {
-        Self {
-            event_id: old.event_id,
-            sender: old.sender,
-            sender_device: old.sender_device,
-            lamport: old.lamport,
-            ts: old.ts,
-            text: old.text,
-            state: old.state,
-            revision: old.revision,
-            received_at: old.received_at,
-            file: None,
-        }
-    }
-}
-
-/// A [`TimelineEntry`] as stored before revisions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct TimelineEntryV1 {
-    event_id: EventId,
-    sender: UserId,
-    sender_device: DeviceId,
-    lamport: u64,
-    ts: Timestamp,
-    text: String,
-    state: MessageState,
-}
-
-impl From<TimelineEntryV1> for TimelineEntry {
-    fn from(old: TimelineEntryV1) -> Self {
-        Self {
-            event_id: old.event_id,
-            sender: old.sender,
-            sender_device: old.sender_device,
-            lamport: old.lamport,
-            ts: old.ts,
-            text: old.text,
-            state: old.state,
-            revision: Revision::Original,
-            received_at: old.ts,
-            file: None,
+            Err(e) => {
+                codec::decode::<crate::timeline_versions::TimelineEntryV2>(bytes, MAX_RECORD_BYTES)
+                    .map(Into::into)
+                    .or_else(|_| {
+                        codec::decode::<crate::timeline_versions::TimelineEntryV1>(
+                            bytes,
+                            MAX_RECORD_BYTES,
+                        )
+                        .map(Into::into)
+                    })
+                    .map_err(|_| e)
+            }
         }
     }
 }

@@ -50,6 +50,7 @@ impl<S: Store + Clone> Core<S> {
     /// encrypted and committed in turn, then the group is released
     /// together. Each request gets its own answer.
     pub(crate) fn send_texts(&mut self, sends: Vec<(RequestId, Target, String)>) {
+        self.client_active();
         let mut sends = sends.into_iter().peekable();
         while sends.peek().is_some() {
             let group: Vec<_> = sends.by_ref().take(MAX_GROUP).collect();

@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use safemeet_proto::event::{PRESENCE_ROUNDING_MS, PresenceState, Signal};
+use safemeet_proto::signal::{PRESENCE_ROUNDING_MS, PresenceState, Signal};
 use safemeet_proto::{DeviceId, EventId, RoomId, Timestamp, UserId, codec};
 use safemeet_store::{Keyspace, Store};
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,9 @@ pub const TYPING_EVERY_MS: u64 = 3_000;
 pub const TYPING_FOR_MS: u64 = 5_000;
 /// At most one read marker per room this often.
 pub const READ_EVERY_MS: u64 = 1_000;
+/// The largest record of a room's read markers (256 members, 40 bytes
+/// each, and room to spare).
+const MAX_MARKERS_BYTES: usize = 12 * 1024;
 /// Most signal deliveries in flight; past it a signal is dropped.
 const MAX_IN_FLIGHT: usize = 64;
 
@@ -189,6 +192,11 @@ impl<S: Store + Clone> Core<S> {
             self.signals.read_due.clear();
         }
         Ok(s)
+    }
+
+    /// A signal's delivery ended (how does not matter: it is not retried).
+    pub(crate) fn signal_done(&mut self) {
+        self.signals.in_flight = self.signals.in_flight.saturating_sub(1);
     }
 
     /// A client did something: presence is online again.
@@ -500,7 +508,7 @@ impl<S: Store + Clone> Core<S> {
             Keyspace::Rooms,
             &markers_name(&room),
             &markers,
-            crate::records::MAX_MARKERS_BYTES,
+            MAX_MARKERS_BYTES,
         )?;
         self.store.apply(batch)?;
         self.signals.counts.read_received += 1;
@@ -515,7 +523,7 @@ impl<S: Store + Clone> Core<S> {
         }
         Ok(
             match self.store.get(Keyspace::Rooms, &markers_name(room))? {
-                Some(bytes) => codec::decode(&bytes, crate::records::MAX_MARKERS_BYTES)?,
+                Some(bytes) => codec::decode(&bytes, MAX_MARKERS_BYTES)?,
                 None => Vec::new(),
             },
         )

@@ -320,3 +320,22 @@ pub(crate) fn stage_message<S: Store>(
         },
     )
 }
+
+impl<S: Store + Clone> Core<S> {
+    /// Tells watchers how far the event log goes, once that part is
+    /// durable: a cursor a client has seen is never reused after a crash.
+    pub(crate) fn publish_log_cursor(&mut self) {
+        if self.log_next != self.log_durable {
+            if let Err(e) = self.machine.flush() {
+                tracing::error!(error = %e, "flush failed; new events not announced");
+                return;
+            }
+            self.log_durable = self.log_next;
+        }
+        if self.announced != self.log_next {
+            self.announced = self.log_next;
+            self.out
+                .push(crate::events::Output::LogCursor(self.log_next));
+        }
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use safemeet_engine::{Conversation, Handle, SignalCounts};
 use safemeet_proto::clock::{Clock, SystemClock};
-use safemeet_proto::event::PresenceState;
+use safemeet_proto::signal::PresenceState;
 use safemeet_test_utils::{spawn_nodes, wait_until};
 
 async fn counts(e: &Handle) -> SignalCounts {

@@ -365,53 +365,8 @@ pub enum ToDeviceEvent {
     /// The sender's user signed a new version of its avatar: to every
     /// contact device and the user's other devices, which keep the newest.
     AvatarUpdate(crate::identity::Signed<crate::identity::Avatar>),
-    /// Presence, typing or a read marker: sent only to devices that are
-    /// online (never left on relays), kept by receivers only as the
-    /// current value, and only by those that share the same (see
-    /// `safemeet_engine`'s signals).
-    Signal(Signal),
-}
-
-/// A short-lived signal between devices.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Signal {
-    /// The sender's user is online or away; last seen (now, or when a
-    /// client was last used), rounded down to [`PRESENCE_ROUNDING_MS`].
-    Presence {
-        /// Online, away or offline.
-        state: PresenceState,
-        /// When the user was last seen active, rounded.
-        last_seen: Timestamp,
-    },
-    /// The sender's user is typing in a room, or stopped.
-    Typing {
-        /// The room (a DM's room id for a DM).
-        room_id: RoomId,
-        /// Typing now, or stopped.
-        typing: bool,
-    },
-    /// The sender's user read a room up to this event.
-    Read {
-        /// The room.
-        room_id: RoomId,
-        /// The last event read.
-        event_id: EventId,
-    },
-}
-
-/// How far presence times are rounded: 5 minutes.
-pub const PRESENCE_ROUNDING_MS: u64 = 5 * 60 * 1000;
-
-/// What presence says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PresenceState {
-    /// Active now.
-    Online,
-    /// Running, but not used for a while.
-    Away,
-    /// Gone: what a receiver shows once it has heard nothing for a while
-    /// (a device that stops sends nothing more).
-    Offline,
+    /// Presence, typing or a read marker (see [`crate::signal`]).
+    Signal(crate::signal::Signal),
 }
 
 /// The longest device name, in characters.

@@ -46,6 +46,7 @@ pub mod padding;
 pub mod room;
 mod room_state;
 mod sensitive;
+pub mod signal;
 mod time;
 
 pub use codec::{DecodeError, EncodeError};

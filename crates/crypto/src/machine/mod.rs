@@ -351,7 +351,7 @@ pub enum ToDeviceContent {
     },
     /// Presence, typing or a read marker (not checked against rooms or
     /// contacts: the caller does).
-    Signal(safemeet_proto::event::Signal),
+    Signal(safemeet_proto::signal::Signal),
 }
 
 /// A decrypted to-device message.
@@ -905,7 +905,7 @@ impl<S: Store> CryptoMachine<S> {
         &mut self,
         user: UserId,
         device: DeviceId,
-        signal: safemeet_proto::event::Signal,
+        signal: safemeet_proto::signal::Signal,
     ) -> Result<Envelope, Error> {
         self.check_active_device(user, device)?;
         let mut batch = self.store.batch();

@@ -78,15 +78,14 @@ impl Handle {
         check
             .check()
             .map_err(|e| Error::InvalidInput(e.to_string()))?;
-        let temp = {
-            let mut t = [0u8; 16];
-            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut t);
-            t
-        };
+        // The file's fresh key (from the crypto crate) also names the blob
+        // while it is sealed: a name no other file has.
+        let key = generate_key();
+        let temp = sealing_name(&key);
         files.sealing(temp, true);
         let sealed = {
             let files = files.clone();
-            tokio::task::spawn_blocking(move || seal_into(&files, temp, upload))
+            tokio::task::spawn_blocking(move || seal_into(&files, temp, key, upload))
                 .await
                 .unwrap_or_else(|e| Err(io(e)))
         };
@@ -202,14 +201,23 @@ impl Handle {
     }
 }
 
-/// Reads, hashes and seals `upload` into blob `temp`; the file's
-/// description.
+/// The name of a blob being sealed under `key`, until it is named after
+/// its message (a one-way hash: the name says nothing of the key).
+fn sealing_name(key: &safemeet_proto::file::FileKey) -> [u8; 16] {
+    let hash = blake3::derive_key("safemeet/v1/sealing-blob", key.expose());
+    let mut name = [0u8; 16];
+    name.copy_from_slice(&hash[..16]);
+    name
+}
+
+/// Reads, hashes and seals `upload` under `key` into blob `temp`; the
+/// file's description.
 fn seal_into(
     files: &FilesShared,
     temp: [u8; 16],
+    key: safemeet_proto::file::FileKey,
     mut upload: FileUpload,
 ) -> Result<FileRef, Error> {
-    let key = generate_key();
     let size = upload.size;
     let count = chunk_count(size);
     let mut hasher = blake3::Hasher::new();
