@@ -55,6 +55,14 @@ pub(crate) struct RelayArgs {
     /// Default 400.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     peer_burst: Option<u32>,
+    /// KiB one peer may add to the disk per hour (deposits, files left
+    /// for devices that are away). Default 16384.
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(1..))]
+    peer_disk_kib_per_hour: Option<u32>,
+    /// KiB one peer may add at once before --peer-disk-kib-per-hour
+    /// applies. Default 3072.
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(1..))]
+    peer_disk_burst_kib: Option<u32>,
     /// Serve Prometheus `/metrics` and JSON `/status` on this address
     /// (e.g. 127.0.0.1:9464). Default: off.
     #[arg(long, value_name = "ADDR")]
@@ -140,8 +148,20 @@ fn settings(args: RelayArgs) -> Result<(Limits, RelayConfig), Failure> {
         .peer_burst
         .or(file.peer_burst)
         .unwrap_or(defaults.peer_burst);
-    if peer_rate == 0 || peer_burst == 0 {
-        return Err(usage("peer-rate and peer-burst must be at least 1".into()));
+    let peer_disk_kib_per_hour = args
+        .peer_disk_kib_per_hour
+        .or(file.peer_disk_kib_per_hour)
+        .unwrap_or(defaults.peer_disk_kib_per_hour);
+    let peer_disk_burst_kib = args
+        .peer_disk_burst_kib
+        .or(file.peer_disk_burst_kib)
+        .unwrap_or(defaults.peer_disk_burst_kib);
+    if peer_rate == 0 || peer_burst == 0 || peer_disk_kib_per_hour == 0 || peer_disk_burst_kib == 0
+    {
+        return Err(usage(
+            "peer-rate, peer-burst, peer-disk-kib-per-hour and peer-disk-burst-kib must be at least 1"
+                .into(),
+        ));
     }
     let metrics = match (args.metrics, file.metrics) {
         (Some(listen), from_file) => Some(MetricsConfig {
@@ -160,6 +180,8 @@ fn settings(args: RelayArgs) -> Result<(Limits, RelayConfig), Failure> {
             listen,
             peer_rate,
             peer_burst,
+            peer_disk_kib_per_hour,
+            peer_disk_burst_kib,
             metrics,
             ..defaults
         },

@@ -235,6 +235,24 @@ impl Relay {
         body["envelopes"].as_u64()
     }
 
+    /// The value of the first `/metrics` line that starts with `series`
+    /// (e.g. `safemeet_relay_refused_total{reason="rate_limited"}`), if
+    /// there is one (started with `--metrics`).
+    #[allow(dead_code)] // not every test file reads metrics
+    pub(crate) fn metric(&self, series: &str) -> Option<u64> {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(self.metrics.as_deref()?).ok()?;
+        write!(stream, "GET /metrics HTTP/1.1\r\nhost: relay\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        answer
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as u64)
+    }
+
     /// Its resident memory, in bytes (Linux).
     pub(crate) fn rss(&self) -> u64 {
         let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.process.pid))

@@ -60,6 +60,9 @@ pub struct FileTransfer {
     pub done: u64,
     /// Chunks served to other devices.
     pub served: u64,
+    /// Pieces (about 64 KiB each) left on the relays of devices that
+    /// were away.
+    pub relayed: u64,
 }
 
 impl From<Transfer> for FileTransfer {
@@ -83,6 +86,7 @@ impl From<Transfer> for FileTransfer {
             chunks: t.chunks,
             done: t.done,
             served: t.served,
+            relayed: t.relayed,
         }
     }
 }

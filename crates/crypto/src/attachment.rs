@@ -237,6 +237,11 @@ impl Assembler {
         self.next
     }
 
+    /// The file's size.
+    pub fn size(&self) -> u64 {
+        self.manifest.size
+    }
+
     /// Opens the next chunk; its plaintext, to be written out.
     pub fn take(&mut self, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, AttachmentError> {
         let plain = open_chunk(&self.manifest, self.next, sealed)?;

@@ -68,6 +68,8 @@ pub fn start<S: Store + Clone + Send + 'static>(
     // first step, which runs on the blocking pool.
     let mut core = Core::new(machine, config, seed, now)?;
     let first_dials = core.take_first_dials();
+    // Signs the pieces of files left on relays.
+    let signer = keypair.clone();
     let (net, events) = match safemeet_net::spawn(keypair, net_config) {
         Ok(net) => net,
         Err(e) => {
@@ -80,11 +82,9 @@ pub fn start<S: Store + Clone + Send + 'static>(
     };
     let peer_id = net.peer_id();
     let files = blobs.map(|b| {
-        std::sync::Arc::new(crate::files::FilesShared::new(
-            b.0,
-            max_file_bytes,
-            file_rate,
-        ))
+        std::sync::Arc::new(
+            crate::files::FilesShared::new(b.0, max_file_bytes, file_rate).with_keypair(signer),
+        )
     });
     let files_net = net.clone();
     if !first_dials.is_empty() {
@@ -128,6 +128,7 @@ pub fn start<S: Store + Clone + Send + 'static>(
         delivering: HashMap::new(),
         deposits: JoinSet::new(),
         depositing: HashMap::new(),
+        files: files.clone(),
         draining: JoinSet::new(),
         publishing: JoinSet::new(),
         pages,
@@ -191,6 +192,9 @@ struct Actor<S: Store> {
     delivering: HashMap<tokio::task::Id, (DeliveryToken, PeerId)>,
     deposits: JoinSet<(u64, PeerId, Option<Timestamp>)>,
     depositing: HashMap<tokio::task::Id, (u64, PeerId)>,
+    /// The file service's shared state (files left on relays and pieces
+    /// that arrived are handed over here).
+    files: Option<std::sync::Arc<crate::files::FilesShared>>,
     draining: JoinSet<Drained>,
     publishing: JoinSet<()>,
     pages: mpsc::Receiver<Page>,
@@ -766,6 +770,16 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
                 }
                 Output::Junk(peer) => {
                     let _ = self.net.report_junk(peer).await;
+                }
+                Output::LeavePieces(job) => {
+                    if let Some(files) = &self.files {
+                        files.leave_pieces(*job);
+                    }
+                }
+                Output::PieceArrived(event) => {
+                    if let Some(files) = &self.files {
+                        files.piece_arrived(event);
+                    }
                 }
                 Output::Answer { reply, answer } => {
                     if let Some(slot) = self.net_replies.remove(&reply)

@@ -565,7 +565,9 @@ impl<S: Store + Clone> Core<S> {
             c @ (Command::SendFile(..)
             | Command::FileForPeer(..)
             | Command::FileSource(_)
-            | Command::FileEntries) => self.file_command(c)?,
+            | Command::FileEntries
+            | Command::PieceJobs
+            | Command::PiecesLeft { .. }) => self.file_command(c)?,
             c @ (Command::SetSignals { .. }
             | Command::Signals
             | Command::SignalCounts

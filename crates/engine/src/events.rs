@@ -217,6 +217,18 @@ pub enum Command {
     FileSource(EventId),
     /// Every file message held.
     FileEntries,
+    /// The files still to be left on relays.
+    PieceJobs,
+    /// Pieces of a file were left on a device's relays up to `next`
+    /// (`None`: all, or given up).
+    PiecesLeft {
+        /// The file message.
+        event: EventId,
+        /// The device.
+        peer: PeerId,
+        /// The first piece not left yet.
+        next: Option<u64>,
+    },
     /// Change which signals this user shares (`None`: unchanged).
     SetSignals {
         /// Presence.
@@ -308,6 +320,8 @@ pub enum Response {
     FileSource(Option<crate::FileSource>),
     /// File messages.
     Files(Vec<crate::FileEntry>),
+    /// Files still to be left on relays.
+    PieceJobs(Vec<crate::PieceJob>),
     /// Signal settings.
     Signals(crate::SignalSettings),
     /// Signal counts.
@@ -543,4 +557,9 @@ pub enum Output {
     /// `peer` delivered junk directly: a frame no honest device sends
     /// (see [`safemeet_net::Handle::report_junk`]).
     Junk(PeerId),
+    /// Leave a file's pieces on a device's relays (the file service).
+    LeavePieces(Box<crate::PieceJob>),
+    /// A piece of a file arrived from this device's mailbox (the file
+    /// service takes it in).
+    PieceArrived(EventId),
 }

@@ -54,6 +54,11 @@ impl<S: Store + Clone> Core<S> {
             Command::FileForPeer(event, peer) => Response::File(self.file_for_peer(&event, &peer)?),
             Command::FileSource(event) => Response::FileSource(self.file_source(&event)?),
             Command::FileEntries => Response::Files(self.file_entries()?),
+            Command::PieceJobs => Response::PieceJobs(self.piece_jobs()?),
+            Command::PiecesLeft { event, peer, next } => {
+                self.pieces_left(event, peer, next)?;
+                Response::Done
+            }
             _ => return Err(Error::InvalidInput("not a file command".into())),
         })
     }

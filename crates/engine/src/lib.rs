@@ -53,6 +53,7 @@ mod error;
 mod event_log;
 mod events;
 mod expiry;
+mod file_pieces;
 mod file_records;
 mod files;
 #[doc(hidden)]
@@ -102,6 +103,7 @@ pub use crate::events::{
     ArchiveBytes, Command, DeliveryResult, DeliveryToken, Input, LinkBundleBytes, NetInput, Output,
     RequestId, Response,
 };
+pub use crate::file_pieces::{MAX_PIECE_JOBS, PieceJob, piece_count, piece_len, piece_name};
 pub use crate::file_records::{FileEntry, FileSource};
 pub use crate::files::{
     Direction, FileUpload, MAX_FETCHING, MAX_SERVING, MAX_SERVING_PER_PEER, SEALED_CHUNK_BYTES,

@@ -165,6 +165,8 @@ impl<S: Store + Clone> Core<S> {
             // A relay is no peer of the sender: acknowledgements must come
             // from the peer that names itself.
             (Source::Mailbox, Envelope::Acks(_)) => false,
+            // File pieces are only ever left on relays.
+            (Source::Peer(_), Envelope::FilePiece(_)) => false,
             (Source::Peer(_) | Source::Mailbox, _) => true,
         };
         if !on_topic {
@@ -277,6 +279,7 @@ impl<S: Store + Clone> Core<S> {
                     Answer::Refused
                 }
             },
+            Envelope::FilePiece(piece) => self.file_piece(&piece),
             _ => Answer::Refused,
         };
         (answer, None)

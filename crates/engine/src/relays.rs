@@ -204,10 +204,15 @@ impl<S: Store + Clone> Core<S> {
             return;
         };
         pending.targets.retain(|t| t.peer != peer);
+        let event = pending.event_id;
         if !pending.delivered_once {
             self.record_state(&[seq], MessageState::StoredAtRelay { until });
         }
         self.finish_if_done(seq);
         self.schedule_parked(seq);
+        // A file message: its file follows it to the relays.
+        if let Some(event) = event {
+            self.file_left_on_relays(event, peer);
+        }
     }
 }

@@ -35,6 +35,10 @@ pub struct FileConfig {
     pub peer_rate: Option<u32>,
     /// Requests one peer may make at once.
     pub peer_burst: Option<u32>,
+    /// KiB one peer may add to the disk per hour.
+    pub peer_disk_kib_per_hour: Option<u32>,
+    /// KiB one peer may add to the disk at once.
+    pub peer_disk_burst_kib: Option<u32>,
     /// The metrics endpoint, off when absent.
     pub metrics: Option<FileMetrics>,
 }
@@ -107,11 +111,12 @@ mod tests {
     #[test]
     fn a_file_sets_what_it_names_and_refuses_unknown_keys() {
         let file = FileConfig::from_toml(
-            "retention = \"7d\"\npeer_rate = 5\n[metrics]\nlisten = \"127.0.0.1:9464\"\n",
+            "retention = \"7d\"\npeer_rate = 5\npeer_disk_burst_kib = 8192\n[metrics]\nlisten = \"127.0.0.1:9464\"\n",
         )
         .unwrap();
         assert_eq!(file.retention.as_deref(), Some("7d"));
         assert_eq!(file.peer_rate, Some(5));
+        assert_eq!(file.peer_disk_burst_kib, Some(8192));
         assert_eq!(file.metrics.unwrap().listen.port(), 9464);
         assert!(file.max_bytes.is_none());
         let err = FileConfig::from_toml("mailbox_max_envelope = 1\n").unwrap_err();

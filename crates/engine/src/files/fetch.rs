@@ -8,19 +8,21 @@ use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
-use safemeet_crypto::attachment::{Assembler, chunk_count};
+use safemeet_crypto::attachment::chunk_count;
 use safemeet_proto::EventId;
 use safemeet_proto::clock::{Clock, SystemClock};
-use safemeet_proto::file::FileRef;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::keep::{Writer, finish, reopen};
+use super::pieces::PieceError;
 use super::serve::{self, REQUEST_BYTES, STALL, Status};
 use super::{
     Direction, FilesShared, MAX_FETCHING, MAX_SERVING, MAX_SERVING_PER_PEER, SEALED_CHUNK_BYTES,
     Transfer, TransferState, blob_name, chunk_offset, sealed_size,
 };
 use crate::events::{Command, Response};
+use crate::file_pieces::piece_count;
 use crate::handle::WeakHandle;
 use crate::{FileEntry, Handle, LogEntry, MessageState};
 
@@ -32,7 +34,7 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 const CHUNKS_PER_WRITE: usize = 16;
 
 /// How a fetch ended.
-enum Fetched {
+pub(super) enum Fetched {
     /// The file is held whole and checked (or was already).
     Done,
     /// Not now: the sender could not be reached, or was not ready.
@@ -76,6 +78,10 @@ pub(crate) async fn run(
         retry: HashMap::new(),
         serving: JoinSet::new(),
         serving_peers: HashMap::new(),
+        couriers: JoinSet::new(),
+        courier_queue: VecDeque::new(),
+        couriering: HashSet::new(),
+        arrived_running: HashSet::new(),
     };
     service.start(&first).await;
     drop(first);
@@ -110,6 +116,12 @@ pub(crate) async fn run(
                     service.served(peer);
                 }
             }
+            () = service.files.wake.notified() => service.take_inbox(),
+            Some(done) = service.couriers.join_next() => {
+                if let Ok(job) = done {
+                    service.couriering.remove(&job);
+                }
+            }
             _ = tick.tick() => {}
         }
         if let Some(h) = handle.upgrade() {
@@ -120,6 +132,7 @@ pub(crate) async fn run(
     }
     service.fetching.abort_all();
     service.serving.abort_all();
+    service.couriers.abort_all();
 }
 
 struct Service {
@@ -135,6 +148,13 @@ struct Service {
     retry: HashMap<EventId, (tokio::time::Instant, Duration)>,
     serving: JoinSet<PeerId>,
     serving_peers: HashMap<PeerId, usize>,
+    /// Files being left on devices' relays, and ones waiting their turn.
+    couriers: JoinSet<(EventId, PeerId)>,
+    courier_queue: VecDeque<crate::PieceJob>,
+    couriering: HashSet<(EventId, PeerId)>,
+    /// Files some of whose pieces arrived while they were being fetched:
+    /// fetched again at once if that fetch does not finish them.
+    arrived_running: HashSet<EventId>,
 }
 
 impl Service {
@@ -149,10 +169,23 @@ impl Service {
                 return;
             }
         };
-        let live: HashSet<[u8; 16]> = entries.iter().map(|e| blob_name(&e.event_id)).collect();
+        let mut live: HashSet<[u8; 16]> = entries.iter().map(|e| blob_name(&e.event_id)).collect();
         let blobs = self.files.blobs.clone();
         let files = self.files.clone();
+        let incoming: Vec<(EventId, u64)> = entries
+            .iter()
+            .filter(|e| !e.sent_here)
+            .map(|e| (e.event_id, e.file.size))
+            .collect();
         let removed = super::blocking(move || {
+            // Pieces that came through relays, of files not whole yet.
+            for (event, size) in incoming {
+                if !blobs.is_complete(&blob_name(&event))? {
+                    live.extend(
+                        (0..piece_count(size)).map(|i| crate::file_pieces::piece_name(&event, i)),
+                    );
+                }
+            }
             let mut removed = 0usize;
             for name in blobs.list()? {
                 if !live.contains(&name) && !files.is_sealing(&name) {
@@ -171,6 +204,42 @@ impl Service {
         for entry in entries {
             self.consider(&entry);
         }
+        match handle.core(Command::PieceJobs).await {
+            Ok(Response::PieceJobs(jobs)) => {
+                for job in jobs {
+                    self.files.leave_pieces(job);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "the files to leave on relays could not be listed")
+            }
+        }
+    }
+
+    /// Takes what the actor handed over: files to leave on relays are
+    /// queued, and files some of whose pieces arrived are fetched now.
+    fn take_inbox(&mut self) {
+        let inbox = self.files.take_inbox();
+        for job in inbox.jobs {
+            if self.couriering.insert((job.event_id, job.peer)) {
+                self.courier_queue.push_back(job);
+            }
+        }
+        for event in inbox.arrived {
+            if self.running.contains_key(&event) {
+                self.arrived_running.insert(event);
+                continue;
+            }
+            // A file message not seen in the log yet is queued when it is.
+            if self.files.get(&event).is_none() {
+                continue;
+            }
+            self.retry.remove(&event);
+            if self.queued.insert(event) {
+                self.queue.push_back(event);
+            }
+        }
     }
 
     /// Queues the file of a message held, unless this device sent it.
@@ -187,6 +256,7 @@ impl Service {
                 chunks,
                 done: 0,
                 served: 0,
+                relayed: 0,
                 state: TransferState::Waiting,
             });
         }
@@ -236,6 +306,15 @@ impl Service {
         if let Some(task) = self.running.remove(&event) {
             task.abort();
         }
+        if let Some(transfer) = self.files.get(&event) {
+            let blobs = self.files.blobs.clone();
+            let count = piece_count(transfer.size);
+            let _ = super::blocking(move || {
+                super::pieces::remove_pieces(&*blobs, &event, 0, count);
+                Ok(())
+            })
+            .await;
+        }
         self.queued.remove(&event);
         self.queue.retain(|e| *e != event);
         self.retry.remove(&event);
@@ -250,6 +329,17 @@ impl Service {
     /// Starts queued fetches while there is room, and fetches whose retry
     /// is due.
     fn start_due(&mut self, handle: &Handle) {
+        while self.couriers.len() < super::courier::MAX_COURIERS {
+            let Some(job) = self.courier_queue.pop_front() else {
+                break;
+            };
+            self.couriers.spawn(super::courier::leave(
+                handle.downgrade(),
+                self.net.clone(),
+                self.files.clone(),
+                job,
+            ));
+        }
         let now = tokio::time::Instant::from_std(SystemClock.instant());
         let due: Vec<EventId> = self
             .retry
@@ -287,6 +377,9 @@ impl Service {
 
     fn fetched(&mut self, event: EventId, fetched: Fetched) {
         self.running.remove(&event);
+        if !matches!(fetched, Fetched::Retry(_)) {
+            self.arrived_running.remove(&event);
+        }
         self.queued.remove(&event);
         match fetched {
             Fetched::Done | Fetched::Gone => {
@@ -309,7 +402,11 @@ impl Service {
             Fetched::Retry(why) => {
                 tracing::debug!(why = %why, "a file will be fetched again");
                 let wait = self.retry.get(&event).map_or(RETRY_FIRST, |(_, w)| *w);
-                let at = tokio::time::Instant::from_std(SystemClock.instant()) + wait;
+                let mut at = tokio::time::Instant::from_std(SystemClock.instant());
+                // Pieces that came meanwhile are taken in at once.
+                if !self.arrived_running.remove(&event) {
+                    at += wait;
+                }
                 self.retry.insert(event, (at, (wait * 2).min(RETRY_MAX)));
                 self.files
                     .update(&event, |t| t.state = TransferState::Waiting);
@@ -379,15 +476,27 @@ async fn fetch_inner(
         let file = file.clone();
         super::blocking(move || reopen(&*blobs, &name, file)).await
     };
-    let (mut assembler, complete) = match kept {
+    let (assembler, complete) = match kept {
         Ok(kept) => kept,
         Err(e) => return Fetched::Retry(e.to_string()),
     };
     let chunks = assembler.count();
-    files.update(&event, |t| t.done = assembler.next_chunk());
     if complete {
-        files.update(&event, |t| t.state = TransferState::Complete);
+        files.update(&event, |t| {
+            t.done = chunks;
+            t.state = TransferState::Complete;
+        });
         return Fetched::Done;
+    }
+    // What came through this device's relays first.
+    let mut assembler = match super::pieces::take_in(&files, event, file.size, assembler).await {
+        Ok(assembler) => assembler,
+        Err(PieceError::Damaged(e)) => return Fetched::Failed(e),
+        Err(PieceError::Store(e)) => return Fetched::Retry(e),
+    };
+    files.update(&event, |t| t.done = assembler.next_chunk());
+    if assembler.next_chunk() == chunks {
+        return finish(&files, event, assembler).await;
     }
     let Some((peer, addrs)) = source.from else {
         return Fetched::Retry("the sending device is not known".into());
@@ -461,105 +570,5 @@ async fn fetch_inner(
     if let Err(e) = writer.flush().await {
         return Fetched::Retry(e.to_string());
     }
-    if let Err(e) = assembler.finish() {
-        let blobs = files.blobs.clone();
-        let _ = super::blocking(move || blobs.remove(&name)).await;
-        return Fetched::Failed(e.to_string());
-    }
-    let blobs = files.blobs.clone();
-    if let Err(e) = super::blocking(move || blobs.complete(&name)).await {
-        return Fetched::Retry(e.to_string());
-    }
-    files.update(&event, |t| {
-        t.done = chunks;
-        t.state = TransferState::Complete;
-    });
-    Fetched::Done
-}
-
-/// Appends batches of checked chunks to the blob, one write in flight
-/// while the next batch is read from the stream.
-struct Writer {
-    files: Arc<FilesShared>,
-    name: [u8; 16],
-    event: EventId,
-    /// The write in flight, and how many chunks are held once it is done.
-    writing: Option<(
-        tokio::task::JoinHandle<Result<(), safemeet_store::Error>>,
-        u64,
-    )>,
-}
-
-impl Writer {
-    /// Waits for the write in flight, if any.
-    async fn flush(&mut self) -> Result<(), safemeet_store::Error> {
-        if let Some((task, held)) = self.writing.take() {
-            task.await
-                .unwrap_or_else(|e| Err(safemeet_store::Error::Backend(Box::new(e))))?;
-            self.files.update(&self.event, |t| t.done = held);
-        }
-        Ok(())
-    }
-
-    /// Writes `bytes` (after the write in flight), after which `held`
-    /// chunks are held.
-    async fn push(&mut self, bytes: Vec<u8>, held: u64) -> Result<(), safemeet_store::Error> {
-        self.flush().await?;
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        let blobs = self.files.blobs.clone();
-        let name = self.name;
-        let task = tokio::task::spawn_blocking(move || blobs.append(&name, &bytes));
-        self.writing = Some((task, held));
-        Ok(())
-    }
-}
-
-/// What is kept of a file: every whole chunk is opened again (so the
-/// hash goes on from there), and anything past the last good one is cut
-/// off. Also whether the blob is complete already.
-fn reopen(
-    blobs: &dyn safemeet_store::blob::BlobStore,
-    name: &[u8; 16],
-    file: FileRef,
-) -> Result<(Assembler, bool), safemeet_store::Error> {
-    let bad = |e: safemeet_crypto::attachment::AttachmentError| {
-        safemeet_store::Error::Corrupt(e.to_string())
-    };
-    let mut assembler = Assembler::new(file.clone()).map_err(bad)?;
-    let complete = blobs.is_complete(name)?;
-    let Some(len) = blobs.len(name)? else {
-        return Ok((assembler, false));
-    };
-    let total = sealed_size(file.size);
-    let count = assembler.count();
-    let mut chunk = vec![0u8; SEALED_CHUNK_BYTES];
-    let mut index = 0;
-    while index < count {
-        let offset = chunk_offset(index);
-        let want = (chunk_offset(index + 1).min(total) - offset) as usize;
-        if offset + want as u64 > len {
-            break;
-        }
-        if blobs.read_at(name, offset, &mut chunk[..want])? != want
-            || assembler.take(&chunk[..want]).is_err()
-        {
-            break;
-        }
-        index += 1;
-    }
-    if complete {
-        if index == count && assembler.check().is_ok() {
-            return Ok((assembler, true));
-        }
-        // A complete blob that does not open: start again.
-        blobs.remove(name)?;
-        return Ok((Assembler::new(file).map_err(bad)?, false));
-    }
-    let keep = chunk_offset(index);
-    if keep < len {
-        blobs.truncate(name, keep)?;
-    }
-    Ok((assembler, false))
+    finish(&files, event, assembler).await
 }

@@ -35,7 +35,10 @@
 //! The service runs as a task on the engine's runtime; the core keeps no
 //! state of it, and every blob store call runs on the blocking pool.
 
+mod courier;
 mod fetch;
+mod keep;
+mod pieces;
 mod serve;
 mod upload;
 
@@ -124,6 +127,9 @@ pub struct Transfer {
     pub done: u64,
     /// Chunks served to other devices (sending).
     pub served: u64,
+    /// Pieces left on the relays of devices that were away (sending;
+    /// about 64 KiB each).
+    pub relayed: u64,
     /// Where it stands.
     #[serde(flatten)]
     pub state: TransferState,
@@ -138,7 +144,29 @@ pub(crate) struct FilesShared {
     pub(crate) pace: Option<Pacer>,
     /// Devices a file is being fetched from now.
     sources: Mutex<std::collections::HashSet<libp2p::PeerId>>,
+    /// Signs the pieces of files left on relays (this device's network
+    /// key); `None`: files are not left on relays.
+    pub(crate) keypair: Option<libp2p::identity::Keypair>,
+    /// What the actor hands the service: files to leave on relays, and
+    /// files some of whose pieces arrived.
+    inbox: Mutex<Inbox>,
+    wake: tokio::sync::Notify,
+    /// Bumped whenever a transfer changes (progress events follow it).
+    progress: tokio::sync::watch::Sender<u64>,
+    /// Devices served the whole of a file (their files' pieces need not
+    /// go through relays any more).
+    whole: Mutex<std::collections::HashSet<(EventId, libp2p::PeerId)>>,
 }
+
+/// What the actor hands the file service.
+#[derive(Default)]
+pub(crate) struct Inbox {
+    pub(crate) jobs: Vec<crate::PieceJob>,
+    pub(crate) arrived: Vec<EventId>,
+}
+
+/// Most (file, device) pairs remembered as served whole.
+const MAX_WHOLE: usize = 4096;
 
 /// A fetch from one device; the device is free again when it is dropped
 /// (a fetch that ends, fails or is aborted).
@@ -197,6 +225,11 @@ impl std::fmt::Debug for FilesShared {
 impl FilesShared {
     pub(crate) fn new(blobs: Arc<dyn BlobStore>, max_file_bytes: u64, rate: Option<u64>) -> Self {
         Self {
+            keypair: None,
+            inbox: Mutex::new(Inbox::default()),
+            wake: tokio::sync::Notify::new(),
+            progress: tokio::sync::watch::Sender::new(0),
+            whole: Mutex::new(std::collections::HashSet::new()),
             blobs,
             max_file_bytes,
             transfers: Mutex::new(Transfers::default()),
@@ -206,6 +239,43 @@ impl FilesShared {
             }),
             sources: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Signs pieces of files left on relays with `keypair`.
+    pub(crate) fn with_keypair(mut self, keypair: libp2p::identity::Keypair) -> Self {
+        self.keypair = Some(keypair);
+        self
+    }
+
+    /// Hands the service a file to leave on a device's relays.
+    pub(crate) fn leave_pieces(&self, job: crate::PieceJob) {
+        lock(&self.inbox).jobs.push(job);
+        self.wake.notify_one();
+    }
+
+    /// Tells the service pieces of a file arrived.
+    pub(crate) fn piece_arrived(&self, event: EventId) {
+        lock(&self.inbox).arrived.push(event);
+        self.wake.notify_one();
+    }
+
+    /// What the actor handed over since the last call.
+    pub(crate) fn take_inbox(&self) -> Inbox {
+        std::mem::take(&mut *lock(&self.inbox))
+    }
+
+    /// `peer` was served the whole of `event`'s file.
+    pub(crate) fn served_whole(&self, event: EventId, peer: libp2p::PeerId) {
+        let mut whole = lock(&self.whole);
+        if whole.len() >= MAX_WHOLE {
+            whole.clear();
+        }
+        whole.insert((event, peer));
+    }
+
+    /// Whether `peer` was served the whole of `event`'s file.
+    pub(crate) fn has_whole(&self, event: &EventId, peer: &libp2p::PeerId) -> bool {
+        lock(&self.whole).contains(&(*event, *peer))
     }
 
     /// Claims `peer` for a fetch, unless a fetch from it runs already.
@@ -230,8 +300,18 @@ impl FilesShared {
         f(&mut guard)
     }
 
+    /// A watch bumped whenever a transfer changes.
+    pub(crate) fn progress(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.progress.subscribe()
+    }
+
+    fn changed(&self) {
+        self.progress.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Records or replaces a transfer.
     pub(crate) fn set(&self, transfer: Transfer) {
+        self.changed();
         self.with(|t| {
             let id = transfer.event_id;
             if t.by_event.insert(id, transfer).is_none() {
@@ -248,11 +328,16 @@ impl FilesShared {
 
     /// Changes a transfer, if it is known.
     pub(crate) fn update(&self, event: &EventId, f: impl FnOnce(&mut Transfer)) {
-        self.with(|t| {
-            if let Some(transfer) = t.by_event.get_mut(event) {
+        let known = self.with(|t| match t.by_event.get_mut(event) {
+            Some(transfer) => {
                 f(transfer);
+                true
             }
+            None => false,
         });
+        if known {
+            self.changed();
+        }
     }
 
     /// Forgets a transfer (its message is gone).
@@ -261,6 +346,7 @@ impl FilesShared {
             t.by_event.remove(event);
             t.order.retain(|e| e != event);
         });
+        self.changed();
     }
 
     /// A transfer, if known.
@@ -290,6 +376,15 @@ impl FilesShared {
 
     fn is_sealing(&self, name: &BlobName) -> bool {
         self.with(|t| t.sealing.contains(name))
+    }
+}
+
+/// A lock, carried on past a panic while it was held (it guards
+/// bookkeeping only).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

@@ -138,7 +138,13 @@ pub(crate) async fn serve(
             files.update(&event, |t| t.served += 1);
         }
     }
-    let _ = tokio::time::timeout(STALL, stream.close()).await;
+    if matches!(
+        tokio::time::timeout(STALL, stream.close()).await,
+        Ok(Ok(()))
+    ) {
+        // Its pieces need not go through the peer's relays any more.
+        files.served_whole(event, peer);
+    }
 }
 
 /// The file's size, if `peer` may have chunks of it from `first` on.
@@ -170,6 +176,7 @@ async fn answer(
             chunks,
             done: chunks,
             served: 0,
+            relayed: 0,
             state: super::TransferState::Complete,
         });
     }

@@ -130,6 +130,7 @@ impl Handle {
             chunks,
             done: chunks,
             served: 0,
+            relayed: 0,
             state: TransferState::Complete,
         });
         Ok(event)
@@ -193,6 +194,12 @@ impl Handle {
     /// The files on their way (and recently done), oldest first.
     pub fn transfers(&self) -> Vec<Transfer> {
         self.files.as_ref().map(|f| f.all()).unwrap_or_default()
+    }
+
+    /// A watch that changes whenever a transfer does (`None`: this node
+    /// has no files). Progress is read with [`transfers`](Self::transfers).
+    pub fn transfers_changed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.files.as_ref().map(|f| f.progress())
     }
 
     /// Where the file of message `event` stands, if this device knows.

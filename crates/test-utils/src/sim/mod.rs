@@ -174,6 +174,8 @@ pub struct Sim {
     trace: Vec<String>,
     sent: Vec<Sent>,
     wire: Option<Vec<WireFrame>>,
+    /// Files the cores asked to have left on relays, by node.
+    piece_jobs: Vec<(usize, safemeet_engine::PieceJob)>,
 }
 
 impl Sim {
@@ -200,6 +202,7 @@ impl Sim {
             trace: Vec::new(),
             sent: Vec::new(),
             wire: None,
+            piece_jobs: Vec::new(),
         };
         for (i, name) in names.iter().enumerate() {
             let device = Device::new(name, sim.now().wall);
@@ -302,6 +305,31 @@ impl Sim {
     /// Envelopes the relay holds.
     pub fn relay_envelopes(&self) -> usize {
         self.mailboxes.values().map(Vec::len).sum()
+    }
+
+    /// Leaves `sealed` in `mailbox` on the relay, as any peer with the
+    /// mailbox's deposit key may (a hostile one, say); until when it is
+    /// kept.
+    pub fn deposit(&mut self, mailbox: MailboxId, sealed: Vec<u8>) -> Timestamp {
+        let id = self.next_envelope;
+        self.next_envelope += 1;
+        let ms = self.now().wall.as_millis() + RELAY_KEEPS.as_millis() as u64;
+        let stored_until = Timestamp::from_millis(ms).expect("a valid time");
+        self.mailboxes
+            .entry(mailbox)
+            .or_default()
+            .push(StoredEnvelope {
+                id,
+                stored_until,
+                envelope: sealed,
+            });
+        stored_until
+    }
+
+    /// The files node cores asked to have left on relays (the file
+    /// service's work, which the simulation does not run), in order.
+    pub fn piece_jobs(&self) -> &[(usize, safemeet_engine::PieceJob)] {
+        &self.piece_jobs
     }
 
     /// Hands node `to` a gossip frame on `topic` now, as if a peer had

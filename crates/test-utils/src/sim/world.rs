@@ -5,10 +5,8 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 use safemeet_engine::{DeliveryResult, DeliveryToken, Input, NetInput, Output};
-use safemeet_proto::Timestamp;
-use safemeet_proto::mailbox::StoredEnvelope;
 
-use super::{Event, Path, RELAY_KEEPS, Sent, Sim, WireFrame};
+use super::{Event, Path, Sent, Sim, WireFrame};
 
 impl Sim {
     pub(super) fn schedule(&mut self, delay: Duration, event: Event) {
@@ -275,19 +273,7 @@ impl Sim {
             } => {
                 self.record(i, Path::Deposit, &frame);
                 let until = if self.nodes[i].online {
-                    let id = self.next_envelope;
-                    self.next_envelope += 1;
-                    let ms = self.now().wall.as_millis() + RELAY_KEEPS.as_millis() as u64;
-                    let stored_until = Timestamp::from_millis(ms).expect("a valid time");
-                    self.mailboxes
-                        .entry(mailbox)
-                        .or_default()
-                        .push(StoredEnvelope {
-                            id,
-                            stored_until,
-                            envelope: frame,
-                        });
-                    Some(stored_until)
+                    Some(self.deposit(mailbox, frame))
                 } else {
                     None
                 };
@@ -336,6 +322,7 @@ impl Sim {
                 self.nodes[i].verdicts.push((accept, penalise));
             }
             Output::LogCursor(n) => self.nodes[i].log_cursor = n,
+            Output::LeavePieces(job) => self.piece_jobs.push((i, *job)),
             _ => {}
         }
     }
