@@ -8,12 +8,13 @@
 
 use std::path::{Path, PathBuf};
 
+use safemeet_proto::clock::{Clock, SystemClock};
 use serde_json::Value;
 
 mod support;
 
 use support::contains;
-use support::node::{Daemon, befriend, cli, cli_fails, eventually, init, own_tcp_addr};
+use support::node::{Daemon, befriend, cli, cli_fails, eventually, init, own_tcp_addr, user_id};
 
 /// Chunks of a file, sealed: 64 KiB and a 16-byte tag.
 const SEALED_CHUNK: usize = 65536 + 16;
@@ -49,6 +50,32 @@ fn blobs(home: &Path) -> Vec<PathBuf> {
     }
 }
 
+/// Subscribes to `home`'s daemon with `progress` on; the `progress`
+/// notifications it sends, as they come.
+fn follow_progress(home: &Path) -> std::sync::Arc<std::sync::Mutex<Vec<Value>>> {
+    use std::io::{BufRead, Write};
+    let mut sock = std::os::unix::net::UnixStream::connect(home.join("safemeet.sock")).unwrap();
+    writeln!(
+        sock,
+        r#"{{"jsonrpc":"2.0","id":1,"method":"subscribe","params":{{"since":0,"progress":true}}}}"#
+    )
+    .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = seen.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(sock).lines() {
+            let Ok(line) = line else { break };
+            let Ok(note) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if note["method"] == "progress" {
+                out.lock().unwrap().push(note["params"].clone());
+            }
+        }
+    });
+    seen
+}
+
 #[test]
 fn a_large_file_arrives_whole_and_a_killed_receiver_resumes_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,6 +90,9 @@ fn a_large_file_arrives_whole_and_a_killed_receiver_resumes_where_it_stopped() {
     let data = bytes(20 * 1024 * 1024, 7);
     let file = dir.path().join("holiday.bin");
     std::fs::write(&file, &data).unwrap();
+    // An API client of Alice's follows the transfer as `progress` events.
+    let progress = follow_progress(&alice);
+    let started = SystemClock.instant();
     let sent = cli(&alice, &["send", "bob", "--file", file.to_str().unwrap()]);
     let event = sent["event_id"].as_str().unwrap().to_owned();
     let chunks = 320;
@@ -92,6 +122,32 @@ fn a_large_file_arrives_whole_and_a_killed_receiver_resumes_where_it_stopped() {
     let saved = cli(&bob, &["download", &event, out.to_str().unwrap()]);
     assert_eq!(saved["size"], data.len());
     assert!(std::fs::read(&out).unwrap() == data, "bit-identical");
+
+    // Alice's client heard the chunks served go up, in batches at most
+    // every 250 ms, to every chunk.
+    let served_seen = eventually("alice's client to hear every chunk served", || {
+        let seen: Vec<Value> = progress
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p["event_id"] == event.as_str())
+            .cloned()
+            .collect();
+        (seen.last()?["served"].as_u64()? >= chunks).then_some(seen)
+    });
+    let elapsed = SystemClock.instant().duration_since(started);
+    let counts: Vec<u64> = served_seen
+        .iter()
+        .map(|p| p["served"].as_u64().unwrap())
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+    assert!(counts.len() >= 3, "{counts:?}");
+    assert!(
+        (counts.len() as u128) <= elapsed.as_millis() / 250 + 2,
+        "{} events in {elapsed:?}",
+        counts.len()
+    );
+    assert!(served_seen.iter().all(|p| p["direction"] == "send"));
 
     // Alice served each chunk about once: the restart asked from where
     // Bob stopped, not from the start (what was in flight at the kill is
@@ -243,4 +299,84 @@ fn a_redacted_file_leaves_both_disks_and_a_bad_request_is_a_usage_error() {
     });
     let (code, _) = cli_fails(&bob, &["download", &event, out.to_str().unwrap()]);
     assert_eq!(code, Some(2));
+}
+
+#[test]
+fn a_device_that_is_away_gets_a_file_through_its_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    // A relay whose per-peer disk quota takes 6 MiB as on disk at once
+    // (the 5 MiB file is about 12 MiB as on disk), then about 290 KiB a
+    // second: Alice's device must wait for it part of the way (at the
+    // defaults, 3 MiB at once and 16 MiB an hour, it takes half an
+    // hour).
+    let relay = support::Relay::start(
+        &dir.path().join("relay"),
+        &[
+            "--metrics",
+            "127.0.0.1:0",
+            "--peer-disk-burst-kib",
+            "6144",
+            "--peer-disk-kib-per-hour",
+            "1048576",
+        ],
+    );
+    let relay_addr = relay.addr.to_string();
+    let (alice, bob) = (init(dir.path(), "alice"), init(dir.path(), "bob"));
+    let da = Daemon::start_with(&alice, "/ip4/127.0.0.1/tcp/0", &["--relay", &relay_addr]);
+    let db = Daemon::start_with(&bob, "/ip4/127.0.0.1/tcp/0", &["--relay", &relay_addr]);
+    befriend(&alice, "alice", &bob, "bob");
+    let ids = [user_id(&alice), user_id(&bob)];
+
+    // Bob goes away. Alice's messages for him go to his relay.
+    let bob_addr = own_tcp_addr(&bob);
+    db.stop();
+    cli(&alice, &["send", "bob", "are you there?"]);
+    eventually("the message to wait on bob's relay", || {
+        (relay.holds() >= Some(1)).then_some(())
+    });
+    let before = relay.holds().unwrap();
+
+    let data = bytes(5 * 1024 * 1024, 11);
+    let file = dir.path().join("slides.pdf");
+    std::fs::write(&file, &data).unwrap();
+    let sent = cli(&alice, &["send", "bob", "--file", file.to_str().unwrap()]);
+    let event = sent["event_id"].as_str().unwrap().to_owned();
+    // Sealed, the file is 81 pieces of a little under 64 KiB.
+    let pieces = 81;
+    eventually("the whole file to wait on bob's relay", || {
+        (transfer(&alice, &event)?["relayed"].as_u64()? >= pieces).then_some(())
+    });
+    let held = relay.holds().unwrap();
+    assert!(held > before + pieces, "{before} then {held}");
+    // The relay's quota counted the pieces: some were refused, and
+    // offered again once it allowed.
+    let refused = relay.metric("safemeet_relay_refused_total{reason=\"rate_limited\"}");
+    assert!(refused >= Some(1), "{refused:?}");
+    assert_eq!(transfer(&alice, &event).unwrap()["served"], 0);
+    // Alice goes too: the file can only come from the relay now.
+    da.stop();
+
+    let _db = Daemon::start_on(&bob, &bob_addr);
+    eventually("bob to hold the whole file", || {
+        (transfer(&bob, &event)?["state"] == "complete").then_some(())
+    });
+    let out = dir.path().join("slides-saved.pdf");
+    let saved = cli(&bob, &["download", &event, out.to_str().unwrap()]);
+    assert_eq!(saved["size"], data.len());
+    assert!(std::fs::read(&out).unwrap() == data, "bit-identical");
+    // Bob took everything from his mailbox, and keeps only the file,
+    // sealed (no piece is left over).
+    eventually("bob's mailbox to be empty", || {
+        (relay.holds() == Some(0)).then_some(())
+    });
+    let kept = blobs(&bob);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let sealed = std::fs::read(&kept[0]).unwrap();
+    assert_eq!(sealed.len(), data.len() + 80 * 16);
+    assert!(!contains(&sealed, &data[1000..1064]));
+    // The relay's logs name neither of them.
+    let logs = relay.stop();
+    for id in ids {
+        assert!(!logs.contains(&id), "the relay logged a user id");
+    }
 }

@@ -85,3 +85,89 @@ impl EventFeed {
         }
     }
 }
+
+/// How often progress events go out at most: changes in between are
+/// sent together, each transfer once with where it stands.
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Most transfers remembered as sent (the engine lists at most 1024).
+const MAX_PROGRESS_KNOWN: usize = 2048;
+
+/// File transfers as they change: what `subscribe` with `progress` and
+/// the web's event stream send as `progress` events. At most one batch
+/// every [`PROGRESS_EVERY`], holding each transfer that changed since
+/// the last batch.
+#[derive(Debug)]
+pub struct ProgressFeed {
+    engine: EngineHandle,
+    watch: Option<tokio::sync::watch::Receiver<u64>>,
+    sent: std::collections::HashMap<safemeet_proto::EventId, crate::files::FileTransfer>,
+    /// A change was seen and not sent yet (so a cancelled `next` loses
+    /// nothing).
+    dirty: bool,
+}
+
+impl ProgressFeed {
+    /// Follows `engine`'s transfers from now (those already listed are
+    /// sent with their first change).
+    pub fn new(engine: &EngineHandle) -> Self {
+        let mut watch = engine.transfers_changed();
+        if let Some(w) = &mut watch {
+            w.borrow_and_update();
+        }
+        let sent = engine
+            .transfers()
+            .into_iter()
+            .map(|t| (t.event_id, crate::files::FileTransfer::from(t)))
+            .collect();
+        Self {
+            engine: engine.clone(),
+            watch,
+            sent,
+            dirty: false,
+        }
+    }
+
+    /// The transfers that changed, once some did (waiting at least
+    /// [`PROGRESS_EVERY`] after the first change). Never ends on a node
+    /// without files. Cancelling it loses nothing.
+    pub async fn next(&mut self) -> Vec<crate::files::FileTransfer> {
+        loop {
+            if !self.dirty {
+                let Some(watch) = &mut self.watch else {
+                    return std::future::pending().await;
+                };
+                if watch.changed().await.is_err() {
+                    self.watch = None;
+                    continue;
+                }
+                self.dirty = true;
+            }
+            tokio::time::sleep(PROGRESS_EVERY).await;
+            if let Some(watch) = &mut self.watch {
+                watch.borrow_and_update();
+            }
+            self.dirty = false;
+            let now: Vec<crate::files::FileTransfer> = self
+                .engine
+                .transfers()
+                .into_iter()
+                .map(crate::files::FileTransfer::from)
+                .collect();
+            let changed: Vec<_> = now
+                .iter()
+                .filter(|t| self.sent.get(&t.event_id) != Some(t))
+                .cloned()
+                .collect();
+            if self.sent.len() > MAX_PROGRESS_KNOWN {
+                self.sent.clear();
+            }
+            for t in &changed {
+                self.sent.insert(t.event_id, t.clone());
+            }
+            if !changed.is_empty() {
+                return changed;
+            }
+        }
+    }
+}

@@ -64,7 +64,7 @@ pub use dispatch::{DISPATCH_TIMEOUT, dispatch};
 pub use error::{Error, is_input_kind};
 pub use event::{Event, EventKind, Subscribed};
 pub use export::{ArchiveExported, Exported, Secret};
-pub use feed::EventFeed;
+pub use feed::{EventFeed, PROGRESS_EVERY, ProgressFeed};
 pub use message::{Message, State};
 pub use request::{
     BadCursor, DEFAULT_EVENTS_LIMIT, DEFAULT_MESSAGES_LIMIT, MAX_LIMIT, MessageCursor, Method,

@@ -410,6 +410,10 @@ pub enum Request {
         /// Events after this cursor (default 0: from the start).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<u64>,
+        /// Also `progress` notifications: file transfers as they change
+        /// (default false).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        progress: Option<bool>,
     },
 }
 

@@ -20,8 +20,8 @@ use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Error, EventFeed, Identity, MAX_ID_BYTES, MAX_LINE_BYTES, Request, Response, Subscribed,
-    dispatch,
+    Error, EventFeed, Identity, MAX_ID_BYTES, MAX_LINE_BYTES, ProgressFeed, Request, Response,
+    Subscribed, dispatch,
 };
 
 /// Most API connections served at once; more are closed unanswered.
@@ -150,8 +150,11 @@ async fn connection(
                 continue;
             }
         };
-        if let Request::Subscribe { since } = request {
-            return subscribe(lines, &id, since.unwrap_or(0), &engine).await;
+        if let Request::Subscribe { since, progress } = request {
+            let progress = progress
+                .unwrap_or(false)
+                .then(|| ProgressFeed::new(&engine));
+            return subscribe(lines, &id, since.unwrap_or(0), progress, &engine).await;
         }
         let answer = match dispatch(&engine, &identity, request).await {
             Ok(response) => success(&id, &response),
@@ -340,12 +343,15 @@ async fn send(lines: &mut Lines, line: &str) -> Result<(), Closed> {
 
 /// Answers the subscription, then streams every event-log entry after
 /// `since` as an `event` notification, as they come, until the client
-/// closes the connection or the engine stops. Lines the client sends
-/// meanwhile are read and ignored.
+/// closes the connection or the engine stops; and, with `progress`, file
+/// transfers as they change as `progress` notifications (one per
+/// transfer, at most every [`PROGRESS_EVERY`](crate::PROGRESS_EVERY)).
+/// Lines the client sends meanwhile are read and ignored.
 async fn subscribe(
     mut lines: Lines,
     id: &Value,
     since: u64,
+    mut progress: Option<ProgressFeed>,
     engine: &EngineHandle,
 ) -> Result<(), Closed> {
     let mut feed = EventFeed::new(engine, since);
@@ -370,6 +376,21 @@ async fn subscribe(
                     params: &event,
                 });
                 send(&mut lines, &note).await?;
+            }
+            changed = async {
+                match progress.as_mut() {
+                    Some(p) => p.next().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                for transfer in changed {
+                    let note = to_line(&Notification {
+                        jsonrpc: "2.0",
+                        method: "progress",
+                        params: &transfer,
+                    });
+                    send(&mut lines, &note).await?;
+                }
             }
         }
     }

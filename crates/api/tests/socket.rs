@@ -359,9 +359,16 @@ async fn hostile_lines_get_their_error_codes_and_the_connection_goes_on() {
     assert_eq!(who["result"]["user_id"], identity.user_id);
 
     // `subscribe` needs a stream: `dispatch` alone refuses it.
-    let e = dispatch(&alice, &identity, Request::Subscribe { since: None })
-        .await
-        .unwrap_err();
+    let e = dispatch(
+        &alice,
+        &identity,
+        Request::Subscribe {
+            since: None,
+            progress: None,
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!((e.code(), e.kind()), (-32600, "needs_stream"));
     alice.shutdown().await.unwrap();
 }

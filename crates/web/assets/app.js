@@ -283,7 +283,7 @@ function sizeText(n) {
 }
 
 // A file: an image shown once it is held whole and checked, else a link
-// to save it; while it arrives, how far it is (asked for again each second).
+// to save it; while it arrives, how far it is (from `progress` events).
 function fileView(m) {
   const box = document.createElement('div');
   box.className = 'file';
@@ -321,28 +321,30 @@ function fileView(m) {
   return box;
 }
 
-const watched = new Set();
+// Files still arriving, shown: each is redrawn as its `progress` events
+// come (the event stream asks for them). The latest of each transfer is
+// kept too, for a message drawn after its last event came.
+const watched = new Map();
+const latest = new Map();
 function watchFile(m) {
-  if (watched.has(m.event_id)) return;
-  watched.add(m.event_id);
-  const timer = setInterval(() => attempt('Files', async () => {
-    const all = await rpc('files');
-    const t = all.find((x) => x.event_id === m.event_id);
-    const still = $('messages').querySelector('li[data-event="' + CSS.escape(m.event_id) + '"]');
-    if (!still) {
-      clearInterval(timer);
-      watched.delete(m.event_id);
-      return;
-    }
-    if (t) {
-      m.file.transfer = t;
-      if (t.state === 'complete' || t.state === 'failed') {
-        clearInterval(timer);
-        watched.delete(m.event_id);
-      }
-      showMessage(m);
-    }
-  }), 1000);
+  watched.set(m.event_id, m);
+  const t = latest.get(m.event_id);
+  if (t && t !== m.file.transfer && (!m.file.transfer || t.done >= m.file.transfer.done)) {
+    setTimeout(() => progress(t), 0);
+  }
+}
+
+function progress(t) {
+  latest.delete(t.event_id);
+  latest.set(t.event_id, t);
+  if (latest.size > 256) latest.delete(latest.keys().next().value);
+  const m = watched.get(t.event_id);
+  if (!m) return;
+  const still = $('messages').querySelector('li[data-event="' + CSS.escape(t.event_id) + '"]');
+  if (!still || t.state === 'complete' || t.state === 'failed') watched.delete(t.event_id);
+  if (!still) return;
+  m.file.transfer = t;
+  showMessage(m);
 }
 
 $('attach').addEventListener('change', () => {
@@ -423,8 +425,15 @@ function removeMessage(eventId) {
 function follow() {
   if (state.source) state.source.close();
   const since = state.cursor || 0;
-  const source = new EventSource('/api/v1/events?since=' + since);
+  const source = new EventSource('/api/v1/events?progress=1&since=' + since);
   state.source = source;
+  source.addEventListener('progress', (e) => {
+    try {
+      progress(JSON.parse(e.data));
+    } catch (_) {
+      // A progress event that does not parse is skipped.
+    }
+  });
   source.onmessage = (e) => {
     let event;
     try {

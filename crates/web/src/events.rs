@@ -23,7 +23,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use safemeet_api::EventFeed;
+use safemeet_api::{EventFeed, ProgressFeed};
 use safemeet_engine::Handle as EngineHandle;
 use serde::Deserialize;
 use tokio::sync::broadcast;
@@ -102,6 +102,8 @@ impl Fanout {
 #[derive(Debug, Deserialize)]
 pub(crate) struct Since {
     since: Option<u64>,
+    /// `1`: file transfers as they change, as `progress` events too.
+    progress: Option<u8>,
 }
 
 pub(crate) async fn events(
@@ -128,12 +130,19 @@ pub(crate) async fn events(
         return (StatusCode::SERVICE_UNAVAILABLE, "too many event streams").into_response();
     };
     let follower = Follower::new(&shared.fanout, &shared.engine, since);
-    let stream = futures::stream::unfold(follower, |mut f| async move {
+    let progress = (query.progress == Some(1)).then(|| ProgressFeed::new(&shared.engine));
+    let stream = futures::stream::unfold((follower, progress), |(mut f, mut p)| async move {
         let frame = tokio::select! {
             next = f.next() => next?.frame,
+            changed = async {
+                match p.as_mut() {
+                    Some(p) => p.next().await,
+                    None => std::future::pending().await,
+                }
+            } => progress_frames(&changed),
             () = tokio::time::sleep(KEEP_ALIVE) => Bytes::from_static(KEEP_ALIVE_FRAME),
         };
-        Some((Ok::<_, Infallible>(frame), f))
+        Some((Ok::<_, Infallible>(frame), (f, p)))
     })
     .take_until(open.ended.cancelled_owned())
     .take_until(shared.shutdown.clone().cancelled_owned())
@@ -150,6 +159,21 @@ pub(crate) async fn events(
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// Transfers as `progress` events: no `id` (they are not in the log, so
+/// a reconnection does not resume after one), `data` the transfer as
+/// `files` lists it.
+fn progress_frames(transfers: &[safemeet_api::files::FileTransfer]) -> Bytes {
+    let mut out = String::new();
+    for t in transfers {
+        if let Ok(json) = serde_json::to_string(t) {
+            out.push_str("event: progress\ndata: ");
+            out.push_str(&json);
+            out.push_str("\n\n");
+        }
+    }
+    Bytes::from(out)
 }
 
 /// One stream: catching up from the log, then following the fan-out.
