@@ -134,6 +134,22 @@ fn a_deleted_account_leaves_nothing_here_nor_on_relays_and_contacts_know() {
             .contains(&"said before".to_owned())
             .then_some(())
     });
+    // And a file from Bob, which Alice's device keeps, sealed.
+    let picture = dir.path().join("picture.png");
+    std::fs::write(&picture, vec![0x5a; 200_000]).unwrap();
+    let sent = cli(
+        &bob,
+        &["send", "alice", "--file", picture.to_str().unwrap()],
+    );
+    let event = sent["event_id"].as_str().unwrap().to_owned();
+    eventually("alice to hold bob's file", || {
+        cli(&alice, &["files"])
+            .as_array()?
+            .iter()
+            .any(|t| t["event_id"] == event.as_str() && t["state"] == "complete")
+            .then_some(())
+    });
+    assert_eq!(std::fs::read_dir(alice.join("blobs")).unwrap().count(), 1);
     // Alice goes offline: Bob's messages wait on her relays.
     da.stop();
     cli(&bob, &["send", "alice", "left on the relays"]);
@@ -245,7 +261,8 @@ fn a_deleted_account_leaves_nothing_here_nor_on_relays_and_contacts_know() {
         });
     }
 
-    // Nothing of the account is left in its home: no marker, no key.
+    // Nothing of the account is left in its home: no marker, no key, no
+    // file.
     let files = files_under(&alice);
     let all: Vec<u8> = files.iter().flat_map(|(_, b)| b.clone()).collect();
     assert!(!contains(&all, MARKER.as_bytes()));
