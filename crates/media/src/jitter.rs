@@ -1,0 +1,365 @@
+//! The receiving side's jitter buffer: frames held until they are due, in
+//! order, with gaps filled.
+//!
+//! Frames are numbered by the sender and 20 ms apart. Frame `n` is due at
+//! `capture(first) + 20 ms × (n − first) + offset`, where the offset is the
+//! shortest transit seen (arrival − capture, which also absorbs the
+//! difference between the two clocks) plus the **target delay**: the 95th
+//! percentile of how much later than that shortest transit frames came,
+//! plus 20 ms, kept within 20–200 ms (60 ms at the start). It follows the
+//! last [`HISTORY`] frames and moves at most once a second.
+//!
+//! At each 20 ms tick of the playout clock, [`JitterBuffer::pop`] gives
+//! the next frame if it is due: the frame itself; if it is missing but the
+//! one after it is here, that one, to decode its forward error correction
+//! ([`Playout::Fec`]); otherwise [`Playout::Conceal`] (the codec's packet
+//! loss concealment). A frame that comes after its turn passed is late and
+//! dropped. When the delay shrinks, frames more than two ticks overdue
+//! are skipped to catch up.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::audio::FRAME_TIME;
+
+/// Target delay bounds and start, in milliseconds.
+pub const MIN_TARGET_MS: u64 = 20;
+/// The longest target delay.
+pub const MAX_TARGET_MS: u64 = 200;
+/// The target delay before anything is known.
+pub const START_TARGET_MS: u64 = 60;
+/// Frames whose transit is remembered.
+pub const HISTORY: usize = 250;
+/// Frames held at most (a sender far ahead is not followed).
+pub const MAX_HELD: usize = 64;
+const FRAME_MS: u64 = FRAME_TIME.as_millis() as u64;
+/// Frames between moves of the target (one second).
+const RETARGET_EVERY: u64 = 50;
+
+/// What to play at a tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Playout {
+    /// The frame's payload.
+    Frame(Vec<u8>),
+    /// The frame is missing: decode the next one's forward error
+    /// correction (its payload).
+    Fec(Vec<u8>),
+    /// The frame is missing: conceal it.
+    Conceal,
+}
+
+/// What happened to a frame handed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Held until it is due.
+    Held,
+    /// Its turn had passed: dropped.
+    Late,
+    /// Held already: dropped.
+    Duplicate,
+    /// Too far ahead of what is playing: dropped.
+    TooFarAhead,
+}
+
+/// What the buffer counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct JitterStats {
+    /// Frames handed in (duplicates included).
+    pub received: u64,
+    /// Frames played as they came.
+    pub played: u64,
+    /// Frames that came after their turn.
+    pub late: u64,
+    /// Frames missing at their turn (recovered or concealed).
+    pub lost: u64,
+    /// Missing frames rebuilt from the next frame's FEC.
+    pub fec_recovered: u64,
+    /// Missing frames concealed.
+    pub concealed: u64,
+    /// Frames skipped to bring the delay down.
+    pub skipped: u64,
+    /// The 95th percentile of transit variation, in ms.
+    pub jitter_ms: u64,
+    /// The target delay, in ms.
+    pub target_ms: u64,
+}
+
+/// The buffer of one sender's frames.
+#[derive(Debug)]
+pub struct JitterBuffer {
+    held: BTreeMap<u64, Vec<u8>>,
+    /// The first frame's number and capture time (sender's clock, ms).
+    anchor: Option<(u64, u64)>,
+    /// The next frame to play.
+    next: Option<u64>,
+    /// The newest frame handed in: nothing past it is concealed (the
+    /// sender may have stopped, or be late as a whole).
+    newest: Option<u64>,
+    transits: VecDeque<i64>,
+    target_ms: u64,
+    since_retarget: u64,
+    stats: JitterStats,
+}
+
+impl Default for JitterBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JitterBuffer {
+    /// An empty buffer at the starting target.
+    pub fn new() -> Self {
+        Self {
+            held: BTreeMap::new(),
+            anchor: None,
+            next: None,
+            newest: None,
+            transits: VecDeque::with_capacity(HISTORY),
+            target_ms: START_TARGET_MS,
+            since_retarget: 0,
+            stats: JitterStats {
+                target_ms: START_TARGET_MS,
+                ..JitterStats::default()
+            },
+        }
+    }
+
+    /// What it counted.
+    pub fn stats(&self) -> JitterStats {
+        self.stats
+    }
+
+    /// Hands in frame `seq`, captured at `capture_ms` on the sender's
+    /// clock, arrived at `arrival_ms` on this one.
+    pub fn push(&mut self, seq: u64, capture_ms: u64, arrival_ms: u64, payload: Vec<u8>) -> Pushed {
+        self.stats.received += 1;
+        if self.held.contains_key(&seq) {
+            return Pushed::Duplicate;
+        }
+        let floor = self
+            .next
+            .or_else(|| self.held.keys().next().copied())
+            .unwrap_or(seq);
+        if seq > floor.saturating_add(MAX_HELD as u64) {
+            return Pushed::TooFarAhead;
+        }
+        let (anchor_seq, anchor_capture) = *self.anchor.get_or_insert((seq, capture_ms));
+        // The capture time this frame's number implies (frames are 20 ms
+        // apart), so a sender's clock cannot move its turn.
+        let implied = i128::from(anchor_capture)
+            + (i128::from(seq) - i128::from(anchor_seq)) * i128::from(FRAME_MS);
+        let transit = i128::from(arrival_ms) - implied;
+        let transit = i64::try_from(transit).unwrap_or(i64::MAX);
+        if self.transits.len() == HISTORY {
+            self.transits.pop_front();
+        }
+        self.transits.push_back(transit);
+        self.since_retarget += 1;
+        if self.since_retarget >= RETARGET_EVERY || self.transits.len() == 10 {
+            self.retarget();
+        }
+        // A late frame still counts in the delay it shows is needed.
+        if self.next.is_some_and(|next| seq < next) {
+            self.stats.late += 1;
+            return Pushed::Late;
+        }
+        self.held.insert(seq, payload);
+        self.newest = Some(self.newest.map_or(seq, |n| n.max(seq)));
+        Pushed::Held
+    }
+
+    fn retarget(&mut self) {
+        self.since_retarget = 0;
+        let Some(min) = self.transits.iter().min().copied() else {
+            return;
+        };
+        let mut spread: Vec<u64> = self
+            .transits
+            .iter()
+            .map(|t| u64::try_from(t - min).unwrap_or(0))
+            .collect();
+        spread.sort_unstable();
+        let p95 = spread[(spread.len() * 95 / 100).min(spread.len() - 1)];
+        self.stats.jitter_ms = p95;
+        self.target_ms = (p95 + 20).clamp(MIN_TARGET_MS, MAX_TARGET_MS);
+        self.stats.target_ms = self.target_ms;
+    }
+
+    /// When frame `seq` is due, on this clock (ms).
+    fn due(&self, seq: u64) -> Option<u64> {
+        let (anchor_seq, anchor_capture) = self.anchor?;
+        let min = self.transits.iter().min().copied().unwrap_or(0);
+        let due = i128::from(anchor_capture)
+            + (i128::from(seq) - i128::from(anchor_seq)) * i128::from(FRAME_MS)
+            + i128::from(min)
+            + i128::from(self.target_ms);
+        u64::try_from(due.max(0)).ok()
+    }
+
+    /// The current delay frames are held for, in ms.
+    pub fn delay_ms(&self) -> u64 {
+        self.target_ms
+    }
+
+    /// At a tick of the playout clock (`now_ms`): what to play, if the
+    /// next frame is due.
+    pub fn pop(&mut self, now_ms: u64) -> Option<Playout> {
+        // Until the first frame plays, the earliest held is first (one
+        // that overtook an earlier frame does not make it late).
+        let next = self.next.or_else(|| self.held.keys().next().copied())?;
+        let newest = self.newest?;
+        if next > newest || self.due(next)? > now_ms {
+            return None;
+        }
+        let mut next = next;
+        // Far behind (the delay shrank, or the clock stalled): skip to
+        // within two ticks of now.
+        while next < newest
+            && self
+                .due(next + 2)
+                .is_some_and(|d| d.saturating_add(FRAME_MS) <= now_ms)
+        {
+            if self.held.remove(&next).is_some() {
+                self.stats.skipped += 1;
+            } else {
+                self.stats.lost += 1;
+                self.stats.concealed += 1;
+            }
+            next += 1;
+        }
+        self.next = Some(next + 1);
+        if let Some(payload) = self.held.remove(&next) {
+            self.stats.played += 1;
+            return Some(Playout::Frame(payload));
+        }
+        self.stats.lost += 1;
+        match self.held.get(&(next + 1)) {
+            Some(following) => {
+                self.stats.fec_recovered += 1;
+                Some(Playout::Fec(following.clone()))
+            }
+            None => {
+                self.stats.concealed += 1;
+                Some(Playout::Conceal)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is a failure
+
+    use super::*;
+
+    /// Runs `frames` (seq, arrival ms) through a buffer ticking every
+    /// 20 ms from `start` for `ticks`; what it played, by kind.
+    fn run(frames: &[(u64, u64)], start: u64, ticks: u64) -> (Vec<Playout>, JitterStats) {
+        let mut buffer = JitterBuffer::new();
+        let mut out = Vec::new();
+        let mut pending: Vec<(u64, u64)> = frames.to_vec();
+        pending.sort_by_key(|(_, at)| *at);
+        let mut pending = pending.into_iter().peekable();
+        for tick in 0..ticks {
+            let now = start + tick * FRAME_MS;
+            while let Some((seq, _)) = pending.next_if(|(_, at)| *at <= now) {
+                buffer.push(seq, 1_000 + seq * FRAME_MS, now, vec![seq as u8]);
+            }
+            if let Some(p) = buffer.pop(now) {
+                out.push(p);
+            }
+        }
+        (out, buffer.stats())
+    }
+
+    #[test]
+    fn frames_on_time_play_in_order_after_the_start_delay() {
+        let frames: Vec<(u64, u64)> = (0..100).map(|s| (s, 5_000 + s * 20)).collect();
+        let (out, stats) = run(&frames, 5_000, 120);
+        let played: Vec<u8> = out
+            .iter()
+            .filter_map(|p| match p {
+                Playout::Frame(b) => Some(b[0]),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(played, (0..100).map(|s| s as u8).collect::<Vec<_>>());
+        assert_eq!((stats.lost, stats.late, stats.skipped), (0, 0, 0));
+        // No jitter: the target falls to its floor.
+        assert_eq!(stats.target_ms, MIN_TARGET_MS);
+    }
+
+    #[test]
+    fn a_lost_frame_is_rebuilt_from_the_next_and_two_are_concealed_then_rebuilt() {
+        let frames: Vec<(u64, u64)> = (0..60)
+            .filter(|s| ![10, 30, 31].contains(s))
+            .map(|s| (s, 5_000 + s * 20))
+            .collect();
+        let (out, stats) = run(&frames, 5_000, 100);
+        assert_eq!(out.len(), 60);
+        assert_eq!(out[10], Playout::Fec(vec![11]));
+        assert_eq!(out[30], Playout::Conceal);
+        assert_eq!(out[31], Playout::Fec(vec![32]));
+        assert_eq!(
+            (stats.lost, stats.fec_recovered, stats.concealed),
+            (3, 2, 1)
+        );
+    }
+
+    #[test]
+    fn jitter_raises_the_target_to_its_p95_plus_20_ms_within_bounds() {
+        // Every fifth frame is 40 ms late, the others on time.
+        let frames: Vec<(u64, u64)> = (0..300)
+            .map(|s| (s, 5_000 + s * 20 + if s % 5 == 0 { 40 } else { 0 }))
+            .collect();
+        let (_, stats) = run(&frames, 5_000, 320);
+        assert_eq!(stats.jitter_ms, 40);
+        assert_eq!(stats.target_ms, 60);
+        assert_eq!(stats.late, 0, "{stats:?}");
+        // Far more jitter than the ceiling: held at 200 ms.
+        let frames: Vec<(u64, u64)> = (0..300)
+            .map(|s| (s, 5_000 + s * 20 + if s % 3 == 0 { 500 } else { 0 }))
+            .collect();
+        let (_, stats) = run(&frames, 5_000, 340);
+        assert_eq!(stats.target_ms, MAX_TARGET_MS);
+    }
+
+    #[test]
+    fn late_duplicate_and_far_ahead_frames_are_dropped() {
+        let mut buffer = JitterBuffer::new();
+        assert_eq!(buffer.push(0, 1_000, 5_000, vec![0]), Pushed::Held);
+        assert_eq!(buffer.push(0, 1_000, 5_001, vec![0]), Pushed::Duplicate);
+        assert_eq!(
+            buffer.push(MAX_HELD as u64 + 1, 1_000, 5_001, vec![0]),
+            Pushed::TooFarAhead
+        );
+        assert_eq!(
+            buffer.pop(5_000 + START_TARGET_MS),
+            Some(Playout::Frame(vec![0]))
+        );
+        // Nothing past the newest frame is played.
+        assert_eq!(buffer.pop(5_000 + START_TARGET_MS + 20), None);
+        assert_eq!(buffer.push(2, 1_040, 5_081, vec![2]), Pushed::Held);
+        assert_eq!(
+            buffer.pop(5_000 + START_TARGET_MS + 20),
+            Some(Playout::Fec(vec![2]))
+        );
+        // Frame 1's turn has passed.
+        assert_eq!(buffer.push(1, 1_020, 5_100, vec![1]), Pushed::Late);
+        assert_eq!(buffer.stats().late, 1);
+    }
+
+    #[test]
+    fn a_stalled_clock_skips_ahead_instead_of_piling_up_delay() {
+        let mut buffer = JitterBuffer::new();
+        for s in 0..50 {
+            buffer.push(s, 1_000 + s * 20, 5_000 + s * 20, vec![s as u8]);
+        }
+        // The playout clock comes back 500 ms late: it resumes near now.
+        let now = 5_000 + START_TARGET_MS + 500;
+        let played = buffer.pop(now).unwrap();
+        let stats = buffer.stats();
+        assert!(stats.skipped >= 20, "{stats:?}");
+        assert!(matches!(played, Playout::Frame(b) if b[0] as u64 >= 22));
+    }
+}

@@ -1,0 +1,13 @@
+//! The media side of calls and meetings: audio in and out ([`audio`]),
+//! the speech codec ([`codec`]), frames sealed end to end with SFrame
+//! ([`sframe`]) under each sending device's own keys ([`keys`]), and the
+//! receiving side's jitter buffer ([`jitter`]).
+//!
+//! Nothing here opens a socket or reads the clock: time comes in as
+//! arguments (the jitter buffer) or a tokio interval ([`audio::Paced`]).
+
+pub mod audio;
+pub mod codec;
+pub mod jitter;
+pub mod keys;
+pub mod sframe;
