@@ -1,0 +1,137 @@
+//! How speech sounds after the codec, scored as people would hear it:
+//! PESQ-WB (ITU-T P.862.2) and STOI, on a speech fixture made here with
+//! espeak-ng (nothing is downloaded). Needs `espeak-ng` and `sox`, and a
+//! Python with `pesq`, `pystoi`, `numpy` and `scipy` (`SAFEMEET_PYTHON`,
+//! else `python3`); `.ci/run` installs them, in a venv. `pesq` holds ITU
+//! code: it is used by this test only and never shipped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use safemeet_media::audio::{AudioSink, AudioSource, FRAME_SAMPLES, WavSink, WavSource};
+use safemeet_media::codec::{Codec, OpusCodec};
+
+/// Harvard sentences (IEEE 1969), read by espeak-ng.
+const TEXT: &str = "The birch canoe slid on the smooth planks. Glue the sheet to the dark \
+    blue background. It is easy to tell the depth of a well. These days a chicken leg is a \
+    rare dish. Rice is often served in round bowls. The juice of lemons makes fine punch.";
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("{what}: {e} (install espeak-ng and sox: apt-get install espeak-ng sox)")
+    });
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The speech fixture: 48 kHz mono 16-bit.
+fn speech(dir: &Path) -> PathBuf {
+    let raw = dir.join("speech-22k.wav");
+    let speech = dir.join("speech.wav");
+    run(
+        Command::new("espeak-ng")
+            .args(["-v", "en-us", "-s", "150", "-w"])
+            .arg(&raw)
+            .arg(TEXT),
+        "espeak-ng",
+    );
+    run(
+        Command::new("sox")
+            .arg(&raw)
+            .args(["-r", "48000", "-c", "1", "-b", "16"])
+            .arg(&speech)
+            .args(["rate", "-v"]),
+        "sox",
+    );
+    speech
+}
+
+/// PESQ-WB and STOI of `degraded` against `reference` (both 48 kHz,
+/// scored at 16 kHz).
+fn score(reference: &Path, degraded: &Path) -> (f64, f64) {
+    let python = std::env::var("SAFEMEET_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import json, sys
+import numpy as np
+from scipy.io import wavfile
+from scipy.signal import resample_poly
+from pesq import pesq
+from pystoi import stoi
+_, ref = wavfile.read(sys.argv[1])
+_, deg = wavfile.read(sys.argv[2])
+n = min(len(ref), len(deg))
+ref = resample_poly(ref[:n].astype(np.float64), 1, 3)
+deg = resample_poly(deg[:n].astype(np.float64), 1, 3)
+print(json.dumps({"pesq": pesq(16000, ref, deg, "wb"), "stoi": stoi(ref, deg, 16000)}))
+"#;
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(reference)
+        .arg(degraded)
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e}"));
+    assert!(
+        out.status.success(),
+        "scoring failed (a Python with pesq, pystoi, numpy and scipy is needed: \
+         set SAFEMEET_PYTHON): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (v["pesq"].as_f64().unwrap(), v["stoi"].as_f64().unwrap())
+}
+
+/// The lag (in samples, 0..max) at which `b` best matches `a`.
+fn lag(a: &[i16], b: &[i16], max: usize) -> usize {
+    (0..max)
+        .max_by(|&x, &y| {
+            let corr = |lag: usize| -> f64 {
+                let n = a.len().min(b.len() - lag);
+                (0..n)
+                    .map(|i| f64::from(a[i]) * f64::from(b[i + lag]))
+                    .sum()
+            };
+            corr(x).total_cmp(&corr(y))
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn speech_through_opus_scores_pesq_wb_3_7_and_stoi_0_98() {
+    let dir = tempfile::tempdir().unwrap();
+    let speech = speech(dir.path());
+    let mut source = WavSource::open(&speech).unwrap();
+    let mut codec = OpusCodec::new().unwrap();
+    let (mut input, mut output) = (Vec::new(), Vec::new());
+    while let Some(frame) = source.next_frame().unwrap() {
+        input.extend_from_slice(&frame);
+        let packet = codec.encode(&frame).unwrap();
+        output.extend_from_slice(&codec.decode(&packet).unwrap());
+    }
+    assert!(
+        input.len() > 10 * 48_000,
+        "{} samples of speech",
+        input.len()
+    );
+    // Undo the codec's look-ahead, so the two line up.
+    let delay = lag(&input, &output, 1000);
+    assert!((250..400).contains(&delay), "delay {delay}");
+    let decoded = dir.path().join("decoded.wav");
+    let mut sink = WavSink::create(&decoded).unwrap();
+    let aligned: Vec<i16> = output[delay..].to_vec();
+    for chunk in aligned.chunks(FRAME_SAMPLES) {
+        let mut frame = [0i16; FRAME_SAMPLES];
+        frame[..chunk.len()].copy_from_slice(chunk);
+        sink.write_frame(&frame).unwrap();
+    }
+    sink.finish().unwrap();
+    let (pesq, stoi) = score(&speech, &decoded);
+    eprintln!("PESQ-WB {pesq:.2}, STOI {stoi:.3}");
+    assert!(pesq >= 3.7, "PESQ-WB {pesq}");
+    assert!(stoi >= 0.98, "STOI {stoi}");
+}
