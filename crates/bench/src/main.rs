@@ -25,11 +25,16 @@
 //!   on loopback against a raw libp2p stream in the same run, the extra
 //!   RSS of both daemons, and the time to resume after the receiver is
 //!   killed half way.
+//! - `calls`: Opus encode time per 20 ms frame over `--ops` frames
+//!   (default 3000), SFrame sealing and opening against raw AES-128-GCM,
+//!   and an 8-way meeting in one process for `--meeting-secs` (default 60):
+//!   CPU in percent of one core, and the p95 capture-to-play-out time.
 //! - `link`: linking a new device to an account with `--ops` messages of
 //!   history (default 10 000) over TCP on loopback, into an encrypted sled
 //!   store: the whole link's time and the bytes sent (goal: 5 s for 10 000).
 
 mod bare;
+mod calls;
 mod chat;
 mod crypto;
 mod files;
@@ -89,6 +94,9 @@ struct Args {
     /// `web` only: browser-style clients following the event stream.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=500))]
     clients: u32,
+    /// `calls` only: how long the 8-way meeting runs, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    meeting_secs: u64,
     /// `files` only: the file's size in MiB.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1024))]
     file_mib: u32,
@@ -118,6 +126,9 @@ enum Suite {
     Web,
     /// A file between two daemons, against a raw libp2p stream.
     Files,
+    /// Call media: Opus encoding, SFrame against raw AES-GCM, and an
+    /// 8-way meeting in one process.
+    Calls,
 }
 
 impl Suite {
@@ -133,6 +144,7 @@ impl Suite {
             Suite::Link => 10_000,
             Suite::Web => 1000,
             Suite::Files => 1,
+            Suite::Calls => 3000,
         }
     }
 }
@@ -169,6 +181,11 @@ fn main() -> anyhow::Result<()> {
             samples,
             mib: args.file_mib as usize,
             bin: args.safemeet_bin,
+        })?,
+        Suite::Calls => calls::run(calls::Options {
+            samples,
+            frames: ops,
+            meeting_secs: args.meeting_secs,
         })?,
         Suite::Web => web::run(web::Options {
             samples,

@@ -14,8 +14,8 @@
 //! one after it is here, that one, to decode its forward error correction
 //! ([`Playout::Fec`]); otherwise [`Playout::Conceal`] (the codec's packet
 //! loss concealment). A frame that comes after its turn passed is late and
-//! dropped. When the delay shrinks, frames more than two ticks overdue
-//! are skipped to catch up.
+//! dropped. When the target falls (or the playout clock stalled), frames
+//! overdue by two ticks or more are skipped, so the delay follows.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -212,13 +212,10 @@ impl JitterBuffer {
             return None;
         }
         let mut next = next;
-        // Far behind (the delay shrank, or the clock stalled): skip to
-        // within two ticks of now.
-        while next < newest
-            && self
-                .due(next + 2)
-                .is_some_and(|d| d.saturating_add(FRAME_MS) <= now_ms)
-        {
+        // Two frames or more behind (the target fell, or the clock
+        // stalled): skip to within a frame of now, so the delay follows
+        // the target down (a tick that comes a little late skips nothing).
+        while next < newest && self.due(next + 2).is_some_and(|d| d <= now_ms) {
             if self.held.remove(&next).is_some() {
                 self.stats.skipped += 1;
             } else {
@@ -283,8 +280,12 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(played, (0..100).map(|s| s as u8).collect::<Vec<_>>());
-        assert_eq!((stats.lost, stats.late, stats.skipped), (0, 0, 0));
+        // In order; when the target falls from its start to its floor, the
+        // two frames that puts behind are skipped, once.
+        assert!(played.windows(2).all(|w| w[0] < w[1]), "{played:?}");
+        assert_eq!(played.len() as u64 + stats.skipped, 100);
+        assert!(stats.skipped <= 2, "{stats:?}");
+        assert_eq!((stats.lost, stats.late), (0, 0));
         // No jitter: the target falls to its floor.
         assert_eq!(stats.target_ms, MIN_TARGET_MS);
     }
@@ -296,10 +297,20 @@ mod tests {
             .map(|s| (s, 5_000 + s * 20))
             .collect();
         let (out, stats) = run(&frames, 5_000, 100);
-        assert_eq!(out.len(), 60);
-        assert_eq!(out[10], Playout::Fec(vec![11]));
-        assert_eq!(out[30], Playout::Conceal);
-        assert_eq!(out[31], Playout::Fec(vec![32]));
+        // Every frame's turn comes once (a skip at the start aside, as the
+        // target falls to its floor).
+        assert_eq!(out.len() as u64 + stats.skipped, 60);
+        let at = |p: &Playout| out.iter().position(|o| o == p).unwrap();
+        // Frame 10 from 11's FEC, then 11 itself.
+        assert_eq!(
+            out[at(&Playout::Fec(vec![11])) + 1],
+            Playout::Frame(vec![11])
+        );
+        // 30 concealed (31 is missing too), 31 from 32's FEC, then 32.
+        let fec = at(&Playout::Fec(vec![32]));
+        assert_eq!(out[fec - 2], Playout::Frame(vec![29]));
+        assert_eq!(out[fec - 1], Playout::Conceal);
+        assert_eq!(out[fec + 1], Playout::Frame(vec![32]));
         assert_eq!(
             (stats.lost, stats.fec_recovered, stats.concealed),
             (3, 2, 1)

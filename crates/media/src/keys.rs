@@ -166,7 +166,7 @@ impl PeerKeys {
         if index != self.index {
             return Err(SframeError::UnknownKey);
         }
-        if self.keys.kids().contains(&header.kid) {
+        if self.keys.holds(header.kid) {
             return self.keys.decrypt(frame, metadata);
         }
         // A later epoch: the key held, ratcheted forward (someone joined).

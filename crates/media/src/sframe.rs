@@ -186,6 +186,37 @@ pub fn ratchet(base: &BaseKey) -> BaseKey {
     BaseKey(next)
 }
 
+/// The AAD, `header ‖ metadata`: on the stack when it is short (a call
+/// id), else on the heap.
+enum Aad {
+    Short([u8; 64], usize),
+    Long(Vec<u8>),
+}
+
+impl Aad {
+    fn new(header: &[u8], metadata: &[u8]) -> Self {
+        let len = header.len() + metadata.len();
+        if len <= 64 {
+            let mut buf = [0u8; 64];
+            buf[..header.len()].copy_from_slice(header);
+            buf[header.len()..len].copy_from_slice(metadata);
+            Aad::Short(buf, len)
+        } else {
+            let mut v = Vec::with_capacity(len);
+            v.extend_from_slice(header);
+            v.extend_from_slice(metadata);
+            Aad::Long(v)
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Aad::Short(buf, len) => &buf[..*len],
+            Aad::Long(v) => v,
+        }
+    }
+}
+
 /// One KID's cipher and salt.
 struct FrameKey {
     kid: u64,
@@ -256,9 +287,7 @@ impl SendKey {
             ctr,
         }
         .encode(&mut frame);
-        let mut aad = Vec::with_capacity(frame.len() + metadata.len());
-        aad.extend_from_slice(&frame);
-        aad.extend_from_slice(metadata);
+        let aad = Aad::new(&frame, metadata);
         let sealed = self
             .key
             .cipher
@@ -266,7 +295,7 @@ impl SendKey {
                 Nonce::from_slice(&self.key.nonce(ctr)),
                 Payload {
                     msg: payload,
-                    aad: &aad,
+                    aad: aad.bytes(),
                 },
             )
             .map_err(|_| SframeError::TooLarge)?;
@@ -383,6 +412,11 @@ impl ReceiveKeys {
         self.keys.clear();
     }
 
+    /// Whether a key for `kid` is held.
+    pub fn holds(&self, kid: u64) -> bool {
+        self.keys.iter().any(|(k, _)| k.kid == kid)
+    }
+
     /// The KIDs held, oldest first.
     pub fn kids(&self) -> Vec<u64> {
         self.keys.iter().map(|(k, _)| k.kid).collect()
@@ -409,16 +443,14 @@ impl ReceiveKeys {
         if !window.is_fresh(header.ctr) {
             return Err(SframeError::Replay);
         }
-        let mut aad = Vec::with_capacity(used + metadata.len());
-        aad.extend_from_slice(&frame[..used]);
-        aad.extend_from_slice(metadata);
+        let aad = Aad::new(&frame[..used], metadata);
         let payload = key
             .cipher
             .decrypt(
                 Nonce::from_slice(&key.nonce(header.ctr)),
                 Payload {
                     msg: &frame[used..],
-                    aad: &aad,
+                    aad: aad.bytes(),
                 },
             )
             .map_err(|_| SframeError::Decrypt)?;
