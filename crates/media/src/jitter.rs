@@ -7,7 +7,9 @@
 //! difference between the two clocks) plus the **target delay**: the 95th
 //! percentile of how much later than that shortest transit frames came,
 //! plus 20 ms, kept within 20–200 ms (60 ms at the start). It follows the
-//! last [`HISTORY`] frames and moves at most once a second.
+//! last [`HISTORY`] frames, checked once a second: it goes up at once, and
+//! down by one frame at most every five seconds (each change stretches or
+//! skips what is heard; a skip waits for a quiet frame).
 //!
 //! At each 20 ms tick of the playout clock, [`JitterBuffer::pop`] gives
 //! the next frame if it is due: the frame itself; if it is missing but the
@@ -34,6 +36,12 @@ pub const MAX_HELD: usize = 64;
 const FRAME_MS: u64 = FRAME_TIME.as_millis() as u64;
 /// Frames between moves of the target (one second).
 const RETARGET_EVERY: u64 = 50;
+/// Frames between steps down of the target (five seconds), each one frame.
+const LOWER_EVERY: u64 = 250;
+/// A frame this short is taken for silence (Opus codes silence in a few
+/// bytes, speech at 32 kbit/s in about 80): the frame a lower target
+/// saves is skipped at the next such one, not in the middle of a word.
+pub const QUIET_BYTES: usize = 16;
 
 /// What to play at a tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +105,10 @@ pub struct JitterBuffer {
     transits: VecDeque<i64>,
     target_ms: u64,
     since_retarget: u64,
+    /// Frames since the target last went down.
+    since_lowered: u64,
+    /// Frames to skip because the target went down.
+    owed_skips: u32,
     stats: JitterStats,
 }
 
@@ -117,6 +129,8 @@ impl JitterBuffer {
             transits: VecDeque::with_capacity(HISTORY),
             target_ms: START_TARGET_MS,
             since_retarget: 0,
+            since_lowered: LOWER_EVERY,
+            owed_skips: 0,
             stats: JitterStats {
                 target_ms: START_TARGET_MS,
                 ..JitterStats::default()
@@ -181,7 +195,22 @@ impl JitterBuffer {
         spread.sort_unstable();
         let p95 = spread[(spread.len() * 95 / 100).min(spread.len() - 1)];
         self.stats.jitter_ms = p95;
-        self.target_ms = (p95 + 20).clamp(MIN_TARGET_MS, MAX_TARGET_MS);
+        let wanted = (p95 + 20).clamp(MIN_TARGET_MS, MAX_TARGET_MS);
+        // Up at once (frames would come late), down slowly: each change
+        // stretches or skips what is heard, so a target that wanders with
+        // every second of jitter would cut the speech up.
+        self.since_lowered += RETARGET_EVERY;
+        if wanted > self.target_ms {
+            self.target_ms = wanted;
+        } else if wanted + FRAME_MS <= self.target_ms
+            && self.since_lowered >= LOWER_EVERY
+            && self.transits.len() >= RETARGET_EVERY as usize
+        {
+            self.target_ms = wanted.max(self.target_ms - FRAME_MS);
+            self.since_lowered = 0;
+            // The frame the delay came down by is skipped when it is due.
+            self.owed_skips += 1;
+        }
         self.stats.target_ms = self.target_ms;
     }
 
@@ -212,10 +241,17 @@ impl JitterBuffer {
             return None;
         }
         let mut next = next;
-        // Two frames or more behind (the target fell, or the clock
-        // stalled): skip to within a frame of now, so the delay follows
-        // the target down (a tick that comes a little late skips nothing).
-        while next < newest && self.due(next + 2).is_some_and(|d| d <= now_ms) {
+        // A frame behind because the target came down, or two frames or
+        // more behind (the clock stalled): skip to within a frame of now,
+        // so the delay follows the target (a tick that comes a little late
+        // skips nothing).
+        while next < newest
+            && (self.owed_skips > 0
+                && self.held.get(&next).is_some_and(|p| p.len() <= QUIET_BYTES)
+                && self.due(next + 1).is_some_and(|d| d <= now_ms)
+                || self.due(next + 2).is_some_and(|d| d <= now_ms))
+        {
+            self.owed_skips = self.owed_skips.saturating_sub(1);
             if self.held.remove(&next).is_some() {
                 self.stats.skipped += 1;
             } else {
@@ -286,7 +322,11 @@ mod tests {
         assert_eq!(played.len() as u64 + stats.skipped, 100);
         assert!(stats.skipped <= 2, "{stats:?}");
         assert_eq!((stats.lost, stats.late), (0, 0));
-        // No jitter: the target falls to its floor.
+        // No jitter: the target comes down, a frame at a time (once in
+        // these two seconds: the next step is five seconds later).
+        assert_eq!(stats.target_ms, START_TARGET_MS - FRAME_MS);
+        let frames: Vec<(u64, u64)> = (0..800).map(|s| (s, 5_000 + s * 20)).collect();
+        let (_, stats) = run(&frames, 5_000, 820);
         assert_eq!(stats.target_ms, MIN_TARGET_MS);
     }
 

@@ -1,7 +1,8 @@
 //! The media side of calls and meetings: audio in and out ([`audio`]),
 //! the speech codec ([`codec`]), frames sealed end to end with SFrame
-//! ([`sframe`]) under each sending device's own keys ([`keys`]), and the
-//! receiving side's jitter buffer ([`jitter`]).
+//! ([`sframe`]) under each sending device's own keys ([`keys`]), moved
+//! over a stream per sender and receiver with a short drop-oldest queue
+//! ([`transport`]), and the receiving side's jitter buffer ([`jitter`]).
 //!
 //! Nothing here opens a socket or reads the clock: time comes in as
 //! arguments (the jitter buffer) or a tokio interval ([`audio::Paced`]).
@@ -11,3 +12,4 @@ pub mod codec;
 pub mod jitter;
 pub mod keys;
 pub mod sframe;
+pub mod transport;

@@ -153,20 +153,14 @@ impl Handle {
     /// stream is dropped; while nobody accepts, such streams are refused.
     /// Only one caller accepts at a time.
     pub fn link_streams(&self) -> Result<libp2p_stream::IncomingStreams, Error> {
-        self.streams_control
-            .clone()
-            .accept(crate::LINK_PROTOCOL)
-            .map_err(|e| Error::Link(e.to_string()))
+        self.accept_streams(crate::LINK_PROTOCOL)
     }
 
     /// Accepts incoming file streams ([`BLOB_PROTOCOL`](crate::BLOB_PROTOCOL))
     /// until the returned stream is dropped; while nobody accepts, such
     /// streams are refused. Only one caller accepts at a time.
     pub fn blob_streams(&self) -> Result<libp2p_stream::IncomingStreams, Error> {
-        self.streams_control
-            .clone()
-            .accept(crate::BLOB_PROTOCOL)
-            .map_err(|e| Error::Link(e.to_string()))
+        self.accept_streams(crate::BLOB_PROTOCOL)
     }
 
     /// Opens a file stream to `peer`, dialling `addrs` first when it is
@@ -178,18 +172,59 @@ impl Handle {
         peer: PeerId,
         addrs: &[Multiaddr],
     ) -> Result<libp2p::Stream, Error> {
-        tokio::time::timeout(self.ask_timeout, self.open_blob_stream_now(peer, addrs))
-            .await
-            .map_err(|_| Error::NoAnswer)?
+        self.open_stream(crate::BLOB_PROTOCOL, peer, addrs).await
     }
 
-    async fn open_blob_stream_now(
+    /// Accepts incoming media streams
+    /// ([`MEDIA_PROTOCOL`](crate::MEDIA_PROTOCOL)) until the returned
+    /// stream is dropped; while nobody accepts, such streams are refused.
+    /// Only one caller accepts at a time.
+    pub fn media_streams(&self) -> Result<libp2p_stream::IncomingStreams, Error> {
+        self.accept_streams(crate::MEDIA_PROTOCOL)
+    }
+
+    /// Opens a media stream to `peer`, as [`open_blob_stream`](Self::open_blob_stream)
+    /// opens a file stream.
+    pub async fn open_media_stream(
         &self,
         peer: PeerId,
         addrs: &[Multiaddr],
     ) -> Result<libp2p::Stream, Error> {
+        self.open_stream(crate::MEDIA_PROTOCOL, peer, addrs).await
+    }
+
+    fn accept_streams(
+        &self,
+        protocol: libp2p::StreamProtocol,
+    ) -> Result<libp2p_stream::IncomingStreams, Error> {
+        self.streams_control
+            .clone()
+            .accept(protocol)
+            .map_err(|e| Error::Link(e.to_string()))
+    }
+
+    async fn open_stream(
+        &self,
+        protocol: libp2p::StreamProtocol,
+        peer: PeerId,
+        addrs: &[Multiaddr],
+    ) -> Result<libp2p::Stream, Error> {
+        tokio::time::timeout(
+            self.ask_timeout,
+            self.open_stream_now(protocol, peer, addrs),
+        )
+        .await
+        .map_err(|_| Error::NoAnswer)?
+    }
+
+    async fn open_stream_now(
+        &self,
+        protocol: libp2p::StreamProtocol,
+        peer: PeerId,
+        addrs: &[Multiaddr],
+    ) -> Result<libp2p::Stream, Error> {
         let mut control = self.streams_control.clone();
-        match control.open_stream(peer, crate::BLOB_PROTOCOL).await {
+        match control.open_stream(peer, protocol.clone()).await {
             Ok(stream) => return Ok(stream),
             Err(e) if addrs.is_empty() => return Err(Error::Link(e.to_string())),
             Err(_) => {}
@@ -200,7 +235,7 @@ impl Handle {
             let _ = self.dial(with_peer).await;
         }
         control
-            .open_stream(peer, crate::BLOB_PROTOCOL)
+            .open_stream(peer, protocol)
             .await
             .map_err(|e| Error::Link(e.to_string()))
     }

@@ -91,7 +91,7 @@ pub use crate::event_loop::spawn;
 pub use crate::gate::MAX_GOSSIP_PEERS;
 pub use crate::handle::{Event, Handle, NetStatus, Verdict};
 pub use crate::ip_limits::{ConnectionLimits, PerIpDenied, PerIpLimits, prefix, remote_ip};
-pub use crate::link::{BLOB_PROTOCOL, LINK_PROTOCOL, LinkStream, dial_link};
+pub use crate::link::{BLOB_PROTOCOL, LINK_PROTOCOL, LinkStream, MEDIA_PROTOCOL, dial_link};
 pub use crate::refusals::{REPORT_EVERY, Refusal, RefusalCounts, RefusalLog};
 pub use crate::relay_listeners::RelayStatus;
 pub use crate::reply::ReplySlot;

@@ -23,6 +23,9 @@ pub const LINK_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet/link/1"
 /// The file stream protocol: a device fetches a file's sealed chunks from
 /// the device that sent it (see `safemeet_engine::files`).
 pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet/blob/1");
+/// The media stream protocol: one stream per sender and receiver of a
+/// call, carrying length-prefixed sealed frames (see `safemeet_media`).
+pub const MEDIA_PROTOCOL: StreamProtocol = StreamProtocol::new("/safemeet/media/1");
 
 /// A link stream from [`dial_link`], with the swarm that carries it: the
 /// swarm stops when this is dropped.
