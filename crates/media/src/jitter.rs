@@ -38,10 +38,13 @@ const FRAME_MS: u64 = FRAME_TIME.as_millis() as u64;
 const RETARGET_EVERY: u64 = 50;
 /// Frames between steps down of the target (five seconds), each one frame.
 const LOWER_EVERY: u64 = 250;
-/// A frame this short is taken for silence (Opus codes silence in a few
-/// bytes, speech at 32 kbit/s in about 80): the frame a lower target
+/// A frame at most 5/4 the size of the smallest of the last [`HISTORY`]
+/// is taken for silence (at 32 kbit/s with FEC, Opus codes silence in
+/// about 35 bytes and speech in 80 or more): the frame a lower target
 /// saves is skipped at the next such one, not in the middle of a word.
-pub const QUIET_BYTES: usize = 16;
+fn quiet(len: usize, smallest: usize) -> bool {
+    len.saturating_mul(4) <= smallest.saturating_mul(5)
+}
 
 /// What to play at a tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +112,8 @@ pub struct JitterBuffer {
     since_lowered: u64,
     /// Frames to skip because the target went down.
     owed_skips: u32,
+    /// The payload lengths of the last [`HISTORY`] frames.
+    lengths: VecDeque<usize>,
     stats: JitterStats,
 }
 
@@ -131,6 +136,7 @@ impl JitterBuffer {
             since_retarget: 0,
             since_lowered: LOWER_EVERY,
             owed_skips: 0,
+            lengths: VecDeque::with_capacity(HISTORY),
             stats: JitterStats {
                 target_ms: START_TARGET_MS,
                 ..JitterStats::default()
@@ -177,6 +183,10 @@ impl JitterBuffer {
             self.stats.late += 1;
             return Pushed::Late;
         }
+        if self.lengths.len() == HISTORY {
+            self.lengths.pop_front();
+        }
+        self.lengths.push_back(payload.len());
         self.held.insert(seq, payload);
         self.newest = Some(self.newest.map_or(seq, |n| n.max(seq)));
         Pushed::Held
@@ -247,7 +257,9 @@ impl JitterBuffer {
         // skips nothing).
         while next < newest
             && (self.owed_skips > 0
-                && self.held.get(&next).is_some_and(|p| p.len() <= QUIET_BYTES)
+                && self.held.get(&next).is_some_and(|p| {
+                    quiet(p.len(), self.lengths.iter().min().copied().unwrap_or(0))
+                })
                 && self.due(next + 1).is_some_and(|d| d <= now_ms)
                 || self.due(next + 2).is_some_and(|d| d <= now_ms))
         {

@@ -41,7 +41,9 @@ fn speech(dir: &Path) -> PathBuf {
         "espeak-ng",
     );
     run(
+        // No dither: the same fixture every run.
         Command::new("sox")
+            .arg("-D")
             .arg(&raw)
             .args(["-r", "48000", "-c", "1", "-b", "16"])
             .arg(&speech)
