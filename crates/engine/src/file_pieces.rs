@@ -84,18 +84,26 @@ pub struct PieceJob {
     pub next: u64,
 }
 
+/// A job as kept: with where to leave the pieces, so a restart needs no
+/// routing of the device first (the mailbox key is public, from its
+/// certificate; the relays are addresses).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct JobRecord {
     event_id: EventId,
     #[serde(with = "codec::bytes")]
     peer: Vec<u8>,
     next: u64,
+    mailbox_key: [u8; 32],
+    relays: Vec<String>,
 }
+
+/// The largest jobs record read (256 jobs of 8 relays' addresses).
+const MAX_JOBS_RECORD: usize = 1024 * 1024;
 
 impl<S: Store + Clone> Core<S> {
     fn piece_records(&self) -> Result<Vec<JobRecord>, Error> {
         match self.store.get(safemeet_store::Keyspace::Contacts, JOBS)? {
-            Some(bytes) => Ok(codec::decode(&bytes, 64 * 1024)?),
+            Some(bytes) => Ok(codec::decode(&bytes, MAX_JOBS_RECORD)?),
             None => Ok(Vec::new()),
         }
     }
@@ -129,6 +137,8 @@ impl<S: Store + Clone> Core<S> {
                 event_id: event,
                 peer: peer.to_bytes(),
                 next: 0,
+                mailbox_key: job.mailbox_key,
+                relays: job.relays.iter().map(|r| r.addr.to_string()).collect(),
             });
             let over = records.len().saturating_sub(MAX_PIECE_JOBS);
             records.drain(..over);
@@ -157,6 +167,25 @@ impl<S: Store + Clone> Core<S> {
         })
     }
 
+    /// A kept job, if its message is still held and its relays parse.
+    fn kept_job(&mut self, record: &JobRecord, peer: PeerId) -> Option<PieceJob> {
+        let source = self.file_source(&record.event_id).ok()??;
+        let relays: Vec<Relay> = record
+            .relays
+            .iter()
+            .filter_map(|a| a.parse::<libp2p::Multiaddr>().ok())
+            .filter_map(|a| Relay::from_addr(&a))
+            .collect();
+        (!relays.is_empty()).then(|| PieceJob {
+            event_id: record.event_id,
+            peer,
+            size: source.entry.file.size,
+            mailbox_key: record.mailbox_key,
+            relays,
+            next: record.next,
+        })
+    }
+
     /// The files still to be left on relays (the file service asks at
     /// start); ones whose message or device is gone are dropped.
     pub(crate) fn piece_jobs(&mut self) -> Result<Vec<PieceJob>, Error> {
@@ -168,7 +197,7 @@ impl<S: Store + Clone> Core<S> {
             let Ok(peer) = PeerId::from_bytes(&record.peer) else {
                 continue;
             };
-            if let Some(job) = self.piece_job(record.event_id, peer, record.next) {
+            if let Some(job) = self.kept_job(&record, peer) {
                 jobs.push(job);
                 kept.push(record);
             }

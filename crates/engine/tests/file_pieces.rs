@@ -14,7 +14,8 @@ use libp2p::identity::Keypair;
 use safemeet_crypto::attachment::seal_file;
 use safemeet_crypto::mailbox::{epoch_of, epoch_public_key, mailbox_id, seal};
 use safemeet_engine::{
-    Blobs, Command, Conversation, PieceJob, Response, blob_name, piece_count, piece_name,
+    Blobs, Command, Config, Conversation, Core, Input, Output, PieceJob, Response, blob_name,
+    piece_count, piece_name,
 };
 use safemeet_proto::envelope::{FILE_PIECE_BYTES, FilePieceEnvelope};
 use safemeet_proto::event::MessageText;
@@ -98,6 +99,34 @@ fn only_the_senders_own_pieces_from_the_mailbox_are_kept() {
         Ok(Response::PieceJobs(jobs)) => assert_eq!(jobs.len(), 1),
         other => panic!("{other:?}"),
     }
+    // A core started afresh on Alice's store (as after a restart, before
+    // anything is routed to Bob) has it too, with where to leave it.
+    let mut restarted = Core::new(
+        sim.nodes[ALICE].device.machine(),
+        Config::default(),
+        99,
+        sim.now(),
+    )
+    .unwrap();
+    let replies = restarted.handle(Input::Commands(vec![(1, Command::PieceJobs)]), sim.now());
+    let kept = replies
+        .iter()
+        .find_map(|o| match o {
+            Output::Reply(1, Ok(Response::PieceJobs(jobs))) => Some(jobs.clone()),
+            _ => None,
+        })
+        .expect("an answer");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        (
+            kept[0].event_id,
+            kept[0].peer,
+            kept[0].mailbox_key,
+            kept[0].next
+        ),
+        (event, job.peer, job.mailbox_key, 0)
+    );
+    assert_eq!(kept[0].relays, job.relays);
 
     // Into Bob's mailbox: a hostile member's forgeries first (pieces of
     // its own making, signed with its own key; a flood of them), one of
