@@ -128,8 +128,16 @@ impl<S: Store + Clone> Core<S> {
         if !source.entry.sent_here {
             return;
         }
-        let Some(job) = self.piece_job(event, peer, 0) else {
+        let Some(mailbox) = self.mailboxes.get(&peer).filter(|m| !m.relays.is_empty()) else {
             return;
+        };
+        let job = PieceJob {
+            event_id: event,
+            peer,
+            size: source.entry.file.size,
+            mailbox_key: mailbox.key,
+            relays: mailbox.relays.clone(),
+            next: 0,
         };
         let added = self.piece_records().and_then(|mut records| {
             records.retain(|r| !(r.event_id == event && r.peer == peer.to_bytes()));
@@ -149,22 +157,6 @@ impl<S: Store + Clone> Core<S> {
             return;
         }
         self.out.push(Output::LeavePieces(Box::new(job)));
-    }
-
-    fn piece_job(&mut self, event: EventId, peer: PeerId, next: u64) -> Option<PieceJob> {
-        let source = self.file_source(&event).ok()??;
-        let mailbox = self.mailboxes.get(&peer)?;
-        if mailbox.relays.is_empty() {
-            return None;
-        }
-        Some(PieceJob {
-            event_id: event,
-            peer,
-            size: source.entry.file.size,
-            mailbox_key: mailbox.key,
-            relays: mailbox.relays.clone(),
-            next,
-        })
     }
 
     /// A kept job, if its message is still held and its relays parse.
