@@ -196,8 +196,18 @@ fn swarm(lan: bool) -> Swarm<Behaviour> {
                     kad::Config::new(safemeet_net::KAD_PROTOCOL),
                 ),
                 gossipsub,
+                // A stranger may ask as often as it likes. With the
+                // default (every 5 minutes once any answer came) one
+                // member whose mDNS was not up yet when the first query
+                // went out would stay unfound for minutes.
                 mdns: lan
-                    .then(|| mdns::tokio::Behaviour::new(mdns::Config::default(), local).unwrap())
+                    .then(|| {
+                        let config = mdns::Config {
+                            query_interval: Duration::from_secs(1),
+                            ..mdns::Config::default()
+                        };
+                        mdns::tokio::Behaviour::new(config, local).unwrap()
+                    })
                     .into(),
             }
         })
