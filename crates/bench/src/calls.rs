@@ -23,6 +23,7 @@ use safemeet_media::audio::{FRAME_SAMPLES, Frame, SAMPLE_RATE};
 use safemeet_media::codec::{Codec, OpusCodec};
 use safemeet_media::jitter::{JitterBuffer, Playout};
 use safemeet_media::keys::{OwnKey, PeerKeys};
+use safemeet_media::mix::soft_clip;
 use serde_json::{Value, json};
 
 use crate::chat::{instant, percentile};
@@ -238,20 +239,6 @@ async fn meeting(secs: u64) -> anyhow::Result<(f64, f64, u64)> {
     Ok((cpu, percentile(&latencies, 95.0), played))
 }
 
-/// A soft clip: linear below 24 000, then bent smoothly towards ±32 767.
-fn soft_clip(x: i32) -> i16 {
-    const KNEE: f64 = 24_000.0;
-    const TOP: f64 = 32_767.0;
-    let v = f64::from(x);
-    let a = v.abs();
-    let out = if a <= KNEE {
-        a
-    } else {
-        KNEE + (TOP - KNEE) * ((a - KNEE) / (TOP - KNEE)).tanh()
-    };
-    (out.copysign(v)) as i16
-}
-
 pub(crate) fn run(options: Options) -> anyhow::Result<Value> {
     let frames = frames_of(&voice((options.frames as f64 * 0.02).max(1.0), 140.0));
     let mut p50s = Vec::new();
@@ -301,19 +288,4 @@ pub(crate) fn run(options: Options) -> anyhow::Result<Value> {
         "meets_goals": p99 <= ENCODE_P99_GOAL_US && ratio <= SFRAME_RATIO_GOAL
             && cpu <= MEETING_CPU_GOAL_PERCENT,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_soft_clip_is_linear_below_the_knee_and_never_wraps() {
-        assert_eq!(soft_clip(1000), 1000);
-        assert_eq!(soft_clip(-24_000), -24_000);
-        // Seven loud voices at once: near full scale, never wrapped round.
-        assert!(soft_clip(7 * 32_767) > 32_000);
-        assert!(soft_clip(-7 * 32_767) < -32_000);
-        assert!(soft_clip(30_000) > soft_clip(25_000));
-    }
 }

@@ -206,3 +206,42 @@ impl AudioSource for Samples {
         Ok(Some(frame))
     }
 }
+
+/// Silence, for ever (a call with nothing to send: the other side still
+/// hears a steady stream, and nothing of when this one would speak).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silence;
+
+impl AudioSource for Silence {
+    fn next_frame(&mut self) -> Result<Option<Frame>, AudioError> {
+        Ok(Some([0i16; FRAME_SAMPLES]))
+    }
+}
+
+/// A sink that keeps nothing (a call with no output chosen).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Discard;
+
+impl AudioSink for Discard {
+    fn write_frame(&mut self, _frame: &Frame) -> Result<(), AudioError> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), AudioError> {
+        Ok(())
+    }
+}
+
+impl<T: AudioSource + ?Sized> AudioSource for Box<T> {
+    fn next_frame(&mut self) -> Result<Option<Frame>, AudioError> {
+        (**self).next_frame()
+    }
+}
+
+impl<T: AudioSink + ?Sized> AudioSink for Box<T> {
+    fn write_frame(&mut self, frame: &Frame) -> Result<(), AudioError> {
+        (**self).write_frame(frame)
+    }
+    fn finish(&mut self) -> Result<(), AudioError> {
+        (**self).finish()
+    }
+}

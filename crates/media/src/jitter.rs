@@ -114,6 +114,10 @@ pub struct JitterBuffer {
     owed_skips: u32,
     /// The payload lengths of the last [`HISTORY`] frames.
     lengths: VecDeque<usize>,
+    /// Frames skipped at the last pop, for the decoder to run through
+    /// (its state then follows the sender's, and what plays next is
+    /// exactly what the sender coded).
+    skipped: Vec<Vec<u8>>,
     stats: JitterStats,
 }
 
@@ -137,6 +141,7 @@ impl JitterBuffer {
             since_lowered: LOWER_EVERY,
             owed_skips: 0,
             lengths: VecDeque::with_capacity(HISTORY),
+            skipped: Vec::new(),
             stats: JitterStats {
                 target_ms: START_TARGET_MS,
                 ..JitterStats::default()
@@ -235,6 +240,12 @@ impl JitterBuffer {
         u64::try_from(due.max(0)).ok()
     }
 
+    /// The frames the last [`pop`](Self::pop) skipped, oldest first: to
+    /// be decoded (and not played) before what it gave.
+    pub fn take_skipped(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.skipped)
+    }
+
     /// The current delay frames are held for, in ms.
     pub fn delay_ms(&self) -> u64 {
         self.target_ms
@@ -251,6 +262,7 @@ impl JitterBuffer {
             return None;
         }
         let mut next = next;
+        self.skipped.clear();
         // A frame behind because the target came down, or two frames or
         // more behind (the clock stalled): skip to within a frame of now,
         // so the delay follows the target (a tick that comes a little late
@@ -264,8 +276,9 @@ impl JitterBuffer {
                 || self.due(next + 2).is_some_and(|d| d <= now_ms))
         {
             self.owed_skips = self.owed_skips.saturating_sub(1);
-            if self.held.remove(&next).is_some() {
+            if let Some(payload) = self.held.remove(&next) {
                 self.stats.skipped += 1;
+                self.skipped.push(payload);
             } else {
                 self.stats.lost += 1;
                 self.stats.concealed += 1;
