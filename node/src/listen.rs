@@ -134,6 +134,26 @@ fn event_line(event: &safemeet_api::Event, names: &Names) -> String {
             Some(ms) => format!("{room_id}: messages now expire after {} s", ms / 1000),
             None => format!("{room_id}: messages are now kept"),
         },
+        EventKind::Call {
+            with,
+            outgoing,
+            outcome,
+            at,
+            duration_ms,
+            ..
+        } => {
+            use safemeet_engine::CallOutcome as O;
+            let who = names.of(with);
+            let when = local_time(*at);
+            match (outcome, outgoing) {
+                (O::Missed, _) => format!("{when} missed call from {who}"),
+                (O::Declined, true) => format!("{when} {who} declined your call"),
+                (O::Declined, false) => format!("{when} you declined a call from {who}"),
+                (O::NoAnswer, _) => format!("{when} {who} did not answer your call"),
+                (_, true) => format!("{when} call to {who}, {} s", duration_ms / 1000),
+                (_, false) => format!("{when} call from {who}, {} s", duration_ms / 1000),
+            }
+        }
         _ => format!("event {}", event.cursor),
     }
 }

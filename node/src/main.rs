@@ -28,6 +28,7 @@ macro_rules! print {
 mod account;
 mod alerts;
 mod archive;
+mod calls_cli;
 mod cli;
 mod commands;
 mod config;
@@ -235,6 +236,9 @@ enum Command {
     },
     #[command(flatten)]
     Conversation(conversation::ConversationCommand),
+    /// Audio calls: `call TARGET` rings a contact's devices; `call
+    /// accept`, `call decline`, `call hangup`, `call status`.
+    Call(calls_cli::CallCommand),
     /// Delete a message for everyone: yours, or any in a room you
     /// administer. Every member's device removes its text.
     Redact {
@@ -477,6 +481,10 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
         }
         Command::Conversation(c) => {
             let action = c.action(&home)?;
+            messenger::run(&home, &source, cli.json, action)
+        }
+        Command::Call(c) => {
+            let action = messenger::Action::Call(c.action()?);
             messenger::run(&home, &source, cli.json, action)
         }
         Command::Redact { event_id } => {

@@ -69,6 +69,7 @@ pub(crate) enum Action {
     /// Blocking, contact settings, room invitations.
     People(crate::people::PeopleAction),
     Files(crate::transfers::FileAction),
+    Call(crate::calls_cli::CallAction),
     Signals(crate::signals_cli::SignalAction),
     /// This user's devices.
     Devices(crate::devices::DeviceAction),
@@ -501,6 +502,7 @@ async fn perform(mut api: Api, json: bool, action: Action) -> Result<(), Failure
         }
         Action::People(action) => return crate::people::perform(&mut api, json, action).await,
         Action::Files(action) => return crate::transfers::perform(&mut api, json, action).await,
+        Action::Call(action) => return crate::calls_cli::perform(&mut api, json, action).await,
         Action::Signals(action) => {
             return crate::signals_cli::perform(&mut api, json, action).await;
         }

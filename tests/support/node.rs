@@ -82,8 +82,16 @@ pub(crate) fn befriend(a: &Path, a_name: &str, b: &Path, b_name: &str) {
 /// Alice and Bob, each with a daemon, contacts of each other (as "alice"
 /// and "bob").
 pub(crate) fn alice_and_bob(dir: &Path) -> (PathBuf, PathBuf, Daemon, Daemon) {
+    alice_and_bob_on(dir, "/ip4/127.0.0.1/tcp/0")
+}
+
+/// As [`alice_and_bob`], each daemon listening on `listen` only.
+pub(crate) fn alice_and_bob_on(dir: &Path, listen: &str) -> (PathBuf, PathBuf, Daemon, Daemon) {
     let (alice, bob) = (init(dir, "alice"), init(dir, "bob"));
-    let (da, db) = (Daemon::start(&alice), Daemon::start(&bob));
+    let (da, db) = (
+        Daemon::start_on(&alice, listen),
+        Daemon::start_on(&bob, listen),
+    );
     let invite = |home: &Path| {
         cli(home, &["invite"])["invite"]
             .as_str()

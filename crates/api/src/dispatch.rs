@@ -309,6 +309,22 @@ async fn serve(
             engine.typing(conversation, typing).await?;
             Response::Signaled(crate::signals::Signaled { target })
         }
+        Request::Call {
+            target,
+            wav_in,
+            wav_out,
+        } => {
+            let user = crate::resolve::user(engine, &target).await?;
+            let audio = crate::calls::audio(wav_in, wav_out)?;
+            Response::Call(engine.call(user, audio).await?)
+        }
+        Request::CallAccept { wav_in, wav_out } => {
+            let audio = crate::calls::audio(wav_in, wav_out)?;
+            Response::Call(engine.call_accept(audio).await?)
+        }
+        Request::CallDecline {} => Response::Call(engine.call_decline().await?),
+        Request::CallHangup {} => Response::Call(engine.call_hangup().await?),
+        Request::CallStatus {} => Response::Calls(engine.calls().await?),
         Request::TypingList { target } => {
             let conversation = crate::signals::conversation(engine, &target).await?;
             Response::Typers(engine.typers(conversation).await?)

@@ -141,6 +141,7 @@ impl Error {
             Error::Engine(EngineError::Stopped) => "stopped",
             Error::Engine(EngineError::Net(_)) => "network",
             Error::Engine(EngineError::File(f)) => file_kind(f),
+            Error::Engine(EngineError::Call(c)) => call_kind(c),
             Error::Engine(_) => "error",
         }
     }
@@ -166,6 +167,17 @@ fn file_kind(e: &safemeet_engine::FileError) -> &'static str {
     }
 }
 
+fn call_kind(e: &safemeet_engine::CallError) -> &'static str {
+    use safemeet_engine::CallError as C;
+    match e {
+        C::NoCall(_) => "no_call",
+        C::Busy => "call_busy",
+        C::Unreachable => "unreachable",
+        C::Audio(_) => "call_audio",
+        _ => "error",
+    }
+}
+
 /// Whether `data.kind` names an error in the caller's input (see
 /// [`Error::is_input`]); for clients that only have the kind.
 pub fn is_input_kind(kind: &str) -> bool {
@@ -181,6 +193,8 @@ pub fn is_input_kind(kind: &str) -> bool {
             | "invalid_input"
             | "not_a_file"
             | "file_too_large"
+            | "no_call"
+            | "call_audio"
     )
 }
 

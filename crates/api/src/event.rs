@@ -54,6 +54,22 @@ pub enum EventKind {
         /// Kept until then, ms since the Unix epoch.
         stored_until: u64,
     },
+    /// A call with a contact ended: answered, missed, declined, or not
+    /// answered.
+    Call {
+        /// The contact.
+        with: UserId,
+        /// The call's id (32 hex digits).
+        call_id: String,
+        /// This user called.
+        outgoing: bool,
+        /// How it ended.
+        outcome: safemeet_engine::CallOutcome,
+        /// When it started ringing, ms since the Unix epoch.
+        at: u64,
+        /// How long it was answered for, ms.
+        duration_ms: u64,
+    },
     /// A message's text was replaced.
     Edited {
         /// The room.
@@ -149,6 +165,14 @@ impl Event {
                 room_id: *room_id,
                 expire_after_ms: *expire_after_ms,
                 by: *by,
+            },
+            LogEntry::Call(call) => EventKind::Call {
+                with: call.with,
+                call_id: call.call_id.to_hex(),
+                outgoing: call.outgoing,
+                outcome: call.outcome,
+                at: call.at.as_millis(),
+                duration_ms: call.duration_ms,
             },
             _ => EventKind::Other,
         };

@@ -36,6 +36,7 @@
 //! ```
 
 mod account;
+mod calls;
 mod client;
 mod cursor;
 mod dispatch;

@@ -76,6 +76,16 @@ pub enum Method {
     Presence,
     /// `typing`
     Typing,
+    /// `call`
+    Call,
+    /// `call.accept`
+    CallAccept,
+    /// `call.decline`
+    CallDecline,
+    /// `call.hangup`
+    CallHangup,
+    /// `call.status`
+    CallStatus,
     /// `typing.list`
     TypingList,
     /// `read`
@@ -124,7 +134,7 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 56] = [
+    pub const ALL: [Method; 61] = [
         Method::Whoami,
         Method::Status,
         Method::Invite,
@@ -160,6 +170,11 @@ impl Method {
         Method::Presence,
         Method::Typing,
         Method::TypingList,
+        Method::Call,
+        Method::CallAccept,
+        Method::CallDecline,
+        Method::CallHangup,
+        Method::CallStatus,
         Method::Read,
         Method::Mute,
         Method::MuteList,
@@ -221,6 +236,11 @@ impl Method {
             Method::Presence => "presence",
             Method::Typing => "typing",
             Method::TypingList => "typing.list",
+            Method::Call => "call",
+            Method::CallAccept => "call.accept",
+            Method::CallDecline => "call.decline",
+            Method::CallHangup => "call.hangup",
+            Method::CallStatus => "call.status",
             Method::Read => "read",
             Method::Mute => "mute",
             Method::MuteList => "mute.list",

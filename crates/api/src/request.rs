@@ -242,6 +242,40 @@ pub enum Request {
         /// Typing (true) or stopped.
         typing: bool,
     },
+    /// `call`: call a contact (every device of theirs that can be
+    /// reached rings).
+    #[serde(rename = "call")]
+    Call {
+        /// The contact.
+        target: String,
+        /// An absolute path to a 48 kHz mono 16-bit WAV file to send
+        /// (absent: silence).
+        #[serde(default)]
+        wav_in: Option<String>,
+        /// An absolute path to write what is heard into, as WAV.
+        #[serde(default)]
+        wav_out: Option<String>,
+    },
+    /// `call.accept`: answer the call ringing here.
+    #[serde(rename = "call.accept")]
+    CallAccept {
+        /// As for `call`.
+        #[serde(default)]
+        wav_in: Option<String>,
+        /// As for `call`.
+        #[serde(default)]
+        wav_out: Option<String>,
+    },
+    /// `call.decline`: decline the call ringing here.
+    #[serde(rename = "call.decline")]
+    CallDecline {},
+    /// `call.hangup`: end the call on now, or stop calling.
+    #[serde(rename = "call.hangup")]
+    CallHangup {},
+    /// `call.status`: the call on now, then the last ended ones, with
+    /// live counts.
+    #[serde(rename = "call.status")]
+    CallStatus {},
     /// `typing.list`: who types in a conversation now.
     #[serde(rename = "typing.list")]
     TypingList {
@@ -472,6 +506,11 @@ impl Request {
             Request::Presence {} => Method::Presence,
             Request::Typing { .. } => Method::Typing,
             Request::TypingList { .. } => Method::TypingList,
+            Request::Call { .. } => Method::Call,
+            Request::CallAccept { .. } => Method::CallAccept,
+            Request::CallDecline {} => Method::CallDecline,
+            Request::CallHangup {} => Method::CallHangup,
+            Request::CallStatus {} => Method::CallStatus,
             Request::Read { .. } => Method::Read,
             Request::Mute { .. } => Method::Mute,
             Request::MuteList {} => Method::MuteList,

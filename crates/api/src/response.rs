@@ -81,6 +81,10 @@ pub enum Response {
     Signaled(crate::signals::Signaled),
     /// `typing.list`
     Typers(Vec<UserId>),
+    /// `call`, `call.accept`, `call.decline`, `call.hangup`
+    Call(safemeet_engine::CallView),
+    /// `call.status`
+    Calls(Vec<safemeet_engine::CallView>),
     /// `mute`, `mute.list`: the muted conversations' room ids.
     Muted(Vec<safemeet_proto::RoomId>),
     /// `message.redact`, `message.edit`
@@ -154,6 +158,10 @@ impl Response {
             Method::Presence => Response::Presence(from(result)?),
             Method::Typing | Method::Read => Response::Signaled(from(result)?),
             Method::TypingList => Response::Typers(from(result)?),
+            Method::Call | Method::CallAccept | Method::CallDecline | Method::CallHangup => {
+                Response::Call(from(result)?)
+            }
+            Method::CallStatus => Response::Calls(from(result)?),
             Method::Mute | Method::MuteList => Response::Muted(from(result)?),
             Method::MessageRedact | Method::MessageEdit => Response::Changed(from(result)?),
             Method::ExportArchive => Response::ArchiveExported(from(result)?),
@@ -206,6 +214,8 @@ impl Response {
             Response::Presence(_) => Method::Presence,
             Response::Signaled(_) => Method::Typing,
             Response::Typers(_) => Method::TypingList,
+            Response::Call(_) => Method::Call,
+            Response::Calls(_) => Method::CallStatus,
             Response::Muted(_) => Method::MuteList,
             Response::Changed(_) => Method::MessageEdit,
             Response::ArchiveExported(_) => Method::ExportArchive,
@@ -285,6 +295,8 @@ unwrap_response!(
     Presence(Vec<crate::signals::Presence>) = Presence,
     Signaled(crate::signals::Signaled) = Typing,
     Typers(Vec<UserId>) = TypingList,
+    Call(safemeet_engine::CallView) = Call,
+    Calls(Vec<safemeet_engine::CallView>) = CallStatus,
     Muted(Vec<safemeet_proto::RoomId>) = MuteList,
     Changed(Changed) = MessageEdit,
     ArchiveExported(crate::export::ArchiveExported) = ExportArchive,

@@ -87,6 +87,7 @@ pub fn start<S: Store + Clone + Send + 'static>(
         )
     });
     let files_net = net.clone();
+    let calls_net = net.clone();
     if !first_dials.is_empty() {
         let dialer = net.clone();
         tokio::spawn(async move {
@@ -105,6 +106,8 @@ pub fn start<S: Store + Clone + Send + 'static>(
         }
     };
     let (link_asks_tx, link_asks) = mpsc::channel(1);
+    let (calls_tx, calls_rx) = mpsc::channel(crate::call_signals::MAX_QUEUED);
+    let (asks_tx, asks) = mpsc::channel(16);
     let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
     let (log_watch, log) = watch::channel(0);
     let (stopped_tx, stopped) = watch::channel(false);
@@ -129,6 +132,7 @@ pub fn start<S: Store + Clone + Send + 'static>(
         deposits: JoinSet::new(),
         depositing: HashMap::new(),
         files: files.clone(),
+        calls: calls_tx,
         draining: JoinSet::new(),
         publishing: JoinSet::new(),
         pages,
@@ -157,7 +161,15 @@ pub fn start<S: Store + Clone + Send + 'static>(
         stopped,
         timeout,
         files: files.clone(),
+        calls: asks_tx,
     };
+    tokio::spawn(crate::calls::run(
+        handle.downgrade(),
+        calls_net,
+        asks,
+        calls_rx,
+        cancel.child_token(),
+    ));
     if let Some(files) = files {
         tokio::spawn(crate::files::run(
             handle.downgrade(),
@@ -195,6 +207,8 @@ struct Actor<S: Store> {
     /// The file service's shared state (files left on relays and pieces
     /// that arrived are handed over here).
     files: Option<std::sync::Arc<crate::files::FilesShared>>,
+    /// Call signals for the call service.
+    calls: mpsc::Sender<crate::call_signals::IncomingCallSignal>,
     draining: JoinSet<Drained>,
     publishing: JoinSet<()>,
     pages: mpsc::Receiver<Page>,
@@ -774,6 +788,11 @@ impl<S: Store + Clone + Send + 'static> Actor<S> {
                 Output::LeavePieces(job) => {
                     if let Some(files) = &self.files {
                         files.leave_pieces(*job);
+                    }
+                }
+                Output::CallSignal(signal) => {
+                    if self.calls.try_send(*signal).is_err() {
+                        tracing::debug!("a call signal was dropped: the call service is behind");
                     }
                 }
                 Output::PieceArrived(event) => {

@@ -60,6 +60,9 @@ pub struct Core<S: Store> {
     pub(crate) rng: StdRng,
     pub(crate) now: Now,
     pub(crate) out: Vec<Output>,
+    /// The peer that delivered the to-device message being opened
+    /// (`None`: from a relay).
+    pub(crate) to_device_from: Option<PeerId>,
     pub(crate) outbox: Outbox,
     pub(crate) gossip: GossipWindow,
     pub(crate) acks: AckQueue,
@@ -183,6 +186,7 @@ impl<S: Store + Clone> Core<S> {
             rng: rand::SeedableRng::seed_from_u64(seed),
             now,
             out: Vec::new(),
+            to_device_from: None,
             outbox: Outbox::default(),
             gossip: GossipWindow::default(),
             acks: AckQueue::default(),
@@ -578,6 +582,15 @@ impl<S: Store + Clone> Core<S> {
             | Command::SetMuted(..)
             | Command::Muted
             | Command::ReadMarkers(_)) => self.signal_command(c)?,
+            Command::CallSignal {
+                user,
+                device,
+                signal,
+            } => Response::CallSent(self.send_call_signal(user, device, signal)?),
+            Command::NoteCall(record) => {
+                self.note_call(record)?;
+                Response::Done
+            }
             Command::SendDm { .. } | Command::SendRoom { .. } => {
                 return Err(Error::InvalidInput("sends are handled in groups".into()));
             }

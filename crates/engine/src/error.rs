@@ -62,6 +62,27 @@ pub enum Error {
     /// A file could not be sent or saved.
     #[error(transparent)]
     File(#[from] FileError),
+    /// A call could not be placed, answered or ended.
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+/// Why a call could not be placed, answered or ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// There is no call in that state.
+    #[error("{0}")]
+    NoCall(&'static str),
+    /// Another call is on.
+    #[error("another call is on: hang up first")]
+    Busy,
+    /// None of the contact's devices could be reached.
+    #[error("none of their devices can be reached now (a call is never left on a relay)")]
+    Unreachable,
+    /// The audio file or device could not be used.
+    #[error("audio: {0}")]
+    Audio(String),
 }
 
 /// Why a file could not be sent or saved.
@@ -148,6 +169,10 @@ impl Error {
             Self::File(FileError::Refused(_)) => ErrorKind::Refused,
             Self::File(FileError::TooLarge { .. } | FileError::NoBlobs) => ErrorKind::InvalidInput,
             Self::File(FileError::Io(_)) => ErrorKind::Local,
+            Self::Call(CallError::NoCall(_)) => ErrorKind::NotFound,
+            Self::Call(CallError::Busy) => ErrorKind::Refused,
+            Self::Call(CallError::Unreachable) => ErrorKind::Network,
+            Self::Call(CallError::Audio(_)) => ErrorKind::InvalidInput,
         }
     }
 }

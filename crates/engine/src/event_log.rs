@@ -70,6 +70,8 @@ pub enum LogEntry {
         /// Who set it.
         by: UserId,
     },
+    /// A call with a contact ended (missed, declined, answered).
+    Call(crate::call_signals::CallRecord),
 }
 
 /// Why a message left the timeline.
@@ -126,4 +128,5 @@ pub(crate) enum LogRecord {
         expire_after_ms: Option<u64>,
         by: UserId,
     },
+    Call(crate::call_signals::CallRecord),
 }

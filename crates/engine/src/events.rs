@@ -244,6 +244,17 @@ pub enum Command {
     SignalCounts,
     /// This user types in a conversation (true), or stopped.
     Typing(crate::Conversation, bool),
+    /// Send a call signal to a contact's devices (or one).
+    CallSignal {
+        /// The contact.
+        user: UserId,
+        /// One device only.
+        device: Option<safemeet_proto::DeviceId>,
+        /// The signal.
+        signal: safemeet_proto::signal::CallSignal,
+    },
+    /// A call ended: into the event log.
+    NoteCall(crate::call_signals::CallRecord),
     /// This user read a conversation up to its latest message.
     MarkRead(crate::Conversation),
     /// Who types in a conversation now.
@@ -266,6 +277,8 @@ pub enum Response {
     Done,
     /// An invite's text.
     Invite(String),
+    /// The devices a call signal went to, with their peers.
+    CallSent(Vec<(safemeet_proto::DeviceId, PeerId)>),
     /// A user (a contact added).
     User(UserId),
     /// Users (the blocked ones).
@@ -559,6 +572,8 @@ pub enum Output {
     Junk(PeerId),
     /// Leave a file's pieces on a device's relays (the file service).
     LeavePieces(Box<crate::PieceJob>),
+    /// A call signal from a contact's device, for the call service.
+    CallSignal(Box<crate::call_signals::IncomingCallSignal>),
     /// A piece of a file arrived from this device's mailbox (the file
     /// service takes it in).
     PieceArrived(EventId),

@@ -53,6 +53,8 @@ pub struct Handle {
     pub(crate) timeout: Duration,
     /// The file service's shared state (`None`: no blob store).
     pub(crate) files: Option<std::sync::Arc<crate::files::FilesShared>>,
+    /// The call service's queue.
+    pub(crate) calls: mpsc::Sender<crate::calls::Ask>,
 }
 
 /// A [`Handle`] that does not keep the engine running: the file service
@@ -68,6 +70,7 @@ pub(crate) struct WeakHandle {
     stopped: watch::Receiver<bool>,
     timeout: Duration,
     files: Option<std::sync::Arc<crate::files::FilesShared>>,
+    calls: mpsc::Sender<crate::calls::Ask>,
 }
 
 impl WeakHandle {
@@ -82,6 +85,7 @@ impl WeakHandle {
             stopped: self.stopped.clone(),
             timeout: self.timeout,
             files: self.files.clone(),
+            calls: self.calls.clone(),
         })
     }
 }
@@ -121,6 +125,7 @@ impl Handle {
             stopped: self.stopped.clone(),
             timeout: self.timeout,
             files: self.files.clone(),
+            calls: self.calls.clone(),
         }
     }
 

@@ -43,6 +43,8 @@ mod admission;
 pub mod archive;
 mod avatar;
 mod blocks;
+mod call_signals;
+mod calls;
 mod chain;
 mod config;
 mod contacts;
@@ -92,13 +94,17 @@ mod waiting;
 pub use crate::actor::start;
 pub use crate::avatar::AvatarInfo;
 pub use crate::blocks::MAX_LISTED;
+pub use crate::call_signals::{CallOutcome, CallRecord, IncomingCallSignal};
+pub use crate::calls::{
+    CallAudio, CallState, CallStats, CallView, MEDIA_SILENCE, REPORT_EVERY, RING_FOR,
+};
 pub use crate::config::{
     Blobs, Config, DEFAULT_MAX_FILE_BYTES, SecurityEntries, SecurityFn, SecurityReadFn,
     SecurityReader, SecurityRecord, SecuritySink,
 };
 pub use crate::core::{Core, Now};
 pub use crate::deletion::{DeletionReport, DeletionStep};
-pub use crate::error::{Error, ErrorKind, FileError};
+pub use crate::error::{CallError, Error, ErrorKind, FileError};
 pub use crate::events::{
     ArchiveBytes, Command, DeliveryResult, DeliveryToken, Input, LinkBundleBytes, NetInput, Output,
     RequestId, Response,

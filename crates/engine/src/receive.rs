@@ -19,6 +19,7 @@ use libp2p::PeerId;
 use safemeet_crypto::machine::ToDeviceContent;
 use safemeet_proto::deliver::DeliverAnswer as Answer;
 use safemeet_proto::room::RoomTopic;
+use safemeet_proto::signal::Signal;
 use safemeet_proto::{DeviceId, Envelope, EventId, RoomId, UserId};
 use safemeet_store::Store;
 
@@ -258,7 +259,7 @@ impl<S: Store + Clone> Core<S> {
                     Source::Gossip(_) | Source::Mailbox => Answer::Refused,
                 }
             }
-            Envelope::ToDevice(env) => match self.decrypt_to_device(&env) {
+            Envelope::ToDevice(env) => match self.decrypt_to_device_from(&from, &env) {
                 Ok(()) => Answer::Ack,
                 Err(Error::Crypto(C::DuplicateOlmMessage)) => Answer::Ack,
                 // Someone who added this user before this user added
@@ -283,6 +284,22 @@ impl<S: Store + Clone> Core<S> {
             _ => Answer::Refused,
         };
         (answer, None)
+    }
+
+    /// Decrypts a to-device message delivered by `from` (call signals
+    /// are taken only from the sending device's own peer).
+    fn decrypt_to_device_from(
+        &mut self,
+        from: &Source,
+        env: &safemeet_proto::envelope::ToDeviceEnvelope,
+    ) -> Result<(), Error> {
+        self.to_device_from = match from {
+            Source::Peer(peer) => Some(*peer),
+            Source::Gossip(_) | Source::Mailbox => None,
+        };
+        let done = self.decrypt_to_device(env);
+        self.to_device_from = None;
+        done
     }
 
     /// Decrypts a to-device message. Room messages it releases (its room
@@ -379,10 +396,21 @@ impl<S: Store + Clone> Core<S> {
         {
             tracing::warn!(error = %e, "a contact's deletion was not fully taken in");
         }
-        if let ToDeviceContent::Signal(signal) = &received.content
-            && let Err(e) = self.signal_received(received.sender.user_id, signal.clone())
-        {
-            tracing::debug!(error = %e, "a signal was not taken in");
+        if let ToDeviceContent::Signal(signal) = &received.content {
+            let taken = match signal {
+                Signal::Call(call) => self
+                    .call_signal_received(
+                        received.sender.user_id,
+                        received.sender.device_id,
+                        self.to_device_from,
+                        call.clone(),
+                    )
+                    .map(|_| ()),
+                other => self.signal_received(received.sender.user_id, other.clone()),
+            };
+            if let Err(e) = taken {
+                tracing::debug!(error = %e, "a signal was not taken in");
+            }
         }
         if let ToDeviceContent::Profile(signed) = &received.content {
             match self.profile_received(received.sender.user_id, signed) {

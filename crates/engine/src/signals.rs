@@ -54,7 +54,7 @@ pub const READ_EVERY_MS: u64 = 1_000;
 /// each, and room to spare).
 const MAX_MARKERS_BYTES: usize = 12 * 1024;
 /// Most signal deliveries in flight; past it a signal is dropped.
-const MAX_IN_FLIGHT: usize = 64;
+pub(crate) const MAX_IN_FLIGHT: usize = 64;
 
 /// Which signals this user shares (and so sees).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,24 +322,10 @@ impl<S: Store + Clone> Core<S> {
     /// Encrypts and delivers one signal, once; dropped when too many are
     /// in flight or there is no session with the device.
     fn signal_device(&mut self, user: UserId, device: DeviceId, signal: Signal, kind: Kind) {
-        if self.signals.in_flight >= MAX_IN_FLIGHT
-            || !self.machine.has_session(&device).unwrap_or(false)
-        {
-            return;
-        }
         let sent = (|| -> Result<(), Error> {
-            let Some((peer, addrs)) = self.target(&user, &device)? else {
+            if self.deliver_signal(user, device, signal)?.is_none() {
                 return Ok(());
-            };
-            let envelope = self.machine.encrypt_signal(user, device, signal)?;
-            let frame = envelope.to_frame()?;
-            self.signals.in_flight += 1;
-            self.out.push(Output::Deliver {
-                token: DeliveryToken::Signal,
-                peer,
-                addrs,
-                frame,
-            });
+            }
             let counts = &mut self.signals.counts;
             match kind {
                 Kind::Presence => counts.presence_sent += 1,
@@ -351,6 +337,35 @@ impl<S: Store + Clone> Core<S> {
         if let Err(e) = sent {
             tracing::debug!(error = %e, "a signal was not sent");
         }
+    }
+
+    /// Encrypts `signal` for `user`'s `device` and delivers it once,
+    /// directly; the device's peer, or `None` when too many signals are
+    /// in flight, there is no session, or the device has no peer.
+    pub(crate) fn deliver_signal(
+        &mut self,
+        user: UserId,
+        device: DeviceId,
+        signal: Signal,
+    ) -> Result<Option<libp2p::PeerId>, Error> {
+        if self.signals.in_flight >= MAX_IN_FLIGHT || !self.machine.has_session(&device)? {
+            return Ok(None);
+        }
+        let Some((peer, addrs)) = self.target(&user, &device)? else {
+            return Ok(None);
+        };
+        let frame = self
+            .machine
+            .encrypt_signal(user, device, signal)?
+            .to_frame()?;
+        self.signals.in_flight += 1;
+        self.out.push(Output::Deliver {
+            token: DeliveryToken::Signal,
+            peer,
+            addrs,
+            frame,
+        });
+        Ok(Some(peer))
     }
 
     /// This user types in a conversation, or stopped.
@@ -458,6 +473,8 @@ impl<S: Store + Clone> Core<S> {
                     && self.is_member(&room_id, &sender)?
                     && self.read_marker_received(room_id, sender, &event_id)?
             }
+            // Taken by `call_signals`, never here.
+            Signal::Call(_) => false,
         };
         if !kept {
             self.signals.counts.dropped += 1;

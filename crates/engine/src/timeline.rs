@@ -147,6 +147,7 @@ impl<S: Store + Clone> Core<S> {
                 expire_after_ms,
                 by,
             }),
+            LogRecord::Call(record) => Some(LogEntry::Call(record)),
         })
     }
 

@@ -1,5 +1,6 @@
-//! Short-lived signals between devices: presence, typing and read
-//! markers ([`Signal`], carried as `ToDeviceEvent::Signal` over Olm).
+//! Short-lived signals between devices: presence, typing, read markers
+//! and call signalling ([`Signal`], carried as `ToDeviceEvent::Signal`
+//! over Olm).
 //! What a node does with them, and why none of them is ever left on a
 //! relay, is in `safemeet_engine`'s signals.
 
@@ -32,6 +33,134 @@ pub enum Signal {
         /// The last event read.
         event_id: EventId,
     },
+    /// A step of a call (see [`CallSignal`]).
+    Call(CallSignal),
+}
+
+/// A call's id: 16 random bytes chosen by the caller.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CallId(pub [u8; 16]);
+
+impl CallId {
+    /// The id as 32 hex digits.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parses 32 hex digits.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 32 || !s.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(out))
+    }
+}
+
+impl std::fmt::Debug for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CallId({})", &self.to_hex()[..8])
+    }
+}
+
+/// A call's media key, as handed to one participant device over Olm:
+/// never printed by `Debug`, wiped when dropped.
+#[derive(
+    Clone, PartialEq, Eq, Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop,
+)]
+pub struct CallKey(pub [u8; 32]);
+
+impl std::fmt::Debug for CallKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallKey([scrubbed])")
+    }
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HangupReason {
+    /// Someone hung up.
+    Hangup,
+    /// Nobody answered in time.
+    NoAnswer,
+    /// Another device of the callee answered.
+    AnsweredElsewhere,
+    /// The media stopped (the peer was unreachable for too long).
+    Lost,
+    /// The device is busy with another call.
+    Busy,
+}
+
+/// Call signalling between two devices, end-to-end encrypted (Olm) and
+/// sent directly only, never left on a relay: a call is now or never.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallSignal {
+    /// The sender calls this user: to every device of the user.
+    Invite {
+        /// The call.
+        call_id: CallId,
+    },
+    /// The device got the invite and rings.
+    Ringing {
+        /// The call.
+        call_id: CallId,
+    },
+    /// The device answered.
+    Accept {
+        /// The call.
+        call_id: CallId,
+    },
+    /// The device's user declined.
+    Decline {
+        /// The call.
+        call_id: CallId,
+    },
+    /// The call ends for the sender.
+    Hangup {
+        /// The call.
+        call_id: CallId,
+        /// Why.
+        reason: HangupReason,
+    },
+    /// The sender's media key: frames it seals under KID
+    /// `epoch << 8 | index` open with it (SFrame, RFC 9605).
+    Key {
+        /// The call.
+        call_id: CallId,
+        /// The sender's index in the call.
+        index: u8,
+        /// The key's epoch.
+        epoch: u32,
+        /// The base key.
+        key: CallKey,
+    },
+    /// How the sender hears this device: frames lost in the last
+    /// report period, per thousand (the sender's encoder adds forward
+    /// error correction for it).
+    Report {
+        /// The call.
+        call_id: CallId,
+        /// Frames lost, per thousand.
+        loss_permille: u16,
+    },
+}
+
+impl CallSignal {
+    /// The call the signal is about.
+    pub fn call_id(&self) -> CallId {
+        match self {
+            Self::Invite { call_id }
+            | Self::Ringing { call_id }
+            | Self::Accept { call_id }
+            | Self::Decline { call_id }
+            | Self::Hangup { call_id, .. }
+            | Self::Key { call_id, .. }
+            | Self::Report { call_id, .. } => *call_id,
+        }
+    }
 }
 
 /// How far presence times are rounded: 5 minutes.

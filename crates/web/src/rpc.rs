@@ -50,6 +50,22 @@ fn local_only(request: &Request) -> Option<Error> {
             | Request::ExportReadable { .. }
             | Request::Download { .. }
             | Request::Send { file: Some(_), .. }
+            | Request::Call {
+                wav_in: Some(_),
+                ..
+            }
+            | Request::Call {
+                wav_out: Some(_),
+                ..
+            }
+            | Request::CallAccept {
+                wav_in: Some(_),
+                ..
+            }
+            | Request::CallAccept {
+                wav_out: Some(_),
+                ..
+            }
     )
     .then(|| Error::LocalOnly(request.method().name()))
 }

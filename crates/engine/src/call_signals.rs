@@ -1,0 +1,174 @@
+//! Call signalling in the core: [`CallSignal`]s go to a contact's
+//! devices over Olm and come back to the call service (`calls`).
+//!
+//! - Sent like presence and typing (tried once, directly, never left on
+//!   a relay: a call is now or never), but not behind any setting: a
+//!   call is something the user does, not something shared in the
+//!   background. They count against the same bound of signals in flight.
+//! - Taken only from a contact this user does not refuse (blocked,
+//!   removed, deleted), and only when the frame came straight from the
+//!   peer the sending device's certificate names: a call signal replayed
+//!   from a relay or handed on by another peer is dropped.
+//! - At most [`MAX_QUEUED`] wait for the call service; past it they are
+//!   dropped (counted), so a flood of invites costs a bounded queue.
+
+use libp2p::{Multiaddr, PeerId};
+use safemeet_proto::signal::{CallId, CallSignal, Signal};
+use safemeet_proto::{DeviceId, Timestamp, UserId};
+use safemeet_store::Store;
+use serde::{Deserialize, Serialize};
+
+use crate::core::Core;
+use crate::event_log::LogRecord;
+use crate::events::{Command, Output, Response};
+use crate::{Error, Handle};
+
+/// Call signals waiting for the call service at most.
+pub(crate) const MAX_QUEUED: usize = 64;
+
+/// A call signal from a contact's device, for the call service.
+#[derive(Debug, Clone)]
+pub struct IncomingCallSignal {
+    /// The sending user.
+    pub user: UserId,
+    /// The sending device.
+    pub device: DeviceId,
+    /// The device's peer (it delivered the signal itself).
+    pub peer: PeerId,
+    /// Where the peer may be found.
+    pub addrs: Vec<Multiaddr>,
+    /// The signal.
+    pub signal: CallSignal,
+}
+
+/// How a call ended, as the event log keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallOutcome {
+    /// It was answered (here, or on another device of this user).
+    Answered,
+    /// It rang here and nobody answered: a missed call.
+    Missed,
+    /// Declined (by this user, or by the one called).
+    Declined,
+    /// This user called and nobody answered, or no device could be
+    /// reached.
+    NoAnswer,
+}
+
+/// A call as the event log keeps it (nothing of its media).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// The contact on the other end.
+    pub with: UserId,
+    /// The call.
+    pub call_id: CallId,
+    /// This user called.
+    pub outgoing: bool,
+    /// How it ended.
+    pub outcome: CallOutcome,
+    /// When it started ringing.
+    pub at: Timestamp,
+    /// How long it was answered for (ms; 0 unless answered).
+    pub duration_ms: u64,
+}
+
+impl<S: Store + Clone> Core<S> {
+    /// Writes an ended call into the event log.
+    pub(crate) fn note_call(&mut self, record: CallRecord) -> Result<(), Error> {
+        let mut batch = self.store.batch();
+        crate::timeline::stage_log_at(
+            &self.store,
+            &mut batch,
+            self.log_next,
+            &LogRecord::Call(record),
+        )?;
+        self.store.apply(batch)?;
+        self.store.flush()?;
+        self.log_next += 1;
+        self.log_durable = self.log_next;
+        Ok(())
+    }
+
+    /// Sends `signal` to `user`'s devices (or one of them), directly and
+    /// once; the devices it went to (none: not a contact, or no device
+    /// could be reached with a session).
+    pub(crate) fn send_call_signal(
+        &mut self,
+        user: UserId,
+        device: Option<DeviceId>,
+        signal: CallSignal,
+    ) -> Result<Vec<(DeviceId, PeerId)>, Error> {
+        if user == self.user_id() || self.refuses(&user) || self.contact(&user)?.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut sent = Vec::new();
+        for info in self.machine.user_devices(&user)? {
+            if device.is_some_and(|d| d != info.device_id) {
+                continue;
+            }
+            let call = Signal::Call(signal.clone());
+            if let Some(peer) = self.deliver_signal(user, info.device_id, call)? {
+                sent.push((info.device_id, peer));
+            }
+        }
+        Ok(sent)
+    }
+
+    /// A call signal arrived in a to-device message from `user`'s
+    /// `device`, delivered by `from` (`None`: not directly).
+    pub(crate) fn call_signal_received(
+        &mut self,
+        user: UserId,
+        device: DeviceId,
+        from: Option<PeerId>,
+        signal: CallSignal,
+    ) -> Result<bool, Error> {
+        if self.refuses(&user) || self.contact(&user)?.is_none() {
+            return Ok(false);
+        }
+        let Some((peer, addrs)) = self.target(&user, &device)? else {
+            return Ok(false);
+        };
+        if from != Some(peer) {
+            return Ok(false);
+        }
+        self.out
+            .push(Output::CallSignal(Box::new(IncomingCallSignal {
+                user,
+                device,
+                peer,
+                addrs,
+                signal,
+            })));
+        Ok(true)
+    }
+}
+
+impl Handle {
+    /// Sends a call signal to `user`'s devices (or only `device`),
+    /// directly and once; the devices it went to, with their peers.
+    pub async fn send_call_signal(
+        &self,
+        user: UserId,
+        device: Option<DeviceId>,
+        signal: CallSignal,
+    ) -> Result<Vec<(DeviceId, PeerId)>, Error> {
+        match self
+            .core(Command::CallSignal {
+                user,
+                device,
+                signal,
+            })
+            .await?
+        {
+            Response::CallSent(sent) => Ok(sent),
+            _ => Err(Error::InvalidInput("unexpected answer".into())),
+        }
+    }
+
+    /// Writes an ended call into the event log (a missed call shows there).
+    pub async fn note_call(&self, record: CallRecord) -> Result<(), Error> {
+        self.core(Command::NoteCall(record)).await.map(|_| ())
+    }
+}

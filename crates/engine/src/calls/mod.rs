@@ -1,0 +1,781 @@
+//! The call service: end-to-end encrypted audio calls between a contact's
+//! devices and this one, beside the core.
+//!
+//! Signalling is [`CallSignal`]s over Olm (`call_signals`): sent directly
+//! and once, never left on a relay.
+//!
+//! ```text
+//!   caller                                   callee's devices (each)
+//!   Invite ───────────────────────────────►  rings
+//!          ◄─────────────────────────────── Ringing
+//!          ◄─────────────────────────────── Accept        (one device)
+//!   Hangup(answered elsewhere) ────────────► the others stop ringing
+//!   Key (index 0) ◄──────────────────────► Key (index 1)   over Olm, 1:1
+//!   /safemeet/media/1 stream each way: hello, then SFrame frames
+//!   Report (loss ‰, every 2 s) ◄──────────► Report
+//!   Hangup ◄──────────────────────────────► (either side)
+//! ```
+//!
+//! - A call to a contact goes to every device of theirs this device can
+//!   reach: an offline device's others ring. The first to accept takes
+//!   the call; the rest are told it was answered elsewhere.
+//! - Keys: each side makes its own SFrame key for the call
+//!   (`safemeet_media::keys`) and hands it to the other device over Olm,
+//!   never over a room's Megolm session.
+//! - One call at a time: an invite while another is on is answered
+//!   `Busy`. A ring not answered in [`RING_FOR`] ends as missed (for the
+//!   callee) or not answered (for the caller); a call whose media stops
+//!   for [`MEDIA_SILENCE`] ends as lost.
+//! - Every ended call goes into the event log (`CallRecord`): a missed
+//!   call shows there. Nothing of the media is kept.
+
+mod media;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::{Multiaddr, PeerId};
+use safemeet_media::sframe::BaseKey;
+use safemeet_media::transport::read_frame;
+use safemeet_proto::clock::{Clock, SystemClock};
+use safemeet_proto::signal::{CallId, CallKey, CallSignal, HangupReason};
+use safemeet_proto::{DeviceId, Timestamp, UserId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::call_signals::{CallOutcome, CallRecord, IncomingCallSignal};
+use crate::handle::WeakHandle;
+use crate::{CallError, Error, Handle};
+use media::Media;
+
+/// How long a call rings before it ends unanswered.
+pub const RING_FOR: Duration = Duration::from_secs(45);
+/// How often each side reports the loss it hears.
+pub const REPORT_EVERY: Duration = Duration::from_secs(2);
+/// A call that hears nothing for this long ends as lost.
+pub const MEDIA_SILENCE: Duration = Duration::from_secs(15);
+/// Ended calls `call status` still shows.
+const HISTORY: usize = 16;
+/// How long a media stream has to say which call it is for.
+const HELLO_WITHIN: Duration = Duration::from_secs(5);
+
+/// Where a call's audio comes from and goes to. Without a file: silence
+/// is sent and nothing is kept (this build has no sound card support).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallAudio {
+    /// A 48 kHz mono 16-bit WAV file to send.
+    pub wav_in: Option<PathBuf>,
+    /// A WAV file to write what is heard into.
+    pub wav_out: Option<PathBuf>,
+}
+
+/// Where a call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    /// This user calls; the other side has not answered.
+    Calling,
+    /// A contact calls; this device rings.
+    Ringing,
+    /// Answered: audio flows.
+    Active,
+    /// Over.
+    Ended,
+}
+
+/// What a call's media counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallStats {
+    /// Frames captured, coded, sealed and sent.
+    pub sent: u64,
+    /// Frames pushed out of a send queue by newer ones.
+    pub dropped_in_queue: u64,
+    /// Frames received that opened.
+    pub received: u64,
+    /// Frames that did not open or were malformed.
+    pub refused: u64,
+    /// Frames played as they came.
+    pub played: u64,
+    /// Frames that came after their turn (dropped).
+    pub late: u64,
+    /// Frames missing at their turn.
+    pub lost: u64,
+    /// Missing frames concealed.
+    pub concealed: u64,
+    /// Missing frames rebuilt from forward error correction.
+    pub fec_recovered: u64,
+    /// Frames skipped to bring the delay down.
+    pub skipped: u64,
+    /// Transit variation (p95), ms.
+    pub jitter_ms: u64,
+    /// The jitter buffer's delay, ms.
+    pub delay_ms: u64,
+    /// Capture to play-out, median, ms (the senders' and this device's
+    /// clocks taken as one).
+    pub mouth_to_ear_p50_ms: Option<u32>,
+    /// Capture to play-out, 95th percentile, ms.
+    pub mouth_to_ear_p95_ms: Option<u32>,
+    /// The loss the other side reports, percent (the encoder adds FEC).
+    pub expected_loss_percent: u8,
+}
+
+/// A call as `call status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallView {
+    /// The call's id (32 hex digits).
+    pub call_id: String,
+    /// The contact on the other end.
+    pub with: UserId,
+    /// This user called.
+    pub outgoing: bool,
+    /// Where it stands.
+    pub state: CallState,
+    /// How it ended.
+    pub outcome: Option<CallOutcome>,
+    /// Why it ended, in words.
+    pub reason: Option<String>,
+    /// When it started ringing.
+    pub at: Timestamp,
+    /// How long it has been answered, ms.
+    pub duration_ms: u64,
+    /// Its media's counts.
+    pub stats: CallStats,
+}
+
+/// What a client asks of the call service.
+#[derive(Debug)]
+pub(crate) enum Ask {
+    Place(UserId, CallAudio, oneshot::Sender<Result<CallView, Error>>),
+    Accept(CallAudio, oneshot::Sender<Result<CallView, Error>>),
+    Decline(oneshot::Sender<Result<CallView, Error>>),
+    Hangup(oneshot::Sender<Result<CallView, Error>>),
+    Status(oneshot::Sender<Vec<CallView>>),
+}
+
+/// The device on the other end.
+#[derive(Debug, Clone)]
+struct Other {
+    device: DeviceId,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    index: u8,
+}
+
+#[derive(Debug)]
+struct Call {
+    id: CallId,
+    with: UserId,
+    outgoing: bool,
+    state: CallState,
+    at: Timestamp,
+    rang_at: Instant,
+    /// The devices invited (calling).
+    invited: Vec<(DeviceId, PeerId)>,
+    other: Option<Other>,
+    media: Option<Media>,
+    answered: Option<Instant>,
+    audio: CallAudio,
+    /// A key that came before the media started.
+    early_key: Option<(u8, u32, BaseKey)>,
+    last_report: Instant,
+}
+
+impl Call {
+    fn view(&self, stats: CallStats) -> CallView {
+        CallView {
+            call_id: self.id.to_hex(),
+            with: self.with,
+            outgoing: self.outgoing,
+            state: self.state,
+            outcome: None,
+            reason: None,
+            at: self.at,
+            duration_ms: self.duration_ms(),
+            stats,
+        }
+    }
+
+    fn duration_ms(&self) -> u64 {
+        self.answered.map_or(0, |at| {
+            u64::try_from(
+                SystemClock
+                    .instant()
+                    .saturating_duration_since(at)
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX)
+        })
+    }
+}
+
+struct Service {
+    handle: WeakHandle,
+    net: safemeet_net::Handle,
+    current: Option<Call>,
+    history: VecDeque<CallView>,
+    cancel: CancellationToken,
+}
+
+/// Runs the call service until `cancel`.
+pub(crate) async fn run(
+    handle: WeakHandle,
+    net: safemeet_net::Handle,
+    mut asks: mpsc::Receiver<Ask>,
+    mut signals: mpsc::Receiver<IncomingCallSignal>,
+    cancel: CancellationToken,
+) {
+    let mut incoming = match net.media_streams() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "calls cannot be answered");
+            None
+        }
+    };
+    let (hellos_tx, mut hellos) = mpsc::channel::<(PeerId, CallId, u8, libp2p::Stream)>(8);
+    let mut service = Service {
+        handle,
+        net,
+        current: None,
+        history: VecDeque::new(),
+        cancel: cancel.clone(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            Some(ask) = asks.recv() => service.ask(ask).await,
+            Some(signal) = signals.recv() => service.signal(signal).await,
+            Some((peer, mut stream)) = async {
+                match incoming.as_mut() {
+                    Some(s) => s.next().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // Only a stream for the call on now is read past its hello.
+                if service.current.as_ref().is_some_and(|c| c.state == CallState::Active) {
+                    let tx = hellos_tx.clone();
+                    tokio::spawn(async move {
+                        let hello = tokio::time::timeout(HELLO_WITHIN, read_frame(&mut stream)).await;
+                        if let Ok(Ok(Some(frame))) = hello
+                            && let Some((call, index)) = media::read_hello(&frame)
+                        {
+                            let _ = tx.send((peer, call, index, stream)).await;
+                        }
+                    });
+                }
+            }
+            Some((peer, call, index, stream)) = hellos.recv() => service.attach(peer, call, index, stream),
+            _ = tick.tick() => service.tick().await,
+        }
+    }
+    if let Some(call) = service.current.take()
+        && let Some(media) = call.media
+    {
+        media.stop().await;
+    }
+}
+
+impl Service {
+    async fn ask(&mut self, ask: Ask) {
+        match ask {
+            Ask::Place(user, audio, reply) => {
+                let _ = reply.send(self.place(user, audio).await);
+            }
+            Ask::Accept(audio, reply) => {
+                let _ = reply.send(self.accept(audio).await);
+            }
+            Ask::Decline(reply) => {
+                let r = match self.current.as_ref().map(|c| c.state) {
+                    Some(CallState::Ringing) => Ok(self.decline().await),
+                    _ => Err(CallError::NoCall("no call is ringing").into()),
+                };
+                let _ = reply.send(r);
+            }
+            Ask::Hangup(reply) => {
+                let r = match self.current.as_ref().map(|c| (c.state, c.outgoing)) {
+                    Some((CallState::Ringing, _)) => Ok(self.decline().await),
+                    Some((CallState::Calling, _)) => Ok(self
+                        .end_for_all(HangupReason::Hangup, CallOutcome::NoAnswer, "cancelled")
+                        .await),
+                    Some((CallState::Active, _)) => Ok(self
+                        .end_for_all(HangupReason::Hangup, CallOutcome::Answered, "hung up")
+                        .await),
+                    _ => Err(CallError::NoCall("no call is on").into()),
+                };
+                let _ = reply.send(r);
+            }
+            Ask::Status(reply) => {
+                let mut views: Vec<CallView> = self
+                    .current
+                    .iter()
+                    .map(|c| c.view(c.media.as_ref().map(Media::stats).unwrap_or_default()))
+                    .collect();
+                views.extend(self.history.iter().cloned());
+                let _ = reply.send(views);
+            }
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|c| c.state != CallState::Ended)
+    }
+
+    async fn send(
+        &self,
+        user: UserId,
+        device: Option<DeviceId>,
+        signal: CallSignal,
+    ) -> Vec<(DeviceId, PeerId)> {
+        let Some(h) = self.handle.upgrade() else {
+            return Vec::new();
+        };
+        h.send_call_signal(user, device, signal)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "a call signal was not sent");
+                Vec::new()
+            })
+    }
+
+    async fn place(&mut self, user: UserId, audio: CallAudio) -> Result<CallView, Error> {
+        if self.busy() {
+            return Err(CallError::Busy.into());
+        }
+        check_audio(&audio)?;
+        let handle = self.handle.upgrade().ok_or(Error::Stopped)?;
+        if handle.contacts().await?.iter().all(|c| c.user_id != user) {
+            return Err(Error::UnknownContact(user));
+        }
+        let id = CallId(rand::random());
+        let now = SystemClock.instant();
+        let invited = self
+            .send(user, None, CallSignal::Invite { call_id: id })
+            .await;
+        let call = Call {
+            id,
+            with: user,
+            outgoing: true,
+            state: CallState::Calling,
+            at: SystemClock.now(),
+            rang_at: now,
+            invited,
+            other: None,
+            media: None,
+            answered: None,
+            audio,
+            early_key: None,
+            last_report: now,
+        };
+        let unreachable = call.invited.is_empty();
+        self.current = Some(call);
+        if unreachable {
+            self.end(CallOutcome::NoAnswer, "unreachable").await;
+            return Err(CallError::Unreachable.into());
+        }
+        Ok(self.view())
+    }
+
+    fn view(&self) -> CallView {
+        match &self.current {
+            Some(c) => c.view(c.media.as_ref().map(Media::stats).unwrap_or_default()),
+            None => self.history.front().cloned().unwrap_or_else(|| CallView {
+                call_id: String::new(),
+                with: UserId::from_bytes([0; 32]),
+                outgoing: false,
+                state: CallState::Ended,
+                outcome: None,
+                reason: None,
+                at: SystemClock.now(),
+                duration_ms: 0,
+                stats: CallStats::default(),
+            }),
+        }
+    }
+
+    async fn accept(&mut self, audio: CallAudio) -> Result<CallView, Error> {
+        let Some(call) = self
+            .current
+            .as_mut()
+            .filter(|c| c.state == CallState::Ringing)
+        else {
+            return Err(CallError::NoCall("no call is ringing").into());
+        };
+        let Some(other) = call.other.clone() else {
+            return Err(CallError::NoCall("no call is ringing").into());
+        };
+        let mut media = Media::start(
+            call.id,
+            1,
+            &audio,
+            self.net.clone(),
+            self.cancel.child_token(),
+        )?;
+        media.add_peer(other.index, other.peer, other.addrs.clone())?;
+        if let Some((index, epoch, base)) = call.early_key.take() {
+            media.learn_key(index, epoch, base);
+        }
+        let (index, epoch, base) = media.own_key();
+        call.media = Some(media);
+        call.state = CallState::Active;
+        call.audio = audio;
+        let now = SystemClock.instant();
+        call.answered = Some(now);
+        call.last_report = now;
+        let (id, with) = (call.id, call.with);
+        self.send(with, Some(other.device), CallSignal::Accept { call_id: id })
+            .await;
+        self.send(
+            with,
+            Some(other.device),
+            key_signal(id, index, epoch, &base),
+        )
+        .await;
+        Ok(self.view())
+    }
+
+    async fn decline(&mut self) -> CallView {
+        if let Some(call) = &self.current
+            && let Some(other) = &call.other
+        {
+            let (id, with, device) = (call.id, call.with, other.device);
+            self.send(with, Some(device), CallSignal::Decline { call_id: id })
+                .await;
+        }
+        self.end(CallOutcome::Declined, "declined").await
+    }
+
+    /// Tells every device concerned that the call is over, and ends it.
+    async fn end_for_all(
+        &mut self,
+        reason: HangupReason,
+        outcome: CallOutcome,
+        why: &str,
+    ) -> CallView {
+        if let Some(call) = &self.current {
+            let (id, with) = (call.id, call.with);
+            let devices: Vec<DeviceId> = match &call.other {
+                Some(o) => vec![o.device],
+                None => call.invited.iter().map(|(d, _)| *d).collect(),
+            };
+            for device in devices {
+                self.send(
+                    with,
+                    Some(device),
+                    CallSignal::Hangup {
+                        call_id: id,
+                        reason,
+                    },
+                )
+                .await;
+            }
+        }
+        self.end(outcome, why).await
+    }
+
+    /// Ends the call on now: its media stops, it goes into the event log.
+    async fn end(&mut self, outcome: CallOutcome, why: &str) -> CallView {
+        let Some(mut call) = self.current.take() else {
+            return self.view();
+        };
+        let stats = match call.media.take() {
+            Some(media) => media.stop().await,
+            None => CallStats::default(),
+        };
+        let duration_ms = call.duration_ms();
+        call.state = CallState::Ended;
+        let mut view = call.view(stats);
+        view.outcome = Some(outcome);
+        view.reason = Some(why.to_owned());
+        view.duration_ms = duration_ms;
+        if let Some(h) = self.handle.upgrade() {
+            let record = CallRecord {
+                with: call.with,
+                call_id: call.id,
+                outgoing: call.outgoing,
+                outcome,
+                at: call.at,
+                duration_ms,
+            };
+            if let Err(e) = h.note_call(record).await {
+                tracing::warn!(error = %e, "an ended call was not logged");
+            }
+        }
+        self.history.push_front(view.clone());
+        self.history.truncate(HISTORY);
+        view
+    }
+
+    async fn signal(&mut self, incoming: IncomingCallSignal) {
+        let IncomingCallSignal {
+            user,
+            device,
+            peer,
+            addrs,
+            signal,
+        } = incoming;
+        let id = signal.call_id();
+        if let CallSignal::Invite { call_id } = signal {
+            if self.current.as_ref().is_some_and(|c| c.id == call_id) {
+                return;
+            }
+            if self.busy() {
+                let busy = CallSignal::Hangup {
+                    call_id,
+                    reason: HangupReason::Busy,
+                };
+                self.send(user, Some(device), busy).await;
+                return;
+            }
+            let now = SystemClock.instant();
+            self.current = Some(Call {
+                id: call_id,
+                with: user,
+                outgoing: false,
+                state: CallState::Ringing,
+                at: SystemClock.now(),
+                rang_at: now,
+                invited: Vec::new(),
+                other: Some(Other {
+                    device,
+                    peer,
+                    addrs,
+                    index: 0,
+                }),
+                media: None,
+                answered: None,
+                audio: CallAudio::default(),
+                early_key: None,
+                last_report: now,
+            });
+            self.send(user, Some(device), CallSignal::Ringing { call_id })
+                .await;
+            return;
+        }
+        // Anything else is about the call on now, from its other end.
+        let Some(call) = self
+            .current
+            .as_mut()
+            .filter(|c| c.id == id && c.with == user)
+        else {
+            return;
+        };
+        let from_other = call.other.as_ref().is_some_and(|o| o.device == device);
+        let from_invited = call.invited.iter().any(|(d, _)| *d == device);
+        match signal {
+            CallSignal::Invite { .. } | CallSignal::Ringing { .. } => {}
+            CallSignal::Accept { .. } if call.state == CallState::Calling && from_invited => {
+                if let Err(e) = self.answered(device, peer, addrs).await {
+                    tracing::warn!(error = %e, "an answered call could not start");
+                    self.end_for_all(HangupReason::Lost, CallOutcome::Answered, "media failed")
+                        .await;
+                }
+            }
+            CallSignal::Decline { .. } if call.state == CallState::Calling && from_invited => {
+                self.end(CallOutcome::Declined, "declined").await;
+            }
+            CallSignal::Hangup { reason, .. } if from_other || from_invited => {
+                let (outcome, why) = match (call.state, reason) {
+                    (CallState::Ringing, HangupReason::AnsweredElsewhere) => {
+                        (CallOutcome::Answered, "answered on another device")
+                    }
+                    (CallState::Ringing, _) => (CallOutcome::Missed, "missed"),
+                    (CallState::Calling, HangupReason::Busy) => (CallOutcome::NoAnswer, "busy"),
+                    (CallState::Calling, _) => (CallOutcome::NoAnswer, "no answer"),
+                    (_, HangupReason::Lost) => (CallOutcome::Answered, "lost"),
+                    _ => (CallOutcome::Answered, "hung up by the other side"),
+                };
+                self.end(outcome, why).await;
+            }
+            CallSignal::Key {
+                index, epoch, key, ..
+            } if from_other && call.other.as_ref().is_some_and(|o| o.index == index) => {
+                let base = BaseKey::from_bytes(key.0);
+                match &call.media {
+                    Some(media) => media.learn_key(index, epoch, base),
+                    None => call.early_key = Some((index, epoch, base)),
+                }
+            }
+            CallSignal::Report { loss_permille, .. } if from_other => {
+                if let Some(media) = &call.media {
+                    let percent = u8::try_from(loss_permille.min(1000).div_ceil(10)).unwrap_or(100);
+                    media.set_expected_loss(percent);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A callee's device answered this user's call.
+    async fn answered(
+        &mut self,
+        device: DeviceId,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    ) -> Result<(), Error> {
+        let Some(call) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let other = Other {
+            device,
+            peer,
+            addrs,
+            index: 1,
+        };
+        let mut media = Media::start(
+            call.id,
+            0,
+            &call.audio,
+            self.net.clone(),
+            self.cancel.child_token(),
+        )?;
+        media.add_peer(other.index, other.peer, other.addrs.clone())?;
+        let (index, epoch, base) = media.own_key();
+        let others: Vec<DeviceId> = call
+            .invited
+            .iter()
+            .map(|(d, _)| *d)
+            .filter(|d| *d != device)
+            .collect();
+        call.media = Some(media);
+        call.other = Some(other);
+        call.state = CallState::Active;
+        let now = SystemClock.instant();
+        call.answered = Some(now);
+        call.last_report = now;
+        let (id, with) = (call.id, call.with);
+        self.send(with, Some(device), key_signal(id, index, epoch, &base))
+            .await;
+        for d in others {
+            let elsewhere = CallSignal::Hangup {
+                call_id: id,
+                reason: HangupReason::AnsweredElsewhere,
+            };
+            self.send(with, Some(d), elsewhere).await;
+        }
+        Ok(())
+    }
+
+    /// A media stream named its call and sender: attached if both are
+    /// the call's on now, from the device on the other end.
+    fn attach(&mut self, peer: PeerId, id: CallId, index: u8, stream: libp2p::Stream) {
+        if let Some(call) = self.current.as_mut().filter(|c| c.id == id)
+            && call
+                .other
+                .as_ref()
+                .is_some_and(|o| o.peer == peer && o.index == index)
+            && let Some(media) = &mut call.media
+        {
+            media.attach(index, stream);
+        }
+    }
+
+    async fn tick(&mut self) {
+        let now = SystemClock.instant();
+        let Some(call) = &mut self.current else {
+            return;
+        };
+        let ringing_for = now.saturating_duration_since(call.rang_at);
+        match call.state {
+            CallState::Calling if ringing_for >= RING_FOR => {
+                self.end_for_all(HangupReason::NoAnswer, CallOutcome::NoAnswer, "no answer")
+                    .await;
+            }
+            // The caller ends it at RING_FOR; a little more, should its
+            // hang-up not come.
+            CallState::Ringing if ringing_for >= RING_FOR + Duration::from_secs(5) => {
+                self.end(CallOutcome::Missed, "missed").await;
+            }
+            CallState::Active => {
+                let Some(media) = &call.media else { return };
+                let since = call
+                    .answered
+                    .map_or(Duration::ZERO, |a| now.saturating_duration_since(a));
+                let silent = media.silent_for().unwrap_or(since);
+                if silent >= MEDIA_SILENCE {
+                    self.end_for_all(HangupReason::Lost, CallOutcome::Answered, "lost")
+                        .await;
+                    return;
+                }
+                if now.saturating_duration_since(call.last_report) >= REPORT_EVERY {
+                    call.last_report = now;
+                    let reports = media.reports();
+                    let (id, with) = (call.id, call.with);
+                    let device = call.other.as_ref().map(|o| o.device);
+                    for (_, loss_permille) in reports {
+                        let report = CallSignal::Report {
+                            call_id: id,
+                            loss_permille,
+                        };
+                        self.send(with, device, report).await;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn key_signal(call_id: CallId, index: u8, epoch: u32, base: &BaseKey) -> CallSignal {
+    CallSignal::Key {
+        call_id,
+        index,
+        epoch,
+        key: CallKey(*base.expose()),
+    }
+}
+
+/// Refuses audio files that cannot be used, before anyone rings.
+fn check_audio(audio: &CallAudio) -> Result<(), Error> {
+    if let Some(path) = &audio.wav_in {
+        safemeet_media::audio::WavSource::open(path)
+            .map_err(|e| CallError::Audio(e.to_string()))?;
+    }
+    if let Some(path) = &audio.wav_out {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            return Err(CallError::Audio(format!("no folder for {}", path.display())).into());
+        }
+    }
+    Ok(())
+}
+
+impl Handle {
+    async fn call_ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Ask) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.calls
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Calls a contact: every device of theirs this device can reach rings.
+    pub async fn call(&self, user: UserId, audio: CallAudio) -> Result<CallView, Error> {
+        self.call_ask(|tx| Ask::Place(user, audio, tx)).await?
+    }
+
+    /// Answers the call ringing here.
+    pub async fn call_accept(&self, audio: CallAudio) -> Result<CallView, Error> {
+        self.call_ask(|tx| Ask::Accept(audio, tx)).await?
+    }
+
+    /// Declines the call ringing here.
+    pub async fn call_decline(&self) -> Result<CallView, Error> {
+        self.call_ask(Ask::Decline).await?
+    }
+
+    /// Ends the call on now (or stops calling).
+    pub async fn call_hangup(&self) -> Result<CallView, Error> {
+        self.call_ask(Ask::Hangup).await?
+    }
+
+    /// The call on now, if any, then the last ended ones, newest first.
+    pub async fn calls(&self) -> Result<Vec<CallView>, Error> {
+        self.call_ask(Ask::Status).await
+    }
+}

@@ -1,0 +1,236 @@
+//! End-to-end tests of calls between real `safemeet` daemons on
+//! 127.0.0.1: a 60 s call over TCP and over QUIC plays every frame the
+//! caller coded, bit for bit; a call nobody answers shows as missed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use std::f64::consts::TAU;
+use std::path::Path;
+
+use safemeet_media::audio::{AudioSource, FRAME_SAMPLES, Frame, WavSource};
+use safemeet_media::codec::{Codec, OpusCodec};
+use serde_json::Value;
+
+mod support;
+
+use support::node::{alice_and_bob_on, cli, eventually};
+
+/// Seconds of audio the long calls carry.
+const SECONDS: usize = 60;
+
+/// Something like a voice: a 140 Hz buzz with its harmonics, in
+/// syllables of 200 ms with pauses between words.
+fn voice(seconds: usize) -> Vec<i16> {
+    let n = seconds * 48_000;
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / 48_000.0;
+            let syllable = (t * 5.0).fract();
+            let word = (t * 0.7).fract();
+            let envelope = if word < 0.7 {
+                (syllable * std::f64::consts::PI).sin()
+            } else {
+                0.0
+            };
+            let f0 = 140.0 + 20.0 * (t * 1.3 * TAU).sin();
+            let s: f64 = (1..=6)
+                .map(|h| (TAU * f0 * h as f64 * t).sin() / h as f64)
+                .sum();
+            (s * envelope * 6_000.0) as i16
+        })
+        .collect()
+}
+
+fn write_wav(path: &Path, samples: &[i16]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for s in samples {
+        w.write_sample(*s).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+fn frames_of(path: &Path) -> Vec<Frame> {
+    let mut source = WavSource::open(path).unwrap();
+    let mut out = Vec::new();
+    while let Some(f) = source.next_frame().unwrap() {
+        out.push(f);
+    }
+    out
+}
+
+/// The first `call` entry of `home`'s event log (over the API socket).
+fn logged_call(home: &Path) -> Value {
+    use std::io::{BufRead, Write};
+    let mut sock = std::os::unix::net::UnixStream::connect(home.join("safemeet.sock")).unwrap();
+    writeln!(
+        sock,
+        r#"{{"jsonrpc":"2.0","id":1,"method":"events","params":{{"since":0}}}}"#
+    )
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(sock).read_line(&mut line).unwrap();
+    let answer: Value = serde_json::from_str(&line).unwrap();
+    answer["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .find(|e| e["type"] == "call")
+        .cloned()
+        .unwrap_or(answer)
+}
+
+/// Polls `check` for up to `secs`.
+fn within<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..secs * 10 {
+        if let Some(v) = check() {
+            return v;
+        }
+        std::thread::park_timeout(std::time::Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}")
+}
+
+/// The call on now (or the last one) as `call status` shows it.
+fn status(home: &Path) -> Value {
+    cli(home, &["call", "status"])
+        .as_array()
+        .unwrap()
+        .first()
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn call_over(listen: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, _da, _db) = alice_and_bob_on(dir.path(), listen);
+    let wav_in = dir.path().join("in.wav");
+    let wav_out = dir.path().join("out.wav");
+    write_wav(&wav_in, &voice(SECONDS));
+    let frames = frames_of(&wav_in);
+
+    // Ringing is signalled end to end; nothing flows until Bob answers.
+    let placed = cli(
+        &alice,
+        &["call", "bob", "--wav-in", wav_in.to_str().unwrap()],
+    );
+    assert_eq!(placed["state"], "calling", "{placed}");
+    eventually("bob's device rings", || {
+        (status(&bob)["state"] == "ringing").then_some(())
+    });
+    let answered = cli(
+        &bob,
+        &["call", "accept", "--wav-out", wav_out.to_str().unwrap()],
+    );
+    assert_eq!(answered["state"], "active", "{answered}");
+
+    // Every frame of the file is sent, and played (or skipped at a quiet
+    // frame to bring the delay down), none lost or late. (Silence follows
+    // the file until someone hangs up.)
+    let want = frames.len() as u64;
+    let mut last = Value::Null;
+    within(SECONDS as u64 + 60, "bob has heard the whole file", || {
+        last = status(&bob);
+        let s = &last["stats"];
+        let heard = s["played"].as_u64()? + s["skipped"].as_u64()? + s["lost"].as_u64()?;
+        (heard >= want && status(&alice)["stats"]["sent"].as_u64()? >= want).then_some(())
+    });
+    let s = &last["stats"];
+    assert!(s["received"].as_u64().unwrap() >= want, "{last}");
+    assert_eq!(s["lost"], 0, "{last}");
+    assert_eq!(s["late"], 0, "{last}");
+    assert_eq!(s["refused"], 0, "{last}");
+    let p95 = s["mouth_to_ear_p95_ms"].as_u64().unwrap();
+    assert!(p95 <= 100, "mouth-to-ear p95 {p95} ms: {last}");
+    let skipped = s["skipped"].as_u64().unwrap();
+
+    let ended = cli(&bob, &["call", "hangup"]);
+    assert_eq!(ended["state"], "ended");
+    eventually("alice's side ends too", || {
+        (status(&alice)["state"] == "ended").then_some(())
+    });
+
+    // What Bob wrote is the caller's frames decoded here from the same
+    // coding, frame for frame, bit for bit (a skipped frame is absent).
+    let mut encoder = OpusCodec::new().unwrap();
+    let mut decoder = OpusCodec::new().unwrap();
+    let local: Vec<Frame> = frames
+        .iter()
+        .map(|f| decoder.decode(&encoder.encode(f).unwrap()).unwrap())
+        .collect();
+    let heard = frames_of(&wav_out);
+    let mut at = 0;
+    let mut written = 0u64;
+    for (i, frame) in heard.iter().enumerate() {
+        if at == local.len() {
+            break;
+        }
+        let found = local[at..]
+            .iter()
+            .take(1 + skipped as usize)
+            .position(|l| l == frame);
+        let Some(offset) = found else {
+            panic!("frame {i} of what bob heard is none of the caller's next frames");
+        };
+        at += offset + 1;
+        written += 1;
+    }
+    assert_eq!(at, local.len(), "the whole file was heard");
+    assert!(
+        written + skipped >= want,
+        "every frame written but the skipped ones ({written} + {skipped} of {want})"
+    );
+    assert_eq!(FRAME_SAMPLES, 960);
+
+    // Both event logs hold the call, answered.
+    for (home, outgoing) in [(&alice, true), (&bob, false)] {
+        let call = logged_call(home);
+        assert_eq!(call["outcome"], "answered", "{call}");
+        assert_eq!(call["outgoing"], outgoing);
+        assert!(call["duration_ms"].as_u64().unwrap() >= (SECONDS as u64 - 1) * 1000);
+    }
+}
+
+#[test]
+fn a_minute_long_call_over_tcp_plays_every_frame_as_coded() {
+    call_over("/ip4/127.0.0.1/tcp/0");
+}
+
+#[test]
+fn a_minute_long_call_over_quic_plays_every_frame_as_coded() {
+    call_over("/ip4/127.0.0.1/udp/0/quic-v1");
+}
+
+#[test]
+fn a_call_nobody_answers_is_missed_and_shows_in_the_event_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, _da, _db) = alice_and_bob_on(dir.path(), "/ip4/127.0.0.1/tcp/0");
+    // Nothing to answer, nothing to hang up.
+    let (code, err) = support::node::cli_fails(&bob, &["call", "accept"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no call is ringing"), "{err}");
+
+    cli(&alice, &["call", "bob"]);
+    eventually("bob's device rings", || {
+        (status(&bob)["state"] == "ringing").then_some(())
+    });
+    // A second call while one rings: refused at once.
+    let (_, err) = support::node::cli_fails(&alice, &["call", "bob"]);
+    assert!(err.contains("another call is on"), "{err}");
+    cli(&alice, &["call", "hangup"]);
+    eventually("bob's ringing stops, missed", || {
+        let s = status(&bob);
+        (s["state"] == "ended").then_some(s)
+    });
+    let s = status(&bob);
+    assert_eq!(s["outcome"], "missed", "{s}");
+    let call = logged_call(&bob);
+    assert_eq!(call["outcome"], "missed", "{call}");
+    assert_eq!(call["outgoing"], false);
+    assert_eq!(status(&alice)["outcome"], "no_answer");
+}
