@@ -85,15 +85,15 @@ fn logged_call(home: &Path) -> Value {
         .unwrap_or(answer)
 }
 
-/// Polls `check` for up to `secs`.
-fn within<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+/// Polls `check` for up to `secs`; `None` if it never held.
+fn within<T>(secs: u64, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     for _ in 0..secs * 10 {
         if let Some(v) = check() {
-            return v;
+            return Some(v);
         }
         std::thread::park_timeout(std::time::Duration::from_millis(100));
     }
-    panic!("timed out waiting for {what}")
+    None
 }
 
 /// The call on now (or the last one) as `call status` shows it.
@@ -134,12 +134,13 @@ fn call_over(listen: &str) {
     // the file until someone hangs up.)
     let want = frames.len() as u64;
     let mut last = Value::Null;
-    within(SECONDS as u64 + 60, "bob has heard the whole file", || {
+    within(SECONDS as u64 + 60, || {
         last = status(&bob);
         let s = &last["stats"];
         let heard = s["played"].as_u64()? + s["skipped"].as_u64()? + s["lost"].as_u64()?;
         (heard >= want && status(&alice)["stats"]["sent"].as_u64()? >= want).then_some(())
-    });
+    })
+    .unwrap_or_else(|| panic!("bob has not heard the whole file: {last}"));
     let s = &last["stats"];
     assert!(s["received"].as_u64().unwrap() >= want, "{last}");
     assert_eq!(s["lost"], 0, "{last}");
@@ -204,6 +205,87 @@ fn a_minute_long_call_over_tcp_plays_every_frame_as_coded() {
 #[test]
 fn a_minute_long_call_over_quic_plays_every_frame_as_coded() {
     call_over("/ip4/127.0.0.1/udp/0/quic-v1");
+}
+
+/// A call, and a 20 MB file sent on the same connection while it runs:
+/// the file arrives whole and the call drops at most `late_percent` of
+/// its frames late.
+fn call_and_file_over(listen: &str, late_percent: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, _da, _db) = alice_and_bob_on(dir.path(), listen);
+    let wav_in = dir.path().join("in.wav");
+    write_wav(&wav_in, &voice(20));
+    let want = frames_of(&wav_in).len() as u64;
+    cli(
+        &alice,
+        &["call", "bob", "--wav-in", wav_in.to_str().unwrap()],
+    );
+    eventually("bob's device rings", || {
+        (status(&bob)["state"] == "ringing").then_some(())
+    });
+    cli(&bob, &["call", "accept"]);
+    eventually("the call is heard", || {
+        (status(&bob)["stats"]["played"].as_u64()? >= 50).then_some(())
+    });
+
+    let data: Vec<u8> = (0..20u32 * 1024 * 1024)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, &data).unwrap();
+    let sent = cli(&alice, &["send", "bob", "--file", file.to_str().unwrap()]);
+    let event = sent["event_id"].as_str().unwrap().to_owned();
+    within(SECONDS as u64, || {
+        let files = cli(&bob, &["files"]);
+        let t = files
+            .as_array()?
+            .iter()
+            .find(|t| t["event_id"] == event.as_str())?;
+        (t["state"] == "complete").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the file did not arrive: {}", cli(&bob, &["files"])));
+    let call = status(&bob);
+    assert_eq!(call["state"], "active", "the call went on: {call}");
+    let mut last = Value::Null;
+    within(60, || {
+        last = status(&bob);
+        let s = &last["stats"];
+        (s["played"].as_u64()? + s["skipped"].as_u64()? + s["lost"].as_u64()? >= want).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "bob has not heard the whole file: {last} / alice: {}",
+            status(&alice)
+        )
+    });
+    let s = &last["stats"];
+    let (played, late, lost) = (
+        s["played"].as_u64().unwrap(),
+        s["late"].as_u64().unwrap(),
+        s["lost"].as_u64().unwrap(),
+    );
+    eprintln!("{listen}: call and file: {s}");
+    assert!(
+        late * 100 <= late_percent * (played + lost),
+        "late drops over {late_percent} %: {last}"
+    );
+    let saved = dir.path().join("saved.bin");
+    cli(&bob, &["download", &event, saved.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&saved).unwrap() == data,
+        "the file arrived whole"
+    );
+    cli(&alice, &["call", "hangup"]);
+}
+
+#[test]
+fn a_call_and_a_20_mb_file_share_a_tcp_connection() {
+    call_and_file_over("/ip4/127.0.0.1/tcp/0", 2);
+}
+
+#[test]
+fn a_call_and_a_20_mb_file_share_a_quic_connection() {
+    call_and_file_over("/ip4/127.0.0.1/udp/0/quic-v1", 1);
 }
 
 #[test]

@@ -32,6 +32,7 @@ use crate::median;
 const ENCODE_P99_GOAL_US: f64 = 400.0;
 const SFRAME_RATIO_GOAL: f64 = 1.5;
 const MEETING_CPU_GOAL_PERCENT: f64 = 50.0;
+const MOUTH_TO_EAR_P95_GOAL_MS: u32 = 100;
 const PARTICIPANTS: usize = 8;
 const FRAME_BYTES: usize = 100;
 
@@ -239,6 +240,73 @@ async fn meeting(secs: u64) -> anyhow::Result<(f64, f64, u64)> {
     Ok((cpu, percentile(&latencies, 95.0), played))
 }
 
+/// A call between two engines over loopback TCP in this process, for
+/// `secs`: what the callee heard (its p50 and p95 mouth-to-ear, ms, and
+/// frames played, late and lost).
+async fn between_engines(secs: u64) -> anyhow::Result<Value> {
+    use safemeet_media::audio::{AudioSink, WavSink};
+    let dir = tempfile::tempdir()?;
+    let wav = dir.path().join("voice.wav");
+    let mut sink = WavSink::create(&wav)?;
+    for frame in frames_of(&voice(secs as f64 + 5.0, 140.0)) {
+        sink.write_frame(&frame)?;
+    }
+    sink.finish()?;
+    let alice = crate::chat::start_engine("alice", safemeet_store::MemoryStore::new())?;
+    let bob = crate::chat::start_engine("bob", safemeet_store::MemoryStore::new())?;
+    crate::chat::wait_listening(&alice).await?;
+    crate::chat::wait_listening(&bob).await?;
+    let (ia, ib) = (alice.invite().await?, bob.invite().await?);
+    alice.add_contact(&ib, Some("bob".into())).await?;
+    bob.add_contact(&ia, Some("alice".into())).await?;
+    let audio = safemeet_engine::CallAudio {
+        wav_in: Some(wav),
+        wav_out: None,
+    };
+    alice.call(bob.user_id(), audio).await?;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let ringing = async {
+        loop {
+            tick.tick().await;
+            let calls = bob.calls().await?;
+            if calls
+                .first()
+                .is_some_and(|c| c.state == safemeet_engine::CallState::Ringing)
+            {
+                return anyhow::Ok(());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), ringing).await??;
+    bob.call_accept(safemeet_engine::CallAudio::default())
+        .await?;
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let heard = bob
+        .calls()
+        .await?
+        .into_iter()
+        .next()
+        .context("bob's call")?;
+    alice.call_hangup().await?;
+    let s = heard.stats;
+    eprintln!(
+        "a call between two engines over loopback TCP for {secs} s: mouth-to-ear p50 {:?} ms, p95 {:?} ms; {} played, {} late, {} lost",
+        s.mouth_to_ear_p50_ms, s.mouth_to_ear_p95_ms, s.played, s.late, s.lost
+    );
+    alice.shutdown().await?;
+    bob.shutdown().await?;
+    Ok(json!({
+        "secs": secs,
+        "transport": "tcp, loopback",
+        "mouth_to_ear_p50_ms": s.mouth_to_ear_p50_ms,
+        "mouth_to_ear_p95_ms": s.mouth_to_ear_p95_ms,
+        "mouth_to_ear_p95_goal_ms": MOUTH_TO_EAR_P95_GOAL_MS,
+        "played": s.played,
+        "late": s.late,
+        "lost": s.lost,
+    }))
+}
+
 pub(crate) fn run(options: Options) -> anyhow::Result<Value> {
     let frames = frames_of(&voice((options.frames as f64 * 0.02).max(1.0), 140.0));
     let mut p50s = Vec::new();
@@ -264,6 +332,11 @@ pub(crate) fn run(options: Options) -> anyhow::Result<Value> {
         .enable_time()
         .build()?;
     let (cpu, latency_p95, played) = runtime.block_on(meeting(options.meeting_secs))?;
+    let engines = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(between_engines(options.meeting_secs))?;
+    let call_p95 = engines["mouth_to_ear_p95_ms"].as_u64().unwrap_or(u64::MAX);
     eprintln!(
         "meeting of {PARTICIPANTS} for {} s: {cpu:.1}% of one core, p95 capture to play-out {latency_p95:.0} ms, {played} frames played",
         options.meeting_secs
@@ -285,7 +358,9 @@ pub(crate) fn run(options: Options) -> anyhow::Result<Value> {
             "p95_capture_to_playout_ms_no_network": latency_p95,
             "frames_played": played,
         },
+        "call_between_engines": engines,
         "meets_goals": p99 <= ENCODE_P99_GOAL_US && ratio <= SFRAME_RATIO_GOAL
-            && cpu <= MEETING_CPU_GOAL_PERCENT,
+            && cpu <= MEETING_CPU_GOAL_PERCENT
+            && call_p95 <= u64::from(MOUTH_TO_EAR_P95_GOAL_MS),
     }))
 }

@@ -168,7 +168,7 @@ impl Node {
     }
 }
 
-fn start_engine<S: safemeet_store::Store + Clone + 'static>(
+pub(crate) fn start_engine<S: safemeet_store::Store + Clone + 'static>(
     name: &str,
     backend: S,
 ) -> anyhow::Result<safemeet_engine::Handle> {

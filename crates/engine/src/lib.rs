@@ -112,8 +112,8 @@ pub use crate::events::{
 pub use crate::file_pieces::{MAX_PIECE_JOBS, PieceJob, piece_count, piece_len, piece_name};
 pub use crate::file_records::{FileEntry, FileSource};
 pub use crate::files::{
-    Direction, FileUpload, MAX_FETCHING, MAX_SERVING, MAX_SERVING_PER_PEER, SEALED_CHUNK_BYTES,
-    Transfer, TransferState, blob_name,
+    CALL_YIELD_BYTES_PER_S, CALL_YIELD_WRITE, Direction, FileUpload, MAX_FETCHING, MAX_SERVING,
+    MAX_SERVING_PER_PEER, SEALED_CHUNK_BYTES, Transfer, TransferState, blob_name,
 };
 pub use crate::handle::Handle;
 pub use crate::invitations::{Invitation, MAX_INVITATIONS, MAX_INVITATIONS_PER_INVITER};

@@ -30,6 +30,8 @@
 //!   call shows there. Nothing of the media is kept.
 
 mod media;
+mod signalling;
+mod view;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -50,6 +52,9 @@ use crate::call_signals::{CallOutcome, CallRecord, IncomingCallSignal};
 use crate::handle::WeakHandle;
 use crate::{CallError, Error, Handle};
 use media::Media;
+pub(crate) use view::Ask;
+use view::check_audio;
+pub use view::{CallAudio, CallState, CallStats, CallView};
 
 /// How long a call rings before it ends unanswered.
 pub const RING_FOR: Duration = Duration::from_secs(45);
@@ -61,99 +66,10 @@ pub const MEDIA_SILENCE: Duration = Duration::from_secs(15);
 const HISTORY: usize = 16;
 /// How long a media stream has to say which call it is for.
 const HELLO_WITHIN: Duration = Duration::from_secs(5);
-
-/// Where a call's audio comes from and goes to. Without a file: silence
-/// is sent and nothing is kept (this build has no sound card support).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallAudio {
-    /// A 48 kHz mono 16-bit WAV file to send.
-    pub wav_in: Option<PathBuf>,
-    /// A WAV file to write what is heard into.
-    pub wav_out: Option<PathBuf>,
-}
-
-/// Where a call stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallState {
-    /// This user calls; the other side has not answered.
-    Calling,
-    /// A contact calls; this device rings.
-    Ringing,
-    /// Answered: audio flows.
-    Active,
-    /// Over.
-    Ended,
-}
-
-/// What a call's media counted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallStats {
-    /// Frames captured, coded, sealed and sent.
-    pub sent: u64,
-    /// Frames pushed out of a send queue by newer ones.
-    pub dropped_in_queue: u64,
-    /// Frames received that opened.
-    pub received: u64,
-    /// Frames that did not open or were malformed.
-    pub refused: u64,
-    /// Frames played as they came.
-    pub played: u64,
-    /// Frames that came after their turn (dropped).
-    pub late: u64,
-    /// Frames missing at their turn.
-    pub lost: u64,
-    /// Missing frames concealed.
-    pub concealed: u64,
-    /// Missing frames rebuilt from forward error correction.
-    pub fec_recovered: u64,
-    /// Frames skipped to bring the delay down.
-    pub skipped: u64,
-    /// Transit variation (p95), ms.
-    pub jitter_ms: u64,
-    /// The jitter buffer's delay, ms.
-    pub delay_ms: u64,
-    /// Capture to play-out, median, ms (the senders' and this device's
-    /// clocks taken as one).
-    pub mouth_to_ear_p50_ms: Option<u32>,
-    /// Capture to play-out, 95th percentile, ms.
-    pub mouth_to_ear_p95_ms: Option<u32>,
-    /// The loss the other side reports, percent (the encoder adds FEC).
-    pub expected_loss_percent: u8,
-}
-
-/// A call as `call status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallView {
-    /// The call's id (32 hex digits).
-    pub call_id: String,
-    /// The contact on the other end.
-    pub with: UserId,
-    /// This user called.
-    pub outgoing: bool,
-    /// Where it stands.
-    pub state: CallState,
-    /// How it ended.
-    pub outcome: Option<CallOutcome>,
-    /// Why it ended, in words.
-    pub reason: Option<String>,
-    /// When it started ringing.
-    pub at: Timestamp,
-    /// How long it has been answered, ms.
-    pub duration_ms: u64,
-    /// Its media's counts.
-    pub stats: CallStats,
-}
-
-/// What a client asks of the call service.
-#[derive(Debug)]
-pub(crate) enum Ask {
-    Place(UserId, CallAudio, oneshot::Sender<Result<CallView, Error>>),
-    Accept(CallAudio, oneshot::Sender<Result<CallView, Error>>),
-    Decline(oneshot::Sender<Result<CallView, Error>>),
-    Hangup(oneshot::Sender<Result<CallView, Error>>),
-    Status(oneshot::Sender<Vec<CallView>>),
-}
+/// Streams waiting to say which call they are for, at most; past it a new
+/// stream is closed at once (a peer that opens streams and stalls holds
+/// a few slots for 5 s, nothing more).
+const MAX_HELLOS: usize = 8;
 
 /// The device on the other end.
 #[derive(Debug, Clone)]
@@ -179,8 +95,11 @@ struct Call {
     answered: Option<Instant>,
     audio: CallAudio,
     /// A key that came before the media started.
-    early_key: Option<(u8, u32, BaseKey)>,
+    early_key: Option<(DeviceId, u8, u32, BaseKey)>,
     last_report: Instant,
+    /// The other side reported hearing this one's frames: its key arrived.
+    /// Until then the key is handed over again at each report.
+    heard_by_other: bool,
 }
 
 impl Call {
@@ -235,6 +154,7 @@ pub(crate) async fn run(
         }
     };
     let (hellos_tx, mut hellos) = mpsc::channel::<(PeerId, CallId, u8, libp2p::Stream)>(8);
+    let waiting = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut service = Service {
         handle,
         net,
@@ -254,11 +174,16 @@ pub(crate) async fn run(
                     None => std::future::pending().await,
                 }
             } => {
-                // Only a stream for the call on now is read past its hello.
-                if service.current.as_ref().is_some_and(|c| c.state == CallState::Active) {
+                // Only a stream from the device on the other end of the
+                // call on now is read (its hello, then its frames).
+                use std::sync::atomic::Ordering::Relaxed;
+                if service.expects(&peer) && waiting.load(Relaxed) < MAX_HELLOS {
                     let tx = hellos_tx.clone();
+                    let waiting = waiting.clone();
+                    waiting.fetch_add(1, Relaxed);
                     tokio::spawn(async move {
                         let hello = tokio::time::timeout(HELLO_WITHIN, read_frame(&mut stream)).await;
+                        waiting.fetch_sub(1, Relaxed);
                         if let Ok(Ok(Some(frame))) = hello
                             && let Some((call, index)) = media::read_hello(&frame)
                         {
@@ -370,6 +295,7 @@ impl Service {
             audio,
             early_key: None,
             last_report: now,
+            heard_by_other: false,
         };
         let unreachable = call.invited.is_empty();
         self.current = Some(call);
@@ -416,13 +342,15 @@ impl Service {
             self.cancel.child_token(),
         )?;
         media.add_peer(other.index, other.peer, other.addrs.clone())?;
-        if let Some((index, epoch, base)) = call.early_key.take() {
+        if let Some((_, index, epoch, base)) = call.early_key.take().filter(|k| k.0 == other.device)
+        {
             media.learn_key(index, epoch, base);
         }
         let (index, epoch, base) = media.own_key();
         call.media = Some(media);
         call.state = CallState::Active;
         call.audio = audio;
+        yield_files(&self.handle, Some(other.peer));
         let now = SystemClock.instant();
         call.answered = Some(now);
         call.last_report = now;
@@ -483,7 +411,10 @@ impl Service {
             return self.view();
         };
         let stats = match call.media.take() {
-            Some(media) => media.stop().await,
+            Some(media) => {
+                yield_files(&self.handle, None);
+                media.stop().await
+            }
             None => CallStats::default(),
         };
         let duration_ms = call.duration_ms();
@@ -508,170 +439,6 @@ impl Service {
         self.history.push_front(view.clone());
         self.history.truncate(HISTORY);
         view
-    }
-
-    async fn signal(&mut self, incoming: IncomingCallSignal) {
-        let IncomingCallSignal {
-            user,
-            device,
-            peer,
-            addrs,
-            signal,
-        } = incoming;
-        let id = signal.call_id();
-        if let CallSignal::Invite { call_id } = signal {
-            if self.current.as_ref().is_some_and(|c| c.id == call_id) {
-                return;
-            }
-            if self.busy() {
-                let busy = CallSignal::Hangup {
-                    call_id,
-                    reason: HangupReason::Busy,
-                };
-                self.send(user, Some(device), busy).await;
-                return;
-            }
-            let now = SystemClock.instant();
-            self.current = Some(Call {
-                id: call_id,
-                with: user,
-                outgoing: false,
-                state: CallState::Ringing,
-                at: SystemClock.now(),
-                rang_at: now,
-                invited: Vec::new(),
-                other: Some(Other {
-                    device,
-                    peer,
-                    addrs,
-                    index: 0,
-                }),
-                media: None,
-                answered: None,
-                audio: CallAudio::default(),
-                early_key: None,
-                last_report: now,
-            });
-            self.send(user, Some(device), CallSignal::Ringing { call_id })
-                .await;
-            return;
-        }
-        // Anything else is about the call on now, from its other end.
-        let Some(call) = self
-            .current
-            .as_mut()
-            .filter(|c| c.id == id && c.with == user)
-        else {
-            return;
-        };
-        let from_other = call.other.as_ref().is_some_and(|o| o.device == device);
-        let from_invited = call.invited.iter().any(|(d, _)| *d == device);
-        match signal {
-            CallSignal::Invite { .. } | CallSignal::Ringing { .. } => {}
-            CallSignal::Accept { .. } if call.state == CallState::Calling && from_invited => {
-                if let Err(e) = self.answered(device, peer, addrs).await {
-                    tracing::warn!(error = %e, "an answered call could not start");
-                    self.end_for_all(HangupReason::Lost, CallOutcome::Answered, "media failed")
-                        .await;
-                }
-            }
-            CallSignal::Decline { .. } if call.state == CallState::Calling && from_invited => {
-                self.end(CallOutcome::Declined, "declined").await;
-            }
-            CallSignal::Hangup { reason, .. } if from_other || from_invited => {
-                let (outcome, why) = match (call.state, reason) {
-                    (CallState::Ringing, HangupReason::AnsweredElsewhere) => {
-                        (CallOutcome::Answered, "answered on another device")
-                    }
-                    (CallState::Ringing, _) => (CallOutcome::Missed, "missed"),
-                    (CallState::Calling, HangupReason::Busy) => (CallOutcome::NoAnswer, "busy"),
-                    (CallState::Calling, _) => (CallOutcome::NoAnswer, "no answer"),
-                    (_, HangupReason::Lost) => (CallOutcome::Answered, "lost"),
-                    _ => (CallOutcome::Answered, "hung up by the other side"),
-                };
-                self.end(outcome, why).await;
-            }
-            CallSignal::Key {
-                index, epoch, key, ..
-            } if from_other && call.other.as_ref().is_some_and(|o| o.index == index) => {
-                let base = BaseKey::from_bytes(key.0);
-                match &call.media {
-                    Some(media) => media.learn_key(index, epoch, base),
-                    None => call.early_key = Some((index, epoch, base)),
-                }
-            }
-            CallSignal::Report { loss_permille, .. } if from_other => {
-                if let Some(media) = &call.media {
-                    let percent = u8::try_from(loss_permille.min(1000).div_ceil(10)).unwrap_or(100);
-                    media.set_expected_loss(percent);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// A callee's device answered this user's call.
-    async fn answered(
-        &mut self,
-        device: DeviceId,
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
-    ) -> Result<(), Error> {
-        let Some(call) = self.current.as_mut() else {
-            return Ok(());
-        };
-        let other = Other {
-            device,
-            peer,
-            addrs,
-            index: 1,
-        };
-        let mut media = Media::start(
-            call.id,
-            0,
-            &call.audio,
-            self.net.clone(),
-            self.cancel.child_token(),
-        )?;
-        media.add_peer(other.index, other.peer, other.addrs.clone())?;
-        let (index, epoch, base) = media.own_key();
-        let others: Vec<DeviceId> = call
-            .invited
-            .iter()
-            .map(|(d, _)| *d)
-            .filter(|d| *d != device)
-            .collect();
-        call.media = Some(media);
-        call.other = Some(other);
-        call.state = CallState::Active;
-        let now = SystemClock.instant();
-        call.answered = Some(now);
-        call.last_report = now;
-        let (id, with) = (call.id, call.with);
-        self.send(with, Some(device), key_signal(id, index, epoch, &base))
-            .await;
-        for d in others {
-            let elsewhere = CallSignal::Hangup {
-                call_id: id,
-                reason: HangupReason::AnsweredElsewhere,
-            };
-            self.send(with, Some(d), elsewhere).await;
-        }
-        Ok(())
-    }
-
-    /// A media stream named its call and sender: attached if both are
-    /// the call's on now, from the device on the other end.
-    fn attach(&mut self, peer: PeerId, id: CallId, index: u8, stream: libp2p::Stream) {
-        if let Some(call) = self.current.as_mut().filter(|c| c.id == id)
-            && call
-                .other
-                .as_ref()
-                .is_some_and(|o| o.peer == peer && o.index == index)
-            && let Some(media) = &mut call.media
-        {
-            media.attach(index, stream);
-        }
     }
 
     async fn tick(&mut self) {
@@ -706,6 +473,13 @@ impl Service {
                     let reports = media.reports();
                     let (id, with) = (call.id, call.with);
                     let device = call.other.as_ref().map(|o| o.device);
+                    if !call.heard_by_other {
+                        // Signals are tried once: a key that did not
+                        // arrive is handed over again.
+                        let (index, epoch, base) = media.own_key();
+                        self.send(with, device, key_signal(id, index, epoch, &base))
+                            .await;
+                    }
                     for (_, loss_permille) in reports {
                         let report = CallSignal::Report {
                             call_id: id,
@@ -720,62 +494,18 @@ impl Service {
     }
 }
 
+/// Files served to the peer of a call yield to it while it runs.
+fn yield_files(handle: &WeakHandle, peer: Option<PeerId>) {
+    if let Some(files) = handle.upgrade().and_then(|h| h.files) {
+        files.set_call_peer(peer);
+    }
+}
+
 fn key_signal(call_id: CallId, index: u8, epoch: u32, base: &BaseKey) -> CallSignal {
     CallSignal::Key {
         call_id,
         index,
         epoch,
         key: CallKey(*base.expose()),
-    }
-}
-
-/// Refuses audio files that cannot be used, before anyone rings.
-fn check_audio(audio: &CallAudio) -> Result<(), Error> {
-    if let Some(path) = &audio.wav_in {
-        safemeet_media::audio::WavSource::open(path)
-            .map_err(|e| CallError::Audio(e.to_string()))?;
-    }
-    if let Some(path) = &audio.wav_out {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-        if dir.is_some_and(|d| !d.is_dir()) {
-            return Err(CallError::Audio(format!("no folder for {}", path.display())).into());
-        }
-    }
-    Ok(())
-}
-
-impl Handle {
-    async fn call_ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Ask) -> Result<T, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.calls
-            .send(make(tx))
-            .await
-            .map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)
-    }
-
-    /// Calls a contact: every device of theirs this device can reach rings.
-    pub async fn call(&self, user: UserId, audio: CallAudio) -> Result<CallView, Error> {
-        self.call_ask(|tx| Ask::Place(user, audio, tx)).await?
-    }
-
-    /// Answers the call ringing here.
-    pub async fn call_accept(&self, audio: CallAudio) -> Result<CallView, Error> {
-        self.call_ask(|tx| Ask::Accept(audio, tx)).await?
-    }
-
-    /// Declines the call ringing here.
-    pub async fn call_decline(&self) -> Result<CallView, Error> {
-        self.call_ask(Ask::Decline).await?
-    }
-
-    /// Ends the call on now (or stops calling).
-    pub async fn call_hangup(&self) -> Result<CallView, Error> {
-        self.call_ask(Ask::Hangup).await?
-    }
-
-    /// The call on now, if any, then the last ended ones, newest first.
-    pub async fn calls(&self) -> Result<Vec<CallView>, Error> {
-        self.call_ask(Ask::Status).await
     }
 }

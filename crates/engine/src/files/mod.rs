@@ -156,7 +156,19 @@ pub(crate) struct FilesShared {
     /// Devices served the whole of a file (their files' pieces need not
     /// go through relays any more).
     whole: Mutex<std::collections::HashSet<(EventId, libp2p::PeerId)>>,
+    /// The peer a call runs with now: files served to it yield to the
+    /// call (see [`CALL_YIELD_BYTES_PER_S`]).
+    call_peer: Mutex<Option<libp2p::PeerId>>,
+    call_pace: Pacer,
 }
+
+/// While a call runs with a peer, files are served to it at most this
+/// fast (4 MiB/s), in writes of at most [`CALL_YIELD_WRITE`] bytes: the
+/// call's frames share the connection (one TCP stream under yamux, or
+/// one QUIC congestion window) and wait behind no more than one write.
+pub const CALL_YIELD_BYTES_PER_S: u64 = 4 * 1024 * 1024;
+/// The largest write of a file to a peer in a call with this device.
+pub const CALL_YIELD_WRITE: usize = 8 * 1024;
 
 /// What the actor hands the file service.
 #[derive(Default)]
@@ -238,7 +250,29 @@ impl FilesShared {
                 next: tokio::sync::Mutex::new(None),
             }),
             sources: Mutex::new(std::collections::HashSet::new()),
+            call_peer: Mutex::new(None),
+            call_pace: Pacer {
+                rate: CALL_YIELD_BYTES_PER_S,
+                next: tokio::sync::Mutex::new(None),
+            },
         }
+    }
+
+    /// A call runs with `peer` now (`None`: no call).
+    pub(crate) fn set_call_peer(&self, peer: Option<libp2p::PeerId>) {
+        *self
+            .call_peer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = peer;
+    }
+
+    /// Whether a call runs with `peer` now.
+    pub(crate) fn in_call_with(&self, peer: &libp2p::PeerId) -> bool {
+        self.call_peer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            == Some(peer)
     }
 
     /// Signs pieces of files left on relays with `keypair`.

@@ -131,7 +131,15 @@ pub(crate) async fn serve(
             if let Some(pace) = &files.pace {
                 pace.take(chunk.len()).await;
             }
-            if write(&mut stream, chunk).await.is_err() {
+            if files.in_call_with(&peer) {
+                // A call runs on this connection: small writes, paced.
+                for part in chunk.chunks(super::CALL_YIELD_WRITE) {
+                    files.call_pace.take(part.len()).await;
+                    if write(&mut stream, part).await.is_err() {
+                        return;
+                    }
+                }
+            } else if write(&mut stream, chunk).await.is_err() {
                 return;
             }
             index += 1;

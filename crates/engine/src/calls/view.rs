@@ -1,0 +1,147 @@
+//! What clients see of calls and ask of the call service.
+
+use super::*;
+
+/// Where a call's audio comes from and goes to. Without a file: silence
+/// is sent and nothing is kept (this build has no sound card support).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallAudio {
+    /// A 48 kHz mono 16-bit WAV file to send.
+    pub wav_in: Option<PathBuf>,
+    /// A WAV file to write what is heard into.
+    pub wav_out: Option<PathBuf>,
+}
+
+/// Where a call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    /// This user calls; the other side has not answered.
+    Calling,
+    /// A contact calls; this device rings.
+    Ringing,
+    /// Answered: audio flows.
+    Active,
+    /// Over.
+    Ended,
+}
+
+/// What a call's media counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallStats {
+    /// Frames captured, coded, sealed and sent.
+    pub sent: u64,
+    /// Frames pushed out of a send queue by newer ones.
+    pub dropped_in_queue: u64,
+    /// Frames received that opened.
+    pub received: u64,
+    /// Frames that did not open or were malformed.
+    pub refused: u64,
+    /// Frames played as they came.
+    pub played: u64,
+    /// Frames that came after their turn (dropped).
+    pub late: u64,
+    /// Frames missing at their turn.
+    pub lost: u64,
+    /// Missing frames concealed.
+    pub concealed: u64,
+    /// Missing frames rebuilt from forward error correction.
+    pub fec_recovered: u64,
+    /// Frames skipped to bring the delay down.
+    pub skipped: u64,
+    /// Transit variation (p95), ms.
+    pub jitter_ms: u64,
+    /// The jitter buffer's delay, ms.
+    pub delay_ms: u64,
+    /// Capture to play-out, median, ms (the senders' and this device's
+    /// clocks taken as one).
+    pub mouth_to_ear_p50_ms: Option<u32>,
+    /// Capture to play-out, 95th percentile, ms.
+    pub mouth_to_ear_p95_ms: Option<u32>,
+    /// The loss the other side reports, percent (the encoder adds FEC).
+    pub expected_loss_percent: u8,
+}
+
+/// A call as `call status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallView {
+    /// The call's id (32 hex digits).
+    pub call_id: String,
+    /// The contact on the other end.
+    pub with: UserId,
+    /// This user called.
+    pub outgoing: bool,
+    /// Where it stands.
+    pub state: CallState,
+    /// How it ended.
+    pub outcome: Option<CallOutcome>,
+    /// Why it ended, in words.
+    pub reason: Option<String>,
+    /// When it started ringing.
+    pub at: Timestamp,
+    /// How long it has been answered, ms.
+    pub duration_ms: u64,
+    /// Its media's counts.
+    pub stats: CallStats,
+}
+
+/// What a client asks of the call service.
+#[derive(Debug)]
+pub(crate) enum Ask {
+    Place(UserId, CallAudio, oneshot::Sender<Result<CallView, Error>>),
+    Accept(CallAudio, oneshot::Sender<Result<CallView, Error>>),
+    Decline(oneshot::Sender<Result<CallView, Error>>),
+    Hangup(oneshot::Sender<Result<CallView, Error>>),
+    Status(oneshot::Sender<Vec<CallView>>),
+}
+
+/// Refuses audio files that cannot be used, before anyone rings.
+pub(super) fn check_audio(audio: &CallAudio) -> Result<(), Error> {
+    if let Some(path) = &audio.wav_in {
+        safemeet_media::audio::WavSource::open(path)
+            .map_err(|e| CallError::Audio(e.to_string()))?;
+    }
+    if let Some(path) = &audio.wav_out {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            return Err(CallError::Audio(format!("no folder for {}", path.display())).into());
+        }
+    }
+    Ok(())
+}
+
+impl Handle {
+    async fn call_ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Ask) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.calls
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Calls a contact: every device of theirs this device can reach rings.
+    pub async fn call(&self, user: UserId, audio: CallAudio) -> Result<CallView, Error> {
+        self.call_ask(|tx| Ask::Place(user, audio, tx)).await?
+    }
+
+    /// Answers the call ringing here.
+    pub async fn call_accept(&self, audio: CallAudio) -> Result<CallView, Error> {
+        self.call_ask(|tx| Ask::Accept(audio, tx)).await?
+    }
+
+    /// Declines the call ringing here.
+    pub async fn call_decline(&self) -> Result<CallView, Error> {
+        self.call_ask(Ask::Decline).await?
+    }
+
+    /// Ends the call on now (or stops calling).
+    pub async fn call_hangup(&self) -> Result<CallView, Error> {
+        self.call_ask(Ask::Hangup).await?
+    }
+
+    /// The call on now, if any, then the last ended ones, newest first.
+    pub async fn calls(&self) -> Result<Vec<CallView>, Error> {
+        self.call_ask(Ask::Status).await
+    }
+}
