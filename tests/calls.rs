@@ -209,7 +209,8 @@ fn a_minute_long_call_over_quic_plays_every_frame_as_coded() {
 
 /// A call, and a 20 MB file sent on the same connection while it runs:
 /// the file arrives whole and the call drops at most `late_percent` of
-/// its frames late.
+/// its frames (late, or lost: not there at their turn). Without the file
+/// yielding to the call, QUIC lost 48 of 862 here (one run).
 fn call_and_file_over(listen: &str, late_percent: u64) {
     let dir = tempfile::tempdir().unwrap();
     let (alice, bob, _da, _db) = alice_and_bob_on(dir.path(), listen);
@@ -265,8 +266,9 @@ fn call_and_file_over(listen: &str, late_percent: u64) {
         s["lost"].as_u64().unwrap(),
     );
     eprintln!("{listen}: call and file: {s}");
+    // Late or never come in time: a frame not played either way.
     assert!(
-        late * 100 <= late_percent * (played + lost),
+        (late + lost) * 100 <= late_percent * (played + lost),
         "late drops over {late_percent} %: {last}"
     );
     let saved = dir.path().join("saved.bin");
