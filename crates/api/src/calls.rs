@@ -23,5 +23,6 @@ pub(crate) fn audio(wav_in: Option<String>, wav_out: Option<String>) -> Result<C
     Ok(CallAudio {
         wav_in: path(wav_in, "audio input")?,
         wav_out: path(wav_out, "audio output")?,
+        wav_each: None,
     })
 }

@@ -262,6 +262,7 @@ async fn between_engines(secs: u64) -> anyhow::Result<Value> {
     let audio = safemeet_engine::CallAudio {
         wav_in: Some(wav),
         wav_out: None,
+        wav_each: None,
     };
     alice.call(bob.user_id(), audio).await?;
     let mut tick = tokio::time::interval(Duration::from_millis(20));

@@ -5,8 +5,9 @@
 //!   a relay: a call is now or never), but not behind any setting: a
 //!   call is something the user does, not something shared in the
 //!   background. They count against the same bound of signals in flight.
-//! - Taken only from a contact this user does not refuse (blocked,
-//!   removed, deleted), and only when the frame came straight from the
+//! - Taken only from a contact or a member of one of this device's rooms
+//!   (a meeting's) that this user does not refuse (blocked, removed,
+//!   deleted), and only when the frame came straight from the
 //!   peer the sending device's certificate names: a call signal replayed
 //!   from a relay or handed on by another peer is dropped.
 //! - At most [`MAX_QUEUED`] wait for the call service; past it they are
@@ -74,6 +75,16 @@ pub struct CallRecord {
 }
 
 impl<S: Store + Clone> Core<S> {
+    /// Whether calls go to and come from `user`: a contact, or a member of
+    /// a room this device is in (a meeting's participants need not all be
+    /// contacts; the call service checks each signal against its call).
+    fn may_call(&mut self, user: &UserId) -> Result<bool, Error> {
+        if self.contact(user)?.is_some() {
+            return Ok(true);
+        }
+        Ok(self.rooms_list()?.iter().any(|r| r.members.contains(user)))
+    }
+
     /// Writes an ended call into the event log.
     pub(crate) fn note_call(&mut self, record: CallRecord) -> Result<(), Error> {
         let mut batch = self.store.batch();
@@ -99,7 +110,7 @@ impl<S: Store + Clone> Core<S> {
         device: Option<DeviceId>,
         signal: CallSignal,
     ) -> Result<Vec<(DeviceId, PeerId)>, Error> {
-        if user == self.user_id() || self.refuses(&user) || self.contact(&user)?.is_none() {
+        if user == self.user_id() || self.refuses(&user) || !self.may_call(&user)? {
             return Ok(Vec::new());
         }
         let mut sent = Vec::new();
@@ -124,7 +135,7 @@ impl<S: Store + Clone> Core<S> {
         from: Option<PeerId>,
         signal: CallSignal,
     ) -> Result<bool, Error> {
-        if self.refuses(&user) || self.contact(&user)?.is_none() {
+        if self.refuses(&user) || !self.may_call(&user)? {
             return Ok(false);
         }
         let Some((peer, addrs)) = self.target(&user, &device)? else {

@@ -154,6 +154,11 @@ impl AudioSink for WavSink {
 
 /// A source whose frames come out on a 20 ms clock, as a microphone's do
 /// (or, unpaced, as fast as they are asked for).
+///
+/// Like a sound card's, the clock does not slip: frames whose ticks were
+/// missed (the task was held up) come at once after, each with the time it
+/// was due ([`next_at`](Self::next_at)), so the audio's timeline stays
+/// the wall clock's.
 pub struct Paced<S> {
     source: S,
     clock: Option<tokio::time::Interval>,
@@ -164,8 +169,7 @@ impl<S: AudioSource> Paced<S> {
     pub fn new(source: S, paced: bool) -> Self {
         let clock = paced.then(|| {
             let mut clock = tokio::time::interval(FRAME_TIME);
-            // A late frame is sent late, not followed by a burst.
-            clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             clock
         });
         Self { source, clock }
@@ -173,10 +177,18 @@ impl<S: AudioSource> Paced<S> {
 
     /// The next frame, on its tick.
     pub async fn next(&mut self) -> Result<Option<Frame>, AudioError> {
-        if let Some(clock) = &mut self.clock {
-            clock.tick().await;
-        }
-        self.source.next_frame()
+        Ok(self.next_at().await?.0)
+    }
+
+    /// The next frame, and when its tick was due (`None` unpaced).
+    pub async fn next_at(
+        &mut self,
+    ) -> Result<(Option<Frame>, Option<std::time::Instant>), AudioError> {
+        let due = match &mut self.clock {
+            Some(clock) => Some(clock.tick().await.into_std()),
+            None => None,
+        };
+        Ok((self.source.next_frame()?, due))
     }
 }
 

@@ -4,7 +4,9 @@
 //! - Every participant device has an index in the call (0–255) and sends
 //!   under its own base key, in epochs: the KID is `epoch << 8 | index`
 //!   ([`kid`]), so a frame names its sender and the key it was sealed
-//!   with, and a counter never repeats under a KID ([`SendKey`]).
+//!   with, and a counter never repeats under a KID ([`SendKey`]). The
+//!   counter goes on across a sender's keys: it numbers the sender's
+//!   frames, which receivers order and time by.
 //! - A base key goes to each other participant's device over Olm, one to
 //!   one (never over the room's Megolm session: a removed device still
 //!   holds those). This module makes the keys; carrying them is the
@@ -118,7 +120,7 @@ impl OwnKey {
 
     fn set(&mut self, epoch: u32, base: BaseKey) {
         self.epoch = epoch;
-        self.send = SendKey::new(&base, kid(self.index, epoch));
+        self.send = SendKey::following(&self.send, &base, kid(self.index, epoch));
         self.base = base;
     }
 
@@ -153,6 +155,11 @@ impl PeerKeys {
         if self.latest.as_ref().is_none_or(|(e, _)| epoch > *e) {
             self.latest = Some((epoch, base));
         }
+    }
+
+    /// The newest epoch of the participant's keys held.
+    pub fn latest_epoch(&self) -> Option<u32> {
+        self.latest.as_ref().map(|(e, _)| *e)
     }
 
     /// Opens one of the participant's frames sealed with `metadata`.

@@ -277,6 +277,17 @@ impl SendKey {
         self.key.kid
     }
 
+    /// A key for `kid` under `base` that counts on from where `previous`
+    /// stopped: a sender's frames stay numbered in one sequence across its
+    /// keys (receivers order and time them by it), and no counter is used
+    /// twice under any key.
+    pub fn following(previous: &SendKey, base: &BaseKey, kid: u64) -> Self {
+        Self {
+            key: FrameKey::new(base.expose(), kid),
+            next: previous.next,
+        }
+    }
+
     /// Seals `payload` as the next frame, binding `metadata`.
     pub fn encrypt(&mut self, metadata: &[u8], payload: &[u8]) -> Result<Vec<u8>, SframeError> {
         let ctr = self.next.ok_or(SframeError::CounterExhausted)?;

@@ -7,86 +7,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use safemeet_media::audio::{AudioSink, AudioSource, FRAME_SAMPLES, WavSink, WavSource};
 use safemeet_media::codec::{Codec, OpusCodec};
 
-/// Harvard sentences (IEEE 1969), read by espeak-ng.
-const TEXT: &str = "The birch canoe slid on the smooth planks. Glue the sheet to the dark \
-    blue background. It is easy to tell the depth of a well. These days a chicken leg is a \
-    rare dish. Rice is often served in round bowls. The juice of lemons makes fine punch.";
-
-fn run(cmd: &mut Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("{what}: {e} (install espeak-ng and sox: apt-get install espeak-ng sox)")
-    });
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The speech fixture: 48 kHz mono 16-bit.
-fn speech(dir: &Path) -> PathBuf {
-    let raw = dir.join("speech-22k.wav");
-    let speech = dir.join("speech.wav");
-    run(
-        Command::new("espeak-ng")
-            .args(["-v", "en-us", "-s", "150", "-w"])
-            .arg(&raw)
-            .arg(TEXT),
-        "espeak-ng",
-    );
-    run(
-        // No dither: the same fixture every run.
-        Command::new("sox")
-            .arg("-D")
-            .arg(&raw)
-            .args(["-r", "48000", "-c", "1", "-b", "16"])
-            .arg(&speech)
-            .args(["rate", "-v"]),
-        "sox",
-    );
-    speech
-}
-
-/// PESQ-WB and STOI of `degraded` against `reference` (both 48 kHz,
-/// scored at 16 kHz).
-fn score(reference: &Path, degraded: &Path) -> (f64, f64) {
-    let python = std::env::var("SAFEMEET_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = r#"
-import json, sys
-import numpy as np
-from scipy.io import wavfile
-from scipy.signal import resample_poly
-from pesq import pesq
-from pystoi import stoi
-_, ref = wavfile.read(sys.argv[1])
-_, deg = wavfile.read(sys.argv[2])
-n = min(len(ref), len(deg))
-ref = resample_poly(ref[:n].astype(np.float64), 1, 3)
-deg = resample_poly(deg[:n].astype(np.float64), 1, 3)
-print(json.dumps({"pesq": pesq(16000, ref, deg, "wb"), "stoi": stoi(ref, deg, 16000)}))
-"#;
-    let out = Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .arg(reference)
-        .arg(degraded)
-        .output()
-        .unwrap_or_else(|e| panic!("{python}: {e}"));
-    assert!(
-        out.status.success(),
-        "scoring failed (a Python with pesq, pystoi, numpy and scipy is needed: \
-         set SAFEMEET_PYTHON): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    (v["pesq"].as_f64().unwrap(), v["stoi"].as_f64().unwrap())
-}
+use safemeet_test_utils::speech::{fixture as speech, score};
 
 /// The lag (in samples, 0..max) at which `b` best matches `a` (over the
 /// first 4 s).

@@ -92,7 +92,12 @@ pub enum HangupReason {
     Lost,
     /// The device is busy with another call.
     Busy,
+    /// The meeting has its 8 participants already.
+    Full,
 }
+
+/// Most devices in a meeting (a full mesh: each sends to every other).
+pub const MAX_MEETING: usize = 8;
 
 /// Call signalling between two devices, end-to-end encrypted (Olm) and
 /// sent directly only, never left on a relay: a call is now or never.
@@ -146,6 +151,32 @@ pub enum CallSignal {
         /// Frames lost, per thousand.
         loss_permille: u16,
     },
+    /// The sender joins (or starts) the meeting `call_id` of a room: to
+    /// every device of the room's members it can reach. Who is in the
+    /// meeting adds it and answers [`Here`](Self::Here); the others learn
+    /// that a meeting runs there.
+    Join {
+        /// The meeting.
+        call_id: CallId,
+        /// Its room.
+        room_id: RoomId,
+        /// The sender's index in the meeting (its frames' KIDs).
+        index: u8,
+    },
+    /// The sender is in the meeting (the answer to a `Join`).
+    Here {
+        /// The meeting.
+        call_id: CallId,
+        /// Its room.
+        room_id: RoomId,
+        /// The sender's index in the meeting.
+        index: u8,
+    },
+    /// The sender left the meeting (to those in it).
+    Leave {
+        /// The meeting.
+        call_id: CallId,
+    },
 }
 
 impl CallSignal {
@@ -158,7 +189,10 @@ impl CallSignal {
             | Self::Decline { call_id }
             | Self::Hangup { call_id, .. }
             | Self::Key { call_id, .. }
-            | Self::Report { call_id, .. } => *call_id,
+            | Self::Report { call_id, .. }
+            | Self::Join { call_id, .. }
+            | Self::Here { call_id, .. }
+            | Self::Leave { call_id } => *call_id,
         }
     }
 }

@@ -23,6 +23,7 @@ mod nodes;
 pub mod observer;
 pub mod puppet;
 pub mod sim;
+pub mod speech;
 mod wait;
 pub mod wiretap;
 

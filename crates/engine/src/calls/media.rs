@@ -76,6 +76,14 @@ struct Heard {
     early: VecDeque<(Vec<u8>, u64)>,
     /// Played and lost at the last report.
     reported: (u64, u64),
+    /// Frames in a row not played as they came (lost, concealed, or
+    /// rebuilt from FEC) now, and the longest such run.
+    gap: u64,
+    longest_gap: u64,
+    /// This participant's frames alone, if asked (`CallAudio::wav_each`).
+    sink: Option<WavSink>,
+    /// When it was added (a participant never heard is silent since).
+    added: Instant,
     last_frame: Option<Instant>,
 }
 
@@ -83,8 +91,12 @@ struct Heard {
 struct Shared {
     call: CallId,
     own: Mutex<OwnKey>,
-    heard: Mutex<HashMap<u8, Heard>>,
-    queues: Mutex<HashMap<u8, Arc<SendQueue>>>,
+    heard: Mutex<HashMap<PeerId, Heard>>,
+    queues: Mutex<HashMap<PeerId, Arc<SendQueue>>>,
+    /// Each participant's stream task, stopped when it leaves.
+    senders: Mutex<HashMap<PeerId, CancellationToken>>,
+    /// Where each participant's frames are also written, if asked.
+    each_dir: Option<std::path::PathBuf>,
     expected_loss: AtomicU8,
     sent: AtomicU64,
     /// Wall clock at the start (µs since the Unix epoch), and the
@@ -95,7 +107,12 @@ struct Shared {
 
 impl Shared {
     fn wall_us(&self) -> u64 {
-        let elapsed = SystemClock.instant().saturating_duration_since(self.mono0);
+        self.wall_us_at(SystemClock.instant())
+    }
+
+    /// The wall clock (µs) at monotonic instant `at`.
+    fn wall_us_at(&self, at: Instant) -> u64 {
+        let elapsed = at.saturating_duration_since(self.mono0);
         self.wall0_us
             .saturating_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
     }
@@ -146,6 +163,8 @@ impl Media {
             own: Mutex::new(OwnKey::new(index)),
             heard: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
+            senders: Mutex::new(HashMap::new()),
+            each_dir: audio.wav_each.clone(),
             expected_loss: AtomicU8::new(0),
             sent: AtomicU64::new(0),
             wall0_us: SystemClock.now().as_millis().saturating_mul(1000),
@@ -184,9 +203,40 @@ impl Media {
         peer: PeerId,
         addrs: Vec<Multiaddr>,
     ) -> Result<(), Error> {
+        self.add(index, peer, addrs, false)
+    }
+
+    /// Someone joins a meeting: this device's key moves one step on (a
+    /// fresh key handed out for a leave is taken first, so no two keys
+    /// share an epoch) and only then do frames go to the joiner; the new
+    /// key, for the joiner only.
+    pub(crate) fn add_joiner(
+        &mut self,
+        index: u8,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    ) -> Result<(u8, u32, BaseKey), Error> {
+        self.add(index, peer, addrs, true)?;
+        Ok(self.own_key())
+    }
+
+    fn add(
+        &mut self,
+        index: u8,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        ratchet: bool,
+    ) -> Result<(), Error> {
         let codec = OpusCodec::new().map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let sink = match &self.shared.each_dir {
+            Some(dir) => Some(
+                WavSink::create(&dir.join(format!("{peer}.wav")))
+                    .map_err(|e| CallError::Audio(e.to_string()))?,
+            ),
+            None => None,
+        };
         lock(&self.shared.heard)
-            .entry(index)
+            .entry(peer)
             .or_insert_with(|| Heard {
                 keys: PeerKeys::new(index),
                 jitter: JitterBuffer::new(),
@@ -196,41 +246,84 @@ impl Media {
                 keyed: false,
                 early: VecDeque::new(),
                 reported: (0, 0),
+                gap: 0,
+                longest_gap: 0,
+                sink,
+                added: SystemClock.instant(),
                 last_frame: None,
             });
         let queue = Arc::new(SendQueue::new());
-        lock(&self.shared.queues).insert(index, queue.clone());
-        let own_index = lock(&self.shared.own).index();
+        let own_index = {
+            let mut own = lock(&self.shared.own);
+            if ratchet {
+                // A joiner: the key moves on first, then frames go to it.
+                own.switch();
+                own.ratchet_for_join();
+            }
+            lock(&self.shared.queues).insert(peer, queue.clone());
+            own.index()
+        };
+        let stop = self.cancel.child_token();
+        lock(&self.shared.senders).insert(peer, stop.clone());
         self.tasks.spawn(send_to(
             self.net.clone(),
             peer,
             addrs,
             hello(self.shared.call, own_index),
             queue,
-            self.cancel.clone(),
+            stop,
         ));
         Ok(())
     }
 
-    /// A key participant `index` handed over.
-    pub(crate) fn learn_key(&self, index: u8, epoch: u32, base: BaseKey) {
-        if let Some(h) = lock(&self.shared.heard).get_mut(&index) {
+    /// A participant left: nothing more goes to it or is taken from it.
+    pub(crate) fn remove_peer(&mut self, peer: &PeerId) {
+        if let Some(stop) = lock(&self.shared.senders).remove(peer) {
+            stop.cancel();
+        }
+        lock(&self.shared.queues).remove(peer);
+        if let Some(mut h) = lock(&self.shared.heard).remove(peer)
+            && let Some(sink) = &mut h.sink
+            && let Err(e) = sink.finish()
+        {
+            tracing::debug!(error = %e, "a participant's output was not finished");
+        }
+    }
+
+    /// Someone left: a fresh key for those who stay, sealed with from
+    /// [`switch_key`](Self::switch_key) on.
+    pub(crate) fn rotate_for_leave(&self) -> (u8, u32, BaseKey) {
+        let mut own = lock(&self.shared.own);
+        let (epoch, base) = own.rotate_for_leave();
+        (own.index(), epoch, base)
+    }
+
+    /// Starts sealing with the fresh key handed out.
+    pub(crate) fn switch_key(&self) {
+        lock(&self.shared.own).switch();
+    }
+
+    /// A key participant `peer` handed over.
+    pub(crate) fn learn_key(&self, peer: &PeerId, epoch: u32, base: BaseKey) {
+        if let Some(h) = lock(&self.shared.heard).get_mut(peer) {
             h.keys.learn(epoch, base);
             h.keyed = true;
-            while let Some((frame, arrived_us)) = h.early.pop_front() {
+            // Those that still do not open (an older or newer key) are
+            // held again, within the bound.
+            for (frame, arrived_us) in std::mem::take(&mut h.early) {
                 take_frame(&self.shared.call, h, &frame, arrived_us);
             }
         }
     }
 
-    /// A stream from participant `index` (its hello was checked).
-    pub(crate) fn attach<S>(&mut self, index: u8, stream: S)
+    /// A stream from participant `peer` (its hello was checked).
+    pub(crate) fn attach<S>(&mut self, peer: PeerId, stream: S)
     where
         S: futures::AsyncRead + Unpin + Send + 'static,
     {
         self.tasks.spawn(receive_from(
             self.shared.clone(),
-            index,
+            peer,
             stream,
             self.cancel.clone(),
         ));
@@ -246,19 +339,19 @@ impl Media {
 
     /// Loss heard from each participant since the last report, per
     /// thousand.
-    pub(crate) fn reports(&self) -> Vec<(u8, u16)> {
+    pub(crate) fn reports(&self) -> Vec<(PeerId, u16)> {
         let mut heard = lock(&self.shared.heard);
         heard
             .iter_mut()
             .filter(|(_, h)| h.last_frame.is_some())
-            .map(|(index, h)| {
+            .map(|(peer, h)| {
                 let s = h.jitter.stats();
                 let (played, lost) = (s.played + s.fec_recovered, s.lost);
                 let (p0, l0) = h.reported;
                 h.reported = (played, lost);
                 let (dp, dl) = (played.saturating_sub(p0), lost.saturating_sub(l0));
                 let permille = (dl * 1000).checked_div(dp + dl).unwrap_or(0);
-                (*index, u16::try_from(permille).unwrap_or(1000))
+                (*peer, u16::try_from(permille).unwrap_or(1000))
             })
             .collect()
     }
@@ -272,6 +365,19 @@ impl Media {
             .filter_map(|h| h.last_frame)
             .max()
             .map(|at| now.saturating_duration_since(at))
+    }
+
+    /// The participants heard from not once in the last `limit` (since
+    /// they were added, if never).
+    pub(crate) fn silent_peers(&self, limit: Duration) -> Vec<PeerId> {
+        let now = SystemClock.instant();
+        lock(&self.shared.heard)
+            .iter()
+            .filter(|(_, h)| {
+                now.saturating_duration_since(h.last_frame.unwrap_or(h.added)) >= limit
+            })
+            .map(|(p, _)| *p)
+            .collect()
     }
 
     /// What was counted so far.
@@ -295,6 +401,7 @@ impl Media {
             stats.fec_recovered += s.fec_recovered;
             stats.skipped += s.skipped;
             stats.refused += h.refused;
+            stats.longest_gap_ms = stats.longest_gap_ms.max(h.longest_gap * 20);
             stats.jitter_ms = stats.jitter_ms.max(s.jitter_ms);
             stats.delay_ms = stats.delay_ms.max(h.jitter.delay_ms());
             latencies.extend(h.latencies.iter().copied());
@@ -341,15 +448,15 @@ async fn capture(
 ) {
     let mut loss = 0u8;
     loop {
-        let frame = tokio::select! {
+        let next = tokio::select! {
             () = cancel.cancelled() => return,
-            frame = source.next() => frame,
+            next = source.next_at() => next,
         };
-        let frame = match frame {
-            Ok(Some(frame)) => frame,
+        let (frame, due) = match next {
+            Ok((Some(frame), due)) => (frame, due),
             // A file that ends is followed by silence, as a microphone
             // left on would be: the call goes on until someone hangs up.
-            Ok(None) => [0i16; safemeet_media::audio::FRAME_SAMPLES],
+            Ok((None, due)) => ([0i16; safemeet_media::audio::FRAME_SAMPLES], due),
             Err(e) => {
                 tracing::warn!(error = %e, "the call's audio source failed");
                 return;
@@ -359,21 +466,30 @@ async fn capture(
         if want != loss && encoder.set_expected_loss(want).is_ok() {
             loss = want;
         }
-        // The frame's capture time: when its last sample was taken.
-        let captured = shared.wall_us();
-        let sealed = encoder
+        // The frame's capture time: when its last sample was taken (by the
+        // source's clock, which does not slip when this task is held up).
+        let captured = due.map_or_else(|| shared.wall_us(), |at| shared.wall_us_at(at));
+        let Some(payload) = encoder
             .encode(&frame)
             .ok()
             .and_then(|packet| payload::pack(captured, &packet))
-            .and_then(|p| lock(&shared.own).seal(&shared.call.0, &p).ok());
-        let Some(sealed) = sealed else {
-            tracing::debug!("a frame could not be coded or sealed");
+        else {
+            tracing::debug!("a frame could not be coded");
+            continue;
+        };
+        // Sealed and handed to the queues under the key's lock: a joiner's
+        // queue and the key it gets are set under it too, so no frame
+        // sealed before it came reaches it (it could not open one).
+        let mut own = lock(&shared.own);
+        let Ok(sealed) = own.seal(&shared.call.0, &payload) else {
+            tracing::debug!("a frame could not be sealed");
             continue;
         };
         shared.sent.fetch_add(1, Ordering::Relaxed);
         for queue in lock(&shared.queues).values() {
             queue.send(sealed.clone());
         }
+        drop(own);
     }
 }
 
@@ -409,8 +525,12 @@ async fn send_to(
 }
 
 /// Reads one participant's frames into its jitter buffer.
-async fn receive_from<S>(shared: Arc<Shared>, index: u8, mut stream: S, cancel: CancellationToken)
-where
+async fn receive_from<S>(
+    shared: Arc<Shared>,
+    peer: PeerId,
+    mut stream: S,
+    cancel: CancellationToken,
+) where
     S: futures::AsyncRead + Unpin + Send,
 {
     loop {
@@ -428,7 +548,7 @@ where
         };
         let arrived_us = shared.wall_us();
         let mut heard = lock(&shared.heard);
-        let Some(h) = heard.get_mut(&index) else {
+        let Some(h) = heard.get_mut(&peer) else {
             return;
         };
         if !h.keyed {
@@ -443,12 +563,38 @@ where
     }
 }
 
-/// Frames held while no key of their sender's has come (a second).
-const MAX_EARLY: usize = 50;
+/// Whether `frame` names an epoch past the newest key held of its sender.
+fn newer_key(h: &Heard, frame: &[u8]) -> bool {
+    let epoch = safemeet_media::sframe::Header::decode(frame)
+        .ok()
+        .and_then(|(header, _)| safemeet_media::keys::split_kid(header.kid))
+        .map(|(_, epoch)| epoch);
+    match (epoch, h.keys.latest_epoch()) {
+        (Some(e), Some(held)) => e > held,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// Frames held while no key of their sender's has come (three seconds: a
+/// key signal that did not arrive is handed over again within one).
+const MAX_EARLY: usize = 150;
 
 /// Opens a frame and hands it to the jitter buffer (or counts it refused).
 fn take_frame(call: &CallId, h: &mut Heard, frame: &[u8], arrived_us: u64) {
-    let opened = h.keys.open(frame, &call.0).ok().and_then(|(header, p)| {
+    let opened = match h.keys.open(frame, &call.0) {
+        Ok(opened) => Some(opened),
+        // Sealed with a key newer than any held (a fresh one after someone
+        // left travels over Olm, the frames sealed with it on their own
+        // stream, and a join's ratchet may follow it at once): held, like
+        // the frames before the first key, and opened when it comes.
+        Err(_) if h.early.len() < MAX_EARLY && newer_key(h, frame) => {
+            h.early.push_back((frame.to_vec(), arrived_us));
+            return;
+        }
+        Err(_) => None,
+    };
+    let opened = opened.and_then(|(header, p)| {
         payload::unpack(&p).map(|(capture, packet)| {
             let mut kept = capture.to_be_bytes().to_vec();
             kept.extend_from_slice(packet);
@@ -475,17 +621,37 @@ async fn play_out(
     cancel: CancellationToken,
     done: tokio::sync::oneshot::Sender<()>,
 ) {
+    // A sound card's clock: ticks missed while this task was held up come
+    // at once after, each at the time it was due, so a stall here delays
+    // what is heard but drops nothing.
     let mut clock = tokio::time::interval(safemeet_media::audio::FRAME_TIME);
-    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     loop {
-        tokio::select! {
+        let due = tokio::select! {
             () = cancel.cancelled() => break,
-            _ = clock.tick() => {}
-        }
+            due = clock.tick() => due,
+        };
+        let due_us = shared.wall_us_at(due.into_std());
         let now_us = shared.wall_us();
         let mut frames = Vec::new();
         for h in lock(&shared.heard).values_mut() {
-            let playout = h.jitter.pop(now_us / 1000);
+            let lost_before = h.jitter.stats().lost;
+            let playout = h.jitter.pop(due_us / 1000);
+            // Frames missing at their turn (concealed, rebuilt, or skipped
+            // over), in a row: the gap a listener hears.
+            let missing = h.jitter.stats().lost - lost_before;
+            match &playout {
+                Some(Playout::Frame(_)) if missing == 0 => h.gap = 0,
+                Some(Playout::Frame(_)) => {
+                    h.longest_gap = h.longest_gap.max(h.gap + missing);
+                    h.gap = 0;
+                }
+                Some(_) => {
+                    h.gap += missing;
+                    h.longest_gap = h.longest_gap.max(h.gap);
+                }
+                None => {}
+            }
             for skipped in h.jitter.take_skipped() {
                 // Decoded and not played: the decoder follows the sender.
                 let _ = h.codec.decode(&skipped[8..]);
@@ -507,7 +673,15 @@ async fn play_out(
                 None => continue,
             };
             match pcm {
-                Ok(pcm) => frames.push(pcm),
+                Ok(pcm) => {
+                    if let Some(own) = &mut h.sink
+                        && let Err(e) = own.write_frame(&pcm)
+                    {
+                        tracing::debug!(error = %e, "a participant's output failed");
+                        h.sink = None;
+                    }
+                    frames.push(pcm);
+                }
                 Err(e) => tracing::debug!(error = %e, "a frame did not decode"),
             }
         }
@@ -520,6 +694,13 @@ async fn play_out(
     }
     if let Err(e) = sink.finish() {
         tracing::warn!(error = %e, "the call's audio output was not finished");
+    }
+    for h in lock(&shared.heard).values_mut() {
+        if let Some(own) = &mut h.sink
+            && let Err(e) = own.finish()
+        {
+            tracing::debug!(error = %e, "a participant's output was not finished");
+        }
     }
     let _ = done.send(());
 }

@@ -30,6 +30,7 @@
 //!   call shows there. Nothing of the media is kept.
 
 mod media;
+mod meeting;
 mod signalling;
 mod view;
 
@@ -114,6 +115,9 @@ impl Call {
             at: self.at,
             duration_ms: self.duration_ms(),
             stats,
+            room_id: None,
+            participants: Vec::new(),
+            key_epoch: self.media.as_ref().map(|m| m.own_key().1),
         }
     }
 
@@ -134,6 +138,10 @@ struct Service {
     handle: WeakHandle,
     net: safemeet_net::Handle,
     current: Option<Call>,
+    /// The meeting this device is in (not at once with a call).
+    meeting: Option<meeting::Meeting>,
+    /// Meetings heard of, by room: the id and when.
+    known: std::collections::HashMap<safemeet_proto::RoomId, (CallId, Instant)>,
     history: VecDeque<CallView>,
     cancel: CancellationToken,
 }
@@ -159,6 +167,8 @@ pub(crate) async fn run(
         handle,
         net,
         current: None,
+        meeting: None,
+        known: std::collections::HashMap::new(),
         history: VecDeque::new(),
         cancel: cancel.clone(),
     };
@@ -193,13 +203,19 @@ pub(crate) async fn run(
                 }
             }
             Some((peer, call, index, stream)) = hellos.recv() => service.attach(peer, call, index, stream),
-            _ = tick.tick() => service.tick().await,
+            _ = tick.tick() => {
+                service.tick().await;
+                service.meeting_tick().await;
+            }
         }
     }
     if let Some(call) = service.current.take()
         && let Some(media) = call.media
     {
         media.stop().await;
+    }
+    if let Some(meeting) = service.meeting.take() {
+        meeting.stop().await;
     }
 }
 
@@ -218,6 +234,13 @@ impl Service {
                     _ => Err(CallError::NoCall("no call is ringing").into()),
                 };
                 let _ = reply.send(r);
+            }
+            Ask::Meet(room, audio, reply) => {
+                let _ = reply.send(self.meet(room, audio).await);
+            }
+            Ask::Hangup(reply) if self.meeting.is_some() => {
+                let left = self.leave_meeting("left").await;
+                let _ = reply.send(left.ok_or(Error::Stopped));
             }
             Ask::Hangup(reply) => {
                 let r = match self.current.as_ref().map(|c| (c.state, c.outgoing)) {
@@ -238,6 +261,9 @@ impl Service {
                     .iter()
                     .map(|c| c.view(c.media.as_ref().map(Media::stats).unwrap_or_default()))
                     .collect();
+                if self.meeting.is_some() {
+                    views.insert(0, self.meeting_view());
+                }
                 views.extend(self.history.iter().cloned());
                 let _ = reply.send(views);
             }
@@ -245,9 +271,11 @@ impl Service {
     }
 
     fn busy(&self) -> bool {
-        self.current
-            .as_ref()
-            .is_some_and(|c| c.state != CallState::Ended)
+        self.meeting.is_some()
+            || self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.state != CallState::Ended)
     }
 
     async fn send(
@@ -319,6 +347,9 @@ impl Service {
                 at: SystemClock.now(),
                 duration_ms: 0,
                 stats: CallStats::default(),
+                room_id: None,
+                participants: Vec::new(),
+                key_epoch: None,
             }),
         }
     }
@@ -342,9 +373,8 @@ impl Service {
             self.cancel.child_token(),
         )?;
         media.add_peer(other.index, other.peer, other.addrs.clone())?;
-        if let Some((_, index, epoch, base)) = call.early_key.take().filter(|k| k.0 == other.device)
-        {
-            media.learn_key(index, epoch, base);
+        if let Some((_, _, epoch, base)) = call.early_key.take().filter(|k| k.0 == other.device) {
+            media.learn_key(&other.peer, epoch, base);
         }
         let (index, epoch, base) = media.own_key();
         call.media = Some(media);

@@ -5,6 +5,15 @@ use super::*;
 
 impl Service {
     pub(super) async fn signal(&mut self, incoming: IncomingCallSignal) {
+        let id = incoming.signal.call_id();
+        let for_meeting = matches!(
+            incoming.signal,
+            CallSignal::Join { .. } | CallSignal::Here { .. } | CallSignal::Leave { .. }
+        ) || self.meeting.as_ref().is_some_and(|m| m.id() == id);
+        if for_meeting {
+            self.meeting_signal(incoming).await;
+            return;
+        }
         let IncomingCallSignal {
             user,
             device,
@@ -12,7 +21,6 @@ impl Service {
             addrs,
             signal,
         } = incoming;
-        let id = signal.call_id();
         if let CallSignal::Invite { call_id } = signal {
             if self.current.as_ref().is_some_and(|c| c.id == call_id) {
                 return;
@@ -91,7 +99,7 @@ impl Service {
             } if from_other && call.other.as_ref().is_some_and(|o| o.index == index) => {
                 let base = BaseKey::from_bytes(key.0);
                 match &call.media {
-                    Some(media) => media.learn_key(index, epoch, base),
+                    Some(media) => media.learn_key(&peer, epoch, base),
                     None => call.early_key = Some((device, index, epoch, base)),
                 }
             }
@@ -137,8 +145,8 @@ impl Service {
             self.cancel.child_token(),
         )?;
         media.add_peer(other.index, other.peer, other.addrs.clone())?;
-        if let Some((_, index, epoch, base)) = call.early_key.take().filter(|k| k.0 == device) {
-            media.learn_key(index, epoch, base);
+        if let Some((_, _, epoch, base)) = call.early_key.take().filter(|k| k.0 == device) {
+            media.learn_key(&peer, epoch, base);
         }
         let (index, epoch, base) = media.own_key();
         let others: Vec<DeviceId> = call
@@ -169,6 +177,9 @@ impl Service {
 
     /// Whether a media stream from `peer` may be for the call on now.
     pub(super) fn expects(&self, peer: &PeerId) -> bool {
+        if self.meeting.as_ref().is_some_and(|m| m.expects(peer)) {
+            return true;
+        }
         self.current.as_ref().is_some_and(|c| {
             c.state == CallState::Active && c.other.as_ref().is_some_and(|o| o.peer == *peer)
         })
@@ -177,6 +188,10 @@ impl Service {
     /// A media stream named its call and sender: attached if both are
     /// the call's on now, from the device on the other end.
     pub(super) fn attach(&mut self, peer: PeerId, id: CallId, index: u8, stream: libp2p::Stream) {
+        if let Some(m) = self.meeting.as_mut().filter(|m| m.id() == id) {
+            m.attach(peer, id, index, stream);
+            return;
+        }
         if let Some(call) = self.current.as_mut().filter(|c| c.id == id)
             && call
                 .other
@@ -184,7 +199,7 @@ impl Service {
                 .is_some_and(|o| o.peer == peer && o.index == index)
             && let Some(media) = &mut call.media
         {
-            media.attach(index, stream);
+            media.attach(peer, stream);
         }
     }
 }

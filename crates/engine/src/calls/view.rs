@@ -10,6 +10,10 @@ pub struct CallAudio {
     pub wav_in: Option<PathBuf>,
     /// A WAV file to write what is heard into.
     pub wav_out: Option<PathBuf>,
+    /// A folder to write each participant's frames into as well, one WAV
+    /// file each, named by its peer id (a meeting's separate tracks).
+    #[serde(default)]
+    pub wav_each: Option<PathBuf>,
 }
 
 /// Where a call stands.
@@ -60,6 +64,10 @@ pub struct CallStats {
     pub mouth_to_ear_p95_ms: Option<u32>,
     /// The loss the other side reports, percent (the encoder adds FEC).
     pub expected_loss_percent: u8,
+    /// The longest run of frames of one participant not played as they
+    /// came (lost: concealed or rebuilt), ms.
+    #[serde(default)]
+    pub longest_gap_ms: u64,
 }
 
 /// A call as `call status` shows it.
@@ -83,6 +91,16 @@ pub struct CallView {
     pub duration_ms: u64,
     /// Its media's counts.
     pub stats: CallStats,
+    /// A meeting's room (`None`: a call with one contact, `with`).
+    #[serde(default)]
+    pub room_id: Option<safemeet_proto::RoomId>,
+    /// A meeting's other participants, as users (one per device in it).
+    #[serde(default)]
+    pub participants: Vec<UserId>,
+    /// The epoch of the key this device seals with now (it moves on when
+    /// someone joins, and to a fresh key 1 s after someone leaves).
+    #[serde(default)]
+    pub key_epoch: Option<u32>,
 }
 
 /// What a client asks of the call service.
@@ -93,6 +111,11 @@ pub(crate) enum Ask {
     Decline(oneshot::Sender<Result<CallView, Error>>),
     Hangup(oneshot::Sender<Result<CallView, Error>>),
     Status(oneshot::Sender<Vec<CallView>>),
+    Meet(
+        safemeet_proto::RoomId,
+        CallAudio,
+        oneshot::Sender<Result<CallView, Error>>,
+    ),
 }
 
 /// Refuses audio files that cannot be used, before anyone rings.
@@ -143,5 +166,15 @@ impl Handle {
     /// The call on now, if any, then the last ended ones, newest first.
     pub async fn calls(&self) -> Result<Vec<CallView>, Error> {
         self.call_ask(Ask::Status).await
+    }
+
+    /// Joins the meeting of a room (starts one if none runs): every
+    /// member device that can be reached hears of it.
+    pub async fn meet(
+        &self,
+        room: safemeet_proto::RoomId,
+        audio: CallAudio,
+    ) -> Result<CallView, Error> {
+        self.call_ask(|tx| Ask::Meet(room, audio, tx)).await?
     }
 }
