@@ -318,3 +318,52 @@ fn a_call_nobody_answers_is_missed_and_shows_in_the_event_log() {
     assert_eq!(call["outgoing"], false);
     assert_eq!(status(&alice)["outcome"], "no_answer");
 }
+
+#[test]
+fn two_daemons_meet_in_a_room_and_one_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, _da, _db) = alice_and_bob_on(dir.path(), "/ip4/127.0.0.1/tcp/0");
+    let room = cli(&alice, &["room", "create", "standup", "--member", "bob"])["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("bob is invited", || {
+        let invited = cli(&bob, &["room", "invitations"]);
+        invited
+            .as_array()?
+            .iter()
+            .any(|i| i["room_id"] == room.as_str())
+            .then_some(())
+    });
+    cli(&bob, &["room", "join", &room]);
+    eventually("bob is in the room", || {
+        let rooms = cli(&bob, &["room", "list"]);
+        rooms
+            .as_array()?
+            .iter()
+            .any(|r| r["room_id"] == room.as_str())
+            .then_some(())
+    });
+
+    let met = cli(&alice, &["meet", "standup"]);
+    assert_eq!(met["state"], "active", "{met}");
+    assert_eq!(met["room_id"], room.as_str());
+    cli(&bob, &["meet", "standup"]);
+    let bob_id = support::node::user_id(&bob);
+    for (home, other) in [
+        (&alice, bob_id.clone()),
+        (&bob, support::node::user_id(&alice)),
+    ] {
+        eventually("each hears the other", || {
+            let s = status(home);
+            (s["participants"] == serde_json::json!([other]) && s["stats"]["played"].as_u64()? > 50)
+                .then_some(())
+        });
+    }
+    let left = cli(&bob, &["call", "hangup"]);
+    assert_eq!(left["state"], "ended", "{left}");
+    eventually("alice sees bob go", || {
+        (status(&alice)["participants"] == serde_json::json!([])).then_some(())
+    });
+    cli(&alice, &["call", "hangup"]);
+}

@@ -54,9 +54,36 @@ enum CallSub {
     Status,
 }
 
+/// `meet ROOM`: join the meeting of a room.
+#[derive(Debug, Args)]
+pub(crate) struct MeetCommand {
+    /// The room: its name or room id. Its members' devices that can be
+    /// reached hear of the meeting; up to 8 devices take part. `call
+    /// hangup` leaves it.
+    room: String,
+    #[command(flatten)]
+    audio: AudioArgs,
+}
+
+impl MeetCommand {
+    /// The action, with the files' paths made absolute.
+    pub(crate) fn action(self) -> Result<CallAction, Failure> {
+        Ok(CallAction::Meet {
+            room: self.room,
+            wav_in: absolute(self.audio.wav_in)?,
+            wav_out: absolute(self.audio.wav_out)?,
+        })
+    }
+}
+
 /// What `call` does.
 #[derive(Debug)]
 pub(crate) enum CallAction {
+    Meet {
+        room: String,
+        wav_in: Option<String>,
+        wav_out: Option<String>,
+    },
     Place {
         target: String,
         wav_in: Option<String>,
@@ -117,6 +144,15 @@ pub(crate) async fn perform(api: &mut Api, json: bool, action: CallAction) -> Re
             wav_out,
         },
         CallAction::Accept { wav_in, wav_out } => Request::CallAccept { wav_in, wav_out },
+        CallAction::Meet {
+            room,
+            wav_in,
+            wav_out,
+        } => Request::Meet {
+            room,
+            wav_in,
+            wav_out,
+        },
         CallAction::Decline => Request::CallDecline {},
         CallAction::Hangup => Request::CallHangup {},
         CallAction::Status => {
@@ -146,6 +182,16 @@ pub(crate) async fn perform(api: &mut Api, json: bool, action: CallAction) -> Re
 fn print_call(names: &Names, call: &CallView) {
     let who = names.of(&call.with);
     let line = match (call.state, call.outgoing) {
+        (CallState::Active, _) if call.room_id.is_some() => format!(
+            "in a meeting with {} others, {} s",
+            call.participants.len(),
+            call.duration_ms / 1000
+        ),
+        (CallState::Ended, _) if call.room_id.is_some() => format!(
+            "meeting left ({}), {} s",
+            call.reason.as_deref().unwrap_or("left"),
+            call.duration_ms / 1000
+        ),
         (CallState::Calling, _) => format!("calling {who}"),
         (CallState::Ringing, _) => format!("{who} is calling (call accept / call decline)"),
         (CallState::Active, _) => format!("in a call with {who}, {} s", call.duration_ms / 1000),

@@ -239,6 +239,10 @@ enum Command {
     /// Audio calls: `call TARGET` rings a contact's devices; `call
     /// accept`, `call decline`, `call hangup`, `call status`.
     Call(calls_cli::CallCommand),
+    /// Join the meeting of a room (start one if none runs): up to 8
+    /// devices, each hearing all the others. `call hangup` leaves it;
+    /// `call status` shows it.
+    Meet(calls_cli::MeetCommand),
     /// Delete a message for everyone: yours, or any in a room you
     /// administer. Every member's device removes its text.
     Redact {
@@ -484,6 +488,10 @@ fn run(cli: Cli, env_passphrase: Option<Passphrase>) -> Result<(), Failure> {
             messenger::run(&home, &source, cli.json, action)
         }
         Command::Call(c) => {
+            let action = messenger::Action::Call(c.action()?);
+            messenger::run(&home, &source, cli.json, action)
+        }
+        Command::Meet(c) => {
             let action = messenger::Action::Call(c.action()?);
             messenger::run(&home, &source, cli.json, action)
         }

@@ -322,6 +322,15 @@ async fn serve(
             let audio = crate::calls::audio(wav_in, wav_out)?;
             Response::Call(engine.call_accept(audio).await?)
         }
+        Request::Meet {
+            room,
+            wav_in,
+            wav_out,
+        } => {
+            let room = crate::resolve::room(engine, &room).await?;
+            let audio = crate::calls::audio(wav_in, wav_out)?;
+            Response::Call(engine.meet(room, audio).await?)
+        }
         Request::CallDecline {} => Response::Call(engine.call_decline().await?),
         Request::CallHangup {} => Response::Call(engine.call_hangup().await?),
         Request::CallStatus {} => Response::Calls(engine.calls().await?),

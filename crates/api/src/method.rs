@@ -80,6 +80,8 @@ pub enum Method {
     Call,
     /// `call.accept`
     CallAccept,
+    /// `meet`
+    Meet,
     /// `call.decline`
     CallDecline,
     /// `call.hangup`
@@ -134,7 +136,7 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 61] = [
+    pub const ALL: [Method; 62] = [
         Method::Whoami,
         Method::Status,
         Method::Invite,
@@ -172,6 +174,7 @@ impl Method {
         Method::TypingList,
         Method::Call,
         Method::CallAccept,
+        Method::Meet,
         Method::CallDecline,
         Method::CallHangup,
         Method::CallStatus,
@@ -238,6 +241,7 @@ impl Method {
             Method::TypingList => "typing.list",
             Method::Call => "call",
             Method::CallAccept => "call.accept",
+            Method::Meet => "meet",
             Method::CallDecline => "call.decline",
             Method::CallHangup => "call.hangup",
             Method::CallStatus => "call.status",

@@ -266,6 +266,18 @@ pub enum Request {
         #[serde(default)]
         wav_out: Option<String>,
     },
+    /// `meet`: join the meeting of a room (start one if none runs).
+    #[serde(rename = "meet")]
+    Meet {
+        /// The room.
+        room: String,
+        /// As for `call`.
+        #[serde(default)]
+        wav_in: Option<String>,
+        /// As for `call`.
+        #[serde(default)]
+        wav_out: Option<String>,
+    },
     /// `call.decline`: decline the call ringing here.
     #[serde(rename = "call.decline")]
     CallDecline {},
@@ -508,6 +520,7 @@ impl Request {
             Request::TypingList { .. } => Method::TypingList,
             Request::Call { .. } => Method::Call,
             Request::CallAccept { .. } => Method::CallAccept,
+            Request::Meet { .. } => Method::Meet,
             Request::CallDecline {} => Method::CallDecline,
             Request::CallHangup {} => Method::CallHangup,
             Request::CallStatus {} => Method::CallStatus,

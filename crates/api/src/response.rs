@@ -158,9 +158,11 @@ impl Response {
             Method::Presence => Response::Presence(from(result)?),
             Method::Typing | Method::Read => Response::Signaled(from(result)?),
             Method::TypingList => Response::Typers(from(result)?),
-            Method::Call | Method::CallAccept | Method::CallDecline | Method::CallHangup => {
-                Response::Call(from(result)?)
-            }
+            Method::Call
+            | Method::CallAccept
+            | Method::CallDecline
+            | Method::CallHangup
+            | Method::Meet => Response::Call(from(result)?),
             Method::CallStatus => Response::Calls(from(result)?),
             Method::Mute | Method::MuteList => Response::Muted(from(result)?),
             Method::MessageRedact | Method::MessageEdit => Response::Changed(from(result)?),

@@ -62,6 +62,14 @@ fn local_only(request: &Request) -> Option<Error> {
                 wav_in: Some(_),
                 ..
             }
+            | Request::Meet {
+                wav_in: Some(_),
+                ..
+            }
+            | Request::Meet {
+                wav_out: Some(_),
+                ..
+            }
             | Request::CallAccept {
                 wav_out: Some(_),
                 ..
