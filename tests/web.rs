@@ -1095,3 +1095,82 @@ fn files_over_http_are_guarded_and_served_with_safe_headers() {
     da.stop();
     db.stop();
 }
+
+/// The state of `home`'s call on now (or last), as `call status` says.
+fn call_state(home: &Path) -> String {
+    cli(home, &["call", "status"])
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|c| c["state"].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// In real headless Chromium: Alice calls Bob from the conversation's
+/// call bar, Bob answers from the CLI, the page shows the call and hangs
+/// it up; then Bob calls, and the page answers.
+#[test]
+fn a_browser_calls_a_contact_and_answers_a_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, da, db) = alice_and_bob(dir.path());
+    let url = da.web.clone().unwrap();
+    let driver = Chromedriver::start();
+    runtime().block_on(async {
+        let client = browser(&driver, &dir.path().join("chromium"), &url).await;
+        log_in_and_open(&client, "bob").await;
+        click(&client, "#call-start:not([hidden])").await;
+        let bob_home = bob.clone();
+        tokio::task::spawn_blocking(move || {
+            support::node::eventually("bob's device rings", || {
+                (call_state(&bob_home) == "ringing").then_some(())
+            });
+            cli(&bob_home, &["call", "accept"]);
+        })
+        .await
+        .unwrap();
+        xpath(
+            &client,
+            "//span[@id='call-state' and starts-with(., 'In a call with bob')]",
+        )
+        .await;
+        click(&client, "#call-hangup:not([hidden])").await;
+        xpath(
+            &client,
+            "//span[@id='call-state' and starts-with(., 'Call ended')]",
+        )
+        .await;
+        let bob_home = bob.clone();
+        tokio::task::spawn_blocking(move || {
+            support::node::eventually("bob's end too", || {
+                (call_state(&bob_home) == "ended").then_some(())
+            });
+            cli(&bob_home, &["call", "alice"]);
+        })
+        .await
+        .unwrap();
+        xpath(
+            &client,
+            "//span[@id='call-state' and text()='bob is calling']",
+        )
+        .await;
+        click(&client, "#call-accept:not([hidden])").await;
+        xpath(
+            &client,
+            "//span[@id='call-state' and starts-with(., 'In a call with bob')]",
+        )
+        .await;
+        let bob_home = bob.clone();
+        tokio::task::spawn_blocking(move || cli(&bob_home, &["call", "hangup"]))
+            .await
+            .unwrap();
+        xpath(
+            &client,
+            "//span[@id='call-state' and starts-with(., 'Call ended')]",
+        )
+        .await;
+        client.close().await.unwrap();
+    });
+    let _ = alice;
+    da.stop();
+    db.stop();
+}

@@ -227,6 +227,60 @@ async function openConversation(c) {
   $('send-text').focus();
 }
 
+// Calls: the daemon carries the audio (this page plays none yet); the bar
+// starts a call with the contact (or the room's meeting), answers one
+// ringing here, and shows how it goes.
+function callText(c) {
+  const secs = Math.floor(c.duration_ms / 1000);
+  const latency = c.stats.mouth_to_ear_p95_ms == null ? '' : ', ' + c.stats.mouth_to_ear_p95_ms + ' ms';
+  if (c.room_id) {
+    return c.state === 'active'
+      ? 'In the meeting with ' + c.participants.length + ' others, ' + secs + ' s' + latency
+      : 'Meeting left';
+  }
+  switch (c.state) {
+    case 'calling': return 'Calling ' + nameOf(c.with) + '…';
+    case 'ringing': return nameOf(c.with) + ' is calling';
+    case 'active': return 'In a call with ' + nameOf(c.with) + ', ' + secs + ' s' + latency;
+    default: return 'Call ended' + (c.reason ? ' (' + c.reason + ')' : '');
+  }
+}
+
+async function refreshCall() {
+  const calls = await rpc('call.status', {});
+  const c = calls[0];
+  const on = c && c.state !== 'ended';
+  $('call-start').hidden = on || !state.open;
+  $('call-start').textContent = state.open && !state.open.target.startsWith('u_') ? 'Meet' : 'Call';
+  $('call-accept').hidden = !(on && c.state === 'ringing');
+  $('call-decline').hidden = !(on && c.state === 'ringing');
+  $('call-hangup').hidden = !(on && c.state !== 'ringing');
+  $('call-state').textContent = c ? callText(c) : '';
+}
+
+$('call-start').addEventListener('click', () => attempt('Calling', async () => {
+  if (!state.open) return;
+  if (state.open.target.startsWith('u_')) await rpc('call', { target: state.open.target });
+  else await rpc('meet', { room: state.open.roomId });
+  await refreshCall();
+}));
+$('call-accept').addEventListener('click', () => attempt('Answering', async () => {
+  await rpc('call.accept', {});
+  await refreshCall();
+}));
+$('call-decline').addEventListener('click', () => attempt('Declining', async () => {
+  await rpc('call.decline', {});
+  await refreshCall();
+}));
+$('call-hangup').addEventListener('click', () => attempt('Hanging up', async () => {
+  await rpc('call.hangup', {});
+  await refreshCall();
+}));
+setInterval(() => {
+  if (document.hidden || $('app').hidden) return;
+  attempt('Calls', refreshCall);
+}, 1000);
+
 function stateText(m) {
   switch (m.state) {
     case 'sent': return 'sent';
