@@ -3,6 +3,8 @@
 //! `docs/api.md`).
 
 use safemeet_proto::{RoomId, Timestamp, UserId};
+
+use crate::account::AvatarView;
 use serde::{Deserialize, Serialize};
 
 /// `contact.block`
@@ -119,4 +121,80 @@ pub struct RequestAccepted {
 pub struct RequestDeclined {
     /// Whose request was deleted.
     pub user_id: UserId,
+}
+
+/// A contact, as `contact.list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// Their user id.
+    pub user_id: UserId,
+    /// The name this user gave them (a pet name), if any.
+    pub name: Option<String>,
+    /// Their username.
+    pub username: String,
+    /// Their display name.
+    pub display_name: String,
+    /// Their e-mail addresses (from their newest profile).
+    #[serde(default)]
+    pub emails: Vec<String>,
+    /// The relays their devices listed.
+    pub relays: Vec<String>,
+    /// Their active devices, each verified or not.
+    #[serde(default)]
+    pub devices: Vec<ContactDevice>,
+    /// Every active device of theirs is verified.
+    #[serde(default)]
+    pub verified: bool,
+    /// A device of theirs is verified and another is not: they added a
+    /// device since you verified them ("new device, not verified").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// Their user deleted the account: nothing is sent to it or taken
+    /// from it any more.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// Their avatar, if they set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<AvatarView>,
+    /// The room id of the direct conversation with them (events name it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<RoomId>,
+}
+
+/// A contact's device (`contact.list`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactDevice {
+    /// The device id.
+    pub device_id: String,
+    /// Verified by SAS (here, or on another of your devices).
+    pub verified: bool,
+}
+
+impl From<safemeet_engine::Contact> for Contact {
+    fn from(c: safemeet_engine::Contact) -> Self {
+        let verified = !c.devices.is_empty() && c.devices.iter().all(|d| d.verified);
+        Contact {
+            user_id: c.user_id,
+            name: c.pet_name,
+            username: c.username,
+            display_name: c.display_name,
+            emails: c.emails,
+            relays: c.relays,
+            devices: c
+                .devices
+                .iter()
+                .map(|d| ContactDevice {
+                    device_id: d.device_id.to_string(),
+                    verified: d.verified,
+                })
+                .collect(),
+            verified,
+            warning: c.new_device_warning.then(|| {
+                "new device, not verified: verify them again (`safemeet verify`)".to_owned()
+            }),
+            deleted: c.deleted,
+            avatar: c.avatar.map(Into::into),
+            room_id: None,
+        }
+    }
 }

@@ -85,6 +85,22 @@ impl<S: Store + Clone> Core<S> {
         Ok(self.rooms_list()?.iter().any(|r| r.members.contains(user)))
     }
 
+    /// A call command of the API's.
+    pub(crate) fn call_command(&mut self, command: Command) -> Result<Response, Error> {
+        Ok(match command {
+            Command::CallSignal {
+                user,
+                device,
+                signal,
+            } => Response::CallSent(self.send_call_signal(user, device, signal)?),
+            Command::NoteCall(record) => {
+                self.note_call(record)?;
+                Response::Done
+            }
+            _ => return Err(Error::InvalidInput("not a call command".into())),
+        })
+    }
+
     /// Writes an ended call into the event log.
     pub(crate) fn note_call(&mut self, record: CallRecord) -> Result<(), Error> {
         let mut batch = self.store.batch();

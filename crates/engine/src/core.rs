@@ -582,15 +582,7 @@ impl<S: Store + Clone> Core<S> {
             | Command::SetMuted(..)
             | Command::Muted
             | Command::ReadMarkers(_)) => self.signal_command(c)?,
-            Command::CallSignal {
-                user,
-                device,
-                signal,
-            } => Response::CallSent(self.send_call_signal(user, device, signal)?),
-            Command::NoteCall(record) => {
-                self.note_call(record)?;
-                Response::Done
-            }
+            c @ (Command::CallSignal { .. } | Command::NoteCall(_)) => self.call_command(c)?,
             Command::SendDm { .. } | Command::SendRoom { .. } => {
                 return Err(Error::InvalidInput("sends are handled in groups".into()));
             }

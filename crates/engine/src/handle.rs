@@ -388,36 +388,6 @@ impl Handle {
         self.ask(|tx| Request::LinkOffer(with_master, tx)).await
     }
 
-    /// Starts or answers a SAS verification with a contact's device.
-    pub async fn verify_start(&self, user: UserId) -> Result<crate::VerificationView, Error> {
-        expect!(self.core(Command::VerifyStart(user)).await, Response::Verification(v) => v)
-    }
-
-    /// Verifies a contact from their invite (scanned or pasted in person):
-    /// the devices it names whose keys match those held are verified.
-    pub async fn verify_invite(
-        &self,
-        invite: &str,
-    ) -> Result<(UserId, Vec<safemeet_proto::DeviceId>), Error> {
-        let command = Command::VerifyInvite(invite.to_owned());
-        expect!(self.core(command).await, Response::UserDevices(u, d) => (u, d))
-    }
-
-    /// Where the verification with a contact stands.
-    pub async fn verify_status(&self, user: UserId) -> Result<crate::VerificationView, Error> {
-        expect!(self.core(Command::VerifyStatus(user)).await, Response::Verification(v) => v)
-    }
-
-    /// This user compared the strings: they match (confirm) or not (cancel).
-    pub async fn verify_answer(
-        &self,
-        user: UserId,
-        matches: bool,
-    ) -> Result<crate::VerificationView, Error> {
-        let command = Command::VerifyAnswer { user, matches };
-        expect!(self.core(command).await, Response::Verification(v) => v)
-    }
-
     /// The devices whose messages show as verified.
     pub async fn verified_devices(&self) -> Result<Vec<safemeet_proto::DeviceId>, Error> {
         expect!(self.core(Command::VerifiedDevices).await, Response::DeviceIds(d) => d)

@@ -339,9 +339,8 @@ impl<S: Store + Clone> Core<S> {
         }
     }
 
-    /// Encrypts `signal` for `user`'s `device` and delivers it once,
-    /// directly; the device's peer, or `None` when too many signals are
-    /// in flight, there is no session, or the device has no peer.
+    /// Encrypts `signal` for `user`'s `device` and delivers it once, directly;
+    /// its peer (`None`: too many in flight, no session, or no peer).
     pub(crate) fn deliver_signal(
         &mut self,
         user: UserId,

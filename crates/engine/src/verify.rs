@@ -402,3 +402,46 @@ impl<S: Store + Clone> Core<S> {
         self.finish_flow(i)
     }
 }
+
+/// The verification an answer carries.
+fn verification(answer: crate::events::Response) -> Result<VerificationView, Error> {
+    match answer {
+        crate::events::Response::Verification(v) => Ok(v),
+        _ => Err(Error::InvalidInput("unexpected answer".into())),
+    }
+}
+
+impl crate::Handle {
+    /// Starts or answers a SAS verification with a contact's device.
+    pub async fn verify_start(&self, user: UserId) -> Result<VerificationView, Error> {
+        verification(self.core(crate::events::Command::VerifyStart(user)).await?)
+    }
+
+    /// Verifies a contact from their invite (scanned or pasted in person):
+    /// the devices it names whose keys match those held are verified.
+    pub async fn verify_invite(&self, invite: &str) -> Result<(UserId, Vec<DeviceId>), Error> {
+        let command = crate::events::Command::VerifyInvite(invite.to_owned());
+        match self.core(command).await? {
+            crate::events::Response::UserDevices(u, d) => Ok((u, d)),
+            _ => Err(Error::InvalidInput("unexpected answer".into())),
+        }
+    }
+
+    /// Where the verification with a contact stands.
+    pub async fn verify_status(&self, user: UserId) -> Result<VerificationView, Error> {
+        verification(
+            self.core(crate::events::Command::VerifyStatus(user))
+                .await?,
+        )
+    }
+
+    /// This user compared the strings: they match (confirm) or not (cancel).
+    pub async fn verify_answer(
+        &self,
+        user: UserId,
+        matches: bool,
+    ) -> Result<VerificationView, Error> {
+        let command = crate::events::Command::VerifyAnswer { user, matches };
+        verification(self.core(command).await?)
+    }
+}
