@@ -1096,6 +1096,11 @@ fn files_over_http_are_guarded_and_served_with_safe_headers() {
     db.stop();
 }
 
+/// Waits for the call bar's text to match `test` (an XPath predicate on it).
+async fn call_shows(client: &fantoccini::Client, test: &str) {
+    xpath(client, &format!("//span[@id='call-state' and {test}]")).await;
+}
+
 /// The state of `home`'s call on now (or last), as `call status` says.
 fn call_state(home: &Path) -> String {
     cli(home, &["call", "status"])
@@ -1128,17 +1133,9 @@ fn a_browser_calls_a_contact_and_answers_a_call() {
         })
         .await
         .unwrap();
-        xpath(
-            &client,
-            "//span[@id='call-state' and starts-with(., 'In a call with bob')]",
-        )
-        .await;
+        call_shows(&client, "starts-with(., 'In a call with bob')").await;
         click(&client, "#call-hangup:not([hidden])").await;
-        xpath(
-            &client,
-            "//span[@id='call-state' and starts-with(., 'Call ended')]",
-        )
-        .await;
+        call_shows(&client, "starts-with(., 'Call ended')").await;
         let bob_home = bob.clone();
         tokio::task::spawn_blocking(move || {
             support::node::eventually("bob's end too", || {
@@ -1148,26 +1145,14 @@ fn a_browser_calls_a_contact_and_answers_a_call() {
         })
         .await
         .unwrap();
-        xpath(
-            &client,
-            "//span[@id='call-state' and text()='bob is calling']",
-        )
-        .await;
+        call_shows(&client, "text()='bob is calling'").await;
         click(&client, "#call-accept:not([hidden])").await;
-        xpath(
-            &client,
-            "//span[@id='call-state' and starts-with(., 'In a call with bob')]",
-        )
-        .await;
+        call_shows(&client, "starts-with(., 'In a call with bob')").await;
         let bob_home = bob.clone();
         tokio::task::spawn_blocking(move || cli(&bob_home, &["call", "hangup"]))
             .await
             .unwrap();
-        xpath(
-            &client,
-            "//span[@id='call-state' and starts-with(., 'Call ended')]",
-        )
-        .await;
+        call_shows(&client, "starts-with(., 'Call ended')").await;
         client.close().await.unwrap();
     });
     let _ = alice;
