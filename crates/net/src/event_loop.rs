@@ -76,6 +76,7 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         streams,
         relay_listeners,
         autonat: crate::net_status::AutonatResults::default(),
+        connecting: Default::default(),
         shutdown: shutdown.clone(),
         stopped: stopped.clone(),
     };
@@ -117,6 +118,8 @@ pub(crate) struct EventLoop {
     relay_listeners: crate::relay_listeners::RelayListeners,
     /// The latest AutoNAT results.
     autonat: crate::net_status::AutonatResults,
+    /// Callers waiting for a connection to open a stream on.
+    pub(crate) connecting: crate::connect::ConnectWaiters,
     /// Cancelled by [`Handle::shutdown`].
     shutdown: CancellationToken,
     /// Cancelled when the loop has stopped (on drop, so also on a panic).
@@ -196,9 +199,11 @@ impl EventLoop {
             streams: _,
             relay_listeners: _,
             autonat: _,
+            connecting,
             shutdown: _,
             stopped: _,
         } = self;
+        connecting.stopped();
         let waiting = deliveries.len() + mailbox_requests.len();
         let answers = deliveries.into_answers();
         for tx in answers.chain(mailbox_requests.into_answers()) {
@@ -244,6 +249,7 @@ impl EventLoop {
                 let result = self.swarm.dial(addr).map_err(Error::Dial);
                 let _ = tx.send(result);
             }
+            Command::Connect(peer, addrs, tx) => self.connect(peer, addrs, tx),
             Command::Subscribe(topic, tx) => {
                 let gossipsub = self.swarm.behaviour_mut().gossipsub.inner_mut();
                 let name = gossip_topic(&topic);
@@ -399,7 +405,17 @@ impl EventLoop {
                 peer_id,
                 num_established,
                 ..
-            } if num_established.get() == 1 => self.emit(Event::Connected(peer_id)),
+            } => {
+                self.connecting.connected(peer_id);
+                if num_established.get() == 1 {
+                    self.emit(Event::Connected(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => self.connecting.failed(connection_id, &error.to_string()),
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,

@@ -84,6 +84,7 @@ pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Status(oneshot::Sender<NetStatus>),
     Dial(Multiaddr, oneshot::Sender<Result<(), Error>>),
+    Connect(PeerId, Vec<Multiaddr>, oneshot::Sender<Result<(), Error>>),
     Subscribe(RoomTopic, oneshot::Sender<Result<(), Error>>),
     Unsubscribe(RoomTopic, oneshot::Sender<()>),
     Publish(RoomTopic, Vec<u8>, oneshot::Sender<Result<(), Error>>),
@@ -223,18 +224,15 @@ impl Handle {
         peer: PeerId,
         addrs: &[Multiaddr],
     ) -> Result<libp2p::Stream, Error> {
-        let mut control = self.streams_control.clone();
-        match control.open_stream(peer, protocol.clone()).await {
-            Ok(stream) => return Ok(stream),
-            Err(e) if addrs.is_empty() => return Err(Error::Link(e.to_string())),
-            Err(_) => {}
+        // Connected first, with the caller's addresses: the stream
+        // behaviour's own dial knows none of them, and can wait for ever
+        // (see `connect`).
+        if !addrs.is_empty() {
+            self.ask(|tx| Command::Connect(peer, addrs.to_vec(), tx))
+                .await??;
         }
-        for addr in addrs {
-            let with_peer = crate::addr::dialable(addr, peer);
-            // A dial that fails leaves the next address to try.
-            let _ = self.dial(with_peer).await;
-        }
-        control
+        self.streams_control
+            .clone()
             .open_stream(peer, protocol)
             .await
             .map_err(|e| Error::Link(e.to_string()))

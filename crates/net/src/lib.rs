@@ -59,6 +59,7 @@ mod addr;
 mod behaviour;
 mod codec;
 mod config;
+mod connect;
 mod custom_transport;
 mod error;
 mod event_loop;
