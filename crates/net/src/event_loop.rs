@@ -11,14 +11,12 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use libp2p::gossipsub::{MessageAcceptance, MessageId, PublishError};
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{PeerId, Swarm, identify, mdns};
 use safemeet_proto::Envelope;
 use safemeet_proto::clock::{Clock, SystemClock};
-use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -26,11 +24,11 @@ use crate::addr::is_public;
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::codec::StreamRefusals;
 use crate::handle::{Command, Verdict};
-use crate::outbound::{Deliveries, Delivery, Outbound};
+use crate::outbound::{Deliveries, Outbound};
 use crate::refusals::{Refusal, RefusalLog};
 use crate::reply::{PendingReplies, Settled};
-use crate::topic::{gossip_topic, room_topic};
-use crate::{Config, Error, Event, Handle, RoomTopic, build_swarm};
+use crate::topic::room_topic;
+use crate::{Config, Error, Event, Handle, build_swarm};
 
 /// How often failed relay circuits are looked at for a retry.
 const RELAY_RETRY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
@@ -77,6 +75,7 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         relay_listeners,
         autonat: crate::net_status::AutonatResults::default(),
         connecting: Default::default(),
+        paths: Default::default(),
         shutdown: shutdown.clone(),
         stopped: stopped.clone(),
     };
@@ -95,35 +94,37 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
 
 pub(crate) struct EventLoop {
     pub(crate) swarm: Swarm<Behaviour>,
-    commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<Event>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) events: mpsc::Sender<Event>,
     /// Direct deliveries waiting for their answer or their turn.
     pub(crate) deliveries: Deliveries,
     /// Mailbox requests to relays waiting for their answer or their turn
     /// (their ids count apart from deliveries').
     pub(crate) mailbox_requests: Deliveries,
     /// Inbound deliveries waiting for the application's answer.
-    replies: PendingReplies,
+    pub(crate) replies: PendingReplies,
     /// Events dropped because the application was behind, since the start.
-    dropped_events: u64,
+    pub(crate) dropped_events: u64,
     /// Inbound deliveries nobody answered in time, since the start.
-    expired_replies: u64,
+    pub(crate) expired_replies: u64,
     /// What this node refused, for the operator.
-    refusals: RefusalLog,
+    pub(crate) refusals: RefusalLog,
     /// Who sent junk deliveries, and who is blocked for it.
-    junk: crate::junk::JunkScores,
+    pub(crate) junk: crate::junk::JunkScores,
     /// What its codecs refused, not yet in `refusals`.
-    streams: Arc<StreamRefusals>,
+    pub(crate) streams: Arc<StreamRefusals>,
     /// Its circuits through relays, and the failed ones' retries.
-    relay_listeners: crate::relay_listeners::RelayListeners,
+    pub(crate) relay_listeners: crate::relay_listeners::RelayListeners,
     /// The latest AutoNAT results.
-    autonat: crate::net_status::AutonatResults,
+    pub(crate) autonat: crate::net_status::AutonatResults,
+    /// The connections up now, and relays' limits on circuits.
+    pub(crate) paths: crate::paths::Paths,
     /// Callers waiting for a connection to open a stream on.
     pub(crate) connecting: crate::connect::ConnectWaiters,
     /// Cancelled by [`Handle::shutdown`].
-    shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// Cancelled when the loop has stopped (on drop, so also on a panic).
-    stopped: CancellationToken,
+    pub(crate) stopped: CancellationToken,
 }
 
 /// A frame is well formed when it is a correctly padded, decodable envelope.
@@ -200,6 +201,7 @@ impl EventLoop {
             relay_listeners: _,
             autonat: _,
             connecting,
+            paths: _,
             shutdown: _,
             stopped: _,
         } = self;
@@ -235,157 +237,6 @@ impl EventLoop {
         }
     }
 
-    fn command(&mut self, command: Command) {
-        match command {
-            Command::ListenAddrs(tx) => {
-                let _ = tx.send(self.swarm.listeners().cloned().collect());
-            }
-            Command::Status(tx) => {
-                let status =
-                    crate::net_status::status(&self.swarm, &self.relay_listeners, &self.autonat);
-                let _ = tx.send(status);
-            }
-            Command::Dial(addr, tx) => {
-                let result = self.swarm.dial(addr).map_err(Error::Dial);
-                let _ = tx.send(result);
-            }
-            Command::Connect(peer, addrs, tx) => self.connect(peer, addrs, tx),
-            Command::Subscribe(topic, tx) => {
-                let gossipsub = self.swarm.behaviour_mut().gossipsub.inner_mut();
-                let name = gossip_topic(&topic);
-                // Scoring is on from the start, so this cannot fail; a
-                // topic without parameters would only go unscored.
-                if gossipsub
-                    .set_topic_params(name.clone(), crate::scoring::room_params())
-                    .is_err()
-                {
-                    tracing::debug!("a room topic has no score parameters");
-                }
-                let result = gossipsub
-                    .subscribe(&name)
-                    .map(|_| ())
-                    .map_err(Error::Subscribe);
-                let _ = tx.send(result);
-            }
-            Command::Unsubscribe(topic, tx) => {
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .inner_mut()
-                    .unsubscribe(&gossip_topic(&topic));
-                let _ = tx.send(());
-            }
-            Command::Publish(topic, frame, tx) => {
-                let _ = tx.send(self.publish(topic, frame));
-            }
-            Command::PublishMany(frames, tx) => {
-                let results = frames
-                    .into_iter()
-                    .map(|(topic, frame)| self.publish(topic, frame))
-                    .collect();
-                let _ = tx.send(results);
-            }
-            Command::Report(id, via, verdict) => self.report(&id, &via, verdict),
-            Command::Junk(peer) => self.junk_from(peer),
-            Command::ReportMany(verdicts) => {
-                for (id, via, verdict) in verdicts {
-                    self.report(&id, &via, verdict);
-                }
-            }
-            Command::Deliver(peer, addrs, frame, answer) => {
-                let delivery = Delivery {
-                    addrs,
-                    frame,
-                    answer,
-                };
-                if let Some(delivery) = self.deliveries.admit(peer, delivery) {
-                    self.send_request(Outbound::Deliver, peer, delivery);
-                }
-            }
-            Command::Mailbox(relay, addrs, frame, answer) => {
-                let request = Delivery {
-                    addrs,
-                    frame,
-                    answer,
-                };
-                if let Some(request) = self.mailbox_requests.admit(relay, request) {
-                    self.send_request(Outbound::Mailbox, relay, request);
-                }
-            }
-            Command::ConnectedPeers(tx) => {
-                let _ = tx.send(self.swarm.connected_peers().copied().collect());
-            }
-            Command::AllowGossip(peers, tx) => {
-                let gate = &mut self.swarm.behaviour_mut().gossipsub;
-                gate.set_allowed(peers);
-                tracing::debug!(allowed = gate.allowed_len(), "gossip peers updated");
-                let _ = tx.send(());
-            }
-            Command::GossipPeers(tx) => {
-                let gate = &self.swarm.behaviour().gossipsub;
-                let _ = tx.send(gate.allowed().copied().collect());
-            }
-            Command::TopicCount(tx) => {
-                let _ = tx.send(self.swarm.behaviour().gossipsub.inner().topics().count());
-            }
-            Command::Refusals(tx) => {
-                self.refusals.absorb(&self.streams);
-                let _ = tx.send(self.refusals.totals());
-            }
-            Command::PeerScore(peer, tx) => {
-                let gossipsub = self.swarm.behaviour().gossipsub.inner();
-                let _ = tx.send(gossipsub.peer_score(&peer));
-            }
-            Command::MeshPeers(topic, tx) => {
-                let hash = gossip_topic(&topic).hash();
-                let _ = tx.send(
-                    self.swarm
-                        .behaviour()
-                        .gossipsub
-                        .inner()
-                        .mesh_peers(&hash)
-                        .count(),
-                );
-            }
-        }
-    }
-
-    fn publish(&mut self, topic: RoomTopic, frame: Vec<u8>) -> Result<(), Error> {
-        if frame.len() > MAX_ENVELOPE_BYTES {
-            return Err(Error::TooLarge {
-                len: frame.len(),
-                max: MAX_ENVELOPE_BYTES,
-            });
-        }
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .inner_mut()
-            .publish(gossip_topic(&topic), frame)
-            .map(|_| ())
-            .map_err(|e| match e {
-                PublishError::NoPeersSubscribedToTopic => Error::NoPeers,
-                PublishError::Duplicate => Error::Duplicate,
-                other => Error::Publish(other),
-            })
-    }
-
-    fn report(&mut self, id: &MessageId, via: &PeerId, verdict: Verdict) {
-        let acceptance = match verdict {
-            Verdict::Accept => MessageAcceptance::Accept,
-            Verdict::Reject => {
-                self.refusals.record(Refusal::GossipRejected, via);
-                MessageAcceptance::Reject
-            }
-            Verdict::Ignore => MessageAcceptance::Ignore,
-        };
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .inner_mut()
-            .report_message_validation_result(id, via, acceptance);
-    }
-
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr {
@@ -404,8 +255,20 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 num_established,
+                connection_id,
+                endpoint,
                 ..
             } => {
+                let local = match &endpoint {
+                    libp2p::core::ConnectedPoint::Listener { local_addr, .. } => Some(local_addr),
+                    libp2p::core::ConnectedPoint::Dialer { .. } => None,
+                };
+                self.paths.established(
+                    connection_id,
+                    peer_id,
+                    endpoint.get_remote_address(),
+                    local,
+                );
                 self.connecting.connected(peer_id);
                 if num_established.get() == 1 {
                     self.emit(Event::Connected(peer_id));
@@ -418,9 +281,15 @@ impl EventLoop {
             } => self.connecting.failed(connection_id, &error.to_string()),
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                num_established,
+                connection_id,
                 ..
-            } => self.emit(Event::Disconnected(peer_id)),
+            } => {
+                self.paths.closed(connection_id);
+                if num_established == 0 {
+                    self.emit(Event::Disconnected(peer_id));
+                }
+            }
             SwarmEvent::Behaviour(event) => self.behaviour_event(event),
             SwarmEvent::ListenerClosed {
                 listener_id,
@@ -533,6 +402,21 @@ impl EventLoop {
                 result,
                 ..
             }) => self.autonat.note(tested_addr, result.is_ok()),
+            BehaviourEvent::Relay(
+                libp2p::relay::client::Event::ReservationReqAccepted {
+                    relay_peer_id,
+                    limit,
+                    ..
+                }
+                | libp2p::relay::client::Event::OutboundCircuitEstablished {
+                    relay_peer_id,
+                    limit,
+                },
+            ) => self.paths.relay_limit(
+                relay_peer_id,
+                limit.and_then(|l| l.duration()),
+                limit.and_then(|l| l.data_in_bytes()),
+            ),
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
                     self.swarm
@@ -552,7 +436,7 @@ impl EventLoop {
 
     /// Counts a junk delivery from `peer`; past a few it is cut off for a
     /// while (see `junk`).
-    fn junk_from(&mut self, peer: PeerId) {
+    pub(crate) fn junk_from(&mut self, peer: PeerId) {
         self.refusals.record(Refusal::JunkDelivery, peer);
         if self.junk.record(peer, SystemClock.instant()) {
             tracing::debug!("a peer that sent junk deliveries is blocked for a while");

@@ -10,12 +10,17 @@
 //! it.
 
 use libp2p::gossipsub::MessageId;
+use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Error, ReplySlot, RoomTopic};
+
+/// How long a media stream's QUIC addresses are dialled alone before the
+/// others join them (see [`Handle::open_media_stream`]).
+pub const QUIC_HEAD_START: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The application's verdict on a gossip message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +90,7 @@ pub(crate) enum Command {
     Status(oneshot::Sender<NetStatus>),
     Dial(Multiaddr, oneshot::Sender<Result<(), Error>>),
     Connect(PeerId, Vec<Multiaddr>, oneshot::Sender<Result<(), Error>>),
+    Paths(PeerId, oneshot::Sender<Vec<crate::LinkPath>>),
     Subscribe(RoomTopic, oneshot::Sender<Result<(), Error>>),
     Unsubscribe(RoomTopic, oneshot::Sender<()>),
     Publish(RoomTopic, Vec<u8>, oneshot::Sender<Result<(), Error>>),
@@ -185,12 +191,31 @@ impl Handle {
     }
 
     /// Opens a media stream to `peer`, as [`open_blob_stream`](Self::open_blob_stream)
-    /// opens a file stream.
+    /// opens a file stream, preferring QUIC: when not connected yet, its
+    /// QUIC addresses are dialled alone for [`QUIC_HEAD_START`] before the
+    /// others join them (over QUIC a lost packet holds up only its own
+    /// stream, not the call behind a file). A connection already up is
+    /// used as it is: libp2p-stream picks among a peer's connections, so
+    /// a second one would not reliably carry the call.
     pub async fn open_media_stream(
         &self,
         peer: PeerId,
         addrs: &[Multiaddr],
     ) -> Result<libp2p::Stream, Error> {
+        let quic: Vec<Multiaddr> = addrs
+            .iter()
+            .filter(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)))
+            .cloned()
+            .collect();
+        if !quic.is_empty() && quic.len() < addrs.len() {
+            // Whatever comes of it, the stream is opened below with every
+            // address (a QUIC dial still under way goes on, and may win).
+            let _ = tokio::time::timeout(
+                QUIC_HEAD_START,
+                self.ask(|tx| Command::Connect(peer, quic, tx)),
+            )
+            .await;
+        }
         self.open_stream(crate::MEDIA_PROTOCOL, peer, addrs).await
     }
 
@@ -252,6 +277,12 @@ impl Handle {
         tokio::time::timeout(self.ask_timeout, asked)
             .await
             .map_err(|_| Error::NoAnswer)?
+    }
+
+    /// How this node reaches `peer` now: its connections, direct ones
+    /// first, each with the relay it runs through and that relay's limits.
+    pub async fn paths(&self, peer: PeerId) -> Result<Vec<crate::LinkPath>, Error> {
+        self.ask(|tx| Command::Paths(peer, tx)).await
     }
 
     /// The addresses the node listens on.

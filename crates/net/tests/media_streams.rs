@@ -177,3 +177,47 @@ async fn a_dial_stuck_on_a_silent_address_does_not_hold_up_a_stream() {
     .await;
     assert!(matches!(opened, Ok(Ok(_))), "{opened:?}");
 }
+
+/// A node that listens on each of `listen`, and its addresses.
+async fn node_on(listen: &[&str]) -> (Handle, Vec<Multiaddr>) {
+    let config = Config {
+        listen: listen.iter().map(|l| l.parse().unwrap()).collect(),
+        ..Config::loopback()
+    };
+    let (net, mut events) = safemeet_net::spawn(Keypair::generate_ed25519(), config).unwrap();
+    let mut addrs = Vec::new();
+    timeout(WAIT, async {
+        while addrs.len() < listen.len() {
+            if let Some(Event::Listening(addr)) = events.recv().await {
+                addrs.push(addr);
+            }
+        }
+    })
+    .await
+    .expect("the node listens");
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    (net, addrs)
+}
+
+/// Between two nodes that both have QUIC and TCP, a media stream goes
+/// over QUIC, whichever address comes first; and the path says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_stream_prefers_quic_when_both_ends_have_it() {
+    let both = ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"];
+    let (a, _) = node_on(&both).await;
+    let (b, mut b_addrs) = node_on(&both).await;
+    let _incoming = b.media_streams().unwrap();
+    // TCP first in the list.
+    b_addrs.sort_by_key(|addr| addr.to_string().contains("quic"));
+    assert!(b_addrs[0].to_string().contains("/tcp/"), "{b_addrs:?}");
+    timeout(WAIT, a.open_media_stream(b.peer_id(), &b_addrs))
+        .await
+        .unwrap()
+        .unwrap();
+    let paths = a.paths(b.peer_id()).await.unwrap();
+    assert!(!paths.is_empty());
+    assert!(
+        paths.iter().all(|p| p.quic && p.relay.is_none()),
+        "{paths:?}"
+    );
+}
