@@ -63,6 +63,14 @@ pub(crate) struct RelayArgs {
     /// applies. Default 3072.
     #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(1..))]
     peer_disk_burst_kib: Option<u32>,
+    /// Seconds one circuit through the relay (two devices that reach each
+    /// other no other way) lasts at most. Default 120.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
+    circuit_secs: Option<u32>,
+    /// KiB one circuit carries at most, each way. Default 128 (half a
+    /// minute of a call; a call takes about 5 KiB/s each way).
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(1..))]
+    circuit_kib: Option<u32>,
     /// Serve Prometheus `/metrics` and JSON `/status` on this address
     /// (e.g. 127.0.0.1:9464). Default: off.
     #[arg(long, value_name = "ADDR")]
@@ -140,26 +148,32 @@ fn settings(args: RelayArgs) -> Result<(Limits, RelayConfig), Failure> {
     } else {
         defaults.listen.clone()
     };
-    let peer_rate = args
-        .peer_rate
-        .or(file.peer_rate)
-        .unwrap_or(defaults.peer_rate);
-    let peer_burst = args
-        .peer_burst
-        .or(file.peer_burst)
-        .unwrap_or(defaults.peer_burst);
-    let peer_disk_kib_per_hour = args
-        .peer_disk_kib_per_hour
-        .or(file.peer_disk_kib_per_hour)
-        .unwrap_or(defaults.peer_disk_kib_per_hour);
-    let peer_disk_burst_kib = args
-        .peer_disk_burst_kib
-        .or(file.peer_disk_burst_kib)
-        .unwrap_or(defaults.peer_disk_burst_kib);
-    if peer_rate == 0 || peer_burst == 0 || peer_disk_kib_per_hour == 0 || peer_disk_burst_kib == 0
+    let peer_rate = pick(args.peer_rate, file.peer_rate, defaults.peer_rate);
+    let peer_burst = pick(args.peer_burst, file.peer_burst, defaults.peer_burst);
+    let peer_disk_kib_per_hour = pick(
+        args.peer_disk_kib_per_hour,
+        file.peer_disk_kib_per_hour,
+        defaults.peer_disk_kib_per_hour,
+    );
+    let peer_disk_burst_kib = pick(
+        args.peer_disk_burst_kib,
+        file.peer_disk_burst_kib,
+        defaults.peer_disk_burst_kib,
+    );
+    let circuit_secs = pick(args.circuit_secs, file.circuit_secs, defaults.circuit_secs);
+    let circuit_kib = pick(args.circuit_kib, file.circuit_kib, defaults.circuit_kib);
+    if [
+        peer_rate,
+        peer_burst,
+        peer_disk_kib_per_hour,
+        peer_disk_burst_kib,
+        circuit_secs,
+        circuit_kib,
+    ]
+    .contains(&0)
     {
         return Err(usage(
-            "peer-rate, peer-burst, peer-disk-kib-per-hour and peer-disk-burst-kib must be at least 1"
+            "peer-rate, peer-burst, peer-disk-kib-per-hour, peer-disk-burst-kib, circuit-secs and circuit-kib must be at least 1"
                 .into(),
         ));
     }
@@ -182,10 +196,17 @@ fn settings(args: RelayArgs) -> Result<(Limits, RelayConfig), Failure> {
             peer_burst,
             peer_disk_kib_per_hour,
             peer_disk_burst_kib,
+            circuit_secs,
+            circuit_kib,
             metrics,
             ..defaults
         },
     ))
+}
+
+/// A setting: the flag's, else the file's, else the default.
+fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
+    flag.or(file).unwrap_or(default)
 }
 
 fn allow_list(flags: Vec<IpAddr>, file: Option<Vec<IpAddr>>) -> Vec<IpAddr> {

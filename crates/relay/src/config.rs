@@ -89,6 +89,14 @@ pub struct RelayConfig {
     /// depositing 20 short messages a second; a peer id that spends it at
     /// full speed (about 340 KiB/s) is throttled within 10 s.
     pub peer_disk_burst_kib: u32,
+    /// How long one circuit through this relay (between two devices that
+    /// reach each other no other way: a call, a delivery) lasts at most,
+    /// seconds. Default 120, libp2p's. Each end is told, and a call shows it.
+    pub circuit_secs: u32,
+    /// KiB one circuit carries at most, each way. Default 128, libp2p's:
+    /// half a minute of a call's audio; an operator who wants to carry
+    /// calls raises it (a call takes about 5 KiB/s each way).
+    pub circuit_kib: u32,
     /// KiB all peers of one network prefix (/24, /48) may add to the disk
     /// per hour, counted as for a peer. Default 64 MiB: peer ids are free,
     /// so without it one host would get a fresh quota with each new one;
@@ -145,6 +153,8 @@ impl Default for RelayConfig {
             peer_burst: 400,
             peer_disk_kib_per_hour: 16 * 1024,
             peer_disk_burst_kib: 3 * 1024,
+            circuit_secs: 120,
+            circuit_kib: 128,
             prefix_disk_kib_per_hour: 64 * 1024,
             prefix_disk_burst_kib: 8 * 1024,
             prefix_quota_on_loopback: false,

@@ -39,6 +39,10 @@ pub struct FileConfig {
     pub peer_disk_kib_per_hour: Option<u32>,
     /// KiB one peer may add to the disk at once.
     pub peer_disk_burst_kib: Option<u32>,
+    /// Seconds one circuit lasts at most.
+    pub circuit_secs: Option<u32>,
+    /// KiB one circuit carries at most, each way.
+    pub circuit_kib: Option<u32>,
     /// The metrics endpoint, off when absent.
     pub metrics: Option<FileMetrics>,
 }
@@ -111,12 +115,16 @@ mod tests {
     #[test]
     fn a_file_sets_what_it_names_and_refuses_unknown_keys() {
         let file = FileConfig::from_toml(
-            "retention = \"7d\"\npeer_rate = 5\npeer_disk_burst_kib = 8192\n[metrics]\nlisten = \"127.0.0.1:9464\"\n",
+            "retention = \"7d\"\npeer_rate = 5\npeer_disk_burst_kib = 8192\ncircuit_secs = 600\ncircuit_kib = 4096\n[metrics]\nlisten = \"127.0.0.1:9464\"\n",
         )
         .unwrap();
         assert_eq!(file.retention.as_deref(), Some("7d"));
         assert_eq!(file.peer_rate, Some(5));
         assert_eq!(file.peer_disk_burst_kib, Some(8192));
+        assert_eq!(
+            (file.circuit_secs, file.circuit_kib),
+            (Some(600), Some(4096))
+        );
         assert_eq!(file.metrics.unwrap().listen.port(), 9464);
         assert!(file.max_bytes.is_none());
         let err = FileConfig::from_toml("mailbox_max_envelope = 1\n").unwrap_err();

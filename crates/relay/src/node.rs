@@ -160,7 +160,14 @@ pub fn spawn<S: Store + Clone + 'static>(
                     .with_request_timeout(request_timeout)
                     .with_max_concurrent_streams(streams),
             ),
-            circuits: libp2p::relay::Behaviour::new(local, libp2p::relay::Config::default()),
+            circuits: libp2p::relay::Behaviour::new(
+                local,
+                libp2p::relay::Config {
+                    max_circuit_duration: Duration::from_secs(u64::from(config.circuit_secs)),
+                    max_circuit_bytes: u64::from(config.circuit_kib) * 1024,
+                    ..libp2p::relay::Config::default()
+                },
+            ),
             autonat: libp2p::autonat::v2::server::Behaviour::default(),
         })
     };
