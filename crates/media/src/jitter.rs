@@ -17,7 +17,8 @@
 //! ([`Playout::Fec`]); otherwise [`Playout::Conceal`] (the codec's packet
 //! loss concealment). A frame that comes after its turn passed is late and
 //! dropped. When the target falls (or the playout clock stalled), frames
-//! overdue by two ticks or more are skipped, so the delay follows.
+//! overdue by two ticks or more are skipped at the next quiet frame (or
+//! at once, four ticks over), so the delay follows.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -38,6 +39,8 @@ const FRAME_MS: u64 = FRAME_TIME.as_millis() as u64;
 const RETARGET_EVERY: u64 = 50;
 /// Frames between steps down of the target (five seconds), each one frame.
 const LOWER_EVERY: u64 = 250;
+/// Frames behind at which one is skipped even in the middle of a word.
+const FAR_BEHIND: u64 = 4;
 /// A frame at most 5/4 the size of the smallest of the last [`HISTORY`]
 /// is taken for silence (at 32 kbit/s with FEC, Opus codes silence in
 /// about 35 bytes and speech in 80 or more): the frame a lower target
@@ -263,18 +266,21 @@ impl JitterBuffer {
         }
         let mut next = next;
         self.skipped.clear();
-        // A frame behind because the target came down, or two frames or
-        // more behind (the clock stalled): skip to within a frame of now,
-        // so the delay follows the target (a tick that comes a little late
-        // skips nothing).
-        while next < newest
-            && (self.owed_skips > 0
-                && self.held.get(&next).is_some_and(|p| {
-                    quiet(p.len(), self.lengths.iter().min().copied().unwrap_or(0))
-                })
-                && self.due(next + 1).is_some_and(|d| d <= now_ms)
-                || self.due(next + 2).is_some_and(|d| d <= now_ms))
-        {
+        // A quiet frame one behind because the target came down, or two
+        // or more behind (the clock stalled, the shortest transit fell):
+        // skip to within a frame of now, so the delay follows the target.
+        // Only a quiet frame is skipped, not part of a word, unless the
+        // delay is [`FAR_BEHIND`] frames over (a tick that comes a little
+        // late skips nothing).
+        let smallest = self.lengths.iter().min().copied().unwrap_or(0);
+        while next < newest && {
+            let behind = |k: u64| self.due(next + k).is_some_and(|d| d <= now_ms);
+            let quiet_here = self
+                .held
+                .get(&next)
+                .is_some_and(|p| quiet(p.len(), smallest));
+            quiet_here && (self.owed_skips > 0 && behind(1) || behind(2)) || behind(FAR_BEHIND)
+        } {
             self.owed_skips = self.owed_skips.saturating_sub(1);
             if let Some(payload) = self.held.remove(&next) {
                 self.stats.skipped += 1;
