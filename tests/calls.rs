@@ -1,6 +1,9 @@
 //! End-to-end tests of calls between real `safemeet` daemons on
 //! 127.0.0.1: a 60 s call over TCP and over QUIC plays every frame the
-//! caller coded, bit for bit; a call nobody answers shows as missed.
+//! caller coded, bit for bit; a call nobody answers shows as missed; a
+//! call rings each of the callee's devices, and the others when one is
+//! off; a meeting goes into each event log; a call whose one path is a
+//! relay's circuit shows the relay's limits and outlives a circuit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
@@ -64,8 +67,9 @@ fn frames_of(path: &Path) -> Vec<Frame> {
     out
 }
 
-/// The first `call` entry of `home`'s event log (over the API socket).
-fn logged_call(home: &Path) -> Value {
+/// The first entry of type `kind` in `home`'s event log (over the API
+/// socket).
+fn logged(home: &Path, kind: &str) -> Value {
     use std::io::{BufRead, Write};
     let mut sock = std::os::unix::net::UnixStream::connect(home.join("safemeet.sock")).unwrap();
     writeln!(
@@ -80,7 +84,7 @@ fn logged_call(home: &Path) -> Value {
         .as_array()
         .unwrap_or_else(|| panic!("{answer}"))
         .iter()
-        .find(|e| e["type"] == "call")
+        .find(|e| e["type"] == kind)
         .cloned()
         .unwrap_or(answer)
 }
@@ -190,7 +194,7 @@ fn call_over(listen: &str) {
 
     // Both event logs hold the call, answered.
     for (home, outgoing) in [(&alice, true), (&bob, false)] {
-        let call = logged_call(home);
+        let call = logged(home, "call");
         assert_eq!(call["outcome"], "answered", "{call}");
         assert_eq!(call["outgoing"], outgoing);
         assert!(call["duration_ms"].as_u64().unwrap() >= (SECONDS as u64 - 1) * 1000);
@@ -313,7 +317,7 @@ fn a_call_nobody_answers_is_missed_and_shows_in_the_event_log() {
     });
     let s = status(&bob);
     assert_eq!(s["outcome"], "missed", "{s}");
-    let call = logged_call(&bob);
+    let call = logged(&bob, "call");
     assert_eq!(call["outcome"], "missed", "{call}");
     assert_eq!(call["outgoing"], false);
     assert_eq!(status(&alice)["outcome"], "no_answer");
@@ -366,4 +370,161 @@ fn two_daemons_meet_in_a_room_and_one_leaves() {
         (status(&alice)["participants"] == serde_json::json!([])).then_some(())
     });
     cli(&alice, &["call", "hangup"]);
+
+    // Each event log holds the meeting: the room, and who was met there.
+    for (home, other) in [
+        (&alice, bob_id.clone()),
+        (&bob, support::node::user_id(&alice)),
+    ] {
+        let met = logged(home, "meeting");
+        assert_eq!(met["room_id"], room.as_str(), "{met}");
+        assert_eq!(met["with"], serde_json::json!([other]), "{met}");
+        assert_eq!(met["call_id"], left["call_id"], "{met}");
+        assert!(met["duration_ms"].as_u64().unwrap() > 1000, "{met}");
+    }
+}
+
+#[test]
+fn a_call_rings_each_of_the_callee_s_devices_and_the_others_when_one_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob, _da, db) = alice_and_bob_on(dir.path(), "/ip4/127.0.0.1/tcp/0");
+    let link = cli(&bob, &["device", "link"])["link"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob2 = dir.path().join("bob2");
+    cli(
+        &bob2,
+        &["init", "--link", &link, "--device-name", "bob laptop"],
+    );
+    let _d2 = support::node::Daemon::start(&bob2);
+    eventually("alice knows both of bob's devices", || {
+        let contacts = cli(&alice, &["contact", "list"]);
+        let bob_there = contacts.as_array()?.iter().find(|c| c["name"] == "bob")?;
+        (bob_there["devices"].as_array()?.len() == 2).then_some(())
+    });
+
+    // Both of Bob's devices ring; the one he answers on has the call, and
+    // the other stops ringing, answered elsewhere (not missed).
+    cli(&alice, &["call", "bob"]);
+    for home in [&bob, &bob2] {
+        eventually("each of bob's devices rings", || {
+            (status(home)["state"] == "ringing").then_some(())
+        });
+    }
+    let answered = cli(&bob2, &["call", "accept"]);
+    assert_eq!(answered["state"], "active", "{answered}");
+    let elsewhere = eventually("the first device stops ringing", || {
+        let s = status(&bob);
+        (s["state"] == "ended").then_some(s)
+    });
+    assert_eq!(elsewhere["outcome"], "answered", "{elsewhere}");
+    eventually("alice hears the second device", || {
+        (status(&alice)["stats"]["received"].as_u64()? > 25).then_some(())
+    });
+    cli(&alice, &["call", "hangup"]);
+    eventually("the call ends on the second device", || {
+        (status(&bob2)["state"] == "ended").then_some(())
+    });
+
+    // With the first device off, a call rings the second, which answers.
+    db.stop();
+    let placed = cli(&alice, &["call", "bob"]);
+    assert_eq!(placed["state"], "calling", "{placed}");
+    eventually("the second device rings", || {
+        (status(&bob2)["state"] == "ringing").then_some(())
+    });
+    cli(&bob2, &["call", "accept"]);
+    eventually("the second device hears alice", || {
+        (status(&bob2)["stats"]["received"].as_u64()? > 25).then_some(())
+    });
+    cli(&bob2, &["call", "hangup"]);
+    eventually("alice's side ends", || {
+        (status(&alice)["state"] == "ended").then_some(())
+    });
+}
+
+/// Alice and Bob listen on nothing the other can reach (each an in-process
+/// memory address of its own daemon): only a relay's circuits join them.
+/// The relay lets a circuit last 8 s: the call shows it runs through the
+/// relay, with the relay's limits, goes on over a new circuit when the
+/// first one ends, and the relay logs neither user.
+#[test]
+fn a_call_through_a_relay_s_circuit_shows_its_limits_and_outlives_a_circuit() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = support::Relay::start(
+        &dir.path().join("relay"),
+        &["--circuit-secs", "8", "--circuit-kib", "1024"],
+    );
+    let relay_addr = relay.addr.to_string();
+    let (alice, bob) = (
+        support::node::init(dir.path(), "alice"),
+        support::node::init(dir.path(), "bob"),
+    );
+    let mut daemons = Vec::new();
+    for (i, home) in [&alice, &bob].into_iter().enumerate() {
+        let memory = format!(
+            "/memory/{}",
+            u64::from(std::process::id()) * 1000 + 11 + i as u64
+        );
+        daemons.push(support::node::Daemon::start_with(
+            home,
+            &memory,
+            &["--relay", &relay_addr],
+        ));
+        eventually("a circuit through the relay", || {
+            cli(home, &["whoami"])["listen_addrs"]
+                .as_array()?
+                .iter()
+                .any(|a| a.as_str().is_some_and(|a| a.contains("/p2p-circuit")))
+                .then_some(())
+        });
+    }
+    support::node::befriend(&alice, "alice", &bob, "bob");
+
+    cli(&alice, &["call", "bob"]);
+    eventually("bob's device rings", || {
+        (status(&bob)["state"] == "ringing").then_some(())
+    });
+    cli(&bob, &["call", "accept"]);
+    for home in [&alice, &bob] {
+        let path = eventually("the call's path", || {
+            let path = status(home)["path"].clone();
+            path.is_object().then_some(path)
+        });
+        assert_eq!(path["relayed"], true, "{path}");
+        assert_eq!(path["limit_secs"], 8, "{path}");
+        assert_eq!(path["limit_bytes"], 1024 * 1024, "{path}");
+    }
+    // Past the first circuit's 8 s: the media went on over another one,
+    // and Bob heard most of the call (a circuit ending costs a moment).
+    let mut last = Value::Null;
+    within(60, || {
+        last = status(&bob);
+        let s = &last["stats"];
+        (s["streams_opened"].as_u64()? >= 2 && s["received"].as_u64()? >= 16 * 50).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the call did not outlive its first circuit: {last}"));
+    eprintln!("through the relay: {last}");
+    assert_eq!(last["state"], "active", "{last}");
+    let s = &last["stats"];
+    let (received, lost) = (s["received"].as_u64().unwrap(), s["lost"].as_u64().unwrap());
+    // A broken circuit's stream is opened again at once: 2 frames lost
+    // and no gap over 20 ms in a run here.
+    assert!(lost * 20 <= received, "{last}");
+    assert!(s["longest_gap_ms"].as_u64().unwrap() <= 200, "{last}");
+    cli(&alice, &["call", "hangup"]);
+    eventually("bob's side ends", || {
+        (status(&bob)["state"] == "ended").then_some(())
+    });
+    // The relay carried the call and logged nothing of who was on it.
+    let ids = [support::node::user_id(&alice), support::node::user_id(&bob)];
+    drop(daemons);
+    let logs = relay.stop();
+    for id in ids {
+        assert!(!logs.contains(&id), "the relay logged a user id");
+    }
+    for name in ["alice", "bob"] {
+        assert!(!logs.contains(name), "the relay logged a user name");
+    }
 }

@@ -154,6 +154,25 @@ fn event_line(event: &safemeet_api::Event, names: &Names) -> String {
                 (_, false) => format!("{when} call from {who}, {} s", duration_ms / 1000),
             }
         }
+        EventKind::Meeting {
+            room_id,
+            at,
+            duration_ms,
+            with,
+            ..
+        } => {
+            let who: Vec<String> = with.iter().map(|u| names.of(u)).collect();
+            format!(
+                "{} meeting in {room_id}, {} s, with {}",
+                local_time(*at),
+                duration_ms / 1000,
+                if who.is_empty() {
+                    "nobody".to_owned()
+                } else {
+                    who.join(", ")
+                }
+            )
+        }
         _ => format!("event {}", event.cursor),
     }
 }

@@ -70,6 +70,19 @@ pub enum EventKind {
         /// How long it was answered for, ms.
         duration_ms: u64,
     },
+    /// This device left a room's meeting.
+    Meeting {
+        /// The room.
+        room_id: RoomId,
+        /// The meeting's id (32 hex digits).
+        call_id: String,
+        /// When this device joined, ms since the Unix epoch.
+        at: u64,
+        /// How long this device was in it, ms.
+        duration_ms: u64,
+        /// Who else it met there, in the order they came.
+        with: Vec<UserId>,
+    },
     /// A message's text was replaced.
     Edited {
         /// The room.
@@ -173,6 +186,13 @@ impl Event {
                 outcome: call.outcome,
                 at: call.at.as_millis(),
                 duration_ms: call.duration_ms,
+            },
+            LogEntry::Meeting(meeting) => EventKind::Meeting {
+                room_id: meeting.room_id,
+                call_id: meeting.call_id.to_hex(),
+                at: meeting.at.as_millis(),
+                duration_ms: meeting.duration_ms,
+                with: meeting.with.clone(),
             },
             _ => EventKind::Other,
         };

@@ -15,7 +15,7 @@
 
 use libp2p::{Multiaddr, PeerId};
 use safemeet_proto::signal::{CallId, CallSignal, Signal};
-use safemeet_proto::{DeviceId, Timestamp, UserId};
+use safemeet_proto::{DeviceId, RoomId, Timestamp, UserId};
 use safemeet_store::Store;
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +74,36 @@ pub struct CallRecord {
     pub duration_ms: u64,
 }
 
+/// Users a meeting's record names at most (a long meeting with people
+/// coming and going: the first ones met).
+pub const MAX_MET: usize = 64;
+
+/// A meeting this device was in, as the event log keeps it (nothing of
+/// its media).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeetingRecord {
+    /// The room.
+    pub room_id: RoomId,
+    /// The meeting.
+    pub call_id: CallId,
+    /// When this device joined it.
+    pub at: Timestamp,
+    /// How long this device was in it (ms).
+    pub duration_ms: u64,
+    /// Who else this device met in it, in the order they came (at most
+    /// [`MAX_MET`]).
+    pub with: Vec<UserId>,
+}
+
+/// What the call service writes into the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallLog {
+    /// A call with a contact ended.
+    Call(CallRecord),
+    /// This device left a meeting.
+    Meeting(MeetingRecord),
+}
+
 impl<S: Store + Clone> Core<S> {
     /// Whether calls go to and come from `user`: a contact, or a member of
     /// a room this device is in (a meeting's participants need not all be
@@ -93,23 +123,22 @@ impl<S: Store + Clone> Core<S> {
                 device,
                 signal,
             } => Response::CallSent(self.send_call_signal(user, device, signal)?),
-            Command::NoteCall(record) => {
-                self.note_call(record)?;
+            Command::NoteCall(CallLog::Call(record)) => {
+                self.note_call(&LogRecord::Call(record))?;
+                Response::Done
+            }
+            Command::NoteCall(CallLog::Meeting(record)) => {
+                self.note_call(&LogRecord::Meeting(record))?;
                 Response::Done
             }
             _ => return Err(Error::InvalidInput("not a call command".into())),
         })
     }
 
-    /// Writes an ended call into the event log.
-    pub(crate) fn note_call(&mut self, record: CallRecord) -> Result<(), Error> {
+    /// Writes an ended call or meeting into the event log.
+    fn note_call(&mut self, record: &LogRecord) -> Result<(), Error> {
         let mut batch = self.store.batch();
-        crate::timeline::stage_log_at(
-            &self.store,
-            &mut batch,
-            self.log_next,
-            &LogRecord::Call(record),
-        )?;
+        crate::timeline::stage_log_at(&self.store, &mut batch, self.log_next, record)?;
         self.store.apply(batch)?;
         self.store.flush()?;
         self.log_next += 1;
@@ -196,6 +225,15 @@ impl Handle {
 
     /// Writes an ended call into the event log (a missed call shows there).
     pub async fn note_call(&self, record: CallRecord) -> Result<(), Error> {
-        self.core(Command::NoteCall(record)).await.map(|_| ())
+        self.core(Command::NoteCall(CallLog::Call(record)))
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes a meeting this device left into the event log.
+    pub async fn note_meeting(&self, record: MeetingRecord) -> Result<(), Error> {
+        self.core(Command::NoteCall(CallLog::Meeting(record)))
+            .await
+            .map(|_| ())
     }
 }

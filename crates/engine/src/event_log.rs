@@ -72,6 +72,8 @@ pub enum LogEntry {
     },
     /// A call with a contact ended (missed, declined, answered).
     Call(crate::call_signals::CallRecord),
+    /// This device left a room's meeting.
+    Meeting(crate::call_signals::MeetingRecord),
 }
 
 /// Why a message left the timeline.
@@ -129,4 +131,5 @@ pub(crate) enum LogRecord {
         by: UserId,
     },
     Call(crate::call_signals::CallRecord),
+    Meeting(crate::call_signals::MeetingRecord),
 }

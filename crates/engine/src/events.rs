@@ -253,8 +253,8 @@ pub enum Command {
         /// The signal.
         signal: safemeet_proto::signal::CallSignal,
     },
-    /// A call ended: into the event log.
-    NoteCall(crate::call_signals::CallRecord),
+    /// A call or a meeting ended: into the event log.
+    NoteCall(crate::call_signals::CallLog),
     /// This user read a conversation up to its latest message.
     MarkRead(crate::Conversation),
     /// Who types in a conversation now.

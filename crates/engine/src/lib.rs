@@ -94,9 +94,11 @@ mod waiting;
 pub use crate::actor::start;
 pub use crate::avatar::AvatarInfo;
 pub use crate::blocks::MAX_LISTED;
-pub use crate::call_signals::{CallOutcome, CallRecord, IncomingCallSignal};
+pub use crate::call_signals::{
+    CallLog, CallOutcome, CallRecord, IncomingCallSignal, MAX_MET, MeetingRecord,
+};
 pub use crate::calls::{
-    CallAudio, CallState, CallStats, CallView, MEDIA_SILENCE, REPORT_EVERY, RING_FOR,
+    CallAudio, CallPath, CallState, CallStats, CallView, MEDIA_SILENCE, REPORT_EVERY, RING_FOR,
 };
 pub use crate::config::{
     Blobs, Config, DEFAULT_MAX_FILE_BYTES, SecurityEntries, SecurityFn, SecurityReadFn,

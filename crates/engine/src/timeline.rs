@@ -148,6 +148,7 @@ impl<S: Store + Clone> Core<S> {
                 by,
             }),
             LogRecord::Call(record) => Some(LogEntry::Call(record)),
+            LogRecord::Meeting(record) => Some(LogEntry::Meeting(record)),
         })
     }
 

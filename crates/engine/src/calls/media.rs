@@ -44,6 +44,9 @@ const HELLO: &[u8; 4] = b"SMC1";
 const LATENCIES: usize = 500;
 /// How long a stream that failed waits before it is opened again.
 const REOPEN: Duration = Duration::from_millis(500);
+/// Frames a stream carried (a second's) for it to be opened again at once
+/// when it breaks.
+const REOPEN_AT_ONCE_AFTER: u64 = 50;
 
 /// The hello frame of a stream from participant `index`.
 pub(crate) fn hello(call: CallId, index: u8) -> Vec<u8> {
@@ -101,6 +104,8 @@ struct Shared {
     each_dir: Option<std::path::PathBuf>,
     expected_loss: AtomicU8,
     sent: AtomicU64,
+    /// Media streams opened (see `CallStats::streams_opened`).
+    streams_opened: AtomicU64,
     /// Wall clock at the start (µs since the Unix epoch), and the
     /// monotonic clock then: capture times are taken from both.
     wall0_us: u64,
@@ -169,6 +174,7 @@ impl Media {
             each_dir: audio.wav_each.clone(),
             expected_loss: AtomicU8::new(0),
             sent: AtomicU64::new(0),
+            streams_opened: AtomicU64::new(0),
             wall0_us: SystemClock.now().as_millis().saturating_mul(1000),
             mono0: SystemClock.instant(),
         });
@@ -273,6 +279,7 @@ impl Media {
         let stop = self.cancel.child_token();
         lock(&self.shared.senders).insert(peer, stop.clone());
         self.tasks.spawn(pipeline::send_to(
+            self.shared.clone(),
             self.net.clone(),
             peer,
             addrs,
@@ -391,6 +398,7 @@ impl Media {
     pub(crate) fn stats(&self) -> CallStats {
         let mut stats = CallStats {
             sent: self.shared.sent.load(Ordering::Relaxed),
+            streams_opened: self.shared.streams_opened.load(Ordering::Relaxed),
             expected_loss_percent: self.shared.expected_loss.load(Ordering::Relaxed),
             ..CallStats::default()
         };

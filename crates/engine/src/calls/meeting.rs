@@ -41,7 +41,7 @@ use super::{
     check_audio, key_signal,
 };
 use crate::Error;
-use crate::call_signals::IncomingCallSignal;
+use crate::call_signals::{IncomingCallSignal, MAX_MET, MeetingRecord};
 
 /// How long a meeting heard of (a `Join`) is taken to run still: `meet`
 /// joins it rather than starting another.
@@ -103,9 +103,41 @@ pub(super) struct Meeting {
     /// while the others let it in).
     full_from: HashMap<PeerId, (UserId, DeviceId, Instant, u8)>,
     last_report: Instant,
+    /// Who this device met here, in the order they came (for the event
+    /// log; at most [`MAX_MET`]).
+    met: Vec<UserId>,
 }
 
 impl Meeting {
+    fn add_member(&mut self, peer: PeerId, member: Member) {
+        if !self.met.contains(&member.user) && self.met.len() < MAX_MET {
+            self.met.push(member.user);
+        }
+        self.members.insert(peer, member);
+    }
+
+    /// How long this device has been in it, ms.
+    fn in_for_ms(&self) -> u64 {
+        u64::try_from(
+            SystemClock
+                .instant()
+                .saturating_duration_since(self.joined)
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX)
+    }
+
+    /// What the event log keeps of it, as this device leaves.
+    fn record(&self) -> MeetingRecord {
+        MeetingRecord {
+            room_id: self.room,
+            call_id: self.id,
+            at: self.at,
+            duration_ms: self.in_for_ms(),
+            with: self.met.clone(),
+        }
+    }
+
     pub(super) fn view(&self, stats: CallStats, me: UserId) -> CallView {
         let mut participants: Vec<UserId> = self.members.values().map(|m| m.user).collect();
         participants.sort();
@@ -117,17 +149,12 @@ impl Meeting {
             outcome: None,
             reason: None,
             at: self.at,
-            duration_ms: u64::try_from(
-                SystemClock
-                    .instant()
-                    .saturating_duration_since(self.joined)
-                    .as_millis(),
-            )
-            .unwrap_or(u64::MAX),
+            duration_ms: self.in_for_ms(),
             stats,
             room_id: Some(self.room),
             participants,
             key_epoch: Some(self.media.own_key().1),
+            path: None,
         }
     }
 
@@ -214,6 +241,7 @@ impl Service {
             resend_until: None,
             full_from: HashMap::new(),
             last_report: now,
+            met: Vec::new(),
         });
         let me = self.me();
         let join = CallSignal::Join {
@@ -247,6 +275,11 @@ impl Service {
                 call_id: meeting.id,
             };
             self.send(m.user, Some(m.device), leave).await;
+        }
+        if let Some(h) = self.handle.upgrade()
+            && let Err(e) = h.note_meeting(meeting.record()).await
+        {
+            tracing::warn!(error = %e, "a meeting left was not logged");
         }
         let mut view = meeting.view(CallStats::default(), me);
         view.stats = meeting.stop().await;
@@ -389,7 +422,7 @@ impl Service {
                 return;
             }
         };
-        m.members.insert(peer, Member::new(user, device, index));
+        m.add_member(peer, Member::new(user, device, index));
         m.switch_at = None;
         self.send(user, Some(device), here).await;
         self.send(user, Some(device), key_signal(call_id, own, epoch, &base))
@@ -431,7 +464,7 @@ impl Service {
             tracing::warn!(error = %e, "a participant could not be added");
             return;
         }
-        m.members.insert(peer, Member::new(user, device, index));
+        m.add_member(peer, Member::new(user, device, index));
         let (own, epoch, base) = m.media.own_key();
         self.send(user, Some(device), key_signal(call_id, own, epoch, &base))
             .await;

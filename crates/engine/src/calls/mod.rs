@@ -55,7 +55,7 @@ use crate::{CallError, Error, Handle};
 use media::Media;
 pub(crate) use view::Ask;
 use view::check_audio;
-pub use view::{CallAudio, CallState, CallStats, CallView};
+pub use view::{CallAudio, CallPath, CallState, CallStats, CallView};
 
 /// How long a call rings before it ends unanswered.
 pub const RING_FOR: Duration = Duration::from_secs(45);
@@ -101,6 +101,8 @@ struct Call {
     /// The other side reported hearing this one's frames: its key arrived.
     /// Until then the key is handed over again at each report.
     heard_by_other: bool,
+    /// How its audio reaches the other end (looked at each report).
+    path: Option<CallPath>,
 }
 
 impl Call {
@@ -118,6 +120,7 @@ impl Call {
             room_id: None,
             participants: Vec::new(),
             key_epoch: self.media.as_ref().map(|m| m.own_key().1),
+            path: self.path,
         }
     }
 
@@ -324,6 +327,7 @@ impl Service {
             early_key: None,
             last_report: now,
             heard_by_other: false,
+            path: None,
         };
         let unreachable = call.invited.is_empty();
         self.current = Some(call);
@@ -350,6 +354,7 @@ impl Service {
                 room_id: None,
                 participants: Vec::new(),
                 key_epoch: None,
+                path: None,
             }),
         }
     }
@@ -488,6 +493,13 @@ impl Service {
                 self.end(CallOutcome::Missed, "missed").await;
             }
             CallState::Active => {
+                if (call.path.is_none()
+                    || now.saturating_duration_since(call.last_report) >= REPORT_EVERY)
+                    && let Some(peer) = call.other.as_ref().map(|o| o.peer)
+                {
+                    let paths = self.net.paths(peer).await.unwrap_or_default();
+                    call.path = paths.first().map(CallPath::from);
+                }
                 let Some(media) = &call.media else { return };
                 let since = call
                     .answered

@@ -54,6 +54,7 @@ impl Service {
                 early_key: None,
                 last_report: now,
                 heard_by_other: false,
+                path: None,
             });
             self.send(user, Some(device), CallSignal::Ringing { call_id })
                 .await;

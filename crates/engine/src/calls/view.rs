@@ -68,6 +68,36 @@ pub struct CallStats {
     /// came (lost: concealed or rebuilt), ms.
     #[serde(default)]
     pub longest_gap_ms: u64,
+    /// Media streams this device opened: one per participant, and one
+    /// more each time a path broke and was opened again (say, a relay's
+    /// circuit that reached its limit).
+    #[serde(default)]
+    pub streams_opened: u64,
+}
+
+/// How a call's audio reaches the other end now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallPath {
+    /// Through a relay's circuit (else direct).
+    pub relayed: bool,
+    /// Over QUIC (else TCP, or whatever the circuit runs over).
+    pub quic: bool,
+    /// The relay's limit on a circuit's time, seconds (when it said): the
+    /// circuit closes then, and the call opens another if the relay lets it.
+    pub limit_secs: Option<u64>,
+    /// The relay's limit on a circuit's bytes (when it said).
+    pub limit_bytes: Option<u64>,
+}
+
+impl From<&safemeet_net::LinkPath> for CallPath {
+    fn from(path: &safemeet_net::LinkPath) -> Self {
+        Self {
+            relayed: path.relay.is_some(),
+            quic: path.quic,
+            limit_secs: path.limit.and_then(|l| l.duration).map(|d| d.as_secs()),
+            limit_bytes: path.limit.and_then(|l| l.bytes),
+        }
+    }
 }
 
 /// A call as `call status` shows it.
@@ -101,6 +131,10 @@ pub struct CallView {
     /// someone joins, and to a fresh key 1 s after someone leaves).
     #[serde(default)]
     pub key_epoch: Option<u32>,
+    /// How a call's audio reaches the other end now (a call with one
+    /// contact, once answered).
+    #[serde(default)]
+    pub path: Option<CallPath>,
 }
 
 /// What a client asks of the call service.

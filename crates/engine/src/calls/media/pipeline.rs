@@ -62,6 +62,7 @@ pub(super) async fn capture(
 /// Keeps a stream open to one participant and writes its queue to it;
 /// a stream that fails is opened again.
 pub(super) async fn send_to(
+    shared: Arc<Shared>,
     net: safemeet_net::Handle,
     peer: PeerId,
     addrs: Vec<Multiaddr>,
@@ -71,12 +72,22 @@ pub(super) async fn send_to(
 ) {
     let run = async {
         loop {
+            let sent_before = queue.stats().sent;
             match net.open_media_stream(peer, &addrs).await {
                 Ok(mut stream) => {
+                    shared.streams_opened.fetch_add(1, Ordering::Relaxed);
                     if write_frame(&mut stream, &hello).await.is_ok()
                         && let Err(e) = pump(&queue, stream).await
                     {
                         tracing::debug!(error = %e, "a media stream ended");
+                    }
+                    // A stream that carried a second of frames or more
+                    // and broke (a relay's circuit at its limit) is opened
+                    // again at once, so little goes unheard; one that broke
+                    // sooner waits (a peer that resets streams gets a few
+                    // opens a second, not one per frame).
+                    if queue.stats().sent >= sent_before + REOPEN_AT_ONCE_AFTER {
+                        continue;
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "a media stream could not be opened"),
