@@ -26,6 +26,9 @@ pub enum AudioError {
     /// The file could not be read or written.
     #[error("{0}: {1}")]
     Io(String, String),
+    /// The sound card could not be opened, or failed.
+    #[error("{0}")]
+    Device(String),
 }
 
 /// Audio to send, a frame at a time.

@@ -15,4 +15,6 @@ pub mod keys;
 pub mod mix;
 pub mod payload;
 pub mod sframe;
+#[cfg(feature = "cpal")]
+pub mod system;
 pub mod transport;
