@@ -12,20 +12,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use safemeet_engine::{CallAudio, CallState, CallView, Handle};
-use safemeet_media::audio::{AudioSink, FRAME_SAMPLES, WavSink};
 use safemeet_test_utils::spawn_nodes;
+use safemeet_test_utils::speech::{read_wav, write_wav};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn write_wav(path: &Path, samples: &[i16]) {
-    let mut sink = WavSink::create(path).unwrap();
-    for chunk in samples.chunks(FRAME_SAMPLES) {
-        let mut frame = [0i16; FRAME_SAMPLES];
-        frame[..chunk.len()].copy_from_slice(chunk);
-        sink.write_frame(&frame).unwrap();
-    }
-    sink.finish().unwrap();
-}
 
 async fn view(engine: &Handle) -> Option<CallView> {
     engine.calls().await.unwrap().into_iter().next()
@@ -67,16 +57,6 @@ fn audio(dir: &Path, i: usize) -> CallAudio {
         wav_out: None,
         wav_each: Some(each),
     }
-}
-
-fn read_wav(path: &Path) -> Vec<i16> {
-    use safemeet_media::audio::{AudioSource, WavSource};
-    let mut source = WavSource::open(path).unwrap();
-    let mut out = Vec::new();
-    while let Some(frame) = source.next_frame().unwrap() {
-        out.extend_from_slice(&frame);
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

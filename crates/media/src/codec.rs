@@ -31,6 +31,9 @@ pub trait Codec: Send {
     /// The loss the receivers report, in percent (the encoder spends more
     /// on forward error correction as it grows).
     fn set_expected_loss(&mut self, percent: u8) -> Result<(), CodecError>;
+    /// How much later a sample comes out of the decoder than it went into
+    /// the encoder (the encoder's look-ahead), µs: part of mouth-to-ear.
+    fn delay_us(&mut self) -> Result<u64, CodecError>;
 }
 
 /// Opus, through libopus.
@@ -106,5 +109,12 @@ impl Codec for OpusCodec {
         self.encoder
             .set_packet_loss_perc(i32::from(percent.min(100)))
             .map_err(err)
+    }
+
+    fn delay_us(&mut self) -> Result<u64, CodecError> {
+        let samples = self.encoder.get_lookahead().map_err(err)?;
+        let samples =
+            u64::try_from(samples).map_err(|_| CodecError("a negative look-ahead".into()))?;
+        Ok(samples * 1_000_000 / u64::from(SAMPLE_RATE))
     }
 }

@@ -121,3 +121,31 @@ print(json.dumps({"pesq": pesq(16000, ref, deg, "wb"), "at": at}))
     let out = python(script, &[reference, degraded, &secs]);
     number(&out, "pesq")
 }
+
+/// Writes `samples` as a 48 kHz mono 16-bit WAV file (what calls take and
+/// write).
+pub fn write_wav(path: &Path, samples: &[i16]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = or_fail(hound::WavWriter::create(path, spec), path);
+    for sample in samples {
+        or_fail(writer.write_sample(*sample), path);
+    }
+    or_fail(writer.finalize(), path);
+}
+
+/// The samples of a 16-bit WAV file.
+pub fn read_wav(path: &Path) -> Vec<i16> {
+    or_fail(hound::WavReader::open(path), path)
+        .samples::<i16>()
+        .map(|s| or_fail(s, path))
+        .collect()
+}
+
+fn or_fail<T>(result: Result<T, hound::Error>, path: &Path) -> T {
+    result.unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

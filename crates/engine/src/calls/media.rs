@@ -70,6 +70,8 @@ struct Heard {
     keys: PeerKeys,
     jitter: JitterBuffer,
     codec: OpusCodec,
+    /// The codec's own delay (look-ahead), µs: part of mouth-to-ear.
+    codec_delay_us: u64,
     latencies: VecDeque<u32>,
     /// Frames refused (did not open, or not a payload).
     refused: u64,
@@ -106,6 +108,10 @@ struct Shared {
     sent: AtomicU64,
     /// Media streams opened (see `CallStats::streams_opened`).
     streams_opened: AtomicU64,
+    /// When the first sample sent was taken, and when the first sample
+    /// heard was played (µs since the Unix epoch; 0: not yet).
+    first_capture_us: AtomicU64,
+    first_playout_us: AtomicU64,
     /// Wall clock at the start (µs since the Unix epoch), and the
     /// monotonic clock then: capture times are taken from both.
     wall0_us: u64,
@@ -123,6 +129,32 @@ impl Shared {
         self.wall0_us
             .saturating_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
     }
+}
+
+/// The microphone (with the `cpal` feature, when there is one), else
+/// silence: a call without one still hears the other side.
+fn system_source() -> Box<dyn AudioSource> {
+    #[cfg(feature = "cpal")]
+    match safemeet_media::system::SystemSource::open() {
+        Ok(source) => return Box::new(source),
+        Err(e) => tracing::warn!(error = %e, "no microphone: the call sends silence"),
+    }
+    Box::new(Silence)
+}
+
+/// The speakers (with the `cpal` feature, when there are some), else
+/// nothing is played.
+fn system_sink() -> Box<dyn AudioSink> {
+    #[cfg(feature = "cpal")]
+    match safemeet_media::system::SystemSink::open() {
+        Ok(sink) => return Box::new(sink),
+        Err(e) => tracing::warn!(error = %e, "no speakers: the call is not played"),
+    }
+    Box::new(Discard)
+}
+
+fn nonzero(us: u64) -> Option<u64> {
+    (us != 0).then_some(us)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -158,11 +190,11 @@ impl Media {
             |e: safemeet_media::audio::AudioError| Error::from(CallError::Audio(e.to_string()));
         let source: Box<dyn AudioSource> = match &audio.wav_in {
             Some(path) => Box::new(WavSource::open(path).map_err(bad)?),
-            None => Box::new(Silence),
+            None => system_source(),
         };
         let sink: Box<dyn AudioSink> = match &audio.wav_out {
             Some(path) => Box::new(WavSink::create(path).map_err(bad)?),
-            None => Box::new(Discard),
+            None => system_sink(),
         };
         let encoder = OpusCodec::new().map_err(|e| Error::InvalidInput(e.to_string()))?;
         let shared = Arc::new(Shared {
@@ -175,6 +207,8 @@ impl Media {
             expected_loss: AtomicU8::new(0),
             sent: AtomicU64::new(0),
             streams_opened: AtomicU64::new(0),
+            first_capture_us: AtomicU64::new(0),
+            first_playout_us: AtomicU64::new(0),
             wall0_us: SystemClock.now().as_millis().saturating_mul(1000),
             mono0: SystemClock.instant(),
         });
@@ -240,7 +274,9 @@ impl Media {
         addrs: Vec<Multiaddr>,
         ratchet: bool,
     ) -> Result<(), Error> {
-        let codec = OpusCodec::new().map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let mut codec = OpusCodec::new().map_err(|e| Error::InvalidInput(e.to_string()))?;
+        // The sender codes as this device would: its look-ahead is this one's.
+        let codec_delay_us = codec.delay_us().unwrap_or(0);
         let sink = match &self.shared.each_dir {
             Some(dir) => Some(
                 WavSink::create(&dir.join(format!("{peer}.wav")))
@@ -254,6 +290,7 @@ impl Media {
                 keys: PeerKeys::new(index),
                 jitter: JitterBuffer::new(),
                 codec,
+                codec_delay_us,
                 latencies: VecDeque::with_capacity(LATENCIES),
                 refused: 0,
                 keyed: false,
@@ -399,6 +436,8 @@ impl Media {
         let mut stats = CallStats {
             sent: self.shared.sent.load(Ordering::Relaxed),
             streams_opened: self.shared.streams_opened.load(Ordering::Relaxed),
+            capture_started_us: nonzero(self.shared.first_capture_us.load(Ordering::Relaxed)),
+            playout_started_us: nonzero(self.shared.first_playout_us.load(Ordering::Relaxed)),
             expected_loss_percent: self.shared.expected_loss.load(Ordering::Relaxed),
             ..CallStats::default()
         };

@@ -73,6 +73,15 @@ pub struct CallStats {
     /// circuit that reached its limit).
     #[serde(default)]
     pub streams_opened: u64,
+    /// When the first sample this device sent was taken, µs since the Unix
+    /// epoch: with `playout_started_us`, where a moment of the audio files
+    /// sits in time (`--wav-in` from its start, `--wav-out` one frame per
+    /// 20 ms from the first heard, silence where nothing came).
+    #[serde(default)]
+    pub capture_started_us: Option<u64>,
+    /// When the first sample heard was played, µs since the Unix epoch.
+    #[serde(default)]
+    pub playout_started_us: Option<u64>,
 }
 
 /// How a call's audio reaches the other end now.

@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// A frame's length, µs.
+const FRAME_US: u64 = 20_000;
+
 /// Captures a frame every 20 ms, codes, pads and seals it once, and hands
 /// it to every participant's queue.
 pub(super) async fn capture(
@@ -51,7 +54,12 @@ pub(super) async fn capture(
             tracing::debug!("a frame could not be sealed");
             continue;
         };
-        shared.sent.fetch_add(1, Ordering::Relaxed);
+        if shared.sent.fetch_add(1, Ordering::Relaxed) == 0 {
+            let first_sample = captured.saturating_sub(FRAME_US);
+            shared
+                .first_capture_us
+                .store(first_sample, Ordering::Relaxed);
+        }
         for queue in lock(&shared.queues).values() {
             queue.send(sealed.clone());
         }
@@ -203,6 +211,8 @@ pub(super) async fn play_out(
     // what is heard but drops nothing.
     let mut clock = tokio::time::interval(safemeet_media::audio::FRAME_TIME);
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    // A frame has been written.
+    let mut started = false;
     loop {
         let due = tokio::select! {
             () = cancel.cancelled() => break,
@@ -237,8 +247,9 @@ pub(super) async fn play_out(
                 Some(Playout::Frame(p)) => {
                     let capture = u64::from_be_bytes(p[..8].try_into().unwrap_or_default());
                     // The frame's first sample was taken 20 ms before its
-                    // capture time; it is heard now.
-                    let ms = now_us.saturating_sub(capture) / 1000 + 20;
+                    // capture time, and comes out of the decoder the codec's
+                    // look-ahead later; it is heard now.
+                    let ms = (now_us.saturating_sub(capture) + FRAME_US + h.codec_delay_us) / 1000;
                     if h.latencies.len() == LATENCIES {
                         h.latencies.pop_front();
                     }
@@ -262,9 +273,19 @@ pub(super) async fn play_out(
                 Err(e) => tracing::debug!(error = %e, "a frame did not decode"),
             }
         }
-        if !frames.is_empty()
-            && let Err(e) = sink.write_frame(&mix::mix(&frames))
-        {
+        // From the first frame heard on, every tick writes a frame, silence
+        // when nothing came, as a sound card would play it: the output is
+        // a timeline.
+        let out = match (frames.is_empty(), started) {
+            (true, false) => continue,
+            (true, true) => [0i16; safemeet_media::audio::FRAME_SAMPLES],
+            (false, _) => mix::mix(&frames),
+        };
+        if !started {
+            started = true;
+            shared.first_playout_us.store(now_us, Ordering::Relaxed);
+        }
+        if let Err(e) = sink.write_frame(&out) {
             tracing::warn!(error = %e, "the call's audio output failed");
             break;
         }
