@@ -15,6 +15,11 @@ pub fn dialable(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
     }
 }
 
+/// Whether `addr` runs over QUIC.
+pub(crate) fn is_quic(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::QuicV1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

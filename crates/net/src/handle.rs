@@ -10,7 +10,6 @@
 //! it.
 
 use libp2p::gossipsub::MessageId;
-use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use safemeet_proto::limits::MAX_ENVELOPE_BYTES;
 use tokio::sync::{mpsc, oneshot};
@@ -204,7 +203,7 @@ impl Handle {
     ) -> Result<libp2p::Stream, Error> {
         let quic: Vec<Multiaddr> = addrs
             .iter()
-            .filter(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)))
+            .filter(|a| crate::addr::is_quic(a))
             .cloned()
             .collect();
         if !quic.is_empty() && quic.len() < addrs.len() {

@@ -66,7 +66,7 @@ impl Paths {
         let quic = [Some(remote), local]
             .into_iter()
             .flatten()
-            .any(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)));
+            .any(crate::addr::is_quic);
         self.up.insert(
             id,
             Up {
