@@ -7,9 +7,12 @@
 //! difference between the two clocks) plus the **target delay**: the 95th
 //! percentile of how much later than that shortest transit frames came,
 //! plus 20 ms, kept within 20–200 ms (60 ms at the start). It follows the
-//! last [`HISTORY`] frames, checked once a second: it goes up at once, and
-//! down by one frame at most every five seconds (each change stretches or
-//! skips what is heard; a skip waits for a quiet frame).
+//! last [`HISTORY`] frames, estimated from the first ten and then once a
+//! second: it goes up at once, and down by one frame at most every five
+//! seconds, and only as far as no estimate of the last ten seconds would
+//! have it (each change stretches or skips what is heard; a skip waits for
+//! a quiet frame). Before the first frame plays, frames whose turn is over
+//! are dropped at once: nothing heard is cut.
 //!
 //! At each 20 ms tick of the playout clock, [`JitterBuffer::pop`] gives
 //! the next frame if it is due: the frame itself; if it is missing but the
@@ -35,10 +38,20 @@ pub const HISTORY: usize = 250;
 /// Frames held at most (a sender far ahead is not followed).
 pub const MAX_HELD: usize = 64;
 const FRAME_MS: u64 = FRAME_TIME.as_millis() as u64;
+/// Frames in when the target is first set from what came (200 ms): the
+/// start target is a guess, and the sooner it gives way to a measured one
+/// the earlier in the stream the cut (or wait) that brings it comes.
+const FIRST_ESTIMATE: usize = 10;
 /// Frames between moves of the target (one second).
 const RETARGET_EVERY: u64 = 50;
 /// Frames between steps down of the target (five seconds), each one frame.
 const LOWER_EVERY: u64 = 250;
+/// The target's last estimates (one a second) a step down must be clear
+/// of: the delay comes down only when no estimate of the last ten seconds
+/// needed it, so a load that comes and goes (a busy machine, a link that
+/// stalls now and then) does not move it down and up again (each move
+/// is a cut or a wait in what is heard).
+const PEAK_SPAN: usize = 10;
 /// Frames behind at which one is skipped even in the middle of a word.
 const FAR_BEHIND: u64 = 4;
 /// A frame at most 5/4 the size of the smallest of the last [`HISTORY`]
@@ -113,6 +126,8 @@ pub struct JitterBuffer {
     since_retarget: u64,
     /// Frames since the target last went down.
     since_lowered: u64,
+    /// The last [`PEAK_SPAN`] estimates of the target, in ms.
+    recent: VecDeque<u64>,
     /// Frames to skip because the target went down.
     owed_skips: u32,
     /// The payload lengths of the last [`HISTORY`] frames.
@@ -142,6 +157,7 @@ impl JitterBuffer {
             target_ms: START_TARGET_MS,
             since_retarget: 0,
             since_lowered: LOWER_EVERY,
+            recent: VecDeque::with_capacity(PEAK_SPAN),
             owed_skips: 0,
             lengths: VecDeque::with_capacity(HISTORY),
             skipped: Vec::new(),
@@ -183,7 +199,7 @@ impl JitterBuffer {
         }
         self.transits.push_back(transit);
         self.since_retarget += 1;
-        if self.since_retarget >= RETARGET_EVERY || self.transits.len() == 10 {
+        if self.since_retarget >= RETARGET_EVERY || self.transits.len() == FIRST_ESTIMATE {
             self.retarget();
         }
         // A late frame still counts in the delay it shows is needed.
@@ -218,13 +234,19 @@ impl JitterBuffer {
         // stretches or skips what is heard, so a target that wanders with
         // every second of jitter would cut the speech up.
         self.since_lowered += RETARGET_EVERY;
+        if self.recent.len() == PEAK_SPAN {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(wanted);
+        let peak = self.recent.iter().max().copied().unwrap_or(wanted);
         if wanted > self.target_ms {
             self.target_ms = wanted;
-        } else if wanted + FRAME_MS <= self.target_ms
+        } else if peak + FRAME_MS <= self.target_ms
             && self.since_lowered >= LOWER_EVERY
-            && self.transits.len() >= RETARGET_EVERY as usize
+            && (self.transits.len() >= RETARGET_EVERY as usize
+                || self.transits.len() == FIRST_ESTIMATE)
         {
-            self.target_ms = wanted.max(self.target_ms - FRAME_MS);
+            self.target_ms = peak.max(self.target_ms - FRAME_MS);
             self.since_lowered = 0;
             // The frame the delay came down by is skipped when it is due.
             self.owed_skips += 1;
@@ -273,13 +295,19 @@ impl JitterBuffer {
         // delay is [`FAR_BEHIND`] frames over (a tick that comes a little
         // late skips nothing).
         let smallest = self.lengths.iter().min().copied().unwrap_or(0);
+        // Before the first frame plays, nothing heard is cut: every frame
+        // whose turn is over goes at once (frames held until their
+        // sender's key came, say), and playing starts on time.
+        let starting = self.next.is_none();
         while next < newest && {
             let behind = |k: u64| self.due(next + k).is_some_and(|d| d <= now_ms);
             let quiet_here = self
                 .held
                 .get(&next)
                 .is_some_and(|p| quiet(p.len(), smallest));
-            quiet_here && (self.owed_skips > 0 && behind(1) || behind(2)) || behind(FAR_BEHIND)
+            starting && behind(1)
+                || quiet_here && (self.owed_skips > 0 && behind(1) || behind(2))
+                || behind(FAR_BEHIND)
         } {
             self.owed_skips = self.owed_skips.saturating_sub(1);
             if let Some(payload) = self.held.remove(&next) {
@@ -407,6 +435,34 @@ mod tests {
     }
 
     #[test]
+    fn a_load_that_comes_back_every_8_s_keeps_the_delay_up_between_times() {
+        // 40 s; every 8 s from 3.7 s on, 15 frames in a row come 50 ms
+        // late (60 ms as these ticks hand them in).
+        let burst = |s: u64| (185..200).contains(&(s % 400));
+        let frames: Vec<(u64, u64)> = (0..2_000)
+            .map(|s| (s, 5_000 + s * 20 + if burst(s) { 50 } else { 0 }))
+            .collect();
+        let (_, stats) = run(&frames, 5_000, 2_020);
+        // Up to the bursts' p95 + 20 ms once, and not down in the quiet
+        // stretches between them (each step down would be a cut, and each
+        // burst after it a wait): the only cut is the start's step down.
+        assert_eq!(stats.target_ms, 80, "{stats:?}");
+        assert!(stats.skipped <= 1, "{stats:?}");
+        // Once the bursts stop, the delay comes down again, a frame at a
+        // time.
+        let frames: Vec<(u64, u64)> = (0..2_000)
+            .map(|s| {
+                (
+                    s,
+                    5_000 + s * 20 + if s % 400 >= 385 && s < 400 { 50 } else { 0 },
+                )
+            })
+            .collect();
+        let (_, stats) = run(&frames, 5_000, 2_020);
+        assert!(stats.target_ms < 80, "{stats:?}");
+    }
+
+    #[test]
     fn late_duplicate_and_far_ahead_frames_are_dropped() {
         let mut buffer = JitterBuffer::new();
         assert_eq!(buffer.push(0, 1_000, 5_000, vec![0]), Pushed::Held);
@@ -429,6 +485,46 @@ mod tests {
         // Frame 1's turn has passed.
         assert_eq!(buffer.push(1, 1_020, 5_100, vec![1]), Pushed::Late);
         assert_eq!(buffer.stats().late, 1);
+    }
+
+    #[test]
+    fn the_first_ten_frames_set_the_target_down_from_its_start() {
+        let mut buffer = JitterBuffer::new();
+        for s in 0..FIRST_ESTIMATE as u64 - 1 {
+            buffer.push(s, 1_000 + s * 20, 5_000 + s * 20 + s % 2, vec![0]);
+        }
+        assert_eq!(buffer.delay_ms(), START_TARGET_MS);
+        let s = FIRST_ESTIMATE as u64 - 1;
+        buffer.push(s, 1_000 + s * 20, 5_000 + s * 20, vec![0]);
+        // p95 of 1 ms, + 20: one step down (a frame), owed as a skip.
+        assert_eq!(buffer.delay_ms(), START_TARGET_MS - FRAME_MS);
+        // The next step down waits its five seconds.
+        for s in FIRST_ESTIMATE as u64..200 {
+            buffer.push(s, 1_000 + s * 20, 5_000 + s * 20, vec![0]);
+        }
+        assert_eq!(buffer.delay_ms(), START_TARGET_MS - FRAME_MS);
+    }
+
+    #[test]
+    fn frames_whose_turn_passed_before_anything_played_go_at_once() {
+        // Frames held back (their sender's key came late) are handed in
+        // with the times they arrived: all but the last few are overdue.
+        let mut buffer = JitterBuffer::new();
+        for s in 0..50 {
+            buffer.push(s, 1_000 + s * 20, 5_000 + s * 20, vec![s as u8]);
+        }
+        // Frame s is due at 5 040 + 20 s (the target is 40 ms by now).
+        assert_eq!(buffer.delay_ms(), 40);
+        let now = 5_000 + 40 + 20 * 26 + 5;
+        // Speech or not, everything before the frame due now goes, and
+        // the decoder is handed it in order.
+        assert_eq!(buffer.pop(now), Some(Playout::Frame(vec![26])));
+        let skipped: Vec<u8> = buffer.take_skipped().iter().map(|p| p[0]).collect();
+        assert_eq!(skipped, (0..26).collect::<Vec<u8>>());
+        // Once playing, a frame one tick overdue is played, not skipped:
+        // the cuts at the start took up the step the target came down by.
+        assert_eq!(buffer.pop(now + 40), Some(Playout::Frame(vec![27])));
+        assert_eq!(buffer.stats().skipped, 26);
     }
 
     #[test]
