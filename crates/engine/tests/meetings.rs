@@ -1,10 +1,11 @@
 //! Meetings between engines over the memory transport (real libp2p):
 //! eight devices in a room's meeting for a minute, one leaving and one
-//! joining every 10 s; the 56 streams score PESQ-WB 3.6 on average (each
-//! at least 3.0), every sender
-//! takes a fresh key within 2 s of a leave, no stream has a gap over
-//! 60 ms on a change, and a ninth is refused. Needs what the speech
-//! fixture needs (`safemeet_test_utils::speech`).
+//! joining every 10 s; each of the 56 streams scores PESQ-WB 3.6 or more
+//! in a release build (`cargo test --release -p safemeet-engine --test
+//! meetings`, as CI runs it), every sender takes a fresh key within 2 s of
+//! a leave, no stream has a gap over 60 ms on a change, and a ninth is
+//! refused. Needs what the speech fixture needs
+//! (`safemeet_test_utils::speech`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
@@ -210,11 +211,15 @@ async fn eight_in_a_meeting_for_a_minute_with_one_leaving_and_one_joining_every_
     }
     let mean = total / f64::from(scored);
     eprintln!("{scored} streams, PESQ-WB mean {mean:.2}, the worst {worst:.2}");
-    // The gate is every stream ≥ 3.6. Here (ten engines in one
-    // debug process on two cores) the mean holds it, 3.80–3.84 in two
-    // runs, but the worst stream came out 3.60 in one and 3.31 in the
-    // other: held to 3.0, and the gap to 3.6 is reported, not hidden.
+    // Every stream at 3.6 or more, in a release build: the worst 3.73 in
+    // its runs here (what is left below the codec's own 3.9 is the stretch
+    // of speech each tail covers, and a cut or two in silence). Ten
+    // engines' unoptimised code on two cores is a far busier machine than
+    // a device in a call: there frames come up to 90 ms late, the buffers
+    // hold more and move more (the worst stream 3.52, the mean 3.86), so a
+    // debug build is held to the mean and to 3.0 for each stream.
+    let each = if cfg!(debug_assertions) { 3.0 } else { 3.6 };
     assert!(mean >= 3.6, "PESQ-WB mean {mean:.2}");
-    assert!(worst >= 3.0, "the worst stream: PESQ-WB {worst:.2}");
+    assert!(worst >= each, "the worst stream: PESQ-WB {worst:.2}");
     assert_eq!(scored, 56);
 }
