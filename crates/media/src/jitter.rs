@@ -7,12 +7,14 @@
 //! difference between the two clocks) plus the **target delay**: the 95th
 //! percentile of how much later than that shortest transit frames came,
 //! plus 20 ms, kept within 20–200 ms (60 ms at the start). It follows the
-//! last [`HISTORY`] frames, estimated from the first ten and then once a
-//! second: it goes up at once, and down by one frame at most every five
-//! seconds, and only as far as no estimate of the last ten seconds would
-//! have it (each change stretches or skips what is heard; a skip waits for
-//! a quiet frame). Before the first frame plays, frames whose turn is over
-//! are dropped at once: nothing heard is cut.
+//! last [`HISTORY`] frames, estimated from the first ten after the first
+//! one plays and then once a second: it goes up at once, and down by one
+//! frame at most every five seconds, and only as far as no estimate of
+//! the last ten seconds would have it (each change stretches or skips what
+//! is heard; a skip waits for a quiet frame). Before the first frame
+//! plays, frames whose turn is over are dropped at once (nothing heard is
+//! cut), and the frames that came before it count only for the shortest
+//! transit: they tell how long frames waited for the stream or a key.
 //!
 //! At each 20 ms tick of the playout clock, [`JitterBuffer::pop`] gives
 //! the next frame if it is due: the frame itself; if it is missing but the
@@ -38,9 +40,10 @@ pub const HISTORY: usize = 250;
 /// Frames held at most (a sender far ahead is not followed).
 pub const MAX_HELD: usize = 64;
 const FRAME_MS: u64 = FRAME_TIME.as_millis() as u64;
-/// Frames in when the target is first set from what came (200 ms): the
-/// start target is a guess, and the sooner it gives way to a measured one
-/// the earlier in the stream the cut (or wait) that brings it comes.
+/// Frames in, once playing, when the target is first set from what came
+/// (200 ms): the start target is a guess, and the sooner it gives way to a
+/// measured one the earlier in the stream the cut (or wait) that brings it
+/// comes.
 const FIRST_ESTIMATE: usize = 10;
 /// Frames between moves of the target (one second).
 const RETARGET_EVERY: u64 = 50;
@@ -199,7 +202,10 @@ impl JitterBuffer {
         }
         self.transits.push_back(transit);
         self.since_retarget += 1;
-        if self.since_retarget >= RETARGET_EVERY || self.transits.len() == FIRST_ESTIMATE {
+        // Estimated once playing: see `pop`.
+        if self.next.is_some()
+            && (self.since_retarget >= RETARGET_EVERY || self.transits.len() == FIRST_ESTIMATE)
+        {
             self.retarget();
         }
         // A late frame still counts in the delay it shows is needed.
@@ -319,6 +325,18 @@ impl JitterBuffer {
             }
             next += 1;
         }
+        if starting {
+            // What came before the first frame played tells how long
+            // frames waited (for the stream to open, for their sender's
+            // key: a sender's first frames come at once, up to 60 ms old),
+            // not how the path varies: of it only the shortest transit is
+            // kept (it places every frame's turn), and the target is first
+            // estimated from the ten frames that follow.
+            let min = self.transits.iter().min().copied();
+            self.transits.clear();
+            self.transits.extend(min);
+            self.since_retarget = 0;
+        }
         self.next = Some(next + 1);
         if let Some(payload) = self.held.remove(&next) {
             self.stats.played += 1;
@@ -391,25 +409,25 @@ mod tests {
 
     #[test]
     fn a_lost_frame_is_rebuilt_from_the_next_and_two_are_concealed_then_rebuilt() {
-        let frames: Vec<(u64, u64)> = (0..60)
-            .filter(|s| ![10, 30, 31].contains(s))
+        let frames: Vec<(u64, u64)> = (0..80)
+            .filter(|s| ![30, 50, 51].contains(s))
             .map(|s| (s, 5_000 + s * 20))
             .collect();
-        let (out, stats) = run(&frames, 5_000, 100);
-        // Every frame's turn comes once (a skip at the start aside, as the
-        // target falls to its floor).
-        assert_eq!(out.len() as u64 + stats.skipped, 60);
+        let (out, stats) = run(&frames, 5_000, 120);
+        // Every frame's turn comes once (a skip near the start aside, as
+        // the target falls from its start).
+        assert_eq!(out.len() as u64 + stats.skipped, 80);
         let at = |p: &Playout| out.iter().position(|o| o == p).unwrap();
-        // Frame 10 from 11's FEC, then 11 itself.
+        // Frame 30 from 31's FEC, then 31 itself.
         assert_eq!(
-            out[at(&Playout::Fec(vec![11])) + 1],
-            Playout::Frame(vec![11])
+            out[at(&Playout::Fec(vec![31])) + 1],
+            Playout::Frame(vec![31])
         );
-        // 30 concealed (31 is missing too), 31 from 32's FEC, then 32.
-        let fec = at(&Playout::Fec(vec![32]));
-        assert_eq!(out[fec - 2], Playout::Frame(vec![29]));
+        // 50 concealed (51 is missing too), 51 from 52's FEC, then 52.
+        let fec = at(&Playout::Fec(vec![52]));
+        assert_eq!(out[fec - 2], Playout::Frame(vec![49]));
         assert_eq!(out[fec - 1], Playout::Conceal);
-        assert_eq!(out[fec + 1], Playout::Frame(vec![32]));
+        assert_eq!(out[fec + 1], Playout::Frame(vec![52]));
         assert_eq!(
             (stats.lost, stats.fec_recovered, stats.concealed),
             (3, 2, 1)
@@ -488,21 +506,19 @@ mod tests {
     }
 
     #[test]
-    fn the_first_ten_frames_set_the_target_down_from_its_start() {
-        let mut buffer = JitterBuffer::new();
-        for s in 0..FIRST_ESTIMATE as u64 - 1 {
-            buffer.push(s, 1_000 + s * 20, 5_000 + s * 20 + s % 2, vec![0]);
+    fn a_stream_s_first_frames_coming_at_once_do_not_raise_the_target() {
+        // The first four frames waited for the stream and come together
+        // (60, 40, 20 and 0 ms old), then one every 20 ms.
+        let frames: Vec<(u64, u64)> = (0..100).map(|s| (s, 5_000 + s.max(3) * 20)).collect();
+        let (out, stats) = run(&frames, 5_000, 120);
+        // All four played, and the ten frames after the first played set
+        // the target: one step down from the start (a frame skipped at a
+        // quiet one), not up to the 80 ms the wait would make it.
+        for s in 0..4 {
+            assert!(out.contains(&Playout::Frame(vec![s])), "{s}: {out:?}");
         }
-        assert_eq!(buffer.delay_ms(), START_TARGET_MS);
-        let s = FIRST_ESTIMATE as u64 - 1;
-        buffer.push(s, 1_000 + s * 20, 5_000 + s * 20, vec![0]);
-        // p95 of 1 ms, + 20: one step down (a frame), owed as a skip.
-        assert_eq!(buffer.delay_ms(), START_TARGET_MS - FRAME_MS);
-        // The next step down waits its five seconds.
-        for s in FIRST_ESTIMATE as u64..200 {
-            buffer.push(s, 1_000 + s * 20, 5_000 + s * 20, vec![0]);
-        }
-        assert_eq!(buffer.delay_ms(), START_TARGET_MS - FRAME_MS);
+        assert_eq!(stats.target_ms, START_TARGET_MS - FRAME_MS, "{stats:?}");
+        assert_eq!((stats.skipped, stats.late, stats.lost), (1, 0, 0));
     }
 
     #[test]
@@ -513,16 +529,16 @@ mod tests {
         for s in 0..50 {
             buffer.push(s, 1_000 + s * 20, 5_000 + s * 20, vec![s as u8]);
         }
-        // Frame s is due at 5 040 + 20 s (the target is 40 ms by now).
-        assert_eq!(buffer.delay_ms(), 40);
-        let now = 5_000 + 40 + 20 * 26 + 5;
+        // Frame s is due at 5 060 + 20 s (no estimate before playing).
+        assert_eq!(buffer.delay_ms(), START_TARGET_MS);
+        let now = 5_000 + START_TARGET_MS + 20 * 26 + 5;
         // Speech or not, everything before the frame due now goes, and
         // the decoder is handed it in order.
         assert_eq!(buffer.pop(now), Some(Playout::Frame(vec![26])));
         let skipped: Vec<u8> = buffer.take_skipped().iter().map(|p| p[0]).collect();
         assert_eq!(skipped, (0..26).collect::<Vec<u8>>());
-        // Once playing, a frame one tick overdue is played, not skipped:
-        // the cuts at the start took up the step the target came down by.
+        // Once playing, a frame one tick overdue is played, not skipped (a
+        // skip waits for two behind, or for a step down of the target).
         assert_eq!(buffer.pop(now + 40), Some(Playout::Frame(vec![27])));
         assert_eq!(buffer.stats().skipped, 26);
     }

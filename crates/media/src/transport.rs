@@ -94,19 +94,6 @@ impl SendQueue {
         self.ready.notify_one();
     }
 
-    /// Drops all but the newest frame waiting (counted as dropped): for a
-    /// stream just opened, whose receiver would otherwise start with the
-    /// frames that waited for it, up to 40 ms older than the newest, and
-    /// take that wait for the path's jitter (its delay raised for it, and
-    /// brought down again later by skipping what it plays).
-    pub fn keep_newest(&self) {
-        let mut frames = self.lock();
-        while frames.len() > 1 {
-            frames.pop_front();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     /// Ends the queue: [`next`](Self::next) gives `None` once it is empty.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
@@ -236,29 +223,6 @@ mod tests {
             assert_eq!(queue.next().await, Some(vec![8]));
             queue.close();
             assert_eq!(queue.next().await, Some(vec![9]));
-            assert_eq!(queue.next().await, None);
-        });
-    }
-
-    #[test]
-    fn a_stream_just_opened_starts_with_the_newest_frame() {
-        let queue = SendQueue::new();
-        queue.keep_newest();
-        assert_eq!(queue.stats().dropped, 0);
-        for i in 0..3u8 {
-            queue.push(vec![i]);
-        }
-        queue.keep_newest();
-        assert_eq!(queue.len(), 1);
-        assert_eq!(queue.stats().dropped, 2);
-        queue.push(vec![3]);
-        queue.close();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            assert_eq!(queue.next().await, Some(vec![2]));
-            assert_eq!(queue.next().await, Some(vec![3]));
             assert_eq!(queue.next().await, None);
         });
     }

@@ -84,9 +84,6 @@ pub(super) async fn send_to(
             match net.open_media_stream(peer, &addrs).await {
                 Ok(mut stream) => {
                     shared.streams_opened.fetch_add(1, Ordering::Relaxed);
-                    // What waited for the stream is older than what the
-                    // receiver should start with (`SendQueue::keep_newest`).
-                    queue.keep_newest();
                     if write_frame(&mut stream, &hello).await.is_ok()
                         && let Err(e) = pump(&queue, stream).await
                     {
