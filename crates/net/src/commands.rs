@@ -99,7 +99,17 @@ impl EventLoop {
                 let gate = &mut self.swarm.behaviour_mut().gossipsub;
                 gate.set_allowed(peers);
                 tracing::debug!(allowed = gate.allowed_len(), "gossip peers updated");
-                let _ = tx.send(());
+                // Answered once the peers left out are gone from gossipsub:
+                // the caller subscribes to a room's new topic next, and
+                // gossipsub announces a subscription to every peer it
+                // counts, a closing connection's too.
+                if gate.leaving()
+                    && self.gossip_waiters.len() < crate::event_loop::MAX_GOSSIP_WAITERS
+                {
+                    self.gossip_waiters.push(tx);
+                } else {
+                    let _ = tx.send(());
+                }
             }
             Command::GossipPeers(tx) => {
                 let gate = &self.swarm.behaviour().gossipsub;

@@ -17,7 +17,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{PeerId, Swarm, identify, mdns};
 use safemeet_proto::Envelope;
 use safemeet_proto::clock::{Clock, SystemClock};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::addr::is_public;
@@ -75,6 +75,7 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
         relay_listeners,
         autonat: crate::net_status::AutonatResults::default(),
         connecting: Default::default(),
+        gossip_waiters: Vec::new(),
         paths: Default::default(),
         shutdown: shutdown.clone(),
         stopped: stopped.clone(),
@@ -91,6 +92,10 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Handle, mpsc::Receiver
     };
     Ok((handle, events))
 }
+
+/// Most callers of `allow_gossip` that wait for closings at once (past
+/// this, one is answered at once: it only loses the wait).
+pub(crate) const MAX_GOSSIP_WAITERS: usize = 64;
 
 pub(crate) struct EventLoop {
     pub(crate) swarm: Swarm<Behaviour>,
@@ -121,6 +126,9 @@ pub(crate) struct EventLoop {
     pub(crate) paths: crate::paths::Paths,
     /// Callers waiting for a connection to open a stream on.
     pub(crate) connecting: crate::connect::ConnectWaiters,
+    /// Callers of `allow_gossip` waiting for the gossip connections of the
+    /// peers it left out to close (at most [`MAX_GOSSIP_WAITERS`]).
+    pub(crate) gossip_waiters: Vec<oneshot::Sender<()>>,
     /// Cancelled by [`Handle::shutdown`].
     pub(crate) shutdown: CancellationToken,
     /// Cancelled when the loop has stopped (on drop, so also on a panic).
@@ -166,6 +174,11 @@ impl EventLoop {
                     for (peer, refused) in gate.take_dropped() {
                         self.refusals.record_n(Refusal::Subscriptions, peer, refused);
                     }
+                    if !self.gossip_waiters.is_empty() && !gate.leaving() {
+                        for tx in self.gossip_waiters.drain(..) {
+                            let _ = tx.send(());
+                        }
+                    }
                 }
                 _ = report.tick() => {
                     for peer in self.junk.expired(SystemClock.instant()) {
@@ -201,6 +214,7 @@ impl EventLoop {
             relay_listeners: _,
             autonat: _,
             connecting,
+            gossip_waiters: _,
             paths: _,
             shutdown: _,
             stopped: _,

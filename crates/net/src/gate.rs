@@ -33,6 +33,10 @@
 //! back its queued closings and dial, so a change of the set costs at
 //! most one reconnection per peer and cannot loop. Deliveries in
 //! flight on a closed connection fail and are retried by the application.
+//! The application hears back from a change once the gossip connections
+//! of the peers it left out have closed ([`GossipGate::leaving`]): until
+//! then gossipsub counts them, and a subscription made meanwhile (a room's
+//! new topic, after a member was removed) would be announced to them.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::task::{Context, Poll};
@@ -116,6 +120,15 @@ impl GossipGate {
     /// How many peers are allowed.
     pub(crate) fn allowed_len(&self) -> usize {
         self.allowed.len()
+    }
+
+    /// Whether a peer no longer allowed still has a gossip connection (its
+    /// closing is under way): gossipsub still counts it a peer, and would
+    /// tell it of a topic subscribed to now.
+    pub(crate) fn leaving(&self) -> bool {
+        self.open
+            .iter()
+            .any(|(peer, conns)| !conns.is_empty() && !self.allowed.contains(peer))
     }
 
     /// The peers allowed to gossip.

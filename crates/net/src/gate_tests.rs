@@ -108,3 +108,41 @@ fn a_peer_allowed_again_while_its_gossip_connection_closes_is_redialled() {
         "one dial, so the peer does not end with no connection"
     );
 }
+
+#[test]
+fn a_peer_left_out_is_leaving_until_its_gossip_connection_has_closed() {
+    use libp2p::core::ConnectedPoint;
+    let mut gate = gate();
+    let (peer, other) = (PeerId::random(), PeerId::random());
+    gate.set_allowed([peer, other]);
+    let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+    let endpoint = ConnectedPoint::Listener {
+        local_addr: addr.clone(),
+        send_back_addr: addr,
+    };
+    let (id, _) = connect(&mut gate, peer, 1);
+    gate.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+        peer_id: peer,
+        connection_id: id,
+        endpoint: &endpoint,
+        failed_addresses: &[],
+        other_established: 0,
+    }));
+    assert!(!gate.leaving());
+    // Left out: gossipsub counts it until the swarm reports the close.
+    gate.set_allowed([other]);
+    assert!(gate.leaving());
+    gate.on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
+        peer_id: peer,
+        connection_id: id,
+        endpoint: &endpoint,
+        cause: None,
+        remaining_established: 0,
+    }));
+    assert!(!gate.leaving());
+    // Left out and let back in before the swarm ran: never leaving.
+    let (_, _) = connect(&mut gate, other, 2);
+    gate.set_allowed([]);
+    gate.set_allowed([other]);
+    assert!(!gate.leaving());
+}

@@ -17,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Error, ReplySlot, RoomTopic};
 
+/// How long [`Handle::allow_gossip`] waits at most for the gossip
+/// connections of the peers it leaves out to close.
+pub(crate) const LEAVING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How long a media stream's QUIC addresses are dialled alone before the
 /// others join them (see [`Handle::open_media_stream`]).
 pub const QUIC_HEAD_START: std::time::Duration = std::time::Duration::from_secs(1);
@@ -406,9 +410,17 @@ impl Handle {
     /// gossipsub at all: the peer learns no topic and gets no message.
     /// Connections whose handler no longer fits the set are closed (see
     /// the gate in the crate's docs); deliveries in flight on them fail
-    /// and are for the caller to retry.
+    /// and are for the caller to retry. It returns once the gossip
+    /// connections of the peers left out have closed (or after
+    /// [`LEAVING_WAIT`]): a topic subscribed to after it is not announced
+    /// to them.
     pub async fn allow_gossip(&self, peers: Vec<PeerId>) -> Result<(), Error> {
-        self.ask(|tx| Command::AllowGossip(peers, tx)).await
+        let asked = self.ask(|tx| Command::AllowGossip(peers, tx));
+        // A connection slow to close does not hold the caller for long;
+        // the gate has closed it to gossip already.
+        tokio::time::timeout(LEAVING_WAIT, asked)
+            .await
+            .unwrap_or(Ok(()))
     }
 
     /// The peers this node gossips with now (the set last given to
