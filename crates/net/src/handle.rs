@@ -411,9 +411,8 @@ impl Handle {
     /// Connections whose handler no longer fits the set are closed (see
     /// the gate in the crate's docs); deliveries in flight on them fail
     /// and are for the caller to retry. It returns once the gossip
-    /// connections of the peers left out have closed (or after
-    /// [`LEAVING_WAIT`]): a topic subscribed to after it is not announced
-    /// to them.
+    /// connections of the peers left out have closed (or after 2 s): a
+    /// topic subscribed to after it is not announced to them.
     pub async fn allow_gossip(&self, peers: Vec<PeerId>) -> Result<(), Error> {
         let asked = self.ask(|tx| Command::AllowGossip(peers, tx));
         // A connection slow to close does not hold the caller for long;
